@@ -1,0 +1,235 @@
+"""The conntrack hash table: both tuples of every confirmed ct, exact expiry, bounded size (§2.1, §2.5-2.8).
+
+Mirrors `nf_conntrack_hash` plus the parts of `nf_conntrack_core.c` that manage it:
+`__nf_conntrack_find_get` (lookup with expired entries treated as absent and reaped),
+`__nf_conntrack_confirm`'s insertion, `nf_conntrack_tuple_taken`, `early_drop` and `gc_worker`.
+
+The table is a dict from tuple to `(conn, direction)`; each confirmed ct is present under its ORIGINAL
+and its REPLY tuple. Plain tuples `(src, sport, dst, dport, proto)` can be used as keys for lookup.
+
+Bounds: `max_entries` is `nf_conntrack_max` (kernel default on a >4 GiB 64-bit host: 262144, §2.6).
+A new ct beyond it triggers `early_drop`, which scans at most `EARLY_DROP_SCAN` of the oldest entries for
+one that is not ASSURED. Deliberate difference: the kernel scans 8 hash buckets from the new tuple's
+bucket (a random choice, since its hash has a boot-time key); natbox takes the oldest unassured entry so
+that replays are reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.tuple import ConnTuple
+from natbox.netfilter import CtStatus, Direction
+
+__all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType"]
+
+DEFAULT_MAX_ENTRIES = 262144  # nf_conntrack_max on the reference box (§2.6)
+EARLY_DROP_SCAN = 64  # entries early_drop looks at (kernel: 8 buckets, NF_CT_EVICTION_RANGE)
+GC_BUDGET = 4096  # entries one gc() call examines at most (kernel: 10 ms per gc_worker run)
+EVENT_BACKLOG = 100_000  # events kept before the oldest are discarded (counted in events_lost)
+
+_ASSURED = CtStatus.ASSURED
+
+
+class CtEventType(enum.StrEnum):
+    """What `conntrack -E` prints in its first column."""
+
+    NEW = "NEW"
+    UPDATE = "UPDATE"
+    DESTROY = "DESTROY"
+
+
+@dataclass(slots=True)
+class CtEvent:
+    """One ctnetlink event, with a snapshot of what `conntrack -E` would print at that time."""
+
+    kind: CtEventType
+    conn: Conn
+    now: float
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ConntrackStats:
+    """The per-cpu counters `conntrack -S` prints (one cpu here), in the kernel's order."""
+
+    found: int = 0
+    invalid: int = 0
+    insert: int = 0
+    insert_failed: int = 0
+    drop: int = 0
+    early_drop: int = 0
+    error: int = 0
+    search_restart: int = 0
+    clash_resolve: int = 0
+    chaintoolong: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ConntrackTable:
+    """Confirmed conntrack entries, keyed by both tuples."""
+
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    stats: ConntrackStats = field(default_factory=ConntrackStats)
+    events_enabled: bool = False
+    events: list[CtEvent] = field(default_factory=list)
+    events_lost: int = 0
+    _hash: dict[tuple[int, int, int, int, int], tuple[Conn, Direction]] = field(default_factory=dict)
+    _conns: dict[int, Conn] = field(default_factory=dict)  # ct_id -> conn, oldest first
+    _gc_pending: list[int] = field(default_factory=list)
+    _next_id: int = 1
+
+    # --- allocation ----------------------------------------------------------------------------
+
+    def new_id(self) -> int:
+        """A fresh ct id (the kernel hashes the pointer; natbox counts, for reproducibility)."""
+        ct_id = self._next_id
+        self._next_id += 1
+        return ct_id
+
+    def __len__(self) -> int:
+        """`nf_conntrack_count`: confirmed entries, including expired ones not yet reaped."""
+        return len(self._conns)
+
+    def __iter__(self) -> Iterator[Conn]:
+        return iter(list(self._conns.values()))
+
+    def live(self, now: float) -> list[Conn]:
+        """Every confirmed, unexpired entry (what a ctnetlink dump shows), reaping the expired ones."""
+        out = []
+        for conn in list(self._conns.values()):
+            if now >= conn.timeout:
+                self.delete(conn, now, reason="timeout")
+            else:
+                out.append(conn)
+        return out
+
+    # --- lookup --------------------------------------------------------------------------------
+
+    def lookup(self, t: tuple[int, int, int, int, int], now: float) -> tuple[Conn, Direction] | None:
+        """`__nf_conntrack_find_get`: the entry holding `t` in either direction, if alive."""
+        hit = self._hash.get(t)
+        if hit is None:
+            return None
+        if now >= hit[0].timeout:
+            self.delete(hit[0], now, reason="timeout")
+            return None
+        return hit
+
+    def find_taken(self, t: ConnTuple, ignored: Conn, now: float) -> tuple[Conn, Direction] | None:
+        """`nf_conntrack_tuple_taken`: another live ct with `t` as its ORIGINAL or REPLY tuple (§4.4).
+
+        A ct whose ORIGINAL tuple equals `ignored`'s ORIGINAL is the same flow and does not count.
+        """
+        hit = self.lookup(t, now)
+        if hit is None:
+            return None
+        conn = hit[0]
+        if conn is ignored or conn.tuples[0] == ignored.tuples[0]:
+            return None
+        return hit
+
+    def tuple_taken(self, t: ConnTuple, ignored: Conn, now: float) -> bool:
+        return self.find_taken(t, ignored, now) is not None
+
+    # --- insertion and deletion ----------------------------------------------------------------
+
+    def clash(self, conn: Conn, now: float) -> tuple[Conn, Direction] | None:
+        """The live entry that already holds one of `conn`'s tuples, if any (checked at confirm)."""
+        for d in (Direction.ORIGINAL, Direction.REPLY):
+            hit = self.lookup(conn.tuples[d], now)
+            if hit is not None and hit[0] is not conn:
+                return hit
+        return None
+
+    def insert(self, conn: Conn, now: float) -> None:
+        """Insert both directions (the caller has checked for clashes). Emits the NEW event."""
+        conn.status |= CtStatus.CONFIRMED
+        self._hash[conn.tuples[0]] = (conn, Direction.ORIGINAL)
+        self._hash[conn.tuples[1]] = (conn, Direction.REPLY)
+        self._conns[conn.ct_id] = conn
+        self.event(CtEventType.NEW, conn, now)
+
+    def insert_reply_only(self, conn: Conn, now: float) -> None:
+        """The NAT_CLASH loser of §2.5: only its REPLY tuple is hashed; hidden from listings."""
+        conn.status |= CtStatus.CONFIRMED | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
+        conn.timeout = now + 1.0
+        self._hash[conn.tuples[1]] = (conn, Direction.REPLY)
+        self._conns[conn.ct_id] = conn
+
+    def delete(self, conn: Conn, now: float, *, reason: str = "") -> None:
+        """Remove `conn` under both tuples and emit DESTROY (unless it was a hidden clash entry)."""
+        if self._conns.pop(conn.ct_id, None) is None:
+            return
+        for t in conn.tuples:
+            hit = self._hash.get(t)
+            if hit is not None and hit[0] is conn:
+                del self._hash[t]
+        conn.status |= CtStatus.DYING
+        if not conn.status & CtStatus.NAT_CLASH:
+            self.event(CtEventType.DESTROY, conn, now, reason)
+
+    def flush(self, now: float) -> int:
+        """`conntrack -F`: delete every entry; returns how many."""
+        conns = list(self._conns.values())
+        for conn in conns:
+            self.delete(conn, now, reason="flush")
+        return len(conns)
+
+    # --- bounds --------------------------------------------------------------------------------
+
+    def early_drop(self, now: float) -> bool:
+        """Make room for one new entry by deleting an entry that is not ASSURED (§2.7)."""
+        for scanned, conn in enumerate(list(self._conns.values())):
+            if scanned >= EARLY_DROP_SCAN:
+                break
+            if now >= conn.timeout:
+                self.delete(conn, now, reason="timeout")
+                return True
+            if not conn.status & _ASSURED:
+                self.delete(conn, now, reason="early_drop")
+                self.stats.early_drop += 1
+                return True
+        return False
+
+    def gc(self, now: float, budget: int = GC_BUDGET) -> int:
+        """`gc_worker`: reap up to `budget` examined entries that have expired; returns how many went."""
+        reaped = 0
+        for _ in range(budget):
+            if not self._gc_pending:
+                self._gc_pending = list(self._conns)
+                self._gc_pending.reverse()
+                if not self._gc_pending:
+                    break
+            conn = self._conns.get(self._gc_pending.pop())
+            if conn is not None and now >= conn.timeout:
+                self.delete(conn, now, reason="timeout")
+                reaped += 1
+            if not self._gc_pending:
+                break
+        return reaped
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of any entry (a full scan: for the live loop's timer, not per packet)."""
+        return min((c.timeout for c in self._conns.values()), default=None)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def event(self, kind: CtEventType, conn: Conn, now: float, reason: str = "") -> None:
+        if not self.events_enabled:
+            return
+        if len(self.events) >= EVENT_BACKLOG:
+            del self.events[: EVENT_BACKLOG // 10]
+            self.events_lost += EVENT_BACKLOG // 10
+        self.events.append(CtEvent(kind, conn, now, reason))
+
+    def drain_events(self) -> list[CtEvent]:
+        out, self.events = self.events, []
+        return out

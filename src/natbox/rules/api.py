@@ -1,0 +1,63 @@
+"""What a rule's match or target may ask of the host it runs in (the kernel's `xt_action_param`).
+
+Matches and targets are pure functions of the packet and this context: they never reach into the
+engine directly. The engine implements `XtContext`; tests can implement it with a small fake.
+
+Verdict protocol for targets (the kernel's `XT_CONTINUE` / `XT_RETURN` / `NF_*`):
+a target returns one of `XT_CONTINUE`, `XT_RETURN`, `NF_ACCEPT`, `NF_DROP` (ints below). NAT targets
+return the verdict of `XtContext.nat_setup_info` (NF_ACCEPT once the binding is made).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from natbox.nat.range import NatRange
+from natbox.netfilter import Hook, ManipType
+from natbox.skb import Skb
+
+__all__ = ["NF_ACCEPT", "NF_DROP", "XT_CONTINUE", "XT_RETURN", "XtContext"]
+
+NF_DROP = 0
+NF_ACCEPT = 1
+XT_CONTINUE = -1  # IPT_CONTINUE / XT_CONTINUE: go on with the next rule
+XT_RETURN = -(4 + 1)  # XT_RETURN = -NF_REPEAT - 1
+
+
+class XtContext(Protocol):
+    """The host seen from a rule: time, randomness, addresses, routing and the NAT core."""
+
+    @property
+    def hook(self) -> Hook:
+        """The hook the chain runs at."""
+
+    @property
+    def now(self) -> float:
+        """Current time in seconds (injected; `-m limit` counts on it)."""
+
+    def random_u32(self) -> int:
+        """A random 32-bit value from the injected RNG (`-m statistic --mode random`)."""
+
+    def addr_type(self, addr: int, dev: str | None) -> int:
+        """`inet_dev_addr_type()`: RTN_* type of `addr` (UNICAST=1, LOCAL=2, BROADCAST=3, MULTICAST=5...).
+
+        With `dev`, a LOCAL/BROADCAST answer counts only if its local-table route is on `dev` (§5.3).
+        """
+
+    def iface_primary_addr(self, dev: str) -> int | None:
+        """The first primary IPv4 address of `dev` (REDIRECT in PREROUTING), or None."""
+
+    def nat_setup_info(self, skb: Skb, rng: NatRange, manip: ManipType) -> int:
+        """`nf_nat_setup_info()` for the skb's ct: make the binding, return NF_ACCEPT (or NF_DROP)."""
+
+    def masquerade(self, skb: Skb, rng: NatRange) -> int:
+        """`nf_nat_masquerade_ipv4()`: choose the out interface's address, then bind (§5.2)."""
+
+    def send_reject(self, skb: Skb, reject_with: str) -> None:
+        """Emit REJECT's ICMP error or TCP reset for `skb` (`nf_send_unreach`/`nf_send_reset`)."""
+
+    def log(self, skb: Skb, prefix: str, level: int) -> None:
+        """Record a LOG target line (kept as an event)."""
+
+    def notrack(self, skb: Skb) -> None:
+        """Mark the skb untracked (raw NOTRACK / CT --notrack)."""

@@ -1,0 +1,133 @@
+"""`struct sk_buff`, reduced to what netfilter's IPv4 path reads and writes.
+
+`data` is a `bytearray` holding one IPv4 datagram from its IP header to the end of its payload (the
+link-layer header has been pulled off, as `eth_type_trans` does). Code that rewrites the datagram
+does so in place. `ihl` is the IP header length in bytes, so the transport header starts at
+`data[ihl]`.
+
+The skb is checked once by `ip_rcv_core` (or built by natbox itself for local output), so its IP
+header is always complete and `len(data) == tot_len`. The transport header is **not** guaranteed:
+readers must check `len(data) >= ihl + n` before reading n bytes of it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from natbox.netfilter import CtInfo, Hook
+
+if TYPE_CHECKING:
+    from natbox.conntrack.conn import Conn
+
+__all__ = ["PacketType", "Skb"]
+
+
+class PacketType(enum.IntEnum):
+    """`skb->pkt_type` (uapi if_packet.h), matched by `-m pkttype`."""
+
+    HOST = 0
+    BROADCAST = 1
+    MULTICAST = 2
+    OTHERHOST = 3
+    OUTGOING = 4
+    LOOPBACK = 5
+
+
+class Skb:
+    """One IPv4 packet on its way through the host."""
+
+    __slots__ = (
+        "ct",
+        "ctinfo",
+        "data",
+        "dst_mac",
+        "frag_max_size",
+        "hook",
+        "ihl",
+        "iif",
+        "mark",
+        "nexthop",
+        "note",
+        "oif",
+        "pkt_id",
+        "pkt_type",
+        "src_mac",
+        "trace",
+        "untracked",
+    )
+
+    def __init__(self, data: bytearray, *, iif: str = "", pkt_id: int = 0) -> None:
+        self.data = data
+        self.ihl = (data[0] & 0x0F) * 4 if data else 0
+        self.iif = iif  # input device name ("" for locally generated)
+        self.oif = ""  # output device name, set by routing ("" before)
+        self.hook = Hook.PRE_ROUTING
+        self.ct: Conn | None = None
+        self.ctinfo = CtInfo.INVALID
+        self.untracked = False  # raw NOTRACK / CT --notrack
+        self.mark = 0
+        self.pkt_type = PacketType.HOST
+        self.src_mac = b""
+        self.dst_mac = b""
+        self.frag_max_size = 0  # largest fragment received, when this skb was reassembled
+        self.nexthop = 0  # routing's next hop (gateway, or daddr when on-link)
+        self.pkt_id = pkt_id  # the input packet this skb came from (for explanations)
+        self.trace: list[str] | None = None  # explanation steps, when tracing is on
+        self.note = ""
+
+    # --- IPv4 header fields (RFC 791 figure 4) -------------------------------------------------
+
+    @property
+    def saddr(self) -> int:
+        return int.from_bytes(self.data[12:16], "big")
+
+    @property
+    def daddr(self) -> int:
+        return int.from_bytes(self.data[16:20], "big")
+
+    @property
+    def protocol(self) -> int:
+        return self.data[9]
+
+    @property
+    def ttl(self) -> int:
+        return self.data[8]
+
+    @property
+    def tos(self) -> int:
+        return self.data[1]
+
+    @property
+    def ip_id(self) -> int:
+        return (self.data[4] << 8) | self.data[5]
+
+    @property
+    def frag_off(self) -> int:
+        """The 16-bit flags+offset word (flags in the top 3 bits, offset in 8-byte units)."""
+        return (self.data[6] << 8) | self.data[7]
+
+    @property
+    def is_fragment(self) -> bool:
+        """MF set or a non-zero offset."""
+        return bool(self.frag_off & 0x3FFF)
+
+    @property
+    def is_later_fragment(self) -> bool:
+        """A non-first fragment: the transport header is not in it (`-f`)."""
+        return bool(self.frag_off & 0x1FFF)
+
+    @property
+    def l4_len(self) -> int:
+        return len(self.data) - self.ihl
+
+    def l4_u16(self, offset: int) -> int | None:
+        """Big-endian u16 at `offset` bytes into the transport header, or None if truncated."""
+        pos = self.ihl + offset
+        if len(self.data) < pos + 2:
+            return None
+        return (self.data[pos] << 8) | self.data[pos + 1]
+
+    def add_trace(self, step: str) -> None:
+        if self.trace is not None:
+            self.trace.append(step)
