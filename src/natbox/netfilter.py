@@ -199,6 +199,8 @@ class DropReason(enum.StrEnum):
     FRAG_TOO_BIG = "frag_too_big"
     FRAG_MEMORY = "frag_memory"
     FRAG_TOO_FAR = "frag_too_far"
+    FRAG_DUP = "frag_dup"  # SKB_DROP_REASON_DUP_FRAG: a fragment wholly inside data already queued
+    FRAG_INVALID = "frag_invalid"  # ip_frag_queue/ip_frag_reasm "corrupted" cases (discard_qp, ECN)
     # netfilter
     RULE_DROP = "rule_drop"
     POLICY_DROP = "policy_drop"
@@ -208,6 +210,7 @@ class DropReason(enum.StrEnum):
     NAT_NO_ADDRESS = "nat_no_address"
     NAT_OIF_CHANGED = "nat_oif_changed"
     NAT_ICMP_BAD = "nat_icmp_bad"
+    NAT_MANIP_FAILED = "nat_manip_failed"  # nf_nat_manip_pkt: headers it must rewrite are truncated
     NAT_REDIRECT_DROPPED = "nat_redirect_dropped"
     CHAIN_TOO_LONG = "chaintoolong"
     # local delivery

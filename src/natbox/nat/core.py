@@ -1,0 +1,618 @@
+"""The NAT core: binding decisions and per-packet rewriting (§1.3, §4).
+
+Mirrors net/netfilter/nf_nat_core.c (`nf_nat_setup_info`, `get_unique_tuple`, `find_appropriate_src`,
+`find_best_ips_proto`, `nf_nat_l4proto_unique_tuple`, the `nf_nat_used_tuple*` tests,
+`nf_nat_alloc_null_binding`, `nf_nat_packet`, `nf_nat_inet_fn`) and `nf_nat_ipv4_fn` from
+nf_nat_proto.c, at the 6.x revision the reference describes (with `nf_nat_used_tuple_new`, the
+TIME_WAIT eviction of `nf_nat_used_tuple_harder`, and "lowest free port" for DST manip without
+--random).
+
+A binding is made once per ct and manip type, on the first packet (§4.1): the nat chain for the hook
+runs, a NAT target calls `setup_info`, and if nothing did, `alloc_null_binding`. After that every
+packet of the ct is rewritten by `nat_packet` alone.
+
+**bysource** (`find_appropriate_src`, §4.5 step 1b): every ct that went through SRC `setup_info` is
+indexed by its ORIGINAL (src addr, src port/id, protocol, zone), newest last. The index is
+self-cleaning: a ct that is DYING (deleted from the table) or that is not confirmed (in natbox's
+single-threaded engine an unconfirmed ct other than the one being set up can only be one that died
+before confirmation) is skipped and unlinked when its chain is walked; `forget()` unlinks one at
+once (the kernel's `nf_nat_cleanup_conntrack` on ct destruction). Bound: live entries are at most the
+conntrack table's `max_entries` plus the ct in flight; when the index holds more than twice
+`max_entries`, a sweep drops every dead entry and, should that not suffice, the oldest ones.
+
+Explanations: when a trace list is given (the skb's `trace`), each decision appends one short line
+("SNAT: port 40010 kept", "DNAT: address 203.0.113.15 chosen by jhash2 ...").
+
+Deliberate simplifications: no helpers, so GRE keys never change (PPTP needs a master ct) and no
+seqadj; zones are compared as plain ids (no per-direction zones); the `found` statistic of
+`nf_conntrack_tuple_taken` is left to the conntrack table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.table import ConntrackTable
+from natbox.conntrack.tuple import ConnTuple, format_addr, invert
+from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
+from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
+from natbox.nat.manip import manip_pkt
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import (
+    IPPROTO_GRE,
+    IPPROTO_ICMP,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPPROTO_UDPLITE,
+    CtInfo,
+    CtStatus,
+    Direction,
+    DropReason,
+    Hook,
+    ManipType,
+    NfVerdict,
+    TcpState,
+)
+from natbox.skb import Skb
+
+__all__ = [
+    "NF_NAT_HARDER_THRESH",
+    "NF_NAT_MAX_ATTEMPTS",
+    "NatCore",
+    "RandomSource",
+    "find_best_ips_proto",
+    "in_range",
+    "l4proto_in_range",
+]
+
+NF_ACCEPT = int(NfVerdict.ACCEPT)
+NF_DROP = int(NfVerdict.DROP)
+
+NF_NAT_MAX_ATTEMPTS = 128  # probes in the first round of nf_nat_l4proto_unique_tuple
+NF_NAT_HARDER_THRESH = NF_NAT_MAX_ATTEMPTS // 4  # last probes that may evict a closing TCP entry
+_MIN_ROUND = 16  # another round is tried only while attempts >= 16: rounds 128, 64, 32, 16, 8
+
+# Protocols whose manip part is a port (l4proto_in_range / nf_nat_l4proto_unique_tuple). DCCP was one
+# until 6.17 removed it (natbox.nat.manip.NAT_DCCP); on 6.18 its "ports" are never changed by NAT.
+PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_SCTP})
+# l4protos with .allow_clash = true (nf_nat_used_tuple_new's reverse-clash exception).
+ALLOW_CLASH = frozenset({IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_ICMP, IPPROTO_GRE})
+
+# SRC manip without a port range: the original port's class decides the search range (§4.5 step 4).
+# (first port of the next class, min, range_size)
+PORT_CLASSES: tuple[tuple[int, int, int], ...] = (
+    (512, 1, 511),  # < 512 → 1..511
+    (1024, 600, 424),  # 512..1023 → 600..1023 ("loose convention: >> 512 is credential passing")
+    (65536, 1024, 64512),  # >= 1024 → 1024..65535
+)
+
+_USES_NAT = CtStatus.NAT_MASK | CtStatus.SEQ_ADJUST
+_MAY_KILL_REFUSE = CtStatus.FIXED_TIMEOUT | CtStatus.DYING
+_OFFLOAD = CtStatus.OFFLOAD | CtStatus.HW_OFFLOAD
+_M32 = 0xFFFFFFFF
+_RANDOM_ALL = RangeFlags.PROTO_RANDOM_ALL
+_DONE_BIT = {ManipType.SRC: CtStatus.SRC_NAT_DONE, ManipType.DST: CtStatus.DST_NAT_DONE}
+_DONE_INT = {m: int(bit) for m, bit in _DONE_BIT.items()}
+_NAT_BIT = {ManipType.SRC: CtStatus.SRC_NAT, ManipType.DST: CtStatus.DST_NAT}
+_LABEL = {ManipType.SRC: "SNAT", ManipType.DST: "DNAT"}
+# HOOK2MANIP (§1.3)
+_HOOK2MANIP = {hook: ManipType.for_hook(hook) for hook in Hook}
+# nf_nat_packet's statusbit, by manip type and packet direction (swapped for REPLY packets, §4.7).
+_STATUSBIT = {
+    ManipType.SRC: (int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)),
+    ManipType.DST: (int(CtStatus.DST_NAT), int(CtStatus.SRC_NAT)),
+}
+_REPLY_CTINFO = frozenset({CtInfo.ESTABLISHED_REPLY, CtInfo.RELATED_REPLY})
+_FIRST_CTINFO = frozenset({CtInfo.NEW, CtInfo.RELATED, CtInfo.RELATED_REPLY})  # may still need a binding
+
+_BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
+
+
+class RandomSource(Protocol):
+    """The injected RNG: `get_random_u16()` is `getrandbits(16)` (`random.Random` fits)."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+# --- pure helpers ------------------------------------------------------------------------------------
+
+
+def l4proto_in_range(t: ConnTuple, manip: ManipType, lo: int, hi: int) -> bool:
+    """Mirrors `l4proto_in_range()`: is the manip part (ICMP id, port, GRE key) within [lo, hi]?"""
+    proto = t.proto
+    if proto == IPPROTO_ICMP:
+        return lo <= t.sport <= hi
+    if proto in PORT_PROTOS or proto == IPPROTO_GRE:
+        port = t.sport if manip == ManipType.SRC else t.dport
+        return lo <= port <= hi
+    return True
+
+
+def in_range(t: ConnTuple, rng: NatRange) -> bool:
+    """Mirrors `nf_in_range()`: would `t`'s source satisfy `rng` (address if MAP_IPS, port if specified)?"""
+    flags = rng.flags
+    if flags & RangeFlags.MAP_IPS and not rng.min_addr <= t.src <= rng.max_addr:
+        return False
+    if not flags & RangeFlags.PROTO_SPECIFIED:
+        return True
+    return l4proto_in_range(t, ManipType.SRC, rng.min_proto, rng.max_proto)
+
+
+def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType) -> ConnTuple:
+    """Mirrors `find_best_ips_proto()` for IPv4: the address chosen from the range (§4.5 step 2).
+
+    min == max: that address. Otherwise `min + reciprocal_scale(jhash2(src, 4 words, initval), size)`,
+    with initval 0 for --persistent, else the destination word xor the zone id. Deterministic.
+    """
+    flags = rng.flags
+    if not flags & RangeFlags.MAP_IPS:
+        return t
+    lo, hi = rng.min_addr, rng.max_addr
+    if lo == hi:
+        new = lo
+    else:
+        initval = 0 if flags & RangeFlags.PERSISTENT else (addr_word(t.dst) ^ zone) & _M32
+        j = jhash2((addr_word(t.src), 0, 0, 0), initval)
+        new = (lo + reciprocal_scale(j, (hi - lo + 1) & _M32)) & _M32
+    if manip == ManipType.SRC:
+        return ConnTuple(new, t.sport, t.dst, t.dport, t.proto)
+    return ConnTuple(t.src, t.sport, new, t.dport, t.proto)
+
+
+def _key_name(proto: int) -> str:
+    return "id" if proto == IPPROTO_ICMP else "key" if proto == IPPROTO_GRE else "port"
+
+
+def _part(t: ConnTuple, manip: ManipType) -> str:
+    """The manip half of `t` as text: "203.0.113.1:40010", "203.0.113.1 id 7" or just the address."""
+    addr, port = (t.src, t.sport) if manip == ManipType.SRC else (t.dst, t.dport)
+    if t.proto in PORT_PROTOS:
+        return f"{format_addr(addr)}:{port}"
+    if t.proto == IPPROTO_ICMP:
+        return f"{format_addr(addr)} id {t.sport}"
+    return format_addr(addr)
+
+
+def _key_of(t: ConnTuple, manip: ManipType) -> int:
+    if t.proto == IPPROTO_ICMP or manip == ManipType.SRC:
+        return t.sport
+    return t.dport
+
+
+def _with_key(t: ConnTuple, manip: ManipType, key: int) -> ConnTuple:
+    if t.proto == IPPROTO_ICMP or manip == ManipType.SRC:
+        return ConnTuple(t.src, key, t.dst, t.dport, t.proto)
+    return ConnTuple(t.src, t.sport, t.dst, key, t.proto)
+
+
+def _search_note(
+    rng: NatRange, manip: ManipType, *, key: int, clash: Conn | None, lo: int, size: int, cand: ConnTuple,
+    probes: int,
+) -> str:
+    """The trace line for a successful `nf_nat_l4proto_unique_tuple` search."""
+    flags = rng.flags
+    label = _LABEL[manip]
+    name = _key_name(cand.proto)
+    if flags & _RANDOM_ALL:
+        how = "--random-fully" if flags & RangeFlags.PROTO_RANDOM_FULLY else "--random"
+        why = f"{name} {key} randomised ({how})"
+    elif clash is not None:
+        why = f"{key} clashes with ct #{clash.ct_id}"
+    elif flags & RangeFlags.PROTO_OFFSET:
+        why = f"{name} {key} mapped relative to base {rng.base_proto}"
+    else:
+        why = f"{name} {key} outside the range"
+    plural = "probe" if probes == 1 else "probes"
+    return f"{label}: {why}; {name} {_key_of(cand, manip)} taken from {lo}-{lo + size - 1} after {probes} {plural}"
+
+
+class NatCore:
+    """NAT state shared by all hooks: the bysource index, plus the reason of the last DROP."""
+
+    __slots__ = ("_bysource", "_member", "drop_reason")
+
+    def __init__(self) -> None:
+        # bysource chains, oldest first (the kernel adds at the head and walks newest first).
+        self._bysource: dict[_BySrcKey, list[Conn]] = {}
+        self._member: dict[Conn, _BySrcKey] = {}  # insertion-ordered: the sweep removes the oldest first
+        # Why the last NF_DROP returned by nf_nat_ipv4_fn/masquerade happened (None: a rule's DROP).
+        self.drop_reason: DropReason | None = None
+
+    def __len__(self) -> int:
+        """Entries in the bysource index."""
+        return len(self._member)
+
+    # --- bysource ----------------------------------------------------------------------------------
+
+    def forget(self, ct: Conn) -> None:
+        """`nf_nat_cleanup_conntrack()`: unlink a dead ct from bysource (a no-op if it is not there)."""
+        key = self._member.pop(ct, None)
+        if key is None:
+            return
+        chain = self._bysource.get(key)
+        if chain is not None:
+            with contextlib.suppress(ValueError):
+                chain.remove(ct)
+            if not chain:
+                del self._bysource[key]
+
+    def _bysource_add(self, ct: Conn, limit: int) -> None:
+        if len(self._member) >= 2 * limit:
+            self._sweep(limit)
+        orig = ct.tuples[0]
+        key = (orig.src, orig.sport, orig.proto, ct.zone)
+        self._bysource.setdefault(key, []).append(ct)
+        self._member[ct] = key
+
+    def _sweep(self, limit: int) -> None:
+        """Bound enforcement: unlink dead entries, then the oldest until at most `limit` remain."""
+        for ct in [c for c in self._member if c.status & CtStatus.DYING or not c.confirmed]:
+            self.forget(ct)
+        while len(self._member) > limit:
+            self.forget(next(iter(self._member)))
+
+    def find_appropriate_src(self, orig: ConnTuple, rng: NatRange, ct: Conn) -> tuple[ConnTuple, Conn] | None:
+        """Mirrors `find_appropriate_src()`: the newest live ct with the same source whose mapping,
+        with our destination, is in range (endpoint-independent mapping, §4.5 step 1b)."""
+        chain = self._bysource.get((orig.src, orig.sport, orig.proto, ct.zone))
+        if not chain:
+            return None
+        for other in reversed(chain[:]):
+            if other.status & CtStatus.DYING or not other.confirmed:
+                self.forget(other)
+                continue
+            mapped = invert(other.tuples[1])
+            if mapped is None:
+                continue
+            result = ConnTuple(mapped.src, mapped.sport, orig.dst, orig.dport, orig.proto)
+            if in_range(result, rng):
+                return result, other
+        return None
+
+    # --- "used" tests (§4.4) -------------------------------------------------------------------------
+
+    @staticmethod
+    def _used(t: ConnTuple, ct: Conn, now: float, table: ConntrackTable) -> Conn | None:
+        """`nf_nat_used_tuple()`: the other ct that already holds `t`'s future reply tuple, if any."""
+        reply = invert(t)
+        if reply is None:
+            return None
+        hit = table.find_taken(reply, ct, now)
+        return None if hit is None else hit[0]
+
+    def _used_new(self, t: ConnTuple, ct: Conn, now: float, table: ConntrackTable) -> Conn | None:
+        """`nf_nat_used_tuple_new()`: as `_used`, but a non-NAT reverse-direction twin is not a clash."""
+        other = self._used(t, ct, now, table)
+        if other is None:
+            return None
+        if t.proto not in ALLOW_CLASH or ct.status & _USES_NAT:
+            return other
+        hit = table.lookup(t, now)
+        if hit is None:
+            return None
+        clash = hit[0]
+        if clash.status & _USES_NAT:
+            return other
+        if clash.tuples[0] == ct.tuples[1]:
+            return None
+        return other
+
+    def _used_harder(
+        self, t: ConnTuple, ct: Conn, attempts_left: int, *, now: float, table: ConntrackTable,
+        trace: list[str] | None,
+    ) -> Conn | None:
+        """`nf_nat_used_tuple_harder()`: in the last 32 probes, a TCP SYN_SENT ct may evict a closing
+        SRC-NATed entry (TIME_WAIT, CLOSE, SYN_SENT2) that holds the port, if its sequence has advanced."""
+        tcp = ct.tcp
+        if attempts_left > NF_NAT_HARDER_THRESH or t.proto != IPPROTO_TCP or tcp is None \
+                or tcp.state != TcpState.SYN_SENT:
+            return self._used(t, ct, now, table)
+        reply = invert(t)
+        if reply is None:
+            return None
+        hit = table.lookup(reply, now)
+        if hit is None:
+            return None
+        other, direction = hit
+        if direction == Direction.ORIGINAL or other is ct:
+            return other
+        flags = other.status
+        otcp = other.tcp
+        if otcp is None or otcp.state < TcpState.TIME_WAIT or flags & _MAY_KILL_REFUSE \
+                or not flags & CtStatus.SRC_NAT:
+            return other
+        advance = (tcp.seen[0].td_end - otcp.seen[0].td_end) & _M32
+        if advance == 0 or advance >= 0x80000000:  # (__s32)(new - old) > 0
+            return other
+        table.delete(other, now, reason="nat_evict")  # nf_ct_kill
+        self.forget(other)
+        if trace is not None:
+            trace.append(
+                f"{_LABEL[ManipType.SRC]}: evicted {TcpState(otcp.state).name} ct #{other.ct_id} "
+                f"(nf_nat_used_tuple_harder) to reuse {_part(t, ManipType.SRC)}"
+            )
+        return other if flags & _OFFLOAD else None
+
+    # --- tuple selection -------------------------------------------------------------------------------
+
+    def get_unique_tuple(
+        self, orig: ConnTuple, rng: NatRange, ct: Conn, manip: ManipType, *, now: float,
+        table: ConntrackTable, rnd: RandomSource, trace: list[str] | None = None,
+    ) -> ConnTuple:
+        """Mirrors `get_unique_tuple()` (§4.5): the tuple `orig` becomes under `rng` for this manip.
+
+        It may return a tuple that is still in use when the search space is exhausted; the ct then
+        fails to confirm (`insert_failed`), as in the kernel.
+        """
+        flags = rng.flags
+        label = _LABEL[manip]
+        clash: Conn | None = None
+        # 1) SRC manip: keep the original tuple, or reuse this source's current mapping.
+        if manip == ManipType.SRC and not flags & _RANDOM_ALL:
+            if in_range(orig, rng):
+                clash = self._used_new(orig, ct, now, table)
+                if clash is None:
+                    if trace is not None:
+                        trace.append(f"{label}: {_part(orig, manip)} kept (in range, no clash)")
+                    return orig
+            else:
+                found = self.find_appropriate_src(orig, rng, ct)
+                if found is not None:
+                    cand, owner = found
+                    clash = self._used(cand, ct, now, table)
+                    if clash is None:
+                        if trace is not None:
+                            trace.append(f"{label}: reused mapping {_part(cand, manip)} of ct #{owner.ct_id} "
+                                         "(find_appropriate_src)")
+                        return cand
+                    if trace is not None:
+                        trace.append(f"{label}: mapping {_part(cand, manip)} of ct #{owner.ct_id} clashes "
+                                     f"with ct #{clash.ct_id}; not reused")
+
+        # 2) the address.
+        t = find_best_ips_proto(orig, rng, ct.zone, manip)
+        if trace is not None and flags & RangeFlags.MAP_IPS and rng.min_addr != rng.max_addr:
+            chosen = t.src if manip == ManipType.SRC else t.dst
+            how = "jhash2 of the source (--persistent)" if flags & RangeFlags.PERSISTENT else "jhash2"
+            trace.append(f"{label}: address {format_addr(chosen)} chosen by {how} from "
+                         f"{format_addr(rng.min_addr)}-{format_addr(rng.max_addr)}")
+
+        # 3) keep the port/id if it is in range and free.
+        name = _key_name(t.proto)
+        clash = None
+        if not flags & _RANDOM_ALL:
+            if flags & RangeFlags.PROTO_SPECIFIED:
+                if not flags & RangeFlags.PROTO_OFFSET and l4proto_in_range(t, manip, rng.min_proto, rng.max_proto):
+                    if rng.min_proto == rng.max_proto:
+                        if trace is not None:
+                            trace.append(f"{label}: {name} {_key_of(t, manip)} is the single {name} of the range "
+                                         "(taken without a clash check)")
+                        return t
+                    clash = self._used(t, ct, now, table)
+                    if clash is None:
+                        if trace is not None:
+                            trace.append(f"{label}: {name} {_key_of(t, manip)} kept (in "
+                                         f"{rng.min_proto}-{rng.max_proto}, no clash)")
+                        return t
+            else:
+                clash = self._used(t, ct, now, table)
+                if clash is None:
+                    if trace is not None:
+                        trace.append(f"{label}: {name} {_key_of(t, manip)} kept")
+                    return t
+
+        # 4) last chance: search the protocol's range.
+        return self._l4proto_unique_tuple(t, rng, manip, ct, clash=clash, now=now, table=table, rnd=rnd, trace=trace)
+
+    def _l4proto_unique_tuple(
+        self, t: ConnTuple, rng: NatRange, manip: ManipType, ct: Conn, *, clash: Conn | None, now: float,
+        table: ConntrackTable, rnd: RandomSource, trace: list[str] | None,
+    ) -> ConnTuple:
+        """Mirrors `nf_nat_l4proto_unique_tuple()` (§4.5 step 4)."""
+        flags = rng.flags
+        proto = t.proto
+        label = _LABEL[manip]
+        name = _key_name(proto)
+        key = _key_of(t, manip)
+        if proto == IPPROTO_ICMP:
+            if flags & RangeFlags.PROTO_SPECIFIED:
+                lo = rng.min_proto
+                size = (rng.max_proto - lo + 1) & _M32  # no swap for ICMP; reversed bounds wrap (u32)
+            else:
+                lo, size = 0, 65536
+        elif proto in PORT_PROTOS:
+            if not flags & RangeFlags.PROTO_SPECIFIED:
+                if manip == ManipType.DST:
+                    if trace is not None:
+                        if clash is not None:
+                            trace.append(f"{label}: {_part(t, manip)} clashes with ct #{clash.ct_id}; DNAT without "
+                                         "a port range never changes the port (confirm will drop it)")
+                        else:
+                            trace.append(f"{label}: port {key} kept (DNAT without a port range never changes it)")
+                    return t
+                lo, size = next((lo_, size_) for end, lo_, size_ in PORT_CLASSES if key < end)
+            else:
+                lo, hi = rng.min_proto, rng.max_proto
+                if hi < lo:
+                    lo, hi = hi, lo
+                size = hi - lo + 1
+        else:
+            # GRE keys change only for PPTP (a ct with a master); other protocols have no manip part.
+            if trace is not None and clash is not None:
+                trace.append(f"{label}: {_part(t, manip)} clashes with ct #{clash.ct_id}; protocol {proto} has "
+                             "nothing else to change (confirm will drop it)")
+            return t
+        if size == 0:  # only reachable with reversed ICMP id bounds (the kernel would divide by zero)
+            return t
+
+        if flags & RangeFlags.PROTO_OFFSET:
+            off = (key - rng.base_proto) & 0xFFFF
+        elif flags & _RANDOM_ALL or manip != ManipType.DST:
+            off = rnd.getrandbits(16)
+        else:
+            off = 0
+        attempts = min(size, NF_NAT_MAX_ATTEMPTS)
+        probes = 0
+        cand = t
+        while True:
+            for i in range(attempts):
+                cand = _with_key(t, manip, (lo + off % size) & 0xFFFF)
+                probes += 1
+                if self._used_harder(cand, ct, attempts - i, now=now, table=table, trace=trace) is None:
+                    if trace is not None:
+                        trace.append(_search_note(rng, manip, key=key, clash=clash, lo=lo, size=size, cand=cand,
+                                                  probes=probes))
+                    return cand
+                off = (off + 1) & 0xFFFF
+            if attempts >= size or attempts < _MIN_ROUND:
+                break
+            attempts //= 2
+            off = rnd.getrandbits(16)
+        if trace is not None:
+            plural = "probe" if probes == 1 else "probes"
+            trace.append(f"{label}: no free {name} in {lo}-{lo + size - 1} after {probes} {plural}; keeping "
+                         f"clashing {_part(cand, manip)} (confirm will drop it: insert_failed)")
+        return cand
+
+    # --- bindings ----------------------------------------------------------------------------------------
+
+    def setup_info(
+        self, ct: Conn, rng: NatRange, manip: ManipType, *, now: float, table: ConntrackTable,
+        rnd: RandomSource, trace: list[str] | None = None,
+    ) -> int:
+        """Mirrors `nf_nat_setup_info()` (§4.2): bind `manip` for an unconfirmed ct; returns NF_ACCEPT.
+
+        A confirmed ct is left alone (NF_ACCEPT); binding a manip twice is the kernel's WARN_ON (NF_DROP).
+        """
+        if ct.confirmed:
+            return NF_ACCEPT
+        done = _DONE_BIT[manip]
+        if ct.status & done:
+            return NF_DROP
+        curr = invert(ct.tuples[1])
+        if curr is None:  # a tracked ct always inverts; never raise on it
+            return NF_DROP
+        new = self.get_unique_tuple(curr, rng, ct, manip, now=now, table=table, rnd=rnd, trace=trace)
+        if new != curr:
+            reply = invert(new)
+            if reply is None:
+                return NF_DROP
+            ct.tuples[1] = reply
+            ct.status |= _NAT_BIT[manip]
+            ct.nat_range_used = rng
+            if trace is not None:
+                trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {_part(curr, manip)} -> {_part(new, manip)}; "
+                             f"reply tuple now {reply}")
+        if manip == ManipType.SRC:
+            self._bysource_add(ct, table.max_entries)
+        ct.status |= done
+        return NF_ACCEPT
+
+    def alloc_null_binding(
+        self, ct: Conn, manip: ManipType, *, now: float, table: ConntrackTable, rnd: RandomSource,
+        trace: list[str] | None = None,
+    ) -> int:
+        """Mirrors `__nf_nat_alloc_null_binding()`: MAP_IPS to the current address, ports left to §4.5.
+
+        The current address is the REPLY tuple's dst for SRC manip and its src for DST manip (the reply
+        tuple already reflects earlier manips, e.g. a DNAT before this SNAT).
+        """
+        reply = ct.tuples[1]
+        addr = reply.dst if manip == ManipType.SRC else reply.src
+        if trace is not None:
+            side = "source" if manip == ManipType.SRC else "destination"
+            trace.append(f"null binding ({_LABEL[manip]} to the current {side} {format_addr(addr)}: "
+                         "no nat rule bound this flow)")
+        return self.setup_info(ct, NatRange.null_binding(addr), manip, now=now, table=table, rnd=rnd, trace=trace)
+
+    # --- per packet ----------------------------------------------------------------------------------------
+
+    def nat_packet(self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> int:
+        """Mirrors `nf_nat_packet()` → `nf_nat_manip_pkt()` (§4.7): rewrite the skb if this hook's
+        manip applies to its direction; NF_DROP if the headers it needs are truncated."""
+        manip = _HOOK2MANIP[hook]
+        direction = 1 if ctinfo in _REPLY_CTINFO else 0
+        if not int(ct.status) & _STATUSBIT[manip][direction]:
+            return NF_ACCEPT
+        target = invert(ct.tuples[1 - direction])
+        if target is None:
+            self.drop_reason = DropReason.NAT_MANIP_FAILED
+            return NF_DROP
+        trace = skb.trace
+        before = ""
+        if trace is not None:
+            before = self._pkt_part(skb, manip)
+        if not manip_pkt(skb.data, skb.ihl, target, manip):
+            self.drop_reason = DropReason.NAT_MANIP_FAILED
+            skb.note = "nat: transport header truncated"
+            skb.add_trace(f"{hook.chain_name} nat: {skb.note}; dropped")
+            return NF_DROP
+        if trace is not None:
+            side = "source" if manip == ManipType.SRC else "destination"
+            trace.append(f"{hook.chain_name} nat: {side} {before} -> {self._pkt_part(skb, manip)} (ct #{ct.ct_id})")
+        return NF_ACCEPT
+
+    @staticmethod
+    def _pkt_part(skb: Skb, manip: ManipType) -> str:
+        addr = skb.saddr if manip == ManipType.SRC else skb.daddr
+        if skb.protocol in PORT_PROTOS:
+            port = skb.l4_u16(0 if manip == ManipType.SRC else 2)
+            if port is not None:
+                return f"{format_addr(addr)}:{port}"
+        return format_addr(addr)
+
+    def nf_nat_ipv4_fn(
+        self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
+        run_chain: Callable[[Skb], int],
+    ) -> int:
+        """Mirrors `nf_nat_ipv4_fn()` + `nf_nat_inet_fn()` (§1.3, §4.1) for one of the four NAT hooks.
+
+        `run_chain(skb)` runs the nat table's chain for `hook` and returns its verdict; the NAT targets
+        in it call `setup_info`. The caller handles what the per-hook wrappers do after this returns
+        (re-routing when PREROUTING/OUTPUT changed the destination). On NF_DROP, `drop_reason` says why
+        (None: a DROP verdict from the chain itself).
+        """
+        self.drop_reason = None
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        ctinfo = skb.ctinfo
+        if ctinfo in (CtInfo.RELATED, CtInfo.RELATED_REPLY) and skb.protocol == IPPROTO_ICMP:
+            verdict = icmp_reply_translation(skb, ct, ctinfo, hook)
+            if verdict != NF_ACCEPT:
+                ihl = skb.ihl
+                redirect = len(skb.data) > ihl and skb.data[ihl] == ICMP_REDIRECT
+                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
+            return verdict
+
+        manip = _HOOK2MANIP[hook]
+        done = _DONE_INT[manip]
+        if ctinfo in _FIRST_CTINFO:
+            if not int(ct.status) & done:
+                verdict = run_chain(skb)
+                if verdict != NF_ACCEPT:
+                    return verdict
+                if not int(ct.status) & done:
+                    verdict = self.alloc_null_binding(ct, manip, now=now, table=table, rnd=rnd, trace=skb.trace)
+                    if verdict != NF_ACCEPT:
+                        return verdict
+                return self.nat_packet(skb, ct, ctinfo, hook)
+        if (ct.masq_index is not None and hook == Hook.POST_ROUTING and ctinfo.direction == Direction.ORIGINAL
+                and ct.masq_index != skb.oif):
+            # nf_nat_oif_changed → nf_ct_kill_acct
+            direction = int(Direction.ORIGINAL)
+            ct.acct_packets[direction] += 1
+            ct.acct_bytes[direction] += len(skb.data)
+            table.delete(ct, now, reason="nat_oif_changed")
+            ct.status |= CtStatus.DYING
+            self.forget(ct)
+            self.drop_reason = DropReason.NAT_OIF_CHANGED
+            skb.note = f"nat: masqueraded via {ct.masq_index}, now leaving via {skb.oif or '(none)'}"
+            skb.add_trace(f"POSTROUTING nat: {skb.note}; ct #{ct.ct_id} killed, packet dropped")
+            return NF_DROP
+        return self.nat_packet(skb, ct, ctinfo, hook)
+
