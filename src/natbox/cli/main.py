@@ -1,0 +1,74 @@
+"""`natbox` command line: one subcommand per job, each a thin shell over the engine.
+
+Exit codes: 0 success, 1 failure, 2 bad usage or input (iptables' own codes for its subcommands).
+Errors are one line on stderr, naming the file:line:column where there is one; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+USAGE = """\
+usage: natbox COMMAND [ARGS...]
+
+commands:
+  demo NAME            run a built-in experiment (docker, qemu, hairpin, port-clash, basic)
+  replay               replay captures through a host model (natbox replay --help)
+  iptables ARGS        iptables, on a ruleset file (--rules FILE or NATBOX_RULES)
+  iptables-save        print a ruleset file as iptables-save does
+  iptables-restore     load iptables-save text into a ruleset file
+  bench                measure the engine's packet rate
+  version              print natbox's version
+"""
+
+
+def _version(argv: Sequence[str]) -> int:
+    from importlib.metadata import version
+
+    print(f"natbox {version('natbox')}")
+    return 0
+
+
+def _lazy(module: str, func: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        fn: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module), func)
+        return fn(argv)
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": _lazy("natbox.cli.demo", "demo_main"),
+    "replay": _lazy("natbox.cli.replay", "replay_main"),
+    "iptables": _lazy("natbox.cli.iptables", "cli_iptables"),
+    "iptables-save": _lazy("natbox.cli.iptables", "cli_iptables_save"),
+    "iptables-restore": _lazy("natbox.cli.iptables", "cli_iptables_restore"),
+    "bench": _lazy("natbox.cli.bench", "bench_main"),
+    "version": _version,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if args else 2
+    cmd = COMMANDS.get(args[0])
+    if cmd is None:
+        sys.stderr.write(f"natbox: unknown command {args[0]!r} (try 'natbox --help')\n")
+        return 2
+    try:
+        return cmd(args[1:])
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

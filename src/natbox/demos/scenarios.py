@@ -1,0 +1,210 @@
+"""The classic experiments, built in: each is a host model, a ruleset and a traffic script for a `Lab`.
+
+- `docker`: Docker's default bridge with its classic ruleset (§6, userland-proxy=true), as in the
+  write-up "Linux下实现NAT": a container pings 8.8.8.8 (MASQUERADE), then an outside client fetches a
+  page through the published port 10000 → 172.17.0.2:8000 (DNAT). Addresses and MACs are the
+  write-up's own (offline replay sends nothing, so any address may appear).
+- `qemu`: two VMs behind tap0 (192.168.129.0/24) and tap1 (192.168.130.0/24) on a host whose uplink is
+  192.168.0.108, with `-I POSTROUTING -s 192.168.128.0/20 -j SNAT --to-source 192.168.0.108`; both VMs
+  ping the same outside host with the same ICMP id, then use the same UDP and TCP source port.
+- `hairpin`: a LAN client reaches a LAN server through the router's public address (§8), with and
+  without the hairpin MASQUERADE rule.
+- `port-clash`: two inside hosts with the same source port, and a `--to-ports` range that runs out (§4.6).
+- `basic`: the smallest useful MASQUERADE gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from natbox.conntrack.tuple import parse_addr
+from natbox.engine.host import Host, Interface, Route
+from natbox.sim.lab import Lab
+
+__all__ = ["DEMOS", "Demo"]
+
+HTTP_REQUEST = (b"GET / HTTP/1.1\r\nHost: 45.77.200.180:10000\r\nUser-Agent: curl/7.64.1\r\n"
+                b"Accept: */*\r\n\r\n")
+HTTP_RESPONSE = (b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.8.6\r\nDate: Sun, 22 Nov 2026 "
+                 b"15:22:07 GMT\r\nContent-type: text/html; charset=utf-8\r\nContent-Length: 12\r\n\r\n"
+                 b"hello natbox")
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A built-in experiment."""
+
+    name: str
+    title: str
+    description: str
+    build: Callable[[], tuple[Host, str]]  # the host and its ruleset (iptables-save text)
+    script: Callable[[Lab], None]  # attaches end hosts and schedules traffic
+    interfaces: tuple[str, ...]  # interfaces to show, in order
+    questions: tuple[str, ...] = ()  # what the demo answers, printed with the results
+
+
+# --- docker -----------------------------------------------------------------------------------------
+
+DOCKER_RULES = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 8000 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 8000 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 10000 -j DNAT --to-destination 172.17.0.2:8000
+COMMIT
+"""
+
+
+def _docker_host() -> tuple[Host, str]:
+    host = Host(name="vultr", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=_mac("56:00:04:7c:7c:23")))
+    host.add_interface(Interface("docker0", mac=_mac("02:42:d5:35:3a:3c"), kind="bridge"))
+    host.add_address("eth0", parse_addr("45.77.200.180"), 23)
+    host.add_address("docker0", parse_addr("172.17.0.1"), 16)
+    host.routes.append(Route(0, 0, "eth0", parse_addr("45.77.200.1")))
+    return host, DOCKER_RULES
+
+
+def _docker_script(lab: Lab) -> None:
+    ctr = lab.add_host("container", "docker0", "172.17.0.2/16", gateway="172.17.0.1", mac="02:42:ac:11:00:02")
+    lab.add_host("internet", "eth0", "45.77.200.1/23", mac="06:7c:16:88:fe:87",
+                 extra_addrs=("8.8.8.8", "114.246.99.100"))
+    ctr.listen_tcp[8000] = HTTP_RESPONSE
+    internet = lab.hosts["internet"]
+    lab.at(0.0, lambda: ctr.ping("8.8.8.8", ident=28, seq=265))
+    lab.at(1.0, lambda: ctr.ping("8.8.8.8", ident=28, seq=266))
+    lab.at(2.0, lambda: internet.tcp_connect("45.77.200.180", 10000, sport=60677, request=HTTP_REQUEST,
+                                             src="114.246.99.100"))
+
+
+# --- qemu -------------------------------------------------------------------------------------------
+
+QEMU_RULES = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 192.168.128.0/20 -j SNAT --to-source 192.168.0.108
+COMMIT
+"""
+
+
+def _qemu_host() -> tuple[Host, str]:
+    host = Host(name="qemu-host", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=_mac("52:54:00:c0:a8:6c")))
+    host.add_interface(Interface("tap0", mac=_mac("fe:54:00:81:00:01"), kind="tap"))
+    host.add_interface(Interface("tap1", mac=_mac("fe:54:00:82:00:01"), kind="tap"))
+    host.add_address("eth0", parse_addr("192.168.0.108"), 24)
+    host.add_address("tap0", parse_addr("192.168.129.1"), 24)
+    host.add_address("tap1", parse_addr("192.168.130.1"), 24)
+    host.routes.append(Route(0, 0, "eth0", parse_addr("192.168.0.1")))
+    return host, QEMU_RULES
+
+
+def _qemu_script(lab: Lab) -> None:
+    vm1 = lab.add_host("vm1", "tap0", "192.168.129.110/24", gateway="192.168.129.1", mac="52:54:00:12:34:01")
+    vm2 = lab.add_host("vm2", "tap1", "192.168.130.110/24", gateway="192.168.130.1", mac="52:54:00:12:34:02")
+    cloud = lab.add_host("router", "eth0", "192.168.0.1/24", mac="52:54:00:c0:a8:01",
+                         extra_addrs=("121.40.12.34",))
+    cloud.listen_udp[5000] = b"pong"
+    cloud.listen_tcp[80] = b"HTTP/1.0 200 OK\r\n\r\nhi"
+    # both VMs ping the same host with the same ICMP id: the second id must be remapped
+    lab.at(0.0, lambda: vm1.ping("121.40.12.34", ident=0x4242, seq=1))
+    lab.at(0.5, lambda: vm2.ping("121.40.12.34", ident=0x4242, seq=1))
+    # the same UDP source port from both
+    lab.at(1.0, lambda: vm1.udp_send("121.40.12.34", 5000, b"ping", sport=40000))
+    lab.at(1.5, lambda: vm2.udp_send("121.40.12.34", 5000, b"ping", sport=40000))
+    # the same TCP source port from both
+    lab.at(2.0, lambda: vm1.tcp_connect("121.40.12.34", 80, sport=45000, request=b"GET / HTTP/1.0\r\n\r\n"))
+    lab.at(2.5, lambda: vm2.tcp_connect("121.40.12.34", 80, sport=45000, request=b"GET / HTTP/1.0\r\n\r\n"))
+
+
+# --- basic ------------------------------------------------------------------------------------------
+
+BASIC_RULES = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o eth1 -j MASQUERADE
+COMMIT
+"""
+
+
+def _basic_host() -> tuple[Host, str]:
+    host = Host(name="gateway", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=_mac("02:00:00:00:00:01")))
+    host.add_interface(Interface("eth1", mac=_mac("02:00:00:00:01:01")))
+    host.add_address("eth0", parse_addr("192.168.50.1"), 24)
+    host.add_address("eth1", parse_addr("198.51.100.1"), 24)
+    return host, BASIC_RULES
+
+
+def _basic_script(lab: Lab) -> None:
+    client = lab.add_host("client", "eth0", "192.168.50.2/24", gateway="192.168.50.1")
+    server = lab.add_host("server", "eth1", "198.51.100.2/24")
+    server.listen_udp[5000] = None
+    lab.at(0.0, lambda: client.ping("198.51.100.2", ident=7, seq=1))
+    lab.at(1.0, lambda: client.udp_send("198.51.100.2", 5000, b"hello", sport=40000))
+    lab.at(2.0, lambda: client.udp_send("198.51.100.2", 5999, b"anyone?", sport=40001))
+
+
+DEMOS: dict[str, Demo] = {
+    "docker": Demo(
+        "docker", "Docker's default bridge: MASQUERADE out, DNAT in (-p 10000:8000)",
+        "A container (172.17.0.2 on docker0) pings 8.8.8.8; then 114.246.99.100 fetches a page from "
+        "the container through the host's published port 10000.",
+        _docker_host, _docker_script, ("docker0", "eth0"),
+        ("Where does MASQUERADE act? POSTROUTING, on the first packet of each connection only.",
+         "What does DNAT do to each packet? PREROUTING rewrites the destination 45.77.200.180:10000 to "
+         "172.17.0.2:8000; replies are un-DNATed from the conntrack entry, with no rule consulted."),
+    ),
+    "qemu": Demo(
+        "qemu", "Two VMs behind one SNAT address",
+        "vm1 (tap0) and vm2 (tap1) share 192.168.0.108 through "
+        "`-I POSTROUTING -s 192.168.128.0/20 -j SNAT --to-source 192.168.0.108`.",
+        _qemu_host, _qemu_script, ("tap0", "tap1", "eth0"),
+        ("How does a reply to 192.168.0.108 find the right VM? Through the conntrack entry's reply tuple: "
+         "NAT keeps each reply tuple unique by changing the ICMP id or source port of the second flow.",),
+    ),
+    "basic": Demo(
+        "basic", "A MASQUERADE gateway",
+        "A client pings and sends UDP through a gateway that masquerades out of eth1.",
+        _basic_host, _basic_script, ("eth0", "eth1"),
+    ),
+}

@@ -1,0 +1,806 @@
+"""The engine: a Linux host's IPv4 path with netfilter, as a sans-IO object (§1).
+
+`Engine.receive(frame, iface, now)` takes one Ethernet frame that arrived on `iface` at time `now` and
+returns an `Output`: the frames the host sends in response (forwarded, NATed, ICMP errors, ARP replies),
+what was delivered to local sockets, what was dropped and why, and (when tracing) the steps each packet
+took. `Engine.send_local(datagram, now)` injects a locally generated datagram (the OUTPUT path).
+Nothing here reads a clock, a socket or a file; randomness comes from the injected `rnd`.
+
+Hooks run their registered functions in kernel priority order (§1.1), the way `nf_hook_slow()` walks
+`nf_hook_entries`:
+
+| hook        | functions (priority)                                                                  |
+|-------------|---------------------------------------------------------------------------------------|
+| PREROUTING  | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100)             |
+| INPUT       | mangle (-150), filter (0), nat SRC (100), confirm (INT_MAX)                             |
+| FORWARD     | mangle (-150), filter (0)                                                              |
+| OUTPUT      | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100), filter (0)  |
+| POSTROUTING | mangle (-150), nat SRC (100), confirm (INT_MAX)                                         |
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
+from natbox.conntrack.table import ConntrackTable, CtEvent
+from natbox.conntrack.tuple import format_addr
+from natbox.engine.defrag import IpDefrag
+from natbox.engine.host import Host, Interface
+from natbox.engine.reject import build_reset_for
+from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
+from natbox.nat.core import NatCore
+from natbox.nat.masquerade import masq_addr_removed, masq_device_down, masquerade
+from natbox.nat.range import NatRange
+from natbox.netfilter import CtInfo, Direction, DropReason, Hook, ManipType, Priority
+from natbox.rand import RandomSource, SplitMix64
+from natbox.rules.api import NF_ACCEPT, NF_DROP
+from natbox.rules.evaluate import Ruleset
+from natbox.skb import PacketType, Skb
+from natbox.wire import arp, ethernet, icmp, ipv4
+
+__all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
+
+NF_STOLEN = 2
+LOCAL_QUEUE_MAX = 64  # locally generated packets (ICMP errors, resets, echo replies) one input may cause
+LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
+
+ICMP_DEST_UNREACH = 3
+ICMP_TIME_EXCEEDED = 11
+ICMP_ECHO = 8
+ICMP_NET_UNREACH = 0
+ICMP_HOST_UNREACH = 1
+ICMP_PROT_UNREACH = 2
+ICMP_PORT_UNREACH = 3
+ICMP_FRAG_NEEDED = 4
+ICMP_NET_ANO = 9
+ICMP_HOST_ANO = 10
+ICMP_PKT_FILTERED = 13
+
+# REJECT --reject-with → (ICMP type, code); tcp-reset is handled separately (ipt_REJECT.c)
+REJECT_CODES: dict[str, tuple[int, int]] = {
+    "icmp-net-unreachable": (ICMP_DEST_UNREACH, ICMP_NET_UNREACH),
+    "icmp-host-unreachable": (ICMP_DEST_UNREACH, ICMP_HOST_UNREACH),
+    "icmp-port-unreachable": (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH),
+    "icmp-proto-unreachable": (ICMP_DEST_UNREACH, ICMP_PROT_UNREACH),
+    "icmp-net-prohibited": (ICMP_DEST_UNREACH, ICMP_NET_ANO),
+    "icmp-host-prohibited": (ICMP_DEST_UNREACH, ICMP_HOST_ANO),
+    "icmp-admin-prohibited": (ICMP_DEST_UNREACH, ICMP_PKT_FILTERED),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """A frame the host sends on `iface` (Ethernet, or the bare datagram on loopback-type links)."""
+
+    iface: str
+    frame: bytes
+    pkt_id: int  # the input packet that caused it (0 for timers)
+    ct_id: int  # its conntrack entry, 0 if none
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A packet the host dropped: where, and why (a DropReason value) with detail."""
+
+    pkt_id: int
+    reason: str
+    where: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A datagram handed to the host's local stack (a socket, or the kernel's ICMP/TCP reply code)."""
+
+    pkt_id: int
+    datagram: bytes
+    action: str  # e.g. "icmp echo reply sent", "tcp reset sent (port closed)", "socket udp:53"
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A LOG target line, as the kernel would print it (without the syslog prefix)."""
+
+    pkt_id: int
+    text: str
+
+
+@dataclass(slots=True)
+class Output:
+    """Everything one call into the engine produced."""
+
+    emitted: list[Emitted] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    delivered: list[Delivered] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
+    trace: list[tuple[int, str]] = field(default_factory=list)  # (pkt_id, step)
+
+
+class _Drop(Exception):
+    """Raised inside the engine to abandon a packet; never escapes `receive`."""
+
+    def __init__(self, reason: DropReason, where: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.where = where
+        self.detail = detail
+
+
+HookFn = Callable[[Skb], int]
+
+
+class _Context:
+    """The engine seen from a rule (implements `natbox.rules.api.XtContext`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.hook = Hook.PRE_ROUTING
+        self.now = 0.0
+
+    def random_u32(self) -> int:
+        return self._engine.rnd.getrandbits(32)
+
+    def addr_type(self, addr: int, dev: str | None) -> int:
+        return self._engine.fib.addr_type(addr, dev)
+
+    def iface_primary_addr(self, dev: str) -> int | None:
+        iface = self._engine.host.interfaces.get(dev)
+        if iface is None:
+            return None
+        prim = iface.primary_addresses
+        return prim[0].addr if prim else None
+
+    def nat_setup_info(self, skb: Skb, rng: NatRange, manip: ManipType) -> int:
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        e = self._engine
+        return e.nat.setup_info(ct, rng, manip, now=self.now, table=e.table, rnd=e.rnd, trace=skb.trace)
+
+    def masquerade(self, skb: Skb, rng: NatRange) -> int:
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        e = self._engine
+        newsrc = e.fib.select_addr(skb.oif, skb.nexthop)
+        return masquerade(skb, ct, rng, skb.oif, newsrc, nat=e.nat, now=self.now, table=e.table, rnd=e.rnd)
+
+    def send_reject(self, skb: Skb, reject_with: str) -> None:
+        self._engine.reject(skb, reject_with, self.now)
+
+    def log(self, skb: Skb, prefix: str, level: int) -> None:
+        self._engine.log_packet(skb, prefix, level)
+
+    def notrack(self, skb: Skb) -> None:
+        skb.untracked = True
+        skb.ct = None
+        skb.ctinfo = CtInfo.UNTRACKED
+
+
+class Engine:
+    """A Linux host's IPv4 forwarding, NAT and filtering, driven by frames and an injected clock."""
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        ruleset: Ruleset | None = None,
+        rnd: RandomSource | None = None,
+        seed: int = 0,
+        events: bool = False,
+    ) -> None:
+        host.ensure_loopback()
+        host.validate()
+        self.host = host
+        self.fib = Fib(host)
+        self.cfg: ConntrackConfig = host.conntrack
+        self.table = ConntrackTable(max_entries=self.cfg.max_entries, events_enabled=events)
+        self.nat = NatCore()
+        self.rnd: RandomSource = rnd if rnd is not None else SplitMix64(seed)
+        self.defrag = IpDefrag()
+        self.rules = ruleset if ruleset is not None else Ruleset()
+        self.stats: Counter[str] = Counter()
+        self.neigh: dict[tuple[str, int], bytes] = {(n.dev, n.addr): n.mac for n in host.neighbours}
+        self.listeners: set[tuple[int, int]] = set()  # (protocol, port) open on the host
+        self._ctx = _Context(self)
+        self._out = Output()
+        self._local_queue: list[tuple[Skb, float]] = []
+        self._next_pkt_id = 1
+        self._depth = 0
+        self._hooks: dict[Hook, list[tuple[int, str, HookFn]]] = {}
+        self.trace_all = False
+        self._build_hooks()
+
+    # --- hook registration -----------------------------------------------------------------------
+
+    def _build_hooks(self) -> None:
+        """Register the hook functions as the kernel modules would (see the module docstring)."""
+        ops: dict[Hook, list[tuple[int, str, HookFn]]] = {h: [] for h in Hook}
+        for hook in (Hook.PRE_ROUTING, Hook.LOCAL_OUT):
+            ops[hook].append((Priority.CONNTRACK_DEFRAG, "defrag", self._hook_defrag))
+            ops[hook].append((Priority.RAW, "raw", self._table_fn("raw", hook)))
+            ops[hook].append((Priority.CONNTRACK, "conntrack", self._hook_conntrack(hook)))
+            ops[hook].append((Priority.NAT_DST, "nat", self._hook_nat(hook)))
+        for hook in Hook:
+            ops[hook].append((Priority.MANGLE, "mangle", self._table_fn("mangle", hook)))
+        for hook in (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT):
+            ops[hook].append((Priority.FILTER, "filter", self._table_fn("filter", hook)))
+        for hook in (Hook.LOCAL_IN, Hook.POST_ROUTING):
+            ops[hook].append((Priority.NAT_SRC, "nat", self._hook_nat(hook)))
+            ops[hook].append((Priority.CONNTRACK_CONFIRM, "confirm", self._hook_confirm))
+        for hook in Hook:
+            ops[hook].sort(key=lambda op: op[0])
+        self._hooks = ops
+
+    def _table_fn(self, table: str, hook: Hook) -> HookFn:
+        ctx = self._ctx
+        rules = self
+
+        def run(skb: Skb) -> int:
+            ruleset = rules.rules
+            if ruleset.is_trivial(table, hook):
+                return NF_ACCEPT
+            ctx.hook = hook
+            return ruleset.run(table, hook, skb, ctx)
+
+        return run
+
+    def _hook_conntrack(self, hook: Hook) -> HookFn:
+        def run(skb: Skb) -> int:
+            verdict = nf_conntrack_in(skb, hook, self._ctx.now, self.table, self.cfg)
+            if skb.trace is not None:
+                self._trace_ct(skb)
+            return verdict
+
+        return run
+
+    def _hook_nat(self, hook: Hook) -> HookFn:
+        ctx = self._ctx
+
+        def run_chain(skb: Skb) -> int:
+            if self.rules.is_trivial("nat", hook):
+                return NF_ACCEPT
+            ctx.hook = hook
+            return self.rules.run("nat", hook, skb, ctx)
+
+        def run(skb: Skb) -> int:
+            if skb.ct is None:
+                return NF_ACCEPT
+            return self.nat.nf_nat_ipv4_fn(skb, hook, now=ctx.now, table=self.table, rnd=self.rnd,
+                                           run_chain=run_chain)
+
+        return run
+
+    def _hook_confirm(self, skb: Skb) -> int:
+        if skb.ct is None or skb.ct.confirmed:
+            return NF_ACCEPT
+        verdict = nf_conntrack_confirm(skb, self._ctx.now, self.table)
+        if skb.trace is not None and verdict == NF_ACCEPT and skb.ct is not None:
+            skb.add_trace(f"nf_confirm: ct #{skb.ct.ct_id} confirmed (inserted in the table)")
+        return verdict
+
+    def _hook_defrag(self, skb: Skb) -> int:
+        """`ipv4_conntrack_defrag`: fragments are held until the datagram is complete (§9)."""
+        if not skb.is_fragment or skb.untracked:
+            return NF_ACCEPT
+        result = self.defrag.add(skb.data, self._ctx.now)
+        if result.datagram is None:
+            if result.reason is not None:
+                raise _Drop(result.reason, "defrag", result.detail)
+            skb.add_trace("ipv4_conntrack_defrag: fragment held for reassembly")
+            return NF_STOLEN
+        skb.data = result.datagram
+        skb.ihl = (skb.data[0] & 0x0F) * 4
+        skb.frag_max_size = result.frag_max_size
+        skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
+                      f"(largest fragment {result.frag_max_size})")
+        return NF_ACCEPT
+
+    def _run_hook(self, hook: Hook, skb: Skb) -> int:
+        """`nf_hook_slow()`: run the hook's functions in priority order until one does not ACCEPT."""
+        skb.hook = hook
+        self._ctx.hook = hook
+        for _prio, name, fn in self._hooks[hook]:
+            verdict = fn(skb)
+            if verdict == NF_ACCEPT:
+                continue
+            if verdict == NF_STOLEN:
+                return NF_STOLEN
+            detail = skb.note or f"{name} {hook.chain_name}"
+            reason = DropReason.RULE_DROP
+            if name == "conntrack":
+                reason = DropReason.CT_TABLE_FULL
+            elif name == "confirm":
+                reason = DropReason.NAT_INSERT_FAILED
+            raise _Drop(reason, f"{hook.chain_name}/{name}", detail)
+        return NF_ACCEPT
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
+        """A frame arrived on `iface` at `now`. Returns what the host did. Never raises on bad bytes."""
+        out = self._begin(now)
+        pkt_id = self._new_pkt_id()
+        try:
+            self._receive_frame(bytes(frame), iface, pkt_id, trace or self.trace_all)
+        except _Drop as d:
+            self._record_drop(pkt_id, d)
+        self._flush_local(now)
+        return self._finish(out)
+
+    def receive_ip(self, datagram: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
+        """An IPv4 datagram arrived on `iface` with no link layer (raw-IP captures, TUN devices)."""
+        out = self._begin(now)
+        pkt_id = self._new_pkt_id()
+        try:
+            dev = self._iface(iface)
+            self._ip_rcv(datagram, dev, pkt_id, PacketType.HOST, b"", b"", trace or self.trace_all)
+        except _Drop as d:
+            self._record_drop(pkt_id, d)
+        self._flush_local(now)
+        return self._finish(out)
+
+    def send_local(self, datagram: bytes, now: float, *, trace: bool = False) -> Output:
+        """A local process sends `datagram` (saddr 0.0.0.0 means: let routing choose)."""
+        out = self._begin(now)
+        pkt_id = self._new_pkt_id()
+        data, reason = ipv4.ip_rcv_core(datagram)
+        if data is None:
+            self._record_drop(pkt_id, _Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_local_out"))
+        else:
+            skb = Skb(data, pkt_id=pkt_id)
+            if trace or self.trace_all:
+                skb.trace = []
+            self._local_queue.append((skb, now))
+        self._flush_local(now)
+        return self._finish(out)
+
+    def expire(self, now: float) -> Output:
+        """Run timers: conntrack gc and fragment-queue expiry."""
+        out = self._begin(now)
+        self.table.gc(now)
+        for reason in self.defrag.expire(now):
+            self.stats[str(reason)] += 1
+        return self._finish(out)
+
+    def drain_events(self) -> list[CtEvent]:
+        return self.table.drain_events()
+
+    # --- host changes (notifiers) ----------------------------------------------------------------
+
+    def link_down(self, dev: str, now: float) -> int:
+        """`ip link set DEV down`: routes through it vanish, MASQUERADE entries via it are flushed (§5.2)."""
+        self.host.interface(dev).up = False
+        self.fib.rebuild()
+        return masq_device_down(dev, table=self.table, now=now)
+
+    def link_up(self, dev: str) -> None:
+        self.host.interface(dev).up = True
+        self.fib.rebuild()
+
+    def del_address(self, dev: str, addr: int, now: float) -> int:
+        """`ip addr del`: remove the address (and, for a primary, its secondaries), flush MASQUERADE (§5.2)."""
+        iface = self.host.interface(dev)
+        victim = next((a for a in iface.addresses if a.addr == addr), None)
+        if victim is None:
+            return 0
+        removed = [victim]
+        if not victim.secondary:  # promote_secondaries=0: the subnet's secondaries go too
+            removed += [a for a in iface.addresses if a.secondary and victim.contains(a.addr)
+                        and a.prefixlen == victim.prefixlen]
+        iface.addresses = [a for a in iface.addresses if a not in removed]
+        self.fib.rebuild()
+        return sum(masq_addr_removed(dev, a.addr, table=self.table, now=now) for a in removed)
+
+    def add_address(self, dev: str, addr: int, prefixlen: int) -> None:
+        self.host.add_address(dev, addr, prefixlen)
+        self.fib.rebuild()
+
+    # --- internals: bookkeeping ------------------------------------------------------------------
+
+    def _begin(self, now: float) -> Output:
+        self._ctx.now = now
+        self._out = Output()
+        return self._out
+
+    def _finish(self, out: Output) -> Output:
+        # NatCore's bysource index drops dying cts as lookups walk past them (see nat/core.py)
+        return out
+
+    def _new_pkt_id(self) -> int:
+        pkt_id = self._next_pkt_id
+        self._next_pkt_id += 1
+        return pkt_id
+
+    def _record_drop(self, pkt_id: int, d: _Drop) -> None:
+        self.stats[str(d.reason)] += 1
+        self._out.dropped.append(Dropped(pkt_id, str(d.reason), d.where, d.detail))
+        self._out.trace.append((pkt_id, f"DROP at {d.where}: {d.reason}{': ' + d.detail if d.detail else ''}"))
+
+    def _iface(self, name: str) -> Interface:
+        dev = self.host.interfaces.get(name)
+        if dev is None:
+            raise _Drop(DropReason.UNKNOWN_IFACE, "netif_receive", name)
+        if not dev.up:
+            raise _Drop(DropReason.LINK_DOWN, "netif_receive", name)
+        return dev
+
+    def _flush_trace(self, skb: Skb) -> None:
+        if skb.trace:
+            self._out.trace.extend((skb.pkt_id, step) for step in skb.trace)
+            skb.trace.clear()
+
+    # --- link layer ------------------------------------------------------------------------------
+
+    def _receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool) -> None:
+        dev = self._iface(iface)
+        eth = ethernet.parse_ethernet(frame)
+        if eth is None:
+            raise _Drop(DropReason.SHORT_FRAME, "eth_type_trans", f"{len(frame)} bytes")
+        dst_mac, src_mac, ethertype, offset = eth
+        if ethertype == ethernet.ETH_P_ARP:
+            self._arp_rcv(frame[offset:], dev, pkt_id)
+            return
+        if ethertype != ethernet.ETH_P_IP:
+            raise _Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
+        pkt_type = self._pkt_type(dst_mac, dev)
+        if pkt_type == PacketType.OTHERHOST:
+            raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
+        self._ip_rcv(frame[offset:], dev, pkt_id, pkt_type, src_mac, dst_mac, trace)
+
+    @staticmethod
+    def _pkt_type(dst_mac: bytes, dev: Interface) -> PacketType:
+        """`eth_type_trans`: HOST, BROADCAST, MULTICAST or OTHERHOST. An interface modelled without a MAC
+        (all zeros) accepts every unicast frame, so captures taken on real hosts replay unchanged."""
+        if dst_mac == b"\xff" * 6:
+            return PacketType.BROADCAST
+        if dst_mac[0] & 1:
+            return PacketType.MULTICAST
+        if dst_mac == dev.mac or dev.mac == b"\x00" * 6:
+            return PacketType.HOST
+        return PacketType.OTHERHOST
+
+    def _arp_rcv(self, payload: bytes, dev: Interface, pkt_id: int) -> None:
+        """`arp_rcv`: learn the sender, answer requests for our addresses on this device."""
+        msg = arp.parse_arp(payload)
+        if msg is None:
+            raise _Drop(DropReason.SHORT_FRAME, "arp_rcv", "malformed ARP")
+        if msg.sender_ip:
+            self.neigh[(dev.name, msg.sender_ip)] = msg.sender_mac
+        if msg.op == arp.ARPOP_REQUEST and any(a.addr == msg.target_ip for a in dev.addresses):
+            reply = arp.build_arp_reply(dev.mac, msg.target_ip, msg.sender_mac, msg.sender_ip)
+            frame = ethernet.build_ethernet(msg.sender_mac, dev.mac, ethernet.ETH_P_ARP, reply)
+            self._out.emitted.append(Emitted(dev.name, bytes(frame), pkt_id, 0))
+
+    # --- IP input --------------------------------------------------------------------------------
+
+    def _ip_rcv(self, payload: bytes, dev: Interface, pkt_id: int, pkt_type: PacketType,
+                src_mac: bytes, dst_mac: bytes, trace: bool) -> None:
+        """`ip_rcv` → `ip_rcv_core` → PREROUTING → `ip_rcv_finish` (routing) → local or forward."""
+        data, reason = ipv4.ip_rcv_core(payload)
+        if data is None:
+            raise _Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_rcv_core")
+        skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
+        skb.pkt_type = pkt_type
+        skb.src_mac = src_mac
+        skb.dst_mac = dst_mac
+        if trace:
+            skb.trace = []
+            skb.add_trace(f"ip_rcv on {dev.name}: {self._describe(skb)}")
+        try:
+            self._learn_neighbour(skb, dev)
+            self._ip_rcv_skb(skb)
+        finally:
+            self._flush_trace(skb)
+
+    def _ip_rcv_skb(self, skb: Skb) -> None:
+        if self._run_hook(Hook.PRE_ROUTING, skb) == NF_STOLEN:
+            return
+        self._ip_rcv_finish(skb)
+
+    def _learn_neighbour(self, skb: Skb, dev: Interface) -> None:
+        """Learn the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)."""
+        if skb.src_mac and any(a.contains(skb.saddr) for a in dev.addresses):
+            self.neigh[(dev.name, skb.saddr)] = skb.src_mac
+
+    def _ip_rcv_finish(self, skb: Skb) -> None:
+        """`ip_rcv_finish_core` → `ip_route_input_noref` (after PREROUTING, so after DNAT)."""
+        dev = self.host.interfaces[skb.iif]
+        saddr, daddr = skb.saddr, skb.daddr
+        lo_in = dev.kind == "loopback"
+        # ip_route_input_slow's martian checks
+        if saddr >> 28 == 0xE or saddr == 0xFFFFFFFF:
+            raise _Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
+        if daddr == 0xFFFFFFFF or (saddr == 0 and daddr >> 28 != 0xE):
+            if daddr == 0xFFFFFFFF:
+                self._local_deliver(skb)
+                return
+        if daddr >> 28 == 0xE:
+            self._local_deliver(skb)  # no multicast routing: local listeners only
+            return
+        if not lo_in and not dev.route_localnet:
+            if saddr >> 24 == 127:
+                raise _Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
+            if daddr >> 24 == 127:
+                raise _Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
+        if daddr >> 24 == 0 or saddr >> 24 == 0 and saddr != 0:
+            raise _Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
+        res = self.fib.lookup(daddr)
+        if res is not None and res.type in (RTN_LOCAL, RTN_BROADCAST):
+            skb.add_trace(f"routing: {format_addr(daddr)} is local ({'broadcast' if res.type == RTN_BROADCAST else 'local'})")
+            self._local_deliver(skb)
+            return
+        forwarding = dev.forwarding if dev.forwarding is not None else self.host.ip_forward
+        if not forwarding:
+            # ip_error without IN_DEV_FORWARD: dropped silently (§1.2, [V])
+            raise _Drop(DropReason.FORWARDING_DISABLED, "ip_route_input", "net.ipv4.ip_forward = 0")
+        if res is None:
+            self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_NET_UNREACH)
+            raise _Drop(DropReason.NO_ROUTE, "ip_route_input", f"no route to {format_addr(daddr)}")
+        if res.type != RTN_UNICAST:
+            code = {7: ICMP_HOST_UNREACH, 8: ICMP_PKT_FILTERED}.get(res.type)
+            if code is not None:
+                self._icmp_send(skb, ICMP_DEST_UNREACH, code)
+            raise _Drop(DropReason.NO_ROUTE, "ip_route_input", f"route type {res.route.type}")
+        skb.oif = res.dev or ""
+        skb.nexthop = res.nexthop
+        skb.add_trace(f"routing: forward via {skb.oif}"
+                      + (f" gateway {format_addr(res.nexthop)}" if res.route.gateway is not None else ""))
+        self._ip_forward(skb)
+
+    # --- forwarding ------------------------------------------------------------------------------
+
+    def _ip_forward(self, skb: Skb) -> None:
+        """`ip_forward` (net/ipv4/ip_forward.c): TTL, MTU/DF, TTL decrement, FORWARD, then output."""
+        if skb.pkt_type != PacketType.HOST:
+            raise _Drop(DropReason.OTHERHOST, "ip_forward", "not addressed to this host at L2")
+        if skb.ttl <= 1:
+            self._icmp_send(skb, ICMP_TIME_EXCEEDED, 0)
+            raise _Drop(DropReason.TTL_EXCEEDED, "ip_forward", f"ttl {skb.ttl}")
+        out_dev = self.host.interfaces[skb.oif]
+        if self._exceeds_mtu(skb, out_dev.mtu):
+            self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=out_dev.mtu)
+            raise _Drop(DropReason.FRAG_NEEDED, "ip_forward", f"{len(skb.data)} > mtu {out_dev.mtu} with DF")
+        ipv4.ip_decrease_ttl(skb.data)
+        if self._run_hook(Hook.FORWARD, skb) != NF_ACCEPT:
+            return
+        self._ip_output(skb)
+
+    @staticmethod
+    def _exceeds_mtu(skb: Skb, mtu: int) -> bool:
+        """`ip_exceeds_mtu`: too big, DF set (or reassembled from fragments larger than the MTU)."""
+        if len(skb.data) <= mtu:
+            return False
+        if not skb.frag_off & 0x4000:
+            return False
+        return not (skb.frag_max_size and skb.frag_max_size <= mtu)
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def _ip_output(self, skb: Skb) -> None:
+        """`ip_output` → POSTROUTING → `ip_finish_output` (fragment, resolve neighbour, transmit)."""
+        if self._run_hook(Hook.POST_ROUTING, skb) != NF_ACCEPT:
+            return
+        dev = self.host.interfaces[skb.oif]
+        if dev.kind == "loopback":
+            self._loopback_xmit(skb)
+            return
+        mtu = dev.mtu
+        if skb.frag_max_size and skb.frag_max_size < mtu:
+            mtu = skb.frag_max_size
+        if len(skb.data) > mtu or skb.frag_max_size:
+            if len(skb.data) > mtu and skb.frag_off & 0x4000 and (
+                    not skb.frag_max_size or skb.frag_max_size > mtu):
+                self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=mtu)
+                raise _Drop(DropReason.FRAG_NEEDED, "ip_fragment", f"{len(skb.data)} > mtu {mtu} with DF")
+            pieces = ipv4.ip_fragment(bytes(skb.data), mtu) if len(skb.data) > mtu else [skb.data]
+        else:
+            pieces = [skb.data]
+        dst_mac = self._neigh_resolve(dev, skb.nexthop or skb.daddr)
+        ct_id = skb.ct.ct_id if skb.ct is not None else 0
+        for piece in pieces:
+            frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
+            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
+        skb.add_trace(f"ip_finish_output: sent on {dev.name}"
+                      + (f" as {len(pieces)} fragments" if len(pieces) > 1 else "")
+                      + f": {self._describe(skb)}")
+
+    def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
+        """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""
+        if nexthop == 0xFFFFFFFF or any(a.broadcast == nexthop for a in dev.addresses):
+            return b"\xff" * 6
+        mac = self.neigh.get((dev.name, nexthop))
+        if mac is None:
+            self.stats["neigh_synthetic"] += 1
+            mac = b"\x02\x00" + nexthop.to_bytes(4, "big")
+        return mac
+
+    def _loopback_xmit(self, skb: Skb) -> None:
+        """`loopback_xmit` → `netif_rx`: the skb comes back in on lo, its ct still attached (§4.1)."""
+        if self._depth >= LOOPBACK_DEPTH_MAX:
+            raise _Drop(DropReason.NO_ROUTE, "loopback_xmit", "loop depth exceeded")
+        self._depth += 1
+        try:
+            skb.iif = "lo"
+            skb.oif = ""
+            skb.pkt_type = PacketType.LOOPBACK
+            skb.add_trace("loopback_xmit: back in on lo")
+            self._ip_rcv_skb(skb)
+        finally:
+            self._depth -= 1
+
+    # --- local delivery --------------------------------------------------------------------------
+
+    def _local_deliver(self, skb: Skb) -> None:
+        """`ip_local_deliver` → LOCAL_IN → the local stack (`ip_local_deliver_finish`)."""
+        if self._run_hook(Hook.LOCAL_IN, skb) != NF_ACCEPT:
+            return
+        self._local_stack(skb)
+
+    def _local_stack(self, skb: Skb) -> None:
+        """What the host's own stack does with a datagram for it: echo replies, resets, port unreachables."""
+        proto = skb.protocol
+        data = skb.data
+        broadcast = skb.pkt_type in (PacketType.BROADCAST, PacketType.MULTICAST) or \
+            self.fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
+        if proto == 1 and skb.l4_len >= 8:
+            if data[skb.ihl] == ICMP_ECHO and not broadcast:
+                body = bytes(data[skb.ihl + 4:])
+                ident, seq = (body[0] << 8) | body[1], (body[2] << 8) | body[3]
+                reply = icmp.build_icmp_echo(ident, seq, body[4:], reply=True)
+                out = ipv4.build_ipv4(skb.daddr, skb.saddr, 1, reply, ttl=64)
+                self._deliver(skb, "icmp echo request answered")
+                self._queue_local(out)
+                return
+            self._deliver(skb, "icmp to the local stack")
+            return
+        if proto in (6, 17) and skb.l4_len >= 4:
+            dport = skb.l4_u16(2) or 0
+            if (proto, dport) in self.listeners:
+                self._deliver(skb, f"socket {'tcp' if proto == 6 else 'udp'}:{dport}")
+                return
+            if broadcast:
+                self._deliver(skb, "no socket (broadcast: no reply)")
+                return
+            if proto == 17:
+                self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, local=True)
+                self._deliver(skb, f"udp port {dport} closed: port unreachable sent")
+                return
+            self._tcp_send_reset(skb)
+            self._deliver(skb, f"tcp port {dport} closed")
+            return
+        self._deliver(skb, f"protocol {proto} delivered")
+
+    def _deliver(self, skb: Skb, action: str) -> None:
+        skb.add_trace(f"ip_local_deliver_finish: {action}")
+        self._out.delivered.append(Delivered(skb.pkt_id, bytes(skb.data), action))
+
+    def _tcp_send_reset(self, skb: Skb) -> None:
+        """`tcp_v4_send_reset` for a segment to a closed port (none in answer to a reset)."""
+        rst = build_reset_for(bytes(skb.data))
+        if rst is not None:
+            self._queue_local(rst)
+
+    # --- locally generated packets ---------------------------------------------------------------
+
+    def _queue_local(self, datagram: bytes | bytearray, *, attach: Skb | None = None) -> None:
+        if len(self._local_queue) >= LOCAL_QUEUE_MAX:
+            self.stats["local_queue_full"] += 1
+            return
+        data = bytearray(datagram)
+        nskb = Skb(data, pkt_id=attach.pkt_id if attach is not None else self._current_pkt_id())
+        if attach is not None and attach.ct is not None:
+            # nf_ct_attach(): the new packet belongs to the old one's ct, in the other direction
+            nskb.ct = attach.ct
+            reply = attach.ctinfo.direction == Direction.ORIGINAL
+            nskb.ctinfo = CtInfo.RELATED_REPLY if reply else CtInfo.RELATED
+        if attach is not None and attach.trace is not None:
+            nskb.trace = []
+        self._local_queue.append((nskb, self._ctx.now))
+
+    def _current_pkt_id(self) -> int:
+        return self._next_pkt_id - 1
+
+    def _flush_local(self, now: float) -> None:
+        """Send what the host generated while handling the input (bounded by LOCAL_QUEUE_MAX)."""
+        sent = 0
+        while self._local_queue and sent < LOCAL_QUEUE_MAX:
+            skb, _t = self._local_queue.pop(0)
+            sent += 1
+            self._ctx.now = now
+            try:
+                self._ip_local_out(skb)
+            except _Drop as d:
+                self._record_drop(skb.pkt_id, d)
+            finally:
+                self._flush_trace(skb)
+        self._local_queue.clear()
+
+    def _ip_local_out(self, skb: Skb) -> None:
+        """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""
+        self._route_output(skb)
+        skb.add_trace(f"ip_local_out: {self._describe(skb)} via {skb.oif}")
+        daddr = skb.daddr
+        if self._run_hook(Hook.LOCAL_OUT, skb) != NF_ACCEPT:
+            return
+        if skb.daddr != daddr:  # nf_nat_ipv4_local_fn → ip_route_me_harder
+            self._route_output(skb)
+        self._ip_output(skb)
+
+    def _route_output(self, skb: Skb) -> None:
+        daddr = skb.daddr
+        if self.fib.is_local(daddr) or daddr >> 24 == 127:
+            skb.oif = "lo"
+            skb.nexthop = daddr
+        else:
+            res = self.fib.lookup(daddr)
+            if res is None or res.type != RTN_UNICAST or res.dev is None:
+                raise _Drop(DropReason.NO_ROUTE, "ip_route_output", f"no route to {format_addr(daddr)}")
+            skb.oif = res.dev
+            skb.nexthop = res.nexthop
+            if res.route.prefsrc is not None and skb.saddr == 0:
+                ipv4.set_saddr(skb.data, res.route.prefsrc)
+        if skb.saddr == 0:
+            src = self.fib.select_addr(skb.oif, daddr)
+            if src is None:
+                raise _Drop(DropReason.NO_ROUTE, "ip_route_output", "no source address")
+            ipv4.set_saddr(skb.data, src)
+
+    # --- ICMP errors and REJECT ------------------------------------------------------------------
+
+    def _icmp_send(self, skb: Skb, icmp_type: int, code: int, *, info: int = 0, local: bool = False) -> None:
+        """`icmp_send` (net/ipv4/icmp.c): build the error about `skb` and send it from this host,
+        attached to `skb`'s ct (`nf_ct_attach` in icmp_glue_bits) so NAT translates it (§4.9)."""
+        data = bytes(skb.data)
+        bcast = skb.pkt_type in (PacketType.BROADCAST, PacketType.MULTICAST) or \
+            self.fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
+        if bcast or not icmp.icmp_error_allowed(data):
+            skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
+            return
+        body = icmp.build_icmp_error(icmp_type, code, data, info=info)
+        saddr = skb.daddr if local or self.fib.is_local(skb.daddr) else 0
+        out = ipv4.build_ipv4(saddr, skb.saddr, 1, body, ttl=64, tos=(skb.tos & 0x1C) | 0xC0)
+        skb.add_trace(f"icmp_send: ICMP type {icmp_type} code {code} to {format_addr(skb.saddr)}")
+        self._queue_local(out, attach=skb)
+
+    def reject(self, skb: Skb, reject_with: str, now: float) -> None:
+        """REJECT's packet: an ICMP error (`nf_send_unreach`) or a TCP reset (`nf_send_reset`)."""
+        if reject_with == "tcp-reset":
+            rst = build_reset_for(bytes(skb.data))
+            if rst is not None:
+                self._queue_local(rst, attach=skb)
+            return
+        icmp_type, code = REJECT_CODES.get(reject_with, (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH))
+        self._icmp_send(skb, icmp_type, code)
+
+    def log_packet(self, skb: Skb, prefix: str, level: int) -> None:
+        """The LOG target's line, in the kernel's `nf_log_ip_packet` format (common fields)."""
+        text = f"{prefix}IN={skb.iif} OUT={skb.oif} {self._describe(skb)}"
+        self._out.logs.append(LogLine(skb.pkt_id, text))
+
+    # --- explanations ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(skb: Skb) -> str:
+        proto = skb.protocol
+        src, dst = format_addr(skb.saddr), format_addr(skb.daddr)
+        if proto in (6, 17) and skb.l4_len >= 4:
+            name = "TCP" if proto == 6 else "UDP"
+            return f"{name} {src}:{skb.l4_u16(0)} > {dst}:{skb.l4_u16(2)} ttl {skb.ttl}"
+        if proto == 1 and skb.l4_len >= 2:
+            return f"ICMP {src} > {dst} type {skb.data[skb.ihl]} code {skb.data[skb.ihl + 1]} ttl {skb.ttl}"
+        return f"proto {proto} {src} > {dst} ttl {skb.ttl}"
+
+    def _trace_ct(self, skb: Skb) -> None:
+        ct = skb.ct
+        if ct is None:
+            state = "UNTRACKED" if skb.untracked else "INVALID"
+            skb.add_trace(f"nf_conntrack_in: {state}" + (f" ({skb.note})" if skb.note else ""))
+            return
+        what = "existing" if ct.confirmed else "new (unconfirmed)"
+        skb.add_trace(f"nf_conntrack_in: ctinfo {skb.ctinfo.name}, {what} ct #{ct.ct_id}: "
+                      f"original {ct.original}, reply {ct.reply}")

@@ -1,0 +1,381 @@
+"""Host models written as TOML: parsing and validation (pure: the caller reads the file).
+
+Format (every key optional unless marked):
+
+```toml
+name = "gateway"
+ip_forward = true
+
+[[interface]]
+name = "eth0"                      # required
+mac = "52:54:00:12:34:56"          # omitted or all zeros: accept every unicast frame (replay mode)
+mtu = 1500
+kind = "ether"                     # ether, tap, veth, bridge, loopback
+addresses = ["192.168.0.108/24"]   # the first in a subnet is primary, later ones secondary
+route_localnet = false
+forwarding = true                  # net.ipv4.conf.<dev>.forwarding (default: ip_forward)
+up = true
+
+[[route]]
+dst = "default"                    # or "10.0.0.0/8"; required
+via = "192.168.0.1"
+dev = "eth0"
+metric = 0
+src = "192.168.0.108"
+type = "unicast"                   # unicast, blackhole, unreachable, prohibit
+table = "main"
+
+[[neighbour]]
+dev = "eth0"
+addr = "192.168.0.1"
+mac = "52:54:00:00:00:01"
+
+[sysctl]                           # kernel names, with or without the net.netfilter. prefix
+"net.netfilter.nf_conntrack_udp_timeout" = 30
+
+[rules]
+file = "rules.v4"                  # iptables-save text, relative to the host file
+text = "*nat\n...COMMIT\n"         # or inline
+
+[listen]                           # the host's own open sockets
+tcp = [22]
+udp = [53]
+```
+
+Errors are `HostFileError`s whose message starts with `file:line:` and names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
+
+__all__ = ["HostFile", "HostFileError", "parse_host_toml"]
+
+_KINDS = ("ether", "tap", "veth", "bridge", "loopback", "tun")
+_ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
+
+
+class HostFileError(ValueError):
+    """A host file that cannot be used; the message names file:line and the key."""
+
+
+@dataclass
+class HostFile:
+    """A parsed host file: the host, the rules file it names (if any), and the sockets it listens on."""
+
+    host: Host
+    rules_file: str | None = None
+    listen: set[tuple[int, int]] = field(default_factory=set)
+
+
+class _Locator:
+    """Finds the line of `[[section]]` number n / key k in the TOML text, for error messages."""
+
+    def __init__(self, text: str, filename: str) -> None:
+        self.filename = filename
+        self.lines = text.splitlines()
+
+    def line_of(self, section: str | None, index: int, key: str | None) -> int:
+        current: str | None = None
+        count = -1
+        for lineno, raw in enumerate(self.lines, start=1):
+            line = raw.strip()
+            m = re.match(r"^\[\[?\s*([A-Za-z_.\"-]+)\s*\]\]?", line)
+            if m:
+                current = m.group(1).strip('"')
+                if current == section:
+                    count += 1
+                    if key is None and count == index:
+                        return lineno
+                continue
+            if key is None:
+                continue
+            in_scope = (section is None and current is None) or (current == section and count == index)
+            if in_scope and re.match(rf'^"?{re.escape(key)}"?\s*=', line):
+                return lineno
+        return 1
+
+    def error(self, section: str | None, index: int, key: str | None, message: str) -> HostFileError:
+        where = f"{self.filename}:{self.line_of(section, index, key)}"
+        label = key if section is None else (f"{section}[{index}].{key}" if key else f"{section}[{index}]")
+        return HostFileError(f"{where}: {label}: {message}")
+
+
+def _mac(text: Any) -> bytes:
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", text):
+        raise ValueError(f"bad MAC address {text!r} (want aa:bb:cc:dd:ee:ff)")
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+def _addr(text: Any) -> int:
+    if not isinstance(text, str):
+        raise ValueError(f"bad IPv4 address {text!r}")
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"bad IPv4 address {text!r}") from None
+
+
+def _prefix(text: Any) -> tuple[int, int]:
+    if not isinstance(text, str):
+        raise ValueError(f"bad prefix {text!r}")
+    if text == "default":
+        return 0, 0
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise ValueError(f"bad IPv4 prefix {text!r} (want a.b.c.d/len)") from None
+    return int(iface.ip), iface.network.prefixlen
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if kind is int and isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, not {value!r}")
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} must be {kind.__name__}, not {value!r}")
+    return value
+
+
+_TOP_KEYS = {"name", "ip_forward", "interface", "route", "neighbour", "sysctl", "rules", "listen"}
+_IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up"}
+_ROUTE_KEYS = {"dst", "via", "dev", "metric", "src", "type", "table"}
+_NEIGH_KEYS = {"dev", "addr", "mac"}
+
+
+def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
+    """Parse a host file. Raises HostFileError naming file:line and key on any problem."""
+    loc = _Locator(text, filename)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{filename}:{m.group(1)}:{m.group(2)}" if m else filename
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise HostFileError(f"{where}: TOML syntax error: {msg}") from None
+    for key in doc:
+        if key not in _TOP_KEYS:
+            raise loc.error(None, 0, key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    host = Host(name=str(doc.get("name", "host")))
+    try:
+        host.ip_forward = bool(_expect(doc.get("ip_forward", False), bool, "ip_forward"))
+    except ValueError as exc:
+        raise loc.error(None, 0, "ip_forward", str(exc)) from None
+    hf = HostFile(host)
+    _parse_interfaces(doc, host, loc)
+    _parse_routes(doc, host, loc)
+    _parse_neighbours(doc, host, loc)
+    _parse_sysctls(doc, host, loc)
+    _parse_rules(doc, hf, loc)
+    _parse_listen(doc, hf, loc)
+    try:
+        host.ensure_loopback()
+        host.validate()
+    except HostError as exc:
+        raise HostFileError(f"{filename}: {exc}") from None
+    return hf
+
+
+def _table_list(doc: dict[str, Any], key: str, loc: _Locator) -> list[dict[str, Any]]:
+    items = doc.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise loc.error(None, 0, key, f"must be an array of tables ([[{key}]])")
+    return items
+
+
+def _parse_interfaces(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+    for i, spec in enumerate(_table_list(doc, "interface", loc)):
+        for key in spec:
+            if key not in _IFACE_KEYS:
+                raise loc.error("interface", i, key, f"unknown key (known: {', '.join(sorted(_IFACE_KEYS))})")
+        key = "name"
+        try:
+            name = _expect(spec.get("name"), str, "name")
+            key = "kind"
+            kind = str(spec.get("kind", "loopback" if name == "lo" else "ether"))
+            if kind not in _KINDS:
+                raise ValueError(f"unknown kind {kind!r} (known: {', '.join(_KINDS)})")
+            key = "mac"
+            mac = _mac(spec["mac"]) if "mac" in spec else b"\x00" * 6
+            key = "mtu"
+            mtu = _expect(spec.get("mtu", 65536 if kind == "loopback" else 1500), int, "mtu")
+            if not 68 <= mtu <= 65536:
+                raise ValueError(f"mtu {mtu} out of range 68..65536")
+            key = "route_localnet"
+            rl = bool(_expect(spec.get("route_localnet", False), bool, "route_localnet"))
+            key = "forwarding"
+            fwd = spec.get("forwarding")
+            if fwd is not None:
+                fwd = bool(_expect(fwd, bool, "forwarding"))
+            key = "up"
+            up = bool(_expect(spec.get("up", True), bool, "up"))
+            iface = host.add_interface(Interface(name, mac=mac, mtu=mtu, kind=kind, up=up, route_localnet=rl,
+                                                 forwarding=fwd))
+            key = "addresses"
+            for text in _expect(spec.get("addresses", []), list, "addresses"):
+                addr, plen = _prefix(text)
+                if kind == "loopback" and addr >> 24 == 127:
+                    iface.addresses.append(Address(addr, plen, scope="host"))
+                else:
+                    host.add_address(name, addr, plen)
+        except (ValueError, HostError) as exc:
+            raise loc.error("interface", i, key if key in spec else None, str(exc)) from None
+
+
+def _parse_routes(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+    for i, spec in enumerate(_table_list(doc, "route", loc)):
+        for key in spec:
+            if key not in _ROUTE_KEYS:
+                raise loc.error("route", i, key, f"unknown key (known: {', '.join(sorted(_ROUTE_KEYS))})")
+        key = "dst"
+        try:
+            if "dst" not in spec:
+                raise ValueError("missing (a prefix or \"default\")")
+            dst, plen = _prefix(spec["dst"])
+            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+            if dst & ~mask & 0xFFFFFFFF:
+                raise ValueError(f"{spec['dst']!r} has host bits set")
+            key = "via"
+            via = _addr(spec["via"]) if "via" in spec else None
+            key = "dev"
+            dev = spec.get("dev")
+            if dev is not None and dev not in host.interfaces:
+                raise ValueError(f"no such interface {dev!r}")
+            key = "src"
+            src = _addr(spec["src"]) if "src" in spec else None
+            key = "metric"
+            metric = _expect(spec.get("metric", 0), int, "metric")
+            key = "type"
+            rtype = str(spec.get("type", "unicast"))
+            if rtype not in _ROUTE_TYPES:
+                raise ValueError(f"unknown route type {rtype!r}")
+            key = "table"
+            table = str(spec.get("table", "main"))
+            if dev is None and via is not None:
+                dev = _device_for_gateway(host, via)
+                if dev is None:
+                    key = "via"
+                    raise ValueError(f"gateway {spec['via']} is not on any interface's subnet (Nexthop has "
+                                     "invalid gateway)")
+            if dev is None and rtype == "unicast":
+                key = "dev"
+                raise ValueError("a unicast route needs dev or via")
+            host.routes.append(Route(dst, plen, dev, via, metric, src, table, rtype))
+        except ValueError as exc:
+            raise loc.error("route", i, key if key in spec else None, str(exc)) from None
+
+
+def _device_for_gateway(host: Host, gw: int) -> str | None:
+    for iface in host.interfaces.values():
+        if any(a.contains(gw) for a in iface.addresses):
+            return iface.name
+    return None
+
+
+def _parse_neighbours(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+    for i, spec in enumerate(_table_list(doc, "neighbour", loc)):
+        key = "dev"
+        try:
+            for key in spec:
+                if key not in _NEIGH_KEYS:
+                    raise ValueError(f"unknown key (known: {', '.join(sorted(_NEIGH_KEYS))})")
+            key = "dev"
+            dev = _expect(spec.get("dev"), str, "dev")
+            if dev not in host.interfaces:
+                raise ValueError(f"no such interface {dev!r}")
+            key = "addr"
+            addr = _addr(spec.get("addr"))
+            key = "mac"
+            host.neighbours.append(Neighbour(dev, addr, _mac(spec.get("mac"))))
+        except ValueError as exc:
+            raise loc.error("neighbour", i, key, str(exc)) from None
+
+
+def _parse_sysctls(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+    sysctls = doc.get("sysctl", {})
+    if not isinstance(sysctls, dict):
+        raise loc.error(None, 0, "sysctl", "must be a table")
+    for name, value in sysctls.items():
+        text = str(int(value)) if isinstance(value, bool) else str(value)
+        try:
+            apply_sysctl(host, name, text)
+        except ValueError as exc:
+            raise loc.error("sysctl", 0, name, str(exc)) from None
+
+
+def apply_sysctl(host: Host, name: str, value: str) -> None:
+    """Apply one sysctl by its kernel name (net.ipv4.*, net.netfilter.*)."""
+    host.sysctls[name] = value
+    if name in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"):
+        host.ip_forward = _bool(value, name)
+        return
+    m = re.fullmatch(r"net\.ipv4\.conf\.([^.]+)\.(route_localnet|forwarding)", name)
+    if m:
+        dev, knob = m.groups()
+        if dev in ("all", "default"):
+            if knob == "forwarding":
+                host.ip_forward = _bool(value, name)
+            else:
+                for iface in host.interfaces.values():
+                    iface.route_localnet = iface.route_localnet or _bool(value, name)
+            return
+        if dev not in host.interfaces:
+            raise ValueError(f"no such interface {dev!r}")
+        if knob == "route_localnet":
+            host.interfaces[dev].route_localnet = _bool(value, name)
+        else:
+            host.interfaces[dev].forwarding = _bool(value, name)
+        return
+    if name.startswith(("net.netfilter.", "nf_conntrack_")):
+        host.conntrack.set_sysctl(name, value)
+        return
+    if name.startswith("net."):
+        return  # other kernel knobs are kept (for snapshots) but do not change natbox's behaviour
+    raise ValueError(f"unknown sysctl {name!r}")
+
+
+def _bool(value: str, name: str) -> bool:
+    if value.strip() in ("0", "1"):
+        return value.strip() == "1"
+    raise ValueError(f"{name} must be 0 or 1, not {value!r}")
+
+
+def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: _Locator) -> None:
+    rules = doc.get("rules")
+    if rules is None:
+        return
+    if not isinstance(rules, dict):
+        raise loc.error(None, 0, "rules", "must be a table with file or text")
+    for key in rules:
+        if key not in ("file", "text"):
+            raise loc.error("rules", 0, key, "unknown key (known: file, text)")
+    if "file" in rules and "text" in rules:
+        raise loc.error("rules", 0, "text", "give either file or text, not both")
+    if "file" in rules:
+        if not isinstance(rules["file"], str):
+            raise loc.error("rules", 0, "file", "must be a string")
+        hf.rules_file = rules["file"]
+    elif "text" in rules:
+        if not isinstance(rules["text"], str):
+            raise loc.error("rules", 0, "text", "must be a string")
+        hf.host.rules_text = rules["text"]
+        hf.host.rules_origin = f"{loc.filename}[rules.text]"
+
+
+def _parse_listen(doc: dict[str, Any], hf: HostFile, loc: _Locator) -> None:
+    listen = doc.get("listen", {})
+    if not isinstance(listen, dict):
+        raise loc.error(None, 0, "listen", "must be a table with tcp and udp port lists")
+    for key, proto in (("tcp", 6), ("udp", 17)):
+        ports = listen.get(key, [])
+        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise loc.error("listen", 0, key, "must be a list of ports 1..65535")
+        hf.listen.update((proto, p) for p in ports)
+    for key in listen:
+        if key not in ("tcp", "udp"):
+            raise loc.error("listen", 0, key, "unknown key (known: tcp, udp)")
