@@ -30,6 +30,8 @@ __all__ = ["ICMP_INVMAP", "ConnTuple", "format_addr", "invert", "parse_addr"]
 # Port-carrying protocols: src.u and dst.u are ports and swap on inversion.
 PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})
 
+_PROTO_NAMES = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
+
 # `invmap` in nf_conntrack_proto_icmp.c: request type → reply type and back (§2.2).
 ICMP_INVMAP: dict[int, int] = {
     8: 0, 0: 8,  # echo ↔ echo reply
@@ -49,9 +51,13 @@ class ConnTuple(NamedTuple):
     proto: int
 
     def __str__(self) -> str:
-        return (
-            f"{format_addr(self.src)}:{self.sport} -> {format_addr(self.dst)}:{self.dport} proto {self.proto}"
-        )
+        """The tuple as `conntrack -L` prints one direction (§7.3)."""
+        head = f"src={format_addr(self.src)} dst={format_addr(self.dst)}"
+        if self.proto in PORT_PROTOCOLS:
+            return f"{head} sport={self.sport} dport={self.dport} ({_PROTO_NAMES.get(self.proto, self.proto)})"
+        if self.proto == IPPROTO_ICMP:
+            return f"{head} type={self.dport >> 8} code={self.dport & 0xFF} id={self.sport} (icmp)"
+        return f"{head} (proto {self.proto})"
 
     @property
     def icmp_type(self) -> int:

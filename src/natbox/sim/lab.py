@@ -101,11 +101,16 @@ class EndHost:
         self.lab.transmit(self, bytes(frame))
 
     def ping(self, dst: str | int, *, ident: int | None = None, seq: int = 1, ttl: int = 64,
-             payload: bytes = b"natbox-ping-payload-0123456789ab", src: int | None = None) -> None:
+             payload: bytes | None = None, src: int | None = None) -> None:
+        """Send one echo request as iputils ping does: 56 data bytes (a timeval, then 0x10, 0x11...)."""
         daddr = parse_addr(dst) if isinstance(dst, str) else dst
         if ident is None:
             self.ident += 1
             ident = 0x1000 + self.ident
+        if payload is None:
+            usec = int(self.lab.now * 1_000_000)
+            payload = (usec // 1_000_000).to_bytes(8, "little") + (usec % 1_000_000).to_bytes(8, "little")
+            payload += bytes(range(0x10, 0x38))
         body = icmp.build_icmp_echo(ident, seq, payload)
         self.send_ip(ipv4.build_ipv4(src or self.addr, daddr, 1, body, ttl=ttl, ident=self._ip_id()))
 

@@ -1,0 +1,116 @@
+"""`natbox demo NAME`: run a built-in experiment and show what Linux would show.
+
+Prints, per interface, the frames as `tcpdump -nne -i IFACE` would; then `conntrack -L` and
+`iptables -t nat -nvL` at the end. `--explain` adds each packet's path through the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from natbox.conntrack.format import format_conntrack, summary_line
+from natbox.conntrack.tuple import format_addr
+from natbox.demos.scenarios import DEMOS
+from natbox.engine.engine import Engine
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.listing import list_table
+from natbox.rules.parser import parse_restore
+from natbox.sim.lab import Lab
+from natbox.wire.pretty import TcpdumpPrinter
+
+__all__ = ["demo_main", "run_demo"]
+
+DURATION = 10.0  # seconds of simulated time each demo runs
+
+
+def _style(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO = sys.stdout,
+             color: bool = False) -> Lab:
+    """Run demo `name` and print its report to `out`. Returns the lab for further inspection."""
+    demo = DEMOS[name]
+    host, rules = demo.build()
+    ruleset = Ruleset()
+    ruleset.restore(parse_restore(rules, file=f"demo:{name}"))
+    engine = Engine(host, ruleset=ruleset, seed=seed)
+    engine.trace_all = explain
+    lab = Lab(host, engine, seed=seed)
+    demo.script(lab)
+    lab.run(until=DURATION)
+
+    def heading(text: str) -> None:
+        out.write("\n" + _style(text, "1;36", color) + "\n")
+
+    out.write(_style(f"natbox demo {name}: {demo.title}", "1", color) + "\n")
+    out.write(demo.description + "\n")
+    heading("# the host")
+    for iface in host.interfaces.values():
+        if iface.kind == "loopback":
+            continue
+        addrs = ", ".join(str(a) for a in iface.addresses) or "no address"
+        mac = ":".join(f"{b:02x}" for b in iface.mac)
+        out.write(f"  {iface.name:<8} {mac}  {addrs}\n")
+    for r in host.routes:
+        via = f" via {format_addr(r.gateway)}" if r.gateway is not None else ""
+        dst = "default" if r.prefixlen == 0 else f"{format_addr(r.dst)}/{r.prefixlen}"
+        out.write(f"  route {dst}{via} dev {r.dev}\n")
+    out.write(f"  net.ipv4.ip_forward = {int(host.ip_forward)}\n")
+    heading("# iptables-save (the ruleset)")
+    out.write("".join(f"  {line}\n" for line in rules.splitlines()))
+
+    for iface in demo.interfaces:
+        heading(f"# tcpdump -nne -i {iface}")
+        printer = TcpdumpPrinter()
+        for cap in lab.on(iface):
+            out.write(printer.line(cap.frame, ts=cap.time) + "\n")
+
+    if explain:
+        heading("# explain: every packet's path through the host")
+        _explain(lab, out, color)
+
+    drops = [d for o in lab.outputs for d in o.dropped]
+    if drops:
+        heading("# drops")
+        for d in drops:
+            out.write(f"  packet #{d.pkt_id}: {d.reason} at {d.where}" + (f" ({d.detail})" if d.detail else "") + "\n")
+
+    heading("# conntrack -L")
+    conns = engine.table.live(lab.now)
+    for conn in sorted(conns, key=lambda c: c.ct_id):
+        out.write(format_conntrack(conn, lab.now) + "\n")
+    out.write(summary_line(len(conns)) + "\n")
+
+    heading("# iptables -t nat -nvL")
+    out.write(list_table(ruleset.tables["nat"], numeric=True, verbose=True) + "\n")
+    if demo.questions:
+        heading("# what this shows")
+        for q in demo.questions:
+            out.write(f"  - {q}\n")
+    return lab
+
+
+def _explain(lab: Lab, out: TextIO, color: bool) -> None:
+    printer = TcpdumpPrinter(eflag=False)
+    inputs = [c for c in lab.captures if c.direction == "in"]
+    for cap, output in zip(inputs, lab.outputs, strict=False):
+        steps = [s for _pid, s in output.trace]
+        out.write(_style(f"{cap.time:9.6f} in {cap.iface}: ", "1", color) + printer.line(cap.frame) + "\n")
+        for step in steps:
+            out.write(f"    {step}\n")
+
+
+def demo_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="natbox demo", description="Run a built-in NAT experiment.")
+    parser.add_argument("name", choices=sorted(DEMOS), help="which experiment")
+    parser.add_argument("--explain", action="store_true", help="show every packet's path through the host")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the random choices (ports on clashes)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    args = parser.parse_args(list(argv))
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    run_demo(args.name, explain=args.explain, seed=args.seed, color=color)
+    return 0
