@@ -6,6 +6,8 @@ asserts what Linux 6.18 was measured to do (netfilter-semantics.md §2-§9, Appe
 
 from __future__ import annotations
 
+from functools import partial
+
 from natbox.conntrack.format import format_conntrack
 from natbox.conntrack.tuple import format_addr, parse_addr
 from natbox.engine.engine import Engine
@@ -52,14 +54,14 @@ def ct_lines(lab: Lab, engine: Engine) -> list[str]:
 
 def test_masquerade_keeps_the_port_then_remaps_a_clash_within_its_class() -> None:
     """Appendix A #1: same sport from .2 and .3 — the first keeps it, the second gets another in its class."""
-    lab, engine = router()
+    lab, _engine = router()
     a = lab.add_host("a", "eth0", "192.168.50.2/24")
     b = lab.add_host("b", "eth0", "192.168.50.3/24")
     srv = lab.add_host("srv", "eth1", "198.51.100.2/24")
     srv.listen_udp[5000] = None
     for i, sport in enumerate((40010, 100, 700)):
-        lab.at(i, lambda s=sport: a.udp_send("198.51.100.2", 5000, b"a", sport=s))
-        lab.at(i + 0.5, lambda s=sport: b.udp_send("198.51.100.2", 5000, b"b", sport=s))
+        lab.at(i, partial(a.udp_send, "198.51.100.2", 5000, b"a", sport=sport))
+        lab.at(i + 0.5, partial(b.udp_send, "198.51.100.2", 5000, b"b", sport=sport))
     lab.run(until=5)
     out = [fields(d) for d in sent(lab, "eth1")]
     assert all(src == "198.51.100.1" for src, *_ in out)
@@ -176,7 +178,7 @@ def test_invalid_flag_combinations_create_no_entry() -> None:
     lab, engine = router()
     lab.add_host("c", "eth0", "192.168.50.2/24")
     for i, flags in enumerate((tcp.RST, tcp.SYN | tcp.FIN, 0, tcp.SYN | tcp.RST)):
-        lab.at(i * 0.1, lambda f=flags, n=i: _raw_tcp(lab, "c", f, sport=47100 + n))
+        lab.at(i * 0.1, partial(_raw_tcp, lab, "c", flags, sport=47100 + i))
     lab.run(until=1)
     assert ct_lines(lab, engine) == []
 
@@ -236,13 +238,13 @@ def test_dnat_port_range_takes_lowest_free_port() -> None:
     """Appendix A #3: DNAT to :5000-5010 gives 5000, then 5001, 5002 when reply tuples would clash."""
     rules = NAT_HEAD + ("-A PREROUTING -i eth1 -p tcp -j DNAT --to-destination 192.168.50.9:5000-5010\n"
                         "COMMIT\n")
-    lab, engine = router(rules)
+    lab, _engine = router(rules)
     srv = lab.add_host("srv", "eth0", "192.168.50.9/24")
     for port in range(5000, 5011):
         srv.listen_tcp[port] = b"ok"  # listening, so the entries live (a RST would delete them)
     cli = lab.add_host("cli", "eth1", "198.51.100.2/24")
     for i, dport in enumerate((80, 81, 82)):
-        lab.at(i * 0.1, lambda p=dport: cli.tcp_connect("198.51.100.1", p, sport=45000))
+        lab.at(i * 0.1, partial(cli.tcp_connect, "198.51.100.1", dport, sport=45000))
     lab.run(until=1)
     dports = [fields(d)[3] for d in sent(lab, "eth0") if d[9] == 6 and d[33] & tcp.SYN]
     assert dports[:3] == [5000, 5001, 5002]
@@ -255,7 +257,7 @@ def test_port_exhaustion_drops_at_confirm_with_insert_failed() -> None:
     hosts = [lab.add_host(f"h{i}", "eth0", f"192.168.50.{i + 2}/24") for i in range(3)]
     lab.add_host("srv", "eth1", "198.51.100.2/24")
     for i, h in enumerate(hosts):
-        lab.at(i * 0.1, lambda h=h: h.udp_send("198.51.100.2", 53, b"q", sport=40000))
+        lab.at(i * 0.1, partial(h.udp_send, "198.51.100.2", 53, b"q", sport=40000))
     lab.run(until=1)
     out = [fields(d)[2] for d in sent(lab, "eth1")]
     assert sorted(out) == [30000, 30001]
@@ -265,7 +267,7 @@ def test_port_exhaustion_drops_at_confirm_with_insert_failed() -> None:
 
 def test_icmp_id_clash_is_remapped() -> None:
     """Appendix A #5: the same echo id from two hosts to one server: the second id is remapped."""
-    lab, engine = router()
+    lab, _engine = router()
     a = lab.add_host("a", "eth0", "192.168.50.2/24")
     b = lab.add_host("b", "eth0", "192.168.50.3/24")
     lab.add_host("srv", "eth1", "198.51.100.2/24")
@@ -290,7 +292,7 @@ def test_ip_forward_off_drops_silently() -> None:
 
 
 def test_router_answers_ping_to_its_own_address() -> None:
-    lab, engine = router()
+    lab, _engine = router()
     c = lab.add_host("c", "eth0", "192.168.50.2/24")
     lab.at(0.0, lambda: c.ping("198.51.100.1", ident=9))
     lab.run(until=1)
@@ -300,7 +302,7 @@ def test_router_answers_ping_to_its_own_address() -> None:
 
 def test_reverse_order_fragments_are_reassembled_natted_and_refragmented_in_order() -> None:
     """§9 [V] / Appendix A #14: 620/620/28 sent in reverse → NATed 620/620/28 in order, same ID, TTL-1."""
-    lab, engine = router()
+    lab, _engine = router()
     c = lab.add_host("c", "eth0", "192.168.50.2/24")
     lab.add_host("srv", "eth1", "198.51.100.2/24")
     payload = bytes(range(256)) * 5
@@ -309,7 +311,7 @@ def test_reverse_order_fragments_are_reassembled_natted_and_refragmented_in_orde
     pieces = ipv4.ip_fragment(bytes(whole), 620)
     assert [len(p) for p in pieces] == [620, 620, 28]
     for i, piece in enumerate(reversed(pieces)):
-        lab.at(i * 0.01, lambda p=piece: c.send_ip(p))
+        lab.at(i * 0.01, partial(c.send_ip, piece))
     lab.run(until=1)
     out = sent(lab, "eth1")
     assert [len(d) for d in out] == [620, 620, 28]

@@ -63,10 +63,10 @@ def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO = s
     heading("# iptables-save (the ruleset)")
     out.write("".join(f"  {line}\n" for line in rules.splitlines()))
 
-    for iface in demo.interfaces:
-        heading(f"# tcpdump -nne -i {iface}")
+    for ifname in demo.interfaces:
+        heading(f"# tcpdump -nne -i {ifname}")
         printer = TcpdumpPrinter()
-        for cap in lab.on(iface):
+        for cap in lab.on(ifname):
             out.write(printer.line(cap.frame, ts=cap.time) + "\n")
 
     if explain:

@@ -37,7 +37,7 @@ from natbox.nat.masquerade import masq_addr_removed, masq_device_down, masquerad
 from natbox.nat.range import NatRange
 from natbox.netfilter import CtInfo, Direction, DropReason, Hook, ManipType, Priority
 from natbox.rand import RandomSource, SplitMix64
-from natbox.rules.api import NF_ACCEPT, NF_DROP
+from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
 from natbox.wire import arp, ethernet, icmp, ipv4
@@ -45,6 +45,7 @@ from natbox.wire import arp, ethernet, icmp, ipv4
 __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
 NF_STOLEN = 2
+_NO_MAC = b"\x00" * 6
 LOCAL_QUEUE_MAX = 64  # locally generated packets (ICMP errors, resets, echo replies) one input may cause
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
@@ -296,8 +297,9 @@ class Engine:
         skb.data = result.datagram
         skb.ihl = (skb.data[0] & 0x0F) * 4
         skb.frag_max_size = result.frag_max_size
-        skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
-                      f"(largest fragment {result.frag_max_size})")
+        if skb.trace is not None:
+            skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
+                          f"(largest fragment {result.frag_max_size})")
         return NF_ACCEPT
 
     def _run_hook(self, hook: Hook, skb: Skb) -> int:
@@ -460,7 +462,7 @@ class Engine:
             return PacketType.BROADCAST
         if dst_mac[0] & 1:
             return PacketType.MULTICAST
-        if dst_mac == dev.mac or dev.mac == b"\x00" * 6:
+        if dev.mac in (dst_mac, _NO_MAC):
             return PacketType.HOST
         return PacketType.OTHERHOST
 
@@ -490,7 +492,8 @@ class Engine:
         skb.dst_mac = dst_mac
         if trace:
             skb.trace = []
-            skb.add_trace(f"ip_rcv on {dev.name}: {self._describe(skb)}")
+            if skb.trace is not None:
+                skb.add_trace(f"ip_rcv on {dev.name}: {self._describe(skb)}")
         try:
             self._learn_neighbour(skb, dev)
             self._ip_rcv_skb(skb)
@@ -527,11 +530,13 @@ class Engine:
                 raise _Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
             if daddr >> 24 == 127:
                 raise _Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
-        if daddr >> 24 == 0 or saddr >> 24 == 0 and saddr != 0:
+        if daddr >> 24 == 0 or (saddr >> 24 == 0 and saddr != 0):
             raise _Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
         res = self.fib.lookup(daddr)
         if res is not None and res.type in (RTN_LOCAL, RTN_BROADCAST):
-            skb.add_trace(f"routing: {format_addr(daddr)} is local ({'broadcast' if res.type == RTN_BROADCAST else 'local'})")
+            if skb.trace is not None:
+                kind = "broadcast" if res.type == RTN_BROADCAST else "local"
+                skb.add_trace(f"routing: {format_addr(daddr)} is {kind}")
             self._local_deliver(skb)
             return
         forwarding = dev.forwarding if dev.forwarding is not None else self.host.ip_forward
@@ -548,8 +553,9 @@ class Engine:
             raise _Drop(DropReason.NO_ROUTE, "ip_route_input", f"route type {res.route.type}")
         skb.oif = res.dev or ""
         skb.nexthop = res.nexthop
-        skb.add_trace(f"routing: forward via {skb.oif}"
-                      + (f" gateway {format_addr(res.nexthop)}" if res.route.gateway is not None else ""))
+        if skb.trace is not None:
+            skb.add_trace(f"routing: forward via {skb.oif}"
+                          + (f" gateway {format_addr(res.nexthop)}" if res.route.gateway is not None else ""))
         self._ip_forward(skb)
 
     # --- forwarding ------------------------------------------------------------------------------
@@ -605,9 +611,10 @@ class Engine:
         for piece in pieces:
             frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
             self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
-        skb.add_trace(f"ip_finish_output: sent on {dev.name}"
-                      + (f" as {len(pieces)} fragments" if len(pieces) > 1 else "")
-                      + f": {self._describe(skb)}")
+        if skb.trace is not None:
+            skb.add_trace(f"ip_finish_output: sent on {dev.name}"
+                          + (f" as {len(pieces)} fragments" if len(pieces) > 1 else "")
+                          + f": {self._describe(skb)}")
 
     def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
         """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""
@@ -676,7 +683,8 @@ class Engine:
         self._deliver(skb, f"protocol {proto} delivered")
 
     def _deliver(self, skb: Skb, action: str) -> None:
-        skb.add_trace(f"ip_local_deliver_finish: {action}")
+        if skb.trace is not None:
+            skb.add_trace(f"ip_local_deliver_finish: {action}")
         self._out.delivered.append(Delivered(skb.pkt_id, bytes(skb.data), action))
 
     def _tcp_send_reset(self, skb: Skb) -> None:
@@ -723,7 +731,8 @@ class Engine:
     def _ip_local_out(self, skb: Skb) -> None:
         """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""
         self._route_output(skb)
-        skb.add_trace(f"ip_local_out: {self._describe(skb)} via {skb.oif}")
+        if skb.trace is not None:
+            skb.add_trace(f"ip_local_out: {self._describe(skb)} via {skb.oif}")
         daddr = skb.daddr
         if self._run_hook(Hook.LOCAL_OUT, skb) != NF_ACCEPT:
             return
@@ -759,12 +768,14 @@ class Engine:
         bcast = skb.pkt_type in (PacketType.BROADCAST, PacketType.MULTICAST) or \
             self.fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
         if bcast or not icmp.icmp_error_allowed(data):
-            skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
+            if skb.trace is not None:
+                skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
             return
         body = icmp.build_icmp_error(icmp_type, code, data, info=info)
         saddr = skb.daddr if local or self.fib.is_local(skb.daddr) else 0
         out = ipv4.build_ipv4(saddr, skb.saddr, 1, body, ttl=64, tos=(skb.tos & 0x1C) | 0xC0)
-        skb.add_trace(f"icmp_send: ICMP type {icmp_type} code {code} to {format_addr(skb.saddr)}")
+        if skb.trace is not None:
+            skb.add_trace(f"icmp_send: ICMP type {icmp_type} code {code} to {format_addr(skb.saddr)}")
         self._queue_local(out, attach=skb)
 
     def reject(self, skb: Skb, reject_with: str, now: float) -> None:
@@ -799,8 +810,10 @@ class Engine:
         ct = skb.ct
         if ct is None:
             state = "UNTRACKED" if skb.untracked else "INVALID"
-            skb.add_trace(f"nf_conntrack_in: {state}" + (f" ({skb.note})" if skb.note else ""))
+            if skb.trace is not None:
+                skb.add_trace(f"nf_conntrack_in: {state}" + (f" ({skb.note})" if skb.note else ""))
             return
         what = "existing" if ct.confirmed else "new (unconfirmed)"
-        skb.add_trace(f"nf_conntrack_in: ctinfo {skb.ctinfo.name}, {what} ct #{ct.ct_id}: "
-                      f"original {ct.original}, reply {ct.reply}")
+        if skb.trace is not None:
+            skb.add_trace(f"nf_conntrack_in: ctinfo {skb.ctinfo.name}, {what} ct #{ct.ct_id}: "
+                          f"original {ct.original}, reply {ct.reply}")
