@@ -386,7 +386,7 @@ def _ip(p: _P, off: int, length: int) -> None:
     p.end = saved_end
 
 
-def _demux(p: _P, off: int, length: int, fragmented: bool, nh: int, iph: int) -> None:  # noqa: PLR0917
+def _demux(p: _P, off: int, length: int, fragmented: bool, nh: int, iph: int) -> None:
     """ip_demux_print() for the protocols decoded here; others get tcpdump's generic text."""
     if nh == _IPPROTO_TCP:
         _tcp(p, off, length, iph)
@@ -570,7 +570,7 @@ def _tcp(p: _P, off: int, length: int, iph: int) -> None:
         _txtproto(p, data, length, "ftp", None)
 
 
-def _tcp_options(p: _P, at: int, hlen: int, rev: bool, thseq: int, thack: int) -> None:  # noqa: PLR0917
+def _tcp_options(p: _P, at: int, hlen: int, rev: bool, thseq: int, thack: int) -> None:
     """The option loop of tcp_print(); writes `, options [...]` or tcpdump's `[bad opt]` forms."""
     p.w(", options [")
     ch = ""
@@ -1306,7 +1306,7 @@ def _domain(p: _P, bp: int, length: int, *, over_tcp: bool, is_mdns: bool = Fals
 
 # --- entry points ----------------------------------------------------------------------------------------
 
-def _render(frame: bytes, link: str, ts: float | None, ts_ns: int | None, wirelen: int | None,  # noqa: PLR0917
+def _render(frame: bytes, link: str, ts: float | None, ts_ns: int | None, wirelen: int | None,
             eflag: bool, seqs: _SeqTable | None) -> str:
     b = bytes(frame)
     caplen = len(b)
