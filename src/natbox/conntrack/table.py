@@ -21,7 +21,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from natbox.conntrack.conn import Conn
+from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, Direction
 
@@ -33,6 +33,31 @@ GC_BUDGET = 4096  # entries one gc() call examines at most (kernel: 10 ms per gc
 EVENT_BACKLOG = 100_000  # events kept before the oldest are discarded (counted in events_lost)
 
 _ASSURED = CtStatus.ASSURED
+
+
+def _gc_can_early_drop(conn: Conn) -> bool:
+    """`gc_worker_can_early_drop()`: not ASSURED, or the protocol says so (`tcp_can_early_drop`)."""
+    if not conn.status & _ASSURED:
+        return True
+    from natbox.conntrack.proto.tcp import tcp_can_early_drop  # the tracker imports this module's types
+
+    return conn.tuples[0].proto == 6 and tcp_can_early_drop(conn)
+
+
+def _snapshot(conn: Conn) -> Conn:
+    """A copy of what an event shows of `conn` (tuples, status, deadline, mark, zone, counters, TCP state):
+    ctnetlink builds the event message when the event fires, so later changes must not show in it."""
+    copy = Conn(conn.tuples[0], conn.tuples[1], now=conn.start, ct_id=conn.ct_id, zone=conn.zone)
+    copy.status = conn.status
+    copy.timeout = conn.timeout
+    copy.mark = conn.mark
+    copy.acct_packets = list(conn.acct_packets)
+    copy.acct_bytes = list(conn.acct_bytes)
+    if conn.tcp is not None:
+        tcp = TcpConntrack()
+        tcp.state = conn.tcp.state
+        copy.tcp = tcp
+    return copy
 
 
 class CtEventType(enum.StrEnum):
@@ -51,6 +76,7 @@ class CtEvent:
     conn: Conn
     now: float
     reason: str = ""
+    snapshot: Conn | None = None  # the ct as it was when the event fired (what `conntrack -E` prints)
 
 
 @dataclass(slots=True)
@@ -84,6 +110,7 @@ class ConntrackTable:
     _hash: dict[tuple[int, int, int, int, int], tuple[Conn, Direction]] = field(default_factory=dict)
     _conns: dict[int, Conn] = field(default_factory=dict)  # ct_id -> conn, oldest first
     _gc_pending: list[int] = field(default_factory=list)
+    gc_early_drop: bool = False  # conntrack_gc_work.early_drop
     _next_id: int = 1
 
     # --- allocation ----------------------------------------------------------------------------
@@ -102,12 +129,15 @@ class ConntrackTable:
         return iter(list(self._conns.values()))
 
     def live(self, now: float) -> list[Conn]:
-        """Every confirmed, unexpired entry (what a ctnetlink dump shows), reaping the expired ones."""
+        """Every confirmed, unexpired entry (what a ctnetlink dump shows), reaping the expired ones.
+
+        NAT_CLASH entries (reply-only inserts, §2.5) are hidden, as `conntrack -L` hides them.
+        """
         out = []
         for conn in list(self._conns.values()):
             if now >= conn.timeout:
                 self.delete(conn, now, reason="timeout")
-            else:
+            elif not conn.status & CtStatus.NAT_CLASH:
                 out.append(conn)
         return out
 
@@ -134,6 +164,7 @@ class ConntrackTable:
         conn = hit[0]
         if conn is ignored or conn.tuples[0] == ignored.tuples[0]:
             return None
+        self.stats.found += 1  # NF_CT_STAT_INC(found) in nf_conntrack_tuple_taken
         return hit
 
     def tuple_taken(self, t: ConnTuple, ignored: Conn, now: float) -> bool:
@@ -200,7 +231,12 @@ class ConntrackTable:
         return False
 
     def gc(self, now: float, budget: int = GC_BUDGET) -> int:
-        """`gc_worker`: reap up to `budget` examined entries that have expired; returns how many went."""
+        """`gc_worker`: reap up to `budget` examined entries that have expired; returns how many went.
+
+        In early-drop mode (set by nf_conntrack_in when `early_drop` found nothing to evict) it also evicts
+        entries that are not ASSURED, or are TCP in a closing state (`gc_worker_can_early_drop`), while the
+        table holds at least 95 % of `max_entries`.
+        """
         reaped = 0
         for _ in range(budget):
             if not self._gc_pending:
@@ -212,7 +248,17 @@ class ConntrackTable:
             if conn is not None and now >= conn.timeout:
                 self.delete(conn, now, reason="timeout")
                 reaped += 1
+            elif (
+                conn is not None
+                and self.gc_early_drop
+                and len(self._conns) >= self.max_entries // 100 * 95
+                and _gc_can_early_drop(conn)
+            ):
+                # gc early-drop mode (§2.7): after a failed early_drop, evict while count >= 95 % of max
+                self.delete(conn, now, reason="early_drop")
+                reaped += 1
             if not self._gc_pending:
+                self.gc_early_drop = False  # a full pass is over (the kernel clears it after each run)
                 break
         return reaped
 
@@ -228,7 +274,7 @@ class ConntrackTable:
         if len(self.events) >= EVENT_BACKLOG:
             del self.events[: EVENT_BACKLOG // 10]
             self.events_lost += EVENT_BACKLOG // 10
-        self.events.append(CtEvent(kind, conn, now, reason))
+        self.events.append(CtEvent(kind, conn, now, reason, _snapshot(conn)))
 
     def drain_events(self) -> list[CtEvent]:
         out, self.events = self.events, []

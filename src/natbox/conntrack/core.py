@@ -1,0 +1,320 @@
+"""Connection tracking's entry points: classify a packet and confirm its ct (§2.3, §2.5, §2.7).
+
+Mirrors, in nf_conntrack_core.c: `ipv4_get_l4proto`, `nf_ct_get_tuple`, `nf_ct_get_tuplepr`,
+`resolve_normal_ct` + `init_conntrack` + `__nf_conntrack_alloc` (table-full handling), `nf_conntrack_in`,
+`__nf_conntrack_confirm` with `nf_ct_resolve_clash`, `__nf_ct_resolve_clash` and
+`nf_ct_resolve_clash_harder`.
+
+Order inside `nf_conntrack_in` (§2.3):
+
+1. An skb that already has a ct (loopback reuse) or is untracked (raw NOTRACK) is left alone.
+2. No transport header (a non-first fragment, or a header length beyond the data) → INVALID (`invalid`).
+3. ICMP runs the error tracker first; a tracked error gets RELATED / RELATED_REPLY and stops here, a bad
+   one is INVALID (`error`).
+4. Tuple → lookup (confirmed, unexpired entries only). No hit → a new, **unconfirmed** ct attached to the
+   skb only: ORIGINAL = the packet's tuple, REPLY = its inversion. If the table is full (count + 1 > max),
+   `early_drop` must free an unassured entry, else the packet is dropped (`drop`).
+5. The protocol tracker runs. A negative verdict detaches the ct (INVALID, `invalid`); `-NF_REPEAT` (TCP
+   reopen) looks the packet up again.
+6. On ESTABLISHED_REPLY, SEEN_REPLY is set. An UPDATE event is emitted for a confirmed ct whose status
+   bits (SEEN_REPLY, ASSURED) or TCP state changed, as ctnetlink's event cache would deliver.
+
+Clash resolution at confirm (§2.5), as Linux 6.17+ does it (`nf_ct_can_merge`):
+
+| clash | allow_clash (UDP, UDP-Lite, GRE) | outcome |
+|---|---|---|
+| none | – | insert both directions, NEW event |
+| yes | no (TCP, ICMP, generic) | drop, `insert_failed` + `drop` |
+| yes | yes; the existing ct has the same tuples (or reversed) | skb re-attached to it, `clash_resolve` |
+| yes | yes; only ORIGINAL clashes | reply-only insert, NAT_CLASH, 1 s FIXED_TIMEOUT, `clash_resolve` |
+| yes | yes; otherwise | drop, `insert_failed` + `drop` |
+
+(Kernels before 6.17 also re-attached when the existing ct had no NAT done; for flows without NAT both
+rules agree, because such a ct's tuples are then identical to the new one's.)
+
+Zones are not part of the table key here (the table is keyed by the 5-tuple only).
+"""
+
+from __future__ import annotations
+
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP, generic_packet, gre_packet
+from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmp_packet, icmpv4_error
+from natbox.conntrack.proto.tcp import tcp_packet
+from natbox.conntrack.proto.udp import udp_packet, udplite_packet
+from natbox.conntrack.table import ConntrackTable, CtEventType
+from natbox.conntrack.tuple import ConnTuple, invert
+from natbox.netfilter import CtInfo, CtStatus, Direction, Hook
+from natbox.skb import Skb
+
+__all__ = [
+    "ALLOW_CLASH",
+    "EVENT_PROTOINFO",
+    "NF_ACCEPT",
+    "NF_DROP",
+    "get_tuple",
+    "get_tuplepr",
+    "nf_conntrack_confirm",
+    "nf_conntrack_in",
+]
+
+NF_DROP = 0
+NF_ACCEPT = 1
+
+# `reason` of an UPDATE event whose ctnetlink message carries CTA_PROTOINFO (the TCP state changed), so
+# `conntrack -E` prints the state (see format.format_event).
+EVENT_PROTOINFO = "protoinfo"
+
+# `.allow_clash` of the l4 trackers: udp, udplite and gre (nf_conntrack_proto_{udp,gre}.c).
+ALLOW_CLASH = frozenset({17, 136, 47})
+
+# Re-lookups after -NF_REPEAT for one packet. The kernel loops until the tracker stops asking; one repeat is
+# the normal case (the old ct is gone), so this bound is never reached by a consistent table.
+MAX_REPEAT = 8
+
+# Protocols whose tuple carries ports (nf_ct_get_tuple_ports): tcp, udp, udplite, sctp. DCCP's tracker
+# was removed in Linux 6.16, so it is generic (ports 0) there too.
+_PORT_PROTOS = frozenset({6, 17, 136, 132})
+_SEEN_REPLY = CtStatus.SEEN_REPLY
+_EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
+_GRE_PROTO_PPP = b"\x88\x0b"
+
+
+def _ipv4_get_l4proto(data: bytearray, nhoff: int) -> tuple[int, int] | None:
+    """Mirrors `ipv4_get_l4proto()`: (dataoff, protocol), or None for a fragment with an offset or a header
+    that does not fit."""
+    if len(data) < nhoff + 20:
+        return None
+    if ((data[nhoff + 6] << 8) | data[nhoff + 7]) & 0x1FFF:  # IP_OFFSET: conntrack sees reassembled packets
+        return None
+    dataoff = nhoff + (data[nhoff] & 0x0F) * 4
+    if dataoff > len(data):
+        return None
+    return dataoff, data[nhoff + 9]
+
+
+def _pkt_tuple(data: bytearray, nhoff: int, dataoff: int, proto: int) -> ConnTuple | None:
+    """Mirrors `nf_ct_get_tuple()` for IPv4: addresses plus the protocol's `u` fields (§2.1)."""
+    n = len(data)
+    if n < nhoff + 20:
+        return None
+    src = int.from_bytes(data[nhoff + 12 : nhoff + 16], "big")
+    dst = int.from_bytes(data[nhoff + 16 : nhoff + 20], "big")
+    if proto in _PORT_PROTOS:
+        if n < dataoff + 4:
+            return None
+        return ConnTuple(
+            src, (data[dataoff] << 8) | data[dataoff + 1], dst, (data[dataoff + 2] << 8) | data[dataoff + 3], proto
+        )
+    if proto == 1:  # icmp_pkt_to_tuple: id from bytes 4-5 of every type; type and code
+        if n < dataoff + 8:
+            return None
+        return ConnTuple(
+            src, (data[dataoff + 4] << 8) | data[dataoff + 5], dst, (data[dataoff] << 8) | data[dataoff + 1], 1
+        )
+    if proto == 47:  # gre_pkt_to_tuple
+        if n < dataoff + 4 or (data[dataoff + 1] & 0x07) != 1:
+            return ConnTuple(src, 0, dst, 0, 47)  # not PPTP (GRE version 1): keys 0, like generic
+        if n < dataoff + 8:
+            return ConnTuple(src, 0, dst, 0, 47)
+        if data[dataoff + 2 : dataoff + 4] != _GRE_PROTO_PPP:
+            return None  # "Unsupported GRE proto"
+        # dst key = PPTP call id; src key from the PPTP helper's keymap (none here: 0)
+        return ConnTuple(src, 0, dst, (data[dataoff + 6] << 8) | data[dataoff + 7], 47)
+    return ConnTuple(src, 0, dst, 0, proto)
+
+
+def get_tuplepr(data: bytearray, nhoff: int) -> ConnTuple | None:
+    """Mirrors `nf_ct_get_tuplepr()`: the tuple of the IPv4 datagram starting at `data[nhoff]`
+    (used on the header embedded in an ICMP error)."""
+    l4 = _ipv4_get_l4proto(data, nhoff)
+    if l4 is None or l4[0] <= 0:
+        return None
+    return _pkt_tuple(data, nhoff, l4[0], l4[1])
+
+
+def get_tuple(skb: Skb) -> ConnTuple | None:
+    """The skb's ORIGINAL-direction tuple (`nf_ct_get_tuple`), or None for a non-first fragment or a
+    transport header too short to hold the tuple's fields."""
+    return get_tuplepr(skb.data, 0)
+
+
+def _track(
+    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+    cfg: ConntrackConfig,
+) -> int:
+    """Mirrors `nf_conntrack_handle_packet()`: dispatch on the ct's protocol."""
+    proto = conn.tuples[0].proto
+    if proto == 6:
+        return tcp_packet(conn, skb, dataoff, direction, hook, now, table, cfg)
+    if proto == 17:
+        return udp_packet(conn, skb, dataoff, direction, hook, now, cfg)
+    if proto == 1:
+        return icmp_packet(conn, skb, direction, now, cfg)
+    if proto == 136:
+        return udplite_packet(conn, skb, dataoff, direction, hook, now, cfg)
+    if proto == 47:
+        return gre_packet(conn, direction, len(skb.data), now, cfg)
+    return generic_packet(conn, direction, len(skb.data), now, cfg)
+
+
+def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
+    """Mirrors `nf_conntrack_in()` (§2.3): attach a ct and ctinfo to `skb`; returns NF_ACCEPT or NF_DROP.
+
+    An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = CtInfo.INVALID` and `skb.note` saying
+    why. Never raises on malformed bytes.
+    """
+    if skb.ct is not None:
+        return NF_ACCEPT  # previously seen (loopback): keep the ct from LOCAL_OUT
+    if skb.untracked:
+        skb.ctinfo = CtInfo.UNTRACKED
+        return NF_ACCEPT
+    skb.ctinfo = CtInfo.INVALID
+    stats = table.stats
+    data = skb.data
+    l4 = _ipv4_get_l4proto(data, 0)
+    if l4 is None or l4[0] <= 0:
+        stats.invalid += 1
+        skb.note = "conntrack: no transport header (fragment or bad header length)"
+        return NF_ACCEPT
+    dataoff, proto = l4
+
+    if proto == 1:
+        ret = icmpv4_error(skb, dataoff, hook, now, table, cfg)
+        if ret <= 0:
+            stats.error += 1
+            skb.ct = None
+            skb.ctinfo = CtInfo.INVALID
+            return -ret if ret < 0 else NF_DROP
+        if ret == ICMP_ERROR_TRACKED:
+            return NF_ACCEPT  # RELATED / RELATED_REPLY error
+
+    for _ in range(MAX_REPEAT):
+        # resolve_normal_ct
+        t = _pkt_tuple(data, 0, dataoff, proto)
+        if t is None:
+            stats.invalid += 1
+            skb.note = "conntrack: transport header too short for a tuple"
+            return NF_ACCEPT
+        hit = table.lookup(t, now)
+        if hit is None:
+            # init_conntrack: the reply tuple first, then the allocation (which may early_drop)
+            repl = invert(t)
+            if repl is None:
+                stats.invalid += 1
+                skb.note = f"conntrack: cannot invert the tuple (icmp type {t.dport >> 8} has no reply type)"
+                return NF_ACCEPT
+            if len(table) + 1 > table.max_entries and not table.early_drop(now):
+                table.gc_early_drop = True
+                stats.drop += 1
+                skb.note = "conntrack: table full, dropping packet"
+                return NF_DROP
+            conn = Conn(t, repl, now=now, ct_id=table.new_id())
+            ctinfo = CtInfo.NEW
+            direction = 0
+        else:
+            conn, found = hit
+            if found == Direction.REPLY:
+                ctinfo = CtInfo.ESTABLISHED_REPLY
+                direction = 1
+            else:
+                status = conn.status
+                if status & _SEEN_REPLY:
+                    ctinfo = CtInfo.ESTABLISHED
+                elif status & CtStatus.EXPECTED:
+                    ctinfo = CtInfo.RELATED
+                else:
+                    ctinfo = CtInfo.NEW
+                direction = 0
+        skb.ct = conn
+        skb.ctinfo = ctinfo
+        tcp = conn.tcp
+        before = (conn.status & _EVENT_BITS, tcp.state if tcp is not None else -1)
+
+        ret = _track(conn, skb, dataoff, direction, hook, now, table, cfg)
+        if ret > 0:
+            break
+        skb.ct = None
+        skb.ctinfo = CtInfo.INVALID
+        if ret == NF_REPEAT_LOOKUP:
+            continue
+        stats.invalid += 1
+        if ret == NF_DROP:
+            stats.drop += 1
+            return NF_DROP
+        return NF_ACCEPT
+    else:
+        stats.invalid += 1
+        skb.note = "conntrack: too many re-lookups"
+        return NF_ACCEPT
+
+    if ctinfo == CtInfo.ESTABLISHED_REPLY:
+        conn.status |= _SEEN_REPLY
+    if conn.status & CtStatus.CONFIRMED and not conn.status & CtStatus.DYING:
+        tcp = conn.tcp
+        state = tcp.state if tcp is not None else -1
+        if (conn.status & _EVENT_BITS, state) != before:
+            table.event(CtEventType.UPDATE, conn, now, EVENT_PROTOINFO if state != before[1] else "")
+    return NF_ACCEPT
+
+
+def _can_merge(ct: Conn, loser: Conn) -> bool:
+    """Mirrors `nf_ct_can_merge()`: same tuples (and zone), or the same flow seen from the other side."""
+    if ct.zone != loser.zone:
+        return False
+    if ct.tuples[0] == loser.tuples[0] and ct.tuples[1] == loser.tuples[1]:
+        return True  # nf_ct_match
+    return ct.tuples[0] == loser.tuples[1] and ct.tuples[1] == loser.tuples[0]  # nf_ct_match_reverse
+
+
+def _merge(skb: Skb, ct: Conn, loser: Conn, table: ConntrackTable) -> int:
+    """Mirrors the merge branch of `__nf_ct_resolve_clash()`: the skb continues with the existing ct."""
+    direction = skb.ctinfo.direction
+    if loser.acct_packets[direction]:  # nf_ct_acct_merge: the loser had an acct extension
+        ct.acct_packets[direction] += 1
+        ct.acct_bytes[direction] += loser.acct_bytes[direction]
+    loser.status |= CtStatus.DYING
+    skb.ct = ct
+    table.stats.clash_resolve += 1
+    return NF_ACCEPT
+
+
+def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
+    """Mirrors `nf_conntrack_confirm()` / `__nf_conntrack_confirm()` (§2.5): insert the skb's new ct.
+
+    Only an unconfirmed ct with an ORIGINAL-direction ctinfo is inserted. Returns NF_ACCEPT or NF_DROP
+    (with `skb.note` saying why). A ct that lost a clash, or whose packet is dropped, gets DYING so that
+    holders of it (the NAT bysource table) can tell.
+    """
+    conn = skb.ct
+    if conn is None or conn.status & CtStatus.CONFIRMED:
+        return NF_ACCEPT
+    if skb.ctinfo.direction != Direction.ORIGINAL:
+        return NF_ACCEPT  # REJECT's attached reply-direction packets
+    stats = table.stats
+    if conn.status & CtStatus.DYING:
+        stats.insert_failed += 1
+        skb.note = "conntrack: confirm of a dying ct"
+        return NF_DROP
+    hit = table.clash(conn, now)
+    if hit is None:
+        table.insert(conn, now)
+        return NF_ACCEPT
+    winner = hit[0]
+    if winner.tuples[0].proto in ALLOW_CLASH:
+        if _can_merge(winner, conn):
+            return _merge(skb, winner, conn, table)
+        # nf_ct_resolve_clash_harder: the reply direction must never clash, unless identical.
+        rhit = table.lookup(conn.tuples[1], now)
+        if rhit is None or rhit[0] is conn:
+            table.insert_reply_only(conn, now)
+            stats.clash_resolve += 1
+            return NF_ACCEPT
+        if _can_merge(rhit[0], conn):
+            return _merge(skb, rhit[0], conn, table)
+    stats.drop += 1
+    stats.insert_failed += 1
+    conn.status |= CtStatus.DYING
+    skb.note = f"conntrack: insert failed, tuple clash with ct #{winner.ct_id}"
+    return NF_DROP

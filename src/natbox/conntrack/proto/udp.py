@@ -1,0 +1,129 @@
+"""The UDP (and UDP-Lite) tracker (§3.3). Mirrors nf_conntrack_proto_udp.c.
+
+| situation                                   | refresh to              | ASSURED |
+|---------------------------------------------|-------------------------|---------|
+| no reply seen yet                           | udp_timeout (30 s)      | no      |
+| reply seen, now <= stream_ts (start + 2 s)  | udp_timeout (30 s)      | no      |
+| reply seen, now > stream_ts                 | udp_timeout_stream (120)| yes (never for NAT_CLASH) |
+
+INVALID (`udp_error`): fewer than 8 bytes of header, `udp.len` larger than the rest of the datagram or
+smaller than 8, or a non-zero checksum that is wrong (checked at PRE_ROUTING only, with
+`nf_conntrack_checksum=1`; the sum covers everything from the UDP header to the end of the IP datagram,
+as `nf_ip_checksum` does). A zero checksum is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from natbox.conntrack.proto.generic import NF_ACCEPT, NF_INVALID, nf_ct_refresh_acct
+from natbox.netfilter import CtStatus, Hook
+from natbox.wire.checksum import csum_fold, csum_partial, pseudo_header_sum
+
+if TYPE_CHECKING:
+    from natbox.conntrack.config import ConntrackConfig
+    from natbox.conntrack.conn import Conn
+    from natbox.skb import Skb
+
+__all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udplite_packet"]
+
+STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
+ALLOW_CLASH = True  # `.allow_clash` in nf_conntrack_l4proto_udp / _udplite (§2.5)
+
+_SEEN_REPLY = CtStatus.SEEN_REPLY
+_ASSURED = CtStatus.ASSURED
+_NAT_CLASH = CtStatus.NAT_CLASH
+
+
+def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = None) -> bool:
+    """`nf_ip_checksum()` / `nf_ip_checksum_partial()` for TCP/UDP: pseudo-header + segment sums to 0xFFFF.
+
+    The pseudo-header length is always `skb->len - dataoff`; `end` limits the summed bytes (UDP-Lite
+    coverage), as `__skb_checksum_complete_head` does.
+    """
+    n = len(data)
+    src = int.from_bytes(data[12:16], "big")
+    dst = int.from_bytes(data[16:20], "big")
+    total = pseudo_header_sum(src, dst, proto, n - dataoff)
+    return csum_fold(csum_partial(memoryview(data)[dataoff : n if end is None else end], total)) == 0
+
+
+def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
+    """Mirrors `udp_error()`: the reason the datagram is INVALID, or None."""
+    data = skb.data
+    udplen = len(data) - dataoff
+    if udplen < 8:
+        return "udp: short packet"
+    ulen = (data[dataoff + 4] << 8) | data[dataoff + 5]
+    if ulen > udplen or ulen < 8:
+        return "udp: truncated/malformed packet"
+    if not (data[dataoff + 6] | data[dataoff + 7]):
+        return None  # no checksum
+    if hook == Hook.PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17):
+        return "udp: bad checksum"
+    return None
+
+
+def udp_packet(
+    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, cfg: ConntrackConfig
+) -> int:
+    """Mirrors `nf_conntrack_udp_packet()` (§3.3)."""
+    reason = udp_error(skb, dataoff, hook, cfg.checksum)
+    if reason is not None:
+        skb.note = reason
+        return NF_INVALID
+    status = conn.status
+    nbytes = len(skb.data)
+    if status & _SEEN_REPLY:
+        extra = cfg.udp_timeout
+        stream = False
+        # stream_ts is set while the ct is unconfirmed, i.e. at creation: conn.start + 2 s.
+        if now > conn.start + STREAM_DELAY:
+            extra = cfg.udp_timeout_stream
+            stream = not status & _ASSURED
+        nf_ct_refresh_acct(conn, direction, nbytes, extra, now, cfg.acct)
+        if status & _NAT_CLASH:
+            return NF_ACCEPT  # never ASSURED: they time out soon
+        if stream:
+            conn.status |= _ASSURED
+    else:
+        nf_ct_refresh_acct(conn, direction, nbytes, cfg.udp_timeout, now, cfg.acct)
+    return NF_ACCEPT
+
+
+def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
+    """Mirrors `udplite_error()`: coverage 0 means the whole datagram; a checksum is mandatory."""
+    data = skb.data
+    udplen = len(data) - dataoff
+    if udplen < 8:
+        return "udplite: short packet"
+    cscov = (data[dataoff + 4] << 8) | data[dataoff + 5]
+    if cscov == 0:
+        cscov = udplen
+    elif cscov < 8 or cscov > udplen:
+        return "udplite: invalid checksum coverage"
+    if not (data[dataoff + 6] | data[dataoff + 7]):
+        return "udplite: checksum missing"
+    # The kernel passes IPPROTO_UDP (17), not IPPROTO_UDPLITE, to nf_checksum_partial(); mirrored.
+    if hook == Hook.PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17, dataoff + cscov):
+        return "udplite: bad checksum"
+    return None
+
+
+def udplite_packet(
+    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, cfg: ConntrackConfig
+) -> int:
+    """Mirrors `nf_conntrack_udplite_packet()`: like UDP but without the 2 s stream delay."""
+    reason = udplite_error(skb, dataoff, hook, cfg.checksum)
+    if reason is not None:
+        skb.note = reason
+        return NF_INVALID
+    nbytes = len(skb.data)
+    if conn.status & _SEEN_REPLY:
+        nf_ct_refresh_acct(conn, direction, nbytes, cfg.udp_timeout_stream, now, cfg.acct)
+        if conn.status & _NAT_CLASH:
+            return NF_ACCEPT
+        conn.status |= _ASSURED
+    else:
+        nf_ct_refresh_acct(conn, direction, nbytes, cfg.udp_timeout, now, cfg.acct)
+    return NF_ACCEPT

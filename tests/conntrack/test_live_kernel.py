@@ -1,0 +1,209 @@
+"""Differential check against the running kernel (root, `ip netns`, tcpdump and conntrack needed).
+
+Builds three throwaway namespaces (client 10.98.0.2, router 10.98.0.1/10.98.1.1, server 10.98.1.2), sends the
+traffic described in test_kernel_capture.py, captures what the router's conntrack saw at PRE_ROUTING, replays
+it through natbox and compares `conntrack -L` / `-S` line by line (use= ignored, timeout within 1 s). The
+namespaces are deleted afterwards. Skipped when the tools or privileges are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_kernel_capture import replay, timeouts_close, without_timeout
+
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.format import format_conntrack, format_stats
+from natbox.conntrack.table import ConntrackTable
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+NS = ("nbctl-a", "nbctl-r", "nbctl-b")
+HERE = Path(__file__).resolve().parent
+
+SERVER = """
+import socket, threading
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.98.1.2", 5000))
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.98.1.2", 8080)); t.listen(8)
+held = []
+def tcp_loop():
+    while True:
+        c, _ = t.accept()
+        if c.recv(100) == b"close":
+            c.close()
+        else:
+            held.append(c)
+threading.Thread(target=tcp_loop, daemon=True).start()
+while True:
+    data, addr = u.recvfrom(2000)
+    u.sendto(data, addr)
+"""
+
+CLIENT = """
+import socket, sys, time
+sys.path.insert(0, HERE); sys.path.insert(0, SRC)
+import conntrack_testlib as L
+A = "10.98.0.2"; B = "10.98.1.2"; X = "10.98.1.77"
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+def send(pkt, dst):
+    raw.sendto(bytes(pkt), (dst, 0))
+act = sys.argv[1]
+if act == "icmp":
+    send(L.icmp(A, B, 8, ident=4242, seq=1, body=b"x" * 16), B)
+elif act == "udp_closed":
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((A, 40002)); u.sendto(b"hello", (B, 5001))
+elif act == "udp_stream":
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((A, 48000)); u.settimeout(1)
+    u.sendto(b"a", (B, 5000)); u.recvfrom(100); time.sleep(2.2); u.sendto(b"b", (B, 5000)); u.recvfrom(100)
+elif act == "tcp_refused":
+    s = socket.socket(); s.bind((A, 47001))
+    try:
+        s.connect((B, 81))
+    except OSError:
+        pass
+elif act == "tcp_close":
+    s = socket.socket(); s.bind((A, 40001)); s.connect((B, 8080)); s.send(b"close"); time.sleep(0.2); s.close()
+    time.sleep(0.3)
+elif act == "tcp_open":
+    s = socket.socket(); s.bind((A, 40000)); s.connect((B, 8080)); s.send(b"hold"); time.sleep(30)
+elif act == "raw_unreach":
+    send(L.tcp(A, X, 47000, 80, L.SYN, seq=1), X)
+    send(L.tcp(A, X, 47002, 80, L.ACK, seq=1, ack=5), X)
+    send(L.tcp(A, X, 47003, 80, L.FIN, seq=1), X)
+    send(L.tcp(A, X, 47004, 80, L.SYN | L.FIN, seq=1), X)
+    send(L.tcp(A, X, 47005, 80, L.RST, seq=1), X)
+    send(L.raw(A, X, 253, b"\\x00" * 8), X)
+    send(L.icmp(A, X, 0, ident=998), X)
+    send(L.udp(A, X, 1, 2, bad_csum=True), X)
+"""
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=False, timeout=30)
+
+
+def _nx(ns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return _run("ip", "netns", "exec", ns, *cmd)
+
+
+def _read_pcap(path: Path) -> list[list[object]]:
+    data = path.read_bytes()
+    magic = struct.unpack("<I", data[:4])[0]
+    nano = magic == 0xA1B23C4D
+    linktype = struct.unpack("<I", data[20:24])[0]
+    off, out = 24, []
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack("<IIII", data[off : off + 16])
+        off += 16
+        frame = data[off : off + incl]
+        off += incl
+        if linktype == 276:  # LINUX_SLL2
+            proto, ip = struct.unpack("!H", frame[0:2])[0], frame[20:]
+        elif linktype == 113:  # LINUX_SLL
+            proto, ip = struct.unpack("!H", frame[14:16])[0], frame[16:]
+        else:
+            pytest.skip(f"unexpected pcap link type {linktype}")
+        if proto == 0x0800:
+            tot = struct.unpack("!H", ip[2:4])[0]
+            out.append([sec + frac / (1e9 if nano else 1e6), bytes(ip[:tot]).hex()])
+    return out
+
+
+def _setup() -> None:
+    cmds = [
+        *(["ip", "netns", "add", n] for n in NS),
+        ["ip", "link", "add", "nbctl-a0", "netns", "nbctl-a", "type", "veth", "peer", "name", "nbctl-ra",
+         "netns", "nbctl-r"],
+        ["ip", "link", "add", "nbctl-b0", "netns", "nbctl-b", "type", "veth", "peer", "name", "nbctl-rb",
+         "netns", "nbctl-r"],
+        ["ip", "-n", "nbctl-a", "addr", "add", "10.98.0.2/24", "dev", "nbctl-a0"],
+        ["ip", "-n", "nbctl-r", "addr", "add", "10.98.0.1/24", "dev", "nbctl-ra"],
+        ["ip", "-n", "nbctl-r", "addr", "add", "10.98.1.1/24", "dev", "nbctl-rb"],
+        ["ip", "-n", "nbctl-b", "addr", "add", "10.98.1.2/24", "dev", "nbctl-b0"],
+        *(["ip", "-n", n, "link", "set", "lo", "up"] for n in NS),
+        ["ip", "-n", "nbctl-a", "link", "set", "nbctl-a0", "up"],
+        ["ip", "-n", "nbctl-b", "link", "set", "nbctl-b0", "up"],
+        ["ip", "-n", "nbctl-r", "link", "set", "nbctl-ra", "up"],
+        ["ip", "-n", "nbctl-r", "link", "set", "nbctl-rb", "up"],
+        ["ip", "-n", "nbctl-a", "route", "add", "default", "via", "10.98.0.1"],
+        ["ip", "-n", "nbctl-b", "route", "add", "default", "via", "10.98.1.1"],
+        # checksum offload off (as the reference lab did): otherwise captured TCP/UDP checksums are partial
+        ["ip", "netns", "exec", "nbctl-a", "ethtool", "-K", "nbctl-a0", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", "nbctl-b", "ethtool", "-K", "nbctl-b0", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", "nbctl-r", "ethtool", "-K", "nbctl-ra", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", "nbctl-r", "ethtool", "-K", "nbctl-rb", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", "nbctl-r", "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ["ip", "netns", "exec", "nbctl-r", "iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
+         "INVALID,NEW,ESTABLISHED,RELATED", "-j", "ACCEPT"],
+    ]
+    for cmd in cmds:
+        res = _run(*cmd)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+
+
+def _teardown() -> None:
+    for n in NS:
+        _run("ip", "netns", "del", n)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(x) for x in ("ip", "tcpdump", "conntrack", "iptables", "ethtool")),
+    reason="needs root, ip, tcpdump, conntrack, iptables and ethtool",
+)
+def test_live_kernel_conntrack_list_matches(tmp_path: Path) -> None:
+    _teardown()
+    try:
+        _setup()
+    except RuntimeError as exc:
+        _teardown()
+        pytest.skip(f"cannot build the namespaces: {exc}")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        (tmp_path / "server.py").write_text(SERVER)
+        client = f"HERE = {str(HERE)!r}\nSRC = {str(HERE.parents[1] / 'src')!r}\n" + CLIENT
+        (tmp_path / "client.py").write_text(client)
+        pcap = tmp_path / "cap.pcap"
+        procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", "nbctl-r", "tcpdump", "-i", "any", "-Q", "in", "-U", "-w", str(pcap), "ip"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(["ip", "netns", "exec", "nbctl-b", sys.executable, str(tmp_path / "server.py")]))
+        time.sleep(1.5)
+        for act in ("icmp", "udp_closed", "udp_stream", "tcp_refused", "tcp_close", "raw_unreach"):
+            _nx("nbctl-a", sys.executable, str(tmp_path / "client.py"), act)
+        procs.append(subprocess.Popen(["ip", "netns", "exec", "nbctl-a", sys.executable, str(tmp_path / "client.py"),
+                                       "tcp_open"]))
+        time.sleep(1.0)
+        now = time.time()
+        listing = _nx("nbctl-r", "conntrack", "-L").stdout
+        stats = _nx("nbctl-r", "conntrack", "-S").stdout
+        time.sleep(0.3)
+        procs[0].send_signal(signal.SIGINT)
+        procs[0].wait(5)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        _teardown()
+    (tmp_path / "kernel.json").write_text(json.dumps({"list": listing, "stats": stats}))
+    table = ConntrackTable()
+    replay(_read_pcap(pcap), table, ConntrackConfig(), now)
+    mine = sorted(format_conntrack(c, now) for c in table.live(now))
+    theirs = sorted(line for line in listing.splitlines() if line)
+    assert [without_timeout(x) for x in mine] == [without_timeout(x) for x in theirs]
+    for a, b in zip(mine, theirs, strict=True):
+        assert timeouts_close(a, b), (a, b)
+    cpu_lines = [line for line in stats.splitlines() if line.startswith("cpu=")]
+    totals = {k: sum(int(part.split("=")[1]) for line in cpu_lines for part in line.split()
+                     if part.startswith(k + "=")) for k in ("invalid", "drop", "insert_failed", "error")}
+    assert totals == {k: getattr(table.stats, k) for k in totals}
+    assert format_stats(table.stats).startswith("cpu=0   \tfound=0 invalid=")
