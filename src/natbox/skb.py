@@ -42,7 +42,9 @@ class Skb:
         "ctinfo",
         "data",
         "dst_mac",
+        "frag_list",
         "frag_max_size",
+        "frag_pmtu",
         "hook",
         "ihl",
         "iif",
@@ -71,6 +73,8 @@ class Skb:
         self.src_mac = b""
         self.dst_mac = b""
         self.frag_max_size = 0  # largest fragment received, when this skb was reassembled
+        self.frag_pmtu = False  # IPSKB_FRAG_PMTU: every fragment had DF
+        self.frag_list: list[int] | None = None  # the received fragments' sizes, for ip_do_fragment
         self.nexthop = 0  # routing's next hop (gateway, or daddr when on-link)
         self.pkt_id = pkt_id  # the input packet this skb came from (for explanations)
         self.trace: list[str] | None = None  # explanation steps, when tracing is on

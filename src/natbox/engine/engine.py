@@ -28,7 +28,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.conntrack.tuple import format_addr
-from natbox.engine.defrag import IpDefrag
+from natbox.engine.defrag import IcmpOnExpire, IpDefrag
 from natbox.engine.host import Host, Interface
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
@@ -51,6 +51,7 @@ LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loo
 
 ICMP_DEST_UNREACH = 3
 ICMP_TIME_EXCEEDED = 11
+ICMP_PARAMETERPROB = 12
 ICMP_ECHO = 8
 ICMP_NET_UNREACH = 0
 ICMP_HOST_UNREACH = 1
@@ -297,6 +298,8 @@ class Engine:
         skb.data = result.datagram
         skb.ihl = (skb.data[0] & 0x0F) * 4
         skb.frag_max_size = result.frag_max_size
+        skb.frag_pmtu = result.frag_pmtu
+        skb.frag_list = list(result.frag_list) if result.frag_list else None
         if skb.trace is not None:
             skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
                           f"(largest fragment {result.frag_max_size})")
@@ -365,8 +368,17 @@ class Engine:
         """Run timers: conntrack gc and fragment-queue expiry."""
         out = self._begin(now)
         self.table.gc(now)
-        for reason in self.defrag.expire(now):
-            self.stats[str(reason)] += 1
+        for q in self.defrag.expire(now):
+            self.stats[str(q.reason)] += q.fragments
+            # ip_expire: "fragment reassembly time exceeded" only if the first fragment came, and for the
+            # conntrack user only when the datagram was for this host (frag_expire_skip_icmp)
+            local = self.fib.is_local(q.daddr)
+            if q.head is not None and (q.icmp == IcmpOnExpire.ALWAYS or (q.icmp == IcmpOnExpire.IF_LOCAL and local)):
+                body = icmp.build_icmp_error(ICMP_TIME_EXCEEDED, 1, q.head)
+                if body:
+                    self._queue_local(ipv4.build_ipv4(q.daddr if local else 0, q.saddr, 1, body, ttl=64,
+                                                      tos=icmp.icmp_error_tos(q.head[1])))
+        self._flush_local(now)
         return self._finish(out)
 
     def drain_events(self) -> list[CtEvent]:
@@ -533,6 +545,8 @@ class Engine:
         if daddr >> 24 == 0 or (saddr >> 24 == 0 and saddr != 0):
             raise _Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
         res = self.fib.lookup(daddr)
+        if skb.ihl > 20:
+            self._ip_rcv_options(skb)
         if res is not None and res.type in (RTN_LOCAL, RTN_BROADCAST):
             if skb.trace is not None:
                 kind = "broadcast" if res.type == RTN_BROADCAST else "local"
@@ -557,6 +571,16 @@ class Engine:
             skb.add_trace(f"routing: forward via {skb.oif}"
                           + (f" gateway {format_addr(res.nexthop)}" if res.route.gateway is not None else ""))
         self._ip_forward(skb)
+
+    def _ip_rcv_options(self, skb: Skb) -> None:
+        """`ip_rcv_options` (after the input route): malformed options → parameter problem; source routes
+        are dropped (accept_source_route = 0)."""
+        _opts, reason, pointer = ipv4.ip_rcv_options(skb.data)
+        if reason is None:
+            return
+        if pointer:
+            self._icmp_send(skb, ICMP_PARAMETERPROB, 0, info=pointer << 24)
+        raise _Drop(reason, "ip_rcv_options", "source route" if not pointer else f"bad option at byte {pointer}")
 
     # --- forwarding ------------------------------------------------------------------------------
 
@@ -595,17 +619,14 @@ class Engine:
         if dev.kind == "loopback":
             self._loopback_xmit(skb)
             return
-        mtu = dev.mtu
-        if skb.frag_max_size and skb.frag_max_size < mtu:
-            mtu = skb.frag_max_size
-        if len(skb.data) > mtu or skb.frag_max_size:
-            if len(skb.data) > mtu and skb.frag_off & 0x4000 and (
-                    not skb.frag_max_size or skb.frag_max_size > mtu):
-                self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=mtu)
-                raise _Drop(DropReason.FRAG_NEEDED, "ip_fragment", f"{len(skb.data)} > mtu {mtu} with DF")
-            pieces = ipv4.ip_fragment(bytes(skb.data), mtu) if len(skb.data) > mtu else [skb.data]
-        else:
-            pieces = [skb.data]
+        # __ip_finish_output: refragment reassembled datagrams to their largest fragment, fragment what
+        # exceeds the MTU, or refuse with FRAG_NEEDED when DF forbids it (ip_fragment)
+        pieces, icmp_mtu = ipv4.ip_output_fragments(
+            skb.data, dev.mtu, frag_max_size=skb.frag_max_size, frag_pmtu=skb.frag_pmtu,
+            frag_list=skb.frag_list, ignore_df=bool(skb.frag_max_size))
+        if not pieces:
+            self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
+            raise _Drop(DropReason.FRAG_NEEDED, "ip_fragment", f"{len(skb.data)} > mtu {icmp_mtu} with DF")
         dst_mac = self._neigh_resolve(dev, skb.nexthop or skb.daddr)
         ct_id = skb.ct.ct_id if skb.ct is not None else 0
         for piece in pieces:
@@ -765,15 +786,17 @@ class Engine:
         """`icmp_send` (net/ipv4/icmp.c): build the error about `skb` and send it from this host,
         attached to `skb`'s ct (`nf_ct_attach` in icmp_glue_bits) so NAT translates it (§4.9)."""
         data = bytes(skb.data)
-        bcast = skb.pkt_type in (PacketType.BROADCAST, PacketType.MULTICAST) or \
-            self.fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
-        if bcast or not icmp.icmp_error_allowed(data):
+        dtype = self.fib.addr_type(skb.daddr)
+        allowed = icmp.icmp_error_allowed(
+            data, icmp_type=icmp_type, pkt_type_host=skb.pkt_type in (PacketType.HOST, PacketType.LOOPBACK),
+            dst_broadcast=dtype == RTN_BROADCAST, dst_multicast=dtype == RTN_MULTICAST)
+        body = icmp.build_icmp_error(icmp_type, code, data, info=info) if allowed else b""
+        if not body:
             if skb.trace is not None:
                 skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
             return
-        body = icmp.build_icmp_error(icmp_type, code, data, info=info)
         saddr = skb.daddr if local or self.fib.is_local(skb.daddr) else 0
-        out = ipv4.build_ipv4(saddr, skb.saddr, 1, body, ttl=64, tos=(skb.tos & 0x1C) | 0xC0)
+        out = ipv4.build_ipv4(saddr, skb.saddr, 1, body, ttl=64, tos=icmp.icmp_error_tos(skb.tos))
         if skb.trace is not None:
             skb.add_trace(f"icmp_send: ICMP type {icmp_type} code {code} to {format_addr(skb.saddr)}")
         self._queue_local(out, attach=skb)
