@@ -30,9 +30,11 @@ def _style(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
 
-def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO = sys.stdout,
+def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO | None = None,
              color: bool = False) -> Lab:
-    """Run demo `name` and print its report to `out`. Returns the lab for further inspection."""
+    """Run demo `name` and print its report to `out` (default stdout). Returns the lab for inspection."""
+    if out is None:
+        out = sys.stdout
     demo = DEMOS[name]
     host, rules = demo.build()
     ruleset = Ruleset()

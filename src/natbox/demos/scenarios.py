@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,12 @@ HTTP_REQUEST = (b"GET / HTTP/1.1\r\nHost: 45.77.200.180:10000\r\nUser-Agent: cur
 HTTP_RESPONSE = (b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.8.6\r\nDate: Sun, 22 Nov 2026 "
                  b"15:22:07 GMT\r\nContent-type: text/html; charset=utf-8\r\nContent-Length: 12\r\n\r\n"
                  b"hello natbox")
+
+
+def dns_query(name: str, ident: int) -> bytes:
+    """A DNS query for `name` (type A, class IN, recursion desired), as a stub resolver sends it."""
+    qname = b"".join(len(label).to_bytes(1, "big") + label.encode() for label in name.split(".")) + b"\x00"
+    return ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + qname + b"\x00\x01\x00\x01"
 
 
 def _mac(text: str) -> bytes:
@@ -184,6 +191,72 @@ def _basic_script(lab: Lab) -> None:
     lab.at(2.0, lambda: client.udp_send("198.51.100.2", 5999, b"anyone?", sport=40001))
 
 
+# --- hairpin ----------------------------------------------------------------------------------------
+
+HAIRPIN_RULES = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.50.10:80
+-A POSTROUTING -o eth1 -j MASQUERADE
+COMMIT
+"""
+HAIRPIN_FIX = ["-t", "nat", "-I", "POSTROUTING", "-s", "192.168.50.0/24", "-d", "192.168.50.10/32", "-p", "tcp",
+               "--dport", "80", "-j", "MASQUERADE"]
+
+
+def _hairpin_script(lab: Lab) -> None:
+    from natbox.rules.parser import parse_argv
+
+    client = lab.add_host("client", "eth0", "192.168.50.2/24", gateway="192.168.50.1")
+    server = lab.add_host("server", "eth0", "192.168.50.10/24", gateway="192.168.50.1")
+    server.listen_tcp[80] = b"HTTP/1.0 200 OK\r\n\r\nhairpin"
+    # 1. the LAN client uses the public address: DNAT sends it to the server on the same segment, the
+    #    server answers the client directly (L2), the client does not know that reply and resets it
+    lab.at(0.0, lambda: client.tcp_connect("198.51.100.1", 8080, sport=41000, request=b"GET / HTTP/1.0\r\n\r\n"))
+    # 2. the fix: masquerade hairpinned flows, so the server answers the router (new connections only)
+    lab.at(3.0, lambda: lab.engine.rules.execute(parse_argv(list(HAIRPIN_FIX))))
+    lab.at(4.0, lambda: client.tcp_connect("198.51.100.1", 8080, sport=41001, request=b"GET / HTTP/1.0\r\n\r\n"))
+
+
+# --- port-clash -------------------------------------------------------------------------------------
+
+PORT_CLASH_RULES = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o eth1 -p udp -j MASQUERADE --to-ports 30000-30001
+-A POSTROUTING -o eth1 -j MASQUERADE
+COMMIT
+"""
+
+
+def _port_clash_host() -> tuple[Host, str]:
+    host, _rules = _basic_host()
+    return host, PORT_CLASH_RULES
+
+
+def _port_clash_script(lab: Lab) -> None:
+    hosts = [lab.add_host(f"h{i}", "eth0", f"192.168.50.{i + 2}/24", gateway="192.168.50.1") for i in range(3)]
+    server = lab.add_host("server", "eth1", "198.51.100.2/24")
+    server.listen_tcp[80] = b"HTTP/1.0 200 OK\r\n\r\n"
+    server.listen_udp[53] = None
+    # TCP: the same source port from two hosts; the first keeps it, the second is moved within its class
+    lab.at(0.0, lambda: hosts[0].tcp_connect("198.51.100.2", 80, sport=45000, request=b"GET"))
+    lab.at(0.5, lambda: hosts[1].tcp_connect("198.51.100.2", 80, sport=45000, request=b"GET"))
+    # a port below 512 stays below 512 when it has to move
+    lab.at(1.0, lambda: hosts[0].tcp_connect("198.51.100.2", 80, sport=100, request=b"GET"))
+    lab.at(1.5, lambda: hosts[1].tcp_connect("198.51.100.2", 80, sport=100, request=b"GET"))
+    # UDP into a 2-port range: two flows fit, the third finds no free tuple and is dropped at confirm
+    for i, h in enumerate(hosts):
+        query = dns_query("example.com", 0x1000 + i)
+        lab.at(3.0 + i * 0.5, functools.partial(h.udp_send, "198.51.100.2", 53, query, sport=40000))
+
+
 DEMOS: dict[str, Demo] = {
     "docker": Demo(
         "docker", "Docker's default bridge: MASQUERADE out, DNAT in (-p 10000:8000)",
@@ -201,6 +274,25 @@ DEMOS: dict[str, Demo] = {
         _qemu_host, _qemu_script, ("tap0", "tap1", "eth0"),
         ("How does a reply to 192.168.0.108 find the right VM? Through the conntrack entry's reply tuple: "
          "NAT keeps each reply tuple unique by changing the ICMP id or source port of the second flow.",),
+    ),
+    "hairpin": Demo(
+        "hairpin", "Hairpin NAT: reaching a LAN server through the public address (§8)",
+        "client and server share eth0's LAN; the client connects to 198.51.100.1:8080, which DNATs to the "
+        "server. Without SNAT the server answers the client directly and the client resets that reply. At "
+        "t=3 s the hairpin MASQUERADE rule is inserted; the next connection works.",
+        lambda: (_basic_host()[0], HAIRPIN_RULES), _hairpin_script, ("eth0",),
+        ("Why does hairpin NAT need SNAT? Without it the reply bypasses the router, so nothing un-DNATs it: "
+         "the first connection's entry stays SYN_SENT [UNREPLIED].",
+         "Do new rules change existing connections? No: the rule inserted at t=3 s only affects the second "
+         "connection, whose reply tuple now goes to the router (dst=192.168.50.1)."),
+    ),
+    "port-clash": Demo(
+        "port-clash", "Port clashes: how NAT keeps every reply tuple unique (§4.5, §4.6)",
+        "Three hosts behind one address use the same source ports; a 2-port UDP range runs out.",
+        _port_clash_host, _port_clash_script, ("eth1",),
+        ("The first flow keeps its source port; a clashing flow gets another port of the same class "
+         "(<512, 512-1023, >=1024).",
+         "When no free port is left in --to-ports, the packet is dropped at confirm: conntrack -S insert_failed."),
     ),
     "basic": Demo(
         "basic", "A MASQUERADE gateway",
