@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== ruff"
-python3 -m ruff check src tests bench
+python3 -m ruff check src tests $( [ -d bench ] && echo bench )
 echo "== mypy --strict"
 python3 -m mypy --strict src/natbox
 # Each test directory is checked on its own: several have a conftest.py (module names would clash).

@@ -70,7 +70,7 @@ def ether(payload: bytes, etype: int = 0x0800, src: bytes = MAC_A, dst: bytes = 
     return dst + src + struct.pack("!H", etype) + payload
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, *,  # noqa: PLR0917
+def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, *,
         win: int = 64240,
         options: bytes = b"", data: bytes = b"", urp: int = 0, doff: int | None = None) -> bytes:
     off = (20 + len(options)) // 4 if doff is None else doff

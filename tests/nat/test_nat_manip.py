@@ -80,7 +80,7 @@ def _dccp_as_before_617(monkeypatch: pytest.MonkeyPatch) -> None:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from([TCP, UDP, UDPLITE, SCTP, DCCP, ICMP]), addr, u16, addr, u16, payloads,
        st.sampled_from([SRC, DST]), addr, u16)
-def test_manip_equals_building_the_rewritten_packet_from_scratch(  # noqa: PLR0917 (hypothesis arguments)
+def test_manip_equals_building_the_rewritten_packet_from_scratch(
     proto: int, src: int, sport: int, dst: int, dport: int, payload: bytes, manip: ManipType, new_addr: int,
     new_port: int,
 ) -> None:

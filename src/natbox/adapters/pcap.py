@@ -203,7 +203,7 @@ def _normalise(linktype: int, data: bytes) -> tuple[bytes | None, int | None, by
     return None, None, None, None, f"foreign link type {linktype}"
 
 
-def _make_record(ts_ns: int, ifindex: int, ifname: str | None, linktype: int, data: bytes,  # noqa: PLR0917
+def _make_record(ts_ns: int, ifindex: int, ifname: str | None, linktype: int, data: bytes,
                  wirelen: int, comment: str | None) -> PcapRecord:
     ip, etype, src, dst, foreign = _normalise(linktype, data)
     sec, frac = divmod(ts_ns, _NS)
