@@ -1,0 +1,541 @@
+"""The four tables, their validation, commands on them, and evaluation (ip_tables.c `ipt_do_table`).
+
+`Ruleset` holds raw, mangle, nat and filter. `Ruleset.execute(cmd)` applies a parsed iptables command
+(transactionally: a refused command leaves the tables unchanged) and returns what iptables would print.
+`Ruleset.run(table, hook, skb, ctx)` evaluates a built-in chain for one packet and returns NF_ACCEPT or
+NF_DROP; `is_trivial(table, hook)` tells the engine it may skip a table.
+
+Jumps are bounded like nf_tables (iptables 1.8.9 is iptables-nft): `NFT_JUMP_STACK_SIZE` = 16 levels; a
+ruleset needing deeper jumps or containing a loop is refused at load time (`nft_chain_validate`, -EMLINK /
+-ELOOP), so evaluation never needs more than `MAX_JUMP_DEPTH` stack entries.
+"""
+
+from __future__ import annotations
+
+from natbox.netfilter import Hook
+from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
+from natbox.rules.model import (
+    BUILTIN_TARGETS,
+    OTHER_PROBLEM,
+    PARAMETER_PROBLEM,
+    RESOURCE_PROBLEM,
+    TABLE_HOOKS,
+    TABLE_NAMES,
+    Chain,
+    MatchFn,
+    Rule,
+    RulesError,
+    Table,
+    TargetFn,
+)
+from natbox.rules.parser import Command, RestoreTable
+from natbox.rules.printer import format_rule_spec
+from natbox.skb import Skb
+
+__all__ = ["MAX_JUMP_DEPTH", "Ruleset"]
+
+MAX_JUMP_DEPTH = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
+_OP_NAMES = {"A": "RULE_APPEND", "I": "RULE_INSERT", "R": "RULE_REPLACE", "D": "RULE_DELETE", "C": "RULE_CHECK"}
+
+# A compiled rule: (matchers, why-functions, action kind, action value, rule, description)
+#  kind: 0 verdict (value = NF_*), 1 jump (value = chain name), 2 goto, 3 return, 4 target fn, 5 no target
+_K_VERDICT, _K_JUMP, _K_GOTO, _K_RETURN, _K_TARGET, _K_NONE = range(6)
+_VERDICTS = {"ACCEPT": NF_ACCEPT, "DROP": NF_DROP}
+
+
+class _CRule:
+    __slots__ = ("desc", "fns", "kind", "matches", "num", "rule", "target", "tdesc", "value")
+
+    def __init__(self, rule: Rule, num: int) -> None:
+        self.rule = rule
+        self.num = num
+        self.fns: tuple[MatchFn, ...] = tuple(_standard_matchers(rule)) + tuple(m.compile() for m in rule.matches)
+        self.matches = rule.matches
+        self.target: TargetFn | None = None
+        self.value: str | int = ""
+        if rule.target is not None:
+            self.kind = _K_TARGET
+            self.target = rule.target.compile()
+        elif rule.jump in _VERDICTS:
+            self.kind, self.value = _K_VERDICT, _VERDICTS[rule.jump]
+        elif rule.jump == "RETURN":
+            self.kind = _K_RETURN
+        elif rule.jump == "QUEUE":
+            self.kind, self.value = _K_VERDICT, NF_DROP  # no queue handler: the kernel drops
+        elif rule.jump:
+            self.kind, self.value = (_K_GOTO if rule.goto else _K_JUMP), rule.jump
+        else:
+            self.kind = _K_NONE
+        self.desc = format_rule_spec(rule, with_target=False).strip()
+        self.tdesc = rule.jump + (rule.target.save() if rule.target is not None else "")
+
+
+def _standard_matchers(rule: Rule) -> list[MatchFn]:
+    """`ip_packet_match()`: compiled closures for -s -d -i -o -p -f (only those the rule uses)."""
+    fns: list[MatchFn] = []
+    if rule.smsk or rule.inv_src:
+        a, m, inv = rule.src, rule.smsk, rule.inv_src
+
+        def src_mt(skb: Skb, ctx: XtContext) -> bool:
+            return ((skb.saddr & m) == a) != inv
+        fns.append(src_mt)
+    if rule.dmsk or rule.inv_dst:
+        a2, m2, inv2 = rule.dst, rule.dmsk, rule.inv_dst
+
+        def dst_mt(skb: Skb, ctx: XtContext) -> bool:
+            return ((skb.daddr & m2) == a2) != inv2
+        fns.append(dst_mt)
+    for name, inv3, is_in in ((rule.iniface, rule.inv_in, True), (rule.outiface, rule.inv_out, False)):
+        if name:
+            fns.append(_iface_matcher(name, inv3, is_in))
+    if rule.proto or rule.inv_proto:
+        p, inv4 = rule.proto, rule.inv_proto
+
+        def proto_mt(skb: Skb, ctx: XtContext) -> bool:
+            return (skb.data[9] == p) != inv4
+        fns.append(proto_mt)
+    if rule.frag:
+        inv5 = rule.inv_frag
+
+        def frag_mt(skb: Skb, ctx: XtContext) -> bool:
+            return skb.is_later_fragment != inv5
+        fns.append(frag_mt)
+    return fns
+
+
+def _iface_matcher(name: str, inv: bool, is_in: bool) -> MatchFn:
+    """`-i/-o [!] name[+]`: exact, or a prefix with a trailing '+' (`ifname_compare_aligned`)."""
+    if name.endswith("+"):
+        prefix = name[:-1]
+        if is_in:
+            def in_prefix(skb: Skb, ctx: XtContext) -> bool:
+                return skb.iif.startswith(prefix) != inv
+            return in_prefix
+
+        def out_prefix(skb: Skb, ctx: XtContext) -> bool:
+            return skb.oif.startswith(prefix) != inv
+        return out_prefix
+    if is_in:
+        def in_exact(skb: Skb, ctx: XtContext) -> bool:
+            return (skb.iif == name) != inv
+        return in_exact
+
+    def out_exact(skb: Skb, ctx: XtContext) -> bool:
+        return (skb.oif == name) != inv
+    return out_exact
+
+
+def _standard_why(rule: Rule, skb: Skb) -> str | None:
+    """Why `ip_packet_match` failed, in the trace's words (None if it matched)."""
+    from natbox.rules.model import format_addr_mask
+
+    if (rule.smsk or rule.inv_src) and ((skb.saddr & rule.smsk) == rule.src) == rule.inv_src:
+        return f"no match (src is {format_addr_mask(skb.saddr, 0xFFFFFFFF, always_prefix=False)})"
+    if (rule.dmsk or rule.inv_dst) and ((skb.daddr & rule.dmsk) == rule.dst) == rule.inv_dst:
+        return f"no match (dst is {format_addr_mask(skb.daddr, 0xFFFFFFFF, always_prefix=False)})"
+    for name, inv, val, what in ((rule.iniface, rule.inv_in, skb.iif, "in"), (rule.outiface, rule.inv_out,
+                                                                            skb.oif, "out")):
+        if name:
+            hit = val.startswith(name[:-1]) if name.endswith("+") else val == name
+            if hit == inv:
+                return f"no match ({what} is {val or 'none'})"
+    if (rule.proto or rule.inv_proto) and (skb.protocol == rule.proto) == rule.inv_proto:
+        return f"no match (protocol is {skb.protocol})"
+    if rule.frag and skb.is_later_fragment == rule.inv_frag:
+        return "no match (fragment)" if skb.is_later_fragment else "no match (not a later fragment)"
+    return None
+
+
+class Ruleset:
+    """raw, mangle, nat and filter, as iptables-nft keeps them in the kernel."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Table] = {name: Table(name) for name in TABLE_NAMES}
+        # tables iptables-save prints, in the order they were first used (nf_tables creates them on use)
+        self.present: list[str] = []
+        self._compiled: dict[str, dict[str, list[_CRule]]] = {}
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def touch(self, table: str) -> None:
+        if table not in self.present:
+            self.present.append(table)
+
+    def invalidate(self, table: str | None = None) -> None:
+        if table is None:
+            self._compiled.clear()
+        else:
+            self._compiled.pop(table, None)
+
+    def saved_tables(self, table: str | None = None) -> list[Table]:
+        names = [table] if table is not None else self.present
+        return [self.tables[n] for n in names if n in self.present or table is not None]
+
+    # --- validation (translate_table / mark_source_chains / nft_chain_validate) -------------------
+
+    @staticmethod
+    def hook_masks(table: Table) -> dict[str, int]:
+        """Which hooks reach each chain (the kernel's `mark_source_chains`). Raises on loops/depth."""
+        masks: dict[str, int] = dict.fromkeys(table.chains, 0)
+
+        def walk(chain: Chain, hook_bit: int, depth: int, path: tuple[str, ...]) -> None:
+            masks[chain.name] |= hook_bit
+            for r in chain.rules:
+                if r.target is None and r.jump and r.jump not in BUILTIN_TARGETS:
+                    sub = table.chains.get(r.jump)
+                    if sub is None:
+                        continue
+                    if sub.name in path:
+                        raise RulesError("Too many levels of symbolic links", RESOURCE_PROBLEM, kernel=True)
+                    if depth + 1 > MAX_JUMP_DEPTH:
+                        raise RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
+                    walk(sub, hook_bit, depth + 1, (*path, sub.name))
+
+        for c in table.builtin_chains():
+            assert c.hook is not None
+            walk(c, 1 << c.hook, 0, (c.name,))
+        # loops among chains not reachable from a base chain are refused too
+        for c in table.user_chains():
+            if not masks[c.name]:
+                walk(c, 0, 0, (c.name,))
+        return masks
+
+    def validate(self, table: Table) -> None:
+        """Every rule's extensions checked with its chain's hook mask (kernel checkentry)."""
+        masks = self.hook_masks(table)
+        for c in table.chains.values():
+            mask = masks[c.name]
+            for r in c.rules:
+                for m in r.matches:
+                    m.check(table.name, mask, r)
+                if r.target is not None:
+                    r.target.check(table.name, mask, r)
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    def execute(self, cmd: Command) -> str:
+        """Apply one command; return iptables' stdout text. A refused command changes nothing."""
+        from natbox.rules.listing import list_table
+        from natbox.rules.printer import list_rules
+
+        self.touch(cmd.table)
+        table = self.tables[cmd.table]
+        if cmd.op in ("L", "S"):
+            if cmd.chain is not None and cmd.chain not in table.chains:
+                raise RulesError(f"chain `{cmd.chain}' in table `{cmd.table}' is incompatible, use 'nft' tool.",
+                                 OTHER_PROBLEM)
+            if cmd.op == "S":
+                return list_rules(table, cmd.chain, verbose=bool(cmd.verbose), rulenum=cmd.rulenum)
+            if cmd.rulenum is not None and cmd.chain is not None:
+                # `-L CHAIN N`: just that rule's line, no header (nothing when N is past the end)
+                from natbox.rules.listing import rule_line
+
+                rules = table.chains[cmd.chain].rules
+                if cmd.rulenum > len(rules):
+                    return ""
+                return rule_line(rules[cmd.rulenum - 1], cmd.rulenum, numeric=cmd.numeric,
+                                 verbose=bool(cmd.verbose), exact=cmd.exact, line_numbers=cmd.line_numbers)
+            return list_table(table, cmd.chain, numeric=cmd.numeric, verbose=bool(cmd.verbose), exact=cmd.exact,
+                              line_numbers=cmd.line_numbers)
+        work = table.clone()
+        out = _apply(work, cmd)
+        if cmd.verbose and cmd.op in "AIDCR" and cmd.rule is not None and not (cmd.op == "D" and cmd.rulenum):
+            from natbox.rules.listing import rule_line_verbose
+
+            out = "".join(rule_line_verbose(r) for r in cmd.rules or [cmd.rule])
+        if cmd.op in ("A", "I", "R"):
+            try:
+                self.validate(work)
+            except RulesError as e:
+                if e.kernel:
+                    chain = cmd.chain or ""
+                    op = _OP_NAMES.get(cmd.op, "CHAIN_ADD")
+                    raise RulesError(f" {op} failed ({e.message}): rule in chain {chain}", RESOURCE_PROBLEM,
+                                     kernel=True) from None
+                raise
+        self.tables[cmd.table] = work
+        self.invalidate(cmd.table)
+        return out
+
+    def restore(self, blocks: list[RestoreTable], *, noflush: bool = False) -> None:
+        """Apply iptables-restore blocks; each table is replaced atomically at its COMMIT."""
+        new: dict[str, Table] = {}
+        for b in blocks:
+            t = self.tables[b.name].clone() if noflush else Table(b.name)
+            if noflush and b.name in new:
+                t = new[b.name]
+            for rc in b.chains:
+                c = t.chains.get(rc.name)
+                if rc.policy == "-":
+                    if c is not None and c.builtin:
+                        raise RulesError(f"iptables-restore: line {rc.line} failed: Bad built-in chain name.",
+                                         OTHER_PROBLEM, line=rc.line)
+                    if c is None:
+                        t.chains[rc.name] = Chain(rc.name)
+                    else:
+                        c.rules.clear()  # declaring an existing user chain flushes it (also with --noflush)
+                else:
+                    if c is None or not c.builtin:
+                        raise RulesError(f"iptables-restore: line {rc.line} failed: Bad built-in chain name.",
+                                         OTHER_PROBLEM, line=rc.line)
+                    c.policy = rc.policy  # --noflush keeps a built-in chain's rules
+                    c.packets, c.bytes = rc.counters
+            for lineno, cmd in b.commands:
+                try:
+                    _apply(t, cmd)
+                    if cmd.op in "AIR":
+                        self.validate(t)
+                except RulesError as e:
+                    if e.kernel:
+                        op = _OP_NAMES.get(cmd.op, "CHAIN_ADD")
+                        raise RulesError(f"\nline {lineno}: {op} failed ({e.message}): rule in chain {cmd.chain}",
+                                         RESOURCE_PROBLEM, line=lineno, kernel=True) from None
+                    if e.line is None:
+                        e.line = lineno
+                    raise
+            new[b.name] = t
+        for name, t in new.items():
+            self.tables[name] = t
+            self.touch(name)
+            self.invalidate(name)
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def _compile(self, table: str) -> dict[str, list[_CRule]]:
+        comp = self._compiled.get(table)
+        if comp is None:
+            t = self.tables[table]
+            comp = {c.name: [_CRule(r, i) for i, r in enumerate(c.rules, 1)] for c in t.chains.values()}
+            self._compiled[table] = comp
+        return comp
+
+    def is_trivial(self, table: str, hook: Hook) -> bool:
+        """No rules and an ACCEPT policy in the table's chain for `hook`: the engine may skip it."""
+        if hook not in TABLE_HOOKS[table]:
+            return True
+        c = self.tables[table].chains[hook.chain_name]
+        return not c.rules and c.policy == "ACCEPT"
+
+    def run(self, table: str, hook: Hook, skb: Skb, ctx: XtContext) -> int:
+        """Mirrors `ipt_do_table()`: traverse the hook's built-in chain, return NF_ACCEPT or NF_DROP."""
+        comp = self._compile(table)
+        t = self.tables[table]
+        base = t.chains[hook.chain_name]
+        size = len(skb.data)
+        trace = skb.trace
+        stack: list[tuple[str, int]] = []
+        chain_name = base.name
+        rules = comp[chain_name]
+        i = 0
+        while True:
+            if i >= len(rules):
+                if stack:
+                    chain_name, i = stack.pop()
+                    rules = comp[chain_name]
+                    continue
+                # policy of the built-in chain
+                base.packets += 1
+                base.bytes += size
+                verdict = NF_ACCEPT if base.policy == "ACCEPT" else NF_DROP
+                if trace is not None:
+                    trace.append(f"{table} {base.name}: policy {base.policy}")
+                return verdict
+            cr = rules[i]
+            ok = True
+            for fn in cr.fns:
+                if not fn(skb, ctx):
+                    ok = False
+                    break
+            if not ok:
+                if trace is not None:
+                    trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: {self._why(cr, skb, ctx)}")
+                i += 1
+                continue
+            r = cr.rule
+            r.packets += 1
+            r.bytes += size
+            kind = cr.kind
+            if kind == _K_TARGET:
+                assert cr.target is not None
+                v = cr.target(skb, ctx)
+                trace = skb.trace  # -j TRACE may have switched tracing on
+                if v == XT_CONTINUE:
+                    if trace is not None:
+                        trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {cr.tdesc}, continue")
+                    i += 1
+                    continue
+                if v != XT_RETURN:
+                    if trace is not None:
+                        trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {cr.tdesc}: "
+                                     f"{'ACCEPT' if v == NF_ACCEPT else 'DROP'}")
+                    return v
+                kind = _K_RETURN
+            if trace is not None:
+                what = {_K_VERDICT: r.jump, _K_JUMP: f"jump {r.jump}", _K_GOTO: f"goto {r.jump}",
+                        _K_RETURN: "RETURN", _K_NONE: "continue"}.get(kind, r.jump)
+                trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {what}")
+            if kind == _K_VERDICT:
+                assert isinstance(cr.value, int)
+                return cr.value
+            if kind == _K_NONE:
+                i += 1
+                continue
+            if kind == _K_RETURN:
+                if stack:
+                    chain_name, i = stack.pop()
+                    rules = comp[chain_name]
+                    continue
+                # RETURN from the built-in chain: its policy decides
+                i = len(rules)
+                continue
+            target_chain = cr.value
+            assert isinstance(target_chain, str)
+            if target_chain not in comp:
+                i += 1  # cannot happen for a validated ruleset
+                continue
+            if kind == _K_JUMP:
+                if len(stack) >= MAX_JUMP_DEPTH:
+                    return NF_DROP  # validation forbids this depth; drop like nft's stack overflow guard
+                stack.append((chain_name, i + 1))
+            chain_name = target_chain
+            rules = comp[chain_name]
+            i = 0
+
+    @staticmethod
+    def _why(cr: _CRule, skb: Skb, ctx: XtContext) -> str:
+        w = _standard_why(cr.rule, skb)
+        if w is not None:
+            return w
+        for m, fn in zip(cr.matches, cr.fns[len(cr.fns) - len(cr.matches):], strict=True):
+            if not fn(skb, ctx):
+                return m.why(skb, ctx)
+        return "no match"
+
+
+def _find_rule(chain: Chain, rule: Rule) -> int | None:
+    spec = format_rule_spec(rule)
+    for i, r in enumerate(chain.rules):
+        if format_rule_spec(r) == spec:
+            return i
+    return None
+
+
+def _chain_or_error(table: Table, name: str | None) -> Chain:
+    c = table.chains.get(name or "")
+    if c is None:
+        raise RulesError("No chain/target/match by that name.", OTHER_PROBLEM, plain=True)
+    return c
+
+
+def _check_jump(table: Table, rule: Rule) -> None:
+    if rule.target is None and rule.jump and rule.jump not in BUILTIN_TARGETS and rule.jump not in table.chains:
+        raise RulesError(f"Chain '{rule.jump}' does not exist", PARAMETER_PROBLEM)
+
+
+def _apply(table: Table, cmd: Command) -> str:
+    """Apply a modifying command to `table` in place (the caller works on a copy)."""
+    op = cmd.op
+    if op in "AICDR":
+        assert cmd.rule is not None
+        chain = _chain_or_error(table, cmd.chain)
+        many = cmd.rules or [cmd.rule]
+        if len(many) > 1 and op != "R":
+            out = ""
+            for one in many:
+                sub = Command(op=op, table=cmd.table, chain=cmd.chain, rule=one, rules=[one], rulenum=cmd.rulenum)
+                out += _apply(table, sub)
+            return out
+        rule = cmd.rule
+        if op in "AIR":
+            _check_jump(table, rule)
+        if op == "A":
+            chain.rules.append(rule)
+        elif op == "I":
+            n = cmd.rulenum or 1
+            if n > len(chain.rules) + 1:
+                raise RulesError("Index of insertion too big.", OTHER_PROBLEM, plain=True)
+            chain.rules.insert(n - 1, rule)
+        elif op == "R":
+            n = cmd.rulenum or 1
+            if n > len(chain.rules):
+                raise RulesError("Index of replacement too big.", OTHER_PROBLEM, plain=True)
+            chain.rules[n - 1] = rule
+        elif op == "D":
+            if cmd.rulenum is not None:
+                if cmd.rulenum > len(chain.rules):
+                    raise RulesError("Index of deletion too big.", OTHER_PROBLEM, plain=True)
+                del chain.rules[cmd.rulenum - 1]
+            else:
+                idx = _find_rule(chain, rule)
+                if idx is None:
+                    raise RulesError("Bad rule (does a matching rule exist in that chain?).", OTHER_PROBLEM,
+                                     plain=True)
+                del chain.rules[idx]
+        elif op == "C":
+            if _find_rule(chain, rule) is None:
+                raise RulesError("Bad rule (does a matching rule exist in that chain?).", OTHER_PROBLEM,
+                                 plain=True)
+        return ""
+    if op == "N":
+        assert cmd.chain is not None
+        if cmd.chain in table.chains:
+            raise RulesError("Chain already exists.", OTHER_PROBLEM, plain=True)
+        table.chains[cmd.chain] = Chain(cmd.chain)
+        return ""
+    if op == "X":
+        # nf_tables refuses to delete a chain that has rules or is referenced (-EBUSY); `-X` without a
+        # chain deletes every user chain in one transaction, failing on the first busy one
+        names = [cmd.chain] if cmd.chain is not None else [c.name for c in table.user_chains()]
+        for name in names:
+            c = _chain_or_error(table, name)
+            if c.builtin or c.rules or table.references(c.name):
+                raise RulesError(f" CHAIN_DEL failed (Device or resource busy): chain {c.name}", RESOURCE_PROBLEM)
+            del table.chains[c.name]
+        return ""
+    if op in "FZ":
+        fz_chains = [_chain_or_error(table, cmd.chain)] if cmd.chain is not None else list(table.chains.values())
+        out = ""
+        for c in fz_chains:
+            if op == "F":
+                c.rules.clear()
+                if cmd.verbose:
+                    out += f"Flushing chain `{c.name}'\n"
+            else:
+                c.packets = c.bytes = 0
+                for r in c.rules:
+                    r.packets = r.bytes = 0
+                if cmd.verbose:
+                    out += f"Zeroing chain `{c.name}'\n"
+        return out
+    if op == "P":
+        pc = table.chains.get(cmd.chain or "")
+        if pc is None or not pc.builtin:
+            raise RulesError("Bad built-in chain name.", OTHER_PROBLEM, plain=True)
+        if cmd.policy not in ("ACCEPT", "DROP"):
+            raise RulesError("Bad policy name. Run `dmesg' for more information.", OTHER_PROBLEM, plain=True)
+        pc.policy = cmd.policy
+        if cmd.counters is not None:
+            pc.packets, pc.bytes = cmd.counters
+        return ""
+    if op == "E":
+        c = _chain_or_error(table, cmd.chain)
+        assert cmd.new_name is not None
+        if cmd.new_name in table.chains:
+            raise RulesError("File exists.", OTHER_PROBLEM, plain=True)
+        if c.builtin:
+            raise RulesError("Invalid argument", OTHER_PROBLEM, plain=True)
+        old = c.name
+        renamed: dict[str, Chain] = {}
+        for name, ch in table.chains.items():
+            if name == old:
+                ch.name = cmd.new_name
+                renamed[cmd.new_name] = ch
+            else:
+                renamed[name] = ch
+            for r in ch.rules:
+                if r.target is None and r.jump == old:
+                    r.jump = cmd.new_name
+        table.chains = renamed
+        return ""
+    raise RulesError("no command specified")
+

@@ -1,0 +1,47 @@
+"""`-p udp [-m udp]`: ports (libxt_udp.c, xt_tcpudp.c `udp_mt`)."""
+
+from __future__ import annotations
+
+from natbox.rules.api import XtContext
+from natbox.rules.matches.tcp import PortMatch
+from natbox.rules.model import MatchFn, Opt, Rule, register_match
+from natbox.skb import Skb
+
+__all__ = ["Udp"]
+
+
+@register_match
+class Udp(PortMatch):
+    name = "udp"
+    proto_num = 17
+    options = (Opt("sport", 1, True), Opt("source-port", 1, True), Opt("dport", 1, True),
+               Opt("destination-port", 1, True))
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        if arg is None or not self._parse_ports(opt, arg, inverted):
+            super().parse(opt, arg, inverted, rule)
+
+    def save(self) -> str:
+        return self._save_ports()
+
+    def print_list(self, numeric: bool) -> str:
+        return " udp" + self._print_ports(numeric)
+
+    def compile(self) -> MatchFn:
+        slo, shi, dlo, dhi, inv_s, inv_d = self._port_test()
+
+        def udp_mt(skb: Skb, ctx: XtContext) -> bool:
+            if skb.is_later_fragment:
+                return False
+            data = skb.data
+            off = skb.ihl
+            if len(data) < off + 8:
+                return False
+            sp = (data[off] << 8) | data[off + 1]
+            dp = (data[off + 2] << 8) | data[off + 3]
+            return (slo <= sp <= shi) != inv_s and (dlo <= dp <= dhi) != inv_d
+
+        return udp_mt
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return f"no match (sport {skb.l4_u16(0)}, dport {skb.l4_u16(2)})"

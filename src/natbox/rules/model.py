@@ -1,0 +1,384 @@
+"""The iptables data model: tables, chains, rules, and the extension registry (x_tables, §5, §7).
+
+A `Ruleset`'s tables hold `Chain`s, which hold `Rule`s. A rule carries the standard `struct ipt_ip`
+selectors (`-s -d -i -o -p -f`), a list of match instances and either a standard verdict / chain jump or
+a target instance. Every match and target is a subclass of `Match` / `Target` defined in one module under
+`rules/matches/` or `rules/targets/`; the class is registered by name with `register_match` /
+`register_target`, and an *instance* of it is one `-m name …` / `-j NAME …` occurrence in a rule.
+
+Extension protocol (iptables' `struct xtables_match` + the kernel's `struct xt_match`):
+
+- `options`: the long options table (`Opt(name, has_arg, invertible)`).
+- `parse(opt, arg, inverted, rule)`: one option of this extension (iptables' `x6_parse`).
+- `final_check(rule)`: after the whole command line (`x6_fcheck`); userspace errors, exit 2.
+- `save()`: the `iptables-save` text after `-m name` / `-j NAME` (leading space per option).
+- `print_list(numeric)`: the `-L` text (leading space), as the extension's `print()`.
+- `check(table, hook_mask, rule)`: the kernel's `checkentry`/hook validation; raises `RulesError` with
+  exit code 4 (`RULE_APPEND failed (Invalid argument)` in iptables-nft).
+- `compile()`: a closure `(skb, ctx) -> bool` (match) or `(skb, ctx) -> int` (target verdict), built once
+  at load time.
+- `why(skb, ctx)`: for traces, a short reason why the match did not match.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+from natbox.netfilter import Hook
+from natbox.rules.api import XtContext
+from natbox.skb import Skb
+
+__all__ = [
+    "BUILTIN_TARGETS",
+    "HOOK_ALL",
+    "OTHER_PROBLEM",
+    "PARAMETER_PROBLEM",
+    "RESOURCE_PROBLEM",
+    "TABLE_HOOKS",
+    "TABLE_NAMES",
+    "Chain",
+    "Match",
+    "MatchFn",
+    "Opt",
+    "Rule",
+    "RulesError",
+    "Table",
+    "Target",
+    "TargetFn",
+    "find_match",
+    "find_target",
+    "format_addr_mask",
+    "hook_mask_of",
+    "mask_to_prefix",
+    "parse_ipv4",
+    "parse_ipv4_mask",
+    "register_match",
+    "register_target",
+]
+
+# iptables exit codes (xtables.h `enum xtables_exittype`)
+OTHER_PROBLEM = 1
+PARAMETER_PROBLEM = 2
+RESOURCE_PROBLEM = 4  # iptables-nft reports kernel refusals (checkentry -EINVAL) with exit status 4
+
+# `iptables_*` tables and the hooks their built-in chains run at (§1.1), in hook order.
+TABLE_HOOKS: dict[str, tuple[Hook, ...]] = {
+    "raw": (Hook.PRE_ROUTING, Hook.LOCAL_OUT),
+    "mangle": (Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT, Hook.POST_ROUTING),
+    "nat": (Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.LOCAL_OUT, Hook.POST_ROUTING),
+    "filter": (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT),
+}
+TABLE_NAMES = tuple(TABLE_HOOKS)
+HOOK_ALL = (1 << 5) - 1
+
+# Verdict names that are not chains (`-j ACCEPT` etc. are the standard target).
+BUILTIN_TARGETS = ("ACCEPT", "DROP", "RETURN", "QUEUE")
+
+# IFNAMSIZ (linux/if.h): names are at most 15 characters.
+IFNAMSIZ = 16
+# XT_EXTENSION_MAXNAMELEN - 1 (x_tables.h): chain names are at most 28 characters.
+XT_CHAIN_MAXNAMELEN = 29
+
+
+def hook_mask_of(*hooks: Hook) -> int:
+    mask = 0
+    for h in hooks:
+        mask |= 1 << h
+    return mask
+
+
+class RulesError(Exception):
+    """A refused command or ruleset line: iptables' message, exit code and (for files) the location."""
+
+    def __init__(
+        self,
+        message: str,
+        exit_code: int = PARAMETER_PROBLEM,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        kernel: bool = False,
+        plain: bool = False,
+        bare: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.file = file
+        self.line = line
+        self.column = column
+        self.kernel = kernel  # a checkentry refusal (reported as "RULE_APPEND failed (Invalid argument)")
+        self.plain = plain  # reported as "iptables: MESSAGE" (libiptc/nft strerror style), no help hint
+        self.bare = bare  # reported without the "iptables vX (nf_tables): " prefix (still with the help hint)
+
+    @property
+    def location(self) -> str:
+        """`file:line:[column:]` (empty when unknown)."""
+        if self.line is None:
+            return f"{self.file}:" if self.file else ""
+        loc = f"{self.file or '<stdin>'}:{self.line}:"
+        if self.column is not None:
+            loc += f"{self.column}:"
+        return loc
+
+    def __str__(self) -> str:
+        loc = self.location
+        return f"{loc} {self.message}" if loc else self.message
+
+
+class Opt(NamedTuple):
+    """One long option of an extension (`struct xt_option_entry`)."""
+
+    name: str
+    nargs: int = 1  # 0 (a flag), 1, or 2 (`--tcp-flags MASK COMP`)
+    invertible: bool = False
+
+
+MatchFn = Callable[[Skb, XtContext], bool]
+TargetFn = Callable[[Skb, XtContext], int]
+
+
+class _Extension:
+    name: ClassVar[str] = ""
+    revision: ClassVar[int] = 0
+    aliases: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[Opt, ...]] = ()
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        raise RulesError(f'unknown option "--{opt}"')
+
+    def final_check(self, rule: Rule) -> None:
+        """Userspace checks once the whole rule is parsed (`x6_fcheck`): exit 2 on error."""
+
+    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
+        """The kernel's `checkentry`: raise `RulesError(..., RESOURCE_PROBLEM, kernel=True)`."""
+
+    def save(self) -> str:
+        return ""
+
+    def print_list(self, numeric: bool) -> str:
+        return ""
+
+    def has_option(self, opt: str) -> Opt | None:
+        for o in self.options:
+            if o.name == opt:
+                return o
+        return None
+
+    def clone(self) -> _Extension:
+        return copy.deepcopy(self)
+
+
+class Match(_Extension):
+    """Base class of `-m` extensions (also the implicit protocol matches)."""
+
+    def compile(self) -> MatchFn:
+        raise NotImplementedError
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        """A short reason for a non-match, for `natbox explain` traces."""
+        return "no match"
+
+    @property
+    def save_name(self) -> str:
+        return self.name
+
+
+class Target(_Extension):
+    """Base class of `-j` extensions."""
+
+    real_name: ClassVar[str | None] = None  # the name -L shows when `name` is an alias (NOTRACK → CT)
+
+    def compile(self) -> TargetFn:
+        raise NotImplementedError
+
+
+_MATCHES: dict[str, type[Match]] = {}
+_TARGETS: dict[str, type[Target]] = {}
+
+
+def register_match(cls: type[Match]) -> type[Match]:
+    """Class decorator: make `-m NAME` (and its aliases) load `cls`."""
+    _MATCHES[cls.name] = cls
+    for a in cls.aliases:
+        _MATCHES[a] = cls
+    return cls
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    """Class decorator: make `-j NAME` (and its aliases) load `cls`."""
+    _TARGETS[cls.name] = cls
+    for a in cls.aliases:
+        _TARGETS[a] = cls
+    return cls
+
+
+def _load_extensions() -> None:
+    import natbox.rules.matches
+    import natbox.rules.targets  # noqa: F401  (modules register themselves)
+
+
+def find_match(name: str) -> type[Match] | None:
+    _load_extensions()
+    return _MATCHES.get(name)
+
+
+def find_target(name: str) -> type[Target] | None:
+    _load_extensions()
+    return _TARGETS.get(name)
+
+
+# --- addresses -------------------------------------------------------------------------------------
+
+
+def parse_ipv4(text: str) -> int | None:
+    """`xtables_numeric_to_ipaddr`: 1 to 4 dotted decimal bytes (missing trailing bytes are 0)."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    val = 0
+    for i in range(4):
+        if i < len(parts):
+            p = parts[i]
+            if not p.isdigit() or len(p) > 3:
+                return None
+            b = int(p)
+            if b > 255:
+                return None
+        else:
+            b = 0
+        val = (val << 8) | b
+    return val
+
+
+def parse_ipv4_mask(text: str) -> tuple[int, int]:
+    """`xtables_ipparse_any` for one address: `addr[/len|/mask]` → (addr & mask, mask). Exit 2 on error."""
+    if "/" in text:
+        a, m = text.split("/", 1)
+        if m.isdigit():
+            bits = int(m)
+            if bits > 32:
+                raise RulesError(f"invalid mask `{m}' specified")
+            mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF if bits else 0
+        else:
+            pm = parse_ipv4(m) if m.count(".") == 3 else None
+            if pm is None:
+                raise RulesError(f"invalid mask `{m}' specified")
+            mask = pm
+    else:
+        a, mask = text, 0xFFFFFFFF
+    addr = parse_ipv4(a) if a else None
+    if addr is None:
+        if a == "localhost":
+            addr = 0x7F000001
+        else:
+            raise RulesError(f"host/network `{a}' not found")
+    return addr & mask, mask
+
+
+def mask_to_prefix(mask: int) -> int:
+    """Prefix length of a contiguous mask, or -1 (`xtables_ipmask_to_cidr`)."""
+    if mask == 0:
+        return 0
+    inv = (~mask) & 0xFFFFFFFF
+    if inv & (inv + 1):
+        return -1
+    return 32 - inv.bit_length()
+
+
+def _dotted(a: int) -> str:
+    return f"{(a >> 24) & 0xFF}.{(a >> 16) & 0xFF}.{(a >> 8) & 0xFF}.{a & 0xFF}"
+
+
+def format_addr_mask(addr: int, mask: int, *, numeric: bool = True, always_prefix: bool = True) -> str:
+    """`addr/len` (`/mask` if not contiguous). `always_prefix=False` omits `/32` (the -L form)."""
+    p = mask_to_prefix(mask)
+    name = _dotted(addr)
+    if not numeric and addr == 0x7F000001:
+        name = "localhost"
+    if p == 32 and not always_prefix:
+        return name
+    return f"{name}/{p}" if p >= 0 else f"{name}/{_dotted(mask)}"
+
+
+# --- rules -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    """`struct ipt_entry`: standard selectors, matches, a target, counters."""
+
+    src: int = 0
+    smsk: int = 0
+    inv_src: bool = False
+    dst: int = 0
+    dmsk: int = 0
+    inv_dst: bool = False
+    iniface: str = ""
+    inv_in: bool = False
+    outiface: str = ""
+    inv_out: bool = False
+    proto: int = 0
+    inv_proto: bool = False
+    frag: bool = False
+    inv_frag: bool = False
+    matches: list[Match] = field(default_factory=list)
+    jump: str = ""  # ACCEPT/DROP/RETURN, a chain name, or the name of `target`; "" for no target
+    goto: bool = False
+    target: Target | None = None
+    packets: int = 0
+    bytes: int = 0
+
+    def clone(self) -> Rule:
+        return copy.deepcopy(self)
+
+
+class Chain:
+    """A built-in chain (with a policy and policy counters) or a user-defined chain."""
+
+    __slots__ = ("builtin", "bytes", "hook", "name", "packets", "policy", "rules")
+
+    def __init__(self, name: str, hook: Hook | None = None, policy: str = "ACCEPT") -> None:
+        self.name = name
+        self.hook = hook
+        self.builtin = hook is not None
+        self.policy = policy if hook is not None else ""
+        self.packets = 0
+        self.bytes = 0
+        self.rules: list[Rule] = []
+
+
+class Table:
+    """One of raw / mangle / nat / filter: built-in chains in hook order, then user chains."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chains: dict[str, Chain] = {}
+        for h in TABLE_HOOKS[name]:
+            self.chains[h.chain_name] = Chain(h.chain_name, h)
+
+    def builtin_chains(self) -> list[Chain]:
+        return [c for c in self.chains.values() if c.builtin]
+
+    def user_chains(self) -> list[Chain]:
+        """User chains sorted by name (iptables-save's order, §7.2)."""
+        return sorted((c for c in self.chains.values() if not c.builtin), key=lambda c: c.name)
+
+    def ordered_chains(self) -> list[Chain]:
+        return self.builtin_chains() + self.user_chains()
+
+    def references(self, name: str) -> int:
+        """How many rules jump or go to chain `name` (the -L header's "N references")."""
+        n = 0
+        for c in self.chains.values():
+            for r in c.rules:
+                if r.target is None and r.jump == name:
+                    n += 1
+        return n
+
+    def clone(self) -> Table:
+        return copy.deepcopy(self)

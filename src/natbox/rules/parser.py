@@ -1,0 +1,588 @@
+"""iptables command lines and iptables-restore text in (iptables/xshared.c `do_parse`, iptables-restore.c).
+
+`parse_argv(argv)` turns one iptables command line (without the program name) into a `Command`;
+`tokenize_restore_line(line)` splits a restore line as `add_param_to_argv` does; `parse_restore(text)`
+turns a whole `iptables-restore` input into a list of `RestoreTable` blocks (commands per table).
+Errors are `RulesError` with iptables' message and exit code (2 for parameter problems).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from natbox.rules.matches._common import parse_protocol
+from natbox.rules.model import (
+    BUILTIN_TARGETS,
+    IFNAMSIZ,
+    OTHER_PROBLEM,
+    PARAMETER_PROBLEM,
+    TABLE_NAMES,
+    XT_CHAIN_MAXNAMELEN,
+    Match,
+    Opt,
+    Rule,
+    RulesError,
+    Target,
+    find_match,
+    find_target,
+    parse_ipv4_mask,
+)
+
+__all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_restore", "tokenize_restore_line"]
+
+# Commands: letter -> (long name, how many mandatory args, optional args)
+_COMMANDS: dict[str, tuple[str, int, int]] = {
+    "A": ("append", 1, 0), "C": ("check", 1, 0), "D": ("delete", 1, 1), "I": ("insert", 1, 1),
+    "R": ("replace", 2, 0), "L": ("list", 0, 2), "S": ("list-rules", 0, 2), "F": ("flush", 0, 1),
+    "Z": ("zero", 0, 1), "N": ("new-chain", 1, 0), "X": ("delete-chain", 0, 1), "E": ("rename-chain", 2, 0),
+    "P": ("policy", 2, 0),
+}
+_LONG_COMMANDS = {v[0]: k for k, v in _COMMANDS.items()}
+# Options of the base parser: letter -> (long names, takes an argument)
+_BASE_OPTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "t": (("table",), True), "p": (("protocol",), True), "s": (("source", "src"), True),
+    "d": (("destination", "dst"), True), "i": (("in-interface",), True), "o": (("out-interface",), True),
+    "f": (("fragment",), False), "j": (("jump",), True), "g": (("goto",), True), "m": (("match",), True),
+    "n": (("numeric",), False), "v": (("verbose",), False), "x": (("exact",), False),
+    "c": (("set-counters",), True), "w": (("wait",), False), "W": (("wait-interval",), True),
+    "4": (("ipv4",), False), "6": (("ipv6",), False), "h": (("help",), False), "V": (("version",), False),
+}
+_LONG_BASE = {name: letter for letter, (names, _a) in _BASE_OPTS.items() for name in names}
+_LONG_BASE["line-numbers"] = "0"
+_LONG_BASE["modprobe"] = "M"
+# letters whose option value may be inverted
+_INVERTIBLE = set("psdiof")
+
+
+@dataclass
+class Command:
+    """One parsed iptables command."""
+
+    op: str = ""  # A C D I R L S F Z N X E P (or "" when none)
+    table: str = "filter"
+    chain: str | None = None
+    rule: Rule | None = None
+    # with `-s a,b -d c,d` iptables makes one rule per (source, destination) pair, sources outermost
+    rules: list[Rule] = field(default_factory=list)
+    rulenum: int | None = None
+    new_name: str | None = None  # -E
+    policy: str | None = None  # -P
+    numeric: bool = False
+    verbose: int = 0
+    exact: bool = False
+    line_numbers: bool = False
+    counters: tuple[int, int] | None = None  # -c PKTS BYTES
+    table_given: bool = False
+
+
+@dataclass
+class RestoreChain:
+    name: str
+    policy: str  # "-" for user chains
+    counters: tuple[int, int]
+    line: int
+
+
+@dataclass
+class RestoreTable:
+    """One `*table ... COMMIT` block."""
+
+    name: str
+    line: int
+    chains: list[RestoreChain] = field(default_factory=list)
+    commands: list[tuple[int, Command]] = field(default_factory=list)
+
+
+def _check_iface(name: str) -> str:
+    if len(name) >= IFNAMSIZ:
+        raise RulesError(f"interface name `{name}' must be shorter than IFNAMSIZ ({IFNAMSIZ - 1})")
+    return name
+
+
+class _ArgvParser:
+    def __init__(self, argv: list[str], default_table: str | None = None) -> None:
+        self.argv = argv
+        self.pos = 0
+        self.cmd = Command()
+        if default_table is not None:
+            self.cmd.table = default_table
+        self.rule = Rule()
+        self.target_name: str | None = None
+        self.proto_used = False
+        self.seen_opts: set[str] = set()
+        self.proto_text = ""
+        self.loaded: list[Match | Target] = []  # extensions in load order
+        self.srcs: list[tuple[int, int]] = []
+        self.dsts: list[tuple[int, int]] = []
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _next_arg(self, what: str) -> str:
+        if self.pos >= len(self.argv):
+            raise RulesError(f"option \"{what}\" requires an argument")
+        a = self.argv[self.pos]
+        self.pos += 1
+        return a
+
+    def _optional_arg(self) -> str | None:
+        if self.pos < len(self.argv):
+            a = self.argv[self.pos]
+            if not a.startswith("-") and a != "!":
+                self.pos += 1
+                return a
+        return None
+
+    def _set_command(self, letter: str) -> None:
+        if self.cmd.op:
+            raise RulesError(f"Cannot use -{letter} with -{self.cmd.op}")
+        self.cmd.op = letter
+        _long, nmand, nopt = _COMMANDS[letter]
+        if letter == "R" and (self.pos + 1 >= len(self.argv) or self.argv[self.pos + 1].startswith("-")):
+            if self.pos < len(self.argv):
+                raise RulesError("-R requires a rule number")
+        args: list[str] = [self._next_arg(f"-{letter}") for _ in range(nmand)]
+        for _ in range(nopt):
+            o = self._optional_arg()
+            if o is None:
+                break
+            args.append(o)
+        if letter in ("A", "C", "N"):
+            self.cmd.chain = args[0]
+        elif letter in ("D", "I"):
+            self.cmd.chain = args[0]
+            if len(args) > 1:
+                self.cmd.rulenum = self._rulenum(args[1])
+        elif letter == "R":
+            self.cmd.chain = args[0]
+            self.cmd.rulenum = self._rulenum(args[1])
+        elif letter == "L":
+            self.cmd.chain = args[0] if args else None
+            if len(args) > 1:
+                self.cmd.rulenum = self._rulenum(args[1])
+        elif letter in ("F", "Z", "X"):
+            self.cmd.chain = args[0] if args else None
+        elif letter == "S":
+            self.cmd.chain = args[0] if args else None
+            if len(args) > 1:
+                self.cmd.rulenum = self._rulenum(args[1])
+        elif letter == "E":
+            self.cmd.chain, self.cmd.new_name = args
+        elif letter == "P":
+            self.cmd.chain, self.cmd.policy = args
+        if letter == "N" and self.cmd.chain is not None:
+            _check_new_chain_name(self.cmd.chain)
+        if letter == "E" and self.cmd.new_name is not None:
+            _check_new_chain_name(self.cmd.new_name)
+
+    @staticmethod
+    def _rulenum(text: str, allow_zero: bool = False) -> int:
+        if not text.isdigit() or (int(text) < 1 and not allow_zero):
+            raise RulesError(f"Invalid rule number `{text}'")
+        return int(text)
+
+    # --- extension options -----------------------------------------------------------------------
+
+    def _owner_of(self, name: str) -> tuple[Match | Target, Opt] | None:
+        """The extension an option belongs to: the most recently loaded one that has it.
+
+        `xtables_merge_options` puts each newly loaded extension's options before the older ones, so
+        getopt_long resolves a name shared by several instances (`-m mark ... -m mark ...`) to the newest.
+        """
+        for ext in reversed(self.loaded):
+            o = ext.has_option(name)
+            if o is not None:
+                return ext, o
+        return None
+
+    def _extension_option(self, name: str, inline_value: str | None, invert: bool, token: str) -> None:
+        found = self._owner_of(name)
+        if found is None and not self.proto_used and self.rule.proto:
+            # implicit protocol match: `-p tcp --dport 80` loads `-m tcp`
+            self.proto_used = True
+            from natbox.rules.matches._common import proto_name
+
+            pname = proto_name(self.rule.proto, False)
+            cls = find_match(pname) if pname else None
+            if cls is not None:
+                m = cls()
+                if m.has_option(name) is not None:
+                    self.rule.matches.append(m)
+                    self.loaded.append(m)
+                    found = (m, m.options[[o.name for o in m.options].index(name)])
+        if found is None:
+            raise RulesError(f'unknown option "{token}"')
+        ext, opt = found
+        if invert and not opt.invertible:
+            raise RulesError(f"{ext.name}: option \"--{name}\" cannot be inverted.\n")
+        arg: str | None = None
+        if opt.nargs >= 1:
+            arg = inline_value if inline_value is not None else self._next_arg(f"--{name}")
+        if opt.nargs == 2:
+            if self.pos >= len(self.argv) or self.argv[self.pos].startswith("-"):
+                raise RulesError(f"--{name} requires two args.")
+            arg = f"{arg} {self.argv[self.pos]}"
+            self.pos += 1
+        ext.parse(name, arg, invert, self.rule)
+
+    # --- main loop -------------------------------------------------------------------------------
+
+    def parse(self) -> Command:
+        invert = False
+        argv = self.argv
+        while self.pos < len(argv):
+            tok = argv[self.pos]
+            self.pos += 1
+            if tok == "!":
+                if invert:
+                    raise RulesError("multiple consecutive ! not allowed")
+                invert = True
+                continue
+            if tok.startswith("--") and len(tok) > 2:
+                name, eq, val = tok[2:].partition("=")
+                inline = val if eq else None
+                letter = _LONG_COMMANDS.get(name) or _LONG_BASE.get(name)
+                if letter is not None:
+                    if inline is not None:
+                        self.argv = argv = [*argv[: self.pos], inline, *argv[self.pos:]]
+                    self._option(letter, invert)
+                else:
+                    self._extension_option(name, inline, invert, tok)
+                invert = False
+                continue
+            if tok.startswith("-") and len(tok) > 1:
+                letters = tok[1:]
+                i = 0
+                while i < len(letters):
+                    ch = letters[i]
+                    i += 1
+                    takes = ch in _COMMANDS or (ch in _BASE_OPTS and _BASE_OPTS[ch][1])
+                    if takes and i < len(letters):
+                        # the rest of the cluster is the argument (`-tnat`, `-Ato`)
+                        self.argv = argv = [*argv[: self.pos], letters[i:], *argv[self.pos:]]
+                        i = len(letters)
+                    if ch not in _COMMANDS and ch not in _BASE_OPTS:
+                        raise RulesError(f"invalid option -- '{ch}'")
+                    self._option(ch, invert)
+                    invert = False
+                continue
+            raise RulesError(f"Bad argument `{tok}'", bare=True)
+        if invert:
+            raise RulesError("nothing appropriate following !")
+        return self._finish()
+
+    def _option(self, letter: str, invert: bool) -> None:
+        r = self.rule
+        if invert and letter not in _INVERTIBLE and letter not in ("m",) and letter not in _COMMANDS:
+            opt = "--" + (_BASE_OPTS[letter][0][0] if letter in _BASE_OPTS else _COMMANDS[letter][0])
+            raise RulesError(f"cannot have ! before -{letter}" if letter != "t" else f"unexpected ! flag before {opt}")
+        if letter in _COMMANDS:
+            if invert:
+                raise RulesError("unexpected '!' flag")
+            self._set_command(letter)
+            return
+        if letter in "jg" and self.seen_opts & {"j", "g"}:
+            raise RulesError("multiple -j flags not allowed")
+        if letter in "psdiofjgc" and letter in self.seen_opts:  # -t may repeat
+            names = {"p": "-p", "s": "-s", "d": "-d", "i": "-i", "o": "-o", "f": "-f", "j": "-j", "g": "-g",
+                     "c": "-c"}
+            raise RulesError(f"multiple {names[letter]} flags not allowed")
+        self.seen_opts.add(letter)
+        if letter == "t":
+            name = self._next_arg("-t")
+            self.cmd.table, self.cmd.table_given = name, True  # the last -t wins
+        elif letter == "p":
+            text = self._next_arg("-p")
+            r.proto = parse_protocol(text)
+            r.inv_proto = invert
+            self.proto_text = text
+            if r.proto == 0 and invert:
+                raise RulesError("rule would never match protocol")
+        elif letter in "sd":
+            # xtables_ipparse_multiple: a comma-separated list
+            addrs = [parse_ipv4_mask(a) for a in self._next_arg(f"-{letter}").split(",")]
+            addr, mask = addrs[0]
+            if letter == "s":
+                r.src, r.smsk, r.inv_src = addr, mask, invert
+                self.srcs = addrs
+            else:
+                r.dst, r.dmsk, r.inv_dst = addr, mask, invert
+                self.dsts = addrs
+        elif letter == "i":
+            r.iniface, r.inv_in = _check_iface(self._next_arg("-i")), invert
+        elif letter == "o":
+            r.outiface, r.inv_out = _check_iface(self._next_arg("-o")), invert
+        elif letter == "f":
+            r.frag, r.inv_frag = True, invert
+        elif letter in "jg":
+            name = self._next_arg(f"-{letter}")
+            if "j" in self.seen_opts and "g" in self.seen_opts:
+                raise RulesError("Cannot use -j with -g" if letter == "g" else "Cannot use -g with -j")
+            self.target_name = name
+            r.jump = name
+            if letter == "g":
+                r.goto = True
+            elif name not in BUILTIN_TARGETS:
+                cls = find_target(name)
+                if cls is not None:
+                    r.target = cls()
+                    self.loaded.append(r.target)
+        elif letter == "m":
+            if invert:
+                raise RulesError("unexpected ! flag before --match")
+            name = self._next_arg("-m")
+            mcls = find_match(name)
+            if mcls is None:
+                raise RulesError(f"Couldn't load match `{name}':No such file or directory\n")
+            r.matches.append(mcls())
+            self.loaded.append(r.matches[-1])
+        elif letter == "n":
+            self.cmd.numeric = True
+        elif letter == "v":
+            self.cmd.verbose += 1
+        elif letter == "x":
+            self.cmd.exact = True
+        elif letter == "0":
+            self.cmd.line_numbers = True
+        elif letter == "c":
+            p = self._next_arg("-c")
+            b = self._next_arg("-c")
+            if not p.isdigit():
+                raise RulesError("-c packet counter not numeric")
+            if not b.isdigit():
+                raise RulesError("-c byte counter not numeric")
+            self.cmd.counters = (int(p), int(b))
+        elif letter == "w":
+            self._optional_arg()
+        elif letter == "W":
+            self._next_arg("-W")
+        elif letter in "4":
+            pass
+        else:
+            raise RulesError(f"option -{letter} is not supported by natbox")
+
+    def _finish(self) -> Command:
+        cmd, r = self.cmd, self.rule
+        if cmd.table not in TABLE_NAMES:
+            raise RulesError(
+                f"table '{cmd.table}' does not exist\nPerhaps iptables or your kernel needs to be upgraded.", 3)
+        if cmd.table == "nat" and (cmd.policy == "DROP" or r.jump == "DROP"):
+            raise RulesError(
+                '\nThe "nat" table is not intended for filtering, the use of DROP is therefore inhibited.\n\n'
+            )
+        for m in r.matches:
+            m.final_check(r)
+        if r.target is not None:
+            r.target.final_check(r)
+        _merge_payload_matches(r)
+        if not cmd.op:
+            raise RulesError("no command specified")
+        if cmd.chain is not None and len(cmd.chain) >= XT_CHAIN_MAXNAMELEN:
+            raise RulesError(f"chain name `{cmd.chain}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
+        if cmd.op in "ADCIR":
+            if cmd.chain in ("PREROUTING", "INPUT") and "o" in self.seen_opts:
+                raise RulesError(f"Can't use -o with {cmd.chain}\n")
+            if cmd.chain in ("POSTROUTING", "OUTPUT") and "i" in self.seen_opts:
+                raise RulesError(f"Can't use -i with {cmd.chain}\n")
+            if cmd.counters is not None:
+                r.packets, r.bytes = cmd.counters
+            cmd.rule = r
+            cmd.rules = [r]
+            if len(self.srcs) > 1 or len(self.dsts) > 1:
+                if cmd.op == "R":
+                    raise RulesError("Replacement rule does not specify a unique address")
+                cmd.rules = []
+                for s_addr, s_mask in self.srcs or [(r.src, r.smsk)]:
+                    for d_addr, d_mask in self.dsts or [(r.dst, r.dmsk)]:
+                        one = r.clone()
+                        one.src, one.smsk, one.dst, one.dmsk = s_addr, s_mask, d_addr, d_mask
+                        cmd.rules.append(one)
+                cmd.rule = cmd.rules[0]
+            if cmd.op == "D" and cmd.rulenum is not None and self._has_rule_spec():
+                opt = sorted(self.seen_opts & set("psdiofjg"))
+                raise RulesError(f"Illegal option `-{opt[0] if opt else 'm'}' with this command")
+        elif self._has_rule_spec():
+            opt = sorted(self.seen_opts & set("psdiofjg"))
+            raise RulesError(f"Illegal option `-{opt[0]}' with this command" if opt else
+                             "Illegal option with this command")
+        return cmd
+
+    def _has_rule_spec(self) -> bool:
+        return bool(self.seen_opts & set("psdiofjg")) or bool(self.rule.matches)
+
+
+def _merge_payload_matches(rule: Rule) -> None:
+    """iptables-nft turns tcp/udp port and flag tests into payload expressions; reading the rule back
+    rebuilds them as one `-m tcp`/`-m udp` at the first one's place (`-p tcp --dport 80 -m tcp --sport 5`
+    saves as `-p tcp -m tcp --sport 5 --dport 80`). Instances the kernel keeps as xt matches (all-zero,
+    `--tcp-option`) are left alone."""
+    from natbox.rules.matches.tcp import PortMatch, Tcp
+
+    first: dict[str, PortMatch] = {}
+    kept: list[Match] = []
+    for m in rule.matches:
+        if isinstance(m, PortMatch) and not m._all_zero() and not (isinstance(m, Tcp) and m.option):
+            head = first.get(m.name)
+            if head is None:
+                first[m.name] = m
+            else:
+                if m.spts != (0, 0xFFFF) or m.inv_spt:
+                    head.spts, head.inv_spt = m.spts, m.inv_spt
+                if m.dpts != (0, 0xFFFF) or m.inv_dpt:
+                    head.dpts, head.inv_dpt = m.dpts, m.inv_dpt
+                if isinstance(m, Tcp) and isinstance(head, Tcp) and (m.flg_mask or m.inv_flags):
+                    head.flg_mask, head.flg_cmp, head.inv_flags = m.flg_mask, m.flg_cmp, m.inv_flags
+                continue
+        kept.append(m)
+    rule.matches = kept
+
+
+def _check_new_chain_name(name: str) -> None:
+    """`assert_valid_chain_name` in xshared.c."""
+    if len(name) >= XT_CHAIN_MAXNAMELEN:
+        raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
+    if name.startswith(("-", "!")):
+        raise RulesError(f"chain name not allowed to start with `{name[0]}'")
+    if name in BUILTIN_TARGETS or find_target(name) is not None:
+        raise RulesError("chain name may not clash with target name")
+    if any(c.isspace() for c in name):
+        raise RulesError(f"Invalid chain name `{name}'")
+
+
+def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
+    """Parse one iptables command line (argv without the program name). Raises `RulesError`."""
+    return _ArgvParser(list(argv), table).parse()
+
+
+def tokenize_restore_line(line: str) -> list[str]:
+    """Split a restore line into argv as `add_param_to_argv` does (double quotes, `\\` escapes in quotes)."""
+    out: list[str] = []
+    buf: list[str] = []
+    quote_open = escaped = False
+    for ch in line:
+        if quote_open:
+            if escaped:
+                buf.append(ch)
+                escaped = False
+                continue
+            if ch == "\\":
+                escaped = True
+                continue
+            if ch == '"':
+                quote_open = False
+                continue
+            buf.append(ch)
+            continue
+        if ch == '"':
+            quote_open = True
+            continue
+        if ch in " \t\n\r":
+            if buf:
+                out.append("".join(buf))
+                buf = []
+            continue
+        buf.append(ch)
+    if buf:
+        out.append("".join(buf))
+    return out
+
+
+def _parse_counters(text: str, lineno: int) -> tuple[int, int]:
+    """`[pkts:bytes]`."""
+    if not (text.startswith("[") and text.endswith("]")) or ":" not in text:
+        raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
+    p, _, b = text[1:-1].partition(":")
+    if not p.isdigit() or not b.isdigit():
+        raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
+    return int(p), int(b)
+
+
+_QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
+
+
+def _error_column(line: str, message: str) -> int | None:
+    """1-based column of the token an error message quotes (`"--dport"`, `` `1.2.3.256' ``), if it is there."""
+    for m in _QUOTED.finditer(message):
+        token = m.group(1) or m.group(2)
+        idx = line.find(token)
+        if idx >= 0:
+            return idx + 1
+    return None
+
+
+def parse_restore(text: str, *, file: str | None = None, with_counters: bool = False,
+                  table_filter: str | None = None) -> list[RestoreTable]:
+    """Parse an iptables-restore input into table blocks. Errors carry `file:line:`.
+
+    `with_counters` (`-c`) keeps `[p:b]` counters; otherwise they are ignored (policy counters zeroed), as
+    iptables-restore does; a rule's own `-c p b` is kept either way.
+    """
+    blocks: list[RestoreTable] = []
+    cur: RestoreTable | None = None
+    lineno = 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            if line == "COMMIT":
+                if cur is None:
+                    raise RulesError("COMMIT without table", OTHER_PROBLEM)
+                if table_filter is None or cur.name == table_filter:
+                    blocks.append(cur)
+                cur = None
+                continue
+            if line.startswith("*"):
+                if cur is not None:
+                    raise RulesError(f"COMMIT expected at line {lineno}", OTHER_PROBLEM)
+                name = line[1:].strip()
+                if name not in TABLE_NAMES:
+                    raise RulesError(f"iptables-restore: line {lineno} table name '{name}' invalid")
+                cur = RestoreTable(name, lineno)
+                continue
+            if cur is None:
+                raise RulesError(f"Bad argument `{line.split()[0]}'")
+            if line.startswith(":"):
+                parts = line[1:].split()
+                if len(parts) < 2:
+                    raise RulesError(f"iptables-restore: line {lineno} policy invalid", OTHER_PROBLEM)
+                cname, policy = parts[0], parts[1]
+                counters = (0, 0)
+                if len(parts) > 2:
+                    counters = _parse_counters(parts[2], lineno)
+                if policy != "-" and policy not in ("ACCEPT", "DROP"):
+                    raise RulesError(f"iptables-restore: line {lineno} failed: Bad policy name.", OTHER_PROBLEM)
+                if not with_counters:
+                    counters = (0, 0)
+                if len(cname) >= XT_CHAIN_MAXNAMELEN:
+                    raise RulesError(f"iptables-restore: line {lineno} chain name invalid", OTHER_PROBLEM)
+                cur.chains.append(RestoreChain(cname, policy, counters, lineno))
+                continue
+            counters_prefix: tuple[int, int] | None = None
+            if line.startswith("["):
+                head, _, line = line.partition(" ")
+                counters_prefix = _parse_counters(head, lineno)
+            argv = tokenize_restore_line(line)
+            cmd = parse_argv(argv, table=cur.name)
+            if cmd.table_given and cmd.table != cur.name:
+                raise RulesError(f"Bad argument `{cmd.table}'")
+            if cmd.rule is not None and counters_prefix is not None and with_counters:
+                # iptables-restore -c turns `[p:b]` into `-c p b` arguments
+                if cmd.counters is not None:
+                    raise RulesError("multiple -c flags not allowed")
+                for r in cmd.rules or [cmd.rule]:
+                    r.packets, r.bytes = counters_prefix
+            cur.commands.append((lineno, cmd))
+        except RulesError as e:
+            if e.line is None:
+                e.line = lineno
+            if e.column is None:
+                e.column = _error_column(raw, e.message)
+            e.file = file
+            raise
+    if cur is not None:
+        raise RulesError(f"COMMIT expected at line {lineno + 1}", OTHER_PROBLEM, file=file, line=lineno + 1)
+    return blocks
+
+
+_ = PARAMETER_PROBLEM

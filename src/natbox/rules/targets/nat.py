@@ -1,0 +1,206 @@
+"""`-j SNAT` / `-j DNAT` (libxt_NAT.c, xt_nat.c rev 2), range parsing shared with MASQUERADE/REDIRECT (§5.1)."""
+
+from __future__ import annotations
+
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import Hook, ManipType
+from natbox.rules.api import XtContext
+from natbox.rules.matches._common import parse_uint
+from natbox.rules.model import (
+    RESOURCE_PROBLEM,
+    Opt,
+    Rule,
+    RulesError,
+    Target,
+    TargetFn,
+    format_addr_mask,
+    hook_mask_of,
+    parse_ipv4,
+    register_target,
+)
+from natbox.rules.services import service_port
+from natbox.skb import Skb
+
+__all__ = ["Dnat", "NatTarget", "Snat", "check_nat_hooks", "parse_nat_ports", "range_text"]
+
+_PORT_OK_PROTOS = frozenset({6, 17, 132, 33, 1})  # portok in __NAT_parse (ICMP: the echo id)
+
+
+def _port_ok(rule: Rule) -> bool:
+    return rule.proto in _PORT_OK_PROTOS
+
+
+def parse_nat_ports(arg: str, portok: bool) -> tuple[int, int, int, RangeFlags]:
+    """`parse_ports` of libxt_NAT.c: `p`, `p-q`, `p-q/base` → (min, max, base, flags)."""
+    if not portok:
+        raise RulesError("Need TCP, UDP, SCTP or DCCP with port specification")
+    flags = RangeFlags.PROTO_SPECIFIED
+    digits = len(arg) - len(arg.lstrip("0123456789"))
+    if digits == 0:
+        sp = service_port(arg, None)
+        if sp is None:
+            raise RulesError(f"Port `{arg}' not valid")
+        return sp, sp, 0, flags
+    port = parse_uint(arg[:digits], 0, 65535)
+    if port is None:
+        raise RulesError(f"Port `{arg}' not valid")
+    rest_all = arg[digits:]
+    if rest_all.startswith(":"):
+        raise RulesError("Invalid port:port syntax - use dash")
+    if rest_all and not rest_all.startswith("-"):
+        raise RulesError(f"Garbage after port value: `{rest_all}'")
+    dash, rest = rest_all[:1], rest_all[1:]
+    if not dash:
+        return port, port, 0, flags
+    hi_s, slash, base_s = rest.partition("/")
+    maxport = parse_uint(hi_s, 0, 65535)
+    if maxport is None:
+        raise RulesError(f"Port `{rest}' not valid")
+    if maxport < port:
+        raise RulesError(f"Port range `{rest}' funky")
+    if not slash:
+        return port, maxport, 0, flags
+    base = parse_uint(base_s, 1, 65535)
+    if base is None:
+        base = service_port(base_s, None)
+        if base is None:
+            raise RulesError(f"Port `{base_s}' not valid")
+    return port, maxport, base, flags | RangeFlags.PROTO_OFFSET
+
+
+def parse_nat_to(arg: str, portok: bool) -> NatRange:
+    """`parse_to`: `[a[-b]][:p[-q][/base]]`."""
+    flags = RangeFlags(0)
+    pmin = pmax = base = 0
+    addr_part = arg
+    if arg.count(":") == 1:  # more than one colon: parse_to takes it for an IPv6 address
+        addr_part, _, port_part = arg.partition(":")
+        pmin, pmax, base, pflags = parse_nat_ports(port_part, portok)
+        flags |= pflags
+    amin = amax = 0
+    if addr_part:
+        flags |= RangeFlags.MAP_IPS
+        lo_s, dash, hi_s = addr_part.partition("-")
+        lo = parse_ipv4(lo_s) if lo_s.count(".") == 3 else None
+        if lo is None and not dash:
+            raise RulesError(f'Bad IP address "{addr_part}"')
+        if lo is None:
+            raise RulesError(f'Bad IP address "{lo_s}"')
+        hi = lo
+        if dash:
+            hi2 = parse_ipv4(hi_s) if hi_s.count(".") == 3 else None
+            if hi2 is None:
+                raise RulesError(f'Bad IP address "{hi_s}"')
+            hi = hi2
+        amin, amax = lo, hi
+    return NatRange(flags, amin, amax, pmin, pmax, base)
+
+
+def range_text(r: NatRange, skip_colon: bool) -> str:
+    """`sprint_range`: `a[-b][:p[-q][/base]]` (the leading ':' dropped when `skip_colon` and no address)."""
+    out = ""
+    if r.flags & RangeFlags.MAP_IPS:
+        out = format_addr_mask(r.min_addr, 0xFFFFFFFF, always_prefix=False)
+        if r.max_addr != r.min_addr:
+            out += "-" + format_addr_mask(r.max_addr, 0xFFFFFFFF, always_prefix=False)
+    if r.flags & RangeFlags.PROTO_SPECIFIED:
+        out += f":{r.min_proto}"
+        if r.max_proto != r.min_proto:
+            out += f"-{r.max_proto}"
+        if r.flags & RangeFlags.PROTO_OFFSET:
+            out += f"/{r.base_proto}"
+    if skip_colon and out.startswith(":"):
+        out = out[1:]
+    return out
+
+
+def nat_print(r: NatRange, rangeopt: str, flag_pfx: str, skip_colon: bool) -> str:
+    """`__NAT_print`."""
+    text = range_text(r, skip_colon)
+    out = f" {rangeopt}{text}" if text else ""
+    if r.flags & RangeFlags.PROTO_RANDOM:
+        out += f" {flag_pfx}random"
+    if r.flags & RangeFlags.PROTO_RANDOM_FULLY:
+        out += f" {flag_pfx}random-fully"
+    if r.flags & RangeFlags.PERSISTENT:
+        out += f" {flag_pfx}persistent"
+    return out
+
+
+def check_nat_hooks(table: str, hook_mask: int, valid: int) -> None:
+    """xt_nat/xt_MASQUERADE/xt_REDIRECT `.table = "nat"` and `.hooks` (x_tables `xt_check_target`)."""
+    if table != "nat" or hook_mask & ~valid:
+        raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+
+
+class NatTarget(Target):
+    """Shared state: one `NatRange` built from the options, plus flags."""
+
+    range_opt = ""
+    manip = ManipType.SRC
+    valid_hooks = 0
+
+    def __init__(self) -> None:
+        self.range = NatRange()
+        self.seen_to = False
+
+    def _flag(self, opt: str) -> bool:
+        bit = {"random": RangeFlags.PROTO_RANDOM, "random-fully": RangeFlags.PROTO_RANDOM_FULLY,
+               "persistent": RangeFlags.PERSISTENT}.get(opt)
+        if bit is None:
+            return False
+        r = self.range
+        self.range = NatRange(r.flags | bit, r.min_addr, r.max_addr, r.min_proto, r.max_proto, r.base_proto)
+        return True
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        if opt == self.range_opt:
+            if self.seen_to:
+                raise RulesError(f'{self.name}: option "--{opt}" can only be used once.')
+            self.seen_to = True
+            r = parse_nat_to(arg or "", _port_ok(rule))
+            self.range = NatRange(r.flags | self.range.flags, r.min_addr, r.max_addr, r.min_proto, r.max_proto,
+                                  r.base_proto)
+        elif not self._flag(opt):
+            super().parse(opt, arg, inverted, rule)
+
+    def final_check(self, rule: Rule) -> None:
+        if not self.seen_to:
+            raise RulesError(f'{self.name}: option "--{self.range_opt}" must be specified\n')
+
+    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
+        check_nat_hooks(table, hook_mask, self.valid_hooks)
+
+    def save(self) -> str:
+        return nat_print(self.range, f"--{self.range_opt} ", "--", False)
+
+    def print_list(self, numeric: bool) -> str:
+        return nat_print(self.range, "to:", "", False)
+
+    def compile(self) -> TargetFn:
+        rng, manip = self.range, self.manip
+
+        def nat_tg(skb: Skb, ctx: XtContext) -> int:
+            return ctx.nat_setup_info(skb, rng, manip)
+
+        return nat_tg
+
+
+@register_target
+class Snat(NatTarget):
+    name = "SNAT"
+    revision = 2
+    range_opt = "to-source"
+    manip = ManipType.SRC
+    valid_hooks = hook_mask_of(Hook.POST_ROUTING, Hook.LOCAL_IN)
+    options = (Opt("to-source", 1), Opt("random", 0), Opt("random-fully", 0), Opt("persistent", 0))
+
+
+@register_target
+class Dnat(NatTarget):
+    name = "DNAT"
+    revision = 2
+    range_opt = "to-destination"
+    manip = ManipType.DST
+    valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)
+    options = (Opt("to-destination", 1), Opt("random", 0), Opt("persistent", 0))

@@ -1,0 +1,39 @@
+"""`-j REDIRECT [--to-ports p[-q]] [--random]` (nf_nat_redirect.c `nf_nat_redirect_ipv4`), §5.1."""
+
+from __future__ import annotations
+
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import Hook, ManipType
+from natbox.rules.api import NF_DROP, XtContext
+from natbox.rules.model import Opt, TargetFn, hook_mask_of, register_target
+from natbox.rules.targets.masquerade import PortsTarget
+from natbox.skb import Skb
+
+__all__ = ["Redirect"]
+
+LOOPBACK = 0x7F000001
+
+
+@register_target
+class Redirect(PortsTarget):
+    name = "REDIRECT"
+    valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)
+    print_opt = "redir ports "
+    options = (Opt("to-ports", 1), Opt("random", 0))
+
+    def compile(self) -> TargetFn:
+        r = self.range
+        flags = r.flags | RangeFlags.MAP_IPS
+        pmin, pmax = r.min_proto, r.max_proto
+
+        def redirect_tg(skb: Skb, ctx: XtContext) -> int:
+            if ctx.hook == Hook.LOCAL_OUT:
+                newdst = LOOPBACK
+            else:
+                addr = ctx.iface_primary_addr(skb.iif)
+                if addr is None:
+                    return NF_DROP
+                newdst = addr
+            return ctx.nat_setup_info(skb, NatRange(flags, newdst, newdst, pmin, pmax), ManipType.DST)
+
+        return redirect_tg

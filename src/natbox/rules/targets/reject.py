@@ -1,0 +1,70 @@
+"""`-j REJECT [--reject-with TYPE]` (libipt_REJECT.c, ipt_REJECT.c): hooks INPUT/FORWARD/OUTPUT."""
+
+from __future__ import annotations
+
+from natbox.netfilter import Hook
+from natbox.rules.api import NF_DROP, XtContext
+from natbox.rules.model import (
+    RESOURCE_PROBLEM,
+    Opt,
+    Rule,
+    RulesError,
+    Target,
+    TargetFn,
+    hook_mask_of,
+    register_target,
+)
+from natbox.skb import Skb
+
+__all__ = ["REJECT_TYPES", "Reject"]
+
+# reject_table of libipt_REJECT.c: (name, alias) in `enum ipt_reject_with` order
+REJECT_TYPES: tuple[tuple[str, str], ...] = (
+    ("icmp-net-unreachable", "net-unreach"), ("icmp-host-unreachable", "host-unreach"),
+    ("icmp-proto-unreachable", "proto-unreach"), ("icmp-port-unreachable", "port-unreach"),
+    ("icmp-echo-reply", "echoreply"), ("icmp-net-prohibited", "net-prohib"),
+    ("icmp-host-prohibited", "host-prohib"), ("tcp-reset", "tcp-rst"),
+    ("icmp-admin-prohibited", "admin-prohib"),
+)
+_VALID_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
+
+
+@register_target
+class Reject(Target):
+    name = "REJECT"
+    options = (Opt("reject-with", 1),)
+
+    def __init__(self) -> None:
+        self.with_ = "icmp-port-unreachable"
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        if opt != "reject-with":
+            super().parse(opt, arg, inverted, rule)
+        a = arg or ""
+        for name, alias in REJECT_TYPES:
+            if a in (name, alias) and name != "icmp-echo-reply":
+                self.with_ = name
+                return
+        raise RulesError(f"unknown reject type \"{a}\"")
+
+    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
+        # reject_tg_check: tcp-reset needs -p tcp (not inverted); .hooks INPUT/FORWARD/OUTPUT
+        if hook_mask & ~_VALID_HOOKS:
+            raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+        if self.with_ == "tcp-reset" and (rule.proto != 6 or rule.inv_proto):
+            raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+
+    def save(self) -> str:
+        return f" --reject-with {self.with_}"
+
+    def print_list(self, numeric: bool) -> str:
+        return f" reject-with {self.with_}"
+
+    def compile(self) -> TargetFn:
+        with_ = self.with_
+
+        def reject_tg(skb: Skb, ctx: XtContext) -> int:
+            ctx.send_reject(skb, with_)
+            return NF_DROP
+
+        return reject_tg

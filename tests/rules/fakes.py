@@ -1,0 +1,106 @@
+"""A tiny fake XtContext and packet builders for rule evaluation tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from natbox.nat.range import NatRange
+from natbox.netfilter import Hook, ManipType
+from natbox.rules.api import NF_ACCEPT
+from natbox.skb import Skb
+
+RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST = 1, 2, 3, 5
+
+
+def ip(text: str) -> int:
+    return int(ipaddress.IPv4Address(text))
+
+
+class FakeCtx:
+    """Records what targets asked for; address types from a dict (default UNICAST)."""
+
+    def __init__(self, hook: Hook = Hook.PRE_ROUTING, *, local: tuple[str, ...] = (), now: float = 0.0) -> None:
+        self._hook = hook
+        self._now = now
+        self.local = {ip(a) for a in local}
+        self.nat_calls: list[tuple[NatRange, ManipType]] = []
+        self.masq_calls: list[NatRange] = []
+        self.rejects: list[str] = []
+        self.logs: list[tuple[str, int]] = []
+        self.notracked = 0
+        self.randoms: list[int] = []
+        self.iface_addrs: dict[str, int] = {}
+
+    @property
+    def hook(self) -> Hook:
+        return self._hook
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def set_now(self, t: float) -> None:
+        self._now = t
+
+    def random_u32(self) -> int:
+        return self.randoms.pop(0) if self.randoms else 0
+
+    def addr_type(self, addr: int, dev: str | None) -> int:
+        if addr in self.local or (addr >> 24) == 127:
+            return RTN_LOCAL
+        if addr >> 28 == 0xE:
+            return RTN_MULTICAST
+        if addr == 0xFFFFFFFF or addr >> 24 == 0:
+            return RTN_BROADCAST
+        return RTN_UNICAST
+
+    def iface_primary_addr(self, dev: str) -> int | None:
+        return self.iface_addrs.get(dev)
+
+    def nat_setup_info(self, skb: Skb, rng: NatRange, manip: ManipType) -> int:
+        self.nat_calls.append((rng, manip))
+        return NF_ACCEPT
+
+    def masquerade(self, skb: Skb, rng: NatRange) -> int:
+        self.masq_calls.append(rng)
+        return NF_ACCEPT
+
+    def send_reject(self, skb: Skb, reject_with: str) -> None:
+        self.rejects.append(reject_with)
+
+    def log(self, skb: Skb, prefix: str, level: int) -> None:
+        self.logs.append((prefix, level))
+
+    def notrack(self, skb: Skb) -> None:
+        self.notracked += 1
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:
+    """An IPv4 datagram (RFC 791 header, checksum left 0: rules never look at it)."""
+    total = 20 + len(payload)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, frag_off, ttl, proto, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return bytearray(hdr + payload)
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, flags: int = 0x02, *, options: bytes = b"",
+        iif: str = "", oif: str = "") -> Skb:
+    doff = (20 + len(options)) // 4
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, doff << 4, flags, 65535, 0, 0) + options
+    skb = Skb(ipv4(src, dst, 6, seg), iif=iif)
+    skb.oif = oif
+    return skb
+
+
+def udp(src: str, sport: int, dst: str, dport: int, *, iif: str = "", oif: str = "", size: int = 0) -> Skb:
+    seg = struct.pack("!HHHH", sport, dport, 8 + size, 0) + bytes(size)
+    skb = Skb(ipv4(src, dst, 17, seg), iif=iif)
+    skb.oif = oif
+    return skb
+
+
+def icmp(src: str, dst: str, itype: int, code: int = 0, *, iif: str = "", oif: str = "") -> Skb:
+    skb = Skb(ipv4(src, dst, 1, bytes([itype, code, 0, 0, 0, 1, 0, 1])), iif=iif)
+    skb.oif = oif
+    return skb

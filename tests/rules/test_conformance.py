@@ -1,0 +1,38 @@
+"""iptables 1.8.9's own `.t` rule tests, slow mode (one iptables -A per line) and fast mode (restore)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rules_conformance import T_DIR, fast_mode_ok, read_t, run_fast, run_slow, unsupported_reason
+
+T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
+
+
+def _id(p: Path) -> str:
+    return p.name
+
+
+@pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
+@pytest.mark.parametrize("path", T_FILES, ids=_id)
+def test_t_file_slow(path: Path) -> None:
+    reason = unsupported_reason(path)
+    if reason:
+        pytest.skip(reason)
+    tf = read_t(path)
+    errors = [e for case in tf.cases for chain in case.chains if (e := run_slow(case, chain)) is not None]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
+@pytest.mark.parametrize("path", T_FILES, ids=_id)
+def test_t_file_fast(path: Path) -> None:
+    reason = unsupported_reason(path)
+    if reason:
+        pytest.skip(reason)
+    tf = read_t(path)
+    if not fast_mode_ok(tf):
+        pytest.skip("fast mode does not apply (several tables, @ commands or variants)")
+    err = run_fast(tf)
+    assert err is None, err
