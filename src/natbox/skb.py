@@ -42,6 +42,7 @@ class Skb:
         "ctinfo",
         "data",
         "dst_mac",
+        "fast_key",
         "frag_list",
         "frag_max_size",
         "frag_pmtu",
@@ -79,6 +80,7 @@ class Skb:
         self.pkt_id = pkt_id  # the input packet this skb came from (for explanations)
         self.trace: list[str] | None = None  # explanation steps, when tracing is on
         self.note = ""
+        self.fast_key: tuple[str, bytes, int, bytes] | None = None  # the engine's flow-cache key
 
     # --- IPv4 header fields (RFC 791 figure 4) -------------------------------------------------
 

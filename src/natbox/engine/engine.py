@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.conn import Conn
 from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.conntrack.tuple import format_addr
@@ -47,6 +48,7 @@ __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 NF_STOLEN = 2
 _NO_MAC = b"\x00" * 6
 LOCAL_QUEUE_MAX = 64  # locally generated packets (ICMP errors, resets, echo replies) one input may cause
+FLOW_CACHE_MAX = 65536  # cached forwarding decisions of established flows; the oldest is evicted first
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
 ICMP_DEST_UNREACH = 3
@@ -215,7 +217,11 @@ class Engine:
         self._depth = 0
         self._hooks: dict[Hook, list[tuple[int, str, HookFn]]] = {}
         self.trace_all = False
+        self.fast_path = True  # use the flow cache for established forwarded TCP/UDP (see _fast_forward)
+        self._flows: dict[tuple[str, bytes, int, bytes], tuple[Conn, CtInfo, int, str, int, int, bool]] = {}
         self._build_hooks()
+        self._pre_after_ct = [n for _p, n, _f in self._hooks[Hook.PRE_ROUTING]].index("conntrack") + 1
+        self._nat_chain = {h: self._nat_chain_fn(h) for h in (Hook.PRE_ROUTING, Hook.POST_ROUTING)}
 
     # --- hook registration -----------------------------------------------------------------------
 
@@ -260,7 +266,7 @@ class Engine:
 
         return run
 
-    def _hook_nat(self, hook: Hook) -> HookFn:
+    def _nat_chain_fn(self, hook: Hook) -> HookFn:
         ctx = self._ctx
 
         def run_chain(skb: Skb) -> int:
@@ -268,6 +274,12 @@ class Engine:
                 return NF_ACCEPT
             ctx.hook = hook
             return self.rules.run("nat", hook, skb, ctx)
+
+        return run_chain
+
+    def _hook_nat(self, hook: Hook) -> HookFn:
+        ctx = self._ctx
+        run_chain = self._nat_chain_fn(hook)
 
         def run(skb: Skb) -> int:
             if skb.ct is None:
@@ -305,24 +317,31 @@ class Engine:
                           f"(largest fragment {result.frag_max_size})")
         return NF_ACCEPT
 
-    def _run_hook(self, hook: Hook, skb: Skb) -> int:
-        """`nf_hook_slow()`: run the hook's functions in priority order until one does not ACCEPT."""
+    def _run_hook(self, hook: Hook, skb: Skb, start: int = 0) -> int:
+        """`nf_hook_slow()`: run the hook's functions in priority order until one does not ACCEPT
+        (from the `start`-th function on, when the fast path hands a packet back mid-hook)."""
         skb.hook = hook
         self._ctx.hook = hook
-        for _prio, name, fn in self._hooks[hook]:
+        ops = self._hooks[hook]
+        for _prio, name, fn in ops[start:] if start else ops:
             verdict = fn(skb)
             if verdict == NF_ACCEPT:
                 continue
             if verdict == NF_STOLEN:
                 return NF_STOLEN
-            detail = skb.note or f"{name} {hook.chain_name}"
-            reason = DropReason.RULE_DROP
-            if name == "conntrack":
-                reason = DropReason.CT_TABLE_FULL
-            elif name == "confirm":
-                reason = DropReason.NAT_INSERT_FAILED
-            raise _Drop(reason, f"{hook.chain_name}/{name}", detail)
+            raise self._verdict_drop(hook, name, skb)
         return NF_ACCEPT
+
+    def _verdict_drop(self, hook: Hook, name: str, skb: Skb) -> _Drop:
+        detail = skb.note or f"{name} {hook.chain_name}"
+        reason = DropReason.RULE_DROP
+        if name == "conntrack":
+            reason = DropReason.CT_TABLE_FULL
+        elif name == "confirm":
+            reason = DropReason.NAT_INSERT_FAILED
+        elif name == "nat" and self.nat.drop_reason is not None:
+            reason = self.nat.drop_reason
+        return _Drop(reason, f"{hook.chain_name}/{name}", detail)
 
     # --- entry points ----------------------------------------------------------------------------
 
@@ -464,7 +483,14 @@ class Engine:
         pkt_type = self._pkt_type(dst_mac, dev)
         if pkt_type == PacketType.OTHERHOST:
             raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
-        self._ip_rcv(frame[offset:], dev, pkt_id, pkt_type, src_mac, dst_mac, trace)
+        key = None
+        if (offset == 14 and pkt_type == PacketType.HOST and len(frame) >= 54 and frame[14] == 0x45
+                and frame[23] in (6, 17) and not frame[20] & 0x3F and not frame[21]
+                and frame[26] != 127 and frame[30] != 127):
+            key = (dev.name, frame[:14], frame[23], frame[26:38])
+            if self.fast_path and not trace and self._fast_forward(frame, dev, pkt_id, key):
+                return
+        self._ip_rcv(frame[offset:], dev, pkt_id, pkt_type, src_mac, dst_mac, trace, key)
 
     @staticmethod
     def _pkt_type(dst_mac: bytes, dev: Interface) -> PacketType:
@@ -493,7 +519,8 @@ class Engine:
     # --- IP input --------------------------------------------------------------------------------
 
     def _ip_rcv(self, payload: bytes, dev: Interface, pkt_id: int, pkt_type: PacketType,
-                src_mac: bytes, dst_mac: bytes, trace: bool) -> None:
+                src_mac: bytes, dst_mac: bytes, trace: bool,
+                key: tuple[str, bytes, int, bytes] | None = None) -> None:
         """`ip_rcv` → `ip_rcv_core` → PREROUTING → `ip_rcv_finish` (routing) → local or forward."""
         data, reason = ipv4.ip_rcv_core(payload)
         if data is None:
@@ -502,6 +529,7 @@ class Engine:
         skb.pkt_type = pkt_type
         skb.src_mac = src_mac
         skb.dst_mac = dst_mac
+        skb.fast_key = key
         if trace:
             skb.trace = []
             if skb.trace is not None:
@@ -609,6 +637,85 @@ class Engine:
             return False
         return not (skb.frag_max_size and skb.frag_max_size <= mtu)
 
+    # --- the fast path -----------------------------------------------------------------------------
+
+    def _remember_flow(self, skb: Skb) -> None:
+        """Cache the forwarding decision the slow path just made for an established TCP/UDP packet."""
+        ct, key = skb.ct, skb.fast_key
+        if (ct is None or key is None or not ct.confirmed or skb.frag_max_size
+                or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)):
+            return
+        dev = self.host.interfaces[skb.iif]
+        learn = any(a.contains(int.from_bytes(key[3][:4], "big")) for a in dev.addresses)
+        if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
+            del self._flows[next(iter(self._flows))]
+        self._flows[key] = (ct, skb.ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
+
+    def _fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: tuple[str, bytes, int, bytes]) -> bool:
+        """Forward a packet of an established TCP/UDP flow with the slow path's cached decisions.
+
+        Conntrack (checksums, TCP window tracking, timeouts) and NAT run for every packet exactly as in
+        the slow path; what is cached is only what cannot change while the FIB generation is the same:
+        the route (out device, next hop). Every table is still consulted unless it is empty with an
+        ACCEPT policy. Anything unusual (another ct or ctinfo, a changed destination, TTL 1, a packet
+        over the MTU) continues in the slow path at the same point, so the result is identical.
+        Returns False, having changed nothing, when the slow path must handle the packet from the start.
+        """
+        entry = self._flows.get(key)
+        if entry is None:
+            return False
+        conn, ctinfo, daddr_after, oif, nexthop, gen, learn = entry
+        rules = self.rules
+        if gen != self.fib.generation or not rules.is_trivial("raw", Hook.PRE_ROUTING):
+            return False
+        data, _reason = ipv4.ip_rcv_core(frame[14:])
+        if data is None:
+            return False
+        skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
+        skb.src_mac = frame[6:12]
+        skb.dst_mac = frame[:6]
+        skb.fast_key = key
+        if learn:
+            self.neigh[(dev.name, skb.saddr)] = skb.src_mac
+        ctx = self._ctx
+        now = ctx.now
+        skb.hook = ctx.hook = Hook.PRE_ROUTING
+        if nf_conntrack_in(skb, Hook.PRE_ROUTING, now, self.table, self.cfg) != NF_ACCEPT:
+            raise self._verdict_drop(Hook.PRE_ROUTING, "conntrack", skb)
+        if skb.ct is not conn or skb.ctinfo != ctinfo or not rules.is_trivial("mangle", Hook.PRE_ROUTING):
+            if self._run_hook(Hook.PRE_ROUTING, skb, self._pre_after_ct) == NF_ACCEPT:
+                self._ip_rcv_finish(skb)
+            return True
+        nat = self.nat
+        if nat.nf_nat_ipv4_fn(skb, Hook.PRE_ROUTING, now=now, table=self.table, rnd=self.rnd,
+                              run_chain=self._nat_chain[Hook.PRE_ROUTING]) != NF_ACCEPT:
+            raise self._verdict_drop(Hook.PRE_ROUTING, "nat", skb)
+        out = self.host.interfaces.get(oif)
+        forwarding = dev.forwarding if dev.forwarding is not None else self.host.ip_forward
+        if skb.daddr != daddr_after or not forwarding or out is None or not out.up or out.kind == "loopback":
+            self._ip_rcv_finish(skb)
+            return True
+        skb.oif = oif
+        skb.nexthop = nexthop
+        if data[8] <= 1 or len(data) > out.mtu:
+            self._ip_forward(skb)
+            return True
+        ipv4.ip_decrease_ttl(data)
+        if not (rules.is_trivial("mangle", Hook.FORWARD) and rules.is_trivial("filter", Hook.FORWARD)):
+            if self._run_hook(Hook.FORWARD, skb) != NF_ACCEPT:
+                return True
+        if not rules.is_trivial("mangle", Hook.POST_ROUTING):
+            self._ip_output(skb)
+            return True
+        skb.hook = ctx.hook = Hook.POST_ROUTING
+        if nat.nf_nat_ipv4_fn(skb, Hook.POST_ROUTING, now=now, table=self.table, rnd=self.rnd,
+                              run_chain=self._nat_chain[Hook.POST_ROUTING]) != NF_ACCEPT:
+            raise self._verdict_drop(Hook.POST_ROUTING, "nat", skb)
+        # confirm: the ct is confirmed already (an established flow), nothing to do
+        dst_mac = self.neigh.get((oif, nexthop)) or self._neigh_resolve(out, nexthop)
+        self._out.emitted.append(Emitted(oif, dst_mac + out.mac + b"\x08\x00" + data, pkt_id, conn.ct_id))
+        return True
+
     # --- output ----------------------------------------------------------------------------------
 
     def _ip_output(self, skb: Skb) -> None:
@@ -632,6 +739,8 @@ class Engine:
         for piece in pieces:
             frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
             self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
+        if skb.fast_key is not None and len(pieces) == 1:
+            self._remember_flow(skb)
         if skb.trace is not None:
             skb.add_trace(f"ip_finish_output: sent on {dev.name}"
                           + (f" as {len(pieces)} fragments" if len(pieces) > 1 else "")

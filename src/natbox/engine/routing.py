@@ -83,12 +83,14 @@ class Fib:
         self.local: list[_Entry] = []
         self.main: list[_Entry] = []
         self._local_addrs: dict[int, str] = {}
+        self.generation = 0  # bumped by every rebuild: cached routing decisions compare it
         self.rebuild()
 
     # --- construction --------------------------------------------------------------------------
 
     def rebuild(self) -> None:
         """Recompute both tables from the host's interfaces, addresses and routes."""
+        self.generation += 1
         local: list[Route] = []
         main: list[Route] = []
         self._local_addrs = {}
