@@ -24,7 +24,7 @@ ASSURED = REPLIED | CtStatus.ASSURED
 
 
 def mk(orig: tuple[str, int, str, int, int], reply: tuple[str, int, str, int, int], remaining: float,
-       status: CtStatus, state: TcpState | None = None) -> Conn:
+       status: int, state: TcpState | None = None) -> Conn:
     conn = Conn(t(*orig[:2], *orig[2:4], orig[4]), t(*reply[:2], *reply[2:4], reply[4]), now=NOW, ct_id=1)
     conn.timeout = NOW + remaining
     conn.status = status

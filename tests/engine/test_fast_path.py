@@ -7,6 +7,7 @@ frame, every drop, the conntrack table, the stats and the rule counters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from natbox.cli.bench import _workload
 from natbox.conntrack.format import format_conntrack
@@ -74,9 +75,9 @@ def _bulk(lab: Lab) -> None:
     for i in range(5):
         for h in lab.hosts.values():
             if h is not server:
-                lab.at(5.0 + i * 0.1, lambda h=h, i=i: h.tcp_connect(server.addr, 9000, sport=50000 + i,
-                                                                    request=b"y" * 500))
-    lab.at(6.0, lambda: lab.engine.fib.rebuild())
+                lab.at(5.0 + i * 0.1, partial(h.tcp_connect, server.addr, 9000, sport=50000 + i,
+                                              request=b"y" * 500))
+    lab.at(6.0, lab.engine.fib.rebuild)
     assert tcp.SYN
 
 

@@ -69,11 +69,11 @@ def rules(table: str, *lines: str) -> Ruleset:
     return rs
 
 
-def with_ct(skb: Skb, ctinfo: CtInfo, status: CtStatus | None = None, *, timeout: float = 0.0) -> Skb:
+def with_ct(skb: Skb, ctinfo: CtInfo, status: int | None = None, *, timeout: float = 0.0) -> Skb:
     orig = ConnTuple(skb.saddr, 1000, skb.daddr, 80, skb.protocol)
     reply = ConnTuple(skb.daddr, 80, skb.saddr, 1000, skb.protocol)
     ct = Conn(orig, reply, now=0.0, ct_id=1)
-    ct.status = status if status is not None else CtStatus(0)
+    ct.status = status if status is not None else 0
     ct.timeout = timeout
     skb.ct = ct
     skb.ctinfo = ctinfo
@@ -274,26 +274,26 @@ def test_fragment_flag_matches_later_fragments_only() -> None:
 
 
 @pytest.mark.parametrize(("spec", "ctinfo", "status", "expect"), [
-    ("-m conntrack --ctstate NEW", CtInfo.NEW, CtStatus(0), True),
-    ("-m conntrack --ctstate RELATED,ESTABLISHED", CtInfo.ESTABLISHED_REPLY, CtStatus(0), True),
-    ("-m conntrack --ctstate INVALID", CtInfo.INVALID, CtStatus(0), True),
-    ("-m conntrack ! --ctstate INVALID", CtInfo.NEW, CtStatus(0), True),
+    ("-m conntrack --ctstate NEW", CtInfo.NEW, 0, True),
+    ("-m conntrack --ctstate RELATED,ESTABLISHED", CtInfo.ESTABLISHED_REPLY, 0, True),
+    ("-m conntrack --ctstate INVALID", CtInfo.INVALID, 0, True),
+    ("-m conntrack ! --ctstate INVALID", CtInfo.NEW, 0, True),
     ("-m conntrack --ctstate DNAT", CtInfo.NEW, CtStatus.DST_NAT, True),
     ("-m conntrack --ctstate SNAT", CtInfo.NEW, CtStatus.DST_NAT, False),
     ("-m conntrack --ctstatus ASSURED", CtInfo.ESTABLISHED, CtStatus.ASSURED | CtStatus.CONFIRMED, True),
     ("-m conntrack --ctstatus SEEN_REPLY", CtInfo.ESTABLISHED, CtStatus.CONFIRMED, False),
-    ("-m conntrack --ctdir ORIGINAL", CtInfo.ESTABLISHED, CtStatus(0), True),
-    ("-m conntrack --ctdir REPLY", CtInfo.ESTABLISHED, CtStatus(0), False),
-    ("-m conntrack --ctdir REPLY", CtInfo.ESTABLISHED_REPLY, CtStatus(0), True),
-    ("-m conntrack --ctproto tcp", CtInfo.NEW, CtStatus(0), True),
-    ("-m conntrack --ctorigsrc 10.0.0.0/8", CtInfo.NEW, CtStatus(0), True),
-    ("-m conntrack --ctrepldst 10.0.0.1", CtInfo.NEW, CtStatus(0), True),
-    ("-m conntrack --ctorigdstport 80", CtInfo.NEW, CtStatus(0), True),
-    ("-m conntrack --ctorigdstport 81:90", CtInfo.NEW, CtStatus(0), False),
-    ("-m state --state NEW", CtInfo.NEW, CtStatus(0), True),
-    ("-m state --state ESTABLISHED", CtInfo.RELATED, CtStatus(0), False),
+    ("-m conntrack --ctdir ORIGINAL", CtInfo.ESTABLISHED, 0, True),
+    ("-m conntrack --ctdir REPLY", CtInfo.ESTABLISHED, 0, False),
+    ("-m conntrack --ctdir REPLY", CtInfo.ESTABLISHED_REPLY, 0, True),
+    ("-m conntrack --ctproto tcp", CtInfo.NEW, 0, True),
+    ("-m conntrack --ctorigsrc 10.0.0.0/8", CtInfo.NEW, 0, True),
+    ("-m conntrack --ctrepldst 10.0.0.1", CtInfo.NEW, 0, True),
+    ("-m conntrack --ctorigdstport 80", CtInfo.NEW, 0, True),
+    ("-m conntrack --ctorigdstport 81:90", CtInfo.NEW, 0, False),
+    ("-m state --state NEW", CtInfo.NEW, 0, True),
+    ("-m state --state ESTABLISHED", CtInfo.RELATED, 0, False),
 ])
-def test_conntrack(spec: str, ctinfo: CtInfo, status: CtStatus, expect: bool) -> None:
+def test_conntrack(spec: str, ctinfo: CtInfo, status: int, expect: bool) -> None:
     skb = tcp("10.0.0.1", 1000, "10.0.0.2", 80)
     if ctinfo != CtInfo.INVALID:
         with_ct(skb, ctinfo, status)

@@ -81,7 +81,7 @@ class Conn:
 
     def __init__(self, original: ConnTuple, reply: ConnTuple, *, now: float, ct_id: int, zone: int = 0) -> None:
         self.tuples: list[ConnTuple] = [original, reply]
-        self.status = CtStatus(0)
+        self.status = 0  # CtStatus bits
         self.timeout = now  # absolute deadline (seconds); set by the tracker's refresh
         self.start = now  # creation time: UDP's stream_ts is start + 2 s (§3.3)
         self.mark = 0
@@ -101,7 +101,7 @@ class Conn:
     def reply(self) -> ConnTuple:
         return self.tuples[Direction.REPLY]
 
-    def has(self, bits: CtStatus) -> bool:
+    def has(self, bits: int) -> bool:
         return bool(self.status & bits)
 
     @property

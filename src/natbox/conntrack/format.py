@@ -83,7 +83,7 @@ def _state_text(conn: Conn) -> str:
     return (TCP_CONNTRACK_NAMES[state] if state < len(TCP_CONNTRACK_NAMES) else "NONE") + " "
 
 
-def _status_flag(status: CtStatus) -> str:
+def _status_flag(status: int) -> str:
     if status & CtStatus.HW_OFFLOAD:
         return "[HW_OFFLOAD] "
     if status & CtStatus.OFFLOAD:
