@@ -75,7 +75,7 @@ class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "acct_bytes", "acct_packets", "ct_id", "mark", "masq_index", "nat_range_used", "start", "status",
+        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "nat_range_used", "start", "status",
         "tcp", "timeout", "tuples", "zone",
     )
 
@@ -90,8 +90,31 @@ class Conn:
         self.tcp: TcpConntrack | None = None
         self.masq_index: str | None = None  # MASQUERADE's out interface (nf_conn_nat.masq_index)
         self.nat_range_used: object | None = None  # for explanations only
-        self.acct_packets = [0, 0]
-        self.acct_bytes = [0, 0]
+        # nf_conn_acct, allocated on first use (nf_conntrack_acct is off by default; saves ~140 bytes/entry)
+        self._acct_packets: list[int] | None = None
+        self._acct_bytes: list[int] | None = None
+
+    @property
+    def acct_packets(self) -> list[int]:
+        """Packets seen per direction (`nf_conn_counter.packets`), when accounting is on."""
+        if self._acct_packets is None:
+            self._acct_packets = [0, 0]
+        return self._acct_packets
+
+    @acct_packets.setter
+    def acct_packets(self, value: list[int]) -> None:
+        self._acct_packets = value
+
+    @property
+    def acct_bytes(self) -> list[int]:
+        """Bytes seen per direction (`nf_conn_counter.bytes`), when accounting is on."""
+        if self._acct_bytes is None:
+            self._acct_bytes = [0, 0]
+        return self._acct_bytes
+
+    @acct_bytes.setter
+    def acct_bytes(self, value: list[int]) -> None:
+        self._acct_bytes = value
 
     @property
     def original(self) -> ConnTuple:
