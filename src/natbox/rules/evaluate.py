@@ -310,11 +310,14 @@ class Ruleset:
         return comp
 
     def is_trivial(self, table: str, hook: Hook) -> bool:
-        """No rules and an ACCEPT policy in the table's chain for `hook`: the engine may skip it."""
-        if hook not in TABLE_HOOKS[table]:
-            return True
-        c = self.tables[table].chains[hook.chain_name]
-        return not c.rules and c.policy == "ACCEPT"
+        """The table has no chain at `hook`, so the engine may skip it.
+
+        With iptables-nft a table exists only once it is used (restored, listed or changed): until then
+        nothing is registered at its hooks. Once it exists, every packet traverses its base chains, and
+        one that falls through to the policy is counted there (`-nvL` "policy ACCEPT N packets"), so an
+        empty chain is not skipped.
+        """
+        return table not in self.present or hook not in TABLE_HOOKS[table]
 
     def run(self, table: str, hook: Hook, skb: Skb, ctx: XtContext) -> int:
         """Mirrors `ipt_do_table()`: traverse the hook's built-in chain, return NF_ACCEPT or NF_DROP."""
