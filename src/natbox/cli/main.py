@@ -36,8 +36,8 @@ def _lazy(module: str, func: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         import importlib
 
-        fn: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module), func)
-        return fn(argv)
+        fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
+        return fn(list(argv))
 
     return run
 
@@ -45,9 +45,9 @@ def _lazy(module: str, func: str) -> Callable[[Sequence[str]], int]:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _lazy("natbox.cli.demo", "demo_main"),
     "replay": _lazy("natbox.cli.replay", "replay_main"),
-    "iptables": _lazy("natbox.cli.iptables", "cli_iptables"),
-    "iptables-save": _lazy("natbox.cli.iptables", "cli_iptables_save"),
-    "iptables-restore": _lazy("natbox.cli.iptables", "cli_iptables_restore"),
+    "iptables": _lazy("natbox.cli.iptables", "iptables_main"),
+    "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
+    "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
     "version": _version,
 }
