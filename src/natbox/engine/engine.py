@@ -42,6 +42,7 @@ from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
 from natbox.wire import arp, ethernet, icmp, ipv4
+from natbox.wire.checksum import csum_replace4
 
 __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
@@ -871,23 +872,52 @@ class Engine:
         self._ip_output(skb)
 
     def _route_output(self, skb: Skb) -> None:
+        """`ip_route_output_key`: the out device and next hop; a source address if the sender left it 0.
+
+        A local destination goes out `lo` with itself as source (the local route's prefsrc); 127/8 from
+        127.0.0.1. A 127/8 source may leave a non-loopback device only with route_localnet there (§8).
+        """
         daddr = skb.daddr
+        src: int | None = None
         if self.fib.is_local(daddr) or daddr >> 24 == 127:
             skb.oif = "lo"
             skb.nexthop = daddr
+            src = 0x7F000001 if daddr >> 24 == 127 else daddr
         else:
             res = self.fib.lookup(daddr)
             if res is None or res.type != RTN_UNICAST or res.dev is None:
                 raise _Drop(DropReason.NO_ROUTE, "ip_route_output", f"no route to {format_addr(daddr)}")
             skb.oif = res.dev
             skb.nexthop = res.nexthop
-            if res.route.prefsrc is not None and skb.saddr == 0:
-                ipv4.set_saddr(skb.data, res.route.prefsrc)
+            src = res.route.prefsrc
+            out = self.host.interfaces[res.dev]
+            if skb.saddr >> 24 == 127 and out.kind != "loopback" and not out.route_localnet:
+                raise _Drop(DropReason.MARTIAN_SOURCE, "ip_route_output",
+                            f"{format_addr(skb.saddr)} may not leave {out.name} (route_localnet = 0)")
         if skb.saddr == 0:
-            src = self.fib.select_addr(skb.oif, daddr)
+            if src is None:
+                src = self.fib.select_addr(skb.oif, daddr)
             if src is None:
                 raise _Drop(DropReason.NO_ROUTE, "ip_route_output", "no source address")
-            ipv4.set_saddr(skb.data, src)
+            self._set_local_source(skb, src)
+
+    @staticmethod
+    def _set_local_source(skb: Skb, src: int) -> None:
+        """Fill in the source the stack chose, with the IP and TCP/UDP checksums it would have written."""
+        data = skb.data
+        ipv4.set_saddr(data, src)
+        l4 = skb.ihl
+        proto = data[9]
+        off = {6: 16, 17: 6}.get(proto)
+        if off is None or skb.is_later_fragment or len(data) < l4 + off + 2:
+            return
+        check = (data[l4 + off] << 8) | data[l4 + off + 1]
+        if proto == 17 and check == 0:
+            return  # no UDP checksum
+        check = csum_replace4(check, 0, src)
+        if proto == 17 and check == 0:
+            check = 0xFFFF
+        data[l4 + off:l4 + off + 2] = check.to_bytes(2, "big")
 
     # --- ICMP errors and REJECT ------------------------------------------------------------------
 
