@@ -176,13 +176,80 @@ def _memory_per_entry(entries: int) -> float:
     return per
 
 
+def _docker_forward_rules(ports: int) -> str:
+    """Docker's classic filter table (§6) with `ports` published container ports."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]", ":DOCKER - [0:0]",
+             ":DOCKER-ISOLATION-STAGE-1 - [0:0]", ":DOCKER-ISOLATION-STAGE-2 - [0:0]", ":DOCKER-USER - [0:0]",
+             "-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+             "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+             "-A FORWARD -o docker0 -j DOCKER", "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+             "-A FORWARD -i docker0 -o docker0 -j ACCEPT"]
+    lines += [f"-A DOCKER -d 172.17.0.{2 + i // 200}/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport {8000 + i} "
+              "-j ACCEPT" for i in range(ports)]
+    lines += ["-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2",
+              "-A DOCKER-ISOLATION-STAGE-1 -j RETURN", "-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP",
+              "-A DOCKER-ISOLATION-STAGE-2 -j RETURN", "-A DOCKER-USER -j RETURN", "COMMIT", ""]
+    return "\n".join(lines)
+
+
+def _bench_rules(ports: int, packets: int) -> None:
+    """Per-packet cost of the filter FORWARD chain: Docker's with `ports` published ports, and an empty one."""
+    from natbox.netfilter import CtInfo, Hook
+    from natbox.skb import Skb
+
+    engine = _gateway()
+    ctx = engine._ctx
+    ctx.hook = Hook.FORWARD
+    docker = Ruleset()
+    docker.restore(parse_restore(_docker_forward_rules(ports), file="docker-forward"))
+    empty = Ruleset()
+    empty.restore(parse_restore("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                                "COMMIT\n", file="empty"))
+    src, dst = parse_addr("198.51.100.7"), parse_addr("172.17.0.2")
+
+    def packet(dport: int, ctinfo: CtInfo, iif: str, oif: str) -> Skb:
+        seg = tcp.build_tcp(src, dst, 40000, dport, seq=1, ack=0, flags=tcp.SYN, window=1024)
+        skb = Skb(bytearray(ipv4.build_ipv4(src, dst, 6, seg, ttl=63)), iif=iif)
+        skb.oif = oif
+        skb.ct = Conn(ConnTuple(src, 40000, dst, dport, 6), ConnTuple(dst, dport, src, 40000, 6), now=0.0, ct_id=1)
+        skb.ctinfo = ctinfo
+        return skb
+
+    cases = [
+        ("new connection to the last published port", packet(8000 + ports - 1, CtInfo.NEW, "eth0", "docker0")),
+        ("established reply towards a container", packet(8000, CtInfo.ESTABLISHED_REPLY, "eth0", "docker0")),
+        ("container to the outside", packet(443, CtInfo.NEW, "docker0", "eth0")),
+    ]
+
+    def cost(rs: Ruleset, skb: Skb) -> float:
+        run = rs.run
+        for _ in range(100):
+            run("filter", Hook.FORWARD, skb, ctx)
+        t0 = time.perf_counter()
+        for _ in range(packets):
+            run("filter", Hook.FORWARD, skb, ctx)
+        return (time.perf_counter() - t0) / packets * 1e6
+
+    print(f"natbox bench rules: filter FORWARD, Docker's chains with {ports} published ports, {packets:,} runs each")
+    for label, skb in cases:
+        full, base = cost(docker, skb), cost(empty, skb)
+        print(f"  {label:<44} {full:7.2f} us/packet   empty chain {base:5.2f} us   ratio {full / base:6.1f}")
+
+
 def bench_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="natbox bench", description="Measure the engine's packet rate.")
+    parser.add_argument("what", nargs="?", choices=("engine", "rules", "all"), default="engine",
+                        help="engine: packets through a MASQUERADE gateway; rules: filter chain cost")
+    parser.add_argument("--ports", type=int, default=100, help="published ports for the rules benchmark")
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets to push (default 1,000,000)")
     parser.add_argument("--flows", type=int, default=1000, help="TCP flows and as many UDP flows (default 1000)")
     parser.add_argument("--entries", type=int, default=1_000_000,
                         help="conntrack entries for the memory figure (default 1,000,000; 0 skips it)")
     args = parser.parse_args(list(argv))
+    if args.what in ("rules", "all"):
+        _bench_rules(args.ports, min(args.packets, 20000))
+        if args.what == "rules":
+            return 0
     print(f"natbox bench: {args.packets:,} packets of established TCP+UDP over {args.flows} + {args.flows} "
           "flows through a MASQUERADE gateway")
     engine, work = _workload(args.flows, args.packets)

@@ -20,7 +20,9 @@ commands:
   iptables ARGS        iptables, on a ruleset file (--rules FILE or NATBOX_RULES)
   iptables-save        print a ruleset file as iptables-save does
   iptables-restore     load iptables-save text into a ruleset file
-  bench                measure the engine's packet rate
+  bench [engine|rules] measure the engine's packet rate, or the filter chain cost
+  snapshot DIR         save a real host's interfaces, routes, sysctls and ruleset (--netns NAME)
+  difftest SCENARIO    run scenarios on the Linux kernel and on natbox, and compare (root)
   version              print natbox's version
 """
 
@@ -49,6 +51,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
+    "snapshot": _lazy("natbox.adapters.snapshot", "cli_snapshot"),
+    "difftest": _lazy("natbox.difftest.cli", "cli_difftest"),
     "version": _version,
 }
 

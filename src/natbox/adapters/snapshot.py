@@ -1,0 +1,133 @@
+"""`natbox snapshot`: save what a real Linux host (or one of its network namespaces) reports about itself.
+
+`take_snapshot(dir, netns=None)` runs the commands of `natbox.engine.snapshot.SNAPSHOT_FILES` (prefixed by
+`ip netns exec NAME` when a namespace is given) and writes their output to those fixed file names.
+`load_host(path)` reads either a TOML host file or such a directory and returns the host model; every
+command that takes a host accepts both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from natbox.engine.hostfile import HostFile, HostFileError, parse_host_toml
+from natbox.engine.snapshot import SNAPSHOT_FILES, SnapshotError, host_from_snapshot
+
+__all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "cli_snapshot", "load_host", "take_snapshot"]
+
+COMMAND_TIMEOUT = 20.0  # seconds; bounds each command a snapshot runs
+# The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet and the conntrack knobs.
+SYSCTL_PATTERN = (r"^net\.(ipv4\.ip_forward$|ipv4\.conf\.[^.]+\.(forwarding|route_localnet)$"
+                  r"|netfilter\.nf_conntrack_)")
+# file name -> argv (same order and names as SNAPSHOT_FILES)
+SNAPSHOT_COMMANDS: dict[str, list[str]] = {
+    "link.json": ["ip", "-d", "-j", "link"],
+    "addr.json": ["ip", "-j", "addr"],
+    "route.json": ["ip", "-4", "-j", "route", "show", "table", "all"],
+    "neigh.json": ["ip", "-4", "-j", "neigh"],
+    "sysctl.txt": ["sysctl", "-a", "-r", SYSCTL_PATTERN],
+    "iptables.rules": ["iptables-save", "-c"],
+}
+assert list(SNAPSHOT_COMMANDS) == list(SNAPSHOT_FILES)
+
+
+class SnapshotCommandError(RuntimeError):
+    """A command the snapshot needs failed (message: the command and its stderr)."""
+
+
+def _run(argv: list[str], netns: str | None) -> str:
+    full = (["ip", "netns", "exec", netns, *argv]) if netns else argv
+    try:
+        proc = subprocess.run(full, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SnapshotCommandError(f"{' '.join(full)}: {exc}") from None
+    if proc.returncode != 0:
+        raise SnapshotCommandError(f"{' '.join(full)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None) -> None:
+    """Run the snapshot commands (in `netns` if given) and write their output into `dest_dir`."""
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()}
+    for name, text in outputs.items():
+        (dest / name).write_text(text)
+    (dest / "hostname").write_text((netns or _run(["hostname"], None).strip()) + "\n")
+
+
+def read_snapshot_files(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The snapshot files present in a directory (name -> text)."""
+    base = Path(path)
+    files: dict[str, str] = {}
+    for name in (*SNAPSHOT_FILES, "hostname"):
+        p = base / name
+        if p.is_file():
+            files[name] = p.read_text()
+    return files
+
+
+def load_host(path: str | os.PathLike[str]) -> HostFile:
+    """A host from a TOML host file or a snapshot directory. Raises HostFileError / SnapshotError."""
+    p = Path(path)
+    if p.is_dir():
+        return host_from_snapshot(read_snapshot_files(p), str(p))
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise HostFileError(f"{p}: {exc.strerror or exc}") from None
+    hf = parse_host_toml(text, str(p))
+    if hf.rules_file is not None:
+        rules_path = p.parent / hf.rules_file
+        try:
+            hf.host.rules_text = rules_path.read_text()
+        except OSError as exc:
+            raise HostFileError(f"{p}: rules.file {rules_path}: {exc.strerror or exc}") from None
+        hf.host.rules_origin = str(rules_path)
+    return hf
+
+
+USAGE = "usage: natbox snapshot [--netns NAME] DIR\n"
+
+
+def cli_snapshot(argv: Sequence[str]) -> int:
+    """`natbox snapshot [--netns NAME] DIR`: 0 on success, 1 if a command failed, 2 on bad usage."""
+    args = list(argv)
+    netns: str | None = None
+    dest: str | None = None
+    while args:
+        a = args.pop(0)
+        if a in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        if a == "--netns":
+            if not args:
+                sys.stderr.write("natbox snapshot: --netns needs a name\n" + USAGE)
+                return 2
+            netns = args.pop(0)
+        elif a.startswith("--netns="):
+            netns = a.split("=", 1)[1]
+        elif a.startswith("-") or dest is not None:
+            sys.stderr.write(f"natbox snapshot: unexpected argument {a!r}\n" + USAGE)
+            return 2
+        else:
+            dest = a
+    if dest is None:
+        sys.stderr.write(USAGE)
+        return 2
+    try:
+        take_snapshot(dest, netns=netns)
+        host_from_snapshot(read_snapshot_files(dest), dest)  # check it loads
+    except (SnapshotCommandError, SnapshotError, OSError) as exc:
+        sys.stderr.write(f"natbox snapshot: {exc}\n")
+        return 1
+    print(f"snapshot written to {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_snapshot(sys.argv[1:]))

@@ -1,0 +1,211 @@
+"""Comparing a kernel run with natbox's replay of it, as §10 of the reference recommends.
+
+- **Frames**: per router interface, the sequence of frames the router sent, field by field (Ethernet
+  addresses, the whole IP header incl. TTL and checksum, ports, TCP fields and options, checksums,
+  payload; for ICMP errors also the quoted datagram). Frames are visited in the kernel's time order.
+- **Random choices** (§10): a port or ICMP id the kernel chose itself (one that no input frame carried
+  before that moment) may differ from natbox's choice; the pair is then recorded in a bijection and
+  every later occurrence must map the same way. Checksums that differ only because of such a mapping
+  must both be valid.
+- **Kernel-generated ICMP errors** (the IP ID is not one an input frame had): IP ID and TTL are ignored
+  and the IP header checksum must merely be valid on both sides.
+- **conntrack -L**: lines with mapped ports, `use=` dropped, sorted; the timeout column may satisfy
+  kernel - 2 <= natbox <= kernel + 1.
+- **Counters**: `iptables-save -c` per table, exactly (comment lines dropped).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from natbox.difftest.kernel import KernelRun
+from natbox.difftest.natbox_side import NatboxRun
+from natbox.difftest.packets import ICMP_ERRORS, Field, decode_frame, ip_checksum_ok, l4_checksum_ok
+from natbox.difftest.portmap import PortMap, first_seen
+
+__all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames"]
+
+TIMEOUT_BELOW = 2  # natbox's timeout may be this many seconds below the kernel's ...
+TIMEOUT_ABOVE = 1  # ... or this many above (§10: jiffies truncation plus elapsed time)
+_PORT_KEYS = re.compile(r"^(sport|dport|id)=(\d+)$")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One disagreement, with the kernel's and natbox's versions side by side."""
+
+    kind: str  # frame, missing, extra, conntrack, counters, error
+    where: str
+    kernel: str
+    natbox: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        head = f"[{self.kind}] {self.where}" + (f": {self.detail}" if self.detail else "")
+        return f"{head}\n    kernel: {self.kernel}\n    natbox: {self.natbox}"
+
+
+def _summary(fields: list[Field]) -> str:
+    d = {name: value for name, value, _ in fields}
+    src, dst, proto = d.get("ip.src", "?"), d.get("ip.dst", "?"), d.get("ip.proto", "?")
+    l4 = ""
+    if "sport" in d:
+        l4 = f" {d['sport']} > {d['dport']}"
+    elif "icmp.type" in d:
+        l4 = f" icmp {d['icmp.type']}/{d['icmp.code']}" + (f" id {d['icmp.id']}" if "icmp.id" in d else "")
+        if "inner.ip.src" in d:
+            l4 += (f" [{d['inner.ip.src']}:{d.get('inner.sport', '')} > "
+                   f"{d['inner.ip.dst']}:{d.get('inner.dport', '')}]")
+    return (f"{src} > {dst} proto {proto}{l4} ttl {d.get('ip.ttl', '?')} id {d.get('ip.id', '?')} "
+            f"len {d.get('ip.len', '?')}")
+
+
+def _generated_icmp(fields: list[Field], input_ids: set[int]) -> bool:
+    d = {name: value for name, value, _ in fields}
+    return d.get("ip.proto") == 1 and d.get("icmp.type") in ICMP_ERRORS and d.get("ip.id") not in input_ids
+
+
+def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: set[int]) -> str | None:
+    """None if the frames agree, else the differing fields ("name: kernel | natbox; ...")."""
+    fk, fn = decode_frame(kf), decode_frame(nf)
+    if [n for n, _, _ in fk] != [n for n, _, _ in fn]:
+        return "different structure: " + ", ".join(sorted({n for n, _, _ in fk} ^ {n for n, _, _ in fn})[:8])
+    generated = _generated_icmp(fk, input_ids) and _generated_icmp(fn, input_ids)
+    mapped = relaxed = False
+    bad: list[str] = []
+    deferred: list[tuple[str, object, object, str]] = []
+    for (name, vk, kind), (_, vn, _) in zip(fk, fn, strict=True):
+        if vk == vn:
+            continue
+        if kind == "port" and isinstance(vk, int) and isinstance(vn, int) and ports.accept(vk, vn, ts):
+            mapped = True
+        elif kind in ("ipid", "ttl") and generated and not name.startswith("inner."):
+            relaxed = True
+        elif kind in ("ipcsum", "l4csum"):
+            deferred.append((name, vk, vn, kind))
+        else:
+            bad.append(f"{name}: {vk} | {vn}")
+    for name, vk, vn, kind in deferred:
+        inner = name.startswith("inner.")
+        if kind == "ipcsum" and not inner and relaxed and ip_checksum_ok(kf) and ip_checksum_ok(nf):
+            continue
+        if kind == "ipcsum" and inner and mapped:
+            continue
+        if kind == "l4csum" and mapped and (inner or (l4_checksum_ok(kf) and l4_checksum_ok(nf))):
+            continue
+        bad.append(f"{name}: {vk:#06x} | {vn:#06x}" if isinstance(vk, int) and isinstance(vn, int)
+                   else f"{name}: {vk} | {vn}")
+    return "; ".join(bad) if bad else None
+
+
+def _ipv4(frame: bytes) -> bool:
+    return len(frame) >= 34 and frame[12:14] == b"\x08\x00"
+
+
+def compare_frames(kernel: KernelRun, natbox: NatboxRun, ports: PortMap, input_ids: set[int]) -> list[Difference]:
+    diffs: list[Difference] = []
+    ifaces = sorted({c.iface for c in kernel.frames} | set(natbox.sent))
+    ksent = {i: [c for c in kernel.sent(i) if _ipv4(c.frame)] for i in ifaces}
+    nsent = {i: [f for _, f in natbox.sent.get(i, []) if _ipv4(f)] for i in ifaces}
+    order = sorted((c.ts, i, n) for i in ifaces for n, c in enumerate(ksent[i]))
+    for ts, iface, n in order:
+        kf = ksent[iface][n].frame
+        where = f"{iface} frame #{n + 1} at {ts:.4f}s"
+        if n >= len(nsent[iface]):
+            diffs.append(Difference("missing", where, _summary(decode_frame(kf)), "(nothing sent)"))
+            continue
+        nf = nsent[iface][n]
+        why = _compare_frame(kf, nf, ts, ports, input_ids)
+        if why is not None:
+            diffs.append(Difference("frame", where, _summary(decode_frame(kf)), _summary(decode_frame(nf)), why))
+    diffs.extend(Difference("extra", f"{iface} frame #{n + 1}", "(nothing sent)",
+                            _summary(decode_frame(nsent[iface][n])))
+                 for iface in ifaces for n in range(len(ksent[iface]), len(nsent[iface])))
+    return diffs
+
+
+def _ct_key(line: str, ports: PortMap | None) -> tuple[str, int | None]:
+    """(line without timeout and use=, with kernel ports mapped; the timeout)."""
+    toks = line.split()
+    timeout: int | None = None
+    if len(toks) > 2 and toks[2].isdigit():
+        timeout = int(toks[2])
+        toks = toks[:2] + toks[3:]
+    out = []
+    for t in toks:
+        if t.startswith("use="):
+            continue
+        m = _PORT_KEYS.match(t)
+        if m and ports is not None:
+            t = f"{m.group(1)}={ports.map_kernel(int(m.group(2)))}"
+        out.append(t)
+    return " ".join(out), timeout
+
+
+def compare_conntrack(kernel_lines: list[str], natbox_lines: list[str], ports: PortMap) -> list[Difference]:
+    diffs: list[Difference] = []
+    kern = sorted((_ct_key(ln, ports), ln) for ln in kernel_lines)
+    nat = sorted((_ct_key(ln, None), ln) for ln in natbox_lines)
+    unmatched_n = list(nat)
+    unmatched_k = []
+    for (kkey, kto), kline in kern:
+        hit = next((j for j, ((nkey, _), _) in enumerate(unmatched_n) if nkey == kkey), None)
+        if hit is None:
+            unmatched_k.append(kline)
+            continue
+        (_, nto), nline = unmatched_n.pop(hit)
+        if kto is not None and nto is not None and not kto - TIMEOUT_BELOW <= nto <= kto + TIMEOUT_ABOVE:
+            diffs.append(Difference("conntrack", "timeout", kline, nline,
+                                    f"timeout {nto} outside {kto - TIMEOUT_BELOW}..{kto + TIMEOUT_ABOVE}"))
+    rest_n = [ln for _, ln in unmatched_n]
+    for i in range(max(len(unmatched_k), len(rest_n))):
+        k = unmatched_k[i] if i < len(unmatched_k) else "(no entry)"
+        n = rest_n[i] if i < len(rest_n) else "(no entry)"
+        diffs.append(Difference("conntrack", "entry", k, n))
+    return diffs
+
+
+def _tables(text: str) -> dict[str, list[str]]:
+    tables: dict[str, list[str]] = {}
+    cur: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            cur = tables.setdefault(line[1:], [])
+        elif cur is not None and line != "COMMIT":
+            cur.append(line)
+    return tables
+
+
+def compare_counters(kernel_save: str, natbox_save: str) -> list[Difference]:
+    diffs: list[Difference] = []
+    kt, nt = _tables(kernel_save), _tables(natbox_save)
+    for name in sorted(set(kt) | set(nt)):
+        k, n = kt.get(name), nt.get(name)
+        if k is None or n is None:
+            diffs.append(Difference("counters", f"table {name}", "present" if k is not None else "(absent)",
+                                    "present" if n is not None else "(absent)"))
+            continue
+        for i in range(max(len(k), len(n))):
+            kl = k[i] if i < len(k) else "(no line)"
+            nl = n[i] if i < len(n) else "(no line)"
+            if kl != nl:
+                diffs.append(Difference("counters", f"table {name} line {i + 1}", kl, nl))
+    return diffs
+
+
+def compare(kernel_run: KernelRun, natbox_run: NatboxRun) -> list[Difference]:
+    """Every difference between the kernel's behaviour and natbox's (see the module docstring)."""
+    diffs = [Difference("error", "natbox", "", "", e) for e in natbox_run.errors]
+    seen, ids = first_seen(kernel_run)
+    ports = PortMap(seen)
+    for k, n in natbox_run.port_pairs.items():  # learned while replaying (natbox_side)
+        ports.k2n[k] = n
+        ports.n2k[n] = k
+    diffs += compare_frames(kernel_run, natbox_run, ports, ids)
+    diffs += compare_conntrack(kernel_run.conntrack, natbox_run.conntrack, ports)
+    diffs += compare_counters(kernel_run.iptables_save, natbox_run.iptables_save)
+    return diffs

@@ -1,0 +1,110 @@
+"""Replaying a kernel run through natbox: the same router, the same input frames, at the same times.
+
+`run_on_natbox(scenario, kernel_run)` builds the host from the router's snapshot (taken after setup,
+before traffic), loads its ruleset, and feeds the frames the kernel router *received* (direction in, with
+their timestamps relative to t0) into `Engine.receive`.
+
+Where the kernel picked a port or ICMP id at random (§10), the kernel's later input frames carry the
+kernel's choice (the server replies to it). So the replay learns the kernel<->natbox bijection online:
+each frame natbox emits is paired with the kernel's frame of the same index on that interface, and a
+port/id that differs and that no input carried before is recorded (`PortMap`); later input frames are
+rewritten through the bijection (checksums updated incrementally) before natbox sees them.
+It collects what natbox emits per interface, the
+`conntrack -L` lines at the moment the kernel's listing was taken, and `iptables-save -c` of natbox's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from natbox.conntrack.format import format_conntrack
+from natbox.difftest.kernel import Captured, KernelRun
+from natbox.difftest.packets import decode_frame, rewrite_ports
+from natbox.difftest.portmap import PortMap, first_seen
+from natbox.difftest.scenario import Scenario
+from natbox.engine.engine import Engine
+from natbox.engine.snapshot import host_from_snapshot
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_restore
+from natbox.rules.printer import save_tables
+
+__all__ = ["NatboxRun", "build_engine", "run_on_natbox"]
+
+SAVE_DATE = "Thu Jan  1 00:00:00 1970"  # the date natbox's iptables-save header lines carry here
+
+
+@dataclass
+class NatboxRun:
+    """What natbox did with the kernel run's inputs (times are seconds since the kernel run's t0)."""
+
+    sent: dict[str, list[tuple[float, bytes]]] = field(default_factory=dict)  # iface -> (time, frame)
+    conntrack: list[str] = field(default_factory=list)
+    iptables_save: str = ""
+    dropped: list[str] = field(default_factory=list)  # "t iface reason where detail"
+    errors: list[str] = field(default_factory=list)  # natbox could not run (e.g. an exception)
+    port_pairs: dict[int, int] = field(default_factory=dict)  # kernel's random port/id -> natbox's
+
+
+def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
+    """The Engine for the kernel router: host from its snapshot, rules from the snapshot's iptables-save."""
+    hf = host_from_snapshot(kernel_run.snapshot, f"<{kernel_run.scenario} router snapshot>")
+    host = hf.host
+    ruleset = Ruleset()
+    if host.rules_text.strip():
+        ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
+    return Engine(host, ruleset=ruleset, seed=seed)
+
+
+def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -> NatboxRun:
+    """Replay the kernel router's input frames through natbox (see the module docstring)."""
+    out = NatboxRun()
+    try:
+        engine = build_engine(kernel_run, seed=seed)
+    except Exception as exc:
+        out.errors.append(f"natbox could not load the router snapshot: {type(exc).__name__}: {exc}")
+        return out
+    for f in kernel_run.frames:
+        out.sent.setdefault(f.iface, [])
+    seen, _ids = first_seen(kernel_run)
+    ports = PortMap(seen)
+    ksent: dict[str, list[Captured]] = {}
+    for f in kernel_run.frames:
+        if f.outgoing and _ipv4(f.frame):
+            ksent.setdefault(f.iface, []).append(f)
+    nsent_ip: dict[str, int] = {}
+    for c in kernel_run.received():
+        frame = rewrite_ports(c.frame, ports.k2n)
+        try:
+            res = engine.receive(frame, c.iface, c.ts)
+        except Exception as exc:
+            out.errors.append(f"{c.ts:.6f} {c.iface}: engine raised {type(exc).__name__}: {exc}")
+            continue
+        for e in res.emitted:
+            out.sent.setdefault(e.iface, []).append((c.ts, e.frame))
+            if _ipv4(e.frame):
+                n = nsent_ip.get(e.iface, 0)
+                nsent_ip[e.iface] = n + 1
+                kern = ksent.get(e.iface, [])
+                if n < len(kern):
+                    _learn(ports, kern[n], e.frame)
+        for d in res.dropped:
+            out.dropped.append(f"{c.ts:.6f} {c.iface} {d.reason} {d.where} {d.detail}".rstrip())
+    out.port_pairs = dict(ports.k2n)
+    now = kernel_run.conntrack_time
+    out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
+    out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
+    return out
+
+
+def _ipv4(frame: bytes) -> bool:
+    return len(frame) >= 34 and frame[12:14] == b"\x08\x00"
+
+
+def _learn(ports: PortMap, kernel: Captured, natbox_frame: bytes) -> None:
+    """Record the port/id pairs where natbox's frame differs from the kernel's frame at the same position."""
+    fk, fn = decode_frame(kernel.frame), decode_frame(natbox_frame)
+    if [n for n, _, _ in fk] != [n for n, _, _ in fn]:
+        return
+    for (_, vk, kind), (_, vn, _) in zip(fk, fn, strict=True):
+        if kind == "port" and vk != vn and isinstance(vk, int) and isinstance(vn, int):
+            ports.accept(vk, vn, kernel.ts)

@@ -1,0 +1,289 @@
+"""Frames for differential tests: building crafted packets and decoding frames into comparable fields.
+
+Independent of `natbox.wire` on purpose (stdlib `struct` only), so a bug there cannot hide in both the
+kernel's and natbox's column of a comparison.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Any
+
+__all__ = ["Field", "build_crafted", "decode_frame", "ip_checksum_ok", "l4_checksum_ok", "rewrite_ports"]
+
+ETH_P_IP = 0x0800
+ICMP_ERRORS = (3, 4, 5, 11, 12)
+TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
+PROTO_NUM = {"icmp_echo": 1, "udp": 17, "tcp": 6}
+
+# A decoded field: (name, value, kind). kind: "plain" (compare exactly), "port" (may be mapped through the
+# kernel<->natbox bijection), "ipid" / "ttl" (ignored for kernel-generated ICMP), "ipcsum" (IP header
+# checksum), "l4csum" (TCP/UDP/ICMP checksum).
+Field = tuple[str, Any, str]
+
+
+def _sum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _csum(data: bytes) -> int:
+    return ~_sum16(data) & 0xFFFF
+
+
+def _addr(text: str) -> bytes:
+    return ipaddress.IPv4Address(text).packed
+
+
+def _tcp_options(opts: list[str]) -> bytes:
+    out = b""
+    for o in opts:
+        name, _, val = o.partition("=")
+        if name == "mss":
+            out += struct.pack("!BBH", 2, 4, int(val))
+        elif name == "wscale":
+            out += struct.pack("!BBB", 3, 3, int(val))
+        elif name == "sackok":
+            out += b"\x04\x02"
+        elif name == "ts":
+            tsval, _, ecr = val.partition(":")
+            out += struct.pack("!BBII", 8, 10, int(tsval), int(ecr or 0))
+        elif name == "nop":
+            out += b"\x01"
+        else:
+            raise ValueError(f"unknown TCP option {o!r}")
+    return out + b"\x01" * (-len(out) % 4)
+
+
+def _payload(args: dict[str, Any]) -> bytes:
+    if "payload_hex" in args:
+        return bytes.fromhex(str(args["payload_hex"]))
+    if "payload_len" in args:
+        n = int(args["payload_len"])
+        return bytes((i * 7 + 3) & 0xFF for i in range(n))
+    return str(args.get("payload", "")).encode()
+
+
+def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes) -> tuple[int, bytes]:
+    payload = _payload(args)
+    if kind == "icmp_echo":
+        hdr = struct.pack("!BBHHH", int(args.get("icmp_type", 8)), int(args.get("code", 0)), 0,
+                          int(args.get("icmp_id", 1)), int(args.get("seq", 1)))
+        msg = hdr + payload
+        return 1, msg[:2] + struct.pack("!H", _csum(msg)) + msg[4:]
+    if kind == "udp":
+        seg = struct.pack("!HHHH", int(args.get("sport", 40000)), int(args["dport"]) if "dport" in args else 53,
+                          8 + len(payload), 0) + payload
+        if not args.get("zero_checksum", False):
+            c = _csum(src + dst + struct.pack("!BBH", 0, 17, len(seg)) + seg) or 0xFFFF
+            seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+        return 17, seg
+    if kind == "tcp":
+        opts = _tcp_options([str(o) for o in args.get("options", [])])
+        flags = 0
+        for ch in str(args.get("flags", "S")):
+            flags |= TCP_FLAGS[ch]
+        off = (20 + len(opts)) // 4
+        seg = struct.pack("!HHIIBBHHH", int(args.get("sport", 40000)), int(args.get("dport", 80)),
+                          int(args.get("seq", 1000)) & 0xFFFFFFFF, int(args.get("ack", 0)) & 0xFFFFFFFF,
+                          off << 4, flags, int(args.get("window", 64240)), 0, 0) + opts + payload
+        c = _csum(src + dst + struct.pack("!BBH", 0, 6, len(seg)) + seg)
+        return 6, seg[:16] + struct.pack("!H", c) + seg[18:]
+    return int(args.get("proto", 253)), payload
+
+
+def _ip_header(*, tos: int, total: int, ip_id: int, frag: int, ttl: int, proto: int, src: bytes,
+               dst: bytes) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, total, ip_id, frag, ttl, proto, 0, src, dst)
+    return hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+
+
+def build_crafted(kind: str, args: dict[str, Any], *, src: str, src_mac: bytes, dst_mac: bytes,
+                  default_id: int) -> list[bytes]:
+    """The Ethernet frames of one crafted packet (several when `fragment` is given), in sending order."""
+    s, d = _addr(src), _addr(str(args["dst"]))
+    proto, body = _l4(kind, args, s, d)
+    tos, ttl = int(args.get("tos", 0)), int(args.get("ttl", 64))
+    ip_id = int(args.get("ip_id", default_id)) & 0xFFFF
+    df = 0x4000 if args.get("df", False) else 0
+    eth = dst_mac + src_mac + struct.pack("!H", ETH_P_IP)
+    size = args.get("fragment")
+    if not size or len(body) <= int(size):
+        return [eth + _ip_header(tos=tos, total=20 + len(body), ip_id=ip_id, frag=df, ttl=ttl, proto=proto,
+                                 src=s, dst=d) + body]
+    size = int(size)
+    frames = []
+    for off in range(0, len(body), size):
+        chunk = body[off:off + size]
+        more = 0x2000 if off + size < len(body) else 0
+        frames.append(eth + _ip_header(tos=tos, total=20 + len(chunk), ip_id=ip_id, frag=more | (off // 8),
+                                       ttl=ttl, proto=proto, src=s, dst=d) + chunk)
+    if args.get("order") == "reverse":
+        frames.reverse()
+    return frames
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def _ntoa(b: bytes) -> str:
+    return str(ipaddress.IPv4Address(b))
+
+
+def _decode_l4(proto: int, data: bytes, prefix: str, whole: bool, out: list[Field]) -> None:
+    if proto in (6, 17) and len(data) >= 4:
+        sport, dport = struct.unpack("!HH", data[:4])
+        out += [(f"{prefix}sport", sport, "port"), (f"{prefix}dport", dport, "port")]
+        if proto == 17 and len(data) >= 8:
+            ulen, csum = struct.unpack("!HH", data[4:8])
+            out += [(f"{prefix}udp.len", ulen, "plain"), (f"{prefix}udp.csum", csum, "l4csum"),
+                    (f"{prefix}payload", data[8:].hex(), "plain")]
+        elif proto == 6 and len(data) >= 8:
+            out.append((f"{prefix}tcp.seq", struct.unpack("!I", data[4:8])[0], "plain"))
+            if len(data) >= 20:
+                ack, offb, flags, win, csum, urg = struct.unpack("!IBBHHH", data[8:20])
+                hl = (offb >> 4) * 4
+                out += [(f"{prefix}tcp.ack", ack, "plain"), (f"{prefix}tcp.off", offb >> 4, "plain"),
+                        (f"{prefix}tcp.flags", flags, "plain"), (f"{prefix}tcp.win", win, "plain"),
+                        (f"{prefix}tcp.csum", csum, "l4csum"), (f"{prefix}tcp.urg", urg, "plain"),
+                        (f"{prefix}tcp.options", data[20:hl].hex(), "plain"),
+                        (f"{prefix}payload", data[hl:].hex(), "plain")]
+        return
+    if proto == 1 and len(data) >= 4:
+        itype, code, csum = struct.unpack("!BBH", data[:4])
+        out += [(f"{prefix}icmp.type", itype, "plain"), (f"{prefix}icmp.code", code, "plain"),
+                (f"{prefix}icmp.csum", csum, "l4csum")]
+        if itype in ICMP_ERRORS and whole:
+            out.append((f"{prefix}icmp.rest", data[4:8].hex(), "plain"))
+            _decode_ip(data[8:], "inner.", out, whole=False)
+        elif itype in (0, 8, 13, 14) and len(data) >= 8:
+            ident, seq = struct.unpack("!HH", data[4:8])
+            out += [(f"{prefix}icmp.id", ident, "port"), (f"{prefix}icmp.seq", seq, "plain"),
+                    (f"{prefix}payload", data[8:].hex(), "plain")]
+        else:
+            out.append((f"{prefix}payload", data[4:].hex(), "plain"))
+        return
+    out.append((f"{prefix}payload", data.hex(), "plain"))
+
+
+def _decode_ip(ip: bytes, prefix: str, out: list[Field], *, whole: bool) -> None:
+    if len(ip) < 20 or ip[0] >> 4 != 4:
+        out.append((f"{prefix}bytes", ip.hex(), "plain"))
+        return
+    ihl = (ip[0] & 0xF) * 4
+    tos, total, ip_id, frag, ttl, proto, csum = struct.unpack("!BHHHBBH", ip[1:12])
+    out += [(f"{prefix}ip.ihl", ihl, "plain"), (f"{prefix}ip.tos", tos, "plain"),
+            (f"{prefix}ip.len", total, "plain"), (f"{prefix}ip.id", ip_id, "ipid"),
+            (f"{prefix}ip.frag", frag, "plain"), (f"{prefix}ip.ttl", ttl, "ttl"),
+            (f"{prefix}ip.proto", proto, "plain"), (f"{prefix}ip.csum", csum, "ipcsum"),
+            (f"{prefix}ip.src", _ntoa(ip[12:16]), "plain"), (f"{prefix}ip.dst", _ntoa(ip[16:20]), "plain"),
+            (f"{prefix}ip.options", ip[20:ihl].hex(), "plain")]
+    end = min(total, len(ip)) if whole else len(ip)
+    if frag & 0x1FFF:
+        out.append((f"{prefix}payload", ip[ihl:end].hex(), "plain"))
+        return
+    _decode_l4(proto, ip[ihl:end], prefix, whole, out)
+
+
+def decode_frame(frame: bytes) -> list[Field]:
+    """The frame's fields in wire order; ICMP errors include the quoted datagram as `inner.*`."""
+    out: list[Field] = [("eth.dst", frame[0:6].hex(":"), "plain"), ("eth.src", frame[6:12].hex(":"), "plain")]
+    if len(frame) < 14 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+        out.append(("bytes", frame[12:].hex(), "plain"))
+        return out
+    _decode_ip(frame[14:], "", out, whole=True)
+    return out
+
+
+def ip_checksum_ok(frame: bytes) -> bool:
+    ip = frame[14:]
+    ihl = (ip[0] & 0xF) * 4 if ip else 0
+    return len(ip) >= ihl >= 20 and _sum16(ip[:ihl]) == 0xFFFF
+
+
+def l4_checksum_ok(frame: bytes) -> bool:
+    """TCP/UDP/ICMP checksum of an unfragmented datagram is valid (UDP 0 = none counts as valid)."""
+    ip = frame[14:]
+    if len(ip) < 20:
+        return False
+    ihl = (ip[0] & 0xF) * 4
+    total, frag, proto = struct.unpack("!H", ip[2:4])[0], struct.unpack("!H", ip[6:8])[0], ip[9]
+    data = ip[ihl:total]
+    if frag & 0x3FFF:
+        return True  # a fragment: the checksum covers the whole datagram
+    if proto == 1:
+        return _sum16(data) == 0xFFFF
+    if proto in (6, 17):
+        if proto == 17 and len(data) >= 8 and data[6:8] == b"\0\0":
+            return True
+        return _sum16(ip[12:20] + struct.pack("!BBH", 0, proto, len(data)) + data) == 0xFFFF
+    return True
+
+
+def _adjust(csum: int, old: bytes, new: bytes) -> int:
+    """RFC 1624 incremental update of a ones'-complement checksum for 16-bit-aligned changed bytes."""
+    total = ~csum & 0xFFFF
+    for i in range(0, len(old) - len(old) % 2, 2):
+        o, n = (old[i] << 8) | old[i + 1], (new[i] << 8) | new[i + 1]
+        if o != n:
+            total += (~o & 0xFFFF) + n
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _map16(buf: bytearray, off: int, mapping: dict[int, int]) -> None:
+    if off + 2 <= len(buf):
+        v = (buf[off] << 8) | buf[off + 1]
+        if v in mapping:
+            buf[off:off + 2] = struct.pack("!H", mapping[v])
+
+
+def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[int, int], *, inner: bool) -> None:
+    """Map the ports / echo id of the L4 header at buf[start:end], updating its checksum incrementally."""
+    old = bytes(buf[start:end])
+    if proto in (6, 17):
+        _map16(buf, start, mapping)
+        _map16(buf, start + 2, mapping)
+        csum_off = start + (16 if proto == 6 else 6)
+    elif proto == 1 and end - start >= 8:
+        itype = buf[start]
+        if itype in (0, 8, 13, 14):
+            _map16(buf, start + 4, mapping)
+        elif itype in ICMP_ERRORS and not inner and end - start >= 28:
+            q = start + 8
+            qihl = (buf[q] & 0xF) * 4
+            qfrag = struct.unpack("!H", buf[q + 6:q + 8])[0]
+            if qihl >= 20 and not qfrag & 0x1FFF:
+                _rewrite_l4(buf, q + qihl, end, buf[q + 9], mapping, inner=True)
+        csum_off = start + 2
+    else:
+        return
+    if csum_off + 2 > end:
+        return
+    csum = struct.unpack("!H", buf[csum_off:csum_off + 2])[0]
+    if proto == 17 and csum == 0:
+        return  # no checksum stays no checksum
+    new = bytes(buf[start:end])
+    if new != old:
+        buf[csum_off:csum_off + 2] = struct.pack("!H", _adjust(csum, old[:len(new)], new))
+
+
+def rewrite_ports(frame: bytes, mapping: dict[int, int]) -> bytes:
+    """The frame with every TCP/UDP port and ICMP echo id in `mapping` replaced (also in the datagram an
+    ICMP error quotes), checksums updated incrementally (RFC 1624), so a bad checksum stays bad."""
+    if not mapping or len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+        return frame
+    buf = bytearray(frame)
+    ihl = (buf[14] & 0xF) * 4
+    total = struct.unpack("!H", buf[16:18])[0]
+    frag = struct.unpack("!H", buf[20:22])[0]
+    if ihl < 20 or frag & 0x1FFF:
+        return frame
+    _rewrite_l4(buf, 14 + ihl, min(len(buf), 14 + total), buf[23], mapping, inner=False)
+    return bytes(buf)

@@ -1,0 +1,266 @@
+"""Differential-test scenarios: a router, end hosts, a ruleset and timed traffic, written as TOML.
+
+```toml
+name = "masquerade-ping"                  # default: the file name
+description = "one line shown in reports"
+settle = 0.3                              # seconds to wait after the last step (default 0.3, max 5)
+
+[router]
+rules = '''*nat ... COMMIT'''             # iptables-save text, applied with iptables-restore
+[router.sysctl]                           # applied in the router's namespace, before the rules
+"net.ipv4.ip_forward" = 1
+
+[[router.interface]]                      # one veth per interface; the peer end is in the host's netns
+name = "lan0"                             # at most 10 characters
+addresses = ["192.168.50.1/24"]           # first is primary; kernel rules decide secondary flags
+mtu = 1500
+
+[[host]]                                  # an end host: its own namespace, attached to one router interface
+                                          # (several hosts on one interface share a bridge)
+name = "cli"
+attach = "lan0"
+addresses = ["192.168.50.2/24", "192.168.50.3/24"]
+gateway = "192.168.50.1"                  # default route (optional)
+
+[[step]]                                  # steps run in order; `at` is seconds from the start
+at = 0.0
+host = "cli"
+send = "udp"                              # crafted: icmp_echo, udp, tcp, raw
+src = "192.168.50.3"                      # default: the host's first address
+dst = "198.51.100.2"
+sport = 40010
+dport = 5000
+payload = "hello"                         # or payload_hex = "00ff", or payload_len = 1200
+ttl = 64
+ip_id = 4242                              # default: 1000 + step number
+zero_checksum = false                     # udp only
+fragment = 600                            # optional: split into fragments of this many payload bytes
+order = "reverse"                         # fragment order: "forward" (default) or "reverse"
+
+[[step]]
+at = 0.2
+host = "srv"
+run = "udp_server"                        # programs: ping, udp_server, tcp_server, udp_client, tcp_client
+port = 5000                               # servers echo what they receive, until the run ends
+```
+
+Crafted fields per kind: `icmp_echo` (icmp_id, seq, icmp_type=8, code=0), `udp` (sport, dport, zero_checksum),
+`tcp` (sport, dport, flags like "S", "SA", "PA", "F", "R"; seq, ack, window, options: a list of
+"mss=1460", "wscale=7", "sackok", "ts=VAL:ECR", "nop"), `raw` (proto). Common: src, dst, ttl, ip_id, tos, df.
+Programs: `ping` (a Python raw-socket pinger: dst, count, interval, size, src, icmp_id), `*_server`
+(port, bind), `*_client` (dst, dport, sport,
+src, payload, count). `run = "sleep"` just waits `duration`.
+
+Addresses must be in 10/8, 172.16/12, 192.168/16 or 198.51.100.0/24 (never 192.0.2.0/24 or 203.0.113.0/24).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_scenario"]
+
+MAX_STEPS = 200  # steps per scenario
+MAX_HOSTS = 8  # end hosts (namespaces) per scenario
+MAX_AT = 30.0  # seconds: the latest a step may start
+MAX_SETTLE = 5.0  # seconds waited after the last step
+IFNAME_MAX = 10  # router interface names (the harness prefixes nothing, but peers get suffixes)
+
+ALLOWED_NETS = [ipaddress.IPv4Network(n) for n in
+                ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.51.100.0/24")]
+CRAFTED = ("icmp_echo", "udp", "tcp", "raw")
+PROGRAMS = ("ping", "udp_server", "tcp_server", "udp_client", "tcp_client", "sleep")
+# step key -> type, per family of steps (validated at load time)
+_COMMON_KEYS = {"at": float, "host": str, "send": str, "run": str}
+_CRAFT_KEYS: dict[str, type] = {
+    "src": str, "dst": str, "ttl": int, "ip_id": int, "tos": int, "df": bool, "payload": str,
+    "payload_hex": str, "payload_len": int, "fragment": int, "order": str, "icmp_id": int, "seq": int,
+    "icmp_type": int, "code": int, "sport": int, "dport": int, "zero_checksum": bool, "flags": str,
+    "ack": int, "window": int, "options": list, "proto": int,
+}
+_RUN_KEYS: dict[str, type] = {
+    "dst": str, "count": int, "interval": float, "size": int, "src": str, "port": int, "bind": str,
+    "dport": int, "sport": int, "payload": str, "duration": float, "timeout": float, "icmp_id": int,
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the file and the key."""
+
+
+@dataclass
+class IfaceSpec:
+    name: str
+    addresses: list[str]
+    mtu: int = 1500
+
+
+@dataclass
+class HostSpec:
+    name: str
+    attach: str
+    addresses: list[str]
+    gateway: str | None = None
+
+
+@dataclass
+class Step:
+    """One traffic step: a crafted packet (`send`), a program (`run`), at `at` seconds."""
+
+    at: float
+    host: str
+    send: str | None = None
+    run: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    index: int = 0
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    interfaces: list[IfaceSpec]
+    hosts: list[HostSpec]
+    steps: list[Step]
+    sysctls: dict[str, str] = field(default_factory=dict)
+    rules: str = ""
+    settle: float = 0.3
+    origin: str = "<scenario>"
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
+def _check_addr(text: str, where: str, *, prefix: bool) -> None:
+    try:
+        ip = ipaddress.IPv4Interface(text).ip if prefix else ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ScenarioError(f"{where}: bad IPv4 {'prefix' if prefix else 'address'} {text!r}") from None
+    if prefix and "/" not in text:
+        raise ScenarioError(f"{where}: {text!r} needs a prefix length")
+    if not any(ip in n for n in ALLOWED_NETS):
+        raise ScenarioError(f"{where}: {text} is outside 10/8, 172.16/12, 192.168/16 and 198.51.100.0/24")
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ScenarioError(f"{where}: must be {kind.__name__}, not {value!r}")
+    return value
+
+
+def _known(table: dict[str, Any], keys: set[str], where: str) -> None:
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown keys {unknown} (known: {', '.join(sorted(keys))})")
+
+
+def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
+    """Parse and validate a scenario (pure). Raises ScenarioError naming `origin` and the key."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{origin}: TOML syntax error: {exc}") from None
+    unknown = set(doc) - {"name", "description", "settle", "router", "host", "step"}
+    if unknown:
+        raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
+    stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
+    router = _typed(doc.get("router", {}), dict, f"{origin}: router")
+    _known(router, {"rules", "sysctl", "interface"}, f"{origin}: router")
+    ifaces: list[IfaceSpec] = []
+    for i, spec in enumerate(_typed(router.get("interface", []), list, f"{origin}: router.interface")):
+        where = f"{origin}: router.interface[{i}]"
+        _known(_typed(spec, dict, where), {"name", "addresses", "mtu"}, where)
+        name = _typed(spec.get("name"), str, f"{where}.name")
+        if not 0 < len(name) <= IFNAME_MAX or not name.replace("_", "").isalnum():
+            raise ScenarioError(f"{where}.name: {name!r} must be 1..{IFNAME_MAX} letters/digits")
+        addrs = [_typed(a, str, f"{where}.addresses") for a in _typed(spec.get("addresses", []), list, where)]
+        for a in addrs:
+            _check_addr(a, f"{where}.addresses", prefix=True)
+        ifaces.append(IfaceSpec(name, addrs, _typed(spec.get("mtu", 1500), int, f"{where}.mtu")))
+    if not ifaces:
+        raise ScenarioError(f"{origin}: router needs at least one [[router.interface]]")
+    if len({i.name for i in ifaces}) != len(ifaces):
+        raise ScenarioError(f"{origin}: router interface names repeat")
+    sysctls = {str(k): str(int(v)) if isinstance(v, bool) else str(v)
+               for k, v in _typed(router.get("sysctl", {}), dict, f"{origin}: router.sysctl").items()}
+    rules = _typed(router.get("rules", ""), str, f"{origin}: router.rules")
+    hosts: list[HostSpec] = []
+    for i, spec in enumerate(_typed(doc.get("host", []), list, f"{origin}: host")):
+        where = f"{origin}: host[{i}]"
+        _known(_typed(spec, dict, where), {"name", "attach", "addresses", "gateway"}, where)
+        name = _typed(spec.get("name"), str, f"{where}.name")
+        if not 0 < len(name) <= 8 or not name.isalnum():
+            raise ScenarioError(f"{where}.name: {name!r} must be 1..8 letters/digits")
+        attach = _typed(spec.get("attach"), str, f"{where}.attach")
+        if attach not in {i.name for i in ifaces}:
+            raise ScenarioError(f"{where}.attach: no router interface {attach!r}")
+        addrs = [_typed(a, str, f"{where}.addresses") for a in _typed(spec.get("addresses", []), list, where)]
+        if not addrs:
+            raise ScenarioError(f"{where}.addresses: at least one address")
+        for a in addrs:
+            _check_addr(a, f"{where}.addresses", prefix=True)
+        gw = spec.get("gateway")
+        if gw is not None:
+            _check_addr(_typed(gw, str, f"{where}.gateway"), f"{where}.gateway", prefix=False)
+        hosts.append(HostSpec(name, attach, addrs, gw))
+    if len(hosts) > MAX_HOSTS or len({h.name for h in hosts}) != len(hosts):
+        raise ScenarioError(f"{origin}: at most {MAX_HOSTS} hosts with distinct names")
+    steps = _parse_steps(doc, origin, {h.name for h in hosts})
+    settle = _typed(doc.get("settle", 0.3), float, f"{origin}: settle")
+    if not 0 <= settle <= MAX_SETTLE:
+        raise ScenarioError(f"{origin}: settle must be 0..{MAX_SETTLE}")
+    return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
+                    sysctls, rules, settle, origin)
+
+
+def _parse_steps(doc: dict[str, Any], origin: str, hosts: set[str]) -> list[Step]:
+    steps: list[Step] = []
+    raw = _typed(doc.get("step", []), list, f"{origin}: step")
+    if len(raw) > MAX_STEPS:
+        raise ScenarioError(f"{origin}: at most {MAX_STEPS} steps")
+    last = 0.0
+    for i, spec in enumerate(raw):
+        where = f"{origin}: step[{i}]"
+        at = _typed(spec.get("at", last), float, f"{where}.at")
+        if not last <= at <= MAX_AT:
+            raise ScenarioError(f"{where}.at: {at} must be >= the previous step's and <= {MAX_AT}")
+        last = at
+        host = _typed(spec.get("host"), str, f"{where}.host")
+        if host not in hosts:
+            raise ScenarioError(f"{where}.host: no host {host!r}")
+        send, run = spec.get("send"), spec.get("run")
+        if (send is None) == (run is None):
+            raise ScenarioError(f"{where}: give exactly one of send or run")
+        keys = _CRAFT_KEYS if send is not None else _RUN_KEYS
+        if send is not None and send not in CRAFTED:
+            raise ScenarioError(f"{where}.send: {send!r} not one of {', '.join(CRAFTED)}")
+        if run is not None and run not in PROGRAMS:
+            raise ScenarioError(f"{where}.run: {run!r} not one of {', '.join(PROGRAMS)}")
+        args: dict[str, Any] = {}
+        for key, value in spec.items():
+            if key in _COMMON_KEYS:
+                continue
+            if key not in keys:
+                raise ScenarioError(f"{where}.{key}: unknown key for this step")
+            args[key] = _typed(value, keys[key], f"{where}.{key}")
+            if key in ("src", "dst", "bind"):
+                _check_addr(value, f"{where}.{key}", prefix=False)
+        if send is not None and "dst" not in args:
+            raise ScenarioError(f"{where}: a crafted packet needs dst")
+        if run in ("ping", "udp_client", "tcp_client") and "dst" not in args:
+            raise ScenarioError(f"{where}: {run} needs dst")
+        if args.get("order", "forward") not in ("forward", "reverse"):
+            raise ScenarioError(f"{where}.order: forward or reverse")
+        frag = args.get("fragment")
+        if frag is not None and (frag <= 0 or frag % 8):
+            raise ScenarioError(f"{where}.fragment: a positive multiple of 8")
+        steps.append(Step(at, host, send, run, args, i))
+    return steps
