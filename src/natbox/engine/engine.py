@@ -49,6 +49,7 @@ __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 NF_STOLEN = 2
 _NO_MAC = b"\x00" * 6
 LOCAL_QUEUE_MAX = 64  # locally generated packets (ICMP errors, resets, echo replies) one input may cause
+JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
 FLOW_CACHE_MAX = 65536  # cached forwarding decisions of established flows; the oldest is evicted first
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
@@ -564,8 +565,13 @@ class Engine:
                 self._local_deliver(skb)
                 return
         if daddr >> 28 == 0xE:
-            self._local_deliver(skb)  # no multicast routing: local listeners only
-            return
+            # ip_route_input_mc: only groups the host has joined are delivered (every interface joins
+            # 224.0.0.1, all-hosts); there is no multicast routing, so others are dropped here, after
+            # PREROUTING and before a ct could be confirmed
+            if daddr in JOINED_GROUPS:
+                self._local_deliver(skb)
+                return
+            raise _Drop(DropReason.NO_ROUTE, "ip_route_input_mc", f"not a member of {format_addr(daddr)}")
         if not lo_in and not dev.route_localnet:
             if saddr >> 24 == 127:
                 raise _Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))

@@ -82,6 +82,7 @@ class Fib:
         self.host = host
         self.local: list[_Entry] = []
         self.main: list[_Entry] = []
+        self.default: list[_Entry] = []
         self._local_addrs: dict[int, str] = {}
         self.generation = 0  # bumped by every rebuild: cached routing decisions compare it
         self.rebuild()
@@ -112,13 +113,17 @@ class Fib:
                 elif not a.secondary and iface.kind != "loopback" and a.prefixlen < 32:
                     main.append(Route(a.network, a.prefixlen, iface.name, scope="link", proto="kernel",
                                       prefsrc=a.addr))
+        default: list[Route] = []
         for r in self.host.routes:
-            (local if r.table == "local" else main).append(r)
+            # the default rules look up local, main, then default; other tables need `ip rule`s (not
+            # modelled), so their routes are kept in the host model but never consulted
+            {"local": local, "main": main, "default": default}.get(r.table, []).append(r)
         self.local = [self._entry(r) for r in local]
         self.main = [self._entry(r) for r in main]
         # longest prefix first, then lowest metric (fib_table_lookup's order)
         self.local.sort(key=lambda e: (-e.prefixlen, e.metric))
         self.main.sort(key=lambda e: (-e.prefixlen, e.metric))
+        self.default = sorted((self._entry(r) for r in default), key=lambda e: (-e.prefixlen, e.metric))
 
     @staticmethod
     def _entry(r: Route) -> _Entry:
@@ -146,8 +151,8 @@ class Fib:
         return None
 
     def lookup(self, daddr: int) -> FibResult | None:
-        """`fib_lookup()`: the local table, then main. None means no route (ENETUNREACH)."""
-        e = self._lookup(self.local, daddr) or self._lookup(self.main, daddr)
+        """`fib_lookup()` with the default rules: local, main, default. None means no route (ENETUNREACH)."""
+        e = self._lookup(self.local, daddr) or self._lookup(self.main, daddr) or self._lookup(self.default, daddr)
         if e is None:
             return None
         gw = e.route.gateway
