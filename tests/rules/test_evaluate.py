@@ -94,8 +94,8 @@ def test_docker_dnat_from_outside() -> None:
     assert skb2.trace == [
         "nat PREROUTING #1 -m addrtype --dst-type LOCAL: match -> jump DOCKER",
         "nat DOCKER #1 -i docker0: no match (in is eth0)",
-        "nat DOCKER #2 ! -i docker0 -p tcp -m tcp --dport 10000: match -> DNAT --to-destination 172.17.0.2:8000: "
-        "ACCEPT",
+        "nat DOCKER #2 ! -i docker0 -p tcp -m tcp --dport 10000: match -> DNAT --to-destination 172.17.0.2:8000",
+        "nat DOCKER: ACCEPT",
     ]
 
 

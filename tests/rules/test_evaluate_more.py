@@ -141,7 +141,8 @@ def test_trace_target_switches_tracing_on() -> None:
     rs = rules("raw", "-A PREROUTING -p udp -j TRACE")
     skb = udp("10.0.0.1", 1, "10.0.0.2", 2)
     rs.run("raw", Hook.PRE_ROUTING, skb, FakeCtx())
-    assert skb.trace == ["raw PREROUTING #1 -p udp: match -> TRACE, continue", "raw PREROUTING: policy ACCEPT"]
+    assert skb.trace == ["raw PREROUTING #1 -p udp: match -> TRACE", "raw PREROUTING: TRACE continues",
+                         "raw PREROUTING: policy ACCEPT"]
 
 
 def test_helper_match_without_helpers() -> None:

@@ -16,7 +16,8 @@ usage: natbox COMMAND [ARGS...]
 
 commands:
   demo NAME            run a built-in experiment (docker, qemu, hairpin, port-clash, basic)
-  replay               replay captures through a host model (natbox replay --help)
+  replay               replay captures (or a scenario file) through a host model (natbox replay --help)
+  explain              every packet's path through the host, step by step (natbox explain --help)
   iptables ARGS        iptables, on a ruleset file (--rules FILE or NATBOX_RULES)
   iptables-save        print a ruleset file as iptables-save does
   iptables-restore     load iptables-save text into a ruleset file
@@ -47,6 +48,7 @@ def _lazy(module: str, func: str) -> Callable[[Sequence[str]], int]:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _lazy("natbox.cli.demo", "demo_main"),
     "replay": _lazy("natbox.cli.replay", "replay_main"),
+    "explain": _lazy("natbox.cli.explain", "explain_main"),
     "iptables": _lazy("natbox.cli.iptables", "iptables_main"),
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),

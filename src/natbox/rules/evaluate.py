@@ -146,6 +146,9 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
     return None
 
 
+_ALL = "(all packets)"
+
+
 class Ruleset:
     """raw, mangle, nat and filter, as iptables-nft keeps them in the kernel."""
 
@@ -351,7 +354,7 @@ class Ruleset:
                     break
             if not ok:
                 if trace is not None:
-                    trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: {self._why(cr, skb, ctx)}")
+                    trace.append(f"{table} {chain_name} #{cr.num} {cr.desc or _ALL}: {self._why(cr, skb, ctx)}")
                 i += 1
                 continue
             r = cr.rule
@@ -360,23 +363,26 @@ class Ruleset:
             kind = cr.kind
             if kind == _K_TARGET:
                 assert cr.target is not None
+                if trace is not None:  # before the target runs, so what it does (NAT bindings) follows
+                    trace.append(f"{table} {chain_name} #{cr.num} {cr.desc or _ALL}: match -> {cr.tdesc}")
                 v = cr.target(skb, ctx)
-                trace = skb.trace  # -j TRACE may have switched tracing on
+                if trace is None and skb.trace is not None:  # -j TRACE switched tracing on
+                    trace = skb.trace
+                    trace.append(f"{table} {chain_name} #{cr.num} {cr.desc or _ALL}: match -> {cr.tdesc}")
                 if v == XT_CONTINUE:
                     if trace is not None:
-                        trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {cr.tdesc}, continue")
+                        trace.append(f"{table} {chain_name}: {cr.tdesc.split()[0]} continues")
                     i += 1
                     continue
                 if v != XT_RETURN:
                     if trace is not None:
-                        trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {cr.tdesc}: "
-                                     f"{'ACCEPT' if v == NF_ACCEPT else 'DROP'}")
+                        trace.append(f"{table} {chain_name}: {'ACCEPT' if v == NF_ACCEPT else 'DROP'}")
                     return v
                 kind = _K_RETURN
             if trace is not None:
                 what = {_K_VERDICT: r.jump, _K_JUMP: f"jump {r.jump}", _K_GOTO: f"goto {r.jump}",
                         _K_RETURN: "RETURN", _K_NONE: "continue"}.get(kind, r.jump)
-                trace.append(f"{table} {chain_name} #{cr.num} {cr.desc}: match -> {what}")
+                trace.append(f"{table} {chain_name} #{cr.num} {cr.desc or _ALL}: match -> {what}")
             if kind == _K_VERDICT:
                 assert isinstance(cr.value, int)
                 return cr.value
