@@ -294,6 +294,11 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
     rate = replayer.packets / elapsed if elapsed > 0 else 0.0
     stderr.write(f"{prog}: {replayer.packets} packets ({replayer.fed} replayed) in {elapsed:.2f} s: "
                  f"{rate:,.0f} packets/s\n")
+    otherhost = engine.stats.get("otherhost", 0)
+    if otherhost and otherhost * 2 >= replayer.fed:
+        stderr.write(f"{prog}: note: {otherhost} frames were for another MAC than the interface's and were dropped "
+                     "as a host does; to take captures from another machine, leave `mac` out of the host file's "
+                     "interfaces (then every unicast frame is accepted)\n")
     return 0
 
 
