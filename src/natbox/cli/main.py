@@ -22,6 +22,8 @@ commands:
   iptables-save        print a ruleset file as iptables-save does
   iptables-restore     load iptables-save text into a ruleset file
   bench [engine|rules] measure the engine's packet rate, or the filter chain cost
+  gateway HOST         run the host model on real interfaces: a live NAT (root)
+  lab FILE up|down|exec NODE CMD   build a topology of network namespaces to try the gateway in (root)
   snapshot DIR         save a real host's interfaces, routes, sysctls and ruleset (--netns NAME)
   difftest SCENARIO    run scenarios on the Linux kernel and on natbox, and compare (root)
   version              print natbox's version
@@ -54,6 +56,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
     "snapshot": _lazy("natbox.adapters.snapshot", "cli_snapshot"),
+    "gateway": _lazy("natbox.cli.gateway", "cli_gateway"),
+    "lab": _lazy("natbox.cli.lab", "cli_lab"),
     "difftest": _lazy("natbox.difftest.cli", "cli_difftest"),
     "version": _version,
 }

@@ -1,0 +1,436 @@
+"""AF_PACKET sockets bound to one interface: plain recv/send or a memory-mapped TPACKET_V2 ring, with
+optional PACKET_VNET_HDR so TCP moves as 64 KiB GSO segments with partial checksums.
+
+Frames handed to the caller are `RxFrame = (frame, gso_type, gso_size, csum_was_partial)`:
+
+* `frame` is the Ethernet frame as bytes. When the kernel passed the packet with `CHECKSUM_PARTIAL`
+  (virtio flag `VIRTIO_NET_HDR_F_NEEDS_CSUM`, or `TP_STATUS_CSUMNOTREADY` without a vnet header) its
+  checksum field holds only the pseudo-header sum; the adapter finishes it (`complete_partial_csum`)
+  when asked to (`complete_csum=True`, always without vnet headers) so the engine can check and update
+  it like any other.
+* `gso_type`/`gso_size` are the virtio GSO fields (0 when the frame is one wire packet).
+* `csum_was_partial` says the frame's TCP/UDP checksum field still holds only the pseudo-header sum
+  (when the socket was opened with `complete_csum=False`): the L4 checksum must not be verified (the
+  kernel never verifies CHECKSUM_PARTIAL packets) and the transmit side hands the packet back to the
+  kernel as partial (`to_partial_csum` rewrites the pseudo-header sum of the final, NATed header), as
+  the kernel's forwarding path keeps `ip_summed == CHECKSUM_PARTIAL`. With `complete_csum=True` the
+  checksum is finished on receipt and the flag is False.
+
+Our own transmissions are never read back (`PACKET_IGNORE_OUTGOING`, Linux 4.20+; older kernels: the
+`PACKET_OUTGOING` packet type is skipped). Every queue is bounded: the ring has `ring_frames` slots, a
+read returns at most `max_frames`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import select
+import socket
+import struct
+from typing import Final
+
+__all__ = [
+    "ETH_P_ALL",
+    "GSO_NONE",
+    "GSO_TCPV4",
+    "GSO_UDP_L4",
+    "VNET_HDR_LEN",
+    "PacketSocket",
+    "PacketSocketError",
+    "RxFrame",
+    "build_vnet_hdr",
+    "complete_partial_csum",
+    "interface_is_up",
+    "interface_mac",
+    "interface_mtu",
+    "l4_csum_location",
+    "to_partial_csum",
+]
+
+RxFrame = tuple[bytes, int, int, bool]  # (frame, gso_type, gso_size, csum_was_partial)
+
+# <linux/if_packet.h>, <linux/if_ether.h>, <linux/virtio_net.h>
+ETH_P_ALL: Final = 0x0003
+ETH_P_IP: Final = 0x0800
+SOL_PACKET: Final = 263
+PACKET_ADD_MEMBERSHIP: Final = 1
+PACKET_RX_RING: Final = 5
+PACKET_AUXDATA: Final = 8
+PACKET_VERSION: Final = 10
+PACKET_VNET_HDR: Final = 15
+PACKET_QDISC_BYPASS: Final = 20
+PACKET_IGNORE_OUTGOING: Final = 23
+PACKET_MR_PROMISC: Final = 1
+PACKET_OUTGOING: Final = 4
+TPACKET_V2: Final = 1
+TP_STATUS_KERNEL: Final = 0
+TP_STATUS_USER: Final = 1
+TP_STATUS_LOSING: Final = 4
+TP_STATUS_CSUMNOTREADY: Final = 8
+TPACKET2_HDR = struct.Struct("=IIIHHIIHH4x")  # tp_status tp_len tp_snaplen tp_mac tp_net sec nsec vlan
+AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
+VNET_HDR = struct.Struct("=BBHHHH")  # flags gso_type hdr_len gso_size csum_start csum_offset (legacy, native)
+VNET_HDR_LEN: Final = VNET_HDR.size  # 10
+VIRTIO_NET_HDR_F_NEEDS_CSUM: Final = 1
+GSO_NONE: Final = 0
+GSO_TCPV4: Final = 1
+GSO_UDP_L4: Final = 5
+GSO_ECN: Final = 0x80
+NO_VNET_HDR = bytes(VNET_HDR_LEN)
+SIOCGIFFLAGS: Final = 0x8913
+IFF_UP: Final = 0x1
+SIOCGIFMTU: Final = 0x8921
+SIOCGIFHWADDR: Final = 0x8927
+
+PLAIN_BUF = 65536 + 256  # largest frame a plain read returns (a 64 KiB GSO frame plus headers)
+RING_FRAMES_DEFAULT = 256  # ring slots (each a frame); bounds kernel->natbox buffering per interface
+RING_SLOT_SMALL = 4096  # slot size without vnet headers (MTU-sized frames)
+RING_SLOT_GSO = 69632  # slot size with vnet headers: 17 pages, a whole 64 KiB GSO frame
+RCVBUF = 4 << 20  # socket buffers (plain mode) in bytes
+SNDBUF = 4 << 20
+
+
+class PacketSocketError(OSError):
+    """Opening or configuring the socket failed; the message names the interface."""
+
+
+def _ifreq_ioctl(ifname: str, request: int) -> bytes:
+    """An interface ioctl (SIOCGIF*) through a socket of the calling thread's namespace (sysfs would show
+    the namespace /sys was mounted in, which `setns` does not change)."""
+    name = ifname.encode()
+    if not name or len(name) > 15:
+        raise PacketSocketError(f"{ifname!r}: bad interface name")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            return fcntl.ioctl(s.fileno(), request, struct.pack("16s24x", name))
+        except OSError as exc:
+            raise PacketSocketError(f"{ifname}: {exc.strerror}") from None
+
+
+def interface_mac(ifname: str) -> bytes:
+    """The interface's MAC address (SIOCGIFHWADDR), in the calling thread's namespace."""
+    return _ifreq_ioctl(ifname, SIOCGIFHWADDR)[18:24]
+
+
+def interface_is_up(ifname: str) -> bool:
+    """IFF_UP (SIOCGIFFLAGS), in the calling thread's namespace."""
+    return bool(struct.unpack_from("=H", _ifreq_ioctl(ifname, SIOCGIFFLAGS), 16)[0] & IFF_UP)
+
+
+def interface_mtu(ifname: str) -> int:
+    """The interface's MTU (SIOCGIFMTU), in the calling thread's namespace."""
+    return int(struct.unpack_from("=i", _ifreq_ioctl(ifname, SIOCGIFMTU), 16)[0])
+
+
+def l4_csum_location(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """(csum_start, csum_offset, protocol) of an untagged IPv4 TCP/UDP frame's checksum, else None
+    (fragments, other protocols, truncated headers)."""
+    if len(frame) < 34 or frame[12] != 0x08 or frame[13] != 0x00:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    if ihl < 20 or frame[14] >> 4 != 4 or (frame[20] & 0x3F) or frame[21]:  # MF or offset: a fragment
+        return None
+    proto = frame[23]
+    start = 14 + ihl
+    if proto == 6 and len(frame) >= start + 20:
+        return start, 16, 6
+    if proto == 17 and len(frame) >= start + 8:
+        return start, 6, 17
+    return None
+
+
+def _fold_sum(data: bytes | bytearray | memoryview) -> int:
+    """The RFC 1071 one's-complement sum of `data` (not complemented), in 1..0xFFFF (0 for all zeros).
+    A 16-bit one's-complement sum is the big-endian value modulo 0xFFFF, computed in C by int()."""
+    n = len(data)
+    value = int.from_bytes(data, "big")
+    if n & 1:
+        value <<= 8
+    if value == 0:
+        return 0
+    s = value % 0xFFFF
+    return s or 0xFFFF
+
+
+def complete_partial_csum(frame: bytearray, csum_start: int, csum_offset: int) -> bool:
+    """Finish a CHECKSUM_PARTIAL packet: the field at csum_start+csum_offset holds the pseudo-header sum;
+    the checksum is the complement of the sum of everything from csum_start to the end (as
+    `skb_checksum_help()` does). Returns False (frame untouched) when the offsets are out of range."""
+    pos = csum_start + csum_offset
+    if csum_start < 14 or pos + 2 > len(frame):
+        return False
+    csum = ~_fold_sum(memoryview(frame)[csum_start:]) & 0xFFFF
+    if csum == 0 and csum_offset == 6:  # UDP: a computed 0 is sent as 0xFFFF (RFC 768)
+        csum = 0xFFFF
+    frame[pos] = csum >> 8
+    frame[pos + 1] = csum & 0xFF
+    return True
+
+
+def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
+    """Turn a TCP/UDP frame with a full checksum into CHECKSUM_PARTIAL form: the field gets the
+    (uncomplemented) pseudo-header sum, as `tcp_v4_send_check()` leaves it. Returns (csum_start,
+    csum_offset), or None (frame untouched) when it is not IPv4 TCP/UDP or UDP without a checksum."""
+    loc = l4_csum_location(frame)
+    if loc is None:
+        return None
+    start, off, proto = loc
+    if proto == 17 and frame[start + 6] == 0 and frame[start + 7] == 0:
+        return None
+    total = (frame[16] << 8) | frame[17]
+    l4len = total - (start - 14)
+    if l4len <= 0 or 14 + total > len(frame):
+        return None
+    s = (_fold_sum(memoryview(frame)[26:34]) + proto + l4len)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    frame[start + off] = s >> 8
+    frame[start + off + 1] = s & 0xFF
+    return start, off
+
+
+def build_vnet_hdr(frame: bytearray, gso_type: int, gso_size: int, partial: bool) -> bytes:
+    """The virtio_net_hdr to send `frame` with (possibly rewriting its checksum field to partial form).
+    A GSO frame is always sent with NEEDS_CSUM (the kernel requires it for TCPV4)."""
+    if not partial and not gso_type:
+        return NO_VNET_HDR
+    loc = to_partial_csum(frame)
+    if loc is None:
+        return NO_VNET_HDR
+    start, off = loc
+    hdr_len = 0
+    if gso_type:
+        if frame[23] == 6:
+            hdr_len = start + ((frame[start + 12] >> 4) * 4)
+        else:
+            hdr_len = start + 8
+    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
+                         gso_size if gso_type else 0, start, off)
+
+
+def parse_vnet_rx(hdr: bytes | memoryview, frame: bytes, complete: bool = True) -> RxFrame:
+    """Apply a received virtio_net_hdr to `frame`: finish a partial checksum when `complete` (see
+    `complete_partial_csum`). Returns the `RxFrame`."""
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(hdr)
+    partial = bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+    if partial and not complete:
+        # Left partial only where the transmit side can restore it: the IPv4 TCP/UDP checksum itself
+        # (a tunnel's inner checksum, say, is finished here instead).
+        loc = l4_csum_location(frame)
+        complete = loc is None or loc[0] != csum_start or loc[1] != csum_offset
+    if partial and complete:
+        buf = bytearray(frame)
+        if complete_partial_csum(buf, csum_start, csum_offset):
+            frame = bytes(buf)
+            partial = False
+    return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, partial
+
+
+def _complete_notready(frame: bytearray) -> bool:
+    """TP_STATUS_CSUMNOTREADY without a vnet header: find the IPv4 TCP/UDP checksum and finish it."""
+    loc = l4_csum_location(frame)
+    if loc is None:
+        return False
+    return complete_partial_csum(frame, loc[0], loc[1])
+
+
+class PacketSocket:
+    """One AF_PACKET socket on `ifname` (in the caller's namespace), non-blocking.
+
+    `ring=True` maps a TPACKET_V2 receive ring of `ring_frames` slots; otherwise frames are read with
+    recv/recvmsg. `vnet_hdr=True` sets PACKET_VNET_HDR (GSO frames and partial checksums pass through).
+    `complete_csum=False` leaves partial checksums partial (the frame's field then holds only the
+    pseudo-header sum): for consumers that do not verify L4 checksums; transmission recomputes the
+    pseudo-header sum anyway, so NAT's changes to addresses stay correct.
+    Transmission is `send()` (with PACKET_QDISC_BYPASS where available)."""
+
+    def __init__(self, ifname: str, *, vnet_hdr: bool = False, ring: bool = False, promisc: bool = False,
+                 ring_frames: int = RING_FRAMES_DEFAULT, qdisc_bypass: bool = True,
+                 complete_csum: bool = True) -> None:
+        self.ifname = ifname
+        self.complete_csum = complete_csum
+        self.vnet_hdr = vnet_hdr
+        self.ring = ring
+        self.stats = {"rx": 0, "tx": 0, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "tx_error": 0,
+                      "rx_losing": 0, "rx_csum_completed": 0}
+        self._ignore_outgoing = False
+        self._mm: mmap.mmap | None = None
+        self._slot = 0
+        self._slots = 0
+        self._slot_size = 0
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise PacketSocketError(f"{ifname}: no such interface") from None
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing queued before bind
+        except OSError as exc:
+            raise PacketSocketError(f"{ifname}: AF_PACKET socket: {exc.strerror} (needs CAP_NET_RAW)") from None
+        self.sock = sock
+        try:
+            self._setup(promisc, ring_frames, qdisc_bypass)
+        except OSError as exc:
+            self.close()
+            raise PacketSocketError(f"{ifname}: {exc.strerror or exc}") from None
+
+    def _setup(self, promisc: bool, ring_frames: int, qdisc_bypass: bool) -> None:
+        sock = self.sock
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self._ignore_outgoing = True
+        except OSError:
+            self._ignore_outgoing = False
+        if self.vnet_hdr:
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        elif not self.ring:
+            sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        if qdisc_bypass:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        if self.ring:
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            slot = RING_SLOT_GSO if self.vnet_hdr else RING_SLOT_SMALL
+            req = struct.pack("=IIII", slot, ring_frames, slot, ring_frames)  # one frame per block
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            self._mm = mmap.mmap(sock.fileno(), slot * ring_frames, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            self._slots = ring_frames
+            self._slot_size = slot
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if promisc:
+            mreq = struct.pack("=iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        sock.bind((self.ifname, ETH_P_ALL))
+        sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # --- receive -----------------------------------------------------------------------------------
+
+    def recv_batch(self, max_frames: int) -> list[RxFrame]:
+        """Up to `max_frames` frames that are ready now (never blocks)."""
+        if self._mm is not None:
+            return self._recv_ring(max_frames)
+        if self.vnet_hdr:
+            return self._recv_vnet(max_frames)
+        return self._recv_aux(max_frames)
+
+    def _recv_vnet(self, max_frames: int) -> list[RxFrame]:
+        out: list[RxFrame] = []
+        recv = self.sock.recv
+        complete = self.complete_csum
+        for _ in range(max_frames):
+            try:
+                data = recv(PLAIN_BUF)
+            except (BlockingIOError, InterruptedError):
+                break
+            if len(data) <= VNET_HDR_LEN:
+                continue
+            out.append(parse_vnet_rx(data, data[VNET_HDR_LEN:], complete))
+        self._count(out)
+        return out
+
+    def _recv_aux(self, max_frames: int) -> list[RxFrame]:
+        out: list[RxFrame] = []
+        recvmsg = self.sock.recvmsg
+        cmsg_space = socket.CMSG_SPACE(AUXDATA.size)
+        for _ in range(max_frames):
+            try:
+                data, anc, flags, addr = recvmsg(PLAIN_BUF, cmsg_space)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not self._ignore_outgoing and addr[2] == PACKET_OUTGOING:
+                continue
+            if flags & socket.MSG_TRUNC:
+                self.stats["rx_truncated"] += 1
+                continue
+            for level, kind, cdata in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= AUXDATA.size:
+                    if AUXDATA.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY:
+                        frame = bytearray(data)
+                        self.stats["rx_csum_completed"] += _complete_notready(frame)
+                        data = bytes(frame)
+            out.append((data, 0, 0, False))
+        self._count(out)
+        return out
+
+    def _recv_ring(self, max_frames: int) -> list[RxFrame]:
+        mm = self._mm
+        assert mm is not None
+        out: list[RxFrame] = []
+        slot_size, slots = self._slot_size, self._slots
+        unpack = TPACKET2_HDR.unpack_from
+        vnet = self.vnet_hdr
+        complete = self.complete_csum
+        for _ in range(max_frames):
+            base = self._slot * slot_size
+            status, tp_len, snaplen, mac, _net, _s, _ns, _vt, _vp = unpack(mm, base)
+            if not status & TP_STATUS_USER:
+                break
+            if status & TP_STATUS_LOSING:
+                self.stats["rx_losing"] += 1
+            if snaplen < tp_len:
+                self.stats["rx_truncated"] += 1
+            elif self._ignore_outgoing or mm[base + 32 + 10] != PACKET_OUTGOING:
+                frame = mm[base + mac:base + mac + snaplen]
+                if vnet:
+                    out.append(parse_vnet_rx(mm[base + mac - VNET_HDR_LEN:base + mac], frame, complete))
+                elif status & TP_STATUS_CSUMNOTREADY:
+                    buf = bytearray(frame)
+                    self.stats["rx_csum_completed"] += _complete_notready(buf)
+                    out.append((bytes(buf), 0, 0, False))
+                else:
+                    out.append((frame, 0, 0, False))
+            struct.pack_into("=I", mm, base, TP_STATUS_KERNEL)
+            self._slot = (self._slot + 1) % slots
+        self._count(out)
+        return out
+
+    def _count(self, out: list[RxFrame]) -> None:
+        st = self.stats
+        st["rx"] += len(out)
+        for _f, gso_type, _gs, partial in out:
+            if partial:
+                st["rx_partial"] += 1
+            if gso_type:
+                st["rx_gso"] += 1
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds for a frame (for simple callers without a selector)."""
+        p = select.poll()
+        p.register(self.sock.fileno(), select.POLLIN)
+        return bool(p.poll(int(timeout * 1000)))
+
+    # --- transmit ----------------------------------------------------------------------------------
+
+    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> bool:
+        """Transmit one frame. With vnet headers, a frame from a partial-checksum or GSO packet is handed
+        back to the kernel in partial form. Returns False (counted) when the kernel refused it."""
+        try:
+            if self.vnet_hdr:
+                if partial or gso_type:
+                    buf = bytearray(frame)
+                    self.sock.sendmsg((build_vnet_hdr(buf, gso_type, gso_size, partial), buf))
+                else:
+                    self.sock.sendmsg((NO_VNET_HDR, frame))
+            else:
+                self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            self.stats["tx_error"] += 1
+            return False
+        except OSError:
+            self.stats["tx_error"] += 1
+            return False
+        self.stats["tx"] += 1
+        return True
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        self.sock.close()

@@ -1,0 +1,423 @@
+"""`natbox gateway HOST_FILE`: run a host model on real interfaces, forwarding with NAT through the engine.
+
+Every interface of the host model except `lo` is *owned* by natbox: an existing interface (veth, bridge,
+physical) is opened as an AF_PACKET socket; a `kind = "tap"` interface is a TAP device natbox creates (or
+attaches to, when persistent). The kernel must not answer for natbox: natbox refuses to start (exit 2,
+one line) when an owned interface carries kernel IPv4 addresses while the kernel forwards on it, or
+carries one of the model's own addresses (the kernel would answer ARP and reset natbox's connections).
+
+Options:
+  --rules FILE          iptables-save text (default: the host file's [rules])
+  --no-vnet-hdr         plain frames (no GSO/partial checksums; peers then need TSO/GSO off)
+  --no-ring             recv() instead of a TPACKET_V2 ring
+  --promisc             put AF_PACKET interfaces in promiscuous mode
+  --complete-csum       finish partial checksums before the engine (instead of skipping its check for
+                        them, as the kernel does for CHECKSUM_PARTIAL)
+  --tap-netns NAME=NS[/DEV]  the TAP for model interface NAME lives in namespace NS (as DEV)
+  --seed N              the engine's RNG seed (default: random)
+  --duration SECONDS    stop after that long (tests, benchmarks)
+  --control PATH        a UNIX socket answering one command per connection: "stats" (counters) or
+                        "conntrack" (the table as `conntrack -L` prints it)
+  --force               start even when the kernel would fight natbox
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
+
+USAGE = """\
+usage: natbox gateway HOST_FILE [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
+                      [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--force]
+"""
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclass
+class GatewayConfig:
+    host_file: str
+    rules: str | None = None
+    vnet_hdr: bool = True
+    ring: bool = True
+    promisc: bool = False
+    tap_netns: dict[str, tuple[str, str]] = field(default_factory=dict)  # model name -> (netns, device)
+    seed: int | None = None
+    duration: float | None = None
+    control: str | None = None
+    force: bool = False
+    complete_csum: bool = False
+
+
+def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
+    args = list(argv)
+    host: str | None = None
+    cfg = GatewayConfig("")
+    i = 0
+
+    def value(opt: str) -> str:
+        nonlocal i
+        if i + 1 >= len(args):
+            raise UsageError(f"option {opt} needs a value")
+        i += 1
+        return args[i]
+
+    while i < len(args):
+        a = args[i]
+        if a == "--rules":
+            cfg.rules = value(a)
+        elif a == "--no-vnet-hdr":
+            cfg.vnet_hdr = False
+        elif a == "--no-ring":
+            cfg.ring = False
+        elif a == "--promisc":
+            cfg.promisc = True
+        elif a == "--force":
+            cfg.force = True
+        elif a == "--complete-csum":
+            cfg.complete_csum = True
+        elif a == "--control":
+            cfg.control = value(a)
+        elif a == "--tap-netns":
+            spec = value(a)
+            name, sep, where = spec.partition("=")
+            if not sep or not name or not where:
+                raise UsageError(f"--tap-netns {spec!r}: expected NAME=NETNS[/DEV]")
+            ns, _, dev = where.partition("/")
+            cfg.tap_netns[name] = (ns, dev or name)
+        elif a == "--seed":
+            text = value(a)
+            try:
+                cfg.seed = int(text)
+            except ValueError:
+                raise UsageError("--seed needs an integer") from None
+        elif a == "--duration":
+            text = value(a)
+            try:
+                cfg.duration = float(text)
+            except ValueError:
+                raise UsageError("--duration needs a number of seconds") from None
+        elif a.startswith("-"):
+            raise UsageError(f"unknown option {a!r}")
+        elif host is None:
+            host = a
+        else:
+            raise UsageError(f"unexpected argument {a!r}")
+        i += 1
+    if host is None:
+        raise UsageError("missing HOST_FILE")
+    cfg.host_file = host
+    return cfg
+
+
+def _kernel_addresses(ifname: str) -> list[str]:
+    """The kernel's IPv4 addresses on `ifname` (`ip -j -4 addr show dev IFNAME`)."""
+    try:
+        proc = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", ifname], capture_output=True,
+                              text=True, timeout=10, check=False)
+        data = json.loads(proc.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for d in data for a in d.get("addr_info", [])
+            if a.get("family", "inet") == "inet" and "local" in a]
+
+
+def _all_kernel_addresses() -> list[tuple[str, str]]:
+    """(interface, "a.b.c.d/len") for every kernel IPv4 address in this namespace."""
+    try:
+        proc = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10,
+                              check=False)
+        data = json.loads(proc.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+    return [(d.get("ifname", "?"), f"{a['local']}/{a['prefixlen']}") for d in data for a in d.get("addr_info", [])
+            if "local" in a]
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def kernel_conflicts(ifname: str, model_addrs: Sequence[str], kernel_addrs: Sequence[str],
+                     forwarding: bool) -> str | None:
+    """Why the kernel would fight natbox on `ifname`, or None. `model_addrs`/`kernel_addrs` are
+    "a.b.c.d/len" strings; `forwarding` is net.ipv4.conf.IFNAME.forwarding."""
+    if not kernel_addrs:
+        return None
+    if forwarding:
+        return (f"{ifname} has kernel address {kernel_addrs[0]} and net.ipv4.conf.{ifname}.forwarding=1: "
+                f"the kernel would route natbox's traffic too (ip addr flush dev {ifname}, or forwarding=0)")
+    model_ips = {a.split("/")[0] for a in model_addrs}
+    clash = [a for a in kernel_addrs if a.split("/")[0] in model_ips]
+    if clash:
+        return (f"{ifname} has kernel address {clash[0]}, which the model gives natbox: the kernel would "
+                f"answer ARP and reset natbox's connections (ip addr del {clash[0]} dev {ifname})")
+    return None
+
+
+def _iface_exists(name: str) -> bool:
+    import socket
+
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _tap_mac(name: str) -> bytes:
+    """A stable locally administered MAC for a TAP the model gives none: 02:4e:42 + crc32(name)."""
+    return b"\x02\x4e\x42" + (zlib.crc32(name.encode()) & 0xFFFFFF).to_bytes(3, "big")
+
+
+CONTROL_REQUEST_MAX = 4096  # bytes of one control command
+CONTROL_TIMEOUT = 1.0  # seconds a control client may take to send its command
+
+
+class ControlSocket:
+    """The gateway's control socket: one command per connection, answered from the loop's thread (the
+    engine is never touched concurrently). The seam for iptables/conntrack commands on a live gateway."""
+
+    def __init__(self, path: str, engine: Any, loop: Any) -> None:
+        import socket
+
+        self.path = path
+        self.engine = engine
+        self.loop = loop
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        with conn:
+            conn.settimeout(CONTROL_TIMEOUT)
+            try:
+                cmd = conn.recv(CONTROL_REQUEST_MAX).decode(errors="replace").strip()
+                conn.sendall(self.answer(cmd).encode())
+            except OSError:
+                return
+
+    def answer(self, cmd: str) -> str:
+        import time
+
+        from natbox.conntrack.format import format_conntrack
+
+        if cmd == "stats":
+            engine_stats = " ".join(f"{k}={v}" for k, v in sorted(self.engine.stats.items()))
+            return f"loop: {self.loop.report()}\nengine: {engine_stats}\n"
+        if cmd == "conntrack":
+            now = time.monotonic()
+            return "".join(format_conntrack(c, now) + "\n" for c in self.engine.table)
+        return f"unknown command {cmd!r} (stats, conntrack)\n"
+
+    def close(self) -> None:
+        self.sock.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def cli_gateway(argv: Sequence[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE + (__doc__ or "").split("Options:", 1)[-1])
+        return 0
+    try:
+        cfg = parse_gateway_args(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"natbox gateway: {exc}\n{USAGE}")
+        return 2
+    return run_gateway(cfg)
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"natbox gateway: {text}\n")
+    sys.stderr.flush()
+
+
+def run_gateway(cfg: GatewayConfig) -> int:
+    from natbox.adapters.loop import EventLoop, NeighResolver, Port
+    from natbox.adapters.packet_socket import (
+        PacketSocket,
+        PacketSocketError,
+        interface_is_up,
+        interface_mac,
+        interface_mtu,
+    )
+    from natbox.adapters.tuntap import TapDevice, TapError
+    from natbox.engine.engine import Engine
+    from natbox.engine.hostfile import HostFileError, parse_host_toml
+    from natbox.rules.evaluate import Ruleset
+    from natbox.rules.model import RulesError
+    from natbox.rules.parser import parse_restore
+
+    try:
+        with open(cfg.host_file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        _err(f"{cfg.host_file}: {exc.strerror}")
+        return 2
+    try:
+        hf = parse_host_toml(text, cfg.host_file)
+    except HostFileError as exc:
+        _err(str(exc))
+        return 2
+    host = hf.host
+    rules_path = cfg.rules
+    if rules_path is None and hf.rules_file is not None:
+        rules_path = os.path.join(os.path.dirname(os.path.abspath(cfg.host_file)), hf.rules_file)
+    rules_text, origin = host.rules_text, host.rules_origin
+    if rules_path is not None:
+        try:
+            with open(rules_path, encoding="utf-8") as f:
+                rules_text, origin = f.read(), rules_path
+        except OSError as exc:
+            _err(f"{rules_path}: {exc.strerror}")
+            return 2
+    ruleset = Ruleset()
+    if rules_text.strip():
+        try:
+            ruleset.restore(parse_restore(rules_text, file=origin))
+        except RulesError as exc:
+            _err(f"{origin}: {exc}")
+            return 2
+
+    owned = [i for i in host.interfaces.values() if i.kind != "loopback"]
+    if not owned:
+        _err(f"{cfg.host_file}: the model has no interfaces to run on")
+        return 2
+    for name in cfg.tap_netns:
+        if name not in host.interfaces or host.interfaces[name].kind != "tap":
+            _err(f"--tap-netns {name}: the model has no tap interface {name!r}")
+            return 2
+    # --- the kernel must not fight natbox --------------------------------------------------------
+    for iface in owned:
+        if iface.kind == "tap" and iface.name in cfg.tap_netns:
+            continue  # its kernel side is in another namespace (the "VM"): nothing of ours there
+        exists = _iface_exists(iface.name)
+        if iface.kind != "tap" and not exists:
+            _err(f"{iface.name}: no such interface in this namespace (the model's interfaces must exist, "
+                 "except kind = \"tap\" ones, which natbox creates)")
+            return 2
+        if not exists:
+            continue
+        kaddrs = _kernel_addresses(iface.name)
+        fwd = _read_sysctl(f"/proc/sys/net/ipv4/conf/{iface.name}/forwarding") == "1"
+        why = kernel_conflicts(iface.name, [str(a) for a in iface.addresses], kaddrs, fwd)
+        if why is not None and not cfg.force:
+            _err(f"refusing to start: {why}")
+            return 2
+        if why is None and kaddrs:
+            _err(f"warning: {iface.name} has kernel address {kaddrs[0]} (forwarding off): the kernel will "
+                 "answer traffic for it alongside natbox")
+
+    owned_names = {i.name for i in owned}
+    others = [f"{name} {addr}" for name, addr in _all_kernel_addresses() if name not in owned_names and name != "lo"]
+    if others:
+        arp_ignore = _read_sysctl("/proc/sys/net/ipv4/conf/all/arp_ignore")
+        if arp_ignore in (None, "0"):
+            _err(f"warning: the kernel has {others[0]} on an interface natbox does not own; with "
+                 "net.ipv4.conf.all.arp_ignore=0 it answers ARP for it on natbox's interfaces too")
+    # --- open the ports --------------------------------------------------------------------------
+    ports: dict[str, Port] = {}
+    mtus: dict[str, int] = {}
+    # The kernel never verifies a CHECKSUM_PARTIAL packet's L4 checksum (nf_ip_checksum). The loop skips
+    # the engine's check for exactly those packets (see EventLoop), so the adapters leave them partial;
+    # the transmit side writes the pseudo-header sum of the final (NATed) header back. --complete-csum
+    # instead finishes every partial checksum before the engine sees it (one pass over each packet).
+    complete = cfg.complete_csum
+    described: list[str] = []
+    try:
+        for iface in owned:
+            if iface.kind == "tap":
+                ns, dev = cfg.tap_netns.get(iface.name, (None, iface.name))
+                tap = TapDevice(dev, vnet_hdr=cfg.vnet_hdr, netns=ns, complete_csum=complete)
+                tap.ifname = iface.name
+                ports[iface.name] = tap
+                if iface.mac == b"\x00" * 6:
+                    iface.mac = _tap_mac(iface.name)
+                mtus[iface.name] = iface.mtu
+                described.append(f"{iface.name} (tap{' ' + ns + '/' + dev if ns else ''}"
+                                 f"{', vnet_hdr' if cfg.vnet_hdr else ''})")
+                if ns is None:
+                    subprocess.run(["ip", "link", "set", dev, "up"], check=False, capture_output=True)
+                continue
+            real_mac = interface_mac(iface.name)
+            promisc = cfg.promisc
+            if iface.mac == b"\x00" * 6:
+                iface.mac = real_mac
+            elif iface.mac != real_mac:
+                promisc = True  # the model's MAC is not the device's: see frames sent to it
+            mtus[iface.name] = interface_mtu(iface.name)
+            if not interface_is_up(iface.name):
+                _err(f"warning: {iface.name} is down: natbox can neither receive nor send on it "
+                     f"(ip link set {iface.name} up)")
+            if mtus[iface.name] != iface.mtu:
+                _err(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtus[iface.name]}")
+            ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
+                                             complete_csum=complete)
+            described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
+                             f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''})")
+    except (PacketSocketError, TapError) as exc:
+        for p in ports.values():
+            p.close()
+        _err(str(exc))
+        return 1
+    if cfg.vnet_hdr:
+        # GSO super-packets (up to 64 KiB) pass the engine's MTU checks as the kernel's
+        # skb_gso_validate_network_len() lets them; the loop enforces the device MTU on the rest.
+        for name in ports:
+            host.interfaces[name].mtu = 65535
+    seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
+    engine = Engine(host, ruleset=ruleset, seed=seed)
+    engine.listeners = set(hf.listen)
+    resolver = NeighResolver(engine.neigh, {
+        name: (host.interfaces[name].mac, [(a.addr, a.prefixlen) for a in host.interfaces[name].addresses])
+        for name in ports})
+    loop = EventLoop(engine, ports, mtus=mtus, resolver=resolver, partial_skips_checksum=not complete)
+    loop.warn = _err
+    control = None
+    if cfg.control is not None:
+        try:
+            control = ControlSocket(cfg.control, engine, loop)
+        except OSError as exc:
+            loop.close()
+            _err(f"--control {cfg.control}: {exc.strerror or exc}")
+            return 1
+        loop.add_reader(control.fileno(), control.serve)
+    loop.install_signal_handlers()
+    _err(f"ready: {host.name} on " + ", ".join(described))
+    try:
+        loop.run(duration=cfg.duration)
+    finally:
+        _err(f"stopped: {loop.report()}; conntrack entries {len(engine.table)}")
+        if control is not None:
+            control.close()
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_gateway(sys.argv[1:]))

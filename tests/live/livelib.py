@@ -1,0 +1,106 @@
+"""Helpers for live tests: labs of network namespaces (root only), programs run inside them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natbox.adapters.netns import have_netns
+from natbox.lab.builder import lab_down, lab_up
+from natbox.lab.model import Lab, parse_lab_toml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "natbox" / "lab" / "examples"
+SRC = Path(__file__).resolve().parents[2] / "src"
+_NETNS_REASON: list[str | None] = []
+
+
+def netns_reason() -> str | None:
+    if not _NETNS_REASON:
+        _NETNS_REASON.append(have_netns())
+    return _NETNS_REASON[0]
+
+
+def unique_lab_name(prefix: str) -> str:
+    """A lab name (at most 8 chars) unique to this process: tests never collide with other runs."""
+    return f"{prefix}{os.getpid() % 100000}"[:8]
+
+
+def load_example(name: str, lab_name: str) -> Lab:
+    text = (EXAMPLES / name).read_text()
+    lab = parse_lab_toml(text, str(EXAMPLES / name))
+    lab.name = lab_name
+    return lab
+
+
+def build_lab(lab: Lab) -> Iterator[Lab]:
+    lab_down(lab)
+    lab_up(lab)
+    try:
+        yield lab
+    finally:
+        lab_down(lab)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(SRC) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    return e
+
+
+def ns_run(lab: Lab, node: str, argv: list[str], timeout: float = 30.0,
+           input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["ip", "netns", "exec", lab.netns(node), *argv], capture_output=True, timeout=timeout,
+                          env=env(), input=input_bytes, check=False)
+
+
+def ns_python(lab: Lab, node: str, code: str, timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+    return ns_run(lab, node, [sys.executable, "-c", code], timeout=timeout)
+
+
+def ns_popen(lab: Lab, node: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", lab.netns(node), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env())
+
+
+def gateway_argv(host_file: Path, *extra: str) -> list[str]:
+    """`python -m natbox gateway ...` once the lead wired it into natbox.cli.main, else the module."""
+    from natbox.cli import main as cli_main
+
+    if "gateway" in cli_main.COMMANDS:
+        return [sys.executable, "-m", "natbox", "gateway", str(host_file), *extra]
+    return [sys.executable, "-m", "natbox.cli.gateway", str(host_file), *extra]
+
+
+def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    """Read the gateway's stderr until its 'ready' line; fail with what it said otherwise."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode(errors="replace")
+        if not line:
+            break
+        lines.append(line)
+        if "ready:" in line:
+            return line
+    proc.kill()
+    out = "".join(lines) + (proc.stderr.read().decode(errors="replace") if proc.stderr else "")
+    pytest.fail(f"gateway did not start: {out}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM the process (by its own pid) and return the rest of its stderr."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        _out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err.decode(errors="replace")
