@@ -69,7 +69,7 @@ class FakeCtx:
     def send_reject(self, skb: Skb, reject_with: str) -> None:
         self.rejects.append(reject_with)
 
-    def log(self, skb: Skb, prefix: str, level: int) -> None:
+    def log(self, skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
         self.logs.append((prefix, level))
 
     def notrack(self, skb: Skb) -> None:

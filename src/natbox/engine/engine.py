@@ -31,6 +31,7 @@ from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.defrag import IcmpOnExpire, IpDefrag
 from natbox.engine.host import Host, Interface
+from natbox.engine.log import format_log_line
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
 from natbox.nat.core import NatCore
@@ -178,8 +179,8 @@ class _Context:
     def send_reject(self, skb: Skb, reject_with: str) -> None:
         self._engine.reject(skb, reject_with, self.now)
 
-    def log(self, skb: Skb, prefix: str, level: int) -> None:
-        self._engine.log_packet(skb, prefix, level)
+    def log(self, skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
+        self._engine.log_packet(skb, prefix, level, flags)
 
     def notrack(self, skb: Skb) -> None:
         skb.untracked = True
@@ -956,9 +957,13 @@ class Engine:
         icmp_type, code = REJECT_CODES.get(reject_with, (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH))
         self._icmp_send(skb, icmp_type, code)
 
-    def log_packet(self, skb: Skb, prefix: str, level: int) -> None:
-        """The LOG target's line, in the kernel's `nf_log_ip_packet` format (common fields)."""
-        text = f"{prefix}IN={skb.iif} OUT={skb.oif} {self._describe(skb)}"
+    def log_packet(self, skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
+        """The LOG target's line in the kernel's format (`nf_log_ip_packet`, see engine/log.py)."""
+        mac = None
+        if skb.iif:
+            mac = skb.dst_mac + skb.src_mac + b"\x08\x00" if skb.src_mac else (
+                bytes(12) + b"\x08\x00" if skb.iif == "lo" else b"")
+        text = format_log_line(prefix, skb.data, iif=skb.iif, oif=skb.oif, mac=mac, mark=skb.mark, flags=flags)
         self._out.logs.append(LogLine(skb.pkt_id, text))
 
     # --- explanations ----------------------------------------------------------------------------

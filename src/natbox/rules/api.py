@@ -56,8 +56,8 @@ class XtContext(Protocol):
     def send_reject(self, skb: Skb, reject_with: str) -> None:
         """Emit REJECT's ICMP error or TCP reset for `skb` (`nf_send_unreach`/`nf_send_reset`)."""
 
-    def log(self, skb: Skb, prefix: str, level: int) -> None:
-        """Record a LOG target line (kept as an event)."""
+    def log(self, skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
+        """Record a LOG target line (kept as an event); `flags` are the XT_LOG_* options."""
 
     def notrack(self, skb: Skb) -> None:
         """Mark the skb untracked (raw NOTRACK / CT --notrack)."""

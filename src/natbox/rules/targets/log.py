@@ -79,10 +79,10 @@ class Log(Target):
         return out
 
     def compile(self) -> TargetFn:
-        prefix, level = self.prefix, self.level
+        prefix, level, flags = self.prefix, self.level, self.flags
 
         def log_tg(skb: Skb, ctx: XtContext) -> int:
-            ctx.log(skb, prefix, level)
+            ctx.log(skb, prefix, level, flags)
             return XT_CONTINUE
 
         return log_tg
