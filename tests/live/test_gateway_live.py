@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from livelib import (
     EXAMPLES,
     build_lab,
+    env,
     gateway_argv,
     load_example,
     ns_popen,
@@ -300,3 +303,49 @@ def test_warns_about_kernel_addresses_elsewhere(basic_lab: Lab) -> None:
     proc = ns_run(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--duration", "0.2"))
     assert proc.returncode == 0
     assert "the kernel has mgmt0 10.9.9.1/24" in proc.stderr.decode()
+
+
+def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_path: Path) -> None:
+    """`natbox iptables|iptables-save|conntrack --control SOCKET` act on the running gateway: a rule added
+    while it runs applies to new traffic (as in Linux), and the live tables are listed as the tools would."""
+    path = tmp_path / "ctl.sock"
+
+    def natbox(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "natbox", *args], env=env(), timeout=30, text=True,
+                              capture_output=True, check=False)
+
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
+    try:
+        wait_ready(proc)
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "reply:hello"
+        listed = natbox("conntrack", "--control", str(path), "-L")
+        assert listed.returncode == 0
+        assert "src=198.51.100.2 dst=198.51.100.1 sport=5002 dport=40123" in listed.stdout
+        assert "1 flow entries have been shown." in listed.stderr
+        nat = natbox("iptables", "--control", str(path), "-t", "nat", "-nvL", "POSTROUTING")
+        assert nat.returncode == 0 and "MASQUERADE" in nat.stdout
+        assert re.search(r"^\s+1\s+\d+ MASQUERADE", nat.stdout, re.M), nat.stdout  # one connection
+        # a refused command is refused as iptables would, and changes nothing
+        bad = natbox("iptables", "--control", str(path), "-t", "nat", "-A", "PREROUTING", "-j", "DROP")
+        assert bad.returncode == 2 and 'The "nat" table is not intended for filtering' in bad.stderr
+        # block UDP to port 5002 from now on: new traffic is dropped
+        added = natbox("iptables", "--control", str(path), "-I", "FORWARD", "-p", "udp", "--dport", "5002",
+                       "-j", "DROP")
+        assert added.returncode == 0, added.stderr
+        saved = natbox("iptables-save", "--control", str(path), "-t", "filter")
+        assert "-A FORWARD -p udp -m udp --dport 5002 -j DROP" in saved.stdout
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40124"))
+        assert client.stdout.decode().strip() == ""
+        server.kill()
+        server.wait()
+        counted = natbox("iptables", "--control", str(path), "-nvxL", "FORWARD")
+        assert re.search(r"^\s+3\s+\d+ DROP", counted.stdout, re.M), counted.stdout
+        flushed = natbox("conntrack", "--control", str(path), "-F")
+        assert flushed.returncode == 0
+        assert natbox("conntrack", "--control", str(path), "-C").stdout.strip() == "0"
+    finally:
+        stop(proc)

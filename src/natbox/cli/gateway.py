@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from natbox.adapters.control import read_request
+
 __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
 
 USAGE = """\
@@ -184,8 +186,6 @@ def _tap_mac(name: str) -> bytes:
     return b"\x02\x4e\x42" + (zlib.crc32(name.encode()) & 0xFFFFFF).to_bytes(3, "big")
 
 
-CONTROL_REQUEST_MAX = 4096  # bytes of one control command
-CONTROL_TIMEOUT = 1.0  # seconds a control client may take to send its command
 
 
 class ControlSocket:
@@ -214,14 +214,77 @@ class ControlSocket:
         except (BlockingIOError, InterruptedError):
             return
         with conn:
-            conn.settimeout(CONTROL_TIMEOUT)
             try:
-                cmd = conn.recv(CONTROL_REQUEST_MAX).decode(errors="replace").strip()
-                conn.sendall(self.answer(cmd).encode())
+                raw = read_request(conn)
+                text = raw.decode(errors="replace").strip()
+                if text.startswith("{"):
+                    answer = self.answer_json(text)
+                else:
+                    answer = self.answer(text)
+                conn.sendall(answer.encode())
             except OSError:
                 return
 
+    def answer_json(self, text: str) -> str:
+        """A JSON request (natbox.adapters.control): iptables commands and conntrack on the live engine."""
+        import io
+        import json
+
+        try:
+            req = json.loads(text)
+            cmd = str(req["cmd"])
+            argv = [str(a) for a in req.get("argv", [])]
+            stdin = io.StringIO(str(req.get("stdin", "")))
+        except (ValueError, KeyError, TypeError):
+            return json.dumps({"exit": 2, "stdout": "", "stderr": "natbox gateway: malformed control request\n"})
+        out, err = io.StringIO(), io.StringIO()
+        code = self.run_command(cmd, argv, stdin, out, err)
+        return json.dumps({"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+
+    def run_command(self, cmd: str, argv: list[str], stdin: Any, out: Any, err: Any) -> int:
+        from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
+
+        rules = self.engine.rules
+        if cmd == "iptables":
+            return iptables_main(argv, ruleset=rules, stdout=out, stderr=err)
+        if cmd == "iptables-save":
+            return iptables_save_main(argv, ruleset=rules, stdout=out, stderr=err)
+        if cmd == "iptables-restore":
+            return iptables_restore_main(argv, ruleset=rules, stdin=stdin, stdout=out, stderr=err)
+        if cmd == "conntrack":
+            return self.conntrack(argv, out, err)
+        err.write(f"natbox gateway: unknown command {cmd!r}\n")
+        return 2
+
+    def conntrack(self, argv: list[str], out: Any, err: Any) -> int:
+        """`conntrack -L | -S | -F | -C` on the live table (conntrack-tools 1.4.7 output, §7.3)."""
+        import time
+
+        from natbox.conntrack.format import format_conntrack, format_stats, summary_line
+
+        now = time.monotonic()
+        table = self.engine.table
+        op = argv[0] if argv else "-L"
+        if op in ("-L", "--dump"):
+            conns = table.live(now)
+            out.write("".join(format_conntrack(c, now) + "\n" for c in conns))
+            err.write(summary_line(len(conns)) + "\n")
+            return 0
+        if op in ("-S", "--stats"):
+            out.write(format_stats(table.stats) + "\n")
+            return 0
+        if op in ("-C", "--count"):
+            out.write(f"{len(table.live(now))}\n")
+            return 0
+        if op in ("-F", "--flush"):
+            table.flush(now)
+            err.write("conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n")
+            return 0
+        err.write(f"conntrack v1.4.7 (conntrack-tools): natbox gateway supports -L, -S, -C and -F, not {op}\n")
+        return 2
+
     def answer(self, cmd: str) -> str:
+        """The plain-text commands: `stats` (loop and engine counters) and `conntrack` (conntrack -L)."""
         import time
 
         from natbox.conntrack.format import format_conntrack
@@ -231,8 +294,8 @@ class ControlSocket:
             return f"loop: {self.loop.report()}\nengine: {engine_stats}\n"
         if cmd == "conntrack":
             now = time.monotonic()
-            return "".join(format_conntrack(c, now) + "\n" for c in self.engine.table)
-        return f"unknown command {cmd!r} (stats, conntrack)\n"
+            return "".join(format_conntrack(c, now) + "\n" for c in self.engine.table.live(now))
+        return f"unknown command {cmd!r} (stats, conntrack; or a JSON request, see natbox.adapters.control)\n"
 
     def close(self) -> None:
         self.sock.close()

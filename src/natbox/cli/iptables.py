@@ -2,8 +2,9 @@
 
 The ruleset lives in a file (`--rules FILE`, default `$NATBOX_RULES`) in `iptables-save -c` form; each
 command loads it, applies the change and writes it back (created when missing). Messages and exit codes
-are those of iptables v1.8.9 (nf_tables). A later `--control SOCKET` mode will send the same commands
-to a running engine instead: `_Store` is the seam (load/save of a `Ruleset`).
+are those of iptables v1.8.9 (nf_tables). With `--control SOCKET` the same commands run on a running
+gateway's live ruleset instead (natbox.adapters.control); new rules apply to new connections only, as
+in Linux.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 from typing import TextIO
 
+from natbox.adapters.control import forward_command
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
 from natbox.rules.parser import parse_argv, parse_restore
@@ -65,6 +67,26 @@ def _report(e: RulesError, prog: str, stderr: TextIO, *, restore: bool = False) 
     return e.exit_code
 
 
+def _control_path(argv: list[str]) -> tuple[list[str], str | None]:
+    """Take `--control PATH` (a running gateway's control socket) out of the arguments."""
+    out: list[str] = []
+    control = None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--control" and i + 1 < len(argv):
+            control = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--control="):
+            control = a.split("=", 1)[1]
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out, control
+
+
 def _rules_path(argv: list[str], rules_path: str | None) -> tuple[list[str], str | None]:
     out: list[str] = []
     i = 0
@@ -86,16 +108,25 @@ def _rules_path(argv: list[str], rules_path: str | None) -> tuple[list[str], str
 
 
 def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
-                  stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """`iptables ARGS...` on the rules file; returns iptables' exit status."""
+                  stdout: TextIO | None = None, stderr: TextIO | None = None, ruleset: Ruleset | None = None) -> int:
+    """`iptables ARGS...` on the rules file (or on `ruleset`, a live engine's); returns iptables' exit status.
+
+    With `--control PATH` the command runs on the gateway listening there instead.
+    """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv, control = _control_path(argv)
+    if control is not None:
+        return forward_command(control, "iptables", argv, None, out, err, "iptables")
     args, path = _rules_path(argv, rules_path)
-    try:
-        rs = load_ruleset(path)
-    except RulesError as e:
-        err.write(f"natbox: bad rules file: {e}\n")
-        return e.exit_code
+    if ruleset is not None:
+        rs, path = ruleset, None
+    else:
+        try:
+            rs = load_ruleset(path)
+        except RulesError as e:
+            err.write(f"natbox: bad rules file: {e}\n")
+            return e.exit_code
     try:
         cmd = parse_argv(args)
         text = rs.execute(cmd)
@@ -108,10 +139,14 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
 
 
 def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
-                       stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """`iptables-save [-c] [-t TABLE]`."""
+                       stdout: TextIO | None = None, stderr: TextIO | None = None,
+                       ruleset: Ruleset | None = None) -> int:
+    """`iptables-save [-c] [-t TABLE]` (of the rules file, of `ruleset`, or of the gateway at --control)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv, control = _control_path(argv)
+    if control is not None:
+        return forward_command(control, "iptables-save", argv, None, out, err, "iptables-save")
     args, path = _rules_path(argv, rules_path)
     counters = False
     table: str | None = None
@@ -128,7 +163,7 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
             return PARAMETER_PROBLEM
         i += 1
     try:
-        rs = load_ruleset(path)
+        rs = ruleset if ruleset is not None else load_ruleset(path)
     except RulesError as e:
         return _report(e, "iptables-save", err)
     if table is not None and table not in rs.tables:
@@ -139,11 +174,18 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
 
 
 def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
-                          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """`iptables-restore [--noflush] [-c] [-T TABLE] < dump`."""
+                          stdout: TextIO | None = None, stderr: TextIO | None = None,
+                          ruleset: Ruleset | None = None) -> int:
+    """`iptables-restore [--noflush] [-c] [-T TABLE] < dump` (into the rules file, `ruleset`, or --control)."""
     inp = stdin or sys.stdin
     err = stderr or sys.stderr
+    argv, control = _control_path(argv)
+    if control is not None:
+        return forward_command(control, "iptables-restore", argv, inp, stdout or sys.stdout, err,
+                               "iptables-restore")
     args, path = _rules_path(argv, rules_path)
+    if ruleset is not None:
+        path = None
     noflush = counters = False
     table: str | None = None
     i = 0
@@ -163,7 +205,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             return PARAMETER_PROBLEM
         i += 1
     try:
-        rs = load_ruleset(path)
+        rs = ruleset if ruleset is not None else load_ruleset(path)
         blocks = parse_restore(inp.read(), with_counters=counters, table_filter=table)
         rs.restore(blocks, noflush=noflush)
     except RulesError as e:

@@ -21,6 +21,8 @@ commands:
   iptables ARGS        iptables, on a ruleset file (--rules FILE or NATBOX_RULES)
   iptables-save        print a ruleset file as iptables-save does
   iptables-restore     load iptables-save text into a ruleset file
+                       (all three take --control SOCKET to act on a running gateway instead)
+  conntrack --control SOCKET -L|-S|-C|-F   the live gateway's conntrack table
   bench [engine|rules] measure the engine's packet rate, or the filter chain cost
   gateway HOST         run the host model on real interfaces: a live NAT (root)
   lab FILE up|down|exec NODE CMD   build a topology of network namespaces to try the gateway in (root)
@@ -54,6 +56,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables": _lazy("natbox.cli.iptables", "iptables_main"),
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
+    "conntrack": _lazy("natbox.cli.conntrack", "conntrack_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
     "snapshot": _lazy("natbox.adapters.snapshot", "cli_snapshot"),
     "gateway": _lazy("natbox.cli.gateway", "cli_gateway"),

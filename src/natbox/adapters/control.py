@@ -1,0 +1,93 @@
+"""The control protocol of a running gateway (`--control PATH`): one JSON request per connection.
+
+A client connects to the gateway's UNIX socket, sends one JSON object, shuts down its write side and
+reads one JSON object back:
+
+    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack",
+               "argv": [...], "stdin": "..."}
+    response: {"exit": 0, "stdout": "...", "stderr": "..."}
+
+The gateway answers from its event loop, so the engine is never touched concurrently. The plain-text
+commands `stats` and `conntrack` (one word, no JSON) are still answered for quick use with `socat`.
+
+Bounds: a request may hold at most CONTROL_REQUEST_MAX bytes (an iptables-restore dump included); a
+client has CONTROL_TIMEOUT seconds to send it, and the answer is read within CLIENT_TIMEOUT seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, TextIO
+
+__all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "forward_command", "read_request"]
+
+CONTROL_REQUEST_MAX = 4 * 1024 * 1024  # bytes of one request (a large iptables-restore dump fits)
+CONTROL_TIMEOUT = 1.0  # seconds a client may take to send its request (the gateway's loop waits that long)
+CLIENT_TIMEOUT = 10.0  # seconds a client waits for the answer
+
+
+class ControlError(OSError):
+    """The gateway could not be reached or answered something that is not a control response."""
+
+
+def control_call(path: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the gateway at `path` and return its response."""
+    data = json.dumps(request).encode()
+    if len(data) > CONTROL_REQUEST_MAX:
+        raise ControlError(f"request of {len(data)} bytes is over the {CONTROL_REQUEST_MAX}-byte limit")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CLIENT_TIMEOUT)
+            sock.connect(path)
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        raise ControlError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ControlError(f"{path}: not a natbox gateway control socket (answer is not JSON)") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("exit"), int):
+        raise ControlError(f"{path}: malformed answer from the gateway")
+    return answer
+
+
+def forward_command(path: str, cmd: str, argv: list[str], stdin: TextIO | None, stdout: TextIO,
+                    stderr: TextIO, prog: str) -> int:
+    """Run `cmd argv` on the gateway at `path`, print its output as if it ran here, return its exit code."""
+    request: dict[str, Any] = {"cmd": cmd, "argv": argv}
+    if stdin is not None:
+        request["stdin"] = stdin.read()
+    try:
+        answer = control_call(path, request)
+    except ControlError as exc:
+        stderr.write(f"{prog}: --control {exc}\n")
+        return 1
+    stdout.write(str(answer.get("stdout", "")))
+    stderr.write(str(answer.get("stderr", "")))
+    return int(answer["exit"])
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """Read one request (until the client shuts its write side), bounded by size and time."""
+    conn.settimeout(CONTROL_TIMEOUT)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= CONTROL_REQUEST_MAX:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if not chunks[0].lstrip().startswith(b"{"):
+            break  # a plain one-word command (stats, conntrack) comes in one piece
+    if size > CONTROL_REQUEST_MAX:
+        raise ControlError(f"request over the {CONTROL_REQUEST_MAX}-byte limit")
+    return b"".join(chunks)

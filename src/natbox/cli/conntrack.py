@@ -1,0 +1,30 @@
+"""`natbox conntrack --control PATH -L|-S|-C|-F`: the conntrack tool, on a running gateway's table.
+
+Offline, the conntrack table of a replay is written by `natbox replay --out DIR` (conntrack.txt).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from natbox.adapters.control import forward_command
+
+__all__ = ["conntrack_main"]
+
+USAGE = "usage: natbox conntrack --control PATH [-L | -S | -C | -F]\n"
+
+
+def conntrack_main(argv: Sequence[str]) -> int:
+    args = list(argv)
+    control = None
+    if "--control" in args:
+        i = args.index("--control")
+        if i + 1 < len(args):
+            control = args[i + 1]
+            del args[i:i + 2]
+    if control is None:
+        sys.stderr.write("natbox conntrack: needs --control PATH (a running natbox gateway's control socket)\n"
+                         + USAGE)
+        return 2
+    return forward_command(control, "conntrack", args or ["-L"], None, sys.stdout, sys.stderr, "conntrack")
