@@ -49,11 +49,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
+from natbox.tomlfile import Locator, load_toml
 
 __all__ = ["HostFile", "HostFileError", "parse_host_toml"]
 
@@ -72,39 +72,6 @@ class HostFile:
     host: Host
     rules_file: str | None = None
     listen: set[tuple[int, int]] = field(default_factory=set)
-
-
-class _Locator:
-    """Finds the line of `[[section]]` number n / key k in the TOML text, for error messages."""
-
-    def __init__(self, text: str, filename: str) -> None:
-        self.filename = filename
-        self.lines = text.splitlines()
-
-    def line_of(self, section: str | None, index: int, key: str | None) -> int:
-        current: str | None = None
-        count = -1
-        for lineno, raw in enumerate(self.lines, start=1):
-            line = raw.strip()
-            m = re.match(r"^\[\[?\s*([A-Za-z_.\"-]+)\s*\]\]?", line)
-            if m:
-                current = m.group(1).strip('"')
-                if current == section:
-                    count += 1
-                    if key is None and count == index:
-                        return lineno
-                continue
-            if key is None:
-                continue
-            in_scope = (section is None and current is None) or (current == section and count == index)
-            if in_scope and re.match(rf'^"?{re.escape(key)}"?\s*=', line):
-                return lineno
-        return 1
-
-    def error(self, section: str | None, index: int, key: str | None, message: str) -> HostFileError:
-        where = f"{self.filename}:{self.line_of(section, index, key)}"
-        label = key if section is None else (f"{section}[{index}].{key}" if key else f"{section}[{index}]")
-        return HostFileError(f"{where}: {label}: {message}")
 
 
 def _mac(text: Any) -> bytes:
@@ -150,14 +117,8 @@ _NEIGH_KEYS = {"dev", "addr", "mac"}
 
 def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
     """Parse a host file. Raises HostFileError naming file:line and key on any problem."""
-    loc = _Locator(text, filename)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{filename}:{m.group(1)}:{m.group(2)}" if m else filename
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise HostFileError(f"{where}: TOML syntax error: {msg}") from None
+    loc = Locator(text, filename, HostFileError)
+    doc = load_toml(text, filename, HostFileError)
     for key in doc:
         if key not in _TOP_KEYS:
             raise loc.error(None, 0, key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -181,14 +142,14 @@ def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
     return hf
 
 
-def _table_list(doc: dict[str, Any], key: str, loc: _Locator) -> list[dict[str, Any]]:
+def _table_list(doc: dict[str, Any], key: str, loc: Locator) -> list[dict[str, Any]]:
     items = doc.get(key, [])
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise loc.error(None, 0, key, f"must be an array of tables ([[{key}]])")
     return items
 
 
-def _parse_interfaces(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+def _parse_interfaces(doc: dict[str, Any], host: Host, loc: Locator) -> None:
     for i, spec in enumerate(_table_list(doc, "interface", loc)):
         for key in spec:
             if key not in _IFACE_KEYS:
@@ -227,7 +188,7 @@ def _parse_interfaces(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
             raise loc.error("interface", i, key if key in spec else None, str(exc)) from None
 
 
-def _parse_routes(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+def _parse_routes(doc: dict[str, Any], host: Host, loc: Locator) -> None:
     for i, spec in enumerate(_table_list(doc, "route", loc)):
         for key in spec:
             if key not in _ROUTE_KEYS:
@@ -277,7 +238,7 @@ def _device_for_gateway(host: Host, gw: int) -> str | None:
     return None
 
 
-def _parse_neighbours(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+def _parse_neighbours(doc: dict[str, Any], host: Host, loc: Locator) -> None:
     for i, spec in enumerate(_table_list(doc, "neighbour", loc)):
         key = "dev"
         try:
@@ -296,7 +257,7 @@ def _parse_neighbours(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
             raise loc.error("neighbour", i, key, str(exc)) from None
 
 
-def _parse_sysctls(doc: dict[str, Any], host: Host, loc: _Locator) -> None:
+def _parse_sysctls(doc: dict[str, Any], host: Host, loc: Locator) -> None:
     sysctls = doc.get("sysctl", {})
     if not isinstance(sysctls, dict):
         raise loc.error(None, 0, "sysctl", "must be a table")
@@ -345,7 +306,7 @@ def _bool(value: str, name: str) -> bool:
     raise ValueError(f"{name} must be 0 or 1, not {value!r}")
 
 
-def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: _Locator) -> None:
+def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
     rules = doc.get("rules")
     if rules is None:
         return
@@ -367,7 +328,7 @@ def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: _Locator) -> None:
         hf.host.rules_origin = f"{loc.filename}[rules.text]"
 
 
-def _parse_listen(doc: dict[str, Any], hf: HostFile, loc: _Locator) -> None:
+def _parse_listen(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
     listen = doc.get("listen", {})
     if not isinstance(listen, dict):
         raise loc.error(None, 0, "listen", "must be a table with tcp and udp port lists")

@@ -39,12 +39,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from natbox.sim.lab import EndHost, Lab
+from natbox.tomlfile import Locator, load_toml
 from natbox.wire import ipv4, udp
 
 __all__ = [
@@ -112,42 +112,6 @@ class Action:
     index: int = 0
 
 
-class _Locator:
-    """Line numbers of `[[section]]` number n and of a key inside it (or at the top), for messages."""
-
-    def __init__(self, text: str, filename: str) -> None:
-        self.filename = filename
-        self.lines = text.splitlines()
-
-    def line_of(self, section: str | None, index: int, key: str | None) -> int:
-        current: str | None = None
-        count = -1
-        start = 1
-        for lineno, raw in enumerate(self.lines, start=1):
-            line = raw.strip()
-            m = re.match(r"^\[\[?\s*([A-Za-z_.\"-]+)\s*\]\]?", line)
-            if m:
-                current = m.group(1).strip('"')
-                if current == section:
-                    count += 1
-                    if count == index:
-                        start = lineno
-                        if key is None:
-                            return lineno
-                continue
-            if key is None:
-                continue
-            in_scope = (section is None and current is None) or (current == section and count == index)
-            if in_scope and re.match(rf'^"?{re.escape(key)}"?\s*=', line):
-                return lineno
-        return start
-
-    def error(self, section: str | None, index: int, key: str | None, message: str) -> ScenarioError:
-        where = f"{self.filename}:{self.line_of(section, index, key)}"
-        label = key if section is None else (f"{section}[{index}].{key}" if key else f"{section}[{index}]")
-        return ScenarioError(f"{where}: {label}: {message}")
-
-
 def _int(value: Any, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{what} must be an integer {lo}..{hi}, not {value!r}")
@@ -199,14 +163,8 @@ def _dns_name(text: str, what: str) -> str:
 
 def parse_scenario(text: str, filename: str = "<scenario>") -> Scenario:
     """Parse a scenario file. Raises ScenarioError naming file:line and the key."""
-    loc = _Locator(text, filename)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{filename}:{m.group(1)}:{m.group(2)}" if m else filename
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ScenarioError(f"{where}: TOML syntax error: {msg}") from None
+    loc = Locator(text, filename, ScenarioError)
+    doc = load_toml(text, filename, ScenarioError)
     for key in doc:
         if key not in _TOP_KEYS:
             raise loc.error(None, 0, key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -243,7 +201,7 @@ def parse_scenario(text: str, filename: str = "<scenario>") -> Scenario:
     return sc
 
 
-def _parse_host(h: dict[str, Any], i: int, loc: _Locator) -> EndHostSpec:
+def _parse_host(h: dict[str, Any], i: int, loc: Locator) -> EndHostSpec:
     for key in h:
         if key not in _HOST_KEYS:
             raise loc.error("host", i, key, f"unknown key (known: {', '.join(sorted(_HOST_KEYS))})")
@@ -300,7 +258,7 @@ def _parse_host(h: dict[str, Any], i: int, loc: _Locator) -> EndHostSpec:
     return spec
 
 
-def _parse_action(a: dict[str, Any], i: int, loc: _Locator) -> Action:
+def _parse_action(a: dict[str, Any], i: int, loc: Locator) -> Action:
     kinds = [k for k in _KINDS if k in a]
     if len(kinds) != 1:
         raise loc.error("action", i, None, f"give exactly one of {', '.join(_KINDS)}"
