@@ -67,44 +67,35 @@ def _report(e: RulesError, prog: str, stderr: TextIO, *, restore: bool = False) 
     return e.exit_code
 
 
-def _control_path(argv: list[str]) -> tuple[list[str], str | None]:
-    """Take `--control PATH` (a running gateway's control socket) out of the arguments."""
+def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """Take natbox's own `--NAME VALUE` / `--NAME=VALUE` out of iptables' arguments (the last one wins)."""
     out: list[str] = []
-    control = None
+    value = None
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a == "--control" and i + 1 < len(argv):
-            control = argv[i + 1]
+        if a == name and i + 1 < len(argv):
+            value = argv[i + 1]
             i += 2
             continue
-        if a.startswith("--control="):
-            control = a.split("=", 1)[1]
-            i += 1
-            continue
-        out.append(a)
+        if a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+        else:
+            out.append(a)
         i += 1
-    return out, control
+    return out, value
+
+
+def _control_path(argv: list[str]) -> tuple[list[str], str | None]:
+    """`--control PATH`: a running gateway's control socket."""
+    return _take_option(argv, "--control")
 
 
 def _rules_path(argv: list[str], rules_path: str | None) -> tuple[list[str], str | None]:
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--rules" and i + 1 < len(argv):
-            rules_path = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--rules="):
-            rules_path = a.split("=", 1)[1]
-            i += 1
-            continue
-        out.append(a)
-        i += 1
-    if rules_path is None:
-        rules_path = os.environ.get("NATBOX_RULES")
-    return out, rules_path
+    """`--rules FILE`, else the caller's default, else $NATBOX_RULES."""
+    out, given = _take_option(argv, "--rules")
+    path = given if given is not None else rules_path
+    return out, path if path is not None else os.environ.get("NATBOX_RULES")
 
 
 def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
