@@ -16,8 +16,10 @@ Options:
   --tap-netns NAME=NS[/DEV]  the TAP for model interface NAME lives in namespace NS (as DEV)
   --seed N              the engine's RNG seed (default: random)
   --duration SECONDS    stop after that long (tests, benchmarks)
-  --control PATH        a UNIX socket answering one command per connection: "stats" (counters) or
-                        "conntrack" (the table as `conntrack -L` prints it)
+  --control PATH        the control socket: `natbox iptables|iptables-save|iptables-restore|conntrack
+                        --control PATH ...` act on the running gateway (see natbox.adapters.control)
+  --state FILE          save the conntrack table there on a clean stop (SIGTERM) and restore it at the
+                        next start, so established connections survive a restart
   --force               start even when the kernel would fight natbox
 """
 
@@ -38,7 +40,8 @@ __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_ar
 
 USAGE = """\
 usage: natbox gateway HOST_FILE [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
-                      [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--force]
+                      [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--state FILE]
+                      [--force]
 """
 
 
@@ -59,6 +62,7 @@ class GatewayConfig:
     control: str | None = None
     force: bool = False
     complete_csum: bool = False
+    state: str | None = None  # conntrack table saved on stop, restored on start
 
 
 def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
@@ -88,6 +92,8 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
             cfg.force = True
         elif a == "--complete-csum":
             cfg.complete_csum = True
+        elif a == "--state":
+            cfg.state = value(a)
         elif a == "--control":
             cfg.control = value(a)
         elif a == "--tap-netns":
@@ -470,16 +476,61 @@ def run_gateway(cfg: GatewayConfig) -> int:
             _err(f"--control {cfg.control}: {exc.strerror or exc}")
             return 1
         loop.add_reader(control.fileno(), control.serve)
+    if cfg.state is not None:
+        _restore_state(cfg.state, engine)
     loop.install_signal_handlers()
     _err(f"ready: {host.name} on " + ", ".join(described))
     try:
         loop.run(duration=cfg.duration)
     finally:
+        if cfg.state is not None:
+            _save_state(cfg.state, engine)
         _err(f"stopped: {loop.report()}; conntrack entries {len(engine.table)}")
         if control is not None:
             control.close()
         loop.close()
     return 0
+
+
+def _restore_state(path: str, engine: Any) -> None:
+    """Load the conntrack table a previous run saved (--state): established connections survive."""
+    import time
+
+    from natbox.conntrack.persist import load_conns
+
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        elapsed = max(0.0, time.time() - float(doc.get("saved_at", time.time())))
+        conns = load_conns(doc, engine.table, time.monotonic(), elapsed=elapsed)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        _err(f"warning: --state {path}: not restored ({exc}); starting with an empty conntrack table")
+        return
+    for ct in conns:
+        engine.nat.restore(ct, engine.table.max_entries)
+    _err(f"restored {len(conns)} conntrack entries from {path} ({elapsed:.1f} s old)")
+
+
+def _save_state(path: str, engine: Any) -> None:
+    """Write the live conntrack table for the next start (atomically: a crash leaves the old file)."""
+    import time
+
+    from natbox.conntrack.persist import dump_conns
+
+    now = time.monotonic()
+    doc = dump_conns(engine.table.live(now), now)
+    doc["saved_at"] = time.time()
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _err(f"warning: --state {path}: not saved ({exc.strerror or exc})")
+        return
+    _err(f"saved {len(doc['entries'])} conntrack entries to {path}")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,11 @@ class Conn:
         self._acct_bytes: list[int] | None = None
 
     @property
+    def accounted(self) -> bool:
+        """Whether accounting counters were ever kept for this entry."""
+        return self._acct_packets is not None
+
+    @property
     def acct_packets(self) -> list[int]:
         """Packets seen per direction (`nf_conn_counter.packets`), when accounting is on."""
         if self._acct_packets is None:

@@ -240,6 +240,11 @@ class NatCore:
             if not chain:
                 del self._bysource[key]
 
+    def restore(self, ct: Conn, limit: int) -> None:
+        """Index a ct restored from a saved table (natbox.conntrack.persist) as setup_info would have."""
+        if ct.status & CtStatus.SRC_NAT_DONE:
+            self._bysource_add(ct, limit)
+
     def _bysource_add(self, ct: Conn, limit: int) -> None:
         if len(self._member) >= 2 * limit:
             self._sweep(limit)
