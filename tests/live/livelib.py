@@ -78,7 +78,8 @@ def gateway_argv(host_file: Path, *extra: str) -> list[str]:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
-    """Read the gateway's stderr until its 'ready' line; fail with what it said otherwise."""
+    """Read the gateway's stderr until its 'ready' line and return all it said until then; fail with what
+    it said otherwise."""
     assert proc.stderr is not None
     deadline = time.monotonic() + timeout
     lines: list[str] = []
@@ -88,7 +89,7 @@ def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
             break
         lines.append(line)
         if "ready:" in line:
-            return line
+            return "".join(lines)
     proc.kill()
     out = "".join(lines) + (proc.stderr.read().decode(errors="replace") if proc.stderr else "")
     pytest.fail(f"gateway did not start: {out}")

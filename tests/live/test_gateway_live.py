@@ -349,3 +349,64 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
         assert natbox("conntrack", "--control", str(path), "-C").stdout.strip() == "0"
     finally:
         stop(proc)
+
+
+RESTART_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5003)); s.listen(1)
+s.settimeout(40)
+print("listening", flush=True)
+c, peer = s.accept(); c.settimeout(40)
+total = 0
+while data := c.recv(65536):
+    total += len(data)
+c.sendall(b"ok"); c.close()
+print(total, peer[0], flush=True)
+"""
+
+RESTART_CLIENT = """
+import os, socket, time
+s = socket.create_connection(("{dst}", 5003), timeout=20, source_address=("0.0.0.0", 41000))
+s.sendall(b"a" * 1000)
+print("sent1", flush=True)
+deadline = time.monotonic() + 40
+while not os.path.exists("{flag}") and time.monotonic() < deadline:
+    time.sleep(0.05)
+s.sendall(b"b" * 1000)
+s.shutdown(socket.SHUT_WR)
+print(s.recv(16).decode(), flush=True)
+"""
+
+
+def test_established_tcp_survives_a_gateway_restart(basic_lab: Lab, tmp_path: Path) -> None:
+    """SIGTERM saves the conntrack table (--state), the next start restores it: the connection opened
+    before the restart goes on afterwards with the same mapping (issue: restart keeps TCP alive)."""
+    state, flag = tmp_path / "ct.json", tmp_path / "go"
+    argv = gateway_argv(EXAMPLES / "basic-gw.toml", "--state", str(state))
+    gw = ns_popen(basic_lab, "gw", argv)
+    server = client = None
+    try:
+        wait_ready(gw)
+        server = _start_server(basic_lab, "server", RESTART_SERVER)
+        client = ns_popen(basic_lab, "client", [sys.executable, "-c",
+                                                RESTART_CLIENT.format(dst=SERVER, flag=flag)])
+        assert client.stdout is not None
+        assert client.stdout.readline().decode().strip() == "sent1"
+        time.sleep(0.3)  # let the ACK of the first half come back
+        rest = stop(gw)
+        assert "saved 1 conntrack entries" in rest, rest
+        gw = ns_popen(basic_lab, "gw", argv)
+        said = wait_ready(gw)
+        assert "restored 1 conntrack entries" in said, said
+        flag.touch()
+        out, _ = server.communicate(timeout=40)
+        total, peer = out.decode().split()[-2:]
+        assert (total, peer) == ("2000", GW_WAN)
+        assert client.communicate(timeout=20)[0].decode().strip() == "ok"
+    finally:
+        for p in (server, client):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        rest = stop(gw)
+    assert "restored" not in rest  # (said at start, not at stop)
