@@ -344,6 +344,10 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
         server.wait()
         counted = natbox("iptables", "--control", str(path), "-nvxL", "FORWARD")
         assert re.search(r"^\s+3\s+\d+ DROP", counted.stdout, re.M), counted.stdout
+        assert path.stat().st_mode & 0o777 == 0o600  # the control socket is its owner's only
+        status = natbox("status", "--control", str(path))
+        assert status.returncode == 0 and "conntrack: 1 entries" in status.stdout, status.stdout
+        assert "wan0" in status.stdout or "eth1" in status.stdout or "198.51.100.1/24" in status.stdout
         flushed = natbox("conntrack", "--control", str(path), "-F")
         assert flushed.returncode == 0
         assert natbox("conntrack", "--control", str(path), "-C").stdout.strip() == "0"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from natbox.adapters.control import forward_command
 
-__all__ = ["conntrack_main"]
+__all__ = ["conntrack_main", "status_main"]
 
 USAGE = "usage: natbox conntrack --control PATH [-L | -S | -C | -F]\n"
 
@@ -28,3 +28,12 @@ def conntrack_main(argv: Sequence[str]) -> int:
                          + USAGE)
         return 2
     return forward_command(control, "conntrack", args or ["-L"], None, sys.stdout, sys.stderr, "conntrack")
+
+
+def status_main(argv: Sequence[str]) -> int:
+    """`natbox status --control PATH`: a running gateway's interfaces, counters and conntrack figures."""
+    args = list(argv)
+    if len(args) != 2 or args[0] != "--control":
+        sys.stderr.write("usage: natbox status --control PATH\n")
+        return 2
+    return forward_command(args[1], "status", [], None, sys.stdout, sys.stderr, "natbox status")

@@ -207,7 +207,12 @@ class ControlSocket:
         if os.path.exists(path):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
+        old_umask = os.umask(0o077)  # the socket is its owner's only (mode 0600) from its creation on
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
         self.sock.listen(8)
         self.sock.setblocking(False)
 
@@ -259,8 +264,32 @@ class ControlSocket:
             return iptables_restore_main(argv, ruleset=rules, stdin=stdin, stdout=out, stderr=err)
         if cmd == "conntrack":
             return self.conntrack(argv, out, err)
+        if cmd == "status":
+            out.write(self.status())
+            return 0
         err.write(f"natbox gateway: unknown command {cmd!r}\n")
         return 2
+
+    def status(self) -> str:
+        """`natbox status`: the interfaces natbox owns, the loop's counters, drops and conntrack figures."""
+        import time
+
+        engine = self.engine
+        lines = [f"host {engine.host.name}"]
+        for iface in engine.host.interfaces.values():
+            if iface.kind == "loopback":
+                continue
+            addrs = ", ".join(str(a) for a in iface.addresses) or "no address"
+            mac = ":".join(f"{b:02x}" for b in iface.mac)
+            lines.append(f"  {iface.name:<10} {'up' if iface.up else 'DOWN':<5} {mac}  {addrs}")
+        lines.append(f"loop: {self.loop.report()}")
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(engine.stats.items())) or "none"
+        lines.append(f"engine counters: {drops}")
+        stats = engine.table.stats
+        lines.append(f"conntrack: {len(engine.table.live(time.monotonic()))} entries (max {engine.table.max_entries}), "
+                     f"insert_failed {stats.insert_failed}, drop {stats.drop}, early_drop {stats.early_drop}, "
+                     f"invalid {stats.invalid}")
+        return "\n".join(lines) + "\n"
 
     def conntrack(self, argv: list[str], out: Any, err: Any) -> int:
         """`conntrack -L | -S | -F | -C` on the live table (conntrack-tools 1.4.7 output, §7.3)."""

@@ -23,6 +23,7 @@ commands:
   iptables-restore     load iptables-save text into a ruleset file
                        (all three take --control SOCKET to act on a running gateway instead)
   conntrack --control SOCKET -L|-S|-C|-F   the live gateway's conntrack table
+  status --control SOCKET                  the live gateway's interfaces, counters and table figures
   bench [engine|rules] measure the engine's packet rate, or the filter chain cost
   gateway HOST         run the host model on real interfaces: a live NAT (root)
   lab FILE up|down|exec NODE CMD   build a topology of network namespaces to try the gateway in (root)
@@ -57,6 +58,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
     "conntrack": _lazy("natbox.cli.conntrack", "conntrack_main"),
+    "status": _lazy("natbox.cli.conntrack", "status_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
     "snapshot": _lazy("natbox.adapters.snapshot", "cli_snapshot"),
     "gateway": _lazy("natbox.cli.gateway", "cli_gateway"),
