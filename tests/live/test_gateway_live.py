@@ -414,3 +414,102 @@ def test_established_tcp_survives_a_gateway_restart(basic_lab: Lab, tmp_path: Pa
                 p.wait()
         rest = stop(gw)
     assert "restored" not in rest  # (said at start, not at stop)
+
+
+TWO_DATAGRAMS_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5004)); s.settimeout(20)
+print("listening", flush=True)
+for _ in range(2):
+    data, peer = s.recvfrom(2048)
+    s.sendto(b"reply:" + data, peer)
+    print(peer[0], peer[1], data.decode(), flush=True)
+"""
+
+SAME_PORT_CLIENT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 40200)); s.settimeout(5)
+for _ in range(3):
+    s.sendto(b"{name}", ("{dst}", 5004))
+    try:
+        print(s.recvfrom(2048)[0].decode(), flush=True)
+        break
+    except TimeoutError:
+        pass
+"""
+
+
+def test_two_inside_hosts_with_the_same_source_port(docker_lab: Lab) -> None:
+    """c1 and c2 both send from UDP port 40200: the first keeps it on the outside, the second is moved to
+    another port of its class, and each reply comes back to the container that asked (§4.6)."""
+    gw = docker_lab.gateway
+    assert gw is not None and gw.host is not None
+    proc = ns_popen(docker_lab, "gw", gateway_argv(Path(docker_lab.filename).parent / gw.host))
+    try:
+        wait_ready(proc)
+        server = _start_server(docker_lab, "server", TWO_DATAGRAMS_SERVER)
+        first = ns_python(docker_lab, "c1", SAME_PORT_CLIENT.format(name="c1", dst=SERVER))
+        second = ns_python(docker_lab, "c2", SAME_PORT_CLIENT.format(name="c2", dst=SERVER))
+        out, _ = server.communicate(timeout=30)
+        assert first.stdout.decode().strip() == "reply:c1"
+        assert second.stdout.decode().strip() == "reply:c2"
+        seen = [line.split() for line in out.decode().splitlines()[-2:]]
+        assert seen[0] == [GW_WAN, "40200", "c1"]
+        assert seen[1][0] == GW_WAN and seen[1][2] == "c2"
+        assert seen[1][1] != "40200" and int(seen[1][1]) >= 1024
+    finally:
+        stop(proc)
+
+
+def test_icmp_error_is_translated_back_to_the_inside_host(basic_lab: Lab, gateway: subprocess.Popen[bytes]) -> None:
+    """UDP to a closed port: the server's port unreachable, sent to the masquerade address, reaches the
+    client translated (outer and inner headers), so the client's own socket sees ECONNREFUSED (§4.9)."""
+    code = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.connect(("{SERVER}", 5999))
+for _ in range(3):
+    s.send(b"anyone?")
+    try:
+        s.recv(100)
+    except ConnectionRefusedError:
+        print("refused", flush=True)
+        break
+    except TimeoutError:
+        pass
+"""
+    res = ns_python(basic_lab, "client", code)
+    assert res.stdout.decode().strip() == "refused", res.stderr.decode()
+
+
+HAIRPIN_RULES = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+-A POSTROUTING -s 172.17.0.0/16 ! -o br0 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.0/16 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+COMMIT
+"""
+
+
+def test_hairpin_through_the_public_address(docker_lab: Lab, tmp_path: Path) -> None:
+    """c2 reaches c1 through the gateway's public address: DNAT back onto the bridge plus the hairpin
+    MASQUERADE, so c1 answers the gateway (172.17.0.1) and the reply is un-NATed to c2 (§8)."""
+    gw = docker_lab.gateway
+    assert gw is not None and gw.host is not None
+    rules = tmp_path / "hairpin.rules"
+    rules.write_text(HAIRPIN_RULES)
+    proc = ns_popen(docker_lab, "gw", gateway_argv(Path(docker_lab.filename).parent / gw.host,
+                                                    "--rules", str(rules)))
+    try:
+        wait_ready(proc)
+        expected = hashlib.sha256(random.Random(7).randbytes(4096)).hexdigest()
+        server = _start_server(docker_lab, "c1", TCP_SERVER.format(port=80))
+        client = ns_python(docker_lab, "c2", TCP_CLIENT.format(n=4096, dst=GW_WAN, port=8080), timeout=60)
+        out, _ = server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "ok", client.stderr.decode()
+        assert out.decode().split() == ["172.17.0.1", "4096", expected]
+    finally:
+        stop(proc)
