@@ -513,3 +513,63 @@ def test_hairpin_through_the_public_address(docker_lab: Lab, tmp_path: Path) -> 
         assert out.decode().split() == ["172.17.0.1", "4096", expected]
     finally:
         stop(proc)
+
+
+STREAM_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5005)); s.settimeout(30)
+print("listening", flush=True)
+n = 0
+while n < 40:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+    n += 1
+print(n, flush=True)
+"""
+
+STREAM_CLIENT = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 40300)); s.settimeout(1)
+got = 0
+for i in range(40):
+    s.sendto(str(i).encode(), ("{dst}", 5005))
+    try:
+        s.recvfrom(64); got += 1
+    except TimeoutError:
+        pass
+    time.sleep(0.1)
+print(got, flush=True)
+"""
+
+
+def test_a_connection_deleted_while_traffic_flows_is_tracked_anew(basic_lab: Lab, tmp_path: Path) -> None:
+    """`conntrack -D` on a live UDP flow: the entry goes, the next datagram creates a new one (a new NAT
+    decision, as in Linux after a delete), and the exchange carries on."""
+    path = tmp_path / "ctl.sock"
+
+    def natbox(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "natbox", *args], env=env(), timeout=30, text=True,
+                              capture_output=True, check=False)
+
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
+    try:
+        wait_ready(proc)
+        server = _start_server(basic_lab, "server", STREAM_SERVER)
+        client = ns_popen(basic_lab, "client", [sys.executable, "-c", STREAM_CLIENT.format(dst=SERVER)])
+        time.sleep(1.5)
+        before = natbox("conntrack", "--control", str(path), "-L")
+        old_id = [ln for ln in before.stdout.splitlines() if "dport=5005" in ln]
+        assert len(old_id) == 1
+        deleted = natbox("conntrack", "--control", str(path), "-D", "-p", "udp", "--dport", "5005")
+        assert deleted.returncode == 0 and "1 flow entries have been deleted." in deleted.stderr
+        assert "sport=40300 dport=5005" in deleted.stdout
+        time.sleep(1.0)
+        again = natbox("conntrack", "--control", str(path), "-L")
+        assert len([ln for ln in again.stdout.splitlines() if "dport=5005" in ln]) == 1  # tracked anew
+        out, _ = client.communicate(timeout=30)
+        assert int(out.decode().strip()) >= 38  # at most a datagram or two in flight during the delete
+        server.communicate(timeout=30)
+        nothing = natbox("conntrack", "--control", str(path), "-D", "-s", "10.99.99.99")
+        assert nothing.returncode == 1 and "0 flow entries have been deleted." in nothing.stderr
+    finally:
+        stop(proc)

@@ -1,4 +1,4 @@
-"""`natbox conntrack --control PATH -L|-S|-C|-F`: the conntrack tool, on a running gateway's table.
+"""`natbox conntrack --control PATH -L|-S|-C|-F|-D [filters]`: the conntrack tool, on a running gateway's table.
 
 Offline, the conntrack table of a replay is written by `natbox replay --out DIR` (conntrack.txt).
 """
@@ -12,7 +12,7 @@ from natbox.adapters.control import forward_command
 
 __all__ = ["conntrack_main", "status_main"]
 
-USAGE = "usage: natbox conntrack --control PATH [-L | -S | -C | -F]\n"
+USAGE = "usage: natbox conntrack --control PATH [-L | -S | -C | -F | -D [-s A] [-d A] [-p P] [--sport N] [--dport N]]\n"
 
 
 def conntrack_main(argv: Sequence[str]) -> int:

@@ -311,11 +311,24 @@ class ControlSocket:
         if op in ("-C", "--count"):
             out.write(f"{len(table.live(now))}\n")
             return 0
+        if op in ("-D", "--delete"):
+            try:
+                keep = _conntrack_filter(argv[1:])
+            except ValueError as exc:
+                err.write(f"conntrack v1.4.7 (conntrack-tools): {exc}\n")
+                return 2
+            victims = [c for c in table.live(now) if keep(c)]
+            for ct in victims:
+                out.write(format_conntrack(ct, now) + "\n")
+                table.delete(ct, now, reason="conntrack -D")
+                self.engine.nat.forget(ct)
+            err.write(f"conntrack v1.4.7 (conntrack-tools): {len(victims)} flow entries have been deleted.\n")
+            return 0 if victims else 1
         if op in ("-F", "--flush"):
             table.flush(now)
             err.write("conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n")
             return 0
-        err.write(f"conntrack v1.4.7 (conntrack-tools): natbox gateway supports -L, -S, -C and -F, not {op}\n")
+        err.write(f"conntrack v1.4.7 (conntrack-tools): natbox gateway supports -L, -S, -C, -D and -F, not {op}\n")
         return 2
 
     def answer(self, cmd: str) -> str:
@@ -519,6 +532,52 @@ def run_gateway(cfg: GatewayConfig) -> int:
             control.close()
         loop.close()
     return 0
+
+
+_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "udplite": 136, "sctp": 132, "dccp": 33, "gre": 47}
+# conntrack's filter options: (tuple direction, field)
+_CT_FILTERS = {
+    "-s": (0, "src"), "--orig-src": (0, "src"), "--src": (0, "src"),
+    "-d": (0, "dst"), "--orig-dst": (0, "dst"), "--dst": (0, "dst"),
+    "-r": (1, "src"), "--reply-src": (1, "src"), "-q": (1, "dst"), "--reply-dst": (1, "dst"),
+    "--sport": (0, "sport"), "--orig-port-src": (0, "sport"), "--dport": (0, "dport"), "--orig-port-dst": (0, "dport"),
+    "--reply-port-src": (1, "sport"), "--reply-port-dst": (1, "dport"),
+}
+
+
+def _conntrack_filter(args: list[str]) -> Any:
+    """conntrack's -D filters (-s -d -r -q, -p, ports) as a predicate on a ct; ValueError on bad options."""
+    import ipaddress
+
+    want: list[tuple[int, str, int]] = []
+    proto: int | None = None
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        if i + 1 >= len(args):
+            raise ValueError(f"option `{opt}' requires an argument")
+        val = args[i + 1]
+        i += 2
+        if opt in ("-p", "--proto", "--protonum"):
+            proto = _PROTOS.get(val.lower()) if not val.isdigit() else int(val)
+            if proto is None:
+                raise ValueError(f"unknown protocol `{val}'")
+        elif opt in _CT_FILTERS:
+            direction, field_name = _CT_FILTERS[opt]
+            try:
+                value = int(val) if field_name.endswith("port") else int(ipaddress.IPv4Address(val))
+            except ValueError:
+                raise ValueError(f"bad value `{val}' for {opt}") from None
+            want.append((direction, field_name, value))
+        else:
+            raise ValueError(f"unknown option `{opt}'")
+
+    def keep(ct: Any) -> bool:
+        if proto is not None and ct.tuples[0].proto != proto:
+            return False
+        return all(getattr(ct.tuples[d], f) == v for d, f, v in want)
+
+    return keep
 
 
 def _restore_state(path: str, engine: Any) -> None:
