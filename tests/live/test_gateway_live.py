@@ -12,6 +12,7 @@ import hashlib
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -571,5 +572,34 @@ def test_a_connection_deleted_while_traffic_flows_is_tracked_anew(basic_lab: Lab
         server.communicate(timeout=30)
         nothing = natbox("conntrack", "--control", str(path), "-D", "-s", "10.99.99.99")
         assert nothing.returncode == 1 and "0 flow entries have been deleted." in nothing.stderr
+    finally:
+        stop(proc)
+
+
+def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) -> None:
+    """SIGHUP: the gateway reads its host file and rules again; a new rule applies to new traffic."""
+    host = tmp_path / "gw.toml"
+    host.write_text((EXAMPLES / "basic-gw.toml").read_text())
+    rules = tmp_path / "gw.rules"
+    base = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+            "-A POSTROUTING -o wan0 -j MASQUERADE\nCOMMIT\n")
+    rules.write_text(base)
+    proc = ns_popen(basic_lab, "gw", gateway_argv(host, "--rules", str(rules)))
+    try:
+        wait_ready(proc)
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "reply:hello"
+        rules.write_text(base + "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                         "-A FORWARD -p udp --dport 5002 -j DROP\nCOMMIT\n")
+        proc.send_signal(signal.SIGHUP)
+        assert proc.stderr is not None
+        assert "SIGHUP: reloaded" in proc.stderr.readline().decode()
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40125"))
+        assert client.stdout.decode().strip() == ""
+        server.kill()
+        server.wait()
     finally:
         stop(proc)

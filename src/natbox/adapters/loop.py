@@ -214,6 +214,8 @@ class EventLoop:
         self.stats: Counter[str] = Counter()
         self._sel = selectors.DefaultSelector()
         self._stopping = False
+        self._hangup = False
+        self.on_hangup: Callable[[], None] | None = None  # SIGHUP: called from the loop, between packets
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -237,11 +239,14 @@ class EventLoop:
             self._wake_w.send(b"\0")
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the loop cleanly (main thread only)."""
+        """SIGTERM and SIGINT stop the loop cleanly; SIGHUP calls `on_hangup` (main thread only)."""
         def handler(signum: int, frame: FrameType | None) -> None:
-            self._stopping = True
+            if signum == signal.SIGHUP:
+                self._hangup = True
+            else:
+                self._stopping = True
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self._old_handlers[sig] = signal.signal(sig, handler)
         self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w.fileno())
 
@@ -276,6 +281,10 @@ class EventLoop:
                         self._readers[key.fd]()
                     else:
                         self._service(name)
+                if self._hangup:
+                    self._hangup = False
+                    if self.on_hangup is not None:
+                        self.on_hangup()
                 now = clock()
                 if self.resolver is not None and self.resolver.pending:
                     self._neigh_timers(now)

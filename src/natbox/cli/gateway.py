@@ -379,41 +379,13 @@ def run_gateway(cfg: GatewayConfig) -> int:
     )
     from natbox.adapters.tuntap import TapDevice, TapError
     from natbox.engine.engine import Engine
-    from natbox.engine.hostfile import HostFileError, parse_host_toml
-    from natbox.rules.evaluate import Ruleset
-    from natbox.rules.model import RulesError
-    from natbox.rules.parser import parse_restore
 
     try:
-        with open(cfg.host_file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        _err(f"{cfg.host_file}: {exc.strerror}")
-        return 2
-    try:
-        hf = parse_host_toml(text, cfg.host_file)
-    except HostFileError as exc:
+        hf, ruleset = _load(cfg)
+    except ValueError as exc:
         _err(str(exc))
         return 2
     host = hf.host
-    rules_path = cfg.rules
-    if rules_path is None and hf.rules_file is not None:
-        rules_path = os.path.join(os.path.dirname(os.path.abspath(cfg.host_file)), hf.rules_file)
-    rules_text, origin = host.rules_text, host.rules_origin
-    if rules_path is not None:
-        try:
-            with open(rules_path, encoding="utf-8") as f:
-                rules_text, origin = f.read(), rules_path
-        except OSError as exc:
-            _err(f"{rules_path}: {exc.strerror}")
-            return 2
-    ruleset = Ruleset()
-    if rules_text.strip():
-        try:
-            ruleset.restore(parse_restore(rules_text, file=origin))
-        except RulesError as exc:
-            _err(f"{origin}: {exc}")
-            return 2
 
     owned = [i for i in host.interfaces.values() if i.kind != "loopback"]
     if not owned:
@@ -520,6 +492,7 @@ def run_gateway(cfg: GatewayConfig) -> int:
         loop.add_reader(control.fileno(), control.serve)
     if cfg.state is not None:
         _restore_state(cfg.state, engine)
+    loop.on_hangup = lambda: _reload(cfg, engine)
     loop.install_signal_handlers()
     _err(f"ready: {host.name} on " + ", ".join(described))
     try:
@@ -578,6 +551,74 @@ def _conntrack_filter(args: list[str]) -> Any:
         return all(getattr(ct.tuples[d], f) == v for d, f, v in want)
 
     return keep
+
+
+def _load(cfg: GatewayConfig) -> tuple[Any, Any]:
+    """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem."""
+    from natbox.engine.hostfile import HostFileError, parse_host_toml
+    from natbox.rules.evaluate import Ruleset
+    from natbox.rules.model import RulesError
+    from natbox.rules.parser import parse_restore
+
+    try:
+        with open(cfg.host_file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ValueError(f"{cfg.host_file}: {exc.strerror}") from None
+    try:
+        hf = parse_host_toml(text, cfg.host_file)
+    except HostFileError as exc:
+        raise ValueError(str(exc)) from None
+    host = hf.host
+    rules_path = cfg.rules
+    if rules_path is None and hf.rules_file is not None:
+        rules_path = os.path.join(os.path.dirname(os.path.abspath(cfg.host_file)), hf.rules_file)
+    rules_text, origin = host.rules_text, host.rules_origin
+    if rules_path is not None:
+        try:
+            with open(rules_path, encoding="utf-8") as f:
+                rules_text, origin = f.read(), rules_path
+        except OSError as exc:
+            raise ValueError(f"{rules_path}: {exc.strerror}") from None
+    ruleset = Ruleset()
+    if rules_text.strip():
+        try:
+            ruleset.restore(parse_restore(rules_text, file=origin))
+        except RulesError as exc:
+            raise ValueError(f"{origin}: {exc}") from None
+    return hf, ruleset
+
+
+def _reload(cfg: GatewayConfig, engine: Any) -> None:
+    """SIGHUP: read the host file (and rules) again and apply what can change while running: the ruleset
+    (new connections only, as in Linux), conntrack sysctls, ip_forward and per-interface knobs, routes
+    and addresses. Interfaces cannot come or go (their sockets are open): that is refused with a warning.
+    """
+    try:
+        hf, ruleset = _load(cfg)
+    except ValueError as exc:
+        _err(f"SIGHUP: not reloaded: {exc}")
+        return
+    host = hf.host
+    old = engine.host
+    if set(host.interfaces) != set(old.interfaces):
+        _err("SIGHUP: not reloaded: the host file's interfaces changed (restart natbox for that)")
+        return
+    for name, iface in host.interfaces.items():
+        cur = old.interfaces[name]
+        cur.addresses, cur.route_localnet, cur.forwarding = iface.addresses, iface.route_localnet, iface.forwarding
+    old.routes, old.neighbours, old.ip_forward = host.routes, host.neighbours, host.ip_forward
+    import dataclasses
+
+    for f in dataclasses.fields(host.conntrack):
+        if f.init:
+            setattr(engine.cfg, f.name, getattr(host.conntrack, f.name))  # setattr: keeps its caches right
+    engine.table.max_entries = engine.cfg.max_entries
+    engine.fib.rebuild()
+    engine.rules.tables, engine.rules.present = ruleset.tables, ruleset.present
+    engine.rules.invalidate()
+    engine.listeners = set(hf.listen)
+    _err(f"SIGHUP: reloaded {cfg.host_file}")
 
 
 def _restore_state(path: str, engine: Any) -> None:
