@@ -603,3 +603,28 @@ def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) 
         server.wait()
     finally:
         stop(proc)
+
+
+def test_privileges_are_dropped_after_the_devices_are_open(basic_lab: Lab, tmp_path: Path) -> None:
+    """--user nobody: the gateway forwards as before, running as nobody; its control socket still answers."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    path = tmp_path / "ctl.sock"
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path),
+                                                  "--user", "nobody"))
+    try:
+        said = wait_ready(proc)
+        assert f"running as nobody (uid {nobody.pw_uid}" in said, said
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {str(nobody.pw_uid)}
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "reply:hello"
+        listed = subprocess.run([sys.executable, "-m", "natbox", "conntrack", "--control", str(path), "-L"],
+                                env=env(), timeout=30, text=True, capture_output=True, check=False)
+        assert "dport=5002" in listed.stdout, listed.stderr
+    finally:
+        stop(proc)

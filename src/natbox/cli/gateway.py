@@ -18,6 +18,8 @@ Options:
   --duration SECONDS    stop after that long (tests, benchmarks)
   --control PATH        the control socket: `natbox iptables|iptables-save|iptables-restore|conntrack
                         --control PATH ...` act on the running gateway (see natbox.adapters.control)
+  --user NAME           once the devices and the control socket are open, drop root: run as NAME (its
+                        group, no supplementary groups); open sockets keep working, nothing new is opened
   --state FILE          save the conntrack table there on a clean stop (SIGTERM) and restore it at the
                         next start, so established connections survive a restart
   --force               start even when the kernel would fight natbox
@@ -41,7 +43,7 @@ __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_ar
 USAGE = """\
 usage: natbox gateway HOST_FILE [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
                       [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--state FILE]
-                      [--force]
+                      [--user NAME] [--force]
 """
 
 
@@ -63,6 +65,7 @@ class GatewayConfig:
     force: bool = False
     complete_csum: bool = False
     state: str | None = None  # conntrack table saved on stop, restored on start
+    user: str | None = None  # drop privileges to this user once the devices are open
 
 
 def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
@@ -94,6 +97,8 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
             cfg.complete_csum = True
         elif a == "--state":
             cfg.state = value(a)
+        elif a == "--user":
+            cfg.user = value(a)
         elif a == "--control":
             cfg.control = value(a)
         elif a == "--tap-netns":
@@ -492,6 +497,14 @@ def run_gateway(cfg: GatewayConfig) -> int:
         loop.add_reader(control.fileno(), control.serve)
     if cfg.state is not None:
         _restore_state(cfg.state, engine)
+    if cfg.user is not None:
+        why = _drop_privileges(cfg.user)
+        if why is not None:
+            if control is not None:
+                control.close()
+            loop.close()
+            _err(why)
+            return 1
     loop.on_hangup = lambda: _reload(cfg, engine)
     loop.install_signal_handlers()
     _err(f"ready: {host.name} on " + ", ".join(described))
@@ -551,6 +564,27 @@ def _conntrack_filter(args: list[str]) -> Any:
         return all(getattr(ct.tuples[d], f) == v for d, f, v in want)
 
     return keep
+
+
+def _drop_privileges(user: str) -> str | None:
+    """setgroups([]), setgid, setuid to `user` (the kernel keeps the already-open sockets usable).
+    Returns why it failed, or None."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"--user {user}: no such user"
+    try:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as exc:
+        return f"--user {user}: cannot switch to it ({exc.strerror or exc})"
+    if os.getuid() == 0 or os.geteuid() == 0:
+        return f"--user {user}: still root after switching"
+    _err(f"running as {user} (uid {pw.pw_uid}, gid {pw.pw_gid})")
+    return None
 
 
 def _load(cfg: GatewayConfig) -> tuple[Any, Any]:
