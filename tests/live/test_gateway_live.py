@@ -628,3 +628,47 @@ def test_privileges_are_dropped_after_the_devices_are_open(basic_lab: Lab, tmp_p
         assert "dport=5002" in listed.stdout, listed.stderr
     finally:
         stop(proc)
+
+
+def test_adopt_takes_over_a_kernel_router_and_gives_it_back(basic_lab: Lab, tmp_path: Path) -> None:
+    """--adopt: the gateway namespace is a working kernel router (addresses, ip_forward, MASQUERADE);
+    natbox takes it over as it is (the kernel keeps no address there and tracks nothing new), and on
+    SIGTERM gives addresses, routes and forwarding back, after which the kernel routes again."""
+    path = tmp_path / "ctl.sock"
+    for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
+                 "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.1.0/24", "-o", "wan0", "-j", "MASQUERADE"]):
+        assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
+
+    def exchange(sport: int) -> str:
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", str(sport)))
+        server.communicate(timeout=30)
+        return client.stdout.decode().strip()
+
+    def kernel_conntrack() -> str:
+        return ns_run(basic_lab, "gw", ["conntrack", "-L"]).stdout.decode()
+
+    assert exchange(41001) == "reply:hello"  # the kernel routes
+    assert "sport=41001" in kernel_conntrack()
+    argv = [a for a in gateway_argv(Path("HOST"), "--adopt", "--control", str(path)) if a != "HOST"]
+    proc = ns_popen(basic_lab, "gw", argv)
+    try:
+        said = wait_ready(proc)
+        assert "--adopt: took lan0, wan0 from the kernel (ip_forward was 1)" in said, said
+        assert "inet " not in ns_run(basic_lab, "gw", ["ip", "-4", "addr", "show", "dev", "lan0"]).stdout.decode()
+        assert exchange(41002) == "reply:hello"  # now through natbox
+        assert "sport=41002" not in kernel_conntrack()
+        listed = subprocess.run([sys.executable, "-m", "natbox", "conntrack", "--control", str(path), "-L"],
+                                env=env(), timeout=30, text=True, capture_output=True, check=False)
+        assert "sport=41002 dport=5002" in listed.stdout, listed.stderr
+        nat = subprocess.run([sys.executable, "-m", "natbox", "iptables", "--control", str(path), "-t", "nat",
+                              "-S", "POSTROUTING"], env=env(), timeout=30, text=True, capture_output=True, check=False)
+        assert "-A POSTROUTING -s 10.0.1.0/24 -o wan0 -j MASQUERADE" in nat.stdout  # the kernel's ruleset
+    finally:
+        rest = stop(proc)
+    assert "given back to the kernel" in rest
+    assert "inet 10.0.1.1/24" in ns_run(basic_lab, "gw", ["ip", "-4", "addr", "show", "dev", "lan0"]).stdout.decode()
+    assert ns_run(basic_lab, "gw", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "1"
+    assert exchange(41003) == "reply:hello"  # the kernel routes again
+    assert "sport=41003" in kernel_conntrack()

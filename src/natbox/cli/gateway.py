@@ -18,6 +18,9 @@ Options:
   --duration SECONDS    stop after that long (tests, benchmarks)
   --control PATH        the control socket: `natbox iptables|iptables-save|iptables-restore|conntrack
                         --control PATH ...` act on the running gateway (see natbox.adapters.control)
+  --adopt               no HOST_FILE: take over the router the kernel runs in this namespace as it is
+                        (natbox snapshot of it), withdraw its addresses and forwarding from the kernel,
+                        and give them back when natbox stops
   --user NAME           once the devices and the control socket are open, drop root: run as NAME (its
                         group, no supplementary groups); open sockets keep working, nothing new is opened
   --state FILE          save the conntrack table there on a clean stop (SIGTERM) and restore it at the
@@ -41,7 +44,7 @@ from natbox.adapters.control import read_request
 __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
 
 USAGE = """\
-usage: natbox gateway HOST_FILE [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
+usage: natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
                       [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--state FILE]
                       [--user NAME] [--force]
 """
@@ -66,6 +69,8 @@ class GatewayConfig:
     complete_csum: bool = False
     state: str | None = None  # conntrack table saved on stop, restored on start
     user: str | None = None  # drop privileges to this user once the devices are open
+    adopt: bool = False  # take over the namespace the kernel routes now, give it back on exit
+    not_owned: set[str] = field(default_factory=set)  # interfaces left to the kernel (bridge ports)
 
 
 def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
@@ -99,6 +104,8 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
             cfg.state = value(a)
         elif a == "--user":
             cfg.user = value(a)
+        elif a == "--adopt":
+            cfg.adopt = True
         elif a == "--control":
             cfg.control = value(a)
         elif a == "--tap-netns":
@@ -127,9 +134,11 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
         else:
             raise UsageError(f"unexpected argument {a!r}")
         i += 1
-    if host is None:
-        raise UsageError("missing HOST_FILE")
-    cfg.host_file = host
+    if host is None and not cfg.adopt:
+        raise UsageError("missing HOST_FILE (or --adopt)")
+    if host is not None and cfg.adopt:
+        raise UsageError("--adopt takes the host from the kernel: give no HOST_FILE")
+    cfg.host_file = host or ""
     return cfg
 
 
@@ -374,6 +383,90 @@ def _err(text: str) -> None:
 
 
 def run_gateway(cfg: GatewayConfig) -> int:
+    if cfg.adopt:
+        return _run_adopted(cfg)
+    return _run_gateway(cfg)
+
+
+def _run_adopted(cfg: GatewayConfig) -> int:
+    """--adopt: snapshot this namespace's router (interfaces, addresses, routes, sysctls, iptables-save -c),
+    withdraw its addresses and forwarding from the kernel so that only natbox answers, run the gateway on
+    that snapshot, and give everything back to the kernel when natbox stops (whatever the reason)."""
+    import tempfile
+
+    from natbox.adapters.snapshot import take_snapshot
+
+    with tempfile.TemporaryDirectory(prefix="natbox-adopt-") as tmp:
+        try:
+            take_snapshot(tmp)
+            with open(os.path.join(tmp, "link.json"), encoding="utf-8") as f:
+                links = json.load(f)
+            with open(os.path.join(tmp, "addr.json"), encoding="utf-8") as f:
+                addrs = json.load(f)
+        except (OSError, ValueError) as exc:
+            _err(f"--adopt: cannot read this namespace's setup: {exc}")
+            return 1
+        cfg.not_owned = {link["ifname"] for link in links if link.get("master")}  # bridge ports
+        saved = _Withdrawn.capture(addrs, cfg.not_owned)
+        cfg.host_file = tmp
+        saved.withdraw()
+        _err(f"--adopt: took {', '.join(saved.devices) or 'nothing'} from the kernel "
+             f"(ip_forward was {saved.ip_forward})")
+        try:
+            return _run_gateway(cfg)
+        finally:
+            saved.give_back()
+            _err("--adopt: addresses, routes and forwarding given back to the kernel")
+
+
+@dataclass
+class _Withdrawn:
+    """What --adopt took from the kernel, to give it back: addresses, the routes that go with them, and
+    net.ipv4.ip_forward."""
+
+    addresses: list[tuple[str, str]]  # (device, a.b.c.d/len), in the kernel's order
+    routes: list[str]  # `ip -4 route show table main|default` lines that the kernel did not make itself
+    ip_forward: str
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({dev for dev, _ in self.addresses})
+
+    @staticmethod
+    def capture(addr_json: Any, skip: set[str]) -> _Withdrawn:
+        addresses = [(link["ifname"], f"{a['local']}/{a['prefixlen']}")
+                     for link in addr_json if link.get("ifname") not in skip and link.get("ifname") != "lo"
+                     for a in link.get("addr_info", []) if a.get("family") == "inet"]
+        routes = []
+        for table in ("main", "default"):
+            out = subprocess.run(["ip", "-4", "route", "show", "table", table], capture_output=True, text=True,
+                                 check=False).stdout
+            routes += [f"{line} table {table}" for line in out.splitlines() if line and "proto kernel" not in line]
+        ip_forward = (_read_sysctl("/proc/sys/net/ipv4/ip_forward") or "0").strip()
+        return _Withdrawn(addresses, routes, ip_forward)
+
+    def withdraw(self) -> None:
+        for dev in self.devices:
+            subprocess.run(["ip", "-4", "addr", "flush", "dev", dev], capture_output=True, check=False)
+        _write_sysctl("/proc/sys/net/ipv4/ip_forward", "0")
+
+    def give_back(self) -> None:
+        for dev, prefix in self.addresses:
+            subprocess.run(["ip", "addr", "add", prefix, "dev", dev], capture_output=True, check=False)
+        for route in self.routes:
+            subprocess.run(["ip", "route", "add", *route.split()], capture_output=True, check=False)
+        _write_sysctl("/proc/sys/net/ipv4/ip_forward", self.ip_forward)
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(value)
+    except OSError as exc:
+        _err(f"warning: cannot write {path}: {exc.strerror or exc}")
+
+
+def _run_gateway(cfg: GatewayConfig) -> int:
     from natbox.adapters.loop import EventLoop, NeighResolver, Port
     from natbox.adapters.packet_socket import (
         PacketSocket,
@@ -392,7 +485,7 @@ def run_gateway(cfg: GatewayConfig) -> int:
         return 2
     host = hf.host
 
-    owned = [i for i in host.interfaces.values() if i.kind != "loopback"]
+    owned = [i for i in host.interfaces.values() if i.kind != "loopback" and i.name not in cfg.not_owned]
     if not owned:
         _err(f"{cfg.host_file}: the model has no interfaces to run on")
         return 2
@@ -589,35 +682,24 @@ def _drop_privileges(user: str) -> str | None:
 
 def _load(cfg: GatewayConfig) -> tuple[Any, Any]:
     """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem."""
-    from natbox.engine.hostfile import HostFileError, parse_host_toml
+    from natbox.adapters.snapshot import load_host
     from natbox.rules.evaluate import Ruleset
     from natbox.rules.model import RulesError
     from natbox.rules.parser import parse_restore
 
-    try:
-        with open(cfg.host_file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ValueError(f"{cfg.host_file}: {exc.strerror}") from None
-    try:
-        hf = parse_host_toml(text, cfg.host_file)
-    except HostFileError as exc:
-        raise ValueError(str(exc)) from None
+    hf = load_host(cfg.host_file)  # a TOML host file (its [rules] read) or a snapshot directory
     host = hf.host
-    rules_path = cfg.rules
-    if rules_path is None and hf.rules_file is not None:
-        rules_path = os.path.join(os.path.dirname(os.path.abspath(cfg.host_file)), hf.rules_file)
     rules_text, origin = host.rules_text, host.rules_origin
-    if rules_path is not None:
+    if cfg.rules is not None:
         try:
-            with open(rules_path, encoding="utf-8") as f:
-                rules_text, origin = f.read(), rules_path
+            with open(cfg.rules, encoding="utf-8") as f:
+                rules_text, origin = f.read(), cfg.rules
         except OSError as exc:
-            raise ValueError(f"{rules_path}: {exc.strerror}") from None
+            raise ValueError(f"{cfg.rules}: {exc.strerror}") from None
     ruleset = Ruleset()
     if rules_text.strip():
         try:
-            ruleset.restore(parse_restore(rules_text, file=origin))
+            ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
         except RulesError as exc:
             raise ValueError(f"{origin}: {exc}") from None
     return hf, ruleset
