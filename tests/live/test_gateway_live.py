@@ -672,3 +672,71 @@ def test_adopt_takes_over_a_kernel_router_and_gives_it_back(basic_lab: Lab, tmp_
     assert ns_run(basic_lab, "gw", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "1"
     assert exchange(41003) == "reply:hello"  # the kernel routes again
     assert "sport=41003" in kernel_conntrack()
+
+
+def test_kernel_and_natbox_give_the_same_conntrack_entries_for_the_same_traffic(basic_lab: Lab,
+                                                                                 tmp_path: Path) -> None:
+    """The same lab and traffic, once with the kernel's NAT and once with natbox (--adopt of that very
+    router): `conntrack -L` beside `natbox conntrack -L`, compared as §10 says (sorted, timeouts within
+    kernel-2..kernel+1, use= ignored)."""
+    from natbox.conntrack.format import parse_conntrack_line
+
+    path = tmp_path / "ctl.sock"
+    for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
+                 "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.1.0/24", "-o", "wan0", "-j", "MASQUERADE"]):
+        assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
+
+    def traffic(off: int) -> None:
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", str(42001 + off)))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "reply:hello"
+        server = _start_server(basic_lab, "server", TCP_SERVER.format(port=5001))
+        client = ns_python(basic_lab, "client", TCP_CLIENT.format(n=20000, dst=SERVER, port=5001).replace(
+            "timeout=25)", f"timeout=25, source_address=('0.0.0.0', {42002 + off}))"))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "ok", client.stderr.decode()
+        closed = ns_python(basic_lab, "client", f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {42003 + off})); s.connect(("{SERVER}", 5999))
+s.send(b"x")
+""")
+        assert closed.returncode == 0
+        time.sleep(0.5)
+
+    def entries(text: str, off: int) -> list[dict[str, object]]:
+        """The lines of this traffic, client ports shifted back by `off` (the second run's ports)."""
+        out = []
+        for line in text.splitlines():
+            d = parse_conntrack_line(line)
+            orig, reply = d["orig"], d["reply"]
+            assert isinstance(orig, dict) and isinstance(reply, dict)
+            if not 42000 + off <= orig.get("sport", 0) < 42010 + off:
+                continue
+            orig["sport"] -= off
+            reply["dport"] -= off
+            out.append(d)
+        return sorted(out, key=lambda d: str(d["orig"]))
+
+    traffic(0)
+    kernel = entries(ns_run(basic_lab, "gw", ["conntrack", "-L"]).stdout.decode(), 0)
+    assert ns_run(basic_lab, "gw", ["conntrack", "-F"]).returncode == 0
+    argv = [a for a in gateway_argv(Path("HOST"), "--adopt", "--control", str(path)) if a != "HOST"]
+    proc = ns_popen(basic_lab, "gw", argv)
+    try:
+        wait_ready(proc)
+        traffic(10)
+        listed = subprocess.run([sys.executable, "-m", "natbox", "conntrack", "--control", str(path), "-L"],
+                                env=env(), timeout=30, text=True, capture_output=True, check=False)
+        ours = entries(listed.stdout, 10)
+    finally:
+        stop(proc)
+    assert len(kernel) == len(ours) == 3
+    for k, n in zip(kernel, ours, strict=True):
+        kt, nt = k.pop("timeout"), n.pop("timeout")
+        assert isinstance(kt, int) and isinstance(nt, int)
+        assert kt - 2 - 3 <= nt <= kt + 1, (k, n)  # §10 tolerance, plus the seconds between the two runs
+        k.pop("use")
+        n.pop("use")
+        assert n == k
