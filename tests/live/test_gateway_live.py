@@ -740,3 +740,29 @@ s.send(b"x")
         k.pop("use")
         n.pop("use")
         assert n == k
+
+
+def test_conntrack_events_from_the_live_gateway(basic_lab: Lab, tmp_path: Path) -> None:
+    """`natbox conntrack --control PATH -E` prints [NEW] and [UPDATE] lines as conntrack -E would."""
+    path = tmp_path / "ctl.sock"
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
+    events = None
+    try:
+        wait_ready(proc)
+        events = subprocess.Popen([sys.executable, "-m", "natbox", "conntrack", "--control", str(path), "-E"],
+                                  env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # let it subscribe
+        server = _start_server(basic_lab, "server", UDP_SERVER)
+        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40400"))
+        server.communicate(timeout=30)
+        assert client.stdout.decode().strip() == "reply:hello"
+        time.sleep(0.5)
+    finally:
+        stop(proc)  # the gateway closes the subscription: the listener ends
+    assert events is not None
+    out, err = events.communicate(timeout=20)
+    lines = [ln for ln in out.splitlines() if "sport=40400" in ln]
+    assert lines and lines[0].startswith("    [NEW] udp      17 30 src=10.0.1.2 dst=198.51.100.2 sport=40400 "
+                                         "dport=5002 [UNREPLIED] src=198.51.100.2 dst=198.51.100.1 sport=5002 "
+                                         "dport=40400"), (out, err)
+    assert any(ln.startswith(" [UPDATE] udp      17 30 src=10.0.1.2") and "[UNREPLIED]" not in ln for ln in lines), out

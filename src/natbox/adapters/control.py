@@ -20,7 +20,7 @@ import json
 import socket
 from typing import Any, TextIO
 
-__all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "forward_command", "read_request"]
+__all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "follow_events", "forward_command", "read_request"]
 
 CONTROL_REQUEST_MAX = 4 * 1024 * 1024  # bytes of one request (a large iptables-restore dump fits)
 CONTROL_TIMEOUT = 1.0  # seconds a client may take to send its request (the gateway's loop waits that long)
@@ -91,3 +91,22 @@ def read_request(conn: socket.socket) -> bytes:
     if size > CONTROL_REQUEST_MAX:
         raise ControlError(f"request over the {CONTROL_REQUEST_MAX}-byte limit")
     return b"".join(chunks)
+
+
+def follow_events(path: str, stdout: TextIO, stderr: TextIO, prog: str) -> int:
+    """`conntrack -E`: print the gateway's conntrack events as they come, until it closes or Ctrl-C."""
+    request = json.dumps({"cmd": "conntrack", "argv": ["-E"]}).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                stdout.write(chunk.decode(errors="replace"))
+                stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        stderr.write(f"{prog}: --control {path}: {exc.strerror or exc}\n")
+        return 1
+    return 0

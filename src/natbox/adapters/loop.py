@@ -216,6 +216,7 @@ class EventLoop:
         self._stopping = False
         self._hangup = False
         self.on_hangup: Callable[[], None] | None = None  # SIGHUP: called from the loop, between packets
+        self.after_wakeup: list[Callable[[], None]] = []  # called after each wakeup (control-socket events)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -281,6 +282,8 @@ class EventLoop:
                         self._readers[key.fd]()
                     else:
                         self._service(name)
+                for fn in self.after_wakeup:
+                    fn()
                 if self._hangup:
                     self._hangup = False
                     if self.on_hangup is not None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from natbox.adapters.control import forward_command
+from natbox.adapters.control import follow_events, forward_command
 
 __all__ = ["conntrack_main", "status_main"]
 
-USAGE = "usage: natbox conntrack --control PATH [-L | -S | -C | -F | -D [-s A] [-d A] [-p P] [--sport N] [--dport N]]\n"
+USAGE = ("usage: natbox conntrack --control PATH [-L | -E | -S | -C | -F | -D [-s A] [-d A] [-p P] [--sport N] "
+         "[--dport N]]\n")
 
 
 def conntrack_main(argv: Sequence[str]) -> int:
@@ -27,6 +28,8 @@ def conntrack_main(argv: Sequence[str]) -> int:
         sys.stderr.write("natbox conntrack: needs --control PATH (a running natbox gateway's control socket)\n"
                          + USAGE)
         return 2
+    if args[:1] in (["-E"], ["--event"]):
+        return follow_events(control, sys.stdout, sys.stderr, "conntrack")
     return forward_command(control, "conntrack", args or ["-L"], None, sys.stdout, sys.stderr, "conntrack")
 
 

@@ -208,6 +208,9 @@ def _tap_mac(name: str) -> bytes:
 
 
 
+EVENT_SUBSCRIBERS_MAX = 16  # concurrent `conntrack -E` listeners on the control socket
+
+
 class ControlSocket:
     """The gateway's control socket: one command per connection, answered from the loop's thread (the
     engine is never touched concurrently). The seam for iptables/conntrack commands on a live gateway."""
@@ -228,6 +231,7 @@ class ControlSocket:
             os.umask(old_umask)
         os.chmod(path, 0o600)
         self.sock.listen(8)
+        self.subscribers: list[Any] = []  # `conntrack -E` connections
         self.sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -238,17 +242,67 @@ class ControlSocket:
             conn, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return
-        with conn:
-            try:
-                raw = read_request(conn)
-                text = raw.decode(errors="replace").strip()
-                if text.startswith("{"):
-                    answer = self.answer_json(text)
-                else:
-                    answer = self.answer(text)
-                conn.sendall(answer.encode())
-            except OSError:
+        try:
+            raw = read_request(conn)
+            text = raw.decode(errors="replace").strip()
+            if text.startswith("{") and self._is_event_request(text):
+                self._subscribe(conn)
                 return
+            answer = self.answer_json(text) if text.startswith("{") else self.answer(text)
+            conn.sendall(answer.encode())
+        except OSError:
+            pass
+        conn.close()
+
+    # --- conntrack -E: event subscribers -----------------------------------------------------------
+
+    @staticmethod
+    def _is_event_request(text: str) -> bool:
+        import json
+
+        try:
+            req = json.loads(text)
+        except ValueError:
+            return False
+        argv = req.get("argv") if isinstance(req, dict) else None
+        return req.get("cmd") == "conntrack" and isinstance(argv, list) and argv[:1] in (["-E"], ["--event"])
+
+    def _subscribe(self, conn: Any) -> None:
+        """`conntrack -E`: the connection stays open and receives every event as conntrack prints it."""
+        if len(self.subscribers) >= EVENT_SUBSCRIBERS_MAX:
+            conn.sendall(b"conntrack v1.4.7 (conntrack-tools): too many event listeners\n")
+            conn.close()
+            return
+        conn.setblocking(False)
+        self.subscribers.append(conn)
+        self.engine.table.events_enabled = True
+
+    def pump(self) -> None:
+        """Send the engine's new conntrack events to the subscribers (called by the loop after each wakeup).
+        A subscriber that cannot keep up (socket buffer full) or went away is dropped, as netlink drops
+        a listener with ENOBUFS."""
+        if not self.subscribers:
+            return
+        events = self.engine.table.drain_events()
+        if not events:
+            return
+        from natbox.conntrack.format import format_event
+
+        data = "".join(format_event(ev) + "\n" for ev in events).encode()
+        alive = []
+        for conn in self.subscribers:
+            try:
+                sent = conn.send(data)
+            except (BlockingIOError, OSError):
+                sent = -1
+            if sent == len(data):
+                alive.append(conn)
+            else:
+                conn.close()
+        self.subscribers = alive
+        if not alive:
+            self.engine.table.events_enabled = False
+            self.engine.table.drain_events()
 
     def answer_json(self, text: str) -> str:
         """A JSON request (natbox.adapters.control): iptables commands and conntrack on the live engine."""
@@ -360,6 +414,9 @@ class ControlSocket:
         return f"unknown command {cmd!r} (stats, conntrack; or a JSON request, see natbox.adapters.control)\n"
 
     def close(self) -> None:
+        for conn in self.subscribers:
+            conn.close()
+        self.subscribers = []
         self.sock.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
@@ -588,6 +645,7 @@ def _run_gateway(cfg: GatewayConfig) -> int:
             _err(f"--control {cfg.control}: {exc.strerror or exc}")
             return 1
         loop.add_reader(control.fileno(), control.serve)
+        loop.after_wakeup.append(control.pump)
     if cfg.state is not None:
         _restore_state(cfg.state, engine)
     if cfg.user is not None:
