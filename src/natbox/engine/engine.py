@@ -97,6 +97,7 @@ class Dropped:
     reason: str
     where: str
     detail: str = ""
+    ct_id: int = 0  # the packet's conntrack entry, when it had one
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Delivered:
     pkt_id: int
     datagram: bytes
     action: str  # e.g. "icmp echo reply sent", "tcp reset sent (port closed)", "socket udp:53"
+    ct_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,7 @@ class Engine:
         self._local_queue: list[tuple[Skb, float]] = []
         self._next_pkt_id = 1
         self._depth = 0
+        self._skb: Skb | None = None  # the packet being processed (drops are attributed to its ct)
         self._hooks: dict[Hook, list[tuple[int, str, HookFn]]] = {}
         self.trace_all = False
         self.fast_path = True  # use the flow cache for established forwarded TCP/UDP (see _fast_forward)
@@ -440,6 +443,7 @@ class Engine:
 
     def _begin(self, now: float) -> Output:
         self._ctx.now = now
+        self._skb = None
         self._out = Output()
         return self._out
 
@@ -454,7 +458,9 @@ class Engine:
 
     def _record_drop(self, pkt_id: int, d: _Drop) -> None:
         self.stats[str(d.reason)] += 1
-        self._out.dropped.append(Dropped(pkt_id, str(d.reason), d.where, d.detail))
+        skb = self._skb
+        ct_id = skb.ct.ct_id if skb is not None and skb.pkt_id == pkt_id and skb.ct is not None else 0
+        self._out.dropped.append(Dropped(pkt_id, str(d.reason), d.where, d.detail, ct_id))
         self._out.trace.append((pkt_id, f"DROP at {d.where}: {d.reason}{': ' + d.detail if d.detail else ''}"))
 
     def _iface(self, name: str) -> Interface:
@@ -529,6 +535,7 @@ class Engine:
         if data is None:
             raise _Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_rcv_core")
         skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
+        self._skb = skb
         skb.pkt_type = pkt_type
         skb.src_mac = src_mac
         skb.dst_mac = dst_mac
@@ -680,6 +687,7 @@ class Engine:
         if data is None:
             return False
         skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
+        self._skb = skb
         skb.src_mac = frame[6:12]
         skb.dst_mac = frame[:6]
         skb.fast_key = key
@@ -823,7 +831,8 @@ class Engine:
     def _deliver(self, skb: Skb, action: str) -> None:
         if skb.trace is not None:
             skb.add_trace(f"ip_local_deliver_finish: {action}")
-        self._out.delivered.append(Delivered(skb.pkt_id, bytes(skb.data), action))
+        self._out.delivered.append(Delivered(skb.pkt_id, bytes(skb.data), action,
+                                             skb.ct.ct_id if skb.ct is not None else 0))
 
     def _tcp_send_reset(self, skb: Skb) -> None:
         """`tcp_v4_send_reset` for a segment to a closed port (none in answer to a reset)."""
@@ -856,6 +865,7 @@ class Engine:
         sent = 0
         while self._local_queue and sent < LOCAL_QUEUE_MAX:
             skb, _t = self._local_queue.pop(0)
+            self._skb = skb
             sent += 1
             self._ctx.now = now
             try:

@@ -102,10 +102,11 @@ def merge_inputs(streams: Sequence[Iterable[PcapRecord]]) -> Iterator[tuple[int,
 
 
 def ct_of(out: Output) -> int | None:
-    """The conntrack id of an input packet: from what it caused to be sent, else from its trace."""
-    for em in out.emitted:
-        if em.ct_id:
-            return em.ct_id
+    """The conntrack id of an input packet: from what it caused (sent, delivered, dropped), else its trace."""
+    ids = [e.ct_id for e in out.emitted] + [d.ct_id for d in out.delivered] + [d.ct_id for d in out.dropped]
+    for ct_id in ids:
+        if ct_id:
+            return ct_id
     for _pid, step in out.trace:
         m = _CT_RE.search(step)
         if m:

@@ -111,7 +111,8 @@ def packet_record(pkt: InputPacket, *, trace: bool = False) -> dict[str, Any]:
     rec["ct"] = ct_of(out)
     rec["emitted"] = [{"iface": em.iface, "packet": tcpdump_line(em.frame), "ct": em.ct_id} for em in out.emitted]
     rec["delivered"] = [d.action for d in out.delivered]
-    rec["dropped"] = [{"reason": d.reason, "where": d.where, "detail": d.detail} for d in out.dropped]
+    rec["dropped"] = [{"reason": d.reason, "where": d.where, "detail": d.detail, "ct": d.ct_id or None}
+                      for d in out.dropped]
     rec["logs"] = [log.text for log in out.logs]
     if trace:
         rec["trace"] = [step for _pid, step in out.trace]
