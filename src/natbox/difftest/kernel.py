@@ -147,6 +147,7 @@ class KernelRun:
     conntrack_stats: str = ""  # `conntrack -S`
     iptables_save: str = ""  # `iptables-save -c` after the traffic
     program_output: list[str] = field(default_factory=list)  # "step N host run: output" lines
+    execs: list[tuple[float, float, list[str]]] = field(default_factory=list)  # (start, end, argv) of exec steps
     errors: list[str] = field(default_factory=list)  # problems while running (not differences)
 
     def sent(self, iface: str) -> list[Captured]:
@@ -339,6 +340,8 @@ class _Lab:
                                     "dev", HOST_IFACE, "nud", "permanent", netns=hns)
                 if host.gateway:
                     self.sh("ip", "route", "add", "default", "via", host.gateway, netns=hns)
+                if host.rules.strip():
+                    self.sh("iptables-restore", netns=hns, stdin=host.rules)
         for name, value in sc.sysctls.items():
             self.sh("sysctl", "-q", "-w", f"{name}={value}", netns=self.router)
         if sc.rules.strip():
@@ -433,7 +436,14 @@ def run_on_kernel(sc: Scenario) -> KernelRun:
             delay = t0 + step.at - time.time()
             if delay > 0:
                 time.sleep(delay)
-            if step.send is not None:
+            if step.exec is not None:
+                start = time.time() - t0
+                try:
+                    lab.sh(*step.exec, netns=lab.router)
+                except RuntimeError as exc:
+                    run.errors.append(f"step {step.index} exec: {exc}")
+                run.execs.append((start, time.time() - t0, list(step.exec)))
+            elif step.send is not None:
                 lab.send(step, send_socks)
             else:
                 lab.program(step)

@@ -9,12 +9,16 @@ kernel's choice (the server replies to it). So the replay learns the kernel<->na
 each frame natbox emits is paired with the kernel's frame of the same index on that interface, and a
 port/id that differs and that no input carried before is recorded (`PortMap`); later input frames are
 rewritten through the bijection (checksums updated incrementally) before natbox sees them.
+An `exec` step (a router command the kernel ran at time t, see `KernelRun.execs`) is applied to the
+Engine before the first input frame at or after the command's end; an input frame received while the
+command ran is reported as an error (the order would be ambiguous).
 It collects what natbox emits per interface, the
 `conntrack -L` lines at the moment the kernel's listing was taken, and `iptables-save -c` of natbox's rules.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from natbox.conntrack.format import format_conntrack
@@ -25,10 +29,11 @@ from natbox.difftest.scenario import Scenario
 from natbox.engine.engine import Engine
 from natbox.engine.snapshot import host_from_snapshot
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.parser import parse_restore
+from natbox.rules.model import RulesError
+from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
 
-__all__ = ["NatboxRun", "build_engine", "run_on_natbox"]
+__all__ = ["NatboxRun", "apply_exec", "build_engine", "run_on_natbox"]
 
 SAVE_DATE = "Thu Jan  1 00:00:00 1970"  # the date natbox's iptables-save header lines carry here
 
@@ -72,7 +77,15 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
         if f.outgoing and _ipv4(f.frame):
             ksent.setdefault(f.iface, []).append(f)
     nsent_ip: dict[str, int] = {}
+    execs = list(kernel_run.execs)
     for c in kernel_run.received():
+        while execs and execs[0][1] <= c.ts:
+            _, end, argv = execs.pop(0)
+            why = apply_exec(engine, argv, end)
+            if why:
+                out.errors.append(f"{end:.6f} exec {' '.join(argv)}: {why}")
+        if execs and execs[0][0] <= c.ts:
+            out.errors.append(f"{c.ts:.6f} {c.iface}: frame received while `{' '.join(execs[0][2])}` ran")
         frame = rewrite_ports(c.frame, ports.k2n)
         try:
             res = engine.receive(frame, c.iface, c.ts)
@@ -89,11 +102,40 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
                     _learn(ports, kern[n], e.frame)
         for d in res.dropped:
             out.dropped.append(f"{c.ts:.6f} {c.iface} {d.reason} {d.where} {d.detail}".rstrip())
+    for _, end, argv in execs:
+        why = apply_exec(engine, argv, end)
+        if why:
+            out.errors.append(f"{end:.6f} exec {' '.join(argv)}: {why}")
     out.port_pairs = dict(ports.k2n)
     now = kernel_run.conntrack_time
     out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
     out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
     return out
+
+
+def apply_exec(engine: Engine, argv: list[str], now: float) -> str | None:
+    """Apply a router command (an `exec` step, see `scenario.EXEC_FORMS`) to natbox; None or why it failed."""
+    try:
+        if argv[0] == "iptables":
+            engine.rules.execute(parse_argv(argv[1:]))
+        elif argv[:2] == ["ip", "addr"]:
+            iface = ipaddress.IPv4Interface(argv[3])
+            if argv[2] == "del":
+                engine.del_address(argv[5], int(iface.ip), now)
+            else:
+                engine.add_address(argv[5], int(iface.ip), iface.network.prefixlen)
+        elif argv[:3] == ["ip", "link", "set"]:
+            if argv[4] == "down":
+                engine.link_down(argv[3], now)
+            else:
+                engine.link_up(argv[3])
+        elif argv[:2] == ["conntrack", "-F"]:
+            engine.table.flush(now)
+        else:
+            return "not a command natbox can mirror"
+    except (RulesError, KeyError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _ipv4(frame: bytes) -> bool:
@@ -106,5 +148,8 @@ def _learn(ports: PortMap, kernel: Captured, natbox_frame: bytes) -> None:
     if [n for n, _, _ in fk] != [n for n, _, _ in fn]:
         return
     for (_, vk, kind), (_, vn, _) in zip(fk, fn, strict=True):
-        if kind == "port" and vk != vn and isinstance(vk, int) and isinstance(vn, int):
-            ports.accept(vk, vn, kernel.ts)
+        if kind == "port" and isinstance(vk, int) and isinstance(vn, int):
+            if vk == vn:
+                ports.identity(vk, kernel.ts)
+            else:
+                ports.accept(vk, vn, kernel.ts)

@@ -24,11 +24,20 @@ class PortMap:
             return True
         if k in self.k2n or n in self.n2k:
             return False
-        if self.first_seen.get(k, math.inf) <= ts or self.first_seen.get(n, math.inf) <= ts:
-            return False  # a value the inputs already had is not a random choice
+        if self.first_seen.get(k, math.inf) <= ts:
+            return False  # a value the inputs already had is not the kernel's random choice
+        if self.first_seen.get(n, math.inf) <= ts and n not in self.k2n:
+            return False  # ... nor natbox's (unless the inputs carried it as another kernel choice)
         self.k2n[k] = n
         self.n2k[n] = k
         return True
+
+    def identity(self, v: int, ts: float) -> None:
+        """Both sides chose the same value v: record v<->v when it was a random choice (not yet carried by
+        an input), so that neither side's v can later pair with something else."""
+        if v not in self.k2n and v not in self.n2k and self.first_seen.get(v, math.inf) > ts:
+            self.k2n[v] = v
+            self.n2k[v] = v
 
     def map_kernel(self, k: int) -> int:
         return self.k2n.get(k, k)

@@ -21,6 +21,8 @@ name = "cli"
 attach = "lan0"
 addresses = ["192.168.50.2/24", "192.168.50.3/24"]
 gateway = "192.168.50.1"                  # default route (optional)
+rules = '''*filter ... COMMIT'''             # optional iptables-save text for the END HOST's own netns, e.g.
+                                          # to keep its stack from answering crafted TCP with RSTs
 
 [[step]]                                  # steps run in order; `at` is seconds from the start
 at = 0.0
@@ -37,6 +39,10 @@ zero_checksum = false                     # udp only
 fragment = 600                            # optional: split into fragments of this many payload bytes
 order = "reverse"                         # fragment order: "forward" (default) or "reverse"
 
+[[step]]                                  # a change on the router while connections live: run in the
+at = 0.5                                  # router's netns on the kernel side; natbox's replay applies the
+exec = "iptables -t nat -I POSTROUTING -j ACCEPT"   # same change between the same input frames (by time)
+
 [[step]]
 at = 0.2
 host = "srv"
@@ -51,17 +57,26 @@ Programs: `ping` (a Python raw-socket pinger: dst, count, interval, size, src, i
 (port, bind), `*_client` (dst, dport, sport,
 src, payload, count). `run = "sleep"` just waits `duration`.
 
+`exec` steps (no `host`): `iptables ARGS` (applied to natbox's Ruleset), `ip addr add|del A/P dev D`,
+`ip link set D down|up`, `conntrack -F` (applied to natbox's Engine). Leave ~0.1 s free of traffic around
+an `exec` step: a frame the router receives while the command runs makes the replay order ambiguous and
+is reported as a harness error.
+
+`known_failure = "reason"` (top level) marks a scenario whose difference is a known natbox bug: the
+runner reports it as XFAIL with the reason (and XPASS once it agrees).
+
 Addresses must be in 10/8, 172.16/12, 192.168/16 or 198.51.100.0/24 (never 192.0.2.0/24 or 203.0.113.0/24).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_scenario"]
+__all__ = ["EXEC_FORMS", "HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_exec", "parse_scenario"]
 
 MAX_STEPS = 200  # steps per scenario
 MAX_HOSTS = 8  # end hosts (namespaces) per scenario
@@ -74,7 +89,10 @@ ALLOWED_NETS = [ipaddress.IPv4Network(n) for n in
 CRAFTED = ("icmp_echo", "udp", "tcp", "raw")
 PROGRAMS = ("ping", "udp_server", "tcp_server", "udp_client", "tcp_client", "sleep")
 # step key -> type, per family of steps (validated at load time)
-_COMMON_KEYS = {"at": float, "host": str, "send": str, "run": str}
+_COMMON_KEYS = {"at": float, "host": str, "send": str, "run": str, "exec": str}
+# the router commands an `exec` step may run (argv prefixes), each mirrored on natbox's side
+EXEC_FORMS = ("iptables", "ip addr add", "ip addr del", "ip link set", "conntrack -F")
+ROUTER = "router"  # the `host` of an exec step
 _CRAFT_KEYS: dict[str, type] = {
     "src": str, "dst": str, "ttl": int, "ip_id": int, "tos": int, "df": bool, "payload": str,
     "payload_hex": str, "payload_len": int, "fragment": int, "order": str, "icmp_id": int, "seq": int,
@@ -104,6 +122,7 @@ class HostSpec:
     attach: str
     addresses: list[str]
     gateway: str | None = None
+    rules: str = ""  # iptables-save text applied in the end host's netns (not the router's; natbox ignores it)
 
 
 @dataclass
@@ -116,6 +135,7 @@ class Step:
     run: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     index: int = 0
+    exec: list[str] | None = None  # argv of a router command (host is "router")
 
 
 @dataclass
@@ -129,6 +149,7 @@ class Scenario:
     rules: str = ""
     settle: float = 0.3
     origin: str = "<scenario>"
+    known_failure: str | None = None  # why natbox differs here (a known bug): reported as XFAIL
 
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
@@ -168,7 +189,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{origin}: TOML syntax error: {exc}") from None
-    unknown = set(doc) - {"name", "description", "settle", "router", "host", "step"}
+    unknown = set(doc) - {"name", "description", "settle", "router", "host", "step", "known_failure"}
     if unknown:
         raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
     stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
@@ -195,7 +216,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     hosts: list[HostSpec] = []
     for i, spec in enumerate(_typed(doc.get("host", []), list, f"{origin}: host")):
         where = f"{origin}: host[{i}]"
-        _known(_typed(spec, dict, where), {"name", "attach", "addresses", "gateway"}, where)
+        _known(_typed(spec, dict, where), {"name", "attach", "addresses", "gateway", "rules"}, where)
         name = _typed(spec.get("name"), str, f"{where}.name")
         if not 0 < len(name) <= 8 or not name.isalnum():
             raise ScenarioError(f"{where}.name: {name!r} must be 1..8 letters/digits")
@@ -210,15 +231,38 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         gw = spec.get("gateway")
         if gw is not None:
             _check_addr(_typed(gw, str, f"{where}.gateway"), f"{where}.gateway", prefix=False)
-        hosts.append(HostSpec(name, attach, addrs, gw))
+        hosts.append(HostSpec(name, attach, addrs, gw, _typed(spec.get("rules", ""), str, f"{where}.rules")))
     if len(hosts) > MAX_HOSTS or len({h.name for h in hosts}) != len(hosts):
         raise ScenarioError(f"{origin}: at most {MAX_HOSTS} hosts with distinct names")
     steps = _parse_steps(doc, origin, {h.name for h in hosts})
     settle = _typed(doc.get("settle", 0.3), float, f"{origin}: settle")
     if not 0 <= settle <= MAX_SETTLE:
         raise ScenarioError(f"{origin}: settle must be 0..{MAX_SETTLE}")
+    known = doc.get("known_failure")
+    if known is not None:
+        known = _typed(known, str, f"{origin}: known_failure")
     return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
-                    sysctls, rules, settle, origin)
+                    sysctls, rules, settle, origin, known)
+
+
+def parse_exec(text: str, where: str) -> list[str]:
+    """The argv of an `exec` step, validated against EXEC_FORMS (pure)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    if not argv:
+        raise ScenarioError(f"{where}: empty command")
+    joined = " ".join(argv)
+    if not any(joined == form or joined.startswith(form + " ") for form in EXEC_FORMS):
+        raise ScenarioError(f"{where}: {text!r} is not one of: {', '.join(EXEC_FORMS)} ...")
+    if argv[:2] == ["ip", "addr"] and (len(argv) != 6 or argv[4] != "dev" or "/" not in argv[3]):
+        raise ScenarioError(f"{where}: write `ip addr add|del A/P dev D`")
+    if argv[:3] == ["ip", "link", "set"] and (len(argv) != 5 or argv[4] not in ("up", "down")):
+        raise ScenarioError(f"{where}: write `ip link set D up|down`")
+    if argv[0] == "ip" and argv[1] == "addr":
+        _check_addr(argv[3], where, prefix=True)
+    return argv
 
 
 def _parse_steps(doc: dict[str, Any], origin: str, hosts: set[str]) -> list[Step]:
@@ -233,6 +277,13 @@ def _parse_steps(doc: dict[str, Any], origin: str, hosts: set[str]) -> list[Step
         if not last <= at <= MAX_AT:
             raise ScenarioError(f"{where}.at: {at} must be >= the previous step's and <= {MAX_AT}")
         last = at
+        if "exec" in spec:
+            unknown = sorted(set(spec) - {"at", "exec", "host"})
+            if unknown or spec.get("host", ROUTER) != ROUTER:
+                raise ScenarioError(f"{where}: an exec step takes only at and exec (host is the router)")
+            argv = parse_exec(_typed(spec["exec"], str, f"{where}.exec"), f"{where}.exec")
+            steps.append(Step(at, ROUTER, index=i, exec=argv))
+            continue
         host = _typed(spec.get("host"), str, f"{where}.host")
         if host not in hosts:
             raise ScenarioError(f"{where}.host: no host {host!r}")
