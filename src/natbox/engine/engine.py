@@ -31,6 +31,7 @@ from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.defrag import IcmpOnExpire, IpDefrag
 from natbox.engine.host import Host, Interface
+from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.log import format_log_line
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
@@ -49,14 +50,17 @@ __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
 NF_STOLEN = 2
 _NO_MAC = b"\x00" * 6
-LOCAL_QUEUE_MAX = 64  # locally generated packets (ICMP errors, resets, echo replies) one input may cause
+LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
+LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
 FLOW_CACHE_MAX = 65536  # cached forwarding decisions of established flows; the oldest is evicted first
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
 ICMP_DEST_UNREACH = 3
 ICMP_TIME_EXCEEDED = 11
 ICMP_PARAMETERPROB = 12
+ICMP_REDIRECT = 5
+ICMP_REDIR_HOST = 1
 ICMP_ECHO = 8
 ICMP_NET_UNREACH = 0
 ICMP_HOST_UNREACH = 1
@@ -211,6 +215,7 @@ class Engine:
         self.nat = NatCore()
         self.rnd: RandomSource = rnd if rnd is not None else SplitMix64(seed)
         self.defrag = IpDefrag()
+        self.icmp_rate = IcmpRateLimiter()  # per-host ICMP error and redirect pacing (inet_peer)
         self.rules = ruleset if ruleset is not None else Ruleset()
         self.stats: Counter[str] = Counter()
         self.neigh: dict[tuple[str, int], bytes] = {(n.dev, n.addr): n.mac for n in host.neighbours}
@@ -221,6 +226,7 @@ class Engine:
         self._next_pkt_id = 1
         self._depth = 0
         self._skb: Skb | None = None  # the packet being processed (drops are attributed to its ct)
+        self._nested = 0  # locally generated packets being sent from inside another packet's path
         self._hooks: dict[Hook, list[tuple[int, str, HookFn]]] = {}
         self.trace_all = False
         self.fast_path = True  # use the flow cache for established forwarded TCP/UDP (see _fast_forward)
@@ -639,9 +645,22 @@ class Engine:
             self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=out_dev.mtu)
             raise _Drop(DropReason.FRAG_NEEDED, "ip_forward", f"{len(skb.data)} > mtu {out_dev.mtu} with DF")
         ipv4.ip_decrease_ttl(skb.data)
+        if skb.oif == skb.iif:
+            self._maybe_redirect(skb, out_dev)
         if self._run_hook(Hook.FORWARD, skb) != NF_ACCEPT:
             return
         self._ip_output(skb)
+
+    def _maybe_redirect(self, skb: Skb, dev: Interface) -> None:
+        """`ip_rt_send_redirect()`: a packet leaving by the interface it came in on, from a host on that
+        link towards a next hop on it too, earns its sender an ICMP host redirect (IPSKB_DOREDIRECT, set by
+        __mkroute_input; send_redirects is on by default), paced per host (icmp_rate.py). NAT later drops
+        the redirect unless the flow is un-NATed (§9), but the pacing state is stamped all the same."""
+        nexthop = skb.nexthop or skb.daddr
+        if not any(a.contains(skb.saddr) and a.contains(nexthop) for a in dev.addresses):
+            return
+        if self.icmp_rate.allow_redirect(skb.saddr, self._ctx.now):
+            self._icmp_send(skb, ICMP_REDIRECT, ICMP_REDIR_HOST, info=nexthop)
 
     @staticmethod
     def _exceeds_mtu(skb: Skb, mtu: int) -> bool:
@@ -843,9 +862,7 @@ class Engine:
     # --- locally generated packets ---------------------------------------------------------------
 
     def _queue_local(self, datagram: bytes | bytearray, *, attach: Skb | None = None) -> None:
-        if len(self._local_queue) >= LOCAL_QUEUE_MAX:
-            self.stats["local_queue_full"] += 1
-            return
+        """Send a datagram the host's stack generated (attached to `attach`'s ct, nf_ct_attach)."""
         data = bytearray(datagram)
         nskb = Skb(data, pkt_id=attach.pkt_id if attach is not None else self._current_pkt_id())
         if attach is not None and attach.ct is not None:
@@ -855,7 +872,27 @@ class Engine:
             nskb.ctinfo = CtInfo.RELATED_REPLY if reply else CtInfo.RELATED
         if attach is not None and attach.trace is not None:
             nskb.trace = []
-        self._local_queue.append((nskb, self._ctx.now))
+        self._send_now(nskb)
+
+    def _send_now(self, nskb: Skb) -> None:
+        """Send a packet the host generates while handling another one, at once, as the kernel does
+        (icmp_send, nf_send_reset and icmp_reply call ip_local_out in the middle of the packet's path: a
+        redirect or an error leaves before the packet that caused it goes on, with its ct as it is then).
+        Nesting is bounded by LOCAL_NESTING_MAX."""
+        if self._nested >= LOCAL_NESTING_MAX:
+            self.stats["local_nesting_exceeded"] += 1
+            return
+        saved_hook, saved_skb = self._ctx.hook, self._skb
+        self._nested += 1
+        self._skb = nskb
+        try:
+            self._ip_local_out(nskb)
+        except _Drop as d:
+            self._record_drop(nskb.pkt_id, d)
+        finally:
+            self._flush_trace(nskb)
+            self._nested -= 1
+            self._ctx.hook, self._skb = saved_hook, saved_skb
 
     def _current_pkt_id(self) -> int:
         return self._next_pkt_id - 1
@@ -950,6 +987,13 @@ class Engine:
         if not body:
             if skb.trace is not None:
                 skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
+            return
+        to_self = self.fib.is_local(skb.saddr) or skb.saddr >> 24 == 127
+        if not self.icmp_rate.allow_error(skb.saddr, icmp_type, code, self._ctx.now, loopback=to_self):
+            if skb.trace is not None:
+                skb.add_trace(f"icmp_send: ICMP type {icmp_type} to {format_addr(skb.saddr)} rate-limited "
+                              "(icmp_ratelimit: a burst of 6, then 1/s per host)")
+            self.stats["icmp_ratelimit_host"] += 1
             return
         saddr = skb.daddr if local or self.fib.is_local(skb.daddr) else 0
         out = ipv4.build_ipv4(saddr, skb.saddr, 1, body, ttl=64, tos=icmp.icmp_error_tos(skb.tos))
