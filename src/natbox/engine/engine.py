@@ -271,6 +271,11 @@ class Engine:
 
     def _hook_conntrack(self, hook: Hook) -> HookFn:
         def run(skb: Skb) -> int:
+            if not self.rules.needs_conntrack():
+                if skb.trace is not None and skb.ct is None:
+                    skb.add_trace("nf_conntrack_in: not registered in this netns (no rule needs connection "
+                                  "tracking): the packet is not tracked and cannot be NATed")
+                return NF_ACCEPT
             verdict = nf_conntrack_in(skb, hook, self._ctx.now, self.table, self.cfg)
             if skb.trace is not None:
                 self._trace_ct(skb)
@@ -294,7 +299,9 @@ class Engine:
         run_chain = self._nat_chain_fn(hook)
 
         def run(skb: Skb) -> int:
-            if skb.ct is None:
+            # the NAT hooks exist while a nat table does (iptable_nat registers them), and act on tracked
+            # packets only
+            if skb.ct is None or "nat" not in self.rules.present:
                 return NF_ACCEPT
             return self.nat.nf_nat_ipv4_fn(skb, hook, now=ctx.now, table=self.table, rnd=self.rnd,
                                            run_chain=run_chain)
@@ -311,8 +318,8 @@ class Engine:
 
     def _hook_defrag(self, skb: Skb) -> int:
         """`ipv4_conntrack_defrag`: fragments are held until the datagram is complete (§9)."""
-        if not skb.is_fragment or skb.untracked:
-            return NF_ACCEPT
+        if not skb.is_fragment or skb.untracked or not self.rules.needs_conntrack():
+            return NF_ACCEPT  # nf_defrag_ipv4 is enabled by conntrack's registration (nf_ct_netns_get)
         result = self.defrag.add(skb.data, self._ctx.now)
         if result.datagram is None:
             if result.reason is not None:
@@ -700,7 +707,8 @@ class Engine:
             return False
         conn, ctinfo, daddr_after, oif, nexthop, gen, learn = entry
         rules = self.rules
-        if gen != self.fib.generation or not rules.is_trivial("raw", Hook.PRE_ROUTING):
+        if (gen != self.fib.generation or not rules.is_trivial("raw", Hook.PRE_ROUTING)
+                or not rules.needs_conntrack() or "nat" not in rules.present):
             return False
         data, _reason = ipv4.ip_rcv_core(frame[14:])
         if data is None:

@@ -147,6 +147,9 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
 
 
 _ALL = "(all packets)"
+# extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
+CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
+CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT"})
 
 
 class Ruleset:
@@ -157,6 +160,7 @@ class Ruleset:
         # tables iptables-save prints, in the order they were first used (nf_tables creates them on use)
         self.present: list[str] = []
         self._compiled: dict[str, dict[str, list[_CRule]]] = {}
+        self._needs_ct: bool | None = None
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class Ruleset:
             self.present.append(table)
 
     def invalidate(self, table: str | None = None) -> None:
+        self._needs_ct = None
         if table is None:
             self._compiled.clear()
         else:
@@ -311,6 +316,23 @@ class Ruleset:
             comp = {c.name: [_CRule(r, i) for i, r in enumerate(c.rules, 1)] for c in t.chains.values()}
             self._compiled[table] = comp
         return comp
+
+    def needs_conntrack(self) -> bool:
+        """Whether some rule holds the conntrack hooks in this netns.
+
+        The kernel registers connection tracking (and IPv4 defragmentation with it) in a network namespace
+        only while an extension that needs it is loaded: `nf_ct_netns_get()` is called from the checkentry
+        of the NAT targets, CONNMARK, CT (not `--notrack`) and the conntrack, state, connmark and helper
+        matches, and `nf_ct_netns_put()` when the last such rule goes (nf_conntrack_proto.c). Without them
+        nothing is tracked, so nothing is NATed.
+        """
+        if self._needs_ct is None:
+            self._needs_ct = any(
+                any(m.name in CONNTRACK_MATCHES for m in rule.matches)
+                or (rule.target is not None and rule.target.name in CONNTRACK_TARGETS
+                    and not getattr(rule.target, "notrack", False))
+                for table in self.tables.values() for chain in table.chains.values() for rule in chain.rules)
+        return self._needs_ct
 
     def is_trivial(self, table: str, hook: Hook) -> bool:
         """The table has no chain at `hook`, so the engine may skip it.
