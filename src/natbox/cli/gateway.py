@@ -11,6 +11,8 @@ Options:
   --no-vnet-hdr         plain frames (no GSO/partial checksums; peers then need TSO/GSO off)
   --no-ring             recv() instead of a TPACKET_V2 ring
   --promisc             put AF_PACKET interfaces in promiscuous mode
+  --qdisc-bypass        send with PACKET_QDISC_BYPASS (faster; but then tcpdump on those interfaces does
+                        not see the frames natbox sends)
   --complete-csum       finish partial checksums before the engine (instead of skipping its check for
                         them, as the kernel does for CHECKSUM_PARTIAL)
   --tap-netns NAME=NS[/DEV]  the TAP for model interface NAME lives in namespace NS (as DEV)
@@ -44,7 +46,8 @@ from natbox.adapters.control import read_request
 __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
 
 USAGE = """\
-usage: natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc] [--complete-csum]
+usage: natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc]
+                      [--qdisc-bypass] [--complete-csum]
                       [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--state FILE]
                       [--user NAME] [--force]
 """
@@ -69,6 +72,7 @@ class GatewayConfig:
     complete_csum: bool = False
     state: str | None = None  # conntrack table saved on stop, restored on start
     user: str | None = None  # drop privileges to this user once the devices are open
+    qdisc_bypass: bool = False  # PACKET_QDISC_BYPASS: faster, but tcpdump no longer sees what natbox sends
     adopt: bool = False  # take over the namespace the kernel routes now, give it back on exit
     not_owned: set[str] = field(default_factory=set)  # interfaces left to the kernel (bridge ports)
 
@@ -106,6 +110,8 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
             cfg.user = value(a)
         elif a == "--adopt":
             cfg.adopt = True
+        elif a == "--qdisc-bypass":
+            cfg.qdisc_bypass = True
         elif a == "--control":
             cfg.control = value(a)
         elif a == "--tap-netns":
@@ -615,7 +621,7 @@ def _run_gateway(cfg: GatewayConfig) -> int:
             if mtus[iface.name] != iface.mtu:
                 _err(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtus[iface.name]}")
             ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
-                                             complete_csum=complete)
+                                             complete_csum=complete, qdisc_bypass=cfg.qdisc_bypass)
             described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
                              f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''})")
     except (PacketSocketError, TapError) as exc:
