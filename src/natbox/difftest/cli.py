@@ -22,7 +22,7 @@ from natbox.difftest.kernel import (
     run_on_kernel,
     save_kernel_run,
 )
-from natbox.difftest.natbox_side import run_on_natbox
+from natbox.difftest.natbox_side import natbox_run_from_live, run_on_natbox
 from natbox.difftest.report import RandomSummary, ScenarioResult, write_report
 from natbox.difftest.scenario import Scenario, ScenarioError, parse_scenario
 
@@ -31,6 +31,8 @@ __all__ = ["cli_difftest", "load_scenarios", "run_and_judge", "run_scenario"]
 USAGE = """usage: natbox difftest [-v] [--keep DIR] [--report FILE] SCENARIO.toml|DIR...
 
   -v          also print what the programs of each scenario printed
+  --live      also run each scenario with live natbox as the router in the same namespaces (natbox gateway
+              --adopt) and compare that run with the kernel's too (scenarios with `ip` steps: replay only)
   --keep DIR  save each kernel run under DIR/<scenario>/ (snapshot/, in.pcapng, out.pcapng, conntrack.txt,
               iptables-save.txt): `natbox replay --host DIR/<scenario>/snapshot --in DIR/<scenario>/in.pcapng`
   --report F  write a JSON summary and a Markdown report: F.json and F.md (F's suffix picks which is F)
@@ -57,10 +59,21 @@ def load_scenarios(paths: Sequence[str]) -> list[Scenario]:
     return out
 
 
-def run_scenario(sc: Scenario) -> tuple[KernelRun, list[Difference]]:
+def live_capable(sc: Scenario) -> bool:
+    """Whether a live natbox run can mirror every step (`ip` commands on the router are not mirrored)."""
+    return all(step.exec is None or step.exec[0] in ("iptables", "conntrack") for step in sc.steps)
+
+
+def run_scenario(sc: Scenario, *, live: bool = False) -> tuple[KernelRun, list[Difference]]:
+    """Run on the kernel, then compare with natbox replaying the kernel router's inputs; with `live`, also
+    run the same namespaces with live natbox as the router (`gateway --adopt`) and compare that too."""
     kernel = run_on_kernel(sc)
-    natbox = run_on_natbox(sc, kernel)
-    return kernel, compare(kernel, natbox)
+    diffs = compare(kernel, run_on_natbox(sc, kernel))
+    if live:
+        live_run = run_on_kernel(sc, natbox_router=True)
+        diffs += [Difference(d.kind, f"live {d.where}", d.kernel, d.natbox, d.detail)
+                  for d in compare(kernel, natbox_run_from_live(live_run), live=True)]
+    return kernel, diffs
 
 
 def _take(args: list[str], flag: str) -> str | None:
@@ -75,11 +88,12 @@ def _take(args: list[str], flag: str) -> str | None:
     return value
 
 
-def run_and_judge(sc: Scenario, keep: str | None = None) -> tuple[ScenarioResult, KernelRun | None]:
+def run_and_judge(sc: Scenario, keep: str | None = None, *, live: bool = False
+                  ) -> tuple[ScenarioResult, KernelRun | None]:
     """Run one scenario on both sides and classify it (pass / fail / xfail / xpass)."""
     t = time.monotonic()
     try:
-        kernel, diffs = run_scenario(sc)
+        kernel, diffs = run_scenario(sc, live=live and live_capable(sc))
     except (KernelUnavailable, RuntimeError, OSError) as exc:
         res = ScenarioResult(sc.name, sc.origin, sc.description, "fail", time.monotonic() - t,
                              problems=[f"the kernel run failed: {exc}"], reason=sc.known_failure or "")
@@ -124,6 +138,9 @@ def cli_difftest(argv: Sequence[str]) -> int:
     args = [a for a in args if a != "-v"]
     try:
         keep = _take(args, "--keep")
+        live = "--live" in args
+        if live:
+            args.remove("--live")
         report = _take(args, "--report")
         random_n = _take(args, "--random")
         seed = int(_take(args, "--seed") or "0")
@@ -147,7 +164,7 @@ def cli_difftest(argv: Sequence[str]) -> int:
     cleanup_stale()  # namespaces of earlier runs that were killed (only those of dead processes)
     results: list[ScenarioResult] = []
     for sc in scenarios:
-        res, kernel = run_and_judge(sc, keep)
+        res, kernel = run_and_judge(sc, keep, live=live)
         results.append(res)
         _print_result(res, kernel, verbose)
     rand = _run_random(examples, seed, regressions) if examples else None

@@ -416,8 +416,14 @@ class _Lab:
             self.run.errors.append(f"{where}: timed out after {PROGRAM_TIMEOUT}s")
 
 
-def run_on_kernel(sc: Scenario) -> KernelRun:
-    """Run the scenario on the real kernel (root and `ip netns` needed; see the module docstring)."""
+def run_on_kernel(sc: Scenario, *, natbox_router: bool = False) -> KernelRun:
+    """Run the scenario on the real kernel (root and `ip netns` needed; see the module docstring).
+
+    With `natbox_router`, the same namespaces are built with the kernel router, then natbox takes it over
+    (`natbox gateway --adopt`) before the traffic: the run then records what live natbox did, with its
+    conntrack table and counters read through its control socket (exec steps go to natbox the same way;
+    `ip` steps are not mirrored and make the run an error).
+    """
     why = kernel_available()
     if why is not None:
         raise KernelUnavailable(why)
@@ -425,11 +431,14 @@ def run_on_kernel(sc: Scenario) -> KernelRun:
     run = lab.run
     cap: _Capture | None = None
     send_socks: dict[str, socket.socket] = {}
+    gateway: _LiveNatbox | None = None
     try:
         lab.build()
         run.snapshot = lab.snapshot()
         cap = _Capture({f.name: _socket_in(lab.router, f.name, ETH_P_ALL) for f in sc.interfaces})
         send_socks = {h.name: _socket_in(lab.ns[h.name], HOST_IFACE, 0) for h in sc.hosts}
+        if natbox_router:
+            gateway = _LiveNatbox(lab.router)
         t0 = time.time()
         cap.start()
         for step in sc.steps:
@@ -439,7 +448,10 @@ def run_on_kernel(sc: Scenario) -> KernelRun:
             if step.exec is not None:
                 start = time.time() - t0
                 try:
-                    lab.sh(*step.exec, netns=lab.router)
+                    if gateway is not None:
+                        gateway.exec(list(step.exec))
+                    else:
+                        lab.sh(*step.exec, netns=lab.router)
                 except RuntimeError as exc:
                     run.errors.append(f"step {step.index} exec: {exc}")
                 run.execs.append((start, time.time() - t0, list(step.exec)))
@@ -449,22 +461,87 @@ def run_on_kernel(sc: Scenario) -> KernelRun:
                 lab.program(step)
         time.sleep(sc.settle)
         run.conntrack_time = time.time() - t0
-        ct = lab.sh("conntrack", "-L", netns=lab.router)
+        if gateway is not None:
+            ct = gateway.natbox("conntrack", "-L")
+            run.conntrack_stats = gateway.natbox("conntrack", "-S")
+            run.iptables_save = gateway.natbox("iptables-save", "-c")
+        else:
+            ct = lab.sh("conntrack", "-L", netns=lab.router)
+            run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
+            run.iptables_save = lab.sh("iptables-save", "-c", netns=lab.router)
         run.conntrack = [ln for ln in ct.splitlines() if ln.strip()]
-        run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
-        run.iptables_save = lab.sh("iptables-save", "-c", netns=lab.router)
         cap.stop()
         run.frames = [Captured(ts - t0, name, out, data) for ts, name, out, data in sorted(cap.frames)]
         if cap.truncated:
             run.errors.append(f"{cap.truncated} frames longer than the capture ring's {RING_FRAME_SIZE}-byte slots")
         cap = None
+    except RuntimeError as exc:
+        if gateway is None:
+            raise
+        run.errors.append(str(exc))
     finally:
         if cap is not None:
             cap.stop()
         for s in send_socks.values():
             s.close()
+        if gateway is not None:
+            gateway.stop()
         lab.close()
     return run
+
+
+LIVE_START_TIMEOUT = 20.0  # seconds natbox gateway may take to say it is ready
+
+
+class _LiveNatbox:
+    """`natbox gateway --adopt --control SOCK` in the router namespace, ended by PID."""
+
+    def __init__(self, netns: str) -> None:
+        import natbox
+
+        self.netns = netns
+        self.sock = os.path.join(tempfile.gettempdir(), f"{netns}.ctl")
+        src = str(Path(natbox.__file__).resolve().parents[1])
+        self.env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "natbox", "gateway", "--adopt", "--control",
+             self.sock, "--seed", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + LIVE_START_TIMEOUT
+        said: list[str] = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            said.append(line)
+            if "ready:" in line:
+                return
+        self.stop()
+        raise RuntimeError("natbox gateway --adopt did not start: " + " | ".join(x.strip() for x in said))
+
+    def natbox(self, *argv: str) -> str:
+        cmd = [sys.executable, "-m", "natbox", *argv[:1], "--control", self.sock, *argv[1:]]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT, env=self.env, check=False)
+        if p.returncode not in (0, 1):
+            raise RuntimeError(f"natbox {' '.join(argv)}: exit {p.returncode}: {p.stderr.strip()}")
+        return p.stdout
+
+    def exec(self, argv: list[str]) -> None:
+        if argv[0] in ("iptables", "conntrack", "iptables-restore"):
+            self.natbox(*argv)
+            return
+        raise RuntimeError(f"live natbox: `{' '.join(argv)}` is not mirrored on the gateway")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def save_kernel_run(run: KernelRun, dest: str | os.PathLike[str]) -> Path:
