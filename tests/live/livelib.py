@@ -105,3 +105,9 @@ def stop(proc: subprocess.Popen[bytes]) -> str:
         proc.kill()
         _out, err = proc.communicate()
     return err.decode(errors="replace")
+
+
+def run_natbox(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`python -m natbox ARGS` from the root namespace (the control socket is a path: any namespace reaches it)."""
+    return subprocess.run([sys.executable, "-m", "natbox", *args], env=env(), timeout=timeout, text=True,
+                          capture_output=True, check=False)
