@@ -75,7 +75,7 @@ class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "nat_range_used", "start", "status",
+        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "start", "status",
         "tcp", "timeout", "tuples", "zone",
     )
 
@@ -89,7 +89,6 @@ class Conn:
         self.ct_id = ct_id
         self.tcp: TcpConntrack | None = None
         self.masq_index: str | None = None  # MASQUERADE's out interface (nf_conn_nat.masq_index)
-        self.nat_range_used: object | None = None  # for explanations only
         # nf_conn_acct, allocated on first use (nf_conntrack_acct is off by default; saves ~140 bytes/entry)
         self._acct_packets: list[int] | None = None
         self._acct_bytes: list[int] | None = None
@@ -129,8 +128,6 @@ class Conn:
     def reply(self) -> ConnTuple:
         return self.tuples[Direction.REPLY]
 
-    def has(self, bits: int) -> bool:
-        return bool(self.status & bits)
 
     @property
     def confirmed(self) -> bool:

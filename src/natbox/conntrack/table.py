@@ -265,9 +265,6 @@ class ConntrackTable:
                 break
         return reaped
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline of any entry (a full scan: for the live loop's timer, not per packet)."""
-        return min((c.timeout for c in self._conns.values()), default=None)
 
     # --- events --------------------------------------------------------------------------------
 

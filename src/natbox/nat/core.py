@@ -508,7 +508,6 @@ class NatCore:
                 return NF_DROP
             ct.tuples[1] = reply
             ct.status |= _NAT_BIT[manip]
-            ct.nat_range_used = rng
             if trace is not None:
                 trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {_part(curr, manip)} -> {_part(new, manip)}; "
                              f"reply tuple now {reply}")
