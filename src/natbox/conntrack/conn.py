@@ -129,6 +129,10 @@ class Conn:
         return self.tuples[Direction.REPLY]
 
 
+    def has(self, bits: int) -> bool:
+        """Whether any of the CtStatus `bits` is set."""
+        return bool(self.status & bits)
+
     @property
     def confirmed(self) -> bool:
         return bool(self.status & CtStatus.CONFIRMED)
