@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
@@ -30,9 +29,11 @@ from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.defrag import IcmpOnExpire, IpDefrag
+from natbox.engine.fastpath import FlowCache
 from natbox.engine.host import Host, Interface
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.log import format_log_line
+from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
 from natbox.nat.core import NatCore
@@ -81,56 +82,6 @@ REJECT_CODES: dict[str, tuple[int, int]] = {
     "icmp-host-prohibited": (ICMP_DEST_UNREACH, ICMP_HOST_ANO),
     "icmp-admin-prohibited": (ICMP_DEST_UNREACH, ICMP_PKT_FILTERED),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Emitted:
-    """A frame the host sends on `iface` (Ethernet, or the bare datagram on loopback-type links)."""
-
-    iface: str
-    frame: bytes
-    pkt_id: int  # the input packet that caused it (0 for timers)
-    ct_id: int  # its conntrack entry, 0 if none
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """A packet the host dropped: where, and why (a DropReason value) with detail."""
-
-    pkt_id: int
-    reason: str
-    where: str
-    detail: str = ""
-    ct_id: int = 0  # the packet's conntrack entry, when it had one
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """A datagram handed to the host's local stack (a socket, or the kernel's ICMP/TCP reply code)."""
-
-    pkt_id: int
-    datagram: bytes
-    action: str  # e.g. "icmp echo reply sent", "tcp reset sent (port closed)", "socket udp:53"
-    ct_id: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """A LOG target line, as the kernel would print it (without the syslog prefix)."""
-
-    pkt_id: int
-    text: str
-
-
-@dataclass(slots=True)
-class Output:
-    """Everything one call into the engine produced."""
-
-    emitted: list[Emitted] = field(default_factory=list)
-    dropped: list[Dropped] = field(default_factory=list)
-    delivered: list[Delivered] = field(default_factory=list)
-    logs: list[LogLine] = field(default_factory=list)
-    trace: list[tuple[int, str]] = field(default_factory=list)  # (pkt_id, step)
 
 
 class _Drop(Exception):
@@ -231,6 +182,7 @@ class Engine:
         self.trace_all = False
         self.fast_path = True  # use the flow cache for established forwarded TCP/UDP (see _fast_forward)
         self._flows: dict[tuple[str, bytes, int, bytes], tuple[Conn, CtInfo, int, str, int, int, bool]] = {}
+        self._flowcache = FlowCache(self)  # compiled flows, tried first (engine/fastpath.py)
         self._build_hooks()
         self._pre_after_ct = [n for _p, n, _f in self._hooks[Hook.PRE_ROUTING]].index("conntrack") + 1
         self._nat_chain = {h: self._nat_chain_fn(h) for h in (Hook.PRE_ROUTING, Hook.POST_ROUTING)}
@@ -366,10 +318,15 @@ class Engine:
 
     def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
         """A frame arrived on `iface` at `now`. Returns what the host did. Never raises on bad bytes."""
+        frame = bytes(frame)
+        if self.fast_path and not trace and not self.trace_all:
+            fast = self._flowcache.forward(frame, iface, now)
+            if fast is not None:
+                return fast
         out = self._begin(now)
         pkt_id = self._new_pkt_id()
         try:
-            self._receive_frame(bytes(frame), iface, pkt_id, trace or self.trace_all)
+            self._receive_frame(frame, iface, pkt_id, trace or self.trace_all)
         except _Drop as d:
             self._record_drop(pkt_id, d)
         self._flush_local(now)
@@ -506,7 +463,7 @@ class Engine:
         if pkt_type == PacketType.OTHERHOST:
             raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         key = None
-        if (offset == 14 and pkt_type == PacketType.HOST and len(frame) >= 54 and frame[14] == 0x45
+        if (offset == 14 and pkt_type == PacketType.HOST and len(frame) >= 42 and frame[14] == 0x45
                 and frame[23] in (6, 17) and not frame[20] & 0x3F and not frame[21]
                 and frame[26] != 127 and frame[30] != 127):
             key = (dev.name, frame[:14], frame[23], frame[26:38])
@@ -691,6 +648,7 @@ class Engine:
         if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
             del self._flows[next(iter(self._flows))]
         self._flows[key] = (ct, skb.ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
+        self._flowcache.compile(skb, key)
 
     def _fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: tuple[str, bytes, int, bytes]) -> bool:
         """Forward a packet of an established TCP/UDP flow with the slow path's cached decisions.
@@ -757,6 +715,7 @@ class Engine:
         # confirm: the ct is confirmed already (an established flow), nothing to do
         dst_mac = self.neigh.get((oif, nexthop)) or self._neigh_resolve(out, nexthop)
         self._out.emitted.append(Emitted(oif, dst_mac + out.mac + b"\x08\x00" + data, pkt_id, conn.ct_id))
+        self._flowcache.compile(skb, key)  # again, if the compiled flow went stale (a rule or route change)
         return True
 
     # --- output ----------------------------------------------------------------------------------

@@ -161,14 +161,17 @@ class Ruleset:
         self.present: list[str] = []
         self._compiled: dict[str, dict[str, list[_CRule]]] = {}
         self._needs_ct: bool | None = None
+        self.version = 0  # bumped by every change: what caches of "which tables are trivial" compare against
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
     def touch(self, table: str) -> None:
         if table not in self.present:
             self.present.append(table)
+            self.version += 1
 
     def invalidate(self, table: str | None = None) -> None:
+        self.version += 1
         self._needs_ct = None
         if table is None:
             self._compiled.clear()

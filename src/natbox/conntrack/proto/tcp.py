@@ -43,6 +43,7 @@ __all__ = [
     "tcp_can_early_drop",
     "tcp_error",
     "tcp_packet",
+    "tcp_packet_established",
 ]
 
 # `tcp_conntrack_names[]`: what `conntrack -L` and /proc print for each TcpState.
@@ -229,7 +230,7 @@ def tcp_options(data: bytearray, dataoff: int, doff: int, state: TcpSeen) -> Non
         length -= opsize
 
 
-def tcp_sack(data: bytearray, dataoff: int, doff: int, sack: int) -> int:
+def tcp_sack(data: bytes | bytearray, dataoff: int, doff: int, sack: int) -> int:
     """Mirrors `tcp_sack()`: the highest right edge of the first SACK option's blocks, if after `sack`."""
     length = doff - 20
     if not length:
@@ -703,3 +704,94 @@ def tcp_packet(
         conn.status |= _ASSURED  # valid ACK in ESTABLISHED after SYN_RECV, or an answer to a pickup
     nf_ct_refresh_acct(conn, direction, nbytes, timeout, now, cfg.acct)
     return NF_ACCEPT
+
+
+_ES = TcpState.ESTABLISHED
+
+
+def tcp_packet_established(
+    conn: Conn, tcp: TcpConntrack, direction: int, data: bytes | bytearray, dataoff: int, doff: int, seq: int,
+    ack: int, win_raw: int, end: int, nbytes: int, now: float, cfg: ConntrackConfig,
+) -> bool:
+    """`nf_conntrack_tcp_packet()` → `tcp_in_window()` for their commonest case, in one function.
+
+    The case: a segment whose flags are ACK (PSH, URG, ECE, CWR allowed; no SYN, FIN or RST) on a ct that
+    is ESTABLISHED, SEEN_REPLY and ASSURED without FIXED_TIMEOUT, whose sender's window is known
+    (td_maxwin != 0), and which passes all four window checks of §3.2. The caller has checked the header
+    (`tcp_error`: length, data offset, checksum, flags) and everything about the ct but the window. `end` is
+    `segment_seq_plus_len()`, `nbytes` the datagram's length (for accounting).
+
+    For that case the state table maps ESTABLISHED to ESTABLISHED and no branch of `tcp_packet` before the
+    window check applies, so this does exactly what `tcp_packet` does: the window bookkeeping, the
+    retransmission count, last_index/last_dir, the timeout choice and the refresh. In any other case, a
+    failed window check included, it returns False having changed nothing, and the caller runs
+    `tcp_packet`, which decides (and explains) the same packet from the same state.
+    """
+    sender = tcp.seen[direction]
+    receiver = tcp.seen[1 - direction]
+    s_maxwin = sender.td_maxwin
+    if not s_maxwin:
+        return False
+    sack = ack
+    if doff > 20 and receiver.flags & IP_CT_TCP_FLAG_SACK_PERM:
+        sack = tcp_sack(data, dataoff, doff, ack)
+    s_end = sender.td_end
+    s_maxend = sender.td_maxend
+    r_end = receiver.td_end
+    r_maxwin = receiver.td_maxwin
+    maxackwindow = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
+    if (((seq - s_maxend - 1) & _U32) < _HALF                      # I.   before(seq, maxend + 1) fails
+            or ((sack - r_end - 1) & _U32) < _HALF                  # III. before(sack, r_end + 1) fails
+            or (r_maxwin and ((s_end - r_maxwin - 1 - end) & _U32) < _HALF)  # II. after(end, lower) fails
+            or ((r_end - maxackwindow - 1 - sack) & _U32) < _HALF):  # IV.  after(sack, lower) fails
+        return False
+    # Update sender data (window scaling applies: no SYN).
+    win = (win_raw << sender.td_scale) & _U32
+    swin = (win + sack - ack) & _U32
+    if swin > s_maxwin:
+        sender.td_maxwin = swin
+    sflags = sender.flags
+    if ((s_end - end) & _U32) >= _HALF:  # after(end, td_end)
+        sender.td_end = end
+        sflags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    if not sflags & IP_CT_TCP_FLAG_MAXACK_SET:
+        sender.td_maxack = ack
+        sflags |= IP_CT_TCP_FLAG_MAXACK_SET
+    elif ((sender.td_maxack - ack) & _U32) >= _HALF:  # after(ack, td_maxack)
+        sender.td_maxack = ack
+    sender.flags = sflags
+    # Update receiver data.
+    if r_maxwin and ((s_maxend - end) & _U32) >= _HALF:  # after(end, sender.td_maxend)
+        receiver.td_maxwin = (r_maxwin + end - s_maxend) & _U32
+    edge = (sack + win) & _U32
+    if ((receiver.td_maxend - 1 - edge) & _U32) >= _HALF:  # after(sack + win, td_maxend - 1)
+        receiver.td_maxend = (edge + 1) & _U32 if win == 0 else edge
+    if ack == r_end:
+        receiver.flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    # Check retransmissions (index == TCP_ACK_SET).
+    if (tcp.last_dir == direction and tcp.last_seq == seq and tcp.last_ack == ack and tcp.last_end == end
+            and tcp.last_win == win_raw):
+        tcp.retrans += 1
+    else:
+        tcp.last_dir = direction
+        tcp.last_seq = seq
+        tcp.last_ack = ack
+        tcp.last_end = end
+        tcp.last_win = win_raw
+        tcp.retrans = 0
+    tcp.last_index = TCP_ACK_SET
+    # the timeout, as tcp_packet chooses it for new_state ESTABLISHED
+    timeouts = cfg.tcp_timeouts()
+    timeout = timeouts[_ES]
+    if tcp.retrans >= cfg.tcp_max_retrans and timeout > timeouts[TCP_CONNTRACK_RETRANS]:
+        timeout = timeouts[TCP_CONNTRACK_RETRANS]
+    elif ((tcp.seen[0].flags | tcp.seen[1].flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+          and timeout > timeouts[TCP_CONNTRACK_UNACK]):
+        timeout = timeouts[TCP_CONNTRACK_UNACK]
+    elif tcp.last_win == 0 and timeout > timeouts[TCP_CONNTRACK_RETRANS]:
+        timeout = timeouts[TCP_CONNTRACK_RETRANS]
+    conn.timeout = now + timeout  # nf_ct_refresh_acct (the caller excluded FIXED_TIMEOUT)
+    if cfg.acct:
+        conn.acct_packets[direction] += 1
+        conn.acct_bytes[direction] += nbytes
+    return True

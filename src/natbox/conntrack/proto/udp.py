@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from natbox.conntrack.conn import Conn
     from natbox.skb import Skb
 
-__all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udplite_packet"]
+__all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply", "udplite_packet"]
 
 STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 ALLOW_CLASH = True  # `.allow_clash` in nf_conntrack_l4proto_udp / _udplite (§2.5)
@@ -89,6 +89,17 @@ def udp_packet(
     else:
         nf_ct_refresh_acct(conn, direction, nbytes, cfg.udp_timeout, now, cfg.acct)
     return NF_ACCEPT
+
+
+def udp_packet_seen_reply(conn: Conn, direction: int, nbytes: int, now: float, cfg: ConntrackConfig) -> None:
+    """`nf_conntrack_udp_packet()` for a SEEN_REPLY ct without NAT_CLASH or FIXED_TIMEOUT, once `udp_error`
+    has passed the datagram, when the status does not change (ASSURED already, or the stream timestamp not
+    yet passed): the refresh alone (120 s once the stream timestamp has passed, else 30 s, §3.3) and the
+    accounting."""
+    conn.timeout = now + (cfg.udp_timeout_stream if now > conn.start + STREAM_DELAY else cfg.udp_timeout)
+    if cfg.acct:
+        conn.acct_packets[direction] += 1
+        conn.acct_bytes[direction] += nbytes
 
 
 def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:

@@ -1,0 +1,260 @@
+"""Compiled flows: the engine's fast path for packets of established TCP and UDP connections.
+
+Most packets a NAT gateway forwards belong to established connections, and for those the kernel's path
+(ip_rcv → PREROUTING: conntrack, nat → routing → ip_forward → FORWARD → POSTROUTING: nat, confirm →
+neighbour output) takes the same decisions every time except for a few per-packet facts. The slow path
+records its decisions for such a flow; this module turns them into a `CompiledFlow`: the route, the
+output header, the bytes NAT writes (both manips at once) and the checksum changes NAT and the TTL
+decrement make, precomputed. A packet of the flow then costs one dict lookup, the per-packet checks and
+one copy with a few byte patches.
+
+Exactness is the contract: the result (frame out, conntrack state, counters) is byte for byte what the
+slow path produces, which `tests/engine/test_fast_path.py` checks by running traffic through engines
+with and without it. Everything that can differ from packet to packet is checked on each packet, in
+the kernel's order, and anything unusual returns None *before* changing anything, so the slow path
+handles the packet from the start:
+
+| per-packet check (kernel function)                                  | otherwise                          |
+|---------------------------------------------------------------------|------------------------------------|
+| IPv4, IHL 5, not a fragment, TTL > 1, fits the MTU (ip_forward)     | slow path: options, defrag, errors |
+| header checksum, tot_len within the frame (ip_rcv_core)             | slow path drops it with the reason |
+| ct alive (not DYING, not expired), SEEN_REPLY, no FIXED_TIMEOUT or NAT_CLASH | slow path looks it up |
+| TCP: ESTABLISHED, ASSURED, an ACK, header and checksum valid (tcp_error), in window | slow path     |
+| UDP: length and checksum valid (udp_error); no ASSURED to set now   | slow path                          |
+| FIB, ruleset, interfaces unchanged (generation, version, up, forwarding) | slow path                     |
+
+A flow is compiled only while the tables a forwarded packet meets besides conntrack and nat (raw
+PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter FORWARD) are absent, so no rule can see, count
+or change the packet; with them present the engine's second tier (`Engine._fast_forward`) runs them.
+
+Checksums. NAT updates the IP and L4 checksums with `csum_replace4`/`csum_replace2` (RFC 1624) and the
+TTL decrement adds 0x0100 with an end-around carry (`ip_decrease_ttl`). For a change whose one's-complement
+difference d is not zero, each of them maps a checksum c to (c - d) mod 0xFFFF (the TTL: c + 0x0100), a
+value in [0, 0xFFFE], so a sequence of them is one subtraction of the sum of the differences. A flow with
+a zero difference in some step (only possible for 255.255.255.255 → 0.0.0.0 or port 65535 → 0) is not
+compiled. UDP keeps a zero checksum and turns a computed zero into 0xFFFF (CSUM_MANGLED_0), as
+`udp_manip_pkt` does after each step.
+
+Bounds: at most FLOW_CACHE_MAX compiled flows; the oldest is evicted first. An entry whose ct died stays
+until evicted or replaced, and is never used (the DYING bit).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from natbox.conntrack.conn import Conn, TcpConntrack
+from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
+from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
+from natbox.engine.host import Interface
+from natbox.engine.output import Emitted, Output
+from natbox.netfilter import CtInfo, CtStatus, Hook, TcpState
+
+if TYPE_CHECKING:
+    from natbox.engine.engine import Engine
+    from natbox.skb import Skb
+
+__all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
+
+FLOW_CACHE_MAX = 65536  # compiled flows kept; the oldest is evicted first
+
+FlowKey = tuple[str, bytes, int, bytes]  # (input device, Ethernet header, IP protocol, addresses + ports)
+
+# the ct status a compiled flow needs on every packet: (status & _MASK) == SEEN_REPLY, and for TCP ASSURED too
+_MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
+_WANT = int(CtStatus.SEEN_REPLY)
+_ASSURED = int(CtStatus.ASSURED)
+_SRC_NAT = int(CtStatus.SRC_NAT)
+_DST_NAT = int(CtStatus.DST_NAT)
+_ES = TcpState.ESTABLISHED
+_U32 = 0xFFFFFFFF
+# tables whose chains at these hooks would see a forwarded packet besides conntrack and nat
+_OTHER_TABLES = (("raw", Hook.PRE_ROUTING), ("mangle", Hook.PRE_ROUTING), ("mangle", Hook.FORWARD),
+                 ("filter", Hook.FORWARD), ("mangle", Hook.POST_ROUTING))
+
+
+def _diff4(old: int, new: int) -> int:
+    """The one's-complement difference `csum_replace4` adds for a 32-bit field (0 only for ~0 → 0)."""
+    return ((~old >> 16) & 0xFFFF) + (~old & 0xFFFF) + (new >> 16) + (new & 0xFFFF)
+
+
+def _diff2(old: int, new: int) -> int:
+    """The one's-complement difference `csum_replace2` adds for a 16-bit field."""
+    return (~old & 0xFFFF) + new
+
+
+class CompiledFlow:
+    """One direction of one established flow, as the slow path forwarded it."""
+
+    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "ip_add", "l2", "l4_steps", "l4_sub", "learn_key",
+                 "neigh_key", "new_tuple", "nexthop", "oif", "out", "pseudo", "rules_version", "tcp")
+
+    def __init__(self, conn: Conn, tcp: TcpConntrack | None, direction: int, dev: Interface, out: Interface,
+                 nexthop: int, new_tuple: bytes, ip_add: int, l4_sub: int, l4_steps: bool, pseudo: int,
+                 cpos: int, gen: int, rules_version: int, learn_key: tuple[str, int] | None) -> None:
+        self.conn = conn
+        self.tcp = tcp
+        self.direction = direction
+        self.dev = dev
+        self.out = out
+        self.oif = out.name
+        self.nexthop = nexthop
+        self.neigh_key = (out.name, nexthop)
+        self.l2 = out.mac + b"\x08\x00"  # source MAC and ethertype of the output frame
+        self.new_tuple = new_tuple  # saddr, daddr, sport, dport after both manips (frame bytes 26..38)
+        self.ip_add = ip_add  # added to the IP checksum, mod 0xFFFF (TTL - NAT differences)
+        self.l4_sub = l4_sub  # subtracted from the L4 checksum, mod 0xFFFF (NAT differences)
+        self.l4_steps = l4_steps  # whether NAT changes the L4 checksum at all
+        self.pseudo = pseudo  # the pseudo-header sum of the received packet, without its length
+        self.cpos = cpos  # offset of the L4 checksum in the frame
+        self.gen = gen  # the FIB generation it was routed with
+        self.rules_version = rules_version
+        self.learn_key = learn_key  # the sender, when on-link: its neighbour entry is refreshed (_learn_neighbour)
+
+
+class FlowCache:
+    """The compiled flows of one engine, and the fast path that uses them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.flows: dict[FlowKey, CompiledFlow] = {}
+
+    def clear(self) -> None:
+        self.flows.clear()
+
+    def compile(self, skb: Skb, key: FlowKey) -> None:
+        """Compile the flow of `skb`, which the slow path has just forwarded as an ESTABLISHED packet.
+
+        Does nothing when the flow is not eligible (see the module docstring)."""
+        engine = self.engine
+        conn = skb.ct
+        if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
+            return
+        rules = engine.rules
+        if (not rules.needs_conntrack() or "nat" not in rules.present
+                or not all(rules.is_trivial(t, h) for t, h in _OTHER_TABLES)):
+            return
+        proto = key[2]
+        direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
+        cur = conn.tuples[direction]
+        if cur.proto != proto or proto not in (6, 17):
+            return
+        region = key[3]
+        if region != (cur.src.to_bytes(4, "big") + cur.dst.to_bytes(4, "big") + cur.sport.to_bytes(2, "big")
+                      + cur.dport.to_bytes(2, "big")):
+            return
+        dev = engine.host.interfaces.get(key[0])
+        out = engine.host.interfaces.get(skb.oif)
+        if dev is None or out is None or out.kind == "loopback":
+            return
+        if direction == 0 and conn.masq_index is not None and conn.masq_index != skb.oif:
+            return  # nf_nat_oif_changed would kill it: the slow path's business
+        other = conn.tuples[1 - direction]  # its inverse is what both manips write (nf_nat_packet)
+        src, dst, sport, dport = cur.src, cur.dst, cur.sport, cur.dport
+        status = int(conn.status)
+        ip_diff = l4_diff = 0
+        steps = []
+        if status & (_DST_NAT if direction == 0 else _SRC_NAT):  # PREROUTING: the DST manip
+            steps.append((dst, other.src, dport, other.sport))
+            dst, dport = other.src, other.sport
+        if status & (_SRC_NAT if direction == 0 else _DST_NAT):  # POSTROUTING: the SRC manip
+            steps.append((src, other.dst, sport, other.dport))
+            src, sport = other.dst, other.dport
+        for old_addr, new_addr, old_port, new_port in steps:
+            d4, d2 = _diff4(old_addr, new_addr), _diff2(old_port, new_port)
+            if not d4 or not d2:
+                return
+            ip_diff += d4
+            l4_diff += d4 + d2
+        new_tuple = (src.to_bytes(4, "big") + dst.to_bytes(4, "big") + sport.to_bytes(2, "big")
+                     + dport.to_bytes(2, "big"))
+        pseudo = (cur.src >> 16) + (cur.src & 0xFFFF) + (cur.dst >> 16) + (cur.dst & 0xFFFF) + proto
+        learn = (dev.name, cur.src) if any(a.contains(cur.src) for a in dev.addresses) else None
+        flows = self.flows
+        if len(flows) >= FLOW_CACHE_MAX and key not in flows:
+            del flows[next(iter(flows))]
+        flows[key] = CompiledFlow(
+            conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
+            (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, bool(steps), pseudo, 50 if proto == 6 else 40,
+            engine.fib.generation, rules.version, learn)
+
+    def forward(self, frame: bytes, iface: str, now: float) -> Output | None:
+        """Forward `frame` if it belongs to a compiled flow and nothing about it is unusual; else None,
+        with nothing changed (not even the packet counter), and the caller takes the slow path."""
+        if len(frame) < 42 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+            return None
+        flow = self.flows.get((iface, frame[:14], frame[23], frame[26:38]))
+        if flow is None:
+            return None
+        conn = flow.conn
+        engine = self.engine
+        if (conn.status & _MASK != _WANT or now >= conn.timeout or flow.gen != engine.fib.generation
+                or flow.rules_version != engine.rules.version):
+            return None
+        dev = flow.dev
+        out = flow.out
+        forwarding = dev.forwarding
+        if forwarding is None:
+            forwarding = engine.host.ip_forward
+        tot_len = (frame[16] << 8) | frame[17]
+        end = 14 + tot_len
+        if (not forwarding or not dev.up or not out.up or end > len(frame) or tot_len > out.mtu or frame[22] <= 1
+                or int.from_bytes(frame[14:34], "big") % 0xFFFF):  # ip_fast_csum: the sum must be 0xFFFF
+            return None
+        cfg = engine.cfg
+        seg_len = tot_len - 20
+        cpos = flow.cpos
+        tcp = flow.tcp
+        if tcp is not None:
+            if tcp.state != _ES or seg_len < 20 or not conn.status & _ASSURED:
+                return None
+            check = (frame[50] << 8) | frame[51]
+            doff = (frame[46] >> 4) * 4
+            flags = frame[47]
+            if doff < 20 or seg_len < doff or _INDEX_BY_BYTE[flags] != TCP_ACK_SET or not _VALID_BY_BYTE[flags]:
+                return None
+            if cfg.checksum and (flow.pseudo + seg_len + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)
+                                 ) % 0xFFFF:
+                return None
+            seq = int.from_bytes(frame[38:42], "big")
+            if not tcp_packet_established(conn, tcp, flow.direction, frame, 34, doff, seq,
+                                          int.from_bytes(frame[42:46], "big"), (frame[48] << 8) | frame[49],
+                                          (seq + seg_len - doff) & _U32, tot_len, now, cfg):
+                return None
+            if flow.l4_steps:
+                check = (check - flow.l4_sub) % 0xFFFF
+        else:
+            if seg_len < 8:
+                return None
+            check = (frame[40] << 8) | frame[41]
+            ulen = (frame[38] << 8) | frame[39]
+            if ulen > seg_len or ulen < 8:
+                return None
+            if check:
+                if cfg.checksum and (flow.pseudo + seg_len
+                                     + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+                    return None
+                if flow.l4_steps:
+                    check = (check - flow.l4_sub) % 0xFFFF or 0xFFFF
+            if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
+                return None  # this packet makes the ct ASSURED (an event): the slow path's business
+            udp_packet_seen_reply(conn, flow.direction, tot_len, now, cfg)
+        # committed: the packet leaves
+        pkt_id = engine._next_pkt_id
+        engine._next_pkt_id = pkt_id + 1
+        engine._ctx.now = now
+        if flow.learn_key is not None:
+            engine.neigh[flow.learn_key] = frame[6:12]
+        dst_mac = engine.neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
+        ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
+        buf = bytearray(frame[:end])
+        buf[0:14] = dst_mac + flow.l2
+        buf[22] = frame[22] - 1
+        buf[24] = ipcheck >> 8
+        buf[25] = ipcheck & 0xFF
+        buf[26:38] = flow.new_tuple
+        buf[cpos] = check >> 8
+        buf[cpos + 1] = check & 0xFF
+        result = Output()
+        result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id))
+        return result

@@ -1,0 +1,61 @@
+"""What one call into the engine produces: frames sent, packets dropped or delivered, log lines, trace steps.
+
+Plain data, shared by the engine and its fast path (`natbox.engine.fastpath`); `natbox.engine.engine`
+re-exports every name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Delivered", "Dropped", "Emitted", "LogLine", "Output"]
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """A frame the host sends on `iface` (Ethernet, or the bare datagram on loopback-type links)."""
+
+    iface: str
+    frame: bytes
+    pkt_id: int  # the input packet that caused it (0 for timers)
+    ct_id: int  # its conntrack entry, 0 if none
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A packet the host dropped: where, and why (a DropReason value) with detail."""
+
+    pkt_id: int
+    reason: str
+    where: str
+    detail: str = ""
+    ct_id: int = 0  # the packet's conntrack entry, when it had one
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A datagram handed to the host's local stack (a socket, or the kernel's ICMP/TCP reply code)."""
+
+    pkt_id: int
+    datagram: bytes
+    action: str  # e.g. "icmp echo reply sent", "tcp reset sent (port closed)", "socket udp:53"
+    ct_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A LOG target line, as the kernel would print it (without the syslog prefix)."""
+
+    pkt_id: int
+    text: str
+
+
+@dataclass(slots=True)
+class Output:
+    """Everything one call into the engine produced."""
+
+    emitted: list[Emitted] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    delivered: list[Delivered] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
+    trace: list[tuple[int, str]] = field(default_factory=list)  # (pkt_id, step)
