@@ -38,6 +38,7 @@ class Skb:
     """One IPv4 packet on its way through the host."""
 
     __slots__ = (
+        "csum_partial",
         "ct",
         "ctinfo",
         "data",
@@ -46,6 +47,8 @@ class Skb:
         "frag_list",
         "frag_max_size",
         "frag_pmtu",
+        "gso_size",
+        "gso_type",
         "hook",
         "ihl",
         "iif",
@@ -81,6 +84,12 @@ class Skb:
         self.trace: list[str] | None = None  # explanation steps, when tracing is on
         self.note = ""
         self.fast_key: tuple[str, bytes, int, bytes] | None = None  # the engine's flow-cache key
+        # offloads (a packet from a vnet-header device): `skb_shinfo(skb)->gso_size/gso_type` (a GSO
+        # super-packet of gso_size-byte segments) and `ip_summed == CHECKSUM_PARTIAL` (the TCP/UDP checksum
+        # field holds only the pseudo-header sum; whoever transmits finishes it)
+        self.gso_size = 0
+        self.gso_type = 0
+        self.csum_partial = False
 
     # --- IPv4 header fields (RFC 791 figure 4) -------------------------------------------------
 

@@ -4,7 +4,8 @@ Hypothesis drives the same random sequence of packets and events through two eng
 paths and one without, and compares everything: the frames sent, the drops, the conntrack entries with
 their TCP window-tracking state, timeouts and counters, and the engine's statistics. The traffic mixes
 what the compiled path handles (in-window ACKs and data, UDP both ways) with everything it must hand
-back unchanged: segments out of window, SACK blocks, zero windows, retransmissions, FIN/RST/SYN,
+back unchanged: GSO super-packets and partial checksums, segments out of window, SACK blocks, zero
+windows, retransmissions, FIN/RST/SYN,
 corrupted checksums, TTL 1, oversize packets, zero UDP checksums, time jumps past the timeouts,
 deleted entries and rule changes; over SNAT, DNAT and both at once, with accounting and checksum
 verification switched on and off.
@@ -23,6 +24,8 @@ from natbox.engine.host import Host, Interface, Neighbour
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.wire import ethernet, ipv4, tcp, udp
+from natbox.wire.checksum import pseudo_header_sum
+from natbox.wire.gso import GSO_TCPV4
 
 LAN_MAC = bytes.fromhex("020000000001")
 WAN_MAC = bytes.fromhex("020000000101")
@@ -100,6 +103,7 @@ packet = st.tuples(
     st.sampled_from([0, 0, 0, 0, -1, 1, -70000, 70000, 1 << 31]),
     st.sampled_from([0, 0, 0, 0, -1, 1, 66001, -66001, 1 << 31]),
     st.sampled_from([65535, 65535, 1000, 0, 1]), st.sampled_from(_OPTIONS), st.sampled_from(_DAMAGE),
+    st.sampled_from(["none", "none", "partial", "gso"]),
 )
 event = st.one_of(
     packet.map(lambda p: ("packet", p)),
@@ -129,9 +133,11 @@ class _Driver:
             return flow.server[0], flow.server[1], flow.s_dst[0], flow.s_dst[1]
         return flow.client[0], flow.client[1], flow.c_dst[0], flow.c_dst[1]
 
-    def send(self, frame: bytes, iface: str) -> None:
-        res = self.engine.receive(frame, iface, self.now)
-        self.out.extend((e.iface, e.frame, e.pkt_id, e.ct_id) for e in res.emitted)
+    def send(self, frame: bytes, iface: str, gso: int = 0, partial: bool = False) -> None:
+        res = self.engine.receive(frame, iface, self.now, gso_type=GSO_TCPV4 if gso else 0, gso_size=gso,
+                                  partial=partial)
+        self.out.extend((e.iface, e.frame, e.pkt_id, e.ct_id, e.gso_type, e.gso_size, e.partial)
+                        for e in res.emitted)
         self.out.extend((d.pkt_id, d.reason, d.where, d.detail, d.ct_id) for d in res.dropped)
         self.now += 0.0001
 
@@ -154,8 +160,10 @@ class _Driver:
                 self.segment(i, True, "ack", 10, 0, 0, 0, "none", "none")
 
     def segment(self, i: int, back: bool, kind: str, length: int, dseq: int, dack: int, win: int, opt: str,
-                damage: str) -> None:
+                damage: str, offload: str = "none") -> None:
         f = FLOWS[i]
+        if offload == "gso" and f.proto == 6:
+            length = 3000
         s, sp, d, dp = self.l3(f, back)
         payload = bytes((i * 7 + n) & 0xFF for n in range(length))
         if f.proto == 17:
@@ -185,10 +193,17 @@ class _Driver:
             dgram[20 + (16 if f.proto == 6 else 6)] ^= 0x01
         elif damage == "oversize":
             dgram = ipv4.build_ipv4(s, d, f.proto, bytes(seg) + bytes(1500), df=True)
+        partial = offload != "none"
+        if partial:  # the sender leaves the pseudo-header sum in the checksum field (CHECKSUM_PARTIAL)
+            cpos = 20 + (16 if f.proto == 6 else 6)
+            if damage != "l4_csum":
+                total = pseudo_header_sum(s, d, f.proto, len(dgram) - 20)
+                total = (total & 0xFFFF) + (total >> 16)
+                dgram[cpos:cpos + 2] = ((total & 0xFFFF) + (total >> 16)).to_bytes(2, "big")
         frame, iface = self.frame(f, back, dgram)
         if damage == "short":
             frame = frame[:-3]
-        self.send(frame, iface)
+        self.send(frame, iface, 1000 if offload == "gso" and f.proto == 6 else 0, partial)
 
     def apply(self, ev: tuple[str, object]) -> None:
         kind, arg = ev

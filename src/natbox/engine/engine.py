@@ -46,10 +46,12 @@ from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
 from natbox.wire import arp, ethernet, icmp, ipv4
 from natbox.wire.checksum import csum_replace4
+from natbox.wire.gso import complete_partial_csum, gso_network_seglen, gso_segment
 
 __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
 NF_STOLEN = 2
+_NO_META = (0, 0, False)  # (gso_type, gso_size, partial) of an ordinary frame
 _NO_MAC = b"\x00" * 6
 LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
@@ -183,6 +185,7 @@ class Engine:
         self.fast_path = True  # use the flow cache for established forwarded TCP/UDP (see _fast_forward)
         self._flows: dict[tuple[str, bytes, int, bytes], tuple[Conn, CtInfo, int, str, int, int, bool]] = {}
         self._flowcache = FlowCache(self)  # compiled flows, tried first (engine/fastpath.py)
+        self._rx_meta = _NO_META  # the offload metadata of the frame receive() is handling
         self._build_hooks()
         self._pre_after_ct = [n for _p, n, _f in self._hooks[Hook.PRE_ROUTING]].index("conntrack") + 1
         self._nat_chain = {h: self._nat_chain_fn(h) for h in (Hook.PRE_ROUTING, Hook.POST_ROUTING)}
@@ -316,19 +319,28 @@ class Engine:
 
     # --- entry points ----------------------------------------------------------------------------
 
-    def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
-        """A frame arrived on `iface` at `now`. Returns what the host did. Never raises on bad bytes."""
+    def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False, gso_type: int = 0,
+                gso_size: int = 0, partial: bool = False) -> Output:
+        """A frame arrived on `iface` at `now`. Returns what the host did. Never raises on bad bytes.
+
+        `gso_type`/`gso_size` describe a GSO super-packet and `partial` a CHECKSUM_PARTIAL one, as a
+        device with vnet headers delivers them (see `natbox.wire.gso`); frames the host sends for it
+        carry the same in their `Emitted` fields when they leave as such.
+        """
         frame = bytes(frame)
         if self.fast_path and not trace and not self.trace_all:
-            fast = self._flowcache.forward(frame, iface, now)
+            fast = self._flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
             if fast is not None:
                 return fast
         out = self._begin(now)
         pkt_id = self._new_pkt_id()
+        self._rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
         try:
             self._receive_frame(frame, iface, pkt_id, trace or self.trace_all)
         except _Drop as d:
             self._record_drop(pkt_id, d)
+        finally:
+            self._rx_meta = _NO_META
         self._flush_local(now)
         return self._finish(out)
 
@@ -506,6 +518,8 @@ class Engine:
             raise _Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_rcv_core")
         skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
         self._skb = skb
+        if self._rx_meta is not _NO_META:
+            skb.gso_type, skb.gso_size, skb.csum_partial = self._rx_meta
         skb.pkt_type = pkt_type
         skb.src_mac = src_mac
         skb.dst_mac = dst_mac
@@ -628,12 +642,15 @@ class Engine:
 
     @staticmethod
     def _exceeds_mtu(skb: Skb, mtu: int) -> bool:
-        """`ip_exceeds_mtu`: too big, DF set (or reassembled from fragments larger than the MTU)."""
+        """`ip_exceeds_mtu`: too big, DF set (or reassembled from fragments larger than the MTU); a GSO
+        packet whose segments fit is not too big (`skb_gso_validate_network_len`)."""
         if len(skb.data) <= mtu:
             return False
         if not skb.frag_off & 0x4000:
             return False
-        return not (skb.frag_max_size and skb.frag_max_size <= mtu)
+        if skb.frag_max_size:
+            return skb.frag_max_size > mtu
+        return not (skb.gso_size and gso_network_seglen(skb.data, skb.gso_size) <= mtu)
 
     # --- the fast path -----------------------------------------------------------------------------
 
@@ -673,6 +690,8 @@ class Engine:
             return False
         skb = Skb(data, iif=dev.name, pkt_id=pkt_id)
         self._skb = skb
+        if self._rx_meta is not _NO_META:
+            skb.gso_type, skb.gso_size, skb.csum_partial = self._rx_meta
         skb.src_mac = frame[6:12]
         skb.dst_mac = frame[:6]
         skb.fast_key = key
@@ -714,7 +733,9 @@ class Engine:
             raise self._verdict_drop(Hook.POST_ROUTING, "nat", skb)
         # confirm: the ct is confirmed already (an established flow), nothing to do
         dst_mac = self.neigh.get((oif, nexthop)) or self._neigh_resolve(out, nexthop)
-        self._out.emitted.append(Emitted(oif, dst_mac + out.mac + b"\x08\x00" + data, pkt_id, conn.ct_id))
+        gso_type, gso_size = (skb.gso_type, skb.gso_size) if skb.gso_size and len(data) > out.mtu else (0, 0)
+        self._out.emitted.append(Emitted(oif, dst_mac + out.mac + b"\x08\x00" + data, pkt_id, conn.ct_id,
+                                         gso_type, gso_size, skb.csum_partial))
         self._flowcache.compile(skb, key)  # again, if the compiled flow went stale (a rule or route change)
         return True
 
@@ -728,8 +749,15 @@ class Engine:
         if dev.kind == "loopback":
             self._loopback_xmit(skb)
             return
+        if skb.gso_size and not skb.frag_max_size:
+            self._ip_finish_output_gso(skb, dev)
+            return
         # __ip_finish_output: refragment reassembled datagrams to their largest fragment, fragment what
         # exceeds the MTU, or refuse with FRAG_NEEDED when DF forbids it (ip_fragment)
+        partial = skb.csum_partial
+        if partial and len(skb.data) > dev.mtu:
+            complete_partial_csum(skb.data)  # ip_do_fragment: "cleanup checksum before fragmentation"
+            skb.csum_partial = partial = False
         pieces, icmp_mtu = ipv4.ip_output_fragments(
             skb.data, dev.mtu, frag_max_size=skb.frag_max_size, frag_pmtu=skb.frag_pmtu,
             frag_list=skb.frag_list, ignore_df=bool(skb.frag_max_size))
@@ -740,13 +768,48 @@ class Engine:
         ct_id = skb.ct.ct_id if skb.ct is not None else 0
         for piece in pieces:
             frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
-            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
+            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id, 0, 0, partial))
         if skb.fast_key is not None and len(pieces) == 1:
             self._remember_flow(skb)
         if skb.trace is not None:
             skb.add_trace(f"ip_finish_output: sent on {dev.name}"
                           + (f" as {len(pieces)} fragments" if len(pieces) > 1 else "")
                           + f": {self._describe(skb)}")
+
+    def _ip_finish_output_gso(self, skb: Skb, dev: Interface) -> None:
+        """`ip_finish_output_gso()`: a GSO packet leaves whole when its segments fit the MTU; otherwise it
+        is segmented in software and each segment goes through `ip_fragment` (natbox.wire.gso)."""
+        mtu = dev.mtu
+        dst_mac = self._neigh_resolve(dev, skb.nexthop or skb.daddr)
+        ct_id = skb.ct.ct_id if skb.ct is not None else 0
+        if gso_network_seglen(skb.data, skb.gso_size) <= mtu or len(skb.data) <= mtu:
+            whole = len(skb.data) > mtu
+            frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, skb.data)
+            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id, skb.gso_type if whole else 0,
+                                             skb.gso_size if whole else 0, skb.csum_partial))
+            if skb.fast_key is not None:
+                self._remember_flow(skb)
+            return
+        segs = gso_segment(skb.data, skb.gso_type, skb.gso_size)
+        if segs is None:
+            raise _Drop(DropReason.GSO_SEGMENT, "skb_gso_segment",
+                        f"gso_type {skb.gso_type} gso_size {skb.gso_size} on a {len(skb.data)}-byte packet")
+        sent = 0
+        for seg in segs:
+            pieces, icmp_mtu = ipv4.ip_output_fragments(seg, mtu)
+            if not pieces:
+                nskb = Skb(seg, iif=skb.iif, pkt_id=skb.pkt_id)  # a segment keeps the skb's ct and route
+                nskb.ct, nskb.ctinfo, nskb.oif, nskb.nexthop = skb.ct, skb.ctinfo, skb.oif, skb.nexthop
+                self._icmp_send(nskb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
+                self.stats[str(DropReason.FRAG_NEEDED)] += 1
+                continue
+            for piece in pieces:
+                frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
+                self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
+                sent += 1
+        if skb.trace is not None:
+            skb.add_trace(f"ip_finish_output_gso: segments of {skb.gso_size} bytes exceed mtu {mtu}: "
+                          f"{len(segs)} segments, {sent} frames sent on {dev.name}")
 
     def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
         """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""

@@ -49,6 +49,7 @@ from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
 from natbox.engine.host import Interface
 from natbox.engine.output import Emitted, Output
 from natbox.netfilter import CtInfo, CtStatus, Hook, TcpState
+from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
 
 if TYPE_CHECKING:
     from natbox.engine.engine import Engine
@@ -86,11 +87,13 @@ def _diff2(old: int, new: int) -> int:
 class CompiledFlow:
     """One direction of one established flow, as the slow path forwarded it."""
 
-    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "ip_add", "l2", "l4_steps", "l4_sub", "learn_key",
+    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "ip_add", "l2", "l4_partial_add", "l4_steps", "l4_sub",
+                 "learn_key",
                  "neigh_key", "new_tuple", "nexthop", "oif", "out", "pseudo", "rules_version", "tcp")
 
     def __init__(self, conn: Conn, tcp: TcpConntrack | None, direction: int, dev: Interface, out: Interface,
-                 nexthop: int, new_tuple: bytes, ip_add: int, l4_sub: int, l4_steps: bool, pseudo: int,
+                 nexthop: int, new_tuple: bytes, ip_add: int, l4_sub: int, l4_partial_add: int, l4_steps: bool,
+                 pseudo: int,
                  cpos: int, gen: int, rules_version: int, learn_key: tuple[str, int] | None) -> None:
         self.conn = conn
         self.tcp = tcp
@@ -104,6 +107,7 @@ class CompiledFlow:
         self.new_tuple = new_tuple  # saddr, daddr, sport, dport after both manips (frame bytes 26..38)
         self.ip_add = ip_add  # added to the IP checksum, mod 0xFFFF (TTL - NAT differences)
         self.l4_sub = l4_sub  # subtracted from the L4 checksum, mod 0xFFFF (NAT differences)
+        self.l4_partial_add = l4_partial_add  # added to a partial L4 checksum (the addresses' differences)
         self.l4_steps = l4_steps  # whether NAT changes the L4 checksum at all
         self.pseudo = pseudo  # the pseudo-header sum of the received packet, without its length
         self.cpos = cpos  # offset of the L4 checksum in the frame
@@ -175,12 +179,18 @@ class FlowCache:
             del flows[next(iter(flows))]
         flows[key] = CompiledFlow(
             conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
-            (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, bool(steps), pseudo, 50 if proto == 6 else 40,
+            (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
+            50 if proto == 6 else 40,
             engine.fib.generation, rules.version, learn)
 
-    def forward(self, frame: bytes, iface: str, now: float) -> Output | None:
+    def forward(self, frame: bytes, iface: str, now: float, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> Output | None:
         """Forward `frame` if it belongs to a compiled flow and nothing about it is unusual; else None,
-        with nothing changed (not even the packet counter), and the caller takes the slow path."""
+        with nothing changed (not even the packet counter), and the caller takes the slow path.
+
+        A GSO super-packet (`gso_size`) is forwarded whole when its segments fit the MTU; a partial checksum
+        (`partial`) is not verified and is updated for the address changes only, as `nf_ip_checksum` and
+        `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL."""
         if len(frame) < 42 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return None
         flow = self.flows.get((iface, frame[:14], frame[23], frame[26:38]))
@@ -198,8 +208,12 @@ class FlowCache:
             forwarding = engine.host.ip_forward
         tot_len = (frame[16] << 8) | frame[17]
         end = 14 + tot_len
-        if (not forwarding or not dev.up or not out.up or end > len(frame) or tot_len > out.mtu or frame[22] <= 1
+        mtu = out.mtu
+        if (not forwarding or not dev.up or not out.up or end > len(frame) or frame[22] <= 1
                 or int.from_bytes(frame[14:34], "big") % 0xFFFF):  # ip_fast_csum: the sum must be 0xFFFF
+            return None
+        whole = tot_len > mtu
+        if whole and not (gso_size and gso_type):
             return None
         cfg = engine.cfg
         seg_len = tot_len - 20
@@ -213,8 +227,10 @@ class FlowCache:
             flags = frame[47]
             if doff < 20 or seg_len < doff or _INDEX_BY_BYTE[flags] != TCP_ACK_SET or not _VALID_BY_BYTE[flags]:
                 return None
-            if cfg.checksum and (flow.pseudo + seg_len + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)
-                                 ) % 0xFFFF:
+            if whole and (gso_type != GSO_TCPV4 or 20 + doff + gso_size > mtu):
+                return None  # skb_gso_validate_network_len fails: the slow path segments or refuses it
+            if cfg.checksum and not partial and (
+                    flow.pseudo + seg_len + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             seq = int.from_bytes(frame[38:42], "big")
             if not tcp_packet_established(conn, tcp, flow.direction, frame, 34, doff, seq,
@@ -222,7 +238,10 @@ class FlowCache:
                                           (seq + seg_len - doff) & _U32, tot_len, now, cfg):
                 return None
             if flow.l4_steps:
-                check = (check - flow.l4_sub) % 0xFFFF
+                if partial:
+                    check = (check + flow.l4_partial_add - 1) % 0xFFFF + 1
+                else:
+                    check = (check - flow.l4_sub) % 0xFFFF
         else:
             if seg_len < 8:
                 return None
@@ -230,7 +249,12 @@ class FlowCache:
             ulen = (frame[38] << 8) | frame[39]
             if ulen > seg_len or ulen < 8:
                 return None
-            if check:
+            if whole and (gso_type != GSO_UDP_L4 or 28 + gso_size > mtu):
+                return None
+            if partial:
+                if flow.l4_steps:
+                    check = (check + flow.l4_partial_add - 1) % 0xFFFF + 1
+            elif check:
                 if cfg.checksum and (flow.pseudo + seg_len
                                      + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                     return None
@@ -256,5 +280,8 @@ class FlowCache:
         buf[cpos] = check >> 8
         buf[cpos + 1] = check & 0xFF
         result = Output()
-        result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id))
+        if whole:
+            result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id, gso_type, gso_size, partial))
+        else:
+            result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id, 0, 0, partial))
         return result

@@ -19,6 +19,9 @@ class Emitted:
     frame: bytes
     pkt_id: int  # the input packet that caused it (0 for timers)
     ct_id: int  # its conntrack entry, 0 if none
+    gso_type: int = 0  # a GSO super-packet (virtio_net_hdr gso_type; 0: an ordinary frame)
+    gso_size: int = 0  # its segments' payload size
+    partial: bool = False  # its TCP/UDP checksum is partial (CHECKSUM_PARTIAL): the sender must finish it
 
 
 @dataclass(frozen=True, slots=True)

@@ -550,7 +550,7 @@ class NatCore:
         before = ""
         if trace is not None:
             before = self._pkt_part(skb, manip)
-        if not manip_pkt(skb.data, skb.ihl, target, manip):
+        if not manip_pkt(skb.data, skb.ihl, target, manip, partial=skb.csum_partial):
             self.drop_reason = DropReason.NAT_MANIP_FAILED
             skb.note = "nat: transport header truncated"
             skb.add_trace(f"{hook.chain_name} nat: {skb.note}; dropped")

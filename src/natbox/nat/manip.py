@@ -106,8 +106,23 @@ def _ports_csum(
     return csum_replace2(check, _get16(data, hdroff + port_off), newport)
 
 
+def _partial_csum(data: bytearray, iphdroff: int, hdroff: int, csum_off: int, manip: ManipType, target: ConnTuple,
+                  ) -> None:
+    """`inet_proto_csum_replace4(..., pseudohdr=true)` on a CHECKSUM_PARTIAL packet: the field holds the
+    uncomplemented pseudo-header sum, so it follows the address change the other way round
+    (`~csum_fold(csum_add(csum_sub(csum_unfold(sum), from), to))`); port changes do not touch it."""
+    pos = iphdroff + (12 if manip == ManipType.SRC else 16)
+    old, new = _get32(data, pos), (target.src if manip == ManipType.SRC else target.dst)
+    total = (_get16(data, hdroff + csum_off) + ((~old >> 16) & 0xFFFF) + (~old & 0xFFFF) + (new >> 16)
+             + (new & 0xFFFF))
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    _put16(data, hdroff + csum_off, total)
+
+
 def _tcp_like(
     data: bytearray, iphdroff: int, hdroff: int, *, target: ConnTuple, manip: ManipType, full: int, csum_off: int,
+    partial: bool = False,
 ) -> bool:
     """`tcp_manip_pkt()` / `dccp_manip_pkt()`: ports always, checksum only with the full header."""
     n = len(data)
@@ -116,20 +131,27 @@ def _tcp_like(
         return False
     port_off = 0 if manip == ManipType.SRC else 2
     newport = target.sport if manip == ManipType.SRC else target.dport
-    if hdrsize == full:
+    if partial and hdrsize == full:
+        _partial_csum(data, iphdroff, hdroff, csum_off, manip, target)
+    elif hdrsize == full:
         check = _ports_csum(data, iphdroff, hdroff, csum_off=csum_off, port_off=port_off, target=target, manip=manip)
         _put16(data, hdroff + csum_off, check)
     _put16(data, hdroff + port_off, newport)
     return True
 
 
-def _udp(data: bytearray, iphdroff: int, hdroff: int, *, target: ConnTuple, manip: ManipType, lite: bool) -> bool:
+def _udp(data: bytearray, iphdroff: int, hdroff: int, *, target: ConnTuple, manip: ManipType, lite: bool,
+         partial: bool = False) -> bool:
     """`udp_manip_pkt()` / `udplite_manip_pkt()` → `__udp_manip_pkt()`."""
     if len(data) < hdroff + 8:
         return False
     port_off = 0 if manip == ManipType.SRC else 2
     newport = target.sport if manip == ManipType.SRC else target.dport
-    if lite or _get16(data, hdroff + 6):
+    if partial and not lite:
+        _partial_csum(data, iphdroff, hdroff, 6, manip, target)
+        if not _get16(data, hdroff + 6):
+            _put16(data, hdroff + 6, 0xFFFF)  # CSUM_MANGLED_0
+    elif lite or _get16(data, hdroff + 6):
         check = _ports_csum(data, iphdroff, hdroff, csum_off=6, port_off=port_off, target=target, manip=manip)
         _put16(data, hdroff + 6, check or 0xFFFF)  # CSUM_MANGLED_0
     _put16(data, hdroff + port_off, newport)
@@ -180,13 +202,16 @@ def _gre(data: bytearray, hdroff: int, target: ConnTuple, manip: ManipType) -> b
     return False  # "can't nat unknown GRE version"
 
 
-def l4proto_manip_pkt(data: bytearray, iphdroff: int, hdroff: int, target: ConnTuple, manip: ManipType) -> bool:
-    """Mirrors `l4proto_manip_pkt()`: dispatch on the target tuple's protocol."""
+def l4proto_manip_pkt(data: bytearray, iphdroff: int, hdroff: int, target: ConnTuple, manip: ManipType,
+                      partial: bool = False) -> bool:
+    """Mirrors `l4proto_manip_pkt()`: dispatch on the target tuple's protocol. `partial`: the packet's
+    TCP/UDP checksum is CHECKSUM_PARTIAL (see `_partial_csum`)."""
     proto = target.proto
     if proto == IPPROTO_TCP:
-        return _tcp_like(data, iphdroff, hdroff, target=target, manip=manip, full=_TCP_HDR, csum_off=16)
+        return _tcp_like(data, iphdroff, hdroff, target=target, manip=manip, full=_TCP_HDR, csum_off=16,
+                         partial=partial)
     if proto == IPPROTO_UDP:
-        return _udp(data, iphdroff, hdroff, target=target, manip=manip, lite=False)
+        return _udp(data, iphdroff, hdroff, target=target, manip=manip, lite=False, partial=partial)
     if proto == IPPROTO_UDPLITE:
         return _udp(data, iphdroff, hdroff, target=target, manip=manip, lite=True)
     if proto == IPPROTO_SCTP:
@@ -200,7 +225,8 @@ def l4proto_manip_pkt(data: bytearray, iphdroff: int, hdroff: int, target: ConnT
     return True  # "If we don't know protocol -- no error, pass it unmodified."
 
 
-def manip_pkt(data: bytearray, ihl: int, target: ConnTuple, manip: ManipType, *, iphdroff: int = 0) -> bool:
+def manip_pkt(data: bytearray, ihl: int, target: ConnTuple, manip: ManipType, *, iphdroff: int = 0,
+              partial: bool = False) -> bool:
     """Mirrors `nf_nat_ipv4_manip_pkt()`: make the header at `iphdroff` carry `target`'s manip part.
 
     SRC manip writes `target.src`/`target.sport`, DST manip `target.dst`/`target.dport`. `ihl` is the
@@ -209,7 +235,7 @@ def manip_pkt(data: bytearray, ihl: int, target: ConnTuple, manip: ManipType, *,
     """
     if len(data) < iphdroff + 20 or ihl < 20:
         return False
-    if not l4proto_manip_pkt(data, iphdroff, iphdroff + ihl, target, manip):
+    if not l4proto_manip_pkt(data, iphdroff, iphdroff + ihl, target, manip, partial):
         return False
     if manip == ManipType.SRC:
         pos, new = iphdroff + 12, target.src

@@ -456,7 +456,8 @@ def tcp_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> str |
     doff = (data[dataoff + 12] >> 4) * 4
     if doff < 20 or tcplen < doff:
         return "tcp: truncated packet"
-    if cfg.checksum and hook == Hook.PRE_ROUTING and not l4_checksum_ok(data, dataoff, 6):
+    # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
+    if cfg.checksum and hook == Hook.PRE_ROUTING and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 6):
         return "tcp: bad checksum"
     flags = data[dataoff + 13]
     if not _VALID_BY_BYTE[flags]:
