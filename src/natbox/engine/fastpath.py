@@ -122,6 +122,11 @@ class FlowCache:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.flows: dict[FlowKey, CompiledFlow] = {}
+        # the engine's parts that are never replaced, bound once (the ruleset may be: read each time)
+        self._fib = engine.fib
+        self._host = engine.host
+        self._cfg = engine.cfg
+        self._neigh = engine.neigh
 
     def clear(self) -> None:
         self.flows.clear()
@@ -198,14 +203,14 @@ class FlowCache:
             return None
         conn = flow.conn
         engine = self.engine
-        if (conn.status & _MASK != _WANT or now >= conn.timeout or flow.gen != engine.fib.generation
+        if (conn.status & _MASK != _WANT or now >= conn.timeout or flow.gen != self._fib.generation
                 or flow.rules_version != engine.rules.version):
             return None
         dev = flow.dev
         out = flow.out
         forwarding = dev.forwarding
         if forwarding is None:
-            forwarding = engine.host.ip_forward
+            forwarding = self._host.ip_forward
         tot_len = (frame[16] << 8) | frame[17]
         end = 14 + tot_len
         mtu = out.mtu
@@ -215,7 +220,7 @@ class FlowCache:
         whole = tot_len > mtu
         if whole and not (gso_size and gso_type):
             return None
-        cfg = engine.cfg
+        cfg = self._cfg
         seg_len = tot_len - 20
         cpos = flow.cpos
         tcp = flow.tcp
@@ -267,21 +272,14 @@ class FlowCache:
         pkt_id = engine._next_pkt_id
         engine._next_pkt_id = pkt_id + 1
         engine._ctx.now = now
+        neigh = self._neigh
         if flow.learn_key is not None:
-            engine.neigh[flow.learn_key] = frame[6:12]
-        dst_mac = engine.neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
+            neigh[flow.learn_key] = frame[6:12]
+        dst_mac = neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
         ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
-        buf = bytearray(frame[:end])
-        buf[0:14] = dst_mac + flow.l2
-        buf[22] = frame[22] - 1
-        buf[24] = ipcheck >> 8
-        buf[25] = ipcheck & 0xFF
-        buf[26:38] = flow.new_tuple
-        buf[cpos] = check >> 8
-        buf[cpos + 1] = check & 0xFF
-        result = Output()
+        data = b"".join((dst_mac, flow.l2, frame[14:22],
+                         bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
+                         frame[38:cpos], bytes((check >> 8, check & 0xFF)), frame[cpos + 2:end]))
         if whole:
-            result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id, gso_type, gso_size, partial))
-        else:
-            result.emitted.append(Emitted(flow.oif, bytes(buf), pkt_id, conn.ct_id, 0, 0, partial))
-        return result
+            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])
+        return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, partial)], [], [], [], [])

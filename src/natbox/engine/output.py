@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 __all__ = ["Delivered", "Dropped", "Emitted", "LogLine", "Output"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emitted:
-    """A frame the host sends on `iface` (Ethernet, or the bare datagram on loopback-type links)."""
+    """A frame the host sends on `iface` (Ethernet, or the bare datagram on loopback-type links).
+
+    Not frozen: a frozen dataclass's __init__ costs three times as much, and one is made per packet."""
 
     iface: str
     frame: bytes
