@@ -68,6 +68,8 @@ _ASSURED = int(CtStatus.ASSURED)
 _SRC_NAT = int(CtStatus.SRC_NAT)
 _DST_NAT = int(CtStatus.DST_NAT)
 _ES = TcpState.ESTABLISHED
+# flag bytes tcp_error accepts and get_conntrack_index classes as TCP_ACK_SET (no SYN, FIN or RST)
+_ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
 _U32 = 0xFFFFFFFF
 # tables whose chains at these hooks would see a forwarded packet besides conntrack and nat
 _OTHER_TABLES = (("raw", Hook.PRE_ROUTING), ("mangle", Hook.PRE_ROUTING), ("mangle", Hook.FORWARD),
@@ -230,7 +232,7 @@ class FlowCache:
             check = (frame[50] << 8) | frame[51]
             doff = (frame[46] >> 4) * 4
             flags = frame[47]
-            if doff < 20 or seg_len < doff or _INDEX_BY_BYTE[flags] != TCP_ACK_SET or not _VALID_BY_BYTE[flags]:
+            if doff < 20 or seg_len < doff or not _ACK_ONLY[flags]:
                 return None
             if whole and (gso_type != GSO_TCPV4 or 20 + doff + gso_size > mtu):
                 return None  # skb_gso_validate_network_len fails: the slow path segments or refuses it
