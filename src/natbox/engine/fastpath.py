@@ -141,6 +141,12 @@ class FlowCache:
         conn = skb.ct
         if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
             return
+        if conn.tcp is not None and conn.tcp.state != _ES:
+            return  # opening or closing: a compiled flow would not be used (tier 2 compiles it later)
+        known = self.flows.get(key)
+        if (known is not None and known.conn is conn and known.gen == self._fib.generation
+                and known.rules_version == engine.rules.version):
+            return  # compiled already and current
         rules = engine.rules
         if (not rules.needs_conntrack() or "nat" not in rules.present
                 or not all(rules.is_trivial(t, h) for t, h in _OTHER_TABLES)):
