@@ -205,6 +205,7 @@ class DropReason(enum.StrEnum):
     TTL_EXCEEDED = "ttl_exceeded"
     FRAG_NEEDED = "frag_needed"
     NEIGH_FAILED = "neigh_failed"
+    NEIGH_QUEUEFULL = "neigh_queuefull"  # SKB_DROP_REASON_NEIGH_QUEUEFULL: unres_qlen_bytes exceeded
     GSO_SEGMENT = "gso_segment"  # skb_gso_segment failed: a GSO packet that does not match its gso_type
     # defragmentation
     FRAG_TIMEOUT = "frag_timeout"

@@ -33,6 +33,7 @@ from natbox.engine.fastpath import FlowCache
 from natbox.engine.host import Host, Interface
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.log import format_log_line
+from natbox.engine.neigh import NeighTable, arp_solicit_saddr, build_arp_solicit, skb_truesize
 from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, RTN_UNICAST, Fib
@@ -84,6 +85,10 @@ REJECT_CODES: dict[str, tuple[int, int]] = {
     "icmp-host-prohibited": (ICMP_DEST_UNREACH, ICMP_HOST_ANO),
     "icmp-admin-prohibited": (ICMP_DEST_UNREACH, ICMP_PKT_FILTERED),
 }
+
+
+# a packet waiting for its next hop's MAC: (skb, datagram to send, gso_type, gso_size, partial)
+_Held = tuple[Skb, bytes, int, int, bool]
 
 
 class _Drop(Exception):
@@ -172,6 +177,12 @@ class Engine:
         self.rules = ruleset if ruleset is not None else Ruleset()
         self.stats: Counter[str] = Counter()
         self.neigh: dict[tuple[str, int], bytes] = {(n.dev, n.addr): n.mac for n in host.neighbours}
+        # Neighbour resolution. Offline (the default) a next hop's MAC is a static or learned one, else a
+        # synthetic 02:00:<ipv4>. With `resolve_neighbours` (the live gateway) the kernel's ARP state
+        # machine runs (engine/neigh.py): packets wait while it resolves and earn their senders ICMP host
+        # unreachable when it fails.
+        self.resolve_neighbours = False
+        self.neighs: NeighTable[_Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours])
         self.listeners: set[tuple[int, int]] = set()  # (protocol, port) open on the host
         self._ctx = _Context(self)
         self._out = Output()
@@ -375,6 +386,8 @@ class Engine:
         """Run timers: conntrack gc and fragment-queue expiry."""
         out = self._begin(now)
         self.table.gc(now)
+        if self.resolve_neighbours:
+            self._neigh_timers(now)
         for q in self.defrag.expire(now):
             self.stats[str(q.reason)] += q.fragments
             # ip_expire: "fragment reassembly time exceeded" only if the first fragment came, and for the
@@ -397,6 +410,7 @@ class Engine:
         """`ip link set DEV down`: routes through it vanish, MASQUERADE entries via it are flushed (§5.2)."""
         self.host.interface(dev).up = False
         self.fib.rebuild()
+        self.neighs.flush_dev(dev)  # neigh_ifdown: held packets are dropped without ICMP
         return masq_device_down(dev, table=self.table, now=now)
 
     def link_up(self, dev: str) -> None:
@@ -467,7 +481,7 @@ class Engine:
             raise _Drop(DropReason.SHORT_FRAME, "eth_type_trans", f"{len(frame)} bytes")
         dst_mac, src_mac, ethertype, offset = eth
         if ethertype == ethernet.ETH_P_ARP:
-            self._arp_rcv(frame[offset:], dev, pkt_id)
+            self._arp_rcv(frame[offset:], dev, pkt_id, self._pkt_type(dst_mac, dev))
             return
         if ethertype != ethernet.ETH_P_IP:
             raise _Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
@@ -495,14 +509,22 @@ class Engine:
             return PacketType.HOST
         return PacketType.OTHERHOST
 
-    def _arp_rcv(self, payload: bytes, dev: Interface, pkt_id: int) -> None:
+    def _arp_rcv(self, payload: bytes, dev: Interface, pkt_id: int, pkt_type: PacketType) -> None:
         """`arp_rcv`: learn the sender, answer requests for our addresses on this device."""
         msg = arp.parse_arp(payload)
         if msg is None:
             raise _Drop(DropReason.SHORT_FRAME, "arp_rcv", "malformed ARP")
-        if msg.sender_ip:
+        for_us = msg.op == arp.ARPOP_REQUEST and any(a.addr == msg.target_ip for a in dev.addresses)
+        if self.resolve_neighbours:
+            if pkt_type == PacketType.OTHERHOST:
+                return  # arp_rcv: not for this host
+            released = self.neighs.arp_process(dev.name, msg, self._ctx.now, pkt_host=pkt_type == PacketType.HOST,
+                                               target_local=for_us)
+            for held in released:
+                self._neigh_emit(dev, msg.sender_mac, held)
+        elif msg.sender_ip:
             self.neigh[(dev.name, msg.sender_ip)] = msg.sender_mac
-        if msg.op == arp.ARPOP_REQUEST and any(a.addr == msg.target_ip for a in dev.addresses):
+        if for_us:
             reply = arp.build_arp_reply(dev.mac, msg.target_ip, msg.sender_mac, msg.sender_ip)
             frame = ethernet.build_ethernet(msg.sender_mac, dev.mac, ethernet.ETH_P_ARP, reply)
             self._out.emitted.append(Emitted(dev.name, bytes(frame), pkt_id, 0))
@@ -732,10 +754,8 @@ class Engine:
                               run_chain=self._nat_chain[Hook.POST_ROUTING]) != NF_ACCEPT:
             raise self._verdict_drop(Hook.POST_ROUTING, "nat", skb)
         # confirm: the ct is confirmed already (an established flow), nothing to do
-        dst_mac = self.neigh.get((oif, nexthop)) or self._neigh_resolve(out, nexthop)
         gso_type, gso_size = (skb.gso_type, skb.gso_size) if skb.gso_size and len(data) > out.mtu else (0, 0)
-        self._out.emitted.append(Emitted(oif, dst_mac + out.mac + b"\x08\x00" + data, pkt_id, conn.ct_id,
-                                         gso_type, gso_size, skb.csum_partial))
+        self._neigh_output(out, nexthop, skb, data, gso_type, gso_size, skb.csum_partial)
         self._flowcache.compile(skb, key)  # again, if the compiled flow went stale (a rule or route change)
         return True
 
@@ -764,11 +784,9 @@ class Engine:
         if not pieces:
             self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
             raise _Drop(DropReason.FRAG_NEEDED, "ip_fragment", f"{len(skb.data)} > mtu {icmp_mtu} with DF")
-        dst_mac = self._neigh_resolve(dev, skb.nexthop or skb.daddr)
-        ct_id = skb.ct.ct_id if skb.ct is not None else 0
+        nexthop = skb.nexthop or skb.daddr
         for piece in pieces:
-            frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
-            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id, 0, 0, partial))
+            self._neigh_output(dev, nexthop, skb, piece, 0, 0, partial)
         if skb.fast_key is not None and len(pieces) == 1:
             self._remember_flow(skb)
         if skb.trace is not None:
@@ -780,13 +798,11 @@ class Engine:
         """`ip_finish_output_gso()`: a GSO packet leaves whole when its segments fit the MTU; otherwise it
         is segmented in software and each segment goes through `ip_fragment` (natbox.wire.gso)."""
         mtu = dev.mtu
-        dst_mac = self._neigh_resolve(dev, skb.nexthop or skb.daddr)
-        ct_id = skb.ct.ct_id if skb.ct is not None else 0
+        nexthop = skb.nexthop or skb.daddr
         if gso_network_seglen(skb.data, skb.gso_size) <= mtu or len(skb.data) <= mtu:
             whole = len(skb.data) > mtu
-            frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, skb.data)
-            self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id, skb.gso_type if whole else 0,
-                                             skb.gso_size if whole else 0, skb.csum_partial))
+            self._neigh_output(dev, nexthop, skb, skb.data, skb.gso_type if whole else 0, skb.gso_size if whole else 0,
+                               skb.csum_partial)
             if skb.fast_key is not None:
                 self._remember_flow(skb)
             return
@@ -804,12 +820,75 @@ class Engine:
                 self.stats[str(DropReason.FRAG_NEEDED)] += 1
                 continue
             for piece in pieces:
-                frame = ethernet.build_ethernet(dst_mac, dev.mac, ethernet.ETH_P_IP, piece)
-                self._out.emitted.append(Emitted(dev.name, bytes(frame), skb.pkt_id, ct_id))
+                self._neigh_output(dev, nexthop, skb, piece, 0, 0, False)
                 sent += 1
         if skb.trace is not None:
             skb.add_trace(f"ip_finish_output_gso: segments of {skb.gso_size} bytes exceed mtu {mtu}: "
                           f"{len(segs)} segments, {sent} frames sent on {dev.name}")
+
+    def _neigh_output(self, dev: Interface, nexthop: int, skb: Skb, datagram: bytes | bytearray, gso_type: int,
+                      gso_size: int, partial: bool) -> None:
+        """`ip_finish_output2` → `neigh_output()`: put the next hop's MAC on `datagram` and send it, or (live
+        mode, next hop unresolved) hold it while ARP resolves (`neigh_resolve_output`)."""
+        mac: bytes | None
+        if not self.resolve_neighbours:
+            mac = self._neigh_resolve(dev, nexthop)
+        elif nexthop == 0xFFFFFFFF or any(a.broadcast == nexthop for a in dev.addresses):
+            mac = b"\xff" * 6
+        elif nexthop >> 28 == 0xE:
+            mac = b"\x01\x00\x5e" + (nexthop & 0x7FFFFF).to_bytes(3, "big")  # ip_eth_mc_map
+        else:
+            now = self._ctx.now
+            mac = self.neighs.lookup(dev.name, nexthop, now)
+            if mac is None:
+                held = (skb, bytes(datagram), gso_type, gso_size, partial)
+                reqs, dropped = self.neighs.queue(dev.name, nexthop, held, skb_truesize(len(datagram)), now,
+                                                  saddr=skb.saddr)
+                for req in reqs:
+                    self._out.emitted.append(Emitted(req.dev, build_arp_solicit(
+                        req, dev.mac, arp_solicit_saddr(req, dev, self.fib)), skb.pkt_id, 0))
+                for old in dropped:
+                    self._record_held_drop(old, DropReason.NEIGH_QUEUEFULL, "__neigh_event_send")
+                if skb.trace is not None:
+                    skb.add_trace(f"neighbour {format_addr(nexthop)} on {dev.name} unresolved: held while ARP "
+                                  "resolves")
+                return
+        self._neigh_emit(dev, mac, (skb, bytes(datagram), gso_type, gso_size, partial))
+
+    def _neigh_emit(self, dev: Interface, mac: bytes, held: _Held) -> None:
+        skb, datagram, gso_type, gso_size, partial = held
+        self._out.emitted.append(Emitted(dev.name, mac + dev.mac + b"\x08\x00" + datagram, skb.pkt_id,
+                                         skb.ct.ct_id if skb.ct is not None else 0, gso_type, gso_size, partial))
+
+    def _record_held_drop(self, held: _Held, reason: DropReason, where: str) -> None:
+        skb = held[0]
+        self.stats[str(reason)] += 1
+        self._out.dropped.append(Dropped(skb.pkt_id, str(reason), where, format_addr(skb.daddr),
+                                         skb.ct.ct_id if skb.ct is not None else 0))
+
+    def _neigh_timers(self, now: float) -> None:
+        """`neigh_timer_handler()` for every entry due: requests go out; each packet held by an entry that
+        FAILED earns its sender ICMP host unreachable (`arp_error_report` → `ipv4_link_failure` →
+        `icmp_send`, which skips non-first fragments and is rate-limited) and is dropped."""
+        reqs, failed = self.neighs.timers(now)
+        for req in reqs:
+            dev = self.host.interfaces.get(req.dev)
+            if dev is not None:
+                self._out.emitted.append(Emitted(req.dev, build_arp_solicit(
+                    req, dev.mac, arp_solicit_saddr(req, dev, self.fib)), 0, 0))
+        for held in failed:
+            skb, datagram = held[0], held[1]
+            nskb = Skb(bytearray(datagram), iif=skb.iif, pkt_id=skb.pkt_id)  # this piece, with the skb's ct
+            nskb.ct, nskb.ctinfo, nskb.oif, nskb.nexthop = skb.ct, skb.ctinfo, skb.oif, skb.nexthop
+            self._skb = nskb
+            self._icmp_send(nskb, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH)
+            self._record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate")
+        self._skb = None
+
+    def next_deadline(self) -> float | None:
+        """When `expire` next has neighbour work to do (None: nothing pending); conntrack and fragment
+        timers are coarse and need no more than a call every second."""
+        return self.neighs.next_deadline() if self.resolve_neighbours else None
 
     def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
         """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""

@@ -228,6 +228,11 @@ class FlowCache:
         whole = tot_len > mtu
         if whole and not (gso_size and gso_type):
             return None
+        live_mac = None
+        if engine.resolve_neighbours:  # neigh_output: an unresolved next hop is the slow path's (it queues)
+            live_mac = engine.neighs.lookup(flow.oif, flow.nexthop, now)
+            if live_mac is None:
+                return None
         cfg = self._cfg
         seg_len = tot_len - 20
         cpos = flow.cpos
@@ -283,7 +288,7 @@ class FlowCache:
         neigh = self._neigh
         if flow.learn_key is not None:
             neigh[flow.learn_key] = frame[6:12]
-        dst_mac = neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
+        dst_mac = live_mac or neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
         ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
         data = b"".join((dst_mac, flow.l2, frame[14:22],
                          bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
