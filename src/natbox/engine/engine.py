@@ -490,11 +490,13 @@ class Engine:
             raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         key = None
         if (offset == 14 and pkt_type == PacketType.HOST and len(frame) >= 42 and frame[14] == 0x45
-                and frame[23] in (6, 17) and not frame[20] & 0x3F and not frame[21]
-                and frame[26] != 127 and frame[30] != 127):
-            key = (dev.name, frame[:14], frame[23], frame[26:38])
-            if self.fast_path and not trace and self._fast_forward(frame, dev, pkt_id, key):
-                return
+                and not frame[20] & 0x3F and not frame[21] and frame[26] != 127 and frame[30] != 127):
+            if frame[23] in (6, 17):
+                key = (dev.name, frame[:14], frame[23], frame[26:38])
+                if self.fast_path and not trace and self._fast_forward(frame, dev, pkt_id, key):
+                    return
+            elif frame[23] == 1 and frame[34] in (0, 8):  # echo: compiled flows only (fastpath.py)
+                key = (dev.name, frame[:14], 1, frame[26:36] + frame[38:40])
         self._ip_rcv(frame[offset:], dev, pkt_id, pkt_type, src_mac, dst_mac, trace, key)
 
     @staticmethod
@@ -684,9 +686,10 @@ class Engine:
             return
         dev = self.host.interfaces[skb.iif]
         learn = any(a.contains(int.from_bytes(key[3][:4], "big")) for a in dev.addresses)
-        if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
-            del self._flows[next(iter(self._flows))]
-        self._flows[key] = (ct, skb.ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
+        if key[2] != 1:  # the flow cache (tier 2) is for TCP and UDP
+            if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
+                del self._flows[next(iter(self._flows))]
+            self._flows[key] = (ct, skb.ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
         self._flowcache.compile(skb, key)
 
     def _fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: tuple[str, bytes, int, bytes]) -> bool:

@@ -89,8 +89,8 @@ def _diff2(old: int, new: int) -> int:
 class CompiledFlow:
     """One direction of one established flow, as the slow path forwarded it."""
 
-    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "ip_add", "l2", "l4_partial_add", "l4_steps", "l4_sub",
-                 "learn_key",
+    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "icmp_id", "ip_add", "l2", "l4_partial_add", "l4_steps",
+                 "l4_sub", "learn_key",
                  "neigh_key", "new_tuple", "nexthop", "oif", "out", "pseudo", "rules_version", "tcp")
 
     def __init__(self, conn: Conn, tcp: TcpConntrack | None, direction: int, dev: Interface, out: Interface,
@@ -116,6 +116,7 @@ class CompiledFlow:
         self.gen = gen  # the FIB generation it was routed with
         self.rules_version = rules_version
         self.learn_key = learn_key  # the sender, when on-link: its neighbour entry is refreshed (_learn_neighbour)
+        self.icmp_id: bytes | None = None  # ICMP echo: the id NAT writes (new_tuple then holds the addresses only)
 
 
 class FlowCache:
@@ -154,11 +155,14 @@ class FlowCache:
         proto = key[2]
         direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
         cur = conn.tuples[direction]
-        if cur.proto != proto or proto not in (6, 17):
+        if cur.proto != proto or proto not in (1, 6, 17):
             return
-        region = key[3]
-        if region != (cur.src.to_bytes(4, "big") + cur.dst.to_bytes(4, "big") + cur.sport.to_bytes(2, "big")
-                      + cur.dport.to_bytes(2, "big")):
+        addrs = cur.src.to_bytes(4, "big") + cur.dst.to_bytes(4, "big")
+        if proto == 1:  # echo: the tuple's sport is the id, dport the type and code (icmp_pkt_to_tuple)
+            if (cur.dport >> 8 not in (0, 8)
+                    or key[3] != addrs + cur.dport.to_bytes(2, "big") + cur.sport.to_bytes(2, "big")):
+                return
+        elif key[3] != addrs + cur.sport.to_bytes(2, "big") + cur.dport.to_bytes(2, "big"):
             return
         dev = engine.host.interfaces.get(key[0])
         out = engine.host.interfaces.get(skb.oif)
@@ -168,6 +172,7 @@ class FlowCache:
             return  # nf_nat_oif_changed would kill it: the slow path's business
         other = conn.tuples[1 - direction]  # its inverse is what both manips write (nf_nat_packet)
         src, dst, sport, dport = cur.src, cur.dst, cur.sport, cur.dport
+        icmp_id = cur.sport
         status = int(conn.status)
         ip_diff = l4_diff = 0
         steps = []
@@ -178,23 +183,35 @@ class FlowCache:
             steps.append((src, other.dst, sport, other.dport))
             src, sport = other.dst, other.dport
         for old_addr, new_addr, old_port, new_port in steps:
-            d4, d2 = _diff4(old_addr, new_addr), _diff2(old_port, new_port)
+            d4 = _diff4(old_addr, new_addr)
+            if proto == 1:
+                # icmp_manip_pkt: either manip writes the id (the inverted tuple keeps it in sport), and
+                # the ICMP checksum covers no pseudo-header
+                d2 = _diff2(icmp_id, other.sport)
+                icmp_id = other.sport
+                l4_diff += d2
+            else:
+                d2 = _diff2(old_port, new_port)
+                l4_diff += d4 + d2
             if not d4 or not d2:
                 return
             ip_diff += d4
-            l4_diff += d4 + d2
-        new_tuple = (src.to_bytes(4, "big") + dst.to_bytes(4, "big") + sport.to_bytes(2, "big")
-                     + dport.to_bytes(2, "big"))
+        new_tuple = src.to_bytes(4, "big") + dst.to_bytes(4, "big")
+        if proto != 1:
+            new_tuple += sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
         pseudo = (cur.src >> 16) + (cur.src & 0xFFFF) + (cur.dst >> 16) + (cur.dst & 0xFFFF) + proto
         learn = (dev.name, cur.src) if any(a.contains(cur.src) for a in dev.addresses) else None
         flows = self.flows
         if len(flows) >= FLOW_CACHE_MAX and key not in flows:
             del flows[next(iter(flows))]
-        flows[key] = CompiledFlow(
+        flow = CompiledFlow(
             conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
             (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
-            50 if proto == 6 else 40,
+            50 if proto == 6 else 40 if proto == 17 else 36,
             engine.fib.generation, rules.version, learn)
+        if proto == 1:
+            flow.icmp_id = icmp_id.to_bytes(2, "big")
+        flows[key] = flow
 
     def forward(self, frame: bytes, iface: str, now: float, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> Output | None:
@@ -206,7 +223,11 @@ class FlowCache:
         `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL."""
         if len(frame) < 42 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return None
-        flow = self.flows.get((iface, frame[:14], frame[23], frame[26:38]))
+        proto = frame[23]
+        if proto == 1:
+            flow = self.flows.get((iface, frame[:14], 1, frame[26:36] + frame[38:40]))
+        else:
+            flow = self.flows.get((iface, frame[:14], proto, frame[26:38]))
         if flow is None:
             return None
         conn = flow.conn
@@ -237,7 +258,23 @@ class FlowCache:
         seg_len = tot_len - 20
         cpos = flow.cpos
         tcp = flow.tcp
-        if tcp is not None:
+        if flow.icmp_id is not None:
+            # icmpv4_error for a query: 8 bytes, a valid checksum (on the whole message), not an error type
+            # (the key holds the type); then nf_conntrack_icmp_packet: refresh to icmp_timeout
+            if seg_len < 8 or whole:
+                return None
+            if cfg.checksum:
+                total = int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8
+                if not total or total % 0xFFFF:
+                    return None
+            check = (frame[36] << 8) | frame[37]
+            if flow.l4_steps:
+                check = (check - flow.l4_sub) % 0xFFFF
+            conn.timeout = now + cfg.icmp_timeout
+            if cfg.acct:
+                conn.acct_packets[flow.direction] += 1
+                conn.acct_bytes[flow.direction] += tot_len
+        elif tcp is not None:
             if tcp.state != _ES or seg_len < 20 or not conn.status & _ASSURED:
                 return None
             check = (frame[50] << 8) | frame[51]
@@ -290,6 +327,11 @@ class FlowCache:
             neigh[flow.learn_key] = frame[6:12]
         dst_mac = live_mac or neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
         ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
+        if flow.icmp_id is not None:
+            data = b"".join((dst_mac, flow.l2, frame[14:22],
+                             bytes((frame[22] - 1, 1, ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple, frame[34:36],
+                             bytes((check >> 8, check & 0xFF)), flow.icmp_id, frame[40:end]))
+            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
         data = b"".join((dst_mac, flow.l2, frame[14:22],
                          bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
                          frame[38:cpos], bytes((check >> 8, check & 0xFF)), frame[cpos + 2:end]))
