@@ -408,22 +408,22 @@ def tcp_in_window(
 
     # Check retransmissions.
     if index == TCP_ACK_SET:
-        if (
-            tcp.last_dir == direction
-            and tcp.last_seq == seq
-            and tcp.last_ack == ack
-            and tcp.last_end == end
-            and tcp.last_win == win_raw
-        ):
-            tcp.retrans += 1
-        else:
-            tcp.last_dir = direction
-            tcp.last_seq = seq
-            tcp.last_ack = ack
-            tcp.last_end = end
-            tcp.last_win = win_raw
-            tcp.retrans = 0
+        _check_retrans(tcp, direction, seq, ack, end, win_raw)
     return NFCT_TCP_ACCEPT
+
+
+def _check_retrans(tcp: TcpConntrack, direction: int, seq: int, ack: int, end: int, win_raw: int) -> None:
+    """`tcp_in_window()`'s "Check retransmissions" for an ACK: the same segment again counts one more."""
+    if (tcp.last_dir == direction and tcp.last_seq == seq and tcp.last_ack == ack and tcp.last_end == end
+            and tcp.last_win == win_raw):
+        tcp.retrans += 1
+    else:
+        tcp.last_dir = direction
+        tcp.last_seq = seq
+        tcp.last_ack = ack
+        tcp.last_end = end
+        tcp.last_win = win_raw
+        tcp.retrans = 0
 
 
 def nf_tcp_handle_invalid(
@@ -769,17 +769,7 @@ def tcp_packet_established(
         receiver.td_maxend = (edge + 1) & _U32 if win == 0 else edge
     if ack == r_end:
         receiver.flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
-    # Check retransmissions (index == TCP_ACK_SET).
-    if (tcp.last_dir == direction and tcp.last_seq == seq and tcp.last_ack == ack and tcp.last_end == end
-            and tcp.last_win == win_raw):
-        tcp.retrans += 1
-    else:
-        tcp.last_dir = direction
-        tcp.last_seq = seq
-        tcp.last_ack = ack
-        tcp.last_end = end
-        tcp.last_win = win_raw
-        tcp.retrans = 0
+    _check_retrans(tcp, direction, seq, ack, end, win_raw)  # index == TCP_ACK_SET
     tcp.last_index = TCP_ACK_SET
     # the timeout, as tcp_packet chooses it for new_state ESTABLISHED
     timeouts = cfg.tcp_timeouts()
