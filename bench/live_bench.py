@@ -10,7 +10,9 @@ wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
 * natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic-gw.toml`.
 
 Measured for each: iperf3 TCP with 1 and 4 streams (Gbit/s, receiver side), UDP 64-byte datagrams
-(packets/s received, sender unlimited), ping RTT (ms, average of 20). Prints natbox/kernel ratios.
+(packets/s received, sender unlimited), new TCP connections per second (a Python client connects and
+closes in a loop for --time seconds, one connection at a time, against CONN_PORTS listeners whose
+server accepts and closes), ping RTT (ms, average of 20). Prints natbox/kernel ratios.
 `--patched-csum` runs the gateway with an O(n) `natbox.wire.checksum.csum_partial` (int % 0xFFFF),
 to show what the engine-side fix proposed in the report buys; it changes nothing in the source tree.
 """
@@ -99,6 +101,60 @@ def ping_ms(lab: Lab) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+CONN_PORTS = 16  # listening ports: 16 x the ephemeral range of 4-tuples, so TIME_WAIT never runs out of ports
+CONN_SERVER = """
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in range(5300, 5300 + int(sys.argv[1])):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(4096); s.setblocking(False); sel.register(s, selectors.EVENT_READ)
+print("listening", flush=True)
+while True:
+    for key, _ in sel.select(1.0):
+        try:
+            while True:
+                c, _ = key.fileobj.accept(); c.close()
+        except BlockingIOError:
+            pass
+"""
+CONN_CLIENT = """
+import socket, sys, time
+seconds, ports, server = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ok = failed = i = 0
+end = time.monotonic() + seconds
+start = time.monotonic()
+while time.monotonic() < end:
+    s = socket.socket(); s.settimeout(1.0)
+    try:
+        s.connect((server, 5300 + i % ports)); ok += 1
+    except OSError:
+        failed += 1
+    s.close(); i += 1
+print(ok, failed, time.monotonic() - start)
+"""
+
+
+def conn_rate(lab: Lab, seconds: float) -> float:
+    """New TCP connections per second: connect + close, one at a time, from the client namespace."""
+    srv = subprocess.Popen(["ip", "netns", "exec", lab.netns("server"), sys.executable, "-c", CONN_SERVER,
+                            str(CONN_PORTS)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert srv.stdout is not None
+        if srv.stdout.readline().strip() != "listening":
+            return 0.0
+        res = ns(lab, "client", sys.executable, "-c", CONN_CLIENT, str(seconds), str(CONN_PORTS), SERVER,
+                 timeout=seconds + 30)
+        ok, failed, elapsed = res.stdout.split()
+        if int(failed):
+            print(f"live_bench: {failed} connections failed", file=sys.stderr)
+        return int(ok) / float(elapsed)
+    except (ValueError, subprocess.TimeoutExpired):
+        return 0.0
+    finally:
+        srv.terminate()
+        srv.wait(5)
+
+
 def _retry(fn: Callable[[], float]) -> float:
     """One retry when iperf3 reports nothing (its one-shot server occasionally misses the start)."""
     value = fn()
@@ -108,7 +164,8 @@ def _retry(fn: Callable[[], float]) -> float:
 def measure(lab: Lab, seconds: float) -> dict[str, float]:
     return {"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)),
             "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)),
-            "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "ping_ms": ping_ms(lab)}
+            "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "conn_per_s": conn_rate(lab, seconds),
+            "ping_ms": ping_ms(lab)}
 
 
 def kernel_mode(lab: Lab) -> None:
@@ -170,7 +227,7 @@ def main() -> int:
         run(["ip", "netns", "list"], check=False)
         lab_down(lab)
     print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'natbox/kernel':>16}")
-    for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "ping_ms"):
+    for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms"):
         k = results.get("kernel", {}).get(key, float("nan"))
         n = results.get("natbox", {}).get(key, float("nan"))
         ratio = n / k if k else float("nan")

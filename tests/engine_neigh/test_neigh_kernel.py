@@ -187,7 +187,9 @@ def test_stale_entry_probes_by_unicast_then_fails_like_the_kernel(need_kernel: N
     """STALE used → DELAY → PROBE after delay_first_probe_time: ucast_solicit unicast requests
     retrans_time apart, then FAILED. Shortened with the per-device sysctls (same code path)."""
     with lab() as labx:
-        labx.ns(labx.gw, "sysctl", "-qw", "net.ipv4.neigh.vg1.base_reachable_time_ms=1000",
+        # REACHABLE lasts [2, 6) s: past `used + delay_first_probe_time` (the ping's echo), so the entry goes
+        # STALE and not DELAY when it expires (neigh_timer_handler)
+        labx.ns(labx.gw, "sysctl", "-qw", "net.ipv4.neigh.vg1.base_reachable_time_ms=4000",
                 "net.ipv4.neigh.vg1.delay_first_probe_time=1")
         sh("ip", "-n", labx.peer, "addr", "add", "10.77.0.2/24", "dev", "vp1")
         link = sh("ip", "-n", labx.peer, "link", "show", "vp1").stdout
@@ -196,12 +198,13 @@ def test_stale_entry_probes_by_unicast_then_fails_like_the_kernel(need_kernel: N
         mac = found.group(1)
         labx.ns(labx.gw, "ping", "-c1", "-W2", "10.77.0.2")
         sh("ip", "-n", labx.peer, "addr", "del", "10.77.0.2/24", "dev", "vp1")  # no more replies
-        for _ in range(50):  # REACHABLE lasts [0.5, 1.5) s here, then STALE
+        for _ in range(150):  # REACHABLE lasts [2, 6) s here, then STALE
             if "STALE" in labx.ns(labx.gw, "ip", "neigh", "show", "10.77.0.2", "dev", "vg1").stdout:
                 break
             time.sleep(0.1)
         else:
-            pytest.fail("the entry never went STALE")
+            pytest.fail("the entry never went STALE: "
+                        + labx.ns(labx.gw, "ip", "neigh", "show", "10.77.0.2", "dev", "vg1").stdout.strip())
         with capture(labx, "vg1", "arp or icmp", tmp_path / "vg1.txt") as txt:
             labx.ns(labx.gw, "ping", "-c1", "-W1", "10.77.0.2", check=False)
             time.sleep(5.0)

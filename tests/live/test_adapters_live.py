@@ -114,6 +114,39 @@ def test_packet_socket_roundtrip(veth_ns: str, ring: bool, vnet: bool) -> None:
         rx.close()
 
 
+def test_ring_hole_is_skipped(veth_ns: str) -> None:
+    """A slot the kernel moved past without handing it over (its status still TP_STATUS_KERNEL) must not
+    stall the reader for good: after RING_STALL_READS empty reads it goes on at the next ready slot."""
+    from natbox.adapters.packet_socket import RING_STALL_READS
+
+    with netns.enter_netns(veth_ns):
+        tx = PacketSocket("v0")
+        rx = PacketSocket("v1", ring=True, vnet_hdr=True, promisc=True)
+    try:
+        frames = [b"\x02" * 6 + b"\x04" * 6 + b"\x88\xb5" + bytes([i]) * 60 for i in range(3)]
+        for f in frames:
+            assert tx.send(f)
+        time.sleep(0.2)
+        assert rx._mm is not None
+        rx._mm[rx._slot * rx._slot_size:rx._slot * rx._slot_size + 4] = bytes(4)  # the hole: slot 0 never handed over
+        got: list[bytes] = []
+        for _ in range(RING_STALL_READS + 1):
+            got += [f for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+        assert got in (frames[1:], frames)  # slot 0 held frames[0] (or a frame of the kernel's own, e.g. IPv6 ND)
+        assert rx.stats["rx_ring_resync"] == 1
+        for f in frames:  # and the ring goes on working
+            assert tx.send(f)
+        deadline = time.monotonic() + 3
+        more: list[bytes] = []
+        while len(more) < 3 and time.monotonic() < deadline:
+            rx.wait(0.2)
+            more += [f for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+        assert more == frames
+    finally:
+        tx.close()
+        rx.close()
+
+
 def test_packet_socket_bounded_read(veth_ns: str) -> None:
     with netns.enter_netns(veth_ns):
         tx = PacketSocket("v0")

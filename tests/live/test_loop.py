@@ -10,14 +10,12 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from natbox.adapters.loop import EventLoop, NeighResolver
+from natbox.adapters.loop import EventLoop
 from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
-from natbox.wire.arp import parse_arp
 
 MAC_A = bytes.fromhex("020000000101")
 MAC_B = bytes.fromhex("020000000201")
 PEER = bytes.fromhex("0a1b2c3d4e5f")
-SERVER = (198 << 24) | (51 << 16) | (100 << 8) | 2
 
 
 class FakePort:
@@ -26,6 +24,7 @@ class FakePort:
         self.r, self.w = socket.socketpair()
         self.inbox: list[RxFrame] = []
         self.sent: list[tuple[bytes, int, int, bool]] = []
+        self.ready: list[bool] = []
 
     def push(self, frame: bytes, gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> None:
         self.inbox.append((frame, gso_type, gso_size, partial))
@@ -45,8 +44,10 @@ class FakePort:
                 pass
         return out
 
-    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> bool:
+    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
+             csum_ready: bool = False) -> bool:
         self.sent.append((bytes(frame), gso_type, gso_size, partial))
+        self.ready.append(csum_ready)
         return True
 
     def close(self) -> None:
@@ -66,7 +67,7 @@ class Out:
 
 
 class Swap:
-    """Forwards a to b and b to a unchanged; `neigh` and `expired` for the resolver and timer tests."""
+    """Forwards a to b and b to a unchanged; `expired` for the timer tests."""
 
     def __init__(self) -> None:
         self.neigh: dict[tuple[str, int], bytes] = {}
@@ -97,10 +98,7 @@ def make(batch: int = 64) -> tuple[EventLoop, Swap, FakePort, FakePort, list[flo
     clock = [100.0]
     eng = Swap()
     a, b = FakePort("a"), FakePort("b")
-    resolver = NeighResolver(eng.neigh, {"a": (MAC_A, [((10 << 24) | (1 << 8) | 1, 24)]),
-                                         "b": (MAC_B, [((198 << 24) | (51 << 16) | (100 << 8) | 1, 24)])})
-    loop = EventLoop(eng, {"a": a, "b": b}, mtus={"a": 1500, "b": 1500}, batch=batch,
-                     clock=lambda: clock[0], resolver=resolver)
+    loop = EventLoop(eng, {"a": a, "b": b}, mtus={"a": 1500, "b": 1500}, batch=batch, clock=lambda: clock[0])
     return loop, eng, a, b, clock
 
 
@@ -137,61 +135,6 @@ def test_gso_size_capped_by_out_mtu() -> None:
     loop.close()
 
 
-def test_neighbour_resolution() -> None:
-    loop, eng, a, b, clock = make()
-    held = b"\x02\x00" + SERVER.to_bytes(4, "big") + MAC_B + b"\x08\x00" + bytes(40)
-    eng.next = [Em("b", held)]
-    a.push(tcp_frame(100))
-    loop.poll_once(1.0)
-    # the frame is held; one ARP request (broadcast, from the interface's address in that subnet)
-    assert len(b.sent) == 1
-    req = b.sent[0][0]
-    assert req[:6] == b"\xff" * 6 and req[6:12] == MAC_B and req[12:14] == b"\x08\x06"
-    arp = parse_arp(req[14:])
-    assert arp is not None
-    assert (arp.op, arp.sender_ip, arp.target_ip) == (1, (198 << 24) | (51 << 16) | (100 << 8) | 1, SERVER)
-    # a retransmission after retrans_time (1 s)
-    clock[0] += 1.0
-    loop._neigh_timers(clock[0])
-    assert len(b.sent) == 2
-    # the reply arrives (the engine learns it): the held frame leaves with the real MAC
-    eng.neigh[("b", SERVER)] = PEER
-    eng.next = []
-    b.push(b"arp reply")
-    loop.poll_once(1.0)
-    assert b.sent[-1][0] == PEER + held[6:]
-    assert not loop.resolver.pending  # type: ignore[union-attr]
-    loop.close()
-
-
-def test_neighbour_failure_drops_after_three_requests() -> None:
-    loop, eng, a, b, clock = make()
-    held = b"\x02\x00" + SERVER.to_bytes(4, "big") + MAC_B + b"\x08\x00" + bytes(40)
-    eng.next = [Em("b", held)]
-    a.push(tcp_frame(100))
-    loop.poll_once(1.0)
-    for _ in range(3):
-        clock[0] += 1.0
-        loop._neigh_timers(clock[0])
-    assert len(b.sent) == 3  # mcast_solicit = 3 requests in all
-    assert loop.resolver is not None
-    assert loop.resolver.stats["neigh_failed"] == 1 and loop.resolver.stats["neigh_failed_drop"] == 1
-    assert not loop.resolver.pending
-    loop.close()
-
-
-def test_unresolved_queue_is_bounded() -> None:
-    resolver = NeighResolver({}, {"b": (MAC_B, [(1, 24)])})
-    assert resolver.unresolved("b", b"\x02\x00" + (5).to_bytes(4, "big") + bytes(8))
-    assert not resolver.unresolved("b", b"\x02\x00" + (0x0A000005).to_bytes(4, "big") + bytes(8))  # off-link
-    frame = b"\x02\x00" + (5).to_bytes(4, "big") + bytes(1500)
-    for _ in range(200):
-        resolver.hold("b", frame, (0, 0, False), 0.0)
-    entry = resolver.pending[("b", 5)]
-    assert isinstance(entry[2], int) and entry[2] <= 212992  # unres_qlen_bytes
-    assert resolver.stats["neigh_unres_drop"] == 200 - 212992 // len(frame)
-
-
 def test_expire_timer_and_stop() -> None:
     eng = Swap()
     a = FakePort("a")
@@ -214,6 +157,44 @@ def test_oversize_frame_without_gso_is_reported_once() -> None:
     loop.poll_once(1.0)
     assert loop.stats["rx_oversize"] == 2
     assert len(said) == 1 and "a: a 3000-byte frame without GSO information" in said[0]
+    loop.close()
+
+
+@dataclass
+class EmMeta:
+    """An Emitted with its own offload metadata (natbox.engine.output.Emitted)."""
+
+    iface: str
+    frame: bytes
+    gso_type: int
+    gso_size: int
+    partial: bool
+
+
+class WithOffloads(Swap):
+    """An engine taking the packet's offload metadata and emitting its own per frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[tuple[int, int, bool]] = []
+
+    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> Out:
+        self.got.append((gso_type, gso_size, partial))
+        # a GSO packet leaves as ordinary frames here, one of them partial (as after software segmentation)
+        return Out([EmMeta("b", frame[:1000], 0, 0, True), EmMeta("b", frame[:1000], 0, 0, False)])  # type: ignore[list-item]
+
+
+def test_engine_offload_metadata_is_passed_and_emitted_own_is_used() -> None:
+    eng = WithOffloads()
+    a, b = FakePort("a"), FakePort("b")
+    loop = EventLoop(eng, {"a": a, "b": b}, mtus={"a": 1500, "b": 1500})
+    a.push(tcp_frame(30000), GSO_TCPV4, 1448, True)
+    loop.poll_once(1.0)
+    assert eng.got == [(GSO_TCPV4, 1448, True)]
+    # each frame with its own metadata (not the input's GSO fields), the engine's partial field kept as is
+    assert [(len(f), gt, gs, p) for f, gt, gs, p in b.sent] == [(1000, 0, 0, True), (1000, 0, 0, False)]
+    assert b.ready == [True, True]
     loop.close()
 
 

@@ -22,6 +22,8 @@ from natbox.adapters.packet_socket import (
     l4_csum_location,
     parse_vnet_rx,
     to_partial_csum,
+    tx_hdr_ready,
+    tx_parts,
 )
 
 
@@ -134,3 +136,31 @@ def test_transmit_helpers_never_raise(data: bytes, gso_type: int, gso_size: int,
     buf = bytearray(data)
     hdr = build_vnet_hdr(buf, gso_type, gso_size, partial)
     assert len(hdr) == 10 and len(buf) == len(data)
+
+
+@given(st.sampled_from([6, 17]), st.binary(max_size=3000), st.sampled_from([0, GSO_TCPV4]), st.booleans())
+def test_tx_parts_is_build_vnet_hdr_without_copying(proto: int, payload: bytes, gso_type: int, partial: bool) -> None:
+    """hdr + head + frame[split:] is exactly what build_vnet_hdr sends after rewriting the frame."""
+    full = bytes(frame(proto, payload))
+    work = bytearray(full)
+    hdr = build_vnet_hdr(work, gso_type, 1448, partial)
+    got_hdr, head, split = tx_parts(full, gso_type, 1448, partial)
+    assert got_hdr == hdr
+    assert head + full[split:] == bytes(work)
+    if partial or gso_type:
+        assert split == 34 + (16 if proto == 6 else 6) + 2  # only the headers up to the checksum field
+
+
+@given(st.sampled_from([6, 17]), st.binary(max_size=2000), st.sampled_from([0, GSO_TCPV4]))
+def test_tx_hdr_ready_matches_the_rewriting_path(proto: int, payload: bytes, gso_type: int) -> None:
+    """For a frame already in partial form (the engine's output), the header alone is what the
+    rewriting path would send, and the frame needs no change."""
+    part = frame(proto, payload, doff_words=7)
+    to_partial_csum(part)
+    hdr = tx_hdr_ready(bytes(part), gso_type, 1448)
+    again = bytearray(part)
+    assert hdr == build_vnet_hdr(again, gso_type, 1448, True)
+    assert again == part
+    f = frame(6, b"abc")
+    f[20] |= 0x20  # a fragment: not for this path
+    assert tx_hdr_ready(bytes(f), 0, 0) is None

@@ -12,9 +12,12 @@ Frames handed to the caller are `RxFrame = (frame, gso_type, gso_size, csum_was_
 * `csum_was_partial` says the frame's TCP/UDP checksum field still holds only the pseudo-header sum
   (when the socket was opened with `complete_csum=False`): the L4 checksum must not be verified (the
   kernel never verifies CHECKSUM_PARTIAL packets) and the transmit side hands the packet back to the
-  kernel as partial (`to_partial_csum` rewrites the pseudo-header sum of the final, NATed header), as
-  the kernel's forwarding path keeps `ip_summed == CHECKSUM_PARTIAL`. With `complete_csum=True` the
-  checksum is finished on receipt and the flag is False.
+  kernel as partial, as the kernel's forwarding path keeps `ip_summed == CHECKSUM_PARTIAL`: either the
+  field already holds the final header's pseudo-header sum (`send(..., csum_ready=True)`: the engine NATs
+  it in that form) or only the headers are rewritten (`tx_parts`); the payload is never copied.
+  With `complete_csum=True` the checksum is finished on receipt and the flag is False.
+
+The ring reader never stalls for good on a slot the kernel skipped (see `PacketSocket._unstick_ring`).
 
 Our own transmissions are never read back (`PACKET_IGNORE_OUTGOING`, Linux 4.20+; older kernels: the
 `PACKET_OUTGOING` packet type is skipped). Every queue is bounded: the ring has `ring_frames` slots, a
@@ -29,6 +32,7 @@ import mmap
 import select
 import socket
 import struct
+import sys
 from typing import Final
 
 __all__ = [
@@ -47,6 +51,9 @@ __all__ = [
     "interface_mtu",
     "l4_csum_location",
     "to_partial_csum",
+    "tx_hdr_ready",
+    "tx_parts",
+    "vnet_rx",
 ]
 
 RxFrame = tuple[bytes, int, int, bool]  # (frame, gso_type, gso_size, csum_was_partial)
@@ -70,6 +77,10 @@ TP_STATUS_USER: Final = 1
 TP_STATUS_LOSING: Final = 4
 TP_STATUS_CSUMNOTREADY: Final = 8
 TPACKET2_HDR = struct.Struct("=IIIHHIIHH4x")  # tp_status tp_len tp_snaplen tp_mac tp_net sec nsec vlan
+TPACKET2_HEAD = struct.Struct("=IIIH")  # the part of it the reader needs: tp_status tp_len tp_snaplen tp_mac
+TP_STATUS = struct.Struct("=I")
+TP_STATUS_BYTE = 0 if sys.byteorder == "little" else 3  # the byte of tp_status holding TP_STATUS_USER
+SLL_PKTTYPE = 32 + 10  # sockaddr_ll.sll_pkttype, after the (16-aligned) tpacket2_hdr
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 VNET_HDR = struct.Struct("=BBHHHH")  # flags gso_type hdr_len gso_size csum_start csum_offset (legacy, native)
 VNET_HDR_LEN: Final = VNET_HDR.size  # 10
@@ -88,6 +99,7 @@ PLAIN_BUF = 65536 + 256  # largest frame a plain read returns (a 64 KiB GSO fram
 RING_FRAMES_DEFAULT = 256  # ring slots (each a frame); bounds kernel->natbox buffering per interface
 RING_SLOT_SMALL = 4096  # slot size without vnet headers (MTU-sized frames)
 RING_SLOT_GSO = 69632  # slot size with vnet headers: 17 pages, a whole 64 KiB GSO frame
+RING_STALL_READS = 256  # consecutive reads that found nothing although poll said readable: the ring is stuck
 RCVBUF = 4 << 20  # socket buffers (plain mode) in bytes
 SNDBUF = 4 << 20
 
@@ -169,10 +181,11 @@ def complete_partial_csum(frame: bytearray, csum_start: int, csum_offset: int) -
     return True
 
 
-def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
-    """Turn a TCP/UDP frame with a full checksum into CHECKSUM_PARTIAL form: the field gets the
-    (uncomplemented) pseudo-header sum, as `tcp_v4_send_check()` leaves it. Returns (csum_start,
-    csum_offset), or None (frame untouched) when it is not IPv4 TCP/UDP or UDP without a checksum."""
+def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, int] | None:
+    """The start of a TCP/UDP frame up to and including its checksum field, with the field holding the
+    (uncomplemented) pseudo-header sum of the frame's own header, as `tcp_v4_send_check()` leaves it;
+    and (csum_start, csum_offset). None when it is not IPv4 TCP/UDP, UDP without a checksum, or the
+    lengths are inconsistent. Reads only the headers: the payload is never touched."""
     loc = l4_csum_location(frame)
     if loc is None:
         return None
@@ -183,49 +196,94 @@ def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
     l4len = total - (start - 14)
     if l4len <= 0 or 14 + total > len(frame):
         return None
-    s = (_fold_sum(memoryview(frame)[26:34]) + proto + l4len)
+    s = _fold_sum(frame[26:34]) + proto + l4len
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
-    frame[start + off] = s >> 8
-    frame[start + off + 1] = s & 0xFF
+    pos = start + off
+    return bytes(frame[:pos]) + bytes((s >> 8, s & 0xFF)), start, off
+
+
+def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
+    """Turn a TCP/UDP frame with a full checksum into CHECKSUM_PARTIAL form: the field gets the
+    (uncomplemented) pseudo-header sum, as `tcp_v4_send_check()` leaves it. Returns (csum_start,
+    csum_offset), or None (frame untouched) when it is not IPv4 TCP/UDP or UDP without a checksum."""
+    part = _partial_head(frame)
+    if part is None:
+        return None
+    head, start, off = part
+    frame[start + off:start + off + 2] = head[-2:]
     return start, off
 
 
-def build_vnet_hdr(frame: bytearray, gso_type: int, gso_size: int, partial: bool) -> bytes:
-    """The virtio_net_hdr to send `frame` with (possibly rewriting its checksum field to partial form).
-    A GSO frame is always sent with NEEDS_CSUM (the kernel requires it for TCPV4)."""
+def tx_parts(frame: bytes | bytearray, gso_type: int, gso_size: int, partial: bool) -> tuple[bytes, bytes, int]:
+    """What to transmit `frame` with on a vnet-header socket, without copying it: (virtio_net_hdr, head,
+    split), to be sent as hdr + head + frame[split:]. For a partial-checksum or GSO frame, `head` is
+    the frame's start up to its checksum field in partial form (see `_partial_head`) and the header
+    says NEEDS_CSUM (the kernel requires it for TCPV4 GSO); otherwise the header is empty and
+    `head` is b"" (split 0)."""
     if not partial and not gso_type:
-        return NO_VNET_HDR
-    loc = to_partial_csum(frame)
-    if loc is None:
-        return NO_VNET_HDR
-    start, off = loc
+        return NO_VNET_HDR, b"", 0
+    part = _partial_head(frame)
+    if part is None:
+        return NO_VNET_HDR, b"", 0
+    head, start, off = part
     hdr_len = 0
     if gso_type:
         if frame[23] == 6:
             hdr_len = start + ((frame[start + 12] >> 4) * 4)
         else:
             hdr_len = start + 8
+    return (VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
+                          gso_size if gso_type else 0, start, off), head, len(head))
+
+
+def tx_hdr_ready(frame: bytes | bytearray, gso_type: int, gso_size: int) -> bytes | None:
+    """The NEEDS_CSUM virtio_net_hdr for a TCP/UDP frame whose checksum field already holds the
+    pseudo-header sum of its final header (the engine NATs CHECKSUM_PARTIAL packets in that form, as
+    `inet_proto_csum_replace4(..., pseudohdr=true)` does): nothing of the frame is read past its
+    headers, nor copied. None when it is not an unfragmented IPv4 TCP/UDP frame (then `tx_parts`)."""
+    loc = l4_csum_location(frame)
+    if loc is None:
+        return None
+    start, off, proto = loc
+    hdr_len = 0
+    if gso_type:
+        hdr_len = start + ((frame[start + 12] >> 4) * 4) if proto == 6 else start + 8
     return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
                          gso_size if gso_type else 0, start, off)
+
+
+def build_vnet_hdr(frame: bytearray, gso_type: int, gso_size: int, partial: bool) -> bytes:
+    """The virtio_net_hdr to send `frame` with (possibly rewriting its checksum field to partial form).
+    A GSO frame is always sent with NEEDS_CSUM (the kernel requires it for TCPV4)."""
+    hdr, head, split = tx_parts(frame, gso_type, gso_size, partial)
+    if split:
+        frame[split - 2:split] = head[-2:]
+    return hdr
 
 
 def parse_vnet_rx(hdr: bytes | memoryview, frame: bytes, complete: bool = True) -> RxFrame:
     """Apply a received virtio_net_hdr to `frame`: finish a partial checksum when `complete` (see
     `complete_partial_csum`). Returns the `RxFrame`."""
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(hdr)
-    partial = bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
-    if partial and not complete:
+    return vnet_rx(frame, flags, gso_type, gso_size, csum_start, csum_offset, complete)
+
+
+def vnet_rx(frame: bytes, flags: int, gso_type: int, gso_size: int, csum_start: int, csum_offset: int,
+            complete: bool) -> RxFrame:
+    """`parse_vnet_rx` on the header's fields, already unpacked."""
+    if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, False
+    if not complete:
         # Left partial only where the transmit side can restore it: the IPv4 TCP/UDP checksum itself
         # (a tunnel's inner checksum, say, is finished here instead).
         loc = l4_csum_location(frame)
-        complete = loc is None or loc[0] != csum_start or loc[1] != csum_offset
-    if partial and complete:
-        buf = bytearray(frame)
-        if complete_partial_csum(buf, csum_start, csum_offset):
-            frame = bytes(buf)
-            partial = False
-    return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, partial
+        if loc is not None and loc[0] == csum_start and loc[1] == csum_offset:
+            return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, True
+    buf = bytearray(frame)
+    if complete_partial_csum(buf, csum_start, csum_offset):
+        return bytes(buf), gso_type & ~GSO_ECN, gso_size if gso_type else 0, False
+    return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, True
 
 
 def _complete_notready(frame: bytearray) -> bool:
@@ -254,12 +312,13 @@ class PacketSocket:
         self.vnet_hdr = vnet_hdr
         self.ring = ring
         self.stats = {"rx": 0, "tx": 0, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "tx_error": 0,
-                      "rx_losing": 0, "rx_csum_completed": 0}
+                      "rx_losing": 0, "rx_csum_completed": 0, "rx_ring_resync": 0, "rx_ring_reset": 0}
         self._ignore_outgoing = False
         self._mm: mmap.mmap | None = None
         self._slot = 0
         self._slots = 0
         self._slot_size = 0
+        self._empty_reads = 0  # consecutive ring reads that found the next slot not ready
         try:
             self.ifindex = socket.if_nametoindex(ifname)
         except OSError:
@@ -292,13 +351,9 @@ class PacketSocket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         if self.ring:
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            slot = RING_SLOT_GSO if self.vnet_hdr else RING_SLOT_SMALL
-            req = struct.pack("=IIII", slot, ring_frames, slot, ring_frames)  # one frame per block
-            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-            self._mm = mmap.mmap(sock.fileno(), slot * ring_frames, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
             self._slots = ring_frames
-            self._slot_size = slot
+            self._slot_size = RING_SLOT_GSO if self.vnet_hdr else RING_SLOT_SMALL
+            self._map_ring()
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         if promisc:
@@ -306,6 +361,34 @@ class PacketSocket:
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         sock.bind((self.ifname, ETH_P_ALL))
         sock.setblocking(False)
+
+    def _map_ring(self) -> None:
+        slot, n = self._slot_size, self._slots
+        self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack("=IIII", slot, n, slot, n))  # a frame per block
+        self._mm = mmap.mmap(self.sock.fileno(), slot * n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._slot = 0
+
+    def _unstick_ring(self) -> None:
+        """The socket keeps polling readable but the next slot never becomes ready. Either the kernel
+        left a hole (it moved past a slot it never handed over), then reading goes on at the next slot
+        it did hand over; or no slot is ready at all although frames keep arriving (tpacket_rcv keeps
+        dropping them), then the ring is replaced by a new one. The frames in flight are lost, as the
+        kernel had already lost them."""
+        mm = self._mm
+        assert mm is not None
+        self._empty_reads = 0
+        slots, size = self._slots, self._slot_size
+        for i in range(1, slots):
+            j = (self._slot + i) % slots
+            if mm[j * size + TP_STATUS_BYTE] & TP_STATUS_USER:
+                self.stats["rx_ring_resync"] += 1
+                self._slot = j
+                return
+        self.stats["rx_ring_reset"] += 1
+        mm.close()
+        self._mm = None
+        self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(16))  # tear the ring down
+        self._map_ring()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -360,35 +443,62 @@ class PacketSocket:
         return out
 
     def _recv_ring(self, max_frames: int) -> list[RxFrame]:
+        """Up to `max_frames` slots of the ring, in order; each slot goes back to the kernel at once."""
         mm = self._mm
         assert mm is not None
         out: list[RxFrame] = []
-        slot_size, slots = self._slot_size, self._slots
-        unpack = TPACKET2_HDR.unpack_from
+        append = out.append
+        slot_size, slots, slot = self._slot_size, self._slots, self._slot
+        start_slot = slot
+        unpack = TPACKET2_HEAD.unpack_from
+        vunpack = VNET_HDR.unpack_from
+        release = TP_STATUS.pack_into
         vnet = self.vnet_hdr
         complete = self.complete_csum
+        check_outgoing = not self._ignore_outgoing
+        stats = self.stats
+        n_partial = n_gso = 0
         for _ in range(max_frames):
-            base = self._slot * slot_size
-            status, tp_len, snaplen, mac, _net, _s, _ns, _vt, _vp = unpack(mm, base)
-            if not status & TP_STATUS_USER:
+            base = slot * slot_size
+            if not mm[base + TP_STATUS_BYTE] & TP_STATUS_USER:
                 break
+            status, tp_len, snaplen, mac = unpack(mm, base)
             if status & TP_STATUS_LOSING:
-                self.stats["rx_losing"] += 1
+                stats["rx_losing"] += 1
             if snaplen < tp_len:
-                self.stats["rx_truncated"] += 1
-            elif self._ignore_outgoing or mm[base + 32 + 10] != PACKET_OUTGOING:
-                frame = mm[base + mac:base + mac + snaplen]
+                stats["rx_truncated"] += 1
+            elif not check_outgoing or mm[base + SLL_PKTTYPE] != PACKET_OUTGOING:
+                start = base + mac
+                frame = mm[start:start + snaplen]
                 if vnet:
-                    out.append(parse_vnet_rx(mm[base + mac - VNET_HDR_LEN:base + mac], frame, complete))
+                    flags, gso_type, _hl, gso_size, cstart, coff = vunpack(mm, start - VNET_HDR_LEN)
+                    if flags or gso_type:
+                        rx = vnet_rx(frame, flags, gso_type, gso_size, cstart, coff, complete)
+                        n_partial += rx[3]
+                        n_gso += rx[1] != 0
+                        append(rx)
+                    else:
+                        append((frame, 0, 0, False))
                 elif status & TP_STATUS_CSUMNOTREADY:
                     buf = bytearray(frame)
-                    self.stats["rx_csum_completed"] += _complete_notready(buf)
-                    out.append((bytes(buf), 0, 0, False))
+                    stats["rx_csum_completed"] += _complete_notready(buf)
+                    append((bytes(buf), 0, 0, False))
                 else:
-                    out.append((frame, 0, 0, False))
-            struct.pack_into("=I", mm, base, TP_STATUS_KERNEL)
-            self._slot = (self._slot + 1) % slots
-        self._count(out)
+                    append((frame, 0, 0, False))
+            release(mm, base, TP_STATUS_KERNEL)
+            slot += 1
+            if slot == slots:
+                slot = 0
+        self._slot = slot
+        if slot == start_slot and not out and max_frames:  # nothing was ready although poll said so
+            self._empty_reads += 1
+            if self._empty_reads >= RING_STALL_READS:
+                self._unstick_ring()
+            return out
+        self._empty_reads = 0
+        stats["rx"] += len(out)
+        stats["rx_partial"] += n_partial
+        stats["rx_gso"] += n_gso
         return out
 
     def _count(self, out: list[RxFrame]) -> None:
@@ -408,22 +518,29 @@ class PacketSocket:
 
     # --- transmit ----------------------------------------------------------------------------------
 
-    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> bool:
+    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
+             csum_ready: bool = False) -> bool:
         """Transmit one frame. With vnet headers, a frame from a partial-checksum or GSO packet is handed
-        back to the kernel in partial form. Returns False (counted) when the kernel refused it."""
+        back to the kernel in partial form: `csum_ready` says its checksum field already holds the
+        pseudo-header sum of its final header (see `tx_hdr_ready`), else only its headers are rewritten
+        (see `tx_parts`); the payload is never copied. Returns False (counted) when the kernel refused it."""
         try:
             if self.vnet_hdr:
                 if partial or gso_type:
-                    buf = bytearray(frame)
-                    self.sock.sendmsg((build_vnet_hdr(buf, gso_type, gso_size, partial), buf))
+                    hdr = tx_hdr_ready(frame, gso_type, gso_size) if csum_ready else None
+                    if hdr is not None:
+                        self.sock.sendmsg((hdr, frame))
+                    else:
+                        hdr, head, split = tx_parts(frame, gso_type, gso_size, partial)
+                        if split:
+                            self.sock.sendmsg((hdr, head, memoryview(frame)[split:]))
+                        else:
+                            self.sock.sendmsg((hdr, frame))
                 else:
                     self.sock.sendmsg((NO_VNET_HDR, frame))
             else:
                 self.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            self.stats["tx_error"] += 1
-            return False
-        except OSError:
+        except OSError:  # full socket buffer (EAGAIN), EMSGSIZE, ENETDOWN...: the frame is dropped
             self.stats["tx_error"] += 1
             return False
         self.stats["tx"] += 1

@@ -23,8 +23,9 @@ from natbox.adapters.packet_socket import (
     PLAIN_BUF,
     VNET_HDR_LEN,
     RxFrame,
-    build_vnet_hdr,
     parse_vnet_rx,
+    tx_hdr_ready,
+    tx_parts,
 )
 
 __all__ = ["TapDevice", "TapError"]
@@ -128,12 +129,18 @@ class TapDevice:
         self.stats["rx"] += len(out)
         return out
 
-    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> bool:
+    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
+             csum_ready: bool = False) -> bool:
+        """As `PacketSocket.send`."""
         try:
             if self.vnet_hdr:
                 if partial or gso_type:
-                    buf = bytearray(frame)
-                    os.writev(self.fd, (build_vnet_hdr(buf, gso_type, gso_size, partial), buf))
+                    ready = tx_hdr_ready(frame, gso_type, gso_size) if csum_ready else None
+                    if ready is not None:
+                        os.writev(self.fd, (ready, frame))
+                    else:
+                        hdr, head, split = tx_parts(frame, gso_type, gso_size, partial)  # headers only: no copy
+                        os.writev(self.fd, (hdr, head, memoryview(frame)[split:]) if split else (hdr, frame))
                 else:
                     os.writev(self.fd, (NO_VNET_HDR, frame))
             else:

@@ -214,6 +214,9 @@ def _tap_mac(name: str) -> bytes:
 
 
 
+# seconds between engine.expire() calls: neighbour timers (ARP retransmits every second) run at most this
+# late; conntrack gc and fragment expiry need far less
+NEIGH_TIMER_INTERVAL = 0.25
 EVENT_SUBSCRIBERS_MAX = 16  # concurrent `conntrack -E` listeners on the control socket
 
 
@@ -356,6 +359,10 @@ class ControlSocket:
             addrs = ", ".join(str(a) for a in iface.addresses) or "no address"
             mac = ":".join(f"{b:02x}" for b in iface.mac)
             lines.append(f"  {iface.name:<10} {'up' if iface.up else 'DOWN':<5} {mac}  {addrs}")
+        from natbox.engine.neigh import format_ip_neigh
+
+        neigh = format_ip_neigh(engine.neighs.show())
+        lines.append(f"neighbours: {len(neigh)}" + "".join(f"\n  {line}" for line in neigh))
         lines.append(f"loop: {self.loop.report()}")
         drops = ", ".join(f"{k} {v}" for k, v in sorted(engine.stats.items())) or "none"
         lines.append(f"engine counters: {drops}")
@@ -530,7 +537,7 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def _run_gateway(cfg: GatewayConfig) -> int:
-    from natbox.adapters.loop import EventLoop, NeighResolver, Port
+    from natbox.adapters.loop import EventLoop, Port
     from natbox.adapters.packet_socket import (
         PacketSocket,
         PacketSocketError,
@@ -629,18 +636,15 @@ def _run_gateway(cfg: GatewayConfig) -> int:
             p.close()
         _err(str(exc))
         return 1
-    if cfg.vnet_hdr:
-        # GSO super-packets (up to 64 KiB) pass the engine's MTU checks as the kernel's
-        # skb_gso_validate_network_len() lets them; the loop enforces the device MTU on the rest.
-        for name in ports:
-            host.interfaces[name].mtu = 65535
+    for name in ports:
+        # the engine checks packets against the device's MTU; GSO super-packets (vnet headers) pass when
+        # their segments fit (skb_gso_validate_network_len), else it segments or answers frag-needed
+        host.interfaces[name].mtu = mtus[name]
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     engine = Engine(host, ruleset=ruleset, seed=seed)
     engine.listeners = set(hf.listen)
-    resolver = NeighResolver(engine.neigh, {
-        name: (host.interfaces[name].mac, [(a.addr, a.prefixlen) for a in host.interfaces[name].addresses])
-        for name in ports})
-    loop = EventLoop(engine, ports, mtus=mtus, resolver=resolver, partial_skips_checksum=not complete)
+    engine.resolve_neighbours = True  # ARP as the kernel does it: held packets, ICMP host unreachable on failure
+    loop = EventLoop(engine, ports, mtus=mtus, expire_interval=NEIGH_TIMER_INTERVAL)
     loop.warn = _err
     control = None
     if cfg.control is not None:
