@@ -335,7 +335,8 @@ class FlowCache:
         data = b"".join((dst_mac, flow.l2, frame[14:22],
                          bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
                          frame[38:cpos], bytes((check >> 8, check & 0xFF)),
-                         memoryview(frame)[cpos + 2:end]))  # a view: a 64 KiB GSO payload is copied once
+                         frame[cpos + 2:end] if end < 1024 else memoryview(frame)[cpos + 2:end]))  # a view: a
+        # 64 KiB GSO payload is copied once (for a small one, slicing is cheaper than making the view)
         if whole:
             return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])
         return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, partial)], [], [], [], [])

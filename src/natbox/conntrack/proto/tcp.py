@@ -776,10 +776,9 @@ def tcp_packet_established(
     timeout = timeouts[_ES]
     if tcp.retrans >= cfg.tcp_max_retrans and timeout > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    elif ((tcp.seen[0].flags | tcp.seen[1].flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
-          and timeout > timeouts[TCP_CONNTRACK_UNACK]):
+    elif (sflags | receiver.flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and timeout > timeouts[TCP_CONNTRACK_UNACK]:
         timeout = timeouts[TCP_CONNTRACK_UNACK]
-    elif tcp.last_win == 0 and timeout > timeouts[TCP_CONNTRACK_RETRANS]:
+    elif win_raw == 0 and timeout > timeouts[TCP_CONNTRACK_RETRANS]:  # tcp.last_win is win_raw now
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
     conn.timeout = now + timeout  # nf_ct_refresh_acct (the caller excluded FIXED_TIMEOUT)
     if cfg.acct:
