@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from natbox.adapters.loop import EventLoop
@@ -144,6 +145,32 @@ def test_expire_timer_and_stop() -> None:
     loop.run(duration=5)
     t.join()
     assert len(eng.expired) >= 2
+    loop.close()
+
+
+class WithTimers(Swap):
+    """An engine whose neighbour timers fall due 0.1 s after each run (the loop must wake for them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.due = time.monotonic() + 0.1
+        self.neighbour_runs: list[float] = []
+
+    def next_deadline(self) -> float | None:
+        return self.due
+
+    def expire_neighbours(self, now: float) -> Out:
+        self.neighbour_runs.append(now)
+        self.due = now + 0.1
+        return Out()
+
+
+def test_neighbour_timers_run_when_due_between_expiries() -> None:
+    eng = WithTimers()
+    loop = EventLoop(eng, {"a": FakePort("a")}, expire_interval=10.0)
+    loop.run(duration=0.55)
+    assert len(eng.expired) == 0  # no conntrack gc in half a second
+    assert 3 <= len(eng.neighbour_runs) <= 6  # but the neighbour timers every 0.1 s
     loop.close()
 
 

@@ -149,12 +149,19 @@ class EventLoop:
         start = clock()
         next_expire = start + self.expire_interval
         select = self._sel.select
+        # an engine with its own precise timers (natbox's neighbour timers: ARP retransmits every second)
+        # says when they are due; they run alone then, without conntrack gc
+        deadline = getattr(self.engine, "next_deadline", None)
+        expire_neighbours = getattr(self.engine, "expire_neighbours", None)
         try:
             while not self._stopping:
                 now = clock()
                 if duration is not None and now - start >= duration:
                     break
                 timeout = min(max(next_expire - now, 0.0), SELECT_TIMEOUT_MAX)
+                due = deadline() if deadline is not None else None
+                if due is not None:
+                    timeout = min(timeout, max(due - now, 0.0))
                 events = select(timeout)
                 for key, _mask in events:
                     name = key.data
@@ -174,6 +181,8 @@ class EventLoop:
                 if now >= next_expire:
                     self._emit(self.engine.expire(now), 0, 0, False)
                     next_expire = now + self.expire_interval
+                elif due is not None and now >= due and expire_neighbours is not None:
+                    self._emit(expire_neighbours(now), 0, 0, False)
         finally:
             self._restore_signals()
 

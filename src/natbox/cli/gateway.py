@@ -214,9 +214,6 @@ def _tap_mac(name: str) -> bytes:
 
 
 
-# seconds between engine.expire() calls: neighbour timers (ARP retransmits every second) run at most this
-# late; conntrack gc and fragment expiry need far less
-NEIGH_TIMER_INTERVAL = 0.25
 EVENT_SUBSCRIBERS_MAX = 16  # concurrent `conntrack -E` listeners on the control socket
 
 
@@ -644,7 +641,7 @@ def _run_gateway(cfg: GatewayConfig) -> int:
     engine = Engine(host, ruleset=ruleset, seed=seed)
     engine.listeners = set(hf.listen)
     engine.resolve_neighbours = True  # ARP as the kernel does it: held packets, ICMP host unreachable on failure
-    loop = EventLoop(engine, ports, mtus=mtus, expire_interval=NEIGH_TIMER_INTERVAL)
+    loop = EventLoop(engine, ports, mtus=mtus)  # it runs the engine's neighbour timers when they are due
     loop.warn = _err
     control = None
     if cfg.control is not None:

@@ -888,6 +888,14 @@ class Engine:
             self._record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate")
         self._skb = None
 
+    def expire_neighbours(self, now: float) -> Output:
+        """Run the neighbour timers alone (they are precise to the second; `expire` runs them too)."""
+        out = self._begin(now)
+        if self.resolve_neighbours:
+            self._neigh_timers(now)
+        self._flush_local(now)
+        return self._finish(out)
+
     def next_deadline(self) -> float | None:
         """When `expire` next has neighbour work to do (None: nothing pending); conntrack and fragment
         timers are coarse and need no more than a call every second."""
