@@ -1,4 +1,4 @@
-"""Compiled flows: the engine's fast path for packets of established TCP and UDP connections.
+"""Compiled flows: the engine's fast path for packets of established TCP, UDP and ICMP echo flows.
 
 Most packets a NAT gateway forwards belong to established connections, and for those the kernel's path
 (ip_rcv → PREROUTING: conntrack, nat → routing → ip_forward → FORWARD → POSTROUTING: nat, confirm →
@@ -6,10 +6,11 @@ neighbour output) takes the same decisions every time except for a few per-packe
 records its decisions for such a flow; this module turns them into a `CompiledFlow`: the route, the
 output header, the bytes NAT writes (both manips at once) and the checksum changes NAT and the TTL
 decrement make, precomputed. A packet of the flow then costs one dict lookup, the per-packet checks and
-one copy with a few byte patches.
+one join of byte strings. (ICMP echo flows are keyed by addresses, type, code and id, and NAT rewrites
+the id; the ICMP checksum covers no pseudo-header.)
 
 Exactness is the contract: the result (frame out, conntrack state, counters) is byte for byte what the
-slow path produces, which `tests/engine/test_fast_path.py` checks by running traffic through engines
+slow path produces, which `tests/engine/test_compiled_flows.py` checks by running traffic through engines
 with and without it. Everything that can differ from packet to packet is checked on each packet, in
 the kernel's order, and anything unusual returns None *before* changing anything, so the slow path
 handles the packet from the start:
