@@ -1,38 +1,22 @@
-"""`-m connmark --mark value[/mask]` rev 1 (libxt_connmark.c, xt_connmark.c `connmark_mt`)."""
+"""`-m connmark --mark value[/mask]` rev 1 (libxt_connmark.c, xt_connmark.c `connmark_mt`).
+
+The option, its parsing, checks and save form are `-m mark`'s; only the listing and what is compared
+(the ct's mark, no match without a ct) differ.
+"""
 
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.matches.mark import parse_mark_mask, print_mark_mask
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.matches.mark import Mark, print_mark_mask
+from natbox.rules.model import MatchFn, register_match
 from natbox.skb import Skb
 
 __all__ = ["Connmark"]
 
 
 @register_match
-class Connmark(Match):
+class Connmark(Mark):
     name = "connmark"
-    revision = 1
-    options = (Opt("mark", 1, True),)
-
-    def __init__(self) -> None:
-        self.mark: int | None = None
-        self.mask = 0xFFFFFFFF
-        self.invert = False
-
-    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
-        if opt != "mark":
-            super().parse(opt, arg, inverted, rule)
-        self.mark, self.mask = parse_mark_mask(arg or "", "connmark", "mark")
-        self.invert = inverted
-
-    def final_check(self, rule: Rule) -> None:
-        if self.mark is None:
-            raise RulesError('connmark: option "--mark" must be specified\n')
-
-    def save(self) -> str:
-        return (" !" if self.invert else "") + " --mark" + print_mark_mask(self.mark or 0, self.mask)
 
     def print_list(self, numeric: bool) -> str:
         return " connmark match " + ("!" if self.invert else "") + print_mark_mask(self.mark or 0, self.mask)
@@ -47,3 +31,7 @@ class Connmark(Match):
             return ((ct.mark & mask) == mark) != inv
 
         return connmark_mt
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        ct = skb.ct
+        return "no match (no conntrack entry)" if ct is None or skb.untracked else f"no match (ctmark 0x{ct.mark:x})"

@@ -29,6 +29,8 @@ def print_mark_mask(mark: int, mask: int) -> str:
 
 @register_match
 class Mark(Match):
+    """Also the base of `-m connmark`, which has the same option and differs in what it reads."""
+
     name = "mark"
     revision = 1
     options = (Opt("mark", 1, True),)
@@ -41,12 +43,12 @@ class Mark(Match):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt != "mark":
             super().parse(opt, arg, inverted, rule)
-        self.mark, self.mask = parse_mark_mask(arg or "", "mark", "mark")
+        self.mark, self.mask = parse_mark_mask(arg or "", self.name, "mark")
         self.invert = inverted
 
     def final_check(self, rule: Rule) -> None:
         if self.mark is None:
-            raise RulesError('mark: option "--mark" must be specified\n')
+            raise RulesError(f'{self.name}: option "--mark" must be specified\n')
 
     def save(self) -> str:
         return (" !" if self.invert else "") + " --mark" + print_mark_mask(self.mark or 0, self.mask)
