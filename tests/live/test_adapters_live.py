@@ -168,6 +168,9 @@ def test_packet_socket_bounded_read(veth_ns: str) -> None:
 class _Em:
     iface: str
     frame: bytes
+    gso_type: int = 0
+    gso_size: int = 0
+    partial: bool = False
 
 
 @dataclass
@@ -176,8 +179,12 @@ class _Out:
 
 
 class _Bridge:
-    def receive(self, frame: bytes, iface: str, now: float) -> _Out:
-        return _Out([_Em("p1" if iface == "p0" else "p0", frame)])
+    """Each frame out of the other port as it came: a GSO packet whole, a partial checksum as it is (no
+    header changed, so its pseudo-header sum is still right)."""
+
+    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> _Out:
+        return _Out([_Em("p1" if iface == "p0" else "p0", frame, gso_type, gso_size, partial)])
 
     def expire(self, now: float) -> _Out:
         return _Out()

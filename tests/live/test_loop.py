@@ -58,8 +58,13 @@ class FakePort:
 
 @dataclass
 class Em:
+    """An Emitted (natbox.engine.output): the frame and how it leaves."""
+
     iface: str
     frame: bytes
+    gso_type: int = 0
+    gso_size: int = 0
+    partial: bool = False
 
 
 @dataclass
@@ -76,12 +81,15 @@ class Swap:
         self.seen: list[tuple[str, float]] = []
         self.next: list[Em] | None = None
 
-    def receive(self, frame: bytes, iface: str, now: float) -> Out:
+    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> Out:
+        """A GSO packet leaves whole, its checksum as partial as it came (what the engine does when its
+        segments fit)."""
         self.seen.append((iface, now))
         if self.next is not None:
             out, self.next = self.next, None
             return Out(out)
-        return Out([Em("b" if iface == "a" else "a", frame)])
+        return Out([Em("b" if iface == "a" else "a", frame, gso_type, gso_size, partial)])
 
     def expire(self, now: float) -> Out:
         self.expired.append(now)
@@ -187,17 +195,6 @@ def test_oversize_frame_without_gso_is_reported_once() -> None:
     loop.close()
 
 
-@dataclass
-class EmMeta:
-    """An Emitted with its own offload metadata (natbox.engine.output.Emitted)."""
-
-    iface: str
-    frame: bytes
-    gso_type: int
-    gso_size: int
-    partial: bool
-
-
 class WithOffloads(Swap):
     """An engine taking the packet's offload metadata and emitting its own per frame."""
 
@@ -209,7 +206,7 @@ class WithOffloads(Swap):
                 partial: bool = False) -> Out:
         self.got.append((gso_type, gso_size, partial))
         # a GSO packet leaves as ordinary frames here, one of them partial (as after software segmentation)
-        return Out([EmMeta("b", frame[:1000], 0, 0, True), EmMeta("b", frame[:1000], 0, 0, False)])  # type: ignore[list-item]
+        return Out([Em("b", frame[:1000], 0, 0, True), Em("b", frame[:1000], 0, 0, False)])
 
 
 def test_engine_offload_metadata_is_passed_and_emitted_own_is_used() -> None:
@@ -226,7 +223,8 @@ def test_engine_offload_metadata_is_passed_and_emitted_own_is_used() -> None:
 
 
 class _Broken(Swap):
-    def receive(self, frame: bytes, iface: str, now: float) -> Out:
+    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> Out:
         raise ValueError("engine bug")
 
 

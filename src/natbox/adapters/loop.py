@@ -56,11 +56,23 @@ class Port(Protocol):
 
 
 class EmittedLike(Protocol):
+    """What the loop reads of `natbox.engine.output.Emitted`: where a frame goes and how it leaves (GSO
+    metadata, and whether its checksum is partial: then the field holds the final pseudo-header sum)."""
+
     @property
     def iface(self) -> str: ...
 
     @property
     def frame(self) -> bytes: ...
+
+    @property
+    def gso_type(self) -> int: ...
+
+    @property
+    def gso_size(self) -> int: ...
+
+    @property
+    def partial(self) -> bool: ...
 
 
 class OutputLike(Protocol):
@@ -69,7 +81,8 @@ class OutputLike(Protocol):
 
 
 class EngineLike(Protocol):
-    def receive(self, frame: bytes, iface: str, now: float) -> OutputLike: ...
+    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+                partial: bool = False) -> OutputLike: ...
 
     def expire(self, now: float) -> OutputLike: ...
 
@@ -82,10 +95,6 @@ class EventLoop:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.warn: Callable[[str], None] = lambda text: None  # one-line diagnostics (the gateway: stderr)
-        # natbox's engine takes each packet's offload metadata (gso_type, gso_size, partial: it skips the
-        # L4 checksum check of a CHECKSUM_PARTIAL packet as nf_ip_checksum does); a simpler engine (tests)
-        # gets the frame alone
-        self._engine_offloads = _takes_offloads(engine)
         self.ports = ports
         self.mtus = {name: (mtus or {}).get(name, 1500) for name in ports}
         self._rx_limit = {name: self.mtus[name] + ETH_HLEN + 4 for name in ports}  # + an 802.1Q tag
@@ -179,10 +188,10 @@ class EventLoop:
                         self.on_hangup()
                 now = clock()
                 if now >= next_expire:
-                    self._emit(self.engine.expire(now), 0, 0, False)
+                    self._emit(self.engine.expire(now))
                     next_expire = now + self.expire_interval
                 elif due is not None and now >= due and expire_neighbours is not None:
-                    self._emit(expire_neighbours(now), 0, 0, False)
+                    self._emit(expire_neighbours(now))
         finally:
             self._restore_signals()
 
@@ -219,13 +228,10 @@ class EventLoop:
                 self._oversize(name, len(f[0]))
         emit = self._emit
         try:
-            if self._engine_offloads:
-                for frame, gso_type, gso_size, partial in frames:
-                    emit(receive(frame, name, clock(), gso_type=gso_type, gso_size=gso_size,  # type: ignore[call-arg]
-                                 partial=partial), gso_type, gso_size, partial)
-            else:
-                for frame, gso_type, gso_size, partial in frames:
-                    emit(receive(frame, name, clock()), gso_type, gso_size, partial)
+            # the engine takes each packet's offload metadata (it skips the L4 checksum check of a
+            # CHECKSUM_PARTIAL packet as nf_ip_checksum does) and says how each frame it emits leaves
+            for frame, gso_type, gso_size, partial in frames:
+                emit(receive(frame, name, clock(), gso_type=gso_type, gso_size=gso_size, partial=partial))
         except Exception as exc:  # an engine bug must not stop the gateway: count it, report the first
             stats["engine_error"] += 1
             if stats["engine_error"] == 1:
@@ -242,11 +248,9 @@ class EventLoop:
             self.warn(f"warning: {name}: a {size}-byte frame without GSO information (mtu {self.mtus[name]}): "
                       "the peer uses TSO/GSO/GRO; use vnet headers or turn those offloads off on the peer")
 
-    def _emit(self, out: OutputLike, gso_type: int, gso_size: int, partial: bool) -> None:
-        """Send what the engine emitted. An `Emitted` that carries its own offload metadata (gso_type,
-        gso_size, partial: natbox.engine.output) is sent with it, its partial checksum field taken as
-        the engine left it (already the final header's pseudo-header sum); otherwise with the input
-        packet's metadata, the adapter rewriting the field. (`_send`, inlined: this is per packet.)"""
+    def _emit(self, out: OutputLike) -> None:
+        """Send what the engine emitted, each frame with its own offload metadata, its partial checksum
+        field taken as the engine left it (already the final header's pseudo-header sum)."""
         tx = self._tx
         mtus = self.mtus
         stats = self.stats
@@ -254,21 +258,20 @@ class EventLoop:
         for e in out.emitted:
             frame = e.frame
             iface = e.iface
-            own = getattr(e, "partial", None)
-            if own is not None:
-                gso_type, gso_size, partial = e.gso_type, e.gso_size, own  # type: ignore[attr-defined]
             send = tx.get(iface)
             if send is None:
                 stats["tx_no_port"] += 1
                 continue
             mtu = mtus[iface]
             if len(frame) - ETH_HLEN > mtu:
+                gso_size = e.gso_size
                 if not gso_size:
                     stats["tx_oversize"] += 1  # no GSO info: the kernel would refuse it (EMSGSIZE)
                     continue
-                ok = send(frame, gso_type, _segment_size(frame, gso_type, gso_size, mtu), partial, own is not None)
+                gso_type = e.gso_type
+                ok = send(frame, gso_type, _segment_size(frame, gso_type, gso_size, mtu), e.partial, True)
             else:
-                ok = send(frame, 0, 0, partial, own is not None)
+                ok = send(frame, 0, 0, e.partial, True)
             if ok:
                 sent += 1
             else:
@@ -291,17 +294,6 @@ class EventLoop:
             if isinstance(pstats, dict):
                 parts.append(f"{name}:" + ",".join(f"{k}={v}" for k, v in sorted(pstats.items()) if v))
         return " ".join(parts)
-
-
-def _takes_offloads(engine: object) -> bool:
-    """Whether `engine.receive` accepts the keyword arguments gso_type, gso_size and partial."""
-    import inspect
-
-    try:
-        params = inspect.signature(engine.receive).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return all(k in params for k in ("gso_type", "gso_size", "partial"))
 
 
 def _segment_size(frame: bytes, gso_type: int, gso_size: int, mtu: int) -> int:

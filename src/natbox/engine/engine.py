@@ -91,6 +91,15 @@ REJECT_CODES: dict[str, tuple[int, int]] = {
 _Held = tuple[Skb, bytes, int, int, bool]
 
 
+def _piece_of(skb: Skb, data: bytearray) -> Skb:
+    """An skb for one piece of `skb` (a GSO segment, a queued fragment): the piece's bytes with the
+    original's ct and route, as skb_segment and the fragment code copy them, so an ICMP error about the
+    piece is attributed and NAT-translated like one about the whole."""
+    piece = Skb(data, iif=skb.iif, pkt_id=skb.pkt_id)
+    piece.ct, piece.ctinfo, piece.oif, piece.nexthop = skb.ct, skb.ctinfo, skb.oif, skb.nexthop
+    return piece
+
+
 class _Drop(Exception):
     """Raised inside the engine to abandon a packet; never escapes `receive`."""
 
@@ -817,9 +826,7 @@ class Engine:
         for seg in segs:
             pieces, icmp_mtu = ipv4.ip_output_fragments(seg, mtu)
             if not pieces:
-                nskb = Skb(seg, iif=skb.iif, pkt_id=skb.pkt_id)  # a segment keeps the skb's ct and route
-                nskb.ct, nskb.ctinfo, nskb.oif, nskb.nexthop = skb.ct, skb.ctinfo, skb.oif, skb.nexthop
-                self._icmp_send(nskb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
+                self._icmp_send(_piece_of(skb, seg), ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
                 self.stats[str(DropReason.FRAG_NEEDED)] += 1
                 continue
             for piece in pieces:
@@ -881,8 +888,7 @@ class Engine:
                     req, dev.mac, arp_solicit_saddr(req, dev, self.fib)), 0, 0))
         for held in failed:
             skb, datagram = held[0], held[1]
-            nskb = Skb(bytearray(datagram), iif=skb.iif, pkt_id=skb.pkt_id)  # this piece, with the skb's ct
-            nskb.ct, nskb.ctinfo, nskb.oif, nskb.nexthop = skb.ct, skb.ctinfo, skb.oif, skb.nexthop
+            nskb = _piece_of(skb, bytearray(datagram))
             self._skb = nskb
             self._icmp_send(nskb, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH)
             self._record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate")

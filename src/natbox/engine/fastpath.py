@@ -54,6 +54,7 @@ from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
 
 if TYPE_CHECKING:
     from natbox.engine.engine import Engine
+    from natbox.rules.evaluate import Ruleset
     from natbox.skb import Skb
 
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
@@ -131,9 +132,21 @@ class FlowCache:
         self._host = engine.host
         self._cfg = engine.cfg
         self._neigh = engine.neigh
+        self._allow: tuple[Ruleset, int, bool] | None = None  # (ruleset, its version, whether it allows)
 
     def clear(self) -> None:
         self.flows.clear()
+
+    def _rules_allow(self, rules: Ruleset) -> bool:
+        """Whether the ruleset lets flows be compiled (only conntrack and nat at a forwarded packet's
+        hooks), remembered per ruleset version: the second tier asks on each of its packets."""
+        allow = self._allow
+        if allow is not None and allow[0] is rules and allow[1] == rules.version:
+            return allow[2]
+        ok = (rules.needs_conntrack() and "nat" in rules.present
+              and all(rules.is_trivial(t, h) for t, h in _OTHER_TABLES))
+        self._allow = (rules, rules.version, ok)
+        return ok
 
     def compile(self, skb: Skb, key: FlowKey) -> None:
         """Compile the flow of `skb`, which the slow path has just forwarded as an ESTABLISHED packet.
@@ -150,8 +163,7 @@ class FlowCache:
                 and known.rules_version == engine.rules.version):
             return  # compiled already and current
         rules = engine.rules
-        if (not rules.needs_conntrack() or "nat" not in rules.present
-                or not all(rules.is_trivial(t, h) for t, h in _OTHER_TABLES)):
+        if not self._rules_allow(rules):
             return
         proto = key[2]
         direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
