@@ -8,6 +8,10 @@ wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
 * kernel: lan0/wan0 get the kernel addresses, ip_forward=1, `iptables -t nat -A POSTROUTING -s
   10.0.1.0/24 -o wan0 -j MASQUERADE` in the gw namespace.
 * natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic-gw.toml`.
+* bare: the floor, bench/bare_forwarder.py on the same interfaces: natbox's I/O (rings, vnet headers, one
+  sendmsg per frame) with Ethernet addresses rewritten and nothing else (no NAT: the server routes
+  10.0.1.0/24 back through the gateway, both peers get static neighbour entries for it). natbox/bare is
+  the engine's share of the cost; bare/kernel is what a Python AF_PACKET forwarder can reach at all here.
 
 Measured for each: iperf3 TCP with 1 and 4 streams (Gbit/s, receiver side), UDP 64-byte datagrams
 (packets/s received, sender unlimited), new TCP connections per second (a Python client connects and
@@ -185,12 +189,50 @@ def natbox_mode(lab: Lab) -> None:
         ns(lab, node, "ip", "neigh", "flush", "all")
 
 
+def _mac(lab: Lab, node: str, dev: str) -> str:
+    return ns(lab, node, "cat", f"/sys/class/net/{dev}/address", check=True).stdout.strip()
+
+
+def bare_mode(lab: Lab) -> tuple[str, str]:
+    """Static neighbour entries and the return route the bare forwarder needs (it answers no ARP and
+    does no NAT). Returns the client's and the server's MAC."""
+    ns(lab, "client", "ip", "neigh", "replace", "10.0.1.1", "lladdr", _mac(lab, "gw", "lan0"), "dev", "eth0",
+       check=True)
+    ns(lab, "server", "ip", "neigh", "replace", "198.51.100.1", "lladdr", _mac(lab, "gw", "wan0"), "dev",
+       "eth0", check=True)
+    ns(lab, "server", "ip", "route", "replace", "10.0.1.0/24", "via", "198.51.100.1", check=True)
+    return _mac(lab, "client", "eth0"), _mac(lab, "server", "eth0")
+
+
+def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | None) -> dict[str, float] | None:
+    """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder)."""
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *argv], stderr=subprocess.PIPE, text=True,
+                            env=env())
+    assert proc.stderr is not None
+    if ready is not None:
+        line = proc.stderr.readline()
+        if ready not in line:
+            print(f"live_bench: {name} did not start: {line}{proc.stderr.read()}", file=sys.stderr)
+            return None
+        print(line.strip(), flush=True)
+    else:
+        time.sleep(1.0)
+    try:
+        result = measure(lab, seconds)
+    finally:
+        proc.terminate()
+        print(proc.communicate(timeout=10)[1].strip(), flush=True)
+    print(f"{name}:", result, flush=True)
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--time", type=float, default=5.0, help="seconds per iperf3 run")
     ap.add_argument("--gateway-arg", action="append", default=[], help="extra natbox gateway argument")
     ap.add_argument("--patched-csum", action="store_true", help="gateway with an O(n) csum_partial")
-    ap.add_argument("--only", choices=("kernel", "natbox"), help="measure one side only")
+    ap.add_argument("--only", choices=("kernel", "natbox", "bare"), help="measure one side only")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("live_bench: needs root (network namespaces)", file=sys.stderr)
@@ -209,30 +251,31 @@ def main() -> int:
             natbox_mode(lab)
             host = str(EXAMPLES / "basic-gw.toml")
             prog = [sys.executable, "-c", PATCH] if args.patched_csum else [sys.executable, "-m", "natbox.cli.gateway"]
-            gw = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *prog, host, *args.gateway_arg],
-                                  stderr=subprocess.PIPE, text=True, env=env())
-            assert gw.stderr is not None
-            line = gw.stderr.readline()
-            if "ready:" not in line:
-                print(f"live_bench: gateway did not start: {line}{gw.stderr.read()}", file=sys.stderr)
+            res = run_side(lab, "natbox", [*prog, host, *args.gateway_arg], args.time, "ready:")
+            if res is None:
                 return 1
-            print(line.strip(), flush=True)
-            try:
-                results["natbox"] = measure(lab, args.time)
-            finally:
-                gw.terminate()
-                print(gw.communicate(timeout=10)[1].strip(), flush=True)
-            print("natbox:", results["natbox"], flush=True)
+            results["natbox"] = res
+        if args.only == "bare" or (args.only is None and not args.no_bare):
+            natbox_mode(lab)
+            client_mac, server_mac = bare_mode(lab)
+            res = run_side(lab, "bare", [sys.executable, str(ROOT / "bench" / "bare_forwarder.py"), "lan0", client_mac,
+                                         "wan0", server_mac, str(10 * args.time + 60)], args.time, None)
+            if res is not None:
+                results["bare"] = res
     finally:
         run(["ip", "netns", "list"], check=False)
         lab_down(lab)
-    print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'natbox/kernel':>16}")
+    print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'bare':>14}{'natbox/kernel':>16}{'bare/kernel':>14}"
+          f"{'natbox/bare':>14}")
     for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms"):
-        k = results.get("kernel", {}).get(key, float("nan"))
-        n = results.get("natbox", {}).get(key, float("nan"))
-        ratio = n / k if k else float("nan")
-        print(f"{key:<12}{k:>14.3f}{n:>14.3f}{ratio:>16.3f}")
+        k, n, b = (results.get(side, {}).get(key, float("nan")) for side in ("kernel", "natbox", "bare"))
+        print(f"{key:<12}{k:>14.3f}{n:>14.3f}{b:>14.3f}{_ratio(n, k):>16.3f}{_ratio(b, k):>14.3f}"
+              f"{_ratio(n, b):>14.3f}")
     return 0
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
 if __name__ == "__main__":
