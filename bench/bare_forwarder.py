@@ -5,7 +5,8 @@
 Frames read on one interface leave on the other with the Ethernet addresses rewritten (destination: the
 peer's MAC given on the command line; source: the out interface's own), nothing else: no conntrack, no
 NAT, no routing, no TTL. It reads and writes exactly as the gateway does (natbox.adapters.packet_socket:
-TPACKET_V2 rings, vnet headers, partial checksums left partial, one sendmsg per frame), so its rate is
+TPACKET_V2 rings, vnet headers, partial checksums left partial, long frames sent from the ring where
+they arrived, one sendmsg per frame), so its rate is
 what natbox's I/O layer can move on this machine, and natbox's rate divided by it is the engine's share.
 The peers need static neighbour entries and routes through it (live_bench sets them up). Stops after
 SECONDS or on SIGTERM; prints the number of frames forwarded to stderr.
@@ -29,8 +30,8 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     lan, lan_peer, wan, wan_peer, seconds = argv
-    ports = {lan: PacketSocket(lan, vnet_hdr=True, ring=True, complete_csum=False),
-             wan: PacketSocket(wan, vnet_hdr=True, ring=True, complete_csum=False)}
+    ports = {lan: PacketSocket(lan, vnet_hdr=True, ring=True, complete_csum=False, zero_copy=True),
+             wan: PacketSocket(wan, vnet_hdr=True, ring=True, complete_csum=False, zero_copy=True)}
     own = {name: bytes.fromhex(Path(f"/sys/class/net/{name}/address").read_text().strip().replace(":", ""))
            for name in ports}
     # for a frame read on X: (the port it leaves by, its new Ethernet addresses)
@@ -53,7 +54,10 @@ def main(argv: list[str]) -> int:
             out, macs = route[key.data]
             send = out.send
             for frame, gso_type, gso_size, partial in ports[key.data].recv_batch(64):
-                forwarded += send(b"".join((macs, memoryview(frame)[12:])), gso_type, gso_size, partial, True)
+                if type(frame) is memoryview:  # a long frame, still in the ring: only the addresses are new
+                    forwarded += send(macs, gso_type, gso_size, partial, True, frame[12:])
+                else:
+                    forwarded += send(b"".join((macs, frame[12:])), gso_type, gso_size, partial, True)
     print(f"bare forwarder: forwarded {forwarded}", file=sys.stderr)
     return 0
 

@@ -14,13 +14,18 @@ verification switched on and off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from natbox.adapters.packet_socket import tx_hdr_ready
 from natbox.conntrack.tuple import parse_addr
+from natbox.engine import fastpath
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
+from natbox.engine.output import Emitted, Output
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.wire import ethernet, ipv4, tcp, udp
@@ -122,8 +127,9 @@ event = st.one_of(
 class _Driver:
     """Sends the same traffic to an engine, tracking each flow's sequence numbers as real ends would."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, views: bool = False) -> None:
         self.engine = engine
+        self.views = views  # frames go in as memoryviews of a buffer reused for the next frame (the ring)
         self.now = 1.0
         self.seq = [list(f.seq) for f in FLOWS]
         self.out: list[object] = []
@@ -139,10 +145,12 @@ class _Driver:
         return flow.client[0], flow.client[1], flow.c_dst[0], flow.c_dst[1]
 
     def send(self, frame: bytes, iface: str, gso: int = 0, partial: bool = False) -> None:
-        res = self.engine.receive(frame, iface, self.now, gso_type=GSO_TCPV4 if gso else 0, gso_size=gso,
-                                  partial=partial)
-        self.out.extend((e.iface, e.frame, e.pkt_id, e.ct_id, e.gso_type, e.gso_size, e.partial)
-                        for e in res.emitted)
+        buf = bytearray(frame)
+        res = self.engine.receive(memoryview(buf) if self.views else frame, iface, self.now,
+                                  gso_type=GSO_TCPV4 if gso else 0, gso_size=gso, partial=partial)
+        self.out.extend((e.iface, e.frame + (b"" if e.tail is None else bytes(e.tail)), e.pkt_id, e.ct_id,
+                         e.gso_type, e.gso_size, e.partial) for e in res.emitted)
+        buf[:] = bytes(len(buf))  # the slot is reused: nothing may still read it
         self.out.extend((d.pkt_id, d.reason, d.where, d.detail, d.ct_id) for d in res.dropped)
         self.now += 0.0001
 
@@ -251,8 +259,9 @@ class _Driver:
         return [rows, dict(self.engine.stats), self.engine.table.stats.as_dict(), sorted(self.engine.neigh.items())]
 
 
-def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]]) -> tuple[list[object], list[object]]:
-    drv = _Driver(_engine(fast, acct, checksum))
+def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]],
+         views: bool = False) -> tuple[list[object], list[object]]:
+    drv = _Driver(_engine(fast, acct, checksum), views)
     drv.open()
     for ev in events:
         drv.apply(ev)
@@ -268,6 +277,48 @@ def test_random_traffic_is_identical_with_and_without_compiled_flows(
     fast = _run(True, acct, checksum, events)
     assert fast[0] == slow[0]
     assert fast[1] == slow[1]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(event, max_size=60), acct=st.booleans(), checksum=st.booleans())
+def test_frames_given_as_views_give_the_same_result(
+    events: list[tuple[str, object]], acct: bool, checksum: bool
+) -> None:
+    """The gateway hands long frames over as views of its receive ring and reuses the slot once the
+    output is sent: a compiled flow then returns the payload as `Emitted.tail`. With every frame a
+    view (VIEW_MIN 0) and each buffer zeroed right after its call, frame + tail and all state equal
+    the slow path's from bytes."""
+    slow = _run(False, acct, checksum, events)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fastpath, "VIEW_MIN", 0)
+        viewed = _run(True, acct, checksum, events, views=True)
+    assert viewed[0] == slow[0]
+    assert viewed[1] == slow[1]
+
+
+def test_views_leave_the_payload_in_place() -> None:
+    """A long frame of a compiled flow given as a view: only the headers are copied, the payload is
+    the very view (no copy), and the slow path copies what it keeps."""
+    drv = _Driver(_engine(True, False, True), views=False)
+    drv.open()
+    for _ in range(3):
+        drv.segment(0, False, "psh", 3000, 0, 0, 65535, "none", "none", "gso")
+        drv.segment(0, True, "ack", 0, 0, 0, 65535, "none", "none")
+    captured: list[Emitted] = []
+    real = drv.engine.receive
+
+    def receive(frame: bytes | bytearray | memoryview, iface: str, now: float, **kw: Any) -> Output:
+        out = real(frame, iface, now, **kw)
+        captured.extend(out.emitted)
+        return out
+
+    drv.engine.receive = receive  # type: ignore[method-assign]
+    drv.views = True
+    drv.segment(0, False, "psh", 3000, 0, 0, 65535, "none", "none", "gso")
+    (e,) = captured
+    assert e.tail is not None and len(e.tail) == 3000 and len(e.frame) == 54  # Ethernet, IP, TCP headers
+    assert tx_hdr_ready(e.frame, e.gso_type, e.gso_size) is not None  # the gateway sends them as they are
+    assert e.tail.obj is not None and not isinstance(e.tail.obj, bytes)  # a view of the caller's buffer
 
 
 def test_compiled_flows_carry_steady_traffic() -> None:

@@ -104,7 +104,7 @@ def test_packet_socket_roundtrip(veth_ns: str, ring: bool, vnet: bool) -> None:
         deadline = time.monotonic() + 3
         while len(got) < 5 and time.monotonic() < deadline:
             rx.wait(0.2)
-            got += [f for f, _gt, _gs, _p in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+            got += [bytes(f) for f, _gt, _gs, _p in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
         assert got == frames
         # our own transmissions are not read back (PACKET_IGNORE_OUTGOING / PACKET_OUTGOING skipped)
         time.sleep(0.1)
@@ -131,7 +131,7 @@ def test_ring_hole_is_skipped(veth_ns: str) -> None:
         rx._mm[rx._slot * rx._slot_size:rx._slot * rx._slot_size + 4] = bytes(4)  # the hole: slot 0 never handed over
         got: list[bytes] = []
         for _ in range(RING_STALL_READS + 1):
-            got += [f for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+            got += [bytes(f) for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
         assert got in (frames[1:], frames)  # slot 0 held frames[0] (or a frame of the kernel's own, e.g. IPv6 ND)
         assert rx.stats["rx_ring_resync"] == 1
         for f in frames:  # and the ring goes on working
@@ -140,7 +140,7 @@ def test_ring_hole_is_skipped(veth_ns: str) -> None:
         more: list[bytes] = []
         while len(more) < 3 and time.monotonic() < deadline:
             rx.wait(0.2)
-            more += [f for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+            more += [bytes(f) for f, *_ in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
         assert more == frames
     finally:
         tx.close()
@@ -171,6 +171,7 @@ class _Em:
     gso_type: int = 0
     gso_size: int = 0
     partial: bool = False
+    tail: memoryview | None = None
 
 
 @dataclass
@@ -182,9 +183,9 @@ class _Bridge:
     """Each frame out of the other port as it came: a GSO packet whole, a partial checksum as it is (no
     header changed, so its pseudo-header sum is still right)."""
 
-    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+    def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> _Out:
-        return _Out([_Em("p1" if iface == "p0" else "p0", frame, gso_type, gso_size, partial)])
+        return _Out([_Em("p1" if iface == "p0" else "p0", bytes(frame), gso_type, gso_size, partial)])
 
     def expire(self, now: float) -> _Out:
         return _Out()

@@ -147,6 +147,8 @@ def test_tcp_1mib_byte_exact(basic_lab: Lab, mode: tuple[str, ...]) -> None:
         assert "rx_gso=" in rest  # the transfer crossed as GSO super-packets
     else:
         assert "rx_csum_completed=" in rest  # TP_STATUS_CSUMNOTREADY frames finished by the adapter
+    if not mode:
+        assert "rx_in_place=" in rest  # and left from the receive ring where they arrived (zero copy)
     assert "tx_oversize" not in rest and "tx_error" not in rest
 
 

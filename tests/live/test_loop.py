@@ -46,8 +46,8 @@ class FakePort:
         return out
 
     def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
-             csum_ready: bool = False) -> bool:
-        self.sent.append((bytes(frame), gso_type, gso_size, partial))
+             csum_ready: bool = False, tail: memoryview | None = None) -> bool:
+        self.sent.append((bytes(frame) + (b"" if tail is None else bytes(tail)), gso_type, gso_size, partial))
         self.ready.append(csum_ready)
         return True
 
@@ -65,6 +65,7 @@ class Em:
     gso_type: int = 0
     gso_size: int = 0
     partial: bool = False
+    tail: memoryview | None = None
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Swap:
         self.seen: list[tuple[str, float]] = []
         self.next: list[Em] | None = None
 
-    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+    def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> Out:
         """A GSO packet leaves whole, its checksum as partial as it came (what the engine does when its
         segments fit)."""
@@ -89,7 +90,7 @@ class Swap:
         if self.next is not None:
             out, self.next = self.next, None
             return Out(out)
-        return Out([Em("b" if iface == "a" else "a", frame, gso_type, gso_size, partial)])
+        return Out([Em("b" if iface == "a" else "a", bytes(frame), gso_type, gso_size, partial)])
 
     def expire(self, now: float) -> Out:
         self.expired.append(now)
@@ -202,11 +203,11 @@ class WithOffloads(Swap):
         super().__init__()
         self.got: list[tuple[int, int, bool]] = []
 
-    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+    def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> Out:
         self.got.append((gso_type, gso_size, partial))
         # a GSO packet leaves as ordinary frames here, one of them partial (as after software segmentation)
-        return Out([Em("b", frame[:1000], 0, 0, True), Em("b", frame[:1000], 0, 0, False)])
+        return Out([Em("b", bytes(frame[:1000]), 0, 0, True), Em("b", bytes(frame[:1000]), 0, 0, False)])
 
 
 def test_engine_offload_metadata_is_passed_and_emitted_own_is_used() -> None:
@@ -223,7 +224,7 @@ def test_engine_offload_metadata_is_passed_and_emitted_own_is_used() -> None:
 
 
 class _Broken(Swap):
-    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+    def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> Out:
         raise ValueError("engine bug")
 

@@ -4,12 +4,15 @@ One `selectors` wakeup reads up to `batch` frames from each ready port (round ro
 `engine.receive(frame, iface, now=time.monotonic())` for each and transmits `Output.emitted` on the port
 named by each `Emitted.iface`. `engine.expire(now)` runs every `expire_interval` seconds.
 
-Offloads: a frame read as a GSO packet (gso_size > 0) is one 64 KiB super-packet. An engine whose
-`receive` takes `gso_type`, `gso_size` and `partial` gets them, and each `Emitted` it returns carries its
-own (natbox.engine.output): the frame leaves with those, its partial checksum field as the engine left it
-(no byte of the payload is read or copied here). With an engine that does not (fakes, older engines),
-the emitted frames keep the input's gso_type/gso_size when they are larger than the out port's MTU and
-leave partial when the input was, the adapter rewriting the pseudo-header sum.
+Offloads: a frame read as a GSO packet (gso_size > 0) is one 64 KiB super-packet. The engine's
+`receive` takes each frame's `gso_type`, `gso_size` and `partial`, and each `Emitted` it returns carries
+its own (natbox.engine.output): the frame leaves with those, its partial checksum field as the engine
+left it (no byte of the payload is read or copied here).
+
+Zero-copy reads: a port may hand out long frames as memoryviews of its receive ring, valid until its
+next `recv_batch`. The loop gives them to the engine as they are (a compiled flow copies only the
+headers and returns the payload as `Emitted.tail`, which is sent from the ring; every other path
+copies) and sends everything a frame caused before it reads from that port again.
 
 Bounds: nothing is queued inside the loop. At most `batch` frames per port are read per wakeup; a frame
 the kernel refuses (full socket buffer) is dropped and counted, as a full qdisc would drop it.
@@ -50,7 +53,7 @@ class Port(Protocol):
     def recv_batch(self, max_frames: int) -> list[RxFrame]: ...
 
     def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
-             csum_ready: bool = False) -> bool: ...
+             csum_ready: bool = False, tail: memoryview | None = None) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -74,6 +77,9 @@ class EmittedLike(Protocol):
     @property
     def partial(self) -> bool: ...
 
+    @property
+    def tail(self) -> memoryview | None: ...
+
 
 class OutputLike(Protocol):
     @property
@@ -81,7 +87,7 @@ class OutputLike(Protocol):
 
 
 class EngineLike(Protocol):
-    def receive(self, frame: bytes, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
+    def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> OutputLike: ...
 
     def expire(self, now: float) -> OutputLike: ...
@@ -263,15 +269,18 @@ class EventLoop:
                 stats["tx_no_port"] += 1
                 continue
             mtu = mtus[iface]
-            if len(frame) - ETH_HLEN > mtu:
+            tail = e.tail  # the payload, still in the receive ring: sent from there (zero-copy reads)
+            if len(frame) + (0 if tail is None else len(tail)) - ETH_HLEN > mtu:
                 gso_size = e.gso_size
                 if not gso_size:
                     stats["tx_oversize"] += 1  # no GSO info: the kernel would refuse it (EMSGSIZE)
                     continue
                 gso_type = e.gso_type
-                ok = send(frame, gso_type, _segment_size(frame, gso_type, gso_size, mtu), e.partial, True)
-            else:
+                ok = send(frame, gso_type, _segment_size(frame, gso_type, gso_size, mtu), e.partial, True, tail)
+            elif tail is None:
                 ok = send(frame, 0, 0, e.partial, True)
+            else:
+                ok = send(frame, 0, 0, e.partial, True, tail)
             if ok:
                 sent += 1
             else:

@@ -56,7 +56,7 @@ __all__ = [
     "vnet_rx",
 ]
 
-RxFrame = tuple[bytes, int, int, bool]  # (frame, gso_type, gso_size, csum_was_partial)
+RxFrame = tuple[bytes | memoryview, int, int, bool]  # (frame, gso_type, gso_size, csum_was_partial)
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/virtio_net.h>
 ETH_P_ALL: Final = 0x0003
@@ -99,6 +99,7 @@ PLAIN_BUF = 65536 + 256  # largest frame a plain read returns (a 64 KiB GSO fram
 RING_FRAMES_DEFAULT = 256  # ring slots (each a frame); bounds kernel->natbox buffering per interface
 RING_SLOT_SMALL = 4096  # slot size without vnet headers (MTU-sized frames)
 RING_SLOT_GSO = 69632  # slot size with vnet headers: 17 pages, a whole 64 KiB GSO frame
+ZERO_COPY_MIN = 2048  # zero_copy: ring frames longer than this are handed out as views (shorter: copied)
 RING_STALL_READS = 256  # consecutive reads that found nothing although poll said readable: the ring is stuck
 RCVBUF = 4 << 20  # socket buffers (plain mode) in bytes
 SNDBUF = 4 << 20
@@ -306,13 +307,17 @@ class PacketSocket:
 
     def __init__(self, ifname: str, *, vnet_hdr: bool = False, ring: bool = False, promisc: bool = False,
                  ring_frames: int = RING_FRAMES_DEFAULT, qdisc_bypass: bool = True,
-                 complete_csum: bool = True) -> None:
+                 complete_csum: bool = True, zero_copy: bool = False) -> None:
         self.ifname = ifname
         self.complete_csum = complete_csum
+        self.zero_copy = zero_copy and ring and vnet_hdr and not complete_csum
+        self._view: memoryview | None = None  # of the ring, for zero-copy frames
+        self._held: list[int] = []  # ring slots whose frames were handed out as views
         self.vnet_hdr = vnet_hdr
         self.ring = ring
         self.stats = {"rx": 0, "tx": 0, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "tx_error": 0,
-                      "rx_losing": 0, "rx_csum_completed": 0, "rx_ring_resync": 0, "rx_ring_reset": 0}
+                      "rx_losing": 0, "rx_csum_completed": 0, "rx_ring_resync": 0, "rx_ring_reset": 0,
+                      "rx_in_place": 0}  # rx_in_place: frames handed out as views of the ring (zero_copy)
         self._ignore_outgoing = False
         self._mm: mmap.mmap | None = None
         self._slot = 0
@@ -367,6 +372,31 @@ class PacketSocket:
         self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack("=IIII", slot, n, slot, n))  # a frame per block
         self._mm = mmap.mmap(self.sock.fileno(), slot * n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._slot = 0
+        self._held = []
+        if self.zero_copy:
+            self._view = memoryview(self._mm)
+
+    def _release_held(self) -> None:
+        """Give the slots of the last batch's view frames back to the kernel."""
+        mm = self._mm
+        if mm is not None:
+            release = TP_STATUS.pack_into
+            for base in self._held:
+                release(mm, base, TP_STATUS_KERNEL)
+        self._held.clear()
+
+    def _unmap(self) -> None:
+        """Unmap the ring. A view of it still held somewhere (a caller that kept a frame past the next
+        read, against the contract) keeps the mapping alive until it is dropped, instead of failing."""
+        mm = self._mm
+        self._mm = None
+        self._held.clear()
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if mm is not None:
+            with contextlib.suppress(BufferError):
+                mm.close()
 
     def _unstick_ring(self) -> None:
         """The socket keeps polling readable but the next slot never becomes ready. Either the kernel
@@ -385,8 +415,7 @@ class PacketSocket:
                 self._slot = j
                 return
         self.stats["rx_ring_reset"] += 1
-        mm.close()
-        self._mm = None
+        self._unmap()
         self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(16))  # tear the ring down
         self._map_ring()
 
@@ -396,7 +425,11 @@ class PacketSocket:
     # --- receive -----------------------------------------------------------------------------------
 
     def recv_batch(self, max_frames: int) -> list[RxFrame]:
-        """Up to `max_frames` frames that are ready now (never blocks)."""
+        """Up to `max_frames` frames that are ready now (never blocks).
+
+        With `zero_copy`, a long frame is a memoryview of the ring: it stays valid until the next
+        `recv_batch` or `close` of this socket, which gives its slot back to the kernel. The caller
+        must be done with it (sent, or copied) by then."""
         if self._mm is not None:
             return self._recv_ring(max_frames)
         if self.vnet_hdr:
@@ -444,10 +477,14 @@ class PacketSocket:
 
     def _recv_ring(self, max_frames: int) -> list[RxFrame]:
         """Up to `max_frames` slots of the ring, in order; each slot goes back to the kernel at once."""
+        if self._held:
+            self._release_held()
         mm = self._mm
         assert mm is not None
         out: list[RxFrame] = []
         append = out.append
+        view = self._view
+        held = self._held
         slot_size, slots, slot = self._slot_size, self._slots, self._slot
         start_slot = slot
         unpack = TPACKET2_HEAD.unpack_from
@@ -469,6 +506,21 @@ class PacketSocket:
                 stats["rx_truncated"] += 1
             elif not check_outgoing or mm[base + SLL_PKTTYPE] != PACKET_OUTGOING:
                 start = base + mac
+                if view is not None and snaplen > ZERO_COPY_MIN:
+                    flags, gso_type, _hl, gso_size, cstart, coff = vunpack(mm, start - VNET_HDR_LEN)
+                    needs = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
+                    loc = l4_csum_location(mm[start:start + 64]) if needs else None
+                    if not needs or (loc is not None and loc[0] == cstart and loc[1] == coff):
+                        # handed out in place (a partial checksum left partial, as vnet_rx does)
+                        append((view[start:start + snaplen], gso_type & ~GSO_ECN, gso_size if gso_type else 0,
+                               bool(needs)))
+                        n_partial += bool(needs)
+                        n_gso += gso_type != 0
+                        held.append(base)
+                        slot += 1
+                        if slot == slots:
+                            slot = 0
+                        continue
                 frame = mm[start:start + snaplen]
                 if vnet:
                     flags, gso_type, _hl, gso_size, cstart, coff = vunpack(mm, start - VNET_HDR_LEN)
@@ -499,6 +551,8 @@ class PacketSocket:
         stats["rx"] += len(out)
         stats["rx_partial"] += n_partial
         stats["rx_gso"] += n_gso
+        if held:
+            stats["rx_in_place"] += len(held)
         return out
 
     def _count(self, out: list[RxFrame]) -> None:
@@ -519,12 +573,21 @@ class PacketSocket:
     # --- transmit ----------------------------------------------------------------------------------
 
     def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
-             csum_ready: bool = False) -> bool:
+             csum_ready: bool = False, tail: memoryview | None = None) -> bool:
         """Transmit one frame. With vnet headers, a frame from a partial-checksum or GSO packet is handed
         back to the kernel in partial form: `csum_ready` says its checksum field already holds the
         pseudo-header sum of its final header (see `tx_hdr_ready`), else only its headers are rewritten
-        (see `tx_parts`); the payload is never copied. Returns False (counted) when the kernel refused it."""
+        (see `tx_parts`); the payload is never copied. `tail`, when given, is the rest of the frame
+        (`Emitted.tail`: still in a receive ring), sent after `frame` in the same call.
+        Returns False (counted) when the kernel refused it."""
         try:
+            if tail is not None:
+                hdr = tx_hdr_ready(frame, gso_type, gso_size) if self.vnet_hdr and (partial or gso_type) else None
+                if hdr is not None:
+                    self.sock.sendmsg((hdr, frame, tail))
+                    self.stats["tx"] += 1
+                    return True
+                frame = b"".join((frame, tail))  # not an IPv4 TCP/UDP frame after all: the plain way
             if self.vnet_hdr:
                 if partial or gso_type:
                     hdr = tx_hdr_ready(frame, gso_type, gso_size) if csum_ready else None
@@ -547,7 +610,5 @@ class PacketSocket:
         return True
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
+        self._unmap()
         self.sock.close()

@@ -130,8 +130,10 @@ class TapDevice:
         return out
 
     def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
-             csum_ready: bool = False) -> bool:
+             csum_ready: bool = False, tail: memoryview | None = None) -> bool:
         """As `PacketSocket.send`."""
+        if tail is not None:  # TAP reads are never views: only another port's ring gives a tail
+            frame = b"".join((frame, tail))
         try:
             if self.vnet_hdr:
                 if partial or gso_type:

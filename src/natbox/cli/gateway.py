@@ -625,7 +625,8 @@ def _run_gateway(cfg: GatewayConfig) -> int:
             if mtus[iface.name] != iface.mtu:
                 _err(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtus[iface.name]}")
             ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
-                                             complete_csum=complete, qdisc_bypass=cfg.qdisc_bypass)
+                                             complete_csum=complete, qdisc_bypass=cfg.qdisc_bypass,
+                                             zero_copy=True)  # long frames leave from the ring itself
             described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
                              f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''})")
     except (PacketSocketError, TapError) as exc:

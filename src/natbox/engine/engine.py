@@ -339,19 +339,23 @@ class Engine:
 
     # --- entry points ----------------------------------------------------------------------------
 
-    def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False, gso_type: int = 0,
-                gso_size: int = 0, partial: bool = False) -> Output:
+    def receive(self, frame: bytes | bytearray | memoryview, iface: str, now: float, *, trace: bool = False,
+                gso_type: int = 0, gso_size: int = 0, partial: bool = False) -> Output:
         """A frame arrived on `iface` at `now`. Returns what the host did. Never raises on bad bytes.
 
         `gso_type`/`gso_size` describe a GSO super-packet and `partial` a CHECKSUM_PARTIAL one, as a
         device with vnet headers delivers them (see `natbox.wire.gso`); frames the host sends for it
         carry the same in their `Emitted` fields when they leave as such.
+
+        `frame` may be a memoryview of a buffer the caller reuses after this call and after sending
+        what it returns (the gateway's receive ring): a compiled flow then copies only the headers
+        and hands the payload back as `Emitted.tail`; every other path copies the frame first.
         """
-        frame = bytes(frame)
         if self.fast_path and not trace and not self.trace_all:
             fast = self._flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
             if fast is not None:
                 return fast
+        frame = bytes(frame)
         out = self._begin(now)
         pkt_id = self._new_pkt_id()
         self._rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)

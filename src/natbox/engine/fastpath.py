@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
 
 FLOW_CACHE_MAX = 65536  # compiled flows kept; the oldest is evicted first
+VIEW_MIN = 2048  # a memoryview frame longer than this keeps its payload in place (shorter ones are copied)
+HEAD_LEN = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
 
 FlowKey = tuple[str, bytes, int, bytes]  # (input device, Ethernet header, IP protocol, addresses + ports)
 
@@ -226,14 +228,26 @@ class FlowCache:
             flow.icmp_id = icmp_id.to_bytes(2, "big")
         flows[key] = flow
 
-    def forward(self, frame: bytes, iface: str, now: float, gso_type: int = 0, gso_size: int = 0,
-                partial: bool = False) -> Output | None:
+    def forward(self, frame: bytes | bytearray | memoryview, iface: str, now: float, gso_type: int = 0,
+                gso_size: int = 0, partial: bool = False) -> Output | None:
         """Forward `frame` if it belongs to a compiled flow and nothing about it is unusual; else None,
         with nothing changed (not even the packet counter), and the caller takes the slow path.
 
         A GSO super-packet (`gso_size`) is forwarded whole when its segments fit the MTU; a partial checksum
         (`partial`) is not verified and is updated for the address changes only, as `nf_ip_checksum` and
-        `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL."""
+        `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL.
+
+        A large frame given as a memoryview is not copied: its headers are (HEAD_LEN bytes: every
+        header byte the checks read, as IHL is 5 and TCP options end by byte 94), and the TCP/UDP
+        payload leaves as `Emitted.tail`, a view of the same buffer."""
+        view: memoryview | None = None
+        if type(frame) is not bytes:
+            if type(frame) is memoryview and len(frame) > VIEW_MIN:
+                view = frame
+                frame = bytes(view[:HEAD_LEN])
+            else:
+                frame = bytes(frame)
+        src = frame if view is None else view  # the whole frame, for what lies past the headers
         if len(frame) < 42 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
             return None
         proto = frame[23]
@@ -256,7 +270,7 @@ class FlowCache:
         tot_len = (frame[16] << 8) | frame[17]
         end = 14 + tot_len
         mtu = out.mtu
-        if (not forwarding or not dev.up or not out.up or end > len(frame) or frame[22] <= 1
+        if (not forwarding or not dev.up or not out.up or end > len(src) or frame[22] <= 1
                 or int.from_bytes(frame[14:34], "big") % 0xFFFF):  # ip_fast_csum: the sum must be 0xFFFF
             return None
         whole = tot_len > mtu
@@ -277,7 +291,7 @@ class FlowCache:
             if seg_len < 8 or whole:
                 return None
             if cfg.checksum:
-                total = int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8
+                total = int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8
                 if not total or total % 0xFFFF:
                     return None
             check = (frame[36] << 8) | frame[37]
@@ -298,7 +312,7 @@ class FlowCache:
             if whole and (gso_type != GSO_TCPV4 or 20 + doff + gso_size > mtu):
                 return None  # skb_gso_validate_network_len fails: the slow path segments or refuses it
             if cfg.checksum and not partial and (
-                    flow.pseudo + seg_len + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+                    flow.pseudo + seg_len + (int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             seq = int.from_bytes(frame[38:42], "big")
             if not tcp_packet_established(conn, tcp, flow.direction, frame, 34, doff, seq,
@@ -324,7 +338,7 @@ class FlowCache:
                     check = (check + flow.l4_partial_add - 1) % 0xFFFF + 1
             elif check:
                 if cfg.checksum and (flow.pseudo + seg_len
-                                     + (int.from_bytes(frame[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+                                     + (int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                     return None
                 if flow.l4_steps:
                     check = (check - flow.l4_sub) % 0xFFFF or 0xFFFF
@@ -343,8 +357,15 @@ class FlowCache:
         if flow.icmp_id is not None:
             data = b"".join((dst_mac, flow.l2, frame[14:22],
                              bytes((frame[22] - 1, 1, ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple, frame[34:36],
-                             bytes((check >> 8, check & 0xFF)), flow.icmp_id, frame[40:end]))
+                             bytes((check >> 8, check & 0xFF)), flow.icmp_id, src[40:end]))
             return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
+        if view is not None:  # the headers are copied (to the end of the TCP/UDP header), the payload stays
+            l4_end = 34 + ((frame[46] >> 4) * 4 if tcp is not None else 8)
+            data = b"".join((dst_mac, flow.l2, frame[14:22],
+                             bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
+                             frame[38:cpos], bytes((check >> 8, check & 0xFF)), frame[cpos + 2:l4_end]))
+            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, gso_type if whole else 0,
+                                   gso_size if whole else 0, partial, view[l4_end:end])], [], [], [], [])
         data = b"".join((dst_mac, flow.l2, frame[14:22],
                          bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
                          frame[38:cpos], bytes((check >> 8, check & 0xFF)),

@@ -24,6 +24,11 @@ class Emitted:
     gso_type: int = 0  # a GSO super-packet (virtio_net_hdr gso_type; 0: an ordinary frame)
     gso_size: int = 0  # its segments' payload size
     partial: bool = False  # its TCP/UDP checksum is partial (CHECKSUM_PARTIAL): the sender must finish it
+    # The rest of the frame when it is still where it was received: a view into the device's receive
+    # ring, valid until the device's next read. The frame sent is `frame + tail`. Only the compiled-flow
+    # path makes one, and only from a frame handed to `Engine.receive` as a memoryview (the gateway's
+    # zero-copy reads); replay and every other caller pass bytes and never see one.
+    tail: memoryview | None = None
 
 
 @dataclass(frozen=True, slots=True)
