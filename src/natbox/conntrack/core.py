@@ -44,9 +44,19 @@ from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmp_packet, icmpv4_
 from natbox.conntrack.proto.tcp import tcp_packet
 from natbox.conntrack.proto.udp import udp_packet, udplite_packet
 from natbox.conntrack.table import ConntrackTable, CtEventType
-from natbox.conntrack.tuple import ConnTuple, invert
+from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
 from natbox.netfilter import CtInfo, CtStatus, Direction, Hook
 from natbox.skb import Skb
+
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
+_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
+_CTINFO_INVALID = CtInfo.INVALID
+_CTINFO_NEW = CtInfo.NEW
+_CTINFO_RELATED = CtInfo.RELATED
+_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
+_CTINFO_UNTRACKED = CtInfo.UNTRACKED
+_DIRN_REPLY = Direction.REPLY
 
 __all__ = [
     "ALLOW_CLASH",
@@ -77,6 +87,13 @@ MAX_REPEAT = 8
 # was removed in Linux 6.16, so it is generic (ports 0) there too.
 _PORT_PROTOS = frozenset({6, 17, 136, 132})
 _SEEN_REPLY = CtStatus.SEEN_REPLY
+_CONFIRMED = CtStatus.CONFIRMED
+_DYING = CtStatus.DYING
+_ESTABLISHED_REPLY = _CTINFO_ESTABLISHED_REPLY
+_REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
+_NEW, _ESTABLISHED, _RELATED, _INVALID = _CTINFO_NEW, _CTINFO_ESTABLISHED, _CTINFO_RELATED, _CTINFO_INVALID
+_EXPECTED = CtStatus.EXPECTED
+_DIR_REPLY = _DIRN_REPLY
 _EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
 _GRE_PROTO_PPP = b"\x88\x0b"
 
@@ -162,43 +179,54 @@ def _track(
 def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
     """Mirrors `nf_conntrack_in()` (§2.3): attach a ct and ctinfo to `skb`; returns NF_ACCEPT or NF_DROP.
 
-    An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = CtInfo.INVALID` and `skb.note` saying
+    An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = _CTINFO_INVALID` and `skb.note` saying
     why. Never raises on malformed bytes.
     """
     if skb.ct is not None:
         return NF_ACCEPT  # previously seen (loopback): keep the ct from LOCAL_OUT
     if skb.untracked:
-        skb.ctinfo = CtInfo.UNTRACKED
+        skb.ctinfo = _CTINFO_UNTRACKED
         return NF_ACCEPT
-    skb.ctinfo = CtInfo.INVALID
+    skb.ctinfo = _INVALID
     stats = table.stats
     data = skb.data
-    l4 = _ipv4_get_l4proto(data, 0)
-    if l4 is None or l4[0] <= 0:
+    # _ipv4_get_l4proto(data, 0), inline
+    if len(data) < 20 or ((data[6] << 8) | data[7]) & 0x1FFF or (dataoff := (data[0] & 0x0F) * 4) > len(data) \
+            or dataoff <= 0:
         stats.invalid += 1
         skb.note = "conntrack: no transport header (fragment or bad header length)"
         return NF_ACCEPT
-    dataoff, proto = l4
+    proto = data[9]
 
     if proto == 1:
         ret = icmpv4_error(skb, dataoff, hook, now, table, cfg)
         if ret <= 0:
             stats.error += 1
             skb.ct = None
-            skb.ctinfo = CtInfo.INVALID
+            skb.ctinfo = _CTINFO_INVALID
             return -ret if ret < 0 else NF_DROP
         if ret == ICMP_ERROR_TRACKED:
             return NF_ACCEPT  # RELATED / RELATED_REPLY error
 
     for _ in range(MAX_REPEAT):
         # resolve_normal_ct
-        t = _pkt_tuple(data, 0, dataoff, proto)
-        if t is None:
-            stats.invalid += 1
-            skb.note = "conntrack: transport header too short for a tuple"
-            return NF_ACCEPT
-        hit = table.lookup(t, now)
+        key: tuple[int, int, int, int, int] | None
+        if proto in _PORT_PROTOS and len(data) >= dataoff + 4:
+            # _pkt_tuple's port case as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple
+            # is made only for a new ct
+            key = (int.from_bytes(data[12:16], "big"), (data[dataoff] << 8) | data[dataoff + 1],
+                   int.from_bytes(data[16:20], "big"), (data[dataoff + 2] << 8) | data[dataoff + 3], proto)
+            t = None
+        else:
+            key = t = _pkt_tuple(data, 0, dataoff, proto)
+            if key is None:
+                stats.invalid += 1
+                skb.note = "conntrack: transport header too short for a tuple"
+                return NF_ACCEPT
+        hit = table.lookup(key, now)
         if hit is None:
+            if t is None:
+                t = _new_tuple(ConnTuple, key)
             # init_conntrack: the reply tuple first, then the allocation (which may early_drop)
             repl = invert(t)
             if repl is None:
@@ -211,32 +239,35 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                 skb.note = "conntrack: table full, dropping packet"
                 return NF_DROP
             conn = Conn(t, repl, now=now, ct_id=table.new_id())
-            ctinfo = CtInfo.NEW
+            ctinfo = _NEW
             direction = 0
         else:
             conn, found = hit
-            if found == Direction.REPLY:
-                ctinfo = CtInfo.ESTABLISHED_REPLY
+            if found == _DIR_REPLY:
+                ctinfo = _ESTABLISHED_REPLY
                 direction = 1
             else:
                 status = conn.status
                 if status & _SEEN_REPLY:
-                    ctinfo = CtInfo.ESTABLISHED
-                elif status & CtStatus.EXPECTED:
-                    ctinfo = CtInfo.RELATED
+                    ctinfo = _ESTABLISHED
+                elif status & _EXPECTED:
+                    ctinfo = _RELATED
                 else:
-                    ctinfo = CtInfo.NEW
+                    ctinfo = _NEW
                 direction = 0
         skb.ct = conn
         skb.ctinfo = ctinfo
         tcp = conn.tcp
         before = (conn.status & _EVENT_BITS, tcp.state if tcp is not None else -1)
 
-        ret = _track(conn, skb, dataoff, direction, hook, now, table, cfg)
+        if proto == 6:  # _track's dispatch (the ct's protocol is the packet's: its tuple holds it)
+            ret = tcp_packet(conn, skb, dataoff, direction, hook, now, table, cfg)
+        else:
+            ret = _track(conn, skb, dataoff, direction, hook, now, table, cfg)
         if ret > 0:
             break
         skb.ct = None
-        skb.ctinfo = CtInfo.INVALID
+        skb.ctinfo = _INVALID
         if ret == NF_REPEAT_LOOKUP:
             continue
         stats.invalid += 1
@@ -249,9 +280,9 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         skb.note = "conntrack: too many re-lookups"
         return NF_ACCEPT
 
-    if ctinfo == CtInfo.ESTABLISHED_REPLY:
+    if ctinfo == _ESTABLISHED_REPLY:
         conn.status |= _SEEN_REPLY
-    if conn.status & CtStatus.CONFIRMED and not conn.status & CtStatus.DYING:
+    if table.events_enabled and conn.status & _CONFIRMED and not conn.status & _DYING:
         tcp = conn.tcp
         state = tcp.state if tcp is not None else -1
         if (conn.status & _EVENT_BITS, state) != before:
@@ -288,9 +319,9 @@ def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
     holders of it (the NAT bysource table) can tell.
     """
     conn = skb.ct
-    if conn is None or conn.status & CtStatus.CONFIRMED:
+    if conn is None or conn.status & _CONFIRMED:
         return NF_ACCEPT
-    if skb.ctinfo.direction != Direction.ORIGINAL:
+    if skb.ctinfo in _REPLY_CTINFO:  # CTINFO2DIR(ctinfo) != IP_CT_DIR_ORIGINAL
         return NF_ACCEPT  # REJECT's attached reply-direction packets
     stats = table.stats
     if conn.status & CtStatus.DYING:

@@ -49,11 +49,33 @@ from natbox.wire import arp, ethernet, icmp, ipv4
 from natbox.wire.checksum import csum_replace4
 from natbox.wire.gso import complete_partial_csum, gso_network_seglen, gso_segment
 
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
+_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
+_CTINFO_NEW = CtInfo.NEW
+_CTINFO_RELATED = CtInfo.RELATED
+_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
+_CTINFO_UNTRACKED = CtInfo.UNTRACKED
+_DIRN_ORIGINAL = Direction.ORIGINAL
+_HOOK_FORWARD = Hook.FORWARD
+_HOOK_LOCAL_IN = Hook.LOCAL_IN
+_HOOK_LOCAL_OUT = Hook.LOCAL_OUT
+_HOOK_POST_ROUTING = Hook.POST_ROUTING
+_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_PKT_BROADCAST = PacketType.BROADCAST
+_PKT_HOST = PacketType.HOST
+_PKT_LOOPBACK = PacketType.LOOPBACK
+_PKT_MULTICAST = PacketType.MULTICAST
+_PKT_OTHERHOST = PacketType.OTHERHOST
+
 __all__ = ["Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
 NF_STOLEN = 2
 _NO_META = (0, 0, False)  # (gso_type, gso_size, partial) of an ordinary frame
 _NO_MAC = b"\x00" * 6
+_BROADCAST_MAC = b"\xff" * 6
+_ETH_HLEN, _ETH_P_IP, _ETH_P_ARP = ethernet.ETH_HLEN, ethernet.ETH_P_IP, ethernet.ETH_P_ARP
+_NEW, _ESTABLISHED, _ESTABLISHED_REPLY = _CTINFO_NEW, _CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY
 LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
@@ -90,6 +112,34 @@ REJECT_CODES: dict[str, tuple[int, int]] = {
 # a packet waiting for its next hop's MAC: (skb, datagram to send, gso_type, gso_size, partial)
 _Held = tuple[Skb, bytes, int, int, bool]
 
+# `Address.mask` by prefix length, so the per-packet subnet tests below need no property calls
+_MASKS = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF if p else 0 for p in range(33))
+_HOSTMASKS = tuple(~m & 0xFFFFFFFF for m in _MASKS)
+
+
+def _on_link(dev: Interface, addr: int) -> bool:
+    """`any(a.contains(addr) for a in dev.addresses)`: `addr` is in a subnet of one of `dev`'s addresses."""
+    for a in dev.addresses:
+        p = a.prefixlen
+        if 0 <= p <= 32:
+            if not (addr ^ a.addr) & _MASKS[p]:
+                return True
+        elif a.contains(addr):
+            return True
+    return False
+
+
+def _is_subnet_broadcast(dev: Interface, addr: int) -> bool:
+    """`any(a.broadcast == addr for a in dev.addresses)`."""
+    for a in dev.addresses:
+        p = a.prefixlen
+        if 0 <= p <= 32:
+            if a.addr | _HOSTMASKS[p] == addr:
+                return True
+        elif a.broadcast == addr:
+            return True
+    return False
+
 
 def _piece_of(skb: Skb, data: bytearray) -> Skb:
     """An skb for one piece of `skb` (a GSO segment, a queued fragment): the piece's bytes with the
@@ -111,6 +161,7 @@ class _Drop(Exception):
 
 
 HookFn = Callable[[Skb], int]
+_TABLE_OPS = frozenset({"raw", "mangle", "filter"})  # hook functions registered by _table_fn, by table name
 
 
 class _Context:
@@ -118,7 +169,7 @@ class _Context:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.hook = Hook.PRE_ROUTING
+        self.hook = _HOOK_PRE_ROUTING
         self.now = 0.0
 
     def random_u32(self) -> int:
@@ -158,7 +209,7 @@ class _Context:
     def notrack(self, skb: Skb) -> None:
         skb.untracked = True
         skb.ct = None
-        skb.ctinfo = CtInfo.UNTRACKED
+        skb.ctinfo = _CTINFO_UNTRACKED
 
 
 class Engine:
@@ -206,41 +257,59 @@ class Engine:
         self._flows: dict[tuple[str, bytes, int, bytes], tuple[Conn, CtInfo, int, str, int, int, bool]] = {}
         self._flowcache = FlowCache(self)  # compiled flows, tried first (engine/fastpath.py)
         self._rx_meta = _NO_META  # the offload metadata of the frame receive() is handling
+        # _fast_forward's view of the ruleset (see _tier2_plan), valid for one Ruleset object and version
+        self._plan_rules: Ruleset | None = None
+        self._plan_version = -1
+        self._plan = (False, False, False, False)
+        # _run_hook's functions per hook for one Ruleset object and version (see _refresh_ops)
+        self._active_ops: dict[Hook, list[tuple[int, str, HookFn]]] = {}
+        self._ops_rules: Ruleset | None = None
+        self._ops_version = -1
         self._build_hooks()
-        self._pre_after_ct = [n for _p, n, _f in self._hooks[Hook.PRE_ROUTING]].index("conntrack") + 1
-        self._nat_chain = {h: self._nat_chain_fn(h) for h in (Hook.PRE_ROUTING, Hook.POST_ROUTING)}
+        self._pre_after_ct = [n for _p, n, _f in self._hooks[_HOOK_PRE_ROUTING]].index("conntrack") + 1
+        self._nat_chain = {h: self._nat_chain_fn(h) for h in (_HOOK_PRE_ROUTING, _HOOK_POST_ROUTING)}
 
     # --- hook registration -----------------------------------------------------------------------
 
     def _build_hooks(self) -> None:
         """Register the hook functions as the kernel modules would (see the module docstring)."""
         ops: dict[Hook, list[tuple[int, str, HookFn]]] = {h: [] for h in Hook}
-        for hook in (Hook.PRE_ROUTING, Hook.LOCAL_OUT):
+        for hook in (_HOOK_PRE_ROUTING, _HOOK_LOCAL_OUT):
             ops[hook].append((Priority.CONNTRACK_DEFRAG, "defrag", self._hook_defrag))
             ops[hook].append((Priority.RAW, "raw", self._table_fn("raw", hook)))
             ops[hook].append((Priority.CONNTRACK, "conntrack", self._hook_conntrack(hook)))
             ops[hook].append((Priority.NAT_DST, "nat", self._hook_nat(hook)))
         for hook in Hook:
             ops[hook].append((Priority.MANGLE, "mangle", self._table_fn("mangle", hook)))
-        for hook in (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT):
+        for hook in (_HOOK_LOCAL_IN, _HOOK_FORWARD, _HOOK_LOCAL_OUT):
             ops[hook].append((Priority.FILTER, "filter", self._table_fn("filter", hook)))
-        for hook in (Hook.LOCAL_IN, Hook.POST_ROUTING):
+        for hook in (_HOOK_LOCAL_IN, _HOOK_POST_ROUTING):
             ops[hook].append((Priority.NAT_SRC, "nat", self._hook_nat(hook)))
             ops[hook].append((Priority.CONNTRACK_CONFIRM, "confirm", self._hook_confirm))
         for hook in Hook:
             ops[hook].sort(key=lambda op: op[0])
         self._hooks = ops
 
+    def _refresh_ops(self) -> None:
+        """The hook functions `_run_hook` calls for the current ruleset: every one but those of the raw,
+        mangle and filter tables that are trivial at their hook (absent, see `Ruleset.is_trivial`), whose
+        function would only return NF_ACCEPT. Each keeps its index in the full list (`start`). Worked out
+        again whenever the Ruleset object or its version changes."""
+        rules = self.rules
+        self._active_ops = {
+            hook: [(i, name, fn) for i, (_prio, name, fn) in enumerate(ops)
+                   if not (name in _TABLE_OPS and rules.is_trivial(name, hook))]
+            for hook, ops in self._hooks.items()}
+        self._ops_rules, self._ops_version = rules, rules.version
+
     def _table_fn(self, table: str, hook: Hook) -> HookFn:
         ctx = self._ctx
         rules = self
 
         def run(skb: Skb) -> int:
-            ruleset = rules.rules
-            if ruleset.is_trivial(table, hook):
-                return NF_ACCEPT
+            # only called by _run_hook, which leaves out the table where it is trivial (_refresh_ops)
             ctx.hook = hook
-            return ruleset.run(table, hook, skb, ctx)
+            return rules.rules.run(table, hook, skb, ctx)
 
         return run
 
@@ -293,7 +362,9 @@ class Engine:
 
     def _hook_defrag(self, skb: Skb) -> int:
         """`ipv4_conntrack_defrag`: fragments are held until the datagram is complete (§9)."""
-        if not skb.is_fragment or skb.untracked or not self.rules.needs_conntrack():
+        data = skb.data
+        # `not skb.is_fragment` (MF and offset clear), without the two property calls
+        if not (data[6] & 0x3F or data[7]) or skb.untracked or not self.rules.needs_conntrack():
             return NF_ACCEPT  # nf_defrag_ipv4 is enabled by conntrack's registration (nf_ct_netns_get)
         result = self.defrag.add(skb.data, self._ctx.now)
         if result.datagram is None:
@@ -316,8 +387,12 @@ class Engine:
         (from the `start`-th function on, when the fast path hands a packet back mid-hook)."""
         skb.hook = hook
         self._ctx.hook = hook
-        ops = self._hooks[hook]
-        for _prio, name, fn in ops[start:] if start else ops:
+        rules = self.rules
+        if rules is not self._ops_rules or rules.version != self._ops_version:
+            self._refresh_ops()
+        for i, name, fn in self._active_ops[hook]:
+            if i < start:
+                continue
             verdict = fn(skb)
             if verdict == NF_ACCEPT:
                 continue
@@ -356,17 +431,23 @@ class Engine:
             if fast is not None:
                 return fast
         frame = bytes(frame)
-        out = self._begin(now)
-        pkt_id = self._new_pkt_id()
-        self._rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
+        # _begin and _new_pkt_id, inline
+        self._ctx.now = now
+        self._skb = None
+        out = self._out = Output([], [], [], [], [])
+        pkt_id = self._next_pkt_id
+        self._next_pkt_id = pkt_id + 1
+        if gso_type or gso_size or partial:
+            self._rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
         try:
             self._receive_frame(frame, iface, pkt_id, trace or self.trace_all)
         except _Drop as d:
             self._record_drop(pkt_id, d)
         finally:
             self._rx_meta = _NO_META
-        self._flush_local(now)
-        return self._finish(out)
+        if self._local_queue:
+            self._flush_local(now)
+        return out
 
     def receive_ip(self, datagram: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
         """An IPv4 datagram arrived on `iface` with no link layer (raw-IP captures, TUN devices)."""
@@ -374,7 +455,7 @@ class Engine:
         pkt_id = self._new_pkt_id()
         try:
             dev = self._iface(iface)
-            self._ip_rcv(datagram, dev, pkt_id, PacketType.HOST, b"", b"", trace or self.trace_all)
+            self._ip_rcv(datagram, dev, pkt_id, _PKT_HOST, b"", b"", trace or self.trace_all)
         except _Drop as d:
             self._record_drop(pkt_id, d)
         self._flush_local(now)
@@ -488,21 +569,30 @@ class Engine:
     # --- link layer ------------------------------------------------------------------------------
 
     def _receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool) -> None:
-        dev = self._iface(iface)
-        eth = ethernet.parse_ethernet(frame)
-        if eth is None:
+        dev = self.host.interfaces.get(iface)
+        if dev is None or not dev.up:
+            dev = self._iface(iface)  # raises the drop
+        # ethernet.parse_ethernet and _pkt_type, inline (`frame` is bytes: its slices are the copies)
+        if len(frame) < _ETH_HLEN:
             raise _Drop(DropReason.SHORT_FRAME, "eth_type_trans", f"{len(frame)} bytes")
-        dst_mac, src_mac, ethertype, offset = eth
-        if ethertype == ethernet.ETH_P_ARP:
+        dst_mac, src_mac, ethertype, offset = frame[0:6], frame[6:12], (frame[12] << 8) | frame[13], _ETH_HLEN
+        if ethertype == _ETH_P_ARP:
             self._arp_rcv(frame[offset:], dev, pkt_id, self._pkt_type(dst_mac, dev))
             return
-        if ethertype != ethernet.ETH_P_IP:
+        if ethertype != _ETH_P_IP:
             raise _Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
-        pkt_type = self._pkt_type(dst_mac, dev)
-        if pkt_type == PacketType.OTHERHOST:
+        if dst_mac == _BROADCAST_MAC:
+            pkt_type = _PKT_BROADCAST
+        elif dst_mac[0] & 1:
+            pkt_type = _PKT_MULTICAST
+        elif dev.mac in (dst_mac, _NO_MAC):
+            pkt_type = _PKT_HOST
+        else:
+            pkt_type = _PKT_OTHERHOST
+        if pkt_type == _PKT_OTHERHOST:
             raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         key = None
-        if (offset == 14 and pkt_type == PacketType.HOST and len(frame) >= 42 and frame[14] == 0x45
+        if (offset == 14 and pkt_type == _PKT_HOST and len(frame) >= 42 and frame[14] == 0x45
                 and not frame[20] & 0x3F and not frame[21] and frame[26] != 127 and frame[30] != 127):
             if frame[23] in (6, 17):
                 key = (dev.name, frame[:14], frame[23], frame[26:38])
@@ -517,12 +607,12 @@ class Engine:
         """`eth_type_trans`: HOST, BROADCAST, MULTICAST or OTHERHOST. An interface modelled without a MAC
         (all zeros) accepts every unicast frame, so captures taken on real hosts replay unchanged."""
         if dst_mac == b"\xff" * 6:
-            return PacketType.BROADCAST
+            return _PKT_BROADCAST
         if dst_mac[0] & 1:
-            return PacketType.MULTICAST
+            return _PKT_MULTICAST
         if dev.mac in (dst_mac, _NO_MAC):
-            return PacketType.HOST
-        return PacketType.OTHERHOST
+            return _PKT_HOST
+        return _PKT_OTHERHOST
 
     def _arp_rcv(self, payload: bytes, dev: Interface, pkt_id: int, pkt_type: PacketType) -> None:
         """`arp_rcv`: learn the sender, answer requests for our addresses on this device."""
@@ -531,9 +621,9 @@ class Engine:
             raise _Drop(DropReason.SHORT_FRAME, "arp_rcv", "malformed ARP")
         for_us = msg.op == arp.ARPOP_REQUEST and any(a.addr == msg.target_ip for a in dev.addresses)
         if self.resolve_neighbours:
-            if pkt_type == PacketType.OTHERHOST:
+            if pkt_type == _PKT_OTHERHOST:
                 return  # arp_rcv: not for this host
-            released = self.neighs.arp_process(dev.name, msg, self._ctx.now, pkt_host=pkt_type == PacketType.HOST,
+            released = self.neighs.arp_process(dev.name, msg, self._ctx.now, pkt_host=pkt_type == _PKT_HOST,
                                                target_local=for_us)
             for held in released:
                 self._neigh_emit(dev, msg.sender_mac, held)
@@ -572,14 +662,16 @@ class Engine:
             self._flush_trace(skb)
 
     def _ip_rcv_skb(self, skb: Skb) -> None:
-        if self._run_hook(Hook.PRE_ROUTING, skb) == NF_STOLEN:
+        if self._run_hook(_HOOK_PRE_ROUTING, skb) == NF_STOLEN:
             return
         self._ip_rcv_finish(skb)
 
     def _learn_neighbour(self, skb: Skb, dev: Interface) -> None:
         """Learn the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)."""
-        if skb.src_mac and any(a.contains(skb.saddr) for a in dev.addresses):
-            self.neigh[(dev.name, skb.saddr)] = skb.src_mac
+        if skb.src_mac:
+            saddr = skb.saddr
+            if _on_link(dev, saddr):
+                self.neigh[(dev.name, saddr)] = skb.src_mac
 
     def _ip_rcv_finish(self, skb: Skb) -> None:
         """`ip_rcv_finish_core` → `ip_route_input_noref` (after PREROUTING, so after DNAT)."""
@@ -650,9 +742,9 @@ class Engine:
 
     def _ip_forward(self, skb: Skb) -> None:
         """`ip_forward` (net/ipv4/ip_forward.c): TTL, MTU/DF, TTL decrement, FORWARD, then output."""
-        if skb.pkt_type != PacketType.HOST:
+        if skb.pkt_type != _PKT_HOST:
             raise _Drop(DropReason.OTHERHOST, "ip_forward", "not addressed to this host at L2")
-        if skb.ttl <= 1:
+        if skb.data[8] <= 1:  # skb.ttl
             self._icmp_send(skb, ICMP_TIME_EXCEEDED, 0)
             raise _Drop(DropReason.TTL_EXCEEDED, "ip_forward", f"ttl {skb.ttl}")
         out_dev = self.host.interfaces[skb.oif]
@@ -662,7 +754,7 @@ class Engine:
         ipv4.ip_decrease_ttl(skb.data)
         if skb.oif == skb.iif:
             self._maybe_redirect(skb, out_dev)
-        if self._run_hook(Hook.FORWARD, skb) != NF_ACCEPT:
+        if self._run_hook(_HOOK_FORWARD, skb) != NF_ACCEPT:
             return
         self._ip_output(skb)
 
@@ -692,18 +784,47 @@ class Engine:
     # --- the fast path -----------------------------------------------------------------------------
 
     def _remember_flow(self, skb: Skb) -> None:
-        """Cache the forwarding decision the slow path just made for an established TCP/UDP packet."""
+        """Cache the forwarding decision the slow path just made for an established TCP/UDP packet.
+
+        The SYN that created a TCP ct is remembered too, for the packets that follow it in its direction:
+        they arrive as ESTABLISHED once the reply is seen (the handshake's ACK), with the same addresses
+        after DNAT, so the same route. `_fast_forward` checks the ct and ctinfo of each packet and hands
+        anything else (a retransmitted SYN, still NEW) to the slow path at the same point.
+        """
         ct, key = skb.ct, skb.fast_key
-        if (ct is None or key is None or not ct.confirmed or skb.frag_max_size
-                or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)):
+        if ct is None or key is None or not ct.confirmed or skb.frag_max_size:
             return
-        dev = self.host.interfaces[skb.iif]
-        learn = any(a.contains(int.from_bytes(key[3][:4], "big")) for a in dev.addresses)
+        ctinfo = skb.ctinfo
+        if ctinfo == _NEW:
+            if key[2] == 6:
+                self._flow_entry(skb, ct, key, _ESTABLISHED)
+            return
+        if ctinfo not in (_ESTABLISHED, _ESTABLISHED_REPLY):
+            return
         if key[2] != 1:  # the flow cache (tier 2) is for TCP and UDP
-            if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
-                del self._flows[next(iter(self._flows))]
-            self._flows[key] = (ct, skb.ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
+            self._flow_entry(skb, ct, key, ctinfo)
         self._flowcache.compile(skb, key)
+
+    def _flow_entry(self, skb: Skb, ct: Conn, key: tuple[str, bytes, int, bytes], ctinfo: CtInfo) -> None:
+        """Store the tier-2 entry of `key` (bounded by FLOW_CACHE_MAX, the oldest evicted first)."""
+        dev = self.host.interfaces[skb.iif]
+        learn = _on_link(dev, int.from_bytes(key[3][:4], "big"))
+        if len(self._flows) >= FLOW_CACHE_MAX and key not in self._flows:
+            del self._flows[next(iter(self._flows))]
+        self._flows[key] = (ct, ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
+
+    def _tier2_plan(self) -> None:
+        """What `_fast_forward` asks of the ruleset, worked out once per ruleset version (every change to the
+        tables, `present` or the conntrack registration bumps `Ruleset.version`): whether the flow cache may
+        be used at all (raw PREROUTING absent, conntrack registered, a nat table), and whether mangle
+        PREROUTING, mangle+filter FORWARD and mangle POSTROUTING are absent."""
+        rules = self.rules
+        pre, fwd, post = _HOOK_PRE_ROUTING, _HOOK_FORWARD, _HOOK_POST_ROUTING
+        self._plan = (rules.is_trivial("raw", pre) and rules.needs_conntrack() and "nat" in rules.present,
+                      rules.is_trivial("mangle", pre),
+                      rules.is_trivial("mangle", fwd) and rules.is_trivial("filter", fwd),
+                      rules.is_trivial("mangle", post))
+        self._plan_rules, self._plan_version = rules, rules.version
 
     def _fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: tuple[str, bytes, int, bytes]) -> bool:
         """Forward a packet of an established TCP/UDP flow with the slow path's cached decisions.
@@ -720,8 +841,10 @@ class Engine:
             return False
         conn, ctinfo, daddr_after, oif, nexthop, gen, learn = entry
         rules = self.rules
-        if (gen != self.fib.generation or not rules.is_trivial("raw", Hook.PRE_ROUTING)
-                or not rules.needs_conntrack() or "nat" not in rules.present):
+        if rules is not self._plan_rules or rules.version != self._plan_version:
+            self._tier2_plan()
+        usable, mangle_pre_trivial, forward_trivial, mangle_post_trivial = self._plan
+        if gen != self.fib.generation or not usable:
             return False
         data, _reason = ipv4.ip_rcv_core(frame[14:])
         if data is None:
@@ -737,17 +860,17 @@ class Engine:
             self.neigh[(dev.name, skb.saddr)] = skb.src_mac
         ctx = self._ctx
         now = ctx.now
-        skb.hook = ctx.hook = Hook.PRE_ROUTING
-        if nf_conntrack_in(skb, Hook.PRE_ROUTING, now, self.table, self.cfg) != NF_ACCEPT:
-            raise self._verdict_drop(Hook.PRE_ROUTING, "conntrack", skb)
-        if skb.ct is not conn or skb.ctinfo != ctinfo or not rules.is_trivial("mangle", Hook.PRE_ROUTING):
-            if self._run_hook(Hook.PRE_ROUTING, skb, self._pre_after_ct) == NF_ACCEPT:
+        skb.hook = ctx.hook = _HOOK_PRE_ROUTING
+        if nf_conntrack_in(skb, _HOOK_PRE_ROUTING, now, self.table, self.cfg) != NF_ACCEPT:
+            raise self._verdict_drop(_HOOK_PRE_ROUTING, "conntrack", skb)
+        if skb.ct is not conn or skb.ctinfo != ctinfo or not mangle_pre_trivial:
+            if self._run_hook(_HOOK_PRE_ROUTING, skb, self._pre_after_ct) == NF_ACCEPT:
                 self._ip_rcv_finish(skb)
             return True
         nat = self.nat
-        if nat.nf_nat_ipv4_fn(skb, Hook.PRE_ROUTING, now=now, table=self.table, rnd=self.rnd,
-                              run_chain=self._nat_chain[Hook.PRE_ROUTING]) != NF_ACCEPT:
-            raise self._verdict_drop(Hook.PRE_ROUTING, "nat", skb)
+        if nat.nf_nat_ipv4_fn(skb, _HOOK_PRE_ROUTING, now=now, table=self.table, rnd=self.rnd,
+                              run_chain=self._nat_chain[_HOOK_PRE_ROUTING]) != NF_ACCEPT:
+            raise self._verdict_drop(_HOOK_PRE_ROUTING, "nat", skb)
         out = self.host.interfaces.get(oif)
         forwarding = dev.forwarding if dev.forwarding is not None else self.host.ip_forward
         if skb.daddr != daddr_after or not forwarding or out is None or not out.up or out.kind == "loopback":
@@ -759,16 +882,16 @@ class Engine:
             self._ip_forward(skb)
             return True
         ipv4.ip_decrease_ttl(data)
-        if not (rules.is_trivial("mangle", Hook.FORWARD) and rules.is_trivial("filter", Hook.FORWARD)):
-            if self._run_hook(Hook.FORWARD, skb) != NF_ACCEPT:
+        if not forward_trivial:
+            if self._run_hook(_HOOK_FORWARD, skb) != NF_ACCEPT:
                 return True
-        if not rules.is_trivial("mangle", Hook.POST_ROUTING):
+        if not mangle_post_trivial:
             self._ip_output(skb)
             return True
-        skb.hook = ctx.hook = Hook.POST_ROUTING
-        if nat.nf_nat_ipv4_fn(skb, Hook.POST_ROUTING, now=now, table=self.table, rnd=self.rnd,
-                              run_chain=self._nat_chain[Hook.POST_ROUTING]) != NF_ACCEPT:
-            raise self._verdict_drop(Hook.POST_ROUTING, "nat", skb)
+        skb.hook = ctx.hook = _HOOK_POST_ROUTING
+        if nat.nf_nat_ipv4_fn(skb, _HOOK_POST_ROUTING, now=now, table=self.table, rnd=self.rnd,
+                              run_chain=self._nat_chain[_HOOK_POST_ROUTING]) != NF_ACCEPT:
+            raise self._verdict_drop(_HOOK_POST_ROUTING, "nat", skb)
         # confirm: the ct is confirmed already (an established flow), nothing to do
         gso_type, gso_size = (skb.gso_type, skb.gso_size) if skb.gso_size and len(data) > out.mtu else (0, 0)
         self._neigh_output(out, nexthop, skb, data, gso_type, gso_size, skb.csum_partial)
@@ -779,7 +902,7 @@ class Engine:
 
     def _ip_output(self, skb: Skb) -> None:
         """`ip_output` → POSTROUTING → `ip_finish_output` (fragment, resolve neighbour, transmit)."""
-        if self._run_hook(Hook.POST_ROUTING, skb) != NF_ACCEPT:
+        if self._run_hook(_HOOK_POST_ROUTING, skb) != NF_ACCEPT:
             return
         dev = self.host.interfaces[skb.oif]
         if dev.kind == "loopback":
@@ -794,9 +917,14 @@ class Engine:
         if partial and len(skb.data) > dev.mtu:
             complete_partial_csum(skb.data)  # ip_do_fragment: "cleanup checksum before fragmentation"
             skb.csum_partial = partial = False
-        pieces, icmp_mtu = ipv4.ip_output_fragments(
-            skb.data, dev.mtu, frag_max_size=skb.frag_max_size, frag_pmtu=skb.frag_pmtu,
-            frag_list=skb.frag_list, ignore_df=bool(skb.frag_max_size))
+        pieces: list[bytearray]
+        if len(skb.data) <= dev.mtu and not skb.frag_max_size:
+            # ip_output_fragments' first case (nothing to fragment) without its copy: the piece is only read
+            pieces, icmp_mtu = [skb.data], 0
+        else:
+            pieces, icmp_mtu = ipv4.ip_output_fragments(
+                skb.data, dev.mtu, frag_max_size=skb.frag_max_size, frag_pmtu=skb.frag_pmtu,
+                frag_list=skb.frag_list, ignore_df=bool(skb.frag_max_size))
         if not pieces:
             self._icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=icmp_mtu)
             raise _Drop(DropReason.FRAG_NEEDED, "ip_fragment", f"{len(skb.data)} > mtu {icmp_mtu} with DF")
@@ -847,7 +975,7 @@ class Engine:
         mac: bytes | None
         if not self.resolve_neighbours:
             mac = self._neigh_resolve(dev, nexthop)
-        elif nexthop == 0xFFFFFFFF or any(a.broadcast == nexthop for a in dev.addresses):
+        elif nexthop == 0xFFFFFFFF or _is_subnet_broadcast(dev, nexthop):
             mac = b"\xff" * 6
         elif nexthop >> 28 == 0xE:
             mac = b"\x01\x00\x5e" + (nexthop & 0x7FFFFF).to_bytes(3, "big")  # ip_eth_mc_map
@@ -867,7 +995,10 @@ class Engine:
                     skb.add_trace(f"neighbour {format_addr(nexthop)} on {dev.name} unresolved: held while ARP "
                                   "resolves")
                 return
-        self._neigh_emit(dev, mac, (skb, bytes(datagram), gso_type, gso_size, partial))
+        # _neigh_emit, without copying the datagram first (bytes + bytearray is bytes)
+        ct = skb.ct
+        self._out.emitted.append(Emitted(dev.name, mac + dev.mac + b"\x08\x00" + datagram, skb.pkt_id,
+                                         ct.ct_id if ct is not None else 0, gso_type, gso_size, partial))
 
     def _neigh_emit(self, dev: Interface, mac: bytes, held: _Held) -> None:
         skb, datagram, gso_type, gso_size, partial = held
@@ -913,7 +1044,7 @@ class Engine:
 
     def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
         """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""
-        if nexthop == 0xFFFFFFFF or any(a.broadcast == nexthop for a in dev.addresses):
+        if nexthop == 0xFFFFFFFF or _is_subnet_broadcast(dev, nexthop):
             return b"\xff" * 6
         mac = self.neigh.get((dev.name, nexthop))
         if mac is None:
@@ -929,7 +1060,7 @@ class Engine:
         try:
             skb.iif = "lo"
             skb.oif = ""
-            skb.pkt_type = PacketType.LOOPBACK
+            skb.pkt_type = _PKT_LOOPBACK
             skb.add_trace("loopback_xmit: back in on lo")
             self._ip_rcv_skb(skb)
         finally:
@@ -939,7 +1070,7 @@ class Engine:
 
     def _local_deliver(self, skb: Skb) -> None:
         """`ip_local_deliver` → LOCAL_IN → the local stack (`ip_local_deliver_finish`)."""
-        if self._run_hook(Hook.LOCAL_IN, skb) != NF_ACCEPT:
+        if self._run_hook(_HOOK_LOCAL_IN, skb) != NF_ACCEPT:
             return
         self._local_stack(skb)
 
@@ -947,7 +1078,7 @@ class Engine:
         """What the host's own stack does with a datagram for it: echo replies, resets, port unreachables."""
         proto = skb.protocol
         data = skb.data
-        broadcast = skb.pkt_type in (PacketType.BROADCAST, PacketType.MULTICAST) or \
+        broadcast = skb.pkt_type in (_PKT_BROADCAST, _PKT_MULTICAST) or \
             self.fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
         if proto == 1 and skb.l4_len >= 8:
             if data[skb.ihl] == ICMP_ECHO and not broadcast:
@@ -998,8 +1129,8 @@ class Engine:
         if attach is not None and attach.ct is not None:
             # nf_ct_attach(): the new packet belongs to the old one's ct, in the other direction
             nskb.ct = attach.ct
-            reply = attach.ctinfo.direction == Direction.ORIGINAL
-            nskb.ctinfo = CtInfo.RELATED_REPLY if reply else CtInfo.RELATED
+            reply = attach.ctinfo.direction == _DIRN_ORIGINAL
+            nskb.ctinfo = _CTINFO_RELATED_REPLY if reply else _CTINFO_RELATED
         if attach is not None and attach.trace is not None:
             nskb.trace = []
         self._send_now(nskb)
@@ -1049,7 +1180,7 @@ class Engine:
         if skb.trace is not None:
             skb.add_trace(f"ip_local_out: {self._describe(skb)} via {skb.oif}")
         daddr = skb.daddr
-        if self._run_hook(Hook.LOCAL_OUT, skb) != NF_ACCEPT:
+        if self._run_hook(_HOOK_LOCAL_OUT, skb) != NF_ACCEPT:
             return
         if skb.daddr != daddr:  # nf_nat_ipv4_local_fn → ip_route_me_harder
             self._route_output(skb)
@@ -1111,7 +1242,7 @@ class Engine:
         data = bytes(skb.data)
         dtype = self.fib.addr_type(skb.daddr)
         allowed = icmp.icmp_error_allowed(
-            data, icmp_type=icmp_type, pkt_type_host=skb.pkt_type in (PacketType.HOST, PacketType.LOOPBACK),
+            data, icmp_type=icmp_type, pkt_type_host=skb.pkt_type in (_PKT_HOST, _PKT_LOOPBACK),
             dst_broadcast=dtype == RTN_BROADCAST, dst_multicast=dtype == RTN_MULTICAST)
         body = icmp.build_icmp_error(icmp_type, code, data, info=info) if allowed else b""
         if not body:

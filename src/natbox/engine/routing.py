@@ -16,6 +16,7 @@ the device and the next hop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from natbox.engine.host import Host, Route
 
@@ -55,9 +56,10 @@ _TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class FibResult:
-    """A routing decision: the route's type, device, next hop (gateway or the destination), and the route."""
+class FibResult(NamedTuple):
+    """A routing decision: the route's type, device, next hop (gateway or the destination), and the route.
+
+    Immutable; a NamedTuple rather than a frozen dataclass because one is made per routed packet."""
 
     type: int
     dev: str | None
@@ -179,12 +181,16 @@ class Fib:
         (lo first). Host-scoped addresses (127/8) are skipped."""
         iface = self.host.interfaces.get(dev)
         if iface is not None:
-            primaries = [a for a in iface.primary_addresses if a.scope != "host"]
-            for a in primaries:
+            first = None  # the first primary address that is not host-scoped
+            for a in iface.addresses:
+                if a.secondary or a.scope == "host":
+                    continue
                 if dst and a.contains(dst):
                     return a.addr
-            if primaries:
-                return primaries[0].addr
+                if first is None:
+                    first = a.addr
+            if first is not None:
+                return first
         for other in self.host.interfaces.values():
             if other.name == dev:
                 continue

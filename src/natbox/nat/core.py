@@ -36,10 +36,10 @@ from typing import Protocol
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable
-from natbox.conntrack.tuple import ConnTuple, format_addr, invert
+from natbox.conntrack.tuple import ConnTuple, _new_tuple, format_addr, invert
 from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
 from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
-from natbox.nat.manip import manip_pkt
+from natbox.nat.manip import manip_pkt, manip_pkt_ports
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import (
     IPPROTO_GRE,
@@ -58,6 +58,18 @@ from natbox.netfilter import (
     TcpState,
 )
 from natbox.skb import Skb
+
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
+_CTINFO_NEW = CtInfo.NEW
+_CTINFO_RELATED = CtInfo.RELATED
+_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
+_DIRN_ORIGINAL = Direction.ORIGINAL
+_HOOK_POST_ROUTING = Hook.POST_ROUTING
+_MANIP_DST = ManipType.DST
+_MANIP_SRC = ManipType.SRC
+_TCPS_SYN_SENT = TcpState.SYN_SENT
+_TCPS_TIME_WAIT = TcpState.TIME_WAIT
 
 __all__ = [
     "NF_NAT_HARDER_THRESH",
@@ -94,20 +106,31 @@ _USES_NAT = CtStatus.NAT_MASK | CtStatus.SEQ_ADJUST
 _MAY_KILL_REFUSE = CtStatus.FIXED_TIMEOUT | CtStatus.DYING
 _OFFLOAD = CtStatus.OFFLOAD | CtStatus.HW_OFFLOAD
 _M32 = 0xFFFFFFFF
-_RANDOM_ALL = RangeFlags.PROTO_RANDOM_ALL
-_DONE_BIT = {ManipType.SRC: CtStatus.SRC_NAT_DONE, ManipType.DST: CtStatus.DST_NAT_DONE}
+_RANDOM_ALL = int(RangeFlags.PROTO_RANDOM_ALL)
+# the range flags as plain ints: `flags & RangeFlags.X` on an IntFlag runs enum.Flag.__and__ and builds a
+# new RangeFlags member every time; the tests below read `int(rng.flags)` instead
+_MAP_IPS = int(RangeFlags.MAP_IPS)
+_PROTO_SPECIFIED = int(RangeFlags.PROTO_SPECIFIED)
+_PERSISTENT = int(RangeFlags.PERSISTENT)
+_PROTO_RANDOM_FULLY = int(RangeFlags.PROTO_RANDOM_FULLY)
+_PROTO_OFFSET = int(RangeFlags.PROTO_OFFSET)
+_DONE_BIT = {_MANIP_SRC: CtStatus.SRC_NAT_DONE, _MANIP_DST: CtStatus.DST_NAT_DONE}
 _DONE_INT = {m: int(bit) for m, bit in _DONE_BIT.items()}
-_NAT_BIT = {ManipType.SRC: CtStatus.SRC_NAT, ManipType.DST: CtStatus.DST_NAT}
-_LABEL = {ManipType.SRC: "SNAT", ManipType.DST: "DNAT"}
+_DST_NAT_DONE = int(CtStatus.DST_NAT_DONE)
+_NAT_BIT = {_MANIP_SRC: CtStatus.SRC_NAT, _MANIP_DST: CtStatus.DST_NAT}
+_LABEL = {_MANIP_SRC: "SNAT", _MANIP_DST: "DNAT"}
 # HOOK2MANIP (§1.3)
 _HOOK2MANIP = {hook: ManipType.for_hook(hook) for hook in Hook}
 # nf_nat_packet's statusbit, by manip type and packet direction (swapped for REPLY packets, §4.7).
 _STATUSBIT = {
-    ManipType.SRC: (int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)),
-    ManipType.DST: (int(CtStatus.DST_NAT), int(CtStatus.SRC_NAT)),
+    _MANIP_SRC: (int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)),
+    _MANIP_DST: (int(CtStatus.DST_NAT), int(CtStatus.SRC_NAT)),
 }
-_REPLY_CTINFO = frozenset({CtInfo.ESTABLISHED_REPLY, CtInfo.RELATED_REPLY})
-_FIRST_CTINFO = frozenset({CtInfo.NEW, CtInfo.RELATED, CtInfo.RELATED_REPLY})  # may still need a binding
+_REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
+_FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
+_RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
+_POST_ROUTING = _HOOK_POST_ROUTING
+_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
 
@@ -127,19 +150,19 @@ def l4proto_in_range(t: ConnTuple, manip: ManipType, lo: int, hi: int) -> bool:
     if proto == IPPROTO_ICMP:
         return lo <= t.sport <= hi
     if proto in PORT_PROTOS or proto == IPPROTO_GRE:
-        port = t.sport if manip == ManipType.SRC else t.dport
+        port = t.sport if manip == _MANIP_SRC else t.dport
         return lo <= port <= hi
     return True
 
 
 def in_range(t: ConnTuple, rng: NatRange) -> bool:
     """Mirrors `nf_in_range()`: would `t`'s source satisfy `rng` (address if MAP_IPS, port if specified)?"""
-    flags = rng.flags
-    if flags & RangeFlags.MAP_IPS and not rng.min_addr <= t.src <= rng.max_addr:
+    flags = int(rng.flags)
+    if flags & _MAP_IPS and not rng.min_addr <= t.src <= rng.max_addr:
         return False
-    if not flags & RangeFlags.PROTO_SPECIFIED:
+    if not flags & _PROTO_SPECIFIED:
         return True
-    return l4proto_in_range(t, ManipType.SRC, rng.min_proto, rng.max_proto)
+    return l4proto_in_range(t, _MANIP_SRC, rng.min_proto, rng.max_proto)
 
 
 def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType) -> ConnTuple:
@@ -148,19 +171,19 @@ def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType
     min == max: that address. Otherwise `min + reciprocal_scale(jhash2(src, 4 words, initval), size)`,
     with initval 0 for --persistent, else the destination word xor the zone id. Deterministic.
     """
-    flags = rng.flags
-    if not flags & RangeFlags.MAP_IPS:
+    flags = int(rng.flags)
+    if not flags & _MAP_IPS:
         return t
     lo, hi = rng.min_addr, rng.max_addr
     if lo == hi:
         new = lo
     else:
-        initval = 0 if flags & RangeFlags.PERSISTENT else (addr_word(t.dst) ^ zone) & _M32
+        initval = 0 if flags & _PERSISTENT else (addr_word(t.dst) ^ zone) & _M32
         j = jhash2((addr_word(t.src), 0, 0, 0), initval)
         new = (lo + reciprocal_scale(j, (hi - lo + 1) & _M32)) & _M32
-    if manip == ManipType.SRC:
-        return ConnTuple(new, t.sport, t.dst, t.dport, t.proto)
-    return ConnTuple(t.src, t.sport, new, t.dport, t.proto)
+    if manip == _MANIP_SRC:
+        return _new_tuple(ConnTuple, (new, t[1], t[2], t[3], t[4]))
+    return _new_tuple(ConnTuple, (t[0], t[1], new, t[3], t[4]))
 
 
 def _key_name(proto: int) -> str:
@@ -169,7 +192,7 @@ def _key_name(proto: int) -> str:
 
 def _part(t: ConnTuple, manip: ManipType) -> str:
     """The manip half of `t` as text: "203.0.113.1:40010", "203.0.113.1 id 7" or just the address."""
-    addr, port = (t.src, t.sport) if manip == ManipType.SRC else (t.dst, t.dport)
+    addr, port = (t.src, t.sport) if manip == _MANIP_SRC else (t.dst, t.dport)
     if t.proto in PORT_PROTOS:
         return f"{format_addr(addr)}:{port}"
     if t.proto == IPPROTO_ICMP:
@@ -178,13 +201,13 @@ def _part(t: ConnTuple, manip: ManipType) -> str:
 
 
 def _key_of(t: ConnTuple, manip: ManipType) -> int:
-    if t.proto == IPPROTO_ICMP or manip == ManipType.SRC:
+    if t.proto == IPPROTO_ICMP or manip == _MANIP_SRC:
         return t.sport
     return t.dport
 
 
 def _with_key(t: ConnTuple, manip: ManipType, key: int) -> ConnTuple:
-    if t.proto == IPPROTO_ICMP or manip == ManipType.SRC:
+    if t.proto == IPPROTO_ICMP or manip == _MANIP_SRC:
         return ConnTuple(t.src, key, t.dst, t.dport, t.proto)
     return ConnTuple(t.src, t.sport, t.dst, key, t.proto)
 
@@ -194,15 +217,15 @@ def _search_note(
     probes: int,
 ) -> str:
     """The trace line for a successful `nf_nat_l4proto_unique_tuple` search."""
-    flags = rng.flags
+    flags = int(rng.flags)
     label = _LABEL[manip]
     name = _key_name(cand.proto)
     if flags & _RANDOM_ALL:
-        how = "--random-fully" if flags & RangeFlags.PROTO_RANDOM_FULLY else "--random"
+        how = "--random-fully" if flags & _PROTO_RANDOM_FULLY else "--random"
         why = f"{name} {key} randomised ({how})"
     elif clash is not None:
         why = f"{key} clashes with ct #{clash.ct_id}"
-    elif flags & RangeFlags.PROTO_OFFSET:
+    elif flags & _PROTO_OFFSET:
         why = f"{name} {key} mapped relative to base {rng.base_proto}"
     else:
         why = f"{name} {key} outside the range"
@@ -314,7 +337,7 @@ class NatCore:
         SRC-NATed entry (TIME_WAIT, CLOSE, SYN_SENT2) that holds the port, if its sequence has advanced."""
         tcp = ct.tcp
         if attempts_left > NF_NAT_HARDER_THRESH or t.proto != IPPROTO_TCP or tcp is None \
-                or tcp.state != TcpState.SYN_SENT:
+                or tcp.state != _TCPS_SYN_SENT:
             return self._used(t, ct, now, table)
         reply = invert(t)
         if reply is None:
@@ -323,11 +346,11 @@ class NatCore:
         if hit is None:
             return None
         other, direction = hit
-        if direction == Direction.ORIGINAL or other is ct:
+        if direction == _DIRN_ORIGINAL or other is ct:
             return other
         flags = other.status
         otcp = other.tcp
-        if otcp is None or otcp.state < TcpState.TIME_WAIT or flags & _MAY_KILL_REFUSE \
+        if otcp is None or otcp.state < _TCPS_TIME_WAIT or flags & _MAY_KILL_REFUSE \
                 or not flags & CtStatus.SRC_NAT:
             return other
         advance = (tcp.seen[0].td_end - otcp.seen[0].td_end) & _M32
@@ -337,8 +360,8 @@ class NatCore:
         self.forget(other)
         if trace is not None:
             trace.append(
-                f"{_LABEL[ManipType.SRC]}: evicted {TcpState(otcp.state).name} ct #{other.ct_id} "
-                f"(nf_nat_used_tuple_harder) to reuse {_part(t, ManipType.SRC)}"
+                f"{_LABEL[_MANIP_SRC]}: evicted {TcpState(otcp.state).name} ct #{other.ct_id} "
+                f"(nf_nat_used_tuple_harder) to reuse {_part(t, _MANIP_SRC)}"
             )
         return other if flags & _OFFLOAD else None
 
@@ -353,11 +376,11 @@ class NatCore:
         It may return a tuple that is still in use when the search space is exhausted; the ct then
         fails to confirm (`insert_failed`), as in the kernel.
         """
-        flags = rng.flags
+        flags = int(rng.flags)
         label = _LABEL[manip]
         clash: Conn | None = None
         # 1) SRC manip: keep the original tuple, or reuse this source's current mapping.
-        if manip == ManipType.SRC and not flags & _RANDOM_ALL:
+        if manip == _MANIP_SRC and not flags & _RANDOM_ALL:
             if in_range(orig, rng):
                 clash = self._used_new(orig, ct, now, table)
                 if clash is None:
@@ -380,9 +403,9 @@ class NatCore:
 
         # 2) the address.
         t = find_best_ips_proto(orig, rng, ct.zone, manip)
-        if trace is not None and flags & RangeFlags.MAP_IPS and rng.min_addr != rng.max_addr:
-            chosen = t.src if manip == ManipType.SRC else t.dst
-            how = "jhash2 of the source (--persistent)" if flags & RangeFlags.PERSISTENT else "jhash2"
+        if trace is not None and flags & _MAP_IPS and rng.min_addr != rng.max_addr:
+            chosen = t.src if manip == _MANIP_SRC else t.dst
+            how = "jhash2 of the source (--persistent)" if flags & _PERSISTENT else "jhash2"
             trace.append(f"{label}: address {format_addr(chosen)} chosen by {how} from "
                          f"{format_addr(rng.min_addr)}-{format_addr(rng.max_addr)}")
 
@@ -390,8 +413,8 @@ class NatCore:
         name = _key_name(t.proto)
         clash = None
         if not flags & _RANDOM_ALL:
-            if flags & RangeFlags.PROTO_SPECIFIED:
-                if not flags & RangeFlags.PROTO_OFFSET and l4proto_in_range(t, manip, rng.min_proto, rng.max_proto):
+            if flags & _PROTO_SPECIFIED:
+                if not flags & _PROTO_OFFSET and l4proto_in_range(t, manip, rng.min_proto, rng.max_proto):
                     if rng.min_proto == rng.max_proto:
                         if trace is not None:
                             trace.append(f"{label}: {name} {_key_of(t, manip)} is the single {name} of the range "
@@ -418,20 +441,20 @@ class NatCore:
         table: ConntrackTable, rnd: RandomSource, trace: list[str] | None,
     ) -> ConnTuple:
         """Mirrors `nf_nat_l4proto_unique_tuple()` (§4.5 step 4)."""
-        flags = rng.flags
+        flags = int(rng.flags)
         proto = t.proto
         label = _LABEL[manip]
         name = _key_name(proto)
         key = _key_of(t, manip)
         if proto == IPPROTO_ICMP:
-            if flags & RangeFlags.PROTO_SPECIFIED:
+            if flags & _PROTO_SPECIFIED:
                 lo = rng.min_proto
                 size = (rng.max_proto - lo + 1) & _M32  # no swap for ICMP; reversed bounds wrap (u32)
             else:
                 lo, size = 0, 65536
         elif proto in PORT_PROTOS:
-            if not flags & RangeFlags.PROTO_SPECIFIED:
-                if manip == ManipType.DST:
+            if not flags & _PROTO_SPECIFIED:
+                if manip == _MANIP_DST:
                     if trace is not None:
                         if clash is not None:
                             trace.append(f"{label}: {_part(t, manip)} clashes with ct #{clash.ct_id}; DNAT without "
@@ -454,9 +477,9 @@ class NatCore:
         if size == 0:  # only reachable with reversed ICMP id bounds (the kernel would divide by zero)
             return t
 
-        if flags & RangeFlags.PROTO_OFFSET:
+        if flags & _PROTO_OFFSET:
             off = (key - rng.base_proto) & 0xFFFF
-        elif flags & _RANDOM_ALL or manip != ManipType.DST:
+        elif flags & _RANDOM_ALL or manip != _MANIP_DST:
             off = rnd.getrandbits(16)
         else:
             off = 0
@@ -511,7 +534,7 @@ class NatCore:
             if trace is not None:
                 trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {_part(curr, manip)} -> {_part(new, manip)}; "
                              f"reply tuple now {reply}")
-        if manip == ManipType.SRC:
+        if manip == _MANIP_SRC:
             self._bysource_add(ct, table.max_entries)
         ct.status |= done
         return NF_ACCEPT
@@ -526,9 +549,23 @@ class NatCore:
         tuple already reflects earlier manips, e.g. a DNAT before this SNAT).
         """
         reply = ct.tuples[1]
-        addr = reply.dst if manip == ManipType.SRC else reply.src
+        if trace is None and manip == _MANIP_DST and reply.proto in PORT_PROTOS and not ct.confirmed:
+            # setup_info for a DST null binding of a port protocol, where the tuple cannot change:
+            # find_best_ips_proto maps the destination to itself, and get_unique_tuple keeps the port
+            # whether or not nf_nat_used_tuple finds a clash (DST manip without a port range never
+            # changes it, §4.5 step 4). What remains is that clash test (its lookup reaps expired
+            # entries and counts `found`) and the DONE bit.
+            if ct.status & _DST_NAT_DONE:
+                return NF_DROP  # setup_info: a manip bound twice
+            curr = invert(reply)
+            if curr is None:
+                return NF_DROP
+            self._used(curr, ct, now, table)
+            ct.status |= _DST_NAT_DONE
+            return NF_ACCEPT
+        addr = reply.dst if manip == _MANIP_SRC else reply.src
         if trace is not None:
-            side = "source" if manip == ManipType.SRC else "destination"
+            side = "source" if manip == _MANIP_SRC else "destination"
             trace.append(f"null binding ({_LABEL[manip]} to the current {side} {format_addr(addr)}: "
                          "no nat rule bound this flow)")
         return self.setup_info(ct, NatRange.null_binding(addr), manip, now=now, table=table, rnd=rnd, trace=trace)
@@ -542,7 +579,20 @@ class NatCore:
         direction = 1 if ctinfo in _REPLY_CTINFO else 0
         if not int(ct.status) & _STATUSBIT[manip][direction]:
             return NF_ACCEPT
-        target = invert(ct.tuples[1 - direction])
+        other = ct.tuples[1 - direction]
+        proto = other.proto
+        if proto in _TCP_UDP and skb.trace is None and not skb.csum_partial:
+            # the target is invert(other) (ports swap with addresses); only its manip half is written
+            if manip == _MANIP_SRC:
+                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other.dst, other.dport)
+            else:
+                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other.src, other.sport)
+            if ok:
+                return NF_ACCEPT
+            self.drop_reason = DropReason.NAT_MANIP_FAILED
+            skb.note = "nat: transport header truncated"
+            return NF_DROP
+        target = invert(other)
         if target is None:
             self.drop_reason = DropReason.NAT_MANIP_FAILED
             return NF_DROP
@@ -556,15 +606,15 @@ class NatCore:
             skb.add_trace(f"{hook.chain_name} nat: {skb.note}; dropped")
             return NF_DROP
         if trace is not None:
-            side = "source" if manip == ManipType.SRC else "destination"
+            side = "source" if manip == _MANIP_SRC else "destination"
             trace.append(f"{hook.chain_name} nat: {side} {before} -> {self._pkt_part(skb, manip)} (ct #{ct.ct_id})")
         return NF_ACCEPT
 
     @staticmethod
     def _pkt_part(skb: Skb, manip: ManipType) -> str:
-        addr = skb.saddr if manip == ManipType.SRC else skb.daddr
+        addr = skb.saddr if manip == _MANIP_SRC else skb.daddr
         if skb.protocol in PORT_PROTOS:
-            port = skb.l4_u16(0 if manip == ManipType.SRC else 2)
+            port = skb.l4_u16(0 if manip == _MANIP_SRC else 2)
             if port is not None:
                 return f"{format_addr(addr)}:{port}"
         return format_addr(addr)
@@ -585,7 +635,7 @@ class NatCore:
         if ct is None:
             return NF_ACCEPT
         ctinfo = skb.ctinfo
-        if ctinfo in (CtInfo.RELATED, CtInfo.RELATED_REPLY) and skb.protocol == IPPROTO_ICMP:
+        if ctinfo in _RELATED_CTINFO and skb.protocol == IPPROTO_ICMP:
             verdict = icmp_reply_translation(skb, ct, ctinfo, hook)
             if verdict != NF_ACCEPT:
                 ihl = skb.ihl
@@ -605,10 +655,10 @@ class NatCore:
                     if verdict != NF_ACCEPT:
                         return verdict
                 return self.nat_packet(skb, ct, ctinfo, hook)
-        if (ct.masq_index is not None and hook == Hook.POST_ROUTING and ctinfo.direction == Direction.ORIGINAL
-                and ct.masq_index != skb.oif):
+        if (ct.masq_index is not None and hook == _POST_ROUTING and ct.masq_index != skb.oif
+                and ctinfo not in _REPLY_CTINFO):  # CTINFO2DIR(ctinfo) == IP_CT_DIR_ORIGINAL
             # nf_nat_oif_changed → nf_ct_kill_acct
-            direction = int(Direction.ORIGINAL)
+            direction = int(_DIRN_ORIGINAL)
             ct.acct_packets[direction] += 1
             ct.acct_bytes[direction] += len(skb.data)
             table.delete(ct, now, reason="nat_oif_changed")

@@ -41,7 +41,11 @@ from natbox.netfilter import (
 )
 from natbox.wire.checksum import csum_replace2, csum_replace4
 
-__all__ = ["ICMP_ID_TYPES", "NAT_DCCP", "crc32c", "manip_pkt"]
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_MANIP_DST = ManipType.DST
+_MANIP_SRC = ManipType.SRC
+
+__all__ = ["ICMP_ID_TYPES", "NAT_DCCP", "crc32c", "manip_pkt", "manip_pkt_ports"]
 
 # dccp_manip_pkt() exists only in kernels ≤ 6.16 (see the module docstring).
 NAT_DCCP = False
@@ -97,7 +101,7 @@ def _ports_csum(
     data: bytearray, iphdroff: int, hdroff: int, *, csum_off: int, port_off: int, target: ConnTuple, manip: ManipType,
 ) -> int:
     """`nf_csum_update()` + `inet_proto_csum_replace2()`: the new L4 checksum (port not yet written)."""
-    if manip == ManipType.SRC:
+    if manip == _MANIP_SRC:
         oldip, newip, newport = _get32(data, iphdroff + 12), target.src, target.sport
     else:
         oldip, newip, newport = _get32(data, iphdroff + 16), target.dst, target.dport
@@ -111,8 +115,8 @@ def _partial_csum(data: bytearray, iphdroff: int, hdroff: int, csum_off: int, ma
     """`inet_proto_csum_replace4(..., pseudohdr=true)` on a CHECKSUM_PARTIAL packet: the field holds the
     uncomplemented pseudo-header sum, so it follows the address change the other way round
     (`~csum_fold(csum_add(csum_sub(csum_unfold(sum), from), to))`); port changes do not touch it."""
-    pos = iphdroff + (12 if manip == ManipType.SRC else 16)
-    old, new = _get32(data, pos), (target.src if manip == ManipType.SRC else target.dst)
+    pos = iphdroff + (12 if manip == _MANIP_SRC else 16)
+    old, new = _get32(data, pos), (target.src if manip == _MANIP_SRC else target.dst)
     total = (_get16(data, hdroff + csum_off) + ((~old >> 16) & 0xFFFF) + (~old & 0xFFFF) + (new >> 16)
              + (new & 0xFFFF))
     total = (total & 0xFFFF) + (total >> 16)
@@ -129,8 +133,8 @@ def _tcp_like(
     hdrsize = full if n >= hdroff + full else _L4_MIN
     if n < hdroff + hdrsize:
         return False
-    port_off = 0 if manip == ManipType.SRC else 2
-    newport = target.sport if manip == ManipType.SRC else target.dport
+    port_off = 0 if manip == _MANIP_SRC else 2
+    newport = target.sport if manip == _MANIP_SRC else target.dport
     if partial and hdrsize == full:
         _partial_csum(data, iphdroff, hdroff, csum_off, manip, target)
     elif hdrsize == full:
@@ -145,8 +149,8 @@ def _udp(data: bytearray, iphdroff: int, hdroff: int, *, target: ConnTuple, mani
     """`udp_manip_pkt()` / `udplite_manip_pkt()` → `__udp_manip_pkt()`."""
     if len(data) < hdroff + 8:
         return False
-    port_off = 0 if manip == ManipType.SRC else 2
-    newport = target.sport if manip == ManipType.SRC else target.dport
+    port_off = 0 if manip == _MANIP_SRC else 2
+    newport = target.sport if manip == _MANIP_SRC else target.dport
     if partial and not lite:
         _partial_csum(data, iphdroff, hdroff, 6, manip, target)
         if not _get16(data, hdroff + 6):
@@ -164,7 +168,7 @@ def _sctp(data: bytearray, hdroff: int, target: ConnTuple, manip: ManipType) -> 
     hdrsize = _SCTP_HDR if n >= hdroff + _SCTP_HDR else _L4_MIN
     if n < hdroff + hdrsize:
         return False
-    if manip == ManipType.SRC:
+    if manip == _MANIP_SRC:
         _put16(data, hdroff, target.sport)
     else:
         _put16(data, hdroff + 2, target.dport)
@@ -191,7 +195,7 @@ def _gre(data: bytearray, hdroff: int, target: ConnTuple, manip: ManipType) -> b
     """`gre_manip_pkt()`: only the PPTP (GREv1) call id, and only for DST manip."""
     if len(data) < hdroff + 8:  # sizeof(struct pptp_gre_header) - 8
         return False
-    if manip != ManipType.DST:
+    if manip != _MANIP_DST:
         return True
     version = _get16(data, hdroff) & _GRE_VERSION_MASK
     if version == 0:
@@ -237,10 +241,62 @@ def manip_pkt(data: bytearray, ihl: int, target: ConnTuple, manip: ManipType, *,
         return False
     if not l4proto_manip_pkt(data, iphdroff, iphdroff + ihl, target, manip, partial):
         return False
-    if manip == ManipType.SRC:
+    if manip == _MANIP_SRC:
         pos, new = iphdroff + 12, target.src
     else:
         pos, new = iphdroff + 16, target.dst
     _put16(data, iphdroff + 10, csum_replace4(_get16(data, iphdroff + 10), _get32(data, pos), new))
     data[pos : pos + 4] = new.to_bytes(4, "big")
+    return True
+
+
+def manip_pkt_ports(data: bytearray, ihl: int, proto: int, manip: ManipType, addr: int, port: int) -> bool:
+    """`manip_pkt()` for a TCP or UDP packet that is not CHECKSUM_PARTIAL, with the target's manip half
+    given as `(addr, port)` (SRC: the new source, DST: the new destination), so the per-packet NAT of
+    `nf_nat_packet` needs no target tuple. Does exactly what `manip_pkt` → `_tcp_like`/`_udp` do, in
+    their order: the L4 checksum (address, then port) and port, then the IP checksum and address. The
+    checksum updates are `csum_replace4`/`csum_replace2` written out (each folds twice, so its result
+    complemented is the folded sum the next one starts from)."""
+    n = len(data)
+    if n < 20 or ihl < 20:
+        return False
+    if manip == _MANIP_SRC:
+        pos, port_pos = 12, ihl
+    else:
+        pos, port_pos = 16, ihl + 2
+    oldip = int.from_bytes(data[pos : pos + 4], "big")
+    # what csum_replace4 adds for oldip -> addr
+    ipdiff = ((~oldip >> 16) & 0xFFFF) + (~oldip & 0xFFFF) + (addr >> 16) + (addr & 0xFFFF)
+    c = -1
+    if proto == IPPROTO_TCP:
+        if n >= ihl + _TCP_HDR:
+            c = ihl + 16
+        elif n < ihl + _L4_MIN:
+            return False
+    else:  # UDP
+        if n < ihl + 8:
+            return False
+        if data[ihl + 6] or data[ihl + 7]:
+            c = ihl + 6
+    if c >= 0:
+        total = (~((data[c] << 8) | data[c + 1]) & 0xFFFF) + ipdiff
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        total += (~((data[port_pos] << 8) | data[port_pos + 1]) & 0xFFFF) + port
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        check = ~total & 0xFFFF
+        if not check and proto != IPPROTO_TCP:
+            check = 0xFFFF  # CSUM_MANGLED_0
+        data[c] = check >> 8
+        data[c + 1] = check & 0xFF
+    data[port_pos] = (port >> 8) & 0xFF
+    data[port_pos + 1] = port & 0xFF
+    total = (~((data[10] << 8) | data[11]) & 0xFFFF) + ipdiff
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    check = ~total & 0xFFFF
+    data[10] = check >> 8
+    data[11] = check & 0xFF
+    data[pos : pos + 4] = addr.to_bytes(4, "big")
     return True

@@ -32,6 +32,8 @@ __all__ = [
 
 INADDR_LOOPBACK = 0x7F000001  # REDIRECT in OUTPUT sends to 127.0.0.1
 _M32 = 0xFFFFFFFF
+MASQ_RANGE_CACHE_MAX = 1024  # MASQUERADE ranges kept for reuse, by (rule range, address); emptied when full
+_MASQ_RANGES: dict[tuple[NatRange, int], NatRange] = {}
 
 
 def masquerade(
@@ -53,8 +55,17 @@ def masquerade(
         skb.add_trace(f"{skb.note} (no usable address); dropped")
         return NF_DROP
     ct.masq_index = out_dev
-    newrange = NatRange(rng.flags | RangeFlags.MAP_IPS, newsrc, newsrc, rng.min_proto, rng.max_proto)
-    skb.add_trace(f"MASQUERADE: source address {format_addr(newsrc)} of {out_dev} (inet_select_addr)")
+    # NatRange(rng.flags | MAP_IPS, newsrc, newsrc, rng.min_proto, rng.max_proto): ranges are immutable,
+    # so the few distinct ones (a rule's range and the out device's address) are made once and shared
+    key = (rng, newsrc)
+    newrange = _MASQ_RANGES.get(key)
+    if newrange is None:
+        if len(_MASQ_RANGES) >= MASQ_RANGE_CACHE_MAX:
+            _MASQ_RANGES.clear()
+        newrange = _MASQ_RANGES[key] = NatRange(rng.flags | RangeFlags.MAP_IPS, newsrc, newsrc, rng.min_proto,
+                                                rng.max_proto)
+    if skb.trace is not None:
+        skb.add_trace(f"MASQUERADE: source address {format_addr(newsrc)} of {out_dev} (inet_select_addr)")
     return nat.setup_info(ct, newrange, ManipType.SRC, now=now, table=table, rnd=rnd, trace=skb.trace)
 
 

@@ -43,5 +43,16 @@ class NatRange:
 
     @staticmethod
     def null_binding(addr: int) -> NatRange:
-        """`nf_nat_alloc_null_binding`: MAP_IPS with min = max = the current address (§4.1)."""
-        return NatRange(RangeFlags.MAP_IPS, addr, addr)
+        """`nf_nat_alloc_null_binding`: MAP_IPS with min = max = the current address (§4.1).
+
+        Ranges are immutable, so the ones made lately are shared (one is needed per new ct)."""
+        rng = _NULL_BINDINGS.get(addr)
+        if rng is None:
+            if len(_NULL_BINDINGS) >= NULL_BINDING_CACHE_MAX:
+                _NULL_BINDINGS.clear()
+            rng = _NULL_BINDINGS[addr] = NatRange(RangeFlags.MAP_IPS, addr, addr)
+        return rng
+
+
+NULL_BINDING_CACHE_MAX = 4096  # null-binding ranges kept for reuse; the cache is emptied when full
+_NULL_BINDINGS: dict[int, NatRange] = {}

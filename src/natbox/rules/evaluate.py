@@ -147,6 +147,7 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
 
 
 _ALL = "(all packets)"
+_CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
 CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
 CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT"})
@@ -349,9 +350,10 @@ class Ruleset:
 
     def run(self, table: str, hook: Hook, skb: Skb, ctx: XtContext) -> int:
         """Mirrors `ipt_do_table()`: traverse the hook's built-in chain, return NF_ACCEPT or NF_DROP."""
-        comp = self._compile(table)
-        t = self.tables[table]
-        base = t.chains[hook.chain_name]
+        comp = self._compiled.get(table)
+        if comp is None:
+            comp = self._compile(table)
+        base = self.tables[table].chains[_CHAIN_NAME[hook]]
         size = len(skb.data)
         trace = skb.trace
         stack: list[tuple[str, int]] = []

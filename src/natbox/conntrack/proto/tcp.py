@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from natbox.conntrack.table import ConntrackTable
     from natbox.skb import Skb
 
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+
 __all__ = [
     "TCP_CONNTRACKS",
     "TCP_CONNTRACK_NAMES",
@@ -169,6 +172,8 @@ NFCT_TCP_ACCEPT = 2
 
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
+_CONFIRMED = CtStatus.CONFIRMED
+_DYING = CtStatus.DYING
 _FIXED_TIMEOUT = CtStatus.FIXED_TIMEOUT
 _STATES = tuple(TcpState)
 
@@ -326,7 +331,7 @@ def tcp_in_window(
                 receiver.td_end = receiver.td_maxend = sack
             elif sack == ((receiver.td_end + 1) & _U32):
                 receiver.td_end = (receiver.td_end + 1) & _U32  # likely a reply to a keepalive; for III
-    elif flags & TH_SYN and _after(end, sender.td_end) and tcp.state in (TcpState.SYN_SENT, TcpState.SYN_RECV):
+    elif flags & TH_SYN and (((sender.td_end - end) & _U32) >= _HALF) and tcp.state in (SS, SR):
         # RFC 793: a reinitialised TCP may reuse the connection with larger sequence numbers.
         _tcp_init_sender(sender, receiver, data, dataoff, doff, end, win, direction)
         if direction == 1 and not flags & TH_ACK:
@@ -337,17 +342,21 @@ def tcp_in_window(
     elif flags & (TH_ACK | TH_RST) == (TH_ACK | TH_RST) and ack == 0:
         ack = sack = receiver.td_end  # broken stacks setting ACK in RST with a zero ack value
 
-    if flags & TH_RST and seq == 0 and tcp.state == TcpState.SYN_SENT:
+    if flags & TH_RST and seq == 0 and tcp.state == SS:
         seq = end = sender.td_end  # RST answering a SYN
 
-    maxackwindow = sender.td_maxwin if sender.td_maxwin > MAXACKWINCONST else MAXACKWINCONST
+    # the four checks read the window state into locals (nothing below writes it before they are done)
+    s_end, s_maxend, s_maxwin = sender.td_end, sender.td_maxend, sender.td_maxwin
+    r_end, r_maxwin = receiver.td_end, receiver.td_maxwin
+    maxackwindow = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
 
     # I. seq <= sender.td_maxend
-    if not _before(seq, (sender.td_maxend + 1) & _U32):
-        overshot = (end - sender.td_maxend + 1) & _U32
-        ack_ok = _after(sack, (receiver.td_end - maxackwindow - 1) & _U32)
-        in_recv_win = bool(receiver.td_maxwin) and _after(end, (sender.td_end - receiver.td_maxwin - 1) & _U32)
-        if in_recv_win and ack_ok and overshot <= receiver.td_maxwin and _before(sack, (receiver.td_end + 1) & _U32):
+    if not (((seq - ((s_maxend + 1) & _U32)) & _U32) >= _HALF):
+        overshot = (end - s_maxend + 1) & _U32
+        ack_ok = (((((r_end - maxackwindow - 1) & _U32) - sack) & _U32) >= _HALF)
+        in_recv_win = bool(r_maxwin) and (((((s_end - r_maxwin - 1) & _U32) - end) & _U32) >= _HALF)
+        if (in_recv_win and ack_ok and overshot <= r_maxwin
+                and (((sack - ((r_end + 1) & _U32)) & _U32) >= _HALF)):
             # TCPs that send more than the receive window allows: let td_end follow, so the peer's ACK of
             # this data does not trip "ACK is over upper bound" later.
             sender.td_end = end
@@ -355,26 +364,26 @@ def tcp_in_window(
             return _log_invalid(skb, sender, cfg, NFCT_TCP_IGNORE, f"{overshot} bytes more than expected")
         return _log_invalid(
             skb, sender, cfg, NFCT_TCP_INVALID,
-            f"SEQ is over upper bound {(sender.td_maxend + 1) & _U32} (over the window of the receiver)",
+            f"SEQ is over upper bound {(s_maxend + 1) & _U32} (over the window of the receiver)",
         )
 
     # III. sack <= receiver.td_end
-    if not _before(sack, (receiver.td_end + 1) & _U32):
+    if not (((sack - ((r_end + 1) & _U32)) & _U32) >= _HALF):
         return _log_invalid(
             skb, sender, cfg, NFCT_TCP_INVALID,
-            f"ACK is over upper bound {(receiver.td_end + 1) & _U32} (ACKed data not seen yet)",
+            f"ACK is over upper bound {(r_end + 1) & _U32} (ACKed data not seen yet)",
         )
 
     # II. end >= sender.td_end - receiver.td_maxwin (when the receiver's window is known)
-    lower = (sender.td_end - receiver.td_maxwin - 1) & _U32
-    if receiver.td_maxwin and not _after(end, lower):
+    lower = (s_end - r_maxwin - 1) & _U32
+    if r_maxwin and not (((lower - end) & _U32) >= _HALF):
         return _log_invalid(
             skb, sender, cfg, NFCT_TCP_IGNORE,
             f"SEQ is under lower bound {lower} (already ACKed data retransmitted)",
         )
     # IV. sack >= receiver.td_end - MAXACKWINDOW(sender)
-    lower = (receiver.td_end - maxackwindow - 1) & _U32
-    if not _after(sack, lower):
+    lower = (r_end - maxackwindow - 1) & _U32
+    if not (((lower - sack) & _U32) >= _HALF):
         return _log_invalid(
             skb, sender, cfg, NFCT_TCP_IGNORE, f"ignored ACK under lower bound {lower} (possible overly delayed)"
         )
@@ -386,20 +395,20 @@ def tcp_in_window(
     # Update sender data.
     swin = (win + sack - ack) & _U32
     sender.td_maxwin = max(sender.td_maxwin, swin)
-    if _after(end, sender.td_end):
+    if (((sender.td_end - end) & _U32) >= _HALF):
         sender.td_end = end
         sender.flags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
     if flags & TH_ACK:
         if not sender.flags & IP_CT_TCP_FLAG_MAXACK_SET:
             sender.td_maxack = ack
             sender.flags |= IP_CT_TCP_FLAG_MAXACK_SET
-        elif _after(ack, sender.td_maxack):
+        elif (((sender.td_maxack - ack) & _U32) >= _HALF):
             sender.td_maxack = ack
 
     # Update receiver data.
-    if receiver.td_maxwin != 0 and _after(end, sender.td_maxend):
+    if receiver.td_maxwin != 0 and (((sender.td_maxend - end) & _U32) >= _HALF):
         receiver.td_maxwin = (receiver.td_maxwin + end - sender.td_maxend) & _U32
-    if _after((sack + win) & _U32, (receiver.td_maxend - 1) & _U32):
+    if (((((receiver.td_maxend - 1) & _U32) - ((sack + win) & _U32)) & _U32) >= _HALF):
         receiver.td_maxend = (sack + win) & _U32
         if win == 0:
             receiver.td_maxend = (receiver.td_maxend + 1) & _U32
@@ -457,7 +466,7 @@ def tcp_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> str |
     if doff < 20 or tcplen < doff:
         return "tcp: truncated packet"
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if cfg.checksum and hook == Hook.PRE_ROUTING and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 6):
+    if cfg.checksum and hook == _HOOK_PRE_ROUTING and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 6):
         return "tcp: bad checksum"
     flags = data[dataoff + 13]
     if not _VALID_BY_BYTE[flags]:
@@ -470,7 +479,7 @@ def tcp_new(
 ) -> bool:
     """Mirrors `tcp_new()`: only a SYN (SYN_SENT) or, with `tcp_loose`, an ACK (picked up) creates a ct."""
     index = _INDEX_BY_BYTE[flags]
-    new_state = TCP_CONNTRACKS[0][index][TcpState.NONE]
+    new_state = TCP_CONNTRACKS[0][index][NO]
     if new_state >= IV:
         skb.note = f"tcp: invalid new ({flag_names(flags)} cannot start a connection)"
         return False
@@ -478,7 +487,7 @@ def tcp_new(
     s0 = tcp.seen[0]
     s0.td_end = segment_seq_plus_len(seq, len(skb.data), dataoff, doff, flags)
     s0.td_maxwin = win if win else 1
-    if new_state == TcpState.SYN_SENT:
+    if new_state == SS:
         s0.td_maxend = s0.td_end
         tcp_options(skb.data, dataoff, doff, s0)
     elif not cfg.tcp_loose:
@@ -497,7 +506,7 @@ def tcp_can_early_drop(conn: Conn) -> bool:
     """Mirrors `tcp_can_early_drop()`: closing states may be evicted even when ASSURED (§2.7)."""
     tcp = conn.tcp
     return tcp is not None and tcp.state in (
-        TcpState.FIN_WAIT, TcpState.LAST_ACK, TcpState.TIME_WAIT, TcpState.CLOSE, TcpState.CLOSE_WAIT
+        FW, LA, TW, CL, CW
     )
 
 
@@ -513,7 +522,7 @@ def _state_reset(state: TcpSeen) -> None:
 
 def _established(conn: Conn, tcp: TcpConntrack) -> bool:
     """`nf_conntrack_tcp_established()`: ESTABLISHED and ASSURED."""
-    return tcp.state == TcpState.ESTABLISHED and bool(conn.status & _ASSURED)
+    return tcp.state == ES and bool(conn.status & _ASSURED)
 
 
 def tcp_packet(
@@ -536,7 +545,7 @@ def tcp_packet(
     ack_seq = int.from_bytes(data[dataoff + 8 : dataoff + 12], "big")
     win_raw = (data[dataoff + 14] << 8) | data[dataoff + 15]
 
-    if not conn.status & CtStatus.CONFIRMED and not tcp_new(conn, skb, dataoff, doff, flags, seq, win_raw, cfg):
+    if not conn.status & _CONFIRMED and not tcp_new(conn, skb, dataoff, doff, flags, seq, win_raw, cfg):
         return NF_INVALID
     tcp = conn.tcp
     if tcp is None:  # a confirmed ct created by someone else without TCP state: treat as picked up
@@ -548,12 +557,12 @@ def tcp_packet(
     other = 1 - direction
     skip_window = False
 
-    if new_state == TcpState.SYN_SENT and old_state >= TcpState.TIME_WAIT:
+    if new_state == SS and old_state >= TW:
         # RFC 1122 reopen from TIME_WAIT/CLOSE, or an aborted connection the client restarts.
         if (tcp.seen[direction].flags | tcp.seen[other].flags) & IP_CT_TCP_FLAG_CLOSE_INIT or (
             tcp.last_dir == direction and tcp.last_index == TCP_RST_SET
         ):
-            conn.status |= CtStatus.DYING
+            conn.status |= _DYING
             table.delete(conn, now, reason="tcp reopen")
             return NF_REPEAT_LOOKUP
         new_state = IG  # fall through to the ignore handling
@@ -566,8 +575,8 @@ def tcp_packet(
         ):
             # This SYN/ACK acknowledges a SYN we ignored: client and server are in sync, we are not.
             # Get in sync from the annotated values.
-            old_state = TcpState.SYN_SENT
-            new_state = TcpState.SYN_RECV
+            old_state = SS
+            new_state = SR
             peer = tcp.seen[tcp.last_dir]
             peer.td_end = tcp.last_end
             peer.td_maxend = tcp.last_end
@@ -594,9 +603,9 @@ def tcp_packet(
                 if seen.flags & IP_CT_TCP_FLAG_SACK_PERM:
                     tcp.last_flags |= IP_CT_TCP_FLAG_SACK_PERM
                 # RFC 5961 challenge ACK potential: in LAST_ACK an ACK would look like the last ACK.
-                if old_state == TcpState.LAST_ACK:
+                if old_state == LA:
                     tcp.last_flags |= IP_CT_EXP_CHALLENGE_ACK
-            if old_state == TcpState.SYN_SENT and index == TCP_ACK_SET and direction == 1:
+            if old_state == SS and index == TCP_ACK_SET and direction == 1:
                 tcp.last_ack = ack_seq  # possible challenge ACK reply to the SYN
             return NF_ACCEPT  # ignored: no state change, no refresh
     elif new_state == IV:
@@ -605,10 +614,10 @@ def tcp_packet(
             f"state {TCP_CONNTRACK_NAMES[old_state]}"
         )
         return NF_INVALID
-    elif new_state == TcpState.TIME_WAIT:
+    elif new_state == TW:
         # RFC 5961: a challenge ACK to a spurious SYN must not be taken as the ACK of the last FIN.
         if (
-            old_state == TcpState.LAST_ACK
+            old_state == LA
             and index == TCP_ACK_SET
             and tcp.last_dir != direction
             and tcp.last_index == TCP_SYN_SET
@@ -616,12 +625,12 @@ def tcp_packet(
         ):
             tcp.last_flags &= ~IP_CT_EXP_CHALLENGE_ACK
             return NF_ACCEPT  # challenge ACK: don't change state
-    elif new_state == TcpState.SYN_SENT2:
+    elif new_state == S2:
         tcp.last_flags |= IP_CT_TCP_SIMULTANEOUS_OPEN  # the table cannot express simultaneous open
-    elif new_state == TcpState.SYN_RECV:
+    elif new_state == SR:
         if direction == 1 and index == TCP_ACK_SET and tcp.last_flags & IP_CT_TCP_SIMULTANEOUS_OPEN:
-            new_state = TcpState.ESTABLISHED
-    elif new_state == TcpState.CLOSE and index == TCP_RST_SET:
+            new_state = ES
+    elif new_state == CL and index == TCP_RST_SET:
         if tcp_can_early_drop(conn):
             # Closing: the tuple may already be reused; window data is stale. Skip validation.
             skip_window = True
@@ -649,7 +658,7 @@ def tcp_packet(
                 ) and ack_seq == tcp.last_end:
                     skip_window = True  # RST to an invalid SYN or ACK we let through: no window check
                 elif (
-                    old_state == TcpState.SYN_SENT
+                    old_state == SS
                     and tcp.last_index == TCP_ACK_SET
                     and tcp.last_dir == 1
                     and seq == tcp.last_ack
@@ -668,7 +677,7 @@ def tcp_packet(
     tcp.last_index = index
     tcp.last_dir = direction
     tcp.state = _STATES[new_state]
-    if old_state != new_state and new_state == TcpState.FIN_WAIT:
+    if old_state != new_state and new_state == FW:
         tcp.seen[direction].flags |= IP_CT_TCP_FLAG_CLOSE_INIT
 
     timeouts = cfg.tcp_timeouts()
@@ -676,7 +685,7 @@ def tcp_packet(
     if tcp.retrans >= cfg.tcp_max_retrans and t_new > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
     elif index == TCP_RST_SET:
-        timeout = timeouts[TcpState.CLOSE]
+        timeout = timeouts[CL]
     elif (
         (tcp.seen[0].flags | tcp.seen[1].flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
         and t_new > timeouts[TCP_CONNTRACK_UNACK]
@@ -693,14 +702,14 @@ def tcp_packet(
             # If the only reply is a RST, there is no connection: delete the ct now (port closed).
             nf_ct_kill_acct(conn, direction, nbytes, now, table, cfg.acct, reason="tcp rst before reply")
             return NF_ACCEPT
-        if index == TCP_SYN_SET and old_state == TcpState.SYN_SENT:
+        if index == TCP_SYN_SET and old_state == SS:
             return NF_ACCEPT  # do not renew the timeout on a SYN retransmit
-        if new_state == TcpState.ESTABLISHED and timeout > timeouts[TCP_CONNTRACK_UNACK]:
+        if new_state == ES and timeout > timeouts[TCP_CONNTRACK_UNACK]:
             timeout = timeouts[TCP_CONNTRACK_UNACK]  # mid-connection pickup: avoid the 5-day timeout
     elif (
         not conn.status & _ASSURED
-        and old_state in (TcpState.SYN_RECV, TcpState.ESTABLISHED)
-        and new_state == TcpState.ESTABLISHED
+        and old_state in (SR, ES)
+        and new_state == ES
     ):
         conn.status |= _ASSURED  # valid ACK in ESTABLISHED after SYN_RECV, or an answer to a pickup
     nf_ct_refresh_acct(conn, direction, nbytes, timeout, now, cfg.acct)

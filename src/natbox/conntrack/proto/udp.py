@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from natbox.conntrack.proto.generic import NF_ACCEPT, NF_INVALID, nf_ct_refresh_acct
 from natbox.netfilter import CtStatus, Hook
-from natbox.wire.checksum import csum_fold, csum_partial, pseudo_header_sum
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
     from natbox.skb import Skb
+
+# enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
+_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 
 __all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply", "udplite_packet"]
 
@@ -42,10 +44,20 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     coverage), as `__skb_checksum_complete_head` does.
     """
     n = len(data)
-    src = int.from_bytes(data[12:16], "big")
-    dst = int.from_bytes(data[16:20], "big")
-    total = pseudo_header_sum(src, dst, proto, n - dataoff)
-    return csum_fold(csum_partial(memoryview(data)[dataoff : n if end is None else end], total)) == 0
+    # pseudo_header_sum(src, dst, proto, n - dataoff), inline
+    total = (data[12] << 8 | data[13]) + (data[14] << 8 | data[15]) + (data[16] << 8 | data[17]) \
+        + (data[18] << 8 | data[19]) + proto + n - dataoff
+    # csum_fold(csum_partial(segment, total)) == 0, inline: the folded sum must be 0xFFFF
+    stop = n if end is None else end
+    seg = data[dataoff:stop] if stop - dataoff <= 1024 else memoryview(data)[dataoff:stop]
+    w = int.from_bytes(seg, "big")
+    if w:
+        if len(seg) & 1:
+            w <<= 8
+        total += (w % 0xFFFF) or 0xFFFF
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
 
 
 def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
@@ -60,7 +72,7 @@ def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
     if not (data[dataoff + 6] | data[dataoff + 7]):
         return None  # no checksum
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if hook == Hook.PRE_ROUTING and checksum and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 17):
+    if hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 17):
         return "udp: bad checksum"
     return None
 
@@ -117,7 +129,7 @@ def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | N
     if not (data[dataoff + 6] | data[dataoff + 7]):
         return "udplite: checksum missing"
     # The kernel passes IPPROTO_UDP (17), not IPPROTO_UDPLITE, to nf_checksum_partial(); mirrored.
-    if hook == Hook.PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17, dataoff + cscov):
+    if hook == _HOOK_PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17, dataoff + cscov):
         return "udplite: bad checksum"
     return None
 

@@ -1,0 +1,302 @@
+"""Offline micro-benchmark of the engine's slow path: new connections through a NAT gateway.
+
+    python bench/slowpath_bench.py [--conns 3000] [--udp 3000] [--only gateway,docker-out,docker-in]
+                                   [--profile FILE]
+
+Each scenario builds an Engine and runs N complete TCP connection lifecycles through it, each with a
+fresh client port, the way a client that connects and closes in a loop drives a live gateway:
+
+    client SYN → server SYN-ACK → client ACK → client FIN/ACK → server ACK → server FIN/ACK → client ACK
+
+The server side's packets are addressed to what the engine actually emitted (the NATed source address
+and port, or the DNATed destination), and every packet must leave as exactly one frame: a warm-up
+connection checks that up front (and every timed packet is checked as well), so what is measured is the
+real forwarding path, not a drop. Segments carry the options Linux sends (MSS, SACK_PERM, timestamps,
+window scale on the SYNs; timestamps on the rest). A UDP variant measures a new flow's first packet and
+its reply.
+
+Scenarios:
+* `gateway`: `natbox bench`'s gateway (`-A POSTROUTING -o eth1 -j MASQUERADE`, no filter table).
+* `docker-out`: Docker's classic ruleset (src/natbox/demos, §6), a container connecting out (filter
+  FORWARD chains, MASQUERADE).
+* `docker-in`: the same ruleset, an outside client connecting to the published port 10000 (DNAT to
+  172.17.0.2:8000, the DOCKER filter chain).
+
+Figures are µs per packet by kind (the mean of the `Engine.receive` calls, timed one by one with
+`time.perf_counter`) and connections/s (the seven packets' sum). A benchmark reports; it never fails.
+`--profile FILE` writes a cProfile of the gateway scenario's connections to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from natbox.conntrack.tuple import parse_addr
+from natbox.demos.scenarios import DOCKER_RULES
+from natbox.engine.engine import Engine, Output
+from natbox.engine.host import Host, Interface, Neighbour, Route
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_restore
+from natbox.wire import ipv4, tcp, udp
+
+GW_RULES = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n")
+
+KINDS = ("SYN", "SYN-ACK", "ACK", "FIN/ACK (client)", "ACK (server)", "FIN/ACK (server)", "last ACK")
+UDP_KINDS = ("UDP first", "UDP reply")
+STEP = 0.0001  # virtual seconds between packets
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+@dataclass
+class Scenario:
+    """Where a client is, where it connects to, and how the host is built."""
+
+    name: str
+    build: Callable[[], Engine]
+    client_if: str
+    client: int
+    client_mac: bytes
+    dst: int
+    dport: int
+    server_if: str
+
+
+def _gateway() -> Engine:
+    """The gateway of `natbox bench` (src/natbox/cli/bench.py `_gateway`)."""
+    host = Host(name="bench", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=_mac("020000000001")))
+    host.add_interface(Interface("eth1", mac=_mac("020000000101")))
+    host.add_address("eth0", parse_addr("10.0.0.1"), 16)
+    host.add_address("eth1", parse_addr("198.51.100.1"), 24)
+    host.neighbours.append(Neighbour("eth1", parse_addr("198.51.100.2"), _mac("02000000aa02")))
+    ruleset = Ruleset()
+    ruleset.restore(parse_restore(GW_RULES, file="bench"))
+    return Engine(host, ruleset=ruleset, seed=1)
+
+
+def _docker() -> Engine:
+    """The docker demo's host and ruleset (src/natbox/demos/scenarios.py)."""
+    host = Host(name="docker", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=_mac("56:00:04:7c:7c:23")))
+    host.add_interface(Interface("docker0", mac=_mac("02:42:d5:35:3a:3c"), kind="bridge"))
+    host.add_address("eth0", parse_addr("45.77.200.180"), 23)
+    host.add_address("docker0", parse_addr("172.17.0.1"), 16)
+    host.routes.append(Route(0, 0, "eth0", parse_addr("45.77.200.1")))
+    ruleset = Ruleset()
+    ruleset.restore(parse_restore(DOCKER_RULES, file="docker"))
+    return Engine(host, ruleset=ruleset, seed=1)
+
+
+SCENARIOS = (
+    Scenario("gateway", _gateway, "eth0", parse_addr("10.0.1.2"), _mac("02000a000102"),
+             parse_addr("198.51.100.2"), 80, "eth1"),
+    Scenario("docker-out", _docker, "docker0", parse_addr("172.17.0.2"), _mac("02:42:ac:11:00:02"),
+             parse_addr("8.8.8.8"), 80, "eth0"),
+    Scenario("docker-in", _docker, "eth0", parse_addr("114.246.99.100"), _mac("06:7c:16:88:fe:87"),
+             parse_addr("45.77.200.180"), 10000, "docker0"),
+)
+
+SYN_OPTS = tcp.tcp_opt_mss(1460) + tcp.tcp_opt_sack_perm()
+NOP = tcp.tcp_opt_nop()
+
+
+def _syn_options(tsval: int, tsecr: int) -> bytes:
+    """What Linux puts on a SYN or SYN-ACK: MSS, SACK_PERM, timestamps, NOP, window scale 7."""
+    return SYN_OPTS + tcp.tcp_opt_timestamps(tsval, tsecr) + NOP + tcp.tcp_opt_wscale(7)
+
+
+def _ts_options(tsval: int, tsecr: int) -> bytes:
+    return NOP + NOP + tcp.tcp_opt_timestamps(tsval, tsecr)
+
+
+class _Side:
+    """One end of a connection: builds its frames to the gateway's MAC on its link."""
+
+    def __init__(self, addr: int, port: int, peer: int, pport: int, mac: bytes, gw_mac: bytes) -> None:
+        self.addr, self.port, self.peer, self.pport = addr, port, peer, pport
+        self.l2 = gw_mac + mac + b"\x08\x00"
+        self.ts = 1000
+
+    def seg(self, flags: int, seq: int, ack: int, window: int, options: bytes) -> bytes:
+        seg = tcp.build_tcp(self.addr, self.peer, self.port, self.pport, seq=seq, ack=ack, flags=flags,
+                            window=window, options=options)
+        return self.l2 + bytes(ipv4.build_ipv4(self.addr, self.peer, 6, seg, ttl=64, df=True))
+
+    def dgram(self, payload: bytes) -> bytes:
+        d = udp.build_udp(self.addr, self.peer, self.port, self.pport, payload)
+        return self.l2 + bytes(ipv4.build_ipv4(self.addr, self.peer, 17, d, ttl=64, df=True))
+
+
+def _emitted(out: Output, what: str) -> tuple[str, bytes]:
+    """The one frame the engine sent for a packet (anything else is a measurement error)."""
+    if len(out.emitted) != 1 or out.dropped:
+        raise SystemExit(f"slowpath_bench: {what} was not forwarded as one frame: emitted {out.emitted}, "
+                         f"dropped {out.dropped}")
+    e = out.emitted[0]
+    return e.iface, e.frame
+
+
+@dataclass
+class Figures:
+    total: dict[str, float] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    bad: int = 0
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.total[kind] = self.total.get(kind, 0.0) + seconds
+        self.count[kind] = self.count.get(kind, 0) + 1
+
+    def us(self, kind: str) -> float:
+        return self.total[kind] / self.count[kind] * 1e6 if self.count.get(kind) else 0.0
+
+
+class Runner:
+    """Runs connection lifecycles through one scenario's engine, timing each `receive`."""
+
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.engine = sc.build()
+        self.gw_client_mac = self.engine.host.interfaces[sc.client_if].mac
+        self.gw_server_mac = self.engine.host.interfaces[sc.server_if].mac
+        self.now = 1.0
+        self.port = 10000
+        self.figures = Figures()
+
+    def _rx(self, kind: str, frame: bytes, iface: str, want_if: str, check: bool) -> bytes:
+        receive = self.engine.receive
+        now = self.now = self.now + STEP
+        t0 = time.perf_counter()
+        out = receive(frame, iface, now)
+        dt = time.perf_counter() - t0
+        self.figures.add(kind, dt)
+        if check:
+            got_if, got = _emitted(out, kind)
+            if got_if != want_if:
+                raise SystemExit(f"slowpath_bench: {kind} left on {got_if}, not {want_if}")
+            return got
+        if len(out.emitted) != 1 or out.dropped:
+            self.figures.bad += 1
+            return b""
+        return out.emitted[0].frame
+
+    def _next_port(self) -> int:
+        self.port += 1
+        if self.port > 60000:
+            self.port = 10001
+        return self.port
+
+    def tcp_conn(self, check: bool = False) -> None:
+        sc = self.sc
+        c = _Side(sc.client, self._next_port(), sc.dst, sc.dport, sc.client_mac, self.gw_client_mac)
+        cseq, sseq = 0x1000_0000 + c.port * 7919, 0x5000_0000 + c.port * 104729
+        c.ts += 1
+        syn = self._rx(KINDS[0], c.seg(tcp.SYN, cseq, 0, 64240, _syn_options(c.ts, 0)), sc.client_if,
+                       sc.server_if, check)
+        if not syn:
+            return
+        # the server answers what arrived: addresses and ports as the engine emitted them
+        ip = syn[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        s = _Side(int.from_bytes(ip[16:20], "big"), int.from_bytes(ip[ihl + 2:ihl + 4], "big"),
+                  int.from_bytes(ip[12:16], "big"), int.from_bytes(ip[ihl:ihl + 2], "big"), syn[:6],
+                  self.gw_server_mac)
+        sts = 7000 + c.port
+        rx = self._rx
+        rx(KINDS[1], s.seg(tcp.SYN | tcp.ACK, sseq, cseq + 1, 65160, _syn_options(sts, c.ts)), sc.server_if,
+           sc.client_if, check)
+        rx(KINDS[2], c.seg(tcp.ACK, cseq + 1, sseq + 1, 502, _ts_options(c.ts + 1, sts)), sc.client_if,
+           sc.server_if, check)
+        rx(KINDS[3], c.seg(tcp.FIN | tcp.ACK, cseq + 1, sseq + 1, 502, _ts_options(c.ts + 1, sts)), sc.client_if,
+           sc.server_if, check)
+        rx(KINDS[4], s.seg(tcp.ACK, sseq + 1, cseq + 2, 509, _ts_options(sts + 1, c.ts + 1)), sc.server_if,
+           sc.client_if, check)
+        rx(KINDS[5], s.seg(tcp.FIN | tcp.ACK, sseq + 1, cseq + 2, 509, _ts_options(sts + 1, c.ts + 1)),
+           sc.server_if, sc.client_if, check)
+        rx(KINDS[6], c.seg(tcp.ACK, cseq + 2, sseq + 2, 502, _ts_options(c.ts + 2, sts + 1)), sc.client_if,
+           sc.server_if, check)
+
+    def udp_flow(self, check: bool = False) -> None:
+        sc = self.sc
+        c = _Side(sc.client, self._next_port(), sc.dst, sc.dport if sc.dport != 10000 else 10000, sc.client_mac,
+                  self.gw_client_mac)
+        first = self._rx(UDP_KINDS[0], c.dgram(b"q" * 32), sc.client_if, sc.server_if, check)
+        if not first:
+            return
+        ip = first[14:]
+        s = _Side(int.from_bytes(ip[16:20], "big"), int.from_bytes(ip[22:24], "big"),
+                  int.from_bytes(ip[12:16], "big"), int.from_bytes(ip[20:22], "big"), first[:6], self.gw_server_mac)
+        self._rx(UDP_KINDS[1], s.dgram(b"r" * 64), sc.server_if, sc.client_if, check)
+
+
+def run_scenario(sc: Scenario, conns: int, udps: int, profile: str | None) -> tuple[Figures, Figures]:
+    tcp_run = Runner(sc)
+    tcp_run.tcp_conn(check=True)  # the warm-up: every packet must be forwarded, or the figures mean nothing
+    tcp_run.tcp_conn(check=True)
+    tcp_run.figures = Figures()
+    gc.collect()
+    prof = cProfile.Profile() if profile else None
+    if prof is not None:
+        prof.enable()
+    for _ in range(conns):
+        tcp_run.tcp_conn()
+    if prof is not None:
+        prof.disable()
+        assert profile is not None
+        prof.dump_stats(profile)
+    udp_run = Runner(sc)
+    udp_figs = udp_run.figures
+    if udps and sc.name != "docker-in":  # the published port is TCP only
+        udp_run.udp_flow(check=True)
+        udp_run.figures = udp_figs = Figures()
+        gc.collect()
+        for _ in range(udps):
+            udp_run.udp_flow()
+    return tcp_run.figures, udp_figs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--conns", type=int, default=3000, help="TCP connections per scenario (default 3000)")
+    ap.add_argument("--udp", type=int, default=3000, help="UDP flows per scenario (default 3000)")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--profile", default="", help="write a cProfile of the first scenario's TCP connections")
+    args = ap.parse_args(argv)
+    only = set(filter(None, args.only.split(",")))
+    print(f"slowpath_bench: {args.conns} TCP connections (7 packets each) and {args.udp} UDP flows per scenario")
+    first = True
+    for sc in SCENARIOS:
+        if only and sc.name not in only:
+            continue
+        tf, uf = run_scenario(sc, args.conns, args.udp, args.profile if first and args.profile else None)
+        first = False
+        per_conn = sum(tf.us(k) for k in KINDS)
+        print(f"\n[{sc.name}]")
+        for k in KINDS:
+            print(f"  {k:<18} {tf.us(k):7.1f} us/packet")
+        print(f"  {'mean':<18} {per_conn / len(KINDS):7.1f} us/packet")
+        print(f"  connection (7 packets) {per_conn:7.1f} us  ->  {1e6 / per_conn:8,.0f} connections/s")
+        if uf.count:
+            for k in UDP_KINDS:
+                print(f"  {k:<18} {uf.us(k):7.1f} us/packet")
+            udp_us = sum(uf.us(k) for k in UDP_KINDS)
+            print(f"  UDP flow (2 packets) {udp_us:7.1f} us  ->  {1e6 / udp_us:8,.0f} flows/s")
+        if tf.bad or uf.bad:
+            print(f"  WARNING: {tf.bad + uf.bad} packets were not forwarded as one frame")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
