@@ -36,6 +36,9 @@ a zero difference in some step (only possible for 255.255.255.255 → 0.0.0.0 or
 compiled. UDP keeps a zero checksum and turns a computed zero into 0xFFFF (CSUM_MANGLED_0), as
 `udp_manip_pkt` does after each step.
 
+A flow is compiled at its second ESTABLISHED packet in a direction, not its first: short connections
+(a handshake, a request, a close) would pay for a compile they never use.
+
 Bounds: at most FLOW_CACHE_MAX compiled flows; the oldest is evicted first. An entry whose ct died stays
 until evicted or replaced, and is never used (the DYING bit).
 """
@@ -135,9 +138,12 @@ class FlowCache:
         self._cfg = engine.cfg
         self._neigh = engine.neigh
         self._allow: tuple[Ruleset, int, bool] | None = None  # (ruleset, its version, whether it allows)
+        # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
+        self._seen: dict[FlowKey, Conn] = {}
 
     def clear(self) -> None:
         self.flows.clear()
+        self._seen.clear()
 
     def _rules_allow(self, rules: Ruleset) -> bool:
         """Whether the ruleset lets flows be compiled (only conntrack and nat at a forwarded packet's
@@ -167,6 +173,16 @@ class FlowCache:
         rules = engine.rules
         if not self._rules_allow(rules):
             return
+        if known is None or known.conn is not conn:
+            # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
+            # that closes right after its handshake (most of a busy server's) never pays for it
+            seen = self._seen
+            if seen.get(key) is not conn:
+                if len(seen) >= FLOW_CACHE_MAX:
+                    seen.clear()
+                seen[key] = conn
+                return
+            del seen[key]
         proto = key[2]
         direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
         cur = conn.tuples[direction]
