@@ -40,16 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from natbox.cli.bench import _gateway  # `natbox bench`'s gateway: -o eth1 -j MASQUERADE
 from natbox.conntrack.tuple import parse_addr
-from natbox.demos.scenarios import DOCKER_RULES
+from natbox.demos.scenarios import _docker_host
 from natbox.engine.engine import Engine, Output
-from natbox.engine.host import Host, Interface, Neighbour, Route
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.wire import ipv4, tcp, udp
-
-GW_RULES = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-            ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n")
 
 KINDS = ("SYN", "SYN-ACK", "ACK", "FIN/ACK (client)", "ACK (server)", "FIN/ACK (server)", "last ACK")
 UDP_KINDS = ("UDP first", "UDP reply")
@@ -74,29 +71,11 @@ class Scenario:
     server_if: str
 
 
-def _gateway() -> Engine:
-    """The gateway of `natbox bench` (src/natbox/cli/bench.py `_gateway`)."""
-    host = Host(name="bench", ip_forward=True)
-    host.add_interface(Interface("eth0", mac=_mac("020000000001")))
-    host.add_interface(Interface("eth1", mac=_mac("020000000101")))
-    host.add_address("eth0", parse_addr("10.0.0.1"), 16)
-    host.add_address("eth1", parse_addr("198.51.100.1"), 24)
-    host.neighbours.append(Neighbour("eth1", parse_addr("198.51.100.2"), _mac("02000000aa02")))
-    ruleset = Ruleset()
-    ruleset.restore(parse_restore(GW_RULES, file="bench"))
-    return Engine(host, ruleset=ruleset, seed=1)
-
-
 def _docker() -> Engine:
     """The docker demo's host and ruleset (src/natbox/demos/scenarios.py)."""
-    host = Host(name="docker", ip_forward=True)
-    host.add_interface(Interface("eth0", mac=_mac("56:00:04:7c:7c:23")))
-    host.add_interface(Interface("docker0", mac=_mac("02:42:d5:35:3a:3c"), kind="bridge"))
-    host.add_address("eth0", parse_addr("45.77.200.180"), 23)
-    host.add_address("docker0", parse_addr("172.17.0.1"), 16)
-    host.routes.append(Route(0, 0, "eth0", parse_addr("45.77.200.1")))
+    host, rules = _docker_host()
     ruleset = Ruleset()
-    ruleset.restore(parse_restore(DOCKER_RULES, file="docker"))
+    ruleset.restore(parse_restore(rules, file="docker"))
     return Engine(host, ruleset=ruleset, seed=1)
 
 

@@ -89,11 +89,8 @@ _PORT_PROTOS = frozenset({6, 17, 136, 132})
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _CONFIRMED = CtStatus.CONFIRMED
 _DYING = CtStatus.DYING
-_ESTABLISHED_REPLY = _CTINFO_ESTABLISHED_REPLY
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
-_NEW, _ESTABLISHED, _RELATED, _INVALID = _CTINFO_NEW, _CTINFO_ESTABLISHED, _CTINFO_RELATED, _CTINFO_INVALID
 _EXPECTED = CtStatus.EXPECTED
-_DIR_REPLY = _DIRN_REPLY
 _EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
 _GRE_PROTO_PPP = b"\x88\x0b"
 
@@ -179,7 +176,7 @@ def _track(
 def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
     """Mirrors `nf_conntrack_in()` (§2.3): attach a ct and ctinfo to `skb`; returns NF_ACCEPT or NF_DROP.
 
-    An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = _CTINFO_INVALID` and `skb.note` saying
+    An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = CtInfo.INVALID` and `skb.note` saying
     why. Never raises on malformed bytes.
     """
     if skb.ct is not None:
@@ -187,7 +184,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
     if skb.untracked:
         skb.ctinfo = _CTINFO_UNTRACKED
         return NF_ACCEPT
-    skb.ctinfo = _INVALID
+    skb.ctinfo = _CTINFO_INVALID
     stats = table.stats
     data = skb.data
     # _ipv4_get_l4proto(data, 0), inline
@@ -239,21 +236,21 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                 skb.note = "conntrack: table full, dropping packet"
                 return NF_DROP
             conn = Conn(t, repl, now=now, ct_id=table.new_id())
-            ctinfo = _NEW
+            ctinfo = _CTINFO_NEW
             direction = 0
         else:
             conn, found = hit
-            if found == _DIR_REPLY:
-                ctinfo = _ESTABLISHED_REPLY
+            if found == _DIRN_REPLY:
+                ctinfo = _CTINFO_ESTABLISHED_REPLY
                 direction = 1
             else:
                 status = conn.status
                 if status & _SEEN_REPLY:
-                    ctinfo = _ESTABLISHED
+                    ctinfo = _CTINFO_ESTABLISHED
                 elif status & _EXPECTED:
-                    ctinfo = _RELATED
+                    ctinfo = _CTINFO_RELATED
                 else:
-                    ctinfo = _NEW
+                    ctinfo = _CTINFO_NEW
                 direction = 0
         skb.ct = conn
         skb.ctinfo = ctinfo
@@ -267,7 +264,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         if ret > 0:
             break
         skb.ct = None
-        skb.ctinfo = _INVALID
+        skb.ctinfo = _CTINFO_INVALID
         if ret == NF_REPEAT_LOOKUP:
             continue
         stats.invalid += 1
@@ -280,7 +277,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         skb.note = "conntrack: too many re-lookups"
         return NF_ACCEPT
 
-    if ctinfo == _ESTABLISHED_REPLY:
+    if ctinfo == _CTINFO_ESTABLISHED_REPLY:
         conn.status |= _SEEN_REPLY
     if table.events_enabled and conn.status & _CONFIRMED and not conn.status & _DYING:
         tcp = conn.tcp

@@ -75,7 +75,6 @@ _NO_META = (0, 0, False)  # (gso_type, gso_size, partial) of an ordinary frame
 _NO_MAC = b"\x00" * 6
 _BROADCAST_MAC = b"\xff" * 6
 _ETH_HLEN, _ETH_P_IP, _ETH_P_ARP = ethernet.ETH_HLEN, ethernet.ETH_P_IP, ethernet.ETH_P_ARP
-_NEW, _ESTABLISHED, _ESTABLISHED_REPLY = _CTINFO_NEW, _CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY
 LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
@@ -257,7 +256,7 @@ class Engine:
         self._flows: dict[tuple[str, bytes, int, bytes], tuple[Conn, CtInfo, int, str, int, int, bool]] = {}
         self._flowcache = FlowCache(self)  # compiled flows, tried first (engine/fastpath.py)
         self._rx_meta = _NO_META  # the offload metadata of the frame receive() is handling
-        # _fast_forward's view of the ruleset (see _tier2_plan), valid for one Ruleset object and version
+        # the fast paths' view of the ruleset (see tier2_plan), valid for one Ruleset object and version
         self._plan_rules: Ruleset | None = None
         self._plan_version = -1
         self._plan = (False, False, False, False)
@@ -572,7 +571,7 @@ class Engine:
         dev = self.host.interfaces.get(iface)
         if dev is None or not dev.up:
             dev = self._iface(iface)  # raises the drop
-        # ethernet.parse_ethernet and _pkt_type, inline (`frame` is bytes: its slices are the copies)
+        # ethernet.parse_ethernet, inline (`frame` is bytes: its slices are the copies)
         if len(frame) < _ETH_HLEN:
             raise _Drop(DropReason.SHORT_FRAME, "eth_type_trans", f"{len(frame)} bytes")
         dst_mac, src_mac, ethertype, offset = frame[0:6], frame[6:12], (frame[12] << 8) | frame[13], _ETH_HLEN
@@ -581,14 +580,7 @@ class Engine:
             return
         if ethertype != _ETH_P_IP:
             raise _Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
-        if dst_mac == _BROADCAST_MAC:
-            pkt_type = _PKT_BROADCAST
-        elif dst_mac[0] & 1:
-            pkt_type = _PKT_MULTICAST
-        elif dev.mac in (dst_mac, _NO_MAC):
-            pkt_type = _PKT_HOST
-        else:
-            pkt_type = _PKT_OTHERHOST
+        pkt_type = self._pkt_type(dst_mac, dev)
         if pkt_type == _PKT_OTHERHOST:
             raise _Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         key = None
@@ -606,7 +598,7 @@ class Engine:
     def _pkt_type(dst_mac: bytes, dev: Interface) -> PacketType:
         """`eth_type_trans`: HOST, BROADCAST, MULTICAST or OTHERHOST. An interface modelled without a MAC
         (all zeros) accepts every unicast frame, so captures taken on real hosts replay unchanged."""
-        if dst_mac == b"\xff" * 6:
+        if dst_mac == _BROADCAST_MAC:
             return _PKT_BROADCAST
         if dst_mac[0] & 1:
             return _PKT_MULTICAST
@@ -795,11 +787,11 @@ class Engine:
         if ct is None or key is None or not ct.confirmed or skb.frag_max_size:
             return
         ctinfo = skb.ctinfo
-        if ctinfo == _NEW:
+        if ctinfo == _CTINFO_NEW:
             if key[2] == 6:
-                self._flow_entry(skb, ct, key, _ESTABLISHED)
+                self._flow_entry(skb, ct, key, _CTINFO_ESTABLISHED)
             return
-        if ctinfo not in (_ESTABLISHED, _ESTABLISHED_REPLY):
+        if ctinfo not in (_CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY):
             return
         if key[2] != 1:  # the flow cache (tier 2) is for TCP and UDP
             self._flow_entry(skb, ct, key, ctinfo)
@@ -813,18 +805,22 @@ class Engine:
             del self._flows[next(iter(self._flows))]
         self._flows[key] = (ct, ctinfo, skb.daddr, skb.oif, skb.nexthop, self.fib.generation, learn)
 
-    def _tier2_plan(self) -> None:
-        """What `_fast_forward` asks of the ruleset, worked out once per ruleset version (every change to the
+    def tier2_plan(self) -> tuple[bool, bool, bool, bool]:
+        """What the fast paths ask of the ruleset, worked out once per ruleset version (every change to the
         tables, `present` or the conntrack registration bumps `Ruleset.version`): whether the flow cache may
         be used at all (raw PREROUTING absent, conntrack registered, a nat table), and whether mangle
-        PREROUTING, mangle+filter FORWARD and mangle POSTROUTING are absent."""
+        PREROUTING, mangle+filter FORWARD and mangle POSTROUTING are absent. A flow may be compiled
+        (`FlowCache`) only when all four hold: nothing but conntrack and nat sees its packets."""
         rules = self.rules
+        if rules is self._plan_rules and rules.version == self._plan_version:
+            return self._plan
         pre, fwd, post = _HOOK_PRE_ROUTING, _HOOK_FORWARD, _HOOK_POST_ROUTING
         self._plan = (rules.is_trivial("raw", pre) and rules.needs_conntrack() and "nat" in rules.present,
                       rules.is_trivial("mangle", pre),
                       rules.is_trivial("mangle", fwd) and rules.is_trivial("filter", fwd),
                       rules.is_trivial("mangle", post))
         self._plan_rules, self._plan_version = rules, rules.version
+        return self._plan
 
     def _fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: tuple[str, bytes, int, bytes]) -> bool:
         """Forward a packet of an established TCP/UDP flow with the slow path's cached decisions.
@@ -840,10 +836,7 @@ class Engine:
         if entry is None:
             return False
         conn, ctinfo, daddr_after, oif, nexthop, gen, learn = entry
-        rules = self.rules
-        if rules is not self._plan_rules or rules.version != self._plan_version:
-            self._tier2_plan()
-        usable, mangle_pre_trivial, forward_trivial, mangle_post_trivial = self._plan
+        usable, mangle_pre_trivial, forward_trivial, mangle_post_trivial = self.tier2_plan()
         if gen != self.fib.generation or not usable:
             return False
         data, _reason = ipv4.ip_rcv_core(frame[14:])
@@ -976,7 +969,7 @@ class Engine:
         if not self.resolve_neighbours:
             mac = self._neigh_resolve(dev, nexthop)
         elif nexthop == 0xFFFFFFFF or _is_subnet_broadcast(dev, nexthop):
-            mac = b"\xff" * 6
+            mac = _BROADCAST_MAC
         elif nexthop >> 28 == 0xE:
             mac = b"\x01\x00\x5e" + (nexthop & 0x7FFFFF).to_bytes(3, "big")  # ip_eth_mc_map
         else:

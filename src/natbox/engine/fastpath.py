@@ -52,12 +52,11 @@ from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_S
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
 from natbox.engine.host import Interface
 from natbox.engine.output import Emitted, Output
-from natbox.netfilter import CtInfo, CtStatus, Hook, TcpState
+from natbox.netfilter import CtInfo, CtStatus, TcpState
 from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
 
 if TYPE_CHECKING:
     from natbox.engine.engine import Engine
-    from natbox.rules.evaluate import Ruleset
     from natbox.skb import Skb
 
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
@@ -79,9 +78,6 @@ _ES = TcpState.ESTABLISHED
 _ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
 _U32 = 0xFFFFFFFF
 # tables whose chains at these hooks would see a forwarded packet besides conntrack and nat
-_OTHER_TABLES = (("raw", Hook.PRE_ROUTING), ("mangle", Hook.PRE_ROUTING), ("mangle", Hook.FORWARD),
-                 ("filter", Hook.FORWARD), ("mangle", Hook.POST_ROUTING))
-
 
 def _diff4(old: int, new: int) -> int:
     """The one's-complement difference `csum_replace4` adds for a 32-bit field (0 only for ~0 → 0)."""
@@ -137,24 +133,12 @@ class FlowCache:
         self._host = engine.host
         self._cfg = engine.cfg
         self._neigh = engine.neigh
-        self._allow: tuple[Ruleset, int, bool] | None = None  # (ruleset, its version, whether it allows)
         # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
         self._seen: dict[FlowKey, Conn] = {}
 
     def clear(self) -> None:
         self.flows.clear()
         self._seen.clear()
-
-    def _rules_allow(self, rules: Ruleset) -> bool:
-        """Whether the ruleset lets flows be compiled (only conntrack and nat at a forwarded packet's
-        hooks), remembered per ruleset version: the second tier asks on each of its packets."""
-        allow = self._allow
-        if allow is not None and allow[0] is rules and allow[1] == rules.version:
-            return allow[2]
-        ok = (rules.needs_conntrack() and "nat" in rules.present
-              and all(rules.is_trivial(t, h) for t, h in _OTHER_TABLES))
-        self._allow = (rules, rules.version, ok)
-        return ok
 
     def compile(self, skb: Skb, key: FlowKey) -> None:
         """Compile the flow of `skb`, which the slow path has just forwarded as an ESTABLISHED packet.
@@ -170,8 +154,7 @@ class FlowCache:
         if (known is not None and known.conn is conn and known.gen == self._fib.generation
                 and known.rules_version == engine.rules.version):
             return  # compiled already and current
-        rules = engine.rules
-        if not self._rules_allow(rules):
+        if not all(engine.tier2_plan()):  # something besides conntrack and nat would see the packets
             return
         if known is None or known.conn is not conn:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
@@ -239,7 +222,7 @@ class FlowCache:
             conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
             (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
             50 if proto == 6 else 40 if proto == 17 else 36,
-            engine.fib.generation, rules.version, learn)
+            engine.fib.generation, engine.rules.version, learn)
         if proto == 1:
             flow.icmp_id = icmp_id.to_bytes(2, "big")
         flows[key] = flow

@@ -129,7 +129,6 @@ _STATUSBIT = {
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
 _FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
 _RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
-_POST_ROUTING = _HOOK_POST_ROUTING
 _TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
@@ -655,7 +654,7 @@ class NatCore:
                     if verdict != NF_ACCEPT:
                         return verdict
                 return self.nat_packet(skb, ct, ctinfo, hook)
-        if (ct.masq_index is not None and hook == _POST_ROUTING and ct.masq_index != skb.oif
+        if (ct.masq_index is not None and hook == _HOOK_POST_ROUTING and ct.masq_index != skb.oif
                 and ctinfo not in _REPLY_CTINFO):  # CTINFO2DIR(ctinfo) == IP_CT_DIR_ORIGINAL
             # nf_nat_oif_changed → nf_ct_kill_acct
             direction = int(_DIRN_ORIGINAL)
