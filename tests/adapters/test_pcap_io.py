@@ -26,8 +26,9 @@ from natbox.adapters.pcap import (
     PcapWriter,
     iter_capture,
 )
+from natbox.testing.paths import PCAPS
 
-PCAP_DIR = Path("/work/shared/external/pcaps")
+PCAP_DIR = PCAPS
 Tcpdump = Callable[..., list[str]]
 Tshark = Callable[..., list[list[str]]]
 TCPDUMP = shutil.which("tcpdump")

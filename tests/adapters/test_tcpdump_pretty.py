@@ -18,10 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natbox.adapters.pcap import CaptureReader, PcapRecord, PcapWriter
+from natbox.testing.paths import PCAPS
 from natbox.wire.checksum import internet_checksum, l4_checksum
 from natbox.wire.pretty import TcpdumpPrinter, format_timestamp, tcpdump_line
 
-PCAP_DIR = Path("/work/shared/external/pcaps")
+PCAP_DIR = PCAPS
 TCPDUMP = shutil.which("tcpdump")
 Tcpdump = Callable[..., list[str]]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from conntrack_testlib import ACK, SYN, A, B, Box, C, raw, t, tcp, udp
-
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.core import get_tuple, nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable, CtEventType
 from natbox.netfilter import CtInfo, CtStatus, Hook, TcpState
 from natbox.skb import Skb
+from natbox.testing.conntrack import ACK, SYN, A, B, Box, C, raw, t, tcp, udp
 
 T0 = 3000.0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from conntrack_testlib import t
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
@@ -17,6 +16,7 @@ from natbox.conntrack.format import (
 )
 from natbox.conntrack.table import ConntrackStats, CtEvent, CtEventType
 from natbox.netfilter import CtStatus, TcpState
+from natbox.testing.conntrack import t
 
 NOW = 500.0
 REPLIED = CtStatus.CONFIRMED | CtStatus.SEEN_REPLY

@@ -16,24 +16,21 @@ hash order, so they are compared as a set.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from natbox.conntrack.config import ConntrackConfig
-from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.format import (
     format_conntrack,
     format_event,
     format_proc,
     format_stats,
-    parse_conntrack_line,
 )
 from natbox.conntrack.table import ConntrackTable
-from natbox.netfilter import Hook
-from natbox.skb import Skb
+from natbox.testing.conntrack import replay_capture as replay
+from natbox.testing.conntrack import timeouts_close, without_timeout
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -42,29 +39,6 @@ def load(name: str) -> dict[str, Any]:
     with (DATA / name).open() as fh:
         result: dict[str, Any] = json.load(fh)
     return result
-
-
-def replay(packets: list[list[Any]], table: ConntrackTable, cfg: ConntrackConfig, until: float) -> list[str]:
-    lines: list[str] = []
-    for when, hexdata in packets:
-        if when > until:
-            break
-        skb = Skb(bytearray(bytes.fromhex(hexdata)))
-        if nf_conntrack_in(skb, Hook.PRE_ROUTING, when, table, cfg) == 1:
-            nf_conntrack_confirm(skb, when, table)
-        lines.extend(format_event(ev) for ev in table.drain_events())
-    return lines
-
-
-def without_timeout(line: str) -> str:
-    return re.sub(r"use=\d+", "use=N", re.sub(r"^(\s*(?:\[\w+\]\s+)?\S+\s+\d+ )\d+ ", r"\1T ", line))
-
-
-def timeouts_close(mine: str, theirs: str) -> bool:
-    a, b = parse_conntrack_line(mine)["timeout"], parse_conntrack_line(theirs)["timeout"]
-    if a is None or b is None:
-        return bool(a == b)
-    return bool(b - 1 <= a <= b)
 
 
 def test_conntrack_list_and_stats_match_the_kernel() -> None:

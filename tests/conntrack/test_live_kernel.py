@@ -19,16 +19,18 @@ import time
 from pathlib import Path
 
 import pytest
-from test_kernel_capture import replay, timeouts_close, without_timeout
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.format import format_conntrack, format_stats
 from natbox.conntrack.table import ConntrackTable
+from natbox.testing import paths
+from natbox.testing.conntrack import replay_capture as replay
+from natbox.testing.conntrack import timeouts_close, without_timeout
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-NS = ("nbctl-a", "nbctl-r", "nbctl-b")
-HERE = Path(__file__).resolve().parent
+# namespace names carry the pid: two runs of the suite on one machine must not meet
+NS = tuple(f"nbctl{os.getpid() % 100000}-{x}" for x in "arb")
 
 SERVER = """
 import socket, threading
@@ -50,8 +52,8 @@ while True:
 
 CLIENT = """
 import socket, sys, time
-sys.path.insert(0, HERE); sys.path.insert(0, SRC)
-import conntrack_testlib as L
+sys.path.insert(0, SRC)
+import natbox.testing.conntrack as L
 A = "10.98.0.2"; B = "10.98.1.2"; X = "10.98.1.77"
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 def send(pkt, dst):
@@ -121,28 +123,28 @@ def _read_pcap(path: Path) -> list[list[object]]:
 def _setup() -> None:
     cmds = [
         *(["ip", "netns", "add", n] for n in NS),
-        ["ip", "link", "add", "nbctl-a0", "netns", "nbctl-a", "type", "veth", "peer", "name", "nbctl-ra",
-         "netns", "nbctl-r"],
-        ["ip", "link", "add", "nbctl-b0", "netns", "nbctl-b", "type", "veth", "peer", "name", "nbctl-rb",
-         "netns", "nbctl-r"],
-        ["ip", "-n", "nbctl-a", "addr", "add", "10.98.0.2/24", "dev", "nbctl-a0"],
-        ["ip", "-n", "nbctl-r", "addr", "add", "10.98.0.1/24", "dev", "nbctl-ra"],
-        ["ip", "-n", "nbctl-r", "addr", "add", "10.98.1.1/24", "dev", "nbctl-rb"],
-        ["ip", "-n", "nbctl-b", "addr", "add", "10.98.1.2/24", "dev", "nbctl-b0"],
+        ["ip", "link", "add", "nbctl-a0", "netns", NS[0], "type", "veth", "peer", "name", "nbctl-ra",
+         "netns", NS[1]],
+        ["ip", "link", "add", "nbctl-b0", "netns", NS[2], "type", "veth", "peer", "name", "nbctl-rb",
+         "netns", NS[1]],
+        ["ip", "-n", NS[0], "addr", "add", "10.98.0.2/24", "dev", "nbctl-a0"],
+        ["ip", "-n", NS[1], "addr", "add", "10.98.0.1/24", "dev", "nbctl-ra"],
+        ["ip", "-n", NS[1], "addr", "add", "10.98.1.1/24", "dev", "nbctl-rb"],
+        ["ip", "-n", NS[2], "addr", "add", "10.98.1.2/24", "dev", "nbctl-b0"],
         *(["ip", "-n", n, "link", "set", "lo", "up"] for n in NS),
-        ["ip", "-n", "nbctl-a", "link", "set", "nbctl-a0", "up"],
-        ["ip", "-n", "nbctl-b", "link", "set", "nbctl-b0", "up"],
-        ["ip", "-n", "nbctl-r", "link", "set", "nbctl-ra", "up"],
-        ["ip", "-n", "nbctl-r", "link", "set", "nbctl-rb", "up"],
-        ["ip", "-n", "nbctl-a", "route", "add", "default", "via", "10.98.0.1"],
-        ["ip", "-n", "nbctl-b", "route", "add", "default", "via", "10.98.1.1"],
+        ["ip", "-n", NS[0], "link", "set", "nbctl-a0", "up"],
+        ["ip", "-n", NS[2], "link", "set", "nbctl-b0", "up"],
+        ["ip", "-n", NS[1], "link", "set", "nbctl-ra", "up"],
+        ["ip", "-n", NS[1], "link", "set", "nbctl-rb", "up"],
+        ["ip", "-n", NS[0], "route", "add", "default", "via", "10.98.0.1"],
+        ["ip", "-n", NS[2], "route", "add", "default", "via", "10.98.1.1"],
         # checksum offload off (as the reference lab did): otherwise captured TCP/UDP checksums are partial
-        ["ip", "netns", "exec", "nbctl-a", "ethtool", "-K", "nbctl-a0", "tx", "off", "rx", "off"],
-        ["ip", "netns", "exec", "nbctl-b", "ethtool", "-K", "nbctl-b0", "tx", "off", "rx", "off"],
-        ["ip", "netns", "exec", "nbctl-r", "ethtool", "-K", "nbctl-ra", "tx", "off", "rx", "off"],
-        ["ip", "netns", "exec", "nbctl-r", "ethtool", "-K", "nbctl-rb", "tx", "off", "rx", "off"],
-        ["ip", "netns", "exec", "nbctl-r", "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        ["ip", "netns", "exec", "nbctl-r", "iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
+        ["ip", "netns", "exec", NS[0], "ethtool", "-K", "nbctl-a0", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", NS[2], "ethtool", "-K", "nbctl-b0", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", NS[1], "ethtool", "-K", "nbctl-ra", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", NS[1], "ethtool", "-K", "nbctl-rb", "tx", "off", "rx", "off"],
+        ["ip", "netns", "exec", NS[1], "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ["ip", "netns", "exec", NS[1], "iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
          "INVALID,NEW,ESTABLISHED,RELATED", "-j", "ACCEPT"],
     ]
     for cmd in cmds:
@@ -170,23 +172,23 @@ def test_live_kernel_conntrack_list_matches(tmp_path: Path) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         (tmp_path / "server.py").write_text(SERVER)
-        client = f"HERE = {str(HERE)!r}\nSRC = {str(HERE.parents[1] / 'src')!r}\n" + CLIENT
+        client = f"SRC = {str(paths.SRC)!r}\n" + CLIENT
         (tmp_path / "client.py").write_text(client)
         pcap = tmp_path / "cap.pcap"
         procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", "nbctl-r", "tcpdump", "-i", "any", "-Q", "in", "-U", "-w", str(pcap), "ip"],
+            ["ip", "netns", "exec", NS[1], "tcpdump", "-i", "any", "-Q", "in", "-U", "-w", str(pcap), "ip"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["ip", "netns", "exec", "nbctl-b", sys.executable, str(tmp_path / "server.py")]))
+        procs.append(subprocess.Popen(["ip", "netns", "exec", NS[2], sys.executable, str(tmp_path / "server.py")]))
         time.sleep(1.5)
         for act in ("icmp", "udp_closed", "udp_stream", "tcp_refused", "tcp_close", "raw_unreach"):
-            _nx("nbctl-a", sys.executable, str(tmp_path / "client.py"), act)
-        procs.append(subprocess.Popen(["ip", "netns", "exec", "nbctl-a", sys.executable, str(tmp_path / "client.py"),
+            _nx(NS[0], sys.executable, str(tmp_path / "client.py"), act)
+        procs.append(subprocess.Popen(["ip", "netns", "exec", NS[0], sys.executable, str(tmp_path / "client.py"),
                                        "tcp_open"]))
         time.sleep(1.0)
         now = time.time()
-        listing = _nx("nbctl-r", "conntrack", "-L").stdout
+        listing = _nx(NS[1], "conntrack", "-L").stdout
         later = time.time()  # the kernel printed its timeouts somewhere between `now` and `later`
-        stats = _nx("nbctl-r", "conntrack", "-S").stdout
+        stats = _nx(NS[1], "conntrack", "-S").stdout
         time.sleep(0.3)
         procs[0].send_signal(signal.SIGINT)
         procs[0].wait(5)

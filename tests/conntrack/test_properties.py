@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 
-from conntrack_testlib import Box, ip4
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,7 @@ from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ICMP_INVMAP, ConnTuple, invert
 from natbox.netfilter import CtInfo, CtStatus, Hook
 from natbox.skb import Skb
+from natbox.testing.conntrack import Box, ip4
 from natbox.wire.checksum import internet_checksum
 
 u32 = st.integers(0, 2**32 - 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from conntrack_testlib import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, A, B, Box, Sent, t, tcp
 
 from natbox.conntrack.conn import (
     IP_CT_TCP_FLAG_BE_LIBERAL,
@@ -19,6 +18,7 @@ from natbox.conntrack.proto.tcp import (
 )
 from natbox.conntrack.table import CtEventType
 from natbox.netfilter import CtInfo, CtStatus, Hook, TcpState
+from natbox.testing.conntrack import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, A, B, Box, Sent, t, tcp
 
 T0 = 1000.0
 ORIG = t(A, 40000, B, 80, 6)

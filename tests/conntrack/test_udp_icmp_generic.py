@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conntrack_testlib import A, B, Box, C, icmp, icmp_error, ip4, raw, t, udp
 
 from natbox.conntrack.format import format_conntrack
 from natbox.conntrack.table import CtEventType
 from natbox.netfilter import CtInfo, CtStatus, Hook
+from natbox.testing.conntrack import A, B, Box, C, icmp, icmp_error, ip4, raw, t, udp
 
 T0 = 2000.0
 U = t(A, 40002, B, 5001, 17)

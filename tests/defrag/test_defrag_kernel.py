@@ -25,7 +25,8 @@ from natbox.wire.udp import build_udp
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-NS = ("nbxd-a", "nbxd-r", "nbxd-b")
+# namespace names carry the pid: two runs of the suite on one machine must not meet
+NS = tuple(f"nbxd{os.getpid() % 100000}-{x}" for x in "arb")
 FRAG_TIME = 2
 A, B, R = str_to_addr("10.99.1.2"), str_to_addr("10.99.2.2"), str_to_addr("10.99.1.1")
 

@@ -1,15 +1,8 @@
-"""Live tests: make `livelib` importable (--import-mode=importlib) and skip cleanly without root."""
-
-import sys
-from pathlib import Path
+"""Live tests: skip cleanly without root and network namespaces."""
 
 import pytest
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from livelib import netns_reason  # noqa: E402
+from natbox.testing.live import netns_reason
 
 
 @pytest.fixture

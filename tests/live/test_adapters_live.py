@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from livelib import env, ns_python, unique_lab_name
 
 from natbox.adapters import netns
 from natbox.adapters.loop import EventLoop, Port
@@ -26,6 +25,7 @@ from natbox.adapters.packet_socket import PacketSocket, interface_mac
 from natbox.adapters.tuntap import TapDevice
 from natbox.lab.builder import lab_down, lab_up
 from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing.live import env, ns_python, unique_lab_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns")]
 

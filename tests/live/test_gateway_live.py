@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from livelib import (
-    EXAMPLES,
+
+from natbox.lab.model import Lab
+from natbox.testing.live import (
     build_lab,
     env,
     gateway_argv,
@@ -34,8 +35,7 @@ from livelib import (
     unique_lab_name,
     wait_ready,
 )
-
-from natbox.lab.model import Lab
+from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns")]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from livelib import EXAMPLES
 
 from natbox.cli.lab import cli_lab
 from natbox.lab.builder import plan_down, plan_up
 from natbox.lab.model import LabError, parse_lab_toml
+from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
 
 BASE = """
 name = "t"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from natpkt import ICMP, TCP, UDP, A, Lab, masq, snat_to
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple, invert
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import CtStatus, ManipType, TcpState
+from natbox.testing.natpkt import ICMP, TCP, UDP, A, Lab, masq, snat_to
 
 S = A("203.0.113.2")  # the server
 ROUTER = A("203.0.113.1")  # the masquerade address

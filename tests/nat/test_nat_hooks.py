@@ -6,7 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from natpkt import (
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.tuple import ConnTuple
+from natbox.nat.masquerade import (
+    masq_addr_removed,
+    masq_device_down,
+    masquerade,
+    netmap_addr,
+    netmap_range,
+    redirect_range,
+)
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import CtInfo, CtStatus, DropReason, Hook, ManipType
+from natbox.skb import Skb
+from natbox.testing.natpkt import (
     GRE,
     ICMP,
     TCP,
@@ -23,20 +37,6 @@ from natpkt import (
     tuple_of,
     udp_packet,
 )
-
-from natbox.conntrack.conn import Conn
-from natbox.conntrack.tuple import ConnTuple
-from natbox.nat.masquerade import (
-    masq_addr_removed,
-    masq_device_down,
-    masquerade,
-    netmap_addr,
-    netmap_range,
-    redirect_range,
-)
-from natbox.nat.range import NatRange, RangeFlags
-from natbox.netfilter import CtInfo, CtStatus, DropReason, Hook, ManipType
-from natbox.skb import Skb
 from natbox.wire.checksum import internet_checksum
 
 S = A("203.0.113.2")

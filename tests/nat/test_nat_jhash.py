@@ -13,13 +13,13 @@ Without --persistent the initval is the destination word (xor zone 0), so the ro
 from __future__ import annotations
 
 import pytest
-from natpkt import TCP, A, Lab
 
 from natbox.conntrack.tuple import ConnTuple, format_addr
 from natbox.nat.core import find_best_ips_proto
 from natbox.nat.jhash import JHASH_INITVAL, addr_word, jhash2, reciprocal_scale
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import ManipType
+from natbox.testing.natpkt import TCP, A, Lab
 
 ROUTER = A("203.0.113.1")
 MAP = RangeFlags.MAP_IPS

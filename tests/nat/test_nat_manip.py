@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from natpkt import (
+
+from natbox.conntrack.tuple import ConnTuple
+from natbox.nat import manip as manip_mod
+from natbox.nat.manip import crc32c, manip_pkt
+from natbox.netfilter import ManipType
+from natbox.testing.natpkt import (
     DCCP,
     GRE,
     ICMP,
@@ -25,11 +30,6 @@ from natpkt import (
     tcp_packet,
     udp_packet,
 )
-
-from natbox.conntrack.tuple import ConnTuple
-from natbox.nat import manip as manip_mod
-from natbox.nat.manip import crc32c, manip_pkt
-from natbox.netfilter import ManipType
 from natbox.wire.checksum import internet_checksum
 
 SRC, DST = ManipType.SRC, ManipType.DST

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from natpkt import ICMP, TCP, UDP, Lab, icmp_echo, ip_csum_ok, l4_csum_ok, tcp_packet, tuple_of, udp_packet
 
 from natbox.conntrack.tuple import ConnTuple, invert
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import CtInfo, Hook, ManipType
 from natbox.skb import Skb
+from natbox.testing.natpkt import (
+    ICMP,
+    TCP,
+    UDP,
+    Lab,
+    icmp_echo,
+    ip_csum_ok,
+    l4_csum_ok,
+    tcp_packet,
+    tuple_of,
+    udp_packet,
+)
 
 addrs = st.integers(0x0A000001, 0x0A0000FF) | st.integers(0xC0A83201, 0xC0A83210)  # small pools: clashes happen
 ports = st.integers(1, 65535)

@@ -1,4 +1,4 @@
-"""Every sample capture of /work/shared/external/pcaps replays through a MASQUERADE host without an exception;
+"""Every sample capture of ../shared/external/pcaps replays through a MASQUERADE host without an exception;
 every record is either given to the engine or counted under a reason, and the record counts are the
 manifest's (counted there by other tools)."""
 
@@ -8,7 +8,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from replaylib import PCAPS, cli
+
+from natbox.testing.paths import PCAPS
+from natbox.testing.replay import cli
 
 HOST = """\
 name = "masq"

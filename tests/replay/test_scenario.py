@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from replaylib import EXAMPLES, cli
 
 from natbox.adapters.pcap import CaptureReader
 from natbox.sim.scenario import ScenarioError, build_dns_query, dns_answer, parse_scenario
+from natbox.testing.paths import EXAMPLES
+from natbox.testing.replay import cli
 from natbox.wire.pretty import tcpdump_line
 
 MASQ_HOST = str(EXAMPLES / "masquerade-host.toml")

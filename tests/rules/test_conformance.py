@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rules_conformance import T_DIR, fast_mode_ok, read_t, run_fast, run_slow, unsupported_reason
+
+from natbox.testing.rules_conformance import T_DIR, fast_mode_ok, read_t, run_fast, run_slow, unsupported_reason
 
 T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
 

@@ -6,7 +6,6 @@ import itertools
 import shlex
 
 import pytest
-from fakes import FakeCtx, icmp, ip, tcp, udp
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple
@@ -17,6 +16,7 @@ from natbox.rules.evaluate import MAX_JUMP_DEPTH, Ruleset
 from natbox.rules.model import RESOURCE_PROBLEM, RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.skb import Skb
+from natbox.testing.rules_fakes import FakeCtx, icmp, ip, tcp, udp
 
 DOCKER = """*filter
 :INPUT ACCEPT [0:0]
@@ -263,7 +263,7 @@ def test_icmp(spec: str, expect: bool) -> None:
 
 
 def test_fragment_flag_matches_later_fragments_only() -> None:
-    from fakes import ipv4
+    from natbox.testing.rules_fakes import ipv4
 
     later = Skb(ipv4("10.0.0.1", "10.0.0.2", 17, bytes(8), frag_off=10))
     first = Skb(ipv4("10.0.0.1", "10.0.0.2", 17, bytes(8), frag_off=0x2000))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from fakes import FakeCtx, ipv4, udp
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple
@@ -13,6 +12,7 @@ from natbox.netfilter import CtInfo, Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv
 from natbox.skb import PacketType, Skb
+from natbox.testing.rules_fakes import FakeCtx, ipv4, udp
 
 
 def rules(table: str, *lines: str) -> Ruleset:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 
-from fakes import FakeCtx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +11,7 @@ from natbox.netfilter import CtInfo, Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.skb import Skb
+from natbox.testing.rules_fakes import FakeCtx
 
 RULES = """*filter
 -A INPUT -p tcp -m tcp --sport 1:100 --dport 80 --tcp-flags SYN,ACK SYN

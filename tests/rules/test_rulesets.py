@@ -6,12 +6,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from rules_conformance import RULESETS, SHARED
 
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
+from natbox.testing.paths import SHARED
+from natbox.testing.rules_conformance import RULESETS
 
 pytestmark = pytest.mark.skipif(not RULESETS.is_dir(), reason="shared/conformance not present")
 

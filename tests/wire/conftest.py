@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-PCAP_DIR = Path(__file__).resolve().parents[3] / "shared" / "external" / "pcaps"
+from natbox.testing.paths import PCAPS
+
+PCAP_DIR = PCAPS
 
 
 def read_pcap(path: Path) -> list[bytes]:

@@ -7,12 +7,15 @@ not depend on the wire builders being written concurrently. `Box.send()` runs a 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
+from natbox.conntrack.format import format_event, parse_conntrack_line
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, parse_addr
 from natbox.netfilter import CtInfo, Hook
@@ -160,3 +163,28 @@ __all__ = [
     "tcp",
     "udp",
 ]
+
+
+# --- comparing with the kernel's conntrack listings (tests/conntrack/test_kernel_capture.py, test_live_kernel.py)
+
+def replay_capture(packets: list[list[Any]], table: ConntrackTable, cfg: ConntrackConfig, until: float) -> list[str]:
+    lines: list[str] = []
+    for when, hexdata in packets:
+        if when > until:
+            break
+        skb = Skb(bytearray(bytes.fromhex(hexdata)))
+        if nf_conntrack_in(skb, Hook.PRE_ROUTING, when, table, cfg) == 1:
+            nf_conntrack_confirm(skb, when, table)
+        lines.extend(format_event(ev) for ev in table.drain_events())
+    return lines
+
+
+def without_timeout(line: str) -> str:
+    return re.sub(r"use=\d+", "use=N", re.sub(r"^(\s*(?:\[\w+\]\s+)?\S+\s+\d+ )\d+ ", r"\1T ", line))
+
+
+def timeouts_close(mine: str, theirs: str) -> bool:
+    a, b = parse_conntrack_line(mine)["timeout"], parse_conntrack_line(theirs)["timeout"]
+    if a is None or b is None:
+        return bool(a == b)
+    return bool(b - 1 <= a <= b)

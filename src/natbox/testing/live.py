@@ -14,9 +14,9 @@ import pytest
 from natbox.adapters.netns import have_netns
 from natbox.lab.builder import lab_down, lab_up
 from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
+from natbox.testing.paths import SRC
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "natbox" / "lab" / "examples"
-SRC = Path(__file__).resolve().parents[2] / "src"
 _NETNS_REASON: list[str | None] = []
 
 

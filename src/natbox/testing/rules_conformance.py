@@ -11,8 +11,8 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import TABLE_HOOKS, RulesError, find_match, find_target
 from natbox.rules.parser import parse_argv, parse_restore, tokenize_restore_line
 from natbox.rules.printer import save_table
+from natbox.testing.paths import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 T_DIR = SHARED / "conformance" / "iptables-t"
 RULESETS = SHARED / "conformance" / "rulesets"
 

@@ -13,10 +13,6 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.sim.lab import CapturedFrame, Lab
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-PCAPS = REPO.parent / "shared" / "external" / "pcaps"
-
 CLIENT_MAC = "02:00:00:00:50:02"
 SERVER_MAC = "02:00:00:00:fe:fe"
 

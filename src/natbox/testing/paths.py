@@ -1,0 +1,22 @@
+"""Where the test suite finds the repository, its examples and the shared material beside it.
+
+No machine's absolute path is written anywhere: the repository is found from this package (natbox is
+installed editable for the tests, `pip install -e '.[test]'`), and the shared folder (captures, conformance
+tests, real rulesets) is `NATBOX_SHARED` when set, else the `shared/` folder beside the checkout, which is
+how both a developer's machine and CI lay it out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["EXAMPLES", "LAB_EXAMPLES", "PCAPS", "REPO", "SHARED", "SRC", "TESTS"]
+
+SRC = Path(__file__).resolve().parents[2]
+REPO = SRC.parent
+TESTS = REPO / "tests"
+EXAMPLES = REPO / "examples"
+LAB_EXAMPLES = SRC / "natbox" / "lab" / "examples"
+SHARED = Path(os.environ["NATBOX_SHARED"]) if os.environ.get("NATBOX_SHARED") else REPO.parent / "shared"
+PCAPS = SHARED / "external" / "pcaps"
