@@ -8,6 +8,6 @@
 - `model`: `Table`, `Chain`, `Rule`, `Match`/`Target` base classes, `RulesError`, the extension registry
 - `matches/`, `targets/`: one module per extension (parse, save, -L text, kernel checks, compiled closure)
 
-Adding an extension: subclass `Match` or `Target` in a new module, decorate it with `register_match` /
-`register_target`, and import the module in `matches/__init__.py` / `targets/__init__.py`.
+Adding an extension: subclass `Match` or `Target` in a new module and add the class to `ALL` in
+`matches/__init__.py` / `targets/__init__.py`; `extensions.py` finds it by name and aliases.
 """

@@ -3,8 +3,8 @@
 A `Ruleset`'s tables hold `Chain`s, which hold `Rule`s. A rule carries the standard `struct ipt_ip`
 selectors (`-s -d -i -o -p -f`), a list of match instances and either a standard verdict / chain jump or
 a target instance. Every match and target is a subclass of `Match` / `Target` defined in one module under
-`rules/matches/` or `rules/targets/`; the class is registered by name with `register_match` /
-`register_target`, and an *instance* of it is one `-m name …` / `-j NAME …` occurrence in a rule.
+`rules/matches/` or `rules/targets/`; the class is listed in that package's `ALL` and
+found by name through `rules.extensions`, and an *instance* of it is one `-m name …` / `-j NAME …` occurrence in a rule.
 
 Extension protocol (iptables' `struct xtables_match` + the kernel's `struct xt_match`):
 
@@ -48,15 +48,11 @@ __all__ = [
     "Table",
     "Target",
     "TargetFn",
-    "find_match",
-    "find_target",
     "format_addr_mask",
     "hook_mask_of",
     "mask_to_prefix",
     "parse_ipv4",
     "parse_ipv4_mask",
-    "register_match",
-    "register_target",
 ]
 
 # iptables exit codes (xtables.h `enum xtables_exittype`)
@@ -195,41 +191,6 @@ class Target(_Extension):
 
     def compile(self) -> TargetFn:
         raise NotImplementedError
-
-
-_MATCHES: dict[str, type[Match]] = {}
-_TARGETS: dict[str, type[Target]] = {}
-
-
-def register_match(cls: type[Match]) -> type[Match]:
-    """Class decorator: make `-m NAME` (and its aliases) load `cls`."""
-    _MATCHES[cls.name] = cls
-    for a in cls.aliases:
-        _MATCHES[a] = cls
-    return cls
-
-
-def register_target(cls: type[Target]) -> type[Target]:
-    """Class decorator: make `-j NAME` (and its aliases) load `cls`."""
-    _TARGETS[cls.name] = cls
-    for a in cls.aliases:
-        _TARGETS[a] = cls
-    return cls
-
-
-def _load_extensions() -> None:
-    import natbox.rules.matches
-    import natbox.rules.targets  # noqa: F401  (modules register themselves)
-
-
-def find_match(name: str) -> type[Match] | None:
-    _load_extensions()
-    return _MATCHES.get(name)
-
-
-def find_target(name: str) -> type[Target] | None:
-    _load_extensions()
-    return _TARGETS.get(name)
 
 
 # --- addresses -------------------------------------------------------------------------------------

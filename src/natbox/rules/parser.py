@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from natbox.rules.extensions import find_match, find_target
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import (
     BUILTIN_TARGETS,
@@ -24,8 +25,6 @@ from natbox.rules.model import (
     Rule,
     RulesError,
     Target,
-    find_match,
-    find_target,
     parse_ipv4_mask,
 )
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from natbox.netfilter import Hook
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.model import TABLE_HOOKS, RulesError, find_match, find_target
+from natbox.rules.extensions import find_match, find_target
+from natbox.rules.model import TABLE_HOOKS, RulesError
 from natbox.rules.parser import parse_argv, parse_restore, tokenize_restore_line
 from natbox.rules.printer import save_table
 from natbox.testing.paths import SHARED

@@ -1,4 +1,4 @@
-"""Match extensions; importing this package registers them all."""
+"""Match extensions: `ALL` lists every class, and `natbox.rules.extensions` finds them by name."""
 
 from natbox.rules.matches import (
     addrtype,
@@ -21,8 +21,10 @@ from natbox.rules.matches import (
     ttl,
     udp,
 )
+from natbox.rules.model import Match
 
 __all__ = [
+    "ALL",
     "addrtype",
     "comment",
     "connmark",
@@ -43,3 +45,26 @@ __all__ = [
     "ttl",
     "udp",
 ]
+
+ALL: tuple[type[Match], ...] = (
+    addrtype.Addrtype,
+    comment.Comment,
+    connmark.Connmark,
+    conntrack.Conntrack,
+    conntrack.State,
+    dscp.Dscp,
+    helper.Helper,
+    icmp.Icmp,
+    iprange.Iprange,
+    length.Length,
+    limit.Limit,
+    mac.Mac,
+    mark.Mark,
+    multiport.Multiport,
+    pkttype.Pkttype,
+    quota.Quota,
+    statistic.Statistic,
+    tcp.Tcp,
+    ttl.Ttl,
+    udp.Udp,
+)

@@ -13,7 +13,6 @@ from natbox.rules.model import (
     RulesError,
     format_addr_mask,
     hook_mask_of,
-    register_match,
 )
 from natbox.skb import Skb
 
@@ -40,7 +39,6 @@ def _parse_types(arg: str) -> int:
     return mask
 
 
-@register_match
 class Addrtype(Match):
     name = "addrtype"
     revision = 1

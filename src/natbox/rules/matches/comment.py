@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Comment"]
@@ -12,7 +12,6 @@ __all__ = ["Comment"]
 XT_MAX_COMMENT_LEN = 256  # including the NUL
 
 
-@register_match
 class Comment(Match):
     name = "comment"
     options = (Opt("comment", 1),)

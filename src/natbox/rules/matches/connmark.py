@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches.mark import Mark, print_mark_mask
-from natbox.rules.model import MatchFn, register_match
+from natbox.rules.model import MatchFn
 from natbox.skb import Skb
 
 __all__ = ["Connmark"]
 
 
-@register_match
 class Connmark(Mark):
     name = "connmark"
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 from natbox.netfilter import CtInfo, CtStatus, Direction
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, parse_protocol, parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4_mask, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4_mask
 from natbox.skb import Skb
 
 __all__ = ["Conntrack", "State"]
@@ -59,7 +59,6 @@ def state_bit(skb: Skb) -> int:
     return bit
 
 
-@register_match
 class Conntrack(Match):
     name = "conntrack"
     revision = 3
@@ -235,7 +234,6 @@ class Conntrack(Match):
         return f"no match (state {_state_names(bit)})"
 
 
-@register_match
 class State(Conntrack):
     """`-m state --state`: in iptables 1.8.9 an alias of conntrack rev 3 with XT_CONNTRACK_STATE_ALIAS."""
 

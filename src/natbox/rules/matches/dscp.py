@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["DSCP_CLASSES", "Dscp", "parse_dscp_class"]
@@ -33,7 +33,6 @@ def parse_dscp(ext: str, opt: str, text: str) -> int:
     return v
 
 
-@register_match
 class Dscp(Match):
     name = "dscp"
     options = (Opt("dscp", 1, True), Opt("dscp-class", 1, True))

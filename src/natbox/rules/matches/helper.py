@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Helper"]
 
 
-@register_match
 class Helper(Match):
     name = "helper"
     options = (Opt("helper", 1, True),)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["ICMP_CODES", "Icmp"]
@@ -63,7 +63,6 @@ def parse_icmp(text: str) -> tuple[int, int, int]:
     return t[0], c[0], c[1]
 
 
-@register_match
 class Icmp(Match):
     name = "icmp"
     options = (Opt("icmp-type", 1, True),)

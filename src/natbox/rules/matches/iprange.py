@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4
 from natbox.skb import Skb
 
 __all__ = ["Iprange"]
@@ -25,7 +25,6 @@ def _text(r: tuple[int, int]) -> str:
         r[1], 0xFFFFFFFF, always_prefix=False)
 
 
-@register_match
 class Iprange(Match):
     name = "iprange"
     revision = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["CREDITS_PER_JIFFY", "HZ", "Limit", "user2credits"]
@@ -70,7 +70,6 @@ def print_rate(period: int) -> str:
     return f" {mult // period}/{name}"
 
 
-@register_match
 class Limit(Match):
     name = "limit"
     options = (Opt("limit", 1), Opt("limit-burst", 1))

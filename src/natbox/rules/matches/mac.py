@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
-from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of, register_match
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of
 from natbox.skb import Skb
 
 __all__ = ["Mac"]
@@ -12,7 +12,6 @@ __all__ = ["Mac"]
 _VALID_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
 
 
-@register_match
 class Mac(Match):
     name = "mac"
     options = (Opt("mac-source", 1, True),)

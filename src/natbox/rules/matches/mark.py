@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Mark", "parse_mark_mask", "print_mark_mask"]
@@ -27,7 +27,6 @@ def print_mark_mask(mark: int, mask: int) -> str:
     return f" 0x{mark:x}/0x{mask:x}" if mask != 0xFFFFFFFF else f" 0x{mark:x}"
 
 
-@register_match
 class Mark(Match):
     """Also the base of `-m connmark`, which has the same option and differs in what it reads."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, print_port
-from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Multiport"]
@@ -13,7 +13,6 @@ XT_MULTI_PORTS = 15  # at most 15 port slots (a range takes two)
 _PROTOS = {6: "tcp", 17: "udp", 136: "udplite", 132: "sctp", 33: "dccp"}
 
 
-@register_match
 class Multiport(Match):
     name = "multiport"
     revision = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import PacketType, Skb
 
 __all__ = ["Pkttype"]
@@ -16,7 +16,6 @@ PKTTYPES: tuple[tuple[str, int], ...] = (
 )
 
 
-@register_match
 class Pkttype(Match):
     name = "pkttype"
     options = (Opt("pkt-type", 1, True),)

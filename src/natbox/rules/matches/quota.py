@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Quota"]
@@ -16,7 +16,6 @@ __all__ = ["Quota"]
 U64_MAX = (1 << 64) - 1
 
 
-@register_match
 class Quota(Match):
     name = "quota"
     options = (Opt("quota", 1, True),)

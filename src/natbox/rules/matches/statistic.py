@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Statistic"]
 
 
-@register_match
 class Statistic(Match):
     name = "statistic"
     options = (Opt("mode", 1), Opt("probability", 1, True), Opt("every", 1, True), Opt("packet", 1))

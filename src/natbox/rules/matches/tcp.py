@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port_range, parse_uint, print_port
-from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["PortMatch", "Tcp"]
@@ -104,7 +104,6 @@ class PortMatch(Match):
         return (*self.spts, *self.dpts, self.inv_spt, self.inv_dpt)
 
 
-@register_match
 class Tcp(PortMatch):
     name = "tcp"
     options = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, register_match
+from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Ttl"]
@@ -12,7 +12,6 @@ __all__ = ["Ttl"]
 EQ, NE, LT, GT = 0, 1, 2, 3
 
 
-@register_match
 class Ttl(Match):
     name = "ttl"
     options = (Opt("ttl-eq", 1, True), Opt("ttl-lt", 1), Opt("ttl-gt", 1))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches.tcp import PortMatch
-from natbox.rules.model import MatchFn, Opt, Rule, register_match
+from natbox.rules.model import MatchFn, Opt, Rule
 from natbox.skb import Skb
 
 __all__ = ["Udp"]
 
 
-@register_match
 class Udp(PortMatch):
     name = "udp"
     proto_num = 17

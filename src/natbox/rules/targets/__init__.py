@@ -1,5 +1,6 @@
-"""Target extensions; importing this package registers them all."""
+"""Target extensions: `ALL` lists every class, and `natbox.rules.extensions` finds them by name."""
 
+from natbox.rules.model import Target
 from natbox.rules.targets import (
     checksum,
     connmark,
@@ -19,6 +20,7 @@ from natbox.rules.targets import (
 )
 
 __all__ = [
+    "ALL",
     "checksum",
     "connmark",
     "dscp",
@@ -35,3 +37,23 @@ __all__ = [
     "trace",
     "ttl",
 ]
+
+ALL: tuple[type[Target], ...] = (
+    checksum.Checksum,
+    connmark.ConnmarkTarget,
+    dscp.DscpTarget,
+    log.Log,
+    mark.MarkTarget,
+    masquerade.Masquerade,
+    nat.Snat,
+    nat.Dnat,
+    netmap.Netmap,
+    nflog.Nflog,
+    notrack.Notrack,
+    notrack.Ct,
+    redirect.Redirect,
+    reject.Reject,
+    tcpmss.Tcpmss,
+    trace.Trace,
+    ttl.TtlTarget,
+)

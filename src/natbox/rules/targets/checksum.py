@@ -7,13 +7,12 @@ complete checksum, so at run time the target just continues.
 from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Checksum"]
 
 
-@register_target
 class Checksum(Target):
     name = "CHECKSUM"
     options = (Opt("checksum-fill", 0),)

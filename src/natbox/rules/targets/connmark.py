@@ -5,7 +5,7 @@ from __future__ import annotations
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches.mark import parse_mark_mask
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["ConnmarkTarget"]
@@ -14,7 +14,6 @@ SET, SAVE, RESTORE = 0, 1, 2
 FULL = 0xFFFFFFFF
 
 
-@register_target
 class ConnmarkTarget(Target):
     name = "CONNMARK"
     revision = 2

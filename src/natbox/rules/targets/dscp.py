@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches.dscp import parse_dscp, parse_dscp_class
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
 
@@ -26,7 +26,6 @@ def set_tos(skb: Skb, tos: int) -> None:
     data[10], data[11] = check >> 8, check & 0xFF
 
 
-@register_target
 class DscpTarget(Target):
     name = "DSCP"
     options = (Opt("set-dscp", 1), Opt("set-dscp-class", 1))

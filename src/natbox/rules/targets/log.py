@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import quote_string
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Log"]
@@ -22,7 +22,6 @@ LOG_FLAGS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-@register_target
 class Log(Target):
     name = "LOG"
     options = (Opt("log-level", 1), Opt("log-prefix", 1), *(Opt(f[0], 0) for f in LOG_FLAGS))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches.mark import parse_mark_mask
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["MarkTarget"]
 
 
-@register_target
 class MarkTarget(Target):
     name = "MARK"
     revision = 2

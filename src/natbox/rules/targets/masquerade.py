@@ -5,7 +5,7 @@ from __future__ import annotations
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, hook_mask_of, register_target
+from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, hook_mask_of
 from natbox.rules.targets.nat import _PORT_OK_PROTOS, check_nat_hooks, nat_print, parse_nat_ports
 from natbox.skb import Skb
 
@@ -45,7 +45,6 @@ class PortsTarget(Target):
         return nat_print(self.range, self.print_opt, "", True)
 
 
-@register_target
 class Masquerade(PortsTarget):
     name = "MASQUERADE"
     valid_hooks = hook_mask_of(Hook.POST_ROUTING)

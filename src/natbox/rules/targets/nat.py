@@ -16,7 +16,6 @@ from natbox.rules.model import (
     format_addr_mask,
     hook_mask_of,
     parse_ipv4,
-    register_target,
 )
 from natbox.rules.services import service_port
 from natbox.skb import Skb
@@ -186,7 +185,6 @@ class NatTarget(Target):
         return nat_tg
 
 
-@register_target
 class Snat(NatTarget):
     name = "SNAT"
     revision = 2
@@ -196,7 +194,6 @@ class Snat(NatTarget):
     options = (Opt("to-source", 1), Opt("random", 0), Opt("random-fully", 0), Opt("persistent", 0))
 
 
-@register_target
 class Dnat(NatTarget):
     name = "DNAT"
     revision = 2

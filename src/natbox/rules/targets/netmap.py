@@ -14,7 +14,6 @@ from natbox.rules.model import (
     TargetFn,
     format_addr_mask,
     parse_ipv4_mask,
-    register_target,
 )
 from natbox.rules.targets.nat import check_nat_hooks
 from natbox.skb import Skb
@@ -22,7 +21,6 @@ from natbox.skb import Skb
 __all__ = ["Netmap"]
 
 
-@register_target
 class Netmap(Target):
     name = "NETMAP"
     options = (Opt("to", 1),)

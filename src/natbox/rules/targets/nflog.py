@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint, quote_string
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Nflog"]
@@ -13,7 +13,6 @@ XT_NFLOG_DEFAULT_THRESHOLD = 0
 NFLOG_PREFIX_MAX = 63
 
 
-@register_target
 class Nflog(Target):
     name = "NFLOG"
     options = (Opt("nflog-group", 1), Opt("nflog-prefix", 1), Opt("nflog-range", 1), Opt("nflog-size", 1),

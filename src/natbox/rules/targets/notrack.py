@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Ct", "Notrack"]
@@ -32,7 +32,6 @@ def _raw_only(table: str) -> None:
         raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
 
 
-@register_target
 class Notrack(Target):
     name = "NOTRACK"
     real_name = "CT"  # libxt_CT: NOTRACK is CT rev 2 with XT_CT_NOTRACK_ALIAS
@@ -51,7 +50,6 @@ class Notrack(Target):
         return notrack_tg
 
 
-@register_target
 class Ct(Target):
     """`-j CT --notrack`; `--helper NAME` is accepted and saved but natbox runs no helpers (no-op)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_DROP, XtContext
-from natbox.rules.model import Opt, TargetFn, hook_mask_of, register_target
+from natbox.rules.model import Opt, TargetFn, hook_mask_of
 from natbox.rules.targets.masquerade import PortsTarget
 from natbox.skb import Skb
 
@@ -14,7 +14,6 @@ __all__ = ["Redirect"]
 LOOPBACK = 0x7F000001
 
 
-@register_target
 class Redirect(PortsTarget):
     name = "REDIRECT"
     valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)

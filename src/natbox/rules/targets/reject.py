@@ -12,7 +12,6 @@ from natbox.rules.model import (
     Target,
     TargetFn,
     hook_mask_of,
-    register_target,
 )
 from natbox.skb import Skb
 
@@ -29,7 +28,6 @@ REJECT_TYPES: tuple[tuple[str, str], ...] = (
 _VALID_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
 
 
-@register_target
 class Reject(Target):
     name = "REJECT"
     options = (Opt("reject-with", 1),)

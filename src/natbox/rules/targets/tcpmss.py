@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Tcpmss"]
@@ -15,7 +15,6 @@ __all__ = ["Tcpmss"]
 XT_TCPMSS_CLAMP_PMTU = 0xFFFF
 
 
-@register_target
 class Tcpmss(Target):
     name = "TCPMSS"
     options = (Opt("set-mss", 1), Opt("clamp-mss-to-pmtu", 0))

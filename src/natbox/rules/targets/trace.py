@@ -4,13 +4,12 @@ switches on the skb's explanation trace."""
 from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
-from natbox.rules.model import Target, TargetFn, register_target
+from natbox.rules.model import Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Trace"]
 
 
-@register_target
 class Trace(Target):
     name = "TRACE"
 

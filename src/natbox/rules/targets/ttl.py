@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, register_target
+from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
 
@@ -19,7 +19,6 @@ _TABLE = ("ttl-set", "ttl-dec", "ttl-inc")  # TTL_opts order
 _ORDER = {SET: 0, DEC: 1, INC: 2}
 
 
-@register_target
 class TtlTarget(Target):
     name = "TTL"
     options = (Opt("ttl-set", 1), Opt("ttl-dec", 1), Opt("ttl-inc", 1))
