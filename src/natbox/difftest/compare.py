@@ -23,6 +23,7 @@ from natbox.difftest.kernel import KernelRun
 from natbox.difftest.natbox_side import NatboxRun
 from natbox.difftest.packets import ICMP_ERRORS, Field, decode_frame, ip_checksum_ok, l4_checksum_ok
 from natbox.difftest.portmap import PortMap, first_seen
+from natbox.wire.ethernet import is_ipv4_frame
 
 __all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames"]
 
@@ -122,16 +123,12 @@ def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: s
     return "; ".join(bad) if bad else None
 
 
-def _ipv4(frame: bytes) -> bool:
-    return len(frame) >= 34 and frame[12:14] == b"\x08\x00"
-
-
 def compare_frames(kernel: KernelRun, natbox: NatboxRun, ports: PortMap, input_ids: set[int],
                    live: bool = False) -> list[Difference]:
     diffs: list[Difference] = []
     ifaces = sorted({c.iface for c in kernel.frames} | set(natbox.sent))
-    ksent = {i: [c for c in kernel.sent(i) if _ipv4(c.frame)] for i in ifaces}
-    nsent = {i: [f for _, f in natbox.sent.get(i, []) if _ipv4(f)] for i in ifaces}
+    ksent = {i: [c for c in kernel.sent(i) if is_ipv4_frame(c.frame)] for i in ifaces}
+    nsent = {i: [f for _, f in natbox.sent.get(i, []) if is_ipv4_frame(f)] for i in ifaces}
     order = sorted((c.ts, i, n) for i in ifaces for n, c in enumerate(ksent[i]))
     for ts, iface, n in order:
         kf = ksent[iface][n].frame

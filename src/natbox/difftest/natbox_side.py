@@ -32,6 +32,7 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
+from natbox.wire.ethernet import is_ipv4_frame
 
 __all__ = ["NatboxRun", "apply_exec", "build_engine", "run_on_natbox"]
 
@@ -74,7 +75,7 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
     ports = PortMap(seen)
     ksent: dict[str, list[Captured]] = {}
     for f in kernel_run.frames:
-        if f.outgoing and _ipv4(f.frame):
+        if f.outgoing and is_ipv4_frame(f.frame):
             ksent.setdefault(f.iface, []).append(f)
     nsent_ip: dict[str, int] = {}
     execs = list(kernel_run.execs)
@@ -94,7 +95,7 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
             continue
         for e in res.emitted:
             out.sent.setdefault(e.iface, []).append((c.ts, e.frame))
-            if _ipv4(e.frame):
+            if is_ipv4_frame(e.frame):
                 n = nsent_ip.get(e.iface, 0)
                 nsent_ip[e.iface] = n + 1
                 kern = ksent.get(e.iface, [])
@@ -136,10 +137,6 @@ def apply_exec(engine: Engine, argv: list[str], now: float) -> str | None:
     except (RulesError, KeyError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def _ipv4(frame: bytes) -> bool:
-    return len(frame) >= 34 and frame[12:14] == b"\x08\x00"
 
 
 def _learn(ports: PortMap, kernel: Captured, natbox_frame: bytes) -> None:

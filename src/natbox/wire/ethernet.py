@@ -91,3 +91,8 @@ def is_broadcast_mac(mac: bytes | bytearray) -> bool:
 
 
 format_mac = mac_to_str  # alias used by the engine's traces
+
+
+def is_ipv4_frame(frame: bytes | bytearray | memoryview) -> bool:
+    """An Ethernet II frame carrying IPv4 with room for at least a minimal IPv4 header."""
+    return len(frame) >= ETH_HLEN + 20 and (frame[ETH_HLEN - 2] << 8 | frame[ETH_HLEN - 1]) == ETH_P_IP
