@@ -20,6 +20,8 @@ import json
 import socket
 from typing import Any, TextIO
 
+from natbox.errors import NatboxError
+
 __all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "follow_events", "forward_command", "read_request"]
 
 CONTROL_REQUEST_MAX = 4 * 1024 * 1024  # bytes of one request (a large iptables-restore dump fits)
@@ -27,7 +29,7 @@ CONTROL_TIMEOUT = 1.0  # seconds a client may take to send its request (the gate
 CLIENT_TIMEOUT = 10.0  # seconds a client waits for the answer
 
 
-class ControlError(OSError):
+class ControlError(NatboxError, OSError):
     """The gateway could not be reached or answered something that is not a control response."""
 
 

@@ -20,6 +20,8 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from natbox.errors import NatboxError
+
 __all__ = [
     "NETNS_DIR",
     "NetnsError",
@@ -43,7 +45,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _counter = itertools.count(1)
 
 
-class NetnsError(RuntimeError):
+class NetnsError(NatboxError, RuntimeError):
     """A namespace operation failed; the message names the command and its stderr."""
 
 

@@ -35,6 +35,8 @@ import struct
 import sys
 from typing import Final
 
+from natbox.errors import NatboxError
+
 __all__ = [
     "ETH_P_ALL",
     "GSO_NONE",
@@ -105,7 +107,7 @@ RCVBUF = 4 << 20  # socket buffers (plain mode) in bytes
 SNDBUF = 4 << 20
 
 
-class PacketSocketError(OSError):
+class PacketSocketError(NatboxError, OSError):
     """Opening or configuring the socket failed; the message names the interface."""
 
 

@@ -42,6 +42,8 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import IO, NamedTuple
 
+from natbox.errors import NatboxError
+
 __all__ = [
     "LINKTYPE_ETHERNET",
     "LINKTYPE_IPV4",
@@ -114,7 +116,7 @@ _LT_LINKTYPE_MASK = 0x03FFFFFF  # libpcap LT_LINKTYPE(): the rest of the field i
 _NS = 1_000_000_000
 
 
-class CaptureError(Exception):
+class CaptureError(NatboxError):
     """The input is not a capture file (or cannot be opened). str() is one line naming the file."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from natbox.engine.hostfile import HostFile, HostFileError, parse_host_toml
 from natbox.engine.snapshot import SNAPSHOT_FILES, SnapshotError, host_from_snapshot
+from natbox.errors import NatboxError
 
 __all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "cli_snapshot", "load_host", "take_snapshot"]
 
@@ -35,7 +36,7 @@ SNAPSHOT_COMMANDS: dict[str, list[str]] = {
 assert list(SNAPSHOT_COMMANDS) == list(SNAPSHOT_FILES)
 
 
-class SnapshotCommandError(RuntimeError):
+class SnapshotCommandError(NatboxError, RuntimeError):
     """A command the snapshot needs failed (message: the command and its stderr)."""
 
 

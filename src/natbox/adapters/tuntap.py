@@ -27,6 +27,7 @@ from natbox.adapters.packet_socket import (
     tx_hdr_ready,
     tx_parts,
 )
+from natbox.errors import NatboxError
 
 __all__ = ["TapDevice", "TapError"]
 
@@ -44,7 +45,7 @@ TUN_F_TSO_ECN: Final = 0x08
 IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, flags (the union padded to 40 bytes)
 
 
-class TapError(OSError):
+class TapError(NatboxError, OSError):
     """Creating or configuring the TAP failed; the message names the device."""
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natbox.adapters.control import read_request
+from natbox.errors import UsageError
 
 __all__ = ["GatewayConfig", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
 
@@ -51,10 +52,6 @@ usage: natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no
                       [--tap-netns NAME=NETNS[/DEV]] [--seed N] [--duration S] [--control PATH] [--state FILE]
                       [--user NAME] [--force]
 """
-
-
-class UsageError(ValueError):
-    pass
 
 
 @dataclass
@@ -210,8 +207,6 @@ def _iface_exists(name: str) -> bool:
 def _tap_mac(name: str) -> bytes:
     """A stable locally administered MAC for a TAP the model gives none: 02:4e:42 + crc32(name)."""
     return b"\x02\x4e\x42" + (zlib.crc32(name.encode()) & 0xFFFFFF).to_bytes(3, "big")
-
-
 
 
 EVENT_SUBSCRIBERS_MAX = 16  # concurrent `conntrack -E` listeners on the control socket

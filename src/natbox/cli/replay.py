@@ -28,6 +28,8 @@ from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from natbox.errors import UsageError
+
 if TYPE_CHECKING:
     from natbox.adapters.pcap import PcapRecord
     from natbox.engine.engine import Engine
@@ -38,10 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["ReplayOptions", "UsageError", "load_host_file", "parse_in_spec", "replay_main", "run"]
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress updates on a terminal
-
-
-class UsageError(Exception):
-    """Bad command-line usage or an unusable input: one line, exit code 2."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pathlib import Path
 from natbox.adapters.snapshot import read_snapshot_files, take_snapshot
 from natbox.difftest.packets import build_crafted
 from natbox.difftest.scenario import Scenario, Step
+from natbox.errors import NatboxError
 
 __all__ = ["Captured", "KernelRun", "KernelUnavailable", "kernel_available", "run_on_kernel", "save_kernel_run"]
 
@@ -121,7 +122,7 @@ def router_mac(index: int) -> str:
     return ROUTER_MAC.format(index + 1)
 
 
-class KernelUnavailable(RuntimeError):
+class KernelUnavailable(NatboxError, RuntimeError):
     """Not root, or `ip netns` / iptables / conntrack missing: the kernel side cannot run here."""
 
 

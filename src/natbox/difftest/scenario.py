@@ -76,6 +76,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from natbox.errors import ScenarioError
+
 __all__ = ["EXEC_FORMS", "HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_exec", "parse_scenario"]
 
 MAX_STEPS = 200  # steps per scenario
@@ -103,10 +105,6 @@ _RUN_KEYS: dict[str, type] = {
     "dst": str, "count": int, "interval": float, "size": int, "src": str, "port": int, "bind": str,
     "dport": int, "sport": int, "payload": str, "duration": float, "timeout": float, "icmp_id": int,
 }
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be run; the message names the file and the key."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.tuple import format_addr
+from natbox.errors import ConfigError
 
 __all__ = ["Address", "Host", "HostError", "Interface", "Neighbour", "Route"]
 
@@ -21,7 +22,7 @@ LOOPBACK_NET = 0x7F000000  # 127.0.0.0/8
 DEFAULT_MTU = 1500
 
 
-class HostError(ValueError):
+class HostError(ConfigError):
     """A host model that is inconsistent (an unknown device in a route, a duplicate interface...)."""
 
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
+from natbox.errors import ConfigError
 from natbox.tomlfile import Locator, load_toml
 
 __all__ = ["HostFile", "HostFileError", "parse_host_toml"]
@@ -61,7 +62,7 @@ _KINDS = ("ether", "tap", "veth", "bridge", "loopback", "tun")
 _ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
 
 
-class HostFileError(ValueError):
+class HostFileError(ConfigError):
     """A host file that cannot be used; the message names file:line and the key."""
 
 

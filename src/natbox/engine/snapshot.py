@@ -28,6 +28,7 @@ from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.engine.hostfile import HostFile, apply_sysctl
+from natbox.errors import ConfigError
 
 __all__ = ["REQUIRED_FILES", "SNAPSHOT_FILES", "SnapshotError", "host_from_snapshot", "parse_sysctl_text"]
 
@@ -54,7 +55,7 @@ _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _CONF_RE = re.compile(r"net\.ipv4\.conf\.([^.]+)\.(forwarding|route_localnet)")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(ConfigError):
     """A snapshot file that cannot be used; the message starts with the file and says what is wrong."""
 
 

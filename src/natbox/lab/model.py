@@ -46,6 +46,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from natbox.errors import ConfigError
+
 __all__ = [
     "ALLOWED_NETS",
     "Bridge",
@@ -77,7 +79,7 @@ _BRIDGE_KEYS = ("node", "name", "addresses", "mtu")
 _TAP_KEYS = ("node", "name", "addresses", "vnet_hdr", "mtu", "mac")
 
 
-class LabError(ValueError):
+class LabError(ConfigError):
     """A lab file that cannot be used; the message starts with file:line where known."""
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
+from natbox.errors import NatboxError
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.skb import Skb
@@ -86,7 +87,7 @@ def hook_mask_of(*hooks: Hook) -> int:
     return mask
 
 
-class RulesError(Exception):
+class RulesError(NatboxError):
     """A refused command or ruleset line: iptables' message, exit code and (for files) the location."""
 
     def __init__(

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from natbox.errors import ScenarioError
 from natbox.sim.lab import EndHost, Lab
 from natbox.tomlfile import Locator, load_toml
 from natbox.wire import ipv4, udp
@@ -76,10 +77,6 @@ _ACTION_KEYS: dict[str, set[str]] = {
     "udp": {"payload", "sport", "ttl"},
     "dns": {"server", "sport", "id", "ttl"},
 }
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message names file:line and the key."""
 
 
 @dataclass
