@@ -1,4 +1,4 @@
-"""natbox.wire.pretty against the real `tcpdump -nne -r` (4.99, TZ=UTC): frames built with struct are
+"""natbox.render.tcpdump against the real `tcpdump -nne -r` (4.99, TZ=UTC): frames built with struct are
 written to a capture, tcpdump renders them, and our rendering must be identical line for line.
 
 Tests needing the tcpdump binary skip cleanly without it."""
@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natbox.adapters.pcap import CaptureReader, PcapRecord, PcapWriter
+from natbox.render.tcpdump import TcpdumpPrinter, format_timestamp, tcpdump_line
 from natbox.testing.paths import PCAPS
 from natbox.wire.checksum import internet_checksum, l4_checksum
-from natbox.wire.pretty import TcpdumpPrinter, format_timestamp, tcpdump_line
 
 PCAP_DIR = PCAPS
 TCPDUMP = shutil.which("tcpdump")

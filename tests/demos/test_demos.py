@@ -14,9 +14,9 @@ import pytest
 from natbox.cli.demo import run_demo
 from natbox.cli.main import main
 from natbox.conntrack.format import format_conntrack
+from natbox.render.tcpdump import TcpdumpPrinter
 from natbox.rules.listing import list_table
 from natbox.sim.lab import Lab
-from natbox.wire.pretty import TcpdumpPrinter
 
 
 def _run(name: str, *, explain: bool = False) -> tuple[Lab, str]:

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natbox.adapters.pcap import CaptureReader, PcapngWriter, PcapWriter
+from natbox.render.tcpdump import TcpdumpPrinter, tcpdump_line
 from natbox.replay.driver import merge_inputs
 from natbox.testing.replay import SERVER_MAC, cli, lab_out, run_lab, write_gateway, write_inputs
 from natbox.wire import ethernet, icmp, ipv4
-from natbox.wire.pretty import TcpdumpPrinter, tcpdump_line
 
 
 def _lines(path: Path) -> list[str]:

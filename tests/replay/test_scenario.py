@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natbox.adapters.pcap import CaptureReader
+from natbox.render.tcpdump import tcpdump_line
 from natbox.sim.scenario import ScenarioError, build_dns_query, dns_answer, parse_scenario
 from natbox.testing.paths import EXAMPLES
 from natbox.testing.replay import cli
-from natbox.wire.pretty import tcpdump_line
 
 MASQ_HOST = str(EXAMPLES / "masquerade-host.toml")
 MASQ_SCENARIO = str(EXAMPLES / "masquerade-scenario.toml")

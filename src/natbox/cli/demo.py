@@ -15,11 +15,11 @@ from natbox.conntrack.format import format_conntrack, summary_line
 from natbox.conntrack.tuple import format_addr
 from natbox.demos.scenarios import DEMOS
 from natbox.engine.engine import Engine
+from natbox.render.tcpdump import TcpdumpPrinter
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.listing import list_table
 from natbox.rules.parser import parse_restore
 from natbox.sim.lab import Lab
-from natbox.wire.pretty import TcpdumpPrinter
 
 __all__ = ["demo_main", "run_demo"]
 

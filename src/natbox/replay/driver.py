@@ -75,7 +75,7 @@ class InputPacket(NamedTuple):
     iface: str             # the host interface it arrived on ("" if unknown)
     ts_ns: int             # capture timestamp, integer nanoseconds
     data: bytes            # what was captured (link layer included)
-    link: str              # how to render `data` with wire.pretty: "ether", "raw" or "sll"
+    link: str              # how to render `data` with render.tcpdump: "ether", "raw" or "sll"
     skipped: str | None    # why it was not given to the engine, or None
     out: Output | None     # what the engine did (None when skipped)
 

@@ -28,10 +28,10 @@ from typing import Any, Protocol, TextIO
 
 from natbox.conntrack.format import format_conntrack, format_event, format_stats, summary_line
 from natbox.engine.engine import Engine, Output
+from natbox.render.tcpdump import TcpdumpPrinter, format_timestamp, tcpdump_line
 from natbox.replay.driver import InputPacket, Replayer, ct_of, verdict_of
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.listing import list_table
-from natbox.wire.pretty import TcpdumpPrinter, format_timestamp, tcpdump_line
 
 __all__ = [
     "SUMMARY_MAX_LINES",
