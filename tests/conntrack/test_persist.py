@@ -50,7 +50,7 @@ def test_an_established_remapped_connection_survives_a_restart() -> None:
     second.neigh.update(first.neigh)  # the lab's warm ARP cache (the live gateway resolves with ARP)
     loaded = load_conns(doc, second.table, lab.now, elapsed=0.0)
     for ct in loaded:
-        second.nat.restore(ct, second.table.max_entries)
+        second.nat.restore(ct, second.table)
     assert sorted(format_conntrack(c, lab.now) for c in second.table.live(lab.now)) == before
     lab.engine = second
     conn = next(iter(b.conns.values()))

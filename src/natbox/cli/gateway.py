@@ -815,7 +815,7 @@ def _restore_state(path: str, engine: Any) -> None:
         _err(f"warning: --state {path}: not restored ({exc}); starting with an empty conntrack table")
         return
     for ct in conns:
-        engine.nat.restore(ct, engine.table.max_entries)
+        engine.nat.restore(ct, engine.table)
     _err(f"restored {len(conns)} conntrack entries from {path} ({elapsed:.1f} s old)")
 
 

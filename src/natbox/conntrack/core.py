@@ -302,7 +302,7 @@ def _merge(skb: Skb, ct: Conn, loser: Conn, table: ConntrackTable) -> int:
     if loser.acct_packets[direction]:  # nf_ct_acct_merge: the loser had an acct extension
         ct.acct_packets[direction] += 1
         ct.acct_bytes[direction] += loser.acct_bytes[direction]
-    loser.status |= CtStatus.DYING
+    table.destroy_unconfirmed(loser)  # nf_ct_put(loser): DYING, destroy hooks
     skb.ct = ct
     table.stats.clash_resolve += 1
     return NF_ACCEPT
@@ -312,8 +312,8 @@ def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
     """Mirrors `nf_conntrack_confirm()` / `__nf_conntrack_confirm()` (§2.5): insert the skb's new ct.
 
     Only an unconfirmed ct with an ORIGINAL-direction ctinfo is inserted. Returns NF_ACCEPT or NF_DROP
-    (with `skb.note` saying why). A ct that lost a clash, or whose packet is dropped, gets DYING so that
-    holders of it (the NAT bysource table) can tell.
+    (with `skb.note` saying why). A ct that lost a clash, or whose packet is dropped, dies
+    (`ConntrackTable.destroy_unconfirmed`: DYING, and the destroy hooks unlink it from NAT's bysource).
     """
     conn = skb.ct
     if conn is None or conn.status & _CONFIRMED:
@@ -343,6 +343,6 @@ def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
             return _merge(skb, rhit[0], conn, table)
     stats.drop += 1
     stats.insert_failed += 1
-    conn.status |= CtStatus.DYING
+    table.destroy_unconfirmed(conn)  # the packet is dropped and the ct with it: DYING, destroy hooks
     skb.note = f"conntrack: insert failed, tuple clash with ct #{winner.ct_id}"
     return NF_DROP

@@ -2,7 +2,8 @@
 
 Mirrors `nf_conntrack_hash` plus the parts of `nf_conntrack_core.c` that manage it:
 `__nf_conntrack_find_get` (lookup with expired entries treated as absent and reaped),
-`__nf_conntrack_confirm`'s insertion, `nf_conntrack_tuple_taken`, `early_drop` and `gc_worker`.
+`__nf_conntrack_confirm`'s insertion, `nf_conntrack_tuple_taken`, `early_drop` and `gc_worker`, and
+`nf_ct_destroy`'s extension destroy hooks (`register_destroy`).
 
 The table is a dict from tuple to `(conn, direction)`; each confirmed ct is present under its ORIGINAL
 and its REPLY tuple. Plain tuples `(src, sport, dst, dport, proto)` can be used as keys for lookup.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from natbox.conntrack.conn import Conn, TcpConntrack
@@ -116,6 +117,8 @@ class ConntrackTable:
     _gc_pending: list[int] = field(default_factory=list)
     gc_early_drop: bool = False  # conntrack_gc_work.early_drop
     _next_id: int = 1
+    # nf_ct_destroy's hooks: run once for every ct that leaves the table (and for an unconfirmed ct that dies)
+    _destroy_cbs: list[Callable[[Conn], None]] = field(default_factory=list)
 
     # --- allocation ----------------------------------------------------------------------------
 
@@ -144,6 +147,29 @@ class ConntrackTable:
             elif not conn.status & CtStatus.NAT_CLASH:
                 out.append(conn)
         return out
+
+    # --- destruction ------------------------------------------------------------------------------
+
+    def register_destroy(self, cb: Callable[[Conn], None]) -> None:
+        """Run `cb(ct)` once for every ct that leaves the table, whatever the reason (delete / `conntrack -D`,
+        flush, expiry, gc, early_drop, a TCP reopen, NAT eviction) and for every unconfirmed ct that dies
+        (`destroy_unconfirmed`).
+
+        The kernel's `nf_ct_destroy()` and the extension destroy hooks it runs (`nf_nat_cleanup_conntrack`
+        unlinks the ct from NAT's bysource hash); holders of per-ct state (NAT's bysource index, the engine's
+        flow caches) register here so that nothing outlives its ct. Callbacks run in registration order,
+        after the ct has been unhashed and marked DYING.
+        """
+        self._destroy_cbs.append(cb)
+
+    def destroy_unconfirmed(self, conn: Conn) -> None:
+        """An unconfirmed ct dies with its packet (a clash at confirm, a NAT manip failure): `nf_ct_put` of
+        the last reference → `nf_ct_destroy`. Marks it DYING and runs the destroy callbacks once."""
+        if conn.status & (CtStatus.DYING | CtStatus.CONFIRMED):
+            return  # already destroyed, or in the table (delete() destroys those)
+        conn.status |= CtStatus.DYING
+        for cb in self._destroy_cbs:
+            cb(conn)
 
     # --- lookup --------------------------------------------------------------------------------
 
@@ -209,12 +235,21 @@ class ConntrackTable:
         conn.status |= CtStatus.DYING
         if not conn.status & CtStatus.NAT_CLASH:
             self.event(CtEventType.DESTROY, conn, now, reason)
+        for cb in self._destroy_cbs:
+            cb(conn)
 
     def flush(self, now: float) -> int:
-        """`conntrack -F`: delete every entry; returns how many."""
+        """`conntrack -F`: delete every entry; returns how many.
+
+        The dicts are then replaced by empty ones: a Python dict keeps its allocated size after deletions, and
+        the kernel frees every entry a flush removes.
+        """
         conns = list(self._conns.values())
         for conn in conns:
             self.delete(conn, now, reason="flush")
+        self._hash = {}
+        self._conns = {}
+        self._gc_pending = []
         return len(conns)
 
     # --- bounds --------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ class Engine:
         self.fib = Fib(host)
         self.cfg: ConntrackConfig = host.conntrack
         self.table = ConntrackTable(max_entries=self.cfg.max_entries, events_enabled=events)
-        self.nat = NatCore()
+        self.nat = NatCore(self.table)
         self.rnd: RandomSource = rnd if rnd is not None else SplitMix64(seed)
         self.defrag = IpDefrag()
         self.icmp_rate = IcmpRateLimiter()  # per-host ICMP error and redirect pacing (inet_peer)

@@ -12,13 +12,14 @@ runs, a NAT target calls `setup_info`, and if nothing did, `alloc_null_binding`.
 packet of the ct is rewritten by `nat_packet` alone.
 
 **bysource** (`find_appropriate_src`, §4.5 step 1b): every ct that went through SRC `setup_info` is
-indexed by its ORIGINAL (src addr, src port/id, protocol, zone), newest last. The index is
-self-cleaning: a ct that is DYING (deleted from the table) or that is not confirmed (in natbox's
-single-threaded engine an unconfirmed ct other than the one being set up can only be one that died
-before confirmation) is skipped and unlinked when its chain is walked; `forget()` unlinks one at
-once (the kernel's `nf_nat_cleanup_conntrack` on ct destruction). Bound: live entries are at most the
-conntrack table's `max_entries` plus the ct in flight; when the index holds more than twice
-`max_entries`, a sweep drops every dead entry and, should that not suffice, the oldest ones.
+indexed by its ORIGINAL (src addr, src port/id, protocol, zone), newest last. `forget()` is the
+kernel's `nf_nat_cleanup_conntrack`: it is registered with the conntrack table's destroy hook
+(`ConntrackTable.register_destroy`, done by the constructor or by the first binding made against a
+table), so a ct leaves the index the moment it leaves the table (delete, flush, expiry, gc,
+early_drop) or dies unconfirmed (`ConntrackTable.destroy_unconfirmed`: a clash at confirm, a NAT
+drop). Bound: the index holds the table's SRC-bound entries plus the ct in flight. A walk of a chain
+still skips (and unlinks) a ct that is DYING or not confirmed, in case one died by a path that does not
+call the hook.
 
 Explanations: when a trace list is given (the skb's `trace`), each decision appends one short line
 ("SNAT: port 40010 kept", "DNAT: address 203.0.113.15 chosen by jhash2 ...").
@@ -235,14 +236,17 @@ def _search_note(
 class NatCore:
     """NAT state shared by all hooks: the bysource index, plus the reason of the last DROP."""
 
-    __slots__ = ("_bysource", "_member", "drop_reason")
+    __slots__ = ("_bysource", "_member", "_tables", "drop_reason")
 
-    def __init__(self) -> None:
+    def __init__(self, table: ConntrackTable | None = None) -> None:
         # bysource chains, oldest first (the kernel adds at the head and walks newest first).
         self._bysource: dict[_BySrcKey, list[Conn]] = {}
-        self._member: dict[Conn, _BySrcKey] = {}  # insertion-ordered: the sweep removes the oldest first
+        self._member: dict[Conn, _BySrcKey] = {}
+        self._tables: list[ConntrackTable] = []  # the tables whose destroy hook runs forget()
         # Why the last NF_DROP returned by nf_nat_ipv4_fn/masquerade happened (None: a rule's DROP).
         self.drop_reason: DropReason | None = None
+        if table is not None:
+            self.attach(table)
 
     def __len__(self) -> int:
         """Entries in the bysource index."""
@@ -262,25 +266,24 @@ class NatCore:
             if not chain:
                 del self._bysource[key]
 
-    def restore(self, ct: Conn, limit: int) -> None:
+    def attach(self, table: ConntrackTable) -> None:
+        """Register `forget` (nf_nat_cleanup_conntrack) with `table`'s destroy hook, once per table."""
+        if not any(t is table for t in self._tables):
+            self._tables.append(table)
+            table.register_destroy(self.forget)
+
+    def restore(self, ct: Conn, table: ConntrackTable) -> None:
         """Index a ct restored from a saved table (natbox.conntrack.persist) as setup_info would have."""
         if ct.status & CtStatus.SRC_NAT_DONE:
-            self._bysource_add(ct, limit)
+            self._bysource_add(ct, table)
 
-    def _bysource_add(self, ct: Conn, limit: int) -> None:
-        if len(self._member) >= 2 * limit:
-            self._sweep(limit)
+    def _bysource_add(self, ct: Conn, table: ConntrackTable) -> None:
+        if not self._tables or self._tables[0] is not table:
+            self.attach(table)
         orig = ct.tuples[0]
         key = (orig.src, orig.sport, orig.proto, ct.zone)
         self._bysource.setdefault(key, []).append(ct)
         self._member[ct] = key
-
-    def _sweep(self, limit: int) -> None:
-        """Bound enforcement: unlink dead entries, then the oldest until at most `limit` remain."""
-        for ct in [c for c in self._member if c.status & CtStatus.DYING or not c.confirmed]:
-            self.forget(ct)
-        while len(self._member) > limit:
-            self.forget(next(iter(self._member)))
 
     def find_appropriate_src(self, orig: ConnTuple, rng: NatRange, ct: Conn) -> tuple[ConnTuple, Conn] | None:
         """Mirrors `find_appropriate_src()`: the newest live ct with the same source whose mapping,
@@ -355,8 +358,7 @@ class NatCore:
         advance = (tcp.seen[0].td_end - otcp.seen[0].td_end) & _M32
         if advance == 0 or advance >= 0x80000000:  # (__s32)(new - old) > 0
             return other
-        table.delete(other, now, reason="nat_evict")  # nf_ct_kill
-        self.forget(other)
+        table.delete(other, now, reason="nat_evict")  # nf_ct_kill (the destroy hook unlinks it from bysource)
         if trace is not None:
             trace.append(
                 f"{_LABEL[_MANIP_SRC]}: evicted {TcpState(otcp.state).name} ct #{other.ct_id} "
@@ -534,7 +536,7 @@ class NatCore:
                 trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {_part(curr, manip)} -> {_part(new, manip)}; "
                              f"reply tuple now {reply}")
         if manip == _MANIP_SRC:
-            self._bysource_add(ct, table.max_entries)
+            self._bysource_add(ct, table)
         ct.status |= done
         return NF_ACCEPT
 
@@ -660,9 +662,9 @@ class NatCore:
             direction = int(_DIRN_ORIGINAL)
             ct.acct_packets[direction] += 1
             ct.acct_bytes[direction] += len(skb.data)
-            table.delete(ct, now, reason="nat_oif_changed")
+            table.delete(ct, now, reason="nat_oif_changed")  # the destroy hook unlinks it from bysource
             ct.status |= CtStatus.DYING
-            self.forget(ct)
+            self.forget(ct)  # (a no-op unless the ct was no longer in the table)
             self.drop_reason = DropReason.NAT_OIF_CHANGED
             skb.note = f"nat: masqueraded via {ct.masq_index}, now leaving via {skb.oif or '(none)'}"
             skb.add_trace(f"POSTROUTING nat: {skb.note}; ct #{ct.ct_id} killed, packet dropped")
