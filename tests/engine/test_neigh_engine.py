@@ -104,7 +104,7 @@ def test_unanswered_arp_fails_after_three_requests_with_icmp_host_unreachable() 
     t = 0.0
     while t < 4.0:
         t = round(t + 0.1, 1)
-        out = engine.expire(t)
+        out = engine.handle_timers(t)
         requests += [(t, r) for r in _arp_requests(out)]
         icmp_out += [e.frame for e in out.emitted if e.frame[12:14] == b"\x08\x00"]
         drops += [(t, d.reason) for d in out.dropped]

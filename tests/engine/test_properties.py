@@ -83,7 +83,7 @@ def test_engine_never_raises_and_the_table_stays_consistent(evs: list[tuple[str,
         for em in out.emitted:
             assert em.iface in engine.host.interfaces
         if not int(now) % 7:
-            engine.expire(now)
+            engine.handle_timers(now)
     # no two live entries share a tuple (an entry's own two tuples may be equal: X -> X with no ports),
     # and every entry is hashed under both of its tuples
     owner: dict[tuple[int, int, int, int, int], int] = {}

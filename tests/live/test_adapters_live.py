@@ -187,7 +187,10 @@ class _Bridge:
                 partial: bool = False) -> _Out:
         return _Out([_Em("p1" if iface == "p0" else "p0", bytes(frame), gso_type, gso_size, partial)])
 
-    def expire(self, now: float) -> _Out:
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timers(self, now: float) -> _Out:
         return _Out()
 
 

@@ -92,7 +92,10 @@ class Swap:
             return Out(out)
         return Out([Em("b" if iface == "a" else "a", bytes(frame), gso_type, gso_size, partial)])
 
-    def expire(self, now: float) -> Out:
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timers(self, now: float) -> Out:
         self.expired.append(now)
         return Out()
 
@@ -145,41 +148,49 @@ def test_gso_size_capped_by_out_mtu() -> None:
     loop.close()
 
 
-def test_expire_timer_and_stop() -> None:
-    eng = Swap()
-    a = FakePort("a")
-    loop = EventLoop(eng, {"a": a}, expire_interval=0.05)
+class WithTimers(Swap):
+    """An engine whose timers fall due `period` seconds after each run (the loop must wake for them)."""
+
+    def __init__(self, period: float) -> None:
+        super().__init__()
+        self.period = period
+        self.due = time.monotonic() + period
+
+    def next_deadline(self) -> float | None:
+        return self.due
+
+    def handle_timers(self, now: float) -> Out:
+        self.expired.append(now)
+        self.due = now + self.period
+        return Out()
+
+
+def test_timers_run_when_due_and_stop() -> None:
+    eng = WithTimers(0.05)
+    loop = EventLoop(eng, {"a": FakePort("a")})
     t = threading.Timer(0.3, loop.stop)
     t.start()
     loop.run(duration=5)
     t.join()
     assert len(eng.expired) >= 2
+    assert all(now >= 0 for now in eng.expired)
     loop.close()
 
 
-class WithTimers(Swap):
-    """An engine whose neighbour timers fall due 0.1 s after each run (the loop must wake for them)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.due = time.monotonic() + 0.1
-        self.neighbour_runs: list[float] = []
-
-    def next_deadline(self) -> float | None:
-        return self.due
-
-    def expire_neighbours(self, now: float) -> Out:
-        self.neighbour_runs.append(now)
-        self.due = now + 0.1
-        return Out()
-
-
-def test_neighbour_timers_run_when_due_between_expiries() -> None:
-    eng = WithTimers()
-    loop = EventLoop(eng, {"a": FakePort("a")}, expire_interval=10.0)
+def test_timers_run_only_when_due() -> None:
+    eng = WithTimers(0.1)
+    loop = EventLoop(eng, {"a": FakePort("a")})
     loop.run(duration=0.55)
-    assert len(eng.expired) == 0  # no conntrack gc in half a second
-    assert 3 <= len(eng.neighbour_runs) <= 6  # but the neighbour timers every 0.1 s
+    assert 3 <= len(eng.expired) <= 6  # every 0.1 s, although the loop's select timeout is 0.5 s
+    assert all(b - a >= 0.1 for a, b in zip(eng.expired, eng.expired[1:], strict=False))
+    loop.close()
+
+
+def test_no_deadline_no_timers() -> None:
+    eng = Swap()
+    loop = EventLoop(eng, {"a": FakePort("a")})
+    loop.run(duration=0.3)
+    assert eng.expired == []
     loop.close()
 
 

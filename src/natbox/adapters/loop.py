@@ -2,7 +2,8 @@
 
 One `selectors` wakeup reads up to `batch` frames from each ready port (round robin), calls
 `engine.receive(frame, iface, now=time.monotonic())` for each and transmits `Output.emitted` on the port
-named by each `Emitted.iface`. `engine.expire(now)` runs every `expire_interval` seconds.
+named by each `Emitted.iface`. Timers: the loop sleeps until `engine.next_deadline()` (at most
+SELECT_TIMEOUT_MAX) and then calls `engine.handle_timers(now)`, which does everything due.
 
 Offloads: a frame read as a GSO packet (gso_size > 0) is one 64 KiB super-packet. The engine's
 `receive` takes each frame's `gso_type`, `gso_size` and `partial`, and each `Emitted` it returns carries
@@ -37,10 +38,8 @@ from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
 __all__ = ["EngineLike", "EventLoop", "OutputLike", "Port"]
 
 BATCH_DEFAULT = 64  # frames read from one port per wakeup
-EXPIRE_INTERVAL = 1.0  # seconds between engine.expire() calls
 SELECT_TIMEOUT_MAX = 0.5  # seconds: the loop looks at its stop flag at least this often
 ETH_HLEN = 14
-# neighbour resolution (net.ipv4.neigh.default.* defaults)
 
 
 class Port(Protocol):
@@ -90,15 +89,16 @@ class EngineLike(Protocol):
     def receive(self, frame: bytes | memoryview, iface: str, now: float, *, gso_type: int = 0, gso_size: int = 0,
                 partial: bool = False) -> OutputLike: ...
 
-    def expire(self, now: float) -> OutputLike: ...
+    def next_deadline(self) -> float | None: ...
+
+    def handle_timers(self, now: float) -> OutputLike: ...
 
 
 class EventLoop:
     """Drives `engine` with the frames of `ports` (keyed by the engine's interface names)."""
 
     def __init__(self, engine: EngineLike, ports: dict[str, Port], *, mtus: dict[str, int] | None = None,
-                 batch: int = BATCH_DEFAULT, expire_interval: float = EXPIRE_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 batch: int = BATCH_DEFAULT, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.warn: Callable[[str], None] = lambda text: None  # one-line diagnostics (the gateway: stderr)
         self.ports = ports
@@ -106,7 +106,6 @@ class EventLoop:
         self._rx_limit = {name: self.mtus[name] + ETH_HLEN + 4 for name in ports}  # + an 802.1Q tag
         self._tx = {name: port.send for name, port in ports.items()}  # bound once: per packet, one lookup
         self.batch = batch
-        self.expire_interval = expire_interval
         self.clock = clock
         self.stats: Counter[str] = Counter()
         self._sel = selectors.DefaultSelector()
@@ -162,21 +161,15 @@ class EventLoop:
         """Run until stopped (or for `duration` seconds)."""
         clock = self.clock
         start = clock()
-        next_expire = start + self.expire_interval
         select = self._sel.select
-        # an engine with its own precise timers (natbox's neighbour timers: ARP retransmits every second)
-        # says when they are due; they run alone then, without conntrack gc
-        deadline = getattr(self.engine, "next_deadline", None)
-        expire_neighbours = getattr(self.engine, "expire_neighbours", None)
+        deadline = self.engine.next_deadline
         try:
             while not self._stopping:
                 now = clock()
                 if duration is not None and now - start >= duration:
                     break
-                timeout = min(max(next_expire - now, 0.0), SELECT_TIMEOUT_MAX)
-                due = deadline() if deadline is not None else None
-                if due is not None:
-                    timeout = min(timeout, max(due - now, 0.0))
+                due = deadline()
+                timeout = SELECT_TIMEOUT_MAX if due is None else min(max(due - now, 0.0), SELECT_TIMEOUT_MAX)
                 events = select(timeout)
                 for key, _mask in events:
                     name = key.data
@@ -193,11 +186,9 @@ class EventLoop:
                     if self.on_hangup is not None:
                         self.on_hangup()
                 now = clock()
-                if now >= next_expire:
-                    self._emit(self.engine.expire(now))
-                    next_expire = now + self.expire_interval
-                elif due is not None and now >= due and expire_neighbours is not None:
-                    self._emit(expire_neighbours(now))
+                due = deadline()
+                if due is not None and now >= due:
+                    self._emit(self.engine.handle_timers(now))
         finally:
             self._restore_signals()
 

@@ -317,6 +317,13 @@ class IpDefrag:
         out.extend(self._expire_queue(q) for q in stale)
         return out
 
+    def next_deadline(self) -> float | None:
+        """When `expire` next has work: the earliest queue timer, or -inf when `add` found queues whose timer
+        had passed (they wait to be reported). None: no queue."""
+        if self._expired:
+            return float("-inf")
+        return min((q.expires for q in self._queues.values()), default=None)
+
     def _fail(
         self, q: _Queue | None, reason: DropReason, detail: str, *, mib: str = "", queued: bool = False
     ) -> DefragResult:

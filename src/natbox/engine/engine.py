@@ -80,6 +80,7 @@ JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
 FLOW_CACHE_MAX = 65536  # cached forwarding decisions of established flows; the oldest is evicted first
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
+CT_GC_INTERVAL = 1.0  # seconds between conntrack gc runs (handle_timers): the kernel's gc_worker runs ~1/s
 
 ICMP_DEST_UNREACH = 3
 ICMP_TIME_EXCEEDED = 11
@@ -244,6 +245,7 @@ class Engine:
         self.neighs: NeighTable[_Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours])
         self.listeners: set[tuple[int, int]] = set()  # (protocol, port) open on the host
         self._ctx = _Context(self)
+        self._gc_next = float("-inf")  # when the conntrack gc is next due (handle_timers)
         self._out = Output()
         self._local_queue: list[tuple[Skb, float]] = []
         self._next_pkt_id = 1
@@ -458,7 +460,7 @@ class Engine:
         except _Drop as d:
             self._record_drop(pkt_id, d)
         self._flush_local(now)
-        return self._finish(out)
+        return out
 
     def send_local(self, datagram: bytes, now: float, *, trace: bool = False) -> Output:
         """A local process sends `datagram` (saddr 0.0.0.0 means: let routing choose)."""
@@ -473,12 +475,37 @@ class Engine:
                 skb.trace = []
             self._local_queue.append((skb, now))
         self._flush_local(now)
-        return self._finish(out)
+        return out
 
-    def expire(self, now: float) -> Output:
-        """Run timers: conntrack gc and fragment-queue expiry."""
+    def next_deadline(self) -> float | None:
+        """When `handle_timers` next has work to do, on the engine's clock; None: nothing is pending.
+
+        The one deadline of everything timed (the model is aioquic's `get_timer`): the conntrack gc
+        (`gc_worker`, at most every CT_GC_INTERVAL while the table holds entries; expiry itself is exact
+        without it, as lookups treat an entry at or past its timeout as gone), the fragment queues'
+        `ip_expire` timers, and (when resolving neighbours) the neighbour timers and their periodic gc."""
+        best = self._gc_next if len(self.table) else None
+        due = self.defrag.next_deadline()
+        if due is not None and (best is None or due < best):
+            best = due
+        if self.resolve_neighbours:
+            due = self.neighs.next_deadline()
+            if due is not None and (best is None or due < best):
+                best = due
+        return best
+
+    def handle_timers(self, now: float) -> Output:
+        """Do every timed piece of work due at `now` (aioquic's `handle_timer`); calling it early does nothing.
+
+        In the order the old one-second tick ran them: conntrack gc (when due: it runs at most every
+        CT_GC_INTERVAL, since a gc every 0.25 s lengthened pings through the live gateway), neighbour timers
+        (`neigh_timer_handler`: ARP requests, ICMP host unreachable for packets whose resolution failed),
+        fragment queues past `ipfrag_time` (`ip_expire`: time exceeded, reassembly, for the first fragment).
+        """
         out = self._begin(now)
-        self.table.gc(now)
+        if now >= self._gc_next and len(self.table):
+            self.table.gc(now)
+            self._gc_next = now + CT_GC_INTERVAL
         if self.resolve_neighbours:
             self._neigh_timers(now)
         for q in self.defrag.expire(now):
@@ -492,7 +519,7 @@ class Engine:
                     self._queue_local(ipv4.build_ipv4(q.daddr if local else 0, q.saddr, 1, body, ttl=64,
                                                       tos=icmp.icmp_error_tos(q.head[1])))
         self._flush_local(now)
-        return self._finish(out)
+        return out
 
     def drain_events(self) -> list[CtEvent]:
         return self.table.drain_events()
@@ -535,10 +562,6 @@ class Engine:
         self._skb = None
         self._out = Output()
         return self._out
-
-    def _finish(self, out: Output) -> Output:
-        # NatCore's bysource index drops dying cts as lookups walk past them (see nat/core.py)
-        return out
 
     def _new_pkt_id(self) -> int:
         pkt_id = self._next_pkt_id
@@ -1021,19 +1044,6 @@ class Engine:
             self._icmp_send(nskb, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH)
             self._record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate")
         self._skb = None
-
-    def expire_neighbours(self, now: float) -> Output:
-        """Run the neighbour timers alone (they are precise to the second; `expire` runs them too)."""
-        out = self._begin(now)
-        if self.resolve_neighbours:
-            self._neigh_timers(now)
-        self._flush_local(now)
-        return self._finish(out)
-
-    def next_deadline(self) -> float | None:
-        """When `expire` next has neighbour work to do (None: nothing pending); conntrack and fragment
-        timers are coarse and need no more than a call every second."""
-        return self.neighs.next_deadline() if self.resolve_neighbours else None
 
     def _neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
         """The next hop's MAC: known (static or learned), else a stable synthetic one (offline mode)."""

@@ -1,5 +1,5 @@
 """Replaying captures and scenarios through an engine: the driver (`driver`) and what it writes (`report`)."""
 
-from natbox.replay.driver import EXPIRE_INTERVAL, InputPacket, PacketSink, Replayer, Source, merge_inputs
+from natbox.replay.driver import InputPacket, PacketSink, Replayer, Source, merge_inputs
 
-__all__ = ["EXPIRE_INTERVAL", "InputPacket", "PacketSink", "Replayer", "Source", "merge_inputs"]
+__all__ = ["InputPacket", "PacketSink", "Replayer", "Source", "merge_inputs"]

@@ -11,8 +11,8 @@ module only iterates records and calls the engine and the sinks.
   IPv4 goes to `engine.receive_ip`. Records the engine cannot be given (a foreign link type, a record cut
   short by the snap length, IPv6 on a link without an Ethernet header, a pcapng packet on an unnamed
   interface) are counted per reason in `Replayer.skipped`; nothing here raises on capture contents.
-- The capture's timestamps are the engine's clock: `engine.expire(now)` (conntrack gc, fragment-queue
-  expiry) runs whenever `EXPIRE_INTERVAL` seconds of capture time have passed, and once at the end. A
+- The capture's timestamps are the engine's clock: before a record is fed, `engine.handle_timers(now)`
+  (conntrack gc, fragment-queue expiry) runs if `engine.next_deadline()` has passed, and once at the end. A
   timestamp earlier than the last one (captures are not always sorted) does not move the clock back; it is
   counted in `Replayer.backwards`.
 - Every input (fed or skipped) is handed to the sinks as an `InputPacket` with the engine's `Output`.
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from natbox.adapters.pcap import PcapRecord
 
 __all__ = [
-    "EXPIRE_INTERVAL",
     "InputPacket",
     "PacketSink",
     "Replayer",
@@ -41,8 +40,6 @@ __all__ = [
     "merge_inputs",
     "verdict_of",
 ]
-
-EXPIRE_INTERVAL = 1.0  # seconds of capture time between engine.expire() calls (the kernel's gc runs ~1/s)
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
@@ -143,8 +140,6 @@ class Replayer:
         self.fed = 0       # records given to the engine
         self.backwards = 0  # records whose timestamp was earlier than the clock
         self.now_ns = 0
-        self._next_expire_ns: int | None = None
-        self._interval_ns = int(EXPIRE_INTERVAL * 1e9)
 
     @property
     def now(self) -> float:
@@ -165,14 +160,12 @@ class Replayer:
             self.backwards += 1
             return
         self.now_ns = ts_ns
-        if self._next_expire_ns is None:
-            self._next_expire_ns = ts_ns + self._interval_ns
-        elif ts_ns >= self._next_expire_ns:
-            self._next_expire_ns = ts_ns + self._interval_ns
+        due = self.engine.next_deadline()
+        if due is not None and ts_ns / 1e9 >= due:
             self._timer()
 
     def _timer(self) -> None:
-        out = self.engine.expire(self.now_ns / 1e9)
+        out = self.engine.handle_timers(self.now_ns / 1e9)
         for sink in self.sinks:
             sink.timer(out, self.now_ns)
 

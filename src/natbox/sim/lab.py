@@ -327,7 +327,7 @@ class Lab:
             events += 1
         if until is not None:
             self.now = max(self.now, until)
-        self.engine.expire(self.now)
+        self.engine.handle_timers(self.now)
 
     # --- the wire ----------------------------------------------------------------------------------
 
