@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
+from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
 from natbox.rules.model import (
-    BUILTIN_TARGETS,
     OTHER_PROBLEM,
-    PARAMETER_PROBLEM,
     RESOURCE_PROBLEM,
     TABLE_HOOKS,
     TABLE_NAMES,
-    Chain,
     MatchFn,
     Rule,
     RulesError,
@@ -30,12 +28,11 @@ from natbox.rules.model import (
 )
 from natbox.rules.parser import Command, RestoreTable
 from natbox.rules.printer import format_rule_spec
+from natbox.rules.validate import MAX_JUMP_DEPTH, hook_masks, validate_table
 from natbox.skb import Skb
 
 __all__ = ["MAX_JUMP_DEPTH", "Ruleset"]
 
-MAX_JUMP_DEPTH = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
-_OP_NAMES = {"A": "RULE_APPEND", "I": "RULE_INSERT", "R": "RULE_REPLACE", "D": "RULE_DELETE", "C": "RULE_CHECK"}
 
 # A compiled rule: (matchers, why-functions, action kind, action value, rule, description)
 #  kind: 0 verdict (value = NF_*), 1 jump (value = chain name), 2 goto, 3 return, 4 target fn, 5 no target
@@ -188,40 +185,11 @@ class Ruleset:
     @staticmethod
     def hook_masks(table: Table) -> dict[str, int]:
         """Which hooks reach each chain (the kernel's `mark_source_chains`). Raises on loops/depth."""
-        masks: dict[str, int] = dict.fromkeys(table.chains, 0)
-
-        def walk(chain: Chain, hook_bit: int, depth: int, path: tuple[str, ...]) -> None:
-            masks[chain.name] |= hook_bit
-            for r in chain.rules:
-                if r.target is None and r.jump and r.jump not in BUILTIN_TARGETS:
-                    sub = table.chains.get(r.jump)
-                    if sub is None:
-                        continue
-                    if sub.name in path:
-                        raise RulesError("Too many levels of symbolic links", RESOURCE_PROBLEM, kernel=True)
-                    if depth + 1 > MAX_JUMP_DEPTH:
-                        raise RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
-                    walk(sub, hook_bit, depth + 1, (*path, sub.name))
-
-        for c in table.builtin_chains():
-            assert c.hook is not None
-            walk(c, 1 << c.hook, 0, (c.name,))
-        # loops among chains not reachable from a base chain are refused too
-        for c in table.user_chains():
-            if not masks[c.name]:
-                walk(c, 0, 0, (c.name,))
-        return masks
+        return hook_masks(table)
 
     def validate(self, table: Table) -> None:
         """Every rule's extensions checked with its chain's hook mask (kernel checkentry)."""
-        masks = self.hook_masks(table)
-        for c in table.chains.values():
-            mask = masks[c.name]
-            for r in c.rules:
-                for m in r.matches:
-                    m.check(table.name, mask, r)
-                if r.target is not None:
-                    r.target.check(table.name, mask, r)
+        validate_table(table)
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -249,8 +217,8 @@ class Ruleset:
                                  verbose=bool(cmd.verbose), exact=cmd.exact, line_numbers=cmd.line_numbers)
             return list_table(table, cmd.chain, numeric=cmd.numeric, verbose=bool(cmd.verbose), exact=cmd.exact,
                               line_numbers=cmd.line_numbers)
-        work = table.clone()
-        out = _apply(work, cmd)
+        work = cheap_clone(table)
+        out = apply_command(work, cmd)
         if cmd.verbose and cmd.op in "AIDCR" and cmd.rule is not None and not (cmd.op == "D" and cmd.rulenum):
             from natbox.rules.listing import rule_line_verbose
 
@@ -261,55 +229,35 @@ class Ruleset:
             except RulesError as e:
                 if e.kernel:
                     chain = cmd.chain or ""
-                    op = _OP_NAMES.get(cmd.op, "CHAIN_ADD")
+                    op = OP_NAMES.get(cmd.op, "CHAIN_ADD")
                     raise RulesError(f" {op} failed ({e.message}): rule in chain {chain}", RESOURCE_PROBLEM,
                                      kernel=True) from None
                 raise
+        if cmd.op in ("C",):
+            return out
         self.tables[cmd.table] = work
         self.invalidate(cmd.table)
         return out
 
-    def restore(self, blocks: list[RestoreTable], *, noflush: bool = False) -> None:
-        """Apply iptables-restore blocks; each table is replaced atomically at its COMMIT."""
+    def restore(self, blocks: list[RestoreTable], *, noflush: bool = False) -> int:
+        """Apply iptables-restore blocks; each table is replaced atomically at its COMMIT.
+
+        Each block is validated once (`restore_block`); returns the number of full validations done.
+        """
         new: dict[str, Table] = {}
+        validations = 0
         for b in blocks:
-            t = self.tables[b.name].clone() if noflush else Table(b.name)
-            if noflush and b.name in new:
-                t = new[b.name]
-            for rc in b.chains:
-                c = t.chains.get(rc.name)
-                if rc.policy == "-":
-                    if c is not None and c.builtin:
-                        raise RulesError(f"iptables-restore: line {rc.line} failed: Bad built-in chain name.",
-                                         OTHER_PROBLEM, line=rc.line)
-                    if c is None:
-                        t.chains[rc.name] = Chain(rc.name)
-                    else:
-                        c.rules.clear()  # declaring an existing user chain flushes it (also with --noflush)
-                else:
-                    if c is None or not c.builtin:
-                        raise RulesError(f"iptables-restore: line {rc.line} failed: Bad built-in chain name.",
-                                         OTHER_PROBLEM, line=rc.line)
-                    c.policy = rc.policy  # --noflush keeps a built-in chain's rules
-                    c.packets, c.bytes = rc.counters
-            for lineno, cmd in b.commands:
-                try:
-                    _apply(t, cmd)
-                    if cmd.op in "AIR":
-                        self.validate(t)
-                except RulesError as e:
-                    if e.kernel:
-                        op = _OP_NAMES.get(cmd.op, "CHAIN_ADD")
-                        raise RulesError(f"\nline {lineno}: {op} failed ({e.message}): rule in chain {cmd.chain}",
-                                         RESOURCE_PROBLEM, line=lineno, kernel=True) from None
-                    if e.line is None:
-                        e.line = lineno
-                    raise
+            if noflush:
+                t = new[b.name] if b.name in new else cheap_clone(self.tables[b.name])
+            else:
+                t = Table(b.name)
+            validations += restore_block(t, b)
             new[b.name] = t
         for name, t in new.items():
             self.tables[name] = t
             self.touch(name)
             self.invalidate(name)
+        return validations
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -446,132 +394,3 @@ class Ruleset:
             if not fn(skb, ctx):
                 return m.why(skb, ctx)
         return "no match"
-
-
-def _find_rule(chain: Chain, rule: Rule) -> int | None:
-    spec = format_rule_spec(rule)
-    for i, r in enumerate(chain.rules):
-        if format_rule_spec(r) == spec:
-            return i
-    return None
-
-
-def _chain_or_error(table: Table, name: str | None) -> Chain:
-    c = table.chains.get(name or "")
-    if c is None:
-        raise RulesError("No chain/target/match by that name.", OTHER_PROBLEM, plain=True)
-    return c
-
-
-def _check_jump(table: Table, rule: Rule) -> None:
-    if rule.target is None and rule.jump and rule.jump not in BUILTIN_TARGETS and rule.jump not in table.chains:
-        raise RulesError(f"Chain '{rule.jump}' does not exist", PARAMETER_PROBLEM)
-
-
-def _apply(table: Table, cmd: Command) -> str:
-    """Apply a modifying command to `table` in place (the caller works on a copy)."""
-    op = cmd.op
-    if op in "AICDR":
-        assert cmd.rule is not None
-        chain = _chain_or_error(table, cmd.chain)
-        many = cmd.rules or [cmd.rule]
-        if len(many) > 1 and op != "R":
-            out = ""
-            for one in many:
-                sub = Command(op=op, table=cmd.table, chain=cmd.chain, rule=one, rules=[one], rulenum=cmd.rulenum)
-                out += _apply(table, sub)
-            return out
-        rule = cmd.rule
-        if op in "AIR":
-            _check_jump(table, rule)
-        if op == "A":
-            chain.rules.append(rule)
-        elif op == "I":
-            n = cmd.rulenum or 1
-            if n > len(chain.rules) + 1:
-                raise RulesError("Index of insertion too big.", OTHER_PROBLEM, plain=True)
-            chain.rules.insert(n - 1, rule)
-        elif op == "R":
-            n = cmd.rulenum or 1
-            if n > len(chain.rules):
-                raise RulesError("Index of replacement too big.", OTHER_PROBLEM, plain=True)
-            chain.rules[n - 1] = rule
-        elif op == "D":
-            if cmd.rulenum is not None:
-                if cmd.rulenum > len(chain.rules):
-                    raise RulesError("Index of deletion too big.", OTHER_PROBLEM, plain=True)
-                del chain.rules[cmd.rulenum - 1]
-            else:
-                idx = _find_rule(chain, rule)
-                if idx is None:
-                    raise RulesError("Bad rule (does a matching rule exist in that chain?).", OTHER_PROBLEM,
-                                     plain=True)
-                del chain.rules[idx]
-        elif op == "C":
-            if _find_rule(chain, rule) is None:
-                raise RulesError("Bad rule (does a matching rule exist in that chain?).", OTHER_PROBLEM,
-                                 plain=True)
-        return ""
-    if op == "N":
-        assert cmd.chain is not None
-        if cmd.chain in table.chains:
-            raise RulesError("Chain already exists.", OTHER_PROBLEM, plain=True)
-        table.chains[cmd.chain] = Chain(cmd.chain)
-        return ""
-    if op == "X":
-        # nf_tables refuses to delete a chain that has rules or is referenced (-EBUSY); `-X` without a
-        # chain deletes every user chain in one transaction, failing on the first busy one
-        names = [cmd.chain] if cmd.chain is not None else [c.name for c in table.user_chains()]
-        for name in names:
-            c = _chain_or_error(table, name)
-            if c.builtin or c.rules or table.references(c.name):
-                raise RulesError(f" CHAIN_DEL failed (Device or resource busy): chain {c.name}", RESOURCE_PROBLEM)
-            del table.chains[c.name]
-        return ""
-    if op in "FZ":
-        fz_chains = [_chain_or_error(table, cmd.chain)] if cmd.chain is not None else list(table.chains.values())
-        out = ""
-        for c in fz_chains:
-            if op == "F":
-                c.rules.clear()
-                if cmd.verbose:
-                    out += f"Flushing chain `{c.name}'\n"
-            else:
-                c.packets = c.bytes = 0
-                for r in c.rules:
-                    r.packets = r.bytes = 0
-                if cmd.verbose:
-                    out += f"Zeroing chain `{c.name}'\n"
-        return out
-    if op == "P":
-        pc = table.chains.get(cmd.chain or "")
-        if pc is None or not pc.builtin:
-            raise RulesError("Bad built-in chain name.", OTHER_PROBLEM, plain=True)
-        if cmd.policy not in ("ACCEPT", "DROP"):
-            raise RulesError("Bad policy name. Run `dmesg' for more information.", OTHER_PROBLEM, plain=True)
-        pc.policy = cmd.policy
-        if cmd.counters is not None:
-            pc.packets, pc.bytes = cmd.counters
-        return ""
-    if op == "E":
-        c = _chain_or_error(table, cmd.chain)
-        assert cmd.new_name is not None
-        if cmd.new_name in table.chains:
-            raise RulesError("File exists.", OTHER_PROBLEM, plain=True)
-        if c.builtin:
-            raise RulesError("Invalid argument", OTHER_PROBLEM, plain=True)
-        old = c.name
-        renamed: dict[str, Chain] = {}
-        for name, ch in table.chains.items():
-            if name == old:
-                ch.name = cmd.new_name
-                renamed[cmd.new_name] = ch
-            else:
-                renamed[name] = ch
-            for r in ch.rules:
-                if r.target is None and r.jump == old:
-                    r.jump = cmd.new_name
-        table.chains = renamed
-        return ""
-    raise RulesError("no command specified")
-

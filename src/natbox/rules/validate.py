@@ -1,0 +1,132 @@
+"""Table validation: jump loops, jump depth, hook masks and every extension's checkentry, in linear time.
+
+Mirrors what the kernel does when a ruleset is committed: `mark_source_chains()` (ip_tables.c) finds which
+hooks reach each chain and refuses loops; with iptables-nft (iptables 1.8.9) `nft_chain_validate()` /
+`nft_table_validate()` refuse a loop (-ELOOP, "Too many levels of symbolic links") and a jump deeper than
+`NFT_JUMP_STACK_SIZE` (-EMLINK, "Too many links"); then every rule's matches and target are checked with
+its chain's hook mask (`xt_check_match` / `xt_check_target`, the extensions' `checkentry`).
+
+The walk is a depth-first search from each built-in chain in hook order, then from each user chain no
+built-in chain reaches (by name), following jumps and gotos in rule order. The first problem met in that
+order is the one reported. A chain already explored is not walked again: its height (the longest chain of
+jumps below it) tells whether entering it at the current depth would exceed the stack, and a chain whose
+exploration finished cannot lead back onto the current path (that loop would have been found while
+exploring it). So each chain and each rule is looked at once per validation (O(rules + chains)), and the
+result, including which error is reported, is that of walking every path.
+
+`skip` (a set of `id(rule)`) leaves rules out, as if they were not in the table: `Ruleset.restore` uses it
+to look at the table as it was after an earlier command without copying it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from natbox.rules.model import BUILTIN_TARGETS, RESOURCE_PROBLEM, Chain, Rule, RulesError, Table
+
+__all__ = ["MAX_JUMP_DEPTH", "hook_masks", "validate_table"]
+
+MAX_JUMP_DEPTH = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
+
+_NO_SKIP: frozenset[int] = frozenset()
+
+
+def _jumps(table: Table, chain: Chain, skip: Collection[int]) -> list[Chain]:
+    """The chains `chain`'s rules jump or go to, in rule order (jumps to missing chains are ignored)."""
+    out: list[Chain] = []
+    chains = table.chains
+    for r in chain.rules:
+        if r.target is None and r.jump and r.jump not in BUILTIN_TARGETS:
+            sub = chains.get(r.jump)
+            if sub is not None and (not skip or id(r) not in skip):
+                out.append(sub)
+    return out
+
+
+def _loop() -> RulesError:
+    return RulesError("Too many levels of symbolic links", RESOURCE_PROBLEM, kernel=True)
+
+
+def _too_deep() -> RulesError:
+    return RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
+
+
+def _explore(table: Table, start: Chain, done: dict[str, int], skip: Collection[int]) -> None:
+    """Depth-first walk from `start` at depth 0; fills `done` with each explored chain's height.
+
+    Iterative (a frame per chain on the current path, at most MAX_JUMP_DEPTH + 1 of them).
+    """
+    on_path = {start.name}
+    # frame: [chain, its jump targets, next index, height so far, depth]
+    stack: list[tuple[Chain, list[Chain], list[int]]] = [(start, _jumps(table, start, skip), [0, 0])]
+    while stack:
+        chain, subs, st = stack[-1]
+        depth = len(stack) - 1
+        if st[0] < len(subs):
+            sub = subs[st[0]]
+            st[0] += 1
+            if sub.name in on_path:
+                raise _loop()
+            if depth + 1 > MAX_JUMP_DEPTH:
+                raise _too_deep()
+            h = done.get(sub.name)
+            if h is None:
+                on_path.add(sub.name)
+                stack.append((sub, _jumps(table, sub, skip), [0, 0]))
+                continue
+            if depth + 1 + h > MAX_JUMP_DEPTH:
+                raise _too_deep()
+            st[1] = max(st[1], h + 1)
+            continue
+        stack.pop()
+        on_path.discard(chain.name)
+        done[chain.name] = st[1]
+        if stack:
+            parent = stack[-1][2]
+            parent[1] = max(parent[1], st[1] + 1)
+
+
+def hook_masks(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]:
+    """Which hooks reach each chain (the kernel's `mark_source_chains`). Raises on a loop or a deep jump."""
+    done: dict[str, int] = {}
+    builtins = table.builtin_chains()
+    for c in builtins:
+        if c.name not in done:
+            _explore(table, c, done, skip)
+    # loops and deep jumps among chains no base chain reaches are refused too
+    for c in table.user_chains():
+        if c.name not in done:
+            _explore(table, c, done, skip)
+    masks: dict[str, int] = dict.fromkeys(table.chains, 0)
+    for c in builtins:
+        assert c.hook is not None
+        bit = 1 << c.hook
+        todo = [c]
+        seen = {c.name}
+        while todo:
+            ch = todo.pop()
+            masks[ch.name] |= bit
+            for sub in _jumps(table, ch, skip):
+                if sub.name not in seen:
+                    seen.add(sub.name)
+                    todo.append(sub)
+    return masks
+
+
+def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> None:
+    """Every rule's extensions checked with its chain's hook mask (kernel checkentry), after `hook_masks`."""
+    masks = hook_masks(table, skip)
+    name = table.name
+    for c in table.chains.values():
+        mask = masks[c.name]
+        for r in c.rules:
+            if skip and id(r) in skip:
+                continue
+            _check_rule(name, mask, r)
+
+
+def _check_rule(table: str, mask: int, r: Rule) -> None:
+    for m in r.matches:
+        m.check(table, mask, r)
+    if r.target is not None:
+        r.target.check(table, mask, r)
