@@ -16,6 +16,7 @@ from typing import TextIO
 
 from natbox.adapters.control import forward_command
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.lazy import load_stamped, stamp
 from natbox.rules.model import OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import SAVE_VERSION, save_tables
@@ -35,14 +36,21 @@ def load_ruleset(path: str | None) -> Ruleset:
         return rs
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    rs.restore(parse_restore(text, file=path, with_counters=True))
+    stamped = load_stamped(text, path)  # a file natbox wrote: rule lines parsed only where needed
+    if stamped is not None:
+        return stamped
+    try:
+        rs.restore(parse_restore(text, file=path, with_counters=True))
+    except RulesError as e:
+        e.file = path  # a command of the file refused: name the file, not <stdin>
+        raise
     return rs
 
 
 def store_ruleset(rs: Ruleset, path: str | None) -> None:
     if path is None:
         return
-    text = save_tables(rs.saved_tables(), _date(), counters=True)
+    text = stamp(save_tables(rs.saved_tables(), _date(), counters=True))
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

@@ -47,10 +47,14 @@ def cheap_clone(table: Table) -> Table:
     t.name = table.name
     t.chains = {}
     for name, c in table.chains.items():
-        n = Chain.__new__(Chain)
-        n.name, n.hook, n.builtin, n.policy = c.name, c.hook, c.builtin, c.policy
+        n = Chain(c.name)
+        n.hook, n.builtin, n.policy = c.hook, c.builtin, c.policy
         n.packets, n.bytes = c.packets, c.bytes
-        n.rules = list(c.rules)
+        if c.raw is not None:
+            n.copy_raw_from(c)
+        else:
+            n.rules = list(c.rules)
+            n.trusted_mask = c.trusted_mask
         t.chains[name] = n
     return t
 
@@ -140,7 +144,7 @@ def apply_command(table: Table, cmd: Command) -> str:
         out = ""
         for c in fz_chains:
             if op == "F":
-                c.rules.clear()
+                c.rules = []
                 if cmd.verbose:
                     out += f"Flushing chain `{c.name}'\n"
             else:
@@ -198,7 +202,7 @@ def _declare_chains(t: Table, b: RestoreTable) -> None:
             if c is None:
                 t.chains[rc.name] = Chain(rc.name)
             else:
-                c.rules.clear()  # declaring an existing user chain flushes it (also with --noflush)
+                c.rules = []  # declaring an existing user chain flushes it (also with --noflush)
         else:
             if c is None or not c.builtin:
                 raise RulesError(f"iptables-restore: line {rc.line} failed: Bad built-in chain name.",

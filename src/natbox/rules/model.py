@@ -300,9 +300,16 @@ class Rule:
 
 
 class Chain:
-    """A built-in chain (with a policy and policy counters) or a user-defined chain."""
+    """A built-in chain (with a policy and policy counters) or a user-defined chain.
 
-    __slots__ = ("builtin", "bytes", "hook", "name", "packets", "policy", "rules")
+    A chain read from a ruleset file natbox wrote itself (see `natbox.rules.lazy`) may keep its rules as the
+    saved lines (`raw`) until something needs them as `Rule`s: `rules` parses them on first use. Until then
+    the lines are what iptables-save prints for them, `raw_jumps()` gives the chains they jump to, and
+    `trusted_mask` is the hook mask under which their extensions were last checked (-1: never).
+    """
+
+    __slots__ = ("_loader", "_raw_jumps", "_rules", "builtin", "bytes", "hook", "name", "packets", "policy", "raw",
+                 "trusted_mask")
 
     def __init__(self, name: str, hook: Hook | None = None, policy: str = "ACCEPT") -> None:
         self.name = name
@@ -311,7 +318,52 @@ class Chain:
         self.policy = policy if hook is not None else ""
         self.packets = 0
         self.bytes = 0
-        self.rules: list[Rule] = []
+        self._rules: list[Rule] = []
+        self.raw: list[tuple[int, str]] | None = None  # (line number, `[p:b] -A CHAIN ...`) until parsed
+        self._loader: Callable[[list[tuple[int, str]]], list[Rule]] | None = None
+        self.trusted_mask = -1
+        self._raw_jumps: tuple[list[tuple[int, str]], list[str]] | None = None
+
+    @property
+    def rules(self) -> list[Rule]:
+        if self.raw is not None:
+            assert self._loader is not None
+            self._rules = self._loader(self.raw)
+            self.raw = self._loader = None
+            self.trusted_mask = -1
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: list[Rule]) -> None:
+        self._rules = rules
+        self.raw = self._loader = None
+        self.trusted_mask = -1
+
+    def set_raw(self, raw: list[tuple[int, str]], loader: Callable[[list[tuple[int, str]]], list[Rule]]) -> None:
+        """Keep saved rule lines unparsed; `loader` turns them into rules when they are needed."""
+        self._rules = []
+        self.raw, self._loader = raw, loader
+
+    def copy_raw_from(self, other: Chain) -> None:
+        """Share `other`'s unparsed lines (they are never changed in place)."""
+        self.raw, self._loader, self.trusted_mask = other.raw, other._loader, other.trusted_mask
+        self._raw_jumps = other._raw_jumps
+
+    def raw_jumps(self) -> list[str]:
+        """The names after a final `-j NAME` / `-g NAME` of the unparsed lines, in order (a chain jump has
+        no target options, so in iptables-save text it is the line's last two words)."""
+        raw = self.raw
+        if raw is None:
+            return []
+        if self._raw_jumps is not None and self._raw_jumps[0] is raw:
+            return self._raw_jumps[1]
+        out: list[str] = []
+        for _ln, text in raw:
+            parts = text.rsplit(" ", 2)
+            if len(parts) == 3 and parts[1] in ("-j", "-g"):
+                out.append(parts[2])
+        self._raw_jumps = (raw, out)
+        return out
 
 
 class Table:
@@ -337,6 +389,9 @@ class Table:
         """How many rules jump or go to chain `name` (the -L header's "N references")."""
         n = 0
         for c in self.chains.values():
+            if c.raw is not None:
+                n += c.raw_jumps().count(name)
+                continue
             for r in c.rules:
                 if r.target is None and r.jump == name:
                     n += 1

@@ -453,8 +453,33 @@ def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
     return _ArgvParser(list(argv), table).parse()
 
 
+_BLANK = re.compile("[ \t\n\r]")
+
+
 def tokenize_restore_line(line: str) -> list[str]:
     """Split a restore line into argv as `add_param_to_argv` does (double quotes, `\\` escapes in quotes)."""
+    if "\\" in line:
+        return _tokenize_escaped(line)
+    # no escapes: the text between quote characters alternates outside / inside quotes
+    out: list[str] = []
+    buf = ""
+    for i, seg in enumerate(line.split('"')):
+        if i & 1:
+            buf += seg
+            continue
+        parts = _BLANK.split(seg)
+        buf += parts[0]
+        if len(parts) > 1:
+            if buf:
+                out.append(buf)
+            out.extend(p for p in parts[1:-1] if p)
+            buf = parts[-1]
+    if buf:
+        out.append(buf)
+    return out
+
+
+def _tokenize_escaped(line: str) -> list[str]:
     out: list[str] = []
     buf: list[str] = []
     quote_open = escaped = False

@@ -59,7 +59,10 @@ def save_table(table: Table, *, counters: bool = False) -> list[str]:
         else:
             lines.append(f":{c.name} - [0:0]")
     for c in chains:
-        lines.extend(save_rule(c.name, r, counters=counters) for r in c.rules)
+        if c.raw is not None:  # unparsed lines as natbox saved them: `[p:b] -A CHAIN ...`
+            lines.extend(text if counters else text[text.index(" ") + 1:] for _ln, text in c.raw)
+        else:
+            lines.extend(save_rule(c.name, r, counters=counters) for r in c.rules)
     lines.append("COMMIT")
     return lines
 

@@ -35,6 +35,12 @@ def _jumps(table: Table, chain: Chain, skip: Collection[int]) -> list[Chain]:
     """The chains `chain`'s rules jump or go to, in rule order (jumps to missing chains are ignored)."""
     out: list[Chain] = []
     chains = table.chains
+    if chain.raw is not None:
+        for name in chain.raw_jumps():
+            sub = chains.get(name)
+            if sub is not None and name not in BUILTIN_TARGETS:
+                out.append(sub)
+        return out
     for r in chain.rules:
         if r.target is None and r.jump and r.jump not in BUILTIN_TARGETS:
             sub = chains.get(r.jump)
@@ -51,14 +57,14 @@ def _too_deep() -> RulesError:
     return RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
 
 
-def _explore(table: Table, start: Chain, done: dict[str, int], skip: Collection[int]) -> None:
-    """Depth-first walk from `start` at depth 0; fills `done` with each explored chain's height.
-
-    Iterative (a frame per chain on the current path, at most MAX_JUMP_DEPTH + 1 of them).
-    """
+def _explore(table: Table, start: Chain, done: dict[str, int], adj: dict[str, list[Chain]],
+             skip: Collection[int]) -> None:
+    """Depth-first walk from `start` at depth 0; fills `done` with each explored chain's height and `adj`
+    with its jump targets. Iterative: a frame per chain on the current path (at most MAX_JUMP_DEPTH + 1)."""
     on_path = {start.name}
-    # frame: [chain, its jump targets, next index, height so far, depth]
-    stack: list[tuple[Chain, list[Chain], list[int]]] = [(start, _jumps(table, start, skip), [0, 0])]
+    subs0 = adj[start.name] = _jumps(table, start, skip)
+    # frame: (chain, its jump targets, [next index, height so far])
+    stack: list[tuple[Chain, list[Chain], list[int]]] = [(start, subs0, [0, 0])]
     while stack:
         chain, subs, st = stack[-1]
         depth = len(stack) - 1
@@ -72,7 +78,8 @@ def _explore(table: Table, start: Chain, done: dict[str, int], skip: Collection[
             h = done.get(sub.name)
             if h is None:
                 on_path.add(sub.name)
-                stack.append((sub, _jumps(table, sub, skip), [0, 0]))
+                sub_subs = adj[sub.name] = _jumps(table, sub, skip)
+                stack.append((sub, sub_subs, [0, 0]))
                 continue
             if depth + 1 + h > MAX_JUMP_DEPTH:
                 raise _too_deep()
@@ -89,27 +96,28 @@ def _explore(table: Table, start: Chain, done: dict[str, int], skip: Collection[
 def hook_masks(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]:
     """Which hooks reach each chain (the kernel's `mark_source_chains`). Raises on a loop or a deep jump."""
     done: dict[str, int] = {}
+    adj: dict[str, list[Chain]] = {}
     builtins = table.builtin_chains()
     for c in builtins:
         if c.name not in done:
-            _explore(table, c, done, skip)
+            _explore(table, c, done, adj, skip)
     # loops and deep jumps among chains no base chain reaches are refused too
     for c in table.user_chains():
         if c.name not in done:
-            _explore(table, c, done, skip)
+            _explore(table, c, done, adj, skip)
     masks: dict[str, int] = dict.fromkeys(table.chains, 0)
     for c in builtins:
         assert c.hook is not None
         bit = 1 << c.hook
-        todo = [c]
+        todo = [c.name]
         seen = {c.name}
         while todo:
-            ch = todo.pop()
-            masks[ch.name] |= bit
-            for sub in _jumps(table, ch, skip):
+            name = todo.pop()
+            masks[name] |= bit
+            for sub in adj[name]:
                 if sub.name not in seen:
                     seen.add(sub.name)
-                    todo.append(sub)
+                    todo.append(sub.name)
     return masks
 
 
@@ -119,6 +127,8 @@ def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> None:
     name = table.name
     for c in table.chains.values():
         mask = masks[c.name]
+        if c.raw is not None and c.trusted_mask == mask:
+            continue  # unparsed lines already checked under this mask (natbox.rules.lazy)
         for r in c.rules:
             if skip and id(r) in skip:
                 continue
