@@ -79,6 +79,18 @@ from typing import NamedTuple
 
 from natbox.netfilter import DropReason, Hook, NfVerdict
 from natbox.wire.ipv4 import IP_DF, IP_MF, IP_OFFSET, ip_send_check
+from natbox.wire.layout import (
+    IPH_ADDRS_END,
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_ID,
+    IPH_MIN_LEN,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_TOS,
+    IPH_TOT_LEN,
+    IPH_VER_IHL,
+)
 
 __all__ = [
     "IPQ_SIZE",
@@ -125,6 +137,7 @@ _LAST_IN = 2
 
 # ip_frag_ecn_table (inet_fragment.c): index = OR of 1 << (tos & 3) over all fragments
 _ECN_NOT_ECT, _ECN_ECT_1, _ECN_ECT_0, _ECN_CE = 0x01, 0x02, 0x04, 0x08
+INET_ECN_MASK = 3  # include/net/inet_ecn.h
 _ECN_TABLE = [0] * 16
 for _i in range(16):
     if _i & _ECN_NOT_ECT and _i & (_ECN_CE | _ECN_ECT_0 | _ECN_ECT_1):
@@ -347,10 +360,10 @@ class IpDefrag:
         """
         self.mib["ReasmReqds"] += 1
         n = len(data)
-        ihl = (data[0] & 0x0F) * 4 if n else 0
-        if n < 20 or ihl < 20 or n < ihl:
+        ihl = (data[IPH_VER_IHL] & 0x0F) * 4 if n else 0
+        if n < IPH_MIN_LEN or ihl < IPH_MIN_LEN or n < ihl:
             return self._fail(None, DropReason.FRAG_INVALID, "truncated IP header")
-        frag_word = (data[6] << 8) | data[7]
+        frag_word = (data[IPH_FRAG_OFF] << 8) | data[IPH_FRAG_OFF + 1]
         if not frag_word & (IP_MF | IP_OFFSET):
             return DefragResult(NfVerdict.ACCEPT, bytearray(data))
 
@@ -361,10 +374,10 @@ class IpDefrag:
         if not self.high_thresh or self.mem > self.high_thresh:
             return self._fail(None, DropReason.FRAG_MEMORY, f"frag memory {self.mem} > {self.high_thresh}")
         key = (
-            int.from_bytes(data[12:16], "big"),
-            int.from_bytes(data[16:20], "big"),
-            (data[4] << 8) | data[5],
-            data[9],
+            int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big"),
+            int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big"),
+            (data[IPH_ID] << 8) | data[IPH_ID + 1],
+            data[IPH_PROTOCOL],
             user,
         )
         q = self._queues.get(key)
@@ -450,7 +463,7 @@ class IpDefrag:
 
         q.frags.append((offset, bytes(data[ihl : ihl + plen])))
         q.meat += plen
-        q.ecn |= 1 << (data[1] & 3)
+        q.ecn |= 1 << (data[IPH_TOS] & INET_ECN_MASK)
         size = self.truesize(ihl + plen)
         q.truesize += size
         self.mem += size
@@ -471,7 +484,7 @@ class IpDefrag:
         if ecn == 0xFF:
             return self._fail(q, DropReason.FRAG_INVALID, "invalid ECN combination (RFC 3168 5.3)", queued=True)
         head = q.head
-        ihl = (head[0] & 0x0F) * 4
+        ihl = (head[IPH_VER_IHL] & 0x0F) * 4
         total = ihl + q.length
         if total > 65535:
             return self._fail(q, DropReason.FRAG_TOO_BIG, f"reassembled length {total} > 65535", queued=True)
@@ -480,12 +493,12 @@ class IpDefrag:
         out = bytearray(head[:ihl])
         for _off, payload in q.frags:
             out += payload
-        out[2] = total >> 8
-        out[3] = total & 0xFF
-        out[1] |= ecn
+        out[IPH_TOT_LEN] = total >> 8
+        out[IPH_TOT_LEN + 1] = total & 0xFF
+        out[IPH_TOS] |= ecn
         pmtu = q.max_df_size == q.max_size
-        out[6] = (IP_DF >> 8) if pmtu else 0
-        out[7] = 0
+        out[IPH_FRAG_OFF] = (IP_DF >> 8) if pmtu else 0
+        out[IPH_FRAG_OFF + 1] = 0
         ip_send_check(out)
         self.mib["ReasmOKs"] += 1
         return DefragResult(

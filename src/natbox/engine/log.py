@@ -10,6 +10,20 @@ the kernel's `TRUNCATED` / `INCOMPLETE [N bytes]` text.
 from __future__ import annotations
 
 from natbox.conntrack.tuple import format_addr
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE
+from natbox.wire.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO,
+    ICMP_ECHOREPLY,
+    ICMP_FRAG_NEEDED,
+    ICMP_PARAMETERPROB,
+    ICMP_REDIRECT,
+    ICMP_SOURCE_QUENCH,
+    ICMP_TIME_EXCEEDED,
+)
+from natbox.wire.ipv4 import IP_CE, IP_DF, IP_MF, IP_OFFSET, IPTOS_TOS_MASK
+from natbox.wire.layout import IPH_MIN_LEN, TCPH_MIN_LEN
+from natbox.wire.views import EthernetView, IcmpView, Ipv4View, TcpView, UdpView
 
 __all__ = ["XT_LOG_IPOPT", "XT_LOG_MACDECODE", "XT_LOG_TCPOPT", "XT_LOG_TCPSEQ", "XT_LOG_UID", "format_log_line"]
 
@@ -19,6 +33,13 @@ XT_LOG_TCPOPT = 0x02
 XT_LOG_IPOPT = 0x04
 XT_LOG_UID = 0x08
 XT_LOG_MACDECODE = 0x20
+
+_IPTOS_PREC_MASK = 0xE0  # IPTOS_PREC() (uapi linux/ip.h)
+_IPPROTO_ESP, _IPPROTO_AH = 50, 51  # uapi linux/in.h
+# struct ip_auth_hdr (spi after nexthdr, hdrlen, reserved) and struct ip_esp_hdr (spi first): the kernel
+# reads 12 and 8 bytes of them
+_AH_SPI, _AH_MIN_LEN = 4, 12
+_ESP_SPI, _ESP_MIN_LEN = 0, 8
 
 # dump_ipv4_packet's required_len[]: bytes of ICMP needed before the type-specific fields
 _ICMP_REQUIRED = {0: 4, 3: 28, 4: 28, 5: 28, 8: 4, 11: 28, 12: 28, 13: 20, 14: 20, 17: 12, 18: 12}
@@ -35,8 +56,9 @@ def format_log_line(prefix: str, datagram: bytes | bytearray, *, iif: str, oif: 
     """
     parts = [f"{prefix}IN={iif} OUT={oif} "]
     if iif and mac is not None:
-        if flags & XT_LOG_MACDECODE and len(mac) >= 14:
-            parts.append(f"MACSRC={_mac(mac[6:12])} MACDST={_mac(mac[:6])} MACPROTO={mac[12]:02x}{mac[13]:02x} ")
+        eth = EthernetView.new_checked(mac) if flags & XT_LOG_MACDECODE else None
+        if eth is not None:
+            parts.append(f"MACSRC={_mac(eth.source)} MACDST={_mac(eth.dest)} MACPROTO={eth.proto:04x} ")
         else:
             parts.append("MAC=" + ":".join(f"{b:02x}" for b in mac) + " ")
     _dump_ipv4(parts, bytes(datagram), 0, flags)
@@ -49,111 +71,119 @@ def _mac(b: bytes) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
+def _incomplete(parts: list[str], rest: int) -> None:
+    parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
+
+
 def _dump_ipv4(parts: list[str], d: bytes, off: int, flags: int) -> None:
     """`dump_ipv4_packet()` for the datagram at `d[off:]` (off > 0: the one an ICMP error quotes)."""
-    if len(d) < off + 20:
+    ih = Ipv4View.new_checked(d, off)
+    if ih is None:
         parts.append("TRUNCATED")
         return
-    ihl = (d[off] & 0x0F) * 4
-    tos = d[off + 1]
-    tot_len = int.from_bytes(d[off + 2:off + 4], "big")
-    frag = int.from_bytes(d[off + 6:off + 8], "big")
-    parts.append(f"SRC={format_addr(int.from_bytes(d[off + 12:off + 16], 'big'))} "
-                 f"DST={format_addr(int.from_bytes(d[off + 16:off + 20], 'big'))} ")
-    parts.append(f"LEN={tot_len} TOS=0x{tos & 0x1E:02X} PREC=0x{tos & 0xE0:02X} TTL={d[off + 8]} "
-                 f"ID={int.from_bytes(d[off + 4:off + 6], 'big')} ")
-    if frag & 0x8000:
+    ihl = ih.header_len
+    tos = ih.tos
+    frag = ih.frag_off
+    parts.append(f"SRC={format_addr(ih.saddr)} DST={format_addr(ih.daddr)} ")
+    parts.append(f"LEN={ih.tot_len} TOS=0x{tos & IPTOS_TOS_MASK:02X} PREC=0x{tos & _IPTOS_PREC_MASK:02X} "
+                 f"TTL={ih.ttl} ID={ih.id} ")
+    if frag & IP_CE:
         parts.append("CE ")
-    if frag & 0x4000:
+    if frag & IP_DF:
         parts.append("DF ")
-    if frag & 0x2000:
+    if frag & IP_MF:
         parts.append("MF ")
-    fragment = frag & 0x1FFF
+    fragment = frag & IP_OFFSET
     if fragment:
         parts.append(f"FRAG:{fragment} ")
-    if flags & XT_LOG_IPOPT and ihl > 20:
+    if flags & XT_LOG_IPOPT and ihl > IPH_MIN_LEN:
         if len(d) < off + ihl:
             parts.append("TRUNCATED")
             return
-        parts.append("OPT (" + d[off + 20:off + ihl].hex().upper() + ") ")
-    proto = d[off + 9]
-    l4 = off + ihl
+        parts.append("OPT (" + ih.options.hex().upper() + ") ")
+    proto = ih.protocol
+    l4 = ih.payload_offset
     rest = len(d) - l4
-    if proto == 6:
+    if proto == IPPROTO_TCP:
         parts.append("PROTO=TCP ")
+        if not fragment:
+            _dump_tcp(parts, d, l4, rest, flags)
+    elif proto in (IPPROTO_UDP, IPPROTO_UDPLITE):
+        parts.append("PROTO=UDP " if proto == IPPROTO_UDP else "PROTO=UDPLITE ")
         if fragment:
             return
-        if rest < 20:
-            parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
+        uh = UdpView.new_checked(d, l4)
+        if uh is None:
+            _incomplete(parts, rest)
             return
-        parts.append(f"SPT={int.from_bytes(d[l4:l4 + 2], 'big')} DPT={int.from_bytes(d[l4 + 2:l4 + 4], 'big')} ")
-        if flags & XT_LOG_TCPSEQ:
-            seq, ack = int.from_bytes(d[l4 + 4:l4 + 8], "big"), int.from_bytes(d[l4 + 8:l4 + 12], "big")
-            parts.append(f"SEQ={seq} ACK={ack} ")
-        word = int.from_bytes(d[l4 + 12:l4 + 14], "big")
-        parts.append(f"WINDOW={int.from_bytes(d[l4 + 14:l4 + 16], 'big')} RES=0x{(word & 0x0E00) >> 6:02x} ")
-        parts.extend(f"{name} " for bit, name in _TCP_FLAGS if word & bit)
-        parts.append(f"URGP={int.from_bytes(d[l4 + 18:l4 + 20], 'big')} ")
-        doff = (d[l4 + 12] >> 4) * 4
-        if flags & XT_LOG_TCPOPT and doff > 20:
-            if rest < doff:
-                parts.append("OPT (TRUNCATED)")
-                return
-            parts.append("OPT (" + d[l4 + 20:l4 + doff].hex().upper() + ") ")
-    elif proto in (17, 136):
-        parts.append("PROTO=UDP " if proto == 17 else "PROTO=UDPLITE ")
-        if fragment:
-            return
-        if rest < 8:
-            parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
-            return
-        parts.append(f"SPT={int.from_bytes(d[l4:l4 + 2], 'big')} DPT={int.from_bytes(d[l4 + 2:l4 + 4], 'big')} "
-                     f"LEN={int.from_bytes(d[l4 + 4:l4 + 6], 'big')} ")
-    elif proto == 1:
+        parts.append(f"SPT={uh.source} DPT={uh.dest} LEN={uh.len} ")
+    elif proto == IPPROTO_ICMP:
         _dump_icmp(parts, d, off, l4, rest, fragment, flags)
-    elif proto == 51:
+    elif proto == _IPPROTO_AH:
         if fragment:
             return
         parts.append("PROTO=AH ")
-        if rest < 12:
-            parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
+        if rest < _AH_MIN_LEN:
+            _incomplete(parts, rest)
             return
-        parts.append(f"SPI=0x{int.from_bytes(d[l4 + 4:l4 + 8], 'big'):x} ")
-    elif proto == 50:
+        parts.append(f"SPI=0x{int.from_bytes(d[l4 + _AH_SPI:l4 + _AH_SPI + 4], 'big'):x} ")
+    elif proto == _IPPROTO_ESP:
         parts.append("PROTO=ESP ")
         if fragment:
             return
-        if rest < 8:
-            parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
+        if rest < _ESP_MIN_LEN:
+            _incomplete(parts, rest)
             return
-        parts.append(f"SPI=0x{int.from_bytes(d[l4:l4 + 4], 'big'):x} ")
+        parts.append(f"SPI=0x{int.from_bytes(d[l4 + _ESP_SPI:l4 + _ESP_SPI + 4], 'big'):x} ")
     else:
         parts.append(f"PROTO={proto} ")
+
+
+def _dump_tcp(parts: list[str], d: bytes, l4: int, rest: int, flags: int) -> None:
+    """`nf_log_dump_tcp_header()`: ports, optional SEQ/ACK, window, reserved bits, flags, URGP, options."""
+    th = TcpView.new_checked(d, l4)
+    if th is None:
+        _incomplete(parts, rest)
+        return
+    parts.append(f"SPT={th.source} DPT={th.dest} ")
+    if flags & XT_LOG_TCPSEQ:
+        parts.append(f"SEQ={th.seq} ACK={th.ack_seq} ")
+    word = th.flag_word
+    parts.append(f"WINDOW={th.window} RES=0x{(word & 0x0E00) >> 6:02x} ")
+    parts.extend(f"{name} " for bit, name in _TCP_FLAGS if word & bit)
+    parts.append(f"URGP={th.urg_ptr} ")
+    doff = th.header_len
+    if flags & XT_LOG_TCPOPT and doff > TCPH_MIN_LEN:
+        if rest < doff:
+            parts.append("OPT (TRUNCATED)")
+            return
+        parts.append("OPT (" + th.options.hex().upper() + ") ")
 
 
 def _dump_icmp(parts: list[str], d: bytes, off: int, l4: int, rest: int, fragment: int, flags: int) -> None:
     parts.append("PROTO=ICMP ")
     if fragment:
         return
-    if rest < 8:
-        parts.append(f"INCOMPLETE [{max(rest, 0)} bytes] ")
+    ic = IcmpView.new_checked(d, l4)
+    if ic is None:
+        _incomplete(parts, rest)
         return
-    icmp_type, code = d[l4], d[l4 + 1]
+    icmp_type, code = ic.type, ic.code
     parts.append(f"TYPE={icmp_type} CODE={code} ")
     need = _ICMP_REQUIRED.get(icmp_type, 0)
     if need and rest < need:
         parts.append(f"INCOMPLETE [{rest} bytes] ")
         return
-    if icmp_type in (0, 8):
-        parts.append(f"ID={int.from_bytes(d[l4 + 4:l4 + 6], 'big')} SEQ={int.from_bytes(d[l4 + 6:l4 + 8], 'big')} ")
-    elif icmp_type == 12:
-        parts.append(f"PARAMETER={d[l4 + 4]} ")
-    elif icmp_type in (3, 4, 5, 11):
-        if icmp_type == 5:
-            parts.append(f"GATEWAY={format_addr(int.from_bytes(d[l4 + 4:l4 + 8], 'big'))} ")
+    if icmp_type in (ICMP_ECHOREPLY, ICMP_ECHO):
+        parts.append(f"ID={ic.id} SEQ={ic.sequence} ")
+    elif icmp_type == ICMP_PARAMETERPROB:
+        parts.append(f"PARAMETER={ic.gateway >> 24} ")
+    elif icmp_type in (ICMP_DEST_UNREACH, ICMP_SOURCE_QUENCH, ICMP_REDIRECT, ICMP_TIME_EXCEEDED):
+        if icmp_type == ICMP_REDIRECT:
+            parts.append(f"GATEWAY={format_addr(ic.gateway)} ")
         if off == 0:  # only one level of recursion
             parts.append("[")
-            _dump_ipv4(parts, d, l4 + 8, flags)
+            _dump_ipv4(parts, d, ic.payload_offset, flags)
             parts.append("] ")
-        if icmp_type == 3 and code == 4:
-            parts.append(f"MTU={int.from_bytes(d[l4 + 6:l4 + 8], 'big')} ")
+        if icmp_type == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED:
+            parts.append(f"MTU={ic.mtu} ")

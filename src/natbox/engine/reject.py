@@ -9,7 +9,9 @@ payload). The IP header has ID 0, DF set, TOS 0 and TTL 64 (the default hop limi
 
 from __future__ import annotations
 
+from natbox.netfilter import IPPROTO_TCP
 from natbox.wire import ipv4, tcp
+from natbox.wire.views import Ipv4View, TcpView
 
 __all__ = ["build_reset_for"]
 
@@ -18,26 +20,23 @@ RESET_TTL = 64
 
 def build_reset_for(datagram: bytes) -> bytes | None:
     """The RST datagram answering the TCP segment in `datagram`, or None when none may be sent."""
-    if len(datagram) < 20:
+    ih = Ipv4View.new_checked(datagram)
+    if ih is None or ih.fragment_offset or ih.protocol != IPPROTO_TCP:
         return None
-    ihl = (datagram[0] & 0x0F) * 4
-    frag = (datagram[6] << 8) | datagram[7]
-    if frag & 0x1FFF or datagram[9] != 6 or len(datagram) < ihl + 20:
+    ihl = ih.header_len
+    th = TcpView.new_checked(datagram, ihl)
+    if th is None:
         return None
-    th = datagram[ihl:]
-    flags = th[13]
+    flags = th.flags
     if flags & tcp.RST:
         return None
-    saddr = int.from_bytes(datagram[12:16], "big")
-    daddr = int.from_bytes(datagram[16:20], "big")
-    sport, dport = (th[0] << 8) | th[1], (th[2] << 8) | th[3]
-    doff = (th[12] >> 4) * 4
+    saddr, daddr = ih.saddr, ih.daddr
+    sport, dport = th.source, th.dest
     if flags & tcp.ACK:
-        seq, ack, rflags = int.from_bytes(th[8:12], "big"), 0, tcp.RST
+        seq, ack, rflags = th.ack_seq, 0, tcp.RST
     else:
-        seg_len = len(datagram) - ihl - doff
-        oseq = int.from_bytes(th[4:8], "big")
+        seg_len = len(datagram) - ihl - th.header_len
         syn_fin = (1 if flags & tcp.SYN else 0) + (1 if flags & tcp.FIN else 0)
-        seq, ack, rflags = 0, (oseq + syn_fin + seg_len) & 0xFFFFFFFF, tcp.RST | tcp.ACK
+        seq, ack, rflags = 0, (th.seq + syn_fin + seg_len) & 0xFFFFFFFF, tcp.RST | tcp.ACK
     seg = tcp.build_tcp(daddr, saddr, dport, sport, seq=seq, ack=ack, flags=rflags, window=0)
-    return bytes(ipv4.build_ipv4(daddr, saddr, 6, seg, ttl=RESET_TTL, ident=0, df=True))
+    return bytes(ipv4.build_ipv4(daddr, saddr, IPPROTO_TCP, seg, ttl=RESET_TTL, ident=0, df=True))
