@@ -1,7 +1,8 @@
 """Frames for differential tests: building crafted packets and decoding frames into comparable fields.
 
-Independent of `natbox.wire` on purpose (stdlib `struct` only), so a bug there cannot hide in both the
-kernel's and natbox's column of a comparison.
+Independent of `natbox.wire`'s parsers, builders and checksums on purpose (stdlib `struct` only), so a
+bug there cannot hide in both the kernel's and natbox's column of a comparison; only wire's vocabulary
+(the field offsets of `wire.layout`, ETH_P_IP, the frag_off bits) is shared.
 """
 
 from __future__ import annotations
@@ -10,9 +11,40 @@ import ipaddress
 import struct
 from typing import Any
 
+from natbox.wire.ethernet import ETH_P_IP
+from natbox.wire.ipv4 import IP_DF, IP_MF, IP_OFFSET
+from natbox.wire.layout import (
+    ETH_DEST,
+    ETH_HDR_LEN,
+    ETH_PROTO,
+    ETH_SOURCE,
+    ICMPH_CHECKSUM,
+    ICMPH_ID,
+    ICMPH_LEN,
+    ICMPH_TYPE,
+    IPH_ADDRS_END,
+    IPH_CHECK,
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_MIN_LEN,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_TOS,
+    IPH_TOT_LEN,
+    IPH_VER_IHL,
+    L4_DPORT,
+    L4_SPORT,
+    TCPH_ACK_SEQ,
+    TCPH_CHECK,
+    TCPH_MIN_LEN,
+    TCPH_SEQ,
+    UDPH_CHECK,
+    UDPH_LEN,
+    UDPH_LEN_BYTES,
+)
+
 __all__ = ["Field", "build_crafted", "decode_frame", "ip_checksum_ok", "l4_checksum_ok", "rewrite_ports"]
 
-ETH_P_IP = 0x0800
 ICMP_ERRORS = (3, 4, 5, 11, 12)
 TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 PROTO_NUM = {"icmp_echo": 1, "udp": 17, "tcp": 6}
@@ -74,14 +106,15 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes) -> tuple[int, b
     if kind == "icmp_echo":
         hdr = struct.pack("!BBHHH", int(args.get("icmp_type", 8)), int(args.get("code", 0)), 0,
                           int(args.get("icmp_id", 1)), int(args.get("seq", 1)))
-        msg = hdr + payload
-        return 1, msg[:2] + struct.pack("!H", _csum(msg)) + msg[4:]
+        msg = bytearray(hdr + payload)
+        struct.pack_into("!H", msg, ICMPH_CHECKSUM, _csum(bytes(msg)))
+        return 1, bytes(msg)
     if kind == "udp":
         seg = struct.pack("!HHHH", int(args.get("sport", 40000)), int(args["dport"]) if "dport" in args else 53,
                           8 + len(payload), 0) + payload
         if not args.get("zero_checksum", False):
             c = _csum(src + dst + struct.pack("!BBH", 0, 17, len(seg)) + seg) or 0xFFFF
-            seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+            seg = seg[:UDPH_CHECK] + struct.pack("!H", c) + seg[UDPH_CHECK + 2:]
         return 17, seg
     if kind == "tcp":
         opts = _tcp_options([str(o) for o in args.get("options", [])])
@@ -93,14 +126,14 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes) -> tuple[int, b
                           int(args.get("seq", 1000)) & 0xFFFFFFFF, int(args.get("ack", 0)) & 0xFFFFFFFF,
                           off << 4, flags, int(args.get("window", 64240)), 0, 0) + opts + payload
         c = _csum(src + dst + struct.pack("!BBH", 0, 6, len(seg)) + seg)
-        return 6, seg[:16] + struct.pack("!H", c) + seg[18:]
+        return 6, seg[:TCPH_CHECK] + struct.pack("!H", c) + seg[TCPH_CHECK + 2:]
     return int(args.get("proto", 253)), payload
 
 
 def _ip_header(*, tos: int, total: int, ip_id: int, frag: int, ttl: int, proto: int, src: bytes,
                dst: bytes) -> bytes:
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, total, ip_id, frag, ttl, proto, 0, src, dst)
-    return hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return hdr[:IPH_CHECK] + struct.pack("!H", _csum(hdr)) + hdr[IPH_CHECK + 2:]
 
 
 def build_crafted(kind: str, args: dict[str, Any], *, src: str, src_mac: bytes, dst_mac: bytes,
@@ -110,7 +143,7 @@ def build_crafted(kind: str, args: dict[str, Any], *, src: str, src_mac: bytes, 
     proto, body = _l4(kind, args, s, d)
     tos, ttl = int(args.get("tos", 0)), int(args.get("ttl", 64))
     ip_id = int(args.get("ip_id", default_id)) & 0xFFFF
-    df = 0x4000 if args.get("df", False) else 0
+    df = IP_DF if args.get("df", False) else 0
     eth = dst_mac + src_mac + struct.pack("!H", ETH_P_IP)
     size = args.get("fragment")
     if not size or len(body) <= int(size):
@@ -120,7 +153,7 @@ def build_crafted(kind: str, args: dict[str, Any], *, src: str, src_mac: bytes, 
     frames = []
     for off in range(0, len(body), size):
         chunk = body[off:off + size]
-        more = 0x2000 if off + size < len(body) else 0
+        more = IP_MF if off + size < len(body) else 0
         frames.append(eth + _ip_header(tos=tos, total=20 + len(chunk), ip_id=ip_id, frag=more | (off // 8),
                                        ttl=ttl, proto=proto, src=s, dst=d) + chunk)
     if args.get("order") == "reverse":
@@ -136,55 +169,56 @@ def _ntoa(b: bytes) -> str:
 
 
 def _decode_l4(proto: int, data: bytes, prefix: str, whole: bool, out: list[Field]) -> None:
-    if proto in (6, 17) and len(data) >= 4:
-        sport, dport = struct.unpack("!HH", data[:4])
+    if proto in (6, 17) and len(data) >= L4_DPORT + 2:
+        sport, dport = struct.unpack_from("!HH", data, L4_SPORT)
         out += [(f"{prefix}sport", sport, "port"), (f"{prefix}dport", dport, "port")]
-        if proto == 17 and len(data) >= 8:
-            ulen, csum = struct.unpack("!HH", data[4:8])
+        if proto == 17 and len(data) >= UDPH_LEN_BYTES:
+            ulen, csum = struct.unpack_from("!HH", data, UDPH_LEN)
             out += [(f"{prefix}udp.len", ulen, "plain"), (f"{prefix}udp.csum", csum, "l4csum"),
-                    (f"{prefix}payload", data[8:].hex(), "plain")]
-        elif proto == 6 and len(data) >= 8:
-            out.append((f"{prefix}tcp.seq", struct.unpack("!I", data[4:8])[0], "plain"))
-            if len(data) >= 20:
-                ack, offb, flags, win, csum, urg = struct.unpack("!IBBHHH", data[8:20])
+                    (f"{prefix}payload", data[UDPH_LEN_BYTES:].hex(), "plain")]
+        elif proto == 6 and len(data) >= TCPH_ACK_SEQ:
+            out.append((f"{prefix}tcp.seq", struct.unpack_from("!I", data, TCPH_SEQ)[0], "plain"))
+            if len(data) >= TCPH_MIN_LEN:
+                ack, offb, flags, win, csum, urg = struct.unpack_from("!IBBHHH", data, TCPH_ACK_SEQ)
                 hl = (offb >> 4) * 4
                 out += [(f"{prefix}tcp.ack", ack, "plain"), (f"{prefix}tcp.off", offb >> 4, "plain"),
                         (f"{prefix}tcp.flags", flags, "plain"), (f"{prefix}tcp.win", win, "plain"),
                         (f"{prefix}tcp.csum", csum, "l4csum"), (f"{prefix}tcp.urg", urg, "plain"),
-                        (f"{prefix}tcp.options", data[20:hl].hex(), "plain"),
+                        (f"{prefix}tcp.options", data[TCPH_MIN_LEN:hl].hex(), "plain"),
                         (f"{prefix}payload", data[hl:].hex(), "plain")]
         return
-    if proto == 1 and len(data) >= 4:
-        itype, code, csum = struct.unpack("!BBH", data[:4])
+    if proto == 1 and len(data) >= ICMPH_ID:
+        itype, code, csum = struct.unpack_from("!BBH", data, ICMPH_TYPE)
         out += [(f"{prefix}icmp.type", itype, "plain"), (f"{prefix}icmp.code", code, "plain"),
                 (f"{prefix}icmp.csum", csum, "l4csum")]
         if itype in ICMP_ERRORS and whole:
-            out.append((f"{prefix}icmp.rest", data[4:8].hex(), "plain"))
-            _decode_ip(data[8:], "inner.", out, whole=False)
-        elif itype in (0, 8, 13, 14) and len(data) >= 8:
-            ident, seq = struct.unpack("!HH", data[4:8])
+            out.append((f"{prefix}icmp.rest", data[ICMPH_ID:ICMPH_LEN].hex(), "plain"))
+            _decode_ip(data[ICMPH_LEN:], "inner.", out, whole=False)
+        elif itype in (0, 8, 13, 14) and len(data) >= ICMPH_LEN:
+            ident, seq = struct.unpack_from("!HH", data, ICMPH_ID)
             out += [(f"{prefix}icmp.id", ident, "port"), (f"{prefix}icmp.seq", seq, "plain"),
-                    (f"{prefix}payload", data[8:].hex(), "plain")]
+                    (f"{prefix}payload", data[ICMPH_LEN:].hex(), "plain")]
         else:
-            out.append((f"{prefix}payload", data[4:].hex(), "plain"))
+            out.append((f"{prefix}payload", data[ICMPH_ID:].hex(), "plain"))
         return
     out.append((f"{prefix}payload", data.hex(), "plain"))
 
 
 def _decode_ip(ip: bytes, prefix: str, out: list[Field], *, whole: bool) -> None:
-    if len(ip) < 20 or ip[0] >> 4 != 4:
+    if len(ip) < IPH_MIN_LEN or ip[IPH_VER_IHL] >> 4 != 4:
         out.append((f"{prefix}bytes", ip.hex(), "plain"))
         return
-    ihl = (ip[0] & 0xF) * 4
-    tos, total, ip_id, frag, ttl, proto, csum = struct.unpack("!BHHHBBH", ip[1:12])
+    ihl = (ip[IPH_VER_IHL] & 0xF) * 4
+    tos, total, ip_id, frag, ttl, proto, csum = struct.unpack_from("!BHHHBBH", ip, IPH_TOS)
     out += [(f"{prefix}ip.ihl", ihl, "plain"), (f"{prefix}ip.tos", tos, "plain"),
             (f"{prefix}ip.len", total, "plain"), (f"{prefix}ip.id", ip_id, "ipid"),
             (f"{prefix}ip.frag", frag, "plain"), (f"{prefix}ip.ttl", ttl, "ttl"),
             (f"{prefix}ip.proto", proto, "plain"), (f"{prefix}ip.csum", csum, "ipcsum"),
-            (f"{prefix}ip.src", _ntoa(ip[12:16]), "plain"), (f"{prefix}ip.dst", _ntoa(ip[16:20]), "plain"),
-            (f"{prefix}ip.options", ip[20:ihl].hex(), "plain")]
+            (f"{prefix}ip.src", _ntoa(ip[IPH_SADDR:IPH_DADDR]), "plain"),
+            (f"{prefix}ip.dst", _ntoa(ip[IPH_DADDR:IPH_ADDRS_END]), "plain"),
+            (f"{prefix}ip.options", ip[IPH_MIN_LEN:ihl].hex(), "plain")]
     end = min(total, len(ip)) if whole else len(ip)
-    if frag & 0x1FFF:
+    if frag & IP_OFFSET:
         out.append((f"{prefix}payload", ip[ihl:end].hex(), "plain"))
         return
     _decode_l4(proto, ip[ihl:end], prefix, whole, out)
@@ -192,36 +226,39 @@ def _decode_ip(ip: bytes, prefix: str, out: list[Field], *, whole: bool) -> None
 
 def decode_frame(frame: bytes) -> list[Field]:
     """The frame's fields in wire order; ICMP errors include the quoted datagram as `inner.*`."""
-    out: list[Field] = [("eth.dst", frame[0:6].hex(":"), "plain"), ("eth.src", frame[6:12].hex(":"), "plain")]
-    if len(frame) < 14 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
-        out.append(("bytes", frame[12:].hex(), "plain"))
+    out: list[Field] = [("eth.dst", frame[ETH_DEST:ETH_SOURCE].hex(":"), "plain"),
+                        ("eth.src", frame[ETH_SOURCE:ETH_PROTO].hex(":"), "plain")]
+    if len(frame) < ETH_HDR_LEN or struct.unpack_from("!H", frame, ETH_PROTO)[0] != ETH_P_IP:
+        out.append(("bytes", frame[ETH_PROTO:].hex(), "plain"))
         return out
-    _decode_ip(frame[14:], "", out, whole=True)
+    _decode_ip(frame[ETH_HDR_LEN:], "", out, whole=True)
     return out
 
 
 def ip_checksum_ok(frame: bytes) -> bool:
-    ip = frame[14:]
-    ihl = (ip[0] & 0xF) * 4 if ip else 0
-    return len(ip) >= ihl >= 20 and _sum16(ip[:ihl]) == 0xFFFF
+    ip = frame[ETH_HDR_LEN:]
+    ihl = (ip[IPH_VER_IHL] & 0xF) * 4 if ip else 0
+    return len(ip) >= ihl >= IPH_MIN_LEN and _sum16(ip[:ihl]) == 0xFFFF
 
 
 def l4_checksum_ok(frame: bytes) -> bool:
     """TCP/UDP/ICMP checksum of an unfragmented datagram is valid (UDP 0 = none counts as valid)."""
-    ip = frame[14:]
-    if len(ip) < 20:
+    ip = frame[ETH_HDR_LEN:]
+    if len(ip) < IPH_MIN_LEN:
         return False
-    ihl = (ip[0] & 0xF) * 4
-    total, frag, proto = struct.unpack("!H", ip[2:4])[0], struct.unpack("!H", ip[6:8])[0], ip[9]
+    ihl = (ip[IPH_VER_IHL] & 0xF) * 4
+    total = struct.unpack_from("!H", ip, IPH_TOT_LEN)[0]
+    frag = struct.unpack_from("!H", ip, IPH_FRAG_OFF)[0]
+    proto = ip[IPH_PROTOCOL]
     data = ip[ihl:total]
-    if frag & 0x3FFF:
+    if frag & (IP_MF | IP_OFFSET):
         return True  # a fragment: the checksum covers the whole datagram
     if proto == 1:
         return _sum16(data) == 0xFFFF
     if proto in (6, 17):
-        if proto == 17 and len(data) >= 8 and data[6:8] == b"\0\0":
+        if proto == 17 and len(data) >= UDPH_LEN_BYTES and data[UDPH_CHECK:UDPH_CHECK + 2] == b"\0\0":
             return True
-        return _sum16(ip[12:20] + struct.pack("!BBH", 0, proto, len(data)) + data) == 0xFFFF
+        return _sum16(ip[IPH_SADDR:IPH_ADDRS_END] + struct.pack("!BBH", 0, proto, len(data)) + data) == 0xFFFF
     return True
 
 
@@ -248,20 +285,20 @@ def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[
     """Map the ports / echo id of the L4 header at buf[start:end], updating its checksum incrementally."""
     old = bytes(buf[start:end])
     if proto in (6, 17):
-        _map16(buf, start, mapping)
-        _map16(buf, start + 2, mapping)
-        csum_off = start + (16 if proto == 6 else 6)
-    elif proto == 1 and end - start >= 8:
-        itype = buf[start]
+        _map16(buf, start + L4_SPORT, mapping)
+        _map16(buf, start + L4_DPORT, mapping)
+        csum_off = start + (TCPH_CHECK if proto == 6 else UDPH_CHECK)
+    elif proto == 1 and end - start >= ICMPH_LEN:
+        itype = buf[start + ICMPH_TYPE]
         if itype in (0, 8, 13, 14):
-            _map16(buf, start + 4, mapping)
-        elif itype in ICMP_ERRORS and not inner and end - start >= 28:
-            q = start + 8
-            qihl = (buf[q] & 0xF) * 4
-            qfrag = struct.unpack("!H", buf[q + 6:q + 8])[0]
-            if qihl >= 20 and not qfrag & 0x1FFF:
-                _rewrite_l4(buf, q + qihl, end, buf[q + 9], mapping, inner=True)
-        csum_off = start + 2
+            _map16(buf, start + ICMPH_ID, mapping)
+        elif itype in ICMP_ERRORS and not inner and end - start >= ICMPH_LEN + IPH_MIN_LEN:
+            q = start + ICMPH_LEN
+            qihl = (buf[q + IPH_VER_IHL] & 0xF) * 4
+            qfrag = struct.unpack_from("!H", buf, q + IPH_FRAG_OFF)[0]
+            if qihl >= IPH_MIN_LEN and not qfrag & IP_OFFSET:
+                _rewrite_l4(buf, q + qihl, end, buf[q + IPH_PROTOCOL], mapping, inner=True)
+        csum_off = start + ICMPH_CHECKSUM
     else:
         return
     if csum_off + 2 > end:
@@ -277,13 +314,15 @@ def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[
 def rewrite_ports(frame: bytes, mapping: dict[int, int]) -> bytes:
     """The frame with every TCP/UDP port and ICMP echo id in `mapping` replaced (also in the datagram an
     ICMP error quotes), checksums updated incrementally (RFC 1624), so a bad checksum stays bad."""
-    if not mapping or len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+    if (not mapping or len(frame) < ETH_HDR_LEN + IPH_MIN_LEN
+            or struct.unpack_from("!H", frame, ETH_PROTO)[0] != ETH_P_IP):
         return frame
     buf = bytearray(frame)
-    ihl = (buf[14] & 0xF) * 4
-    total = struct.unpack("!H", buf[16:18])[0]
-    frag = struct.unpack("!H", buf[20:22])[0]
-    if ihl < 20 or frag & 0x1FFF:
+    ip = ETH_HDR_LEN
+    ihl = (buf[ip + IPH_VER_IHL] & 0xF) * 4
+    total = struct.unpack_from("!H", buf, ip + IPH_TOT_LEN)[0]
+    frag = struct.unpack_from("!H", buf, ip + IPH_FRAG_OFF)[0]
+    if ihl < IPH_MIN_LEN or frag & IP_OFFSET:
         return frame
-    _rewrite_l4(buf, 14 + ihl, min(len(buf), 14 + total), buf[23], mapping, inner=False)
+    _rewrite_l4(buf, ip + ihl, min(len(buf), ip + total), buf[ip + IPH_PROTOCOL], mapping, inner=False)
     return bytes(buf)

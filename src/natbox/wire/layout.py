@@ -73,3 +73,28 @@ GREH_CALL_ID: Final = 6
 L4_SPORT: Final = 0
 L4_DPORT: Final = 2
 L4_PORTS_END: Final = 4
+
+# struct vlan_hdr (include/linux/if_vlan.h): the 4 bytes after an 802.1Q/802.1ad TPID
+VLAN_TCI: Final = 0
+VLAN_ENCAP_PROTO: Final = 2
+VLAN_HLEN: Final = 4
+
+# Capture link headers (libpcap's pcap/sll.h; LINKTYPE_NULL/LOOP): what the pcap adapter reads
+# struct sll_header (LINKTYPE_LINUX_SLL)
+SLL_PKTTYPE: Final = 0
+SLL_HATYPE: Final = 2
+SLL_HALEN: Final = 4
+SLL_ADDR: Final = 6  # 8 bytes, the first sll_halen of them used
+SLL_PROTOCOL: Final = 14
+SLL_HDR_LEN: Final = 16
+# struct sll2_header (LINKTYPE_LINUX_SLL2)
+SLL2_PROTOCOL: Final = 0
+SLL2_IF_INDEX: Final = 4
+SLL2_HATYPE: Final = 8
+SLL2_PKTTYPE: Final = 10
+SLL2_HALEN: Final = 11
+SLL2_ADDR: Final = 12
+SLL2_HDR_LEN: Final = 20
+# BSD loopback: a 4-byte address family (host order for NULL, network order for LOOP)
+LOOP_FAMILY: Final = 0
+LOOP_HDR_LEN: Final = 4
