@@ -186,3 +186,41 @@ def test_refused_block_names_its_first_bad_line() -> None:
     assert rc == 4
     assert err.getvalue() == ("iptables-restore v1.8.9 (nf_tables): \n"
                               "line 3004: RULE_APPEND failed (Invalid argument): rule in chain PREROUTING\n")
+
+
+EXEC_COMMANDS = [
+    "-t nat -N X", "-t nat -N Y", "-t nat -A PREROUTING -j X", "-t nat -A X -j Y", "-t nat -A Y -j X",
+    "-t nat -A X -j MASQUERADE", "-t nat -A Y -j DNAT --to-destination 10.0.0.1", "-t nat -A X -j ACCEPT",
+    "-t nat -I X 1 -j SNAT --to-source 10.0.0.2", "-t nat -A POSTROUTING -j Y", "-t nat -A OUTPUT -j X",
+    "-t nat -D X 1", "-t nat -F X", "-t nat -R Y 1 -j RETURN", "-t nat -A POSTROUTING -j MASQUERADE",
+    "-t nat -A Y -s 10.0.0.1,10.0.0.2 -j MASQUERADE", "-t nat -X Y", "-t nat -E X Z", "-t nat -E Z X",
+]
+
+
+def _execute(rs: Ruleset, line: str) -> str:
+    from natbox.rules.parser import parse_argv
+
+    try:
+        return rs.execute(parse_argv(line.split()))
+    except RulesError as e:
+        return f"error {e.exit_code} {e}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(EXEC_COMMANDS), min_size=1, max_size=20))
+def test_rules_added_one_by_one_validate_like_a_full_validation(cmds: list[str]) -> None:
+    incremental, full = Ruleset(), Ruleset()
+    for c in cmds:
+        full._masks.clear()  # no known hook masks: every command validates the whole table
+        assert _execute(incremental, c) == _execute(full, c), c
+        assert save_tables(incremental.saved_tables(), "d") == save_tables(full.saved_tables(), "d")
+
+
+def test_rules_added_one_by_one_cost_constant_validation_work() -> None:
+    rs = Ruleset()
+    _execute(rs, "-t nat -N X")
+    _execute(rs, "-t nat -A PREROUTING -j X")  # a jump: the hook masks change, the table is walked
+    for i in range(300):
+        assert _execute(rs, f"-t nat -A X -d 10.0.{i >> 8}.{i & 255} -j DNAT --to-destination 10.1.0.1") == ""
+    assert _execute(rs, "-t nat -A X -j MASQUERADE").startswith("error 4")  # MASQUERADE at PREROUTING
+    assert (rs.full_validations, rs.incremental_validations) == (1, 301)

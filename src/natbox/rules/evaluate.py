@@ -16,6 +16,7 @@ from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
 from natbox.rules.model import (
+    BUILTIN_TARGETS,
     OTHER_PROBLEM,
     RESOURCE_PROBLEM,
     TABLE_HOOKS,
@@ -28,7 +29,7 @@ from natbox.rules.model import (
 )
 from natbox.rules.parser import Command, RestoreTable
 from natbox.rules.printer import format_rule_spec
-from natbox.rules.validate import MAX_JUMP_DEPTH, hook_masks, validate_table
+from natbox.rules.validate import MAX_JUMP_DEPTH, check_rule, hook_masks, validate_table
 from natbox.skb import Skb
 
 __all__ = ["MAX_JUMP_DEPTH", "Ruleset"]
@@ -160,6 +161,9 @@ class Ruleset:
         self._compiled: dict[str, dict[str, list[_CRule]]] = {}
         self._needs_ct: bool | None = None
         self.version = 0  # bumped by every change: what caches of "which tables are trivial" compare against
+        # each table's hook masks, while the table object is the one they were computed for
+        self._masks: dict[str, tuple[Table, dict[str, int]]] = {}
+        self.full_validations = self.incremental_validations = 0  # work counters (tests, benchmarks)
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class Ruleset:
             out = "".join(rule_line_verbose(r) for r in cmd.rules or [cmd.rule])
         if cmd.op in ("A", "I", "R"):
             try:
-                self.validate(work)
+                masks = self._validate_change(table, work, cmd)
             except RulesError as e:
                 if e.kernel:
                     chain = cmd.chain or ""
@@ -237,7 +241,29 @@ class Ruleset:
             return out
         self.tables[cmd.table] = work
         self.invalidate(cmd.table)
+        if cmd.op in ("A", "I", "R"):
+            self._masks[cmd.table] = (work, masks)
         return out
+
+    def _validate_change(self, old: Table, work: Table, cmd: Command) -> dict[str, int]:
+        """Validate `work`, which is `old` with `cmd` applied; return its hook masks.
+
+        Rules added one by one cost O(1) each: when `old` was validated with known hook masks and no new
+        rule jumps to a chain, the jump graph and so every chain's hook mask are unchanged, every old rule
+        still passes its checks, and only the new rules are checked (the first refused is the one full
+        validation would report). Anything else is validated in full (`validate_table`, linear).
+        """
+        cached = self._masks.get(work.name)
+        rules = cmd.rules or ([cmd.rule] if cmd.rule is not None else [])
+        if (cmd.op in ("A", "I") and cached is not None and cached[0] is old and cmd.chain in cached[1]
+                and not any(r.target is None and r.jump and r.jump not in BUILTIN_TARGETS for r in rules)):
+            self.incremental_validations += 1
+            masks = cached[1]
+            for r in rules:
+                check_rule(work.name, masks[cmd.chain or ""], r)
+            return masks
+        self.full_validations += 1
+        return validate_table(work)
 
     def restore(self, blocks: list[RestoreTable], *, noflush: bool = False) -> int:
         """Apply iptables-restore blocks; each table is replaced atomically at its COMMIT.

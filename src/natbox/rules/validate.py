@@ -24,7 +24,7 @@ from collections.abc import Collection
 
 from natbox.rules.model import BUILTIN_TARGETS, RESOURCE_PROBLEM, Chain, Rule, RulesError, Table
 
-__all__ = ["MAX_JUMP_DEPTH", "hook_masks", "validate_table"]
+__all__ = ["MAX_JUMP_DEPTH", "check_rule", "hook_masks", "validate_table"]
 
 MAX_JUMP_DEPTH = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
 
@@ -121,8 +121,9 @@ def hook_masks(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]
     return masks
 
 
-def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> None:
-    """Every rule's extensions checked with its chain's hook mask (kernel checkentry), after `hook_masks`."""
+def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]:
+    """Every rule's extensions checked with its chain's hook mask (kernel checkentry), after `hook_masks`;
+    returns the hook masks."""
     masks = hook_masks(table, skip)
     name = table.name
     for c in table.chains.values():
@@ -132,10 +133,12 @@ def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> None:
         for r in c.rules:
             if skip and id(r) in skip:
                 continue
-            _check_rule(name, mask, r)
+            check_rule(name, mask, r)
+    return masks
 
 
-def _check_rule(table: str, mask: int, r: Rule) -> None:
+def check_rule(table: str, mask: int, r: Rule) -> None:
+    """One rule's matches and target checked at the hooks `mask` (`xt_check_match` / `xt_check_target`)."""
     for m in r.matches:
         m.check(table, mask, r)
     if r.target is not None:
