@@ -1,0 +1,313 @@
+"""Soak benchmark: the live gateway for ten minutes under churn, reloads, flushes and control-socket abuse.
+
+    sudo python bench/soak.py [--minutes 10] [--rate 40]
+
+Topology: src/natbox/lab/examples/basic.toml (lab "nbsoak"): client 10.0.1.2 -- gw (natbox gateway
+basic-gw.toml, MASQUERADE) -- server 198.51.100.2, in network namespaces this script creates and deletes.
+While it runs:
+
+* churn: the client opens short TCP connections (connect, 64 bytes each way, close) and short UDP flows
+  (a new source port each, one datagram each way) at --rate of each per second, to a server that echoes;
+* ping: the client pings the server every 0.2 s the whole time (the latency a user of the NAT feels);
+* every 30 s: `conntrack -F` through the control socket, and a SIGHUP reload of the host file;
+* abuse of the control socket, a few clients at a time: half-open requests, a slowloris (a byte a second),
+  deeply nested JSON, an oversized request, idle connections, an `-E` subscriber that never reads.
+
+Printed at the end: the gateway's RSS after warm-up (a tenth of the run, at least 30 s) and at the end,
+with their ratio (aim: flat within 5 %), connections and UDP exchanges completed and failed (aim: 0
+failed), ping percentiles and loss, and how many flushes, reloads and abusive clients there were.
+Every loop is bounded in time; the namespaces are deleted at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+
+from natbox.lab.builder import lab_down, lab_up  # noqa: E402
+from natbox.lab.model import Lab, parse_lab_toml  # noqa: E402
+
+EXAMPLES = SRC / "natbox" / "lab" / "examples"
+SERVER = "198.51.100.2"
+
+ECHO_SERVER = """
+import selectors, socket
+sel = selectors.DefaultSelector()
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", 7000))
+t.listen(1024); t.setblocking(False); sel.register(t, selectors.EVENT_READ, "tcp")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7001)); u.setblocking(False)
+sel.register(u, selectors.EVENT_READ, "udp")
+print("listening", flush=True)
+while True:
+    for key, _ in sel.select(1.0):
+        if key.data == "tcp":
+            try:
+                c, _ = t.accept()
+            except BlockingIOError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ, "conn")
+        elif key.data == "udp":
+            try:
+                data, addr = u.recvfrom(2048); u.sendto(data, addr)
+            except BlockingIOError:
+                pass
+        else:
+            c = key.fileobj
+            try:
+                data = c.recv(2048)
+            except (BlockingIOError, ConnectionError):
+                data = b""
+            if data:
+                try:
+                    c.send(data)
+                except OSError:
+                    pass
+            else:
+                sel.unregister(c); c.close()
+"""
+
+CHURN_CLIENT = """
+import socket, sys, time
+seconds, rate, server = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+tcp_ok = tcp_failed = udp_ok = udp_failed = 0
+start = time.monotonic(); end = start + seconds; i = 0
+while time.monotonic() < end:
+    due = start + i / rate
+    pause = due - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
+    i += 1
+    s = socket.socket(); s.settimeout(3.0)
+    try:
+        s.connect((server, 7000)); s.sendall(b"x" * 64); got = b""
+        while len(got) < 64:
+            chunk = s.recv(64 - len(got))
+            if not chunk:
+                break
+            got += chunk
+        if len(got) == 64:
+            tcp_ok += 1
+        else:
+            tcp_failed += 1
+    except OSError:
+        tcp_failed += 1
+    finally:
+        s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3.0)
+    try:
+        u.sendto(b"y" * 32, (server, 7001)); data, _ = u.recvfrom(64)
+        udp_ok += data == b"y" * 32
+        udp_failed += data != b"y" * 32
+    except OSError:
+        udp_failed += 1
+    finally:
+        u.close()
+print(tcp_ok, tcp_failed, udp_ok, udp_failed, flush=True)
+"""
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(SRC) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    return e
+
+
+def netns_popen(lab: Lab, node: str, *argv: str, stdout: int | None = None,
+                stderr: int | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", lab.netns(node), *argv], text=True, env=env(), stdout=stdout,
+                            stderr=stderr)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def control(path: str, request: bytes, timeout: float = 10.0) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class Abuser:
+    """Misbehaving control clients, a few at a time, each closed after a while (all bounded in time)."""
+
+    def __init__(self, path: str, end: float) -> None:
+        self.path, self.end = path, end
+        self.made = 0
+        self.errors = 0
+
+    def _client(self, kind: str) -> None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5.0)
+                s.connect(self.path)
+                self.made += 1
+                if kind == "half-open":
+                    s.sendall(b'{"cmd": "conntrack", "argv": ["-L"')
+                    time.sleep(3.0)
+                elif kind == "slowloris":
+                    for b in b'{"cmd": "stats"}'[:8]:
+                        s.sendall(bytes([b]))
+                        time.sleep(1.0)
+                elif kind == "nested":
+                    s.sendall(b'{"a":' + b"[" * 100_000)
+                    s.shutdown(socket.SHUT_WR)
+                    s.recv(4096)
+                elif kind == "oversized":
+                    with contextlib.suppress(OSError):
+                        s.sendall(b" " * (5 * 1024 * 1024))
+                elif kind == "idle":
+                    time.sleep(4.0)
+                elif kind == "events":  # subscribe and never read
+                    s.sendall(json.dumps({"cmd": "conntrack", "argv": ["-E"]}).encode())
+                    s.shutdown(socket.SHUT_WR)
+                    time.sleep(6.0)
+        except OSError:
+            self.errors += 1
+
+    def run(self) -> None:
+        kinds = ["half-open", "slowloris", "nested", "oversized", "idle", "events"]
+        i = 0
+        while time.monotonic() < self.end - 10:
+            threads = [threading.Thread(target=self._client, args=(kinds[(i + k) % len(kinds)],), daemon=True)
+                       for k in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+            i += 3
+            time.sleep(2.0)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=40.0, help="new TCP connections and UDP flows per second")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("soak: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    seconds = args.minutes * 60
+    lab = parse_lab_toml((EXAMPLES / "basic.toml").read_text(), str(EXAMPLES / "basic.toml"))
+    lab.name = "nbsoak"
+    lab_down(lab)
+    lab_up(lab)
+    sock = f"/run/natbox-soak-{os.getpid()}.sock"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        gw = netns_popen(lab, "gw", sys.executable, "-m", "natbox", "gateway", str(EXAMPLES / "basic-gw.toml"),
+                         "--control", sock, stderr=subprocess.PIPE)
+        procs.append(gw)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline and gw.poll() is None:
+            time.sleep(0.1)
+        if not os.path.exists(sock):
+            print("soak: the gateway did not start", file=sys.stderr)
+            return 1
+        server = netns_popen(lab, "server", sys.executable, "-c", ECHO_SERVER, stdout=subprocess.PIPE)
+        procs.append(server)
+        assert server.stdout is not None
+        server.stdout.readline()
+        start = time.monotonic()
+        end = start + seconds
+        ping = netns_popen(lab, "client", "ping", "-n", "-i", "0.2", "-W", "2", "-w", str(int(seconds)), SERVER,
+                           stdout=subprocess.PIPE)
+        procs.append(ping)
+        churn = netns_popen(lab, "client", sys.executable, "-c", CHURN_CLIENT, str(seconds - 5), str(args.rate),
+                            SERVER, stdout=subprocess.PIPE)
+        procs.append(churn)
+        abuser = Abuser(sock, end)
+        threading.Thread(target=abuser.run, daemon=True).start()
+        warm_at = start + max(30.0, seconds / 10)
+        rss_warm = 0
+        rss_samples: list[tuple[float, int]] = []
+        flushes = reloads = 0
+        next_event = start + 30
+        while time.monotonic() < end and gw.poll() is None:
+            time.sleep(1.0)
+            now = time.monotonic()
+            rss_samples.append((now - start, rss_kib(gw.pid)))
+            if not rss_warm and now >= warm_at:
+                rss_warm = rss_samples[-1][1]
+            if now >= next_event:
+                next_event += 30
+                try:
+                    control(sock, json.dumps({"cmd": "conntrack", "argv": ["-F"]}).encode())
+                    flushes += 1
+                except OSError as exc:
+                    print(f"soak: flush failed: {exc}", file=sys.stderr)
+                gw.send_signal(signal.SIGHUP)
+                reloads += 1
+        rss_end = rss_kib(gw.pid)
+        alive = gw.poll() is None
+        if not alive:
+            assert gw.stderr is not None
+            print(f"soak: the gateway exited ({gw.returncode}):\n{gw.stderr.read()[-3000:]}", file=sys.stderr)
+            churn.terminate()
+            ping.terminate()
+        churn_out = churn.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0].split()
+        ping_out = ping.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0]
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        lab_down(lab)
+        if os.path.exists(sock):
+            os.unlink(sock)
+    rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
+    loss = (1 - int(sent.group(2)) / int(sent.group(1))) * 100 if sent and int(sent.group(1)) else float("nan")
+    tcp_ok, tcp_failed, udp_ok, udp_failed = (int(x) for x in churn_out) if len(churn_out) == 4 else (0, -1, 0, -1)
+    print(f"gateway alive at the end: {alive}")
+    print(f"RSS: {rss_warm / 1024:.1f} MiB after warm-up, {rss_end / 1024:.1f} MiB at the end, "
+          f"ratio {rss_end / rss_warm if rss_warm else float('nan'):.3f} (aim: within 5 %)")
+    print(f"TCP connections: {tcp_ok} completed, {tcp_failed} failed; UDP exchanges: {udp_ok} completed, "
+          f"{udp_failed} failed")
+    print(f"ping: {len(rtts)} replies, loss {loss:.1f} %, p50 {percentile(rtts, 50):.3f} ms, "
+          f"p90 {percentile(rtts, 90):.3f} ms, p99 {percentile(rtts, 99):.3f} ms, max {max(rtts, default=0):.3f} ms, "
+          f"mean {statistics.fmean(rtts) if rtts else float('nan'):.3f} ms")
+    print(f"flushes {flushes}, reloads {reloads}, abusive control clients {abuser.made} "
+          f"({abuser.errors} refused or cut off)")
+    steady = rss_warm and abs(rss_end / rss_warm - 1) <= 0.05
+    return 0 if alive and steady and tcp_failed == 0 and udp_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
