@@ -124,12 +124,9 @@ class _Target:
         return self.wan
 
     def timers(self, now: float) -> object:
-        engine = self.engine
-        handle = getattr(engine, "handle_timers", None)
-        if handle is not None:
-            deadline = engine.next_deadline()
-            return handle(now) if deadline is not None and deadline <= now else None
-        return engine.expire(now)
+        """The engine's timers, run when its one deadline has come."""
+        deadline = self.engine.next_deadline()
+        return self.engine.handle_timers(now) if deadline is not None and deadline <= now else None
 
 
 _OUTSIDE = [ipv4.str_to_addr(a) for a in ("8.8.8.8", "198.51.100.9", "1.1.1.1", "93.184.216.34", "9.9.9.9")]
