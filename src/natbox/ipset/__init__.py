@@ -1,0 +1,16 @@
+"""ipset as the kernel (net/netfilter/ipset) and ipset 7.x userspace have it, sans-IO.
+
+- `core.IpsetRegistry`: the sets of one network namespace (create, destroy, swap, rename, list, save)
+- `store` (hash types, ip_set_hash_gen.h), `bitmap` (bitmap:ip, bitmap:port, list:set): one set each
+- `settype.SET_TYPES`: the types, their revisions and kernel struct sizes
+- `command.IpsetSession`: the `ipset` command language with ipset 7.17's output, messages and exit codes
+- `kadt`: what `-m set` and `-j SET` ask of a set for a packet (the types' kadt functions)
+
+Family inet (IPv4) only: `family inet6` is refused with a message saying so.
+"""
+
+from natbox.ipset.command import IpsetSession
+from natbox.ipset.core import IpsetRegistry
+from natbox.ipset.errors import IpsetError
+
+__all__ = ["IpsetError", "IpsetRegistry", "IpsetSession"]

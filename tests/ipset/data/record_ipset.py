@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Record what the real ipset 7.17 prints, for tests/ipset/test_cli_reference.py.
+
+Run as root on a host with ipset installed (`apt-get install -y ipset`):
+    python3 tests/ipset/data/record_ipset.py
+Each case runs in a fresh network namespace (created and deleted here), so the host's sets are untouched.
+Hash sets are created with an explicit `initval` so that member order and sizes are reproducible.
+The result, ipset_7.17.json, holds for every step the argv, stdin, stdout, stderr and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+IV = "initval 0x11111111"
+CASES: dict[str, list[str]] = {
+    "hash_ip": [
+        f"create a hash:ip {IV}", "add a 10.0.0.1", "add a 10.0.0.2", "add a 10.0.0.10-10.0.0.13",
+        "add a 10.0.1.0/30", "add a 10.0.0.1", "-exist add a 10.0.0.1", "test a 10.0.0.2", "test a 10.0.0.3",
+        "del a 10.0.0.2", "del a 10.0.0.2", "-exist del a 10.0.0.2", "list a", "save a", "list -t a",
+        "list -n", "-o save list a", "list -terse a", "list a -o save",
+    ],
+    "hash_ip_opts": [
+        f"create b hash:ip hashsize 64 maxelem 3 netmask 24 {IV}", "add b 10.0.0.1", "add b 10.0.0.7",
+        "add b 10.0.1.1", "add b 10.0.2.1", "add b 10.0.3.1", "list b", "save",
+        f"create c hash:ip counters comment skbinfo {IV}", "add c 10.1.1.1 packets 3 bytes 40 comment \"a b\"",
+        "add c 10.1.1.2 comment plain skbmark 0x10 skbprio 1:2 skbqueue 7", "add c 10.1.1.3 skbmark 0x5/0xff",
+        "list c", "save c", "add c 10.1.1.4 timeout 5",
+    ],
+    "hash_net": [
+        f"create n hash:net counters {IV}", "add n 10.0.0.0/8", "add n 10.1.0.0/16 nomatch",
+        "add n 10.1.2.0/24", "add n 192.168.1.1", "add n 192.168.3.1-192.168.3.6", "add n 0.0.0.0/0",
+        "add n 10.0.0.0/33", "test n 10.1.2.3", "test n 10.1.3.3", "test n 10.2.3.4", "test n 10.1.0.0/16",
+        "test n 172.16.0.1", "-exist add n 10.1.0.0/16", "test n 10.1.3.3", "list n", "save n",
+        "del n 10.0.0.0/8", "del n 10.0.0.0/8", "list n",
+    ],
+    "hash_ip_port": [
+        f"create p hash:ip,port {IV}", "add p 10.0.0.1,udp:53", "add p 10.0.0.1,80",
+        "add p 10.0.0.1,icmp:echo-request", "add p 10.0.0.1,icmp:3/4", "add p 10.0.0.2,tcp:http",
+        "add p 10.0.0.3,sctp:5", "add p 10.0.0.3,47:0", "add p 10.0.0.4,udp:10-12", "add p 10.0.0.8/31,7",
+        "add p 10.0.0.1", "add p 10.0.0.1,tcp:99999", "test p 10.0.0.1,tcp:80", "test p 10.0.0.1,udp:80",
+        "list p", "save p",
+    ],
+    "hash_net_port": [
+        f"create np hash:net,port {IV}", "add np 10.0.0.0/24,tcp:80", "add np 10.0.0.0/16,udp:53 nomatch",
+        "add np 10.2.0.0/16,5-6", "test np 10.0.0.5,tcp:80", "test np 10.0.3.5,udp:53", "list np", "save np",
+    ],
+    "hash_ip_port_ip": [
+        f"create ppi hash:ip,port,ip timeout 600 {IV}", "add ppi 10.0.0.1,tcp:80,10.0.0.2 timeout 0",
+        "add ppi 10.0.0.1,udp:53,10.0.0.3 timeout 0", "test ppi 10.0.0.1,udp:53,10.0.0.3", "list ppi", "save ppi",
+    ],
+    "hash_ip_port_net": [
+        f"create ppn hash:ip,port,net {IV}", "add ppn 10.0.0.1,tcp:80,10.2.0.0/24",
+        "add ppn 10.0.0.1,tcp:80,10.2.0.0/16 nomatch", "test ppn 10.0.0.1,tcp:80,10.2.0.5",
+        "test ppn 10.0.0.1,tcp:80,10.2.1.5", "list ppn", "save ppn",
+    ],
+    "hash_net_iface": [
+        f"create ni hash:net,iface {IV}", "add ni 10.0.0.0/8,eth0", "add ni 10.0.0.0/8,physdev:eth1",
+        "add ni 10.1.0.0/16,eth0 nomatch", "add ni 0.0.0.0/0,lo", "test ni 10.0.0.1,eth0",
+        "test ni 10.1.0.1,eth0", "list ni", "save ni",
+    ],
+    "hash_mac": [f"create m hash:mac {IV}", "add m 00:11:22:33:44:55", "list m"],
+    "bitmap_ip": [
+        "create bi bitmap:ip range 10.0.0.0/24", "add bi 10.0.0.5", "add bi 10.0.0.1-10.0.0.3",
+        "add bi 10.0.1.1", "test bi 10.0.0.2", "list bi", "save bi",
+        "create bm bitmap:ip range 10.0.0.0-10.0.255.255 netmask 24 counters comment",
+        "add bm 10.0.7.9 packets 1 bytes 2 comment x", "list bm", "save bm",
+    ],
+    "bitmap_port": [
+        "create bp bitmap:port range 0-1024", "add bp 80", "add bp 22", "add bp tcp:443", "add bp 2000",
+        "add bp 10-12", "list bp", "save bp", "create bq bitmap:port range 1-10 counters", "list bq",
+    ],
+    "list_set": [
+        f"create a hash:ip {IV}", f"create b hash:net {IV}", "create l list:set size 4", "add l a",
+        "add l b before a", "add l nope", "add l l", "test l a", "test l b after a", "list", "save",
+        "destroy a", "del l a", "destroy a", "list -n",
+    ],
+    "admin": [
+        f"create a hash:ip {IV}", f"create b hash:ip {IV}", f"create c hash:net {IV}", "add a 10.0.0.1",
+        "create a hash:ip", "-exist create a hash:ip initval 0x11111111", "create x hash:foo",
+        "swap a c", "swap a b", "list -n", "rename b d", "rename d c", "list -n", "flush d", "list d",
+        "flush", "destroy nope", "destroy d", "create e hash:ip", "list -n", "destroy", "list",
+        "bogus", "", "list nope", "add nope 10.0.0.1", "create a hash:ip family inet6",
+        "create a hash:ip family foo",
+    ],
+    "restore": [
+        "-file /dev/stdin restore", "list -n", "save", "restore",
+    ],
+}
+STDIN = {
+    ("restore", 0): f"create r hash:ip {IV}\nadd r 10.0.0.1\nadd r 10.0.0.2 \n",
+    ("restore", 3): f"create s hash:net {IV}\nadd s 10.0.0.0/8\nadd s 10.0.0.0/8\nadd s 10.9.9.9\n",
+}
+OUT = Path(__file__).resolve().parent / "ipset_7.17.json"
+
+
+def run_case(name: str, steps: list[str]) -> list[dict[str, object]]:
+    ns = f"natbox-ipset-rec-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    out: list[dict[str, object]] = []
+    try:
+        for i, line in enumerate(steps):
+            argv = shlex.split(line)
+            stdin = STDIN.get((name, i))
+            p = subprocess.run(["ip", "netns", "exec", ns, "ipset", *argv], input=stdin or "",
+                               capture_output=True, text=True, check=False)
+            out.append({"argv": argv, "stdin": stdin, "stdout": p.stdout, "stderr": p.stderr, "rc": p.returncode})
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    return out
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("record_ipset.py: run as root", file=sys.stderr)
+        return 1
+    version = subprocess.run(["ipset", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    data = {"ipset": version, "kernel": os.uname().release,
+            "cases": {name: run_case(name, steps) for name, steps in CASES.items()}}
+    OUT.write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
