@@ -33,8 +33,10 @@ def test_case_matches_ipset(case: str) -> None:
         if (case, " ".join(argv)) in SKIP_STEPS:
             continue
         stdin = step["stdin"] or ""
-        session = IpsetSession(reg, 1000.0 + i * 0.01, lambda: 0x11111111,
-                               read_file=lambda p, s=stdin: s)
+        def read_file(path: str, text: str = stdin) -> str:
+            return text
+
+        session = IpsetSession(reg, 1000.0 + i * 0.01, lambda: 0x11111111, read_file=read_file)
         rc, out, err = session.run(argv, stdin)
         what = f"{case} step {i}: ipset {' '.join(argv)}"
         assert (out, err, rc) == (step["stdout"], step["stderr"], step["rc"]), what

@@ -298,6 +298,8 @@ class HashSet(IpSet):
         return jhash2(struct.unpack(f"<{len(raw) // 4}I", raw), self.initval)
 
     def _bucket_bytes(self, slots: int) -> int:
+        """The `ext_size(n, dsize)` macro: the kernel adds it for a new bucket *and* for every growth or
+        shrink by AHASH_INIT_SIZE slots, so the header is counted once per resize step."""
         return HBUCKET_SIZE + slots * self.dsize
 
     # --- prefix book-keeping (mtype_add_cidr / mtype_del_cidr) --------------------------------------
@@ -381,7 +383,7 @@ class HashSet(IpSet):
                     if n.size >= self.bucketsize:
                         raise _Resize
                     n.size += AHASH_INIT_SIZE
-                    self.ext_size += AHASH_INIT_SIZE * self.dsize
+                    self.ext_size += self._bucket_bytes(AHASH_INIT_SIZE)  # ext_size(): the header counted again
                 j = len(n.slots)
                 n.slots.append(None)
         e = Entry(elem, h)
@@ -417,7 +419,7 @@ class HashSet(IpSet):
                             ok = False
                             break
                         m.size += AHASH_INIT_SIZE
-                        ext_size += AHASH_INIT_SIZE * self.dsize
+                        ext_size += self._bucket_bytes(AHASH_INIT_SIZE)
                     m.slots.append(d)
                 if not ok:
                     break
@@ -445,13 +447,13 @@ class HashSet(IpSet):
             n.slots.pop()
         self._unlink(d)
         k += sum(1 for s in n.slots[i:] if s is None)
-        if not n.slots and k == 0:
+        if k == len(n.slots):  # every slot left is free (the kernel's fix of the bucket leak)
             self.ext_size -= self._bucket_bytes(n.size)
             del self.buckets[key]
         elif k >= AHASH_INIT_SIZE:
             n.slots = [s for s in n.slots if s is not None]
             n.size -= AHASH_INIT_SIZE
-            self.ext_size -= AHASH_INIT_SIZE * self.dsize
+            self.ext_size -= self._bucket_bytes(AHASH_INIT_SIZE)
 
     def gc(self, now: float) -> None:
         """`mtype_gc_do()` over every region."""
@@ -474,7 +476,7 @@ class HashSet(IpSet):
                 else:
                     n.slots = [s for s in n.slots if s is not None]
                     n.size -= AHASH_INIT_SIZE
-                    self.ext_size -= AHASH_INIT_SIZE * self.dsize
+                    self.ext_size -= self._bucket_bytes(AHASH_INIT_SIZE)
 
     def flush(self) -> None:
         """`mtype_flush()`."""

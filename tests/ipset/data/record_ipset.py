@@ -88,6 +88,19 @@ CASES: dict[str, list[str]] = {
         "bogus", "", "list nope", "add nope 10.0.0.1", "create a hash:ip family inet6",
         "create a hash:ip family foo",
     ],
+    # 10.0.0.3, 10.0.6.79, 10.0.8.114 and 10.0.9.93 share a bucket under initval 0x11111111 (hashsize 1024):
+    # bucket growth, slot reuse and shrinking show in the member order and in "Size in memory"
+    "buckets": [
+        f"create a hash:ip {IV}", "add a 10.0.0.3", "add a 10.0.6.79", "add a 10.0.8.114", "list -t a",
+        "del a 10.0.0.3", "list a", "add a 10.0.9.93", "list a", "del a 10.0.6.79", "del a 10.0.8.114",
+        "list a", "add a 10.0.0.0/24", "del a 10.0.0.5", "del a 10.0.0.77", "del a 10.0.0.0/25", "save a",
+        "list -t a", "add a 10.0.0.0/26", "list a", "del a 10.0.0.0/24", "list a",
+    ],
+    "resize": [
+        f"create r hash:ip hashsize 64 {IV}", "add r 10.1.0.0/22", "list -t r", "save r",
+        f"create s hash:net,port hashsize 64 maxelem 100000 {IV}", "add s 10.2.0.0/24,udp:1-12", "list -t s",
+        "save s", f"create t hash:ip hashsize 64 maxelem 10 {IV}", "add t 10.3.0.0/24", "list t",
+    ],
     "restore": [
         "-file /dev/stdin restore", "list -n", "save", "restore",
     ],
