@@ -25,7 +25,7 @@ from natbox.adapters.packet_socket import PacketSocket, interface_mac
 from natbox.adapters.tuntap import TapDevice
 from natbox.lab.builder import lab_down, lab_up
 from natbox.lab.model import Lab, parse_lab_toml
-from natbox.testing.live import env, ns_python, unique_lab_name
+from natbox.testing.live import env, ns_python, require_programs, unique_lab_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns")]
 
@@ -220,6 +220,8 @@ c.sendall(random.Random(3).randbytes(4 << 20)); c.close()
 def test_bridge_forwarder_tcp(vnet: bool, ring: bool) -> None:
     """4 MiB of TCP between two namespaces through the adapters, byte-exact. With vnet headers the
     veths keep TSO on and the frames cross as GSO super-packets with partial checksums."""
+    if not vnet:
+        require_programs("ethtool")  # the lab turns the veths' offloads off
     lab = _bridge_lab(offloads_off=not vnet)
     lab_down(lab)
     lab_up(lab)
@@ -254,6 +256,7 @@ def test_bridge_forwarder_tcp(vnet: bool, ring: bool) -> None:
 
 def test_tap_in_other_namespace() -> None:
     """A TAP opened while inside the "VM" namespace: natbox keeps the fd, the VM sees the device."""
+    require_programs("ping")  # the VM's ping makes it ARP
     with netns.temp_netns("nbx-t") as (vm,):
         tap = TapDevice("nbxtap0", vnet_hdr=True, netns=vm)
         try:

@@ -30,6 +30,7 @@ from natbox.testing.live import (
     ns_popen,
     ns_python,
     ns_run,
+    require_programs,
     run_natbox,
     stop,
     unique_lab_name,
@@ -126,6 +127,7 @@ def test_ping_through_gateway(basic_lab: Lab, gateway: subprocess.Popen[bytes]) 
                                   ("--no-vnet-hdr", "--no-ring")], ids=lambda m: " ".join(m) or "default")
 def test_tcp_1mib_byte_exact(basic_lab: Lab, mode: tuple[str, ...]) -> None:
     if "--no-vnet-hdr" in mode:
+        require_programs("ethtool")
         # without vnet headers a TSO super-packet cannot be told from a frame: the peers segment in software
         for node in ("client", "server"):
             ns_run(basic_lab, node, ["ethtool", "-K", "eth0", "tso", "off", "gso", "off"])
@@ -630,6 +632,7 @@ def test_adopt_takes_over_a_kernel_router_and_gives_it_back(basic_lab: Lab, tmp_
     """--adopt: the gateway namespace is a working kernel router (addresses, ip_forward, MASQUERADE);
     natbox takes it over as it is (the kernel keeps no address there and tracks nothing new), and on
     SIGTERM gives addresses, routes and forwarding back, after which the kernel routes again."""
+    require_programs("iptables", "conntrack")
     path = tmp_path / "ctl.sock"
     for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
                  "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
@@ -675,6 +678,7 @@ def test_kernel_and_natbox_give_the_same_conntrack_entries_for_the_same_traffic(
     kernel-2..kernel+1, use= ignored)."""
     from natbox.conntrack.format import parse_conntrack_line
 
+    require_programs("iptables", "conntrack")
     path = tmp_path / "ctl.sock"
     for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
                  "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],

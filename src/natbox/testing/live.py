@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,14 @@ def netns_reason() -> str | None:
     if not _NETNS_REASON:
         _NETNS_REASON.append(have_netns())
     return _NETNS_REASON[0]
+
+
+def require_programs(*names: str) -> None:
+    """Skip the calling test, naming each program it needs that is not on PATH (a fresh machine has no
+    ethtool, iptables, ping, tcpdump, tshark, conntrack or iperf3; .ci/run installs them)."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (not on PATH)")
 
 
 def unique_lab_name(prefix: str) -> str:
