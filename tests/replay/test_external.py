@@ -58,10 +58,13 @@ def test_external_capture_replays(capture: Path, tmp_path: Path) -> None:
     host = tmp_path / "masq.toml"
     host.write_text(HOST)
     out = tmp_path / "out"
-    code, _o, err = cli(["--host", str(host), "--in", f"eth1={capture}", "--out", str(out)])
-    assert code == 0, err
+    code, _o, err = cli(["--host", str(host), "--in", f"eth1={capture}", "--out", str(out), "--jsonl"])
+    assert code in (0, 1), err
     stats = (out / "stats.txt").read_text().splitlines()
     totals = {ln.split()[0]: int(ln.split()[1]) for ln in stats[stats.index("# totals") + 1:]}
+    # a capture of which nothing could be replayed says so and exits 1
+    assert (code == 1) == (totals["replayed"] == 0), err
+    assert (code == 1) == ("error: nothing was replayed" in err), err
     start = stats.index("# inputs not replayed (records)") + 1
     skipped = {ln.rsplit(": ", 1)[0]: int(ln.rsplit(": ", 1)[1]) for ln in stats[start:stats.index("# totals")]}
     early = sum(n for r, n in skipped.items() if r.startswith("capture ends early"))

@@ -31,7 +31,7 @@ def replayed(tmp_path: Path) -> tuple[Path, Path]:
     inputs = write_inputs(lab, tmp_path)
     out = tmp_path / "out"
     code, _o, err = cli(["--host", str(host), "--in", f"eth0={inputs['eth0']}", "--in", f"eth1={inputs['eth1']}",
-                         "--out", str(out)])
+                         "--out", str(out), "--jsonl"])
     assert code == 0, err
     return out, host
 

@@ -237,6 +237,11 @@ class CaptureReader:
             self.close()
             raise CaptureError(f"{self.name}: not a pcap or pcapng file (starts with 0x{magic_be:08x})")
 
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has got (for progress: `natbox replay` shows % done and ETA)."""
+        return self._pos
+
     # -- plumbing ---------------------------------------------------------------------------------------
     def _read(self, n: int) -> bytes:
         b = self._f.read(n)

@@ -8,6 +8,7 @@ command that takes a host accepts both.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from natbox.engine.hostfile import HostFile, HostFileError, parse_host_toml
 from natbox.engine.snapshot import SNAPSHOT_FILES, SnapshotError, host_from_snapshot
-from natbox.errors import NatboxError
+from natbox.errors import NatboxError, UsageError
+from natbox.files import check_parent_dir, read_text
 
-__all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "cli_snapshot", "load_host", "take_snapshot"]
+__all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "build_parser", "cli_snapshot", "load_host", "take_snapshot"]
 
 COMMAND_TIMEOUT = 20.0  # seconds; bounds each command a snapshot runs
 # The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet and the conntrack knobs.
@@ -54,7 +56,7 @@ def _run(argv: list[str], netns: str | None) -> str:
 def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None) -> None:
     """Run the snapshot commands (in `netns` if given) and write their output into `dest_dir`."""
     dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(exist_ok=True)  # only DIR itself: a missing parent is the caller's mistake, not created
     outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()}
     for name, text in outputs.items():
         (dest / name).write_text(text)
@@ -62,63 +64,64 @@ def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None)
 
 
 def read_snapshot_files(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The snapshot files present in a directory (name -> text)."""
+    """The snapshot files present in a directory (name -> text). SnapshotError if one cannot be read."""
     base = Path(path)
     files: dict[str, str] = {}
     for name in (*SNAPSHOT_FILES, "hostname"):
         p = base / name
         if p.is_file():
-            files[name] = p.read_text()
+            files[name] = read_text(p, error=SnapshotError)
     return files
 
 
 def load_host(path: str | os.PathLike[str]) -> HostFile:
-    """A host from a TOML host file or a snapshot directory. Raises HostFileError / SnapshotError."""
+    """A host from a TOML host file (its `[rules] file` read relative to it) or a snapshot directory.
+    Raises HostFileError / SnapshotError, one line naming the file."""
     p = Path(path)
     if p.is_dir():
         return host_from_snapshot(read_snapshot_files(p), str(p))
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise HostFileError(f"{p}: {exc.strerror or exc}") from None
-    hf = parse_host_toml(text, str(p))
+    hf = parse_host_toml(read_text(p, error=HostFileError), str(p))
     if hf.rules_file is not None:
         rules_path = p.parent / hf.rules_file
-        try:
-            hf.host.rules_text = rules_path.read_text()
-        except OSError as exc:
-            raise HostFileError(f"{p}: rules.file {rules_path}: {exc.strerror or exc}") from None
+        hf.host.rules_text = read_text(rules_path, f"{p}: rules.file", error=HostFileError)
         hf.host.rules_origin = str(rules_path)
     return hf
 
 
-USAGE = "usage: natbox snapshot [--netns NAME] DIR\n"
+def build_parser() -> argparse.ArgumentParser:
+    from natbox.cli.common import parser
+
+    p = parser("natbox snapshot", """\
+Save a real host's configuration into DIR, for `natbox replay --host DIR` (and natbox gateway): the
+output of the commands below, run on this host (or in network namespace NAME), as files:
+""" + "\n".join(f"  {name:<15} {' '.join(argv)}" for name, argv in SNAPSHOT_COMMANDS.items()) + """
+  hostname        the host's name""", """\
+DIR is created if it does not exist, but its parent directory must exist. Needs ip, sysctl and
+iptables-save on PATH (and root for --netns).
+
+exit status: 0 written; 1 a command failed (its message is printed); 2 bad usage.
+
+example: sudo natbox snapshot --netns router /tmp/router && natbox replay --host /tmp/router --in eth0=lan.pcap""")
+    p.add_argument("dir", metavar="DIR", help="where to write the snapshot")
+    p.add_argument("--netns", metavar="NAME", help="take the snapshot inside network namespace NAME")
+    return p
 
 
 def cli_snapshot(argv: Sequence[str]) -> int:
     """`natbox snapshot [--netns NAME] DIR`: 0 on success, 1 if a command failed, 2 on bad usage."""
-    args = list(argv)
-    netns: str | None = None
-    dest: str | None = None
-    while args:
-        a = args.pop(0)
-        if a in ("-h", "--help"):
-            sys.stdout.write(USAGE)
-            return 0
-        if a == "--netns":
-            if not args:
-                sys.stderr.write("natbox snapshot: --netns needs a name\n" + USAGE)
-                return 2
-            netns = args.pop(0)
-        elif a.startswith("--netns="):
-            netns = a.split("=", 1)[1]
-        elif a.startswith("-") or dest is not None:
-            sys.stderr.write(f"natbox snapshot: unexpected argument {a!r}\n" + USAGE)
-            return 2
-        else:
-            dest = a
-    if dest is None:
-        sys.stderr.write(USAGE)
+    from natbox.cli.common import parse
+
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    dest: str = args.dir
+    netns: str | None = args.netns
+    try:
+        check_parent_dir(dest)
+        if os.path.exists(dest) and not os.path.isdir(dest):
+            raise UsageError(f"{dest}: exists and is not a directory")
+    except UsageError as exc:
+        sys.stderr.write(f"natbox snapshot: {exc}\n")
         return 2
     try:
         take_snapshot(dest, netns=netns)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from natbox.cli.common import add_color_option, parse, parser, use_color
 from natbox.conntrack.format import format_conntrack, summary_line
 from natbox.conntrack.tuple import format_addr
 from natbox.demos.scenarios import DEMOS
@@ -21,7 +22,7 @@ from natbox.rules.listing import list_table
 from natbox.rules.parser import parse_restore
 from natbox.sim.lab import Lab
 
-__all__ = ["demo_main", "run_demo"]
+__all__ = ["build_parser", "demo_main", "run_demo"]
 
 DURATION = 10.0  # seconds of simulated time each demo runs
 
@@ -106,13 +107,31 @@ def _explain(lab: Lab, out: TextIO, color: bool) -> None:
             out.write(f"    {step}\n")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    demos = "\n".join(f"  {name:<11} {DEMOS[name].title}" for name in sorted(DEMOS))
+    p = parser("natbox demo", """\
+Run a built-in NAT experiment in simulated time (no root, no network) and show what Linux would show:
+the frames on each interface as `tcpdump -nne -i IFACE` prints them, then the conntrack table as
+`conntrack -L` and the nat table as `iptables -t nat -nvL` at the end.""", f"""\
+experiments:
+{demos}
+
+examples:
+  natbox demo docker
+  natbox demo qemu --explain | less -R
+  NO_COLOR=1 natbox demo hairpin --explain > hairpin.txt""")
+    p.add_argument("name", choices=sorted(DEMOS), metavar="NAME", help="which experiment (see below)")
+    p.add_argument("--explain", action="store_true",
+                   help="also show every packet's path through the host: hooks, chains, the rules met, conntrack "
+                        "and NAT decisions, routing, with the kernel functions named")
+    p.add_argument("--seed", type=int, default=1, help="seed of the random choices (ports on clashes); default 1")
+    add_color_option(p)
+    return p
+
+
 def demo_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="natbox demo", description="Run a built-in NAT experiment.")
-    parser.add_argument("name", choices=sorted(DEMOS), help="which experiment")
-    parser.add_argument("--explain", action="store_true", help="show every packet's path through the host")
-    parser.add_argument("--seed", type=int, default=1, help="seed for the random choices (ports on clashes)")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    args = parser.parse_args(list(argv))
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    run_demo(args.name, explain=args.explain, seed=args.seed, color=color)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    run_demo(args.name, explain=args.explain, seed=args.seed, color=use_color(args.color, sys.stdout))
     return 0

@@ -41,6 +41,8 @@ def _gateway_argv(lab_path: str, lab: Lab, extra: Sequence[str]) -> list[str] | 
 
 def cli_lab(argv: Sequence[str]) -> int:
     from natbox.adapters.netns import NetnsError
+    from natbox.errors import UsageError
+    from natbox.files import read_text
     from natbox.lab.builder import lab_down, lab_exec_argv, lab_status, lab_up, plan_up
     from natbox.lab.model import LabError, parse_lab_toml
 
@@ -53,10 +55,9 @@ def cli_lab(argv: Sequence[str]) -> int:
         return 2
     path, action, rest = args[0], args[1], args[2:]
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        sys.stderr.write(f"natbox lab: {path}: {exc.strerror}\n")
+        text = read_text(path)  # one line naming the file if it is missing, a directory, binary...
+    except UsageError as exc:
+        sys.stderr.write(f"natbox lab: {exc}\n")
         return 2
     try:
         lab = parse_lab_toml(text, path)

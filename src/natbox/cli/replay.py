@@ -25,19 +25,24 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from natbox.errors import UsageError
+from natbox.cli.common import add_color_option, parse, parser, use_color
+from natbox.errors import NatboxError, UsageError
+from natbox.files import check_parent_dir
 
 if TYPE_CHECKING:
-    from natbox.adapters.pcap import PcapRecord
+    from natbox.adapters.pcap import CaptureReader, PcapRecord
     from natbox.engine.engine import Engine
     from natbox.engine.hostfile import HostFile
     from natbox.replay.driver import PacketSink, Replayer
     from natbox.rules.evaluate import Ruleset
 
-__all__ = ["ReplayOptions", "UsageError", "load_host_file", "parse_in_spec", "replay_main", "run"]
+__all__ = [
+    "ReplayOptions", "UsageError", "build_parser", "load_host_file", "parse_in_spec", "parse_lan_net", "replay_main",
+    "run",
+]
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress updates on a terminal
 
@@ -55,6 +60,21 @@ class ReplayOptions:
     seed: int = 1
     packet: int | None = None
     summary: bool = True  # print the human summary when there is no --out (replay; not explain)
+    quiet: bool = False  # no summary, no progress
+    jsonl: bool = False  # --out DIR also gets packets.jsonl
+    lan_nets: list[tuple[int, int]] = field(default_factory=list)  # (network, mask): --lan-net
+    wan_iface: str | None = None
+
+
+def parse_lan_net(text: str) -> tuple[int, int]:
+    """`--lan-net 192.168.50.0/24` as (network, mask)."""
+    import ipaddress
+
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        raise UsageError(f"--lan-net {text!r}: want an IPv4 prefix such as 192.168.50.0/24") from None
+    return int(net.network_address), int(net.netmask)
 
 
 def parse_in_spec(spec: str) -> tuple[str | None, str]:
@@ -73,36 +93,12 @@ def parse_in_spec(spec: str) -> tuple[str | None, str]:
 def load_host_file(path: str) -> HostFile:
     """A host from a TOML file (its rules file read relative to it) or a snapshot directory.
     Raises UsageError with the loader's one-line message."""
-    from natbox.engine.hostfile import HostFileError, parse_host_toml
+    from natbox.adapters.snapshot import load_host
 
-    if os.path.isdir(path):
-        try:
-            from natbox.adapters.snapshot import load_host
-        except ImportError:
-            raise UsageError(f"{path}: is a directory, and this natbox cannot read snapshot directories "
-                             "(natbox.adapters.snapshot.load_host is missing); give a TOML host file") from None
-        try:
-            return load_host(path)
-        except (ValueError, OSError) as exc:
-            raise UsageError(str(exc)) from None
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        hf = parse_host_toml(text, path)
-    except HostFileError as exc:
+        return load_host(path)
+    except NatboxError as exc:
         raise UsageError(str(exc)) from None
-    if hf.rules_file is not None:
-        rules_path = os.path.join(os.path.dirname(os.path.abspath(path)), hf.rules_file)
-        try:
-            with open(rules_path, encoding="utf-8") as f:
-                hf.host.rules_text = f.read()
-        except OSError as exc:
-            raise UsageError(f"{path}: rules.file {rules_path}: {exc.strerror or exc}") from None
-        hf.host.rules_origin = rules_path
-    return hf
 
 
 def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset, HostFile]:
@@ -129,10 +125,13 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
 
 
 class _Progress:
-    """`\\r` progress on a terminal, at most every PROGRESS_INTERVAL seconds."""
+    """`\\r` progress on a terminal, at most every PROGRESS_INTERVAL seconds: packets, rate, and the share of
+    the input files read with the time left at that pace."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, readers: Sequence[CaptureReader], total_bytes: int) -> None:
         self.stream = stream
+        self.readers = readers
+        self.total = total_bytes
         self.start = time.monotonic()
         self.last = self.start
         self.shown = False
@@ -142,8 +141,13 @@ class _Progress:
         if t - self.last < PROGRESS_INTERVAL:
             return
         self.last = t
-        rate = rep.packets / max(t - self.start, 1e-9)
-        self.stream.write(f"\rreplaying: {rep.packets} packets, {rate:,.0f} packets/s ")
+        elapsed = max(t - self.start, 1e-9)
+        line = f"replaying: {rep.packets:,} packets, {rep.packets / elapsed:,.0f} packets/s"
+        done = sum(r.bytes_read for r in self.readers)
+        if self.total > 0 and done > 0:
+            left = elapsed * (self.total - done) / done
+            line += f", {min(done / self.total, 1.0):.0%} read, ETA {int(left) // 60}:{int(left) % 60:02d}"
+        self.stream.write(f"\r{line} ")
         self.stream.flush()
         self.shown = True
 
@@ -170,7 +174,7 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         write_summary,
     )
 
-    color = opts.color == "always" or (opts.color == "auto" and stdout.isatty())
+    color = opts.color == "always" or (opts.color == "auto" and use_color("auto", stdout))
     engine, ruleset, hf = _build_engine(opts, events=opts.out is not None)
     host = hf.host
     ifaces = [n for n, i in host.interfaces.items() if i.kind != "loopback"]
@@ -182,14 +186,12 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
 
     scenario = None
     if opts.scenario is not None:
+        from natbox.files import read_text
         from natbox.sim.scenario import ScenarioError, parse_scenario
 
         try:
-            with open(opts.scenario, encoding="utf-8") as f:
-                scenario = parse_scenario(f.read(), opts.scenario)
-        except OSError as exc:
-            raise UsageError(f"{opts.scenario}: {exc.strerror or exc}") from None
-        except (ScenarioError, UnicodeDecodeError) as exc:
+            scenario = parse_scenario(read_text(opts.scenario), opts.scenario)
+        except ScenarioError as exc:
             raise UsageError(str(exc)) from None
 
     with ExitStack() as stack:
@@ -225,6 +227,7 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
                 ng.add_interface(name)
             sinks.append(PcapngOutSink(ng))
         if out_dir is not None:
+            check_parent_dir(out_dir.rstrip("/") or "/", "--out")
             try:
                 os.makedirs(out_dir, exist_ok=True)
             except OSError as exc:
@@ -239,7 +242,8 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
                     pcaps.writers[name] = open_pcap(name)
                 sinks.append(pcaps)
             sinks.append(EventsSink(engine, text("events.txt")))
-            sinks.append(JsonlSink(text("packets.jsonl"), trace=opts.explain))
+            if opts.jsonl:
+                sinks.append(JsonlSink(text("packets.jsonl"), trace=opts.explain))
             if opts.explain:
                 sinks.append(ExplainSink(text("explain.txt"), only=opts.packet))
         if opts.explain and out_dir is None:
@@ -247,7 +251,7 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         elif opts.json and not opts.explain:
             sinks.append(JsonlSink(stdout))
         summary: SummarySink | None = None
-        if out_dir is None and not opts.json and opts.summary:
+        if out_dir is None and not opts.json and opts.summary and not opts.quiet:
             summary = SummarySink()
             sinks.append(summary)
 
@@ -271,7 +275,8 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
                 replayer.feed_output(n, name, cap.iface, round(cap.time * 1e9), cap.frame, "ether", out)
             replayer.finish(now_ns=round(lab.now * 1e9))
         else:
-            progress = _Progress(stderr) if stderr.isatty() else None
+            total = sum(os.path.getsize(path) for _iface, path in opts.inputs if os.path.isfile(path))
+            progress = _Progress(stderr, readers, total) if stderr.isatty() and not opts.quiet else None
             streams: list[Iterable[PcapRecord]] = list(readers)
             replayer.run(streams, progress=progress)
             if progress is not None:
@@ -292,30 +297,102 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
     rate = replayer.packets / elapsed if elapsed > 0 else 0.0
     stderr.write(f"{prog}: {replayer.packets} packets ({replayer.fed} replayed) in {elapsed:.2f} s: "
                  f"{rate:,.0f} packets/s\n")
+    _warnings(engine, replayer, stderr, prog)
+    if replayer.fed == 0:
+        why = "; ".join(f"{n} {reason}" for reason, n in replayer.skipped.most_common(3))
+        stderr.write(f"{prog}: error: nothing was replayed: " + ("the input had no packets" if not replayer.packets
+                     else f"every packet was skipped ({why})") + "\n")
+        return 1
+    if opts.packet is not None and opts.packet > replayer.packets:
+        stderr.write(f"{prog}: error: --packet {opts.packet}: the input has only {replayer.packets} packets\n")
+        return 1
+    return 0
+
+
+def _warnings(engine: Engine, replayer: Replayer, stderr: TextIO, prog: str) -> None:
+    """What a user should know about a replay that ran: frames for another MAC, un-NATed INVALID packets."""
     otherhost = engine.stats.get("otherhost", 0)
     if otherhost and otherhost * 2 >= replayer.fed:
         stderr.write(f"{prog}: note: {otherhost} frames were for another MAC than the interface's and were dropped "
                      "as a host does; to take captures from another machine, leave `mac` out of the host file's "
                      "interfaces (then every unicast frame is accepted)\n")
-    return 0
+    invalid = replayer.invalid_forwarded
+    if invalid:
+        stderr.write(f"{prog}: warning: {invalid} packets conntrack marked INVALID were forwarded without NAT "
+                     "(as Linux does: NAT only sees tracked packets), so private addresses can leak out; the usual "
+                     "fix is a rule such as `iptables -A FORWARD -m conntrack --ctstate INVALID -j DROP`\n")
 
 
-def _parser(prog: str, description: str, *, explain_cmd: bool) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+REPLAY_DESCRIPTION = """\
+Replay captures (or a scenario file) through a host model and show what the host does: the frames that
+leave each interface, the conntrack table, the rule counters, what was dropped and why.
+
+HOST is a TOML host file (examples/masquerade-host.toml; its `[rules] file` is read relative to it) or a
+snapshot directory (natbox snapshot). Inputs are merged by timestamp and streamed: memory does not grow
+with the captures. The captures' timestamps are the host's clock (conntrack timeouts, gc)."""
+
+EXPLAIN_DESCRIPTION = """\
+Explain what a host does to each packet of a capture or scenario: for every input packet (or only packet
+N, counted from 1 in the merged input order) a header line (number, time, interface, source file and
+index, `tcpdump -n` text), the engine's steps in order (hooks, the rules met and why others did not
+match, conntrack, NAT bindings and port choices, routing), then its fate: `=> sent on IFACE` with the
+packet as sent, `=> delivered locally`, or `=> dropped at WHERE: REASON`. The same as
+`natbox replay --explain` without the summary."""
+
+REPLAY_EPILOG = """\
+output:
+  Without --out a summary is printed: tcpdump lines per interface, drops, `conntrack -L`, `iptables -nvL`.
+  --out DIR writes (DIR's parent must exist):
+    IFACE.out.pcap     what left IFACE (or one pcapng with --pcapng FILE, each packet commented with the
+                       input packet it came from and its conntrack id)
+    conntrack.txt      the final table as `conntrack -L`; events.txt as `conntrack -E`
+    counters.txt       `iptables -t TABLE -nvL` of every table
+    stats.txt          `conntrack -S`, natbox's drop reasons, the inputs not replayed and why
+    packets.jsonl      one JSON object per input packet (with --jsonl only: it doubles the run time)
+    explain.txt        with --explain
+
+examples:
+  natbox replay --host examples/masquerade-host.toml --in eth0=examples/lan.pcap --in eth1=examples/wan.pcap
+  natbox replay --host examples/masquerade-host.toml --in examples/both.pcapng --out out/
+  natbox replay --host examples/docker-host.toml --scenario examples/docker-scenario.toml --explain
+
+exit status: 0 replayed; 1 nothing could be replayed (every packet skipped: the reasons are printed);
+2 bad usage, or a host, rules, scenario or capture file that cannot be used (one line naming it).
+On a terminal, progress (% of the input read, ETA) goes to stderr; --quiet leaves it and the summary out."""
+
+EXPLAIN_EPILOG = """\
+examples:
+  natbox explain --host examples/docker-host.toml --scenario examples/docker-scenario.toml --packet 5
+  natbox explain --host examples/masquerade-host.toml --in eth0=examples/lan.pcap --json | jq .
+
+exit status: 0 explained; 1 nothing to explain (--packet N past the end, or every packet skipped);
+2 bad usage or an input that cannot be used."""
+
+
+def build_parser(*, explain_cmd: bool) -> argparse.ArgumentParser:
+    """The argument parser of `natbox replay` (or `natbox explain`)."""
+    p = parser("natbox explain" if explain_cmd else "natbox replay",
+               EXPLAIN_DESCRIPTION if explain_cmd else REPLAY_DESCRIPTION,
+               EXPLAIN_EPILOG if explain_cmd else REPLAY_EPILOG)
     p.add_argument("--host", required=True, metavar="HOST", help="host file (TOML) or snapshot directory")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--in", dest="inputs", action="append", default=[], metavar="[IFACE=]FILE",
-                     help="a pcap/pcapng whose packets arrive on IFACE (without IFACE: pcapng interface names)")
-    src.add_argument("--scenario", metavar="FILE", help="a scenario file (traffic from simulated end hosts)")
+                     help="a pcap or pcapng capture whose packets arrive on IFACE; without IFACE, a pcapng whose "
+                          "interface names are the host's (repeat --in for several captures)")
+    src.add_argument("--scenario", metavar="FILE",
+                     help="a scenario file: traffic from simulated end hosts (examples/*-scenario.toml)")
     if explain_cmd:
         p.add_argument("--packet", type=int, metavar="N", help="explain only packet N (1-based, input order)")
     else:
-        p.add_argument("--out", metavar="DIR", help="write output captures and reports to DIR")
+        p.add_argument("--out", metavar="DIR", help="write output captures and reports to DIR (see below)")
         p.add_argument("--pcapng", metavar="FILE", help="one pcapng of every interface's output, with comments")
-        p.add_argument("--explain", action="store_true", help="each packet's path through the host")
+        p.add_argument("--jsonl", action="store_true", help="with --out: also write DIR/packets.jsonl")
+        p.add_argument("--explain", action="store_true", help="each packet's path through the host (as natbox explain)")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="no summary and no progress: only warnings, errors and the closing rate line")
     p.add_argument("--json", action="store_true", help="one JSON object per packet on stdout")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    p.add_argument("--seed", type=int, default=1, help="seed of the host's random choices")
+    add_color_option(p)
+    p.add_argument("--seed", type=int, default=1, help="seed of the host's random choices (default 1)")
     return p
 
 
@@ -323,20 +400,18 @@ def main_for(argv: Sequence[str], *, prog: str, explain_cmd: bool,
              stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    desc = ("Explain what a host does to each packet of a capture or scenario." if explain_cmd
-            else "Replay captures (or a scenario) through a host model.")
-    parser = _parser(prog, desc, explain_cmd=explain_cmd)
-    try:
-        with redirect_stdout(out), redirect_stderr(err):  # argparse prints usage and --help on sys.*
-            args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    with redirect_stdout(out), redirect_stderr(err):  # argparse prints usage and --help on sys.*
+        args = parse(build_parser(explain_cmd=explain_cmd), argv)
+    if isinstance(args, int):
+        return args
     try:
         opts = ReplayOptions(
             host=args.host, inputs=[parse_in_spec(s) for s in args.inputs], scenario=args.scenario,
             out=getattr(args, "out", None), pcapng=getattr(args, "pcapng", None),
-            explain=explain_cmd or bool(getattr(args, "explain", False)), json=args.json, color=args.color,
-            seed=args.seed, packet=getattr(args, "packet", None), summary=not explain_cmd)
+            explain=explain_cmd or bool(getattr(args, "explain", False)), json=args.json,
+            color="always" if use_color(args.color, out) else "never",
+            seed=args.seed, packet=getattr(args, "packet", None), summary=not explain_cmd,
+            quiet=bool(getattr(args, "quiet", False)), jsonl=bool(getattr(args, "jsonl", False)))
         return run(opts, stdout=out, stderr=err, prog=prog)
     except UsageError as exc:
         err.write(f"{prog}: {exc}\n")

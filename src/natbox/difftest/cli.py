@@ -8,11 +8,13 @@ when the kernel side cannot run here (not root, no `ip netns`).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from natbox.cli.common import parse, parser
 from natbox.difftest.compare import Difference, compare
 from natbox.difftest.kernel import (
     KernelRun,
@@ -25,38 +27,44 @@ from natbox.difftest.kernel import (
 from natbox.difftest.natbox_side import natbox_run_from_live, run_on_natbox
 from natbox.difftest.report import RandomSummary, ScenarioResult, write_report
 from natbox.difftest.scenario import Scenario, ScenarioError, parse_scenario
+from natbox.errors import NatboxError
+from natbox.files import check_parent_dir, read_text
 
-__all__ = ["cli_difftest", "load_scenarios", "run_and_judge", "run_scenario"]
+__all__ = ["build_parser", "cli_difftest", "load_scenarios", "run_and_judge", "run_scenario"]
 
-USAGE = """usage: natbox difftest [-v] [--keep DIR] [--report FILE] SCENARIO.toml|DIR...
+DESCRIPTION = """\
+Run each scenario on the Linux kernel (network namespaces: root) and through natbox, and compare what
+the router did: every frame it sent, its conntrack table, its rule counters. A SCENARIO is a TOML file
+(natbox.difftest.scenario; see scenarios/README.md) or a directory of them."""
+EPILOG = """\
+Each scenario prints `ok NAME` or `FAIL NAME` with its differences. A scenario with
+`known_failure = "reason"` that differs is XFAIL (not a failure); one that agrees is XPASS. The last line
+is `N passed, N failed` (then `, N xfail`, `, N xpass` when there are any).
 
-  -v          also print what the programs of each scenario printed
-  --live      also run each scenario with live natbox as the router in the same namespaces (natbox gateway
-              --adopt) and compare that run with the kernel's too (scenarios with `ip` steps: replay only)
-  --keep DIR  save each kernel run under DIR/<scenario>/ (snapshot/, in.pcapng, out.pcapng, conntrack.txt,
-              iptables-save.txt): `natbox replay --host DIR/<scenario>/snapshot --in DIR/<scenario>/in.pcapng`
-  --report F  write a JSON summary and a Markdown report: F.json and F.md (F's suffix picks which is F)
-  --random N  also run N random scenarios (natbox.difftest.generator; --seed S, default 0); the smallest
-              that differs is written to --regressions DIR (default scenarios/regressions) and fails the run
+--random N runs N random scenarios (natbox.difftest.generator, seeded by --seed); the smallest one that
+differs is written to --regressions DIR and fails the run.
 
-A scenario with `known_failure = "reason"` that differs is XFAIL (not a failure); one that agrees is XPASS.
-The last line is `N passed, N failed` (then `, N xfail`, `, N xpass` when there are any).
-"""
+exit status: 0 all agreed; 1 a scenario differed; 2 bad usage, a scenario file that cannot be used, no
+scenario given or found, or the kernel side cannot run here (not root, no `ip netns`, no iptables).
+
+example: natbox difftest scenarios/   |   natbox difftest --report out/difftest.md scenarios/snat-*.toml"""
+USAGE = "usage: natbox difftest [-v] [--live] [--keep DIR] [--report FILE] [--random N] SCENARIO.toml|DIR...\n"
 MAX_DIFFS_SHOWN = 20  # per scenario in the report
 
 
 def load_scenarios(paths: Sequence[str]) -> list[Scenario]:
+    """The scenarios of the files and directories (their *.toml) named; ScenarioError (one line naming
+    the file) for a file that cannot be read or used, or a directory without scenarios."""
     files: list[Path] = []
     for p in map(Path, paths):
-        files.extend(sorted(p.glob("*.toml")) if p.is_dir() else [p])
-    out = []
-    for f in files:
-        try:
-            text = f.read_text()
-        except OSError as exc:
-            raise ScenarioError(f"{f}: {exc.strerror or exc}") from None
-        out.append(parse_scenario(text, str(f)))
-    return out
+        if p.is_dir():
+            found = sorted(f for f in p.glob("*.toml") if f.is_file())
+            if not found:
+                raise ScenarioError(f"{p}: no scenario files (*.toml) in this directory")
+            files.extend(found)
+        else:
+            files.append(p)
+    return [parse_scenario(read_text(f, error=ScenarioError), str(f)) for f in files]
 
 
 def live_capable(sc: Scenario) -> bool:
@@ -74,18 +82,6 @@ def run_scenario(sc: Scenario, *, live: bool = False) -> tuple[KernelRun, list[D
         diffs += [Difference(d.kind, f"live {d.where}", d.kernel, d.natbox, d.detail)
                   for d in compare(kernel, natbox_run_from_live(live_run), live=True)]
     return kernel, diffs
-
-
-def _take(args: list[str], flag: str) -> str | None:
-    """Remove `flag VALUE` from args; returns VALUE (None if absent). Raises ValueError if VALUE is missing."""
-    if flag not in args:
-        return None
-    i = args.index(flag)
-    if i + 1 >= len(args):
-        raise ValueError(f"{flag} needs a value")
-    value = args[i + 1]
-    del args[i:i + 2]
-    return value
 
 
 def run_and_judge(sc: Scenario, keep: str | None = None, *, live: bool = False
@@ -132,31 +128,51 @@ def _print_result(r: ScenarioResult, kernel: KernelRun | None, verbose: bool) ->
             print(f"  {line}")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("natbox difftest", DESCRIPTION, EPILOG)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="a scenario file (TOML) or a directory of them")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print what the programs of each scenario printed")
+    p.add_argument("--live", action="store_true",
+                   help="also run each scenario with live natbox as the router in the same namespaces (natbox "
+                        "gateway --adopt) and compare that run with the kernel's too (scenarios with `ip` steps: "
+                        "replay only)")
+    p.add_argument("--keep", metavar="DIR",
+                   help="save each kernel run under DIR/<scenario>/ (snapshot/, in.pcapng, out.pcapng, "
+                        "conntrack.txt, iptables-save.txt): then `natbox replay --host DIR/<scenario>/snapshot "
+                        "--in DIR/<scenario>/in.pcapng` replays it")
+    p.add_argument("--report", metavar="FILE",
+                   help="write a JSON summary and a Markdown report: FILE.json and FILE.md (FILE's suffix picks "
+                        "which one is FILE); its directory must exist")
+    p.add_argument("--random", type=int, default=0, metavar="N", help="also run N random scenarios")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random scenarios (default 0)")
+    p.add_argument("--regressions", default="scenarios/regressions", metavar="DIR",
+                   help="where the smallest differing random scenario is written (default scenarios/regressions)")
+    return p
+
+
 def cli_difftest(argv: Sequence[str]) -> int:
-    args = list(argv)
-    verbose = "-v" in args
-    args = [a for a in args if a != "-v"]
-    try:
-        keep = _take(args, "--keep")
-        live = "--live" in args
-        if live:
-            args.remove("--live")
-        report = _take(args, "--report")
-        random_n = _take(args, "--random")
-        seed = int(_take(args, "--seed") or "0")
-        regressions = _take(args, "--regressions") or "scenarios/regressions"
-        examples = int(random_n) if random_n is not None else 0
-    except ValueError as exc:
-        sys.stderr.write(f"natbox difftest: {exc}\n" + USAGE)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    if not args.scenarios and not args.random:
+        sys.stderr.write("natbox difftest: no scenario given (a file or a directory; try scenarios/)\n" + USAGE)
         return 2
-    if (not args and not examples) or (args and args[0] in ("-h", "--help")):
-        sys.stdout.write(USAGE)
-        return 0 if args else 2
+    keep: str | None = args.keep
+    report: str | None = args.report
+    live: bool = args.live
     try:
-        scenarios = load_scenarios(args)
-    except ScenarioError as exc:
+        if report is not None:
+            check_parent_dir(report, "--report")
+        if keep is not None:
+            check_parent_dir(keep.rstrip("/") or "/", "--keep")
+        scenarios = load_scenarios(args.scenarios)
+    except NatboxError as exc:
         sys.stderr.write(f"natbox difftest: {exc}\n")
         return 2
+    examples: int = args.random
+    seed: int = args.seed
+    regressions: str = args.regressions
+    verbose: bool = args.verbose
     why = kernel_available()
     if why is not None:
         sys.stderr.write(f"natbox difftest: cannot run on the kernel here: {why}\n")

@@ -123,7 +123,10 @@ def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
     for key in doc:
         if key not in _TOP_KEYS:
             raise loc.error(None, 0, key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    host = Host(name=str(doc.get("name", "host")))
+    try:
+        host = Host(name=_expect(doc.get("name", "host"), str, "name"))
+    except ValueError as exc:
+        raise loc.error(None, 0, "name", str(exc)) from None
     try:
         host.ip_forward = bool(_expect(doc.get("ip_forward", False), bool, "ip_forward"))
     except ValueError as exc:
@@ -159,7 +162,7 @@ def _parse_interfaces(doc: dict[str, Any], host: Host, loc: Locator) -> None:
         try:
             name = _expect(spec.get("name"), str, "name")
             key = "kind"
-            kind = str(spec.get("kind", "loopback" if name == "lo" else "ether"))
+            kind = _expect(spec.get("kind", "loopback" if name == "lo" else "ether"), str, "kind")
             if kind not in _KINDS:
                 raise ValueError(f"unknown kind {kind!r} (known: {', '.join(_KINDS)})")
             key = "mac"
@@ -206,18 +209,18 @@ def _parse_routes(doc: dict[str, Any], host: Host, loc: Locator) -> None:
             via = _addr(spec["via"]) if "via" in spec else None
             key = "dev"
             dev = spec.get("dev")
-            if dev is not None and dev not in host.interfaces:
+            if dev is not None and _expect(dev, str, "dev") not in host.interfaces:
                 raise ValueError(f"no such interface {dev!r}")
             key = "src"
             src = _addr(spec["src"]) if "src" in spec else None
             key = "metric"
             metric = _expect(spec.get("metric", 0), int, "metric")
             key = "type"
-            rtype = str(spec.get("type", "unicast"))
+            rtype = _expect(spec.get("type", "unicast"), str, "type")
             if rtype not in _ROUTE_TYPES:
                 raise ValueError(f"unknown route type {rtype!r}")
             key = "table"
-            table = str(spec.get("table", "main"))
+            table = _expect(spec.get("table", "main"), str, "table")
             if dev is None and via is not None:
                 dev = _device_for_gateway(host, via)
                 if dev is None:
@@ -263,6 +266,8 @@ def _parse_sysctls(doc: dict[str, Any], host: Host, loc: Locator) -> None:
     if not isinstance(sysctls, dict):
         raise loc.error(None, 0, "sysctl", "must be a table")
     for name, value in sysctls.items():
+        if not isinstance(value, str | int | float):
+            raise loc.error("sysctl", 0, name, f"must be a string or a number, not {value!r}")
         text = str(int(value)) if isinstance(value, bool) else str(value)
         try:
             apply_sysctl(host, name, text)
@@ -321,6 +326,8 @@ def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
     if "file" in rules:
         if not isinstance(rules["file"], str):
             raise loc.error("rules", 0, "file", "must be a string")
+        if not rules["file"] or "\0" in rules["file"]:
+            raise loc.error("rules", 0, "file", f"not a file name: {rules['file']!r}")
         hf.rules_file = rules["file"]
     elif "text" in rules:
         if not isinstance(rules["text"], str):

@@ -257,8 +257,9 @@ def _endpoint(d: Any, nodes: dict[str, Node]) -> Endpoint:
         if key not in _END_KEYS:
             raise ValueError(f"unknown key {key!r} in a link end (known: {', '.join(_END_KEYS)})")
     node = d.get("node")
-    if node not in nodes:
-        raise ValueError(f"link end: no such node {node!r}")
+    if not isinstance(node, str) or node not in nodes:
+        raise ValueError(f"link end: node = {node!r}: " + ("no such node" if isinstance(node, str)
+                                                           else "must be a node's name (a string)"))
     offloads = d.get("offloads", {})
     if not isinstance(offloads, dict):
         raise ValueError("offloads must be a table")
@@ -271,6 +272,23 @@ def _endpoint(d: Any, nodes: dict[str, Node]) -> Endpoint:
     return Endpoint(str(node), _ifname(d.get("name")),
                     [check_address(a) for a in _str_list(d.get("addresses", []), "addresses")],
                     _mac(d.get("mac")), _opt_int(d.get("mtu"), "mtu", 68, 65535), bridge, dict(offloads))
+
+
+def _tables(doc: dict[str, Any], key: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    """`[[key]]` entries: a list of tables, or a LabError naming the key."""
+    items = doc.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+        raise ctx.error(None, 0, f"{key} must be written as [[{key}]] tables", key)
+    return items
+
+
+def _node_ref(v: Any, nodes: dict[str, Node]) -> str:
+    """A `node = "NAME"` reference to a defined node."""
+    if not isinstance(v, str):
+        raise ValueError(f"node = {v!r}: must be a node's name (a string)")
+    if v not in nodes:
+        raise ValueError(f"no such node {v!r}")
+    return v
 
 
 def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
@@ -288,8 +306,8 @@ def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
     if not isinstance(ipv6, bool):
         raise ctx.error(None, 0, "ipv6 must be true or false")
     nodes: dict[str, Node] = {}
-    raw_nodes = doc.get("node", [])
-    if not isinstance(raw_nodes, list) or len(raw_nodes) > MAX_NODES:
+    raw_nodes = _tables(doc, "node", ctx)
+    if len(raw_nodes) > MAX_NODES:
         raise ctx.error(None, 0, f"[[node]] must be a list of at most {MAX_NODES} tables")
     for i, d in enumerate(raw_nodes):
         _check_keys(d, _NODE_KEYS, ctx, "node", i)
@@ -316,6 +334,8 @@ def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
                                 {str(k): str(v) for k, v in sysctls.items()}, gw,
                                 [_ifname(o) for o in _str_list(d.get("owned", []), "owned")], host,
                                 _str_list(d.get("gateway_args", []), "gateway_args"))
+        except LabError:
+            raise
         except ValueError as exc:
             raise ctx.error("node", i, str(exc)) from None
     if not nodes:
@@ -323,21 +343,25 @@ def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
     if sum(n.gateway for n in nodes.values()) > 1:
         raise ctx.error(None, 0, "at most one node may be the gateway")
     lab = Lab(name, nodes, ipv6=ipv6, filename=filename)
-    for i, d in enumerate(doc.get("bridge", [])):
+    for i, d in enumerate(_tables(doc, "bridge", ctx)):
         _check_keys(d, _BRIDGE_KEYS, ctx, "bridge", i)
         try:
-            if d.get("node") not in nodes:
-                raise ValueError(f"no such node {d.get('node')!r}")
+            _node_ref(d.get("node"), nodes)
+        except ValueError as exc:
+            raise ctx.error("bridge", i, str(exc), "node") from None
+        try:
             lab.bridges.append(Bridge(d["node"], _ifname(d.get("name")),
                                       [check_address(a) for a in _str_list(d.get("addresses", []), "addresses")],
                                       _opt_int(d.get("mtu"), "mtu", 68, 65535)))
         except ValueError as exc:
             raise ctx.error("bridge", i, str(exc)) from None
-    for i, d in enumerate(doc.get("tap", [])):
+    for i, d in enumerate(_tables(doc, "tap", ctx)):
         _check_keys(d, _TAP_KEYS, ctx, "tap", i)
         try:
-            if d.get("node") not in nodes:
-                raise ValueError(f"no such node {d.get('node')!r}")
+            _node_ref(d.get("node"), nodes)
+        except ValueError as exc:
+            raise ctx.error("tap", i, str(exc), "node") from None
+        try:
             vnet = d.get("vnet_hdr", False)
             if not isinstance(vnet, bool):
                 raise ValueError("vnet_hdr must be true or false")
@@ -346,8 +370,8 @@ def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
                                 vnet, _opt_int(d.get("mtu"), "mtu", 68, 65535), _mac(d.get("mac"))))
         except ValueError as exc:
             raise ctx.error("tap", i, str(exc)) from None
-    raw_links = doc.get("link", [])
-    if not isinstance(raw_links, list) or len(raw_links) > MAX_LINKS:
+    raw_links = _tables(doc, "link", ctx)
+    if len(raw_links) > MAX_LINKS:
         raise ctx.error(None, 0, f"[[link]] must be a list of at most {MAX_LINKS} tables")
     for i, d in enumerate(raw_links):
         _check_keys(d, ("a", "b"), ctx, "link", i)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from natbox.engine.engine import Engine, Output
+from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO
 
 if TYPE_CHECKING:
     from natbox.adapters.pcap import PcapRecord
@@ -140,6 +141,14 @@ class Replayer:
         self.fed = 0       # records given to the engine
         self.backwards = 0  # records whose timestamp was earlier than the clock
         self.now_ns = 0
+        self.invalid_forwarded = 0  # packets conntrack marked INVALID that the host forwarded (so un-NATed)
+        self._ifaces = engine.host.interfaces
+        self._ct_stats = engine.table.stats
+
+    def _count_invalid(self, out: Output) -> None:
+        """A packet conntrack found INVALID (`conntrack -S` invalid went up): forwarded, it left un-NATed."""
+        if out.emitted and not out.delivered and not out.dropped:
+            self.invalid_forwarded += 1
 
     @property
     def now(self) -> float:
@@ -195,11 +204,19 @@ class Replayer:
             reason = SKIP_TRUNCATED
         elif not iface:
             reason = SKIP_NO_IFACE
-        elif lt == LINKTYPE_ETHERNET and not (rec.ipv4 is not None and len(data) >= 14
-                                              and (data[12] << 8 | data[13]) in _VLAN_TPIDS):
+        elif iface not in self._ifaces:
+            reason = f"arrived on {iface}, an interface the host does not have (say where with --in IFACE=FILE)"
+        elif lt == LINKTYPE_ETHERNET and not (rec.ipv4 is not None and len(data) >= ETH_HDR_LEN
+                                              and (data[ETH_PROTO] << 8 | data[ETH_PROTO + 1]) in _VLAN_TPIDS):
+            invalid = self._ct_stats.invalid
             out = self.engine.receive(data, iface, now, trace=trace)
+            if self._ct_stats.invalid != invalid:
+                self._count_invalid(out)
         elif rec.ipv4 is not None:
+            invalid = self._ct_stats.invalid
             out = self.engine.receive_ip(rec.ipv4, iface, now, trace=trace)
+            if self._ct_stats.invalid != invalid:
+                self._count_invalid(out)
         elif rec.ethertype == _ETH_P_IPV6:
             reason = SKIP_IPV6
         elif rec.ethertype is None:
