@@ -257,9 +257,10 @@ def _endpoint(d: Any, nodes: dict[str, Node]) -> Endpoint:
         if key not in _END_KEYS:
             raise ValueError(f"unknown key {key!r} in a link end (known: {', '.join(_END_KEYS)})")
     node = d.get("node")
-    if not isinstance(node, str) or node not in nodes:
-        raise ValueError(f"link end: node = {node!r}: " + ("no such node" if isinstance(node, str)
-                                                           else "must be a node's name (a string)"))
+    if not isinstance(node, str):
+        raise ValueError(f"link end: node = {node!r}: must be a node's name (a string)")
+    if node not in nodes:
+        raise ValueError(f"link end: no such node {node!r}")
     offloads = d.get("offloads", {})
     if not isinstance(offloads, dict):
         raise ValueError("offloads must be a table")
