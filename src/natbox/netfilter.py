@@ -11,11 +11,14 @@ References (netfilter-semantics.md): §1.1 hooks and priorities, §2.3 ctinfo, �
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 __all__ = [
     "IPPROTO_ICMP",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
+    "NF_ACCEPT",
+    "NF_DROP",
     "CtInfo",
     "CtStatus",
     "Direction",
@@ -89,6 +92,11 @@ class NfVerdict(enum.IntEnum):
     REPEAT = 4
     STOP = 5
 
+
+# NfVerdict.DROP and NfVerdict.ACCEPT as plain ints, the one definition every module imports: hot paths
+# compare verdicts with `==` and an IntEnum member costs an attribute lookup through EnumType per use.
+NF_DROP: Final = 0
+NF_ACCEPT: Final = 1
 
 class Direction(enum.IntEnum):
     """`enum ip_conntrack_dir`."""

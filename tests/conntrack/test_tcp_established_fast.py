@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
-from natbox.conntrack.proto.generic import NF_ACCEPT
 from natbox.conntrack.proto.tcp import tcp_packet, tcp_packet_established
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
-from natbox.netfilter import CtStatus, Hook, TcpState
+from natbox.netfilter import NF_ACCEPT, CtStatus, Hook, TcpState
 from natbox.skb import Skb
 from natbox.wire import ipv4, tcp
 

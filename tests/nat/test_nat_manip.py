@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natbox.conntrack.tuple import ConnTuple
-from natbox.nat import manip as manip_mod
+from natbox.nat import l4proto as manip_mod
 from natbox.nat.manip import crc32c, manip_pkt
 from natbox.netfilter import ManipType
 from natbox.testing.natpkt import (

@@ -39,14 +39,25 @@ from __future__ import annotations
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
-from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP, generic_packet, gre_packet
-from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmp_packet, icmpv4_error
+from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS, nf_ct_get_tuplepr
+from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP
+from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmpv4_error
 from natbox.conntrack.proto.tcp import tcp_packet
-from natbox.conntrack.proto.udp import udp_packet, udplite_packet
 from natbox.conntrack.table import ConntrackTable, CtEventType
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
-from natbox.netfilter import CtInfo, CtStatus, Direction, Hook
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook
 from natbox.skb import Skb
+from natbox.wire.layout import (
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_MIN_LEN,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_VER_IHL,
+    L4_DPORT,
+    L4_PORTS_END,
+    L4_SPORT,
+)
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
@@ -61,116 +72,39 @@ _DIRN_REPLY = Direction.REPLY
 __all__ = [
     "ALLOW_CLASH",
     "EVENT_PROTOINFO",
-    "NF_ACCEPT",
-    "NF_DROP",
     "get_tuple",
     "get_tuplepr",
     "nf_conntrack_confirm",
     "nf_conntrack_in",
 ]
 
-NF_DROP = 0
-NF_ACCEPT = 1
-
 # `reason` of an UPDATE event whose ctnetlink message carries CTA_PROTOINFO (the TCP state changed), so
 # `conntrack -E` prints the state (see format.format_event).
 EVENT_PROTOINFO = "protoinfo"
-
-# `.allow_clash` of the l4 trackers: udp, udplite and gre (nf_conntrack_proto_{udp,gre}.c).
-ALLOW_CLASH = frozenset({17, 136, 47})
 
 # Re-lookups after -NF_REPEAT for one packet. The kernel loops until the tracker stops asking; one repeat is
 # the normal case (the old ct is gone), so this bound is never reached by a consistent table.
 MAX_REPEAT = 8
 
-# Protocols whose tuple carries ports (nf_ct_get_tuple_ports): tcp, udp, udplite, sctp. DCCP's tracker
-# was removed in Linux 6.16, so it is generic (ports 0) there too.
-_PORT_PROTOS = frozenset({6, 17, 136, 132})
+_PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
+_IP_OFFSET = 0x1FFF
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _CONFIRMED = CtStatus.CONFIRMED
 _DYING = CtStatus.DYING
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
 _EXPECTED = CtStatus.EXPECTED
 _EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
-_GRE_PROTO_PPP = b"\x88\x0b"
 
 
-def _ipv4_get_l4proto(data: bytearray, nhoff: int) -> tuple[int, int] | None:
-    """Mirrors `ipv4_get_l4proto()`: (dataoff, protocol), or None for a fragment with an offset or a header
-    that does not fit."""
-    if len(data) < nhoff + 20:
-        return None
-    if ((data[nhoff + 6] << 8) | data[nhoff + 7]) & 0x1FFF:  # IP_OFFSET: conntrack sees reassembled packets
-        return None
-    dataoff = nhoff + (data[nhoff] & 0x0F) * 4
-    if dataoff > len(data):
-        return None
-    return dataoff, data[nhoff + 9]
-
-
-def _pkt_tuple(data: bytearray, nhoff: int, dataoff: int, proto: int) -> ConnTuple | None:
-    """Mirrors `nf_ct_get_tuple()` for IPv4: addresses plus the protocol's `u` fields (§2.1)."""
-    n = len(data)
-    if n < nhoff + 20:
-        return None
-    src = int.from_bytes(data[nhoff + 12 : nhoff + 16], "big")
-    dst = int.from_bytes(data[nhoff + 16 : nhoff + 20], "big")
-    if proto in _PORT_PROTOS:
-        if n < dataoff + 4:
-            return None
-        return ConnTuple(
-            src, (data[dataoff] << 8) | data[dataoff + 1], dst, (data[dataoff + 2] << 8) | data[dataoff + 3], proto
-        )
-    if proto == 1:  # icmp_pkt_to_tuple: id from bytes 4-5 of every type; type and code
-        if n < dataoff + 8:
-            return None
-        return ConnTuple(
-            src, (data[dataoff + 4] << 8) | data[dataoff + 5], dst, (data[dataoff] << 8) | data[dataoff + 1], 1
-        )
-    if proto == 47:  # gre_pkt_to_tuple
-        if n < dataoff + 4 or (data[dataoff + 1] & 0x07) != 1:
-            return ConnTuple(src, 0, dst, 0, 47)  # not PPTP (GRE version 1): keys 0, like generic
-        if n < dataoff + 8:
-            return ConnTuple(src, 0, dst, 0, 47)
-        if data[dataoff + 2 : dataoff + 4] != _GRE_PROTO_PPP:
-            return None  # "Unsupported GRE proto"
-        # dst key = PPTP call id; src key from the PPTP helper's keymap (none here: 0)
-        return ConnTuple(src, 0, dst, (data[dataoff + 6] << 8) | data[dataoff + 7], 47)
-    return ConnTuple(src, 0, dst, 0, proto)
-
-
-def get_tuplepr(data: bytearray, nhoff: int) -> ConnTuple | None:
-    """Mirrors `nf_ct_get_tuplepr()`: the tuple of the IPv4 datagram starting at `data[nhoff]`
-    (used on the header embedded in an ICMP error)."""
-    l4 = _ipv4_get_l4proto(data, nhoff)
-    if l4 is None or l4[0] <= 0:
-        return None
-    return _pkt_tuple(data, nhoff, l4[0], l4[1])
+def get_tuplepr(data: bytes | bytearray, nhoff: int) -> ConnTuple | None:
+    """`nf_ct_get_tuplepr()` (natbox.conntrack.l4proto): the tuple of the IPv4 datagram at `data[nhoff]`."""
+    return nf_ct_get_tuplepr(data, nhoff)
 
 
 def get_tuple(skb: Skb) -> ConnTuple | None:
     """The skb's ORIGINAL-direction tuple (`nf_ct_get_tuple`), or None for a non-first fragment or a
     transport header too short to hold the tuple's fields."""
-    return get_tuplepr(skb.data, 0)
-
-
-def _track(
-    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
-    cfg: ConntrackConfig,
-) -> int:
-    """Mirrors `nf_conntrack_handle_packet()`: dispatch on the ct's protocol."""
-    proto = conn.tuples[0].proto
-    if proto == 6:
-        return tcp_packet(conn, skb, dataoff, direction, hook, now, table, cfg)
-    if proto == 17:
-        return udp_packet(conn, skb, dataoff, direction, hook, now, cfg)
-    if proto == 1:
-        return icmp_packet(conn, skb, direction, now, cfg)
-    if proto == 136:
-        return udplite_packet(conn, skb, dataoff, direction, hook, now, cfg)
-    if proto == 47:
-        return gre_packet(conn, direction, len(skb.data), now, cfg)
-    return generic_packet(conn, direction, len(skb.data), now, cfg)
+    return nf_ct_get_tuplepr(skb.data, 0)
 
 
 def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
@@ -187,16 +121,17 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
     skb.ctinfo = _CTINFO_INVALID
     stats = table.stats
     data = skb.data
-    # _ipv4_get_l4proto(data, 0), inline
-    if len(data) < 20 or ((data[6] << 8) | data[7]) & 0x1FFF or (dataoff := (data[0] & 0x0F) * 4) > len(data) \
-            or dataoff <= 0:
+    # ipv4_get_l4proto(data, 0), inline
+    if len(data) < IPH_MIN_LEN or ((data[IPH_FRAG_OFF] << 8) | data[IPH_FRAG_OFF + 1]) & _IP_OFFSET \
+            or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > len(data) or dataoff <= 0:
         stats.invalid += 1
         skb.note = "conntrack: no transport header (fragment or bad header length)"
         return NF_ACCEPT
-    proto = data[9]
+    proto = data[IPH_PROTOCOL]
+    l4proto = L4PROTOS.get(proto, GENERIC)
 
-    if proto == 1:
-        ret = icmpv4_error(skb, dataoff, hook, now, table, cfg)
+    if proto == IPPROTO_ICMP:
+        ret = icmpv4_error(skb, dataoff, hook, now, table, cfg, nf_ct_get_tuplepr)
         if ret <= 0:
             stats.error += 1
             skb.ct = None
@@ -208,14 +143,17 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
     for _ in range(MAX_REPEAT):
         # resolve_normal_ct
         key: tuple[int, int, int, int, int] | None
-        if proto in _PORT_PROTOS and len(data) >= dataoff + 4:
-            # _pkt_tuple's port case as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple
-            # is made only for a new ct
-            key = (int.from_bytes(data[12:16], "big"), (data[dataoff] << 8) | data[dataoff + 1],
-                   int.from_bytes(data[16:20], "big"), (data[dataoff + 2] << 8) | data[dataoff + 3], proto)
+        if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
+            # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
+            # made only for a new ct
+            key = (int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
+                   (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
+                   int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"),
+                   (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
             t = None
         else:
-            key = t = _pkt_tuple(data, 0, dataoff, proto)
+            key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
+                                           int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
             if key is None:
                 stats.invalid += 1
                 skb.note = "conntrack: transport header too short for a tuple"
@@ -230,7 +168,8 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                 stats.invalid += 1
                 skb.note = f"conntrack: cannot invert the tuple (icmp type {t.dport >> 8} has no reply type)"
                 return NF_ACCEPT
-            if len(table) + 1 > table.max_entries and not table.early_drop(now):
+            # __nf_conntrack_alloc: nf_conntrack_max 0 means no limit
+            if table.max_entries and len(table) + 1 > table.max_entries and not table.early_drop(now):
                 table.gc_early_drop = True
                 stats.drop += 1
                 skb.note = "conntrack: table full, dropping packet"
@@ -257,10 +196,12 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         tcp = conn.tcp
         before = (conn.status & _EVENT_BITS, tcp.state if tcp is not None else -1)
 
-        if proto == 6:  # _track's dispatch (the ct's protocol is the packet's: its tuple holds it)
+        # nf_conntrack_handle_packet: the protocol's tracker (the ct's protocol is the packet's: its tuple
+        # holds it); TCP called directly, the commonest case
+        if proto == IPPROTO_TCP:
             ret = tcp_packet(conn, skb, dataoff, direction, hook, now, table, cfg)
         else:
-            ret = _track(conn, skb, dataoff, direction, hook, now, table, cfg)
+            ret = l4proto.packet(conn, skb, dataoff, direction, hook, now, table, cfg)
         if ret > 0:
             break
         skb.ct = None

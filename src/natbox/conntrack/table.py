@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from natbox.conntrack.conn import Conn, TcpConntrack
+from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, Direction
 
@@ -39,12 +40,11 @@ _REPLY = Direction.REPLY
 
 
 def _gc_can_early_drop(conn: Conn) -> bool:
-    """`gc_worker_can_early_drop()`: not ASSURED, or the protocol says so (`tcp_can_early_drop`)."""
+    """`gc_worker_can_early_drop()`: not ASSURED, or the protocol's `.can_early_drop` says so."""
     if not conn.status & _ASSURED:
         return True
-    from natbox.conntrack.proto.tcp import tcp_can_early_drop  # the tracker imports this module's types
-
-    return conn.tuples[0].proto == 6 and tcp_can_early_drop(conn)
+    can_early_drop = nf_ct_l4proto_find(conn.tuples[0].proto).can_early_drop
+    return can_early_drop is not None and can_early_drop(conn)
 
 
 def _snapshot(conn: Conn) -> Conn:

@@ -24,9 +24,40 @@ import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
-from natbox.netfilter import IPPROTO_ICMP
+from natbox.netfilter import IPPROTO_GRE, IPPROTO_ICMP
+from natbox.wire.layout import (
+    GREH_CALL_ID,
+    GREH_FLAGS,
+    GREH_PROTOCOL,
+    ICMPH_CODE,
+    ICMPH_ID,
+    ICMPH_LEN,
+    ICMPH_TYPE,
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_MIN_LEN,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_VER_IHL,
+    L4_DPORT,
+    L4_PORTS_END,
+    L4_SPORT,
+)
 
-__all__ = ["ICMP_INVMAP", "ConnTuple", "format_addr", "invert", "parse_addr"]
+__all__ = [
+    "ICMP_INVMAP",
+    "ConnTuple",
+    "format_addr",
+    "generic_pkt_to_tuple",
+    "gre_pkt_to_tuple",
+    "icmp_invert_tuple",
+    "icmp_pkt_to_tuple",
+    "invert",
+    "ipv4_get_l4proto",
+    "parse_addr",
+    "ports_invert_tuple",
+    "ports_pkt_to_tuple",
+]
 
 # Port-carrying protocols: src.u and dst.u are ports and swap on inversion.
 PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})
@@ -73,23 +104,96 @@ class ConnTuple(NamedTuple):
 _new_tuple: Callable[[type[ConnTuple], tuple[int, int, int, int, int]], ConnTuple] = tuple.__new__
 
 
+def icmp_invert_tuple(t: ConnTuple) -> ConnTuple | None:
+    """Mirrors `nf_conntrack_invert_icmp_tuple()`: the reply type from `invmap`, the id kept; None for a type
+    without a reply type (no ct can be created; the packet is INVALID)."""
+    rtype = ICMP_INVMAP.get(t.dport >> 8)
+    if rtype is None:
+        return None
+    return ConnTuple(t.dst, t.sport, t.src, (rtype << 8) | (t.dport & 0xFF), t.proto)
+
+
+def ports_invert_tuple(t: ConnTuple) -> ConnTuple:
+    """`nf_ct_invert_tuple()`'s default: addresses swap and `src.u.all` / `dst.u.all` swap (ports, GRE keys;
+    zeros for a protocol without a tuple part)."""
+    return _new_tuple(ConnTuple, (t[2], t[3], t[0], t[1], t[4]))
+
+
 def invert(t: ConnTuple) -> ConnTuple | None:
     """Mirrors `nf_ct_invert_tuple()`: the tuple a reply would carry.
 
-    Returns None when the kernel cannot invert it (an ICMP type without an `invmap` entry), in which
-    case no ct can be created and the packet is INVALID.
+    The kernel's switch: ICMP inverts through `invmap`; every other protocol swaps the addresses and the
+    `u` parts (ports, GRE keys, or zeros). Returns None when the kernel cannot invert (an ICMP type without
+    an `invmap` entry), in which case no ct can be created and the packet is INVALID. Each l4proto record
+    (`natbox.conntrack.l4proto`) names the same function as its `invert_tuple`.
     """
-    proto = t.proto
-    if proto in PORT_PROTOCOLS:
-        return _new_tuple(ConnTuple, (t[2], t[3], t[0], t[1], proto))
-    if proto == IPPROTO_ICMP:
-        rtype = ICMP_INVMAP.get(t.dport >> 8)
-        if rtype is None:
-            return None
-        return ConnTuple(t.dst, t.sport, t.src, (rtype << 8) | (t.dport & 0xFF), proto)
-    if proto == 47:  # GRE: keys swap like ports
-        return ConnTuple(t.dst, t.dport, t.src, t.sport, proto)
-    return ConnTuple(t.dst, 0, t.src, 0, proto)
+    if t[4] == IPPROTO_ICMP:
+        return icmp_invert_tuple(t)
+    return _new_tuple(ConnTuple, (t[2], t[3], t[0], t[1], t[4]))
+
+
+# --- nf_ct_get_tuple: the tuple of a packet's bytes -------------------------------------------------------
+
+_GRE_PROTO_PPP = b"\x88\x0b"
+_GRE_VERSION_MASK = 0x07
+_GRE_VERSION_PPTP = 1
+_IP_OFFSET = 0x1FFF
+
+
+def ipv4_get_l4proto(data: bytes | bytearray, nhoff: int) -> tuple[int, int] | None:
+    """Mirrors `ipv4_get_l4proto()`: (dataoff, protocol), or None for a fragment with an offset or a header
+    that does not fit."""
+    if len(data) < nhoff + IPH_MIN_LEN:
+        return None
+    frag = nhoff + IPH_FRAG_OFF
+    if ((data[frag] << 8) | data[frag + 1]) & _IP_OFFSET:  # conntrack sees reassembled packets only
+        return None
+    dataoff = nhoff + (data[nhoff + IPH_VER_IHL] & 0x0F) * 4
+    if dataoff > len(data):
+        return None
+    return dataoff, data[nhoff + IPH_PROTOCOL]
+
+
+def ipv4_addrs(data: bytes | bytearray, nhoff: int) -> tuple[int, int]:
+    """`ipv4_pkt_to_tuple()`: (saddr, daddr) of the IPv4 header at `nhoff` (the caller checked its length)."""
+    return (int.from_bytes(data[nhoff + IPH_SADDR : nhoff + IPH_SADDR + 4], "big"),
+            int.from_bytes(data[nhoff + IPH_DADDR : nhoff + IPH_DADDR + 4], "big"))
+
+
+def ports_pkt_to_tuple(data: bytes | bytearray, src: int, dst: int, dataoff: int, proto: int) -> ConnTuple | None:
+    """Mirrors `nf_ct_get_tuple_ports()`: the first four bytes of the header are the ports (TCP, UDP,
+    UDP-Lite, SCTP)."""
+    if len(data) < dataoff + L4_PORTS_END:
+        return None
+    sport = (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1]
+    dport = (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1]
+    return _new_tuple(ConnTuple, (src, sport, dst, dport, proto))
+
+
+def icmp_pkt_to_tuple(data: bytes | bytearray, src: int, dst: int, dataoff: int, proto: int) -> ConnTuple | None:
+    """Mirrors `icmp_pkt_to_tuple()`: the id from bytes 4-5 of every type; type and code as `dst.u`."""
+    if len(data) < dataoff + ICMPH_LEN:
+        return None
+    ident = (data[dataoff + ICMPH_ID] << 8) | data[dataoff + ICMPH_ID + 1]
+    return ConnTuple(src, ident, dst, (data[dataoff + ICMPH_TYPE] << 8) | data[dataoff + ICMPH_CODE], proto)
+
+
+def gre_pkt_to_tuple(data: bytes | bytearray, src: int, dst: int, dataoff: int, proto: int) -> ConnTuple | None:
+    """Mirrors `gre_pkt_to_tuple()`: PPTP (GRE version 1) keys; keys 0, like generic, for any other GRE."""
+    n = len(data)
+    if n < dataoff + GREH_PROTOCOL + 2 or (data[dataoff + GREH_FLAGS + 1] & _GRE_VERSION_MASK) != _GRE_VERSION_PPTP:
+        return ConnTuple(src, 0, dst, 0, IPPROTO_GRE)  # not PPTP: keys 0, like generic
+    if n < dataoff + GREH_CALL_ID + 2:
+        return ConnTuple(src, 0, dst, 0, IPPROTO_GRE)
+    if data[dataoff + GREH_PROTOCOL : dataoff + GREH_PROTOCOL + 2] != _GRE_PROTO_PPP:
+        return None  # "Unsupported GRE proto"
+    # dst key = PPTP call id; src key from the PPTP helper's keymap (none here: 0)
+    return ConnTuple(src, 0, dst, (data[dataoff + GREH_CALL_ID] << 8) | data[dataoff + GREH_CALL_ID + 1], IPPROTO_GRE)
+
+
+def generic_pkt_to_tuple(data: bytes | bytearray, src: int, dst: int, dataoff: int, proto: int) -> ConnTuple | None:
+    """`nf_ct_get_tuple()`'s default: no layer-4 part (`u.all` = 0)."""
+    return ConnTuple(src, 0, dst, 0, proto)
 
 
 def format_addr(addr: int) -> str:

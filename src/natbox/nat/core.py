@@ -33,32 +33,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
 
 from natbox.conntrack.conn import Conn
+from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, format_addr, invert
 from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
 from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
-from natbox.nat.manip import manip_pkt, manip_pkt_ports
+from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
+from natbox.nat.manip import nf_nat_manip_pkt
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import (
-    IPPROTO_GRE,
     IPPROTO_ICMP,
-    IPPROTO_SCTP,
     IPPROTO_TCP,
-    IPPROTO_UDP,
-    IPPROTO_UDPLITE,
+    NF_ACCEPT,
+    NF_DROP,
     CtInfo,
     CtStatus,
     Direction,
     DropReason,
     Hook,
     ManipType,
-    NfVerdict,
     TcpState,
 )
+from natbox.rand import RandomSource
 from natbox.skb import Skb
+from natbox.wire.layout import ICMPH_TYPE, L4_DPORT, L4_SPORT
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
 _CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
@@ -76,32 +76,17 @@ __all__ = [
     "NF_NAT_HARDER_THRESH",
     "NF_NAT_MAX_ATTEMPTS",
     "NatCore",
-    "RandomSource",
     "find_best_ips_proto",
     "in_range",
     "l4proto_in_range",
 ]
 
-NF_ACCEPT = int(NfVerdict.ACCEPT)
-NF_DROP = int(NfVerdict.DROP)
-
 NF_NAT_MAX_ATTEMPTS = 128  # probes in the first round of nf_nat_l4proto_unique_tuple
 NF_NAT_HARDER_THRESH = NF_NAT_MAX_ATTEMPTS // 4  # last probes that may evict a closing TCP entry
 _MIN_ROUND = 16  # another round is tried only while attempts >= 16: rounds 128, 64, 32, 16, 8
 
-# Protocols whose manip part is a port (l4proto_in_range / nf_nat_l4proto_unique_tuple). DCCP was one
-# until 6.17 removed it (natbox.nat.manip.NAT_DCCP); on 6.18 its "ports" are never changed by NAT.
-PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_SCTP})
-# l4protos with .allow_clash = true (nf_nat_used_tuple_new's reverse-clash exception).
-ALLOW_CLASH = frozenset({IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_ICMP, IPPROTO_GRE})
-
-# SRC manip without a port range: the original port's class decides the search range (§4.5 step 4).
-# (first port of the next class, min, range_size)
-PORT_CLASSES: tuple[tuple[int, int, int], ...] = (
-    (512, 1, 511),  # < 512 → 1..511
-    (1024, 600, 424),  # 512..1023 → 600..1023 ("loose convention: >> 512 is credential passing")
-    (65536, 1024, 64512),  # >= 1024 → 1024..65535
-)
+# Each protocol's manip part and search are its NAT record (natbox.nat.l4proto); `.allow_clash`, which
+# nf_nat_used_tuple_new asks through nf_ct_l4proto_find like the kernel, is conntrack's record.
 
 _USES_NAT = CtStatus.NAT_MASK | CtStatus.SEQ_ADJUST
 _MAY_KILL_REFUSE = CtStatus.FIXED_TIMEOUT | CtStatus.DYING
@@ -130,15 +115,8 @@ _STATUSBIT = {
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
 _FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
 _RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
-_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
-
-
-class RandomSource(Protocol):
-    """The injected RNG: `get_random_u16()` is `getrandbits(16)` (`random.Random` fits)."""
-
-    def getrandbits(self, k: int, /) -> int: ...
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
@@ -146,13 +124,10 @@ class RandomSource(Protocol):
 
 def l4proto_in_range(t: ConnTuple, manip: ManipType, lo: int, hi: int) -> bool:
     """Mirrors `l4proto_in_range()`: is the manip part (ICMP id, port, GRE key) within [lo, hi]?"""
-    proto = t.proto
-    if proto == IPPROTO_ICMP:
-        return lo <= t.sport <= hi
-    if proto in PORT_PROTOS or proto == IPPROTO_GRE:
-        port = t.sport if manip == _MANIP_SRC else t.dport
-        return lo <= port <= hi
-    return True
+    l4 = nf_nat_l4proto_find(t.proto)
+    if not l4.key:
+        return True
+    return lo <= _key_of(t, manip) <= hi
 
 
 def in_range(t: ConnTuple, rng: NatRange) -> bool:
@@ -187,27 +162,29 @@ def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType
 
 
 def _key_name(proto: int) -> str:
-    return "id" if proto == IPPROTO_ICMP else "key" if proto == IPPROTO_GRE else "port"
+    return nf_nat_l4proto_find(proto).key or "port"
 
 
 def _part(t: ConnTuple, manip: ManipType) -> str:
     """The manip half of `t` as text: "203.0.113.1:40010", "203.0.113.1 id 7" or just the address."""
     addr, port = (t.src, t.sport) if manip == _MANIP_SRC else (t.dst, t.dport)
-    if t.proto in PORT_PROTOS:
+    l4 = nf_nat_l4proto_find(t.proto)
+    if l4.has_ports:
         return f"{format_addr(addr)}:{port}"
-    if t.proto == IPPROTO_ICMP:
-        return f"{format_addr(addr)} id {t.sport}"
+    if l4.key_in_sport:
+        return f"{format_addr(addr)} {l4.key} {t.sport}"
     return format_addr(addr)
 
 
 def _key_of(t: ConnTuple, manip: ManipType) -> int:
-    if t.proto == IPPROTO_ICMP or manip == _MANIP_SRC:
+    """The manip part of `t`: src.u for SRC manip (and always for the ICMP id), else dst.u."""
+    if manip == _MANIP_SRC or nf_nat_l4proto_find(t.proto).key_in_sport:
         return t.sport
     return t.dport
 
 
 def _with_key(t: ConnTuple, manip: ManipType, key: int) -> ConnTuple:
-    if t.proto == IPPROTO_ICMP or manip == _MANIP_SRC:
+    if manip == _MANIP_SRC or nf_nat_l4proto_find(t.proto).key_in_sport:
         return ConnTuple(t.src, key, t.dst, t.dport, t.proto)
     return ConnTuple(t.src, t.sport, t.dst, key, t.proto)
 
@@ -319,7 +296,7 @@ class NatCore:
         other = self._used(t, ct, now, table)
         if other is None:
             return None
-        if t.proto not in ALLOW_CLASH or ct.status & _USES_NAT:
+        if not nf_ct_l4proto_find(t.proto).allow_clash or ct.status & _USES_NAT:  # nf_nat_allow_clash
             return other
         hit = table.lookup(t, now)
         if hit is None:
@@ -447,13 +424,14 @@ class NatCore:
         label = _LABEL[manip]
         name = _key_name(proto)
         key = _key_of(t, manip)
-        if proto == IPPROTO_ICMP:
+        search = nf_nat_l4proto_find(proto).search
+        if search == NAT_SEARCH_ID:
             if flags & _PROTO_SPECIFIED:
                 lo = rng.min_proto
                 size = (rng.max_proto - lo + 1) & _M32  # no swap for ICMP; reversed bounds wrap (u32)
             else:
                 lo, size = 0, 65536
-        elif proto in PORT_PROTOS:
+        elif search == NAT_SEARCH_PORTS:
             if not flags & _PROTO_SPECIFIED:
                 if manip == _MANIP_DST:
                     if trace is not None:
@@ -550,7 +528,8 @@ class NatCore:
         tuple already reflects earlier manips, e.g. a DNAT before this SNAT).
         """
         reply = ct.tuples[1]
-        if trace is None and manip == _MANIP_DST and reply.proto in PORT_PROTOS and not ct.confirmed:
+        if trace is None and manip == _MANIP_DST and nf_nat_l4proto_find(reply.proto).has_ports \
+                and not ct.confirmed:
             # setup_info for a DST null binding of a port protocol, where the tuple cannot change:
             # find_best_ips_proto maps the destination to itself, and get_unique_tuple keeps the port
             # whether or not nf_nat_used_tuple finds a clash (DST manip without a port range never
@@ -580,31 +559,14 @@ class NatCore:
         direction = 1 if ctinfo in _REPLY_CTINFO else 0
         if not int(ct.status) & _STATUSBIT[manip][direction]:
             return NF_ACCEPT
-        other = ct.tuples[1 - direction]
-        proto = other.proto
-        if proto in _TCP_UDP and skb.trace is None and not skb.csum_partial:
-            # the target is invert(other) (ports swap with addresses); only its manip half is written
-            if manip == _MANIP_SRC:
-                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other.dst, other.dport)
-            else:
-                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other.src, other.sport)
-            if ok:
-                return NF_ACCEPT
-            self.drop_reason = DropReason.NAT_MANIP_FAILED
-            skb.note = "nat: transport header truncated"
-            return NF_DROP
-        target = invert(other)
-        if target is None:
-            self.drop_reason = DropReason.NAT_MANIP_FAILED
-            return NF_DROP
         trace = skb.trace
-        before = ""
-        if trace is not None:
-            before = self._pkt_part(skb, manip)
-        if not manip_pkt(skb.data, skb.ihl, target, manip, partial=skb.csum_partial):
+        before = "" if trace is None else self._pkt_part(skb, manip)
+        # one rewrite, traced or not: the target is invert(ct->tuplehash[!dir].tuple)
+        if not nf_nat_manip_pkt(skb.data, skb.ihl, ct.tuples[1 - direction], manip, skb.csum_partial):
             self.drop_reason = DropReason.NAT_MANIP_FAILED
             skb.note = "nat: transport header truncated"
-            skb.add_trace(f"{hook.chain_name} nat: {skb.note}; dropped")
+            if trace is not None:
+                trace.append(f"{hook.chain_name} nat: {skb.note}; dropped")
             return NF_DROP
         if trace is not None:
             side = "source" if manip == _MANIP_SRC else "destination"
@@ -614,8 +576,8 @@ class NatCore:
     @staticmethod
     def _pkt_part(skb: Skb, manip: ManipType) -> str:
         addr = skb.saddr if manip == _MANIP_SRC else skb.daddr
-        if skb.protocol in PORT_PROTOS:
-            port = skb.l4_u16(0 if manip == _MANIP_SRC else 2)
+        if nf_nat_l4proto_find(skb.protocol).has_ports:
+            port = skb.l4_u16(L4_SPORT if manip == _MANIP_SRC else L4_DPORT)
             if port is not None:
                 return f"{format_addr(addr)}:{port}"
         return format_addr(addr)
@@ -640,7 +602,7 @@ class NatCore:
             verdict = icmp_reply_translation(skb, ct, ctinfo, hook)
             if verdict != NF_ACCEPT:
                 ihl = skb.ihl
-                redirect = len(skb.data) > ihl and skb.data[ihl] == ICMP_REDIRECT
+                redirect = len(skb.data) > ihl + ICMPH_TYPE and skb.data[ihl + ICMPH_TYPE] == ICMP_REDIRECT
                 self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
             return verdict
 

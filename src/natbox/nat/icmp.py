@@ -24,7 +24,7 @@ from __future__ import annotations
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple, format_addr, invert
 from natbox.nat.manip import manip_pkt
-from natbox.netfilter import IPPROTO_ICMP, CtInfo, CtStatus, Direction, Hook, ManipType, NfVerdict
+from natbox.netfilter import IPPROTO_ICMP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook, ManipType
 from natbox.skb import Skb
 from natbox.wire.checksum import internet_checksum
 
@@ -33,9 +33,6 @@ __all__ = ["ICMP_REDIRECT", "icmp_reply_translation"]
 ICMP_REDIRECT = 5
 _ICMP_HDR = 8  # struct icmphdr
 _INNER_IP = 20  # struct iphdr
-
-_DROP = int(NfVerdict.DROP)
-_ACCEPT = int(NfVerdict.ACCEPT)
 
 
 def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> int:
@@ -49,24 +46,24 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
     if len(data) < hdrlen + _ICMP_HDR + _INNER_IP:
         skb.note = "nat icmp: error too short for an embedded IP header"
         skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
-        return _DROP
+        return NF_DROP
     if internet_checksum(memoryview(data)[hdrlen:]) != 0:
         skb.note = "nat icmp: bad ICMP checksum"
         skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
-        return _DROP
+        return NF_DROP
     if data[hdrlen] == ICMP_REDIRECT:
         status = ct.status
         if (status & CtStatus.NAT_DONE_MASK) != CtStatus.NAT_DONE_MASK or status & CtStatus.NAT_MASK:
             skb.note = "nat icmp: redirect about a NATed (or not fully set up) flow"
             skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
-            return _DROP
+            return NF_DROP
 
     direction = ctinfo.direction
     statusbit = CtStatus.SRC_NAT if manip == ManipType.SRC else CtStatus.DST_NAT
     if direction == Direction.REPLY:
         statusbit ^= CtStatus.NAT_MASK
     if not ct.status & statusbit:
-        return _ACCEPT
+        return NF_ACCEPT
 
     other = ct.tuples[1 - direction]
     inner_off = hdrlen + _ICMP_HDR
@@ -75,7 +72,7 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
     if not manip_pkt(data, inner_ihl, other, inner_manip, iphdroff=inner_off):
         skb.note = "nat icmp: embedded header truncated"
         skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
-        return _DROP
+        return NF_DROP
 
     data[hdrlen + 2 : hdrlen + 4] = b"\x00\x00"
     data[hdrlen + 2 : hdrlen + 4] = internet_checksum(memoryview(data)[hdrlen:]).to_bytes(2, "big")
@@ -83,11 +80,11 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
     target = invert(other)
     if target is None:  # cannot happen for a tracked ct; never raise on it
         skb.note = "nat icmp: untranslatable tuple"
-        return _DROP
+        return NF_DROP
     target = ConnTuple(target.src, target.sport, target.dst, target.dport, IPPROTO_ICMP)
     if not manip_pkt(data, hdrlen, target, manip):
         skb.note = "nat icmp: outer header truncated"
-        return _DROP
+        return NF_DROP
     if skb.trace is not None:
         if manip == ManipType.SRC:
             outer = f"source -> {format_addr(target.src)}"
@@ -99,4 +96,4 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
             f"NAT ICMP error translation (ct #{ct.ct_id}): embedded {which} -> {format_addr(addr)}:{port}, "
             f"outer {outer}, ICMP checksum recomputed"
         )
-    return _ACCEPT
+    return NF_ACCEPT

@@ -15,9 +15,10 @@ from __future__ import annotations
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import format_addr
-from natbox.nat.core import NF_ACCEPT, NF_DROP, NatCore, RandomSource
+from natbox.nat.core import NatCore
 from natbox.nat.range import NatRange, RangeFlags
-from natbox.netfilter import DropReason, Hook, ManipType
+from natbox.netfilter import NF_ACCEPT, NF_DROP, DropReason, Hook, ManipType
+from natbox.rand import RandomSource
 from natbox.skb import Skb
 
 __all__ = [

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from natbox.nat.range import NatRange
-from natbox.netfilter import Hook, ManipType
+from natbox.netfilter import NF_ACCEPT, NF_DROP, Hook, ManipType
 from natbox.skb import Skb
 
 __all__ = ["NF_ACCEPT", "NF_DROP", "XT_CONTINUE", "XT_RETURN", "XtContext"]
 
-NF_DROP = 0
-NF_ACCEPT = 1
 XT_CONTINUE = -1  # IPT_CONTINUE / XT_CONTINUE: go on with the next rule
 XT_RETURN = -(4 + 1)  # XT_RETURN = -NF_REPEAT - 1
 

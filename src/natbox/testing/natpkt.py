@@ -12,7 +12,7 @@ from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, invert, parse_addr
 from natbox.nat.core import NatCore
-from natbox.nat.manip import crc32c
+from natbox.nat.l4proto import crc32c
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import ManipType, TcpState
 from natbox.wire.checksum import internet_checksum, pseudo_header_sum

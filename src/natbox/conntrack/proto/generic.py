@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from natbox.netfilter import CtStatus
+from natbox.netfilter import NF_ACCEPT, CtStatus
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from natbox.conntrack.table import ConntrackTable
 
 __all__ = [
-    "NF_ACCEPT",
-    "NF_DROP",
     "NF_INVALID",
     "NF_REPEAT_LOOKUP",
     "generic_packet",
@@ -34,8 +32,6 @@ __all__ = [
     "nf_ct_refresh_acct",
 ]
 
-NF_DROP = 0
-NF_ACCEPT = 1
 NF_INVALID = -1  # -NF_ACCEPT
 NF_REPEAT_LOOKUP = -4  # -NF_REPEAT
 

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from natbox.conntrack.proto.generic import NF_ACCEPT, NF_INVALID, nf_ct_refresh_acct
+from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.conntrack.tuple import invert
-from natbox.netfilter import CtInfo, Direction, Hook
+from natbox.netfilter import NF_ACCEPT, CtInfo, Direction, Hook
 from natbox.wire.checksum import internet_checksum
+from natbox.wire.layout import ICMPH_LEN, ICMPH_TYPE, IPH_DADDR
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
     from natbox.conntrack.table import ConntrackTable
+    from natbox.conntrack.tuple import ConnTuple
     from natbox.skb import Skb
 
 __all__ = ["ICMP_ERROR_TRACKED", "ICMP_ERROR_TYPES", "NR_ICMP_TYPES", "VALID_NEW", "icmp_packet", "icmpv4_error"]
@@ -59,31 +63,32 @@ def icmp_packet(conn: Conn, skb: Skb, direction: int, now: float, cfg: Conntrack
 
 
 def icmpv4_error(
-    skb: Skb, dataoff: int, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig
+    skb: Skb, dataoff: int, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig,
+    get_tuplepr: Callable[[bytes | bytearray, int], ConnTuple | None],
 ) -> int:
     """Mirrors `nf_conntrack_icmpv4_error()` + `nf_conntrack_inet_error()`.
 
-    Returns ICMP_ERROR_TRACKED (`skb.ct` and `skb.ctinfo` set), NF_ACCEPT (not an error: track it as a
-    query) or NF_INVALID (`skb.note` says why).
+    `get_tuplepr` is `nf_ct_get_tuplepr` (natbox.conntrack.l4proto, which sits above the trackers and is
+    passed in by nf_conntrack_in): the embedded header's tuple, whatever its protocol. Returns
+    ICMP_ERROR_TRACKED (`skb.ct` and `skb.ctinfo` set), NF_ACCEPT (not an error: track it as a query) or
+    NF_INVALID (`skb.note` says why).
     """
-    from natbox.conntrack.core import get_tuplepr  # core imports this module
-
     data = skb.data
-    if len(data) < dataoff + 8:
+    if len(data) < dataoff + ICMPH_LEN:
         skb.note = "icmp: short packet"
         return NF_INVALID
     if cfg.checksum and hook == Hook.PRE_ROUTING and internet_checksum(memoryview(data)[dataoff:]) != 0:
         skb.note = "icmp: bad checksum"
         return NF_INVALID
-    itype = data[dataoff]
+    itype = data[dataoff + ICMPH_TYPE]
     if itype > NR_ICMP_TYPES:
         skb.note = f"icmp: invalid icmp type {itype}"
         return NF_INVALID
     if itype not in ICMP_ERROR_TYPES:
         return NF_ACCEPT
-    outer_daddr = int.from_bytes(data[16:20], "big")
+    outer_daddr = int.from_bytes(data[IPH_DADDR : IPH_DADDR + 4], "big")
     # "Are they talking about one of our connections?"
-    orig = get_tuplepr(data, dataoff + 8)
+    orig = get_tuplepr(data, dataoff + ICMPH_LEN)
     if orig is None:
         skb.note = "icmp: cannot parse the embedded header"
         return NF_INVALID

@@ -25,9 +25,9 @@ from natbox.conntrack.conn import (
     TcpConntrack,
     TcpSeen,
 )
-from natbox.conntrack.proto.generic import NF_ACCEPT, NF_INVALID, NF_REPEAT_LOOKUP, nf_ct_kill_acct, nf_ct_refresh_acct
+from natbox.conntrack.proto.generic import NF_INVALID, NF_REPEAT_LOOKUP, nf_ct_kill_acct, nf_ct_refresh_acct
 from natbox.conntrack.proto.udp import l4_checksum_ok
-from natbox.netfilter import CtStatus, Hook, TcpState
+from natbox.netfilter import NF_ACCEPT, CtStatus, Hook, TcpState
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from natbox.conntrack.proto.generic import NF_ACCEPT, NF_INVALID, nf_ct_refresh_acct
-from natbox.netfilter import CtStatus, Hook
+from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
+from natbox.netfilter import NF_ACCEPT, CtStatus, Hook
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
@@ -30,7 +30,6 @@ _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 __all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply", "udplite_packet"]
 
 STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
-ALLOW_CLASH = True  # `.allow_clash` in nf_conntrack_l4proto_udp / _udplite (§2.5)
 
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
