@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Callable
 
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.extensions import find_target
 from natbox.rules.model import TABLE_NAMES, Chain, Rule, RulesError, Table
 from natbox.rules.parser import _parse_counters, parse_argv, tokenize_restore_line
 from natbox.rules.validate import hook_masks
@@ -71,6 +72,18 @@ def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], l
     return load
 
 
+def _jumps(raw: list[tuple[int, str]]) -> list[str]:
+    """The chains saved rule lines jump or go to: a chain jump has no target options, so in iptables-save
+    text it is the last two words, `-g NAME`, or `-j NAME` where no target extension is called NAME (the
+    parser's rule)."""
+    out: list[str] = []
+    for _ln, text in raw:
+        parts = text.rsplit(" ", 2)
+        if len(parts) == 3 and (parts[1] == "-g" or (parts[1] == "-j" and find_target(parts[2]) is None)):
+            out.append(parts[2])
+    return out
+
+
 def load_stamped(text: str, file: str | None = None) -> Ruleset | None:
     """The ruleset of a stamped file with its rule lines unparsed; None when the stamp is missing or stale."""
     body = _stamped_body(text)
@@ -114,7 +127,7 @@ def _build(body: str, file: str | None) -> Ruleset | None:
         elif line == "COMMIT" and table is not None:
             load = _loader(table.name, file)
             for name, raw in lines.items():
-                table.chains[name].set_raw(raw, load)
+                table.chains[name].set_raw(raw, load, _jumps(raw))
             for name, mask in hook_masks(table).items():
                 table.chains[name].trusted_mask = mask
             rs.tables[table.name] = table

@@ -35,6 +35,7 @@ from natbox.skb import Skb
 __all__ = [
     "BUILTIN_TARGETS",
     "HOOK_ALL",
+    "IPTABLES_TARGET_NAMES",
     "OTHER_PROBLEM",
     "PARAMETER_PROBLEM",
     "RESOURCE_PROBLEM",
@@ -73,6 +74,16 @@ HOOK_ALL = (1 << 5) - 1
 
 # Verdict names that are not chains (`-j ACCEPT` etc. are the standard target).
 BUILTIN_TARGETS = ("ACCEPT", "DROP", "RETURN", "QUEUE")
+
+# Every target iptables 1.8.9 can load for IPv4 (libxt_*.so / libipt_*.so), whether natbox implements it or
+# not, and "standard" (the verdict target; `xtables_find_target` also maps "" and the verdicts to it): `-N`
+# refuses these names ("chain name may not clash with target name"), recorded with the real iptables.
+IPTABLES_TARGET_NAMES = frozenset({
+    "", "standard", *BUILTIN_TARGETS, "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK",
+    "CT", "DNAT", "DSCP", "ECN", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NETMAP", "NFLOG",
+    "NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SYNPROXY", "TCPMSS",
+    "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
+})
 
 # IFNAMSIZ (linux/if.h): names are at most 15 characters.
 IFNAMSIZ = 16
@@ -322,7 +333,7 @@ class Chain:
         self.raw: list[tuple[int, str]] | None = None  # (line number, `[p:b] -A CHAIN ...`) until parsed
         self._loader: Callable[[list[tuple[int, str]]], list[Rule]] | None = None
         self.trusted_mask = -1
-        self._raw_jumps: tuple[list[tuple[int, str]], list[str]] | None = None
+        self._raw_jumps: list[str] = []
 
     @property
     def rules(self) -> list[Rule]:
@@ -339,10 +350,11 @@ class Chain:
         self.raw = self._loader = None
         self.trusted_mask = -1
 
-    def set_raw(self, raw: list[tuple[int, str]], loader: Callable[[list[tuple[int, str]]], list[Rule]]) -> None:
-        """Keep saved rule lines unparsed; `loader` turns them into rules when they are needed."""
+    def set_raw(self, raw: list[tuple[int, str]], loader: Callable[[list[tuple[int, str]]], list[Rule]],
+                jumps: list[str]) -> None:
+        """Keep saved rule lines unparsed (`jumps`: the chains they jump to); `loader` parses them when needed."""
         self._rules = []
-        self.raw, self._loader = raw, loader
+        self.raw, self._loader, self._raw_jumps = raw, loader, jumps
 
     def copy_raw_from(self, other: Chain) -> None:
         """Share `other`'s unparsed lines (they are never changed in place)."""
@@ -350,20 +362,8 @@ class Chain:
         self._raw_jumps = other._raw_jumps
 
     def raw_jumps(self) -> list[str]:
-        """The names after a final `-j NAME` / `-g NAME` of the unparsed lines, in order (a chain jump has
-        no target options, so in iptables-save text it is the line's last two words)."""
-        raw = self.raw
-        if raw is None:
-            return []
-        if self._raw_jumps is not None and self._raw_jumps[0] is raw:
-            return self._raw_jumps[1]
-        out: list[str] = []
-        for _ln, text in raw:
-            parts = text.rsplit(" ", 2)
-            if len(parts) == 3 and parts[1] in ("-j", "-g"):
-                out.append(parts[2])
-        self._raw_jumps = (raw, out)
-        return out
+        """The chains the unparsed lines jump or go to, in order (as `natbox.rules.lazy` read them)."""
+        return self._raw_jumps if self.raw is not None else []
 
 
 class Table:

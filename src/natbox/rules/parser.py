@@ -16,6 +16,7 @@ from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import (
     BUILTIN_TARGETS,
     IFNAMSIZ,
+    IPTABLES_TARGET_NAMES,
     OTHER_PROBLEM,
     PARAMETER_PROBLEM,
     TABLE_NAMES,
@@ -315,6 +316,8 @@ class _ArgvParser:
             r.frag, r.inv_frag = True, invert
         elif letter in "jg":
             name = self._next_arg(f"-{letter}")
+            if not name:
+                raise RulesError("Invalid target name (too short)")  # xt_parse_target
             if "j" in self.seen_opts and "g" in self.seen_opts:
                 raise RulesError("Cannot use -j with -g" if letter == "g" else "Cannot use -g with -j")
             self.target_name = name
@@ -442,10 +445,21 @@ def _check_new_chain_name(name: str) -> None:
         raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
     if name.startswith(("-", "!")):
         raise RulesError(f"chain name not allowed to start with `{name[0]}'")
-    if name in BUILTIN_TARGETS or find_target(name) is not None:
+    if name in IPTABLES_TARGET_NAMES or find_target(name) is not None:
         raise RulesError("chain name may not clash with target name")
     if any(c.isspace() for c in name):
         raise RulesError(f"Invalid chain name `{name}'")
+
+
+def _check_restore_chain_name(name: str) -> None:
+    """A `:CHAIN POLICY [p:b]` line's name, as iptables-restore 1.8.9 (nf_tables) checks it (recorded): too
+    long, a leading `-` or `!`, or a verdict name; other target names are accepted there."""
+    if len(name) >= XT_CHAIN_MAXNAMELEN:
+        raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
+    if name.startswith(("-", "!")):
+        raise RulesError(f"chain name not allowed to start with `{name[0]}'")
+    if name in BUILTIN_TARGETS:
+        raise RulesError("chain name may not clash with target name")
 
 
 def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
@@ -457,15 +471,24 @@ _BLANK = re.compile("[ \t\n\r]")
 
 
 def tokenize_restore_line(line: str) -> list[str]:
-    """Split a restore line into argv as `add_param_to_argv` does (double quotes, `\\` escapes in quotes)."""
+    """Split a restore line into argv as `add_param_to_argv` (iptables 1.8.9 xshared.c) does.
+
+    Double quotes group blanks into one argument and a closing quote ends the argument, even an empty one
+    (`""` is an empty argument, `""x` two); inside quotes `\\` escapes the next character.
+    """
     if "\\" in line:
         return _tokenize_escaped(line)
     # no escapes: the text between quote characters alternates outside / inside quotes
     out: list[str] = []
     buf = ""
-    for i, seg in enumerate(line.split('"')):
+    segs = line.split('"')
+    unterminated = len(segs) - 1 if len(segs) % 2 == 0 else -1  # index of a quote left open at the end
+    for i, seg in enumerate(segs):
         if i & 1:
             buf += seg
+            if i != unterminated:
+                out.append(buf)
+                buf = ""
             continue
         parts = _BLANK.split(seg)
         buf += parts[0]
@@ -480,6 +503,7 @@ def tokenize_restore_line(line: str) -> list[str]:
 
 
 def _tokenize_escaped(line: str) -> list[str]:
+    """`add_param_to_argv` character by character."""
     out: list[str] = []
     buf: list[str] = []
     quote_open = escaped = False
@@ -494,6 +518,8 @@ def _tokenize_escaped(line: str) -> list[str]:
                 continue
             if ch == '"':
                 quote_open = False
+                out.append("".join(buf))  # the closing quote ends the argument, even an empty one
+                buf = []
                 continue
             buf.append(ch)
             continue
@@ -569,8 +595,9 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
             if line.startswith(":"):
                 parts = line[1:].split()
                 if len(parts) < 2:
-                    raise RulesError(f"iptables-restore: line {lineno} policy invalid", OTHER_PROBLEM)
+                    raise RulesError(f"iptables-restore: line {lineno} policy invalid")
                 cname, policy = parts[0], parts[1]
+                _check_restore_chain_name(cname)
                 counters = (0, 0)
                 if len(parts) > 2:
                     counters = _parse_counters(parts[2], lineno)
@@ -578,8 +605,6 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
                     raise RulesError(f"iptables-restore: line {lineno} failed: Bad policy name.", OTHER_PROBLEM)
                 if not with_counters:
                     counters = (0, 0)
-                if len(cname) >= XT_CHAIN_MAXNAMELEN:
-                    raise RulesError(f"iptables-restore: line {lineno} chain name invalid", OTHER_PROBLEM)
                 cur.chains.append(RestoreChain(cname, policy, counters, lineno))
                 continue
             counters_prefix: tuple[int, int] | None = None
