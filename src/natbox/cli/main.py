@@ -39,6 +39,7 @@ commands:
                        (--control SOCKET)
   iptables-save        print a ruleset as iptables-save does (same --rules / --control)
   iptables-restore     load iptables-save text into a ruleset (same --rules / --control)
+  ipset ARGS           ipset 7.17, on a sets file of `ipset save` text (--sets FILE or $NATBOX_IPSETS)
   conntrack            the conntrack tool on a running gateway's table (--control SOCKET): -L -E -S -C -D -F
   status               a running gateway's interfaces, counters and table figures (--control SOCKET)
   bench [engine|rules] measure the engine's packet rate, or the filter chain cost
@@ -51,6 +52,7 @@ commands:
 
 environment:
   NATBOX_RULES         the ruleset file of iptables, iptables-save and iptables-restore without --rules
+  NATBOX_IPSETS        the sets file of ipset without --sets
   NO_COLOR, TERM=dumb  no colour in --color auto output
 
 exit status: 0 success; 1 failure (a difference, a failed run); 2 bad usage or an input that cannot be
@@ -87,6 +89,19 @@ own usage).
 
 """ + RULES_HELP + """
 example: iptables-save > dump; natbox iptables-restore --rules r.v4 < dump
+""",
+    "ipset": """\
+usage: natbox ipset [--sets FILE] [--rules FILE] ARGS...
+
+ipset v7.17 on a sets file holding `ipset save` text: create/add/del/test/list/save/restore/flush/destroy/
+swap/rename, -exist, -file, -name, -terse, -output save, with ipset's output, messages and exit codes.
+  --sets FILE          the sets file (default $NATBOX_IPSETS); loaded, changed and written back
+  --rules FILE         the ruleset file (default $NATBOX_RULES): sets its rules use (-m set, -j SET) are
+                       referenced and cannot be destroyed
+Types: hash:ip, hash:net, hash:ip,port, hash:net,port, hash:ip,port,ip, hash:ip,port,net, hash:net,iface,
+hash:mac, bitmap:ip, bitmap:port, list:set; family inet only.
+
+example: natbox ipset --sets s.ipset create blocked hash:net timeout 600
 """,
     "conntrack": """\
 usage: natbox conntrack --control SOCKET [-L | -E | -S | -C | -F | -D [filters]]
@@ -167,6 +182,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables": _lazy("natbox.cli.iptables", "iptables_main"),
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
+    "ipset": _lazy("natbox.cli.ipset", "ipset_main"),
     "conntrack": _lazy("natbox.cli.conntrack", "conntrack_main"),
     "status": _lazy("natbox.cli.conntrack", "status_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
@@ -183,7 +199,7 @@ _SUMMARY = {
     "demo": "run a built-in experiment", "replay": "replay captures through a host model",
     "explain": "every packet's path through the host", "iptables": "iptables, on a ruleset file or a gateway",
     "iptables-save": "print a ruleset as iptables-save does", "iptables-restore": "load iptables-save text",
-    "conntrack": "a running gateway's conntrack table", "status": "a running gateway's state",
+    "ipset": "ipset, on a sets file", "conntrack": "a running gateway's conntrack table", "status": "a running gateway's state",
     "bench": "measure the engine", "gateway": "a live NAT on real interfaces",
     "lab": "network namespaces to try the gateway in", "snapshot": "save a real host's configuration",
     "difftest": "compare natbox with the kernel", "completion": "print a shell completion script",
