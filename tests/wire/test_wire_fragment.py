@@ -5,12 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from natbox.wire.ip_options import IPOPT_LSRR, IPOPT_NOOP, IPOPT_RR
 from natbox.wire.ipv4 import (
     IP_DF,
     IP_MF,
-    IPOPT_LSRR,
-    IPOPT_NOOP,
-    IPOPT_RR,
     build_ipv4,
     ip_do_fragment,
     ip_fragment,

@@ -11,10 +11,8 @@ from hypothesis import strategies as st
 from natbox.netfilter import DropReason
 from natbox.wire.checksum import internet_checksum
 from natbox.wire.ethernet import ETH_P_IP, parse_ethernet
+from natbox.wire.ip_options import IPOPT_LSRR, IPOPT_RR, IPOPT_TIMESTAMP, ip_options_compile
 from natbox.wire.ipv4 import (
-    IPOPT_LSRR,
-    IPOPT_RR,
-    IPOPT_TIMESTAMP,
     addr_to_str,
     build_ipv4,
     ip_daddr,
@@ -24,7 +22,6 @@ from natbox.wire.ipv4 import (
     ip_fragment_df_blocked,
     ip_header_csum_ok,
     ip_is_fragment,
-    ip_options_compile,
     ip_rcv_core,
     ip_rcv_options,
     ip_saddr,

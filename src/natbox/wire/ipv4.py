@@ -1,16 +1,14 @@
-"""IPv4 datagrams: input validation, options, building, TTL, addresses and fragmentation.
+"""IPv4 datagrams: input validation, building, TTL, addresses and fragmentation (options: ip_options.py).
 
 What mirrors which kernel code (Linux 6.x, net/ipv4/):
 
 | natbox | kernel |
 |---|---|
 | `ip_rcv_core` | `ip_rcv_core()` in ip_input.c (version, ihl, header checksum, tot_len, trim) |
-| `ip_options_compile` | `__ip_options_compile()` in ip_options.c (validation; no option rewriting) |
 | `ip_rcv_options` | `ip_rcv_options()` in ip_input.c (run by `ip_rcv_finish_core`: after PRE_ROUTING and routing) |
 | `ip_decrease_ttl` | `ip_decrease_ttl()` in include/net/ip.h |
 | `ip_send_check` | `ip_send_check()` in ip_output.c |
 | `ip_do_fragment` | `ip_do_fragment()` in ip_output.c (frag_list fast path and slow path) |
-| `ip_options_fragment` | `ip_options_fragment()` in ip_options.c |
 | `ip_fragment_df_blocked` | the DF test of `ip_fragment()` in ip_output.c |
 | `ip_exceeds_mtu` | `ip_exceeds_mtu()` in ip_forward.c |
 | `ip_finish_output_needs_fragment` | the test in `__ip_finish_output()` in ip_output.c |
@@ -40,20 +38,12 @@ never an exception. Addresses are host-order ints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from natbox.netfilter import DropReason
 from natbox.wire.checksum import csum_replace4, internet_checksum
+from natbox.wire.ip_options import IpOptions, ip_options_compile, ip_options_fragment
 
 __all__ = [
-    "IPOPT_CIPSO",
-    "IPOPT_END",
-    "IPOPT_LSRR",
-    "IPOPT_NOOP",
-    "IPOPT_RA",
-    "IPOPT_RR",
-    "IPOPT_SSRR",
-    "IPOPT_TIMESTAMP",
     "IPTOS_PREC_INTERNETCONTROL",
     "IP_DF",
     "IP_MAX_MTU",
@@ -72,8 +62,6 @@ __all__ = [
     "ip_hdrlen",
     "ip_header_csum_ok",
     "ip_is_fragment",
-    "ip_options_compile",
-    "ip_options_fragment",
     "ip_output_fragments",
     "ip_rcv_core",
     "ip_rcv_options",
@@ -94,22 +82,6 @@ IP_OFFSET = 0x1FFF
 IP_MAX_MTU = 0xFFFF
 IPTOS_PREC_INTERNETCONTROL = 0xC0
 IPTOS_TOS_MASK = 0x1E  # RT_TOS()
-
-# uapi linux/ip.h option types; IPOPT_COPIED(o) = o & 0x80
-IPOPT_END = 0
-IPOPT_NOOP = 1
-IPOPT_SEC = 130
-IPOPT_LSRR = 131
-IPOPT_TIMESTAMP = 68
-IPOPT_CIPSO = 134
-IPOPT_RR = 7
-IPOPT_SID = 136
-IPOPT_SSRR = 137
-IPOPT_RA = 148
-IPOPT_TS_TSONLY = 0
-IPOPT_TS_TSANDADDR = 1
-IPOPT_TS_PRESPEC = 3
-IPOPT_COPY = 0x80
 
 _IPHDR_LEN = 20
 
@@ -252,102 +224,6 @@ def ip_rcv_core(
     return bytearray(frame_payload[:tot_len]), None
 
 
-class IpOptions(NamedTuple):
-    """What `__ip_options_compile` records in `struct ip_options` (offsets from the IP header start, 0 = absent)."""
-
-    optlen: int
-    srr: int
-    is_strictroute: bool
-    rr: int
-    ts: int
-    router_alert: int
-    cipso: int
-
-
-def ip_options_compile(data: bytes | bytearray | memoryview) -> tuple[IpOptions | None, int]:
-    """Validate the options of a received datagram; mirrors `__ip_options_compile()` (skb != NULL).
-
-    Returns `(options, 0)` or `(None, pointer)` where `pointer` is the offset of the offending
-    octet from the start of the IP header, which the kernel sends in ICMP PARAMETERPROB
-    (`info = htonl(pointer << 24)`). Checks: option length < 2 or past the header; LSRR/SSRR
-    length < 3, pointer < 4, or a second source route; RR length < 3, pointer < 4, a second RR, or a
-    pointer with no room for an address; TIMESTAMP length < 4, pointer < 5, a second TS, no room, a
-    timestamp-and-address or prespecified entry without 8 bytes of room, or overflow counter at 15
-    when full; RA length < 4; CIPSO twice. A CIPSO option is validated as `cipso_v4_validate` does
-    with CONFIG_NETLABEL=y and no DOI configured: length < 8 fails at +1, anything else at +2 (the
-    DOI lookup fails). What the kernel *writes* into RR/TS options (the receiving address,
-    timestamps) is not reproduced; the datagram is only read.
-    """
-    ihl = (data[0] & 0x0F) * 4
-    if ihl > len(data):
-        return None, 0
-    srr = rr = ts = ra = cipso = 0
-    strict = False
-    pos = _IPHDR_LEN
-    left = ihl - _IPHDR_LEN
-    while left > 0:
-        kind = data[pos]
-        if kind == IPOPT_END:
-            break
-        if kind == IPOPT_NOOP:
-            left -= 1
-            pos += 1
-            continue
-        if left < 2:
-            return None, pos
-        optlen = data[pos + 1]
-        if optlen < 2 or optlen > left:
-            return None, pos
-        ptr = data[pos + 2] if optlen >= 3 else 0
-        if kind in (IPOPT_SSRR, IPOPT_LSRR):
-            if optlen < 3:
-                return None, pos + 1
-            if ptr < 4:
-                return None, pos + 2
-            if srr:
-                return None, pos
-            strict = kind == IPOPT_SSRR
-            srr = pos
-        elif kind == IPOPT_RR:
-            if rr:
-                return None, pos
-            if optlen < 3:
-                return None, pos + 1
-            if ptr < 4:
-                return None, pos + 2
-            if ptr <= optlen and ptr + 3 > optlen:
-                return None, pos + 2
-            rr = pos
-        elif kind == IPOPT_TIMESTAMP:
-            if ts:
-                return None, pos
-            if optlen < 4:
-                return None, pos + 1
-            if ptr < 5:
-                return None, pos + 2
-            flags = data[pos + 3]
-            if ptr <= optlen:
-                if ptr + 3 > optlen:
-                    return None, pos + 2
-                if flags & 0x0F in (IPOPT_TS_TSANDADDR, IPOPT_TS_PRESPEC) and ptr + 7 > optlen:
-                    return None, pos + 2
-            elif flags & 0x0F != IPOPT_TS_PRESPEC and flags >> 4 == 15:
-                return None, pos + 3
-            ts = pos
-        elif kind == IPOPT_RA:
-            if optlen < 4:
-                return None, pos + 1
-            if data[pos + 2] == 0 and data[pos + 3] == 0:
-                ra = pos
-        elif kind == IPOPT_CIPSO:
-            # cipso_v4_validate (CONFIG_NETLABEL=y, no DOI configured): always fails
-            return None, pos + (1 if optlen < 8 else 2)
-        # IPOPT_SEC, IPOPT_SID and unknown options are accepted on received packets
-        left -= optlen
-        pos += optlen
-    return IpOptions(ihl - _IPHDR_LEN, srr, strict, rr, ts, ra, cipso), 0
-
-
 def ip_rcv_options(
     data: bytes | bytearray | memoryview, *, accept_source_route: bool = False
 ) -> tuple[IpOptions | None, DropReason | None, int]:
@@ -420,33 +296,6 @@ def build_ipv4(
 
 
 # --- fragmentation -----------------------------------------------------------------------------
-
-
-def ip_options_fragment(header: bytearray) -> None:
-    """Overwrite options whose copy flag is clear with NOOPs, in place; mirrors `ip_options_fragment()`.
-
-    `header` is a full IP header (options included); it stops at END or at a malformed length, as
-    the kernel does.
-    """
-    pos = _IPHDR_LEN
-    left = (header[0] & 0x0F) * 4 - _IPHDR_LEN
-    while left > 0:
-        kind = header[pos]
-        if kind == IPOPT_END:
-            return
-        if kind == IPOPT_NOOP:
-            left -= 1
-            pos += 1
-            continue
-        if left < 2:
-            return
-        optlen = header[pos + 1]
-        if optlen < 2 or optlen > left:
-            return
-        if not kind & IPOPT_COPY:
-            header[pos : pos + optlen] = bytes((IPOPT_NOOP,)) * optlen
-        left -= optlen
-        pos += optlen
 
 
 def ip_do_fragment(
