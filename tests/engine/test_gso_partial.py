@@ -17,8 +17,8 @@ from natbox.engine.host import Host, Interface, Neighbour
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.wire import ethernet, ipv4, tcp, udp
-from natbox.wire.checksum import internet_checksum, l4_checksum, pseudo_header_sum
-from natbox.wire.gso import GSO_TCPV4, complete_partial_csum
+from natbox.wire.checksum import complete_partial_csum, internet_checksum, l4_checksum, pseudo_header_sum
+from natbox.wire.gso import GSO_TCPV4
 
 LAN_MAC = bytes.fromhex("020000000001")
 WAN_MAC = bytes.fromhex("020000000101")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natbox.wire.checksum import csum_partial, csum_replace2, internet_checksum
+from natbox.wire.checksum import (
+    CSUM_MANGLED_0,
+    complete_partial_csum,
+    csum_fold,
+    csum_partial,
+    csum_replace2,
+    internet_checksum,
+    l4_checksum,
+    pseudo_header_sum,
+)
 from natbox.wire.ipv4 import build_ipv4, ip_header_csum_ok, ip_set_daddr, ip_set_saddr
 
 
@@ -62,3 +73,67 @@ def test_csum_replace2_equals_recompute(dg: bytearray, word: int, new: int) -> N
     dg[pos + 1] = new & 0xFF
     dg[10:12] = b"\x00\x00"
     assert check == internet_checksum(dg[:20])
+
+
+# --- complete_partial_csum: skb_checksum_help ------------------------------------------------------
+
+def _partial_datagram(proto: int, payload: bytes) -> bytearray:
+    """An IPv4 TCP/UDP datagram in CHECKSUM_PARTIAL form: the checksum field holds the folded,
+    uncomplemented pseudo-header sum (what tcp_v4_send_check / udp4_hwcsum leave)."""
+    src, dst = 0x0A000001, 0xC0A80102
+    if proto == 6:
+        seg = bytearray(struct.pack("!HHIIBBHHH", 40000, 80, 1, 2, 5 << 4, 0x18, 65535, 0, 0)) + payload
+        off = 16
+    else:
+        seg = bytearray(struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0)) + payload
+        off = 6
+    seed = ~csum_fold(pseudo_header_sum(src, dst, proto, len(seg))) & 0xFFFF
+    struct.pack_into("!H", seg, off, seed)
+    return build_ipv4(src, dst, proto, seg)
+
+
+def _zero_summing(proto: int) -> bytearray:
+    """A partial datagram whose completed checksum computes to 0 (the last payload word is chosen so
+    the one's-complement sum of pseudo-header, header and payload is 0xFFFF)."""
+    dg = _partial_datagram(proto, b"abcd\x00\x00")
+    t = csum_partial(memoryview(dg)[20:]) % 0xFFFF
+    return _partial_datagram(proto, b"abcd" + ((-t) % 0xFFFF).to_bytes(2, "big"))
+
+
+def test_complete_partial_csum_zero_becomes_ffff_for_tcp_and_udp() -> None:
+    # skb_checksum_help: *(__sum16 *)(skb->data + offset) = csum_fold(csum) ?: CSUM_MANGLED_0 -- for
+    # every protocol, so TCP gets 0xFFFF as well as UDP (where 0 would mean "no checksum").
+    for proto, off in ((6, 16), (17, 6)):
+        dg = _zero_summing(proto)
+        assert internet_checksum(memoryview(dg)[20:]) == 0  # the computed value really is 0
+        assert complete_partial_csum(dg)
+        assert dg[20 + off:22 + off] == b"\xff\xff"
+        assert CSUM_MANGLED_0 == 0xFFFF
+        # and the result verifies: header + payload + pseudo-header sum to 0xFFFF (fold 0)
+        assert l4_checksum(0x0A000001, 0xC0A80102, proto, bytes(dg[20:])) == 0
+        # the frame form (csum_start/csum_offset from a vnet header) does the same
+        frame = bytearray(14) + _zero_summing(proto)
+        assert complete_partial_csum(frame, 34, off)
+        assert frame[34 + off:36 + off] == b"\xff\xff"
+
+
+@given(st.sampled_from([6, 17]), st.binary(max_size=200))
+def test_complete_partial_csum_equals_the_full_checksum(proto: int, payload: bytes) -> None:
+    dg = _partial_datagram(proto, payload)
+    off = 16 if proto == 6 else 6
+    assert complete_partial_csum(dg)
+    field = int.from_bytes(dg[20 + off:22 + off], "big")
+    seg = bytearray(dg[20:])
+    seg[off:off + 2] = b"\x00\x00"
+    assert field == (l4_checksum(0x0A000001, 0xC0A80102, proto, bytes(seg)) or 0xFFFF)
+
+
+def test_complete_partial_csum_refuses_fields_outside_the_buffer() -> None:
+    dg = _partial_datagram(6, b"x")
+    before = bytes(dg)
+    assert not complete_partial_csum(dg, 20, len(dg))
+    assert not complete_partial_csum(dg, -1, 16)
+    assert not complete_partial_csum(bytearray(dg[:30]))  # TCP header cut short
+    assert not complete_partial_csum(bytearray(build_ipv4(1, 2, 1, bytes(8))))  # ICMP: not TCP/UDP
+    assert not complete_partial_csum(bytearray(10))
+    assert bytes(dg) == before

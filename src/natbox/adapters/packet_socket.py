@@ -36,6 +36,8 @@ import sys
 from typing import Final
 
 from natbox.errors import NatboxError
+from natbox.wire.checksum import complete_partial_csum as _skb_checksum_help
+from natbox.wire.ethernet import ETH_HLEN
 
 __all__ = [
     "ETH_P_ALL",
@@ -62,7 +64,6 @@ RxFrame = tuple[bytes | memoryview, int, int, bool]  # (frame, gso_type, gso_siz
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/virtio_net.h>
 ETH_P_ALL: Final = 0x0003
-ETH_P_IP: Final = 0x0800
 SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_RX_RING: Final = 5
@@ -170,18 +171,9 @@ def _fold_sum(data: bytes | bytearray | memoryview) -> int:
 
 
 def complete_partial_csum(frame: bytearray, csum_start: int, csum_offset: int) -> bool:
-    """Finish a CHECKSUM_PARTIAL packet: the field at csum_start+csum_offset holds the pseudo-header sum;
-    the checksum is the complement of the sum of everything from csum_start to the end (as
-    `skb_checksum_help()` does). Returns False (frame untouched) when the offsets are out of range."""
-    pos = csum_start + csum_offset
-    if csum_start < 14 or pos + 2 > len(frame):
-        return False
-    csum = ~_fold_sum(memoryview(frame)[csum_start:]) & 0xFFFF
-    if csum == 0 and csum_offset == 6:  # UDP: a computed 0 is sent as 0xFFFF (RFC 768)
-        csum = 0xFFFF
-    frame[pos] = csum >> 8
-    frame[pos + 1] = csum & 0xFF
-    return True
+    """`wire.checksum.complete_partial_csum` (skb_checksum_help) on a frame whose csum_start must lie
+    past the Ethernet header (natbox carries IPv4 datagrams). False, frame untouched, otherwise."""
+    return csum_start >= ETH_HLEN and _skb_checksum_help(frame, csum_start, csum_offset)
 
 
 def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, int] | None:

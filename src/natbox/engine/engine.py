@@ -46,8 +46,8 @@ from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
 from natbox.wire import arp, ethernet, icmp, ipv4
-from natbox.wire.checksum import csum_replace4
-from natbox.wire.gso import complete_partial_csum, gso_network_seglen, gso_segment
+from natbox.wire.checksum import complete_partial_csum, csum_replace4
+from natbox.wire.gso import gso_network_seglen, gso_segment
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from natbox.render.dissect import Packet, Truncated
 from natbox.render.ipsec import esp_print
 from natbox.render.tcp import tcp_print
@@ -21,7 +22,6 @@ _UNREACH_TEXT: dict[int, str] = {
 }
 _REDIRECT_TEXT: dict[int, str] = {0: "redirect {} to net {}", 1: "redirect {} to host {}",
                                   2: "redirect-tos {} to net {}", 3: "redirect-tos {} to host {}"}
-_IPPROTO_TCP, _IPPROTO_UDP, _IPPROTO_ICMP = 6, 17, 1
 
 
 def ip_print(p: Packet, off: int, length: int) -> None:
@@ -67,11 +67,11 @@ def ip_print(p: Packet, off: int, length: int) -> None:
 
 def ip_demux_print(p: Packet, off: int, length: int, fragmented: bool, nh: int, iph: int) -> None:
     """ip_demux_print() for the protocols decoded here; others get tcpdump's generic text."""
-    if nh == _IPPROTO_TCP:
+    if nh == IPPROTO_TCP:
         tcp_print(p, off, length, iph)
-    elif nh == _IPPROTO_UDP:
+    elif nh == IPPROTO_UDP:
         udp_print(p, off, length, iph, fragmented)
-    elif nh == _IPPROTO_ICMP:
+    elif nh == IPPROTO_ICMP:
         icmp_print(p, off, length)
     elif nh == 4:
         ip_print(p, off, length)
@@ -109,9 +109,9 @@ def icmp_print(p: Packet, off: int, plen: int) -> None:
             ihl = (p.u8(off + 8) & 0x0F) * 4
             dport = p.u16(off + 8 + ihl + 2)
             proto = p.u8(off + 8 + 9)
-            if proto == _IPPROTO_TCP:
+            if proto == IPPROTO_TCP:
                 s = f"{p.ip(inner_dst)} tcp port {dport} unreachable"
-            elif proto == _IPPROTO_UDP:
+            elif proto == IPPROTO_UDP:
                 s = f"{p.ip(inner_dst)} udp port {dport} unreachable"
             else:
                 s = f"{p.ip(inner_dst)} protocol {proto} port {dport} unreachable"

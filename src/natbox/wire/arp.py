@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from natbox.wire.ethernet import ETH_P_IP
+
 __all__ = [
     "ARPHRD_ETHER",
     "ARPOP_REPLY",
@@ -26,7 +28,6 @@ ARPOP_REQUEST = 1
 ARPOP_REPLY = 2
 ARP_LEN = 28  # 8-byte fixed header + 2 * (6 + 4) addresses
 
-_ETH_P_IP = 0x0800
 _ZERO_MAC = bytes(6)
 
 
@@ -45,7 +46,7 @@ def parse_arp(payload: bytes | bytearray | memoryview) -> ArpPacket | None:
     if len(payload) < ARP_LEN:
         return None
     b = bytes(payload[:ARP_LEN])
-    if (b[0] << 8 | b[1]) != ARPHRD_ETHER or (b[2] << 8 | b[3]) != _ETH_P_IP or b[4] != 6 or b[5] != 4:
+    if (b[0] << 8 | b[1]) != ARPHRD_ETHER or (b[2] << 8 | b[3]) != ETH_P_IP or b[4] != 6 or b[5] != 4:
         return None
     return ArpPacket(
         b[6] << 8 | b[7],

@@ -9,7 +9,12 @@ recompute) for any input, which `tests/wire/test_checksum.py` checks against `in
 
 from __future__ import annotations
 
+from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP
+from natbox.wire.layout import IPH_MIN_LEN, IPH_PROTOCOL, IPH_VER_IHL, TCPH_CHECK, UDPH_CHECK
+
 __all__ = [
+    "CSUM_MANGLED_0",
+    "complete_partial_csum",
     "csum_fold",
     "csum_partial",
     "csum_replace2",
@@ -18,6 +23,12 @@ __all__ = [
     "l4_checksum",
     "pseudo_header_sum",
 ]
+
+
+# include/net/checksum.h: what a checksum field holds instead of a computed 0 where 0 would mean
+# "no checksum" (UDP, RFC 768) -- and, since skb_checksum_help() applies it to every protocol, TCP too
+CSUM_MANGLED_0 = 0xFFFF
+
 
 
 def csum_partial(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
@@ -78,3 +89,41 @@ def csum_replace4(check: int, old: int, new: int) -> int:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return (~total) & 0xFFFF
+
+
+def complete_partial_csum(buf: bytearray, csum_start: int | None = None, csum_offset: int = 0) -> bool:
+    """Finish a CHECKSUM_PARTIAL packet in place, as `skb_checksum_help()` (net/core/dev.c) does.
+
+    The field at `csum_start + csum_offset` holds the (uncomplemented) pseudo-header sum, as
+    `tcp_v4_send_check()` / `udp4_hwcsum()` leave it; the checksum is the folded complement of the sum
+    of everything from `csum_start` to the end of `buf`, stored as the kernel stores it:
+
+        *(__sum16 *)(skb->data + offset) = csum_fold(csum) ?: CSUM_MANGLED_0;
+
+    so a computed 0 becomes 0xFFFF for *every* protocol, TCP included (for UDP a 0 would read as "no
+    checksum"; for TCP 0x0000 and 0xFFFF are the same one's-complement value and the kernel still
+    writes 0xFFFF). Byte for byte this is what a Linux host puts on the wire when it completes the
+    checksum in software.
+
+    Without `csum_start`, `buf` is an IPv4 datagram and the field is its TCP or UDP checksum (start
+    at ihl * 4, offset 16 or 6). Returns False, changing nothing, when the field is not inside `buf`
+    (or, for a datagram, the transport header is not all there or is neither TCP nor UDP).
+    """
+    if csum_start is None:
+        if len(buf) < IPH_MIN_LEN:
+            return False
+        csum_start = (buf[IPH_VER_IHL] & 0x0F) * 4
+        proto = buf[IPH_PROTOCOL]
+        if proto == IPPROTO_TCP:
+            csum_offset = TCPH_CHECK
+        elif proto == IPPROTO_UDP:
+            csum_offset = UDPH_CHECK
+        else:
+            return False
+    pos = csum_start + csum_offset
+    if csum_start < 0 or csum_offset < 0 or pos + 2 > len(buf):
+        return False
+    check = internet_checksum(memoryview(buf)[csum_start:]) or CSUM_MANGLED_0
+    buf[pos] = check >> 8
+    buf[pos + 1] = check & 0xFF
+    return True

@@ -15,9 +15,9 @@ checksum computed in full (natbox completes checksums rather than leave them to 
 
 from __future__ import annotations
 
-from natbox.wire.checksum import internet_checksum, l4_checksum
+from natbox.wire.checksum import CSUM_MANGLED_0, internet_checksum, l4_checksum
 
-__all__ = ["GSO_TCPV4", "GSO_UDP_L4", "complete_partial_csum", "gso_network_seglen", "gso_segment"]
+__all__ = ["GSO_TCPV4", "GSO_UDP_L4", "gso_network_seglen", "gso_segment"]
 
 GSO_TCPV4 = 1  # VIRTIO_NET_HDR_GSO_TCPV4 (SKB_GSO_TCPV4)
 GSO_UDP_L4 = 5  # VIRTIO_NET_HDR_GSO_UDP_L4 (SKB_GSO_UDP_L4)
@@ -102,26 +102,8 @@ def gso_segment(data: bytes | bytearray, gso_type: int, gso_size: int) -> list[b
         seg[cpos] = seg[cpos + 1] = 0
         l4sum = l4_checksum(src, dst, proto, memoryview(seg)[ihl:])
         if proto == 17 and not l4sum:
-            l4sum = 0xFFFF
+            l4sum = CSUM_MANGLED_0
         seg[cpos] = l4sum >> 8
         seg[cpos + 1] = l4sum & 0xFF
         out.append(seg)
     return out
-
-
-def complete_partial_csum(data: bytearray) -> bool:
-    """`skb_checksum_help()` for an IPv4 TCP/UDP datagram whose checksum is partial (the field holds the
-    pseudo-header sum): sum the transport header and payload with that seed and store the folded
-    complement (0 becomes 0xFFFF, CSUM_MANGLED_0). Returns False, changing nothing, when the transport
-    header is not all there."""
-    if len(data) < 20:
-        return False
-    ihl = (data[0] & 0x0F) * 4
-    proto = data[9]
-    cpos = ihl + (16 if proto == 6 else 6 if proto == 17 else -ihl)
-    if cpos < ihl or len(data) < cpos + 2:
-        return False
-    check = internet_checksum(memoryview(data)[ihl:]) or 0xFFFF
-    data[cpos] = check >> 8
-    data[cpos + 1] = check & 0xFF
-    return True
