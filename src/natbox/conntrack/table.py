@@ -8,19 +8,23 @@ Mirrors `nf_conntrack_hash` plus the parts of `nf_conntrack_core.c` that manage 
 The table is a dict from tuple to `(conn, direction)`; each confirmed ct is present under its ORIGINAL
 and its REPLY tuple. Plain tuples `(src, sport, dst, dport, proto)` can be used as keys for lookup.
 
-Bounds: `max_entries` is `nf_conntrack_max` (kernel default on a >4 GiB 64-bit host: 262144, §2.6).
-A new ct beyond it triggers `early_drop`, which scans at most `EARLY_DROP_SCAN` of the oldest entries for
-one that is not ASSURED. Deliberate difference: the kernel scans 8 hash buckets from the new tuple's
-bucket (a random choice, since its hash has a boot-time key); natbox takes the oldest unassured entry so
-that replays are reproducible.
+Bounds: `max_entries` is `nf_conntrack_max` (kernel default on a >4 GiB 64-bit host: 262144, §2.6; 0
+means no limit, as in `__nf_conntrack_alloc`). A new ct beyond it triggers `early_drop`, which looks at
+no more than `EARLY_DROP_SCAN` of the oldest entries for one that is not ASSURED: its cost does not grow
+with the table (the entries are kept in an OrderedDict, whose oldest entries are reached without walking
+deleted slots). Deliberate difference: the kernel scans the chains of `NF_CT_EVICTION_RANGE` (8) hash
+buckets from the new tuple's bucket (a random choice, since its hash has a boot-time key); natbox takes
+the oldest unassured entry so that replays are reproducible.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
@@ -30,7 +34,7 @@ from natbox.netfilter import CtStatus, Direction
 __all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType"]
 
 DEFAULT_MAX_ENTRIES = 262144  # nf_conntrack_max on the reference box (§2.6)
-EARLY_DROP_SCAN = 64  # entries early_drop looks at (kernel: 8 buckets, NF_CT_EVICTION_RANGE)
+EARLY_DROP_SCAN = 64  # entries one early_drop looks at (kernel: the chains of 8 buckets, NF_CT_EVICTION_RANGE)
 GC_BUDGET = 4096  # entries one gc() call examines at most (kernel: 10 ms per gc_worker run)
 EVENT_BACKLOG = 100_000  # events kept before the oldest are discarded (counted in events_lost)
 
@@ -113,9 +117,12 @@ class ConntrackTable:
     # tuple -> conn; the direction is ORIGINAL when the tuple is the conn's original one (no pair stored per
     # tuple: that saves ~110 bytes per entry)
     _hash: dict[tuple[int, int, int, int, int], Conn] = field(default_factory=dict)
-    _conns: dict[int, Conn] = field(default_factory=dict)  # ct_id -> conn, oldest first
+    # ct_id -> conn, oldest first; an OrderedDict so early_drop reaches the oldest live entries in O(1) (a dict
+    # walks the slots its deletions left at the front)
+    _conns: OrderedDict[int, Conn] = field(default_factory=OrderedDict)
     _gc_pending: list[int] = field(default_factory=list)
     gc_early_drop: bool = False  # conntrack_gc_work.early_drop
+    early_drop_scanned: int = 0  # entries early_drop has looked at (its work, which must not grow with the table)
     _next_id: int = 1
     # nf_ct_destroy's hooks: run once for every ct that leaves the table (and for an unconfirmed ct that dies)
     _destroy_cbs: list[Callable[[Conn], None]] = field(default_factory=list)
@@ -248,17 +255,18 @@ class ConntrackTable:
         for conn in conns:
             self.delete(conn, now, reason="flush")
         self._hash = {}
-        self._conns = {}
+        self._conns = OrderedDict()
         self._gc_pending = []
         return len(conns)
 
     # --- bounds --------------------------------------------------------------------------------
 
     def early_drop(self, now: float) -> bool:
-        """Make room for one new entry by deleting an entry that is not ASSURED (§2.7)."""
-        for scanned, conn in enumerate(list(self._conns.values())):
-            if scanned >= EARLY_DROP_SCAN:
-                break
+        """`early_drop()` (§2.7): make room for one new entry by deleting an expired entry or one that is not
+        ASSURED, looking at no more than EARLY_DROP_SCAN of the oldest entries (O(1), like the kernel's
+        bounded bucket scan)."""
+        for conn in islice(self._conns.values(), EARLY_DROP_SCAN):
+            self.early_drop_scanned += 1
             if now >= conn.timeout:
                 self.delete(conn, now, reason="timeout")
                 return True
