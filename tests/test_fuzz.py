@@ -3,7 +3,7 @@ and damaged files through every command that reads one raise nothing and break n
 
 from __future__ import annotations
 
-from natbox.testing.fuzz import FuzzReport, fuzz_frames
+from natbox.testing.fuzz import FuzzReport, fuzz_files, fuzz_frames
 
 
 def _explain(report: FuzzReport) -> str:
@@ -16,6 +16,12 @@ def test_frames_through_every_engine_path() -> None:
     # the campaign reached the engines' outputs, not only their input checks
     assert report.outputs > report.runs // 10
     assert {"flow", "fragment", "arp", "noise", "flow-damaged"} <= set(report.kinds)
+
+
+def test_damaged_files_through_the_command_line() -> None:
+    report = fuzz_files(400, seed=7)
+    assert report.ok, report.summary("files") + "\n" + _explain(report)
+    assert len(report.kinds) >= 9  # rules, restore, ipset, host, scenario, lab, difftest, capture, ...
 
 
 def test_the_fuzzer_reports_what_it_finds() -> None:

@@ -12,8 +12,8 @@ Two campaigns, both deterministic for a seed (`random.Random(seed)`), both count
   random with jumps past every timeout, and each engine's timers run when they fall due. Checked after
   every call: nothing raised; every IPv4 frame the engine sends has a valid header checksum; it leaves by
   an interface the host has; the conntrack table stays within nf_conntrack_max.
-- `fuzz_files`: every kind of file a command reads — iptables-save rulesets, host files, replay
-  scenarios, lab files, difftest scenarios, pcap and pcapng captures — taken from the examples and the
+- `fuzz_files`: every kind of file a command reads — iptables-save rulesets, ipset sets files, host
+  files, replay scenarios, lab files, difftest scenarios, pcap and pcapng captures — taken from the examples and the
   shared conformance material, damaged at the byte, line or TOML-value level, and given to the real
   command line (`natbox.cli.main.main`, in-process, with its output captured). Checked: nothing but a
   normal exit (an exit status from 0 to 4) comes out, and no output contains a traceback.
@@ -489,7 +489,29 @@ class _FileKind:
     stdin: bool = False
 
 
-def _file_kinds() -> list[_FileKind]:
+_IPSET_SEED = """\
+create blocked hash:net family inet hashsize 1024 maxelem 65536 timeout 600 counters comment
+add blocked 10.0.0.0/8 timeout 300 packets 5 bytes 300 comment "lan"
+add blocked 192.168.7.0/24 timeout 0 nomatch
+create web hash:ip,port family inet hashsize 1024 maxelem 65536
+add web 10.1.1.1,tcp:80
+add web 10.1.1.2,udp:53
+create ports bitmap:port range 1-1024
+add ports 22
+create hosts bitmap:ip range 10.0.0.0/24 netmask 28
+create macs hash:mac hashsize 1024 maxelem 65536
+add macs 02:00:00:00:00:01
+create ifs hash:net,iface family inet hashsize 1024 maxelem 65536
+add ifs 10.2.0.0/16,eth0
+create all list:set size 8
+add all blocked
+add all web
+"""
+
+
+def _file_kinds(scratch: Path) -> list[_FileKind]:
+    ipset_seed = scratch / "seed.ipset"
+    ipset_seed.write_text(_IPSET_SEED)
     host = str(EXAMPLES / "masquerade-host.toml")
     scenario = str(EXAMPLES / "masquerade-scenario.toml")
     rulesets = sorted((SHARED / "conformance" / "rulesets").glob("*"))[:40] if SHARED.is_dir() else []
@@ -507,6 +529,9 @@ def _file_kinds() -> list[_FileKind]:
         _FileKind("lab", sorted(LAB_EXAMPLES.glob("*.toml")), ".toml", lambda f, _d: ["lab", f, "plan"], toml=True),
         # `natbox difftest` runs a valid scenario on the kernel (root, seconds each): its parser is called alone
         _FileKind("difftest", sorted((REPO / "scenarios").glob("*.toml"))[:30], ".toml", None, toml=True),
+        _FileKind("ipset", [ipset_seed], ".ipset", lambda f, _d: ["ipset", "--sets", f, "list"]),
+        _FileKind("ipset-restore", [ipset_seed], ".ipset",
+                  lambda f, d: ["ipset", "--sets", str(d / "r.ipset"), "restore"], stdin=True),
         _FileKind("capture", captures, ".pcap",
                   lambda f, d: ["replay", "--host", host, "--in", f"eth0={f}", "--out", str(d / "out")], binary=True),
     ]
@@ -550,11 +575,12 @@ def fuzz_files(n: int, seed: int = 0, *, kinds: list[str] | None = None) -> Fuzz
     """Give about `n` damaged files to the commands that read them (see the module docstring)."""
     rng = random.Random(seed)
     report = FuzzReport()
-    chosen = [k for k in _file_kinds() if k.seeds and (kinds is None or k.name in kinds)]
     env_rules = os.environ.pop("NATBOX_RULES", None)
+    env_sets = os.environ.pop("NATBOX_IPSETS", None)
     try:
         with tempfile.TemporaryDirectory(prefix="natbox-fuzz-") as tmp:
             scratch = Path(tmp)
+            chosen = [k for k in _file_kinds(scratch) if k.seeds and (kinds is None or k.name in kinds)]
             for i in range(n):
                 kind = chosen[i % len(chosen)]
                 raw = rng.choice(kind.seeds).read_bytes()
@@ -567,6 +593,7 @@ def fuzz_files(n: int, seed: int = 0, *, kinds: list[str] | None = None) -> Fuzz
                 path = scratch / f"in{i % 4}{kind.suffix}"
                 path.write_bytes(data)
                 (scratch / "r.v4").write_bytes(b"")
+                (scratch / "r.ipset").write_bytes(b"")
                 if kind.argv is None:
                     argv = ["<parse_scenario>", str(path)]
                     code, text, exc = _parse_difftest(data)
@@ -586,4 +613,6 @@ def fuzz_files(n: int, seed: int = 0, *, kinds: list[str] | None = None) -> Fuzz
     finally:
         if env_rules is not None:
             os.environ["NATBOX_RULES"] = env_rules
+        if env_sets is not None:
+            os.environ["NATBOX_IPSETS"] = env_sets
     return report
