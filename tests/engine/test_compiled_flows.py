@@ -334,14 +334,14 @@ def test_compiled_flows_carry_steady_traffic() -> None:
     engine = drv.engine
     assert len(engine._flowcache.flows) == 2 * len(FLOWS)
     calls = 0
-    slow = engine._receive_frame
+    slow = engine._input.receive_frame
 
     def counting(*args: object, **kw: object) -> None:
         nonlocal calls
         calls += 1
         slow(*args, **kw)  # type: ignore[arg-type]
 
-    engine._receive_frame = counting  # type: ignore[method-assign]
+    engine._input.receive_frame = counting  # type: ignore[method-assign]
     before = len(drv.out)
     for i in range(len(FLOWS)):
         drv.segment(i, False, "psh", 100, 0, 0, 65535, "sack", "none")

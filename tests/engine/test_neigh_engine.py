@@ -30,7 +30,7 @@ RULES = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0
          "-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n")
 
 
-def _engine() -> Engine:
+def _engine(resolve: bool = True) -> Engine:
     host = Host(name="gw", ip_forward=True)
     host.add_interface(Interface("eth0", mac=LAN_MAC))
     host.add_interface(Interface("eth1", mac=WAN_MAC))
@@ -38,8 +38,7 @@ def _engine() -> Engine:
     host.add_address("eth1", PUBLIC, 24)
     rules = Ruleset()
     rules.restore(parse_restore(RULES, file="test"))
-    engine = Engine(host, ruleset=rules, seed=1)
-    engine.resolve_neighbours = True
+    engine = Engine(host, ruleset=rules, seed=1, resolve_neighbours=resolve)
     return engine
 
 
@@ -128,8 +127,7 @@ def test_unanswered_arp_fails_after_three_requests_with_icmp_host_unreachable() 
 
 
 def test_offline_mode_is_unchanged() -> None:
-    engine = _engine()
-    engine.resolve_neighbours = False
+    engine = _engine(resolve=False)
     dgram = ipv4.build_ipv4(CLIENT, SERVER, 17, udp.build_udp(CLIENT, SERVER, 4000, 53, b"x"))
     out = _from_client(engine, dgram, 0.0)
     assert [e.frame[:6] for e in out.emitted] == [b"\x02\x00" + SERVER.to_bytes(4, "big")]

@@ -24,7 +24,8 @@ from natbox.conntrack.conn import Conn
 from natbox.conntrack.proto.udp import l4_checksum_ok
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, parse_addr
-from natbox.engine.engine import Engine, Output, _is_subnet_broadcast, _on_link
+from natbox.engine.engine import Engine, Output
+from natbox.engine.family import IPV4
 from natbox.engine.host import Address, Interface
 from natbox.nat.core import NatCore
 from natbox.nat.manip import manip_pkt, manip_pkt_ports
@@ -111,8 +112,8 @@ def test_subnet_tests(addrs: list[tuple[int, int]], probe: int, pick: int) -> No
     dev = Interface("eth0", addresses=[Address(a, p) for a, p in addrs])
     candidates = [probe] + [a.broadcast for a in dev.addresses] + [a.network for a in dev.addresses]
     for addr in candidates[:pick + 2]:
-        assert _on_link(dev, addr) == any(a.contains(addr) for a in dev.addresses)
-        assert _is_subnet_broadcast(dev, addr) == any(a.broadcast == addr for a in dev.addresses)
+        assert IPV4.on_link(dev, addr) == any(a.contains(addr) for a in dev.addresses)
+        assert IPV4.is_subnet_broadcast(dev, addr) == any(a.broadcast == addr for a in dev.addresses)
 
 
 def _lifecycles(sc: Any, *, trace: bool, fast: bool, conns: int = 6) -> list[tuple[str, bytes]]:

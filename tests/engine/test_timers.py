@@ -35,8 +35,7 @@ def _engine(*, resolve: bool = False) -> Engine:
     host.add_address("eth1", PUBLIC, 24)
     rules = Ruleset()
     rules.restore(parse_restore(RULES, file="test"))
-    engine = Engine(host, ruleset=rules, seed=1)
-    engine.resolve_neighbours = resolve
+    engine = Engine(host, ruleset=rules, seed=1, resolve_neighbours=resolve)
     return engine
 
 

@@ -634,9 +634,8 @@ def _run_gateway(cfg: GatewayConfig) -> int:
         # their segments fit (skb_gso_validate_network_len), else it segments or answers frag-needed
         host.interfaces[name].mtu = mtus[name]
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
-    engine = Engine(host, ruleset=ruleset, seed=seed)
-    engine.listeners = set(hf.listen)
-    engine.resolve_neighbours = True  # ARP as the kernel does it: held packets, ICMP host unreachable on failure
+    # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
+    engine = Engine(host, ruleset=ruleset, seed=seed, resolve_neighbours=True, listeners=hf.listen)
     loop = EventLoop(engine, ports, mtus=mtus)  # it runs the engine's neighbour timers when they are due
     loop.warn = _err
     control = None

@@ -45,19 +45,22 @@ until evicted or replaced, and is never used (the DYING bit).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
-from natbox.engine.host import Interface
+from natbox.engine.family import FlowKey, flow_key
+from natbox.engine.hooks import Hooks
+from natbox.engine.host import Host, Interface
+from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Emitted, Output
+from natbox.engine.path import Held, PathState
+from natbox.engine.routing import Fib
 from natbox.netfilter import CtInfo, CtStatus, TcpState
+from natbox.skb import Skb
 from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
-
-if TYPE_CHECKING:
-    from natbox.engine.engine import Engine
-    from natbox.skb import Skb
 
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
 
@@ -65,7 +68,6 @@ FLOW_CACHE_MAX = 65536  # compiled flows kept; the oldest is evicted first
 VIEW_MIN = 2048  # a memoryview frame longer than this keeps its payload in place (shorter ones are copied)
 HEAD_LEN = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
 
-FlowKey = tuple[str, bytes, int, bytes]  # (input device, Ethernet header, IP protocol, addresses + ports)
 
 # the ct status a compiled flow needs on every packet: (status & _MASK) == SEEN_REPLY, and for TCP ASSURED too
 _MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
@@ -125,26 +127,46 @@ class CompiledFlow:
 class FlowCache:
     """The compiled flows of one engine, and the fast path that uses them."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, host: Host, fib: Fib, cfg: ConntrackConfig, hooks: Hooks, neighs: NeighTable[Held],
+                 neigh: dict[tuple[str, int], bytes], state: PathState,
+                 neigh_resolve: Callable[[Interface, int], bytes], *, resolve_neighbours: bool) -> None:
         self.flows: dict[FlowKey, CompiledFlow] = {}
-        # the engine's parts that are never replaced, bound once (the ruleset may be: read each time)
-        self._fib = engine.fib
-        self._host = engine.host
-        self._cfg = engine.cfg
-        self._neigh = engine.neigh
+        self._fib, self._host, self._cfg, self._hooks, self._neighs, self._neigh = fib, host, cfg, hooks, neighs, neigh
+        self._st = state
+        self._neigh_resolve = neigh_resolve
+        self._resolve = resolve_neighbours
         # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
         self._seen: dict[FlowKey, Conn] = {}
+        self._by_ct: dict[int, list[FlowKey]] = {}  # the keys of each ct in flows or _seen (forget() finds them)
 
     def clear(self) -> None:
         self.flows.clear()
         self._seen.clear()
+        self._by_ct.clear()
+
+    def _link(self, key: FlowKey, conn: Conn) -> None:
+        keys = self._by_ct.setdefault(conn.ct_id, [])
+        if key not in keys:
+            keys.append(key)
+
+    def forget(self, ct: Conn) -> None:
+        """Drop the compiled flows (and flows seen once) of a destroyed ct (its `register_destroy` callback)."""
+        keys = self._by_ct.pop(ct.ct_id, None)
+        if keys is None:
+            return
+        flows, seen = self.flows, self._seen
+        for key in keys:
+            flow = flows.get(key)
+            if flow is not None and flow.conn is ct:
+                del flows[key]
+            if seen.get(key) is ct:
+                del seen[key]
 
     def compile(self, skb: Skb, key: FlowKey) -> None:
         """Compile the flow of `skb`, which the slow path has just forwarded as an ESTABLISHED packet.
 
         Does nothing when the flow is not eligible (see the module docstring)."""
-        engine = self.engine
+        hooks = self._hooks
         conn = skb.ct
         if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
             return
@@ -152,9 +174,9 @@ class FlowCache:
             return  # opening or closing: a compiled flow would not be used (tier 2 compiles it later)
         known = self.flows.get(key)
         if (known is not None and known.conn is conn and known.gen == self._fib.generation
-                and known.rules_version == engine.rules.version):
+                and known.rules_version == hooks.rules.version):
             return  # compiled already and current
-        if not all(engine.tier2_plan()):  # something besides conntrack and nat would see the packets
+        if not hooks.compilable():  # something besides conntrack and nat would see the packets
             return
         if known is None or known.conn is not conn:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
@@ -164,6 +186,7 @@ class FlowCache:
                 if len(seen) >= FLOW_CACHE_MAX:
                     seen.clear()
                 seen[key] = conn
+                self._link(key, conn)
                 return
             del seen[key]
         proto = key[2]
@@ -178,8 +201,8 @@ class FlowCache:
                 return
         elif key[3] != addrs + cur.sport.to_bytes(2, "big") + cur.dport.to_bytes(2, "big"):
             return
-        dev = engine.host.interfaces.get(key[0])
-        out = engine.host.interfaces.get(skb.oif)
+        dev = self._host.interfaces.get(key[0])
+        out = self._host.interfaces.get(skb.oif)
         if dev is None or out is None or out.kind == "loopback":
             return
         if direction == 0 and conn.masq_index is not None and conn.masq_index != skb.oif:
@@ -222,10 +245,11 @@ class FlowCache:
             conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
             (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
             50 if proto == 6 else 40 if proto == 17 else 36,
-            engine.fib.generation, engine.rules.version, learn)
+            self._fib.generation, hooks.rules.version, learn)
         if proto == 1:
             flow.icmp_id = icmp_id.to_bytes(2, "big")
         flows[key] = flow
+        self._link(key, conn)
 
     def forward(self, frame: bytes | bytearray | memoryview, iface: str, now: float, gso_type: int = 0,
                 gso_size: int = 0, partial: bool = False) -> Output | None:
@@ -247,19 +271,15 @@ class FlowCache:
             else:
                 frame = bytes(frame)
         src = frame if view is None else view  # the whole frame, for what lies past the headers
-        if len(frame) < 42 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+        key = flow_key(frame, iface)
+        if key is None:
             return None
-        proto = frame[23]
-        if proto == 1:
-            flow = self.flows.get((iface, frame[:14], 1, frame[26:36] + frame[38:40]))
-        else:
-            flow = self.flows.get((iface, frame[:14], proto, frame[26:38]))
+        flow = self.flows.get(key)
         if flow is None:
             return None
         conn = flow.conn
-        engine = self.engine
         if (conn.status & _MASK != _WANT or now >= conn.timeout or flow.gen != self._fib.generation
-                or flow.rules_version != engine.rules.version):
+                or flow.rules_version != self._hooks.rules.version):
             return None
         dev = flow.dev
         out = flow.out
@@ -276,8 +296,8 @@ class FlowCache:
         if whole and not (gso_size and gso_type):
             return None
         live_mac = None
-        if engine.resolve_neighbours:  # neigh_output: an unresolved next hop is the slow path's (it queues)
-            live_mac = engine.neighs.lookup(flow.oif, flow.nexthop, now)
+        if self._resolve:  # neigh_output: an unresolved next hop is the slow path's (it queues)
+            live_mac = self._neighs.lookup(flow.oif, flow.nexthop, now)
             if live_mac is None:
                 return None
         cfg = self._cfg
@@ -345,13 +365,13 @@ class FlowCache:
                 return None  # this packet makes the ct ASSURED (an event): the slow path's business
             udp_packet_seen_reply(conn, flow.direction, tot_len, now, cfg)
         # committed: the packet leaves
-        pkt_id = engine._next_pkt_id
-        engine._next_pkt_id = pkt_id + 1
-        engine._ctx.now = now
+        st = self._st
+        pkt_id = st.next_pkt_id
+        st.next_pkt_id = pkt_id + 1
         neigh = self._neigh
         if flow.learn_key is not None:
             neigh[flow.learn_key] = frame[6:12]
-        dst_mac = live_mac or neigh.get(flow.neigh_key) or engine._neigh_resolve(out, flow.nexthop)
+        dst_mac = live_mac or neigh.get(flow.neigh_key) or self._neigh_resolve(out, flow.nexthop)
         ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
         if flow.icmp_id is not None:
             data = b"".join((dst_mac, flow.l2, frame[14:22],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from natbox.netfilter import DropReason
+
 __all__ = ["Delivered", "Dropped", "Emitted", "LogLine", "Output"]
 
 
@@ -33,10 +35,10 @@ class Emitted:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """A packet the host dropped: where, and why (a DropReason value) with detail."""
+    """A packet the host dropped: where, and why (a DropReason: a StrEnum, so it prints as its value)."""
 
     pkt_id: int
-    reason: str
+    reason: DropReason
     where: str
     detail: str = ""
     ct_id: int = 0  # the packet's conntrack entry, when it had one

@@ -1,0 +1,302 @@
+"""Netfilter's hooks: the functions registered at each hook in priority order, and `nf_hook_slow`.
+
+Hooks run their registered functions in kernel priority order (§1.1), the way `nf_hook_slow()` walks
+`nf_hook_entries`:
+
+| hook        | functions (priority)                                                                  |
+|-------------|---------------------------------------------------------------------------------------|
+| PREROUTING  | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100)             |
+| INPUT       | mangle (-150), filter (0), nat SRC (100), confirm (INT_MAX)                             |
+| FORWARD     | mangle (-150), filter (0)                                                              |
+| OUTPUT      | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100), filter (0)  |
+| POSTROUTING | mangle (-150), nat SRC (100), confirm (INT_MAX)                                         |
+
+`XtHost` is the host as a rule sees it (`natbox.rules.api.XtContext`): the clock, the hook being run,
+randomness, addresses, NAT and the REJECT/LOG side effects. `Hooks.tier2_plan` answers the fast paths'
+question about the ruleset (which tables a forwarded packet would meet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
+from natbox.conntrack.table import ConntrackTable
+from natbox.engine.defrag import IpDefrag
+from natbox.engine.host import Host
+from natbox.engine.path import NF_STOLEN, Drop
+from natbox.engine.routing import Fib
+from natbox.nat.core import NatCore
+from natbox.nat.masquerade import masquerade
+from natbox.nat.range import NatRange
+from natbox.netfilter import CtInfo, DropReason, Hook, ManipType, Priority
+from natbox.rand import RandomSource
+from natbox.rules.api import NF_ACCEPT
+from natbox.rules.evaluate import Ruleset
+from natbox.skb import Skb
+from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
+
+__all__ = ["HookFn", "Hooks", "XtHost", "trace_ct"]
+
+HookFn = Callable[[Skb], int]
+_TABLE_OPS = frozenset({"raw", "mangle", "filter"})  # hook functions registered by _table_fn, by table name
+_HOOK_FORWARD = Hook.FORWARD
+_HOOK_LOCAL_IN = Hook.LOCAL_IN
+_HOOK_LOCAL_OUT = Hook.LOCAL_OUT
+_HOOK_POST_ROUTING = Hook.POST_ROUTING
+_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_CTINFO_UNTRACKED = CtInfo.UNTRACKED
+
+
+def trace_ct(skb: Skb) -> None:
+    """The trace line of `nf_conntrack_in`'s result: the ctinfo and the ct's tuples."""
+    ct = skb.ct
+    if skb.trace is None:
+        return
+    if ct is None:
+        state = "UNTRACKED" if skb.untracked else "INVALID"
+        skb.add_trace(f"nf_conntrack_in: {state}" + (f" ({skb.note})" if skb.note else ""))
+        return
+    what = "existing" if ct.confirmed else "new (unconfirmed)"
+    skb.add_trace(f"nf_conntrack_in: ctinfo {skb.ctinfo.name}, {what} ct #{ct.ct_id}: "
+                  f"original {ct.original}, reply {ct.reply}")
+
+
+class XtHost:
+    """The engine seen from a rule (implements `natbox.rules.api.XtContext`); `now` and `hook` are set by
+    the engine as it goes."""
+
+    def __init__(self, host: Host, fib: Fib, nat: NatCore, table: ConntrackTable, rnd: RandomSource) -> None:
+        self.hook = _HOOK_PRE_ROUTING
+        self.now = 0.0
+        self._host, self._fib, self._nat, self._table, self._rnd = host, fib, nat, table, rnd
+        # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
+        self.reject: Callable[[Skb, str, float], None] = lambda skb, how, now: None
+        self.log_packet: Callable[[Skb, str, int, int], None] = lambda skb, prefix, level, flags: None
+
+    def random_u32(self) -> int:
+        return self._rnd.getrandbits(32)
+
+    def addr_type(self, addr: int, dev: str | None) -> int:
+        return self._fib.addr_type(addr, dev)
+
+    def iface_primary_addr(self, dev: str) -> int | None:
+        iface = self._host.interfaces.get(dev)
+        if iface is None:
+            return None
+        prim = iface.primary_addresses
+        return prim[0].addr if prim else None
+
+    def nat_setup_info(self, skb: Skb, rng: NatRange, manip: ManipType) -> int:
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        return self._nat.setup_info(ct, rng, manip, now=self.now, table=self._table, rnd=self._rnd, trace=skb.trace)
+
+    def masquerade(self, skb: Skb, rng: NatRange) -> int:
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        newsrc = self._fib.select_addr(skb.oif, skb.nexthop)
+        return masquerade(skb, ct, rng, skb.oif, newsrc, nat=self._nat, now=self.now, table=self._table,
+                          rnd=self._rnd)
+
+    def send_reject(self, skb: Skb, reject_with: str) -> None:
+        self.reject(skb, reject_with, self.now)
+
+    def log(self, skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
+        self.log_packet(skb, prefix, level, flags)
+
+    def notrack(self, skb: Skb) -> None:
+        skb.untracked = True
+        skb.ct = None
+        skb.ctinfo = _CTINFO_UNTRACKED
+
+
+class Hooks:
+    """The hook functions of one network namespace and `nf_hook_slow` over them."""
+
+    def __init__(self, rules: Ruleset, ctx: XtHost, *, table: ConntrackTable, cfg: ConntrackConfig, nat: NatCore,
+                 rnd: RandomSource, defrag: IpDefrag) -> None:
+        self.rules = rules
+        self._ctx = ctx
+        self._table, self._cfg, self._nat, self._rnd, self._defrag = table, cfg, nat, rnd, defrag
+        self._hooks = self._build_hooks()
+        # _run_hook's functions per hook for one Ruleset object and version (see _refresh_ops)
+        self._active_ops: dict[Hook, list[tuple[int, str, HookFn]]] = {}
+        self._ops_rules: Ruleset | None = None
+        self._ops_version = -1
+        # the fast paths' view of the ruleset (see tier2_plan), valid for one Ruleset object and version
+        self._plan_rules: Ruleset | None = None
+        self._plan_version = -1
+        self._plan = (False, False, False, False)
+        self.pre_after_ct = [n for _p, n, _f in self._hooks[_HOOK_PRE_ROUTING]].index("conntrack") + 1
+        self.nat_chain = {h: self._nat_chain_fn(h) for h in (_HOOK_PRE_ROUTING, _HOOK_POST_ROUTING)}
+
+    # --- registration ----------------------------------------------------------------------------
+
+    def _build_hooks(self) -> dict[Hook, list[tuple[int, str, HookFn]]]:
+        """Register the hook functions as the kernel modules would (see the module docstring)."""
+        ops: dict[Hook, list[tuple[int, str, HookFn]]] = {h: [] for h in Hook}
+        for hook in (_HOOK_PRE_ROUTING, _HOOK_LOCAL_OUT):
+            ops[hook].append((Priority.CONNTRACK_DEFRAG, "defrag", self._hook_defrag))
+            ops[hook].append((Priority.RAW, "raw", self._table_fn("raw", hook)))
+            ops[hook].append((Priority.CONNTRACK, "conntrack", self._hook_conntrack(hook)))
+            ops[hook].append((Priority.NAT_DST, "nat", self._hook_nat(hook)))
+        for hook in Hook:
+            ops[hook].append((Priority.MANGLE, "mangle", self._table_fn("mangle", hook)))
+        for hook in (_HOOK_LOCAL_IN, _HOOK_FORWARD, _HOOK_LOCAL_OUT):
+            ops[hook].append((Priority.FILTER, "filter", self._table_fn("filter", hook)))
+        for hook in (_HOOK_LOCAL_IN, _HOOK_POST_ROUTING):
+            ops[hook].append((Priority.NAT_SRC, "nat", self._hook_nat(hook)))
+            ops[hook].append((Priority.CONNTRACK_CONFIRM, "confirm", self._hook_confirm))
+        for hook in Hook:
+            ops[hook].sort(key=lambda op: op[0])
+        return ops
+
+    def _refresh_ops(self) -> None:
+        """The hook functions `run` calls for the current ruleset: every one but those of the raw, mangle
+        and filter tables that are trivial at their hook (absent, see `Ruleset.is_trivial`), whose function
+        would only return NF_ACCEPT. Each keeps its index in the full list (`start`). Worked out again
+        whenever the Ruleset object or its version changes."""
+        rules = self.rules
+        self._active_ops = {
+            hook: [(i, name, fn) for i, (_prio, name, fn) in enumerate(ops)
+                   if not (name in _TABLE_OPS and rules.is_trivial(name, hook))]
+            for hook, ops in self._hooks.items()}
+        self._ops_rules, self._ops_version = rules, rules.version
+
+    def _table_fn(self, table: str, hook: Hook) -> HookFn:
+        ctx = self._ctx
+
+        def run(skb: Skb) -> int:
+            # only called by run(), which leaves out the table where it is trivial (_refresh_ops)
+            ctx.hook = hook
+            return self.rules.run(table, hook, skb, ctx)
+
+        return run
+
+    def _hook_conntrack(self, hook: Hook) -> HookFn:
+        def run(skb: Skb) -> int:
+            if not self.rules.needs_conntrack():
+                if skb.trace is not None and skb.ct is None:
+                    skb.add_trace("nf_conntrack_in: not registered in this netns (no rule needs connection "
+                                  "tracking): the packet is not tracked and cannot be NATed")
+                return NF_ACCEPT
+            verdict = nf_conntrack_in(skb, hook, self._ctx.now, self._table, self._cfg)
+            if skb.trace is not None:
+                trace_ct(skb)
+            return verdict
+
+        return run
+
+    def _nat_chain_fn(self, hook: Hook) -> HookFn:
+        ctx = self._ctx
+
+        def run_chain(skb: Skb) -> int:
+            if self.rules.is_trivial("nat", hook):
+                return NF_ACCEPT
+            ctx.hook = hook
+            return self.rules.run("nat", hook, skb, ctx)
+
+        return run_chain
+
+    def _hook_nat(self, hook: Hook) -> HookFn:
+        ctx = self._ctx
+        run_chain = self._nat_chain_fn(hook)
+
+        def run(skb: Skb) -> int:
+            # the NAT hooks exist while a nat table does (iptable_nat registers them), and act on tracked
+            # packets only
+            if skb.ct is None or "nat" not in self.rules.present:
+                return NF_ACCEPT
+            return self._nat.nf_nat_ipv4_fn(skb, hook, now=ctx.now, table=self._table, rnd=self._rnd,
+                                            run_chain=run_chain)
+
+        return run
+
+    def _hook_confirm(self, skb: Skb) -> int:
+        if skb.ct is None or skb.ct.confirmed:
+            return NF_ACCEPT
+        verdict = nf_conntrack_confirm(skb, self._ctx.now, self._table)
+        if skb.trace is not None and verdict == NF_ACCEPT and skb.ct is not None:
+            skb.add_trace(f"nf_confirm: ct #{skb.ct.ct_id} confirmed (inserted in the table)")
+        return verdict
+
+    def _hook_defrag(self, skb: Skb) -> int:
+        """`ipv4_conntrack_defrag`: fragments are held until the datagram is complete (§9)."""
+        data = skb.data
+        # `not skb.is_fragment` (MF and offset clear), without the two property calls
+        if (not (data[IPH_FRAG_OFF] & 0x3F or data[IPH_FRAG_OFF + 1]) or skb.untracked
+                or not self.rules.needs_conntrack()):
+            return NF_ACCEPT  # nf_defrag_ipv4 is enabled by conntrack's registration (nf_ct_netns_get)
+        result = self._defrag.add(skb.data, self._ctx.now)
+        if result.datagram is None:
+            if result.reason is not None:
+                raise Drop(result.reason, "defrag", result.detail)
+            skb.add_trace("ipv4_conntrack_defrag: fragment held for reassembly")
+            return NF_STOLEN
+        skb.data = result.datagram
+        skb.ihl = (skb.data[IPH_VER_IHL] & 0x0F) * 4
+        skb.frag_max_size = result.frag_max_size
+        skb.frag_pmtu = result.frag_pmtu
+        skb.frag_list = list(result.frag_list) if result.frag_list else None
+        if skb.trace is not None:
+            skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
+                          f"(largest fragment {result.frag_max_size})")
+        return NF_ACCEPT
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def run(self, hook: Hook, skb: Skb, start: int = 0) -> int:
+        """`nf_hook_slow()`: run the hook's functions in priority order until one does not ACCEPT
+        (from the `start`-th function on, when the fast path hands a packet back mid-hook)."""
+        skb.hook = hook
+        self._ctx.hook = hook
+        rules = self.rules
+        if rules is not self._ops_rules or rules.version != self._ops_version:
+            self._refresh_ops()
+        for i, name, fn in self._active_ops[hook]:
+            if i < start:
+                continue
+            verdict = fn(skb)
+            if verdict == NF_ACCEPT:
+                continue
+            if verdict == NF_STOLEN:
+                return NF_STOLEN
+            raise self.verdict_drop(hook, name, skb)
+        return NF_ACCEPT
+
+    def verdict_drop(self, hook: Hook, name: str, skb: Skb) -> Drop:
+        """The `Drop` for a hook function's NF_DROP, with the reason that function stands for."""
+        detail = skb.note or f"{name} {hook.chain_name}"
+        reason = DropReason.RULE_DROP
+        if name == "conntrack":
+            reason = DropReason.CT_TABLE_FULL
+        elif name == "confirm":
+            reason = DropReason.NAT_INSERT_FAILED
+        elif name == "nat" and self._nat.drop_reason is not None:
+            reason = self._nat.drop_reason
+        return Drop(reason, f"{hook.chain_name}/{name}", detail)
+
+    def tier2_plan(self) -> tuple[bool, bool, bool, bool]:
+        """What the fast paths ask of the ruleset, worked out once per ruleset version (every change to the
+        tables, `present` or the conntrack registration bumps `Ruleset.version`): whether the flow cache may
+        be used at all (raw PREROUTING absent, conntrack registered, a nat table), and whether mangle
+        PREROUTING, mangle+filter FORWARD and mangle POSTROUTING are absent. A flow may be compiled
+        (`FlowCache`) only when all four hold: nothing but conntrack and nat sees its packets."""
+        rules = self.rules
+        if rules is self._plan_rules and rules.version == self._plan_version:
+            return self._plan
+        pre, fwd, post = _HOOK_PRE_ROUTING, _HOOK_FORWARD, _HOOK_POST_ROUTING
+        self._plan = (rules.is_trivial("raw", pre) and rules.needs_conntrack() and "nat" in rules.present,
+                      rules.is_trivial("mangle", pre),
+                      rules.is_trivial("mangle", fwd) and rules.is_trivial("filter", fwd),
+                      rules.is_trivial("mangle", post))
+        self._plan_rules, self._plan_version = rules, rules.version
+        return self._plan
+
+    def compilable(self) -> bool:
+        """Whether nothing but conntrack and nat would see a forwarded packet (all of `tier2_plan`)."""
+        return all(self.tier2_plan())

@@ -1,0 +1,215 @@
+"""Local in and local out: what the host's own stack receives and sends.
+
+- In: `ip_local_deliver` → LOCAL_IN → the local stack model (`ip_local_deliver_finish`): listening
+  sockets, echo replies, port unreachables and resets for closed ports.
+- Out: `ip_route_output_key` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`, for
+  datagrams the host generates (echo replies, ICMP errors, resets, `Engine.send_local`), and
+  `loopback_xmit`, which brings a packet sent to this host back in on `lo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from natbox.conntrack.tuple import format_addr
+from natbox.engine.family import AddressFamily
+from natbox.engine.hooks import Hooks, XtHost
+from natbox.engine.host import Host
+from natbox.engine.icmp_send import IcmpSender
+from natbox.engine.output import Delivered
+from natbox.engine.path import Drop, PathState
+from natbox.engine.reject import build_reset_for
+from natbox.engine.routing import RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib
+from natbox.netfilter import CtInfo, Direction, DropReason, Hook
+from natbox.rules.api import NF_ACCEPT
+from natbox.skb import PacketType, Skb
+from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH
+from natbox.wire.layout import L4_DPORT
+
+__all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalStack"]
+
+LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
+LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
+LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
+
+_CTINFO_RELATED = CtInfo.RELATED
+_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
+_DIRN_ORIGINAL = Direction.ORIGINAL
+_HOOK_LOCAL_IN = Hook.LOCAL_IN
+_HOOK_LOCAL_OUT = Hook.LOCAL_OUT
+_PKT_BROADCAST = PacketType.BROADCAST
+_PKT_LOOPBACK = PacketType.LOOPBACK
+_PKT_MULTICAST = PacketType.MULTICAST
+
+
+class LocalStack:
+    """The host's own end of the packet path (see the module docstring)."""
+
+    def __init__(self, host: Host, fib: Fib, hooks: Hooks, icmp: IcmpSender, family: AddressFamily,
+                 state: PathState, ctx: XtHost) -> None:
+        self._host, self._fib, self._hooks, self._icmp, self._family = host, fib, hooks, icmp, family
+        self._st, self._ctx = state, ctx
+        self.listeners: set[tuple[int, int]] = set()  # (protocol, port) open on the host
+        self.queue: list[Skb] = []  # datagrams `Engine.send_local` handed in, sent by flush()
+        self._depth = 0  # nested loopback deliveries
+        self._nested = 0  # locally generated packets being sent from inside another packet's path
+        # bound by the engine: the output stage (`IpOutput.ip_output`) and the input path after ip_rcv
+        # (`RouteInput.ip_rcv_skb`), which loopback_xmit re-enters
+        self.ip_output: Callable[[Skb], None] = lambda skb: None
+        self.rcv_skb: Callable[[Skb], None] = lambda skb: None
+
+    # --- local delivery --------------------------------------------------------------------------
+
+    def local_deliver(self, skb: Skb) -> None:
+        """`ip_local_deliver` → LOCAL_IN → the local stack (`ip_local_deliver_finish`)."""
+        if self._hooks.run(_HOOK_LOCAL_IN, skb) != NF_ACCEPT:
+            return
+        self._local_stack(skb)
+
+    def _local_stack(self, skb: Skb) -> None:
+        """What the host's own stack does with a datagram for it: echo replies, resets, port unreachables."""
+        proto = skb.protocol
+        broadcast = skb.pkt_type in (_PKT_BROADCAST, _PKT_MULTICAST) or \
+            self._fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
+        if proto == 1 and skb.l4_len >= 8:
+            reply = None if broadcast else self._family.echo_reply(skb)
+            if reply is not None:
+                self._deliver(skb, "icmp echo request answered")
+                self.queue_local(reply, None)
+                return
+            self._deliver(skb, "icmp to the local stack")
+            return
+        if proto in (6, 17) and skb.l4_len >= 4:
+            dport = skb.l4_u16(L4_DPORT) or 0
+            if (proto, dport) in self.listeners:
+                self._deliver(skb, f"socket {'tcp' if proto == 6 else 'udp'}:{dport}")
+                return
+            if broadcast:
+                self._deliver(skb, "no socket (broadcast: no reply)")
+                return
+            if proto == 17:
+                self._icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, local=True)
+                self._deliver(skb, f"udp port {dport} closed: port unreachable sent")
+                return
+            rst = build_reset_for(bytes(skb.data))  # tcp_v4_send_reset (none in answer to a reset)
+            if rst is not None:
+                self.queue_local(rst, None)
+            self._deliver(skb, f"tcp port {dport} closed")
+            return
+        self._deliver(skb, f"protocol {proto} delivered")
+
+    def _deliver(self, skb: Skb, action: str) -> None:
+        if skb.trace is not None:
+            skb.add_trace(f"ip_local_deliver_finish: {action}")
+        self._st.out.delivered.append(Delivered(skb.pkt_id, bytes(skb.data), action,
+                                                skb.ct.ct_id if skb.ct is not None else 0))
+
+    # --- locally generated packets ---------------------------------------------------------------
+
+    def queue_local(self, datagram: bytes | bytearray, attach: Skb | None) -> None:
+        """Send a datagram the host's stack generated (attached to `attach`'s ct, nf_ct_attach)."""
+        data = bytearray(datagram)
+        nskb = Skb(data, pkt_id=attach.pkt_id if attach is not None else self._st.current_pkt_id())
+        if attach is not None and attach.ct is not None:
+            # nf_ct_attach(): the new packet belongs to the old one's ct, in the other direction
+            nskb.ct = attach.ct
+            reply = attach.ctinfo.direction == _DIRN_ORIGINAL
+            nskb.ctinfo = _CTINFO_RELATED_REPLY if reply else _CTINFO_RELATED
+        if attach is not None and attach.trace is not None:
+            nskb.trace = []
+        self._send_now(nskb)
+
+    def _send_now(self, nskb: Skb) -> None:
+        """Send a packet the host generates while handling another one, at once, as the kernel does
+        (icmp_send, nf_send_reset and icmp_reply call ip_local_out in the middle of the packet's path: a
+        redirect or an error leaves before the packet that caused it goes on, with its ct as it is then).
+        Nesting is bounded by LOCAL_NESTING_MAX."""
+        st = self._st
+        if self._nested >= LOCAL_NESTING_MAX:
+            st.stats["local_nesting_exceeded"] += 1
+            return
+        saved_hook, saved_skb = self._ctx.hook, st.skb
+        self._nested += 1
+        st.skb = nskb
+        try:
+            self.ip_local_out(nskb)
+        except Drop as d:
+            st.record_drop(nskb.pkt_id, d)
+        finally:
+            st.flush_trace(nskb)
+            self._nested -= 1
+            self._ctx.hook, st.skb = saved_hook, saved_skb
+
+    def flush(self, now: float) -> None:
+        """Send what `Engine.send_local` queued (bounded by LOCAL_QUEUE_MAX)."""
+        st = self._st
+        sent = 0
+        while self.queue and sent < LOCAL_QUEUE_MAX:
+            skb = self.queue.pop(0)
+            st.skb = skb
+            sent += 1
+            self._ctx.now = now
+            try:
+                self.ip_local_out(skb)
+            except Drop as d:
+                st.record_drop(skb.pkt_id, d)
+            finally:
+                st.flush_trace(skb)
+        self.queue.clear()
+
+    def ip_local_out(self, skb: Skb) -> None:
+        """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""
+        self._route_output(skb)
+        if skb.trace is not None:
+            skb.add_trace(f"ip_local_out: {self._family.describe(skb)} via {skb.oif}")
+        daddr = skb.daddr
+        if self._hooks.run(_HOOK_LOCAL_OUT, skb) != NF_ACCEPT:
+            return
+        if skb.daddr != daddr:  # nf_nat_ipv4_local_fn → ip_route_me_harder
+            self._route_output(skb)
+        self.ip_output(skb)
+
+    def _route_output(self, skb: Skb) -> None:
+        """`ip_route_output_key`: the out device and next hop; a source address if the sender left it 0.
+
+        A local destination goes out `lo` with itself as source (the local route's prefsrc); 127/8 from
+        127.0.0.1. A 127/8 source may leave a non-loopback device only with route_localnet there (§8).
+        """
+        daddr = skb.daddr
+        fib = self._fib
+        src: int | None = None
+        if fib.is_local(daddr) or daddr >> 24 == 127:
+            skb.oif = "lo"
+            skb.nexthop = daddr
+            src = 0x7F000001 if daddr >> 24 == 127 else daddr
+        else:
+            res = fib.lookup(daddr)
+            if res is None or res.type != RTN_UNICAST or res.dev is None:
+                raise Drop(DropReason.NO_ROUTE, "ip_route_output", f"no route to {format_addr(daddr)}")
+            skb.oif = res.dev
+            skb.nexthop = res.nexthop
+            src = res.route.prefsrc
+            out = self._host.interfaces[res.dev]
+            if skb.saddr >> 24 == 127 and out.kind != "loopback" and not out.route_localnet:
+                raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_output",
+                           f"{format_addr(skb.saddr)} may not leave {out.name} (route_localnet = 0)")
+        if skb.saddr == 0:
+            if src is None:
+                src = fib.select_addr(skb.oif, daddr)
+            if src is None:
+                raise Drop(DropReason.NO_ROUTE, "ip_route_output", "no source address")
+            self._family.set_local_source(skb, src)
+
+    def loopback_xmit(self, skb: Skb) -> None:
+        """`loopback_xmit` → `netif_rx`: the skb comes back in on lo, its ct still attached (§4.1)."""
+        if self._depth >= LOOPBACK_DEPTH_MAX:
+            raise Drop(DropReason.NO_ROUTE, "loopback_xmit", "loop depth exceeded")
+        self._depth += 1
+        try:
+            skb.iif = "lo"
+            skb.oif = ""
+            skb.pkt_type = _PKT_LOOPBACK
+            skb.add_trace("loopback_xmit: back in on lo")
+            self.rcv_skb(skb)
+        finally:
+            self._depth -= 1
