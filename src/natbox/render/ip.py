@@ -7,6 +7,23 @@ from natbox.render.dissect import Packet, Truncated
 from natbox.render.ipsec import esp_print
 from natbox.render.tcp import tcp_print
 from natbox.render.udp import udp_print
+from natbox.wire.layout import (
+    ICMPH_CODE,
+    ICMPH_GATEWAY,
+    ICMPH_ID,
+    ICMPH_LEN,
+    ICMPH_MTU,
+    ICMPH_SEQUENCE,
+    ICMPH_TYPE,
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_MIN_LEN,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_TOT_LEN,
+    IPH_VER_IHL,
+    L4_DPORT,
+)
 
 _ICMP_SIMPLE: dict[int, str] = {0: "echo reply", 4: "source quench", 8: "echo request",
                                 10: "router solicitation", 13: "time stamp request", 14: "time stamp reply",
@@ -27,21 +44,21 @@ _REDIRECT_TEXT: dict[int, str] = {0: "redirect {} to net {}", 1: "redirect {} to
 def ip_print(p: Packet, off: int, length: int) -> None:
     """ip_print(): header sanity, snaplen push to the total length, demux or fragment text."""
     p.proto = "ip"
-    v = p.u8(off) >> 4
+    v = p.u8(off + IPH_VER_IHL) >> 4
     if v != 4:
         p.w("IP6, wrong link-layer encapsulation (invalid)" if v == 6 else f"IP{v} (invalid)")
         return
     if not p.eflag:
         p.w("IP ")
-    p.need(off, 20)
-    if length < 20:
+    p.need(off, IPH_MIN_LEN)
+    if length < IPH_MIN_LEN:
         p.w(f"truncated-ip {length}")
         return
-    hlen = (p.b[off] & 0x0F) * 4
-    if hlen < 20:
+    hlen = (p.b[off + IPH_VER_IHL] & 0x0F) * 4
+    if hlen < IPH_MIN_LEN:
         p.w(f"bad-hlen {hlen}")
         return
-    tot = p.u16(off + 2)
+    tot = p.u16(off + IPH_TOT_LEN)
     if length < tot:
         p.w(f"truncated-ip - {tot - length} bytes missing! ")
     if tot < hlen:
@@ -50,9 +67,9 @@ def ip_print(p: Packet, off: int, length: int) -> None:
     saved_end = p.end
     p.end = min(p.end, off + tot)
     plen = tot - hlen
-    frag = p.u16(off + 6)
-    nh = p.u8(off + 9)
-    src, dst = p.ip(off + 12), p.ip(off + 16)
+    frag = p.u16(off + IPH_FRAG_OFF)
+    nh = p.u8(off + IPH_PROTOCOL)
+    src, dst = p.ip(off + IPH_SADDR), p.ip(off + IPH_DADDR)
     if frag & 0x1FFF == 0:
         if nh not in (6, 17, 132, 33):
             p.w(f"{src} > {dst}: ")
@@ -97,18 +114,19 @@ def _icmp_tstamp(ms: int) -> str:
 def icmp_print(p: Packet, off: int, plen: int) -> None:
     """icmp_print() at default verbosity (no embedded-datagram dump: that needs -v)."""
     p.proto = "icmp"
-    t, code = p.u8(off), p.u8(off + 1)
-    inner_dst = off + 8 + 16
+    t, code = p.u8(off + ICMPH_TYPE), p.u8(off + ICMPH_CODE)
+    inner = off + ICMPH_LEN  # the quoted IP header of an error
+    inner_dst = inner + IPH_DADDR
     if t in (0, 8):
-        s = f"echo {'request' if t == 8 else 'reply'}, id {p.u16(off + 4)}, seq {p.u16(off + 6)}"
+        s = f"echo {'request' if t == 8 else 'reply'}, id {p.u16(off + ICMPH_ID)}, seq {p.u16(off + ICMPH_SEQUENCE)}"
     elif t == 3:
         if code == 2:
-            s = f"{p.ip(inner_dst)} protocol {p.u8(off + 8 + 9)} unreachable"
+            s = f"{p.ip(inner_dst)} protocol {p.u8(inner + IPH_PROTOCOL)} unreachable"
         elif code == 3:
-            p.need(off + 8 + 9, 1)
-            ihl = (p.u8(off + 8) & 0x0F) * 4
-            dport = p.u16(off + 8 + ihl + 2)
-            proto = p.u8(off + 8 + 9)
+            p.need(inner + IPH_PROTOCOL, 1)
+            ihl = (p.u8(inner + IPH_VER_IHL) & 0x0F) * 4
+            dport = p.u16(inner + ihl + L4_DPORT)
+            proto = p.u8(inner + IPH_PROTOCOL)
             if proto == IPPROTO_TCP:
                 s = f"{p.ip(inner_dst)} tcp port {dport} unreachable"
             elif proto == IPPROTO_UDP:
@@ -116,7 +134,7 @@ def icmp_print(p: Packet, off: int, plen: int) -> None:
             else:
                 s = f"{p.ip(inner_dst)} protocol {proto} port {dport} unreachable"
         elif code == 4:
-            mtu = p.u16(off + 6)
+            mtu = p.u16(off + ICMPH_MTU)
             if mtu:
                 s = f"{p.ip(inner_dst)} unreachable - need to frag (mtu {mtu})"
             else:
@@ -127,9 +145,9 @@ def icmp_print(p: Packet, off: int, plen: int) -> None:
             s = f"{p.ip(inner_dst)} unreachable - #{code}"
     elif t == 5:
         if code in _REDIRECT_TEXT:
-            s = _REDIRECT_TEXT[code].format(p.ip(inner_dst), p.ip(off + 4))
+            s = _REDIRECT_TEXT[code].format(p.ip(inner_dst), p.ip(off + ICMPH_GATEWAY))
         else:
-            s = f"redirect-#{code} {p.ip(inner_dst)} to {p.ip(off + 4)}"
+            s = f"redirect-#{code} {p.ip(inner_dst)} to {p.ip(off + ICMPH_GATEWAY)}"
     elif t == 9:
         p.need(off + 4, 4)
         num, size, lifetime = p.b[off + 4], p.b[off + 5], p.u16(off + 6)
@@ -158,15 +176,16 @@ def icmp_print(p: Packet, off: int, plen: int) -> None:
         else:
             s = f"time exceeded-#{code}"
     elif t == 12:
-        s = f"parameter problem - code {code}" if code else f"parameter problem - octet {p.u8(off + 4)}"
+        s = f"parameter problem - code {code}" if code else f"parameter problem - octet {p.u8(off + ICMPH_GATEWAY)}"
     elif t == 18:
         s = f"address mask is 0x{p.u32(off + 8):08x}"
     elif t == 13:
-        s = f"time stamp query id {p.u16(off + 4)} seq {p.u16(off + 6)}"
+        s = f"time stamp query id {p.u16(off + ICMPH_ID)} seq {p.u16(off + ICMPH_SEQUENCE)}"
     elif t == 14:
         p.need(off + 16, 4)
-        s = (f"time stamp reply id {p.u16(off + 4)} seq {p.u16(off + 6)}: org {_icmp_tstamp(p.u32(off + 8))}"
-             f", recv {_icmp_tstamp(p.u32(off + 12))}, xmit {_icmp_tstamp(p.u32(off + 16))}")
+        ts = off + ICMPH_LEN  # icmp_otime, icmp_rtime, icmp_ttime (struct icmp in tcpdump's netinet)
+        s = (f"time stamp reply id {p.u16(off + ICMPH_ID)} seq {p.u16(off + ICMPH_SEQUENCE)}: "
+             f"org {_icmp_tstamp(p.u32(ts))}, recv {_icmp_tstamp(p.u32(ts + 4))}, xmit {_icmp_tstamp(p.u32(ts + 8))}")
     else:
         s = _ICMP_SIMPLE.get(t, f"type-#{t}")
     p.w(f"ICMP {s}, length {plen}")

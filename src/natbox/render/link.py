@@ -5,6 +5,21 @@ from __future__ import annotations
 
 from natbox.render.dissect import Packet, Truncated, hexdump
 from natbox.render.ip import ip_print
+from natbox.wire.layout import (
+    ARPH_HLN,
+    ARPH_HRD,
+    ARPH_LEN,
+    ARPH_OP,
+    ARPH_PLN,
+    ARPH_PRO,
+    ETH_DEST,
+    ETH_HDR_LEN,
+    ETH_PROTO,
+    ETH_SOURCE,
+    VLAN_ENCAP_PROTO,
+    VLAN_HLEN,
+    VLAN_TCI,
+)
 
 # tcpdump's ethertype.h names
 ETHERTYPE_NAMES: dict[int, str] = {
@@ -28,22 +43,21 @@ def ether_print(p: Packet, length: int) -> None:
     if length < caplen:
         p.w(f"[length {length} < caplen {caplen}] (invalid)")
         return
-    if caplen < 14:
+    if caplen < ETH_HDR_LEN:
         raise Truncated
     orig_length = length
     if p.eflag:
-        p.w(f"{p.mac(6)} > {p.mac(0)}, ")
-    off = 12
-    length -= 14
-    etype = p.u16(off)
-    off += 2
+        p.w(f"{p.mac(ETH_SOURCE)} > {p.mac(ETH_DEST)}, ")
+    length -= ETH_HDR_LEN
+    etype = p.u16(ETH_PROTO)
+    off = ETH_HDR_LEN
     printed_length = False
     while etype in (0x8100, 0x88A8, 0x9100, 0x9200):
-        if p.end - off < 4 or length < 4:
+        if p.end - off < VLAN_HLEN or length < VLAN_HLEN:
             p.proto = "vlan"
             raise Truncated
         if p.eflag:
-            tci = p.u16(off)
+            tci = p.u16(off + VLAN_TCI)
             p.w(f"ethertype {ETHERTYPE_NAMES.get(etype, 'Unknown')} (0x{etype:04x})")
             if not printed_length:
                 p.w(f", length {orig_length}: ")
@@ -52,9 +66,9 @@ def ether_print(p: Packet, length: int) -> None:
                 p.w(", ")
             dei = ", DEI" if tci & 0x1000 else ""
             p.w(f"vlan {tci & 0xFFF}, p {tci >> 13}{dei}, ")
-        etype = p.u16(off + 2)
-        off += 4
-        length -= 4
+        etype = p.u16(off + VLAN_ENCAP_PROTO)
+        off += VLAN_HLEN
+        length -= VLAN_HLEN
     if etype <= 1500:
         # 802.3 + LLC: not decoded here (tcpdump prints LLC/SNAP/STP…).
         length = min(length, etype)
@@ -74,7 +88,7 @@ def ether_print(p: Packet, length: int) -> None:
         arp_print(p, off, length)
     else:
         if not p.eflag:
-            p.w(f"{p.mac(6)} > {p.mac(0)}, ethertype {ETHERTYPE_NAMES.get(etype, 'Unknown')} "
+            p.w(f"{p.mac(ETH_SOURCE)} > {p.mac(ETH_DEST)}, ethertype {ETHERTYPE_NAMES.get(etype, 'Unknown')} "
                 f"(0x{etype:04x}), length {orig_length}: ")
         hexdump(p, off, p.end - off)
 
@@ -104,11 +118,11 @@ def sll_print(p: Packet, length: int) -> None:
 def arp_print(p: Packet, off: int, length: int) -> None:
     """arp_print() for Ethernet/IPv4 ARP at default verbosity."""
     p.proto = "arp"
-    p.need(off, 8)
-    hrd, pro = p.u16(off), p.u16(off + 2)
-    hln, pln = p.b[off + 4], p.b[off + 5]
-    op = p.u16(off + 6)
-    sha = off + 8
+    p.need(off, ARPH_LEN)
+    hrd, pro = p.u16(off + ARPH_HRD), p.u16(off + ARPH_PRO)
+    hln, pln = p.b[off + ARPH_HLN], p.b[off + ARPH_PLN]
+    op = p.u16(off + ARPH_OP)
+    sha = off + ARPH_LEN
     spa = sha + hln
     tha = spa + pln
     tpa = tha + hln

@@ -6,6 +6,20 @@ from __future__ import annotations
 from natbox.render.dissect import Packet, Stop, Truncated
 from natbox.render.dns import domain_print
 from natbox.render.text import HTTP_CMDS, ssh_print, txtproto_print
+from natbox.wire.layout import (
+    IPH_ADDRS_END,
+    IPH_DADDR,
+    IPH_SADDR,
+    TCPH_ACK_SEQ,
+    TCPH_DEST,
+    TCPH_DOFF,
+    TCPH_FLAGS,
+    TCPH_MIN_LEN,
+    TCPH_SEQ,
+    TCPH_SOURCE,
+    TCPH_URG_PTR,
+    TCPH_WINDOW,
+)
 
 _TCP_FLAGS: tuple[tuple[int, str], ...] = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "."),
                                            (0x20, "U"), (0x40, "E"), (0x80, "W"))
@@ -17,26 +31,26 @@ def tcp_print(p: Packet, off: int, length: int, iph: int) -> None:
     """tcp_print() at default verbosity (flags, seq/ack, win, urg, options, length, a few payloads)."""
     p.proto = "tcp"
     b = p.b
-    src, dst = p.ip(iph + 12), p.ip(iph + 16)
-    if not p.has(off + 2, 2):
+    src, dst = p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
+    if not p.has(off + TCPH_DEST, 2):
         p.w(f"{src} > {dst}:")
         raise Truncated
-    sport, dport = p.u16(off), p.u16(off + 2)
+    sport, dport = p.u16(off + TCPH_SOURCE), p.u16(off + TCPH_DEST)
     p.w(f"{src}.{sport} > {dst}.{dport}: ")
-    p.need(off, 20)
-    hlen = (b[off + 12] >> 4) * 4
-    if hlen < 20:
+    p.need(off, TCPH_MIN_LEN)
+    hlen = (b[off + TCPH_DOFF] >> 4) * 4
+    if hlen < TCPH_MIN_LEN:
         p.w(f" tcp {(length - hlen) & 0xFFFFFFFF} [bad hdr length {hlen} - too short, < 20]")
         return
-    seq, ack = p.u32(off + 4), p.u32(off + 8)
-    win, urp = p.u16(off + 14), p.u16(off + 18)
-    flags = b[off + 13]
+    seq, ack = p.u32(off + TCPH_SEQ), p.u32(off + TCPH_ACK_SEQ)
+    win, urp = p.u16(off + TCPH_WINDOW), p.u16(off + TCPH_URG_PTR)
+    flags = b[off + TCPH_FLAGS]
     p.w("Flags [" + ("".join(c for bit, c in _TCP_FLAGS if flags & bit) or "none") + "]")
     rev = False
     thseq = thack = 0
     seqs = p.seqs
     if seqs is not None and flags & 0x10:
-        sip, dip = b[iph + 12:iph + 16], b[iph + 16:iph + 20]
+        sip, dip = b[iph + IPH_SADDR:iph + IPH_DADDR], b[iph + IPH_DADDR:iph + IPH_ADDRS_END]
         if sport > dport or (sport == dport and sip > dip):
             rev = True
         key = (dip, sip, (dport << 16) | sport) if rev else (sip, dip, (sport << 16) | dport)
@@ -63,8 +77,8 @@ def tcp_print(p: Packet, off: int, length: int, iph: int) -> None:
     p.w(f", win {win}")
     if flags & 0x20:
         p.w(f", urg {urp}")
-    if hlen > 20:
-        _tcp_options(p, off + 20, hlen - 20, rev, thseq, thack)
+    if hlen > TCPH_MIN_LEN:
+        _tcp_options(p, off + TCPH_MIN_LEN, hlen - TCPH_MIN_LEN, rev, thseq, thack)
     p.w(f", length {length}")
     if length == 0:
         return

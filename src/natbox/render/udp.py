@@ -7,6 +7,7 @@ from natbox.render.dissect import Packet, Truncated
 from natbox.render.dns import domain_print
 from natbox.render.ipsec import isakmp_rfc3948_print
 from natbox.render.text import SIP_CMDS, txtproto_print
+from natbox.wire.layout import IPH_DADDR, IPH_SADDR, UDPH_DEST, UDPH_LEN, UDPH_LEN_BYTES, UDPH_SOURCE
 
 _TFTP_OPS: dict[int, str] = {1: "RRQ", 2: "WRQ", 3: "DATA", 4: "ACK", 5: "ERROR", 6: "OACK"}
 _TFTP_ERRS: dict[int, str] = {0: "EUNDEF", 1: "ENOTFOUND", 2: "EACCESS", 3: "ENOSPACE", 4: "EBADOP", 5: "EBADID",
@@ -104,40 +105,41 @@ def tftp_print(p: Packet, bp: int, length: int) -> None:
 def udp_print(p: Packet, off: int, length: int, iph: int, fragmented: bool) -> None:
     """udp_print() at default verbosity: DNS on port 53, else `UDP, length N`."""
     p.proto = "udp"
-    src, dst = p.ip(iph + 12), p.ip(iph + 16)
-    if not p.has(off + 2, 2):
+    src, dst = p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
+    if not p.has(off + UDPH_DEST, 2):
         p.w(f"{src} > {dst}: ")
         raise Truncated
-    sport, dport = p.u16(off), p.u16(off + 2)
+    sport, dport = p.u16(off + UDPH_SOURCE), p.u16(off + UDPH_DEST)
     addrs = f"{src}.{sport} > {dst}.{dport}: "
-    if length < 8:
+    if length < UDPH_LEN_BYTES:
         p.w(f"{addrs}truncated-udp {length}")
         return
-    if not p.has(off + 4, 2):
+    if not p.has(off + UDPH_LEN, 2):
         p.w(addrs)
         raise Truncated
-    ulen = p.u16(off + 4)
-    if ulen < 8:
+    ulen = p.u16(off + UDPH_LEN)
+    if ulen < UDPH_LEN_BYTES:
         p.w(f"{addrs}truncated-udplength {ulen}")
         return
-    ulen -= 8
-    length -= 8
+    ulen -= UDPH_LEN_BYTES
+    length -= UDPH_LEN_BYTES
     length = min(length, ulen)
-    if off + 8 > p.end:
+    data = off + UDPH_LEN_BYTES
+    if data > p.end:
         p.w(addrs)
         raise Truncated
     p.w(addrs)
     ports = (sport, dport)
     if _PORT_DOMAIN in ports:
-        domain_print(p, off + 8, length, over_tcp=False)
+        domain_print(p, data, length, over_tcp=False)
     elif 5353 in ports:
-        domain_print(p, off + 8, length, over_tcp=False, is_mdns=True)
+        domain_print(p, data, length, over_tcp=False, is_mdns=True)
     elif 69 in ports:
-        tftp_print(p, off + 8, length)
+        tftp_print(p, data, length)
     elif 4500 in ports:
-        isakmp_rfc3948_print(p, off + 8, length)
+        isakmp_rfc3948_print(p, data, length)
     elif 5060 in ports:
-        txtproto_print(p, off + 8, length, "sip", SIP_CMDS)
+        txtproto_print(p, data, length, "sip", SIP_CMDS)
     elif ulen > length and not fragmented:
         p.w(f"UDP, bad length {ulen} > {length}")
     else:

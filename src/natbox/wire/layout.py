@@ -98,3 +98,11 @@ SLL2_HDR_LEN: Final = 20
 # BSD loopback: a 4-byte address family (host order for NULL, network order for LOOP)
 LOOP_FAMILY: Final = 0
 LOOP_HDR_LEN: Final = 4
+
+# struct arphdr (uapi linux/if_arp.h); the addresses follow at ARPH_LEN (sha, spa, tha, tpa)
+ARPH_HRD: Final = 0
+ARPH_PRO: Final = 2
+ARPH_HLN: Final = 4
+ARPH_PLN: Final = 5
+ARPH_OP: Final = 6
+ARPH_LEN: Final = 8
