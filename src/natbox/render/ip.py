@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP
 from natbox.render.dissect import Packet, Truncated
 from natbox.render.ipsec import esp_print
+from natbox.render.sctp import sctp_print
 from natbox.render.tcp import tcp_print
 from natbox.render.udp import udp_print
 from natbox.wire.layout import (
@@ -94,6 +95,8 @@ def ip_demux_print(p: Packet, off: int, length: int, fragmented: bool, nh: int, 
         ip_print(p, off, length)
     elif nh == 50:
         esp_print(p, off, length)
+    elif nh == IPPROTO_SCTP:
+        sctp_print(p, off, length, iph)
     elif nh in (58, 143):
         p.w(f"[{'ICMPv6' if nh == 58 else 'Ethernet'} requires IPv6] (invalid)")
     elif nh == 59:

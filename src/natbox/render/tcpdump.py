@@ -12,14 +12,14 @@ timestamps are truncated to microseconds. `wirelen` is the original length (pcap
 Time is not the local zone: the column is computed arithmetically (no `time` import, sans-IO).
 
 The printers mirror tcpdump 4.99's print-ether.c, print-arp.c, print-ip.c, print-ip-demux.c,
-print-icmp.c, print-tcp.c, print-udp.c, print-domain.c (DNS and mDNS), print-tftp.c, print-esp.c
-(ESP and ESP-in-UDP, RFC 3948), print-ssh.c and util-print.c (txtproto_print for HTTP/WHOIS/SMTP/FTP/SIP,
-hex_and_ascii_print for unknown payloads) at default verbosity with -n, including
-tcpdump's own texts for malformed input (`truncated-ip - N bytes missing!`, `bad-len N`,
+print-icmp.c, print-tcp.c, print-udp.c, print-sctp.c (common chunks), print-domain.c (DNS and mDNS),
+print-tftp.c, print-esp.c (ESP and ESP-in-UDP, RFC 3948), print-ssh.c and util-print.c (txtproto_print
+for HTTP/WHOIS/SMTP/FTP/SIP, hex_and_ascii_print for unknown payloads) at default verbosity with -n,
+including tcpdump's own texts for malformed input (`truncated-ip - N bytes missing!`, `bad-len N`,
 `[bad hdr length …]`, ` [|tcp]` when the capture ends inside a header…). A protocol tcpdump decodes
-further but this package does not (IPv6, LLC/STP, MPLS, IGMP, GRE, AH, IKE, SCTP, AFS/RX, NTP, telnet,
-PPTP…) gets the generic text (`UDP, length N`, ` ip-proto-N LEN`, a hex dump), so such lines differ
-from tcpdump's; the tests in tests/adapters/ report per-file match rates against the real tcpdump.
+further but this package does not (IPv6, LLC/STP, MPLS, IGMP, GRE, AH, IKE, ForCES over SCTP, AFS/RX,
+NTP, telnet, PPTP…) gets the generic text (`UDP, length N`, ` ip-proto-N LEN`, a hex dump), so such lines
+differ from tcpdump's; the tests in tests/adapters/ report per-file match rates against the real tcpdump.
 Port-based UDP/TCP printers are chosen by port as in print-udp.c/print-tcp.c, but only among the ones
 implemented here (a packet between, say, ports 5060 and 123 is SIP here and NTP for tcpdump).
 

@@ -106,3 +106,14 @@ ARPH_HLN: Final = 4
 ARPH_PLN: Final = 5
 ARPH_OP: Final = 6
 ARPH_LEN: Final = 8
+
+# struct sctphdr and struct sctp_chunkhdr (uapi linux/sctp.h)
+SCTPH_SOURCE: Final = 0
+SCTPH_DEST: Final = 2
+SCTPH_VTAG: Final = 4
+SCTPH_CHECKSUM: Final = 8
+SCTPH_LEN: Final = 12
+SCTP_CHUNK_TYPE: Final = 0
+SCTP_CHUNK_FLAGS: Final = 1
+SCTP_CHUNK_LENGTH: Final = 2
+SCTP_CHUNK_HDR_LEN: Final = 4
