@@ -8,7 +8,8 @@ address) of --packets packets through a MASQUERADE gateway, then measures, on th
 
 1. engine alone: `engine.receive(frame, iface, now)` in a loop over frames already in memory;
 2. replay, driver only: reading both pcaps, merging by time, feeding the engine (no output sinks);
-3. replay with --out: the full `natbox replay --out DIR` (per-interface pcaps, events, packets.jsonl...).
+3. replay with --out: the full `natbox replay --out DIR` (per-interface pcaps, events, conntrack...);
+4. the same with --jsonl (packets.jsonl too).
 
 A script, not a test (minutes at the default size).
 """
@@ -149,6 +150,11 @@ def main() -> int:
     run(opts, stdout=io.StringIO(), stderr=err)
     full = time.perf_counter() - t0
     print(f"natbox replay --out DIR:          {args.packets / full:>10,.0f} packets/s  ({full:.1f} s)")
+    opts.out, opts.jsonl = str(work / "out-jsonl"), True
+    t0 = time.perf_counter()
+    run(opts, stdout=io.StringIO(), stderr=err)
+    full = time.perf_counter() - t0
+    print(f"natbox replay --out DIR --jsonl:  {args.packets / full:>10,.0f} packets/s  ({full:.1f} s)")
     if not args.keep:
         for p in sorted(work.rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()

@@ -1,20 +1,25 @@
 """`natbox replay`: captures (or a scenario file) through a host model, with what leaves each interface.
 
 ```
-natbox replay --host HOST --in IFACE=FILE [--in ...] [--out DIR] [--pcapng FILE] [--explain] [--json]
+natbox replay --host HOST --in IFACE=FILE [--in ...] [--out DIR [--jsonl]] [--pcapng FILE] [--explain] [--json]
 natbox replay --host HOST --in FILE            # a pcapng whose interface names are the host's
+natbox replay --host HOST --in eth0=FILE --lan-net PREFIX [--wan-iface IFACE]   # a capture of one side
 natbox replay --host HOST --scenario FILE ...  # traffic from a scenario file (natbox.sim.scenario)
 ```
 
 HOST is a TOML host file (`natbox.engine.hostfile`) or a snapshot directory (`natbox snapshot`). Inputs
 are merged by timestamp and streamed (memory does not grow with the captures). With `--out DIR` the
-files listed in `natbox.replay.report` are written (plus `explain.txt` with `--explain`); without it a
-human summary is printed: tcpdump lines per interface, drops, `conntrack -L`, `iptables -nvL`.
-`--explain` prints each packet's path (to stdout, or DIR/explain.txt); `--json` prints one JSON object
-per packet on stdout. On a terminal, progress goes to stderr; the packet rate is printed at the end.
+files listed in `natbox.replay.report` are written (packets.jsonl only with `--jsonl`: it costs more than
+the replay itself; plus `explain.txt` with `--explain`); without it a human summary is printed: tcpdump
+lines per interface, drops, `conntrack -L`, `iptables -nvL` (`--quiet`: none). `--explain` prints each
+packet's path (to stdout, or DIR/explain.txt); `--json` prints one JSON object per packet on stdout.
+`--lan-net` splits a one-sided capture by direction (natbox.replay.split). On a terminal, progress (share
+of the input read, ETA) goes to stderr; the packet rate is printed at the end, then warnings (frames for
+another MAC, INVALID packets forwarded without NAT).
 
-Exit codes: 0 done; 2 bad usage, a host/rules/scenario file that cannot be used, or an input that is not
-a capture (one line on stderr naming the file).
+Exit codes: 0 done; 1 nothing replayed (every packet skipped) or `--packet N` past the end; 2 bad usage,
+a host/rules/scenario file that cannot be used, or an input that is not a capture (one line on stderr
+naming the file).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from natbox.files import check_parent_dir
 if TYPE_CHECKING:
     from natbox.adapters.pcap import CaptureReader, PcapRecord
     from natbox.engine.engine import Engine
+    from natbox.engine.host import Host
     from natbox.engine.hostfile import HostFile
     from natbox.replay.driver import PacketSink, Replayer
     from natbox.rules.evaluate import Ruleset
+    from natbox.sim.scenario import Scenario
 
 __all__ = [
     "ReplayOptions", "UsageError", "build_parser", "load_host_file", "parse_in_spec", "parse_lan_net", "replay_main",
@@ -173,6 +180,7 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         write_stats,
         write_summary,
     )
+    from natbox.replay.split import DirectionSplit
 
     color = opts.color == "always" or (opts.color == "auto" and use_color("auto", stdout))
     engine, ruleset, hf = _build_engine(opts, events=opts.out is not None)
@@ -257,23 +265,11 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
 
         trace_all = opts.explain and opts.packet is None
         replayer = Replayer(engine, sources, sinks, trace=trace_all, trace_packet=opts.packet if opts.explain else None)
+        if opts.lan_nets:
+            replayer.split = DirectionSplit(engine, opts.lan_nets, _wan_iface(opts, host))
         started = time.monotonic()
         if scenario is not None:
-            from natbox.sim.lab import Lab
-            from natbox.sim.scenario import ScenarioError
-
-            lab = Lab(host, engine, seed=scenario.seed)
-            engine.trace_all = opts.explain
-            try:
-                scenario.install(lab)
-            except (ScenarioError, ValueError) as exc:
-                raise UsageError(str(exc)) from None
-            lab.run(until=scenario.end_time)
-            inputs = [c for c in lab.captures if c.direction == "in"]
-            name = os.path.basename(opts.scenario or "scenario")
-            for n, (cap, out) in enumerate(zip(inputs, lab.outputs, strict=False), start=1):
-                replayer.feed_output(n, name, cap.iface, round(cap.time * 1e9), cap.frame, "ether", out)
-            replayer.finish(now_ns=round(lab.now * 1e9))
+            _run_scenario(scenario, opts, engine, replayer)
         else:
             total = sum(os.path.getsize(path) for _iface, path in opts.inputs if os.path.isfile(path))
             progress = _Progress(stderr, readers, total) if stderr.isatty() and not opts.quiet else None
@@ -307,6 +303,37 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         stderr.write(f"{prog}: error: --packet {opts.packet}: the input has only {replayer.packets} packets\n")
         return 1
     return 0
+
+
+def _run_scenario(scenario: Scenario, opts: ReplayOptions, engine: Engine, replayer: Replayer) -> None:
+    """Run the scenario's end hosts against the host in simulated time; the sinks see each input packet."""
+    from natbox.sim.lab import Lab
+    from natbox.sim.scenario import ScenarioError
+
+    lab = Lab(engine.host, engine, seed=scenario.seed)
+    engine.trace_all = opts.explain
+    try:
+        scenario.install(lab)
+    except (ScenarioError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    lab.run(until=scenario.end_time)
+    inputs = [c for c in lab.captures if c.direction == "in"]
+    name = os.path.basename(opts.scenario or "scenario")
+    for n, (cap, out) in enumerate(zip(inputs, lab.outputs, strict=False), start=1):
+        replayer.feed_output(n, name, cap.iface, round(cap.time * 1e9), cap.frame, "ether", out)
+    replayer.finish(now_ns=round(lab.now * 1e9))
+
+
+def _wan_iface(opts: ReplayOptions, host: Host) -> str:
+    """--wan-iface, else the device of the main table's default route."""
+    if opts.wan_iface is not None:
+        if opts.wan_iface not in host.interfaces:
+            raise UsageError(f"--wan-iface {opts.wan_iface}: the host has no such interface")
+        return opts.wan_iface
+    for r in host.routes:
+        if r.prefixlen == 0 and r.dev is not None and r.table == "main":
+            return r.dev
+    raise UsageError("--lan-net: the host has no default route; say where replies enter with --wan-iface IFACE")
 
 
 def _warnings(engine: Engine, replayer: Replayer, stderr: TextIO, prog: str) -> None:
@@ -354,6 +381,7 @@ output:
 examples:
   natbox replay --host examples/masquerade-host.toml --in eth0=examples/lan.pcap --in eth1=examples/wan.pcap
   natbox replay --host examples/masquerade-host.toml --in examples/both.pcapng --out out/
+  natbox replay --host examples/masquerade-host.toml --in eth0=examples/client-side.pcap --lan-net 192.168.50.0/24
   natbox replay --host examples/docker-host.toml --scenario examples/docker-scenario.toml --explain
 
 exit status: 0 replayed; 1 nothing could be replayed (every packet skipped: the reasons are printed);
@@ -381,6 +409,12 @@ def build_parser(*, explain_cmd: bool) -> argparse.ArgumentParser:
                           "interface names are the host's (repeat --in for several captures)")
     src.add_argument("--scenario", metavar="FILE",
                      help="a scenario file: traffic from simulated end hosts (examples/*-scenario.toml)")
+    p.add_argument("--lan-net", action="append", default=[], metavar="PREFIX",
+                   help="a capture taken on the LAN side only (on a client): packets from inside PREFIX enter "
+                        "as captured; the others are replies, given the address and port the host's NAT chose "
+                        "and entered on the WAN side (repeatable)")
+    p.add_argument("--wan-iface", metavar="IFACE",
+                   help="with --lan-net: where replies enter (default: the interface of the default route)")
     if explain_cmd:
         p.add_argument("--packet", type=int, metavar="N", help="explain only packet N (1-based, input order)")
     else:
@@ -411,7 +445,12 @@ def main_for(argv: Sequence[str], *, prog: str, explain_cmd: bool,
             explain=explain_cmd or bool(getattr(args, "explain", False)), json=args.json,
             color="always" if use_color(args.color, out) else "never",
             seed=args.seed, packet=getattr(args, "packet", None), summary=not explain_cmd,
-            quiet=bool(getattr(args, "quiet", False)), jsonl=bool(getattr(args, "jsonl", False)))
+            quiet=bool(getattr(args, "quiet", False)), jsonl=bool(getattr(args, "jsonl", False)),
+            lan_nets=[parse_lan_net(n) for n in args.lan_net], wan_iface=args.wan_iface)
+        if opts.wan_iface is not None and not opts.lan_nets:
+            raise UsageError("--wan-iface needs --lan-net (which packets are replies)")
+        if opts.lan_nets and opts.scenario is not None:
+            raise UsageError("--lan-net splits captures (--in), not a scenario")
         return run(opts, stdout=out, stderr=err, prog=prog)
     except UsageError as exc:
         err.write(f"{prog}: {exc}\n")

@@ -4,10 +4,12 @@ They are what the gateway of examples/masquerade-host.toml receives while exampl
 runs in natbox's simulator (a LAN client pings, resolves a name, fetches a page, uses UDP echo, hits closed
 ports): `lan.pcap` what arrives on eth0, `wan.pcap` what arrives on eth1 (the replies, addressed to the
 ports natbox's MASQUERADE chose with seed 1), `both.pcapng` the two in one file with interface names eth0
-and eth1. Replaying them through the same host gives the scenario's result again:
+and eth1, `client-side.pcap` both directions on eth0, as a capture taken on the LAN (or on the client)
+holds them. Replaying them through the same host gives the scenario's result again:
 
     natbox replay --host examples/masquerade-host.toml --in eth0=examples/lan.pcap --in eth1=examples/wan.pcap
     natbox replay --host examples/masquerade-host.toml --in examples/both.pcapng
+    natbox replay --host examples/masquerade-host.toml --in eth0=examples/client-side.pcap --lan-net 192.168.50.0/24
 
 Deterministic (simulated time, seeded choices, fixed timestamps from START): `python -m natbox.demos.captures
 examples/` rewrites them byte for byte; tests/demos checks that the shipped files are current.
@@ -30,7 +32,7 @@ from natbox.sim.scenario import parse_scenario
 __all__ = ["CAPTURES", "START", "write_example_captures"]
 
 START = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: the captures' time 0
-CAPTURES = {"lan.pcap": "eth0", "wan.pcap": "eth1", "both.pcapng": ""}
+CAPTURES = {"lan.pcap": "eth0", "wan.pcap": "eth1", "both.pcapng": "", "client-side.pcap": "eth0 both ways"}
 HOST = "masquerade-host.toml"
 SCENARIO = "masquerade-scenario.toml"
 
@@ -52,7 +54,12 @@ def write_example_captures(examples: Path, dest: Path | None = None) -> list[Pat
     written: list[Path] = []
     for name, iface in CAPTURES.items():
         path = dest / name
-        if iface:
+        if iface == "eth0 both ways":  # what a capture on the LAN link (or on the client) holds
+            with PcapWriter(path) as w:
+                for cap in lab.captures:
+                    if cap.iface == "eth0":
+                        w.write(cap.frame, ts=START + cap.time)
+        elif iface:
             with PcapWriter(path) as w:
                 for cap in received:
                     if cap.iface == iface:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from natbox.engine.engine import Engine, Output
+from natbox.replay.split import NO_MAC, DirectionSplit, MacFixer
 from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO
 
 if TYPE_CHECKING:
@@ -144,6 +145,9 @@ class Replayer:
         self.invalid_forwarded = 0  # packets conntrack marked INVALID that the host forwarded (so un-NATed)
         self._ifaces = engine.host.interfaces
         self._ct_stats = engine.table.stats
+        self.split: DirectionSplit | None = None  # --lan-net: replies of a one-sided capture enter on the WAN
+        no_mac = [n for n, i in engine.host.interfaces.items() if i.mac == NO_MAC and i.kind != "loopback"]
+        self.macs = MacFixer(engine.host.name, no_mac) if no_mac else None
 
     def _count_invalid(self, out: Output) -> None:
         """A packet conntrack found INVALID (`conntrack -S` invalid went up): forwarded, it left un-NATed."""
@@ -175,6 +179,8 @@ class Replayer:
 
     def _timer(self) -> None:
         out = self.engine.handle_timers(self.now_ns / 1e9)
+        if self.macs is not None:
+            self.macs.fix(out)
         for sink in self.sinks:
             sink.timer(out, self.now_ns)
 
@@ -206,6 +212,15 @@ class Replayer:
             reason = SKIP_NO_IFACE
         elif iface not in self._ifaces:
             reason = f"arrived on {iface}, an interface the host does not have (say where with --in IFACE=FILE)"
+        elif self.split is not None and rec.ipv4 is not None and (placed := self.split.place(rec.ipv4, now)):
+            if isinstance(placed, str):
+                reason = placed
+            else:
+                iface = placed[0]
+                invalid = self._ct_stats.invalid
+                out = self.engine.receive_ip(placed[1], iface, now, trace=trace)
+                if self._ct_stats.invalid != invalid:
+                    self._count_invalid(out)
         elif lt == LINKTYPE_ETHERNET and not (rec.ipv4 is not None and len(data) >= ETH_HDR_LEN
                                               and (data[ETH_PROTO] << 8 | data[ETH_PROTO + 1]) in _VLAN_TPIDS):
             invalid = self._ct_stats.invalid
@@ -227,6 +242,8 @@ class Replayer:
             self.skipped[reason] += 1
         else:
             self.fed += 1
+            if self.macs is not None and out is not None:
+                self.macs.fix(out)
         if self.sinks:
             pkt = InputPacket(self.packets, src.name, index, iface, rec.ts_ns, data, link, reason, out)
             for sink in self.sinks:
