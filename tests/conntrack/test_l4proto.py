@@ -8,6 +8,7 @@ from natbox.conntrack import core
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS, nf_ct_l4proto_find
+from natbox.conntrack.proto.udp import udp_packet
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, invert
 from natbox.nat.l4proto import NAT_L4PROTOS, nf_nat_l4proto_find
@@ -20,8 +21,11 @@ from natbox.netfilter import (
     IPPROTO_UDP,
     IPPROTO_UDPLITE,
     CtInfo,
+    CtStatus,
+    Hook,
     TcpState,
 )
+from natbox.skb import Skb
 from natbox.testing.conntrack import A, B, Box, icmp, raw, tcp, udp
 from natbox.testing.natpkt import Lab
 
@@ -120,3 +124,35 @@ def test_nf_conntrack_max_zero_is_unlimited() -> None:
         assert sent.verdict == 1 and sent.ctinfo == CtInfo.NEW
     assert len(box.table) == 50
     assert box.table.stats.drop == 0 and box.table.stats.early_drop == 0
+
+
+@pytest.mark.parametrize("seen_reply", [False, True])
+@pytest.mark.parametrize("assured", [False, True])
+@pytest.mark.parametrize("clash", [False, True])
+@pytest.mark.parametrize("late", [False, True])
+def test_udp_packet_is_the_kernels_table(seen_reply: bool, assured: bool, clash: bool, late: bool) -> None:
+    """§3.3: 30 s until a reply; with one, 30 s within the first 2 s and then 120 s and ASSURED (never for a
+    NAT_CLASH entry, whose FIXED_TIMEOUT also keeps its deadline). The SEEN_REPLY refresh is the fast paths'
+    udp_packet_seen_reply."""
+    cfg = ConntrackConfig()
+    cfg.acct = True
+    orig = ConnTuple(1, 1000, 2, 53, IPPROTO_UDP)
+    ct = Conn(orig, invert(orig) or orig, now=T0, ct_id=1)
+    ct.status = int(CtStatus.CONFIRMED)
+    for bit, on in ((CtStatus.SEEN_REPLY, seen_reply), (CtStatus.ASSURED, assured),
+                    (CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT, clash)):
+        if on:
+            ct.status |= int(bit)
+    ct.timeout = T0 + 1
+    now = T0 + (2.5 if late else 1.0)
+    data = udp(A, B, 1000, 53)
+    assert udp_packet(ct, Skb(bytearray(data)), 20, 0, Hook.FORWARD, now, cfg) == 1
+    if clash:
+        want_timeout = T0 + 1
+    elif seen_reply and late:
+        want_timeout = now + 120
+    else:
+        want_timeout = now + 30
+    assert ct.timeout == want_timeout
+    assert bool(ct.status & CtStatus.ASSURED) == (assured or (seen_reply and late and not clash))
+    assert ct.acct_packets == [1, 0] and ct.acct_bytes == [len(data), 0]

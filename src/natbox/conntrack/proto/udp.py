@@ -34,6 +34,7 @@ STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
 _NAT_CLASH = CtStatus.NAT_CLASH
+_CLASH_OR_FIXED = int(CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT)
 
 
 def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = None) -> bool:
@@ -79,7 +80,8 @@ def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
 def udp_packet(
     conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, cfg: ConntrackConfig
 ) -> int:
-    """Mirrors `nf_conntrack_udp_packet()` (§3.3)."""
+    """Mirrors `nf_conntrack_udp_packet()` (§3.3). The refresh of a SEEN_REPLY ct is `udp_packet_seen_reply`,
+    the function the engine's fast paths run for such a ct."""
     reason = udp_error(skb, dataoff, hook, cfg.checksum)
     if reason is not None:
         skb.note = reason
@@ -87,16 +89,16 @@ def udp_packet(
     status = conn.status
     nbytes = len(skb.data)
     if status & _SEEN_REPLY:
-        extra = cfg.udp_timeout
-        stream = False
-        # stream_ts is set while the ct is unconfirmed, i.e. at creation: conn.start + 2 s.
-        if now > conn.start + STREAM_DELAY:
-            extra = cfg.udp_timeout_stream
-            stream = not status & _ASSURED
+        if not status & _CLASH_OR_FIXED:
+            udp_packet_seen_reply(conn, direction, nbytes, now, cfg)
+            # stream_ts is set while the ct is unconfirmed, i.e. at creation: conn.start + 2 s.
+            if not status & _ASSURED and now > conn.start + STREAM_DELAY:
+                conn.status |= _ASSURED
+            return NF_ACCEPT
+        # FIXED_TIMEOUT (a NAT_CLASH entry is one): the accounting, no refresh; NAT_CLASH never ASSURED
+        extra = cfg.udp_timeout_stream if now > conn.start + STREAM_DELAY else cfg.udp_timeout
         nf_ct_refresh_acct(conn, direction, nbytes, extra, now, cfg.acct)
-        if status & _NAT_CLASH:
-            return NF_ACCEPT  # never ASSURED: they time out soon
-        if stream:
+        if not status & (_NAT_CLASH | _ASSURED) and now > conn.start + STREAM_DELAY:
             conn.status |= _ASSURED
     else:
         nf_ct_refresh_acct(conn, direction, nbytes, cfg.udp_timeout, now, cfg.acct)
@@ -104,10 +106,11 @@ def udp_packet(
 
 
 def udp_packet_seen_reply(conn: Conn, direction: int, nbytes: int, now: float, cfg: ConntrackConfig) -> None:
-    """`nf_conntrack_udp_packet()` for a SEEN_REPLY ct without NAT_CLASH or FIXED_TIMEOUT, once `udp_error`
-    has passed the datagram, when the status does not change (ASSURED already, or the stream timestamp not
-    yet passed): the refresh alone (120 s once the stream timestamp has passed, else 30 s, §3.3) and the
-    accounting."""
+    """`nf_conntrack_udp_packet()`'s refresh of a SEEN_REPLY ct without NAT_CLASH or FIXED_TIMEOUT, once
+    `udp_error` has passed the datagram: 120 s once the stream timestamp has passed, else 30 s (§3.3), and
+    the accounting. `udp_packet` runs it, then sets ASSURED once the stream timestamp has passed; the fast
+    paths run it alone for a ct whose status does not change (ASSURED already, or the timestamp not yet
+    passed)."""
     conn.timeout = now + (cfg.udp_timeout_stream if now > conn.start + STREAM_DELAY else cfg.udp_timeout)
     if cfg.acct:
         conn.acct_packets[direction] += 1
