@@ -12,7 +12,8 @@ import argparse
 import sys
 import time
 
-from natbox.testing.fuzz import fuzz_files, fuzz_frames
+from natbox.testing.fuzz import fuzz_frames
+from natbox.testing.fuzz_files import fuzz_files
 
 
 def main() -> int:

@@ -3,7 +3,8 @@ and damaged files through every command that reads one raise nothing and break n
 
 from __future__ import annotations
 
-from natbox.testing.fuzz import FuzzReport, fuzz_files, fuzz_frames
+from natbox.testing.fuzz import FuzzReport, fuzz_frames
+from natbox.testing.fuzz_files import fuzz_files
 
 
 def _explain(report: FuzzReport) -> str:
