@@ -16,6 +16,7 @@ __all__ = [
     "ETH_HLEN",
     "ETH_P_8021AD",
     "ETH_P_8021Q",
+    "ETH_P_ALL",
     "ETH_P_ARP",
     "ETH_P_IP",
     "ETH_P_IPV6",
@@ -33,6 +34,7 @@ __all__ = [
 ETH_ALEN = 6
 ETH_HLEN = 14  # dst(6) + src(6) + type(2)
 ETH_ZLEN = 60  # minimum frame length without FCS; shorter frames are padded by the sender
+ETH_P_ALL = 0x0003  # every protocol (packet sockets)
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_8021Q = 0x8100
