@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from natbox.adapters import netns
-from natbox.adapters.loop import EventLoop, Port
 from natbox.adapters.packet_socket import PacketSocket, interface_mac
 from natbox.adapters.tuntap import TapDevice
+from natbox.gateway.loop import EventLoop, Port
 from natbox.lab.builder import lab_down, lab_up
 from natbox.lab.model import Lab, parse_lab_toml
 from natbox.testing.live import env, ns_python, require_programs, unique_lab_name

@@ -11,8 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from natbox.adapters.loop import EventLoop
 from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
+from natbox.gateway.loop import EventLoop
 
 MAC_A = bytes.fromhex("020000000101")
 MAC_B = bytes.fromhex("020000000201")

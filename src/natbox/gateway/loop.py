@@ -5,6 +5,12 @@ One `selectors` wakeup reads up to `batch` frames from each ready port (round ro
 named by each `Emitted.iface`. Timers: the loop sleeps until `engine.next_deadline()` (at most
 SELECT_TIMEOUT_MAX) and then calls `engine.handle_timers(now)`, which does everything due.
 
+Other descriptors (the control socket and its clients) share the same poll: `watch(fd, events, callback)`
+calls `callback(mask)` when the descriptor is ready. Their callbacks must never block (non-blocking
+sockets only): a slow client costs the packets nothing. `Timers` added with `add_timers` (the control
+server's idle timeouts) get `handle_timers(now)` once their `next_deadline()` has come, and that
+deadline shortens the poll like the engine's own.
+
 Offloads: a frame read as a GSO packet (gso_size > 0) is one 64 KiB super-packet. The engine's
 `receive` takes each frame's `gso_type`, `gso_size` and `partial`, and each `Emitted` it returns carries
 its own (natbox.engine.output): the frame leaves with those, its partial checksum field as the engine
@@ -34,12 +40,15 @@ from types import FrameType
 from typing import Protocol
 
 from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
+from natbox.wire.layout import ETH_HDR_LEN, IPH_VER_IHL, TCPH_DOFF
 
-__all__ = ["EngineLike", "EventLoop", "OutputLike", "Port"]
+__all__ = ["EngineLike", "EventLoop", "OutputLike", "Port", "Timers"]
 
 BATCH_DEFAULT = 64  # frames read from one port per wakeup
 SELECT_TIMEOUT_MAX = 0.5  # seconds: the loop looks at its stop flag at least this often
-ETH_HLEN = 14
+ETH_HLEN = ETH_HDR_LEN
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
 
 
 class Port(Protocol):
@@ -94,6 +103,17 @@ class EngineLike(Protocol):
     def handle_timers(self, now: float) -> OutputLike: ...
 
 
+class Timers(Protocol):
+    """Something with timed work besides the engine (the control server's idle timeouts)."""
+
+    def next_deadline(self) -> float | None: ...
+
+    def handle_timers(self, now: float) -> None: ...
+
+
+Watcher = Callable[[int], None]  # called with the ready event mask
+
+
 class EventLoop:
     """Drives `engine` with the frames of `ports` (keyed by the engine's interface names)."""
 
@@ -117,7 +137,7 @@ class EventLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._readers: dict[int, Callable[[], None]] = {}
+        self._timers: list[Timers] = []
         for name, port in ports.items():
             self._sel.register(port.fileno(), selectors.EVENT_READ, name)
         self._old_handlers: dict[int, object] = {}
@@ -125,10 +145,21 @@ class EventLoop:
 
     # --- control ---------------------------------------------------------------------------------
 
-    def add_reader(self, fileobj: int, callback: Callable[[], None]) -> None:
-        """Call `callback` when `fileobj` is readable (the seam for a control socket)."""
-        self._readers[fileobj] = callback
-        self._sel.register(fileobj, selectors.EVENT_READ, f"reader:{fileobj}")
+    def watch(self, fd: int, events: int, callback: Watcher) -> None:
+        """Call `callback(mask)` when `fd` is ready for `events` (EVENT_READ | EVENT_WRITE); watching a
+        descriptor again changes its events and callback. The callback must not block."""
+        try:
+            self._sel.modify(fd, events, callback)
+        except KeyError:
+            self._sel.register(fd, events, callback)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed)."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(fd)
+
+    def add_timers(self, timers: Timers) -> None:
+        self._timers.append(timers)
 
     def stop(self) -> None:
         self._stopping = True
@@ -161,7 +192,6 @@ class EventLoop:
         """Run until stopped (or for `duration` seconds)."""
         clock = self.clock
         start = clock()
-        select = self._sel.select
         deadline = self.engine.next_deadline
         try:
             while not self._stopping:
@@ -170,39 +200,53 @@ class EventLoop:
                     break
                 due = deadline()
                 timeout = SELECT_TIMEOUT_MAX if due is None else min(max(due - now, 0.0), SELECT_TIMEOUT_MAX)
-                events = select(timeout)
-                for key, _mask in events:
-                    name = key.data
-                    if name is None:
-                        self._drain_wake()
-                    elif name.startswith("reader:"):
-                        self._readers[key.fd]()
-                    else:
-                        self._service(name)
-                for fn in self.after_wakeup:
-                    fn()
+                self._dispatch(min(timeout, self._timers_due(now)))
                 if self._hangup:
                     self._hangup = False
                     if self.on_hangup is not None:
                         self.on_hangup()
                 now = clock()
+                self._run_timers(now)
                 due = deadline()
                 if due is not None and now >= due:
                     self._emit(self.engine.handle_timers(now))
         finally:
             self._restore_signals()
 
+    def _timers_due(self, now: float) -> float:
+        """Seconds until the earliest deadline of the added timers (SELECT_TIMEOUT_MAX without one)."""
+        timeout = SELECT_TIMEOUT_MAX
+        for t in self._timers:
+            due = t.next_deadline()
+            if due is not None:
+                timeout = min(timeout, max(due - now, 0.0))
+        return timeout
+
+    def _run_timers(self, now: float) -> None:
+        for t in self._timers:
+            due = t.next_deadline()
+            if due is not None and now >= due:
+                t.handle_timers(now)
+
+    def _dispatch(self, timeout: float) -> int:
+        """One poll: frames from ready ports into the engine, ready watchers called, then the
+        `after_wakeup` hooks. Returns the number of frames read."""
+        before = self.stats["rx"]
+        for key, mask in self._sel.select(timeout):
+            data = key.data
+            if data is None:
+                self._drain_wake()
+            elif isinstance(data, str):
+                self._service(data)
+            else:
+                data(mask)
+        for fn in self.after_wakeup:
+            fn()
+        return self.stats["rx"] - before
+
     def poll_once(self, timeout: float = 0.0) -> int:
         """One wakeup (for tests and embedding): returns the number of frames read."""
-        before = self.stats["rx"]
-        for key, _mask in self._sel.select(timeout):
-            if key.data is None:
-                self._drain_wake()
-            elif key.data.startswith("reader:"):
-                self._readers[key.fd]()
-            else:
-                self._service(key.data)
-        return self.stats["rx"] - before
+        return self._dispatch(timeout)
 
     def _drain_wake(self) -> None:
         try:
@@ -299,9 +343,9 @@ class EventLoop:
 def _segment_size(frame: bytes, gso_type: int, gso_size: int, mtu: int) -> int:
     """The GSO segment size for the out port: the input's, capped so each segment's IP packet fits
     `mtu` (`skb_gso_validate_network_len`), using this frame's own IP and TCP header lengths."""
-    ihl = (frame[ETH_HLEN] & 0x0F) * 4
-    if gso_type == GSO_TCPV4 and len(frame) >= ETH_HLEN + ihl + 13:
-        l4 = (frame[ETH_HLEN + ihl + 12] >> 4) * 4
+    ihl = (frame[ETH_HLEN + IPH_VER_IHL] & 0x0F) * 4
+    if gso_type == GSO_TCPV4 and len(frame) > ETH_HLEN + ihl + TCPH_DOFF:
+        l4 = (frame[ETH_HLEN + ihl + TCPH_DOFF] >> 4) * 4
     else:
         l4 = 8
     return max(min(gso_size, mtu - ihl - l4), 8)

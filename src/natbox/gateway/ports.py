@@ -1,0 +1,103 @@
+"""Opening the devices the gateway owns: an AF_PACKET socket on each existing interface of the model,
+a TAP device for each `kind = "tap"` one."""
+
+from __future__ import annotations
+
+import subprocess
+import zlib
+
+from natbox.adapters.packet_socket import (
+    PacketSocket,
+    PacketSocketError,
+    interface_is_up,
+    interface_mac,
+    interface_mtu,
+)
+from natbox.adapters.tuntap import TapDevice, TapError
+from natbox.engine.host import Interface
+from natbox.gateway.config import GatewayConfig
+from natbox.gateway.log import ERR, say
+from natbox.gateway.loop import Port
+
+__all__ = ["OpenPorts", "open_ports", "tap_mac"]
+
+NO_MAC = b"\x00" * 6
+
+
+def tap_mac(name: str) -> bytes:
+    """A stable locally administered MAC for a TAP the model gives none: 02:4e:42 + crc32(name)."""
+    return b"\x02\x4e\x42" + (zlib.crc32(name.encode()) & 0xFFFFFF).to_bytes(3, "big")
+
+
+class OpenPorts:
+    """The devices opened for the owned interfaces: ports and device MTUs by model name, and a
+    description of each for the `ready:` line."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, Port] = {}
+        self.mtus: dict[str, int] = {}
+        self.described: list[str] = []
+
+    def close(self) -> None:
+        for p in self.ports.values():
+            p.close()
+        self.ports.clear()
+
+
+def _open_tap(cfg: GatewayConfig, iface: Interface, opened: OpenPorts) -> None:
+    # The kernel never verifies a CHECKSUM_PARTIAL packet's L4 checksum (nf_ip_checksum). The loop skips
+    # the engine's check for exactly those packets (see EventLoop), so the adapters leave them partial;
+    # the transmit side writes the pseudo-header sum of the final (NATed) header back. --complete-csum
+    # instead finishes every partial checksum before the engine sees it (one pass over each packet).
+    ns, dev = cfg.tap_netns.get(iface.name, (None, iface.name))
+    tap = TapDevice(dev, vnet_hdr=cfg.vnet_hdr, netns=ns, complete_csum=cfg.complete_csum)
+    tap.ifname = iface.name
+    opened.ports[iface.name] = tap
+    if iface.mac == NO_MAC:
+        iface.mac = tap_mac(iface.name)
+    opened.mtus[iface.name] = iface.mtu
+    opened.described.append(f"{iface.name} (tap{' ' + ns + '/' + dev if ns else ''}"
+                            f"{', vnet_hdr' if cfg.vnet_hdr else ''})")
+    if ns is None:
+        subprocess.run(["ip", "link", "set", dev, "up"], check=False, capture_output=True)
+
+
+def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts) -> None:
+    real_mac = interface_mac(iface.name)
+    promisc = cfg.promisc
+    if iface.mac == NO_MAC:
+        iface.mac = real_mac
+    elif iface.mac != real_mac:
+        promisc = True  # the model's MAC is not the device's: see frames sent to it
+    mtu = opened.mtus[iface.name] = interface_mtu(iface.name)
+    if not interface_is_up(iface.name):
+        say(f"warning: {iface.name} is down: natbox can neither receive nor send on it "
+            f"(ip link set {iface.name} up)")
+    if mtu != iface.mtu:
+        say(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtu}")
+    opened.ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
+                                            complete_csum=cfg.complete_csum, qdisc_bypass=cfg.qdisc_bypass,
+                                            zero_copy=True)  # long frames leave from the ring itself
+    opened.described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
+                            f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''})")
+
+
+def open_ports(cfg: GatewayConfig, owned: list[Interface]) -> OpenPorts | None:
+    """Open every owned interface; on failure close what was opened, say why and return None. The model's
+    MTU of each becomes the device's: the engine checks packets against it; GSO super-packets (vnet
+    headers) pass when their segments fit (skb_gso_validate_network_len), else it segments or answers
+    frag-needed."""
+    opened = OpenPorts()
+    try:
+        for iface in owned:
+            if iface.kind == "tap":
+                _open_tap(cfg, iface, opened)
+            else:
+                _open_packet_socket(cfg, iface, opened)
+    except (PacketSocketError, TapError) as exc:
+        opened.close()
+        say(str(exc), ERR)
+        return None
+    for iface in owned:
+        iface.mtu = opened.mtus[iface.name]
+    return opened

@@ -1,0 +1,107 @@
+"""The gateway's configuration and state on disk: the host file and ruleset it runs (read at start and
+again on SIGHUP) and the conntrack table it saves on a clean stop (--state) and restores at the next
+start, so established connections survive a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+from natbox.adapters.snapshot import load_host
+from natbox.conntrack.persist import dump_conns, load_conns
+from natbox.engine.engine import Engine
+from natbox.engine.hostfile import HostFile
+from natbox.gateway.config import GatewayConfig
+from natbox.gateway.log import WARNING, say
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.model import RulesError
+from natbox.rules.parser import parse_restore
+
+__all__ = ["load", "reload", "restore_state", "save_state"]
+
+
+def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
+    """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem."""
+    hf = load_host(cfg.host_file)  # a TOML host file (its [rules] read) or a snapshot directory
+    host = hf.host
+    rules_text, origin = host.rules_text, host.rules_origin
+    if cfg.rules is not None:
+        try:
+            with open(cfg.rules, encoding="utf-8") as f:
+                rules_text, origin = f.read(), cfg.rules
+        except OSError as exc:
+            raise ValueError(f"{cfg.rules}: {exc.strerror}") from None
+    ruleset = Ruleset()
+    if rules_text.strip():
+        try:
+            ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
+        except RulesError as exc:
+            raise ValueError(f"{origin}: {exc}") from None
+    return hf, ruleset
+
+
+def reload(cfg: GatewayConfig, engine: Engine) -> bool:
+    """SIGHUP: read the host file (and rules) again and apply what can change while running: the ruleset
+    (new connections only, as in Linux), conntrack sysctls, ip_forward and per-interface knobs, routes
+    and addresses. Interfaces cannot come or go (their sockets are open): that is refused with a warning.
+    Returns whether it reloaded.
+    """
+    try:
+        hf, ruleset = load(cfg)
+    except (ValueError, OSError) as exc:
+        say(f"SIGHUP: not reloaded: {exc}", WARNING)
+        return False
+    host = hf.host
+    old = engine.host
+    if set(host.interfaces) != set(old.interfaces):
+        say("SIGHUP: not reloaded: the host file's interfaces changed (restart natbox for that)", WARNING)
+        return False
+    for name, iface in host.interfaces.items():
+        cur = old.interfaces[name]
+        cur.addresses, cur.route_localnet, cur.forwarding = iface.addresses, iface.route_localnet, iface.forwarding
+    old.routes, old.neighbours, old.ip_forward = host.routes, host.neighbours, host.ip_forward
+    for f in dataclasses.fields(host.conntrack):
+        if f.init:
+            setattr(engine.cfg, f.name, getattr(host.conntrack, f.name))  # setattr: keeps its caches right
+    engine.table.max_entries = engine.cfg.max_entries
+    engine.fib.rebuild()
+    engine.rules.tables, engine.rules.present = ruleset.tables, ruleset.present
+    engine.rules.invalidate()
+    engine.listeners = set(hf.listen)
+    say(f"SIGHUP: reloaded {cfg.host_file}")
+    return True
+
+
+def restore_state(path: str, engine: Engine) -> None:
+    """Load the conntrack table a previous run saved (--state): established connections survive."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        elapsed = max(0.0, time.time() - float(doc.get("saved_at", time.time())))
+        conns = load_conns(doc, engine.table, time.monotonic(), elapsed=elapsed)
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        say(f"warning: --state {path}: not restored ({exc}); starting with an empty conntrack table")
+        return
+    for ct in conns:
+        engine.nat.restore(ct, engine.table)
+    say(f"restored {len(conns)} conntrack entries from {path} ({elapsed:.1f} s old)")
+
+
+def save_state(path: str, engine: Engine) -> None:
+    """Write the live conntrack table for the next start (atomically: a crash leaves the old file)."""
+    now = time.monotonic()
+    doc = dump_conns(engine.table.live(now), now)
+    doc["saved_at"] = time.time()
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        say(f"warning: --state {path}: not saved ({exc.strerror or exc})")
+        return
+    say(f"saved {len(doc['entries'])} conntrack entries to {path}")
