@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from natbox.adapters.packet_socket import tx_hdr_ready
+from natbox.adapters.vnet import tx_hdr_ready
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine import fastpath
 from natbox.engine.engine import Engine

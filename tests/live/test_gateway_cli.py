@@ -21,7 +21,7 @@ def test_args() -> None:
     ([], "missing HOST_FILE"),
     (["a", "b"], "unexpected argument"),
     (["a", "--bogus"], "unknown option"),
-    (["a", "--seed"], "needs a value"),
+    (["a", "--seed"], "expected one argument"),
     (["a", "--seed", "x"], "integer"),
     (["a", "--tap-netns", "tap0"], "NAME=NETNS"),
 ])

@@ -615,9 +615,10 @@ def test_privileges_are_dropped_after_the_devices_are_open(basic_lab: Lab, tmp_p
     try:
         said = wait_ready(proc)
         assert f"running as nobody (uid {nobody.pw_uid}" in said, said
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-        assert set(uids) == {str(nobody.pw_uid)}
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+        assert set(status["Uid"].split()) == {str(nobody.pw_uid)}
+        assert status["NoNewPrivs"].strip() == "1"  # PR_SET_NO_NEW_PRIVS
+        assert int(status["CapBnd"], 16) == 0 and int(status["CapEff"], 16) == 0  # bounding set dropped
         server = _start_server(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
         server.communicate(timeout=30)
@@ -625,7 +626,9 @@ def test_privileges_are_dropped_after_the_devices_are_open(basic_lab: Lab, tmp_p
         listed = run_natbox("conntrack", "--control", str(path), "-L")
         assert "dport=5002" in listed.stdout, listed.stderr
     finally:
-        stop(proc)
+        rest = stop(proc)
+    # the stop completes as nobody: no traceback, exit 0, the devices closed and the counters reported
+    assert proc.returncode == 0 and "Traceback" not in rest and "stopped:" in rest, rest
 
 
 def test_adopt_takes_over_a_kernel_router_and_gives_it_back(basic_lab: Lab, tmp_path: Path) -> None:
@@ -765,3 +768,47 @@ def test_conntrack_events_from_the_live_gateway(basic_lab: Lab, tmp_path: Path) 
                                          "dport=5002 [UNREPLIED] src=198.51.100.2 dst=198.51.100.1 sport=5002 "
                                          "dport=40400"), (out, err)
     assert any(ln.startswith(" [UPDATE] udp      17 30 src=10.0.1.2") and "[UNREPLIED]" not in ln for ln in lines), out
+
+
+def test_control_path_is_replaced_only_when_it_is_a_stale_socket(basic_lab: Lab, tmp_path: Path) -> None:
+    """--control PATH refuses a regular file and a socket someone listens on (one line, exit 2, the file
+    kept); a stale socket left by a gateway that is gone is replaced."""
+    import socket
+
+    path = tmp_path / "ctl.sock"
+    path.write_text("precious")
+    res = ns_run(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path), "--duration", "1"))
+    lines = res.stderr.decode().strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "not a socket" in lines[0], lines
+    assert path.read_text() == "precious"
+    path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        live.listen(1)
+        res = ns_run(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path),
+                                                   "--duration", "1"))
+        lines = res.stderr.decode().strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and "listening" in lines[0], lines
+    assert path.exists()  # stale now: nobody listens
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
+    try:
+        wait_ready(proc)
+        assert run_natbox("conntrack", "--control", str(path), "-C").stdout.strip() == "0"
+    finally:
+        stop(proc)
+    assert not path.exists()
+
+
+def test_adopting_a_router_that_does_not_forward_warns(basic_lab: Lab) -> None:
+    """--adopt of a namespace with net.ipv4.ip_forward=0 builds a router that forwards nothing, as the kernel
+    did not: natbox says so on stderr instead of silently dropping everything."""
+    for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
+                 "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=0"]):
+        assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
+    argv = [a for a in gateway_argv(Path("HOST"), "--adopt", "--duration", "1") if a != "HOST"]
+    res = ns_run(basic_lab, "gw", argv)
+    err = res.stderr.decode()
+    assert res.returncode == 0, err
+    warning = [ln for ln in err.splitlines() if "ip_forward=0" in ln]
+    assert len(warning) == 1 and warning[0].startswith("natbox gateway: warning: --adopt:"), err
+    assert ns_run(basic_lab, "gw", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "0"

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
+from natbox.adapters.vnet import GSO_TCPV4, RxFrame
 from natbox.gateway.loop import EventLoop
 
 MAC_A = bytes.fromhex("020000000101")

@@ -13,7 +13,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natbox.adapters.packet_socket import (
+from natbox.adapters.vnet import (
     GSO_TCPV4,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VNET_HDR,

@@ -17,7 +17,8 @@ Frames handed to the caller are `RxFrame = (frame, gso_type, gso_size, csum_was_
   it in that form) or only the headers are rewritten (`tx_parts`); the payload is never copied.
   With `complete_csum=True` the checksum is finished on receipt and the flag is False.
 
-The ring reader never stalls for good on a slot the kernel skipped (see `PacketSocket._unstick_ring`).
+The virtio_net_hdr and checksum helpers are natbox.adapters.vnet (shared with the TAP adapter). The ring
+reader never stalls for good on a slot the kernel skipped (see `PacketSocket._unstick_ring`).
 
 Our own transmissions are never read back (`PACKET_IGNORE_OUTGOING`, Linux 4.20+; older kernels: the
 `PACKET_OUTGOING` packet type is skipped). Every queue is bounded: the ring has `ring_frames` slots, a
@@ -35,32 +36,31 @@ import struct
 import sys
 from typing import Final
 
+from natbox.adapters.vnet import (
+    GSO_ECN,
+    NO_VNET_HDR,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    RxFrame,
+    complete_notready,
+    l4_csum_location,
+    parse_vnet_rx,
+    tx_hdr_ready,
+    tx_parts,
+    vnet_rx,
+)
 from natbox.errors import NatboxError
-from natbox.wire.checksum import complete_partial_csum as _skb_checksum_help
-from natbox.wire.ethernet import ETH_HLEN
 
 __all__ = [
     "ETH_P_ALL",
-    "GSO_NONE",
-    "GSO_TCPV4",
-    "GSO_UDP_L4",
-    "VNET_HDR_LEN",
     "PacketSocket",
     "PacketSocketError",
-    "RxFrame",
-    "build_vnet_hdr",
-    "complete_partial_csum",
     "interface_is_up",
     "interface_mac",
     "interface_mtu",
-    "l4_csum_location",
-    "to_partial_csum",
-    "tx_hdr_ready",
-    "tx_parts",
-    "vnet_rx",
 ]
 
-RxFrame = tuple[bytes | memoryview, int, int, bool]  # (frame, gso_type, gso_size, csum_was_partial)
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/virtio_net.h>
 ETH_P_ALL: Final = 0x0003
@@ -85,14 +85,6 @@ TP_STATUS = struct.Struct("=I")
 TP_STATUS_BYTE = 0 if sys.byteorder == "little" else 3  # the byte of tp_status holding TP_STATUS_USER
 SLL_PKTTYPE = 32 + 10  # sockaddr_ll.sll_pkttype, after the (16-aligned) tpacket2_hdr
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-VNET_HDR = struct.Struct("=BBHHHH")  # flags gso_type hdr_len gso_size csum_start csum_offset (legacy, native)
-VNET_HDR_LEN: Final = VNET_HDR.size  # 10
-VIRTIO_NET_HDR_F_NEEDS_CSUM: Final = 1
-GSO_NONE: Final = 0
-GSO_TCPV4: Final = 1
-GSO_UDP_L4: Final = 5
-GSO_ECN: Final = 0x80
-NO_VNET_HDR = bytes(VNET_HDR_LEN)
 SIOCGIFFLAGS: Final = 0x8913
 IFF_UP: Final = 0x1
 SIOCGIFMTU: Final = 0x8921
@@ -138,155 +130,6 @@ def interface_is_up(ifname: str) -> bool:
 def interface_mtu(ifname: str) -> int:
     """The interface's MTU (SIOCGIFMTU), in the calling thread's namespace."""
     return int(struct.unpack_from("=i", _ifreq_ioctl(ifname, SIOCGIFMTU), 16)[0])
-
-
-def l4_csum_location(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(csum_start, csum_offset, protocol) of an untagged IPv4 TCP/UDP frame's checksum, else None
-    (fragments, other protocols, truncated headers)."""
-    if len(frame) < 34 or frame[12] != 0x08 or frame[13] != 0x00:
-        return None
-    ihl = (frame[14] & 0x0F) * 4
-    if ihl < 20 or frame[14] >> 4 != 4 or (frame[20] & 0x3F) or frame[21]:  # MF or offset: a fragment
-        return None
-    proto = frame[23]
-    start = 14 + ihl
-    if proto == 6 and len(frame) >= start + 20:
-        return start, 16, 6
-    if proto == 17 and len(frame) >= start + 8:
-        return start, 6, 17
-    return None
-
-
-def _fold_sum(data: bytes | bytearray | memoryview) -> int:
-    """The RFC 1071 one's-complement sum of `data` (not complemented), in 1..0xFFFF (0 for all zeros).
-    A 16-bit one's-complement sum is the big-endian value modulo 0xFFFF, computed in C by int()."""
-    n = len(data)
-    value = int.from_bytes(data, "big")
-    if n & 1:
-        value <<= 8
-    if value == 0:
-        return 0
-    s = value % 0xFFFF
-    return s or 0xFFFF
-
-
-def complete_partial_csum(frame: bytearray, csum_start: int, csum_offset: int) -> bool:
-    """`wire.checksum.complete_partial_csum` (skb_checksum_help) on a frame whose csum_start must lie
-    past the Ethernet header (natbox carries IPv4 datagrams). False, frame untouched, otherwise."""
-    return csum_start >= ETH_HLEN and _skb_checksum_help(frame, csum_start, csum_offset)
-
-
-def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, int] | None:
-    """The start of a TCP/UDP frame up to and including its checksum field, with the field holding the
-    (uncomplemented) pseudo-header sum of the frame's own header, as `tcp_v4_send_check()` leaves it;
-    and (csum_start, csum_offset). None when it is not IPv4 TCP/UDP, UDP without a checksum, or the
-    lengths are inconsistent. Reads only the headers: the payload is never touched."""
-    loc = l4_csum_location(frame)
-    if loc is None:
-        return None
-    start, off, proto = loc
-    if proto == 17 and frame[start + 6] == 0 and frame[start + 7] == 0:
-        return None
-    total = (frame[16] << 8) | frame[17]
-    l4len = total - (start - 14)
-    if l4len <= 0 or 14 + total > len(frame):
-        return None
-    s = _fold_sum(frame[26:34]) + proto + l4len
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    pos = start + off
-    return bytes(frame[:pos]) + bytes((s >> 8, s & 0xFF)), start, off
-
-
-def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
-    """Turn a TCP/UDP frame with a full checksum into CHECKSUM_PARTIAL form: the field gets the
-    (uncomplemented) pseudo-header sum, as `tcp_v4_send_check()` leaves it. Returns (csum_start,
-    csum_offset), or None (frame untouched) when it is not IPv4 TCP/UDP or UDP without a checksum."""
-    part = _partial_head(frame)
-    if part is None:
-        return None
-    head, start, off = part
-    frame[start + off:start + off + 2] = head[-2:]
-    return start, off
-
-
-def tx_parts(frame: bytes | bytearray, gso_type: int, gso_size: int, partial: bool) -> tuple[bytes, bytes, int]:
-    """What to transmit `frame` with on a vnet-header socket, without copying it: (virtio_net_hdr, head,
-    split), to be sent as hdr + head + frame[split:]. For a partial-checksum or GSO frame, `head` is
-    the frame's start up to its checksum field in partial form (see `_partial_head`) and the header
-    says NEEDS_CSUM (the kernel requires it for TCPV4 GSO); otherwise the header is empty and
-    `head` is b"" (split 0)."""
-    if not partial and not gso_type:
-        return NO_VNET_HDR, b"", 0
-    part = _partial_head(frame)
-    if part is None:
-        return NO_VNET_HDR, b"", 0
-    head, start, off = part
-    hdr_len = 0
-    if gso_type:
-        if frame[23] == 6:
-            hdr_len = start + ((frame[start + 12] >> 4) * 4)
-        else:
-            hdr_len = start + 8
-    return (VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
-                          gso_size if gso_type else 0, start, off), head, len(head))
-
-
-def tx_hdr_ready(frame: bytes | bytearray, gso_type: int, gso_size: int) -> bytes | None:
-    """The NEEDS_CSUM virtio_net_hdr for a TCP/UDP frame whose checksum field already holds the
-    pseudo-header sum of its final header (the engine NATs CHECKSUM_PARTIAL packets in that form, as
-    `inet_proto_csum_replace4(..., pseudohdr=true)` does): nothing of the frame is read past its
-    headers, nor copied. None when it is not an unfragmented IPv4 TCP/UDP frame (then `tx_parts`)."""
-    loc = l4_csum_location(frame)
-    if loc is None:
-        return None
-    start, off, proto = loc
-    hdr_len = 0
-    if gso_type:
-        hdr_len = start + ((frame[start + 12] >> 4) * 4) if proto == 6 else start + 8
-    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
-                         gso_size if gso_type else 0, start, off)
-
-
-def build_vnet_hdr(frame: bytearray, gso_type: int, gso_size: int, partial: bool) -> bytes:
-    """The virtio_net_hdr to send `frame` with (possibly rewriting its checksum field to partial form).
-    A GSO frame is always sent with NEEDS_CSUM (the kernel requires it for TCPV4)."""
-    hdr, head, split = tx_parts(frame, gso_type, gso_size, partial)
-    if split:
-        frame[split - 2:split] = head[-2:]
-    return hdr
-
-
-def parse_vnet_rx(hdr: bytes | memoryview, frame: bytes, complete: bool = True) -> RxFrame:
-    """Apply a received virtio_net_hdr to `frame`: finish a partial checksum when `complete` (see
-    `complete_partial_csum`). Returns the `RxFrame`."""
-    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(hdr)
-    return vnet_rx(frame, flags, gso_type, gso_size, csum_start, csum_offset, complete)
-
-
-def vnet_rx(frame: bytes, flags: int, gso_type: int, gso_size: int, csum_start: int, csum_offset: int,
-            complete: bool) -> RxFrame:
-    """`parse_vnet_rx` on the header's fields, already unpacked."""
-    if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-        return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, False
-    if not complete:
-        # Left partial only where the transmit side can restore it: the IPv4 TCP/UDP checksum itself
-        # (a tunnel's inner checksum, say, is finished here instead).
-        loc = l4_csum_location(frame)
-        if loc is not None and loc[0] == csum_start and loc[1] == csum_offset:
-            return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, True
-    buf = bytearray(frame)
-    if complete_partial_csum(buf, csum_start, csum_offset):
-        return bytes(buf), gso_type & ~GSO_ECN, gso_size if gso_type else 0, False
-    return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, True
-
-
-def _complete_notready(frame: bytearray) -> bool:
-    """TP_STATUS_CSUMNOTREADY without a vnet header: find the IPv4 TCP/UDP checksum and finish it."""
-    loc = l4_csum_location(frame)
-    if loc is None:
-        return False
-    return complete_partial_csum(frame, loc[0], loc[1])
 
 
 class PacketSocket:
@@ -463,7 +306,7 @@ class PacketSocket:
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= AUXDATA.size:
                     if AUXDATA.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY:
                         frame = bytearray(data)
-                        self.stats["rx_csum_completed"] += _complete_notready(frame)
+                        self.stats["rx_csum_completed"] += complete_notready(frame)
                         data = bytes(frame)
             out.append((data, 0, 0, False))
         self._count(out)
@@ -527,7 +370,7 @@ class PacketSocket:
                         append((frame, 0, 0, False))
                 elif status & TP_STATUS_CSUMNOTREADY:
                     buf = bytearray(frame)
-                    stats["rx_csum_completed"] += _complete_notready(buf)
+                    stats["rx_csum_completed"] += complete_notready(buf)
                     append((bytes(buf), 0, 0, False))
                 else:
                     append((frame, 0, 0, False))

@@ -18,15 +18,8 @@ import os
 import struct
 from typing import Final
 
-from natbox.adapters.packet_socket import (
-    NO_VNET_HDR,
-    PLAIN_BUF,
-    VNET_HDR_LEN,
-    RxFrame,
-    parse_vnet_rx,
-    tx_hdr_ready,
-    tx_parts,
-)
+from natbox.adapters.packet_socket import PLAIN_BUF
+from natbox.adapters.vnet import NO_VNET_HDR, VNET_HDR_LEN, RxFrame, parse_vnet_rx, tx_hdr_ready, tx_parts
 from natbox.errors import NatboxError
 
 __all__ = ["TapDevice", "TapError"]

@@ -12,6 +12,7 @@ import io
 import json
 import time
 import traceback
+from collections.abc import Callable
 from typing import TextIO
 
 from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
@@ -32,6 +33,7 @@ class Commands:
         self.engine = engine
         self.loop = loop
         self.errors = 0
+        self.reports: list[Callable[[], str]] = []  # more lines for `status` (the control server's counters)
 
     def answer_json(self, req: dict[str, object]) -> str:
         """A JSON request (natbox.adapters.control): its answer, as JSON text."""
@@ -84,6 +86,7 @@ class Commands:
         lines.append(f"conntrack: {len(engine.table.live(time.monotonic()))} entries (max {engine.table.max_entries}), "
                      f"insert_failed {stats.insert_failed}, drop {stats.drop}, early_drop {stats.early_drop}, "
                      f"invalid {stats.invalid}")
+        lines += [report() for report in self.reports]
         return "\n".join(lines) + "\n"
 
     def answer_plain(self, cmd: str) -> str:
@@ -94,4 +97,5 @@ class Commands:
         if cmd == "conntrack":
             now = time.monotonic()
             return "".join(format_conntrack(c, now) + "\n" for c in self.engine.table.live(now))
-        return f"unknown command {cmd!r} (stats, conntrack; or a JSON request, see natbox.adapters.control)\n"
+        shown = cmd if len(cmd) <= 40 else cmd[:40] + "..."
+        return f"unknown command {shown!r} (stats, conntrack; or a JSON request, see natbox.adapters.control)\n"

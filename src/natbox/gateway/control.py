@@ -45,7 +45,7 @@ ANSWER_TIMEOUT = 10.0  # seconds a client has to take its answer
 SUBSCRIBER_BUFFER_MAX = 1 << 20  # bytes of events waiting for one slow `conntrack -E` listener
 READ_MAX = 4 * 65536  # bytes read from one client per wakeup
 ACCEPT_MAX = 16  # connections accepted per wakeup
-LISTEN_BACKLOG = 16
+LISTEN_BACKLOG = 64
 
 
 class ControlPathError(OSError):
@@ -122,9 +122,16 @@ class ControlServer:
         self.sock.setblocking(False)
         self.clients: dict[int, _Client] = {}
         self.stats = {"accepted": 0, "busy": 0, "timeout": 0, "oversize": 0, "malformed": 0, "dropped_listener": 0}
+        self.commands.reports.append(self.report)
         loop.watch(self.sock.fileno(), EVENT_READ, self._on_accept)
         loop.add_timers(self)
         loop.after_wakeup.append(self.pump)
+
+    def report(self) -> str:
+        """One line for `natbox status`: connections now and what was refused or dropped."""
+        subs = len(self.subscribers)
+        return (f"control: clients {len(self.clients) - subs} (max {CLIENTS_MAX}), listeners {subs}, "
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
     @property
     def subscribers(self) -> list[_Client]:
@@ -161,11 +168,8 @@ class ControlServer:
         client.sock.close()
 
     def _on_client(self, client: _Client, mask: int) -> None:
-        if mask & EVENT_READ:
-            if client.answer is None:
-                self._read(client)
-            else:
-                self._discard_input(client)
+        if mask & EVENT_READ and client.answer is None:
+            self._read(client)
         if client.sock.fileno() >= 0 and mask & EVENT_WRITE:
             self._flush(client)
 
@@ -188,25 +192,12 @@ class ControlServer:
                 self.stats["oversize"] += 1
                 self._respond(client, _error(f"request over the {CONTROL_REQUEST_MAX}-byte limit", 2))
                 return
-            if not client.buf.lstrip().startswith(b"{"):
+            head = client.buf[:64].lstrip()
+            if head and not head.startswith(b"{"):
                 if client.buf.strip():
                     self._complete(client)  # a plain one-word command (stats, conntrack) comes in one piece
                     return
         client.idle = self.clock() + IDLE_TIMEOUT
-
-    def _discard_input(self, client: _Client) -> None:
-        """Bytes after the request (or from a subscriber) are read and dropped; EOF from a subscriber
-        ends its subscription."""
-        try:
-            chunk = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        if not chunk and client.subscriber:
-            self._close(client)
-        elif not chunk:
-            self.loop.watch(client.sock.fileno(), EVENT_WRITE, partial(self._on_client, client))
 
     def _respond(self, client: _Client, answer: bytes) -> None:
         """Send `answer`, then close (the rest goes when the client reads, within ANSWER_TIMEOUT)."""
@@ -228,14 +219,15 @@ class ControlServer:
             return
         client.answer = data = data[sent:]
         if client.subscriber:
-            client.deadline = float("inf")
-            events = EVENT_READ | (EVENT_WRITE if data else 0)
+            client.deadline = float("inf")  # it stays; what it does not read fills its buffer (see pump)
         elif not data:
             self._close(client)
             return
+        # the request is complete: nothing more is read (a subscriber that went away shows on a send)
+        if data:
+            self.loop.watch(client.sock.fileno(), EVENT_WRITE, partial(self._on_client, client))
         else:
-            events = EVENT_READ | EVENT_WRITE
-        self.loop.watch(client.sock.fileno(), events, partial(self._on_client, client))
+            self.loop.unwatch(client.sock.fileno())
 
     # --- requests ------------------------------------------------------------------------------------
 
@@ -291,7 +283,8 @@ class ControlServer:
     # --- timers (EventLoop.add_timers) ---------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return min((c.due() for c in self.clients.values()), default=None)
+        due = min((c.due() for c in self.clients.values()), default=float("inf"))
+        return None if due == float("inf") else due
 
     def handle_timers(self, now: float) -> None:
         for client in list(self.clients.values()):

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Protocol
 
-from natbox.adapters.packet_socket import GSO_TCPV4, RxFrame
+from natbox.adapters.vnet import GSO_TCPV4, RxFrame
 from natbox.wire.layout import ETH_HDR_LEN, IPH_VER_IHL, TCPH_DOFF
 
 __all__ = ["EngineLike", "EventLoop", "OutputLike", "Port", "Timers"]
@@ -245,8 +245,11 @@ class EventLoop:
         return self.stats["rx"] - before
 
     def poll_once(self, timeout: float = 0.0) -> int:
-        """One wakeup (for tests and embedding): returns the number of frames read."""
-        return self._dispatch(timeout)
+        """One wakeup (for tests and embedding), then the added timers that are due: returns the number of
+        frames read."""
+        n = self._dispatch(timeout)
+        self._run_timers(self.clock())
+        return n
 
     def _drain_wake(self) -> None:
         try:
