@@ -168,6 +168,10 @@ def test_clients_are_bounded(served: tuple[ControlServer, EventLoop, Clock, Path
     assert json.loads(request(loop, path, b'{"cmd": "conntrack", "argv": ["-C"]}'))["exit"] == 0
 
 
+def events_enabled(server: ControlServer) -> bool:
+    return server.engine.table.events_enabled
+
+
 def test_a_listener_that_never_reads_is_dropped(served: tuple[ControlServer, EventLoop, Clock, Path],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     server, loop, _clock, path = served
@@ -175,7 +179,7 @@ def test_a_listener_that_never_reads_is_dropped(served: tuple[ControlServer, Eve
     deaf.sendall(json.dumps({"cmd": "conntrack", "argv": ["-E"]}).encode())
     deaf.shutdown(socket.SHUT_WR)
     pump(loop)
-    assert len(server.subscribers) == 1 and server.engine.table.events_enabled
+    assert len(server.subscribers) == 1 and events_enabled(server)
     line = "    [NEW] udp      17 30 src=10.0.1.2 dst=198.51.100.2 sport=1 dport=2 " + "x" * 200
     monkeypatch.setattr(control_mod, "format_event", lambda ev: line)
     fake: list[CtEvent] = []
@@ -186,7 +190,7 @@ def test_a_listener_that_never_reads_is_dropped(served: tuple[ControlServer, Eve
         if not server.subscribers:
             break
     assert not server.subscribers and server.stats["dropped_listener"] == 1
-    assert not server.engine.table.events_enabled
+    assert not events_enabled(server)  # no listener left: the table stops queueing events
     deaf.close()
 
 
