@@ -20,11 +20,13 @@ import sys
 import time
 from typing import TextIO
 
+from natbox.errors import UsageError
 from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.errors import IPSET_VERSION
+from natbox.ipset.scope import enter_sets
 
-__all__ = ["ipset_main", "load_sets", "rule_set_refs", "store_sets"]
+__all__ = ["enter_sets_scope", "ipset_main", "load_sets", "rule_set_refs", "store_sets"]
 
 _SET_OPTION = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
 
@@ -76,6 +78,19 @@ def load_sets(path: str | None, rules_path: str | None = None) -> IpsetRegistry:
                 if s is not None:
                     s.ref += n
     return reg
+
+
+def enter_sets_scope(argv: list[str]) -> list[str]:
+    """For the iptables commands: the sets of `--sets FILE` (else $NATBOX_IPSETS) become the ones rules
+    may name (natbox.ipset.scope); returns argv without `--sets`. A bad sets file is a UsageError."""
+    argv, path = _take(argv, "--sets")
+    path = path if path is not None else os.environ.get("NATBOX_IPSETS")
+    try:
+        reg = load_sets(path) if path is not None else None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"bad sets file: {e}") from None
+    enter_sets(reg)
+    return argv
 
 
 def _save_all(reg: IpsetRegistry, now: float) -> str:

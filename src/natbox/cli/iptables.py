@@ -15,6 +15,7 @@ import time
 from typing import TextIO
 
 from natbox.adapters.control import forward_command
+from natbox.cli.ipset import enter_sets_scope
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.lazy import load_stamped, stamp
 from natbox.rules.model import OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
@@ -117,7 +118,7 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     argv, control = _control_path(argv)
     if control is not None:
         return forward_command(control, "iptables", argv, None, out, err, "iptables")
-    args, path = _rules_path(argv, rules_path)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path)
     if ruleset is not None:
         rs, path = ruleset, None
     else:
@@ -146,7 +147,7 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
     argv, control = _control_path(argv)
     if control is not None:
         return forward_command(control, "iptables-save", argv, None, out, err, "iptables-save")
-    args, path = _rules_path(argv, rules_path)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path)
     counters = False
     table: str | None = None
     i = 0
@@ -182,7 +183,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
     if control is not None:
         return forward_command(control, "iptables-restore", argv, inp, stdout or sys.stdout, err,
                                "iptables-restore")
-    args, path = _rules_path(argv, rules_path)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path)
     if ruleset is not None:
         path = None
     noflush = counters = False

@@ -38,6 +38,7 @@ from natbox.engine.family import IPV4, AddressFamily
 from natbox.engine.fastpath import FlowCache
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks, XtHost
+from natbox.ipset.core import IpsetRegistry
 from natbox.engine.host import Host
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.icmp_send import IcmpSender
@@ -137,6 +138,15 @@ class Engine:
     @rules.setter
     def rules(self, ruleset: Ruleset) -> None:
         self._hooks.rules = ruleset
+
+    @property
+    def ipsets(self) -> IpsetRegistry | None:
+        """The namespace's ipsets, which `-m set` and `-j SET` rules use (None: no sets)."""
+        return self._ctx.sets
+
+    @ipsets.setter
+    def ipsets(self, registry: IpsetRegistry | None) -> None:
+        self._ctx.sets = registry
 
     @property
     def resolve_neighbours(self) -> bool:

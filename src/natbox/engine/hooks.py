@@ -27,6 +27,7 @@ from natbox.engine.defrag import IpDefrag
 from natbox.engine.host import Host
 from natbox.engine.path import NF_STOLEN, Drop
 from natbox.engine.routing import Fib
+from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masquerade
 from natbox.nat.range import NatRange
@@ -71,6 +72,7 @@ class XtHost:
         self.hook = _HOOK_PRE_ROUTING
         self.now = 0.0
         self._host, self._fib, self._nat, self._table, self._rnd = host, fib, nat, table, rnd
+        self.sets: IpsetRegistry | None = None  # the namespace's ipsets (-m set, -j SET)
         # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
         self.reject: Callable[[Skb, str, float], None] = lambda skb, how, now: None
         self.log_packet: Callable[[Skb, str, int, int], None] = lambda skb, prefix, level, flags: None
@@ -112,6 +114,9 @@ class XtHost:
         skb.untracked = True
         skb.ct = None
         skb.ctinfo = _CTINFO_UNTRACKED
+
+    def ipsets(self) -> IpsetRegistry | None:
+        return self.sets
 
 
 class Hooks:

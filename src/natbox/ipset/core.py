@@ -22,7 +22,7 @@ from natbox.ipset.elem import (
     parse_uint,
     range_to_cidrs,
 )
-from natbox.ipset.errors import PARAMETER_PROBLEM, IpsetError
+from natbox.ipset.errors import IpsetError
 from natbox.ipset.settype import SET_TYPES, Elem, SetType
 from natbox.ipset.store import Entry, HashSet, IpSet
 
@@ -250,7 +250,7 @@ class IpsetRegistry:
         if new in self._by_name:
             raise IpsetError("Set cannot be renamed: a set with the new name already exists")
         if s.ref:
-            raise IpsetError("Set cannot be renamed: it is in use by a kernel component")
+            raise IpsetError("Set cannot be renamed: it is in use by another system")
         del self._by_name[old]
         s.name = new
         self._by_name[new] = s
@@ -293,8 +293,7 @@ class IpsetRegistry:
 
 def check_name(name: str) -> str:
     if len(name) > IPSET_MAXNAMELEN - 1:
-        raise IpsetError(f"Syntax error: setname '{name}' is longer than {IPSET_MAXNAMELEN - 1} characters.",
-                         PARAMETER_PROBLEM)
+        raise IpsetError(f"Syntax error: setname '{name}' is longer than {IPSET_MAXNAMELEN - 1} characters")
     return name
 
 

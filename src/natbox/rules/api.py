@@ -10,11 +10,14 @@ return the verdict of `XtContext.nat_setup_info` (NF_ACCEPT once the binding is 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from natbox.nat.range import NatRange
 from natbox.netfilter import NF_ACCEPT, NF_DROP, Hook, ManipType
 from natbox.skb import Skb
+
+if TYPE_CHECKING:
+    from natbox.ipset.core import IpsetRegistry
 
 __all__ = ["NF_ACCEPT", "NF_DROP", "XT_CONTINUE", "XT_RETURN", "XtContext"]
 
@@ -59,3 +62,6 @@ class XtContext(Protocol):
 
     def notrack(self, skb: Skb) -> None:
         """Mark the skb untracked (raw NOTRACK / CT --notrack)."""
+
+    def ipsets(self) -> IpsetRegistry | None:
+        """The network namespace's ipsets (`-m set`, `-j SET`), or None when the host has none."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from natbox.ipset.core import IpsetRegistry
 from natbox.nat.range import NatRange
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_ACCEPT
@@ -31,6 +32,7 @@ class FakeCtx:
         self.notracked = 0
         self.randoms: list[int] = []
         self.iface_addrs: dict[str, int] = {}
+        self.sets: IpsetRegistry | None = None
 
     @property
     def hook(self) -> Hook:
@@ -74,6 +76,9 @@ class FakeCtx:
 
     def notrack(self, skb: Skb) -> None:
         self.notracked += 1
+
+    def ipsets(self) -> IpsetRegistry | None:
+        return self.sets
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:
