@@ -38,7 +38,6 @@ from natbox.engine.family import IPV4, AddressFamily
 from natbox.engine.fastpath import FlowCache
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks, XtHost
-from natbox.ipset.core import IpsetRegistry
 from natbox.engine.host import Host
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.icmp_send import IcmpSender
@@ -50,6 +49,7 @@ from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.path import NO_META, Drop, Held, PathState
 from natbox.engine.route_input import RouteInput
 from natbox.engine.routing import Fib
+from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masq_addr_removed, masq_device_down
 from natbox.netfilter import DropReason
