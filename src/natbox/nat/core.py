@@ -37,9 +37,19 @@ from collections.abc import Callable
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.table import ConntrackTable
-from natbox.conntrack.tuple import ConnTuple, _new_tuple, format_addr, invert
+from natbox.conntrack.tuple import ConnTuple, format_addr, invert
+from natbox.nat.choose import (
+    LABEL,
+    find_best_ips_proto,
+    in_range,
+    key_name,
+    key_of,
+    l4proto_in_range,
+    part,
+    search_note,
+    with_key,
+)
 from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
-from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
 from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
 from natbox.nat.manip import nf_nat_manip_pkt
 from natbox.nat.range import NatRange, RangeFlags
@@ -98,13 +108,12 @@ _RANDOM_ALL = int(RangeFlags.PROTO_RANDOM_ALL)
 _MAP_IPS = int(RangeFlags.MAP_IPS)
 _PROTO_SPECIFIED = int(RangeFlags.PROTO_SPECIFIED)
 _PERSISTENT = int(RangeFlags.PERSISTENT)
-_PROTO_RANDOM_FULLY = int(RangeFlags.PROTO_RANDOM_FULLY)
 _PROTO_OFFSET = int(RangeFlags.PROTO_OFFSET)
 _DONE_BIT = {_MANIP_SRC: CtStatus.SRC_NAT_DONE, _MANIP_DST: CtStatus.DST_NAT_DONE}
 _DONE_INT = {m: int(bit) for m, bit in _DONE_BIT.items()}
 _DST_NAT_DONE = int(CtStatus.DST_NAT_DONE)
 _NAT_BIT = {_MANIP_SRC: CtStatus.SRC_NAT, _MANIP_DST: CtStatus.DST_NAT}
-_LABEL = {_MANIP_SRC: "SNAT", _MANIP_DST: "DNAT"}
+_LABEL = LABEL
 # HOOK2MANIP (§1.3)
 _HOOK2MANIP = {hook: ManipType.for_hook(hook) for hook in Hook}
 # nf_nat_packet's statusbit, by manip type and packet direction (swapped for REPLY packets, §4.7).
@@ -117,97 +126,6 @@ _FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})
 _RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
-
-
-# --- pure helpers ------------------------------------------------------------------------------------
-
-
-def l4proto_in_range(t: ConnTuple, manip: ManipType, lo: int, hi: int) -> bool:
-    """Mirrors `l4proto_in_range()`: is the manip part (ICMP id, port, GRE key) within [lo, hi]?"""
-    l4 = nf_nat_l4proto_find(t.proto)
-    if not l4.key:
-        return True
-    return lo <= _key_of(t, manip) <= hi
-
-
-def in_range(t: ConnTuple, rng: NatRange) -> bool:
-    """Mirrors `nf_in_range()`: would `t`'s source satisfy `rng` (address if MAP_IPS, port if specified)?"""
-    flags = int(rng.flags)
-    if flags & _MAP_IPS and not rng.min_addr <= t.src <= rng.max_addr:
-        return False
-    if not flags & _PROTO_SPECIFIED:
-        return True
-    return l4proto_in_range(t, _MANIP_SRC, rng.min_proto, rng.max_proto)
-
-
-def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType) -> ConnTuple:
-    """Mirrors `find_best_ips_proto()` for IPv4: the address chosen from the range (§4.5 step 2).
-
-    min == max: that address. Otherwise `min + reciprocal_scale(jhash2(src, 4 words, initval), size)`,
-    with initval 0 for --persistent, else the destination word xor the zone id. Deterministic.
-    """
-    flags = int(rng.flags)
-    if not flags & _MAP_IPS:
-        return t
-    lo, hi = rng.min_addr, rng.max_addr
-    if lo == hi:
-        new = lo
-    else:
-        initval = 0 if flags & _PERSISTENT else (addr_word(t.dst) ^ zone) & _M32
-        j = jhash2((addr_word(t.src), 0, 0, 0), initval)
-        new = (lo + reciprocal_scale(j, (hi - lo + 1) & _M32)) & _M32
-    if manip == _MANIP_SRC:
-        return _new_tuple(ConnTuple, (new, t[1], t[2], t[3], t[4]))
-    return _new_tuple(ConnTuple, (t[0], t[1], new, t[3], t[4]))
-
-
-def _key_name(proto: int) -> str:
-    return nf_nat_l4proto_find(proto).key or "port"
-
-
-def _part(t: ConnTuple, manip: ManipType) -> str:
-    """The manip half of `t` as text: "203.0.113.1:40010", "203.0.113.1 id 7" or just the address."""
-    addr, port = (t.src, t.sport) if manip == _MANIP_SRC else (t.dst, t.dport)
-    l4 = nf_nat_l4proto_find(t.proto)
-    if l4.has_ports:
-        return f"{format_addr(addr)}:{port}"
-    if l4.key_in_sport:
-        return f"{format_addr(addr)} {l4.key} {t.sport}"
-    return format_addr(addr)
-
-
-def _key_of(t: ConnTuple, manip: ManipType) -> int:
-    """The manip part of `t`: src.u for SRC manip (and always for the ICMP id), else dst.u."""
-    if manip == _MANIP_SRC or nf_nat_l4proto_find(t.proto).key_in_sport:
-        return t.sport
-    return t.dport
-
-
-def _with_key(t: ConnTuple, manip: ManipType, key: int) -> ConnTuple:
-    if manip == _MANIP_SRC or nf_nat_l4proto_find(t.proto).key_in_sport:
-        return ConnTuple(t.src, key, t.dst, t.dport, t.proto)
-    return ConnTuple(t.src, t.sport, t.dst, key, t.proto)
-
-
-def _search_note(
-    rng: NatRange, manip: ManipType, *, key: int, clash: Conn | None, lo: int, size: int, cand: ConnTuple,
-    probes: int,
-) -> str:
-    """The trace line for a successful `nf_nat_l4proto_unique_tuple` search."""
-    flags = int(rng.flags)
-    label = _LABEL[manip]
-    name = _key_name(cand.proto)
-    if flags & _RANDOM_ALL:
-        how = "--random-fully" if flags & _PROTO_RANDOM_FULLY else "--random"
-        why = f"{name} {key} randomised ({how})"
-    elif clash is not None:
-        why = f"{key} clashes with ct #{clash.ct_id}"
-    elif flags & _PROTO_OFFSET:
-        why = f"{name} {key} mapped relative to base {rng.base_proto}"
-    else:
-        why = f"{name} {key} outside the range"
-    plural = "probe" if probes == 1 else "probes"
-    return f"{label}: {why}; {name} {_key_of(cand, manip)} taken from {lo}-{lo + size - 1} after {probes} {plural}"
 
 
 class NatCore:
@@ -339,7 +257,7 @@ class NatCore:
         if trace is not None:
             trace.append(
                 f"{_LABEL[_MANIP_SRC]}: evicted {TcpState(otcp.state).name} ct #{other.ct_id} "
-                f"(nf_nat_used_tuple_harder) to reuse {_part(t, _MANIP_SRC)}"
+                f"(nf_nat_used_tuple_harder) to reuse {part(t, _MANIP_SRC)}"
             )
         return other if flags & _OFFLOAD else None
 
@@ -363,7 +281,7 @@ class NatCore:
                 clash = self._used_new(orig, ct, now, table)
                 if clash is None:
                     if trace is not None:
-                        trace.append(f"{label}: {_part(orig, manip)} kept (in range, no clash)")
+                        trace.append(f"{label}: {part(orig, manip)} kept (in range, no clash)")
                     return orig
             else:
                 found = self.find_appropriate_src(orig, rng, ct)
@@ -372,11 +290,11 @@ class NatCore:
                     clash = self._used(cand, ct, now, table)
                     if clash is None:
                         if trace is not None:
-                            trace.append(f"{label}: reused mapping {_part(cand, manip)} of ct #{owner.ct_id} "
+                            trace.append(f"{label}: reused mapping {part(cand, manip)} of ct #{owner.ct_id} "
                                          "(find_appropriate_src)")
                         return cand
                     if trace is not None:
-                        trace.append(f"{label}: mapping {_part(cand, manip)} of ct #{owner.ct_id} clashes "
+                        trace.append(f"{label}: mapping {part(cand, manip)} of ct #{owner.ct_id} clashes "
                                      f"with ct #{clash.ct_id}; not reused")
 
         # 2) the address.
@@ -388,27 +306,27 @@ class NatCore:
                          f"{format_addr(rng.min_addr)}-{format_addr(rng.max_addr)}")
 
         # 3) keep the port/id if it is in range and free.
-        name = _key_name(t.proto)
+        name = key_name(t.proto)
         clash = None
         if not flags & _RANDOM_ALL:
             if flags & _PROTO_SPECIFIED:
                 if not flags & _PROTO_OFFSET and l4proto_in_range(t, manip, rng.min_proto, rng.max_proto):
                     if rng.min_proto == rng.max_proto:
                         if trace is not None:
-                            trace.append(f"{label}: {name} {_key_of(t, manip)} is the single {name} of the range "
+                            trace.append(f"{label}: {name} {key_of(t, manip)} is the single {name} of the range "
                                          "(taken without a clash check)")
                         return t
                     clash = self._used(t, ct, now, table)
                     if clash is None:
                         if trace is not None:
-                            trace.append(f"{label}: {name} {_key_of(t, manip)} kept (in "
+                            trace.append(f"{label}: {name} {key_of(t, manip)} kept (in "
                                          f"{rng.min_proto}-{rng.max_proto}, no clash)")
                         return t
             else:
                 clash = self._used(t, ct, now, table)
                 if clash is None:
                     if trace is not None:
-                        trace.append(f"{label}: {name} {_key_of(t, manip)} kept")
+                        trace.append(f"{label}: {name} {key_of(t, manip)} kept")
                     return t
 
         # 4) last chance: search the protocol's range.
@@ -422,8 +340,8 @@ class NatCore:
         flags = int(rng.flags)
         proto = t.proto
         label = _LABEL[manip]
-        name = _key_name(proto)
-        key = _key_of(t, manip)
+        name = key_name(proto)
+        key = key_of(t, manip)
         search = nf_nat_l4proto_find(proto).search
         if search == NAT_SEARCH_ID:
             if flags & _PROTO_SPECIFIED:
@@ -436,7 +354,7 @@ class NatCore:
                 if manip == _MANIP_DST:
                     if trace is not None:
                         if clash is not None:
-                            trace.append(f"{label}: {_part(t, manip)} clashes with ct #{clash.ct_id}; DNAT without "
+                            trace.append(f"{label}: {part(t, manip)} clashes with ct #{clash.ct_id}; DNAT without "
                                          "a port range never changes the port (confirm will drop it)")
                         else:
                             trace.append(f"{label}: port {key} kept (DNAT without a port range never changes it)")
@@ -450,7 +368,7 @@ class NatCore:
         else:
             # GRE keys change only for PPTP (a ct with a master); other protocols have no manip part.
             if trace is not None and clash is not None:
-                trace.append(f"{label}: {_part(t, manip)} clashes with ct #{clash.ct_id}; protocol {proto} has "
+                trace.append(f"{label}: {part(t, manip)} clashes with ct #{clash.ct_id}; protocol {proto} has "
                              "nothing else to change (confirm will drop it)")
             return t
         if size == 0:  # only reachable with reversed ICMP id bounds (the kernel would divide by zero)
@@ -467,11 +385,11 @@ class NatCore:
         cand = t
         while True:
             for i in range(attempts):
-                cand = _with_key(t, manip, (lo + off % size) & 0xFFFF)
+                cand = with_key(t, manip, (lo + off % size) & 0xFFFF)
                 probes += 1
                 if self._used_harder(cand, ct, attempts - i, now=now, table=table, trace=trace) is None:
                     if trace is not None:
-                        trace.append(_search_note(rng, manip, key=key, clash=clash, lo=lo, size=size, cand=cand,
+                        trace.append(search_note(rng, manip, key=key, clash=clash, lo=lo, size=size, cand=cand,
                                                   probes=probes))
                     return cand
                 off = (off + 1) & 0xFFFF
@@ -482,7 +400,7 @@ class NatCore:
         if trace is not None:
             plural = "probe" if probes == 1 else "probes"
             trace.append(f"{label}: no free {name} in {lo}-{lo + size - 1} after {probes} {plural}; keeping "
-                         f"clashing {_part(cand, manip)} (confirm will drop it: insert_failed)")
+                         f"clashing {part(cand, manip)} (confirm will drop it: insert_failed)")
         return cand
 
     # --- bindings ----------------------------------------------------------------------------------------
@@ -511,7 +429,7 @@ class NatCore:
             ct.tuples[1] = reply
             ct.status |= _NAT_BIT[manip]
             if trace is not None:
-                trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {_part(curr, manip)} -> {_part(new, manip)}; "
+                trace.append(f"{_LABEL[manip]}: ct #{ct.ct_id} {part(curr, manip)} -> {part(new, manip)}; "
                              f"reply tuple now {reply}")
         if manip == _MANIP_SRC:
             self._bysource_add(ct, table)

@@ -27,12 +27,13 @@ from natbox.nat.manip import manip_pkt
 from natbox.netfilter import IPPROTO_ICMP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook, ManipType
 from natbox.skb import Skb
 from natbox.wire.checksum import internet_checksum
+from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_LEN, ICMPH_TYPE, IPH_MIN_LEN, IPH_VER_IHL
 
 __all__ = ["ICMP_REDIRECT", "icmp_reply_translation"]
 
 ICMP_REDIRECT = 5
-_ICMP_HDR = 8  # struct icmphdr
-_INNER_IP = 20  # struct iphdr
+_ICMP_HDR = ICMPH_LEN  # struct icmphdr
+_INNER_IP = IPH_MIN_LEN  # struct iphdr
 
 
 def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> int:
@@ -51,7 +52,7 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
         skb.note = "nat icmp: bad ICMP checksum"
         skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
         return NF_DROP
-    if data[hdrlen] == ICMP_REDIRECT:
+    if data[hdrlen + ICMPH_TYPE] == ICMP_REDIRECT:
         status = ct.status
         if (status & CtStatus.NAT_DONE_MASK) != CtStatus.NAT_DONE_MASK or status & CtStatus.NAT_MASK:
             skb.note = "nat icmp: redirect about a NATed (or not fully set up) flow"
@@ -67,15 +68,16 @@ def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> in
 
     other = ct.tuples[1 - direction]
     inner_off = hdrlen + _ICMP_HDR
-    inner_ihl = (data[inner_off] & 0x0F) * 4
+    inner_ihl = (data[inner_off + IPH_VER_IHL] & 0x0F) * 4
     inner_manip = ManipType.DST if manip == ManipType.SRC else ManipType.SRC
     if not manip_pkt(data, inner_ihl, other, inner_manip, iphdroff=inner_off):
         skb.note = "nat icmp: embedded header truncated"
         skb.add_trace(f"NAT ICMP error translation: dropped ({skb.note})")
         return NF_DROP
 
-    data[hdrlen + 2 : hdrlen + 4] = b"\x00\x00"
-    data[hdrlen + 2 : hdrlen + 4] = internet_checksum(memoryview(data)[hdrlen:]).to_bytes(2, "big")
+    csum = hdrlen + ICMPH_CHECKSUM
+    data[csum : csum + 2] = b"\x00\x00"
+    data[csum : csum + 2] = internet_checksum(memoryview(data)[hdrlen:]).to_bytes(2, "big")
 
     target = invert(other)
     if target is None:  # cannot happen for a tracked ct; never raise on it

@@ -59,6 +59,7 @@ TCPOLEN_WINDOW = 3
 TCPOLEN_SACK_PERM = 2
 TCPOLEN_SACK_BASE = 2
 TCPOLEN_SACK_PERBLOCK = 8
+_SACK_RIGHT = 4  # a SACK block is (left edge, right edge), 4 bytes each
 TCPOLEN_TSTAMP_ALIGNED = 12
 _TSTAMP_FASTPATH = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10))
 
@@ -147,7 +148,7 @@ def tcp_sack(data: bytes | bytearray, dataoff: int, doff: int, sack: int) -> int
             and not (opsize - TCPOLEN_SACK_BASE) % TCPOLEN_SACK_PERBLOCK
         ):
             for i in range(0, opsize - TCPOLEN_SACK_BASE, TCPOLEN_SACK_PERBLOCK):
-                edge = int.from_bytes(data[ptr + i + 4 : ptr + i + 8], "big")
+                edge = int.from_bytes(data[ptr + i + _SACK_RIGHT : ptr + i + TCPOLEN_SACK_PERBLOCK], "big")
                 if _after(edge, sack):
                     sack = edge
             return sack

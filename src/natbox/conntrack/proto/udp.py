@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.netfilter import NF_ACCEPT, CtStatus, Hook
+from natbox.wire.layout import IPH_DADDR, IPH_SADDR, UDPH_CHECK, UDPH_LEN, UDPH_LEN_BYTES
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
@@ -31,6 +32,8 @@ __all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udp_pac
 
 STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 
+_S = IPH_SADDR
+_D = IPH_DADDR
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
 _NAT_CLASH = CtStatus.NAT_CLASH
@@ -45,8 +48,9 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     """
     n = len(data)
     # pseudo_header_sum(src, dst, proto, n - dataoff), inline
-    total = (data[12] << 8 | data[13]) + (data[14] << 8 | data[15]) + (data[16] << 8 | data[17]) \
-        + (data[18] << 8 | data[19]) + proto + n - dataoff
+    sa, da = _S, _D
+    total = (data[sa] << 8 | data[sa + 1]) + (data[sa + 2] << 8 | data[sa + 3]) \
+        + (data[da] << 8 | data[da + 1]) + (data[da + 2] << 8 | data[da + 3]) + proto + n - dataoff
     # csum_fold(csum_partial(segment, total)) == 0, inline: the folded sum must be 0xFFFF
     stop = n if end is None else end
     seg = data[dataoff:stop] if stop - dataoff <= 1024 else memoryview(data)[dataoff:stop]
@@ -64,12 +68,12 @@ def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
     """Mirrors `udp_error()`: the reason the datagram is INVALID, or None."""
     data = skb.data
     udplen = len(data) - dataoff
-    if udplen < 8:
+    if udplen < UDPH_LEN_BYTES:
         return "udp: short packet"
-    ulen = (data[dataoff + 4] << 8) | data[dataoff + 5]
-    if ulen > udplen or ulen < 8:
+    ulen = (data[dataoff + UDPH_LEN] << 8) | data[dataoff + UDPH_LEN + 1]
+    if ulen > udplen or ulen < UDPH_LEN_BYTES:
         return "udp: truncated/malformed packet"
-    if not (data[dataoff + 6] | data[dataoff + 7]):
+    if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return None  # no checksum
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
     if hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 17):
@@ -121,14 +125,14 @@ def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | N
     """Mirrors `udplite_error()`: coverage 0 means the whole datagram; a checksum is mandatory."""
     data = skb.data
     udplen = len(data) - dataoff
-    if udplen < 8:
+    if udplen < UDPH_LEN_BYTES:
         return "udplite: short packet"
-    cscov = (data[dataoff + 4] << 8) | data[dataoff + 5]
+    cscov = (data[dataoff + UDPH_LEN] << 8) | data[dataoff + UDPH_LEN + 1]  # UDP-Lite: checksum coverage
     if cscov == 0:
         cscov = udplen
-    elif cscov < 8 or cscov > udplen:
+    elif cscov < UDPH_LEN_BYTES or cscov > udplen:
         return "udplite: invalid checksum coverage"
-    if not (data[dataoff + 6] | data[dataoff + 7]):
+    if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return "udplite: checksum missing"
     # The kernel passes IPPROTO_UDP (17), not IPPROTO_UDPLITE, to nf_checksum_partial(); mirrored.
     if hook == _HOOK_PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17, dataoff + cscov):
