@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natbox.cli.iptables import iptables_main, iptables_restore_main
-from natbox.rules.parser import _tokenize_escaped, tokenize_restore_line
+from natbox.rules.words import _tokenize_escaped, tokenize_restore_line
 
 HEAD = "iptables v1.8.9 (nf_tables): "
 TRY = "Try `iptables -h' or 'iptables --help' for more information.\n"

@@ -24,10 +24,111 @@ from natbox.rules.printer import SAVE_VERSION, save_tables
 
 __all__ = ["iptables_main", "iptables_restore_main", "iptables_save_main", "load_ruleset", "store_ruleset"]
 
+# `iptables -h` of iptables v1.8.9 (nf_tables), recorded (stdout, exit 0)
+IPTABLES_HELP = """\
+iptables v1.8.9 (nf_tables)
+
+Usage: iptables -[ACD] chain rule-specification [options]
+       iptables -I chain [rulenum] rule-specification [options]
+       iptables -R chain rulenum rule-specification [options]
+       iptables -D chain rulenum [options]
+       iptables -[LS] [chain [rulenum]] [options]
+       iptables -[FZ] [chain] [options]
+       iptables -[NX] chain
+       iptables -E old-chain-name new-chain-name
+       iptables -P chain target [options]
+       iptables -h (print this help information)
+
+Commands:
+Either long or short options are allowed.
+  --append  -A chain\t\tAppend to chain
+  --check   -C chain\t\tCheck for the existence of a rule
+  --delete  -D chain\t\tDelete matching rule from chain
+  --delete  -D chain rulenum
+\t\t\t\tDelete rule rulenum (1 = first) from chain
+  --insert  -I chain [rulenum]
+\t\t\t\tInsert in chain as rulenum (default 1=first)
+  --replace -R chain rulenum
+\t\t\t\tReplace rule rulenum (1 = first) in chain
+  --list    -L [chain [rulenum]]
+\t\t\t\tList the rules in a chain or all chains
+  --list-rules -S [chain [rulenum]]
+\t\t\t\tPrint the rules in a chain or all chains
+  --flush   -F [chain]\t\tDelete all rules in  chain or all chains
+  --zero    -Z [chain [rulenum]]
+\t\t\t\tZero counters in chain or all chains
+  --new     -N chain\t\tCreate a new user-defined chain
+  --delete-chain
+            -X [chain]\t\tDelete a user-defined chain
+  --policy  -P chain target
+\t\t\t\tChange policy on chain to target
+  --rename-chain
+            -E old-chain new-chain
+\t\t\t\tChange chain name, (moving any references)
+
+Options:
+    --ipv4\t-4\t\tNothing (line is ignored by ip6tables-restore)
+    --ipv6\t-6\t\tError (line is ignored by iptables-restore)
+[!] --protocol\t-p proto\tprotocol: by number or name, eg. `tcp'
+[!] --source\t-s address[/mask][...]
+\t\t\t\tsource specification
+[!] --destination -d address[/mask][...]
+\t\t\t\tdestination specification
+[!] --in-interface -i input name[+]
+\t\t\t\tnetwork interface name ([+] for wildcard)
+ --jump\t-j target
+\t\t\t\ttarget for rule (may load target extension)
+  --goto      -g chain
+\t\t\t       jump to chain with no return
+  --match\t-m match
+\t\t\t\textended match (may load extension)
+  --numeric\t-n\t\tnumeric output of addresses and ports
+[!] --out-interface -o output name[+]
+\t\t\t\tnetwork interface name ([+] for wildcard)
+  --table\t-t table\ttable to manipulate (default: `filter')
+  --verbose\t-v\t\tverbose mode
+  --wait\t-w [seconds]\tmaximum wait to acquire xtables lock before give up
+  --line-numbers\t\tprint line numbers when listing
+  --exact\t-x\t\texpand numbers (display exact values)
+[!] --fragment\t-f\t\tmatch second or further fragments only
+  --modprobe=<command>\t\ttry to insert modules using this command
+  --set-counters -c PKTS BYTES\tset the counter during insert/append
+[!] --version\t-V\t\tprint package version.
+"""
+
+# `iptables-restore -h` (stderr, exit 0)
+RESTORE_HELP = """\
+Usage: iptables-restore [-c] [-v] [-V] [-t] [-h] [-n] [-T table] [-M command] [-4] [-6] [file]
+\t   [ --counters ]
+\t   [ --verbose ]
+\t   [ --version]
+\t   [ --test ]
+\t   [ --help ]
+\t   [ --noflush ]
+\t   [ --table=<TABLE> ]
+\t   [ --modprobe=<command> ]
+\t   [ --ipv4 ]
+\t   [ --ipv6 ]
+"""
+
+NATBOX_NOTE = """\
+
+natbox: these commands act on a ruleset file, not on the kernel:
+  --rules FILE       the ruleset, as iptables-save -c text (created when missing); default: $NATBOX_RULES
+  --control SOCKET   the live ruleset of a running `natbox gateway` instead
+"""
+
+NO_RULESET = ("natbox {prog}: no ruleset given: use --rules FILE or set NATBOX_RULES (a ruleset file), "
+              "or --control SOCKET (a running gateway)\n")
+
 
 def _date() -> str:
     """ctime(3)-style date as iptables-save prints it (`%3d` day: "Sun Nov  2 02:34:32 2026")."""
     return time.strftime("%a %b %e %H:%M:%S %Y", time.localtime())
+
+
+class RulesFileError(Exception):
+    """The rules file cannot be read or written: one line naming it (exit 2)."""
 
 
 def load_ruleset(path: str | None) -> Ruleset:
@@ -35,8 +136,11 @@ def load_ruleset(path: str | None) -> Ruleset:
     rs = Ruleset()
     if path is None or not os.path.exists(path):
         return rs
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RulesFileError(f"natbox: cannot read rules file {path}: {_reason(e)}") from None
     stamped = load_stamped(text, path)  # a file natbox wrote: rule lines parsed only where needed
     if stamped is not None:
         return stamped
@@ -48,14 +152,25 @@ def load_ruleset(path: str | None) -> Ruleset:
     return rs
 
 
+def _reason(e: Exception) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {e.start})"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
+
+
 def store_ruleset(rs: Ruleset, path: str | None) -> None:
     if path is None:
         return
     text = stamp(save_tables(rs.saved_tables(), _date(), counters=True))
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RulesFileError(f"natbox: cannot write rules file {path}: {_reason(e)}") from None
 
 
 def _report(e: RulesError, prog: str, stderr: TextIO, *, restore: bool = False) -> int:
@@ -107,6 +222,22 @@ def _rules_path(argv: list[str], rules_path: str | None) -> tuple[list[str], str
     return out, path if path is not None else os.environ.get("NATBOX_RULES")
 
 
+def _subcommand_help(name: str) -> str:
+    from natbox.cli.main import SUBCOMMAND_HELP
+
+    return SUBCOMMAND_HELP[name]
+
+
+def _help_or_version(args: list[str]) -> str | None:
+    """`-h`/`--help` or `-V`/`--version`, whichever comes first (iptables stops parsing at either)."""
+    for a in args:
+        if a in ("-h", "--help"):
+            return "h"
+        if a in ("-V", "--version"):
+            return "V"
+    return None
+
+
 def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
                   stdout: TextIO | None = None, stderr: TextIO | None = None, ruleset: Ruleset | None = None) -> int:
     """`iptables ARGS...` on the rules file (or on `ruleset`, a live engine's); returns iptables' exit status.
@@ -119,11 +250,21 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     if control is not None:
         return forward_command(control, "iptables", argv, None, out, err, "iptables")
     args, path = _rules_path(enter_sets_scope(argv), rules_path)
+    asked = _help_or_version(args)
+    if asked is not None:
+        out.write(f"iptables {SAVE_VERSION}\n" if asked == "V" else IPTABLES_HELP + NATBOX_NOTE)
+        return 0
     if ruleset is not None:
         rs, path = ruleset, None
+    elif path is None:
+        err.write(NO_RULESET.format(prog="iptables"))
+        return PARAMETER_PROBLEM
     else:
         try:
             rs = load_ruleset(path)
+        except RulesFileError as e:
+            err.write(f"{e}\n")
+            return PARAMETER_PROBLEM
         except RulesError as e:
             err.write(f"natbox: bad rules file: {e}\n")
             return e.exit_code
@@ -133,9 +274,26 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     except RulesError as e:
         return _report(e, "iptables", err)
     out.write(text)
-    if cmd.op not in ("L", "S", "C"):
-        store_ruleset(rs, path)
+    if cmd.op not in ("L", "S", "C") or cmd.zero:
+        try:
+            store_ruleset(rs, path)
+        except RulesFileError as e:
+            err.write(f"{e}\n")
+            return PARAMETER_PROBLEM
     return 0
+
+
+def _save_usage_error(arg: str, err: TextIO) -> int:
+    """iptables-save's getopt messages (exit 1)."""
+    if arg.startswith("--"):
+        err.write(f"iptables-save: unrecognized option '{arg}'\n")
+    elif arg.startswith("-") and len(arg) > 1:
+        err.write(f"iptables-save: invalid option -- '{arg[1]}'\n")
+    else:
+        err.write("Unknown arguments found on commandline\n")
+        return OTHER_PROBLEM
+    err.write("Look at manual page `iptables-save.8' for more information.\n")
+    return OTHER_PROBLEM
 
 
 def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
@@ -158,12 +316,25 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
         elif a in ("-t", "--table") and i + 1 < len(args):
             table = args[i + 1]
             i += 1
-        else:
-            err.write("Unknown arguments found on commandline\n")
-            return PARAMETER_PROBLEM
+        elif a in ("-V", "--version"):
+            out.write(f"iptables-save {SAVE_VERSION}\n")
+            return 0
+        elif a == "--help":  # natbox's page: iptables-save itself has no help option
+            out.write(_subcommand_help("iptables-save"))
+            return 0
+        elif a in ("-M", "--modprobe") and i + 1 < len(args):
+            i += 1
+        elif a not in ("-4", "--ipv4"):
+            return _save_usage_error(a, err)
         i += 1
+    if ruleset is None and path is None:
+        err.write(NO_RULESET.format(prog="iptables-save"))
+        return PARAMETER_PROBLEM
     try:
         rs = ruleset if ruleset is not None else load_ruleset(path)
+    except RulesFileError as e:
+        err.write(f"{e}\n")
+        return PARAMETER_PROBLEM
     except RulesError as e:
         return _report(e, "iptables-save", err)
     if table is not None and table not in rs.tables:
@@ -176,18 +347,20 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
 def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
                           stdout: TextIO | None = None, stderr: TextIO | None = None,
                           ruleset: Ruleset | None = None) -> int:
-    """`iptables-restore [--noflush] [-c] [-T TABLE] < dump` (into the rules file, `ruleset`, or --control)."""
+    """`iptables-restore [--noflush] [-c] [-t] [-T TABLE] [FILE]` (into the rules file, `ruleset`, or
+    --control); `-t`/`--test` parses and validates without changing anything, FILE is read instead of stdin."""
     inp = stdin or sys.stdin
+    out = stdout or sys.stdout
     err = stderr or sys.stderr
     argv, control = _control_path(argv)
     if control is not None:
-        return forward_command(control, "iptables-restore", argv, inp, stdout or sys.stdout, err,
-                               "iptables-restore")
+        return forward_command(control, "iptables-restore", argv, inp, out, err, "iptables-restore")
     args, path = _rules_path(enter_sets_scope(argv), rules_path)
     if ruleset is not None:
         path = None
-    noflush = counters = False
+    noflush = counters = test = False
     table: str | None = None
+    source: str | None = None
     i = 0
     while i < len(args):
         a = args[i]
@@ -195,20 +368,59 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             noflush = True
         elif a in ("-c", "--counters"):
             counters = True
-        elif a in ("-T", "--table") and i + 1 < len(args):
-            table = args[i + 1]
+        elif a in ("-t", "--test"):
+            test = True
+        elif a in ("-T", "--table", "-M", "--modprobe", "-W", "--wait-interval") and i + 1 < len(args):
+            if a in ("-T", "--table"):
+                table = args[i + 1]
             i += 1
-        elif a in ("-w", "--wait", "-v", "--verbose"):
+        elif a in ("-w", "--wait", "-v", "--verbose", "-4", "--ipv4"):
             pass
+        elif a == "-h":
+            err.write(RESTORE_HELP)
+            return 0
+        elif a == "--help":  # natbox's page, as `natbox iptables-restore --help` gives it
+            out.write(_subcommand_help("iptables-restore"))
+            return 0
+        elif a in ("-V", "--version"):
+            out.write(f"iptables-restore {SAVE_VERSION}\n")
+            return 0
+        elif a.startswith("-") and len(a) > 1:
+            what = f"unrecognized option '{a}'" if a.startswith("--") else f"invalid option -- '{a[1]}'"
+            err.write(f"iptables-restore: {what}\nTry `iptables-restore -h' for more information.\n")
+            return OTHER_PROBLEM
+        elif source is None:
+            source = a
         else:
             err.write("Unknown arguments found on commandline\n")
-            return PARAMETER_PROBLEM
+            return OTHER_PROBLEM
         i += 1
+    if ruleset is None and path is None and not test:
+        err.write(NO_RULESET.format(prog="iptables-restore"))
+        return PARAMETER_PROBLEM
+    if source is not None:
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            err.write(f"Can't open {source}: {_reason(e)}\n")
+            return OTHER_PROBLEM
+    else:
+        text = inp.read()
     try:
-        rs = ruleset if ruleset is not None else load_ruleset(path)
-        blocks = parse_restore(inp.read(), with_counters=counters, table_filter=table)
+        rs = ruleset if ruleset is not None and not test else load_ruleset(path)
+        blocks = parse_restore(text, with_counters=counters, table_filter=table)
         rs.restore(blocks, noflush=noflush)
+    except RulesFileError as e:
+        err.write(f"{e}\n")
+        return PARAMETER_PROBLEM
     except RulesError as e:
         return _report(e, "iptables-restore", err, restore=True)
-    store_ruleset(rs, path)
+    if test:
+        return 0
+    try:
+        store_ruleset(rs, path)
+    except RulesFileError as e:
+        err.write(f"{e}\n")
+        return PARAMETER_PROBLEM
     return 0

@@ -199,8 +199,6 @@ class Ruleset:
 
     def execute(self, cmd: Command) -> str:
         """Apply one command; return iptables' stdout text. A refused command changes nothing."""
-        from natbox.rules.listing import list_table
-        from natbox.rules.printer import list_rules
 
         self.touch(cmd.table)
         table = self.tables[cmd.table]
@@ -208,6 +206,22 @@ class Ruleset:
             if cmd.chain is not None and cmd.chain not in table.chains:
                 raise RulesError(f"chain `{cmd.chain}' in table `{cmd.table}' is incompatible, use 'nft' tool.",
                                  OTHER_PROBLEM)
+            text = self._list(table, cmd)
+            if cmd.zero:  # then zero what was listed (`-L -Z`)
+                work = cheap_clone(table)
+                text += apply_command(work, Command(op="Z", table=cmd.table, chain=cmd.chain, verbose=cmd.verbose))
+                self.tables[cmd.table] = work
+                self.invalidate(cmd.table)
+            return text
+        return self._change(table, cmd)
+
+    @staticmethod
+    def _list(table: Table, cmd: Command) -> str:
+        """`-L` / `-S` text."""
+        from natbox.rules.listing import list_table
+        from natbox.rules.printer import list_rules
+
+        if cmd.op in ("L", "S"):
             if cmd.op == "S":
                 return list_rules(table, cmd.chain, verbose=bool(cmd.verbose), rulenum=cmd.rulenum)
             if cmd.rulenum is not None and cmd.chain is not None:
@@ -221,6 +235,10 @@ class Ruleset:
                                  verbose=bool(cmd.verbose), exact=cmd.exact, line_numbers=cmd.line_numbers)
             return list_table(table, cmd.chain, numeric=cmd.numeric, verbose=bool(cmd.verbose), exact=cmd.exact,
                               line_numbers=cmd.line_numbers)
+        return ""
+
+    def _change(self, table: Table, cmd: Command) -> str:
+        """A command that changes `table` (on a copy, committed when accepted)."""
         work = cheap_clone(table)
         out = apply_command(work, cmd)
         if cmd.verbose and cmd.op in "AIDCR" and cmd.rule is not None and not (cmd.op == "D" and cmd.rulenum):

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.extensions import find_target
 from natbox.rules.model import TABLE_NAMES, Chain, Rule, RulesError, Table
-from natbox.rules.parser import _parse_counters, parse_argv, tokenize_restore_line
+from natbox.rules.parser import parse_argv
 from natbox.rules.validate import hook_masks
+from natbox.rules.words import parse_counters, tokenize_restore_line
 
 __all__ = ["STAMP_PREFIX", "load_stamped", "stamp"]
 
@@ -58,7 +59,7 @@ def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], l
         for lineno, text in raw:
             head, _, rest = text.partition(" ")
             try:
-                packets, nbytes = _parse_counters(head, lineno)
+                packets, nbytes = parse_counters(head, lineno)
                 cmd = parse_argv(tokenize_restore_line(rest), table=table)
             except RulesError as e:
                 e.file, e.line = file, lineno
@@ -119,7 +120,7 @@ def _build(body: str, file: str | None) -> Ruleset | None:
                 return None
             else:
                 c.policy = policy
-                c.packets, c.bytes = _parse_counters(counters, lineno)
+                c.packets, c.bytes = parse_counters(counters, lineno)
         elif c0 == "*":
             if table is not None or line[1:] not in TABLE_NAMES:
                 return None

@@ -35,6 +35,7 @@ from natbox.skb import Skb
 __all__ = [
     "BUILTIN_TARGETS",
     "HOOK_ALL",
+    "IPTABLES_MATCH_NAMES",
     "IPTABLES_TARGET_NAMES",
     "OTHER_PROBLEM",
     "PARAMETER_PROBLEM",
@@ -83,6 +84,14 @@ IPTABLES_TARGET_NAMES = frozenset({
     "CT", "DNAT", "DSCP", "ECN", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NETMAP", "NFLOG",
     "NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SYNPROXY", "TCPMSS",
     "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
+})
+# Every match iptables 1.8.9 can load for IPv4 (the lower-case libxt_*.so / libipt_*.so).
+IPTABLES_MATCH_NAMES = frozenset({
+    "addrtype", "ah", "bpf", "cgroup", "cluster", "comment", "connbytes", "connlabel", "connlimit", "connmark",
+    "conntrack", "cpu", "dccp", "devgroup", "dscp", "ecn", "esp", "hashlimit", "helper", "icmp", "ipcomp",
+    "iprange", "ipvs", "length", "limit", "mac", "mark", "multiport", "nfacct", "osf", "owner", "physdev",
+    "pkttype", "policy", "quota", "rateest", "realm", "recent", "rpfilter", "sctp", "set", "socket", "state",
+    "statistic", "string", "tcp", "tcpmss", "time", "tos", "ttl", "u32", "udp",
 })
 
 # IFNAMSIZ (linux/if.h): names are at most 15 characters.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from natbox.rules.extensions import find_match, find_target
+from natbox.rules.extensions import MATCHES, TARGETS, find_match, find_target
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import (
     BUILTIN_TARGETS,
-    IFNAMSIZ,
+    IPTABLES_MATCH_NAMES,
     IPTABLES_TARGET_NAMES,
     OTHER_PROBLEM,
     PARAMETER_PROBLEM,
@@ -27,6 +27,14 @@ from natbox.rules.model import (
     RulesError,
     Target,
     parse_ipv4_mask,
+)
+from natbox.rules.words import (
+    check_iface,
+    check_new_chain_name,
+    check_restore_chain_name,
+    not_implemented,
+    parse_counters,
+    tokenize_restore_line,
 )
 
 __all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_restore", "tokenize_restore_line"]
@@ -74,6 +82,7 @@ class Command:
     line_numbers: bool = False
     counters: tuple[int, int] | None = None  # -c PKTS BYTES
     table_given: bool = False
+    zero: bool = False  # `-L -Z` / `-S -Z`: zero the counters after listing
 
 
 @dataclass
@@ -92,12 +101,6 @@ class RestoreTable:
     line: int
     chains: list[RestoreChain] = field(default_factory=list)
     commands: list[tuple[int, Command]] = field(default_factory=list)
-
-
-def _check_iface(name: str) -> str:
-    if len(name) >= IFNAMSIZ:
-        raise RulesError(f"interface name `{name}' must be shorter than IFNAMSIZ ({IFNAMSIZ - 1})")
-    return name
 
 
 class _ArgvParser:
@@ -134,6 +137,19 @@ class _ArgvParser:
         return None
 
     def _set_command(self, letter: str) -> None:
+        if self.cmd.op and {self.cmd.op, letter} in ({"L", "Z"}, {"S", "Z"}):
+            # `-L -Z` / `-S -Z` (either order): list, then zero the counters (CMD_LIST|CMD_ZERO); a chain
+            # given to either applies to both
+            listing = self.cmd.op if self.cmd.op != "Z" else letter
+            chain, rulenum = self.cmd.chain, self.cmd.rulenum
+            self.cmd.op = ""
+            self._set_command(letter)
+            self.cmd.op, self.cmd.zero = listing, True
+            if self.cmd.chain is None:
+                self.cmd.chain = chain
+            if self.cmd.rulenum is None:
+                self.cmd.rulenum = rulenum
+            return
         if self.cmd.op:
             raise RulesError(f"Cannot use -{letter} with -{self.cmd.op}")
         self.cmd.op = letter
@@ -171,9 +187,9 @@ class _ArgvParser:
         elif letter == "P":
             self.cmd.chain, self.cmd.policy = args
         if letter == "N" and self.cmd.chain is not None:
-            _check_new_chain_name(self.cmd.chain)
+            check_new_chain_name(self.cmd.chain)
         if letter == "E" and self.cmd.new_name is not None:
-            _check_new_chain_name(self.cmd.new_name)
+            check_new_chain_name(self.cmd.new_name)
 
     @staticmethod
     def _rulenum(text: str, allow_zero: bool = False) -> int:
@@ -309,9 +325,9 @@ class _ArgvParser:
                 r.dst, r.dmsk, r.inv_dst = addr, mask, invert
                 self.dsts = addrs
         elif letter == "i":
-            r.iniface, r.inv_in = _check_iface(self._next_arg("-i")), invert
+            r.iniface, r.inv_in = check_iface(self._next_arg("-i")), invert
         elif letter == "o":
-            r.outiface, r.inv_out = _check_iface(self._next_arg("-o")), invert
+            r.outiface, r.inv_out = check_iface(self._next_arg("-o")), invert
         elif letter == "f":
             r.frag, r.inv_frag = True, invert
         elif letter in "jg":
@@ -329,12 +345,16 @@ class _ArgvParser:
                 if cls is not None:
                     r.target = cls()
                     self.loaded.append(r.target)
+                elif name in IPTABLES_TARGET_NAMES:
+                    raise RulesError(not_implemented("target", name, TARGETS))
         elif letter == "m":
             if invert:
                 raise RulesError("unexpected ! flag before --match")
             name = self._next_arg("-m")
             mcls = find_match(name)
             if mcls is None:
+                if name in IPTABLES_MATCH_NAMES:
+                    raise RulesError(not_implemented("match", name, MATCHES))
                 raise RulesError(f"Couldn't load match `{name}':No such file or directory\n")
             r.matches.append(mcls())
             self.loaded.append(r.matches[-1])
@@ -439,112 +459,9 @@ def _merge_payload_matches(rule: Rule) -> None:
     rule.matches = kept
 
 
-def _check_new_chain_name(name: str) -> None:
-    """`assert_valid_chain_name` in xshared.c."""
-    if len(name) >= XT_CHAIN_MAXNAMELEN:
-        raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
-    if name.startswith(("-", "!")):
-        raise RulesError(f"chain name not allowed to start with `{name[0]}'")
-    if name in IPTABLES_TARGET_NAMES or find_target(name) is not None:
-        raise RulesError("chain name may not clash with target name")
-    if any(c.isspace() for c in name):
-        raise RulesError(f"Invalid chain name `{name}'")
-
-
-def _check_restore_chain_name(name: str) -> None:
-    """A `:CHAIN POLICY [p:b]` line's name, as iptables-restore 1.8.9 (nf_tables) checks it (recorded): too
-    long, a leading `-` or `!`, or a verdict name; other target names are accepted there."""
-    if len(name) >= XT_CHAIN_MAXNAMELEN:
-        raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
-    if name.startswith(("-", "!")):
-        raise RulesError(f"chain name not allowed to start with `{name[0]}'")
-    if name in BUILTIN_TARGETS:
-        raise RulesError("chain name may not clash with target name")
-
-
 def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
     """Parse one iptables command line (argv without the program name). Raises `RulesError`."""
     return _ArgvParser(list(argv), table).parse()
-
-
-_BLANK = re.compile("[ \t\n\r]")
-
-
-def tokenize_restore_line(line: str) -> list[str]:
-    """Split a restore line into argv as `add_param_to_argv` (iptables 1.8.9 xshared.c) does.
-
-    Double quotes group blanks into one argument and a closing quote ends the argument, even an empty one
-    (`""` is an empty argument, `""x` two); inside quotes `\\` escapes the next character.
-    """
-    if "\\" in line:
-        return _tokenize_escaped(line)
-    # no escapes: the text between quote characters alternates outside / inside quotes
-    out: list[str] = []
-    buf = ""
-    segs = line.split('"')
-    unterminated = len(segs) - 1 if len(segs) % 2 == 0 else -1  # index of a quote left open at the end
-    for i, seg in enumerate(segs):
-        if i & 1:
-            buf += seg
-            if i != unterminated:
-                out.append(buf)
-                buf = ""
-            continue
-        parts = _BLANK.split(seg)
-        buf += parts[0]
-        if len(parts) > 1:
-            if buf:
-                out.append(buf)
-            out.extend(p for p in parts[1:-1] if p)
-            buf = parts[-1]
-    if buf:
-        out.append(buf)
-    return out
-
-
-def _tokenize_escaped(line: str) -> list[str]:
-    """`add_param_to_argv` character by character."""
-    out: list[str] = []
-    buf: list[str] = []
-    quote_open = escaped = False
-    for ch in line:
-        if quote_open:
-            if escaped:
-                buf.append(ch)
-                escaped = False
-                continue
-            if ch == "\\":
-                escaped = True
-                continue
-            if ch == '"':
-                quote_open = False
-                out.append("".join(buf))  # the closing quote ends the argument, even an empty one
-                buf = []
-                continue
-            buf.append(ch)
-            continue
-        if ch == '"':
-            quote_open = True
-            continue
-        if ch in " \t\n\r":
-            if buf:
-                out.append("".join(buf))
-                buf = []
-            continue
-        buf.append(ch)
-    if buf:
-        out.append("".join(buf))
-    return out
-
-
-def _parse_counters(text: str, lineno: int) -> tuple[int, int]:
-    """`[pkts:bytes]`."""
-    if not (text.startswith("[") and text.endswith("]")) or ":" not in text:
-        raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
-    p, _, b = text[1:-1].partition(":")
-    if not p.isdigit() or not b.isdigit():
-        raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
-    return int(p), int(b)
 
 
 _QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
@@ -597,10 +514,10 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
                 if len(parts) < 2:
                     raise RulesError(f"iptables-restore: line {lineno} policy invalid")
                 cname, policy = parts[0], parts[1]
-                _check_restore_chain_name(cname)
+                check_restore_chain_name(cname)
                 counters = (0, 0)
                 if len(parts) > 2:
-                    counters = _parse_counters(parts[2], lineno)
+                    counters = parse_counters(parts[2], lineno)
                 if policy != "-" and policy not in ("ACCEPT", "DROP"):
                     raise RulesError(f"iptables-restore: line {lineno} failed: Bad policy name.", OTHER_PROBLEM)
                 if not with_counters:
@@ -610,7 +527,7 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
             counters_prefix: tuple[int, int] | None = None
             if line.startswith("["):
                 head, _, line = line.partition(" ")
-                counters_prefix = _parse_counters(head, lineno)
+                counters_prefix = parse_counters(head, lineno)
             argv = tokenize_restore_line(line)
             cmd = parse_argv(argv, table=cur.name)
             if cmd.table_given and cmd.table != cur.name:
