@@ -812,3 +812,30 @@ def test_adopting_a_router_that_does_not_forward_warns(basic_lab: Lab) -> None:
     warning = [ln for ln in err.splitlines() if "ip_forward=0" in ln]
     assert len(warning) == 1 and warning[0].startswith("natbox gateway: warning: --adopt:"), err
     assert ns_run(basic_lab, "gw", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.decode().strip() == "0"
+
+
+def test_sigterm_to_natbox_lab_gateway_stops_the_gateway(tmp_path: Path) -> None:
+    """`natbox lab FILE gateway` becomes the gateway (exec): a SIGTERM sent to the process that was started
+    stops the gateway itself cleanly, and nothing of natbox stays behind holding the interfaces."""
+    name = unique_lab_name("lt")
+    lab_file = tmp_path / "basic.toml"
+    lab_file.write_text((EXAMPLES / "basic.toml").read_text().replace('name = "basic"', f'name = "{name}"'))
+    (tmp_path / "basic-gw.toml").write_text((EXAMPLES / "basic-gw.toml").read_text())
+    for lab in build_lab(load_example("basic.toml", name)):
+        proc = subprocess.Popen([sys.executable, "-m", "natbox", "lab", str(lab_file), "gateway"], env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_ready(proc)
+            # the process started is the gateway now, inside the lab's gw namespace
+            assert Path(f"/proc/{proc.pid}/ns/net").resolve() != Path("/proc/self/ns/net").resolve()
+            assert "gateway" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0 and "stopped:" in err.decode(), err.decode()
+        left = subprocess.run(["ip", "netns", "pids", lab.netns("gw")], capture_output=True, text=True,
+                              check=False).stdout.split()
+        assert left == [], left  # no process left in the gateway's namespace

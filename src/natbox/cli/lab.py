@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -26,17 +25,32 @@ usage: natbox lab FILE up|down|status|plan
   status   which namespaces exist
   plan     print the commands `up` would run
   exec     run CMD inside NODE's namespace
-  gateway  run `natbox gateway` in the gateway node with the lab's host file (until Ctrl-C)
+  gateway  run `natbox gateway` in the gateway node with the lab's host file (until Ctrl-C or
+           SIGTERM: natbox lab becomes the gateway, so signals reach it)
 """
 
 
 def _gateway_argv(lab_path: str, lab: Lab, extra: Sequence[str]) -> list[str] | None:
-    """`python -m natbox.cli.gateway HOST ARGS...` for the lab's gateway node, or None without one."""
+    """`python -m natbox gateway HOST ARGS...` for the lab's gateway node, or None without one."""
     gw = lab.gateway
     if gw is None or gw.host is None:
         return None
     host = os.path.join(os.path.dirname(os.path.abspath(lab_path)), gw.host)
-    return [sys.executable, "-m", "natbox.cli.gateway", host, *lab.gateway_args(), *extra]
+    return [sys.executable, "-m", "natbox", "gateway", host, *lab.gateway_args(), *extra]
+
+
+def _exec(argv: list[str]) -> int:
+    """Become `argv` (`ip netns exec NS CMD...`, which becomes CMD in turn): no wrapper stays behind, so a
+    signal sent to `natbox lab ... gateway` (SIGTERM from kill or a service manager, Ctrl-C) reaches the
+    gateway itself, which stops cleanly and releases its interfaces. Returns only when the exec failed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        sys.stderr.write(f"natbox lab: cannot run {argv[0]}: {exc.strerror or exc}\n")
+        return 1
+    return 1  # not reached: execvp does not return
 
 
 def cli_lab(argv: Sequence[str]) -> int:
@@ -92,19 +106,12 @@ def cli_lab(argv: Sequence[str]) -> int:
                 sys.stderr.write(f"natbox lab: {path}: no node has gateway = true and a host file\n")
                 return 2
             assert lab.gateway is not None
-            try:
-                return subprocess.call(lab_exec_argv(lab, lab.gateway.name, gw_argv))
-            except KeyboardInterrupt:
-                return 130
+            return _exec(lab_exec_argv(lab, lab.gateway.name, gw_argv))
         if action == "exec":
             if len(rest) < 2:
                 sys.stderr.write("natbox lab: usage: exec NODE CMD [ARGS...]\n")
                 return 2
-            cmd = lab_exec_argv(lab, rest[0], rest[1:])
-            try:
-                return subprocess.call(cmd)
-            except KeyboardInterrupt:
-                return 130
+            return _exec(lab_exec_argv(lab, rest[0], rest[1:]))
     except NetnsError as exc:
         sys.stderr.write(f"natbox lab: {exc}\n")
         return 1
