@@ -60,3 +60,16 @@ def test_bad_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p.write_text('[[interface]]\nname = "nbxnone0"\n[rules]\ntext = "*nat\\n-A NOPE -j ACCEPT\\nCOMMIT\\n"\n')
     assert cli_gateway([str(p)]) == 2
     assert "rules.text" in capsys.readouterr().err
+
+
+def test_no_any_in_the_gateway() -> None:
+    """natbox.gateway and its command line are typed without `Any` (issue #11)."""
+    import ast
+
+    from natbox.testing.paths import SRC
+
+    files = [*sorted((SRC / "natbox" / "gateway").glob("*.py")), SRC / "natbox" / "cli" / "gateway.py"]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            assert name != "Any", f"{path.name}:{getattr(node, 'lineno', '?')} uses Any"
