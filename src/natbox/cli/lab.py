@@ -50,7 +50,6 @@ def _exec(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"natbox lab: cannot run {argv[0]}: {exc.strerror or exc}\n")
         return 1
-    return 1  # not reached: execvp does not return
 
 
 def cli_lab(argv: Sequence[str]) -> int:
