@@ -31,6 +31,7 @@ from natbox.rules.parser import Command, RestoreTable
 from natbox.rules.printer import format_rule_spec
 from natbox.rules.validate import MAX_JUMP_DEPTH, check_rule, hook_masks, validate_table
 from natbox.skb import Skb
+from natbox.wire.layout import IPH_PROTOCOL
 
 __all__ = ["MAX_JUMP_DEPTH", "Ruleset"]
 
@@ -90,7 +91,7 @@ def _standard_matchers(rule: Rule) -> list[MatchFn]:
         p, inv4 = rule.proto, rule.inv_proto
 
         def proto_mt(skb: Skb, ctx: XtContext) -> bool:
-            return (skb.data[9] == p) != inv4
+            return (skb.data[IPH_PROTOCOL] == p) != inv4
         fns.append(proto_mt)
     if rule.frag:
         inv5 = rule.inv_frag

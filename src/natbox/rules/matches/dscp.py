@@ -6,6 +6,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
+from natbox.wire.layout import IPH_TOS
 
 __all__ = ["DSCP_CLASSES", "Dscp", "parse_dscp_class"]
 
@@ -68,6 +69,6 @@ class Dscp(Match):
         dscp, inv = self.dscp or 0, self.invert
 
         def dscp_mt(skb: Skb, ctx: XtContext) -> bool:
-            return ((skb.data[1] >> 2) == dscp) != inv
+            return ((skb.data[IPH_TOS] >> 2) == dscp) != inv
 
         return dscp_mt

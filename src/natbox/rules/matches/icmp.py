@@ -5,6 +5,7 @@ from __future__ import annotations
 from natbox.rules.api import XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
+from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_CODE, ICMPH_TYPE
 
 __all__ = ["ICMP_CODES", "Icmp"]
 
@@ -115,15 +116,15 @@ class Icmp(Match):
                 return False
             data = skb.data
             off = skb.ihl
-            if len(data) < off + 2:
+            if len(data) < off + ICMPH_CHECKSUM:
                 return False  # the kernel hotdrops a truncated ICMP header
-            t, c = data[off], data[off + 1]
+            t, c = data[off + ICMPH_TYPE], data[off + ICMPH_CODE]
             hit = itype == 0xFF or (t == itype and clo <= c <= chi)
             return hit != inv
 
         return icmp_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        if len(skb.data) < skb.ihl + 2:
+        if len(skb.data) < skb.ihl + ICMPH_CHECKSUM:
             return "no match (truncated)"
-        return f"no match (type {skb.data[skb.ihl]} code {skb.data[skb.ihl + 1]})"
+        return f"no match (type {skb.data[skb.ihl + ICMPH_TYPE]} code {skb.data[skb.ihl + ICMPH_CODE]})"

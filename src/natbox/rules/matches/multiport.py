@@ -6,6 +6,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, print_port
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
+from natbox.wire.layout import L4_DPORT, L4_SPORT
 
 __all__ = ["Multiport"]
 
@@ -84,7 +85,7 @@ class Multiport(Match):
         def multiport_mt(skb: Skb, ctx: XtContext) -> bool:
             if skb.is_later_fragment:
                 return False
-            sp, dp = skb.l4_u16(0), skb.l4_u16(2)
+            sp, dp = skb.l4_u16(L4_SPORT), skb.l4_u16(L4_DPORT)
             if sp is None or dp is None:
                 return False  # the kernel hotdrops a truncated header
             for lo, hi in ranges:
@@ -95,4 +96,4 @@ class Multiport(Match):
         return multiport_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        return f"no match (sport {skb.l4_u16(0)}, dport {skb.l4_u16(2)})"
+        return f"no match (sport {skb.l4_u16(L4_SPORT)}, dport {skb.l4_u16(L4_DPORT)})"

@@ -6,6 +6,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port_range, parse_uint, print_port
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
+from natbox.wire.layout import L4_DPORT, L4_SPORT, TCPH_DEST, TCPH_DOFF, TCPH_FLAGS, TCPH_MIN_LEN, TCPH_SOURCE
 
 __all__ = ["PortMatch", "Tcp"]
 
@@ -184,15 +185,15 @@ class Tcp(PortMatch):
                 return False
             data = skb.data
             off = skb.ihl
-            if len(data) < off + 20:
+            if len(data) < off + TCPH_MIN_LEN:
                 return False  # the kernel hotdrops a truncated header; natbox treats it as no match
-            sp = (data[off] << 8) | data[off + 1]
+            sp = (data[off + TCPH_SOURCE] << 8) | data[off + TCPH_SOURCE + 1]
             if (slo <= sp <= shi) == inv_s:
                 return False
-            dp = (data[off + 2] << 8) | data[off + 3]
+            dp = (data[off + TCPH_DEST] << 8) | data[off + TCPH_DEST + 1]
             if (dlo <= dp <= dhi) == inv_d:
                 return False
-            if ((data[off + 13] & fmask) == fcmp) == inv_f:
+            if ((data[off + TCPH_FLAGS] & fmask) == fcmp) == inv_f:
                 return False
             if option:
                 return _has_tcp_option(data, off, option) != inv_opt
@@ -201,15 +202,15 @@ class Tcp(PortMatch):
         return tcp_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        sp, dp = skb.l4_u16(0), skb.l4_u16(2)
+        sp, dp = skb.l4_u16(L4_SPORT), skb.l4_u16(L4_DPORT)
         return f"no match (sport {sp}, dport {dp})"
 
 
 def _has_tcp_option(data: bytearray, off: int, option: int) -> bool:
     """`tcp_find_option`: walk the options (kind 0 ends, 1 is a one-byte NOP)."""
-    doff = (data[off + 12] >> 4) * 4
+    doff = (data[off + TCPH_DOFF] >> 4) * 4
     end = min(off + doff, len(data))
-    i = off + 20
+    i = off + TCPH_MIN_LEN
     while i < end:
         kind = data[i]
         if kind == option:

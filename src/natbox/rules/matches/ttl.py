@@ -6,6 +6,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
+from natbox.wire.layout import IPH_TTL
 
 __all__ = ["Ttl"]
 
@@ -50,7 +51,7 @@ class Ttl(Match):
         mode, ttl = self.mode, self.ttl
 
         def ttl_mt(skb: Skb, ctx: XtContext) -> bool:
-            t = skb.data[8]
+            t = skb.data[IPH_TTL]
             if mode == EQ:
                 return t == ttl
             if mode == NE:
@@ -62,4 +63,4 @@ class Ttl(Match):
         return ttl_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        return f"no match (ttl {skb.data[8]})"
+        return f"no match (ttl {skb.data[IPH_TTL]})"

@@ -6,6 +6,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches.tcp import PortMatch
 from natbox.rules.model import MatchFn, Opt, Rule
 from natbox.skb import Skb
+from natbox.wire.layout import L4_DPORT, L4_SPORT, UDPH_DEST, UDPH_LEN_BYTES, UDPH_SOURCE
 
 __all__ = ["Udp"]
 
@@ -34,13 +35,13 @@ class Udp(PortMatch):
                 return False
             data = skb.data
             off = skb.ihl
-            if len(data) < off + 8:
+            if len(data) < off + UDPH_LEN_BYTES:
                 return False
-            sp = (data[off] << 8) | data[off + 1]
-            dp = (data[off + 2] << 8) | data[off + 3]
+            sp = (data[off + UDPH_SOURCE] << 8) | data[off + UDPH_SOURCE + 1]
+            dp = (data[off + UDPH_DEST] << 8) | data[off + UDPH_DEST + 1]
             return (slo <= sp <= shi) != inv_s and (dlo <= dp <= dhi) != inv_d
 
         return udp_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        return f"no match (sport {skb.l4_u16(0)}, dport {skb.l4_u16(2)})"
+        return f"no match (sport {skb.l4_u16(L4_SPORT)}, dport {skb.l4_u16(L4_DPORT)})"

@@ -10,6 +10,7 @@ from natbox.rules.matches.dscp import parse_dscp, parse_dscp_class
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
+from natbox.wire.layout import IPH_CHECK, IPH_TOS, IPH_VER_IHL
 
 __all__ = ["DscpTarget", "set_tos"]
 
@@ -17,13 +18,13 @@ __all__ = ["DscpTarget", "set_tos"]
 def set_tos(skb: Skb, tos: int) -> None:
     """Rewrite the TOS byte and fix the IPv4 header checksum incrementally (RFC 1624)."""
     data = skb.data
-    old = data[1]
+    old = data[IPH_TOS]
     if old == tos:
         return
-    check = (data[10] << 8) | data[11]
-    check = csum_replace2(check, (data[0] << 8) | old, (data[0] << 8) | tos)
-    data[1] = tos
-    data[10], data[11] = check >> 8, check & 0xFF
+    check = (data[IPH_CHECK] << 8) | data[IPH_CHECK + 1]
+    check = csum_replace2(check, (data[IPH_VER_IHL] << 8) | old, (data[IPH_VER_IHL] << 8) | tos)
+    data[IPH_TOS] = tos
+    data[IPH_CHECK], data[IPH_CHECK + 1] = check >> 8, check & 0xFF
 
 
 class DscpTarget(Target):
@@ -63,7 +64,7 @@ class DscpTarget(Target):
         dscp = self.dscp or 0
 
         def dscp_tg(skb: Skb, ctx: XtContext) -> int:
-            tos = skb.data[1]
+            tos = skb.data[IPH_TOS]
             if (tos >> 2) != dscp:
                 set_tos(skb, (tos & 0x03) | (dscp << 2))
             return XT_CONTINUE

@@ -10,6 +10,7 @@ from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
+from natbox.wire.layout import IPH_CHECK, IPH_PROTOCOL, IPH_TTL
 
 __all__ = ["TtlTarget"]
 
@@ -61,13 +62,14 @@ class TtlTarget(Target):
 
         def ttl_tg(skb: Skb, ctx: XtContext) -> int:
             data = skb.data
-            old = data[8]
+            old = data[IPH_TTL]
             new = n if mode == SET else (min(old + n, 255) if mode == INC else max(old - n, 0))
             if new != old:
-                check = (data[10] << 8) | data[11]
-                check = csum_replace2(check, (old << 8) | data[9], (new << 8) | data[9])
-                data[8] = new
-                data[10], data[11] = check >> 8, check & 0xFF
+                check = (data[IPH_CHECK] << 8) | data[IPH_CHECK + 1]
+                proto = data[IPH_PROTOCOL]
+                check = csum_replace2(check, (old << 8) | proto, (new << 8) | proto)
+                data[IPH_TTL] = new
+                data[IPH_CHECK], data[IPH_CHECK + 1] = check >> 8, check & 0xFF
             return XT_CONTINUE
 
         return ttl_tg
