@@ -82,3 +82,27 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli_difftest([str(bad)]) == 2
     assert "TOML syntax error" in capsys.readouterr().err
     assert cli_difftest([str(tmp_path / "absent.toml")]) == 2
+
+
+def test_cli_quiet_prints_only_what_did_not_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`natbox difftest -q`: no `ok` lines, the failures and the closing count still printed (the kernel
+    side is replaced here: the option is about what is printed)."""
+    import natbox.difftest.cli as dcli
+    from natbox.difftest.report import ScenarioResult
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.toml").write_text(BASE)
+    verdicts = iter(["pass", "fail"])
+
+    def judge(sc: object, keep: str | None = None, *, live: bool = False) -> tuple[ScenarioResult, None]:
+        status = next(verdicts)
+        return ScenarioResult(status, "f", "", status, 0.1, problems=["boom"] if status == "fail" else []), None
+
+    monkeypatch.setattr(dcli, "kernel_available", lambda: None)
+    monkeypatch.setattr(dcli, "cleanup_stale", lambda: None)
+    monkeypatch.setattr(dcli, "run_and_judge", judge)
+    assert cli_difftest(["-q", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert not any(line.startswith("ok") for line in out.splitlines())
+    assert "FAIL fail" in out and out.endswith("1 passed, 1 failed\n")

@@ -175,3 +175,14 @@ def test_progress_shows_share_read_and_eta() -> None:
     assert text.startswith("\rreplaying: 5,000 packets, 500 packets/s, 25% read, ETA 0:30"), text
     progress.clear()
     assert out.getvalue().endswith("\r\x1b[K")
+
+
+def test_progress_erases_with_spaces_on_a_dumb_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "dumb")
+    out = io.StringIO()
+    progress = _Progress(out, cast(Any, [SimpleNamespace(bytes_read=10)]), total_bytes=100)
+    progress.last -= 1.0
+    progress(cast(Any, SimpleNamespace(packets=1024)))
+    progress.clear()
+    line = out.getvalue().split("\r")[1]
+    assert out.getvalue().endswith("\r" + " " * len(line) + "\r") and "\x1b" not in out.getvalue()

@@ -142,6 +142,7 @@ class _Progress:
         self.start = time.monotonic()
         self.last = self.start
         self.shown = False
+        self.width = 0
 
     def __call__(self, rep: Replayer) -> None:
         t = time.monotonic()
@@ -157,10 +158,11 @@ class _Progress:
         self.stream.write(f"\r{line} ")
         self.stream.flush()
         self.shown = True
+        self.width = max(self.width, len(line) + 1)
 
     def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
+        if self.shown:  # erase the line (with spaces where the terminal takes no escape sequences)
+            self.stream.write("\r" + " " * self.width + "\r" if os.environ.get("TERM") == "dumb" else "\r\x1b[K")
             self.stream.flush()
 
 

@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = parser("natbox difftest", DESCRIPTION, EPILOG)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="a scenario file (TOML) or a directory of them")
     p.add_argument("-v", "--verbose", action="store_true", help="also print what the programs of each scenario printed")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the scenarios that did not agree (FAIL, XFAIL, XPASS) and the last line")
     p.add_argument("--live", action="store_true",
                    help="also run each scenario with live natbox as the router in the same namespaces (natbox "
                         "gateway --adopt) and compare that run with the kernel's too (scenarios with `ip` steps: "
@@ -182,7 +184,8 @@ def cli_difftest(argv: Sequence[str]) -> int:
     for sc in scenarios:
         res, kernel = run_and_judge(sc, keep, live=live)
         results.append(res)
-        _print_result(res, kernel, verbose)
+        if not (args.quiet and res.status == "pass"):
+            _print_result(res, kernel, verbose)
     rand = _run_random(examples, seed, regressions) if examples else None
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "xfail", "xpass")}
     tail = "".join(f", {counts[s]} {s}" for s in ("xfail", "xpass") if counts[s])
