@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable
 
 from natbox.ipset.bitmap import BitmapSet, ListSet
-from natbox.ipset.core import E_NOSET, IpsetRegistry, check_name, find_type, parse_elems
+from natbox.ipset.core import E_NOSET, E_RANGE_LIMIT, IpsetRegistry, check_name, find_type, parse_elems
 from natbox.ipset.elem import PORT_PROTOS, parse_ip_range, parse_proto_port, parse_uint
 from natbox.ipset.errors import IPSET_VERSION, PARAMETER_PROBLEM, IpsetError
 from natbox.ipset.settype import SetType
@@ -161,20 +161,23 @@ class IpsetSession:
             return 0
         if cmd in ("swap", "rename"):
             if len(args) < 2:
-                raise _syntax("missing mandatory argument: to-setname")
+                raise IpsetError(f"Missing {'second ' if args else ''}mandatory argument to command {cmd}",
+                                 PARAMETER_PROBLEM, help_hint=True)
             self._max_args(args, 2)
             reg.swap(args[0], args[1]) if cmd == "swap" else reg.rename(args[0], check_name(args[1]))
             return 0
         if not args:
-            raise IpsetError("Syntax error: missing mandatory argument: setname", PARAMETER_PROBLEM)
+            raise IpsetError(f"Missing mandatory argument to command {cmd}", PARAMETER_PROBLEM, help_hint=True)
         if cmd == "create":
             if len(args) < 2:
-                raise IpsetError("Syntax error: missing mandatory argument: typename", PARAMETER_PROBLEM)
+                raise IpsetError("Missing second mandatory argument to command create", PARAMETER_PROBLEM,
+                                 help_hint=True)
             reg.create(self._create(check_name(args[0]), find_type(args[1]), args[2:]), opts.exist)
             return 0
         s = reg.find(args[0])
         if len(args) < 2:
-            raise IpsetError("Syntax error: missing mandatory argument: element", PARAMETER_PROBLEM)
+            raise IpsetError(f"Missing second mandatory argument to command {cmd}", PARAMETER_PROBLEM,
+                             help_hint=True)
         s.gc(self.now)
         if cmd == "test":
             return self._test(s, args[1], args[2:])
@@ -201,7 +204,7 @@ class IpsetSession:
     @staticmethod
     def _max_args(args: list[str], n: int) -> None:
         if len(args) > n:
-            raise IpsetError(f"Syntax error: Unknown argument: `{args[n]}'", PARAMETER_PROBLEM, help_hint=True)
+            raise IpsetError(f"Unknown argument: `{args[n]}'", PARAMETER_PROBLEM, help_hint=True)
 
     def _test(self, s: IpSet, text: str, rest: list[str]) -> int:
         if isinstance(s, ListSet):
@@ -240,9 +243,11 @@ class IpsetSession:
                 ext.nomatch = True
                 i += 1
                 continue
-            if i + 1 >= len(args) or a not in ("timeout", "packets", "bytes", "comment", "skbmark", "skbprio",
-                                               "skbqueue", "before", "after"):
-                raise IpsetError(f"Syntax error: Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
+            known = ("timeout", "packets", "bytes", "comment", "skbmark", "skbprio", "skbqueue")
+            if a not in known + (("before", "after") if isinstance(s, ListSet) else ()):
+                raise IpsetError(f"Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
+            if i + 1 >= len(args):
+                raise IpsetError(f"Missing mandatory argument of option `{a}'", PARAMETER_PROBLEM, help_hint=True)
             v = args[i + 1]
             if a == "timeout":
                 ext.timeout = parse_uint(v, 0, IPSET_MAX_TIMEOUT)
@@ -251,6 +256,8 @@ class IpsetSession:
             elif a == "bytes":
                 ext.bytes = parse_uint(v, 0, (1 << 64) - 1)
             elif a == "comment":
+                if '"' in v:
+                    raise _syntax('" character is not permitted in comments')
                 ext.comment = v
             elif a == "skbmark":
                 mark, _, mask = v.partition("/")
@@ -272,7 +279,7 @@ class IpsetSession:
                     raise IpsetError("Set to be added/deleted/tested as element does not exist.")
                 before = 1 if a == "before" else -1
             else:
-                raise IpsetError(f"Syntax error: Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
+                raise IpsetError(f"Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
             i += 2
         if cmd != "test":
             s.check_ext(ext)
@@ -309,7 +316,7 @@ class IpsetSession:
                 i += 1
                 continue
             if i + 1 >= len(args):
-                raise IpsetError(f"Syntax error: Missing value for option {a}", PARAMETER_PROBLEM)
+                raise IpsetError(f"Missing mandatory argument of option `{a}'", PARAMETER_PROBLEM, help_hint=True)
             assert a in valued
             v = args[i + 1]
             i += 2
@@ -323,7 +330,11 @@ class IpsetSession:
             elif a in ("hashsize", "maxelem", "initval", "bucketsize"):
                 hopts[a] = parse_uint(v, 0, 255 if a == "bucketsize" else U32)
             elif a == "netmask":
-                netmask = parse_uint(v, 1, 32)
+                try:
+                    netmask = parse_uint(v, 1, 32)
+                except IpsetError as e:
+                    raise IpsetError(e.message + "\nSyntax error: netmask is out of the inclusive range of 1-32"
+                                     ) from None
             elif a == "size":
                 size = parse_uint(v, 1, U32)
             elif a == "range":
@@ -336,12 +347,12 @@ class IpsetSession:
                            netmask=netmask, initval=initval, bucketsize=hopts.get("bucketsize", 12), opts=opts)
         if t.kind == "bitmap":
             if rng_lo is None or rng_hi is None:
-                raise _syntax("Missing mandatory option: range")
+                raise IpsetError("Mandatory option `range' is missing", PARAMETER_PROBLEM, help_hint=True)
             if t.name == "bitmap:ip":
                 m = (U32 << (32 - netmask)) & U32
                 rng_lo, rng_hi = rng_lo & m, rng_hi | (~m & U32)
                 if (rng_hi - rng_lo) >> (32 - netmask) >= 65536:
-                    raise IpsetError("Range too large")
+                    raise IpsetError(E_RANGE_LIMIT)
             return BitmapSet(name, t, rng_lo, rng_hi, netmask, opts)
         return ListSet(name, t, size, opts)
 

@@ -26,9 +26,10 @@ from natbox.ipset.errors import IpsetError
 from natbox.ipset.settype import SET_TYPES, Elem, SetType
 from natbox.ipset.store import Entry, HashSet, IpSet
 
-__all__ = ["E_NOSET", "IpsetRegistry", "format_elem", "parse_elems"]
+__all__ = ["E_NOSET", "E_RANGE_LIMIT", "IpsetRegistry", "format_elem", "parse_elems"]
 
 E_NOSET = "The set with the given name does not exist"
+E_RANGE_LIMIT = "The range you specified exceeds the size limit of the set type"
 IPSET_MAXNAMELEN = 32
 MAX_RANGE_ELEMS = 1 << 20  # bound on one command's range expansion (the kernel loops without bound)
 
@@ -73,8 +74,9 @@ def parse_elems(s: IpSet, text: str, for_test: bool = False) -> tuple[list[Elem]
     t = s.type
     parts = text.split(",")
     dims = t.dims
-    if len(parts) < len(dims):
-        raise IpsetError(f"Syntax error: {'Second' if len(parts) == 1 else 'Third'} element is missing "
+    if len(parts) < len(dims) or (len(parts) == len(dims) and not parts[-1] and len(dims) > 1):
+        present = len(parts) if parts[-1] else len(parts) - 1
+        raise IpsetError(f"Syntax error: {'Second' if present <= 1 else 'Third'} element is missing "
                          f"from {text}.")
     if len(parts) > len(dims):
         raise IpsetError(f"Syntax error: Elem separator in {text}, but settype {t.name} supports none.")
@@ -105,8 +107,8 @@ def parse_elems(s: IpSet, text: str, for_test: bool = False) -> tuple[list[Elem]
         nets = _nets(parts[0], True, for_test)
         all_cidrs = for_test and nets[0][1] == 32
         phys, iface = _iface(parts[1])
-        if not iface or len(iface) > 15:
-            raise IpsetError(f"Syntax error: cannot parse {parts[1]} as interface name")
+        if len(iface) > 15:
+            raise IpsetError(f"Syntax error: interface name '{iface}' is longer than 15 characters")
         out = [(ip, c, phys, iface) for ip, c in nets]
     elif name == "hash:mac":
         out = [(_mac(parts[0]),)]

@@ -157,7 +157,7 @@ def _parse_port(text: str, proto_name: str) -> int:
 def parse_proto_port(text: str) -> tuple[int, int, int]:
     """`ipset_parse_proto_port`: `[proto:]port[-port]` → (proto, first port, last port)."""
     proto, colon, port = text.partition(":")
-    if not colon:
+    if not colon or not port:
         proto, port = "tcp", text
     pnum = _PROTO_BY_NAME.get(proto.lower())
     if pnum is None:

@@ -199,8 +199,6 @@ class IpSet:
             out += " counters"
         if self.comment:
             out += " comment"
-        if self.forceadd:
-            out += " forceadd"
         if self.skbinfo:
             out += " skbinfo"
         return out
