@@ -148,3 +148,28 @@ def test_any_sysctl_text_gives_a_host_or_a_snapshot_error(text: str) -> None:
         host_from_snapshot(_files(**{"sysctl.txt": text}), "snap")
     except SnapshotError as exc:
         assert str(exc).startswith("snap")
+
+
+def test_snapshot_names_a_missing_program_and_writes_nothing(tmp_path: Path) -> None:
+    """On a machine without iptables-save: one line naming it, exit 1, and no half-written directory."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from natbox.testing.paths import SRC
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for prog in ("ip", "sysctl"):
+        found = shutil.which(prog)
+        if found is None:
+            pytest.skip(f"needs {prog}")
+        (bin_dir / prog).symlink_to(found)
+    env = dict(os.environ, PATH=str(bin_dir), PYTHONPATH=str(SRC))
+    res = subprocess.run([sys.executable, "-m", "natbox", "snapshot", str(tmp_path / "snap")], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 1
+    assert res.stderr == "natbox snapshot: iptables-save: not found on PATH (a snapshot runs ip, iptables-save, " \
+                         "sysctl)\n"
+    assert not (tmp_path / "snap").exists()

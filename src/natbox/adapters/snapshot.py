@@ -46,6 +46,9 @@ def _run(argv: list[str], netns: str | None) -> str:
     full = (["ip", "netns", "exec", netns, *argv]) if netns else argv
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise SnapshotCommandError(f"{full[0]}: not found on PATH (a snapshot runs "
+                                   f"{', '.join(sorted({a[0] for a in SNAPSHOT_COMMANDS.values()}))})") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SnapshotCommandError(f"{' '.join(full)}: {exc}") from None
     if proc.returncode != 0:
@@ -56,8 +59,8 @@ def _run(argv: list[str], netns: str | None) -> str:
 def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None) -> None:
     """Run the snapshot commands (in `netns` if given) and write their output into `dest_dir`."""
     dest = Path(dest_dir)
-    dest.mkdir(exist_ok=True)  # only DIR itself: a missing parent is the caller's mistake, not created
     outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()}
+    dest.mkdir(exist_ok=True)  # once every command ran; only DIR itself: a missing parent is not created
     for name, text in outputs.items():
         (dest / name).write_text(text)
     (dest / "hostname").write_text((netns or _run(["hostname"], None).strip()) + "\n")
