@@ -29,6 +29,7 @@ _COMMANDS = {
     "e": "rename", "w": "swap", "version": "version", "-v": "version", "-V": "version", "--version": "version",
 }
 HELP = "Try `ipset help' for more information."
+E_REF = "The set to which you referred with 'before' or 'after' does not exist."
 U32 = 0xFFFFFFFF
 
 
@@ -137,10 +138,12 @@ class IpsetSession:
             else:
                 words = s.split()  # the common case, without shlex's cost (100,000-line restores)
             cmd = _COMMANDS.get(words[0])
+            if cmd is None:
+                raise IpsetError(f"No command specified: unknown argument {words[0]}", PARAMETER_PROBLEM,
+                                 help_hint=True)
             try:
-                if cmd is None or cmd in ("restore", "version", "list", "save"):
-                    raise IpsetError(f"Syntax error: Unknown command {words[0]}" if cmd is None
-                                     else f"Syntax error: Command '{cmd}' is invalid in restore mode.",
+                if cmd in ("restore", "version", "list", "save"):
+                    raise IpsetError(f"Syntax error: Command '{cmd}' is invalid in restore mode.",
                                      PARAMETER_PROBLEM)
                 line_opts = _Opts()
                 line_opts.exist = opts.exist
@@ -209,17 +212,17 @@ class IpsetSession:
     def _test(self, s: IpSet, text: str, rest: list[str]) -> int:
         if isinstance(s, ListSet):
             m = self.reg.get(text)
-            if m is None:
-                raise IpsetError("Set to be added/deleted/tested as element does not exist.")
             before, ref = 0, None
             shown = text
             if len(rest) >= 2 and rest[0] in ("before", "after"):
                 ref = self.reg.get(rest[1])
                 if ref is None:
-                    raise IpsetError("Set to be added/deleted/tested as element does not exist.")
+                    raise IpsetError(E_REF)
                 before = 1 if rest[0] == "before" else -1
-                shown = f"{text} {rest[0]} {rest[1]}"
-            found = s.test_set(m, self.now, before, ref)
+                # ipset 7.17 prints "after" whichever of the two was tested (recorded: "test l a before b"
+                # answers "a after b is NOT in set l.")
+                shown = f"{text} after {rest[1]}"
+            found = m is not None and s.test_set(m, self.now, before, ref)
         else:
             _, nomatch_flag, _ = self._adt_opts(s, rest, "test")
             elems, all_cidrs = parse_elems(s, text, for_test=True)
@@ -276,7 +279,7 @@ class IpsetSession:
             elif isinstance(s, ListSet):
                 ref = self.reg.get(v)
                 if ref is None:
-                    raise IpsetError("Set to be added/deleted/tested as element does not exist.")
+                    raise IpsetError(E_REF)
                 before = 1 if a == "before" else -1
             else:
                 raise IpsetError(f"Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)

@@ -55,6 +55,13 @@ def _ips(text: str, netmask: int = 32) -> list[int]:
     return list(range(lo, hi + 1, step))
 
 
+def _plain_ip(text: str) -> int:
+    """`ipset_parse_single_ip`: the second address of hash:ip,port,ip takes no range or prefix."""
+    if "/" in text or "-" in text:
+        raise IpsetError(f"Syntax error: plain IP address must be supplied: {text}")
+    return parse_ip(text)
+
+
 def _ports(text: str) -> list[tuple[int, int]]:
     proto, lo, hi = parse_proto_port(text)
     if hi - lo >= MAX_RANGE_ELEMS:
@@ -97,8 +104,8 @@ def parse_elems(s: IpSet, text: str, for_test: bool = False) -> tuple[list[Elem]
         all_cidrs = for_test and nets[0][1] == 32
         out = [(ip, c, pr, po) for ip, c in nets for pr, po in _ports(parts[1])]
     elif name == "hash:ip,port,ip":
-        out = [(ip, pr, po, ip2) for ip in _ips(parts[0]) for pr, po in _ports(parts[1])
-               for ip2 in _ips(parts[2])]
+        ip2 = _plain_ip(parts[2])
+        out = [(ip, pr, po, ip2) for ip in _ips(parts[0]) for pr, po in _ports(parts[1])]
     elif name == "hash:ip,port,net":
         nets = _nets(parts[2], False, for_test)
         all_cidrs = for_test and nets[0][1] == 32

@@ -118,11 +118,30 @@ CASES: dict[str, list[str]] = {
         f"create k hash:net,iface {IV}", "add k 10.0.0.0/8,eth0 nomatch", "add k 10.0.0.0/8,eth0", "list k",
         "test k 10.1.1.1,eth0", "add k 10.0.0.0/8,averylonginterfacename",
     ],
+    "more": [
+        f"create a hash:ip {IV}", "create b bitmap:ip range 10.0.0.0/28", "add a 10.0.0.1", "add b 10.0.0.2",
+        "swap a b", "list", "-exist create a hash:ip maxelem 5", "-exist create b hash:ip timeout 5",
+        "-exist create b hash:ip initval 0x5", "create l list:set size 4 timeout 100", "add l a timeout 0",
+        "add l b before a", "add l b", "-exist add l b timeout 0", "test l a before b", "test l b before a",
+        "test l nope", "add l a after nope", "del l b", "del l b", "list l", "save", "list -t", "-o save list -t",
+        "flush l", "list l", f"create n hash:net,iface hashsize 64 bucketsize 2 {IV}",
+        "add n 10.0.0.0/8,eth0", "add n 10.0.0.0/8,eth1", "add n 10.0.0.0/8,eth2", "add n 10.0.0.0/8,eth3",
+        "list n", "test n 10.1.2.3,eth2", "test n 10.1.2.3,eth9", "del n 10.0.0.0/8,eth1", "list n",
+        f"create p hash:ip,port,ip {IV}", "add p 10.0.0.1-10.0.0.2,udp:1-2,10.0.0.9", "list p",
+        "add p 10.0.0.0/30,80,10.0.0.0/31", "list -t p", "del p 10.0.0.0/30,80,10.0.0.0/31", "list p",
+        "save nope", "list -n nope", "destroy l", "destroy a", "list -n", "flush", "list",
+    ],
+    "restore_exist": [
+        "-exist restore", "save", "restore", "-exist restore",
+    ],
     "restore": [
         "-file /dev/stdin restore", "list -n", "save", "restore",
     ],
 }
 STDIN = {
+    ("restore_exist", 0): f"create r hash:ip {IV}\nadd r 10.0.0.1\nadd r 10.0.0.1\ncreate r hash:ip {IV}\n",
+    ("restore_exist", 2): "add r 10.0.0.2\nflush r\nadd r 10.0.0.3\ndel r 10.0.0.9\n",
+    ("restore_exist", 3): "# comment\n\nadd r 10.0.0.4\nadd r 10.0.0.4\nbogus r\n",
     ("restore", 0): f"create r hash:ip {IV}\nadd r 10.0.0.1\nadd r 10.0.0.2 \n",
     ("restore", 3): f"create s hash:net {IV}\nadd s 10.0.0.0/8\nadd s 10.0.0.0/8\nadd s 10.9.9.9\n",
 }
