@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -185,7 +186,7 @@ def test_a_listener_that_never_reads_is_dropped(served: tuple[ControlServer, Eve
     fake: list[CtEvent] = []
     monkeypatch.setattr(server.engine.table, "drain_events", lambda: fake)
     for _ in range(200):
-        fake[:] = [None] * 100  # type: ignore[list-item]
+        fake[:] = [SimpleNamespace(snapshot=None, conn=None)] * 100  # type: ignore[list-item]
         loop.poll_once(0)
         if not server.subscribers:
             break
@@ -224,3 +225,29 @@ def test_close_leaves_a_socket_that_is_no_longer_ours(served: tuple[ControlServe
     assert path.exists()
     other.close()
     time.sleep(0)
+
+
+def test_event_listeners_get_what_their_filters_select(served: tuple[ControlServer, EventLoop, Clock, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    server, loop, _clock, path = served
+    said = request(loop, path, json.dumps({"cmd": "conntrack", "argv": ["-E", "-p", "foo"]}).encode())
+    assert said == (b"conntrack v1.4.7 (conntrack-tools): `foo' unsupported protocol\n"
+                    b"Try `conntrack -h' or 'conntrack --help' for more information.\n")
+    tcp = connect(path)
+    tcp.sendall(json.dumps({"cmd": "conntrack", "argv": ["-E", "-p", "tcp", "--dport", "80"]}).encode())
+    tcp.shutdown(socket.SHUT_WR)
+    pump(loop)
+    assert len(server.subscribers) == 1
+
+    def ct(proto: int, dport: int) -> SimpleNamespace:
+        t = SimpleNamespace(proto=proto, src=1, dst=2, sport=1000, dport=dport)
+        return SimpleNamespace(tuples=(t, t))
+
+    events = [SimpleNamespace(snapshot=None, conn=ct(17, 80), text="udp"),
+              SimpleNamespace(snapshot=ct(6, 80), conn=None, text="tcp80"),
+              SimpleNamespace(snapshot=ct(6, 81), conn=None, text="tcp81")]
+    monkeypatch.setattr(control_mod, "format_event", lambda ev: ev.text)
+    monkeypatch.setattr(server.engine.table, "drain_events", lambda: events)
+    loop.poll_once(0)
+    assert tcp.recv(100) == b"tcp80\n"
+    tcp.close()

@@ -95,16 +95,23 @@ def read_request(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def follow_events(path: str, stdout: TextIO, stderr: TextIO, prog: str) -> int:
-    """`conntrack -E`: print the gateway's conntrack events as they come, until it closes or Ctrl-C."""
-    request = json.dumps({"cmd": "conntrack", "argv": ["-E"]}).encode()
+def follow_events(path: str, stdout: TextIO, stderr: TextIO, prog: str, argv: list[str] | None = None) -> int:
+    """`conntrack -E [filters]`: print the gateway's conntrack events as they come, until it closes or
+    Ctrl-C. A refusal (a bad filter, too many listeners) is conntrack's one line: printed on stderr, exit 2."""
+    request = json.dumps({"cmd": "conntrack", "argv": argv or ["-E"]}).encode()
+    first = True
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(path)
             sock.sendall(request)
             sock.shutdown(socket.SHUT_WR)
             while chunk := sock.recv(65536):
-                stdout.write(chunk.decode(errors="replace"))
+                text = chunk.decode(errors="replace")
+                if first and text.startswith("conntrack v"):
+                    stderr.write(text)
+                    return 2 if "Try `conntrack -h'" in text else 1
+                first = False
+                stdout.write(text)
                 stdout.flush()
     except KeyboardInterrupt:
         return 0

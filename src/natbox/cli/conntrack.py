@@ -1,4 +1,6 @@
-"""`natbox conntrack --control PATH -L|-S|-C|-F|-D [filters]`: the conntrack tool, on a running gateway's table.
+"""`natbox conntrack --control PATH -L|-E|-S|-C|-F|-D [filters] [-o extended|xml|id|save]`: the conntrack
+tool, on a running gateway's table. The gateway parses the command line as conntrack-tools 1.4.7 does
+(natbox.gateway.ctcommand) and answers with its output, messages and exit codes.
 
 Offline, the conntrack table of a replay is written by `natbox replay --out DIR` (conntrack.txt).
 """
@@ -12,8 +14,8 @@ from natbox.adapters.control import follow_events, forward_command
 
 __all__ = ["conntrack_main", "status_main"]
 
-USAGE = ("usage: natbox conntrack --control PATH [-L | -E | -S | -C | -F | -D [-s A] [-d A] [-p P] [--sport N] "
-         "[--dport N]]\n")
+USAGE = ("usage: natbox conntrack --control PATH -L|-E|-D [-s A[/N]] [-d A] [-r A] [-q A] [-p P [--sport N] "
+         "[--dport N] [--state S]] [-u STATUS] [-m MARK] [-n|-g|-j] [-o extended,xml,id,save] | -S | -C | -F\n")
 
 
 def conntrack_main(argv: Sequence[str]) -> int:
@@ -28,8 +30,8 @@ def conntrack_main(argv: Sequence[str]) -> int:
         sys.stderr.write("natbox conntrack: needs --control PATH (a running natbox gateway's control socket)\n"
                          + USAGE)
         return 2
-    if args[:1] in (["-E"], ["--event"]):
-        return follow_events(control, sys.stdout, sys.stderr, "conntrack")
+    if "-E" in args or "--event" in args:
+        return follow_events(control, sys.stdout, sys.stderr, "conntrack", args)
     return forward_command(control, "conntrack", args or ["-L"], None, sys.stdout, sys.stderr, "conntrack")
 
 

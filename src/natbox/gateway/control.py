@@ -29,9 +29,11 @@ from collections.abc import Callable
 from functools import partial
 
 from natbox.adapters.control import CONTROL_REQUEST_MAX
+from natbox.conntrack.conn import Conn
 from natbox.conntrack.format import format_event
 from natbox.engine.engine import Engine
 from natbox.gateway.commands import Commands
+from natbox.gateway.ctcommand import PROG, TRY, CtUsageError, parse_conntrack_args
 from natbox.gateway.log import say
 from natbox.gateway.loop import EVENT_READ, EVENT_WRITE, EventLoop
 
@@ -82,7 +84,7 @@ def _error(text: str, code: int = 1) -> bytes:
 class _Client:
     """One control connection: its request so far, or its answer still to send."""
 
-    __slots__ = ("answer", "buf", "deadline", "idle", "sock", "subscriber")
+    __slots__ = ("answer", "buf", "deadline", "idle", "keep", "sock", "subscriber")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -91,6 +93,7 @@ class _Client:
         self.deadline = now + REQUEST_TIMEOUT  # when the current phase must be over
         self.idle = now + IDLE_TIMEOUT  # while reading: when silence ends the connection
         self.subscriber = False  # `conntrack -E`: events are appended to `answer` as they come
+        self.keep: Callable[[Conn], bool] | None = None  # its filters (-p, -s, ...)
 
     def due(self) -> float:
         return self.deadline if self.answer is not None else min(self.deadline, self.idle)
@@ -245,17 +248,24 @@ class ControlServer:
             self._respond(client, _error("malformed control request", 2))
             return
         argv = req.get("argv")
-        if req.get("cmd") == "conntrack" and isinstance(argv, list) and argv[:1] in (["-E"], ["--event"]):
-            self._subscribe(client)
+        if req.get("cmd") == "conntrack" and isinstance(argv, list) and ("-E" in argv or "--event" in argv):
+            try:
+                keep = parse_conntrack_args([str(a) for a in argv]).keep
+            except CtUsageError as exc:
+                self._respond(client, (f"{PROG}: {exc}\n" + (TRY if exc.usage else "")).encode())
+                return
+            self._subscribe(client, keep)
             return
         self._respond(client, self.commands.answer_json(req).encode())
 
-    def _subscribe(self, client: _Client) -> None:
-        """`conntrack -E`: the connection stays open and receives every event as conntrack prints it."""
+    def _subscribe(self, client: _Client, keep: Callable[[Conn], bool]) -> None:
+        """`conntrack -E [filters]`: the connection stays open and receives the events of the cts the
+        filters select, as conntrack prints them."""
         if len(self.subscribers) >= EVENT_SUBSCRIBERS_MAX:
-            self._respond(client, b"conntrack v1.4.7 (conntrack-tools): too many event listeners\n")
+            self._respond(client, f"{PROG}: too many event listeners\n".encode())
             return
         client.subscriber = True
+        client.keep = keep
         self._respond(client, b"")
         self.engine.table.events_enabled = True
 
@@ -267,8 +277,13 @@ class ControlServer:
         events = self.engine.table.drain_events()
         if not events:
             return
-        data = "".join(format_event(ev) + "\n" for ev in events).encode()
+        lines = [(ev, format_event(ev) + "\n") for ev in events]
         for client in subscribers:
+            keep = client.keep
+            data = "".join(line for ev, line in lines
+                           if keep is None or keep(ev.snapshot if ev.snapshot is not None else ev.conn)).encode()
+            if not data:
+                continue
             pending = client.answer if client.answer is not None else memoryview(b"")
             if len(pending) + len(data) > SUBSCRIBER_BUFFER_MAX:
                 self.stats["dropped_listener"] += 1

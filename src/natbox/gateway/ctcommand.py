@@ -1,93 +1,380 @@
-"""`conntrack` on the live table of a running gateway (conntrack-tools 1.4.7's commands and output)."""
+"""`conntrack` on the live table of a running gateway, as conntrack-tools 1.4.7 parses and answers it.
+
+The command line is read as conntrack.c reads it: one command (-L -D -F -C -S -E, or their long names;
+two are "Invalid commands combination"), generic options (-s -d -r -q with an optional /prefix, -p, -u,
+-m, -n -g -j, -f, -w, -o), and the protocol's own options, known only after `-p` (--sport --dport
+--reply-port-src --reply-port-dst, --state for TCP, --icmp-type --icmp-code --icmp-id for ICMP). A
+repeated option keeps its last value. Errors are conntrack's own lines and exit codes (2 for a bad
+command line, `Try conntrack -h ...` after it); an option conntrack knows but natbox does not implement
+is refused as a kernel without that feature refuses it ("Operation failed: Operation not supported").
+Filters select what -L lists, -D deletes and -E reports.
+"""
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from natbox.conntrack.conn import Conn
-from natbox.conntrack.format import format_conntrack, format_stats, summary_line
+from natbox.conntrack.format import format_stats
+from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.engine.engine import Engine
+from natbox.gateway.ctoutput import OUTPUT_TYPES, XML_FOOTER, XML_HEADER, format_line, format_save, format_xml
+from natbox.netfilter import CtStatus
 
-__all__ = ["conntrack_command", "conntrack_filter"]
+__all__ = ["CtArgs", "CtUsageError", "conntrack_command", "parse_conntrack_args"]
 
 PROG = "conntrack v1.4.7 (conntrack-tools)"
-_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "udplite": 136, "sctp": 132, "dccp": 33, "gre": 47}
-# conntrack's filter options: (tuple direction, field)
-_CT_FILTERS = {
-    "-s": (0, "src"), "--orig-src": (0, "src"), "--src": (0, "src"),
-    "-d": (0, "dst"), "--orig-dst": (0, "dst"), "--dst": (0, "dst"),
-    "-r": (1, "src"), "--reply-src": (1, "src"), "-q": (1, "dst"), "--reply-dst": (1, "dst"),
-    "--sport": (0, "sport"), "--orig-port-src": (0, "sport"), "--dport": (0, "dport"), "--orig-port-dst": (0, "dport"),
-    "--reply-port-src": (1, "sport"), "--reply-port-dst": (1, "dport"),
+TRY = "Try `conntrack -h' or 'conntrack --help' for more information.\n"
+NOT_SUPPORTED = "Operation failed: Operation not supported"
+
+COMMANDS = {"-L": "list", "--dump": "list", "-D": "delete", "--delete": "delete", "-F": "flush",
+            "--flush": "flush", "-C": "count", "--count": "count", "-S": "stats", "--stats": "stats",
+            "-E": "event", "--event": "event", "-G": "get", "--get": "get", "-I": "create", "--create": "create",
+            "-U": "update", "--update": "update", "-R": "load", "--load-file": "load", "-A": "add", "--add": "add"}
+IMPLEMENTED = frozenset({"list", "delete", "flush", "count", "stats", "event"})
+# generic options: spelling -> (the long name conntrack reports it by, takes a value: 1, an optional one: 2)
+OPTIONS: dict[str, tuple[str, int]] = {}
+for _names, _long, _arg in (
+    (("-s", "--src", "--orig-src"), "src", 1), (("-d", "--dst", "--orig-dst"), "dst", 1),
+    (("-r", "--reply-src"), "reply-src", 1), (("-q", "--reply-dst"), "reply-dst", 1),
+    (("-p", "--protonum", "--proto"), "protonum", 1), (("-t", "--timeout"), "timeout", 1),
+    (("-u", "--status"), "status", 1), (("-z", "--zero"), "zero", 0), (("-e", "--event-mask"), "event-mask", 1),
+    (("-m", "--mark"), "mark", 1), (("-i", "--id"), "id", 1), (("-f", "--family"), "family", 1),
+    (("-n", "--src-nat"), "src-nat", 2), (("-g", "--dst-nat"), "dst-nat", 2), (("-j", "--any-nat"), "any-nat", 2),
+    (("-o", "--output"), "output", 1), (("-b", "--buffer-size"), "buffer-size", 1), (("-w", "--zone"), "zone", 1),
+    (("--orig-zone",), "orig-zone", 1), (("--reply-zone",), "reply-zone", 1), (("-c", "--secmark"), "secmark", 1),
+    (("-l", "--label"), "label", 1), (("--mask-src",), "mask-src", 1), (("--mask-dst",), "mask-dst", 1),
+    (("--tuple-src",), "tuple-src", 1), (("--tuple-dst",), "tuple-dst", 1),
+):
+    for _name in _names:
+        OPTIONS[_name] = (_long, _arg)
+# what each implemented command accepts (conntrack.c's commands_v_options); the rest is "Illegal option"
+LEGAL = {
+    "list": {"src", "dst", "reply-src", "reply-dst", "protonum", "status", "zero", "mark", "family", "src-nat",
+             "dst-nat", "any-nat", "output", "zone", "orig-zone", "reply-zone", "secmark", "label", "mask-src",
+             "mask-dst"},
+    "delete": {"src", "dst", "reply-src", "reply-dst", "protonum", "status", "mark", "id", "family", "src-nat",
+               "dst-nat", "any-nat", "output", "zone", "orig-zone", "reply-zone", "secmark", "label", "mask-src",
+               "mask-dst"},
+    "event": {"src", "dst", "reply-src", "reply-dst", "protonum", "status", "event-mask", "mark", "family",
+              "src-nat", "dst-nat", "any-nat", "output", "buffer-size", "zone", "orig-zone", "reply-zone",
+              "secmark", "label", "mask-src", "mask-dst"},
+    "flush": {"family"}, "count": set(), "stats": set(),
 }
+# what natbox applies; a legal option outside this set is refused as not supported
+APPLIED = {"src", "dst", "reply-src", "reply-dst", "protonum", "status", "mark", "family", "src-nat", "dst-nat",
+           "any-nat", "output", "zone", "buffer-size"}
+PROTOS = {"tcp": 6, "udp": 17, "udplite": 136, "icmp": 1, "icmpv6": 58, "sctp": 132, "dccp": 33, "gre": 47}
+PORT_OPTS = {"--sport": (0, "sport"), "--orig-port-src": (0, "sport"), "--dport": (0, "dport"),
+             "--orig-port-dst": (0, "dport"), "--reply-port-src": (1, "sport"), "--reply-port-dst": (1, "dport")}
+ICMP_OPTS = ("--icmp-type", "--icmp-code", "--icmp-id")
+STATUS_NAMES = {"EXPECTED": CtStatus.EXPECTED, "ASSURED": CtStatus.ASSURED, "SEEN_REPLY": CtStatus.SEEN_REPLY,
+                "FIXED_TIMEOUT": CtStatus.FIXED_TIMEOUT, "UNSET": 0, "UNREPLIED": 0}
+TCP_STATES = {name: i for i, name in enumerate(TCP_CONNTRACK_NAMES)} | {"LISTEN": 9}
 
 
-def conntrack_filter(args: list[str]) -> Callable[[Conn], bool]:
-    """conntrack's -D filters (-s -d -r -q, -p, ports) as a predicate on a ct; ValueError on bad options."""
-    want: list[tuple[int, str, int]] = []
+class CtUsageError(ValueError):
+    """A command line conntrack refuses: the message and exit status it gives."""
+
+    def __init__(self, message: str, code: int = 2, usage: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.usage = usage
+
+
+Predicate = Callable[[Conn], bool]
+
+
+@dataclass
+class CtArgs:
+    """A parsed conntrack command line: the command, its filters as predicates, the output types."""
+
+    command: str = ""
+    filters: dict[str, Predicate] = field(default_factory=dict)  # by option: a repeated one replaces
+    outputs: frozenset[str] = frozenset()
+    seen: dict[str, str] = field(default_factory=dict)  # long option name -> value as given
+
+    def keep(self, ct: Conn) -> bool:
+        return all(f(ct) for f in self.filters.values())
+
+
+def _atoi(text: str) -> int:
+    """C atoi: leading digits, 0 when there are none."""
+    digits = ""
+    for ch in text.strip():
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else 0
+
+
+def _strtoul(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return _atoi(text)
+
+
+def _address(text: str) -> tuple[int, int]:
+    """ADDR[/LEN] as conntrack reads it (inet_aton: "1.2.3" is 1.2.0.3): (address, mask)."""
+    addr, sep, plen = text.partition("/")
+    try:
+        value = int.from_bytes(socket.inet_aton(addr), "big")
+    except OSError:
+        raise CtUsageError(f"Invalid IP address `{addr}'") from None
+    if not sep:
+        return value, 0xFFFFFFFF
+    if not plen.isdigit() or int(plen) > 32:
+        raise CtUsageError("Invalid netmask")
+    mask = (0xFFFFFFFF << (32 - int(plen))) & 0xFFFFFFFF
+    return value & mask, mask
+
+
+def _addr_filter(direction: int, attr: str, text: str) -> Predicate:
+    value, mask = _address(text)
+    return lambda ct: (getattr(ct.tuples[direction], attr) & mask) == value
+
+
+def _status_filter(text: str) -> Predicate:
+    want = mask = 0
+    for name in text.split(","):
+        if name not in STATUS_NAMES:
+            raise CtUsageError(f"Bad parameter `{name}'")
+        if name == "UNSET":
+            raise CtUsageError("Operation failed: invalid parameters", code=1, usage=False)
+        if name == "UNREPLIED":
+            mask |= CtStatus.SEEN_REPLY
+        else:
+            want |= STATUS_NAMES[name]
+            mask |= STATUS_NAMES[name]
+    return lambda ct: (ct.status & mask) == want
+
+
+def _mark_filter(text: str) -> Predicate:
+    value, _, mask_text = text.partition("/")
+    mark, mask = _strtoul(value), _strtoul(mask_text) if mask_text else 0xFFFFFFFF
+    return lambda ct: (ct.mark & mask) == (mark & mask)
+
+
+def _nat_filter(kind: str, text: str | None) -> Predicate:
+    """-n (SNAT: the reply is not sent to the original source), -g (DNAT), -j (either); with an
+    address, the NAT must be to that address."""
+    ip = _address(text)[0] if text else None
+
+    def snat(ct: Conn) -> bool:
+        orig, reply = ct.tuples
+        return orig.src != reply.dst and (ip is None or reply.dst == ip)
+
+    def dnat(ct: Conn) -> bool:
+        orig, reply = ct.tuples
+        return orig.dst != reply.src and (ip is None or reply.src == ip)
+
+    if kind == "src-nat":
+        return snat
+    if kind == "dst-nat":
+        return dnat
+    return lambda ct: snat(ct) or dnat(ct)
+
+
+def _outputs(text: str) -> frozenset[str]:
+    types = text.split(",")
+    for t in types:
+        if t not in OUTPUT_TYPES:
+            raise CtUsageError(f"Bad parameter `{t}'")
+    if "save" in types and len(types) > 1:
+        raise CtUsageError("cannot combine save output with any other output type, use -o save only", code=1,
+                           usage=False)
+    return frozenset(types)
+
+
+def _generic(args: CtArgs, name: str, value: str | None) -> None:
+    """Turn one generic option into a filter or a setting (the last of a repeated option wins)."""
+    args.seen[name] = value or ""
+    if value is None and name not in ("src-nat", "dst-nat", "any-nat", "zero"):
+        return
+    if name in ("src", "dst", "reply-src", "reply-dst"):
+        assert value is not None
+        direction, attr = {"src": (0, "src"), "dst": (0, "dst"), "reply-src": (1, "src"),
+                           "reply-dst": (1, "dst")}[name]
+        args.filters[name] = _addr_filter(direction, attr, value)
+    elif name == "status":
+        args.filters[name] = _status_filter(value or "")
+    elif name == "mark":
+        args.filters[name] = _mark_filter(value or "")
+    elif name in ("src-nat", "dst-nat", "any-nat"):
+        args.filters[name] = _nat_filter(name, value)
+    elif name == "family":
+        if value not in ("ipv4", "inet", "ipv6", "inet6"):
+            raise CtUsageError(f"`{value}' unsupported protocol")
+        if value in ("ipv6", "inet6"):
+            args.filters[name] = lambda ct: False  # natbox tracks IPv4 only
+    elif name == "zone":
+        zone = _atoi(value or "")
+        args.filters[name] = lambda ct: ct.zone == zone
+    elif name == "output":
+        args.outputs = _outputs(value or "")
+
+
+def _proto(text: str) -> int:
+    if text.isdigit():
+        return int(text) & 0xFF
+    proto = PROTOS.get(text)
+    if proto is None:
+        raise CtUsageError(f"`{text}' unsupported protocol")
+    return proto
+
+
+def _proto_filter(proto: int) -> Predicate:
+    return lambda ct: ct.tuples[0].proto == proto
+
+
+def _proto_option(args: CtArgs, proto: int, opt: str, value: str) -> None:
+    if opt in PORT_OPTS:
+        direction, attr = PORT_OPTS[opt]
+        port = _atoi(value) & 0xFFFF
+        args.filters[f"{direction}{attr}"] = lambda ct: getattr(ct.tuples[direction], attr) == port
+    elif opt == "--state":
+        state = TCP_STATES.get(value)
+        if state is None:
+            raise CtUsageError(f"unknown TCP state `{value}'")
+        args.filters["state"] = lambda ct: ct.tcp is not None and int(ct.tcp.state) == state
+    elif opt in ICMP_OPTS:
+        n = _atoi(value)
+        if opt == "--icmp-type":
+            args.filters[opt] = lambda ct: ct.tuples[0].dport >> 8 == n
+        elif opt == "--icmp-code":
+            args.filters[opt] = lambda ct: ct.tuples[0].dport & 0xFF == n
+        else:
+            args.filters[opt] = lambda ct: ct.tuples[0].sport == n
+
+
+def _proto_options(proto: int | None) -> tuple[str, ...]:
+    if proto in (6, 132, 33):
+        return (*PORT_OPTS, "--state") if proto == 6 else tuple(PORT_OPTS)
+    if proto in (17, 136):
+        return tuple(PORT_OPTS)
+    if proto == 1:
+        return ICMP_OPTS
+    return ()
+
+
+def _command(args: CtArgs, argv: list[str], i: int, command: str) -> int:
+    """Set the command; `-L`/`-D`/`-E` may name a table (conntrack only). Returns the next index."""
+    if args.command:
+        raise CtUsageError("Invalid commands combination")
+    args.command = command
+    if command in ("list", "delete", "event", "flush", "count", "stats") and i + 1 < len(argv) \
+            and not argv[i + 1].startswith("-"):
+        table = argv[i + 1]
+        if table in ("expect", "dying", "unconfirmed"):
+            raise CtUsageError(NOT_SUPPORTED, code=1, usage=False)
+        if table != "conntrack":
+            raise CtUsageError(f"unknown type `{table}'")
+        return i + 2
+    return i + 1
+
+
+def parse_conntrack_args(argv: list[str]) -> CtArgs:
+    """conntrack's command line (see the module docstring); CtUsageError with conntrack's message."""
+    args = CtArgs()
     proto: int | None = None
     i = 0
-    while i < len(args):
-        opt = args[i]
-        if i + 1 >= len(args):
-            raise ValueError(f"option `{opt}' requires an argument")
-        val = args[i + 1]
-        i += 2
-        if opt in ("-p", "--proto", "--protonum"):
-            proto = _PROTOS.get(val.lower()) if not val.isdigit() else int(val)
-            if proto is None:
-                raise ValueError(f"unknown protocol `{val}'")
-        elif opt in _CT_FILTERS:
-            direction, field_name = _CT_FILTERS[opt]
-            try:
-                value = int(val) if field_name.endswith("port") else int(ipaddress.IPv4Address(val))
-            except ValueError:
-                raise ValueError(f"bad value `{val}' for {opt}") from None
-            want.append((direction, field_name, value))
+    while i < len(argv):
+        opt = argv[i]
+        if opt in COMMANDS:
+            i = _command(args, argv, i, COMMANDS[opt])
+            continue
+        known = OPTIONS.get(opt)
+        if known is None and opt in _proto_options(proto):
+            if i + 1 >= len(argv):
+                raise CtUsageError(f"option `{opt}' requires an argument")
+            assert proto is not None
+            _proto_option(args, proto, opt, argv[i + 1])
+            i += 2
+            continue
+        if known is None:
+            if opt in ("-h", "--help", "-V", "--version"):
+                raise CtUsageError(NOT_SUPPORTED, code=1, usage=False)
+            raise CtUsageError(f"unknown option `{opt}'")
+        name, takes = known
+        value: str | None = None
+        if takes == 1:
+            if i + 1 >= len(argv):
+                raise CtUsageError(f"option `{opt}' requires an argument")
+            value = argv[i + 1]
+            i += 2
+        elif takes == 2 and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+            i += 2
         else:
-            raise ValueError(f"unknown option `{opt}'")
+            i += 1
+        if name == "protonum":
+            assert value is not None
+            proto = _proto(value)
+            args.filters[name] = _proto_filter(proto)
+            args.seen[name] = value
+            continue
+        _generic(args, name, value)
+    if not args.command:
+        raise CtUsageError("Invalid commands combination")  # conntrack with options but no command
+    _check_legal(args)
+    return args
 
-    def keep(ct: Conn) -> bool:
-        if proto is not None and ct.tuples[0].proto != proto:
-            return False
-        return all(getattr(ct.tuples[d], f) == v for d, f, v in want)
 
-    return keep
+def _check_legal(args: CtArgs) -> None:
+    if args.command not in IMPLEMENTED:
+        raise CtUsageError(NOT_SUPPORTED, code=1, usage=False)
+    legal = LEGAL[args.command]
+    for name in args.seen:
+        if name not in legal:
+            raise CtUsageError(f"Illegal option `--{name}' with this command")
+    if "zero" in args.seen and args.filters:
+        raise CtUsageError("Can't use -z with filtering parameters")
+    for name in args.seen:
+        if name not in APPLIED:
+            raise CtUsageError(NOT_SUPPORTED, code=1, usage=False)
+
+
+def _listing(conns: list[Conn], now: float, outputs: frozenset[str]) -> str:
+    if "xml" in outputs:
+        return XML_HEADER + "".join(format_xml(c, now) + "\n" for c in conns) + XML_FOOTER if conns else ""
+    if "save" in outputs:
+        return "".join(format_save(c, now) + "\n" for c in conns)
+    return "".join(format_line(c, now, outputs) + "\n" for c in conns)
 
 
 def conntrack_command(engine: Engine, argv: list[str], now: float, out: TextIO, err: TextIO) -> int:
-    """`conntrack -L | -S | -F | -C | -D` on the live table (conntrack-tools 1.4.7 output, §7.3)."""
+    """`conntrack ARGS` on the live table (conntrack-tools 1.4.7 output, §7.3); its exit status."""
+    try:
+        args = parse_conntrack_args(argv or ["-L"])
+    except CtUsageError as exc:
+        err.write(f"{PROG}: {exc}\n" + (TRY if exc.usage else ""))
+        return exc.code
     table = engine.table
-    op = argv[0] if argv else "-L"
-    if op in ("-L", "--dump"):
-        conns = table.live(now)
-        out.write("".join(format_conntrack(c, now) + "\n" for c in conns))
-        err.write(summary_line(len(conns)) + "\n")
+    if args.command == "list":
+        conns = [c for c in table.live(now) if args.keep(c)]
+        out.write(_listing(conns, now, args.outputs))
+        err.write(f"{PROG}: {len(conns)} flow entries have been shown.\n")
         return 0
-    if op in ("-S", "--stats"):
+    if args.command == "stats":
         out.write(format_stats(table.stats) + "\n")
         return 0
-    if op in ("-C", "--count"):
+    if args.command == "count":
         out.write(f"{len(table.live(now))}\n")
         return 0
-    if op in ("-D", "--delete"):
-        try:
-            keep = conntrack_filter(argv[1:])
-        except ValueError as exc:
-            err.write(f"{PROG}: {exc}\n")
-            return 2
-        victims = [c for c in table.live(now) if keep(c)]
+    if args.command == "delete":
+        victims = [c for c in table.live(now) if args.keep(c)]
+        out.write(_listing(victims, now, args.outputs))
         for ct in victims:
-            out.write(format_conntrack(ct, now) + "\n")
             table.delete(ct, now, reason="conntrack -D")
-            engine.nat.forget(ct)
         err.write(f"{PROG}: {len(victims)} flow entries have been deleted.\n")
         return 0 if victims else 1
-    if op in ("-F", "--flush"):
+    if args.command == "flush":
         table.flush(now)
         err.write(f"{PROG}: connection tracking table has been emptied.\n")
         return 0
-    err.write(f"{PROG}: natbox gateway supports -L, -S, -C, -D and -F, not {op}\n")
-    return 2
+    err.write(f"{PROG}: {NOT_SUPPORTED}\n")  # -E is served by the control server itself
+    return 1

@@ -1,0 +1,96 @@
+"""The output formats of `conntrack -L -o ...` (conntrack-tools 1.4.7, libnetfilter_conntrack 1.0.9) for the
+live table: the default line (natbox.conntrack.format), `extended`, `id`, `xml` and `save`.
+
+`xml` mirrors `__snprintf_conntrack_xml()`: one `<flow>` per line between a header and `</conntrack>`
+(neither printed when nothing is listed), the original and reply tuples as `<meta direction=...>` with
+their layer-3 and layer-4 parts (ICMP's layer 4 is empty there), then the independent part: TCP state,
+timeout, mark, zone when set, use, id, and `<assured/>` / `<unreplied/>`. `save` mirrors
+`__snprintf_conntrack_save()`: the `conntrack -A ...` arguments that would recreate the entry.
+`timestamp`, `ktimestamp`, `labels` and `userspace` change nothing here (natbox keeps no start/stop
+timestamps or labels, as a kernel with nf_conntrack_timestamp=0 shows none), as in conntrack.
+"""
+
+from __future__ import annotations
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.format import PROTO_NAMES, format_conntrack
+from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
+from natbox.conntrack.tuple import ConnTuple, format_addr
+from natbox.netfilter import CtStatus
+
+__all__ = ["OUTPUT_TYPES", "XML_FOOTER", "XML_HEADER", "format_line", "format_save", "format_xml"]
+
+OUTPUT_TYPES = frozenset({"extended", "xml", "id", "timestamp", "ktimestamp", "labels", "userspace", "save"})
+XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n'
+XML_FOOTER = "</conntrack>\n"
+_PORT_PROTOS = frozenset({6, 17, 33, 132, 136})
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+
+
+def _tcp_state(ct: Conn) -> str | None:
+    if ct.tuples[0].proto != IPPROTO_TCP:
+        return None
+    state = int(ct.tcp.state) if ct.tcp is not None else 0
+    return TCP_CONNTRACK_NAMES[state] if state < len(TCP_CONNTRACK_NAMES) else "NONE"
+
+
+def format_line(ct: Conn, now: float, outputs: frozenset[str]) -> str:
+    """The text line of `ct` with `-o extended` and/or `-o id` applied."""
+    line = format_conntrack(ct, now, extended="extended" in outputs)
+    return line + f" id={ct.ct_id}" if "id" in outputs else line
+
+
+def _xml_tuple(t: ConnTuple, direction: str) -> str:
+    proto = t.proto
+    l4 = ""
+    if proto in _PORT_PROTOS:
+        l4 = f"<sport>{t.sport}</sport><dport>{t.dport}</dport>"
+    return (f'<meta direction="{direction}"><layer3 protonum="2" protoname="ipv4"><src>{format_addr(t.src)}</src>'
+            f'<dst>{format_addr(t.dst)}</dst></layer3><layer4 protonum="{proto}" '
+            f'protoname="{PROTO_NAMES.get(proto, "unknown")}">{l4}</layer4></meta>')
+
+
+def format_xml(ct: Conn, now: float) -> str:
+    """One `<flow>` element (`__snprintf_conntrack_xml`)."""
+    orig, reply = ct.tuples
+    parts = ['<flow>', _xml_tuple(orig, "original"), _xml_tuple(reply, "reply"), '<meta direction="independent">']
+    state = _tcp_state(ct)
+    if state is not None:
+        parts.append(f"<state>{state}</state>")
+    parts.append(f"<timeout>{int(max(ct.timeout - now, 0.0))}</timeout><mark>{ct.mark}</mark>")
+    if ct.zone:
+        parts.append(f"<zone>{ct.zone}</zone>")
+    parts.append(f"<use>1</use><id>{ct.ct_id}</id>")
+    if ct.status & CtStatus.ASSURED:
+        parts.append("<assured/>")
+    if not ct.status & CtStatus.SEEN_REPLY:
+        parts.append("<unreplied/>")
+    parts.append("</meta></flow>")
+    return "".join(parts)
+
+
+def format_save(ct: Conn, now: float) -> str:
+    """The `conntrack -A` arguments recreating `ct` (`__snprintf_conntrack_save`)."""
+    orig, reply = ct.tuples
+    flags = [name for bit, name in ((CtStatus.SEEN_REPLY, "SEEN_REPLY"), (CtStatus.ASSURED, "ASSURED"))
+             if ct.status & bit]
+    parts = [f"-A -t {int(max(ct.timeout - now, 0.0))} -u {','.join(flags) or 'UNSET'}"]
+    if ct.mark:
+        parts.append(f"-m {ct.mark}")
+    if ct.zone:
+        parts.append(f"-w {ct.zone}")
+    # a NATed direction shows as the NAT option (-g: DNAT to reply.src, -n: SNAT to reply.dst)
+    dnat = "-g" if orig.dst != reply.src else "-r"
+    snat = "-n" if orig.src != reply.dst else "-q"
+    parts.append(f"-s {format_addr(orig.src)} -d {format_addr(orig.dst)} {dnat} {format_addr(reply.src)} "
+                 f"{snat} {format_addr(reply.dst)} -p {PROTO_NAMES.get(orig.proto, str(orig.proto))}")
+    if orig.proto in _PORT_PROTOS:
+        parts.append(f"--sport {orig.sport} --dport {orig.dport} --reply-port-src {reply.sport} "
+                     f"--reply-port-dst {reply.dport}")
+    elif orig.proto == IPPROTO_ICMP:
+        parts.append(f"--icmp-type {orig.dport >> 8} --icmp-code {orig.dport & 0xFF} --icmp-id {orig.sport}")
+    state = _tcp_state(ct)
+    if state is not None:
+        parts.append(f"--state {state}")
+    return " ".join(parts)
