@@ -24,6 +24,8 @@ def test_args() -> None:
     (["a", "--seed"], "expected one argument"),
     (["a", "--seed", "x"], "integer"),
     (["a", "--tap-netns", "tap0"], "NAME=NETNS"),
+    (["--adopt", "a"], "give no HOST_FILE"),
+    (["--adopt", "--user", "nobody"], "cannot be combined with --user"),
 ])
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_gateway(argv) == 2

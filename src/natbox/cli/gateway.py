@@ -84,7 +84,8 @@ def _parser() -> _Parser:
       "as it is (natbox snapshot of it), withdraw its addresses and forwarding from the kernel, and give them "
       "back when natbox stops")
     a("--user", metavar="NAME", help="once the devices and the control socket are open, drop root: run as NAME "
-      "(its group, no supplementary groups, no capabilities, no_new_privs); open sockets keep working")
+      "(its group, no supplementary groups, no capabilities, no_new_privs); open sockets keep working, "
+      "a --state FILE must be writable by NAME")
     a("--state", metavar="FILE", help="save the conntrack table there on a clean stop (SIGTERM) and restore it at "
       "the next start, so established connections survive a restart")
     a("--force", action="store_true", help="start even when the kernel would fight natbox")
@@ -103,6 +104,9 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
         raise UsageError("missing HOST_FILE (or --adopt)")
     if host_file is not None and ns.adopt:
         raise UsageError("--adopt takes the host from the kernel: give no HOST_FILE")
+    if ns.adopt and ns.user is not None:
+        raise UsageError("--adopt cannot be combined with --user: giving the router back to the kernel at the "
+                         "stop needs root")
     return GatewayConfig(
         host_file=host_file or "", rules=ns.rules, vnet_hdr=ns.vnet_hdr, ring=ns.ring, promisc=ns.promisc,
         tap_netns={name: (netns, dev) for name, netns, dev in ns.tap_netns}, seed=ns.seed, duration=ns.duration,
