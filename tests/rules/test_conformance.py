@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from natbox.testing.rules_conformance import T_DIR, fast_mode_ok, read_t, run_fast, run_slow, unsupported_reason
+from natbox.testing.rules_conformance import (
+    T_DIR,
+    TFile,
+    fast_mode_ok,
+    read_t,
+    run_fast,
+    run_slow,
+    unsupported_reason,
+)
 
 T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
+
+# Lines whose expectation is not what iptables 1.8.9 (nf_tables) prints, with what it does print (recorded
+# in a scratch network namespace): libxt_NFLOG.t expects xt_NFLOG's 63-character prefix, while iptables-nft
+# keeps up to 127 characters (issue #14).
+RECORDED: dict[tuple[str, int], str] = {
+    ("libxt_NFLOG.t", 18): "-j NFLOG --nflog-prefix " + "x" * 65,
+}
+
+
+def read(path: Path) -> TFile:
+    tf = read_t(path)
+    tf.cases = [dataclasses.replace(c, expect=RECORDED.get((path.name, c.lineno), c.expect)) for c in tf.cases]
+    return tf
 
 
 def _id(p: Path) -> str:
@@ -21,7 +43,7 @@ def test_t_file_slow(path: Path) -> None:
     reason = unsupported_reason(path)
     if reason:
         pytest.skip(reason)
-    tf = read_t(path)
+    tf = read(path)
     errors = [e for case in tf.cases for chain in case.chains if (e := run_slow(case, chain)) is not None]
     assert not errors, "\n".join(errors)
 
@@ -32,7 +54,7 @@ def test_t_file_fast(path: Path) -> None:
     reason = unsupported_reason(path)
     if reason:
         pytest.skip(reason)
-    tf = read_t(path)
+    tf = read(path)
     if not fast_mode_ok(tf):
         pytest.skip("fast mode does not apply (several tables, @ commands or variants)")
     err = run_fast(tf)

@@ -24,7 +24,8 @@ from natbox.rules.validate import MAX_JUMP_DEPTH, hook_masks
 
 
 def reference_hook_masks(table: Table) -> dict[str, int]:
-    """The former `Ruleset.hook_masks`: every path walked (exponential on diamonds, exact by definition)."""
+    """`Ruleset.hook_masks` as it was written first: every path from each base chain walked (exponential on
+    diamonds, exact by definition); a loop overflows the jump stack (nft_chain_validate's -EMLINK)."""
     masks: dict[str, int] = dict.fromkeys(table.chains, 0)
 
     def walk(chain: Chain, hook_bit: int, depth: int, path: tuple[str, ...]) -> None:
@@ -35,7 +36,7 @@ def reference_hook_masks(table: Table) -> dict[str, int]:
                 if sub is None:
                     continue
                 if sub.name in path:
-                    raise RulesError("Too many levels of symbolic links", RESOURCE_PROBLEM, kernel=True)
+                    raise RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
                 if depth + 1 > MAX_JUMP_DEPTH:
                     raise RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
                 walk(sub, hook_bit, depth + 1, (*path, sub.name))
@@ -43,9 +44,6 @@ def reference_hook_masks(table: Table) -> dict[str, int]:
     for c in table.builtin_chains():
         assert c.hook is not None
         walk(c, 1 << c.hook, 0, (c.name,))
-    for c in table.user_chains():
-        if not masks[c.name]:
-            walk(c, 0, 0, (c.name,))
     return masks
 
 

@@ -6,8 +6,8 @@
 NF_DROP; `is_trivial(table, hook)` tells the engine it may skip a table.
 
 Jumps are bounded like nf_tables (iptables 1.8.9 is iptables-nft): `NFT_JUMP_STACK_SIZE` = 16 levels; a
-ruleset needing deeper jumps or containing a loop is refused at load time (`nft_chain_validate`, -EMLINK /
--ELOOP), so evaluation never needs more than `MAX_JUMP_DEPTH` stack entries.
+ruleset needing deeper jumps, or with a loop a base chain reaches, is refused when it is loaded
+(`nft_chain_validate`, -EMLINK), so evaluation never needs more than `MAX_JUMP_DEPTH` stack entries.
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
 
 
 _ALL = "(all packets)"
+SAVE_ORDER = ("mangle", "security", "raw", "filter", "nat")
 _CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
 CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
@@ -182,8 +183,12 @@ class Ruleset:
             self._compiled.pop(table, None)
 
     def saved_tables(self, table: str | None = None) -> list[Table]:
-        names = [table] if table is not None else self.present
-        return [self.tables[n] for n in names if n in self.present or table is not None]
+        """The tables iptables-save prints: iptables-nft lists them in one fixed order whatever order they
+        were created in (recorded with iptables 1.8.9: mangle, raw, filter, nat; security would come after
+        mangle), not in load order as iptables-legacy does."""
+        if table is not None:
+            return [self.tables[table]]
+        return [self.tables[n] for n in SAVE_ORDER if n in self.present]
 
     # --- validation (translate_table / mark_source_chains / nft_chain_validate) -------------------
 

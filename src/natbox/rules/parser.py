@@ -117,6 +117,7 @@ class _ArgvParser:
         self.proto_text = ""
         self.loaded: list[Match | Target] = []  # extensions in load order
         self.srcs: list[tuple[int, int]] = []
+        self.addr_args: dict[str, tuple[str, bool]] = {}  # -s / -d text and inversion, parsed in _finish
         self.dsts: list[tuple[int, int]] = []
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -315,15 +316,8 @@ class _ArgvParser:
             if r.proto == 0 and invert:
                 raise RulesError("rule would never match protocol")
         elif letter in "sd":
-            # xtables_ipparse_multiple: a comma-separated list
-            addrs = [parse_ipv4_mask(a) for a in self._next_arg(f"-{letter}").split(",")]
-            addr, mask = addrs[0]
-            if letter == "s":
-                r.src, r.smsk, r.inv_src = addr, mask, invert
-                self.srcs = addrs
-            else:
-                r.dst, r.dmsk, r.inv_dst = addr, mask, invert
-                self.dsts = addrs
+            # parsed once the whole line is (iptables' post_parse): `-s ! 1.2.3.4` is "Bad argument `1.2.3.4'"
+            self.addr_args[letter] = (self._next_arg(f"-{letter}"), invert)
         elif letter == "i":
             r.iniface, r.inv_in = check_iface(self._next_arg("-i")), invert
         elif letter == "o":
@@ -396,6 +390,7 @@ class _ArgvParser:
             m.final_check(r)
         if r.target is not None:
             r.target.final_check(r)
+        self._addresses()
         _merge_payload_matches(r)
         if not cmd.op:
             raise RulesError("no command specified")
@@ -428,6 +423,22 @@ class _ArgvParser:
             raise RulesError(f"Illegal option `-{opt[0]}' with this command" if opt else
                              "Illegal option with this command")
         return cmd
+
+    def _addresses(self) -> None:
+        """`-s`/`-d` lists (`xtables_ipparse_multiple`, sources first), after the extensions' final checks."""
+        r = self.rule
+        for letter in "sd":
+            if letter not in self.addr_args:
+                continue
+            text, invert = self.addr_args[letter]
+            addrs = [parse_ipv4_mask(a) for a in text.split(",")]
+            addr, mask = addrs[0]
+            if letter == "s":
+                r.src, r.smsk, r.inv_src = addr, mask, invert
+                self.srcs = addrs
+            else:
+                r.dst, r.dmsk, r.inv_dst = addr, mask, invert
+                self.dsts = addrs
 
     def _has_rule_spec(self) -> bool:
         return bool(self.seen_opts & set("psdiofjg")) or bool(self.rule.matches)

@@ -1,18 +1,19 @@
 """Table validation: jump loops, jump depth, hook masks and every extension's checkentry, in linear time.
 
-Mirrors what the kernel does when a ruleset is committed: `mark_source_chains()` (ip_tables.c) finds which
-hooks reach each chain and refuses loops; with iptables-nft (iptables 1.8.9) `nft_chain_validate()` /
-`nft_table_validate()` refuse a loop (-ELOOP, "Too many levels of symbolic links") and a jump deeper than
-`NFT_JUMP_STACK_SIZE` (-EMLINK, "Too many links"); then every rule's matches and target are checked with
-its chain's hook mask (`xt_check_match` / `xt_check_target`, the extensions' `checkentry`).
+Mirrors what the kernel does when an iptables-nft (1.8.9) ruleset is committed: `nft_table_validate()`
+walks every base chain's jumps and gotos (`nft_chain_validate()`), refusing a walk deeper than
+`NFT_JUMP_STACK_SIZE` with -EMLINK ("Too many links"). A loop reachable from a base chain never ends, so it
+is refused with the same error; a loop among chains no base chain reaches is never walked and is accepted
+(recorded with iptables 1.8.9: `-A X -j X` is accepted, `-A INPUT -j X` then fails with "Too many links").
+The hooks that reach each chain (`mark_source_chains` in ip_tables.c) give each rule's matches and target
+the hook mask they are checked with (`xt_check_match` / `xt_check_target`, the extensions' `checkentry`).
 
-The walk is a depth-first search from each built-in chain in hook order, then from each user chain no
-built-in chain reaches (by name), following jumps and gotos in rule order. The first problem met in that
-order is the one reported. A chain already explored is not walked again: its height (the longest chain of
-jumps below it) tells whether entering it at the current depth would exceed the stack, and a chain whose
-exploration finished cannot lead back onto the current path (that loop would have been found while
-exploring it). So each chain and each rule is looked at once per validation (O(rules + chains)), and the
-result, including which error is reported, is that of walking every path.
+The walk is a depth-first search from each built-in chain in hook order, following jumps and gotos in rule
+order. A chain already explored is not walked again: its height (the longest chain of jumps below it)
+tells whether entering it at the current depth would exceed the stack, and a chain whose exploration
+finished cannot lead back onto the current path (that loop would have been found while exploring it). So
+each chain and each rule is looked at once per validation (O(rules + chains)), with the result of walking
+every path.
 
 `skip` (a set of `id(rule)`) leaves rules out, as if they were not in the table: `Ruleset.restore` uses it
 to look at the table as it was after an earlier command without copying it.
@@ -49,10 +50,6 @@ def _jumps(table: Table, chain: Chain, skip: Collection[int]) -> list[Chain]:
     return out
 
 
-def _loop() -> RulesError:
-    return RulesError("Too many levels of symbolic links", RESOURCE_PROBLEM, kernel=True)
-
-
 def _too_deep() -> RulesError:
     return RulesError("Too many links", RESOURCE_PROBLEM, kernel=True)
 
@@ -72,7 +69,7 @@ def _explore(table: Table, start: Chain, done: dict[str, int], adj: dict[str, li
             sub = subs[st[0]]
             st[0] += 1
             if sub.name in on_path:
-                raise _loop()
+                raise _too_deep()  # a reachable loop: the walk would overflow the jump stack
             if depth + 1 > MAX_JUMP_DEPTH:
                 raise _too_deep()
             h = done.get(sub.name)
@@ -99,10 +96,6 @@ def hook_masks(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]
     adj: dict[str, list[Chain]] = {}
     builtins = table.builtin_chains()
     for c in builtins:
-        if c.name not in done:
-            _explore(table, c, done, adj, skip)
-    # loops and deep jumps among chains no base chain reaches are refused too
-    for c in table.user_chains():
         if c.name not in done:
             _explore(table, c, done, adj, skip)
     masks: dict[str, int] = dict.fromkeys(table.chains, 0)

@@ -10,7 +10,10 @@ from natbox.skb import Skb
 __all__ = ["Nflog"]
 
 XT_NFLOG_DEFAULT_THRESHOLD = 0
-NFLOG_PREFIX_MAX = 63
+# iptables-nft turns NFLOG into nft's log expression, whose prefix keeps NF_LOG_PREFIXLEN - 1 = 127
+# characters (recorded with iptables 1.8.9 (nf_tables): 70 kept whole, 130 and 200 cut to 127), not
+# the 63 of xt_NFLOG's `prefix[64]` that iptables-legacy sends
+NFLOG_PREFIX_MAX = 127
 
 
 class Nflog(Target):
@@ -28,7 +31,7 @@ class Nflog(Target):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         a = arg or ""
         if opt == "nflog-prefix":
-            self.prefix = a[:NFLOG_PREFIX_MAX]  # XTTYPE_STRING truncates to the field size
+            self.prefix = a[:NFLOG_PREFIX_MAX]
             return
         v = parse_uint(a, 0, 0xFFFF if opt in ("nflog-group", "nflog-threshold") else 0xFFFFFFFF)
         if v is None:
