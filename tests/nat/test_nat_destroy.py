@@ -181,3 +181,4 @@ def test_churn_through_nat_returns_to_baseline_memory() -> None:
         tracemalloc.stop()
     # 12,000 traced flows after the baseline; a leak of 100 bytes each would add 1.2 MB
     assert current - baseline < 64 * 1024, (baseline, current)
+
