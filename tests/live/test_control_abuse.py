@@ -209,6 +209,7 @@ for port in range(20000, 21500):
     assert "Traceback" not in rest, rest
     # forwarding went on: no loss, no ping over PING_MAX_MS
     text = ping_out.decode()
+    print("ping under abuse:", text.strip().splitlines()[-1])  # rtt min/avg/max/mdev, for the record
     assert f"{PING_COUNT} packets transmitted, {PING_COUNT} received" in text, text
     times = [float(t) for t in re.findall(r"time=([\d.]+) ms", text)]
     slow = [line for line in text.splitlines() if "time=" in line and float(line.split("time=")[1].split()[0])

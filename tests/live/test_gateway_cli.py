@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from natbox.cli.gateway import cli_gateway, kernel_conflicts, parse_gateway_args
+from natbox.cli.gateway import cli_gateway, parse_gateway_args
+from natbox.gateway.kernel import kernel_conflicts
 
 
 def test_args() -> None:

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 
 from natbox.errors import UsageError
 from natbox.gateway.config import GatewayConfig
-from natbox.gateway.kernel import kernel_conflicts
 
-__all__ = ["GatewayConfig", "UsageError", "cli_gateway", "kernel_conflicts", "parse_gateway_args"]
+__all__ = ["cli_gateway", "parse_gateway_args"]
 
 
 USAGE = """natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc]
