@@ -7,17 +7,19 @@ by `--rules FILE` or `$NATBOX_RULES`) hold a reference on it: it cannot be destr
 away, and `ipset list` counts them under References, as the kernel does for iptables' rules.
 
 Timeouts: `ipset save` text says how many seconds an element has left; the file's modification time is when
-that was true, so an element added with `timeout 60` is gone 60 s later, between commands too. Whole
-seconds are kept (ipset's own save/restore drops the fraction the same way).
+that was true, so an element added with `timeout 60` is gone 60 s later, between commands too. The
+commands' clock runs on whole seconds (store_sets), so nothing is lost from one command to the next.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from natbox.errors import UsageError
@@ -98,11 +100,14 @@ def _save_all(reg: IpsetRegistry, now: float) -> str:
 
 
 def store_sets(reg: IpsetRegistry, path: str, now: float) -> None:
+    """Write the sets as `ipset save` text, remaining timeouts counted from the whole second `now` falls
+    in, which becomes the file's modification time: expiries on whole seconds survive unchanged."""
+    ref = float(math.floor(now))
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(_save_all(reg, now))
+        f.write(_save_all(reg, ref))
     os.replace(tmp, path)
-    os.utime(path, (now, now))
+    os.utime(path, (ref, ref))
 
 
 def _rng() -> int:
@@ -110,8 +115,8 @@ def _rng() -> int:
 
 
 def ipset_main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None = None,
-               stderr: TextIO | None = None) -> int:
-    """`ipset ARGS...` on the sets file; returns ipset's exit status."""
+               stderr: TextIO | None = None, clock: Callable[[], float] = time.time) -> int:
+    """`ipset ARGS...` on the sets file; returns ipset's exit status (`clock`: the wall clock, for tests)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     argv, sets_path = _take(argv, "--sets")
@@ -123,7 +128,10 @@ def ipset_main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO |
     except (OSError, ValueError) as e:
         err.write(f"natbox: bad sets file: {e}\n")
         return 1
-    now = time.time()
+    # The commands' clock runs on whole seconds (plus a millisecond, as a command never runs at the very
+    # instant of the previous one): every expiry an add sets lies on a whole second once written, so the
+    # file's whole-second timeouts lose nothing from one command to the next.
+    now = math.floor(clock()) + 0.001
     before = _save_all(reg, now)
 
     def read_file(name: str) -> str:
