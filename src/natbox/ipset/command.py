@@ -90,9 +90,8 @@ class IpsetSession:
                                      help_hint=True)
                 i += 1
                 if a.lstrip("-").startswith("o"):
-                    if argv[i] not in ("plain", "save", "xml", "json"):
-                        raise IpsetError(f"Syntax error: unknown output mode '{argv[i]}'", PARAMETER_PROBLEM,
-                                         help_hint=True)
+                    if argv[i] not in ("plain", "save", "xml"):
+                        raise IpsetError(f"Syntax error: unknown output mode '{argv[i]}'")
                     opts.output = argv[i]
                 else:
                     opts.file = argv[i]
@@ -372,6 +371,13 @@ class IpsetSession:
     def _list(self, cmd: str, args: list[str], opts: _Opts) -> int:
         self._max_args(args, 1)
         sets = [self.reg.find(args[0])] if args else self.reg.ordered()
+        if opts.output == "xml":
+            if opts.names:
+                body = "".join(f'<ipset name="{s.name}"/>\n' for s in sets)
+            else:
+                body = "".join(self.reg.xml_text(s, self.now, terse=opts.terse) for s in sets)
+            self.out.append(f"<ipsets>\n{body}</ipsets>\n")
+            return 0
         if opts.names:
             self.out.extend(s.name + "\n" for s in sets)
             return 0

@@ -286,6 +286,31 @@ class IpsetRegistry:
             out += text + s.ext_text(e, now) + "\n"
         return out
 
+    def xml_text(self, s: IpSet, now: float, *, terse: bool = False) -> str:
+        """`ipset -o xml list` of one set (without the <ipsets> wrapper)."""
+        s.gc(now)
+        entries = self._members(s, now)
+        words = s.header().split()
+        head = ""
+        i = 0
+        while i < len(words):
+            if words[i] in ("counters", "comment", "skbinfo", "forceadd"):
+                head += f"<{words[i]}/>"
+                i += 1
+            else:
+                head += f"<{words[i]}>{words[i + 1]}</{words[i]}>"
+                i += 2
+        out = (f'<ipset name="{s.name}">\n<type>{s.type.name}</type>\n<revision>{s.type.revision}</revision>\n'
+               f"<header>{head}\n<memsize>{s.memsize(now)}</memsize>\n<references>{s.ref}</references>\n"
+               f"<numentries>{len(entries)}</numentries>\n</header>\n")
+        if not terse:
+            out += "<members>\n"
+            for text, e in entries:
+                ext = "".join(f"<{k}/>" if v is None else f"<{k}>{v}</{k}>" for k, v in s.ext_pairs(e, now))
+                out += f"<member><elem>{text}</elem>{ext}</member>\n"
+            out += "</members>\n"
+        return out + "</ipset>\n"
+
     def save_text(self, s: IpSet, now: float) -> str:
         """`ipset save` of one set: its create line, then an add line per member."""
         s.gc(now)

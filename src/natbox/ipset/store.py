@@ -166,30 +166,31 @@ class IpSet:
             self.comment_size -= COMMENT_RCU_SIZE + len(e.comment.encode()) + 1
             e.comment = None
 
-    def ext_text(self, e: Entry, now: float) -> str:
-        """The extensions after an element in list/save output (the type's ADT argument order)."""
-        out = ""
+    def ext_pairs(self, e: Entry, now: float) -> list[tuple[str, str | None]]:
+        """The extensions after an element in list/save output (the type's ADT argument order), as
+        (option, value or None for a flag)."""
+        out: list[tuple[str, str | None]] = []
         if self.timeout is not None:
-            if e.expires is None:
-                out += " timeout 0"
-            else:
-                left = int(e.expires - now)
-                out += f" timeout {left if left > 0 else 1}"
+            left = 0 if e.expires is None else int(e.expires - now)
+            out.append(("timeout", str(left if left > 0 or e.expires is None else 1)))
         if e.nomatch:
-            out += " nomatch"
+            out.append(("nomatch", None))
         if self.counters:
-            out += f" packets {e.packets} bytes {e.bytes}"
+            out += [("packets", str(e.packets)), ("bytes", str(e.bytes))]
         if self.comment and e.comment:
-            out += ' comment "' + e.comment + '"'
+            out.append(("comment", '"' + e.comment + '"'))
         if self.skbinfo:
             if e.skbmark or e.skbmarkmask:
-                out += (f" skbmark 0x{e.skbmark:x}" if e.skbmarkmask == 0xFFFFFFFF
-                        else f" skbmark 0x{e.skbmark:x}/0x{e.skbmarkmask:x}")
+                out.append(("skbmark", f"0x{e.skbmark:x}" if e.skbmarkmask == 0xFFFFFFFF
+                            else f"0x{e.skbmark:x}/0x{e.skbmarkmask:x}"))
             if e.skbprio:
-                out += f" skbprio {e.skbprio >> 16:x}:{e.skbprio & 0xFFFF:x}"
+                out.append(("skbprio", f"{e.skbprio >> 16:x}:{e.skbprio & 0xFFFF:x}"))
             if e.skbqueue:
-                out += f" skbqueue {e.skbqueue}"
+                out.append(("skbqueue", str(e.skbqueue)))
         return out
+
+    def ext_text(self, e: Entry, now: float) -> str:
+        return "".join(f" {k}" if v is None else f" {k} {v}" for k, v in self.ext_pairs(e, now))
 
     def flags_text(self) -> str:
         out = ""

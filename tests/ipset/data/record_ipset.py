@@ -131,6 +131,12 @@ CASES: dict[str, list[str]] = {
         "add p 10.0.0.0/30,80,10.0.0.0/31", "list -t p", "del p 10.0.0.0/30,80,10.0.0.0/31", "list p",
         "save nope", "list -n nope", "destroy l", "destroy a", "list -n", "flush", "list",
     ],
+    "xml": [
+        f"create a hash:ip {IV} timeout 50 counters comment", "add a 10.0.0.1 comment \"x y\" packets 2 bytes 3",
+        "add a 10.0.0.2 timeout 0", "create b bitmap:port range 1-10", "add b 5", "create l list:set",
+        "add l b", f"create n hash:net {IV} skbinfo", "add n 10.0.0.0/8 nomatch skbmark 0x3 skbprio 1:2",
+        "-o xml list", "-o json list", "-o xml list -t a", "-o xml list -n", "-o xml save a", "-o plain list b",
+    ],
     "restore_exist": [
         "-exist restore", "save", "restore", "-exist restore",
     ],
