@@ -3,15 +3,18 @@
 A client connects to the gateway's UNIX socket, sends one JSON object, shuts down its write side and
 reads one JSON object back:
 
-    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack",
+    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack" | "status",
                "argv": [...], "stdin": "..."}
     response: {"exit": 0, "stdout": "...", "stderr": "..."}
 
-The gateway answers from its event loop, so the engine is never touched concurrently. The plain-text
-commands `stats` and `conntrack` (one word, no JSON) are still answered for quick use with `socat`.
+`conntrack -E` is the exception: the connection stays open and carries event lines as conntrack prints
+them. The gateway answers from its event loop, without ever blocking it (natbox.gateway.control), so the
+engine is never touched concurrently. The plain-text commands `stats` and `conntrack` (one word, no
+JSON) are still answered for quick use with `socat`.
 
-Bounds: a request may hold at most CONTROL_REQUEST_MAX bytes (an iptables-restore dump included); a
-client has CONTROL_TIMEOUT seconds to send it, and the answer is read within CLIENT_TIMEOUT seconds.
+Bounds: a request may hold at most CONTROL_REQUEST_MAX bytes (an iptables-restore dump included); the
+gateway's own limits (clients, timeouts) are in natbox.gateway.control. A client here waits at most
+CLIENT_TIMEOUT seconds for the answer.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from typing import Any, TextIO
 
 from natbox.errors import NatboxError
 
-__all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "follow_events", "forward_command", "read_request"]
+__all__ = ["CONTROL_REQUEST_MAX", "ControlError", "control_call", "follow_events", "forward_command"]
 
 CONTROL_REQUEST_MAX = 4 * 1024 * 1024  # bytes of one request (a large iptables-restore dump fits)
-CONTROL_TIMEOUT = 1.0  # seconds a client may take to send its request (the gateway's loop waits that long)
 CLIENT_TIMEOUT = 10.0  # seconds a client waits for the answer
 
 
@@ -75,24 +77,6 @@ def forward_command(path: str, cmd: str, argv: list[str], stdin: TextIO | None, 
     stdout.write(str(answer.get("stdout", "")))
     stderr.write(str(answer.get("stderr", "")))
     return int(answer["exit"])
-
-
-def read_request(conn: socket.socket) -> bytes:
-    """Read one request (until the client shuts its write side), bounded by size and time."""
-    conn.settimeout(CONTROL_TIMEOUT)
-    chunks: list[bytes] = []
-    size = 0
-    while size <= CONTROL_REQUEST_MAX:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if not chunks[0].lstrip().startswith(b"{"):
-            break  # a plain one-word command (stats, conntrack) comes in one piece
-    if size > CONTROL_REQUEST_MAX:
-        raise ControlError(f"request over the {CONTROL_REQUEST_MAX}-byte limit")
-    return b"".join(chunks)
 
 
 def follow_events(path: str, stdout: TextIO, stderr: TextIO, prog: str, argv: list[str] | None = None) -> int:
