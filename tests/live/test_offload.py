@@ -56,7 +56,7 @@ def frame(proto: int, payload: bytes, *, doff_words: int = 5) -> bytearray:
         l4 = bytearray(struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0)) + payload
         off = 6
     csum = ~rfc1071_sum(pseudo(proto, len(l4)) + bytes(l4)) & 0xFFFF
-    if proto == 17 and csum == 0:
+    if csum == 0:  # as skb_checksum_help stores it (CSUM_MANGLED_0), for TCP as for UDP
         csum = 0xFFFF
     l4[off:off + 2] = struct.pack("!H", csum)
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0, SRC, DST))
