@@ -802,6 +802,7 @@ def test_control_path_is_replaced_only_when_it_is_a_stale_socket(basic_lab: Lab,
 def test_adopting_a_router_that_does_not_forward_warns(basic_lab: Lab) -> None:
     """--adopt of a namespace with net.ipv4.ip_forward=0 builds a router that forwards nothing, as the kernel
     did not: natbox says so on stderr instead of silently dropping everything."""
+    require_programs("iptables-save")  # --adopt snapshots the namespace
     for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
                  "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=0"]):
         assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
