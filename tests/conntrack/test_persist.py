@@ -47,7 +47,9 @@ def test_an_established_remapped_connection_survives_a_restart() -> None:
     doc = json.loads(json.dumps(dump_conns(first.table.live(lab.now), lab.now)))  # through JSON, as on disk
 
     second = _engine(seed=99)  # another process: another RNG, an empty table
-    second.neigh.update(first.neigh)  # the lab's warm ARP cache (the live gateway resolves with ARP)
+    for v in first.neighs.show():  # the lab's warm ARP cache (the live gateway resolves with ARP)
+        if v.mac is not None:
+            second.neighs.learn(v.dev, v.addr, v.mac, lab.now)
     loaded = load_conns(doc, second.table, lab.now, elapsed=0.0)
     for ct in loaded:
         second.nat.restore(ct, second.table)

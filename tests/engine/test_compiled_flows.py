@@ -256,7 +256,7 @@ class _Driver:
                 row += [t.state, t.last_dir, t.last_index, t.last_seq, t.last_ack, t.last_end, t.last_win, t.retrans]
                 row += [(s.td_end, s.td_maxend, s.td_maxwin, s.td_maxack, s.td_scale, s.flags) for s in t.seen]
             rows.append(row)
-        return [rows, dict(self.engine.stats), self.engine.table.stats.as_dict(), sorted(self.engine.neigh.items())]
+        return [rows, dict(self.engine.stats), self.engine.table.stats.as_dict(), sorted(self.engine.neighs.show())]
 
 
 def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]],

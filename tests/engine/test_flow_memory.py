@@ -13,7 +13,7 @@ from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
-from natbox.wire import ethernet, ipv4, tcp, udp
+from natbox.wire import arp, ethernet, ipv4, tcp, udp
 
 LAN_MAC = bytes.fromhex("020000000001")
 WAN_MAC = bytes.fromhex("020000000101")
@@ -108,3 +108,31 @@ def test_flow_cache_leaves_with_its_ct() -> None:
     assert len(engine.table) == 0
     assert sizes[-1] <= sizes[0] + 64 * 1024, sizes
     assert not engine._forward.flows and not engine._forward._by_ct
+
+
+def test_neighbour_flood_stays_within_gc_thresh3() -> None:
+    """200,000 frames from distinct on-link senders (ARP and IP) teach the offline neighbour table at most
+    gc_thresh3 (1024) dynamic entries (`neigh_alloc` → `neigh_forced_gc`, net/core/neighbour.c); the
+    static ones stay."""
+    host = Host(name="gw", ip_forward=True)
+    host.add_interface(Interface("eth0", mac=LAN_MAC))
+    host.add_address("eth0", parse_addr("10.0.0.1"), 8)
+    host.neighbours.append(Neighbour("eth0", parse_addr("10.0.0.2"), SERVER_MAC))
+    engine = Engine(host, seed=1)
+    base = parse_addr("10.1.0.0")
+    martian = parse_addr("0.0.0.1")  # dropped at the routing decision, after the sender is learned
+    now = 0.0
+    for i in range(200_000):
+        sender = base + i
+        mac = b"\x02\x01" + sender.to_bytes(4, "big")
+        if i & 1:
+            msg = arp.build_arp_request(mac, sender, parse_addr("10.0.0.99"))  # not for us: no reply
+            frame = bytes(ethernet.build_ethernet(ethernet.BROADCAST, mac, ethernet.ETH_P_ARP, msg))
+        else:
+            dgram = ipv4.build_ipv4(sender, martian, 17, udp.build_udp(sender, martian, 1, 2, b""))
+            frame = bytes(ethernet.build_ethernet(LAN_MAC, mac, ethernet.ETH_P_IP, dgram))
+        engine.receive(frame, "eth0", now)
+        now += 0.0001
+        assert len(engine.neighs) <= 1024 + 1
+    assert engine.neighs.known("eth0", parse_addr("10.0.0.2")) == SERVER_MAC
+    assert engine.neighs.stats["forced_gc_runs"] > 0

@@ -96,7 +96,6 @@ class Engine:
         self.defrag = IpDefrag()
         self.icmp_rate = IcmpRateLimiter()  # per-host ICMP error and redirect pacing (inet_peer)
         self._resolve = resolve_neighbours
-        self.neigh: dict[tuple[str, int], bytes] = {(n.dev, n.addr): n.mac for n in host.neighbours}
         self.neighs: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours])
         self.trace_all = False
         self._gc_next = float("-inf")  # when the conntrack gc is next due (handle_timers)
@@ -110,14 +109,14 @@ class Engine:
         icmp = self._icmp = IcmpSender(self.fib, self.icmp_rate, family, st, ctx)
         local = self._local = LocalStack(host, self.fib, hooks, icmp, family, st, ctx)
         local.listeners = set(listeners)
-        output = IpOutput(host, self.fib, hooks, icmp, family, self.neighs, self.neigh, st, ctx,
+        output = IpOutput(host, self.fib, hooks, icmp, family, self.neighs, st, ctx,
                           resolve_neighbours=resolve_neighbours)
-        self._flowcache = FlowCache(host, self.fib, self.cfg, hooks, self.neighs, self.neigh, st,
-                                    output.neigh_resolve, resolve_neighbours=resolve_neighbours)
+        self._flowcache = FlowCache(host, self.fib, self.cfg, hooks, self.neighs, st, output.neigh_mac,
+                                    resolve_neighbours=resolve_neighbours)
         forward = Forwarder(host, self.fib, hooks, icmp, output, self._flowcache, family, self.icmp_rate, st, ctx,
-                            table=self.table, cfg=self.cfg, nat=self.nat, rnd=self.rnd, neigh=self.neigh)
+                            table=self.table, cfg=self.cfg, nat=self.nat, rnd=self.rnd, neighs=self.neighs)
         route = RouteInput(host, self.fib, hooks, icmp, local, forward)
-        self._input = IpInput(host, family, route, forward, output, self.neighs, self.neigh, st, ctx,
+        self._input = IpInput(host, family, route, forward, output, self.neighs, st, ctx,
                               resolve_neighbours=resolve_neighbours)
         # the cycles of the packet path, closed once: errors and resets leave through LOCAL_OUT; output
         # sends to lo back in through PREROUTING; a packet the flow cache cannot finish is routed

@@ -3,11 +3,14 @@
 Most packets a NAT gateway forwards belong to established connections, and for those the kernel's path
 (ip_rcv → PREROUTING: conntrack, nat → routing → ip_forward → FORWARD → POSTROUTING: nat, confirm →
 neighbour output) takes the same decisions every time except for a few per-packet facts. The slow path
-records its decisions for such a flow; this module turns them into a `CompiledFlow`: the route, the
-output header, the bytes NAT writes (both manips at once) and the checksum changes NAT and the TTL
-decrement make, precomputed. A packet of the flow then costs one dict lookup, the per-packet checks and
-one join of byte strings. (ICMP echo flows are keyed by addresses, type, code and id, and NAT rewrites
-the id; the ICMP checksum covers no pseudo-header.)
+records its decisions for such a flow; this module turns them into a `FlowPlan`: plain, serialisable
+data (`FlowPlan.as_dict()` is JSON) saying the route and out device, both MACs, the bytes both NAT manips
+write, the checksum changes NAT and the TTL decrement make, the MTU and GSO limits, and the counters to
+bump. `FlowCache.forward` is the plan's executor: a packet of the flow costs one dict lookup, the
+per-packet checks (engine/checks.py, conntrack/proto's trackers) and one join of byte strings, and the
+executor derives nothing the plan says (the next step runs the same plan from a BPF map, issue #16).
+(ICMP echo flows are keyed by addresses, type, code and id, and NAT rewrites the id; the ICMP checksum
+covers no pseudo-header.)
 
 Exactness is the contract: the result (frame out, conntrack state, counters) is byte for byte what the
 slow path produces, which `tests/engine/test_compiled_flows.py` checks by running traffic through engines
@@ -26,7 +29,7 @@ handles the packet from the start:
 
 A flow is compiled only while the tables a forwarded packet meets besides conntrack and nat (raw
 PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter FORWARD) are absent, so no rule can see, count
-or change the packet; with them present the engine's second tier (`Engine._fast_forward`) runs them.
+or change the packet; with them present the engine's second tier (`Forwarder.fast_forward`) runs them.
 
 Checksums. NAT updates the IP and L4 checksums with `csum_replace4`/`csum_replace2` (RFC 1624) and the
 TTL decrement adds 0x0100 with an end-around carry (`ip_decrease_ttl`). For a change whose one's-complement
@@ -39,18 +42,23 @@ compiled. UDP keeps a zero checksum and turns a computed zero into 0xFFFF (CSUM_
 A flow is compiled at its second ESTABLISHED packet in a direction, not its first: short connections
 (a handshake, a request, a close) would pay for a compile they never use.
 
-Bounds: at most FLOW_CACHE_MAX compiled flows; the oldest is evicted first. An entry whose ct died stays
-until evicted or replaced, and is never used (the DYING bit).
+A plan is valid for one FIB generation, ruleset version, neighbour-table generation and out MTU; the
+executor checks those stamps and the live state a plan cannot hold (the ct, the devices being up).
+
+Bounds: at most FLOW_CACHE_MAX compiled flows (and as many flows seen once); the oldest is evicted first.
+When a ct is destroyed its entries go (`forget`, registered with `ConntrackTable.register_destroy`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
+from natbox.engine.checks import gso_fits, ip_hdr_csum_ok, ip_tot_len_ok, ttl_expires
 from natbox.engine.family import FlowKey, flow_key
 from natbox.engine.hooks import Hooks
 from natbox.engine.host import Host, Interface
@@ -61,13 +69,49 @@ from natbox.engine.routing import Fib
 from natbox.netfilter import CtInfo, CtStatus, TcpState
 from natbox.skb import Skb
 from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
+from natbox.wire.layout import (
+    ETH_HDR_LEN,
+    ICMPH_CHECKSUM,
+    ICMPH_LEN,
+    ICMPH_SEQUENCE,
+    IPH_CHECK,
+    IPH_MIN_LEN,
+    IPH_SADDR,
+    IPH_TOT_LEN,
+    IPH_TTL,
+    L4_PORTS_END,
+    TCPH_ACK_SEQ,
+    TCPH_CHECK,
+    TCPH_DOFF,
+    TCPH_FLAGS,
+    TCPH_MIN_LEN,
+    TCPH_SEQ,
+    TCPH_WINDOW,
+    UDPH_CHECK,
+    UDPH_LEN,
+    UDPH_LEN_BYTES,
+)
 
-__all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache"]
+__all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache", "FlowPlan"]
 
-FLOW_CACHE_MAX = 65536  # compiled flows kept; the oldest is evicted first
+FLOW_CACHE_MAX = 65536  # compiled flows (and tier-2 entries, engine/forward.py) kept; the oldest is evicted first
 VIEW_MIN = 2048  # a memoryview frame longer than this keeps its payload in place (shorter ones are copied)
 HEAD_LEN = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
 
+# where things are in an Ethernet frame carrying IPv4 without options (the only kind a plan covers)
+_IP = ETH_HDR_LEN
+_L4 = ETH_HDR_LEN + IPH_MIN_LEN
+_TOT_LEN = _IP + IPH_TOT_LEN
+_TTL = _IP + IPH_TTL
+_IP_CHECK = _IP + IPH_CHECK
+_ADDRS = _IP + IPH_SADDR
+_PORTS_END = _L4 + L4_PORTS_END
+_TCP_SEQ, _TCP_ACK, _TCP_WIN = _L4 + TCPH_SEQ, _L4 + TCPH_ACK_SEQ, _L4 + TCPH_WINDOW
+_TCP_DOFF, _TCP_FLAGS = _L4 + TCPH_DOFF, _L4 + TCPH_FLAGS
+_UDP_LEN = _L4 + UDPH_LEN
+_ICMP_ID_END = _L4 + ICMPH_SEQUENCE
+_CSUM_AT = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 1: _L4 + ICMPH_CHECKSUM}
+_ETH_P_IP_BYTES = b"\x08\x00"
 
 # the ct status a compiled flow needs on every packet: (status & _MASK) == SEEN_REPLY, and for TCP ASSURED too
 _MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
@@ -79,7 +123,7 @@ _ES = TcpState.ESTABLISHED
 # flag bytes tcp_error accepts and get_conntrack_index classes as TCP_ACK_SET (no SYN, FIN or RST)
 _ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
 _U32 = 0xFFFFFFFF
-# tables whose chains at these hooks would see a forwarded packet besides conntrack and nat
+
 
 def _diff4(old: int, new: int) -> int:
     """The one's-complement difference `csum_replace4` adds for a 32-bit field (0 only for ~0 → 0)."""
@@ -91,49 +135,63 @@ def _diff2(old: int, new: int) -> int:
     return (~old & 0xFFFF) + new
 
 
+class FlowPlan(NamedTuple):
+    """One direction of one established flow as the slow path forwarded it: plain data (ints, bytes, strs),
+    what an executor needs to forward the flow's next packets without deriving anything again."""
+
+    proto: int  # 6 (TCP), 17 (UDP) or 1 (ICMP echo)
+    direction: int  # the ct direction of the packets (0 ORIGINAL, 1 REPLY): whose tracker state and counters
+    ct_id: int  # the ct each packet checks and refreshes
+    iif: str  # the device the packets arrive on
+    oif: str  # the device they leave by
+    nexthop: int  # the route's next hop
+    dst_mac: bytes  # the next hop's MAC (offline; with resolve_neighbours the neighbour table says, per packet)
+    neigh_synthetic: bool  # dst_mac is natbox's synthetic 02:00:<ipv4> (counted per packet as neigh_synthetic)
+    l2: bytes  # the output frame's source MAC and ethertype
+    new_addrs: bytes  # saddr, daddr (TCP/UDP: and sport, dport) after both manips, written from the IP saddr on
+    icmp_id: bytes  # ICMP echo: the id NAT writes; b"" otherwise
+    ip_add: int  # added to the IP checksum mod 0xFFFF: the TTL decrement less NAT's address differences
+    l4_sub: int  # subtracted from a full L4 checksum mod 0xFFFF: NAT's differences
+    l4_partial_add: int  # added to a partial (CHECKSUM_PARTIAL) L4 checksum: the addresses' differences
+    l4_rewrite: bool  # NAT changes the L4 checksum at all
+    pseudo: int  # the received packet's pseudo-header sum without its length (for the checksum check)
+    csum_at: int  # the L4 checksum's offset in the frame
+    mtu: int  # the out device's MTU: a bigger packet must be a GSO packet whose segments fit
+    gso_type: int  # the GSO type such a packet must have (GSO_TCPV4, GSO_UDP_L4; 0: none allowed)
+    fib_gen: int  # valid while the FIB generation,
+    rules_version: int  # the ruleset version
+    neigh_gen: int  # and the neighbour table's generation are these
+
+    def as_dict(self) -> dict[str, int | str | bool]:
+        """The plan as JSON-ready data: bytes as hex strings."""
+        return {k: v.hex() if isinstance(v, bytes) else v for k, v in self._asdict().items()}
+
+
 class CompiledFlow:
-    """One direction of one established flow, as the slow path forwarded it."""
+    """A plan and the live objects its executor checks: the ct, its TCP state, the devices."""
 
-    __slots__ = ("conn", "cpos", "dev", "direction", "gen", "icmp_id", "ip_add", "l2", "l4_partial_add", "l4_steps",
-                 "l4_sub", "learn_key",
-                 "neigh_key", "new_tuple", "nexthop", "oif", "out", "pseudo", "rules_version", "tcp")
+    __slots__ = ("conn", "dev", "out", "plan", "tcp")
 
-    def __init__(self, conn: Conn, tcp: TcpConntrack | None, direction: int, dev: Interface, out: Interface,
-                 nexthop: int, new_tuple: bytes, ip_add: int, l4_sub: int, l4_partial_add: int, l4_steps: bool,
-                 pseudo: int,
-                 cpos: int, gen: int, rules_version: int, learn_key: tuple[str, int] | None) -> None:
+    def __init__(self, plan: FlowPlan, conn: Conn, tcp: TcpConntrack | None, dev: Interface, out: Interface) -> None:
+        self.plan = plan
         self.conn = conn
         self.tcp = tcp
-        self.direction = direction
         self.dev = dev
         self.out = out
-        self.oif = out.name
-        self.nexthop = nexthop
-        self.neigh_key = (out.name, nexthop)
-        self.l2 = out.mac + b"\x08\x00"  # source MAC and ethertype of the output frame
-        self.new_tuple = new_tuple  # saddr, daddr, sport, dport after both manips (frame bytes 26..38)
-        self.ip_add = ip_add  # added to the IP checksum, mod 0xFFFF (TTL - NAT differences)
-        self.l4_sub = l4_sub  # subtracted from the L4 checksum, mod 0xFFFF (NAT differences)
-        self.l4_partial_add = l4_partial_add  # added to a partial L4 checksum (the addresses' differences)
-        self.l4_steps = l4_steps  # whether NAT changes the L4 checksum at all
-        self.pseudo = pseudo  # the pseudo-header sum of the received packet, without its length
-        self.cpos = cpos  # offset of the L4 checksum in the frame
-        self.gen = gen  # the FIB generation it was routed with
-        self.rules_version = rules_version
-        self.learn_key = learn_key  # the sender, when on-link: its neighbour entry is refreshed (_learn_neighbour)
-        self.icmp_id: bytes | None = None  # ICMP echo: the id NAT writes (new_tuple then holds the addresses only)
+
+
+NeighMac = Callable[[Interface, int], tuple[bytes, bool]]
 
 
 class FlowCache:
-    """The compiled flows of one engine, and the fast path that uses them."""
+    """The compiled flows of one engine: `compile` makes plans, `forward` executes them."""
 
     def __init__(self, host: Host, fib: Fib, cfg: ConntrackConfig, hooks: Hooks, neighs: NeighTable[Held],
-                 neigh: dict[tuple[str, int], bytes], state: PathState,
-                 neigh_resolve: Callable[[Interface, int], bytes], *, resolve_neighbours: bool) -> None:
+                 state: PathState, neigh_mac: NeighMac, *, resolve_neighbours: bool) -> None:
         self.flows: dict[FlowKey, CompiledFlow] = {}
-        self._fib, self._host, self._cfg, self._hooks, self._neighs, self._neigh = fib, host, cfg, hooks, neighs, neigh
+        self._fib, self._host, self._cfg, self._hooks, self._neighs = fib, host, cfg, hooks, neighs
         self._st = state
-        self._neigh_resolve = neigh_resolve
+        self._neigh_mac = neigh_mac
         self._resolve = resolve_neighbours
         # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
         self._seen: dict[FlowKey, Conn] = {}
@@ -162,21 +220,24 @@ class FlowCache:
             if seen.get(key) is ct:
                 del seen[key]
 
+    def _current(self, flow: CompiledFlow) -> bool:
+        plan = flow.plan
+        return (plan.fib_gen == self._fib.generation and plan.rules_version == self._hooks.rules.version
+                and plan.neigh_gen == self._neighs.generation and plan.mtu == flow.out.mtu)
+
     def compile(self, skb: Skb, key: FlowKey) -> None:
         """Compile the flow of `skb`, which the slow path has just forwarded as an ESTABLISHED packet.
 
         Does nothing when the flow is not eligible (see the module docstring)."""
-        hooks = self._hooks
         conn = skb.ct
         if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
             return
         if conn.tcp is not None and conn.tcp.state != _ES:
             return  # opening or closing: a compiled flow would not be used (tier 2 compiles it later)
         known = self.flows.get(key)
-        if (known is not None and known.conn is conn and known.gen == self._fib.generation
-                and known.rules_version == hooks.rules.version):
+        if known is not None and known.conn is conn and self._current(known):
             return  # compiled already and current
-        if not hooks.compilable():  # something besides conntrack and nat would see the packets
+        if not self._hooks.compilable():  # something besides conntrack and nat would see the packets
             return
         if known is None or known.conn is not conn:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
@@ -189,24 +250,35 @@ class FlowCache:
                 self._link(key, conn)
                 return
             del seen[key]
-        proto = key[2]
-        direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
-        cur = conn.tuples[direction]
-        if cur.proto != proto or proto not in (1, 6, 17):
-            return
-        addrs = cur.src.to_bytes(4, "big") + cur.dst.to_bytes(4, "big")
-        if proto == 1:  # echo: the tuple's sport is the id, dport the type and code (icmp_pkt_to_tuple)
-            if (cur.dport >> 8 not in (0, 8)
-                    or key[3] != addrs + cur.dport.to_bytes(2, "big") + cur.sport.to_bytes(2, "big")):
-                return
-        elif key[3] != addrs + cur.sport.to_bytes(2, "big") + cur.dport.to_bytes(2, "big"):
-            return
         dev = self._host.interfaces.get(key[0])
         out = self._host.interfaces.get(skb.oif)
         if dev is None or out is None or out.kind == "loopback":
             return
+        plan = self._plan(skb, key, conn, dev, out)
+        if plan is None:
+            return
+        flows = self.flows
+        if len(flows) >= FLOW_CACHE_MAX and key not in flows:
+            del flows[next(iter(flows))]
+        flows[key] = CompiledFlow(plan, conn, conn.tcp if plan.proto == 6 else None, dev, out)
+        self._link(key, conn)
+
+    def _plan(self, skb: Skb, key: FlowKey, conn: Conn, dev: Interface, out: Interface) -> FlowPlan | None:
+        """The plan of `skb`'s flow direction from the slow path's decisions (None: not compilable)."""
+        proto = key[2]
+        direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
+        cur = conn.tuples[direction]
+        if cur.proto != proto or proto not in (1, 6, 17):
+            return None
+        addrs = cur.src.to_bytes(4, "big") + cur.dst.to_bytes(4, "big")
+        if proto == 1:  # echo: the tuple's sport is the id, dport the type and code (icmp_pkt_to_tuple)
+            if (cur.dport >> 8 not in (0, 8)
+                    or key[3] != addrs + cur.dport.to_bytes(2, "big") + cur.sport.to_bytes(2, "big")):
+                return None
+        elif key[3] != addrs + cur.sport.to_bytes(2, "big") + cur.dport.to_bytes(2, "big"):
+            return None
         if direction == 0 and conn.masq_index is not None and conn.masq_index != skb.oif:
-            return  # nf_nat_oif_changed would kill it: the slow path's business
+            return None  # nf_nat_oif_changed would kill it: the slow path's business
         other = conn.tuples[1 - direction]  # its inverse is what both manips write (nf_nat_packet)
         src, dst, sport, dport = cur.src, cur.dst, cur.sport, cur.dport
         icmp_id = cur.sport
@@ -231,30 +303,24 @@ class FlowCache:
                 d2 = _diff2(old_port, new_port)
                 l4_diff += d4 + d2
             if not d4 or not d2:
-                return
+                return None
             ip_diff += d4
-        new_tuple = src.to_bytes(4, "big") + dst.to_bytes(4, "big")
+        new_addrs = src.to_bytes(4, "big") + dst.to_bytes(4, "big")
         if proto != 1:
-            new_tuple += sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+            new_addrs += sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
         pseudo = (cur.src >> 16) + (cur.src & 0xFFFF) + (cur.dst >> 16) + (cur.dst & 0xFFFF) + proto
-        learn = (dev.name, cur.src) if any(a.contains(cur.src) for a in dev.addresses) else None
-        flows = self.flows
-        if len(flows) >= FLOW_CACHE_MAX and key not in flows:
-            del flows[next(iter(flows))]
-        flow = CompiledFlow(
-            conn, conn.tcp if proto == 6 else None, direction, dev, out, skb.nexthop, new_tuple,
-            (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
-            50 if proto == 6 else 40 if proto == 17 else 36,
-            self._fib.generation, hooks.rules.version, learn)
-        if proto == 1:
-            flow.icmp_id = icmp_id.to_bytes(2, "big")
-        flows[key] = flow
-        self._link(key, conn)
+        dst_mac, synthetic = (b"", False) if self._resolve else self._neigh_mac(out, skb.nexthop)
+        return FlowPlan(
+            proto, direction, conn.ct_id, dev.name, out.name, skb.nexthop, dst_mac, synthetic,
+            out.mac + _ETH_P_IP_BYTES, new_addrs, icmp_id.to_bytes(2, "big") if proto == 1 else b"",
+            (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo, _CSUM_AT[proto],
+            out.mtu, GSO_TCPV4 if proto == 6 else GSO_UDP_L4 if proto == 17 else 0,
+            self._fib.generation, self._hooks.rules.version, self._neighs.generation)
 
     def forward(self, frame: bytes | bytearray | memoryview, iface: str, now: float, gso_type: int = 0,
                 gso_size: int = 0, partial: bool = False) -> Output | None:
-        """Forward `frame` if it belongs to a compiled flow and nothing about it is unusual; else None,
-        with nothing changed (not even the packet counter), and the caller takes the slow path.
+        """Execute the plan of `frame`'s flow if there is one and nothing about the packet is unusual; else
+        None, with nothing changed (not even the packet counter), and the caller takes the slow path.
 
         A GSO super-packet (`gso_size`) is forwarded whole when its segments fit the MTU; a partial checksum
         (`partial`) is not verified and is updated for the address changes only, as `nf_ip_checksum` and
@@ -277,119 +343,120 @@ class FlowCache:
         flow = self.flows.get(key)
         if flow is None:
             return None
+        plan = flow.plan
         conn = flow.conn
-        if (conn.status & _MASK != _WANT or now >= conn.timeout or flow.gen != self._fib.generation
-                or flow.rules_version != self._hooks.rules.version):
+        out = flow.out
+        if (conn.status & _MASK != _WANT or now >= conn.timeout or plan.fib_gen != self._fib.generation
+                or plan.rules_version != self._hooks.rules.version or plan.mtu != out.mtu):
             return None
         dev = flow.dev
-        out = flow.out
         forwarding = dev.forwarding
         if forwarding is None:
             forwarding = self._host.ip_forward
-        tot_len = (frame[16] << 8) | frame[17]
-        end = 14 + tot_len
-        mtu = out.mtu
-        if (not forwarding or not dev.up or not out.up or end > len(src) or frame[22] <= 1
-                or int.from_bytes(frame[14:34], "big") % 0xFFFF):  # ip_fast_csum: the sum must be 0xFFFF
+        tot_len = (frame[_TOT_LEN] << 8) | frame[_TOT_LEN + 1]
+        end = _IP + tot_len
+        mtu = plan.mtu
+        if (not forwarding or not dev.up or not out.up or not ip_tot_len_ok(tot_len, IPH_MIN_LEN, len(src) - _IP)
+                or ttl_expires(frame[_TTL]) or not ip_hdr_csum_ok(frame[_IP:_L4])):
             return None
         whole = tot_len > mtu
         if whole and not (gso_size and gso_type):
             return None
-        live_mac = None
         if self._resolve:  # neigh_output: an unresolved next hop is the slow path's (it queues)
-            live_mac = self._neighs.lookup(flow.oif, flow.nexthop, now)
-            if live_mac is None:
+            dst_mac = self._neighs.lookup(plan.oif, plan.nexthop, now)
+            if dst_mac is None:
                 return None
+        elif plan.neigh_gen == self._neighs.generation:
+            dst_mac = plan.dst_mac
+        else:
+            return None
         cfg = self._cfg
-        seg_len = tot_len - 20
-        cpos = flow.cpos
+        seg_len = tot_len - IPH_MIN_LEN
+        csum_at = plan.csum_at
         tcp = flow.tcp
-        if flow.icmp_id is not None:
+        proto = plan.proto
+        if proto == 1:
             # icmpv4_error for a query: 8 bytes, a valid checksum (on the whole message), not an error type
             # (the key holds the type); then nf_conntrack_icmp_packet: refresh to icmp_timeout
-            if seg_len < 8 or whole:
+            if seg_len < ICMPH_LEN or whole:
                 return None
             if cfg.checksum:
-                total = int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8
+                total = int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8
                 if not total or total % 0xFFFF:
                     return None
-            check = (frame[36] << 8) | frame[37]
-            if flow.l4_steps:
-                check = (check - flow.l4_sub) % 0xFFFF
+            check = (frame[csum_at] << 8) | frame[csum_at + 1]
+            if plan.l4_rewrite:
+                check = (check - plan.l4_sub) % 0xFFFF
             conn.timeout = now + cfg.icmp_timeout
             if cfg.acct:
-                conn.acct_packets[flow.direction] += 1
-                conn.acct_bytes[flow.direction] += tot_len
+                conn.acct_packets[plan.direction] += 1
+                conn.acct_bytes[plan.direction] += tot_len
         elif tcp is not None:
-            if tcp.state != _ES or seg_len < 20 or not conn.status & _ASSURED:
+            if tcp.state != _ES or seg_len < TCPH_MIN_LEN or not conn.status & _ASSURED:
                 return None
-            check = (frame[50] << 8) | frame[51]
-            doff = (frame[46] >> 4) * 4
-            flags = frame[47]
-            if doff < 20 or seg_len < doff or not _ACK_ONLY[flags]:
+            check = (frame[csum_at] << 8) | frame[csum_at + 1]
+            doff = (frame[_TCP_DOFF] >> 4) * 4
+            if doff < TCPH_MIN_LEN or seg_len < doff or not _ACK_ONLY[frame[_TCP_FLAGS]]:
                 return None
-            if whole and (gso_type != GSO_TCPV4 or 20 + doff + gso_size > mtu):
+            if whole and (gso_type != plan.gso_type or not gso_fits(IPH_MIN_LEN + doff + gso_size, mtu)):
                 return None  # skb_gso_validate_network_len fails: the slow path segments or refuses it
             if cfg.checksum and not partial and (
-                    flow.pseudo + seg_len + (int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+                    plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
-            seq = int.from_bytes(frame[38:42], "big")
-            if not tcp_packet_established(conn, tcp, flow.direction, frame, 34, doff, seq,
-                                          int.from_bytes(frame[42:46], "big"), (frame[48] << 8) | frame[49],
+            seq = int.from_bytes(frame[_TCP_SEQ:_TCP_SEQ + 4], "big")
+            if not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
+                                          int.from_bytes(frame[_TCP_ACK:_TCP_ACK + 4], "big"),
+                                          (frame[_TCP_WIN] << 8) | frame[_TCP_WIN + 1],
                                           (seq + seg_len - doff) & _U32, tot_len, now, cfg):
                 return None
-            if flow.l4_steps:
+            if plan.l4_rewrite:
                 if partial:
-                    check = (check + flow.l4_partial_add - 1) % 0xFFFF + 1
+                    check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1
                 else:
-                    check = (check - flow.l4_sub) % 0xFFFF
+                    check = (check - plan.l4_sub) % 0xFFFF
         else:
-            if seg_len < 8:
+            if seg_len < UDPH_LEN_BYTES:
                 return None
-            check = (frame[40] << 8) | frame[41]
-            ulen = (frame[38] << 8) | frame[39]
-            if ulen > seg_len or ulen < 8:
+            check = (frame[csum_at] << 8) | frame[csum_at + 1]
+            ulen = (frame[_UDP_LEN] << 8) | frame[_UDP_LEN + 1]
+            if ulen > seg_len or ulen < UDPH_LEN_BYTES:
                 return None
-            if whole and (gso_type != GSO_UDP_L4 or 28 + gso_size > mtu):
+            if whole and (gso_type != plan.gso_type or not gso_fits(IPH_MIN_LEN + UDPH_LEN_BYTES + gso_size, mtu)):
                 return None
             if partial:
-                if flow.l4_steps:
-                    check = (check + flow.l4_partial_add - 1) % 0xFFFF + 1
+                if plan.l4_rewrite:
+                    check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1
             elif check:
-                if cfg.checksum and (flow.pseudo + seg_len
-                                     + (int.from_bytes(src[34:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+                if cfg.checksum and (plan.pseudo + seg_len
+                                     + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                     return None
-                if flow.l4_steps:
-                    check = (check - flow.l4_sub) % 0xFFFF or 0xFFFF
+                if plan.l4_rewrite:
+                    check = (check - plan.l4_sub) % 0xFFFF or 0xFFFF
             if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
                 return None  # this packet makes the ct ASSURED (an event): the slow path's business
-            udp_packet_seen_reply(conn, flow.direction, tot_len, now, cfg)
+            udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
         # committed: the packet leaves
         st = self._st
         pkt_id = st.next_pkt_id
         st.next_pkt_id = pkt_id + 1
-        neigh = self._neigh
-        if flow.learn_key is not None:
-            neigh[flow.learn_key] = frame[6:12]
-        dst_mac = live_mac or neigh.get(flow.neigh_key) or self._neigh_resolve(out, flow.nexthop)
-        ipcheck = (((frame[24] << 8) | frame[25]) + flow.ip_add) % 0xFFFF
-        if flow.icmp_id is not None:
-            data = b"".join((dst_mac, flow.l2, frame[14:22],
-                             bytes((frame[22] - 1, 1, ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple, frame[34:36],
-                             bytes((check >> 8, check & 0xFF)), flow.icmp_id, src[40:end]))
-            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
+        if plan.neigh_synthetic:
+            st.stats["neigh_synthetic"] += 1
+        ipcheck = (((frame[_IP_CHECK] << 8) | frame[_IP_CHECK + 1]) + plan.ip_add) % 0xFFFF
+        ip_head = bytes((frame[_TTL] - 1, proto, ipcheck >> 8, ipcheck & 0xFF))
+        if proto == 1:
+            data = b"".join((dst_mac, plan.l2, frame[_IP:_TTL], ip_head, plan.new_addrs, frame[_L4:csum_at],
+                             bytes((check >> 8, check & 0xFF)), plan.icmp_id, src[_ICMP_ID_END:end]))
+            return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
         if view is not None:  # the headers are copied (to the end of the TCP/UDP header), the payload stays
-            l4_end = 34 + ((frame[46] >> 4) * 4 if tcp is not None else 8)
-            data = b"".join((dst_mac, flow.l2, frame[14:22],
-                             bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
-                             frame[38:cpos], bytes((check >> 8, check & 0xFF)), frame[cpos + 2:l4_end]))
-            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, gso_type if whole else 0,
+            l4_end = _L4 + ((frame[_TCP_DOFF] >> 4) * 4 if tcp is not None else UDPH_LEN_BYTES)
+            data = b"".join((dst_mac, plan.l2, frame[_IP:_TTL], ip_head, plan.new_addrs, frame[_PORTS_END:csum_at],
+                             bytes((check >> 8, check & 0xFF)), frame[csum_at + 2:l4_end]))
+            return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type if whole else 0,
                                    gso_size if whole else 0, partial, view[l4_end:end])], [], [], [], [])
-        data = b"".join((dst_mac, flow.l2, frame[14:22],
-                         bytes((frame[22] - 1, frame[23], ipcheck >> 8, ipcheck & 0xFF)), flow.new_tuple,
-                         frame[38:cpos], bytes((check >> 8, check & 0xFF)),
-                         frame[cpos + 2:end] if end < 1024 else memoryview(frame)[cpos + 2:end]))  # a view: a
-        # 64 KiB GSO payload is copied once (for a small one, slicing is cheaper than making the view)
+        data = b"".join((dst_mac, plan.l2, frame[_IP:_TTL], ip_head, plan.new_addrs, frame[_PORTS_END:csum_at],
+                         bytes((check >> 8, check & 0xFF)),
+                         frame[csum_at + 2:end] if end < 1024 else memoryview(frame)[csum_at + 2:end]))  # a view:
+        # a 64 KiB GSO payload is copied once (for a small one, slicing is cheaper than making the view)
         if whole:
-            return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])
-        return Output([Emitted(flow.oif, data, pkt_id, conn.ct_id, 0, 0, partial)], [], [], [], [])
+            return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])
+        return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, 0, 0, partial)], [], [], [], [])

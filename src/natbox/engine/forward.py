@@ -21,6 +21,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.core import nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable
+from natbox.engine.checks import exceeds_mtu, ttl_expires
 from natbox.engine.family import AddressFamily, FlowKey
 from natbox.engine.fastpath import FLOW_CACHE_MAX, FlowCache
 from natbox.engine.hooks import Hooks, XtHost
@@ -28,7 +29,8 @@ from natbox.engine.host import Host, Interface
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.icmp_send import IcmpSender
 from natbox.engine.ip_output import IpOutput
-from natbox.engine.path import NO_META, Drop, PathState
+from natbox.engine.neigh import NeighTable
+from natbox.engine.path import NO_META, Drop, Held, PathState
 from natbox.engine.routing import Fib
 from natbox.nat.core import NatCore
 from natbox.netfilter import CtInfo, DropReason, Hook
@@ -36,14 +38,12 @@ from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.skb import PacketType, Skb
 from natbox.wire import ipv4
-from natbox.wire.gso import gso_network_seglen
 from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_REDIRECT, ICMP_TIME_EXCEEDED
 from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_SOURCE, IPH_TTL
 
 __all__ = ["ICMP_REDIR_HOST", "Forwarder"]
 
 ICMP_REDIR_HOST = 1  # include/uapi/linux/icmp.h: redirect for the host
-_IP_DF = 0x4000
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
 _CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
 _CTINFO_NEW = CtInfo.NEW
@@ -62,10 +62,10 @@ class Forwarder:
     def __init__(self, host: Host, fib: Fib, hooks: Hooks, icmp: IcmpSender, output: IpOutput, flowcache: FlowCache,
                  family: AddressFamily, icmp_rate: IcmpRateLimiter, state: PathState, ctx: XtHost, *,
                  table: ConntrackTable, cfg: ConntrackConfig, nat: NatCore, rnd: RandomSource,
-                 neigh: dict[tuple[str, int], bytes]) -> None:
+                 neighs: NeighTable[Held]) -> None:
         self._host, self._fib, self._hooks, self._icmp, self._output = host, fib, hooks, icmp, output
         self._flowcache, self._family, self._icmp_rate, self._st, self._ctx = flowcache, family, icmp_rate, state, ctx
-        self._table, self._cfg, self._nat, self._rnd, self._neigh = table, cfg, nat, rnd, neigh
+        self._table, self._cfg, self._nat, self._rnd, self._neighs = table, cfg, nat, rnd, neighs
         self.flows: dict[FlowKey, _Tier2] = {}
         self._by_ct: dict[int, list[FlowKey]] = {}  # the keys stored for each ct (forget() finds them here)
         # bound by the engine: the routing decision after PREROUTING (`RouteInput.ip_rcv_finish`), where
@@ -78,7 +78,7 @@ class Forwarder:
         """`ip_forward` (net/ipv4/ip_forward.c): TTL, MTU/DF, TTL decrement, FORWARD, then output."""
         if skb.pkt_type != _PKT_HOST:
             raise Drop(DropReason.OTHERHOST, "ip_forward", "not addressed to this host at L2")
-        if skb.data[IPH_TTL] <= 1:
+        if ttl_expires(skb.data[IPH_TTL]):
             self._icmp.icmp_send(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL)
             raise Drop(DropReason.TTL_EXCEEDED, "ip_forward", f"ttl {skb.ttl}")
         out_dev = self._host.interfaces[skb.oif]
@@ -130,7 +130,8 @@ class Forwarder:
     def _flow_entry(self, skb: Skb, ct: Conn, key: FlowKey, ctinfo: CtInfo) -> None:
         """Store the tier-2 entry of `key` (bounded by FLOW_CACHE_MAX, the oldest evicted first)."""
         dev = self._host.interfaces[skb.iif]
-        learn = self._family.on_link(dev, int.from_bytes(key[3][:4], "big"))  # the sender, before SNAT
+        # the sender, before SNAT, if it is on-link: offline, the packet teaches its MAC (IpInput.ip_rcv)
+        learn = not self._output.resolve_neighbours and self._family.on_link(dev, int.from_bytes(key[3][:4], "big"))
         flows = self.flows
         old = flows.get(key)
         if old is None and len(flows) >= FLOW_CACHE_MAX:
@@ -191,7 +192,7 @@ class Forwarder:
         skb.dst_mac = frame[ETH_DEST:ETH_DEST + 6]
         skb.fast_key = key
         if learn:
-            self._neigh[(dev.name, skb.saddr)] = skb.src_mac
+            self._neighs.learn(dev.name, skb.saddr, skb.src_mac, self._ctx.now)
         ctx = self._ctx
         now = ctx.now
         skb.hook = ctx.hook = _HOOK_PRE_ROUTING
@@ -212,7 +213,7 @@ class Forwarder:
             return True
         skb.oif = oif
         skb.nexthop = nexthop
-        if data[IPH_TTL] <= 1 or len(data) > out.mtu:
+        if ttl_expires(data[IPH_TTL]) or len(data) > out.mtu:
             self.ip_forward(skb)
             return True
         ipv4.ip_decrease_ttl(data)
@@ -232,14 +233,3 @@ class Forwarder:
         self._flowcache.compile(skb, key)  # again, if the compiled flow went stale (a rule or route change)
         return True
 
-
-def exceeds_mtu(skb: Skb, mtu: int) -> bool:
-    """`ip_exceeds_mtu`: too big, DF set (or reassembled from fragments larger than the MTU); a GSO
-    packet whose segments fit is not too big (`skb_gso_validate_network_len`)."""
-    if len(skb.data) <= mtu:
-        return False
-    if not skb.frag_off & _IP_DF:
-        return False
-    if skb.frag_max_size:
-        return skb.frag_max_size > mtu
-    return not (skb.gso_size and gso_network_seglen(skb.data, skb.gso_size) <= mtu)

@@ -50,10 +50,10 @@ class IpInput:
     """The receive side of one engine (see the module docstring)."""
 
     def __init__(self, host: Host, family: AddressFamily, route: RouteInput, forward: Forwarder, output: IpOutput,
-                 neighs: NeighTable[Held], neigh: dict[tuple[str, int], bytes], state: PathState, ctx: XtHost,
+                 neighs: NeighTable[Held], state: PathState, ctx: XtHost,
                  *, resolve_neighbours: bool) -> None:
         self._host, self._family, self._route, self._forward, self._output = host, family, route, forward, output
-        self._neighs, self._neigh, self._st, self._ctx = neighs, neigh, state, ctx
+        self._neighs, self._st, self._ctx = neighs, state, ctx
         self.resolve_neighbours = resolve_neighbours
         self.fast_path = True  # use the flow cache (tier 2) for established forwarded TCP/UDP
 
@@ -108,7 +108,7 @@ class IpInput:
             for held in released:
                 self._output.emit_held(dev, msg.sender_mac, held)
         elif msg.sender_ip:
-            self._neigh[(dev.name, msg.sender_ip)] = msg.sender_mac
+            self._neighs.learn(dev.name, msg.sender_ip, msg.sender_mac, self._ctx.now)
         if for_us:
             reply = arp.build_arp_reply(dev.mac, msg.target_ip, msg.sender_mac, msg.sender_ip)
             frame = ethernet.build_ethernet(msg.sender_mac, dev.mac, ethernet.ETH_P_ARP, reply)
@@ -134,9 +134,9 @@ class IpInput:
             if skb.trace is not None:
                 skb.add_trace(f"ip_rcv on {dev.name}: {self._family.describe(skb)}")
         try:
-            if src_mac and self._family.on_link(dev, skb.saddr):
+            if src_mac and not self.resolve_neighbours and self._family.on_link(dev, skb.saddr):
                 # the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)
-                self._neigh[(dev.name, skb.saddr)] = src_mac
+                self._neighs.learn(dev.name, skb.saddr, src_mac, self._ctx.now)
             self._route.ip_rcv_skb(skb)
         finally:
             st.flush_trace(skb)

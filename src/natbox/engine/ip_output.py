@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from natbox.conntrack.tuple import format_addr
+from natbox.engine.checks import gso_fits
 from natbox.engine.family import AddressFamily
 from natbox.engine.hooks import Hooks, XtHost
 from natbox.engine.host import Host, Interface
@@ -40,10 +41,10 @@ class IpOutput:
     """The output stage of one engine (see the module docstring)."""
 
     def __init__(self, host: Host, fib: Fib, hooks: Hooks, icmp: IcmpSender, family: AddressFamily,
-                 neighs: NeighTable[Held], neigh: dict[tuple[str, int], bytes], state: PathState, ctx: XtHost,
+                 neighs: NeighTable[Held], state: PathState, ctx: XtHost,
                  *, resolve_neighbours: bool) -> None:
         self._host, self._fib, self._hooks, self._icmp, self._family = host, fib, hooks, icmp, family
-        self._neighs, self._neigh, self._st = neighs, neigh, state
+        self._neighs, self._st = neighs, state
         self.resolve_neighbours = resolve_neighbours
         self._ctx = ctx
         # bound by the engine: loopback_xmit (LocalStack) and the flow caches' recording of a forwarded
@@ -94,7 +95,7 @@ class IpOutput:
         is segmented in software and each segment goes through `ip_fragment` (natbox.wire.gso)."""
         mtu = dev.mtu
         nexthop = skb.nexthop or skb.daddr
-        if gso_network_seglen(skb.data, skb.gso_size) <= mtu or len(skb.data) <= mtu:
+        if gso_fits(gso_network_seglen(skb.data, skb.gso_size), mtu) or len(skb.data) <= mtu:
             whole = len(skb.data) > mtu
             self.neigh_output(dev, nexthop, skb, skb.data, skb.gso_type if whole else 0,
                               skb.gso_size if whole else 0, skb.csum_partial)
@@ -179,11 +180,18 @@ class IpOutput:
         st.skb = None
 
     def neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
-        """The next hop's MAC offline: known (static or learned), else a stable synthetic one."""
-        if nexthop == 0xFFFFFFFF or self._family.is_subnet_broadcast(dev, nexthop):
-            return _BROADCAST_MAC
-        mac = self._neigh.get((dev.name, nexthop))
-        if mac is None:
+        """The next hop's MAC offline (see `neigh_mac`), counting the synthetic ones (`neigh_synthetic`)."""
+        mac, synthetic = self.neigh_mac(dev, nexthop)
+        if synthetic:
             self._st.stats["neigh_synthetic"] += 1
-            mac = b"\x02\x00" + nexthop.to_bytes(4, "big")
         return mac
+
+    def neigh_mac(self, dev: Interface, nexthop: int) -> tuple[bytes, bool]:
+        """The next hop's MAC offline: broadcast, known (static or learned), else a stable synthetic one
+        (02:00 and the address; then True)."""
+        if nexthop == 0xFFFFFFFF or self._family.is_subnet_broadcast(dev, nexthop):
+            return _BROADCAST_MAC, False
+        mac = self._neighs.known(dev.name, nexthop)
+        if mac is None:
+            return b"\x02\x00" + nexthop.to_bytes(4, "big"), True
+        return mac, False

@@ -16,24 +16,7 @@ ARP message received               `arp_process(dev, msg, now, pkt_host=…, tar
 clock tick                         `timers(now)`: (ARP requests to send, items whose resolution FAILED)
 =================================  ==========================================================================
 
-The NUD state machine, with the default parameters (`NeighParms`):
-
-===========  =====================================================  =======================================
-state        left by                                                to
-===========  =====================================================  =======================================
-(none)       a packet (`__neigh_event_send`)                        INCOMPLETE, broadcast request now
-INCOMPLETE   reply (`neigh_update`)                                 REACHABLE, queued items released
-INCOMPLETE   request from it / broadcast reply                      STALE → DELAY (the released items use it)
-INCOMPLETE   timer, 3 broadcast requests 1 s apart sent             FAILED at 3 s, queued items returned
-REACHABLE    timer at confirmed + reachable_time (30 s)             STALE (DELAY if used in the last 5 s)
-STALE        a packet uses it (`__neigh_event_send`)                DELAY, timer 5 s
-DELAY        reply (`neigh_update`)                                 REACHABLE
-DELAY        timer at 5 s, not confirmed                            PROBE, 3 unicast requests 1 s apart
-PROBE        reply                                                  REACHABLE
-PROBE        timer, 3 unicast requests sent                         FAILED (its queue is empty)
-FAILED       a packet                                               INCOMPLETE again (resolution restarts)
-PERMANENT    nothing (static entries from the host model)           -
-===========  =====================================================  =======================================
+The NUD states and their transitions are tabled in engine/nud.py.
 
 Timer granularity: the kernel re-arms a timer no sooner than `HZ/100` after it fires (`neigh_timer_handler`
 clamps `next` to `jiffies + HZ/100`), so an entry confirmed at t is still REACHABLE at t + 30 s and turns
@@ -53,20 +36,42 @@ the host model and are as many as it lists. The timer heap is compacted when sta
 
 from __future__ import annotations
 
-import enum
 import heapq
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from natbox.conntrack.tuple import format_addr
-from natbox.engine.routing import RTN_LOCAL
-from natbox.wire import arp, ethernet
+from natbox.engine.nud import (
+    _DELAY,
+    _FAILED,
+    _INCOMPLETE,
+    _NOARP,
+    _PERMANENT,
+    _PROBE,
+    _REACHABLE,
+    _STALE,
+    GC_FORCED_MIN_AGE,
+    NUD_CONNECTED,
+    NUD_IN_TIMER,
+    NUD_VALID,
+    REACH_RERANDOM_INTERVAL,
+    SKB_TRUESIZE_MIN,
+    STATE_NAMES,
+    TIMER_MIN,
+    ArpRequest,
+    NeighEntry,
+    NeighParms,
+    NeighView,
+    Nud,
+    arp_solicit_saddr,
+    build_arp_solicit,
+    format_ip_neigh,
+    skb_truesize,
+)
+from natbox.wire import arp
 
 if TYPE_CHECKING:
-    from natbox.engine.host import Interface
-    from natbox.engine.routing import Fib
     from natbox.rand import RandomSource
 
 __all__ = [
@@ -87,124 +92,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class Nud(enum.IntFlag):
-    """`NUD_*` (include/uapi/linux/neighbour.h): the values are the kernel's."""
-
-    NONE = 0x00
-    INCOMPLETE = 0x01
-    REACHABLE = 0x02
-    STALE = 0x04
-    DELAY = 0x08
-    PROBE = 0x10
-    FAILED = 0x20
-    NOARP = 0x40
-    PERMANENT = 0x80
-
-
-# plain ints for the per-packet paths (include/net/neighbour.h)
-_INCOMPLETE = int(Nud.INCOMPLETE)
-_REACHABLE = int(Nud.REACHABLE)
-_STALE = int(Nud.STALE)
-_DELAY = int(Nud.DELAY)
-_PROBE = int(Nud.PROBE)
-_FAILED = int(Nud.FAILED)
-_NOARP = int(Nud.NOARP)
-_PERMANENT = int(Nud.PERMANENT)
-NUD_IN_TIMER = _INCOMPLETE | _REACHABLE | _DELAY | _PROBE
-NUD_VALID = _PERMANENT | _NOARP | _REACHABLE | _PROBE | _STALE | _DELAY
-NUD_CONNECTED = _PERMANENT | _NOARP | _REACHABLE
-
-_STATE_NAMES = {int(s): s.name or "NONE" for s in Nud}
-
-TIMER_MIN = 0.01  # HZ/100: the shortest re-arm of a neighbour timer (neigh_timer_handler, __neigh_event_send)
-GC_FORCED_MIN_AGE = 5.0  # neigh_forced_gc keeps entries updated within the last 5 s; and runs at most every 5 s
-REACH_RERANDOM_INTERVAL = 300.0  # neigh_periodic_work re-draws reachable_time every 300 s
-# SKB_TRUESIZE(0) on x86_64 6.x: SKB_DATA_ALIGN(sizeof(struct sk_buff)) 256 + SKB_DATA_ALIGN(sizeof(struct
-# skb_shared_info)) 320. SK_WMEM_MAX = SKB_TRUESIZE(256) * 256 = 212992 is where unres_qlen_bytes comes from.
-SKB_TRUESIZE_MIN = 576
 _HEAP_SLACK = 4  # the timer heap is rebuilt when it holds more than 4 records per live entry (+64)
-
-
-def skb_truesize(length: int) -> int:
-    """`SKB_TRUESIZE(length)`: what an skb of `length` bytes is charged against `unres_qlen_bytes`.
-
-    The kernel charges `skb->truesize`, which depends on how the driver allocated the buffer (a page
-    fragment of 2 KiB or more for most NICs); this is the lower bound the default limit is derived from.
-    """
-    return max(length, 0) + SKB_TRUESIZE_MIN
-
-
-@dataclass(frozen=True, slots=True)
-class NeighParms:
-    """`struct neigh_parms` for ARP: the `net.ipv4.neigh.default.*` sysctls (arp_tbl in net/ipv4/arp.c).
-
-    Times are seconds. The table-wide gc thresholds are `net.ipv4.neigh.default.gc_thresh1..3`.
-    """
-
-    base_reachable_time: float = 30.0  # base_reachable_time_ms 30000
-    retrans_time: float = 1.0  # retrans_time_ms 1000
-    delay_first_probe_time: float = 5.0  # delay_first_probe_time 5
-    gc_stale_time: float = 60.0  # gc_stale_time 60
-    locktime: float = 1.0  # locktime (1 s): a second, different reply within it is ignored
-    mcast_solicit: int = 3  # broadcast requests while INCOMPLETE
-    ucast_solicit: int = 3  # unicast requests in PROBE
-    app_solicit: int = 0  # requests to a user-space daemon (netlink); not sent by natbox
-    mcast_resolicit: int = 0  # broadcast requests in PROBE after the unicast ones
-    unres_qlen_bytes: int = 212992  # SK_WMEM_MAX: bytes (truesize) queued per INCOMPLETE entry
-    gc_thresh1: int = 128  # below this many entries the periodic gc removes nothing
-    gc_thresh2: int = 512  # above this, creation runs a forced gc at most every 5 s
-    gc_thresh3: int = 1024  # hard bound on dynamic entries: creation fails when a forced gc frees nothing
-
-    @property
-    def gc_interval(self) -> float:
-        """neigh_periodic_work runs every BASE_REACHABLE_TIME/2."""
-        return self.base_reachable_time / 2
-
-
-class ArpRequest(NamedTuple):
-    """One ARP request to send (what `neigh_probe` → `arp_solicit` would transmit).
-
-    `dst_mac` None means broadcast (INCOMPLETE, or PROBE's multicast re-solicits); a MAC means a unicast
-    probe to the cached address (PROBE). `saddr` is the IPv4 source of the newest queued packet
-    (`skb_peek_tail(&neigh->arp_queue)`), 0 when none: `arp_solicit_saddr` turns it into the sender IP.
-    """
-
-    dev: str
-    target: int
-    dst_mac: bytes | None
-    saddr: int
-
-
-class NeighView(NamedTuple):
-    """One line of `ip neigh show`."""
-
-    dev: str
-    addr: int
-    mac: bytes | None  # None unless the state is NUD_VALID (neigh_fill_info puts NDA_LLADDR only then)
-    state: str
-
-
-class _Entry(Generic[T]):
-    """`struct neighbour` (the fields the state machine uses)."""
-
-    __slots__ = ("addr", "confirmed", "dev", "ha", "probes", "qbytes", "queue", "state", "timer", "updated",
-                 "used")
-
-    def __init__(self, dev: str, addr: int, now: float, base_reachable: float) -> None:
-        self.dev = dev
-        self.addr = addr
-        self.state = 0  # NUD_NONE
-        self.ha = b""  # neigh->ha; meaningful only in NUD_VALID states
-        self.updated = now
-        self.used = now
-        self.confirmed = now - 2 * base_reachable  # ___neigh_create: long ago
-        self.probes = 0
-        self.timer: float | None = None
-        # arp_queue: (item, charged size, IPv4 source of the item), bounded by unres_qlen_bytes
-        self.queue: deque[tuple[T, int, int]] = deque()
-        self.qbytes = 0
 
 
 class NeighTable(Generic[T]):
@@ -222,7 +110,7 @@ class NeighTable(Generic[T]):
         self._rng = rng
         self.reachable_time = self._rand_reach_time()
         self._last_rand: float | None = None
-        self._entries: dict[tuple[str, int], _Entry[T]] = {}  # insertion order is the kernel's gc_list order
+        self._entries: dict[tuple[str, int], NeighEntry[T]] = {}  # insertion order is the kernel's gc_list order
         self._gc_entries = 0  # dynamic (non-PERMANENT) entries: tbl->gc_entries, bounded by gc_thresh3
         self._heap: list[tuple[float, int, tuple[str, int]]] = []  # (deadline, seq, key); stale records skipped
         self._seq = 0
@@ -233,6 +121,9 @@ class NeighTable(Generic[T]):
         # solicit_ucast, solicit_app (requests made, by kind), gc_purged_items (queued items freed by a
         # forced gc that arp_process triggered; queue() returns such items in its dropped list instead)
         self.stats: Counter[str] = Counter()
+        # bumped whenever a MAC `known` would give changes (set, changed, entry removed): what was compiled
+        # with a neighbour's MAC (engine/fastpath.py) is valid while it is the same
+        self.generation = 0
         for dev, addr, mac in static:
             self.add_permanent(dev, addr, mac)
 
@@ -245,7 +136,7 @@ class NeighTable(Generic[T]):
             return base
         return base / 2 + base * (self._rng.getrandbits(32) / 2**32)
 
-    def _max_probes(self, e: _Entry[T]) -> int:
+    def _max_probes(self, e: NeighEntry[T]) -> int:
         """`neigh_max_probes()`."""
         p = self.parms
         return p.ucast_solicit + p.app_solicit + (p.mcast_resolicit if e.state & _PROBE else p.mcast_solicit)
@@ -258,10 +149,37 @@ class NeighTable(Generic[T]):
         old = self._entries.pop(key, None)
         if old is not None and not old.state & _PERMANENT:
             self._gc_entries -= 1
-        e: _Entry[T] = _Entry(dev, addr, 0.0, self.parms.base_reachable_time)
+        e: NeighEntry[T] = NeighEntry(dev, addr, 0.0, self.parms.base_reachable_time)
         e.state = _PERMANENT
         e.ha = bytes(mac[:6])
         self._entries[key] = e
+        self.generation += 1
+
+    # --- offline resolution ------------------------------------------------------------------------
+
+    def known(self, dev: str, addr: int) -> bytes | None:
+        """The MAC last known for `addr` on `dev` (static, from ARP or learned), whatever the entry's state;
+        None if there is none. What the engine uses offline, where nothing resolves."""
+        e = self._entries.get((dev, addr))
+        return e.ha if e is not None and e.ha else None
+
+    def learn(self, dev: str, addr: int, mac: bytes, now: float) -> None:
+        """Offline, natbox's shortcut for what ARP would tell: the sender of an ARP message or of an IP
+        packet from an on-link address has `mac`. Creates a STALE entry as `neigh_event_ns` would, bounded
+        like every entry (`__neigh_create`: the forced gc at gc_thresh2/3, nothing learned when full);
+        replaces the MAC of an existing one (a static one too, as captures replay what the wire said)."""
+        e = self._entries.get((dev, addr))
+        if e is None:
+            purged: list[T] = []
+            e = self._create((dev, addr), now, purged)
+            if e is None:
+                return
+            e.state = _STALE
+        elif e.ha == mac:
+            return
+        e.ha = bytes(mac)
+        e.updated = now
+        self.generation += 1
 
     # --- output path -------------------------------------------------------------------------------
 
@@ -288,7 +206,7 @@ class NeighTable(Generic[T]):
             return e.ha
         return None
 
-    def _stale_to_delay(self, e: _Entry[T], now: float) -> None:
+    def _stale_to_delay(self, e: NeighEntry[T], now: float) -> None:
         """`__neigh_event_send()` on a STALE entry: DELAY, timer in delay_first_probe_time."""
         e.state = _DELAY
         e.updated = now
@@ -321,7 +239,7 @@ class NeighTable(Generic[T]):
                 return [], dropped
         state = e.state
         if state & NUD_VALID:
-            raise ValueError(f"neighbour {format_addr(addr)} on {dev} is {_STATE_NAMES[state]}: use lookup()")
+            raise ValueError(f"neighbour {format_addr(addr)} on {dev} is {STATE_NAMES[state]}: use lookup()")
         e.used = now
         p = self.parms
         reqs: list[ArpRequest] = []
@@ -353,7 +271,7 @@ class NeighTable(Generic[T]):
             self._probe(e, reqs)
         return reqs, dropped
 
-    def _create(self, key: tuple[str, int], now: float, dropped: list[T]) -> _Entry[T] | None:
+    def _create(self, key: tuple[str, int], now: float, dropped: list[T]) -> NeighEntry[T] | None:
         """`___neigh_create()` → `neigh_alloc()`: at gc_thresh3 entries (or gc_thresh2 and 5 s since the
         last forced gc) run `neigh_forced_gc`; fail (`table_fulls`) if that freed nothing at gc_thresh3."""
         p = self.parms
@@ -362,7 +280,7 @@ class NeighTable(Generic[T]):
             if not self._forced_gc(now, dropped) and entries >= p.gc_thresh3:
                 self.stats["table_fulls"] += 1
                 return None
-        e: _Entry[T] = _Entry(key[0], key[1], now, p.base_reachable_time)
+        e: NeighEntry[T] = NeighEntry(key[0], key[1], now, p.base_reachable_time)
         self._entries[key] = e
         self._gc_entries += 1
         self.stats["allocs"] += 1
@@ -392,6 +310,7 @@ class NeighTable(Generic[T]):
     def _remove(self, key: tuple[str, int], dropped: list[T]) -> None:
         """`neigh_del()` → `neigh_destroy()`: queued items are purged (dropped, no ICMP)."""
         e = self._entries.pop(key)
+        self.generation += 1
         if not e.state & _PERMANENT:
             self._gc_entries -= 1
         e.timer = None
@@ -400,7 +319,7 @@ class NeighTable(Generic[T]):
         e.qbytes = 0
         self.stats["destroys"] += 1
 
-    def _probe(self, e: _Entry[T], reqs: list[ArpRequest]) -> None:
+    def _probe(self, e: NeighEntry[T], reqs: list[ArpRequest]) -> None:
         """`neigh_probe()` → `arp_solicit()`: unicast to the cached address while `probes < ucast_solicit`,
         then `app_solicit` daemon probes (counted, not sent), then broadcast; `probes` is incremented."""
         p = self.parms
@@ -477,7 +396,7 @@ class NeighTable(Generic[T]):
         override = now > e.updated + self.parms.locktime
         return self._update(e, mac, _REACHABLE if reachable else _STALE, override, now)
 
-    def _update(self, e: _Entry[T], lladdr: bytes, new: int, override: bool, now: float) -> list[T]:
+    def _update(self, e: NeighEntry[T], lladdr: bytes, new: int, override: bool, now: float) -> list[T]:
         """`__neigh_update()` for a valid new state without NEIGH_UPDATE_F_ADMIN."""
         old = e.state
         if old & (_NOARP | _PERMANENT):
@@ -503,6 +422,7 @@ class NeighTable(Generic[T]):
             e.state = new
         if changed:
             e.ha = lladdr
+            self.generation += 1
             if not new & NUD_CONNECTED:
                 e.confirmed = now - 2 * self.parms.base_reachable_time
         if new == old or old & NUD_VALID:
@@ -518,12 +438,12 @@ class NeighTable(Generic[T]):
 
     # --- timers ------------------------------------------------------------------------------------
 
-    def _add_timer(self, e: _Entry[T], when: float) -> None:
+    def _add_timer(self, e: NeighEntry[T], when: float) -> None:
         """`neigh_add_timer()` (also moves `used` up to `confirmed`), or a re-arm (`mod_timer`)."""
         e.used = max(e.used, e.confirmed)
         self._arm(e, when)
 
-    def _arm(self, e: _Entry[T], when: float) -> None:
+    def _arm(self, e: NeighEntry[T], when: float) -> None:
         e.timer = when
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, (e.dev, e.addr)))
@@ -532,7 +452,7 @@ class NeighTable(Generic[T]):
             heapq.heapify(self._heap)
 
     @staticmethod
-    def _del_timer(e: _Entry[T]) -> None:
+    def _del_timer(e: NeighEntry[T]) -> None:
         e.timer = None
 
     def timers(self, now: float) -> tuple[list[ArpRequest], list[T]]:
@@ -556,7 +476,7 @@ class NeighTable(Generic[T]):
             self._periodic_gc(now)
         return reqs, failed
 
-    def _timer_handler(self, e: _Entry[T], t: float, reqs: list[ArpRequest], failed: list[T]) -> None:
+    def _timer_handler(self, e: NeighEntry[T], t: float, reqs: list[ArpRequest], failed: list[T]) -> None:
         """`neigh_timer_handler()`, run at the timer's deadline `t`."""
         p = self.parms
         state = e.state
@@ -594,7 +514,7 @@ class NeighTable(Generic[T]):
         if e.state & (_INCOMPLETE | _PROBE):
             self._probe(e, reqs)
 
-    def _invalidate(self, e: _Entry[T], t: float, failed: list[T]) -> None:
+    def _invalidate(self, e: NeighEntry[T], t: float, failed: list[T]) -> None:
         """`neigh_invalidate()`: hand every queued skb to `arp_error_report`, in order."""
         self.stats["res_failed"] += 1
         e.updated = t
@@ -662,43 +582,5 @@ class NeighTable(Generic[T]):
 
     def show(self, dev: str | None = None) -> list[NeighView]:
         """The entries as `ip neigh show [dev DEV]` lists them (in table order)."""
-        return [NeighView(e.dev, e.addr, e.ha if e.state & NUD_VALID else None, _STATE_NAMES[e.state])
+        return [NeighView(e.dev, e.addr, e.ha if e.state & NUD_VALID else None, STATE_NAMES[e.state])
                 for e in self._entries.values() if dev is None or e.dev == dev]
-
-
-def format_ip_neigh(views: Iterable[NeighView]) -> list[str]:
-    """`ip neigh show` lines: `10.0.0.2 dev eth0 lladdr 02:00:0a:00:00:02 REACHABLE`, `… dev eth0 FAILED`."""
-    out: list[str] = []
-    for v in views:
-        ll = f" lladdr {ethernet.mac_to_str(v.mac)}" if v.mac is not None else ""
-        out.append(f"{format_addr(v.addr)} dev {v.dev}{ll} {v.state}")
-    return out
-
-
-# --- the ARP request on the wire ----------------------------------------------------------------------
-
-def arp_solicit_saddr(req: ArpRequest, dev: Interface, fib: Fib, *, arp_announce: int = 0) -> int:
-    """The sender IP of the request: `arp_solicit()`'s choice under `arp_announce`
-    (IN_DEV_ARP_ANNOUNCE = max(conf.all, conf.DEV)).
-
-    0: the queued packet's source if it is a local address of this host (`inet_addr_type_dev_table` is
-    RTN_LOCAL; any device); 1: the same, only if some subnet of `dev` holds both it and the target
-    (`inet_addr_onlink`); 2 and otherwise: `inet_select_addr(dev, target, RT_SCOPE_LINK)`, the primary
-    address of `dev` in the target's subnet, else its first primary, else one from another device.
-    0.0.0.0 if the host has no address at all (the kernel then sends the request from 0.0.0.0).
-    """
-    saddr = req.saddr
-    if saddr and arp_announce <= 1 and fib.addr_type(saddr) == RTN_LOCAL:
-        if arp_announce == 0 or any(a.contains(req.target) and a.contains(saddr) for a in dev.addresses):
-            return saddr
-    chosen = fib.select_addr(dev.name, req.target)
-    return chosen or 0
-
-
-def build_arp_solicit(req: ArpRequest, src_mac: bytes, sender_ip: int) -> bytes:
-    """The Ethernet frame of an ARP request (`arp_send_dst(ARPOP_REQUEST, ...)` → `arp_create`):
-    to broadcast or to the cached MAC (`req.dst_mac`), target MAC zero, who-has `req.target` tell
-    `sender_ip`. Not padded (the NIC pads to 60 bytes; veth and TAP do not)."""
-    dst = req.dst_mac if req.dst_mac is not None else ethernet.BROADCAST
-    payload = arp.build_arp_request(src_mac, sender_ip, req.target)
-    return bytes(ethernet.build_ethernet(dst, src_mac, ethernet.ETH_P_ARP, payload))

@@ -301,7 +301,7 @@ class Lab:
         # a warm ARP cache on the natbox host for every address this end host answers for on-link
         for a in end.addrs:
             self.host.neighbours.append(Neighbour(iface, a, hw))
-            self.engine.neigh[(iface, a)] = hw
+            self.engine.neighs.add_permanent(iface, a, hw)
         return end
 
     def host_by_addr(self, addr: int) -> EndHost | None:

@@ -1,0 +1,58 @@
+"""The per-packet checks of forwarding, written once for the slow path and the compiled-flow executor.
+
+| check            | kernel                                               | slow path                   | executor |
+|------------------|------------------------------------------------------|-----------------------------|----------|
+| `ip_hdr_csum_ok` | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`          | (wire.ipv4.ip_rcv_core)     | yes      |
+| `ip_tot_len_ok`  | `ip_rcv_core`: tot_len within the skb, >= ihl         | (wire.ipv4.ip_rcv_core)     | yes      |
+| `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                 | Forwarder.ip_forward        | yes      |
+| `exceeds_mtu`    | `ip_exceeds_mtu`                                      | Forwarder.ip_forward        | -        |
+| `gso_fits`       | `skb_gso_validate_network_len`                        | exceeds_mtu, output's GSO   | yes      |
+
+(`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
+packet that fails any check here leaves the executor unchanged and the slow path drops it with its reason.
+The TCP and UDP trackers' common cases are conntrack/proto's `tcp_packet_established` and
+`udp_packet_seen_reply`, which both paths call.)
+"""
+
+from __future__ import annotations
+
+from natbox.skb import Skb
+from natbox.wire.gso import gso_network_seglen
+
+__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_hdr_csum_ok", "ip_tot_len_ok", "ttl_expires"]
+
+IP_DF = 0x4000  # the don't-fragment bit of frag_off
+
+
+def ip_hdr_csum_ok(header: bytes | bytearray | memoryview) -> bool:
+    """`ip_fast_csum(iph, ihl) == 0`: the header's 16-bit words, checksum included, sum to 0xFFFF. Read as
+    one integer w they sum to w mod 0xFFFF (RFC 1071), so the test is w != 0 and w ≡ 0 (mod 0xFFFF)."""
+    w = int.from_bytes(header, "big")
+    return bool(w) and not w % 0xFFFF
+
+
+def ip_tot_len_ok(tot_len: int, ihl: int, available: int) -> bool:
+    """`ip_rcv_core`: the datagram's tot_len covers its header and lies within what was received."""
+    return ihl <= tot_len <= available
+
+
+def ttl_expires(ttl: int) -> bool:
+    """`ip_forward`: a packet with TTL 1 or 0 is not forwarded (ICMP time exceeded in the slow path)."""
+    return ttl <= 1
+
+
+def gso_fits(network_seglen: int, mtu: int) -> bool:
+    """`skb_gso_validate_network_len`: a GSO packet's segments (IP + transport header + gso_size) fit."""
+    return network_seglen <= mtu
+
+
+def exceeds_mtu(skb: Skb, mtu: int) -> bool:
+    """`ip_exceeds_mtu`: too big, DF set (or reassembled from fragments larger than the MTU); a GSO
+    packet whose segments fit is not too big (`skb_gso_validate_network_len`)."""
+    if len(skb.data) <= mtu:
+        return False
+    if not skb.frag_off & IP_DF:
+        return False
+    if skb.frag_max_size:
+        return skb.frag_max_size > mtu
+    return not (skb.gso_size and gso_fits(gso_network_seglen(skb.data, skb.gso_size), mtu))
