@@ -88,6 +88,8 @@ MAX_REPEAT = 8
 
 _PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
 _IP_OFFSET = 0x1FFF
+_SADDR_END = IPH_SADDR + 4
+_DADDR_END = IPH_DADDR + 4
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _CONFIRMED = CtStatus.CONFIRMED
 _DYING = CtStatus.DYING
@@ -146,9 +148,9 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
             # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
             # made only for a new ct
-            key = (int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
+            key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),
                    (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
-                   int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"),
+                   int.from_bytes(data[IPH_DADDR:_DADDR_END], "big"),
                    (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
             t = None
         else:

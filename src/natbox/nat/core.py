@@ -51,11 +51,12 @@ from natbox.nat.choose import (
 )
 from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
 from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
-from natbox.nat.manip import nf_nat_manip_pkt
+from natbox.nat.manip import manip_pkt, manip_pkt_ports
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
+    IPPROTO_UDP,
     NF_ACCEPT,
     NF_DROP,
     CtInfo,
@@ -124,6 +125,7 @@ _STATUSBIT = {
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
 _FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
 _RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
+_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
 
@@ -479,8 +481,20 @@ class NatCore:
             return NF_ACCEPT
         trace = skb.trace
         before = "" if trace is None else self._pkt_part(skb, manip)
-        # one rewrite, traced or not: the target is invert(ct->tuplehash[!dir].tuple)
-        if not nf_nat_manip_pkt(skb.data, skb.ihl, ct.tuples[1 - direction], manip, skb.csum_partial):
+        # nf_nat_manip_pkt, one rewrite whether or not the packet is traced: the target is
+        # invert(ct->tuplehash[!dir].tuple). For TCP and UDP (not CHECKSUM_PARTIAL) its manip half is the other
+        # tuple's opposite half, written without building the target (manip_pkt_ports: byte for byte manip_pkt)
+        other = ct.tuples[1 - direction]
+        proto = other[4]
+        if proto in _TCP_UDP and not skb.csum_partial:
+            if manip == _MANIP_SRC:
+                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other[2], other[3])
+            else:
+                ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other[0], other[1])
+        else:
+            target = invert(other)
+            ok = target is not None and manip_pkt(skb.data, skb.ihl, target, manip, partial=skb.csum_partial)
+        if not ok:
             self.drop_reason = DropReason.NAT_MANIP_FAILED
             skb.note = "nat: transport header truncated"
             if trace is not None:

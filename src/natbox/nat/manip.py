@@ -6,17 +6,17 @@ header is rewritten first, then the address and the IP header checksum. Every ch
 incremental (RFC 1624, `natbox.wire.checksum`), exactly as the kernel computes it for `CHECKSUM_NONE`
 packets, except SCTP whose CRC32c is recomputed.
 
-`nf_nat_manip_pkt` is the one rewrite `nf_nat_packet` runs, traced or not: for TCP and UDP (not
-CHECKSUM_PARTIAL) it writes from the (address, port) pair without building the target tuple
-(`manip_pkt_ports`, byte for byte what `manip_pkt` does, tests/engine/test_slowpath_equivalence.py), for
-every other case it inverts the tuple and runs `manip_pkt`.
+`NatCore.nat_packet` (nf_nat_packet → nf_nat_manip_pkt) runs one rewrite, traced or not: for TCP and UDP
+(not CHECKSUM_PARTIAL) `manip_pkt_ports` writes from the (address, port) pair without building the target
+tuple (byte for byte what `manip_pkt` does, tests/engine/test_slowpath_equivalence.py); every other case
+inverts the tuple and runs `manip_pkt`.
 """
 
 from __future__ import annotations
 
-from natbox.conntrack.tuple import ConnTuple, invert
+from natbox.conntrack.tuple import ConnTuple
 from natbox.nat.l4proto import ICMP_ID_TYPES, crc32c, l4proto_manip_pkt
-from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP, ManipType
+from natbox.netfilter import IPPROTO_TCP, ManipType
 from natbox.wire.checksum import csum_replace4
 from natbox.wire.layout import (
     IPH_CHECK,
@@ -31,14 +31,15 @@ from natbox.wire.layout import (
     UDPH_LEN_BYTES,
 )
 
-_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
+_IPH_CHECK_HI = IPH_CHECK  # the IP checksum's two bytes, as constants (no addition per packet)
+_IPH_CHECK_LO = IPH_CHECK + 1
 _L4_MIN = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
 _MANIP_DST = ManipType.DST
 _MANIP_SRC = ManipType.SRC
 
-__all__ = ["ICMP_ID_TYPES", "crc32c", "manip_pkt", "manip_pkt_ports", "nf_nat_manip_pkt"]
+__all__ = ["ICMP_ID_TYPES", "crc32c", "manip_pkt", "manip_pkt_ports"]
 
 
 def _get16(data: bytearray, pos: int) -> int:
@@ -48,22 +49,6 @@ def _get16(data: bytearray, pos: int) -> int:
 def _put16(data: bytearray, pos: int, value: int) -> None:
     data[pos] = (value >> 8) & 0xFF
     data[pos + 1] = value & 0xFF
-
-
-def nf_nat_manip_pkt(data: bytearray, ihl: int, other: ConnTuple, manip: ManipType, partial: bool = False) -> bool:
-    """Mirrors `nf_nat_manip_pkt()`: rewrite the datagram's `manip` half to `invert(other)`'s, where `other`
-    is the ct's tuple of the other direction (`ct->tuplehash[!dir].tuple`). False: the headers the
-    protocol needs are truncated (the caller drops the packet); `data` is then unchanged."""
-    proto = other[4]
-    if proto in _TCP_UDP and not partial:
-        # invert(other) swaps addresses and ports: its manip half is other's opposite half
-        if manip == _MANIP_SRC:
-            return manip_pkt_ports(data, ihl, proto, manip, other[2], other[3])
-        return manip_pkt_ports(data, ihl, proto, manip, other[0], other[1])
-    target = invert(other)
-    if target is None:
-        return False
-    return manip_pkt(data, ihl, target, manip, partial=partial)
 
 
 def manip_pkt(data: bytearray, ihl: int, target: ConnTuple, manip: ManipType, *, iphdroff: int = 0,
@@ -130,11 +115,11 @@ def manip_pkt_ports(data: bytearray, ihl: int, proto: int, manip: ManipType, add
         data[c + 1] = check & 0xFF
     data[port_pos] = (port >> 8) & 0xFF
     data[port_pos + 1] = port & 0xFF
-    total = (~((data[IPH_CHECK] << 8) | data[IPH_CHECK + 1]) & 0xFFFF) + ipdiff
+    total = (~((data[_IPH_CHECK_HI] << 8) | data[_IPH_CHECK_LO]) & 0xFFFF) + ipdiff
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     check = ~total & 0xFFFF
-    data[IPH_CHECK] = check >> 8
-    data[IPH_CHECK + 1] = check & 0xFF
+    data[_IPH_CHECK_HI] = check >> 8
+    data[_IPH_CHECK_LO] = check & 0xFF
     data[pos : pos + 4] = addr.to_bytes(4, "big")
     return True
