@@ -5,6 +5,7 @@ from natbox.rules.targets import (
     checksum,
     connmark,
     dscp,
+    ecn,
     log,
     mark,
     masquerade,
@@ -17,6 +18,7 @@ from natbox.rules.targets import (
     set,
     standard,
     tcpmss,
+    tos,
     trace,
     ttl,
 )
@@ -26,6 +28,7 @@ __all__ = [
     "checksum",
     "connmark",
     "dscp",
+    "ecn",
     "log",
     "mark",
     "masquerade",
@@ -38,6 +41,7 @@ __all__ = [
     "set",
     "standard",
     "tcpmss",
+    "tos",
     "trace",
     "ttl",
 ]
@@ -46,6 +50,7 @@ ALL: tuple[type[Target], ...] = (
     checksum.Checksum,
     connmark.ConnmarkTarget,
     dscp.DscpTarget,
+    ecn.EcnTarget,
     log.Log,
     mark.MarkTarget,
     masquerade.Masquerade,
@@ -60,6 +65,7 @@ ALL: tuple[type[Target], ...] = (
     set.SetTarget,
     standard.Standard,
     tcpmss.Tcpmss,
+    tos.TosTarget,
     trace.Trace,
     ttl.TtlTarget,
 )
