@@ -16,6 +16,17 @@ import enum
 from typing import TYPE_CHECKING
 
 from natbox.netfilter import CtInfo, Hook
+from natbox.wire.layout import (
+    IPH_ADDRS_END,
+    IPH_DADDR,
+    IPH_FRAG_OFF,
+    IPH_ID,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_TOS,
+    IPH_TTL,
+    IPH_VER_IHL,
+)
 
 if TYPE_CHECKING:
     from natbox.conntrack.conn import Conn
@@ -65,7 +76,7 @@ class Skb:
 
     def __init__(self, data: bytearray, *, iif: str = "", pkt_id: int = 0) -> None:
         self.data = data
-        self.ihl = (data[0] & 0x0F) * 4 if data else 0
+        self.ihl = (data[IPH_VER_IHL] & 0x0F) * 4 if data else 0
         self.iif = iif  # input device name ("" for locally generated)
         self.oif = ""  # output device name, set by routing ("" before)
         self.hook = Hook.PRE_ROUTING
@@ -95,32 +106,32 @@ class Skb:
 
     @property
     def saddr(self) -> int:
-        return int.from_bytes(self.data[12:16], "big")
+        return int.from_bytes(self.data[IPH_SADDR:IPH_DADDR], "big")
 
     @property
     def daddr(self) -> int:
-        return int.from_bytes(self.data[16:20], "big")
+        return int.from_bytes(self.data[IPH_DADDR:IPH_ADDRS_END], "big")
 
     @property
     def protocol(self) -> int:
-        return self.data[9]
+        return self.data[IPH_PROTOCOL]
 
     @property
     def ttl(self) -> int:
-        return self.data[8]
+        return self.data[IPH_TTL]
 
     @property
     def tos(self) -> int:
-        return self.data[1]
+        return self.data[IPH_TOS]
 
     @property
     def ip_id(self) -> int:
-        return (self.data[4] << 8) | self.data[5]
+        return (self.data[IPH_ID] << 8) | self.data[IPH_ID + 1]
 
     @property
     def frag_off(self) -> int:
         """The 16-bit flags+offset word (flags in the top 3 bits, offset in 8-byte units)."""
-        return (self.data[6] << 8) | self.data[7]
+        return (self.data[IPH_FRAG_OFF] << 8) | self.data[IPH_FRAG_OFF + 1]
 
     @property
     def is_fragment(self) -> bool:

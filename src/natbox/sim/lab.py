@@ -24,6 +24,24 @@ from natbox.engine.engine import Engine, Output
 from natbox.engine.host import Host, Neighbour
 from natbox.rand import SplitMix64
 from natbox.wire import ethernet, icmp, ipv4, tcp, udp
+from natbox.wire.layout import (
+    ICMPH_ID,
+    ICMPH_LEN,
+    ICMPH_SEQUENCE,
+    ICMPH_TYPE,
+    IPH_ADDRS_END,
+    IPH_DADDR,
+    IPH_PROTOCOL,
+    IPH_SADDR,
+    IPH_VER_IHL,
+    L4_DPORT,
+    L4_SPORT,
+    TCPH_ACK_SEQ,
+    TCPH_DOFF,
+    TCPH_FLAGS,
+    TCPH_SEQ,
+    UDPH_LEN_BYTES,
+)
 
 __all__ = ["CapturedFrame", "EndHost", "Lab"]
 
@@ -96,7 +114,7 @@ class EndHost:
         return self._router_mac()
 
     def send_ip(self, datagram: bytes | bytearray) -> None:
-        dst = int.from_bytes(datagram[16:20], "big")
+        dst = int.from_bytes(datagram[IPH_DADDR:IPH_ADDRS_END], "big")
         frame = ethernet.build_ethernet(self._next_hop_mac(dst), self.mac, ethernet.ETH_P_IP, datagram)
         self.lab.transmit(self, bytes(frame))
 
@@ -158,16 +176,18 @@ class EndHost:
         data, _reason = ipv4.ip_rcv_core(frame[eth[3]:])
         if data is None:
             return
-        dst = int.from_bytes(data[16:20], "big")
+        dst = int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big")
         if dst not in self.addrs:
             return
         self.received.append((self.lab.now, bytes(data)))
-        ihl = (data[0] & 0x0F) * 4
-        proto = data[9]
+        ihl = (data[IPH_VER_IHL] & 0x0F) * 4
+        proto = data[IPH_PROTOCOL]
         l4 = bytes(data[ihl:])
-        src = int.from_bytes(data[12:16], "big")
-        if proto == 1 and len(l4) >= 8 and l4[0] == 8:
-            reply = icmp.build_icmp_echo((l4[4] << 8) | l4[5], (l4[6] << 8) | l4[7], l4[8:], reply=True)
+        src = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
+        if proto == 1 and len(l4) >= 8 and l4[ICMPH_TYPE] == icmp.ICMP_ECHO:
+            ident = (l4[ICMPH_ID] << 8) | l4[ICMPH_ID + 1]
+            reply = icmp.build_icmp_echo(ident, (l4[ICMPH_SEQUENCE] << 8) | l4[ICMPH_SEQUENCE + 1], l4[ICMPH_LEN:],
+                                         reply=True)
             self.send_ip(ipv4.build_ipv4(dst, src, 1, reply, ttl=64, ident=self._ip_id()))
         elif proto == 17 and len(l4) >= 8:
             self._udp_in(src, dst, l4, bytes(data))
@@ -175,10 +195,10 @@ class EndHost:
             self._tcp_in(src, dst, l4, bytes(data))
 
     def _udp_in(self, src: int, dst: int, l4: bytes, datagram: bytes) -> None:
-        sport, dport = (l4[0] << 8) | l4[1], (l4[2] << 8) | l4[3]
+        sport, dport = (l4[L4_SPORT] << 8) | l4[L4_SPORT + 1], (l4[L4_DPORT] << 8) | l4[L4_DPORT + 1]
         if dport in self.listen_udp:
             reply = self.listen_udp[dport]
-            body = l4[8:] if reply is None else reply
+            body = l4[UDPH_LEN_BYTES:] if reply is None else reply
             seg = udp.build_udp(dst, src, dport, sport, body)
             self.send_ip(ipv4.build_ipv4(dst, src, 17, seg, ttl=64, ident=self._ip_id(), df=True))
             return
@@ -188,10 +208,10 @@ class EndHost:
         self.send_ip(ipv4.build_ipv4(dst, src, 1, err, ttl=64, ident=self._ip_id()))
 
     def _tcp_in(self, src: int, dst: int, l4: bytes, datagram: bytes) -> None:
-        sport, dport = (l4[0] << 8) | l4[1], (l4[2] << 8) | l4[3]
-        seq = int.from_bytes(l4[4:8], "big")
-        flags = l4[13]
-        doff = (l4[12] >> 4) * 4
+        sport, dport = (l4[L4_SPORT] << 8) | l4[L4_SPORT + 1], (l4[L4_DPORT] << 8) | l4[L4_DPORT + 1]
+        seq = int.from_bytes(l4[TCPH_SEQ:TCPH_ACK_SEQ], "big")
+        flags = l4[TCPH_FLAGS]
+        doff = (l4[TCPH_DOFF] >> 4) * 4
         payload = l4[doff:]
         key = (dst, dport, src, sport)
         conn = self.conns.get(key)
@@ -260,8 +280,9 @@ class EndHost:
 
     def _send_reset(self, laddr: int, raddr: int, l4: bytes, paylen: int) -> None:
         """`tcp_v4_send_reset`: RST (seq = their ack) if they sent ACK, else RST+ACK acking their segment."""
-        sport, dport = (l4[0] << 8) | l4[1], (l4[2] << 8) | l4[3]
-        seq, ack, flags = int.from_bytes(l4[4:8], "big"), int.from_bytes(l4[8:12], "big"), l4[13]
+        sport, dport = (l4[L4_SPORT] << 8) | l4[L4_SPORT + 1], (l4[L4_DPORT] << 8) | l4[L4_DPORT + 1]
+        seq, ack, flags = (int.from_bytes(l4[TCPH_SEQ:TCPH_ACK_SEQ], "big"),
+                            int.from_bytes(l4[TCPH_ACK_SEQ:TCPH_DOFF], "big"), l4[TCPH_FLAGS])
         if flags & ACK:
             seg = tcp.build_tcp(laddr, raddr, dport, sport, seq=ack, ack=0, flags=RST, window=0)
         else:
