@@ -66,7 +66,7 @@ def test_unimplemented_extensions_say_so(tmp_path: Path) -> None:
     check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load target `NFQUEUE': natbox does not implement")
     assert "natbox implements the targets CHECKSUM, CONNMARK," in res.stderr
     assert "standard" not in res.stderr
-    for name in ("recent", "owner", "string"):
+    for name in ("recent", "owner", "osf"):
         res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-m", name, cwd=tmp_path)
         check(res, 2, f"Couldn't load match `{name}': natbox does not implement the {name} match$")
     # a name iptables does not know either keeps iptables' own words

@@ -1,0 +1,74 @@
+"""dccp and string evaluated on packets (xt_dccp.c `dccp_mt`, xt_string.c `string_mt`)."""
+
+from __future__ import annotations
+
+import shlex
+import struct
+
+from natbox.netfilter import Hook
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_argv
+from natbox.skb import Skb
+from natbox.testing.rules_fakes import FakeCtx, ipv4, udp
+
+
+def rules(*lines: str) -> Ruleset:
+    rs = Ruleset()
+    for line in lines:
+        rs.execute(parse_argv(["-t", "filter", "-A", "INPUT", *shlex.split(line)]))
+    return rs
+
+
+def hits(rs: Ruleset, skb: Skb) -> list[int]:
+    before = [r.packets for r in rs.tables["filter"].chains["INPUT"].rules]
+    rs.run("filter", Hook.LOCAL_IN, skb, FakeCtx(Hook.LOCAL_IN))
+    return [r.packets - b for r, b in zip(rs.tables["filter"].chains["INPUT"].rules, before, strict=True)]
+
+
+def dccp(sport: int, dport: int, ptype: int, options: bytes = b"", *, ext: bool = True) -> Skb:
+    """A DCCP header: generic part (X=1: 48-bit sequence), the type's part (8 bytes for ACK-like), options."""
+    type_len = {2: 0, 0: 4}.get(ptype, 8 if ptype in (3, 4, 5, 6, 8, 9) else 12)
+    hdr_len = 12 + (4 if ext else 0) + type_len
+    doff = (hdr_len + len(options)) // 4
+    generic = struct.pack("!HHBBHB", sport, dport, doff, 0, 0, (ptype << 1) | int(ext)) + bytes(3)
+    seg = generic + bytes(hdr_len - 12) + options
+    return Skb(ipv4("10.0.0.1", "10.0.0.2", 33, seg))
+
+
+def test_dccp_ports_types_options() -> None:
+    rs = rules("-p dccp -m dccp --sport 1000 --dport 5000:5010", "-p dccp -m dccp ! --sport 1000",
+               "-p dccp -m dccp --dccp-types ACK,DATAACK", "-p dccp -m dccp ! --dccp-types REQUEST",
+               "-p dccp -m dccp --dccp-option 32", "-p dccp -m dccp ! --dccp-option 32",
+               "-p dccp -m dccp --dccp-types INVALID")
+    # ACK (type 3) with options: padding (0), a one-byte option 1, then option 32 of length 3
+    assert hits(rs, dccp(1000, 5005, 3, b"\x00\x01\x20\x03\x05\x00\x00\x00")) == [1, 0, 1, 1, 1, 0, 0]
+    # REQUEST without options: option rules see none (optlen 0)
+    assert hits(rs, dccp(1001, 5005, 0)) == [0, 1, 0, 0, 0, 1, 0]
+    # type 12 is INVALID (the bits from 10 up)
+    assert hits(rs, dccp(1, 1, 12)) == [0, 1, 0, 1, 0, 1, 1]
+    # a data offset shorter than the header the type needs is the kernel's hotdrop: no option rule matches
+    bad = dccp(1, 1, 3)
+    bad.data[20 + 4] = 3
+    assert hits(rs, bad)[4:6] == [0, 0]
+
+
+def payload(data: bytes) -> Skb:
+    return Skb(ipv4("10.0.0.1", "10.0.0.2", 17, struct.pack("!HHHH", 1, 2, 8 + len(data), 0) + data))
+
+
+def test_string_window_inversion_and_icase() -> None:
+    rs = rules("-m string --string GET --algo bm", "-m string ! --string GET --algo kmp",
+               "-m string --string get --algo kmp --icase", "-m string --string GET --algo bm --from 28 --to 31",
+               "-m string --string GET --algo bm --from 29", "-m string --hex-string |474554| --algo bm")
+    # the payload starts at offset 28 (20 IP + 8 UDP): [28, 31) holds exactly GET
+    assert hits(rs, payload(b"GET / HTTP/1.1")) == [1, 0, 1, 1, 0, 1]
+    assert hits(rs, payload(b"get / http/1.1")) == [0, 1, 1, 0, 0, 0]
+    # a pattern that starts inside the window but ends past --to does not count (skb_find_text)
+    rs = rules("-m string --string GET --algo bm --to 30")
+    assert hits(rs, payload(b"GET")) == [0]
+
+
+def test_string_icase_uses_the_kernel_toupper() -> None:
+    rs = rules("-m string --hex-string |e9| --algo bm --icase")
+    assert hits(rs, payload(b"\xc9")) == [1]  # é and É are one letter to lib/ctype.c
+    assert hits(rs, udp("10.0.0.1", 1, "10.0.0.2", 2)) == [0]
