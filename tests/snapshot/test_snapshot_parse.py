@@ -173,3 +173,10 @@ def test_snapshot_names_a_missing_program_and_writes_nothing(tmp_path: Path) -> 
     assert res.stderr == "natbox snapshot: iptables-save: not found on PATH (a snapshot runs ip, iptables-save, " \
                          "sysctl)\n"
     assert not (tmp_path / "snap").exists()
+
+
+@pytest.mark.parametrize("state", ['[["FAILED"]]', '[{"a": 1}]', '"REACHABLE"', "7"])
+def test_a_neighbour_state_of_the_wrong_type_is_no_traceback(state: str) -> None:
+    neigh = '[{"dst":"10.9.0.7","dev":"br0","lladdr":"02:00:00:00:00:07","state":' + state + "}]"
+    host = host_from_snapshot(_files(**{"neigh.json": neigh}), "snap").host
+    assert [(n.dev, n.addr) for n in host.neighbours] == [("br0", 0x0A090007)]

@@ -198,7 +198,8 @@ def _parse_neighbours(host: Host, neighs: list[dict[str, Any]], origin: str) -> 
         if not isinstance(dst, str) or ":" in dst:
             continue  # IPv6 neighbours, if the file has them
         states = n.get("state", [])
-        if "lladdr" not in n or (isinstance(states, list) and _NEIGH_UNUSABLE.intersection(states)):
+        if "lladdr" not in n or (isinstance(states, list)
+                                 and _NEIGH_UNUSABLE.intersection(x for x in states if isinstance(x, str))):
             continue
         dev = n.get("dev")
         if not isinstance(dev, str) or dev not in host.interfaces:
