@@ -47,3 +47,32 @@ def test_set_rules_drop_and_record_packets_in_the_engine() -> None:
     engine.ipsets = None  # no sets: -m set never matches, SET does nothing
     out = engine.send_local(_syn(HOST_IP, "8.8.8.8", 40002, 443), 11.0)
     assert [e.iface for e in out.emitted] == ["eth0"]
+
+
+def test_a_running_gateway_answers_ipset_and_its_rules_use_the_sets() -> None:
+    import io
+    from typing import cast
+
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.loop import EventLoop
+
+    host, _ = _docker_host()
+    engine = Engine(host, seed=3)
+    cmds = Commands(engine, cast(EventLoop, None))
+
+    def run(cmd: str, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = cmds.run_command(cmd, list(argv), io.StringIO(""), out, err)
+        return rc, out.getvalue(), err.getvalue()
+
+    assert run("ipset", "create", "blocked", "hash:net", "initval", "0x1")[0] == 0
+    assert run("ipset", "add", "blocked", "8.8.8.0/24")[0] == 0
+    assert run("iptables", "-A", "OUTPUT", "-m", "set", "--match-set", "blocked", "dst", "-j", "DROP")[0] == 0
+    assert run("iptables", "-A", "OUTPUT", "-m", "set", "--match-set", "nope", "dst")[0] == 2
+    assert run("ipset", "destroy", "blocked") == (
+        1, "", "ipset v7.17: Set cannot be destroyed: it is in use by a kernel component\n")
+    assert "References: 1\n" in run("ipset", "list", "-t", "blocked")[1]
+    out = engine.send_local(_syn(HOST_IP, "8.8.8.8", 40000, 443), 10.0)
+    assert not out.emitted
+    assert run("iptables", "-F", "OUTPUT")[0] == 0
+    assert run("ipset", "destroy", "blocked")[0] == 0

@@ -3,7 +3,7 @@
 A client connects to the gateway's UNIX socket, sends one JSON object, shuts down its write side and
 reads one JSON object back:
 
-    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack" | "status",
+    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack" | "status" | "ipset",
                "argv": [...], "stdin": "..."}
     response: {"exit": 0, "stdout": "...", "stderr": "..."}
 

@@ -28,7 +28,7 @@ from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.errors import IPSET_VERSION
 from natbox.ipset.scope import enter_sets
 
-__all__ = ["enter_sets_scope", "ipset_main", "load_sets", "rule_set_refs", "store_sets"]
+__all__ = ["enter_sets_scope", "ipset_live", "ipset_main", "load_sets", "rule_set_refs", "store_sets"]
 
 _SET_OPTION = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
 
@@ -84,15 +84,36 @@ def load_sets(path: str | None, rules_path: str | None = None) -> IpsetRegistry:
 
 def enter_sets_scope(argv: list[str]) -> list[str]:
     """For the iptables commands: the sets of `--sets FILE` (else $NATBOX_IPSETS) become the ones rules
-    may name (natbox.ipset.scope); returns argv without `--sets`. A bad sets file is a UsageError."""
+    may name (natbox.ipset.scope; with neither, the scope is left as the caller set it: none, or a live
+    gateway's sets); returns argv without `--sets`. A bad sets file is a UsageError."""
     argv, path = _take(argv, "--sets")
     path = path if path is not None else os.environ.get("NATBOX_IPSETS")
+    if path is None:
+        return argv
     try:
-        reg = load_sets(path) if path is not None else None
+        reg = load_sets(path)
     except (OSError, ValueError) as e:
         raise UsageError(f"bad sets file: {e}") from None
     enter_sets(reg)
     return argv
+
+
+def ipset_live(registry: IpsetRegistry, rules_text: str, argv: list[str], stdin: str, now: float,
+               stdout: TextIO, stderr: TextIO) -> int:
+    """`ipset ARGS` on a running gateway's sets (natbox.gateway.commands): its rules (`rules_text`, their
+    iptables-save text) hold references while the command runs, so a set they use cannot be destroyed."""
+    refs = rule_set_refs(rules_text)
+    held = [(s, refs[s.name]) for s in registry.ordered() if s.name in refs]
+    for s, n in held:
+        s.ref += n
+    try:
+        rc, o, e = IpsetSession(registry, now, _rng).run(argv, stdin)
+    finally:
+        for s, n in held:
+            s.ref -= n
+    stdout.write(o)
+    stderr.write(e)
+    return rc
 
 
 def _save_all(reg: IpsetRegistry, now: float) -> str:
@@ -119,6 +140,12 @@ def ipset_main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO |
     """`ipset ARGS...` on the sets file; returns ipset's exit status (`clock`: the wall clock, for tests)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv, control = _take(argv, "--control")
+    if control is not None:
+        from natbox.adapters.control import forward_command
+
+        reads = any(a in ("restore", "-R") for a in argv) and not any(a in ("-file", "-f") for a in argv)
+        return forward_command(control, "ipset", argv, (stdin or sys.stdin) if reads else None, out, err, "ipset")
     argv, sets_path = _take(argv, "--sets")
     argv, rules_path = _take(argv, "--rules")
     sets_path = sets_path if sets_path is not None else os.environ.get("NATBOX_IPSETS")

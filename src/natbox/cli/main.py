@@ -92,12 +92,15 @@ example: iptables-save > dump; natbox iptables-restore --rules r.v4 < dump
 """,
     "ipset": """\
 usage: natbox ipset [--sets FILE] [--rules FILE] ARGS...
+       natbox ipset --control SOCKET ARGS...
 
 ipset v7.17 on a sets file holding `ipset save` text: create/add/del/test/list/save/restore/flush/destroy/
 swap/rename, -exist, -file, -name, -terse, -output save, with ipset's output, messages and exit codes.
   --sets FILE          the sets file (default $NATBOX_IPSETS); loaded, changed and written back
   --rules FILE         the ruleset file (default $NATBOX_RULES): sets its rules use (-m set, -j SET) are
                        referenced and cannot be destroyed
+  --control SOCKET     instead of a file: the sets of a running `natbox gateway --control SOCKET`, which
+                       its rules use (`natbox iptables --control` rules may name them)
 Types: hash:ip, hash:net, hash:ip,port, hash:net,port, hash:ip,port,ip, hash:ip,port,net, hash:net,iface,
 hash:mac, bitmap:ip, bitmap:port, list:set; family inet only.
 

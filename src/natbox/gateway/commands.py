@@ -1,4 +1,4 @@
-"""The commands a running gateway answers on its control socket: iptables, iptables-save,
+"""The commands a running gateway answers on its control socket: iptables, iptables-save, ipset,
 iptables-restore and conntrack on the live engine, `status`, and the plain-text `stats`/`conntrack`.
 
 They run in the loop's thread between two batches of packets, so the engine is never touched
@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import TextIO
 
+from natbox.cli.ipset import ipset_live
 from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
 from natbox.conntrack.format import format_conntrack
 from natbox.engine.engine import Engine
@@ -22,6 +23,9 @@ from natbox.engine.neigh import format_ip_neigh
 from natbox.gateway.ctcommand import conntrack_command
 from natbox.gateway.log import say
 from natbox.gateway.loop import EventLoop
+from natbox.ipset.core import IpsetRegistry
+from natbox.ipset.scope import using_sets
+from natbox.rules.printer import save_tables
 
 __all__ = ["Commands"]
 
@@ -52,6 +56,16 @@ class Commands:
         return json.dumps({"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
 
     def run_command(self, cmd: str, argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
+        rules = self.engine.rules
+        if cmd == "ipset":
+            if self.engine.ipsets is None:
+                self.engine.ipsets = IpsetRegistry()
+            text = save_tables(rules.saved_tables(), "", counters=False)
+            return ipset_live(self.engine.ipsets, text, argv, stdin.read(), time.monotonic(), out, err)
+        with using_sets(self.engine.ipsets):  # the rules may name the gateway's sets
+            return self._run_rules_command(cmd, argv, stdin, out, err)
+
+    def _run_rules_command(self, cmd: str, argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
         rules = self.engine.rules
         if cmd == "iptables":
             return iptables_main(argv, ruleset=rules, stdout=out, stderr=err)
