@@ -15,7 +15,6 @@ import traceback
 from collections.abc import Callable
 from typing import TextIO
 
-from natbox.cli.ipset import ipset_live
 from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
 from natbox.conntrack.format import format_conntrack
 from natbox.engine.engine import Engine
@@ -23,9 +22,6 @@ from natbox.engine.neigh import format_ip_neigh
 from natbox.gateway.ctcommand import conntrack_command
 from natbox.gateway.log import say
 from natbox.gateway.loop import EventLoop
-from natbox.ipset.core import IpsetRegistry
-from natbox.ipset.scope import using_sets
-from natbox.rules.printer import save_tables
 
 __all__ = ["Commands"]
 
@@ -58,10 +54,18 @@ class Commands:
     def run_command(self, cmd: str, argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
         rules = self.engine.rules
         if cmd == "ipset":
+            from natbox.cli.ipset import ipset_live
+            from natbox.ipset.core import IpsetRegistry
+            from natbox.rules.printer import save_tables
+
             if self.engine.ipsets is None:
                 self.engine.ipsets = IpsetRegistry()
             text = save_tables(rules.saved_tables(), "", counters=False)
             return ipset_live(self.engine.ipsets, text, argv, stdin.read(), time.monotonic(), out, err)
+        if self.engine.ipsets is None:
+            return self._run_rules_command(cmd, argv, stdin, out, err)
+        from natbox.ipset.scope import using_sets
+
         with using_sets(self.engine.ipsets):  # the rules may name the gateway's sets
             return self._run_rules_command(cmd, argv, stdin, out, err)
 
