@@ -72,3 +72,41 @@ def test_string_icase_uses_the_kernel_toupper() -> None:
     rs = rules("-m string --hex-string |e9| --algo bm --icase")
     assert hits(rs, payload(b"\xc9")) == [1]  # é and É are one letter to lib/ctype.c
     assert hits(rs, udp("10.0.0.1", 1, "10.0.0.2", 2)) == [0]
+
+
+def test_u32_operators_and_nexthop() -> None:
+    # the classic u32 example: TCP (proto 6), not a fragment, payload byte 0 of the TCP data in a range
+    tcp_payload = "6&0xFF=6 && 4&0x1FFF=0 && 0>>22&0x3C@12>>26&0x3C@0>>24=0x47"
+    rs = rules(f"-m u32 --u32 '{tcp_payload}'", f"-m u32 ! --u32 '{tcp_payload}'",
+               "-m u32 --u32 '0>>24=0x45 && 8>>24=0x40:0x41,0x80'", "-m u32 --u32 '0x10000=1'")
+    seg = struct.pack("!HHIIBBHHH", 1, 80, 0, 0, 5 << 4, 0x18, 0, 0, 0) + b"GET /"
+    assert hits(rs, Skb(ipv4("10.0.0.1", "10.0.0.2", 6, seg))) == [1, 0, 1, 0]
+    seg = struct.pack("!HHIIBBHHH", 1, 80, 0, 0, 5 << 4, 0x18, 0, 0, 0) + b"PUT /"
+    # a location past the end is false before the inversion: `!` of it matches
+    assert hits(rs, Skb(ipv4("10.0.0.1", "10.0.0.2", 6, seg, ttl=0x80))) == [0, 1, 1, 0]
+    cut = Skb(ipv4("10.0.0.1", "10.0.0.2", 6, b""))
+    assert hits(rs, cut) == [0, 1, 1, 0]
+
+
+def test_bpf_classic_program() -> None:
+    # ldb [9]; jeq #6 jt 0 jf 1; ret #1; ret #0: "is TCP"
+    rs = rules('-m bpf --bytecode "4,48 0 0 9,21 0 1 6,6 0 0 1,6 0 0 0"',
+               # ld len; jge #100 -> ret #1 else ret #0
+               '-m bpf --bytecode "4,128 0 0 0,53 0 1 100,6 0 0 1,6 0 0 0"',
+               # ldxb 4*([0]&0xf); ldh [x+2] (destination port); jeq #80; ret a (non-zero) / ret #0
+               '-m bpf --bytecode "5,177 0 0 0,72 0 0 2,21 0 1 80,22 0 0 0,6 0 0 0"',
+               # ld [1000]: out of the packet, the program ends with 0
+               '-m bpf --bytecode "2,32 0 0 1000,6 0 0 1"')
+    seg = struct.pack("!HHIIBBHHH", 1, 80, 0, 0, 5 << 4, 0x18, 0, 0, 0)
+    assert hits(rs, Skb(ipv4("10.0.0.1", "10.0.0.2", 6, seg))) == [1, 0, 1, 0]
+    assert hits(rs, udp("10.0.0.1", 1, "10.0.0.2", 2, size=100)) == [0, 1, 0, 0]
+
+
+def test_bpf_programs_the_kernel_refuses() -> None:
+    from natbox.rules.matches.bpf import bpf_check_classic
+
+    assert bpf_check_classic(((6, 0, 0, 1),))
+    assert not bpf_check_classic(((48, 0, 0, 9),))  # no final RET
+    assert not bpf_check_classic(((21, 5, 0, 6), (6, 0, 0, 1)))  # a jump out of the program
+    assert not bpf_check_classic(((0x34, 0, 0, 0), (6, 0, 0, 1)))  # div #0
+    assert not bpf_check_classic(((0x61, 0, 0, 16), (6, 0, 0, 1)))  # ldx M[16]

@@ -3,6 +3,7 @@
 from natbox.rules.matches import (
     addrtype,
     ah,
+    bpf,
     comment,
     connmark,
     conntrack,
@@ -31,6 +32,7 @@ from natbox.rules.matches import (
     tcpmss,
     tos,
     ttl,
+    u32,
     udp,
 )
 from natbox.rules.model import Match
@@ -39,6 +41,7 @@ __all__ = [
     "ALL",
     "addrtype",
     "ah",
+    "bpf",
     "comment",
     "connmark",
     "conntrack",
@@ -67,12 +70,14 @@ __all__ = [
     "tcpmss",
     "tos",
     "ttl",
+    "u32",
     "udp",
 ]
 
 ALL: tuple[type[Match], ...] = (
     addrtype.Addrtype,
     ah.Ah,
+    bpf.Bpf,
     comment.Comment,
     connmark.Connmark,
     conntrack.Conntrack,
@@ -102,5 +107,6 @@ ALL: tuple[type[Match], ...] = (
     tcpmss.TcpmssMatch,
     tos.Tos,
     ttl.Ttl,
+    u32.U32,
     udp.Udp,
 )
