@@ -6,6 +6,7 @@
 | `ip_tot_len_ok`  | `ip_rcv_core`: tot_len within the skb, >= ihl         | (wire.ipv4.ip_rcv_core)     | yes      |
 | `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                 | Forwarder.ip_forward        | yes      |
 | `exceeds_mtu`    | `ip_exceeds_mtu`                                      | Forwarder.ip_forward        | -        |
+| `ip_forward_ok`  | the three above for an IHL-5 header, in one call      | -                           | yes      |
 | `gso_fits`       | `skb_gso_validate_network_len`                        | exceeds_mtu, output's GSO   | yes      |
 
 (`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from natbox.skb import Skb
 from natbox.wire.gso import gso_network_seglen
+from natbox.wire.layout import IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
 
-__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_hdr_csum_ok", "ip_tot_len_ok", "ttl_expires"]
+__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_forward_ok", "ip_hdr_csum_ok", "ip_tot_len_ok", "ttl_expires"]
 
 IP_DF = 0x4000  # the don't-fragment bit of frag_off
 
@@ -39,6 +41,17 @@ def ip_tot_len_ok(tot_len: int, ihl: int, available: int) -> bool:
 def ttl_expires(ttl: int) -> bool:
     """`ip_forward`: a packet with TTL 1 or 0 is not forwarded (ICMP time exceeded in the slow path)."""
     return ttl <= 1
+
+
+def ip_forward_ok(header: bytes, available: int) -> int:
+    """All three IP checks above at once, for a 20-byte header (IHL 5, the only kind the executor takes):
+    `ip_tot_len_ok`, `ttl_expires`, `ip_hdr_csum_ok`. Returns tot_len, or 0 when a check fails. (One call
+    instead of three: the executor pays for every call on every packet.)"""
+    tot_len = (header[IPH_TOT_LEN] << 8) | header[IPH_TOT_LEN + 1]
+    if not IPH_MIN_LEN <= tot_len <= available or header[IPH_TTL] <= 1:
+        return 0
+    w = int.from_bytes(header, "big")
+    return tot_len if w and not w % 0xFFFF else 0
 
 
 def gso_fits(network_seglen: int, mtu: int) -> bool:

@@ -58,7 +58,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
-from natbox.engine.checks import gso_fits, ip_hdr_csum_ok, ip_tot_len_ok, ttl_expires
+from natbox.engine.checks import gso_fits, ip_forward_ok
 from natbox.engine.family import FlowKey, flow_key
 from natbox.engine.hooks import Hooks
 from natbox.engine.host import Host, Interface
@@ -353,12 +353,11 @@ class FlowCache:
         forwarding = dev.forwarding
         if forwarding is None:
             forwarding = self._host.ip_forward
-        tot_len = (frame[_TOT_LEN] << 8) | frame[_TOT_LEN + 1]
+        tot_len = ip_forward_ok(frame[_IP:_L4], len(src) - _IP)
+        if not tot_len or not forwarding or not dev.up or not out.up:
+            return None
         end = _IP + tot_len
         mtu = plan.mtu
-        if (not forwarding or not dev.up or not out.up or not ip_tot_len_ok(tot_len, IPH_MIN_LEN, len(src) - _IP)
-                or ttl_expires(frame[_TTL]) or not ip_hdr_csum_ok(frame[_IP:_L4])):
-            return None
         whole = tot_len > mtu
         if whole and not (gso_size and gso_type):
             return None
