@@ -9,6 +9,7 @@ address as source, the client's source port kept when free (§ nf_nat_masquerade
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import shutil
@@ -351,6 +352,12 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
         status = run_natbox("status", "--control", str(path))
         assert status.returncode == 0 and "conntrack: 1 entries" in status.stdout, status.stdout
         assert "wan0" in status.stdout or "eth1" in status.stdout or "198.51.100.1/24" in status.stdout
+        as_json = run_natbox("status", "--control", str(path), "--json")
+        data = json.loads(as_json.stdout)  # the same figures, as one object
+        assert data["conntrack"]["entries"] == 1 and data["conntrack"]["max"] > 0
+        assert "198.51.100.1/24" in {a for i in data["interfaces"] for a in i["addresses"]}
+        assert data["loop"]["loop"] and data["engine_counters"] is not None
+        assert run_natbox("status", "--control", str(path), "--bogus").returncode == 2
         flushed = run_natbox("conntrack", "--control", str(path), "-F")
         assert flushed.returncode == 0
         assert run_natbox("conntrack", "--control", str(path), "-C").stdout.strip() == "0"

@@ -36,9 +36,13 @@ def conntrack_main(argv: Sequence[str]) -> int:
 
 
 def status_main(argv: Sequence[str]) -> int:
-    """`natbox status --control PATH`: a running gateway's interfaces, counters and conntrack figures."""
+    """`natbox status --control PATH [--json]`: a running gateway's interfaces, counters and conntrack figures
+    (as one JSON object with --json: natbox.gateway.commands.StatusData)."""
     args = list(argv)
+    as_json = "--json" in args
+    args = [a for a in args if a != "--json"]
     if len(args) != 2 or args[0] != "--control":
-        sys.stderr.write("usage: natbox status --control PATH\n")
+        sys.stderr.write("usage: natbox status --control PATH [--json]\n")
         return 2
-    return forward_command(args[1], "status", [], None, sys.stdout, sys.stderr, "natbox status")
+    return forward_command(args[1], "status", ["--json"] if as_json else [], None, sys.stdout, sys.stderr,
+                           "natbox status")

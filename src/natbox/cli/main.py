@@ -123,12 +123,15 @@ Offline, `natbox replay --out DIR` writes the table of a replay to DIR/conntrack
 example: natbox conntrack --control /run/natbox.sock -L
 """,
     "status": """\
-usage: natbox status --control SOCKET
+usage: natbox status --control SOCKET [--json]
 
 A running `natbox gateway --control SOCKET`: its interfaces with their counters, the engine's drop
 reasons and the conntrack table's figures.
 
-example: natbox status --control /run/natbox.sock
+  --json   the same as one JSON object (keys: host, interfaces, neighbours, loop, engine_counters,
+           conntrack, reports), for scripts and monitoring
+
+example: natbox status --control /run/natbox.sock --json
 """,
 }
 

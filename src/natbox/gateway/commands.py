@@ -13,7 +13,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
 from natbox.conntrack.format import format_conntrack
@@ -23,7 +23,35 @@ from natbox.gateway.ctcommand import conntrack_command
 from natbox.gateway.log import say
 from natbox.gateway.loop import EventLoop
 
-__all__ = ["Commands"]
+__all__ = ["Commands", "StatusData"]
+
+
+class InterfaceStatus(TypedDict):
+    name: str
+    up: bool
+    mac: str
+    addresses: list[str]
+
+
+class ConntrackStatus(TypedDict):
+    entries: int
+    max: int
+    insert_failed: int
+    drop: int
+    early_drop: int
+    invalid: int
+
+
+class StatusData(TypedDict):
+    """`natbox status --json`: one object with these keys."""
+
+    host: str
+    interfaces: list[InterfaceStatus]
+    neighbours: list[str]  # `ip neigh` lines
+    loop: dict[str, dict[str, int]]  # "loop": the event loop's counters; each interface: its port's counters
+    engine_counters: dict[str, int]  # drop reasons and other engine counters
+    conntrack: ConntrackStatus
+    reports: list[str]  # more lines (the control server's counters)
 
 
 class Commands:
@@ -80,31 +108,48 @@ class Commands:
         if cmd == "conntrack":
             return conntrack_command(self.engine, argv, time.monotonic(), out, err)
         if cmd == "status":
-            out.write(self.status())
+            if argv not in ([], ["--json"]):
+                err.write("usage: natbox status --control PATH [--json]\n")
+                return 2
+            out.write(json.dumps(self.status_data(), indent=2) + "\n" if argv else self.status())
             return 0
         err.write(f"natbox gateway: unknown command {cmd!r}\n")
         return 2
 
+    def status_data(self) -> StatusData:
+        """What `natbox status` shows, as data (`natbox status --json` prints it as JSON)."""
+        engine = self.engine
+        stats = engine.table.stats
+        return {
+            "host": engine.host.name,
+            "interfaces": [{"name": i.name, "up": i.up, "mac": ":".join(f"{b:02x}" for b in i.mac),
+                            "addresses": [str(a) for a in i.addresses]}
+                           for i in engine.host.interfaces.values() if i.kind != "loopback"],
+            "neighbours": format_ip_neigh(engine.neighs.show()),
+            "loop": self.loop.counters(),
+            "engine_counters": {str(k): v for k, v in sorted(engine.stats.items())},
+            "conntrack": {"entries": len(engine.table.live(time.monotonic())), "max": engine.table.max_entries,
+                          "insert_failed": stats.insert_failed, "drop": stats.drop,
+                          "early_drop": stats.early_drop, "invalid": stats.invalid},
+            "reports": [report() for report in self.reports],
+        }
+
     def status(self) -> str:
         """`natbox status`: the interfaces natbox owns, the loop's counters, drops and conntrack figures."""
-        engine = self.engine
-        lines = [f"host {engine.host.name}"]
-        for iface in engine.host.interfaces.values():
-            if iface.kind == "loopback":
-                continue
-            addrs = ", ".join(str(a) for a in iface.addresses) or "no address"
-            mac = ":".join(f"{b:02x}" for b in iface.mac)
-            lines.append(f"  {iface.name:<10} {'up' if iface.up else 'DOWN':<5} {mac}  {addrs}")
-        neigh = format_ip_neigh(engine.neighs.show())
+        data = self.status_data()
+        lines = [f"host {data['host']}"]
+        for i in data["interfaces"]:
+            addrs = ", ".join(i["addresses"]) or "no address"
+            lines.append(f"  {i['name']:<10} {'up' if i['up'] else 'DOWN':<5} {i['mac']}  {addrs}")
+        neigh = data["neighbours"]
         lines.append(f"neighbours: {len(neigh)}" + "".join(f"\n  {line}" for line in neigh))
         lines.append(f"loop: {self.loop.report()}")
-        drops = ", ".join(f"{k} {v}" for k, v in sorted(engine.stats.items())) or "none"
+        drops = ", ".join(f"{k} {v}" for k, v in data["engine_counters"].items()) or "none"
         lines.append(f"engine counters: {drops}")
-        stats = engine.table.stats
-        lines.append(f"conntrack: {len(engine.table.live(time.monotonic()))} entries (max {engine.table.max_entries}), "
-                     f"insert_failed {stats.insert_failed}, drop {stats.drop}, early_drop {stats.early_drop}, "
-                     f"invalid {stats.invalid}")
-        lines += [report() for report in self.reports]
+        ct = data["conntrack"]
+        lines.append(f"conntrack: {ct['entries']} entries (max {ct['max']}), insert_failed {ct['insert_failed']}, "
+                     f"drop {ct['drop']}, early_drop {ct['early_drop']}, invalid {ct['invalid']}")
+        lines += data["reports"]
         return "\n".join(lines) + "\n"
 
     def answer_plain(self, cmd: str) -> str:

@@ -334,12 +334,19 @@ class EventLoop:
         self._wake_r.close()
         self._wake_w.close()
 
-    def report(self) -> str:
-        parts = [f"{k}={v}" for k, v in sorted(self.stats.items())]
+    def counters(self) -> dict[str, dict[str, int]]:
+        """The loop's counters (under "loop") and each port's non-zero ones (under its interface name)."""
+        out: dict[str, dict[str, int]] = {"loop": dict(sorted(self.stats.items()))}
         for name, port in self.ports.items():
             pstats = getattr(port, "stats", None)
             if isinstance(pstats, dict):
-                parts.append(f"{name}:" + ",".join(f"{k}={v}" for k, v in sorted(pstats.items()) if v))
+                out[name] = {str(k): int(v) for k, v in sorted(pstats.items()) if v}
+        return out
+
+    def report(self) -> str:
+        counters = self.counters()
+        parts = [f"{k}={v}" for k, v in counters.pop("loop").items()]
+        parts += [f"{name}:" + ",".join(f"{k}={v}" for k, v in c.items()) for name, c in counters.items()]
         return " ".join(parts)
 
 
