@@ -51,6 +51,7 @@ from natbox.adapters.vnet import (
     vnet_rx,
 )
 from natbox.errors import NatboxError
+from natbox.wire.ethernet import ETH_P_ALL
 
 __all__ = [
     "ETH_P_ALL",
@@ -63,7 +64,6 @@ __all__ = [
 
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <linux/virtio_net.h>
-ETH_P_ALL: Final = 0x0003
 SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_RX_RING: Final = 5

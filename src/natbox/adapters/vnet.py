@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP
 from natbox.wire.checksum import complete_partial_csum as _skb_checksum_help
 from natbox.wire.layout import (
     ETH_HDR_LEN,
@@ -62,8 +63,6 @@ GSO_TCPV4: Final = 1
 GSO_UDP_L4: Final = 5
 GSO_ECN: Final = 0x80
 NO_VNET_HDR = bytes(VNET_HDR_LEN)
-IPPROTO_TCP: Final = 6
-IPPROTO_UDP: Final = 17
 IP = ETH_HDR_LEN  # the IPv4 header's start in an untagged Ethernet frame
 
 

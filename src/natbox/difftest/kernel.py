@@ -33,6 +33,7 @@ from natbox.adapters.snapshot import read_snapshot_files, take_snapshot
 from natbox.difftest.packets import build_crafted
 from natbox.difftest.scenario import Scenario, Step
 from natbox.errors import NatboxError
+from natbox.wire.ethernet import ETH_P_ALL
 
 __all__ = ["Captured", "KernelRun", "KernelUnavailable", "kernel_available", "run_on_kernel", "save_kernel_run"]
 
@@ -52,7 +53,6 @@ RING_FRAME_SIZE = 4096  # bytes per ring slot: a 1500-MTU frame plus headers (lo
 RING_BLOCK_SIZE = 1 << 16
 RING_FRAMES = 1024  # slots per interface: a 4 MiB ring each
 PACKET_OUTGOING = 4
-ETH_P_ALL = 0x0003
 ROUTER_MAC = "02:00:00:00:01:{:02x}"  # router interface i (1-based)
 HOST_MAC = "02:00:00:00:02:{:02x}"  # end host j (1-based, in the scenario's order)
 HOST_IFACE = "eth0"

@@ -16,7 +16,7 @@ from natbox.conntrack.conn import Conn
 from natbox.conntrack.format import PROTO_NAMES, format_conntrack
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.conntrack.tuple import ConnTuple, format_addr
-from natbox.netfilter import CtStatus
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, CtStatus
 
 __all__ = ["OUTPUT_TYPES", "XML_FOOTER", "XML_HEADER", "format_line", "format_save", "format_xml"]
 
@@ -24,8 +24,6 @@ OUTPUT_TYPES = frozenset({"extended", "xml", "id", "timestamp", "ktimestamp", "l
 XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n'
 XML_FOOTER = "</conntrack>\n"
 _PORT_PROTOS = frozenset({6, 17, 33, 132, 136})
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
 
 
 def _tcp_state(ct: Conn) -> str | None:

@@ -49,7 +49,7 @@ from natbox.nat.choose import (
     search_note,
     with_key,
 )
-from natbox.nat.icmp import ICMP_REDIRECT, icmp_reply_translation
+from natbox.nat.icmp import icmp_reply_translation
 from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
 from natbox.nat.manip import manip_pkt, manip_pkt_ports
 from natbox.nat.range import NatRange, RangeFlags
@@ -69,6 +69,7 @@ from natbox.netfilter import (
 )
 from natbox.rand import RandomSource
 from natbox.skb import Skb
+from natbox.wire.icmp import ICMP_REDIRECT
 from natbox.wire.layout import ICMPH_TYPE, L4_DPORT, L4_SPORT
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use

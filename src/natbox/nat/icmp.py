@@ -27,11 +27,10 @@ from natbox.nat.manip import manip_pkt
 from natbox.netfilter import IPPROTO_ICMP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook, ManipType
 from natbox.skb import Skb
 from natbox.wire.checksum import internet_checksum
+from natbox.wire.icmp import ICMP_REDIRECT
 from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_LEN, ICMPH_TYPE, IPH_MIN_LEN, IPH_VER_IHL
 
-__all__ = ["ICMP_REDIRECT", "icmp_reply_translation"]
-
-ICMP_REDIRECT = 5
+__all__ = ["icmp_reply_translation"]
 _ICMP_HDR = ICMPH_LEN  # struct icmphdr
 _INNER_IP = IPH_MIN_LEN  # struct iphdr
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from natbox.engine.engine import Engine, Output
 from natbox.replay.split import NO_MAC, DirectionSplit, MacFixer
+from natbox.wire.ethernet import ETH_P_IPV6
 from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
 _VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100})
-_ETH_P_IPV6 = 0x86DD
 _LINK_NAMES: dict[int, str] = {0: "null", 1: "ethernet", 12: "raw", 14: "raw", 101: "raw", 108: "loop",
                                113: "sll", 228: "ipv4", 229: "ipv6", 276: "sll2"}
 _CT_RE = re.compile(r"ct #(\d+)")  # compiled once; used only on trace lines (when explaining)
@@ -232,7 +232,7 @@ class Replayer:
             out = self.engine.receive_ip(rec.ipv4, iface, now, trace=trace)
             if self._ct_stats.invalid != invalid:
                 self._count_invalid(out)
-        elif rec.ethertype == _ETH_P_IPV6:
+        elif rec.ethertype == ETH_P_IPV6:
             reason = SKIP_IPV6
         elif rec.ethertype is None:
             reason = f"{_LINK_NAMES.get(lt, str(lt))} header cut short or unknown family"

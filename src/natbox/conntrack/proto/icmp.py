@@ -29,6 +29,7 @@ from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.conntrack.tuple import invert
 from natbox.netfilter import NF_ACCEPT, CtInfo, Direction, Hook
 from natbox.wire.checksum import internet_checksum
+from natbox.wire.icmp import NR_ICMP_TYPES
 from natbox.wire.layout import ICMPH_LEN, ICMPH_TYPE, IPH_DADDR
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ICMP_ERROR_TRACKED", "ICMP_ERROR_TYPES", "NR_ICMP_TYPES", "VALID_NEW", "icmp_packet", "icmpv4_error"]
 
-NR_ICMP_TYPES = 18
 # icmp_is_err(): dest unreachable, source quench, redirect, time exceeded, parameter problem
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 # valid_new[] in nf_conntrack_icmp_packet(): the types that may create a ct
