@@ -110,3 +110,26 @@ def test_bpf_programs_the_kernel_refuses() -> None:
     assert not bpf_check_classic(((21, 5, 0, 6), (6, 0, 0, 1)))  # a jump out of the program
     assert not bpf_check_classic(((0x34, 0, 0, 0), (6, 0, 0, 1)))  # div #0
     assert not bpf_check_classic(((0x61, 0, 0, 16), (6, 0, 0, 1)))  # ldx M[16]
+
+
+def time_hits(rs: Ruleset, now: float) -> list[int]:
+    before = [r.packets for r in rs.tables["filter"].chains["INPUT"].rules]
+    rs.run("filter", Hook.LOCAL_IN, udp("10.0.0.1", 1, "10.0.0.2", 2), FakeCtx(Hook.LOCAL_IN, now=now))
+    return [r.packets - b for r, b in zip(rs.tables["filter"].chains["INPUT"].rules, before, strict=True)]
+
+
+def test_time_on_the_injected_clock() -> None:
+    rs = rules("-m time --timestart 08:00 --timestop 17:00 --weekdays Mon,Tue,Wed,Thu,Fri",
+               "-m time --timestart 22:00 --timestop 02:00",
+               "-m time --timestart 22:00 --timestop 02:00 --weekdays Fri --contiguous",
+               "-m time --datestart 2024-01-01 --datestop 2024-12-31T23:59:59 --monthdays 1",
+               "-m time ! --weekdays Sat,Sun --kerneltz")
+    # 2024-03-01 (a Friday) 12:00 UTC
+    fri_noon = 1709294400
+    assert time_hits(rs, fri_noon) == [1, 0, 0, 1, 1]
+    # Saturday 01:00: over midnight; --contiguous counts it to Friday
+    assert time_hits(rs, fri_noon + 13 * 3600) == [0, 1, 1, 0, 0]
+    # Friday 01:00 belongs to Thursday's evening for --contiguous
+    assert time_hits(rs, fri_noon - 11 * 3600) == [0, 1, 0, 1, 1]
+    # 2025: past --datestop
+    assert time_hits(rs, fri_noon + 366 * 86400)[3] == 0
