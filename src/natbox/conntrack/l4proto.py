@@ -59,13 +59,13 @@ from natbox.netfilter import (
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
-    from natbox.conntrack.table import ConntrackTable
+    from natbox.conntrack.ops import CtTableOps
     from natbox.skb import Skb
 
 __all__ = ["ALLOW_CLASH", "L4PROTOS", "PORT_PROTOS", "L4Proto", "nf_ct_get_tuplepr", "nf_ct_l4proto_find"]
 
 # (conn, skb, dataoff, direction, hook, now, table, cfg) -> verdict (see natbox.conntrack.proto.generic)
-PacketFn = Callable[["Conn", "Skb", int, int, Hook, float, "ConntrackTable", "ConntrackConfig"], int]
+PacketFn = Callable[["Conn", "Skb", int, int, Hook, float, "CtTableOps", "ConntrackConfig"], int]
 # (skb, dataoff, hook, cfg) -> the INVALID reason, or None
 ErrorFn = Callable[["Skb", int, Hook, "ConntrackConfig"], "str | None"]
 # (data, saddr, daddr, dataoff, protonum) -> tuple, or None when the header is too short
@@ -90,27 +90,27 @@ class L4Proto:
 
 # --- the trackers with the common signature (`nf_conntrack_handle_packet`'s switch) ---------------------
 
-def _udp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+def _udp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
          cfg: ConntrackConfig) -> int:
     return udp_packet(conn, skb, dataoff, direction, hook, now, cfg)
 
 
-def _udplite(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+def _udplite(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
              cfg: ConntrackConfig) -> int:
     return udplite_packet(conn, skb, dataoff, direction, hook, now, cfg)
 
 
-def _icmp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+def _icmp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
           cfg: ConntrackConfig) -> int:
     return icmp_packet(conn, skb, direction, now, cfg)
 
 
-def _gre(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+def _gre(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
          cfg: ConntrackConfig) -> int:
     return gre_packet(conn, direction, len(skb.data), now, cfg)
 
 
-def _generic(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+def _generic(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
              cfg: ConntrackConfig) -> int:
     return generic_packet(conn, direction, len(skb.data), now, cfg)
 

@@ -21,7 +21,7 @@ from natbox.netfilter import NF_ACCEPT, CtStatus
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
-    from natbox.conntrack.table import ConntrackTable
+    from natbox.conntrack.ops import CtTableOps
 
 __all__ = [
     "NF_INVALID",
@@ -56,7 +56,7 @@ def nf_ct_refresh_acct(
 
 
 def nf_ct_kill_acct(
-    conn: Conn, direction: int, nbytes: int, now: float, table: ConntrackTable, acct: bool, reason: str
+    conn: Conn, direction: int, nbytes: int, now: float, table: CtTableOps, acct: bool, reason: str
 ) -> None:
     """Mirrors `nf_ct_kill_acct()`: account the packet, then delete the ct (DESTROY event)."""
     if acct:

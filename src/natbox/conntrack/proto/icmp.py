@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
-    from natbox.conntrack.table import ConntrackTable
+    from natbox.conntrack.ops import CtTableOps
     from natbox.conntrack.tuple import ConnTuple
     from natbox.skb import Skb
 
@@ -63,7 +63,7 @@ def icmp_packet(conn: Conn, skb: Skb, direction: int, now: float, cfg: Conntrack
 
 
 def icmpv4_error(
-    skb: Skb, dataoff: int, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig,
+    skb: Skb, dataoff: int, hook: Hook, now: float, table: CtTableOps, cfg: ConntrackConfig,
     get_tuplepr: Callable[[bytes | bytearray, int], ConnTuple | None],
 ) -> int:
     """Mirrors `nf_conntrack_icmpv4_error()` + `nf_conntrack_inet_error()`.

@@ -74,7 +74,7 @@ from natbox.wire.layout import TCPH_ACK_SEQ, TCPH_DOFF, TCPH_FLAGS, TCPH_MIN_LEN
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
     from natbox.conntrack.conn import Conn
-    from natbox.conntrack.table import ConntrackTable
+    from natbox.conntrack.ops import CtTableOps
     from natbox.skb import Skb
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
@@ -198,7 +198,7 @@ def _established(conn: Conn, tcp: TcpConntrack) -> bool:
 
 
 def tcp_packet(
-    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: ConntrackTable,
+    conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
     cfg: ConntrackConfig,
 ) -> int:
     """Mirrors `nf_conntrack_tcp_packet()` (§3.2): validate, advance the state machine, choose the timeout.
@@ -232,7 +232,7 @@ def tcp_packet(
 
 
 def tcp_packet_general(
-    conn: Conn, skb: Skb, dataoff: int, direction: int, now: float, table: ConntrackTable, cfg: ConntrackConfig,
+    conn: Conn, skb: Skb, dataoff: int, direction: int, now: float, table: CtTableOps, cfg: ConntrackConfig,
     doff: int, flags: int, seq: int, ack_seq: int, win_raw: int,
 ) -> int:
     """`nf_conntrack_tcp_packet()` after `tcp_error()`, for every packet: `tcp_new`, the state table and its

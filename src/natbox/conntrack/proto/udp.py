@@ -34,6 +34,8 @@ STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 
 _S = IPH_SADDR
 _D = IPH_DADDR
+_S_LO = IPH_SADDR + 2  # the addresses' low 16-bit halves, for the pseudo-header sum
+_D_LO = IPH_DADDR + 2
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
 _NAT_CLASH = CtStatus.NAT_CLASH
@@ -48,9 +50,8 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     """
     n = len(data)
     # pseudo_header_sum(src, dst, proto, n - dataoff), inline
-    sa, da = _S, _D
-    total = (data[sa] << 8 | data[sa + 1]) + (data[sa + 2] << 8 | data[sa + 3]) \
-        + (data[da] << 8 | data[da + 1]) + (data[da + 2] << 8 | data[da + 3]) + proto + n - dataoff
+    total = ((data[_S] << 8 | data[_S + 1]) + (data[_S_LO] << 8 | data[_S_LO + 1])
+             + (data[_D] << 8 | data[_D + 1]) + (data[_D_LO] << 8 | data[_D_LO + 1]) + proto + n - dataoff)
     # csum_fold(csum_partial(segment, total)) == 0, inline: the folded sum must be 0xFFFF
     stop = n if end is None else end
     seg = data[dataoff:stop] if stop - dataoff <= 1024 else memoryview(data)[dataoff:stop]
