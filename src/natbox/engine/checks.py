@@ -1,13 +1,12 @@
 """The per-packet checks of forwarding, written once for the slow path and the compiled-flow executor.
 
-| check            | kernel                                               | slow path                   | executor |
-|------------------|------------------------------------------------------|-----------------------------|----------|
-| `ip_hdr_csum_ok` | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`          | (wire.ipv4.ip_rcv_core)     | yes      |
-| `ip_tot_len_ok`  | `ip_rcv_core`: tot_len within the skb, >= ihl         | (wire.ipv4.ip_rcv_core)     | yes      |
-| `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                 | Forwarder.ip_forward        | yes      |
-| `exceeds_mtu`    | `ip_exceeds_mtu`                                      | Forwarder.ip_forward        | -        |
-| `ip_forward_ok`  | the three above for an IHL-5 header, in one call      | -                           | yes      |
-| `gso_fits`       | `skb_gso_validate_network_len`                        | exceeds_mtu, output's GSO   | yes      |
+| check            | kernel                                                    | slow path                 | executor |
+|------------------|-----------------------------------------------------------|---------------------------|----------|
+| `ip_forward_ok`  | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`, tot_len      | (wire.ipv4.ip_rcv_core)   | yes      |
+|                  | within the skb and >= ihl; `ip_forward`: TTL > 1          | `ttl_expires`             |          |
+| `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                      | Forwarder.ip_forward      | (above)  |
+| `exceeds_mtu`    | `ip_exceeds_mtu`                                           | Forwarder.ip_forward      | -        |
+| `gso_fits`       | `skb_gso_validate_network_len`                             | exceeds_mtu, output's GSO | yes      |
 
 (`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
 packet that fails any check here leaves the executor unchanged and the slow path drops it with its reason.
@@ -21,21 +20,9 @@ from natbox.skb import Skb
 from natbox.wire.gso import gso_network_seglen
 from natbox.wire.layout import IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
 
-__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_forward_ok", "ip_hdr_csum_ok", "ip_tot_len_ok", "ttl_expires"]
+__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_forward_ok", "ttl_expires"]
 
 IP_DF = 0x4000  # the don't-fragment bit of frag_off
-
-
-def ip_hdr_csum_ok(header: bytes | bytearray | memoryview) -> bool:
-    """`ip_fast_csum(iph, ihl) == 0`: the header's 16-bit words, checksum included, sum to 0xFFFF. Read as
-    one integer w they sum to w mod 0xFFFF (RFC 1071), so the test is w != 0 and w ≡ 0 (mod 0xFFFF)."""
-    w = int.from_bytes(header, "big")
-    return bool(w) and not w % 0xFFFF
-
-
-def ip_tot_len_ok(tot_len: int, ihl: int, available: int) -> bool:
-    """`ip_rcv_core`: the datagram's tot_len covers its header and lies within what was received."""
-    return ihl <= tot_len <= available
 
 
 def ttl_expires(ttl: int) -> bool:
@@ -44,9 +31,11 @@ def ttl_expires(ttl: int) -> bool:
 
 
 def ip_forward_ok(header: bytes, available: int) -> int:
-    """All three IP checks above at once, for a 20-byte header (IHL 5, the only kind the executor takes):
-    `ip_tot_len_ok`, `ttl_expires`, `ip_hdr_csum_ok`. Returns tot_len, or 0 when a check fails. (One call
-    instead of three: the executor pays for every call on every packet.)"""
+    """`ip_rcv_core`'s length and checksum checks and `ip_forward`'s TTL check, for a 20-byte header (IHL 5,
+    the only kind the executor takes): tot_len covers the header and lies within the `available` bytes,
+    TTL > 1, and the header's 16-bit words, checksum included, sum to 0xFFFF (read as one integer w they
+    sum to w mod 0xFFFF, RFC 1071, so the test is w != 0 and w ≡ 0). Returns tot_len, or 0 when a check
+    fails. (One call: the executor pays for every call on every packet.)"""
     tot_len = (header[IPH_TOT_LEN] << 8) | header[IPH_TOT_LEN + 1]
     if not IPH_MIN_LEN <= tot_len <= available or header[IPH_TTL] <= 1:
         return 0

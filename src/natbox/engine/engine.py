@@ -238,10 +238,6 @@ class Engine:
         self._local.flush(now)
         return out
 
-    def reject(self, skb: Skb, reject_with: str, now: float) -> None:
-        """REJECT's packet for `skb` (see `IcmpSender.reject`)."""
-        self._icmp.reject(skb, reject_with, now)
-
     # --- timers ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:

@@ -197,11 +197,6 @@ class FlowCache:
         self._seen: dict[FlowKey, Conn] = {}
         self._by_ct: dict[int, list[FlowKey]] = {}  # the keys of each ct in flows or _seen (forget() finds them)
 
-    def clear(self) -> None:
-        self.flows.clear()
-        self._seen.clear()
-        self._by_ct.clear()
-
     def _link(self, key: FlowKey, conn: Conn) -> None:
         keys = self._by_ct.setdefault(conn.ct_id, [])
         if key not in keys:
