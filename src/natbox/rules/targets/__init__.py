@@ -2,10 +2,13 @@
 
 from natbox.rules.model import Target
 from natbox.rules.targets import (
+    audit,
     checksum,
     connmark,
     dscp,
     ecn,
+    idletimer,
+    led,
     log,
     mark,
     masquerade,
@@ -25,10 +28,13 @@ from natbox.rules.targets import (
 
 __all__ = [
     "ALL",
+    "audit",
     "checksum",
     "connmark",
     "dscp",
     "ecn",
+    "idletimer",
+    "led",
     "log",
     "mark",
     "masquerade",
@@ -47,10 +53,13 @@ __all__ = [
 ]
 
 ALL: tuple[type[Target], ...] = (
+    audit.Audit,
     checksum.Checksum,
     connmark.ConnmarkTarget,
     dscp.DscpTarget,
     ecn.EcnTarget,
+    idletimer.Idletimer,
+    led.Led,
     log.Log,
     mark.MarkTarget,
     masquerade.Masquerade,
