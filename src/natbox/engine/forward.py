@@ -38,12 +38,17 @@ from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.skb import PacketType, Skb
 from natbox.wire import ipv4
-from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_REDIRECT, ICMP_TIME_EXCEEDED
+from natbox.wire.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_EXC_TTL,
+    ICMP_FRAG_NEEDED,
+    ICMP_REDIR_HOST,
+    ICMP_REDIRECT,
+    ICMP_TIME_EXCEEDED,
+)
 from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_SOURCE, IPH_TTL
 
-__all__ = ["ICMP_REDIR_HOST", "Forwarder"]
-
-ICMP_REDIR_HOST = 1  # include/uapi/linux/icmp.h: redirect for the host
+__all__ = ["Forwarder"]
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
 _CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
 _CTINFO_NEW = CtInfo.NEW
