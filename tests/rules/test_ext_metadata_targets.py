@@ -21,3 +21,26 @@ def test_targets_continue_to_the_next_rule() -> None:
     assert rs.run("filter", Hook.FORWARD, skb, FakeCtx(Hook.FORWARD)) == NF_DROP
     assert [r.packets for r in rs.tables["filter"].chains["FORWARD"].rules] == [1, 1, 1, 1]
     assert bytes(skb.data) == before
+
+
+def test_tcpoptstrip_nops_the_options_and_keeps_the_checksum_valid() -> None:
+    from natbox.testing.rules_fakes import tcp
+    from natbox.wire.checksum import l4_checksum
+
+    rs = Ruleset()
+    rs.execute(parse_argv(["-t", "mangle", "-A", "FORWARD", "-p", "tcp", "-j", "TCPOPTSTRIP",
+                           "--strip-options", "timestamp,sack-permitted"]))
+    # MSS, SACK permitted, timestamp (10 bytes), NOP, window scale
+    opts = b"\x02\x04\x05\xb4" + b"\x04\x02" + b"\x08\x0a" + bytes(range(1, 9)) + b"\x01" + b"\x03\x03\x07"
+    skb = tcp("10.0.0.1", 1000, "10.0.0.2", 80, options=opts)
+    skb.data[36:38] = l4_checksum(0x0A000001, 0x0A000002, 6, skb.data[20:]).to_bytes(2, "big")
+    assert rs.run("mangle", Hook.FORWARD, skb, FakeCtx(Hook.FORWARD)) != NF_DROP
+    assert bytes(skb.data[40:60]) == b"\x02\x04\x05\xb4" + b"\x01" * 12 + b"\x01\x03\x03\x07"
+    seg = bytearray(skb.data[20:])
+    stored = int.from_bytes(seg[16:18], "big")
+    seg[16:18] = b"\0\0"
+    assert l4_checksum(0x0A000001, 0x0A000002, 6, seg) == stored
+    # a data offset past the packet's end drops it
+    cut = tcp("10.0.0.1", 1000, "10.0.0.2", 80, options=opts)
+    del cut.data[44:]
+    assert rs.run("mangle", Hook.FORWARD, cut, FakeCtx(Hook.FORWARD)) == NF_DROP
