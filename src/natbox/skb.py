@@ -69,6 +69,7 @@ class Skb:
         "oif",
         "pkt_id",
         "pkt_type",
+        "priority",
         "src_mac",
         "trace",
         "untracked",
@@ -85,6 +86,7 @@ class Skb:
         self.untracked = False  # raw NOTRACK / CT --notrack
         self.mark = 0
         self.pkt_type = PacketType.HOST
+        self.priority = 0  # skb->priority (tc class), set by -j CLASSIFY
         self.src_mac = b""
         self.dst_mac = b""
         self.frag_max_size = 0  # largest fragment received, when this skb was reassembled

@@ -44,3 +44,11 @@ def test_tcpoptstrip_nops_the_options_and_keeps_the_checksum_valid() -> None:
     cut = tcp("10.0.0.1", 1000, "10.0.0.2", 80, options=opts)
     del cut.data[44:]
     assert rs.run("mangle", Hook.FORWARD, cut, FakeCtx(Hook.FORWARD)) == NF_DROP
+
+
+def test_classify_sets_the_skb_priority() -> None:
+    rs = Ruleset()
+    rs.execute(parse_argv(["-t", "mangle", "-A", "POSTROUTING", "-j", "CLASSIFY", "--set-class", "1:10"]))
+    skb = udp("10.0.0.1", 1, "10.0.0.2", 2)
+    rs.run("mangle", Hook.POST_ROUTING, skb, FakeCtx(Hook.POST_ROUTING))
+    assert skb.priority == 0x00010010

@@ -4,6 +4,7 @@ from natbox.rules.model import Target
 from natbox.rules.targets import (
     audit,
     checksum,
+    classify,
     connmark,
     dscp,
     ecn,
@@ -31,6 +32,7 @@ __all__ = [
     "ALL",
     "audit",
     "checksum",
+    "classify",
     "connmark",
     "dscp",
     "ecn",
@@ -57,6 +59,7 @@ __all__ = [
 ALL: tuple[type[Target], ...] = (
     audit.Audit,
     checksum.Checksum,
+    classify.Classify,
     connmark.ConnmarkTarget,
     dscp.DscpTarget,
     ecn.EcnTarget,
