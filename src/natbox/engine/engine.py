@@ -34,7 +34,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.engine.defrag import IpDefrag
-from natbox.engine.family import IPV4, AddressFamily
+from natbox.engine.family import IPV4, AddressFamily, FlowKey
 from natbox.engine.fastpath import FlowCache
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks, XtHost
@@ -188,10 +188,13 @@ class Engine:
         and hands the payload back as `Emitted.tail`; every other path copies the frame first.
         """
         inp = self._input
+        key: FlowKey | None = None
+        key_known = False
         if inp.fast_path and not trace and not self.trace_all:
             fast = self._flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
             if fast is not None:
                 return fast
+            key, key_known = self._flowcache.miss_key, True
         frame = bytes(frame)
         self._ctx.now = now
         st = self._st
@@ -202,7 +205,7 @@ class Engine:
         if gso_type or gso_size or partial:
             st.rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
         try:
-            inp.receive_frame(frame, iface, pkt_id, trace or self.trace_all)
+            inp.receive_frame(frame, iface, pkt_id, trace or self.trace_all, key, key_known)
         except Drop as d:
             st.record_drop(pkt_id, d)
         finally:

@@ -107,9 +107,7 @@ class AddressFamily(Protocol):
 class Ipv4:
     """IPv4 (net/ipv4/ip_input.c, icmp.c, route.c's address tests)."""
 
-    @staticmethod
-    def flow_key(frame: bytes, iface: str) -> FlowKey | None:
-        return flow_key(frame, iface)
+    flow_key = staticmethod(flow_key)  # the module function itself: no extra frame per packet
 
     @staticmethod
     def rcv_core(payload: bytes | bytearray) -> tuple[bytearray | None, DropReason | None]:

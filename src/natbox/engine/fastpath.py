@@ -196,6 +196,9 @@ class FlowCache:
         # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
         self._seen: dict[FlowKey, Conn] = {}
         self._by_ct: dict[int, list[FlowKey]] = {}  # the keys of each ct in flows or _seen (forget() finds them)
+        # the flow key of the frame the last `forward` call declined: the slow path's tier 2 uses it instead
+        # of deriving the same key again (Engine.receive hands it over)
+        self.miss_key: FlowKey | None = None
 
     def _link(self, key: FlowKey, conn: Conn) -> None:
         keys = self._by_ct.setdefault(conn.ct_id, [])
@@ -332,7 +335,7 @@ class FlowCache:
             else:
                 frame = bytes(frame)
         src = frame if view is None else view  # the whole frame, for what lies past the headers
-        key = flow_key(frame, iface)
+        key = self.miss_key = flow_key(frame, iface)
         if key is None:
             return None
         flow = self.flows.get(key)

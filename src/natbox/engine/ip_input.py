@@ -66,8 +66,10 @@ class IpInput:
             raise Drop(DropReason.LINK_DOWN, "netif_receive", name)
         return dev
 
-    def receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool) -> None:
-        """`__netif_receive_skb` for an Ethernet frame: ARP, IPv4 (to `ip_rcv`), anything else dropped."""
+    def receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool, known_key: FlowKey | None = None,
+                      key_known: bool = False) -> None:
+        """`__netif_receive_skb` for an Ethernet frame: ARP, IPv4 (to `ip_rcv`), anything else dropped.
+        With `key_known`, `known_key` is the frame's flow key, as the compiled flows already derived it."""
         dev = self._host.interfaces.get(iface)
         if dev is None or not dev.up:
             dev = self.iface(iface)  # raises the drop
@@ -86,7 +88,7 @@ class IpInput:
             raise Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         key = None
         if ptype == _PKT_HOST:
-            key = self._family.flow_key(frame, dev.name)
+            key = known_key if key_known else self._family.flow_key(frame, dev.name)
             if key is not None and (key[3][0] == _LOOPBACK_NET or key[3][4] == _LOOPBACK_NET):
                 key = None  # 127/8 is the routing decision's business (martians, route_localnet)
             if (key is not None and key[2] != 1 and self.fast_path and not trace
