@@ -94,6 +94,8 @@ from natbox.wire.layout import (
 
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache", "FlowPlan"]
 
+_CHECK_LEN = 2  # the 16-bit TCP/UDP/ICMP checksum field: what follows it is copied unchanged
+
 FLOW_CACHE_MAX = 65536  # compiled flows (and tier-2 entries, engine/forward.py) kept; the oldest is evicted first
 VIEW_MIN = 2048  # a memoryview frame longer than this keeps its payload in place (shorter ones are copied)
 HEAD_LEN = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
@@ -370,6 +372,7 @@ class FlowCache:
         cfg = self._cfg
         seg_len = tot_len - IPH_MIN_LEN
         csum_at = plan.csum_at
+        after_csum = csum_at + _CHECK_LEN
         tcp = flow.tcp
         proto = plan.proto
         if proto == 1:
@@ -447,12 +450,12 @@ class FlowCache:
         if view is not None:  # the headers are copied (to the end of the TCP/UDP header), the payload stays
             l4_end = _L4 + ((frame[_TCP_DOFF] >> 4) * 4 if tcp is not None else UDPH_LEN_BYTES)
             data = b"".join((dst_mac, plan.l2, frame[_IP:_TTL], ip_head, plan.new_addrs, frame[_PORTS_END:csum_at],
-                             bytes((check >> 8, check & 0xFF)), frame[csum_at + 2:l4_end]))
+                             bytes((check >> 8, check & 0xFF)), frame[after_csum:l4_end]))
             return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type if whole else 0,
                                    gso_size if whole else 0, partial, view[l4_end:end])], [], [], [], [])
         data = b"".join((dst_mac, plan.l2, frame[_IP:_TTL], ip_head, plan.new_addrs, frame[_PORTS_END:csum_at],
                          bytes((check >> 8, check & 0xFF)),
-                         frame[csum_at + 2:end] if end < 1024 else memoryview(frame)[csum_at + 2:end]))  # a view:
+                         frame[after_csum:end] if end < 1024 else memoryview(frame)[after_csum:end]))  # a view:
         # a 64 KiB GSO payload is copied once (for a small one, slicing is cheaper than making the view)
         if whole:
             return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])
