@@ -102,7 +102,9 @@ def test_classes_and_functions_are_small() -> None:
 # Header bytes are read through the names in wire/layout.py (`data[thoff + TCPH_FLAGS]`), never by a bare
 # number added to a header start (`data[thoff + 13]`) or an absolute slice of a packet (`frame[38:42]`).
 _PACKET = r"\b(?:data|frame|d|datagram|pkt|packet|payload|segment|seg|th|uh|ih|buf|inner|hdr|raw|msg|l4|view|mv)"
-_BARE_OFFSET = re.compile(_PACKET + r"\[\s*[A-Za-z_][\w.]*\s*\+\s*\d+\s*[\]:]")
+# a lower-case start plus a number of 2 or more is a bare offset; `+ 1` (the low byte of a 16-bit field
+# whose offset is named) and a named offset plus a number (`TCPH_CHECK + 2`, the end of that field) are not
+_BARE_OFFSET = re.compile(_PACKET + r"\[\s*[a-z_][a-z0-9_.]*\s*\+\s*(?:[2-9]|\d\d+)\s*[\]:]")
 _ABSOLUTE_SLICE = re.compile(_PACKET + r"\[\s*\d+\s*:\s*\d+\s*\]")
 # wire/ owns the offsets; natbox.testing builds test packets byte by byte on purpose.
 _OFFSETS_ALLOWED = ("wire", "testing")
