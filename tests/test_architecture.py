@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "natbox"
-CORE = ["netfilter.py", "skb.py", "rand.py", "wire", "conntrack", "nat", "rules", "engine", "ipset"]
+CORE = ["netfilter.py", "skb.py", "rand.py", "wire", "conntrack", "nat", "rules", "engine", "ipset", "render"]
 FORBIDDEN = {"socket", "select", "selectors", "time", "os", "random", "subprocess", "asyncio", "fcntl"}
 # what each layer may import from natbox (besides itself)
 ALLOWED = {
