@@ -293,7 +293,10 @@ class Engine:
         """`ip link set DEV down`: routes through it vanish, MASQUERADE entries via it are flushed (§5.2)."""
         self.host.interface(dev).up = False
         self.fib.rebuild()
-        self.neighs.flush_dev(dev)  # neigh_ifdown: held packets are dropped without ICMP
+        if self._resolve:  # neigh_ifdown: every entry goes; held packets are dropped without ICMP
+            self.neighs.flush_dev(dev)
+        # Offline nothing is held and a MAC the table knows is what ARP would answer again once the link is
+        # back (scenarios/masquerade-link-down.toml: the kernel re-resolves the same MAC), so it stays.
         return masq_device_down(dev, table=self.table, now=now)
 
     def link_up(self, dev: str) -> None:
