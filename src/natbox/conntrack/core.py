@@ -47,6 +47,7 @@ from natbox.conntrack.table import ConntrackTable, CtEventType
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
 from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook
 from natbox.skb import Skb
+from natbox.wire.ipv4 import IP_OFFSET
 from natbox.wire.layout import (
     IPH_DADDR,
     IPH_FRAG_OFF,
@@ -87,7 +88,7 @@ EVENT_PROTOINFO = "protoinfo"
 MAX_REPEAT = 8
 
 _PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
-_IP_OFFSET = 0x1FFF
+_IP_OFFSET = IP_OFFSET
 _SADDR_END = IPH_SADDR + 4
 _DADDR_END = IPH_DADDR + 4
 _SEEN_REPLY = CtStatus.SEEN_REPLY

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from natbox.netfilter import IPPROTO_GRE, IPPROTO_ICMP
+from natbox.wire.ipv4 import IP_OFFSET
 from natbox.wire.layout import (
     GREH_CALL_ID,
     GREH_FLAGS,
@@ -137,7 +138,7 @@ def invert(t: ConnTuple) -> ConnTuple | None:
 _GRE_PROTO_PPP = b"\x88\x0b"
 _GRE_VERSION_MASK = 0x07
 _GRE_VERSION_PPTP = 1
-_IP_OFFSET = 0x1FFF
+_IP_OFFSET = IP_OFFSET
 
 
 def ipv4_get_l4proto(data: bytes | bytearray, nhoff: int) -> tuple[int, int] | None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from natbox.skb import Skb
 from natbox.wire.gso import gso_network_seglen
+from natbox.wire.ipv4 import IP_DF
 from natbox.wire.layout import IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
 
-__all__ = ["IP_DF", "exceeds_mtu", "gso_fits", "ip_forward_ok", "ttl_expires"]
+__all__ = ["exceeds_mtu", "gso_fits", "ip_forward_ok", "ttl_expires"]
 
-IP_DF = 0x4000  # the don't-fragment bit of frag_off
 
 
 def ttl_expires(ttl: int) -> bool:

@@ -26,6 +26,7 @@ from natbox.conntrack.conn import (
 from natbox.conntrack.proto.tcp_states import SR, SS, TCP_ACK_SET, TH_ACK, TH_FIN, TH_RST, TH_SYN
 from natbox.netfilter import TcpState
 from natbox.wire.layout import TCPH_MIN_LEN
+from natbox.wire.tcp import TCPOPT_EOL, TCPOPT_NOP, TCPOPT_SACK, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WINDOW
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
@@ -49,12 +50,6 @@ _U32 = 0xFFFFFFFF
 _HALF = 0x80000000
 
 # TCP option kinds / lengths
-TCPOPT_EOL = 0
-TCPOPT_NOP = 1
-TCPOPT_WINDOW = 3
-TCPOPT_SACK_PERM = 4
-TCPOPT_SACK = 5
-TCPOPT_TIMESTAMP = 8
 TCPOLEN_WINDOW = 3
 TCPOLEN_SACK_PERM = 2
 TCPOLEN_SACK_BASE = 2

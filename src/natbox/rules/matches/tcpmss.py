@@ -13,10 +13,10 @@ from natbox.rules.matches._xtopt import U16_MAX, parse_range, print_range
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import TCPH_DOFF, TCPH_MIN_LEN
+from natbox.wire.tcp import TCPOPT_MSS
 
 __all__ = ["TcpmssMatch", "tcp_option_mss"]
 
-TCPOPT_MSS = 2
 TCPOLEN_MSS = 4
 
 

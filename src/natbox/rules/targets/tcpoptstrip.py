@@ -15,10 +15,10 @@ from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, 
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
 from natbox.wire.layout import TCPH_CHECK, TCPH_DOFF, TCPH_MIN_LEN
+from natbox.wire.tcp import TCPOPT_NOP
 
 __all__ = ["Tcpoptstrip", "tcpoptstrip_mangle_packet"]
 
-TCPOPT_NOP = 1
 # tcp_optionmap of libxt_TCPOPTSTRIP.c
 TCP_OPTIONMAP = (("wscale", 3), ("mss", 2), ("sack-permitted", 4), ("sack", 5), ("timestamp", 8), ("md5", 19))
 
