@@ -70,6 +70,7 @@ class Skb:
         "pkt_id",
         "pkt_type",
         "priority",
+        "secmark",
         "src_mac",
         "trace",
         "untracked",
@@ -87,6 +88,7 @@ class Skb:
         self.mark = 0
         self.pkt_type = PacketType.HOST
         self.priority = 0  # skb->priority (tc class), set by -j CLASSIFY
+        self.secmark = 0  # skb->secmark, set by -j SECMARK / CONNSECMARK --restore
         self.src_mac = b""
         self.dst_mac = b""
         self.frag_max_size = 0  # largest fragment received, when this skb was reassembled

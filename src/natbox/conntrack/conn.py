@@ -75,7 +75,7 @@ class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "start", "status",
+        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "secmark", "start", "status",
         "tcp", "timeout", "tuples", "zone",
     )
 
@@ -85,6 +85,7 @@ class Conn:
         self.timeout = now  # absolute deadline (seconds); set by the tracker's refresh
         self.start = now  # creation time: UDP's stream_ts is start + 2 s (§3.3)
         self.mark = 0
+        self.secmark = 0  # ct->secmark (CONNSECMARK --save)
         self.zone = zone
         self.ct_id = ct_id
         self.tcp: TcpConntrack | None = None

@@ -28,8 +28,8 @@ handles the packet from the start:
 | FIB, ruleset, interfaces unchanged (generation, version, up, forwarding) | slow path                     |
 
 A flow is compiled only while the tables a forwarded packet meets besides conntrack and nat (raw
-PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter FORWARD) are absent, so no rule can see, count
-or change the packet; with them present the engine's second tier (`Forwarder.fast_forward`) runs them.
+PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter and security FORWARD) are absent, so no rule can
+see, count or change the packet; with them present the engine's second tier (`Forwarder.fast_forward`) runs them.
 
 Checksums. NAT updates the IP and L4 checksums with `csum_replace4`/`csum_replace2` (RFC 1624) and the
 TTL decrement adds 0x0100 with an end-around carry (`ip_decrease_ttl`). For a change whose one's-complement

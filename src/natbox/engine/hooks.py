@@ -6,9 +6,10 @@ Hooks run their registered functions in kernel priority order (§1.1), the way `
 | hook        | functions (priority)                                                                  |
 |-------------|---------------------------------------------------------------------------------------|
 | PREROUTING  | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100)             |
-| INPUT       | mangle (-150), filter (0), nat SRC (100), confirm (INT_MAX)                             |
-| FORWARD     | mangle (-150), filter (0)                                                              |
-| OUTPUT      | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100), filter (0)  |
+| INPUT       | mangle (-150), filter (0), security (50), nat SRC (100), confirm (INT_MAX)              |
+| FORWARD     | mangle (-150), filter (0), security (50)                                               |
+| OUTPUT      | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100), filter (0), |
+|             | security (50)                                                                          |
 | POSTROUTING | mangle (-150), nat SRC (100), confirm (INT_MAX)                                         |
 
 `XtHost` is the host as a rule sees it (`natbox.rules.api.XtContext`): the clock, the hook being run,
@@ -41,7 +42,7 @@ from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
 __all__ = ["HookFn", "Hooks", "XtHost", "trace_ct"]
 
 HookFn = Callable[[Skb], int]
-_TABLE_OPS = frozenset({"raw", "mangle", "filter"})  # hook functions registered by _table_fn, by table name
+_TABLE_OPS = frozenset({"raw", "mangle", "filter", "security"})  # hook functions registered by _table_fn, by table name
 _HOOK_FORWARD = Hook.FORWARD
 _HOOK_LOCAL_IN = Hook.LOCAL_IN
 _HOOK_LOCAL_OUT = Hook.LOCAL_OUT
@@ -153,6 +154,7 @@ class Hooks:
             ops[hook].append((Priority.MANGLE, "mangle", self._table_fn("mangle", hook)))
         for hook in (_HOOK_LOCAL_IN, _HOOK_FORWARD, _HOOK_LOCAL_OUT):
             ops[hook].append((Priority.FILTER, "filter", self._table_fn("filter", hook)))
+            ops[hook].append((Priority.SECURITY, "security", self._table_fn("security", hook)))
         for hook in (_HOOK_LOCAL_IN, _HOOK_POST_ROUTING):
             ops[hook].append((Priority.NAT_SRC, "nat", self._hook_nat(hook)))
             ops[hook].append((Priority.CONNTRACK_CONFIRM, "confirm", self._hook_confirm))
@@ -289,7 +291,7 @@ class Hooks:
         """What the fast paths ask of the ruleset, worked out once per ruleset version (every change to the
         tables, `present` or the conntrack registration bumps `Ruleset.version`): whether the flow cache may
         be used at all (raw PREROUTING absent, conntrack registered, a nat table), and whether mangle
-        PREROUTING, mangle+filter FORWARD and mangle POSTROUTING are absent. A flow may be compiled
+        PREROUTING, mangle+filter+security FORWARD and mangle POSTROUTING are absent. A flow may be compiled
         (`FlowCache`) only when all four hold: nothing but conntrack and nat sees its packets."""
         rules = self.rules
         if rules is self._plan_rules and rules.version == self._plan_version:
@@ -297,7 +299,8 @@ class Hooks:
         pre, fwd, post = _HOOK_PRE_ROUTING, _HOOK_FORWARD, _HOOK_POST_ROUTING
         self._plan = (rules.is_trivial("raw", pre) and rules.needs_conntrack() and "nat" in rules.present,
                       rules.is_trivial("mangle", pre),
-                      rules.is_trivial("mangle", fwd) and rules.is_trivial("filter", fwd),
+                      rules.is_trivial("mangle", fwd) and rules.is_trivial("filter", fwd)
+                      and rules.is_trivial("security", fwd),
                       rules.is_trivial("mangle", post))
         self._plan_rules, self._plan_version = rules, rules.version
         return self._plan

@@ -150,11 +150,12 @@ SAVE_ORDER = ("mangle", "security", "raw", "filter", "nat")
 _CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
 CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
-CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT"})
+CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT",
+                               "CONNSECMARK"})
 
 
 class Ruleset:
-    """raw, mangle, nat and filter, as iptables-nft keeps them in the kernel."""
+    """raw, mangle, nat, filter and security, as iptables-nft keeps them in the kernel."""
 
     def __init__(self) -> None:
         self.tables: dict[str, Table] = {name: Table(name) for name in TABLE_NAMES}
@@ -184,8 +185,7 @@ class Ruleset:
 
     def saved_tables(self, table: str | None = None) -> list[Table]:
         """The tables iptables-save prints: iptables-nft lists them in one fixed order whatever order they
-        were created in (recorded with iptables 1.8.9: mangle, raw, filter, nat; security would come after
-        mangle), not in load order as iptables-legacy does."""
+        were created in (recorded with iptables 1.8.9: mangle, security, raw, filter, nat), not in load order as iptables-legacy does."""
         if table is not None:
             return [self.tables[table]]
         return [self.tables[n] for n in SAVE_ORDER if n in self.present]

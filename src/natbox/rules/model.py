@@ -69,6 +69,7 @@ TABLE_HOOKS: dict[str, tuple[Hook, ...]] = {
     "mangle": (Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT, Hook.POST_ROUTING),
     "nat": (Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.LOCAL_OUT, Hook.POST_ROUTING),
     "filter": (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT),
+    "security": (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT),  # iptable_security.c, after filter (§1.1)
 }
 TABLE_NAMES = tuple(TABLE_HOOKS)
 HOOK_ALL = (1 << 5) - 1
