@@ -185,7 +185,8 @@ class Ruleset:
 
     def saved_tables(self, table: str | None = None) -> list[Table]:
         """The tables iptables-save prints: iptables-nft lists them in one fixed order whatever order they
-        were created in (recorded with iptables 1.8.9: mangle, security, raw, filter, nat), not in load order as iptables-legacy does."""
+        were created in (recorded with iptables 1.8.9: mangle, security, raw, filter, nat), not in load order
+        as iptables-legacy does."""
         if table is not None:
             return [self.tables[table]]
         return [self.tables[n] for n in SAVE_ORDER if n in self.present]
