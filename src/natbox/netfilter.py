@@ -15,8 +15,11 @@ from typing import Final
 
 __all__ = [
     "IPPROTO_ICMP",
+    "IPPROTO_ICMPV6",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
+    "NFPROTO_IPV4",
+    "NFPROTO_IPV6",
     "NF_ACCEPT",
     "NF_DROP",
     "CtInfo",
@@ -31,12 +34,17 @@ __all__ = [
 ]
 
 IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_GRE = 47
 IPPROTO_UDPLITE = 136
 IPPROTO_SCTP = 132
 IPPROTO_DCCP = 33
+
+# uapi netfilter.h: the address families netfilter hooks are registered for (`nf_conntrack_tuple.src.l3num`)
+NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
 
 
 class Hook(enum.IntEnum):
@@ -196,6 +204,16 @@ class DropReason(enum.StrEnum):
     # link and IP input (ip_rcv_core): dropped before netfilter
     SHORT_FRAME = "short_frame"
     NOT_IPV4 = "not_ipv4"
+    # ip6_rcv_core (IPv6 input, before netfilter)
+    IPV6_DISABLED = "ipv6_disabled"
+    IP6_HDR_TRUNCATED = "ip6_hdr_truncated"
+    IP6_BAD_VERSION = "ip6_bad_version"
+    IP6_BAD_SADDR = "ip6_bad_saddr"  # multicast source, ::1 from the wire
+    IP6_BAD_DADDR = "ip6_bad_daddr"  # ::1 from the wire, interface-local or scope-0 multicast
+    IP6_BAD_PAYLOAD_LEN = "ip6_bad_payload_len"
+    IP6_BAD_EXTHDR = "ip6_bad_exthdr"  # a Hop-by-Hop header ipv6_parse_hopopts refuses
+    PKT_TOO_BIG = "pkt_too_big"  # ip6_forward: bigger than the out MTU (routers never fragment)
+    BEYOND_SCOPE = "beyond_scope"  # a link-local source leaving its link
     IP_HDR_TRUNCATED = "ip_hdr_truncated"
     IP_BAD_VERSION = "ip_bad_version"
     IP_BAD_IHL = "ip_bad_ihl"

@@ -15,8 +15,15 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from natbox.netfilter import CtInfo, Hook
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtInfo, Hook
+from natbox.wire.ipv6 import ipv6_skip_exthdr
 from natbox.wire.layout import (
+    IP6H_DADDR,
+    IP6H_HOP_LIMIT,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_SADDR,
+    IP6H_VER_TC_FL,
     IPH_ADDRS_END,
     IPH_DADDR,
     IPH_FRAG_OFF,
@@ -31,7 +38,7 @@ from natbox.wire.layout import (
 if TYPE_CHECKING:
     from natbox.conntrack.conn import Conn
 
-__all__ = ["PacketType", "Skb"]
+__all__ = ["PacketType", "Skb", "Skb6"]
 
 
 class PacketType(enum.IntEnum):
@@ -47,6 +54,8 @@ class PacketType(enum.IntEnum):
 
 class Skb:
     """One IPv4 packet on its way through the host."""
+
+    family = NFPROTO_IPV4  # the class's address family (NFPROTO_*): Skb6 says NFPROTO_IPV6
 
     __slots__ = (
         "csum_partial",
@@ -161,3 +170,70 @@ class Skb:
     def add_trace(self, step: str) -> None:
         if self.trace is not None:
             self.trace.append(step)
+
+
+class Skb6(Skb):
+    """One IPv6 packet (ipv6-semantics.md; /work/briefs/ipv6-interface.md).
+
+    `data` holds the datagram from its IPv6 header on (40 + payload_len bytes after `ip6_rcv_core`).
+    `ihl` is the transport offset as `ipv6_skip_exthdr` finds it (§1.6: Hop-by-Hop, Routing, Destination
+    options, AH and a first Fragment header skipped), `nexthdr` the protocol there (44 at a non-first
+    fragment, -1 when the walk fails, `ihl` then being `len(data)`), `frag_off6` the byte offset of the
+    fragment crossed (0 if none or first). `reparse()` sets the three again after the chain changed."""
+
+    __slots__ = ("frag_off6", "fragmented", "nexthdr")
+
+    family = NFPROTO_IPV6
+
+    def __init__(self, data: bytearray, *, iif: str = "", pkt_id: int = 0) -> None:
+        super().__init__(data, iif=iif, pkt_id=pkt_id)
+        self.nexthdr = -1
+        self.frag_off6 = 0
+        self.fragmented = False
+        self.reparse()
+
+    def reparse(self) -> None:
+        """Walk the extension headers again (`ipv6_skip_exthdr` from the fixed header)."""
+        data = self.data
+        if len(data) < IP6H_LEN:
+            self.ihl, self.nexthdr, self.frag_off6, self.fragmented = len(data), -1, 0, False
+            return
+        off, nexthdr, frag_off = ipv6_skip_exthdr(data, IP6H_LEN, data[IP6H_NEXTHDR])
+        self.fragmented = bool(frag_off)
+        self.frag_off6 = frag_off & ~0x7
+        if off < 0:
+            self.ihl, self.nexthdr = len(data), -1
+        else:
+            self.ihl, self.nexthdr = off, nexthdr
+
+    # --- IPv6 header fields (RFC 8200 §3) --------------------------------------------------------
+
+    @property
+    def saddr(self) -> int:
+        return int.from_bytes(self.data[IP6H_SADDR:IP6H_DADDR], "big")
+
+    @property
+    def daddr(self) -> int:
+        return int.from_bytes(self.data[IP6H_DADDR:IP6H_DADDR + 16], "big")
+
+    @property
+    def protocol(self) -> int:
+        return self.nexthdr
+
+    @property
+    def ttl(self) -> int:
+        return self.data[IP6H_HOP_LIMIT]
+
+    @property
+    def tos(self) -> int:
+        """The traffic class."""
+        return ((self.data[IP6H_VER_TC_FL] & 0x0F) << 4) | (self.data[IP6H_VER_TC_FL + 1] >> 4)
+
+    @property
+    def is_fragment(self) -> bool:
+        """A Fragment header was crossed (MF set or a non-zero offset)."""
+        return self.fragmented or bool(self.frag_off6)
+
+    @property
+    def is_later_fragment(self) -> bool:
+        return bool(self.frag_off6)

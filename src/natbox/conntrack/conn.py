@@ -11,7 +11,7 @@ Times are floats in seconds on the caller's clock. A confirmed entry is dead onc
 
 from __future__ import annotations
 
-from natbox.conntrack.tuple import ConnTuple
+from natbox.conntrack.tuple import ConnTuple, tuple_l3num
 from natbox.netfilter import CtStatus, Direction, TcpState
 
 __all__ = ["Conn", "TcpConntrack", "TcpSeen"]
@@ -128,6 +128,11 @@ class Conn:
     @property
     def reply(self) -> ConnTuple:
         return self.tuples[Direction.REPLY]
+
+    @property
+    def l3num(self) -> int:
+        """`tuplehash[ORIGINAL].tuple.src.l3num`: NFPROTO_IPV4 or NFPROTO_IPV6."""
+        return tuple_l3num(self.tuples[0])
 
 
     def has(self, bits: int) -> bool:

@@ -27,8 +27,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
-from natbox.conntrack.tuple import ConnTuple, format_addr
-from natbox.netfilter import CtStatus
+from natbox.conntrack.tuple import ConnTuple, format_addr, tuple_l3num
+from natbox.netfilter import NFPROTO_IPV4, CtStatus
+from natbox.wire.ipv6 import format_addr6, format_addr6_full
 
 if TYPE_CHECKING:
     from natbox.conntrack.conn import Conn
@@ -62,13 +63,24 @@ def _proto_head(proto: int) -> str:
     return f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} "
 
 
-def _tuple_text(t: ConnTuple) -> str:
-    """`__snprintf_address` + `__snprintf_proto` of one direction."""
-    text = f"src={format_addr(t.src)} dst={format_addr(t.dst)} "
+def _l3_head(conn: Conn) -> str:
+    """`%-8s %u ` of the layer-3 protocol (`-o extended`, /proc)."""
+    return "ipv4     2 " if conn.l3num == NFPROTO_IPV4 else "ipv6     10 "
+
+
+def _tuple_text(t: ConnTuple, full6: bool = False) -> str:
+    """`__snprintf_address` + `__snprintf_proto` of one direction (IPv6 addresses RFC 5952-short, or in full
+    for /proc with `full6`: IPv6 §7.1)."""
+    if tuple_l3num(t) == NFPROTO_IPV4:
+        text = f"src={format_addr(t.src)} dst={format_addr(t.dst)} "
+    elif full6:
+        text = f"src={format_addr6_full(t.src)} dst={format_addr6_full(t.dst)} "
+    else:
+        text = f"src={format_addr6(t.src)} dst={format_addr6(t.dst)} "
     proto = t.proto
     if proto in _PORT_PROTOS:
         return text + f"sport={t.sport} dport={t.dport} "
-    if proto == 1:
+    if proto in (1, 58):
         return text + f"type={t.dport >> 8} code={t.dport & 0xFF} id={t.sport} "
     if proto == 47:
         return text + f"srckey=0x{t.sport:x} dstkey=0x{t.dport:x} "
@@ -117,7 +129,7 @@ def format_conntrack(
     if kind:
         parts.append(_EVENT_TAGS[kind])
     if extended:
-        parts.append("ipv4     2 ")
+        parts.append(_l3_head(conn))
     orig, repl = conn.tuples[0], conn.tuples[1]
     parts.append(_proto_head(orig.proto))
     if kind == "DESTROY":
@@ -166,19 +178,19 @@ def format_proc(
     status = conn.status
     orig, repl = conn.tuples[0], conn.tuples[1]
     remaining = int(max(conn.timeout - now, 0.0))
-    parts = ["ipv4     2 ", _proto_head(orig.proto)]
+    parts = [_l3_head(conn), _proto_head(orig.proto)]
     if not status & CtStatus.OFFLOAD:
         parts.append(f"{remaining} ")
     if orig.proto == 6 and not status & CtStatus.OFFLOAD:
         parts.append(_state_text(conn))
     elif orig.proto == 47:
         parts.append(f"timeout={gre_timeouts[0]}, stream_timeout={gre_timeouts[1]} ")
-    parts.append(_tuple_text(orig))
+    parts.append(_tuple_text(orig, True))
     if acct:
         parts.append(f"packets={conn.acct_packets[0]} bytes={conn.acct_bytes[0]} ")
     if not status & CtStatus.SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(_tuple_text(repl))
+    parts.append(_tuple_text(repl, True))
     if acct:
         parts.append(f"packets={conn.acct_packets[1]} bytes={conn.acct_bytes[1]} ")
     parts.append(_status_flag(status))

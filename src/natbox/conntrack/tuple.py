@@ -13,7 +13,10 @@ Field meanings (the kernel's `src.u` / `dst.u` union):
 | GRE              | key (0 unless PPTP)| key                             |
 | anything else    | 0                  | 0                               |
 
-Addresses are IPv4 addresses as host-order ints (`int.from_bytes(b, "big")`).
+Addresses are host-order ints (`int.from_bytes(b, "big")`): 32-bit for IPv4, 128-bit for IPv6. One table
+holds both families (ipv6-semantics.md §1.1); a tuple's family (`src.l3num`) is `tuple_l3num(t)`: IPv6 when an
+address does not fit 32 bits. IPv6 conntrack does not track a packet whose both addresses lie in ::/96, so
+the rule is exact (docs/differences.md). ICMPv6 tuples are laid out as ICMP's (§2.2 of the IPv6 file).
 
 The direction of a tuple is not part of it: `nf_ct_tuple_equal` ignores `dst.dir` (§2.1).
 """
@@ -24,7 +27,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
-from natbox.netfilter import IPPROTO_GRE, IPPROTO_ICMP
+from natbox.netfilter import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.wire.ipv4 import IP_OFFSET
 from natbox.wire.layout import (
     GREH_CALL_ID,
@@ -53,11 +56,13 @@ __all__ = [
     "gre_pkt_to_tuple",
     "icmp_invert_tuple",
     "icmp_pkt_to_tuple",
+    "icmpv6_invert_tuple",
     "invert",
     "ipv4_get_l4proto",
     "parse_addr",
     "ports_invert_tuple",
     "ports_pkt_to_tuple",
+    "tuple_l3num",
 ]
 
 # Port-carrying protocols: src.u and dst.u are ports and swap on inversion.
@@ -74,6 +79,10 @@ ICMP_INVMAP: dict[int, int] = {
 }
 
 
+# `invmap` in nf_conntrack_proto_icmpv6.c: echo 128 ↔ 129, node information 139 ↔ 140 (IPv6 §2.2).
+ICMPV6_INVMAP: dict[int, int] = {128: 129, 129: 128, 139: 140, 140: 139}
+
+
 class ConnTuple(NamedTuple):
     """One direction of a connection: `(src, sport, dst, dport, proto)`."""
 
@@ -85,11 +94,13 @@ class ConnTuple(NamedTuple):
 
     def __str__(self) -> str:
         """The tuple as `conntrack -L` prints one direction (§7.3)."""
-        head = f"src={format_addr(self.src)} dst={format_addr(self.dst)}"
+        fmt = format_addr if tuple_l3num(self) == NFPROTO_IPV4 else _format_addr6
+        head = f"src={fmt(self.src)} dst={fmt(self.dst)}"
         if self.proto in PORT_PROTOCOLS:
             return f"{head} sport={self.sport} dport={self.dport} ({_PROTO_NAMES.get(self.proto, self.proto)})"
-        if self.proto == IPPROTO_ICMP:
-            return f"{head} type={self.dport >> 8} code={self.dport & 0xFF} id={self.sport} (icmp)"
+        if self.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            name = "icmp" if self.proto == IPPROTO_ICMP else "icmpv6"
+            return f"{head} type={self.dport >> 8} code={self.dport & 0xFF} id={self.sport} ({name})"
         return f"{head} (proto {self.proto})"
 
     @property
@@ -101,6 +112,15 @@ class ConnTuple(NamedTuple):
         return self.dport & 0xFF
 
 
+def tuple_l3num(t: ConnTuple | tuple[int, int, int, int, int]) -> int:
+    """`t->src.l3num`: NFPROTO_IPV6 when an address needs more than 32 bits, else NFPROTO_IPV4."""
+    return NFPROTO_IPV6 if (t[0] | t[2]) >> 32 else NFPROTO_IPV4
+
+
+def _format_addr6(addr: int) -> str:
+    return str(ipaddress.IPv6Address(addr))
+
+
 # `ConnTuple(a, b, c, d, e)` without the generated `__new__`'s Python frame (half the cost; same object)
 _new_tuple: Callable[[type[ConnTuple], tuple[int, int, int, int, int]], ConnTuple] = tuple.__new__
 
@@ -109,6 +129,15 @@ def icmp_invert_tuple(t: ConnTuple) -> ConnTuple | None:
     """Mirrors `nf_conntrack_invert_icmp_tuple()`: the reply type from `invmap`, the id kept; None for a type
     without a reply type (no ct can be created; the packet is INVALID)."""
     rtype = ICMP_INVMAP.get(t.dport >> 8)
+    if rtype is None:
+        return None
+    return ConnTuple(t.dst, t.sport, t.src, (rtype << 8) | (t.dport & 0xFF), t.proto)
+
+
+def icmpv6_invert_tuple(t: ConnTuple) -> ConnTuple | None:
+    """Mirrors `icmpv6_invert_tuple()`: the reply type from the ICMPv6 `invmap`, the id kept; None when the
+    type has no reply type."""
+    rtype = ICMPV6_INVMAP.get(t.dport >> 8)
     if rtype is None:
         return None
     return ConnTuple(t.dst, t.sport, t.src, (rtype << 8) | (t.dport & 0xFF), t.proto)
@@ -130,6 +159,8 @@ def invert(t: ConnTuple) -> ConnTuple | None:
     """
     if t[4] == IPPROTO_ICMP:
         return icmp_invert_tuple(t)
+    if t[4] == IPPROTO_ICMPV6:
+        return icmpv6_invert_tuple(t)
     return _new_tuple(ConnTuple, (t[2], t[3], t[0], t[1], t[4]))
 
 

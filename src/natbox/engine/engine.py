@@ -78,6 +78,7 @@ class Engine:
         host: Host,
         *,
         ruleset: Ruleset | None = None,
+        ruleset6: Ruleset | None = None,
         rnd: RandomSource | None = None,
         seed: int = 0,
         events: bool = False,
@@ -106,6 +107,7 @@ class Engine:
         rules = ruleset if ruleset is not None else Ruleset()
         hooks = self._hooks = Hooks(rules, ctx, table=self.table, cfg=self.cfg, nat=self.nat, rnd=self.rnd,
                                     defrag=self.defrag)
+        hooks.rules6 = ruleset6 if ruleset6 is not None else Ruleset()
         icmp = self._icmp = IcmpSender(self.fib, self.icmp_rate, family, st, ctx)
         local = self._local = LocalStack(host, self.fib, hooks, icmp, family, st, ctx)
         local.listeners = set(listeners)
@@ -137,6 +139,15 @@ class Engine:
     @rules.setter
     def rules(self, ruleset: Ruleset) -> None:
         self._hooks.rules = ruleset
+
+    @property
+    def rules6(self) -> Ruleset:
+        """The ip6tables ruleset (family ipv6: /work/briefs/ipv6-interface.md)."""
+        return self._hooks.rules6
+
+    @rules6.setter
+    def rules6(self, ruleset: Ruleset) -> None:
+        self._hooks.rules6 = ruleset
 
     @property
     def ipsets(self) -> IpsetRegistry | None:

@@ -32,7 +32,7 @@ from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masquerade
 from natbox.nat.range import NatRange
-from natbox.netfilter import CtInfo, DropReason, Hook, ManipType, Priority
+from natbox.netfilter import NFPROTO_IPV4, CtInfo, DropReason, Hook, ManipType, Priority
 from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
@@ -72,6 +72,7 @@ class XtHost:
     def __init__(self, host: Host, fib: Fib, nat: NatCore, table: ConntrackTable, rnd: RandomSource) -> None:
         self.hook = _HOOK_PRE_ROUTING
         self.now = 0.0
+        self.family = NFPROTO_IPV4  # the family of the table being run (NFPROTO_IPV6 for ip6tables)
         self._host, self._fib, self._nat, self._table, self._rnd = host, fib, nat, table, rnd
         self.sets: IpsetRegistry | None = None  # the namespace's ipsets (-m set, -j SET)
         # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
@@ -126,6 +127,7 @@ class Hooks:
     def __init__(self, rules: Ruleset, ctx: XtHost, *, table: ConntrackTable, cfg: ConntrackConfig, nat: NatCore,
                  rnd: RandomSource, defrag: IpDefrag) -> None:
         self.rules = rules
+        self.rules6 = Ruleset()  # ip6tables (the engine sets it)
         self._ctx = ctx
         self._table, self._cfg, self._nat, self._rnd, self._defrag = table, cfg, nat, rnd, defrag
         self._hooks = self._build_hooks()

@@ -35,6 +35,28 @@ IPH_DADDR: Final = 16
 IPH_ADDRS_END: Final = 20
 IPH_MIN_LEN: Final = 20
 
+# struct ipv6hdr (uapi linux/ipv6.h): version, traffic class and flow label share the first 4 bytes
+IP6H_VER_TC_FL: Final = 0
+IP6H_PAYLOAD_LEN: Final = 4
+IP6H_NEXTHDR: Final = 6
+IP6H_HOP_LIMIT: Final = 7
+IP6H_SADDR: Final = 8
+IP6H_DADDR: Final = 24
+IP6H_ADDRS_END: Final = 40
+IP6H_LEN: Final = 40
+
+# struct ipv6_opt_hdr (Hop-by-Hop, Routing, Destination options; AH's length is counted differently)
+IP6OPT_NEXTHDR: Final = 0
+IP6OPT_HDRLEN: Final = 1
+# struct frag_hdr (include/net/ipv6.h)
+FRAGH_NEXTHDR: Final = 0
+FRAGH_OFF: Final = 2  # offset in 8-byte units << 3 | reserved | M
+FRAGH_ID: Final = 4
+FRAGH_LEN: Final = 8
+# struct ipv6_rt_hdr: after nexthdr and hdrlen
+IP6RT_TYPE: Final = 2
+IP6RT_SEGMENTS_LEFT: Final = 3
+
 # struct tcphdr (uapi linux/tcp.h)
 TCPH_SOURCE: Final = 0
 TCPH_DEST: Final = 2
@@ -63,6 +85,27 @@ ICMPH_SEQUENCE: Final = 6
 ICMPH_GATEWAY: Final = 4
 ICMPH_MTU: Final = 6
 ICMPH_LEN: Final = 8
+
+# struct icmp6hdr (uapi linux/icmpv6.h): the same first 8 bytes as struct icmphdr
+ICMP6H_TYPE: Final = 0
+ICMP6H_CODE: Final = 1
+ICMP6H_CKSUM: Final = 2
+ICMP6H_IDENTIFIER: Final = 4
+ICMP6H_SEQUENCE: Final = 6
+ICMP6H_MTU: Final = 4  # Packet Too Big: 32-bit MTU
+ICMP6H_POINTER: Final = 4  # Parameter Problem: 32-bit pointer
+ICMP6H_LEN: Final = 8
+# struct nd_msg (Neighbour Solicitation/Advertisement): the target after the 8-byte header, then options
+ND_FLAGS: Final = 4  # NA: R S O bits in the first byte
+ND_TARGET: Final = 8
+ND_TARGET_END: Final = 24
+ND_OPT_TYPE: Final = 0
+ND_OPT_LEN: Final = 1  # in units of 8 bytes
+ND_OPT_DATA: Final = 2
+# struct rd_msg (Redirect): target and destination after the header
+RD_TARGET: Final = 8
+RD_DEST: Final = 24
+RD_OPTS: Final = 40
 
 # GRE with the PPTP key (struct gre_base_hdr + pptp call id, nf_conntrack_proto_gre.c)
 GREH_FLAGS: Final = 0
