@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from natbox.engine.hostfile import HostFile, HostFileError, parse_host_toml
-from natbox.engine.snapshot import SNAPSHOT_FILES, SnapshotError, host_from_snapshot
+from natbox.engine.snapshot import OPTIONAL_FILES, SNAPSHOT_FILES, SnapshotError, host_from_snapshot
 from natbox.errors import NatboxError, UsageError
 from natbox.files import check_parent_dir, read_text
 
@@ -34,8 +35,10 @@ SNAPSHOT_COMMANDS: dict[str, list[str]] = {
     "neigh.json": ["ip", "-4", "-j", "neigh"],
     "sysctl.txt": ["sysctl", "-a", "-r", SYSCTL_PATTERN],
     "iptables.rules": ["iptables-save", "-c"],
+    "ipset.save": ["ipset", "save"],
 }
 assert list(SNAPSHOT_COMMANDS) == list(SNAPSHOT_FILES)
+_REQUIRED_PROGRAMS = sorted({argv[0] for name, argv in SNAPSHOT_COMMANDS.items() if name not in OPTIONAL_FILES})
 
 
 class SnapshotCommandError(NatboxError, RuntimeError):
@@ -48,7 +51,7 @@ def _run(argv: list[str], netns: str | None) -> str:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
     except FileNotFoundError:
         raise SnapshotCommandError(f"{full[0]}: not found on PATH (a snapshot runs "
-                                   f"{', '.join(sorted({a[0] for a in SNAPSHOT_COMMANDS.values()}))})") from None
+                                   f"{', '.join(_REQUIRED_PROGRAMS)})") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SnapshotCommandError(f"{' '.join(full)}: {exc}") from None
     if proc.returncode != 0:
@@ -59,7 +62,8 @@ def _run(argv: list[str], netns: str | None) -> str:
 def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None) -> None:
     """Run the snapshot commands (in `netns` if given) and write their output into `dest_dir`."""
     dest = Path(dest_dir)
-    outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()}
+    outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()
+               if name not in OPTIONAL_FILES or shutil.which(argv[0]) is not None}
     dest.mkdir(exist_ok=True)  # once every command ran; only DIR itself: a missing parent is not created
     for name, text in outputs.items():
         (dest / name).write_text(text)
@@ -78,7 +82,8 @@ def read_snapshot_files(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_host(path: str | os.PathLike[str]) -> HostFile:
-    """A host from a TOML host file (its `[rules] file` read relative to it) or a snapshot directory.
+    """A host from a TOML host file (its `[rules] file` and `[ipsets] file` read relative to it) or a snapshot
+    directory.
     Raises HostFileError / SnapshotError, one line naming the file."""
     p = Path(path)
     if p.is_dir():
@@ -88,6 +93,10 @@ def load_host(path: str | os.PathLike[str]) -> HostFile:
         rules_path = p.parent / hf.rules_file
         hf.host.rules_text = read_text(rules_path, f"{p}: rules.file", error=HostFileError)
         hf.host.rules_origin = str(rules_path)
+    if hf.ipsets_file is not None:
+        sets_path = p.parent / hf.ipsets_file
+        hf.ipsets_text = read_text(sets_path, f"{p}: ipsets.file", error=HostFileError)
+        hf.ipsets_origin = str(sets_path)
     return hf
 
 
@@ -100,7 +109,7 @@ output of the commands below, run on this host (or in network namespace NAME), a
 """ + "\n".join(f"  {name:<15} {' '.join(argv)}" for name, argv in SNAPSHOT_COMMANDS.items()) + """
   hostname        the host's name""", """\
 DIR is created if it does not exist, but its parent directory must exist. Needs ip, sysctl and
-iptables-save on PATH (and root for --netns).
+iptables-save on PATH (and root for --netns); ipset.save is written when ipset is on PATH.
 
 exit status: 0 written; 1 a command failed (its message is printed); 2 bad usage.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -26,11 +25,9 @@ from natbox.errors import UsageError
 from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.errors import IPSET_VERSION
-from natbox.ipset.scope import enter_sets
+from natbox.ipset.scope import enter_sets, rule_set_refs
 
 __all__ = ["enter_sets_scope", "ipset_live", "ipset_main", "load_sets", "rule_set_refs", "store_sets"]
-
-_SET_OPTION = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
 
 
 def _take(argv: list[str], name: str) -> tuple[list[str], str | None]:
@@ -48,16 +45,6 @@ def _take(argv: list[str], name: str) -> tuple[list[str], str | None]:
             out.append(argv[i])
         i += 1
     return out, value
-
-
-def rule_set_refs(rules_text: str) -> dict[str, int]:
-    """How many references the rules of an iptables-save text hold on each set (one per set option)."""
-    refs: dict[str, int] = {}
-    for line in rules_text.splitlines():
-        if line.startswith("-A ") or (line.startswith("[") and "] -A " in line):
-            for name in _SET_OPTION.findall(line):
-                refs[name.strip('"')] = refs.get(name.strip('"'), 0) + 1
-    return refs
 
 
 def load_sets(path: str | None, rules_path: str | None = None) -> IpsetRegistry:

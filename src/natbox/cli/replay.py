@@ -111,6 +111,8 @@ def load_host_file(path: str) -> HostFile:
 def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset, HostFile]:
     from natbox.engine.engine import Engine
     from natbox.engine.host import HostError
+    from natbox.engine.hostfile import host_ipsets
+    from natbox.ipset.scope import using_sets
     from natbox.rules.evaluate import Ruleset
     from natbox.rules.model import RulesError
     from natbox.rules.parser import parse_restore
@@ -118,9 +120,14 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
     hf = load_host_file(opts.host)
     host = hf.host
     ruleset = Ruleset()
+    try:
+        sets = host_ipsets(hf)  # restored first, as on the host: the rules may name them
+    except NatboxError as exc:
+        raise UsageError(str(exc)) from None
     if host.rules_text.strip():
         try:
-            ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin))
+            with using_sets(sets):
+                ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin))
         except RulesError as exc:
             raise UsageError(f"{host.rules_origin}: {exc}") from None
     try:
@@ -128,6 +135,7 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
     except HostError as exc:
         raise UsageError(f"{opts.host}: {exc}") from None
     engine.listeners = set(hf.listen)
+    engine.ipsets = sets
     return engine, ruleset, hf
 
 

@@ -345,6 +345,8 @@ class _Lab:
                     self.sh("iptables-restore", netns=hns, stdin=host.rules)
         for name, value in sc.sysctls.items():
             self.sh("sysctl", "-q", "-w", f"{name}={value}", netns=self.router)
+        if sc.ipsets.strip():  # the sets first: a rule may only name a set that exists
+            self.sh("ipset", "restore", netns=self.router, stdin=sc.ipsets)
         if sc.rules.strip():
             self.sh("iptables-restore", netns=self.router, stdin=sc.rules)
 
@@ -426,6 +428,8 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False) -> KernelRun:
     `ip` steps are not mirrored and make the run an error).
     """
     why = kernel_available()
+    if why is None and sc.ipsets.strip() and shutil.which("ipset") is None:
+        why = "ipset not installed (the scenario restores ipsets)"
     if why is not None:
         raise KernelUnavailable(why)
     lab = _Lab(sc)

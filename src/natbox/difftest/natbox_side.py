@@ -27,7 +27,9 @@ from natbox.difftest.packets import decode_frame, rewrite_ports
 from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.scenario import Scenario
 from natbox.engine.engine import Engine
+from natbox.engine.hostfile import host_ipsets
 from natbox.engine.snapshot import host_from_snapshot
+from natbox.ipset.scope import using_sets
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
@@ -52,13 +54,18 @@ class NatboxRun:
 
 
 def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
-    """The Engine for the kernel router: host from its snapshot, rules from the snapshot's iptables-save."""
+    """The Engine for the kernel router: host from its snapshot, its ipsets from the snapshot's `ipset save`,
+    rules from the snapshot's iptables-save."""
     hf = host_from_snapshot(kernel_run.snapshot, f"<{kernel_run.scenario} router snapshot>")
     host = hf.host
     ruleset = Ruleset()
+    sets = host_ipsets(hf)  # the snapshot's `ipset save`, restored before the rules as on the kernel side
     if host.rules_text.strip():
-        ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
-    return Engine(host, ruleset=ruleset, seed=seed)
+        with using_sets(sets):
+            ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
+    engine = Engine(host, ruleset=ruleset, seed=seed)
+    engine.ipsets = sets
+    return engine
 
 
 def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -> NatboxRun:

@@ -7,6 +7,7 @@ settle = 0.3                              # seconds to wait after the last step 
 
 [router]
 rules = '''*nat ... COMMIT'''             # iptables-save text, applied with iptables-restore
+ipsets = '''create s hash:net ...'''     # optional `ipset save` text, restored (ipset restore) before the rules
 [router.sysctl]                           # applied in the router's namespace, before the rules
 "net.ipv4.ip_forward" = 1
 
@@ -146,6 +147,7 @@ class Scenario:
     sysctls: dict[str, str] = field(default_factory=dict)
     rules: str = ""
     settle: float = 0.3
+    ipsets: str = ""  # `ipset save` text restored in the router before its rules
     origin: str = "<scenario>"
     known_failure: str | None = None  # why natbox differs here (a known bug): reported as XFAIL
 
@@ -192,7 +194,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
     stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
     router = _typed(doc.get("router", {}), dict, f"{origin}: router")
-    _known(router, {"rules", "sysctl", "interface"}, f"{origin}: router")
+    _known(router, {"rules", "sysctl", "interface", "ipsets"}, f"{origin}: router")
     ifaces: list[IfaceSpec] = []
     for i, spec in enumerate(_typed(router.get("interface", []), list, f"{origin}: router.interface")):
         where = f"{origin}: router.interface[{i}]"
@@ -211,6 +213,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     sysctls = {str(k): str(int(v)) if isinstance(v, bool) else str(v)
                for k, v in _typed(router.get("sysctl", {}), dict, f"{origin}: router.sysctl").items()}
     rules = _typed(router.get("rules", ""), str, f"{origin}: router.rules")
+    ipsets = _typed(router.get("ipsets", ""), str, f"{origin}: router.ipsets")
     hosts: list[HostSpec] = []
     for i, spec in enumerate(_typed(doc.get("host", []), list, f"{origin}: host")):
         where = f"{origin}: host[{i}]"
@@ -240,7 +243,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     if known is not None:
         known = _typed(known, str, f"{origin}: known_failure")
     return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
-                    sysctls, rules, settle, origin, known)
+                    sysctls, rules, settle, ipsets, origin, known)
 
 
 def parse_exec(text: str, where: str) -> list[str]:

@@ -40,7 +40,14 @@ text = "*nat\n...COMMIT\n"         # or inline
 [listen]                           # the host's own open sockets
 tcp = [22]
 udp = [53]
+
+[ipsets]                           # the namespace's ipsets, as `ipset save` prints them (the rules may
+file = "sets.ipset"                # name them with -m set / -j SET); relative to the host file
+text = "create s hash:ip ...\n"     # or inline
 ```
+
+`host_ipsets(hf)` restores the sets into an `IpsetRegistry` (as `ipset restore` would, before the ruleset is
+loaded: a rule may only name a set that exists) and counts the rules' references to them.
 
 Errors are `HostFileError`s whose message starts with `file:line:` and names the key.
 """
@@ -54,9 +61,13 @@ from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.errors import ConfigError
+from natbox.ipset.command import IpsetSession
+from natbox.ipset.core import IpsetRegistry
+from natbox.ipset.scope import rule_set_refs
+from natbox.rand import SplitMix64
 from natbox.tomlfile import Locator, load_toml
 
-__all__ = ["HostFile", "HostFileError", "parse_host_toml"]
+__all__ = ["HostFile", "HostFileError", "host_ipsets", "parse_host_toml"]
 
 _KINDS = ("ether", "tap", "veth", "bridge", "loopback", "tun")
 _ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
@@ -73,6 +84,10 @@ class HostFile:
     host: Host
     rules_file: str | None = None
     listen: set[tuple[int, int]] = field(default_factory=set)
+    ipsets_file: str | None = None  # [ipsets] file, relative to the host file (the caller reads it)
+    ipsets_text: str = ""  # `ipset save` text: [ipsets] text, the file once read, or a snapshot's ipset.save
+    ipsets_origin: str = "<ipsets>"  # where ipsets_text came from, for error messages
+    sets: IpsetRegistry | None = None  # the restored sets, where a caller keeps `host_ipsets(self)`
 
 
 def _mac(text: Any) -> bytes:
@@ -110,7 +125,7 @@ def _expect(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-_TOP_KEYS = {"name", "ip_forward", "interface", "route", "neighbour", "sysctl", "rules", "listen"}
+_TOP_KEYS = {"name", "ip_forward", "interface", "route", "neighbour", "sysctl", "rules", "listen", "ipsets"}
 _IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up"}
 _ROUTE_KEYS = {"dst", "via", "dev", "metric", "src", "type", "table"}
 _NEIGH_KEYS = {"dev", "addr", "mac"}
@@ -137,6 +152,7 @@ def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
     _parse_neighbours(doc, host, loc)
     _parse_sysctls(doc, host, loc)
     _parse_rules(doc, hf, loc)
+    _parse_ipsets(doc, hf, loc)
     _parse_listen(doc, hf, loc)
     try:
         host.ensure_loopback()
@@ -334,6 +350,49 @@ def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
             raise loc.error("rules", 0, "text", "must be a string")
         hf.host.rules_text = rules["text"]
         hf.host.rules_origin = f"{loc.filename}[rules.text]"
+
+
+def _parse_ipsets(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
+    sets = doc.get("ipsets")
+    if sets is None:
+        return
+    if not isinstance(sets, dict):
+        raise loc.error(None, 0, "ipsets", "must be a table with file or text")
+    for key in sets:
+        if key not in ("file", "text"):
+            raise loc.error("ipsets", 0, key, "unknown key (known: file, text)")
+    if "file" in sets and "text" in sets:
+        raise loc.error("ipsets", 0, "text", "give either file or text, not both")
+    if "file" in sets:
+        if not isinstance(sets["file"], str) or not sets["file"] or "\0" in sets["file"]:
+            raise loc.error("ipsets", 0, "file", f"not a file name: {sets['file']!r}")
+        hf.ipsets_file = sets["file"]
+    elif "text" in sets:
+        if not isinstance(sets["text"], str):
+            raise loc.error("ipsets", 0, "text", "must be a string")
+        hf.ipsets_text = sets["text"]
+        hf.ipsets_origin = f"{loc.filename}[ipsets.text]"
+
+
+def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0) -> IpsetRegistry | None:
+    """The host's ipsets (None when it has none): `ipset restore` of `hf.ipsets_text` at `now`, then one
+    reference per rule of `hf.host.rules_text` that names a set (as the kernel's `ip_set_nfnl_get_byindex`
+    holds one per rule), so that `ipset destroy` refuses a set in use. A text ipset refuses raises a
+    HostFileError naming its origin and ipset's message. Hash sets restored without `initval` get one from
+    SplitMix64(seed) (the kernel draws it at random; `ipset save` always prints it, so a snapshot restores
+    exactly)."""
+    if not hf.ipsets_text.strip():
+        return None
+    reg = IpsetRegistry()
+    rnd = SplitMix64(seed)
+    rc, _, err = IpsetSession(reg, now, lambda: rnd.getrandbits(32)).run(["restore"], hf.ipsets_text)
+    if rc:
+        raise HostFileError(f"{hf.ipsets_origin}: {err.strip()}")
+    for name, n in rule_set_refs(hf.host.rules_text).items():
+        s = reg.get(name)
+        if s is not None:
+            s.ref += n
+    return reg
 
 
 def _parse_listen(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:

@@ -11,6 +11,7 @@ A snapshot directory holds what a real Linux host reports about itself (the adap
 | `neigh.json`       | `ip -4 -j neigh`                          | neighbours with a link-layer address           |
 | `sysctl.txt`       | `sysctl -a -r PATTERN` (`name = value`)   | ip_forward, per-device knobs, nf_conntrack_*   |
 | `iptables.rules`   | `iptables-save -c`                        | the ruleset text (`Host.rules_text`)           |
+| `ipset.save`       | `ipset save` (absent without ipset)       | the sets (`HostFile.ipsets_text`)              |
 
 Routes with `protocol kernel` in tables local and main are the ones `fib_add_ifaddr()` creates for each
 address; `natbox.engine.routing.Fib` derives exactly those from the addresses, so they are not copied
@@ -30,7 +31,8 @@ from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, R
 from natbox.engine.hostfile import HostFile, apply_sysctl
 from natbox.errors import ConfigError
 
-__all__ = ["REQUIRED_FILES", "SNAPSHOT_FILES", "SnapshotError", "host_from_snapshot", "parse_sysctl_text"]
+__all__ = ["OPTIONAL_FILES", "REQUIRED_FILES", "SNAPSHOT_FILES", "SnapshotError", "host_from_snapshot",
+           "parse_sysctl_text"]
 
 # file name -> what produced it (kept in this order by the adapter; `iptables.rules` may be empty)
 SNAPSHOT_FILES: dict[str, str] = {
@@ -40,7 +42,9 @@ SNAPSHOT_FILES: dict[str, str] = {
     "neigh.json": "ip -4 -j neigh",
     "sysctl.txt": "sysctl -a -r PATTERN",
     "iptables.rules": "iptables-save -c",
+    "ipset.save": "ipset save",
 }
+OPTIONAL_FILES = ("ipset.save",)  # written only when the host has the program (a host without ipset has no sets)
 REQUIRED_FILES = ("link.json", "addr.json", "route.json")
 
 # `info_kind` of `ip -d link` -> Interface.kind (natbox models every other Ethernet-like device as ether)
@@ -270,9 +274,10 @@ def host_from_snapshot(files: dict[str, str], origin: str) -> HostFile:
     _apply_sysctls(host, files.get("sysctl.txt", ""), origin)
     host.rules_text = files.get("iptables.rules", "")
     host.rules_origin = f"{origin}/iptables.rules"
+    hf = HostFile(host, ipsets_text=files.get("ipset.save", ""), ipsets_origin=f"{origin}/ipset.save")
     try:
         host.ensure_loopback()
         host.validate()
     except HostError as exc:
         raise SnapshotError(f"{origin}: {exc}") from None
-    return HostFile(host)
+    return hf

@@ -54,6 +54,7 @@ def _run(cfg: GatewayConfig) -> int:
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
     engine = Engine(host, ruleset=ruleset, seed=seed, resolve_neighbours=True, listeners=hf.listen)
+    engine.ipsets = hf.sets
     loop = EventLoop(engine, opened.ports, mtus=opened.mtus)  # it runs the engine's timers when they are due
     loop.warn = say
     control = None

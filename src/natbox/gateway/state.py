@@ -12,9 +12,11 @@ import time
 from natbox.adapters.snapshot import load_host
 from natbox.conntrack.persist import dump_conns, load_conns
 from natbox.engine.engine import Engine
-from natbox.engine.hostfile import HostFile
+from natbox.engine.hostfile import HostFile, host_ipsets
+from natbox.errors import NatboxError
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import WARNING, say
+from natbox.ipset.scope import using_sets
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_restore
@@ -34,9 +36,14 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
         except OSError as exc:
             raise ValueError(f"{cfg.rules}: {exc.strerror}") from None
     ruleset = Ruleset()
+    try:
+        hf.sets = host_ipsets(hf)  # restored before the rules, which may name them
+    except NatboxError as exc:
+        raise ValueError(str(exc)) from None
     if rules_text.strip():
         try:
-            ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
+            with using_sets(hf.sets):
+                ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
         except RulesError as exc:
             raise ValueError(f"{origin}: {exc}") from None
     return hf, ruleset

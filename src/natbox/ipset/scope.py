@@ -7,13 +7,14 @@ Outside any scope there are no sets. A context variable, not a global: nothing h
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from natbox.ipset.core import IpsetRegistry
 
-__all__ = ["enter_sets", "sets_in_scope", "using_sets"]
+__all__ = ["enter_sets", "rule_set_refs", "sets_in_scope", "using_sets"]
 
 _SETS: ContextVar[IpsetRegistry | None] = ContextVar("natbox_ipsets", default=None)
 
@@ -34,3 +35,16 @@ def using_sets(registry: IpsetRegistry | None) -> Iterator[None]:
         yield
     finally:
         _SETS.reset(token)
+
+
+_SET_OPTION = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
+
+
+def rule_set_refs(rules_text: str) -> dict[str, int]:
+    """How many references the rules of an iptables-save text hold on each set (one per set option)."""
+    refs: dict[str, int] = {}
+    for line in rules_text.splitlines():
+        if line.startswith("-A ") or (line.startswith("[") and "] -A " in line):
+            for name in _SET_OPTION.findall(line):
+                refs[name.strip('"')] = refs.get(name.strip('"'), 0) + 1
+    return refs
