@@ -88,8 +88,9 @@ def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO | N
         out.write(format_conntrack(conn, lab.now) + "\n")
     out.write(summary_line(len(conns)) + "\n")
 
-    heading("# iptables -t nat -nvL")
-    out.write(list_table(ruleset.tables["nat"], numeric=True, verbose=True) + "\n")
+    for table in demo.tables:
+        heading(f"# iptables -t {table} -nvL")
+        out.write(list_table(ruleset.tables[table], numeric=True, verbose=True) + "\n")
     if demo.questions:
         heading("# what this shows")
         for q in demo.questions:

@@ -11,6 +11,7 @@
   without the hairpin MASQUERADE rule.
 - `port-clash`: two inside hosts with the same source port, and a `--to-ports` range that runs out (§4.6).
 - `basic`: the smallest useful MASQUERADE gateway.
+- `docker28`, `kube-proxy`: the rulesets Docker 28 and kube-proxy write today (natbox.demos.modern).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from natbox.conntrack.tuple import parse_addr
+from natbox.demos import modern
 from natbox.engine.host import Host, Interface, Route
 from natbox.sim.lab import Lab
 
@@ -53,6 +55,7 @@ class Demo:
     script: Callable[[Lab], None]  # attaches end hosts and schedules traffic
     interfaces: tuple[str, ...]  # interfaces to show, in order
     questions: tuple[str, ...] = ()  # what the demo answers, printed with the results
+    tables: tuple[str, ...] = ("nat",)  # the tables whose counters are printed (iptables -t T -nvL)
 
 
 # --- docker -----------------------------------------------------------------------------------------
@@ -298,5 +301,22 @@ DEMOS: dict[str, Demo] = {
         "basic", "A MASQUERADE gateway",
         "A client pings and sends UDP through a gateway that masquerades out of eth1.",
         _basic_host, _basic_script, ("eth0", "eth1"),
+    ),
+    "docker28": Demo(
+        "docker28", "Docker 28's ruleset: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, a user network, -p 8080:80",
+        "The default bridge docker0 and a user-defined network bridge1 whose container c1 (172.18.0.2) is "
+        "published as -p 8080:80 (moby's iptablesdoc usernet-portmap.md, v28.0.1). ctr0 on docker0 pings out; "
+        "10.99.0.7 fetches a page through 198.51.100.10:8080; ctr0 sends to c1 directly (isolated); 10.99.0.7 "
+        "tries 172.18.0.2:80 directly (raw DROP).",
+        modern.docker28_host, modern.docker28_script, ("docker0", "bridge1", "eth0"),
+        modern.DOCKER28_QUESTIONS, ("raw", "filter", "nat"),
+    ),
+    "kube-proxy": Demo(
+        "kube-proxy", "kube-proxy's iptables mode: KUBE-SERVICES, KUBE-SVC/KUBE-SEP, statistic, KUBE-MARK-MASQ",
+        "A node with three pods on cni0 behind a ClusterIP service 10.96.0.10:80 (3 endpoints) and a NodePort "
+        "service on :30080 (2 endpoints). 10.99.0.7 opens three connections to the NodePort and three to the "
+        "ClusterIP; the random draws (seeded: --seed changes them) spread them over the pods.",
+        modern.kube_proxy_host, modern.kube_proxy_script, ("eth0", "cni0"),
+        modern.KUBE_PROXY_QUESTIONS, ("nat", "filter"),
     ),
 }

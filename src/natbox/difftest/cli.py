@@ -68,7 +68,11 @@ def load_scenarios(paths: Sequence[str]) -> list[Scenario]:
 
 
 def live_capable(sc: Scenario) -> bool:
-    """Whether a live natbox run can mirror every step (`ip` commands on the router are not mirrored)."""
+    """Whether a live natbox run can mirror every step (`ip` commands on the router are not mirrored) and be
+    compared with a separate kernel run: not when the rules draw random numbers (`-m statistic --mode
+    random`), whose outcomes only the replay can make follow the kernel's (natbox.difftest.draws)."""
+    if "--mode random" in sc.rules:
+        return False
     return all(step.exec is None or step.exec[0] in ("iptables", "conntrack") for step in sc.steps)
 
 
@@ -136,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print only the scenarios that did not agree (FAIL, XFAIL, XPASS) and the last line")
     p.add_argument("--live", action="store_true",
                    help="also run each scenario with live natbox as the router in the same namespaces (natbox "
-                        "gateway --adopt) and compare that run with the kernel's too (scenarios with `ip` steps: "
-                        "replay only)")
+                        "gateway --adopt) and compare that run with the kernel's too (scenarios with `ip` steps or "
+                        "`-m statistic --mode random` rules: replay only)")
     p.add_argument("--keep", metavar="DIR",
                    help="save each kernel run under DIR/<scenario>/ (snapshot/, in.pcapng, out.pcapng, "
                         "conntrack.txt, iptables-save.txt): then `natbox replay --host DIR/<scenario>/snapshot "

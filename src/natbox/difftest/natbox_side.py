@@ -12,7 +12,8 @@ rewritten through the bijection (checksums updated incrementally) before natbox 
 An `exec` step (a router command the kernel ran at time t, see `KernelRun.execs`) is applied to the
 Engine before the first input frame at or after the command's end; an input frame received while the
 command ran is reported as an error (the order would be ambiguous).
-It collects what natbox emits per interface, the
+`-m statistic --mode random` draws follow the kernel's choices by scripted outcomes and repeated replays
+(natbox.difftest.draws, §10). It collects what natbox emits per interface, the
 `conntrack -L` lines at the moment the kernel's listing was taken, and `iptables-save -c` of natbox's rules.
 """
 
@@ -22,6 +23,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from natbox.conntrack.format import format_conntrack
+from natbox.difftest.draws import MAX_REPLAYS, DrawScript, first_divergence, next_outcomes
 from natbox.difftest.kernel import Captured, KernelRun
 from natbox.difftest.packets import decode_frame, rewrite_ports
 from natbox.difftest.portmap import PortMap, first_seen
@@ -51,6 +53,7 @@ class NatboxRun:
     dropped: list[str] = field(default_factory=list)  # "t iface reason where detail"
     errors: list[str] = field(default_factory=list)  # natbox could not run (e.g. an exception)
     port_pairs: dict[int, int] = field(default_factory=dict)  # kernel's random port/id -> natbox's
+    draw_script: dict[int, list[bool]] = field(default_factory=dict)  # input frame -> statistic outcomes (draws)
 
 
 def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
@@ -69,24 +72,62 @@ def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
 
 
 def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -> NatboxRun:
-    """Replay the kernel router's input frames through natbox (see the module docstring)."""
-    out = NatboxRun()
-    try:
-        engine = build_engine(kernel_run, seed=seed)
-    except Exception as exc:
-        out.errors.append(f"natbox could not load the router snapshot: {type(exc).__name__}: {exc}")
-        return out
-    for f in kernel_run.frames:
-        out.sent.setdefault(f.iface, [])
-    seen, _ids = first_seen(kernel_run)
-    ports = PortMap(seen)
+    """Replay the kernel router's input frames through natbox (see the module docstring). Where the ruleset
+    draws random numbers (`-m statistic --mode random`), the replay is repeated with scripted outcomes until
+    natbox took the branches the kernel took, or no outcome is left (natbox.difftest.draws)."""
+    script: dict[int, list[bool]] = {}
+    kernel_ip = {i: [(c.ts, c.frame) for c in ks] for i, ks in _kernel_sent(kernel_run).items()}
+    times = [c.ts for c in kernel_run.received()]
+    out, made, draws = _replay(kernel_run, seed, script)
+    for _ in range(MAX_REPLAYS - 1):
+        if not any(draws.used.values()) or out.errors:
+            break
+        at = first_divergence(kernel_ip, made, times)
+        if at is None:
+            break
+        frame = max((i for i, n in draws.used.items() if 0 <= i <= at and n), default=None)
+        if frame is None:
+            break
+        outcomes = next_outcomes(script.get(frame), draws.used[frame])
+        if outcomes is None:
+            break
+        script = {i: s for i, s in script.items() if i < frame}
+        script[frame] = outcomes
+        out, made, draws = _replay(kernel_run, seed, script)
+    out.draw_script = {i: s for i, s in script.items() if draws.used.get(i)}
+    return out
+
+
+def _kernel_sent(kernel_run: KernelRun) -> dict[str, list[Captured]]:
     ksent: dict[str, list[Captured]] = {}
     for f in kernel_run.frames:
         if f.outgoing and is_ipv4_frame(f.frame):
             ksent.setdefault(f.iface, []).append(f)
-    nsent_ip: dict[str, int] = {}
+    return ksent
+
+
+def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
+            ) -> tuple[NatboxRun, dict[str, list[tuple[int, bytes]]], DrawScript]:
+    """One replay: the NatboxRun, the IPv4 frames natbox sent per interface with the index of the input frame
+    that made each, and the draws each input frame made."""
+    out = NatboxRun()
+    draws = DrawScript(script, seed)
+    made: dict[str, list[tuple[int, bytes]]] = {}
+    try:
+        engine = build_engine(kernel_run, seed=seed)
+    except Exception as exc:
+        out.errors.append(f"natbox could not load the router snapshot: {type(exc).__name__}: {exc}")
+        return out, made, draws
+    # the statistic match's random source (XtContext.random_u32) becomes the script; NAT's draws are untouched
+    setattr(engine._ctx, "random_u32", draws.random_u32)  # noqa: B010  (an instance attribute over the method)
+    for f in kernel_run.frames:
+        out.sent.setdefault(f.iface, [])
+    seen, _ids = first_seen(kernel_run)
+    ports = PortMap(seen)
+    ksent = _kernel_sent(kernel_run)
     execs = list(kernel_run.execs)
-    for c in kernel_run.received():
+    for index, c in enumerate(kernel_run.received()):
+        draws.frame = index
         while execs and execs[0][1] <= c.ts:
             _, end, argv = execs.pop(0)
             why = apply_exec(engine, argv, end)
@@ -103,13 +144,15 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
         for e in res.emitted:
             out.sent.setdefault(e.iface, []).append((c.ts, e.frame))
             if is_ipv4_frame(e.frame):
-                n = nsent_ip.get(e.iface, 0)
-                nsent_ip[e.iface] = n + 1
+                sent = made.setdefault(e.iface, [])
+                n = len(sent)
+                sent.append((index, e.frame))
                 kern = ksent.get(e.iface, [])
                 if n < len(kern):
                     _learn(ports, kern[n], e.frame)
         for d in res.dropped:
             out.dropped.append(f"{c.ts:.6f} {c.iface} {d.reason} {d.where} {d.detail}".rstrip())
+    draws.frame = -1
     for _, end, argv in execs:
         why = apply_exec(engine, argv, end)
         if why:
@@ -118,7 +161,7 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
     now = kernel_run.conntrack_time
     out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
     out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
-    return out
+    return out, made, draws
 
 
 def apply_exec(engine: Engine, argv: list[str], now: float) -> str | None:
