@@ -247,13 +247,21 @@ def bench_main(argv: Sequence[str]) -> int:
     parser.add_argument("what", nargs="?", choices=("engine", "rules", "all"), default="engine",
                         help="engine: packets through a MASQUERADE gateway; rules: filter chain cost")
     parser.add_argument("--ports", type=int, default=100, help="published ports for the rules benchmark")
+    parser.add_argument("--services", type=int, default=1000,
+                        help="kube-proxy services (3 endpoints each) for the rules benchmark")
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets to push (default 1,000,000)")
     parser.add_argument("--flows", type=int, default=1000, help="TCP flows and as many UDP flows (default 1000)")
     parser.add_argument("--entries", type=int, default=1_000_000,
                         help="conntrack entries for the memory figure (default 1,000,000; 0 skips it)")
     args = parser.parse_args(list(argv))
     if args.what in ("rules", "all"):
+        from natbox.cli import bench_rules
+
         _bench_rules(args.ports, min(args.packets, 20000))
+        syns = min(args.packets, 3000)
+        bench_rules.bench_docker28(args.ports, syns, print)
+        bench_rules.bench_kube_proxy(args.services, syns, print)
+        bench_rules.bench_ipset(min(args.packets, 20000), print)
         if args.what == "rules":
             return 0
     print(f"natbox bench: {args.packets:,} packets of established TCP+UDP over {args.flows} + {args.flows} "
