@@ -126,3 +126,30 @@ def test_a_namespace_snapshot_records_ipset_save(tmp_path: Path) -> None:
     assert files["ipset.save"] == SETS
     reg = host_ipsets(host_from_snapshot(files, str(tmp_path / "snap")))
     assert reg is not None and _save(reg) == SETS
+
+
+def test_replay_builds_its_engine_with_the_host_files_sets(tmp_path: Path) -> None:
+    """`natbox replay --host h.toml`: the [ipsets] sets are restored before the rules, and -m set sees them."""
+    from natbox.cli.replay import ReplayOptions, _build_engine
+    from natbox.conntrack.tuple import parse_addr
+    from natbox.wire import ethernet, ipv4, udp
+
+    (tmp_path / "sets.ipset").write_text("create blocked hash:ip family inet\nadd blocked 192.168.50.3\n")
+    (tmp_path / "rules.v4").write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                                       "-A FORWARD -m set --match-set blocked src -j DROP\nCOMMIT\n")
+    (tmp_path / "h.toml").write_text(
+        'ip_forward = true\n[[interface]]\nname = "eth0"\naddresses = ["192.168.50.1/24"]\n'
+        '[[interface]]\nname = "eth1"\naddresses = ["198.51.100.1/24"]\n'
+        '[[neighbour]]\ndev = "eth1"\naddr = "198.51.100.2"\nmac = "02:00:00:00:00:02"\n'
+        '[rules]\nfile = "rules.v4"\n[ipsets]\nfile = "sets.ipset"\n')
+    engine, _, _ = _build_engine(ReplayOptions(host=str(tmp_path / "h.toml"), inputs=[]), events=False)
+    assert engine.ipsets is not None and engine.ipsets.get("blocked") is not None
+
+    def send(src: str) -> int:
+        s, d = parse_addr(src), parse_addr("198.51.100.2")
+        frame = ethernet.build_ethernet(b"\x00" * 6, b"\x02\x00\x00\x00\x00\x09", ethernet.ETH_P_IP,
+                                        ipv4.build_ipv4(s, d, 17, udp.build_udp(s, d, 4000, 53, b"q")))
+        return len(engine.receive(bytes(frame), "eth0", 1.0).emitted)
+
+    assert send("192.168.50.2") == 1
+    assert send("192.168.50.3") == 0  # in the set: FORWARD drops it
