@@ -133,9 +133,10 @@ def apply_command(table: Table, cmd: Command) -> str:
         # nf_tables refuses to delete a chain that has rules or is referenced (-EBUSY); `-X` without a
         # chain deletes every user chain in one transaction, failing on the first busy one
         names = [cmd.chain] if cmd.chain is not None else [c.name for c in table.user_chains()]
+        refs = table.reference_counts()  # deleting a chain without rules changes no other chain's count
         for name in names:
             c = _chain_or_error(table, name)
-            if c.builtin or c.rules or table.references(c.name):
+            if c.builtin or c.rules or refs.get(c.name, 0):
                 raise RulesError(f" CHAIN_DEL failed (Device or resource busy): chain {c.name}", RESOURCE_PROBLEM)
             del table.chains[c.name]
         return ""

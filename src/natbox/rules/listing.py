@@ -116,19 +116,23 @@ def rule_line_verbose(rule: Rule) -> str:
 
 
 def list_chain(table: Table, c: Chain, *, numeric: bool, verbose: bool, exact: bool, line_numbers: bool,
-               rulenum: int | None = None) -> str:
-    out = header(c, table.references(c.name), verbose=verbose, exact=exact, line_numbers=line_numbers)
+               rulenum: int | None = None, refs: int | None = None) -> str:
+    """One chain's header and rows; `refs`: its reference count when the caller has it."""
+    if refs is None:
+        refs = table.references(c.name)
+    out = [header(c, refs, verbose=verbose, exact=exact, line_numbers=line_numbers)]
     for i, r in enumerate(c.rules, 1):
         if rulenum is not None and i != rulenum:
             continue
-        out += rule_line(r, i, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers)
-    return out
+        out.append(rule_line(r, i, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers))
+    return "".join(out)
 
 
 def list_table(table: Table, chain: str | None = None, *, numeric: bool = False, verbose: bool = False,
                exact: bool = False, line_numbers: bool = False) -> str:
     """The whole `-L` output: chains separated by one blank line, none after the last."""
     chains = [table.chains[chain]] if chain is not None else table.ordered_chains()
-    parts = [list_chain(table, c, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers)
-             for c in chains]
+    counts = table.reference_counts()
+    parts = [list_chain(table, c, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers,
+                        refs=counts.get(c.name, 0)) for c in chains]
     return "\n".join(parts)

@@ -397,15 +397,22 @@ class Table:
 
     def references(self, name: str) -> int:
         """How many rules jump or go to chain `name` (the -L header's "N references")."""
-        n = 0
+        return self.reference_counts().get(name, 0)
+
+    def reference_counts(self) -> dict[str, int]:
+        """How many rules jump or go to each chain that is jumped to, in one pass over the rules (listing
+        every chain's header asks for all of them: one pass each would be quadratic in the rules)."""
+        counts: dict[str, int] = {}
+        get = counts.get
         for c in self.chains.values():
             if c.raw is not None:
-                n += c.raw_jumps().count(name)
+                for name in c.raw_jumps():
+                    counts[name] = get(name, 0) + 1
                 continue
             for r in c.rules:
-                if r.target is None and r.jump == name:
-                    n += 1
-        return n
+                if r.target is None and r.jump:
+                    counts[r.jump] = get(r.jump, 0) + 1
+        return counts
 
     def clone(self) -> Table:
         return copy.deepcopy(self)
