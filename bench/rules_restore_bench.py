@@ -93,6 +93,142 @@ def kube_ruleset(n_rules: int, endpoints: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MIXED_SETS = ("create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\n"
+               "create KUBE-LOAD-BALANCER hash:ip,port family inet hashsize 1024 maxelem 65536\n"
+               "create cali40all-ipam-pools hash:net family inet hashsize 1024 maxelem 1048576\n"
+               "create cali40masq-ipam-pools hash:net family inet hashsize 1024 maxelem 1048576\n")
+
+
+def _mixed_fixed() -> tuple[dict[str, list[str]], ...]:
+    """The chains and fixed rules of the mixed ruleset: Docker's, kube-proxy's and Calico's own."""
+    mangle: dict[str, list[str]] = {c: [] for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")}
+    mangle["FORWARD"].append("-p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu")
+    flt: dict[str, list[str]] = {
+        "INPUT": ["-j KUBE-FIREWALL"],
+        "FORWARD": ["-j DOCKER-USER", "-j DOCKER-ISOLATION-STAGE-1",
+                    "-o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "-o docker0 -j DOCKER",
+                    "-i docker0 ! -o docker0 -j ACCEPT", "-i docker0 -o docker0 -j ACCEPT",
+                    '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+                    '-m comment --comment "cali:wUHhoiAYhphO9Mso" -j cali-fw',
+                    '-m comment --comment "cali:7qS5DgF3vLQKY7iW" -j cali-tw'],
+        "OUTPUT": ["-j KUBE-FIREWALL"],
+        "DOCKER": [], "DOCKER-USER": ["-j RETURN"],
+        "DOCKER-ISOLATION-STAGE-1": ["-i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2", "-j RETURN"],
+        "DOCKER-ISOLATION-STAGE-2": ["-o docker0 -j DROP", "-j RETURN"],
+        "KUBE-FIREWALL": ['! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet'
+                          ' connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'],
+        "KUBE-FORWARD": ["-m conntrack --ctstate INVALID -j DROP",
+                         '-m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+                         '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate'
+                         " RELATED,ESTABLISHED -j ACCEPT"],
+        "cali-fw": [], "cali-tw": [],
+    }
+    nat: dict[str, list[str]] = {
+        "PREROUTING": ['-m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+                       "-m addrtype --dst-type LOCAL -j DOCKER"],
+        "INPUT": [],
+        "OUTPUT": ['-m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+                   "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER"],
+        "POSTROUTING": ['-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+                        "-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+                        '-m comment --comment "cali:flqWnvo8yq4ULQLa" -j cali-nat-outgoing'],
+        "DOCKER": ["-i docker0 -j RETURN"],
+        "KUBE-MARK-MASQ": ["-j MARK --set-xmark 0x4000/0x4000"],
+        "KUBE-POSTROUTING": ["-m mark ! --mark 0x4000/0x4000 -j RETURN", "-j MARK --set-xmark 0x4000/0x0",
+                             '-m comment --comment "kubernetes service traffic requiring SNAT"'
+                             " -j MASQUERADE --random-fully"],
+        "KUBE-SERVICES": [], "KUBE-NODEPORTS": [],
+        "cali-nat-outgoing": ['-m comment --comment "cali:Dw4T8UWPnCLxRJiI" -m set --match-set'
+                              " cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst"
+                              " -j MASQUERADE --random-fully"],
+    }
+    return mangle, flt, nat
+
+
+def _kube_service(s: int, nat: dict[str, list[str]]) -> int:
+    """A kube-proxy service with three endpoints (KUBE-SVC-*, KUBE-SEP-*); returns the rules added."""
+    svc = f"KUBE-SVC-{s:016X}"
+    nat[svc] = []
+    cip = f"10.{96 + (s >> 16) % 64}.{(s >> 8) & 255}.{s & 255}"
+    name = f"ns{s % 97}/svc{s}:http"
+    nat["KUBE-SERVICES"].append(f'-d {cip}/32 -p tcp -m comment --comment "{name} cluster IP" -m tcp --dport 80'
+                                f" -j {svc}")
+    if s % 3 == 0:
+        nat[svc].append(f'! -s 10.244.0.0/16 -d {cip}/32 -p tcp -m comment --comment "{name} cluster IP"'
+                        " -m tcp --dport 80 -j KUBE-MARK-MASQ")
+    for e in range(3):
+        sep = f"KUBE-SEP-{s:012X}{e:04X}"
+        nat[sep] = []
+        ep = f"10.{244 + (s >> 16) % 8}.{(s >> 8) & 255}.{(s * 3 + e) & 255}"
+        # 1/3 and 1/2 as iptables-save prints them back (the kernel keeps lround(0x80000000 * p))
+        stat = f" -m statistic --mode random --probability {('0.33333333349', '0.50000000000')[e]}" if e < 2 else ""
+        nat[svc].append(f'-m comment --comment "{name} -> {ep}:8080"{stat} -j {sep}')
+        nat[sep].append(f'-s {ep}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ')
+        nat[sep].append(f'-p tcp -m comment --comment "{name}" -m tcp -j DNAT --to-destination {ep}:8080')
+    return 1 + len(nat[svc]) + 6
+
+
+def _docker_container(s: int, flt: dict[str, list[str]], nat: dict[str, list[str]]) -> int:
+    """A Docker container publishing ports 80 and 443; returns the rules added."""
+    ip = f"172.17.{(s >> 8) & 255}.{s & 255}"
+    for port in (80, 443):
+        host_port = 8000 + (s % 20000) * 2 + (port == 443)
+        nat["DOCKER"].append(f"! -i docker0 -p tcp -m tcp --dport {host_port} -j DNAT --to-destination {ip}:{port}")
+        nat["POSTROUTING"].append(f"-s {ip}/32 -d {ip}/32 -p tcp -m tcp --dport {port} -j MASQUERADE")
+        flt["DOCKER"].append(f"-d {ip}/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport {port} -j ACCEPT")
+    return 6
+
+
+def _calico_policy(s: int, flt: dict[str, list[str]], nat: dict[str, list[str]]) -> int:
+    """A Calico-style per-workload policy chain (goto, conntrack, multiport, set, marks) and an SNAT;
+    returns the rules added."""
+    ch = f"cali-pi-{s:012x}"
+    flt["cali-fw"].append(f'-i cali{s:011x} -m comment --comment "cali:{s:016x}" -g {ch}')
+    flt[ch] = [
+        f'-m comment --comment "cali:{s:016x}a" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+        f'-m comment --comment "cali:{s:016x}b" -m conntrack --ctstate INVALID -j DROP',
+        f'-p tcp -m comment --comment "cali:{s:016x}c" -m multiport --dports 80,443,8080:8090'
+        " -m set --match-set KUBE-CLUSTER-IP dst,dst -j MARK --set-xmark 0x10000/0x10000",
+        f'-m comment --comment "cali:{s:016x}d" -m mark --mark 0x10000/0x10000 -j RETURN',
+        f'-p udp -m comment --comment "cali:{s:016x}e" -m multiport --sports 53,5353 -j ACCEPT',
+    ]
+    nat["POSTROUTING"].append(f"-s 192.168.{(s >> 8) & 255}.{s & 255}/32 -o eth0"
+                              f" -j SNAT --to-source 198.51.100.{s % 250 + 1}")
+    return 7
+
+
+def mixed_ruleset(n_rules: int) -> tuple[str, str]:
+    """A ruleset of about `n_rules` rules as iptables-save prints it, mixing kube-proxy services (60 %),
+    Docker published ports (20 %) and Calico-style policy chains (20 %), and the ipset file (`ipset save`
+    text) its `-m set` rules need. Returns (rules text, sets text)."""
+    mangle, flt, nat = _mixed_fixed()
+    count = sum(len(r) for t in (mangle, flt, nat) for r in t.values())
+    s = 0
+    while count < n_rules:
+        kind = s % 10
+        if kind < 6:
+            count += _kube_service(s, nat)
+        elif kind < 8:
+            count += _docker_container(s, flt, nat)
+        else:
+            count += _calico_policy(s, flt, nat)
+        s += 1
+    lines = ["# Generated by iptables-save v1.8.9 (nf_tables) on Sun Nov  2 02:34:32 2026"]
+    for name, chains in (("mangle", mangle), ("filter", flt), ("nat", nat)):
+        builtin = [c for c in chains if c in _BUILTIN_CHAINS]
+        lines.append(f"*{name}")
+        lines += [f":{c} ACCEPT [0:0]" for c in builtin]
+        lines += [f":{c} - [0:0]" for c in sorted(c for c in chains if c not in builtin)]
+        for c in [*builtin, *sorted(c for c in chains if c not in builtin)]:
+            lines += [f"-A {c} {r}" for r in chains[c]]
+        lines.append("COMMIT")
+    lines.append("# Completed on Sun Nov  2 02:34:32 2026")
+    return "\n".join(lines) + "\n", _MIXED_SETS
+
+
+_BUILTIN_CHAINS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+
+
 def count_rules(text: str) -> int:
     return sum(1 for line in text.splitlines() if " -A " in line or line.startswith("-A "))
 

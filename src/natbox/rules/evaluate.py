@@ -26,6 +26,7 @@ from natbox.rules.model import (
     RulesError,
     Table,
     TargetFn,
+    collector_paused,
 )
 from natbox.rules.parser import Command, RestoreTable
 from natbox.rules.printer import format_rule_spec
@@ -295,6 +296,10 @@ class Ruleset:
 
         Each block is validated once (`restore_block`); returns the number of full validations done.
         """
+        with collector_paused():
+            return self._restore(blocks, noflush)
+
+    def _restore(self, blocks: list[RestoreTable], noflush: bool) -> int:
         new: dict[str, Table] = {}
         validations = 0
         for b in blocks:

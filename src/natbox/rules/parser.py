@@ -8,11 +8,14 @@ Errors are `RulesError` with iptables' message and exit code (2 for parameter pr
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
 from natbox.rules.extensions import MATCHES, TARGETS, find_match, find_target
+from natbox.rules.fastparse import FastRule, GroupCache, parse_fast
 from natbox.rules.matches._common import parse_protocol
+from natbox.rules.matches.tcp import PortMatch, Tcp
 from natbox.rules.model import (
     BUILTIN_TARGETS,
     IPTABLES_MATCH_NAMES,
@@ -26,9 +29,14 @@ from natbox.rules.model import (
     Rule,
     RulesError,
     Target,
+    collector_paused,
     parse_ipv4_mask,
 )
 from natbox.rules.words import (
+    BASE_OPTS,
+    COMMANDS,
+    LONG_BASE,
+    LONG_COMMANDS,
     check_iface,
     check_new_chain_name,
     check_restore_chain_name,
@@ -37,28 +45,9 @@ from natbox.rules.words import (
     tokenize_restore_line,
 )
 
-__all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_restore", "tokenize_restore_line"]
+__all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_restore", "parse_restore_argv",
+           "tokenize_restore_line"]
 
-# Commands: letter -> (long name, how many mandatory args, optional args)
-_COMMANDS: dict[str, tuple[str, int, int]] = {
-    "A": ("append", 1, 0), "C": ("check", 1, 0), "D": ("delete", 1, 1), "I": ("insert", 1, 1),
-    "R": ("replace", 2, 0), "L": ("list", 0, 2), "S": ("list-rules", 0, 2), "F": ("flush", 0, 1),
-    "Z": ("zero", 0, 1), "N": ("new-chain", 1, 0), "X": ("delete-chain", 0, 1), "E": ("rename-chain", 2, 0),
-    "P": ("policy", 2, 0),
-}
-_LONG_COMMANDS = {v[0]: k for k, v in _COMMANDS.items()}
-# Options of the base parser: letter -> (long names, takes an argument)
-_BASE_OPTS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "t": (("table",), True), "p": (("protocol",), True), "s": (("source", "src"), True),
-    "d": (("destination", "dst"), True), "i": (("in-interface",), True), "o": (("out-interface",), True),
-    "f": (("fragment",), False), "j": (("jump",), True), "g": (("goto",), True), "m": (("match",), True),
-    "n": (("numeric",), False), "v": (("verbose",), False), "x": (("exact",), False),
-    "c": (("set-counters",), True), "w": (("wait",), False), "W": (("wait-interval",), True),
-    "4": (("ipv4",), False), "6": (("ipv6",), False), "h": (("help",), False), "V": (("version",), False),
-}
-_LONG_BASE = {name: letter for letter, (names, _a) in _BASE_OPTS.items() for name in names}
-_LONG_BASE["line-numbers"] = "0"
-_LONG_BASE["modprobe"] = "M"
 # letters whose option value may be inverted
 _INVERTIBLE = set("psdiof")
 
@@ -120,6 +109,17 @@ class _ArgvParser:
         self.addr_args: dict[str, tuple[str, bool]] = {}  # -s / -d text and inversion, parsed in _finish
         self.dsts: list[tuple[int, int]] = []
 
+    @classmethod
+    def from_fast(cls, fast: FastRule, table: str) -> _ArgvParser:
+        """The parser as the general loop would leave it after the words `parse_fast` read."""
+        self = cls.__new__(cls)
+        self.argv, self.pos = [], 0
+        self.cmd = Command(op="A", table=table, chain=fast.chain)
+        self.rule, self.target_name, self.proto_used = fast.rule, fast.target_name, False
+        self.seen_opts, self.proto_text, self.loaded = fast.seen, fast.proto_text, fast.loaded
+        self.srcs, self.dsts, self.addr_args = [], [], fast.addr_args
+        return self
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def _next_arg(self, what: str) -> str:
@@ -154,7 +154,7 @@ class _ArgvParser:
         if self.cmd.op:
             raise RulesError(f"Cannot use -{letter} with -{self.cmd.op}")
         self.cmd.op = letter
-        _long, nmand, nopt = _COMMANDS[letter]
+        _long, nmand, nopt = COMMANDS[letter]
         if letter == "R" and (self.pos + 1 >= len(self.argv) or self.argv[self.pos + 1].startswith("-")):
             if self.pos < len(self.argv):
                 raise RulesError("-R requires a rule number")
@@ -258,7 +258,7 @@ class _ArgvParser:
             if tok.startswith("--") and len(tok) > 2:
                 name, eq, val = tok[2:].partition("=")
                 inline = val if eq else None
-                letter = _LONG_COMMANDS.get(name) or _LONG_BASE.get(name)
+                letter = LONG_COMMANDS.get(name) or LONG_BASE.get(name)
                 if letter is not None:
                     if inline is not None:
                         self.argv = argv = [*argv[: self.pos], inline, *argv[self.pos:]]
@@ -273,12 +273,12 @@ class _ArgvParser:
                 while i < len(letters):
                     ch = letters[i]
                     i += 1
-                    takes = ch in _COMMANDS or (ch in _BASE_OPTS and _BASE_OPTS[ch][1])
+                    takes = ch in COMMANDS or (ch in BASE_OPTS and BASE_OPTS[ch][1])
                     if takes and i < len(letters):
                         # the rest of the cluster is the argument (`-tnat`, `-Ato`)
                         self.argv = argv = [*argv[: self.pos], letters[i:], *argv[self.pos:]]
                         i = len(letters)
-                    if ch not in _COMMANDS and ch not in _BASE_OPTS:
+                    if ch not in COMMANDS and ch not in BASE_OPTS:
                         raise RulesError(f"invalid option -- '{ch}'")
                     self._option(ch, invert)
                     invert = False
@@ -290,10 +290,10 @@ class _ArgvParser:
 
     def _option(self, letter: str, invert: bool) -> None:
         r = self.rule
-        if invert and letter not in _INVERTIBLE and letter not in ("m",) and letter not in _COMMANDS:
-            opt = "--" + (_BASE_OPTS[letter][0][0] if letter in _BASE_OPTS else _COMMANDS[letter][0])
+        if invert and letter not in _INVERTIBLE and letter not in ("m",) and letter not in COMMANDS:
+            opt = "--" + (BASE_OPTS[letter][0][0] if letter in BASE_OPTS else COMMANDS[letter][0])
             raise RulesError(f"cannot have ! before -{letter}" if letter != "t" else f"unexpected ! flag before {opt}")
-        if letter in _COMMANDS:
+        if letter in COMMANDS:
             if invert:
                 raise RulesError("unexpected '!' flag")
             self._set_command(letter)
@@ -449,16 +449,19 @@ def _merge_payload_matches(rule: Rule) -> None:
     rebuilds them as one `-m tcp`/`-m udp` at the first one's place (`-p tcp --dport 80 -m tcp --sport 5`
     saves as `-p tcp -m tcp --sport 5 --dport 80`). Instances the kernel keeps as xt matches (all-zero,
     `--tcp-option`) are left alone."""
-    from natbox.rules.matches.tcp import PortMatch, Tcp
-
-    first: dict[str, PortMatch] = {}
+    if len(rule.matches) < 2:
+        return
+    first: dict[str, int] = {}  # name -> index in `kept`
     kept: list[Match] = []
     for m in rule.matches:
         if isinstance(m, PortMatch) and not m._all_zero() and not (isinstance(m, Tcp) and m.option):
-            head = first.get(m.name)
-            if head is None:
-                first[m.name] = m
+            at = first.get(m.name)
+            if at is None:
+                first[m.name] = len(kept)
             else:
+                # the first instance may be shared with other rules (natbox.rules.fastparse): change a copy
+                head = kept[at] = copy.copy(kept[at])
+                assert isinstance(head, PortMatch)
                 if m.spts != (0, 0xFFFF) or m.inv_spt:
                     head.spts, head.inv_spt = m.spts, m.inv_spt
                 if m.dpts != (0, 0xFFFF) or m.inv_dpt:
@@ -473,6 +476,15 @@ def _merge_payload_matches(rule: Rule) -> None:
 def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
     """Parse one iptables command line (argv without the program name). Raises `RulesError`."""
     return _ArgvParser(list(argv), table).parse()
+
+
+def parse_restore_argv(argv: list[str], table: str, groups: GroupCache) -> Command:
+    """One restore line's words (`parse_argv(argv, table=table)`): iptables-save's shape of `-A` line through
+    natbox.rules.fastparse, sharing the option groups in `groups`, anything else through the general loop."""
+    fast = parse_fast(argv, groups)
+    if fast is not None:
+        return _ArgvParser.from_fast(fast, table)._finish()
+    return parse_argv(argv, table=table)
 
 
 _QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
@@ -495,8 +507,14 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
     `with_counters` (`-c`) keeps `[p:b]` counters; otherwise they are ignored (policy counters zeroed), as
     iptables-restore does; a rule's own `-c p b` is kept either way.
     """
+    with collector_paused():
+        return _parse_restore(text, file, with_counters, table_filter)
+
+
+def _parse_restore(text: str, file: str | None, with_counters: bool, table_filter: str | None) -> list[RestoreTable]:
     blocks: list[RestoreTable] = []
     cur: RestoreTable | None = None
+    groups: GroupCache = {}  # option groups parsed once for the whole input (natbox.rules.fastparse)
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -539,8 +557,7 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
             if line.startswith("["):
                 head, _, line = line.partition(" ")
                 counters_prefix = parse_counters(head, lineno)
-            argv = tokenize_restore_line(line)
-            cmd = parse_argv(argv, table=cur.name)
+            cmd = parse_restore_argv(tokenize_restore_line(line), cur.name, groups)
             if cmd.table_given and cmd.table != cur.name:
                 raise RulesError(f"Bad argument `{cmd.table}'")
             if cmd.rule is not None and counters_prefix is not None and with_counters:

@@ -17,9 +17,30 @@ from natbox.rules.model import (
     RulesError,
 )
 
-__all__ = ["check_iface", "check_new_chain_name", "check_restore_chain_name", "not_implemented", "parse_counters",
-           "tokenize_restore_line"]
+__all__ = ["BASE_OPTS", "COMMANDS", "LONG_BASE", "LONG_COMMANDS", "check_iface", "check_new_chain_name",
+           "check_restore_chain_name", "not_implemented", "parse_counters", "tokenize_restore_line"]
 
+
+# The base parser's words (xshared.c). Commands: letter -> (long name, how many mandatory args, optional args)
+COMMANDS: dict[str, tuple[str, int, int]] = {
+    "A": ("append", 1, 0), "C": ("check", 1, 0), "D": ("delete", 1, 1), "I": ("insert", 1, 1),
+    "R": ("replace", 2, 0), "L": ("list", 0, 2), "S": ("list-rules", 0, 2), "F": ("flush", 0, 1),
+    "Z": ("zero", 0, 1), "N": ("new-chain", 1, 0), "X": ("delete-chain", 0, 1), "E": ("rename-chain", 2, 0),
+    "P": ("policy", 2, 0),
+}
+LONG_COMMANDS = {v[0]: k for k, v in COMMANDS.items()}
+# Options of the base parser: letter -> (long names, takes an argument)
+BASE_OPTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "t": (("table",), True), "p": (("protocol",), True), "s": (("source", "src"), True),
+    "d": (("destination", "dst"), True), "i": (("in-interface",), True), "o": (("out-interface",), True),
+    "f": (("fragment",), False), "j": (("jump",), True), "g": (("goto",), True), "m": (("match",), True),
+    "n": (("numeric",), False), "v": (("verbose",), False), "x": (("exact",), False),
+    "c": (("set-counters",), True), "w": (("wait",), False), "W": (("wait-interval",), True),
+    "4": (("ipv4",), False), "6": (("ipv6",), False), "h": (("help",), False), "V": (("version",), False),
+}
+LONG_BASE = {name: letter for letter, (names, _a) in BASE_OPTS.items() for name in names}
+LONG_BASE["line-numbers"] = "0"
+LONG_BASE["modprobe"] = "M"
 
 def check_iface(name: str) -> str:
     if len(name) >= IFNAMSIZ:
@@ -73,6 +94,9 @@ def tokenize_restore_line(line: str) -> list[str]:
     """
     if "\\" in line:
         return _tokenize_escaped(line)
+    plain = "\t" not in line and "\n" not in line and "\r" not in line  # blanks are spaces only
+    if plain and '"' not in line:
+        return [w for w in line.split(" ") if w]
     # no escapes: the text between quote characters alternates outside / inside quotes
     out: list[str] = []
     buf = ""
@@ -85,7 +109,7 @@ def tokenize_restore_line(line: str) -> list[str]:
                 out.append(buf)
                 buf = ""
             continue
-        parts = _BLANK.split(seg)
+        parts = seg.split(" ") if plain else _BLANK.split(seg)
         buf += parts[0]
         if len(parts) > 1:
             if buf:
@@ -134,6 +158,8 @@ def _tokenize_escaped(line: str) -> list[str]:
 
 def parse_counters(text: str, lineno: int) -> tuple[int, int]:
     """`[pkts:bytes]`."""
+    if text == "[0:0]":
+        return 0, 0
     if not (text.startswith("[") and text.endswith("]")) or ":" not in text:
         raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
     p, _, b = text[1:-1].partition(":")

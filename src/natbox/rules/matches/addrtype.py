@@ -41,6 +41,7 @@ def _parse_types(arg: str) -> int:
 
 class Addrtype(Match):
     name = "addrtype"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 1
     options = (Opt("src-type", 1, True), Opt("dst-type", 1, True), Opt("limit-iface-in", 0),
                Opt("limit-iface-out", 0))

@@ -14,6 +14,7 @@ XT_MAX_COMMENT_LEN = 256  # including the NUL
 
 class Comment(Match):
     name = "comment"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("comment", 1),)
 
     def __init__(self) -> None:

@@ -16,6 +16,7 @@ __all__ = ["Connmark"]
 
 class Connmark(Mark):
     name = "connmark"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
 
     def print_list(self, numeric: bool) -> str:
         return " connmark match " + ("!" if self.invert else "") + print_mark_mask(self.mark or 0, self.mask)

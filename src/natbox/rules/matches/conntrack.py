@@ -61,6 +61,7 @@ def state_bit(skb: Skb) -> int:
 
 class Conntrack(Match):
     name = "conntrack"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 3
     options: ClassVar[tuple[Opt, ...]] = (
         Opt("ctstate", 1, True), Opt("ctproto", 1, True), Opt("ctorigsrc", 1, True), Opt("ctorigdst", 1, True),
@@ -238,6 +239,7 @@ class State(Conntrack):
     """`-m state --state`: in iptables 1.8.9 an alias of conntrack rev 3 with XT_CONNTRACK_STATE_ALIAS."""
 
     name = "state"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options: ClassVar[tuple[Opt, ...]] = (Opt("state", 1, True),)
 
     def __init__(self) -> None:

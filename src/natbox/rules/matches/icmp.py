@@ -66,6 +66,7 @@ def parse_icmp(text: str) -> tuple[int, int, int]:
 
 class Icmp(Match):
     name = "icmp"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("icmp-type", 1, True),)
 
     def __init__(self) -> None:

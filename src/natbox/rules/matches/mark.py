@@ -31,6 +31,7 @@ class Mark(Match):
     """Also the base of `-m connmark`, which has the same option and differs in what it reads."""
 
     name = "mark"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 1
     options = (Opt("mark", 1, True),)
 

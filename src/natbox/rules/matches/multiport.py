@@ -16,6 +16,7 @@ _PROTOS = {6: "tcp", 17: "udp", 136: "udplite", 132: "sctp", 33: "dccp"}
 
 class Multiport(Match):
     name = "multiport"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 1
     options = (Opt("source-ports", 1, True), Opt("sports", 1, True), Opt("destination-ports", 1, True),
                Opt("dports", 1, True), Opt("ports", 1, True))

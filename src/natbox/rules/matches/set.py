@@ -63,6 +63,7 @@ def _counter_text(op: int, value: int, what: str, sep: str) -> str:
 
 class SetMatch(Match):
     name = "set"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 4
     options = (Opt("match-set", 2, True), Opt("return-nomatch", 0), Opt("update-counters", 0, True),
                Opt("update-subcounters", 0, True), Opt("packets-eq", 1, True), Opt("packets-lt", 1),

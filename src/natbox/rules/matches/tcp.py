@@ -107,6 +107,7 @@ class PortMatch(Match):
 
 class Tcp(PortMatch):
     name = "tcp"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (
         Opt("sport", 1, True), Opt("source-port", 1, True), Opt("dport", 1, True),
         Opt("destination-port", 1, True), Opt("tcp-flags", 2, True), Opt("syn", 0, True),

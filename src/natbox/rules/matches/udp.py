@@ -13,6 +13,7 @@ __all__ = ["Udp"]
 
 class Udp(PortMatch):
     name = "udp"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     proto_num = 17
     options = (Opt("sport", 1, True), Opt("source-port", 1, True), Opt("dport", 1, True),
                Opt("destination-port", 1, True))

@@ -16,6 +16,7 @@ FULL = 0xFFFFFFFF
 
 class ConnmarkTarget(Target):
     name = "CONNMARK"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 2
     options = (Opt("set-xmark", 1), Opt("set-mark", 1), Opt("and-mark", 1), Opt("or-mark", 1), Opt("xor-mark", 1),
                Opt("save-mark", 0), Opt("restore-mark", 0), Opt("ctmask", 1), Opt("nfmask", 1), Opt("mask", 1))

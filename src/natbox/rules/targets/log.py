@@ -24,6 +24,7 @@ LOG_FLAGS: tuple[tuple[str, str, int], ...] = (
 
 class Log(Target):
     name = "LOG"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("log-level", 1), Opt("log-prefix", 1), *(Opt(f[0], 0) for f in LOG_FLAGS))
 
     def __init__(self) -> None:

@@ -12,6 +12,7 @@ __all__ = ["MarkTarget"]
 
 class MarkTarget(Target):
     name = "MARK"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 2
     options = (Opt("set-xmark", 1), Opt("set-mark", 1), Opt("and-mark", 1), Opt("or-mark", 1),
                Opt("xor-mark", 1))

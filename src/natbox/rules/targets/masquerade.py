@@ -47,6 +47,7 @@ class PortsTarget(Target):
 
 class Masquerade(PortsTarget):
     name = "MASQUERADE"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     valid_hooks = hook_mask_of(Hook.POST_ROUTING)
     print_opt = "masq ports: "
     flags_allowed = ("random", "random-fully")

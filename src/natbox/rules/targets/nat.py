@@ -187,6 +187,7 @@ class NatTarget(Target):
 
 class Snat(NatTarget):
     name = "SNAT"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 2
     range_opt = "to-source"
     manip = ManipType.SRC
@@ -196,6 +197,7 @@ class Snat(NatTarget):
 
 class Dnat(NatTarget):
     name = "DNAT"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     revision = 2
     range_opt = "to-destination"
     manip = ManipType.DST

@@ -30,6 +30,7 @@ _VALID_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
 
 class Reject(Target):
     name = "REJECT"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("reject-with", 1),)
 
     def __init__(self) -> None:

@@ -17,6 +17,7 @@ XT_TCPMSS_CLAMP_PMTU = 0xFFFF
 
 class Tcpmss(Target):
     name = "TCPMSS"
+    shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("set-mss", 1), Opt("clamp-mss-to-pmtu", 0))
 
     def __init__(self) -> None:

@@ -1,0 +1,252 @@
+"""The restore fast path (natbox.rules.fastparse) parses exactly as the general loop does, and its shared
+option groups stay unchanged (issue #12: a 50,000-rule file read in under a second)."""
+
+from __future__ import annotations
+
+import gc
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from natbox.ipset.command import IpsetSession
+from natbox.ipset.core import IpsetRegistry
+from natbox.ipset.scope import using_sets
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.fastparse import GroupCache, parse_fast
+from natbox.rules.model import Rule, RulesError
+from natbox.rules.parser import Command, parse_argv, parse_restore, parse_restore_argv
+from natbox.rules.printer import format_rule_spec, save_tables
+from natbox.rules.words import tokenize_restore_line
+from natbox.testing.rules_conformance import RULESETS, T_DIR, read_t
+
+Outcome = tuple[str, object]
+
+
+def _dump(rule: Rule) -> object:
+    """Everything the parser put in a rule, extensions by class and attributes."""
+    fields = {k: v for k, v in vars(rule).items() if k not in ("matches", "target")}
+    exts = [(type(e).__name__, vars(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
+    return fields, exts
+
+
+def _outcome(parse: Callable[[list[str]], Command], argv: list[str]) -> Outcome:
+    try:
+        cmd = parse(list(argv))
+    except RulesError as e:
+        return "error", (e.exit_code, e.message)
+    return "ok", (cmd.op, cmd.chain, cmd.table, cmd.table_given, [_dump(r) for r in cmd.rules])
+
+
+def _compare(argv: list[str], table: str, groups: GroupCache) -> bool:
+    """Both parsers agree on `argv`; returns whether the fast path took it."""
+    slow = _outcome(lambda a: parse_argv(a, table=table), argv)
+    fast = _outcome(lambda a: parse_restore_argv(a, table, groups), argv)
+    assert fast == slow, argv
+    return parse_fast(list(argv), {}) is not None
+
+
+def _sets(text: str = "create KUBE-CLUSTER-IP hash:ip,port family inet\n") -> IpsetRegistry:
+    reg = IpsetRegistry()
+    rc, _o, err = IpsetSession(reg, 0.0, lambda: 0x2468ACE1).run(["restore"], text)
+    assert rc == 0, err
+    return reg
+
+
+T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
+
+
+@pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
+def test_every_t_line_parses_the_same() -> None:
+    """Every line of iptables' .t tests (accepted or refused) gives the same rule or the same error."""
+    groups: GroupCache = {}
+    taken = total = 0
+    for path in T_FILES:
+        for case in read_t(path).cases:
+            try:
+                words = shlex.split(case.rule)
+            except ValueError:
+                continue
+            for chain in case.chains:
+                total += 1
+                taken += _compare(["-A", chain, *words], case.table, groups)
+    assert total > 1000
+    assert taken > total // 2  # most .t lines are in iptables-save's shape
+
+
+RULESET_FILES = sorted(p for p in RULESETS.iterdir() if p.is_file()) if RULESETS.is_dir() else []
+
+
+@pytest.mark.skipif(not RULESET_FILES, reason="shared/conformance not present beside the repository")
+def test_real_rulesets_parse_the_same() -> None:
+    """The rule lines of the real rulesets, one shared cache for all of them, as iptables-restore reads them."""
+    groups: GroupCache = {}
+    taken = total = 0
+    for path in RULESET_FILES:
+        table = "filter"
+        for line in path.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("*"):
+                table = line[1:].strip()
+            if line.startswith("["):
+                line = line.partition(" ")[2]
+            if not line.startswith("-A ") or table not in ("raw", "mangle", "nat", "filter"):
+                continue
+            total += 1
+            taken += _compare(tokenize_restore_line(line), table, groups)
+    assert total > 100
+    assert taken > total * 9 // 10
+
+
+ODD_LINES = [
+    "-A INPUT -p tcp --dport 80 -j ACCEPT",  # implicit -m tcp
+    "-A INPUT -p tcp -m tcp --dport=80 -j ACCEPT",
+    "-A INPUT -m mark --mark 1 -m comment --comment x --mark 2 -j ACCEPT",  # an earlier extension's option
+    "-A INPUT -m comment --comment a b -j ACCEPT",
+    "-A INPUT ! -m comment --comment a",
+    "-A INPUT -m comment ! --comment a",
+    "-A INPUT -m conntrack ! ! --ctstate NEW",
+    "-A INPUT -p tcp -p udp",
+    "-A INPUT -s 1.2.3.4 -s 5.6.7.8",
+    "-A INPUT -s 1.2.3.4,5.6.7.8 -d 9.9.9.9,8.8.8.8 -j DROP",
+    "-A INPUT -j ACCEPT -j DROP",
+    "-A INPUT -g FOO -j ACCEPT",
+    "-A INPUT ! -j ACCEPT",
+    "-A INPUT ! -g FOO",
+    "-A INPUT -j DNAT --to-destination 1.2.3.4",
+    "-t nat -A PREROUTING -j DNAT --to-destination 1.2.3.4",
+    "-A PREROUTING -o eth0 -j ACCEPT",
+    "-A INPUT -j FOO --bar",
+    "-A INPUT -j",
+    "-A INPUT -p tcp -m tcp --tcp-flags SYN,RST SYN -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --tcp-flags SYN -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --tcp-flags SYN -RST -j ACCEPT",
+    "-A INPUT -p tcp -m tcp --dport 80 -m tcp --sport 5 -j ACCEPT",
+    "-A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT",
+    "-A INPUT -p udp -m multiport --dports 80,443 -j ACCEPT",
+    "-A INPUT -m multiport --dports 80,443 -j ACCEPT",
+    "-A INPUT ! -p 0 -j ACCEPT",
+    "-A INPUT -f ! -f",
+    "-A INPUT ! -f -i eth0+ ! -o lo",
+    "-A INPUT -i 0123456789abcdefghij",
+    "-A INPUT -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+    "-A INPUT -m set --match-set nosuchset dst -j ACCEPT",
+    "-A INPUT -m statistic --mode nth --every 2 -j ACCEPT",
+    "-A INPUT -m nosuchmatch -j ACCEPT",
+    "-A INPUT -m owner --uid-owner 0 -j ACCEPT",
+    "-A INPUT -j CLUSTERIP",
+    "-A INPUT -j ACCEPT extra",
+    "-A INPUT -m comment --comment",
+    "-A INPUT -m comment --comment x !",
+    "-A INPUT -m comment -- -j ACCEPT",
+    "-A INPUT -tnat -j ACCEPT",
+    "-A INPUT -c 1 2 -j ACCEPT",
+    "-A INPUT --source 1.2.3.4 -j ACCEPT",
+    "-A INPUT -m comment --comment x --protocol tcp",
+    "-A",
+    "-I INPUT -j ACCEPT",
+    "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+    "-A INPUT -j REJECT --reject-with tcp-reset",
+    "-A OUTPUT -j LOG --log-prefix \"-j DROP \" --log-level 4",
+    "-A OUTPUT -j LOG --log-prefix -j --log-level 4",
+    "-A OUTPUT -j MARK --set-xmark 0x4000/0x4000",
+    "-A OUTPUT -j MARK --set-xmark 0x4000/0x4000 --set-mark 1",
+    "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1000-2000 --random-fully",
+    "-A POSTROUTING -j MASQUERADE --to-ports 1000-2000",
+    "-A POSTROUTING -p tcp -j SNAT --to-source 1.2.3.4:1000-2000 --persistent",
+]
+
+
+@pytest.mark.parametrize("table", ["filter", "nat", "mangle"])
+def test_odd_lines_parse_the_same(table: str) -> None:
+    """Lines off iptables-save's shape, or refused, on both paths; the cache shared across all of them."""
+    groups: GroupCache = {}
+    with using_sets(_sets()):
+        for _round in range(2):  # the second round meets every cached group again
+            for line in ODD_LINES:
+                _compare(tokenize_restore_line(line), table, groups)
+
+
+def _restore_save(text: str) -> str:
+    rs = Ruleset()
+    rs.restore(parse_restore(text))
+    return save_tables(rs.saved_tables(), "DATE")
+
+
+def test_shared_groups_stay_what_each_rule_says() -> None:
+    """A group merged into another (two `-m tcp`) or met under another protocol is not changed for the
+    other rules that spell it the same way."""
+    text = ("*filter\n"
+            "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n"
+            "-A INPUT -p tcp -m tcp --dport 80 -m tcp --sport 5 -j ACCEPT\n"
+            "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n"
+            "-A INPUT -p tcp -m multiport --dports 53 -j ACCEPT\n"
+            "-A INPUT -p udp -m multiport --dports 53 -j ACCEPT\n"
+            "COMMIT\n")
+    body = [line for line in _restore_save(text).splitlines() if line.startswith("-A")]
+    assert body == ["-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT",
+                    "-A INPUT -p tcp -m tcp --sport 5 --dport 80 -j ACCEPT",
+                    "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT",
+                    "-A INPUT -p tcp -m multiport --dports 53 -j ACCEPT",
+                    "-A INPUT -p udp -m multiport --dports 53 -j ACCEPT"]
+    rs = Ruleset()
+    rs.restore(parse_restore(text))
+    rules = rs.tables["filter"].chains["INPUT"].rules
+    assert rules[0].matches[0] is rules[2].matches[0]  # shared
+    assert rules[1].matches[0] is not rules[0].matches[0]  # the merged one is a copy
+    assert rules[3].matches[0].proto == 6 and rules[4].matches[0].proto == 17  # type: ignore[attr-defined]
+
+
+def test_statistic_nth_counters_are_not_shared() -> None:
+    """`-m statistic --mode nth` keeps a per-rule counter: two rules spelling it the same count apart."""
+    text = ("*filter\n"
+            "-A INPUT -m statistic --mode nth --every 2 --packet 0 -j ACCEPT\n"
+            "-A FORWARD -m statistic --mode nth --every 2 --packet 0 -j ACCEPT\n"
+            "COMMIT\n")
+    rs = Ruleset()
+    rs.restore(parse_restore(text))
+    a = rs.tables["filter"].chains["INPUT"].rules[0].matches[0]
+    b = rs.tables["filter"].chains["FORWARD"].rules[0].matches[0]
+    assert a is not b
+
+
+def test_collector_back_on_after_restore_and_after_an_error() -> None:
+    assert gc.isenabled()
+    parse_restore("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n")
+    assert gc.isenabled()
+    with pytest.raises(RulesError):
+        parse_restore("*filter\n-A INPUT -j NOSUCH --x\nCOMMIT\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_restore("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n")
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+
+def test_same_text_as_before_for_a_generated_mixed_ruleset() -> None:
+    """A Docker / kube-proxy / Calico-shaped ruleset saves back to its own text."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "rules_restore_bench.py"
+    spec = importlib.util.spec_from_file_location("rules_restore_bench", bench)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["rules_restore_bench"] = mod
+    spec.loader.exec_module(mod)
+    text, sets = mod.mixed_ruleset(2000)
+    with using_sets(_sets(sets)):
+        blocks = parse_restore(text)
+        rs = Ruleset()
+        rs.restore(blocks)
+        for b in blocks:
+            for _ln, cmd in b.commands:
+                assert cmd.rule is not None
+                argv = tokenize_restore_line(f"-A {cmd.chain}{format_rule_spec(cmd.rule)}")
+                assert parse_fast(argv, {}) is not None  # iptables-save's shape: all on the fast path
+    saved = [line for line in save_tables(rs.saved_tables(), "DATE").splitlines() if not line.startswith("#")]
+    want = [line for line in text.splitlines() if not line.startswith("#")]
+    assert saved == want
