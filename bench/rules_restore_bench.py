@@ -2,6 +2,7 @@
 
     python bench/rules_restore_bench.py [--sizes 1000,8000,50000] [--before /work/base/src]
                                         [--before-timeout 60] [--write FILE]
+    python bench/rules_restore_bench.py --first-load [--size 50000] [--repeat 3] [--before /work/base/src]
 
 A generator writes kube-proxy-shaped rulesets (iptables mode: KUBE-SERVICES → KUBE-SVC-* with
 `-m statistic --mode random --probability` → KUBE-SEP-* with KUBE-MARK-MASQ and DNAT, plus the filter
@@ -15,6 +16,14 @@ PYTHONPATH pointing at that tree):
   the generated file (interpreter start, load, command, write back), the way a user adding one rule runs it;
 * `again`: a second such command on the file as natbox wrote it back (stamped, natbox.rules.lazy: the rule
   lines of the chains the command does not touch stay unparsed).
+
+`--first-load` measures instead what issue #12 asks of a ruleset natbox has not seen before: on a mixed
+Docker / kube-proxy / Calico ruleset of `--size` rules (iptables-save text, with the ipset file its
+`-m set` rules need), the wall and CPU time of `natbox iptables --rules F -S`, `-t nat -nvL` and
+`natbox iptables-save` on that file (cold: parsed and validated in full, as every listing of a file
+natbox did not write is), and of `-S` on the same ruleset once natbox wrote it (warm: stamped, lazy), best
+of `--repeat` runs, for the tree at `--before` and this one, with the ratio and whether both printed the
+same bytes (iptables-save's date lines aside).
 
 Figures are CPU seconds (user + system of the process doing the work, interpreter start included for the
 CLI), so that other load on the machine does not inflate them; a run that exceeds `--before-timeout`
@@ -32,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -287,13 +297,84 @@ def measure(src: Path, path: Path, timeout: float) -> dict[str, str]:
     return res
 
 
+_FIRST_LOAD = (("-S", ["iptables", "-S"]), ("-t nat -nvL", ["iptables", "-t", "nat", "-nvL"]),
+               ("iptables-save", ["iptables-save"]))
+
+
+def _run_cli(src: Path, args: list[str], rules: Path, sets: Path, timeout: float) -> tuple[float, float, str]:
+    """(wall s, CPU s, stdout) of one `python -m natbox ARGS --rules RULES --sets SETS`; wall -1 on timeout."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([sys.executable, "-m", "natbox", *args, "--rules", str(rules), "--sets", str(sets)],
+                           env=_env(src), capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return -1.0, -1.0, ""
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    out = p.stdout if p.returncode == 0 else f"rc {p.returncode}: {p.stderr.strip()[-200:]}"
+    return wall, cpu, "".join(x for x in out.splitlines(keepends=True) if not x.startswith("# "))
+
+
+def _best(src: Path, args: list[str], rules: Path, sets: Path, repeat: int,
+          timeout: float) -> tuple[float, float, str]:
+    """Best wall and CPU time of `repeat` runs (one when a run takes over 10 s) and the output."""
+    best_wall = best_cpu = float("inf")
+    out = ""
+    for _ in range(repeat):
+        wall, cpu, out = _run_cli(src, args, rules, sets, timeout)
+        if wall < 0:
+            return wall, cpu, out
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+        if wall > 10:
+            break
+    return best_wall, best_cpu, out
+
+
+def first_load(size: int, before: Path, repeat: int, timeout: float) -> None:
+    """The `--first-load` table (see the module's text)."""
+    text, sets_text = mixed_ruleset(size)
+    trees = [("before", before), ("after", REPO / "src")]
+    trees = [(label, src) for label, src in trees if src.is_dir()]
+    print(f"first load of a {count_rules(text)}-rule mixed ruleset ({len(text) // 1024} KiB); seconds, best of"
+          f" {repeat}: wall (CPU)")
+    print(f"{'command':<22}" + "".join(f"{label:>18}" for label, _s in trees) + f"{'ratio':>8}  same output")
+    with tempfile.TemporaryDirectory() as d:
+        rules, sets = Path(d) / "mixed.rules", Path(d) / "mixed.sets"
+        rules.write_text(text, encoding="utf-8")
+        sets.write_text(sets_text, encoding="utf-8")
+        rows: list[tuple[str, list[tuple[float, float, str]]]] = []
+        for name, args in _FIRST_LOAD:
+            rows.append((f"{name} (cold)", [_best(src, args, rules, sets, repeat, timeout) for _l, src in trees]))
+        warm: list[tuple[float, float, str]] = []
+        for label, src in trees:
+            stamped = Path(d) / f"stamped-{label}.rules"
+            with open(rules, encoding="utf-8") as f:
+                subprocess.run([sys.executable, "-m", "natbox", "iptables-restore", "--rules", str(stamped),
+                                "--sets", str(sets)], stdin=f, env=_env(src), check=True, timeout=timeout)
+            warm.append(_best(src, ["iptables", "-S"], stamped, sets, repeat, timeout))
+        rows.append(("-S (warm, stamped)", warm))
+    for name, res in rows:
+        cells = "".join(f"{'>' + str(int(timeout)) if w < 0 else f'{w:.2f} ({c:.2f})':>18}" for w, c, _o in res)
+        ratio = f"{res[0][0] / res[-1][0]:.1f}x" if len(res) == 2 and min(res[0][0], res[1][0]) > 0 else ""
+        same = ("yes" if res[0][2] == res[1][2] else "NO") if len(res) == 2 and res[0][0] >= 0 else ""
+        print(f"{name:<22}{cells}{ratio:>8}  {same}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,8000,50000")
     ap.add_argument("--before", default="/work/base/src", help="the natbox tree to compare against")
     ap.add_argument("--before-timeout", type=float, default=60.0)
     ap.add_argument("--write", help="write the first size's ruleset to this file and stop")
+    ap.add_argument("--first-load", action="store_true", help="time listings of a mixed ruleset, cold and warm")
+    ap.add_argument("--size", type=int, default=50000, help="--first-load: rules in the mixed ruleset")
+    ap.add_argument("--repeat", type=int, default=3, help="--first-load: runs per figure (the best is shown)")
     args = ap.parse_args()
+    if args.first_load:
+        first_load(args.size, Path(args.before), args.repeat, args.before_timeout)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.write:
         Path(args.write).write_text(kube_ruleset(sizes[0]), encoding="utf-8")

@@ -14,9 +14,9 @@ from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.scope import using_sets
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.fastparse import GroupCache, parse_fast
+from natbox.rules.fastparse import GroupCache, parse_fast, parse_fast_line
 from natbox.rules.model import Rule, RulesError
-from natbox.rules.parser import Command, parse_argv, parse_restore, parse_restore_argv
+from natbox.rules.parser import Command, parse_argv, parse_restore, parse_restore_argv, parse_restore_line
 from natbox.rules.printer import format_rule_spec, save_tables
 from natbox.rules.words import tokenize_restore_line
 from natbox.testing.rules_conformance import RULESETS, T_DIR, read_t
@@ -39,12 +39,19 @@ def _outcome(parse: Callable[[list[str]], Command], argv: list[str]) -> Outcome:
     return "ok", (cmd.op, cmd.chain, cmd.table, cmd.table_given, [_dump(r) for r in cmd.rules])
 
 
-def _compare(argv: list[str], table: str, groups: GroupCache) -> bool:
-    """Both parsers agree on `argv`; returns whether the fast path took it."""
+def _compare(argv: list[str], table: str, groups: GroupCache, line: str | None = None) -> bool:
+    """Both fast paths agree with the general loop on `argv` (and on `line`, the text it was read from, if
+    given); returns whether a fast path took it."""
     slow = _outcome(lambda a: parse_argv(a, table=table), argv)
     fast = _outcome(lambda a: parse_restore_argv(a, table, groups), argv)
     assert fast == slow, argv
-    return parse_fast(list(argv), {}) is not None
+    taken = parse_fast(list(argv), GroupCache()) is not None
+    if line is not None:
+        assert tokenize_restore_line(line) == argv
+        by_line = _outcome(lambda _a: parse_restore_line(line, table, groups), argv)
+        assert by_line == slow, line
+        taken = taken or parse_fast_line(line, GroupCache()) is not None
+    return taken
 
 
 def _sets(text: str = "create KUBE-CLUSTER-IP hash:ip,port family inet\n") -> IpsetRegistry:
@@ -60,7 +67,7 @@ T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
 @pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
 def test_every_t_line_parses_the_same() -> None:
     """Every line of iptables' .t tests (accepted or refused) gives the same rule or the same error."""
-    groups: GroupCache = {}
+    groups = GroupCache()
     taken = total = 0
     for path in T_FILES:
         for case in read_t(path).cases:
@@ -70,7 +77,10 @@ def test_every_t_line_parses_the_same() -> None:
                 continue
             for chain in case.chains:
                 total += 1
-                taken += _compare(["-A", chain, *words], case.table, groups)
+                line: str | None = f"-A {chain} {case.rule}"
+                if tokenize_restore_line(line or "") != ["-A", chain, *words]:
+                    line = None  # shell quoting iptables-restore does not read the same way
+                taken += _compare(["-A", chain, *words], case.table, groups, line)
     assert total > 1000
     assert taken > total // 2  # most .t lines are in iptables-save's shape
 
@@ -81,7 +91,7 @@ RULESET_FILES = sorted(p for p in RULESETS.iterdir() if p.is_file()) if RULESETS
 @pytest.mark.skipif(not RULESET_FILES, reason="shared/conformance not present beside the repository")
 def test_real_rulesets_parse_the_same() -> None:
     """The rule lines of the real rulesets, one shared cache for all of them, as iptables-restore reads them."""
-    groups: GroupCache = {}
+    groups = GroupCache()
     taken = total = 0
     for path in RULESET_FILES:
         table = "filter"
@@ -94,7 +104,7 @@ def test_real_rulesets_parse_the_same() -> None:
             if not line.startswith("-A ") or table not in ("raw", "mangle", "nat", "filter"):
                 continue
             total += 1
-            taken += _compare(tokenize_restore_line(line), table, groups)
+            taken += _compare(tokenize_restore_line(line), table, groups, line)
     assert total > 100
     assert taken > total * 9 // 10
 
@@ -155,17 +165,41 @@ ODD_LINES = [
     "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1000-2000 --random-fully",
     "-A POSTROUTING -j MASQUERADE --to-ports 1000-2000",
     "-A POSTROUTING -p tcp -j SNAT --to-source 1.2.3.4:1000-2000 --persistent",
+    '-A INPUT -m comment --comment "a -m tcp --dport 1" -j ACCEPT',  # a cut inside quotes
+    '-A INPUT -m comment --comment "a -j DROP" -j ACCEPT',
+    '-A INPUT -m comment --comment "x" -m comment --comment "a -g X" -j ACCEPT',
+    '-A INPUT -m "comment" --comment x -j "ACCEPT"',
+    '-A INPUT -m comment --comment ""x -j ACCEPT',
+    '-A INPUT -m comment --comment x"" -j ACCEPT',
+    '-A INPUT -m comment --comment "x\\"y" -j ACCEPT',
+    "-A INPUT -m  comment --comment x -j ACCEPT",
+    "-A INPUT -m comment --comment x  -j ACCEPT",
+    "-A INPUT -m comment --comment x ! -j ACCEPT",
+    "-A INPUT -p tcp ! -m tcp --dport 1",
+    "-A INPUT -s 1.2.3.4 ! -j ACCEPT",
+    "-A INPUT -g FOO BAR",
+    "-A INPUT -g FOO -g BAR",
+    "-A INPUT -j FOO -m comment --comment x",
+    "-A INPUT -j DNAT -m comment --comment x",
+    "-A INPUT -j ACCEPT -m comment --comment x",
+    "-A INPUT -j standard",
+    "-A INPUT -j QUEUE",
+    "-A -m comment --comment x",
+    "-A INPUT -m comment --comment -m -j ACCEPT",
+    "-A INPUT -j LOG --log-prefix -m",
+    "-A INPUT -p tcp -m tcp --tcp-flags SYN -m tcp",
+    "-A INPUT -s -m comment --comment x",
 ]
 
 
 @pytest.mark.parametrize("table", ["filter", "nat", "mangle"])
 def test_odd_lines_parse_the_same(table: str) -> None:
     """Lines off iptables-save's shape, or refused, on both paths; the cache shared across all of them."""
-    groups: GroupCache = {}
+    groups = GroupCache()
     with using_sets(_sets()):
         for _round in range(2):  # the second round meets every cached group again
             for line in ODD_LINES:
-                _compare(tokenize_restore_line(line), table, groups)
+                _compare(tokenize_restore_line(line), table, groups, line)
 
 
 def _restore_save(text: str) -> str:
@@ -246,7 +280,7 @@ def test_same_text_as_before_for_a_generated_mixed_ruleset() -> None:
             for _ln, cmd in b.commands:
                 assert cmd.rule is not None
                 argv = tokenize_restore_line(f"-A {cmd.chain}{format_rule_spec(cmd.rule)}")
-                assert parse_fast(argv, {}) is not None  # iptables-save's shape: all on the fast path
+                assert parse_fast(argv, GroupCache()) is not None  # iptables-save's shape: all on the fast path
     saved = [line for line in save_tables(rs.saved_tables(), "DATE").splitlines() if not line.startswith("#")]
     want = [line for line in text.splitlines() if not line.startswith("#")]
     assert saved == want

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natbox.cli.iptables import iptables_main, load_ruleset
+from natbox.rules.fastparse import GroupCache
 from natbox.rules.lazy import STAMP_PREFIX
-from natbox.rules.parser import Command, parse_argv
+from natbox.rules.parser import Command, parse_restore_line
 
 
 def run(path: Path, argv: list[str]) -> tuple[int, str, str]:
@@ -86,13 +87,13 @@ def test_append_parses_only_the_chain_it_changes(tmp_path: Path, monkeypatch: py
 
     assert iptables_restore_main([], rules_path=str(path), stdin=io.StringIO("\n".join(lines) + "\n")) == 0
     parsed: list[str] = []
-    real = parse_argv
+    real = parse_restore_line
 
-    def counting(argv: list[str], *, table: str | None = None) -> Command:
-        parsed.append(argv[1])
-        return real(argv, table=table)
+    def counting(line: str, table: str, groups: GroupCache) -> Command:
+        parsed.append(line.split()[1])
+        return real(line, table, groups)
 
-    monkeypatch.setattr("natbox.rules.lazy.parse_argv", counting)
+    monkeypatch.setattr("natbox.rules.lazy.parse_restore_line", counting)
     assert run(path, ["-A", "SMALL", "-j", "DROP"])[0] == 0
     assert parsed == ["SMALL"]
     parsed.clear()

@@ -19,16 +19,35 @@ ipsets in scope (which `-m set` looks names up in) cannot change under it.
 
 from __future__ import annotations
 
+import re
+
 from natbox.rules.extensions import MATCHES, TARGETS
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import BUILTIN_TARGETS, IPTABLES_TARGET_NAMES, Match, Opt, Rule, RulesError, Target
-from natbox.rules.words import LONG_BASE, LONG_COMMANDS, check_iface
+from natbox.rules.words import LONG_BASE, LONG_COMMANDS, check_iface, tokenize_restore_line
 
-__all__ = ["FastRule", "GroupCache", "parse_fast"]
+__all__ = ["FastRule", "GroupCache", "parse_fast", "parse_fast_line"]
 
 Extension = Match | Target
-# (extension class, rule.proto, rule.inv_proto, the group's words...) -> the shared instance
-GroupCache = dict[tuple[object, ...], Extension]
+_Group = list[tuple[str, str | None, bool]]  # (option, argument, inverted) as `parse` takes them
+# a piece of line after ` -m ` / ` -j `: (extension class or None for a verdict or chain, the name after the
+# letter, its options, the instance every rule with this piece shares, or None when it may not be shared)
+_Piece = tuple[type[Match] | type[Target] | None, str, _Group, Match | Target | None]
+
+
+class GroupCache:
+    """The option groups of one iptables-restore input, parsed once.
+
+    `by_text`: (letter, rule.proto, rule.inv_proto, the text of the piece of line after ` -m `/` -j `) ->
+    what that piece is; `by_words`: (extension class, rule.proto, rule.inv_proto, the group's words...) ->
+    the shared instance (the path for lines whose pieces cannot be cut at the text).
+    """
+
+    __slots__ = ("by_text", "by_words")
+
+    def __init__(self) -> None:
+        self.by_text: dict[tuple[str, int, bool, str], _Piece] = {}
+        self.by_words: dict[tuple[object, ...], Extension] = {}
 
 # extension class -> its long options by name, without those the base parser takes first; None when the
 # class looks its options up its own way (then the general loop parses its rules)
@@ -65,9 +84,6 @@ class FastRule:
         self.loaded: list[Extension] = []
         self.target_name: str | None = None
         self.proto_text = ""
-
-
-_Group = list[tuple[str, str | None, bool]]
 
 
 def _scan(opts: dict[str, Opt], argv: list[str], i: int) -> tuple[int, _Group] | None:
@@ -108,44 +124,198 @@ def _scan(opts: dict[str, Opt], argv: list[str], i: int) -> tuple[int, _Group] |
     return i, group
 
 
-def _extension(cls: type[Extension], argv: list[str], i: int, fr: FastRule,
-               groups: GroupCache) -> tuple[Extension, int] | None:
-    """An extension instance and its options from argv[i] on (shared when it may be); None: not this shape.
-
-    `add` puts the new instance where the general loop puts it before it parses the options (the rule's
-    matches or target), so an extension that is not shareable sees the rule exactly as it would there.
-    """
-    opts = _opt_table(cls)
-    if opts is None:
-        return None
-    scanned = _scan(opts, argv, i)
-    if scanned is None:
-        return None
-    end, group = scanned
-    rule = fr.rule
-    if cls.__dict__.get("shareable") is True:  # declared by the class itself, not inherited
-        key = (cls, rule.proto, rule.inv_proto, *argv[i:end])
-        ext = groups.get(key)
-        if ext is None:
-            ext = cls()
-            for name, arg, inv in group:
-                ext.parse(name, arg, inv, rule)
-            groups[key] = ext
-        _add(ext, fr)
-        return ext, end
-    ext = cls()
-    _add(ext, fr)
-    for name, arg, inv in group:
-        ext.parse(name, arg, inv, rule)
-    return ext, end
+def _shareable(cls: type[Extension]) -> bool:
+    return cls.__dict__.get("shareable") is True  # declared by the class itself, never inherited
 
 
 def _add(ext: Extension, fr: FastRule) -> None:
+    """Where the general loop puts a loaded extension: the rule's matches or target, and `loaded`."""
     if isinstance(ext, Match):
         fr.rule.matches.append(ext)
     else:
         fr.rule.target = ext
     fr.loaded.append(ext)
+
+
+def _parsed(cls: type[Extension], group: _Group, rule: Rule) -> Extension:
+    """A new instance given its options (for the cache: `parse` of a shareable class reads only the rule's
+    protocol, which the cache key holds)."""
+    ext = cls()
+    for name, arg, inv in group:
+        ext.parse(name, arg, inv, rule)
+    return ext
+
+
+def _made(cls: type[Extension], group: _Group, fr: FastRule) -> None:
+    """A new instance added to the rule first, then given its options, in the general loop's order."""
+    ext = cls()
+    _add(ext, fr)
+    for name, arg, inv in group:
+        ext.parse(name, arg, inv, fr.rule)
+
+
+def _selector(letter: str, arg: str, invert: bool, fr: FastRule) -> bool:
+    """One of `-s -d -i -o -p ARG` as the general loop's `_option` reads it; False: not this shape."""
+    seen, rule = fr.seen, fr.rule
+    if letter in seen:
+        return False
+    if letter in ("s", "d"):
+        fr.addr_args[letter] = (arg, invert)
+    elif letter == "p":
+        rule.proto = parse_protocol(arg)
+        rule.inv_proto = invert
+        fr.proto_text = arg
+        if rule.proto == 0 and invert:
+            return False
+    elif letter == "i":
+        rule.iniface, rule.inv_in = check_iface(arg), invert
+    elif letter == "o":
+        rule.outiface, rule.inv_out = check_iface(arg), invert
+    else:
+        return False
+    seen.add(letter)
+    return True
+
+
+def _selectors(words: list[str], fr: FastRule) -> bool:
+    """The standard selectors between `-A CHAIN` and the first ` -m `/` -j `/` -g ` of a line."""
+    n = len(words)
+    i = 2
+    invert = False
+    while i < n:
+        tok = words[i]
+        if tok == "!":
+            if invert:
+                return False
+            invert = True
+        elif tok == "-f":
+            if "f" in fr.seen:
+                return False
+            fr.seen.add("f")
+            fr.rule.frag, fr.rule.inv_frag = True, invert
+            invert = False
+        else:
+            if len(tok) != 2 or tok[0] != "-" or i + 1 >= n or not _selector(tok[1], words[i + 1], invert, fr):
+                return False
+            invert = False
+            i += 1
+        i += 1
+    return not invert
+
+
+_PIECES = re.compile(" -([mjg]) ")
+
+
+def parse_fast_line(line: str, groups: GroupCache) -> FastRule | None:
+    """A `-A CHAIN ...` restore line in iptables-save's shape, or None (see the module's text).
+
+    The line is cut at ` -m `, ` -j ` and ` -g ` outside quotes, and each piece after the first is looked
+    up by its text: a piece seen before costs one dictionary look-up, without splitting it into words.
+    """
+    try:
+        return _parse_line(line, groups)
+    except RulesError:
+        return None  # the general loop reports it, with everything it checks before
+
+
+def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
+    if line[:3] != "-A " or "\\" in line or "\t" in line or "\r" in line or "\n" in line:
+        return None
+    parts = _PIECES.split(line)
+    if '"' in line:
+        if '"' in parts[0]:
+            return None
+        for k in range(2, len(parts), 2):
+            if parts[k].count('"') & 1:
+                return None  # a cut inside quotes
+    words = parts[0].split(" ")
+    if len(words) < 2 or "" in words:
+        return None
+    rule = Rule()
+    fr = FastRule(words[1], rule)
+    if not _selectors(words, fr):
+        return None
+    seen = fr.seen
+    by_text = groups.by_text
+    for k in range(1, len(parts), 2):
+        letter, text = parts[k], parts[k + 1]
+        if letter != "m" and ("j" in seen or "g" in seen):
+            return None
+        if letter == "g":
+            if not text or " " in text:
+                return None
+            seen.add("g")
+            fr.target_name = rule.jump = text
+            rule.goto = True
+            continue
+        if letter == "j" and text not in TARGETS and " " not in text and '"' not in text:
+            # a verdict or a chain (their names repeat little: not worth a cache entry)
+            if not text or (text in IPTABLES_TARGET_NAMES and text not in BUILTIN_TARGETS):
+                return None
+            seen.add("j")
+            fr.target_name = rule.jump = text
+            continue
+        key = (letter, rule.proto, rule.inv_proto, text)
+        piece = by_text.get(key)
+        if piece is None:
+            piece = _read_piece(letter, text, rule)
+            if piece is None:
+                return None
+            by_text[key] = piece
+        cls, name, group, shared = piece
+        seen.add(letter)
+        if letter == "j":
+            fr.target_name = rule.jump = name
+        if shared is not None:
+            _add(shared, fr)
+        elif cls is not None:
+            _made(cls, group, fr)
+    return fr
+
+
+def _read_piece(letter: str, text: str, rule: Rule) -> _Piece | None:
+    """What the text after ` -m ` / ` -j ` is: an extension and its options, or a verdict or chain."""
+    words = tokenize_restore_line(text) if '"' in text or "  " in text else text.split(" ")
+    if not words or not words[0]:
+        return None
+    name = words[0]
+    cls: type[Match] | type[Target] | None
+    if letter == "m":
+        cls = MATCHES.get(name)
+    elif name in BUILTIN_TARGETS:
+        cls = None
+    else:
+        cls = TARGETS.get(name)
+        if cls is None and name in IPTABLES_TARGET_NAMES:
+            return None
+    if cls is None:
+        return (None, name, [], None) if len(words) == 1 and letter == "j" else None
+    opts = _opt_table(cls)
+    scanned = _scan(opts, words, 1) if opts is not None else None
+    if scanned is None or scanned[0] != len(words):
+        return None
+    group = scanned[1]
+    return cls, name, group, _parsed(cls, group, rule) if _shareable(cls) else None
+
+
+def _extension(cls: type[Extension], argv: list[str], i: int, fr: FastRule, groups: GroupCache) -> int:
+    """The options of a just-loaded extension from argv[i] on (shared when it may be); the index after
+    them, or -1: not this shape."""
+    opts = _opt_table(cls)
+    scanned = _scan(opts, argv, i) if opts is not None else None
+    if scanned is None:
+        return -1
+    end, group = scanned
+    rule = fr.rule
+    if _shareable(cls):
+        key = (cls, rule.proto, rule.inv_proto, *argv[i:end])
+        ext = groups.by_words.get(key)
+        if ext is None:
+            ext = groups.by_words[key] = _parsed(cls, group, rule)
+        _add(ext, fr)
+    else:
+        _made(cls, group, fr)
+    return end
 
 
 def parse_fast(argv: list[str], groups: GroupCache) -> FastRule | None:
@@ -184,58 +354,35 @@ def _parse(argv: list[str], groups: GroupCache) -> FastRule | None:
             invert = False
             i += 1
             continue
-        if i + 1 >= n or (letter != "m" and letter in seen) or (letter in "jg" and ("j" in seen or "g" in seen)):
+        if i + 1 >= n:
             return None
         arg = argv[i + 1]
         i += 2
-        if letter in ("m", "j"):
-            if invert:
+        if letter in ("m", "j", "g"):
+            if invert or (letter != "m" and ("j" in seen or "g" in seen)):
                 return None
             seen.add(letter)
-            if letter == "j":
+            cls: type[Match] | type[Target] | None = None
+            if letter == "m":
+                cls = MATCHES.get(arg)
+                if cls is None:
+                    return None
+            else:
                 if not arg:
                     return None
                 fr.target_name = rule.jump = arg
-                if arg in BUILTIN_TARGETS:
-                    continue
-                tcls = TARGETS.get(arg)
-                if tcls is None:
-                    if arg in IPTABLES_TARGET_NAMES:
+                if letter == "g":
+                    rule.goto = True
+                elif arg not in BUILTIN_TARGETS:
+                    cls = TARGETS.get(arg)
+                    if cls is None and arg in IPTABLES_TARGET_NAMES:
                         return None
-                    continue  # a jump to a chain
-                got = _extension(tcls, argv, i, fr, groups)
-            else:
-                mcls = MATCHES.get(arg)
-                if mcls is None:
+            if cls is not None:
+                i = _extension(cls, argv, i, fr, groups)
+                if i < 0:
                     return None
-                got = _extension(mcls, argv, i, fr, groups)
-            if got is None:
-                return None
-            i = got[1]
             continue
-        if letter == "g":
-            if invert or not arg:
-                return None
-            seen.add("g")
-            fr.target_name = rule.jump = arg
-            rule.goto = True
-        elif letter in ("s", "d"):
-            seen.add(letter)
-            fr.addr_args[letter] = (arg, invert)
-        elif letter == "p":
-            seen.add("p")
-            rule.proto = parse_protocol(arg)
-            rule.inv_proto = invert
-            fr.proto_text = arg
-            if rule.proto == 0 and invert:
-                return None
-        elif letter == "i":
-            seen.add("i")
-            rule.iniface, rule.inv_in = check_iface(arg), invert
-        elif letter == "o":
-            seen.add("o")
-            rule.outiface, rule.inv_out = check_iface(arg), invert
-        else:
+        if not _selector(letter, arg, invert, fr):
             return None
         invert = False
     return None if invert else fr

@@ -22,10 +22,11 @@ from collections.abc import Callable
 
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.extensions import find_target
-from natbox.rules.model import TABLE_NAMES, Chain, Rule, RulesError, Table
-from natbox.rules.parser import parse_argv
+from natbox.rules.fastparse import GroupCache
+from natbox.rules.model import TABLE_NAMES, Chain, Rule, RulesError, Table, collector_paused
+from natbox.rules.parser import parse_restore_line
 from natbox.rules.validate import hook_masks
-from natbox.rules.words import parse_counters, tokenize_restore_line
+from natbox.rules.words import parse_counters
 
 __all__ = ["STAMP_PREFIX", "load_stamped", "stamp"]
 
@@ -56,18 +57,20 @@ def _stamped_body(text: str) -> str | None:
 def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], list[Rule]]:
     def load(raw: list[tuple[int, str]]) -> list[Rule]:
         rules: list[Rule] = []
-        for lineno, text in raw:
-            head, _, rest = text.partition(" ")
-            try:
-                packets, nbytes = parse_counters(head, lineno)
-                cmd = parse_argv(tokenize_restore_line(rest), table=table)
-            except RulesError as e:
-                e.file, e.line = file, lineno
-                raise
-            assert cmd.rule is not None
-            for r in cmd.rules or [cmd.rule]:
-                r.packets, r.bytes = packets, nbytes
-                rules.append(r)
+        groups = GroupCache()  # for this call only: the ipsets in scope may differ from one call to the next
+        with collector_paused():
+            for lineno, text in raw:
+                head, _, rest = text.partition(" ")
+                try:
+                    packets, nbytes = parse_counters(head, lineno)
+                    cmd = parse_restore_line(rest, table, groups)
+                except RulesError as e:
+                    e.file, e.line = file, lineno
+                    raise
+                assert cmd.rule is not None
+                for r in cmd.rules or [cmd.rule]:
+                    r.packets, r.bytes = packets, nbytes
+                    rules.append(r)
         return rules
 
     return load

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from natbox.rules.extensions import MATCHES, TARGETS, find_match, find_target
-from natbox.rules.fastparse import FastRule, GroupCache, parse_fast
+from natbox.rules.fastparse import FastRule, GroupCache, parse_fast, parse_fast_line
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.matches.tcp import PortMatch, Tcp
 from natbox.rules.model import (
@@ -46,7 +46,7 @@ from natbox.rules.words import (
 )
 
 __all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_restore", "parse_restore_argv",
-           "tokenize_restore_line"]
+           "parse_restore_line", "tokenize_restore_line"]
 
 # letters whose option value may be inverted
 _INVERTIBLE = set("psdiof")
@@ -478,6 +478,15 @@ def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
     return _ArgvParser(list(argv), table).parse()
 
 
+def parse_restore_line(line: str, table: str, groups: GroupCache) -> Command:
+    """One restore line (after its `[p:b]`), as `parse_argv(tokenize_restore_line(line), table=table)`
+    would read it: through natbox.rules.fastparse when it has iptables-save's shape."""
+    fast = parse_fast_line(line, groups)
+    if fast is not None:
+        return _ArgvParser.from_fast(fast, table)._finish()
+    return parse_restore_argv(tokenize_restore_line(line), table, groups)
+
+
 def parse_restore_argv(argv: list[str], table: str, groups: GroupCache) -> Command:
     """One restore line's words (`parse_argv(argv, table=table)`): iptables-save's shape of `-A` line through
     natbox.rules.fastparse, sharing the option groups in `groups`, anything else through the general loop."""
@@ -514,7 +523,7 @@ def parse_restore(text: str, *, file: str | None = None, with_counters: bool = F
 def _parse_restore(text: str, file: str | None, with_counters: bool, table_filter: str | None) -> list[RestoreTable]:
     blocks: list[RestoreTable] = []
     cur: RestoreTable | None = None
-    groups: GroupCache = {}  # option groups parsed once for the whole input (natbox.rules.fastparse)
+    groups = GroupCache()  # option groups parsed once for the whole input (natbox.rules.fastparse)
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -557,7 +566,7 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
             if line.startswith("["):
                 head, _, line = line.partition(" ")
                 counters_prefix = parse_counters(head, lineno)
-            cmd = parse_restore_argv(tokenize_restore_line(line), cur.name, groups)
+            cmd = parse_restore_line(line, cur.name, groups)
             if cmd.table_given and cmd.table != cur.name:
                 raise RulesError(f"Bad argument `{cmd.table}'")
             if cmd.rule is not None and counters_prefix is not None and with_counters:

@@ -114,7 +114,7 @@ def tokenize_restore_line(line: str) -> list[str]:
         if len(parts) > 1:
             if buf:
                 out.append(buf)
-            out.extend(p for p in parts[1:-1] if p)
+            out += filter(None, parts[1:-1])  # the words between blanks, not the empty ones
             buf = parts[-1]
     if buf:
         out.append(buf)
