@@ -1,6 +1,6 @@
 """Soak benchmark: the live gateway for ten minutes under churn, reloads, flushes and control-socket abuse.
 
-    sudo python bench/soak.py [--minutes 10] [--rate 40]
+    sudo python bench/soak.py [--minutes 10] [--rate 40] [--flush-every 30]
 
 Topology: src/natbox/lab/examples/basic.toml (lab "nbsoak"): client 10.0.1.2 -- gw (natbox gateway
 basic-gw.toml, MASQUERADE) -- server 198.51.100.2, in network namespaces this script creates and deletes.
@@ -9,13 +9,31 @@ While it runs:
 * churn: the client opens short TCP connections (connect, 64 bytes each way, close) and short UDP flows
   (a new source port each, one datagram each way) at --rate of each per second, to a server that echoes;
 * ping: the client pings the server every 0.2 s the whole time (the latency a user of the NAT feels);
-* every 30 s: `conntrack -F` through the control socket, and a SIGHUP reload of the host file;
+* every 30 s (--flush-every): `conntrack -F` through the control socket; half way between two flushes a
+  SIGHUP reload of the host file (apart, so a failure can be told to follow one or the other);
 * abuse of the control socket, a few clients at a time: half-open requests, a slowloris (a byte a second),
   deeply nested JSON, an oversized request, idle connections, an `-E` subscriber that never reads.
 
 Printed at the end: the gateway's RSS after warm-up (a tenth of the run, at least 30 s) and at the end,
 with their ratio (aim: flat within 5 %), connections and UDP exchanges completed and failed (aim: 0
-failed), ping percentiles and loss, and how many flushes, reloads and abusive clients there were.
+failed), ping percentiles and loss, and how many flushes, reloads and abusive clients there were. Each
+failed exchange is listed with its time and the nearest flush or reload.
+
+An exchange in flight when `conntrack -F` runs is reported as "raced a flush", apart from the failures:
+Linux loses it too. The flush takes the ct away between the request and the reply, so the reply is not
+un-NATed and reaches the router itself: UDP earns the server a port unreachable and the client never gets
+its answer; TCP's next segment from the server is picked up as a new connection to the router, which
+resets it, and then either the client's retransmission (picked up again, MASQUERADEd to the same port) is
+reset by the server (ConnectionResetError about 0.2 s in: one RTO), or the client, its request already
+acknowledged, waits for an answer that never comes (TimeoutError after 3 s; its FIN then creates no ct
+and leaves un-NATed). tests/live/test_gateway_live.py shows it on the kernel and on natbox for UDP
+(test_a_flush_between_request_and_reply_loses_the_reply_on_the_kernel_as_on_natbox), and
+scenarios/conntrack-flush-udp-in-flight.toml, conntrack-flush-tcp-in-flight.toml and
+conntrack-flush-tcp-answer-lost.toml (`natbox difftest`, also --live) give both routers the same packets.
+"In flight" is: a flush began no later than RACE_WINDOW after the exchange began and ended no earlier
+than it began. A reload never counts: it keeps every ct, as on Linux
+(test_a_reload_between_request_and_reply_keeps_the_exchange).
+
 Every loop is bounded in time; the namespaces are deleted at the end, whatever happens.
 """
 
@@ -33,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +63,7 @@ from natbox.lab.model import Lab, parse_lab_toml  # noqa: E402
 
 EXAMPLES = SRC / "natbox" / "lab" / "examples"
 SERVER = "198.51.100.2"
+RACE_WINDOW = 0.5  # s: an exchange crosses the gateway in about a millisecond; a flush this close raced it
 
 ECHO_SERVER = """
 import selectors, socket
@@ -86,6 +106,12 @@ import socket, sys, time
 seconds, rate, server = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 tcp_ok = tcp_failed = udp_ok = udp_failed = 0
 start = time.monotonic(); end = start + seconds; i = 0
+def failed(kind, t0, why, sock):  # CLOCK_MONOTONIC is the same in every network namespace: the soak compares times
+    try:
+        port = sock.getsockname()[1]
+    except OSError:
+        port = 0
+    print("fail", kind, repr(t0), repr(time.monotonic()), why.replace(" ", "_"), port, flush=True)
 while time.monotonic() < end:
     due = start + i / rate
     pause = due - time.monotonic()
@@ -93,6 +119,7 @@ while time.monotonic() < end:
         time.sleep(pause)
     i += 1
     s = socket.socket(); s.settimeout(3.0)
+    t0 = time.monotonic()
     try:
         s.connect((server, 7000)); s.sendall(b"x" * 64); got = b""
         while len(got) < 64:
@@ -104,17 +131,23 @@ while time.monotonic() < end:
             tcp_ok += 1
         else:
             tcp_failed += 1
-    except OSError:
+            failed("tcp", t0, f"short:{len(got)}", s)
+    except OSError as exc:
         tcp_failed += 1
+        failed("tcp", t0, type(exc).__name__, s)
     finally:
         s.close()
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3.0)
+    t0 = time.monotonic()
     try:
         u.sendto(b"y" * 32, (server, 7001)); data, _ = u.recvfrom(64)
         udp_ok += data == b"y" * 32
-        udp_failed += data != b"y" * 32
-    except OSError:
+        if data != b"y" * 32:
+            udp_failed += 1
+            failed("udp", t0, "wrong-data", u)
+    except OSError as exc:
         udp_failed += 1
+        failed("udp", t0, type(exc).__name__, u)
     finally:
         u.close()
 print(tcp_ok, tcp_failed, udp_ok, udp_failed, flush=True)
@@ -205,6 +238,22 @@ class Abuser:
             time.sleep(2.0)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One exchange the churn client saw fail: tcp or udp, when it began and ended (CLOCK_MONOTONIC), why."""
+
+    kind: str
+    t0: float
+    t_end: float
+    why: str
+    sport: int  # the client's port (0 if it had none yet)
+
+
+def raced_a_flush(f: Failure, events: list[tuple[float, float, str]]) -> bool:
+    """Whether a `conntrack -F` ran while the exchange's packets were crossing the gateway."""
+    return any(kind == "flush" and start <= f.t0 + RACE_WINDOW and stop >= f.t0 for start, stop, kind in events)
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -216,6 +265,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=40.0, help="new TCP connections and UDP flows per second")
+    ap.add_argument("--flush-every", type=float, default=30.0, help="seconds between conntrack flushes (and "
+                    "between reloads, which come half way between two flushes)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("soak: needs root (network namespaces)", file=sys.stderr)
@@ -254,23 +305,31 @@ def main() -> int:
         warm_at = start + max(30.0, seconds / 10)
         rss_warm = 0
         rss_samples: list[tuple[float, int]] = []
-        flushes = reloads = 0
-        next_event = start + 30
+        events: list[tuple[float, float, str]] = []  # (start, end, "flush" | "reload") on CLOCK_MONOTONIC
+        every = args.flush_every
+        next_flush, next_reload = start + every, start + every * 1.5
+        next_sample = start + 1.0
         while time.monotonic() < end and gw.poll() is None:
-            time.sleep(1.0)
+            time.sleep(max(0.0, min(next_sample, next_flush, next_reload) - time.monotonic()))
             now = time.monotonic()
-            rss_samples.append((now - start, rss_kib(gw.pid)))
-            if not rss_warm and now >= warm_at:
-                rss_warm = rss_samples[-1][1]
-            if now >= next_event:
-                next_event += 30
+            if now >= next_sample:
+                next_sample += 1.0
+                rss_samples.append((now - start, rss_kib(gw.pid)))
+                if not rss_warm and now >= warm_at:
+                    rss_warm = rss_samples[-1][1]
+            if now >= next_flush:
+                next_flush += every
                 try:
                     control(sock, json.dumps({"cmd": "conntrack", "argv": ["-F"]}).encode())
-                    flushes += 1
+                    events.append((now, time.monotonic(), "flush"))
                 except OSError as exc:
                     print(f"soak: flush failed: {exc}", file=sys.stderr)
+            if now >= next_reload:
+                next_reload += every
                 gw.send_signal(signal.SIGHUP)
-                reloads += 1
+                events.append((now, time.monotonic(), "reload"))
+        flushes = sum(kind == "flush" for _, _, kind in events)
+        reloads = sum(kind == "reload" for _, _, kind in events)
         rss_end = rss_kib(gw.pid)
         alive = gw.poll() is None
         if not alive:
@@ -278,7 +337,7 @@ def main() -> int:
             print(f"soak: the gateway exited ({gw.returncode}):\n{gw.stderr.read()[-3000:]}", file=sys.stderr)
             churn.terminate()
             ping.terminate()
-        churn_out = churn.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0].split()
+        churn_out = churn.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0].splitlines()
         ping_out = ping.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0]
     finally:
         for p in reversed(procs):
@@ -294,12 +353,26 @@ def main() -> int:
     rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", ping_out)]
     sent = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
     loss = (1 - int(sent.group(2)) / int(sent.group(1))) * 100 if sent and int(sent.group(1)) else float("nan")
-    tcp_ok, tcp_failed, udp_ok, udp_failed = (int(x) for x in churn_out) if len(churn_out) == 4 else (0, -1, 0, -1)
+    counts = churn_out[-1].split() if churn_out else []
+    tcp_ok, tcp_failed, udp_ok, udp_failed = (int(x) for x in counts) if len(counts) == 4 else (0, -1, 0, -1)
+    failures = [Failure(w[1], float(w[2]), float(w[3]), w[4], int(w[5]))
+                for w in (ln.split() for ln in churn_out if ln.startswith("fail "))]
+    raced = [f for f in failures if raced_a_flush(f, events)]
+    for f in failures:
+        near = min(events, key=lambda e: abs(e[0] - f.t0), default=None)
+        where = f"{near[2]} at {near[0] - f.t0:+.3f} s" if near else "no flush or reload"
+        print(f"failed {f.kind} exchange from port {f.sport} at {f.t0 - start:.3f} s ({f.why}, after "
+              f"{f.t_end - f.t0:.3f} s; nearest: "
+              f"{where}){' - raced a flush' if f in raced else ''}")
+    tcp_raced = sum(f.kind == "tcp" for f in raced)
+    udp_raced = sum(f.kind == "udp" for f in raced)
+    tcp_failed -= tcp_raced
+    udp_failed -= udp_raced
     print(f"gateway alive at the end: {alive}")
     print(f"RSS: {rss_warm / 1024:.1f} MiB after warm-up, {rss_end / 1024:.1f} MiB at the end, "
           f"ratio {rss_end / rss_warm if rss_warm else float('nan'):.3f} (aim: within 5 %)")
-    print(f"TCP connections: {tcp_ok} completed, {tcp_failed} failed; UDP exchanges: {udp_ok} completed, "
-          f"{udp_failed} failed")
+    print(f"TCP connections: {tcp_ok} completed, {tcp_failed} failed, {tcp_raced} raced a flush; UDP exchanges: "
+          f"{udp_ok} completed, {udp_failed} failed, {udp_raced} raced a flush")
     print(f"ping: {len(rtts)} replies, loss {loss:.1f} %, p50 {percentile(rtts, 50):.3f} ms, "
           f"p90 {percentile(rtts, 90):.3f} ms, p99 {percentile(rtts, 99):.3f} ms, max {max(rtts, default=0):.3f} ms, "
           f"mean {statistics.fmean(rtts) if rtts else float('nan'):.3f} ms")

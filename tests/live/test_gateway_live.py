@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -757,6 +757,97 @@ s.send(b"x")
         k.pop("use")
         n.pop("use")
         assert n == k
+
+
+HELD_UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5002)); s.settimeout(20)
+print("listening", flush=True)
+data, peer = s.recvfrom(2048)
+print("got", flush=True)
+sys.stdin.readline()  # the test changes the router while the exchange is in flight
+s.sendto(b"reply:" + data, peer)
+"""
+
+ONE_UDP_REQUEST = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {sport})); s.settimeout(3)
+s.sendto(b"hello", ("{dst}", 5002))
+try:
+    print(s.recvfrom(2048)[0].decode(), flush=True)
+except TimeoutError:
+    print("timeout", flush=True)
+"""
+
+
+def _exchange_around(lab: Lab, sport: int, change: Callable[[], None]) -> str:
+    """One UDP request and its reply, with `change` run on the router after the request crossed it and
+    before the reply does (the server holds its reply until then)."""
+    server = subprocess.Popen(["ip", "netns", "exec", lab.netns("server"), sys.executable, "-c", HELD_UDP_SERVER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env())
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        assert server.stdout.readline().strip() == b"listening"
+        client = ns_popen(lab, "client", [sys.executable, "-c", ONE_UDP_REQUEST.format(sport=sport, dst=SERVER)])
+        assert server.stdout.readline().strip() == b"got"
+        change()
+        server.stdin.write(b"\n")
+        server.stdin.flush()
+        out, _err = client.communicate(timeout=30)
+        return out.decode().strip()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_flush_between_request_and_reply_loses_the_reply_on_the_kernel_as_on_natbox(basic_lab: Lab,
+                                                                                     tmp_path: Path) -> None:
+    """`conntrack -F` while a UDP exchange is in flight: the reply finds no ct, so nothing un-NATs it; it is
+    addressed to the router itself, which has no socket there, and the client never gets it. The kernel
+    does this (the router run by the kernel, `conntrack -F` in its namespace) and natbox does the same
+    (--adopt of that router, `natbox conntrack -F` on its control socket). bench/soak.py, which flushes every
+    30 s under churn, reports such exchanges apart from failures."""
+    require_programs("iptables", "conntrack")
+    path = tmp_path / "ctl.sock"
+    for argv in (["ip", "addr", "add", "10.0.1.1/24", "dev", "lan0"], ["ip", "addr", "add", "198.51.100.1/24", "dev",
+                 "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.1.0/24", "-o", "wan0", "-j", "MASQUERADE"]):
+        assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
+
+    def kernel_flush() -> None:
+        assert ns_run(basic_lab, "gw", ["conntrack", "-F"]).returncode == 0
+
+    def natbox_flush() -> None:
+        res = run_natbox("conntrack", "--control", str(path), "-F")
+        assert res.returncode == 0, res.stderr
+
+    assert _exchange_around(basic_lab, 43001, lambda: None) == "reply:hello"  # the kernel routes
+    assert _exchange_around(basic_lab, 43002, kernel_flush) == "timeout"
+    argv = [a for a in gateway_argv(Path("HOST"), "--adopt", "--control", str(path)) if a != "HOST"]
+    proc = ns_popen(basic_lab, "gw", argv)
+    try:
+        wait_ready(proc)
+        assert _exchange_around(basic_lab, 43003, lambda: None) == "reply:hello"
+        assert _exchange_around(basic_lab, 43004, natbox_flush) == "timeout"
+    finally:
+        stop(proc)
+
+
+def test_a_reload_between_request_and_reply_keeps_the_exchange(basic_lab: Lab) -> None:
+    """SIGHUP (the soak's other periodic change) while a UDP exchange is in flight: the ruleset is replaced
+    for new connections only and the ct stays, so the reply comes back, as after iptables-restore on Linux."""
+    proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml"))
+    try:
+        wait_ready(proc)
+
+        def reload() -> None:
+            proc.send_signal(signal.SIGHUP)
+            assert proc.stderr is not None
+            assert "SIGHUP: reloaded" in proc.stderr.readline().decode()
+
+        assert _exchange_around(basic_lab, 43011, reload) == "reply:hello"
+    finally:
+        stop(proc)
 
 
 def test_conntrack_events_from_the_live_gateway(basic_lab: Lab, tmp_path: Path) -> None:
