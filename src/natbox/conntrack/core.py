@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
-from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS, nf_ct_get_tuplepr
+from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS, L4Proto, nf_ct_get_tuplepr
 from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmpv4_error
 from natbox.conntrack.proto.tcp import tcp_packet
@@ -77,6 +77,7 @@ __all__ = [
     "get_tuplepr",
     "nf_conntrack_confirm",
     "nf_conntrack_in",
+    "resolve_normal_ct",
 ]
 
 # `reason` of an UPDATE event whose ctnetlink message carries CTA_PROTOINFO (the TCP state changed), so
@@ -143,24 +144,36 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         if ret == ICMP_ERROR_TRACKED:
             return NF_ACCEPT  # RELATED / RELATED_REPLY error
 
+    # resolve_normal_ct's tuple (the same for every re-lookup)
+    key: tuple[int, int, int, int, int] | None
+    t: ConnTuple | None
+    if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
+        # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
+        # made only for a new ct
+        key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),
+               (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
+               int.from_bytes(data[IPH_DADDR:_DADDR_END], "big"),
+               (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
+        t = None
+    else:
+        key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
+                                       int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
+        if key is None:
+            stats.invalid += 1
+            skb.note = "conntrack: transport header too short for a tuple"
+            return NF_ACCEPT
+    return resolve_normal_ct(skb, key, t, l4proto, dataoff, hook, now, table, cfg)
+
+
+def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTuple | None, l4proto: L4Proto,
+                      dataoff: int, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
+    """Mirrors `resolve_normal_ct()` and the rest of `nf_conntrack_in()` for both families: look the tuple up
+    (or create an unconfirmed ct), set ctinfo, run the protocol's tracker (re-looking up on -NF_REPEAT) and
+    send the UPDATE event. `key` is the packet's tuple (`t` the same as a ConnTuple, or None to make one only
+    for a new ct); the layer-3 part is done by the caller (`nf_conntrack_in`, `ipv6_conntrack_in`)."""
+    stats = table.stats
+    proto = key[4]
     for _ in range(MAX_REPEAT):
-        # resolve_normal_ct
-        key: tuple[int, int, int, int, int] | None
-        if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
-            # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
-            # made only for a new ct
-            key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),
-                   (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
-                   int.from_bytes(data[IPH_DADDR:_DADDR_END], "big"),
-                   (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
-            t = None
-        else:
-            key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
-                                           int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
-            if key is None:
-                stats.invalid += 1
-                skb.note = "conntrack: transport header too short for a tuple"
-                return NF_ACCEPT
         hit = table.lookup(key, now)
         if hit is None:
             if t is None:

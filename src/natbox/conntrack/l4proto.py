@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from natbox.conntrack.proto.generic import generic_packet, gre_packet
+from natbox.conntrack.proto.generic import NF_INVALID, generic_packet, gre_packet
 from natbox.conntrack.proto.icmp import icmp_packet
+from natbox.conntrack.proto.icmpv6 import icmpv6_packet
 from natbox.conntrack.proto.tcp import tcp_can_early_drop, tcp_error, tcp_packet
 from natbox.conntrack.proto.udp import udp_error, udp_packet, udplite_error, udplite_packet
 from natbox.conntrack.tuple import (
@@ -41,6 +42,7 @@ from natbox.conntrack.tuple import (
     gre_pkt_to_tuple,
     icmp_invert_tuple,
     icmp_pkt_to_tuple,
+    icmpv6_invert_tuple,
     ipv4_addrs,
     ipv4_get_l4proto,
     ports_invert_tuple,
@@ -49,10 +51,12 @@ from natbox.conntrack.tuple import (
 from natbox.netfilter import (
     IPPROTO_GRE,
     IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     IPPROTO_UDPLITE,
+    NFPROTO_IPV6,
     Hook,
 )
 
@@ -105,6 +109,14 @@ def _icmp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: f
     return icmp_packet(conn, skb, direction, now, cfg)
 
 
+def _icmpv6(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
+            cfg: ConntrackConfig) -> int:
+    if skb.family != NFPROTO_IPV6:
+        skb.note = "icmpv6: not an IPv6 packet"
+        return NF_INVALID  # nf_conntrack_icmpv6_packet: state->pf != NFPROTO_IPV6
+    return icmpv6_packet(conn, skb, direction, now, cfg)
+
+
 def _gre(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
          cfg: ConntrackConfig) -> int:
     return gre_packet(conn, direction, len(skb.data), now, cfg)
@@ -142,6 +154,9 @@ UDPLITE = L4Proto(
 ICMP = L4Proto(
     IPPROTO_ICMP, "icmp", icmp_pkt_to_tuple, icmp_invert_tuple, _icmp, lambda cfg: (cfg.icmp_timeout,),
 )  # its error check (nf_conntrack_icmpv4_error) runs before the lookup: natbox.conntrack.proto.icmp
+ICMPV6 = L4Proto(
+    IPPROTO_ICMPV6, "icmpv6", icmp_pkt_to_tuple, icmpv6_invert_tuple, _icmpv6, lambda cfg: (cfg.icmpv6_timeout,),
+)  # its error check (nf_conntrack_icmpv6_error) runs before the lookup: natbox.conntrack.proto.icmpv6
 GRE = L4Proto(
     IPPROTO_GRE, "gre", gre_pkt_to_tuple, ports_invert_tuple, _gre,
     lambda cfg: (cfg.gre_timeout, cfg.gre_timeout_stream),  # GRE_CT_UNREPLIED, GRE_CT_REPLIED
@@ -155,7 +170,7 @@ SCTP = L4Proto(
 # nf_conntrack_l4proto_generic: every protocol without a record (DCCP too since Linux 6.16).
 GENERIC = L4Proto(0, "unknown", generic_pkt_to_tuple, ports_invert_tuple, _generic, lambda cfg: (cfg.generic_timeout,))
 
-L4PROTOS: dict[int, L4Proto] = {p.l4proto: p for p in (TCP, UDP, UDPLITE, ICMP, GRE, SCTP)}
+L4PROTOS: dict[int, L4Proto] = {p.l4proto: p for p in (TCP, UDP, UDPLITE, ICMP, ICMPV6, GRE, SCTP)}
 
 # Derived views for hot paths.
 PORT_PROTOS = frozenset(p.l4proto for p in L4PROTOS.values() if p.ports)

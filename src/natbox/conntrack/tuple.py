@@ -229,7 +229,10 @@ def generic_pkt_to_tuple(data: bytes | bytearray, src: int, dst: int, dataoff: i
 
 
 def format_addr(addr: int) -> str:
-    """Dotted quad of a host-order IPv4 address."""
+    """Dotted quad of a host-order IPv4 address (an int wider than 32 bits is an IPv6 address: RFC 5952 text,
+    so traces and messages about either family read right)."""
+    if addr > 0xFFFFFFFF:
+        return _format_addr6(addr)
     return f"{(addr >> 24) & 0xFF}.{(addr >> 16) & 0xFF}.{(addr >> 8) & 0xFF}.{addr & 0xFF}"
 
 

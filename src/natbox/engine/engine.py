@@ -38,15 +38,20 @@ from natbox.engine.family import IPV4, AddressFamily, FlowKey
 from natbox.engine.fastpath import FlowCache
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks, XtHost
+from natbox.engine.hooks6 import Hooks6
 from natbox.engine.host import Host
 from natbox.engine.icmp_rate import IcmpRateLimiter
 from natbox.engine.icmp_send import IcmpSender
+from natbox.engine.ip6_input import Ip6Input
+from natbox.engine.ip6_output import Ip6Output
 from natbox.engine.ip_input import IpInput
 from natbox.engine.ip_output import IpOutput
 from natbox.engine.local import LocalStack
 from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.path import NO_META, Drop, Held, PathState
+from natbox.engine.reject6 import format_log6, reject6
+from natbox.engine.route6 import Fib6
 from natbox.engine.route_input import RouteInput
 from natbox.engine.routing import Fib
 from natbox.ipset.core import IpsetRegistry
@@ -55,7 +60,7 @@ from natbox.nat.masquerade import masq_addr_removed, masq_device_down
 from natbox.netfilter import DropReason
 from natbox.rand import RandomSource, SplitMix64
 from natbox.rules.evaluate import Ruleset
-from natbox.skb import PacketType, Skb
+from natbox.skb import PacketType, Skb, Skb6
 
 __all__ = ["CT_GC_INTERVAL", "Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
@@ -129,6 +134,37 @@ class Engine:
         forward.ip_rcv_finish = route.ip_rcv_finish
         self._forward, self._output = forward, output
         self.table.register_destroy(self._ct_destroyed)
+        self._setup_ipv6(hooks, ctx, st, local.listeners)
+
+    def _setup_ipv6(self, hooks: Hooks, ctx: XtHost, st: PathState, listeners: set[tuple[int, int]]) -> None:
+        """The IPv6 path beside the IPv4 one (ipv6-semantics.md): its FIB, hooks, output (with ICMPv6 errors)
+        and input (with ND), sharing the conntrack table, NAT, the XtHost and the PathState."""
+        self.fib6 = Fib6(self.host)
+        ctx.fib6 = self.fib6
+        self.neighs6: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in self.host.neighbours
+                                                            if n.addr >> 32])
+        self._hooks6 = Hooks6(hooks)
+        out6 = self._out6 = Ip6Output(self.host, self.fib6, self._hooks6, self.neighs6, st, self.rnd, ctx,
+                                      resolve_neighbours=self._resolve)
+        in6 = self._in6 = Ip6Input(self.host, self.fib6, self._hooks6, out6, self.neighs6, st, listeners, ctx,
+                                   resolve_neighbours=self._resolve)
+        out6.loopback_rcv = in6.rcv_skb
+        self._input.ipv6_rcv = in6.ipv6_rcv
+        reject4, log4 = ctx.reject, ctx.log_packet
+
+        def reject(skb: Skb, how: str, now: float) -> None:
+            if isinstance(skb, Skb6):
+                reject6(out6, skb, how)
+            else:
+                reject4(skb, how, now)
+
+        def log_packet(skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
+            if isinstance(skb, Skb6):
+                st.out.logs.append(LogLine(skb.pkt_id, format_log6(prefix, skb)))
+            else:
+                log4(skb, prefix, level, flags)
+
+        ctx.reject, ctx.log_packet = reject, log_packet
 
     # --- settings --------------------------------------------------------------------------------
 
@@ -266,9 +302,10 @@ class Engine:
         if due is not None and (best is None or due < best):
             best = due
         if self._resolve:
-            due = self.neighs.next_deadline()
-            if due is not None and (best is None or due < best):
-                best = due
+            for neighs in (self.neighs, self.neighs6):
+                due = neighs.next_deadline()
+                if due is not None and (best is None or due < best):
+                    best = due
         return best
 
     def handle_timers(self, now: float) -> Output:
@@ -285,10 +322,25 @@ class Engine:
             self._gc_next = now + CT_GC_INTERVAL
         if self._resolve:
             self._output.neigh_timers(now)
+            self._neigh6_timers(now)
         for q in self.defrag.expire(now):
             self._icmp.frag_expired(q)
         self._local.flush(now)
         return out
+
+    def _neigh6_timers(self, now: float) -> None:
+        """The ND side of `neigh_timer_handler`: solicitations go out; packets whose resolution failed earn
+        their senders Destination Unreachable, address unreachable (`ndisc_error_report`)."""
+        reqs, failed = self.neighs6.timers(now)
+        for req in reqs:
+            self._out6.emit_ns(req, 0)
+        for held in failed:
+            skb = held[0]
+            if isinstance(skb, Skb6):
+                self._st.skb = skb
+                self._out6.icmp6_send(skb, 1, 3)
+            self._st.record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate", "")
+        self._st.skb = None
 
     def drain_events(self) -> list[CtEvent]:
         return self.table.drain_events()
@@ -304,6 +356,7 @@ class Engine:
         """`ip link set DEV down`: routes through it vanish, MASQUERADE entries via it are flushed (§5.2)."""
         self.host.interface(dev).up = False
         self.fib.rebuild()
+        self.fib6.rebuild()
         if self._resolve:  # neigh_ifdown: every entry goes; held packets are dropped without ICMP
             self.neighs.flush_dev(dev)
         # Offline nothing is held and a MAC the table knows is what ARP would answer again once the link is
@@ -313,6 +366,7 @@ class Engine:
     def link_up(self, dev: str) -> None:
         self.host.interface(dev).up = True
         self.fib.rebuild()
+        self.fib6.rebuild()
 
     def del_address(self, dev: str, addr: int, now: float) -> int:
         """`ip addr del`: remove the address (and, for a primary, its secondaries), flush MASQUERADE (§5.2)."""
@@ -326,11 +380,29 @@ class Engine:
                         and a.prefixlen == victim.prefixlen]
         iface.addresses = [a for a in iface.addresses if a not in removed]
         self.fib.rebuild()
+        self.fib6.rebuild()
         return sum(masq_addr_removed(dev, a.addr, table=self.table, now=now) for a in removed)
 
     def add_address(self, dev: str, addr: int, prefixlen: int) -> None:
         self.host.add_address(dev, addr, prefixlen)
         self.fib.rebuild()
+        self.fib6.rebuild()
+
+    def add_address6(self, dev: str, addr: int, prefixlen: int, *, deprecated: bool = False) -> None:
+        """`ip -6 addr add ADDR/LEN dev DEV nodad` (the newest global address is preferred, IPv6 §3.5)."""
+        self.host.add_address6(dev, addr, prefixlen, deprecated=deprecated)
+        self.fib6.rebuild()
+
+    def del_address6(self, dev: str, addr: int, now: float) -> int:
+        """`ip -6 addr del`: `masq_inet6_event` deletes the cts masqueraded via `dev` whose reply destination
+        is the address (IPv6 §3.5); returns how many."""
+        iface = self.host.interface(dev)
+        before = len(iface.addresses6)
+        iface.addresses6 = [a for a in iface.addresses6 if a.addr != addr]
+        if len(iface.addresses6) == before:
+            return 0
+        self.fib6.rebuild()
+        return masq_addr_removed(dev, addr, table=self.table, now=now)
 
     # --- bookkeeping -----------------------------------------------------------------------------
 

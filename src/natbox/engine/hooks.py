@@ -27,12 +27,13 @@ from natbox.conntrack.table import ConntrackTable
 from natbox.engine.defrag import IpDefrag
 from natbox.engine.host import Host
 from natbox.engine.path import NF_STOLEN, Drop
+from natbox.engine.route6 import Fib6
 from natbox.engine.routing import Fib
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masquerade
 from natbox.nat.range import NatRange
-from natbox.netfilter import NFPROTO_IPV4, CtInfo, DropReason, Hook, ManipType, Priority
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtInfo, DropReason, Hook, ManipType, Priority
 from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
@@ -73,6 +74,7 @@ class XtHost:
         self.hook = _HOOK_PRE_ROUTING
         self.now = 0.0
         self.family = NFPROTO_IPV4  # the family of the table being run (NFPROTO_IPV6 for ip6tables)
+        self.fib6: Fib6 | None = None  # the IPv6 routes (bound by the engine)
         self._host, self._fib, self._nat, self._table, self._rnd = host, fib, nat, table, rnd
         self.sets: IpsetRegistry | None = None  # the namespace's ipsets (-m set, -j SET)
         # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
@@ -83,12 +85,16 @@ class XtHost:
         return self._rnd.getrandbits(32)
 
     def addr_type(self, addr: int, dev: str | None) -> int:
+        if self.family == NFPROTO_IPV6 and self.fib6 is not None:
+            return self.fib6.addr_type(addr, dev)
         return self._fib.addr_type(addr, dev)
 
     def iface_primary_addr(self, dev: str) -> int | None:
         iface = self._host.interfaces.get(dev)
         if iface is None:
             return None
+        if self.family == NFPROTO_IPV6 and self.fib6 is not None:
+            return self.fib6.first_addr(iface)  # nf_nat_redirect_ipv6 (IPv6 §3.5)
         prim = iface.primary_addresses
         return prim[0].addr if prim else None
 
@@ -102,7 +108,11 @@ class XtHost:
         ct = skb.ct
         if ct is None:
             return NF_ACCEPT
-        newsrc = self._fib.select_addr(skb.oif, skb.nexthop)
+        if skb.family == NFPROTO_IPV6 and self.fib6 is not None:
+            # nf_nat_masquerade_ipv6: ipv6_dev_get_saddr(out, the packet's daddr) (IPv6 §3.5)
+            newsrc = self.fib6.ipv6_dev_get_saddr(skb.oif, skb.daddr)
+        else:
+            newsrc = self._fib.select_addr(skb.oif, skb.nexthop)
         return masquerade(skb, ct, rng, skb.oif, newsrc, nat=self._nat, now=self.now, table=self._table,
                           rnd=self._rnd)
 
@@ -129,6 +139,8 @@ class Hooks:
         self.rules = rules
         self.rules6 = Ruleset()  # ip6tables (the engine sets it)
         self._ctx = ctx
+        # what the IPv6 hooks (engine/hooks6.py) share with these
+        self.ctx, self.table, self.cfg, self.nat, self.rnd = ctx, table, cfg, nat, rnd
         self._table, self._cfg, self._nat, self._rnd, self._defrag = table, cfg, nat, rnd, defrag
         self._hooks = self._build_hooks()
         # _run_hook's functions per hook for one Ruleset object and version (see _refresh_ops)

@@ -16,9 +16,16 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.tuple import format_addr
 from natbox.errors import ConfigError
 
-__all__ = ["Address", "Host", "HostError", "Interface", "Neighbour", "Route"]
+__all__ = ["Address", "Address6", "Host", "HostError", "Interface", "Neighbour", "Route", "Route6"]
 
 LOOPBACK_NET = 0x7F000000  # 127.0.0.0/8
+
+
+def _scope6(addr: int) -> int:
+    """The order of `addr_list` (`ipv6_addr_src_scope`, larger first): global 0, link-local 1, host 2."""
+    if addr == 1:
+        return 2
+    return 1 if addr >> 118 == 0x3FA else 0
 DEFAULT_MTU = 1500
 
 
@@ -55,6 +62,26 @@ class Address:
 
 
 @dataclass(slots=True)
+class Address6:
+    """One IPv6 address on an interface (`struct inet6_ifaddr`, ipv6-semantics.md §3.5)."""
+
+    addr: int
+    prefixlen: int
+    tentative: bool = False  # IFA_F_TENTATIVE (DAD not done; unusable as a source); `nodad` addresses never are
+    deprecated: bool = False  # preferred_lft 0
+
+    @property
+    def mask(self) -> int:
+        return ((1 << 128) - 1) ^ ((1 << (128 - self.prefixlen)) - 1)
+
+    def contains(self, addr: int) -> bool:
+        return not (addr ^ self.addr) & self.mask
+
+    def __str__(self) -> str:
+        return f"{format_addr(self.addr)}/{self.prefixlen}"
+
+
+@dataclass(slots=True)
 class Interface:
     """A network device (`struct net_device` + `struct in_device`)."""
 
@@ -67,6 +94,9 @@ class Interface:
     route_localnet: bool = False  # net.ipv4.conf.<dev>.route_localnet
     forwarding: bool | None = None  # net.ipv4.conf.<dev>.forwarding; None = follow ip_forward
     index: int = 0
+    # IPv6 addresses in the kernel's `addr_list` order: by scope, global first, a new address before the
+    # existing ones of its scope (Host.add_address6), so the newest global address is first (IPv6 §3.5)
+    addresses6: list[Address6] = field(default_factory=list)
 
     @property
     def primary_addresses(self) -> list[Address]:
@@ -100,6 +130,29 @@ class Route:
 
 
 @dataclass(slots=True)
+class Route6:
+    """One IPv6 route (`ip -6 route`): the kernel's default metric is 1024 (256 for connected prefixes)."""
+
+    dst: int
+    prefixlen: int
+    dev: str | None = None
+    gateway: int | None = None
+    metric: int = 1024
+    type: str = "unicast"  # unicast, blackhole, unreachable, prohibit
+    prefsrc: int | None = None
+
+    @property
+    def mask(self) -> int:
+        return ((1 << 128) - 1) ^ ((1 << (128 - self.prefixlen)) - 1)
+
+    def __str__(self) -> str:
+        dst = "default" if self.prefixlen == 0 else f"{format_addr(self.dst)}/{self.prefixlen}"
+        via = f" via {format_addr(self.gateway)}" if self.gateway is not None else ""
+        dev = f" dev {self.dev}" if self.dev else ""
+        return f"{self.type} {dst}{via}{dev}"
+
+
+@dataclass(slots=True)
 class Neighbour:
     """A static or learned neighbour entry (`ip neigh`)."""
 
@@ -121,6 +174,9 @@ class Host:
     rules_text: str = ""  # the ruleset, as iptables-save text
     rules_origin: str = "<rules>"  # where rules_text came from, for error messages
     sysctls: dict[str, str] = field(default_factory=dict)  # every sysctl as given, for snapshots
+    routes6: list[Route6] = field(default_factory=list)
+    ipv6_forward: bool = False  # net.ipv6.conf.all.forwarding (IPv6 §1.3)
+    rules6_text: str = ""  # the ip6tables ruleset, as ip6tables-save text
 
     def add_interface(self, iface: Interface) -> Interface:
         if iface.name in self.interfaces:
@@ -140,6 +196,19 @@ class Host:
         iface.addresses.append(new)
         return new
 
+    def add_address6(self, dev: str, addr: int, prefixlen: int, *, tentative: bool = False,
+                     deprecated: bool = False) -> Address6:
+        """`ip -6 addr add ... nodad`: the address goes before the existing ones of its scope
+        (`ipv6_link_dev_addr`: addr_list is sorted by scope, global first, newest first within it)."""
+        iface = self.interface(dev)
+        if not 0 <= prefixlen <= 128 or not 0 <= addr < 1 << 128:
+            raise HostError(f"{dev}: bad IPv6 address or prefix length {prefixlen}")
+        new = Address6(addr, prefixlen, tentative=tentative, deprecated=deprecated)
+        scope = _scope6(addr)
+        pos = next((i for i, a in enumerate(iface.addresses6) if _scope6(a.addr) >= scope), len(iface.addresses6))
+        iface.addresses6.insert(pos, new)
+        return new
+
     def interface(self, name: str) -> Interface:
         try:
             return self.interfaces[name]
@@ -150,7 +219,8 @@ class Host:
         """Every host has `lo` with 127.0.0.1/8."""
         lo = self.interfaces.get("lo")
         if lo is None:
-            lo = Interface("lo", kind="loopback", mtu=65536, addresses=[Address(0x7F000001, 8, scope="host")])
+            lo = Interface("lo", kind="loopback", mtu=65536, addresses=[Address(0x7F000001, 8, scope="host")],
+                           addresses6=[Address6(1, 128)])
             self.interfaces = {"lo": lo, **self.interfaces}
             for i, iface in enumerate(self.interfaces.values(), start=1):
                 iface.index = i

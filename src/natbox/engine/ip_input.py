@@ -8,6 +8,8 @@ flow cache (tier 2, engine/forward.py) forwards it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from natbox.engine.family import AddressFamily, FlowKey
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import XtHost
@@ -24,7 +26,10 @@ from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE
 
 __all__ = ["IpInput", "pkt_type"]
 
-_ETH_P_IP, _ETH_P_ARP = ethernet.ETH_P_IP, ethernet.ETH_P_ARP
+_ETH_P_IP, _ETH_P_ARP, _ETH_P_IPV6 = ethernet.ETH_P_IP, ethernet.ETH_P_ARP, ethernet.ETH_P_IPV6
+# `ipv6_rcv` (engine/ip6_input.py), bound by the engine: (payload, device, packet id, pkt_type, source MAC,
+# destination MAC, trace)
+Ipv6Rcv = Callable[[bytes, Interface, int, PacketType, bytes, bytes, bool], None]
 _NO_MAC = b"\x00" * 6
 _BROADCAST_MAC = b"\xff" * 6
 _PKT_BROADCAST = PacketType.BROADCAST
@@ -56,6 +61,7 @@ class IpInput:
         self._neighs, self._st, self._ctx = neighs, state, ctx
         self.resolve_neighbours = resolve_neighbours
         self.fast_path = True  # use the flow cache (tier 2) for established forwarded TCP/UDP
+        self.ipv6_rcv: Ipv6Rcv | None = None  # the IPv6 path (one branch on the ethertype, off the IPv4 path)
 
     def iface(self, name: str) -> Interface:
         """The device a frame arrived on: unknown or down devices drop it (`netif_receive_skb`)."""
@@ -82,6 +88,9 @@ class IpInput:
             self._arp_rcv(frame[ETH_HDR_LEN:], dev, pkt_id, pkt_type(dst_mac, dev))
             return
         if ethertype != _ETH_P_IP:
+            if ethertype == _ETH_P_IPV6 and self.ipv6_rcv is not None:
+                self.ipv6_rcv(frame[ETH_HDR_LEN:], dev, pkt_id, pkt_type(dst_mac, dev), src_mac, dst_mac, trace)
+                return
             raise Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
         ptype = pkt_type(dst_mac, dev)
         if ptype == _PKT_OTHERHOST:

@@ -60,6 +60,8 @@ def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType
     lo, hi = rng.min_addr, rng.max_addr
     if lo == hi:
         new = lo
+    elif (lo | hi | t.src | t.dst) >> 32:
+        new = _best_ip6(t, lo, hi, zone, bool(flags & _PERSISTENT))
     else:
         initval = 0 if flags & _PERSISTENT else (addr_word(t.dst) ^ zone) & _M32
         j = jhash2((addr_word(t.src), 0, 0, 0), initval)
@@ -67,6 +69,38 @@ def find_best_ips_proto(t: ConnTuple, rng: NatRange, zone: int, manip: ManipType
     if manip == _MANIP_SRC:
         return _new_tuple(ConnTuple, (new, t[1], t[2], t[3], t[4]))
     return _new_tuple(ConnTuple, (t[0], t[1], new, t[3], t[4]))
+
+
+def _words6(addr: int) -> tuple[int, int, int, int]:
+    """The four 32-bit words of an IPv6 address as the kernel loads them from memory (`addr_word`: host
+    order of network-order bytes)."""
+    return (addr_word(addr >> 96), addr_word((addr >> 64) & _M32), addr_word((addr >> 32) & _M32),
+            addr_word(addr & _M32))
+
+
+def _best_ip6(t: ConnTuple, lo: int, hi: int, zone: int, persistent: bool) -> int:
+    """`find_best_ips_proto()`'s IPv6 loop (IPv6 §3.2): j = jhash2(the 4 source words, initval 0 if
+    persistent else dst word 3 ^ zone); per word i, `min + reciprocal_scale(j, max - min + 1)` until a chosen
+    word differs from max's, then the full 32-bit range; unless persistent, j ^= dst word i after each."""
+    src_w, dst_w = _words6(t.src), _words6(t.dst)
+    j = jhash2(src_w, 0 if persistent else (dst_w[3] ^ zone) & _M32)
+    full_range = False
+    new = 0
+    for i in range(4):
+        shift = 96 - 32 * i
+        max_i = (hi >> shift) & _M32
+        if not full_range:
+            min_i = (lo >> shift) & _M32
+            dist = (max_i - min_i + 1) & _M32
+        else:
+            min_i, dist = 0, _M32
+        word = (min_i + reciprocal_scale(j, dist)) & _M32
+        new = (new << 32) | word
+        if word != max_i:
+            full_range = True
+        if not persistent:
+            j ^= dst_w[i]
+    return new
 
 
 def key_name(proto: int) -> str:

@@ -50,15 +50,19 @@ from natbox.nat.choose import (
     with_key,
 )
 from natbox.nat.icmp import icmp_reply_translation
+from natbox.nat.icmpv6 import icmpv6_reply_translation
 from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
 from natbox.nat.manip import manip_pkt, manip_pkt_ports
+from natbox.nat.manip6 import nf_nat_ipv6_manip_pkt
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import (
     IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
     NF_ACCEPT,
     NF_DROP,
+    NFPROTO_IPV6,
     CtInfo,
     CtStatus,
     Direction,
@@ -70,6 +74,7 @@ from natbox.netfilter import (
 from natbox.rand import RandomSource
 from natbox.skb import Skb
 from natbox.wire.icmp import ICMP_REDIRECT
+from natbox.wire.icmpv6 import NDISC_REDIRECT
 from natbox.wire.layout import ICMPH_TYPE, L4_DPORT, L4_SPORT
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
@@ -81,6 +86,7 @@ _DIRN_ORIGINAL = Direction.ORIGINAL
 _HOOK_POST_ROUTING = Hook.POST_ROUTING
 _MANIP_DST = ManipType.DST
 _MANIP_SRC = ManipType.SRC
+_NFPROTO_IPV6 = NFPROTO_IPV6
 _TCPS_SYN_SENT = TcpState.SYN_SENT
 _TCPS_TIME_WAIT = TcpState.TIME_WAIT
 
@@ -487,7 +493,10 @@ class NatCore:
         # tuple's opposite half, written without building the target (manip_pkt_ports: byte for byte manip_pkt)
         other = ct.tuples[1 - direction]
         proto = other[4]
-        if proto in _TCP_UDP and not skb.csum_partial:
+        if skb.family == _NFPROTO_IPV6:
+            target = invert(other)
+            ok = target is not None and nf_nat_ipv6_manip_pkt(skb.data, target, manip, partial=skb.csum_partial)
+        elif proto in _TCP_UDP and not skb.csum_partial:
             if manip == _MANIP_SRC:
                 ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other[2], other[3])
             else:
@@ -538,7 +547,34 @@ class NatCore:
                 redirect = len(skb.data) > ihl + ICMPH_TYPE and skb.data[ihl + ICMPH_TYPE] == ICMP_REDIRECT
                 self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
             return verdict
+        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now=now, table=table, rnd=rnd, run_chain=run_chain)
 
+    def nf_nat_ipv6_fn(
+        self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
+        run_chain: Callable[[Skb], int],
+    ) -> int:
+        """Mirrors `nf_nat_ipv6_fn()` (IPv6 §3.1): an ICMPv6 packet RELATED to a flow is translated
+        (`nf_nat_icmpv6_reply_translation`, DROP on failure, no rules); everything else is `nf_nat_inet_fn`,
+        as for IPv4."""
+        self.drop_reason = None
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        ctinfo = skb.ctinfo
+        if ctinfo in _RELATED_CTINFO and skb.protocol == IPPROTO_ICMPV6:
+            verdict = icmpv6_reply_translation(skb, ct, ctinfo, hook, skb.ihl)
+            if verdict != NF_ACCEPT:
+                redirect = len(skb.data) > skb.ihl and skb.data[skb.ihl] == NDISC_REDIRECT
+                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
+            return verdict
+        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now=now, table=table, rnd=rnd, run_chain=run_chain)
+
+    def nf_nat_inet_fn(
+        self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook, *, now: float, table: ConntrackTable,
+        rnd: RandomSource, run_chain: Callable[[Skb], int],
+    ) -> int:
+        """Mirrors `nf_nat_inet_fn()` (§4.1), shared by both families: the nat chain once per manip (then a
+        null binding if no rule bound it), MASQUERADE's out-interface check, then `nf_nat_packet`."""
         manip = _HOOK2MANIP[hook]
         done = _DONE_INT[manip]
         if ctinfo in _FIRST_CTINFO:

@@ -38,6 +38,7 @@ from natbox.netfilter import (
     IPPROTO_DCCP,
     IPPROTO_GRE,
     IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -324,13 +325,15 @@ NAT_UDP = NatL4Proto(IPPROTO_UDP, udp_manip_pkt, "port", search=NAT_SEARCH_PORTS
 NAT_UDPLITE = NatL4Proto(IPPROTO_UDPLITE, udplite_manip_pkt, "port", search=NAT_SEARCH_PORTS)
 NAT_SCTP = NatL4Proto(IPPROTO_SCTP, sctp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
 NAT_ICMP = NatL4Proto(IPPROTO_ICMP, icmp_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
+# ICMPv6: the echo id, found like ICMP's (IPv6 §3.2); the IPv6 rewrite is natbox.nat.manip6
+NAT_ICMPV6 = NatL4Proto(IPPROTO_ICMPV6, unknown_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
 NAT_GRE = NatL4Proto(IPPROTO_GRE, gre_manip_pkt, "key")
 # DCCP's manip part is no port on 6.18 (its record only rewrites with NAT_DCCP, for ≤ 6.16)
 NAT_DCCP_PROTO = NatL4Proto(IPPROTO_DCCP, dccp_manip_pkt)
 NAT_UNKNOWN = NatL4Proto(0, unknown_manip_pkt)
 
 NAT_L4PROTOS: dict[int, NatL4Proto] = {
-    p.l4proto: p for p in (NAT_TCP, NAT_UDP, NAT_UDPLITE, NAT_SCTP, NAT_ICMP, NAT_GRE, NAT_DCCP_PROTO)
+    p.l4proto: p for p in (NAT_TCP, NAT_UDP, NAT_UDPLITE, NAT_SCTP, NAT_ICMP, NAT_ICMPV6, NAT_GRE, NAT_DCCP_PROTO)
 }
 
 

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.netfilter import NF_ACCEPT, CtStatus, Hook
-from natbox.wire.layout import IPH_DADDR, IPH_SADDR, UDPH_CHECK, UDPH_LEN, UDPH_LEN_BYTES
+from natbox.wire.checksum import csum_fold, csum_partial
+from natbox.wire.ipv6 import pseudo6_sum
+from natbox.wire.layout import (
+    IP6H_ADDRS_END,
+    IP6H_DADDR,
+    IP6H_SADDR,
+    IPH_DADDR,
+    IPH_SADDR,
+    UDPH_CHECK,
+    UDPH_LEN,
+    UDPH_LEN_BYTES,
+)
 
 if TYPE_CHECKING:
     from natbox.conntrack.config import ConntrackConfig
@@ -49,6 +60,8 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     coverage), as `__skb_checksum_complete_head` does.
     """
     n = len(data)
+    if data[0] >> 4 == 6:  # an IPv6 datagram: nf_ip6_checksum's pseudo-header (IPv6 §2.1)
+        return _l4_checksum6_ok(data, dataoff, proto, n if end is None else end)
     # pseudo_header_sum(src, dst, proto, n - dataoff), inline
     total = ((data[_S] << 8 | data[_S + 1]) + (data[_S_LO] << 8 | data[_S_LO + 1])
              + (data[_D] << 8 | data[_D + 1]) + (data[_D_LO] << 8 | data[_D_LO + 1]) + proto + n - dataoff)
@@ -63,6 +76,14 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return total == 0xFFFF
+
+
+def _l4_checksum6_ok(data: bytearray, dataoff: int, proto: int, end: int) -> bool:
+    """`nf_ip6_checksum()`: the IPv6 pseudo-header (addresses, the upper-layer length `len - dataoff`, the
+    protocol) plus the segment up to `end` sums to 0xFFFF."""
+    total = pseudo6_sum(int.from_bytes(data[IP6H_SADDR:IP6H_DADDR], "big"),
+                        int.from_bytes(data[IP6H_DADDR:IP6H_ADDRS_END], "big"), proto, len(data) - dataoff)
+    return csum_fold(csum_partial(memoryview(data)[dataoff:end], total)) == 0
 
 
 def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:

@@ -1,0 +1,75 @@
+"""ip6tables REJECT's answers and LOG's IPv6 line (net/ipv6/netfilter/nf_reject_ipv6.c, ip6t_REJECT.c,
+net/netfilter/nf_log_syslog.c `dump_ipv6_packet`; ipv6-semantics.md §4.2).
+
+`--reject-with` names map to ICMPv6 Destination Unreachable codes 0-6 (icmp6-port-unreachable, code 4, the
+default) sent by `icmp6_send` (rate-limited, attached to the packet's ct); `tcp-reset` answers with a RST
+(`nf_send_reset6`), attached too. NPT's map failure asks for Parameter Problem code 0 pointing at the source
+(8) or destination (24) address field.
+"""
+
+from __future__ import annotations
+
+from natbox.engine.ip6_output import Ip6Output
+from natbox.engine.reject import build_reset6_for
+from natbox.skb import Skb6
+from natbox.wire import icmpv6
+from natbox.wire.ipv6 import format_addr6_full
+from natbox.wire.layout import IP6H_DADDR, IP6H_SADDR, L4_DPORT, L4_SPORT
+
+__all__ = ["REJECT6_CODES", "format_log6", "reject6"]
+
+REJECT6_CODES: dict[str, tuple[int, int]] = {
+    "icmp6-no-route": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_NOROUTE),
+    "icmp6-adm-prohibited": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_ADM_PROHIBITED),
+    "icmp6-addr-unreachable": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_ADDR_UNREACH),
+    "icmp6-port-unreachable": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_PORT_UNREACH),
+    "icmp6-policy-fail": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_POLICY_FAIL),
+    "icmp6-reject-route": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_REJECT_ROUTE),
+    "npt-paramprob-saddr": (icmpv6.ICMPV6_PARAMPROB, icmpv6.ICMPV6_HDR_FIELD),
+    "npt-paramprob-daddr": (icmpv6.ICMPV6_PARAMPROB, icmpv6.ICMPV6_HDR_FIELD),
+}
+_POINTERS = {"npt-paramprob-saddr": IP6H_SADDR, "npt-paramprob-daddr": IP6H_DADDR}
+
+
+def reject6(out: Ip6Output, skb: Skb6, how: str) -> None:
+    """REJECT's packet for an IPv6 skb: a RST (`nf_send_reset6`) or an ICMPv6 error (`nf_send_unreach6`)."""
+    if how == "tcp-reset":
+        if skb.protocol != 6 or skb.is_later_fragment:
+            return
+        rst = build_reset6_for(bytes(skb.data), skb.ihl)
+        if rst is not None:
+            out.queue_local(rst, skb)
+        return
+    icmp_type, code = REJECT6_CODES.get(how, (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_PORT_UNREACH))
+    out.icmp6_send(skb, icmp_type, code, info=_POINTERS.get(how, 0))
+
+
+_PROTO_NAMES = {6: "TCP", 17: "UDP", 58: "ICMPv6"}
+
+
+def format_log6(prefix: str, skb: Skb6) -> str:
+    """The LOG target's line for an IPv6 packet (`nf_log_ip6_packet` → `dump_ipv6_packet`): interfaces,
+    full addresses (%pI6), LEN (header + payload), TC, HOPLIMIT, FLOWLBL, then the protocol and its ports or
+    ICMPv6 type/code."""
+    data = skb.data
+    parts = [f"{prefix}IN={skb.iif} OUT={skb.oif} "]
+    if skb.iif and skb.src_mac:
+        mac = skb.dst_mac + skb.src_mac + b"\x86\xdd"
+        parts.append("MAC=" + ":".join(f"{b:02x}" for b in mac) + " ")
+    flow = int.from_bytes(data[0:4], "big")
+    parts.append(f"SRC={format_addr6_full(skb.saddr)} DST={format_addr6_full(skb.daddr)} LEN={len(data)} "
+                 f"TC={(flow >> 20) & 0xFF} HOPLIMIT={skb.ttl} FLOWLBL={flow & 0xFFFFF} ")
+    proto = skb.protocol
+    off = skb.ihl
+    name = _PROTO_NAMES.get(proto)
+    if name is None:
+        parts.append(f"PROTO={proto} ")
+    elif proto in (6, 17) and len(data) >= off + 4:
+        sport = (data[off + L4_SPORT] << 8) | data[off + L4_SPORT + 1]
+        dport = (data[off + L4_DPORT] << 8) | data[off + L4_DPORT + 1]
+        parts.append(f"PROTO={name} SPT={sport} DPT={dport} ")
+    elif proto == 58 and len(data) >= off + 2:
+        parts.append(f"PROTO=ICMPv6 TYPE={data[off]} CODE={data[off + 1]} ")
+    else:
+        parts.append(f"PROTO={name} ")
+    return "".join(parts).rstrip(" ")

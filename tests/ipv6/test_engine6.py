@@ -1,0 +1,222 @@
+"""The IPv6 path through the engine: forwarding with conntrack and NAT66, ICMPv6 errors and their
+translation, ND, echo (ipv6-semantics.md; the [V] results of its experiments are the expectations)."""
+
+from __future__ import annotations
+
+import struct
+
+from natbox.conntrack.format import format_conntrack
+from natbox.engine.engine import Engine
+from natbox.engine.host import Host, Interface, Route6
+from natbox.engine.output import Emitted
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_restore
+from natbox.rules.targets.nat import NatTarget
+from natbox.skb import Skb6
+from natbox.wire.ethernet import ETH_P_IPV6, build_ethernet
+from natbox.wire.icmpv6 import build_icmpv6_echo, build_icmpv6_error, build_ns, icmpv6_checksum
+from natbox.wire.ipv6 import build_ipv6, format_addr6, parse_addr6, solicited_node
+
+A = parse_addr6
+LAN_MAC, WAN_MAC = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+C1_MAC, C2_MAC, SV_MAC = b"\x02\xc1\x00\x00\x00\x01", b"\x02\xc2\x00\x00\x00\x02", b"\x02\x5e\x00\x00\x00\x10"
+C1, C2, RT_LAN, RT_LL = A("fd00:77::2"), A("fd00:77::3"), A("fd00:77::1"), A("fe80::1")
+SV, RT_WAN = A("2001:db8:100::10"), A("2001:db8:100::1")
+FAR = A("2001:db8:200::10")
+
+MASQ = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o wan0 -j MASQUERADE
+COMMIT
+"""
+
+
+def _engine(rules: str = MASQ, wan_mtu: int = 1500) -> Engine:
+    host = Host(ipv6_forward=True)
+    host.add_interface(Interface("lan0", mac=LAN_MAC))
+    host.add_interface(Interface("wan0", mac=WAN_MAC, mtu=wan_mtu))
+    host.add_address6("lan0", RT_LL, 64)
+    host.add_address6("lan0", RT_LAN, 64)
+    host.add_address6("wan0", RT_WAN, 64)
+    host.routes6.append(Route6(0, 0, "wan0", gateway=SV))
+    rs = Ruleset()
+    if rules:
+        rs.restore(parse_restore(rules, file="<test>"))
+    return Engine(host, ruleset6=rs)
+
+
+def _frame(src_mac: bytes, dst_mac: bytes, datagram: bytes | bytearray) -> bytes:
+    return bytes(build_ethernet(dst_mac, src_mac, ETH_P_IPV6, datagram))
+
+
+def _udp(src: int, dst: int, sport: int, dport: int, payload: bytes = b"hello", hlim: int = 64) -> bytes:
+    seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+    pseudo = src.to_bytes(16, "big") + dst.to_bytes(16, "big") + struct.pack("!IxxxB", len(seg), 17)
+    total: int = sum(struct.unpack(f"!{(len(pseudo) + len(seg) + 1) // 2}H", (pseudo + seg + b"\0")[:((len(pseudo)
+                                                                                         + len(seg) + 1) // 2) * 2]))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    seg[6:8] = (~total & 0xFFFF or 0xFFFF).to_bytes(2, "big")
+    return bytes(build_ipv6(src, dst, 17, seg, hop_limit=hlim))
+
+
+def _l4_ok(datagram: bytes) -> bool:
+    """The transport checksum of a datagram without extension headers verifies (pseudo-header included)."""
+    src, dst, nh = int.from_bytes(datagram[8:24], "big"), int.from_bytes(datagram[24:40], "big"), datagram[6]
+    seg = datagram[40:]
+    pseudo = src.to_bytes(16, "big") + dst.to_bytes(16, "big") + struct.pack("!IxxxB", len(seg), nh)
+    data = pseudo + seg + (b"\0" if len(seg) & 1 else b"")
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+def _sent(out_emitted: list[Emitted], iface: str) -> list[bytes]:
+    return [e.frame[14:] for e in out_emitted if e.iface == iface]
+
+
+def test_ping6_through_masquerade_and_back() -> None:
+    eng = _engine()
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, build_icmpv6_echo(C1, SV, 23072, 1, b"x" * 56, reply=False)),
+                      "lan0", 1.0)
+    [pkt] = _sent(out.emitted, "wan0")
+    assert format_addr6(int.from_bytes(pkt[8:24], "big")) == "2001:db8:100::1"
+    assert pkt[7] == 63 and _l4_ok(pkt)
+    reply = build_icmpv6_echo(SV, RT_WAN, 23072, 1, b"x" * 56, reply=True)
+    out = eng.receive(_frame(SV_MAC, WAN_MAC, reply), "wan0", 1.1)
+    [back] = _sent(out.emitted, "lan0")
+    assert int.from_bytes(back[24:40], "big") == C1 and _l4_ok(back)
+    assert out.emitted[0].frame[:6] == C1_MAC  # learned from the request's source MAC (offline)
+    [ct] = list(eng.table)
+    assert format_conntrack(ct, 1.5) == (
+        "icmpv6   58 29 src=fd00:77::2 dst=2001:db8:100::10 type=128 code=0 id=23072 src=2001:db8:100::10 "
+        "dst=2001:db8:100::1 type=129 code=0 id=23072 mark=0 use=1")
+
+
+def test_udp_port_kept_then_clash_remapped() -> None:
+    eng = _engine()
+    out1 = eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, SV, 40100, 7001)), "lan0", 1.0)
+    out2 = eng.receive(_frame(C2_MAC, LAN_MAC, _udp(C2, SV, 40100, 7001)), "lan0", 1.1)
+    [p1], [p2] = _sent(out1.emitted, "wan0"), _sent(out2.emitted, "wan0")
+    assert struct.unpack("!H", p1[40:42])[0] == 40100
+    sport2 = struct.unpack("!H", p2[40:42])[0]
+    assert sport2 != 40100 and 1024 <= sport2 <= 65535  # remapped within the port's class (§3.2 [V])
+    assert _l4_ok(p1) and _l4_ok(p2)
+    back = eng.receive(_frame(SV_MAC, WAN_MAC, _udp(SV, RT_WAN, 7001, sport2, b"pong")), "wan0", 1.2)
+    [b] = _sent(back.emitted, "lan0")
+    assert int.from_bytes(b[24:40], "big") == C2 and struct.unpack("!H", b[42:44])[0] == 40100 and _l4_ok(b)
+
+
+def test_port_unreachable_from_server_translated_back() -> None:
+    eng = _engine()
+    eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, SV, 40303, 45999)), "lan0", 1.0)
+    nat_pkt = _udp(RT_WAN, SV, 40303, 45999)
+    err = build_icmpv6_error(SV, RT_WAN, 1, 4, nat_pkt)
+    out = eng.receive(_frame(SV_MAC, WAN_MAC, err), "wan0", 1.1)
+    [b] = _sent(out.emitted, "lan0")
+    assert int.from_bytes(b[24:40], "big") == C1 and b[40] == 1 and b[41] == 4
+    inner = b[48:]
+    assert int.from_bytes(inner[8:24], "big") == C1  # the embedded source restored
+    assert icmpv6_checksum(SV, C1, b[40:42] + b"\0\0" + b[44:]) == int.from_bytes(b[42:44], "big")
+    assert _l4_ok(inner)
+
+
+def test_hop_limit_exceeded_from_the_lan_address() -> None:
+    eng = _engine()
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, FAR, 40000, 33434, hlim=1)), "lan0", 1.0)
+    assert not _sent(out.emitted, "wan0")
+    [te] = _sent(out.emitted, "lan0")
+    assert te[40] == 3 and te[41] == 0
+    assert int.from_bytes(te[8:24], "big") == RT_LAN and int.from_bytes(te[24:40], "big") == C1
+    assert out.dropped[0].reason == "ttl_exceeded"
+
+
+def test_packet_too_big_from_a_small_wan_mtu() -> None:
+    eng = _engine(wan_mtu=1280)
+    big = _udp(C1, SV, 40001, 7000, b"z" * 1352)  # 1400 bytes
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, big), "lan0", 1.0)
+    [ptb] = _sent(out.emitted, "lan0")
+    assert ptb[40] == 2 and int.from_bytes(ptb[44:48], "big") == 1280
+    assert len(ptb) == 1280 and int.from_bytes(ptb[8:24], "big") == RT_LAN
+    # never rate limited: 20 in a burst give 20 errors
+    n = sum(len(_sent(eng.receive(_frame(C1_MAC, LAN_MAC, big), "lan0", 1.0).emitted, "lan0")) for _ in range(20))
+    assert n == 20
+
+
+def test_time_exceeded_is_rate_limited_burst_of_six() -> None:
+    eng = _engine()
+    n = sum(len(_sent(eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, FAR, 40000 + i, 33434, hlim=1)), "lan0",
+                                  1.0).emitted, "lan0")) for i in range(20))
+    assert n == 6  # §4.3 [V]
+
+
+def test_no_route_before_hop_limit_and_beyond_scope() -> None:
+    eng = _engine()
+    eng.host.routes6.clear()
+    eng.fib6.rebuild()
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, FAR, 40000, 33434, hlim=1)), "lan0", 1.0)
+    [err] = _sent(out.emitted, "lan0")
+    assert (err[40], err[41]) == (1, 0)  # no route, not time exceeded (§1.2 [V])
+    eng2 = _engine()
+    ll = A("fe80::c1")
+    out = eng2.receive(_frame(C1_MAC, LAN_MAC, _udp(ll, SV, 40000, 7000)), "lan0", 1.0)
+    [err] = _sent(out.emitted, "lan0")
+    assert (err[40], err[41]) == (1, 2) and int.from_bytes(err[8:24], "big") == RT_LL
+
+
+def test_neighbour_solicitation_answered_and_echo_to_the_router() -> None:
+    eng = _engine()
+    ns = build_ns(C1, solicited_node(RT_LAN), RT_LAN, C1_MAC)
+    out = eng.receive(_frame(C1_MAC, b"\x33\x33\xff\x00\x00\x01", ns), "lan0", 1.0)
+    [na] = _sent(out.emitted, "lan0")
+    assert na[40] == 136 and na[7] == 255 and na[44] == 0xE0  # router, solicited, override
+    assert int.from_bytes(na[48:64], "big") == RT_LAN and na[64:72] == b"\x02\x01" + LAN_MAC
+    assert out.emitted[0].frame[:6] == C1_MAC
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, build_icmpv6_echo(C1, RT_LAN, 7, 1, b"abc", reply=False)), "lan0", 2.0)
+    [rep] = _sent(out.emitted, "lan0")
+    assert rep[40] == 129 and int.from_bytes(rep[8:24], "big") == RT_LAN and _l4_ok(rep)
+
+
+def test_nd_is_untracked_and_forwarding_off_drops() -> None:
+    eng = _engine()
+    ns = build_ns(C1, solicited_node(RT_LAN), RT_LAN, C1_MAC)
+    eng.receive(_frame(C1_MAC, b"\x33\x33\xff\x00\x00\x01", ns), "lan0", 1.0)
+    assert len(eng.table) == 0
+    eng.host.ipv6_forward = False
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, SV, 40000, 7000)), "lan0", 1.0)
+    assert not out.emitted and out.dropped[0].reason == "forwarding_disabled"
+
+
+def test_dnat_port_forward_to_the_lan() -> None:
+    rules = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i wan0 -j DNAT --to-destination 10.0.0.2
+COMMIT
+"""
+    eng = _engine(rules)
+    rule = eng.rules6.tables["nat"].chains["PREROUTING"].rules[0]
+    target = rule.target
+    assert isinstance(target, NatTarget)
+    target.range = NatRange(RangeFlags.MAP_IPS, C1, C1)
+    eng.rules6.invalidate("nat")
+    out = eng.receive(_frame(SV_MAC, WAN_MAC, _udp(SV, RT_WAN, 46000, 8080)), "wan0", 1.0)
+    [p] = _sent(out.emitted, "lan0")
+    assert int.from_bytes(p[24:40], "big") == C1 and _l4_ok(p)
+    # a router-generated time exceeded for the DNATed packet leaves translated back (§3.4 [V])
+    out = eng.receive(_frame(SV_MAC, WAN_MAC, _udp(SV, RT_WAN, 46001, 8080, hlim=1)), "wan0", 2.0)
+    [te] = _sent(out.emitted, "wan0")
+    assert te[40] == 3 and int.from_bytes(te[8:24], "big") == RT_WAN
+    assert int.from_bytes(te[48 + 24:48 + 40], "big") == RT_WAN  # the quoted destination is the public one
+
+
+def test_skb6_is_what_the_hooks_see() -> None:
+    skb = Skb6(bytearray(_udp(C1, SV, 1, 2)))
+    assert skb.family == 10 and skb.ihl == 40
