@@ -34,7 +34,15 @@ from natbox.wire.ipv6 import (
     is_link_local,
     is_multicast,
 )
-from natbox.wire.layout import ICMP6H_IDENTIFIER, ICMP6H_SEQUENCE, ICMP6H_TYPE, IP6H_HOP_LIMIT, L4_DPORT, TCPH_DOFF
+from natbox.wire.layout import (
+    ICMP6H_IDENTIFIER,
+    ICMP6H_LEN,
+    ICMP6H_SEQUENCE,
+    ICMP6H_TYPE,
+    IP6H_HOP_LIMIT,
+    L4_DPORT,
+    TCPH_DOFF,
+)
 
 __all__ = ["Ip6Input"]
 
@@ -180,7 +188,8 @@ class Ip6Input:
                 if src is not None:
                     ident = (data[off + ICMP6H_IDENTIFIER] << 8) | data[off + ICMP6H_IDENTIFIER + 1]
                     seq = (data[off + ICMP6H_SEQUENCE] << 8) | data[off + ICMP6H_SEQUENCE + 1]
-                    reply = icmpv6.build_icmpv6_echo(src, skb.saddr, ident, seq, bytes(data[off + 8:]), reply=True)
+                    body = bytes(data[off + ICMP6H_LEN:])
+                    reply = icmpv6.build_icmpv6_echo(src, skb.saddr, ident, seq, body, reply=True)
                     self._deliver(skb, "icmpv6 echo request answered")
                     self._out.queue_local(reply, None, skb.iif if is_link_local(skb.saddr) else "")
                     return

@@ -14,7 +14,7 @@ from natbox.engine.reject import build_reset6_for
 from natbox.skb import Skb6
 from natbox.wire import icmpv6
 from natbox.wire.ipv6 import format_addr6_full
-from natbox.wire.layout import IP6H_DADDR, IP6H_SADDR, L4_DPORT, L4_SPORT
+from natbox.wire.layout import IP6H_DADDR, IP6H_PAYLOAD_LEN, IP6H_SADDR, IP6H_VER_TC_FL, L4_DPORT, L4_SPORT
 
 __all__ = ["REJECT6_CODES", "format_log6", "reject6"]
 
@@ -56,7 +56,7 @@ def format_log6(prefix: str, skb: Skb6) -> str:
     if skb.iif and skb.src_mac:
         mac = skb.dst_mac + skb.src_mac + b"\x86\xdd"
         parts.append("MAC=" + ":".join(f"{b:02x}" for b in mac) + " ")
-    flow = int.from_bytes(data[0:4], "big")
+    flow = int.from_bytes(data[IP6H_VER_TC_FL:IP6H_PAYLOAD_LEN], "big")
     parts.append(f"SRC={format_addr6_full(skb.saddr)} DST={format_addr6_full(skb.daddr)} LEN={len(data)} "
                  f"TC={(flow >> 20) & 0xFF} HOPLIMIT={skb.ttl} FLOWLBL={flow & 0xFFFFF} ")
     proto = skb.protocol

@@ -53,7 +53,7 @@ from natbox.nat.icmp import icmp_reply_translation
 from natbox.nat.icmpv6 import icmpv6_reply_translation
 from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
 from natbox.nat.manip import manip_pkt, manip_pkt_ports
-from natbox.nat.manip6 import nf_nat_ipv6_manip_pkt
+from natbox.nat.manip6 import nf_nat_ipv6_manip_other
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import (
     IPPROTO_ICMP,
@@ -494,8 +494,7 @@ class NatCore:
         other = ct.tuples[1 - direction]
         proto = other[4]
         if skb.family == _NFPROTO_IPV6:
-            target = invert(other)
-            ok = target is not None and nf_nat_ipv6_manip_pkt(skb.data, target, manip, partial=skb.csum_partial)
+            ok = nf_nat_ipv6_manip_other(skb.data, other, manip, skb.csum_partial)
         elif proto in _TCP_UDP and not skb.csum_partial:
             if manip == _MANIP_SRC:
                 ok = manip_pkt_ports(skb.data, skb.ihl, proto, manip, other[2], other[3])
@@ -553,9 +552,7 @@ class NatCore:
         self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
         run_chain: Callable[[Skb], int],
     ) -> int:
-        """Mirrors `nf_nat_ipv6_fn()` (IPv6 §3.1): an ICMPv6 packet RELATED to a flow is translated
-        (`nf_nat_icmpv6_reply_translation`, DROP on failure, no rules); everything else is `nf_nat_inet_fn`,
-        as for IPv4."""
+        """Mirrors `nf_nat_ipv6_fn()` (IPv6 §3.1): RELATED ICMPv6 is translated, the rest `nf_nat_inet_fn`."""
         self.drop_reason = None
         ct = skb.ct
         if ct is None:
@@ -564,8 +561,8 @@ class NatCore:
         if ctinfo in _RELATED_CTINFO and skb.protocol == IPPROTO_ICMPV6:
             verdict = icmpv6_reply_translation(skb, ct, ctinfo, hook, skb.ihl)
             if verdict != NF_ACCEPT:
-                redirect = len(skb.data) > skb.ihl and skb.data[skb.ihl] == NDISC_REDIRECT
-                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
+                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if len(skb.data) > skb.ihl and \
+                    skb.data[skb.ihl] == NDISC_REDIRECT else DropReason.NAT_ICMP_BAD
             return verdict
         return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now=now, table=table, rnd=rnd, run_chain=run_chain)
 
@@ -573,8 +570,7 @@ class NatCore:
         self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook, *, now: float, table: ConntrackTable,
         rnd: RandomSource, run_chain: Callable[[Skb], int],
     ) -> int:
-        """Mirrors `nf_nat_inet_fn()` (§4.1), shared by both families: the nat chain once per manip (then a
-        null binding if no rule bound it), MASQUERADE's out-interface check, then `nf_nat_packet`."""
+        """Mirrors `nf_nat_inet_fn()` (§4.1) for both families: chain or null binding, masq oif, nat_packet."""
         manip = _HOOK2MANIP[hook]
         done = _DONE_INT[manip]
         if ctinfo in _FIRST_CTINFO:

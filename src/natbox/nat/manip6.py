@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from natbox.conntrack.tuple import ConnTuple
+from natbox.conntrack.tuple import ConnTuple, invert
 from natbox.nat.l4proto import crc32c, gre_manip_pkt
 from natbox.netfilter import (
     IPPROTO_GRE,
@@ -44,7 +44,7 @@ from natbox.wire.layout import (
     UDPH_LEN_BYTES,
 )
 
-__all__ = ["csum_replace16", "nf_nat_ipv6_manip_pkt"]
+__all__ = ["csum_replace16", "nf_nat_ipv6_manip_other", "nf_nat_ipv6_manip_pkt"]
 
 _MASK128 = (1 << 128) - 1
 _ECHO_TYPES = frozenset({128, 129})  # icmpv6_manip_pkt rewrites the id of echo request/reply only
@@ -149,3 +149,9 @@ def nf_nat_ipv6_manip_pkt(data: bytearray, target: ConnTuple, manip: ManipType, 
             return False
     data[pos:pos + 16] = new.to_bytes(16, "big")
     return True
+
+
+def nf_nat_ipv6_manip_other(data: bytearray, other: ConnTuple, manip: ManipType, partial: bool) -> bool:
+    """`nf_nat_manip_pkt()` for an IPv6 skb: the target is `invert(ct->tuplehash[!dir].tuple)`."""
+    target = invert(other)
+    return target is not None and nf_nat_ipv6_manip_pkt(data, target, manip, partial=partial)

@@ -67,7 +67,7 @@ from natbox.conntrack.proto.tcp_window import (
     tcp_options,
     tcp_packet_established,
 )
-from natbox.conntrack.proto.udp import l4_checksum_ok
+from natbox.conntrack.proto.udp import nf_checksum_ok
 from natbox.netfilter import NF_ACCEPT, CtStatus, Hook, TcpState
 from natbox.wire.layout import TCPH_ACK_SEQ, TCPH_DOFF, TCPH_FLAGS, TCPH_MIN_LEN, TCPH_SEQ, TCPH_WINDOW
 
@@ -138,7 +138,7 @@ def tcp_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> str |
     if doff < TCPH_MIN_LEN or tcplen < doff:
         return "tcp: truncated packet"
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if cfg.checksum and hook == _HOOK_PRE_ROUTING and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 6):
+    if cfg.checksum and hook == _HOOK_PRE_ROUTING and not skb.csum_partial and not nf_checksum_ok(skb, dataoff, 6):
         return "tcp: bad checksum"
     flags = data[dataoff + TCPH_FLAGS]
     if not _VALID_BY_BYTE[flags]:

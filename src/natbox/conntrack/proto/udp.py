@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
-from natbox.netfilter import NF_ACCEPT, CtStatus, Hook
+from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV6, CtStatus, Hook
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import pseudo6_sum
 from natbox.wire.layout import (
@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
 _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 
-__all__ = ["STREAM_DELAY", "l4_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply", "udplite_packet"]
+__all__ = [
+    "STREAM_DELAY", "l4_checksum_ok", "nf_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply",
+    "udplite_packet",
+]
 
 STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 
@@ -60,8 +63,6 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     coverage), as `__skb_checksum_complete_head` does.
     """
     n = len(data)
-    if data[0] >> 4 == 6:  # an IPv6 datagram: nf_ip6_checksum's pseudo-header (IPv6 §2.1)
-        return _l4_checksum6_ok(data, dataoff, proto, n if end is None else end)
     # pseudo_header_sum(src, dst, proto, n - dataoff), inline
     total = ((data[_S] << 8 | data[_S + 1]) + (data[_S_LO] << 8 | data[_S_LO + 1])
              + (data[_D] << 8 | data[_D + 1]) + (data[_D_LO] << 8 | data[_D_LO + 1]) + proto + n - dataoff)
@@ -76,6 +77,13 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return total == 0xFFFF
+
+
+def nf_checksum_ok(skb: Skb, dataoff: int, proto: int, end: int | None = None) -> bool:
+    """`nf_checksum()`: `nf_ip_checksum` or, for an IPv6 skb, `nf_ip6_checksum` (IPv6 §2.1)."""
+    if skb.family == NFPROTO_IPV6:
+        return _l4_checksum6_ok(skb.data, dataoff, proto, len(skb.data) if end is None else end)
+    return l4_checksum_ok(skb.data, dataoff, proto, end)
 
 
 def _l4_checksum6_ok(data: bytearray, dataoff: int, proto: int, end: int) -> bool:
@@ -98,7 +106,7 @@ def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
     if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return None  # no checksum
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial and not l4_checksum_ok(data, dataoff, 17):
+    if hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial and not nf_checksum_ok(skb, dataoff, 17):
         return "udp: bad checksum"
     return None
 
@@ -157,7 +165,7 @@ def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | N
     if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return "udplite: checksum missing"
     # The kernel passes IPPROTO_UDP (17), not IPPROTO_UDPLITE, to nf_checksum_partial(); mirrored.
-    if hook == _HOOK_PRE_ROUTING and checksum and not l4_checksum_ok(data, dataoff, 17, dataoff + cscov):
+    if hook == _HOOK_PRE_ROUTING and checksum and not nf_checksum_ok(skb, dataoff, 17, dataoff + cscov):
         return "udplite: bad checksum"
     return None
 
