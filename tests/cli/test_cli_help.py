@@ -45,7 +45,7 @@ def test_every_command_has_help(name: str) -> None:
     res = natbox(name, "--help")
     assert res.returncode == 0, res.stderr
     # `natbox iptables --help` is iptables' own page (natbox.cli.iptables), then natbox's notes
-    assert res.stdout.startswith(("usage: natbox", "natbox ", "iptables v1.8.9")), res.stdout[:200]
+    assert res.stdout.startswith(("usage: natbox", "natbox ", "iptables v1.8.9", "ip6tables v1.8.9")), res.stdout[:200]
     assert "Traceback" not in res.stderr
     same = natbox("help", name)
     assert same.returncode == 0 and same.stdout == res.stdout

@@ -18,7 +18,7 @@ from natbox.adapters.control import forward_command
 from natbox.cli.ipset import enter_sets_scope
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.lazy import load_stamped, stamp
-from natbox.rules.model import OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
+from natbox.rules.model import NFPROTO_IPV4, NFPROTO_IPV6, OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import SAVE_VERSION, save_tables
 
@@ -131,9 +131,14 @@ class RulesFileError(Exception):
     """The rules file cannot be read or written: one line naming it (exit 2)."""
 
 
-def load_ruleset(path: str | None) -> Ruleset:
-    """Read the rules file (`iptables-save -c` text); a missing file is an empty ruleset."""
-    rs = Ruleset()
+def _prog(family: int) -> str:
+    return "ip6tables" if family == NFPROTO_IPV6 else "iptables"
+
+
+def load_ruleset(path: str | None, family: int = NFPROTO_IPV4) -> Ruleset:
+    """Read the rules file (`iptables-save -c` text, `ip6tables-save -c` for NFPROTO_IPV6); a missing file is an
+    empty ruleset."""
+    rs = Ruleset(family)
     if path is None or not os.path.exists(path):
         return rs
     try:
@@ -141,11 +146,11 @@ def load_ruleset(path: str | None) -> Ruleset:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise RulesFileError(f"natbox: cannot read rules file {path}: {_reason(e)}") from None
-    stamped = load_stamped(text, path)  # a file natbox wrote: rule lines parsed only where needed
+    stamped = load_stamped(text, path, family)  # a file natbox wrote: rule lines parsed only where needed
     if stamped is not None:
         return stamped
     try:
-        rs.restore(parse_restore(text, file=path, with_counters=True))
+        rs.restore(parse_restore(text, file=path, with_counters=True, family=family))
     except RulesError as e:
         e.file = path  # a command of the file refused: name the file, not <stdin>
         raise
@@ -163,7 +168,7 @@ def _reason(e: Exception) -> str:
 def store_ruleset(rs: Ruleset, path: str | None) -> None:
     if path is None:
         return
-    text = stamp(save_tables(rs.saved_tables(), _date(), counters=True))
+    text = stamp(save_tables(rs.saved_tables(), _date(), counters=True, prog=_prog(rs.family) + "-save"))
     tmp = path + ".tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -175,7 +180,9 @@ def store_ruleset(rs: Ruleset, path: str | None) -> None:
 
 def _report(e: RulesError, prog: str, stderr: TextIO, *, restore: bool = False) -> int:
     head = "" if e.bare else f"{prog} {SAVE_VERSION}: "
-    if e.plain:
+    if not e.message and e.exit_code == PARAMETER_PROBLEM:  # xtables_error with no message: the hint alone
+        stderr.write(f"Try `{prog} -h' or '{prog} --help' for more information.\n")
+    elif e.plain:
         stderr.write(f"{prog}: {e.message}\n")
     elif restore and e.exit_code == PARAMETER_PROBLEM:
         stderr.write(f"{head}{e.message}\n")
@@ -215,11 +222,12 @@ def _control_path(argv: list[str]) -> tuple[list[str], str | None]:
     return _take_option(argv, "--control")
 
 
-def _rules_path(argv: list[str], rules_path: str | None) -> tuple[list[str], str | None]:
-    """`--rules FILE`, else the caller's default, else $NATBOX_RULES."""
+def _rules_path(argv: list[str], rules_path: str | None, family: int = NFPROTO_IPV4) -> tuple[list[str], str | None]:
+    """`--rules FILE`, else the caller's default, else $NATBOX_RULES ($NATBOX_RULES6 for ip6tables)."""
     out, given = _take_option(argv, "--rules")
     path = given if given is not None else rules_path
-    return out, path if path is not None else os.environ.get("NATBOX_RULES")
+    env = "NATBOX_RULES6" if family == NFPROTO_IPV6 else "NATBOX_RULES"
+    return out, path if path is not None else os.environ.get(env)
 
 
 def _subcommand_help(name: str) -> str:
@@ -239,29 +247,33 @@ def _help_or_version(args: list[str]) -> str | None:
 
 
 def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
-                  stdout: TextIO | None = None, stderr: TextIO | None = None, ruleset: Ruleset | None = None) -> int:
+                  stdout: TextIO | None = None, stderr: TextIO | None = None, ruleset: Ruleset | None = None,
+                  family: int = NFPROTO_IPV4, help_text: str = IPTABLES_HELP) -> int:
     """`iptables ARGS...` on the rules file (or on `ruleset`, a live engine's); returns iptables' exit status.
+    `family` NFPROTO_IPV6 makes it `ip6tables` (natbox.cli.ip6tables).
 
     With `--control PATH` the command runs on the gateway listening there instead.
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    prog = _prog(family)
     argv, control = _control_path(argv)
     if control is not None:
-        return forward_command(control, "iptables", argv, None, out, err, "iptables")
-    args, path = _rules_path(enter_sets_scope(argv), rules_path)
+        return forward_command(control, prog, argv, None, out, err, prog)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
     asked = _help_or_version(args)
     if asked is not None:
-        out.write(f"iptables {SAVE_VERSION}\n" if asked == "V" else IPTABLES_HELP + NATBOX_NOTE)
+        note = NATBOX_NOTE if family == NFPROTO_IPV4 else NATBOX_NOTE.replace("$NATBOX_RULES", "$NATBOX_RULES6")
+        out.write(f"{prog} {SAVE_VERSION}\n" if asked == "V" else help_text + note)
         return 0
     if ruleset is not None:
         rs, path = ruleset, None
     elif path is None:
-        err.write(NO_RULESET.format(prog="iptables"))
+        err.write(NO_RULESET.format(prog=prog))
         return PARAMETER_PROBLEM
     else:
         try:
-            rs = load_ruleset(path)
+            rs = load_ruleset(path, family)
         except RulesFileError as e:
             err.write(f"{e}\n")
             return PARAMETER_PROBLEM
@@ -269,10 +281,10 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
             err.write(f"natbox: bad rules file: {e}\n")
             return e.exit_code
     try:
-        cmd = parse_argv(args)
+        cmd = parse_argv(args, family=family)
         text = rs.execute(cmd)
     except RulesError as e:
-        return _report(e, "iptables", err)
+        return _report(e, prog, err)
     out.write(text)
     if cmd.op not in ("L", "S", "C") or cmd.zero:
         try:
@@ -283,29 +295,31 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     return 0
 
 
-def _save_usage_error(arg: str, err: TextIO) -> int:
+def _save_usage_error(arg: str, err: TextIO, prog: str = "iptables-save") -> int:
     """iptables-save's getopt messages (exit 1)."""
     if arg.startswith("--"):
-        err.write(f"iptables-save: unrecognized option '{arg}'\n")
+        err.write(f"{prog}: unrecognized option '{arg}'\n")
     elif arg.startswith("-") and len(arg) > 1:
-        err.write(f"iptables-save: invalid option -- '{arg[1]}'\n")
+        err.write(f"{prog}: invalid option -- '{arg[1]}'\n")
     else:
         err.write("Unknown arguments found on commandline\n")
         return OTHER_PROBLEM
-    err.write("Look at manual page `iptables-save.8' for more information.\n")
+    err.write(f"Look at manual page `{prog}.8' for more information.\n")
     return OTHER_PROBLEM
 
 
 def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
                        stdout: TextIO | None = None, stderr: TextIO | None = None,
-                       ruleset: Ruleset | None = None) -> int:
-    """`iptables-save [-c] [-t TABLE]` (of the rules file, of `ruleset`, or of the gateway at --control)."""
+                       ruleset: Ruleset | None = None, family: int = NFPROTO_IPV4) -> int:
+    """`iptables-save [-c] [-t TABLE]` (of the rules file, of `ruleset`, or of the gateway at --control);
+    `ip6tables-save` with `family` NFPROTO_IPV6."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    prog = _prog(family) + "-save"
     argv, control = _control_path(argv)
     if control is not None:
-        return forward_command(control, "iptables-save", argv, None, out, err, "iptables-save")
-    args, path = _rules_path(enter_sets_scope(argv), rules_path)
+        return forward_command(control, prog, argv, None, out, err, prog)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
     counters = False
     table: str | None = None
     i = 0
@@ -317,45 +331,47 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
             table = args[i + 1]
             i += 1
         elif a in ("-V", "--version"):
-            out.write(f"iptables-save {SAVE_VERSION}\n")
+            out.write(f"{prog} {SAVE_VERSION}\n")
             return 0
         elif a == "--help":  # natbox's page: iptables-save itself has no help option
-            out.write(_subcommand_help("iptables-save"))
+            out.write(_subcommand_help(prog))
             return 0
         elif a in ("-M", "--modprobe") and i + 1 < len(args):
             i += 1
-        elif a not in ("-4", "--ipv4"):
-            return _save_usage_error(a, err)
+        elif a not in ("-4", "--ipv4") or family != NFPROTO_IPV4:
+            return _save_usage_error(a, err, prog)
         i += 1
     if ruleset is None and path is None:
-        err.write(NO_RULESET.format(prog="iptables-save"))
+        err.write(NO_RULESET.format(prog=prog))
         return PARAMETER_PROBLEM
     try:
-        rs = ruleset if ruleset is not None else load_ruleset(path)
+        rs = ruleset if ruleset is not None else load_ruleset(path, family)
     except RulesFileError as e:
         err.write(f"{e}\n")
         return PARAMETER_PROBLEM
     except RulesError as e:
-        return _report(e, "iptables-save", err)
+        return _report(e, prog, err)
     if table is not None and table not in rs.tables:
-        err.write(f"iptables-save: Table '{table}' does not exist\n")
+        err.write(f"{prog}: Table '{table}' does not exist\n")
         return OTHER_PROBLEM
-    out.write(save_tables(rs.saved_tables(table), _date(), counters=counters))
+    out.write(save_tables(rs.saved_tables(table), _date(), counters=counters, prog=prog))
     return 0
 
 
 def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, stdin: TextIO | None = None,
                           stdout: TextIO | None = None, stderr: TextIO | None = None,
-                          ruleset: Ruleset | None = None) -> int:
+                          ruleset: Ruleset | None = None, family: int = NFPROTO_IPV4) -> int:
     """`iptables-restore [--noflush] [-c] [-t] [-T TABLE] [FILE]` (into the rules file, `ruleset`, or
-    --control); `-t`/`--test` parses and validates without changing anything, FILE is read instead of stdin."""
+    --control); `-t`/`--test` parses and validates without changing anything, FILE is read instead of stdin.
+    `ip6tables-restore` with `family` NFPROTO_IPV6."""
     inp = stdin or sys.stdin
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    prog = _prog(family) + "-restore"
     argv, control = _control_path(argv)
     if control is not None:
-        return forward_command(control, "iptables-restore", argv, inp, out, err, "iptables-restore")
-    args, path = _rules_path(enter_sets_scope(argv), rules_path)
+        return forward_command(control, prog, argv, inp, out, err, prog)
+    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
     if ruleset is not None:
         path = None
     noflush = counters = test = False
@@ -374,20 +390,20 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             if a in ("-T", "--table"):
                 table = args[i + 1]
             i += 1
-        elif a in ("-w", "--wait", "-v", "--verbose", "-4", "--ipv4"):
+        elif a in ("-w", "--wait", "-v", "--verbose") or (a in ("-4", "--ipv4") and family == NFPROTO_IPV4):
             pass
         elif a == "-h":
-            err.write(RESTORE_HELP)
+            err.write(RESTORE_HELP.replace("iptables-restore", prog))
             return 0
         elif a == "--help":  # natbox's page, as `natbox iptables-restore --help` gives it
-            out.write(_subcommand_help("iptables-restore"))
+            out.write(_subcommand_help(prog))
             return 0
         elif a in ("-V", "--version"):
-            out.write(f"iptables-restore {SAVE_VERSION}\n")
+            out.write(f"{prog} {SAVE_VERSION}\n")
             return 0
         elif a.startswith("-") and len(a) > 1:
             what = f"unrecognized option '{a}'" if a.startswith("--") else f"invalid option -- '{a[1]}'"
-            err.write(f"iptables-restore: {what}\nTry `iptables-restore -h' for more information.\n")
+            err.write(f"{prog}: {what}\nTry `{prog} -h' for more information.\n")
             return OTHER_PROBLEM
         elif source is None:
             source = a
@@ -396,7 +412,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             return OTHER_PROBLEM
         i += 1
     if ruleset is None and path is None and not test:
-        err.write(NO_RULESET.format(prog="iptables-restore"))
+        err.write(NO_RULESET.format(prog=prog))
         return PARAMETER_PROBLEM
     if source is not None:
         try:
@@ -408,14 +424,14 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
     else:
         text = inp.read()
     try:
-        rs = ruleset if ruleset is not None and not test else load_ruleset(path)
-        blocks = parse_restore(text, with_counters=counters, table_filter=table)
+        rs = ruleset if ruleset is not None and not test else load_ruleset(path, family)
+        blocks = parse_restore(text, with_counters=counters, table_filter=table, family=family)
         rs.restore(blocks, noflush=noflush)
     except RulesFileError as e:
         err.write(f"{e}\n")
         return PARAMETER_PROBLEM
     except RulesError as e:
-        return _report(e, "iptables-restore", err, restore=True)
+        return _report(e, prog, err, restore=True)
     if test:
         return 0
     try:

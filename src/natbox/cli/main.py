@@ -39,6 +39,9 @@ commands:
                        (--control SOCKET)
   iptables-save        print a ruleset as iptables-save does (same --rules / --control)
   iptables-restore     load iptables-save text into a ruleset (same --rules / --control)
+  ip6tables ARGS       ip6tables, ip6tables-save, ip6tables-restore: the same on an IPv6 ruleset file
+  ip6tables-save       (--rules FILE or $NATBOX_RULES6; IPv4 and IPv6 rules are two files, as
+  ip6tables-restore    iptables-save and ip6tables-save write them)
   ipset ARGS           ipset 7.17, on a sets file of `ipset save` text (--sets FILE or $NATBOX_IPSETS)
   conntrack            the conntrack tool on a running gateway's table (--control SOCKET): -L -E -S -C -D -F
   status               a running gateway's interfaces, counters and table figures (--control SOCKET)
@@ -52,6 +55,7 @@ commands:
 
 environment:
   NATBOX_RULES         the ruleset file of iptables, iptables-save and iptables-restore without --rules
+  NATBOX_RULES6        the IPv6 ruleset file of ip6tables, ip6tables-save and ip6tables-restore
   NATBOX_IPSETS        the sets file of ipset without --sets
   NO_COLOR, TERM=dumb  no colour in --color auto output
 
@@ -89,6 +93,23 @@ own usage).
 
 """ + RULES_HELP + """
 example: iptables-save > dump; natbox iptables-restore --rules r.v4 < dump
+""",
+    "ip6tables-save": """\
+usage: natbox ip6tables-save --rules FILE [-c] [-t TABLE]
+
+Print the IPv6 ruleset as ip6tables-save v1.8.9 (nf_tables) does: every table (or only -t TABLE), with
+the packet and byte counters when -c is given. The IPv6 ruleset is its own file (`ip6tables-save -c`
+text; NATBOX_RULES6 when --rules is not given), beside the IPv4 one.
+
+example: natbox ip6tables-save --rules r.v6 -t nat
+""",
+    "ip6tables-restore": """\
+usage: natbox ip6tables-restore --rules FILE [-n] [-c] [-t] [FILE]
+
+Load ip6tables-save text (from FILE or stdin) into the IPv6 ruleset file as ip6tables-restore v1.8.9
+does (NATBOX_RULES6 when --rules is not given); -n/--noflush, -c, -t/--test as for iptables-restore.
+
+example: ip6tables-save > dump; natbox ip6tables-restore --rules r.v6 < dump
 """,
     "ipset": """\
 usage: natbox ipset [--sets FILE] [--rules FILE] ARGS...
@@ -188,6 +209,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables": _lazy("natbox.cli.iptables", "iptables_main"),
     "iptables-save": _lazy("natbox.cli.iptables", "iptables_save_main"),
     "iptables-restore": _lazy("natbox.cli.iptables", "iptables_restore_main"),
+    "ip6tables": _lazy("natbox.cli.ip6tables", "ip6tables_main"),
+    "ip6tables-save": _lazy("natbox.cli.ip6tables", "ip6tables_save_main"),
+    "ip6tables-restore": _lazy("natbox.cli.ip6tables", "ip6tables_restore_main"),
     "ipset": _lazy("natbox.cli.ipset", "ipset_main"),
     "conntrack": _lazy("natbox.cli.conntrack", "conntrack_main"),
     "status": _lazy("natbox.cli.conntrack", "status_main"),
@@ -205,6 +229,9 @@ _SUMMARY = {
     "demo": "run a built-in experiment", "replay": "replay captures through a host model",
     "explain": "every packet's path through the host", "iptables": "iptables, on a ruleset file or a gateway",
     "iptables-save": "print a ruleset as iptables-save does", "iptables-restore": "load iptables-save text",
+    "ip6tables": "ip6tables, on an IPv6 ruleset file or a gateway",
+    "ip6tables-save": "print an IPv6 ruleset as ip6tables-save does",
+    "ip6tables-restore": "load ip6tables-save text",
     "ipset": "ipset, on a sets file",
     "conntrack": "a running gateway's conntrack table", "status": "a running gateway's state",
     "bench": "measure the engine", "gateway": "a live NAT on real interfaces",

@@ -134,12 +134,15 @@ def apply_command(table: Table, cmd: Command) -> str:
         # chain deletes every user chain in one transaction, failing on the first busy one
         names = [cmd.chain] if cmd.chain is not None else [c.name for c in table.user_chains()]
         refs = table.reference_counts()  # deleting a chain without rules changes no other chain's count
+        deleted = ""
         for name in names:
+            if cmd.verbose:  # `-v -X` (recorded)
+                deleted += f"Deleting chain `{name}'\n"
             c = _chain_or_error(table, name)
             if c.builtin or c.rules or refs.get(c.name, 0):
                 raise RulesError(f" CHAIN_DEL failed (Device or resource busy): chain {c.name}", RESOURCE_PROBLEM)
             del table.chains[c.name]
-        return ""
+        return deleted
     if op in "FZ":
         fz_chains = [_chain_or_error(table, cmd.chain)] if cmd.chain is not None else list(table.chains.values())
         out = ""

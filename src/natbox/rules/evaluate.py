@@ -17,6 +17,7 @@ from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtConte
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
 from natbox.rules.model import (
     BUILTIN_TARGETS,
+    NFPROTO_IPV4,
     OTHER_PROBLEM,
     RESOURCE_PROBLEM,
     TABLE_HOOKS,
@@ -158,7 +159,8 @@ CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP
 class Ruleset:
     """raw, mangle, nat, filter and security, as iptables-nft keeps them in the kernel."""
 
-    def __init__(self) -> None:
+    def __init__(self, family: int = NFPROTO_IPV4) -> None:
+        self.family = family  # NFPROTO_IPV6: ip6tables' tables (ip6_tables.c), rules with 128-bit addresses
         self.tables: dict[str, Table] = {name: Table(name) for name in TABLE_NAMES}
         # tables iptables-save prints, in the order they were first used (nf_tables creates them on use)
         self.present: list[str] = []

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.extensions import find_target
 from natbox.rules.fastparse import GroupCache
-from natbox.rules.model import TABLE_NAMES, Chain, Rule, RulesError, Table, collector_paused
+from natbox.rules.model import NFPROTO_IPV4, TABLE_NAMES, Chain, Rule, RulesError, Table, collector_paused
 from natbox.rules.parser import parse_restore_line
 from natbox.rules.validate import hook_masks
 from natbox.rules.words import parse_counters
@@ -54,7 +54,8 @@ def _stamped_body(text: str) -> str | None:
     return body if last[len(STAMP_PREFIX):] == _digest(body) else None
 
 
-def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], list[Rule]]:
+def _loader(table: str, file: str | None,
+            family: int = NFPROTO_IPV4) -> Callable[[list[tuple[int, str]]], list[Rule]]:
     def load(raw: list[tuple[int, str]]) -> list[Rule]:
         rules: list[Rule] = []
         groups = GroupCache()  # for this call only: the ipsets in scope may differ from one call to the next
@@ -63,7 +64,7 @@ def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], l
                 head, _, rest = text.partition(" ")
                 try:
                     packets, nbytes = parse_counters(head, lineno)
-                    cmd = parse_restore_line(rest, table, groups)
+                    cmd = parse_restore_line(rest, table, groups, family)
                 except RulesError as e:
                     e.file, e.line = file, lineno
                     raise
@@ -76,31 +77,31 @@ def _loader(table: str, file: str | None) -> Callable[[list[tuple[int, str]]], l
     return load
 
 
-def _jumps(raw: list[tuple[int, str]]) -> list[str]:
+def _jumps(raw: list[tuple[int, str]], family: int = NFPROTO_IPV4) -> list[str]:
     """The chains saved rule lines jump or go to: a chain jump has no target options, so in iptables-save
     text it is the last two words, `-g NAME`, or `-j NAME` where no target extension is called NAME (the
     parser's rule)."""
     out: list[str] = []
     for _ln, text in raw:
         parts = text.rsplit(" ", 2)
-        if len(parts) == 3 and (parts[1] == "-g" or (parts[1] == "-j" and find_target(parts[2]) is None)):
+        if len(parts) == 3 and (parts[1] == "-g" or (parts[1] == "-j" and find_target(parts[2], family) is None)):
             out.append(parts[2])
     return out
 
 
-def load_stamped(text: str, file: str | None = None) -> Ruleset | None:
+def load_stamped(text: str, file: str | None = None, family: int = NFPROTO_IPV4) -> Ruleset | None:
     """The ruleset of a stamped file with its rule lines unparsed; None when the stamp is missing or stale."""
     body = _stamped_body(text)
     if body is None:
         return None
     try:
-        return _build(body, file)
+        return _build(body, file, family)
     except (ValueError, IndexError, KeyError):
         return None  # not the shape natbox writes after all: the caller parses it in full
 
 
-def _build(body: str, file: str | None) -> Ruleset | None:
-    rs = Ruleset()
+def _build(body: str, file: str | None, family: int) -> Ruleset | None:
+    rs = Ruleset(family)
     table: Table | None = None
     lines: dict[str, list[tuple[int, str]]] = {}
     for lineno, line in enumerate(body.split("\n"), 1):
@@ -129,9 +130,9 @@ def _build(body: str, file: str | None) -> Ruleset | None:
                 return None
             table, lines = Table(line[1:]), {}
         elif line == "COMMIT" and table is not None:
-            load = _loader(table.name, file)
+            load = _loader(table.name, file, family)
             for name, raw in lines.items():
-                table.chains[name].set_raw(raw, load, _jumps(raw))
+                table.chains[name].set_raw(raw, load, _jumps(raw, family))
             for name, mask in hook_masks(table).items():
                 table.chains[name].trusted_mask = mask
             rs.tables[table.name] = table

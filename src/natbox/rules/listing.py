@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from natbox.rules.addr6 import format_addr6_mask
 from natbox.rules.matches._common import proto_name
-from natbox.rules.model import Chain, Rule, Table, format_addr_mask
+from natbox.rules.model import NFPROTO_IPV4, Chain, Rule, Table, format_addr_mask
 
 __all__ = ["format_num", "list_chain", "list_table", "rule_line", "rule_line_verbose"]
 
@@ -60,9 +61,11 @@ def header(c: Chain, refs: int, *, verbose: bool, exact: bool, line_numbers: boo
     return out + "\n"
 
 
-def _addr(addr: int, mask: int, numeric: bool) -> str:
+def _addr(addr: int, mask: int, numeric: bool, family: int = NFPROTO_IPV4) -> str:
     if not mask and not numeric:
         return "anywhere"
+    if family != NFPROTO_IPV4:
+        return format_addr6_mask(addr, mask, always_prefix=False)
     return format_addr_mask(addr, mask, numeric=numeric, always_prefix=False)
 
 
@@ -83,8 +86,8 @@ def rule_line(rule: Rule, num: int, *, numeric: bool, verbose: bool, exact: bool
         anyname = "*" if numeric else "any"
         out += f" {('!' if rule.inv_in else '') + (rule.iniface or anyname):<6} "
         out += f"{('!' if rule.inv_out else '') + (rule.outiface or anyname):<6} "
-    out += ("!" if rule.inv_src else " ") + f"{_addr(rule.src, rule.smsk, numeric):<19} "
-    out += ("!" if rule.inv_dst else " ") + f"{_addr(rule.dst, rule.dmsk, numeric):<19} "
+    out += ("!" if rule.inv_src else " ") + f"{_addr(rule.src, rule.smsk, numeric, rule.family):<19} "
+    out += ("!" if rule.inv_dst else " ") + f"{_addr(rule.dst, rule.dmsk, numeric, rule.family):<19} "
     if rule.goto:
         out += "[goto] "
     for m in rule.matches:
@@ -103,8 +106,8 @@ def rule_line_verbose(rule: Rule) -> str:
     out += "opt " + ("!" if rule.inv_frag else "-") + ("f" if rule.frag else "-") + " "
     out += f"in {('!' if rule.inv_in else '') + (rule.iniface or '*')} "
     out += f"out {('!' if rule.inv_out else '') + (rule.outiface or '*')} "
-    out += ("!" if rule.inv_src else " ") + _addr(rule.src, rule.smsk, True) + " "
-    out += ("!" if rule.inv_dst else " ") + "-> " + _addr(rule.dst, rule.dmsk, True)
+    out += ("!" if rule.inv_src else " ") + _addr(rule.src, rule.smsk, True, rule.family) + " "
+    out += ("!" if rule.inv_dst else " ") + "-> " + _addr(rule.dst, rule.dmsk, True, rule.family)
     out += "  "
     if rule.goto:
         out += "[goto] "

@@ -39,6 +39,8 @@ __all__ = [
     "HOOK_ALL",
     "IPTABLES_MATCH_NAMES",
     "IPTABLES_TARGET_NAMES",
+    "NFPROTO_IPV4",
+    "NFPROTO_IPV6",
     "OTHER_PROBLEM",
     "PARAMETER_PROBLEM",
     "RESOURCE_PROBLEM",
@@ -60,6 +62,11 @@ __all__ = [
     "parse_ipv4",
     "parse_ipv4_mask",
 ]
+
+# protocol families of x_tables (`enum { NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10 }`, linux/netfilter.h): which
+# program a rule belongs to (iptables or ip6tables), how its addresses read and print
+NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
 
 # iptables exit codes (xtables.h `enum xtables_exittype`)
 OTHER_PROBLEM = 1
@@ -320,7 +327,8 @@ def format_addr_mask(addr: int, mask: int, *, numeric: bool = True, always_prefi
 
 @dataclass
 class Rule:
-    """`struct ipt_entry`: standard selectors, matches, a target, counters."""
+    """`struct ipt_entry` (or `struct ip6t_entry` with `family` NFPROTO_IPV6): standard selectors, matches, a
+    target, counters."""
 
     src: int = 0
     smsk: int = 0
@@ -342,6 +350,7 @@ class Rule:
     target: Target | None = None
     packets: int = 0
     bytes: int = 0
+    family: int = NFPROTO_IPV4  # NFPROTO_IPV6: an ip6tables rule (`struct ip6t_entry`, 128-bit addresses)
 
     def clone(self) -> Rule:
         return copy.deepcopy(self)

@@ -12,7 +12,9 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from natbox.rules.extensions import MATCHES, TARGETS, find_match, find_target
+from natbox.rules.addr6 import parse_ipv6_mask
+from natbox.rules.ext6 import IP6TABLES_MATCH_NAMES, IP6TABLES_TARGET_NAMES
+from natbox.rules.extensions import MATCHES, MATCHES6, TARGETS, TARGETS6, find_match, find_target
 from natbox.rules.fastparse import FastRule, GroupCache, parse_fast, parse_fast_line
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.matches.tcp import PortMatch, Tcp
@@ -20,6 +22,8 @@ from natbox.rules.model import (
     BUILTIN_TARGETS,
     IPTABLES_MATCH_NAMES,
     IPTABLES_TARGET_NAMES,
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
     OTHER_PROBLEM,
     PARAMETER_PROBLEM,
     TABLE_NAMES,
@@ -93,13 +97,14 @@ class RestoreTable:
 
 
 class _ArgvParser:
-    def __init__(self, argv: list[str], default_table: str | None = None) -> None:
+    def __init__(self, argv: list[str], default_table: str | None = None, family: int = NFPROTO_IPV4) -> None:
         self.argv = argv
         self.pos = 0
         self.cmd = Command()
         if default_table is not None:
             self.cmd.table = default_table
-        self.rule = Rule()
+        self.family = family
+        self.rule = Rule() if family == NFPROTO_IPV4 else Rule(family=family)
         self.target_name: str | None = None
         self.proto_used = False
         self.seen_opts: set[str] = set()
@@ -115,6 +120,7 @@ class _ArgvParser:
         self = cls.__new__(cls)
         self.argv, self.pos = [], 0
         self.cmd = Command(op="A", table=table, chain=fast.chain)
+        self.family = NFPROTO_IPV4  # the fast path reads iptables (IPv4) lines only
         self.rule, self.target_name, self.proto_used = fast.rule, fast.target_name, False
         self.seen_opts, self.proto_text, self.loaded = fast.seen, fast.proto_text, fast.loaded
         self.srcs, self.dsts, self.addr_args = [], [], fast.addr_args
@@ -188,9 +194,9 @@ class _ArgvParser:
         elif letter == "P":
             self.cmd.chain, self.cmd.policy = args
         if letter == "N" and self.cmd.chain is not None:
-            check_new_chain_name(self.cmd.chain)
+            check_new_chain_name(self.cmd.chain, self.family)
         if letter == "E" and self.cmd.new_name is not None:
-            check_new_chain_name(self.cmd.new_name)
+            check_new_chain_name(self.cmd.new_name, self.family)
 
     @staticmethod
     def _rulenum(text: str, allow_zero: bool = False) -> int:
@@ -220,7 +226,7 @@ class _ArgvParser:
             from natbox.rules.matches._common import proto_name
 
             pname = proto_name(self.rule.proto, False)
-            cls = find_match(pname) if pname else None
+            cls = find_match(pname, self.family) if pname else None
             if cls is not None:
                 m = cls()
                 if m.has_option(name) is not None:
@@ -323,6 +329,8 @@ class _ArgvParser:
         elif letter == "o":
             r.outiface, r.inv_out = check_iface(self._next_arg("-o")), invert
         elif letter == "f":
+            if self.family == NFPROTO_IPV6:
+                raise RulesError("`-f' is not supported in IPv6, use -m frag instead")
             r.frag, r.inv_frag = True, invert
         elif letter in "jg":
             name = self._next_arg(f"-{letter}")
@@ -335,20 +343,22 @@ class _ArgvParser:
             if letter == "g":
                 r.goto = True
             elif name not in BUILTIN_TARGETS:
-                cls = find_target(name)
+                cls = find_target(name, self.family)
                 if cls is not None:
                     r.target = cls()
                     self.loaded.append(r.target)
-                elif name in IPTABLES_TARGET_NAMES:
-                    raise RulesError(not_implemented("target", name, TARGETS))
+                elif name in (IPTABLES_TARGET_NAMES if self.family == NFPROTO_IPV4 else IP6TABLES_TARGET_NAMES):
+                    raise RulesError(not_implemented("target", name, TARGETS if self.family == NFPROTO_IPV4
+                                                     else TARGETS6))
         elif letter == "m":
             if invert:
                 raise RulesError("unexpected ! flag before --match")
             name = self._next_arg("-m")
-            mcls = find_match(name)
+            mcls = find_match(name, self.family)
             if mcls is None:
-                if name in IPTABLES_MATCH_NAMES:
-                    raise RulesError(not_implemented("match", name, MATCHES))
+                v4 = self.family == NFPROTO_IPV4
+                if name in (IPTABLES_MATCH_NAMES if v4 else IP6TABLES_MATCH_NAMES):
+                    raise RulesError(not_implemented("match", name, MATCHES if v4 else MATCHES6))
                 raise RulesError(f"Couldn't load match `{name}':No such file or directory\n")
             r.matches.append(mcls())
             self.loaded.append(r.matches[-1])
@@ -372,16 +382,19 @@ class _ArgvParser:
             self._optional_arg()
         elif letter == "W":
             self._next_arg("-W")
-        elif letter in "4":
+        elif letter == ("4" if self.family == NFPROTO_IPV4 else "6"):
             pass
+        elif letter == "4":
+            raise RulesError("", bare=True)  # ip6tables -4: only the help hint (recorded)
         else:
             raise RulesError(f"option -{letter} is not supported by natbox")
 
     def _finish(self) -> Command:
         cmd, r = self.cmd, self.rule
         if cmd.table not in TABLE_NAMES:
+            prog = "ip6tables" if self.family == NFPROTO_IPV6 else "iptables"
             raise RulesError(
-                f"table '{cmd.table}' does not exist\nPerhaps iptables or your kernel needs to be upgraded.", 3)
+                f"table '{cmd.table}' does not exist\nPerhaps {prog} or your kernel needs to be upgraded.", 3)
         if cmd.table == "nat" and (cmd.policy == "DROP" or r.jump == "DROP"):
             raise RulesError(
                 '\nThe "nat" table is not intended for filtering, the use of DROP is therefore inhibited.\n\n'
@@ -431,7 +444,8 @@ class _ArgvParser:
             if letter not in self.addr_args:
                 continue
             text, invert = self.addr_args[letter]
-            addrs = [parse_ipv4_mask(a) for a in text.split(",")]
+            parse = parse_ipv4_mask if self.family == NFPROTO_IPV4 else parse_ipv6_mask
+            addrs = [parse(a) for a in text.split(",")]
             addr, mask = addrs[0]
             if letter == "s":
                 r.src, r.smsk, r.inv_src = addr, mask, invert
@@ -473,14 +487,18 @@ def _merge_payload_matches(rule: Rule) -> None:
     rule.matches = kept
 
 
-def parse_argv(argv: list[str], *, table: str | None = None) -> Command:
-    """Parse one iptables command line (argv without the program name). Raises `RulesError`."""
-    return _ArgvParser(list(argv), table).parse()
+def parse_argv(argv: list[str], *, table: str | None = None, family: int = NFPROTO_IPV4) -> Command:
+    """Parse one iptables command line (argv without the program name; `family` NFPROTO_IPV6 for ip6tables).
+    Raises `RulesError`."""
+    return _ArgvParser(list(argv), table, family).parse()
 
 
-def parse_restore_line(line: str, table: str, groups: GroupCache) -> Command:
+def parse_restore_line(line: str, table: str, groups: GroupCache, family: int = NFPROTO_IPV4) -> Command:
     """One restore line (after its `[p:b]`), as `parse_argv(tokenize_restore_line(line), table=table)`
-    would read it: through natbox.rules.fastparse when it has iptables-save's shape."""
+    would read it: through natbox.rules.fastparse when it has iptables-save's shape (IPv4 only: an
+    ip6tables line takes the general loop)."""
+    if family != NFPROTO_IPV4:
+        return parse_argv(tokenize_restore_line(line), table=table, family=family)
     fast = parse_fast_line(line, groups)
     if fast is not None:
         return _ArgvParser.from_fast(fast, table)._finish()
@@ -510,17 +528,18 @@ def _error_column(line: str, message: str) -> int | None:
 
 
 def parse_restore(text: str, *, file: str | None = None, with_counters: bool = False,
-                  table_filter: str | None = None) -> list[RestoreTable]:
+                  table_filter: str | None = None, family: int = NFPROTO_IPV4) -> list[RestoreTable]:
     """Parse an iptables-restore input into table blocks. Errors carry `file:line:`.
 
     `with_counters` (`-c`) keeps `[p:b]` counters; otherwise they are ignored (policy counters zeroed), as
     iptables-restore does; a rule's own `-c p b` is kept either way.
     """
     with collector_paused():
-        return _parse_restore(text, file, with_counters, table_filter)
+        return _parse_restore(text, file, with_counters, table_filter, family)
 
 
-def _parse_restore(text: str, file: str | None, with_counters: bool, table_filter: str | None) -> list[RestoreTable]:
+def _parse_restore(text: str, file: str | None, with_counters: bool, table_filter: str | None,
+                   family: int = NFPROTO_IPV4) -> list[RestoreTable]:
     blocks: list[RestoreTable] = []
     cur: RestoreTable | None = None
     groups = GroupCache()  # option groups parsed once for the whole input (natbox.rules.fastparse)
@@ -542,7 +561,8 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
                     raise RulesError(f"COMMIT expected at line {lineno}", OTHER_PROBLEM)
                 name = line[1:].strip()
                 if name not in TABLE_NAMES:
-                    raise RulesError(f"iptables-restore: line {lineno} table name '{name}' invalid")
+                    prog = "ip6tables-restore" if family == NFPROTO_IPV6 else "iptables-restore"
+                    raise RulesError(f"{prog}: line {lineno} table name '{name}' invalid")
                 cur = RestoreTable(name, lineno)
                 continue
             if cur is None:
@@ -550,7 +570,8 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
             if line.startswith(":"):
                 parts = line[1:].split()
                 if len(parts) < 2:
-                    raise RulesError(f"iptables-restore: line {lineno} policy invalid")
+                    prog = "ip6tables-restore" if family == NFPROTO_IPV6 else "iptables-restore"
+                    raise RulesError(f"{prog}: line {lineno} policy invalid")
                 cname, policy = parts[0], parts[1]
                 check_restore_chain_name(cname)
                 counters = (0, 0)
@@ -566,7 +587,7 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
             if line.startswith("["):
                 head, _, line = line.partition(" ")
                 counters_prefix = parse_counters(head, lineno)
-            cmd = parse_restore_line(line, cur.name, groups)
+            cmd = parse_restore_line(line, cur.name, groups, family)
             if cmd.table_given and cmd.table != cur.name:
                 raise RulesError(f"Bad argument `{cmd.table}'")
             if cmd.rule is not None and counters_prefix is not None and with_counters:

@@ -12,6 +12,7 @@ from natbox.rules.model import (
     BUILTIN_TARGETS,
     IFNAMSIZ,
     IPTABLES_TARGET_NAMES,
+    NFPROTO_IPV4,
     OTHER_PROBLEM,
     XT_CHAIN_MAXNAMELEN,
     RulesError,
@@ -49,13 +50,18 @@ def check_iface(name: str) -> str:
 
 
 
-def check_new_chain_name(name: str) -> None:
-    """`assert_valid_chain_name` in xshared.c."""
+def check_new_chain_name(name: str, family: int = NFPROTO_IPV4) -> None:
+    """`assert_valid_chain_name` in xshared.c (the target names of `family`'s program)."""
     if len(name) >= XT_CHAIN_MAXNAMELEN:
         raise RulesError(f"chain name `{name}' too long (must be under {XT_CHAIN_MAXNAMELEN} chars)")
     if name.startswith(("-", "!")):
         raise RulesError(f"chain name not allowed to start with `{name[0]}'")
-    if name in IPTABLES_TARGET_NAMES or find_target(name) is not None:
+    if family != NFPROTO_IPV4:
+        from natbox.rules.ext6 import IP6TABLES_TARGET_NAMES
+
+        if name in IP6TABLES_TARGET_NAMES or find_target(name, family) is not None:
+            raise RulesError("chain name may not clash with target name")
+    elif name in IPTABLES_TARGET_NAMES or find_target(name) is not None:
         raise RulesError("chain name may not clash with target name")
     if any(c.isspace() for c in name):
         raise RulesError(f"Invalid chain name `{name}'")

@@ -9,12 +9,13 @@ from pathlib import Path
 from natbox.netfilter import Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.extensions import find_match, find_target
-from natbox.rules.model import TABLE_HOOKS, RulesError
+from natbox.rules.model import NFPROTO_IPV4, TABLE_HOOKS, RulesError
 from natbox.rules.parser import parse_argv, parse_restore, tokenize_restore_line
 from natbox.rules.printer import save_table
 from natbox.testing.paths import SHARED
 
 T_DIR = SHARED / "conformance" / "iptables-t"
+T6_DIR = SHARED / "conformance" / "ip6tables-t"  # libip6t_*.t, run with family=NFPROTO_IPV6
 RULESETS = SHARED / "conformance" / "rulesets"
 
 _HOOK_ORDER = {h.chain_name: int(h) for h in Hook}
@@ -81,16 +82,16 @@ def read_t(path: Path) -> TFile:
 def extension_of(path: Path) -> str | None:
     """`libxt_tcp.t` -> "tcp"; iptables.t / libxt_standard.t -> None (core only)."""
     stem = path.stem
-    if stem in ("iptables", "libxt_standard"):
+    if stem in ("iptables", "libxt_standard", "libip6t_standard"):
         return None
     return stem.split("_", 1)[1]
 
 
-def unsupported_reason(path: Path) -> str | None:
+def unsupported_reason(path: Path, family: int = NFPROTO_IPV4) -> str | None:
     ext = extension_of(path)
     if ext is None:
         return None
-    if find_match(ext) is None and find_target(ext) is None:
+    if find_match(ext, family) is None and find_target(ext, family) is None:
         return f"extension '{ext}' not supported"
     return None
 
@@ -104,12 +105,12 @@ def save_lines(rs: Ruleset, table: str) -> list[str]:
     return [_normalize(x) for x in save_table(rs.tables[table])]
 
 
-def run_slow(case: Case, chain: str) -> str | None:
-    """One `.t` line in one chain; returns an error description or None."""
-    rs = Ruleset()
+def run_slow(case: Case, chain: str, family: int = NFPROTO_IPV4) -> str | None:
+    """One `.t` line in one chain (run by ip6tables with `family` NFPROTO_IPV6); an error description or None."""
+    rs = Ruleset(family)
     argv = ["-t", case.table, "-A", chain, *shlex.split(case.rule)]
     try:
-        cmd = parse_argv(argv)
+        cmd = parse_argv(argv, family=family)
         rs.execute(cmd)
         ok = True
         err = ""
@@ -133,7 +134,7 @@ def fast_mode_ok(tf: TFile) -> bool:
     return len(tf.tables) == 1 and not tf.has_cmd and not tf.has_variant
 
 
-def run_fast(tf: TFile) -> str | None:
+def run_fast(tf: TFile, family: int = NFPROTO_IPV4) -> str | None:
     """All OK lines at once through iptables-restore; the expected lines must appear as one block."""
     table = next(iter(tf.tables))
     by_chain: dict[str, list[tuple[str, str]]] = {}
@@ -152,9 +153,9 @@ def run_fast(tf: TFile) -> str | None:
             text.append(f"-A {chain} {rule}")
             expect.append(" ".join(["-A", chain, *shlex.split(exp)]))
     text.append("COMMIT")
-    rs = Ruleset()
+    rs = Ruleset(family)
     try:
-        rs.restore(parse_restore("\n".join(text) + "\n"))
+        rs.restore(parse_restore("\n".join(text) + "\n", family=family))
     except RulesError as e:
         return f"restore refused: line {e.line}: {e.message}"
     lines = save_lines(rs, table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.rules.model import (
+    NFPROTO_IPV6,
     RESOURCE_PROBLEM,
     Match,
     MatchFn,
@@ -77,6 +78,10 @@ class Addrtype(Match):
         if self.limit_in and hook_mask & hook_mask_of(Hook.POST_ROUTING, Hook.LOCAL_OUT):
             raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
         if self.limit_out and hook_mask & hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN):
+            raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+        # for ip6tables: no BLACKHOLE, no PROHIBIT and above (THROW, NAT, XRESOLVE), no BROADCAST
+        both = self.source | self.dest
+        if rule.family == NFPROTO_IPV6 and (both & (1 << 6 | 1 << 3) or both >= 1 << 8):
             raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
 
     def save(self) -> str:

@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 from natbox.netfilter import CtInfo, CtStatus, Direction
+from natbox.rules.addr6 import format_addr6_mask, parse_ipv6_mask
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, parse_protocol, parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4_mask
+from natbox.rules.model import (
+    NFPROTO_IPV4,
+    Match,
+    MatchFn,
+    Opt,
+    Rule,
+    RulesError,
+    format_addr_mask,
+    parse_ipv4_mask,
+)
 from natbox.skb import Skb
 
 __all__ = ["Conntrack", "State"]
@@ -80,6 +90,7 @@ class Conntrack(Match):
         self.status: int | None = None
         self.expire: tuple[int, int] | None = None
         self.direction: Direction | None = None
+        self.family = NFPROTO_IPV4  # the rule's: how --ctorigsrc etc. read and print
 
     @staticmethod
     def _parse_states(arg: str, what: str) -> int:
@@ -102,7 +113,8 @@ class Conntrack(Match):
         elif opt == "ctproto":
             self.proto = parse_protocol(a)
         elif opt in _ADDR_OPTS:
-            self.addrs[opt] = parse_ipv4_mask(a)
+            self.family = rule.family
+            self.addrs[opt] = parse_ipv4_mask(a) if rule.family == NFPROTO_IPV4 else parse_ipv6_mask(a)
         elif opt in _PORT_OPTS:
             lo_s, _, hi_s = a.partition(":")
             lo = parse_port(lo_s, None)
@@ -160,6 +172,8 @@ class Conntrack(Match):
                 addr, mask = self.addrs[o]
                 if not numeric and addr == 0:
                     text = "anywhere"
+                elif self.family != NFPROTO_IPV4:
+                    text = format_addr6_mask(addr, mask, always_prefix=False)
                 else:
                     text = format_addr_mask(addr, mask, numeric=numeric, always_prefix=False)
                 out += neg(o) + f" {prefix}{o} {text}"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from natbox.rules.addr6 import format_addr6, parse_ipv6
 from natbox.rules.api import XtContext
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4
+from natbox.rules.model import NFPROTO_IPV4, Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4
 from natbox.skb import Skb
 
 __all__ = ["Iprange"]
 
 
-def _parse_range(text: str) -> tuple[int, int]:
+def _parse_range(text: str, family: int = NFPROTO_IPV4) -> tuple[int, int]:
     lo_s, dash, hi_s = text.partition("-")
-    lo = parse_ipv4(lo_s)
-    hi = parse_ipv4(hi_s) if dash else lo
+    parse = parse_ipv4 if family == NFPROTO_IPV4 else parse_ipv6
+    lo = parse(lo_s)
+    hi = parse(hi_s) if dash else lo
     if lo is None:
         raise RulesError(f"iprange match: Bad IP address \"{lo_s}\"")
     if hi is None:
@@ -20,7 +22,9 @@ def _parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _text(r: tuple[int, int]) -> str:
+def _text(r: tuple[int, int], family: int = NFPROTO_IPV4) -> str:
+    if family != NFPROTO_IPV4:
+        return format_addr6(r[0]) + "-" + format_addr6(r[1])
     return format_addr_mask(r[0], 0xFFFFFFFF, always_prefix=False) + "-" + format_addr_mask(
         r[1], 0xFFFFFFFF, always_prefix=False)
 
@@ -35,12 +39,14 @@ class Iprange(Match):
         self.dst: tuple[int, int] | None = None
         self.inv_src = False
         self.inv_dst = False
+        self.family = NFPROTO_IPV4
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        self.family = rule.family
         if opt == "src-range":
-            self.src, self.inv_src = _parse_range(arg or ""), inverted
+            self.src, self.inv_src = _parse_range(arg or "", rule.family), inverted
         elif opt == "dst-range":
-            self.dst, self.inv_dst = _parse_range(arg or ""), inverted
+            self.dst, self.inv_dst = _parse_range(arg or "", rule.family), inverted
         else:
             super().parse(opt, arg, inverted, rule)
 
@@ -51,17 +57,17 @@ class Iprange(Match):
     def save(self) -> str:
         out = ""
         if self.src is not None:
-            out += (" !" if self.inv_src else "") + " --src-range " + _text(self.src)
+            out += (" !" if self.inv_src else "") + " --src-range " + _text(self.src, self.family)
         if self.dst is not None:
-            out += (" !" if self.inv_dst else "") + " --dst-range " + _text(self.dst)
+            out += (" !" if self.inv_dst else "") + " --dst-range " + _text(self.dst, self.family)
         return out
 
     def print_list(self, numeric: bool) -> str:
         out = ""
         if self.src is not None:
-            out += " source IP range" + (" !" if self.inv_src else "") + " " + _text(self.src)
+            out += " source IP range" + (" !" if self.inv_src else "") + " " + _text(self.src, self.family)
         if self.dst is not None:
-            out += " destination IP range" + (" !" if self.inv_dst else "") + " " + _text(self.dst)
+            out += " destination IP range" + (" !" if self.inv_dst else "") + " " + _text(self.dst, self.family)
         return out
 
     def compile(self) -> MatchFn:

@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from natbox.netfilter import Hook
+from natbox.rules.addr6 import format_addr6_mask, parse_ipv6_mask
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_protocol, proto_name
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
 from natbox.rules.model import (
+    NFPROTO_IPV4,
     RESOURCE_PROBLEM,
     Match,
     MatchFn,
@@ -73,6 +75,7 @@ class PolicyElem:
     mode: int = XT_POLICY_MODE_TRANSPORT
     saddr: tuple[int, int] = (0, 0)
     daddr: tuple[int, int] = (0, 0)
+    family: int = NFPROTO_IPV4  # ip6tables: 128-bit tunnel addresses
 
     def text(self, prefix: str, numeric: bool) -> str:
         """`print_entry`."""
@@ -92,7 +95,9 @@ class PolicyElem:
                 out += f" {prefix}mode " + ("tunnel" if self.mode == XT_POLICY_MODE_TUNNEL else "transport")
             else:
                 addr, mask = self.daddr if key == "tunnel-dst" else self.saddr
-                out += f" {prefix}{key} {format_addr_mask(addr, mask, always_prefix=False)}"
+                out += f" {prefix}{key} " + (format_addr_mask(addr, mask, always_prefix=False)
+                                             if self.family == NFPROTO_IPV4
+                                             else format_addr6_mask(addr, mask, always_prefix=False))
         return out
 
 
@@ -132,6 +137,7 @@ class Policy(Match):
                 raise RulesError("policy match: maximum policy depth reached")
             self.pol.append(PolicyElem())
         else:
+            e.family = rule.family
             self._parse_elem(e, opt, a, inverted)
 
     @staticmethod
@@ -141,7 +147,7 @@ class Policy(Match):
         if opt in ("reqid", "spi"):
             setattr(e, opt, parse_value("policy", opt, a, U32_MAX))
         elif opt in ("tunnel-src", "tunnel-dst"):
-            am = parse_hostmask(a)
+            am = parse_hostmask(a) if e.family == NFPROTO_IPV4 else parse_ipv6_mask(a)
             if opt == "tunnel-src":
                 e.saddr = am
             else:

@@ -1,0 +1,150 @@
+"""IPv6 addresses as ip6tables 1.8.9 reads and prints them (libxtables `xtables_ip6parse_any`,
+`xtables_ip6addr_to_numeric`, `xtables_ip6mask_to_numeric`, `xtables_ip6mask_to_cidr`; glibc `inet_pton6` and
+`inet_ntop6`). Addresses are 128-bit host-order ints, as IPv4 ones are 32-bit ints.
+
+ip6tables resolves host names with getaddrinfo; natbox's core does no lookups, so a name is refused as
+ip6tables refuses a name it cannot resolve ("host/network `NAME' not found"): this is also what ip6tables
+1.8.9 prints for `localhost` on Debian 12 (recorded), where /etc/hosts maps it to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from natbox.rules.model import RulesError
+
+__all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_ipv6", "parse_ipv6_mask",
+           "prefix6_to_mask"]
+
+ALL_ONES6 = (1 << 128) - 1
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _parse_ipv4_dotted(text: str) -> int | None:
+    """glibc `inet_pton4`: exactly four decimal bytes without leading zeros."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    val = 0
+    for p in parts:
+        if not p.isdigit() or not p.isascii() or (len(p) > 1 and p[0] == "0") or int(p) > 255:
+            return None
+        val = (val << 8) | int(p)
+    return val
+
+
+def parse_ipv6(text: str) -> int | None:
+    """glibc `inet_pton6`: 8 groups of 1-4 hex digits, one `::`, an IPv4 dotted quad as the last 32 bits."""
+    if not text or not text.isascii():
+        return None
+    if text.count("::") > 1 or ":::" in text:
+        return None
+    head, dcolon, tail = text.partition("::")
+    groups = [part.split(":") if part else [] for part in ((head, tail) if dcolon else (head,))]
+    words: list[list[int]] = []
+    for gi, g in enumerate(groups):
+        ws: list[int] = []
+        for i, w in enumerate(g):
+            if "." in w and gi == len(groups) - 1 and i == len(g) - 1:
+                v4 = _parse_ipv4_dotted(w)
+                if v4 is None:
+                    return None
+                ws += [v4 >> 16, v4 & 0xFFFF]
+                continue
+            if not w or len(w) > 4 or not set(w) <= _HEX:
+                return None
+            ws.append(int(w, 16))
+        words.append(ws)
+    if dcolon:
+        n = len(words[0]) + len(words[1])
+        if n > 7:
+            return None
+        allw = words[0] + [0] * (8 - n) + words[1]
+    else:
+        allw = words[0]
+        if len(allw) != 8:
+            return None
+    val = 0
+    for word in allw:
+        val = (val << 16) | word
+    return val
+
+
+def prefix6_to_mask(bits: int) -> int:
+    return (ALL_ONES6 << (128 - bits)) & ALL_ONES6 if bits else 0
+
+
+def mask6_to_prefix(mask: int) -> int:
+    """`xtables_ip6mask_to_cidr`: the prefix length of a contiguous mask, or -1."""
+    if mask == 0:
+        return 0
+    inv = ~mask & ALL_ONES6
+    if inv & (inv + 1):
+        return -1
+    return 128 - inv.bit_length()
+
+
+def parse_ipv6_mask(text: str) -> tuple[int, int]:
+    """`xtables_ip6parse_any` for one address: `addr[/len|/mask]` -> (addr & mask, mask). Exit 2 on error."""
+    a, slash, m = text.partition("/")
+    if slash:
+        if ":" in m:
+            pm = parse_ipv6(m)
+            if pm is None:
+                raise RulesError(f"invalid mask `{m}' specified")
+            mask = pm
+        else:
+            if not m.isdigit() or not m.isascii() or int(m) > 128:
+                raise RulesError(f"invalid mask `{m}' specified")
+            mask = prefix6_to_mask(int(m))
+    else:
+        mask = ALL_ONES6
+    addr = parse_ipv6(a)
+    if addr is None:
+        raise RulesError(f"host/network `{a}' not found")
+    return addr & mask, mask
+
+
+def format_addr6(addr: int) -> str:
+    """glibc `inet_ntop6`: the longest run (first of equals) of two or more zero words becomes `::`; an
+    address whose first 96 bits are zero (`::a.b.c.d`, not `::` or `::1`-like) or that is IPv4-mapped
+    (`::ffff:a.b.c.d`) ends in dotted decimal."""
+    words = [(addr >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
+    best_base, best_len = -1, 0
+    cur_base, cur_len = -1, 0
+    for i, w in enumerate(words):
+        if w == 0:
+            if cur_base == -1:
+                cur_base, cur_len = i, 1
+            else:
+                cur_len += 1
+        elif cur_base != -1:
+            if best_base == -1 or cur_len > best_len:
+                best_base, best_len = cur_base, cur_len
+            cur_base = -1
+    if cur_base != -1 and (best_base == -1 or cur_len > best_len):
+        best_base, best_len = cur_base, cur_len
+    if best_base != -1 and best_len < 2:
+        best_base = -1
+    out: list[str] = []
+    for i, w in enumerate(words):
+        if best_base != -1 and best_base <= i < best_base + best_len:
+            if i == best_base:
+                out.append(":")
+            continue
+        if i:
+            out.append(":")
+        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
+            out.append(f"{words[6] >> 8}.{words[6] & 0xFF}.{words[7] >> 8}.{words[7] & 0xFF}")
+            break
+        out.append(f"{w:x}")
+    if best_base != -1 and best_base + best_len == 8:
+        out.append(":")
+    return "".join(out)
+
+
+def format_addr6_mask(addr: int, mask: int, *, always_prefix: bool = True) -> str:
+    """`addr/len` (`addr/mask` when the mask is not contiguous); `always_prefix=False` omits `/128` (-L)."""
+    p = mask6_to_prefix(mask)
+    name = format_addr6(addr)
+    if p == 128 and not always_prefix:
+        return name
+    return f"{name}/{p}" if p >= 0 else f"{name}/{format_addr6(mask)}"
