@@ -9,14 +9,14 @@ from natbox.rules.matches.exthdr6 import Dst, Frag, Hbh, Ipv6header, Rt, Srh
 from natbox.rules.matches.icmp6 import Icmp6
 from natbox.rules.matches.misc6 import Ah6, Eui64, Hl, Mh
 from natbox.rules.model import Match, Target
+from natbox.rules.targets.targets6 import Dnpt, HlTarget, Netmap6, Redirect6, Reject6, Snpt
 
 __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES", "IPV4_ONLY_TARGETS", "MATCHES6_ALL",
            "TARGETS6_ALL"]
 
 # libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is)
 IPV4_ONLY_MATCHES = frozenset({"ah", "icmp", "realm", "ttl"})
-IPV4_ONLY_TARGETS = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "DNAT", "SNAT", "MASQUERADE", "NETMAP",
-                               "REDIRECT"})
+IPV4_ONLY_TARGETS = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT"})
 
 # Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not.
 IP6TABLES_MATCH_NAMES = frozenset({
@@ -36,4 +36,4 @@ IP6TABLES_TARGET_NAMES = frozenset({
 })
 
 MATCHES6_ALL: tuple[type[Match], ...] = (Icmp6, Hl, Ah6, Mh, Eui64, Hbh, Dst, Rt, Frag, Ipv6header, Srh)
-TARGETS6_ALL: tuple[type[Target], ...] = ()
+TARGETS6_ALL: tuple[type[Target], ...] = (HlTarget, Reject6, Redirect6, Netmap6, Snpt, Dnpt)

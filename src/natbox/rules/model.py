@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 from natbox.errors import NatboxError
-from natbox.netfilter import Hook
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, Hook  # a rule's family: iptables or ip6tables
 from natbox.rules.api import XtContext
 from natbox.skb import Skb
 
@@ -62,11 +62,6 @@ __all__ = [
     "parse_ipv4",
     "parse_ipv4_mask",
 ]
-
-# protocol families of x_tables (`enum { NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10 }`, linux/netfilter.h): which
-# program a rule belongs to (iptables or ip6tables), how its addresses read and print
-NFPROTO_IPV4 = 2
-NFPROTO_IPV6 = 10
 
 # iptables exit codes (xtables.h `enum xtables_exittype`)
 OTHER_PROBLEM = 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
+from natbox.rules.addr6 import format_addr6, parse_ipv6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import (
+    NFPROTO_IPV4,
     RESOURCE_PROBLEM,
     Opt,
     Rule,
@@ -67,8 +69,44 @@ def parse_nat_ports(arg: str, portok: bool) -> tuple[int, int, int, RangeFlags]:
     return port, maxport, base, flags | RangeFlags.PROTO_OFFSET
 
 
-def parse_nat_to(arg: str, portok: bool) -> NatRange:
-    """`parse_to`: `[a[-b]][:p[-q][/base]]`."""
+def parse_nat_to6(arg: str, portok: bool) -> NatRange:
+    """`parse_to` for IPv6: `a[-b]`, `[a[-b]]:p[-q][/base]`, `:p...`; without brackets one colon means a port,
+    more mean an address."""
+    flags = RangeFlags(0)
+    pmin = pmax = base = 0
+    if arg.startswith("["):
+        end = arg.find("]")
+        if end < 0:
+            raise RulesError("Invalid address format")
+        start, rest = arg[1:end], arg[end + 1:]
+        colon = rest.find(":")
+        port_part = rest[colon + 1:] if colon >= 0 else None
+    else:
+        start, port_part = arg, None
+        if arg.count(":") == 1:
+            start, _, port_part = arg.partition(":")
+    if port_part is not None:
+        pmin, pmax, base, pflags = parse_nat_ports(port_part, portok)
+        flags |= pflags
+        if not start:
+            return NatRange(flags, 0, 0, pmin, pmax, base)
+    lo_s, dash, hi_s = start.partition("-")
+    lo = parse_ipv6(lo_s)
+    if lo is None:
+        raise RulesError(f'Bad IP address "{lo_s}"')
+    hi = lo
+    if dash:
+        hi2 = parse_ipv6(hi_s)
+        if hi2 is None:
+            raise RulesError(f'Bad IP address "{hi_s}"')
+        hi = hi2
+    return NatRange(flags | RangeFlags.MAP_IPS, lo, hi, pmin, pmax, base)
+
+
+def parse_nat_to(arg: str, portok: bool, family: int = NFPROTO_IPV4) -> NatRange:
+    """`parse_to`: `[a[-b]][:p[-q][/base]]` (IPv6: parse_nat_to6)."""
+    if family != NFPROTO_IPV4:
+        return parse_nat_to6(arg, portok)
     flags = RangeFlags(0)
     pmin = pmax = base = 0
     addr_part = arg
@@ -95,10 +133,15 @@ def parse_nat_to(arg: str, portok: bool) -> NatRange:
     return NatRange(flags, amin, amax, pmin, pmax, base)
 
 
-def range_text(r: NatRange, skip_colon: bool) -> str:
-    """`sprint_range`: `a[-b][:p[-q][/base]]` (the leading ':' dropped when `skip_colon` and no address)."""
+def range_text(r: NatRange, skip_colon: bool, family: int = NFPROTO_IPV4) -> str:
+    """`sprint_range`: `a[-b][:p[-q][/base]]` (the leading ':' dropped when `skip_colon` and no address);
+    IPv6 addresses in brackets when a port follows."""
     out = ""
-    if r.flags & RangeFlags.MAP_IPS:
+    if r.flags & RangeFlags.MAP_IPS and family != NFPROTO_IPV4:
+        out = format_addr6(r.min_addr) + (f"-{format_addr6(r.max_addr)}" if r.max_addr != r.min_addr else "")
+        if r.flags & RangeFlags.PROTO_SPECIFIED:
+            out = f"[{out}]"
+    elif r.flags & RangeFlags.MAP_IPS:
         out = format_addr_mask(r.min_addr, 0xFFFFFFFF, always_prefix=False)
         if r.max_addr != r.min_addr:
             out += "-" + format_addr_mask(r.max_addr, 0xFFFFFFFF, always_prefix=False)
@@ -113,9 +156,9 @@ def range_text(r: NatRange, skip_colon: bool) -> str:
     return out
 
 
-def nat_print(r: NatRange, rangeopt: str, flag_pfx: str, skip_colon: bool) -> str:
+def nat_print(r: NatRange, rangeopt: str, flag_pfx: str, skip_colon: bool, family: int = NFPROTO_IPV4) -> str:
     """`__NAT_print`."""
-    text = range_text(r, skip_colon)
+    text = range_text(r, skip_colon, family)
     out = f" {rangeopt}{text}" if text else ""
     if r.flags & RangeFlags.PROTO_RANDOM:
         out += f" {flag_pfx}random"
@@ -142,6 +185,7 @@ class NatTarget(Target):
     def __init__(self) -> None:
         self.range = NatRange()
         self.seen_to = False
+        self.family = NFPROTO_IPV4  # the rule's: NFPROTO_IPV6 ranges hold 128-bit addresses
 
     def _flag(self, opt: str) -> bool:
         bit = {"random": RangeFlags.PROTO_RANDOM, "random-fully": RangeFlags.PROTO_RANDOM_FULLY,
@@ -157,7 +201,8 @@ class NatTarget(Target):
             if self.seen_to:
                 raise RulesError(f'{self.name}: option "--{opt}" can only be used once.')
             self.seen_to = True
-            r = parse_nat_to(arg or "", _port_ok(rule))
+            self.family = rule.family
+            r = parse_nat_to(arg or "", _port_ok(rule), rule.family)
             self.range = NatRange(r.flags | self.range.flags, r.min_addr, r.max_addr, r.min_proto, r.max_proto,
                                   r.base_proto)
         elif not self._flag(opt):
@@ -171,10 +216,10 @@ class NatTarget(Target):
         check_nat_hooks(table, hook_mask, self.valid_hooks)
 
     def save(self) -> str:
-        return nat_print(self.range, f"--{self.range_opt} ", "--", False)
+        return nat_print(self.range, f"--{self.range_opt} ", "--", False, self.family)
 
     def print_list(self, numeric: bool) -> str:
-        return nat_print(self.range, "to:", "", False)
+        return nat_print(self.range, "to:", "", False, self.family)
 
     def compile(self) -> TargetFn:
         rng, manip = self.range, self.manip
