@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from natbox.rules.model import RulesError
 
-__all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_ipv6", "parse_ipv6_mask",
-           "prefix6_to_mask"]
+__all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_hostmask6", "parse_ipv6",
+           "parse_ipv6_mask", "prefix6_to_mask"]
 
 ALL_ONES6 = (1 << 128) - 1
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -148,3 +148,16 @@ def format_addr6_mask(addr: int, mask: int, *, always_prefix: bool = True) -> st
     if p == 128 and not always_prefix:
         return name
     return f"{name}/{p}" if p >= 0 else f"{name}/{format_addr6(mask)}"
+
+
+def parse_hostmask6(text: str) -> tuple[int, int]:
+    """`xtopt_parse_hostmask` for IPv6: the address as given and a prefix length (128 without `/`)."""
+    host, slash, plen = text.partition("/")
+    addr = parse_ipv6(host)
+    if addr is None:
+        raise RulesError(f"host/network `{host}' not found")
+    if not slash:
+        return addr, ALL_ONES6
+    if not plen.isdigit() or int(plen) > 128:
+        raise RulesError(f"invalid mask `{plen}' specified")
+    return addr, prefix6_to_mask(int(plen))

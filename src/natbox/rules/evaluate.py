@@ -15,6 +15,7 @@ from __future__ import annotations
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
+from natbox.rules.eval6 import standard_matchers6, standard_why6
 from natbox.rules.model import (
     BUILTIN_TARGETS,
     NFPROTO_IPV4,
@@ -73,6 +74,10 @@ class _CRule:
 
 def _standard_matchers(rule: Rule) -> list[MatchFn]:
     """`ip_packet_match()`: compiled closures for -s -d -i -o -p -f (only those the rule uses)."""
+    if rule.family != NFPROTO_IPV4:  # ip6tables: rules.eval6, then -i/-o below
+        return standard_matchers6(rule) + [_iface_matcher(n, i, d) for n, i, d in
+                                           ((rule.iniface, rule.inv_in, True), (rule.outiface, rule.inv_out, False))
+                                           if n]
     fns: list[MatchFn] = []
     if rule.smsk or rule.inv_src:
         a, m, inv = rule.src, rule.smsk, rule.inv_src
@@ -130,6 +135,11 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
     """Why `ip_packet_match` failed, in the trace's words (None if it matched)."""
     from natbox.rules.model import format_addr_mask
 
+    if rule.family != NFPROTO_IPV4:
+        why6 = standard_why6(rule, skb)
+        if why6 is not None:
+            return why6
+        rule = Rule(iniface=rule.iniface, inv_in=rule.inv_in, outiface=rule.outiface, inv_out=rule.inv_out)
     if (rule.smsk or rule.inv_src) and ((skb.saddr & rule.smsk) == rule.src) == rule.inv_src:
         return f"no match (src is {format_addr_mask(skb.saddr, 0xFFFFFFFF, always_prefix=False)})"
     if (rule.dmsk or rule.inv_dst) and ((skb.daddr & rule.dmsk) == rule.dst) == rule.inv_dst:

@@ -5,9 +5,10 @@ builds ip6tables' name tables from these."""
 
 from __future__ import annotations
 
-from natbox.rules.matches.exthdr6 import Dst, Frag, Hbh, Ipv6header, Rt, Srh
+from natbox.rules.matches.exthdr6 import Dst, Frag, Hbh, Ipv6header, Rt
 from natbox.rules.matches.icmp6 import Icmp6
 from natbox.rules.matches.misc6 import Ah6, Eui64, Hl, Mh
+from natbox.rules.matches.srh6 import Srh
 from natbox.rules.model import Match, Target
 from natbox.rules.targets.targets6 import Dnpt, HlTarget, Netmap6, Redirect6, Reject6, Snpt
 

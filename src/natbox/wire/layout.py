@@ -56,6 +56,23 @@ FRAGH_LEN: Final = 8
 # struct ipv6_rt_hdr: after nexthdr and hdrlen
 IP6RT_TYPE: Final = 2
 IP6RT_SEGMENTS_LEFT: Final = 3
+FRAGH_RESERVED: Final = 1  # the byte after nexthdr (ip6t_frag's --fragres)
+# struct rt0_hdr: a reserved word after struct ipv6_rt_hdr, then the addresses (ip6t_rt)
+IP6RT0_RESERVED: Final = 4
+IP6RT0_ADDR: Final = 8
+# struct ipv6_sr_hdr (Segment Routing Header, routing type 4; ip6t_srh)
+IP6SRH_LAST_ENTRY: Final = 4
+IP6SRH_TAG: Final = 6
+IP6SRH_SEGMENTS: Final = 8
+# struct ip_auth_hdr (AH; length (hdrlen + 2) * 4 bytes)
+AUTH_HDRLEN: Final = 1
+AUTH_RESERVED: Final = 2
+AUTH_SPI: Final = 4
+AUTH_MIN_LEN: Final = 12
+# struct ip6_mh (Mobility Header)
+IP6MH_PROTO: Final = 0
+IP6MH_TYPE: Final = 2
+IP6MH_MIN_LEN: Final = 6
 
 # struct tcphdr (uapi linux/tcp.h)
 TCPH_SOURCE: Final = 0

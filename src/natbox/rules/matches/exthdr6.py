@@ -1,20 +1,48 @@
 """ip6tables' extension header matches, as ip6tables 1.8.9 parses and prints them and the kernel checks them:
 `-m hbh` / `-m dst` (libip6t_hbh.c, libip6t_dst.c, ip6t_hbh.c), `-m rt` (libip6t_rt.c, ip6t_rt.c), `-m frag`
-(libip6t_frag.c, ip6t_frag.c), `-m ipv6header` (libip6t_ipv6header.c, ip6t_ipv6header.c) and `-m srh`
-revision 1 (libip6t_srh.c, ip6t_srh.c). Their evaluation on packets is natbox.rules.matches.exthdr6_eval.
+(libip6t_frag.c, ip6t_frag.c) and `-m ipv6header` (libip6t_ipv6header.c, ip6t_ipv6header.c); `-m srh` is
+natbox.rules.matches.srh6. Each header is found as the kernel finds it, with `ipv6_find_hdr` for that header
+number (ipv6-semantics.md §1.6), except ipv6header's own walk; a header cut short (the kernel's hotdrop) is no
+match here, as for natbox's other header matches.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from natbox.rules.addr6 import ALL_ONES6, format_addr6, mask6_to_prefix, parse_ipv6, prefix6_to_mask
+from natbox.rules.addr6 import format_addr6, parse_ipv6
+from natbox.rules.api import XtContext
 from natbox.rules.matches._common import ETC_PROTOCOLS, PROTO_NAMES
-from natbox.rules.matches._xtopt import U8_MAX, U16_MAX, U32_MAX, parse_range, parse_value
+from natbox.rules.matches._xtopt import U32_MAX, parse_range, parse_value
 from natbox.rules.matches.icmp6 import strtoul_prefix
-from natbox.rules.model import RESOURCE_PROBLEM, Match, Opt, Rule, RulesError
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
+from natbox.skb import Skb
+from natbox.wire.ipv6 import (
+    NEXTHDR_AUTH,
+    NEXTHDR_DEST,
+    NEXTHDR_ESP,
+    NEXTHDR_FRAGMENT,
+    NEXTHDR_HOP,
+    NEXTHDR_NONE,
+    NEXTHDR_ROUTING,
+    ipv6_find_hdr,
+)
+from natbox.wire.layout import (
+    FRAGH_ID,
+    FRAGH_LEN,
+    FRAGH_OFF,
+    FRAGH_RESERVED,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6OPT_HDRLEN,
+    IP6OPT_NEXTHDR,
+    IP6RT0_ADDR,
+    IP6RT0_RESERVED,
+    IP6RT_SEGMENTS_LEFT,
+    IP6RT_TYPE,
+)
 
-__all__ = ["Dst", "Frag", "Hbh", "Ipv6header", "Rt", "Srh", "print_ids"]
+__all__ = ["Dst", "Frag", "Hbh", "Ipv6header", "Rt", "print_ids"]
 
 IP6T_OPTS_OPTSNR = 16  # options of -m hbh/dst (ip6t_opts.h)
 IP6T_RT_HOPS = 16  # addresses of --rt-0-addrs (ip6t_rt.h)
@@ -38,6 +66,7 @@ class Hbh(Match):
     """`-m hbh [!] --hbh-len N --hbh-opts TYPE[:LEN],...` (`struct ip6t_opts`)."""
 
     name: ClassVar[str] = "hbh"
+    nexthdr: ClassVar[int] = NEXTHDR_HOP
     options = (Opt("hbh-len", 1, True), Opt("hbh-opts", 1))
 
     def __init__(self) -> None:
@@ -105,11 +134,58 @@ class Hbh(Match):
             out += " opts" + self._opts_text()
         return out
 
+    def compile(self) -> MatchFn:
+        """`hbh_mt6`: the header's byte length against --*-len (0: any), then the listed options in order
+        (type, and length unless 0xFF) from the header's first option; fewer options than listed: no match."""
+        target, want_len, inv_len, opts = self.nexthdr, self.hdrlen or 0, self.inv_len, tuple(self.opts)
+
+        def hbh_mt6(skb: Skb, ctx: XtContext) -> bool:
+            data = skb.data
+            found = ipv6_find_hdr(data, target)
+            if found is None or found[0] + 2 > len(data):
+                return False
+            ptr = found[0]
+            hdrlen = (data[ptr + IP6OPT_HDRLEN] + 1) << 3
+            if len(data) - ptr < hdrlen:
+                return False
+            ret = not want_len or (want_len == hdrlen) != inv_len
+            if not opts:
+                return ret
+            return ret and _options_match(data, ptr + 2, hdrlen - 2, opts)
+
+        return hbh_mt6
+
+
+def _options_match(data: bytearray, ptr: int, left: int, opts: tuple[int, ...]) -> bool:
+    """The option walk of `hbh_mt6`."""
+    n = len(data)
+    for i, spec in enumerate(opts):
+        if left < 1 or ptr >= n:
+            return False
+        otype = data[ptr]
+        if otype != spec >> 8:
+            return False
+        if otype:
+            if left < 2 or ptr + 1 >= n:
+                return False
+            olen = data[ptr + 1]
+            if spec & 0xFF != 0xFF and spec & 0xFF != olen:
+                return False
+            optlen = olen + 2
+        else:
+            optlen = 1  # Pad1
+        if (ptr > n - optlen or left < optlen) and i < len(opts) - 1:
+            return False
+        ptr += optlen
+        left -= optlen
+    return True
+
 
 class Dst(Hbh):
     """`-m dst [!] --dst-len N --dst-opts ...`: the same match on the Destination Options header."""
 
     name = "dst"
+    nexthdr = NEXTHDR_DEST
     options = (Opt("dst-len", 1, True), Opt("dst-opts", 1))
 
 
@@ -195,6 +271,47 @@ class Rt(Match):
             out += " 0-not-strict"
         return out
 
+    def compile(self) -> MatchFn:
+        """`rt_mt6`: segments left, length, type, type 0's reserved word and addresses (in order and all of
+        them, or with --rt-0-not-strict each listed one somewhere after the previous)."""
+        segs, inv_segs = self.segsleft, "rt-segsleft" in self.inv
+        want_len, inv_len = self.hdrlen, "rt-len" in self.inv
+        rt_type, inv_type = self.rt_type, "rt-type" in self.inv
+        res, addrs, not_strict = self.res, tuple(self.addrs), self.not_strict
+
+        def rt_mt6(skb: Skb, ctx: XtContext) -> bool:
+            data = skb.data
+            found = ipv6_find_hdr(data, NEXTHDR_ROUTING)
+            if found is None or found[0] + IP6RT0_RESERVED > len(data):
+                return False
+            ptr = found[0]
+            hdrlen = (data[ptr + IP6OPT_HDRLEN] + 1) << 3
+            if len(data) - ptr < hdrlen:
+                return False
+            ok = ((segs[0] <= data[ptr + IP6RT_SEGMENTS_LEFT] <= segs[1]) != inv_segs
+                  and (want_len is None or (want_len == hdrlen) != inv_len)
+                  and (rt_type is None or (rt_type == data[ptr + IP6RT_TYPE]) != inv_type))
+            if ok and res:
+                ok = data[ptr + IP6RT0_RESERVED:ptr + IP6RT0_ADDR] == bytes(4)
+            if not addrs:
+                return ok
+            n = (hdrlen - IP6RT0_ADDR) // 16
+            if not ok or len(addrs) > n:
+                return False
+            hdr = [int.from_bytes(data[ptr + IP6RT0_ADDR + 16 * i:ptr + IP6RT0_ADDR + 16 * i + 16], "big")
+                   for i in range(n)]
+            if not_strict:
+                i = 0
+                for a in hdr:
+                    if a == addrs[i]:
+                        i += 1
+                        if i == len(addrs):
+                            return True
+                return False
+            return len(addrs) == n and tuple(hdr) == addrs
+
+        return rt_mt6
+
 
 class Frag(Match):
     """`-m frag` (`struct ip6t_frag`): identification range, length, reserved, first/more/last."""
@@ -240,6 +357,30 @@ class Frag(Match):
             out += f" length:{'!' if self.inv_len else ''}{self.hdrlen}"
         words = {"fragres": "reserved", "fragfirst": "first", "fragmore": "more", "fraglast": "last"}
         return out + "".join(f" {words[f]}" for f in self._flags_in_order())
+
+    def compile(self) -> MatchFn:
+        """`frag_mt6`: identification range, reserved bits, first (offset 0), more (M set), last (M clear);
+        `--fraglen` is parsed but the kernel never compares it (a Fragment header has no length field)."""
+        ids, inv_ids = self.ids, self.inv_ids
+        res, first = "fragres" in self.flags, "fragfirst" in self.flags
+        more, last = "fragmore" in self.flags, "fraglast" in self.flags
+
+        def frag_mt6(skb: Skb, ctx: XtContext) -> bool:
+            data = skb.data
+            found = ipv6_find_hdr(data, NEXTHDR_FRAGMENT)
+            if found is None or found[0] + FRAGH_LEN > len(data):
+                return False
+            ptr = found[0]
+            ident = int.from_bytes(data[ptr + FRAGH_ID:ptr + FRAGH_ID + 4], "big")
+            frag_off = int.from_bytes(data[ptr + FRAGH_OFF:ptr + FRAGH_ID], "big")
+            reserved = data[ptr + FRAGH_RESERVED]
+            return ((ids[0] <= ident <= ids[1]) != inv_ids
+                    and not (res and (reserved or frag_off & 0x6))
+                    and not (first and frag_off & ~0x7)
+                    and not (more and not frag_off & 1)
+                    and not (last and frag_off & 1))
+
+        return frag_mt6
 
 
 # `chain_flags` of libip6t_ipv6header.c: (protocol, flag, name), in print order
@@ -300,73 +441,53 @@ class Ipv6header(Match):
             out += f"0x{self.matchflags or 0:02X}" if numeric else self._names()
         return out + (" soft" if self.soft else "")
 
+    def compile(self) -> MatchFn:
+        """`ipv6header_mt6`: a bit per header of the chain (NONE and ESP end it), `prot` when an upper-layer
+        protocol follows; hard mode wants exactly the listed set, `--soft` the listed bits (inverted: absent)."""
+        want, inv, soft = self.matchflags or 0, 0xFF if self.invert else 0, self.soft
 
-# -m srh revision 1: (option, -L word, largest value), in the order both outputs use
-_SRH_NUMS = (("srh-next-hdr", "next-hdr", U8_MAX), ("srh-hdr-len-eq", "hdr-len-eq", U8_MAX),
-             ("srh-hdr-len-gt", "hdr-len-gt", U8_MAX), ("srh-hdr-len-lt", "hdr-len-lt", U8_MAX),
-             ("srh-segs-left-eq", "segs-left-eq", U8_MAX), ("srh-segs-left-gt", "segs-left-gt", U8_MAX),
-             ("srh-segs-left-lt", "segs-left-lt", U8_MAX), ("srh-last-entry-eq", "last-entry-eq", U8_MAX),
-             ("srh-last-entry-gt", "last-entry-gt", U8_MAX), ("srh-last-entry-lt", "last-entry-lt", U8_MAX),
-             ("srh-tag", "tag", U16_MAX))
-_SRH_SIDS = (("srh-psid", "psid"), ("srh-nsid", "nsid"), ("srh-lsid", "lsid"))
+        def ipv6header_mt6(skb: Skb, ctx: XtContext) -> bool:
+            seen = _ipv6header_bits(skb.data)
+            if seen is None:
+                return False
+            if soft:
+                return not ((seen ^ want ^ inv) & want)
+            return seen != want if inv else seen == want
 
-
-class Srh(Match):
-    """`-m srh` revision 1 (`struct ip6t_srh1`): Segment Routing Header fields and segment ids."""
-
-    name = "srh"
-    revision = 1
-    options = tuple(Opt(o, 1, True) for o, _w, _m in _SRH_NUMS) + tuple(Opt(o, 1, True) for o, _w in _SRH_SIDS)
-
-    def __init__(self) -> None:
-        self.nums: dict[str, int] = {}
-        self.sids: dict[str, tuple[int, int]] = {}  # address as given (not masked), mask
-        self.inv: set[str] = set()
-
-    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
-        a = arg or ""
-        if inverted:
-            self.inv.add(opt)
-        for o, _w, hi in _SRH_NUMS:
-            if o == opt:
-                self.nums[opt] = parse_value("srh", opt, a, hi)
-                return
-        if opt in {o for o, _w in _SRH_SIDS}:
-            self.sids[opt] = _parse_hostmask6(a)
-            return
-        super().parse(opt, arg, inverted, rule)
-
-    def save(self) -> str:
-        out = ""
-        for o, _w, _hi in _SRH_NUMS:
-            if o in self.nums:
-                out += (" !" if o in self.inv else "") + f" --{o} {self.nums[o]}"
-        for o, _w in _SRH_SIDS:
-            if o in self.sids:
-                addr, mask = self.sids[o]
-                out += (" !" if o in self.inv else "") + f" --{o} {format_addr6(addr)}/{mask6_to_prefix(mask)}"
-        return out
-
-    def print_list(self, numeric: bool) -> str:
-        out = " srh"
-        for o, w, _hi in _SRH_NUMS:
-            if o in self.nums:
-                out += f" {w}:{'!' if o in self.inv else ''}{self.nums[o]}"
-        for o, w in _SRH_SIDS:
-            if o in self.sids:
-                addr, mask = self.sids[o]
-                out += f" {w} {'!' if o in self.inv else ''} {format_addr6(addr)}/{mask6_to_prefix(mask)}"
-        return out
+        return ipv6header_mt6
 
 
-def _parse_hostmask6(text: str) -> tuple[int, int]:
-    """`xtopt_parse_hostmask` for IPv6: the address as given and a prefix length (128 without `/`)."""
-    host, slash, plen = text.partition("/")
-    addr = parse_ipv6(host)
-    if addr is None:
-        raise RulesError(f"host/network `{host}' not found")
-    if not slash:
-        return addr, ALL_ONES6
-    if not plen.isdigit() or int(plen) > 128:
-        raise RulesError(f"invalid mask `{plen}' specified")
-    return addr, prefix6_to_mask(int(plen))
+_HDR_BIT = {NEXTHDR_HOP: 0x80, NEXTHDR_ROUTING: 0x20, NEXTHDR_FRAGMENT: 0x10, NEXTHDR_AUTH: 0x08, NEXTHDR_DEST: 0x40}
+_NF_IP6_EXT = frozenset({*_HDR_BIT, NEXTHDR_ESP, NEXTHDR_NONE})  # nf_ip6_ext_hdr(): ESP counts here
+
+
+def _ipv6header_bits(data: bytearray) -> int | None:
+    """The walk of `ipv6header_mt6`; None when a header does not fit (no match)."""
+    if len(data) < IP6H_LEN:
+        return None
+    nexthdr, ptr, seen = data[IP6H_NEXTHDR], IP6H_LEN, 0
+    left = len(data) - ptr
+    while nexthdr in _NF_IP6_EXT:
+        if nexthdr == NEXTHDR_NONE:
+            seen |= 0x02
+            break
+        if left < 2:
+            return None
+        if nexthdr == NEXTHDR_ESP:
+            seen |= 0x04
+            break
+        if nexthdr == NEXTHDR_FRAGMENT:
+            hdrlen = FRAGH_LEN
+        elif nexthdr == NEXTHDR_AUTH:
+            hdrlen = (data[ptr + IP6OPT_HDRLEN] + 2) << 2
+        else:
+            hdrlen = (data[ptr + IP6OPT_HDRLEN] + 1) << 3
+        seen |= _HDR_BIT[nexthdr]
+        nexthdr = data[ptr + IP6OPT_NEXTHDR]
+        left -= hdrlen
+        ptr += hdrlen
+        if ptr > len(data):
+            break
+    if nexthdr not in (NEXTHDR_NONE, NEXTHDR_ESP):
+        seen |= 0x01
+    return seen

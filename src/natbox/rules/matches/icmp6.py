@@ -9,7 +9,10 @@ rule says `-p ipv6-icmp` (icmp6_checkentry, exit 4).
 
 from __future__ import annotations
 
-from natbox.rules.model import RESOURCE_PROBLEM, Match, Opt, Rule, RulesError
+from natbox.rules.api import XtContext
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
+from natbox.skb import Skb
+from natbox.wire.layout import ICMP6H_CODE, ICMP6H_LEN, ICMP6H_TYPE
 
 __all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "strtoul_prefix"]
 
@@ -140,3 +143,26 @@ class Icmp6(Match):
         elif lo != 0 or hi != 0xFF:
             out += f" codes {lo}-{hi}"
         return out
+
+    def compile(self) -> MatchFn:
+        """`icmp6_match`: not a later fragment, a whole 8-byte ICMPv6 header at the transport offset (else the
+        kernel's hotdrop, no match here), then `icmp6_type_code_match`."""
+        itype, (clo, chi), inv = self.type, self.code, self.invert
+
+        def icmp6_mt(skb: Skb, ctx: XtContext) -> bool:
+            if skb.is_later_fragment:
+                return False
+            off = skb.ihl
+            data = skb.data
+            if len(data) < off + ICMP6H_LEN:
+                return False
+            hit = data[off + ICMP6H_TYPE] == itype and clo <= data[off + ICMP6H_CODE] <= chi
+            return hit != inv
+
+        return icmp6_mt
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        off = skb.ihl
+        if len(skb.data) < off + ICMP6H_LEN:
+            return "no match (truncated)"
+        return f"no match (type {skb.data[off + ICMP6H_TYPE]} code {skb.data[off + ICMP6H_CODE]})"

@@ -6,10 +6,24 @@
 from __future__ import annotations
 
 from natbox.netfilter import Hook
+from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches._xtopt import U32_MAX, parse_range, parse_value
 from natbox.rules.matches.exthdr6 import print_ids
-from natbox.rules.model import RESOURCE_PROBLEM, Match, Opt, Rule, RulesError, hook_mask_of
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of
+from natbox.skb import Skb
+from natbox.wire.ipv6 import NEXTHDR_AUTH, NEXTHDR_NONE, ipv6_find_hdr
+from natbox.wire.layout import (
+    AUTH_HDRLEN,
+    AUTH_MIN_LEN,
+    AUTH_RESERVED,
+    AUTH_SPI,
+    IP6H_HOP_LIMIT,
+    IP6H_SADDR,
+    IP6MH_MIN_LEN,
+    IP6MH_PROTO,
+    IP6MH_TYPE,
+)
 
 __all__ = ["Ah6", "Eui64", "Hl", "Mh"]
 
@@ -46,6 +60,23 @@ class Hl(Match):
     def print_list(self, numeric: bool) -> str:
         return " HL match HL " + {HL_EQ: "==", HL_NE: "!=", HL_LT: "<", HL_GT: ">"}[self.mode or 0] + \
             f" {self.hop_limit}"
+
+    def compile(self) -> MatchFn:
+        """`hl_mt6`: the hop limit compared with N."""
+        mode, n = self.mode, self.hop_limit
+
+        def hl_mt6(skb: Skb, ctx: XtContext) -> bool:
+            hl = skb.data[IP6H_HOP_LIMIT]
+            if mode == HL_EQ:
+                return hl == n
+            if mode == HL_NE:
+                return hl != n
+            return hl < n if mode == HL_LT else hl > n
+
+        return hl_mt6
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return f"no match (hop limit {skb.data[IP6H_HOP_LIMIT]})"
 
 
 class Ah6(Match):
@@ -85,6 +116,25 @@ class Ah6(Match):
         if self.hdrlen or self.inv_len:
             out += f"length:{'!' if self.inv_len else ''}{self.hdrlen}"
         return out + (" reserved" if self.hdrres else "")
+
+    def compile(self) -> MatchFn:
+        """`ah_mt6`: the AH header found by `ipv6_find_hdr`; SPI in range, length ((hdrlen + 2) * 4 bytes) when
+        given, reserved field zero with --ahres."""
+        (lo, hi), inv_spi, want_len, inv_len, res = self.spis, self.inv_spi, self.hdrlen, self.inv_len, self.hdrres
+
+        def ah_mt6(skb: Skb, ctx: XtContext) -> bool:
+            data = skb.data
+            found = ipv6_find_hdr(data, NEXTHDR_AUTH)
+            if found is None or found[0] + AUTH_MIN_LEN > len(data):
+                return False
+            p = found[0]
+            spi = int.from_bytes(data[p + AUTH_SPI:p + AUTH_SPI + 4], "big")
+            hdrlen = (data[p + AUTH_HDRLEN] + 2) << 2
+            return ((lo <= spi <= hi) != inv_spi
+                    and (not want_len or (want_len == hdrlen) != inv_len)
+                    and not (res and data[p + AUTH_RESERVED:p + AUTH_SPI] != b"\0\0"))
+
+        return ah_mt6
 
 
 # `mh_names` of libip6t_mh.c: full names first, then their aliases
@@ -158,6 +208,21 @@ class Mh(Match):
                 out += ":" + _mh_name(hi, numeric)
         return out
 
+    def compile(self) -> MatchFn:
+        """`mh_mt6`: not a later fragment, a Mobility Header whose payload proto is NONE (else the kernel's
+        hotdrop, no match here), its type in range."""
+        (lo, hi), inv = self.types, self.invert
+
+        def mh_mt6(skb: Skb, ctx: XtContext) -> bool:
+            if skb.is_later_fragment:
+                return False
+            off, data = skb.ihl, skb.data
+            if len(data) < off + IP6MH_MIN_LEN or data[off + IP6MH_PROTO] != NEXTHDR_NONE:
+                return False
+            return (lo <= data[off + IP6MH_TYPE] <= hi) != inv
+
+        return mh_mt6
+
 
 _EUI64_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
 
@@ -171,3 +236,16 @@ class Eui64(Match):
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         if hook_mask & ~_EUI64_HOOKS:
             raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+
+    def compile(self) -> MatchFn:
+        """`eui64_mt6`: the source MAC with the U/L bit flipped and ff:fe in the middle is the interface id
+        (the low 64 bits of the source address); no Ethernet header: no match."""
+
+        def eui64_mt6(skb: Skb, ctx: XtContext) -> bool:
+            mac = skb.src_mac
+            if len(mac) != 6:
+                return False
+            eui = bytes((mac[0] ^ 0x02, mac[1], mac[2], 0xFF, 0xFE, mac[3], mac[4], mac[5]))
+            return skb.data[IP6H_SADDR + 8:IP6H_SADDR + 16] == eui
+
+        return eui64_mt6

@@ -7,12 +7,19 @@ natbox.rules.targets.nat and .masquerade (their ranges hold 128-bit addresses fo
 
 from __future__ import annotations
 
+from natbox.nat.npt import npt_adjustment, npt_map
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
-from natbox.rules.addr6 import ALL_ONES6, format_addr6, format_addr6_mask, mask6_to_prefix, parse_ipv6_mask
+from natbox.rules.addr6 import (
+    ALL_ONES6,
+    format_addr6,
+    format_addr6_mask,
+    mask6_to_prefix,
+    parse_hostmask6,
+    parse_ipv6_mask,
+)
 from natbox.rules.api import NF_DROP, XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.matches.exthdr6 import _parse_hostmask6
 from natbox.rules.model import (
     HOOK_ALL,
     RESOURCE_PROBLEM,
@@ -27,7 +34,7 @@ from natbox.rules.targets.nat import check_nat_hooks
 from natbox.rules.targets.redirect import Redirect
 from natbox.rules.targets.reject import Reject
 from natbox.skb import Skb
-from natbox.wire.layout import IP6H_HOP_LIMIT
+from natbox.wire.layout import IP6H_DADDR, IP6H_HOP_LIMIT, IP6H_SADDR
 
 __all__ = ["REJECT6_TYPES", "Dnpt", "HlTarget", "Netmap6", "Redirect6", "Reject6", "Snpt"]
 
@@ -186,6 +193,7 @@ class Snpt(Target):
     name = "SNPT"
     options = (Opt("src-pfx", 1), Opt("dst-pfx", 1))
     valid_hooks = hook_mask_of(Hook.LOCAL_IN, Hook.POST_ROUTING)
+    field, failure = IP6H_SADDR, "npt-paramprob-saddr"  # the address rewritten; what a map failure sends
 
     def __init__(self) -> None:
         self.pfx: dict[str, tuple[int, int]] = {}  # option -> (prefix as given, mask)
@@ -193,7 +201,7 @@ class Snpt(Target):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt not in ("src-pfx", "dst-pfx"):
             super().parse(opt, arg, inverted, rule)
-        self.pfx[opt] = _parse_hostmask6(arg or "")
+        self.pfx[opt] = parse_hostmask6(arg or "")
 
     def final_check(self, rule: Rule) -> None:
         for opt in ("src-pfx", "dst-pfx"):
@@ -218,9 +226,31 @@ class Snpt(Target):
     def print_list(self, numeric: bool) -> str:
         return f" {self.name} src-pfx {self._text('src-pfx')} dst-pfx {self._text('dst-pfx')}"
 
+    def compile(self) -> TargetFn:
+        """`ip6t_snpt_tg` / `ip6t_dnpt_tg` (ipv6-semantics.md §3.7): the address mapped by `npt_map` with the
+        adjustment checkentry computed; a map failure sends Parameter Problem (through the context) and
+        drops; otherwise the next rule runs."""
+        src, smask = self.pfx.get("src-pfx", (0, 0))
+        dst, dmask = self.pfx.get("dst-pfx", (0, 0))
+        adjustment = npt_adjustment(src, dst)
+        pfx_len = max(mask6_to_prefix(smask), mask6_to_prefix(dmask))
+        lo, hi, failure = self.field, self.field + 16, self.failure
+
+        def npt_tg(skb: Skb, ctx: XtContext) -> int:
+            data = skb.data
+            new = npt_map(int.from_bytes(data[lo:hi], "big"), adjustment, dst, pfx_len)
+            if new is None:
+                ctx.send_reject(skb, failure)
+                return NF_DROP
+            data[lo:hi] = new.to_bytes(16, "big")
+            return XT_CONTINUE
+
+        return npt_tg
+
 
 class Dnpt(Snpt):
     """`-j DNPT --src-pfx P/L --dst-pfx P/L`: mangle, PREROUTING and OUTPUT."""
 
     name = "DNPT"
     valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)
+    field, failure = IP6H_DADDR, "npt-paramprob-daddr"
