@@ -89,9 +89,9 @@ def test_append_parses_only_the_chain_it_changes(tmp_path: Path, monkeypatch: py
     parsed: list[str] = []
     real = parse_restore_line
 
-    def counting(line: str, table: str, groups: GroupCache) -> Command:
+    def counting(line: str, table: str, groups: GroupCache, family: int = 2) -> Command:
         parsed.append(line.split()[1])
-        return real(line, table, groups)
+        return real(line, table, groups, family)
 
     monkeypatch.setattr("natbox.rules.lazy.parse_restore_line", counting)
     assert run(path, ["-A", "SMALL", "-j", "DROP"])[0] == 0
