@@ -414,7 +414,8 @@ class _ArgvParser:
                 raise RulesError(f"Can't use -o with {cmd.chain}\n")
             if cmd.chain in ("POSTROUTING", "OUTPUT") and "i" in self.seen_opts:
                 raise RulesError(f"Can't use -i with {cmd.chain}\n")
-            if cmd.counters is not None:
+            if cmd.counters is not None and self.family == NFPROTO_IPV4:
+                # ip6tables 1.8.9 (nf_tables) drops a rule's counters, from -c and from restore -c (recorded)
                 r.packets, r.bytes = cmd.counters
             cmd.rule = r
             cmd.rules = [r]
@@ -594,7 +595,7 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
                 # iptables-restore -c turns `[p:b]` into `-c p b` arguments
                 if cmd.counters is not None:
                     raise RulesError("multiple -c flags not allowed")
-                for r in cmd.rules or [cmd.rule]:
+                for r in cmd.rules or [cmd.rule] if family == NFPROTO_IPV4 else []:
                     r.packets, r.bytes = counters_prefix
             cur.commands.append((lineno, cmd))
         except RulesError as e:
