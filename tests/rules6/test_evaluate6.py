@@ -310,3 +310,18 @@ def test_npt_map_failure_sends_parameter_problem() -> None:
     rs = ruleset("-A POSTROUTING -j SNPT --src-pfx fd00:77::/64 --dst-pfx 2001:db8:77::/64", table="mangle")
     assert rs.run("mangle", Hook.POST_ROUTING, skb, ctx) == NF_DROP
     assert ctx.rejects == ["npt-paramprob-saddr"]
+
+
+def test_tos_dscp_ecn_read_the_traffic_class() -> None:
+    skb = Skb6(build_ipv6(A, B, NEXTHDR_UDP, UDP, tclass=0x2A), iif="lan")  # DSCP 10, ECT(0)
+    assert verdict("-m dscp --dscp 10", skb) and not verdict("-m dscp --dscp 11", skb)
+    assert verdict("-m tos --tos 0x28/0xfc", skb)
+    assert verdict("-m ecn --ecn-ip-ect 2", skb) and not verdict("-m ecn --ecn-ip-ect 1", skb)
+
+
+def test_dscp_and_tos_targets_write_the_traffic_class() -> None:
+    skb = Skb6(build_ipv6(A, B, NEXTHDR_UDP, UDP, tclass=0x01, flowlabel=0xABCDE), iif="lan")
+    ruleset("-A FORWARD -j DSCP --set-dscp 0x2e", table="mangle").run("mangle", Hook.FORWARD, skb, FakeCtx())
+    assert skb.tos == 0xB9 and skb.data[:4] == bytes.fromhex("6b9abcde")  # ECN bits and flow label kept
+    ruleset("-A FORWARD -j TOS --set-tos 0x10/0xf0", table="mangle").run("mangle", Hook.FORWARD, skb, FakeCtx())
+    assert skb.tos == 0x19

@@ -172,11 +172,12 @@ class _Extension:
     options: ClassVar[tuple[Opt, ...]] = ()
     # True when an instance never changes once `parse` is done with it (final_check, check, compile, save,
     # print_list and why only read it; it keeps no per-rule state such as counters or a token bucket) and
-    # its `parse` reads nothing of the rule but `proto` and `inv_proto`: iptables-restore may then give the
-    # rules of one file that spell this extension's options the same way one shared instance
-    # (natbox.rules.fastparse's option-group cache). Only a class's own declaration counts, never one
-    # inherited from a base class. Leave it False for anything else.
+    # its `parse` reads nothing of the rule but `proto` and `inv_proto` (and `family`, always IPv4 on that
+    # path): iptables-restore may then give the rules of one file that spell this extension's options the
+    # same way one shared instance (natbox.rules.fastparse's option-group cache). Only a class's own
+    # declaration counts, never one inherited from a base class. Leave it False for anything else.
     shareable: ClassVar[bool] = False
+    family: int = NFPROTO_IPV4  # the rule's; the parser sets NFPROTO_IPV6 on an ip6tables rule's extensions
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         raise RulesError(f'unknown option "--{opt}"')

@@ -391,6 +391,9 @@ class _ArgvParser:
 
     def _finish(self) -> Command:
         cmd, r = self.cmd, self.rule
+        if self.family != NFPROTO_IPV4:
+            for ext in self.loaded:
+                ext.family = self.family
         if cmd.table not in TABLE_NAMES:
             prog = "ip6tables" if self.family == NFPROTO_IPV6 else "iptables"
             raise RulesError(

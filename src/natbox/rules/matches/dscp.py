@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
+from natbox.rules.matches.dsfield6 import tos_mt6
+from natbox.rules.model import NFPROTO_IPV6, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_TOS
 
@@ -67,6 +68,8 @@ class Dscp(Match):
 
     def compile(self) -> MatchFn:
         dscp, inv = self.dscp or 0, self.invert
+        if self.family == NFPROTO_IPV6:
+            return tos_mt6(dscp << 2, 0xFC, inv)  # dscp_mt6: the traffic class >> 2
 
         def dscp_mt(skb: Skb, ctx: XtContext) -> bool:
             return ((skb.data[IPH_TOS] >> 2) == dscp) != inv

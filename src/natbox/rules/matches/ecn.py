@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import parse_value
-from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
+from natbox.rules.matches.dsfield6 import ecn_mt6
+from natbox.rules.model import NFPROTO_IPV6, RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_TOS, TCPH_FLAGS, TCPH_MIN_LEN
 
@@ -77,6 +78,8 @@ class Ecn(Match):
         tcp_tests = tuple((flag, not (inv & opbit)) for opbit, flag in
                           ((XT_ECN_OP_MATCH_ECE, TCP_FLAG_ECE), (XT_ECN_OP_MATCH_CWR, TCP_FLAG_CWR)) if op & opbit)
         test_ip, inv_ip = bool(op & XT_ECN_OP_MATCH_IP), bool(inv & XT_ECN_OP_MATCH_IP)
+        if self.family == NFPROTO_IPV6:
+            return ecn_mt6(test_ip, inv_ip, ect, tcp_tests)
 
         def ecn_mt4(skb: Skb, ctx: XtContext) -> bool:
             data = skb.data

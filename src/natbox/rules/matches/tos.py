@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
+from natbox.rules.matches.dsfield6 import tos_mt6
+from natbox.rules.model import NFPROTO_IPV6, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_TOS
 
@@ -78,6 +79,8 @@ class Tos(Match):
 
     def compile(self) -> MatchFn:
         value, mask, inv = self.value, self.mask, self.invert
+        if self.family == NFPROTO_IPV6:
+            return tos_mt6(value, mask, inv)
 
         def tos_mt(skb: Skb, ctx: XtContext) -> bool:
             return ((skb.data[IPH_TOS] & mask) == value) != inv

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches.dscp import parse_dscp, parse_dscp_class
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
+from natbox.rules.matches.dsfield6 import dsfield_tg6
+from natbox.rules.model import NFPROTO_IPV6, RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 from natbox.wire.checksum import csum_replace2
 from natbox.wire.layout import IPH_CHECK, IPH_TOS, IPH_VER_IHL
@@ -62,6 +63,8 @@ class DscpTarget(Target):
 
     def compile(self) -> TargetFn:
         dscp = self.dscp or 0
+        if self.family == NFPROTO_IPV6:
+            return dsfield_tg6(0x03, dscp << 2)  # dscp_tg6: ipv6_change_dsfield(~XT_DSCP_MASK, dscp << 2)
 
         def dscp_tg(skb: Skb, ctx: XtContext) -> int:
             tos = skb.data[IPH_TOS]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._xtopt import U8_MAX, parse_value
+from natbox.rules.matches.dsfield6 import dsfield_tg6
 from natbox.rules.matches.tos import parse_tos_mask, tos_symbolic
-from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
+from natbox.rules.model import NFPROTO_IPV6, RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.rules.targets.dscp import set_tos
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_TOS
@@ -68,6 +69,8 @@ class TosTarget(Target):
 
     def compile(self) -> TargetFn:
         value, keep = self.value, (~self.mask) & 0xFF
+        if self.family == NFPROTO_IPV6:
+            return dsfield_tg6(keep, value)
 
         def tos_tg(skb: Skb, ctx: XtContext) -> int:
             orig = skb.data[IPH_TOS]
