@@ -153,3 +153,19 @@ def test_listing_script(script: Path, tmp_path: Path) -> None:
     run = _cli(tmp_path / "rules.v6")
     errors = run_script(script, run)  # type: ignore[arg-type]
     assert not errors, "\n".join(errors)
+
+
+def test_never_matched_protocol_warning(tmp_path: Path) -> None:
+    """ip6tables 1.8.9 (recorded): `-p` of a routing, fragment, AH or destination options header warns on
+    stderr (the name as given, lower case) and still adds the rule; `! -p` and `-p hopopt` do not warn."""
+    path = str(tmp_path / "r.v6")
+    for argv, warning in ((["-p", "IPv6-Route"], "ipv6-route"), (["-p", "44"], "44"), (["-p", "ah"], "ah"),
+                          (["!", "-p", "ah"], None), (["-p", "hopopt"], None)):
+        err = io.StringIO()
+        assert ip6tables_main(["-A", "INPUT", *argv], rules_path=path, stdout=io.StringIO(), stderr=err) == 0
+        want = f"Warning: never matched protocol: {warning}. use extension match instead.\n" if warning else ""
+        assert err.getvalue() == want
+    err = io.StringIO()
+    assert ip6tables_restore_main([], rules_path=path, stdin=io.StringIO("*filter\n-A INPUT -p ah\nCOMMIT\n"),
+                                  stderr=err) == 0
+    assert err.getvalue() == "Warning: never matched protocol: ah. use extension match instead.\n"

@@ -282,6 +282,7 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
             return e.exit_code
     try:
         cmd = parse_argv(args, family=family)
+        err.writelines(w + "\n" for w in cmd.warnings)
         text = rs.execute(cmd)
     except RulesError as e:
         return _report(e, prog, err)
@@ -426,6 +427,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
     try:
         rs = ruleset if ruleset is not None and not test else load_ruleset(path, family)
         blocks = parse_restore(text, with_counters=counters, table_filter=table, family=family)
+        err.writelines(w + "\n" for b in blocks for _ln, c in b.commands for w in c.warnings)
         rs.restore(blocks, noflush=noflush)
     except RulesFileError as e:
         err.write(f"{e}\n")

@@ -54,6 +54,8 @@ __all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_resto
 
 # letters whose option value may be inverted
 _INVERTIBLE = set("psdiof")
+# is_exthdr() of ip6tables: routing, fragment, AH, destination options (`-p` of these warns)
+_IP6_EXTHDR_PROTOS = frozenset({43, 44, 51, 60})
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Command:
     counters: tuple[int, int] | None = None  # -c PKTS BYTES
     table_given: bool = False
     zero: bool = False  # `-L -Z` / `-S -Z`: zero the counters after listing
+    warnings: list[str] = field(default_factory=list)  # lines the tool prints on stderr, the command still runs
 
 
 @dataclass
@@ -321,6 +324,9 @@ class _ArgvParser:
             self.proto_text = text
             if r.proto == 0 and invert:
                 raise RulesError("rule would never match protocol")
+            if self.family == NFPROTO_IPV6 and r.proto in _IP6_EXTHDR_PROTOS and not invert:
+                self.cmd.warnings.append(
+                    f"Warning: never matched protocol: {text.lower()}. use extension match instead.")
         elif letter in "sd":
             # parsed once the whole line is (iptables' post_parse): `-s ! 1.2.3.4` is "Bad argument `1.2.3.4'"
             self.addr_args[letter] = (self._next_arg(f"-{letter}"), invert)

@@ -30,7 +30,7 @@ ETC_PROTOCOLS: dict[int, str] = {
     139: "hip", 140: "shim6", 141: "wesp", 142: "rohc", 143: "ethernet", 262: "mptcp",
 }
 _NAME_TO_PROTO: dict[str, int] = {_v: _n for _n, _v in (*ETC_PROTOCOLS.items(), *PROTO_NAMES.items())}
-_NAME_TO_PROTO.update({"ipv6-mh": 135, "mh": 135, "icmpv6": 58, "ip": 0})
+_NAME_TO_PROTO.update({"ipv6-mh": 135, "mh": 135, "icmpv6": 58, "ip": 0, "hopopt": 0})
 
 
 def proto_name(proto: int, numeric: bool) -> str | None:
