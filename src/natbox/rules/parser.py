@@ -604,7 +604,7 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
                 # iptables-restore -c turns `[p:b]` into `-c p b` arguments
                 if cmd.counters is not None:
                     raise RulesError("multiple -c flags not allowed")
-                for r in cmd.rules or [cmd.rule] if family == NFPROTO_IPV4 else []:
+                for r in (cmd.rules or [cmd.rule]) if family == NFPROTO_IPV4 else []:
                     r.packets, r.bytes = counters_prefix
             cur.commands.append((lineno, cmd))
         except RulesError as e:
