@@ -8,7 +8,6 @@ Errors are `RulesError` with iptables' message and exit code (2 for parameter pr
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 
@@ -17,7 +16,6 @@ from natbox.rules.ext6 import IP6TABLES_MATCH_NAMES, IP6TABLES_TARGET_NAMES
 from natbox.rules.extensions import MATCHES, MATCHES6, TARGETS, TARGETS6, find_match, find_target
 from natbox.rules.fastparse import FastRule, GroupCache, parse_fast, parse_fast_line
 from natbox.rules.matches._common import parse_protocol
-from natbox.rules.matches.tcp import PortMatch, Tcp
 from natbox.rules.model import (
     BUILTIN_TARGETS,
     IPTABLES_MATCH_NAMES,
@@ -36,6 +34,7 @@ from natbox.rules.model import (
     collector_paused,
     parse_ipv4_mask,
 )
+from natbox.rules.payload import merge_payload_matches
 from natbox.rules.words import (
     BASE_OPTS,
     COMMANDS,
@@ -413,7 +412,7 @@ class _ArgvParser:
         if r.target is not None:
             r.target.final_check(r)
         self._addresses()
-        _merge_payload_matches(r)
+        merge_payload_matches(r)
         if not cmd.op:
             raise RulesError("no command specified")
         if cmd.chain is not None and len(cmd.chain) >= XT_CHAIN_MAXNAMELEN:
@@ -466,35 +465,6 @@ class _ArgvParser:
 
     def _has_rule_spec(self) -> bool:
         return bool(self.seen_opts & set("psdiofjg")) or bool(self.rule.matches)
-
-
-def _merge_payload_matches(rule: Rule) -> None:
-    """iptables-nft turns tcp/udp port and flag tests into payload expressions; reading the rule back
-    rebuilds them as one `-m tcp`/`-m udp` at the first one's place (`-p tcp --dport 80 -m tcp --sport 5`
-    saves as `-p tcp -m tcp --sport 5 --dport 80`). Instances the kernel keeps as xt matches (all-zero,
-    `--tcp-option`) are left alone."""
-    if len(rule.matches) < 2:
-        return
-    first: dict[str, int] = {}  # name -> index in `kept`
-    kept: list[Match] = []
-    for m in rule.matches:
-        if isinstance(m, PortMatch) and not m._all_zero() and not (isinstance(m, Tcp) and m.option):
-            at = first.get(m.name)
-            if at is None:
-                first[m.name] = len(kept)
-            else:
-                # the first instance may be shared with other rules (natbox.rules.fastparse): change a copy
-                head = kept[at] = copy.copy(kept[at])
-                assert isinstance(head, PortMatch)
-                if m.spts != (0, 0xFFFF) or m.inv_spt:
-                    head.spts, head.inv_spt = m.spts, m.inv_spt
-                if m.dpts != (0, 0xFFFF) or m.inv_dpt:
-                    head.dpts, head.inv_dpt = m.dpts, m.inv_dpt
-                if isinstance(m, Tcp) and isinstance(head, Tcp) and (m.flg_mask or m.inv_flags):
-                    head.flg_mask, head.flg_cmp, head.inv_flags = m.flg_mask, m.flg_cmp, m.inv_flags
-                continue
-        kept.append(m)
-    rule.matches = kept
 
 
 def parse_argv(argv: list[str], *, table: str | None = None, family: int = NFPROTO_IPV4) -> Command:
