@@ -47,10 +47,11 @@ from natbox.engine.ip6_output import Ip6Output
 from natbox.engine.ip_input import IpInput
 from natbox.engine.ip_output import IpOutput
 from natbox.engine.local import LocalStack
+from natbox.engine.log6 import format_log_line6
 from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.path import NO_META, Drop, Held, PathState
-from natbox.engine.reject6 import format_log6, reject6
+from natbox.engine.reject6 import reject6
 from natbox.engine.route6 import Fib6
 from natbox.engine.route_input import RouteInput
 from natbox.engine.routing import Fib
@@ -159,8 +160,11 @@ class Engine:
                 reject4(skb, how, now)
 
         def log_packet(skb: Skb, prefix: str, level: int, flags: int = 0) -> None:
-            if isinstance(skb, Skb6):
-                st.out.logs.append(LogLine(skb.pkt_id, format_log6(prefix, skb)))
+            if isinstance(skb, Skb6):  # nf_log_ip6_packet (engine/log6.py)
+                mac = None if not skb.iif else (skb.dst_mac + skb.src_mac + b"\x86\xdd" if skb.src_mac else
+                                               bytes(12) + b"\x86\xdd" if skb.iif == "lo" else b"")
+                st.out.logs.append(LogLine(skb.pkt_id, format_log_line6(prefix, skb.data, iif=skb.iif, oif=skb.oif,
+                                                                        mac=mac, mark=skb.mark, flags=flags)))
             else:
                 log4(skb, prefix, level, flags)
 
