@@ -122,6 +122,12 @@ NO_RULESET = ("natbox {prog}: no ruleset given: use --rules FILE or set NATBOX_R
               "or --control SOCKET (a running gateway)\n")
 
 
+def _no_ruleset(prog: str) -> str:
+    """NO_RULESET for `prog` (the ip6tables tools name NATBOX_RULES6)."""
+    text = NO_RULESET.format(prog=prog)
+    return text.replace("NATBOX_RULES", "NATBOX_RULES6") if prog.startswith("ip6tables") else text
+
+
 def _date() -> str:
     """ctime(3)-style date as iptables-save prints it (`%3d` day: "Sun Nov  2 02:34:32 2026")."""
     return time.strftime("%a %b %e %H:%M:%S %Y", time.localtime())
@@ -263,13 +269,14 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
     asked = _help_or_version(args)
     if asked is not None:
-        note = NATBOX_NOTE if family == NFPROTO_IPV4 else NATBOX_NOTE.replace("$NATBOX_RULES", "$NATBOX_RULES6")
+        note = NATBOX_NOTE if family == NFPROTO_IPV4 else NATBOX_NOTE.replace(
+            "$NATBOX_RULES", "$NATBOX_RULES6").replace("as iptables-save -c", "as ip6tables-save -c")
         out.write(f"{prog} {SAVE_VERSION}\n" if asked == "V" else help_text + note)
         return 0
     if ruleset is not None:
         rs, path = ruleset, None
     elif path is None:
-        err.write(NO_RULESET.format(prog=prog))
+        err.write(_no_ruleset(prog))
         return PARAMETER_PROBLEM
     else:
         try:
@@ -343,7 +350,7 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
             return _save_usage_error(a, err, prog)
         i += 1
     if ruleset is None and path is None:
-        err.write(NO_RULESET.format(prog=prog))
+        err.write(_no_ruleset(prog))
         return PARAMETER_PROBLEM
     try:
         rs = ruleset if ruleset is not None else load_ruleset(path, family)
@@ -413,7 +420,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             return OTHER_PROBLEM
         i += 1
     if ruleset is None and path is None and not test:
-        err.write(NO_RULESET.format(prog=prog))
+        err.write(_no_ruleset(prog))
         return PARAMETER_PROBLEM
     if source is not None:
         try:
