@@ -56,3 +56,29 @@ def test_restore_errors_name_ip6tables_restore(tmp_path: Path) -> None:
     assert rc == 2 and err.startswith("ip6tables-restore v1.8.9 (nf_tables): ip6tables-restore: line 1 table name")
     rc, _out, err = _run(ip6tables_restore_main, [], tmp_path / "r.v6", "*filter\n-A INPUT -s 10.0.0.1\nCOMMIT\n")
     assert rc == 2 and "host/network `10.0.0.1' not found" in err and "Error occurred at line: 2" in err
+
+
+def test_gateway_control_serves_the_ip6tables_tools() -> None:
+    """`natbox ip6tables --control SOCKET` reaches the gateway's `run_command`, which uses engine.rules6."""
+    from typing import cast
+
+    from natbox.engine.engine import Engine
+    from natbox.engine.host import Host
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.loop import EventLoop
+
+    engine = Engine(Host(ipv6_forward=True))
+    cmds = Commands(engine, cast(EventLoop, None))
+
+    def run(cmd: str, *argv: str, stdin: str = "") -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = cmds.run_command(cmd, list(argv), io.StringIO(stdin), out, err)
+        return rc, out.getvalue() + err.getvalue()
+
+    assert run("ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00::/64", "-j", "MASQUERADE")[0] == 0
+    assert run("ip6tables-restore", "--noflush", stdin="*filter\n-A FORWARD -p ipv6-icmp -j ACCEPT\nCOMMIT\n")[0] == 0
+    rc, text = run("ip6tables-save")
+    assert rc == 0 and "-A POSTROUTING -s fd00::/64 -j MASQUERADE\n" in text
+    assert "-A FORWARD -p ipv6-icmp -j ACCEPT\n" in text
+    assert "nat" in engine.rules6.present and not engine.rules.present  # the IPv4 ruleset is untouched
+    assert run("ip6tables-frobnicate")[0] == 2

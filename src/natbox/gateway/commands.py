@@ -1,5 +1,6 @@
 """The commands a running gateway answers on its control socket: iptables, iptables-save, ipset,
-iptables-restore and conntrack on the live engine, `status`, and the plain-text `stats`/`conntrack`.
+iptables-restore (and the ip6tables tools on the IPv6 ruleset) and conntrack on the live engine, `status`,
+and the plain-text `stats`/`conntrack`.
 
 They run in the loop's thread between two batches of packets, so the engine is never touched
 concurrently. A command that raises (a bug) is answered with an error and reported once on stderr; the
@@ -105,6 +106,13 @@ class Commands:
             return iptables_save_main(argv, ruleset=rules, stdout=out, stderr=err)
         if cmd == "iptables-restore":
             return iptables_restore_main(argv, ruleset=rules, stdin=stdin, stdout=out, stderr=err)
+        if cmd.startswith("ip6tables"):  # the same tools on the engine's ip6tables ruleset
+            from natbox.cli.ip6tables import ip6tables_main, ip6tables_restore_main, ip6tables_save_main
+
+            tool = {"ip6tables": ip6tables_main, "ip6tables-save": ip6tables_save_main,
+                    "ip6tables-restore": ip6tables_restore_main}.get(cmd)
+            if tool is not None:
+                return tool(argv, ruleset=self.engine.rules6, stdin=stdin, stdout=out, stderr=err)
         if cmd == "conntrack":
             return conntrack_command(self.engine, argv, time.monotonic(), out, err)
         if cmd == "status":
