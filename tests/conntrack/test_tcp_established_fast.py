@@ -2,10 +2,11 @@
 
 Hypothesis builds arbitrary window-tracking states (both directions' td_end, td_maxend, td_maxwin,
 td_maxack, td_scale and flags, the retransmission memory) and an arbitrary ACK segment, runs the general
-path (`tcp_packet_general`: the state table and `tcp_in_window`) on one copy and `tcp_packet_established`
-on another: when the fast function accepts, both copies must end identical and the general path must have
-accepted the segment as in-window; when it declines, its copy must be untouched. `tcp_packet` (which tries
-the fast function first, as the engine's fast paths do) must end in the general path's state either way.
+path (`tcp_packet` with `shortcut=False`: the state table and `tcp_in_window`) on one copy and
+`tcp_packet_established` on another: when the fast function accepts, both copies must end identical and
+the general path must have accepted the segment as in-window; when it declines, its copy must be
+untouched. `tcp_packet` (which tries the fast function first, as the engine's fast paths do) must end in
+the general path's state either way.
 Sequence numbers are drawn near the tracked edges, so the four window checks
 and the zero-window, SACK and retransmission branches are all reached.
 """
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
-from natbox.conntrack.proto.tcp import tcp_packet, tcp_packet_established, tcp_packet_general
+from natbox.conntrack.proto.tcp import tcp_packet, tcp_packet_established
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import NF_ACCEPT, CtStatus, Hook, TcpState
@@ -77,8 +78,8 @@ def test_fast_function_equals_tcp_packet(
 
     slow_conn, slow_tcp = _make(sides, last)
     skb = Skb(bytearray(data))
-    verdict = tcp_packet_general(slow_conn, skb, 20, direction, now, ConntrackTable(), cfg, doff, flags, seq, ack,
-                                 win)
+    verdict = tcp_packet(slow_conn, skb, 20, direction, Hook.PRE_ROUTING, now, ConntrackTable(), cfg,
+                         shortcut=False)
 
     both_conn, both_tcp = _make(sides, last)
     both_skb = Skb(bytearray(data))

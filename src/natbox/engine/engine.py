@@ -105,6 +105,7 @@ class Engine:
         self._resolve = resolve_neighbours
         self.neighs: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours])
         self.trace_all = False
+        self._flow_key = family.flow_key
         self._gc_next = float("-inf")  # when the conntrack gc is next due (handle_timers)
         # the stages (see the module docstring), wired here and nowhere else
         st = self._st = PathState()
@@ -239,14 +240,17 @@ class Engine:
         and hands the payload back as `Emitted.tail`; every other path copies the frame first.
         """
         inp = self._input
-        key: FlowKey | None = None
-        key_known = False
+        key: FlowKey | None
         if inp.fast_path and not trace and not self.trace_all:
-            fast = self._flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
+            flowcache = self._flowcache
+            fast = flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
             if fast is not None:
                 return fast
-            key, key_known = self._flowcache.miss_key, True
-        frame = bytes(frame)
+            key = flowcache.miss_key  # the key the compiled flows derived (of the frame as bytes)
+            frame = bytes(frame)
+        else:
+            frame = bytes(frame)
+            key = self._flow_key(frame, iface)
         self._ctx.now = now
         st = self._st
         st.skb = None
@@ -256,7 +260,7 @@ class Engine:
         if gso_type or gso_size or partial:
             st.rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
         try:
-            inp.receive_frame(frame, iface, pkt_id, trace or self.trace_all, key, key_known)
+            inp.receive_frame(frame, iface, pkt_id, trace or self.trace_all, key)
         except Drop as d:
             st.record_drop(pkt_id, d)
         finally:

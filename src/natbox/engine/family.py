@@ -3,7 +3,7 @@
 The stages (engine/ip_input.py, route_input.py, forward.py, local.py, ip_output.py, icmp_send.py) and
 the compiled flows (engine/fastpath.py) ask an `AddressFamily` for everything that depends on the
 network header: the flow key of a frame, `ip_rcv_core`'s checks, whether an address is on a device's
-link or is its subnet broadcast, the ICMP errors and echo replies the host builds, and the checksum
+link or a subnet broadcast of it, the ICMP errors and echo replies the host builds, and the checksum
 fix-up when the stack picks a source address. `IPV4` implements it for IPv4 (net/ipv4/*); an IPv6
 family would implement the same next to it (net/ipv6/*, with ICMPv6 builders and its own flow key).
 """
@@ -85,7 +85,7 @@ class AddressFamily(Protocol):
 
     def on_link(self, dev: Interface, addr: int) -> bool: ...
 
-    def is_subnet_broadcast(self, dev: Interface, addr: int) -> bool: ...
+    def subnet_broadcasts(self, dev: Interface) -> frozenset[int]: ...
 
     def icmp_error_allowed(self, data: bytes, icmp_type: int, *, pkt_type_host: bool, dst_broadcast: bool,
                            dst_multicast: bool) -> bool: ...
@@ -108,11 +108,9 @@ class Ipv4:
     """IPv4 (net/ipv4/ip_input.c, icmp.c, route.c's address tests)."""
 
     flow_key = staticmethod(flow_key)  # the module function itself: no extra frame per packet
-
-    @staticmethod
-    def rcv_core(payload: bytes | bytearray) -> tuple[bytearray | None, DropReason | None]:
-        """`ip_rcv_core`: version, IHL, header checksum, total length (trimming what lies past it)."""
-        return ipv4.ip_rcv_core(payload)
+    # `ip_rcv_core`: version, IHL, header checksum, total length (trimming what lies past it); the wire
+    # function itself, like flow_key
+    rcv_core = staticmethod(ipv4.ip_rcv_core)
 
     @staticmethod
     def on_link(dev: Interface, addr: int) -> bool:
@@ -127,16 +125,11 @@ class Ipv4:
         return False
 
     @staticmethod
-    def is_subnet_broadcast(dev: Interface, addr: int) -> bool:
-        """`any(a.broadcast == addr for a in dev.addresses)`."""
-        for a in dev.addresses:
-            p = a.prefixlen
-            if 0 <= p <= 32:
-                if a.addr | _HOSTMASKS[p] == addr:
-                    return True
-            elif a.broadcast == addr:
-                return True
-        return False
+    def subnet_broadcasts(dev: Interface) -> frozenset[int]:
+        """The subnet broadcast address of each of `dev`'s addresses (`a.broadcast`): a next hop among them
+        gets the broadcast MAC. A fact of the configuration: the output stage keeps it per FIB generation."""
+        return frozenset(a.addr | _HOSTMASKS[a.prefixlen] if 0 <= a.prefixlen <= 32 else a.broadcast
+                         for a in dev.addresses)
 
     @staticmethod
     def icmp_error_allowed(data: bytes, icmp_type: int, *, pkt_type_host: bool, dst_broadcast: bool,

@@ -72,6 +72,7 @@ class Forwarder:
         self._flowcache, self._family, self._icmp_rate, self._st, self._ctx = flowcache, family, icmp_rate, state, ctx
         self._table, self._cfg, self._nat, self._rnd, self._neighs = table, cfg, nat, rnd, neighs
         self.flows: dict[FlowKey, _Tier2] = {}
+        self._rcv_core = family.rcv_core  # bound once: called per packet
         self._by_ct: dict[int, list[FlowKey]] = {}  # the keys stored for each ct (forget() finds them here)
         # bound by the engine: the routing decision after PREROUTING (`RouteInput.ip_rcv_finish`), where
         # a packet the flow cache cannot finish continues
@@ -185,7 +186,7 @@ class Forwarder:
         usable, mangle_pre_trivial, forward_trivial, mangle_post_trivial = hooks.tier2_plan()
         if gen != self._fib.generation or not usable:
             return False
-        data, _reason = self._family.rcv_core(frame[ETH_HDR_LEN:])
+        data, _reason = self._rcv_core(frame[ETH_HDR_LEN:])
         if data is None:
             return False
         st = self._st

@@ -62,6 +62,7 @@ class IpInput:
         self.resolve_neighbours = resolve_neighbours
         self.fast_path = True  # use the flow cache (tier 2) for established forwarded TCP/UDP
         self.ipv6_rcv: Ipv6Rcv | None = None  # the IPv6 path (one branch on the ethertype, off the IPv4 path)
+        self._rcv_core, self._on_link = family.rcv_core, family.on_link  # bound once: called per packet
 
     def iface(self, name: str) -> Interface:
         """The device a frame arrived on: unknown or down devices drop it (`netif_receive_skb`)."""
@@ -72,10 +73,9 @@ class IpInput:
             raise Drop(DropReason.LINK_DOWN, "netif_receive", name)
         return dev
 
-    def receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool, known_key: FlowKey | None = None,
-                      key_known: bool = False) -> None:
+    def receive_frame(self, frame: bytes, iface: str, pkt_id: int, trace: bool, key: FlowKey | None) -> None:
         """`__netif_receive_skb` for an Ethernet frame: ARP, IPv4 (to `ip_rcv`), anything else dropped.
-        With `key_known`, `known_key` is the frame's flow key, as the compiled flows already derived it."""
+        `key` is the frame's flow key (`AddressFamily.flow_key`), as the caller derived it once."""
         dev = self._host.interfaces.get(iface)
         if dev is None or not dev.up:
             dev = self.iface(iface)  # raises the drop
@@ -95,13 +95,13 @@ class IpInput:
         ptype = pkt_type(dst_mac, dev)
         if ptype == _PKT_OTHERHOST:
             raise Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
-        key = None
-        if ptype == _PKT_HOST:
-            key = known_key if key_known else self._family.flow_key(frame, dev.name)
-            if key is not None and (key[3][0] == _LOOPBACK_NET or key[3][4] == _LOOPBACK_NET):
+        if ptype != _PKT_HOST:
+            key = None
+        elif key is not None:
+            addrs = key[3]
+            if addrs[0] == _LOOPBACK_NET or addrs[4] == _LOOPBACK_NET:
                 key = None  # 127/8 is the routing decision's business (martians, route_localnet)
-            if (key is not None and key[2] != 1 and self.fast_path and not trace
-                    and self._forward.fast_forward(frame, dev, pkt_id, key)):
+            elif key[2] != 1 and self.fast_path and not trace and self._forward.fast_forward(frame, dev, pkt_id, key):
                 return
         self.ip_rcv(frame[ETH_HDR_LEN:], dev, pkt_id, ptype, src_mac, dst_mac, trace, key)
 
@@ -128,7 +128,7 @@ class IpInput:
     def ip_rcv(self, payload: bytes, dev: Interface, pkt_id: int, ptype: PacketType, src_mac: bytes,
                dst_mac: bytes, trace: bool, key: FlowKey | None = None) -> None:
         """`ip_rcv` → `ip_rcv_core` → PREROUTING → `ip_rcv_finish` (routing) → local or forward."""
-        data, reason = self._family.rcv_core(payload)
+        data, reason = self._rcv_core(payload)
         if data is None:
             raise Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_rcv_core")
         st = self._st
@@ -145,9 +145,11 @@ class IpInput:
             if skb.trace is not None:
                 skb.add_trace(f"ip_rcv on {dev.name}: {self._family.describe(skb)}")
         try:
-            if src_mac and not self.resolve_neighbours and self._family.on_link(dev, skb.saddr):
-                # the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)
-                self._neighs.learn(dev.name, skb.saddr, src_mac, self._ctx.now)
+            if src_mac and not self.resolve_neighbours:
+                saddr = skb.saddr
+                if self._on_link(dev, saddr):
+                    # the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)
+                    self._neighs.learn(dev.name, saddr, src_mac, self._ctx.now)
             self._route.ip_rcv_skb(skb)
         finally:
             st.flush_trace(skb)

@@ -47,6 +47,11 @@ class IpOutput:
         self._neighs, self._st = neighs, state
         self.resolve_neighbours = resolve_neighbours
         self._ctx = ctx
+        # each device's subnet broadcasts (`AddressFamily.subnet_broadcasts`), for one FIB generation: every
+        # address change rebuilds the FIB (see `_broadcasts`)
+        self._bcast: dict[str, frozenset[int]] = {}
+        self._bcast_gen = -1
+        self._neigh_known = neighs.known  # bound once: the offline next-hop lookup runs for every packet
         # bound by the engine: loopback_xmit (LocalStack) and the flow caches' recording of a forwarded
         # packet (`Forwarder.remember_flow`)
         self.loopback_xmit: Callable[[Skb], None] = lambda skb: None
@@ -126,8 +131,10 @@ class IpOutput:
         mode, next hop unresolved) hold it while ARP resolves (`neigh_resolve_output`)."""
         mac: bytes | None
         if not self.resolve_neighbours:
-            mac = self.neigh_resolve(dev, nexthop)
-        elif nexthop == 0xFFFFFFFF or self._family.is_subnet_broadcast(dev, nexthop):
+            mac, synthetic = self.neigh_mac(dev, nexthop)
+            if synthetic:
+                self._st.stats["neigh_synthetic"] += 1  # the synthetic MACs are counted
+        elif nexthop == 0xFFFFFFFF or nexthop in self._broadcasts(dev):
             mac = _BROADCAST_MAC
         elif nexthop >> 28 == 0xE:
             mac = b"\x01\x00\x5e" + (nexthop & 0x7FFFFF).to_bytes(3, "big")  # ip_eth_mc_map
@@ -179,19 +186,27 @@ class IpOutput:
             st.record_held_drop(held, DropReason.NEIGH_FAILED, "neigh_invalidate", format_addr(skb.daddr))
         st.skb = None
 
-    def neigh_resolve(self, dev: Interface, nexthop: int) -> bytes:
-        """The next hop's MAC offline (see `neigh_mac`), counting the synthetic ones (`neigh_synthetic`)."""
-        mac, synthetic = self.neigh_mac(dev, nexthop)
-        if synthetic:
-            self._st.stats["neigh_synthetic"] += 1
-        return mac
-
     def neigh_mac(self, dev: Interface, nexthop: int) -> tuple[bytes, bool]:
         """The next hop's MAC offline: broadcast, known (static or learned), else a stable synthetic one
-        (02:00 and the address; then True)."""
-        if nexthop == 0xFFFFFFFF or self._family.is_subnet_broadcast(dev, nexthop):
+        (02:00 and the address; then True: `neigh_output` counts these as `neigh_synthetic`)."""
+        bcast = self._bcast.get(dev.name) if self._bcast_gen == self._fib.generation else None
+        if bcast is None:
+            bcast = self._broadcasts(dev)
+        if nexthop == 0xFFFFFFFF or nexthop in bcast:
             return _BROADCAST_MAC, False
-        mac = self._neighs.known(dev.name, nexthop)
+        mac = self._neigh_known(dev.name, nexthop)
         if mac is None:
             return b"\x02\x00" + nexthop.to_bytes(4, "big"), True
         return mac, False
+
+    def _broadcasts(self, dev: Interface) -> frozenset[int]:
+        """`dev`'s subnet broadcast addresses, worked out once per device and FIB generation (`Fib.rebuild`
+        runs on every address or link change, so the generation stamps the addresses)."""
+        gen = self._fib.generation
+        if gen != self._bcast_gen:
+            self._bcast.clear()
+            self._bcast_gen = gen
+        bcast = self._bcast.get(dev.name)
+        if bcast is None:
+            bcast = self._bcast[dev.name] = self._family.subnet_broadcasts(dev)
+        return bcast

@@ -503,16 +503,16 @@ class NatCore:
         else:
             target = invert(other)
             ok = target is not None and manip_pkt(skb.data, skb.ihl, target, manip, partial=skb.csum_partial)
-        if not ok:
-            self.drop_reason = DropReason.NAT_MANIP_FAILED
-            skb.note = "nat: transport header truncated"
+        if ok:
             if trace is not None:
-                trace.append(f"{hook.chain_name} nat: {skb.note}; dropped")
-            return NF_DROP
+                side = "source" if manip == _MANIP_SRC else "destination"
+                trace.append(f"{hook.chain_name} nat: {side} {before} -> {self._pkt_part(skb, manip)} (ct #{ct.ct_id})")
+            return NF_ACCEPT
+        self.drop_reason = DropReason.NAT_MANIP_FAILED
+        skb.note = "nat: transport header truncated"
         if trace is not None:
-            side = "source" if manip == _MANIP_SRC else "destination"
-            trace.append(f"{hook.chain_name} nat: {side} {before} -> {self._pkt_part(skb, manip)} (ct #{ct.ct_id})")
-        return NF_ACCEPT
+            trace.append(f"{hook.chain_name} nat: {skb.note}; dropped")
+        return NF_DROP
 
     @staticmethod
     def _pkt_part(skb: Skb, manip: ManipType) -> str:

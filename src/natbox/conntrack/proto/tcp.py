@@ -92,7 +92,6 @@ __all__ = [
     "tcp_error",
     "tcp_packet",
     "tcp_packet_established",
-    "tcp_packet_general",
 ]
 
 _U32 = 0xFFFFFFFF
@@ -105,6 +104,7 @@ _STATES = tuple(TcpState)
 # the status of a ct whose in-window ACKs tcp_packet_established decides
 _COMMON_MASK = int(_CONFIRMED | _SEEN_REPLY | _ASSURED | _FIXED_TIMEOUT)
 _COMMON_BITS = int(_CONFIRMED | _SEEN_REPLY | _ASSURED)
+_SEQ_END, _ACK_SEQ_END = TCPH_SEQ + 4, TCPH_ACK_SEQ + 4  # the 32-bit fields' ends
 
 
 def nf_tcp_handle_invalid(
@@ -199,9 +199,10 @@ def _established(conn: Conn, tcp: TcpConntrack) -> bool:
 
 def tcp_packet(
     conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
-    cfg: ConntrackConfig,
+    cfg: ConntrackConfig, *, shortcut: bool = True,
 ) -> int:
     """Mirrors `nf_conntrack_tcp_packet()` (§3.2): validate, advance the state machine, choose the timeout.
+    Longer than 150 lines because it mirrors the kernel function (about 250 lines), branch for branch.
 
     Returns NF_ACCEPT, NF_INVALID (-NF_ACCEPT) or NF_REPEAT_LOOKUP (-NF_REPEAT: the ct was killed for a
     reopen and the caller must look the packet up again).
@@ -209,8 +210,10 @@ def tcp_packet(
     An ACK (no SYN, FIN or RST) on an ESTABLISHED, SEEN_REPLY and ASSURED ct without FIXED_TIMEOUT is first
     given to `tcp_packet_established`, the function the engine's fast paths run for it: for that case the
     state table maps ESTABLISHED to ESTABLISHED and no branch before the window check applies, so when it
-    accepts, it has done all `tcp_packet_general` would. When it declines (a window check fails, the
-    sender's window is unknown) it has changed nothing and `tcp_packet_general` decides and explains.
+    accepts, it has done all the general path below would. When it declines (a window check fails, the
+    sender's window is unknown) it has changed nothing and the general path (`tcp_new`, the state table and
+    its special cases, `tcp_in_window`, the timeout choice) decides and explains. `shortcut=False` runs the
+    general path alone (tests/conntrack/test_tcp_established_fast.py compares the two).
     """
     reason = tcp_error(skb, dataoff, hook, cfg)
     if reason is not None:
@@ -219,26 +222,19 @@ def tcp_packet(
     data = skb.data
     doff = (data[dataoff + TCPH_DOFF] >> 4) * 4
     flags = data[dataoff + TCPH_FLAGS]
-    seq = int.from_bytes(data[dataoff + TCPH_SEQ : dataoff + TCPH_SEQ + 4], "big")
-    ack_seq = int.from_bytes(data[dataoff + TCPH_ACK_SEQ : dataoff + TCPH_ACK_SEQ + 4], "big")
-    win_raw = (data[dataoff + TCPH_WINDOW] << 8) | data[dataoff + TCPH_WINDOW + 1]
+    seq = int.from_bytes(data[dataoff + TCPH_SEQ : dataoff + _SEQ_END], "big")
+    ack_seq = int.from_bytes(data[dataoff + TCPH_ACK_SEQ : dataoff + _ACK_SEQ_END], "big")
+    win = dataoff + TCPH_WINDOW
+    win_raw = (data[win] << 8) | data[win + 1]
     tcp = conn.tcp
-    if (tcp is not None and conn.status & _COMMON_MASK == _COMMON_BITS and tcp.state == ES
-            and _INDEX_BY_BYTE[flags] == TCP_ACK_SET
+    index = _INDEX_BY_BYTE[flags]
+    if (index == TCP_ACK_SET and tcp is not None and tcp.state == ES
+            and conn.status & _COMMON_MASK == _COMMON_BITS and shortcut
             and tcp_packet_established(conn, tcp, direction, data, dataoff, doff, seq, ack_seq, win_raw,
                                        (seq + len(data) - dataoff - doff) & _U32, len(data), now, cfg)):
         return NF_ACCEPT
-    return tcp_packet_general(conn, skb, dataoff, direction, now, table, cfg, doff, flags, seq, ack_seq, win_raw)
 
-
-def tcp_packet_general(
-    conn: Conn, skb: Skb, dataoff: int, direction: int, now: float, table: CtTableOps, cfg: ConntrackConfig,
-    doff: int, flags: int, seq: int, ack_seq: int, win_raw: int,
-) -> int:
-    """`nf_conntrack_tcp_packet()` after `tcp_error()`, for every packet: `tcp_new`, the state table and its
-    special cases, `tcp_in_window` and the timeout choice. Longer than 150 lines because it mirrors the
-    kernel function (about 250 lines), branch for branch. The header fields are parsed by `tcp_packet`."""
-    data = skb.data
+    # the general path
     if not conn.status & _CONFIRMED and not tcp_new(conn, skb, dataoff, doff, flags, seq, win_raw, cfg):
         return NF_INVALID
     tcp = conn.tcp
@@ -246,7 +242,6 @@ def tcp_packet_general(
         tcp = conn.tcp = TcpConntrack()
 
     old_state = tcp.state
-    index = _INDEX_BY_BYTE[flags]
     new_state = TCP_CONNTRACKS[direction][index][old_state]
     other = 1 - direction
     skip_window = False

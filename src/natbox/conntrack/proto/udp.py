@@ -24,7 +24,7 @@ from natbox.wire.layout import (
     IP6H_ADDRS_END,
     IP6H_DADDR,
     IP6H_SADDR,
-    IPH_DADDR,
+    IPH_ADDRS_END,
     IPH_SADDR,
     UDPH_CHECK,
     UDPH_LEN,
@@ -46,10 +46,7 @@ __all__ = [
 
 STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
 
-_S = IPH_SADDR
-_D = IPH_DADDR
-_S_LO = IPH_SADDR + 2  # the addresses' low 16-bit halves, for the pseudo-header sum
-_D_LO = IPH_DADDR + 2
+_ADDRS, _ADDRS_END = IPH_SADDR, IPH_ADDRS_END  # saddr and daddr, adjacent: the pseudo-header's addresses
 _SEEN_REPLY = CtStatus.SEEN_REPLY
 _ASSURED = CtStatus.ASSURED
 _NAT_CLASH = CtStatus.NAT_CLASH
@@ -63,9 +60,10 @@ def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = 
     coverage), as `__skb_checksum_complete_head` does.
     """
     n = len(data)
-    # pseudo_header_sum(src, dst, proto, n - dataoff), inline
-    total = ((data[_S] << 8 | data[_S + 1]) + (data[_S_LO] << 8 | data[_S_LO + 1])
-             + (data[_D] << 8 | data[_D + 1]) + (data[_D_LO] << 8 | data[_D_LO + 1]) + proto + n - dataoff)
+    # pseudo_header_sum(src, dst, proto, n - dataoff), inline, with the addresses' four 16-bit words taken
+    # as one integer: their sum is congruent to it mod 0xFFFF (RFC 1071), and the folded total below is
+    # 0xFFFF exactly when the total, never 0 (proto > 0), is a multiple of 0xFFFF, so either sum will do
+    total = int.from_bytes(data[_ADDRS:_ADDRS_END], "big") % 0xFFFF + proto + n - dataoff
     # csum_fold(csum_partial(segment, total)) == 0, inline: the folded sum must be 0xFFFF
     stop = n if end is None else end
     seg = data[dataoff:stop] if stop - dataoff <= 1024 else memoryview(data)[dataoff:stop]
