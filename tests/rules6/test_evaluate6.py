@@ -325,3 +325,20 @@ def test_dscp_and_tos_targets_write_the_traffic_class() -> None:
     assert skb.tos == 0xB9 and skb.data[:4] == bytes.fromhex("6b9abcde")  # ECN bits and flow label kept
     ruleset("-A FORWARD -j TOS --set-tos 0x10/0xf0", table="mangle").run("mangle", Hook.FORWARD, skb, FakeCtx())
     assert skb.tos == 0x19
+
+
+def test_why_a_header_match_failed() -> None:
+    """`natbox explain` names the missing header or the field that differed."""
+    rs = ruleset("-A FORWARD -m frag --fragid 5 -j DROP", "-A FORWARD -m rt --rt-type 2 -j DROP",
+                 "-A FORWARD -m hbh -j DROP", "-A FORWARD -m ipv6header --header frag -j DROP",
+                 "-A FORWARD -m ah --ahspi 5 -j DROP", "-A FORWARD -p mh --mh-type 6 -j DROP")
+    [frag, rt, hbh, hdr, ah, mh] = [r.matches[-1] for r in rs.tables["filter"].chains["FORWARD"].rules]
+    udp, ctx = pkt(NEXTHDR_UDP, UDP), FakeCtx(Hook.FORWARD)
+    assert frag.why(udp, ctx) == "no match (no fragment header)"
+    assert rt.why(udp, ctx) == "no match (no routing header)"
+    assert hbh.why(udp, ctx) == "no match (no hop-by-hop header)"
+    assert hdr.why(udp, ctx) == "no match (headers 0x01)"
+    assert ah.why(pkt(NEXTHDR_AUTH, ah_hdr(NEXTHDR_UDP, 7) + UDP), ctx) == "no match (spi 7)"
+    assert mh.why(pkt(135, bytes((NEXTHDR_NONE, 1, 5, 0, 0, 0))), ctx) == "no match (type 5)"
+    assert frag.why(pkt(NEXTHDR_FRAGMENT, build_frag_hdr(NEXTHDR_UDP, 0, True, 9) + UDP), ctx) == (
+        "no match (fragment header fields)")

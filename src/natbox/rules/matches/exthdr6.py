@@ -155,6 +155,20 @@ class Hbh(Match):
 
         return hbh_mt6
 
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return _why_header(skb, self.nexthdr, "options")
+
+
+def _why_header(skb: Skb, nexthdr: int, what: str) -> str:
+    """The trace's reason when an extension header match failed: the header is not there, or its fields."""
+    if ipv6_find_hdr(skb.data, nexthdr) is None:
+        return f"no match (no {_HDR_NAMES[nexthdr]} header)"
+    return f"no match ({what})"
+
+
+_HDR_NAMES = {NEXTHDR_HOP: "hop-by-hop", NEXTHDR_DEST: "destination options", NEXTHDR_ROUTING: "routing",
+              NEXTHDR_FRAGMENT: "fragment", NEXTHDR_AUTH: "AH"}
+
 
 def _options_match(data: bytearray, ptr: int, left: int, opts: tuple[int, ...]) -> bool:
     """The option walk of `hbh_mt6`."""
@@ -312,6 +326,9 @@ class Rt(Match):
 
         return rt_mt6
 
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return _why_header(skb, NEXTHDR_ROUTING, "routing header fields")
+
 
 class Frag(Match):
     """`-m frag` (`struct ip6t_frag`): identification range, length, reserved, first/more/last."""
@@ -381,6 +398,9 @@ class Frag(Match):
                     and not (last and frag_off & 1))
 
         return frag_mt6
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return _why_header(skb, NEXTHDR_FRAGMENT, "fragment header fields")
 
 
 # `chain_flags` of libip6t_ipv6header.c: (protocol, flag, name), in print order
@@ -455,6 +475,10 @@ class Ipv6header(Match):
             return seen != want if inv else seen == want
 
         return ipv6header_mt6
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        seen = _ipv6header_bits(skb.data)
+        return "no match (headers cut short)" if seen is None else f"no match (headers 0x{seen:02X})"
 
 
 _HDR_BIT = {NEXTHDR_HOP: 0x80, NEXTHDR_ROUTING: 0x20, NEXTHDR_FRAGMENT: 0x10, NEXTHDR_AUTH: 0x08, NEXTHDR_DEST: 0x40}

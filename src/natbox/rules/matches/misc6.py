@@ -136,6 +136,12 @@ class Ah6(Match):
 
         return ah_mt6
 
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        found = ipv6_find_hdr(skb.data, NEXTHDR_AUTH)
+        if found is None or found[0] + AUTH_MIN_LEN > len(skb.data):
+            return "no match (no AH header)"
+        return f"no match (spi {int.from_bytes(skb.data[found[0] + AUTH_SPI:found[0] + AUTH_SPI + 4], 'big')})"
+
 
 # `mh_names` of libip6t_mh.c: full names first, then their aliases
 MH_NAMES = (("binding-refresh-request", 0), ("brr", 0), ("home-test-init", 1), ("hoti", 1),
@@ -222,6 +228,12 @@ class Mh(Match):
             return (lo <= data[off + IP6MH_TYPE] <= hi) != inv
 
         return mh_mt6
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        off, data = skb.ihl, skb.data
+        if len(data) < off + IP6MH_MIN_LEN:
+            return "no match (truncated)"
+        return f"no match (type {data[off + IP6MH_TYPE]})"
 
 
 _EUI64_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
