@@ -3,6 +3,7 @@ option groups stay unchanged (issue #12: a 50,000-rule file read in under a seco
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shlex
 from collections.abc import Callable
@@ -26,7 +27,7 @@ Outcome = tuple[str, object]
 
 def _dump(rule: Rule) -> object:
     """Everything the parser put in a rule, extensions by class and attributes."""
-    fields = {k: v for k, v in vars(rule).items() if k not in ("matches", "target")}
+    fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.name not in ("matches", "target")}
     exts = [(type(e).__name__, vars(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
     return fields, exts
 

@@ -69,8 +69,10 @@ def _addr(addr: int, mask: int, numeric: bool, family: int = NFPROTO_IPV4) -> st
     return format_addr_mask(addr, mask, numeric=numeric, always_prefix=False)
 
 
-def rule_line(rule: Rule, num: int, *, numeric: bool, verbose: bool, exact: bool, line_numbers: bool) -> str:
-    """One rule row (nft_ipv4_print_rule with the table format)."""
+def rule_line(rule: Rule, num: int, *, numeric: bool, verbose: bool, exact: bool, line_numbers: bool,
+              memo: dict[int, str] | None = None) -> str:
+    """One rule row (nft_ipv4_print_rule with the table format); `memo` as format_rule_spec's (printer.py),
+    for one value of `numeric`."""
     out = f"{num:<4} " if line_numbers else ""
     if verbose:
         out += format_num(rule.packets, exact) + format_num(rule.bytes, exact)
@@ -90,10 +92,14 @@ def rule_line(rule: Rule, num: int, *, numeric: bool, verbose: bool, exact: bool
     out += ("!" if rule.inv_dst else " ") + f"{_addr(rule.dst, rule.dmsk, numeric, rule.family):<19} "
     if rule.goto:
         out += "[goto] "
-    for m in rule.matches:
-        out += m.print_list(numeric)
-    if rule.target is not None:
-        out += rule.target.print_list(numeric)
+    for ext in (*rule.matches, rule.target) if rule.target is not None else rule.matches:
+        if memo is None:
+            out += ext.print_list(numeric)
+        else:
+            text = memo.get(id(ext))
+            if text is None:
+                text = memo[id(ext)] = ext.print_list(numeric)
+            out += text
     return out + "\n"
 
 
@@ -119,7 +125,7 @@ def rule_line_verbose(rule: Rule) -> str:
 
 
 def list_chain(table: Table, c: Chain, *, numeric: bool, verbose: bool, exact: bool, line_numbers: bool,
-               rulenum: int | None = None, refs: int | None = None) -> str:
+               rulenum: int | None = None, refs: int | None = None, memo: dict[int, str] | None = None) -> str:
     """One chain's header and rows; `refs`: its reference count when the caller has it."""
     if refs is None:
         refs = table.references(c.name)
@@ -127,7 +133,8 @@ def list_chain(table: Table, c: Chain, *, numeric: bool, verbose: bool, exact: b
     for i, r in enumerate(c.rules, 1):
         if rulenum is not None and i != rulenum:
             continue
-        out.append(rule_line(r, i, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers))
+        out.append(rule_line(r, i, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers,
+                             memo=memo))
     return "".join(out)
 
 
@@ -136,6 +143,7 @@ def list_table(table: Table, chain: str | None = None, *, numeric: bool = False,
     """The whole `-L` output: chains separated by one blank line, none after the last."""
     chains = [table.chains[chain]] if chain is not None else table.ordered_chains()
     counts = table.reference_counts()
+    memo: dict[int, str] = {}
     parts = [list_chain(table, c, numeric=numeric, verbose=verbose, exact=exact, line_numbers=line_numbers,
-                        refs=counts.get(c.name, 0)) for c in chains]
+                        refs=counts.get(c.name, 0), memo=memo) for c in chains]
     return "\n".join(parts)

@@ -57,7 +57,7 @@ _INVERTIBLE = set("psdiof")
 _IP6_EXTHDR_PROTOS = frozenset({43, 44, 51, 60})
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     """One parsed iptables command."""
 
@@ -114,6 +114,7 @@ class _ArgvParser:
         self.loaded: list[Match | Target] = []  # extensions in load order
         self.srcs: list[tuple[int, int]] = []
         self.addr_args: dict[str, tuple[str, bool]] = {}  # -s / -d text and inversion, parsed in _finish
+        self.addr_parsed: dict[str, tuple[tuple[int, int], ...]] = {}  # ... unless fastparse read them
         self.dsts: list[tuple[int, int]] = []
 
     @classmethod
@@ -125,7 +126,7 @@ class _ArgvParser:
         self.family = NFPROTO_IPV4  # the fast path reads iptables (IPv4) lines only
         self.rule, self.target_name, self.proto_used = fast.rule, fast.target_name, False
         self.seen_opts, self.proto_text, self.loaded = fast.seen, fast.proto_text, fast.loaded
-        self.srcs, self.dsts, self.addr_args = [], [], fast.addr_args
+        self.srcs, self.dsts, self.addr_args, self.addr_parsed = [], [], fast.addr_args, fast.addrs
         return self
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -453,8 +454,12 @@ class _ArgvParser:
             if letter not in self.addr_args:
                 continue
             text, invert = self.addr_args[letter]
-            parse = parse_ipv4_mask if self.family == NFPROTO_IPV4 else parse_ipv6_mask
-            addrs = [parse(a) for a in text.split(",")]
+            known = self.addr_parsed.get(letter)  # parsed by natbox.rules.fastparse (IPv4)
+            if known is not None:
+                addrs = list(known)
+            else:
+                parse = parse_ipv4_mask if self.family == NFPROTO_IPV4 else parse_ipv6_mask
+                addrs = [parse(a) for a in text.split(",")]
             addr, mask = addrs[0]
             if letter == "s":
                 r.src, r.smsk, r.inv_src = addr, mask, invert

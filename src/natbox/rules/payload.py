@@ -16,7 +16,7 @@ def merge_payload_matches(rule: Rule) -> None:
     rebuilds them as one `-m tcp`/`-m udp` at the first one's place (`-p tcp --dport 80 -m tcp --sport 5`
     saves as `-p tcp -m tcp --sport 5 --dport 80`). Instances the kernel keeps as xt matches (all-zero,
     `--tcp-option`) are left alone."""
-    if len(rule.matches) < 2:
+    if sum(isinstance(m, PortMatch) for m in rule.matches) < 2:
         return
     first: dict[str, int] = {}  # name -> index in `kept`
     kept: list[Match] = []

@@ -19,8 +19,14 @@ def _save_addr(letter: str, addr: int, mask: int, inv: bool, family: int = NFPRO
     return (" !" if inv else "") + f" -{letter} " + text
 
 
-def format_rule_spec(rule: Rule, *, counters_inline: bool = False, with_target: bool = True) -> str:
-    """The rule's options as iptables-save prints them after `-A CHAIN` (leading space)."""
+def format_rule_spec(rule: Rule, *, counters_inline: bool = False, with_target: bool = True,
+                     memo: dict[int, str] | None = None) -> str:
+    """The rule's options as iptables-save prints them after `-A CHAIN` (leading space).
+
+    `memo` (id of a match or target -> its text) is for a caller printing many rules at once: rules of a
+    restored file share extension instances (natbox.rules.fastparse), each then printed once; it must not
+    outlive the call that made it (an id is reused once its object is gone).
+    """
     out = _save_addr("s", rule.src, rule.smsk, rule.inv_src, rule.family)
     out += _save_addr("d", rule.dst, rule.dmsk, rule.inv_dst, rule.family)
     if rule.iniface:
@@ -34,21 +40,34 @@ def format_rule_spec(rule: Rule, *, counters_inline: bool = False, with_target: 
     if rule.frag:
         out += (" !" if rule.inv_frag else "") + " -f"
     for m in rule.matches:
-        out += f" -m {m.save_name}" + m.save()
+        if memo is None:
+            out += f" -m {m.save_name}" + m.save()
+        else:
+            text = memo.get(id(m))
+            if text is None:
+                text = memo[id(m)] = f" -m {m.save_name}" + m.save()
+            out += text
     if counters_inline:
         out += f" -c {rule.packets} {rule.bytes}"
     if with_target:
         if rule.target is not None:
-            out += f" -j {rule.jump}" + rule.target.save()
+            t = rule.target
+            if memo is None:
+                out += f" -j {rule.jump}" + t.save()
+            else:
+                text = memo.get(id(t))
+                if text is None:
+                    text = memo[id(t)] = t.save()
+                out += f" -j {rule.jump}" + text  # the name: an alias shares its target's instances
         elif rule.jump:
             out += f" -{'g' if rule.goto else 'j'} {rule.jump}"
     return out
 
 
-def save_rule(chain: str, rule: Rule, *, counters: bool = False) -> str:
+def save_rule(chain: str, rule: Rule, *, counters: bool = False, memo: dict[int, str] | None = None) -> str:
     """One `-A CHAIN ...` line; with `counters` the `[p:b] ` prefix of `iptables-save -c`."""
     prefix = f"[{rule.packets}:{rule.bytes}] " if counters else ""
-    return f"{prefix}-A {chain}{format_rule_spec(rule)}"
+    return f"{prefix}-A {chain}{format_rule_spec(rule, memo=memo)}"
 
 
 def save_table(table: Table, *, counters: bool = False) -> list[str]:
@@ -60,11 +79,12 @@ def save_table(table: Table, *, counters: bool = False) -> list[str]:
             lines.append(f":{c.name} {c.policy} [{c.packets}:{c.bytes}]")
         else:
             lines.append(f":{c.name} - [0:0]")
+    memo: dict[int, str] = {}
     for c in chains:
         if c.raw is not None:  # unparsed lines as natbox saved them: `[p:b] -A CHAIN ...`
             lines.extend(text if counters else text[text.index(" ") + 1:] for _ln, text in c.raw)
         else:
-            lines.extend(save_rule(c.name, r, counters=counters) for r in c.rules)
+            lines.extend(save_rule(c.name, r, counters=counters, memo=memo) for r in c.rules)
     lines.append("COMMIT")
     return lines
 
@@ -80,12 +100,12 @@ def save_tables(tables: list[Table], date: str, *, counters: bool = False, prog:
     return "".join(line + "\n" for line in out)
 
 
-def _list_chain_rules(c: Chain, verbose: bool, rulenum: int | None) -> list[str]:
+def _list_chain_rules(c: Chain, verbose: bool, rulenum: int | None, memo: dict[int, str]) -> list[str]:
     lines = []
     for i, r in enumerate(c.rules, 1):
         if rulenum is not None and rulenum != i:
             continue
-        lines.append(f"-A {c.name}{format_rule_spec(r, counters_inline=verbose)}")
+        lines.append(f"-A {c.name}{format_rule_spec(r, counters_inline=verbose, memo=memo)}")
     return lines
 
 
@@ -99,6 +119,7 @@ def list_rules(table: Table, chain: str | None, *, verbose: bool = False, rulenu
                 lines.append(f"-P {c.name} {c.policy}" + (f" -c {c.packets} {c.bytes}" if verbose else ""))
             else:
                 lines.append(f"-N {c.name}")
+    memo: dict[int, str] = {}
     for c in chains:
-        lines.extend(_list_chain_rules(c, verbose, rulenum or None))
+        lines.extend(_list_chain_rules(c, verbose, rulenum or None, memo))
     return "".join(line + "\n" for line in lines)

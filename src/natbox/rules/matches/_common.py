@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from natbox.rules.model import PARAMETER_PROBLEM, RulesError
 from natbox.rules.services import service_name, service_port
 
@@ -102,16 +104,12 @@ def print_port(port: int, numeric: bool, proto: str) -> str:
     return str(port)
 
 
-_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_NO_QUOTE = re.compile("[_0-9a-zA-Z-]+")  # the characters xtables_save_string prints as they are
+_ESCAPED = str.maketrans({'"': '\\"', "\\": "\\\\", "'": "\\'"})
 
 
 def quote_string(s: str) -> str:
     """`xtables_save_string`: " value", or " \"value\"" with `"`, `\\` and `'` escaped (leading space)."""
-    if s and all(c in _NO_QUOTE for c in s):
+    if _NO_QUOTE.fullmatch(s):
         return " " + s
-    out = []
-    for c in s:
-        if c in "\"\\'":
-            out.append("\\")
-        out.append(c)
-    return ' "' + "".join(out) + '"'
+    return ' "' + s.translate(_ESCAPED) + '"'

@@ -133,23 +133,31 @@ def parse_nat_to(arg: str, portok: bool, family: int = NFPROTO_IPV4) -> NatRange
     return NatRange(flags, amin, amax, pmin, pmax, base)
 
 
+# the flags as plain ints: printing tests them for every rule of a listing, and IntFlag's `&` is slow
+_MAP_IPS, _PROTO_SPECIFIED, _PROTO_OFFSET = int(RangeFlags.MAP_IPS), int(RangeFlags.PROTO_SPECIFIED), \
+    int(RangeFlags.PROTO_OFFSET)
+_RANDOM, _RANDOM_FULLY, _PERSISTENT = int(RangeFlags.PROTO_RANDOM), int(RangeFlags.PROTO_RANDOM_FULLY), \
+    int(RangeFlags.PERSISTENT)
+
+
 def range_text(r: NatRange, skip_colon: bool, family: int = NFPROTO_IPV4) -> str:
     """`sprint_range`: `a[-b][:p[-q][/base]]` (the leading ':' dropped when `skip_colon` and no address);
     IPv6 addresses in brackets when a port follows."""
     out = ""
-    if r.flags & RangeFlags.MAP_IPS and family != NFPROTO_IPV4:
+    flags = int(r.flags)
+    if flags & _MAP_IPS and family != NFPROTO_IPV4:
         out = format_addr6(r.min_addr) + (f"-{format_addr6(r.max_addr)}" if r.max_addr != r.min_addr else "")
-        if r.flags & RangeFlags.PROTO_SPECIFIED:
+        if flags & _PROTO_SPECIFIED:
             out = f"[{out}]"
-    elif r.flags & RangeFlags.MAP_IPS:
+    elif flags & _MAP_IPS:
         out = format_addr_mask(r.min_addr, 0xFFFFFFFF, always_prefix=False)
         if r.max_addr != r.min_addr:
             out += "-" + format_addr_mask(r.max_addr, 0xFFFFFFFF, always_prefix=False)
-    if r.flags & RangeFlags.PROTO_SPECIFIED:
+    if flags & _PROTO_SPECIFIED:
         out += f":{r.min_proto}"
         if r.max_proto != r.min_proto:
             out += f"-{r.max_proto}"
-        if r.flags & RangeFlags.PROTO_OFFSET:
+        if flags & _PROTO_OFFSET:
             out += f"/{r.base_proto}"
     if skip_colon and out.startswith(":"):
         out = out[1:]
@@ -160,11 +168,12 @@ def nat_print(r: NatRange, rangeopt: str, flag_pfx: str, skip_colon: bool, famil
     """`__NAT_print`."""
     text = range_text(r, skip_colon, family)
     out = f" {rangeopt}{text}" if text else ""
-    if r.flags & RangeFlags.PROTO_RANDOM:
+    flags = int(r.flags)
+    if flags & _RANDOM:
         out += f" {flag_pfx}random"
-    if r.flags & RangeFlags.PROTO_RANDOM_FULLY:
+    if flags & _RANDOM_FULLY:
         out += f" {flag_pfx}random-fully"
-    if r.flags & RangeFlags.PERSISTENT:
+    if flags & _PERSISTENT:
         out += f" {flag_pfx}persistent"
     return out
 
