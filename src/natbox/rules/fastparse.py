@@ -47,16 +47,16 @@ _Piece = tuple[type[Match] | type[Target] | None, str, _Group, Match | Target | 
 class GroupCache:
     """The option groups of one iptables-restore input, parsed once.
 
-    `by_text`: (letter, rule.proto, rule.inv_proto, the text of the piece of line after ` -m `/` -j `) ->
-    what that piece is; `by_words`: (extension class, rule.proto, rule.inv_proto, the group's words...) ->
-    the shared instance (the path for lines whose pieces cannot be cut at the text).
+    `by_text`: (rule.proto, rule.inv_proto) -> the pieces of line after ` -m ` and after ` -j ` by their
+    text -> what each is (None: not this shape); `by_words`: (extension class, rule.proto, rule.inv_proto,
+    the group's words...) -> the shared instance (the path for lines whose pieces cannot be cut at the text).
     """
 
     __slots__ = ("addrs", "by_text", "by_words")
 
     def __init__(self) -> None:
         self.addrs: dict[str, tuple[tuple[int, int], ...]] = {}  # `-s`/`-d` text -> (address, mask)...
-        self.by_text: dict[tuple[str, int, bool, str], _Piece] = {}
+        self.by_text: dict[tuple[int, bool], tuple[dict[str, _Piece | None], dict[str, _Piece | None]]] = {}
         self.by_words: dict[tuple[object, ...], Extension] = {}
 
 # extension class -> its long options by name, without those the base parser takes first; None when the
@@ -256,10 +256,28 @@ def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
     if not _selectors(words, fr, groups):
         return None
     seen = fr.seen
-    by_text = groups.by_text
-    for k in range(1, len(parts), 2):
-        letter, text = parts[k], parts[k + 1]
-        if letter != "m" and ("j" in seen or "g" in seen):
+    # the pieces seen before under this protocol: matches and targets apart
+    by_text = groups.by_text.get((rule.proto, rule.inv_proto))
+    if by_text is None:
+        by_text = groups.by_text[(rule.proto, rule.inv_proto)] = ({}, {})
+    pairs = iter(parts)
+    next(pairs)
+    for letter, text in zip(pairs, pairs, strict=True):
+        if letter == "m":
+            piece = by_text[0].get(text)
+            if piece is None:
+                piece = by_text[0][text] = _read_piece(letter, text, rule)
+                if piece is None:
+                    return None
+            seen.add("m")
+            shared = piece[3]
+            if shared is not None:
+                rule.matches.append(shared)  # type: ignore[arg-type]  # a match piece holds a match
+                fr.loaded.append(shared)
+            elif piece[0] is not None:
+                _made(piece[0], piece[2], fr)
+            continue
+        if "j" in seen or "g" in seen:
             return None
         if letter == "g":
             if not text or " " in text:
@@ -268,24 +286,21 @@ def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
             fr.target_name = rule.jump = text
             rule.goto = True
             continue
-        if letter == "j" and text not in TARGETS and " " not in text and '"' not in text:
+        if text not in TARGETS and " " not in text and '"' not in text:
             # a verdict or a chain (their names repeat little: not worth a cache entry)
             if not text or (text in IPTABLES_TARGET_NAMES and text not in BUILTIN_TARGETS):
                 return None
             seen.add("j")
             fr.target_name = rule.jump = text
             continue
-        key = (letter, rule.proto, rule.inv_proto, text)
-        piece = by_text.get(key)
+        piece = by_text[1].get(text)
         if piece is None:
-            piece = _read_piece(letter, text, rule)
+            piece = by_text[1][text] = _read_piece(letter, text, rule)
             if piece is None:
                 return None
-            by_text[key] = piece
         cls, name, group, shared = piece
-        seen.add(letter)
-        if letter == "j":
-            fr.target_name = rule.jump = name
+        seen.add("j")
+        fr.target_name = rule.jump = name
         if shared is not None:
             _add(shared, fr)
         elif cls is not None:
@@ -325,10 +340,16 @@ def _read_piece(letter: str, text: str, rule: Rule) -> _Piece | None:
     if cls is None:
         return (None, name, [], None) if len(words) == 1 and letter == "j" else None
     opts = _opt_table(cls)
-    scanned = _scan(opts, words, 1) if opts is not None else None
-    if scanned is None or scanned[0] != len(words):
+    if opts is None:
         return None
-    group = scanned[1]
+    o = opts.get(words[1][2:]) if len(words) == 3 and words[1][:2] == "--" else None
+    if o is not None and o.nargs == 1:
+        group: _Group = [(o.name, words[2], False)]  # `NAME --opt VALUE`, as _scan would read it
+    else:
+        scanned = _scan(opts, words, 1)
+        if scanned is None or scanned[0] != len(words):
+            return None
+        group = scanned[1]
     return cls, name, group, _parsed(cls, group, rule) if _shareable(cls) else None
 
 

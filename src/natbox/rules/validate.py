@@ -101,16 +101,15 @@ def hook_masks(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, int]
     masks: dict[str, int] = dict.fromkeys(table.chains, 0)
     for c in builtins:
         assert c.hook is not None
-        bit = 1 << c.hook
-        todo = [c.name]
-        seen = {c.name}
-        while todo:
-            name = todo.pop()
-            masks[name] |= bit
+        masks[c.name] |= 1 << c.hook
+    # `done` holds the explored chains in the order their walks finished, each after every chain it jumps to
+    # (a loop would have been refused): backwards, a chain comes before the chains it jumps to, so one pass
+    # hands each chain's hooks on to them
+    for name in reversed(done):
+        bits = masks[name]
+        if bits:
             for sub in adj[name]:
-                if sub.name not in seen:
-                    seen.add(sub.name)
-                    todo.append(sub.name)
+                masks[sub.name] |= bits
     return masks
 
 

@@ -25,6 +25,13 @@ from natbox.skb import Skb
 __all__ = ["Dnat", "NatTarget", "Snat", "check_nat_hooks", "parse_nat_ports", "range_text"]
 
 _PORT_OK_PROTOS = frozenset({6, 17, 132, 33, 1})  # portok in __NAT_parse (ICMP: the echo id)
+# the flags as plain ints: ranges are parsed and printed by the thousand in big rulesets, and IntFlag's `&`
+# and `|` are slow
+_MAP_IPS, _PROTO_SPECIFIED, _PROTO_OFFSET = int(RangeFlags.MAP_IPS), int(RangeFlags.PROTO_SPECIFIED), \
+    int(RangeFlags.PROTO_OFFSET)
+_RANDOM, _RANDOM_FULLY, _PERSISTENT = int(RangeFlags.PROTO_RANDOM), int(RangeFlags.PROTO_RANDOM_FULLY), \
+    int(RangeFlags.PERSISTENT)
+_NO_RANGE = NatRange()  # ranges are immutable: one empty range for every new target
 
 
 def _port_ok(rule: Rule) -> bool:
@@ -107,16 +114,17 @@ def parse_nat_to(arg: str, portok: bool, family: int = NFPROTO_IPV4) -> NatRange
     """`parse_to`: `[a[-b]][:p[-q][/base]]` (IPv6: parse_nat_to6)."""
     if family != NFPROTO_IPV4:
         return parse_nat_to6(arg, portok)
-    flags = RangeFlags(0)
+    bits = 0  # the flags as an int until the end (IntFlag arithmetic is slow, and ranges are parsed by the
+    # thousand in big rulesets)
     pmin = pmax = base = 0
     addr_part = arg
     if arg.count(":") == 1:  # more than one colon: parse_to takes it for an IPv6 address
         addr_part, _, port_part = arg.partition(":")
         pmin, pmax, base, pflags = parse_nat_ports(port_part, portok)
-        flags |= pflags
+        bits |= pflags.value
     amin = amax = 0
     if addr_part:
-        flags |= RangeFlags.MAP_IPS
+        bits |= _MAP_IPS
         lo_s, dash, hi_s = addr_part.partition("-")
         lo = parse_ipv4(lo_s) if lo_s.count(".") == 3 else None
         if lo is None and not dash:
@@ -130,14 +138,7 @@ def parse_nat_to(arg: str, portok: bool, family: int = NFPROTO_IPV4) -> NatRange
                 raise RulesError(f'Bad IP address "{hi_s}"')
             hi = hi2
         amin, amax = lo, hi
-    return NatRange(flags, amin, amax, pmin, pmax, base)
-
-
-# the flags as plain ints: printing tests them for every rule of a listing, and IntFlag's `&` is slow
-_MAP_IPS, _PROTO_SPECIFIED, _PROTO_OFFSET = int(RangeFlags.MAP_IPS), int(RangeFlags.PROTO_SPECIFIED), \
-    int(RangeFlags.PROTO_OFFSET)
-_RANDOM, _RANDOM_FULLY, _PERSISTENT = int(RangeFlags.PROTO_RANDOM), int(RangeFlags.PROTO_RANDOM_FULLY), \
-    int(RangeFlags.PERSISTENT)
+    return NatRange(RangeFlags(bits), amin, amax, pmin, pmax, base)
 
 
 def range_text(r: NatRange, skip_colon: bool, family: int = NFPROTO_IPV4) -> str:
@@ -192,7 +193,7 @@ class NatTarget(Target):
     valid_hooks = 0
 
     def __init__(self) -> None:
-        self.range = NatRange()
+        self.range = _NO_RANGE
         self.seen_to = False
         self.family = NFPROTO_IPV4  # the rule's: NFPROTO_IPV6 ranges hold 128-bit addresses
 
@@ -212,8 +213,10 @@ class NatTarget(Target):
             self.seen_to = True
             self.family = rule.family
             r = parse_nat_to(arg or "", _port_ok(rule), rule.family)
-            self.range = NatRange(r.flags | self.range.flags, r.min_addr, r.max_addr, r.min_proto, r.max_proto,
-                                  r.base_proto)
+            if self.range.flags:  # --random etc. came first
+                r = NatRange(r.flags | self.range.flags, r.min_addr, r.max_addr, r.min_proto, r.max_proto,
+                             r.base_proto)
+            self.range = r
         elif not self._flag(opt):
             super().parse(opt, arg, inverted, rule)
 
