@@ -53,6 +53,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -254,6 +255,31 @@ def raced_a_flush(f: Failure, events: list[tuple[float, float, str]]) -> bool:
     return any(kind == "flush" and start <= f.t0 + RACE_WINDOW and stop >= f.t0 for start, stop, kind in events)
 
 
+class Drain:
+    """Read a process's output lines as they come, so it never blocks on a full pipe: ping prints a line per
+    reply, and 64 KiB of them (about 1,050, 3.5 minutes at -i 0.2) would stop it until the end of the run;
+    the gateway's stderr (a line per reload and per refused control client) would stop the gateway."""
+
+    def __init__(self, proc: subprocess.Popen[str], stream: IO[str] | None = None) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._stream = stream if stream is not None else proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._stream is not None
+        for line in self._stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait(self, timeout: float) -> list[str]:
+        """The lines, once the process has ended (or `timeout` passed)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        self._thread.join(5.0)
+        return self.lines
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -282,11 +308,13 @@ def main() -> int:
         gw = netns_popen(lab, "gw", sys.executable, "-m", "natbox", "gateway", str(EXAMPLES / "basic-gw.toml"),
                          "--control", sock, stderr=subprocess.PIPE)
         procs.append(gw)
+        gw_lines = Drain(gw, gw.stderr)
         deadline = time.monotonic() + 30
         while not os.path.exists(sock) and time.monotonic() < deadline and gw.poll() is None:
             time.sleep(0.1)
         if not os.path.exists(sock):
-            print("soak: the gateway did not start", file=sys.stderr)
+            time.sleep(0.5)
+            print("soak: the gateway did not start: " + " / ".join(gw_lines.lines[-5:]), file=sys.stderr)
             return 1
         server = netns_popen(lab, "server", sys.executable, "-c", ECHO_SERVER, stdout=subprocess.PIPE)
         procs.append(server)
@@ -300,6 +328,7 @@ def main() -> int:
         churn = netns_popen(lab, "client", sys.executable, "-c", CHURN_CLIENT, str(seconds - 5), str(args.rate),
                             SERVER, stdout=subprocess.PIPE)
         procs.append(churn)
+        ping_lines, churn_lines = Drain(ping), Drain(churn)
         abuser = Abuser(sock, end)
         threading.Thread(target=abuser.run, daemon=True).start()
         warm_at = start + max(30.0, seconds / 10)
@@ -333,12 +362,12 @@ def main() -> int:
         rss_end = rss_kib(gw.pid)
         alive = gw.poll() is None
         if not alive:
-            assert gw.stderr is not None
-            print(f"soak: the gateway exited ({gw.returncode}):\n{gw.stderr.read()[-3000:]}", file=sys.stderr)
+            said = "\n".join(gw_lines.lines)
+            print(f"soak: the gateway exited ({gw.returncode}):\n{said[-3000:]}", file=sys.stderr)
             churn.terminate()
             ping.terminate()
-        churn_out = churn.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0].splitlines()
-        ping_out = ping.communicate(timeout=max(0.0, end - time.monotonic()) + 30)[0]
+        churn_out = churn_lines.wait(max(0.0, end - time.monotonic()) + 30)
+        ping_out = "\n".join(ping_lines.wait(max(0.0, end - time.monotonic()) + 30))
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -369,6 +398,8 @@ def main() -> int:
     tcp_failed -= tcp_raced
     udp_failed -= udp_raced
     print(f"gateway alive at the end: {alive}")
+    every_30s = [f"{t:.0f}s:{kib / 1024:.1f}" for t, kib in rss_samples if int(t) % 30 == 0]
+    print("RSS every 30 s (MiB): " + " ".join(every_30s))
     print(f"RSS: {rss_warm / 1024:.1f} MiB after warm-up, {rss_end / 1024:.1f} MiB at the end, "
           f"ratio {rss_end / rss_warm if rss_warm else float('nan'):.3f} (aim: within 5 %)")
     print(f"TCP connections: {tcp_ok} completed, {tcp_failed} failed, {tcp_raced} raced a flush; UDP exchanges: "
@@ -376,6 +407,9 @@ def main() -> int:
     print(f"ping: {len(rtts)} replies, loss {loss:.1f} %, p50 {percentile(rtts, 50):.3f} ms, "
           f"p90 {percentile(rtts, 90):.3f} ms, p99 {percentile(rtts, 99):.3f} ms, max {max(rtts, default=0):.3f} ms, "
           f"mean {statistics.fmean(rtts) if rtts else float('nan'):.3f} ms")
+    warned = [ln for ln in gw_lines.lines if ln.removeprefix("natbox gateway: ").startswith(("warning", "error"))]
+    print(f"gateway stderr: {len(gw_lines.lines)} lines, {len(warned)} warnings or errors"
+          + (f" (the first: {warned[0][:200]})" if warned else ""))
     print(f"flushes {flushes}, reloads {reloads}, abusive control clients {abuser.made} "
           f"({abuser.errors} refused or cut off)")
     steady = rss_warm and abs(rss_end / rss_warm - 1) <= 0.05
