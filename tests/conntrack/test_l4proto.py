@@ -28,6 +28,7 @@ from natbox.netfilter import (
 from natbox.skb import Skb
 from natbox.testing.conntrack import A, B, Box, icmp, raw, tcp, udp
 from natbox.testing.natpkt import Lab
+from natbox.wire.sctp import build_init, build_sctp
 
 T0 = 1000.0
 
@@ -76,7 +77,8 @@ def test_records_describe_the_tuples_conntrack_builds() -> None:
         (tcp(A, B, 1234, 80, 0x02), IPPROTO_TCP, True),
         (udp(A, B, 1234, 53), IPPROTO_UDP, True),
         (icmp(A, B, 8, ident=42), IPPROTO_ICMP, False),
-        (raw(A, B, IPPROTO_SCTP, b"\x04\xd2\x00\x50" + b"\x00" * 8), IPPROTO_SCTP, True),
+        # an SCTP INIT (the tracker refuses a packet without chunks)
+        (raw(A, B, IPPROTO_SCTP, build_sctp(1234, 80, 0, build_init(1, 7))), IPPROTO_SCTP, True),
         (raw(A, B, IPPROTO_DCCP, b"\x04\xd2\x00\x50" + b"\x00" * 12), IPPROTO_DCCP, False),
         (raw(A, B, 250), 250, False),
     ]
@@ -104,7 +106,7 @@ def test_timeouts_and_early_drop_are_per_protocol() -> None:
     ct.tcp.state = TcpState.TIME_WAIT
     can = L4PROTOS[IPPROTO_TCP].can_early_drop
     assert can is not None and can(ct)
-    assert all(p.can_early_drop is None for n, p in L4PROTOS.items() if n != IPPROTO_TCP)
+    assert all(p.can_early_drop is None for n, p in L4PROTOS.items() if n not in (IPPROTO_TCP, IPPROTO_SCTP))
 
 
 def test_every_conntrack_protocol_with_a_manip_part_has_a_nat_record() -> None:

@@ -69,7 +69,8 @@ def test_host_from_snapshot() -> None:
     assert [(n.dev, n.addr) for n in host.neighbours] == [("br0", 0x0A090007)]  # FAILED entry skipped
     assert host.ip_forward and br.forwarding is True and v0.forwarding is False and br.route_localnet
     assert host.conntrack.tcp_timeout_established == 7200
-    assert host.sysctls["net.netfilter.nf_conntrack_sctp_timeout_closed"] == "10"  # kept, not modelled
+    assert host.sysctls["net.netfilter.nf_conntrack_sctp_timeout_closed"] == "10"  # kept, and applied
+    assert host.conntrack.sctp_timeout_closed == 10
     assert host.rules_text.startswith("*filter") and host.rules_origin == "snap/iptables.rules"
     assert host.name == "snap"
 

@@ -8,8 +8,8 @@ without the `net.netfilter.` prefix, and the `/proc/sys` path form with slashes.
 `proc_dointvec`/`proc_dou8vec_minmax` parse them (a decimal integer, surrounding whitespace ignored) and
 range-checked like the kernel's `extra1`/`extra2` bounds; anything else raises `ValueError`.
 
-Not modelled: SCTP/DCCP timeouts (those protocols are tracked by the generic tracker here), per-ct timeout
-policies (`nfct timeout`), and the flowtable offload timeouts.
+Not modelled: DCCP timeouts (Linux 6.16+ tracks DCCP with the generic tracker, as natbox does), per-ct
+timeout policies (`nfct timeout`), and the flowtable offload timeouts.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ _SYSCTLS: dict[str, tuple[str, int, int]] = {
     "generic_timeout": ("generic_timeout", 0, _TIMEOUT_MAX),
     "gre_timeout": ("gre_timeout", 0, _TIMEOUT_MAX),
     "gre_timeout_stream": ("gre_timeout_stream", 0, _TIMEOUT_MAX),
+    **{f"sctp_timeout_{n}": (f"sctp_timeout_{n}", 0, _TIMEOUT_MAX) for n in (
+        "closed", "cookie_wait", "cookie_echoed", "established", "shutdown_sent", "shutdown_recd",
+        "shutdown_ack_sent", "heartbeat_sent")},
     "checksum": ("checksum", 0, 1),
     "acct": ("acct", 0, 1),
     "timestamp": ("timestamp", 0, 1),
@@ -114,6 +117,15 @@ class ConntrackConfig:
     generic_timeout: int = 600
     gre_timeout: int = 30  # GRE_CT_UNREPLIED
     gre_timeout_stream: int = 180  # GRE_CT_REPLIED
+    # SCTP timeouts (nf_conntrack_proto_sctp.c `sctp_timeouts[]`), seconds
+    sctp_timeout_closed: int = 10
+    sctp_timeout_cookie_wait: int = 3
+    sctp_timeout_cookie_echoed: int = 3
+    sctp_timeout_established: int = 210
+    sctp_timeout_shutdown_sent: int = 3
+    sctp_timeout_shutdown_recd: int = 3
+    sctp_timeout_shutdown_ack_sent: int = 3
+    sctp_timeout_heartbeat_sent: int = 30
     # core
     checksum: bool = True  # verify L4 checksums at PRE_ROUTING only (§9)
     acct: bool = False
@@ -143,6 +155,14 @@ class ConntrackConfig:
             cache = tuple(slots)
             object.__setattr__(self, "_tcp_cache", cache)
         return cache
+
+    def sctp_timeouts(self) -> tuple[int, ...]:
+        """The kernel's `sn->timeouts[]`, indexed by `enum sctp_conntrack` (index 0, NONE, is CLOSED's: the
+        "new" timeout, nf_conntrack_sctp_init_net)."""
+        return (self.sctp_timeout_closed, self.sctp_timeout_closed, self.sctp_timeout_cookie_wait,
+                self.sctp_timeout_cookie_echoed, self.sctp_timeout_established, self.sctp_timeout_shutdown_sent,
+                self.sctp_timeout_shutdown_recd, self.sctp_timeout_shutdown_ack_sent,
+                self.sctp_timeout_heartbeat_sent)
 
     # --- sysctl interface ----------------------------------------------------------------------
 

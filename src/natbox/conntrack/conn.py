@@ -14,7 +14,7 @@ from __future__ import annotations
 from natbox.conntrack.tuple import ConnTuple, tuple_l3num
 from natbox.netfilter import CtStatus, Direction, TcpState
 
-__all__ = ["Conn", "TcpConntrack", "TcpSeen"]
+__all__ = ["Conn", "SctpConntrack", "TcpConntrack", "TcpSeen"]
 
 # `ip_ct_tcp_state.flags` bits (nf_conntrack_tcp.h)
 IP_CT_TCP_FLAG_WINDOW_SCALE = 0x01
@@ -71,11 +71,24 @@ class TcpConntrack:
         self.last_flags = 0
 
 
+class SctpConntrack:
+    """`struct ip_ct_sctp`: the SCTP tracker's state (natbox.conntrack.proto.sctp) for one connection."""
+
+    __slots__ = ("flags", "init", "last_dir", "state", "vtag")
+
+    def __init__(self) -> None:
+        self.state = 0  # enum sctp_conntrack (SCTP_CONNTRACK_NONE)
+        self.vtag = [0, 0]  # the verification tag each direction must carry, by Direction
+        self.init = [False, False]  # an INIT was seen in that direction (collision handling)
+        self.flags = 0  # SCTP_FLAG_HEARTBEAT_VTAG_FAILED
+        self.last_dir = 0
+
+
 class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "secmark", "start", "status",
+        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "sctp", "secmark", "start", "status",
         "tcp", "timeout", "tuples", "zone",
     )
 
@@ -89,6 +102,7 @@ class Conn:
         self.zone = zone
         self.ct_id = ct_id
         self.tcp: TcpConntrack | None = None
+        self.sctp: SctpConntrack | None = None
         self.masq_index: str | None = None  # MASQUERADE's out interface (nf_conn_nat.masq_index)
         # nf_conn_acct, allocated on first use (nf_conntrack_acct is off by default; saves ~140 bytes/entry)
         self._acct_packets: list[int] | None = None

@@ -12,7 +12,7 @@ Field order of one line (single spaces, trailing space removed):
 | 2 | `ipv4     2 ` | with -o extended | with -o extended |
 | 3 | `%-8s %u ` protocol name, number | always | always |
 | 4 | timeout `(deadline - now)` truncated | always | NEW/UPDATE; DESTROY only when non-zero |
-| 5 | TCP state | always | NEW, DESTROY, and UPDATE when the state changed |
+| 5 | TCP or SCTP state | always | NEW, DESTROY, and UPDATE when the state changed |
 | 6 | original tuple, `packets= bytes=` | counters if acct | counters on DESTROY if acct |
 | 7 | `[UNREPLIED]` when SEEN_REPLY is clear | | |
 | 8 | reply tuple, counters | | |
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from natbox.conntrack.proto.sctp import SCTP_CONNTRACK_NAMES
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.conntrack.tuple import ConnTuple, format_addr, tuple_l3num
 from natbox.netfilter import NFPROTO_IPV4, CtStatus
@@ -88,8 +89,12 @@ def _tuple_text(t: ConnTuple, full6: bool = False) -> str:
 
 
 def _state_text(conn: Conn) -> str:
+    """`__snprintf_protoinfo` (TCP) / `__snprintf_protoinfo_sctp`: the state name and a space."""
     tcp = conn.tcp
     if conn.tuples[0].proto != 6:
+        sc = conn.sctp
+        if conn.tuples[0].proto == 132 and sc is not None:
+            return SCTP_CONNTRACK_NAMES[sc.state] + " "
         return ""
     state = int(tcp.state) if tcp is not None else 0
     return (TCP_CONNTRACK_NAMES[state] if state < len(TCP_CONNTRACK_NAMES) else "NONE") + " "
@@ -181,7 +186,7 @@ def format_proc(
     parts = [_l3_head(conn), _proto_head(orig.proto)]
     if not status & CtStatus.OFFLOAD:
         parts.append(f"{remaining} ")
-    if orig.proto == 6 and not status & CtStatus.OFFLOAD:
+    if orig.proto in (6, 132) and not status & CtStatus.OFFLOAD:  # print_conntrack: tcp and sctp
         parts.append(_state_text(conn))
     elif orig.proto == 47:
         parts.append(f"timeout={gre_timeouts[0]}, stream_timeout={gre_timeouts[1]} ")

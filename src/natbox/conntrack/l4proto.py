@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from natbox.conntrack.proto.generic import NF_INVALID, generic_packet, gre_packet
 from natbox.conntrack.proto.icmp import icmp_packet
 from natbox.conntrack.proto.icmpv6 import icmpv6_packet
+from natbox.conntrack.proto.sctp import sctp_can_early_drop, sctp_packet
 from natbox.conntrack.proto.tcp import tcp_can_early_drop, tcp_error, tcp_packet
 from natbox.conntrack.proto.udp import udp_error, udp_packet, udplite_error, udplite_packet
 from natbox.conntrack.tuple import (
@@ -127,6 +128,11 @@ def _generic(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now
     return generic_packet(conn, direction, len(skb.data), now, cfg)
 
 
+def _sctp(conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
+          cfg: ConntrackConfig) -> int:
+    return sctp_packet(conn, skb, dataoff, direction, hook, now, cfg)
+
+
 def _udp_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> str | None:
     return udp_error(skb, dataoff, hook, cfg.checksum)
 
@@ -162,10 +168,10 @@ GRE = L4Proto(
     lambda cfg: (cfg.gre_timeout, cfg.gre_timeout_stream),  # GRE_CT_UNREPLIED, GRE_CT_REPLIED
     allow_clash=True,
 )
-# SCTP has no tracker in natbox (the generic one runs, as config.py says) but its tuple carries ports.
+# nf_conntrack_l4proto_sctp (its error check, sctp_error, runs inside the tracker as in the kernel)
 SCTP = L4Proto(
-    IPPROTO_SCTP, "sctp", ports_pkt_to_tuple, ports_invert_tuple, _generic, lambda cfg: (cfg.generic_timeout,),
-    ports=True,
+    IPPROTO_SCTP, "sctp", ports_pkt_to_tuple, ports_invert_tuple, _sctp, lambda cfg: cfg.sctp_timeouts(),
+    can_early_drop=sctp_can_early_drop, ports=True,
 )
 # nf_conntrack_l4proto_generic: every protocol without a record (DCCP too since Linux 6.16).
 GENERIC = L4Proto(0, "unknown", generic_pkt_to_tuple, ports_invert_tuple, _generic, lambda cfg: (cfg.generic_timeout,))

@@ -5,7 +5,7 @@ gateway is a process, so it writes the table out on a clean stop and reads it ba
 (what `conntrackd` state synchronisation does for a Linux fail-over pair). Every entry keeps its two
 tuples (so its NAT bindings), its status bits, mark, zone, MASQUERADE interface, accounting and the
 complete TCP tracking state (window edges included, so the restored entry accepts the next segment
-exactly as the old one would have).
+exactly as the old one would have), and the SCTP tracker's state and verification tags.
 
 Times are stored relative to the moment of saving; `load_conns` takes the time that passed while the
 gateway was down, and drops entries that expired meanwhile. Pure: the caller reads and writes files.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from natbox.conntrack.conn import Conn, TcpConntrack
+from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, TcpState
@@ -46,6 +46,10 @@ def dump_conns(conns: list[Conn], now: float) -> dict[str, Any]:
             tcp = ct.tcp
             e["tcp"] = {"state": int(tcp.state), **{f: getattr(tcp, f) for f in _TCP_FIELDS},
                         "seen": [{f: getattr(s, f) for f in _SEEN_FIELDS} for s in tcp.seen]}
+        if ct.sctp is not None:
+            sc = ct.sctp
+            e["sctp"] = {"state": sc.state, "vtag": list(sc.vtag), "init": [int(i) for i in sc.init],
+                         "flags": sc.flags, "last_dir": sc.last_dir}
         entries.append(e)
     return {"format": FORMAT, "entries": entries}
 
@@ -98,6 +102,8 @@ def load_conns(doc: Any, table: ConntrackTable, now: float, *, elapsed: float = 
             ct.acct_bytes = [_int(acct[2], what, hi=2**64), _int(acct[3], what, hi=2**64)]
         if "tcp" in e:
             ct.tcp = _load_tcp(e["tcp"], f"{what}.tcp")
+        if "sctp" in e:
+            ct.sctp = _load_sctp(e["sctp"], f"{what}.sctp")
         table.insert(ct, now)
         loaded.append(ct)
     return loaded
@@ -116,3 +122,16 @@ def _load_tcp(t: Any, what: str) -> TcpConntrack:
         for f in _SEEN_FIELDS:
             setattr(seen, f, _int(src.get(f, 0), f"{what}.seen.{f}"))
     return tcp
+
+
+def _load_sctp(t: Any, what: str) -> SctpConntrack:
+    if not isinstance(t, dict) or not isinstance(t.get("vtag"), list) or not isinstance(t.get("init"), list) \
+            or len(t["vtag"]) != 2 or len(t["init"]) != 2:
+        raise ValueError(f"{what}: expected an object with two 'vtag' and two 'init' entries")
+    sc = SctpConntrack()
+    sc.state = _int(t.get("state", 0), f"{what}.state", hi=8)
+    sc.vtag = [_int(v, f"{what}.vtag") for v in t["vtag"]]
+    sc.init = [bool(_int(v, f"{what}.init", hi=1)) for v in t["init"]]
+    sc.flags = _int(t.get("flags", 0), f"{what}.flags", hi=1)
+    sc.last_dir = _int(t.get("last_dir", 0), f"{what}.last_dir", hi=1)
+    return sc

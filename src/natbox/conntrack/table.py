@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from natbox.conntrack.conn import Conn, TcpConntrack
+from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, Direction
@@ -52,7 +52,7 @@ def _gc_can_early_drop(conn: Conn) -> bool:
 
 
 def _snapshot(conn: Conn) -> Conn:
-    """A copy of what an event shows of `conn` (tuples, status, deadline, mark, zone, counters, TCP state):
+    """A copy of what an event shows of `conn` (tuples, status, deadline, mark, zone, counters, TCP/SCTP state):
     ctnetlink builds the event message when the event fires, so later changes must not show in it."""
     copy = Conn(conn.tuples[0], conn.tuples[1], now=conn.start, ct_id=conn.ct_id, zone=conn.zone)
     copy.status = conn.status
@@ -64,6 +64,10 @@ def _snapshot(conn: Conn) -> Conn:
         tcp = TcpConntrack()
         tcp.state = conn.tcp.state
         copy.tcp = tcp
+    if conn.sctp is not None:
+        sctp = SctpConntrack()
+        sctp.state = conn.sctp.state
+        copy.sctp = sctp
     return copy
 
 

@@ -45,7 +45,7 @@ from natbox.netfilter import (
     IPPROTO_UDPLITE,
     ManipType,
 )
-from natbox.wire.checksum import csum_replace2, csum_replace4
+from natbox.wire.checksum import crc32c, csum_replace2, csum_replace4
 from natbox.wire.layout import (
     GREH_CALL_ID,
     GREH_FLAGS,
@@ -103,29 +103,6 @@ _DCCP_CHECKSUM = 6  # struct dccp_hdr.dccph_checksum
 _L4_MIN = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
 _GRE_HDR = 8  # sizeof(struct pptp_gre_header) - 8
 _GRE_VERSION_MASK = 0x0007
-
-
-def _crc32c_table() -> list[int]:
-    """The reflected CRC-32C (Castagnoli, polynomial 0x82F63B78) byte table, built once at import."""
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """CRC-32C as SCTP uses it (RFC 9260 appendix A): init and final xor 0xFFFFFFFF."""
-    crc = 0xFFFFFFFF
-    table = _CRC32C
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def _get16(data: bytearray, pos: int) -> int:

@@ -178,6 +178,8 @@ class _Extension:
     # declaration counts, never one inherited from a base class. Leave it False for anything else.
     shareable: ClassVar[bool] = False
     family: int = NFPROTO_IPV4  # the rule's; the parser sets NFPROTO_IPV6 on an ip6tables rule's extensions
+    # the message of an option with two arguments given one (libxt_tcp's; libxt_sctp's lacks the period)
+    two_args_message: ClassVar[str] = "--{opt} requires two args."
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         raise RulesError(f'unknown option "--{opt}"')

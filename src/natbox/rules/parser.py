@@ -245,8 +245,8 @@ class _ArgvParser:
         if opt.nargs >= 1:
             arg = inline_value if inline_value is not None else self._next_arg(f"--{name}")
         if opt.nargs == 2:
-            if self.pos >= len(self.argv) or self.argv[self.pos].startswith("-"):
-                raise RulesError(f"--{name} requires two args.")
+            if self.pos >= len(self.argv) or self.argv[self.pos].startswith(("-", "!")):
+                raise RulesError(ext.two_args_message.format(opt=name))
             arg = f"{arg} {self.argv[self.pos]}"
             self.pos += 1
         ext.parse(name, arg, invert, self.rule)

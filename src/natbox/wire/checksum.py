@@ -15,6 +15,7 @@ from natbox.wire.layout import IPH_MIN_LEN, IPH_PROTOCOL, IPH_VER_IHL, TCPH_CHEC
 __all__ = [
     "CSUM_MANGLED_0",
     "complete_partial_csum",
+    "crc32c",
     "csum_fold",
     "csum_partial",
     "csum_replace2",
@@ -127,3 +128,26 @@ def complete_partial_csum(buf: bytearray, csum_start: int | None = None, csum_of
     buf[pos] = check >> 8
     buf[pos + 1] = check & 0xFF
     return True
+
+
+def _crc32c_table() -> list[int]:
+    """The reflected CRC-32C (Castagnoli, polynomial 0x82F63B78) byte table, built once at import."""
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C as SCTP uses it (RFC 9260 appendix A): init and final xor 0xFFFFFFFF."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
