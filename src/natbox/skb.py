@@ -80,6 +80,7 @@ class Skb:
         "pkt_type",
         "priority",
         "secmark",
+        "sk",
         "src_mac",
         "trace",
         "untracked",
@@ -98,6 +99,7 @@ class Skb:
         self.pkt_type = PacketType.HOST
         self.priority = 0  # skb->priority (tc class), set by -j CLASSIFY
         self.secmark = 0  # skb->secmark, set by -j SECMARK / CONNSECMARK --restore
+        self.sk: tuple[int, int] | None = None  # skb->sk assigned by -j TPROXY: (protocol, port) of the socket
         self.src_mac = b""
         self.dst_mac = b""
         self.frag_max_size = 0  # largest fragment received, when this skb was reassembled

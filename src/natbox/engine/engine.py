@@ -130,6 +130,7 @@ class Engine:
         # the cycles of the packet path, closed once: errors and resets leave through LOCAL_OUT; output
         # sends to lo back in through PREROUTING; a packet the flow cache cannot finish is routed
         ctx.reject, ctx.log_packet = icmp.reject, icmp.log_packet
+        ctx.dup_packet, ctx.listeners = local.nf_dup_ipv4, lambda: local.listeners
         icmp.queue_local = local.queue_local
         local.ip_output, local.rcv_skb = output.ip_output, route.ip_rcv_skb
         output.loopback_xmit, output.remember_flow = local.loopback_xmit, forward.remember_flow

@@ -80,6 +80,9 @@ class XtHost:
         # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
         self.reject: Callable[[Skb, str, float], None] = lambda skb, how, now: None
         self.log_packet: Callable[[Skb, str, int, int], None] = lambda skb, prefix, level, flags: None
+        # TEE's copy (LocalStack.nf_dup_ipv4) and TPROXY's socket lookup (the local stack's listeners)
+        self.dup_packet: Callable[[Skb, int, str], None] = lambda skb, gw, oif: None
+        self.listeners: Callable[[], set[tuple[int, int]]] = set
 
     def random_u32(self) -> int:
         return self._rnd.getrandbits(32)
@@ -129,6 +132,14 @@ class XtHost:
 
     def ipsets(self) -> IpsetRegistry | None:
         return self.sets
+
+    def dup(self, skb: Skb, gw: int, oif: str) -> None:
+        self.dup_packet(skb, gw, oif)
+
+    def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
+        """The host model's listeners are bound to every address and taken as transparent (IP_TRANSPARENT)
+        sockets (docs/differences.md)."""
+        return (proto, lport) in self.listeners()
 
 
 class Hooks:

@@ -19,12 +19,13 @@ from natbox.engine.icmp_send import IcmpSender
 from natbox.engine.output import Delivered
 from natbox.engine.path import Drop, PathState
 from natbox.engine.reject import build_reset_for
-from natbox.engine.routing import RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib
+from natbox.engine.routing import RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib, FibResult
 from natbox.netfilter import CtInfo, Direction, DropReason, Hook
 from natbox.rules.api import NF_ACCEPT
 from natbox.skb import PacketType, Skb
 from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH
-from natbox.wire.layout import L4_DPORT
+from natbox.wire.ipv4 import IP_DF, ip_send_check
+from natbox.wire.layout import IPH_FRAG_OFF, IPH_TTL, L4_DPORT
 
 __all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalStack"]
 
@@ -53,6 +54,7 @@ class LocalStack:
         self.queue: list[Skb] = []  # datagrams `Engine.send_local` handed in, sent by flush()
         self._depth = 0  # nested loopback deliveries
         self._nested = 0  # locally generated packets being sent from inside another packet's path
+        self._duplicating = False  # nf_skb_duplicated: a TEE copy is on its way out
         # bound by the engine: the output stage (`IpOutput.ip_output`) and the input path after ip_rcv
         # (`RouteInput.ip_rcv_skb`), which loopback_xmit re-enters
         self.ip_output: Callable[[Skb], None] = lambda skb: None
@@ -69,6 +71,9 @@ class LocalStack:
     def _local_stack(self, skb: Skb) -> None:
         """What the host's own stack does with a datagram for it: echo replies, resets, port unreachables."""
         proto = skb.protocol
+        if skb.sk is not None:  # a socket TPROXY assigned (nf_tproxy_assign_sock)
+            self._deliver(skb, f"socket {'tcp' if proto == 6 else 'udp'}:{skb.sk[1]} (transparent, TPROXY)")
+            return
         broadcast = skb.pkt_type in (_PKT_BROADCAST, _PKT_MULTICAST) or \
             self._fib.addr_type(skb.daddr) in (RTN_BROADCAST, RTN_MULTICAST)
         if proto == 1 and skb.l4_len >= 8:
@@ -156,6 +161,49 @@ class LocalStack:
             finally:
                 st.flush_trace(skb)
         self.queue.clear()
+
+    def nf_dup_ipv4(self, skb: Skb, gw: int, oif: str) -> None:
+        """Mirrors `nf_dup_ipv4()` (-j TEE): a copy of `skb`, untracked, with DF set (and the TTL one lower
+        at PREROUTING and INPUT), routed to the gateway `gw` as its next hop (`nf_dup_ipv4_route`:
+        FLOWI_FLAG_KNOWN_NH; through `oif` when that device exists) and sent through LOCAL_OUT at once. No
+        route: the copy is freed. A copy never makes another (`nf_skb_duplicated`)."""
+        if self._duplicating:
+            return
+        data = bytearray(skb.data)
+        data[IPH_FRAG_OFF] |= IP_DF >> 8
+        if skb.hook in (Hook.PRE_ROUTING, _HOOK_LOCAL_IN):
+            data[IPH_TTL] = (data[IPH_TTL] - 1) & 0xFF
+        ip_send_check(data)
+        nskb = Skb(data, iif=skb.iif, pkt_id=skb.pkt_id)
+        nskb.mark, nskb.priority, nskb.secmark = skb.mark, skb.priority, skb.secmark  # __copy_skb_header
+        nskb.untracked, nskb.ctinfo = True, CtInfo.UNTRACKED  # nf_ct_set(skb, NULL, IP_CT_UNTRACKED)
+        res = self._fib.lookup(gw)
+        out = self._host.interfaces.get(oif) if oif else None
+        if out is not None and (res is None or res.dev != oif):
+            # fib_lookup with flowi4_oif: only routes through that device
+            e = next((e for e in self._fib.main if e.route.dev == oif and (gw & e.mask) == e.network), None)
+            gateway = e.route.gateway if e is not None else None
+            res = FibResult(e.type, oif, gateway if gateway is not None else gw, e.route) if e is not None else None
+        if res is None or res.type != RTN_UNICAST or res.dev is None:
+            self._st.stats["tee_no_route"] += 1
+            return
+        nskb.oif, nskb.nexthop = res.dev, res.nexthop
+        if skb.trace is not None:
+            nskb.trace = []
+            skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
+        st = self._st
+        saved_hook, saved_skb = self._ctx.hook, st.skb
+        self._duplicating = True
+        st.skb = nskb
+        try:
+            if self._hooks.run(_HOOK_LOCAL_OUT, nskb) == NF_ACCEPT:
+                self.ip_output(nskb)
+        except Drop as d:
+            st.record_drop(nskb.pkt_id, d)
+        finally:
+            st.flush_trace(nskb)
+            self._duplicating = False
+            self._ctx.hook, st.skb = saved_hook, saved_skb
 
     def ip_local_out(self, skb: Skb) -> None:
         """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""

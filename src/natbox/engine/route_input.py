@@ -74,6 +74,12 @@ class RouteInput:
                 raise Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
         if daddr >> 24 == 0 or (saddr >> 24 == 0 and saddr != 0):
             raise Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
+        if skb.sk is not None:
+            # TPROXY assigned a local socket: delivered here, as the policy route every TPROXY setup adds
+            # (`ip rule add fwmark M lookup T`, `local 0.0.0.0/0 dev lo table T`) would (docs/differences.md)
+            skb.add_trace("routing: a TPROXY socket takes the packet: local")
+            self._local.local_deliver(skb)
+            return
         res = self._fib.lookup(daddr)
         if skb.ihl > 20:
             self._ip_rcv_options(skb)

@@ -65,3 +65,11 @@ class XtContext(Protocol):
 
     def ipsets(self) -> IpsetRegistry | None:
         """The network namespace's ipsets (`-m set`, `-j SET`), or None when the host has none."""
+
+    def dup(self, skb: Skb, gw: int, oif: str) -> None:
+        """`nf_dup_ipv4()` (-j TEE): send an untracked copy of `skb` routed via the gateway `gw` (and the
+        device `oif`, when named and present) through LOCAL_OUT now; the original goes on."""
+
+    def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
+        """`nf_tproxy_get_sock_v4(..., NF_TPROXY_LOOKUP_LISTENER)` and `nf_tproxy_sk_is_transparent`
+        (-j TPROXY): whether a transparent socket of the host listens on `laddr:lport`."""

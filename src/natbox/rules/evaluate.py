@@ -163,7 +163,7 @@ _CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the pro
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
 CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
 CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT",
-                               "CONNSECMARK"})
+                               "CONNSECMARK", "SYNPROXY"})
 
 
 class Ruleset:

@@ -33,6 +33,8 @@ class FakeCtx:
         self.randoms: list[int] = []
         self.iface_addrs: dict[str, int] = {}
         self.sets: IpsetRegistry | None = None
+        self.dups: list[tuple[bytes, int, str]] = []
+        self.listening: set[tuple[int, int]] = set()  # (protocol, port) of transparent listeners
 
     @property
     def hook(self) -> Hook:
@@ -79,6 +81,12 @@ class FakeCtx:
 
     def ipsets(self) -> IpsetRegistry | None:
         return self.sets
+
+    def dup(self, skb: Skb, gw: int, oif: str) -> None:
+        self.dups.append((bytes(skb.data), gw, oif))
+
+    def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
+        return (proto, lport) in self.listening
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:

@@ -1,0 +1,75 @@
+"""`-j TEE --gateway ADDR [--oif DEV]` (libxt_TEE.c rev 1, net/netfilter/xt_TEE.c `tee_tg4`,
+net/ipv4/netfilter/nf_dup_ipv4.c `nf_dup_ipv4`).
+
+A copy of the packet, untracked, with DF set (and one TTL less at PREROUTING and INPUT), is routed to the
+gateway as its next hop and sent through LOCAL_OUT at once; the original continues with the next rule.
+A copy never makes another copy (a TEE rule the copy meets does nothing). The gateway may not be 0.0.0.0;
+`--oif` restricts the route to that device while it exists.
+"""
+
+from __future__ import annotations
+
+from natbox.conntrack.tuple import format_addr
+from natbox.rules.api import XT_CONTINUE, XtContext
+from natbox.rules.model import IFNAMSIZ, RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, parse_ipv4
+from natbox.skb import Skb
+
+__all__ = ["Tee", "parse_host"]
+
+
+def parse_host(text: str) -> int:
+    """XTTYPE_HOST (`getaddrinfo` of one name): a numeric address or "localhost"; natbox resolves no other
+    name."""
+    if text == "localhost":
+        return 0x7F000001
+    addr = parse_ipv4(text) if text and text.replace(".", "").isdigit() and ".." not in text else None
+    if addr is None:
+        raise RulesError("getaddrinfo: Name or service not known\n")
+    return addr
+
+
+class Tee(Target):
+    name = "TEE"
+    revision = 1
+    options = (Opt("gateway", 1), Opt("oif", 1))
+
+    def __init__(self) -> None:
+        self.gw: int | None = None
+        self.oif = ""
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        if opt not in ("gateway", "oif"):
+            super().parse(opt, arg, inverted, rule)
+        if opt == "gateway":
+            if self.gw is not None:
+                raise RulesError('TEE: option "--gateway" can only be used once.\n')
+            self.gw = parse_host(arg or "")
+        else:
+            if self.oif:
+                raise RulesError('TEE: option "--oif" can only be used once.\n')
+            self.oif = (arg or "")[:IFNAMSIZ - 1]  # xtopt_parse_string into char oif[16]
+
+    def final_check(self, rule: Rule) -> None:
+        if self.gw is None:
+            raise RulesError('TEE: option "--gateway" must be specified\n')
+
+    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
+        if not self.gw:  # tee_tg_check: 0.0.0.0 is not a gateway
+            raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+
+    def save(self) -> str:
+        return f" --gateway {format_addr(self.gw or 0)}" + (f" --oif {self.oif}" if self.oif else "")
+
+    def print_list(self, numeric: bool) -> str:
+        gw = self.gw or 0
+        name = "localhost" if not numeric and gw == 0x7F000001 else format_addr(gw)
+        return f" TEE gw:{name}" + (f" oif={self.oif}" if self.oif else "")
+
+    def compile(self) -> TargetFn:
+        gw, oif = self.gw or 0, self.oif
+
+        def tee_tg4(skb: Skb, ctx: XtContext) -> int:
+            ctx.dup(skb, gw, oif)
+            return XT_CONTINUE
+
+        return tee_tg4
