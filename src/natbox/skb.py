@@ -60,6 +60,7 @@ class Skb:
     __slots__ = (
         "csum_partial",
         "ct",
+        "ct_zone",
         "ctinfo",
         "data",
         "dst_mac",
@@ -95,6 +96,7 @@ class Skb:
         self.ct: Conn | None = None
         self.ctinfo = CtInfo.INVALID
         self.untracked = False  # raw NOTRACK / CT --notrack
+        self.ct_zone = 0  # the conntrack zone of the template -j CT --zone attached (nf_ct_zone_tmpl)
         self.mark = 0
         self.pkt_type = PacketType.HOST
         self.priority = 0  # skb->priority (tc class), set by -j CLASSIFY

@@ -20,8 +20,8 @@ __all__ = ["CtTableOps"]
 class CtTableOps(Protocol):
     """The table as a tracker sees it (`ConntrackTable` is one)."""
 
-    def lookup(self, t: tuple[int, int, int, int, int], now: float) -> tuple[Conn, Direction] | None:
-        """`__nf_conntrack_find_get`: the live entry holding tuple `t` in either direction."""
+    def lookup(self, t: tuple[int, ...], now: float) -> tuple[Conn, Direction] | None:
+        """`__nf_conntrack_find_get`: the live entry holding tuple `t` (or its zone key) in either direction."""
         ...
 
     def delete(self, conn: Conn, now: float, *, reason: str = "") -> None:

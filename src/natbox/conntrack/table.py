@@ -31,7 +31,7 @@ from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, Direction
 
-__all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType"]
+__all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType", "zone_key"]
 
 DEFAULT_MAX_ENTRIES = 262144  # nf_conntrack_max on the reference box (§2.6)
 EARLY_DROP_SCAN = 64  # entries one early_drop looks at (kernel: the chains of 8 buckets, NF_CT_EVICTION_RANGE)
@@ -41,6 +41,13 @@ EVENT_BACKLOG = 100_000  # events kept before the oldest are discarded (counted 
 _ASSURED = CtStatus.ASSURED
 _ORIGINAL = Direction.ORIGINAL
 _REPLY = Direction.REPLY
+
+
+def zone_key(t: tuple[int, int, int, int, int], zone: int) -> tuple[int, ...]:
+    """The table's key of tuple `t` in conntrack zone `zone`: the tuple itself in zone 0, the tuple and the
+    zone id otherwise (`nf_ct_key_equal`: the tuple and `nf_ct_zone_equal`; zones apply to both
+    directions). Zone 0, the common case, costs nothing."""
+    return t if not zone else (*t, zone)
 
 
 def _gc_can_early_drop(conn: Conn) -> bool:
@@ -120,7 +127,7 @@ class ConntrackTable:
     events_lost: int = 0
     # tuple -> conn; the direction is ORIGINAL when the tuple is the conn's original one (no pair stored per
     # tuple: that saves ~110 bytes per entry)
-    _hash: dict[tuple[int, int, int, int, int], Conn] = field(default_factory=dict)
+    _hash: dict[tuple[int, ...], Conn] = field(default_factory=dict)
     # ct_id -> conn, oldest first; an OrderedDict so early_drop reaches the oldest live entries in O(1) (a dict
     # walks the slots its deletions left at the front)
     _conns: OrderedDict[int, Conn] = field(default_factory=OrderedDict)
@@ -184,22 +191,24 @@ class ConntrackTable:
 
     # --- lookup --------------------------------------------------------------------------------
 
-    def lookup(self, t: tuple[int, int, int, int, int], now: float) -> tuple[Conn, Direction] | None:
-        """`__nf_conntrack_find_get`: the entry holding `t` in either direction, if alive."""
+    def lookup(self, t: tuple[int, ...], now: float) -> tuple[Conn, Direction] | None:
+        """`__nf_conntrack_find_get`: the entry holding `t` in either direction, if alive. `t` is a tuple, or
+        the `zone_key` of one in a zone other than 0."""
         conn = self._hash.get(t)
         if conn is None:
             return None
         if now >= conn.timeout:
             self.delete(conn, now, reason="timeout")
             return None
-        return conn, (_ORIGINAL if conn.tuples[0] == t else _REPLY)
+        orig = conn.tuples[0]
+        return conn, (_ORIGINAL if orig == t or (conn.zone and orig == t[:5]) else _REPLY)
 
     def find_taken(self, t: ConnTuple, ignored: Conn, now: float) -> tuple[Conn, Direction] | None:
         """`nf_conntrack_tuple_taken`: another live ct with `t` as its ORIGINAL or REPLY tuple (§4.4).
 
         A ct whose ORIGINAL tuple equals `ignored`'s ORIGINAL is the same flow and does not count.
         """
-        hit = self.lookup(t, now)
+        hit = self.lookup(zone_key(t, ignored.zone), now)  # in the zone of the ct being set up
         if hit is None:
             return None
         conn = hit[0]
@@ -216,7 +225,7 @@ class ConntrackTable:
     def clash(self, conn: Conn, now: float) -> tuple[Conn, Direction] | None:
         """The live entry that already holds one of `conn`'s tuples, if any (checked at confirm)."""
         for d in (Direction.ORIGINAL, Direction.REPLY):
-            hit = self.lookup(conn.tuples[d], now)
+            hit = self.lookup(zone_key(conn.tuples[d], conn.zone), now)
             if hit is not None and hit[0] is not conn:
                 return hit
         return None
@@ -224,8 +233,9 @@ class ConntrackTable:
     def insert(self, conn: Conn, now: float) -> None:
         """Insert both directions (the caller has checked for clashes). Emits the NEW event."""
         conn.status |= CtStatus.CONFIRMED
-        self._hash[conn.tuples[0]] = conn
-        self._hash[conn.tuples[1]] = conn
+        zone = conn.zone
+        self._hash[zone_key(conn.tuples[0], zone)] = conn
+        self._hash[zone_key(conn.tuples[1], zone)] = conn
         self._conns[conn.ct_id] = conn
         self.event(CtEventType.NEW, conn, now)
 
@@ -233,7 +243,7 @@ class ConntrackTable:
         """The NAT_CLASH loser of §2.5: only its REPLY tuple is hashed; hidden from listings."""
         conn.status |= CtStatus.CONFIRMED | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
         conn.timeout = now + 1.0
-        self._hash[conn.tuples[1]] = conn
+        self._hash[zone_key(conn.tuples[1], conn.zone)] = conn
         self._conns[conn.ct_id] = conn
 
     def delete(self, conn: Conn, now: float, *, reason: str = "") -> None:
@@ -241,8 +251,9 @@ class ConntrackTable:
         if self._conns.pop(conn.ct_id, None) is None:
             return
         for t in conn.tuples:
-            if self._hash.get(t) is conn:
-                del self._hash[t]
+            key = zone_key(t, conn.zone)
+            if self._hash.get(key) is conn:
+                del self._hash[key]
         conn.status |= CtStatus.DYING
         if not conn.status & CtStatus.NAT_CLASH:
             self.event(CtEventType.DESTROY, conn, now, reason)

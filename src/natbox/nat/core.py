@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
-from natbox.conntrack.table import ConntrackTable
+from natbox.conntrack.table import ConntrackTable, zone_key
 from natbox.conntrack.tuple import ConnTuple, format_addr, invert
 from natbox.nat.choose import (
     LABEL,
@@ -225,7 +225,7 @@ class NatCore:
             return None
         if not nf_ct_l4proto_find(t.proto).allow_clash or ct.status & _USES_NAT:  # nf_nat_allow_clash
             return other
-        hit = table.lookup(t, now)
+        hit = table.lookup(zone_key(t, ct.zone), now)
         if hit is None:
             return None
         clash = hit[0]
@@ -248,7 +248,7 @@ class NatCore:
         reply = invert(t)
         if reply is None:
             return None
-        hit = table.lookup(reply, now)
+        hit = table.lookup(zone_key(reply, ct.zone), now)
         if hit is None:
             return None
         other, direction = hit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
+from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
@@ -12,6 +13,7 @@ __all__ = ["Ct", "Notrack"]
 CT_EVENTS = ("new", "related", "destroy", "reply", "assured", "protoinfo", "helper", "mark", "natseqinfo",
              "secmark")
 EXP_EVENTS = ("new",)
+XT_CT_ZONE_DIR_ORIG, XT_CT_ZONE_DIR_REPL, XT_CT_ZONE_MARK = 0x04, 0x08, 0x10
 
 
 def _parse_events(arg: str, names: tuple[str, ...], opt: str) -> int:
@@ -51,10 +53,14 @@ class Notrack(Target):
 
 
 class Ct(Target):
-    """`-j CT --notrack`; `--helper NAME` is accepted and saved but natbox runs no helpers (no-op)."""
+    """`-j CT --notrack`, `--zone N|mark` (the zone the packet's connection is tracked in: `nf_conntrack_in`
+    looks its tuple up in that zone, so equal tuples in two zones are two connections; `conntrack -L` shows
+    `zone=N`; `mark` takes the id from the packet's mark); `--helper NAME` is accepted and saved but natbox
+    runs no helpers (no-op). `--zone-orig`/`--zone-reply` apply to both directions (docs/differences.md)."""
 
     name = "CT"
-    options = (Opt("notrack", 0), Opt("helper", 1), Opt("zone", 1), Opt("ctevents", 1), Opt("expevents", 1))
+    options = (Opt("notrack", 0), Opt("helper", 1), Opt("zone", 1), Opt("zone-orig", 1), Opt("zone-reply", 1),
+               Opt("ctevents", 1), Opt("expevents", 1))
 
     def __init__(self) -> None:
         self.ctevents = 0
@@ -62,8 +68,13 @@ class Ct(Target):
         self.notrack = False
         self.helper = ""
         self.zone = 0
+        self.zone_flags = 0  # XT_CT_ZONE_DIR_ORIG, XT_CT_ZONE_DIR_REPL, XT_CT_ZONE_MARK
+        self.given: set[str] = set()
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        if opt in self.given:
+            raise RulesError(f'CT: option "--{opt}" can only be used once.\n')
+        self.given.add(opt)
         if opt == "notrack":
             self.notrack = True
         elif opt == "helper":
@@ -72,29 +83,41 @@ class Ct(Target):
             self.ctevents = _parse_events(arg or "", CT_EVENTS, opt)
         elif opt == "expevents":
             self.expevents = _parse_events(arg or "", EXP_EVENTS, opt)
-        elif opt == "zone":
-            if not (arg or "").isdigit() or int(arg or "0") > 65535:
-                raise RulesError(f"Cannot parse {arg} as a zone ID")
-            self.zone = int(arg or "0")
+        elif opt in ("zone", "zone-orig", "zone-reply"):
+            # ct_parse_zone_id
+            self.zone_flags |= {"zone-orig": XT_CT_ZONE_DIR_ORIG, "zone-reply": XT_CT_ZONE_DIR_REPL}.get(opt, 0)
+            self.zone = 0
+            a = arg or ""
+            if a.lower() == "mark":
+                self.zone_flags |= XT_CT_ZONE_MARK
+            else:
+                v = parse_uint(a, 0, 0xFFFF)
+                if v is None:
+                    raise RulesError(f"Cannot parse {a} as a zone ID")
+                self.zone = v
         else:
             super().parse(opt, arg, inverted, rule)
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         _raw_only(table)
 
+    def _zone(self, pfx: str) -> str:
+        """`ct_print_zone_id`."""
+        if not (self.zone_flags & XT_CT_ZONE_MARK or self.zone):
+            return ""
+        dirs = self.zone_flags & (XT_CT_ZONE_DIR_ORIG | XT_CT_ZONE_DIR_REPL)
+        pfx += {XT_CT_ZONE_DIR_ORIG: "-orig", XT_CT_ZONE_DIR_REPL: "-reply"}.get(dirs, "")
+        return f" {pfx} " + ("mark" if self.zone_flags & XT_CT_ZONE_MARK else str(self.zone))
+
     def save(self) -> str:
-        if self.notrack:
-            return " --notrack"
-        out = ""
+        out = " --notrack" if self.notrack else ""
         if self.helper:
             out += f" --helper {self.helper}"
         if self.ctevents:
             out += " --ctevents " + _events(self.ctevents, CT_EVENTS)
         if self.expevents:
             out += " --expevents " + _events(self.expevents, EXP_EVENTS)
-        if self.zone:
-            out += f" --zone {self.zone}"
-        return out
+        return out + self._zone("--zone")
 
     def print_list(self, numeric: bool) -> str:
         out = " CT"
@@ -106,16 +129,20 @@ class Ct(Target):
             out += " ctevents " + _events(self.ctevents, CT_EVENTS)
         if self.expevents:
             out += " expevents " + _events(self.expevents, EXP_EVENTS)
-        if self.zone:
-            out += f" zone {self.zone}"
-        return out
+        return out + self._zone("zone")
 
     def compile(self) -> TargetFn:
-        notrack = self.notrack
+        notrack, zone, by_mark = self.notrack, self.zone, bool(self.zone_flags & XT_CT_ZONE_MARK)
 
         def ct_tg(skb: Skb, ctx: XtContext) -> int:
+            """`xt_ct_target`: a packet that has a ct (or a template) already is left alone; else --notrack
+            makes it untracked, and a template carries the zone `nf_conntrack_in` looks the tuple up in."""
+            if skb.ct is not None or skb.untracked or skb.ct_zone:
+                return XT_CONTINUE
             if notrack:
                 ctx.notrack(skb)
+            else:
+                skb.ct_zone = skb.mark & 0xFFFF if by_mark else zone  # nf_ct_zone_tmpl
             return XT_CONTINUE
 
         return ct_tg
