@@ -211,7 +211,8 @@ def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTupl
         skb.ct = conn
         skb.ctinfo = ctinfo
         tcp = conn.tcp
-        before = (conn.status & _EVENT_BITS, tcp.state if tcp is not None else _proto_state(conn))
+        before = (conn.status & _EVENT_BITS,
+                  tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1)
 
         # nf_conntrack_handle_packet: the protocol's tracker (the ct's protocol is the packet's: its tuple
         # holds it); TCP called directly, the commonest case
@@ -239,17 +240,10 @@ def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTupl
         conn.status |= _SEEN_REPLY
     if table.events_enabled and conn.status & _CONFIRMED and not conn.status & _DYING:
         tcp = conn.tcp
-        state = tcp.state if tcp is not None else _proto_state(conn)
+        state = tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1
         if (conn.status & _EVENT_BITS, state) != before:
             table.event(CtEventType.UPDATE, conn, now, EVENT_PROTOINFO if state != before[1] else "")
     return NF_ACCEPT
-
-
-def _proto_state(conn: Conn) -> int:
-    """The protocol state an UPDATE event reports a change of (IPCT_PROTOINFO) for a ct that is not TCP:
-    SCTP's, or -1."""
-    sc = conn.sctp
-    return sc.state if sc is not None else -1
 
 
 def _can_merge(ct: Conn, loser: Conn) -> bool:
