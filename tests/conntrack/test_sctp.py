@@ -153,3 +153,18 @@ def test_a_saved_association_is_restored_with_its_tags() -> None:
     # the restored entry accepts the association's DATA (its tags came back), and refreshes to 210 s
     assert not other.send(_out(TAG_B, w.build_chunk(w.DATA, b"\0" * 12 + b"x")), 5.0).invalid
     assert other.timeout_of(TUPLE, 5.0) == 210
+
+
+def test_conntrack_state_filter_knows_sctp_states() -> None:
+    import pytest
+
+    from natbox.gateway.ctcommand import CtUsageError, parse_conntrack_args
+
+    box = Box()
+    _handshake(box)
+    conn = box.find(TUPLE, 1.0)
+    assert conn is not None
+    assert parse_conntrack_args(["-L", "-p", "sctp", "--state", "ESTABLISHED"]).keep(conn)
+    assert not parse_conntrack_args(["-L", "-p", "sctp", "--state", "CLOSED"]).keep(conn)
+    with pytest.raises(CtUsageError, match="unknown SCTP state `SYN_SENT'"):
+        parse_conntrack_args(["-L", "-p", "sctp", "--state", "SYN_SENT"])

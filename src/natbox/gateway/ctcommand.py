@@ -3,7 +3,7 @@
 The command line is read as conntrack.c reads it: one command (-L -D -F -C -S -E, or their long names;
 two are "Invalid commands combination"), generic options (-s -d -r -q with an optional /prefix, -p, -u,
 -m, -n -g -j, -f, -w, -o), and the protocol's own options, known only after `-p` (--sport --dport
---reply-port-src --reply-port-dst, --state for TCP, --icmp-type --icmp-code --icmp-id for ICMP). A
+--reply-port-src --reply-port-dst, --state for TCP and SCTP, --icmp-type --icmp-code --icmp-id for ICMP). A
 repeated option keeps its last value. Errors are conntrack's own lines and exit codes (2 for a bad
 command line, `Try conntrack -h ...` after it); an option conntrack knows but natbox does not implement
 is refused as a kernel without that feature refuses it ("Operation failed: Operation not supported").
@@ -19,6 +19,7 @@ from typing import TextIO
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.format import format_stats
+from natbox.conntrack.proto.sctp import SCTP_CONNTRACK_NAMES
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.engine.engine import Engine
 from natbox.gateway.ctoutput import OUTPUT_TYPES, XML_FOOTER, XML_HEADER, format_line, format_save, format_xml
@@ -74,6 +75,7 @@ ICMP_OPTS = ("--icmp-type", "--icmp-code", "--icmp-id")
 STATUS_NAMES = {"EXPECTED": CtStatus.EXPECTED, "ASSURED": CtStatus.ASSURED, "SEEN_REPLY": CtStatus.SEEN_REPLY,
                 "FIXED_TIMEOUT": CtStatus.FIXED_TIMEOUT, "UNSET": 0, "UNREPLIED": 0}
 TCP_STATES = {name: i for i, name in enumerate(TCP_CONNTRACK_NAMES)} | {"LISTEN": 9}
+SCTP_STATES = {name: i for i, name in enumerate(SCTP_CONNTRACK_NAMES)}
 
 
 class CtUsageError(ValueError):
@@ -236,6 +238,11 @@ def _proto_option(args: CtArgs, proto: int, opt: str, value: str) -> None:
         direction, attr = PORT_OPTS[opt]
         port = _atoi(value) & 0xFFFF
         args.filters[f"{direction}{attr}"] = lambda ct: getattr(ct.tuples[direction], attr) == port
+    elif opt == "--state" and proto == 132:  # libct_proto_sctp (1.4.7 segfaults on an unknown state name)
+        sstate = SCTP_STATES.get(value)
+        if sstate is None:
+            raise CtUsageError(f"unknown SCTP state `{value}'")
+        args.filters["state"] = lambda ct: ct.sctp is not None and ct.sctp.state == sstate
     elif opt == "--state":
         state = TCP_STATES.get(value)
         if state is None:
@@ -253,7 +260,7 @@ def _proto_option(args: CtArgs, proto: int, opt: str, value: str) -> None:
 
 def _proto_options(proto: int | None) -> tuple[str, ...]:
     if proto in (6, 132, 33):
-        return (*PORT_OPTS, "--state") if proto == 6 else tuple(PORT_OPTS)
+        return (*PORT_OPTS, "--state") if proto in (6, 132) else tuple(PORT_OPTS)
     if proto in (17, 136):
         return tuple(PORT_OPTS)
     if proto == 1:
