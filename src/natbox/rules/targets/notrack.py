@@ -46,7 +46,8 @@ class Notrack(Target):
 
     def compile(self) -> TargetFn:
         def notrack_tg(skb: Skb, ctx: XtContext) -> int:
-            ctx.notrack(skb)
+            if skb.ct is None and not skb.ct_zone:  # xt_ct_target: "previously seen (loopback)? Ignore."
+                ctx.notrack(skb)
             return XT_CONTINUE
 
         return notrack_tg
