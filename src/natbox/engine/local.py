@@ -188,9 +188,9 @@ class LocalStack:
             self._st.stats["tee_no_route"] += 1
             return
         nskb.oif, nskb.nexthop = res.dev, res.nexthop
-        if skb.trace is not None:
-            nskb.trace = []
+        if skb.trace is not None:  # the copy's steps follow in the original's trace, where they happen
             skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
+            nskb.trace = skb.trace
         st = self._st
         saved_hook, saved_skb = self._ctx.hook, st.skb
         self._duplicating = True
