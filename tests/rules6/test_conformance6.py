@@ -169,3 +169,22 @@ def test_never_matched_protocol_warning(tmp_path: Path) -> None:
     assert ip6tables_restore_main([], rules_path=path, stdin=io.StringIO("*filter\n-A INPUT -p ah\nCOMMIT\n"),
                                   stderr=err) == 0
     assert err.getvalue() == "Warning: never matched protocol: ah. use extension match instead.\n"
+
+
+@pytest.mark.skipif(not T6_FILES, reason="shared/conformance not present beside the repository")
+@pytest.mark.parametrize("path", T6_FILES, ids=_id)
+def test_ip6t_refusals_print_what_ip6tables_printed(path: Path, tmp_path: Path) -> None:
+    """The libip6t lines ip6tables refused: the same exit status and the same stderr, byte for byte."""
+    errors = []
+    for case in read_t(path).cases:
+        for chain in case.chains:
+            rc, _line, stderr = RECORDED[path.name][f"{case.lineno}:{chain}"]
+            if rc == 0 or _no_module(rc, stderr):
+                continue
+            err = io.StringIO()
+            got = ip6tables_main(["-t", case.table, "-A", chain, *shlex.split(case.rule)],
+                                 rules_path=str(tmp_path / f"{case.lineno}{chain}.v6"), stdout=io.StringIO(),
+                                 stderr=err)
+            if (got, err.getvalue().strip()) != (rc, stderr):
+                errors.append(f"line {case.lineno} {chain}: {got} {err.getvalue()!r}, ip6tables {rc} {stderr!r}")
+    assert not errors, "\n".join(errors)

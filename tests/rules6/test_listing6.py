@@ -4,6 +4,7 @@ record_listing.py in a scratch namespace): for each rule, whether `-A` is refuse
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 from pathlib import Path
@@ -39,3 +40,17 @@ def test_like_ip6tables(rec: dict[str, Any]) -> None:
     assert _run(rs, table, "-L", chain).splitlines()[2:] == rec["L"]
     assert _run(rs, table, "-nL", chain).splitlines()[2:] == rec["nL"]
     assert _run(rs, table, "-v", "-C", chain, *argv) == rec["vC"]
+
+
+REFUSED = [r for r in RECORDED if r["rc"] != 0]
+
+
+@pytest.mark.parametrize("rec", REFUSED, ids=[f"{r['table']} {r['rule']}" for r in REFUSED])
+def test_refusal_message_like_ip6tables(rec: dict[str, Any], tmp_path: Path) -> None:
+    """What ip6tables printed on stderr, and its exit status, for the rules it refused."""
+    from natbox.cli.ip6tables import ip6tables_main
+
+    out, err = io.StringIO(), io.StringIO()
+    rc = ip6tables_main(["-t", rec["table"], "-A", rec["chain"], *shlex.split(rec["rule"])],
+                        rules_path=str(tmp_path / "r.v6"), stdout=out, stderr=err)
+    assert (rc, err.getvalue()) == (rec["rc"], rec["stderr"])

@@ -150,14 +150,24 @@ def format_addr6_mask(addr: int, mask: int, *, always_prefix: bool = True) -> st
     return f"{name}/{p}" if p >= 0 else f"{name}/{format_addr6(mask)}"
 
 
-def parse_hostmask6(text: str) -> tuple[int, int]:
-    """`xtopt_parse_hostmask` for IPv6: the address as given and a prefix length (128 without `/`)."""
+def parse_hostmask6(text: str, ext: str, opt: str) -> tuple[int, int]:
+    """`xtopt_parse_hostmask` for IPv6 (XTTYPE_HOSTMASK options: conntrack's addresses, policy's tunnel ends,
+    srh's segment ids, NPT prefixes): the address as given, not masked, and the mask after `/` (an IPv6 mask
+    or a prefix length, 128 without `/`). A dotted quad is getaddrinfo's EAI_ADDRFAMILY; any other name is
+    refused as by a host that cannot resolve it (recorded in a namespace without DNS)."""
     host, slash, plen = text.partition("/")
     addr = parse_ipv6(host)
     if addr is None:
-        raise RulesError(f"host/network `{host}' not found")
+        v4 = host.split(".")
+        if len(v4) == 4 and all(p.isdigit() and p.isascii() and int(p) <= 255 for p in v4):
+            raise RulesError("getaddrinfo: Address family for hostname not supported\n")
+        raise RulesError("getaddrinfo: Temporary failure in name resolution\n")
     if not slash:
         return addr, ALL_ONES6
-    if not plen.isdigit() or int(plen) > 128:
-        raise RulesError(f"invalid mask `{plen}' specified")
+    mask = parse_ipv6(plen)
+    if mask is not None:
+        return addr, mask
+    if not plen.isdigit() or not plen.isascii() or int(plen) > 128:
+        raise RulesError(f'{ext}: bad value for option "--{opt}", neither a valid network mask nor valid CIDR '
+                         "(0-128).\n")
     return addr, prefix6_to_mask(int(plen))

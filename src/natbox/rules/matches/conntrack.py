@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from natbox.netfilter import CtInfo, CtStatus, Direction
-from natbox.rules.addr6 import format_addr6_mask, parse_ipv6_mask
+from natbox.rules.addr6 import format_addr6_mask, parse_hostmask6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, parse_protocol, parse_uint
 from natbox.rules.model import (
@@ -114,7 +114,8 @@ class Conntrack(Match):
             self.proto = parse_protocol(a)
         elif opt in _ADDR_OPTS:
             self.family = rule.family
-            self.addrs[opt] = parse_ipv4_mask(a) if rule.family == NFPROTO_IPV4 else parse_ipv6_mask(a)
+            self.addrs[opt] = (parse_ipv4_mask(a) if rule.family == NFPROTO_IPV4
+                               else parse_hostmask6(a, "conntrack", opt))
         elif opt in _PORT_OPTS:
             lo_s, _, hi_s = a.partition(":")
             lo = parse_port(lo_s, None)

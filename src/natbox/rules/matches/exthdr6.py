@@ -350,14 +350,16 @@ class Frag(Match):
         elif opt == "fraglen":
             self.hdrlen, self.inv_len = parse_value("frag", opt, arg or "", U32_MAX), inverted
         elif opt in ("fragres", "fragfirst", "fragmore", "fraglast"):
-            other = {"fragmore": "fraglast", "fraglast": "fragmore"}.get(opt)
-            if other in self.flags:
-                raise RulesError(f'frag: "--{other}" and "--{opt}" cannot be used together.\n')
             if opt in self.flags:
                 raise RulesError(f'frag: option "--{opt}" can only be used once.\n')
             self.flags.append(opt)
         else:
             super().parse(opt, arg, inverted, rule)
+
+    def final_check(self, rule: Rule) -> None:
+        """`xtables_options_fcheck`: --fragmore and --fraglast exclude each other (table order, recorded)."""
+        if "fragmore" in self.flags and "fraglast" in self.flags:
+            raise RulesError('frag: option "--fragmore" cannot be used together with "--fraglast".\n')
 
     def _flags_in_order(self) -> list[str]:
         return [f for f in ("fragres", "fragfirst", "fragmore", "fraglast") if f in self.flags]

@@ -10,11 +10,17 @@ from natbox.skb import Skb
 __all__ = ["Iprange"]
 
 
-def _parse_range(text: str, family: int = NFPROTO_IPV4) -> tuple[int, int]:
+def _parse_range(text: str, family: int = NFPROTO_IPV4, opt: str = "") -> tuple[int, int]:
     lo_s, dash, hi_s = text.partition("-")
-    parse = parse_ipv4 if family == NFPROTO_IPV4 else parse_ipv6
-    lo = parse(lo_s)
-    hi = parse(hi_s) if dash else lo
+    if family != NFPROTO_IPV4:  # ip6tables' message (recorded)
+        lo6, hi6 = parse_ipv6(lo_s), parse_ipv6(hi_s) if dash else parse_ipv6(lo_s)
+        for value, part in ((lo6, lo_s), (hi6, hi_s)):
+            if value is None:
+                raise RulesError(f'iprange: Bad value for "--{opt}" option: "{part}"')
+        assert lo6 is not None and hi6 is not None
+        return lo6, hi6
+    lo = parse_ipv4(lo_s)
+    hi = parse_ipv4(hi_s) if dash else lo
     if lo is None:
         raise RulesError(f"iprange match: Bad IP address \"{lo_s}\"")
     if hi is None:
@@ -44,9 +50,9 @@ class Iprange(Match):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         self.family = rule.family
         if opt == "src-range":
-            self.src, self.inv_src = _parse_range(arg or "", rule.family), inverted
+            self.src, self.inv_src = _parse_range(arg or "", rule.family, opt), inverted
         elif opt == "dst-range":
-            self.dst, self.inv_dst = _parse_range(arg or "", rule.family), inverted
+            self.dst, self.inv_dst = _parse_range(arg or "", rule.family, opt), inverted
         else:
             super().parse(opt, arg, inverted, rule)
 

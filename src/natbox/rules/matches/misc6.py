@@ -40,18 +40,26 @@ class Hl(Match):
     def __init__(self) -> None:
         self.mode: int | None = None
         self.hop_limit = 0
+        self.given: list[str] = []
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt not in ("hl-eq", "hl-lt", "hl-gt"):
             super().parse(opt, arg, inverted, rule)
-        if self.mode is not None:
-            raise RulesError("hl: Only one of --hl-eq, --hl-lt, --hl-gt is allowed\n")
+        if opt in self.given:
+            raise RulesError(f'hl: option "--{opt}" can only be used once.\n')
+        self.given.append(opt)
         self.hop_limit = parse_value("hl", opt, arg or "", 255)
         self.mode = {"hl-eq": HL_NE if inverted else HL_EQ, "hl-lt": HL_LT, "hl-gt": HL_GT}[opt]
 
     def final_check(self, rule: Rule) -> None:
+        """`xtables_options_fcheck`: the first given option of the table (hl-lt, hl-gt, hl-eq) against the
+        first other given one by id (eq, lt, gt), all three mutually exclusive (recorded)."""
         if self.mode is None:
-            raise RulesError("hl match: You must specify one of `--hl-eq', `--hl-lt', `--hl-gt'")
+            raise RulesError("HL match: You must specify one of `--hl-eq', `--hl-lt', `--hl-gt'")
+        if len(self.given) > 1:
+            entry = next(o for o in ("hl-lt", "hl-gt", "hl-eq") if o in self.given)
+            other = next(o for o in ("hl-eq", "hl-lt", "hl-gt") if o in self.given and o != entry)
+            raise RulesError(f'hl: option "--{entry}" cannot be used together with "--{other}".\n')
 
     def save(self) -> str:
         return {HL_EQ: " --hl-eq", HL_NE: " ! --hl-eq", HL_LT: " --hl-lt", HL_GT: " --hl-gt"}[self.mode or 0] + \

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from natbox.netfilter import Hook
-from natbox.rules.addr6 import format_addr6_mask, parse_ipv6_mask
+from natbox.rules.addr6 import format_addr6_mask, parse_hostmask6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_protocol, proto_name
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
@@ -147,7 +147,7 @@ class Policy(Match):
         if opt in ("reqid", "spi"):
             setattr(e, opt, parse_value("policy", opt, a, U32_MAX))
         elif opt in ("tunnel-src", "tunnel-dst"):
-            am = parse_hostmask(a) if e.family == NFPROTO_IPV4 else parse_ipv6_mask(a)
+            am = parse_hostmask(a) if e.family == NFPROTO_IPV4 else parse_hostmask6(a, "policy", opt)
             if opt == "tunnel-src":
                 e.saddr = am
             else:

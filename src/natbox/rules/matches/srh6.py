@@ -52,7 +52,7 @@ class Srh(Match):
                 self.nums[opt] = parse_value("srh", opt, a, hi)
                 return
         if opt in {o for o, _w in _SRH_SIDS}:
-            self.sids[opt] = parse_hostmask6(a)
+            self.sids[opt] = parse_hostmask6(a, "srh", opt)
             return
         super().parse(opt, arg, inverted, rule)
 

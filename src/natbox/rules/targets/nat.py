@@ -209,7 +209,7 @@ class NatTarget(Target):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt == self.range_opt:
             if self.seen_to:
-                raise RulesError(f'{self.name}: option "--{opt}" can only be used once.')
+                raise RulesError(f'{self.name}: option "--{opt}" can only be used once.\n')
             self.seen_to = True
             self.family = rule.family
             r = parse_nat_to(arg or "", _port_ok(rule), rule.family)

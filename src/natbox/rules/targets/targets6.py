@@ -201,7 +201,7 @@ class Snpt(Target):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt not in ("src-pfx", "dst-pfx"):
             super().parse(opt, arg, inverted, rule)
-        self.pfx[opt] = parse_hostmask6(arg or "")
+        self.pfx[opt] = parse_hostmask6(arg or "", self.name, opt)
 
     def final_check(self, rule: Rule) -> None:
         for opt in ("src-pfx", "dst-pfx"):
