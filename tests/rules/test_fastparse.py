@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
@@ -285,3 +287,38 @@ def test_same_text_as_before_for_a_generated_mixed_ruleset() -> None:
     saved = [line for line in save_tables(rs.saved_tables(), "DATE").splitlines() if not line.startswith("#")]
     want = [line for line in text.splitlines() if not line.startswith("#")]
     assert saved == want
+
+
+_SELECTORS = ["-s 10.0.0.1/32", "! -s 10.0.0.0/8", "-d 192.168.1.0/24", "-d 1.2.3.4,5.6.7.8", "-s 300.1.1.1",
+              "-i eth0", "! -i docker0", "-o br+", "-p tcp", "-p udp", "! -p tcp", "-p icmp", "-p 0", "-f", "! -f",
+              "!", "-p", "-x"]
+_PIECES = ["-m comment --comment x", '-m comment --comment "a b"', '-m comment --comment "a -m b"',
+           '-m comment --comment "a -j DROP"', '-m comment --comment "-g X"',
+           "-m tcp --dport 80", "-m tcp ! --dport 80:90", "-m tcp --sport 5", "-m udp --dport 53",
+           "-m multiport --dports 80,443", "-m conntrack --ctstate NEW", "-m conntrack ! --ctstate INVALID",
+           "-m mark --mark 0x1/0x1", "-m statistic --mode random --probability 0.5", "-m addrtype --dst-type LOCAL",
+           "-m set --match-set KUBE-CLUSTER-IP dst,dst", "-m comment", "-m nosuch", "-m comment --comment x --dport 1",
+           "-m tcp --tcp-flags SYN,RST SYN", "-m mark ! --mark 1"]
+_TARGETS = ["", "-j ACCEPT", "-j DROP", "-j RETURN", "-j KUBE-X", "-g KUBE-X", "-j DNAT --to-destination 1.2.3.4:80",
+            "-j SNAT --to-source 1.2.3.4", "-j MASQUERADE", "-j MASQUERADE --random-fully", "-j MARK --set-xmark 1/1",
+            "-j REJECT --reject-with tcp-reset", "-j LOG --log-prefix \"x y\"", "-j CLUSTERIP", "-j ACCEPT extra",
+            "-j DNAT", "-j TCPMSS --clamp-mss-to-pmtu"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["filter", "nat", "mangle"]), st.sampled_from(["INPUT", "PREROUTING", "OUTPUT", "X"]),
+       st.lists(st.sampled_from(_SELECTORS), max_size=3), st.lists(st.sampled_from(_PIECES), max_size=3),
+       st.one_of(st.just(""), st.sampled_from(_TARGETS)), st.lists(st.sampled_from(_PIECES), max_size=1),
+       st.booleans())
+def test_generated_lines_parse_the_same(table: str, chain: str, selectors: list[str], pieces: list[str],
+                                        target: str, after: list[str], double: bool) -> None:
+    """Lines put together from selectors, matches and targets (some refused, some off iptables-save's shape)
+    read the same on the fast paths as on the general loop, one cache shared by every example."""
+    words = ["-A", chain, *selectors, *pieces, target, *after]
+    line = ("  " if double else " ").join(w for w in words if w)
+    with using_sets(_SETS):
+        _compare(tokenize_restore_line(line), table, _SHARED, line)
+
+
+_SETS = _sets()
+_SHARED = GroupCache()

@@ -253,7 +253,7 @@ def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
         return None
     rule = Rule()
     fr = FastRule(words[1], rule)
-    if not _selectors(words, fr, groups):
+    if len(words) > 2 and not _selectors(words, fr, groups):
         return None
     seen = fr.seen
     # the pieces seen before under this protocol: matches and targets apart
