@@ -139,3 +139,17 @@ def test_hmark_matches_the_kernel() -> None:
         rs2.run("mangle", Hook.LOCAL_OUT, fwd, FakeCtx(Hook.LOCAL_OUT))
         rs2.run("mangle", Hook.LOCAL_OUT, back, FakeCtx(Hook.LOCAL_OUT))
         assert fwd.mark == back.mark
+
+
+def test_a_protocol_without_a_handler_is_answered_protocol_unreachable() -> None:
+    """ip_protocol_deliver_rcu: SCTP (no sctp module loaded) to the host itself gets ICMP 3/2, as Linux 6.18
+    answered in scenarios/sctp-shutdown-heartbeat-chunks.toml."""
+    from natbox.wire import sctp as w
+
+    engine = _engine([])
+    gw = parse_addr("10.0.0.1")
+    d = ipv4.build_ipv4(CLIENT, gw, 132, w.build_sctp(1, 2, 0, w.build_init(w.INIT, 7)))
+    out = engine.receive(bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, d)), "eth0", 1.0)
+    assert [x.action for x in out.delivered] == ["protocol 132: no handler, protocol unreachable sent"]
+    icmp = out.emitted[0].frame[ETH_HDR_LEN:]
+    assert out.emitted[0].iface == "eth0" and icmp[IPH_MIN_LEN:IPH_MIN_LEN + 2] == b"\x03\x02"

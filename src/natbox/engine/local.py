@@ -20,10 +20,19 @@ from natbox.engine.output import Delivered
 from natbox.engine.path import Drop, PathState
 from natbox.engine.reject import build_reset_for
 from natbox.engine.routing import RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib, FibResult
-from natbox.netfilter import CtInfo, Direction, DropReason, Hook
+from natbox.netfilter import (
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPPROTO_UDPLITE,
+    CtInfo,
+    Direction,
+    DropReason,
+    Hook,
+)
 from natbox.rules.api import NF_ACCEPT
 from natbox.skb import PacketType, Skb
-from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH
+from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNREACH
 from natbox.wire.ipv4 import IP_DF, ip_send_check
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_TTL, L4_DPORT
 
@@ -33,6 +42,9 @@ LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
 LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
+IPPROTO_IGMP = 2
+# the protocols the IPv4 stack always has a handler for (inet_protos[]); others need a module
+_STACK_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_IGMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE})
 _CTINFO_RELATED = CtInfo.RELATED
 _CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
 _DIRN_ORIGINAL = Direction.ORIGINAL
@@ -100,6 +112,12 @@ class LocalStack:
             if rst is not None:
                 self.queue_local(rst, None)
             self._deliver(skb, f"tcp port {dport} closed")
+            return
+        if proto not in _STACK_PROTOS and not broadcast:
+            # ip_protocol_deliver_rcu: no handler and no raw socket for the protocol (the modules of SCTP,
+            # GRE, IPsec... are not loaded on a router that does not use them): protocol unreachable
+            self._icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PROT_UNREACH, local=True)
+            self._deliver(skb, f"protocol {proto}: no handler, protocol unreachable sent")
             return
         self._deliver(skb, f"protocol {proto} delivered")
 
