@@ -99,6 +99,9 @@ class RestoreTable:
 
 
 class _ArgvParser:
+    __slots__ = ("addr_args", "addr_parsed", "argv", "cmd", "dsts", "family", "loaded", "pos", "proto_text",
+                 "proto_used", "rule", "seen_opts", "srcs", "target_name")
+
     def __init__(self, argv: list[str], default_table: str | None = None, family: int = NFPROTO_IPV4) -> None:
         self.argv = argv
         self.pos = 0
