@@ -21,9 +21,15 @@ from dataclasses import dataclass
 
 from natbox.difftest.kernel import KernelRun
 from natbox.difftest.natbox_side import NatboxRun
-from natbox.difftest.packets import ICMP_ERRORS, Field, decode_frame, ip_checksum_ok, l4_checksum_ok
+from natbox.difftest.packets import (
+    ICMP_ERRORS,
+    Field,
+    decode_frame,
+    ip_checksum_ok,
+    is_compared_frame,
+    l4_checksum_ok,
+)
 from natbox.difftest.portmap import PortMap, first_seen
-from natbox.wire.ethernet import is_ipv4_frame
 
 __all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames"]
 
@@ -49,15 +55,20 @@ class Difference:
 
 def _summary(fields: list[Field]) -> str:
     d = {name: value for name, value, _ in fields}
-    src, dst, proto = d.get("ip.src", "?"), d.get("ip.dst", "?"), d.get("ip.proto", "?")
+    src, dst, proto = (d.get("ip.src", d.get("ip6.src", "?")), d.get("ip.dst", d.get("ip6.dst", "?")),
+                       d.get("ip.proto", d.get("ip6.nh", "?")))
     l4 = ""
     if "sport" in d:
         l4 = f" {d['sport']} > {d['dport']}"
+    elif "icmp6.type" in d:
+        l4 = f" icmp6 {d['icmp6.type']}/{d['icmp6.code']}" + (f" id {d['icmp6.id']}" if "icmp6.id" in d else "")
     elif "icmp.type" in d:
         l4 = f" icmp {d['icmp.type']}/{d['icmp.code']}" + (f" id {d['icmp.id']}" if "icmp.id" in d else "")
         if "inner.ip.src" in d:
             l4 += (f" [{d['inner.ip.src']}:{d.get('inner.sport', '')} > "
                    f"{d['inner.ip.dst']}:{d.get('inner.dport', '')}]")
+    if "ip6.src" in d:
+        return f"{src} > {dst} nh {proto}{l4} hlim {d.get('ip6.hlim', '?')} plen {d.get('ip6.plen', '?')}"
     return (f"{src} > {dst} proto {proto}{l4} ttl {d.get('ip.ttl', '?')} id {d.get('ip.id', '?')} "
             f"len {d.get('ip.len', '?')}")
 
@@ -127,8 +138,8 @@ def compare_frames(kernel: KernelRun, natbox: NatboxRun, ports: PortMap, input_i
                    live: bool = False) -> list[Difference]:
     diffs: list[Difference] = []
     ifaces = sorted({c.iface for c in kernel.frames} | set(natbox.sent))
-    ksent = {i: [c for c in kernel.sent(i) if is_ipv4_frame(c.frame)] for i in ifaces}
-    nsent = {i: [f for _, f in natbox.sent.get(i, []) if is_ipv4_frame(f)] for i in ifaces}
+    ksent = {i: [c for c in kernel.sent(i) if is_compared_frame(c.frame)] for i in ifaces}
+    nsent = {i: [f for _, f in natbox.sent.get(i, []) if is_compared_frame(f)] for i in ifaces}
     order = sorted((c.ts, i, n) for i in ifaces for n, c in enumerate(ksent[i]))
     for ts, iface, n in order:
         kf = ksent[iface][n].frame

@@ -61,20 +61,22 @@ HOST_IFACE = "eth0"
 PROGRAM = r"""
 import json, socket, sys
 a = json.loads(sys.argv[1]); role = a["role"]
+V6 = ":" in str(a.get("dst", "")) + str(a.get("bind", "")) + str(a.get("src", "")) or a.get("v6", False)
+FAM = socket.AF_INET6 if V6 else socket.AF_INET; ANY = "::" if V6 else "0.0.0.0"
 def bound(kind):
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(FAM, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if a.get("src") or a.get("sport"):
-        s.bind((a.get("src", "0.0.0.0"), a.get("sport", 0)))
+        s.bind((a.get("src", ANY), a.get("sport", 0)))
     return s
 if role == "udp_server":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((a.get("bind", "0.0.0.0"), a["port"]))
+    s = socket.socket(FAM, socket.SOCK_DGRAM); s.bind((a.get("bind", ANY), a["port"]))
     print("ready", flush=True)
     while True:
         d, peer = s.recvfrom(65535); s.sendto(d, peer)
 elif role == "tcp_server":
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((a.get("bind", "0.0.0.0"), a["port"]))
+    s = socket.socket(FAM, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((a.get("bind", ANY), a["port"]))
     s.listen(8); print("ready", flush=True)
     while True:
         c, _ = s.accept()
@@ -95,12 +97,13 @@ elif role == "ping":
         t = sum(struct.unpack("!%dH" % (len(b) // 2), b + b"\0" * (len(b) % 2)))
         while t >> 16: t = (t & 0xFFFF) + (t >> 16)
         return ~t & 0xFFFF
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1.0)
+    s = socket.socket(FAM, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if V6 else socket.IPPROTO_ICMP)
+    s.settimeout(1.0)
     if a.get("src"): s.bind((a["src"], 0))
     ident = a.get("icmp_id", 0x1234); body = bytes(i & 0xFF for i in range(a.get("size", 56)))
     for seq in range(1, a.get("count", 1) + 1):
-        m = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + body
-        s.sendto(m[:2] + struct.pack("!H", csum(m)) + m[4:], (a["dst"], 0))
+        m = struct.pack("!BBHHH", 128 if V6 else 8, 0, 0, ident, seq) + body
+        s.sendto(m if V6 else m[:2] + struct.pack("!H", csum(m)) + m[4:], (a["dst"], 0))
         try: print("reply from", s.recvfrom(65535)[1][0], flush=True)
         except OSError as e: print("no reply:", e, flush=True)
         time.sleep(a.get("interval", 0.2))
@@ -115,6 +118,11 @@ elif role == "tcp_client":
     while s.recv(65535): pass
     s.close()
 """
+
+
+def _nodad(addr: str) -> tuple[str, ...]:
+    """`nodad` for an IPv6 address: usable at once, no DAD probes in the captures."""
+    return ("nodad",) if ":" in addr else ()
 
 
 def router_mac(index: int) -> str:
@@ -280,7 +288,12 @@ class _Lab:
         self.sh("ip", "netns", "add", name)
         self.created.append(name)
         for knob in ("all", "default"):
-            self.sh("sysctl", "-q", "-w", f"net.ipv6.conf.{knob}.disable_ipv6=1", netns=name)
+            if self.sc.uses_ipv6:  # no DAD, RAs or solicitations: nothing but the scenario's traffic
+                for key, value in (("disable_ipv6", 0), ("accept_dad", 0), ("accept_ra", 0),
+                                   ("router_solicitations", 0)):
+                    self.sh("sysctl", "-q", "-w", f"net.ipv6.conf.{knob}.{key}={value}", netns=name)
+            else:
+                self.sh("sysctl", "-q", "-w", f"net.ipv6.conf.{knob}.disable_ipv6=1", netns=name)
         self.sh("ip", "link", "set", "lo", "up", netns=name)
 
     def _link_up(self, netns: str, dev: str) -> None:
@@ -324,11 +337,11 @@ class _Lab:
                     self._link_up(sw, port)
             self._link_up(self.router, iface.name)
             for a in iface.addresses:
-                self.sh("ip", "addr", "add", a, "dev", iface.name, netns=self.router)
+                self.sh("ip", "addr", "add", a, "dev", iface.name, *_nodad(a), netns=self.router)
             for host in hosts:
                 hns, hmac = self.ns[host.name], self.host_mac(host.name)
                 for a in host.addresses:
-                    self.sh("ip", "addr", "add", a, "dev", HOST_IFACE, netns=hns)
+                    self.sh("ip", "addr", "add", a, "dev", HOST_IFACE, *_nodad(a), netns=hns)
                     self.sh("ip", "neigh", "replace", a.split("/")[0], "lladdr", hmac, "dev", iface.name, "nud",
                             "permanent", netns=self.router)
                 for a in iface.addresses:
@@ -341,6 +354,8 @@ class _Lab:
                                     "dev", HOST_IFACE, "nud", "permanent", netns=hns)
                 if host.gateway:
                     self.sh("ip", "route", "add", "default", "via", host.gateway, netns=hns)
+                if host.gateway6:
+                    self.sh("ip", "-6", "route", "add", "default", "via", host.gateway6, netns=hns)
                 if host.rules.strip():
                     self.sh("iptables-restore", netns=hns, stdin=host.rules)
         for name, value in sc.sysctls.items():
@@ -349,6 +364,8 @@ class _Lab:
             self.sh("ipset", "restore", netns=self.router, stdin=sc.ipsets)
         if sc.rules.strip():
             self.sh("iptables-restore", netns=self.router, stdin=sc.rules)
+        if sc.rules6.strip():
+            self.sh("ip6tables-restore", netns=self.router, stdin=sc.rules6)
 
     def host_mac(self, host: str) -> str:
         return HOST_MAC.format(next(i for i, h in enumerate(self.sc.hosts) if h.name == host) + 1)
@@ -356,7 +373,14 @@ class _Lab:
     def snapshot(self) -> dict[str, str]:
         with tempfile.TemporaryDirectory(prefix="nbx-dt-snap-") as tmp:
             take_snapshot(tmp, netns=self.router)
-            return read_snapshot_files(tmp)
+            files = read_snapshot_files(tmp)
+        if self.sc.uses_ipv6:  # the IPv6 side (engine/snapshot.py reads these when present)
+            files["route6.json"] = self.sh("ip", "-6", "-j", "route", "show", "table", "main", netns=self.router)
+            files["neigh6.json"] = self.sh("ip", "-6", "-j", "neigh", netns=self.router)
+            files["ip6tables.rules"] = self.sh("ip6tables-save", "-c", netns=self.router)
+            files["sysctl6.txt"] = self.sh("sysctl", "-a", "-r", r"^net\.ipv6\.conf\.all\.forwarding$",
+                                           netns=self.router)
+        return files
 
     def close(self) -> None:
         for p in self.procs:
@@ -398,6 +422,9 @@ class _Lab:
             time.sleep(min(float(a.get("duration", 0.1)), PROGRAM_TIMEOUT))
             return
         args = {"role": step.run, **a}
+        if any(":" in addr for addr in self.sc.host(step.host).addresses) and not any(
+                "." in addr for addr in self.sc.host(step.host).addresses):
+            args.setdefault("v6", True)  # an IPv6-only host: its servers listen on ::
         if "dport" not in args and "port" in args:
             args["dport"] = args["port"]
         argv = [sys.executable, "-c", PROGRAM, json.dumps(args)]

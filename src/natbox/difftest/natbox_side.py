@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from natbox.conntrack.format import format_conntrack
 from natbox.difftest.draws import MAX_REPLAYS, DrawScript, first_divergence, next_outcomes
 from natbox.difftest.kernel import Captured, KernelRun
-from natbox.difftest.packets import decode_frame, rewrite_ports
+from natbox.difftest.packets import decode_frame, is_compared_frame, rewrite_ports
 from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.scenario import Scenario
 from natbox.engine.engine import Engine
@@ -36,7 +36,6 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
-from natbox.wire.ethernet import is_ipv4_frame
 
 __all__ = ["NatboxRun", "apply_exec", "build_engine", "run_on_natbox"]
 
@@ -66,9 +65,17 @@ def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
     if host.rules_text.strip():
         with using_sets(sets):
             ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
-    engine = Engine(host, ruleset=ruleset, seed=seed)
+    engine = Engine(host, ruleset=ruleset, ruleset6=load_rules6(host.rules6_text), seed=seed)
     engine.ipsets = sets
     return engine
+
+
+def load_rules6(text: str) -> Ruleset:
+    """The router's ip6tables ruleset (`ip6tables-save -c` of its snapshot)."""
+    ruleset = Ruleset()
+    if text.strip():
+        ruleset.restore(parse_restore(text, file="<router snapshot>/ip6tables.rules", with_counters=True))
+    return ruleset
 
 
 def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -> NatboxRun:
@@ -101,7 +108,7 @@ def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -
 def _kernel_sent(kernel_run: KernelRun) -> dict[str, list[Captured]]:
     ksent: dict[str, list[Captured]] = {}
     for f in kernel_run.frames:
-        if f.outgoing and is_ipv4_frame(f.frame):
+        if f.outgoing and is_compared_frame(f.frame):
             ksent.setdefault(f.iface, []).append(f)
     return ksent
 
@@ -143,7 +150,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
             continue
         for e in res.emitted:
             out.sent.setdefault(e.iface, []).append((c.ts, e.frame))
-            if is_ipv4_frame(e.frame):
+            if is_compared_frame(e.frame):
                 sent = made.setdefault(e.iface, [])
                 n = len(sent)
                 sent.append((index, e.frame))

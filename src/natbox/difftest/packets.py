@@ -11,6 +11,14 @@ import ipaddress
 import struct
 from typing import Any
 
+from natbox.difftest.packets6 import (
+    ETH_P_IPV6,
+    build_crafted6,
+    decode_ip6,
+    is_link_chatter,
+    l4_checksum6_ok,
+    rewrite_ports6,
+)
 from natbox.wire.ethernet import ETH_P_IP
 from natbox.wire.ipv4 import IP_DF, IP_MF, IP_OFFSET
 from natbox.wire.layout import (
@@ -43,7 +51,10 @@ from natbox.wire.layout import (
     UDPH_LEN_BYTES,
 )
 
-__all__ = ["Field", "build_crafted", "decode_frame", "ip_checksum_ok", "l4_checksum_ok", "rewrite_ports"]
+__all__ = [
+    "Field", "build_crafted", "decode_frame", "ip_checksum_ok", "is_compared_frame", "l4_checksum_ok",
+    "rewrite_ports",
+]
 
 ICMP_ERRORS = (3, 4, 5, 11, 12)
 TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
@@ -139,6 +150,9 @@ def _ip_header(*, tos: int, total: int, ip_id: int, frag: int, ttl: int, proto: 
 def build_crafted(kind: str, args: dict[str, Any], *, src: str, src_mac: bytes, dst_mac: bytes,
                   default_id: int) -> list[bytes]:
     """The Ethernet frames of one crafted packet (several when `fragment` is given), in sending order."""
+    if ":" in str(args["dst"]):
+        return build_crafted6(kind, args, _payload(args), src=src, src_mac=src_mac, dst_mac=dst_mac,
+                              default_id=default_id)
     s, d = _addr(src), _addr(str(args["dst"]))
     proto, body = _l4(kind, args, s, d)
     tos, ttl = int(args.get("tos", 0)), int(args.get("ttl", 64))
@@ -228,6 +242,9 @@ def decode_frame(frame: bytes) -> list[Field]:
     """The frame's fields in wire order; ICMP errors include the quoted datagram as `inner.*`."""
     out: list[Field] = [("eth.dst", frame[ETH_DEST:ETH_SOURCE].hex(":"), "plain"),
                         ("eth.src", frame[ETH_SOURCE:ETH_PROTO].hex(":"), "plain")]
+    if len(frame) >= ETH_HDR_LEN and struct.unpack_from("!H", frame, ETH_PROTO)[0] == ETH_P_IPV6:
+        decode_ip6(frame[ETH_HDR_LEN:], "", out, whole=True)
+        return out
     if len(frame) < ETH_HDR_LEN or struct.unpack_from("!H", frame, ETH_PROTO)[0] != ETH_P_IP:
         out.append(("bytes", frame[ETH_PROTO:].hex(), "plain"))
         return out
@@ -235,7 +252,20 @@ def decode_frame(frame: bytes) -> list[Field]:
     return out
 
 
+def _is6(frame: bytes) -> bool:
+    return len(frame) >= ETH_HDR_LEN and struct.unpack_from("!H", frame, ETH_PROTO)[0] == ETH_P_IPV6
+
+
+def is_compared_frame(frame: bytes) -> bool:
+    """Frames a comparison looks at: IPv4, and IPv6 other than ND/MLD link chatter."""
+    if _is6(frame):
+        return not is_link_chatter(frame)
+    return len(frame) >= ETH_HDR_LEN and struct.unpack_from("!H", frame, ETH_PROTO)[0] == ETH_P_IP
+
+
 def ip_checksum_ok(frame: bytes) -> bool:
+    if _is6(frame):
+        return True  # IPv6 has no header checksum
     ip = frame[ETH_HDR_LEN:]
     ihl = (ip[IPH_VER_IHL] & 0xF) * 4 if ip else 0
     return len(ip) >= ihl >= IPH_MIN_LEN and _sum16(ip[:ihl]) == 0xFFFF
@@ -243,6 +273,8 @@ def ip_checksum_ok(frame: bytes) -> bool:
 
 def l4_checksum_ok(frame: bytes) -> bool:
     """TCP/UDP/ICMP checksum of an unfragmented datagram is valid (UDP 0 = none counts as valid)."""
+    if _is6(frame):
+        return l4_checksum6_ok(frame[ETH_HDR_LEN:])
     ip = frame[ETH_HDR_LEN:]
     if len(ip) < IPH_MIN_LEN:
         return False
@@ -314,6 +346,8 @@ def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[
 def rewrite_ports(frame: bytes, mapping: dict[int, int]) -> bytes:
     """The frame with every TCP/UDP port and ICMP echo id in `mapping` replaced (also in the datagram an
     ICMP error quotes), checksums updated incrementally (RFC 1624), so a bad checksum stays bad."""
+    if _is6(frame):
+        return rewrite_ports6(frame, mapping)
     if (not mapping or len(frame) < ETH_HDR_LEN + IPH_MIN_LEN
             or struct.unpack_from("!H", frame, ETH_PROTO)[0] != ETH_P_IP):
         return frame

@@ -67,6 +67,12 @@ is reported as a harness error.
 runner reports it as XFAIL with the reason (and XPASS once it agrees).
 
 Addresses must be in 10/8, 172.16/12, 192.168/16 or 198.51.100.0/24 (never 192.0.2.0/24 or 203.0.113.0/24).
+
+IPv6: addresses in fd00::/8 or 2001:db8::/32 (added `nodad`), `gateway6` for a host's IPv6 default route,
+`[router] rules6` (ip6tables-save text), sysctls such as "net.ipv6.conf.all.forwarding" = 1. Crafted packets
+to an IPv6 `dst` are IPv6 (`ttl` is the hop limit, `icmp_echo` is ICMPv6 128, `fragment` uses Fragment
+headers with id `ip_id`); programs pick the family from their addresses. Neighbour entries stay permanent
+both ways; ND/MLD frames are left out of the comparison.
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ IFNAME_MAX = 10  # router interface names (the harness prefixes nothing, but pee
 
 ALLOWED_NETS = [ipaddress.IPv4Network(n) for n in
                 ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.51.100.0/24")]
+ALLOWED_NETS6 = [ipaddress.IPv6Network(n) for n in ("fd00::/8", "2001:db8::/32", "fe80::/10")]
 CRAFTED = ("icmp_echo", "udp", "tcp", "raw")
 PROGRAMS = ("ping", "udp_server", "tcp_server", "udp_client", "tcp_client", "sleep")
 # step key -> type, per family of steps (validated at load time)
@@ -122,6 +129,7 @@ class HostSpec:
     addresses: list[str]
     gateway: str | None = None
     rules: str = ""  # iptables-save text applied in the end host's netns (not the router's; natbox ignores it)
+    gateway6: str | None = None  # IPv6 default route (optional)
 
 
 @dataclass
@@ -150,6 +158,13 @@ class Scenario:
     ipsets: str = ""  # `ipset save` text restored in the router before its rules
     origin: str = "<scenario>"
     known_failure: str | None = None  # why natbox differs here (a known bug): reported as XFAIL
+    rules6: str = ""  # ip6tables-save text, applied with ip6tables-restore
+
+    @property
+    def uses_ipv6(self) -> bool:
+        """Whether any address is IPv6: the lab then keeps IPv6 on (without DAD, RAs or solicitations)."""
+        return bool(self.rules6.strip()) or any(":" in a for i in self.interfaces for a in i.addresses) or any(
+            ":" in a for h in self.hosts for a in h.addresses)
 
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
@@ -159,6 +174,9 @@ class Scenario:
 
 
 def _check_addr(text: str, where: str, *, prefix: bool) -> None:
+    if ":" in text:
+        _check_addr6(text, where, prefix=prefix)
+        return
     try:
         ip = ipaddress.IPv4Interface(text).ip if prefix else ipaddress.IPv4Address(text)
     except ValueError:
@@ -167,6 +185,18 @@ def _check_addr(text: str, where: str, *, prefix: bool) -> None:
         raise ScenarioError(f"{where}: {text!r} needs a prefix length")
     if not any(ip in n for n in ALLOWED_NETS):
         raise ScenarioError(f"{where}: {text} is outside 10/8, 172.16/12, 192.168/16 and 198.51.100.0/24")
+
+
+def _check_addr6(text: str, where: str, *, prefix: bool) -> None:
+    """IPv6 scenario addresses: unique local fd00::/8 or documentation 2001:db8::/32 (and link-local)."""
+    try:
+        ip = ipaddress.IPv6Interface(text).ip if prefix else ipaddress.IPv6Address(text)
+    except ValueError:
+        raise ScenarioError(f"{where}: bad IPv6 {'prefix' if prefix else 'address'} {text!r}") from None
+    if prefix and "/" not in text:
+        raise ScenarioError(f"{where}: {text!r} needs a prefix length")
+    if not any(ip in n for n in ALLOWED_NETS6):
+        raise ScenarioError(f"{where}: {text} is outside fd00::/8, 2001:db8::/32 and fe80::/10")
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
@@ -194,7 +224,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
     stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
     router = _typed(doc.get("router", {}), dict, f"{origin}: router")
-    _known(router, {"rules", "sysctl", "interface", "ipsets"}, f"{origin}: router")
+    _known(router, {"rules", "rules6", "sysctl", "interface", "ipsets"}, f"{origin}: router")
     ifaces: list[IfaceSpec] = []
     for i, spec in enumerate(_typed(router.get("interface", []), list, f"{origin}: router.interface")):
         where = f"{origin}: router.interface[{i}]"
@@ -217,7 +247,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     hosts: list[HostSpec] = []
     for i, spec in enumerate(_typed(doc.get("host", []), list, f"{origin}: host")):
         where = f"{origin}: host[{i}]"
-        _known(_typed(spec, dict, where), {"name", "attach", "addresses", "gateway", "rules"}, where)
+        _known(_typed(spec, dict, where), {"name", "attach", "addresses", "gateway", "gateway6", "rules"}, where)
         name = _typed(spec.get("name"), str, f"{where}.name")
         if not 0 < len(name) <= 8 or not name.isalnum():
             raise ScenarioError(f"{where}.name: {name!r} must be 1..8 letters/digits")
@@ -232,7 +262,10 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         gw = spec.get("gateway")
         if gw is not None:
             _check_addr(_typed(gw, str, f"{where}.gateway"), f"{where}.gateway", prefix=False)
-        hosts.append(HostSpec(name, attach, addrs, gw, _typed(spec.get("rules", ""), str, f"{where}.rules")))
+        gw6 = spec.get("gateway6")
+        if gw6 is not None:
+            _check_addr6(_typed(gw6, str, f"{where}.gateway6"), f"{where}.gateway6", prefix=False)
+        hosts.append(HostSpec(name, attach, addrs, gw, _typed(spec.get("rules", ""), str, f"{where}.rules"), gw6))
     if len(hosts) > MAX_HOSTS or len({h.name for h in hosts}) != len(hosts):
         raise ScenarioError(f"{origin}: at most {MAX_HOSTS} hosts with distinct names")
     steps = _parse_steps(doc, origin, {h.name for h in hosts})
@@ -242,8 +275,9 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     known = doc.get("known_failure")
     if known is not None:
         known = _typed(known, str, f"{origin}: known_failure")
+    rules6 = _typed(router.get("rules6", ""), str, f"{origin}: router.rules6")
     return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
-                    sysctls, rules, settle, ipsets, origin, known)
+                    sysctls, rules, settle, ipsets, origin, known, rules6)
 
 
 def parse_exec(text: str, where: str) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.engine.hostfile import HostFile, apply_sysctl
+from natbox.engine.snapshot6 import apply_ipv6
 from natbox.errors import ConfigError
 
 __all__ = ["OPTIONAL_FILES", "REQUIRED_FILES", "SNAPSHOT_FILES", "SnapshotError", "host_from_snapshot",
@@ -274,6 +275,7 @@ def host_from_snapshot(files: dict[str, str], origin: str) -> HostFile:
     _apply_sysctls(host, files.get("sysctl.txt", ""), origin)
     host.rules_text = files.get("iptables.rules", "")
     host.rules_origin = f"{origin}/iptables.rules"
+    apply_ipv6(host, files, origin)
     hf = HostFile(host, ipsets_text=files.get("ipset.save", ""), ipsets_origin=f"{origin}/ipset.save")
     try:
         host.ensure_loopback()
