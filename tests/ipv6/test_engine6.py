@@ -220,3 +220,58 @@ COMMIT
 def test_skb6_is_what_the_hooks_see() -> None:
     skb = Skb6(bytearray(_udp(C1, SV, 1, 2)))
     assert skb.family == 10 and skb.ihl == 40
+
+
+def _fragments(datagram: bytes, size: int, ident: int) -> list[bytes]:
+    """`datagram` (no extension headers) cut into Fragment-header pieces of `size` payload bytes."""
+    head, body, nh = datagram[:40], datagram[40:], datagram[6]
+    out = []
+    for off in range(0, len(body), size):
+        chunk = body[off:off + size]
+        more = 1 if off + size < len(body) else 0
+        fh = struct.pack("!BBHI", nh, 0, off | more, ident)
+        h = bytearray(head)
+        h[6] = 44
+        h[4:6] = (8 + len(chunk)).to_bytes(2, "big")
+        out.append(bytes(h) + fh + chunk)
+    return out
+
+
+def test_fragments_reassembled_natted_and_refragmented_at_their_geometry() -> None:
+    eng = _engine()
+    whole = _udp(C1, SV, 40400, 45003, bytes(range(256)) * 6 + b"x" * 256)  # 1808 bytes of UDP
+    frags = _fragments(whole, 648, 0x777)
+    outs = [eng.receive(_frame(C1_MAC, LAN_MAC, f), "lan0", 1.0 + i / 100) for i, f in enumerate(reversed(frags))]
+    assert not any(o.emitted for o in outs[:-1])  # held until complete
+    sent = _sent(outs[-1].emitted, "wan0")
+    assert len(sent) == 3  # the received geometry, in offset order (§1.5 [V])
+    offs = [struct.unpack("!H", p[42:44])[0] for p in sent]
+    assert [o & 0xFFF8 for o in offs] == [0, 648, 1296] and [o & 1 for o in offs] == [1, 1, 0]
+    ids = {p[44:48] for p in sent}
+    assert len(ids) == 1 and ids != {(0x777).to_bytes(4, "big")}  # a new fragment id
+    assert all(int.from_bytes(p[8:24], "big") == RT_WAN and p[7] == 63 for p in sent)
+    body = b"".join(p[48:] for p in sent)
+    rebuilt = build_ipv6(RT_WAN, SV, 17, body, hop_limit=63)
+    assert _l4_ok(bytes(rebuilt))  # the UDP checksum follows the NATed source
+
+
+def test_atomic_fragment_stripped_and_overlap_dropped() -> None:
+    eng = _engine()
+    whole = _udp(C1, SV, 40401, 45003, b"a" * 100)
+    [atomic] = _fragments(whole, 4096, 9)
+    [p] = _sent(eng.receive(_frame(C1_MAC, LAN_MAC, atomic), "lan0", 1.0).emitted, "wan0")
+    assert p[6] == 17 and struct.unpack("!H", p[4:6])[0] == 108 and _l4_ok(p)  # §1.5 [V]
+    big = _udp(C1, SV, 40402, 45003, b"b" * 400)
+    f1, f2 = _fragments(big, 208, 10)[:2]
+    bad = bytearray(f2)
+    bad[42:44] = (200 | 1).to_bytes(2, "big")  # offset 200 overlaps the first fragment's 0..208
+    eng.receive(_frame(C1_MAC, LAN_MAC, f1), "lan0", 1.1)
+    out = eng.receive(_frame(C1_MAC, LAN_MAC, bytes(bad)), "lan0", 1.2)
+    assert not out.emitted and out.dropped[0].reason == "frag_overlap"
+
+
+def test_odd_sized_fragment_bypasses_defrag_and_nat() -> None:
+    eng = _engine()
+    frag = _fragments(_udp(C1, SV, 40403, 45003, b"c" * 300), 101, 11)[0]
+    [p] = _sent(eng.receive(_frame(C1_MAC, LAN_MAC, frag), "lan0", 1.0).emitted, "wan0")
+    assert int.from_bytes(p[8:24], "big") == C1  # forwarded without NAT (§1.5 [V])

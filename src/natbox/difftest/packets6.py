@@ -12,7 +12,18 @@ import ipaddress
 import struct
 from typing import Any
 
-from natbox.wire.layout import ETH_HDR_LEN, L4_DPORT, L4_SPORT, TCPH_CHECK, UDPH_CHECK
+from natbox.wire.layout import (
+    ETH_HDR_LEN,
+    ICMP6H_IDENTIFIER,
+    ICMP6H_LEN,
+    IP6H_ADDRS_END,
+    IP6H_DADDR,
+    IP6H_SADDR,
+    L4_DPORT,
+    L4_SPORT,
+    TCPH_CHECK,
+    UDPH_CHECK,
+)
 
 __all__ = ["ETH_P_IPV6", "build_crafted6", "decode_ip6", "is_link_chatter", "l4_checksum6_ok", "rewrite_ports6"]
 
@@ -78,6 +89,9 @@ def build_crafted6(kind: str, args: dict[str, Any], payload: bytes, *, src: str,
         return struct.pack("!IHBB", (6 << 28) | (tclass << 20), plen, nexthdr, hlim) + s + d
 
     size = args.get("fragment")
+    if args.get("atomic", False):  # offset 0, M clear: a Fragment header on a whole datagram
+        frag = struct.pack("!BBHI", nh, 0, 0, int(args.get("ip_id", default_id)))
+        return [eth + head(44, 8 + len(body)) + frag + body]
     if not size or len(body) <= int(size):
         return [eth + head(nh, len(body)) + body]
     size = int(size)
@@ -124,7 +138,8 @@ def decode_ip6(ip: bytes, prefix: str, out: list[tuple[str, Any, str]], *, whole
     first, plen, nh, hlim = struct.unpack_from("!IHBB", ip, 0)
     out += [(f"{prefix}ip6.tc", (first >> 20) & 0xFF, "plain"), (f"{prefix}ip6.plen", plen, "plain"),
             (f"{prefix}ip6.nh", nh, "plain"), (f"{prefix}ip6.hlim", hlim, "ttl"),
-            (f"{prefix}ip6.src", _ntoa(ip[8:24]), "plain"), (f"{prefix}ip6.dst", _ntoa(ip[24:40]), "plain")]
+            (f"{prefix}ip6.src", _ntoa(ip[IP6H_SADDR:IP6H_DADDR]), "plain"),
+            (f"{prefix}ip6.dst", _ntoa(ip[IP6H_DADDR:IP6H_ADDRS_END]), "plain")]
     off, proto, frag = _skip(ip)
     end = min(_V6 + plen, len(ip)) if whole else len(ip)
     if frag is not None:
@@ -141,8 +156,8 @@ def decode_ip6(ip: bytes, prefix: str, out: list[tuple[str, Any, str]], *, whole
         out += [(f"{prefix}icmp6.type", itype, "plain"), (f"{prefix}icmp6.code", code, "plain"),
                 (f"{prefix}icmp6.csum", csum, "l4csum")]
         if itype in ICMP6_ERRORS and whole and len(data) >= 8:
-            out.append((f"{prefix}icmp6.rest", data[4:8].hex(), "plain"))
-            decode_ip6(data[8:], "inner.", out, whole=False)
+            out.append((f"{prefix}icmp6.rest", data[ICMP6H_IDENTIFIER:ICMP6H_LEN].hex(), "plain"))
+            decode_ip6(data[ICMP6H_LEN:], "inner.", out, whole=False)
         elif itype in (128, 129) and len(data) >= 8:
             ident, seq = struct.unpack_from("!HH", data, 4)
             out += [(f"{prefix}icmp6.id", ident, "port"), (f"{prefix}icmp6.seq", seq, "plain"),
@@ -175,7 +190,7 @@ def l4_checksum6_ok(ip: bytes) -> bool:
         return True
     if proto == 17 and len(data) >= 8 and data[UDPH_CHECK:UDPH_CHECK + 2] == b"\0\0":
         return True
-    return _sum16(_pseudo(ip[8:24], ip[24:40], proto, len(data)) + data) == 0xFFFF
+    return _sum16(_pseudo(ip[IP6H_SADDR:IP6H_DADDR], ip[IP6H_DADDR:IP6H_ADDRS_END], proto, len(data)) + data) == 0xFFFF
 
 
 def _adjust(csum: int, old: bytes, new: bytes) -> int:

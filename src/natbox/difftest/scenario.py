@@ -70,9 +70,9 @@ Addresses must be in 10/8, 172.16/12, 192.168/16 or 198.51.100.0/24 (never 192.0
 
 IPv6: addresses in fd00::/8 or 2001:db8::/32 (added `nodad`), `gateway6` for a host's IPv6 default route,
 `[router] rules6` (ip6tables-save text), sysctls such as "net.ipv6.conf.all.forwarding" = 1. Crafted packets
-to an IPv6 `dst` are IPv6 (`ttl` is the hop limit, `icmp_echo` is ICMPv6 128, `fragment` uses Fragment
-headers with id `ip_id`); programs pick the family from their addresses. Neighbour entries stay permanent
-both ways; ND/MLD frames are left out of the comparison.
+to an IPv6 `dst` are IPv6: `ttl` is the hop limit, `icmp_echo` is ICMPv6 128, `fragment` makes Fragment
+headers (id `ip_id`, any size), `atomic = true` one atomic fragment. Programs pick the family from their
+addresses. Neighbour entries stay permanent both ways; ND/MLD frames are left out of the comparison.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ _CRAFT_KEYS: dict[str, type] = {
     "src": str, "dst": str, "ttl": int, "ip_id": int, "tos": int, "df": bool, "payload": str,
     "payload_hex": str, "payload_len": int, "fragment": int, "order": str, "icmp_id": int, "seq": int,
     "icmp_type": int, "code": int, "sport": int, "dport": int, "zero_checksum": bool, "flags": str,
-    "ack": int, "window": int, "options": list, "proto": int,
+    "ack": int, "window": int, "options": list, "proto": int, "atomic": bool,
 }
 _RUN_KEYS: dict[str, type] = {
     "dst": str, "count": int, "interval": float, "size": int, "src": str, "port": int, "bind": str,
@@ -346,7 +346,7 @@ def _parse_steps(doc: dict[str, Any], origin: str, hosts: set[str]) -> list[Step
         if args.get("order", "forward") not in ("forward", "reverse"):
             raise ScenarioError(f"{where}.order: forward or reverse")
         frag = args.get("fragment")
-        if frag is not None and (frag <= 0 or frag % 8):
-            raise ScenarioError(f"{where}.fragment: a positive multiple of 8")
+        if frag is not None and (frag <= 0 or (frag % 8 and ":" not in str(args.get("dst", "")))):
+            raise ScenarioError(f"{where}.fragment: a positive multiple of 8 (any size for IPv6)")
         steps.append(Step(at, host, send, run, args, i))
     return steps

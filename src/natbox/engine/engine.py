@@ -34,6 +34,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable, CtEvent
 from natbox.engine.defrag import IpDefrag
+from natbox.engine.defrag6 import Defrag6
 from natbox.engine.family import IPV4, AddressFamily, FlowKey
 from natbox.engine.fastpath import FlowCache
 from natbox.engine.forward import Forwarder
@@ -50,7 +51,7 @@ from natbox.engine.local import LocalStack
 from natbox.engine.log6 import format_log_line6
 from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
-from natbox.engine.path import NO_META, Drop, Held, PathState
+from natbox.engine.path import NF_STOLEN, NO_META, Drop, Held, PathState
 from natbox.engine.reject6 import reject6
 from natbox.engine.route6 import Fib6
 from natbox.engine.route_input import RouteInput
@@ -58,7 +59,7 @@ from natbox.engine.routing import Fib
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masq_addr_removed, masq_device_down
-from natbox.netfilter import DropReason
+from natbox.netfilter import NF_ACCEPT, DropReason
 from natbox.rand import RandomSource, SplitMix64
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb, Skb6
@@ -147,6 +148,8 @@ class Engine:
         self.neighs6: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in self.host.neighbours
                                                             if n.addr >> 32])
         self._hooks6 = Hooks6(hooks)
+        self.defrag6 = Defrag6()
+        self._hooks6.defrag = self._defrag6
         out6 = self._out6 = Ip6Output(self.host, self.fib6, self._hooks6, self.neighs6, st, self.rnd, ctx,
                                       resolve_neighbours=self._resolve)
         in6 = self._in6 = Ip6Input(self.host, self.fib6, self._hooks6, out6, self.neighs6, st, listeners, ctx,
@@ -307,9 +310,9 @@ class Engine:
         without it, as lookups treat an entry at or past its timeout as gone), the fragment queues'
         `ip_expire` timers, and (when resolving neighbours) the neighbour timers and their periodic gc."""
         best = self._gc_next if len(self.table) else None
-        due = self.defrag.next_deadline()
-        if due is not None and (best is None or due < best):
-            best = due
+        for due in (self.defrag.next_deadline(), self.defrag6.next_deadline()):
+            if due is not None and (best is None or due < best):
+                best = due
         if self._resolve:
             for neighs in (self.neighs, self.neighs6):
                 due = neighs.next_deadline()
@@ -334,8 +337,29 @@ class Engine:
             self._neigh6_timers(now)
         for q in self.defrag.expire(now):
             self._icmp.frag_expired(q)
+        self._st.stats[str(DropReason.FRAG_TIMEOUT)] += self.defrag6.expire(now)
         self._local.flush(now)
         return out
+
+    def _defrag6(self, skb: Skb) -> int:
+        """nf_defrag_ipv6's hook (engine/defrag6.py): hold fragments, hand on the reassembled datagram."""
+        res = self.defrag6.gather(skb.data, skb.iif, self._ctx.now)
+        if res is None or res.unreassembled:
+            if res is not None:
+                skb.add_trace(f"ipv6_defrag: {res.detail}: the queue is dropped, the fragment goes on")
+            return NF_ACCEPT
+        if res.reason is not None:
+            raise Drop(res.reason, "nf_ct_frag6_gather", res.detail)
+        if res.datagram is None:
+            skb.add_trace("ipv6_defrag: fragment held for reassembly")
+            return NF_STOLEN
+        skb.data = res.datagram
+        if isinstance(skb, Skb6):
+            skb.reparse()
+        skb.frag_max_size = res.frag_max_size
+        skb.frag_list = list(res.frag_list) or None
+        skb.add_trace(f"ipv6_defrag: reassembled {len(skb.data)} bytes (largest fragment {res.frag_max_size})")
+        return NF_ACCEPT
 
     def _neigh6_timers(self, now: float) -> None:
         """The ND side of `neigh_timer_handler`: solicitations go out; packets whose resolution failed earn

@@ -107,7 +107,7 @@ class Hooks6:
         return verdict
 
     def _defrag(self, skb: Skb) -> int:
-        if skb.untracked or not skb.is_fragment or not self._hooks.rules6.needs_conntrack():
+        if skb.untracked or not self._hooks.rules6.needs_conntrack():
             return NF_ACCEPT
         return self.defrag(skb)
 

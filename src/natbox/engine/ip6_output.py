@@ -125,7 +125,8 @@ class Ip6Output:
             return
         mtu = max(dev.mtu, IPV6_MIN_MTU)
         data = skb.data
-        if skb.frag_max_size or (len(data) > mtu and not (skb.gso_size and not skb.frag_max_size)):
+        # __ip6_finish_output: too big for the MTU (not GSO), or reassembled from smaller fragments
+        if (len(data) > mtu and not skb.gso_size) or (skb.frag_max_size and len(data) > skb.frag_max_size):
             pieces = self.ip6_fragment(skb, mtu)
         else:
             pieces = [data]

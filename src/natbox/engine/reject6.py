@@ -1,5 +1,4 @@
-"""ip6tables REJECT's answers and LOG's IPv6 line (net/ipv6/netfilter/nf_reject_ipv6.c, ip6t_REJECT.c,
-net/netfilter/nf_log_syslog.c `dump_ipv6_packet`; ipv6-semantics.md §4.2).
+"""ip6tables REJECT's answers (net/ipv6/netfilter/nf_reject_ipv6.c, ip6t_REJECT.c; ipv6-semantics.md §4.2).
 
 `--reject-with` names map to ICMPv6 Destination Unreachable codes 0-6 (icmp6-port-unreachable, code 4, the
 default) sent by `icmp6_send` (rate-limited, attached to the packet's ct); `tcp-reset` answers with a RST
@@ -13,10 +12,9 @@ from natbox.engine.ip6_output import Ip6Output
 from natbox.engine.reject import build_reset6_for
 from natbox.skb import Skb6
 from natbox.wire import icmpv6
-from natbox.wire.ipv6 import format_addr6_full
-from natbox.wire.layout import IP6H_DADDR, IP6H_PAYLOAD_LEN, IP6H_SADDR, IP6H_VER_TC_FL, L4_DPORT, L4_SPORT
+from natbox.wire.layout import IP6H_DADDR, IP6H_SADDR
 
-__all__ = ["REJECT6_CODES", "format_log6", "reject6"]
+__all__ = ["REJECT6_CODES", "reject6"]
 
 REJECT6_CODES: dict[str, tuple[int, int]] = {
     "icmp6-no-route": (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_NOROUTE),
@@ -42,34 +40,3 @@ def reject6(out: Ip6Output, skb: Skb6, how: str) -> None:
         return
     icmp_type, code = REJECT6_CODES.get(how, (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_PORT_UNREACH))
     out.icmp6_send(skb, icmp_type, code, info=_POINTERS.get(how, 0))
-
-
-_PROTO_NAMES = {6: "TCP", 17: "UDP", 58: "ICMPv6"}
-
-
-def format_log6(prefix: str, skb: Skb6) -> str:
-    """The LOG target's line for an IPv6 packet (`nf_log_ip6_packet` → `dump_ipv6_packet`): interfaces,
-    full addresses (%pI6), LEN (header + payload), TC, HOPLIMIT, FLOWLBL, then the protocol and its ports or
-    ICMPv6 type/code."""
-    data = skb.data
-    parts = [f"{prefix}IN={skb.iif} OUT={skb.oif} "]
-    if skb.iif and skb.src_mac:
-        mac = skb.dst_mac + skb.src_mac + b"\x86\xdd"
-        parts.append("MAC=" + ":".join(f"{b:02x}" for b in mac) + " ")
-    flow = int.from_bytes(data[IP6H_VER_TC_FL:IP6H_PAYLOAD_LEN], "big")
-    parts.append(f"SRC={format_addr6_full(skb.saddr)} DST={format_addr6_full(skb.daddr)} LEN={len(data)} "
-                 f"TC={(flow >> 20) & 0xFF} HOPLIMIT={skb.ttl} FLOWLBL={flow & 0xFFFFF} ")
-    proto = skb.protocol
-    off = skb.ihl
-    name = _PROTO_NAMES.get(proto)
-    if name is None:
-        parts.append(f"PROTO={proto} ")
-    elif proto in (6, 17) and len(data) >= off + 4:
-        sport = (data[off + L4_SPORT] << 8) | data[off + L4_SPORT + 1]
-        dport = (data[off + L4_DPORT] << 8) | data[off + L4_DPORT + 1]
-        parts.append(f"PROTO={name} SPT={sport} DPT={dport} ")
-    elif proto == 58 and len(data) >= off + 2:
-        parts.append(f"PROTO=ICMPv6 TYPE={data[off]} CODE={data[off + 1]} ")
-    else:
-        parts.append(f"PROTO={name} ")
-    return "".join(parts).rstrip(" ")
