@@ -49,7 +49,10 @@ def test_corpus6_size() -> None:
 def test_natbox_agrees_with_linux(name: str) -> None:
     run = _kernel(name)
     assert not run.errors, run.errors
-    diffs = compare(run, run_on_natbox(parse_scenario((CORPUS6 / f"{name}.toml").read_text()), run))
+    sc = parse_scenario((CORPUS6 / f"{name}.toml").read_text())
+    diffs = compare(run, run_on_natbox(sc, run))
+    if diffs and sc.known_failure:
+        pytest.xfail(sc.known_failure)
     assert not diffs, "\n".join(str(d) for d in diffs)
 
 

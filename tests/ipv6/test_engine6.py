@@ -9,10 +9,9 @@ from natbox.conntrack.format import format_conntrack
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Route6
 from natbox.engine.output import Emitted
-from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
-from natbox.rules.targets.nat import NatTarget
 from natbox.skb import Skb6
 from natbox.wire.ethernet import ETH_P_IPV6, build_ethernet
 from natbox.wire.icmpv6 import build_icmpv6_echo, build_icmpv6_error, build_ns, icmpv6_checksum
@@ -43,9 +42,9 @@ def _engine(rules: str = MASQ, wan_mtu: int = 1500) -> Engine:
     host.add_address6("lan0", RT_LAN, 64)
     host.add_address6("wan0", RT_WAN, 64)
     host.routes6.append(Route6(0, 0, "wan0", gateway=SV))
-    rs = Ruleset()
+    rs = Ruleset(NFPROTO_IPV6)
     if rules:
-        rs.restore(parse_restore(rules, file="<test>"))
+        rs.restore(parse_restore(rules, file="<test>", family=NFPROTO_IPV6))
     return Engine(host, ruleset6=rs)
 
 
@@ -198,23 +197,19 @@ def test_dnat_port_forward_to_the_lan() -> None:
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
--A PREROUTING -i wan0 -j DNAT --to-destination 10.0.0.2
+-A PREROUTING -i wan0 -p udp -m udp --dport 8080 -j DNAT --to-destination [fd00:77::2]:80
 COMMIT
 """
     eng = _engine(rules)
-    rule = eng.rules6.tables["nat"].chains["PREROUTING"].rules[0]
-    target = rule.target
-    assert isinstance(target, NatTarget)
-    target.range = NatRange(RangeFlags.MAP_IPS, C1, C1)
-    eng.rules6.invalidate("nat")
     out = eng.receive(_frame(SV_MAC, WAN_MAC, _udp(SV, RT_WAN, 46000, 8080)), "wan0", 1.0)
     [p] = _sent(out.emitted, "lan0")
-    assert int.from_bytes(p[24:40], "big") == C1 and _l4_ok(p)
+    assert int.from_bytes(p[24:40], "big") == C1 and struct.unpack("!H", p[42:44])[0] == 80 and _l4_ok(p)
     # a router-generated time exceeded for the DNATed packet leaves translated back (§3.4 [V])
     out = eng.receive(_frame(SV_MAC, WAN_MAC, _udp(SV, RT_WAN, 46001, 8080, hlim=1)), "wan0", 2.0)
     [te] = _sent(out.emitted, "wan0")
     assert te[40] == 3 and int.from_bytes(te[8:24], "big") == RT_WAN
     assert int.from_bytes(te[48 + 24:48 + 40], "big") == RT_WAN  # the quoted destination is the public one
+    assert struct.unpack("!H", te[48 + 42:48 + 44])[0] == 8080
 
 
 def test_skb6_is_what_the_hooks_see() -> None:

@@ -32,6 +32,7 @@ from natbox.engine.engine import Engine
 from natbox.engine.hostfile import host_ipsets
 from natbox.engine.snapshot import host_from_snapshot
 from natbox.ipset.scope import using_sets
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
@@ -72,9 +73,10 @@ def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
 
 def load_rules6(text: str) -> Ruleset:
     """The router's ip6tables ruleset (`ip6tables-save -c` of its snapshot)."""
-    ruleset = Ruleset()
+    ruleset = Ruleset(NFPROTO_IPV6)
     if text.strip():
-        ruleset.restore(parse_restore(text, file="<router snapshot>/ip6tables.rules", with_counters=True))
+        ruleset.restore(parse_restore(text, file="<router snapshot>/ip6tables.rules", with_counters=True,
+                                      family=NFPROTO_IPV6))
     return ruleset
 
 
@@ -176,6 +178,14 @@ def apply_exec(engine: Engine, argv: list[str], now: float) -> str | None:
     try:
         if argv[0] == "iptables":
             engine.rules.execute(parse_argv(argv[1:]))
+        elif argv[0] == "ip6tables":
+            engine.rules6.execute(parse_argv(argv[1:], family=NFPROTO_IPV6))
+        elif argv[:2] == ["ip", "addr"] and ":" in argv[3]:
+            iface6 = ipaddress.IPv6Interface(argv[3])
+            if argv[2] == "del":
+                engine.del_address6(argv[5], int(iface6.ip), now)
+            else:
+                engine.add_address6(argv[5], int(iface6.ip), iface6.network.prefixlen)
         elif argv[:2] == ["ip", "addr"]:
             iface = ipaddress.IPv4Interface(argv[3])
             if argv[2] == "del":

@@ -101,7 +101,7 @@ PROGRAMS = ("ping", "udp_server", "tcp_server", "udp_client", "tcp_client", "sle
 # step key -> type, per family of steps (validated at load time)
 _COMMON_KEYS = {"at": float, "host": str, "send": str, "run": str, "exec": str}
 # the router commands an `exec` step may run (argv prefixes), each mirrored on natbox's side
-EXEC_FORMS = ("iptables", "ip addr add", "ip addr del", "ip link set", "conntrack -F")
+EXEC_FORMS = ("iptables", "ip6tables", "ip addr add", "ip addr del", "ip link set", "conntrack -F")
 ROUTER = "router"  # the `host` of an exec step
 _CRAFT_KEYS: dict[str, type] = {
     "src": str, "dst": str, "ttl": int, "ip_id": int, "tos": int, "df": bool, "payload": str,

@@ -59,7 +59,7 @@ from natbox.engine.routing import Fib
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masq_addr_removed, masq_device_down
-from natbox.netfilter import NF_ACCEPT, DropReason
+from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV6, DropReason
 from natbox.rand import RandomSource, SplitMix64
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb, Skb6
@@ -115,7 +115,7 @@ class Engine:
         rules = ruleset if ruleset is not None else Ruleset()
         hooks = self._hooks = Hooks(rules, ctx, table=self.table, cfg=self.cfg, nat=self.nat, rnd=self.rnd,
                                     defrag=self.defrag)
-        hooks.rules6 = ruleset6 if ruleset6 is not None else Ruleset()
+        hooks.rules6 = ruleset6 if ruleset6 is not None else Ruleset(NFPROTO_IPV6)
         icmp = self._icmp = IcmpSender(self.fib, self.icmp_rate, family, st, ctx)
         local = self._local = LocalStack(host, self.fib, hooks, icmp, family, st, ctx)
         local.listeners = set(listeners)

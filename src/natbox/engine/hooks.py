@@ -148,7 +148,7 @@ class Hooks:
     def __init__(self, rules: Ruleset, ctx: XtHost, *, table: ConntrackTable, cfg: ConntrackConfig, nat: NatCore,
                  rnd: RandomSource, defrag: IpDefrag) -> None:
         self.rules = rules
-        self.rules6 = Ruleset()  # ip6tables (the engine sets it)
+        self.rules6 = Ruleset(NFPROTO_IPV6)  # ip6tables (the engine sets it)
         self._ctx = ctx
         # what the IPv6 hooks (engine/hooks6.py) share with these
         self.ctx, self.table, self.cfg, self.nat, self.rnd = ctx, table, cfg, nat, rnd

@@ -10,10 +10,13 @@ the source prefix, and conntrack never hears of it.
 
 from __future__ import annotations
 
-__all__ = ["npt_adjustment", "npt_check", "npt_map"]
+from natbox.wire.layout import ICMP6H_LEN, IP6H_DADDR, IP6H_LEN, IP6H_NEXTHDR, IP6H_SADDR
+
+__all__ = ["npt_adjustment", "npt_check", "npt_map", "npt_map_bounced"]
 
 _MASK128 = (1 << 128) - 1
 CSUM_MANGLED_0 = 0xFFFF
+_NEXTHDR_ICMPV6 = 58
 
 
 def _csum_add(a: int, b: int) -> int:
@@ -72,3 +75,21 @@ def npt_map(addr: int, adjustment: int, dst_pfx: int, pfx_len: int) -> int | Non
         total = 0
     shift = (7 - idx) * 16
     return (addr & ~(0xFFFF << shift) & _MASK128) | (total << shift)
+
+
+def npt_map_bounced(data: bytearray, adjustment: int, src_pfx: int, src_len: int, dst_pfx: int, pfx_len: int, *,
+                    snpt: bool) -> None:
+    """`icmpv6_bounced_ipv6hdr()` and its use in `ip6t_snpt_tg` / `ip6t_dnpt_tg` (6.x): when the packet is an
+    ICMPv6 error right after the fixed header, the packet it quotes is mapped too, its destination (SNPT) or
+    source (DNPT), but only when that address lies in the rule's source prefix. Checksum-neutral, so the
+    ICMPv6 checksum stays valid."""
+    inner = IP6H_LEN + ICMP6H_LEN
+    if len(data) < inner + IP6H_LEN or data[IP6H_NEXTHDR] != _NEXTHDR_ICMPV6 or data[IP6H_LEN] >= 128:
+        return
+    pos = inner + (IP6H_DADDR if snpt else IP6H_SADDR)
+    addr = int.from_bytes(data[pos:pos + 16], "big")
+    if src_len and (addr ^ src_pfx) & ~(_MASK128 >> src_len) & _MASK128:
+        return
+    new = npt_map(addr, adjustment, dst_pfx, pfx_len)
+    if new is not None:
+        data[pos:pos + 16] = new.to_bytes(16, "big")
