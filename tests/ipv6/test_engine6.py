@@ -270,3 +270,23 @@ def test_odd_sized_fragment_bypasses_defrag_and_nat() -> None:
     frag = _fragments(_udp(C1, SV, 40403, 45003, b"c" * 300), 101, 11)[0]
     [p] = _sent(eng.receive(_frame(C1_MAC, LAN_MAC, frag), "lan0", 1.0).emitted, "wan0")
     assert int.from_bytes(p[8:24], "big") == C1  # forwarded without NAT (§1.5 [V])
+
+
+def test_conntrack_lists_both_families_and_f_restricts() -> None:
+    import io
+
+    from natbox.gateway.ctcommand import conntrack_command
+
+    eng = _engine()
+    eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, SV, 40100, 7001)), "lan0", 1.0)
+    v4 = Engine(Host(ip_forward=True))
+    assert len(v4.table) == 0
+    out, err = io.StringIO(), io.StringIO()
+    assert conntrack_command(eng, ["-L", "-f", "ipv6"], 1.5, out, err) == 0
+    assert out.getvalue().startswith("udp      17 29 src=fd00:77::2 dst=2001:db8:100::10 sport=40100 dport=7001 ")
+    out = io.StringIO()
+    conntrack_command(eng, ["-L", "-f", "ipv4"], 1.5, out, err)
+    assert out.getvalue() == ""
+    out = io.StringIO()
+    conntrack_command(eng, ["-L", "-s", "fd00:77::/64", "-o", "extended"], 1.5, out, err)
+    assert out.getvalue().startswith("ipv6     10 udp      17 ")

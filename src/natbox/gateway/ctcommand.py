@@ -23,7 +23,7 @@ from natbox.conntrack.proto.sctp import SCTP_CONNTRACK_NAMES
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.engine.engine import Engine
 from natbox.gateway.ctoutput import OUTPUT_TYPES, XML_FOOTER, XML_HEADER, format_line, format_save, format_xml
-from natbox.netfilter import CtStatus
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtStatus
 
 __all__ = ["CtArgs", "CtUsageError", "conntrack_command", "parse_conntrack_args"]
 
@@ -123,6 +123,15 @@ def _strtoul(text: str) -> int:
 def _address(text: str) -> tuple[int, int]:
     """ADDR[/LEN] as conntrack reads it (inet_aton: "1.2.3" is 1.2.0.3): (address, mask)."""
     addr, sep, plen = text.partition("/")
+    if ":" in addr:  # an IPv6 address (inet_pton AF_INET6), /LEN up to 128
+        try:
+            value6 = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
+        except OSError:
+            raise CtUsageError(f"Invalid IP address `{addr}'") from None
+        if sep and (not plen.isdigit() or int(plen) > 128):
+            raise CtUsageError("Invalid netmask")
+        mask6 = ((1 << 128) - 1) ^ ((1 << (128 - int(plen))) - 1) if sep else (1 << 128) - 1
+        return value6 & mask6, mask6
     try:
         value = int.from_bytes(socket.inet_aton(addr), "big")
     except OSError:
@@ -211,8 +220,8 @@ def _generic(args: CtArgs, name: str, value: str | None) -> None:
     elif name == "family":
         if value not in ("ipv4", "inet", "ipv6", "inet6"):
             raise CtUsageError(f"`{value}' unsupported protocol")
-        if value in ("ipv6", "inet6"):
-            args.filters[name] = lambda ct: False  # natbox tracks IPv4 only
+        l3num = NFPROTO_IPV6 if value in ("ipv6", "inet6") else NFPROTO_IPV4
+        args.filters[name] = lambda ct: ct.l3num == l3num  # -f restricts to one family (both by default)
     elif name == "zone":
         zone = _atoi(value or "")
         args.filters[name] = lambda ct: ct.zone == zone
