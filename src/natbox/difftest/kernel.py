@@ -346,7 +346,9 @@ class _Lab:
         assert step.send is not None
         h = self.sc.host(step.host)
         i = self.host_iface_index(step.host)
-        src = str(step.args.get("src", h.addresses[0].split("/")[0]))
+        v6 = ":" in str(step.args.get("dst", ""))  # the host's first address of the destination's family
+        first = next((a for a in h.addresses if (":" in a) == v6), h.addresses[0])
+        src = str(step.args.get("src", first.split("/")[0]))
         frames = build_crafted(step.send, step.args, src=src, src_mac=self._mac_bytes(self.host_mac(h.name)),
                                dst_mac=self._mac_bytes(router_mac(i)), default_id=1000 + step.index)
         for f in frames:

@@ -60,6 +60,17 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes, payload: bytes)
             c = ~_sum16(_pseudo(src, dst, 17, len(seg)) + bytes(seg)) & 0xFFFF or 0xFFFF
             struct.pack_into("!H", seg, UDPH_CHECK, c)
         return 17, bytes(seg)
+    if kind == "icmp6_error":  # an ICMPv6 error quoting a UDP datagram (e.g. Packet Too Big from a far link)
+        qs = ipaddress.IPv6Address(str(args["quote_src"])).packed
+        qd = ipaddress.IPv6Address(str(args["quote_dst"])).packed
+        udp = bytearray(struct.pack("!HHHH", int(args.get("sport", 40000)), int(args.get("dport", 53)),
+                                    8 + len(payload), 0) + payload)
+        struct.pack_into("!H", udp, UDPH_CHECK, ~_sum16(_pseudo(qs, qd, 17, len(udp)) + bytes(udp)) & 0xFFFF or 0xFFFF)
+        quoted = struct.pack("!IHBB", 6 << 28, len(udp), 17, int(args.get("quote_hlim", 63))) + qs + qd + udp
+        msg = bytearray(struct.pack("!BBHI", int(args.get("icmp_type", 1)), int(args.get("code", 0)), 0,
+                                    int(args.get("info", 0))) + quoted)
+        struct.pack_into("!H", msg, 2, ~_sum16(_pseudo(src, dst, 58, len(msg)) + bytes(msg)) & 0xFFFF)
+        return 58, bytes(msg)
     if kind == "tcp":
         from natbox.difftest.packets import TCP_FLAGS, _tcp_options
 

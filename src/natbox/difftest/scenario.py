@@ -71,8 +71,10 @@ Addresses must be in 10/8, 172.16/12, 192.168/16 or 198.51.100.0/24 (never 192.0
 IPv6: addresses in fd00::/8 or 2001:db8::/32 (added `nodad`), `gateway6` for a host's IPv6 default route,
 `[router] rules6` (ip6tables-save text), sysctls such as "net.ipv6.conf.all.forwarding" = 1. Crafted packets
 to an IPv6 `dst` are IPv6: `ttl` is the hop limit, `icmp_echo` is ICMPv6 128, `fragment` makes Fragment
-headers (id `ip_id`, any size), `atomic = true` one atomic fragment. Programs pick the family from their
-addresses. Neighbour entries stay permanent both ways; ND/MLD frames are left out of the comparison.
+headers (id `ip_id`, any size), `atomic = true` one atomic fragment. `send = "icmp6_error"` (icmp_type,
+code, info: the MTU or pointer) quotes a UDP datagram quote_src:sport > quote_dst:dport (quote_hlim,
+payload). Programs pick the family from their addresses. Neighbour entries stay permanent both ways;
+ND/MLD frames are left out of the comparison.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ IFNAME_MAX = 10  # router interface names (the harness prefixes nothing, but pee
 ALLOWED_NETS = [ipaddress.IPv4Network(n) for n in
                 ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.51.100.0/24")]
 ALLOWED_NETS6 = [ipaddress.IPv6Network(n) for n in ("fd00::/8", "2001:db8::/32", "fe80::/10")]
-CRAFTED = ("icmp_echo", "udp", "tcp", "raw")
+CRAFTED = ("icmp_echo", "udp", "tcp", "raw", "icmp6_error")
 PROGRAMS = ("ping", "udp_server", "tcp_server", "udp_client", "tcp_client", "sleep")
 # step key -> type, per family of steps (validated at load time)
 _COMMON_KEYS = {"at": float, "host": str, "send": str, "run": str, "exec": str}
@@ -107,7 +109,8 @@ _CRAFT_KEYS: dict[str, type] = {
     "src": str, "dst": str, "ttl": int, "ip_id": int, "tos": int, "df": bool, "payload": str,
     "payload_hex": str, "payload_len": int, "fragment": int, "order": str, "icmp_id": int, "seq": int,
     "icmp_type": int, "code": int, "sport": int, "dport": int, "zero_checksum": bool, "flags": str,
-    "ack": int, "window": int, "options": list, "proto": int, "atomic": bool,
+    "ack": int, "window": int, "options": list, "proto": int, "atomic": bool, "info": int, "quote_src": str,
+    "quote_dst": str, "quote_hlim": int,
 }
 _RUN_KEYS: dict[str, type] = {
     "dst": str, "count": int, "interval": float, "size": int, "src": str, "port": int, "bind": str,
