@@ -2,19 +2,21 @@
 
 iptables-save prints every rule the same way (nft-shared.c `save_matches_and_target`): `-A CHAIN`, the
 standard selectors (`[!] -s/-d/-i/-o/-p ARG`, `[!] -f`), then each match as `-m NAME` followed by its own
-options, then `-j TARGET [its options]` or `-g CHAIN`. `parse_fast` reads exactly that shape and nothing
-else: anything it does not expect (long base options, `-c`, `-t`, an option that belongs to an earlier
-extension, the implicit `-p tcp --dport` match, `--opt=value`, a refusal of any kind) makes it answer None,
-and the caller parses the line with the general loop (natbox.rules.parser), which gives the same rule or
-iptables' error. What it produces is what that loop would hold before its final checks (`_finish`).
+options, then `-j TARGET [its options]` or `-g CHAIN`. `parse_fast_line` (the text of a line) and
+`parse_fast` (its words) read exactly that shape and nothing else: anything they do not expect (long base
+options, `-c`, `-t`, an option that belongs to an earlier extension, the implicit `-p tcp --dport` match,
+`--opt=value`, a cut inside quotes, a refusal of any kind) makes them answer None, and the caller parses
+the line with the general loop (natbox.rules.parser), which gives the same rule or iptables' error. What
+they produce is what that loop would hold before its final checks (`_finish`).
 
 Real rulesets spell the same option group thousands of times (`-m comment --comment "ns/svc:http"` on
 every rule of a service, `-m tcp --dport 80`, `-m conntrack --ctstate RELATED,ESTABLISHED`, `-j MARK
 --set-xmark 0x4000/0x4000`). For an extension whose instances never change once parsed (`shareable`,
 natbox.rules.model) one instance is parsed per distinct group and shared by every rule that spells it:
-the cache key is the extension, the words of the group and the rule's protocol and its inversion (the
-only part of the rule such a `parse` may read). The cache lives for one iptables-restore input, so the
-ipsets in scope (which `-m set` looks names up in) cannot change under it.
+the cache key is the group's text (or words) and the rule's protocol and its inversion (the only part of
+the rule such a `parse` may read). The cache lives for one iptables-restore input, so the ipsets in scope
+(which `-m set` looks names up in) cannot change under it. tests/rules/test_fastparse.py holds both paths
+to the general loop's results.
 """
 
 from __future__ import annotations

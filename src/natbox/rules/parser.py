@@ -8,7 +8,6 @@ Errors are `RulesError` with iptables' message and exit code (2 for parameter pr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from natbox.rules.addr6 import parse_ipv6_mask
@@ -23,7 +22,6 @@ from natbox.rules.model import (
     NFPROTO_IPV4,
     NFPROTO_IPV6,
     OTHER_PROBLEM,
-    PARAMETER_PROBLEM,
     TABLE_NAMES,
     XT_CHAIN_MAXNAMELEN,
     Match,
@@ -43,6 +41,7 @@ from natbox.rules.words import (
     check_iface,
     check_new_chain_name,
     check_restore_chain_name,
+    error_column,
     not_implemented,
     parse_counters,
     tokenize_restore_line,
@@ -502,19 +501,6 @@ def parse_restore_argv(argv: list[str], table: str, groups: GroupCache) -> Comma
     return parse_argv(argv, table=table)
 
 
-_QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
-
-
-def _error_column(line: str, message: str) -> int | None:
-    """1-based column of the token an error message quotes (`"--dport"`, `` `1.2.3.256' ``), if it is there."""
-    for m in _QUOTED.finditer(message):
-        token = m.group(1) or m.group(2)
-        idx = line.find(token)
-        if idx >= 0:
-            return idx + 1
-    return None
-
-
 def parse_restore(text: str, *, file: str | None = None, with_counters: bool = False,
                   table_filter: str | None = None, family: int = NFPROTO_IPV4) -> list[RestoreTable]:
     """Parse an iptables-restore input into table blocks. Errors carry `file:line:`.
@@ -589,12 +575,10 @@ def _parse_restore(text: str, file: str | None, with_counters: bool, table_filte
             if e.line is None:
                 e.line = lineno
             if e.column is None:
-                e.column = _error_column(raw, e.message)
+                e.column = error_column(raw, e.message)
             e.file = file
             raise
     if cur is not None:
         raise RulesError(f"COMMIT expected at line {lineno + 1}", OTHER_PROBLEM, file=file, line=lineno + 1)
     return blocks
 
-
-_ = PARAMETER_PROBLEM

@@ -19,7 +19,7 @@ from natbox.rules.model import (
 )
 
 __all__ = ["BASE_OPTS", "COMMANDS", "LONG_BASE", "LONG_COMMANDS", "check_iface", "check_new_chain_name",
-           "check_restore_chain_name", "not_implemented", "parse_counters", "tokenize_restore_line"]
+           "check_restore_chain_name", "error_column", "not_implemented", "parse_counters", "tokenize_restore_line"]
 
 
 # The base parser's words (xshared.c). Commands: letter -> (long name, how many mandatory args, optional args)
@@ -172,3 +172,16 @@ def parse_counters(text: str, lineno: int) -> tuple[int, int]:
     if not p.isdigit() or not b.isdigit():
         raise RulesError(f"invalid counters `{text}'", OTHER_PROBLEM, line=lineno)
     return int(p), int(b)
+
+
+_QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
+
+
+def error_column(line: str, message: str) -> int | None:
+    """1-based column of the token an error message quotes (`"--dport"`, `` `1.2.3.256' ``), if it is there."""
+    for m in _QUOTED.finditer(message):
+        token = m.group(1) or m.group(2)
+        idx = line.find(token)
+        if idx >= 0:
+            return idx + 1
+    return None
