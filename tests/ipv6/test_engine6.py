@@ -290,3 +290,13 @@ def test_conntrack_lists_both_families_and_f_restricts() -> None:
     out = io.StringIO()
     conntrack_command(eng, ["-L", "-s", "fd00:77::/64", "-o", "extended"], 1.5, out, err)
     assert out.getvalue().startswith("ipv6     10 udp      17 ")
+
+
+def test_send_local6_picks_the_source_and_receive_ip_takes_ipv6() -> None:
+    eng = _engine("")
+    out = eng.send_local(_udp(0, SV, 5000, 7000, b"local"), 1.0)
+    [p] = _sent(out.emitted, "wan0")
+    assert int.from_bytes(p[8:24], "big") == RT_WAN and _l4_ok(p)  # ipv6_dev_get_saddr, checksum for it
+    out = eng.receive_ip(build_icmpv6_echo(C1, RT_LAN, 3, 1, b"raw", reply=False), "lan0", 2.0)
+    [rep] = _sent(out.emitted, "lan0")
+    assert rep[40] == 129 and _l4_ok(rep)

@@ -274,21 +274,28 @@ class Engine:
         return out
 
     def receive_ip(self, datagram: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
-        """An IPv4 datagram arrived on `iface` with no link layer (raw-IP captures, TUN devices)."""
+        """An IPv4 (or IPv6) datagram arrived on `iface` with no link layer (raw-IP captures, TUN devices)."""
         out = self._begin(now)
         pkt_id = self._st.new_pkt_id()
         try:
             dev = self._input.iface(iface)
-            self._input.ip_rcv(datagram, dev, pkt_id, _PKT_HOST, b"", b"", trace or self.trace_all)
+            if datagram[:1] and datagram[0] >> 4 == 6:
+                self._in6.ipv6_rcv(datagram, dev, pkt_id, _PKT_HOST, b"", b"", trace or self.trace_all)
+            else:
+                self._input.ip_rcv(datagram, dev, pkt_id, _PKT_HOST, b"", b"", trace or self.trace_all)
         except Drop as d:
             self._st.record_drop(pkt_id, d)
         self._local.flush(now)
         return out
 
     def send_local(self, datagram: bytes, now: float, *, trace: bool = False) -> Output:
-        """A local process sends `datagram` (saddr 0.0.0.0 means: let routing choose)."""
+        """A local process sends `datagram` (saddr 0.0.0.0 or :: means: let routing choose)."""
         out = self._begin(now)
         pkt_id = self._st.new_pkt_id()
+        if datagram[:1] and datagram[0] >> 4 == 6:
+            self._out6.send_local6(datagram, pkt_id, trace or self.trace_all)
+            self._local.flush(now)
+            return out
         data, reason = IPV4.rcv_core(datagram)
         if data is None:
             self._st.record_drop(pkt_id, Drop(reason or DropReason.IP_HDR_TRUNCATED, "ip_local_out"))

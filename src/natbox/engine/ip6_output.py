@@ -30,16 +30,27 @@ from natbox.netfilter import NF_ACCEPT, CtInfo, Direction, DropReason, Hook
 from natbox.rand import RandomSource
 from natbox.skb import PacketType, Skb6
 from natbox.wire import icmpv6
+from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import (
     IPV6_MIN_MTU,
     NEXTHDR_FRAGMENT,
     build_frag_hdr,
     format_addr6,
+    ip6_rcv_core,
     is_link_local,
     is_multicast,
+    pseudo6_sum,
     solicited_node,
 )
-from natbox.wire.layout import IP6H_LEN, IP6H_NEXTHDR, IP6H_PAYLOAD_LEN
+from natbox.wire.layout import (
+    ICMP6H_CKSUM,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_PAYLOAD_LEN,
+    IP6H_SADDR,
+    TCPH_CHECK,
+    UDPH_CHECK,
+)
 
 __all__ = ["ICMPV6_RATEMASK", "Ip6Output", "multicast_mac"]
 
@@ -88,6 +99,39 @@ class Ip6Output:
         finally:
             st.flush_trace(nskb)
             st.skb = saved
+
+    def send_local6(self, datagram: bytes, pkt_id: int, trace: bool) -> None:
+        """A local process sends an IPv6 datagram (`Engine.send_local`): `ip6_rcv_core`'s checks, the source
+        chosen by `ipv6_dev_get_saddr` when it is :: (the TCP/UDP/ICMPv6 checksum then computed for it), then
+        `ip6_local_out`."""
+        data, reason = ip6_rcv_core(datagram, loopback=True)
+        st = self._st
+        if data is None:
+            st.record_drop(pkt_id, Drop(reason or DropReason.IP6_HDR_TRUNCATED, "ip6_local_out"))
+            return
+        skb = Skb6(data, pkt_id=pkt_id)
+        if trace:
+            skb.trace = []
+        st.skb = skb
+        try:
+            if skb.saddr == 0:
+                self.route_output(skb)
+                src = self._fib6.ipv6_dev_get_saddr(skb.oif, skb.daddr)
+                if src is None:
+                    raise Drop(DropReason.NO_ROUTE, "ip6_route_output", "no source address")
+                data[IP6H_SADDR:IP6H_SADDR + 16] = src.to_bytes(16, "big")
+                csum_at = {6: TCPH_CHECK, 17: UDPH_CHECK, 58: ICMP6H_CKSUM}.get(skb.protocol)
+                if csum_at is not None and len(data) >= skb.ihl + csum_at + 2:
+                    pos = skb.ihl + csum_at
+                    data[pos:pos + 2] = b"\0\0"
+                    check = csum_fold(csum_partial(memoryview(data)[skb.ihl:], pseudo6_sum(
+                        src, skb.daddr, skb.protocol, len(data) - skb.ihl)))
+                    data[pos:pos + 2] = (check or (0xFFFF if skb.protocol == 17 else 0)).to_bytes(2, "big")
+            self.local_out(skb)
+        except Drop as d:
+            st.record_drop(pkt_id, d)
+        finally:
+            st.flush_trace(skb)
 
     def route_output(self, skb: Skb6, oif: str = "") -> None:
         """`ip6_route_output`: the out device and next hop (a local destination goes out `lo`)."""
