@@ -276,8 +276,8 @@ def _default_runner(text: str) -> list[Difference]:
 
 
 def explore(max_examples: int, *, seed: int = 0, out_dir: str | Path | None = None,
-            runner: Runner | None = None, on_case: Callable[[str, list[Difference]], None] | None = None
-            ) -> Finding | None:
+            runner: Runner | None = None, on_case: Callable[[str, list[Difference]], None] | None = None,
+            strategy: st.SearchStrategy[str] | None = None) -> Finding | None:
     """Run `max_examples` random scenarios (derandomized by `seed`); None if all agreed, else the smallest
     differing scenario (hypothesis shrinks it), written to `out_dir/regression-<hash>.toml` if given."""
     run = runner or _default_runner
@@ -285,7 +285,7 @@ def explore(max_examples: int, *, seed: int = 0, out_dir: str | Path | None = No
 
     @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True, print_blob=False,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
-    @given(scenarios())
+    @given(strategy if strategy is not None else scenarios())  # scenarios6() for IPv6 (generator6)
     def case(text: str) -> None:
         diffs = run(text)
         if on_case is not None:
