@@ -93,6 +93,7 @@ class KernelRun:
     conntrack: list[str] = field(default_factory=list)  # `conntrack -L` lines
     conntrack_stats: str = ""  # `conntrack -S`
     iptables_save: str = ""  # `iptables-save -c` after the traffic
+    ip6tables_save: str = ""  # `ip6tables-save -c` after the traffic (IPv6 scenarios)
     program_output: list[str] = field(default_factory=list)  # "step N host run: output" lines
     execs: list[tuple[float, float, list[str]]] = field(default_factory=list)  # (start, end, argv) of exec steps
     errors: list[str] = field(default_factory=list)  # problems while running (not differences)
@@ -441,6 +442,8 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False) -> KernelRun:
             ct = lab.sh("conntrack", "-L", netns=lab.router)
             run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
             run.iptables_save = lab.sh("iptables-save", "-c", netns=lab.router)
+            if sc.uses_ipv6:
+                run.ip6tables_save = lab.sh("ip6tables-save", "-c", netns=lab.router)
         run.conntrack = [ln for ln in ct.splitlines() if ln.strip()]
         cap.stop()
         run.frames = [Captured(ts - t0, name, out, data) for ts, name, out, data in sorted(cap.frames)]

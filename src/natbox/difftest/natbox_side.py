@@ -50,6 +50,7 @@ class NatboxRun:
     sent: dict[str, list[tuple[float, bytes]]] = field(default_factory=dict)  # iface -> (time, frame)
     conntrack: list[str] = field(default_factory=list)
     iptables_save: str = ""
+    ip6tables_save: str = ""
     dropped: list[str] = field(default_factory=list)  # "t iface reason where detail"
     errors: list[str] = field(default_factory=list)  # natbox could not run (e.g. an exception)
     port_pairs: dict[int, int] = field(default_factory=dict)  # kernel's random port/id -> natbox's
@@ -170,6 +171,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
     now = kernel_run.conntrack_time
     out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
     out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
+    out.ip6tables_save = save_tables(engine.rules6.saved_tables(), SAVE_DATE, counters=True, prog="ip6tables-save")
     return out, made, draws
 
 
