@@ -46,7 +46,7 @@ from natbox.wire.icmp import (
     ICMP_REDIRECT,
     ICMP_TIME_EXCEEDED,
 )
-from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_SOURCE, IPH_TTL
+from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE, IPH_TTL
 
 __all__ = ["Forwarder"]
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
@@ -194,13 +194,13 @@ class Forwarder:
         st.skb = skb
         if st.rx_meta is not NO_META:
             skb.gso_type, skb.gso_size, skb.csum_partial = st.rx_meta
-        skb.src_mac = frame[ETH_SOURCE:ETH_SOURCE + 6]
-        skb.dst_mac = frame[ETH_DEST:ETH_DEST + 6]
+        skb.src_mac = src_mac = frame[ETH_SOURCE:ETH_PROTO]
+        skb.dst_mac = frame[ETH_DEST:ETH_SOURCE]
         skb.fast_key = key
-        if learn:
-            self._neighs.learn(dev.name, skb.saddr, skb.src_mac, self._ctx.now)
         ctx = self._ctx
         now = ctx.now
+        if learn:
+            self._neighs.learn(dev.name, skb.saddr, src_mac, now)
         skb.hook = ctx.hook = _HOOK_PRE_ROUTING
         if nf_conntrack_in(skb, _HOOK_PRE_ROUTING, now, self._table, self._cfg) != NF_ACCEPT:
             raise hooks.verdict_drop(_HOOK_PRE_ROUTING, "conntrack", skb)
@@ -219,8 +219,8 @@ class Forwarder:
             return True
         skb.oif = oif
         skb.nexthop = nexthop
-        if ttl_expires(data[IPH_TTL]) or len(data) > out.mtu:
-            self.ip_forward(skb)
+        if data[IPH_TTL] <= 1 or len(data) > out.mtu:
+            self.ip_forward(skb)  # which decides (ttl_expires, exceeds_mtu): ICMP errors, fragments, GSO
             return True
         ipv4.ip_decrease_ttl(data)
         if not forward_trivial:

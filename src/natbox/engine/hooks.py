@@ -289,9 +289,10 @@ class Hooks:
         rules = self.rules
         if rules is not self._ops_rules or rules.version != self._ops_version:
             self._refresh_ops()
-        for i, name, fn in self._active_ops[hook]:
-            if i < start:
-                continue
+        ops = self._active_ops[hook]
+        if start:
+            ops = [op for op in ops if op[0] >= start]
+        for _i, name, fn in ops:
             verdict = fn(skb)
             if verdict == NF_ACCEPT:
                 continue

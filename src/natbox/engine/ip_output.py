@@ -35,6 +35,7 @@ __all__ = ["IpOutput"]
 _HOOK_POST_ROUTING = Hook.POST_ROUTING
 _BROADCAST_MAC = b"\xff" * 6
 _ETH_P_IP_BYTES = b"\x08\x00"
+NEIGH_MAC_CACHE_MAX = 4096  # next hops whose offline MAC IpOutput.neigh_mac keeps (emptied when full)
 
 
 class IpOutput:
@@ -51,7 +52,10 @@ class IpOutput:
         # address change rebuilds the FIB (see `_broadcasts`)
         self._bcast: dict[str, frozenset[int]] = {}
         self._bcast_gen = -1
-        self._neigh_known = neighs.known  # bound once: the offline next-hop lookup runs for every packet
+        # neigh_mac's answers, valid while the FIB and the neighbour table keep their generations (every
+        # address, link or learned MAC change bumps one), at most NEIGH_MAC_CACHE_MAX (emptied when full)
+        self._macs: dict[tuple[str, int], tuple[bytes, bool]] = {}
+        self._macs_fib = self._macs_neigh = -1
         # bound by the engine: loopback_xmit (LocalStack) and the flow caches' recording of a forwarded
         # packet (`Forwarder.remember_flow`)
         self.loopback_xmit: Callable[[Skb], None] = lambda skb: None
@@ -188,16 +192,26 @@ class IpOutput:
 
     def neigh_mac(self, dev: Interface, nexthop: int) -> tuple[bytes, bool]:
         """The next hop's MAC offline: broadcast, known (static or learned), else a stable synthetic one
-        (02:00 and the address; then True: `neigh_output` counts these as `neigh_synthetic`)."""
-        bcast = self._bcast.get(dev.name) if self._bcast_gen == self._fib.generation else None
-        if bcast is None:
-            bcast = self._broadcasts(dev)
-        if nexthop == 0xFFFFFFFF or nexthop in bcast:
-            return _BROADCAST_MAC, False
-        mac = self._neigh_known(dev.name, nexthop)
-        if mac is None:
-            return b"\x02\x00" + nexthop.to_bytes(4, "big"), True
-        return mac, False
+        (02:00 and the address; then True: `neigh_output` counts these as `neigh_synthetic`). Runs for every
+        packet the slow path sends, so the answer is kept for the FIB and neighbour generations it holds for."""
+        key = (dev.name, nexthop)
+        if self._macs_fib == self._fib.generation and self._macs_neigh == self._neighs.generation:
+            hit = self._macs.get(key)
+            if hit is not None:
+                return hit
+        else:
+            self._macs.clear()
+            self._macs_fib, self._macs_neigh = self._fib.generation, self._neighs.generation
+        if nexthop == 0xFFFFFFFF or nexthop in self._broadcasts(dev):
+            answer = (_BROADCAST_MAC, False)
+        else:
+            mac = self._neighs.known(dev.name, nexthop)
+            answer = (b"\x02\x00" + nexthop.to_bytes(4, "big"), True) if mac is None else (mac, False)
+        macs = self._macs
+        if len(macs) >= NEIGH_MAC_CACHE_MAX:
+            macs.clear()
+        macs[key] = answer
+        return answer
 
     def _broadcasts(self, dev: Interface) -> frozenset[int]:
         """`dev`'s subnet broadcast addresses, worked out once per device and FIB generation (`Fib.rebuild`

@@ -546,7 +546,7 @@ class NatCore:
                 redirect = len(skb.data) > ihl + ICMPH_TYPE and skb.data[ihl + ICMPH_TYPE] == ICMP_REDIRECT
                 self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
             return verdict
-        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now=now, table=table, rnd=rnd, run_chain=run_chain)
+        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now, table, rnd, run_chain)
 
     def nf_nat_ipv6_fn(
         self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
@@ -564,10 +564,10 @@ class NatCore:
                 self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if len(skb.data) > skb.ihl and \
                     skb.data[skb.ihl] == NDISC_REDIRECT else DropReason.NAT_ICMP_BAD
             return verdict
-        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now=now, table=table, rnd=rnd, run_chain=run_chain)
+        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now, table, rnd, run_chain)
 
     def nf_nat_inet_fn(
-        self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook, *, now: float, table: ConntrackTable,
+        self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook, now: float, table: ConntrackTable,
         rnd: RandomSource, run_chain: Callable[[Skb], int],
     ) -> int:
         """Mirrors `nf_nat_inet_fn()` (§4.1) for both families: chain or null binding, masq oif, nat_packet."""

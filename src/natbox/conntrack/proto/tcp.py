@@ -138,7 +138,8 @@ def tcp_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> str |
     if doff < TCPH_MIN_LEN or tcplen < doff:
         return "tcp: truncated packet"
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if cfg.checksum and hook == _HOOK_PRE_ROUTING and not skb.csum_partial and not nf_checksum_ok(skb, dataoff, 6):
+    if (cfg.checksum and hook == _HOOK_PRE_ROUTING and not skb.csum_partial
+            and not nf_checksum_ok(data, dataoff, 6, None, skb.family)):
         return "tcp: bad checksum"
     flags = data[dataoff + TCPH_FLAGS]
     if not _VALID_BY_BYTE[flags]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
-from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV6, CtStatus, Hook
+from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV4, NFPROTO_IPV6, CtStatus, Hook
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import pseudo6_sum
 from natbox.wire.layout import (
@@ -53,35 +53,31 @@ _NAT_CLASH = CtStatus.NAT_CLASH
 _CLASH_OR_FIXED = int(CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT)
 
 
-def l4_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = None) -> bool:
-    """`nf_ip_checksum()` / `nf_ip_checksum_partial()` for TCP/UDP: pseudo-header + segment sums to 0xFFFF.
+def nf_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = None,
+                   family: int = NFPROTO_IPV4) -> bool:
+    """`nf_checksum()` for TCP/UDP: `nf_ip_checksum()` / `nf_ip_checksum_partial()` (the pseudo-header and the
+    segment sum to 0xFFFF) or, for an IPv6 packet (`family`, the skb's), `nf_ip6_checksum` (IPv6 §2.1).
 
     The pseudo-header length is always `skb->len - dataoff`; `end` limits the summed bytes (UDP-Lite
     coverage), as `__skb_checksum_complete_head` does.
+
+    IPv4, in one sum: every part (the addresses' four 16-bit words taken as one integer, the protocol, the
+    length, the segment as one integer, a last odd byte as the high half of a word) is congruent mod 0xFFFF
+    to its 16-bit one's-complement sum (RFC 1071), and the folded total of a positive sum (the protocol is
+    never 0) is 0xFFFF exactly when the sum is a multiple of 0xFFFF.
     """
+    if family == NFPROTO_IPV6:
+        return _l4_checksum6_ok(data, dataoff, proto, len(data) if end is None else end)
     n = len(data)
-    # pseudo_header_sum(src, dst, proto, n - dataoff), inline, with the addresses' four 16-bit words taken
-    # as one integer: their sum is congruent to it mod 0xFFFF (RFC 1071), and the folded total below is
-    # 0xFFFF exactly when the total, never 0 (proto > 0), is a multiple of 0xFFFF, so either sum will do
-    total = int.from_bytes(data[_ADDRS:_ADDRS_END], "big") % 0xFFFF + proto + n - dataoff
-    # csum_fold(csum_partial(segment, total)) == 0, inline: the folded sum must be 0xFFFF
     stop = n if end is None else end
     seg = data[dataoff:stop] if stop - dataoff <= 1024 else memoryview(data)[dataoff:stop]
     w = int.from_bytes(seg, "big")
-    if w:
-        if len(seg) & 1:
-            w <<= 8
-        total += (w % 0xFFFF) or 0xFFFF
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total == 0xFFFF
+    if len(seg) & 1:
+        w <<= 8
+    return not (int.from_bytes(data[_ADDRS:_ADDRS_END], "big") + proto + n - dataoff + w) % 0xFFFF
 
 
-def nf_checksum_ok(skb: Skb, dataoff: int, proto: int, end: int | None = None) -> bool:
-    """`nf_checksum()`: `nf_ip_checksum` or, for an IPv6 skb, `nf_ip6_checksum` (IPv6 §2.1)."""
-    if skb.family == NFPROTO_IPV6:
-        return _l4_checksum6_ok(skb.data, dataoff, proto, len(skb.data) if end is None else end)
-    return l4_checksum_ok(skb.data, dataoff, proto, end)
+l4_checksum_ok = nf_checksum_ok  # the IPv4 form (`nf_ip_checksum`): family is IPv4 unless given
 
 
 def _l4_checksum6_ok(data: bytearray, dataoff: int, proto: int, end: int) -> bool:
@@ -104,7 +100,8 @@ def udp_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | None:
     if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return None  # no checksum
     # nf_ip_checksum: a CHECKSUM_PARTIAL packet (from a local or virtio sender) is not verified
-    if hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial and not nf_checksum_ok(skb, dataoff, 17):
+    if (hook == _HOOK_PRE_ROUTING and checksum and not skb.csum_partial
+            and not nf_checksum_ok(data, dataoff, 17, None, skb.family)):
         return "udp: bad checksum"
     return None
 
@@ -163,7 +160,7 @@ def udplite_error(skb: Skb, dataoff: int, hook: Hook, checksum: bool) -> str | N
     if not (data[dataoff + UDPH_CHECK] | data[dataoff + UDPH_CHECK + 1]):
         return "udplite: checksum missing"
     # The kernel passes IPPROTO_UDP (17), not IPPROTO_UDPLITE, to nf_checksum_partial(); mirrored.
-    if hook == _HOOK_PRE_ROUTING and checksum and not nf_checksum_ok(skb, dataoff, 17, dataoff + cscov):
+    if hook == _HOOK_PRE_ROUTING and checksum and not nf_checksum_ok(data, dataoff, 17, dataoff + cscov, skb.family):
         return "udplite: bad checksum"
     return None
 
