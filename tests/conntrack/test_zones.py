@@ -66,3 +66,21 @@ def test_the_ct_target_attaches_the_zone_once() -> None:
     ctx = FakeCtx(Hook.LOCAL_OUT)
     rs.run("raw", Hook.LOCAL_OUT, out, ctx)
     assert ctx.notracked == 1
+
+
+def test_a_one_way_zone_keys_one_tuple_only() -> None:
+    """-j CT --zone-orig 7 / --zone-reply 8 (conntrack -L recorded on Linux 6.18: scenarios/ct-zone-one-direction)."""
+    box = Box()
+    orig_only = 7 | 1 << 16  # NF_CT_ZONE_DIR_ORIG above the id
+    a = _send(box, udp(A, B, 1000, 53), orig_only)
+    # the reply, with no template (zone 0), finds it: its reply tuple is keyed in zone 0
+    r = _send(box, udp(B, A, 53, 1000), 0)
+    assert a.ct is not None and r.ct is a.ct and r.ctinfo == CtInfo.ESTABLISHED_REPLY
+    assert " dport=53 zone-orig=7 src=" in format_conntrack(a.ct, 1.0)
+    assert format_proc(a.ct, 1.0).endswith("mark=0 use=2") and "zone-orig=7 " in format_proc(a.ct, 1.0)
+    # the original direction without the template is another connection
+    assert _send(box, udp(A, B, 1000, 53), 0).ct is not a.ct
+    reply_only = 8 | 2 << 16
+    b = _send(box, udp(A, B, 2000, 53), reply_only)
+    assert _send(box, udp(B, A, 53, 2000), 0).ct is not b.ct  # its reply tuple is keyed in zone 8
+    assert b.ct is not None and "dport=2000 zone-reply=8 mark=0 use=1" in format_conntrack(b.ct, 1.0)

@@ -43,7 +43,7 @@ from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS
 from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmpv4_error
 from natbox.conntrack.proto.tcp import tcp_packet
-from natbox.conntrack.table import ConntrackTable, CtEventType, zone_key
+from natbox.conntrack.table import ConntrackTable, CtEventType, zone_id_dir, zone_key
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
 from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook
 from natbox.skb import Skb
@@ -175,7 +175,7 @@ def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTupl
     proto = key[4]
     zone = skb.ct_zone  # the zone of the template -j CT --zone attached (raw), else 0
     for _ in range(MAX_REPEAT):
-        hit = table.lookup(key if not zone else (*key, zone), now)
+        hit = table.lookup(key, now) if not zone else table.find_in_zone(key, zone, now)
         if hit is None:
             if t is None:
                 t = _new_tuple(ConnTuple, key)
@@ -293,7 +293,7 @@ def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
         if _can_merge(winner, conn):
             return _merge(skb, winner, conn, table)
         # nf_ct_resolve_clash_harder: the reply direction must never clash, unless identical.
-        rhit = table.lookup(zone_key(conn.tuples[1], conn.zone), now)
+        rhit = table.lookup(zone_key(conn.tuples[1], zone_id_dir(conn.zone, 1)), now)
         if rhit is None or rhit[0] is conn:
             table.insert_reply_only(conn, now)
             stats.clash_resolve += 1

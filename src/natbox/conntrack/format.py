@@ -18,7 +18,7 @@ Field order of one line (single spaces, trailing space removed):
 | 8 | reply tuple, counters | | |
 | 9 | `[HW_OFFLOAD]` / `[OFFLOAD]` / `[ASSURED]`, the first that applies | | |
 | 10 | `mark=%u` | always | only when non-zero |
-| 11 | `zone=%u` | only when non-zero | only when non-zero |
+| 11 | `zone=%u` (`zone-orig=`/`zone-reply=` after that tuple for a one-way zone) | only when non-zero | same |
 | 12 | `use=%u` | always (1) | – |
 """
 
@@ -53,6 +53,7 @@ PROTO_NAMES: dict[int, str] = {
     1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv6", 132: "sctp", 136: "udplite",
 }
 _PORT_PROTOS = frozenset({6, 17, 33, 132, 136})
+_ZONE_DIR_ORIG, _ZONE_DIR_REPL = 1, 2  # NF_CT_ZONE_DIR_ORIG / _REPL: a zone for one direction only
 _EVENT_TAGS = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}  # "%9s "
 _STATS_ORDER = (
     "found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error", "search_restart",
@@ -146,19 +147,24 @@ def format_conntrack(
         if kind != "UPDATE" or protoinfo:
             parts.append(_state_text(conn))
     counters = acct and kind in ("", "DESTROY")
+    zone, zone_dirs = conn.zone & 0xFFFF, conn.zone >> 16
     parts.append(_tuple_text(orig))
+    if zone_dirs == _ZONE_DIR_ORIG and zone:
+        parts.append(f"zone-orig={zone} ")
     if counters:
         parts.append(f"packets={conn.acct_packets[0]} bytes={conn.acct_bytes[0]} ")
     if not status & CtStatus.SEEN_REPLY:
         parts.append("[UNREPLIED] ")
     parts.append(_tuple_text(repl))
+    if zone_dirs == _ZONE_DIR_REPL and zone:
+        parts.append(f"zone-reply={zone} ")
     if counters:
         parts.append(f"packets={conn.acct_packets[1]} bytes={conn.acct_bytes[1]} ")
     parts.append(_status_flag(status))
     if not kind or conn.mark:
         parts.append(f"mark={conn.mark} ")
-    if conn.zone:
-        parts.append(f"zone={conn.zone} ")
+    if zone and not zone_dirs:
+        parts.append(f"zone={zone} ")
     if not kind:
         parts.append(f"use={use} ")
     return "".join(parts).rstrip(" ")
@@ -190,16 +196,21 @@ def format_proc(
         parts.append(_state_text(conn))
     elif orig.proto == 47:
         parts.append(f"timeout={gre_timeouts[0]}, stream_timeout={gre_timeouts[1]} ")
+    zone, zone_dirs = conn.zone & 0xFFFF, conn.zone >> 16
     parts.append(_tuple_text(orig, True))
+    if zone_dirs == _ZONE_DIR_ORIG:  # ct_show_zone(s, ct, NF_CT_ZONE_DIR_ORIG)
+        parts.append(f"zone-orig={zone} ")
     if acct:
         parts.append(f"packets={conn.acct_packets[0]} bytes={conn.acct_bytes[0]} ")
     if not status & CtStatus.SEEN_REPLY:
         parts.append("[UNREPLIED] ")
     parts.append(_tuple_text(repl, True))
+    if zone_dirs == _ZONE_DIR_REPL:
+        parts.append(f"zone-reply={zone} ")
     if acct:
         parts.append(f"packets={conn.acct_packets[1]} bytes={conn.acct_bytes[1]} ")
     parts.append(_status_flag(status))
-    parts.append(f"mark={conn.mark} zone={conn.zone} use={use}")
+    parts.append(f"mark={conn.mark} " + ("" if zone_dirs else f"zone={zone} ") + f"use={use}")
     return "".join(parts)
 
 

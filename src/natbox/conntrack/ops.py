@@ -24,6 +24,11 @@ class CtTableOps(Protocol):
         """`__nf_conntrack_find_get`: the live entry holding tuple `t` (or its zone key) in either direction."""
         ...
 
+    def find_in_zone(self, t: tuple[int, int, int, int, int], zone: int, now: float,
+                     first: int = 0, *, fallback: bool = True) -> tuple[Conn, Direction] | None:
+        """`nf_conntrack_find_get`: the live entry holding `t` in the template zone `zone`."""
+        ...
+
     def delete(self, conn: Conn, now: float, *, reason: str = "") -> None:
         """`nf_ct_kill`: remove `conn` under both tuples."""
         ...

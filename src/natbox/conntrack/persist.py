@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
-from natbox.conntrack.table import ConntrackTable, zone_key
+from natbox.conntrack.table import ConntrackTable, zone_id_dir, zone_key
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, TcpState
 
@@ -86,9 +86,9 @@ def load_conns(doc: Any, table: ConntrackTable, now: float, *, elapsed: float = 
         if not isinstance(remaining, (int, float)) or not isinstance(age, (int, float)):
             raise ValueError(f"{what}: remaining and age must be numbers")
         remaining -= elapsed
-        zone = _int(e.get("zone", 0), what, hi=0xFFFF)
-        if remaining <= 0 or table.lookup(zone_key(orig, zone), now) is not None \
-                or table.lookup(zone_key(reply, zone), now) is not None:
+        zone = _int(e.get("zone", 0), what, hi=0x2FFFF)  # the id, and the directions of a directional zone
+        if remaining <= 0 or table.lookup(zone_key(orig, zone_id_dir(zone, 0)), now) is not None \
+                or table.lookup(zone_key(reply, zone_id_dir(zone, 1)), now) is not None:
             continue
         ct = Conn(orig, reply, now=now - age - elapsed, ct_id=table.new_id(), zone=zone)
         ct.status = _int(e.get("status", 0), f"{what}.status", hi=0xFFFF) & _KEEP

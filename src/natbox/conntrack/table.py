@@ -31,7 +31,7 @@ from natbox.conntrack.l4proto import nf_ct_l4proto_find
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, Direction
 
-__all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType", "zone_key"]
+__all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType", "zone_id_dir", "zone_key"]
 
 DEFAULT_MAX_ENTRIES = 262144  # nf_conntrack_max on the reference box (§2.6)
 EARLY_DROP_SCAN = 64  # entries one early_drop looks at (kernel: the chains of 8 buckets, NF_CT_EVICTION_RANGE)
@@ -43,11 +43,19 @@ _ORIGINAL = Direction.ORIGINAL
 _REPLY = Direction.REPLY
 
 
-def zone_key(t: tuple[int, int, int, int, int], zone: int) -> tuple[int, ...]:
-    """The table's key of tuple `t` in conntrack zone `zone`: the tuple itself in zone 0, the tuple and the
-    zone id otherwise (`nf_ct_key_equal`: the tuple and `nf_ct_zone_equal`; zones apply to both
-    directions). Zone 0, the common case, costs nothing."""
-    return t if not zone else (*t, zone)
+def zone_key(t: tuple[int, int, int, int, int], zone_id: int) -> tuple[int, ...]:
+    """The table's key of tuple `t` in the zone with id `zone_id`: the tuple itself in zone 0, the tuple and
+    the zone id otherwise (`nf_ct_key_equal`: the tuple and `nf_ct_zone_equal`). Zone 0, the common case,
+    costs nothing."""
+    return t if not zone_id else (*t, zone_id)
+
+
+def zone_id_dir(zone: int, direction: int) -> int:
+    """`nf_ct_zone_id(zone, dir)`. A zone is kept as one int: its id (16 bits), and above it the directions it
+    applies to when not both (`NF_CT_ZONE_DIR_ORIG` 1, `NF_CT_ZONE_DIR_REPL` 2, from -j CT --zone-orig /
+    --zone-reply); in a direction it does not apply to, the id is the default zone's, 0."""
+    dirs = zone >> 16
+    return zone & 0xFFFF if not dirs or dirs & (1 << direction) else 0
 
 
 def _gc_can_early_drop(conn: Conn) -> bool:
@@ -203,12 +211,31 @@ class ConntrackTable:
         orig = conn.tuples[0]
         return conn, (_ORIGINAL if orig == t or (conn.zone and orig == t[:5]) else _REPLY)
 
+    def find_in_zone(self, t: tuple[int, int, int, int, int], zone: int, now: float,
+                     first: int = _ORIGINAL, *, fallback: bool = True) -> tuple[Conn, Direction] | None:
+        """`nf_conntrack_find_get` / `resolve_normal_ct`'s lookup of tuple `t` in a template's `zone`: under the
+        zone's id for the `first` direction, then (`fallback`) for the other, an entry counting only if its
+        zone has the same id as `zone` in the direction it was found in (`nf_ct_zone_equal`)."""
+        if not zone:
+            return self.lookup(t, now)
+        tried = -1
+        for d in ((first, 1 - first) if fallback else (first,)):
+            zid = zone_id_dir(zone, d)
+            if zid == tried:
+                continue
+            tried = zid
+            hit = self.lookup(zone_key(t, zid), now)
+            if hit is not None and zone_id_dir(hit[0].zone, hit[1]) == zone_id_dir(zone, hit[1]):
+                return hit
+        return None
+
     def find_taken(self, t: ConnTuple, ignored: Conn, now: float) -> tuple[Conn, Direction] | None:
         """`nf_conntrack_tuple_taken`: another live ct with `t` as its ORIGINAL or REPLY tuple (§4.4).
 
         A ct whose ORIGINAL tuple equals `ignored`'s ORIGINAL is the same flow and does not count.
         """
-        hit = self.lookup(zone_key(t, ignored.zone), now)  # in the zone of the ct being set up
+        # t is a reply tuple: hashed with the zone id of `ignored` for the reply direction, no second try
+        hit = self.find_in_zone(t, ignored.zone, now, _REPLY, fallback=False)
         if hit is None:
             return None
         conn = hit[0]
@@ -225,7 +252,7 @@ class ConntrackTable:
     def clash(self, conn: Conn, now: float) -> tuple[Conn, Direction] | None:
         """The live entry that already holds one of `conn`'s tuples, if any (checked at confirm)."""
         for d in (Direction.ORIGINAL, Direction.REPLY):
-            hit = self.lookup(zone_key(conn.tuples[d], conn.zone), now)
+            hit = self.lookup(zone_key(conn.tuples[d], zone_id_dir(conn.zone, d)), now)
             if hit is not None and hit[0] is not conn:
                 return hit
         return None
@@ -234,8 +261,8 @@ class ConntrackTable:
         """Insert both directions (the caller has checked for clashes). Emits the NEW event."""
         conn.status |= CtStatus.CONFIRMED
         zone = conn.zone
-        self._hash[zone_key(conn.tuples[0], zone)] = conn
-        self._hash[zone_key(conn.tuples[1], zone)] = conn
+        self._hash[zone_key(conn.tuples[0], zone_id_dir(zone, 0))] = conn
+        self._hash[zone_key(conn.tuples[1], zone_id_dir(zone, 1))] = conn
         self._conns[conn.ct_id] = conn
         self.event(CtEventType.NEW, conn, now)
 
@@ -243,15 +270,15 @@ class ConntrackTable:
         """The NAT_CLASH loser of §2.5: only its REPLY tuple is hashed; hidden from listings."""
         conn.status |= CtStatus.CONFIRMED | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
         conn.timeout = now + 1.0
-        self._hash[zone_key(conn.tuples[1], conn.zone)] = conn
+        self._hash[zone_key(conn.tuples[1], zone_id_dir(conn.zone, 1))] = conn
         self._conns[conn.ct_id] = conn
 
     def delete(self, conn: Conn, now: float, *, reason: str = "") -> None:
         """Remove `conn` under both tuples and emit DESTROY (unless it was a hidden clash entry)."""
         if self._conns.pop(conn.ct_id, None) is None:
             return
-        for t in conn.tuples:
-            key = zone_key(t, conn.zone)
+        for d, t in enumerate(conn.tuples):
+            key = zone_key(t, zone_id_dir(conn.zone, d))
             if self._hash.get(key) is conn:
                 del self._hash[key]
         conn.status |= CtStatus.DYING

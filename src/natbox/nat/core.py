@@ -25,7 +25,7 @@ Explanations: when a trace list is given (the skb's `trace`), each decision appe
 ("SNAT: port 40010 kept", "DNAT: address 203.0.113.15 chosen by jhash2 ...").
 
 Deliberate simplifications: no helpers, so GRE keys never change (PPTP needs a master ct) and no
-seqadj; zones are compared as plain ids (no per-direction zones); the `found` statistic of
+seqadj; zones are compared by their id in the direction concerned (nf_ct_zone_id); the `found` statistic of
 `nf_conntrack_tuple_taken` is left to the conntrack table.
 """
 
@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
-from natbox.conntrack.table import ConntrackTable, zone_key
+from natbox.conntrack.table import ConntrackTable, zone_id_dir
 from natbox.conntrack.tuple import ConnTuple, format_addr, invert
 from natbox.nat.choose import (
     LABEL,
@@ -185,14 +185,14 @@ class NatCore:
         if not self._tables or self._tables[0] is not table:
             self.attach(table)
         orig = ct.tuples[0]
-        key = (orig.src, orig.sport, orig.proto, ct.zone)
+        key = (orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0))
         self._bysource.setdefault(key, []).append(ct)
         self._member[ct] = key
 
     def find_appropriate_src(self, orig: ConnTuple, rng: NatRange, ct: Conn) -> tuple[ConnTuple, Conn] | None:
         """Mirrors `find_appropriate_src()`: the newest live ct with the same source whose mapping,
         with our destination, is in range (endpoint-independent mapping, §4.5 step 1b)."""
-        chain = self._bysource.get((orig.src, orig.sport, orig.proto, ct.zone))
+        chain = self._bysource.get((orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0)))
         if not chain:
             return None
         for other in reversed(chain[:]):
@@ -225,7 +225,7 @@ class NatCore:
             return None
         if not nf_ct_l4proto_find(t.proto).allow_clash or ct.status & _USES_NAT:  # nf_nat_allow_clash
             return other
-        hit = table.lookup(zone_key(t, ct.zone), now)
+        hit = table.find_in_zone(t, ct.zone, now)
         if hit is None:
             return None
         clash = hit[0]
@@ -248,7 +248,7 @@ class NatCore:
         reply = invert(t)
         if reply is None:
             return None
-        hit = table.lookup(zone_key(reply, ct.zone), now)
+        hit = table.find_in_zone(reply, ct.zone, now, Direction.REPLY)
         if hit is None:
             return None
         other, direction = hit
@@ -307,7 +307,7 @@ class NatCore:
                                      f"with ct #{clash.ct_id}; not reused")
 
         # 2) the address.
-        t = find_best_ips_proto(orig, rng, ct.zone, manip)
+        t = find_best_ips_proto(orig, rng, ct.zone & 0xFFFF, manip)  # zone->id
         if trace is not None and flags & _MAP_IPS and rng.min_addr != rng.max_addr:
             chosen = t.src if manip == _MANIP_SRC else t.dst
             how = "jhash2 of the source (--persistent)" if flags & _PERSISTENT else "jhash2"

@@ -97,7 +97,7 @@ def icmpv4_error(
     if inner is None:
         skb.note = "icmp: embedded tuple cannot be inverted"
         return NF_INVALID
-    hit = table.lookup(inner if not skb.ct_zone else (*inner, skb.ct_zone), now)  # the template's zone
+    hit = table.lookup(inner, now) if not skb.ct_zone else table.find_in_zone(inner, skb.ct_zone, now)
     if hit is None:
         skb.note = "icmp: no ct for inner tuple"
         return NF_INVALID

@@ -56,8 +56,8 @@ class Notrack(Target):
 class Ct(Target):
     """`-j CT --notrack`, `--zone N|mark` (the zone the packet's connection is tracked in: `nf_conntrack_in`
     looks its tuple up in that zone, so equal tuples in two zones are two connections; `conntrack -L` shows
-    `zone=N`; `mark` takes the id from the packet's mark); `--helper NAME` is accepted and saved but natbox
-    runs no helpers (no-op). `--zone-orig`/`--zone-reply` apply to both directions (docs/differences.md)."""
+    `zone=N`; `mark` takes the id from the packet's mark; `--zone-orig`/`--zone-reply` key one direction's
+    tuple only); `--helper NAME` is accepted and saved but natbox runs no helpers (no-op)."""
 
     name = "CT"
     options = (Opt("notrack", 0), Opt("helper", 1), Opt("zone", 1), Opt("zone-orig", 1), Opt("zone-reply", 1),
@@ -134,6 +134,9 @@ class Ct(Target):
 
     def compile(self) -> TargetFn:
         notrack, zone, by_mark = self.notrack, self.zone, bool(self.zone_flags & XT_CT_ZONE_MARK)
+        # the directions above the 16-bit id (conntrack.table.zone_id_dir): 0 for both, else ORIG 1 / REPL 2
+        dirs = {XT_CT_ZONE_DIR_ORIG: 1, XT_CT_ZONE_DIR_REPL: 2}.get(
+            self.zone_flags & (XT_CT_ZONE_DIR_ORIG | XT_CT_ZONE_DIR_REPL), 0) << 16
 
         def ct_tg(skb: Skb, ctx: XtContext) -> int:
             """`xt_ct_target`: a packet that has a ct (or a template) already is left alone; else --notrack
@@ -143,7 +146,8 @@ class Ct(Target):
             if notrack:
                 ctx.notrack(skb)
             else:
-                skb.ct_zone = skb.mark & 0xFFFF if by_mark else zone  # nf_ct_zone_tmpl
+                zid = skb.mark & 0xFFFF if by_mark else zone  # nf_ct_zone_tmpl
+                skb.ct_zone = zid | dirs if zid else 0
             return XT_CONTINUE
 
         return ct_tg
