@@ -346,7 +346,7 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
             return 0
         elif a in ("-M", "--modprobe") and i + 1 < len(args):
             i += 1
-        elif a not in ("-4", "--ipv4") or family != NFPROTO_IPV4:
+        else:  # iptables-save 1.8.9's getopt string has no 4 (nor 6): `-4` and `--ipv4` are refused
             return _save_usage_error(a, err, prog)
         i += 1
     if ruleset is None and path is None:
@@ -398,8 +398,11 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
             if a in ("-T", "--table"):
                 table = args[i + 1]
             i += 1
-        elif a in ("-w", "--wait", "-v", "--verbose") or (a in ("-4", "--ipv4") and family == NFPROTO_IPV4):
+        elif a in ("-w", "--wait", "-v", "--verbose"):
             pass
+        elif a in ("--ipv4", "--ipv6"):  # in xtables-restore's long options but not its getopt string
+            err.write(f"Try `{prog} -h' for more information.\n")
+            return OTHER_PROBLEM
         elif a == "-h":
             err.write(RESTORE_HELP.replace("iptables-restore", prog))
             return 0

@@ -9,9 +9,10 @@ ip6tables refuses a name it cannot resolve ("host/network `NAME' not found"): th
 
 from __future__ import annotations
 
-from natbox.rules.model import RulesError
+from natbox.rules.model import NFPROTO_IPV4, RulesError, mask_to_prefix
 
-__all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_hostmask6", "parse_ipv6",
+__all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_hostmask", "parse_hostmask6",
+           "parse_ipv6",
            "parse_ipv6_mask", "prefix6_to_mask"]
 
 ALL_ONES6 = (1 << 128) - 1
@@ -148,6 +149,57 @@ def format_addr6_mask(addr: int, mask: int, *, always_prefix: bool = True) -> st
     if p == 128 and not always_prefix:
         return name
     return f"{name}/{p}" if p >= 0 else f"{name}/{format_addr6(mask)}"
+
+
+def _inet_aton(text: str) -> int | None:
+    """glibc `inet_aton` (what getaddrinfo accepts as a numeric IPv4 host): 1 to 4 parts, each strtoul base 0
+    (0x hex, 0 octal), the last part filling the remaining bytes (`10.1.2` is 10.1.0.2)."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    vals: list[int] = []
+    for p in parts:
+        if not p.isascii() or not p.isalnum():
+            return None
+        try:
+            vals.append(int(p, 16) if p[:2].lower() == "0x" and len(p) > 2 else int(p, 8) if p[0] == "0" else int(p))
+        except ValueError:
+            return None
+    last_bits = 8 * (5 - len(vals))
+    if any(v > 255 for v in vals[:-1]) or vals[-1] >= 1 << last_bits:
+        return None
+    val = 0
+    for v in vals[:-1]:
+        val = (val << 8) | v
+    return (val << last_bits) | vals[-1]
+
+
+def parse_hostmask(text: str, family: int, ext: str, opt: str) -> tuple[int, int]:
+    """`xtopt_parse_hostmask` of iptables 1.8.9, either family (XTTYPE_HOSTMASK options: conntrack's
+    addresses, policy's tunnel ends, srh's segment ids, NPT prefixes): the address is kept as given, not
+    masked. IPv4: the host as getaddrinfo reads a number (`inet_aton`; a name is refused as by a host that
+    cannot resolve it, an IPv6 address with EAI_ADDRFAMILY), the part after `/` a prefix length 0-32 (strtoul
+    base 0) or else an `inet_aton` mask whose prefix is taken (32 when it is not contiguous)."""
+    if family != NFPROTO_IPV4:
+        return parse_hostmask6(text, ext, opt)
+    host, sep, plen = text.partition("/")
+    addr = _inet_aton(host)
+    if addr is None:
+        if ":" in host and parse_ipv6(host) is not None:
+            raise RulesError("getaddrinfo: Address family for hostname not supported\n")
+        raise RulesError("getaddrinfo: Temporary failure in name resolution\n")
+    if not sep:
+        return addr, 0xFFFFFFFF
+    bits = int(plen) if plen.isascii() and plen.isdigit() and (plen == "0" or plen[0] != "0") \
+        and int(plen) <= 32 else None
+    if bits is None:
+        m = _inet_aton(plen)
+        if m is None:
+            raise RulesError(f'{ext}: bad value for option "--{opt}", neither a valid network mask nor valid CIDR '
+                             "(0-32).\n")
+        p = mask_to_prefix(m)
+        bits = p if p >= 0 else 32
+    return addr, (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
 
 
 def parse_hostmask6(text: str, ext: str, opt: str) -> tuple[int, int]:

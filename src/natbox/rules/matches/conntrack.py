@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from natbox.netfilter import CtInfo, CtStatus, Direction
-from natbox.rules.addr6 import format_addr6_mask, parse_hostmask6
+from natbox.rules.addr6 import format_addr6_mask, parse_hostmask
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, parse_protocol, parse_uint
 from natbox.rules.model import (
@@ -16,7 +16,6 @@ from natbox.rules.model import (
     Rule,
     RulesError,
     format_addr_mask,
-    parse_ipv4_mask,
 )
 from natbox.skb import Skb
 
@@ -114,8 +113,7 @@ class Conntrack(Match):
             self.proto = parse_protocol(a)
         elif opt in _ADDR_OPTS:
             self.family = rule.family
-            self.addrs[opt] = (parse_ipv4_mask(a) if rule.family == NFPROTO_IPV4
-                               else parse_hostmask6(a, "conntrack", opt))
+            self.addrs[opt] = parse_hostmask(a, rule.family, "conntrack", opt)
         elif opt in _PORT_OPTS:
             lo_s, _, hi_s = a.partition(":")
             lo = parse_port(lo_s, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
+from natbox.rules.matches.icmp6 import parse_type_code
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_CODE, ICMPH_TYPE
@@ -28,19 +29,8 @@ ICMP_CODES: tuple[tuple[str, int, int, int], ...] = (
 )
 
 
-def _parse_range(text: str) -> tuple[int, int] | None:
-    lo_s, sep, hi_s = text.partition("-")
-    if not lo_s.isdigit() or (sep and not hi_s.isdigit()):
-        return None
-    lo = int(lo_s)
-    hi = int(hi_s) if sep else lo
-    if lo > 255 or hi > 255:
-        return None
-    return lo, hi
-
-
 def parse_icmp(text: str) -> tuple[int, int, int]:
-    """`__parse_icmp`: a (prefix of a) name, or `type[/code[-code]]`."""
+    """`__parse_icmp`: a (prefix of a) name, or `type[/code[:code]]` (`parse_type_code`)."""
     found = None
     for entry in ICMP_CODES:
         if entry[0].lower().startswith(text.lower()):
@@ -52,16 +42,7 @@ def parse_icmp(text: str) -> tuple[int, int, int]:
                 found = entry
     if found is not None:
         return found[1], found[2], found[3]
-    t_s, sep, c_s = text.partition("/")
-    t = _parse_range(t_s)
-    if t is None or t[0] != t[1]:
-        raise RulesError(f"Unknown ICMP type `{text}'")
-    if not sep:
-        return t[0], 0, 0xFF
-    c = _parse_range(c_s)
-    if c is None:
-        raise RulesError(f"Unknown ICMP code `{text}'")
-    return t[0], c[0], c[1]
+    return parse_type_code(text, "ICMP")
 
 
 class Icmp(Match):

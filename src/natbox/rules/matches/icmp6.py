@@ -14,7 +14,7 @@ from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, Rule
 from natbox.skb import Skb
 from natbox.wire.layout import ICMP6H_CODE, ICMP6H_LEN, ICMP6H_TYPE
 
-__all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "strtoul_prefix"]
+__all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "parse_type_code", "strtoul_prefix"]
 
 IPPROTO_ICMPV6 = 58
 
@@ -70,23 +70,29 @@ def parse_icmpv6(text: str) -> tuple[int, int, int]:
             found = entry
     if found is not None:
         return found[1], found[2], found[3]
+    return parse_type_code(text, "ICMPv6")
+
+
+def parse_type_code(text: str, word: str) -> tuple[int, int, int]:
+    """The numeric `type[/code[:code]]` of libxt_icmp.h 1.8.9 (iptables and ip6tables alike, `word` "ICMP" or
+    "ICMPv6" naming it in the messages): strtoul forms, anything after a number is an "unknown character"."""
     t, end = strtoul_prefix(text, 0)
     if t is None or t > 0xFF:
-        raise RulesError(f"Unknown ICMPv6 type `{text}'")
+        raise RulesError(f"Unknown {word} type `{text}'")
     if end < len(text) and text[end] == ":":
-        raise RulesError("ICMPv6 type range not supported")
+        raise RulesError(f"{word} type range not supported")
     if end == len(text):
         return t, 0, 0xFF
     if text[end] != "/":
         raise RulesError(f"unknown character {text[end]}")
     lo, end = strtoul_prefix(text, end + 1)
     if lo is None or lo > 0xFF:
-        raise RulesError(f"Unknown ICMPv6 code `{text}'")
+        raise RulesError(f"Unknown {word} code `{text}'")
     hi: int | None = lo
     if end < len(text) and text[end] == ":":
         hi, end = strtoul_prefix(text, end + 1)
     if hi is None or hi > 0xFF:
-        raise RulesError(f"Unknown ICMPv6 code `{text}'")
+        raise RulesError(f"Unknown {word} code `{text}'")
     if end < len(text):
         raise RulesError(f"unknown character {text[end]}")
     return t, lo, hi

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from natbox.netfilter import Hook
-from natbox.rules.addr6 import format_addr6_mask, parse_hostmask6
+from natbox.rules.addr6 import format_addr6_mask, parse_hostmask
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_protocol, proto_name
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
@@ -26,8 +26,6 @@ from natbox.rules.model import (
     RulesError,
     format_addr_mask,
     hook_mask_of,
-    mask_to_prefix,
-    parse_ipv4,
 )
 from natbox.skb import Skb
 
@@ -43,25 +41,6 @@ XT_POLICY_MODE_TUNNEL = 1
 IPPROTO_AH, IPPROTO_ESP, IPPROTO_COMP = 51, 50, 108
 _IN_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN)
 _OUT_HOOKS = hook_mask_of(Hook.POST_ROUTING, Hook.LOCAL_OUT)
-
-
-def parse_hostmask(text: str) -> tuple[int, int]:
-    """`xtopt_parse_hostmask` as iptables 1.8.9 behaves: the address is kept unmasked; the part after `/`
-    is a prefix length 0-32, or a dotted mask whose prefix is taken (32 when it is not contiguous)."""
-    host, sep, plen = text.partition("/")
-    addr = parse_ipv4(host)
-    if addr is None:
-        raise RulesError(f"host/network `{host}' not found")
-    if not sep:
-        return addr, 0xFFFFFFFF
-    bits = int(plen) if plen.isdigit() and int(plen) <= 32 else None
-    if bits is None:
-        m = parse_ipv4(plen)
-        if m is None:
-            raise RulesError(f"invalid mask `{plen}' specified")
-        p = mask_to_prefix(m)
-        bits = p if p >= 0 else 32
-    return addr, (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
 
 
 @dataclass
@@ -147,7 +126,7 @@ class Policy(Match):
         if opt in ("reqid", "spi"):
             setattr(e, opt, parse_value("policy", opt, a, U32_MAX))
         elif opt in ("tunnel-src", "tunnel-dst"):
-            am = parse_hostmask(a) if e.family == NFPROTO_IPV4 else parse_hostmask6(a, "policy", opt)
+            am = parse_hostmask(a, e.family, "policy", opt)
             if opt == "tunnel-src":
                 e.saddr = am
             else:
