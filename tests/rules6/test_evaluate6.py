@@ -312,6 +312,30 @@ def test_npt_map_failure_sends_parameter_problem() -> None:
     assert ctx.rejects == ["npt-paramprob-saddr"]
 
 
+def test_npt_maps_the_packet_an_icmpv6_error_quotes() -> None:
+    """ip6t_NPT's icmpv6_bounced_ipv6hdr (6.x): SNPT on an ICMPv6 error also maps the quoted packet's
+    destination when it lies in --src-pfx; DNPT maps the quoted source; other addresses stay."""
+    inner_out = build_ipv6(parse_addr6("2001:db8:100::10"), parse_addr6("fd00:77::2"), NEXTHDR_UDP, UDP)
+    err = bytes([1, 4, 0, 0, 0, 0, 0, 0]) + inner_out  # port unreachable (checksum not read by NPT)
+    skb = pkt(NEXTHDR_ICMP, err, saddr=parse_addr6("fd00:77::2"), daddr=parse_addr6("2001:db8:100::10"))
+    rs = ruleset("-A POSTROUTING -j SNPT --src-pfx fd00:77::/64 --dst-pfx 2001:db8:77::/64", table="mangle")
+    rs.run("mangle", Hook.POST_ROUTING, skb, FakeCtx(Hook.POST_ROUTING))
+    quoted = Skb6(bytearray(skb.data[48:]), iif="lan")
+    assert skb.saddr == quoted.daddr == parse_addr6("2001:db8:77:0:cf47::2")
+    assert quoted.saddr == parse_addr6("2001:db8:100::10")
+    inner_in = build_ipv6(parse_addr6("2001:db8:77:0:cf47::2"), parse_addr6("2001:db8:100::10"), NEXTHDR_UDP, UDP)
+    back = pkt(NEXTHDR_ICMP, bytes([1, 4, 0, 0, 0, 0, 0, 0]) + inner_in, saddr=parse_addr6("2001:db8:100::10"),
+               daddr=parse_addr6("2001:db8:77:0:cf47::2"))
+    rs = ruleset("-A PREROUTING -j DNPT --src-pfx 2001:db8:77::/64 --dst-pfx fd00:77::/64", table="mangle")
+    rs.run("mangle", Hook.PRE_ROUTING, back, FakeCtx(Hook.PRE_ROUTING))
+    assert back.daddr == Skb6(bytearray(back.data[48:]), iif="wan").saddr == parse_addr6("fd00:77::2")
+    other = build_ipv6(parse_addr6("2001:db8:100::10"), parse_addr6("fd00:99::2"), NEXTHDR_UDP, UDP)
+    skb = pkt(NEXTHDR_ICMP, bytes([1, 4, 0, 0, 0, 0, 0, 0]) + other, saddr=parse_addr6("fd00:77::2"))
+    ruleset("-A POSTROUTING -j SNPT --src-pfx fd00:77::/64 --dst-pfx 2001:db8:77::/64", table="mangle").run(
+        "mangle", Hook.POST_ROUTING, skb, FakeCtx(Hook.POST_ROUTING))
+    assert Skb6(bytearray(skb.data[48:]), iif="lan").daddr == parse_addr6("fd00:99::2")
+
+
 def test_tos_dscp_ecn_read_the_traffic_class() -> None:
     skb = Skb6(build_ipv6(A, B, NEXTHDR_UDP, UDP, tclass=0x2A), iif="lan")  # DSCP 10, ECT(0)
     assert verdict("-m dscp --dscp 10", skb) and not verdict("-m dscp --dscp 11", skb)

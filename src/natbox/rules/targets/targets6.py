@@ -7,7 +7,7 @@ natbox.rules.targets.nat and .masquerade (their ranges hold 128-bit addresses fo
 
 from __future__ import annotations
 
-from natbox.nat.npt import npt_adjustment, npt_map
+from natbox.nat.npt import npt_adjustment, npt_map, npt_map_bounced
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.addr6 import (
@@ -233,8 +233,10 @@ class Snpt(Target):
         src, smask = self.pfx.get("src-pfx", (0, 0))
         dst, dmask = self.pfx.get("dst-pfx", (0, 0))
         adjustment = npt_adjustment(src, dst)
-        pfx_len = max(mask6_to_prefix(smask), mask6_to_prefix(dmask))
+        src_len = mask6_to_prefix(smask)
+        pfx_len = max(src_len, mask6_to_prefix(dmask))
         lo, hi, failure = self.field, self.field + 16, self.failure
+        snpt = self.field == IP6H_SADDR
 
         def npt_tg(skb: Skb, ctx: XtContext) -> int:
             data = skb.data
@@ -243,6 +245,8 @@ class Snpt(Target):
                 ctx.send_reject(skb, failure)
                 return NF_DROP
             data[lo:hi] = new.to_bytes(16, "big")
+            # the packet an ICMPv6 error quotes: its daddr (SNPT) or saddr (DNPT) when in the source prefix
+            npt_map_bounced(data, adjustment, src, src_len, dst, pfx_len, snpt=snpt)
             return XT_CONTINUE
 
         return npt_tg
