@@ -139,25 +139,25 @@ class CtStatus:
     member per operation (about ten times slower than int arithmetic).
     """
 
-    EXPECTED = 1 << 0
-    SEEN_REPLY = 1 << 1
-    ASSURED = 1 << 2
-    CONFIRMED = 1 << 3
-    SRC_NAT = 1 << 4
-    DST_NAT = 1 << 5
-    SEQ_ADJUST = 1 << 6
-    SRC_NAT_DONE = 1 << 7
-    DST_NAT_DONE = 1 << 8
-    DYING = 1 << 9
-    FIXED_TIMEOUT = 1 << 10
-    TEMPLATE = 1 << 11
-    NAT_CLASH = 1 << 12
-    HELPER = 1 << 13
-    OFFLOAD = 1 << 14
-    HW_OFFLOAD = 1 << 15
+    EXPECTED: Final = 1 << 0
+    SEEN_REPLY: Final = 1 << 1
+    ASSURED: Final = 1 << 2
+    CONFIRMED: Final = 1 << 3
+    SRC_NAT: Final = 1 << 4
+    DST_NAT: Final = 1 << 5
+    SEQ_ADJUST: Final = 1 << 6
+    SRC_NAT_DONE: Final = 1 << 7
+    DST_NAT_DONE: Final = 1 << 8
+    DYING: Final = 1 << 9
+    FIXED_TIMEOUT: Final = 1 << 10
+    TEMPLATE: Final = 1 << 11
+    NAT_CLASH: Final = 1 << 12
+    HELPER: Final = 1 << 13
+    OFFLOAD: Final = 1 << 14
+    HW_OFFLOAD: Final = 1 << 15
 
-    NAT_MASK = SRC_NAT | DST_NAT
-    NAT_DONE_MASK = SRC_NAT_DONE | DST_NAT_DONE
+    NAT_MASK: Final = SRC_NAT | DST_NAT
+    NAT_DONE_MASK: Final = SRC_NAT_DONE | DST_NAT_DONE
 
     @classmethod
     def names(cls, status: int) -> list[str]:

@@ -242,6 +242,13 @@ def _bench_rules(ports: int, packets: int) -> None:
         print(f"  {label:<44} {full:7.2f} us/packet   empty chain {base:5.2f} us   ratio {full / base:6.1f}")
 
 
+def build_name() -> str:
+    """Which build of the core is running: scripts/build-compiled.sh's mypyc extensions or the .py files."""
+    from natbox.engine import engine
+
+    return "compiled (mypyc)" if not engine.__file__.endswith(".py") else "pure Python"
+
+
 def bench_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="natbox bench", description="Measure the engine's packet rate.")
     parser.add_argument("what", nargs="?", choices=("engine", "rules", "all"), default="engine",
@@ -254,6 +261,7 @@ def bench_main(argv: Sequence[str]) -> int:
     parser.add_argument("--entries", type=int, default=1_000_000,
                         help="conntrack entries for the memory figure (default 1,000,000; 0 skips it)")
     args = parser.parse_args(list(argv))
+    print(f"natbox bench: build: {build_name()}")
     if args.what in ("rules", "all"):
         from natbox.cli import bench_rules
 

@@ -81,7 +81,7 @@ def _port(skb: Skb, src: bool) -> tuple[int, int] | None:
     if proto <= 0:
         return None
     if skb.frag_off & 0x1FFF:
-        return None if proto in (*PORT_PROTOS, 1) else (proto, 0)
+        return None if proto in PORT_PROTOS or proto == 1 else (proto, 0)
     if proto in PORT_PROTOS:
         p = skb.l4_u16(0 if src else 2)
         return None if p is None else (proto, p)

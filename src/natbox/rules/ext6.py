@@ -17,9 +17,9 @@ __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES
 
 # libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is);
 # TEE, TPROXY and HMARK have IPv6 revisions natbox does not implement yet (their classes parse IPv4 addresses)
-IPV4_ONLY_MATCHES = frozenset({"ah", "icmp", "realm", "ttl"})
-IPV4_ONLY_TARGETS = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT", "TEE", "TPROXY",
-                               "HMARK"})
+IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl"})
+IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT",
+                                                "TEE", "TPROXY", "HMARK"})
 
 # Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not.
 IP6TABLES_MATCH_NAMES = frozenset({

@@ -122,8 +122,7 @@ class _ArgvParser:
     @classmethod
     def from_fast(cls, fast: FastRule, table: str) -> _ArgvParser:
         """The parser as the general loop would leave it after the words `parse_fast` read."""
-        self = cls.__new__(cls)
-        self.argv, self.pos = [], 0
+        self = cls([])  # not cls.__new__(cls): mypyc's native classes have no __new__ to call
         self.cmd = Command(op="A", table=table, chain=fast.chain)
         self.family = NFPROTO_IPV4  # the fast path reads iptables (IPv4) lines only
         self.rule, self.target_name, self.proto_used = fast.rule, fast.target_name, False

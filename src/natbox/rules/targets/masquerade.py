@@ -50,7 +50,7 @@ class Masquerade(PortsTarget):
     shareable = True  # natbox.rules.model: nothing changes an instance after parse
     valid_hooks = hook_mask_of(Hook.POST_ROUTING)
     print_opt = "masq ports: "
-    flags_allowed = ("random", "random-fully")
+    flags_allowed: tuple[str, ...] = ("random", "random-fully")
     options = (Opt("to-ports", 1), Opt("random", 0), Opt("random-fully", 0))
 
     def compile(self) -> TargetFn:

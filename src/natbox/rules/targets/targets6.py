@@ -193,7 +193,8 @@ class Snpt(Target):
     name = "SNPT"
     options = (Opt("src-pfx", 1), Opt("dst-pfx", 1))
     valid_hooks = hook_mask_of(Hook.LOCAL_IN, Hook.POST_ROUTING)
-    field, failure = IP6H_SADDR, "npt-paramprob-saddr"  # the address rewritten; what a map failure sends
+    field = IP6H_SADDR  # the address rewritten
+    failure = "npt-paramprob-saddr"  # what a map failure sends
 
     def __init__(self) -> None:
         self.pfx: dict[str, tuple[int, int]] = {}  # option -> (prefix as given, mask)
@@ -257,4 +258,5 @@ class Dnpt(Snpt):
 
     name = "DNPT"
     valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)
-    field, failure = IP6H_DADDR, "npt-paramprob-daddr"
+    field = IP6H_DADDR
+    failure = "npt-paramprob-daddr"
