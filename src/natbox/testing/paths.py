@@ -3,7 +3,8 @@
 No machine's absolute path is written anywhere: the repository is found from this package (natbox is
 installed editable for the tests, `pip install -e '.[test]'`), and the shared folder (captures, conformance
 tests, real rulesets) is `NATBOX_SHARED` when set, else the `shared/` folder beside the checkout, which is
-how both a developer's machine and CI lay it out.
+how both a developer's machine and CI lay it out. Run from an installed build (the compiled one), the
+tests find the checkout through `NATBOX_REPO`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 __all__ = ["EXAMPLES", "LAB_EXAMPLES", "PCAPS", "REPO", "SHARED", "SRC", "TESTS"]
 
-SRC = Path(__file__).resolve().parents[2]
+# NATBOX_REPO names the checkout when natbox runs from an installed build (scripts/build-compiled.sh's venv)
+SRC = Path(os.environ["NATBOX_REPO"]) / "src" if os.environ.get("NATBOX_REPO") else Path(__file__).resolve().parents[2]
 REPO = SRC.parent
 TESTS = REPO / "tests"
 EXAMPLES = REPO / "examples"
