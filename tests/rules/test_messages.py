@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from natbox.cli.ip6tables import ip6tables_main
 from natbox.cli.iptables import iptables_main, iptables_restore_main, iptables_save_main
 
 HEAD = "iptables v1.8.9 (nf_tables): "
@@ -87,3 +88,41 @@ def test_conntrack_addresses_keep_the_host_bits(tmp_path: Path) -> None:
 def test_conntrack_address_refusals(tmp_path: Path, value: str, text: str) -> None:
     assert run(tmp_path / "r", "-A", "INPUT", "-m", "conntrack", "--ctorigsrc", value) == \
         (2, "", HEAD + text + "\n" + TRY)
+
+
+XTOPT = [  # libxt lines refused alike by iptables and ip6tables (recorded with both; tests/rules6/data)
+    (["-j", "NFLOG", "--nflog-group", "65536"], 'NFLOG: bad value for option "--nflog-group", or out of range '
+                                                "(0-65535).\n"),
+    (["-j", "NFLOG", "--nflog-range", "-1"], 'NFLOG: bad value for option "--nflog-range", or out of range '
+                                             "(0-4294967295).\n"),
+    (["-j", "NFLOG", "--nflog-size", "4294967296"], 'NFLOG: bad value for option "--nflog-size", or out of range '
+                                                    "(0-4294967295).\n"),
+    (["-p", "udp", "-m", "udp", "--sport", "-1"], 'Port "-1" does not resolve to anything.\n'),
+    (["-p", "udp", "-m", "udp", "--dport", "foo:2"], 'Port "foo" does not resolve to anything.\n'),
+    (["-p", "dccp", "-m", "dccp", "--dport", "-1"], 'Port "-1" does not resolve to anything.\n'),
+    (["-p", "tcp", "-m", "tcp", "--sport", "-1"], "invalid port/service `-1' specified"),  # tcp is not xtopt's
+    (["-m", "conntrack", "--ctexpire", "-1"], 'conntrack: bad value for option "--ctexpire" near "-1", or out of '
+                                              "range (0-4294967295).\n"),
+    (["-m", "length", "--length", "-1:65535"], 'length: bad value for option "--length" near "-1:65535", or out of '
+                                               "range (0-65535).\n"),
+    (["-m", "length", "--length", "1:2:3"], 'length: Too many components for option "--length" (max: 2)\n'),
+    (["-m", "tos", "--tos", "wrong"], 'Symbolic name "wrong" is unknown'),
+]
+
+
+@pytest.mark.parametrize(("argv", "text"), XTOPT)
+def test_shared_extension_refusals(tmp_path: Path, argv: list[str], text: str) -> None:
+    """One message per extension for both families: iptables' text, and ip6tables' with its own name."""
+    assert run(tmp_path / "r", "-t", "mangle", "-A", "INPUT", *argv) == (2, "", HEAD + text + "\n" + TRY)
+    err = io.StringIO()
+    rc = ip6tables_main(["-t", "mangle", "-A", "INPUT", *argv], rules_path=str(tmp_path / "r6"),
+                        stdout=io.StringIO(), stderr=err)
+    assert (rc, err.getvalue()) == (2, (HEAD + text + "\n" + TRY).replace("iptables", "ip6tables"))
+
+
+def test_conntrack_expire_open_ranges(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    assert run(path, "-A", "INPUT", "-m", "conntrack", "--ctexpire", "5:")[0] == 0
+    assert run(path, "-A", "INPUT", "-m", "conntrack", "--ctexpire", ":5")[0] == 0
+    assert run(path, "-S", "INPUT")[1] == ("-P INPUT ACCEPT\n-A INPUT -m conntrack --ctexpire 5:4294967295\n"
+                                           "-A INPUT -m conntrack --ctexpire 0:5\n")

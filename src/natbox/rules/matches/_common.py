@@ -72,25 +72,28 @@ def parse_uint(text: str, lo: int, hi: int) -> int | None:
     return v
 
 
-def parse_port(text: str, proto: str | None) -> int:
-    """`xtables_parse_port`: a number 0-65535 or a service name."""
+def parse_port(text: str, proto: str | None, *, xtopt: bool = False) -> int:
+    """`xtables_parse_port`: a number 0-65535 or a service name. `xtopt`: the extension's option is
+    XTTYPE_PORTRC (udp, dccp), whose refusal is `xtopt_parse_mport`'s text."""
     v = parse_uint(text, 0, 65535)
     if v is not None:
         return v
     p = service_port(text, proto)
     if p is not None:
         return p
+    if xtopt:
+        raise RulesError(f'Port "{text}" does not resolve to anything.\n', PARAMETER_PROBLEM)
     raise RulesError(f"invalid port/service `{text}' specified", PARAMETER_PROBLEM)
 
 
-def parse_port_range(text: str, proto: str | None) -> tuple[int, int]:
-    """`parse_ports` (tcp/udp): `a`, `a:b`, `a:`, `:b`."""
+def parse_port_range(text: str, proto: str | None, *, xtopt: bool = False) -> tuple[int, int]:
+    """`parse_ports` (tcp/udp): `a`, `a:b`, `a:`, `:b` (`xtopt` as for `parse_port`)."""
     if ":" not in text:
-        p = parse_port(text, proto)
+        p = parse_port(text, proto, xtopt=xtopt)
         return p, p
     a, b = text.split(":", 1)
-    lo = parse_port(a, proto) if a else 0
-    hi = parse_port(b, proto) if b else 65535
+    lo = parse_port(a, proto, xtopt=xtopt) if a else 0
+    hi = parse_port(b, proto, xtopt=xtopt) if b else 65535
     if lo > hi:
         raise RulesError("invalid portrange (min > max)")
     return lo, hi

@@ -7,7 +7,8 @@ from typing import ClassVar
 from natbox.netfilter import CtInfo, CtStatus, Direction
 from natbox.rules.addr6 import format_addr6_mask, parse_hostmask
 from natbox.rules.api import XtContext
-from natbox.rules.matches._common import parse_port, parse_protocol, parse_uint
+from natbox.rules.matches._common import parse_port, parse_protocol
+from natbox.rules.matches._xtopt import parse_range
 from natbox.rules.model import (
     NFPROTO_IPV4,
     Match,
@@ -132,12 +133,7 @@ class Conntrack(Match):
                     raise RulesError(f'Bad ctstatus "{part}"')
             self.status = mask
         elif opt == "ctexpire":
-            lo_s, sep, hi_s = a.partition(":")
-            elo = parse_uint(lo_s, 0, 0xFFFFFFFF)
-            ehi = parse_uint(hi_s, 0, 0xFFFFFFFF) if sep else elo
-            if elo is None or ehi is None:
-                raise RulesError('conntrack: bad value for option "--ctexpire", or out of range (0-4294967295).\n')
-            self.expire = (elo, ehi)
+            self.expire = parse_range("conntrack", "ctexpire", a, 0xFFFFFFFF)  # XTTYPE_UINT32RC
         elif opt == "ctdir":
             if a.upper() == "ORIGINAL":
                 self.direction = Direction.ORIGINAL

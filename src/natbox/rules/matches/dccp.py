@@ -80,7 +80,7 @@ def parse_dccp_ports(text: str) -> tuple[int, int]:
 def _dccp_port(text: str) -> int:
     if text.isdigit():
         return int(text) & 0xFFFF
-    return parse_port_range(text, None)[0]
+    return parse_port_range(text, None, xtopt=True)[0]  # XTTYPE_PORTRC
 
 
 class Dccp(Match):

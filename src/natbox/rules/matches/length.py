@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.matches._common import parse_uint
+from natbox.rules.matches._xtopt import parse_range
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
@@ -22,13 +22,7 @@ class Length(Match):
         if opt != "length":
             super().parse(opt, arg, inverted, rule)
         a = arg or ""
-        lo_s, sep, hi_s = a.partition(":")
-        lo = parse_uint(lo_s, 0, 0xFFFF) if lo_s else 0
-        hi = (parse_uint(hi_s, 0, 0xFFFF) if hi_s else 0xFFFF) if sep else lo
-        if lo is None or hi is None:
-            near = lo_s if lo is None else hi_s
-            raise RulesError(f'length: bad value for option "--length" near "{near}", or out of range (0-65535).\n')
-        self.range, self.invert = (lo, hi), inverted
+        self.range, self.invert = parse_range("length", "length", a, 0xFFFF), inverted  # XTTYPE_UINT16RC
 
     def final_check(self, rule: Rule) -> None:
         if self.range is None:

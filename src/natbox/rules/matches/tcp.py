@@ -53,11 +53,11 @@ class PortMatch(Match):
 
     def _parse_ports(self, opt: str, arg: str, inverted: bool) -> bool:
         if opt in ("sport", "source-port"):
-            self.spts = parse_port_range(arg, self.name)
+            self.spts = parse_port_range(arg, self.name, xtopt=self.name != "tcp")  # udp: XTTYPE_PORTRC
             self.inv_spt = inverted
             return True
         if opt in ("dport", "destination-port"):
-            self.dpts = parse_port_range(arg, self.name)
+            self.dpts = parse_port_range(arg, self.name, xtopt=self.name != "tcp")
             self.inv_dpt = inverted
             return True
         return False

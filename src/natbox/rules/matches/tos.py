@@ -35,7 +35,7 @@ def parse_tos_mask(ext: str, opt: str, text: str) -> tuple[int, int]:
     for value, name in TOS_SYMBOLS:
         if name.lower() == text.lower():
             return value, 0x3F
-    raise RulesError(f'Symbolic name "{text}" is unknown\n')
+    raise RulesError(f'Symbolic name "{text}" is unknown')
 
 
 def tos_symbolic(value: int, mask: int) -> str | None:

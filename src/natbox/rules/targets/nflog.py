@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from natbox.rules.api import XT_CONTINUE, XtContext
-from natbox.rules.matches._common import parse_uint, quote_string
-from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
+from natbox.rules.matches._common import quote_string
+from natbox.rules.matches._xtopt import parse_value
+from natbox.rules.model import Opt, Rule, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Nflog"]
@@ -33,9 +34,7 @@ class Nflog(Target):
         if opt == "nflog-prefix":
             self.prefix = a[:NFLOG_PREFIX_MAX]
             return
-        v = parse_uint(a, 0, 0xFFFF if opt in ("nflog-group", "nflog-threshold") else 0xFFFFFFFF)
-        if v is None:
-            raise RulesError(f'NFLOG: bad value for option "--{opt}".')
+        v = parse_value("NFLOG", opt, a, 0xFFFF if opt in ("nflog-group", "nflog-threshold") else 0xFFFFFFFF)
         if opt == "nflog-group":
             self.group = v
         elif opt == "nflog-range":
