@@ -24,7 +24,7 @@ class RangeFlags(enum.IntFlag):
     PROTO_OFFSET = 0x20
     NETMAP = 0x40
 
-    PROTO_RANDOM_ALL = PROTO_RANDOM | PROTO_RANDOM_FULLY
+    PROTO_RANDOM_ALL = 0x14  # PROTO_RANDOM | PROTO_RANDOM_FULLY (written out: mypyc miscompiles the expression)
 
 
 _NO_FLAGS = RangeFlags(0)
