@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["Locator", "load_toml"]
 
-_HEADER = re.compile(r"^\[\[?\s*([A-Za-z_.\"-]+)\s*\]\]?")
+_HEADER = re.compile(r"^\[\[?\s*([A-Za-z0-9_.\"-]+)\s*\]\]?")
 
 
 class Locator:

@@ -27,6 +27,7 @@ COMMAND_TIMEOUT = 20.0  # seconds; bounds each command a snapshot runs
 # The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet and the conntrack knobs.
 SYSCTL_PATTERN = (r"^net\.(ipv4\.ip_forward$|ipv4\.conf\.[^.]+\.(forwarding|route_localnet)$"
                   r"|netfilter\.nf_conntrack_)")
+SYSCTL6_PATTERN = r"^net\.ipv6\.conf\.all\.forwarding$"  # what ip6_forward reads (IPv6 §1.3)
 # file name -> argv (same order and names as SNAPSHOT_FILES)
 SNAPSHOT_COMMANDS: dict[str, list[str]] = {
     "link.json": ["ip", "-d", "-j", "link"],
@@ -36,6 +37,10 @@ SNAPSHOT_COMMANDS: dict[str, list[str]] = {
     "sysctl.txt": ["sysctl", "-a", "-r", SYSCTL_PATTERN],
     "iptables.rules": ["iptables-save", "-c"],
     "ipset.save": ["ipset", "save"],
+    "route6.json": ["ip", "-6", "-j", "route", "show", "table", "main"],
+    "neigh6.json": ["ip", "-6", "-j", "neigh"],
+    "sysctl6.txt": ["sysctl", "-a", "-r", SYSCTL6_PATTERN],
+    "ip6tables.rules": ["ip6tables-save", "-c"],
 }
 assert list(SNAPSHOT_COMMANDS) == list(SNAPSHOT_FILES)
 _REQUIRED_PROGRAMS = sorted({argv[0] for name, argv in SNAPSHOT_COMMANDS.items() if name not in OPTIONAL_FILES})
@@ -82,17 +87,23 @@ def read_snapshot_files(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_host(path: str | os.PathLike[str]) -> HostFile:
-    """A host from a TOML host file (its `[rules] file` and `[ipsets] file` read relative to it) or a snapshot
-    directory.
+    """A host from a TOML host file (its `[rules] file`, `[rules6] file` and `[ipsets] file` read relative to
+    it) or a snapshot directory.
     Raises HostFileError / SnapshotError, one line naming the file."""
     p = Path(path)
     if p.is_dir():
-        return host_from_snapshot(read_snapshot_files(p), str(p))
+        hf = host_from_snapshot(read_snapshot_files(p), str(p))
+        hf.rules6_origin = str(p / "ip6tables.rules")
+        return hf
     hf = parse_host_toml(read_text(p, error=HostFileError), str(p))
     if hf.rules_file is not None:
         rules_path = p.parent / hf.rules_file
         hf.host.rules_text = read_text(rules_path, f"{p}: rules.file", error=HostFileError)
         hf.host.rules_origin = str(rules_path)
+    if hf.rules6_file is not None:
+        rules6_path = p.parent / hf.rules6_file
+        hf.host.rules6_text = read_text(rules6_path, f"{p}: rules6.file", error=HostFileError)
+        hf.rules6_origin = str(rules6_path)
     if hf.ipsets_file is not None:
         sets_path = p.parent / hf.ipsets_file
         hf.ipsets_text = read_text(sets_path, f"{p}: ipsets.file", error=HostFileError)

@@ -112,6 +112,7 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
     from natbox.engine.engine import Engine
     from natbox.engine.host import HostError
     from natbox.engine.hostfile import host_ipsets
+    from natbox.engine.hostfile6 import rules6_ruleset
     from natbox.ipset.scope import using_sets
     from natbox.rules.evaluate import Ruleset
     from natbox.rules.model import RulesError
@@ -131,7 +132,11 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
         except RulesError as exc:
             raise UsageError(f"{host.rules_origin}: {exc}") from None
     try:
-        engine = Engine(host, ruleset=ruleset, seed=opts.seed, events=events)
+        ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin)
+    except RulesError as exc:
+        raise UsageError(f"{hf.rules6_origin}: {exc}") from None
+    try:
+        engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=opts.seed, events=events)
     except HostError as exc:
         raise UsageError(f"{opts.host}: {exc}") from None
     engine.listeners = set(hf.listen)

@@ -23,6 +23,7 @@ from pathlib import Path
 from natbox.adapters.pcap import PcapngWriter, PcapWriter
 from natbox.adapters.snapshot import load_host
 from natbox.engine.engine import Engine
+from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.files import read_text
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
@@ -45,7 +46,8 @@ def write_example_captures(examples: Path, dest: Path | None = None) -> list[Pat
     ruleset = Ruleset()
     ruleset.restore(parse_restore(hf.host.rules_text, file=hf.host.rules_origin))
     scenario = parse_scenario(read_text(examples / SCENARIO), SCENARIO)
-    engine = Engine(hf.host, ruleset=ruleset, seed=scenario.seed)
+    engine = Engine(hf.host, ruleset=ruleset, ruleset6=rules6_ruleset(hf.host.rules6_text, hf.rules6_origin),
+                    seed=scenario.seed)
     engine.listeners = set(hf.listen)
     lab = Lab(hf.host, engine, seed=scenario.seed)
     scenario.install(lab)

@@ -46,6 +46,9 @@ file = "sets.ipset"                # name them with -m set / -j SET); relative t
 text = "create s hash:ip ...\n"     # or inline
 ```
 
+IPv6 (engine/hostfile6.py): `ipv6_forward`, IPv6 entries in `addresses`, `[[route]]` and `[[neighbour]]`,
+the `net.ipv6.conf.all.forwarding` sysctl, and `[rules6]` (file or text: ip6tables-save text).
+
 `host_ipsets(hf)` restores the sets into an `IpsetRegistry` (as `ipset restore` would, before the ruleset is
 loaded: a rule may only name a set that exists) and counts the rules' references to them.
 
@@ -60,11 +63,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
+from natbox.engine.hostfile6 import is_ipv6_text, parse_addr6_text, parse_prefix6, route6_from_spec
 from natbox.errors import ConfigError
 from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.scope import rule_set_refs
 from natbox.rand import SplitMix64
+from natbox.rules.evaluate import Ruleset
 from natbox.tomlfile import Locator, load_toml
 
 __all__ = ["HostFile", "HostFileError", "host_ipsets", "parse_host_toml"]
@@ -83,11 +88,14 @@ class HostFile:
 
     host: Host
     rules_file: str | None = None
+    rules6_file: str | None = None  # [rules6] file, relative to the host file (the caller reads it)
+    rules6_origin: str = "<rules6>"  # where host.rules6_text came from, for error messages
     listen: set[tuple[int, int]] = field(default_factory=set)
     ipsets_file: str | None = None  # [ipsets] file, relative to the host file (the caller reads it)
     ipsets_text: str = ""  # `ipset save` text: [ipsets] text, the file once read, or a snapshot's ipset.save
     ipsets_origin: str = "<ipsets>"  # where ipsets_text came from, for error messages
     sets: IpsetRegistry | None = None  # the restored sets, where a caller keeps `host_ipsets(self)`
+    ruleset6: Ruleset | None = None  # the ip6tables ruleset built from host.rules6_text, where a caller keeps it
 
 
 def _mac(text: Any) -> bytes:
@@ -125,7 +133,8 @@ def _expect(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-_TOP_KEYS = {"name", "ip_forward", "interface", "route", "neighbour", "sysctl", "rules", "listen", "ipsets"}
+_TOP_KEYS = {"name", "ip_forward", "ipv6_forward", "interface", "route", "neighbour", "sysctl", "rules", "rules6",
+             "listen", "ipsets"}
 _IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up"}
 _ROUTE_KEYS = {"dst", "via", "dev", "metric", "src", "type", "table"}
 _NEIGH_KEYS = {"dev", "addr", "mac"}
@@ -146,12 +155,17 @@ def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:
         host.ip_forward = bool(_expect(doc.get("ip_forward", False), bool, "ip_forward"))
     except ValueError as exc:
         raise loc.error(None, 0, "ip_forward", str(exc)) from None
+    try:
+        host.ipv6_forward = bool(_expect(doc.get("ipv6_forward", False), bool, "ipv6_forward"))
+    except ValueError as exc:
+        raise loc.error(None, 0, "ipv6_forward", str(exc)) from None
     hf = HostFile(host)
     _parse_interfaces(doc, host, loc)
     _parse_routes(doc, host, loc)
     _parse_neighbours(doc, host, loc)
     _parse_sysctls(doc, host, loc)
     _parse_rules(doc, hf, loc)
+    _parse_rules6(doc, hf, loc)
     _parse_ipsets(doc, hf, loc)
     _parse_listen(doc, hf, loc)
     try:
@@ -199,6 +213,11 @@ def _parse_interfaces(doc: dict[str, Any], host: Host, loc: Locator) -> None:
                                                  forwarding=fwd))
             key = "addresses"
             for text in _expect(spec.get("addresses", []), list, "addresses"):
+                if is_ipv6_text(text):
+                    addr, plen = parse_prefix6(text)
+                    if not any(a.addr == addr for a in iface.addresses6):
+                        host.add_address6(name, addr, plen)
+                    continue
                 addr, plen = _prefix(text)
                 if kind == "loopback" and addr >> 24 == 127:
                     iface.addresses.append(Address(addr, plen, scope="host"))
@@ -214,6 +233,12 @@ def _parse_routes(doc: dict[str, Any], host: Host, loc: Locator) -> None:
             if key not in _ROUTE_KEYS:
                 raise loc.error("route", i, key, f"unknown key (known: {', '.join(sorted(_ROUTE_KEYS))})")
         key = "dst"
+        if is_ipv6_text(spec.get("dst")) or is_ipv6_text(spec.get("via")):
+            bad, r6 = route6_from_spec(host, spec)
+            if isinstance(r6, str):
+                raise loc.error("route", i, bad if bad in spec else None, r6)
+            host.routes6.append(r6)
+            continue
         try:
             if "dst" not in spec:
                 raise ValueError("missing (a prefix or \"default\")")
@@ -270,7 +295,8 @@ def _parse_neighbours(doc: dict[str, Any], host: Host, loc: Locator) -> None:
             if dev not in host.interfaces:
                 raise ValueError(f"no such interface {dev!r}")
             key = "addr"
-            addr = _addr(spec.get("addr"))
+            text = spec.get("addr")
+            addr = parse_addr6_text(text) if is_ipv6_text(text) else _addr(text)
             key = "mac"
             host.neighbours.append(Neighbour(dev, addr, _mac(spec.get("mac"))))
         except ValueError as exc:
@@ -296,6 +322,9 @@ def apply_sysctl(host: Host, name: str, value: str) -> None:
     host.sysctls[name] = value
     if name in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"):
         host.ip_forward = _bool(value, name)
+        return
+    if name == "net.ipv6.conf.all.forwarding":  # what ip6_forward reads (IPv6 §1.3)
+        host.ipv6_forward = _bool(value, name)
         return
     m = re.fullmatch(r"net\.ipv4\.conf\.([^.]+)\.(route_localnet|forwarding)", name)
     if m:
@@ -328,28 +357,40 @@ def _bool(value: str, name: str) -> bool:
     raise ValueError(f"{name} must be 0 or 1, not {value!r}")
 
 
-def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
-    rules = doc.get("rules")
+def _parse_rules(doc: dict[str, Any], hf: HostFile, loc: Locator, section: str = "rules") -> None:
+    """[rules] (iptables-save) or [rules6] (ip6tables-save): a file name or inline text."""
+    rules = doc.get(section)
     if rules is None:
         return
     if not isinstance(rules, dict):
-        raise loc.error(None, 0, "rules", "must be a table with file or text")
+        raise loc.error(None, 0, section, "must be a table with file or text")
     for key in rules:
         if key not in ("file", "text"):
-            raise loc.error("rules", 0, key, "unknown key (known: file, text)")
+            raise loc.error(section, 0, key, "unknown key (known: file, text)")
     if "file" in rules and "text" in rules:
-        raise loc.error("rules", 0, "text", "give either file or text, not both")
+        raise loc.error(section, 0, "text", "give either file or text, not both")
     if "file" in rules:
         if not isinstance(rules["file"], str):
-            raise loc.error("rules", 0, "file", "must be a string")
+            raise loc.error(section, 0, "file", "must be a string")
         if not rules["file"] or "\0" in rules["file"]:
-            raise loc.error("rules", 0, "file", f"not a file name: {rules['file']!r}")
-        hf.rules_file = rules["file"]
+            raise loc.error(section, 0, "file", f"not a file name: {rules['file']!r}")
+        if section == "rules6":
+            hf.rules6_file = rules["file"]
+        else:
+            hf.rules_file = rules["file"]
     elif "text" in rules:
         if not isinstance(rules["text"], str):
-            raise loc.error("rules", 0, "text", "must be a string")
-        hf.host.rules_text = rules["text"]
-        hf.host.rules_origin = f"{loc.filename}[rules.text]"
+            raise loc.error(section, 0, "text", "must be a string")
+        if section == "rules6":
+            hf.host.rules6_text = rules["text"]
+            hf.rules6_origin = f"{loc.filename}[rules6.text]"
+        else:
+            hf.host.rules_text = rules["text"]
+            hf.host.rules_origin = f"{loc.filename}[rules.text]"
+
+
+def _parse_rules6(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
+    _parse_rules(doc, hf, loc, "rules6")
 
 
 def _parse_ipsets(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:

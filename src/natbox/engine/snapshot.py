@@ -12,6 +12,10 @@ A snapshot directory holds what a real Linux host reports about itself (the adap
 | `sysctl.txt`       | `sysctl -a -r PATTERN` (`name = value`)   | ip_forward, per-device knobs, nf_conntrack_*   |
 | `iptables.rules`   | `iptables-save -c`                        | the ruleset text (`Host.rules_text`)           |
 | `ipset.save`       | `ipset save` (absent without ipset)       | the sets (`HostFile.ipsets_text`)              |
+| `route6.json`      | `ip -6 -j route show table main`          | IPv6 routes (connected ones re-derived)        |
+| `neigh6.json`      | `ip -6 -j neigh`                          | IPv6 neighbours with a link-layer address      |
+| `sysctl6.txt`      | `sysctl -a -r PATTERN6`                   | net.ipv6.conf.all.forwarding                   |
+| `ip6tables.rules`  | `ip6tables-save -c` (absent without it)   | the IPv6 ruleset (`Host.rules6_text`)          |
 
 Routes with `protocol kernel` in tables local and main are the ones `fib_add_ifaddr()` creates for each
 address; `natbox.engine.routing.Fib` derives exactly those from the addresses, so they are not copied
@@ -44,8 +48,14 @@ SNAPSHOT_FILES: dict[str, str] = {
     "sysctl.txt": "sysctl -a -r PATTERN",
     "iptables.rules": "iptables-save -c",
     "ipset.save": "ipset save",
+    "route6.json": "ip -6 -j route show table main",
+    "neigh6.json": "ip -6 -j neigh",
+    "sysctl6.txt": "sysctl -a -r PATTERN6",
+    "ip6tables.rules": "ip6tables-save -c",
 }
-OPTIONAL_FILES = ("ipset.save",)  # written only when the host has the program (a host without ipset has no sets)
+# written only when the host has the program (a host without ipset has no sets, one without ip6tables no
+# IPv6 ruleset)
+OPTIONAL_FILES = ("ipset.save", "ip6tables.rules")
 REQUIRED_FILES = ("link.json", "addr.json", "route.json")
 
 # `info_kind` of `ip -d link` -> Interface.kind (natbox models every other Ethernet-like device as ether)

@@ -53,7 +53,8 @@ def _run(cfg: GatewayConfig) -> int:
         return 1
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
-    engine = Engine(host, ruleset=ruleset, seed=seed, resolve_neighbours=True, listeners=hf.listen)
+    engine = Engine(host, ruleset=ruleset, ruleset6=hf.ruleset6, seed=seed, resolve_neighbours=True,
+                    listeners=hf.listen)
     engine.ipsets = hf.sets
     loop = EventLoop(engine, opened.ports, mtus=opened.mtus)  # it runs the engine's timers when they are due
     loop.warn = say

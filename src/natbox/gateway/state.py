@@ -13,6 +13,7 @@ from natbox.adapters.snapshot import load_host
 from natbox.conntrack.persist import dump_conns, load_conns
 from natbox.engine.engine import Engine
 from natbox.engine.hostfile import HostFile, host_ipsets
+from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.errors import NatboxError
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import WARNING, say
@@ -46,6 +47,10 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
                 ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
         except RulesError as exc:
             raise ValueError(f"{origin}: {exc}") from None
+    try:  # the host file's [rules6] or the snapshot's ip6tables.rules
+        hf.ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin, with_counters=cfg.adopt)
+    except RulesError as exc:
+        raise ValueError(f"{hf.rules6_origin}: {exc}") from None
     return hf, ruleset
 
 
@@ -69,13 +74,20 @@ def reload(cfg: GatewayConfig, engine: Engine) -> bool:
         cur = old.interfaces[name]
         cur.addresses, cur.route_localnet, cur.forwarding = iface.addresses, iface.route_localnet, iface.forwarding
     old.routes, old.neighbours, old.ip_forward = host.routes, host.neighbours, host.ip_forward
+    for name, iface in host.interfaces.items():
+        old.interfaces[name].addresses6 = iface.addresses6
+    old.routes6, old.ipv6_forward = host.routes6, host.ipv6_forward
     for f in dataclasses.fields(host.conntrack):
         if f.init:
             setattr(engine.cfg, f.name, getattr(host.conntrack, f.name))  # setattr: keeps its caches right
     engine.table.max_entries = engine.cfg.max_entries
     engine.fib.rebuild()
+    engine.fib6.rebuild()
     engine.rules.tables, engine.rules.present = ruleset.tables, ruleset.present
     engine.rules.invalidate()
+    if hf.ruleset6 is not None:
+        engine.rules6.tables, engine.rules6.present = hf.ruleset6.tables, hf.ruleset6.present
+        engine.rules6.invalidate()
     engine.listeners = set(hf.listen)
     say(f"SIGHUP: reloaded {cfg.host_file}")
     return True

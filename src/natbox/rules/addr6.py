@@ -10,6 +10,7 @@ ip6tables refuses a name it cannot resolve ("host/network `NAME' not found"): th
 from __future__ import annotations
 
 from natbox.rules.model import NFPROTO_IPV4, RulesError, mask_to_prefix
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", "parse_hostmask", "parse_hostmask6",
            "parse_ipv6",
@@ -102,44 +103,6 @@ def parse_ipv6_mask(text: str) -> tuple[int, int]:
     if addr is None:
         raise RulesError(f"host/network `{a}' not found")
     return addr & mask, mask
-
-
-def format_addr6(addr: int) -> str:
-    """glibc `inet_ntop6`: the longest run (first of equals) of two or more zero words becomes `::`; an
-    address whose first 96 bits are zero (`::a.b.c.d`, not `::` or `::1`-like) or that is IPv4-mapped
-    (`::ffff:a.b.c.d`) ends in dotted decimal."""
-    words = [(addr >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
-    best_base, best_len = -1, 0
-    cur_base, cur_len = -1, 0
-    for i, w in enumerate(words):
-        if w == 0:
-            if cur_base == -1:
-                cur_base, cur_len = i, 1
-            else:
-                cur_len += 1
-        elif cur_base != -1:
-            if best_base == -1 or cur_len > best_len:
-                best_base, best_len = cur_base, cur_len
-            cur_base = -1
-    if cur_base != -1 and (best_base == -1 or cur_len > best_len):
-        best_base, best_len = cur_base, cur_len
-    if best_base != -1 and best_len < 2:
-        best_base = -1
-    out: list[str] = []
-    for i, w in enumerate(words):
-        if best_base != -1 and best_base <= i < best_base + best_len:
-            if i == best_base:
-                out.append(":")
-            continue
-        if i:
-            out.append(":")
-        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
-            out.append(f"{words[6] >> 8}.{words[6] & 0xFF}.{words[7] >> 8}.{words[7] & 0xFF}")
-            break
-        out.append(f"{w:x}")
-    if best_base != -1 and best_base + best_len == 8:
-        out.append(":")
-    return "".join(out)
 
 
 def format_addr6_mask(addr: int, mask: int, *, always_prefix: bool = True) -> str:

@@ -223,9 +223,43 @@ def solicited_node(a: int) -> int:
     return 0xFF02_0000_0000_0000_0000_0001_FF00_0000 | (a & 0xFFFFFF)
 
 
-def format_addr6(a: int) -> str:
-    """RFC 5952 text (the kernel's %pI6c, what conntrack -L and ip6tables -n print)."""
-    return str(ipaddress.IPv6Address(a))
+def format_addr6(addr: int) -> str:
+    """glibc `inet_ntop6` (what conntrack -L, ip6tables -n and ip -6 print; one function for all of
+    natbox): the longest run (first of equals) of two or more zero words becomes `::`; an address whose first
+    96 bits are zero (`::a.b.c.d`, not `::` or `::1`-like) or that is IPv4-mapped (`::ffff:a.b.c.d`) ends in
+    dotted decimal."""
+    words = [(addr >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
+    best_base, best_len = -1, 0
+    cur_base, cur_len = -1, 0
+    for i, w in enumerate(words):
+        if w == 0:
+            if cur_base == -1:
+                cur_base, cur_len = i, 1
+            else:
+                cur_len += 1
+        elif cur_base != -1:
+            if best_base == -1 or cur_len > best_len:
+                best_base, best_len = cur_base, cur_len
+            cur_base = -1
+    if cur_base != -1 and (best_base == -1 or cur_len > best_len):
+        best_base, best_len = cur_base, cur_len
+    if best_base != -1 and best_len < 2:
+        best_base = -1
+    out: list[str] = []
+    for i, w in enumerate(words):
+        if best_base != -1 and best_base <= i < best_base + best_len:
+            if i == best_base:
+                out.append(":")
+            continue
+        if i:
+            out.append(":")
+        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
+            out.append(f"{words[6] >> 8}.{words[6] & 0xFF}.{words[7] >> 8}.{words[7] & 0xFF}")
+            break
+        out.append(f"{w:x}")
+    if best_base != -1 and best_base + best_len == 8:
+        out.append(":")
+    return "".join(out)
 
 
 def format_addr6_full(a: int) -> str:
