@@ -131,3 +131,33 @@ def test_snapshot_records_the_ipv6_files() -> None:
     assert SNAPSHOT_COMMANDS["ip6tables.rules"] == ["ip6tables-save", "-c"]
     assert SNAPSHOT_COMMANDS["route6.json"][:3] == ["ip", "-6", "-j"]
     assert "net\\.ipv6\\.conf\\.all\\.forwarding" in SNAPSHOT_COMMANDS["sysctl6.txt"][-1]
+
+
+def test_natbox_replay_of_an_ipv6_capture(tmp_path: Path) -> None:
+    """`natbox replay --host gw6.toml --in eth0=lan6.pcap`: the summary prints the MASQUERADEd ICMPv6 echo
+    as tcpdump would, and --out/--pcapng writes it (pcapng read back)."""
+    import io
+
+    from natbox.adapters.pcap import CaptureReader
+    from natbox.adapters.pcap_write import PcapWriter
+    from natbox.cli.replay import main_for
+
+    host = _write(tmp_path)
+    c1, sv = parse_addr6("fd00:77::2"), parse_addr6("2001:db8:100::10")
+    with PcapWriter(tmp_path / "lan6.pcap") as w:
+        w.write(bytes(build_ethernet(b"\x02\x00\x00\x00\x00\x01", b"\x02\xc1\x00\x00\x00\x01", ETH_P_IPV6,
+                                     build_icmpv6_echo(c1, sv, 7, 1, b"ping", reply=False))), ts=1_700_000_000.0)
+    out, err = io.StringIO(), io.StringIO()
+    rc = main_for(["--host", str(host), "--in", f"eth0={tmp_path / 'lan6.pcap'}"], prog="natbox replay",
+                  explain_cmd=False, stdout=out, stderr=err)
+    assert rc == 0, err.getvalue()
+    assert "(0x86dd), length 66: 2001:db8:100::1 > 2001:db8:100::10: ICMP6, echo request, id " in out.getvalue()
+    assert "src=fd00:77::2 dst=2001:db8:100::10 type=128 code=0 id=7" in out.getvalue()
+    (tmp_path / "out").mkdir()
+    rc = main_for(["--host", str(host), "--in", f"eth0={tmp_path / 'lan6.pcap'}", "--out", str(tmp_path / "out"),
+                   "--pcapng", str(tmp_path / "out" / "all.pcapng"), "-q"], prog="natbox replay",
+                  explain_cmd=False, stdout=io.StringIO(), stderr=err)
+    assert rc == 0, err.getvalue()
+    frames = [bytes(r.data) for r in CaptureReader(tmp_path / "out" / "all.pcapng")]
+    assert len(frames) == 1 and frames[0][12:14] == b"\x86\xdd"
+    assert frames[0][14 + 24:14 + 40] == sv.to_bytes(16, "big")

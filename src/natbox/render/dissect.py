@@ -4,6 +4,9 @@ hex_and_ascii_print."""
 
 from __future__ import annotations
 
+from natbox.wire.ipv6 import format_addr6
+from natbox.wire.layout import IP6H_DADDR, IP6H_NEXTHDR, IP6H_SADDR, IPH_DADDR, IPH_SADDR
+
 
 class Truncated(Exception):
     """The capture ends inside a field (tcpdump's nd_trunc_longjmp)."""
@@ -55,6 +58,22 @@ class Packet:
 
     def w(self, s: str) -> None:
         self.out.append(s)
+
+
+def ip6_addr(p: Packet, off: int) -> str:
+    """ip6addr_string of the 16 bytes at `off`."""
+    p.need(off, 16)
+    return format_addr6(int.from_bytes(p.b[off:off + 16], "big"))
+
+
+def ip_pair(p: Packet, iph: int, proto: int) -> tuple[str, str] | None:
+    """The source and destination of the IP header at `iph` as a transport printer shows them: IPv4 always;
+    IPv6 only when its next header is `proto` itself (tcp_print/udp_print test `ip6_nxt`), else None."""
+    if p.u8(iph) >> 4 == 6:
+        if p.u8(iph + IP6H_NEXTHDR) != proto:
+            return None
+        return ip6_addr(p, iph + IP6H_SADDR), ip6_addr(p, iph + IP6H_DADDR)
+    return p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
 
 
 class SeqTable:

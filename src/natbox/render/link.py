@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from natbox.render.dissect import Packet, Truncated, hexdump
 from natbox.render.ip import ip_print
+from natbox.render.ip6 import ip6_print
 from natbox.wire.layout import (
     ARPH_HLN,
     ARPH_HRD,
@@ -84,6 +85,8 @@ def ether_print(p: Packet, length: int) -> None:
         p.w(f", length {orig_length}: " if not printed_length else ", ")
     if etype == 0x0800:
         ip_print(p, off, length)
+    elif etype == 0x86DD:
+        ip6_print(p, off, length)
     elif etype == 0x0806:
         arp_print(p, off, length)
     else:
@@ -109,6 +112,8 @@ def sll_print(p: Packet, length: int) -> None:
         p.w(f" ethertype {ETHERTYPE_NAMES.get(etype, 'Unknown')} (0x{etype:04x}), length {length}: ")
     if etype == 0x0800:
         ip_print(p, 16, length - 16)
+    elif etype == 0x86DD:
+        ip6_print(p, 16, length - 16)
     elif etype == 0x0806:
         arp_print(p, 16, length - 16)
     else:

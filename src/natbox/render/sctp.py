@@ -12,8 +12,10 @@ missing!`). Not reproduced: the ForCES decoding tcpdump does for ports 6704-6706
 
 from __future__ import annotations
 
-from natbox.render.dissect import Packet, Stop
+from natbox.render.dissect import Packet, Stop, ip6_addr
 from natbox.wire.layout import (
+    IP6H_DADDR,
+    IP6H_SADDR,
     IPH_DADDR,
     IPH_SADDR,
     SCTP_CHUNK_FLAGS,
@@ -56,7 +58,11 @@ def sctp_print(p: Packet, off: int, length: int, iph: int) -> None:
         return
     p.need(off, SCTPH_LEN)
     sport, dport = p.u16(off + SCTPH_SOURCE), p.u16(off + SCTPH_DEST)
-    p.w(f"{p.ip(iph + IPH_SADDR)}.{sport} > {p.ip(iph + IPH_DADDR)}.{dport}: sctp")
+    if p.u8(iph) >> 4 == 6:
+        src, dst = ip6_addr(p, iph + IP6H_SADDR), ip6_addr(p, iph + IP6H_DADDR)
+    else:
+        src, dst = p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
+    p.w(f"{src}.{sport} > {dst}.{dport}: sctp")
     for port in (sport, dport):
         if port in _FORCES_CHANNELS:
             p.w(f"[{_FORCES_CHANNELS[port]}]")

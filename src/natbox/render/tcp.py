@@ -3,10 +3,13 @@ payload printers chosen by port (DNS, HTTP, WHOIS, SSH, SMTP, FTP)."""
 
 from __future__ import annotations
 
-from natbox.render.dissect import Packet, Stop, Truncated
+from natbox.render.dissect import Packet, Stop, Truncated, ip_pair
 from natbox.render.dns import domain_print
 from natbox.render.text import HTTP_CMDS, ssh_print, txtproto_print
 from natbox.wire.layout import (
+    IP6H_ADDRS_END,
+    IP6H_DADDR,
+    IP6H_SADDR,
     IPH_ADDRS_END,
     IPH_DADDR,
     IPH_SADDR,
@@ -31,12 +34,13 @@ def tcp_print(p: Packet, off: int, length: int, iph: int) -> None:
     """tcp_print() at default verbosity (flags, seq/ack, win, urg, options, length, a few payloads)."""
     p.proto = "tcp"
     b = p.b
-    src, dst = p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
+    pair = ip_pair(p, iph, 6)
     if not p.has(off + TCPH_DEST, 2):
-        p.w(f"{src} > {dst}:")
+        if pair is not None:
+            p.w(f"{pair[0]} > {pair[1]}:")
         raise Truncated
     sport, dport = p.u16(off + TCPH_SOURCE), p.u16(off + TCPH_DEST)
-    p.w(f"{src}.{sport} > {dst}.{dport}: ")
+    p.w(f"{pair[0]}.{sport} > {pair[1]}.{dport}: " if pair is not None else f"{sport} > {dport}: ")
     p.need(off, TCPH_MIN_LEN)
     hlen = (b[off + TCPH_DOFF] >> 4) * 4
     if hlen < TCPH_MIN_LEN:
@@ -50,7 +54,10 @@ def tcp_print(p: Packet, off: int, length: int, iph: int) -> None:
     thseq = thack = 0
     seqs = p.seqs
     if seqs is not None and flags & 0x10:
-        sip, dip = b[iph + IPH_SADDR:iph + IPH_DADDR], b[iph + IPH_DADDR:iph + IPH_ADDRS_END]
+        if b[iph] >> 4 == 6:  # tcp_seq_hash6
+            sip, dip = b[iph + IP6H_SADDR:iph + IP6H_DADDR], b[iph + IP6H_DADDR:iph + IP6H_ADDRS_END]
+        else:
+            sip, dip = b[iph + IPH_SADDR:iph + IPH_DADDR], b[iph + IPH_DADDR:iph + IPH_ADDRS_END]
         if sport > dport or (sport == dport and sip > dip):
             rev = True
         key = (dip, sip, (dport << 16) | sport) if rev else (sip, dip, (sport << 16) | dport)

@@ -13,11 +13,12 @@ Time is not the local zone: the column is computed arithmetically (no `time` imp
 
 The printers mirror tcpdump 4.99's print-ether.c, print-arp.c, print-ip.c, print-ip-demux.c,
 print-icmp.c, print-tcp.c, print-udp.c, print-sctp.c (common chunks), print-domain.c (DNS and mDNS),
-print-tftp.c, print-esp.c (ESP and ESP-in-UDP, RFC 3948), print-ssh.c and util-print.c (txtproto_print
-for HTTP/WHOIS/SMTP/FTP/SIP, hex_and_ascii_print for unknown payloads) at default verbosity with -n,
+print-ip6.c, print-frag6.c, print-rt6.c (types 0 and 2), print-icmp6.c (ip6.py), print-tftp.c, print-esp.c
+(ESP and ESP-in-UDP, RFC 3948), print-ssh.c and util-print.c (txtproto_print for HTTP/WHOIS/SMTP/FTP/SIP,
+hex_and_ascii_print for unknown payloads) at default verbosity with -n,
 including tcpdump's own texts for malformed input (`truncated-ip - N bytes missing!`, `bad-len N`,
 `[bad hdr length …]`, ` [|tcp]` when the capture ends inside a header…). A protocol tcpdump decodes
-further but this package does not (IPv6, LLC/STP, MPLS, IGMP, GRE, AH, IKE, ForCES over SCTP, AFS/RX,
+further but this package does not (LLC/STP, MPLS, IGMP, GRE, AH, IKE, ForCES over SCTP, AFS/RX,
 NTP, telnet, PPTP…) gets the generic text (`UDP, length N`, ` ip-proto-N LEN`, a hex dump), so such lines
 differ from tcpdump's; the tests in tests/adapters/ report per-file match rates against the real tcpdump.
 Port-based UDP/TCP printers are chosen by port as in print-udp.c/print-tcp.c, but only among the ones
@@ -40,8 +41,9 @@ unexpected internal error into a trailing ` [|pretty]`).
 
 from __future__ import annotations
 
-from natbox.render.dissect import Packet, SeqTable, Stop, Truncated, format_timestamp, hexdump
+from natbox.render.dissect import Packet, SeqTable, Stop, Truncated, format_timestamp
 from natbox.render.ip import ip_print
+from natbox.render.ip6 import ip6_print
 from natbox.render.link import ether_print, sll_print
 
 __all__ = ["MAX_TCP_CONVERSATIONS", "TcpdumpPrinter", "format_timestamp", "tcpdump_line"]
@@ -86,8 +88,7 @@ def _render(frame: bytes, link: str, ts: float | None, ts_ns: int | None, wirele
             if v == 0x40:
                 ip_print(p, 0, length)
             elif v == 0x60:
-                p.w("IP6 ")  # ip6_print is not implemented
-                hexdump(p, 0, caplen)
+                ip6_print(p, 0, length)
             else:
                 p.w(f"unknown ip {v >> 4}")
     except Truncated:

@@ -3,11 +3,11 @@ ESP-in-UDP, SIP)."""
 
 from __future__ import annotations
 
-from natbox.render.dissect import Packet, Truncated
+from natbox.render.dissect import Packet, Truncated, ip_pair
 from natbox.render.dns import domain_print
 from natbox.render.ipsec import isakmp_rfc3948_print
 from natbox.render.text import SIP_CMDS, txtproto_print
-from natbox.wire.layout import IPH_DADDR, IPH_SADDR, UDPH_DEST, UDPH_LEN, UDPH_LEN_BYTES, UDPH_SOURCE
+from natbox.wire.layout import UDPH_DEST, UDPH_LEN, UDPH_LEN_BYTES, UDPH_SOURCE
 
 _TFTP_OPS: dict[int, str] = {1: "RRQ", 2: "WRQ", 3: "DATA", 4: "ACK", 5: "ERROR", 6: "OACK"}
 _TFTP_ERRS: dict[int, str] = {0: "EUNDEF", 1: "ENOTFOUND", 2: "EACCESS", 3: "ENOSPACE", 4: "EBADOP", 5: "EBADID",
@@ -105,12 +105,13 @@ def tftp_print(p: Packet, bp: int, length: int) -> None:
 def udp_print(p: Packet, off: int, length: int, iph: int, fragmented: bool) -> None:
     """udp_print() at default verbosity: DNS on port 53, else `UDP, length N`."""
     p.proto = "udp"
-    src, dst = p.ip(iph + IPH_SADDR), p.ip(iph + IPH_DADDR)
+    pair = ip_pair(p, iph, 17)
     if not p.has(off + UDPH_DEST, 2):
-        p.w(f"{src} > {dst}: ")
+        if pair is not None:
+            p.w(f"{pair[0]} > {pair[1]}: ")
         raise Truncated
     sport, dport = p.u16(off + UDPH_SOURCE), p.u16(off + UDPH_DEST)
-    addrs = f"{src}.{sport} > {dst}.{dport}: "
+    addrs = f"{pair[0]}.{sport} > {pair[1]}.{dport}: " if pair is not None else f"{sport} > {dport}: "
     if length < UDPH_LEN_BYTES:
         p.w(f"{addrs}truncated-udp {length}")
         return
