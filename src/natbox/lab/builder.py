@@ -23,6 +23,11 @@ def _sysctl(ns: str, key: str, value: str) -> list[str]:
     return netns.netns_exec_argv(ns, ["sysctl", "-qw", f"{key}={value}"])
 
 
+def _addr(ns: str, addr: str, dev: str) -> list[str]:
+    """`ip addr add`; an IPv6 address `nodad` (usable at once, no duplicate address detection wait)."""
+    return _ip(ns, "addr", "add", addr, "dev", dev, *(["nodad"] if ":" in addr else []))
+
+
 def plan_up(lab: Lab) -> list[list[str]]:
     """Every command that builds `lab`, in order (namespaces must not exist yet)."""
     cmds: list[list[str]] = []
@@ -40,7 +45,7 @@ def plan_up(lab: Lab) -> list[list[str]]:
         cmds.append(_ip(ns, "link", "add", br.name, "type", "bridge"))
         if br.mtu:
             cmds.append(_ip(ns, "link", "set", br.name, "mtu", str(br.mtu)))
-        addrs += [_ip(ns, "addr", "add", a, "dev", br.name) for a in br.addresses]
+        addrs += [_addr(ns, a, br.name) for a in br.addresses]
         ups.append(_ip(ns, "link", "set", br.name, "up"))
     for tap in lab.taps:
         ns = lab.netns(tap.node)
@@ -49,7 +54,7 @@ def plan_up(lab: Lab) -> list[list[str]]:
             cmds.append(_ip(ns, "link", "set", tap.name, "mtu", str(tap.mtu)))
         if tap.mac:
             cmds.append(_ip(ns, "link", "set", tap.name, "address", tap.mac))
-        addrs += [_ip(ns, "addr", "add", a, "dev", tap.name) for a in tap.addresses]
+        addrs += [_addr(ns, a, tap.name) for a in tap.addresses]
         ups.append(_ip(ns, "link", "set", tap.name, "up"))
     for link in lab.links:
         a, b = link.a, link.b
@@ -65,13 +70,14 @@ def plan_up(lab: Lab) -> list[list[str]]:
             if end.offloads:
                 cmds.append(netns.netns_exec_argv(
                     ns, ["ethtool", "-K", end.name, *[w for k, v in end.offloads.items() for w in (k, v)]]))
-            addrs += [_ip(ns, "addr", "add", x, "dev", end.name) for x in end.addresses]
+            addrs += [_addr(ns, x, end.name) for x in end.addresses]
             ups.append(_ip(ns, "link", "set", end.name, "up"))
     for node in lab.nodes:  # after the devices exist, so per-device sysctls (conf.DEV.*) apply
         cmds += [_sysctl(lab.netns(node), key, value) for key, value in lab.nodes[node].sysctls.items()]
     cmds += addrs + ups
     for nd in lab.nodes.values():
-        cmds += [_ip(lab.netns(nd.name), "route", "add", *r.split()) for r in nd.routes]
+        cmds += [_ip(lab.netns(nd.name), *(["-6"] if ":" in r else []), "route", "add", *r.split())
+                 for r in nd.routes]
     return cmds
 
 

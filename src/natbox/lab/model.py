@@ -2,7 +2,9 @@
 
 ```toml
 name = "basic"                  # required, [a-z0-9]{1,8}: namespaces are nbx-<name>-<node>
-ipv6 = false                    # default false: IPv6 disabled in every node (no RS/DAD noise)
+ipv6 = false                    # default false: IPv6 disabled in every node (no RS/DAD noise); true:
+                                # IPv6 on, addresses may be IPv6 (fd00::/8, 2001:db8::/32, added `nodad`),
+                                # routes too ("default via fd00:1::1" runs `ip -6 route add`)
 
 [[node]]
 name = "client"                 # required, [a-z0-9]{1,10}
@@ -50,6 +52,7 @@ from natbox.errors import ConfigError
 
 __all__ = [
     "ALLOWED_NETS",
+    "ALLOWED_NETS6",
     "Bridge",
     "Endpoint",
     "Lab",
@@ -62,6 +65,8 @@ __all__ = [
 
 ALLOWED_NETS = tuple(ipaddress.IPv4Network(n) for n in
                      ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "198.51.100.0/24"))
+# IPv6 (with `ipv6 = true`): unique local addresses and the documentation prefix, as difftest's scenarios
+ALLOWED_NETS6 = tuple(ipaddress.IPv6Network(n) for n in ("fd00::/8", "2001:db8::/32"))
 IFNAMSIZ = 16  # interface names are at most 15 characters (IFNAMSIZ - 1)
 MAX_NODES = 32  # bounds on one lab's size
 MAX_LINKS = 64
@@ -200,6 +205,13 @@ def _check_keys(d: dict[str, Any], known: tuple[str, ...], ctx: _Ctx, section: s
 
 def check_address(text: str) -> str:
     """An `ADDR/PREFIX` inside the allowed ranges, returned normalised; raises ValueError otherwise."""
+    if ":" in text:
+        iface6 = ipaddress.IPv6Interface(text)
+        if "/" not in text:
+            raise ValueError(f"{text}: give a prefix length (e.g. {text}/64)")
+        if not any(iface6.network.subnet_of(n) for n in ALLOWED_NETS6):
+            raise ValueError(f"{text}: only fd00::/8 and 2001:db8::/32 are allowed for IPv6 in a lab")
+        return str(iface6)
     iface = ipaddress.IPv4Interface(text)
     if "/" not in text:
         raise ValueError(f"{text}: give a prefix length (e.g. {text}/24)")
@@ -214,6 +226,12 @@ def check_route(text: str) -> str:
     if not words:
         raise ValueError("empty route")
     for w in words:
+        if ":" in w and re.match(r"^[0-9a-fA-F:.]+(/\d+)?$", w):
+            net6 = ipaddress.IPv6Network(w, strict=False)
+            if not net6.is_link_local and not any(net6.subnet_of(n) for n in ALLOWED_NETS6):
+                raise ValueError(f"{w}: only fd00::/8, 2001:db8::/32 and link-local addresses are allowed for "
+                                 "IPv6 in a lab")
+            continue
         if w == "default" or not re.match(r"^\d+\.\d+\.\d+\.\d+(/\d+)?$", w):
             continue
         net = ipaddress.IPv4Network(w, strict=False)
@@ -385,6 +403,13 @@ def parse_lab_toml(text: str, filename: str = "<lab>") -> Lab:
 
 
 def _validate(lab: Lab, ctx: _Ctx) -> None:
+    if not lab.ipv6:
+        v6 = [a for b in lab.bridges for a in b.addresses] + [a for t in lab.taps for a in t.addresses]
+        v6 += [a for lk in lab.links for e in (lk.a, lk.b) for a in e.addresses]
+        v6 += [r for nd in lab.nodes.values() for r in nd.routes]
+        bad = next((a for a in v6 if ":" in a), None)
+        if bad is not None:
+            raise ctx.error(None, 0, f"{bad}: IPv6 needs ipv6 = true (IPv6 is disabled in every node otherwise)")
     for node in lab.nodes:
         names = lab.interfaces(node)
         dup = {n for n in names if names.count(n) > 1}
