@@ -16,11 +16,13 @@ from natbox.conntrack.format import format_conntrack, summary_line
 from natbox.conntrack.tuple import format_addr
 from natbox.demos.scenarios import DEMOS
 from natbox.engine.engine import Engine
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.render.tcpdump import TcpdumpPrinter
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.listing import list_table
 from natbox.rules.parser import parse_restore
 from natbox.sim.lab import Lab
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["build_parser", "demo_main", "run_demo"]
 
@@ -38,9 +40,10 @@ def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO | N
         out = sys.stdout
     demo = DEMOS[name]
     host, rules = demo.build()
-    ruleset = Ruleset()
-    ruleset.restore(parse_restore(rules, file=f"demo:{name}"))
-    engine = Engine(host, ruleset=ruleset, seed=seed)
+    v6 = demo.family == NFPROTO_IPV6
+    ruleset = Ruleset(demo.family)
+    ruleset.restore(parse_restore(rules, file=f"demo:{name}", family=demo.family))
+    engine = Engine(host, ruleset=None if v6 else ruleset, ruleset6=ruleset if v6 else None, seed=seed)
     engine.trace_all = explain
     lab = Lab(host, engine, seed=seed)
     demo.script(lab)
@@ -55,15 +58,24 @@ def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO | N
     for iface in host.interfaces.values():
         if iface.kind == "loopback":
             continue
-        addrs = ", ".join(str(a) for a in iface.addresses) or "no address"
+        addrs = ", ".join([str(a) for a in iface.addresses]
+                          + [f"{format_addr6(a.addr)}/{a.prefixlen}" for a in iface.addresses6]) or "no address"
         mac = ":".join(f"{b:02x}" for b in iface.mac)
         out.write(f"  {iface.name:<8} {mac}  {addrs}\n")
     for r in host.routes:
         via = f" via {format_addr(r.gateway)}" if r.gateway is not None else ""
         dst = "default" if r.prefixlen == 0 else f"{format_addr(r.dst)}/{r.prefixlen}"
         out.write(f"  route {dst}{via} dev {r.dev}\n")
-    out.write(f"  net.ipv4.ip_forward = {int(host.ip_forward)}\n")
-    heading("# iptables-save (the ruleset)")
+    for r6 in host.routes6:
+        via = f" via {format_addr6(r6.gateway)}" if r6.gateway is not None else ""
+        dst = "default" if r6.prefixlen == 0 else f"{format_addr6(r6.dst)}/{r6.prefixlen}"
+        out.write(f"  route {dst}{via} dev {r6.dev}\n")
+    if v6:
+        out.write(f"  net.ipv6.conf.all.forwarding = {int(host.ipv6_forward)}\n")
+    else:
+        out.write(f"  net.ipv4.ip_forward = {int(host.ip_forward)}\n")
+    tool = "ip6tables" if v6 else "iptables"
+    heading(f"# {tool}-save (the ruleset)")
     out.write("".join(f"  {line}\n" for line in rules.splitlines()))
 
     for ifname in demo.interfaces:
@@ -89,7 +101,7 @@ def run_demo(name: str, *, explain: bool = False, seed: int = 1, out: TextIO | N
     out.write(summary_line(len(conns)) + "\n")
 
     for table in demo.tables:
-        heading(f"# iptables -t {table} -nvL")
+        heading(f"# {tool} -t {table} -nvL")
         out.write(list_table(ruleset.tables[table], numeric=True, verbose=True) + "\n")
     if demo.questions:
         heading("# what this shows")

@@ -12,6 +12,7 @@
 - `port-clash`: two inside hosts with the same source port, and a `--to-ports` range that runs out (§4.6).
 - `basic`: the smallest useful MASQUERADE gateway.
 - `docker28`, `kube-proxy`: the rulesets Docker 28 and kube-proxy write today (natbox.demos.modern).
+- `docker6`: Docker 27+'s IPv6 default bridge through ip6tables (natbox.demos.docker6).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from natbox.conntrack.tuple import parse_addr
-from natbox.demos import modern
+from natbox.demos import docker6, modern
 from natbox.engine.host import Host, Interface, Route
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.sim.lab import Lab
 
 __all__ = ["DEMOS", "Demo"]
@@ -56,6 +58,7 @@ class Demo:
     interfaces: tuple[str, ...]  # interfaces to show, in order
     questions: tuple[str, ...] = ()  # what the demo answers, printed with the results
     tables: tuple[str, ...] = ("nat",)  # the tables whose counters are printed (iptables -t T -nvL)
+    family: int = NFPROTO_IPV4  # NFPROTO_IPV6: `build` returns an ip6tables ruleset (the engine's rules6)
 
 
 # --- docker -----------------------------------------------------------------------------------------
@@ -318,5 +321,13 @@ DEMOS: dict[str, Demo] = {
         "ClusterIP; the random draws (seeded: --seed changes them) spread them over the pods.",
         modern.kube_proxy_host, modern.kube_proxy_script, ("eth0", "cni0"),
         modern.KUBE_PROXY_QUESTIONS, ("nat", "filter"),
+    ),
+    "docker6": Demo(
+        "docker6", "Docker 27+ with an IPv6 default bridge: NAT66 MASQUERADE out, DNAT in (-p 8080:80)",
+        "The container fd00:d0c::2 on docker0 (ULA fd00:d0c::/64) pings and queries 2001:db8:77::7; then "
+        "2001:db8:77::7 fetches a page through [2001:db8:300::1]:8080; then the container itself tries "
+        "[2001:db8:300::1]:8080. Ruleset: Docker 27's ip6tables rules (reference §6, from moby's source).",
+        docker6.docker6_host, docker6.docker6_script, ("docker0", "eth0"),
+        docker6.DOCKER6_QUESTIONS, ("nat", "filter"), NFPROTO_IPV6,
     ),
 }
