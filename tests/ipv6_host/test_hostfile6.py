@@ -161,3 +161,14 @@ def test_natbox_replay_of_an_ipv6_capture(tmp_path: Path) -> None:
     frames = [bytes(r.data) for r in CaptureReader(tmp_path / "out" / "all.pcapng")]
     assert len(frames) == 1 and frames[0][12:14] == b"\x86\xdd"
     assert frames[0][14 + 24:14 + 40] == sv.to_bytes(16, "big")
+
+
+def test_gateway_loads_rules6_and_leaves_ipv6_to_the_kernel_under_adopt(tmp_path: Path) -> None:
+    from natbox.gateway.config import GatewayConfig
+    from natbox.gateway.state import load
+
+    host = str(_write(tmp_path))
+    hf, _ = load(GatewayConfig(host_file=host))
+    assert hf.host.ipv6_forward and hf.ruleset6 is not None and "nat" in hf.ruleset6.present
+    hf, _ = load(GatewayConfig(host_file=host, adopt=True))  # the kernel keeps forwarding IPv6 under --adopt
+    assert not hf.host.ipv6_forward and hf.ruleset6 is not None and "nat" in hf.ruleset6.present
