@@ -4,9 +4,9 @@ The ruleset is the one /work/shared/reference/ipv6-semantics.md §6 records: mob
 `port_mapping_linux.go` (`setPerPortNAT`: the IPv6 DNAT gets `! -s fe80::/10`, OUTPUT excludes `::1/128`),
 whose PREROUTING, OUTPUT, subnet MASQUERADE and DNAT lines are those of moby 28.x's golden file
 `TestIptabler_hairpin=false,…,masq=true,…,gwm=nat,bindlh=false__ip6tables.golden`; loaded with the real
-ip6tables-restore and printed back by ip6tables-save on Linux 6.18 (the same text difftest's scenario
-docker6-published-port checks against the kernel). Docker 27, userland-proxy=true, ULA subnet fd00:d0c::/64
-(bridge ::1, container ::2), `-p 8080:80`.
+ip6tables-restore and printed back by ip6tables-save on Linux 6.18; the text is read from difftest's
+scenario scenarios/ipv6/docker6-published-port.toml, which checks it against the kernel. Docker 27,
+userland-proxy=true, ULA subnet fd00:d0c::/64 (bridge ::1, container ::2), `-p 8080:80`.
 
 The end hosts here speak just enough IPv6 for the demo (`EndHost6`: ping6, one UDP datagram, one TCP
 request/response and its close); the host's neighbours are permanent, as the IPv4 demos' ARP caches are warm.
@@ -14,6 +14,10 @@ request/response and its close); the host's neighbours are permanent, as the IPv
 
 from __future__ import annotations
 
+import functools
+import tomllib
+
+from natbox.demos.modern import SCENARIOS
 from natbox.engine.host import Host, Interface, Neighbour, Route6
 from natbox.sim.lab import EndHost, Lab
 from natbox.wire import ethernet, tcp, udp
@@ -41,44 +45,16 @@ from natbox.wire.layout import (
     UDPH_SOURCE,
 )
 
-__all__ = ["DOCKER6_QUESTIONS", "DOCKER6_RULES", "EndHost6", "docker6_host", "docker6_script"]
+__all__ = ["DOCKER6_QUESTIONS", "EndHost6", "docker6_host", "docker6_rules", "docker6_script"]
 
-DOCKER6_RULES = """\
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:DOCKER - [0:0]
-:DOCKER-ISOLATION-STAGE-1 - [0:0]
-:DOCKER-ISOLATION-STAGE-2 - [0:0]
-:DOCKER-USER - [0:0]
--A FORWARD -j DOCKER-USER
--A FORWARD -j DOCKER-ISOLATION-STAGE-1
--A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -o docker0 -j DOCKER
--A FORWARD -i docker0 ! -o docker0 -j ACCEPT
--A FORWARD -i docker0 -o docker0 -j ACCEPT
--A DOCKER -d fd00:d0c::2/128 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
--A DOCKER-ISOLATION-STAGE-1 -j RETURN
--A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
--A DOCKER-ISOLATION-STAGE-2 -j RETURN
--A DOCKER-USER -j RETURN
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s fd00:d0c::/64 ! -o docker0 -j MASQUERADE
--A POSTROUTING -s fd00:d0c::2/128 -d fd00:d0c::2/128 -p tcp -m tcp --dport 80 -j MASQUERADE
--A DOCKER -i docker0 -j RETURN
--A DOCKER ! -s fe80::/10 ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:d0c::2]:80
-COMMIT
-"""
+
+@functools.cache
+def docker6_rules() -> str:
+    """The ruleset: scenarios/ipv6/docker6-published-port.toml's `[router] rules6` (difftest checks that very
+    text against the kernel; one copy for both)."""
+    path = SCENARIOS / "ipv6" / "docker6-published-port.toml"
+    return str(tomllib.loads(path.read_text(encoding="utf-8"))["router"]["rules6"]).lstrip("\n")
+
 
 _SYN, _ACK, _FIN, _RST, _PSH = tcp.SYN, tcp.ACK, tcp.FIN, tcp.RST, tcp.PSH
 
@@ -207,7 +183,7 @@ def docker6_host() -> tuple[Host, str]:
     host.add_address6("eth0", parse_addr6("2001:db8:300::1"), 64)
     host.add_address6("docker0", parse_addr6("fd00:d0c::1"), 64)
     host.routes6.append(Route6(0, 0, "eth0", parse_addr6("2001:db8:300::fffe")))
-    return host, DOCKER6_RULES
+    return host, docker6_rules()
 
 
 def docker6_script(lab: Lab) -> None:
