@@ -13,6 +13,7 @@ from natbox.cli.bench import _workload
 from natbox.conntrack.format import format_conntrack
 from natbox.demos.scenarios import DEMOS
 from natbox.engine.engine import Engine
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.listing import list_table
 from natbox.rules.parser import parse_restore
@@ -54,9 +55,10 @@ def test_bench_workload_is_identical_with_and_without_the_fast_path() -> None:
 def _run_demo(name: str, fast: bool, extra: Callable[[Lab], None] | None = None) -> tuple[object, ...]:
     demo = DEMOS[name]
     host, rules = demo.build()
-    ruleset = Ruleset()
-    ruleset.restore(parse_restore(rules, file=name))
-    engine = Engine(host, ruleset=ruleset, seed=5)
+    ruleset = Ruleset(demo.family)
+    ruleset.restore(parse_restore(rules, file=name, family=demo.family))
+    v6 = demo.family == NFPROTO_IPV6  # docker6: an ip6tables ruleset
+    engine = Engine(host, ruleset=None if v6 else ruleset, ruleset6=ruleset if v6 else None, seed=5)
     engine.fast_path = fast
     lab = Lab(host, engine, seed=5)
     demo.script(lab)
@@ -84,4 +86,5 @@ def _bulk(lab: Lab) -> None:
 def test_demos_are_identical_with_and_without_the_fast_path() -> None:
     for name in DEMOS:
         assert _run_demo(name, False) == _run_demo(name, True), name
-        assert _run_demo(name, False, _bulk) == _run_demo(name, True, _bulk), name
+        if DEMOS[name].family != NFPROTO_IPV6:  # _bulk drives the IPv4 end hosts' TCP
+            assert _run_demo(name, False, _bulk) == _run_demo(name, True, _bulk), name
