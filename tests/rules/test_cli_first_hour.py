@@ -58,15 +58,15 @@ def test_no_ruleset_is_an_error_not_a_silent_success(tmp_path: Path, args: list[
 
 
 def test_unimplemented_extensions_say_so(tmp_path: Path) -> None:
-    res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-m", "physdev", "--physdev-in", "eth0", cwd=tmp_path)
-    check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load match `physdev': natbox does not implement"
-                  r" the physdev match$")
+    res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-m", "devgroup", "--src-group", "1", cwd=tmp_path)
+    check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load match `devgroup': natbox does not implement"
+                  r" the devgroup match$")
     assert "natbox implements the matches addrtype, " in res.stderr
     res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-j", "ULOG", cwd=tmp_path)
     check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load target `ULOG': natbox does not implement")
     assert "natbox implements the targets AUDIT, CHECKSUM, CLASSIFY, CONNMARK," in res.stderr
     assert "standard" not in res.stderr
-    for name in ("recent", "owner", "osf"):
+    for name in ("devgroup",):
         res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-m", name, cwd=tmp_path)
         check(res, 2, f"Couldn't load match `{name}': natbox does not implement the {name} match$")
     # a name iptables does not know either keeps iptables' own words
@@ -74,8 +74,8 @@ def test_unimplemented_extensions_say_so(tmp_path: Path) -> None:
     check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load match `fooo':No such file or directory$")
     # refused in a restore as well, with the line
     res = natbox("iptables-restore", "--rules", "r", cwd=tmp_path,
-                 stdin="*filter\n-A INPUT -m recent --update -j DROP\nCOMMIT\n")
-    check(res, 2, "Couldn't load match `recent': natbox does not implement the recent match$")
+                 stdin="*filter\n-A INPUT -m devgroup --src-group 1 -j DROP\nCOMMIT\n")
+    check(res, 2, "Couldn't load match `devgroup': natbox does not implement the devgroup match$")
     assert "Error occurred at line: 2" in res.stderr
 
 

@@ -62,6 +62,7 @@ from natbox.nat.masquerade import masq_addr_removed, masq_device_down
 from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV6, DropReason
 from natbox.rand import RandomSource, SplitMix64
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.xtstate import XtState
 from natbox.skb import PacketType, Skb, Skb6
 
 __all__ = ["CT_GC_INTERVAL", "Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
@@ -202,6 +203,11 @@ class Engine:
     @ipsets.setter
     def ipsets(self, registry: IpsetRegistry | None) -> None:
         self._ctx.sets = registry
+
+    @property
+    def xt_state(self) -> XtState:
+        """The namespace's recent lists, hashlimit tables and other extension state, as the ruleset names them."""
+        return self._hooks.xt_state()
 
     @property
     def resolve_neighbours(self) -> bool:

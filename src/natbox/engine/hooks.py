@@ -37,6 +37,7 @@ from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtInfo, DropReason, Hoo
 from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
 
@@ -77,6 +78,7 @@ class XtHost:
         self.fib6: Fib6 | None = None  # the IPv6 routes (bound by the engine)
         self._host, self._fib, self._nat, self._table, self._rnd = host, fib, nat, table, rnd
         self.sets: IpsetRegistry | None = None  # the namespace's ipsets (-m set, -j SET)
+        self.xt = XtState()  # recent lists, hashlimit tables... (synced with the ruleset by Hooks)
         # REJECT's and LOG's side effects, bound by the engine to its ICMP stage and its log
         self.reject: Callable[[Skb, str, float], None] = lambda skb, how, now: None
         self.log_packet: Callable[[Skb, str, int, int], None] = lambda skb, prefix, level, flags: None
@@ -141,6 +143,9 @@ class XtHost:
         sockets (docs/differences.md)."""
         return (proto, lport) in self.listeners()
 
+    def xt_state(self) -> XtState:
+        return self.xt
+
 
 class Hooks:
     """The hook functions of one network namespace and `nf_hook_slow` over them."""
@@ -198,6 +203,8 @@ class Hooks:
                    if not (name in _TABLE_OPS and rules.is_trivial(name, hook))]
             for hook, ops in self._hooks.items()}
         self._ops_rules, self._ops_version = rules, rules.version
+        # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
+        self._ctx.xt.sync(rules.tables[t] for t in rules.present)
 
     def _table_fn(self, table: str, hook: Hook) -> HookFn:
         ctx = self._ctx
@@ -278,6 +285,13 @@ class Hooks:
             skb.add_trace(f"ipv4_conntrack_defrag: reassembled {len(skb.data)} bytes "
                           f"(largest fragment {result.frag_max_size})")
         return NF_ACCEPT
+
+    def xt_state(self) -> XtState:
+        """The stateful extensions' objects, synced with the current ruleset first (`natbox status`)."""
+        rules = self.rules
+        if rules is not self._ops_rules or rules.version != self._ops_version:
+            self._refresh_ops()
+        return self._ctx.xt
 
     # --- running ---------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class StatusData(TypedDict):
     engine_counters: dict[str, int]  # drop reasons and other engine counters
     conntrack: ConntrackStatus
     reports: list[str]  # more lines (the control server's counters)
+    xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
 
 
 class Commands:
@@ -140,6 +141,7 @@ class Commands:
                           "insert_failed": stats.insert_failed, "drop": stats.drop,
                           "early_drop": stats.early_drop, "invalid": stats.invalid},
             "reports": [report() for report in self.reports],
+            "xt_recent": {name: t.proc_lines() for name, t in engine.xt_state.recent.items()},
         }
 
     def status(self) -> str:
@@ -157,6 +159,8 @@ class Commands:
         ct = data["conntrack"]
         lines.append(f"conntrack: {ct['entries']} entries (max {ct['max']}), insert_failed {ct['insert_failed']}, "
                      f"drop {ct['drop']}, early_drop {ct['early_drop']}, invalid {ct['invalid']}")
+        for name, entries in data["xt_recent"].items():
+            lines.append(f"xt_recent/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
         lines += data["reports"]
         return "\n".join(lines) + "\n"
 

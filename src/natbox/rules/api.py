@@ -18,6 +18,7 @@ from natbox.skb import Skb
 
 if TYPE_CHECKING:
     from natbox.ipset.core import IpsetRegistry
+    from natbox.rules.xtstate import XtState
 
 __all__ = ["NF_ACCEPT", "NF_DROP", "XT_CONTINUE", "XT_RETURN", "XtContext"]
 
@@ -73,3 +74,6 @@ class XtContext(Protocol):
     def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
         """`nf_tproxy_get_sock_v4(..., NF_TPROXY_LOOKUP_LISTENER)` and `nf_tproxy_sk_is_transparent`
         (-j TPROXY): whether a transparent socket of the host listens on `laddr:lport`."""
+
+    def xt_state(self) -> XtState:
+        """The namespace's recent lists, hashlimit tables, nfacct objects and rate estimators."""

@@ -9,6 +9,7 @@ from natbox.ipset.core import IpsetRegistry
 from natbox.nat.range import NatRange
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_ACCEPT
+from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
 
 RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST = 1, 2, 3, 5
@@ -35,6 +36,7 @@ class FakeCtx:
         self.sets: IpsetRegistry | None = None
         self.dups: list[tuple[bytes, int, str]] = []
         self.listening: set[tuple[int, int]] = set()  # (protocol, port) of transparent listeners
+        self.xt = XtState()
 
     @property
     def hook(self) -> Hook:
@@ -87,6 +89,9 @@ class FakeCtx:
 
     def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
         return (proto, lport) in self.listening
+
+    def xt_state(self) -> XtState:
+        return self.xt
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:
