@@ -161,3 +161,42 @@ def test_forwarded_packets_count_the_ttl_before_forwarding() -> None:
     skb.oif = "eth1"
     rs.run("filter", Hook.FORWARD, skb, ctx)
     assert ctx.xt.recent["DEFAULT"].entries[ip("10.0.0.1")].ttl == 64
+
+
+def test_engine_keeps_the_lists_while_rules_name_them_and_status_shows_them() -> None:
+    import io
+    from typing import cast
+
+    from natbox.conntrack.tuple import parse_addr
+    from natbox.demos.scenarios import _docker_host
+    from natbox.engine.engine import Engine
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.loop import EventLoop
+    from natbox.wire import ipv4
+    from natbox.wire import tcp as wtcp
+
+    class Loop:
+        def counters(self) -> dict[str, dict[str, int]]:
+            return {}
+
+        def report(self) -> str:
+            return "idle"
+
+    host, _ = _docker_host()
+    engine = Engine(host, seed=3)
+    cmds = Commands(engine, cast(EventLoop, Loop()))
+
+    def run(*argv: str) -> int:
+        return cmds.run_command("iptables", list(argv), io.StringIO(""), io.StringIO(), io.StringIO())
+
+    assert run("-A", "OUTPUT", "-m", "recent", "--set", "--name", "out", "--rdest") == 0
+    s, d = parse_addr("45.77.200.180"), parse_addr("8.8.8.8")
+    seg = wtcp.build_tcp(s, d, 40000, 443, seq=1, ack=0, flags=wtcp.SYN, window=64240)
+    engine.send_local(bytes(ipv4.build_ipv4(s, d, 6, seg, ttl=64)), 2.0)
+    assert engine.xt_state.recent["out"].proc_lines() == [
+        f"src=8.8.8.8 ttl: 64 last_seen: {2 * HZ} oldest_pkt: 1 {2 * HZ}"]
+    text = cmds.status()
+    assert f"xt_recent/out: 1 entries\n  src=8.8.8.8 ttl: 64 last_seen: {2 * HZ} oldest_pkt: 1 {2 * HZ}\n" in text
+    assert run("-F", "OUTPUT") == 0  # the last rule naming the list is gone: so is the list
+    assert engine.xt_state.recent == {}
+    assert "xt_recent" not in cmds.status()
