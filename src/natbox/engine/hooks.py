@@ -204,7 +204,7 @@ class Hooks:
             for hook, ops in self._hooks.items()}
         self._ops_rules, self._ops_version = rules, rules.version
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
-        self._ctx.xt.sync(rules.tables[t] for t in rules.present)
+        self._ctx.xt.sync((rules.tables[t] for t in rules.present), self._ctx.now)
 
     def _table_fn(self, table: str, hook: Hook) -> HookFn:
         ctx = self._ctx

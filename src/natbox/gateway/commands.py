@@ -23,6 +23,7 @@ from natbox.engine.neigh import format_ip_neigh
 from natbox.gateway.ctcommand import conntrack_command
 from natbox.gateway.log import say
 from natbox.gateway.loop import EventLoop
+from natbox.rules.xtstate import jiffies
 
 __all__ = ["Commands", "StatusData"]
 
@@ -54,6 +55,7 @@ class StatusData(TypedDict):
     conntrack: ConntrackStatus
     reports: list[str]  # more lines (the control server's counters)
     xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
+    ipt_hashlimit: dict[str, list[str]]  # each -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
 
 
 class Commands:
@@ -142,6 +144,8 @@ class Commands:
                           "early_drop": stats.early_drop, "invalid": stats.invalid},
             "reports": [report() for report in self.reports],
             "xt_recent": {name: t.proc_lines() for name, t in engine.xt_state.recent.items()},
+            "ipt_hashlimit": {name: t.proc_lines(jiffies(time.monotonic()))
+                              for name, t in engine.xt_state.hashlimit.items()},
         }
 
     def status(self) -> str:
@@ -161,6 +165,8 @@ class Commands:
                      f"drop {ct['drop']}, early_drop {ct['early_drop']}, invalid {ct['invalid']}")
         for name, entries in data["xt_recent"].items():
             lines.append(f"xt_recent/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
+        for name, entries in data["ipt_hashlimit"].items():
+            lines.append(f"ipt_hashlimit/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
         lines += data["reports"]
         return "\n".join(lines) + "\n"
 

@@ -161,7 +161,8 @@ _ALL = "(all packets)"
 SAVE_ORDER = ("mangle", "security", "raw", "filter", "nat")
 _CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
-CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper"})
+CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper", "connlimit", "connbytes", "connlabel",
+                               "cluster"})
 CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT",
                                "CONNSECMARK", "SYNPROXY"})
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RulesError
 
-__all__ = ["XtFlags", "XtOptSpec"]
+__all__ = ["XtFlags", "XtOptSpec", "parse_plen", "plen_mask"]
 
 
 class XtOptSpec(NamedTuple):
@@ -70,3 +71,34 @@ class XtFlags:
                 if e.excl & of and self.flags & of:
                     raise RulesError(f'{self.ext}: option "--{e.name}" cannot be used together with '
                                      f'"--{other.name}".\n')
+
+
+def parse_plen(ext: str, opt: str, text: str) -> int:
+    """`xtopt_parse_plen` (iptables 1.8.9, IPv4): a prefix length 0-32, or a dotted mask (inet_aton forms) whose
+    prefix length it is; a mask that is no prefix (or a number above 32, read as an address) gives 255."""
+    v = parse_uint(text, 0, 32)
+    if v is not None and text.isdigit():
+        return v
+    parts = text.split(".")
+    if 1 <= len(parts) <= 4 and all(p.isdigit() for p in parts):
+        nums = [int(p) for p in parts]
+        limits = [0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF][len(parts) - 1]
+        if all(n <= 255 for n in nums[:-1]) and nums[-1] <= limits:
+            addr = nums[-1]
+            for i, n in enumerate(nums[:-1]):
+                addr |= n << (24 - 8 * i)
+            inv = ~addr & 0xFFFFFFFF
+            if inv & (inv + 1) == 0:  # contiguous
+                return 32 - inv.bit_length()
+            return 255
+    raise RulesError(f'{ext}: bad value for option "--{opt}", neither a valid network mask nor valid CIDR '
+                     f'(0-32).\n')
+
+
+def plen_mask(hlen: int) -> int:
+    """`xtopt_parse_plenmask` (1.8.9): the IPv4 mask of a prefix length; 255 (no prefix) leaves all ones."""
+    if hlen == 0:
+        return 0
+    if hlen <= 32:
+        return (0xFFFFFFFF << (32 - hlen)) & 0xFFFFFFFF
+    return 0xFFFFFFFF

@@ -84,9 +84,9 @@ class Recent(Match):
             self.mask = m
 
     def final_check(self, rule: Rule) -> None:
-        self.flags.fcheck()
-        if not self.flags.flags & F_ANY_OP:
+        if not self.flags.flags & F_ANY_OP:  # recent_check, then xtables_options_fcheck (xtables_option_mfcall)
             raise RulesError("recent: you must specify one of `--set', `--rcheck' `--update' or `--remove'")
+        self.flags.fcheck()
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         """`recent_mt_check`: one operation, no modifiers on --set/--remove, the hit count and the name."""

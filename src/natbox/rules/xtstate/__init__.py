@@ -21,23 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from natbox.rules.xtstate.clock import HZ, jiffies, msecs_to_jiffies
+
 if TYPE_CHECKING:
+    from natbox.rules.xtstate.hashlimit import HashlimitTable
     from natbox.rules.xtstate.recent import RecentTable
 
 __all__ = ["HZ", "StatefulExt", "XtState", "jiffies", "msecs_to_jiffies"]
-
-HZ = 250  # the reference box's CONFIG_HZ; the same tick `-m limit` uses (natbox.rules.matches.limit.HZ)
-
-
-def jiffies(now: float) -> int:
-    """The kernel's `jiffies` at `now` seconds of the injected clock."""
-    return int(now * HZ)
-
-
-def msecs_to_jiffies(m: int) -> int:
-    """`msecs_to_jiffies()` for HZ=250: milliseconds rounded up to whole 4 ms ticks."""
-    return -(-m * HZ // 1000)
-
 
 @runtime_checkable
 class StatefulExt(Protocol):
@@ -70,15 +60,20 @@ class XtState:
 
     def __init__(self) -> None:
         self.recent: dict[str, RecentTable] = {}
+        self.hashlimit: dict[str, HashlimitTable] = {}
+        self.now = 0.0  # the time of the last sync (a new hashlimit table's gc starts from it)
 
-    def sync(self, tables: Iterable[_TableLike]) -> None:
+    def sync(self, tables: Iterable[_TableLike], now: float = 0.0) -> None:
         """Attach every stateful extension of `tables` in rule order, then drop what none names any more."""
+        self.now = now
         keep: set[tuple[str, str]] = set()
         for ext in _extensions(tables):
             if isinstance(ext, StatefulExt):
                 keep.add(ext.xt_attach(self))
         for name in [n for n in self.recent if ("recent", n) not in keep]:
             del self.recent[name]
+        for name in [n for n in self.hashlimit if ("hashlimit", n) not in keep]:
+            del self.hashlimit[name]
 
 
 def _extensions(tables: Iterable[_TableLike]) -> Iterator[object]:
