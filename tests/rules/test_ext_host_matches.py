@@ -1,0 +1,64 @@
+"""physdev, owner, cgroup and socket evaluated against natbox's host model (no bridges, no socket owners,
+listening sockets from the host model), as the kernel's xt modules decide without such information."""
+
+from __future__ import annotations
+
+import shlex
+
+from natbox.netfilter import Hook
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_argv
+from natbox.skb import Skb
+from natbox.testing.rules_fakes import FakeCtx, tcp, udp
+
+
+def hits(table: str, hook: Hook, specs: list[str], skb: Skb, ctx: FakeCtx | None = None) -> list[bool]:
+    rs = Ruleset()
+    for spec in specs:
+        rs.execute(parse_argv(["-t", table, "-A", hook.chain_name, *shlex.split(spec)]))
+    rs.run(table, hook, skb, ctx or FakeCtx(hook))
+    return [r.packets == 1 for r in rs.tables[table].chains[hook.chain_name].rules]
+
+
+def test_physdev_matches_only_fully_inverted_rules_without_bridges() -> None:
+    skb = tcp("10.0.0.1", 1, "10.0.0.2", 80, iif="eth0", oif="eth1")
+    assert hits("filter", Hook.FORWARD, [
+        "-m physdev --physdev-in eth0",
+        "-m physdev --physdev-is-bridged",
+        "-m physdev ! --physdev-is-bridged",
+        "-m physdev ! --physdev-in eth0 ! --physdev-is-in",
+        "-m physdev ! --physdev-in eth0 --physdev-is-out --physdev-is-bridged",
+    ], skb) == [False, False, True, True, False]
+
+
+def test_owner_without_sockets() -> None:
+    skb = tcp("10.0.0.2", 1, "10.0.0.1", 80, oif="eth0")
+    assert hits("filter", Hook.LOCAL_OUT, [
+        "-m owner --uid-owner 0",
+        "-m owner ! --uid-owner 0",
+        "-m owner ! --socket-exists",
+        "-m owner --socket-exists",
+        "-m owner ! --gid-owner 0 --suppl-groups",
+        "-m owner ! --uid-owner 0 ! --gid-owner 1-5",
+    ], skb) == [False, True, True, False, False, True]
+
+
+def test_cgroup_never_matches_without_a_socket() -> None:
+    skb = tcp("10.0.0.2", 1, "10.0.0.1", 80, oif="eth0")
+    assert hits("mangle", Hook.LOCAL_OUT, ["-m cgroup --cgroup 1", "-m cgroup ! --cgroup 1",
+                                           "-m cgroup ! --path /"], skb) == [False, False, False]
+
+
+def test_socket_finds_the_model_listeners_as_wildcard_sockets() -> None:
+    ctx = FakeCtx(Hook.PRE_ROUTING)
+    ctx.listening = {(6, 22), (17, 53)}
+    specs = ["-m socket", "-m socket --nowildcard", "-m socket --nowildcard --transparent",
+             "-m socket --nowildcard --restore-skmark"]
+    to_ssh = tcp("10.0.0.1", 4000, "10.0.0.2", 22, iif="eth0")
+    to_ssh.mark = 7
+    assert hits("mangle", Hook.PRE_ROUTING, specs, to_ssh, ctx) == [False, True, True, True]
+    assert to_ssh.mark == 0  # restored from the socket, whose mark is 0
+    assert hits("mangle", Hook.PRE_ROUTING, specs, udp("10.0.0.1", 4000, "10.0.0.2", 53, iif="eth0"), ctx) == [
+        False, True, True, True]
+    assert hits("mangle", Hook.PRE_ROUTING, specs, tcp("10.0.0.1", 4000, "10.0.0.2", 80, iif="eth0"), ctx) == [
+        False] * 4
