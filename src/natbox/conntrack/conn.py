@@ -88,7 +88,8 @@ class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "_acct_bytes", "_acct_packets", "ct_id", "mark", "masq_index", "sctp", "secmark", "start", "status",
+        "_acct_bytes", "_acct_packets", "ct_id", "labels", "mark", "masq_index", "sctp", "secmark", "start",
+        "status",
         "tcp", "timeout", "tuples", "zone",
     )
 
@@ -99,6 +100,7 @@ class Conn:
         self.start = now  # creation time: UDP's stream_ts is start + 2 s (§3.3)
         self.mark = 0
         self.secmark = 0  # ct->secmark (CONNSECMARK --save)
+        self.labels = 0  # nf_conn_labels: bit N set by `-m connlabel --label N --set`
         self.zone = zone
         self.ct_id = ct_id
         self.tcp: TcpConntrack | None = None

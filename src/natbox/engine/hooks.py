@@ -205,6 +205,8 @@ class Hooks:
         self._ops_rules, self._ops_version = rules, rules.version
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
         self._ctx.xt.sync((rules.tables[t] for t in rules.present), self._ctx.now)
+        if self._ctx.xt.acct_forced:
+            self._cfg.acct = True  # connbytes_mt_check: "Forcing CT accounting to be enabled"
 
     def _table_fn(self, table: str, hook: Hook) -> HookFn:
         ctx = self._ctx

@@ -62,6 +62,7 @@ class XtState:
         self.recent: dict[str, RecentTable] = {}
         self.hashlimit: dict[str, HashlimitTable] = {}
         self.now = 0.0  # the time of the last sync (a new hashlimit table's gc starts from it)
+        self.acct_forced = False  # a connbytes rule turned nf_conntrack_acct on (it stays on)
 
     def sync(self, tables: Iterable[_TableLike], now: float = 0.0) -> None:
         """Attach every stateful extension of `tables` in rule order, then drop what none names any more."""
