@@ -62,3 +62,21 @@ def test_socket_finds_the_model_listeners_as_wildcard_sockets() -> None:
         False, True, True, True]
     assert hits("mangle", Hook.PRE_ROUTING, specs, tcp("10.0.0.1", 4000, "10.0.0.2", 80, iif="eth0"), ctx) == [
         False] * 4
+
+
+def test_rpfilter_routes_the_source_back_through_the_fib() -> None:
+    ctx = FakeCtx(Hook.PRE_ROUTING)
+    ctx.routes = [(0x0A000000, 24, 1, "eth0"), (0, 0, 1, "eth1"), (0x0A000002, 32, 2, "eth0")]
+    specs = ["-m rpfilter", "-m rpfilter --loose", "-m rpfilter --accept-local", "-m rpfilter --invert"]
+
+    def run(src: str, iif: str, dst: str = "10.0.0.2") -> list[bool]:
+        return hits("mangle", Hook.PRE_ROUTING, specs, udp(src, 1, dst, 2, iif=iif), ctx)
+
+    assert run("10.0.0.5", "eth0") == [True, True, True, False]
+    assert run("10.0.0.5", "eth1") == [False, True, False, True]  # spoofed: the way back is eth0
+    assert run("8.8.8.8", "eth1") == [True, True, True, False]
+    assert run("10.0.0.2", "eth0") == [False, False, True, True]  # our own address as source
+    assert run("10.0.0.7", "lo") == [True, True, True, False]
+    assert run("0.0.0.0", "eth1", "255.255.255.255") == [True, True, True, False]  # DHCP discover
+    ctx.routes = ctx.routes[:1]
+    assert run("192.168.9.9", "eth0") == [False, False, False, True]  # no route back

@@ -146,6 +146,10 @@ class XtHost:
     def xt_state(self) -> XtState:
         return self.xt
 
+    def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
+        res = self._fib.lookup(daddr)
+        return None if res is None else (res.type, res.dev)
+
 
 class Hooks:
     """The hook functions of one network namespace and `nf_hook_slow` over them."""

@@ -77,3 +77,6 @@ class XtContext(Protocol):
 
     def xt_state(self) -> XtState:
         """The namespace's recent lists, hashlimit tables, nfacct objects and rate estimators."""
+
+    def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
+        """`fib_lookup()` of `daddr` in the host's FIB: (RTN_* type, device), or None without a route."""

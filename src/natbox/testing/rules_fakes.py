@@ -37,6 +37,7 @@ class FakeCtx:
         self.dups: list[tuple[bytes, int, str]] = []
         self.listening: set[tuple[int, int]] = set()  # (protocol, port) of transparent listeners
         self.xt = XtState()
+        self.routes: list[tuple[int, int, int, str | None]] = []  # (network, prefixlen, RTN_* type, device)
 
     @property
     def hook(self) -> Hook:
@@ -92,6 +93,15 @@ class FakeCtx:
 
     def xt_state(self) -> XtState:
         return self.xt
+
+    def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
+        """Longest prefix of `routes`."""
+        best: tuple[int, int, str | None] | None = None
+        for net, plen, rtype, dev in self.routes:
+            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+            if daddr & mask == net and (best is None or plen > best[0]):
+                best = (plen, rtype, dev)
+        return None if best is None else (best[1], best[2])
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:

@@ -1,0 +1,76 @@
+"""`-m rpfilter` (libxt_rpfilter.c, net/ipv4/netfilter/ipt_rpfilter.c `rpfilter_mt`): reverse path filtering.
+
+The source address is routed back through the host's FIB (`XtContext.fib_lookup`, natbox's local, main
+and default tables): the packet passes when the route is unicast (or local with `--accept-local`) and
+leaves through the interface the packet came in on (any interface with `--loose`). natbox's FIB has no
+policy routing, so `--validmark` (the mark as the lookup's fwmark) and the TOS change nothing, and it
+skips routes of devices that are down where the kernel's lookup ignores the link state
+(docs/differences.md). Valid in the raw and mangle tables, at PREROUTING only.
+"""
+
+from __future__ import annotations
+
+from natbox.netfilter import Hook
+from natbox.rules.api import XtContext
+from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
+from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of
+from natbox.skb import PacketType, Skb
+
+__all__ = ["Rpfilter"]
+
+XT_RPFILTER_LOOSE, XT_RPFILTER_VALID_MARK, XT_RPFILTER_ACCEPT_LOCAL, XT_RPFILTER_INVERT = 1, 2, 4, 8
+RTN_UNICAST, RTN_LOCAL = 1, 2
+_WORDS = (("loose", XT_RPFILTER_LOOSE), ("validmark", XT_RPFILTER_VALID_MARK),
+          ("accept-local", XT_RPFILTER_ACCEPT_LOCAL), ("invert", XT_RPFILTER_INVERT))
+_SPECS = tuple(XtOptSpec(w, i) for i, (w, _b) in enumerate(_WORDS))
+_VALID_HOOKS = hook_mask_of(Hook.PRE_ROUTING)
+
+
+class Rpfilter(Match):
+    name = "rpfilter"
+    options = tuple(Opt(w, 0) for w, _b in _WORDS)
+
+    def __init__(self) -> None:
+        self.rflags = 0
+        self.flags = XtFlags("rpfilter", _SPECS)
+
+    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
+        self.flags.parse(opt)
+        self.rflags |= dict(_WORDS)[opt]
+
+    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
+        """`.hooks` (PREROUTING) and `rpfilter_check()` (raw and mangle only)."""
+        if hook_mask & ~_VALID_HOOKS or table not in ("raw", "mangle"):
+            raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
+
+    def save(self) -> str:
+        return "".join(f" --{w}" for w, b in _WORDS if self.rflags & b)
+
+    def print_list(self, numeric: bool) -> str:
+        return " rpfilter" + "".join(f" {w}" for w, b in _WORDS if self.rflags & b)
+
+    def compile(self) -> MatchFn:
+        flags = self.rflags
+        invert = bool(flags & XT_RPFILTER_INVERT)
+        loose = bool(flags & XT_RPFILTER_LOOSE)
+        accept_local = bool(flags & XT_RPFILTER_ACCEPT_LOCAL)
+
+        def rpfilter_mt(skb: Skb, ctx: XtContext) -> bool:
+            """`rpfilter_mt()` and `rpfilter_lookup_reverse()`."""
+            if skb.pkt_type == PacketType.LOOPBACK or skb.iif == "lo":
+                return not invert
+            saddr, daddr = skb.saddr, skb.daddr
+            if saddr >> 24 == 0 and (daddr == 0xFFFFFFFF or daddr >> 8 == 0xE00000):
+                return not invert  # 0.0.0.0/8 to the limited broadcast or 224.0.0.0/24 (DHCP, IGMP)
+            res = ctx.fib_lookup(saddr)
+            if res is None:
+                return invert
+            rtype, dev = res
+            if rtype != RTN_UNICAST and (rtype != RTN_LOCAL or not accept_local):
+                return invert
+            return (dev == skb.iif or loose) != invert
+
+        return rpfilter_mt
+
+    def why(self, skb: Skb, ctx: XtContext) -> str:
+        return "no match (reverse path check)"
