@@ -91,3 +91,41 @@ def test_ipvs_and_osf_without_ipvs_or_fingerprints() -> None:
         False, True, False, False]
     assert hits("filter", Hook.LOCAL_IN, ["-p tcp -m osf --genre Linux", "-p tcp -m osf ! --genre Linux"],
                 tcp("10.0.0.1", 1, "10.0.0.2", 2)) == [False, False]
+
+
+def test_rateest_follows_gen_estimator_ewma_on_the_injected_clock() -> None:
+    from natbox.rules.xtstate import HZ
+
+    rs = Ruleset()
+    for spec in ("-j RATEEST --rateest-name RE1 --rateest-interval 250.0ms --rateest-ewmalog 500.0ms",
+                 "-m rateest --rateest RE1 --rateest-gt --rateest-bps 3000Bps",
+                 "-m rateest --rateest RE1 --rateest-lt --rateest-pps 5"):
+        rs.execute(parse_argv(["-A", "INPUT", *shlex.split(spec)]))
+    ctx = FakeCtx(Hook.LOCAL_IN)
+    ctx.xt.sync([rs.tables["filter"]], 0.0)
+    est = ctx.xt.rateest["RE1"]
+    assert (est.intvl_log, est.ewma_log) == (0, 1)
+    period = HZ // 4  # est_timer every (HZ/4) << intvl_log jiffies: 62, so 0.248 s
+    rules = rs.tables["filter"].chains["INPUT"].rules
+    avbps = avpps = 0
+    skb = udp_of(1000)
+    for k in range(12):  # one 1000-byte datagram per period, just after each tick
+        ctx.set_now((k * period + 1) / HZ)
+        rs.run("filter", Hook.LOCAL_IN, skb, ctx)
+        if k:  # the tick at k*period folded in the previous period's datagram (est_timer, ewma_log 1)
+            avbps += ((1000 << 10) >> 1) - (avbps >> 1)
+            avpps += ((1 << 10) >> 1) - (avpps >> 1)
+        assert est.read(k * period + 1) == ((avbps + 0xF) >> 8, (avpps + 0xF) >> 8)
+    # converged to 1000 bytes per quarter second: 4000 B/s (above 3000), 4 packets/s (below 5)
+    assert est.read(11 * period + 1) == (3998, 4)
+    assert [r.packets for r in rules] == [12, 9, 12]  # above 3000 B/s from the 4th period (2000, 3000, 3500...)
+    # idle: the averages decay to nothing and a day of ticks is skipped cheaply
+    assert est.read(86400 * HZ) == (0, 0)
+
+
+def udp_of(size: int) -> Skb:
+    from natbox.testing.rules_fakes import udp
+
+    skb = udp("10.0.0.1", 1, "10.0.0.2", 2, iif="eth0", size=size - 28)
+    assert len(skb.data) == size
+    return skb

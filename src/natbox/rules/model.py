@@ -157,7 +157,7 @@ class Opt(NamedTuple):
     """One long option of an extension (`struct xt_option_entry`)."""
 
     name: str
-    nargs: int = 1  # 0 (a flag), 1, or 2 (`--tcp-flags MASK COMP`)
+    nargs: int = 1  # 0 (a flag), 1, 2 (`--tcp-flags MASK COMP`), or -1 (optional: libxt_rateest's rates)
     invertible: bool = False
 
 

@@ -25,6 +25,7 @@ from natbox.rules.xtstate.clock import HZ, jiffies, msecs_to_jiffies
 
 if TYPE_CHECKING:
     from natbox.rules.xtstate.hashlimit import HashlimitTable
+    from natbox.rules.xtstate.rateest import RateEstimator
     from natbox.rules.xtstate.recent import RecentTable
 
 __all__ = ["HZ", "StatefulExt", "XtState", "jiffies", "msecs_to_jiffies"]
@@ -33,8 +34,8 @@ __all__ = ["HZ", "StatefulExt", "XtState", "jiffies", "msecs_to_jiffies"]
 class StatefulExt(Protocol):
     """A match or target holding a named per-namespace object."""
 
-    def xt_attach(self, state: XtState) -> tuple[str, str]:
-        """Find or create the object (the kernel's checkentry); return (kind, name) to keep it alive."""
+    def xt_attach(self, state: XtState) -> tuple[str, str] | list[tuple[str, str]]:
+        """Find or create the object (the kernel's checkentry); return the (kind, name)s to keep alive."""
 
 
 class _RuleLike(Protocol):  # natbox.rules.model.Rule, named structurally (model imports the api, which names us)
@@ -61,6 +62,7 @@ class XtState:
     def __init__(self) -> None:
         self.recent: dict[str, RecentTable] = {}
         self.hashlimit: dict[str, HashlimitTable] = {}
+        self.rateest: dict[str, RateEstimator] = {}
         self.now = 0.0  # the time of the last sync (a new hashlimit table's gc starts from it)
         self.acct_forced = False  # a connbytes rule turned nf_conntrack_acct on (it stays on)
 
@@ -70,11 +72,14 @@ class XtState:
         keep: set[tuple[str, str]] = set()
         for ext in _extensions(tables):
             if isinstance(ext, StatefulExt):
-                keep.add(ext.xt_attach(self))
+                held = ext.xt_attach(self)
+                keep.update(held if isinstance(held, list) else [held])
         for name in [n for n in self.recent if ("recent", n) not in keep]:
             del self.recent[name]
         for name in [n for n in self.hashlimit if ("hashlimit", n) not in keep]:
             del self.hashlimit[name]
+        for name in [n for n in self.rateest if ("rateest", n) not in keep]:
+            del self.rateest[name]
 
 
 def _extensions(tables: Iterable[_TableLike]) -> Iterator[object]:
