@@ -132,6 +132,9 @@ def _scan(opts: dict[str, Opt], argv: list[str], i: int) -> tuple[int, _Group] |
                 return None
             arg = f"{argv[k]} {argv[k + 1]}"
             k += 2
+        elif o.nargs == -1 and k < n and not argv[k].startswith(("-", "!")):  # an optional argument
+            arg = argv[k]
+            k += 1
         group.append((o.name, arg, inv))
         i = k
     return i, group

@@ -34,6 +34,12 @@ class XtFlags:
     def __init__(self, ext: str, table: tuple[XtOptSpec, ...]) -> None:
         self.ext, self.table, self.flags = ext, table, 0
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, XtFlags) and (self.ext, self.flags, self.table) == (other.ext, other.flags,
+                                                                                     other.table)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def spec(self, name: str) -> XtOptSpec:
         for e in self.table:
             if e.name == name:

@@ -64,6 +64,12 @@ class ConnCount:
     def __init__(self) -> None:
         self.lists: dict[tuple[int, int], _List] = {}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConnCount) and {k: v.conns for k, v in self.lists.items()} == {
+            k: v.conns for k, v in other.lists.items()}
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def __deepcopy__(self, memo: dict[int, Any]) -> ConnCount:
         return self  # a copied rule is the same rule: it keeps counting in the same lists
 
