@@ -80,3 +80,27 @@ def test_rpfilter_routes_the_source_back_through_the_fib() -> None:
     assert run("0.0.0.0", "eth1", "255.255.255.255") == [True, True, True, False]  # DHCP discover
     ctx.routes = ctx.routes[:1]
     assert run("192.168.9.9", "eth0") == [False, False, False, True]  # no route back
+
+
+def test_the_engine_gives_rpfilter_its_fib_and_socket_its_listeners() -> None:
+    from natbox.demos.scenarios import _docker_host
+    from natbox.engine.engine import Engine
+    from natbox.testing.conntrack import tcp as tcp4
+    from natbox.wire.ethernet import build_ethernet
+
+    host, _ = _docker_host()
+    engine = Engine(host, seed=1, listeners=[(6, 22)])
+    for spec in ("-t raw -A PREROUTING -m rpfilter --invert -j DROP",
+                 "-t mangle -A PREROUTING -p tcp -m socket --nowildcard -j MARK --set-mark 7",
+                 "-t mangle -A INPUT -m mark --mark 7 -j DROP"):
+        engine.rules.execute(parse_argv(shlex.split(spec)))
+    eth0 = host.interfaces["eth0"].mac
+
+    def arrive(src: str, dport: int) -> list[str]:
+        frame = build_ethernet(eth0, bytes.fromhex("067c1688fe87"), 0x0800, tcp4(src, "45.77.200.180", 4000, dport, 0x02))
+        out = engine.receive(frame, "eth0", 1.0)
+        return [f"{d.reason} {d.where}" for d in out.dropped]
+
+    assert arrive("172.17.0.5", 80) == ["rule_drop PREROUTING/raw"]  # the way back is docker0: spoofed on eth0
+    assert arrive("8.8.8.8", 80) == []  # routed back through eth0: passes; no socket on 80 (a reset goes out)
+    assert arrive("8.8.8.8", 22) == ["rule_drop INPUT/mangle"]  # the listener on 22: marked, dropped in INPUT
