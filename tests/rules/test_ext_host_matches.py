@@ -97,7 +97,8 @@ def test_the_engine_gives_rpfilter_its_fib_and_socket_its_listeners() -> None:
     eth0 = host.interfaces["eth0"].mac
 
     def arrive(src: str, dport: int) -> list[str]:
-        frame = build_ethernet(eth0, bytes.fromhex("067c1688fe87"), 0x0800, tcp4(src, "45.77.200.180", 4000, dport, 0x02))
+        syn = tcp4(src, "45.77.200.180", 4000, dport, 0x02)
+        frame = build_ethernet(eth0, bytes.fromhex("067c1688fe87"), 0x0800, syn)
         out = engine.receive(frame, "eth0", 1.0)
         return [f"{d.reason} {d.where}" for d in out.dropped]
 
