@@ -197,6 +197,9 @@ def test_engine_keeps_the_lists_while_rules_name_them_and_status_shows_them() ->
         f"src=8.8.8.8 ttl: 64 last_seen: {2 * HZ} oldest_pkt: 1 {2 * HZ}"]
     text = cmds.status()
     assert f"xt_recent/out: 1 entries\n  src=8.8.8.8 ttl: 64 last_seen: {2 * HZ} oldest_pkt: 1 {2 * HZ}\n" in text
+    assert run("-A", "OUTPUT", "-j", "RATEEST", "--rateest-name", "up", "--rateest-interval", "1s",
+               "--rateest-ewmalog", "8s") == 0
+    assert "\nrate estimator up: 0 bytes/s, 0 packets/s\n" in cmds.status()
     assert run("-F", "OUTPUT") == 0  # the last rule naming the list is gone: so is the list
-    assert engine.xt_state.recent == {}
+    assert engine.xt_state.recent == {} and engine.xt_state.rateest == {}
     assert "xt_recent" not in cmds.status()

@@ -56,6 +56,7 @@ class StatusData(TypedDict):
     reports: list[str]  # more lines (the control server's counters)
     xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
     ipt_hashlimit: dict[str, list[str]]  # each -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
+    rateest: dict[str, list[int]]  # each -j RATEEST estimator: [bytes/s, packets/s] (gen_estimator_read)
 
 
 class Commands:
@@ -146,6 +147,7 @@ class Commands:
             "xt_recent": {name: t.proc_lines() for name, t in engine.xt_state.recent.items()},
             "ipt_hashlimit": {name: t.proc_lines(jiffies(time.monotonic()))
                               for name, t in engine.xt_state.hashlimit.items()},
+            "rateest": {name: list(e.read(jiffies(time.monotonic()))) for name, e in engine.xt_state.rateest.items()},
         }
 
     def status(self) -> str:
@@ -167,6 +169,8 @@ class Commands:
             lines.append(f"xt_recent/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
         for name, entries in data["ipt_hashlimit"].items():
             lines.append(f"ipt_hashlimit/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
+        for name, (bps, pps) in data["rateest"].items():
+            lines.append(f"rate estimator {name}: {bps} bytes/s, {pps} packets/s")
         lines += data["reports"]
         return "\n".join(lines) + "\n"
 
