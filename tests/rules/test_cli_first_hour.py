@@ -64,7 +64,7 @@ def test_unimplemented_extensions_say_so(tmp_path: Path) -> None:
     assert "natbox implements the matches addrtype, " in res.stderr
     res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-j", "ULOG", cwd=tmp_path)
     check(res, 2, r"^iptables v1\.8\.9 \(nf_tables\): Couldn't load target `ULOG': natbox does not implement")
-    assert "natbox implements the targets AUDIT, CHECKSUM, CLASSIFY, CONNMARK," in res.stderr
+    assert "natbox implements the targets AUDIT, CHECKSUM, CLASSIFY, CLUSTERIP, CONNMARK," in res.stderr
     assert "standard" not in res.stderr
     for name in ("devgroup",):
         res = natbox("iptables", "--rules", "r", "-A", "INPUT", "-m", name, cwd=tmp_path)
