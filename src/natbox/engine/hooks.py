@@ -208,7 +208,10 @@ class Hooks:
             for hook, ops in self._hooks.items()}
         self._ops_rules, self._ops_version = rules, rules.version
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
-        self._ctx.xt.sync((rules.tables[t] for t in rules.present), self._ctx.now)
+        # (ip6tables rules share the namespace's objects: an estimator or list they name is kept too)
+        six = self.rules6
+        self._ctx.xt.sync([*(rules.tables[t] for t in rules.present), *(six.tables[t] for t in six.present)],
+                          self._ctx.now)
         if self._ctx.xt.acct_forced:
             self._cfg.acct = True  # connbytes_mt_check: "Forcing CT accounting to be enabled"
 

@@ -17,7 +17,11 @@ __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES
 
 # libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is);
 # TEE, TPROXY and HMARK have IPv6 revisions natbox does not implement yet (their classes parse IPv4 addresses)
-IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl"})
+IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl",
+                                                # implemented for IPv4 only so far (their IPv6 forms print and
+                                                # hash IPv6 addresses): ip6tables says natbox lacks them
+                                                "recent", "hashlimit", "connlimit", "socket", "rpfilter",
+                                                "cluster", "ipvs", "osf"})
 IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT",
                                                 "TEE", "TPROXY", "HMARK"})
 
