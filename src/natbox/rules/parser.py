@@ -43,6 +43,7 @@ from natbox.rules.words import (
     check_restore_chain_name,
     error_column,
     not_implemented,
+    optional_arg,
     parse_counters,
     tokenize_restore_line,
 )
@@ -243,14 +244,8 @@ class _ArgvParser:
         if invert and not opt.invertible:
             raise RulesError(f"{ext.name}: option \"--{name}\" cannot be inverted.\n")
         arg: str | None = None
-        if opt.nargs == -1:
-            # an optional argument (old-style parsers reading argv[optind], libxt_rateest): the next word
-            # unless it starts with '-' or '!'
-            if inline_value is not None:
-                arg = inline_value
-            elif self.pos < len(self.argv) and not self.argv[self.pos].startswith(("-", "!")):
-                arg = self.argv[self.pos]
-                self.pos += 1
+        if opt.nargs == -1:  # optional: libxt_rateest's old-style parser reads argv[optind]
+            arg, self.pos = optional_arg(self.argv, self.pos, inline_value)
         if opt.nargs >= 1:
             arg = inline_value if inline_value is not None else self._next_arg(f"--{name}")
         if opt.nargs == 2:
