@@ -160,6 +160,16 @@ class Opt(NamedTuple):
     nargs: int = 1  # 0 (a flag), 1, 2 (`--tcp-flags MASK COMP`), or -1 (optional: libxt_rateest's rates)
     invertible: bool = False
 
+    @staticmethod
+    def optional_arg(argv: list[str], pos: int, inline: str | None) -> tuple[str | None, int]:
+        """An optional argument (nargs -1), as old-style parsers take `argv[optind]` (libxt_rateest): the
+        `--opt=value` value, else the next word unless it starts with '-' or '!'; and the new position."""
+        if inline is not None:
+            return inline, pos
+        if pos < len(argv) and not argv[pos].startswith(("-", "!")):
+            return argv[pos], pos + 1
+        return None, pos
+
 
 MatchFn = Callable[[Skb, XtContext], bool]
 TargetFn = Callable[[Skb, XtContext], int]

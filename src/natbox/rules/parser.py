@@ -43,7 +43,6 @@ from natbox.rules.words import (
     check_restore_chain_name,
     error_column,
     not_implemented,
-    optional_arg,
     parse_counters,
     tokenize_restore_line,
 )
@@ -243,9 +242,7 @@ class _ArgvParser:
         ext, opt = found
         if invert and not opt.invertible:
             raise RulesError(f"{ext.name}: option \"--{name}\" cannot be inverted.\n")
-        arg: str | None = None
-        if opt.nargs == -1:  # optional: libxt_rateest's old-style parser reads argv[optind]
-            arg, self.pos = optional_arg(self.argv, self.pos, inline_value)
+        arg, self.pos = opt.optional_arg(self.argv, self.pos, inline_value) if opt.nargs == -1 else (None, self.pos)
         if opt.nargs >= 1:
             arg = inline_value if inline_value is not None else self._next_arg(f"--{name}")
         if opt.nargs == 2:

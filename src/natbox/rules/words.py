@@ -19,8 +19,7 @@ from natbox.rules.model import (
 )
 
 __all__ = ["BASE_OPTS", "COMMANDS", "LONG_BASE", "LONG_COMMANDS", "check_iface", "check_new_chain_name",
-           "check_restore_chain_name", "error_column", "not_implemented", "optional_arg", "parse_counters",
-           "tokenize_restore_line"]
+           "check_restore_chain_name", "error_column", "not_implemented", "parse_counters", "tokenize_restore_line"]
 
 
 # The base parser's words (xshared.c). Commands: letter -> (long name, how many mandatory args, optional args)
@@ -43,16 +42,6 @@ BASE_OPTS: dict[str, tuple[tuple[str, ...], bool]] = {
 LONG_BASE = {name: letter for letter, (names, _a) in BASE_OPTS.items() for name in names}
 LONG_BASE["line-numbers"] = "0"
 LONG_BASE["modprobe"] = "M"
-
-def optional_arg(argv: list[str], pos: int, inline: str | None) -> tuple[str | None, int]:
-    """An option's optional argument, as old-style parsers take `argv[optind]` (libxt_rateest's rates): the
-    `--opt=value` value, else the next word unless it starts with '-' or '!'; returns it and the new position."""
-    if inline is not None:
-        return inline, pos
-    if pos < len(argv) and not argv[pos].startswith(("-", "!")):
-        return argv[pos], pos + 1
-    return None, pos
-
 
 def check_iface(name: str) -> str:
     if len(name) >= IFNAMSIZ:
