@@ -126,3 +126,16 @@ def test_conntrack_expire_open_ranges(tmp_path: Path) -> None:
     assert run(path, "-A", "INPUT", "-m", "conntrack", "--ctexpire", ":5")[0] == 0
     assert run(path, "-S", "INPUT")[1] == ("-P INPUT ACCEPT\n-A INPUT -m conntrack --ctexpire 5:4294967295\n"
                                            "-A INPUT -m conntrack --ctexpire 0:5\n")
+
+
+@pytest.mark.parametrize(("rule", "text"), [
+    ("-m statistic", "--probability must be specified when using random mode"),
+    ("-m statistic --mode nth ! --every 5", 'statistic: option "--every" also requires "--packet".\n'),
+    ("-m statistic --mode nth --packet 0", 'statistic: option "--packet" also requires "--every".\n'),
+    ("-m statistic --mode nth --packet 1", "the --packet p must be 0 <= p <= n-1"),
+    ("-m statistic --mode nth", "--every and --packet must be specified when using nth mode"),
+    ("-m statistic --probability 0.5", 'statistic: option "--mode" must be specified\n'),
+])
+def test_statistic_checks_in_iptables_order(tmp_path: Path, rule: str, text: str) -> None:
+    """statistic_check (random by default) before xtables_options_fcheck, as iptables 1.8.9 prints them."""
+    assert run(tmp_path / "r", "-A", "INPUT", *rule.split()) == (2, "", HEAD + text + "\n" + TRY)

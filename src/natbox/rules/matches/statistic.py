@@ -56,15 +56,21 @@ class Statistic(Match):
             super().parse(opt, arg, inverted, rule)
 
     def final_check(self, rule: Rule) -> None:
+        """libxt_statistic.c `statistic_check` (the mode defaults to random), then xtables_options_fcheck:
+        --mode mandatory, --every and --packet each requiring the other (recorded with iptables 1.8.9)."""
+        mode = self.mode or "random"
+        if mode == "random" and (self.probability is None or self.every is not None or self.packet is not None):
+            raise RulesError("--probability must be specified when using random mode")
+        if mode == "nth":
+            if (self.every is None and self.packet is None) or self.probability is not None:
+                raise RulesError("--every and --packet must be specified when using nth mode")
+            if (self.packet or 0) > (self.every or 0):
+                raise RulesError("the --packet p must be 0 <= p <= n-1")
         if not self.mode:
             raise RulesError('statistic: option "--mode" must be specified\n')
-        if self.mode == "random" and (self.probability is None or self.every is not None or self.packet is not None):
-            raise RulesError("--probability must be specified when using random mode")
-        if self.mode == "nth":
-            if self.every is None or self.packet is None or self.probability is not None:
-                raise RulesError("--every and --packet must be specified when using nth mode")
-            if (self.packet or 0) > self.every:
-                raise RulesError("the --packet p must be 0 <= p <= n-1")
+        if (self.every is None) != (self.packet is None):
+            have, need = ("every", "packet") if self.packet is None else ("packet", "every")
+            raise RulesError(f'statistic: option "--{have}" also requires "--{need}".\n')
 
     def _dump(self, pfx: str) -> str:
         inv = " !" if self.invert else ""
