@@ -32,15 +32,17 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+if not os.environ.get("NATBOX_INSTALLED"):  # set it to measure the installed natbox (the compiled build)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from natbox.cli.bench import _gateway  # `natbox bench`'s gateway: -o eth1 -j MASQUERADE
+from natbox.cli.bench import _gateway, build_name  # `natbox bench`'s gateway: -o eth1 -j MASQUERADE
 from natbox.conntrack.tuple import parse_addr
 from natbox.demos.scenarios import _docker_host
 from natbox.engine.engine import Engine, Output
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="", help="write a cProfile of the first scenario's TCP connections")
     args = ap.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
+    print(f"slowpath_bench: build: {build_name()}")
     print(f"slowpath_bench: {args.conns} TCP connections (7 packets each) and {args.udp} UDP flows per scenario")
     first = True
     for sc in SCENARIOS:
