@@ -15,7 +15,7 @@ from natbox.difftest.scenario import Scenario, parse_scenario
 pytestmark = pytest.mark.netns
 CORPUS = Path(__file__).resolve().parents[2] / "scenarios"
 LIVE = ["docker28-published-port", "docker28-ipset-published-port", "docker29-internal-network",
-        "libvirt5-default-network", "firewalld-iptables-backend"]
+        "libvirt5-default-network", "firewalld-iptables-backend", "ufw-limit-ssh"]
 
 
 def _scenario(name: str) -> Scenario:

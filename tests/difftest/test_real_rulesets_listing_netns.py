@@ -1,4 +1,4 @@
-"""Today's rulesets as the scenarios hold them (Docker 28/29, kube-proxy, libvirt >= 5.1, firewalld): natbox's
+"""Today's rulesets as the scenarios hold them (Docker 28/29, kube-proxy, libvirt >= 5.1, firewalld, ufw): natbox's
 iptables-save, -S and -L listings are the kernel's and iptables 1.8.9's, byte for byte, with the ipsets restored
 first where the rules name them (issue #14, "Done means"). Needs root, `ip netns`, iptables (and ipset)."""
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.netns
 CORPUS = Path(__file__).resolve().parents[2] / "scenarios"
 SCENARIOS = ["docker28-published-port", "docker28-noproxy-published-port", "docker28-ipset-published-port",
              "docker29-internal-network", "kube-proxy-services", "libvirt5-default-network",
-             "firewalld-iptables-backend"]
+             "firewalld-iptables-backend", "ufw-limit-ssh"]
 FLAGS = ["-S", "-nL", "-nvL", "-nvxL --line-numbers"]  # numeric: -L without -n asks the name databases
 NS = f"nbx-realrs-{os.getpid()}"
 
