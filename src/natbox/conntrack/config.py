@@ -198,8 +198,11 @@ class ConntrackConfig:
             raise ValueError(
                 f"bad value {number} for net.netfilter.nf_conntrack_{short}: must be between {lo} and {hi}"
             )
-        current = getattr(self, attr)
-        setattr(self, attr, bool(number) if isinstance(current, bool) else number)
+        # two calls, not one with `bool(number) if ... else number`: compiled, that expression is an int
+        if isinstance(getattr(self, attr), bool):
+            setattr(self, attr, bool(number))
+        else:
+            setattr(self, attr, number)
 
     def get_sysctl(self, name: str) -> str:
         """Read one sysctl as `sysctl -n` prints it (booleans as 0/1). `count` is not known here: ValueError."""

@@ -43,8 +43,7 @@ def cheap_clone(table: Table) -> Table:
     Commands replace rules rather than change them (-Z and -E copy a rule before writing to it), so this is
     enough for a transaction and costs O(rules) list copying instead of a deep copy of every extension.
     """
-    t = Table.__new__(Table)
-    t.name = table.name
+    t = Table(table.name)  # not Table.__new__: mypyc's native classes construct only through __init__
     t.chains = {}
     for name, c in table.chains.items():
         n = Chain(c.name)
