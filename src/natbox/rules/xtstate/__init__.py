@@ -19,7 +19,7 @@ Every object is bounded: see `recent.IP_LIST_TOT`, `hashlimit.HashlimitTable.max
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast
 
 from natbox.rules.xtstate.clock import HZ, jiffies, msecs_to_jiffies
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HZ", "StatefulExt", "XtState", "jiffies", "msecs_to_jiffies"]
 
-@runtime_checkable
 class StatefulExt(Protocol):
     """A match or target holding a named per-namespace object."""
 
@@ -71,8 +70,9 @@ class XtState:
         self.now = now
         keep: set[tuple[str, str]] = set()
         for ext in _extensions(tables):
-            if isinstance(ext, StatefulExt):
-                held = ext.xt_attach(self)
+            # what isinstance with a runtime_checkable protocol tests; compiled by mypyc, the protocol is a plain class
+            if hasattr(ext, "xt_attach"):
+                held = cast(StatefulExt, ext).xt_attach(self)
                 keep.update(held if isinstance(held, list) else [held])
         for name in [n for n in self.recent if ("recent", n) not in keep]:
             del self.recent[name]
