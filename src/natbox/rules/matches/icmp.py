@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from natbox.rules.api import XtContext
-from natbox.rules.matches.icmp6 import parse_type_code
+from natbox.rules.matches.icmp6 import parse_type_code, print_type_code_list
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_CODE, ICMPH_TYPE
@@ -75,20 +75,7 @@ class Icmp(Match):
         return out
 
     def print_list(self, numeric: bool) -> str:
-        out = " icmp"
-        lo, hi = self.code
-        if not numeric:
-            for name, t, clo, chi in ICMP_CODES:
-                if (t, clo, chi) == (self.type, lo, hi):
-                    return out + f" {'!' if self.invert else ''}{name}"
-        if self.invert:
-            out += " !"
-        out += f"type {self.type}"
-        if lo == hi:
-            out += f" code {lo}"
-        elif lo != 0 or hi != 0xFF:
-            out += f" codes {lo}-{hi}"
-        return out
+        return print_type_code_list(" icmp", ICMP_CODES, self.type, self.code, self.invert, numeric)
 
     def compile(self) -> MatchFn:
         itype, (clo, chi), inv = self.type, self.code, self.invert

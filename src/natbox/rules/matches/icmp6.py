@@ -14,7 +14,7 @@ from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, Rule
 from natbox.skb import Skb
 from natbox.wire.layout import ICMP6H_CODE, ICMP6H_LEN, ICMP6H_TYPE
 
-__all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "parse_type_code", "strtoul_prefix"]
+__all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "parse_type_code", "print_type_code_list", "strtoul_prefix"]
 
 IPPROTO_ICMPV6 = 58
 
@@ -98,6 +98,23 @@ def parse_type_code(text: str, word: str) -> tuple[int, int, int]:
     return t, lo, hi
 
 
+def print_type_code_list(word: str, codes: tuple[tuple[str, int, int, int], ...], itype: int | None,
+                         code: tuple[int, int], invert: bool, numeric: bool) -> str:
+    """`print_icmptype` / `print_icmpv6type` (libxt_icmp.h's shared shape): the protocol word, then the name
+    of the type/code range unless -n, else `type T` with `code C` or `codes LO-HI`."""
+    lo, hi = code
+    if not numeric:
+        for name, t, clo, chi in codes:
+            if (t, clo, chi) == (itype, lo, hi):
+                return word + f" {'!' if invert else ''}{name}"
+    out = word + (" !" if invert else "") + f"type {itype}"
+    if lo == hi:
+        out += f" code {lo}"
+    elif lo != 0 or hi != 0xFF:
+        out += f" codes {lo}-{hi}"
+    return out
+
+
 class Icmp6(Match):
     """`struct ip6t_icmp`: type, code range, invert."""
 
@@ -135,20 +152,7 @@ class Icmp6(Match):
         return out
 
     def print_list(self, numeric: bool) -> str:
-        out = " ipv6-icmp"
-        lo, hi = self.code
-        if not numeric:
-            for name, t, clo, chi in ICMPV6_CODES:
-                if (t, clo, chi) == (self.type, lo, hi):
-                    return out + f" {'!' if self.invert else ''}{name}"
-        if self.invert:
-            out += " !"
-        out += f"type {self.type}"
-        if lo == hi:
-            out += f" code {lo}"
-        elif lo != 0 or hi != 0xFF:
-            out += f" codes {lo}-{hi}"
-        return out
+        return print_type_code_list(" ipv6-icmp", ICMPV6_CODES, self.type, self.code, self.invert, numeric)
 
     def compile(self) -> MatchFn:
         """`icmp6_match`: not a later fragment, a whole 8-byte ICMPv6 header at the transport offset (else the
