@@ -30,6 +30,7 @@ from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.scenario import Scenario
 from natbox.engine.engine import Engine
 from natbox.engine.hostfile import host_ipsets
+from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.engine.snapshot import host_from_snapshot
 from natbox.ipset.scope import using_sets
 from natbox.netfilter import NFPROTO_IPV6
@@ -67,18 +68,11 @@ def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
     if host.rules_text.strip():
         with using_sets(sets):
             ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
-    engine = Engine(host, ruleset=ruleset, ruleset6=load_rules6(host.rules6_text), seed=seed)
+    ruleset6 = rules6_ruleset(host.rules6_text, f"<{kernel_run.scenario} router snapshot>/ip6tables.rules",
+                              with_counters=True)
+    engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=seed)
     engine.ipsets = sets
     return engine
-
-
-def load_rules6(text: str) -> Ruleset:
-    """The router's ip6tables ruleset (`ip6tables-save -c` of its snapshot)."""
-    ruleset = Ruleset(NFPROTO_IPV6)
-    if text.strip():
-        ruleset.restore(parse_restore(text, file="<router snapshot>/ip6tables.rules", with_counters=True,
-                                      family=NFPROTO_IPV6))
-    return ruleset
 
 
 def run_on_natbox(scenario: Scenario, kernel_run: KernelRun, *, seed: int = 0) -> NatboxRun:
