@@ -24,20 +24,21 @@ from natbox.rules.printer import SAVE_VERSION, save_tables
 
 __all__ = ["iptables_main", "iptables_restore_main", "iptables_save_main", "load_ruleset", "store_ruleset"]
 
-# `iptables -h` of iptables v1.8.9 (nf_tables), recorded (stdout, exit 0)
-IPTABLES_HELP = """\
-iptables v1.8.9 (nf_tables)
+# `iptables -h` / `ip6tables -h` of v1.8.9 (nf_tables), recorded (stdout, exit 0): one text, as xshared.c's
+# print_help prints it for both families (the program name, which of -4/-6 is an error, and -f for IPv4 only)
+_HELP_TEMPLATE = """\
+{prog} v1.8.9 (nf_tables)
 
-Usage: iptables -[ACD] chain rule-specification [options]
-       iptables -I chain [rulenum] rule-specification [options]
-       iptables -R chain rulenum rule-specification [options]
-       iptables -D chain rulenum [options]
-       iptables -[LS] [chain [rulenum]] [options]
-       iptables -[FZ] [chain] [options]
-       iptables -[NX] chain
-       iptables -E old-chain-name new-chain-name
-       iptables -P chain target [options]
-       iptables -h (print this help information)
+Usage: {prog} -[ACD] chain rule-specification [options]
+       {prog} -I chain [rulenum] rule-specification [options]
+       {prog} -R chain rulenum rule-specification [options]
+       {prog} -D chain rulenum [options]
+       {prog} -[LS] [chain [rulenum]] [options]
+       {prog} -[FZ] [chain] [options]
+       {prog} -[NX] chain
+       {prog} -E old-chain-name new-chain-name
+       {prog} -P chain target [options]
+       {prog} -h (print this help information)
 
 Commands:
 Either long or short options are allowed.
@@ -67,8 +68,8 @@ Either long or short options are allowed.
 \t\t\t\tChange chain name, (moving any references)
 
 Options:
-    --ipv4\t-4\t\tNothing (line is ignored by ip6tables-restore)
-    --ipv6\t-6\t\tError (line is ignored by iptables-restore)
+    --ipv4\t-4\t\t{ipv4} (line is ignored by ip6tables-restore)
+    --ipv6\t-6\t\t{ipv6} (line is ignored by iptables-restore)
 [!] --protocol\t-p proto\tprotocol: by number or name, eg. `tcp'
 [!] --source\t-s address[/mask][...]
 \t\t\t\tsource specification
@@ -90,11 +91,20 @@ Options:
   --wait\t-w [seconds]\tmaximum wait to acquire xtables lock before give up
   --line-numbers\t\tprint line numbers when listing
   --exact\t-x\t\texpand numbers (display exact values)
-[!] --fragment\t-f\t\tmatch second or further fragments only
-  --modprobe=<command>\t\ttry to insert modules using this command
+{fragment}  --modprobe=<command>\t\ttry to insert modules using this command
   --set-counters -c PKTS BYTES\tset the counter during insert/append
 [!] --version\t-V\t\tprint package version.
 """
+
+
+def tool_help(prog: str, *, ipv6: bool) -> str:
+    """`PROG -h` (xshared.c print_help) for iptables (IPv4) or ip6tables (IPv6)."""
+    return _HELP_TEMPLATE.format(
+        prog=prog, ipv4="Error" if ipv6 else "Nothing", ipv6="Nothing" if ipv6 else "Error",
+        fragment="" if ipv6 else "[!] --fragment\t-f\t\tmatch second or further fragments only\n")
+
+
+IPTABLES_HELP = tool_help("iptables", ipv6=False)
 
 # `iptables-restore -h` (stderr, exit 0)
 RESTORE_HELP = """\
