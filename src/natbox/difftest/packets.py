@@ -11,6 +11,7 @@ import ipaddress
 import struct
 from typing import Any
 
+from natbox.difftest.csum16 import adjust, map16, sum16
 from natbox.difftest.packets6 import (
     ETH_P_IPV6,
     build_crafted6,
@@ -66,17 +67,8 @@ PROTO_NUM = {"icmp_echo": 1, "udp": 17, "tcp": 6}
 Field = tuple[str, Any, str]
 
 
-def _sum16(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def _csum(data: bytes) -> int:
-    return ~_sum16(data) & 0xFFFF
+    return ~sum16(data) & 0xFFFF
 
 
 def _addr(text: str) -> bytes:
@@ -268,7 +260,7 @@ def ip_checksum_ok(frame: bytes) -> bool:
         return True  # IPv6 has no header checksum
     ip = frame[ETH_HDR_LEN:]
     ihl = (ip[IPH_VER_IHL] & 0xF) * 4 if ip else 0
-    return len(ip) >= ihl >= IPH_MIN_LEN and _sum16(ip[:ihl]) == 0xFFFF
+    return len(ip) >= ihl >= IPH_MIN_LEN and sum16(ip[:ihl]) == 0xFFFF
 
 
 def l4_checksum_ok(frame: bytes) -> bool:
@@ -286,44 +278,25 @@ def l4_checksum_ok(frame: bytes) -> bool:
     if frag & (IP_MF | IP_OFFSET):
         return True  # a fragment: the checksum covers the whole datagram
     if proto == 1:
-        return _sum16(data) == 0xFFFF
+        return sum16(data) == 0xFFFF
     if proto in (6, 17):
         if proto == 17 and len(data) >= UDPH_LEN_BYTES and data[UDPH_CHECK:UDPH_CHECK + 2] == b"\0\0":
             return True
-        return _sum16(ip[IPH_SADDR:IPH_ADDRS_END] + struct.pack("!BBH", 0, proto, len(data)) + data) == 0xFFFF
+        return sum16(ip[IPH_SADDR:IPH_ADDRS_END] + struct.pack("!BBH", 0, proto, len(data)) + data) == 0xFFFF
     return True
-
-
-def _adjust(csum: int, old: bytes, new: bytes) -> int:
-    """RFC 1624 incremental update of a ones'-complement checksum for 16-bit-aligned changed bytes."""
-    total = ~csum & 0xFFFF
-    for i in range(0, len(old) - len(old) % 2, 2):
-        o, n = (old[i] << 8) | old[i + 1], (new[i] << 8) | new[i + 1]
-        if o != n:
-            total += (~o & 0xFFFF) + n
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _map16(buf: bytearray, off: int, mapping: dict[int, int]) -> None:
-    if off + 2 <= len(buf):
-        v = (buf[off] << 8) | buf[off + 1]
-        if v in mapping:
-            buf[off:off + 2] = struct.pack("!H", mapping[v])
 
 
 def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[int, int], *, inner: bool) -> None:
     """Map the ports / echo id of the L4 header at buf[start:end], updating its checksum incrementally."""
     old = bytes(buf[start:end])
     if proto in (6, 17):
-        _map16(buf, start + L4_SPORT, mapping)
-        _map16(buf, start + L4_DPORT, mapping)
+        map16(buf, start + L4_SPORT, mapping)
+        map16(buf, start + L4_DPORT, mapping)
         csum_off = start + (TCPH_CHECK if proto == 6 else UDPH_CHECK)
     elif proto == 1 and end - start >= ICMPH_LEN:
         itype = buf[start + ICMPH_TYPE]
         if itype in (0, 8, 13, 14):
-            _map16(buf, start + ICMPH_ID, mapping)
+            map16(buf, start + ICMPH_ID, mapping)
         elif itype in ICMP_ERRORS and not inner and end - start >= ICMPH_LEN + IPH_MIN_LEN:
             q = start + ICMPH_LEN
             qihl = (buf[q + IPH_VER_IHL] & 0xF) * 4
@@ -340,7 +313,7 @@ def _rewrite_l4(buf: bytearray, start: int, end: int, proto: int, mapping: dict[
         return  # no checksum stays no checksum
     new = bytes(buf[start:end])
     if new != old:
-        buf[csum_off:csum_off + 2] = struct.pack("!H", _adjust(csum, old[:len(new)], new))
+        buf[csum_off:csum_off + 2] = struct.pack("!H", adjust(csum, old[:len(new)], new))
 
 
 def rewrite_ports(frame: bytes, mapping: dict[int, int]) -> bytes:

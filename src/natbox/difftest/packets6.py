@@ -12,6 +12,7 @@ import ipaddress
 import struct
 from typing import Any
 
+from natbox.difftest.csum16 import adjust, map16, sum16
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     ICMP6H_IDENTIFIER,
@@ -34,15 +35,6 @@ _EXT = (0, 43, 60)  # HBH, routing, destination options: skipped when decoding
 _V6 = 40  # fixed header
 
 
-def _sum16(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def _pseudo(src: bytes, dst: bytes, nh: int, n: int) -> bytes:
     return src + dst + struct.pack("!IxxxB", n, nh)
 
@@ -51,13 +43,13 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes, payload: bytes)
     if kind == "icmp_echo":
         msg = bytearray(struct.pack("!BBHHH", int(args.get("icmp_type", 128)), int(args.get("code", 0)), 0,
                                     int(args.get("icmp_id", 1)), int(args.get("seq", 1))) + payload)
-        struct.pack_into("!H", msg, 2, ~_sum16(_pseudo(src, dst, 58, len(msg)) + bytes(msg)) & 0xFFFF)
+        struct.pack_into("!H", msg, 2, ~sum16(_pseudo(src, dst, 58, len(msg)) + bytes(msg)) & 0xFFFF)
         return 58, bytes(msg)
     if kind == "udp":
         seg = bytearray(struct.pack("!HHHH", int(args.get("sport", 40000)), int(args.get("dport", 53)),
                                     8 + len(payload), 0) + payload)
         if not args.get("zero_checksum", False):
-            c = ~_sum16(_pseudo(src, dst, 17, len(seg)) + bytes(seg)) & 0xFFFF or 0xFFFF
+            c = ~sum16(_pseudo(src, dst, 17, len(seg)) + bytes(seg)) & 0xFFFF or 0xFFFF
             struct.pack_into("!H", seg, UDPH_CHECK, c)
         return 17, bytes(seg)
     if kind == "icmp6_error":  # an ICMPv6 error quoting a UDP datagram (e.g. Packet Too Big from a far link)
@@ -65,11 +57,11 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes, payload: bytes)
         qd = ipaddress.IPv6Address(str(args["quote_dst"])).packed
         udp = bytearray(struct.pack("!HHHH", int(args.get("sport", 40000)), int(args.get("dport", 53)),
                                     8 + len(payload), 0) + payload)
-        struct.pack_into("!H", udp, UDPH_CHECK, ~_sum16(_pseudo(qs, qd, 17, len(udp)) + bytes(udp)) & 0xFFFF or 0xFFFF)
+        struct.pack_into("!H", udp, UDPH_CHECK, ~sum16(_pseudo(qs, qd, 17, len(udp)) + bytes(udp)) & 0xFFFF or 0xFFFF)
         quoted = struct.pack("!IHBB", 6 << 28, len(udp), 17, int(args.get("quote_hlim", 63))) + qs + qd + udp
         msg = bytearray(struct.pack("!BBHI", int(args.get("icmp_type", 1)), int(args.get("code", 0)), 0,
                                     int(args.get("info", 0))) + quoted)
-        struct.pack_into("!H", msg, 2, ~_sum16(_pseudo(src, dst, 58, len(msg)) + bytes(msg)) & 0xFFFF)
+        struct.pack_into("!H", msg, 2, ~sum16(_pseudo(src, dst, 58, len(msg)) + bytes(msg)) & 0xFFFF)
         return 58, bytes(msg)
     if kind == "tcp":
         from natbox.difftest.packets import TCP_FLAGS, _tcp_options
@@ -82,7 +74,7 @@ def _l4(kind: str, args: dict[str, Any], src: bytes, dst: bytes, payload: bytes)
                                     int(args.get("seq", 1000)) & 0xFFFFFFFF, int(args.get("ack", 0)) & 0xFFFFFFFF,
                                     ((20 + len(opts)) // 4) << 4, flags, int(args.get("window", 64240)), 0, 0)
                         + opts + payload)
-        struct.pack_into("!H", seg, TCPH_CHECK, ~_sum16(_pseudo(src, dst, 6, len(seg)) + bytes(seg)) & 0xFFFF)
+        struct.pack_into("!H", seg, TCPH_CHECK, ~sum16(_pseudo(src, dst, 6, len(seg)) + bytes(seg)) & 0xFFFF)
         return 6, bytes(seg)
     return int(args.get("proto", 253)), payload
 
@@ -201,25 +193,7 @@ def l4_checksum6_ok(ip: bytes) -> bool:
         return True
     if proto == 17 and len(data) >= 8 and data[UDPH_CHECK:UDPH_CHECK + 2] == b"\0\0":
         return True
-    return _sum16(_pseudo(ip[IP6H_SADDR:IP6H_DADDR], ip[IP6H_DADDR:IP6H_ADDRS_END], proto, len(data)) + data) == 0xFFFF
-
-
-def _adjust(csum: int, old: bytes, new: bytes) -> int:
-    total = ~csum & 0xFFFF
-    for i in range(0, len(old) - len(old) % 2, 2):
-        o, n = (old[i] << 8) | old[i + 1], (new[i] << 8) | new[i + 1]
-        if o != n:
-            total += (~o & 0xFFFF) + n
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _map16(buf: bytearray, off: int, mapping: dict[int, int]) -> None:
-    if off + 2 <= len(buf):
-        v = (buf[off] << 8) | buf[off + 1]
-        if v in mapping:
-            buf[off:off + 2] = struct.pack("!H", mapping[v])
+    return sum16(_pseudo(ip[IP6H_SADDR:IP6H_DADDR], ip[IP6H_DADDR:IP6H_ADDRS_END], proto, len(data)) + data) == 0xFFFF
 
 
 def _rewrite(buf: bytearray, ip: int, end: int, mapping: dict[int, int], *, inner: bool) -> None:
@@ -229,13 +203,13 @@ def _rewrite(buf: bytearray, ip: int, end: int, mapping: dict[int, int], *, inne
     start = ip + off
     old = bytes(buf[start:end])
     if proto in (6, 17):
-        _map16(buf, start + L4_SPORT, mapping)
-        _map16(buf, start + L4_DPORT, mapping)
+        map16(buf, start + L4_SPORT, mapping)
+        map16(buf, start + L4_DPORT, mapping)
         csum_off = start + (TCPH_CHECK if proto == 6 else UDPH_CHECK)
     elif proto == 58 and end - start >= 8:
         itype = buf[start]
         if itype in (128, 129):
-            _map16(buf, start + 4, mapping)
+            map16(buf, start + 4, mapping)
         elif itype in ICMP6_ERRORS and not inner and end - start >= 8 + _V6:
             _rewrite(buf, start + 8, end, mapping, inner=True)
         csum_off = start + 2
@@ -248,7 +222,7 @@ def _rewrite(buf: bytearray, ip: int, end: int, mapping: dict[int, int], *, inne
         return
     new = bytes(buf[start:end])
     if new != old:
-        buf[csum_off:csum_off + 2] = struct.pack("!H", _adjust(csum, old, new))
+        buf[csum_off:csum_off + 2] = struct.pack("!H", adjust(csum, old, new))
 
 
 def rewrite_ports6(frame: bytes, mapping: dict[int, int]) -> bytes:
