@@ -238,10 +238,12 @@ def _toml_value(v: object) -> str:
 
 
 def scenario_text(rules: str, traffic: list[dict[str, object]], *, name: str = "random",
-                  description: str = "a random scenario (natbox.difftest.generator)") -> str:
-    """A scenario file (TOML) for the fixed topology, a ruleset and crafted packets."""
+                  description: str = "a random scenario (natbox.difftest.generator)", rules_key: str = "rules",
+                  topology: str = TOPOLOGY) -> str:
+    """A scenario file (TOML) for a fixed topology (IPv4's by default; generator6 passes its own and
+    `rules_key="rules6"`), a ruleset and crafted packets."""
     lines = [f"name = {_toml_value(name)}", f"description = {_toml_value(description)}", f"settle = {SETTLE}", "",
-             "[router]", "rules = '''", rules, "'''", TOPOLOGY]
+             "[router]", f"{rules_key} = '''", rules, "'''", topology]
     for i, step in enumerate(traffic):
         lines += ["[[step]]", f"at = {round(i * STEP_GAP, 3)}"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in step.items()]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from natbox.difftest.generator import MAX_PACKETS, MAX_RULES, SETTLE, STEP_GAP, _toml_value
+from natbox.difftest.generator import MAX_PACKETS, MAX_RULES, scenario_text
 
 __all__ = ["TOPOLOGY6", "rulesets6", "scenario_text6", "scenarios6", "traffics6"]
 
@@ -130,13 +130,8 @@ def traffics6() -> st.SearchStrategy[list[dict[str, object]]]:
 def scenario_text6(rules6: str, traffic: list[dict[str, object]], *, name: str = "random",
                    description: str = "a random IPv6 scenario (natbox.difftest.generator6)") -> str:
     """A scenario file (TOML) for the fixed IPv6 topology, an ip6tables ruleset and crafted packets."""
-    lines = [f"name = {_toml_value(name)}", f"description = {_toml_value(description)}", f"settle = {SETTLE}", "",
-             "[router]", "rules6 = '''", rules6, "'''", TOPOLOGY6]
-    for i, step in enumerate(traffic):
-        lines += ["[[step]]", f"at = {round(i * STEP_GAP, 3)}"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in step.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return scenario_text(rules6, traffic, name=name, description=description, rules_key="rules6",
+                         topology=TOPOLOGY6)
 
 
 def scenarios6() -> st.SearchStrategy[str]:
