@@ -23,6 +23,7 @@ from natbox.testing.rules_conformance import (
     T6_DIR,
     T_DIR,
     Case,
+    TFile,
     fast_mode_ok,
     read_t,
     run_fast,
@@ -42,13 +43,21 @@ def _id(p: Path) -> str:
     return p.name
 
 
-@pytest.mark.skipif(not T6_FILES, reason="shared/conformance not present beside the repository")
-@pytest.mark.parametrize("path", T6_FILES, ids=_id)
-def test_ip6t_file_slow(path: Path) -> None:
+def _load(path: Path, *, fast: bool = False) -> TFile:
+    """The .t file, or a skip naming why it does not apply (an extension natbox lacks; fast mode not possible)."""
     reason = unsupported_reason(path, V6)
     if reason:
         pytest.skip(reason)
     tf = read_t(path)
+    if fast and not fast_mode_ok(tf):
+        pytest.skip("fast mode does not apply (several tables, @ commands or variants)")
+    return tf
+
+
+@pytest.mark.skipif(not T6_FILES, reason="shared/conformance not present beside the repository")
+@pytest.mark.parametrize("path", T6_FILES, ids=_id)
+def test_ip6t_file_slow(path: Path) -> None:
+    tf = _load(path)
     errors = [e for case in tf.cases for chain in case.chains if (e := run_slow(case, chain, V6)) is not None]
     assert not errors, "\n".join(errors)
 
@@ -56,13 +65,7 @@ def test_ip6t_file_slow(path: Path) -> None:
 @pytest.mark.skipif(not T6_FILES, reason="shared/conformance not present beside the repository")
 @pytest.mark.parametrize("path", T6_FILES, ids=_id)
 def test_ip6t_file_fast(path: Path) -> None:
-    reason = unsupported_reason(path, V6)
-    if reason:
-        pytest.skip(reason)
-    tf = read_t(path)
-    if not fast_mode_ok(tf):
-        pytest.skip("fast mode does not apply (several tables, @ commands or variants)")
-    err = run_fast(tf, V6)
+    err = run_fast(_load(path, fast=True), V6)
     assert err is None, err
 
 
@@ -96,10 +99,7 @@ def run_recorded(path: Path, case: Case, chain: str) -> str | None:
 @pytest.mark.skipif(not XT_FILES, reason="shared/conformance not present beside the repository")
 @pytest.mark.parametrize("path", XT_FILES, ids=_id)
 def test_xt_file_in_ip6tables(path: Path) -> None:
-    reason = unsupported_reason(path, V6)
-    if reason:
-        pytest.skip(reason)
-    tf = read_t(path)
+    tf = _load(path)
     errors = [e for case in tf.cases for chain in case.chains if (e := run_recorded(path, case, chain)) is not None]
     assert not errors, "\n".join(errors)
 
@@ -108,12 +108,7 @@ def test_xt_file_in_ip6tables(path: Path) -> None:
 @pytest.mark.parametrize("path", XT_FILES, ids=_id)
 def test_xt_file_in_ip6tables_fast(path: Path) -> None:
     """Fast mode with the lines the real ip6tables accepted, expecting the lines it saved."""
-    reason = unsupported_reason(path, V6)
-    if reason:
-        pytest.skip(reason)
-    tf = read_t(path)
-    if not fast_mode_ok(tf):
-        pytest.skip("fast mode does not apply (several tables, @ commands or variants)")
+    tf = _load(path, fast=True)
     rec = RECORDED[path.name]
     kept = []
     for case in tf.cases:
