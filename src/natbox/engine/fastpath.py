@@ -163,6 +163,9 @@ class FlowPlan(NamedTuple):
     fib_gen: int  # valid while the FIB generation,
     rules_version: int  # the ruleset version
     neigh_gen: int  # and the neighbour table's generation are these
+    # the packets' addresses and ports (ICMP echo: addresses, type, code, id) as the flow key holds them
+    # (family.flow_key): what a kernel data path matches on (natbox/offload/entry.py)
+    match: bytes = b""
 
     def as_dict(self) -> dict[str, int | str | bool]:
         """The plan as JSON-ready data: bytes as hex strings."""
@@ -315,7 +318,7 @@ class FlowCache:
             out.mac + _ETH_P_IP_BYTES, new_addrs, icmp_id.to_bytes(2, "big") if proto == 1 else b"",
             (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo, _CSUM_AT[proto],
             out.mtu, GSO_TCPV4 if proto == 6 else GSO_UDP_L4 if proto == 17 else 0,
-            self._fib.generation, self._hooks.rules.version, self._neighs.generation)
+            self._fib.generation, self._hooks.rules.version, self._neighs.generation, key[3])
 
     def forward(self, frame: bytes | bytearray | memoryview, iface: str, now: float, gso_type: int = 0,
                 gso_size: int = 0, partial: bool = False) -> Output | None:

@@ -1,0 +1,189 @@
+"""The bpf() system call for BPF maps, through ctypes (include/uapi/linux/bpf.h, kernel/bpf/syscall.c).
+
+Only what natbox's data path needs: create a hash map and pin it in a bpffs (BPF_MAP_CREATE, BPF_OBJ_PIN),
+open a pinned one (BPF_OBJ_GET), update, delete and look up elements, and read a whole map in batches
+(BPF_MAP_LOOKUP_BATCH). Each `union bpf_attr` is packed with `struct` in the layout of the kernel's
+header; errors are `OSError`s with the errno the kernel returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+
+__all__ = [
+    "BPF_ANY",
+    "BPF_MAP_TYPE_HASH",
+    "BPF_MAP_TYPE_PERCPU_HASH",
+    "BPF_NOEXIST",
+    "MapFd",
+    "map_create",
+    "nr_possible_cpus",
+    "obj_get",
+    "obj_pin",
+]
+
+# enum bpf_cmd
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_MAP_LOOKUP_BATCH = 24
+# enum bpf_map_type
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_HASH = 5
+# update flags
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "i686": 357, "i386": 357, "armv7l": 386,
+            "ppc64le": 361, "s390x": 351}
+_ATTR_SIZE = 128  # bigger than every attr used here; the kernel checks the bytes past its own are zero
+_CREATE = struct.Struct("=IIIIIII16s")  # map_type, key_size, value_size, max_entries, map_flags, inner_map_fd,
+# numa_node, map_name
+_ELEM = struct.Struct("=IIQQQ")  # map_fd, pad, key, value (or next_key), flags
+_OBJ = struct.Struct("=QII")  # pathname, bpf_fd, file_flags
+_BATCH = struct.Struct("=QQQQIIQQ")  # in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags
+BATCH_COUNT = 4096  # elements asked for per BPF_MAP_LOOKUP_BATCH call
+
+_libc: list[ctypes.CDLL] = []
+
+
+def _sys_bpf(cmd: int, attr: bytes | bytearray) -> int:
+    """bpf(cmd, attr, size): the result, or OSError with the kernel's errno. A bytearray `attr` receives
+    what the kernel wrote back (the batch calls' count)."""
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"bpf(): no system call number known for {platform.machine()}")
+    if not _libc:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _libc.append(libc)
+    buf = ctypes.create_string_buffer(bytes(attr).ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
+    ret = _libc[0].syscall(ctypes.c_long(nr), ctypes.c_long(cmd), buf, ctypes.c_uint(_ATTR_SIZE))
+    if isinstance(attr, bytearray):
+        attr[:] = buf.raw[:len(attr)]
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
+    return int(ret)
+
+
+def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
+    return 0 if buf is None else ctypes.addressof(buf)
+
+
+class MapFd:
+    """An open BPF map: its file descriptor and element sizes (a per-CPU map's values are `ncpus` values,
+    each rounded up to 8 bytes)."""
+
+    def __init__(self, fd: int, key_size: int, value_size: int, ncpus: int = 1) -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        self.ncpus = ncpus
+        self.stride = (value_size + 7) // 8 * 8 if ncpus > 1 else value_size
+        self.total_value = self.stride * ncpus
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        """BPF_MAP_UPDATE_ELEM (a per-CPU map: `value` for every CPU, or one value copied to each)."""
+        if len(value) == self.value_size and self.ncpus > 1:
+            value = value.ljust(self.stride, b"\0") * self.ncpus
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(value, len(value))
+        _sys_bpf(BPF_MAP_UPDATE_ELEM, _ELEM.pack(self.fd, 0, _addr(k), _addr(v), flags))
+
+    def delete(self, key: bytes) -> bool:
+        """BPF_MAP_DELETE_ELEM; False when the key was not there."""
+        k = ctypes.create_string_buffer(key, len(key))
+        try:
+            _sys_bpf(BPF_MAP_DELETE_ELEM, _ELEM.pack(self.fd, 0, _addr(k), 0, 0))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """BPF_MAP_LOOKUP_ELEM: the value (every CPU's, one after the other), None when missing."""
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(self.total_value)
+        try:
+            _sys_bpf(BPF_MAP_LOOKUP_ELEM, _ELEM.pack(self.fd, 0, _addr(k), _addr(v), 0))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return v.raw
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of the map, read with BPF_MAP_LOOKUP_BATCH (a few system calls for the whole
+        map; a map changing meanwhile may be read partly before, partly after the change)."""
+        out: list[tuple[bytes, bytes]] = []
+        keys = ctypes.create_string_buffer(self.key_size * BATCH_COUNT)
+        values = ctypes.create_string_buffer(self.total_value * BATCH_COUNT)
+        token_in = ctypes.create_string_buffer(8)
+        token_out = ctypes.create_string_buffer(8)
+        first = True
+        while True:
+            attr = bytearray(_BATCH.pack(0 if first else _addr(token_in), _addr(token_out), _addr(keys),
+                                         _addr(values), BATCH_COUNT, self.fd, 0, 0))
+            done = False
+            try:
+                _sys_bpf(BPF_MAP_LOOKUP_BATCH, attr)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                done = True
+            count = _BATCH.unpack(bytes(attr))[4]
+            kraw, vraw = keys.raw, values.raw
+            ks, vs = self.key_size, self.total_value
+            out.extend((kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]) for i in range(count))
+            if done or count == 0:
+                return out
+            ctypes.memmove(token_in, token_out, 8)
+            first = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    """BPF_MAP_CREATE: the new map's file descriptor."""
+    return _sys_bpf(BPF_MAP_CREATE, _CREATE.pack(map_type, key_size, value_size, max_entries, 0, 0, 0,
+                                                  name.encode()[:15]))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """BPF_OBJ_PIN: the object as a file in a bpffs."""
+    p = ctypes.create_string_buffer(os.fsencode(path))
+    _sys_bpf(BPF_OBJ_PIN, _OBJ.pack(_addr(p), fd, 0))
+
+
+def obj_get(path: str) -> int:
+    """BPF_OBJ_GET: a file descriptor of a pinned object."""
+    p = ctypes.create_string_buffer(os.fsencode(path))
+    return _sys_bpf(BPF_OBJ_GET, _OBJ.pack(_addr(p), 0, 0))
+
+
+def nr_possible_cpus() -> int:
+    """The CPUs a per-CPU map holds a value for (libbpf_num_possible_cpus: /sys/devices/system/cpu/possible)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    top = 0
+    for part in text.split(","):
+        last = part.rpartition("-")[2]
+        if last.isdigit():
+            top = max(top, int(last) + 1)
+    return top or (os.cpu_count() or 1)

@@ -1,0 +1,310 @@
+"""The kernel data path itself: build the BPF program, attach it with tc, fill its maps (adapter layer).
+
+`Datapath(workdir)` builds natbox_offload.bpf.c with clang (`-O2 -g -target bpf`, cached in the workdir
+by the source's hash), mounts a bpffs of its own under the workdir and creates the two maps there, pinned
+where iproute2's libbpf loader looks for `LIBBPF_PIN_BY_NAME` maps (`$TC_BPF_MNT/tc/globals/NAME`), so
+every device's program shares them. `attach(ifname)` adds a clsact qdisc when the device has none and the
+program as a direct-action cls_bpf filter on its ingress (`tc filter replace ... bpf da obj F sec tc`);
+the calling thread's network namespace is the one used (natbox.adapters.netns.enter_netns). Entries are
+written through the bpf() system call (offload/bpf.py). A private bpffs also survives `ip netns exec`,
+which remounts /sys (and with it /sys/fs/bpf).
+
+Counters: `nb_stats` is a per-CPU map beside `nb_flows`; `install` creates a key's counters at zero only
+when it has none, so rewriting an entry (a new MAC, a new MTU) keeps them, and `remove` deletes them.
+
+Errors are one line: `OffloadUnavailable` says what is missing (a program, headers, a kernel feature,
+permission), `OffloadError` what failed later (a full map, a device gone).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from natbox.errors import NatboxError
+from natbox.offload import bpf
+from natbox.offload.entry import (
+    ACTION_SIZE,
+    KEY_SIZE,
+    MAX_FLOWS,
+    STATS_SIZE,
+    FlowStats,
+    OffloadAction,
+    OffloadKey,
+    decode_key,
+    decode_stats,
+    encode_action,
+    encode_key,
+)
+
+__all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadUnavailable", "ifindex", "probe"]
+
+SOURCE = Path(__file__).with_name("natbox_offload.bpf.c")
+CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall")
+TC_PREF = 0x4E42  # the tc filter's preference ("NB") and handle: natbox's filter among a device's others
+TC_HANDLE = 1
+FLOWS_MAP, STATS_MAP = "nb_flows", "nb_stats"  # the map names in the C source
+COMMAND_TIMEOUT = 60.0  # seconds for clang or tc
+_MNT_DETACH = 2
+_HEADERS = (("bpf/bpf_helpers.h", "libbpf-dev"), ("linux/bpf.h", "linux-libc-dev"))
+_KCONFIG = (("CONFIG_BPF_SYSCALL", "bpf()"), ("CONFIG_NET_CLS_BPF", "cls_bpf"),
+            ("CONFIG_NET_SCH_INGRESS", "clsact"))
+
+
+class OffloadError(NatboxError):
+    """The kernel data path failed (a full map, a device that went away); str() is one line."""
+
+
+class OffloadUnavailable(OffloadError):
+    """The kernel data path cannot be used here; str() is one line naming what is missing."""
+
+
+def _include_dirs() -> list[str]:
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    dirs = [f"/usr/include/{multiarch}"] if isinstance(multiarch, str) and multiarch else []
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _kernel_config() -> dict[str, str] | None:
+    """/proc/config.gz as NAME → value; None when the kernel does not offer it."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            lines = f.read().splitlines()
+    except (OSError, EOFError):
+        return None
+    return dict(line.split("=", 1) for line in lines if line.startswith("CONFIG_") and "=" in line)
+
+
+def _tools_missing() -> str | None:
+    """What probe() checks without touching the kernel: programs, headers, the kernel's configuration."""
+    for prog, pkg in (("clang", "clang"), ("tc", "iproute2")):
+        if shutil.which(prog) is None:
+            return f"{prog} not found (Debian package {pkg})"
+    for header, pkg in _HEADERS:
+        if not any(os.path.exists(os.path.join(d, header)) for d in ("/usr/include", "/usr/local/include")):
+            return f"{header} not found (Debian package {pkg})"
+    config = _kernel_config()
+    if config is not None:
+        for name, what in _KCONFIG:
+            if config.get(name) not in ("y", "m"):
+                return f"kernel lacks {what} ({name})"
+    return None
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_bpffs(path: str) -> None:
+    if _libc().mount(b"bpf", os.fsencode(path), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OffloadUnavailable(f"bpffs not mountable at {path}: {os.strerror(err)}")
+
+
+def _umount(path: str) -> None:
+    _libc().umount2(os.fsencode(path), _MNT_DETACH)
+
+
+def probe() -> str | None:
+    """None when the kernel data path can be used here; else one line naming what is missing: a program
+    ("clang not found ..."), headers, a kernel feature ("kernel lacks cls_bpf ..."), permission for bpf(),
+    a bpffs ("bpffs not mountable ...")."""
+    missing = _tools_missing()
+    if missing is not None:
+        return missing
+    try:
+        os.close(bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 4, 1, "nb_probe"))
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            return "bpf() not permitted (needs CAP_BPF and CAP_NET_ADMIN: run as root)"
+        return f"kernel lacks bpf() maps ({os.strerror(e.errno or 0)})"
+    tmp = tempfile.mkdtemp(prefix="natbox-bpffs-")
+    try:
+        _mount_bpffs(tmp)
+        _umount(tmp)
+    except OffloadUnavailable as e:
+        return str(e)
+    finally:
+        os.rmdir(tmp)
+    return None
+
+
+def ifindex(name: str) -> int:
+    """The index of a device in the calling thread's namespace, 0 when there is none (offload_entry's
+    `ifindex` argument)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise OffloadError(f"{argv[0]} failed: {e}") from None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def build_object(workdir: str) -> str:
+    """The BPF object built from SOURCE into `workdir` (reused when one built from the same source and
+    flags is there): its path."""
+    source = SOURCE.read_bytes()
+    includes = [f"-I{d}" for d in _include_dirs()]
+    digest = hashlib.sha256(source + " ".join([*CFLAGS, *includes]).encode()).hexdigest()[:16]
+    obj = os.path.join(workdir, f"natbox_offload-{digest}.o")
+    if os.path.exists(obj):
+        return obj
+    tmp = obj + f".{os.getpid()}.tmp"
+    done = _run(["clang", *CFLAGS, *includes, "-c", str(SOURCE), "-o", tmp])
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "error" in line] or [_last_line(done.stderr)]
+        raise OffloadUnavailable(f"clang could not build {SOURCE.name}: {errors[0].strip()}")
+    os.replace(tmp, obj)
+    return obj
+
+
+class Datapath:
+    """The tc BPF program on the devices natbox forwards between, and its maps (see the module docstring)."""
+
+    def __init__(self, workdir: str) -> None:
+        missing = _tools_missing()
+        if missing is not None:
+            raise OffloadUnavailable(missing)
+        self.workdir = os.path.abspath(workdir)
+        self._made = not os.path.exists(self.workdir)
+        self._mounted = False
+        self._attached: dict[str, bool] = {}  # device → whether natbox added its clsact qdisc
+        self._flows: bpf.MapFd | None = None
+        self._stats: bpf.MapFd | None = None
+        self.bpffs = os.path.join(self.workdir, "bpffs")
+        try:
+            os.makedirs(self.bpffs, exist_ok=True)
+            self.object = build_object(self.workdir)
+            _mount_bpffs(self.bpffs)
+            self._mounted = True
+            pins = os.path.join(self.bpffs, "tc", "globals")
+            os.makedirs(pins, exist_ok=True)
+            ncpus = bpf.nr_possible_cpus()
+            self._flows = self._create(bpf.BPF_MAP_TYPE_HASH, ACTION_SIZE, os.path.join(pins, FLOWS_MAP), 1)
+            self._stats = self._create(bpf.BPF_MAP_TYPE_PERCPU_HASH, STATS_SIZE, os.path.join(pins, STATS_MAP),
+                                       ncpus)
+        except OSError as e:
+            self.close()
+            raise OffloadUnavailable(f"offload set-up failed in {self.workdir}: {e.strerror or e}") from None
+        except OffloadError:
+            self.close()
+            raise
+
+    @staticmethod
+    def _create(map_type: int, value_size: int, path: str, ncpus: int) -> bpf.MapFd:
+        try:
+            fd = bpf.map_create(map_type, KEY_SIZE, value_size, MAX_FLOWS, os.path.basename(path))
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise OffloadUnavailable("bpf() not permitted (needs CAP_BPF and CAP_NET_ADMIN: run as root)") from None
+            raise
+        bpf.obj_pin(fd, path)
+        return bpf.MapFd(fd, KEY_SIZE, value_size, ncpus)
+
+    def _tc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run(["tc", *args], env={**os.environ, "TC_BPF_MNT": self.bpffs})
+
+    def attach(self, ifname: str) -> None:
+        """The program on `ifname`'s clsact ingress, direct-action (again: nothing changes)."""
+        if ifname in self._attached:
+            return
+        if self._flows is None:
+            raise OffloadError("offload data path is closed")
+        added = self._tc("qdisc", "add", "dev", ifname, "clsact")
+        if added.returncode != 0 and "exist" not in added.stderr.lower():
+            if "cannot find device" in added.stderr.lower():
+                raise OffloadError(f"offload: no device {ifname}")
+            raise OffloadUnavailable(f"tc could not add clsact on {ifname}: {_last_line(added.stderr)}")
+        self._attached[ifname] = added.returncode == 0
+        done = self._tc("filter", "replace", "dev", ifname, "ingress", "pref", str(TC_PREF), "handle",
+                        str(TC_HANDLE), "bpf", "direct-action", "object-file", self.object, "section", "tc")
+        if done.returncode != 0:
+            self._detach(ifname)
+            raise OffloadUnavailable(f"tc could not attach the BPF program to {ifname}: "
+                                     f"{_last_line(done.stderr + done.stdout)}")
+
+    def _detach(self, ifname: str) -> None:
+        added = self._attached.pop(ifname, False)
+        self._tc("filter", "del", "dev", ifname, "ingress", "pref", str(TC_PREF), "handle", str(TC_HANDLE), "bpf")
+        if added:
+            self._tc("qdisc", "del", "dev", ifname, "clsact")
+
+    def _maps(self) -> tuple[bpf.MapFd, bpf.MapFd]:
+        if self._flows is None or self._stats is None:
+            raise OffloadError("offload data path is closed")
+        return self._flows, self._stats
+
+    def install(self, key: OffloadKey, action: OffloadAction) -> None:
+        """Add or replace the entry of `key` (its counters are kept when it had some)."""
+        flows, stats = self._maps()
+        k = encode_key(key)
+        try:
+            try:
+                stats.update(k, bytes(STATS_SIZE), bpf.BPF_NOEXIST)
+            except OSError as e:
+                if e.errno != errno.EEXIST:
+                    raise
+            flows.update(k, encode_action(action))
+        except OSError as e:
+            if e.errno == errno.E2BIG:
+                raise OffloadError(f"offload map full ({MAX_FLOWS} flow directions)") from None
+            raise OffloadError(f"offload map update failed: {e.strerror or e}") from None
+
+    def remove(self, key: OffloadKey) -> None:
+        """Delete the entry of `key` and its counters (a missing key is fine)."""
+        flows, stats = self._maps()
+        k = encode_key(key)
+        try:
+            flows.delete(k)
+            stats.delete(k)
+        except OSError as e:
+            raise OffloadError(f"offload map delete failed: {e.strerror or e}") from None
+
+    def stats(self) -> dict[OffloadKey, FlowStats]:
+        """Every installed entry's counters, summed over CPUs, read in one batch."""
+        _, stats = self._maps()
+        try:
+            return {decode_key(k): decode_stats(v) for k, v in stats.items()}
+        except OSError as e:
+            raise OffloadError(f"offload map read failed: {e.strerror or e}") from None
+
+    def action(self, key: OffloadKey) -> bytes | None:
+        """The encoded action installed for `key` (None: none), as the program reads it."""
+        flows, _ = self._maps()
+        return flows.lookup(encode_key(key))
+
+    def close(self) -> None:
+        """Detach from every device, close and unpin the maps, unmount the bpffs and delete what this
+        object made (the workdir when it created it). Safe to call twice."""
+        for ifname in list(self._attached):
+            self._detach(ifname)
+        for m in (self._flows, self._stats):
+            if m is not None:
+                m.close()
+        self._flows = self._stats = None
+        if self._mounted:
+            _umount(self.bpffs)
+            self._mounted = False
+        if self._made:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        elif os.path.isdir(self.bpffs):
+            shutil.rmtree(self.bpffs, ignore_errors=True)

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * natbox's kernel data path for established flows (issue #16): a tc cls_bpf program, direct-action, on
+ * clsact ingress. natbox's engine decides everything (rules, conntrack, NAT bindings, routes, neighbours)
+ * and installs one entry per flow direction in nb_flows, made from the engine's FlowPlan
+ * (natbox/offload/entry.py builds and encodes it; the layouts below are checked against entry.py by
+ * tests/offload/test_entry.py). A packet whose key is in the map is rewritten and redirected here,
+ * everything else goes up to the stack (TC_ACT_OK), where natbox's packet socket or the kernel sees it.
+ *
+ * Per packet, in the order of the kernel's flowtable (nf_flow_offload_ip_hook, nf_flow_tuple_ip):
+ *   Ethernet II carrying IPv4 with IHL 5, not a fragment, TTL > 1, a valid header checksum and a total
+ *   length within the frame; TCP with ACK and none of SYN/FIN/RST (those go up: conntrack must see them),
+ *   UDP with a sane length, or ICMP echo; a map hit; the packet fits the out MTU, a GSO packet by its
+ *   segments (bpf_check_mtu with BPF_MTU_CHK_SEGS: tc redirect checks no MTU itself). Then: addresses,
+ *   ports (ICMP: the echo id), checksums, TTL and MACs rewritten, counters bumped, bpf_redirect to the
+ *   out device. L4 checksums are not verified (the flowtable does not either; an incremental update
+ *   keeps a bad sum bad).
+ *
+ * Checksums. The plan's one's-complement differences are applied with the by-difference form of the
+ * csum helpers (size 0), which handle both kinds of skb: a full checksum gets the whole difference; a
+ * CHECKSUM_PARTIAL one (veth, virtio: the field holds the pseudo-header sum) only the addresses' part,
+ * so that part is applied with BPF_F_PSEUDO_HDR and the ports' part without it
+ * (inet_proto_csum_replace_by_diff). UDP keeps a zero checksum and never writes one
+ * (BPF_F_MARK_MANGLED_0, as udp_manip_pkt).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define NB_MAX_FLOWS 65536 /* entries of nb_flows and nb_stats: natbox's FLOW_CACHE_MAX */
+#define NB_F_L4_REWRITE 1  /* NAT changes the L4 checksum */
+
+#define IP_OFF ETH_HLEN
+#define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
+#define IP_TTL_OFF (IP_OFF + offsetof(struct iphdr, ttl))
+#define IP_ADDRS_OFF (IP_OFF + offsetof(struct iphdr, saddr))
+#define TCP_CSUM_OFF (L4_OFF + offsetof(struct tcphdr, check))
+#define UDP_CSUM_OFF (L4_OFF + offsetof(struct udphdr, check))
+#define ICMP_CSUM_OFF (L4_OFF + offsetof(struct nb_icmp_echo, checksum))
+#define ICMP_ID_OFF (L4_OFF + offsetof(struct nb_icmp_echo, id))
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#define IP_MF_OFFSET 0x3FFF /* IP_MF | IP_OFFSET */
+#define TCP_FLAG_BYTE 13    /* tcphdr's flags byte, after doff */
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+/* an ICMP echo header (linux/icmp.h's icmphdr drags in libc headers a BPF build cannot use) */
+struct nb_icmp_echo {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+/* one direction of a flow as it arrives: 20 bytes; addresses and ports in network order */
+struct nb_key {
+	__u32 ifindex;  /* the device it arrives on */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;   /* ICMP echo: the id */
+	__be16 dport;   /* ICMP echo: type << 8 | code (conntrack's tuple keeps them there) */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* what to do with it: 48 bytes */
+struct nb_action {
+	__u32 oif;          /* the device it leaves by (bpf_redirect to its egress) */
+	__u32 mtu;          /* that device's MTU when natbox planned the flow */
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+	__be32 saddr;       /* after both NAT manips */
+	__be32 daddr;
+	__be16 sport;       /* ICMP echo: the id */
+	__be16 dport;
+	__u32 l3_diff;      /* __wsum subtracted from the IP checksum: NAT's addresses less the TTL decrement */
+	__u32 l4_addr_diff; /* __wsum subtracted from the L4 checksum, the pseudo-header's part */
+	__u32 l4_port_diff; /* __wsum subtracted from the L4 checksum, the ports' (ICMP: id's) part */
+	__u32 flags;        /* NB_F_* */
+};
+
+/* per CPU; natbox sums them (last_seen: the largest) */
+struct nb_stats {
+	__u64 packets;
+	__u64 bytes;        /* IP total lengths, as conntrack's accounting counts */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+};
+
+/* the sizes and offsets natbox/offload/entry.py packs (tests/offload/test_entry.py reads these lines) */
+_Static_assert(sizeof(struct nb_key) == 20, "nb_key");
+_Static_assert(sizeof(struct nb_action) == 48, "nb_action");
+_Static_assert(__builtin_offsetof(struct nb_action, saddr) == 20, "nb_action.saddr");
+_Static_assert(__builtin_offsetof(struct nb_action, l3_diff) == 32, "nb_action.l3_diff");
+_Static_assert(__builtin_offsetof(struct nb_action, flags) == 44, "nb_action.flags");
+_Static_assert(sizeof(struct nb_stats) == 24, "nb_stats");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NB_MAX_FLOWS);
+	__type(key, struct nb_key);
+	__type(value, struct nb_action);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NB_MAX_FLOWS);
+	__type(key, struct nb_key);
+	__type(value, struct nb_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_stats SEC(".maps");
+
+static __always_inline int ip_header_ok(struct iphdr *iph)
+{
+	/* ip_rcv_core's checksum test: the 20 bytes sum to 0xFFFF */
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)iph, sizeof(*iph), 0);
+	__u32 s;
+
+	if (sum < 0)
+		return 0;
+	s = (__u32)sum;
+	s = (s & 0xFFFF) + (s >> 16);
+	s = (s & 0xFFFF) + (s >> 16);
+	return s == 0xFFFF;
+}
+
+SEC("tc")
+int natbox_offload(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct nb_key key = {};
+	struct nb_action *act;
+	struct nb_stats *st;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 need = L4_OFF + sizeof(struct tcphdr);
+	__u32 tot_len, csum_off, mtu_len = 0;
+	__be16 ports[2];
+	__u8 ttl, proto;
+	__u64 mm0 = 0;
+
+	if (data + need > data_end) {
+		if (skb->len < L4_OFF + sizeof(struct udphdr))
+			return TC_ACT_OK;
+		if (skb->len < need)
+			need = L4_OFF + sizeof(struct udphdr); /* UDP and ICMP headers are 8 bytes */
+		if (bpf_skb_pull_data(skb, need))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + L4_OFF + sizeof(struct udphdr) > data_end)
+			return TC_ACT_OK;
+	}
+	eth = data;
+	iph = data + IP_OFF;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 || iph->frag_off & bpf_htons(IP_MF_OFFSET)
+	    || iph->ttl <= 1)
+		return TC_ACT_OK;
+	key.ifindex = skb->ingress_ifindex;
+	key.saddr = iph->saddr;
+	key.daddr = iph->daddr;
+	key.proto = proto = iph->protocol;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len > skb->len - ETH_HLEN)
+		return TC_ACT_OK;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + L4_OFF;
+		__u8 flags;
+
+		if ((void *)(th + 1) > data_end || tot_len < sizeof(*iph) + sizeof(*th) || th->doff < 5)
+			return TC_ACT_OK;
+		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
+		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK))
+			return TC_ACT_OK;
+		key.sport = th->source;
+		key.dport = th->dest;
+		csum_off = TCP_CSUM_OFF;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + L4_OFF;
+		__u32 ulen;
+
+		if ((void *)(uh + 1) > data_end)
+			return TC_ACT_OK;
+		ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > tot_len - sizeof(*iph))
+			return TC_ACT_OK;
+		key.sport = uh->source;
+		key.dport = uh->dest;
+		csum_off = UDP_CSUM_OFF;
+		mm0 = BPF_F_MARK_MANGLED_0;
+	} else if (proto == IPPROTO_ICMP) {
+		struct nb_icmp_echo *ih = data + L4_OFF;
+
+		if ((void *)(ih + 1) > data_end || tot_len < sizeof(*iph) + sizeof(*ih)
+		    || (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY))
+			return TC_ACT_OK;
+		key.sport = ih->id;
+		key.dport = bpf_htons((__u16)ih->type << 8 | ih->code);
+		csum_off = ICMP_CSUM_OFF;
+	} else {
+		return TC_ACT_OK;
+	}
+	act = bpf_map_lookup_elem(&nb_flows, &key);
+	if (!act)
+		return TC_ACT_OK;
+	if (!ip_header_ok(iph))
+		return TC_ACT_OK; /* the stack drops it and counts why */
+	ttl = iph->ttl - 1;
+	/* ip_forward's MTU test: a packet over the MTU (a GSO packet: a segment) goes up for the stack's
+	 * fragmentation or frag-needed */
+	if (!skb->gso_size && tot_len > act->mtu)
+		return TC_ACT_OK;
+	if (bpf_check_mtu(skb, act->oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
+		return TC_ACT_OK;
+	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
+		return TC_ACT_OK; /* Ethernet padding: ip_rcv_core trims it */
+
+	/* committed: from here on the packet leaves by act->oif */
+	if (bpf_skb_store_bytes(skb, IP_ADDRS_OFF, &act->saddr, 2 * sizeof(__be32), 0)
+	    || bpf_skb_store_bytes(skb, IP_TTL_OFF, &ttl, 1, 0)
+	    || bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, act->l3_diff, 0))
+		return TC_ACT_SHOT;
+	if (proto == IPPROTO_ICMP) {
+		if (bpf_skb_store_bytes(skb, ICMP_ID_OFF, &act->sport, sizeof(__be16), 0))
+			return TC_ACT_SHOT;
+	} else {
+		ports[0] = act->sport;
+		ports[1] = act->dport;
+		if (bpf_skb_store_bytes(skb, L4_OFF, ports, sizeof(ports), 0))
+			return TC_ACT_SHOT;
+	}
+	if (act->flags & NB_F_L4_REWRITE) {
+		if (act->l4_addr_diff
+		    && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_addr_diff, BPF_F_PSEUDO_HDR | mm0))
+			return TC_ACT_SHOT;
+		if (act->l4_port_diff && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_port_diff, mm0))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, 0, act->dmac, 2 * ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	st = bpf_map_lookup_elem(&nb_stats, &key);
+	if (st) {
+		st->packets++;
+		st->bytes += tot_len;
+		st->last_seen_ns = bpf_ktime_get_ns();
+	}
+	return bpf_redirect(act->oif, 0);
+}
+
+char _license[] SEC("license") = "GPL";

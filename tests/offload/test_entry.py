@@ -1,0 +1,205 @@
+"""Map entries from the engine's plans (natbox/offload/entry.py), no kernel needed.
+
+The entries come from real FlowPlans (a router engine fed UDP, TCP and ICMP echo flows). A Python model of
+what natbox_offload.bpf.c does with an entry (the csum helpers' by-difference updates) applied to the
+flow's next packet must give the frame the engine itself forwards, for full and CHECKSUM_PARTIAL sums."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from natbox.engine.fastpath import FlowPlan
+from natbox.offload import entry as entry_mod
+from natbox.offload.datapath import SOURCE
+from natbox.offload.entry import (
+    ACTION_SIZE,
+    KEY_SIZE,
+    MAX_FLOWS,
+    STATS_SIZE,
+    FlowStats,
+    OffloadAction,
+    OffloadKey,
+    decode_action,
+    decode_key,
+    decode_stats,
+    encode_action,
+    encode_key,
+    offload_entry,
+)
+from natbox.testing.offload import CLIENT, PUBLIC, SERVER, RouterFlows
+from natbox.wire import ethernet, icmp, ipv4, tcp, udp
+from natbox.wire.checksum import csum_partial, pseudo_header_sum
+from natbox.wire.layout import (
+    ETH_HDR_LEN,
+    ICMPH_CHECKSUM,
+    ICMPH_ID,
+    IPH_CHECK,
+    IPH_MIN_LEN,
+    IPH_SADDR,
+    IPH_TTL,
+    TCPH_CHECK,
+    UDPH_CHECK,
+)
+
+MACS = (bytes.fromhex("020000000001"), bytes.fromhex("020000000101"), bytes.fromhex("020000000a02"),
+        bytes.fromhex("02000000aa02"))
+INDEX = {"eth0": 2, "eth1": 3}
+IP, L4 = ETH_HDR_LEN, ETH_HDR_LEN + IPH_MIN_LEN
+
+
+def _flows() -> RouterFlows:
+    r = RouterFlows(*MACS)
+    r.udp(40000, 5000)
+    r.tcp(40001, 5001)
+    r.ping(0x4242)
+    return r
+
+
+def _entry(plan: FlowPlan) -> tuple[OffloadKey, OffloadAction]:
+    e = offload_entry(plan, INDEX.__getitem__)
+    assert e is not None
+    return e
+
+
+def test_entries_from_a_masqueraded_flow() -> None:
+    r = _flows()
+    orig, reply = r.flow_plans(17, 40000)
+    k, a = _entry(orig)
+    assert k == OffloadKey(2, 17, CLIENT, SERVER, 40000, 5000)
+    assert (a.oif, a.mtu, a.dst_mac, a.src_mac) == (3, 1500, MACS[3], MACS[1])
+    assert (a.saddr, a.daddr, a.sport, a.dport, a.l4_rewrite) == (PUBLIC, SERVER, 40000, 5000, True)
+    k, a = _entry(reply)
+    assert k == OffloadKey(3, 17, SERVER, PUBLIC, 5000, 40000)
+    assert (a.oif, a.dst_mac, a.src_mac, a.saddr, a.daddr) == (2, MACS[2], MACS[0], SERVER, CLIENT)
+    # ICMP echo: the id in sport, type << 8 | code in dport
+    k, a = _entry(r.flow_plans(1, 0x4242)[0])
+    assert k == OffloadKey(2, 1, CLIENT, SERVER, 0x4242, 8 << 8)
+    assert (a.sport, a.dport, a.l4_addr_diff) == (0x4242, 0, 0)
+    k, _ = _entry(r.flow_plans(1, 0x4242)[1])
+    assert k == OffloadKey(3, 1, SERVER, PUBLIC, 0x4242, 0)
+
+
+def test_plans_the_data_path_cannot_carry() -> None:
+    plan = _flows().flow_plans(6, 40001)[0]
+    assert offload_entry(plan._replace(neigh_synthetic=True), INDEX.__getitem__) is None
+    assert offload_entry(plan._replace(dst_mac=b""), INDEX.__getitem__) is None  # resolved per packet
+    assert offload_entry(plan._replace(match=b""), INDEX.__getitem__) is None
+    assert offload_entry(plan, {"eth0": 2, "eth1": 0}.__getitem__) is None
+    assert offload_entry(plan._replace(proto=47), INDEX.__getitem__) is None
+
+
+def test_encodings_round_trip_and_sizes() -> None:
+    r = _flows()
+    for proto, port in ((17, 40000), (6, 40001), (1, 0x4242)):
+        for plan in r.flow_plans(proto, port):
+            k, a = _entry(plan)
+            assert len(encode_key(k)) == KEY_SIZE and decode_key(encode_key(k)) == k
+            assert len(encode_action(a)) == ACTION_SIZE and decode_action(encode_action(a)) == a
+    # the key's addresses and ports are in network order, the ifindex in the machine's
+    raw = encode_key(OffloadKey(7, 6, 0x0A000102, 0xC6336402, 0x1234, 80))
+    assert raw[4:16] == bytes.fromhex("0a000102c633640212340050") and raw[16] == 6
+    assert int.from_bytes(raw[:4], "little" if raw[0] == 7 else "big") == 7
+    # per-CPU values are summed, the last-seen time is the latest
+    two = b"".join(x.to_bytes(8, "little") for x in (3, 300, 50, 4, 400, 40))
+    if decode_stats(two[:STATS_SIZE]).packets != 3:  # a big-endian machine
+        two = b"".join(x.to_bytes(8, "big") for x in (3, 300, 50, 4, 400, 40))
+    assert decode_stats(two) == FlowStats(7, 700, 50)
+
+
+def test_c_source_matches_the_layouts() -> None:
+    src = SOURCE.read_text()
+    sizes = dict(re.findall(r"_Static_assert\(sizeof\(struct (\w+)\) == (\d+)", src))
+    assert {k: int(v) for k, v in sizes.items()} == {"nb_key": KEY_SIZE, "nb_action": ACTION_SIZE,
+                                                     "nb_stats": STATS_SIZE}
+    offsets = dict(re.findall(r"offsetof\(struct nb_action, (\w+)\) == (\d+)", src))
+    assert {k: int(v) for k, v in offsets.items()} == {"saddr": 20, "l3_diff": 32, "flags": 44}
+    assert re.search(rf"#define NB_MAX_FLOWS {MAX_FLOWS}\b", src)
+    assert re.search(rf"#define NB_F_L4_REWRITE {entry_mod.F_L4_REWRITE}\b", src)
+
+
+# --- a model of the BPF program's rewrite ---------------------------------------------------------------
+
+def _by_diff(check: int, diff: int) -> int:
+    """csum_replace_by_diff: the checksum less `diff` (one's complement), folded as the kernel does."""
+    s = (~check & 0xFFFF) + diff
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _partial_by_diff(check: int, diff: int) -> int:
+    """inet_proto_csum_replace_by_diff on a CHECKSUM_PARTIAL skb with pseudohdr: the sum plus `diff`."""
+    s = check + diff
+    s = (s & 0xFFFF) + (s >> 16)
+    return (s & 0xFFFF) + (s >> 16)
+
+
+def _bpf(frame: bytes, a: OffloadAction, proto: int, partial: bool) -> bytearray:
+    f = bytearray(frame)
+    f[0:12] = a.dst_mac + a.src_mac
+    f[IP + IPH_SADDR:IP + IPH_SADDR + 8] = a.saddr.to_bytes(4, "big") + a.daddr.to_bytes(4, "big")
+    f[IP + IPH_TTL] -= 1
+    at = IP + IPH_CHECK
+    f[at:at + 2] = _by_diff(int.from_bytes(f[at:at + 2], "big"), a.l3_diff).to_bytes(2, "big")
+    if proto == 1:
+        f[L4 + ICMPH_ID:L4 + ICMPH_ID + 2] = a.sport.to_bytes(2, "big")
+        at = L4 + ICMPH_CHECKSUM
+    else:
+        f[L4:L4 + 4] = a.sport.to_bytes(2, "big") + a.dport.to_bytes(2, "big")
+        at = L4 + (TCPH_CHECK if proto == 6 else UDPH_CHECK)
+    check = int.from_bytes(f[at:at + 2], "big")
+    if a.l4_rewrite and not (proto == 17 and check == 0):
+        for diff, pseudo in ((a.l4_addr_diff, True), (a.l4_port_diff, False)):
+            if diff and partial and pseudo:
+                check = _partial_by_diff(check, diff)
+            elif diff and not partial:
+                check = _by_diff(check, diff)
+            if proto == 17 and check == 0:
+                check = 0xFFFF
+        f[at:at + 2] = check.to_bytes(2, "big")
+    return f
+
+
+def _same(ours: bytes | bytearray, engine: bytes, checks: list[int]) -> None:
+    """Equal frames, the checksum fields as one's-complement values (0 and 0xFFFF alike)."""
+    assert len(ours) == len(engine)
+    for at in checks:
+        a, b = int.from_bytes(ours[at:at + 2], "big"), int.from_bytes(engine[at:at + 2], "big")
+        assert a % 0xFFFF == b % 0xFFFF, f"checksum at {at}: {a:#06x} vs {b:#06x}"
+    masked = [i for at in checks for i in (at, at + 1)]
+    assert bytes(0 if i in masked else x for i, x in enumerate(ours)) == bytes(
+        0 if i in masked else x for i, x in enumerate(engine))
+
+
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("proto", [17, 6, 1])
+def test_bpf_rewrite_gives_the_engines_frame(proto: int, partial: bool) -> None:
+    if proto == 1 and partial:
+        pytest.skip("ICMP is never CHECKSUM_PARTIAL")
+    r = _flows()
+    port = {17: 40000, 6: 40001, 1: 0x4242}[proto]
+    for plan in r.flow_plans(proto, port):
+        _, a = _entry(plan)
+        out = plan.direction == 0
+        src, dst = (CLIENT, SERVER) if out else (SERVER, PUBLIC)
+        sp, dp = (port, 5000 if proto == 17 else 5001) if out else (5000 if proto == 17 else 5001, port)
+        if proto == 17:
+            seg = bytearray(udp.build_udp(src, dst, sp, dp, b"payload!"))
+        elif proto == 6:
+            seg = bytearray(tcp.build_tcp(src, dst, sp, dp, seq=1013 if out else 5013, ack=5013 if out else 1013,
+                                          payload=b"more"))
+        else:
+            seg = bytearray(icmp.build_icmp_echo(port, 9, b"ping", reply=not out))
+        if partial:  # what a sender with checksum offload hands over: the pseudo-header sum, uncomplemented
+            at = TCPH_CHECK if proto == 6 else UDPH_CHECK
+            pseudo = csum_partial(b"", pseudo_header_sum(src, dst, proto, len(seg)))
+            seg[at:at + 2] = ((pseudo & 0xFFFF) + (pseudo >> 16)).to_bytes(2, "big")
+        mac = (MACS[0], MACS[2]) if out else (MACS[1], MACS[3])
+        frame = bytes(ethernet.build_ethernet(*mac, ethernet.ETH_P_IP, bytes(ipv4.build_ipv4(src, dst, proto, seg))))
+        result = r.engine.receive(frame, "eth0" if out else "eth1", r.now, partial=partial)
+        r.now += 0.01
+        assert len(result.emitted) == 1
+        l4_check = L4 + {17: UDPH_CHECK, 6: TCPH_CHECK, 1: ICMPH_CHECKSUM}[proto]
+        _same(_bpf(frame, a, proto, partial), bytes(result.emitted[0].frame), [IP + IPH_CHECK, l4_check])
