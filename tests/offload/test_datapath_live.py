@@ -300,7 +300,8 @@ def test_what_goes_up_to_the_stack(lab: Lab) -> None:
     bad_sum = bytearray(seg(0x10))
     bad_sum[ETH_HDR_LEN + IPH_CHECK] ^= 0xFF
     up = [seg(0x02), seg(0x11), seg(0x14), seg(0x04), seg(0x10, ttl=1), seg(0x10, options=b"\x01\x01\x01\x00"),
-          seg(0x10, mf=True), seg(0x10, frag_offset=8), bytes(bad_sum), seg(0x08)]
+          seg(0x10, mf=True), seg(0x10, frag_offset=8), bytes(bad_sum), seg(0x08),
+          b"\xff" * 6 + seg(0x10)[6:], bytes.fromhex("020000000bad") + seg(0x10)[6:]]  # not for the router
     with _capture(lab.server, "s0") as cap:
         _send_frames(lab, up)
         assert [f for f, _ in _received(cap) if f[ETH_HDR_LEN + IPH_PROTOCOL] == 6] == []

@@ -229,12 +229,17 @@ class Datapath:
             return
         if self._flows is None:
             raise OffloadError("offload data path is closed")
-        added = self._tc("qdisc", "add", "dev", ifname, "clsact")
-        if added.returncode != 0 and "exist" not in added.stderr.lower():
-            if "cannot find device" in added.stderr.lower():
+        shown = self._tc("qdisc", "show", "dev", ifname)
+        if shown.returncode != 0:
+            if "cannot find device" in shown.stderr.lower():
                 raise OffloadError(f"offload: no device {ifname}")
-            raise OffloadUnavailable(f"tc could not add clsact on {ifname}: {_last_line(added.stderr)}")
-        self._attached[ifname] = added.returncode == 0
+            raise OffloadError(f"tc could not list the qdiscs of {ifname}: {_last_line(shown.stderr)}")
+        has_clsact = "qdisc clsact" in shown.stdout
+        if not has_clsact:
+            added = self._tc("qdisc", "add", "dev", ifname, "clsact")
+            if added.returncode != 0:
+                raise OffloadUnavailable(f"tc could not add clsact on {ifname}: {_last_line(added.stderr)}")
+        self._attached[ifname] = not has_clsact
         done = self._tc("filter", "replace", "dev", ifname, "ingress", "pref", str(TC_PREF), "handle",
                         str(TC_HANDLE), "bpf", "direct-action", "object-file", self.object, "section", "tc")
         if done.returncode != 0:

@@ -8,8 +8,8 @@
  * everything else goes up to the stack (TC_ACT_OK), where natbox's packet socket or the kernel sees it.
  *
  * Per packet, in the order of the kernel's flowtable (nf_flow_offload_ip_hook, nf_flow_tuple_ip):
- *   Ethernet II carrying IPv4 with IHL 5, not a fragment, TTL > 1, a valid header checksum and a total
- *   length within the frame; TCP with ACK and none of SYN/FIN/RST (those go up: conntrack must see them),
+ *   a frame for this host (PACKET_HOST, no VLAN tag), Ethernet II carrying IPv4 with IHL 5, not a
+ *   fragment, TTL > 1, a valid header checksum and a total length within the frame; TCP with ACK and none of SYN/FIN/RST (those go up: conntrack must see them),
  *   UDP with a sane length, or ICMP echo; a map hit; the packet fits the out MTU, a GSO packet by its
  *   segments (bpf_check_mtu with BPF_MTU_CHK_SEGS: tc redirect checks no MTU itself). Then: addresses,
  *   ports (ICMP: the echo id), checksums, TTL and MACs rewritten, counters bumped, bpf_redirect to the
@@ -47,6 +47,7 @@
 #define ICMP_ID_OFF (L4_OFF + offsetof(struct nb_icmp_echo, id))
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO 8
+#define PACKET_HOST 0 /* linux/if_packet.h */
 #define IP_MF_OFFSET 0x3FFF /* IP_MF | IP_OFFSET */
 #define TCP_FLAG_BYTE 13    /* tcphdr's flags byte, after doff */
 #define TH_FIN 0x01
@@ -165,6 +166,10 @@ int natbox_offload(struct __sk_buff *skb)
 	}
 	eth = data;
 	iph = data + IP_OFF;
+	/* ip_rcv drops what is not for this host (PACKET_OTHERHOST); broadcasts, multicasts and a VLAN tag
+	 * held beside the frame (vlan_present) are the stack's business too */
+	if (skb->pkt_type != PACKET_HOST || skb->vlan_present)
+		return TC_ACT_OK;
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)iph != 0x45 || iph->frag_off & bpf_htons(IP_MF_OFFSET)
 	    || iph->ttl <= 1)
 		return TC_ACT_OK;
