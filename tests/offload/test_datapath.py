@@ -23,7 +23,7 @@ ACTION = OffloadAction(3, 1500, bytes.fromhex("02000000aa02"), bytes.fromhex("02
 
 def test_probe_names_a_missing_program(monkeypatch: pytest.MonkeyPatch) -> None:
     real = shutil.which
-    monkeypatch.setattr(datapath.shutil, "which", lambda name: None if name == "clang" else real(name))
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "clang" else real(name))
     assert probe() == "clang not found (Debian package clang)"
     with pytest.raises(OffloadUnavailable, match=r"^clang not found \(Debian package clang\)$"):
         Datapath("/nonexistent/natbox-offload")
@@ -31,8 +31,8 @@ def test_probe_names_a_missing_program(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_probe_names_a_missing_kernel_feature(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datapath.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(datapath.os.path, "exists", lambda path: True)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(datapath, "_HEADERS", ())
     monkeypatch.setattr(datapath, "_kernel_config", lambda: {"CONFIG_BPF_SYSCALL": "y", "CONFIG_NET_SCH_INGRESS": "y"})
     assert probe() == "kernel lacks cls_bpf (CONFIG_NET_CLS_BPF)"
 
