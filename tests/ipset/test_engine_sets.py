@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from natbox.conntrack.tuple import parse_addr
 from natbox.demos.scenarios import DOCKER_RULES, _docker_host
 from natbox.engine.engine import Engine
@@ -76,3 +78,65 @@ def test_a_running_gateway_answers_ipset_and_its_rules_use_the_sets() -> None:
     assert not out.emitted
     assert run("iptables", "-F", "OUTPUT")[0] == 0
     assert run("ipset", "destroy", "blocked")[0] == 0
+
+
+HOST6 = '''name = "gw6"
+[[interface]]
+name = "eth0"
+mac = "02:00:00:00:00:01"
+addresses = ["fd00:77::1/64"]
+[[interface]]
+name = "eth1"
+mac = "02:00:00:00:00:02"
+addresses = ["2001:db8:100::1/64"]
+[[route]]
+dst = "default"
+via = "2001:db8:100::10"
+[[neighbour]]
+dev = "eth1"
+addr = "2001:db8:100::10"
+mac = "02:5e:00:00:00:10"
+[sysctl]
+"net.ipv6.conf.all.forwarding" = 1
+[ipsets]
+text = """
+create blocked6 hash:net family inet6 hashsize 1024 maxelem 65536 bucketsize 12 initval 0x11111111
+add blocked6 fd00:77::/64
+add blocked6 fd00:77::2 nomatch
+create seen6 hash:ip family inet6 hashsize 1024 maxelem 65536 bucketsize 12 initval 0x11111111
+"""
+[rules6]
+text = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m set --match-set blocked6 src -j DROP
+-A FORWARD -j SET --add-set seen6 src
+COMMIT
+"""
+'''
+
+
+def test_a_host_file_carries_inet6_sets_for_its_ip6tables_rules(tmp_path: Path) -> None:
+    """[ipsets] with family inet6 sets and [rules6] naming them: `natbox replay`'s engine forwards fd00:77::2
+    (nomatch) and records it in seen6, drops fd00:77::3; the ip6tables rules hold references on the sets."""
+    from natbox.cli.replay import ReplayOptions, _build_engine
+    from natbox.wire.ethernet import ETH_P_IPV6, build_ethernet
+    from natbox.wire.icmpv6 import build_icmpv6_echo
+    from natbox.wire.ipv6 import parse_addr6
+
+    p = tmp_path / "gw6.toml"
+    p.write_text(HOST6)
+    engine, _, _ = _build_engine(ReplayOptions(host=str(p), inputs=[]), events=False)
+    reg = engine.ipsets
+    assert reg is not None and reg.find("blocked6").ref == 1 and reg.find("seen6").ref == 1
+    sv = parse_addr6("2001:db8:100::10")
+
+    def ping(src: str) -> int:
+        frame = build_ethernet(b"\x02\x00\x00\x00\x00\x01", b"\x02\xc1\x00\x00\x00\x01", ETH_P_IPV6,
+                               build_icmpv6_echo(parse_addr6(src), sv, 7, 1, b"ping", reply=False))
+        return len(engine.receive(bytes(frame), "eth0", 1.0).emitted)
+
+    assert ping("fd00:77::2") == 1 and ping("fd00:77::3") == 0
+    saved = IpsetSession(reg, 1.0, lambda: 1).run(["save", "seen6"])[1]
+    assert saved.endswith("add seen6 fd00:77::2\n")

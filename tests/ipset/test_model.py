@@ -113,9 +113,15 @@ def test_list_set_members_are_referenced() -> None:
     assert _run(reg, "destroy")[0] == 0 and reg.ordered() == []
 
 
-def test_inet6_is_refused_clearly() -> None:
-    rc, _, err = _run(IpsetRegistry(), "create x hash:ip family inet6")
-    assert rc == 1 and "inet6 is not supported" in err
+def test_inet6_sets_hold_ipv6_elements_and_refuse_ipv4_ones() -> None:
+    reg = IpsetRegistry()
+    assert _run(reg, "create x hash:net family inet6")[0] == 0
+    assert _run(reg, "add x fd00:1::/48")[0] == 0
+    rc, _, err = _run(reg, "add x 10.0.0.0/8")
+    assert rc == 1 and "resolving to IPv6 address failed" in err
+    s = reg.find("x")
+    assert s.family == 10 and [e.elem for e in s.entries(0.0)] == [(0xFD000001 << 96, 48)]
+    assert s.lookup((0xFD000001 << 96 | 5, 128), 0.0, True) is not None
 
 
 def test_restore_reports_the_line_and_keeps_what_came_before() -> None:

@@ -132,7 +132,8 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
         except RulesError as exc:
             raise UsageError(f"{host.rules_origin}: {exc}") from None
     try:
-        ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin)
+        with using_sets(sets):
+            ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin)
     except RulesError as exc:
         raise UsageError(f"{hf.rules6_origin}: {exc}") from None
     try:

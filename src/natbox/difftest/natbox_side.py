@@ -68,8 +68,9 @@ def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
     if host.rules_text.strip():
         with using_sets(sets):
             ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
-    ruleset6 = rules6_ruleset(host.rules6_text, f"<{kernel_run.scenario} router snapshot>/ip6tables.rules",
-                              with_counters=True)
+    with using_sets(sets):  # ip6tables rules may name the snapshot's inet6 sets
+        ruleset6 = rules6_ruleset(host.rules6_text, f"<{kernel_run.scenario} router snapshot>/ip6tables.rules",
+                                  with_counters=True)
     engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=seed)
     engine.ipsets = sets
     return engine

@@ -429,10 +429,11 @@ def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0) -> IpsetRegistry 
     rc, _, err = IpsetSession(reg, now, lambda: rnd.getrandbits(32)).run(["restore"], hf.ipsets_text)
     if rc:
         raise HostFileError(f"{hf.ipsets_origin}: {err.strip()}")
-    for name, n in rule_set_refs(hf.host.rules_text).items():
-        s = reg.get(name)
-        if s is not None:
-            s.ref += n
+    for text in (hf.host.rules_text, hf.host.rules6_text):  # iptables and ip6tables rules both hold references
+        for name, n in rule_set_refs(text).items():
+            s = reg.get(name)
+            if s is not None:
+                s.ref += n
     return reg
 
 

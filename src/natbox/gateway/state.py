@@ -48,7 +48,8 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
         except RulesError as exc:
             raise ValueError(f"{origin}: {exc}") from None
     try:  # the host file's [rules6] or the snapshot's ip6tables.rules
-        hf.ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin, with_counters=cfg.adopt)
+        with using_sets(hf.sets):  # ip6tables rules may name inet6 sets
+            hf.ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin, with_counters=cfg.adopt)
     except RulesError as exc:
         raise ValueError(f"{hf.rules6_origin}: {exc}") from None
     if cfg.adopt and host.ipv6_forward:

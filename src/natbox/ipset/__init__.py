@@ -6,7 +6,8 @@
 - `command.IpsetSession`: the `ipset` command language with ipset 7.17's output, messages and exit codes
 - `kadt`: what `-m set` and `-j SET` ask of a set for a packet (the types' kadt functions)
 
-Family inet (IPv4) only: `family inet6` is refused with a message saying so.
+The hash types hold sets of family inet or inet6 (`elem6`: IPv6 element syntax; `HashSet.family`, `hbits`);
+an inet6 set matches IPv6 packets only, as `ip_set_test` checks the family.
 """
 
 from natbox.ipset.command import IpsetSession

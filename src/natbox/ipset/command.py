@@ -13,11 +13,12 @@ import shlex
 from collections.abc import Callable
 
 from natbox.ipset.bitmap import BitmapSet, ListSet
-from natbox.ipset.core import E_NOSET, E_RANGE_LIMIT, IpsetRegistry, check_name, find_type, parse_elems
+from natbox.ipset.core import E_NOSET, E_RANGE_LIMIT, IpsetRegistry, check_name, find_type, parse_elems, shown_elem6
 from natbox.ipset.elem import PORT_PROTOS, parse_ip_range, parse_proto_port, parse_uint
-from natbox.ipset.errors import IPSET_VERSION, PARAMETER_PROBLEM, IpsetError
+from natbox.ipset.errors import IPSET_VERSION, PARAMETER_PROBLEM, IpsetError, ProtoFamilyError
 from natbox.ipset.settype import SetType
-from natbox.ipset.store import IPSET_MAX_TIMEOUT, ExtArgs, HashSet, IpSet, SetOpts
+from natbox.ipset.store import IPSET_MAX_TIMEOUT, NFPROTO_UNSPEC, ExtArgs, HashSet, IpSet, SetOpts
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 
 __all__ = ["IpsetSession"]
 
@@ -56,6 +57,7 @@ class IpsetSession:
         self.now = now
         self.rng = rng
         self.read_file = read_file
+        self._restoring = False
 
     def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
         self.out: list[str] = []
@@ -123,6 +125,13 @@ class IpsetSession:
 
     def _restore(self, text: str, opts: _Opts) -> int:
         """`ipset restore`: one command per line; the first refusal stops it, naming the line."""
+        self._restoring = True
+        try:
+            return self._restore_lines(text, opts)
+        finally:
+            self._restoring = False
+
+    def _restore_lines(self, text: str, opts: _Opts) -> int:
         for lineno, line in enumerate(text.splitlines(), 1):
             s = line.strip()
             if not s or s.startswith("#"):
@@ -195,7 +204,10 @@ class IpsetSession:
             else:
                 s.del_set(m, self.now, opts.exist)
             return 0
-        elems, _ = parse_elems(s, args[1])
+        try:
+            elems, _ = parse_elems(s, args[1])
+        except ProtoFamilyError as pfe:
+            raise pfe.for_command(cmd, self._restoring) from None
         for e in elems:
             if cmd == "add":
                 s.add(e, ext, self.now, opts.exist)
@@ -224,10 +236,13 @@ class IpsetSession:
             found = m is not None and s.test_set(m, self.now, before, ref)
         else:
             _, nomatch_flag, _ = self._adt_opts(s, rest, "test")
-            elems, all_cidrs = parse_elems(s, text, for_test=True)
+            try:
+                elems, all_cidrs = parse_elems(s, text, for_test=True)
+            except ProtoFamilyError as pfe:
+                raise pfe.for_command("test", self._restoring) from None
             e = s.lookup(elems[0], self.now, all_cidrs)
             found = e is not None and (not e.nomatch) != bool(nomatch_flag)
-            shown = text
+            shown = shown_elem6(s, text) if s.family == NFPROTO_IPV6 else text
         if found:
             self.err.append(f"Warning: {shown} is in set {s.name}.\n")
             return 0
@@ -294,6 +309,7 @@ class IpsetSession:
         hopts: dict[str, int] = {}
         rng_lo = rng_hi = None
         netmask = 32
+        netmask_text: str | None = None
         size = 8
         i = 0
         flags = ("counters", "comment", "skbinfo", "forceadd")
@@ -309,8 +325,14 @@ class IpsetSession:
         else:
             allowed |= {"size"}
             allowed.discard("forceadd")
+        family: int | None = None
+        self._unknown_create_args(args, allowed, flags)
         while i < len(args):
             a = args[i]
+            if a in ("-4", "-6") and "family" in allowed:  # ipset's create options `-4` and `-6`
+                family = self._family(family, "inet" if a == "-4" else "inet6")
+                i += 1
+                continue
             if a not in allowed:
                 raise IpsetError(f"Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
             if a in flags:
@@ -323,30 +345,36 @@ class IpsetSession:
             v = args[i + 1]
             i += 2
             if a == "family":
-                if v == "inet6":
-                    raise IpsetError("natbox models family inet (IPv4) only: family inet6 is not supported")
-                if v != "inet":
-                    raise _syntax(f"unknown inet family {v}")
+                family = self._family(family, v)
             elif a == "timeout":
                 timeout = parse_uint(v, 0, IPSET_MAX_TIMEOUT)
             elif a in ("hashsize", "maxelem", "initval", "bucketsize"):
                 hopts[a] = parse_uint(v, 0, 255 if a == "bucketsize" else U32)
             elif a == "netmask":
-                try:
-                    netmask = parse_uint(v, 1, 32)
-                except IpsetError as e:
-                    raise IpsetError(e.message + "\nSyntax error: netmask is out of the inclusive range of 1-32"
-                                     ) from None
+                netmask_text = v
             elif a == "size":
                 size = parse_uint(v, 1, U32)
             elif a == "range":
                 rng_lo, rng_hi = self._range(t, v)
+        v6 = family == NFPROTO_IPV6
+        if netmask_text is not None:  # checked once the family is known (its range is 1-32 or 1-128)
+            top = 128 if v6 else 32
+            try:
+                netmask = parse_uint(netmask_text, 1, top)
+            except IpsetError as e:
+                raise IpsetError(e.message + f"\nSyntax error: netmask is out of the inclusive range of 1-{top}"
+                                 ) from None
+        elif v6:
+            netmask = 128
         opts = SetOpts(timeout, flag_on.get("counters", False), flag_on.get("comment", False),
                        flag_on.get("skbinfo", False), flag_on.get("forceadd", False))
         if t.kind == "hash":
             initval = hopts["initval"] if "initval" in hopts else self.rng() & U32
+            if family == NFPROTO_UNSPEC or (v6 and t.hkey6 is None):
+                raise IpsetError("Protocol family not supported by the set type")
             return HashSet(name, t, hashsize=hopts.get("hashsize", 1024), maxelem=hopts.get("maxelem", 65536),
-                           netmask=netmask, initval=initval, bucketsize=hopts.get("bucketsize", 12), opts=opts)
+                           netmask=netmask, initval=initval, bucketsize=hopts.get("bucketsize", 12), opts=opts,
+                           family=NFPROTO_IPV6 if v6 else NFPROTO_IPV4)
         if t.kind == "bitmap":
             if rng_lo is None or rng_hi is None:
                 raise IpsetError("Mandatory option `range' is missing", PARAMETER_PROBLEM, help_hint=True)
@@ -357,6 +385,32 @@ class IpsetSession:
                     raise IpsetError(E_RANGE_LIMIT)
             return BitmapSet(name, t, rng_lo, rng_hi, netmask, opts)
         return ListSet(name, t, size, opts)
+
+    @staticmethod
+    def _unknown_create_args(args: list[str], allowed: set[str], flags: tuple[str, ...]) -> None:
+        """ipset names an option the type does not take before it parses any value (recorded: `create bi
+        bitmap:ip range fd00::/120 family inet6` is refused for `family`, not for the range)."""
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-4", "-6") and "family" in allowed:
+                i += 1
+                continue
+            if a not in allowed:
+                raise IpsetError(f"Unknown argument: `{a}'", PARAMETER_PROBLEM, help_hint=True)
+            i += 1 if a in flags else 2
+
+    @staticmethod
+    def _family(given: int | None, v: str) -> int:
+        """`ipset_parse_family`: inet/ipv4/-4, inet6/ipv6/-6, any/unspec (refused by every type natbox has
+        that takes the option)."""
+        if given is not None:
+            raise _syntax("family already specified")
+        fam = {"inet": NFPROTO_IPV4, "ipv4": NFPROTO_IPV4, "-4": NFPROTO_IPV4, "inet6": NFPROTO_IPV6,
+               "ipv6": NFPROTO_IPV6, "-6": NFPROTO_IPV6, "any": NFPROTO_UNSPEC, "unspec": NFPROTO_UNSPEC}.get(v)
+        if fam is None:
+            raise _syntax(f"unknown inet family {v}")
+        return fam
 
     @staticmethod
     def _range(t: SetType, v: str) -> tuple[int, int]:

@@ -22,9 +22,20 @@ from natbox.ipset.elem import (
     parse_uint,
     range_to_cidrs,
 )
+from natbox.ipset.elem6 import (
+    format_net6,
+    hostmask6,
+    null_elem,
+    parse_ip2_plain6,
+    parse_ip6,
+    parse_net6,
+    parse_plain_ip6,
+)
 from natbox.ipset.errors import IpsetError
 from natbox.ipset.settype import SET_TYPES, Elem, SetType
 from natbox.ipset.store import Entry, HashSet, IpSet
+from natbox.netfilter import NFPROTO_IPV6
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["E_NOSET", "E_RANGE_LIMIT", "IpsetRegistry", "format_elem", "parse_elems"]
 
@@ -87,6 +98,8 @@ def parse_elems(s: IpSet, text: str, for_test: bool = False) -> tuple[list[Elem]
                          f"from {text}.")
     if len(parts) > len(dims):
         raise IpsetError(f"Syntax error: Elem separator in {text}, but settype {t.name} supports none.")
+    if s.family == NFPROTO_IPV6:
+        return _parse_elems6(s, parts, for_test)
     out: list[Elem] = []
     all_cidrs = False
     name = t.name
@@ -132,6 +145,61 @@ def parse_elems(s: IpSet, text: str, for_test: bool = False) -> tuple[list[Elem]
     return out, all_cidrs
 
 
+def _ports6(text: str) -> list[tuple[int, int]]:
+    proto, lo, hi = parse_proto_port(text, NFPROTO_IPV6)
+    return [(proto, p) for p in range(lo, hi + 1)]
+
+
+def _parse_elems6(s: IpSet, parts: list[str], for_test: bool) -> tuple[list[Elem], bool]:
+    """`parse_elems` for a set of family inet6 (natbox.ipset.elem6): no address ranges, so only a port range
+    expands; parsed left to right as ipset's ADT argument parsers run."""
+    name = s.type.name
+    if name == "hash:ip":
+        assert isinstance(s, HashSet)
+        ip = parse_plain_ip6(parts[0]) & hostmask6(s.netmask)
+        if not for_test:
+            null_elem(ip)
+        return [(ip,)], False
+    if name == "hash:net":
+        ip, cidr = parse_net6(parts[0], False)
+        return [(ip, cidr)], for_test and cidr == 128
+    if name == "hash:net,iface":
+        ip, cidr = parse_net6(parts[0], True)
+        phys, iface = _iface(parts[1])
+        if len(iface) > 15:
+            raise IpsetError(f"Syntax error: interface name '{iface}' is longer than 15 characters")
+        return [(ip, cidr, phys, iface)], for_test and cidr == 128
+    if name == "hash:net,port":
+        ip, cidr = parse_net6(parts[0], False)
+        return [(ip, cidr, pr, po) for pr, po in _ports6(parts[1])], for_test and cidr == 128
+    ip = parse_plain_ip6(parts[0])
+    ports = _ports6(parts[1])
+    if name == "hash:ip,port":
+        return [(ip, pr, po) for pr, po in ports], False
+    if name == "hash:ip,port,ip":
+        ip2 = parse_ip2_plain6(parts[2])
+        return [(ip, pr, po, ip2) for pr, po in ports], False
+    ip2, cidr = parse_net6(parts[2], False)  # hash:ip,port,net
+    return [(ip, pr, po, ip2, cidr) for pr, po in ports], for_test and cidr == 128
+
+
+def shown_elem6(s: IpSet, text: str) -> str:
+    """The element `ipset test` names for an inet6 set: ipset prints it back from its parsed data (the address
+    as given but in inet_ntop form, a /128 left out, `icmpv6:` as `ipv6-icmp:`; recorded)."""
+    out = []
+    for dim, part in zip(s.type.dims, text.split(","), strict=False):
+        if dim in ("ip", "net", "ip2", "net2"):
+            addr, slash, cidr = part.partition("/")
+            keep = slash and cidr != "128"
+            out.append(format_addr6(parse_ip6(addr)) + (f"/{cidr}" if keep else ""))
+        elif dim == "port":
+            proto, lo, hi = parse_proto_port(part, NFPROTO_IPV6)
+            out.append(format_proto_port(proto, lo) + (f"-{hi}" if hi != lo else ""))
+        else:
+            out.append(part)
+    return ",".join(out)
+
+
 def _mac(text: str) -> bytes:
     parts = text.split(":")
     if len(parts) != 6 or not all(len(p) in (1, 2) for p in parts):
@@ -142,9 +210,11 @@ def _mac(text: str) -> bytes:
         raise IpsetError(f"Syntax error: cannot parse {text} as ethernet address") from None
 
 
-def format_elem(t: SetType, e: Elem) -> str:
+def format_elem(t: SetType, e: Elem, family: int = 2) -> str:
     """`ipset_print_elem` for each type: the element as list and save print it."""
     name = t.name
+    if family == NFPROTO_IPV6:
+        return _format_elem6(name, e)
     if name in ("hash:ip", "bitmap:ip"):
         return format_ip(int(e[0]))  # type: ignore[call-overload]
     if name == "hash:net":
@@ -169,10 +239,30 @@ def format_elem(t: SetType, e: Elem) -> str:
     return str(e[0])
 
 
-def _features(t: SetType) -> tuple[frozenset[str], bool]:
-    """The type's `features` (IPSET_TYPE_IP, _PORT, _IP2, _IFACE, _MAC, _NAME, _NOMATCH): swap compares them."""
+def _format_elem6(name: str, e: Elem) -> str:
+    """`format_elem` of an inet6 set's element."""
+    a = format_addr6(e[0])  # type: ignore[arg-type]
+    if name == "hash:ip":
+        return a
+    if name == "hash:net":
+        return format_net6(e[0], e[1])  # type: ignore[arg-type]
+    if name == "hash:ip,port":
+        return f"{a},{format_proto_port(e[1], e[2])}"  # type: ignore[arg-type]
+    if name == "hash:net,port":
+        return f"{format_net6(e[0], e[1])},{format_proto_port(e[2], e[3])}"  # type: ignore[arg-type]
+    if name == "hash:ip,port,ip":
+        return f"{a},{format_proto_port(e[1], e[2])},{format_addr6(e[3])}"  # type: ignore[arg-type]
+    if name == "hash:ip,port,net":
+        return f"{a},{format_proto_port(e[1], e[2])},{format_net6(e[3], e[4])}"  # type: ignore[arg-type]
+    return f"{format_net6(e[0], e[1])},{'physdev:' if e[2] else ''}{e[3]}"  # type: ignore[arg-type]
+
+
+def _features(s: IpSet) -> tuple[frozenset[str], bool, int]:
+    """The type's `features` (IPSET_TYPE_IP, _PORT, _IP2, _IFACE, _MAC, _NAME, _NOMATCH) and the set's family:
+    `ip_set_swap` compares both."""
+    t = s.type
     dims = frozenset({"net": "ip", "net2": "ip2"}.get(d, d) for d in t.dims)
-    return dims, t.nomatch
+    return dims, t.nomatch, s.family
 
 
 class IpsetRegistry:
@@ -267,7 +357,7 @@ class IpsetRegistry:
     def swap(self, a: str, b: str) -> None:
         """`ip_set_swap()`: the sets exchange contents; names and references stay in place."""
         x, y = self.find(a), self.find(b)
-        if _features(x.type) != _features(y.type):
+        if _features(x) != _features(y):
             raise IpsetError("The sets cannot be swapped: their type does not match")
         x.swap_data(y)
 
@@ -322,7 +412,7 @@ class IpsetRegistry:
     def _members(self, s: IpSet, now: float) -> list[tuple[str, Entry]]:
         if isinstance(s, ListSet):
             return [(m.name, e) for m, e in s.member_sets(now)]
-        return [(format_elem(s.type, e.elem), e) for e in s.entries(now)]
+        return [(format_elem(s.type, e.elem, s.family), e) for e in s.entries(now)]
 
 
 def check_name(name: str) -> str:
@@ -341,4 +431,4 @@ def find_type(name: str) -> SetType:
     return t
 
 
-__all__ += ["check_name", "find_type", "parse_ip", "parse_uint"]
+__all__ += ["check_name", "find_type", "parse_ip", "parse_uint", "shown_elem6"]

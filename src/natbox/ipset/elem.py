@@ -11,14 +11,17 @@ an IP protocol number, `iface` a name, `physdev` 0/1, `mac` 6 bytes, `set` a set
 
 from __future__ import annotations
 
-from natbox.ipset.errors import IpsetError
+from natbox.ipset.errors import IpsetError, ProtoFamilyError
 
 __all__ = [
+    "ICMPV6_NAMES",
     "ICMP_NAMES",
+    "format_icmpv6",
     "format_ip",
     "format_net",
     "format_proto_port",
     "parse_icmp",
+    "parse_icmpv6",
     "parse_ip",
     "parse_ip_range",
     "parse_proto_port",
@@ -40,6 +43,21 @@ ICMP_NAMES: tuple[tuple[str, int, int], ...] = (
     ("timestamp-request", 13, 0), ("timestamp-reply", 14, 0), ("address-mask-request", 17, 0),
     ("address-mask-reply", 18, 0),
 )
+# lib/icmpv6.c `icmpv6_typecodes`: the first name of a (type, code) is the one printed; the misspelt
+# "neigbour" names are ipset's own aliases.
+ICMPV6_NAMES: tuple[tuple[str, int, int], ...] = (
+    ("no-route", 1, 0), ("communication-prohibited", 1, 1), ("address-unreachable", 1, 3),
+    ("port-unreachable", 1, 4), ("packet-too-big", 2, 0), ("ttl-zero-during-transit", 3, 0),
+    ("ttl-zero-during-reassembly", 3, 1), ("bad-header", 4, 0), ("unknown-header-type", 4, 1),
+    ("unknown-option", 4, 2), ("echo-request", 128, 0), ("ping", 128, 0), ("echo-reply", 129, 0),
+    ("pong", 129, 0), ("router-solicitation", 133, 0), ("router-advertisement", 134, 0),
+    ("neighbour-solicitation", 135, 0), ("neigbour-solicitation", 135, 0), ("neighbour-advertisement", 136, 0),
+    ("neigbour-advertisement", 136, 0), ("redirect", 137, 0),
+)
+_ICMPV6_BY_NAME = {n.lower(): (t, c) for n, t, c in ICMPV6_NAMES}
+_ICMPV6_BY_CODE: dict[tuple[int, int], str] = {}
+for _n, _t, _c in ICMPV6_NAMES:
+    _ICMPV6_BY_CODE.setdefault((_t, _c), _n)
 _ICMP_BY_NAME = {n.lower(): (t, c) for n, t, c in ICMP_NAMES}
 _ICMP_BY_CODE: dict[tuple[int, int], str] = {}
 for _n, _t, _c in ICMP_NAMES:
@@ -57,9 +75,15 @@ PORT_PROTOS = (6, 17, 132, 136)  # protocols with ports (ipset's `ipset_proto_wi
 
 
 def parse_uint(text: str, lo: int, hi: int, what: str = "") -> int:
-    """`string_to_number_ll`: a decimal/hex number in [lo, hi], else ipset's syntax error."""
+    """`string_to_number_ll` (strtoull with base 0: hex `0x..`, octal `0..`, decimal) in [lo, hi], else
+    ipset's syntax error."""
     try:
-        v = int(text, 0) if text.lower().startswith("0x") else int(text, 10)
+        if text.lower().startswith("0x"):
+            v = int(text, 16)
+        elif len(text) > 1 and text.startswith("0"):
+            v = int(text[1:], 8)
+        else:
+            v = int(text, 10)
     except ValueError:
         raise IpsetError(f"Syntax error: '{text}' is invalid as number") from None
     if not lo <= v <= hi:
@@ -138,7 +162,23 @@ def parse_icmp(text: str) -> int:
     if "/" in text:
         t, c = text.split("/", 1)
         return parse_uint(t, 0, 255) << 8 | parse_uint(c, 0, 255)
-    raise IpsetError(f"Syntax error: cannot parse {text} as ICMP type/code")
+    raise IpsetError(f"Cannot parse {text} as an ICMP type/code.")
+
+
+def parse_icmpv6(text: str) -> int:
+    """`ipset_parse_icmpv6`: a name or `type/code` → type << 8 | code."""
+    tc = _ICMPV6_BY_NAME.get(text.lower())
+    if tc is not None:
+        return tc[0] << 8 | tc[1]
+    if "/" in text:
+        t, c = text.split("/", 1)
+        return parse_uint(t, 0, 255) << 8 | parse_uint(c, 0, 255)
+    raise IpsetError(f"Cannot parse {text} as an ICMPv6 type/code.")
+
+
+def format_icmpv6(port: int) -> str:
+    name = _ICMPV6_BY_CODE.get((port >> 8, port & 0xFF))
+    return f"ipv6-icmp:{name}" if name else f"ipv6-icmp:{port >> 8}/{port & 0xFF}"
 
 
 def _parse_port(text: str, proto_name: str) -> int:
@@ -154,19 +194,27 @@ def _parse_port(text: str, proto_name: str) -> int:
                          f"cannot parse '{text}' as a {proto_name} port") from None
 
 
-def parse_proto_port(text: str) -> tuple[int, int, int]:
-    """`ipset_parse_proto_port`: `[proto:]port[-port]` → (proto, first port, last port)."""
+def parse_proto_port(text: str, family: int = 2) -> tuple[int, int, int]:
+    """`ipset_parse_proto_port`: `[proto:]port[-port]` → (proto, first port, last port). ICMP only in a set
+    of family inet (2), ICMPv6 (`icmpv6:` or `ipv6-icmp:`) only in one of family inet6 (10)."""
     proto, colon, port = text.partition(":")
     if not colon or not port:
         proto, port = "tcp", text
-    pnum = _PROTO_BY_NAME.get(proto.lower())
+    pnum = _PROTO_BY_NAME.get(proto.lower()) if proto != "icmpv6" else 58
     if pnum is None:
         if not proto.isdigit():
             raise IpsetError(f"Syntax error: cannot parse '{proto}' as a protocol")
         pnum = parse_uint(proto, 0, 255)
     if pnum == 1:
+        if family != 2:
+            raise ProtoFamilyError("Syntax error: Protocol ICMP can be used with family inet only")
         v = parse_icmp(port)
         return 1, v, v
+    if pnum == 58:
+        if family != 10:
+            raise ProtoFamilyError("Syntax error: Protocol ICMPv6 can be used with family inet6 only")
+        v = parse_icmpv6(port)
+        return 58, v, v
     if pnum not in PORT_PROTOS:
         if port and port != "0" and colon:
             raise IpsetError(f"Syntax error: Protocol {proto} can be used with pseudo port value 0 only.")
@@ -186,4 +234,6 @@ def format_proto_port(proto: int, port: int) -> str:
     if proto == 1:
         icmp = _ICMP_BY_CODE.get((port >> 8, port & 0xFF))
         return f"icmp:{icmp}" if icmp else f"icmp:{port >> 8}/{port & 0xFF}"
+    if proto == 58:
+        return format_icmpv6(port)
     return f"{name}:{port}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from natbox.errors import NatboxError
 
-__all__ = ["IPSET_VERSION", "IpsetError"]
+__all__ = ["E_BUG_MANDATORY", "IPSET_VERSION", "IpsetError", "ProtoFamilyError"]
 
 IPSET_VERSION = "v7.17"
 OTHER_PROBLEM = 1
 PARAMETER_PROBLEM = 2
+E_BUG_MANDATORY = "There are missing mandatory flags but can't check them. It's a bug, please report the problem."
 
 
 class IpsetError(NatboxError):
@@ -19,3 +20,15 @@ class IpsetError(NatboxError):
         self.message = message
         self.exit_code = exit_code
         self.help_hint = help_hint  # followed by "Try `ipset help' for more information."
+
+
+class ProtoFamilyError(IpsetError):
+    """`ipset_parse_proto_port` refusing ICMP in an inet6 set or ICMPv6 in an inet one. ipset then loses the
+    message in its own bookkeeping: `add` adds "Invalid add command: missing setname" (the only line a
+    restore keeps), `del` and `test` report a library bug instead (recorded, ipset6_7.17.json)."""
+
+    def for_command(self, cmd: str, restore: bool) -> IpsetError:
+        if cmd != "add":
+            return IpsetError(E_BUG_MANDATORY)
+        tail = "Invalid add command: missing setname"
+        return IpsetError(tail if restore else f"{self.message}\n{tail}")

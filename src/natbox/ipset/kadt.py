@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from natbox.ipset.bitmap import BitmapSet, ListSet
+from natbox.ipset.elem6 import hostmask6
 from natbox.ipset.errors import IpsetError
 from natbox.ipset.settype import Elem
 from natbox.ipset.store import ENOTEMPTY, Entry, ExtArgs, HashSet, IpSet, _Resize
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.skb import Skb
-from natbox.wire.layout import ICMPH_CODE, ICMPH_TYPE
+from natbox.wire.layout import ICMP6H_CODE, ICMP6H_TYPE, ICMPH_CODE, ICMPH_TYPE
 
 __all__ = ["COUNTER_EQ", "COUNTER_GT", "COUNTER_LT", "COUNTER_NE", "COUNTER_NONE", "AdtOpt", "ip_set_add",
            "ip_set_del", "ip_set_test"]
@@ -93,8 +95,66 @@ def _port(skb: Skb, src: bool) -> tuple[int, int] | None:
     return proto, 0
 
 
+def _port6(skb: Skb, src: bool) -> tuple[int, int] | None:
+    """`ip_set_get_ip6_port()`: the protocol after `ipv6_skip_exthdr`; nothing for a non-first fragment or a
+    walk that failed; then `get_port` as for IPv4 (ICMPv6 gives type << 8 | code)."""
+    proto = skb.protocol
+    if proto < 0 or skb.is_later_fragment:
+        return None
+    if proto in PORT_PROTOS:
+        p = skb.l4_u16(0 if src else 2)
+        return None if p is None else (proto, p)
+    if proto == 58:
+        off = skb.ihl
+        if len(skb.data) < off + ICMP6H_CODE + 1:
+            return None
+        return 58, skb.data[off + ICMP6H_TYPE] << 8 | skb.data[off + ICMP6H_CODE]
+    return proto, 0
+
+
+def _kadt_elem6(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, bool] | None:
+    """The `hash_*6_kadt` functions: as `_kadt_elem` with 128-bit addresses (`ip6addrptr`, `ip6_netmask`)."""
+    assert isinstance(s, HashSet)
+    name = s.type.name
+    src = opt.src
+
+    def addr(i: int) -> int:
+        return skb.saddr if src[i] else skb.daddr
+
+    if name == "hash:ip":
+        ip = addr(0) & hostmask6(s.netmask)
+        return ((ip,), False) if ip else None
+    if name in ("hash:ip,port", "hash:ip,port,ip", "hash:net,port", "hash:ip,port,net"):
+        pp = _port6(skb, src[1])
+        if pp is None:
+            return None
+        if name == "hash:ip,port":
+            return (addr(0), pp[0], pp[1]), False
+        if name == "hash:ip,port,ip":
+            return (addr(0), pp[0], pp[1], addr(2)), False
+        cidr = _kadt_cidr(s, adding)
+        if cidr is None:
+            return None
+        if name == "hash:net,port":
+            return (addr(0) & hostmask6(cidr), cidr, pp[0], pp[1]), not adding
+        return (addr(0), pp[0], pp[1], addr(2) & hostmask6(cidr), cidr), not adding
+    cidr = _kadt_cidr(s, adding)
+    if cidr is None:
+        return None
+    if name == "hash:net":
+        return (addr(0) & hostmask6(cidr), cidr), not adding
+    if name == "hash:net,iface":
+        iface = skb.iif if len(src) > 1 and src[1] else skb.oif
+        if not iface:
+            return None
+        return (addr(0) & hostmask6(cidr), cidr, 0, iface), not adding
+    return None
+
+
 def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, bool] | None:
     """The element a type's kadt builds from the packet, and whether to try every stored prefix."""
+    if s.family == NFPROTO_IPV6:
+        return _kadt_elem6(s, skb, opt, adding)
     name = s.type.name
     src = opt.src
 
@@ -108,8 +168,8 @@ def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, boo
     if name == "bitmap:ip":
         assert isinstance(s, BitmapSet)
         return (addr(0),), False
-    if name == "bitmap:port":
-        pp = _port(skb, src[0])
+    if name == "bitmap:port":  # ip_set_get_ip_port: the packet's family decides
+        pp = _port6(skb, src[0]) if skb.family == NFPROTO_IPV6 else _port(skb, src[0])
         return ((pp[1],), False) if pp is not None and pp[0] in (6, 17) else None
     if name == "hash:mac":
         mac = skb.src_mac if src[0] else skb.dst_mac
@@ -145,19 +205,24 @@ def _mask(ip: int, cidr: int) -> int:
     return ip & ((0xFFFFFFFF << (32 - cidr)) & 0xFFFFFFFF) if cidr else 0
 
 
+def _mask6(ip: int, cidr: int) -> int:
+    return ip & hostmask6(cidr)
+
+
 def _kadt_cidr(s: IpSet, adding: bool) -> int | None:
     """`INIT_CIDR(h->nets[0].cidr[0], HOST_MASK)`: a test looks up host addresses; an add stores the
     most specific prefix the set holds (a host when it holds none)."""
     assert isinstance(s, HashSet)
     if not adding:
-        return 32
-    cidr = s.nets[0] if s.nets else 32
+        return s.hbits
+    cidr = s.nets[0] if s.nets else s.hbits
     return cidr if cidr else None
 
 
 def ip_set_test(s: IpSet, skb: Skb, opt: AdtOpt, now: float, mext: ExtArgs | None = None) -> int:
-    """`ip_set_test()`: > 0 when the packet's element is in the set (honouring --return-nomatch)."""
-    if len(opt.src) < _DIMENSION[s.type.name]:
+    """`ip_set_test()`: > 0 when the packet's element is in the set (honouring --return-nomatch). A set of
+    the other family never matches (`opt->family == set->family || set->family == NFPROTO_UNSPEC`)."""
+    if len(opt.src) < _DIMENSION[s.type.name] or (s.family and s.family != skb.family):
         return 0
     ret = _ktest(s, skb, opt, now, mext)
     if opt.return_nomatch and s.type.nomatch and (ret > 0 or ret == -ENOTEMPTY):
@@ -196,8 +261,9 @@ def _test_cidrs(s: HashSet, elem: Elem, skb: Skb, opt: AdtOpt, now: float, mext:
     assert nd is not None
     ip = elem[nd - 1]
     assert isinstance(ip, int)
+    mask = _mask if s.hbits == 32 else _mask6
     for cidr in s.nets:
-        e = s.index.get((*elem[:nd - 1], _mask(ip, cidr), cidr, *elem[nd + 1:]))
+        e = s.index.get((*elem[:nd - 1], mask(ip, cidr), cidr, *elem[nd + 1:]))
         if e is not None:
             ret = _data_match(s, e, skb, opt, now, mext)
             if ret:
@@ -218,7 +284,7 @@ def _list_ktest(s: ListSet, skb: Skb, opt: AdtOpt, now: float) -> int:
 def ip_set_add(s: IpSet, skb: Skb, opt: AdtOpt, now: float) -> int:
     """`ip_set_add()` from a SET target: 0 when added; errors are the target's to ignore, and a full
     bucket is not resized from the packet path (mtype_add's -EAGAIN; only userspace resizes)."""
-    if len(opt.src) < _DIMENSION[s.type.name]:
+    if len(opt.src) < _DIMENSION[s.type.name] or (s.family and s.family != skb.family):
         return -1
     if isinstance(s, ListSet):  # list_set_kadd: the first member that takes it
         for m, _ in s.member_sets(now):
@@ -243,7 +309,7 @@ def ip_set_add(s: IpSet, skb: Skb, opt: AdtOpt, now: float) -> int:
 
 def ip_set_del(s: IpSet, skb: Skb, opt: AdtOpt, now: float) -> int:
     """`ip_set_del()` from a SET target: 0 when deleted."""
-    if len(opt.src) < _DIMENSION[s.type.name]:
+    if len(opt.src) < _DIMENSION[s.type.name] or (s.family and s.family != skb.family):
         return -1
     if isinstance(s, ListSet):  # list_set_kdel: the first member that had it
         for m, _ in s.member_sets(now):

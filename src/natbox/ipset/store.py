@@ -21,6 +21,9 @@ from typing import NamedTuple
 from natbox.ipset.errors import IpsetError
 from natbox.ipset.settype import Elem, SetType
 from natbox.nat.jhash import jhash2
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
+
+NFPROTO_UNSPEC = 0
 
 __all__ = ["ENOTEMPTY", "SET_OPTS_NONE", "Entry", "ExtArgs", "HashSet", "IpSet", "SetOpts", "elem_len"]
 
@@ -109,10 +112,13 @@ SET_OPTS_NONE = SetOpts()
 class IpSet:
     """`struct ip_set`: name, type, create options, references, extension bookkeeping."""
 
-    def __init__(self, name: str, stype: SetType, opts: SetOpts = SET_OPTS_NONE) -> None:
+    def __init__(self, name: str, stype: SetType, opts: SetOpts = SET_OPTS_NONE, family: int = NFPROTO_IPV4) -> None:
         timeout, counters, comment, skbinfo, forceadd = opts
         self.name = name
         self.type = stype
+        # set->family: NFPROTO_IPV4/IPV6, or NFPROTO_UNSPEC (0) for the types without an address, whose
+        # sets `ip_set_test` consults for packets of either family
+        self.family = NFPROTO_UNSPEC if stype.unspec else family
         self.timeout = timeout  # None: created without timeout support
         self.counters = counters
         self.comment = comment
@@ -120,8 +126,8 @@ class IpSet:
         self.forceadd = forceadd
         self.ref = 0  # set->ref: list:set members and rules using the set
         self.comment_size = 0  # set->ext_size: the comments' allocations
-        self.dsize = elem_len(stype.elem_size, 4 if stype.elem_size else 0, timeout is not None, counters,
-                              comment, skbinfo)
+        size = stype.elem_size6 if family == NFPROTO_IPV6 else stype.elem_size
+        self.dsize = elem_len(size, 4 if size else 0, timeout is not None, counters, comment, skbinfo)
 
     # --- extensions (ip_set_core.c / ip_set.h) ----------------------------------------------------
 
@@ -269,12 +275,15 @@ class _Resize(Exception):
 
 
 class HashSet(IpSet):
-    """A hash:* set (ip_set_hash_gen.h) for family inet."""
+    """A hash:* set (ip_set_hash_gen.h) for family inet or inet6 (the `*4` or `*6` variant: `hbits` is the
+    address width, HOST_MASK)."""
 
     def __init__(self, name: str, stype: SetType, *, hashsize: int = 1024, maxelem: int = 65536,
                  netmask: int = 32, initval: int = 0, bucketsize: int = AHASH_MAX_SIZE,
-                 opts: SetOpts = SET_OPTS_NONE) -> None:
-        super().__init__(name, stype, opts)
+                 opts: SetOpts = SET_OPTS_NONE, family: int = NFPROTO_IPV4) -> None:
+        super().__init__(name, stype, opts, family)
+        self.hbits = 128 if family == NFPROTO_IPV6 else 32
+        self._hkey = stype.hkey6 if family == NFPROTO_IPV6 and stype.hkey6 is not None else stype.hkey
         hashsize = max(hashsize, 64)  # IPSET_MIMINAL_HASHSIZE
         self.bits = (hashsize - 1).bit_length()
         self.maxelem = maxelem
@@ -289,11 +298,17 @@ class HashSet(IpSet):
         self.net_count: dict[int, int] = {}
 
     def _same(self, other: IpSet) -> bool:
-        return isinstance(other, HashSet) and self.maxelem == other.maxelem and self.netmask == other.netmask
+        """The family is not compared (the kernel's hash types register NFPROTO_UNSPEC): `-exist create` of
+        an inet6 set over an inet one of the same options succeeds (recorded), both masks being all ones."""
+        if not isinstance(other, HashSet) or self.maxelem != other.maxelem:
+            return False
+        if self.netmask == self.hbits and other.netmask == other.hbits:
+            return True
+        return (self.family, self.netmask) == (other.family, other.netmask)
 
     def hkey(self, elem: Elem) -> int:
         """`HKEY()`: jhash2 over the element struct, read as host-order (little-endian) u32 words."""
-        raw = self.type.hkey(elem)
+        raw = self._hkey(elem)
         return jhash2(struct.unpack(f"<{len(raw) // 4}I", raw), self.initval)
 
     def _bucket_bytes(self, slots: int) -> int:
@@ -496,8 +511,9 @@ class HashSet(IpSet):
             e = self.index.get(elem)
             return e if e is not None and not e.expired(now) else None
         ip = int(elem[nd - 1])  # type: ignore[call-overload]
+        full = (1 << self.hbits) - 1
         for cidr in self.nets:
-            m = (0xFFFFFFFF << (32 - cidr)) & 0xFFFFFFFF if cidr else 0
+            m = full ^ ((1 << (self.hbits - cidr)) - 1)
             e = self.index.get((*elem[:nd - 1], ip & m, cidr, *elem[nd + 1:]))
             if e is not None and not e.expired(now):
                 return e
@@ -509,15 +525,17 @@ class HashSet(IpSet):
                 if d is not None and not d.expired(now)]
 
     def header(self) -> str:
-        out = f"family inet hashsize {1 << self.bits} maxelem {self.maxelem}"
-        if self.type.netmask and self.netmask != 32:
+        fam = "inet6" if self.family == NFPROTO_IPV6 else "inet"
+        out = f"family {fam} hashsize {1 << self.bits} maxelem {self.maxelem}"
+        if self.type.netmask and self.netmask != self.hbits:
             out += f" netmask {self.netmask}"
         return out + self.flags_text() + f" bucketsize {self.bucketsize} initval 0x{self.initval:08x}"
 
     def memsize(self, now: float) -> int:
         """`mtype_ahash_memsize() + ext_size + set->ext_size` (mtype_head)."""
         regions = 1 if self.bits < HTABLE_REGION_BITS else 1 << (self.bits - HTABLE_REGION_BITS)
-        return self.type.base_mem + (regions - 1) * REGION_SIZE + self.ext_size + self.comment_size
+        base = self.type.base_mem6 if self.family == NFPROTO_IPV6 else self.type.base_mem
+        return base + (regions - 1) * REGION_SIZE + self.ext_size + self.comment_size
 
 
 def bits_to_longs_bytes(nbits: int) -> int:

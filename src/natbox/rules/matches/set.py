@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from natbox.ipset.kadt import COUNTER_EQ, COUNTER_GT, COUNTER_LT, COUNTER_NE, COUNTER_NONE, AdtOpt, ip_set_test
 from natbox.ipset.scope import sets_in_scope
+from natbox.netfilter import NFPROTO_IPV4
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
@@ -22,14 +23,19 @@ IPSET_MAXNAMELEN = 32
 U64_MAX = (1 << 64) - 1
 
 
-def parse_set_arg(what: str, arg: str) -> tuple[str, tuple[bool, ...]]:
-    """`get_set_byname` + `parse_dirs`: "NAME src,dst" → (name, src flag of each dimension)."""
+def parse_set_arg(what: str, arg: str, family: int = NFPROTO_IPV4) -> tuple[str, tuple[bool, ...]]:
+    """`get_set_byname` + `parse_dirs`: "NAME src,dst" → (name, src flag of each dimension). The set's family
+    must be the rule's (iptables: inet, ip6tables: inet6) or none (bitmap:port, hash:mac, list:set)."""
     name, _, dirs = arg.partition(" ")
     if len(name) > IPSET_MAXNAMELEN - 1:
         raise RulesError(f"setname `{name}' too long, max {IPSET_MAXNAMELEN - 1} characters.")
     reg = sets_in_scope()
-    if reg is None or reg.get(name) is None:
+    s = reg.get(name) if reg is not None else None
+    if s is None:
         raise RulesError(f"Set {name} doesn't exist.\n")
+    if s.family and s.family != family:
+        fam = "IPv4" if s.family == NFPROTO_IPV4 else "IPv6"
+        raise RulesError(f"The protocol family of set {name} is {fam}, which is not applicable.\n")
     parts = dirs.split(",")
     flags: list[bool] = []
     for p in parts[:IPSET_DIM_MAX]:
@@ -86,7 +92,7 @@ class SetMatch(Match):
         if opt == "match-set":
             if self.dirs:
                 raise RulesError("--match-set can be specified only once")
-            self.set_name, self.dirs = parse_set_arg("match-set", arg or "")
+            self.set_name, self.dirs = parse_set_arg("match-set", arg or "", rule.family)
             self.invert = inverted
         elif opt == "return-nomatch":
             self.return_nomatch = True

@@ -40,7 +40,7 @@ class SetTarget(Target):
         if opt in ("add-set", "del-set", "map-set"):
             if opt in self.sets:
                 raise RulesError(f"--{opt} can be specified only once")
-            self.sets[opt] = parse_set_arg(opt, arg or "")
+            self.sets[opt] = parse_set_arg(opt, arg or "", rule.family)
         elif opt == "exist":
             self.exist = True
         elif opt == "timeout":
