@@ -13,6 +13,7 @@
 - `basic`: the smallest useful MASQUERADE gateway.
 - `docker28`, `kube-proxy`: the rulesets Docker 28 and kube-proxy write today (natbox.demos.modern).
 - `docker6`: Docker 27+'s IPv6 default bridge through ip6tables (natbox.demos.docker6).
+- `qemu6`: `qemu` with IPv6 ULA subnets on the taps behind one ip6tables SNAT address (natbox.demos.qemu6).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from natbox.conntrack.tuple import parse_addr
-from natbox.demos import docker6, modern
+from natbox.demos import docker6, modern, qemu6
 from natbox.engine.host import Host, Interface, Route
 from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.sim.lab import Lab
@@ -329,5 +330,12 @@ DEMOS: dict[str, Demo] = {
         "[2001:db8:300::1]:8080. Ruleset: Docker 27's ip6tables rules (reference §6, from moby's source).",
         docker6.docker6_host, docker6.docker6_script, ("docker0", "eth0"),
         docker6.DOCKER6_QUESTIONS, ("nat", "filter"), NFPROTO_IPV6,
+    ),
+    "qemu6": Demo(
+        "qemu6", "Two VMs behind one SNAT address, in IPv6 (NAT66)",
+        "vm1 (tap0, fd00:80:1::110) and vm2 (tap1, fd00:80:2::110) share 2001:db8:108::108 through "
+        "`ip6tables -t nat -A POSTROUTING -s fd00:80::/32 -j SNAT --to-source 2001:db8:108::108`.",
+        qemu6.qemu6_host, qemu6.qemu6_script, ("tap0", "tap1", "eth0"), qemu6.QEMU6_QUESTIONS, ("nat",),
+        NFPROTO_IPV6,
     ),
 }
