@@ -321,6 +321,14 @@ def test_what_goes_up_to_the_stack(lab: Lab) -> None:
         arrived = [f for f, _ in _received(cap) if f[ETH_HDR_LEN + IPH_PROTOCOL] == 17]
     assert len(arrived) == 1 and lab.counters(udp_keys)[0].packets == 1
     _check_frame(arrived[0], False, PUBLIC, SERVER)
+    # a UDP datagram without a checksum keeps none (BPF_F_MARK_MANGLED_0, as udp_manip_pkt)
+    nosum = udp.build_udp(CLIENT, SERVER, cport, UDP_PORT, b"no checksum", zero_checksum=True)
+    with _capture(lab.server, "s0") as cap:
+        _send_frames(lab, [eth + bytes(ipv4.build_ipv4(CLIENT, SERVER, 17, nosum))])
+        arrived = [f for f, _ in _received(cap) if f[ETH_HDR_LEN + IPH_PROTOCOL] == 17]
+    assert len(arrived) == 1 and lab.counters(udp_keys)[0].packets == 2
+    assert arrived[0][ETH_HDR_LEN + IPH_MIN_LEN + UDPH_CHECK:ETH_HDR_LEN + IPH_MIN_LEN + UDPH_CHECK + 2] == b"\0\0"
+    _check_frame(arrived[0], False, PUBLIC, SERVER)
 
 
 def test_icmp_echo_round_trip(lab: Lab) -> None:

@@ -203,3 +203,19 @@ def test_bpf_rewrite_gives_the_engines_frame(proto: int, partial: bool) -> None:
         assert len(result.emitted) == 1
         l4_check = L4 + {17: UDPH_CHECK, 6: TCPH_CHECK, 1: ICMPH_CHECKSUM}[proto]
         _same(_bpf(frame, a, proto, partial), bytes(result.emitted[0].frame), [IP + IPH_CHECK, l4_check])
+
+
+def test_udp_without_a_checksum_keeps_none() -> None:
+    r = _flows()
+    for plan in r.flow_plans(17, 40000):
+        _, a = _entry(plan)
+        out = plan.direction == 0
+        src, dst, sp, dp = (CLIENT, SERVER, 40000, 5000) if out else (SERVER, PUBLIC, 5000, 40000)
+        seg = udp.build_udp(src, dst, sp, dp, b"none", zero_checksum=True)
+        mac = (MACS[0], MACS[2]) if out else (MACS[1], MACS[3])
+        frame = bytes(ethernet.build_ethernet(*mac, ethernet.ETH_P_IP, bytes(ipv4.build_ipv4(src, dst, 17, seg))))
+        result = r.engine.receive(frame, "eth0" if out else "eth1", r.now)
+        r.now += 0.01
+        ours = _bpf(frame, a, 17, False)
+        assert ours[L4 + UDPH_CHECK:L4 + UDPH_CHECK + 2] == b"\0\0"
+        _same(ours, bytes(result.emitted[0].frame), [IP + IPH_CHECK])

@@ -104,7 +104,8 @@ class OffloadAction(NamedTuple):
 
 class FlowStats(NamedTuple):
     """The data path's counters of one entry, summed over CPUs: packets, bytes (IP total lengths) and the
-    last packet's time, CLOCK_MONOTONIC nanoseconds (0: none yet)."""
+    last packet's time, CLOCK_MONOTONIC nanoseconds (0: none yet). Cumulative since the key was installed:
+    installing it again keeps them, removing it deletes them (a reader folds the differences)."""
 
     packets: int
     bytes: int
