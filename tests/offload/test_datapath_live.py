@@ -357,3 +357,39 @@ def test_icmp_echo_round_trip(lab: Lab) -> None:
     for frame in frames:
         _check_frame(frame, False, PUBLIC, SERVER)
     assert [s.packets for s in lab.counters(keys)] == [3, 3]
+
+
+def test_per_protocol_packet_sockets_see_only_what_goes_up(lab: Lab) -> None:
+    """Where a gateway's own packet socket stands: an ETH_P_ALL one (a tap, as tcpdump's) receives a copy of
+    every frame before tc ingress runs, offloaded ones included; one bound to ETH_P_IP is served after tc
+    (ptype_base) and receives only what the program passed up — the binding for natbox's own sockets."""
+    cport = 43000 + os.getpid() % 1000
+    flows = RouterFlows(*lab.macs)
+    flows.udp(cport, UDP_PORT)
+    keys = lab.install(flows.flow_plans(17, cport))
+    lab.forwarding(False)
+    eth = lab.macs[0] + lab.macs[2] + b"\x08\x00"
+    carried = eth + bytes(ipv4.build_ipv4(CLIENT, SERVER, 17, udp.build_udp(CLIENT, SERVER, cport, UDP_PORT, b"c")))
+    punted = eth + bytes(ipv4.build_ipv4(CLIENT, SERVER, 17, udp.build_udp(CLIENT, SERVER, cport, UDP_PORT, b"p"),
+                                         ttl=1))
+    with enter_netns(lab.router):
+        tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+        ip_only = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    with tap, ip_only:
+        for s in (tap, ip_only):
+            s.bind(("eth0", 0))
+            s.settimeout(0.2)
+        _send_frames(lab, [carried, punted])
+
+        def seen(s: socket.socket) -> list[bytes]:
+            got = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    data, addr = s.recvfrom(2000)
+                    if addr[2] != PACKET_OUTGOING and data[ETH_HDR_LEN + IPH_PROTOCOL] == 17:
+                        got.append(data)
+            return got
+
+        assert seen(tap) == [carried, punted]
+        assert seen(ip_only) == [punted]
+    assert lab.counters(keys)[0].packets == 1
