@@ -52,27 +52,44 @@ _OBJ = struct.Struct("=QII")  # pathname, bpf_fd, file_flags
 _BATCH = struct.Struct("=QQQQIIQQ")  # in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags
 BATCH_COUNT = 4096  # elements asked for per BPF_MAP_LOOKUP_BATCH call
 
-_libc: list[ctypes.CDLL] = []
+class _Syscall:
+    """bpf() through libc's syscall(), looked up once (the system call number of this machine)."""
+
+    def __init__(self) -> None:
+        nr = _SYS_BPF.get(platform.machine())
+        if nr is None:
+            raise OSError(errno.ENOSYS, f"bpf(): no system call number known for {platform.machine()}")
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+        fn.restype = ctypes.c_long
+        fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_uint]
+        self.nr = nr
+        self.fn = fn
 
 
-def _sys_bpf(cmd: int, attr: bytes | bytearray) -> int:
-    """bpf(cmd, attr, size): the result, or OSError with the kernel's errno. A bytearray `attr` receives
-    what the kernel wrote back (the batch calls' count)."""
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise OSError(errno.ENOSYS, f"bpf(): no system call number known for {platform.machine()}")
-    if not _libc:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        _libc.append(libc)
-    buf = ctypes.create_string_buffer(bytes(attr).ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
-    ret = _libc[0].syscall(ctypes.c_long(nr), ctypes.c_long(cmd), buf, ctypes.c_uint(_ATTR_SIZE))
-    if isinstance(attr, bytearray):
-        attr[:] = buf.raw[:len(attr)]
+_SYSCALL: list[_Syscall] = []
+
+
+def _call(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    """bpf(cmd, attr, sizeof attr): the result, or OSError with the kernel's errno."""
+    if not _SYSCALL:
+        _SYSCALL.append(_Syscall())
+    sc = _SYSCALL[0]
+    ret: int = sc.fn(sc.nr, cmd, ctypes.addressof(attr), len(attr))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
-    return int(ret)
+    return ret
+
+
+def _sys_bpf(cmd: int, attr: bytes | bytearray) -> int:
+    """bpf() with a fresh attr holding `attr`; a bytearray `attr` receives what the kernel wrote back (the
+    batch calls' count)."""
+    buf = ctypes.create_string_buffer(bytes(attr).ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
+    try:
+        return _call(cmd, buf)
+    finally:
+        if isinstance(attr, bytearray):
+            attr[:] = buf.raw[:len(attr)]
 
 
 def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
@@ -81,7 +98,8 @@ def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
 
 class MapFd:
     """An open BPF map: its file descriptor and element sizes (a per-CPU map's values are `ncpus` values,
-    each rounded up to 8 bytes)."""
+    each rounded up to 8 bytes). The element calls reuse one attr, key and value buffer each (a map is
+    used from one thread)."""
 
     def __init__(self, fd: int, key_size: int, value_size: int, ncpus: int = 1) -> None:
         self.fd = fd
@@ -90,20 +108,31 @@ class MapFd:
         self.ncpus = ncpus
         self.stride = (value_size + 7) // 8 * 8 if ncpus > 1 else value_size
         self.total_value = self.stride * ncpus
+        self._attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        self._key = ctypes.create_string_buffer(key_size)
+        self._value = ctypes.create_string_buffer(self.total_value)
+
+    def _elem(self, cmd: int, key: bytes, value: bool, flags: int = 0) -> int:
+        if len(key) != self.key_size:
+            raise ValueError(f"a key of {len(key)} bytes for a map of {self.key_size}-byte keys")
+        ctypes.memmove(self._key, key, self.key_size)
+        _ELEM.pack_into(self._attr, 0, self.fd, 0, ctypes.addressof(self._key),
+                        ctypes.addressof(self._value) if value else 0, flags)
+        return _call(cmd, self._attr)
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         """BPF_MAP_UPDATE_ELEM (a per-CPU map: `value` for every CPU, or one value copied to each)."""
         if len(value) == self.value_size and self.ncpus > 1:
             value = value.ljust(self.stride, b"\0") * self.ncpus
-        k = ctypes.create_string_buffer(key, len(key))
-        v = ctypes.create_string_buffer(value, len(value))
-        _sys_bpf(BPF_MAP_UPDATE_ELEM, _ELEM.pack(self.fd, 0, _addr(k), _addr(v), flags))
+        if len(value) != self.total_value:
+            raise ValueError(f"a value of {len(value)} bytes for a map of {self.total_value}-byte values")
+        ctypes.memmove(self._value, value, self.total_value)
+        self._elem(BPF_MAP_UPDATE_ELEM, key, True, flags)
 
     def delete(self, key: bytes) -> bool:
         """BPF_MAP_DELETE_ELEM; False when the key was not there."""
-        k = ctypes.create_string_buffer(key, len(key))
         try:
-            _sys_bpf(BPF_MAP_DELETE_ELEM, _ELEM.pack(self.fd, 0, _addr(k), 0, 0))
+            self._elem(BPF_MAP_DELETE_ELEM, key, False)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 return False
@@ -112,15 +141,13 @@ class MapFd:
 
     def lookup(self, key: bytes) -> bytes | None:
         """BPF_MAP_LOOKUP_ELEM: the value (every CPU's, one after the other), None when missing."""
-        k = ctypes.create_string_buffer(key, len(key))
-        v = ctypes.create_string_buffer(self.total_value)
         try:
-            _sys_bpf(BPF_MAP_LOOKUP_ELEM, _ELEM.pack(self.fd, 0, _addr(k), _addr(v), 0))
+            self._elem(BPF_MAP_LOOKUP_ELEM, key, True)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 return None
             raise
-        return v.raw
+        return self._value.raw
 
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of the map, read with BPF_MAP_LOOKUP_BATCH (a few system calls for the whole

@@ -60,12 +60,16 @@ __all__ = [
 MAX_FLOWS = 65536  # entries of the BPF maps (NB_MAX_FLOWS in the C source): engine/fastpath.FLOW_CACHE_MAX
 F_L4_REWRITE = 1  # action flag: NAT changes the L4 checksum (NB_F_L4_REWRITE)
 
-_KEY = struct.Struct("=I4s4s2s2sB3x")
-_ACTION = struct.Struct("=II6s6s4s4s2s2s2s2x2s2x2s2xI")
+# each layout as its native-order and network-order runs
+_U32 = struct.Struct("=I")  # ifindex, oif, mtu, flags
+_KEY_NET = struct.Struct("!IIHHB3x")  # saddr, daddr, sport, dport, proto, padding
+_ACTION_HEAD = struct.Struct("=II6s6s")  # oif, mtu, dst MAC, src MAC
+_ACTION_NET = struct.Struct("!IIHHH2xH2xH2x")  # saddr, daddr, sport, dport, the three __wsum differences
 _STATS = struct.Struct("=QQQ")
-KEY_SIZE = _KEY.size  # 20
-ACTION_SIZE = _ACTION.size  # 48
+KEY_SIZE = _U32.size + _KEY_NET.size  # 20
+ACTION_SIZE = _ACTION_HEAD.size + _ACTION_NET.size + _U32.size  # 48
 STATS_SIZE = _STATS.size  # 24
+_NET_END = _ACTION_HEAD.size + _ACTION_NET.size
 
 _PROTOS = (1, 6, 17)  # ICMP (echo), TCP, UDP: what a FlowPlan covers
 _MAC_LEN = 6
@@ -147,39 +151,30 @@ def offload_entry(plan: FlowPlan, ifindex: Callable[[str], int]) -> tuple[Offloa
     return key, action
 
 
-def _be16(v: int) -> bytes:
-    return (v & 0xFFFF).to_bytes(2, "big")
-
-
-def _be32(v: int) -> bytes:
-    return (v & 0xFFFFFFFF).to_bytes(4, "big")
-
-
 def encode_key(k: OffloadKey) -> bytes:
     """struct nb_key."""
-    return _KEY.pack(k.ifindex, _be32(k.saddr), _be32(k.daddr), _be16(k.sport), _be16(k.dport), k.proto)
+    return _U32.pack(k.ifindex) + _KEY_NET.pack(k.saddr, k.daddr, k.sport, k.dport, k.proto)
 
 
 def decode_key(b: bytes) -> OffloadKey:
     """struct nb_key read back (the inverse of encode_key)."""
-    ifindex, saddr, daddr, sport, dport, proto = _KEY.unpack(b)
-    return OffloadKey(ifindex, proto, int.from_bytes(saddr, "big"), int.from_bytes(daddr, "big"),
-                      int.from_bytes(sport, "big"), int.from_bytes(dport, "big"))
+    saddr, daddr, sport, dport, proto = _KEY_NET.unpack_from(b, _U32.size)
+    return OffloadKey(_U32.unpack_from(b)[0], proto, saddr, daddr, sport, dport)
 
 
 def encode_action(a: OffloadAction) -> bytes:
     """struct nb_action; each checksum difference is a network-order 16-bit value in a 32-bit __wsum."""
-    return _ACTION.pack(a.oif, a.mtu, a.dst_mac, a.src_mac, _be32(a.saddr), _be32(a.daddr), _be16(a.sport),
-                        _be16(a.dport), _be16(a.l3_diff), _be16(a.l4_addr_diff), _be16(a.l4_port_diff),
-                        F_L4_REWRITE if a.l4_rewrite else 0)
+    return (_ACTION_HEAD.pack(a.oif, a.mtu, a.dst_mac, a.src_mac)
+            + _ACTION_NET.pack(a.saddr, a.daddr, a.sport, a.dport, a.l3_diff, a.l4_addr_diff, a.l4_port_diff)
+            + _U32.pack(F_L4_REWRITE if a.l4_rewrite else 0))
 
 
 def decode_action(b: bytes) -> OffloadAction:
     """struct nb_action read back (the inverse of encode_action)."""
-    oif, mtu, dmac, smac, saddr, daddr, sport, dport, l3, l4a, l4p, flags = _ACTION.unpack(b)
-    return OffloadAction(oif, mtu, dmac, smac, int.from_bytes(saddr, "big"), int.from_bytes(daddr, "big"),
-                         int.from_bytes(sport, "big"), int.from_bytes(dport, "big"), int.from_bytes(l3, "big"),
-                         int.from_bytes(l4a, "big"), int.from_bytes(l4p, "big"), bool(flags & F_L4_REWRITE))
+    oif, mtu, dmac, smac = _ACTION_HEAD.unpack_from(b)
+    saddr, daddr, sport, dport, l3, l4a, l4p = _ACTION_NET.unpack_from(b, _ACTION_HEAD.size)
+    flags = _U32.unpack_from(b, _NET_END)[0]
+    return OffloadAction(oif, mtu, dmac, smac, saddr, daddr, sport, dport, l3, l4a, l4p, bool(flags & F_L4_REWRITE))
 
 
 def decode_stats(b: bytes) -> FlowStats:
