@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from natbox.adapters.netns import enter_netns, run_in_netns, temp_netns
+from natbox.conntrack.tuple import parse_addr
 from natbox.engine.fastpath import FlowPlan
 from natbox.offload.datapath import Datapath, ifindex, probe
 from natbox.offload.entry import FlowStats, OffloadKey, offload_entry
 from natbox.testing.live import netns_reason, require_programs
-from natbox.testing.offload import CLIENT, PUBLIC, SERVER, RouterFlows
+from natbox.testing.offload import CLIENT, PORTMAP_RULES, PUBLIC, RULES, SERVER, RouterFlows
 from natbox.wire import icmp, ipv4, tcp, udp
 from natbox.wire.checksum import csum_partial, internet_checksum, pseudo_header_sum
 from natbox.wire.layout import (
@@ -179,13 +180,21 @@ def _offload_peers(lab: Lab, tx: bool) -> None:
     lab.sh(lab.server, "ethtool", "-K", "s0", "tx", state)
 
 
+@pytest.mark.parametrize("portmap", [False, True], ids=["masquerade", "dnat-snat-ports"])
 @pytest.mark.parametrize("tx", [False, True], ids=["full-sums", "partial-sums"])
-def test_udp_flow_is_carried_translated(lab: Lab, tx: bool) -> None:
+def test_udp_flow_is_carried_translated(lab: Lab, tx: bool, portmap: bool) -> None:
+    """A UDP exchange carried by the program alone. With the port-mapping rules the client talks to the
+    router's port 6000, DNATed to the server's 5000 and SNATed to a port in 30000-30099: both manips
+    change addresses and ports."""
     _offload_peers(lab, tx)
     cport = 40000 + os.getpid() % 1000
-    flows = RouterFlows(*lab.macs)
-    flows.udp(cport, UDP_PORT)
-    keys = lab.install(flows.flow_plans(17, cport))
+    flows = RouterFlows(*lab.macs, rules=PORTMAP_RULES if portmap else RULES)
+    dst = ("10.0.1.1", 6000) if portmap else ("198.51.100.2", UDP_PORT)
+    flows.udp(cport, dst[1], dst=parse_addr(dst[0]))
+    plans = flows.flow_plans(17, cport)
+    wan_port = int.from_bytes(plans[0].new_addrs[8:10], "big")
+    assert (wan_port != cport) == portmap
+    keys = lab.install(plans)
     lab.forwarding(False)  # only the BPF program can carry a packet across
     with enter_netns(lab.server):
         srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -197,12 +206,12 @@ def test_udp_flow_is_carried_translated(lab: Lab, tx: bool) -> None:
         srv.settimeout(2)
         cli.settimeout(2)
         for i in range(10):
-            cli.sendto(b"x" * (100 + i), ("198.51.100.2", UDP_PORT))
+            cli.sendto(b"x" * (100 + i), dst)
             data, peer = srv.recvfrom(2000)
-            assert (data, peer) == (b"x" * (100 + i), ("198.51.100.1", cport))
+            assert (data, peer) == (b"x" * (100 + i), ("198.51.100.1", wan_port))
             srv.sendto(data[::-1], peer)
             back, peer = cli.recvfrom(2000)
-            assert (back, peer) == (data[::-1], ("198.51.100.2", UDP_PORT))
+            assert (back, peer) == (data[::-1], dst)
         at_server = [f for f in _received(cap_s) if f[0][ETH_HDR_LEN + IPH_PROTOCOL] == 17]
         at_client = [f for f in _received(cap_c) if f[0][ETH_HDR_LEN + IPH_PROTOCOL] == 17]
     assert len(at_server) == len(at_client) == 10
@@ -211,7 +220,7 @@ def test_udp_flow_is_carried_translated(lab: Lab, tx: bool) -> None:
         _check_frame(frame, partial, PUBLIC, SERVER)
         assert frame[:12] == lab.macs[3] + lab.macs[1]
     for frame, partial in at_client:
-        _check_frame(frame, partial, SERVER, CLIENT)
+        _check_frame(frame, partial, parse_addr(dst[0]), CLIENT)
         assert frame[:12] == lab.macs[2] + lab.macs[0]
     there, home = lab.counters(keys)
     assert (there.packets, home.packets) == (10, 10)

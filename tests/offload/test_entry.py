@@ -28,7 +28,7 @@ from natbox.offload.entry import (
     encode_key,
     offload_entry,
 )
-from natbox.testing.offload import CLIENT, PUBLIC, SERVER, RouterFlows
+from natbox.testing.offload import CLIENT, LAN_ADDR, PORTMAP_RULES, PUBLIC, RULES, SERVER, RouterFlows
 from natbox.wire import ethernet, icmp, ipv4, tcp, udp
 from natbox.wire.checksum import csum_partial, pseudo_header_sum
 from natbox.wire.layout import (
@@ -173,36 +173,50 @@ def _same(ours: bytes | bytearray, engine: bytes, checks: list[int]) -> None:
         0 if i in masked else x for i, x in enumerate(engine))
 
 
-@pytest.mark.parametrize("partial", [False, True])
-@pytest.mark.parametrize("proto", [17, 6, 1])
-def test_bpf_rewrite_gives_the_engines_frame(proto: int, partial: bool) -> None:
+def _datagram(src: int, dst: int, proto: int, sport: int, dport: int, seq: int, ack: int, partial: bool) -> bytes:
+    if proto == 17:
+        seg = bytearray(udp.build_udp(src, dst, sport, dport, b"payload!"))
+    elif proto == 6:
+        seg = bytearray(tcp.build_tcp(src, dst, sport, dport, seq=seq, ack=ack, payload=b"more"))
+    else:
+        seg = bytearray(icmp.build_icmp_echo(sport, 9, b"ping", reply=src != CLIENT))
+    if partial:  # what a sender with checksum offload hands over: the pseudo-header sum, uncomplemented
+        at = TCPH_CHECK if proto == 6 else UDPH_CHECK
+        pseudo = csum_partial(b"", pseudo_header_sum(src, dst, proto, len(seg)))
+        seg[at:at + 2] = ((pseudo & 0xFFFF) + (pseudo >> 16)).to_bytes(2, "big")
+    return bytes(ipv4.build_ipv4(src, dst, proto, seg))
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["full", "partial"])
+@pytest.mark.parametrize(("proto", "portmap"), [(17, False), (6, False), (1, False), (17, True), (6, True)],
+                         ids=["udp", "tcp", "icmp", "udp-dnat-snat-ports", "tcp-dnat-snat-ports"])
+def test_bpf_rewrite_gives_the_engines_frame(proto: int, portmap: bool, partial: bool) -> None:
+    """The flow's next packet each way: the model of the program applied to the entry of its plan gives
+    the engine's own frame. With the port-mapping rules both manips change addresses and ports."""
     if proto == 1 and partial:
         pytest.skip("ICMP is never CHECKSUM_PARTIAL")
-    r = _flows()
-    port = {17: 40000, 6: 40001, 1: 0x4242}[proto]
-    for plan in r.flow_plans(proto, port):
-        _, a = _entry(plan)
-        out = plan.direction == 0
-        src, dst = (CLIENT, SERVER) if out else (SERVER, PUBLIC)
-        sp, dp = (port, 5000 if proto == 17 else 5001) if out else (5000 if proto == 17 else 5001, port)
-        if proto == 17:
-            seg = bytearray(udp.build_udp(src, dst, sp, dp, b"payload!"))
-        elif proto == 6:
-            seg = bytearray(tcp.build_tcp(src, dst, sp, dp, seq=1013 if out else 5013, ack=5013 if out else 1013,
-                                          payload=b"more"))
-        else:
-            seg = bytearray(icmp.build_icmp_echo(port, 9, b"ping", reply=not out))
-        if partial:  # what a sender with checksum offload hands over: the pseudo-header sum, uncomplemented
-            at = TCPH_CHECK if proto == 6 else UDPH_CHECK
-            pseudo = csum_partial(b"", pseudo_header_sum(src, dst, proto, len(seg)))
-            seg[at:at + 2] = ((pseudo & 0xFFFF) + (pseudo >> 16)).to_bytes(2, "big")
-        mac = (MACS[0], MACS[2]) if out else (MACS[1], MACS[3])
-        frame = bytes(ethernet.build_ethernet(*mac, ethernet.ETH_P_IP, bytes(ipv4.build_ipv4(src, dst, proto, seg))))
-        result = r.engine.receive(frame, "eth0" if out else "eth1", r.now, partial=partial)
-        r.now += 0.01
-        assert len(result.emitted) == 1
-        l4_check = L4 + {17: UDPH_CHECK, 6: TCPH_CHECK, 1: ICMPH_CHECKSUM}[proto]
-        _same(_bpf(frame, a, proto, partial), bytes(result.emitted[0].frame), [IP + IPH_CHECK, l4_check])
+    r = RouterFlows(*MACS, rules=PORTMAP_RULES if portmap else RULES)
+    cport = 40000
+    dst, dport = (LAN_ADDR, 6000 if proto == 17 else 6001) if portmap else (SERVER, 5000 if proto == 17 else 5001)
+    if proto == 17:
+        r.udp(cport, dport, dst=dst)
+    elif proto == 6:
+        r.tcp(cport, dport, dst=dst)
+    else:
+        r.ping(cport)
+    orig, reply = r.flow_plans(proto, cport)
+    _, to_server = _entry(orig)
+    _, to_client = _entry(reply)
+    if portmap:
+        assert to_server.sport != cport and to_server.l4_port_diff and to_client.l4_port_diff
+    l4_check = L4 + {17: UDPH_CHECK, 6: TCPH_CHECK, 1: ICMPH_CHECKSUM}[proto]
+    out = _datagram(CLIENT, dst, proto, cport, dport, 1013, 5013, partial)
+    sent = r.feed(out, True, partial=partial)
+    _same(_bpf(r.frame(out, True), to_server, proto, partial), sent, [IP + IPH_CHECK, l4_check])
+    s, d, sp, dp = r.translated(sent)
+    back = _datagram(d, s, proto, dp, sp, 5013, 1017, partial)
+    _same(_bpf(r.frame(back, False), to_client, proto, partial), r.feed(back, False, partial=partial),
+          [IP + IPH_CHECK, l4_check])
 
 
 def test_udp_without_a_checksum_keeps_none() -> None:
