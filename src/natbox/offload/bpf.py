@@ -13,6 +13,7 @@ import errno
 import os
 import platform
 import struct
+from collections.abc import Iterator
 
 __all__ = [
     "BPF_ANY",
@@ -149,10 +150,10 @@ class MapFd:
             raise
         return self._value.raw
 
-    def items(self) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) of the map, read with BPF_MAP_LOOKUP_BATCH (a few system calls for the whole
-        map; a map changing meanwhile may be read partly before, partly after the change)."""
-        out: list[tuple[bytes, bytes]] = []
+    def batches(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """The whole map read with BPF_MAP_LOOKUP_BATCH, BATCH_COUNT elements per system call: (keys,
+        values, count) per call, the keys and values one after the other (a map changing meanwhile may be
+        read partly before, partly after the change)."""
         keys = ctypes.create_string_buffer(self.key_size * BATCH_COUNT)
         values = ctypes.create_string_buffer(self.total_value * BATCH_COUNT)
         token_in = ctypes.create_string_buffer(8)
@@ -169,13 +170,18 @@ class MapFd:
                     raise
                 done = True
             count = _BATCH.unpack(bytes(attr))[4]
-            kraw, vraw = keys.raw, values.raw
-            ks, vs = self.key_size, self.total_value
-            out.extend((kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]) for i in range(count))
+            if count:
+                yield keys.raw[:count * self.key_size], values.raw[:count * self.total_value], count
             if done or count == 0:
-                return out
+                return
             ctypes.memmove(token_in, token_out, 8)
             first = False
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of the map (see `batches`)."""
+        ks, vs = self.key_size, self.total_value
+        return [(kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs])
+                for kraw, vraw, count in self.batches() for i in range(count)]
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -25,6 +25,7 @@ import hashlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sysconfig
 import tempfile
@@ -41,7 +42,6 @@ from natbox.offload.entry import (
     OffloadAction,
     OffloadKey,
     decode_key,
-    decode_stats,
     encode_action,
     encode_key,
 )
@@ -190,6 +190,8 @@ class Datapath:
         self._attached: dict[str, bool] = {}  # device → whether natbox added its clsact qdisc
         self._flows: bpf.MapFd | None = None
         self._stats: bpf.MapFd | None = None
+        self._installed: dict[bytes, OffloadKey] = {}  # encoded key → key, of every entry installed
+        self._per_cpu = struct.Struct("=" + "QQQ" * bpf.nr_possible_cpus())  # nb_stats, every CPU's
         self.bpffs = os.path.join(self.workdir, "bpffs")
         try:
             os.makedirs(self.bpffs, exist_ok=True)
@@ -263,12 +265,14 @@ class Datapath:
         flows, stats = self._maps()
         k = encode_key(key)
         try:
-            try:
-                stats.update(k, bytes(STATS_SIZE), bpf.BPF_NOEXIST)
-            except OSError as e:
-                if e.errno != errno.EEXIST:
-                    raise
+            if k not in self._installed:
+                try:
+                    stats.update(k, bytes(STATS_SIZE), bpf.BPF_NOEXIST)
+                except OSError as e:
+                    if e.errno != errno.EEXIST:
+                        raise
             flows.update(k, encode_action(action))
+            self._installed[k] = key
         except OSError as e:
             if e.errno == errno.E2BIG:
                 raise OffloadError(f"offload map full ({MAX_FLOWS} flow directions)") from None
@@ -278,6 +282,7 @@ class Datapath:
         """Delete the entry of `key` and its counters (a missing key is fine)."""
         flows, stats = self._maps()
         k = encode_key(key)
+        self._installed.pop(k, None)
         try:
             flows.delete(k)
             stats.delete(k)
@@ -287,10 +292,16 @@ class Datapath:
     def stats(self) -> dict[OffloadKey, FlowStats]:
         """Every installed entry's counters, summed over CPUs, read in one batch."""
         _, stats = self._maps()
+        installed, per_cpu, ks = self._installed, self._per_cpu, KEY_SIZE
+        out: dict[OffloadKey, FlowStats] = {}
         try:
-            return {decode_key(k): decode_stats(v) for k, v in stats.items()}
+            for kraw, vraw, _ in stats.batches():
+                for i, v in enumerate(per_cpu.iter_unpack(vraw)):  # each element: every CPU's counters
+                    kb = kraw[i * ks:(i + 1) * ks]
+                    out[installed.get(kb) or decode_key(kb)] = FlowStats(sum(v[0::3]), sum(v[1::3]), max(v[2::3]))
         except OSError as e:
             raise OffloadError(f"offload map read failed: {e.strerror or e}") from None
+        return out
 
     def action(self, key: OffloadKey) -> bytes | None:
         """The encoded action installed for `key` (None: none), as the program reads it."""
@@ -306,6 +317,7 @@ class Datapath:
             if m is not None:
                 m.close()
         self._flows = self._stats = None
+        self._installed.clear()
         if self._mounted:
             _umount(self.bpffs)
             self._mounted = False
