@@ -226,6 +226,10 @@ def test_udp_flow_is_carried_translated(lab: Lab, tx: bool, portmap: bool) -> No
     assert (there.packets, home.packets) == (10, 10)
     assert there.bytes == sum(20 + 8 + 100 + i for i in range(10))
     assert 0 < there.last_seen_ns <= time.monotonic_ns()
+    lab.install(plans)  # written again (a new MAC, a new MTU): the counters stay
+    assert lab.counters(keys) == [there, home]
+    lab.dp.remove(keys[0])  # removed: its counters go with it
+    assert set(lab.dp.stats()) == {keys[1]}
 
 
 def _recv_exactly(s: socket.socket, n: int) -> bytes:
