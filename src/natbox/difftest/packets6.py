@@ -30,7 +30,8 @@ __all__ = ["ETH_P_IPV6", "build_crafted6", "decode_ip6", "is_link_chatter", "l4_
 
 ETH_P_IPV6 = 0x86DD
 ICMP6_ERRORS = (1, 2, 3, 4)
-_CHATTER = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+# MLD, RS/RA, NS/NA: left out. Redirects (137) are compared: the router sends them (ndisc_send_redirect).
+_CHATTER = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
 _EXT = (0, 43, 60)  # HBH, routing, destination options: skipped when decoding
 _V6 = 40  # fixed header
 

@@ -14,9 +14,11 @@ nf_defrag_ipv6's hook at -400 (ipv6-semantics.md §1.5).
   `frag_list` = the fragments' data sizes in offset order, so `ip6_fragment` sends it again at the received
   geometry under a new id (engine/ip6_output.py). The unfragmentable part is the fixed header and the
   Hop-by-Hop, Routing and Destination headers before the Fragment header.
-- A queue not complete within `nf_conntrack_frag6_timeout` (60 s) is dropped (no ICMPv6 Time Exceeded
-  from natbox: docs/differences.md); at most FRAG6_HIGH_THRESH bytes are held (new fragments are dropped
-  beyond it, as `inet_frag_find` refuses them).
+- A queue not complete within `nf_conntrack_frag6_timeout` (60 s) is dropped (`nf_ct_frag6_expire` →
+  `ip6frag_expire_frag_queue`): when its first fragment came, that fragment, as received, earns its sender
+  ICMPv6 Time Exceeded code 1 (fragment reassembly time exceeded), for forwarded datagrams too (there is no
+  IPv4-style `frag_expire_skip_icmp` for IPv6); the caller sends it (`expire` returns the queues). At most
+  FRAG6_HIGH_THRESH bytes are held (new fragments are dropped beyond it, as `inet_frag_find` refuses them).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from natbox.wire.layout import (
     IP6OPT_NEXTHDR,
 )
 
-__all__ = ["FRAG6_HIGH_THRESH", "FRAG6_TIMEOUT", "Defrag6", "Defrag6Result"]
+__all__ = ["FRAG6_HIGH_THRESH", "FRAG6_TIMEOUT", "Defrag6", "Defrag6Result", "Expired6"]
 
 FRAG6_TIMEOUT = 60.0  # net.netfilter.nf_conntrack_frag6_timeout
 FRAG6_HIGH_THRESH = 4194304  # nf_conntrack_frag6_high_thresh (bytes held)
@@ -57,6 +59,18 @@ class _Queue:
     end: int = -1  # the datagram's length, once the last fragment came
     max_plen: int = 0  # the largest fragment's payload length
     size: int = 0
+    first: bytes = b""  # the fragment with offset 0 as received (the queue's head, for the Time Exceeded)
+    iif: str = ""  # fq->iif: the device of the latest fragment
+
+
+@dataclass(frozen=True)
+class Expired6:
+    """A queue `ip6frag_expire_frag_queue` dropped: its fragments, and the first one as received (empty when it
+    never came: then no error) with the device of the latest fragment."""
+
+    fragments: int
+    head: bytes
+    iif: str
 
 
 @dataclass(frozen=True)
@@ -93,14 +107,15 @@ class Defrag6:
     def next_deadline(self) -> float | None:
         return min((q.first_seen + FRAG6_TIMEOUT for q in self._queues.values()), default=None)
 
-    def expire(self, now: float) -> int:
-        """Drop the queues past their timeout; returns how many fragments went."""
+    def expire(self, now: float) -> list[Expired6]:
+        """Drop the queues past their timeout (`nf_ct_frag6_expire`); returns them, oldest first."""
         gone = [k for k, q in self._queues.items() if now >= q.first_seen + FRAG6_TIMEOUT]
-        n = 0
+        out = []
         for k in gone:
-            n += len(self._queues[k].pieces)
+            q = self._queues[k]
+            out.append(Expired6(len(q.pieces), q.first, q.iif))
             self._kill(k)
-        return n
+        return out
 
     def _kill(self, key: tuple[int, int, int, str]) -> None:
         q = self._queues.pop(key, None)
@@ -150,6 +165,9 @@ class Defrag6:
                 self._kill(key)
                 return Defrag6Result(None, DropReason.FRAG_OVERLAP, "overlapping fragments (RFC 5722)")
         q.pieces[offset] = payload
+        q.iif = iif
+        if offset == 0:
+            q.first = bytes(data)
         q.size += len(payload)
         self.mem += len(payload)
         q.max_plen = max(q.max_plen, plen)

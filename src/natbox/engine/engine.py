@@ -350,7 +350,12 @@ class Engine:
             self._neigh6_timers(now)
         for q in self.defrag.expire(now):
             self._icmp.frag_expired(q)
-        self._st.stats[str(DropReason.FRAG_TIMEOUT)] += self.defrag6.expire(now)
+        for q6 in self.defrag6.expire(now):
+            self._st.stats[str(DropReason.FRAG_TIMEOUT)] += q6.fragments
+            if q6.head:  # ip6frag_expire_frag_queue: Time Exceeded (3), reassembly (1), about the first fragment
+                head = self._st.skb = Skb6(bytearray(q6.head), iif=q6.iif)
+                self._out6.icmp6_send(head, 3, 1)
+                self._st.skb = None
         self._local.flush(now)
         return out
 

@@ -71,6 +71,18 @@ class IcmpRateLimiter:
         peer.rate_tokens = token
         return ok
 
+    def peer_allow(self, addr: int, timeout: float, now: float) -> bool:
+        """`inet_peer_xrlim_allow(peer, timeout)` on `addr`'s peer: the token bucket `allow_error` also spends
+        (IPv6 redirects pace themselves on it with 1 s, per destination and per source)."""
+        peer = self._peer(addr, now)
+        token = min(peer.rate_tokens + (now - peer.rate_last), XRLIM_BURST_FACTOR * timeout)
+        peer.rate_last = now
+        ok = token >= timeout
+        if ok:
+            token -= timeout
+        peer.rate_tokens = token
+        return ok
+
     def allow_redirect(self, src: int, now: float) -> bool:
         """`ip_rt_send_redirect()`'s pacing for redirects to `src`; True means send one now."""
         peer = self._peer(src, now)

@@ -6,9 +6,11 @@ a multicast group the device joined or an own address is delivered locally; no r
 Unreachable (no route) before any hop-limit check (§1.2); `all.forwarding` 0 drops silently.
 `ip6_forward` then checks, in the kernel's order (§1.3): not for this host at L2 → drop; hop limit ≤ 1 →
 Time Exceeded; a source that is unspecified, multicast or loopback → drop, link-local and leaving its link →
-Destination Unreachable "beyond scope"; bigger than the out MTU (at least 1280; a reassembled datagram by
+Destination Unreachable "beyond scope"; leaving by the device it came in on → an ICMPv6 Redirect
+(`ndisc_send_redirect`, §4.4: at most one a second per destination after a burst of 6, and the same per
+source) and the packet is still forwarded; bigger than the out MTU (at least 1280; a reassembled datagram by
 its largest fragment; GSO by segment) → Packet Too Big; then the hop limit is decremented (no checksum)
-and FORWARD runs. Redirects for hairpinned packets (§4.4) are not sent (docs/differences.md).
+and FORWARD runs.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from natbox.netfilter import NF_ACCEPT, DropReason, Hook
 from natbox.skb import PacketType, Skb6
 from natbox.wire import icmpv6
 from natbox.wire.ipv6 import (
+    HOPOPTS_DROP,
     IPV6_MIN_MTU,
     NEXTHDR_ICMP,
     format_addr6,
     ip6_rcv_core,
     is_link_local,
     is_multicast,
+    parse_hopopts,
 )
 from natbox.wire.layout import (
     ICMP6H_IDENTIFIER,
@@ -40,6 +44,9 @@ from natbox.wire.layout import (
     ICMP6H_SEQUENCE,
     ICMP6H_TYPE,
     IP6H_HOP_LIMIT,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_PAYLOAD_LEN,
     L4_DPORT,
     TCPH_DOFF,
 )
@@ -47,7 +54,7 @@ from natbox.wire.layout import (
 __all__ = ["Ip6Input"]
 
 _LOOPBACK = 1
-
+REDIRECT6_RATE = 1.0  # ip6_forward and ndisc_send_redirect: inet_peer_xrlim_allow(peer, 1*HZ)
 
 class Ip6Input:
     """The IPv6 receive side of one engine (see the module docstring)."""
@@ -69,6 +76,8 @@ class Ip6Input:
             raise Drop(DropReason.OTHERHOST, "ipv6_rcv", "frame for another host")
         data, reason = ip6_rcv_core(payload, loopback=dev.kind == "loopback")
         if data is None:
+            if reason == DropReason.IP6_BAD_EXTHDR and len(payload) > IP6H_NEXTHDR and payload[IP6H_NEXTHDR] == 0:
+                self._hopopts_param_prob(payload, dev, pkt_id, ptype)
             raise Drop(reason or DropReason.IP6_HDR_TRUNCATED, "ip6_rcv_core")
         st = self._st
         skb = Skb6(data, iif=dev.name, pkt_id=pkt_id)
@@ -87,6 +96,22 @@ class Ip6Input:
             self.rcv_skb(skb)
         finally:
             st.flush_trace(skb)
+
+    def _hopopts_param_prob(self, payload: bytes, dev: Interface, pkt_id: int, ptype: PacketType) -> None:
+        """`ip6_tlvopt_unknown`: an unrecognised Hop-by-Hop option whose type asks for it earns the sender
+        Parameter Problem code 2 pointing at the option (`icmpv6_param_prob`), before PREROUTING: no conntrack
+        entry is attached to the error."""
+        plen = (payload[IP6H_PAYLOAD_LEN] << 8) | payload[IP6H_PAYLOAD_LEN + 1]
+        data = bytearray(payload[:IP6H_LEN + plen])
+        off = parse_hopopts(data) if plen and len(data) == IP6H_LEN + plen else HOPOPTS_DROP
+        if off < 0:
+            return
+        skb = self._st.skb = Skb6(data, iif=dev.name, pkt_id=pkt_id)
+        skb.pkt_type = ptype
+        try:
+            self._out.icmp6_send(skb, icmpv6.ICMPV6_PARAMPROB, icmpv6.ICMPV6_UNK_OPTION, info=off)
+        finally:
+            self._st.skb = None
 
     def rcv_skb(self, skb: Skb6) -> None:
         """NF_INET_PRE_ROUTING, then `ip6_rcv_finish`."""
@@ -141,6 +166,9 @@ class Ip6Input:
             if is_link_local(saddr):
                 self._out.icmp6_send(skb, icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_NOT_NEIGHBOUR)
                 raise Drop(DropReason.BEYOND_SCOPE, "ip6_forward", f"link-local source {format_addr6(saddr)}")
+        # in == out: a redirect (to the route's gateway, or the destination itself), paced per destination
+        elif self._out.rate.peer_allow(skb.daddr, REDIRECT6_RATE, self._ctx.now):
+            self._out.ndisc_send_redirect(skb, skb.nexthop or skb.daddr)
         out = self._host.interfaces[skb.oif]
         mtu = max(out.mtu, IPV6_MIN_MTU)
         if self.pkt_too_big(skb, mtu):

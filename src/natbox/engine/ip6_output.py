@@ -264,12 +264,42 @@ class Ip6Output:
 
     # --- ICMPv6 errors ---------------------------------------------------------------------------
 
+    def ndisc_send_redirect(self, skb: Skb6, target: int) -> None:
+        """`ndisc_send_redirect()` (§4.4): from the in-device's link-local address to the offending source,
+        only if the target is the destination itself or a link-local router, the source is on-link (its route
+        has no gateway), and its own per-source pacing (1 s, burst 6) allows; the Target Link-Layer option
+        when the target's neighbour entry is valid. Sent by `ndisc_send_skb` through LOCAL_OUT and POSTROUTING
+        without a conntrack attachment."""
+        dev = self._host.interfaces.get(skb.iif)
+        if dev is None:
+            return
+        lladdr = self._fib6.link_local(dev)
+        if lladdr is None:
+            skb.add_trace(f"ndisc_send_redirect: no link-local address on {dev.name}")
+            return
+        daddr, saddr = skb.daddr, skb.saddr
+        if target != daddr and not (is_link_local(target) and not is_multicast(target)):
+            skb.add_trace("ndisc_send_redirect: target address is not link-local unicast")
+            return
+        res = self._fib6.lookup(saddr, dev.name)  # ip6_route_output with the device (RT6_LOOKUP_F_IFACE)
+        if res is None or res.type != RTN_UNICAST or res.dev != dev.name or res.nexthop != saddr:
+            skb.add_trace("ndisc_send_redirect: destination is not a neighbour")
+            return
+        if not self.rate.peer_allow(saddr, 1.0, self._ctx.now):
+            skb.add_trace(f"ndisc_send_redirect: rate-limited for {format_addr6(saddr)}")
+            return
+        mac = self._neighs.valid_ha(dev.name, target)
+        msg = icmpv6.build_redirect(lladdr, saddr, target, daddr, mac, skb.data)
+        skb.add_trace(f"ndisc_send_redirect: {format_addr6(daddr)} to {format_addr6(target)} for {format_addr6(saddr)}")
+        self.queue_local(msg, None, dev.name)
+
     def icmp6_send(self, skb: Skb6, icmp_type: int, code: int, info: int = 0) -> None:
         """`icmp6_send()` (see the module docstring)."""
         data = skb.data
         saddr, daddr = skb.saddr, skb.daddr
-        always = icmp_type == icmpv6.ICMPV6_PKT_TOOBIG or (icmp_type == icmpv6.ICMPV6_PARAMPROB
-                                                          and code == icmpv6.ICMPV6_UNK_OPTION)
+        always = icmp_type == icmpv6.ICMPV6_PKT_TOOBIG or (  # opt_unrec: an option whose type says "send"
+            icmp_type == icmpv6.ICMPV6_PARAMPROB and code == icmpv6.ICMPV6_UNK_OPTION and info < len(data)
+            and data[info] & 0xC0 == 0x80)
         if (is_multicast(daddr) or skb.pkt_type not in _HOST_LIKE) and not always:
             skb.add_trace("icmp6_send: no error about a multicast or not-for-us packet")
             return

@@ -567,6 +567,12 @@ class NeighTable(Generic[T]):
             self._remove(key, dropped)
         return dropped
 
+    def valid_ha(self, dev: str, addr: int) -> bytes | None:
+        """The entry's link-layer address when its state is NUD_VALID (read without touching the entry, as
+        `ndisc_send_redirect` reads `neigh->ha`), else None."""
+        e = self._entries.get((dev, addr))
+        return e.ha if e is not None and e.state & NUD_VALID else None
+
     def state(self, dev: str, addr: int) -> Nud | None:
         """The entry's NUD state, None if there is no entry."""
         e = self._entries.get((dev, addr))

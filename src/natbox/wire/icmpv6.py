@@ -36,6 +36,7 @@ __all__ = [
     "build_icmpv6_error",
     "build_na",
     "build_ns",
+    "build_redirect",
     "icmpv6_checksum",
     "icmpv6_is_ineligible",
     "set_icmpv6_checksum",
@@ -172,6 +173,25 @@ def build_na(saddr: int, daddr: int, target: int, flags: int, tgt_mac: bytes | N
     if tgt_mac is not None:
         body += _lladdr_opt(ND_OPT_TARGET_LL_ADDR, tgt_mac)
     msg = build_icmpv6(saddr, daddr, NDISC_NEIGHBOUR_ADVERTISEMENT, 0, bytes([flags, 0, 0, 0]), body)
+    return bytes(build_ipv6(saddr, daddr, NEXTHDR_ICMP, msg, hop_limit=NDISC_HOP_LIMIT))
+
+
+ND_OPT_REDIRECT_HDR = 4
+RD_MSG_LEN = 40  # sizeof(struct rd_msg): the ICMPv6 header, target, destination
+
+
+def build_redirect(saddr: int, daddr: int, target: int, dest: int, tgt_mac: bytes | None,
+                   offending: bytes | bytearray) -> bytes:
+    """`ndisc_send_redirect`'s message: type 137 with `target` and `dest`, the Target Link-Layer option when
+    the target's neighbour entry is valid, then the Redirected Header option (type 4) quoting the offending
+    packet, `rd_len = min(1280 - 40 - 40, len + 8) & ~7` bytes with its 8-byte option header; hop limit 255."""
+    body = target.to_bytes(16, "big") + dest.to_bytes(16, "big")
+    if tgt_mac is not None:
+        body += _lladdr_opt(ND_OPT_TARGET_LL_ADDR, tgt_mac)
+    rd_len = min(IPV6_MIN_MTU - IP6H_LEN - RD_MSG_LEN, len(offending) + 8) & ~7
+    if rd_len:
+        body += bytes([ND_OPT_REDIRECT_HDR, rd_len >> 3]) + bytes(6) + bytes(offending[:rd_len - 8])
+    msg = build_icmpv6(saddr, daddr, NDISC_REDIRECT, 0, bytes(4), body)
     return bytes(build_ipv6(saddr, daddr, NEXTHDR_ICMP, msg, hop_limit=NDISC_HOP_LIMIT))
 
 

@@ -29,6 +29,8 @@ from natbox.wire.layout import (
 )
 
 __all__ = [
+    "HOPOPTS_DROP",
+    "HOPOPTS_OK",
     "IP6_FH_F_AUTH",
     "IP6_FH_F_FRAG",
     "IP6_FH_F_SKIP_RH",
@@ -51,6 +53,7 @@ __all__ = [
     "ipv6_find_hdr",
     "ipv6_skip_exthdr",
     "parse_addr6",
+    "parse_hopopts",
     "pseudo6_sum",
 ]
 
@@ -311,36 +314,63 @@ def ip6_rcv_core(payload: bytes | bytearray, *, loopback: bool = False) -> tuple
     if IP6H_LEN + plen > n:
         return None, DropReason.IP6_BAD_PAYLOAD_LEN
     data = bytearray(payload[:IP6H_LEN + plen])
-    if nexthdr == NEXTHDR_HOP and not _hopopts_ok(data):
+    if nexthdr == NEXTHDR_HOP and parse_hopopts(data) != HOPOPTS_OK:
         return None, DropReason.IP6_BAD_EXTHDR
     return data, None
 
 
-def _hopopts_ok(data: bytearray) -> bool:
-    """`ipv6_parse_hopopts` → `ip6_parse_tlv`: the header fits and its options are well formed; an unknown
-    option whose type's top two bits are not 00 discards the packet (the Parameter Problem it may send is
-    not modelled)."""
+HOPOPTS_OK = -1  # parse_hopopts: the header may pass
+HOPOPTS_DROP = -2  # parse_hopopts: dropped without an error
+IPV6_TLV_PAD1, IPV6_TLV_PADN, IPV6_TLV_ROUTERALERT = 0, 1, 5
+MAX_HBH_OPTS_CNT = 8  # net.ipv6.max_hbh_opts_number (IP6_DEFAULT_MAX_HBH_OPTS_CNT)
+
+
+def parse_hopopts(data: bytes | bytearray) -> int:
+    """`ipv6_parse_hopopts` → `ip6_parse_tlv(true, skb, max_hbh_opts_cnt)`: HOPOPTS_OK, HOPOPTS_DROP, or the
+    offset of an unrecognised option that earns the sender ICMPv6 Parameter Problem code 2 (its type's top
+    bits 10, or 11 with a unicast destination: `ip6_tlvopt_unknown`). Malformed: the header shorter than 8
+    bytes or past the packet, an option past the header, more than 7 bytes of padding in a row, PadN with
+    non-zero bytes, a Router Alert not 2 bytes long, more than 8 non-padding options. Unknown options with
+    top bits 00 are skipped, with 01 dropped silently. Jumbo, CALIPSO and IOAM options are not modelled
+    (natbox's links carry no jumbograms; the others are skipped as unknown, as with their features off)."""
     start = IP6H_LEN
-    if start + 2 > len(data):
-        return False
+    if start + 8 > len(data):
+        return HOPOPTS_DROP
     end = start + ((data[start + IP6OPT_HDRLEN] + 1) << 3)
     if end > len(data):
-        return False
-    off = start + 2
+        return HOPOPTS_DROP
+    off, padlen, count = start + 2, 0, 0
     while off < end:
         opt = data[off]
-        if opt == 0:  # Pad1
+        if opt == IPV6_TLV_PAD1:
+            padlen += 1
+            if padlen > 7:
+                return HOPOPTS_DROP
             off += 1
             continue
         if off + 2 > end:
-            return False
+            return HOPOPTS_DROP
         olen = data[off + 1] + 2
         if off + olen > end:
-            return False
-        if opt not in (1, 5) and opt >> 6:  # PadN, Router Alert; unknown with a discard action
-            return False
+            return HOPOPTS_DROP
+        if opt == IPV6_TLV_PADN:
+            padlen += olen
+            if padlen > 7 or any(data[off + 2:off + olen]):
+                return HOPOPTS_DROP
+        else:
+            count += 1
+            if count > MAX_HBH_OPTS_CNT:
+                return HOPOPTS_DROP
+            if opt == IPV6_TLV_ROUTERALERT:
+                if olen != 4:
+                    return HOPOPTS_DROP
+            elif opt >> 6 == 1 or (opt >> 6 == 3 and data[IP6H_DADDR] == 0xFF):
+                return HOPOPTS_DROP
+            elif opt >> 6:
+                return off
+            padlen = 0
         off += olen
-    return True
+    return HOPOPTS_OK
 
 
 def build_ipv6(saddr: int, daddr: int, nexthdr: int, payload: bytes | bytearray, *, hop_limit: int = 64,
