@@ -49,6 +49,7 @@ pytestmark = pytest.mark.netns
 SOL_PACKET, PACKET_AUXDATA, TP_STATUS_CSUMNOTREADY, PACKET_OUTGOING = 263, 8, 8, 4
 _AUX = struct.Struct("=IIIHHHH")
 UDP_PORT, TCP_PORT = 5000, 5001
+UDP_SEGMENT = 103  # linux/udp.h: the socket option of UDP GSO
 
 
 @dataclass
@@ -406,3 +407,37 @@ def test_per_protocol_packet_sockets_see_only_what_goes_up(lab: Lab) -> None:
         assert seen(tap) == [carried, punted]
         assert seen(ip_only) == [punted]
     assert lab.counters(keys)[0].packets == 1
+
+
+def test_udp_gso_super_packets(lab: Lab) -> None:
+    """A UDP_SEGMENT send crosses the veth as one GSO packet: carried whole while its segments fit the out
+    MTU (bpf_check_mtu with BPF_MTU_CHK_SEGS), passed up once they do not."""
+    _offload_peers(lab, True)
+    cport = 44000 + os.getpid() % 1000
+    flows = RouterFlows(*lab.macs)
+    flows.udp(cport, UDP_PORT)
+    keys = lab.install(flows.flow_plans(17, cport))
+    lab.forwarding(False)
+    with enter_netns(lab.server):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with enter_netns(lab.client):
+        cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with srv, cli, _capture(lab.server, "s0") as cap:
+        srv.bind(("198.51.100.2", UDP_PORT))
+        srv.settimeout(2)
+        cli.bind(("10.0.1.2", cport))
+        cli.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1000)
+        payload = os.urandom(10_000)
+        cli.sendto(payload, ("198.51.100.2", UDP_PORT))
+        got = [srv.recv(2000) for _ in range(10)]
+        assert b"".join(got) == payload
+        frames = [f for f in _received(cap) if f[0][ETH_HDR_LEN + IPH_PROTOCOL] == 17]
+        assert lab.counters(keys)[0].packets == 1  # one GSO packet
+        assert [len(f) for f, _ in frames] == [ETH_HDR_LEN + IPH_MIN_LEN + 8 + 10_000]
+        _check_frame(*frames[0], PUBLIC, SERVER)
+        # segments bigger than the out MTU: the program passes the packet up (forwarding is off: dropped)
+        lab.sh(lab.router, "ip", "link", "set", "eth1", "mtu", "1400")
+        cli.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1450)
+        cli.sendto(payload[:2900], ("198.51.100.2", UDP_PORT))
+        assert [f for f in _received(cap) if f[0][ETH_HDR_LEN + IPH_PROTOCOL] == 17] == []
+        assert lab.counters(keys)[0].packets == 1
