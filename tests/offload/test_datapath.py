@@ -12,7 +12,7 @@ import pytest
 
 from natbox.adapters.netns import enter_netns, run_in_netns, temp_netns
 from natbox.offload import datapath
-from natbox.offload.datapath import Datapath, OffloadError, OffloadUnavailable, probe
+from natbox.offload.datapath import Datapath, OffloadError, OffloadUnavailable, detach_stale, probe
 from natbox.offload.entry import FlowStats, OffloadAction, OffloadKey, decode_action
 from natbox.testing.live import netns_reason, require_programs
 
@@ -106,3 +106,17 @@ def test_a_given_workdir_is_kept_with_its_object(netns: str, tmp_path: Path) -> 
             assert second.object == obj and os.stat(obj).st_mtime_ns == built  # reused, not rebuilt
         finally:
             second.close()
+
+
+def test_a_filter_left_behind_is_removed(netns: str, tmp_path: Path) -> None:
+    """A natbox that died without close() leaves its program forwarding: detach_stale takes it away."""
+    with enter_netns(netns):
+        dp = Datapath(str(tmp_path / "dp"))
+        dp.attach("a0")
+        dp._attached.clear()  # as if the process had died: close() no longer knows the device
+        dp.close()
+        assert "natbox_offload" in run_in_netns(netns, ["tc", "filter", "show", "dev", "a0", "ingress"]).stdout
+        assert detach_stale("a0")
+        assert not detach_stale("a0")
+        assert not detach_stale("b0")
+    assert "bpf" not in run_in_netns(netns, ["tc", "filter", "show", "dev", "a0", "ingress"]).stdout

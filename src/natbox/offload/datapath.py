@@ -46,7 +46,7 @@ from natbox.offload.entry import (
     encode_key,
 )
 
-__all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadUnavailable", "ifindex", "probe"]
+__all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadUnavailable", "detach_stale", "ifindex", "probe"]
 
 SOURCE = Path(__file__).with_name("natbox_offload.bpf.c")
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall")
@@ -152,6 +152,20 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
         return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise OffloadError(f"{argv[0]} failed: {e}") from None
+
+
+def detach_stale(ifname: str) -> bool:
+    """Remove natbox's filter from `ifname`'s ingress if one is there (left by a natbox that did not close
+    its Datapath: its program would go on forwarding the flows it held); whether there was one. A gateway
+    starting on a device calls this, with --offload or without."""
+    shown = _run(["tc", "filter", "show", "dev", ifname, "ingress", "pref", str(TC_PREF)])
+    if shown.returncode != 0 or "natbox_offload" not in shown.stdout:
+        return False
+    done = _run(["tc", "filter", "del", "dev", ifname, "ingress", "pref", str(TC_PREF), "handle", str(TC_HANDLE),
+                 "bpf"])
+    if done.returncode != 0:
+        raise OffloadError(f"tc could not remove natbox's old filter from {ifname}: {_last_line(done.stderr)}")
+    return True
 
 
 def _last_line(text: str) -> str:
