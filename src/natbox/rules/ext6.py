@@ -20,17 +20,17 @@ __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES
 IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl",
                                                 # implemented for IPv4 only so far (their IPv6 forms print and
                                                 # hash IPv6 addresses): ip6tables says natbox lacks them
-                                                "recent", "hashlimit", "connlimit", "socket", "rpfilter",
-                                                "cluster", "ipvs", "osf"})
+                                                "socket", "rpfilter", "cluster", "ipvs", "osf"})
 IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT",
                                                 "TEE", "TPROXY", "HMARK"})
 
-# Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not.
+# Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not. Not osf:
+# libxt_osf is NFPROTO_IPV4 only ("Couldn't load match `osf':No such file or directory", recorded).
 IP6TABLES_MATCH_NAMES = frozenset({
     "addrtype", "ah", "bpf", "cgroup", "cluster", "comment", "connbytes", "connlabel", "connlimit", "connmark",
     "conntrack", "cpu", "dccp", "devgroup", "dscp", "dst", "ecn", "esp", "eui64", "frag", "hashlimit", "hbh",
     "helper", "hl", "icmp6", "ipcomp", "iprange", "ipv6header", "ipvs", "length", "limit", "mac", "mark", "mh",
-    "multiport", "nfacct", "osf", "owner", "physdev", "pkttype", "policy", "quota", "rateest", "recent",
+    "multiport", "nfacct", "owner", "physdev", "pkttype", "policy", "quota", "rateest", "recent",
     "rpfilter", "rt", "sctp", "set", "socket", "srh", "state", "statistic", "string", "tcp", "tcpmss", "time",
     "tos", "u32", "udp",
 })

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RulesError
 
-__all__ = ["XtFlags", "XtOptSpec", "parse_plen", "plen_mask"]
+__all__ = ["XtFlags", "XtOptSpec", "parse_plen", "parse_plen6", "plen_mask", "plen_mask6"]
 
 
 class XtOptSpec(NamedTuple):
@@ -108,3 +108,27 @@ def plen_mask(hlen: int) -> int:
     if hlen <= 32:
         return (0xFFFFFFFF << (32 - hlen)) & 0xFFFFFFFF
     return 0xFFFFFFFF
+
+
+def parse_plen6(ext: str, opt: str, text: str) -> int:
+    """`xtopt_parse_plen` in ip6tables: a prefix length 0-128, or an IPv6 mask whose prefix length it is (255
+    when it is no prefix)."""
+    v = parse_uint(text, 0, 128)
+    if v is not None and text.isdigit():
+        return v
+    try:
+        from natbox.wire.ipv6 import parse_addr6
+
+        mask = parse_addr6(text)
+    except ValueError:
+        raise RulesError(f'{ext}: bad value for option "--{opt}", neither a valid network mask nor valid CIDR '
+                         f'(0-128).\n') from None
+    inv = ~mask & ((1 << 128) - 1)
+    return 128 - inv.bit_length() if inv & (inv + 1) == 0 else 255
+
+
+def plen_mask6(hlen: int) -> int:
+    """The IPv6 mask of a prefix length (255: all ones)."""
+    if hlen > 128:
+        return (1 << 128) - 1
+    return ((1 << 128) - 1) ^ ((1 << (128 - hlen)) - 1)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from natbox.conntrack.conn import Conn
-from natbox.netfilter import CtStatus, TcpState
+from natbox.netfilter import NFPROTO_IPV6, CtStatus, TcpState
 from natbox.rules.api import XtContext
-from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen, plen_mask
+from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen, parse_plen6, plen_mask, plen_mask6
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
 from natbox.rules.xtstate import jiffies
@@ -150,7 +150,7 @@ class Connlimit(Match):
     def __init__(self) -> None:
         self.limit = 0
         self.flags_ = 0  # XT_CONNLIMIT_*
-        self.mask = 0xFFFFFFFF
+        self.mask: int | None = None  # None: all ones (libxt_connlimit's init, for either family)
         self.xflags = XtFlags("connlimit", _SPECS)
         self.data = ConnCount()
 
@@ -162,7 +162,10 @@ class Connlimit(Match):
             if inverted == (e.id == O_ABOVE):  # "upto N" is the inverse of "above N"
                 self.flags_ |= XT_CONNLIMIT_INVERT
         elif e.id == O_MASK:
-            self.mask = plen_mask(parse_plen("connlimit", opt, a))
+            if rule.family == NFPROTO_IPV6:
+                self.mask = plen_mask6(parse_plen6("connlimit", opt, a))
+            else:
+                self.mask = plen_mask(parse_plen("connlimit", opt, a))
         elif e.id == O_SADDR:
             self.flags_ &= ~XT_CONNLIMIT_DADDR
         else:
@@ -173,9 +176,17 @@ class Connlimit(Match):
             raise RulesError('You must specify "--connlimit-above" or "--connlimit-upto".')
         self.xflags.fcheck()
 
+    def _mask(self) -> int:
+        full = (1 << 128) - 1 if self.family == NFPROTO_IPV6 else 0xFFFFFFFF
+        return full if self.mask is None else self.mask
+
     def _bits(self) -> int:
-        """`count_bits4`: 32 minus the position of the highest clear bit of the mask, plus one."""
-        return 32 - (~self.mask & 0xFFFFFFFF).bit_length()
+        """`count_bits4`: 32 minus the position of the highest clear bit of the mask, plus one;
+        `count_bits6`: the same over each 32-bit word of the IPv6 mask, from 128."""
+        mask = self._mask()
+        if self.family == NFPROTO_IPV6:
+            return 128 - sum((~(mask >> s) & 0xFFFFFFFF).bit_length() for s in (96, 64, 32, 0))
+        return 32 - (~mask & 0xFFFFFFFF).bit_length()
 
     def save(self) -> str:
         inv = self.flags_ & XT_CONNLIMIT_INVERT
@@ -187,7 +198,7 @@ class Connlimit(Match):
         return f" #conn {side}/{self._bits()} {'<=' if self.flags_ & XT_CONNLIMIT_INVERT else '>'} {self.limit}"
 
     def compile(self) -> MatchFn:
-        limit, mask, data = self.limit, self.mask, self.data
+        limit, mask, data = self.limit, self._mask(), self.data
         dest, invert = bool(self.flags_ & XT_CONNLIMIT_DADDR), bool(self.flags_ & XT_CONNLIMIT_INVERT)
 
         def connlimit_mt(skb: Skb, ctx: XtContext) -> bool:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
-from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen
+from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen, parse_plen6
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.rules.xtstate import HZ, XtState, jiffies, msecs_to_jiffies
 from natbox.rules.xtstate.hashlimit import (
     CREDITS_PER_JIFFY_BYTES,
+    IP6T_SUFFIX,
     U64,
     XT_HASHLIMIT_BYTES,
     XT_HASHLIMIT_HASH_DIP,
@@ -219,7 +221,8 @@ class Hashlimit(Match):
         elif e.id == O_BURST:
             cfg.burst = parse_burst(a)
         elif e.id in (O_SRCMASK, O_DSTMASK):
-            plen = parse_plen("hashlimit", opt, a)  # XTTYPE_PLEN; the kernel refuses more than 32
+            # XTTYPE_PLEN: 0-32, or 0-128 in ip6tables
+            plen = parse_plen6("hashlimit", opt, a) if rule.family == NFPROTO_IPV6 else parse_plen("hashlimit", opt, a)
             if e.id == O_SRCMASK:
                 cfg.srcmask = plen
             else:
@@ -257,6 +260,9 @@ class Hashlimit(Match):
         cfg = self.cfg
         if not self.flags.has(O_UPTO) and not self.flags.has(O_ABOVE):
             raise RulesError("You have to specify --hashlimit")
+        if rule.family == NFPROTO_IPV6:  # hashlimit_mt6_init: both masks 128
+            cfg.srcmask = cfg.srcmask if self.flags.has(O_SRCMASK) else 128
+            cfg.dstmask = cfg.dstmask if self.flags.has(O_DSTMASK) else 128
         if not self.flags.has(O_HTABLE_EXPIRE):
             cfg.expire = self.mult * 1000
         if cfg.mode & XT_HASHLIMIT_BYTES:
@@ -281,8 +287,9 @@ class Hashlimit(Match):
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         """`hashlimit_mt_check_common()` (and `xt_check_proc_name`)."""
         cfg, n = self.cfg, self.table_name
-        if (n in ("", ".", "..") or "/" in n or cfg.gc_interval == 0 or cfg.expire == 0 or cfg.srcmask > 32
-                or cfg.dstmask > 32):
+        top = 128 if rule.family == NFPROTO_IPV6 else 32
+        if (n in ("", ".", "..") or "/" in n or cfg.gc_interval == 0 or cfg.expire == 0 or cfg.srcmask > top
+                or cfg.dstmask > top):
             raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
         if cfg.mode & XT_HASHLIMIT_RATE_MATCH:
             if cfg.avg == 0 or cfg.avg > U32:
@@ -311,11 +318,12 @@ class Hashlimit(Match):
             out += f" {pfx}mode" + _print_mode(cfg.mode, "," if save else "-")
         if save:
             out += f" --hashlimit-name {self.table_name}"
+        host = 128 if self.family == NFPROTO_IPV6 else 32
         for val, word, show in ((cfg.size, "htable-size", cfg.size != 0), (cfg.max, "htable-max", cfg.max != 0),
                                 (cfg.gc_interval, "htable-gcinterval", cfg.gc_interval != XT_HASHLIMIT_GCINTERVAL),
                                 (cfg.expire, "htable-expire", cfg.expire != quantum),
-                                (cfg.srcmask, "srcmask", cfg.srcmask != 32),
-                                (cfg.dstmask, "dstmask", cfg.dstmask != 32)):
+                                (cfg.srcmask, "srcmask", cfg.srcmask != host),
+                                (cfg.dstmask, "dstmask", cfg.dstmask != host)):
             if show:
                 out += f" {pfx}{word} {val}"
         if cfg.mode & XT_HASHLIMIT_RATE_MATCH:
@@ -330,12 +338,17 @@ class Hashlimit(Match):
     def print_list(self, numeric: bool) -> str:
         return self._text("", False)
 
+    def _key(self) -> str:
+        """The table's key in XtState.hashlimit: ip6tables' tables are apart (htable_find_get's family)."""
+        return self.table_name + IP6T_SUFFIX if self.family == NFPROTO_IPV6 else self.table_name
+
     def xt_attach(self, state: XtState) -> tuple[str, str]:
-        hashlimit_attach(state.hashlimit, self.table_name, self.cfg, jiffies(state.now))
-        return "hashlimit", self.table_name
+        hashlimit_attach(state.hashlimit, self._key(), self.cfg, jiffies(state.now))
+        return "hashlimit", self._key()
 
     def compile(self) -> MatchFn:
-        cfg, name = self.cfg, self.table_name
+        cfg, name = self.cfg, self._key()
+        dst_key = _dst_key6 if self.family == NFPROTO_IPV6 else _dst_key
         mode = cfg.mode
         invert = bool(mode & XT_HASHLIMIT_INVERT)
         byte_cap = CREDITS_PER_JIFFY_BYTES * HZ
@@ -346,7 +359,7 @@ class Hashlimit(Match):
             t = hashlimit_attach(ctx.xt_state().hashlimit, name, cfg, now)
             if t is None:
                 return False
-            key = _dst_key(skb, t.cfg)
+            key = dst_key(skb, t.cfg)
             if key is None:
                 return False  # the kernel hotdrops a later fragment or a cut header
             t.gc(now)
@@ -400,6 +413,29 @@ def _dst_key(skb: Skb, cfg: HashlimitCfg) -> tuple[int, int, int, int] | None:
     proto = skb.protocol
     sport = dport = 0
     if proto in _PORT_PROTOS:
+        pos = skb.ihl + (4 if proto == 51 else 0)
+        if len(data) < pos + L4_PORTS_END:
+            return None
+        sport = int.from_bytes(data[pos + L4_SPORT:pos + L4_DPORT], "big")
+        dport = int.from_bytes(data[pos + L4_DPORT:pos + L4_PORTS_END], "big")
+    return (src, dst, sport if mode & XT_HASHLIMIT_HASH_SPT else 0, dport if mode & XT_HASHLIMIT_HASH_DPT else 0)
+
+
+def _dst_key6(skb: Skb, cfg: HashlimitCfg) -> tuple[int, int, int, int] | None:
+    """`hashlimit_init_dst()` for IPv6: masked 128-bit addresses (`hashlimit_ipv6_mask`); the ports after
+    `ipv6_skip_exthdr` (a non-first fragment has none: its protocol is the Fragment header's, ports 0)."""
+    mode = cfg.mode
+    full = (1 << 128) - 1
+    src = skb.saddr & (full ^ ((1 << (128 - cfg.srcmask)) - 1)) if mode & XT_HASHLIMIT_HASH_SIP else 0
+    dst = skb.daddr & (full ^ ((1 << (128 - cfg.dstmask)) - 1)) if mode & XT_HASHLIMIT_HASH_DIP else 0
+    if not mode & (XT_HASHLIMIT_HASH_DPT | XT_HASHLIMIT_HASH_SPT):
+        return src, dst, 0, 0
+    proto = skb.protocol
+    if proto < 0:
+        return None
+    sport = dport = 0
+    if proto in _PORT_PROTOS:
+        data = skb.data
         pos = skb.ihl + (4 if proto == 51 else 0)
         if len(data) < pos + L4_PORTS_END:
             return None

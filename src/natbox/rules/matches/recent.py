@@ -7,6 +7,7 @@ injected clock. ufw's `limit` rules are `--set` then `--update --seconds 30 --hi
 
 from __future__ import annotations
 
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
@@ -14,6 +15,7 @@ from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, Rule
 from natbox.rules.xtstate import HZ, XtState, jiffies
 from natbox.rules.xtstate.recent import XT_RECENT_MAX_NSTAMPS, recent_attach
 from natbox.skb import Skb
+from natbox.wire.ipv6 import format_addr6, parse_addr6
 
 __all__ = ["XT_RECENT_CHECK", "XT_RECENT_REAP", "XT_RECENT_REMOVE", "XT_RECENT_SET", "XT_RECENT_TTL",
            "XT_RECENT_UPDATE", "Recent"]
@@ -56,7 +58,7 @@ class Recent(Match):
         self.hit_count = 0
         self.list_name = "DEFAULT"
         self.dest = False  # side: XT_RECENT_DEST
-        self.mask = 0xFFFFFFFF
+        self.mask: int | None = None  # None: all ones (libxt_recent's init); else the rule family's mask
         self.flags = XtFlags("recent", _SPECS)
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
@@ -77,6 +79,13 @@ class Recent(Match):
             self.list_name = a[:XT_RECENT_NAME_LEN - 1]
         elif opt in ("rsource", "rdest"):
             self.dest = opt == "rdest"
+        elif opt == "mask" and rule.family == NFPROTO_IPV6:
+            if parse_ipv4(a) is not None:
+                raise RulesError("getaddrinfo: Address family for hostname not supported\n")
+            try:
+                self.mask = parse_addr6(a)
+            except ValueError:
+                raise RulesError("getaddrinfo: Name or service not known\n") from None
         elif opt == "mask":
             m = parse_ipv4(a) if a.count(".") == 3 else None
             if m is None:
@@ -117,23 +126,35 @@ class Recent(Match):
             out.append(("--rttl", "TTL-Match"))
         return out
 
+    def _mask_text(self) -> str:
+        if self.family == NFPROTO_IPV6:
+            return format_addr6((1 << 128) - 1 if self.mask is None else self.mask)
+        return _dotted(0xFFFFFFFF if self.mask is None else self.mask)
+
+    def _union_mask(self) -> int:
+        """The rule's `union nf_inet_addr` mask as a 128-bit int (an IPv4 mask is the first word)."""
+        if self.mask is None:
+            return (1 << 128) - 1
+        return self.mask if self.family == NFPROTO_IPV6 else (self.mask << 96) | ((1 << 96) - 1)
+
     def save(self) -> str:
         words = " ".join(s for s, _ in self._words())
         return ((" !" if self.invert else "") + (f" {words}" if words else "") + f" --name {self.list_name}"
-                + f" --mask {_dotted(self.mask)}" + (" --rdest" if self.dest else " --rsource"))
+                + f" --mask {self._mask_text()}" + (" --rdest" if self.dest else " --rsource"))
 
     def print_list(self, numeric: bool) -> str:
         words = "".join(f" {s}" for _, s in self._words())
         return ((" !" if self.invert else "") + " recent:" + words + f" name: {self.list_name}"
-                + (" side: dest" if self.dest else " side: source") + f" mask: {_dotted(self.mask)}")
+                + (" side: dest" if self.dest else " side: source") + f" mask: {self._mask_text()}")
 
     def xt_attach(self, state: XtState) -> tuple[str, str]:
-        recent_attach(state.recent, self.list_name, self.mask, self.hit_count)
+        recent_attach(state.recent, self.list_name, self._union_mask(), self.hit_count)
         return "recent", self.list_name
 
     def compile(self) -> MatchFn:
         cs, invert, seconds, hit_count = self.check_set, self.invert, self.seconds, self.hit_count
-        name, mask, dest, hit_count = self.list_name, self.mask, self.dest, self.hit_count
+        name, mask, dest, hit_count = self.list_name, self._union_mask(), self.dest, self.hit_count
+        v6 = self.family == NFPROTO_IPV6
         want_ttl = bool(cs & XT_RECENT_TTL)
         is_set, is_update = bool(cs & XT_RECENT_SET), bool(cs & XT_RECENT_UPDATE)
 
@@ -144,7 +165,8 @@ class Recent(Match):
             if skb.oif and skb.iif:  # "use TTL as seen before forwarding": forwarded, no local socket
                 ttl = (ttl + 1) & 0xFF
             t = recent_attach(ctx.xt_state().recent, name, mask, hit_count)
-            addr &= t.mask
+            # nf_inet_addr_mask with the table's mask; an IPv6 entry is keyed apart (its family)
+            addr = (addr & t.mask) | (1 << 128) if v6 else addr & (t.mask >> 96)
             now = jiffies(ctx.now)
             ret = invert
             e = t.lookup(addr, ttl if want_ttl else 0)

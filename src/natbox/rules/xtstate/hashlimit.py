@@ -19,10 +19,28 @@ from dataclasses import dataclass
 
 from natbox.rules.xtstate.clock import HZ, msecs_to_jiffies
 
-__all__ = ["CREDITS_PER_JIFFY", "CREDITS_PER_JIFFY_BYTES", "DEFAULT_SIZE", "HASHLIMIT_MAX_SIZE", "U64",
-           "XT_HASHLIMIT_BYTES", "XT_HASHLIMIT_HASH_DIP", "XT_HASHLIMIT_HASH_DPT", "XT_HASHLIMIT_HASH_SIP",
-           "XT_HASHLIMIT_HASH_SPT", "XT_HASHLIMIT_INVERT", "XT_HASHLIMIT_RATE_MATCH", "XT_HASHLIMIT_SCALE_V2",
-           "DstEnt", "HashlimitCfg", "HashlimitTable", "hashlimit_attach", "user2credits", "user2credits_byte"]
+__all__ = [
+    "CREDITS_PER_JIFFY",
+    "CREDITS_PER_JIFFY_BYTES",
+    "DEFAULT_SIZE",
+    "HASHLIMIT_MAX_SIZE",
+    "IP6T_SUFFIX",
+    "U64",
+    "XT_HASHLIMIT_BYTES",
+    "XT_HASHLIMIT_HASH_DIP",
+    "XT_HASHLIMIT_HASH_DPT",
+    "XT_HASHLIMIT_HASH_SIP",
+    "XT_HASHLIMIT_HASH_SPT",
+    "XT_HASHLIMIT_INVERT",
+    "XT_HASHLIMIT_RATE_MATCH",
+    "XT_HASHLIMIT_SCALE_V2",
+    "DstEnt",
+    "HashlimitCfg",
+    "HashlimitTable",
+    "hashlimit_attach",
+    "user2credits",
+    "user2credits_byte",
+]
 
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
@@ -87,10 +105,11 @@ class DstEnt:
 class HashlimitTable:
     """`struct xt_hashlimit_htable`: the config of the rule that created it, and its entries by key."""
 
-    __slots__ = ("cfg", "entries", "max", "name", "next_gc", "ratematch", "size")
+    __slots__ = ("cfg", "entries", "max", "name", "next_gc", "ratematch", "size", "v6")
 
     def __init__(self, name: str, cfg: HashlimitCfg, now: int) -> None:
         self.name = name
+        self.v6 = False  # an ip6tables table (htable_find_get keys tables by name and family)
         self.cfg = HashlimitCfg(**vars(cfg))
         self.size = min(cfg.size, HASHLIMIT_MAX_SIZE) if cfg.size else DEFAULT_SIZE
         mx = min(cfg.max, HASHLIMIT_MAX_SIZE)
@@ -166,12 +185,22 @@ class HashlimitTable:
         for (src, dst, sport, dport), e in self.entries.items():
             self.rateinfo_recalc(e, now)
             left = int((e.expires - now) / HZ)
-            out.append(f"{left} {_dotted(src)}:{sport}->{_dotted(dst)}:{dport} {e.credit} {e.credit_cap} {e.cost}")
+            s, d = (_full6(src), _full6(dst)) if self.v6 else (_dotted(src), _dotted(dst))
+            out.append(f"{left} {s}:{sport}->{d}:{dport} {e.credit} {e.credit_cap} {e.cost}")
         return out
+
+
+def _full6(a: int) -> str:
+    """%pI6: eight groups of four hex digits."""
+    h = f"{a:032x}"
+    return ":".join(h[i:i + 4] for i in range(0, 32, 4))
 
 
 def _dotted(a: int) -> str:
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+
+
+IP6T_SUFFIX = "/ip6t"  # ends the key of an ip6tables table in XtState.hashlimit (a name never holds a "/")
 
 
 def hashlimit_attach(tables: dict[str, HashlimitTable], name: str, cfg: HashlimitCfg,
@@ -180,7 +209,8 @@ def hashlimit_attach(tables: dict[str, HashlimitTable], name: str, cfg: Hashlimi
     or None when it exists with the other kind of rate matching (the kernel refuses the rule)."""
     t = tables.get(name)
     if t is None:
-        t = tables[name] = HashlimitTable(name, cfg, now)
+        t = tables[name] = HashlimitTable(name.removesuffix(IP6T_SUFFIX), cfg, now)
+        t.v6 = name.endswith(IP6T_SUFFIX)
     elif t.ratematch != bool(cfg.mode & XT_HASHLIMIT_RATE_MATCH):
         return None
     return t

@@ -5,6 +5,11 @@ more first evicts the least recently updated (`recent_entry_init`). Each address
 last `nstamps_max_mask + 1` hits in a ring (`recent_entry_update`). `proc_lines()` is what
 /proc/net/xt_recent/NAME prints (`recent_seq_show`), in LRU order where the kernel walks its hash buckets
 (randomly seeded), see docs/differences.md.
+
+The lists are shared by iptables and ip6tables rules. A table's `mask` is the `union nf_inet_addr` of the
+rule that created it as a 128-bit int (an IPv4 rule's mask is its first word, the rest all ones); an entry
+is keyed by its masked address, with 1 << 128 added for an IPv6 one (`recent_entry_lookup` compares the
+family too).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class RecentEntry:
     __slots__ = ("addr", "index", "nstamps", "stamps", "ttl")
 
     def __init__(self, addr: int, ttl: int, now: int, size: int) -> None:
-        self.addr, self.ttl = addr, ttl
+        self.addr, self.ttl = addr, ttl  # addr: the key (an IPv6 address has 1 << 128 added)
         self.stamps = [0] * size
         self.stamps[0] = now
         self.nstamps = 1
@@ -94,8 +99,12 @@ class RecentTable:
             a = e.addr
             last = e.stamps[(e.index - 1) & self.nstamps_max_mask]
             stamps = "".join(f"{',' if i else ''} {e.stamps[i]}" for i in range(e.nstamps))
-            out.append(f"src={a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255} ttl: {e.ttl} "
-                       f"last_seen: {last} oldest_pkt: {e.index}{stamps}")
+            if a >> 128:  # %pI6: eight groups of four hex digits
+                h = f"{a & ((1 << 128) - 1):032x}"
+                src = ":".join(h[i:i + 4] for i in range(0, 32, 4))
+            else:
+                src = f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+            out.append(f"src={src} ttl: {e.ttl} last_seen: {last} oldest_pkt: {e.index}{stamps}")
         return out
 
 
