@@ -11,8 +11,8 @@ Field order of one line (single spaces, trailing space removed):
 | 1 | `%9s ` [NEW] / [UPDATE] / [DESTROY] | – | always |
 | 2 | `ipv4     2 ` | with -o extended | with -o extended |
 | 3 | `%-8s %u ` protocol name, number | always | always |
-| 4 | timeout `(deadline - now)` truncated | always | NEW/UPDATE; DESTROY only when non-zero |
-| 5 | TCP or SCTP state | always | NEW, DESTROY, and UPDATE when the state changed |
+| 4 | timeout `(deadline - now)` truncated | unless OFFLOAD | NEW/UPDATE; DESTROY only when non-zero |
+| 5 | TCP or SCTP state | unless OFFLOAD | NEW, DESTROY, and UPDATE when the state changed |
 | 6 | original tuple, `packets= bytes=` | counters if acct | counters on DESTROY if acct |
 | 7 | `[UNREPLIED]` when SEEN_REPLY is clear | | |
 | 8 | reply tuple, counters | | |
@@ -142,6 +142,10 @@ def format_conntrack(
         if remaining:
             parts.append(f"{remaining} ")
         parts.append(_state_text(conn))
+    elif not kind and status & CtStatus.OFFLOAD:
+        # ctnetlink_dump_info: an offloaded entry's dump has no timeout and no protoinfo (the flowtable owns
+        # both), and the flow entry holds a reference (flow_offload_alloc), so use is one higher
+        use += 1
     else:
         parts.append(f"{remaining} ")
         if kind != "UPDATE" or protoinfo:
@@ -190,7 +194,9 @@ def format_proc(
     orig, repl = conn.tuples[0], conn.tuples[1]
     remaining = int(max(conn.timeout - now, 0.0))
     parts = [_l3_head(conn), _proto_head(orig.proto)]
-    if not status & CtStatus.OFFLOAD:
+    if status & CtStatus.OFFLOAD:
+        use += 1  # the flowtable's reference (flow_offload_alloc)
+    else:
         parts.append(f"{remaining} ")
     if orig.proto in (6, 132) and not status & CtStatus.OFFLOAD:  # print_conntrack: tcp and sctp
         parts.append(_state_text(conn))

@@ -312,7 +312,7 @@ class ConntrackTable:
             if now >= conn.timeout:
                 self.delete(conn, now, reason="timeout")
                 return True
-            if not conn.status & _ASSURED:
+            if not conn.status & (_ASSURED | CtStatus.OFFLOAD):  # early_drop_list skips offloaded entries too
                 self.delete(conn, now, reason="early_drop")
                 self.stats.early_drop += 1
                 return True

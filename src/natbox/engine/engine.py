@@ -50,6 +50,7 @@ from natbox.engine.ip_output import IpOutput
 from natbox.engine.local import LocalStack
 from natbox.engine.log6 import format_log_line6
 from natbox.engine.neigh import NeighTable
+from natbox.engine.offload import FlowOffload, OffloadRequest
 from natbox.engine.output import Delivered, Dropped, Emitted, LogLine, Output
 from natbox.engine.path import NF_STOLEN, NO_META, Drop, Held, PathState
 from natbox.engine.reject6 import reject6
@@ -78,7 +79,8 @@ class Engine:
     synthetic 02:00:<ipv4>; with it (the live gateway) the kernel's ARP state machine runs
     (engine/neigh.py): packets wait while it resolves and earn their senders ICMP host unreachable when
     it fails. `listeners`: the (protocol, port) pairs open on the host (its local stack answers the rest
-    with resets and port unreachables).
+    with resets and port unreachables). `offload`: decide which established flows a datapath outside the
+    engine may carry (engine/offload.py; `offload_requests`, `offload_stats`); off, nothing of it runs.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Engine:
         resolve_neighbours: bool = False,
         listeners: Iterable[tuple[int, int]] = (),
         family: AddressFamily = IPV4,
+        offload: bool = False,
     ) -> None:
         host.ensure_loopback()
         host.validate()
@@ -139,6 +142,11 @@ class Engine:
         forward.ip_rcv_finish = route.ip_rcv_finish
         self._forward, self._output = forward, output
         self.table.register_destroy(self._ct_destroyed)
+        self._offload: FlowOffload | None = None
+        if offload:
+            self._offload = FlowOffload(host, self.fib, self.neighs, self._flowcache, self.table, self.cfg,
+                                        lambda: ctx.now)
+            self._flowcache.on_compiled = self._offload.consider
         self._setup_ipv6(hooks, ctx, st, local.listeners)
 
     def _setup_ipv6(self, hooks: Hooks, ctx: XtHost, st: PathState, listeners: set[tuple[int, int]]) -> None:
@@ -261,6 +269,8 @@ class Engine:
         else:
             frame = bytes(frame)
             key = self._flow_key(frame, iface)
+        if self._offload is not None and key is not None and key in self._offload.keys:
+            self._offload.ingress(frame, key)  # nf_flow_state_check: a FIN or RST brings the flow back
         self._ctx.now = now
         st = self._st
         st.skb = None
@@ -345,6 +355,8 @@ class Engine:
         if now >= self._gc_next and len(self.table):
             self.table.gc(now)
             self._gc_next = now + CT_GC_INTERVAL
+            if self._offload is not None:
+                self._offload.expire(now)
         if self._resolve:
             self._output.neigh_timers(now)
             self._neigh6_timers(now)
@@ -400,6 +412,31 @@ class Engine:
         """A ct left the table (`nf_ct_destroy`): the flow caches forget it."""
         self._forward.forget(ct)
         self._flowcache.forget(ct)
+        if self._offload is not None:
+            self._offload.destroyed(ct)
+
+    # --- flow offload (engine/offload.py) ---------------------------------------------------------
+
+    @property
+    def offload(self) -> FlowOffload | None:
+        """The flow offload state (None unless the engine was made with `offload=True`)."""
+        return self._offload
+
+    def offload_requests(self) -> list[OffloadRequest]:
+        """What the datapath must install and remove since the last call, in order (`OffloadAdd`,
+        `OffloadDel`); flows whose route or next hop changed are brought back first. Empty unless offloading."""
+        return [] if self._offload is None else self._offload.drain()
+
+    def offload_stats(self, ct_id: int, direction: int, packets: int, nbytes: int, last_seen: float) -> bool:
+        """Fold the datapath's cumulative counters of one direction of an offloaded ct (since its entry was
+        installed; `nbytes` counts IP bytes, as conntrack does) and the time it last carried a packet (on the
+        engine's clock) into the ct: accounting and timeout. False when the ct is not offloaded."""
+        return self._offload is not None and self._offload.fold(ct_id, direction, packets, nbytes, last_seen)
+
+    def offload_refused(self, ct_id: int) -> None:
+        """The datapath could not install the ct's flows: it stays on the slow path (no OffloadDel follows)."""
+        if self._offload is not None:
+            self._offload.refuse(ct_id)
 
     # --- host changes (notifiers) ----------------------------------------------------------------
 

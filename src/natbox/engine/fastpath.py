@@ -204,6 +204,15 @@ class FlowCache:
         # the flow key of the frame the last `forward` call declined: the slow path's tier 2 uses it instead
         # of deriving the same key again (Engine.receive hands it over)
         self.miss_key: FlowKey | None = None
+        # called after `compile` made or found current the plan of a packet's flow (the engine's flow offload,
+        # engine/offload.py, decides there as nft_flow_offload_eval does); None unless offloading
+        self.on_compiled: Callable[[Skb, Conn], None] | None = None
+
+    def compiled_of(self, ct: Conn) -> list[tuple[FlowKey, CompiledFlow]]:
+        """The compiled flows of `ct` (one per direction at most), with their keys."""
+        flows = self.flows
+        return [(key, flow) for key in self._by_ct.get(ct.ct_id, ()) if (flow := flows.get(key)) is not None
+                and flow.conn is ct]
 
     def _link(self, key: FlowKey, conn: Conn) -> None:
         keys = self._by_ct.setdefault(conn.ct_id, [])
@@ -239,6 +248,8 @@ class FlowCache:
             return  # opening or closing: a compiled flow would not be used (tier 2 compiles it later)
         known = self.flows.get(key)
         if known is not None and known.conn is conn and self._current(known):
+            if self.on_compiled is not None:
+                self.on_compiled(skb, conn)
             return  # compiled already and current
         if not self._hooks.compilable():  # something besides conntrack and nat would see the packets
             return
@@ -265,6 +276,8 @@ class FlowCache:
             del flows[next(iter(flows))]
         flows[key] = CompiledFlow(plan, conn, conn.tcp if plan.proto == 6 else None, dev, out)
         self._link(key, conn)
+        if self.on_compiled is not None:
+            self.on_compiled(skb, conn)
 
     def _plan(self, skb: Skb, key: FlowKey, conn: Conn, dev: Interface, out: Interface) -> FlowPlan | None:
         """The plan of `skb`'s flow direction from the slow path's decisions (None: not compilable)."""

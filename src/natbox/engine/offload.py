@@ -1,0 +1,291 @@
+"""Flow offload, the engine's side (issue #16): which cts a kernel datapath may carry, and when they come back.
+
+With `Engine(..., offload=True)` the engine decides, as the kernel's flowtable does, which established flows
+a datapath outside it (natbox.offload: a tc BPF program with a map of compiled flows, driven by the live
+gateway) forwards on its own; it does no I/O and reads no clock. The decision is `nft_flow_offload_eval`'s
+(net/netfilter/nft_flow_offload.c), made where the slow path compiles a flow (engine/fastpath.py
+`FlowCache.compile`, its `on_compiled` hook):
+
+- the packet's ct is confirmed and its ctinfo is ESTABLISHED or ESTABLISHED_REPLY (neither NEW nor RELATED);
+- TCP: the connection is ESTABLISHED and ASSURED (`nf_conntrack_tcp_established`) and the packet carries
+  no FIN or RST (a packet that did would have moved the state on); UDP: nothing more; no other protocol;
+- no helper, SEQ_ADJUST, NAT_CLASH (nor FIXED_TIMEOUT, which the compiled flows refuse too);
+- natbox's own condition: both directions have a current compiled flow (`FlowPlan`), since the datapath
+  executes those plans and derives nothing. A plan exists only while no table besides conntrack and nat
+  would see the packets (fastpath.py), so flows under filter rules are not offloaded (docs/differences.md).
+
+Then, as `nft_flow_offload_eval` does, the ct gets IPS_OFFLOAD (`conntrack -L` prints `[OFFLOAD]` and, as
+ctnetlink does for such entries, no timeout and no TCP state) and both TCP directions become liberal
+(IP_CT_TCP_FLAG_BE_LIBERAL: the window tracking never saw the offloaded packets), and an `OffloadAdd`
+request carries both plans to whoever drains `Engine.offload_requests()`.
+
+A flow comes back (`flow_offload_teardown`: the bit is cleared, `flow_offload_fixup_tcp` zeroes both
+td_maxwin so the window tracking picks the connection up again, an `OffloadDel` request) when:
+
+| cause (the OffloadDel reason)                                             | kernel                       |
+|---------------------------------------------------------------------------|------------------------------|
+| a TCP FIN or RST of the flow reaches the engine (fin, rst: the datapath passes those up) | `nf_flow_state_check` |
+| the ct is destroyed: deleted, flushed, expired (destroyed)                | `nf_flow_offload_gc_step`    |
+| the FIB changed, a device went down or changed its MTU (route)            | `nf_flow_dst_check`, cleanup |
+| the next hop's MAC changed (neigh)                                        | the flowtable's neigh output |
+| no packet for OFFLOAD_TIMEOUT seconds (idle)                              | `nf_flow_has_expired`        |
+| the datapath could not take it (`Engine.offload_refused`; no request)     | `flow_offload_add` failing   |
+
+A ruleset change does not bring flows back: the kernel's flowtable keeps forwarding offloaded flows and the
+new rules meet only the packets that still take the slow path (new connections, FIN/RST).
+
+Accounting: offloaded packets refresh nothing by themselves. The datapath's per-direction counters and
+last-seen time are folded back (`Engine.offload_stats`, the gateway does it at least once a second and
+before every conntrack listing and state save): the packet and byte counters (`nf_conntrack_acct`) grow by
+what the datapath counted, and the timeout becomes what the slow path would have set at the last packet
+(TCP: the ESTABLISHED timeout; UDP: `udp_packet`'s, with ASSURED set once the stream timestamp has passed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, Conn
+from natbox.conntrack.proto.udp import STREAM_DELAY
+from natbox.conntrack.table import ConntrackTable, CtEventType
+from natbox.engine.family import FlowKey
+from natbox.engine.fastpath import FlowCache, FlowPlan
+from natbox.engine.host import Host
+from natbox.engine.neigh import NeighTable
+from natbox.engine.path import Held
+from natbox.engine.routing import Fib
+from natbox.netfilter import CtInfo, CtStatus, TcpState
+from natbox.skb import Skb
+from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_FLAGS
+
+__all__ = ["OFFLOAD_TIMEOUT", "FlowOffload", "OffloadAdd", "OffloadDel", "OffloadRequest", "OffloadedFlow"]
+
+OFFLOAD_TIMEOUT = 30.0  # nf_flowtable_tcp_timeout / nf_flowtable_udp_timeout: an idle flow comes back
+_TCP_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS  # a flow key exists only for IHL 5 (family.flow_key)
+_FIN, _RST = 0x01, 0x04
+_REFUSE = int(CtStatus.HELPER | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
+              | CtStatus.DYING)
+_CONFIRMED, _OFFLOAD, _ASSURED = int(CtStatus.CONFIRMED), int(CtStatus.OFFLOAD), int(CtStatus.ASSURED)
+_NAT_CLASH = int(CtStatus.NAT_CLASH)
+_ESTABLISHED = (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)
+
+
+class OffloadAdd(NamedTuple):
+    """Install the ct's two compiled flows in the datapath: `plans[0]` the ORIGINAL direction, `plans[1]`
+    the REPLY one. Each plan's `dst_mac` is the next hop's MAC now (also when the engine resolves
+    neighbours, where the compiled flows leave it empty)."""
+
+    ct_id: int
+    plans: tuple[FlowPlan, FlowPlan]
+
+
+class OffloadDel(NamedTuple):
+    """Remove the ct's entries: `reason` is one of fin, rst, destroyed, route, neigh, idle, refused."""
+
+    ct_id: int
+    reason: str
+
+
+OffloadRequest = OffloadAdd | OffloadDel
+
+
+class OffloadedFlow:
+    """One offloaded ct: its plans, what the datapath counted so far and when it last saw a packet."""
+
+    __slots__ = ("bytes", "conn", "folded", "keys", "last_seen", "packets", "plans", "since")
+
+    def __init__(self, conn: Conn, plans: tuple[FlowPlan, FlowPlan], keys: list[FlowKey], now: float) -> None:
+        self.conn = conn
+        self.plans = plans
+        self.keys = keys
+        self.since = now  # when it was offloaded
+        self.last_seen = now  # the last packet the datapath carried (or the offload)
+        self.folded = [0, 0, 0, 0]  # the datapath's cumulative packets, bytes of each direction, as last folded
+        self.packets = [0, 0]  # packets and bytes the datapath carried for this ct, per direction (all installs)
+        self.bytes = [0, 0]
+
+
+class FlowOffload:
+    """The offloaded flows of one engine and the requests for the datapath (see the module docstring)."""
+
+    def __init__(self, host: Host, fib: Fib, neighs: NeighTable[Held], flowcache: FlowCache, table: ConntrackTable,
+                 cfg: ConntrackConfig, clock: Callable[[], float]) -> None:
+        self._host, self._fib, self._neighs, self._flowcache = host, fib, neighs, flowcache
+        self._table, self._cfg = table, cfg
+        self.flows: dict[int, OffloadedFlow] = {}  # by ct id
+        self.keys: dict[FlowKey, OffloadedFlow] = {}  # the flow keys of the frames the datapath carries
+        self.requests: list[OffloadRequest] = []
+        self.refused: set[int] = set()  # cts the datapath declined: not offered again (until destroyed)
+        self.stats = {"offloaded": 0, "fin": 0, "rst": 0, "destroyed": 0, "route": 0, "neigh": 0, "idle": 0,
+                      "refused": 0}
+        self._gens = (fib.generation, neighs.generation)
+        self._clock = clock  # the engine's clock at the current call
+
+    # --- the decision ----------------------------------------------------------------------------
+
+    def consider(self, skb: Skb, conn: Conn) -> None:
+        """`nft_flow_offload_eval` for a packet the slow path just forwarded (FlowCache's `on_compiled`)."""
+        status = conn.status
+        if status & (_OFFLOAD | _REFUSE) or not status & _CONFIRMED or skb.ctinfo not in _ESTABLISHED:
+            return
+        proto = conn.tuples[0].proto
+        tcp = conn.tcp
+        if proto == 6:
+            data = skb.data
+            thoff = (data[IPH_VER_IHL] & 0x0F) * 4
+            if (tcp is None or tcp.state != TcpState.ESTABLISHED or not status & _ASSURED
+                    or len(data) <= thoff + TCPH_FLAGS or data[thoff + TCPH_FLAGS] & (_FIN | _RST)):
+                return  # the packet's fin/rst, nf_conntrack_tcp_established
+        elif proto != 17:
+            return
+        if conn.ct_id in self.refused or skb.frag_max_size:
+            return
+        found = self._plans(conn)
+        if found is None:
+            return
+        plans, keys = found
+        conn.status |= _OFFLOAD
+        if tcp is not None:
+            tcp.seen[0].flags |= IP_CT_TCP_FLAG_BE_LIBERAL
+            tcp.seen[1].flags |= IP_CT_TCP_FLAG_BE_LIBERAL
+        flow = OffloadedFlow(conn, plans, keys, self._clock())
+        self.flows[conn.ct_id] = flow
+        for key in keys:
+            self.keys[key] = flow
+        self.stats["offloaded"] += 1
+        self.requests.append(OffloadAdd(conn.ct_id, plans))
+        skb.add_trace(f"nft_flow_offload: ct {conn.ct_id} offloaded: both directions go to the datapath")
+
+    def _plans(self, conn: Conn) -> tuple[tuple[FlowPlan, FlowPlan], list[FlowKey]] | None:
+        """Both directions' current plans (the next hop's MAC filled in) and flow keys; None if one is missing."""
+        plans: list[FlowPlan | None] = [None, None]
+        keys: list[FlowKey] = [("", b"", 0, b""), ("", b"", 0, b"")]
+        fib_gen = self._fib.generation
+        for key, flow in self._flowcache.compiled_of(conn):
+            plan = flow.plan
+            if plan.fib_gen != fib_gen or plan.mtu != flow.out.mtu or plan.proto != conn.tuples[0].proto:
+                continue
+            if not plan.dst_mac:  # resolving neighbours: the MAC the output path would use now
+                mac = self._neighs.known(plan.oif, plan.nexthop)
+                if mac is None:
+                    continue
+                plan = plan._replace(dst_mac=mac)
+            plans[plan.direction] = plan
+            keys[plan.direction] = key
+        first, second = plans
+        return None if first is None or second is None else ((first, second), keys)
+
+    # --- coming back -----------------------------------------------------------------------------
+
+    def teardown(self, conn: Conn, reason: str, *, request: bool = True) -> None:
+        """`flow_offload_teardown` + `flow_offload_fixup_ct`: the ct is the slow path's again."""
+        flow = self.flows.pop(conn.ct_id, None)
+        if flow is None:
+            return
+        for key in flow.keys:
+            if self.keys.get(key) is flow:
+                del self.keys[key]
+        conn.status &= ~_OFFLOAD
+        tcp = conn.tcp
+        if tcp is not None:  # flow_offload_fixup_tcp: the tracker re-learns the windows from the next packets
+            tcp.seen[0].td_maxwin = 0
+            tcp.seen[1].td_maxwin = 0
+        self.stats[reason] = self.stats.get(reason, 0) + 1
+        if request:
+            self.requests.append(OffloadDel(conn.ct_id, reason))
+
+    def ingress(self, frame: bytes, key: FlowKey) -> str | None:
+        """`nf_flow_offload_ip_hook`'s `nf_flow_state_check` for a frame of an offloaded flow that reached the
+        engine: a TCP FIN or RST tears the flow down before the slow path handles the packet. Returns the
+        reason when it did."""
+        flow = self.keys.get(key)
+        if flow is None or key[2] != 6 or len(frame) <= _TCP_FLAGS:
+            return None
+        flags = frame[_TCP_FLAGS]
+        if not flags & (_FIN | _RST):
+            return None
+        reason = "rst" if flags & _RST else "fin"
+        self.teardown(flow.conn, reason)
+        return reason
+
+    def destroyed(self, conn: Conn) -> None:
+        """The ct left the table (its `register_destroy` callback)."""
+        self.refused.discard(conn.ct_id)
+        if conn.ct_id in self.flows:
+            self.teardown(conn, "destroyed")
+
+    def refuse(self, ct_id: int) -> None:
+        """The datapath could not take the ct (no ifindex, a synthetic MAC...): it stays on the slow path."""
+        flow = self.flows.get(ct_id)
+        if flow is not None:
+            self.refused.add(ct_id)
+            self.teardown(flow.conn, "refused", request=False)
+
+    def revalidate(self) -> None:
+        """After a FIB or neighbour change: bring back the flows whose route, device or next hop changed."""
+        gens = (self._fib.generation, self._neighs.generation)
+        if gens == self._gens:
+            return
+        self._gens = gens
+        ifaces = self._host.interfaces
+        for flow in list(self.flows.values()):
+            reason = None
+            for plan in flow.plans:
+                out, dev = ifaces.get(plan.oif), ifaces.get(plan.iif)
+                if (plan.fib_gen != gens[0] or out is None or dev is None or not out.up or not dev.up
+                        or out.mtu != plan.mtu):
+                    reason = "route"
+                    break
+                mac = self._neighs.known(plan.oif, plan.nexthop)
+                if mac is not None and mac != plan.dst_mac and not plan.neigh_synthetic:
+                    reason = "neigh"
+                    break
+            if reason is not None:
+                self.teardown(flow.conn, reason)
+
+    def expire(self, now: float) -> None:
+        """The flowtable's gc (`nf_flow_offload_gc_step`): a flow idle for OFFLOAD_TIMEOUT comes back."""
+        for flow in list(self.flows.values()):
+            if now - flow.last_seen >= OFFLOAD_TIMEOUT:
+                self.teardown(flow.conn, "idle")
+
+    def drain(self) -> list[OffloadRequest]:
+        self.revalidate()
+        out, self.requests = self.requests, []
+        return out
+
+    # --- accounting ------------------------------------------------------------------------------
+
+    def fold(self, ct_id: int, direction: int, packets: int, nbytes: int, last_seen: float) -> bool:
+        """Fold a datapath entry's cumulative counters (since it was installed) into the ct: the counters grow by
+        what is new, the timeout is what the slow path would have set at `last_seen`. False: not offloaded."""
+        flow = self.flows.get(ct_id)
+        if flow is None or direction not in (0, 1):
+            return False
+        folded = flow.folded
+        i = 2 * direction
+        dp, db = packets - folded[i], nbytes - folded[i + 1]
+        if dp < 0 or db < 0:  # the entry was rewritten (its counters restarted)
+            dp, db = packets, nbytes
+        folded[i], folded[i + 1] = packets, nbytes
+        if dp <= 0:
+            return True
+        flow.packets[direction] += dp
+        flow.bytes[direction] += db
+        conn, cfg = flow.conn, self._cfg
+        if cfg.acct:
+            conn.acct_packets[direction] += dp
+            conn.acct_bytes[direction] += db
+        flow.last_seen = max(flow.last_seen, last_seen)
+        if conn.tcp is not None:
+            deadline = flow.last_seen + cfg.tcp_timeouts()[TcpState.ESTABLISHED]
+        else:  # udp_packet for a SEEN_REPLY ct
+            stream = flow.last_seen > conn.start + STREAM_DELAY
+            deadline = flow.last_seen + (cfg.udp_timeout_stream if stream else cfg.udp_timeout)
+            if stream and not conn.status & (_ASSURED | _NAT_CLASH):
+                conn.status |= _ASSURED
+                self._table.event(CtEventType.UPDATE, conn, flow.last_seen)
+        conn.timeout = max(conn.timeout, deadline)
+        return True
