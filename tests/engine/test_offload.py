@@ -190,6 +190,11 @@ def test_an_idle_flow_comes_back_after_the_flowtable_timeout() -> None:
     engine.handle_timers(clock.step(2))
     assert engine.offload_requests() == [OffloadDel(conn.ct_id, "idle")]
     assert not conn.status & CtStatus.OFFLOAD and conn in engine.table.live(clock.now)
+    # traffic again: two packets each way through the slow path, and the flow is offloaded anew
+    for pkt in (_client(11, 11, tcp.ACK), _client(11, 11, tcp.ACK), _server(11, 11, tcp.ACK), _server(11, 11, tcp.ACK)):
+        _send(engine, clock, pkt)
+    (req,) = engine.offload_requests()
+    assert isinstance(req, OffloadAdd) and req.ct_id == conn.ct_id and conn.status & CtStatus.OFFLOAD
 
 
 def test_the_datapath_counters_are_folded_into_the_ct() -> None:

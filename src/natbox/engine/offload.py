@@ -120,6 +120,7 @@ class FlowOffload:
         self.refused: set[int] = set()  # cts the datapath declined: not offered again (until destroyed)
         self.stats = {"offloaded": 0, "fin": 0, "rst": 0, "destroyed": 0, "route": 0, "neigh": 0, "idle": 0,
                       "refused": 0}
+        self.carried = [0, 0]  # packets and bytes the datapath carried, every flow, as folded
         self._gens = (fib.generation, neighs.generation)
         self._clock = clock  # the engine's clock at the current call
 
@@ -195,6 +196,9 @@ class FlowOffload:
         self.stats[reason] = self.stats.get(reason, 0) + 1
         if request:
             self.requests.append(OffloadDel(conn.ct_id, reason))
+            # the compiled flows go too: the packets that follow take the slow path, which compiles the flow
+            # again and so offers it again (the compiled flows' executor never does)
+            self._flowcache.forget(conn)
 
     def ingress(self, frame: bytes, key: FlowKey) -> str | None:
         """`nf_flow_offload_ip_hook`'s `nf_flow_state_check` for a frame of an offloaded flow that reached the
@@ -274,6 +278,8 @@ class FlowOffload:
             return True
         flow.packets[direction] += dp
         flow.bytes[direction] += db
+        self.carried[0] += dp
+        self.carried[1] += db
         conn, cfg = flow.conn, self._cfg
         if cfg.acct:
             conn.acct_packets[direction] += dp
