@@ -300,3 +300,15 @@ def test_without_offload_nothing_is_asked_and_no_ct_is_marked() -> None:
     assert not conn.status & CtStatus.OFFLOAD
     assert not engine.offload_stats(conn.ct_id, 0, 1, 1, clock.now)
     assert conn.tcp is not None and not any(s.flags & IP_CT_TCP_FLAG_BE_LIBERAL for s in conn.tcp.seen)
+
+
+def test_a_one_way_flow_with_a_single_reply_is_offloaded() -> None:
+    """iperf3's UDP test: one connect reply, then datagrams one way; as the kernel's flowtable, which offloads at
+    the first established packet and routes both directions, the engine does not wait for a second reply."""
+    engine, clock = _engine(), Clock()
+    _send(engine, clock, _udp(True))
+    _send(engine, clock, _udp(False))
+    assert engine.offload_requests() == []
+    _send(engine, clock, _udp(True))
+    (req,) = engine.offload_requests()
+    assert isinstance(req, OffloadAdd) and [p.direction for p in req.plans] == [0, 1]

@@ -253,9 +253,11 @@ class FlowCache:
             return  # compiled already and current
         if not self._hooks.compilable():  # something besides conntrack and nat would see the packets
             return
-        if known is None or known.conn is not conn:
+        if (known is None or known.conn is not conn) and self.on_compiled is None:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
-            # that closes right after its handshake (most of a busy server's) never pays for it
+            # that closes right after its handshake (most of a busy server's) never pays for it. (Offloading,
+            # at its first: a one-way flow's reply direction may never have a second packet, and the kernel
+            # offloads at the first established packet, nft_flow_route routing both directions.)
             seen = self._seen
             if seen.get(key) is not conn:
                 if len(seen) >= FLOW_CACHE_MAX:
