@@ -118,6 +118,9 @@ class FlowOffload:
         self.keys: dict[FlowKey, OffloadedFlow] = {}  # the flow keys of the frames the datapath carries
         self.requests: list[OffloadRequest] = []
         self.refused: set[int] = set()  # cts the datapath declined: not offered again (until destroyed)
+        # flows come back, until the datapath's last counts of them are folded: kept through one drain()
+        self.leaving: dict[int, OffloadedFlow] = {}
+        self._drained: list[int] = []
         self.stats = {"offloaded": 0, "fin": 0, "rst": 0, "destroyed": 0, "route": 0, "neigh": 0, "idle": 0,
                       "refused": 0}
         self.carried = [0, 0]  # packets and bytes the datapath carried, every flow, as folded
@@ -189,6 +192,8 @@ class FlowOffload:
             if self.keys.get(key) is flow:
                 del self.keys[key]
         conn.status &= ~_OFFLOAD
+        if request:
+            self.leaving[conn.ct_id] = flow
         tcp = conn.tcp
         if tcp is not None:  # flow_offload_fixup_tcp: the tracker re-learns the windows from the next packets
             tcp.seen[0].td_maxwin = 0
@@ -256,7 +261,12 @@ class FlowOffload:
                 self.teardown(flow.conn, "idle")
 
     def drain(self) -> list[OffloadRequest]:
+        """The requests since the last call; the flows that came back before that call can no longer be
+        folded (their entries are gone)."""
         self.revalidate()
+        for ct_id in self._drained:
+            self.leaving.pop(ct_id, None)
+        self._drained = list(self.leaving)
         out, self.requests = self.requests, []
         return out
 
@@ -264,8 +274,9 @@ class FlowOffload:
 
     def fold(self, ct_id: int, direction: int, packets: int, nbytes: int, last_seen: float) -> bool:
         """Fold a datapath entry's cumulative counters (since it was installed) into the ct: the counters grow by
-        what is new, the timeout is what the slow path would have set at `last_seen`. False: not offloaded."""
-        flow = self.flows.get(ct_id)
+        what is new, the timeout is what the slow path would have set at `last_seen`. Also for a flow that came
+        back since the last drain (its last counts). False: not offloaded."""
+        flow = self.flows.get(ct_id) or self.leaving.get(ct_id)
         if flow is None or direction not in (0, 1):
             return False
         folded = flow.folded
@@ -285,6 +296,8 @@ class FlowOffload:
             conn.acct_packets[direction] += dp
             conn.acct_bytes[direction] += db
         flow.last_seen = max(flow.last_seen, last_seen)
+        if flow is not self.flows.get(ct_id):
+            return True  # come back: the slow path owns its timeout again (the state may have moved on)
         if conn.tcp is not None:
             deadline = flow.last_seen + cfg.tcp_timeouts()[TcpState.ESTABLISHED]
         else:  # udp_packet for a SEEN_REPLY ct
