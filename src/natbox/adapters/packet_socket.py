@@ -140,12 +140,16 @@ class PacketSocket:
     `complete_csum=False` leaves partial checksums partial (the frame's field then holds only the
     pseudo-header sum): for consumers that do not verify L4 checksums; transmission recomputes the
     pseudo-header sum anyway, so NAT's changes to addresses stay correct.
-    Transmission is `send()` (with PACKET_QDISC_BYPASS where available)."""
+    Transmission is `send()` (with PACKET_QDISC_BYPASS where available). `protocol`: the ethertype the
+    socket receives (`bind`), every one by default."""
 
     def __init__(self, ifname: str, *, vnet_hdr: bool = False, ring: bool = False, promisc: bool = False,
                  ring_frames: int = RING_FRAMES_DEFAULT, qdisc_bypass: bool = True,
-                 complete_csum: bool = True, zero_copy: bool = False) -> None:
+                 complete_csum: bool = True, zero_copy: bool = False, protocol: int = ETH_P_ALL) -> None:
         self.ifname = ifname
+        # the ethertype bound to: ETH_P_ALL sees every frame before tc ingress runs (tcpdump's place); one
+        # protocol sees only what tc ingress passed up (--offload: not the frames a BPF program redirected)
+        self.protocol = protocol
         self.complete_csum = complete_csum
         self.zero_copy = zero_copy and ring and vnet_hdr and not complete_csum
         self._view: memoryview | None = None  # of the ring, for zero-copy frames
@@ -201,7 +205,7 @@ class PacketSocket:
         if promisc:
             mreq = struct.pack("=iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-        sock.bind((self.ifname, ETH_P_ALL))
+        sock.bind((self.ifname, self.protocol))
         sock.setblocking(False)
 
     def _map_ring(self) -> None:

@@ -23,7 +23,7 @@ __all__ = ["cli_gateway", "parse_gateway_args"]
 
 USAGE = """natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc]
                       [--qdisc-bypass] [--complete-csum] [--tap-netns NAME=NETNS[/DEV]] [--seed N]
-                      [--duration S] [--control PATH] [--state FILE] [--user NAME] [--force]"""
+                      [--duration S] [--control PATH] [--state FILE] [--user NAME] [--offload] [--force]"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +87,10 @@ def _parser() -> _Parser:
       "a --state FILE must be writable by NAME")
     a("--state", metavar="FILE", help="save the conntrack table there on a clean stop (SIGTERM) and restore it at "
       "the next start, so established connections survive a restart")
+    a("--offload", action="store_true", help="hand established TCP/UDP flows to a tc BPF program on the AF_PACKET "
+      "interfaces (not TAPs natbox holds: nothing crosses the kernel there); natbox still decides and sees "
+      "FIN/RST; needs clang, tc and bpf() (root); conntrack shows such flows [OFFLOAD] "
+      "(docs/differences.md)")
     a("--force", action="store_true", help="start even when the kernel would fight natbox")
     return p
 
@@ -106,11 +110,14 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
     if ns.adopt and ns.user is not None:
         raise UsageError("--adopt cannot be combined with --user: giving the router back to the kernel at the "
                          "stop needs root")
+    if ns.offload and ns.user is not None:
+        raise UsageError("--offload cannot be combined with --user: the datapath's map updates need bpf(), "
+                         "which needs root")
     return GatewayConfig(
         host_file=host_file or "", rules=ns.rules, vnet_hdr=ns.vnet_hdr, ring=ns.ring, promisc=ns.promisc,
         tap_netns={name: (netns, dev) for name, netns, dev in ns.tap_netns}, seed=ns.seed, duration=ns.duration,
         control=ns.control, force=ns.force, complete_csum=ns.complete_csum, state=ns.state, user=ns.user,
-        qdisc_bypass=ns.qdisc_bypass, adopt=ns.adopt)
+        qdisc_bypass=ns.qdisc_bypass, adopt=ns.adopt, offload=ns.offload)
 
 
 def cli_gateway(argv: Sequence[str]) -> int:

@@ -19,6 +19,7 @@ from natbox.gateway.control import ControlPathError, ControlServer
 from natbox.gateway.kernel import check_kernel
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EventLoop
+from natbox.gateway.offload import Offload, start_offload
 from natbox.gateway.ports import open_ports
 from natbox.gateway.privileges import drop_privileges
 from natbox.gateway.sdnotify import Notifier
@@ -48,13 +49,20 @@ def _run(cfg: GatewayConfig) -> int:
         return 2
     if not check_kernel(cfg, host, owned):
         return 2
+    if cfg.offload:
+        from natbox.offload.datapath import probe
+
+        missing = probe()
+        if missing is not None:
+            say(f"--offload: {missing}", ERR)
+            return 2
     opened = open_ports(cfg, owned)
     if opened is None:
         return 1
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
     engine = Engine(host, ruleset=ruleset, ruleset6=hf.ruleset6, seed=seed, resolve_neighbours=True,
-                    listeners=hf.listen)
+                    listeners=hf.listen, offload=cfg.offload)
     engine.ipsets = hf.sets
     loop = EventLoop(engine, opened.ports, mtus=opened.mtus)  # it runs the engine's timers when they are due
     loop.warn = say
@@ -70,6 +78,17 @@ def _run(cfg: GatewayConfig) -> int:
             loop.close()
             say(f"--control {cfg.control}: {exc.strerror or exc}", ERR)
             return 1
+    offload = None
+    if cfg.offload:
+        offload = start_offload(engine, loop, [i.name for i in owned if i.kind != "tap"])
+        if offload is None:
+            if control is not None:
+                control.close()
+            loop.close()
+            return 2
+        if control is not None:
+            control.commands.reports.append(offload.report)
+            control.commands.before_conntrack.append(offload.fold)  # conntrack -L/-E see what it counted
     if cfg.state is not None:
         restore_state(cfg.state, engine)
     if cfg.user is not None:
@@ -88,20 +107,23 @@ def _run(cfg: GatewayConfig) -> int:
 
     loop.on_hangup = hangup
     loop.install_signal_handlers()
-    say(f"ready: {host.name} on " + ", ".join(opened.described))
+    say(f"ready: {host.name} on " + ", ".join(opened.described)
+        + ("" if offload is None else f"; offload: tc BPF datapath on {', '.join(offload.ifnames)}"))
     notifier.ready(f"forwarding on {', '.join(opened.ports)}")
     try:
         loop.run(duration=cfg.duration)
     finally:
-        _shutdown(cfg, engine, loop, control, notifier)
+        _shutdown(cfg, engine, loop, control, notifier, offload)
     return 0
 
 
 def _shutdown(cfg: GatewayConfig, engine: Engine, loop: EventLoop, control: ControlServer | None,
-              notifier: Notifier) -> None:
+              notifier: Notifier, offload: Offload | None = None) -> None:
     """Each step of the stop, whatever the one before did (a step that fails says so and the rest go on)."""
     notifier.stopping()
     steps: list[tuple[str, Callable[[], None]]] = []
+    if offload is not None:  # the datapath's counters into the cts before they are saved; then it goes
+        steps += [("reading the offload counters", offload.fold), ("closing the offload datapath", offload.close)]
     if cfg.state is not None:
         state = cfg.state
         steps.append(("saving --state", lambda: save_state(state, engine)))

@@ -67,6 +67,8 @@ class Commands:
         self.loop = loop
         self.errors = 0
         self.reports: list[Callable[[], str]] = []  # more lines for `status` (the control server's counters)
+        # called before conntrack answers (--offload folds the datapath's counters into the cts first)
+        self.before_conntrack: list[Callable[[], None]] = []
 
     def answer_json(self, req: dict[str, object]) -> str:
         """A JSON request (natbox.adapters.control): its answer, as JSON text."""
@@ -118,6 +120,8 @@ class Commands:
             if tool is not None:
                 return tool(argv, ruleset=self.engine.rules6, stdin=stdin, stdout=out, stderr=err)
         if cmd == "conntrack":
+            for fn in self.before_conntrack:
+                fn()
             return conntrack_command(self.engine, argv, time.monotonic(), out, err)
         if cmd == "status":
             if argv not in ([], ["--json"]):
@@ -180,6 +184,8 @@ class Commands:
             engine_stats = " ".join(f"{k}={v}" for k, v in sorted(self.engine.stats.items()))
             return f"loop: {self.loop.report()}\nengine: {engine_stats}\n"
         if cmd == "conntrack":
+            for fn in self.before_conntrack:
+                fn()
             now = time.monotonic()
             return "".join(format_conntrack(c, now) + "\n" for c in self.engine.table.live(now))
         shown = cmd if len(cmd) <= 40 else cmd[:40] + "..."

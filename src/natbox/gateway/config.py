@@ -25,3 +25,4 @@ class GatewayConfig:
     qdisc_bypass: bool = False  # PACKET_QDISC_BYPASS: faster, but tcpdump no longer sees what natbox sends
     adopt: bool = False  # take over the namespace the kernel routes now, give it back on exit
     not_owned: set[str] = field(default_factory=set)  # interfaces left to the kernel (bridge ports)
+    offload: bool = False  # hand established flows to a tc BPF datapath (natbox.gateway.offload)

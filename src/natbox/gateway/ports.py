@@ -3,6 +3,7 @@ a TAP device for each `kind = "tap"` one."""
 
 from __future__ import annotations
 
+import select
 import subprocess
 import zlib
 
@@ -14,12 +15,15 @@ from natbox.adapters.packet_socket import (
     interface_mtu,
 )
 from natbox.adapters.tuntap import TapDevice, TapError
+from natbox.adapters.vnet import RxFrame
 from natbox.engine.host import Interface
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import Port
+from natbox.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
+from natbox.wire.layout import ETH_PROTO
 
-__all__ = ["OpenPorts", "open_ports", "tap_mac"]
+__all__ = ["OpenPorts", "ProtocolPort", "open_ports", "tap_mac"]
 
 NO_MAC = b"\x00" * 6
 
@@ -42,6 +46,47 @@ class OpenPorts:
         for p in self.ports.values():
             p.close()
         self.ports.clear()
+
+
+class ProtocolPort:
+    """An AF_PACKET interface under --offload: one socket per ethertype natbox handles (IPv4 with the ring and
+    vnet headers, ARP, IPv6), polled as one descriptor (an epoll set).
+
+    A packet socket bound to one protocol is served after tc ingress (`__netif_receive_skb_core` delivers
+    `ptype_all` first, then runs `sch_handle_ingress`, then the protocol's `ptype_base` handlers), so it never
+    sees a frame the offload datapath redirected; an ETH_P_ALL socket would receive a copy of every one and
+    natbox would forward it a second time. Each frame leaves by the socket of its own ethertype, so the
+    kernel's skb->protocol is right for it."""
+
+    def __init__(self, ifname: str, sockets: dict[int, PacketSocket]) -> None:
+        self.ifname = ifname
+        self._sockets = list(sockets.values())
+        self._by_type = {t.to_bytes(2, "big"): s for t, s in sockets.items()}
+        self._main = sockets[ETH_P_IP]
+        self.stats = self._main.stats  # the IPv4 socket's counters (what the loop reports)
+        self._ep = select.epoll()
+        for sock in self._sockets:
+            self._ep.register(sock.fileno(), select.EPOLLIN)
+
+    def fileno(self) -> int:
+        return self._ep.fileno()
+
+    def recv_batch(self, max_frames: int) -> list[RxFrame]:
+        frames = self._main.recv_batch(max_frames)
+        for sock in self._sockets[1:]:
+            if len(frames) < max_frames:
+                frames += sock.recv_batch(max_frames - len(frames))
+        return frames
+
+    def send(self, frame: bytes | bytearray, gso_type: int = 0, gso_size: int = 0, partial: bool = False,
+             csum_ready: bool = False, tail: memoryview | None = None) -> bool:
+        sock = self._by_type.get(bytes(frame[ETH_PROTO:ETH_PROTO + 2]), self._main)
+        return sock.send(frame, gso_type, gso_size, partial, csum_ready, tail)
+
+    def close(self) -> None:
+        self._ep.close()
+        for sock in self._sockets:
+            sock.close()
 
 
 def _open_tap(cfg: GatewayConfig, iface: Interface, opened: OpenPorts) -> None:
@@ -75,11 +120,26 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
             f"(ip link set {iface.name} up)")
     if mtu != iface.mtu:
         say(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtu}")
-    opened.ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
-                                            complete_csum=cfg.complete_csum, qdisc_bypass=cfg.qdisc_bypass,
-                                            zero_copy=True)  # long frames leave from the ring itself
+    if cfg.offload:  # one socket per ethertype, served after tc ingress (see ProtocolPort)
+        sockets: dict[int, PacketSocket] = {}
+        try:
+            for proto in (ETH_P_IP, ETH_P_ARP, ETH_P_IPV6):
+                main = proto == ETH_P_IP
+                sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and main, ring=cfg.ring and main,
+                                              promisc=promisc, complete_csum=cfg.complete_csum,
+                                              qdisc_bypass=cfg.qdisc_bypass, zero_copy=main, protocol=proto)
+        except PacketSocketError:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        opened.ports[iface.name] = ProtocolPort(iface.name, sockets)
+    else:
+        opened.ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
+                                                complete_csum=cfg.complete_csum, qdisc_bypass=cfg.qdisc_bypass,
+                                                zero_copy=True)  # long frames leave from the ring itself
     opened.described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
-                            f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''})")
+                            f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''}"
+                            f"{', per-protocol for --offload' if cfg.offload else ''})")
 
 
 def open_ports(cfg: GatewayConfig, owned: list[Interface]) -> OpenPorts | None:

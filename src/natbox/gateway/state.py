@@ -18,6 +18,7 @@ from natbox.errors import NatboxError
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import WARNING, say
 from natbox.ipset.scope import using_sets
+from natbox.netfilter import CtStatus
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_restore
@@ -111,6 +112,7 @@ def restore_state(path: str, engine: Engine) -> None:
         say(f"warning: --state {path}: not restored ({exc}); starting with an empty conntrack table")
         return
     for ct in conns:
+        ct.status &= ~CtStatus.OFFLOAD  # no datapath carries it now: the engine offloads it again if it may
         engine.nat.restore(ct, engine.table)
     say(f"restored {len(conns)} conntrack entries from {path} ({elapsed:.1f} s old)")
 

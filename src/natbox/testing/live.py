@@ -78,8 +78,11 @@ def ns_popen(lab: Lab, node: str, argv: list[str]) -> subprocess.Popen[bytes]:
 
 
 def gateway_argv(host_file: Path, *extra: str) -> list[str]:
-    """`python -m natbox gateway ...` once the lead wired it into natbox.cli.main, else the module."""
+    """`python -m natbox gateway ...` once the lead wired it into natbox.cli.main, else the module. Options in
+    $NATBOX_TEST_GATEWAY_ARGS are added (the live suite run again with `--offload`)."""
     from natbox.cli import main as cli_main
+
+    extra = (*extra, *os.environ.get("NATBOX_TEST_GATEWAY_ARGS", "").split())
 
     if "gateway" in cli_main.COMMANDS:
         return [sys.executable, "-m", "natbox", "gateway", str(host_file), *extra]

@@ -1,0 +1,103 @@
+"""The gateway's side of --offload (natbox.gateway.offload) against an in-process datapath: requests become
+map entries, counters are folded into the cts, entries go when their flows come back, and what cannot be
+installed stays on natbox's path. No root: the datapath is a dict; the entries are the real ones
+(natbox.offload.entry.offload_entry of the engine's plans)."""
+
+from __future__ import annotations
+
+from tests.engine.test_offload import SPORT, Clock, _client, _engine, _establish, _send
+
+from natbox.conntrack.format import format_conntrack
+from natbox.engine.engine import Engine
+from natbox.gateway.offload import GatewayOffload
+from natbox.netfilter import CtStatus
+from natbox.offload.entry import FlowStats, OffloadAction, OffloadKey, offload_entry
+from natbox.wire import tcp
+
+IFINDEX = {"lan0": 11, "wan0": 12}
+
+
+class FakeDatapath:
+    """The map as a dict: what `install` wrote, counters the test sets."""
+
+    def __init__(self) -> None:
+        self.entries: dict[OffloadKey, OffloadAction] = {}
+        self.counters: dict[OffloadKey, FlowStats] = {}
+        self.attached: list[str] = []
+        self.closed = False
+        self.full = False
+
+    def attach(self, ifname: str) -> None:
+        self.attached.append(ifname)
+
+    def install(self, key: OffloadKey, action: OffloadAction) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self.entries[key] = action
+        self.counters.setdefault(key, FlowStats(0, 0, 0))
+
+    def remove(self, key: OffloadKey) -> None:
+        self.entries.pop(key, None)
+        self.counters.pop(key, None)
+
+    def stats(self) -> dict[OffloadKey, FlowStats]:
+        return dict(self.counters)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _gateway(engine: Engine, clock: Clock) -> tuple[GatewayOffload[OffloadKey, OffloadAction], FakeDatapath]:
+    dp = FakeDatapath()
+    return GatewayOffload(engine, dp, offload_entry, lambda name: IFINDEX.get(name, 0), clock=lambda: clock.now), dp
+
+
+def test_an_offloaded_flow_is_installed_both_ways_counted_and_removed_on_fin() -> None:
+    engine, clock = _engine(), Clock()
+    gw, dp = _gateway(engine, clock)
+    conn = _establish(engine, clock)
+    gw.sync()
+    assert len(dp.entries) == 2 and gw.installed == {conn.ct_id: tuple(dp.entries)}
+    orig = next(k for k in dp.entries if k.ifindex == IFINDEX["lan0"])
+    assert (orig.proto, orig.sport, orig.dport) == (6, SPORT, 5001)
+    assert dp.entries[orig].oif == IFINDEX["wan0"]
+    # the datapath forwards 100 packets of 1500 bytes: folded into the ct, the timeout refreshed
+    dp.counters[orig] = FlowStats(100, 150_000, int((clock.now + 0.5) * 1e9))
+    gw.handle_timers(clock.step(1.0))
+    assert conn.acct_packets[0] == 103 and conn.acct_bytes[0] == 150_125
+    assert "[OFFLOAD]" in format_conntrack(conn, clock.now)
+    report = gw.report()
+    assert "1 flows offloaded, 2 map entries" in report and "original packets=100 bytes=150000" in report
+    # the FIN comes up: the entries go, what they counted last is folded first
+    dp.counters[orig] = FlowStats(120, 180_000, int((clock.now + 0.2) * 1e9))
+    _send(engine, clock, _client(1_000_006, 6, tcp.ACK | tcp.FIN))
+    gw.sync()
+    assert not dp.entries and not gw.installed
+    assert conn.acct_packets[0] == 124  # 103 + 20 folded + the FIN itself
+    assert conn.tcp is not None and conn.timeout < clock.now + 300  # FIN_WAIT's, not refreshed by the fold
+    assert "back to natbox (fin)" in gw.report()
+    gw.close()
+    assert dp.closed
+
+
+def test_a_flow_the_datapath_cannot_take_stays_natbox_s() -> None:
+    engine, clock = _engine(), Clock()
+    gw, dp = _gateway(engine, clock)
+    dp.full = True
+    conn = _establish(engine, clock)
+    gw.sync()
+    assert not dp.entries and not gw.installed
+    assert not conn.status & CtStatus.OFFLOAD  # handed back: the engine keeps forwarding it
+    assert gw.stats["errors"] == 1 and "installing failed" in gw.last_error
+
+
+def test_a_flush_removes_every_entry() -> None:
+    engine, clock = _engine(), Clock()
+    gw, dp = _gateway(engine, clock)
+    _establish(engine, clock)
+    _establish(engine, clock, dport=5002)
+    gw.sync()
+    assert len(dp.entries) == 4
+    engine.table.flush(clock.now)
+    gw.sync()
+    assert not dp.entries and gw.stats["removed"] == 2
