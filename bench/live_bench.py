@@ -1,6 +1,7 @@
 """Live benchmark: the kernel's NAT and natbox's gateway on the same namespace topology, in one run.
 
-    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--only kernel|natbox|bare] [--no-bare]
+    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--only kernel|natbox|offload|bare] [--no-bare]
+                                    [--no-offload]
                                     [--gateway-arg=--no-ring ...] [--patched-csum]
 
 Topology (src/natbox/lab/examples/basic.toml, lab name "nbench"): client 10.0.1.2 -- gw (lan0 10.0.1.1,
@@ -9,6 +10,7 @@ wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
 * kernel: lan0/wan0 get the kernel addresses, ip_forward=1, `iptables -t nat -A POSTROUTING -s
   10.0.1.0/24 -o wan0 -j MASQUERADE` in the gw namespace.
 * natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic-gw.toml`.
+* offload: the same with `--offload`: established flows are carried by natbox's tc BPF datapath.
 * bare: the floor, bench/bare_forwarder.py on the same interfaces: natbox's I/O (rings, vnet headers, one
   sendmsg per frame) with Ethernet addresses rewritten and nothing else (no NAT: the server routes
   10.0.1.0/24 back through the gateway, both peers get static neighbour entries for it). natbox/bare is
@@ -237,8 +239,9 @@ def main() -> int:
     ap.add_argument("--time", type=float, default=5.0, help="seconds per iperf3 run")
     ap.add_argument("--gateway-arg", action="append", default=[], help="extra natbox gateway argument")
     ap.add_argument("--patched-csum", action="store_true", help="gateway with an O(n) csum_partial")
-    ap.add_argument("--only", choices=("kernel", "natbox", "bare"), help="measure one side only")
+    ap.add_argument("--only", choices=("kernel", "natbox", "offload", "bare"), help="measure one side only")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
+    ap.add_argument("--no-offload", action="store_true", help="skip natbox --offload (the tc BPF datapath)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is printed")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -262,6 +265,13 @@ def main() -> int:
             if res is None:
                 return 1
             results["natbox"] = res
+        if args.only == "offload" or (args.only is None and not args.no_offload):
+            natbox_mode(lab)
+            host = str(EXAMPLES / "basic-gw.toml")
+            res = run_side(lab, "offload", [sys.executable, "-m", "natbox.cli.gateway", host, "--offload",
+                                            *args.gateway_arg], args.time, "ready:", args.repeat)
+            if res is not None:
+                results["offload"] = res
         if args.only == "bare" or (args.only is None and not args.no_bare):
             natbox_mode(lab)
             client_mac, server_mac = bare_mode(lab)
@@ -273,12 +283,12 @@ def main() -> int:
     finally:
         run(["ip", "netns", "list"], check=False)
         lab_down(lab)
-    print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'bare':>14}{'natbox/kernel':>16}{'bare/kernel':>14}"
-          f"{'natbox/bare':>14}")
+    print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'offload':>14}{'bare':>14}{'natbox/kernel':>16}"
+          f"{'offload/kernel':>16}{'bare/kernel':>14}{'natbox/bare':>14}")
     for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms"):
-        k, n, b = (results.get(side, {}).get(key, float("nan")) for side in ("kernel", "natbox", "bare"))
-        print(f"{key:<12}{k:>14.3f}{n:>14.3f}{b:>14.3f}{_ratio(n, k):>16.3f}{_ratio(b, k):>14.3f}"
-              f"{_ratio(n, b):>14.3f}")
+        k, n, o, b = (results.get(side, {}).get(key, float("nan")) for side in ("kernel", "natbox", "offload", "bare"))
+        print(f"{key:<12}{k:>14.3f}{n:>14.3f}{o:>14.3f}{b:>14.3f}{_ratio(n, k):>16.3f}{_ratio(o, k):>16.3f}"
+              f"{_ratio(b, k):>14.3f}{_ratio(n, b):>14.3f}")
     return 0
 
 
