@@ -48,7 +48,8 @@ exit status: 0 all agreed; 1 a scenario differed; 2 bad usage, a scenario file t
 scenario given or found, or the kernel side cannot run here (not root, no `ip netns`, no iptables).
 
 example: natbox difftest scenarios/   |   natbox difftest --report out/difftest.md scenarios/snat-*.toml"""
-USAGE = "usage: natbox difftest [-v] [--live] [--keep DIR] [--report FILE] [--random N] SCENARIO.toml|DIR...\n"
+USAGE = ("usage: natbox difftest [-v] [--live [--offload]] [--keep DIR] [--report FILE] [--random N] "
+         "SCENARIO.toml|DIR...\n")
 MAX_DIFFS_SHOWN = 20  # per scenario in the report
 
 
@@ -76,24 +77,25 @@ def live_capable(sc: Scenario) -> bool:
     return all(step.exec is None or step.exec[0] in ("iptables", "conntrack") for step in sc.steps)
 
 
-def run_scenario(sc: Scenario, *, live: bool = False) -> tuple[KernelRun, list[Difference]]:
+def run_scenario(sc: Scenario, *, live: bool = False, offload: bool = False) -> tuple[KernelRun, list[Difference]]:
     """Run on the kernel, then compare with natbox replaying the kernel router's inputs; with `live`, also
-    run the same namespaces with live natbox as the router (`gateway --adopt`) and compare that too."""
+    run the same namespaces with live natbox as the router (`gateway --adopt`, with `offload`: `--offload`)
+    and compare that too."""
     kernel = run_on_kernel(sc)
     diffs = compare(kernel, run_on_natbox(sc, kernel))
     if live:
-        live_run = run_on_kernel(sc, natbox_router=True)
+        live_run = run_on_kernel(sc, natbox_router=True, gateway_args=("--offload",) if offload else ())
         diffs += [Difference(d.kind, f"live {d.where}", d.kernel, d.natbox, d.detail)
                   for d in compare(kernel, natbox_run_from_live(live_run), live=True)]
     return kernel, diffs
 
 
-def run_and_judge(sc: Scenario, keep: str | None = None, *, live: bool = False
+def run_and_judge(sc: Scenario, keep: str | None = None, *, live: bool = False, offload: bool = False
                   ) -> tuple[ScenarioResult, KernelRun | None]:
     """Run one scenario on both sides and classify it (pass / fail / xfail / xpass)."""
     t = time.monotonic()
     try:
-        kernel, diffs = run_scenario(sc, live=live and live_capable(sc))
+        kernel, diffs = run_scenario(sc, live=live and live_capable(sc), offload=offload)
     except (KernelUnavailable, RuntimeError, OSError) as exc:
         res = ScenarioResult(sc.name, sc.origin, sc.description, "fail", time.monotonic() - t,
                              problems=[f"the kernel run failed: {exc}"], reason=sc.known_failure or "")
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each scenario with live natbox as the router in the same namespaces (natbox "
                         "gateway --adopt) and compare that run with the kernel's too (scenarios with `ip` steps or "
                         "`-m statistic --mode random` rules: replay only)")
+    p.add_argument("--offload", action="store_true",
+                   help="with --live: run the live natbox with --offload (docs/differences.md lists what differs)")
     p.add_argument("--keep", metavar="DIR",
                    help="save each kernel run under DIR/<scenario>/ (snapshot/, in.pcapng, out.pcapng, "
                         "conntrack.txt, iptables-save.txt): then `natbox replay --host DIR/<scenario>/snapshot "
@@ -166,6 +170,10 @@ def cli_difftest(argv: Sequence[str]) -> int:
     keep: str | None = args.keep
     report: str | None = args.report
     live: bool = args.live
+    offload: bool = args.offload
+    if offload and not live:
+        sys.stderr.write("natbox difftest: --offload needs --live\n" + USAGE)
+        return 2
     try:
         if report is not None:
             check_parent_dir(report, "--report")
@@ -186,7 +194,7 @@ def cli_difftest(argv: Sequence[str]) -> int:
     cleanup_stale()  # namespaces of earlier runs that were killed (only those of dead processes)
     results: list[ScenarioResult] = []
     for sc in scenarios:
-        res, kernel = run_and_judge(sc, keep, live=live)
+        res, kernel = run_and_judge(sc, keep, live=live, offload=offload)
         results.append(res)
         if not (args.quiet and res.status == "pass"):
             _print_result(res, kernel, verbose)

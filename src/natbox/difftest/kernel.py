@@ -387,13 +387,14 @@ class _Lab:
             self.run.errors.append(f"{where}: timed out after {PROGRAM_TIMEOUT}s")
 
 
-def run_on_kernel(sc: Scenario, *, natbox_router: bool = False) -> KernelRun:
+def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tuple[str, ...] = ()) -> KernelRun:
     """Run the scenario on the real kernel (root and `ip netns` needed; see the module docstring).
 
     With `natbox_router`, the same namespaces are built with the kernel router, then natbox takes it over
     (`natbox gateway --adopt`) before the traffic: the run then records what live natbox did, with its
     conntrack table and counters read through its control socket (exec steps go to natbox the same way;
-    `ip` steps are not mirrored and make the run an error).
+    `ip` steps are not mirrored and make the run an error); `gateway_args` are added to its command line
+    (`--offload`).
     """
     why = kernel_available()
     if why is None and sc.ipsets.strip() and shutil.which("ipset") is None:
@@ -411,7 +412,7 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False) -> KernelRun:
         cap = _Capture({f.name: _socket_in(lab.router, f.name, ETH_P_ALL) for f in sc.interfaces})
         send_socks = {h.name: _socket_in(lab.ns[h.name], HOST_IFACE, 0) for h in sc.hosts}
         if natbox_router:
-            gateway = _LiveNatbox(lab.router)
+            gateway = _LiveNatbox(lab.router, gateway_args)
         t0 = time.time()
         cap.start()
         for step in sc.steps:
@@ -475,7 +476,7 @@ class _LiveNatbox:
     the devices' real MTUs in its model, and fragmentation and frag-needed are natbox's own decisions.
     (With vnet headers the gateway raises the model MTU for 64 KiB GSO segments: issue 5's engine work.)"""
 
-    def __init__(self, netns: str) -> None:
+    def __init__(self, netns: str, extra: tuple[str, ...] = ()) -> None:
         import natbox
 
         self.netns = netns
@@ -484,7 +485,7 @@ class _LiveNatbox:
         self.env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", netns, sys.executable, "-m", "natbox", "gateway", "--adopt", "--control",
-             self.sock, "--seed", "0", "--no-vnet-hdr"],
+             self.sock, "--seed", "0", "--no-vnet-hdr", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + LIVE_START_TIMEOUT
