@@ -23,7 +23,7 @@ from natbox.testing.rules_fakes import FakeCtx
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
 
 DATA = json.loads((Path(__file__).parent / "data" / "ext6_1.8.9.json").read_text())
-DONE = ("recent", "hashlimit", "connlimit", "osf")  # the extensions whose IPv6 forms natbox has
+DONE = ("recent", "hashlimit", "connlimit", "osf", "rpfilter", "cluster")  # the extensions whose IPv6 forms natbox has
 LINES = [x for x in DATA["lines"] if any(f"-m {e} " in " ".join(x["argv"]) + " " for e in DONE)]
 
 
@@ -111,3 +111,67 @@ def test_connlimit_counts_connections_per_ipv6_prefix() -> None:
     assert verdicts == [False, True, False]  # fd00::2 is the second in fd00::/64
     m = rs.tables["filter"].chains["INPUT"].rules[0].matches[-1]
     assert sorted(k[0] for k in m.data.lists) == [parse_addr6("fd00::"), parse_addr6("fd00:0:0:1::")]  # type: ignore[attr-defined]
+
+
+def _ct6(src: str) -> object:
+    from natbox.conntrack.conn import Conn
+    from natbox.conntrack.tuple import ConnTuple
+
+    a, b = parse_addr6(src), parse_addr6("fd00::1")
+    return Conn(ConnTuple(a, 7, b, 128 << 8, 58), ConnTuple(b, 7, a, 129 << 8, 58), now=0.0, ct_id=1)
+
+
+@pytest.mark.parametrize(("src", "node"), [("fd00::3:3", 2), ("fd00::c:c", 2), ("2001:db8::2", 3), ("fd01::3", 2),
+                                           ("fc00:1::4", 3), ("2001:db9::5", 3), ("fd12:3456::6", 4)])
+def test_cluster_hashes_the_first_word_of_an_ipv6_source(src: str, node: int) -> None:
+    """Recorded on 6.18 (pings over lo, one rule per node of 4, seed 0xdeadbeef): the node each source fell
+    on. Only the first 32 bits count (xt_cluster_hash_ipv6 hashes one word)."""
+    rs = _rs(*(f"-A PREROUTING -m cluster --cluster-total-nodes 4 --cluster-local-node {n} "
+               "--cluster-hash-seed 0xdeadbeef" for n in (1, 2, 3, 4)), table="mangle")
+    skb = _udp(src, "fd00::1")
+    skb.ct = _ct6(src)  # type: ignore[assignment]
+    rs.run("mangle", Hook.PRE_ROUTING, skb, FakeCtx(Hook.PRE_ROUTING))
+    hits = [r.packets for r in rs.tables["mangle"].chains["PREROUTING"].rules]
+    assert hits == [int(n == node) for n in (1, 2, 3, 4)]
+
+
+def _engine6(rules6: str) -> Any:
+    from natbox.engine.engine import Engine
+    from natbox.engine.host import Host, Interface, Route6
+    from natbox.rules.parser import parse_restore
+
+    host = Host(ipv6_forward=True)
+    host.add_interface(Interface("lan0", mac=b"\x02\0\0\0\0\x01"))
+    host.add_interface(Interface("wan0", mac=b"\x02\0\0\0\0\x02"))
+    host.add_address6("lan0", parse_addr6("fd00:77::1"), 64)
+    host.add_address6("wan0", parse_addr6("2001:db8:100::1"), 64)
+    host.routes6.append(Route6(0, 0, "wan0", gateway=parse_addr6("2001:db8:100::10")))
+    host.routes6.append(Route6(parse_addr6("2001:db8:300::"), 48, None, type="unreachable"))
+    rs = Ruleset(NFPROTO_IPV6)
+    rs.restore(parse_restore(rules6, file="<test>", family=NFPROTO_IPV6))
+    return Engine(host, ruleset6=rs)
+
+
+def test_rpfilter_routes_the_ipv6_source_back() -> None:
+    """ip6t_rpfilter: a LAN source arriving on the WAN fails, a source routed by the default route passes on
+    wan0, link-local and :: pass, an unreachable route fails, --loose accepts any device."""
+    from natbox.wire.ethernet import ETH_P_IPV6, build_ethernet
+
+    rules = ("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\n"
+             "COMMIT\n")
+    eng = _engine6(rules)
+
+    def sent(src: str, iface: str, dst: str = "fd00:77::2") -> bool:
+        dg = bytes(_udp(src, dst).data)
+        frame = bytes(build_ethernet(b"\x02\0\0\0\0\x02" if iface == "wan0" else b"\x02\0\0\0\0\x01",
+                                     b"\x02\xaa\0\0\0\x01", ETH_P_IPV6, dg))
+        return any(d.reason == "rule_drop" for d in eng.receive(frame, iface, 1.0).dropped)
+
+    assert sent("fd00:77::5", "wan0")  # spoofed: fd00:77::/64 is lan0's
+    assert not sent("2001:db8:55::1", "wan0", "fd00:77::2")
+    assert not sent("fd00:77::5", "lan0", "2001:db8:55::1")
+    assert sent("2001:db8:300::1", "wan0")  # an unreachable route
+    assert not sent("fe80::99", "lan0", "fd00:77::2")
+    loose = _engine6(rules.replace("--invert", "--loose --invert"))
+    eng = loose
+    assert not sent("fd00:77::5", "wan0")

@@ -147,6 +147,9 @@ class XtHost:
         return self.xt
 
     def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
+        if self.family == NFPROTO_IPV6 and self.fib6 is not None:  # ip6_route_lookup (ip6t_rpfilter)
+            res6 = self.fib6.lookup(daddr)
+            return None if res6 is None else (res6.type, res6.dev)
         res = self._fib.lookup(daddr)
         return None if res is None else (res.type, res.dev)
 

@@ -20,7 +20,7 @@ __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES
 IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl",
                                                 # implemented for IPv4 only so far (their IPv6 forms print and
                                                 # hash IPv6 addresses): ip6tables says natbox lacks them
-                                                "socket", "rpfilter", "cluster", "ipvs", "osf"})
+                                                "socket", "ipvs", "osf"})
 IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT",
                                                 "TEE", "TPROXY", "HMARK"})
 

@@ -3,12 +3,15 @@
 The ct's original source address is hashed with `jhash_1word(addr, --cluster-hash-seed)`, scaled to the
 node count (`reciprocal_scale`) and tested against the local node mask. A packet sent to a unicast address
 with a multicast link address is turned into one for this host (`pkt_type` set to HOST), as the kernel's
-match does. No ct, no match.
+match does. No ct, no match. For IPv6, `xt_cluster_hash_ipv6` calls `jhash2(ip, NF_CT_TUPLE_L3SIZE / sizeof(__u32))`,
+and NF_CT_TUPLE_L3SIZE is the element count of `nf_inet_addr.all` (4), so one word: only the first 32 bits
+of the source are hashed (measured on 6.18: every source in fd00::/32 lands on the same node).
 """
 
 from __future__ import annotations
 
 from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
@@ -92,4 +95,16 @@ class Cluster(Match):
             h = reciprocal_scale(jhash2([addr_word(ct.tuples[0].src)], seed), total)
             return bool((1 << h) & mask) != invert
 
-        return cluster_mt
+        def cluster_mt6(skb: Skb, ctx: XtContext) -> bool:
+            """`xt_cluster_mt()` for IPv6: `xt_cluster_is_multicast_addr` on ff00::/8, and
+            `xt_cluster_hash_ipv6`: jhash2 over one word, the original source's first 32 bits as they lie in
+            memory (see the module docstring)."""
+            if skb.pkt_type == PacketType.MULTICAST and skb.daddr >> 120 != 0xFF:
+                skb.pkt_type = PacketType.HOST
+            ct = skb.ct
+            if ct is None:
+                return False
+            h = reciprocal_scale(jhash2([addr_word(ct.tuples[0].src >> 96)], seed), total)
+            return bool((1 << h) & mask) != invert
+
+        return cluster_mt6 if self.family == NFPROTO_IPV6 else cluster_mt

@@ -6,11 +6,16 @@ leaves through the interface the packet came in on (any interface with `--loose`
 policy routing, so `--validmark` (the mark as the lookup's fwmark) and the TOS change nothing, and it
 skips routes of devices that are down where the kernel's lookup ignores the link state
 (docs/differences.md). Valid in the raw and mangle tables, at PREROUTING only.
+
+In ip6tables (net/ipv6/netfilter/ip6t_rpfilter.c `rpfilter_mt`, `rpfilter_lookup_reverse6`) the source is
+routed through the IPv6 FIB: loopback and the unspecified source pass; a link-local source passes (it is
+looked up on the in-device itself, where its link-local prefix is); a reject route fails; a local route
+passes only with `--accept-local`; else the route's device must be the in-device (or `--loose`).
 """
 
 from __future__ import annotations
 
-from natbox.netfilter import Hook
+from natbox.netfilter import NFPROTO_IPV6, Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of
@@ -54,6 +59,28 @@ class Rpfilter(Match):
         invert = bool(flags & XT_RPFILTER_INVERT)
         loose = bool(flags & XT_RPFILTER_LOOSE)
         accept_local = bool(flags & XT_RPFILTER_ACCEPT_LOCAL)
+
+        def rpfilter_mt6(skb: Skb, ctx: XtContext) -> bool:
+            """ip6t_rpfilter's `rpfilter_mt()` and `rpfilter_lookup_reverse6()`."""
+            if skb.pkt_type == PacketType.LOOPBACK or skb.iif == "lo":
+                return not invert
+            saddr = skb.saddr
+            if saddr == 0:
+                return not invert  # not routable: the forward path drops it
+            if saddr >> 118 == 0x3FA:  # fe80::/10: RT6_LOOKUP_F_IFACE on the in-device, its link-local route
+                return not invert
+            res = ctx.fib_lookup(saddr)
+            if res is None:
+                return invert
+            rtype, dev = res
+            if rtype == RTN_LOCAL:
+                return accept_local != invert
+            if rtype != RTN_UNICAST:
+                return invert
+            return (dev == skb.iif or loose) != invert
+
+        if self.family == NFPROTO_IPV6:
+            return rpfilter_mt6
 
         def rpfilter_mt(skb: Skb, ctx: XtContext) -> bool:
             """`rpfilter_mt()` and `rpfilter_lookup_reverse()`."""
