@@ -106,3 +106,23 @@ def test_copied_rules_keep_counting_in_the_same_lists() -> None:
     m = rs.tables["filter"].chains["INPUT"].rules[0].matches[0]
     c = m.clone()
     assert isinstance(m, Connlimit) and isinstance(c, Connlimit) and c.data is m.data
+
+
+def test_a_retransmitted_syn_stops_the_walk_at_its_own_entry() -> None:
+    """A confirmed ct that is not ASSURED (a SYN retransmit) is looked up, not skipped: the walk stops at its
+    own entry, so a stale entry after it (a rejected SYN's) is still counted; once ASSURED, its packets take
+    the -EEXIST path, which collects the whole list (the kernel's difftest connlimit-above-reject)."""
+    rs = rule("-p tcp --syn -m connlimit --connlimit-above 2 -j REJECT")
+    ctx = FakeCtx(Hook.LOCAL_IN)
+    a, b = syn("10.0.0.1", 1), syn("10.0.0.1", 2)
+    assert not hit(rs, ctx, a, 0.0)
+    confirm(a)
+    assert not hit(rs, ctx, b, 0.1)
+    confirm(b)
+    assert hit(rs, ctx, syn("10.0.0.1", 3), 0.2)  # rejected: its entry stays until a walk meets it
+    assert hit(rs, ctx, syn("10.0.0.1", 4), 0.3)  # the walk evicts 3, then 4 makes three again
+    assert hit(rs, ctx, a, 0.4)  # a's retransmit: found first, 4's stale entry still counted
+    ca = a.ct
+    assert ca is not None
+    ca.status |= CtStatus.ASSURED
+    assert not hit(rs, ctx, a, 0.5)  # -EEXIST: gc evicts 4, two connections

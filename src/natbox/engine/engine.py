@@ -120,7 +120,7 @@ class Engine:
         hooks = self._hooks = Hooks(rules, ctx, table=self.table, cfg=self.cfg, nat=self.nat, rnd=self.rnd,
                                     defrag=self.defrag)
         hooks.rules6 = ruleset6 if ruleset6 is not None else Ruleset(NFPROTO_IPV6)
-        icmp = self._icmp = IcmpSender(self.fib, self.icmp_rate, family, st, ctx)
+        icmp = self._icmp = IcmpSender(self.fib, self.icmp_rate, family, st, ctx, self.cfg)
         local = self._local = LocalStack(host, self.fib, hooks, icmp, family, st, ctx)
         local.listeners = set(listeners)
         output = IpOutput(host, self.fib, hooks, icmp, family, self.neighs, st, ctx,
@@ -169,7 +169,7 @@ class Engine:
 
         def reject(skb: Skb, how: str, now: float) -> None:
             if isinstance(skb, Skb6):
-                reject6(out6, skb, how)
+                reject6(out6, skb, how, now, self.cfg)
             else:
                 reject4(skb, how, now)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.proto.tcp import nf_conntrack_tcp_set_closing
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.defrag import ExpiredQueue, IcmpOnExpire
 from natbox.engine.family import AddressFamily
@@ -57,9 +59,9 @@ QueueLocal = Callable[[bytes, "Skb | None"], None]
 class IcmpSender:
     """ICMP errors, REJECT and LOG for one engine."""
 
-    def __init__(self, fib: Fib, rate: IcmpRateLimiter, family: AddressFamily, state: PathState, ctx: XtHost
-                 ) -> None:
-        self._fib, self._rate, self._family, self._st, self._ctx = fib, rate, family, state, ctx
+    def __init__(self, fib: Fib, rate: IcmpRateLimiter, family: AddressFamily, state: PathState, ctx: XtHost,
+                 cfg: ConntrackConfig) -> None:
+        self._fib, self._rate, self._family, self._st, self._ctx, self._cfg = fib, rate, family, state, ctx, cfg
         self.queue_local: QueueLocal = lambda datagram, attach: None  # bound by the engine (LocalStack)
 
     def icmp_send(self, skb: Skb, icmp_type: int, code: int, *, info: int = 0, local: bool = False) -> None:
@@ -100,10 +102,13 @@ class IcmpSender:
                                                              tos=self._family.error_tos(q.head[IPH_TOS])), None)
 
     def reject(self, skb: Skb, reject_with: str, now: float) -> None:
-        """REJECT's packet: an ICMP error (`nf_send_unreach`) or a TCP reset (`nf_send_reset`)."""
+        """REJECT's packet: an ICMP error (`nf_send_unreach`) or a TCP reset (`nf_send_reset`: the RST is
+        attached to the packet's ct, which `nf_ct_set_closing` moves to CLOSE)."""
         if reject_with == "tcp-reset":
             rst = build_reset_for(bytes(skb.data))
             if rst is not None:
+                if skb.ct is not None:
+                    nf_conntrack_tcp_set_closing(skb.ct, now, self._cfg)
                 self.queue_local(rst, skb)
             return
         icmp_type, code = REJECT_CODES.get(reject_with, (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH))

@@ -8,6 +8,8 @@ default) sent by `icmp6_send` (rate-limited, attached to the packet's ct); `tcp-
 
 from __future__ import annotations
 
+from natbox.conntrack.config import ConntrackConfig
+from natbox.conntrack.proto.tcp import nf_conntrack_tcp_set_closing
 from natbox.engine.ip6_output import Ip6Output
 from natbox.engine.reject import build_reset6_for
 from natbox.skb import Skb6
@@ -29,13 +31,16 @@ REJECT6_CODES: dict[str, tuple[int, int]] = {
 _POINTERS = {"npt-paramprob-saddr": IP6H_SADDR, "npt-paramprob-daddr": IP6H_DADDR}
 
 
-def reject6(out: Ip6Output, skb: Skb6, how: str) -> None:
-    """REJECT's packet for an IPv6 skb: a RST (`nf_send_reset6`) or an ICMPv6 error (`nf_send_unreach6`)."""
+def reject6(out: Ip6Output, skb: Skb6, how: str, now: float, cfg: ConntrackConfig) -> None:
+    """REJECT's packet for an IPv6 skb: a RST (`nf_send_reset6`, which moves the packet's ct to CLOSE with
+    `nf_ct_set_closing`) or an ICMPv6 error (`nf_send_unreach6`)."""
     if how == "tcp-reset":
         if skb.protocol != 6 or skb.is_later_fragment:
             return
         rst = build_reset6_for(bytes(skb.data), skb.ihl)
         if rst is not None:
+            if skb.ct is not None:
+                nf_conntrack_tcp_set_closing(skb.ct, now, cfg)
             out.queue_local(rst, skb)
         return
     icmp_type, code = REJECT6_CODES.get(how, (icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_PORT_UNREACH))

@@ -88,6 +88,7 @@ __all__ = [
     "_INDEX_BY_BYTE",
     "_VALID_BY_BYTE",
     "get_conntrack_index",
+    "nf_conntrack_tcp_set_closing",
     "tcp_can_early_drop",
     "tcp_error",
     "tcp_packet",
@@ -173,6 +174,20 @@ def tcp_new(
     tcp.last_index = TCP_NONE_SET  # tcp_packet sets them
     conn.tcp = tcp
     return True
+
+
+def nf_conntrack_tcp_set_closing(conn: Conn, now: float, cfg: ConntrackConfig) -> None:
+    """Mirrors `nf_conntrack_tcp_set_closing()` (what `nf_ct_set_closing` runs for TCP): REJECT's RST
+    (`nf_send_reset`, `nf_send_reset6`) moves a confirmed ct to CLOSE with the CLOSE timeout, unless it is
+    CLOSE already or has a fixed timeout; an unconfirmed ct is left alone (the packet is dropped)."""
+    tcp = conn.tcp
+    if tcp is None or not conn.status & _CONFIRMED:
+        return
+    old_state = tcp.state
+    tcp.state = TcpState.CLOSE
+    if old_state == TcpState.CLOSE or conn.status & _FIXED_TIMEOUT:
+        return
+    conn.timeout = now + cfg.tcp_timeouts()[CL]
 
 
 def tcp_can_early_drop(conn: Conn) -> bool:

@@ -2,11 +2,12 @@
 
 Connections are counted per masked source (or destination) address and conntrack zone in lists the rule
 owns (`info->data`, so they live on the match instance and survive recompilation): the packet's ct is added
-when it is not yet confirmed (`__nf_conncount_add`), and a list walk evicts the entries whose ct has left
-the table or is a closed TCP connection (TIME_WAIT, CLOSE). At most one walk per list and jiffy unless 64
-entries were added since (`CONNCOUNT_GC_MAX_COLLECT`); a new key's insertion also collects up to 8 other
-lists, as `insert_tree` does on its way down the tree, so dead entries do not pile up under keys never seen
-again. A ct is "in the table" while it is confirmed, not dying and not expired (natbox's table holds it by
+unless it is confirmed and ASSURED (`__nf_conncount_add`; a confirmed ct in its setup phase is looked up in
+the list first, as Linux 6.18.y does since the fix for setup-phase connections), and a list walk evicts
+the entries whose ct has left the table or is a closed TCP connection (TIME_WAIT, CLOSE). At most one
+walk per list and jiffy unless 64 entries were added since (`CONNCOUNT_GC_MAX_COLLECT`); a new key's
+insertion also collects up to 8 other lists, as `insert_tree` does on its way down the tree, so dead
+entries do not pile up under keys never seen again. A ct is "in the table" while it is confirmed, not dying and not expired (natbox's table holds it by
 reference where the kernel looks its tuple up, docs/differences.md).
 """
 
@@ -92,17 +93,24 @@ class ConnCount:
         return not kept
 
     @staticmethod
-    def _add(lst: _List, skb: Skb, jif: int, now: float) -> None:
-        """`__nf_conncount_add`: the packet's connection, unless it is confirmed already or listed."""
+    def _add(lst: _List, skb: Skb, jif: int, now: float) -> bool:
+        """`__nf_conncount_add`: the packet's connection, unless it is assured already or listed.
+
+        False for -EEXIST (a confirmed, ASSURED ct: the caller collects the list instead). A confirmed ct
+        still in its setup phase (a retransmitted SYN) is looked for in the list like a new one ("netfilter:
+        nf_conncount: make sure to track setup-phase connections", after the rework that skipped every
+        confirmed ct); the walk stops at its own tuple, so stale entries after it stay counted.
+        """
         ct = skb.ct
         tup: object = ct.tuples[0] if ct is not None else (skb.saddr, skb.daddr, skb.protocol)
         if ct is not None and ct.status & CtStatus.CONFIRMED:
-            if skb.iif != "lo":
-                return  # -EEXIST: count_tree collects the list instead
+            if ct.status & CtStatus.ASSURED:
+                return False  # -EEXIST: count_tree collects the list instead
         elif jif == lst.last_gc and len(lst.conns) - lst.last_gc_count < CONNCOUNT_GC_MAX_COLLECT:
             lst.conns.append((tup, ct))
-            return
-        kept, collected = [], 0
+            return True
+        kept: list[tuple[object, Conn | None]] = []
+        collected = 0
         for i, (t, c) in enumerate(lst.conns):
             if collected > CONNCOUNT_GC_MAX_COLLECT:
                 kept.extend(lst.conns[i:])
@@ -112,7 +120,9 @@ class ConnCount:
                 continue
             assert c is not None
             if t == tup:
-                return  # "we should not see tuples twice": the walk stops, nothing is added
+                # "we should not see tuples twice": the walk stops here, what it evicted stays evicted
+                lst.conns = kept + lst.conns[i:]
+                return True
             if _closed(c):
                 collected += 1
                 continue
@@ -120,6 +130,7 @@ class ConnCount:
         lst.conns = kept
         lst.last_gc, lst.last_gc_count = jif, len(kept)
         lst.conns.append((tup, ct))
+        return True
 
     def count(self, key: tuple[int, int], skb: Skb, now: float) -> int:
         """`count_tree()`: how many connections the key has, the packet's own included."""
@@ -134,10 +145,8 @@ class ConnCount:
             ct = skb.ct
             new.conns.append((ct.tuples[0] if ct is not None else (skb.saddr, skb.daddr, skb.protocol), ct))
             return 1
-        confirmed = skb.ct is not None and bool(skb.ct.status & CtStatus.CONFIRMED) and skb.iif != "lo"
-        self._add(lst, skb, jif, now)
-        if confirmed:
-            self._gc_list(lst, jif, now)
+        if not self._add(lst, skb, jif, now):
+            self._gc_list(lst, jif, now)  # -EEXIST means add was skipped, update the list
         return len(lst.conns)
 
 
