@@ -34,13 +34,15 @@ def _engine(rules: list[str]) -> Engine:
 
 def _syn(sport: int) -> bytes:
     seg = tcp.build_tcp(CLIENT, SERVER, sport, 80, seq=1000, flags=tcp.SYN)
-    return bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(CLIENT, SERVER, 6, seg)))
+    datagram = ipv4.build_ipv4(CLIENT, SERVER, 6, seg)
+    return bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, datagram))
 
 
 def test_a_reset_for_a_confirmed_connection_closes_it() -> None:
     # the second SYN of the same connection (a retransmit) meets the REJECT rule the first one skipped;
     # -m conntrack makes the namespace track connections (nf_ct_netns_get)
-    engine = _engine(["-A FORWARD -p tcp -m conntrack --ctstate NEW -m recent --name r --rcheck -j REJECT --reject-with tcp-reset",
+    engine = _engine(["-A FORWARD -p tcp -m conntrack --ctstate NEW -m recent --name r --rcheck"
+                      " -j REJECT --reject-with tcp-reset",
                       "-A FORWARD -p tcp -m recent --name r --set"])
     out = engine.receive(_syn(40000), "eth0", 1.0)
     assert [e.iface for e in out.emitted] == ["eth1"]

@@ -7,8 +7,9 @@ the list first, as Linux 6.18.y does since the fix for setup-phase connections),
 the entries whose ct has left the table or is a closed TCP connection (TIME_WAIT, CLOSE). At most one
 walk per list and jiffy unless 64 entries were added since (`CONNCOUNT_GC_MAX_COLLECT`); a new key's
 insertion also collects up to 8 other lists, as `insert_tree` does on its way down the tree, so dead
-entries do not pile up under keys never seen again. A ct is "in the table" while it is confirmed, not dying and not expired (natbox's table holds it by
-reference where the kernel looks its tuple up, docs/differences.md).
+entries do not pile up under keys never seen again. A ct is "in the table" while it is confirmed, not
+dying and not expired (natbox's table holds it by reference where the kernel looks its tuple up,
+docs/differences.md).
 """
 
 from __future__ import annotations
