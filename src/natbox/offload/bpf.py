@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "BPF_ANY",
+    "BPF_F_NO_PREALLOC",
     "BPF_MAP_TYPE_HASH",
     "BPF_MAP_TYPE_PERCPU_HASH",
     "BPF_NOEXIST",
@@ -42,6 +43,7 @@ BPF_MAP_TYPE_PERCPU_HASH = 5
 # update flags
 BPF_ANY = 0
 BPF_NOEXIST = 1
+BPF_F_NO_PREALLOC = 1  # map_flags: elements allocated when added
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "i686": 357, "i386": 357, "armv7l": 386,
             "ppc64le": 361, "s390x": 351}
@@ -189,9 +191,9 @@ class MapFd:
             self.fd = -1
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0) -> int:
     """BPF_MAP_CREATE: the new map's file descriptor."""
-    return _sys_bpf(BPF_MAP_CREATE, _CREATE.pack(map_type, key_size, value_size, max_entries, 0, 0, 0,
+    return _sys_bpf(BPF_MAP_CREATE, _CREATE.pack(map_type, key_size, value_size, max_entries, flags, 0, 0,
                                                   name.encode()[:15]))
 
 

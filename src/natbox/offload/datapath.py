@@ -10,7 +10,9 @@ written through the bpf() system call (offload/bpf.py). A private bpffs also sur
 which remounts /sys (and with it /sys/fs/bpf).
 
 Counters: `nb_stats` is a per-CPU map beside `nb_flows`; `install` creates a key's counters at zero only
-when it has none, so rewriting an entry (a new MAC, a new MTU) keeps them, and `remove` deletes them.
+when it has none, so rewriting an entry (a new MAC, a new MTU) keeps them, and `remove` deletes them. It is
+not preallocated (BPF_F_NO_PREALLOC: a preallocated per-CPU map would take 65536 × 24 bytes per possible
+CPU); only Python adds elements, the program only looks them up.
 
 Errors are one line: `OffloadUnavailable` says what is missing (a program, headers, a kernel feature,
 permission), `OffloadError` what failed later (a full map, a device gone).
@@ -215,9 +217,9 @@ class Datapath:
             pins = os.path.join(self.bpffs, "tc", "globals")
             os.makedirs(pins, exist_ok=True)
             ncpus = bpf.nr_possible_cpus()
-            self._flows = self._create(bpf.BPF_MAP_TYPE_HASH, ACTION_SIZE, os.path.join(pins, FLOWS_MAP), 1)
+            self._flows = self._create(bpf.BPF_MAP_TYPE_HASH, ACTION_SIZE, os.path.join(pins, FLOWS_MAP), 1, 0)
             self._stats = self._create(bpf.BPF_MAP_TYPE_PERCPU_HASH, STATS_SIZE, os.path.join(pins, STATS_MAP),
-                                       ncpus)
+                                       ncpus, bpf.BPF_F_NO_PREALLOC)
         except OSError as e:
             self.close()
             raise OffloadUnavailable(f"offload set-up failed in {self.workdir}: {e.strerror or e}") from None
@@ -226,9 +228,11 @@ class Datapath:
             raise
 
     @staticmethod
-    def _create(map_type: int, value_size: int, path: str, ncpus: int) -> bpf.MapFd:
+    def _create(map_type: int, value_size: int, path: str, ncpus: int, flags: int) -> bpf.MapFd:
+        """A map as the C source declares it (libbpf reuses a pinned map only when type, sizes, entries and
+        flags match), pinned at `path`."""
         try:
-            fd = bpf.map_create(map_type, KEY_SIZE, value_size, MAX_FLOWS, os.path.basename(path))
+            fd = bpf.map_create(map_type, KEY_SIZE, value_size, MAX_FLOWS, os.path.basename(path), flags)
         except OSError as e:
             if e.errno in (errno.EPERM, errno.EACCES):
                 raise OffloadUnavailable("bpf() not permitted (needs CAP_BPF and CAP_NET_ADMIN: run as root)") from None
@@ -285,7 +289,12 @@ class Datapath:
                 except OSError as e:
                     if e.errno != errno.EEXIST:
                         raise
-            flows.update(k, encode_action(action))
+            try:
+                flows.update(k, encode_action(action))
+            except OSError:
+                if k not in self._installed:
+                    stats.delete(k)  # no counters without an entry
+                raise
             self._installed[k] = key
         except OSError as e:
             if e.errno == errno.E2BIG:
@@ -326,7 +335,10 @@ class Datapath:
         """Detach from every device, close and unpin the maps, unmount the bpffs and delete what this
         object made (the workdir when it created it). Safe to call twice."""
         for ifname in list(self._attached):
-            self._detach(ifname)
+            try:
+                self._detach(ifname)
+            except OffloadError:
+                self._attached.pop(ifname, None)  # tc failed to run: nothing more to do for it here
         for m in (self._flows, self._stats):
             if m is not None:
                 m.close()

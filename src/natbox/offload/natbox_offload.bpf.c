@@ -117,6 +117,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, NB_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* natbox adds the elements; the program only looks them up */
 	__type(key, struct nb_key);
 	__type(value, struct nb_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
