@@ -7,13 +7,20 @@ so both directions of a flow get the same mark; `jhash_3words(src, dst, ports, r
 scaled into `[0, mod)` by `reciprocal_scale`, plus the offset (`hmark_hash`). ICMP errors are hashed by
 the datagram they quote; ICMP and fragments hash no ports; ESP's SPI and AH's (at offset 4) stand in for
 the ports. Always continues.
+
+In ip6tables (`hmark_tg_v6`) the masks are 128 bits and an address counts as the XOR of its four masked
+words (`hmark_addr6_mask`); the packet's protocol is `ipv6_find_hdr`'s (stopping at AH); an ICMPv6 error
+(type 1-127) is hashed by the header it quotes; a fragment or ICMPv6 hashes no ports; a header chain that
+cannot be walked hashes the zero tuple (`hmark_pkt_set_htuple_ipv6` returns 0 with nothing set).
 """
 
 from __future__ import annotations
 
 from natbox.nat.jhash import jhash2, reciprocal_scale
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
+from natbox.rules.matches._xtflags import parse_plen6, plen_mask6
 from natbox.rules.model import (
     RESOURCE_PROBLEM,
     Opt,
@@ -34,9 +41,16 @@ from natbox.wire.icmp import (
     ICMP_TIME_EXCEEDED,
 )
 from natbox.wire.ipv4 import IP_MF, IP_OFFSET
+from natbox.wire.ipv6 import IP6_FH_F_AUTH, IP6_FH_F_FRAG, NEXTHDR_ICMP, ipv6_find_hdr
 from natbox.wire.layout import (
+    ICMP6H_LEN,
+    ICMP6H_TYPE,
     ICMPH_LEN,
     ICMPH_TYPE,
+    IP6H_ADDRS_END,
+    IP6H_DADDR,
+    IP6H_LEN,
+    IP6H_SADDR,
     IPH_DADDR,
     IPH_FRAG_OFF,
     IPH_MIN_LEN,
@@ -86,16 +100,17 @@ class Hmark(Target):
         self.proto_mask = 0
         self.hashrnd = self.hmodulus = self.hoffset = 0
 
-    def _tuple_word(self, word: str) -> bool:
-        """`hmark_parse`: a (case-insensitive) prefix of a tuple word, the first that fits."""
+    def _tuple_word(self, word: str, full: int) -> bool:
+        """`hmark_parse`: a (case-insensitive) prefix of a tuple word, the first that fits (`full`: the all-ones
+        address mask of the rule's family)."""
         for name in _TUPLE_WORDS:
             if name.startswith(word.lower()):
                 bit = {"ct": CT, "src": SADDR_MASK, "dst": DADDR_MASK, "sport": SPORT_MASK, "dport": DPORT_MASK,
                        "proto": PROTO_MASK, "spi": SPI_MASK}[name]
                 if name == "src":
-                    self.src_mask = _M32
+                    self.src_mask = full
                 elif name == "dst":
-                    self.dst_mask = _M32
+                    self.dst_mask = full
                 elif name == "sport":
                     self.port_mask |= 0xFFFF0000
                 elif name == "dport":
@@ -120,7 +135,8 @@ class Hmark(Target):
                 if i == len(words) - 1 and not word:
                     raise RulesError('"--hmark-tuple" requires a list of types with no spaces, e.g. '
                                      "src,dst,sport,dport,proto")
-                if not word or not self._tuple_word(word):
+                full = (1 << 128) - 1 if rule.family == NFPROTO_IPV6 else _M32
+                if not word or not self._tuple_word(word, full):
                     raise RulesError(f'Bad type "{",".join(words[i:])}"')
             return
         oid = _OPTS.get(opt)
@@ -129,7 +145,13 @@ class Hmark(Target):
             return
         if self.xflags & (1 << oid):
             raise RulesError(f'HMARK: option "--{opt}" can only be used once.\n')
-        if oid in (SADDR_MASK, DADDR_MASK):
+        if oid in (SADDR_MASK, DADDR_MASK) and rule.family == NFPROTO_IPV6:
+            mask6 = plen_mask6(parse_plen6("HMARK", opt, a))
+            if oid == SADDR_MASK:
+                self.src_mask = mask6
+            else:
+                self.dst_mask = mask6
+        elif oid in (SADDR_MASK, DADDR_MASK):
             plen = parse_uint(a, 0, _M32)  # xtopt_parse_plenmask: any larger length is the whole address
             if plen is None and a.count(".") == 3 and (m := parse_ipv4(a)) is not None and mask_to_prefix(m) >= 0:
                 plen = mask_to_prefix(m)
@@ -259,7 +281,29 @@ class Hmark(Target):
             skb.mark = (reciprocal_scale(h, mod) + offset) & _M32
             return XT_CONTINUE
 
-        return hmark_tg_v4
+        def hmark_tg_v6(skb: Skb, ctx: XtContext) -> int:
+            """`hmark_tg_v6()`."""
+            if use_ct:
+                ct = skb.ct
+                if ct is None:
+                    return XT_CONTINUE
+                orig, repl = ct.tuples[0], ct.tuples[1]
+                src, dst, proto, ports = _fold6(orig.src & smask), _fold6(repl.src & dmask), orig.proto, 0
+                if not l3 and proto != 1:  # hmark_ct_set_htuple tests IPPROTO_ICMP for both families
+                    ports = _swap_ports((orig.sport << 16) | repl.sport, pmask, pset)
+            else:
+                t = _pkt_tuple6(skb.data, smask, dmask, pmask, pset, l3)
+                if t is None:
+                    return XT_CONTINUE
+                src, dst, proto, ports = t
+            if l3:
+                proto = 0
+            lo, hi = (src, dst) if src <= dst else (dst, src)
+            h = jhash2((lo, hi, ports), rnd) ^ (proto & proto_mask)
+            skb.mark = (reciprocal_scale(h, mod) + offset) & _M32
+            return XT_CONTINUE
+
+        return hmark_tg_v6 if self.family == NFPROTO_IPV6 else hmark_tg_v4
 
 
 def _pkt_tuple(data: bytearray, smask: int, dmask: int, pmask: int, pset: int,
@@ -286,3 +330,39 @@ def _pkt_tuple(data: bytearray, smask: int, dmask: int, pmask: int, pset: int,
     if off is None or len(data) < pos + 4:
         return src, dst, proto, 0
     return src, dst, proto, _swap_ports(int.from_bytes(data[pos:pos + 4], "big"), pmask, pset)
+
+
+def _fold6(a: int) -> int:
+    """`hmark_addr6_mask` after `ntohl`: the XOR of the four 32-bit words of a masked address."""
+    return ((a >> 96) ^ (a >> 64) ^ (a >> 32) ^ a) & _M32
+
+
+def _pkt_tuple6(data: bytearray, smask: int, dmask: int, pmask: int, pset: int,
+                l3: bool) -> tuple[int, int, int, int] | None:
+    """`hmark_pkt_set_htuple_ipv6`: (src, dst, proto, ports), or None where it returns -1 (a quoted header
+    cut short or unwalkable: the mark is left alone)."""
+    found = ipv6_find_hdr(data, -1, IP6_FH_F_AUTH)
+    if found is None:
+        return 0, 0, 0, 0  # "return 0" with the tuple still zeroed: the zero tuple is hashed
+    off, nexthdr, _fragoff, flags = found
+    hdr = 0  # where the IPv6 header whose addresses count starts
+    if not flags & IP6_FH_F_FRAG and nexthdr == NEXTHDR_ICMP and len(data) >= off + ICMP6H_LEN and (
+            0 < data[off + ICMP6H_TYPE] < 128):  # get_inner6_hdr: an ICMPv6 error's quote
+        hdr = off + ICMP6H_LEN
+        if len(data) < hdr + IP6H_LEN:
+            return None
+        inner = ipv6_find_hdr(data, -1, IP6_FH_F_AUTH, hdr)
+        if inner is None:
+            return None
+        off, nexthdr, _fragoff, flags = inner
+    src = _fold6(int.from_bytes(data[hdr + IP6H_SADDR:hdr + IP6H_DADDR], "big") & smask)
+    dst = _fold6(int.from_bytes(data[hdr + IP6H_DADDR:hdr + IP6H_ADDRS_END], "big") & dmask)
+    if l3:
+        return src, dst, 0, 0
+    if nexthdr == NEXTHDR_ICMP or flags & IP6_FH_F_FRAG:
+        return src, dst, nexthdr, 0
+    po = _PORT_PROTOS.get(nexthdr)
+    pos = off + (po or 0)
+    if po is None or len(data) < pos + 4:
+        return src, dst, nexthdr, 0
+    return src, dst, nexthdr, _swap_ports(int.from_bytes(data[pos:pos + 4], "big"), pmask, pset)
