@@ -16,7 +16,7 @@ import pytest
 
 from natbox.adapters.pcap import PcapngWriter, PcapWriter
 from natbox.testing.natpkt import udp_packet
-from natbox.testing.paths import EXAMPLES, SRC
+from natbox.testing.paths import EXAMPLES, IMPORT_ROOT
 
 HOST = str(EXAMPLES / "masquerade-host.toml")
 SCENARIO = str(EXAMPLES / "masquerade-scenario.toml")
@@ -37,7 +37,7 @@ def natbox(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     """The installed `natbox` console script (else `python -m natbox`), importing this tree's src."""
     exe = shutil.which("natbox")
     argv = [exe, *args] if exe else [sys.executable, "-m", "natbox", *args]
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
     env.pop("NATBOX_RULES", None)
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=cwd, check=False)
 

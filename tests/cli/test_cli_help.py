@@ -12,14 +12,17 @@ import sys
 import pytest
 from tests.cli.test_cli_errors import natbox
 
+from natbox.cli.builds import build_name
 from natbox.cli.main import COMMANDS
-from natbox.testing.paths import EXAMPLES, SRC
+from natbox.testing.paths import EXAMPLES, IMPORT_ROOT
 
 
 def test_version() -> None:
     for flag in ("--version", "-V", "version"):
         res = natbox(flag)
-        assert res.returncode == 0 and re.fullmatch(r"natbox \d+\.\d+\.\d+\S*\n", res.stdout), res
+        assert res.returncode == 0 and re.fullmatch(r"natbox \d+\.\d+\.\d+\S* \((pure Python|compiled \(mypyc\))\)\n",
+                                                    res.stdout), res
+        assert res.stdout.endswith(f"({build_name()})\n"), res  # the build this test process runs
 
 
 def test_top_level_help_lists_every_command() -> None:
@@ -86,7 +89,7 @@ def _on_a_terminal(argv: list[str], **env: str) -> str:
     """Run `python -m natbox ARGV` with stdout on a pseudo-terminal; what it printed there."""
     master, slave = pty.openpty()
     full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
-    full_env.update(env, PYTHONPATH=str(SRC))
+    full_env.update(env, PYTHONPATH=str(IMPORT_ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "natbox", *argv], stdout=slave, stderr=subprocess.DEVNULL,
                             env=full_env)
     os.close(slave)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from natbox.demos.captures import CAPTURES, write_example_captures
-from natbox.testing.paths import EXAMPLES, REPO, SRC
+from natbox.testing.paths import EXAMPLES, IMPORT_ROOT, REPO
 
 OFFLINE = ("demo", "replay", "explain", "iptables", "iptables-save", "iptables-restore")
 
@@ -51,7 +51,7 @@ def test_readme_command_runs_as_written(command: str, tmp_path: Path) -> None:
     (tmp_path / "examples").symlink_to(EXAMPLES)
     exe = shutil.which("natbox")
     prelude = "" if exe else f'natbox() {{ "{sys.executable}" -m natbox "$@"; }}\n'
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
     env.pop("NATBOX_RULES", None)
     res = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", prelude + command], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300, check=False)

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from natbox.cli.iptables import IPTABLES_HELP
-from natbox.testing.paths import SRC
+from natbox.testing.paths import IMPORT_ROOT
 
 
 def natbox(*args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None
            ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("natbox")
     argv = [exe, *args] if exe else [sys.executable, "-m", "natbox", *args]
-    full = dict(os.environ, PYTHONPATH=str(SRC))
+    full = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
     full.pop("NATBOX_RULES", None)
     full.update(env or {})
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=full, cwd=cwd, input=stdin,

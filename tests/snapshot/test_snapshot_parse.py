@@ -158,7 +158,7 @@ def test_snapshot_names_a_missing_program_and_writes_nothing(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from natbox.testing.paths import SRC
+    from natbox.testing.paths import IMPORT_ROOT
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -167,7 +167,7 @@ def test_snapshot_names_a_missing_program_and_writes_nothing(tmp_path: Path) -> 
         if found is None:
             pytest.skip(f"needs {prog}")
         (bin_dir / prog).symlink_to(found)
-    env = dict(os.environ, PATH=str(bin_dir), PYTHONPATH=str(SRC))
+    env = dict(os.environ, PATH=str(bin_dir), PYTHONPATH=str(IMPORT_ROOT))
     res = subprocess.run([sys.executable, "-m", "natbox", "snapshot", str(tmp_path / "snap")], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1

@@ -23,6 +23,7 @@ import time
 import tracemalloc
 from collections.abc import Sequence
 
+from natbox.cli.builds import build_name
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple, parse_addr
@@ -35,7 +36,7 @@ from natbox.wire import ethernet, ipv4, tcp, udp
 from natbox.wire.checksum import csum_replace2, csum_replace4
 from natbox.wire.layout import ETH_HDR_LEN, IPH_CHECK, IPH_PROTOCOL, IPH_SADDR, TCPH_CHECK, UDPH_CHECK
 
-__all__ = ["bench_main"]
+__all__ = ["bench_main", "build_name"]
 
 RULES = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
          ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n")
@@ -242,17 +243,15 @@ def _bench_rules(ports: int, packets: int) -> None:
         print(f"  {label:<44} {full:7.2f} us/packet   empty chain {base:5.2f} us   ratio {full / base:6.1f}")
 
 
-def build_name() -> str:
-    """Which build of the core is running: scripts/build-compiled.sh's mypyc extensions or the .py files."""
-    from natbox.engine import engine
-
-    return "compiled (mypyc)" if not engine.__file__.endswith(".py") else "pure Python"
-
-
 def bench_main(argv: Sequence[str]) -> int:
+    if list(argv[:1]) == ["builds"]:
+        from natbox.cli.builds import builds_main
+
+        return builds_main(argv[1:])
     parser = argparse.ArgumentParser(prog="natbox bench", description="Measure the engine's packet rate.")
-    parser.add_argument("what", nargs="?", choices=("engine", "rules", "all"), default="engine",
-                        help="engine: packets through a MASQUERADE gateway; rules: filter chain cost")
+    parser.add_argument("what", nargs="?", choices=("engine", "rules", "all", "builds"), default="engine",
+                        help="engine: packets through a MASQUERADE gateway; rules: filter chain cost; builds: the "
+                             "pure and the compiled build side by side (natbox bench builds --help)")
     parser.add_argument("--ports", type=int, default=100, help="published ports for the rules benchmark")
     parser.add_argument("--services", type=int, default=1000,
                         help="kube-proxy services (3 endpoints each) for the rules benchmark")

@@ -160,10 +160,12 @@ example: natbox status --control /run/natbox.sock --json
 def _version_text() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    from natbox.cli.builds import build_name
+
     try:
-        return f"natbox {version('natbox')}"
+        return f"natbox {version('natbox')} ({build_name()})"
     except PackageNotFoundError:
-        return "natbox (not installed)"
+        return f"natbox (not installed) ({build_name()})"
 
 
 def _version(argv: Sequence[str]) -> int:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from pathlib import Path
 
 from natbox.conntrack.tuple import parse_addr
@@ -23,7 +24,16 @@ from natbox.sim.lab import Lab
 __all__ = ["DOCKER28_QUESTIONS", "KUBE_PROXY_QUESTIONS", "docker28_host", "docker28_script", "kube_proxy_host",
            "kube_proxy_script", "scenario_rules"]
 
-SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
+
+
+def _scenarios() -> Path:
+    """The repository's scenarios/: shipped inside the package as natbox/scenarios by every built wheel (setup.py
+    copies it there, compiled or not); a checkout (the editable install) has it beside src/."""
+    shipped = Path(str(resources.files("natbox"))) / "scenarios"
+    return shipped if shipped.is_dir() else Path(str(resources.files("natbox"))).parents[1] / "scenarios"
+
+
+SCENARIOS = _scenarios()
 
 
 def scenario_rules(name: str) -> str:

@@ -124,7 +124,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
         out.errors.append(f"natbox could not load the router snapshot: {type(exc).__name__}: {exc}")
         return out, made, draws
     # the statistic match's random source (XtContext.random_u32) becomes the script; NAT's draws are untouched
-    setattr(engine._ctx, "random_u32", draws.random_u32)  # noqa: B010  (an instance attribute over the method)
+    engine._ctx.draw_u32 = draws.random_u32
     for f in kernel_run.frames:
         out.sent.setdefault(f.iface, [])
     seen, _ids = first_seen(kernel_run)

@@ -85,9 +85,16 @@ class XtHost:
         # TEE's copy (LocalStack.nf_dup_ipv4) and TPROXY's socket lookup (the local stack's listeners)
         self.dup_packet: Callable[[Skb, int, str], None] = lambda skb, gw, oif: None
         self.listeners: Callable[[], set[tuple[int, int]]] = set
+        # get_random_u32()'s source for `-m statistic` (difftest replaces it with a script of draws; NAT's
+        # draws stay on `rnd`): an attribute, not a patched method, so a compiled XtHost takes it too
+        self.draw_u32: Callable[[], int] = self._rnd_u32
+
+    def _rnd_u32(self) -> int:
+        return self._rnd.getrandbits(32)
 
     def random_u32(self) -> int:
-        return self._rnd.getrandbits(32)
+        """`get_random_u32()`: from `draw_u32` (the engine's random source unless replaced)."""
+        return self.draw_u32()
 
     def addr_type(self, addr: int, dev: str | None) -> int:
         if self.family == NFPROTO_IPV6 and self.fib6 is not None:

@@ -15,8 +15,8 @@ import pytest
 from natbox.adapters.netns import have_netns
 from natbox.lab.builder import lab_down, lab_up
 from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing.paths import IMPORT_ROOT
 from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
-from natbox.testing.paths import SRC
 
 _NETNS_REASON: list[str | None] = []
 
@@ -58,7 +58,7 @@ def build_lab(lab: Lab) -> Iterator[Lab]:
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = str(SRC) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["PYTHONPATH"] = str(IMPORT_ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     return e
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["EXAMPLES", "LAB_EXAMPLES", "PCAPS", "REPO", "SHARED", "SRC", "TESTS"]
+__all__ = ["EXAMPLES", "IMPORT_ROOT", "LAB_EXAMPLES", "PCAPS", "REPO", "SHARED", "SRC", "TESTS"]
 
 # NATBOX_REPO names the checkout when natbox runs from an installed build (scripts/build-compiled.sh's venv)
 SRC = Path(os.environ["NATBOX_REPO"]) / "src" if os.environ.get("NATBOX_REPO") else Path(__file__).resolve().parents[2]
 REPO = SRC.parent
+# the folder this process imports natbox from (SRC, or an installed build's site-packages): the PYTHONPATH
+# the tests give the natbox processes they start, so those run the same build (pure or compiled) as the tests
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 EXAMPLES = REPO / "examples"
 LAB_EXAMPLES = SRC / "natbox" / "lab" / "examples"

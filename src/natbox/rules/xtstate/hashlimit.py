@@ -15,7 +15,7 @@ listing, every entry that a run of the kernel's collector would have removed by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from natbox.rules.xtstate.clock import HZ, msecs_to_jiffies
 
@@ -110,7 +110,7 @@ class HashlimitTable:
     def __init__(self, name: str, cfg: HashlimitCfg, now: int) -> None:
         self.name = name
         self.v6 = False  # an ip6tables table (htable_find_get keys tables by name and family)
-        self.cfg = HashlimitCfg(**vars(cfg))
+        self.cfg = replace(cfg)  # a copy (the rule keeps its own)
         self.size = min(cfg.size, HASHLIMIT_MAX_SIZE) if cfg.size else DEFAULT_SIZE
         mx = min(cfg.max, HASHLIMIT_MAX_SIZE)
         self.max = 8 * self.size if mx == 0 else max(mx, self.size)
