@@ -57,7 +57,10 @@ def _ext_modules() -> list[object]:
     from mypyc.build import mypycify
 
     os.chdir(ROOT)  # mypycify takes paths relative to the tree and writes its C files under build/
-    return list(mypycify(["--strict", *COMPILED], opt_level="3"))
+    # NATBOX_COMPILE_OPT=0 builds several times faster (the C compiler's -O0; the same code otherwise): for
+    # iterating on compiled-build fixes. Releases and CI use the default -O3.
+    opt = os.environ.get("NATBOX_COMPILE_OPT", "3")
+    return list(mypycify(["--strict", *COMPILED], opt_level=opt, debug_level="0" if opt == "0" else "1"))
 
 
 setup(ext_modules=_ext_modules(), cmdclass={"build_py": BuildPyWithScenarios})
