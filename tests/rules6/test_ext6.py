@@ -23,8 +23,8 @@ from natbox.testing.rules_fakes import FakeCtx
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
 
 DATA = json.loads((Path(__file__).parent / "data" / "ext6_1.8.9.json").read_text())
-# the extensions whose IPv6 forms natbox has (socket, ipvs, TEE and TPROXY are not done yet)
-DONE = ("-m recent", "-m hashlimit", "-m connlimit", "-m osf", "-m rpfilter", "-m cluster", "-j HMARK")
+# the extensions whose IPv6 forms natbox has (socket, ipvs and TPROXY are not done yet)
+DONE = ("-m recent", "-m hashlimit", "-m connlimit", "-m osf", "-m rpfilter", "-m cluster", "-j HMARK", "-j TEE")
 LINES = [x for x in DATA["lines"] if any(f"{e} " in " ".join(x["argv"]) + " " for e in DONE)]
 
 
@@ -211,3 +211,30 @@ def test_hmark_masks_and_folds_ipv6_addresses() -> None:
     echo = build_icmpv6_echo(parse_addr6("2001:db8::2"), parse_addr6("fd01::3:4"), 11271, 1, b"x", reply=False)
     rule = "-p icmpv6 -j HMARK --hmark-src-prefix 64 --hmark-dst-prefix 48 --hmark-rnd 0x1234 --hmark-mod 65536"
     assert _mark(rule, Skb6(bytearray(echo))) == 12576
+
+
+def test_tee_sends_an_untracked_copy_to_the_ipv6_gateway() -> None:
+    """nf_dup_ipv6: at PREROUTING the copy's hop limit is one lower; it goes to the gateway's MAC on its link
+    (the gateway is the next hop, FLOWI_FLAG_KNOWN_NH) while the original is forwarded (and NATed: the copy
+    is untracked, so it keeps the inside source)."""
+    from natbox.wire.ethernet import ETH_P_IPV6, build_ethernet
+
+    rules = ("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             ":POSTROUTING ACCEPT [0:0]\n-A PREROUTING -i lan0 -p udp -j TEE --gateway fd00:77::99\nCOMMIT\n"
+             "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+             "-A POSTROUTING -o wan0 -j MASQUERADE\nCOMMIT\n")
+    eng = _engine6(rules)
+    mon_mac, cli_mac = b"\x02\x99\0\0\0\x99", b"\x02\xc1\0\0\0\x01"
+
+    def frame(src_mac: bytes, dg: bytes) -> bytes:
+        return bytes(build_ethernet(b"\x02\0\0\0\0\x01", src_mac, ETH_P_IPV6, dg))
+
+    eng.receive(frame(mon_mac, bytes(_udp("fd00:77::99", "fd00:77::1", 1, 9).data)), "lan0", 0.5)  # its MAC learnt
+    dg = bytes(_udp("fd00:77::2", "2001:db8:55::1", 40000, 53).data)
+    out = eng.receive(frame(cli_mac, dg), "lan0", 1.0)
+    by_iface = {e.iface: e.frame for e in out.emitted}
+    copy, fwd = by_iface["lan0"], by_iface["wan0"]
+    assert copy[:6] == mon_mac and copy[14 + 7] == 63 and copy[14 + 8:] == dg[8:]  # one hop less, untouched
+    assert fwd[14 + 8:14 + 24] == parse_addr6("2001:db8:100::1").to_bytes(16, "big") and fwd[14 + 7] == 63
+    with pytest.raises(Exception, match="Invalid argument"):
+        _engine6(rules.replace("fd00:77::99", "::"))

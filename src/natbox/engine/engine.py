@@ -163,6 +163,7 @@ class Engine:
                                       resolve_neighbours=self._resolve)
         in6 = self._in6 = Ip6Input(self.host, self.fib6, self._hooks6, out6, self.neighs6, st, listeners, ctx,
                                    resolve_neighbours=self._resolve)
+        ctx.dup_packet6 = out6.nf_dup_ipv6
         out6.loopback_rcv = in6.rcv_skb
         self._input.ipv6_rcv = in6.ipv6_rcv
         reject4, log4 = ctx.reject, ctx.log_packet

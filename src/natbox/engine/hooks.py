@@ -84,6 +84,7 @@ class XtHost:
         self.log_packet: Callable[[Skb, str, int, int], None] = lambda skb, prefix, level, flags: None
         # TEE's copy (LocalStack.nf_dup_ipv4) and TPROXY's socket lookup (the local stack's listeners)
         self.dup_packet: Callable[[Skb, int, str], None] = lambda skb, gw, oif: None
+        self.dup_packet6: Callable[[Skb, int, str], None] = lambda skb, gw, oif: None  # nf_dup_ipv6
         self.listeners: Callable[[], set[tuple[int, int]]] = set
         # get_random_u32()'s source for `-m statistic` (difftest replaces it with a script of draws; NAT's
         # draws stay on `rnd`): an attribute, not a patched method, so a compiled XtHost takes it too
@@ -143,7 +144,10 @@ class XtHost:
         return self.sets
 
     def dup(self, skb: Skb, gw: int, oif: str) -> None:
-        self.dup_packet(skb, gw, oif)
+        if skb.family == NFPROTO_IPV6:
+            self.dup_packet6(skb, gw, oif)
+        else:
+            self.dup_packet(skb, gw, oif)
 
     def socket_listening(self, proto: int, laddr: int, lport: int) -> bool:
         """The host model's listeners are bound to every address and taken as transparent (IP_TRANSPARENT)

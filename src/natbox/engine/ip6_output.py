@@ -28,7 +28,7 @@ from natbox.engine.path import NF_STOLEN, Drop, Held, PathState
 from natbox.engine.route6 import RTN_LOCAL, RTN_UNICAST, Fib6
 from natbox.netfilter import NF_ACCEPT, CtInfo, Direction, DropReason, Hook
 from natbox.rand import RandomSource
-from natbox.skb import PacketType, Skb6
+from natbox.skb import PacketType, Skb, Skb6
 from natbox.wire import icmpv6
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import (
@@ -44,6 +44,7 @@ from natbox.wire.ipv6 import (
 )
 from natbox.wire.layout import (
     ICMP6H_CKSUM,
+    IP6H_HOP_LIMIT,
     IP6H_LEN,
     IP6H_NEXTHDR,
     IP6H_PAYLOAD_LEN,
@@ -76,6 +77,7 @@ class Ip6Output:
         self._ctx = ctx
         # bound by the engine: a packet sent to this host comes back in on lo (`Ip6Input.rcv_skb`)
         self.loopback_rcv: Callable[[Skb6], None] = lambda skb: None
+        self._duplicating = False  # nf_skb_duplicated: a TEE copy is on its way out
 
     # --- locally generated packets ---------------------------------------------------------------
 
@@ -154,6 +156,41 @@ class Ip6Output:
         if skb.daddr != daddr:  # nf_nat_ipv6_local_fn → nf_ip6_route_me_harder
             self.route_output(skb)
         self.output(skb)
+
+    def nf_dup_ipv6(self, skb: Skb, gw: int, oif: str) -> None:
+        """Mirrors `nf_dup_ipv6()` (-j TEE in ip6tables): a copy of `skb`, untracked, its hop limit one lower
+        at PREROUTING and INPUT, routed to `gw` as its next hop (`nf_dup_ipv6_route`: FLOWI_FLAG_KNOWN_NH; with
+        `--oif` only routes through that device) and sent through LOCAL_OUT and `ip6_output` at once. No
+        route: the copy is freed. A copy never makes another (`nf_skb_duplicated`)."""
+        if self._duplicating:
+            return
+        data = bytearray(skb.data)
+        if skb.hook in (Hook.PRE_ROUTING, Hook.LOCAL_IN):
+            data[IP6H_HOP_LIMIT] = (data[IP6H_HOP_LIMIT] - 1) & 0xFF
+        nskb = Skb6(data, iif=skb.iif, pkt_id=skb.pkt_id)
+        nskb.mark, nskb.priority, nskb.secmark = skb.mark, skb.priority, skb.secmark  # __copy_skb_header
+        nskb.untracked, nskb.ctinfo = True, CtInfo.UNTRACKED  # nf_ct_set(skb, NULL, IP_CT_UNTRACKED)
+        res = self._fib6.lookup_via(gw, oif) if oif else self._fib6.lookup(gw)
+        if res is None or res.type != RTN_UNICAST or res.dev is None:
+            self._st.stats["tee_no_route"] += 1
+            return
+        nskb.oif, nskb.nexthop = res.dev, res.nexthop
+        if skb.trace is not None:
+            skb.add_trace(f"nf_dup_ipv6: a copy goes to {format_addr6(gw)} via {res.dev}")
+            nskb.trace = skb.trace
+        st = self._st
+        saved_hook, saved_skb = self._ctx.hook, st.skb
+        self._duplicating = True
+        st.skb = nskb
+        try:
+            if self._hooks6.run(Hook.LOCAL_OUT, nskb) == NF_ACCEPT:
+                self.output(nskb)
+        except Drop as d:
+            st.record_drop(nskb.pkt_id, d)
+        finally:
+            st.flush_trace(nskb)
+            self._duplicating = False
+            self._ctx.hook, st.skb = saved_hook, saved_skb
 
     # --- output ----------------------------------------------------------------------------------
 

@@ -96,6 +96,15 @@ class Fib6:
         self._routes = sorted(((r.prefixlen, r.dst & _mask(r.prefixlen), _mask(r.prefixlen), r.metric, r)
                                for r in routes), key=lambda e: (-e[0], e[3]))
 
+    def lookup_via(self, daddr: int, dev: str) -> Fib6Result | None:
+        """`ip6_route_output` with `flowi6_oif` and no source (RT6_LOOKUP_F_IFACE): the longest route through
+        `dev` only (nf_dup_ipv6's `--oif`)."""
+        for _plen, net, mask, _metric, r in self._routes:
+            if (daddr & mask) == net and r.dev == dev:
+                rtype = _TYPES.get(r.type, RTN_UNICAST)
+                return Fib6Result(rtype, r.dev, r.gateway if r.gateway is not None else daddr, r)
+        return None
+
     def is_local(self, addr: int) -> bool:
         """`ipv6_chk_addr(net, addr, NULL, 0)`: one of the host's addresses (tentative ones too)."""
         return addr in self._local
