@@ -23,8 +23,9 @@ from natbox.testing.rules_fakes import FakeCtx
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
 
 DATA = json.loads((Path(__file__).parent / "data" / "ext6_1.8.9.json").read_text())
-# the extensions whose IPv6 forms natbox has (socket, ipvs and TPROXY are not done yet)
-DONE = ("-m recent", "-m hashlimit", "-m connlimit", "-m osf", "-m rpfilter", "-m cluster", "-j HMARK", "-j TEE")
+# the extensions whose IPv6 forms natbox has (socket and ipvs are not done yet)
+DONE = ("-m recent", "-m hashlimit", "-m connlimit", "-m osf", "-m rpfilter", "-m cluster", "-j HMARK", "-j TEE",
+        "-j TPROXY")
 LINES = [x for x in DATA["lines"] if any(f"{e} " in " ".join(x["argv"]) + " " for e in DONE)]
 
 
@@ -238,3 +239,29 @@ def test_tee_sends_an_untracked_copy_to_the_ipv6_gateway() -> None:
     assert fwd[14 + 8:14 + 24] == parse_addr6("2001:db8:100::1").to_bytes(16, "big") and fwd[14 + 7] == 63
     with pytest.raises(Exception, match="Invalid argument"):
         _engine6(rules.replace("fd00:77::99", "::"))
+
+
+def test_tproxy_and_tee_list_as_ip6tables_does(tmp_path: Path) -> None:
+    """ip6tables -t mangle -nL, recorded: no brackets around the IPv6 address in TPROXY's redirect."""
+    path = str(tmp_path / "r.v6")
+    for line in ("-p tcp -j TPROXY --on-port 3128 --on-ip fd00::1 --tproxy-mark 0x1/0x1",
+                 "-p udp -j TPROXY --on-port 53", "-j TEE --gateway fd00::1 --oif eth0"):
+        assert ip6tables_main(["-t", "mangle", "-A", "PREROUTING", *line.split()], rules_path=path) == 0
+    out = io.StringIO()
+    assert ip6tables_main(["-t", "mangle", "-nL", "PREROUTING"], rules_path=path, stdout=out) == 0
+    assert out.getvalue().splitlines()[2:] == [
+        "TPROXY     6    --  ::/0                 ::/0                 TPROXY redirect fd00::1:3128 mark 0x1/0x1",
+        "TPROXY     17   --  ::/0                 ::/0                 TPROXY redirect :::53 mark 0x0/0x0",
+        "TEE        0    --  ::/0                 ::/0                 TEE gw:fd00::1 oif=eth0"]
+
+
+def test_tproxy_gives_the_packet_to_a_transparent_ipv6_listener() -> None:
+    rs = _rs("-A PREROUTING -p tcp -j TPROXY --on-port 3128 --on-ip fd00::1 --tproxy-mark 0x1/0x1",
+             table="mangle")
+    syn = Skb6(build_ipv6(parse_addr6("fd00::2"), parse_addr6("2001:db8::80"), 6,
+                          bytes.fromhex("9c40005000000001000000005002ffff00000000")), iif="lan")
+    ctx = FakeCtx(Hook.PRE_ROUTING)
+    assert rs.run("mangle", Hook.PRE_ROUTING, syn, ctx) == NF_DROP  # nobody listens on 3128
+    ctx.listening.add((6, 3128))
+    syn.mark = 0x10
+    assert rs.run("mangle", Hook.PRE_ROUTING, syn, ctx) != NF_DROP and syn.mark == 0x11 and syn.sk == (6, 3128)

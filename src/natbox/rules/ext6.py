@@ -15,14 +15,12 @@ from natbox.rules.targets.targets6 import Dnpt, HlTarget, Netmap6, Redirect6, Re
 __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES", "IPV4_ONLY_TARGETS", "MATCHES6_ALL",
            "TARGETS6_ALL"]
 
-# libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is);
-# TPROXY has an IPv6 revision natbox does not implement yet (its class parses IPv4 addresses)
+# libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is)
 IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl",
-                                                # implemented for IPv4 only so far (their IPv6 forms print and
-                                                # hash IPv6 addresses): ip6tables says natbox lacks them
+                                                # implemented for IPv4 only so far (their IPv6 forms look up
+                                                # IPv6 sockets and IPVS entries): ip6tables says natbox lacks them
                                                 "socket", "ipvs", "osf"})
-IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT",
-                                                "TPROXY"})
+IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT"})
 
 # Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not. Not osf:
 # libxt_osf is NFPROTO_IPV4 only ("Couldn't load match `osf':No such file or directory", recorded).

@@ -7,18 +7,23 @@ destination, `nf_tproxy_laddr4`) and `--on-port` (0: the packet's destination po
 (`(mark & ~M) ^ V`) and the packet is accepted; with no such socket it is dropped. natbox's local stack
 keeps no established sockets, so only the listener lookup is made; its listeners count as transparent
 sockets, and a packet with a socket assigned is delivered locally (docs/differences.md).
+
+In ip6tables (`tproxy_tg6_v1`, nf_tproxy_ipv6.c) the protocol and ports are found with `ipv6_find_hdr` (no
+upper-layer header, or one cut short: drop), `--on-ip` is an IPv6 address and its default the in-device's
+first usable address, else the destination (`nf_tproxy_laddr6`, taken as REDIRECT6's choice here).
 """
 
 from __future__ import annotations
 
 from natbox.conntrack.tuple import format_addr
-from natbox.netfilter import Hook
+from natbox.netfilter import NFPROTO_IPV6, Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XtContext
 from natbox.rules.matches.mark import parse_mark_mask
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, hook_mask_of
 from natbox.rules.services import service_port
-from natbox.rules.targets.tee import parse_host
+from natbox.rules.targets.tee import parse_host, parse_host6
 from natbox.skb import Skb
+from natbox.wire.ipv6 import format_addr6, ipv6_find_hdr
 from natbox.wire.layout import L4_DPORT, UDPH_LEN_BYTES
 
 __all__ = ["Tproxy"]
@@ -57,7 +62,7 @@ class Tproxy(Target):
         if opt == "on-port":
             self.lport = _parse_port(a)
         elif opt == "on-ip":
-            self.laddr = parse_host(a)
+            self.laddr = parse_host6(a) if rule.family == NFPROTO_IPV6 else parse_host(a)
         else:
             self.mark_value, self.mark_mask = parse_mark_mask(a, "TPROXY", opt)
 
@@ -70,12 +75,15 @@ class Tproxy(Target):
         if table != "mangle" or hook_mask & ~TPROXY_HOOKS or rule.proto not in (6, 17) or rule.inv_proto:
             raise RulesError("Invalid argument", RESOURCE_PROBLEM, kernel=True)
 
+    def _addr(self) -> str:
+        return format_addr6(self.laddr) if self.family == NFPROTO_IPV6 else format_addr(self.laddr)
+
     def save(self) -> str:
-        return (f" --on-port {self.lport or 0} --on-ip {format_addr(self.laddr)}"
+        return (f" --on-port {self.lport or 0} --on-ip {self._addr()}"
                 f" --tproxy-mark 0x{self.mark_value:x}/0x{self.mark_mask:x}")
 
     def print_list(self, numeric: bool) -> str:
-        return (f" TPROXY redirect {format_addr(self.laddr)}:{self.lport or 0}"
+        return (f" TPROXY redirect {self._addr()}:{self.lport or 0}"  # tproxy_tg_print6: no brackets either
                 f" mark 0x{self.mark_value:x}/0x{self.mark_mask:x}")
 
     def compile(self) -> TargetFn:
@@ -96,4 +104,22 @@ class Tproxy(Target):
             skb.sk = (proto, port)  # nf_tproxy_assign_sock
             return NF_ACCEPT
 
-        return tproxy_tg4
+        def tproxy_tg6(skb: Skb, ctx: XtContext) -> int:
+            """`tproxy_tg6_v1()` (listener lookup only, as for IPv4)."""
+            data = skb.data
+            found = ipv6_find_hdr(data)
+            if found is None:
+                return NF_DROP
+            th, proto = found[0], found[1]
+            if len(data) < th + UDPH_LEN_BYTES:
+                return NF_DROP
+            port = lport or (data[th + L4_DPORT] << 8) | data[th + L4_DPORT + 1]
+            addr = laddr or ctx.iface_primary_addr(skb.iif) or skb.daddr  # nf_tproxy_laddr6
+            if not ctx.socket_listening(proto, addr, port):
+                skb.note = f"TPROXY: no transparent socket on [{format_addr6(addr)}]:{port}"
+                return NF_DROP
+            skb.mark = ((skb.mark & ~mask) ^ value) & 0xFFFFFFFF
+            skb.sk = (proto, port)
+            return NF_ACCEPT
+
+        return tproxy_tg6 if self.family == NFPROTO_IPV6 else tproxy_tg4
