@@ -17,7 +17,11 @@ CORPUS = Path(__file__).resolve().parents[2] / "scenarios"
 # a cross-section: ICMP, UDP, TCP, clashes, DNAT, ICMP errors both ways, REJECT, fragments, a rule change
 LIVE = ["masquerade-ping", "masquerade-udp-same-sport", "masquerade-tcp-session", "clash-udp-three-hosts",
         "dnat-port-forward", "dnat-range-clash", "udp-closed-port", "ttl1-time-exceeded", "reject-forward",
-        "fragments-reverse", "docker-proxy-published-port", "hairpin-dnat-masquerade", "rules-change-live"]
+        "fragments-reverse", "docker-proxy-published-port", "hairpin-dnat-masquerade", "rules-change-live",
+        # IPv6 (the gateway forwards it and answers ND once --adopt withdrew the kernel's IPv6): ping6, a UDP
+        # clash, TCP, Packet Too Big translated back, fragments, NPTv6, DNAT, an ip6tables rule change
+        "ipv6/masq6-ping", "ipv6/masq6-udp-clash", "ipv6/masq6-tcp", "ipv6/masq6-ptb-translated",
+        "ipv6/frag6-reverse-natted", "ipv6/npt6-snpt-dnpt", "ipv6/dnat6-port-forward", "ipv6/masq6-rule-flushed"]
 
 
 @pytest.mark.parametrize("name", LIVE)

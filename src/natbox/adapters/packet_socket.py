@@ -73,6 +73,7 @@ PACKET_VNET_HDR: Final = 15
 PACKET_QDISC_BYPASS: Final = 20
 PACKET_IGNORE_OUTGOING: Final = 23
 PACKET_MR_PROMISC: Final = 1
+PACKET_MR_ALLMULTI: Final = 2
 PACKET_OUTGOING: Final = 4
 TPACKET_V2: Final = 1
 TP_STATUS_KERNEL: Final = 0
@@ -145,7 +146,8 @@ class PacketSocket:
 
     def __init__(self, ifname: str, *, vnet_hdr: bool = False, ring: bool = False, promisc: bool = False,
                  ring_frames: int = RING_FRAMES_DEFAULT, qdisc_bypass: bool = True,
-                 complete_csum: bool = True, zero_copy: bool = False, protocol: int = ETH_P_ALL) -> None:
+                 complete_csum: bool = True, zero_copy: bool = False, protocol: int = ETH_P_ALL,
+                 allmulti: bool = False) -> None:
         self.ifname = ifname
         # the ethertype bound to: ETH_P_ALL sees every frame before tc ingress runs (tcpdump's place); one
         # protocol sees only what tc ingress passed up (--offload: not the frames a BPF program redirected)
@@ -175,12 +177,12 @@ class PacketSocket:
             raise PacketSocketError(f"{ifname}: AF_PACKET socket: {exc.strerror} (needs CAP_NET_RAW)") from None
         self.sock = sock
         try:
-            self._setup(promisc, ring_frames, qdisc_bypass)
+            self._setup(promisc, ring_frames, qdisc_bypass, allmulti)
         except OSError as exc:
             self.close()
             raise PacketSocketError(f"{ifname}: {exc.strerror or exc}") from None
 
-    def _setup(self, promisc: bool, ring_frames: int, qdisc_bypass: bool) -> None:
+    def _setup(self, promisc: bool, ring_frames: int, qdisc_bypass: bool, allmulti: bool) -> None:
         sock = self.sock
         try:
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -204,6 +206,9 @@ class PacketSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         if promisc:
             mreq = struct.pack("=iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        elif allmulti:  # every multicast frame, whatever the device's filter holds (ND's solicited-node groups)
+            mreq = struct.pack("=iHH8s", self.ifindex, PACKET_MR_ALLMULTI, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         sock.bind((self.ifname, self.protocol))
         sock.setblocking(False)

@@ -74,7 +74,7 @@ def live_capable(sc: Scenario) -> bool:
     random`), whose outcomes only the replay can make follow the kernel's (natbox.difftest.draws)."""
     if "--mode random" in sc.rules:
         return False
-    return all(step.exec is None or step.exec[0] in ("iptables", "conntrack") for step in sc.steps)
+    return all(step.exec is None or step.exec[0] in ("iptables", "ip6tables", "conntrack") for step in sc.steps)
 
 
 def run_scenario(sc: Scenario, *, live: bool = False, offload: bool = False) -> tuple[KernelRun, list[Difference]]:

@@ -439,6 +439,8 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tu
             ct = gateway.natbox("conntrack", "-L")
             run.conntrack_stats = gateway.natbox("conntrack", "-S")
             run.iptables_save = gateway.natbox("iptables-save", "-c")
+            if sc.uses_ipv6:
+                run.ip6tables_save = gateway.natbox("ip6tables-save", "-c")
         else:
             ct = lab.sh("conntrack", "-L", netns=lab.router)
             run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
@@ -508,7 +510,7 @@ class _LiveNatbox:
         return p.stdout
 
     def exec(self, argv: list[str]) -> None:
-        if argv[0] in ("iptables", "conntrack", "iptables-restore"):
+        if argv[0] in ("iptables", "conntrack", "iptables-restore", "ip6tables", "ip6tables-restore"):
             self.natbox(*argv)
             return
         raise RuntimeError(f"live natbox: `{' '.join(argv)}` is not mirrored on the gateway")

@@ -218,7 +218,8 @@ def _learn(ports: PortMap, kernel: Captured, natbox_frame: bytes) -> None:
 
 def natbox_run_from_live(live: KernelRun) -> NatboxRun:
     """A run of live natbox (run_on_kernel(..., natbox_router=True)) in the shape `compare` takes."""
-    run = NatboxRun(conntrack=list(live.conntrack), iptables_save=live.iptables_save, errors=list(live.errors))
+    run = NatboxRun(conntrack=list(live.conntrack), iptables_save=live.iptables_save,
+                    ip6tables_save=live.ip6tables_save, errors=list(live.errors))
     for c in live.frames:
         if c.outgoing:
             run.sent.setdefault(c.iface, []).append((c.ts, c.frame))

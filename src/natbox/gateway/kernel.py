@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from natbox.engine.host import Host, Interface
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import ERR, say
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["all_kernel_addresses", "check_kernel", "iface_exists", "kernel_addresses", "kernel_conflicts",
-           "read_sysctl", "write_sysctl"]
+           "kernel_conflicts6", "read_sysctl", "write_sysctl"]
 
 
 def _ip_json(argv: list[str]) -> list[dict[str, object]]:
@@ -77,6 +78,24 @@ def kernel_conflicts(ifname: str, model_addrs: Sequence[str], kernel_addrs: Sequ
     return None
 
 
+def kernel_conflicts6(iface: Interface, ipv6_forward: bool) -> str | None:
+    """Why the kernel's IPv6 would fight natbox on `iface` (the model gives it IPv6 addresses, or natbox
+    forwards IPv6), or None: IPv6 on there (disable_ipv6=0) with forwarding on, or one of natbox's addresses
+    held by the kernel (it would answer Neighbour Solicitations and reset natbox's connections)."""
+    name = iface.name
+    if read_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6") != "0" or not (iface.addresses6 or ipv6_forward):
+        return None
+    if ipv6_forward and read_sysctl(f"/proc/sys/net/ipv6/conf/{name}/forwarding") == "1":
+        return (f"{name} has IPv6 on and net.ipv6.conf.{name}.forwarding=1: the kernel would route natbox's "
+                f"IPv6 traffic too (sysctl net.ipv6.conf.{name}.disable_ipv6=1, or --adopt)")
+    kernel6 = {a.split("/")[0] for link in _ip_json(["-6", "addr", "show", "dev", name]) for a in _inet(link, None)}
+    clash = [format_addr6(a.addr) for a in iface.addresses6 if format_addr6(a.addr) in kernel6]
+    if clash:
+        return (f"{name} has kernel address {clash[0]}, which the model gives natbox: the kernel would answer "
+                f"Neighbour Solicitations and reset natbox's connections (ip -6 addr del {clash[0]} dev {name})")
+    return None
+
+
 def iface_exists(name: str) -> bool:
     try:
         socket.if_nametoindex(name)
@@ -104,6 +123,7 @@ def check_kernel(cfg: GatewayConfig, host: Host, owned: list[Interface]) -> bool
         kaddrs = kernel_addresses(iface.name)
         fwd = read_sysctl(f"/proc/sys/net/ipv4/conf/{iface.name}/forwarding") == "1"
         why = kernel_conflicts(iface.name, [str(a) for a in iface.addresses], kaddrs, fwd)
+        why = why or kernel_conflicts6(iface, host.ipv6_forward)
         if why is not None and not cfg.force:
             say(f"refusing to start: {why}")
             return False

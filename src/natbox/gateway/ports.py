@@ -120,6 +120,9 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
             f"(ip link set {iface.name} up)")
     if mtu != iface.mtu:
         say(f"warning: {iface.name}: model mtu {iface.mtu}, device mtu {mtu}")
+    # IPv6: Neighbour Solicitations go to solicited-node groups (33:33:ff:..) that nothing joined on the
+    # device (the kernel's IPv6 is off there, or knows none of natbox's addresses): allmulti lets them in
+    allmulti = bool(iface.addresses6)
     if cfg.offload:  # one socket per ethertype, served after tc ingress (see ProtocolPort)
         sockets: dict[int, PacketSocket] = {}
         try:
@@ -127,7 +130,8 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
                 main = proto == ETH_P_IP
                 sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and main, ring=cfg.ring and main,
                                               promisc=promisc, complete_csum=cfg.complete_csum,
-                                              qdisc_bypass=cfg.qdisc_bypass, zero_copy=main, protocol=proto)
+                                              qdisc_bypass=cfg.qdisc_bypass, zero_copy=main, protocol=proto,
+                                              allmulti=allmulti and proto == ETH_P_IPV6)
         except PacketSocketError:
             for sock in sockets.values():
                 sock.close()
@@ -136,7 +140,8 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
     else:
         opened.ports[iface.name] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr, ring=cfg.ring, promisc=promisc,
                                                 complete_csum=cfg.complete_csum, qdisc_bypass=cfg.qdisc_bypass,
-                                                zero_copy=True)  # long frames leave from the ring itself
+                                                zero_copy=True,  # long frames leave from the ring itself
+                                                allmulti=allmulti)
     opened.described.append(f"{iface.name} (af_packet{', vnet_hdr' if cfg.vnet_hdr else ''}"
                             f"{', ring' if cfg.ring else ''}{', promisc' if promisc else ''}"
                             f"{', per-protocol for --offload' if cfg.offload else ''})")

@@ -53,10 +53,6 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
             hf.ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin, with_counters=cfg.adopt)
     except RulesError as exc:
         raise ValueError(f"{hf.rules6_origin}: {exc}") from None
-    if cfg.adopt and host.ipv6_forward:
-        # --adopt withdraws only the kernel's IPv4 forwarding (gateway/adopt.py): the kernel keeps forwarding
-        # IPv6, so natbox forwarding it too would send every forwarded IPv6 packet twice (docs/differences.md)
-        host.ipv6_forward = False
     return hf, ruleset
 
 
