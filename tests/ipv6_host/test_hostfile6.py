@@ -163,12 +163,12 @@ def test_natbox_replay_of_an_ipv6_capture(tmp_path: Path) -> None:
     assert frames[0][14 + 24:14 + 40] == sv.to_bytes(16, "big")
 
 
-def test_gateway_loads_rules6_and_leaves_ipv6_to_the_kernel_under_adopt(tmp_path: Path) -> None:
+def test_gateway_loads_rules6_and_forwards_ipv6_under_adopt(tmp_path: Path) -> None:
     from natbox.gateway.config import GatewayConfig
     from natbox.gateway.state import load
 
     host = str(_write(tmp_path))
     hf, _ = load(GatewayConfig(host_file=host))
     assert hf.host.ipv6_forward and hf.ruleset6 is not None and "nat" in hf.ruleset6.present
-    hf, _ = load(GatewayConfig(host_file=host, adopt=True))  # the kernel keeps forwarding IPv6 under --adopt
-    assert not hf.host.ipv6_forward and hf.ruleset6 is not None and "nat" in hf.ruleset6.present
+    hf, _ = load(GatewayConfig(host_file=host, adopt=True))  # --adopt withdraws the kernel's IPv6: natbox forwards
+    assert hf.host.ipv6_forward and hf.ruleset6 is not None and "nat" in hf.ruleset6.present

@@ -98,6 +98,15 @@ class CtArgs:
     filters: dict[str, Predicate] = field(default_factory=dict)  # by option: a repeated one replaces
     outputs: frozenset[str] = frozenset()
     seen: dict[str, str] = field(default_factory=dict)  # long option name -> value as given
+    family: int = 0  # conntrack.c's `family`: AF_UNSPEC until -f or an address sets it (NFPROTO_* here)
+
+    def set_family(self, l3num: int) -> None:
+        """conntrack.c's set_family: -f and every address option fix the family; a different one is refused.
+        Once fixed, only entries of that family are listed (the dump asks the kernel for that family)."""
+        if self.family and self.family != l3num:
+            raise CtUsageError("mismatched address family")
+        self.family = l3num
+        self.filters["family"] = lambda ct: ct.l3num == l3num
 
     def keep(self, ct: Conn) -> bool:
         return all(f(ct) for f in self.filters.values())
@@ -144,6 +153,10 @@ def _address(text: str) -> tuple[int, int]:
     return value & mask, mask
 
 
+def _addr_family(text: str) -> int:
+    return NFPROTO_IPV6 if ":" in text.partition("/")[0] else NFPROTO_IPV4
+
+
 def _addr_filter(direction: int, attr: str, text: str) -> Predicate:
     value, mask = _address(text)
     return lambda ct: (getattr(ct.tuples[direction], attr) & mask) == value
@@ -170,18 +183,35 @@ def _mark_filter(text: str) -> Predicate:
     return lambda ct: (ct.mark & mask) == (mark & mask)
 
 
+def _v4(addr: int) -> int:
+    """`ct->repl.src.v4`: the first 32 bits of the address union (all of an IPv4 address, the top of an IPv6 one)."""
+    return addr >> 96 if addr > 0xFFFFFFFF else addr
+
+
 def _nat_filter(kind: str, text: str | None) -> Predicate:
-    """-n (SNAT: the reply is not sent to the original source), -g (DNAT), -j (either); with an
-    address, the NAT must be to that address."""
-    ip = _address(text)[0] if text else None
+    """-n (SNAT), -g (DNAT), -j (either): conntrack.c's filter_nat on libnetfilter_conntrack 1.0.9's
+    getobjopt_is_snat/dnat/spat/dpat. Without an address, an entry is SNAT when SRC_NAT_DONE and the reply
+    is not sent to the original source's first 32 bits (`.v4`, also for IPv6) or port (`l4dst` vs
+    `l4src`); DNAT likewise. The port test reads ICMP's id/type fields as ports (so a NATed ping entry
+    counts as both), as 1.0.9 does. With an IPv4 address, the NAT must be to that address; an IPv6 one only
+    sets the family (filter_nat tests ATTR_SNAT_IPV4/ATTR_DNAT_IPV4 alone)."""
+    ip = _address(text)[0] if text and _addr_family(text) == NFPROTO_IPV4 else None
 
     def snat(ct: Conn) -> bool:
         orig, reply = ct.tuples
-        return orig.src != reply.dst and (ip is None or reply.dst == ip)
+        if not ct.status & CtStatus.SRC_NAT_DONE:
+            return False
+        if ip is not None:
+            return _v4(orig.src) != _v4(reply.dst) and reply.dst == ip
+        return _v4(orig.src) != _v4(reply.dst) or orig.sport != reply.dport
 
     def dnat(ct: Conn) -> bool:
         orig, reply = ct.tuples
-        return orig.dst != reply.src and (ip is None or reply.src == ip)
+        if not ct.status & CtStatus.DST_NAT_DONE:
+            return False
+        if ip is not None:
+            return _v4(orig.dst) != _v4(reply.src) and reply.src == ip
+        return _v4(orig.dst) != _v4(reply.src) or orig.dport != reply.sport
 
     if kind == "src-nat":
         return snat
@@ -211,17 +241,21 @@ def _generic(args: CtArgs, name: str, value: str | None) -> None:
         direction, attr = {"src": (0, "src"), "dst": (0, "dst"), "reply-src": (1, "src"),
                            "reply-dst": (1, "dst")}[name]
         args.filters[name] = _addr_filter(direction, attr, value)
+        args.set_family(_addr_family(value))
     elif name == "status":
         args.filters[name] = _status_filter(value or "")
     elif name == "mark":
         args.filters[name] = _mark_filter(value or "")
     elif name in ("src-nat", "dst-nat", "any-nat"):
         args.filters[name] = _nat_filter(name, value)
+        if value:
+            args.set_family(_addr_family(value))
     elif name == "family":
-        if value not in ("ipv4", "inet", "ipv6", "inet6"):
-            raise CtUsageError(f"`{value}' unsupported protocol")
-        l3num = NFPROTO_IPV6 if value in ("ipv6", "inet6") else NFPROTO_IPV4
-        args.filters[name] = lambda ct: ct.l3num == l3num  # -f restricts to one family (both by default)
+        # conntrack.c: strncmp(optarg, "ipv4", strlen("ipv4")): a prefix test ("ipv6foo" is ipv6; "inet6" is refused)
+        text = value or ""
+        if not text.startswith(("ipv4", "ipv6")):
+            raise CtUsageError(f"`{text}' unsupported protocol")
+        args.set_family(NFPROTO_IPV6 if text.startswith("ipv6") else NFPROTO_IPV4)  # one family (both by default)
     elif name == "zone":
         zone = _atoi(value or "")
         args.filters[name] = lambda ct: ct.zone == zone

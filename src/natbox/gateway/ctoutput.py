@@ -16,7 +16,8 @@ from natbox.conntrack.conn import Conn
 from natbox.conntrack.format import PROTO_NAMES, format_conntrack
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
 from natbox.conntrack.tuple import ConnTuple, format_addr
-from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, CtStatus
+from natbox.netfilter import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, NFPROTO_IPV4, CtStatus
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["OUTPUT_TYPES", "XML_FOOTER", "XML_HEADER", "format_line", "format_save", "format_xml"]
 
@@ -39,20 +40,28 @@ def format_line(ct: Conn, now: float, outputs: frozenset[str]) -> str:
     return line + f" id={ct.ct_id}" if "id" in outputs else line
 
 
-def _xml_tuple(t: ConnTuple, direction: str) -> str:
+def _addr(addr: int, l3num: int) -> str:
+    """An address as inet_ntop prints it for the entry's family (an IPv6 one may fit 32 bits: ::1)."""
+    return format_addr(addr) if l3num == NFPROTO_IPV4 else format_addr6(addr)
+
+
+def _xml_tuple(t: ConnTuple, direction: str, l3num: int) -> str:
     proto = t.proto
     l4 = ""
     if proto in _PORT_PROTOS:
         l4 = f"<sport>{t.sport}</sport><dport>{t.dport}</dport>"
-    return (f'<meta direction="{direction}"><layer3 protonum="2" protoname="ipv4"><src>{format_addr(t.src)}</src>'
-            f'<dst>{format_addr(t.dst)}</dst></layer3><layer4 protonum="{proto}" '
+    l3 = 'protonum="2" protoname="ipv4"' if l3num == NFPROTO_IPV4 else 'protonum="10" protoname="ipv6"'
+    return (f'<meta direction="{direction}"><layer3 {l3}><src>{_addr(t.src, l3num)}</src>'
+            f'<dst>{_addr(t.dst, l3num)}</dst></layer3><layer4 protonum="{proto}" '
             f'protoname="{PROTO_NAMES.get(proto, "unknown")}">{l4}</layer4></meta>')
 
 
 def format_xml(ct: Conn, now: float) -> str:
     """One `<flow>` element (`__snprintf_conntrack_xml`)."""
     orig, reply = ct.tuples
-    parts = ['<flow>', _xml_tuple(orig, "original"), _xml_tuple(reply, "reply"), '<meta direction="independent">']
+    l3num = ct.l3num
+    parts = ['<flow>', _xml_tuple(orig, "original", l3num), _xml_tuple(reply, "reply", l3num),
+             '<meta direction="independent">']
     state = _tcp_state(ct)
     if state is not None:
         parts.append(f"<state>{state}</state>")
@@ -81,13 +90,16 @@ def format_save(ct: Conn, now: float) -> str:
     # a NATed direction shows as the NAT option (-g: DNAT to reply.src, -n: SNAT to reply.dst)
     dnat = "-g" if orig.dst != reply.src else "-r"
     snat = "-n" if orig.src != reply.dst else "-q"
-    parts.append(f"-s {format_addr(orig.src)} -d {format_addr(orig.dst)} {dnat} {format_addr(reply.src)} "
-                 f"{snat} {format_addr(reply.dst)} -p {PROTO_NAMES.get(orig.proto, str(orig.proto))}")
+    l3num = ct.l3num
+    parts.append(f"-s {_addr(orig.src, l3num)} -d {_addr(orig.dst, l3num)} {dnat} {_addr(reply.src, l3num)} "
+                 f"{snat} {_addr(reply.dst, l3num)} -p {PROTO_NAMES.get(orig.proto, str(orig.proto))}")
     if orig.proto in _PORT_PROTOS:
         parts.append(f"--sport {orig.sport} --dport {orig.dport} --reply-port-src {reply.sport} "
                      f"--reply-port-dst {reply.dport}")
     elif orig.proto == IPPROTO_ICMP:
         parts.append(f"--icmp-type {orig.dport >> 8} --icmp-code {orig.dport & 0xFF} --icmp-id {orig.sport}")
+    elif orig.proto == IPPROTO_ICMPV6:
+        parts.append(f"--icmpv6-type {orig.dport >> 8} --icmpv6-code {orig.dport & 0xFF} --icmpv6-id {orig.sport}")
     state = _tcp_state(ct)
     if state is not None:
         parts.append(f"--state {state}")

@@ -1,0 +1,226 @@
+"""The live gateway forwards IPv6: `natbox gateway --adopt` of a kernel NAT66 router (ip6tables MASQUERADE).
+
+The lab has no static neighbours: the end hosts resolve the router by Neighbour Solicitation and natbox
+answers (the kernel's IPv6 is off on the adopted devices), and natbox resolves the server by NS itself.
+The same traffic runs once through the kernel and once through natbox, and `natbox conntrack --control S
+ARGS` must print what conntrack-tools prints for IPv6 entries (`-f ipv6` and the rest), exit status and
+messages included. On exit the kernel gets its IPv6 addresses, routes and forwarding back.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing.live import (
+    build_lab,
+    gateway_argv,
+    ns_popen,
+    ns_run,
+    require_programs,
+    run_natbox,
+    stop,
+    unique_lab_name,
+    wait_ready,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns"),
+              pytest.mark.skipif(shutil.which("conntrack") is None, reason="needs conntrack (conntrack-tools)")]
+
+LAB = """
+name = "v6"
+ipv6 = true
+
+[[node]]
+name = "client"
+routes = ["default via fd00:1::1"]
+
+[[node]]
+name = "gw"
+gateway = true
+owned = ["lan0", "wan0"]
+
+[[node]]
+name = "server"
+
+[[link]]
+a = { node = "client", name = "eth0", addresses = ["fd00:1::2/64"] }
+b = { node = "gw", name = "lan0", mac = "02:00:00:00:01:01" }
+
+[[link]]
+a = { node = "gw", name = "wan0", mac = "02:00:00:00:02:01" }
+b = { node = "server", name = "eth0", addresses = ["2001:db8:1::2/64"] }
+"""
+SERVER = "2001:db8:1::2"
+KERNEL_ROUTER = [
+    ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"],
+    ["ip", "addr", "add", "fd00:1::1/64", "dev", "lan0", "nodad"],
+    ["ip", "addr", "add", "2001:db8:1::1/64", "dev", "wan0", "nodad"],
+    ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    ["ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:1::/64", "-o", "wan0", "-j", "MASQUERADE"],
+]
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", 5002)); s.settimeout(20)
+print("listening", flush=True)
+data, peer = s.recvfrom(2048)
+s.sendto(data, peer)
+"""
+TCP_HOLD_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 5001))
+s.listen(1); s.settimeout(30)
+print("listening", flush=True)
+c, _ = s.accept(); c.settimeout(60)
+c.recv(10)
+c.recv(10)
+"""
+TRAFFIC = """
+import socket, sys
+off = int(sys.argv[1])
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::", 42001 + off)); u.settimeout(5)
+for _ in range(3):
+    u.sendto(b"hi", ("{dst}", 5002))
+    try:
+        u.recvfrom(100); break
+    except TimeoutError:
+        pass
+c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); c.bind(("::", 42003 + off)); c.sendto(b"x", ("{dst}", 5999))
+t = socket.create_connection(("{dst}", 5001), timeout=10, source_address=("::", 42002 + off))
+t.send(b"x")
+print("held", flush=True)
+sys.stdin.readline()
+""".replace("{dst}", SERVER)
+
+OK_ARGS = [
+    ["-L"], ["-L", "-f", "ipv6"], ["-L", "-f", "ipv6x", "-p", "udp"], ["-L", "-f", "ipv4"],
+    ["-L", "-f", "ipv6", "-p", "tcp", "--dport", "5001"], ["-L", "-f", "ipv6", "-p", "udp", "--sport", "CLIENT_PORT"],
+    ["-L", "-f", "ipv6", "-s", "fd00:1::2"], ["-L", "-f", "ipv6", "-d", "2001:db8::/32"],
+    ["-L", "-f", "ipv6", "-s", "fd00:1::/120"], ["-L", "-f", "ipv6", "-r", SERVER],
+    ["-L", "-f", "ipv6", "-q", "2001:db8:1::1"],
+    ["-L", "-f", "ipv6", "--orig-src", "fd00:1::2", "-p", "udp", "--dport", "5002"],
+    ["-L", "-f", "ipv6", "-p", "tcp", "--state", "ESTABLISHED"], ["-L", "-f", "ipv6", "-u", "UNREPLIED"],
+    ["-L", "-f", "ipv6", "-o", "extended"], ["-L", "-f", "ipv6", "-o", "xml", "-p", "udp"],
+    ["-L", "-f", "ipv6", "-o", "save"], ["-L", "-f", "ipv6", "-o", "id", "-p", "udp"], ["-L", "-f", "ipv6", "-n"],
+    ["-L", "-f", "ipv6", "-g"], ["-D", "-f", "ipv6", "-p", "tcp", "--dport", "9"],
+    ["-L", "-f", "ipv6", "-s", "fd00:1::3"], ["-L", "-s", "fd00:1::2"], ["-L", "-d", "::/0"], ["-L", "-j"],
+    ["-L", "-f", "ipv6", "-n"], ["-L", "-f", "ipv6", "-g", SERVER], ["-L", "-n", "2001:db8:1::1"],
+]
+BAD_ARGS = [["-L", "-f", "inet6"], ["-L", "-f", "inet"], ["-L", "-f", "ipv6", "-s", "10.0.0.1"],
+            ["-L", "-f", "ipv6", "-s", "fd00::/129"], ["-L", "-f", "ipx"],
+            ["-L", "-s", "fd00::zz"], ["-L", "-s", "10.0.0.1", "-f", "ipv6"], ["-L", "-f", "ipv6", "-f", "ipv4"],
+            ["-L", "-s", "fd00:1::2", "-r", "10.1.1.1"], ["-L", "-f", "ipv6", "-g", "10.0.0.1"]]
+# run last, in this order: they change the table
+CHANGING_ARGS = [["-D", "-f", "ipv6", "-p", "udp", "--dport", "5999"], ["-L", "-f", "ipv6"], ["-F", "-f", "ipv6"],
+                 ["-L"]]
+
+
+def _normalise(text: str, off: int) -> list[str]:
+    """Lines sorted, with what legitimately differs between two runs made equal: the client ports of the
+    second run shifted back, timeouts, ids."""
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"\b(420\d\d)\b", lambda m: str(int(m.group(1)) - off), line)
+        line = re.sub(r"((?:tcp|udp|icmpv6)\s+\d+ )\d+ ", r"\1T ", line)
+        line = re.sub(r"<timeout>\d+</timeout>", "<timeout>T</timeout>", line)
+        line = re.sub(r"-t \d+ ", "-t T ", line)
+        line = re.sub(r"\bid=\d+$", "id=ID", line)
+        line = re.sub(r"\bid=\d+ ", "id=PING ", line)  # ping6's echo id, its own in each run
+        line = re.sub(r"--icmpv6-id \d+", "--icmpv6-id PING", line)
+        line = re.sub(r"<id>\d+</id>", "<id>ID</id>", line)
+        out.append(line)
+    return sorted(out)
+
+
+def _ports(args: list[str], off: int) -> list[str]:
+    return [str(42001 + off) if a == "CLIENT_PORT" else a for a in args]
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    model = parse_lab_toml(LAB, "test_gateway_live6.py")
+    model.name = unique_lab_name("v6")
+    yield from build_lab(model)
+
+
+def _traffic(lab: Lab, off: int) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
+    servers = []
+    for code in (UDP_ECHO, TCP_HOLD_SERVER):
+        p = ns_popen(lab, "server", [sys.executable, "-c", code])
+        assert p.stdout is not None and p.stdout.readline().strip() == b"listening"
+        servers.append(p)
+    client = subprocess.Popen(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c", TRAFFIC, str(off)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdout is not None and client.stdout.readline().strip() == b"held", client.stderr
+    time.sleep(0.3)
+    return client, servers
+
+
+def _end(client: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]]) -> None:
+    for p in (client, *servers):
+        p.kill()
+        p.wait()
+
+
+def _ask(lab: Lab, path: Path | None, args: list[str], off: int) -> tuple[int, str, str]:
+    if path is None:
+        res = ns_run(lab, "gw", ["conntrack", *_ports(args, off)])
+        return res.returncode, res.stdout.decode(), res.stderr.decode()
+    done = run_natbox("conntrack", "--control", str(path), *_ports(args, off))
+    return done.returncode, done.stdout, done.stderr
+
+
+def _collect(lab: Lab, path: Path | None, off: int) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    client, servers = _traffic(lab, off)
+    try:
+        ping = ns_run(lab, "client", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", SERVER])
+        assert ping.returncode == 0, ping.stdout.decode() + ping.stderr.decode()
+        return {tuple(args): _ask(lab, path, args, off) for args in OK_ARGS + BAD_ARGS + CHANGING_ARGS}
+    finally:
+        _end(client, servers)
+
+
+def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrack(lab: Lab, tmp_path: Path) -> None:
+    require_programs("ip6tables", "ping")
+    for argv in KERNEL_ROUTER:
+        assert ns_run(lab, "gw", argv).returncode == 0, argv
+    kernel = _collect(lab, None, 0)
+    assert ns_run(lab, "gw", ["conntrack", "-F"]).returncode == 0
+    for node in ("client", "server"):  # forget the kernel router's MAC: natbox must answer the NS itself
+        ns_run(lab, node, ["ip", "-6", "neigh", "flush", "dev", "eth0"])
+    path = tmp_path / "ctl.sock"
+    gw = ns_popen(lab, "gw", [a for a in gateway_argv(Path("HOST"), "--adopt", "--control", str(path)) if a != "HOST"])
+    try:
+        said = wait_ready(gw)
+        assert "IPv6 on lan0, wan0 (net.ipv6.conf.all.forwarding was 1)" in said, said
+        assert "inet6" not in ns_run(lab, "gw", ["ip", "-6", "addr", "show", "dev", "lan0"]).stdout.decode()
+        ours = _collect(lab, path, 10)
+        kernel_after = ns_run(lab, "gw", ["conntrack", "-L", "-f", "ipv6"])
+        neigh = run_natbox("status", "--control", str(path), "--json")
+    finally:
+        rest = stop(gw)
+    assert "given back to the kernel" in rest and "Traceback" not in rest, rest
+    assert kernel_after.stdout.decode().strip() == "", "the kernel tracked IPv6 while natbox held the router"
+    assert "2001:db8:1::2 dev wan0 lladdr" in neigh.stdout, neigh.stdout  # resolved by natbox's own NS
+    assert len(_normalise(kernel[("-L", "-f", "ipv6")][1], 0)) == 3  # UDP echo, TCP, ping
+    for args in OK_ARGS + BAD_ARGS + CHANGING_ARGS:
+        (krc, kout, kerr), (nrc, nout, nerr) = kernel[tuple(args)], ours[tuple(args)]
+        what = " ".join(args)
+        assert nrc == krc, (what, kerr, nerr)
+        assert nerr == kerr, (what, kerr, nerr)
+        assert _normalise(nout, 10) == _normalise(kout, 0), (what, kout, nout)
+    # given back: the kernel holds its addresses and forwards IPv6 again
+    assert "fd00:1::1/64" in ns_run(lab, "gw", ["ip", "-6", "addr", "show", "dev", "lan0"]).stdout.decode()
+    assert ns_run(lab, "gw", ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.decode().strip() == "1"
+    ping = ns_run(lab, "client", ["ping", "-6", "-c", "1", "-W", "3", SERVER])
+    assert ping.returncode == 0, ping.stdout.decode()
+    assert "src=fd00:1::2" in ns_run(lab, "gw", ["conntrack", "-L", "-f", "ipv6"]).stdout.decode()
