@@ -224,3 +224,103 @@ def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrac
     ping = ns_run(lab, "client", ["ping", "-6", "-c", "1", "-W", "3", SERVER])
     assert ping.returncode == 0, ping.stdout.decode()
     assert "src=fd00:1::2" in ns_run(lab, "gw", ["conntrack", "-L", "-f", "ipv6"]).stdout.decode()
+
+
+TRANSFER = 1 << 20
+TCP6_SERVER = """
+import hashlib, socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 5001)); s.listen(2); s.settimeout(25)
+print("listening", flush=True)
+for _ in range({clients}):
+    c, peer = s.accept(); c.settimeout(25)
+    h = hashlib.sha256(); n = 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b:
+            break
+        h.update(b); n += len(b)
+    c.sendall(b"ok"); c.close()
+    print(peer[0], n, h.hexdigest(), flush=True)
+"""
+TCP6_CLIENT = """
+import random, socket
+data = random.Random(7).randbytes({n})
+c = socket.create_connection(("{dst}", 5001), timeout=25)
+c.sendall(data); c.shutdown(socket.SHUT_WR)
+print(c.recv(16).decode(), flush=True)
+"""
+
+
+def _example(name: str, prefix: str) -> Iterator[Lab]:
+    from natbox.testing.live import load_example
+
+    yield from build_lab(load_example(name, unique_lab_name(prefix)))
+
+
+@pytest.fixture
+def basic6_lab() -> Iterator[Lab]:
+    yield from _example("basic6.toml", "b6")
+
+
+@pytest.fixture
+def qemu6_lab() -> Iterator[Lab]:
+    yield from _example("qemu6.toml", "q6")
+
+
+def _gateway(lab: Lab) -> subprocess.Popen[bytes]:
+    gw = lab.gateway
+    assert gw is not None and gw.host is not None
+    proc = ns_popen(lab, "gw", gateway_argv(Path(lab.filename).parent / gw.host, *lab.gateway_args()))
+    wait_ready(proc)
+    return proc
+
+
+def _transfer(lab: Lab, clients: list[str]) -> list[str]:
+    """Each client sends TRANSFER bytes to the server over IPv6; the peers the server saw."""
+    import hashlib
+    import random
+
+    server = ns_popen(lab, "server", [sys.executable, "-c", TCP6_SERVER.format(clients=len(clients))])
+    assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+    for node in clients:
+        done = ns_run(lab, node, [sys.executable, "-c", TCP6_CLIENT.format(n=TRANSFER, dst=SERVER)], timeout=60)
+        assert done.stdout.decode().strip() == "ok", done.stderr.decode()
+    out, _ = server.communicate(timeout=30)
+    expected = hashlib.sha256(random.Random(7).randbytes(TRANSFER)).hexdigest()
+    peers = []
+    for line in out.decode().splitlines():
+        peer, n, digest = line.split()
+        assert (int(n), digest) == (TRANSFER, expected)
+        peers.append(peer)
+    return peers
+
+
+def test_dual_stack_lab_both_families_through_natbox(basic6_lab: Lab, tmp_path: Path) -> None:
+    """basic6.toml: natbox holds both families' addresses (the kernel has IPv6 off on lan0/wan0): ping and
+    ping6 from the client, a 1 MiB TCP transfer over IPv6 masqueraded to 2001:db8:1::1."""
+    require_programs("ping")
+    proc = _gateway(basic6_lab)
+    try:
+        for dst in ("198.51.100.2", SERVER, "fd00:1::1"):
+            res = ns_run(basic6_lab, "client", ["ping", "-c", "2", "-i", "0.2", "-W", "2", dst])
+            assert res.returncode == 0, dst + res.stdout.decode() + res.stderr.decode()
+        assert _transfer(basic6_lab, ["client"]) == ["2001:db8:1::1"]
+    finally:
+        rest = stop(proc)
+    assert "stopped:" in rest and "Traceback" not in rest, rest
+
+
+def test_qemu6_two_vms_snat66(qemu6_lab: Lab) -> None:
+    """qemu6.toml: natbox holds two TAPs (two VMs, fd00:2::15 and fd00:3::15); both reach the server SNATed
+    to 2001:db8:1::1."""
+    require_programs("ping")
+    proc = _gateway(qemu6_lab)
+    try:
+        for vm in ("vm1", "vm2"):
+            res = ns_run(qemu6_lab, vm, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER])
+            assert res.returncode == 0, vm + res.stdout.decode() + res.stderr.decode()
+        assert _transfer(qemu6_lab, ["vm1", "vm2"]) == ["2001:db8:1::1", "2001:db8:1::1"]
+    finally:
+        rest = stop(proc)
+    assert "stopped:" in rest and "Traceback" not in rest, rest

@@ -25,7 +25,7 @@ b = { node = "gw", name = "p0" }
 """
 
 
-@pytest.mark.parametrize("name", ["basic.toml", "qemu.toml", "docker.toml"])
+@pytest.mark.parametrize("name", ["basic.toml", "qemu.toml", "docker.toml", "basic6.toml", "qemu6.toml"])
 def test_examples_parse(name: str) -> None:
     lab = parse_lab_toml((EXAMPLES / name).read_text(), name)
     assert lab.gateway is not None and lab.gateway.host is not None

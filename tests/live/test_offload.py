@@ -164,3 +164,45 @@ def test_tx_hdr_ready_matches_the_rewriting_path(proto: int, payload: bytes, gso
     f = frame(6, b"abc")
     f[20] |= 0x20  # a fragment: not for this path
     assert tx_hdr_ready(bytes(f), 0, 0) is None
+
+
+SRC6 = bytes.fromhex("fd000001000000000000000000000002")
+DST6 = bytes.fromhex("20010db8000100000000000000000002")
+
+
+def frame6(proto: int, payload: bytes, nexthdr: int | None = None) -> bytearray:
+    """Ethernet + IPv6 + TCP or UDP with a correct full checksum (tcp_v6_check's pseudo-header); `nexthdr`
+    puts an empty Destination Options header in front of the transport header."""
+    if proto == 6:
+        l4 = bytearray(struct.pack("!HHIIBBHHH", 40000, 80, 1, 2, 5 << 4, 0x18, 65535, 0, 0)) + payload
+        off = 16
+    else:
+        l4 = bytearray(struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0)) + payload
+        off = 6
+    csum = ~rfc1071_sum(SRC6 + DST6 + struct.pack("!IxxxB", len(l4), proto) + bytes(l4)) & 0xFFFF
+    l4[off:off + 2] = struct.pack("!H", csum or 0xFFFF)
+    ext = b"" if nexthdr is None else bytes([proto, 0, 1, 4, 0, 0, 0, 0])
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(l4), proto if nexthdr is None else nexthdr, 64,
+                      SRC6, DST6)
+    return bytearray(b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd") + ip6 + ext + l4
+
+
+@given(st.sampled_from([6, 17]), st.binary(max_size=3000))
+def test_ipv6_partial_then_complete_is_the_full_checksum(proto: int, payload: bytes) -> None:
+    """IPv6 TCP/UDP: the partial form holds tcp_v6_send_check's pseudo-header sum, completing it gives the
+    full checksum back, and the GSO header for it says where (so the gateway forwards IPv6 GSO packets)."""
+    full = frame6(proto, payload)
+    assert l4_csum_location(full) == (54, 16 if proto == 6 else 6, proto)
+    loc = to_partial_csum(work := bytearray(full))
+    assert loc == (54, 16 if proto == 6 else 6)
+    field = struct.unpack_from("!H", work, 54 + loc[1])[0]
+    assert field == rfc1071_sum(SRC6 + DST6 + struct.pack("!IxxxB", len(full) - 54, proto))
+    hdr = tx_hdr_ready(work, 4 if proto == 6 else 0, 1400)
+    assert hdr is not None and VNET_HDR.unpack(hdr)[4:] == (54, loc[1])
+    assert complete_partial_csum(work, *loc)
+    assert work == full
+
+
+def test_ipv6_extension_headers_have_no_partial_form() -> None:
+    assert l4_csum_location(frame6(6, b"x" * 10, nexthdr=60)) is None
+    assert to_partial_csum(frame6(17, b"x" * 10, nexthdr=60)) is None

@@ -17,6 +17,11 @@ from natbox.wire.checksum import complete_partial_csum as _skb_checksum_help
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     ETH_PROTO,
+    IP6H_ADDRS_END,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_PAYLOAD_LEN,
+    IP6H_SADDR,
     IPH_ADDRS_END,
     IPH_FRAG_OFF,
     IPH_MIN_LEN,
@@ -35,6 +40,7 @@ __all__ = [
     "GSO_ECN",
     "GSO_NONE",
     "GSO_TCPV4",
+    "GSO_TCPV6",
     "GSO_UDP_L4",
     "NO_VNET_HDR",
     "VIRTIO_NET_HDR_F_NEEDS_CSUM",
@@ -60,15 +66,32 @@ VNET_HDR_LEN: Final = VNET_HDR.size  # 10
 VIRTIO_NET_HDR_F_NEEDS_CSUM: Final = 1
 GSO_NONE: Final = 0
 GSO_TCPV4: Final = 1
+GSO_TCPV6: Final = 4
 GSO_UDP_L4: Final = 5
 GSO_ECN: Final = 0x80
 NO_VNET_HDR = bytes(VNET_HDR_LEN)
 IP = ETH_HDR_LEN  # the IPv4 header's start in an untagged Ethernet frame
 
 
+def _l4_csum_location6(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """`l4_csum_location` for IPv6: TCP/UDP straight after the fixed header (an extension header: None)."""
+    if len(frame) < IP + IP6H_LEN or frame[IP] >> 4 != 6:
+        return None
+    proto = frame[IP + IP6H_NEXTHDR]
+    start = IP + IP6H_LEN
+    if proto == IPPROTO_TCP and len(frame) >= start + TCPH_MIN_LEN:
+        return start, TCPH_CHECK, IPPROTO_TCP
+    if proto == IPPROTO_UDP and len(frame) >= start + UDPH_LEN_BYTES:
+        return start, UDPH_CHECK, IPPROTO_UDP
+    return None
+
+
 def l4_csum_location(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(csum_start, csum_offset, protocol) of an untagged IPv4 TCP/UDP frame's checksum, else None
-    (fragments, other protocols, truncated headers)."""
+    """(csum_start, csum_offset, protocol) of an untagged IPv4 TCP/UDP frame's checksum, or an IPv6 one's
+    whose TCP/UDP header follows the fixed header, else None (fragments, extension headers, other
+    protocols, truncated headers)."""
+    if len(frame) >= ETH_HDR_LEN and frame[ETH_PROTO] == 0x86 and frame[ETH_PROTO + 1] == 0xDD:
+        return _l4_csum_location6(frame)
     if len(frame) < IP + IPH_MIN_LEN or frame[ETH_PROTO] != 0x08 or frame[ETH_PROTO + 1] != 0x00:
         return None
     ihl = (frame[IP + IPH_VER_IHL] & 0x0F) * 4
@@ -114,11 +137,16 @@ def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, in
     start, off, proto = loc
     if proto == IPPROTO_UDP and frame[start + UDPH_CHECK] == 0 and frame[start + UDPH_CHECK + 1] == 0:
         return None
-    total = (frame[IP + IPH_TOT_LEN] << 8) | frame[IP + IPH_TOT_LEN + 1]
+    if frame[IP] >> 4 == 6:  # tcp_v6_send_check: the IPv6 pseudo-header (addresses, length, next header)
+        total = IP6H_LEN + ((frame[IP + IP6H_PAYLOAD_LEN] << 8) | frame[IP + IP6H_PAYLOAD_LEN + 1])
+        addrs = frame[IP + IP6H_SADDR:IP + IP6H_ADDRS_END]
+    else:
+        total = (frame[IP + IPH_TOT_LEN] << 8) | frame[IP + IPH_TOT_LEN + 1]
+        addrs = frame[IP + IPH_SADDR:IP + IPH_ADDRS_END]
     l4len = total - (start - IP)
     if l4len <= 0 or IP + total > len(frame):
         return None
-    s = _fold_sum(frame[IP + IPH_SADDR:IP + IPH_ADDRS_END]) + proto + l4len
+    s = _fold_sum(addrs) + proto + l4len
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     pos = start + off
@@ -209,7 +237,7 @@ def vnet_rx(frame: bytes, flags: int, gso_type: int, gso_size: int, csum_start: 
 
 
 def complete_notready(frame: bytearray) -> bool:
-    """TP_STATUS_CSUMNOTREADY without a vnet header: find the IPv4 TCP/UDP checksum and finish it."""
+    """TP_STATUS_CSUMNOTREADY without a vnet header: find the TCP/UDP checksum and finish it."""
     loc = l4_csum_location(frame)
     if loc is None:
         return False

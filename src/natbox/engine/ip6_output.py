@@ -212,7 +212,7 @@ class Ip6Output:
         else:
             pieces = [data]
         for piece in pieces:
-            self.neigh_output(dev, skb.nexthop or skb.daddr, skb, piece)
+            self.neigh_output(dev, skb.nexthop or skb.daddr, skb, piece, mtu)
         if skb.trace is not None:
             skb.add_trace(f"ip6_finish_output: sent on {dev.name}"
                           + (f" as {len(pieces)} fragments" if len(pieces) > 1 else ""))
@@ -250,9 +250,13 @@ class Ip6Output:
                 break
         return pieces
 
-    def neigh_output(self, dev: Interface, nexthop: int, skb: Skb6, datagram: bytes | bytearray) -> None:
+    def neigh_output(self, dev: Interface, nexthop: int, skb: Skb6, datagram: bytes | bytearray,
+                     mtu: int = 0) -> None:
         """`ip6_finish_output2` → `neigh_output`: the next hop's MAC (multicast mapped, known, synthetic offline;
-        resolved by ND when resolving), then the frame."""
+        resolved by ND when resolving), then the frame. A GSO super-packet over `mtu` leaves with its GSO
+        metadata (the device segments it), a CHECKSUM_PARTIAL one marked partial (the device finishes it)."""
+        gso_type, gso_size = (skb.gso_type, skb.gso_size) if skb.gso_size and mtu and len(datagram) > mtu else (0, 0)
+        partial = skb.csum_partial and datagram is skb.data
         if is_multicast(nexthop):
             mac = multicast_mac(nexthop)
         elif not self.resolve_neighbours:
@@ -264,7 +268,7 @@ class Ip6Output:
         else:
             got = self._neighs.lookup(dev.name, nexthop, self._ctx.now)
             if got is None:
-                held = (skb, bytes(datagram), 0, 0, False)
+                held = (skb, bytes(datagram), gso_type, gso_size, partial)
                 reqs, dropped = self._neighs.queue(dev.name, nexthop, held, 768 + len(datagram), self._ctx.now,
                                                    saddr=skb.saddr)
                 for req in reqs:
@@ -276,13 +280,13 @@ class Ip6Output:
             mac = got
         ct = skb.ct
         self._st.out.emitted.append(Emitted(dev.name, mac + dev.mac + _ETH_P_IPV6 + datagram, skb.pkt_id,
-                                            ct.ct_id if ct is not None else 0))
+                                            ct.ct_id if ct is not None else 0, gso_type, gso_size, partial))
 
     def emit_held(self, dev: Interface, mac: bytes, held: Held) -> None:
-        """Send a packet that waited for its next hop's MAC (released by an NA)."""
+        """Send a packet that waited for its next hop's MAC (released by an NA), with its GSO/partial state."""
         skb, datagram = held[0], held[1]
         self._st.out.emitted.append(Emitted(dev.name, mac + dev.mac + _ETH_P_IPV6 + datagram, skb.pkt_id,
-                                            skb.ct.ct_id if skb.ct is not None else 0))
+                                            skb.ct.ct_id if skb.ct is not None else 0, held[2], held[3], held[4]))
 
     def emit_ns(self, req: ArpRequest, pkt_id: int) -> None:
         """`ndisc_solicit` → `ndisc_send_ns`: multicast to the solicited-node group (or unicast when probing),

@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Protocol
 
-from natbox.adapters.vnet import GSO_TCPV4, RxFrame
-from natbox.wire.layout import ETH_HDR_LEN, IPH_VER_IHL, TCPH_DOFF
+from natbox.adapters.vnet import GSO_TCPV4, GSO_TCPV6, RxFrame
+from natbox.wire.layout import ETH_HDR_LEN, IP6H_LEN, IPH_VER_IHL, TCPH_DOFF
 
 __all__ = ["EngineLike", "EventLoop", "OutputLike", "Port", "Timers"]
 
@@ -352,9 +352,10 @@ class EventLoop:
 
 def _segment_size(frame: bytes, gso_type: int, gso_size: int, mtu: int) -> int:
     """The GSO segment size for the out port: the input's, capped so each segment's IP packet fits
-    `mtu` (`skb_gso_validate_network_len`), using this frame's own IP and TCP header lengths."""
-    ihl = (frame[ETH_HLEN + IPH_VER_IHL] & 0x0F) * 4
-    if gso_type == GSO_TCPV4 and len(frame) > ETH_HLEN + ihl + TCPH_DOFF:
+    `mtu` (`skb_gso_validate_network_len`), using this frame's own IP and TCP header lengths (IPv6: the
+    fixed header, which a GSO frame's TCP/UDP header follows: vnet.l4_csum_location)."""
+    ihl = IP6H_LEN if frame[ETH_HLEN + IPH_VER_IHL] >> 4 == 6 else (frame[ETH_HLEN + IPH_VER_IHL] & 0x0F) * 4
+    if gso_type in (GSO_TCPV4, GSO_TCPV6) and len(frame) > ETH_HLEN + ihl + TCPH_DOFF:
         l4 = (frame[ETH_HLEN + ihl + TCPH_DOFF] >> 4) * 4
     else:
         l4 = 8
