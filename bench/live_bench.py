@@ -19,7 +19,11 @@ wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
 Measured for each: iperf3 TCP with 1 and 4 streams (Gbit/s, receiver side), UDP 64-byte datagrams
 (packets/s received, sender unlimited), new TCP connections per second (a Python client connects and
 closes in a loop for --time seconds, one connection at a time, against CONN_PORTS listeners whose
-server accepts and closes), ping RTT (ms, average of 20). With --repeat N each figure is the median of N
+server accepts and closes), ping RTT (ms, average of 20), and in IPv6 beside them: iperf3 TCP with 1 stream
+from fd00:1::2 to 2001:db8:1::2 (`tcp6_gbps`) and ping6 RTT (`ping6_ms`), through the kernel's NAT66 (ip6tables
+MASQUERADE, net.ipv6.conf.all.forwarding=1) and natbox's (basic6-gw.toml's [rules6]); the lab is
+basic6.toml, basic.toml dual-stack (--no-ipv6: IPv4 only; the bare forwarder has no IPv6 figures). With
+--repeat N each figure is the median of N
 runs (on a small, shared machine single runs vary by a third). Prints natbox/kernel ratios.
 `--patched-csum` runs the gateway with an O(n) `natbox.wire.checksum.csum_partial` (int % 0xFFFF),
 to show what the engine-side fix proposed in the report buys; it changes nothing in the source tree.
@@ -49,6 +53,8 @@ from natbox.lab.model import Lab, parse_lab_toml  # noqa: E402
 
 EXAMPLES = SRC / "natbox" / "lab" / "examples"
 SERVER = "198.51.100.2"
+SERVER6 = "2001:db8:1::2"
+IPV6 = {"on": True}  # measure the IPv6 figures (off for --no-ipv6 and for the bare forwarder)
 PATCH = """
 import sys
 import natbox.wire.checksum as c
@@ -72,12 +78,12 @@ def ns(lab: Lab, node: str, *argv: str, timeout: float = 120, check: bool = Fals
                           timeout=timeout, check=check, env=env())
 
 
-def iperf(lab: Lab, seconds: float, *args: str) -> dict[str, Any]:
+def iperf(lab: Lab, seconds: float, *args: str, server: str = SERVER) -> dict[str, Any]:
     srv = subprocess.Popen(["ip", "netns", "exec", lab.netns("server"), "iperf3", "-s", "-1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     try:
-        res = ns(lab, "client", "iperf3", "-c", SERVER, "-t", str(seconds), "-J", *args, timeout=seconds + 30)
+        res = ns(lab, "client", "iperf3", "-c", server, "-t", str(seconds), "-J", *args, timeout=seconds + 30)
         data: dict[str, Any] = json.loads(res.stdout or "{}")
     except (ValueError, subprocess.TimeoutExpired):
         data = {}
@@ -102,6 +108,20 @@ def udp_pps(lab: Lab, seconds: float) -> float:
         return float(s["packets"] - s["lost_packets"]) / float(s["seconds"])
     except (KeyError, TypeError, ZeroDivisionError):
         return 0.0
+
+
+def measure6(lab: Lab, seconds: float) -> dict[str, float]:
+    """The IPv6 figures: iperf3 TCP, 1 stream, to SERVER6 (Gbit/s) and ping6 RTT (ms); NaN when IPv6 is off."""
+    if not IPV6["on"]:
+        return {"tcp6_gbps": float("nan"), "ping6_ms": float("nan")}
+    data = iperf(lab, seconds, "-6", server=SERVER6)
+    try:
+        gbps = float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (KeyError, TypeError):
+        gbps = 0.0
+    res = ns(lab, "client", "ping", "-6", "-q", "-c", "20", "-i", "0.05", "-W", "2", SERVER6)
+    m = re.search(r"= [\d.]+/([\d.]+)/", res.stdout)
+    return {"tcp6_gbps": gbps, "ping6_ms": float(m.group(1)) if m else float("nan")}
 
 
 def ping_ms(lab: Lab) -> float:
@@ -175,7 +195,7 @@ def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
     runs = [{"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)),
              "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)),
              "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "conn_per_s": conn_rate(lab, seconds),
-             "ping_ms": ping_ms(lab)} for _ in range(max(1, repeat))]
+             "ping_ms": ping_ms(lab)} | measure6(lab, seconds) for _ in range(max(1, repeat))]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
@@ -185,6 +205,14 @@ def kernel_mode(lab: Lab) -> None:
     ns(lab, "gw", "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
     ns(lab, "gw", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.1.0/24", "-o", "wan0", "-j",
        "MASQUERADE", check=True)
+    if IPV6["on"]:  # NAT66: IPv6 on lan0/wan0 (basic6.toml turns it off there for natbox), forwarding, MASQUERADE
+        for dev in ("lan0", "wan0"):
+            ns(lab, "gw", "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0", check=True)
+        ns(lab, "gw", "ip", "addr", "add", "fd00:1::1/64", "dev", "lan0", "nodad", check=True)
+        ns(lab, "gw", "ip", "addr", "add", "2001:db8:1::1/64", "dev", "wan0", "nodad", check=True)
+        ns(lab, "gw", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", check=True)
+        ns(lab, "gw", "ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:1::/64", "-o", "wan0", "-j",
+           "MASQUERADE", check=True)
 
 
 def natbox_mode(lab: Lab) -> None:
@@ -194,6 +222,12 @@ def natbox_mode(lab: Lab) -> None:
     ns(lab, "gw", "ip", "addr", "flush", "dev", "wan0")
     for node in ("client", "server"):  # forget the kernel gateway's MAC (the interfaces keep it anyway)
         ns(lab, node, "ip", "neigh", "flush", "all")
+        ns(lab, node, "ip", "-6", "neigh", "flush", "all")
+    if IPV6["on"]:  # the kernel's IPv6 off on natbox's devices: natbox answers ND (as --adopt leaves it)
+        ns(lab, "gw", "ip6tables", "-t", "nat", "-F")
+        ns(lab, "gw", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+        for dev in ("lan0", "wan0"):
+            ns(lab, "gw", "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
 
 
 def _mac(lab: Lab, node: str, dev: str) -> str:
@@ -243,11 +277,14 @@ def main() -> int:
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
     ap.add_argument("--no-offload", action="store_true", help="skip natbox --offload (the tc BPF datapath)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is printed")
+    ap.add_argument("--no-ipv6", action="store_true", help="IPv4 only (no tcp6_gbps/ping6_ms)")
     args = ap.parse_args()
+    IPV6["on"] = not args.no_ipv6
+    lab_file, host_file = ("basic.toml", "basic-gw.toml") if args.no_ipv6 else ("basic6.toml", "basic6-gw.toml")
     if os.geteuid() != 0:
         print("live_bench: needs root (network namespaces)", file=sys.stderr)
         return 1
-    lab = parse_lab_toml((EXAMPLES / "basic.toml").read_text(), str(EXAMPLES / "basic.toml"))
+    lab = parse_lab_toml((EXAMPLES / lab_file).read_text(), str(EXAMPLES / lab_file))
     lab.name = "nbench"
     lab_down(lab)
     lab_up(lab)
@@ -259,7 +296,7 @@ def main() -> int:
             print("kernel:", results["kernel"], flush=True)
         if args.only in (None, "natbox"):
             natbox_mode(lab)
-            host = str(EXAMPLES / "basic-gw.toml")
+            host = str(EXAMPLES / host_file)
             prog = [sys.executable, "-c", PATCH] if args.patched_csum else [sys.executable, "-m", "natbox.cli.gateway"]
             res = run_side(lab, "natbox", [*prog, host, *args.gateway_arg], args.time, "ready:", args.repeat)
             if res is None:
@@ -268,13 +305,16 @@ def main() -> int:
         if args.only == "offload" or (args.only is None and not args.no_offload):
             natbox_mode(lab)
             host = str(EXAMPLES / "basic-gw.toml")
+            ipv6, IPV6["on"] = IPV6["on"], False  # IPv4 only: --offload's IPv6 socket has no vnet headers (GSO)
             res = run_side(lab, "offload", [sys.executable, "-m", "natbox.cli.gateway", host, "--offload",
                                             *args.gateway_arg], args.time, "ready:", args.repeat)
+            IPV6["on"] = ipv6
             if res is not None:
                 results["offload"] = res
         if args.only == "bare" or (args.only is None and not args.no_bare):
             natbox_mode(lab)
             client_mac, server_mac = bare_mode(lab)
+            IPV6["on"] = False  # the bare forwarder answers no ND
             res = run_side(lab, "bare", [sys.executable, str(ROOT / "bench" / "bare_forwarder.py"), "lan0", client_mac,
                                          "wan0", server_mac, str(args.repeat * (10 * args.time + 60))], args.time,
                            None, args.repeat)
@@ -285,7 +325,7 @@ def main() -> int:
         lab_down(lab)
     print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'offload':>14}{'bare':>14}{'natbox/kernel':>16}"
           f"{'offload/kernel':>16}{'bare/kernel':>14}{'natbox/bare':>14}")
-    for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms"):
+    for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms", "tcp6_gbps", "ping6_ms"):
         k, n, o, b = (results.get(side, {}).get(key, float("nan")) for side in ("kernel", "natbox", "offload", "bare"))
         print(f"{key:<12}{k:>14.3f}{n:>14.3f}{o:>14.3f}{b:>14.3f}{_ratio(n, k):>16.3f}{_ratio(o, k):>16.3f}"
               f"{_ratio(b, k):>14.3f}{_ratio(n, b):>14.3f}")
