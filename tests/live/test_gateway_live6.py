@@ -205,12 +205,13 @@ def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrac
         assert "inet6" not in ns_run(lab, "gw", ["ip", "-6", "addr", "show", "dev", "lan0"]).stdout.decode()
         ours = _collect(lab, path, 10)
         kernel_after = ns_run(lab, "gw", ["conntrack", "-L", "-f", "ipv6"])
-        neigh = run_natbox("status", "--control", str(path), "--json")
+        status = run_natbox("status", "--control", str(path))
     finally:
         rest = stop(gw)
     assert "given back to the kernel" in rest and "Traceback" not in rest, rest
     assert kernel_after.stdout.decode().strip() == "", "the kernel tracked IPv6 while natbox held the router"
-    assert "2001:db8:1::2 dev wan0 lladdr" in neigh.stdout, neigh.stdout  # resolved by natbox's own NS
+    assert status.stdout.count("2001:db8:1::2 dev wan0 lladdr") == 1, status.stdout  # (from the snapshot)
+    assert "fd00:1::1/64" in status.stdout, status.stdout
     assert len(_normalise(kernel[("-L", "-f", "ipv6")][1], 0)) == 3  # UDP echo, TCP, ping
     for args in OK_ARGS + BAD_ARGS + CHANGING_ARGS:
         (krc, kout, kerr), (nrc, nout, nerr) = kernel[tuple(args)], ours[tuple(args)]
@@ -268,10 +269,10 @@ def qemu6_lab() -> Iterator[Lab]:
     yield from _example("qemu6.toml", "q6")
 
 
-def _gateway(lab: Lab) -> subprocess.Popen[bytes]:
+def _gateway(lab: Lab, *extra: str) -> subprocess.Popen[bytes]:
     gw = lab.gateway
     assert gw is not None and gw.host is not None
-    proc = ns_popen(lab, "gw", gateway_argv(Path(lab.filename).parent / gw.host, *lab.gateway_args()))
+    proc = ns_popen(lab, "gw", gateway_argv(Path(lab.filename).parent / gw.host, *lab.gateway_args(), *extra))
     wait_ready(proc)
     return proc
 
@@ -300,12 +301,15 @@ def test_dual_stack_lab_both_families_through_natbox(basic6_lab: Lab, tmp_path: 
     """basic6.toml: natbox holds both families' addresses (the kernel has IPv6 off on lan0/wan0): ping and
     ping6 from the client, a 1 MiB TCP transfer over IPv6 masqueraded to 2001:db8:1::1."""
     require_programs("ping")
-    proc = _gateway(basic6_lab)
+    proc = _gateway(basic6_lab, "--control", str(tmp_path / "ctl.sock"))
     try:
         for dst in ("198.51.100.2", SERVER, "fd00:1::1"):
             res = ns_run(basic6_lab, "client", ["ping", "-c", "2", "-i", "0.2", "-W", "2", dst])
             assert res.returncode == 0, dst + res.stdout.decode() + res.stderr.decode()
         assert _transfer(basic6_lab, ["client"]) == ["2001:db8:1::1"]
+        status = run_natbox("status", "--control", str(tmp_path / "ctl.sock"))
+        # the lab has no static neighbours: natbox resolved the server by its own Neighbour Solicitation
+        assert re.search(r"2001:db8:1::2 dev wan0 lladdr [0-9a-f:]+ (REACHABLE|STALE|DELAY)", status.stdout), status
     finally:
         rest = stop(proc)
     assert "stopped:" in rest and "Traceback" not in rest, rest

@@ -24,6 +24,7 @@ from natbox.gateway.ctcommand import conntrack_command
 from natbox.gateway.log import say
 from natbox.gateway.loop import EventLoop
 from natbox.rules.xtstate import jiffies
+from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["Commands", "StatusData"]
 
@@ -139,9 +140,11 @@ class Commands:
         return {
             "host": engine.host.name,
             "interfaces": [{"name": i.name, "up": i.up, "mac": ":".join(f"{b:02x}" for b in i.mac),
-                            "addresses": [str(a) for a in i.addresses]}
+                            "addresses": [str(a) for a in i.addresses]
+                            + [f"{format_addr6(a.addr)}/{a.prefixlen}" for a in i.addresses6]}
                            for i in engine.host.interfaces.values() if i.kind != "loopback"],
-            "neighbours": format_ip_neigh(engine.neighs.show()),
+            "neighbours": format_ip_neigh([v for v in engine.neighs.show() if v.addr <= 0xFFFFFFFF])
+            + format_ip_neigh(engine.neighs6.show()),  # (a snapshot's IPv6 neighbours are in both tables)
             "loop": self.loop.counters(),
             "engine_counters": {str(k): v for k, v in sorted(engine.stats.items())},
             "conntrack": {"entries": len(engine.table.live(time.monotonic())), "max": engine.table.max_entries,
