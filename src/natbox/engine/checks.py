@@ -7,6 +7,8 @@
 | `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                      | Forwarder.ip_forward      | (above)  |
 | `exceeds_mtu`    | `ip_exceeds_mtu`                                           | Forwarder.ip_forward      | -        |
 | `gso_fits`       | `skb_gso_validate_network_len`                             | exceeds_mtu, output's GSO | yes      |
+| `ip6_forward_ok` | `ip6_rcv_core`: 40 + payload_len within the skb (no        | (wire.ipv6.ip6_rcv_core)  | yes      |
+|                  | jumbogram); `ip6_forward`: hop limit > 1                   | Ip6Input.ip6_forward      |          |
 
 (`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
 packet that fails any check here leaves the executor unchanged and the slow path drops it with its reason.
@@ -19,9 +21,9 @@ from __future__ import annotations
 from natbox.skb import Skb
 from natbox.wire.gso import gso_network_seglen
 from natbox.wire.ipv4 import IP_DF
-from natbox.wire.layout import IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
+from natbox.wire.layout import IP6H_HOP_LIMIT, IP6H_LEN, IP6H_PAYLOAD_LEN, IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
 
-__all__ = ["exceeds_mtu", "gso_fits", "ip_forward_ok", "ttl_expires"]
+__all__ = ["exceeds_mtu", "gso_fits", "ip6_forward_ok", "ip_forward_ok", "ttl_expires"]
 
 
 
@@ -41,6 +43,16 @@ def ip_forward_ok(header: bytes, available: int) -> int:
         return 0
     w = int.from_bytes(header, "big")
     return tot_len if w and not w % 0xFFFF else 0
+
+
+def ip6_forward_ok(header: bytes, available: int) -> int:
+    """`ip6_rcv_core`'s length check and `ip6_forward`'s hop-limit check, for a 40-byte IPv6 header whose next
+    header is TCP, UDP or ICMPv6 (the only kind the executor takes, so no jumbogram): 40 + payload_len lies
+    within the `available` bytes (the rest is trimmed) and the hop limit is > 1. Returns 40 + payload_len,
+    or 0 when a check fails. (The address checks of both functions depend only on the addresses, which a
+    compiled flow's key fixes.)"""
+    tot_len = IP6H_LEN + ((header[IP6H_PAYLOAD_LEN] << 8) | header[IP6H_PAYLOAD_LEN + 1])
+    return tot_len if tot_len <= available and header[IP6H_HOP_LIMIT] > 1 else 0
 
 
 def gso_fits(network_seglen: int, mtu: int) -> bool:

@@ -37,6 +37,7 @@ from natbox.engine.defrag import IpDefrag
 from natbox.engine.defrag6 import Defrag6
 from natbox.engine.family import IPV4, AddressFamily, FlowKey
 from natbox.engine.fastpath import FlowCache
+from natbox.engine.fastpath6 import FlowCache6
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks, XtHost
 from natbox.engine.hooks6 import Hooks6
@@ -165,6 +166,11 @@ class Engine:
                                    resolve_neighbours=self._resolve)
         ctx.dup_packet6 = out6.nf_dup_ipv6
         out6.loopback_rcv = in6.rcv_skb
+        # IPv6 compiled flows: the IPv4 ones hand them IPv6 frames; the forward path records flows
+        flows6 = self._flowcache6 = FlowCache6(self.host, self.fib6, self.cfg, hooks, self.neighs6, st, out6.neigh_mac,
+                                               resolve_neighbours=self._resolve)
+        self._flowcache.v6 = flows6
+        in6.remember_flow = flows6.compile6
         self._input.ipv6_rcv = in6.ipv6_rcv
         reject4, log4 = ctx.reject, ctx.log_packet
 
@@ -413,6 +419,7 @@ class Engine:
         """A ct left the table (`nf_ct_destroy`): the flow caches forget it."""
         self._forward.forget(ct)
         self._flowcache.forget(ct)
+        self._flowcache6.forget(ct)
         if self._offload is not None:
             self._offload.destroyed(ct)
 

@@ -4,8 +4,9 @@ The stages (engine/ip_input.py, route_input.py, forward.py, local.py, ip_output.
 the compiled flows (engine/fastpath.py) ask an `AddressFamily` for everything that depends on the
 network header: the flow key of a frame, `ip_rcv_core`'s checks, whether an address is on a device's
 link or a subnet broadcast of it, the ICMP errors and echo replies the host builds, and the checksum
-fix-up when the stack picks a source address. `IPV4` implements it for IPv4 (net/ipv4/*); an IPv6
-family would implement the same next to it (net/ipv6/*, with ICMPv6 builders and its own flow key).
+fix-up when the stack picks a source address. `IPV4` implements it for IPv4 (net/ipv4/*). The IPv6
+path (engine/ip6_input.py and its neighbours) has its own stages; what it shares with the compiled flows
+here is its flow key, `flow_key6`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ from natbox.wire import icmp, ipv4
 from natbox.wire.checksum import csum_replace4
 from natbox.wire.layout import (
     ETH_HDR_LEN,
+    ETH_PROTO,
+    ICMP6H_CKSUM,
+    ICMP6H_IDENTIFIER,
+    ICMP6H_SEQUENCE,
+    ICMP6H_TYPE,
     ICMPH_CHECKSUM,
     ICMPH_CODE,
     ICMPH_ID,
     ICMPH_SEQUENCE,
     ICMPH_TYPE,
+    IP6H_ADDRS_END,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_SADDR,
+    IP6H_VER_TC_FL,
     IPH_ADDRS_END,
     IPH_FRAG_OFF,
     IPH_MIN_LEN,
@@ -38,7 +49,7 @@ from natbox.wire.layout import (
     UDPH_CHECK,
 )
 
-__all__ = ["IPV4", "AddressFamily", "FlowKey", "Ipv4", "flow_key"]
+__all__ = ["IPV4", "AddressFamily", "FlowKey", "Ipv4", "flow_key", "flow_key6"]
 
 FlowKey = tuple[str, bytes, int, bytes]  # (input device, Ethernet header, protocol, addresses + ports or echo id)
 
@@ -60,6 +71,17 @@ _MASKS = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF if p else 0 for p in range(
 _HOSTMASKS = tuple(~m & 0xFFFFFFFF for m in _MASKS)
 _CSUM_AT = {6: TCPH_CHECK, 17: UDPH_CHECK}  # where the L4 checksum is, for a source filled in later
 
+# the same for an Ethernet frame carrying IPv6 with no extension header (the only kind a tier takes)
+_ETH_P_IPV6_BYTES = b"\x86\xdd"
+_IP6_VER = ETH_HDR_LEN + IP6H_VER_TC_FL
+_NEXTHDR6 = ETH_HDR_LEN + IP6H_NEXTHDR
+_ADDRS6, _ADDRS6_END = ETH_HDR_LEN + IP6H_SADDR, ETH_HDR_LEN + IP6H_ADDRS_END
+_L4_6 = ETH_HDR_LEN + IP6H_LEN
+_PORTS6_END = _L4_6 + L4_PORTS_END
+_ICMP6_TYPE, _ICMP6_CSUM = _L4_6 + ICMP6H_TYPE, _L4_6 + ICMP6H_CKSUM
+_ICMP6_ID, _ICMP6_ID_END = _L4_6 + ICMP6H_IDENTIFIER, _L4_6 + ICMP6H_SEQUENCE
+_KEY6_MIN = _L4_6 + 8
+
 
 def flow_key(frame: bytes, iface: str) -> FlowKey | None:
     """The key of the flow an Ethernet frame belongs to, for every forwarding tier (the flow cache, the
@@ -73,6 +95,22 @@ def flow_key(frame: bytes, iface: str) -> FlowKey | None:
         return (iface, frame[:_IP], proto, frame[_ADDRS:_PORTS_END])
     if proto == 1 and frame[_ICMP_TYPE] in (0, 8):
         return (iface, frame[:_IP], 1, frame[_ADDRS:_ICMP_CSUM] + frame[_ICMP_ID:_ICMP_ID_END])
+    return None
+
+
+def flow_key6(frame: bytes, iface: str) -> FlowKey | None:
+    """`flow_key` for an Ethernet frame carrying IPv6: the input device, the Ethernet header and the next
+    header, with the addresses and ports (TCP, UDP) or the addresses, type, code and identifier (ICMPv6
+    echo request or reply). None for what no tier handles: an extension header (a fragment, Hop-by-Hop
+    options...), other protocols, frames too short to hold the fields, other ethertypes."""
+    if (len(frame) < _KEY6_MIN or frame[ETH_PROTO:_IP] != _ETH_P_IPV6_BYTES or frame[_IP6_VER] >> 4 != 6):
+        return None
+    proto = frame[_NEXTHDR6]
+    if proto in (6, 17):
+        return (iface, frame[:_IP], proto, frame[_ADDRS6:_PORTS6_END])
+    if proto == 58 and frame[_ICMP6_TYPE] in (128, 129):
+        return (iface, frame[:_IP], 58, frame[_ADDRS6:_ADDRS6_END] + frame[_ICMP6_TYPE:_ICMP6_CSUM]
+                + frame[_ICMP6_ID:_ICMP6_ID_END])
     return None
 
 

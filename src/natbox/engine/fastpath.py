@@ -58,6 +58,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
+from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.checks import gso_fits, ip_forward_ok
 from natbox.engine.family import FlowKey, flow_key
 from natbox.engine.hooks import Hooks
@@ -65,12 +66,14 @@ from natbox.engine.host import Host, Interface
 from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Emitted, Output
 from natbox.engine.path import Held, PathState
+from natbox.engine.route6 import Fib6
 from natbox.engine.routing import Fib
-from natbox.netfilter import CtInfo, CtStatus, TcpState
+from natbox.netfilter import NFPROTO_IPV4, CtInfo, CtStatus, TcpState
 from natbox.skb import Skb
 from natbox.wire.gso import GSO_TCPV4, GSO_UDP_L4
 from natbox.wire.layout import (
     ETH_HDR_LEN,
+    ETH_PROTO,
     ICMPH_CHECKSUM,
     ICMPH_LEN,
     ICMPH_SEQUENCE,
@@ -92,7 +95,7 @@ from natbox.wire.layout import (
     UDPH_LEN_BYTES,
 )
 
-__all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache", "FlowPlan"]
+__all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache", "FlowPlan", "nat_steps"]
 
 _CHECK_LEN = 2  # the 16-bit TCP/UDP/ICMP checksum field: what follows it is copied unchanged
 
@@ -114,6 +117,8 @@ _UDP_LEN = _L4 + UDPH_LEN
 _ICMP_ID_END = _L4 + ICMPH_SEQUENCE
 _CSUM_AT = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 1: _L4 + ICMPH_CHECKSUM}
 _ETH_P_IP_BYTES = b"\x08\x00"
+_ETH_P_IPV6_BYTES = b"\x86\xdd"
+_ETHERTYPE, _ETHERTYPE_END = ETH_PROTO, ETH_PROTO + 2
 
 # the ct status a compiled flow needs on every packet: (status & _MASK) == SEEN_REPLY, and for TCP ASSURED too
 _MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
@@ -135,6 +140,25 @@ def _diff4(old: int, new: int) -> int:
 def _diff2(old: int, new: int) -> int:
     """The one's-complement difference `csum_replace2` adds for a 16-bit field."""
     return (~old & 0xFFFF) + new
+
+
+NatStep = tuple[int, int, int, int]  # one manip: (old address, new address, old port, new port)
+
+
+def nat_steps(status: int, direction: int, cur: ConnTuple, other: ConnTuple) -> tuple[list[NatStep], ConnTuple]:
+    """The manips `nf_nat_packet` applies to a packet of tuple `cur` (the ct's tuple in its direction; `other`
+    the other direction's, whose inverse both manips write), in hook order: the DST manip at PREROUTING, then
+    the SRC manip at POSTROUTING. Returns the steps and the addresses and ports the packet leaves with (as a
+    tuple: src, sport, dst, dport, proto). One definition for both families' plans."""
+    src, dst, sport, dport = cur.src, cur.dst, cur.sport, cur.dport
+    steps: list[NatStep] = []
+    if status & (_DST_NAT if direction == 0 else _SRC_NAT):  # PREROUTING: the DST manip
+        steps.append((dst, other.src, dport, other.sport))
+        dst, dport = other.src, other.sport
+    if status & (_SRC_NAT if direction == 0 else _DST_NAT):  # POSTROUTING: the SRC manip
+        steps.append((src, other.dst, sport, other.dport))
+        src, sport = other.dst, other.dport
+    return steps, ConnTuple(src, sport, dst, dport, cur.proto)
 
 
 class FlowPlan(NamedTuple):
@@ -166,6 +190,7 @@ class FlowPlan(NamedTuple):
     # the packets' addresses and ports (ICMP echo: addresses, type, code, id) as the flow key holds them
     # (family.flow_key): what a kernel data path matches on (natbox/offload/entry.py)
     match: bytes = b""
+    family: int = NFPROTO_IPV4  # NFPROTO_IPV4, or NFPROTO_IPV6 (engine/fastpath6.py: no IP checksum, ip_add 0)
 
     def as_dict(self) -> dict[str, int | str | bool]:
         """The plan as JSON-ready data: bytes as hex strings."""
@@ -191,7 +216,7 @@ NeighMac = Callable[[Interface, int], tuple[bytes, bool]]
 class FlowCache:
     """The compiled flows of one engine: `compile` makes plans, `forward` executes them."""
 
-    def __init__(self, host: Host, fib: Fib, cfg: ConntrackConfig, hooks: Hooks, neighs: NeighTable[Held],
+    def __init__(self, host: Host, fib: Fib | Fib6, cfg: ConntrackConfig, hooks: Hooks, neighs: NeighTable[Held],
                  state: PathState, neigh_mac: NeighMac, *, resolve_neighbours: bool) -> None:
         self.flows: dict[FlowKey, CompiledFlow] = {}
         self._fib, self._host, self._cfg, self._hooks, self._neighs = fib, host, cfg, hooks, neighs
@@ -207,6 +232,9 @@ class FlowCache:
         # called after `compile` made or found current the plan of a packet's flow (the engine's flow offload,
         # engine/offload.py, decides there as nft_flow_offload_eval does); None unless offloading
         self.on_compiled: Callable[[Skb, Conn], None] | None = None
+        self._compilable = hooks.compilable  # whether nothing but conntrack and nat sees a forwarded packet
+        # the IPv6 compiled flows (engine/fastpath6.py), bound by the engine: `forward` hands them IPv6 frames
+        self.v6: FlowCache | None = None
 
     def compiled_of(self, ct: Conn) -> list[tuple[FlowKey, CompiledFlow]]:
         """The compiled flows of `ct` (one per direction at most), with their keys."""
@@ -251,7 +279,7 @@ class FlowCache:
             if self.on_compiled is not None:
                 self.on_compiled(skb, conn)
             return  # compiled already and current
-        if not self._hooks.compilable():  # something besides conntrack and nat would see the packets
+        if not self._compilable():  # something besides conntrack and nat would see the packets
             return
         if (known is None or known.conn is not conn) and self.on_compiled is None:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
@@ -298,17 +326,10 @@ class FlowCache:
         if direction == 0 and conn.masq_index is not None and conn.masq_index != skb.oif:
             return None  # nf_nat_oif_changed would kill it: the slow path's business
         other = conn.tuples[1 - direction]  # its inverse is what both manips write (nf_nat_packet)
-        src, dst, sport, dport = cur.src, cur.dst, cur.sport, cur.dport
+        steps, after = nat_steps(int(conn.status), direction, cur, other)
+        src, dst, sport, dport = after.src, after.dst, after.sport, after.dport
         icmp_id = cur.sport
-        status = int(conn.status)
         ip_diff = l4_diff = 0
-        steps = []
-        if status & (_DST_NAT if direction == 0 else _SRC_NAT):  # PREROUTING: the DST manip
-            steps.append((dst, other.src, dport, other.sport))
-            dst, dport = other.src, other.sport
-        if status & (_SRC_NAT if direction == 0 else _DST_NAT):  # POSTROUTING: the SRC manip
-            steps.append((src, other.dst, sport, other.dport))
-            src, sport = other.dst, other.dport
         for old_addr, new_addr, old_port, new_port in steps:
             d4 = _diff4(old_addr, new_addr)
             if proto == 1:
@@ -357,6 +378,9 @@ class FlowCache:
         src = frame if view is None else view  # the whole frame, for what lies past the headers
         key = self.miss_key = flow_key(frame, iface)
         if key is None:
+            v6 = self.v6
+            if v6 is not None and frame[_ETHERTYPE:_ETHERTYPE_END] == _ETH_P_IPV6_BYTES:
+                return v6.forward(src, iface, now, gso_type, gso_size, partial)
             return None
         flow = self.flows.get(key)
         if flow is None:

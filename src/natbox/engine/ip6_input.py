@@ -15,6 +15,8 @@ and FORWARD runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
 from natbox.engine.host import Host, Interface
@@ -68,6 +70,8 @@ class Ip6Input:
         self.resolve_neighbours = resolve_neighbours
         self.ndisc = Ndisc(host, neighs, output, resolve_neighbours=resolve_neighbours)
         self._ctx = ctx
+        # bound by the engine: the compiled flows' recording of a forwarded packet (`FlowCache6.compile6`)
+        self.remember_flow: Callable[[Skb6], None] = lambda skb: None
 
     def ipv6_rcv(self, payload: bytes, dev: Interface, pkt_id: int, ptype: PacketType, src_mac: bytes,
                  dst_mac: bytes, trace: bool) -> None:
@@ -178,6 +182,7 @@ class Ip6Input:
         if self._hooks6.run(Hook.FORWARD, skb) != NF_ACCEPT:
             return
         self._out.output(skb)
+        self.remember_flow(skb)
 
     @staticmethod
     def pkt_too_big(skb: Skb6, mtu: int) -> bool:

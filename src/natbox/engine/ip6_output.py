@@ -260,11 +260,9 @@ class Ip6Output:
         if is_multicast(nexthop):
             mac = multicast_mac(nexthop)
         elif not self.resolve_neighbours:
-            known = self._neighs.known(dev.name, nexthop)
-            if known is None:
+            mac, synthetic = self.neigh_mac(dev, nexthop)
+            if synthetic:
                 self._st.stats["neigh_synthetic"] += 1
-                known = b"\x02\x00" + (nexthop & 0xFFFFFFFF).to_bytes(4, "big")
-            mac = known
         else:
             got = self._neighs.lookup(dev.name, nexthop, self._ctx.now)
             if got is None:
@@ -281,6 +279,17 @@ class Ip6Output:
         ct = skb.ct
         self._st.out.emitted.append(Emitted(dev.name, mac + dev.mac + _ETH_P_IPV6 + datagram, skb.pkt_id,
                                             ct.ct_id if ct is not None else 0, gso_type, gso_size, partial))
+
+    def neigh_mac(self, dev: Interface, nexthop: int) -> tuple[bytes, bool]:
+        """The next hop's MAC offline: multicast mapped, known (static or learned), else a stable synthetic
+        02:00 and the address's low 32 bits (then True: `neigh_output` counts these as `neigh_synthetic`).
+        The compiled flows (engine/fastpath6.py) put the same in their plans."""
+        if is_multicast(nexthop):
+            return multicast_mac(nexthop), False
+        known = self._neighs.known(dev.name, nexthop)
+        if known is None:
+            return b"\x02\x00" + (nexthop & 0xFFFFFFFF).to_bytes(4, "big"), True
+        return known, False
 
     def emit_held(self, dev: Interface, mac: bytes, held: Held) -> None:
         """Send a packet that waited for its next hop's MAC (released by an NA), with its GSO/partial state."""
