@@ -9,7 +9,9 @@ What it measures, in one run on one core:
 2. **floor**: a bare Python loop doing the least any NAT must do to each of the same frames: copy it,
    rewrite the source address and port, and patch the IP and L4 checksums incrementally. The engine's
    figure is printed as a ratio to it.
-3. **memory**: bytes per conntrack entry (both tuples hashed, TCP state included) with N entries in the
+3. **IPv6**: the same workload in IPv6 through a NAT66 MASQUERADE gateway (cli/bench6.py), in the same
+   run, printed beside IPv4 with the ratio of the two rates (issue #15 aims at 0.8).
+4. **memory**: bytes per conntrack entry (both tuples hashed, TCP state included) with N entries in the
    table, measured with tracemalloc.
 
 A benchmark reports figures; it never fails. Use `--packets` and `--entries` for quick runs.
@@ -284,6 +286,18 @@ def bench_main(argv: Sequence[str]) -> int:
     drops = sum(v for k, v in engine.stats.items())
     if drops:
         print(f"  engine counters: {dict(engine.stats)}")
+    del engine, work
+    from natbox.cli.bench6 import workload6
+
+    engine6, work6 = workload6(args.flows, args.packets)
+    engine6_s, sent6 = _run_engine(engine6, work6)
+    pps6 = args.packets / engine6_s
+    print(f"  engine IPv6       {pps6:>12,.0f} packets/s  ({engine6_s / args.packets * 1e6:6.2f} us/packet, "
+          f"{sent6:,} frames out; NAT66 MASQUERADE, the same flows and mix)")
+    print(f"  ratio IPv6/IPv4   {pps6 / eng_pps:.3f}  (aim: 0.8)")
+    if any(engine6.stats.values()):
+        print(f"  engine IPv6 counters: {dict(engine6.stats)}")
+    del engine6, work6
     if args.entries:
         per = _memory_per_entry(args.entries)
         print(f"  memory per conntrack entry at {args.entries:,} entries: {per:,.0f} bytes "
