@@ -16,6 +16,7 @@ are `fastpath.nat_steps`; the TCP and UDP steps are conntrack/proto's `tcp_packe
 | and ip6_forward's address checks when the flow was compiled)          |                                   |
 | 40 + payload_len within the frame (ip6_rcv_core), hop limit > 1       | slow path: Time Exceeded, drops   |
 | fits the out MTU (ip6_pkt_too_big)                                    | slow path: Packet Too Big         |
+| (compile time) leaves by another device than it came in on          | slow path: redirects (hairpin)    |
 | no offload metadata (GSO, CHECKSUM_PARTIAL)                           | slow path (see below)             |
 | ct alive, SEEN_REPLY, no FIXED_TIMEOUT or NAT_CLASH                   | slow path looks it up             |
 | TCP: ESTABLISHED, ASSURED, an ACK, header and checksum valid, in window | slow path                       |
@@ -181,6 +182,8 @@ class FlowCache6(FlowCache):
         cur = conn.tuples[direction]
         if cur.proto != proto or out.mtu < IPV6_MIN_MTU or dev.kind == "loopback":
             return None
+        if dev is out:
+            return None  # in == out: ip6_forward sends paced redirects, the slow path's business
         if direction == 0 and conn.masq_index is not None and conn.masq_index != skb.oif:
             return None  # nf_nat_oif_changed would kill it: the slow path's business
         other = conn.tuples[1 - direction]
