@@ -25,7 +25,7 @@ from natbox.rules.parser import parse_argv, parse_restore
 from natbox.wire import ethernet, tcp
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
-from natbox.wire.layout import ICMP6H_CKSUM, TCPH_CHECK, UDPH_CHECK
+from natbox.wire.layout import ICMP6H_CKSUM, TCPH_CHECK, UDPH_CHECK, UDPH_LEN_BYTES
 
 A = parse_addr6
 LAN_MAC = bytes.fromhex("020000000001")
@@ -190,19 +190,20 @@ class _Driver:
                 self.segment(i, True, "ack", round_, round_ if f.proto == 58 else 0, 65535, "none")
 
     def segment(self, i: int, back: bool, kind: str, length: int, dseq: int, win: int, damage: str,
-                offload: str = "none") -> None:
+                offload: str = "none", payload: bytes | None = None) -> None:
         f = FLOWS[i]
         s, sp, d, dp = self.l3(f, back)
         if damage == "oversize":  # a valid packet, too big for the out MTU
             length = 1500
-        payload = bytes((i * 7 + n) & 0xFF for n in range(length))
+        if payload is None:
+            payload = bytes((i * 7 + n) & 0xFF for n in range(length))
         if f.proto == 58:
             itype = (139 if kind == "rst" else 128) if not back else 129
             seg = bytearray((itype, 0, 0, 0)) + sp.to_bytes(2, "big") + (dseq & 0xFFFF).to_bytes(2, "big") + payload
             _checksum(s, d, 58, seg, ICMP6H_CKSUM)
         elif f.proto == 17:
-            seg = bytearray(sp.to_bytes(2, "big") + dp.to_bytes(2, "big") + (8 + length).to_bytes(2, "big") + b"\0\0"
-                            + payload)
+            ulen = UDPH_LEN_BYTES + len(payload)
+            seg = bytearray(sp.to_bytes(2, "big") + dp.to_bytes(2, "big") + ulen.to_bytes(2, "big") + b"\0\0" + payload)
             if damage != "udp_zero":
                 _checksum(s, d, 17, seg, UDPH_CHECK)
         else:
@@ -216,7 +217,7 @@ class _Driver:
                                           window=win, options=opts, payload=payload))
             _checksum(s, d, 6, seg, TCPH_CHECK)
             if dseq == 0 and damage == "none":
-                self.seq[i][mine] = (seq + length + (1 if flags & (tcp.SYN | tcp.FIN) else 0)) & 0xFFFFFFFF
+                self.seq[i][mine] = (seq + len(payload) + (1 if flags & (tcp.SYN | tcp.FIN) else 0)) & 0xFFFFFFFF
         if damage == "l4_csum":
             seg[{6: TCPH_CHECK, 17: UDPH_CHECK, 58: ICMP6H_CKSUM}[f.proto] + 1] ^= 0x01
         nexthdr = f.proto
@@ -387,3 +388,30 @@ def _matrix(fast: bool, checksum: bool) -> tuple[list[object], list[object]]:
 def test_every_damage_and_event_on_compiled_ipv6_flows_is_identical() -> None:
     for checksum in (True, False):
         assert _matrix(True, checksum) == _matrix(False, checksum)
+
+
+def test_a_udp_checksum_nat_makes_zero_leaves_as_ffff() -> None:
+    """`udp_manip_pkt`'s CSUM_MANGLED_0: a UDP checksum that NAT66 turns into 0 is sent as 0xFFFF, by the
+    compiled flow as by the slow path. The datagram's last payload word is chosen so that the NATed datagram's
+    checksum, computed from scratch, is 0."""
+    i = next(k for k, f in enumerate(FLOWS) if f.proto == 17 and f.s_dst[0] == PUBLIC and f.c_dst[0] == SERVER)
+    f = FLOWS[i]
+    body = bytes(range(30))
+    seg = bytearray(f.s_dst[1].to_bytes(2, "big") + (53).to_bytes(2, "big") + (8 + len(body) + 2).to_bytes(2, "big")
+                    + b"\0\0" + body + b"\0\0")
+    total = (PUBLIC % 0xFFFF) + (SERVER % 0xFFFF) + len(seg) + 17 + csum_partial(seg)  # as NAT leaves it
+    payload = body + ((-total) % 0xFFFF).to_bytes(2, "big")
+    outs = []
+    for fast in (True, False):
+        drv = _Driver(_engine(fast, True, True))
+        drv.open(2)
+        before = len(drv.out)
+        drv.segment(i, False, "psh", 0, 0, 0, "none", payload=payload)
+        (sent,) = drv.out[before:]
+        assert isinstance(sent, tuple) and sent[0] == "wan0"
+        frame = sent[1]
+        assert isinstance(frame, bytes) and frame[14 + 40 + UDPH_CHECK:14 + 40 + UDPH_CHECK + 2] == b"\xff\xff"
+        outs.append((drv.out, drv.state()))
+        if fast:
+            assert any(fl.plan.proto == 17 and fl.plan.l4_rewrite for fl in drv.engine._flowcache6.flows.values())
+    assert outs[0] == outs[1]
