@@ -222,9 +222,12 @@ def test_a_rule_change_keeps_offloaded_flows_as_the_kernels_flowtable_does() -> 
     engine.rules = _ruleset(NAT + FILTER)
     assert engine.offload_requests() == []
     assert conn.status & CtStatus.OFFLOAD
-    # a new connection meets the new rules and, with a filter table, is not compiled, so not offloaded
-    _establish(engine, clock, dport=5002)
-    assert engine.offload_requests() == []
+    # a new connection meets the new rules: to port 9 it is dropped, to 5002 it passes and is offloaded
+    out = engine.receive(*_client(0, 0, tcp.SYN, dport=9), clock.step())
+    assert not out.emitted and out.dropped
+    second = _establish(engine, clock, dport=5002)
+    (req,) = engine.offload_requests()
+    assert isinstance(req, OffloadAdd) and req.ct_id == second.ct_id
 
 
 def test_a_route_change_brings_flows_back() -> None:
@@ -278,11 +281,8 @@ def test_udp_is_offloaded_once_replied_and_becomes_assured_from_the_folded_count
     assert [str(e.kind) for e in engine.drain_events()] == ["UPDATE"]
 
 
-def test_icmp_echo_and_filtered_flows_are_not_offloaded() -> None:
-    engine, clock = _engine(rules=NAT + FILTER), Clock()
-    _establish(engine, clock)  # a filter table sees every packet: no plan, no offload
-    assert engine.offload_requests() == []
-    engine = _engine()
+def test_icmp_echo_is_not_offloaded() -> None:
+    engine, clock = _engine(), Clock()
     for seq in range(4):  # echo flows are compiled, but nft_flow_offload_eval takes only TCP and UDP
         msg = icmp.build_icmp_echo(77, seq, b"ping")
         _send(engine, clock, (bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
@@ -291,6 +291,19 @@ def test_icmp_echo_and_filtered_flows_are_not_offloaded() -> None:
         _send(engine, clock, (bytes(ethernet.build_ethernet(WAN_MAC, SERVER_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
             SERVER, GW_WAN, 1, msg))), "wan0"))
     assert engine.offload_requests() == []
+
+
+def test_under_filter_rules_a_flow_is_offloaded_but_what_natbox_sees_meets_the_rules() -> None:
+    """As with a flowtable: the first packets pass the filter table, then the datapath carries the flow; the
+    plans are the datapath's only, so a packet that still reaches the engine is filtered and counted."""
+    accept = FILTER.replace("COMMIT", "-A FORWARD -p tcp --dport 5001 -j ACCEPT\nCOMMIT")
+    engine, clock = _engine(rules=NAT + accept), Clock()
+    conn = _establish(engine, clock)
+    (req,) = engine.offload_requests()
+    assert isinstance(req, OffloadAdd) and req.ct_id == conn.ct_id
+    counted = engine.rules.tables["filter"].chains["FORWARD"].rules[1].packets
+    _send(engine, clock, _client(11, 11, tcp.ACK))  # a packet the datapath passed up
+    assert engine.rules.tables["filter"].chains["FORWARD"].rules[1].packets == counted + 1
 
 
 def test_without_offload_nothing_is_asked_and_no_ct_is_marked() -> None:

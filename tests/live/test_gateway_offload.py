@@ -208,6 +208,26 @@ def test_a_bulk_flow_is_carried_by_the_kernel(lab: Lab, tmp_path: Path, tx_csum:
     assert "tx_error" not in rest and "engine_error" not in rest
 
 
+def test_under_filter_rules_the_flow_is_offloaded_after_its_first_packets(lab: Lab, tmp_path: Path) -> None:
+    """A stateful FORWARD ruleset (policy DROP): the first packets pass its rules, then the datapath carries the
+    flow (as a flowtable's `flow add` would), so the rules' counters stay small."""
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    try:
+        for argv in (["-P", "FORWARD", "DROP"],
+                     ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+                     ["-A", "FORWARD", "-p", "tcp", "--dport", "5005", "-j", "ACCEPT"]):
+            res = run_natbox("iptables", "--control", str(ctl), *argv)
+            assert res.returncode == 0, res.stderr
+        _halfway, _listed, after = _bulk(lab, ctl, tmp_path, 5005)
+        counted = run_natbox("iptables", "--control", str(ctl), "-nvxL", "FORWARD").stdout
+    finally:
+        stop(gw)
+    assert _carried(after, "bytes") > BULK * 0.9, after
+    established = re.search(r"^\s+(\d+)\s+\d+ ACCEPT .*ctstate RELATED,ESTABLISHED", counted, re.M)
+    assert established and int(established.group(1)) < _carried(after) / 4, counted
+
+
 def test_an_icmp_error_about_an_offloaded_flow_is_translated(lab: Lab, tmp_path: Path) -> None:
     """A UDP flow is offloaded; its server goes away and answers port unreachable, which the datapath passes
     up: natbox translates it back (RELATED to the ct), so the client's socket sees ECONNREFUSED."""

@@ -30,6 +30,8 @@ handles the packet from the start:
 A flow is compiled only while the tables a forwarded packet meets besides conntrack and nat (raw
 PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter and security FORWARD) are absent, so no rule can
 see, count or change the packet; with them present the engine's second tier (`Forwarder.fast_forward`) runs them.
+(Offloading, engine/offload.py, a plan is made with them present too, kept apart in `planned` for the datapath
+only: the kernel's flowtable skips every chain as well; this executor never runs such a plan.)
 
 Checksums. NAT updates the IP and L4 checksums with `csum_replace4`/`csum_replace2` (RFC 1624) and the
 TTL decrement adds 0x0100 with an end-around carry (`ip_decrease_ttl`). For a change whose one's-complement
@@ -235,12 +237,19 @@ class FlowCache:
         self._compilable = hooks.compilable  # whether nothing but conntrack and nat sees a forwarded packet
         # the IPv6 compiled flows (engine/fastpath6.py), bound by the engine: `forward` hands them IPv6 frames
         self.v6: FlowCache | None = None
+        # offloading while other tables see forwarded packets: plans for the datapath only, never run here
+        # (the kernel's flowtable skips every chain too); bounded and forgotten like `flows`
+        self.planned: dict[FlowKey, CompiledFlow] = {}
 
     def compiled_of(self, ct: Conn) -> list[tuple[FlowKey, CompiledFlow]]:
         """The compiled flows of `ct` (one per direction at most), with their keys."""
-        flows = self.flows
-        return [(key, flow) for key in self._by_ct.get(ct.ct_id, ()) if (flow := flows.get(key)) is not None
-                and flow.conn is ct]
+        version = self._hooks.rules.version
+        found = []
+        for key in self._by_ct.get(ct.ct_id, ()):
+            mine = [f for f in (self.planned.get(key), self.flows.get(key)) if f is not None and f.conn is ct]
+            if mine:  # the plan made under the current ruleset, if one was
+                found.append((key, next((f for f in mine if f.plan.rules_version == version), mine[0])))
+        return found
 
     def _link(self, key: FlowKey, conn: Conn) -> None:
         keys = self._by_ct.setdefault(conn.ct_id, [])
@@ -252,13 +261,16 @@ class FlowCache:
         keys = self._by_ct.pop(ct.ct_id, None)
         if keys is None:
             return
-        flows, seen = self.flows, self._seen
+        flows, seen, planned = self.flows, self._seen, self.planned
         for key in keys:
             flow = flows.get(key)
             if flow is not None and flow.conn is ct:
                 del flows[key]
             if seen.get(key) is ct:
                 del seen[key]
+            flow = planned.get(key)
+            if flow is not None and flow.conn is ct:
+                del planned[key]
 
     def _current(self, flow: CompiledFlow) -> bool:
         plan = flow.plan
@@ -279,8 +291,15 @@ class FlowCache:
             if self.on_compiled is not None:
                 self.on_compiled(skb, conn)
             return  # compiled already and current
+        flows = self.flows
         if not self._compilable():  # something besides conntrack and nat would see the packets
-            return
+            if self.on_compiled is None:
+                return
+            flows = self.planned  # offloading: a plan for the datapath only
+            known = flows.get(key)
+            if known is not None and known.conn is conn and self._current(known):
+                self.on_compiled(skb, conn)
+                return
         if (known is None or known.conn is not conn) and self.on_compiled is None:
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
             # that closes right after its handshake (most of a busy server's) never pays for it. (Offloading,
@@ -301,7 +320,6 @@ class FlowCache:
         plan = self._plan(skb, key, conn, dev, out)
         if plan is None:
             return
-        flows = self.flows
         if len(flows) >= FLOW_CACHE_MAX and key not in flows:
             del flows[next(iter(flows))]
         flows[key] = CompiledFlow(plan, conn, conn.tcp if plan.proto == 6 else None, dev, out)

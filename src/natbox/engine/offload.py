@@ -10,9 +10,10 @@ gateway) forwards on its own; it does no I/O and reads no clock. The decision is
 - TCP: the connection is ESTABLISHED and ASSURED (`nf_conntrack_tcp_established`) and the packet carries
   no FIN or RST (a packet that did would have moved the state on); UDP: nothing more; no other protocol;
 - no helper, SEQ_ADJUST, NAT_CLASH (nor FIXED_TIMEOUT, which the compiled flows refuse too);
-- natbox's own condition: both directions have a current compiled flow (`FlowPlan`), since the datapath
-  executes those plans and derives nothing. A plan exists only while no table besides conntrack and nat
-  would see the packets (fastpath.py), so flows under filter rules are not offloaded (docs/differences.md).
+- natbox's own condition: both directions have a current plan (`FlowPlan`), since the datapath executes
+  those plans and derives nothing. With tables besides conntrack and nat present the plans are made for the
+  datapath only (fastpath.py `FlowCache.planned`): as with the kernel's flowtable, offloaded packets meet no
+  chain, while every packet natbox still sees (the first ones, FIN/RST, whatever the datapath passes up) does.
 
 Then, as `nft_flow_offload_eval` does, the ct gets IPS_OFFLOAD (`conntrack -L` prints `[OFFLOAD]` and, as
 ctnetlink does for such entries, no timeout and no TCP state) and both TCP directions become liberal
