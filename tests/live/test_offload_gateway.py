@@ -101,3 +101,15 @@ def test_a_flush_removes_every_entry() -> None:
     engine.table.flush(clock.now)
     gw.sync()
     assert not dp.entries and gw.stats["removed"] == 2
+
+
+def test_a_flow_through_a_device_without_the_program_is_refused() -> None:
+    """A TAP natbox holds has no program (nothing crosses the kernel there): its index is 0 to offload_entry,
+    which declines, and the flow stays natbox's."""
+    engine, clock = _engine(), Clock()
+    dp = FakeDatapath()
+    gw = GatewayOffload(engine, dp, offload_entry, lambda name: IFINDEX["wan0"] if name == "wan0" else 0,
+                        clock=lambda: clock.now)
+    conn = _establish(engine, clock)
+    gw.sync()
+    assert not dp.entries and gw.stats["refused"] == 1 and not conn.status & CtStatus.OFFLOAD

@@ -251,7 +251,14 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offloa
         datapath.close()
         say(f"--offload: {exc}", ERR)
         return None
-    offload: Offload = GatewayOffload(engine, datapath, offload_entry, ifindex, log=say)
+    attached = frozenset(ifnames)
+
+    def attached_ifindex(name: str) -> int:
+        # 0 (offload_entry declines) for a device without the program: a TAP natbox holds would get the
+        # redirected frames on natbox's own fd, as if the VM had sent them
+        return ifindex(name) if name in attached else 0
+
+    offload: Offload = GatewayOffload(engine, datapath, offload_entry, attached_ifindex, log=say)
     offload.ifnames = list(ifnames)
     loop.after_wakeup.append(offload.sync)
     loop.add_timers(offload)
