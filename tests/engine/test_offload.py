@@ -281,16 +281,23 @@ def test_udp_is_offloaded_once_replied_and_becomes_assured_from_the_folded_count
     assert [str(e.kind) for e in engine.drain_events()] == ["UPDATE"]
 
 
-def test_icmp_echo_is_not_offloaded() -> None:
+def test_an_icmp_echo_flow_is_offloaded_and_refreshed_by_its_counters() -> None:
+    """natbox's addition to the flowtable's choice (docs/differences.md): echo flows too."""
     engine, clock = _engine(), Clock()
-    for seq in range(4):  # echo flows are compiled, but nft_flow_offload_eval takes only TCP and UDP
+    requests = []
+    for seq in range(3):
         msg = icmp.build_icmp_echo(77, seq, b"ping")
         _send(engine, clock, (bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
             CLIENT, SERVER, 1, msg))), "lan0"))
         msg = icmp.build_icmp_echo(77, seq, b"ping", reply=True)
         _send(engine, clock, (bytes(ethernet.build_ethernet(WAN_MAC, SERVER_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
             SERVER, GW_WAN, 1, msg))), "wan0"))
-    assert engine.offload_requests() == []
+        requests += engine.offload_requests()
+    (req,) = requests
+    conn = next(iter(engine.table.live(clock.now)))
+    assert isinstance(req, OffloadAdd) and req.ct_id == conn.ct_id and [p.proto for p in req.plans] == [1, 1]
+    engine.offload_stats(conn.ct_id, 0, 10, 880, clock.now + 5)
+    assert conn.timeout == pytest.approx(clock.now + 5 + 30)  # icmp_timeout from the last echo counted
 
 
 def test_under_filter_rules_a_flow_is_offloaded_but_what_natbox_sees_meets_the_rules() -> None:

@@ -371,3 +371,19 @@ def test_tcpdump_still_sees_offloaded_packets(lab: Lab, tmp_path: Path) -> None:
         stop(gw)
     # tcpdump (ETH_P_ALL, before tc ingress) saw every datagram in and out on lan0, offloaded or not
     assert lines.decode().count("> 198.51.100.2.6003") > 100
+
+
+def test_a_ping_session_is_carried_by_the_kernel(lab: Lab, tmp_path: Path) -> None:
+    """natbox's addition to the flowtable's choice: an echo flow is offloaded once replied, and the rest of
+    the session's requests and replies go through the datapath."""
+    require_programs("ping")
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    try:
+        res = ns_run(lab, "client", ["ping", "-c", "30", "-i", "0.05", "-W", "2", SERVER])
+        assert b"30 received" in res.stdout, res.stdout
+        status = _wait_for(ctl, r"offload carried: [1-9]\d+ packets")
+    finally:
+        stop(gw)
+    assert _carried(status) >= 40, status  # of the 60 echo messages, all but the first few
+    assert "icmp src=10.0.1.2 dst=198.51.100.2" in status, status

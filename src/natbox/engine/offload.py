@@ -8,7 +8,9 @@ gateway) forwards on its own; it does no I/O and reads no clock. The decision is
 
 - the packet's ct is confirmed and its ctinfo is ESTABLISHED or ESTABLISHED_REPLY (neither NEW nor RELATED);
 - TCP: the connection is ESTABLISHED and ASSURED (`nf_conntrack_tcp_established`) and the packet carries
-  no FIN or RST (a packet that did would have moved the state on); UDP: nothing more; no other protocol;
+  no FIN or RST (a packet that did would have moved the state on); UDP: nothing more; ICMP echo (natbox's
+  addition: the flowtable takes no ICMP; the datapath carries echo flows, so a ping of an established
+  session costs what the kernel's does); no other protocol;
 - no helper, SEQ_ADJUST, NAT_CLASH (nor FIXED_TIMEOUT, which the compiled flows refuse too);
 - natbox's own condition: both directions have a current plan (`FlowPlan`), since the datapath executes
   those plans and derives nothing. With tables besides conntrack and nat present the plans are made for the
@@ -143,7 +145,7 @@ class FlowOffload:
             if (tcp is None or tcp.state != TcpState.ESTABLISHED or not status & _ASSURED
                     or len(data) <= thoff + TCPH_FLAGS or data[thoff + TCPH_FLAGS] & (_FIN | _RST)):
                 return  # the packet's fin/rst, nf_conntrack_tcp_established
-        elif proto != 17:
+        elif proto not in (17, 1):  # ICMP: echo flows only have plans (natbox's addition, docs/differences.md)
             return
         if conn.ct_id in self.refused or skb.frag_max_size:
             return
@@ -301,6 +303,8 @@ class FlowOffload:
             return True  # come back: the slow path owns its timeout again (the state may have moved on)
         if conn.tcp is not None:
             deadline = flow.last_seen + cfg.tcp_timeouts()[TcpState.ESTABLISHED]
+        elif conn.tuples[0].proto == 1:  # nf_conntrack_icmp_packet
+            deadline = flow.last_seen + cfg.icmp_timeout
         else:  # udp_packet for a SEEN_REPLY ct
             stream = flow.last_seen > conn.start + STREAM_DELAY
             deadline = flow.last_seen + (cfg.udp_timeout_stream if stream else cfg.udp_timeout)
