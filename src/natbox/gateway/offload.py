@@ -200,6 +200,7 @@ class GatewayOffload(Generic[K, A]):
 
     def report(self) -> str:
         """The lines `natbox status` shows: the map's size, counters, and each offloaded flow's."""
+        self.fold()  # the figures as of now
         offload = self.engine.offload
         lines = [f"offload: {len(self.installed)} flows offloaded, {len(self._owner)} map entries, "
                  + ", ".join(f"{k} {v}" for k, v in self.stats.items())]

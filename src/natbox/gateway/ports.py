@@ -127,8 +127,9 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
         sockets: dict[int, PacketSocket] = {}
         try:
             for proto in (ETH_P_IP, ETH_P_ARP, ETH_P_IPV6):
-                main = proto == ETH_P_IP
-                sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and main, ring=cfg.ring and main,
+                main = proto == ETH_P_IP  # IPv6 carries GSO packets too: vnet headers, but no ring of its own
+                sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and proto != ETH_P_ARP,
+                                              ring=cfg.ring and main,
                                               promisc=promisc, complete_csum=cfg.complete_csum,
                                               qdisc_bypass=cfg.qdisc_bypass, zero_copy=main, protocol=proto,
                                               allmulti=allmulti and proto == ETH_P_IPV6)
