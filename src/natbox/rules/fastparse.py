@@ -17,13 +17,21 @@ the cache key is the group's text (or words) and the rule's protocol and its inv
 the rule such a `parse` may read). The cache lives for one iptables-restore input, so the ipsets in scope
 (which `-m set` looks names up in) cannot change under it. tests/rules/test_fastparse.py holds both paths
 to the general loop's results.
+
+ip6tables-save lines (`family` NFPROTO_IPV6) take the same paths with ip6tables' rule, name tables and
+address syntax: an IPv6 rule (`Rule(family=...)`), `-s`/`-d` read as IPv6 prefixes, `-f` left to the
+general loop (which refuses it), and the cache keys hold the family (an extension's `parse` may read it).
+tests/rules6/test_fastparse6.py holds them to the general loop.
 """
 
 from __future__ import annotations
 
 import re
 
-from natbox.rules.extensions import MATCHES, TARGETS
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
+from natbox.rules.addr6 import parse_ipv6_mask
+from natbox.rules.ext6 import IP6TABLES_TARGET_NAMES
+from natbox.rules.extensions import MATCHES, MATCHES6, TARGETS, TARGETS6
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import (
     BUILTIN_TARGETS,
@@ -37,7 +45,7 @@ from natbox.rules.model import (
 )
 from natbox.rules.words import LONG_BASE, LONG_COMMANDS, check_iface, tokenize_restore_line
 
-__all__ = ["FastRule", "GroupCache", "parse_fast", "parse_fast_line"]
+__all__ = ["IP6_EXTHDR_PROTOS", "FastRule", "GroupCache", "parse_fast", "parse_fast_line"]
 
 Extension = Match | Target
 _Group = list[tuple[str, str | None, bool]]  # (option, argument, inverted) as `parse` takes them
@@ -49,16 +57,17 @@ _Piece = tuple[type[Match] | type[Target] | None, str, _Group, Match | Target | 
 class GroupCache:
     """The option groups of one iptables-restore input, parsed once.
 
-    `by_text`: (rule.proto, rule.inv_proto) -> the pieces of line after ` -m ` and after ` -j ` by their
-    text -> what each is (None: not this shape); `by_words`: (extension class, rule.proto, rule.inv_proto,
-    the group's words...) -> the shared instance (the path for lines whose pieces cannot be cut at the text).
+    `by_text`: (rule.family, rule.proto, rule.inv_proto) -> the pieces of line after ` -m ` and after ` -j `
+    by their text -> what each is (None: not this shape); `by_words`: (extension class, rule.family,
+    rule.proto, rule.inv_proto, the group's words...) -> the shared instance (the path for lines whose pieces
+    cannot be cut at the text).
     """
 
     __slots__ = ("addrs", "by_text", "by_words")
 
     def __init__(self) -> None:
         self.addrs: dict[str, tuple[tuple[int, int], ...]] = {}  # `-s`/`-d` text -> (address, mask)...
-        self.by_text: dict[tuple[int, bool], tuple[dict[str, _Piece | None], dict[str, _Piece | None]]] = {}
+        self.by_text: dict[tuple[int, int, bool], tuple[dict[str, _Piece | None], dict[str, _Piece | None]]] = {}
         self.by_words: dict[tuple[object, ...], Extension] = {}
 
 # extension class -> its long options by name, without those the base parser takes first; None when the
@@ -181,9 +190,12 @@ def _selector(letter: str, arg: str, invert: bool, fr: FastRule, groups: GroupCa
         return False
     if letter in ("s", "d"):
         fr.addr_args[letter] = (arg, invert)
-        addrs = groups.addrs.get(arg)
+        v6 = rule.family == NFPROTO_IPV6
+        key = "6 " + arg if v6 else arg
+        addrs = groups.addrs.get(key)
         if addrs is None:
-            addrs = groups.addrs[arg] = tuple(parse_ipv4_mask(a) for a in arg.split(","))
+            parse = parse_ipv6_mask if v6 else parse_ipv4_mask
+            addrs = groups.addrs[key] = tuple(parse(a) for a in arg.split(","))
         fr.addrs[letter] = addrs
     elif letter == "p":
         rule.proto = parse_protocol(arg)
@@ -191,6 +203,8 @@ def _selector(letter: str, arg: str, invert: bool, fr: FastRule, groups: GroupCa
         fr.proto_text = arg
         if rule.proto == 0 and invert:
             return False
+        if rule.family == NFPROTO_IPV6 and rule.proto in IP6_EXTHDR_PROTOS and not invert:
+            return False  # ip6tables warns "never matched protocol": the general loop says it
     elif letter == "i":
         rule.iniface, rule.inv_in = check_iface(arg), invert
     elif letter == "o":
@@ -213,7 +227,7 @@ def _selectors(words: list[str], fr: FastRule, groups: GroupCache) -> bool:
                 return False
             invert = True
         elif tok == "-f":
-            if "f" in fr.seen:
+            if "f" in fr.seen or fr.rule.family != NFPROTO_IPV4:
                 return False
             fr.seen.add("f")
             fr.rule.frag, fr.rule.inv_frag = True, invert
@@ -229,21 +243,23 @@ def _selectors(words: list[str], fr: FastRule, groups: GroupCache) -> bool:
 
 
 _PIECES = re.compile(" -([mjg]) ")
+# the `-p` values ip6tables warns about ("never matched protocol": extension headers); the parser's too
+IP6_EXTHDR_PROTOS = frozenset({43, 44, 51, 60})
 
 
-def parse_fast_line(line: str, groups: GroupCache) -> FastRule | None:
+def parse_fast_line(line: str, groups: GroupCache, family: int = NFPROTO_IPV4) -> FastRule | None:
     """A `-A CHAIN ...` restore line in iptables-save's shape, or None (see the module's text).
 
     The line is cut at ` -m `, ` -j ` and ` -g ` outside quotes, and each piece after the first is looked
     up by its text: a piece seen before costs one dictionary look-up, without splitting it into words.
     """
     try:
-        return _parse_line(line, groups)
+        return _parse_line(line, groups, family)
     except RulesError:
         return None  # the general loop reports it, with everything it checks before
 
 
-def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
+def _parse_line(line: str, groups: GroupCache, family: int) -> FastRule | None:
     if line[:3] != "-A " or "\\" in line or "\t" in line or "\r" in line or "\n" in line:
         return None
     parts = _PIECES.split(line)
@@ -256,15 +272,17 @@ def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
     words = parts[0].split(" ")
     if len(words) < 2 or "" in words:
         return None
-    rule = Rule()
+    rule = Rule() if family == NFPROTO_IPV4 else Rule(family=family)
     fr = FastRule(words[1], rule)
+    targets, target_names = (TARGETS, IPTABLES_TARGET_NAMES) if family == NFPROTO_IPV4 else (
+        TARGETS6, IP6TABLES_TARGET_NAMES)
     if len(words) > 2 and not _selectors(words, fr, groups):
         return None
     seen = fr.seen
     # the pieces seen before under this protocol: matches and targets apart
-    by_text = groups.by_text.get((rule.proto, rule.inv_proto))
+    by_text = groups.by_text.get((family, rule.proto, rule.inv_proto))
     if by_text is None:
-        by_text = groups.by_text[(rule.proto, rule.inv_proto)] = ({}, {})
+        by_text = groups.by_text[(family, rule.proto, rule.inv_proto)] = ({}, {})
     pairs = iter(parts)
     next(pairs)
     for letter, text in zip(pairs, pairs, strict=True):
@@ -291,9 +309,9 @@ def _parse_line(line: str, groups: GroupCache) -> FastRule | None:
             fr.target_name = rule.jump = text
             rule.goto = True
             continue
-        if text not in TARGETS and " " not in text and '"' not in text:
+        if text not in targets and " " not in text and '"' not in text:
             # a verdict or a chain (their names repeat little: not worth a cache entry)
-            if not text or (text in IPTABLES_TARGET_NAMES and text not in BUILTIN_TARGETS):
+            if not text or (text in target_names and text not in BUILTIN_TARGETS):
                 return None
             seen.add("j")
             fr.target_name = rule.jump = text
@@ -327,20 +345,28 @@ def _piece_words(text: str) -> list[str]:
     return tokenize_restore_line(text)
 
 
+def _tables(family: int) -> tuple[dict[str, type[Match]], dict[str, type[Target]], frozenset[str]]:
+    """The match and target classes by name, and the target names, of iptables or ip6tables."""
+    if family == NFPROTO_IPV4:
+        return MATCHES, TARGETS, IPTABLES_TARGET_NAMES
+    return MATCHES6, TARGETS6, IP6TABLES_TARGET_NAMES
+
+
 def _read_piece(letter: str, text: str, rule: Rule) -> _Piece | None:
     """What the text after ` -m ` / ` -j ` is: an extension and its options, or a verdict or chain."""
     words = _piece_words(text)
     if not words or not words[0]:
         return None
     name = words[0]
+    matches, targets, target_names = _tables(rule.family)
     cls: type[Match] | type[Target] | None
     if letter == "m":
-        cls = MATCHES.get(name)
+        cls = matches.get(name)
     elif name in BUILTIN_TARGETS:
         cls = None
     else:
-        cls = TARGETS.get(name)
-        if cls is None and name in IPTABLES_TARGET_NAMES:
+        cls = targets.get(name)
+        if cls is None and name in target_names:
             return None
     if cls is None:
         return (None, name, [], None) if len(words) == 1 and letter == "j" else None
@@ -368,7 +394,7 @@ def _extension(cls: type[Extension], argv: list[str], i: int, fr: FastRule, grou
     end, group = scanned
     rule = fr.rule
     if _shareable(cls):
-        key = (cls, rule.proto, rule.inv_proto, *argv[i:end])
+        key = (cls, rule.family, rule.proto, rule.inv_proto, *argv[i:end])
         ext = groups.by_words.get(key)
         if ext is None:
             ext = groups.by_words[key] = _parsed(cls, group, rule)
@@ -378,20 +404,21 @@ def _extension(cls: type[Extension], argv: list[str], i: int, fr: FastRule, grou
     return end
 
 
-def parse_fast(argv: list[str], groups: GroupCache) -> FastRule | None:
+def parse_fast(argv: list[str], groups: GroupCache, family: int = NFPROTO_IPV4) -> FastRule | None:
     """A `-A CHAIN ...` restore line's words in iptables-save's shape, or None (see the module's text)."""
     try:
-        return _parse(argv, groups)
+        return _parse(argv, groups, family)
     except RulesError:
         return None  # the general loop reports it, with everything it checks before
 
 
-def _parse(argv: list[str], groups: GroupCache) -> FastRule | None:
+def _parse(argv: list[str], groups: GroupCache, family: int) -> FastRule | None:
     n = len(argv)
     if n < 2 or argv[0] != "-A":
         return None
-    rule = Rule()
+    rule = Rule() if family == NFPROTO_IPV4 else Rule(family=family)
     fr = FastRule(argv[1], rule)
+    matches, targets, target_names = _tables(family)
     seen = fr.seen
     i = 2
     invert = False
@@ -407,7 +434,7 @@ def _parse(argv: list[str], groups: GroupCache) -> FastRule | None:
             return None
         letter = tok[1]
         if letter == "f":
-            if "f" in seen:
+            if "f" in seen or family != NFPROTO_IPV4:
                 return None
             seen.add("f")
             rule.frag, rule.inv_frag = True, invert
@@ -424,7 +451,7 @@ def _parse(argv: list[str], groups: GroupCache) -> FastRule | None:
             seen.add(letter)
             cls: type[Match] | type[Target] | None = None
             if letter == "m":
-                cls = MATCHES.get(arg)
+                cls = matches.get(arg)
                 if cls is None:
                     return None
             else:
@@ -434,8 +461,8 @@ def _parse(argv: list[str], groups: GroupCache) -> FastRule | None:
                 if letter == "g":
                     rule.goto = True
                 elif arg not in BUILTIN_TARGETS:
-                    cls = TARGETS.get(arg)
-                    if cls is None and arg in IPTABLES_TARGET_NAMES:
+                    cls = targets.get(arg)
+                    if cls is None and arg in target_names:
                         return None
             if cls is not None:
                 i = _extension(cls, argv, i, fr, groups)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from natbox.rules.addr6 import parse_ipv6_mask
 from natbox.rules.ext6 import IP6TABLES_MATCH_NAMES, IP6TABLES_TARGET_NAMES
 from natbox.rules.extensions import MATCHES, MATCHES6, TARGETS, TARGETS6, find_match, find_target
-from natbox.rules.fastparse import FastRule, GroupCache, parse_fast, parse_fast_line
+from natbox.rules.fastparse import IP6_EXTHDR_PROTOS, FastRule, GroupCache, parse_fast, parse_fast_line
 from natbox.rules.matches._common import parse_protocol
 from natbox.rules.model import (
     BUILTIN_TARGETS,
@@ -53,7 +53,7 @@ __all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_resto
 # letters whose option value may be inverted
 _INVERTIBLE = set("psdiof")
 # is_exthdr() of ip6tables: routing, fragment, AH, destination options (`-p` of these warns)
-_IP6_EXTHDR_PROTOS = frozenset({43, 44, 51, 60})
+_IP6_EXTHDR_PROTOS = IP6_EXTHDR_PROTOS
 
 
 @dataclass(slots=True)
@@ -124,7 +124,7 @@ class _ArgvParser:
         """The parser as the general loop would leave it after the words `parse_fast` read."""
         self = cls([])  # not cls.__new__(cls): mypyc's native classes have no __new__ to call
         self.cmd = Command(op="A", table=table, chain=fast.chain)
-        self.family = NFPROTO_IPV4  # the fast path reads iptables (IPv4) lines only
+        self.family = fast.rule.family
         self.rule, self.target_name, self.proto_used = fast.rule, fast.target_name, False
         self.seen_opts, self.proto_text, self.loaded = fast.seen, fast.proto_text, fast.loaded
         self.srcs, self.dsts, self.addr_args, self.addr_parsed = [], [], fast.addr_args, fast.addrs
@@ -481,23 +481,20 @@ def parse_argv(argv: list[str], *, table: str | None = None, family: int = NFPRO
 
 def parse_restore_line(line: str, table: str, groups: GroupCache, family: int = NFPROTO_IPV4) -> Command:
     """One restore line (after its `[p:b]`), as `parse_argv(tokenize_restore_line(line), table=table)`
-    would read it: through natbox.rules.fastparse when it has iptables-save's shape (IPv4 only: an
-    ip6tables line takes the general loop)."""
-    if family != NFPROTO_IPV4:
-        return parse_argv(tokenize_restore_line(line), table=table, family=family)
-    fast = parse_fast_line(line, groups)
+    would read it: through natbox.rules.fastparse when it has iptables-save's (or ip6tables-save's) shape."""
+    fast = parse_fast_line(line, groups, family)
     if fast is not None:
         return _ArgvParser.from_fast(fast, table)._finish()
-    return parse_restore_argv(tokenize_restore_line(line), table, groups)
+    return parse_restore_argv(tokenize_restore_line(line), table, groups, family)
 
 
-def parse_restore_argv(argv: list[str], table: str, groups: GroupCache) -> Command:
+def parse_restore_argv(argv: list[str], table: str, groups: GroupCache, family: int = NFPROTO_IPV4) -> Command:
     """One restore line's words (`parse_argv(argv, table=table)`): iptables-save's shape of `-A` line through
     natbox.rules.fastparse, sharing the option groups in `groups`, anything else through the general loop."""
-    fast = parse_fast(argv, groups)
+    fast = parse_fast(argv, groups, family)
     if fast is not None:
         return _ArgvParser.from_fast(fast, table)._finish()
-    return parse_argv(argv, table=table)
+    return parse_argv(argv, table=table, family=family)
 
 
 def parse_restore(text: str, *, file: str | None = None, with_counters: bool = False,
