@@ -23,9 +23,9 @@ from natbox.testing.rules_fakes import FakeCtx
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
 
 DATA = json.loads((Path(__file__).parent / "data" / "ext6_1.8.9.json").read_text())
-# the extensions whose IPv6 forms natbox has (socket and ipvs are not done yet)
+# the extensions whose IPv6 forms natbox has (ipvs is not done yet)
 DONE = ("-m recent", "-m hashlimit", "-m connlimit", "-m osf", "-m rpfilter", "-m cluster", "-j HMARK", "-j TEE",
-        "-j TPROXY")
+        "-j TPROXY", "-m socket")
 LINES = [x for x in DATA["lines"] if any(f"{e} " in " ".join(x["argv"]) + " " for e in DONE)]
 
 
@@ -265,3 +265,17 @@ def test_tproxy_gives_the_packet_to_a_transparent_ipv6_listener() -> None:
     ctx.listening.add((6, 3128))
     syn.mark = 0x10
     assert rs.run("mangle", Hook.PRE_ROUTING, syn, ctx) != NF_DROP and syn.mark == 0x11 and syn.sk == (6, 3128)
+
+
+def test_socket_finds_the_model_listener_for_ipv6() -> None:
+    """The model's listeners are bound to :: (wildcard): they count only with --nowildcard."""
+    rs = _rs("-A PREROUTING -p tcp -m socket --nowildcard --restore-skmark -j MARK --set-mark 7",
+             "-A PREROUTING -p tcp -m socket -j MARK --set-mark 9", table="mangle")
+    syn = Skb6(build_ipv6(parse_addr6("fd00::2"), parse_addr6("2001:db8::80"), 6,
+                          bytes.fromhex("9c40005000000001000000005002ffff00000000")), iif="lan")
+    ctx = FakeCtx(Hook.PRE_ROUTING)
+    rs.run("mangle", Hook.PRE_ROUTING, syn, ctx)
+    assert syn.mark == 0  # nobody listens on 80
+    ctx.listening.add((6, 80))
+    rs.run("mangle", Hook.PRE_ROUTING, syn, ctx)
+    assert syn.mark == 7

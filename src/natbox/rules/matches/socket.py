@@ -5,15 +5,19 @@ listening sockets of its protocol and destination port). natbox's local stack ha
 ports the host model declares (`XtContext.socket_listening`), each bound to every address (INADDR_ANY) and
 taken as transparent (as -j TPROXY takes them): such a socket is a wildcard one, which the match ignores
 unless `--nowildcard`. `--restore-skmark` then copies the socket's mark (0) to the packet.
+
+In ip6tables (`socket_mt6_v1_v2_v3`, `nf_sk_lookup_slow_v6`) the protocol and ports are `ipv6_find_hdr`'s:
+for a non-first fragment that is the fragment's payload, read as ports as the kernel reads it.
 """
 
 from __future__ import annotations
 
-from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP, Hook
+from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV6, Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError, hook_mask_of
 from natbox.skb import Skb
+from natbox.wire.ipv6 import ipv6_find_hdr
 from natbox.wire.layout import L4_DPORT, L4_PORTS_END
 
 __all__ = ["Socket"]
@@ -73,7 +77,22 @@ class Socket(Match):
                 skb.mark = SOCKET_MARK
             return True
 
-        return socket_mt
+        def socket_mt6(skb: Skb, ctx: XtContext) -> bool:
+            """`socket_mt6_v1_v2_v3()` with the model's sockets (listening on ::, transparent)."""
+            found = ipv6_find_hdr(skb.data)
+            if found is None or found[1] not in (IPPROTO_TCP, IPPROTO_UDP):
+                return False
+            data, pos, proto = skb.data, found[0], found[1]
+            if len(data) < pos + L4_PORTS_END:
+                return False
+            dport = int.from_bytes(data[pos + L4_DPORT:pos + L4_PORTS_END], "big")
+            if not ctx.socket_listening(proto, skb.daddr, dport) or not nowildcard:
+                return False  # no socket, or a wildcard one (bound to ::) without --nowildcard
+            if restore:
+                skb.mark = SOCKET_MARK
+            return True
+
+        return socket_mt6 if self.family == NFPROTO_IPV6 else socket_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
         return "no match (no local socket, or a wildcard one)"
