@@ -16,6 +16,8 @@ def test_an_offloaded_entry_and_counters_that_missed_offloaded_packets_are_docum
     assert offload_documented(Difference("conntrack", "live entry", KERNEL_UDP, NATBOX_UDP))
     assert offload_documented(Difference("counters", "live table filter line 8", "[10:560] -A FORWARD -j DOCKER-USER",
                                          "[8:444] -A FORWARD -j DOCKER-USER"))
+    assert offload_documented(Difference("counters", "live table raw line 1", ":PREROUTING ACCEPT [17:824]",
+                                         ":PREROUTING ACCEPT [15:706]"))
 
 
 def test_other_differences_are_not() -> None:
@@ -27,4 +29,6 @@ def test_other_differences_are_not() -> None:
     assert not offload_documented(Difference("counters", "live table filter line 8", "[8:444] -A FORWARD -j X",
                                              "[10:560] -A FORWARD -j X"))  # more than the kernel: a real bug
     assert not offload_documented(Difference("counters", "x", "[8:444] -A FORWARD -j X", "[8:444] -A FORWARD -j Y"))
+    assert not offload_documented(Difference("counters", "y", ":FORWARD ACCEPT [0:0]", ":FORWARD ACCEPT [2:86]"))
+    assert not offload_documented(Difference("counters", "y", ":FORWARD ACCEPT [5:0]", ":FORWARD DROP [2:86]"))
     assert not offload_documented(Difference("frame", "lan0 #3", "a", "b"))

@@ -93,7 +93,8 @@ def run_scenario(sc: Scenario, *, live: bool = False, offload: bool = False) -> 
     return kernel, diffs
 
 
-_COUNTED = re.compile(r"^\[(\d+):(\d+)\] (.*)$")
+_COUNTED = re.compile(r"^\[(\d+):(\d+)\] (.*)$")  # a rule: [packets:bytes] -A ...
+_POLICY = re.compile(r"^(:\S+ \S+) \[(\d+):(\d+)\]$")  # a built-in chain: :NAME POLICY [packets:bytes]
 
 
 def offload_documented(d: Difference) -> bool:
@@ -102,7 +103,10 @@ def offload_documented(d: Difference) -> bool:
     listed as ctnetlink lists an offloaded one (no timeout, no state, [OFFLOAD], use=2) for the same tuples."""
     if d.kind == "counters":
         k, n = _COUNTED.match(d.kernel), _COUNTED.match(d.natbox)
-        return bool(k and n and k.group(3) == n.group(3) and int(n.group(1)) <= int(k.group(1)))
+        if k and n:
+            return k.group(3) == n.group(3) and int(n.group(1)) <= int(k.group(1))
+        k, n = _POLICY.match(d.kernel), _POLICY.match(d.natbox)
+        return bool(k and n and k.group(1) == n.group(1) and int(n.group(2)) <= int(k.group(2)))
     if d.kind != "conntrack" or "[OFFLOAD]" not in d.natbox or d.kernel == "(no entry)":
         return False
     try:
