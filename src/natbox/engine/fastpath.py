@@ -300,11 +300,12 @@ class FlowCache:
             if known is not None and known.conn is conn and self._current(known):
                 self.on_compiled(skb, conn)
                 return
-        if (known is None or known.conn is not conn) and self.on_compiled is None:
+        if (known is None or known.conn is not conn) and (self.on_compiled is None
+                                                          or skb.ctinfo == CtInfo.ESTABLISHED):
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
             # that closes right after its handshake (most of a busy server's) never pays for it. (Offloading,
-            # at its first: a one-way flow's reply direction may never have a second packet, and the kernel
-            # offloads at the first established packet, nft_flow_route routing both directions.)
+            # a reply direction at its first: a one-way flow may have one reply only, iperf3's UDP connect
+            # reply, and the kernel offloads it all the same, nft_flow_route routing both directions.)
             seen = self._seen
             if seen.get(key) is not conn:
                 if len(seen) >= FLOW_CACHE_MAX:
