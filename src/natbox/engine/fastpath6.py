@@ -158,6 +158,8 @@ class FlowCache6(FlowCache):
         if (conn is None or not skb.src_mac or skb.pkt_type != _PKT_HOST or skb.ctinfo not in
                 (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)):
             return
+        if not self._compilable6():  # (before making the key: the slow path calls this for every packet)
+            return
         cur = conn.tuples[1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0]
         proto = cur.proto
         addrs = cur.src.to_bytes(16, "big") + cur.dst.to_bytes(16, "big")
