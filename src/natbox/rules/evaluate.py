@@ -298,8 +298,9 @@ class Ruleset:
                 and not any(r.target is None and r.jump and r.jump not in BUILTIN_TARGETS for r in rules)):
             self.incremental_validations += 1
             masks = cached[1]
+            user = work.chains[cmd.chain or ""].hook is None
             for r in rules:
-                check_rule(work.name, masks[cmd.chain or ""], r)
+                check_rule(work.name, masks[cmd.chain or ""], r, user)
             return masks
         self.full_validations += 1
         return validate_table(work)

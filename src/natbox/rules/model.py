@@ -190,6 +190,12 @@ class _Extension:
     family: int = NFPROTO_IPV4  # the rule's; the parser sets NFPROTO_IPV6 on an ip6tables rule's extensions
     # the message of an option with two arguments given one (libxt_tcp's; libxt_sctp's lacks the period)
     two_args_message: ClassVar[str] = "--{opt} requires two args."
+    # True when `check`'s hook test is the kernel checkentry's (`par->hook_mask`), not the xt_match/xt_target's
+    # static `.hooks`: nft_compat gives checkentry the hook of the rule's own chain when it is a base chain
+    # and 0 in a user-defined chain (nft_match_set_mtchk_param), while the static hooks are checked along
+    # every jump from a base chain (nft_match_validate in nft_chain_validate); natbox.rules.validate
+    # passes such an extension 0 for a rule in a user-defined chain
+    checkentry_hooks: ClassVar[bool] = False
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         raise RulesError(f'unknown option "--{opt}"')

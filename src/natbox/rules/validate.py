@@ -122,16 +122,19 @@ def validate_table(table: Table, skip: Collection[int] = _NO_SKIP) -> dict[str, 
         mask = masks[c.name]
         if c.raw is not None and c.trusted_mask == mask:
             continue  # unparsed lines already checked under this mask (natbox.rules.lazy)
+        user = c.hook is None
         for r in c.rules:
             if skip and id(r) in skip:
                 continue
-            check_rule(name, mask, r)
+            check_rule(name, mask, r, user)
     return masks
 
 
-def check_rule(table: str, mask: int, r: Rule) -> None:
-    """One rule's matches and target checked at the hooks `mask` (`xt_check_match` / `xt_check_target`)."""
+def check_rule(table: str, mask: int, r: Rule, user_chain: bool = False) -> None:
+    """One rule's matches and target checked at the hooks `mask` (`xt_check_match` / `xt_check_target`); in a
+    user-defined chain an extension whose hook test is in checkentry sees no hook (`checkentry_hooks`)."""
     for m in r.matches:
-        m.check(table, mask, r)
-    if r.target is not None:
-        r.target.check(table, mask, r)
+        m.check(table, 0 if user_chain and m.checkentry_hooks else mask, r)
+    t = r.target
+    if t is not None:
+        t.check(table, 0 if user_chain and t.checkentry_hooks else mask, r)

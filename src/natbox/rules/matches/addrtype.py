@@ -46,6 +46,7 @@ class Addrtype(Match):
     revision = 1
     options = (Opt("src-type", 1, True), Opt("dst-type", 1, True), Opt("limit-iface-in", 0),
                Opt("limit-iface-out", 0))
+    checkentry_hooks = True  # addrtype_mt_checkentry_v1 tests par->hook_mask
 
     def __init__(self) -> None:
         self.source = 0
@@ -68,10 +69,11 @@ class Addrtype(Match):
             super().parse(opt, arg, inverted, rule)
 
     def final_check(self, rule: Rule) -> None:
-        if self.limit_in and self.limit_out:
-            raise RulesError('addrtype: option "--limit-iface-in" cannot be used together with "--limit-iface-out".\n')
+        # iptables 1.8.9 asks for a type before it refuses both interface limits (recorded)
         if not self.source and not self.dest and not (self.inv_src or self.inv_dst):
             raise RulesError("addrtype: you must specify --src-type or --dst-type")
+        if self.limit_in and self.limit_out:
+            raise RulesError('addrtype: option "--limit-iface-in" cannot be used together with "--limit-iface-out".\n')
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         # addrtype_mt_checkentry_v1

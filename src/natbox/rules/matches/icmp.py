@@ -54,12 +54,18 @@ class Icmp(Match):
         self.type = 0xFF
         self.code = (0, 0xFF)
         self.invert = False
+        self.given = False
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt != "icmp-type":
             super().parse(opt, arg, inverted, rule)
         t, lo, hi = parse_icmp(arg or "")
-        self.type, self.code, self.invert = t, (lo, hi), inverted
+        self.type, self.code, self.invert, self.given = t, (lo, hi), inverted, True
+
+    def final_check(self, rule: Rule) -> None:
+        """libipt_icmp's option table marks --icmp-type XTOPT_MAND (xtables_options_fcheck)."""
+        if not self.given:
+            raise RulesError('icmp: option "--icmp-type" must be specified\n')
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         if rule.proto != 1 or rule.inv_proto:

@@ -36,6 +36,7 @@ class Physdev(Match):
     name = "physdev"
     options = (Opt("physdev-in", 1, True), Opt("physdev-out", 1, True), Opt("physdev-is-in", 0, True),
                Opt("physdev-is-out", 0, True), Opt("physdev-is-bridged", 0, True))
+    checkentry_hooks = True  # physdev_mt_check tests par->hook_mask
 
     def __init__(self) -> None:
         self.bitmask = 0

@@ -87,6 +87,7 @@ class Policy(Match):
         Opt("tunnel-src", 1, True), Opt("tunnel-dst", 1, True), Opt("proto", 1, True), Opt("mode", 1, True),
         Opt("next", 0),
     )
+    checkentry_hooks = True  # policy_mt_check tests par->hook_mask
 
     def __init__(self) -> None:
         self.flags = 0

@@ -18,6 +18,7 @@ class PortsTarget(Target):
     valid_hooks = 0
     print_opt = ""
     flags_allowed: tuple[str, ...] = ("random",)
+    shifted_in_fcheck = False  # REDIRECT: a shifted range (`p-q/base`) is refused by DNAT_fcheck
 
     def __init__(self) -> None:
         self.range = NatRange()
@@ -25,9 +26,11 @@ class PortsTarget(Target):
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         r = self.range
         if opt == "to-ports":
-            lo, hi, _base, flags = parse_nat_ports(arg or "", rule.proto in _PORT_OK_PROTOS)
-            if flags & RangeFlags.PROTO_OFFSET:
-                raise RulesError(f"Garbage after port range: `/{_base}'")
+            a = arg or ""
+            lo, hi, _base, flags = parse_nat_ports(a, rule.proto in _PORT_OK_PROTOS)
+            if flags & RangeFlags.PROTO_OFFSET and not self.shifted_in_fcheck:
+                # MASQUERADE: iptables-nft takes it and saves `/0` (docs/differences.md)
+                raise RulesError(f"Garbage after port range: `{a[a.index('/', a.index('-')):]}'")
             self.range = NatRange(r.flags | flags, 0, 0, lo, hi)
         elif opt in self.flags_allowed:
             bit = RangeFlags.PROTO_RANDOM if opt == "random" else RangeFlags.PROTO_RANDOM_FULLY

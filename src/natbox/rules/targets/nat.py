@@ -6,7 +6,7 @@ from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.addr6 import format_addr6, parse_ipv6
 from natbox.rules.api import XtContext
-from natbox.rules.matches._common import parse_uint
+from natbox.rules.matches.icmp6 import strtoul_prefix
 from natbox.rules.model import (
     NFPROTO_IPV4,
     RESOURCE_PROBLEM,
@@ -38,37 +38,50 @@ def _port_ok(rule: Rule) -> bool:
     return rule.proto in _PORT_OK_PROTOS
 
 
+def _strtoui(text: str, lo: int, hi: int) -> tuple[int | None, int]:
+    """`xtables_strtoui(text, &end, &v, lo, hi)`: the number strtoumax reads at the start (base 0; a `-` after
+    the blanks refuses), None when there is none or it is out of [lo, hi]; and where it ended."""
+    if text.lstrip(" \t\n\r\f\v").startswith("-"):
+        return None, 0
+    v, end = strtoul_prefix(text, 0)
+    return (v if v is not None and lo <= v <= hi else None), end
+
+
 def parse_nat_ports(arg: str, portok: bool) -> tuple[int, int, int, RangeFlags]:
-    """`parse_ports` of libxt_NAT.c: `p`, `p-q`, `p-q/base` → (min, max, base, flags)."""
+    """`parse_ports` of libipt_DNAT.c / libxt_NAT.c (1.8.9): `p`, `p-q`, `p-q/base` → (min, max, base, flags).
+    The first port and the base may be service names; trailing text after the base is ignored, as there."""
     if not portok:
         raise RulesError("Need TCP, UDP, SCTP or DCCP with port specification")
     flags = RangeFlags.PROTO_SPECIFIED
-    digits = len(arg) - len(arg.lstrip("0123456789"))
-    if digits == 0:
+    if arg.isascii() and arg.isdigit() and len(arg) <= 5 and arg[0] != "0":  # a plain port: the short way
+        port = int(arg)
+        if port <= 65535:
+            return port, port, 0, flags
+    port_or_none, end = _strtoui(arg, 0, 65535)
+    if port_or_none is None:
         sp = service_port(arg, None)
         if sp is None:
             raise RulesError(f"Port `{arg}' not valid")
         return sp, sp, 0, flags
-    port = parse_uint(arg[:digits], 0, 65535)
-    if port is None:
-        raise RulesError(f"Port `{arg}' not valid")
-    rest_all = arg[digits:]
-    if rest_all.startswith(":"):
-        raise RulesError("Invalid port:port syntax - use dash")
-    if rest_all and not rest_all.startswith("-"):
-        raise RulesError(f"Garbage after port value: `{rest_all}'")
-    dash, rest = rest_all[:1], rest_all[1:]
-    if not dash:
+    port = port_or_none
+    if end == len(arg):
         return port, port, 0, flags
-    hi_s, slash, base_s = rest.partition("/")
-    maxport = parse_uint(hi_s, 0, 65535)
+    if arg[end] == ":":
+        raise RulesError("Invalid port:port syntax - use dash")
+    if arg[end] != "-":
+        raise RulesError(f"Garbage after port value: `{arg[end:]}'")
+    rest = arg[end + 1:]  # a range: no service names here
+    maxport, end = _strtoui(rest, 0, 65535)
     if maxport is None:
         raise RulesError(f"Port `{rest}' not valid")
     if maxport < port:
         raise RulesError(f"Port range `{rest}' funky")
-    if not slash:
+    if end == len(rest):
         return port, maxport, 0, flags
-    base = parse_uint(base_s, 1, 65535)
+    if rest[end] != "/":
+        raise RulesError(f"Garbage after port range: `{rest[end:]}'")
+    base_s = rest[end + 1:]
+    base, _end = _strtoui(base_s, 1, 65535)
     if base is None:
         base = service_port(base_s, None)
         if base is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_DROP, XtContext
-from natbox.rules.model import Opt, TargetFn, hook_mask_of
+from natbox.rules.model import Opt, Rule, RulesError, TargetFn, hook_mask_of
 from natbox.rules.targets.masquerade import PortsTarget
 from natbox.skb import Skb
 
@@ -19,6 +19,12 @@ class Redirect(PortsTarget):
     valid_hooks = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_OUT)
     print_opt = "redir ports "
     options = (Opt("to-ports", 1), Opt("random", 0))
+    shifted_in_fcheck = True
+
+    def final_check(self, rule: Rule) -> None:
+        """`DNAT_fcheck` (libipt_DNAT.c, which parses REDIRECT rev 0): no shifted port range."""
+        if self.range.flags & RangeFlags.PROTO_OFFSET:
+            raise RulesError("Shifted portmap ranges not supported with this kernel")
 
     def compile(self) -> TargetFn:
         r = self.range

@@ -28,6 +28,7 @@ class SetTarget(Target):
     revision = 3
     options = (Opt("add-set", 2), Opt("del-set", 2), Opt("exist", 0), Opt("timeout", 1), Opt("map-set", 2),
                Opt("map-mark", 0), Opt("map-prio", 0), Opt("map-queue", 0))
+    checkentry_hooks = True  # set_target_v3_checkentry tests par->hook_mask
 
     def __init__(self) -> None:
         self.sets: dict[str, tuple[str, tuple[bool, ...]]] = {}  # "add-set"/"del-set"/"map-set" → set, dirs
