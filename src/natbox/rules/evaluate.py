@@ -15,6 +15,8 @@ from __future__ import annotations
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
+from natbox.rules.estimators import check_rules as check_estimators
+from natbox.rules.estimators import estimators_of, restore_estimators, uses_estimators
 from natbox.rules.eval6 import standard_matchers6, standard_why6
 from natbox.rules.model import (
     BUILTIN_TARGETS,
@@ -269,6 +271,9 @@ class Ruleset:
         if cmd.op in ("A", "I", "R"):
             try:
                 masks = self._validate_change(table, work, cmd)
+                added = cmd.rules or ([cmd.rule] if cmd.rule is not None else [])
+                if uses_estimators(added):  # xt_rateest_lookup: the estimators other rules made
+                    check_estimators(estimators_of(self.tables.values()), added)
             except RulesError as e:
                 if e.kernel:
                     chain = cmd.chain or ""
@@ -323,6 +328,7 @@ class Ruleset:
                 t = Table(b.name)
             validations += restore_block(t, b)
             new[b.name] = t
+        restore_estimators(self.tables.values(), blocks)
         for name, t in new.items():
             self.tables[name] = t
             self.touch(name)

@@ -29,6 +29,9 @@ class Case:
     rule: str
     expect: str
     result: str  # OK / FAIL / NOMATCH, already resolved for the NFT backend
+    # the `%iptables ...` lines above this one (iptables-test.py runs them as written, in order): the rules
+    # the line's check may look up, such as the RATEEST rules creating the estimators -m rateest names
+    setup: tuple[str, ...] = ()
 
 
 @dataclass
@@ -50,12 +53,15 @@ def read_t(path: Path) -> TFile:
     table = "filter"
     tables: set[str] = set()
     has_cmd = has_variant = False
+    setup: tuple[str, ...] = ()
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.rstrip("\n")
         if not line or line.startswith("#"):
             continue
         if line[0] in "@%":
             has_cmd = True
+            if line.startswith("%iptables "):
+                setup += (line[len("%iptables "):],)
             continue
         if line.startswith(":"):
             chains = line[1:].split(",")
@@ -75,7 +81,7 @@ def read_t(path: Path) -> TFile:
         if (expect in ("=", "") and result == "OK") or expect == "=":
             expect = rule
         tables.add(table)
-        cases.append(Case(lineno, table, list(chains), rule, expect, result))
+        cases.append(Case(lineno, table, list(chains), rule, expect, result, setup))
     return TFile(path, cases, tables, has_cmd, has_variant)
 
 
@@ -108,6 +114,8 @@ def save_lines(rs: Ruleset, table: str) -> list[str]:
 def run_slow(case: Case, chain: str, family: int = NFPROTO_IPV4) -> str | None:
     """One `.t` line in one chain (run by ip6tables with `family` NFPROTO_IPV6); an error description or None."""
     rs = Ruleset(family)
+    for cmd in case.setup:  # in the family being tested: the kernel's objects are the namespace's
+        rs.execute(parse_argv(shlex.split(cmd), family=family))
     argv = ["-t", case.table, "-A", chain, *shlex.split(case.rule)]
     try:
         cmd = parse_argv(argv, family=family)

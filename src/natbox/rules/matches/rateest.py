@@ -2,9 +2,9 @@
 
 One estimator against given rates (`--rateest NAME --rateest-bps 8bit --rateest-lt`), two against each
 other (`--rateest1 A --rateest-lt --rateest2 B`), or their differences to given rates (`--rateest-delta`).
-Estimates are `-j RATEEST`'s (natbox.rules.xtstate.rateest), read on the injected clock. The kernel
-refuses a rule naming an estimator no RATEEST rule created (ENOENT); natbox accepts it and the rule never
-matches while the estimator is missing (docs/differences.md). The parser is libxt_rateest's old-style one:
+Estimates are `-j RATEEST`'s (natbox.rules.xtstate.rateest), read on the injected clock. A rule naming an
+estimator no rule holds is refused with ENOENT, as `xt_rateest_mt_checkentry` refuses it (the check reads
+the other rules: natbox.rules.estimators). The parser is libxt_rateest's old-style one:
 the rates after `--rateest-bps1` etc. are optional words.
 """
 

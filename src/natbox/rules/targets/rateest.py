@@ -2,8 +2,8 @@
 
 The estimator is the namespace's (`XtContext.xt_state().rateest`, natbox.rules.xtstate.rateest), created by
 the first rule naming it with that rule's interval and averaging constant; the target counts the packet
-and continues. The kernel refuses a second rule whose parameters differ from the existing estimator's;
-natbox does not check rules against each other and keeps the first one's (docs/differences.md).
+and continues. A second rule whose parameters differ from the existing estimator's is refused (EINVAL), as
+`xt_rateest_tg_checkentry` refuses it (natbox.rules.estimators reads the other rules).
 """
 
 from __future__ import annotations
