@@ -114,8 +114,8 @@ def save_lines(rs: Ruleset, table: str) -> list[str]:
 def run_slow(case: Case, chain: str, family: int = NFPROTO_IPV4) -> str | None:
     """One `.t` line in one chain (run by ip6tables with `family` NFPROTO_IPV6); an error description or None."""
     rs = Ruleset(family)
-    for cmd in case.setup:  # in the family being tested: the kernel's objects are the namespace's
-        rs.execute(parse_argv(shlex.split(cmd), family=family))
+    for setup in case.setup:  # in the family being tested: the kernel's objects are the namespace's
+        rs.execute(parse_argv(shlex.split(setup), family=family))
     argv = ["-t", case.table, "-A", chain, *shlex.split(case.rule)]
     try:
         cmd = parse_argv(argv, family=family)
