@@ -16,6 +16,7 @@ from typing import TextIO
 
 from natbox.adapters.control import forward_command
 from natbox.cli.ipset import enter_sets_scope
+from natbox.cli.nfacct import enter_nfacct_scope
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.lazy import load_stamped, stamp
 from natbox.rules.model import NFPROTO_IPV4, NFPROTO_IPV6, OTHER_PROBLEM, PARAMETER_PROBLEM, RulesError
@@ -276,7 +277,7 @@ def iptables_main(argv: list[str], *, rules_path: str | None = None, stdin: Text
     argv, control = _control_path(argv)
     if control is not None:
         return forward_command(control, prog, argv, None, out, err, prog)
-    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
+    args, path = _rules_path(enter_nfacct_scope(enter_sets_scope(argv)), rules_path, family)
     asked = _help_or_version(args)
     if asked is not None:
         note = NATBOX_NOTE if family == NFPROTO_IPV4 else NATBOX_NOTE.replace(
@@ -337,7 +338,7 @@ def iptables_save_main(argv: list[str], *, rules_path: str | None = None, stdin:
     argv, control = _control_path(argv)
     if control is not None:
         return forward_command(control, prog, argv, None, out, err, prog)
-    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
+    args, path = _rules_path(enter_nfacct_scope(enter_sets_scope(argv)), rules_path, family)
     counters = False
     table: str | None = None
     i = 0
@@ -389,7 +390,7 @@ def iptables_restore_main(argv: list[str], *, rules_path: str | None = None, std
     argv, control = _control_path(argv)
     if control is not None:
         return forward_command(control, prog, argv, inp, out, err, prog)
-    args, path = _rules_path(enter_sets_scope(argv), rules_path, family)
+    args, path = _rules_path(enter_nfacct_scope(enter_sets_scope(argv)), rules_path, family)
     if ruleset is not None:
         path = None
     noflush = counters = test = False

@@ -43,6 +43,7 @@ commands:
   ip6tables-save       (--rules FILE or $NATBOX_RULES6; IPv4 and IPv6 rules are two files, as
   ip6tables-restore    iptables-save and ip6tables-save write them)
   ipset ARGS           ipset 7.17, on a sets file of `ipset save` text (--sets FILE or $NATBOX_IPSETS)
+  nfacct ARGS          nfacct 1.0.2, on an objects file of `nfacct list` text (--acct FILE or $NATBOX_NFACCT)
   conntrack            the conntrack tool on a running gateway's table (--control SOCKET): -L -E -S -C -D -F
   status               a running gateway's interfaces, counters and table figures (--control SOCKET)
   bench [engine|rules] measure the engine's packet rate, or the filter chain cost
@@ -57,6 +58,7 @@ environment:
   NATBOX_RULES         the ruleset file of iptables, iptables-save and iptables-restore without --rules
   NATBOX_RULES6        the IPv6 ruleset file of ip6tables, ip6tables-save and ip6tables-restore
   NATBOX_IPSETS        the sets file of ipset without --sets
+  NATBOX_NFACCT        the accounting objects file of nfacct (and of iptables' -m nfacct) without --acct
   NO_COLOR, TERM=dumb  no colour in --color auto output
 
 exit status: 0 success; 1 failure (a difference, a failed run); 2 bad usage or an input that cannot be
@@ -126,6 +128,19 @@ Types: hash:ip, hash:net, hash:ip,port, hash:net,port, hash:ip,port,ip, hash:ip,
 hash:mac, bitmap:ip, bitmap:port, list:set; family inet only.
 
 example: natbox ipset --sets s.ipset create blocked hash:net timeout 600
+""",
+    "nfacct": """\
+usage: natbox nfacct [--acct FILE] [--rules FILE] ARGS...
+
+nfacct v1.0.2 on a file holding `nfacct list` text: list [reset] [xml], add NAME [byte|packet QUOTA],
+delete NAME, get NAME [reset] [xml], flush, restore (from stdin), version, help; nfacct's output, messages
+and exit codes.
+  --acct FILE          the objects file (default $NATBOX_NFACCT); loaded, changed and written back
+  --rules FILE         the ruleset file (default $NATBOX_RULES): objects its -m nfacct rules name cannot be
+                       deleted, and flush keeps them
+`natbox iptables --acct FILE` checks -m nfacct rules against the same objects.
+
+example: natbox nfacct --acct a.nfacct add http-in
 """,
     "conntrack": """\
 usage: natbox conntrack --control SOCKET [-L | -E | -S | -C | -F | -D [filters]]
@@ -215,6 +230,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "ip6tables-save": _lazy("natbox.cli.ip6tables", "ip6tables_save_main"),
     "ip6tables-restore": _lazy("natbox.cli.ip6tables", "ip6tables_restore_main"),
     "ipset": _lazy("natbox.cli.ipset", "ipset_main"),
+    "nfacct": _lazy("natbox.cli.nfacct", "nfacct_main"),
     "conntrack": _lazy("natbox.cli.conntrack", "conntrack_main"),
     "status": _lazy("natbox.cli.conntrack", "status_main"),
     "bench": _lazy("natbox.cli.bench", "bench_main"),
@@ -235,6 +251,7 @@ _SUMMARY = {
     "ip6tables-save": "print an IPv6 ruleset as ip6tables-save does",
     "ip6tables-restore": "load ip6tables-save text",
     "ipset": "ipset, on a sets file",
+    "nfacct": "nfacct, on an accounting objects file",
     "conntrack": "a running gateway's conntrack table", "status": "a running gateway's state",
     "bench": "measure the engine", "gateway": "a live NAT on real interfaces",
     "lab": "network namespaces to try the gateway in", "snapshot": "save a real host's configuration",

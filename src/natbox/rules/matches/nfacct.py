@@ -1,9 +1,9 @@
 """`-m nfacct --nfacct-name NAME` (libxt_nfacct.c, net/netfilter/xt_nfacct.c): count into an nfacct object.
 
-The kernel refuses a rule naming an accounting object that `nfacct add` has not created
-(`nfnl_acct_find_get` → ENOENT). natbox has no nfacct objects (no `nfacct` command, nothing in the host
-model), so every such rule is refused the same way (docs/differences.md). Printing keeps iptables' double
-space (" --nfacct-name  NAME").
+The object must exist (`nfnl_acct_find_get`, else ENOENT): `natbox nfacct add` creates it in the objects
+in scope (natbox.rules.xtstate.nfacct: a file's for `natbox iptables --nfacct FILE`, a gateway's own). Each
+packet is counted into the namespace's object of that name (`XtState.nfacct`), and the rule matches unless the
+object has a quota not yet passed (`nfacct_mt`). Printing keeps iptables' double space (" --nfacct-name  NAME").
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
+from natbox.rules.xtstate.nfacct import NFACCT_UNDERQUOTA, nfacct_in_scope
 from natbox.skb import Skb
 
 __all__ = ["Nfacct"]
@@ -41,8 +42,10 @@ class Nfacct(Match):
         self.flags.fcheck()
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
-        """`nfacct_mt_checkentry()`: the object must exist; natbox has none."""
-        raise RulesError("No such file or directory", RESOURCE_PROBLEM, kernel=True)
+        """`nfacct_mt_checkentry()`: the object must exist."""
+        objects = nfacct_in_scope()
+        if objects is None or self.acct_name not in objects:
+            raise RulesError("No such file or directory", RESOURCE_PROBLEM, kernel=True)
 
     def save(self) -> str:
         return " --nfacct-name " + quote_string(self.acct_name)
@@ -51,7 +54,14 @@ class Nfacct(Match):
         return " nfacct-name " + quote_string(self.acct_name)
 
     def compile(self) -> MatchFn:
+        name = self.acct_name
+
         def nfacct_mt(skb: Skb, ctx: XtContext) -> bool:
-            return True  # nfacct_mt counts and matches (never loaded: check() refuses the rule)
+            """`nfacct_mt()`: count, then match unless under a quota."""
+            acct = ctx.xt_state().nfacct.get(name)
+            if acct is None:
+                return True  # a context without the namespace's objects (the rule was checked against them)
+            acct.update(len(skb.data))
+            return acct.check_quota() != NFACCT_UNDERQUOTA
 
         return nfacct_mt

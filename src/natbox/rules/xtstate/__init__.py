@@ -25,6 +25,7 @@ from natbox.rules.xtstate.clock import HZ, jiffies, msecs_to_jiffies
 
 if TYPE_CHECKING:
     from natbox.rules.xtstate.hashlimit import HashlimitTable
+    from natbox.rules.xtstate.nfacct import NfAcct
     from natbox.rules.xtstate.rateest import RateEstimator
     from natbox.rules.xtstate.recent import RecentTable
 
@@ -62,6 +63,8 @@ class XtState:
         self.recent: dict[str, RecentTable] = {}
         self.hashlimit: dict[str, HashlimitTable] = {}
         self.rateest: dict[str, RateEstimator] = {}
+        # nfnetlink_acct's objects: made by `nfacct add`, not by rules, so `sync` leaves them alone
+        self.nfacct: dict[str, NfAcct] = {}
         self.now = 0.0  # the time of the last sync (a new hashlimit table's gc starts from it)
         self.acct_forced = False  # a connbytes rule turned nf_conntrack_acct on (it stays on)
 
