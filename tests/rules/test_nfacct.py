@@ -119,3 +119,36 @@ def test_natbox_nfacct_and_iptables_share_the_file(tmp_path: Path) -> None:
     assert nfacct("delete", "test") == (1, "", "nfacct v1.0.2: error: Device or resource busy\n")
     assert nfacct("list") == (0, "{ pkts = 00000000000000000000, bytes = 00000000000000000000 } = test;\n", "")
     assert acct.read_text() == "{ pkts = 00000000000000000000, bytes = 00000000000000000000 } = test;\n"
+
+
+def test_a_running_gateway_answers_nfacct_and_its_rules_count_into_the_objects() -> None:
+    from typing import cast
+
+    from natbox.conntrack.tuple import parse_addr
+    from natbox.demos.scenarios import _docker_host
+    from natbox.engine.engine import Engine
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.loop import EventLoop
+    from natbox.wire import ipv4, tcp
+
+    host, _ = _docker_host()
+    engine = Engine(host, seed=3)
+    cmds = Commands(engine, cast(EventLoop, None))
+
+    def run(cmd: str, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = cmds.run_command(cmd, list(argv), io.StringIO(""), out, err)
+        return rc, out.getvalue(), err.getvalue()
+
+    assert run("nfacct", "add", "web") == (0, "", "")
+    assert run("iptables", "-A", "OUTPUT", "-p", "tcp", "-m", "nfacct", "--nfacct-name", "web") == (0, "", "")
+    assert run("iptables", "-A", "OUTPUT", "-m", "nfacct", "--nfacct-name", "nope")[0] == 4
+    s, d = parse_addr("45.77.200.180"), parse_addr("8.8.8.8")
+    syn = bytes(ipv4.build_ipv4(s, d, 6, tcp.build_tcp(s, d, 40000, 443, seq=1, flags=tcp.SYN), ttl=64))
+    engine.send_local(syn, 10.0)
+    assert run("nfacct", "get", "web") == (
+        0, "{ pkts = 00000000000000000001, bytes = 00000000000000000040 } = web;\n", "")
+    assert run("nfacct", "delete", "web") == (1, "", "nfacct v1.0.2: error: Device or resource busy\n")
+    assert run("iptables", "-F", "OUTPUT")[0] == 0
+    assert run("nfacct", "flush") == (0, "", "")
+    assert run("nfacct", "list") == (0, "", "")

@@ -3,7 +3,8 @@
 A client connects to the gateway's UNIX socket, sends one JSON object, shuts down its write side and
 reads one JSON object back:
 
-    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack" | "status" | "ipset",
+    request:  {"cmd": "iptables" | "iptables-save" | "iptables-restore" | "conntrack" | "status" | "ipset" |
+               "nfacct",
                "argv": [...], "stdin": "..."}
     response: {"exit": 0, "stdout": "...", "stderr": "..."}
 

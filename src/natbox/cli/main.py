@@ -131,6 +131,7 @@ example: natbox ipset --sets s.ipset create blocked hash:net timeout 600
 """,
     "nfacct": """\
 usage: natbox nfacct [--acct FILE] [--rules FILE] ARGS...
+       natbox nfacct --control SOCKET ARGS...
 
 nfacct v1.0.2 on a file holding `nfacct list` text: list [reset] [xml], add NAME [byte|packet QUOTA],
 delete NAME, get NAME [reset] [xml], flush, restore (from stdin), version, help; nfacct's output, messages
@@ -138,6 +139,8 @@ and exit codes.
   --acct FILE          the objects file (default $NATBOX_NFACCT); loaded, changed and written back
   --rules FILE         the ruleset file (default $NATBOX_RULES): objects its -m nfacct rules name cannot be
                        deleted, and flush keeps them
+  --control SOCKET     instead of a file: the objects of a running `natbox gateway --control SOCKET`, which
+                       its -m nfacct rules count into
 `natbox iptables --acct FILE` checks -m nfacct rules against the same objects.
 
 example: natbox nfacct --acct a.nfacct add http-in

@@ -1,10 +1,12 @@
-"""`natbox nfacct ARGS...`: nfacct 1.0.2 on an accounting objects file.
+"""`natbox nfacct ARGS...`: nfacct 1.0.2 on an accounting objects file, or on a running gateway's objects.
 
 The objects live in a file (`--acct FILE`, default `$NATBOX_NFACCT`) holding `nfacct list` text; each command
 loads it, runs (natbox.rules.xtstate.nfacct.NfacctSession: nfacct's commands, output and messages) and writes
-it back when the objects changed (created when missing). Rules naming an object (`-m nfacct` in the ruleset
-file named by `--rules FILE` or `$NATBOX_RULES`) hold a reference on it: it cannot be deleted, and `flush`
-keeps it. `natbox iptables --acct FILE` (or `$NATBOX_NFACCT`) checks `-m nfacct` rules against the file's objects.
+it back when the objects changed (created when missing). With `--control SOCKET` the command runs on a
+running gateway's objects instead, which the gateway's `-m nfacct` rules count into. Rules naming an object
+(`-m nfacct` in the ruleset file named by `--rules FILE` or `$NATBOX_RULES`) hold a reference on it: it
+cannot be deleted, and `flush` keeps it. `natbox iptables --acct FILE` (or `$NATBOX_NFACCT`) checks `-m
+nfacct` rules against the file's objects.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def nfacct_main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO 
     """`nfacct ARGS...` on the objects file; returns nfacct's exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv, control = _take(argv, "--control")
+    if control is not None:  # a running gateway's objects, which its rules count into
+        from natbox.adapters.control import forward_command
+
+        reads = bool(argv) and argv[0] != "" and "restore".startswith(argv[0])
+        return forward_command(control, "nfacct", argv, (stdin or sys.stdin) if reads else None, out, err, "nfacct")
     argv, path = _take(argv, "--acct")
     argv, rules_path = _take(argv, "--rules")
     path = path if path is not None else os.environ.get("NATBOX_NFACCT")

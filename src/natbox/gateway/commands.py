@@ -98,12 +98,23 @@ class Commands:
                 self.engine.ipsets = IpsetRegistry()
             text = save_tables(rules.saved_tables(), "", counters=False)
             return ipset_live(self.engine.ipsets, text, argv, stdin.read(), time.monotonic(), out, err)
-        if self.engine.ipsets is None:
-            return self._run_rules_command(cmd, argv, stdin, out, err)
-        from natbox.ipset.scope import using_sets
+        from natbox.rules.xtstate.nfacct import NfacctSession, rule_acct_refs, using_nfacct
 
-        with using_sets(self.engine.ipsets):  # the rules may name the gateway's sets
-            return self._run_rules_command(cmd, argv, stdin, out, err)
+        if cmd == "nfacct":  # the engine's accounting objects; its rules' -m nfacct hold references on them
+            from natbox.rules.printer import save_tables
+
+            refs = rule_acct_refs(save_tables(rules.saved_tables(), "", counters=False))
+            code, o, e = NfacctSession(self.engine.xt_state.nfacct, refs).run(argv, stdin.read())
+            out.write(o)
+            err.write(e)
+            return code
+        with using_nfacct(self.engine.xt_state.nfacct):  # -m nfacct rules name the gateway's objects
+            if self.engine.ipsets is None:
+                return self._run_rules_command(cmd, argv, stdin, out, err)
+            from natbox.ipset.scope import using_sets
+
+            with using_sets(self.engine.ipsets):  # the rules may name the gateway's sets
+                return self._run_rules_command(cmd, argv, stdin, out, err)
 
     def _run_rules_command(self, cmd: str, argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
         rules = self.engine.rules
