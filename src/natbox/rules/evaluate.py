@@ -12,6 +12,8 @@ ruleset needing deeper jumps, or with a loop a base chain reaches, is refused wh
 
 from __future__ import annotations
 
+import itertools
+
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
@@ -169,6 +171,9 @@ CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP
                                "CONNSECMARK", "SYNPROXY"})
 
 
+_VERSIONS = itertools.count(1)  # Ruleset.version's source (see Ruleset.__init__)
+
+
 class Ruleset:
     """raw, mangle, nat, filter and security, as iptables-nft keeps them in the kernel."""
 
@@ -179,7 +184,10 @@ class Ruleset:
         self.present: list[str] = []
         self._compiled: dict[str, dict[str, list[_CRule]]] = {}
         self._needs_ct: bool | None = None
-        self.version = 0  # bumped by every change: what caches of "which tables are trivial" compare against
+        # changed by every change: what caches of "which tables are trivial" and compiled flows' plans compare
+        # against; drawn from one counter for all rulesets, so a ruleset put in place of another (a reload)
+        # never carries a version a plan of the old one was stamped with
+        self.version = next(_VERSIONS)
         # each table's hook masks, while the table object is the one they were computed for
         self._masks: dict[str, tuple[Table, dict[str, int]]] = {}
         self.full_validations = self.incremental_validations = 0  # work counters (tests, benchmarks)
@@ -189,10 +197,10 @@ class Ruleset:
     def touch(self, table: str) -> None:
         if table not in self.present:
             self.present.append(table)
-            self.version += 1
+            self.version = next(_VERSIONS)
 
     def invalidate(self, table: str | None = None) -> None:
-        self.version += 1
+        self.version = next(_VERSIONS)
         self._needs_ct = None
         if table is None:
             self._compiled.clear()
