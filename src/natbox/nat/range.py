@@ -41,6 +41,14 @@ class NatRange:
     max_proto: int = 0
     base_proto: int = 0
 
+    def __copy__(self) -> NatRange:
+        return self  # immutable: a copy is the same range
+
+    def __deepcopy__(self, memo: dict[int, object]) -> NatRange:
+        """The range itself (immutable). Spelled out: copy.deepcopy's generic reconstruction assigns fields
+        one by one, which a frozen dataclass compiled by mypyc refuses."""
+        return self
+
     @staticmethod
     def null_binding(addr: int) -> NatRange:
         """`nf_nat_alloc_null_binding`: MAP_IPS with min = max = the current address (§4.1).

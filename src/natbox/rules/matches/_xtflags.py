@@ -40,6 +40,13 @@ class XtFlags:
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
+    def __deepcopy__(self, memo: dict[int, object]) -> XtFlags:
+        """A copy for a cloned rule (the option table is immutable and shared). Spelled out: copy.deepcopy's
+        generic reconstruction calls `__init__` without arguments on a compiled (mypyc) class."""
+        c = XtFlags(self.ext, self.table)
+        c.flags = self.flags
+        return c
+
     def spec(self, name: str) -> XtOptSpec:
         for e in self.table:
             if e.name == name:
