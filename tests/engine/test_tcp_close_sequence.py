@@ -20,15 +20,12 @@ the kernel's tcp_conntracks table gives it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from natbox.conntrack.format import format_conntrack
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
-from natbox.engine.output import Output
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.wire import ethernet, ipv4, tcp
@@ -151,24 +148,18 @@ def test_the_rst_answering_a_duplicate_ack_ends_the_ct_in_close_as_on_the_kernel
                              "src=198.51.100.2 dst=198.51.100.1 sport=5001 dport=42012 [ASSURED]"), listed
 
 
-def test_the_compiled_flows_carried_the_transfer_but_no_fin_or_rst(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compiled_flows_carried_the_transfer_but_no_fin_or_rst() -> None:
     """The compiled flows took the upload's ACK-only segments; every FIN, the RST and the SYNs went through
     the TCP state machine (the states above are the same with and without them)."""
     engine = _engine(True)
-    flowcache = engine._flowcache
     executed: list[bytes] = []
-    forward = flowcache.forward
-
-    def counting(frame: bytes, iface: str, now: float, *args: Any, **kw: Any) -> Output | None:
-        out = forward(frame, iface, now, *args, **kw)
-        if out is not None:
-            executed.append(frame)
-        return out
-
-    monkeypatch.setattr(flowcache, "forward", counting)
     now = 100.0
     for (frame, iface), _want in _transfer() + _close(True):
         now += 0.0002
-        engine.receive(frame, iface, now)
+        out = engine.receive(frame, iface, now)
+        # the slow path leaves its Output in the engine's PathState; a compiled flow returns one of its own
+        # (observed, not patched in: a compiled build's methods cannot be replaced)
+        if out is not engine._st.out:
+            executed.append(frame)
     assert len(executed) > 5
     assert not [f for f in executed if f[ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS] & (tcp.FIN | tcp.RST | tcp.SYN)]

@@ -27,10 +27,18 @@ from natbox.testing.rules_conformance import RULESETS, T_DIR, read_t
 Outcome = tuple[str, object]
 
 
+def _attrs(obj: object) -> dict[str, object]:
+    """An object's attributes: its __dict__, or a compiled (mypyc) class's `__mypyc_attrs__` (no __dict__)."""
+    names: tuple[str, ...] | None = getattr(type(obj), "__mypyc_attrs__", None)
+    if names is None:
+        return dict(vars(obj))
+    return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
+
+
 def _dump(rule: Rule) -> object:
     """Everything the parser put in a rule, extensions by class and attributes."""
     fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.name not in ("matches", "target")}
-    exts = [(type(e).__name__, vars(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
+    exts = [(type(e).__name__, _attrs(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
     return fields, exts
 
 

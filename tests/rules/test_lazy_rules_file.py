@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from natbox.cli.builds import is_compiled
 from natbox.cli.iptables import iptables_main, load_ruleset
 from natbox.rules.fastparse import GroupCache
 from natbox.rules.lazy import STAMP_PREFIX
@@ -76,6 +77,8 @@ def test_stamp_written_and_checked(tmp_path: Path) -> None:
     assert "Chain 'NOPE' does not exist" in err
 
 
+@pytest.mark.skipif(is_compiled(),
+                    reason="interpreted only: replaces a function that the compiled lazy.py calls directly")
 def test_append_parses_only_the_chain_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The work of one -A on a stamped file does not grow with the rules of other chains."""
     path = tmp_path / "rules"
