@@ -22,7 +22,13 @@ def _compile() -> bool:
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
-    reqs: list[str] = _setuptools.get_requires_for_build_wheel(config_settings)
+    # setuptools runs setup.py to collect its requirements, before mypy is there: setup.py then adds no
+    # extensions (NATBOX_BUILD_REQUIRES_ONLY)
+    os.environ["NATBOX_BUILD_REQUIRES_ONLY"] = "1"
+    try:
+        reqs: list[str] = _setuptools.get_requires_for_build_wheel(config_settings)
+    finally:
+        del os.environ["NATBOX_BUILD_REQUIRES_ONLY"]
     return [*reqs, MYPY] if _compile() else reqs
 
 
