@@ -52,7 +52,7 @@ class BuildPyWithScenarios(build_py):
 
 
 def _ext_modules() -> list[object]:
-    if not compile_requested() or os.environ.get("NATBOX_BUILD_REQUIRES_ONLY"):  # (build_backend: mypy comes next)
+    if not compile_requested() or os.environ.get("NATBOX_BUILD_NO_EXT"):  # (set by build_backend)
         return []
     from mypyc.build import mypycify
 

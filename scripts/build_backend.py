@@ -11,7 +11,6 @@ from setuptools.build_meta import (  # noqa: F401  (the hooks this backend passe
     build_wheel,
     get_requires_for_build_sdist,
     prepare_metadata_for_build_editable,
-    prepare_metadata_for_build_wheel,
 )
 
 MYPY = "mypy>=1.10"
@@ -23,13 +22,25 @@ def _compile() -> bool:
 
 def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
     # setuptools runs setup.py to collect its requirements, before mypy is there: setup.py then adds no
-    # extensions (NATBOX_BUILD_REQUIRES_ONLY)
-    os.environ["NATBOX_BUILD_REQUIRES_ONLY"] = "1"
+    # extensions (NATBOX_BUILD_NO_EXT)
+    os.environ["NATBOX_BUILD_NO_EXT"] = "1"
     try:
         reqs: list[str] = _setuptools.get_requires_for_build_wheel(config_settings)
     finally:
-        del os.environ["NATBOX_BUILD_REQUIRES_ONLY"]
+        del os.environ["NATBOX_BUILD_NO_EXT"]
     return [*reqs, MYPY] if _compile() else reqs
+
+
+def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: dict[str, object] | None = None
+                                     ) -> str:
+    # the metadata does not depend on the extensions: without NATBOX_BUILD_NO_EXT, setup.py would run the whole
+    # mypyc code generation (minutes) once more just for it
+    os.environ["NATBOX_BUILD_NO_EXT"] = "1"
+    try:
+        name: str = _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+    finally:
+        del os.environ["NATBOX_BUILD_NO_EXT"]
+    return name
 
 
 def _no_compiled_editable() -> None:
