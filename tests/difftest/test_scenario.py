@@ -95,7 +95,8 @@ def test_cli_quiet_prints_only_what_did_not_agree(tmp_path: Path, monkeypatch: p
         (tmp_path / f"{name}.toml").write_text(BASE)
     verdicts = iter(["pass", "fail"])
 
-    def judge(sc: object, keep: str | None = None, *, live: bool = False) -> tuple[ScenarioResult, None]:
+    def judge(sc: object, keep: str | None = None, *, live: bool = False, offload: bool = False
+              ) -> tuple[ScenarioResult, None]:
         status = next(verdicts)
         return ScenarioResult(status, "f", "", status, 0.1, problems=["boom"] if status == "fail" else []), None
 
