@@ -71,12 +71,14 @@ def load_scenarios(paths: Sequence[str]) -> list[Scenario]:
 
 
 def live_capable(sc: Scenario) -> bool:
-    """Whether a live natbox run can mirror every step (`ip` commands on the router are not mirrored) and be
+    """Whether a live natbox run can mirror every step (of the `ip` commands on the router, only `ip addr`
+    ones are: the gateway's control socket changes its addresses; `ip link` is not mirrored) and be
     compared with a separate kernel run: not when the rules draw random numbers (`-m statistic --mode
     random`), whose outcomes only the replay can make follow the kernel's (natbox.difftest.draws)."""
     if "--mode random" in sc.rules:
         return False
-    return all(step.exec is None or step.exec[0] in ("iptables", "ip6tables", "conntrack") for step in sc.steps)
+    return all(step.exec is None or step.exec[0] in ("iptables", "ip6tables", "conntrack")
+               or list(step.exec[:2]) == ["ip", "addr"] for step in sc.steps)
 
 
 def run_scenario(sc: Scenario, *, live: bool = False, offload: bool = False) -> tuple[KernelRun, list[Difference]]:

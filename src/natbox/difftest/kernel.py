@@ -513,6 +513,16 @@ class _LiveNatbox:
         if argv[0] in ("iptables", "conntrack", "iptables-restore", "ip6tables", "ip6tables-restore"):
             self.natbox(*argv)
             return
+        if argv[:2] == ["ip", "addr"]:  # natbox's own addresses (gateway/commands.py's ip_addr_command)
+            from natbox.adapters.control import ControlError, control_call
+
+            try:
+                answer = control_call(self.sock, {"cmd": "ip", "argv": argv[1:]})
+            except ControlError as exc:
+                raise RuntimeError(f"live natbox: {' '.join(argv)}: {exc}") from None
+            if answer["exit"] != 0:
+                raise RuntimeError(f"live natbox: {' '.join(argv)}: {str(answer.get('stderr', '')).strip()}")
+            return
         raise RuntimeError(f"live natbox: `{' '.join(argv)}` is not mirrored on the gateway")
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ gateway goes on forwarding.
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import time
 import traceback
@@ -26,7 +27,7 @@ from natbox.gateway.loop import EventLoop
 from natbox.rules.xtstate import jiffies
 from natbox.wire.ipv6 import format_addr6
 
-__all__ = ["Commands", "StatusData"]
+__all__ = ["Commands", "StatusData", "ip_addr_command"]
 
 
 class InterfaceStatus(TypedDict):
@@ -58,6 +59,39 @@ class StatusData(TypedDict):
     xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
     ipt_hashlimit: dict[str, list[str]]  # each -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
     rateest: dict[str, list[int]]  # each -j RATEEST estimator: [bytes/s, packets/s] (gen_estimator_read)
+
+
+def ip_addr_command(engine: Engine, argv: list[str], err: TextIO) -> int:
+    """`ip addr add|del PREFIX dev DEV` on the addresses natbox holds (the kernel's `ip` cannot reach them):
+    Engine.add_address/del_address and their IPv6 twins, with MASQUERADE's flush on a removed address
+    (§5.2, IPv6 §3.5). `natbox difftest --live` mirrors a scenario's `ip addr` steps this way."""
+    if len(argv) != 5 or argv[0] != "addr" or argv[1] not in ("add", "del") or argv[3] != "dev":
+        err.write("natbox gateway: ip: only `ip addr add|del PREFIX dev DEV` is served\n")
+        return 2
+    verb, prefix, dev = argv[1], argv[2], argv[4]
+    if dev not in engine.host.interfaces:
+        err.write(f'Cannot find device "{dev}"\n')
+        return 1
+    try:
+        net = ipaddress.ip_interface(prefix)
+    except ValueError:
+        err.write(f'Error: any valid prefix is expected rather than "{prefix}".\n')
+        return 1
+    now = time.monotonic()
+    try:
+        if net.version == 6:
+            if verb == "add":
+                engine.add_address6(dev, int(net.ip), net.network.prefixlen)
+            else:
+                engine.del_address6(dev, int(net.ip), now)
+        elif verb == "add":
+            engine.add_address(dev, int(net.ip), net.network.prefixlen)
+        else:
+            engine.del_address(dev, int(net.ip), now)
+    except (KeyError, ValueError) as exc:
+        err.write(f"Error: {exc}\n")
+        return 2
+    return 0
 
 
 class Commands:
@@ -135,6 +169,8 @@ class Commands:
             for fn in self.before_conntrack:
                 fn()
             return conntrack_command(self.engine, argv, time.monotonic(), out, err)
+        if cmd == "ip":
+            return ip_addr_command(self.engine, argv, err)
         if cmd == "status":
             if argv not in ([], ["--json"]):
                 err.write("usage: natbox status --control PATH [--json]\n")
