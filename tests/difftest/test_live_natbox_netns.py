@@ -21,7 +21,9 @@ LIVE = ["masquerade-ping", "masquerade-udp-same-sport", "masquerade-tcp-session"
         # IPv6 (the gateway forwards it and answers ND once --adopt withdrew the kernel's IPv6): ping6, a UDP
         # clash, TCP, Packet Too Big translated back, fragments, NPTv6, DNAT, an ip6tables rule change
         "ipv6/masq6-ping", "ipv6/masq6-udp-clash", "ipv6/masq6-tcp", "ipv6/masq6-ptb-translated",
-        "ipv6/frag6-reverse-natted", "ipv6/npt6-snpt-dnpt", "ipv6/dnat6-port-forward", "ipv6/masq6-rule-flushed"]
+        "ipv6/frag6-reverse-natted", "ipv6/npt6-snpt-dnpt", "ipv6/dnat6-port-forward", "ipv6/masq6-rule-flushed",
+        # `ip addr` steps, mirrored through the gateway's control socket
+        "ipv6/masq6-newest-address", "masquerade-address-change"]
 
 
 @pytest.mark.parametrize("name", LIVE)
