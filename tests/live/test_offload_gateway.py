@@ -5,6 +5,9 @@ installed stays on natbox's path. No root: the datapath is a dict; the entries a
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from tests.engine.test_offload import SPORT, Clock, _client, _engine, _establish, _send
 
 from natbox.conntrack.format import format_conntrack
@@ -113,3 +116,17 @@ def test_a_flow_through_a_device_without_the_program_is_refused() -> None:
     conn = _establish(engine, clock)
     gw.sync()
     assert not dp.entries and gw.stats["refused"] == 1 and not conn.status & CtStatus.OFFLOAD
+
+
+def test_the_workdirs_of_killed_gateways_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    from natbox.gateway import offload as gw_offload
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead, alive, other = (tmp_path / f"natbox-offload-{x}" for x in ("999999999", str(os.getpid()), "bench-x"))
+    for d in (dead, alive, other):
+        (d / "bpffs").mkdir(parents=True)
+    gw_offload._remove_stale_workdirs()
+    assert not dead.exists() and alive.exists() and other.exists()

@@ -24,6 +24,7 @@ are served after tc ingress, ETH_P_ALL ones (tcpdump) before it, so tcpdump stil
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -231,6 +232,16 @@ class GatewayOffload(Generic[K, A]):
 
 
 Offload = GatewayOffload[OffloadKey, OffloadAction]
+WORKDIR_PREFIX = "natbox-offload-"  # + the gateway's pid, under the temporary directory
+
+
+def _remove_stale_workdirs() -> None:
+    """The workdirs of gateways that were killed (SIGKILL: no close) go: those whose pid is not running."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        pid = name.removeprefix(WORKDIR_PREFIX)
+        if name.startswith(WORKDIR_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
 def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offload | None:
@@ -240,8 +251,9 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offloa
     if not ifnames:
         say("--offload: no AF_PACKET interface to offload on (TAP devices natbox holds cross no kernel path)", ERR)
         return None
+    _remove_stale_workdirs()
     try:
-        datapath = Datapath(os.path.join(tempfile.gettempdir(), f"natbox-offload-{os.getpid()}"))
+        datapath = Datapath(os.path.join(tempfile.gettempdir(), f"{WORKDIR_PREFIX}{os.getpid()}"))
     except NatboxError as exc:
         say(f"--offload: {exc}", ERR)
         return None
