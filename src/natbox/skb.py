@@ -38,7 +38,7 @@ from natbox.wire.layout import (
 if TYPE_CHECKING:
     from natbox.conntrack.conn import Conn
 
-__all__ = ["PacketType", "Skb", "Skb6"]
+__all__ = ["NfBridge", "PacketType", "Skb", "Skb6"]
 
 
 class PacketType(enum.IntEnum):
@@ -50,6 +50,19 @@ class PacketType(enum.IntEnum):
     OTHERHOST = 3
     OUTGOING = 4
     LOOPBACK = 5
+
+
+class NfBridge:
+    """`struct nf_bridge_info` (include/linux/skbuff.h), what br_netfilter attaches to a packet that entered
+    through a bridge port: the port it came in on (`physindev`, set by `setup_pre_routing`) and, once the
+    bridge forwards it, the port it leaves by (`physoutdev`, set by `br_nf_forward_ip`; "" when the
+    packet is delivered locally or routed). `-m physdev` and ipset's `physdev:` entries read these."""
+
+    __slots__ = ("physindev", "physoutdev")
+
+    def __init__(self, physindev: str, physoutdev: str = "") -> None:
+        self.physindev = physindev
+        self.physoutdev = physoutdev
 
 
 class Skb:
@@ -75,6 +88,7 @@ class Skb:
         "iif",
         "mark",
         "nexthop",
+        "nf_bridge",
         "note",
         "oif",
         "pkt_id",
@@ -104,6 +118,7 @@ class Skb:
         self.sk: tuple[int, int] | None = None  # skb->sk assigned by -j TPROXY: (protocol, port) of the socket
         self.src_mac = b""
         self.dst_mac = b""
+        self.nf_bridge: NfBridge | None = None  # skb->nf_bridge: set when the packet entered by a bridge port
         self.frag_max_size = 0  # largest fragment received, when this skb was reassembled
         self.frag_pmtu = False  # IPSKB_FRAG_PMTU: every fragment had DF
         self.frag_list: list[int] | None = None  # the received fragments' sizes, for ip_do_fragment

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable, CtEvent
+from natbox.engine.bridge import Bridges
 from natbox.engine.defrag import IpDefrag
 from natbox.engine.defrag6 import Defrag6
 from natbox.engine.family import IPV4, AddressFamily, FlowKey
@@ -149,6 +150,13 @@ class Engine:
                                         lambda: ctx.now)
             self._flowcache.on_compiled = self._offload.consider
         self._setup_ipv6(hooks, ctx, st, local.listeners)
+        self.bridges: Bridges | None = None  # engine/bridge.py, when the host has a bridge
+        if any(i.kind == "bridge" for i in host.interfaces.values()):
+            br = self.bridges = Bridges(host, self.fib, hooks, family, st, ctx)
+            br.pass_up_ip, br.neigh_mac = self._input.ip_rcv_bridged, output.neigh_mac
+            br.pass_up_frame = lambda frame, dev, pkt_id, trace: self._input.receive_frame(frame, dev, pkt_id,
+                                                                                          trace, None)
+            self._input.br_handle_frame = br.br_handle_frame
 
     def _setup_ipv6(self, hooks: Hooks, ctx: XtHost, st: PathState, listeners: set[tuple[int, int]]) -> None:
         """The IPv6 path beside the IPv4 one (ipv6-semantics.md): its FIB, hooks, output (with ICMPv6 errors)
@@ -294,6 +302,8 @@ class Engine:
             st.rx_meta = NO_META
         if self._local.queue:
             self._local.flush(now)
+        if self.bridges is not None:
+            self.bridges.br_dev_xmit(out)  # what left by a bridge device leaves by its ports
         return out
 
     def receive_ip(self, datagram: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
@@ -309,6 +319,8 @@ class Engine:
         except Drop as d:
             self._st.record_drop(pkt_id, d)
         self._local.flush(now)
+        if self.bridges is not None:
+            self.bridges.br_dev_xmit(out)  # what left by a bridge device leaves by its ports
         return out
 
     def send_local(self, datagram: bytes, now: float, *, trace: bool = False) -> Output:
@@ -318,6 +330,8 @@ class Engine:
         if datagram[:1] and datagram[0] >> 4 == 6:
             self._out6.send_local6(datagram, pkt_id, trace or self.trace_all)
             self._local.flush(now)
+            if self.bridges is not None:
+                self.bridges.br_dev_xmit(out)  # what left by a bridge device leaves by its ports
             return out
         data, reason = IPV4.rcv_core(datagram)
         if data is None:
@@ -328,6 +342,8 @@ class Engine:
                 skb.trace = []
             self._local.queue.append(skb)
         self._local.flush(now)
+        if self.bridges is not None:
+            self.bridges.br_dev_xmit(out)  # what left by a bridge device leaves by its ports
         return out
 
     # --- timers ----------------------------------------------------------------------------------
@@ -376,6 +392,8 @@ class Engine:
                 self._out6.icmp6_send(head, 3, 1)
                 self._st.skb = None
         self._local.flush(now)
+        if self.bridges is not None:
+            self.bridges.br_dev_xmit(out)  # what left by a bridge device leaves by its ports
         return out
 
     def _defrag6(self, skb: Skb) -> int:

@@ -97,6 +97,9 @@ class Interface:
     # IPv6 addresses in the kernel's `addr_list` order: by scope, global first, a new address before the
     # existing ones of its scope (Host.add_address6), so the newest global address is first (IPv6 §3.5)
     addresses6: list[Address6] = field(default_factory=list)
+    # `ip link set DEV master BR`: the bridge this device is a port of (its frames go to the bridge,
+    # net/bridge/br_input.c `br_handle_frame`); None for a device that is no bridge port
+    master: str | None = None
 
     @property
     def primary_addresses(self) -> list[Address]:
@@ -177,6 +180,9 @@ class Host:
     routes6: list[Route6] = field(default_factory=list)
     ipv6_forward: bool = False  # net.ipv6.conf.all.forwarding (IPv6 §1.3)
     rules6_text: str = ""  # the ip6tables ruleset, as ip6tables-save text
+    # net.bridge.bridge-nf-call-iptables: bridged IPv4 frames traverse the IPv4 hooks (br_netfilter); the
+    # kernel's default is 1 (brnf_init_net), and it is 1 in a fresh namespace once br_netfilter is loaded
+    bridge_nf_call_iptables: bool = True
 
     def add_interface(self, iface: Interface) -> Interface:
         if iface.name in self.interfaces:
@@ -209,6 +215,10 @@ class Host:
         iface.addresses6.insert(pos, new)
         return new
 
+    def bridge_ports(self, bridge: str) -> list[Interface]:
+        """The ports of `bridge` (`ip link show master BR`), in interface order."""
+        return [i for i in self.interfaces.values() if i.master == bridge]
+
     def interface(self, name: str) -> Interface:
         try:
             return self.interfaces[name]
@@ -232,6 +242,13 @@ class Host:
                 raise HostError(f"route {route}: no such interface {route.dev!r}")
             if route.dst & ~route.mask & 0xFFFFFFFF:
                 raise HostError(f"route {route}: destination has host bits set")
+        for iface in self.interfaces.values():
+            if iface.master is not None:
+                br = self.interfaces.get(iface.master)
+                if br is None or br.kind != "bridge":
+                    raise HostError(f"interface {iface.name!r}: master {iface.master!r} is not a bridge")
+                if iface.kind in ("bridge", "loopback"):
+                    raise HostError(f"interface {iface.name!r}: a {iface.kind} cannot be a bridge port")
         for n in self.neighbours:
             if n.dev not in self.interfaces:
                 raise HostError(f"neighbour {format_addr(n.addr)}: no such interface {n.dev!r}")

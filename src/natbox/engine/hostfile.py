@@ -15,6 +15,7 @@ addresses = ["192.168.0.108/24"]   # the first in a subnet is primary, later one
 route_localnet = false
 forwarding = true                  # net.ipv4.conf.<dev>.forwarding (default: ip_forward)
 up = true
+master = "br0"                     # a bridge port: frames go to the bridge (kind = "bridge") named here
 
 [[route]]
 dst = "default"                    # or "10.0.0.0/8"; required
@@ -32,6 +33,7 @@ mac = "52:54:00:00:00:01"
 
 [sysctl]                           # kernel names, with or without the net.netfilter. prefix
 "net.netfilter.nf_conntrack_udp_timeout" = 30
+"net.bridge.bridge-nf-call-iptables" = 1   # bridged IPv4 through the IPv4 hooks (default 1)
 
 [rules]
 file = "rules.v4"                  # iptables-save text, relative to the host file
@@ -135,7 +137,7 @@ def _expect(value: Any, kind: type, what: str) -> Any:
 
 _TOP_KEYS = {"name", "ip_forward", "ipv6_forward", "interface", "route", "neighbour", "sysctl", "rules", "rules6",
              "listen", "ipsets"}
-_IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up"}
+_IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up", "master"}
 _ROUTE_KEYS = {"dst", "via", "dev", "metric", "src", "type", "table"}
 _NEIGH_KEYS = {"dev", "addr", "mac"}
 
@@ -209,8 +211,12 @@ def _parse_interfaces(doc: dict[str, Any], host: Host, loc: Locator) -> None:
                 fwd = bool(_expect(fwd, bool, "forwarding"))
             key = "up"
             up = bool(_expect(spec.get("up", True), bool, "up"))
+            key = "master"
+            master = spec.get("master")
+            if master is not None:
+                master = _expect(master, str, "master")
             iface = host.add_interface(Interface(name, mac=mac, mtu=mtu, kind=kind, up=up, route_localnet=rl,
-                                                 forwarding=fwd))
+                                                 forwarding=fwd, master=master))
             key = "addresses"
             for text in _expect(spec.get("addresses", []), list, "addresses"):
                 if is_ipv6_text(text):
@@ -342,6 +348,9 @@ def apply_sysctl(host: Host, name: str, value: str) -> None:
             host.interfaces[dev].route_localnet = _bool(value, name)
         else:
             host.interfaces[dev].forwarding = _bool(value, name)
+        return
+    if name == "net.bridge.bridge-nf-call-iptables":  # brnf_sysctl_call_tables: any non-zero value is 1
+        host.bridge_nf_call_iptables = int(value) != 0
         return
     if name.startswith(("net.netfilter.", "nf_conntrack_")):
         host.conntrack.set_sysctl(name, value)

@@ -30,6 +30,8 @@ _ETH_P_IP, _ETH_P_ARP, _ETH_P_IPV6 = ethernet.ETH_P_IP, ethernet.ETH_P_ARP, ethe
 # `ipv6_rcv` (engine/ip6_input.py), bound by the engine: (payload, device, packet id, pkt_type, source MAC,
 # destination MAC, trace)
 Ipv6Rcv = Callable[[bytes, Interface, int, PacketType, bytes, bytes, bool], None]
+# `br_handle_frame` (engine/bridge.py), bound by the engine: (frame, port, packet id, trace)
+BrHandleFrame = Callable[[bytes, Interface, int, bool], None]
 _NO_MAC = b"\x00" * 6
 _BROADCAST_MAC = b"\xff" * 6
 _PKT_BROADCAST = PacketType.BROADCAST
@@ -62,6 +64,7 @@ class IpInput:
         self.resolve_neighbours = resolve_neighbours
         self.fast_path = True  # use the flow cache (tier 2) for established forwarded TCP/UDP
         self.ipv6_rcv: Ipv6Rcv | None = None  # the IPv6 path (one branch on the ethertype, off the IPv4 path)
+        self.br_handle_frame: BrHandleFrame | None = None  # a bridge port's frames (rx_handler), when bridges exist
         self._rcv_core, self._on_link = family.rcv_core, family.on_link  # bound once: called per packet
 
     def iface(self, name: str) -> Interface:
@@ -79,6 +82,9 @@ class IpInput:
         dev = self._host.interfaces.get(iface)
         if dev is None or not dev.up:
             dev = self.iface(iface)  # raises the drop
+        if dev.master is not None and self.br_handle_frame is not None:
+            self.br_handle_frame(frame, dev, pkt_id, trace)  # __netif_receive_skb_core: the port's rx_handler
+            return
         # ethernet.parse_ethernet, inline (`frame` is bytes: its slices are the copies)
         if len(frame) < ETH_HDR_LEN:
             raise Drop(DropReason.SHORT_FRAME, "eth_type_trans", f"{len(frame)} bytes")
@@ -153,3 +159,11 @@ class IpInput:
             self._route.ip_rcv_skb(skb)
         finally:
             st.flush_trace(skb)
+
+    def ip_rcv_bridged(self, skb: Skb, dev: Interface) -> None:
+        """`br_pass_frame_up` → `ip_rcv` on the bridge device `dev` for a packet br_netfilter already took
+        through PREROUTING (engine/bridge.py): `ip_sabotage_in` keeps the IPv4 hooks from running twice, so
+        the routing decision (`ip_rcv_finish`) comes next, with `skb.nf_bridge` (physindev) kept."""
+        if skb.src_mac and not self.resolve_neighbours and self._on_link(dev, skb.saddr):
+            self._neighs.learn(dev.name, skb.saddr, skb.src_mac, self._ctx.now)
+        self._route.ip_rcv_finish(skb)

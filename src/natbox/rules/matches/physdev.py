@@ -1,13 +1,16 @@
 """`-m physdev` (libxt_physdev.c, net/netfilter/xt_physdev.c `physdev_mt`): bridge ports of a bridged packet.
 
-natbox's host model has no bridges, so no packet carries bridge netfilter information
-(`nf_bridge_info_exists` is false): the kernel then matches exactly when every option the rule uses is
-inverted (`! --physdev-is-bridged` matches, `--physdev-in eth0` never does). The checkentry refuses
-`--physdev-out`/`--physdev-is-out` without `--physdev-is-bridged` in chains OUTPUT reaches
-(docs/differences.md).
+A packet that entered through a bridge port carries `Skb.nf_bridge` (engine/bridge.py): its input port
+(physindev) and, while the bridge forwards it, its output port (physoutdev). Without it
+(`nf_bridge_info_exists` false: the packet did not come in by a bridge port) the rule matches exactly when
+every option it uses is inverted. Interface names compare as `ifname_compare_aligned` with the mask
+iptables computes: exact, or a prefix before a trailing '+'. The checkentry refuses
+`--physdev-out`/`--physdev-is-out` without `--physdev-is-bridged` in chains OUTPUT reaches.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -86,13 +89,47 @@ class Physdev(Match):
         return " PHYSDEV match" + self._text()
 
     def compile(self) -> MatchFn:
-        # no packet is bridged: the match holds iff every option used is inverted (physdev_mt's first branch)
-        hit = (self.bitmask & ~self.invert) == 0
+        bitmask, invert = self.bitmask, self.invert
+        # no nf_bridge: the match holds iff every option used is inverted (physdev_mt's first branch)
+        unbridged = (bitmask & ~invert) == 0
+        want_bridged = not invert & XT_PHYSDEV_OP_BRIDGED
+        inv_isin, inv_isout = bool(invert & XT_PHYSDEV_OP_ISIN), bool(invert & XT_PHYSDEV_OP_ISOUT)
+        inv_in, inv_out = bool(invert & XT_PHYSDEV_OP_IN), bool(invert & XT_PHYSDEV_OP_OUT)
+        in_name, out_name = _name_test(self.physindev), _name_test(self.physoutdev)
+        op_bridged, op_isin = bool(bitmask & XT_PHYSDEV_OP_BRIDGED), bool(bitmask & XT_PHYSDEV_OP_ISIN)
+        op_isout, op_in, op_out = (bool(bitmask & XT_PHYSDEV_OP_ISOUT), bool(bitmask & XT_PHYSDEV_OP_IN),
+                                   bool(bitmask & XT_PHYSDEV_OP_OUT))
 
         def physdev_mt(skb: Skb, ctx: XtContext) -> bool:
-            return hit
+            nfb = skb.nf_bridge
+            if nfb is None:
+                return unbridged
+            outdev, indev = nfb.physoutdev, nfb.physindev
+            # "This only makes sense in the FORWARD and POSTROUTING chains"
+            if op_bridged and bool(outdev) != want_bridged:
+                return False
+            if (op_isin and (not indev) != inv_isin) or (op_isout and (not outdev) != inv_isout):
+                return False
+            if op_in and indev and in_name(indev) == inv_in:
+                return False
+            if not op_out:
+                return True
+            if not outdev:
+                return False  # even when inverted: physdev_mt returns false without a physoutdev
+            return out_name(outdev) != inv_out
 
         return physdev_mt
 
     def why(self, skb: Skb, ctx: XtContext) -> str:
-        return "no match (not a bridged packet: the host model has no bridges)"
+        nfb = skb.nf_bridge
+        if nfb is None:
+            return "no match (not a bridged packet: it did not enter by a bridge port)"
+        return f"no match (physindev {nfb.physindev or '-'}, physoutdev {nfb.physoutdev or '-'})"
+
+
+def _name_test(name: str) -> Callable[[str], bool]:
+    """`ifname_compare_aligned` with libxt_physdev's mask: a trailing '+' compares only what precedes it."""
+    if name.endswith("+"):
+        prefix = name[:-1]
+        return lambda dev: dev.startswith(prefix)
+    return lambda dev: dev == name
