@@ -201,7 +201,7 @@ class Bridges:
             to = self.fdb(br.name).lookup(dst_mac, self._ctx.now)
             if to == port.name:  # br_forward: should_deliver() refuses the input port
                 raise Drop(DropReason.OTHERHOST, "br_forward", f"{ethernet.format_mac(dst_mac)} is behind {to}")
-            out_ports = [self._host.interfaces[to]] if to is not None else self._flood_ports(br, port.name)
+            out_ports = self._fdb_port(br, to) if to is not None else self._flood_ports(br, port.name)
             local = False
         if skb is not None and skb.trace is not None:
             ports = ", ".join(p.name for p in out_ports) or "no port"
@@ -222,6 +222,11 @@ class Bridges:
             self.pass_up_frame(frame, br.name, pkt_id, trace)
         else:
             self.pass_up_ip(skb, br)
+
+    def _fdb_port(self, br: Interface, name: str) -> list[Interface]:
+        """The port an FDB entry names, if it is still a port of `br` and up (`should_deliver`)."""
+        dev = self._host.interfaces.get(name)
+        return [dev] if dev is not None and dev.master == br.name and dev.up else []
 
     def _flood_ports(self, br: Interface, in_port: str) -> list[Interface]:
         """`br_flood()`'s ports: every port that is up, except the one the frame came in on."""
@@ -263,12 +268,13 @@ class Bridges:
         sent: list[Emitted] = []
         for e in out.emitted:
             br = interfaces.get(e.iface)
-            if br is None or br.kind != "bridge":
+            ports = self._host.bridge_ports(e.iface) if br is not None and br.kind == "bridge" else []
+            if br is None or not ports:  # not a bridge, or one without ports: sent on the device itself
                 sent.append(e)
                 continue
             dst = e.frame[ETH_DEST:ETH_SOURCE]
-            to = None if dst[0] & 1 else self.fdb(br.name).lookup(dst, now)
-            ports = [interfaces[to]] if to is not None else self._flood_ports(br, "")
+            to = None if dst[0] & 1 else self.fdb(e.iface).lookup(dst, now)
+            ports = self._fdb_port(br, to) if to is not None else [p for p in ports if p.up]
             sent.extend(Emitted(p.name, e.frame, e.pkt_id, e.ct_id, e.gso_type, e.gso_size, e.partial) for p in ports)
         out.emitted[:] = sent
 

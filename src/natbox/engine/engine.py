@@ -150,8 +150,10 @@ class Engine:
                                         lambda: ctx.now)
             self._flowcache.on_compiled = self._offload.consider
         self._setup_ipv6(hooks, ctx, st, local.listeners)
-        self.bridges: Bridges | None = None  # engine/bridge.py, when the host has a bridge
-        if any(i.kind == "bridge" for i in host.interfaces.values()):
+        # engine/bridge.py, when the host has bridge ports (a bridge without ports is an ordinary device
+        # on which frames are received and sent directly, as the docker demos' docker0)
+        self.bridges: Bridges | None = None
+        if any(i.master is not None for i in host.interfaces.values()):
             br = self.bridges = Bridges(host, self.fib, hooks, family, st, ctx)
             br.pass_up_ip, br.neigh_mac = self._input.ip_rcv_bridged, output.neigh_mac
             br.pass_up_frame = lambda frame, dev, pkt_id, trace: self._input.receive_frame(frame, dev, pkt_id,

@@ -122,8 +122,9 @@ class Forwarder:
         ct, key = skb.ct, skb.fast_key
         if ct is None or key is None or not ct.confirmed or skb.frag_max_size:
             return
-        if skb.nf_bridge is not None or self._host.interfaces[skb.oif].kind == "bridge":
-            return  # through a bridge: the bridge stage (engine/bridge.py) picks the port, no plan does
+        if skb.nf_bridge is not None or (self._host.interfaces[skb.oif].kind == "bridge"
+                                         and self._host.bridge_ports(skb.oif)):
+            return  # through a bridge's ports: the bridge stage (engine/bridge.py) picks the port, no plan does
         ctinfo = skb.ctinfo
         if ctinfo == _CTINFO_NEW:
             if key[2] == 6:
