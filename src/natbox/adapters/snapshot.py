@@ -24,9 +24,10 @@ from natbox.files import check_parent_dir, read_text
 __all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "build_parser", "cli_snapshot", "load_host", "take_snapshot"]
 
 COMMAND_TIMEOUT = 20.0  # seconds; bounds each command a snapshot runs
-# The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet and the conntrack knobs.
+# The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet, the conntrack knobs and br_netfilter's
+# bridge-nf-call-iptables.
 SYSCTL_PATTERN = (r"^net\.(ipv4\.ip_forward$|ipv4\.conf\.[^.]+\.(forwarding|route_localnet)$"
-                  r"|netfilter\.nf_conntrack_)")
+                  r"|netfilter\.nf_conntrack_|bridge\.bridge-nf-call-iptables$)")
 SYSCTL6_PATTERN = r"^net\.ipv6\.conf\.all\.forwarding$"  # what ip6_forward reads (IPv6 §1.3)
 # file name -> argv (same order and names as SNAPSHOT_FILES)
 SNAPSHOT_COMMANDS: dict[str, list[str]] = {

@@ -137,8 +137,12 @@ def _parse_links(host: Host, links: list[dict[str, Any]], origin: str) -> None:
         index = link.get("ifindex", 0)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise SnapshotError(f"{where}: {name}: bad ifindex {index!r}")
+        master = link.get("master")  # a bridge port (`ip link set DEV master BR`)
+        if master is not None and not isinstance(master, str):
+            raise SnapshotError(f"{where}: {name}: bad master {master!r}")
         try:
-            host.add_interface(Interface(name, mac=mac, mtu=mtu, kind=kind, up="UP" in flags, index=index))
+            host.add_interface(Interface(name, mac=mac, mtu=mtu, kind=kind, up="UP" in flags, index=index,
+                                         master=master))
         except HostError as exc:
             raise SnapshotError(f"{where}: {exc}") from None
 
