@@ -387,3 +387,20 @@ def test_a_ping_session_is_carried_by_the_kernel(lab: Lab, tmp_path: Path) -> No
         stop(gw)
     assert _carried(status) >= 40, status  # of the 60 echo messages, all but the first few
     assert "icmp src=10.0.1.2 dst=198.51.100.2" in status, status
+
+
+def test_a_filter_left_by_a_killed_gateway_is_removed_at_the_next_start(lab: Lab, tmp_path: Path) -> None:
+    """SIGKILL leaves the program on the devices, forwarding the flows it held; the next gateway, with
+    --offload or without, removes it and says so."""
+    gw = _gateway(lab, tmp_path / "ctl.sock")
+    gw.kill()  # by its own pid: no close()
+    gw.wait()
+    shown = ns_run(lab, "gw", ["tc", "filter", "show", "dev", "lan0", "ingress"])
+    assert b"natbox_offload" in shown.stdout, shown.stdout
+    again = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml"))
+    try:
+        said = wait_ready(again)
+    finally:
+        stop(again)
+    assert "lan0: removed the offload filter" in said and "wan0: removed the offload filter" in said, said
+    assert b"natbox_offload" not in ns_run(lab, "gw", ["tc", "filter", "show", "dev", "lan0", "ingress"]).stdout

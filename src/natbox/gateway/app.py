@@ -19,7 +19,7 @@ from natbox.gateway.control import ControlPathError, ControlServer
 from natbox.gateway.kernel import check_kernel
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EventLoop
-from natbox.gateway.offload import Offload, start_offload
+from natbox.gateway.offload import Offload, remove_stale_filters, start_offload
 from natbox.gateway.ports import open_ports
 from natbox.gateway.privileges import drop_privileges
 from natbox.gateway.sdnotify import Notifier
@@ -59,6 +59,7 @@ def _run(cfg: GatewayConfig) -> int:
     opened = open_ports(cfg, owned)
     if opened is None:
         return 1
+    remove_stale_filters([i.name for i in owned if i.kind != "tap"])
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
     engine = Engine(host, ruleset=ruleset, ruleset6=hf.ruleset6, seed=seed, resolve_neighbours=True,

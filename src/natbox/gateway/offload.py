@@ -39,10 +39,10 @@ from natbox.engine.offload import OffloadAdd
 from natbox.errors import NatboxError
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EventLoop
-from natbox.offload.datapath import Datapath, ifindex
+from natbox.offload.datapath import Datapath, detach_stale, ifindex
 from natbox.offload.entry import OffloadAction, OffloadKey, offload_entry
 
-__all__ = ["FOLD_INTERVAL", "GatewayOffload", "Offload", "start_offload"]
+__all__ = ["FOLD_INTERVAL", "GatewayOffload", "Offload", "remove_stale_filters", "start_offload"]
 
 FOLD_INTERVAL = 1.0  # seconds between two reads of the datapath's counters
 RECENT_MAX = 64  # offload events `natbox status` shows (the newest)
@@ -276,3 +276,16 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offloa
     loop.after_wakeup.append(offload.sync)
     loop.add_timers(offload)
     return offload
+
+
+def remove_stale_filters(ifnames: list[str]) -> None:
+    """At every start, with --offload or without: a natbox killed before it closed its datapath left its
+    program on the devices, forwarding the flows it held past this one; it goes (one warning each)."""
+    if shutil.which("tc") is None:
+        return
+    for name in ifnames:
+        try:
+            if detach_stale(name):
+                say(f"warning: {name}: removed the offload filter a natbox that was killed left forwarding its flows")
+        except (NatboxError, OSError) as exc:
+            say(f"warning: {name}: {exc}")
