@@ -16,10 +16,7 @@ __all__ = ["IP6TABLES_MATCH_NAMES", "IP6TABLES_TARGET_NAMES", "IPV4_ONLY_MATCHES
            "TARGETS6_ALL"]
 
 # libipt_* extensions, and names whose IPv6 implementation is another class (not loaded by ip6tables as is)
-IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl",
-                                                # implemented for IPv4 only so far (its IPv6 form looks up
-                                                # IPVS entries for IPv6): ip6tables says natbox lacks it
-                                                "ipvs", "osf"})
+IPV4_ONLY_MATCHES: frozenset[str] = frozenset({"ah", "icmp", "realm", "ttl", "osf"})
 IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG", "REJECT", "NETMAP", "REDIRECT"})
 
 # Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not. Not osf:

@@ -3,15 +3,17 @@
 natbox has no IPVS: no packet has `skb->ipvs_property`, so `--ipvs` never matches, `! --ipvs` alone always
 does, and a rule with any other option never matches, inverted or not (`ipvs_mt` returns false for a
 non-IPVS packet before comparing them). The rule is parsed, checked and printed as iptables does
-(docs/differences.md).
+(docs/differences.md); in ip6tables `--vaddr` is an IPv6 address with an optional prefix length
+(libxt_ipvs's `ipvs_mt_dump_addr` prints it with xtables_ip6mask_to_numeric).
 """
 
 from __future__ import annotations
 
+from natbox.rules.addr6 import format_addr6_mask, parse_ipv6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_protocol, parse_uint
-from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen, plen_mask
-from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4
+from natbox.rules.matches._xtflags import XtFlags, XtOptSpec, parse_plen, parse_plen6, plen_mask, plen_mask6
+from natbox.rules.model import NFPROTO_IPV6, Match, MatchFn, Opt, Rule, RulesError, format_addr_mask, parse_ipv4
 from natbox.rules.services import service_port
 from natbox.skb import Skb
 
@@ -38,9 +40,17 @@ def _port(text: str) -> int:
     return v
 
 
-def _hostmask(text: str) -> tuple[int, int]:
-    """`xtopt_parse_hostmask`: an address and an optional /prefix or /mask (the address is not masked)."""
+def _hostmask(text: str, family: int) -> tuple[int, int]:
+    """`xtopt_parse_hostmask`: an address and an optional /prefix or /mask (the address is not masked); in
+    ip6tables getaddrinfo looks the host up as AF_INET6 (an IPv4 address: "Address family ... not supported")."""
     a, slash, m = text.partition("/")
+    if family == NFPROTO_IPV6:
+        addr6 = parse_ipv6(a)
+        if addr6 is None:
+            if a.count(".") == 3 and parse_ipv4(a) is not None:
+                raise RulesError("getaddrinfo: Address family for hostname not supported\n")
+            raise RulesError("getaddrinfo: Name or service not known\n")
+        return addr6, plen_mask6(parse_plen6("ipvs", "vaddr", m)) if slash else (1 << 128) - 1
     addr = parse_ipv4(a) if a.count(".") == 3 else None
     if addr is None:
         raise RulesError("getaddrinfo: Name or service not known\n")
@@ -56,6 +66,7 @@ class Ipvs(Match):
         self.bitmask = self.invert = 0
         self.l4proto = self.vport = self.vportctl = self.fwd_method = 0
         self.vaddr, self.vmask = 0, 0
+        self.family = 0  # the rule's (NFPROTO_IPV6: --vaddr is an IPv6 address)
         self.flags = XtFlags("ipvs", _SPECS)
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
@@ -64,7 +75,8 @@ class Ipvs(Match):
         if opt == "vproto":
             self.l4proto = parse_protocol(a)
         elif opt == "vaddr":
-            self.vaddr, self.vmask = _hostmask(a)
+            self.family = rule.family
+            self.vaddr, self.vmask = _hostmask(a, rule.family)
         elif opt == "vport":
             self.vport = _port(a)
         elif opt == "vportctl":
@@ -102,6 +114,8 @@ class Ipvs(Match):
             out += (" !" if inv & XT_IPVS_VADDR else "") + f" {pfx}vaddr"
             if not numeric and self.vaddr == 0:
                 out += " anywhere"
+            elif self.family == NFPROTO_IPV6:
+                out += " " + format_addr6_mask(self.vaddr, self.vmask, always_prefix=False)
             else:
                 out += " " + format_addr_mask(self.vaddr, self.vmask, numeric=numeric, always_prefix=False)
         if b & XT_IPVS_VPORT:
