@@ -111,7 +111,7 @@ class _Churn:
             skb.oif = "eth1"
             now = self.now
             assert nf_conntrack_in(skb, Hook.PRE_ROUTING, now, table, cfg) == 1
-            nat.nf_nat_ipv4_fn(skb, Hook.POST_ROUTING, now=now, table=table, rnd=rnd, run_chain=self._chain)
+            nat.nf_nat_inet_fn(skb, Hook.POST_ROUTING, now=now, table=table, rnd=rnd, run_chain=self._chain)
             assert nf_conntrack_confirm(skb, now, table) == 1
             self.now += 0.0001
         assert len(nat) == len(self.packets)

@@ -60,7 +60,7 @@ def run(lab: Lab, skb: Skb, hook: Hook, chain: Callable[[Skb], int] | None = Non
         calls.append(s)
         return chain(s) if chain is not None else 1
 
-    verdict = lab.nat.nf_nat_ipv4_fn(skb, hook, now=lab.now, table=lab.table, rnd=lab.rnd, run_chain=run_chain)
+    verdict = lab.nat.nf_nat_inet_fn(skb, hook, now=lab.now, table=lab.table, rnd=lab.rnd, run_chain=run_chain)
     skb.mark = len(calls)  # how many times the nat chain ran (for the assertions)
     return verdict
 

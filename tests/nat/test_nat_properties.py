@@ -70,7 +70,7 @@ def through_hooks(lab: Lab, skb: Skb, hooks: tuple[Hook, Hook], chains: dict[Hoo
                 return 1
             return lab.setup(s.ct, rng, ManipType.for_hook(hook))
 
-        verdict = lab.nat.nf_nat_ipv4_fn(skb, hook, now=lab.now, table=lab.table, rnd=lab.rnd, run_chain=run_chain)
+        verdict = lab.nat.nf_nat_inet_fn(skb, hook, now=lab.now, table=lab.table, rnd=lab.rnd, run_chain=run_chain)
         if verdict != 1:
             return verdict
     return 1

@@ -1,7 +1,8 @@
 """Connection tracking's entry points: classify a packet and confirm its ct (§2.3, §2.5, §2.7).
 
 Mirrors, in nf_conntrack_core.c: `ipv4_get_l4proto`, `nf_ct_get_tuple`, `nf_ct_get_tuplepr`,
-`resolve_normal_ct` + `init_conntrack` + `__nf_conntrack_alloc` (table-full handling), `nf_conntrack_in`,
+`resolve_normal_ct` + `init_conntrack` + `__nf_conntrack_alloc` (table-full handling), `nf_conntrack_in`
+(one function for both families: IPv6's layer-3 part is core6.py's `ipv6_conntrack_in`),
 `__nf_conntrack_confirm` with `nf_ct_resolve_clash`, `__nf_ct_resolve_clash` and
 `nf_ct_resolve_clash_harder`.
 
@@ -43,9 +44,20 @@ from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS
 from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmpv4_error
 from natbox.conntrack.proto.tcp import tcp_packet
+from natbox.conntrack.proto.udp import udp_packet
 from natbox.conntrack.table import ConntrackTable, CtEventType, zone_id_dir, zone_key
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
-from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook
+from natbox.netfilter import (
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    NF_ACCEPT,
+    NF_DROP,
+    CtInfo,
+    CtStatus,
+    Direction,
+    Hook,
+)
 from natbox.skb import Skb
 from natbox.wire.ipv4 import IP_OFFSET
 from natbox.wire.layout import (
@@ -73,11 +85,11 @@ _DIRN_REPLY = Direction.REPLY
 __all__ = [
     "ALLOW_CLASH",
     "EVENT_PROTOINFO",
+    "L3Result",
     "get_tuple",
     "get_tuplepr",
     "nf_conntrack_confirm",
     "nf_conntrack_in",
-    "resolve_normal_ct",
 ]
 
 # `reason` of an UPDATE event whose ctnetlink message carries CTA_PROTOINFO (the TCP state changed), so
@@ -111,8 +123,19 @@ def get_tuple(skb: Skb) -> ConnTuple | None:
     return nf_ct_get_tuplepr(skb.data, 0)
 
 
-def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
-    """Mirrors `nf_conntrack_in()` (§2.3): attach a ct and ctinfo to `skb`; returns NF_ACCEPT or NF_DROP.
+# what `ipv6_conntrack_in` (core6.py) hands `nf_conntrack_in`: the packet's tuple, its l4proto, the dataoff
+L3Result = tuple[ConnTuple, L4Proto, int]
+
+
+def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig,
+                    l3: L3Result | None = None) -> int:
+    """Mirrors `nf_conntrack_in()` (§2.3) with `resolve_normal_ct()`: attach a ct and ctinfo to `skb`; returns
+    NF_ACCEPT or NF_DROP.
+
+    Both families run this one function, as in the kernel. The layer-3 part (`get_l4proto`, the ICMP error
+    check, `nf_ct_get_tuple`) is IPv4's, inline, unless `l3` gives IPv6's result (`ipv6_conntrack_in` does
+    that part and calls this). From the tuple on: look it up (or create an unconfirmed ct), set ctinfo,
+    run the protocol's tracker (re-looking up on -NF_REPEAT) and send the UPDATE event.
 
     An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = CtInfo.INVALID` and `skb.note` saying
     why. Never raises on malformed bytes.
@@ -124,55 +147,51 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         return NF_ACCEPT
     skb.ctinfo = _CTINFO_INVALID
     stats = table.stats
-    data = skb.data
-    # ipv4_get_l4proto(data, 0), inline
-    if len(data) < IPH_MIN_LEN or ((data[IPH_FRAG_OFF] << 8) | data[IPH_FRAG_OFF + 1]) & _IP_OFFSET \
-            or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > len(data) or dataoff <= 0:
-        stats.invalid += 1
-        skb.note = "conntrack: no transport header (fragment or bad header length)"
-        return NF_ACCEPT
-    proto = data[IPH_PROTOCOL]
-    l4proto = L4PROTOS.get(proto, GENERIC)
-
-    if proto == IPPROTO_ICMP:
-        ret = icmpv4_error(skb, dataoff, hook, now, table, cfg, nf_ct_get_tuplepr)
-        if ret <= 0:
-            stats.error += 1
-            skb.ct = None
-            skb.ctinfo = _CTINFO_INVALID
-            return -ret if ret < 0 else NF_DROP
-        if ret == ICMP_ERROR_TRACKED:
-            return NF_ACCEPT  # RELATED / RELATED_REPLY error
-
-    # resolve_normal_ct's tuple (the same for every re-lookup)
+    # the packet's tuple as `key` (`t` the same as a ConnTuple, or None to make one only for a new ct)
     key: tuple[int, int, int, int, int] | None
     t: ConnTuple | None
-    if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
-        # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
-        # made only for a new ct
-        key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),
-               (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
-               int.from_bytes(data[IPH_DADDR:_DADDR_END], "big"),
-               (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
-        t = None
-    else:
-        key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
-                                       int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
-        if key is None:
+    if l3 is None:
+        data = skb.data
+        # ipv4_get_l4proto(data, 0), inline
+        if len(data) < IPH_MIN_LEN or ((data[IPH_FRAG_OFF] << 8) | data[IPH_FRAG_OFF + 1]) & _IP_OFFSET \
+                or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > len(data) or dataoff <= 0:
             stats.invalid += 1
-            skb.note = "conntrack: transport header too short for a tuple"
+            skb.note = "conntrack: no transport header (fragment or bad header length)"
             return NF_ACCEPT
-    return resolve_normal_ct(skb, key, t, l4proto, dataoff, hook, now, table, cfg)
+        proto = data[IPH_PROTOCOL]
+        l4proto = L4PROTOS.get(proto, GENERIC)
 
+        if proto == IPPROTO_ICMP:
+            ret = icmpv4_error(skb, dataoff, hook, now, table, cfg, nf_ct_get_tuplepr)
+            if ret <= 0:
+                stats.error += 1
+                skb.ct = None
+                skb.ctinfo = _CTINFO_INVALID
+                return -ret if ret < 0 else NF_DROP
+            if ret == ICMP_ERROR_TRACKED:
+                return NF_ACCEPT  # RELATED / RELATED_REPLY error
 
-def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTuple | None, l4proto: L4Proto,
-                      dataoff: int, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
-    """Mirrors `resolve_normal_ct()` and the rest of `nf_conntrack_in()` for both families: look the tuple up
-    (or create an unconfirmed ct), set ctinfo, run the protocol's tracker (re-looking up on -NF_REPEAT) and
-    send the UPDATE event. `key` is the packet's tuple (`t` the same as a ConnTuple, or None to make one only
-    for a new ct); the layer-3 part is done by the caller (`nf_conntrack_in`, `ipv6_conntrack_in`)."""
-    stats = table.stats
-    proto = key[4]
+        if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
+            # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
+            # made only for a new ct
+            key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),
+                   (data[dataoff + L4_SPORT] << 8) | data[dataoff + L4_SPORT + 1],
+                   int.from_bytes(data[IPH_DADDR:_DADDR_END], "big"),
+                   (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
+            t = None
+        else:
+            key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
+                                           int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
+            if key is None:
+                stats.invalid += 1
+                skb.note = "conntrack: transport header too short for a tuple"
+                return NF_ACCEPT
+    else:
+        t, l4proto, dataoff = l3
+        key = t
+        proto = t[4]
+
+    # resolve_normal_ct (the same tuple for every re-lookup)
     zone = skb.ct_zone  # the zone of the template -j CT --zone attached (raw), else 0
     for _ in range(MAX_REPEAT):
         hit = table.lookup(key, now) if not zone else table.find_in_zone(key, zone, now)
@@ -215,9 +234,11 @@ def resolve_normal_ct(skb: Skb, key: tuple[int, int, int, int, int], t: ConnTupl
                   tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1)
 
         # nf_conntrack_handle_packet: the protocol's tracker (the ct's protocol is the packet's: its tuple
-        # holds it); TCP called directly, the commonest case
+        # holds it); TCP and UDP called directly, the commonest cases
         if proto == IPPROTO_TCP:
             ret = tcp_packet(conn, skb, dataoff, direction, hook, now, table, cfg)
+        elif proto == IPPROTO_UDP:
+            ret = udp_packet(conn, skb, dataoff, direction, hook, now, cfg)
         else:
             ret = l4proto.packet(conn, skb, dataoff, direction, hook, now, table, cfg)
         if ret > 0:
@@ -293,7 +314,8 @@ def nf_conntrack_confirm(skb: Skb, now: float, table: ConntrackTable) -> int:
         if _can_merge(winner, conn):
             return _merge(skb, winner, conn, table)
         # nf_ct_resolve_clash_harder: the reply direction must never clash, unless identical.
-        rhit = table.lookup(zone_key(conn.tuples[1], zone_id_dir(conn.zone, 1)), now)
+        reply = conn.tuples[1]
+        rhit = table.lookup(reply if not conn.zone else zone_key(reply, zone_id_dir(conn.zone, 1)), now)
         if rhit is None or rhit[0] is conn:
             table.insert_reply_only(conn, now)
             stats.clash_resolve += 1

@@ -4,13 +4,14 @@ the IPv6 `nf_ct_get_tuplepr` (ipv6-semantics.md §2).
 The layer-3 part differs from IPv4 (`ipv6_get_l4proto`: the extension headers skipped by
 `ipv6_skip_exthdr`, a non-first fragment or a chain ending in NEXTHDR_NONE is INVALID; 128-bit addresses;
 ICMPv6's error check with its untracked ND/MLD types); from the tuple on, both families run the same
-`resolve_normal_ct` and the same trackers (conntrack/core.py). One table holds both families (§1.1).
+`nf_conntrack_in` (its `resolve_normal_ct` part) and the same trackers (conntrack/core.py), which
+`ipv6_conntrack_in` calls with its layer-3 result. One table holds both families (§1.1).
 """
 
 from __future__ import annotations
 
 from natbox.conntrack.config import ConntrackConfig
-from natbox.conntrack.core import resolve_normal_ct
+from natbox.conntrack.core import nf_conntrack_in
 from natbox.conntrack.l4proto import GENERIC, L4PROTOS
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED
 from natbox.conntrack.proto.icmpv6 import ICMPV6_UNTRACKED, icmpv6_error
@@ -51,7 +52,9 @@ def nf_ct_get_tuplepr6(data: bytes | bytearray, nhoff: int) -> ConnTuple | None:
 
 def ipv6_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg: ConntrackConfig) -> int:
     """Mirrors `nf_conntrack_in()` for an IPv6 skb (PREROUTING and LOCAL_OUT, -200): attach a ct and ctinfo;
-    returns NF_ACCEPT or NF_DROP. INVALID packets are accepted with no ct and `skb.note` saying why."""
+    returns NF_ACCEPT or NF_DROP. INVALID packets are accepted with no ct and `skb.note` saying why. The
+    layer-3 part is here (`ipv6_get_l4proto`, `icmpv6_error`, the tuple); conntrack/core.py's
+    `nf_conntrack_in` does the rest for both families."""
     if skb.ct is not None:
         return NF_ACCEPT
     if skb.untracked:
@@ -92,4 +95,4 @@ def ipv6_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, c
         stats.invalid += 1
         skb.note = "conntrack: transport header too short for a tuple"
         return NF_ACCEPT
-    return resolve_normal_ct(skb, t, t, l4proto, dataoff, hook, now, table, cfg)
+    return nf_conntrack_in(skb, hook, now, table, cfg, (t, l4proto, dataoff))

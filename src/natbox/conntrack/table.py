@@ -46,7 +46,8 @@ _REPLY = Direction.REPLY
 def zone_key(t: tuple[int, int, int, int, int], zone_id: int) -> tuple[int, ...]:
     """The table's key of tuple `t` in the zone with id `zone_id`: the tuple itself in zone 0, the tuple and
     the zone id otherwise (`nf_ct_key_equal`: the tuple and `nf_ct_zone_equal`). Zone 0, the common case,
-    costs nothing."""
+    costs nothing: the table's per-packet paths test the zone and call this (and zone_id_dir) only for a
+    zone other than 0."""
     return t if not zone_id else (*t, zone_id)
 
 
@@ -235,7 +236,8 @@ class ConntrackTable:
         A ct whose ORIGINAL tuple equals `ignored`'s ORIGINAL is the same flow and does not count.
         """
         # t is a reply tuple: hashed with the zone id of `ignored` for the reply direction, no second try
-        hit = self.find_in_zone(t, ignored.zone, now, _REPLY, fallback=False)
+        zone = ignored.zone
+        hit = self.lookup(t, now) if not zone else self.find_in_zone(t, zone, now, _REPLY, fallback=False)
         if hit is None:
             return None
         conn = hit[0]
@@ -251,8 +253,9 @@ class ConntrackTable:
 
     def clash(self, conn: Conn, now: float) -> tuple[Conn, Direction] | None:
         """The live entry that already holds one of `conn`'s tuples, if any (checked at confirm)."""
-        for d in (Direction.ORIGINAL, Direction.REPLY):
-            hit = self.lookup(zone_key(conn.tuples[d], zone_id_dir(conn.zone, d)), now)
+        zone = conn.zone
+        for d, t in enumerate(conn.tuples):
+            hit = self.lookup(t if not zone else zone_key(t, zone_id_dir(zone, d)), now)
             if hit is not None and hit[0] is not conn:
                 return hit
         return None
@@ -260,9 +263,14 @@ class ConntrackTable:
     def insert(self, conn: Conn, now: float) -> None:
         """Insert both directions (the caller has checked for clashes). Emits the NEW event."""
         conn.status |= CtStatus.CONFIRMED
+        orig: tuple[int, ...]
+        reply: tuple[int, ...]
+        orig, reply = conn.tuples
         zone = conn.zone
-        self._hash[zone_key(conn.tuples[0], zone_id_dir(zone, 0))] = conn
-        self._hash[zone_key(conn.tuples[1], zone_id_dir(zone, 1))] = conn
+        if zone:
+            orig, reply = zone_key(orig, zone_id_dir(zone, 0)), zone_key(reply, zone_id_dir(zone, 1))
+        self._hash[orig] = conn
+        self._hash[reply] = conn
         self._conns[conn.ct_id] = conn
         self.event(CtEventType.NEW, conn, now)
 
@@ -277,8 +285,9 @@ class ConntrackTable:
         """Remove `conn` under both tuples and emit DESTROY (unless it was a hidden clash entry)."""
         if self._conns.pop(conn.ct_id, None) is None:
             return
+        zone = conn.zone
         for d, t in enumerate(conn.tuples):
-            key = zone_key(t, zone_id_dir(conn.zone, d))
+            key = t if not zone else zone_key(t, zone_id_dir(zone, d))
             if self._hash.get(key) is conn:
                 del self._hash[key]
         conn.status |= CtStatus.DYING

@@ -212,7 +212,7 @@ class Forwarder:
                 self.ip_rcv_finish(skb)
             return True
         nat = self._nat
-        if nat.nf_nat_ipv4_fn(skb, _HOOK_PRE_ROUTING, now=now, table=self._table, rnd=self._rnd,
+        if nat.nf_nat_inet_fn(skb, _HOOK_PRE_ROUTING, now=now, table=self._table, rnd=self._rnd,
                               run_chain=hooks.nat_chain[_HOOK_PRE_ROUTING]) != NF_ACCEPT:
             raise hooks.verdict_drop(_HOOK_PRE_ROUTING, "nat", skb)
         out = self._host.interfaces.get(oif)
@@ -233,7 +233,7 @@ class Forwarder:
             self._output.ip_output(skb)
             return True
         skb.hook = ctx.hook = _HOOK_POST_ROUTING
-        if nat.nf_nat_ipv4_fn(skb, _HOOK_POST_ROUTING, now=now, table=self._table, rnd=self._rnd,
+        if nat.nf_nat_inet_fn(skb, _HOOK_POST_ROUTING, now=now, table=self._table, rnd=self._rnd,
                               run_chain=hooks.nat_chain[_HOOK_POST_ROUTING]) != NF_ACCEPT:
             raise hooks.verdict_drop(_HOOK_POST_ROUTING, "nat", skb)
         # confirm: the ct is confirmed already (an established flow), nothing to do

@@ -273,7 +273,7 @@ class Hooks:
             # packets only
             if skb.ct is None or "nat" not in self.rules.present:
                 return NF_ACCEPT
-            return self._nat.nf_nat_ipv4_fn(skb, hook, now=ctx.now, table=self._table, rnd=self._rnd,
+            return self._nat.nf_nat_inet_fn(skb, hook, now=ctx.now, table=self._table, rnd=self._rnd,
                                             run_chain=run_chain)
 
         return run

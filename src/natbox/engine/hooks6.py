@@ -10,9 +10,9 @@ order, and `nf_hook_slow` over them.
 | POSTROUTING | mangle (-150), nat SRC (100), confirm (LAST)                                                   |
 
 The tables are the engine's ip6tables `Ruleset` (`Hooks.rules6`), run with the same `XtHost` (its `family`
-set to NFPROTO_IPV6 while they run); conntrack is `ipv6_conntrack_in`, NAT `nf_nat_ipv6_fn`; confirm is the
-one `nf_conntrack_confirm` of both families. Conntrack and defrag are registered only while a rule needs
-them (`rules6.needs_conntrack()`, §1.1), NAT while an ip6tables nat table exists.
+set to NFPROTO_IPV6 while they run); conntrack is `ipv6_conntrack_in`, NAT `nf_nat_inet_fn` (its
+nf_nat_ipv6_fn branch); confirm is the one `nf_conntrack_confirm` of both families. Conntrack and defrag
+are registered only while a rule needs them (`rules6.needs_conntrack()`, §1.1), NAT while an ip6tables nat table exists.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class Hooks6:
         def run(skb: Skb) -> int:
             if skb.ct is None or "nat" not in hooks.rules6.present:
                 return NF_ACCEPT
-            return hooks.nat.nf_nat_ipv6_fn(skb, hook, now=hooks.ctx.now, table=hooks.table, rnd=hooks.rnd,
+            return hooks.nat.nf_nat_inet_fn(skb, hook, now=hooks.ctx.now, table=hooks.table, rnd=hooks.rnd,
                                             run_chain=run_chain)
 
         return run

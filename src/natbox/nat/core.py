@@ -2,10 +2,10 @@
 
 Mirrors net/netfilter/nf_nat_core.c (`nf_nat_setup_info`, `get_unique_tuple`, `find_appropriate_src`,
 `find_best_ips_proto`, `nf_nat_l4proto_unique_tuple`, the `nf_nat_used_tuple*` tests,
-`nf_nat_alloc_null_binding`, `nf_nat_packet`, `nf_nat_inet_fn`) and `nf_nat_ipv4_fn` from
-nf_nat_proto.c, at the 6.x revision the reference describes (with `nf_nat_used_tuple_new`, the
-TIME_WAIT eviction of `nf_nat_used_tuple_harder`, and "lowest free port" for DST manip without
---random).
+`nf_nat_alloc_null_binding`, `nf_nat_packet`, `nf_nat_inet_fn`) and `nf_nat_ipv4_fn`/`nf_nat_ipv6_fn` from
+nf_nat_proto.c (one `nf_nat_inet_fn` method for the three), at the 6.x revision the reference describes
+(with `nf_nat_used_tuple_new`, the TIME_WAIT eviction of `nf_nat_used_tuple_harder`, and "lowest free
+port" for DST manip without --random).
 
 A binding is made once per ct and manip type, on the first packet (§4.1): the nat chain for the hook
 runs, a NAT target calls `setup_info`, and if nothing did, `alloc_null_binding`. After that every
@@ -185,14 +185,14 @@ class NatCore:
         if not self._tables or self._tables[0] is not table:
             self.attach(table)
         orig = ct.tuples[0]
-        key = (orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0))
+        key = (orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0) if ct.zone else 0)  # zone 0: no call
         self._bysource.setdefault(key, []).append(ct)
         self._member[ct] = key
 
     def find_appropriate_src(self, orig: ConnTuple, rng: NatRange, ct: Conn) -> tuple[ConnTuple, Conn] | None:
         """Mirrors `find_appropriate_src()`: the newest live ct with the same source whose mapping,
         with our destination, is in range (endpoint-independent mapping, §4.5 step 1b)."""
-        chain = self._bysource.get((orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0)))
+        chain = self._bysource.get((orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0) if ct.zone else 0))
         if not chain:
             return None
         for other in reversed(chain[:]):
@@ -523,11 +523,14 @@ class NatCore:
                 return f"{format_addr(addr)}:{port}"
         return format_addr(addr)
 
-    def nf_nat_ipv4_fn(
+    def nf_nat_inet_fn(
         self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
         run_chain: Callable[[Skb], int],
     ) -> int:
-        """Mirrors `nf_nat_ipv4_fn()` + `nf_nat_inet_fn()` (§1.3, §4.1) for one of the four NAT hooks.
+        """Mirrors the NAT hook function of one of the four NAT hooks, for both families (§1.3, §4.1; IPv6 §3.1):
+        `nf_nat_ipv4_fn()` (RELATED ICMP translated) or `nf_nat_ipv6_fn()` (RELATED ICMPv6), then the
+        `nf_nat_inet_fn()` both call: the chain or a null binding, the masquerade oif check, `nf_nat_packet`.
+        (One function, the family branch taken for RELATED packets only: no call between the two layers.)
 
         `run_chain(skb)` runs the nat table's chain for `hook` and returns its verdict; the NAT targets
         in it call `setup_info`. The caller handles what the per-hook wrappers do after this returns
@@ -539,38 +542,22 @@ class NatCore:
         if ct is None:
             return NF_ACCEPT
         ctinfo = skb.ctinfo
-        if ctinfo in _RELATED_CTINFO and skb.protocol == IPPROTO_ICMP:
-            verdict = icmp_reply_translation(skb, ct, ctinfo, hook)
-            if verdict != NF_ACCEPT:
-                ihl = skb.ihl
-                redirect = len(skb.data) > ihl + ICMPH_TYPE and skb.data[ihl + ICMPH_TYPE] == ICMP_REDIRECT
-                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
-            return verdict
-        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now, table, rnd, run_chain)
-
-    def nf_nat_ipv6_fn(
-        self, skb: Skb, hook: Hook, *, now: float, table: ConntrackTable, rnd: RandomSource,
-        run_chain: Callable[[Skb], int],
-    ) -> int:
-        """Mirrors `nf_nat_ipv6_fn()` (IPv6 §3.1): RELATED ICMPv6 is translated, the rest `nf_nat_inet_fn`."""
-        self.drop_reason = None
-        ct = skb.ct
-        if ct is None:
-            return NF_ACCEPT
-        ctinfo = skb.ctinfo
-        if ctinfo in _RELATED_CTINFO and skb.protocol == IPPROTO_ICMPV6:
-            verdict = icmpv6_reply_translation(skb, ct, ctinfo, hook, skb.ihl)
-            if verdict != NF_ACCEPT:
-                self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if len(skb.data) > skb.ihl and \
-                    skb.data[skb.ihl] == NDISC_REDIRECT else DropReason.NAT_ICMP_BAD
-            return verdict
-        return self.nf_nat_inet_fn(skb, ct, ctinfo, hook, now, table, rnd, run_chain)
-
-    def nf_nat_inet_fn(
-        self, skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook, now: float, table: ConntrackTable,
-        rnd: RandomSource, run_chain: Callable[[Skb], int],
-    ) -> int:
-        """Mirrors `nf_nat_inet_fn()` (§4.1) for both families: chain or null binding, masq oif, nat_packet."""
+        if ctinfo in _RELATED_CTINFO:
+            if skb.family != _NFPROTO_IPV6:
+                if skb.protocol == IPPROTO_ICMP:  # nf_nat_ipv4_fn
+                    verdict = icmp_reply_translation(skb, ct, ctinfo, hook)
+                    if verdict != NF_ACCEPT:
+                        ihl = skb.ihl
+                        redirect = len(skb.data) > ihl + ICMPH_TYPE and skb.data[ihl + ICMPH_TYPE] == ICMP_REDIRECT
+                        self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if redirect else DropReason.NAT_ICMP_BAD
+                    return verdict
+            elif skb.protocol == IPPROTO_ICMPV6:  # nf_nat_ipv6_fn
+                verdict = icmpv6_reply_translation(skb, ct, ctinfo, hook, skb.ihl)
+                if verdict != NF_ACCEPT:
+                    self.drop_reason = DropReason.NAT_REDIRECT_DROPPED if len(skb.data) > skb.ihl and \
+                        skb.data[skb.ihl] == NDISC_REDIRECT else DropReason.NAT_ICMP_BAD
+                return verdict
+        # nf_nat_inet_fn
         manip = _HOOK2MANIP[hook]
         done = _DONE_INT[manip]
         if ctinfo in _FIRST_CTINFO:
