@@ -135,25 +135,26 @@ class ConntrackConfig:
     max_entries: int = 262144  # nf_conntrack_max (§2.6); the engine gives it to ConntrackTable.max_entries
     buckets: int = 262144  # nf_conntrack_buckets (read-only in a netns)
     expect_max: int = 4096
-    _tcp_cache: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    # tcp_timeouts() once worked out, None after any field changed (read directly on the per-packet path)
+    tcp_timeout_table: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        if name != "_tcp_cache":
-            object.__setattr__(self, "_tcp_cache", None)
+        if name != "tcp_timeout_table":
+            object.__setattr__(self, "tcp_timeout_table", None)
 
     def tcp_timeouts(self) -> tuple[int, ...]:
         """The kernel's `tn->timeouts[]` (indexed by TcpState, TCP_CONNTRACK_RETRANS, TCP_CONNTRACK_UNACK).
 
         Cached until a field changes, so the per-packet timeout choice is two tuple indexings.
         """
-        cache = self._tcp_cache
+        cache = self.tcp_timeout_table
         if cache is None:
             slots = [0] * _TCP_TIMEOUT_SLOTS
             for idx, name in _TCP_TIMEOUT_FIELDS.items():
                 slots[idx] = int(getattr(self, name))
             cache = tuple(slots)
-            object.__setattr__(self, "_tcp_cache", cache)
+            object.__setattr__(self, "tcp_timeout_table", cache)
         return cache
 
     def sctp_timeouts(self) -> tuple[int, ...]:

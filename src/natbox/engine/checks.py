@@ -2,7 +2,7 @@
 
 | check            | kernel                                                    | slow path                 | executor |
 |------------------|-----------------------------------------------------------|---------------------------|----------|
-| `ip_forward_ok`  | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`, tot_len      | (wire.ipv4.ip_rcv_core)   | yes      |
+| (inline)         | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`, tot_len      | (wire.ipv4.ip_rcv_core)   | inline   |
 |                  | within the skb and >= ihl; `ip_forward`: TTL > 1          | `ttl_expires`             |          |
 | `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                      | Forwarder.ip_forward      | (above)  |
 | `exceeds_mtu`    | `ip_exceeds_mtu`                                           | Forwarder.ip_forward      | -        |
@@ -12,6 +12,8 @@
 
 (`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
 packet that fails any check here leaves the executor unchanged and the slow path drops it with its reason.
+The IPv4 executor's header test, only its own, is written in `FlowCache.forward` itself, where it costs no
+call per packet.
 The TCP and UDP trackers' common cases are conntrack/proto's `tcp_packet_established` and
 `udp_packet_seen_reply`, which both paths call.)
 """
@@ -21,28 +23,15 @@ from __future__ import annotations
 from natbox.skb import Skb
 from natbox.wire.gso import gso_network_seglen
 from natbox.wire.ipv4 import IP_DF
-from natbox.wire.layout import IP6H_HOP_LIMIT, IP6H_LEN, IP6H_PAYLOAD_LEN, IPH_MIN_LEN, IPH_TOT_LEN, IPH_TTL
+from natbox.wire.layout import IP6H_HOP_LIMIT, IP6H_LEN, IP6H_PAYLOAD_LEN
 
-__all__ = ["exceeds_mtu", "gso_fits", "ip6_forward_ok", "ip_forward_ok", "ttl_expires"]
+__all__ = ["exceeds_mtu", "gso_fits", "ip6_forward_ok", "ttl_expires"]
 
 
 
 def ttl_expires(ttl: int) -> bool:
     """`ip_forward`: a packet with TTL 1 or 0 is not forwarded (ICMP time exceeded in the slow path)."""
     return ttl <= 1
-
-
-def ip_forward_ok(header: bytes, available: int) -> int:
-    """`ip_rcv_core`'s length and checksum checks and `ip_forward`'s TTL check, for a 20-byte header (IHL 5,
-    the only kind the executor takes): tot_len covers the header and lies within the `available` bytes,
-    TTL > 1, and the header's 16-bit words, checksum included, sum to 0xFFFF (read as one integer w they
-    sum to w mod 0xFFFF, RFC 1071, so the test is w != 0 and w ≡ 0). Returns tot_len, or 0 when a check
-    fails. (One call: the executor pays for every call on every packet.)"""
-    tot_len = (header[IPH_TOT_LEN] << 8) | header[IPH_TOT_LEN + 1]
-    if not IPH_MIN_LEN <= tot_len <= available or header[IPH_TTL] <= 1:
-        return 0
-    w = int.from_bytes(header, "big")
-    return tot_len if w and not w % 0xFFFF else 0
 
 
 def ip6_forward_ok(header: bytes, available: int) -> int:

@@ -61,7 +61,7 @@ from natbox.conntrack.conn import Conn, TcpConntrack
 from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
 from natbox.conntrack.tuple import ConnTuple
-from natbox.engine.checks import gso_fits, ip_forward_ok
+from natbox.engine.checks import gso_fits
 from natbox.engine.family import FlowKey, flow_key
 from natbox.engine.hooks import Hooks
 from natbox.engine.host import Host, Interface
@@ -417,8 +417,14 @@ class FlowCache:
         forwarding = dev.forwarding
         if forwarding is None:
             forwarding = self._host.ip_forward
-        tot_len = ip_forward_ok(frame[_IP:_L4], len(src) - _IP)
-        if not tot_len or not forwarding or not dev.up or not out.up:
+        # ip_rcv_core: tot_len covers the header and lies within the frame, the header checksum is valid (its
+        # 16-bit words, checksum included, read as one integer w sum to w mod 0xFFFF: w != 0 and w ≡ 0);
+        # ip_forward: TTL > 1
+        tot_len = (frame[_TOT_LEN] << 8) | frame[_TOT_LEN + 1]
+        if (not IPH_MIN_LEN <= tot_len <= len(src) - _IP or frame[_TTL] <= 1
+                or not (w := int.from_bytes(frame[_IP:_L4], "big")) or w % 0xFFFF):
+            return None
+        if not forwarding or not dev.up or not out.up:
             return None
         end = _IP + tot_len
         mtu = plan.mtu

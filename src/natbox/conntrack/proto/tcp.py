@@ -385,7 +385,7 @@ def tcp_packet(
     if old_state != new_state and new_state == FW:
         tcp.seen[direction].flags |= IP_CT_TCP_FLAG_CLOSE_INIT
 
-    timeouts = cfg.tcp_timeouts()
+    timeouts = cfg.tcp_timeout_table or cfg.tcp_timeouts()
     t_new = timeouts[new_state]
     if tcp.retrans >= cfg.tcp_max_retrans and t_new > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]

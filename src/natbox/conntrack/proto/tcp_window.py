@@ -315,7 +315,7 @@ def _check_retrans(tcp: TcpConntrack, direction: int, seq: int, ack: int, end: i
         tcp.retrans = 0
 
 
-_ES = TcpState.ESTABLISHED
+_ES = int(TcpState.ESTABLISHED)  # an int: indexes the timeouts tuple at the tuple-index fast path
 
 
 def tcp_packet_established(
@@ -336,6 +336,8 @@ def tcp_packet_established(
     failed window check included, it returns False having changed nothing, and the caller runs
     `tcp_packet`, which decides (and explains) the same packet from the same state.
     """
+    # (u32 arithmetic with literal masks: this runs for every established ACK, and a literal costs less than
+    # a module constant's lookup)
     sender = tcp.seen[direction]
     receiver = tcp.seen[1 - direction]
     s_maxwin = sender.td_maxwin
@@ -349,38 +351,38 @@ def tcp_packet_established(
     r_end = receiver.td_end
     r_maxwin = receiver.td_maxwin
     maxackwindow = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
-    if (((seq - s_maxend - 1) & _U32) < _HALF                      # I.   before(seq, maxend + 1) fails
-            or ((sack - r_end - 1) & _U32) < _HALF                  # III. before(sack, r_end + 1) fails
-            or (r_maxwin and ((s_end - r_maxwin - 1 - end) & _U32) < _HALF)  # II. after(end, lower) fails
-            or ((r_end - maxackwindow - 1 - sack) & _U32) < _HALF):  # IV.  after(sack, lower) fails
+    if (((seq - s_maxend - 1) & 0xFFFFFFFF) < 0x80000000                      # I.   before(seq, maxend + 1) fails
+            or ((sack - r_end - 1) & 0xFFFFFFFF) < 0x80000000                  # III. before(sack, r_end + 1) fails
+            or (r_maxwin and ((s_end - r_maxwin - 1 - end) & 0xFFFFFFFF) < 0x80000000)  # II. after(end, lower) fails
+            or ((r_end - maxackwindow - 1 - sack) & 0xFFFFFFFF) < 0x80000000):  # IV.  after(sack, lower) fails
         return False
     # Update sender data (window scaling applies: no SYN).
-    win = (win_raw << sender.td_scale) & _U32
-    swin = (win + sack - ack) & _U32
+    win = (win_raw << sender.td_scale) & 0xFFFFFFFF
+    swin = (win + sack - ack) & 0xFFFFFFFF
     if swin > s_maxwin:
         sender.td_maxwin = swin
     sflags = sender.flags
-    if ((s_end - end) & _U32) >= _HALF:  # after(end, td_end)
+    if ((s_end - end) & 0xFFFFFFFF) >= 0x80000000:  # after(end, td_end)
         sender.td_end = end
         sflags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
     if not sflags & IP_CT_TCP_FLAG_MAXACK_SET:
         sender.td_maxack = ack
         sflags |= IP_CT_TCP_FLAG_MAXACK_SET
-    elif ((sender.td_maxack - ack) & _U32) >= _HALF:  # after(ack, td_maxack)
+    elif ((sender.td_maxack - ack) & 0xFFFFFFFF) >= 0x80000000:  # after(ack, td_maxack)
         sender.td_maxack = ack
     sender.flags = sflags
     # Update receiver data.
-    if r_maxwin and ((s_maxend - end) & _U32) >= _HALF:  # after(end, sender.td_maxend)
-        receiver.td_maxwin = (r_maxwin + end - s_maxend) & _U32
-    edge = (sack + win) & _U32
-    if ((receiver.td_maxend - 1 - edge) & _U32) >= _HALF:  # after(sack + win, td_maxend - 1)
-        receiver.td_maxend = (edge + 1) & _U32 if win == 0 else edge
+    if r_maxwin and ((s_maxend - end) & 0xFFFFFFFF) >= 0x80000000:  # after(end, sender.td_maxend)
+        receiver.td_maxwin = (r_maxwin + end - s_maxend) & 0xFFFFFFFF
+    edge = (sack + win) & 0xFFFFFFFF
+    if ((receiver.td_maxend - 1 - edge) & 0xFFFFFFFF) >= 0x80000000:  # after(sack + win, td_maxend - 1)
+        receiver.td_maxend = (edge + 1) & 0xFFFFFFFF if win == 0 else edge
     if ack == r_end:
         receiver.flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
     _check_retrans(tcp, direction, seq, ack, end, win_raw)  # index == TCP_ACK_SET
     tcp.last_index = TCP_ACK_SET
     # the timeout, as tcp_packet chooses it for new_state ESTABLISHED
-    timeouts = cfg.tcp_timeouts()
+    timeouts = cfg.tcp_timeout_table or cfg.tcp_timeouts()
     timeout = timeouts[_ES]
     if tcp.retrans >= cfg.tcp_max_retrans and timeout > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
