@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from typing import Any
 
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
@@ -54,8 +55,9 @@ def test_plan_is_plain_serialisable_data() -> None:
         for f in fields(plan):
             assert type(getattr(plan, f.name)) in (int, bytes, str, bool)
         doc = json.loads(json.dumps(plan.as_dict()))
-        assert FlowPlan(**{k: bytes.fromhex(v) if isinstance(getattr(plan, k), bytes) else v
-                           for k, v in doc.items()}) == plan
+        back: dict[str, Any] = {k: bytes.fromhex(v) if isinstance(getattr(plan, k), bytes) else v
+                                for k, v in doc.items()}
+        assert FlowPlan(**back) == plan
     # the original direction leaves eth1 to the server's MAC, SNATed to the public address (port kept)
     assert (orig.iif, orig.oif, orig.dst_mac, orig.mtu) == ("eth0", "eth1", SERVER_MAC, 1400)
     assert orig.l2 == WAN_MAC + b"\x08\x00"

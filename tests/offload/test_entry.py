@@ -7,6 +7,7 @@ flow's next packet must give the frame the engine itself forwards, for full and 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -83,11 +84,11 @@ def test_entries_from_a_masqueraded_flow() -> None:
 
 def test_plans_the_data_path_cannot_carry() -> None:
     plan = _flows().flow_plans(6, 40001)[0]
-    assert offload_entry(plan._replace(neigh_synthetic=True), INDEX.__getitem__) is None
-    assert offload_entry(plan._replace(dst_mac=b""), INDEX.__getitem__) is None  # resolved per packet
-    assert offload_entry(plan._replace(match=b""), INDEX.__getitem__) is None
+    assert offload_entry(replace(plan, neigh_synthetic=True), INDEX.__getitem__) is None
+    assert offload_entry(replace(plan, dst_mac=b""), INDEX.__getitem__) is None  # resolved per packet
+    assert offload_entry(replace(plan, match=b""), INDEX.__getitem__) is None
     assert offload_entry(plan, {"eth0": 2, "eth1": 0}.__getitem__) is None
-    assert offload_entry(plan._replace(proto=47), INDEX.__getitem__) is None
+    assert offload_entry(replace(plan, proto=47), INDEX.__getitem__) is None
 
 
 def test_encodings_round_trip_and_sizes() -> None:

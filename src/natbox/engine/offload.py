@@ -47,6 +47,7 @@ what the datapath counted, and the timeout becomes what the slow path would have
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
@@ -178,7 +179,7 @@ class FlowOffload:
                 mac = self._neighs.known(plan.oif, plan.nexthop)
                 if mac is None:
                     continue
-                plan = plan._replace(dst_mac=mac)
+                plan = replace(plan, dst_mac=mac)
             plans[plan.direction] = plan
             keys[plan.direction] = key
         first, second = plans
