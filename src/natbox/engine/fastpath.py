@@ -417,14 +417,11 @@ class FlowCache:
         forwarding = dev.forwarding
         if forwarding is None:
             forwarding = self._host.ip_forward
-        # ip_rcv_core: tot_len covers the header and lies within the frame, the header checksum is valid (its
-        # 16-bit words, checksum included, read as one integer w sum to w mod 0xFFFF: w != 0 and w ≡ 0);
-        # ip_forward: TTL > 1
+        # ip_rcv_core (tot_len within the frame; the header's words, checksum included, read as one integer w sum
+        # to w mod 0xFFFF, RFC 1071: w != 0 and w ≡ 0) and ip_forward (TTL > 1, forwarding on, devices up)
         tot_len = (frame[_TOT_LEN] << 8) | frame[_TOT_LEN + 1]
-        if (not IPH_MIN_LEN <= tot_len <= len(src) - _IP or frame[_TTL] <= 1
-                or not (w := int.from_bytes(frame[_IP:_L4], "big")) or w % 0xFFFF):
-            return None
-        if not forwarding or not dev.up or not out.up:
+        if (not IPH_MIN_LEN <= tot_len <= len(src) - _IP or frame[_TTL] <= 1 or not forwarding or not dev.up
+                or not out.up or not (w := int.from_bytes(frame[_IP:_L4], "big")) or w % 0xFFFF):
             return None
         end = _IP + tot_len
         mtu = plan.mtu
