@@ -74,8 +74,12 @@ def live_capable(sc: Scenario) -> bool:
     """Whether a live natbox run can mirror every step (of the `ip` commands on the router, only `ip addr`
     ones are: the gateway's control socket changes its addresses; `ip link` is not mirrored) and be
     compared with a separate kernel run: not when the rules draw random numbers (`-m statistic --mode
-    random`), whose outcomes only the replay can make follow the kernel's (natbox.difftest.draws)."""
+    random`), whose outcomes only the replay can make follow the kernel's (natbox.difftest.draws), nor when the
+    router has a bridge (the gateway opens packet sockets on devices; the kernel's bridge would still own the
+    ports' frames)."""
     if "--mode random" in sc.rules:
+        return False
+    if sc.bridges:  # the live gateway cannot own bridge ports: the kernel's bridge would forward their frames
         return False
     return all(step.exec is None or step.exec[0] in ("iptables", "ip6tables", "conntrack")
                or list(step.exec[:2]) == ["ip", "addr"] for step in sc.steps)

@@ -56,6 +56,7 @@ RING_FRAMES = 1024  # slots per interface: a 4 MiB ring each
 PACKET_OUTGOING = 4
 ROUTER_MAC = "02:00:00:00:01:{:02x}"  # router interface i (1-based)
 HOST_MAC = "02:00:00:00:02:{:02x}"  # end host j (1-based, in the scenario's order)
+BRIDGE_MAC = "02:00:00:00:03:{:02x}"  # router bridge k (1-based, in the scenario's order)
 HOST_IFACE = "eth0"
 
 def _nodad(addr: str) -> tuple[str, ...]:
@@ -247,6 +248,12 @@ class _Lab:
         sc = self.sc
         for name in (self.router, *self.ns.values()):
             self._netns_add(name)
+        for k, br in enumerate(sc.bridges):  # STP off (the default), no multicast snooping: no frames of its own
+            self.sh("ip", "link", "add", br.name, "address", BRIDGE_MAC.format(k + 1), "type", "bridge",
+                    "mcast_snooping", "0", netns=self.router)
+            self._link_up(self.router, br.name)
+            for a in br.addresses:
+                self.sh("ip", "addr", "add", a, "dev", br.name, *_nodad(a), netns=self.router)
         for i, iface in enumerate(sc.interfaces):
             hosts = [h for h in sc.hosts if h.attach == iface.name]
             if not hosts:
@@ -274,19 +281,26 @@ class _Lab:
                 for port in ports:
                     self.sh("ip", "link", "set", port, "master", "br0", netns=sw)
                     self._link_up(sw, port)
+            bridge = sc.bridge_of(iface.name)
+            if bridge is not None:  # a bridge port: the hosts behind it are on the bridge's subnet
+                self.sh("ip", "link", "set", iface.name, "master", bridge.name, netns=self.router)
             self._link_up(self.router, iface.name)
             for a in iface.addresses:
                 self.sh("ip", "addr", "add", a, "dev", iface.name, *_nodad(a), netns=self.router)
+            neigh_dev, r_addrs, peers = iface.name, iface.addresses, hosts
+            if bridge is not None:
+                rmac, neigh_dev, r_addrs = self.bridge_mac(bridge.name), bridge.name, bridge.addresses
+                peers = [h for h in sc.hosts if h.attach in bridge.ports]
             for host in hosts:
                 hns, hmac = self.ns[host.name], self.host_mac(host.name)
                 for a in host.addresses:
                     self.sh("ip", "addr", "add", a, "dev", HOST_IFACE, *_nodad(a), netns=hns)
-                    self.sh("ip", "neigh", "replace", a.split("/")[0], "lladdr", hmac, "dev", iface.name, "nud",
+                    self.sh("ip", "neigh", "replace", a.split("/")[0], "lladdr", hmac, "dev", neigh_dev, "nud",
                             "permanent", netns=self.router)
-                for a in iface.addresses:
+                for a in r_addrs:
                     self.sh("ip", "neigh", "replace", a.split("/")[0], "lladdr", rmac, "dev", HOST_IFACE, "nud",
                             "permanent", netns=hns)
-                for other in hosts:  # hosts on one segment know each other too (no ARP in the captures)
+                for other in peers:  # hosts on one segment know each other too (no ARP in the captures)
                     if other is not host:
                         for a in other.addresses:
                             self.sh("ip", "neigh", "replace", a.split("/")[0], "lladdr", self.host_mac(other.name),
@@ -305,6 +319,9 @@ class _Lab:
             self.sh("iptables-restore", netns=self.router, stdin=sc.rules)
         if sc.rules6.strip():
             self.sh("ip6tables-restore", netns=self.router, stdin=sc.rules6)
+
+    def bridge_mac(self, bridge: str) -> str:
+        return BRIDGE_MAC.format(next(i for i, b in enumerate(self.sc.bridges) if b.name == bridge) + 1)
 
     def host_mac(self, host: str) -> str:
         return HOST_MAC.format(next(i for i, h in enumerate(self.sc.hosts) if h.name == host) + 1)
@@ -350,8 +367,15 @@ class _Lab:
         v6 = ":" in str(step.args.get("dst", ""))  # the host's first address of the destination's family
         first = next((a for a in h.addresses if (":" in a) == v6), h.addresses[0])
         src = str(step.args.get("src", first.split("/")[0]))
+        dst_mac = router_mac(i)
+        bridge = self.sc.bridge_of(h.attach)
+        if bridge is not None:  # to a host on the same bridge: its MAC (bridged); else the bridge's (routed)
+            dst = str(step.args.get("dst", ""))
+            peer = next((o for o in self.sc.hosts if o.attach in bridge.ports
+                         and any(a.split("/")[0] == dst for a in o.addresses)), None)
+            dst_mac = self.host_mac(peer.name) if peer is not None else self.bridge_mac(bridge.name)
         frames = build_crafted(step.send, step.args, src=src, src_mac=self._mac_bytes(self.host_mac(h.name)),
-                               dst_mac=self._mac_bytes(router_mac(i)), default_id=1000 + step.index)
+                               dst_mac=self._mac_bytes(dst_mac), default_id=1000 + step.index)
         for f in frames:
             socks[step.host].send(f)
 

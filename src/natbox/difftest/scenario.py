@@ -16,6 +16,11 @@ name = "lan0"                             # at most 10 characters
 addresses = ["192.168.50.1/24"]           # first is primary; kernel rules decide secondary flags
 mtu = 1500
 
+[[router.bridge]]                         # optional: a bridge in the router (br_netfilter on); its ports are
+name = "br0"                              # router interfaces (without addresses) whose hosts share its subnet
+ports = ["lan1", "lan2"]
+addresses = ["192.168.60.1/24"]
+
 [[host]]                                  # an end host: its own namespace, attached to one router interface
                                           # (several hosts on one interface share a bridge)
 name = "cli"
@@ -87,7 +92,8 @@ from typing import Any
 
 from natbox.errors import ScenarioError
 
-__all__ = ["EXEC_FORMS", "HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_exec", "parse_scenario"]
+__all__ = ["EXEC_FORMS", "BridgeSpec", "HostSpec", "IfaceSpec", "Scenario", "ScenarioError", "Step", "parse_exec",
+           "parse_scenario"]
 
 MAX_STEPS = 200  # steps per scenario
 MAX_HOSTS = 8  # end hosts (namespaces) per scenario
@@ -123,6 +129,15 @@ class IfaceSpec:
     name: str
     addresses: list[str]
     mtu: int = 1500
+
+
+@dataclass
+class BridgeSpec:
+    """A bridge in the router namespace: `ports` are router interfaces (veths to end hosts) enslaved to it."""
+
+    name: str
+    ports: list[str]
+    addresses: list[str]
 
 
 @dataclass
@@ -162,6 +177,11 @@ class Scenario:
     origin: str = "<scenario>"
     known_failure: str | None = None  # why natbox differs here (a known bug): reported as XFAIL
     rules6: str = ""  # ip6tables-save text, applied with ip6tables-restore
+    bridges: list[BridgeSpec] = field(default_factory=list)  # bridges in the router, over some of its interfaces
+
+    def bridge_of(self, iface: str) -> BridgeSpec | None:
+        """The bridge whose port `iface` is, if any."""
+        return next((b for b in self.bridges if iface in b.ports), None)
 
     @property
     def uses_ipv6(self) -> bool:
@@ -227,7 +247,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
     stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
     router = _typed(doc.get("router", {}), dict, f"{origin}: router")
-    _known(router, {"rules", "rules6", "sysctl", "interface", "ipsets"}, f"{origin}: router")
+    _known(router, {"rules", "rules6", "sysctl", "interface", "ipsets", "bridge"}, f"{origin}: router")
     ifaces: list[IfaceSpec] = []
     for i, spec in enumerate(_typed(router.get("interface", []), list, f"{origin}: router.interface")):
         where = f"{origin}: router.interface[{i}]"
@@ -243,6 +263,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{origin}: router needs at least one [[router.interface]]")
     if len({i.name for i in ifaces}) != len(ifaces):
         raise ScenarioError(f"{origin}: router interface names repeat")
+    bridges = _parse_bridges(router, ifaces, origin)
     sysctls = {str(k): str(int(v)) if isinstance(v, bool) else str(v)
                for k, v in _typed(router.get("sysctl", {}), dict, f"{origin}: router.sysctl").items()}
     rules = _typed(router.get("rules", ""), str, f"{origin}: router.rules")
@@ -280,7 +301,35 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         known = _typed(known, str, f"{origin}: known_failure")
     rules6 = _typed(router.get("rules6", ""), str, f"{origin}: router.rules6")
     return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
-                    sysctls, rules, settle, ipsets, origin, known, rules6)
+                    sysctls, rules, settle, ipsets, origin, known, rules6, bridges)
+
+
+def _parse_bridges(router: dict[str, Any], ifaces: list[IfaceSpec], origin: str) -> list[BridgeSpec]:
+    """`[[router.bridge]]`: name, ports (router interfaces without addresses, in no other bridge), addresses."""
+    bridges: list[BridgeSpec] = []
+    names = {i.name for i in ifaces}
+    taken: set[str] = set()
+    for i, spec in enumerate(_typed(router.get("bridge", []), list, f"{origin}: router.bridge")):
+        where = f"{origin}: router.bridge[{i}]"
+        _known(_typed(spec, dict, where), {"name", "ports", "addresses"}, where)
+        name = _typed(spec.get("name"), str, f"{where}.name")
+        if not 0 < len(name) <= IFNAME_MAX or not name.isalnum() or name in names:
+            raise ScenarioError(f"{where}.name: {name!r} must be 1..{IFNAME_MAX} letters/digits, not an interface's")
+        names.add(name)
+        ports = [_typed(p, str, f"{where}.ports") for p in _typed(spec.get("ports", []), list, f"{where}.ports")]
+        for p in ports:
+            iface = next((f for f in ifaces if f.name == p), None)
+            if iface is None or p in taken or iface.addresses:
+                raise ScenarioError(f"{where}.ports: {p!r} must be a router interface without addresses, "
+                                    "in one bridge only")
+            taken.add(p)
+        if not ports:
+            raise ScenarioError(f"{where}.ports: at least one port")
+        addrs = [_typed(a, str, f"{where}.addresses") for a in _typed(spec.get("addresses", []), list, where)]
+        for a in addrs:
+            _check_addr(a, f"{where}.addresses", prefix=True)
+        bridges.append(BridgeSpec(name, ports, addrs))
+    return bridges
 
 
 def parse_exec(text: str, where: str) -> list[str]:
