@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.rules.test_fastparse import _attrs
 
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
@@ -27,7 +28,7 @@ Outcome = tuple[str, object]
 
 def _dump(rule: Rule) -> object:
     fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.name not in ("matches", "target")}
-    exts = [(type(e).__name__, vars(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
+    exts = [(type(e).__name__, _attrs(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
     return fields, exts
 
 
