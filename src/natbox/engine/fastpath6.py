@@ -44,18 +44,32 @@ from __future__ import annotations
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.proto.generic import nf_ct_refresh_acct
-from natbox.conntrack.proto.tcp import _INDEX_BY_BYTE, _VALID_BY_BYTE, TCP_ACK_SET, tcp_packet_established
+from natbox.conntrack.proto.tcp import tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
 from natbox.engine.checks import ip6_forward_ok
 from natbox.engine.family import FlowKey, flow_key6
-from natbox.engine.fastpath import CompiledFlow, FlowCache, FlowPlan, NeighMac, nat_steps
+from natbox.engine.fastpath import (  # the per-packet constants and csum step IPv4's executor defines
+    _ACK_ONLY,
+    _ASSURED,
+    _CHECK_LEN,
+    _ES,
+    _MASK,
+    _U32,
+    _WANT,
+    CompiledFlow,
+    FlowCache,
+    FlowPlan,
+    NeighMac,
+    _diff2,
+    nat_steps,
+)
 from natbox.engine.hooks import Hooks
 from natbox.engine.host import Host, Interface
 from natbox.engine.neigh import NeighTable
 from natbox.engine.output import Emitted, Output
 from natbox.engine.path import Held, PathState
 from natbox.engine.route6 import Fib6
-from natbox.netfilter import NFPROTO_IPV6, CtInfo, CtStatus, Hook, TcpState
+from natbox.netfilter import NFPROTO_IPV6, CtInfo, CtStatus, Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
 from natbox.wire.ipv6 import IPV6_MIN_MTU
@@ -82,7 +96,6 @@ from natbox.wire.layout import (
 
 __all__ = ["FlowCache6"]
 
-_CHECK_LEN = 2
 
 # where things are in an Ethernet frame carrying IPv6 with no extension header (the only kind a plan covers)
 _IP = ETH_HDR_LEN
@@ -97,13 +110,7 @@ _ICMP_ID_END = _L4 + ICMP6H_SEQUENCE
 _CSUM_AT = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 58: _L4 + ICMP6H_CKSUM}
 _ETH_P_IPV6_BYTES = b"\x86\xdd"
 
-_MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
-_WANT = int(CtStatus.SEEN_REPLY)
-_ASSURED = int(CtStatus.ASSURED)
 _NAT_BITS = int(CtStatus.SRC_NAT | CtStatus.DST_NAT)
-_ES = TcpState.ESTABLISHED
-_ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
-_U32 = 0xFFFFFFFF
 _M128 = (1 << 128) - 1
 _PKT_HOST = PacketType.HOST
 _PRE, _FWD, _POST = Hook.PRE_ROUTING, Hook.FORWARD, Hook.POST_ROUTING
@@ -113,11 +120,6 @@ def _diff16(old: int, new: int) -> int:
     """The one's-complement difference `csum_replace16` adds for a 128-bit address (nat/manip6.py): the
     complement's and the new value's word sums, each taken mod 0xFFFF (0 only when both are 0)."""
     return (old ^ _M128) % 0xFFFF + new % 0xFFFF
-
-
-def _diff2(old: int, new: int) -> int:
-    """The one's-complement difference `csum_replace2` adds for a 16-bit field."""
-    return (~old & 0xFFFF) + new
 
 
 class FlowCache6(FlowCache):
