@@ -24,6 +24,7 @@ import gc
 import time
 import tracemalloc
 from collections.abc import Sequence
+from typing import Protocol
 
 from natbox.cli.builds import build_name
 from natbox.conntrack.conn import Conn, TcpConntrack
@@ -110,6 +111,21 @@ def _workload(flows: int, packets: int) -> tuple[Engine, list[tuple[bytes, str]]
         udp_back.append(_frame(GW_WAN_MAC, bytes.fromhex("02000000aa02"), r))
         engine.receive(udp_out[-1], "eth0", 0.0)
         engine.receive(udp_back[-1], "eth1", 0.0)
+    return engine, steady_work(tcp_flows, udp_out, udp_back, packets)
+
+
+class SteadyFlow(Protocol):
+    """A TCP flow of a workload: its next segment each way (the benchmarks' _TcpFlow and bench6's _TcpFlow6)."""
+
+    def out(self, flags: int, data: bytes = b"") -> bytes: ...
+    def back(self, flags: int, data: bytes = b"") -> bytes: ...
+
+
+def steady_work(tcp_flows: Sequence[SteadyFlow], udp_out: Sequence[bytes], udp_back: Sequence[bytes],
+                packets: int) -> list[tuple[bytes, str]]:
+    """The steady-state packets of both families' workloads: per flow in turn, a TCP data segment out and its
+    ACK back, a UDP request out and its reply back; `packets` of them."""
+    flows = len(tcp_flows)
     work: list[tuple[bytes, str]] = []
     i = 0
     while len(work) < packets:
@@ -119,7 +135,7 @@ def _workload(flows: int, packets: int) -> tuple[Engine, list[tuple[bytes, str]]
         work.append((udp_out[i % flows], "eth0"))
         work.append((udp_back[i % flows], "eth1"))
         i += 1
-    return engine, work[:packets]
+    return work[:packets]
 
 
 def _run_engine(engine: Engine, work: list[tuple[bytes, str]]) -> tuple[float, int]:

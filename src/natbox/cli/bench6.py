@@ -8,6 +8,7 @@ out, ACKs back, UDP both ways), so `natbox bench` can print both rates from one 
 
 from __future__ import annotations
 
+from natbox.cli.bench import PAYLOAD, steady_work
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour, Route6
 from natbox.netfilter import NFPROTO_IPV6
@@ -28,7 +29,6 @@ SERVER_MAC = bytes.fromhex("02000000aa02")
 SERVER6 = parse_addr6("2001:db8:100::2")
 PUBLIC6 = parse_addr6("2001:db8:100::1")
 CLIENTS6 = parse_addr6("fd00:1::")
-PAYLOAD = bytes(64)
 
 
 def gateway6() -> Engine:
@@ -103,13 +103,4 @@ def workload6(flows: int, packets: int) -> tuple[Engine, list[tuple[bytes, str]]
         udp_back.append(_frame(GW_WAN_MAC, SERVER_MAC, _udp(SERVER6, PUBLIC6, 53, 30000 + i)))
         engine.receive(udp_out[-1], "eth0", 0.0)
         engine.receive(udp_back[-1], "eth1", 0.0)
-    work: list[tuple[bytes, str]] = []
-    i = 0
-    while len(work) < packets:
-        f = tcp_flows[i % flows]
-        work.append((f.out(tcp.ACK | tcp.PSH, PAYLOAD), "eth0"))
-        work.append((f.back(tcp.ACK), "eth1"))
-        work.append((udp_out[i % flows], "eth0"))
-        work.append((udp_back[i % flows], "eth1"))
-        i += 1
-    return engine, work[:packets]
+    return engine, steady_work(tcp_flows, udp_out, udp_back, packets)
