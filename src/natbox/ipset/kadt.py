@@ -112,49 +112,11 @@ def _port6(skb: Skb, src: bool) -> tuple[int, int] | None:
     return proto, 0
 
 
-def _kadt_elem6(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, bool] | None:
-    """The `hash_*6_kadt` functions: as `_kadt_elem` with 128-bit addresses (`ip6addrptr`, `ip6_netmask`)."""
-    assert isinstance(s, HashSet)
-    name = s.type.name
-    src = opt.src
-
-    def addr(i: int) -> int:
-        return skb.saddr if src[i] else skb.daddr
-
-    if name == "hash:ip":
-        ip = addr(0) & hostmask6(s.netmask)
-        return ((ip,), False) if ip else None
-    if name in ("hash:ip,port", "hash:ip,port,ip", "hash:net,port", "hash:ip,port,net"):
-        pp = _port6(skb, src[1])
-        if pp is None:
-            return None
-        if name == "hash:ip,port":
-            return (addr(0), pp[0], pp[1]), False
-        if name == "hash:ip,port,ip":
-            return (addr(0), pp[0], pp[1], addr(2)), False
-        cidr = _kadt_cidr(s, adding)
-        if cidr is None:
-            return None
-        if name == "hash:net,port":
-            return (addr(0) & hostmask6(cidr), cidr, pp[0], pp[1]), not adding
-        return (addr(0), pp[0], pp[1], addr(2) & hostmask6(cidr), cidr), not adding
-    cidr = _kadt_cidr(s, adding)
-    if cidr is None:
-        return None
-    if name == "hash:net":
-        return (addr(0) & hostmask6(cidr), cidr), not adding
-    if name == "hash:net,iface":
-        iface = skb.iif if len(src) > 1 and src[1] else skb.oif
-        if not iface:
-            return None
-        return (addr(0) & hostmask6(cidr), cidr, 0, iface), not adding
-    return None
-
-
 def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, bool] | None:
-    """The element a type's kadt builds from the packet, and whether to try every stored prefix."""
-    if s.family == NFPROTO_IPV6:
-        return _kadt_elem6(s, skb, opt, adding)
+    """The element a type's kadt builds from the packet, and whether to try every stored prefix; a family
+    inet6 set (the `hash_*6_kadt` functions) takes 128-bit addresses (`ip6addrptr`, `ip6_netmask`)."""
+    v6 = s.family == NFPROTO_IPV6
+    mask, port = (_mask6, _port6) if v6 else (_mask, _port)
     name = s.type.name
     src = opt.src
 
@@ -163,7 +125,7 @@ def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, boo
 
     if name == "hash:ip":
         assert isinstance(s, HashSet)
-        ip = addr(0) & ((0xFFFFFFFF << (32 - s.netmask)) & 0xFFFFFFFF)
+        ip = mask(addr(0), s.netmask)
         return ((ip,), False) if ip else None
     if name == "bitmap:ip":
         assert isinstance(s, BitmapSet)
@@ -175,7 +137,7 @@ def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, boo
         mac = skb.src_mac if src[0] else skb.dst_mac
         return ((bytes(mac),), False) if len(mac) == 6 and any(mac) else None
     if name in ("hash:ip,port", "hash:ip,port,ip", "hash:net,port", "hash:ip,port,net"):
-        pp = _port(skb, src[1])
+        pp = port(skb, src[1])
         if pp is None:
             return None
         if name == "hash:ip,port":
@@ -186,18 +148,18 @@ def _kadt_elem(s: IpSet, skb: Skb, opt: AdtOpt, adding: bool) -> tuple[Elem, boo
         if cidr is None:
             return None
         if name == "hash:net,port":
-            return (_mask(addr(0), cidr), cidr, pp[0], pp[1]), not adding
-        return (addr(0), pp[0], pp[1], _mask(addr(2), cidr), cidr), not adding
+            return (mask(addr(0), cidr), cidr, pp[0], pp[1]), not adding
+        return (addr(0), pp[0], pp[1], mask(addr(2), cidr), cidr), not adding
     cidr = _kadt_cidr(s, adding)
     if cidr is None:
         return None
     if name == "hash:net":
-        return (_mask(addr(0), cidr), cidr), not adding
+        return (mask(addr(0), cidr), cidr), not adding
     if name == "hash:net,iface":
         iface = skb.iif if len(src) > 1 and src[1] else skb.oif
         if not iface:
             return None
-        return (_mask(addr(0), cidr), cidr, 0, iface), not adding
+        return (mask(addr(0), cidr), cidr, 0, iface), not adding
     return None
 
 
