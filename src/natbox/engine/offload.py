@@ -40,8 +40,20 @@ new rules meet only the packets that still take the slow path (new connections, 
 Accounting: offloaded packets refresh nothing by themselves. The datapath's per-direction counters and
 last-seen time are folded back (`Engine.offload_stats`, the gateway does it at least once a second and
 before every conntrack listing and state save): the packet and byte counters (`nf_conntrack_acct`) grow by
-what the datapath counted, and the timeout becomes what the slow path would have set at the last packet
-(TCP: the ESTABLISHED timeout; UDP: `udp_packet`'s, with ASSURED set once the stream timestamp has passed).
+what the datapath counted, and the last-seen time restarts the flow's idle timer (`flow_offload_refresh`).
+
+The ct's timeout (net/netfilter/nf_flow_table_core.c, Linux 6.18), TCP and UDP: offloading sets it to one
+day (`flow_offload_add`: `nf_ct_refresh(ct, NF_CT_DAY)`); while the flow stays offloaded the flowtable gc
+(`nf_flow_table_extend_ct_timeout`, here `expire`) sets it to a day again once less than five minutes are
+left (TCP: only in ESTABLISHED; in FIN_WAIT..TIME_WAIT five minutes); the datapath's packets do not
+touch it, nor ASSURED (`udp_packet` never sees them). `conntrack -L` shows no timeout meanwhile (ctnetlink
+omits it for IPS_OFFLOAD). When the flow comes back, `flow_offload_fixup_ct`: the state's own timeout
+(TCP: `timeouts[state]`; UDP: UDP_CT_REPLIED's, udp_timeout_stream, once a reply was seen, else
+udp_timeout), less the flowtable's timeout when the flow came back because it was idle (it has been idle
+that long), becomes the ct's timeout if that is sooner than the one it has. So an ESTABLISHED ct keeps the
+rest of its day (432000 s is more), a UDP one gets 120 s (90 s after the idle teardown). ICMP echo flows
+(natbox's addition, no kernel counterpart) keep the slow path's rule instead: icmp_timeout after the last
+echo the datapath counted, refreshed at each fold.
 """
 
 from __future__ import annotations
@@ -51,9 +63,8 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
-from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, Conn
-from natbox.conntrack.proto.udp import STREAM_DELAY
-from natbox.conntrack.table import ConntrackTable, CtEventType
+from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_MAXACK_SET, Conn
+from natbox.conntrack.table import ConntrackTable
 from natbox.engine.family import FlowKey
 from natbox.engine.fastpath import FlowCache, FlowPlan
 from natbox.engine.host import Host
@@ -64,15 +75,19 @@ from natbox.netfilter import CtInfo, CtStatus, TcpState
 from natbox.skb import Skb
 from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_FLAGS
 
-__all__ = ["OFFLOAD_TIMEOUT", "FlowOffload", "OffloadAdd", "OffloadDel", "OffloadRequest", "OffloadedFlow"]
+__all__ = ["NF_CT_DAY", "OFFLOAD_TIMEOUT", "FlowOffload", "OffloadAdd", "OffloadDel", "OffloadRequest",
+           "OffloadedFlow"]
 
 OFFLOAD_TIMEOUT = 30.0  # nf_flowtable_tcp_timeout / nf_flowtable_udp_timeout: an idle flow comes back
+NF_CT_DAY = 86400.0  # the timeout of an offloaded ct (flow_offload_add, nf_flow_table_extend_ct_timeout)
+EXTEND_BELOW = 300.0  # nf_flow_table_extend_ct_timeout's min_timeout: extended again when less is left
+_CLOSING_STATES = (TcpState.FIN_WAIT, TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.TIME_WAIT)
 _TCP_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS  # a flow key exists only for IHL 5 (family.flow_key)
 _FIN, _RST = 0x01, 0x04
 _REFUSE = int(CtStatus.HELPER | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
               | CtStatus.DYING)
 _CONFIRMED, _OFFLOAD, _ASSURED = int(CtStatus.CONFIRMED), int(CtStatus.OFFLOAD), int(CtStatus.ASSURED)
-_NAT_CLASH = int(CtStatus.NAT_CLASH)
+_SEEN_REPLY = int(CtStatus.SEEN_REPLY)
 _ESTABLISHED = (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)
 
 
@@ -98,7 +113,7 @@ OffloadRequest = OffloadAdd | OffloadDel
 class OffloadedFlow:
     """One offloaded ct: its plans, what the datapath counted so far and when it last saw a packet."""
 
-    __slots__ = ("bytes", "conn", "folded", "keys", "last_seen", "packets", "plans", "since")
+    __slots__ = ("bytes", "conn", "folded", "keys", "last_seen", "packets", "plans", "saved_timeout", "since")
 
     def __init__(self, conn: Conn, plans: tuple[FlowPlan, FlowPlan], keys: list[FlowKey], now: float) -> None:
         self.conn = conn
@@ -109,6 +124,7 @@ class OffloadedFlow:
         self.folded = [0, 0, 0, 0]  # the datapath's cumulative packets, bytes of each direction, as last folded
         self.packets = [0, 0]  # packets and bytes the datapath carried for this ct, per direction (all installs)
         self.bytes = [0, 0]
+        self.saved_timeout = conn.timeout  # the ct's timeout before the offload made it a day (refused: restored)
 
 
 class FlowOffload:
@@ -158,7 +174,10 @@ class FlowOffload:
         if tcp is not None:
             tcp.seen[0].flags |= IP_CT_TCP_FLAG_BE_LIBERAL
             tcp.seen[1].flags |= IP_CT_TCP_FLAG_BE_LIBERAL
-        flow = OffloadedFlow(conn, plans, keys, self._clock())
+        now = self._clock()
+        flow = OffloadedFlow(conn, plans, keys, now)
+        if proto != 1:  # flow_offload_add: nf_ct_refresh(ct, NF_CT_DAY) (ICMP: natbox's, see fold)
+            conn.timeout = now + NF_CT_DAY
         self.flows[conn.ct_id] = flow
         for key in keys:
             self.keys[key] = flow
@@ -200,14 +219,37 @@ class FlowOffload:
             self.leaving[conn.ct_id] = flow
         tcp = conn.tcp
         if tcp is not None:  # flow_offload_fixup_tcp: the tracker re-learns the windows from the next packets
-            tcp.seen[0].td_maxwin = 0
-            tcp.seen[1].td_maxwin = 0
+            for seen in tcp.seen:
+                seen.td_maxwin = 0
+                seen.flags &= ~IP_CT_TCP_FLAG_MAXACK_SET  # else the RST check uses a stale td_maxack
+        if reason == "refused":  # flow_offload_add failed: the ct never got its day
+            if conn.timeout == flow.since + NF_CT_DAY:
+                conn.timeout = flow.saved_timeout
+        else:
+            self._fixup_timeout(conn, expired=reason == "idle")
         self.stats[reason] = self.stats.get(reason, 0) + 1
         if request:
             self.requests.append(OffloadDel(conn.ct_id, reason))
             # the compiled flows go too: the packets that follow take the slow path, which compiles the flow
             # again and so offers it again (the compiled flows' executor never does)
             self._flowcache.forget(conn)
+
+    def _fixup_timeout(self, conn: Conn, *, expired: bool) -> None:
+        """`flow_offload_fixup_ct`'s timeout (Linux 6.18; no NF_FLOW_CLOSING here: a FIN or RST reaches the
+        engine, which tears the flow down at once, before the tracker sees the packet)."""
+        proto, cfg = conn.tuples[0].proto, self._cfg
+        if proto == 6 and conn.tcp is not None:
+            timeout = float(cfg.tcp_timeouts()[conn.tcp.state])
+        elif proto == 17:
+            timeout = float(cfg.udp_timeout_stream if conn.status & _SEEN_REPLY else cfg.udp_timeout)
+        else:
+            return
+        if expired:  # nf_flow_has_expired: idle for the flowtable's timeout already
+            timeout -= OFFLOAD_TIMEOUT
+        now = self._clock()
+        timeout = max(timeout, 0.0)
+        if conn.timeout - now > timeout:
+            conn.timeout = now + timeout
 
     def ingress(self, frame: bytes, key: FlowKey) -> str | None:
         """`nf_flow_offload_ip_hook`'s `nf_flow_state_check` for a frame of an offloaded flow that reached the
@@ -259,10 +301,18 @@ class FlowOffload:
                 self.teardown(flow.conn, reason)
 
     def expire(self, now: float) -> None:
-        """The flowtable's gc (`nf_flow_offload_gc_step`): a flow idle for OFFLOAD_TIMEOUT comes back."""
+        """The flowtable's gc (`nf_flow_offload_gc_step`): a flow idle for OFFLOAD_TIMEOUT comes back; the others'
+        cts get a day again when less than EXTEND_BELOW is left (`nf_flow_table_extend_ct_timeout`)."""
         for flow in list(self.flows.values()):
+            conn = flow.conn
             if now - flow.last_seen >= OFFLOAD_TIMEOUT:
-                self.teardown(flow.conn, "idle")
+                self.teardown(conn, "idle")
+            elif conn.timeout - now < EXTEND_BELOW:
+                proto, tcp = conn.tuples[0].proto, conn.tcp
+                if proto == 17 or (tcp is not None and tcp.state == TcpState.ESTABLISHED):
+                    conn.timeout = now + NF_CT_DAY
+                elif tcp is not None and tcp.state in _CLOSING_STATES:  # nf_flow_table_tcp_timeout
+                    conn.timeout = now + EXTEND_BELOW
 
     def drain(self) -> list[OffloadRequest]:
         """The requests since the last call; the flows that came back before that call can no longer be
@@ -278,8 +328,8 @@ class FlowOffload:
 
     def fold(self, ct_id: int, direction: int, packets: int, nbytes: int, last_seen: float) -> bool:
         """Fold a datapath entry's cumulative counters (since it was installed) into the ct: the counters grow by
-        what is new, the timeout is what the slow path would have set at `last_seen`. Also for a flow that came
-        back since the last drain (its last counts). False: not offloaded."""
+        what is new, `last_seen` restarts the idle timer (the ct's timeout stays the flowtable's: module docstring).
+        Also for a flow that came back since the last drain (its last counts). False: not offloaded."""
         flow = self.flows.get(ct_id) or self.leaving.get(ct_id)
         if flow is None or direction not in (0, 1):
             return False
@@ -299,18 +349,9 @@ class FlowOffload:
         if cfg.acct:
             conn.acct_packets[direction] += dp
             conn.acct_bytes[direction] += db
-        flow.last_seen = max(flow.last_seen, last_seen)
-        if flow is not self.flows.get(ct_id):
-            return True  # come back: the slow path owns its timeout again (the state may have moved on)
-        if conn.tcp is not None:
-            deadline = flow.last_seen + cfg.tcp_timeouts()[TcpState.ESTABLISHED]
-        elif conn.tuples[0].proto == 1:  # nf_conntrack_icmp_packet
-            deadline = flow.last_seen + cfg.icmp_timeout
-        else:  # udp_packet for a SEEN_REPLY ct
-            stream = flow.last_seen > conn.start + STREAM_DELAY
-            deadline = flow.last_seen + (cfg.udp_timeout_stream if stream else cfg.udp_timeout)
-            if stream and not conn.status & (_ASSURED | _NAT_CLASH):
-                conn.status |= _ASSURED
-                self._table.event(CtEventType.UPDATE, conn, flow.last_seen)
-        conn.timeout = max(conn.timeout, deadline)
+        flow.last_seen = max(flow.last_seen, last_seen)  # flow_offload_refresh: the idle timer restarts
+        if flow is self.flows.get(ct_id) and conn.tuples[0].proto == 1:
+            # ICMP echo (natbox's addition): nf_conntrack_icmp_packet's refresh at the last echo counted; TCP and
+            # UDP cts keep the day the flowtable gave them (module docstring)
+            conn.timeout = max(conn.timeout, flow.last_seen + cfg.icmp_timeout)
         return True
