@@ -8,9 +8,11 @@ import shlex
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
-from natbox.netfilter import Hook
+from natbox.netfilter import NF_ACCEPT, NF_DROP, Hook
+from natbox.rules.api import NF_STOLEN
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv
+from natbox.skb import Skb
 from natbox.testing.rules_fakes import FakeCtx, udp
 from natbox.wire import ethernet, ipv4, tcp
 from natbox.wire import udp as wudp
@@ -105,13 +107,28 @@ def test_tproxy_gives_the_packet_to_a_transparent_listener_and_marks_it() -> Non
     assert not out.emitted and not out.delivered and "no transparent socket" in out.dropped[0].detail
 
 
-def test_synproxy_drops_syn_and_ack_and_lets_others_continue() -> None:
-    engine = _engine(["-A FORWARD -p tcp -j SYNPROXY --mss 1460", "-A FORWARD -j ACCEPT"])
-    for flags, emitted in ((tcp.SYN, 0), (tcp.ACK, 0), (tcp.ACK | tcp.FIN, 1), (tcp.RST, 1)):
-        seg = tcp.build_tcp(CLIENT, SERVER, 40000, 80, seq=1, ack=1, flags=flags, window=100, payload=b"")
-        d = ipv4.build_ipv4(CLIENT, SERVER, 6, seg)
-        out = engine.receive(bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, d)), "eth0", 1.0)
-        assert len(out.emitted) == emitted, flags
+def test_synproxy_target_answers_syns_checks_acks_and_lets_others_continue() -> None:
+    """synproxy_tg4 alone (the handshake through the engine: tests/engine/test_synproxy.py)."""
+    rs = Ruleset()
+    rs.execute(parse_argv(shlex.split("-A FORWARD -p tcp -j SYNPROXY --mss 1460 --wscale 7 --sack-perm")))
+    ctx = FakeCtx(Hook.FORWARD)
+    opts = tcp.tcp_opt_mss(1400) + tcp.tcp_opt_sack_perm() + tcp.tcp_opt_nop() + tcp.tcp_opt_wscale(6)
+    for flags, verdict in ((tcp.SYN, NF_STOLEN), (tcp.ACK, NF_STOLEN), (tcp.ACK | tcp.FIN, NF_ACCEPT),
+                           (tcp.RST, NF_ACCEPT)):
+        seg = tcp.build_tcp(CLIENT, SERVER, 40000, 80, seq=1, ack=1, flags=flags, window=100, options=opts)
+        skb = Skb(ipv4.build_ipv4(CLIENT, SERVER, 6, seg), iif="eth0")
+        assert rs.run("filter", Hook.FORWARD, skb, ctx) == verdict, flags
+    # the SYN: counted; without --timestamp the window scale and SACK-permitted are not offered; the
+    # client's MSS is what the cookie encodes, the rule's what the SYN-ACK announces
+    [synack] = ctx.synacks
+    assert (synack.options, synack.mss_encode, synack.mss_option) == (0x01, 1400, 1460)
+    assert ctx.synproxy.syn_received == 1 and ctx.client_acks == [1]
+    ctx.cookie_ok = False  # a bad cookie: dropped
+    seg = tcp.build_tcp(CLIENT, SERVER, 40000, 80, seq=1, ack=1, flags=tcp.ACK, window=100)
+    assert rs.run("filter", Hook.FORWARD, Skb(ipv4.build_ipv4(CLIENT, SERVER, 6, seg)), ctx) == NF_DROP
+    bad = bytearray(ipv4.build_ipv4(CLIENT, SERVER, 6, tcp.build_tcp(CLIENT, SERVER, 1, 2, flags=tcp.SYN)))
+    bad[-1] ^= 0xFF  # a bad TCP checksum: nf_ip_checksum drops it
+    assert rs.run("filter", Hook.FORWARD, Skb(bad), ctx) == NF_DROP and ctx.synproxy.syn_received == 1
 
 
 def test_hmark_matches_the_kernel() -> None:

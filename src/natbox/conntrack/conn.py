@@ -11,8 +11,14 @@ Times are floats in seconds on the caller's clock. A confirmed entry is dead onc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from natbox.conntrack.tuple import ConnTuple, tuple_l3num
 from natbox.netfilter import CtStatus, Direction, TcpState
+
+if TYPE_CHECKING:
+    from natbox.conntrack.seqadj import NfConnSeqadj
+    from natbox.conntrack.synproxy import NfConnSynproxy
 
 __all__ = ["Conn", "SctpConntrack", "TcpConntrack", "TcpSeen"]
 
@@ -88,9 +94,8 @@ class Conn:
     """`struct nf_conn`: one tracked connection, inserted under both of its tuples once confirmed."""
 
     __slots__ = (
-        "_acct_bytes", "_acct_packets", "ct_id", "labels", "mark", "masq_index", "sctp", "secmark", "start",
-        "status",
-        "tcp", "timeout", "tuples", "zone",
+        "_acct_bytes", "_acct_packets", "ct_id", "labels", "mark", "masq_index", "sctp", "secmark", "seqadj", "start",
+        "status", "synproxy", "tcp", "timeout", "tuples", "zone",
     )
 
     def __init__(self, original: ConnTuple, reply: ConnTuple, *, now: float, ct_id: int, zone: int = 0) -> None:
@@ -106,6 +111,9 @@ class Conn:
         self.tcp: TcpConntrack | None = None
         self.sctp: SctpConntrack | None = None
         self.masq_index: str | None = None  # MASQUERADE's out interface (nf_conn_nat.masq_index)
+        # the seqadj and synproxy extensions, given by SYNPROXY's template (init_conntrack)
+        self.seqadj: NfConnSeqadj | None = None
+        self.synproxy: NfConnSynproxy | None = None
         # nf_conn_acct, allocated on first use (nf_conntrack_acct is off by default; saves ~140 bytes/entry)
         self._acct_packets: list[int] | None = None
         self._acct_bytes: list[int] | None = None

@@ -8,7 +8,8 @@ Mirrors, in nf_conntrack_core.c: `ipv4_get_l4proto`, `nf_ct_get_tuple`, `nf_ct_g
 
 Order inside `nf_conntrack_in` (§2.3):
 
-1. An skb that already has a ct (loopback reuse) or is untracked (raw NOTRACK) is left alone.
+1. An skb that already has a ct (loopback reuse) or is untracked (raw NOTRACK) is left alone; a template
+   ct (SYNPROXY's) is taken off, and a new ct gets its seqadj and synproxy extensions.
 2. No transport header (a non-first fragment, or a header length beyond the data) → INVALID (`invalid`).
 3. ICMP runs the error tracker first; a tracked error gets RELATED / RELATED_REPLY and stops here, a bad
    one is INVALID (`error`).
@@ -45,6 +46,8 @@ from natbox.conntrack.proto.generic import NF_REPEAT_LOOKUP
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED, icmpv4_error
 from natbox.conntrack.proto.tcp import tcp_packet
 from natbox.conntrack.proto.udp import udp_packet
+from natbox.conntrack.seqadj import NfConnSeqadj
+from natbox.conntrack.synproxy import NfConnSynproxy
 from natbox.conntrack.table import ConntrackTable, CtEventType, zone_id_dir, zone_key
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, invert
 from natbox.netfilter import (
@@ -109,6 +112,7 @@ _CONFIRMED = CtStatus.CONFIRMED
 _DYING = CtStatus.DYING
 _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
 _EXPECTED = CtStatus.EXPECTED
+_TEMPLATE = CtStatus.TEMPLATE
 _EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
 
 
@@ -140,8 +144,11 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
     An INVALID packet is accepted with `skb.ct = None`, `skb.ctinfo = CtInfo.INVALID` and `skb.note` saying
     why. Never raises on malformed bytes.
     """
-    if skb.ct is not None:
-        return NF_ACCEPT  # previously seen (loopback): keep the ct from LOCAL_OUT
+    tmpl = skb.ct
+    if tmpl is not None:
+        if not tmpl.status & _TEMPLATE:
+            return NF_ACCEPT  # previously seen (loopback): keep the ct from LOCAL_OUT
+        skb.ct = None  # a template (SYNPROXY's, engine/synproxy.py): a new ct takes its extensions
     if skb.untracked:
         skb.ctinfo = _CTINFO_UNTRACKED
         return NF_ACCEPT
@@ -211,6 +218,8 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                 skb.note = "conntrack: table full, dropping packet"
                 return NF_DROP
             conn = Conn(t, repl, now=now, ct_id=table.new_id(), zone=zone)
+            if tmpl is not None and tmpl.synproxy is not None:  # init_conntrack: nfct_synproxy_ext_add
+                conn.seqadj, conn.synproxy = NfConnSeqadj(), NfConnSynproxy()
             ctinfo = _CTINFO_NEW
             direction = 0
         else:

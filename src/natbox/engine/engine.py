@@ -59,6 +59,7 @@ from natbox.engine.reject6 import reject6
 from natbox.engine.route6 import Fib6
 from natbox.engine.route_input import RouteInput
 from natbox.engine.routing import Fib
+from natbox.engine.synproxy import SynproxyNet
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masq_addr_removed, masq_device_down
@@ -139,6 +140,7 @@ class Engine:
         ctx.reject, ctx.log_packet = icmp.reject, icmp.log_packet
         ctx.dup_packet, ctx.listeners = local.nf_dup_ipv4, lambda: local.listeners
         icmp.queue_local = local.queue_local
+        ctx.synproxy.send = local.send_skb
         local.ip_output, local.rcv_skb = output.ip_output, route.ip_rcv_skb
         output.loopback_xmit, output.remember_flow = local.loopback_xmit, forward.remember_flow
         forward.ip_rcv_finish = route.ip_rcv_finish
@@ -233,6 +235,11 @@ class Engine:
     def xt_state(self) -> XtState:
         """The namespace's recent lists, hashlimit tables and other extension state, as the ruleset names them."""
         return self._hooks.xt_state()
+
+    @property
+    def synproxy(self) -> SynproxyNet:
+        """SYNPROXY's state in this namespace: its counters (/proc/net/stat/synproxy) and cookie secret."""
+        return self._ctx.synproxy
 
     @property
     def resolve_neighbours(self) -> bool:

@@ -287,6 +287,8 @@ class FlowCache:
         conn = skb.ct
         if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
             return
+        if conn.synproxy is not None:
+            return  # SYNPROXY's seqadj and timestamp offsets (engine/synproxy.py): no plan applies them
         if conn.tcp is not None and conn.tcp.state != _ES:
             return  # opening or closing: a compiled flow would not be used (tier 2 compiles it later)
         known = self.flows.get(key)

@@ -158,8 +158,8 @@ class FlowCache6(FlowCache):
         header the packet came with and its tuple (the packet before NAT)."""
         conn = skb.ct
         if (conn is None or not skb.src_mac or skb.pkt_type != _PKT_HOST or skb.ctinfo not in
-                (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)):
-            return
+                (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)) or conn.synproxy is not None:
+            return  # (a SYNPROXY ct: its seqadj and timestamp offsets are the slow path's, engine/synproxy.py)
         if not self._compilable6():  # (before making the key: the slow path calls this for every packet)
             return
         cur = conn.tuples[1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0]

@@ -120,8 +120,8 @@ class Forwarder:
         anything else (a retransmitted SYN, still NEW) to the slow path at the same point.
         """
         ct, key = skb.ct, skb.fast_key
-        if ct is None or key is None or not ct.confirmed or skb.frag_max_size:
-            return
+        if ct is None or key is None or not ct.confirmed or skb.frag_max_size or ct.synproxy is not None:
+            return  # (a SYNPROXY ct needs the synproxy hook and nf_confirm's seqadj, which tier 2 skips)
         if skb.nf_bridge is not None or (self._host.interfaces[skb.oif].kind == "bridge"
                                          and self._host.bridge_ports(skb.oif)):
             return  # through a bridge's ports: the bridge stage (engine/bridge.py) picks the port, no plan does

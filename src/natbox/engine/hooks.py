@@ -23,19 +23,32 @@ from collections.abc import Callable
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
+from natbox.conntrack.seqadj import nf_ct_seq_adjust
+from natbox.conntrack.synproxy import SynproxyOptions, SynproxyStats
 from natbox.conntrack.table import ConntrackTable
 from natbox.engine.defrag import IpDefrag
 from natbox.engine.host import Host
 from natbox.engine.path import NF_STOLEN, Drop
 from natbox.engine.route6 import Fib6
 from natbox.engine.routing import Fib
+from natbox.engine.synproxy import SynproxyNet, nf_is_loopback_packet
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masquerade
 from natbox.nat.range import NatRange
-from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtInfo, DropReason, Hook, ManipType, Priority
+from natbox.netfilter import (
+    IPPROTO_TCP,
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
+    CtInfo,
+    CtStatus,
+    DropReason,
+    Hook,
+    ManipType,
+    Priority,
+)
 from natbox.rand import RandomSource
-from natbox.rules.api import NF_ACCEPT
+from natbox.rules.api import NF_ACCEPT, NF_DROP
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
@@ -51,6 +64,8 @@ _HOOK_LOCAL_OUT = Hook.LOCAL_OUT
 _HOOK_POST_ROUTING = Hook.POST_ROUTING
 _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 _CTINFO_UNTRACKED = CtInfo.UNTRACKED
+_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
+_SEQ_ADJUST = CtStatus.SEQ_ADJUST
 
 
 def trace_ct(skb: Skb) -> None:
@@ -65,6 +80,12 @@ def trace_ct(skb: Skb) -> None:
     what = "existing" if ct.confirmed else "new (unconfirmed)"
     skb.add_trace(f"nf_conntrack_in: ctinfo {skb.ctinfo.name}, {what} ct #{ct.ct_id}: "
                   f"original {ct.original}, reply {ct.reply}")
+
+
+def _has_target(rules: Ruleset, name: str) -> bool:
+    """Whether a rule of `rules` jumps to the target `name` (its checkentry ran: the module's hooks exist)."""
+    return any(rule.target is not None and rule.target.name == name
+               for table in rules.tables.values() for chain in table.chains.values() for rule in chain.rules)
 
 
 class XtHost:
@@ -89,6 +110,8 @@ class XtHost:
         # get_random_u32()'s source for `-m statistic` (difftest replaces it with a script of draws; NAT's
         # draws stay on `rnd`): an attribute, not a patched method, so a compiled XtHost takes it too
         self.draw_u32: Callable[[], int] = self._rnd_u32
+        # SYNPROXY's per-namespace state and functions (engine/synproxy.py; its `send` bound by the engine)
+        self.synproxy = SynproxyNet(host, rnd, lambda: self.now)
 
     def _rnd_u32(self) -> int:
         return self._rnd.getrandbits(32)
@@ -157,6 +180,16 @@ class XtHost:
     def xt_state(self) -> XtState:
         return self.xt
 
+    def synproxy_stats(self) -> SynproxyStats:
+        return self.synproxy.stats
+
+    def synproxy_send_client_synack(self, skb: Skb, opts: SynproxyOptions) -> None:
+        if skb.family == NFPROTO_IPV4:  # (IPv6, synproxy_tg6: not answered yet, docs/differences.md)
+            self.synproxy.send_client_synack(skb, opts)
+
+    def synproxy_recv_client_ack(self, skb: Skb, opts: SynproxyOptions, recv_seq: int) -> bool:
+        return skb.family == NFPROTO_IPV4 and self.synproxy.recv_client_ack(skb, opts, recv_seq)
+
     def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
         if self.family == NFPROTO_IPV6 and self.fib6 is not None:  # ip6_route_lookup (ip6t_rpfilter)
             res6 = self.fib6.lookup(daddr)
@@ -205,6 +238,8 @@ class Hooks:
             ops[hook].append((Priority.SECURITY, "security", self._table_fn("security", hook)))
         for hook in (_HOOK_LOCAL_IN, _HOOK_POST_ROUTING):
             ops[hook].append((Priority.NAT_SRC, "nat", self._hook_nat(hook)))
+            # nf_synproxy_ipv4_init: registered while a SYNPROXY rule exists (see _refresh_ops)
+            ops[hook].append((Priority.CONNTRACK_CONFIRM - 1, "synproxy", self._ctx.synproxy.ipv4_synproxy_hook))
             ops[hook].append((Priority.CONNTRACK_CONFIRM, "confirm", self._hook_confirm))
         for hook in Hook:
             ops[hook].sort(key=lambda op: op[0])
@@ -216,9 +251,10 @@ class Hooks:
         would only return NF_ACCEPT. Each keeps its index in the full list (`start`). Worked out again
         whenever the Ruleset object or its version changes."""
         rules = self.rules
+        synproxy = _has_target(rules, "SYNPROXY")
         self._active_ops = {
             hook: [(i, name, fn) for i, (_prio, name, fn) in enumerate(ops)
-                   if not (name in _TABLE_OPS and rules.is_trivial(name, hook))]
+                   if not (name in _TABLE_OPS and rules.is_trivial(name, hook)) and (synproxy or name != "synproxy")]
             for hook, ops in self._hooks.items()}
         self._ops_rules, self._ops_version = rules, rules.version
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
@@ -279,7 +315,18 @@ class Hooks:
         return run
 
     def _hook_confirm(self, skb: Skb) -> int:
-        if skb.ct is None or skb.ct.confirmed:
+        """`nf_confirm()`: a ct with IPS_SEQ_ADJUST has its TCP sequence numbers adjusted (natbox.conntrack.
+        seqadj; not on loopback, nor a RELATED_REPLY error), then a new ct is confirmed."""
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        if (ct.status & _SEQ_ADJUST and skb.ctinfo != _CTINFO_RELATED_REPLY and skb.protocol == IPPROTO_TCP
+                and not nf_is_loopback_packet(skb, self._ctx.synproxy.host)):
+            if not nf_ct_seq_adjust(skb.data, skb.ihl, ct, skb.ctinfo.direction, skb.csum_partial):
+                self._table.stats.drop += 1
+                skb.note = "nf_ct_seq_adjust failed (a partial TCP option)"
+                return NF_DROP
+        if ct.confirmed:
             return NF_ACCEPT
         verdict = nf_conntrack_confirm(skb, self._ctx.now, self._table)
         if skb.trace is not None and verdict == NF_ACCEPT and skb.ct is not None:

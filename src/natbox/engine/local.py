@@ -142,6 +142,10 @@ class LocalStack:
             nskb.trace = []
         self._send_now(nskb)
 
+    def send_skb(self, nskb: Skb) -> None:
+        """Send a segment SYNPROXY built, its ct already set (`synproxy_send_tcp` → `ip_local_out`), at once."""
+        self._send_now(nskb)
+
     def _send_now(self, nskb: Skb) -> None:
         """Send a packet the host generates while handling another one, at once, as the kernel does
         (icmp_send, nf_send_reset and icmp_reply call ip_local_out in the middle of the packet's path: a

@@ -59,6 +59,7 @@ class StatusData(TypedDict):
     xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
     ipt_hashlimit: dict[str, list[str]]  # each -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
     rateest: dict[str, list[int]]  # each -j RATEEST estimator: [bytes/s, packets/s] (gen_estimator_read)
+    synproxy: dict[str, int]  # /proc/net/stat/synproxy's counters (syn_received, cookie_invalid...)
 
 
 def ip_addr_command(engine: Engine, argv: list[str], err: TextIO) -> int:
@@ -202,6 +203,7 @@ class Commands:
             "ipt_hashlimit": {name: t.proc_lines(jiffies(time.monotonic()))
                               for name, t in engine.xt_state.hashlimit.items()},
             "rateest": {name: list(e.read(jiffies(time.monotonic()))) for name, e in engine.xt_state.rateest.items()},
+            "synproxy": engine.synproxy.stats.as_dict(),
         }
 
     def status(self) -> str:
@@ -225,6 +227,8 @@ class Commands:
             lines.append(f"ipt_hashlimit/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
         for name, (bps, pps) in data["rateest"].items():
             lines.append(f"rate estimator {name}: {bps} bytes/s, {pps} packets/s")
+        if any(data["synproxy"].values()):
+            lines.append("synproxy: " + ", ".join(f"{k} {v}" for k, v in data["synproxy"].items()))
         lines += data["reports"]
         return "\n".join(lines) + "\n"
 

@@ -4,7 +4,7 @@ Matches and targets are pure functions of the packet and this context: they neve
 engine directly. The engine implements `XtContext`; tests can implement it with a small fake.
 
 Verdict protocol for targets (the kernel's `XT_CONTINUE` / `XT_RETURN` / `NF_*`):
-a target returns one of `XT_CONTINUE`, `XT_RETURN`, `NF_ACCEPT`, `NF_DROP` (ints below). NAT targets
+a target returns one of `XT_CONTINUE`, `XT_RETURN`, `NF_ACCEPT`, `NF_DROP`, `NF_STOLEN` (ints below). NAT targets
 return the verdict of `XtContext.nat_setup_info` (NF_ACCEPT once the binding is made).
 """
 
@@ -17,13 +17,15 @@ from natbox.netfilter import NF_ACCEPT, NF_DROP, Hook, ManipType
 from natbox.skb import Skb
 
 if TYPE_CHECKING:
+    from natbox.conntrack.synproxy import SynproxyOptions, SynproxyStats
     from natbox.ipset.core import IpsetRegistry
     from natbox.rules.xtstate import XtState
 
-__all__ = ["NF_ACCEPT", "NF_DROP", "XT_CONTINUE", "XT_RETURN", "XtContext"]
+__all__ = ["NF_ACCEPT", "NF_DROP", "NF_STOLEN", "XT_CONTINUE", "XT_RETURN", "XtContext"]
 
 XT_CONTINUE = -1  # IPT_CONTINUE / XT_CONTINUE: go on with the next rule
 XT_RETURN = -(4 + 1)  # XT_RETURN = -NF_REPEAT - 1
+NF_STOLEN = 2  # the target consumed the packet (SYNPROXY answered it)
 
 
 class XtContext(Protocol):
@@ -80,3 +82,12 @@ class XtContext(Protocol):
 
     def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
         """`fib_lookup()` of `daddr` in the host's FIB: (RTN_* type, device), or None without a route."""
+
+    def synproxy_stats(self) -> SynproxyStats:
+        """The namespace's SYNPROXY counters (`synproxy_pernet(net)->stats`)."""
+
+    def synproxy_send_client_synack(self, skb: Skb, opts: SynproxyOptions) -> None:
+        """`synproxy_send_client_synack()`: answer the client's SYN with a SYN cookie SYN-ACK."""
+
+    def synproxy_recv_client_ack(self, skb: Skb, opts: SynproxyOptions, recv_seq: int) -> bool:
+        """`synproxy_recv_client_ack()`: check the ACK's cookie; if valid, send the SYN to the server."""

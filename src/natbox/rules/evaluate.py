@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 
 from natbox.netfilter import Hook
-from natbox.rules.api import NF_ACCEPT, NF_DROP, XT_CONTINUE, XT_RETURN, XtContext
+from natbox.rules.api import NF_ACCEPT, NF_DROP, NF_STOLEN, XT_CONTINUE, XT_RETURN, XtContext
 from natbox.rules.commands import OP_NAMES, apply_command, cheap_clone, restore_block
 from natbox.rules.estimators import check_rules as check_estimators
 from natbox.rules.estimators import estimators_of, restore_estimators, uses_estimators
@@ -162,6 +162,7 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
 
 
 _ALL = "(all packets)"
+_VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_STOLEN: "STOLEN"}  # a target's verdict in the trace (others: DROP)
 SAVE_ORDER = ("mangle", "security", "raw", "filter", "nat")
 _CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
@@ -435,7 +436,7 @@ class Ruleset:
                     continue
                 if v != XT_RETURN:
                     if trace is not None:
-                        trace.append(f"{table} {chain_name}: {'ACCEPT' if v == NF_ACCEPT else 'DROP'}")
+                        trace.append(f"{table} {chain_name}: {_VERDICT_NAMES.get(v, 'DROP')}")
                     return v
                 kind = _K_RETURN
             if trace is not None:

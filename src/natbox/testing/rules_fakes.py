@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from natbox.conntrack.synproxy import SynproxyOptions, SynproxyStats
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.range import NatRange
 from natbox.netfilter import Hook, ManipType
@@ -38,6 +39,10 @@ class FakeCtx:
         self.listening: set[tuple[int, int]] = set()  # (protocol, port) of transparent listeners
         self.xt = XtState()
         self.routes: list[tuple[int, int, int, str | None]] = []  # (network, prefixlen, RTN_* type, device)
+        self.synproxy = SynproxyStats()
+        self.synacks: list[SynproxyOptions] = []  # what SYNPROXY answered SYNs with
+        self.client_acks: list[int] = []  # the recv_seq of the ACKs SYNPROXY was given
+        self.cookie_ok = True  # what synproxy_recv_client_ack answers
 
     @property
     def hook(self) -> Hook:
@@ -102,6 +107,16 @@ class FakeCtx:
             if daddr & mask == net and (best is None or plen > best[0]):
                 best = (plen, rtype, dev)
         return None if best is None else (best[1], best[2])
+
+    def synproxy_stats(self) -> SynproxyStats:
+        return self.synproxy
+
+    def synproxy_send_client_synack(self, skb: Skb, opts: SynproxyOptions) -> None:
+        self.synacks.append(opts)
+
+    def synproxy_recv_client_ack(self, skb: Skb, opts: SynproxyOptions, recv_seq: int) -> bool:
+        self.client_acks.append(recv_seq)
+        return self.cookie_ok
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, frag_off: int = 0) -> bytearray:

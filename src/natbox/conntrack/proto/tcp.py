@@ -103,7 +103,9 @@ _DYING = CtStatus.DYING
 _FIXED_TIMEOUT = CtStatus.FIXED_TIMEOUT
 _STATES = tuple(TcpState)
 # the status of a ct whose in-window ACKs tcp_packet_established decides
-_COMMON_MASK = int(_CONFIRMED | _SEEN_REPLY | _ASSURED | _FIXED_TIMEOUT)
+# (SEQ_ADJUST in the mask: a ct with sequence adjustment takes the general path, whose tcp_in_window takes
+# the offset out of acknowledgment numbers; tcp_packet_established, shared with the fast paths, does not)
+_COMMON_MASK = int(_CONFIRMED | _SEEN_REPLY | _ASSURED | _FIXED_TIMEOUT | CtStatus.SEQ_ADJUST)
 _COMMON_BITS = int(_CONFIRMED | _SEEN_REPLY | _ASSURED)
 _SEQ_END, _ACK_SEQ_END = TCPH_SEQ + 4, TCPH_ACK_SEQ + 4  # the 32-bit fields' ends
 
@@ -314,6 +316,11 @@ def tcp_packet(
                 tcp.last_ack = ack_seq  # possible challenge ACK reply to the SYN
             return NF_ACCEPT  # ignored: no state change, no refresh
     elif new_state == IV:
+        # SYNPROXY: when the SYN to the server or its SYN/ACK is lost, the client may send a keep-alive
+        # (SEG.SEQ = SND.NXT - 1) in SYN_SENT; it stays with the ct, so that a new SYN gets the right ISN
+        if (conn.synproxy is not None and old_state == SS and index == TCP_ACK_SET and direction == 0
+                and tcp.last_dir == 0 and (tcp.seen[0].td_end - 1) & _U32 == seq):
+            return NF_ACCEPT
         skb.note = (
             f"tcp: invalid {_INDEX_NAMES[index]} in dir {'reply' if direction else 'original'}, "
             f"state {TCP_CONNTRACK_NAMES[old_state]}"

@@ -24,6 +24,7 @@ from natbox.conntrack.conn import (
     TcpSeen,
 )
 from natbox.conntrack.proto.tcp_states import SR, SS, TCP_ACK_SET, TH_ACK, TH_FIN, TH_RST, TH_SYN
+from natbox.conntrack.seqadj import nf_ct_seq_offset
 from natbox.netfilter import TcpState
 from natbox.wire.layout import TCPH_MIN_LEN
 from natbox.wire.tcp import TCPOPT_EOL, TCPOPT_NOP, TCPOPT_SACK, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WINDOW
@@ -192,7 +193,10 @@ def tcp_in_window(
     sack = ack
     if receiver.flags & IP_CT_TCP_FLAG_SACK_PERM:
         sack = tcp_sack(data, dataoff, doff, sack)
-    # (NAT sequence offsets would be subtracted from ack and sack here; natbox has no seqadj.)
+    if conn.seqadj is not None:  # Take into account NAT sequence number mangling (SYNPROXY's seqadj)
+        receiver_offset = nf_ct_seq_offset(conn, 1 - direction, (ack - 1) & _U32)
+        ack = (ack - receiver_offset) & _U32
+        sack = (sack - receiver_offset) & _U32
 
     if sender.td_maxwin == 0:
         # Initialize sender data.

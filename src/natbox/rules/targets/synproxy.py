@@ -1,25 +1,37 @@
 """`-p tcp -j SYNPROXY [--sack-perm] [--timestamp] [--wscale N] [--mss N] [--ecn]` (libxt_SYNPROXY.c,
 net/netfilter/xt_SYNPROXY.c `synproxy_tg4`).
 
-The kernel answers a client's SYN itself with a SYN-ACK carrying a SYN cookie (`synproxy_send_client_synack`)
-and, once the client's ACK proves the cookie, opens the connection to the server and splices the two
-(sequence adjustment). Valid in INPUT and FORWARD, for `-p tcp` only; it needs connection tracking.
+The target answers a client's SYN itself with a SYN-ACK carrying a SYN cookie, and once the client's ACK
+proves the cookie, opens the connection to the server; the engine's synproxy hook then splices the two
+with sequence adjustment (engine/synproxy.py, natbox.conntrack.synproxy). Valid in INPUT and FORWARD, for
+`-p tcp` only; it needs connection tracking. The usual setup (iptables-extensions(8)) sends it the
+untracked SYNs (raw `--syn -j CT --notrack`) and the ACKs conntrack finds INVALID
+(`net.netfilter.nf_conntrack_tcp_loose = 0`).
 
-natbox does not answer the handshake: its cookies would be keyed by a boot-time secret and the splice
-needs conntrack's sequence adjustment, which natbox does not have. A SYN the target sees is dropped (the
-kernel consumes it too, NF_STOLEN after answering), an ACK is dropped (the kernel drops one whose cookie
-does not check), and other packets continue as in the kernel (docs/differences.md).
+`synproxy_tg4`: a bad TCP checksum or a truncated header drops the packet; a SYN (no ACK, FIN or RST) is
+counted (syn_received) and answered, the options limited to the rule's (with `--timestamp` the client's
+window scale, SACK-permitted and ECN ride in our timestamp, without it they are not offered); an ACK (no
+SYN, FIN or RST) is consumed when its cookie checks, else dropped; anything else continues.
 """
 
 from __future__ import annotations
 
-from natbox.netfilter import Hook
-from natbox.rules.api import NF_DROP, XT_CONTINUE, XtContext
+from natbox.conntrack.proto.udp import nf_checksum_ok
+from natbox.conntrack.synproxy import (
+    NF_SYNPROXY_OPT_ECN,
+    NF_SYNPROXY_OPT_SACK_PERM,
+    NF_SYNPROXY_OPT_TIMESTAMP,
+    NF_SYNPROXY_OPT_WSCALE,
+    synproxy_init_timestamp_cookie,
+    synproxy_parse_options,
+)
+from natbox.netfilter import IPPROTO_TCP, Hook
+from natbox.rules.api import NF_DROP, NF_STOLEN, XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, hook_mask_of
 from natbox.skb import Skb
-from natbox.wire.layout import TCPH_FLAGS
-from natbox.wire.tcp import ACK, FIN, RST, SYN
+from natbox.wire.layout import TCPH_FLAGS, TCPH_SEQ
+from natbox.wire.tcp import ACK, CWR, ECE, FIN, RST, SYN
 
 __all__ = ["Synproxy"]
 
@@ -78,17 +90,32 @@ class Synproxy(Target):
         return " SYNPROXY " + "".join(f"{text} " for _bit, text in self._items())
 
     def compile(self) -> TargetFn:
+        info_options, info_wscale, info_mss = self.options_set, self.wscale, self.mss
+
         def synproxy_tg4(skb: Skb, ctx: XtContext) -> int:
             data, th = skb.data, skb.ihl
-            if len(data) <= th + TCPH_FLAGS:
-                return NF_DROP  # synproxy_parse_options / skb_header_pointer failure
+            if not skb.csum_partial and not nf_checksum_ok(data, th, IPPROTO_TCP, family=skb.family):
+                return NF_DROP  # nf_ip_checksum
+            opts = synproxy_parse_options(data, th)
+            if opts is None:
+                return NF_DROP  # skb_header_pointer / synproxy_parse_options failure
             flags = data[th + TCPH_FLAGS]
-            if flags & (SYN | ACK | RST | FIN) == SYN:
-                skb.note = "SYNPROXY: the SYN would be answered with a cookie (natbox does not answer it)"
-                return NF_DROP
-            if flags & (SYN | ACK | RST | FIN) == ACK:
-                skb.note = "SYNPROXY: the ACK would be checked against a cookie (natbox has none)"
-                return NF_DROP
+            if flags & (SYN | ACK | FIN | RST) == SYN:
+                ctx.synproxy_stats().syn_received += 1
+                if flags & (ECE | CWR) == ECE | CWR:
+                    opts.options |= NF_SYNPROXY_OPT_ECN
+                opts.options &= info_options
+                opts.mss_encode = opts.mss_option
+                opts.mss_option = info_mss
+                if opts.options & NF_SYNPROXY_OPT_TIMESTAMP:
+                    synproxy_init_timestamp_cookie(info_wscale, opts, ctx.now)
+                else:
+                    opts.options &= ~(NF_SYNPROXY_OPT_WSCALE | NF_SYNPROXY_OPT_SACK_PERM | NF_SYNPROXY_OPT_ECN)
+                ctx.synproxy_send_client_synack(skb, opts)
+                return NF_STOLEN
+            if flags & (SYN | ACK | FIN | RST) == ACK:
+                seq = int.from_bytes(data[th + TCPH_SEQ:th + TCPH_SEQ + 4], "big")
+                return NF_STOLEN if ctx.synproxy_recv_client_ack(skb, opts, seq) else NF_DROP
             return XT_CONTINUE
 
         return synproxy_tg4
