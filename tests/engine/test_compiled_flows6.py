@@ -6,7 +6,8 @@ the drops, the conntrack entries (TCP window state, timeouts, counters) and the 
 TCP, UDP and ICMPv6 echo through NAT66 MASQUERADE (SNAT), DNAT, both, and plain forwarded (tracked, not
 NATed). Traffic the compiled path must hand back unchanged: hop limit 1 (Time Exceeded) and 2 (forwarded with
 1), oversize packets (Packet Too Big), extension headers, fragments, corrupted checksums, zero UDP checksums,
-truncated frames, offload metadata, FIN/RST/SYN, out-of-window segments; events: time jumps past the
+truncated frames, offload metadata (partial checksums; GSO super-packets whose segments fit or not, also
+given as memoryviews whose payload must stay in place), FIN/RST/SYN, out-of-window segments; events: time jumps past the
 timeouts, deleted entries, a conntrack flush, rule changes, a replaced ruleset, route changes, MTU changes.
 """
 
@@ -20,11 +21,13 @@ from tests.engine.test_compiled_flows import _Recorder
 
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour, Route6
+from natbox.engine.output import Emitted
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.wire import ethernet, tcp
 from natbox.wire.checksum import csum_fold, csum_partial
+from natbox.wire.gso import GSO_TCPV6, GSO_UDP_L4
 from natbox.wire.ipv6 import build_ipv6, parse_addr6
 from natbox.wire.layout import ICMP6H_CKSUM, TCPH_CHECK, UDPH_CHECK, UDPH_LEN_BYTES
 
@@ -133,7 +136,7 @@ _DAMAGE = ["none"] * 8 + ["l4_csum", "hop1", "hop2", "oversize", "short", "udp_z
 packet = st.tuples(
     st.integers(0, len(FLOWS) - 1), st.booleans(), st.sampled_from(_KINDS), st.sampled_from([0, 0, 1, 100, 1400]),
     st.sampled_from([0, 0, 0, 0, -1, 1, 70000, 1 << 31]), st.sampled_from([65535, 65535, 1000, 0]),
-    st.sampled_from(_DAMAGE), st.sampled_from(["none"] * 6 + ["partial"]),
+    st.sampled_from(_DAMAGE), st.sampled_from(["none"] * 6 + ["partial", "gso", "gso_view"]),
 )
 event = st.one_of(
     packet.map(lambda p: ("packet", p)),
@@ -167,10 +170,12 @@ class _Driver:
             return flow.server[0], flow.server[1], flow.s_dst[0], flow.s_dst[1]
         return flow.client[0], flow.client[1], flow.c_dst[0], flow.c_dst[1]
 
-    def send(self, frame: bytes, iface: str, partial: bool = False) -> None:
-        res = self.engine.receive(frame, iface, self.now, partial=partial)
-        self.out.extend((e.iface, e.frame, e.pkt_id, e.ct_id, e.gso_type, e.gso_size, e.partial)
-                        for e in res.emitted)
+    def send(self, frame: bytes, iface: str, partial: bool = False, gso: tuple[int, int] = (0, 0),
+             view: bool = False) -> None:
+        given = memoryview(bytearray(frame)) if view else frame  # as the gateway's receive ring hands it over
+        res = self.engine.receive(given, iface, self.now, gso_type=gso[0], gso_size=gso[1], partial=partial)
+        self.out.extend((e.iface, bytes(e.frame) + (b"" if e.tail is None else bytes(e.tail)), e.pkt_id, e.ct_id,
+                         e.gso_type, e.gso_size, e.partial) for e in res.emitted)
         self.out.extend((d.pkt_id, d.reason, d.where, d.detail, d.ct_id) for d in res.dropped)
         self.now += 0.0001
 
@@ -196,6 +201,10 @@ class _Driver:
         s, sp, d, dp = self.l3(f, back)
         if damage == "oversize":  # a valid packet, too big for the out MTU
             length = 1500
+        gso = offload.startswith("gso") and f.proto != 58
+        gso_size = 1480 if damage == "oversize" else 1000  # 1480: segments over the 1500-byte MTU
+        if gso:  # a GSO super-packet of three segments
+            length = 3 * gso_size
         if payload is None:
             payload = bytes((i * 7 + n) & 0xFF for n in range(length))
         if f.proto == 58:
@@ -219,6 +228,9 @@ class _Driver:
             _checksum(s, d, 6, seg, TCPH_CHECK)
             if dseq == 0 and damage == "none":
                 self.seq[i][mine] = (seq + len(payload) + (1 if flags & (tcp.SYN | tcp.FIN) else 0)) & 0xFFFFFFFF
+        if gso and damage != "udp_zero":  # CHECKSUM_PARTIAL: the field holds the pseudo-header sum (tcp_v6_send_check)
+            at = TCPH_CHECK if f.proto == 6 else UDPH_CHECK
+            seg[at:at + 2] = ((s % 0xFFFF + d % 0xFFFF + len(seg) + f.proto - 1) % 0xFFFF + 1).to_bytes(2, "big")
         if damage == "l4_csum":
             seg[{6: TCPH_CHECK, 17: UDPH_CHECK, 58: ICMP6H_CKSUM}[f.proto] + 1] ^= 0x01
         nexthdr = f.proto
@@ -235,7 +247,10 @@ class _Driver:
             frame = frame[:-3]
         elif damage == "padded":  # Ethernet padding past the payload length: trimmed by ip6_rcv_core
             frame += bytes(6)
-        self.send(frame, src[3], offload == "partial")
+        if gso:
+            self.send(frame, src[3], True, (GSO_TCPV6 if f.proto == 6 else GSO_UDP_L4, gso_size), offload == "gso_view")
+        else:
+            self.send(frame, src[3], offload == "partial")
 
     def apply(self, ev: tuple[str, object]) -> None:
         kind, arg = ev
@@ -339,6 +354,26 @@ def test_compiled_ipv6_flows_carry_steady_traffic() -> None:
     assert recorder.slow == 5
 
 
+def test_ipv6_gso_packets_leave_whole_with_their_payload_in_place() -> None:
+    """A GSO super-packet of a compiled TCP or UDP flow with a partial checksum is forwarded by the plan, whole,
+    with its GSO metadata and the checksum field updated in partial form; given as a view, only its headers are
+    copied and the payload leaves as the very view (as IPv4's executor does). Segments over the MTU: the slow
+    path (Packet Too Big)."""
+    drv = _steady_driver(True)
+    captured: list[Emitted] = []
+    rec = _Recorder(drv.engine, captured)
+    drv.engine = rec  # type: ignore[assignment]
+    for i, f in enumerate(FLOWS[:8]):  # TCP and UDP: SNAT, DNAT, both, none
+        drv.segment(i, False, "psh", 0, 0, 65535, "none", "gso_view")
+        (e,) = captured[-1:]
+        assert e.tail is not None and len(e.tail) == 3000 and not isinstance(e.tail.obj, bytes)
+        assert (e.gso_type, e.gso_size, e.partial) == (GSO_TCPV6 if f.proto == 6 else GSO_UDP_L4, 1000, True)
+        assert len(e.frame) == 14 + 40 + (20 if f.proto == 6 else UDPH_LEN_BYTES)
+    assert rec.slow == 0
+    drv.segment(0, False, "psh", 0, 0, 65535, "oversize", "gso_view")
+    assert rec.slow == 1
+
+
 def test_steady_ipv6_traffic_on_every_flow_is_identical() -> None:
     """Every flow kind in steady state, where compiled flows carry nearly every packet, byte for byte."""
     fast, slow = _steady_driver(True), _steady_driver(False)
@@ -363,12 +398,16 @@ def _matrix(fast: bool, checksum: bool) -> tuple[list[object], list[object]]:
     every event, each followed by a clean packet on every flow: what random traffic reaches only rarely."""
     drv = _Driver(_engine(fast, True, checksum))
     drv.open(2)
-    for damage in [*_DAMAGE[8:], "partial"]:
+    for damage in [*_DAMAGE[8:], "partial", "gso", "gso_view"]:
         for i in range(len(FLOWS)):
             for back in (False, True):
-                drv.segment(i, back, "psh", 100, 0, 65535, "none" if damage == "partial" else damage,
-                            "partial" if damage == "partial" else "none")
+                offload = damage if damage in ("partial", "gso", "gso_view") else "none"
+                drv.segment(i, back, "psh", 100, 0, 65535, "none" if offload != "none" else damage, offload)
                 drv.segment(i, back, "psh", 10, 0, 65535, "none")
+    for damage in ("oversize", "l4_csum", "udp_zero"):  # GSO packets with segments too big, a bad field, no sum
+        for i in range(len(FLOWS)):
+            drv.segment(i, False, "psh", 100, 0, 65535, damage, "gso_view")
+            drv.segment(i, False, "psh", 10, 0, 65535, "none")
     for ev in [("rule", 0), ("route", 0), ("mtu", 0), ("replace", 0), ("replace", 0), ("route", 0), ("time", 31.0),
                ("time", 200.0), ("delete", 0), ("delete", 11), ("flush", 0)]:
         drv.apply(ev)

@@ -96,6 +96,7 @@ RING_FRAMES_DEFAULT = 256  # ring slots (each a frame); bounds kernel->natbox bu
 RING_SLOT_SMALL = 4096  # slot size without vnet headers (MTU-sized frames)
 RING_SLOT_GSO = 69632  # slot size with vnet headers: 17 pages, a whole 64 KiB GSO frame
 ZERO_COPY_MIN = 2048  # zero_copy: ring frames longer than this are handed out as views (shorter: copied)
+CSUM_HEAD = 128  # bytes l4_csum_location reads at most: Ethernet, IPv4 with options or IPv6's fixed header, TCP
 RING_STALL_READS = 256  # consecutive reads that found nothing although poll said readable: the ring is stuck
 RCVBUF = 4 << 20  # socket buffers (plain mode) in bytes
 SNDBUF = 4 << 20
@@ -355,7 +356,7 @@ class PacketSocket:
                 if view is not None and snaplen > ZERO_COPY_MIN:
                     flags, gso_type, _hl, gso_size, cstart, coff = vunpack(mm, start - VNET_HDR_LEN)
                     needs = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
-                    loc = l4_csum_location(mm[start:start + 64]) if needs else None
+                    loc = l4_csum_location(mm[start:start + CSUM_HEAD]) if needs else None
                     if not needs or (loc is not None and loc[0] == cstart and loc[1] == coff):
                         # handed out in place (a partial checksum left partial, as vnet_rx does)
                         append((view[start:start + snaplen], gso_type & ~GSO_ECN, gso_size if gso_type else 0,

@@ -15,9 +15,9 @@ are `fastpath.nat_steps`; the TCP and UDP steps are conntrack/proto's `tcp_packe
 | (`flow_key6`; the addresses, fixed by the key, passed ip6_rcv_core's  | fragments (defrag), jumbograms    |
 | and ip6_forward's address checks when the flow was compiled)          |                                   |
 | 40 + payload_len within the frame (ip6_rcv_core), hop limit > 1       | slow path: Time Exceeded, drops   |
-| fits the out MTU (ip6_pkt_too_big)                                    | slow path: Packet Too Big         |
+| fits the out MTU, or a GSO packet of the flow's type whose segments   | slow path: Packet Too Big         |
+| fit (ip6_pkt_too_big, skb_gso_validate_network_len)                   |                                   |
 | (compile time) leaves by another device than it came in on          | slow path: redirects (hairpin)    |
-| no offload metadata (GSO, CHECKSUM_PARTIAL)                           | slow path (see below)             |
 | ct alive, SEEN_REPLY, no FIXED_TIMEOUT or NAT_CLASH                   | slow path looks it up             |
 | TCP: ESTABLISHED, ASSURED, an ACK, header and checksum valid, in window | slow path                       |
 | UDP: length valid, a non-zero checksum (RFC 8200 §8.1) that is valid;  | slow path                         |
@@ -30,8 +30,11 @@ changes); the L4 checksums cover a pseudo-header of 128-bit addresses, the ICMPv
 address change updates the ICMPv6 checksum as well (`csum_replace16`, which maps a checksum c to
 (c - d) mod 0xFFFF for the difference d of the 16-bit word sums, like `csum_replace4`); the MTU is at least
 1280 (a flow leaving by a device with a smaller MTU is not compiled). A UDP datagram with a zero checksum is
-invalid in IPv6 and always left to the slow path. GSO and CHECKSUM_PARTIAL packets are left to the slow
-path too: its IPv6 output does not yet pass their metadata on.
+invalid in IPv6 and always left to the slow path. GSO super-packets and CHECKSUM_PARTIAL packets are
+forwarded as IPv4's executor forwards them (and as the slow path's ip6_output passes them on): whole when
+their segments fit, a partial checksum not verified and updated for the address changes only
+(`inet_proto_csum_replace16(..., pseudohdr=true)`), a long frame given as a memoryview copied only up to
+its TCP/UDP header (`Emitted.tail` is the rest, a view of the same buffer).
 
 Compilable: a flow leaves through no table but conntrack and nat (`_compilable6`, the ip6tables ruleset's
 view of `Hooks.tier2_plan`): raw PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter and security
@@ -46,7 +49,7 @@ from natbox.conntrack.conn import Conn
 from natbox.conntrack.proto.generic import nf_ct_refresh_acct
 from natbox.conntrack.proto.tcp import tcp_packet_established
 from natbox.conntrack.proto.udp import STREAM_DELAY, udp_packet_seen_reply
-from natbox.engine.checks import ip6_forward_ok
+from natbox.engine.checks import gso_fits, ip6_forward_ok
 from natbox.engine.family import FlowKey, flow_key6
 from natbox.engine.fastpath import (  # the per-packet constants and csum step IPv4's executor defines
     _ACK_ONLY,
@@ -56,6 +59,8 @@ from natbox.engine.fastpath import (  # the per-packet constants and csum step I
     _MASK,
     _U32,
     _WANT,
+    HEAD_LEN,
+    VIEW_MIN,
     CompiledFlow,
     FlowCache,
     FlowPlan,
@@ -72,6 +77,7 @@ from natbox.engine.route6 import Fib6
 from natbox.netfilter import NFPROTO_IPV6, CtInfo, CtStatus, Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import PacketType, Skb
+from natbox.wire.gso import GSO_TCPV6, GSO_UDP_L4
 from natbox.wire.ipv6 import IPV6_MIN_MTU
 from natbox.wire.layout import (
     ETH_HDR_LEN,
@@ -217,17 +223,23 @@ class FlowCache6(FlowCache):
         return FlowPlan(
             proto, direction, conn.ct_id, dev.name, out.name, nexthop, dst_mac, synthetic,
             out.mac + _ETH_P_IPV6_BYTES, new_addrs, icmp_id.to_bytes(2, "big") if proto == 58 else b"",
-            0, l4_diff % 0xFFFF, addr_diff % 0xFFFF, bool(steps), pseudo, _CSUM_AT[proto], out.mtu, 0,
+            0, l4_diff % 0xFFFF, addr_diff % 0xFFFF, bool(steps), pseudo, _CSUM_AT[proto], out.mtu,
+            GSO_TCPV6 if proto == 6 else GSO_UDP_L4 if proto == 17 else 0,
             self._fib6.generation, rules.version, self._neighs.generation, key[3], NFPROTO_IPV6)
 
     def forward(self, frame: bytes | bytearray | memoryview, iface: str, now: float, gso_type: int = 0,
                 gso_size: int = 0, partial: bool = False) -> Output | None:
         """Execute the plan of `frame`'s IPv6 flow if there is one and nothing about the packet is unusual;
-        else None, with nothing changed, and the caller takes the slow path (see the module docstring)."""
-        if gso_type or gso_size or partial:
-            return None
+        else None, with nothing changed, and the caller takes the slow path (see the module docstring). GSO,
+        partial checksums and memoryview frames as `FlowCache.forward` takes them."""
+        view: memoryview | None = None
         if type(frame) is not bytes:
-            frame = bytes(frame)
+            if type(frame) is memoryview and len(frame) > VIEW_MIN:
+                view = frame
+                frame = bytes(view[:HEAD_LEN])  # the fixed header and TCP with options end by byte 114
+            else:
+                frame = bytes(frame)
+        src = frame if view is None else view  # the whole frame, for what lies past the headers
         key = self.miss_key = flow_key6(frame, iface)
         if key is None:
             return None
@@ -242,9 +254,13 @@ class FlowCache6(FlowCache):
                 or rules is not self._rules or plan.rules_version != rules.version or plan.mtu != out.mtu):
             return None
         dev = flow.dev
-        tot_len = ip6_forward_ok(frame[_IP:_L4], len(frame) - _IP)
-        if not tot_len or tot_len > plan.mtu or not self._host.ipv6_forward or not dev.up or not out.up:
-            return None  # ip6_rcv_core, ip6_forward (hop limit, ip6_pkt_too_big), forwarding, links
+        tot_len = ip6_forward_ok(frame[_IP:_L4], len(src) - _IP)
+        if not tot_len or not self._host.ipv6_forward or not dev.up or not out.up:
+            return None  # ip6_rcv_core, ip6_forward (hop limit), forwarding, links
+        mtu = plan.mtu
+        whole = tot_len > mtu  # ip6_pkt_too_big unless a GSO packet whose segments fit (checked below)
+        if whole and not (gso_size and gso_type):
+            return None
         end = _IP + tot_len
         if self._resolve:  # neigh_output: an unresolved next hop is the slow path's (it queues)
             dst_mac = self._neighs.lookup(plan.oif, plan.nexthop, now)
@@ -262,9 +278,9 @@ class FlowCache6(FlowCache):
         proto = plan.proto
         if proto == 58:
             # nf_conntrack_icmpv6_error for an echo: 8 bytes, a valid checksum (pseudo-header included); then
-            # nf_conntrack_icmpv6_packet: refresh to icmpv6_timeout
-            if seg_len < ICMP6H_LEN or (cfg.checksum and (
-                    plan.pseudo + seg_len + (int.from_bytes(frame[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF):
+            # nf_conntrack_icmpv6_packet: refresh to icmpv6_timeout (a partial checksum, unusual here: the slow path)
+            if seg_len < ICMP6H_LEN or whole or partial or (cfg.checksum and (
+                    plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF):
                 return None
             if plan.l4_rewrite:
                 check = (check - plan.l4_sub) % 0xFFFF
@@ -275,8 +291,10 @@ class FlowCache6(FlowCache):
             doff = (frame[_TCP_DOFF] >> 4) * 4
             if doff < TCPH_MIN_LEN or seg_len < doff or not _ACK_ONLY[frame[_TCP_FLAGS]]:
                 return None
-            if cfg.checksum and (
-                    plan.pseudo + seg_len + (int.from_bytes(frame[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+            if whole and (gso_type != plan.gso_type or not gso_fits(IP6H_LEN + doff + gso_size, mtu)):
+                return None  # ip6_pkt_too_big: the slow path sends Packet Too Big
+            if cfg.checksum and not partial and (
+                    plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             seq = int.from_bytes(frame[_TCP_SEQ:_TCP_SEQ + 4], "big")
             if not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
@@ -285,20 +303,25 @@ class FlowCache6(FlowCache):
                                           (seq + seg_len - doff) & _U32, tot_len, now, cfg):
                 return None
             if plan.l4_rewrite:
-                check = (check - plan.l4_sub) % 0xFFFF
+                check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1 if partial else (check - plan.l4_sub) % 0xFFFF
         else:
             if seg_len < UDPH_LEN_BYTES or not check:
                 return None
             ulen = (frame[_UDP_LEN] << 8) | frame[_UDP_LEN + 1]
             if ulen > seg_len or ulen < UDPH_LEN_BYTES:
                 return None
-            if cfg.checksum and (
-                    plan.pseudo + seg_len + (int.from_bytes(frame[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
+            if whole and (gso_type != plan.gso_type or not gso_fits(IP6H_LEN + UDPH_LEN_BYTES + gso_size, mtu)):
+                return None
+            if cfg.checksum and not partial and (
+                    plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
                 return None  # this packet makes the ct ASSURED (an event): the slow path's business
             if plan.l4_rewrite:
-                check = (check - plan.l4_sub) % 0xFFFF or 0xFFFF  # CSUM_MANGLED_0
+                if partial:
+                    check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1
+                else:
+                    check = (check - plan.l4_sub) % 0xFFFF or 0xFFFF  # CSUM_MANGLED_0
             udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
         # committed: the packet leaves, its hop limit decremented (ip6_forward), NATed
         st = self._st
@@ -306,12 +329,21 @@ class FlowCache6(FlowCache):
         st.next_pkt_id = pkt_id + 1
         if plan.neigh_synthetic:
             st.stats["neigh_synthetic"] += 1
+        hop = bytes((frame[_HOP] - 1,))
         if proto == 58:
-            data = b"".join((dst_mac, plan.l2, frame[_IP:_HOP], bytes((frame[_HOP] - 1,)), plan.new_addrs,
-                             frame[_L4:csum_at], bytes((check >> 8, check & 0xFF)), plan.icmp_id,
-                             frame[_ICMP_ID_END:end]))
-        else:
-            data = b"".join((dst_mac, plan.l2, frame[_IP:_HOP], bytes((frame[_HOP] - 1,)), plan.new_addrs,
-                             frame[_PORTS_END:csum_at], bytes((check >> 8, check & 0xFF)),
-                             frame[csum_at + _CHECK_LEN:end]))
-        return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
+            data = b"".join((dst_mac, plan.l2, frame[_IP:_HOP], hop, plan.new_addrs, frame[_L4:csum_at],
+                             bytes((check >> 8, check & 0xFF)), plan.icmp_id, src[_ICMP_ID_END:end]))
+            return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, 0, 0, False)], [], [], [], [])
+        if not whole:
+            gso_type = gso_size = 0
+        if view is not None:  # the headers are copied (to the end of the TCP/UDP header), the payload stays
+            l4_end = _L4 + ((frame[_TCP_DOFF] >> 4) * 4 if tcp is not None else UDPH_LEN_BYTES)
+            data = b"".join((dst_mac, plan.l2, frame[_IP:_HOP], hop, plan.new_addrs, frame[_PORTS_END:csum_at],
+                             bytes((check >> 8, check & 0xFF)), frame[csum_at + _CHECK_LEN:l4_end]))
+            return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial,
+                                   view[l4_end:end])], [], [], [], [])
+        after_csum = csum_at + _CHECK_LEN
+        data = b"".join((dst_mac, plan.l2, frame[_IP:_HOP], hop, plan.new_addrs, frame[_PORTS_END:csum_at],
+                         bytes((check >> 8, check & 0xFF)),
+                         frame[after_csum:end] if end < 1024 else memoryview(frame)[after_csum:end]))
+        return Output([Emitted(plan.oif, data, pkt_id, conn.ct_id, gso_type, gso_size, partial)], [], [], [], [])

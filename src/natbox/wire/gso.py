@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from natbox.wire.checksum import CSUM_MANGLED_0, internet_checksum, l4_checksum
 
-__all__ = ["GSO_TCPV4", "GSO_UDP_L4", "gso_network_seglen", "gso_segment"]
+__all__ = ["GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "gso_network_seglen", "gso_segment"]
 
 GSO_TCPV4 = 1  # VIRTIO_NET_HDR_GSO_TCPV4 (SKB_GSO_TCPV4)
+GSO_TCPV6 = 4  # VIRTIO_NET_HDR_GSO_TCPV6 (SKB_GSO_TCPV6): forwarded whole only (no IPv6 software segmentation)
 GSO_UDP_L4 = 5  # VIRTIO_NET_HDR_GSO_UDP_L4 (SKB_GSO_UDP_L4)
 GSO_SEGS_MAX = 65535  # segments per super-packet (gso_max_segs); a smaller gso_size is refused
 _TCP_FIN_PSH = 0x01 | 0x08
