@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -85,7 +86,11 @@ def iperf(lab: Lab, seconds: float, *args: str, server: str = SERVER) -> dict[st
     try:
         res = ns(lab, "client", "iperf3", "-c", server, "-t", str(seconds), "-J", *args, timeout=seconds + 30)
         data: dict[str, Any] = json.loads(res.stdout or "{}")
-    except (ValueError, subprocess.TimeoutExpired):
+        if data.get("error") or not data:  # said, so that a 0 in the table has its reason
+            print(f"live_bench: iperf3 {' '.join(args)}: {data.get('error') or res.stderr.strip() or 'no output'}",
+                  file=sys.stderr, flush=True)
+    except (ValueError, subprocess.TimeoutExpired) as e:
+        print(f"live_bench: iperf3 {' '.join(args)}: {type(e).__name__}", file=sys.stderr, flush=True)
         data = {}
     finally:
         srv.terminate()
@@ -113,21 +118,30 @@ def udp_pps(lab: Lab, seconds: float) -> float:
 def measure6(lab: Lab, seconds: float) -> dict[str, float]:
     """The IPv6 figures: iperf3 TCP, 1 stream, to SERVER6 (Gbit/s) and ping6 RTT (ms); NaN when IPv6 is off."""
     if not IPV6["on"]:
-        return {"tcp6_gbps": float("nan"), "ping6_ms": float("nan")}
+        return {"tcp6_gbps": float("nan"), "ping6_ms": float("nan"), "ping6_est_ms": float("nan")}
     data = iperf(lab, seconds, "-6", server=SERVER6)
     try:
         gbps = float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
     except (KeyError, TypeError):
         gbps = 0.0
-    res = ns(lab, "client", "ping", "-6", "-q", "-c", "20", "-i", "0.05", "-W", "2", SERVER6)
-    m = re.search(r"= [\d.]+/([\d.]+)/", res.stdout)
-    return {"tcp6_gbps": gbps, "ping6_ms": float(m.group(1)) if m else float("nan")}
+    whole, established = ping(lab, "-6", SERVER6)
+    return {"tcp6_gbps": gbps, "ping6_ms": whole, "ping6_est_ms": established}
 
 
-def ping_ms(lab: Lab) -> float:
-    res = ns(lab, "client", "ping", "-q", "-c", "20", "-i", "0.05", "-W", "2", SERVER)
-    m = re.search(r"= [\d.]+/([\d.]+)/", res.stdout)
-    return float(m.group(1)) if m else float("nan")
+PING_COUNT = 25  # echo requests per ping run, 50 ms apart
+PING_WARM = 5  # replies left out of the established figure: the echo flow's first packets are its NEW one and
+# those before it is compiled (natbox) or offloaded (--offload), which take natbox's slow path
+
+
+def ping(lab: Lab, family: str, server: str) -> tuple[float, float]:
+    """One `ping` run of PING_COUNT requests (one echo flow: ping keeps its id): the average RTT of all its
+    replies, as ping's own summary gives it (ms), and the median RTT of the replies after the first
+    PING_WARM, which cross an established flow (ms). NaN for a figure without replies."""
+    res = ns(lab, "client", "ping", family, "-c", str(PING_COUNT), "-i", "0.05", "-W", "2", server)
+    rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", res.stdout)]
+    whole = statistics.fmean(rtts) if rtts else float("nan")
+    established = statistics.median(rtts[PING_WARM:]) if len(rtts) > PING_WARM else float("nan")
+    return whole, established
 
 
 CONN_PORTS = 16  # listening ports: 16 x the ephemeral range of 4-tuples, so TIME_WAIT never runs out of ports
@@ -194,8 +208,9 @@ def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
     """Every figure once, or the median of `repeat` runs."""
     runs = [{"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)),
              "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)),
-             "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "conn_per_s": conn_rate(lab, seconds),
-             "ping_ms": ping_ms(lab)} | measure6(lab, seconds) for _ in range(max(1, repeat))]
+             "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "conn_per_s": conn_rate(lab, seconds)}
+            | dict(zip(("ping_ms", "ping_est_ms"), ping(lab, "-4", SERVER), strict=True)) | measure6(lab, seconds)
+            for _ in range(max(1, repeat))]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
@@ -246,10 +261,11 @@ def bare_mode(lab: Lab) -> tuple[str, str]:
 
 
 def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | None,
-             repeat: int) -> dict[str, float] | None:
-    """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder)."""
+             repeat: int, environ: dict[str, str] | None = None) -> dict[str, float] | None:
+    """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder), from /, with
+    `environ` (default: env(), this checkout's src/ first)."""
     proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *argv], stderr=subprocess.PIPE, text=True,
-                            env=env())
+                            env=environ if environ is not None else env(), cwd="/")
     assert proc.stderr is not None
     if ready is not None:
         line = proc.stderr.readline()
@@ -264,8 +280,83 @@ def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | 
     finally:
         proc.terminate()
         print(proc.communicate(timeout=10)[1].strip(), flush=True)
-    print(f"{name}:", result, flush=True)
+    print(f"{name}:", result, f"(load average {_load()})", flush=True)
     return result
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --- the natbox gateways measured: (column, offload, compiled) --------------------------------------------------
+
+GATEWAYS = (("natbox", False, False), ("offload", True, False), ("natbox-c", False, True), ("offload-c", True, True))
+SIDES = ("kernel", "natbox", "offload", "natbox-c", "offload-c", "bare")
+
+
+def compiled_python(given: str) -> str:
+    """The python of a compiled build: a venv (its bin/python) or the interpreter itself."""
+    p = Path(given)
+    return str(p / "bin" / "python") if p.is_dir() else str(p)
+
+
+def compiled_env() -> dict[str, str]:
+    """The environment of the compiled build's gateway: no PYTHONPATH (its venv's own natbox, not src/)."""
+    e = dict(os.environ)
+    e.pop("PYTHONPATH", None)
+    return e
+
+
+def build_of(python: str, environ: dict[str, str]) -> str:
+    """`natbox --version` of the natbox `python` imports with `environ` (it names the build)."""
+    res = subprocess.run([python, "-m", "natbox", "--version"], env=environ, capture_output=True, text=True,
+                         cwd="/", check=False, timeout=60)
+    return res.stdout.strip() or f"no natbox: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+
+
+# --- the figures printed ---------------------------------------------------------------------------------------
+
+METRICS = ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms", "ping_est_ms", "tcp6_gbps", "ping6_ms",
+           "ping6_est_ms")
+# issue #16's aims for the natbox columns, as ratios to the kernel's NAT: (metric, at least?, bound)
+AIMS = (("tcp1_gbps", True, 0.95), ("tcp4_gbps", True, 0.95), ("udp64_pps", True, 1.0), ("ping_est_ms", False, 1.1),
+        ("conn_per_s", True, 0.3))
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def report(results: dict[str, dict[str, float]], loads: dict[str, str]) -> None:
+    """The figures of every side measured, their ratios to the kernel (and natbox's to the bare floor),
+    and issue #16's aims met or not per natbox column."""
+    sides = [side for side in SIDES if side in results]
+    get = {side: results[side] for side in sides}
+    print(f"\n{'metric':<14}" + "".join(f"{side:>14}" for side in sides))
+    for key in METRICS:
+        print(f"{key:<14}" + "".join(f"{get[side].get(key, float('nan')):>14.3f}" for side in sides))
+    print("load average (1, 5, 15 min) after each side: " + "; ".join(f"{s} {loads[s]}" for s in sides if s in loads))
+    pairs = [(side, "kernel") for side in sides if side != "kernel"]
+    pairs += [(side, "bare") for side in ("natbox", "natbox-c") if side in get and "bare" in get]
+    if "kernel" in get and len(pairs) > 0:
+        print(f"\n{'ratio':<14}" + "".join(f"{a + '/' + b:>18}" for a, b in pairs))
+        for key in METRICS:
+            print(f"{key:<14}" + "".join(f"{_ratio(get[a].get(key, float('nan')), get[b][key]):>18.3f}"
+                                         for a, b in pairs if b in get))
+    columns = [side for side, _off, _comp in GATEWAYS if side in get]
+    if "kernel" not in get or not columns:
+        return
+    print("\naims (issue #16), ratio to the kernel's NAT" + "".join(f"{side:>16}" for side in columns))
+    for key, at_least, bound in AIMS:
+        cells = []
+        for side in columns:
+            r = _ratio(get[side].get(key, float("nan")), get["kernel"][key])
+            met = r >= bound if at_least else r <= bound
+            cells.append(f"{'-':>16}" if math.isnan(r) else f"{r:>7.2f} {'met' if met else 'not met':>8}")
+        label = f"{key} {'>=' if at_least else '<='} {bound}"
+        print(f"{label:<43}" + "".join(cells))
+    print("(ping_est_ms: median RTT of an established echo flow's replies; ping_ms: the average of all of a "
+          f"{PING_COUNT}-request run, its first replies through natbox's slow path)")
 
 
 def main() -> int:
@@ -273,44 +364,46 @@ def main() -> int:
     ap.add_argument("--time", type=float, default=5.0, help="seconds per iperf3 run")
     ap.add_argument("--gateway-arg", action="append", default=[], help="extra natbox gateway argument")
     ap.add_argument("--patched-csum", action="store_true", help="gateway with an O(n) csum_partial")
-    ap.add_argument("--only", choices=("kernel", "natbox", "offload", "bare"), help="measure one side only")
+    ap.add_argument("--only", choices=SIDES, help="measure one side only")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
     ap.add_argument("--no-offload", action="store_true", help="skip natbox --offload (the tc BPF datapath)")
+    ap.add_argument("--compiled", default="", metavar="VENV",
+                    help="also the compiled build's gateway (columns natbox-c, offload-c): a venv where "
+                         "`NATBOX_COMPILE=1 pip install .` ran, or its python")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is printed")
     ap.add_argument("--no-ipv6", action="store_true", help="IPv4 only (no tcp6_gbps/ping6_ms)")
+    ap.add_argument("--json", default="", metavar="FILE", help="also write the figures to FILE as JSON")
     args = ap.parse_args()
-    IPV6["on"] = not args.no_ipv6
-    lab_file, host_file = ("basic.toml", "basic-gw.toml") if args.no_ipv6 else ("basic6.toml", "basic6-gw.toml")
     if os.geteuid() != 0:
         print("live_bench: needs root (network namespaces)", file=sys.stderr)
         return 1
+    gateways = gateway_runs(args)
+    if gateways is None:
+        return 2
+    IPV6["on"] = not args.no_ipv6
+    lab_file = "basic.toml" if args.no_ipv6 else "basic6.toml"
     lab = parse_lab_toml((EXAMPLES / lab_file).read_text(), str(EXAMPLES / lab_file))
     lab.name = "nbench"
     lab_down(lab)
     lab_up(lab)
     results: dict[str, dict[str, float]] = {}
+    loads: dict[str, str] = {"start": _load()}
+    print(f"live_bench: load average {loads['start']} at the start", flush=True)
     try:
         if args.only in (None, "kernel"):
             kernel_mode(lab)
             results["kernel"] = measure(lab, args.time, args.repeat)
-            print("kernel:", results["kernel"], flush=True)
-        if args.only in (None, "natbox"):
+            loads["kernel"] = _load()
+            print("kernel:", results["kernel"], f"(load average {loads['kernel']})", flush=True)
+        for side, argv, environ, ipv6 in gateways:
             natbox_mode(lab)
-            host = str(EXAMPLES / host_file)
-            prog = [sys.executable, "-c", PATCH] if args.patched_csum else [sys.executable, "-m", "natbox.cli.gateway"]
-            res = run_side(lab, "natbox", [*prog, host, *args.gateway_arg], args.time, "ready:", args.repeat)
+            saved, IPV6["on"] = IPV6["on"], IPV6["on"] and ipv6
+            res = run_side(lab, side, argv, args.time, "ready:", args.repeat, environ)
+            IPV6["on"] = saved
             if res is None:
                 return 1
-            results["natbox"] = res
-        if args.only == "offload" or (args.only is None and not args.no_offload):
-            natbox_mode(lab)
-            host = str(EXAMPLES / "basic-gw.toml")
-            ipv6, IPV6["on"] = IPV6["on"], False  # IPv4 only: --offload's IPv6 socket has no vnet headers (GSO)
-            res = run_side(lab, "offload", [sys.executable, "-m", "natbox.cli.gateway", host, "--offload",
-                                            *args.gateway_arg], args.time, "ready:", args.repeat)
-            IPV6["on"] = ipv6
-            if res is not None:
-                results["offload"] = res
+            results[side] = res
+            loads[side] = _load()
         if args.only == "bare" or (args.only is None and not args.no_bare):
             natbox_mode(lab)
             client_mac, server_mac = bare_mode(lab)
@@ -320,20 +413,42 @@ def main() -> int:
                            None, args.repeat)
             if res is not None:
                 results["bare"] = res
+                loads["bare"] = _load()
     finally:
         run(["ip", "netns", "list"], check=False)
         lab_down(lab)
-    print(f"\n{'metric':<12}{'kernel':>14}{'natbox':>14}{'offload':>14}{'bare':>14}{'natbox/kernel':>16}"
-          f"{'offload/kernel':>16}{'bare/kernel':>14}{'natbox/bare':>14}")
-    for key in ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms", "tcp6_gbps", "ping6_ms"):
-        k, n, o, b = (results.get(side, {}).get(key, float("nan")) for side in ("kernel", "natbox", "offload", "bare"))
-        print(f"{key:<12}{k:>14.3f}{n:>14.3f}{o:>14.3f}{b:>14.3f}{_ratio(n, k):>16.3f}{_ratio(o, k):>16.3f}"
-              f"{_ratio(b, k):>14.3f}{_ratio(n, b):>14.3f}")
+    report(results, loads)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "load": loads, "argv": sys.argv[1:]}, indent=1)
+                                   + "\n")
     return 0
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
+def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str], bool]] | None:
+    """The natbox gateways to measure, in order: (column, argv, environment, IPv6 figures too), each named
+    with its `natbox --version`; None (and a line on stderr) when --compiled is not a compiled build."""
+    runs = []
+    for side, offload, compiled in GATEWAYS:
+        if args.only not in (None, side) or (offload and args.no_offload and args.only != side):
+            continue
+        if compiled and not args.compiled:
+            if args.only == side:
+                print(f"live_bench: {side} needs --compiled VENV", file=sys.stderr)
+                return None
+            continue
+        python, environ = (compiled_python(args.compiled), compiled_env()) if compiled else (sys.executable, env())
+        version = build_of(python, environ)
+        print(f"live_bench: {side}: {version} ({python})", flush=True)
+        if compiled and "compiled" not in version:
+            print(f"live_bench: {args.compiled} is not a compiled build of natbox: {version}", file=sys.stderr)
+            return None
+        host = str(EXAMPLES / ("basic-gw.toml" if offload or args.no_ipv6 else "basic6-gw.toml"))
+        prog = [sys.executable, "-c", PATCH] if args.patched_csum and not compiled else [python, "-m",
+                                                                                          "natbox.cli.gateway"]
+        # --offload runs IPv4 only: its IPv6 packet socket has no vnet headers (GSO) yet
+        runs.append((side, [*prog, host, *(["--offload"] if offload else []), *args.gateway_arg], environ,
+                     not offload))
+    return runs
 
 
 if __name__ == "__main__":
