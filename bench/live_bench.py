@@ -1,16 +1,24 @@
 """Live benchmark: the kernel's NAT and natbox's gateway on the same namespace topology, in one run.
 
-    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--only kernel|natbox|offload|bare] [--no-bare]
-                                    [--no-offload]
-                                    [--gateway-arg=--no-ring ...] [--patched-csum]
+    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--compiled VENV] [--no-bare] [--no-offload]
+                                    [--only kernel|natbox|offload|natbox-c|offload-c|bare] [--no-ipv6]
+                                    [--json FILE] [--gateway-arg=--no-ring ...] [--patched-csum]
 
-Topology (src/natbox/lab/examples/basic.toml, lab name "nbench"): client 10.0.1.2 -- gw (lan0 10.0.1.1,
-wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
+Topology (src/natbox/lab/examples/basic6.toml, lab name "nbench"): client 10.0.1.2 -- gw (lan0 10.0.1.1,
+wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2, dual-stack (fd00:1::2 --
+gw -- 2001:db8:1::2, MASQUERADE fd00:1::/64 out of wan0); --no-ipv6: basic.toml, IPv4 only.
 
 * kernel: lan0/wan0 get the kernel addresses, ip_forward=1, `iptables -t nat -A POSTROUTING -s
-  10.0.1.0/24 -o wan0 -j MASQUERADE` in the gw namespace.
-* natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic-gw.toml`.
-* offload: the same with `--offload`: established flows are carried by natbox's tc BPF datapath.
+  10.0.1.0/24 -o wan0 -j MASQUERADE` in the gw namespace (and NAT66: ip6tables MASQUERADE, IPv6 forwarding).
+* natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic6-gw.toml`
+  (pure Python, this checkout's src/).
+* offload: `natbox gateway basic-gw.toml --offload`: established flows are carried by natbox's tc BPF
+  datapath (IPv4 only: no IPv6 figures).
+* natbox-c, offload-c (with --compiled VENV): the same two gateways run by VENV's python, whose natbox is
+  the compiled (mypyc) build, without PYTHONPATH. Each gateway's `natbox --version` is printed first, and
+  a VENV that is not a compiled build is refused. The build (about 7 minutes of CPU on 2 cores):
+      scripts/build-compiled.sh /tmp/natbox-compiled     # = NATBOX_COMPILE=1 pip install . into that venv
+  It is a copy of the tree at build time: rebuild it after changing src/.
 * bare: the floor, bench/bare_forwarder.py on the same interfaces: natbox's I/O (rings, vnet headers, one
   sendmsg per frame) with Ethernet addresses rewritten and nothing else (no NAT: the server routes
   10.0.1.0/24 back through the gateway, both peers get static neighbour entries for it). natbox/bare is
@@ -19,13 +27,17 @@ wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2.
 Measured for each: iperf3 TCP with 1 and 4 streams (Gbit/s, receiver side), UDP 64-byte datagrams
 (packets/s received, sender unlimited), new TCP connections per second (a Python client connects and
 closes in a loop for --time seconds, one connection at a time, against CONN_PORTS listeners whose
-server accepts and closes), ping RTT (ms, average of 20), and in IPv6 beside them: iperf3 TCP with 1 stream
-from fd00:1::2 to 2001:db8:1::2 (`tcp6_gbps`) and ping6 RTT (`ping6_ms`), through the kernel's NAT66 (ip6tables
-MASQUERADE, net.ipv6.conf.all.forwarding=1) and natbox's (basic6-gw.toml's [rules6]); the lab is
-basic6.toml, basic.toml dual-stack (--no-ipv6: IPv4 only; the bare forwarder has no IPv6 figures). With
---repeat N each figure is the median of N
-runs (on a small, shared machine single runs vary by a third). Prints natbox/kernel ratios.
-`--patched-csum` runs the gateway with an O(n) `natbox.wire.checksum.csum_partial` (int % 0xFFFF),
+server accepts and closes), ping: `ping_ms` is the average RTT of a whole run of PING_COUNT requests 50 ms
+apart (its first replies cross natbox's slow path, before the echo flow is compiled or offloaded) and
+`ping_est_ms` the median RTT of that run's replies after the first PING_WARM (an established flow: the
+figure issue #16's aim "ping on an established flow <= 1.1x" is about); in IPv6 beside them: iperf3 TCP
+with 1 stream from fd00:1::2 to 2001:db8:1::2 (`tcp6_gbps`) and ping6 (`ping6_ms`, `ping6_est_ms`) through
+the kernel's NAT66 and natbox's (basic6-gw.toml's [rules6]). With --repeat N each figure is the median of
+N runs (on a small, shared machine single runs vary by a third; the load averages are printed with each
+side). Prints every side's figures, their ratios to the kernel, and issue #16's aims (TCP 1 and 4 streams
+>= 0.95, UDP 64-byte packets/s >= 1.0, ping on an established flow <= 1.1x, new connections/s >= 0.3)
+met or not for each natbox column. A 0 comes with iperf3's reason on stderr.
+`--patched-csum` runs the pure gateway with an O(n) `natbox.wire.checksum.csum_partial` (int % 0xFFFF),
 to show what the engine-side fix proposed in the report buys; it changes nothing in the source tree.
 """
 
