@@ -12,8 +12,8 @@ gw -- 2001:db8:1::2, MASQUERADE fd00:1::/64 out of wan0); --no-ipv6: basic.toml,
   10.0.1.0/24 -o wan0 -j MASQUERADE` in the gw namespace (and NAT66: ip6tables MASQUERADE, IPv6 forwarding).
 * natbox: the same interfaces without kernel addresses, forwarding off, `natbox gateway basic6-gw.toml`
   (pure Python, this checkout's src/).
-* offload: `natbox gateway basic-gw.toml --offload`: established flows are carried by natbox's tc BPF
-  datapath (IPv4 only: no IPv6 figures).
+* offload: the same with `--offload`: established flows are carried by natbox's tc BPF datapath (IPv6
+  flows by the gateway's Python path until the BPF program has an IPv6 branch).
 * natbox-c, offload-c (with --compiled VENV): the same two gateways run by VENV's python, whose natbox is
   the compiled (mypyc) build, without PYTHONPATH. Each gateway's `natbox --version` is printed first, and
   a VENV that is not a compiled build is refused. The build (about 7 minutes of CPU on 2 cores):
@@ -407,11 +407,9 @@ def main() -> int:
             results["kernel"] = measure(lab, args.time, args.repeat)
             loads["kernel"] = _load()
             print("kernel:", results["kernel"], f"(load average {loads['kernel']})", flush=True)
-        for side, argv, environ, ipv6 in gateways:
+        for side, argv, environ in gateways:
             natbox_mode(lab)
-            saved, IPV6["on"] = IPV6["on"], IPV6["on"] and ipv6
             res = run_side(lab, side, argv, args.time, "ready:", args.repeat, environ)
-            IPV6["on"] = saved
             if res is None:
                 return 1
             results[side] = res
@@ -436,8 +434,8 @@ def main() -> int:
     return 0
 
 
-def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str], bool]] | None:
-    """The natbox gateways to measure, in order: (column, argv, environment, IPv6 figures too), each named
+def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str]]] | None:
+    """The natbox gateways to measure, in order: (column, argv, environment), each named
     with its `natbox --version`; None (and a line on stderr) when --compiled is not a compiled build."""
     runs = []
     for side, offload, compiled in GATEWAYS:
@@ -454,12 +452,10 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
         if compiled and "compiled" not in version:
             print(f"live_bench: {args.compiled} is not a compiled build of natbox: {version}", file=sys.stderr)
             return None
-        host = str(EXAMPLES / ("basic-gw.toml" if offload or args.no_ipv6 else "basic6-gw.toml"))
+        host = str(EXAMPLES / ("basic-gw.toml" if args.no_ipv6 else "basic6-gw.toml"))
         prog = [sys.executable, "-c", PATCH] if args.patched_csum and not compiled else [python, "-m",
                                                                                           "natbox.cli.gateway"]
-        # --offload runs IPv4 only: its IPv6 packet socket has no vnet headers (GSO) yet
-        runs.append((side, [*prog, host, *(["--offload"] if offload else []), *args.gateway_arg], environ,
-                     not offload))
+        runs.append((side, [*prog, host, *(["--offload"] if offload else []), *args.gateway_arg], environ))
     return runs
 
 
