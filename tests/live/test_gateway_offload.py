@@ -12,6 +12,7 @@ connection. Skips, naming what is missing, without clang/tc/bpf().
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import re
@@ -404,3 +405,50 @@ def test_a_filter_left_by_a_killed_gateway_is_removed_at_the_next_start(lab: Lab
         stop(again)
     assert "lan0: removed the offload filter" in said and "wan0: removed the offload filter" in said, said
     assert b"natbox_offload" not in ns_run(lab, "gw", ["tc", "filter", "show", "dev", "lan0", "ingress"]).stdout
+
+
+def _fill_map(gw: subprocess.Popen[bytes]) -> int:
+    """Fill the gateway's flow map to MAX_FLOWS with entries no packet matches (an ifindex no device has),
+    through the bpf() system call, as another writer would; returns how many went in. The map is pinned in
+    the gateway's private bpffs, in the mount namespace `ip netns exec` made: reached through /proc/PID/root."""
+    from natbox.offload import bpf
+    from natbox.offload.entry import ACTION_SIZE, KEY_SIZE, MAX_FLOWS, OffloadKey, encode_key
+
+    pinned = Path(f"/proc/{gw.pid}/root/tmp/natbox-offload-{gw.pid}/bpffs/tc/globals/nb_flows")
+    flows = bpf.MapFd(bpf.obj_get(str(pinned)), KEY_SIZE, ACTION_SIZE)
+    try:
+        n = 0
+        for i in range(MAX_FLOWS + 1):
+            try:
+                flows.update(encode_key(OffloadKey(ifindex=0x7FFFFFF0, proto=17, saddr=0x0A000000 + i, daddr=0x0A000001,
+                                                   sport=1, dport=1)),
+                             bytes(ACTION_SIZE), bpf.BPF_NOEXIST)
+            except OSError as e:
+                assert e.errno == errno.E2BIG and n == MAX_FLOWS, (e, n)  # full: what natbox will meet
+                break
+            n += 1
+        return n
+    finally:
+        flows.close()
+
+
+def test_a_full_map_leaves_new_flows_on_natbox_s_path_and_counts_them(lab: Lab, tmp_path: Path) -> None:
+    """With the real map full (E2BIG) a new flow is not offloaded: natbox forwards it itself, every datagram
+    answered, `natbox status` counts it under `full`, and no traceback or error line comes of it."""
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    try:
+        assert _fill_map(gw) == 65536
+        echo = _start(lab, "server", UDP_ECHO.format(port=6004, seconds=6))
+        pinger = ns_python(lab, "client", UDP_PINGER.format(sport=40505, dst=SERVER, port=6004, seconds=3))
+        got, refused = (int(x) for x in pinger.stdout.decode().split())
+        status = _status(ctl)
+        echo.kill()
+        echo.wait()
+    finally:
+        rest = stop(gw)
+    assert got > 100 and refused == 0, pinger.stdout  # ~3 s at 100/s, through natbox
+    full = re.search(r"offload: 0 flows offloaded, 0 map entries, .*\bfull (\d+), .*errors 0", status)
+    assert full and int(full.group(1)) >= 1, status
+    assert _carried(status) == 0 and _rx(status) >= got, status  # every datagram through natbox
+    assert "Traceback" not in rest and "map full" in rest, rest

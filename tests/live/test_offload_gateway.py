@@ -5,17 +5,20 @@ installed stays on natbox's path. No root: the datapath is a dict; the entries a
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
-from tests.engine.test_offload import SPORT, Clock, _client, _engine, _establish, _send
+from tests.engine.test_offload import CLIENT, GW_WAN, SPORT, Clock, _client, _engine, _establish, _send, _server
 
 from natbox.conntrack.format import format_conntrack
 from natbox.engine.engine import Engine
-from natbox.gateway.offload import GatewayOffload
+from natbox.gateway.offload import FULL_RETRIES, GatewayOffload
 from natbox.netfilter import CtStatus
 from natbox.offload.entry import FlowStats, OffloadAction, OffloadKey, offload_entry
 from natbox.wire import tcp
+from natbox.wire.layout import ETH_HDR_LEN
+from natbox.wire.views import Ipv4View
 
 IFINDEX = {"lan0": 11, "wan0": 12}
 
@@ -28,14 +31,16 @@ class FakeDatapath:
         self.counters: dict[OffloadKey, FlowStats] = {}
         self.attached: list[str] = []
         self.closed = False
-        self.full = False
+        self.capacity: int | None = None  # entries the map takes (None: any number)
+        self.calls = 0  # install calls
 
     def attach(self, ifname: str) -> None:
         self.attached.append(ifname)
 
     def install(self, key: OffloadKey, action: OffloadAction) -> None:
-        if self.full:
-            raise OSError(28, "No space left on device")
+        self.calls += 1
+        if self.capacity is not None and len(self.entries) >= self.capacity and key not in self.entries:
+            raise OSError(errno.E2BIG, "Argument list too long")  # what the kernel says for a full hash map
         self.entries[key] = action
         self.counters.setdefault(key, FlowStats(0, 0, 0))
 
@@ -83,15 +88,89 @@ def test_an_offloaded_flow_is_installed_both_ways_counted_and_removed_on_fin() -
     assert dp.closed
 
 
+class RefusingDatapath(FakeDatapath):
+    def install(self, key: OffloadKey, action: OffloadAction) -> None:
+        self.calls += 1
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+
 def test_a_flow_the_datapath_cannot_take_stays_natbox_s() -> None:
     engine, clock = _engine(), Clock()
-    gw, dp = _gateway(engine, clock)
-    dp.full = True
+    dp = RefusingDatapath()
+    gw = GatewayOffload(engine, dp, offload_entry, lambda name: IFINDEX.get(name, 0), clock=lambda: clock.now)
     conn = _establish(engine, clock)
     gw.sync()
     assert not dp.entries and not gw.installed
     assert not conn.status & CtStatus.OFFLOAD  # handed back: the engine keeps forwarding it
-    assert gw.stats["errors"] == 1 and "installing failed" in gw.last_error
+    assert gw.stats["errors"] == 1 and "installing failed" in gw.last_error and gw.stats["full"] == 0
+    for _ in range(5):  # never offered again: one try in all
+        _send(engine, clock, _client(11, 11, tcp.ACK))
+        gw.sync()
+    assert dp.calls == 1
+
+
+def _forwarded_natted(engine: Engine, clock: Clock, dport: int) -> None:
+    """Two data segments of the connection to `dport` and two ACKs back go through natbox, NATed both ways."""
+    for _ in range(2):
+        frame, iface = _client(11, 11, tcp.ACK, b"data", dport=dport)
+        (sent,) = engine.receive(frame, iface, clock.step()).emitted
+        assert sent.iface == "wan0" and Ipv4View(sent.frame, ETH_HDR_LEN).saddr == GW_WAN
+    for _ in range(2):
+        frame, iface = _server(11, 15, tcp.ACK, sport=dport)
+        (sent,) = engine.receive(frame, iface, clock.step()).emitted
+        assert sent.iface == "lan0" and Ipv4View(sent.frame, ETH_HDR_LEN).daddr == CLIENT
+
+
+def test_a_full_map_leaves_new_flows_on_natbox_s_path_counted_and_offers_them_again_when_room_is_made() -> None:
+    engine, clock = _engine(), Clock()
+    gw, dp = _gateway(engine, clock)
+    dp.capacity = 2  # one flow
+    first = _establish(engine, clock)
+    gw.sync()
+    assert first.ct_id in gw.installed and dp.calls == 2
+    second = _establish(engine, clock, dport=5002)
+    gw.sync()  # the second entry pair does not fit: E2BIG
+    assert gw.full and gw.stats["full"] == 1 and gw.stats["errors"] == 0 and dp.calls == 3
+    assert not second.status & CtStatus.OFFLOAD and second.ct_id not in gw.installed
+    _forwarded_natted(engine, clock, 5002)  # natbox forwards it, NAT and all
+    # while full, no install is even tried: each new flow counted, none costs a system call
+    for dport in (5003, 5004, 5005):
+        _establish(engine, clock, dport=dport)
+        gw.sync()
+    assert dp.calls == 3 and gw.stats["full"] == 4
+    assert "full 4" in gw.report()
+    for _ in range(3):  # the refused flows' packets ask nothing
+        _forwarded_natted(engine, clock, 5002)
+        gw.sync()
+    assert dp.calls == 3
+    # the first flow ends: its entries go, the oldest waiting flow is offered again and its next packet installs it
+    engine.table.delete(first, clock.now)
+    gw.sync()
+    assert (gw.full, dp.calls) == (False, 3)
+    _forwarded_natted(engine, clock, 5002)
+    gw.sync()
+    assert second.status & CtStatus.OFFLOAD and second.ct_id in gw.installed and dp.calls == 5
+
+
+def test_a_flow_refused_for_a_full_map_is_offered_again_a_bounded_number_of_times() -> None:
+    engine, clock = _engine(), Clock()
+    gw, dp = _gateway(engine, clock)
+    held = [_establish(engine, clock, dport=6000 + i) for i in range(FULL_RETRIES + 2)]
+    gw.sync()
+    dp.capacity = 0  # from now on nothing fits
+    waiting = _establish(engine, clock, dport=5002)
+    gw.sync()
+    assert gw.stats["full"] == 1
+    tries = []
+    for conn in held:  # each flow that goes makes room: the waiting one is offered, tried, refused again
+        engine.table.delete(conn, clock.now)
+        gw.sync()
+        calls = dp.calls
+        _forwarded_natted(engine, clock, 5002)
+        gw.sync()
+        tries.append(dp.calls - calls)
+    assert tries == [1] * FULL_RETRIES + [0, 0]  # FULL_RETRIES offers after the first refusal, then no more
+    assert not waiting.status & CtStatus.OFFLOAD
 
 
 def test_a_flush_removes_every_entry() -> None:

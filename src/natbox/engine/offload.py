@@ -137,7 +137,7 @@ class FlowOffload:
         self.flows: dict[int, OffloadedFlow] = {}  # by ct id
         self.keys: dict[FlowKey, OffloadedFlow] = {}  # the flow keys of the frames the datapath carries
         self.requests: list[OffloadRequest] = []
-        self.refused: set[int] = set()  # cts the datapath declined: not offered again (until destroyed)
+        self.refused: dict[int, Conn] = {}  # cts the datapath declined: not offered again (until destroyed)
         # flows come back, until the datapath's last counts of them are folded: kept through one drain()
         self.leaving: dict[int, OffloadedFlow] = {}
         self._drained: list[int] = []
@@ -267,7 +267,7 @@ class FlowOffload:
 
     def destroyed(self, conn: Conn) -> None:
         """The ct left the table (its `register_destroy` callback)."""
-        self.refused.discard(conn.ct_id)
+        self.refused.pop(conn.ct_id, None)
         if conn.ct_id in self.flows:
             self.teardown(conn, "destroyed")
 
@@ -275,8 +275,18 @@ class FlowOffload:
         """The datapath could not take the ct (no ifindex, a synthetic MAC...): it stays on the slow path."""
         flow = self.flows.get(ct_id)
         if flow is not None:
-            self.refused.add(ct_id)
+            self.refused[ct_id] = flow.conn
             self.teardown(flow.conn, "refused", request=False)
+
+    def retry(self, ct_id: int) -> bool:
+        """Offer a refused ct again (the datapath has room again): its next packet through the engine decides
+        anew, as `nft_flow_offload_eval` does at every packet (its compiled flows go, so that packet takes the
+        slow path, which compiles the flow again and so offers it). False when the ct is not a refused one."""
+        conn = self.refused.pop(ct_id, None)
+        if conn is None:
+            return False
+        self._flowcache.forget(conn)
+        return True
 
     def revalidate(self) -> None:
         """After a FIB or neighbour change: bring back the flows whose route, device or next hop changed."""

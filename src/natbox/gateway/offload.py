@@ -15,6 +15,13 @@ per-direction rewrites. `GatewayOffload` connects the two:
   also before entries are removed, so no counted packet is lost;
 - at the stop (`close`, also on SIGTERM/SIGINT, which end the loop): a last fold, the filters and maps go.
 
+A full map (MAX_FLOWS entries; the kernel says E2BIG) refuses the flow, which stays on natbox's own path,
+correct and counted (`full` in `natbox status`); no install is tried again until an entry goes (no system
+call per new flow while full). Each entry pair that goes lets one flow refused that way be offered again
+(`FlowOffload.retry`: its next packet through natbox offloads it), at most FULL_RETRIES times per ct. The
+kernel's flowtable has no fixed size; its `flow_offload_add` failing leaves the ct to the slow path and
+`nft_flow_offload_eval` tries again at the next packet.
+
 TAP devices natbox holds the fd of are not offloaded: their frames never cross a kernel path natbox could
 hand a flow to (natbox reads and writes them itself). Frames the datapath redirects never reach natbox's
 packet sockets, which --offload binds per ethertype (`ports.ProtocolPort`): a protocol's packet sockets
@@ -23,6 +30,7 @@ are served after tc ingress, ETH_P_ALL ones (tcpdump) before it, so tcpdump stil
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -39,13 +47,15 @@ from natbox.engine.offload import OffloadAdd
 from natbox.errors import NatboxError
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EventLoop
-from natbox.offload.datapath import Datapath, detach_stale, ifindex
+from natbox.offload.datapath import Datapath, OffloadMapFull, detach_stale, ifindex
 from natbox.offload.entry import OffloadAction, OffloadKey, offload_entry
 
 __all__ = ["FOLD_INTERVAL", "GatewayOffload", "Offload", "remove_stale_filters", "start_offload"]
 
 FOLD_INTERVAL = 1.0  # seconds between two reads of the datapath's counters
 RECENT_MAX = 64  # offload events `natbox status` shows (the newest)
+FULL_RETRIES = 3  # times a ct refused for a full map is offered again once entries go
+WAITING_MAX = 4096  # cts refused for a full map remembered for those offers (the oldest forgotten)
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
@@ -96,8 +106,10 @@ class GatewayOffload(Generic[K, A]):
         self.installed: dict[int, tuple[K, K]] = {}  # ct id -> the entry keys of its ORIGINAL and REPLY direction
         self._owner: dict[K, tuple[int, int]] = {}  # entry key -> (ct id, direction)
         self._next_fold = 0.0
-        self.stats = {"installed": 0, "removed": 0, "refused": 0, "folds": 0, "errors": 0}
+        self.stats = {"installed": 0, "removed": 0, "refused": 0, "full": 0, "folds": 0, "errors": 0}
         self.last_error = ""
+        self.full = False  # the last install found the map full, and no entry went since
+        self._waiting: dict[int, int] = {}  # ct id -> times refused for a full map, the oldest first
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -126,6 +138,9 @@ class GatewayOffload(Generic[K, A]):
             return
         if req.ct_id in self.installed:
             self._remove(req.ct_id, "replaced")
+        if self.full:  # no room since the last try: not even a system call
+            self._map_full(req.ct_id)
+            return
         keys: list[K] = []
         try:
             for e in entries:
@@ -135,9 +150,15 @@ class GatewayOffload(Generic[K, A]):
         except (NatboxError, OSError) as exc:  # the map is full or the kernel refused: the flow stays natbox's
             for key in keys:
                 self._remove_key(key)
-            self._error(f"offload: ct {req.ct_id}: installing failed: {exc}")
-            self.engine.offload_refused(req.ct_id)
+            if _is_full(exc):
+                self.full = True
+                self.log(f"offload: {exc}: new flows stay on natbox's path until entries go")
+                self._map_full(req.ct_id)
+            else:
+                self._error(f"offload: ct {req.ct_id}: installing failed: {exc}")
+                self.engine.offload_refused(req.ct_id)
             return
+        self._waiting.pop(req.ct_id, None)
         first, second = keys
         self.installed[req.ct_id] = (first, second)
         self._owner[first] = (req.ct_id, 0)
@@ -145,6 +166,28 @@ class GatewayOffload(Generic[K, A]):
         self.stats["installed"] += 1
         plan = req.plans[0]
         self.recent.append(f"{self._clock():.3f} ct {req.ct_id} {plan.iif}->{plan.oif} offloaded")
+
+    def _map_full(self, ct_id: int) -> None:
+        """The ct stays on natbox's path: counted, and remembered for an offer once entries go."""
+        self.stats["full"] += 1
+        waiting = self._waiting
+        times = waiting.pop(ct_id, 0) + 1
+        if times <= FULL_RETRIES:
+            if len(waiting) >= WAITING_MAX:
+                del waiting[next(iter(waiting))]
+            waiting[ct_id] = times
+        self.engine.offload_refused(ct_id)
+
+    def _offer_waiting(self) -> None:
+        """An entry pair went: the oldest ct refused for a full map (and still there) is offered again."""
+        offload = self.engine.offload
+        waiting = self._waiting
+        while waiting and offload is not None:
+            ct_id = next(iter(waiting))
+            times = waiting.pop(ct_id)
+            if offload.retry(ct_id):
+                waiting[ct_id] = times  # newest now: it counts its tries on
+                return
 
     def _remove(self, ct_id: int, reason: str) -> None:
         keys = self.installed.pop(ct_id, None)
@@ -155,6 +198,8 @@ class GatewayOffload(Generic[K, A]):
             self._remove_key(key)
         self.stats["removed"] += 1
         self.recent.append(f"{self._clock():.3f} ct {ct_id} back to natbox ({reason})")
+        self.full = False
+        self._offer_waiting()
 
     def _remove_key(self, key: K) -> None:
         try:
@@ -229,6 +274,12 @@ class GatewayOffload(Generic[K, A]):
             self.installed.clear()
             self._owner.clear()
             self.datapath.close()
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether an install failed because the map is full (the kernel's E2BIG; ENOSPC too)."""
+    return isinstance(exc, OffloadMapFull) or (isinstance(exc, OSError) and exc.errno in (errno.E2BIG,
+                                                                                           errno.ENOSPC))
 
 
 Offload = GatewayOffload[OffloadKey, OffloadAction]

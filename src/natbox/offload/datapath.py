@@ -15,7 +15,7 @@ not preallocated (BPF_F_NO_PREALLOC: a preallocated per-CPU map would take 65536
 CPU); only Python adds elements, the program only looks them up.
 
 Errors are one line: `OffloadUnavailable` says what is missing (a program, headers, a kernel feature,
-permission), `OffloadError` what failed later (a full map, a device gone).
+permission), `OffloadError` what failed later (`OffloadMapFull`: a full map; a device gone).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from natbox.offload.entry import (
     encode_key,
 )
 
-__all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadUnavailable", "detach_stale", "ifindex", "probe"]
+__all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadMapFull", "OffloadUnavailable", "detach_stale", "ifindex",
+           "probe"]
 
 SOURCE = Path(__file__).with_name("natbox_offload.bpf.c")
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall")
@@ -64,6 +65,10 @@ _KCONFIG = (("CONFIG_BPF_SYSCALL", "bpf()"), ("CONFIG_NET_CLS_BPF", "cls_bpf"),
 
 class OffloadError(NatboxError):
     """The kernel data path failed (a full map, a device that went away); str() is one line."""
+
+
+class OffloadMapFull(OffloadError):
+    """The map holds MAX_FLOWS entries already (the kernel's E2BIG): nothing more fits until some go."""
 
 
 class OffloadUnavailable(OffloadError):
@@ -298,7 +303,7 @@ class Datapath:
             self._installed[k] = key
         except OSError as e:
             if e.errno == errno.E2BIG:
-                raise OffloadError(f"offload map full ({MAX_FLOWS} flow directions)") from None
+                raise OffloadMapFull(f"offload map full ({MAX_FLOWS} flow directions)") from None
             raise OffloadError(f"offload map update failed: {e.strerror or e}") from None
 
     def remove(self, key: OffloadKey) -> None:
