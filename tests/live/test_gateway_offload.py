@@ -452,3 +452,42 @@ def test_a_full_map_leaves_new_flows_on_natbox_s_path_and_counts_them(lab: Lab, 
     assert full and int(full.group(1)) >= 1, status
     assert _carried(status) == 0 and _rx(status) >= got, status  # every datagram through natbox
     assert "Traceback" not in rest and "map full" in rest, rest
+
+
+def test_as_an_unprivileged_user_the_gateway_installs_removes_and_reads_entries(lab: Lab, tmp_path: Path) -> None:
+    """--user nobody --offload: the datapath is attached as root, then the gateway runs as nobody with
+    CAP_NET_ADMIN only (bounding, effective and ambient: its stop runs tc); through the map descriptors it
+    opened as root it still installs entries, reads their counters and removes them, and at the stop its
+    filters go."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl, "--user", "nobody")
+    echo = None
+    try:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{gw.pid}/status").read_text().splitlines())
+        assert set(status["Uid"].split()) == {str(nobody.pw_uid)} and status["NoNewPrivs"].strip() == "1"
+        net_admin = 1 << 12
+        assert [int(status[k], 16) for k in ("CapBnd", "CapPrm", "CapEff", "CapAmb")] == [net_admin] * 4, status
+        assert not Path(f"/proc/{gw.pid}/root/tmp/natbox-offload-{gw.pid}").exists()  # sealed before the drop
+        echo = _start(lab, "server", UDP_ECHO.format(port=6005, seconds=12))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40506, dst=SERVER,
+                                                                                   port=6005, seconds=6)])
+        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")  # installed as nobody
+        assert _carried(_wait_for(ctl, r"offload carried: [1-9]")) > 0  # the counters read as nobody
+        res = run_natbox("conntrack", "--control", str(ctl), "-D", "-p", "udp", "--orig-port-dst", "6005")
+        assert res.returncode == 0, res.stderr
+        status_text = _wait_for(ctl, r"back to natbox \(destroyed\)")
+        assert "back to natbox (destroyed)" in status_text, status_text  # removed as nobody
+        out, _ = pinger.communicate(timeout=20)
+        assert int(out.decode().split()[0]) > 150, out
+        assert re.search(r"installed [2-9]", _status(ctl))  # the new ct offloaded again
+    finally:
+        if echo is not None:
+            echo.kill()
+            echo.wait()
+        rest = stop(gw)
+    assert gw.returncode == 0 and "Traceback" not in rest and "warning" not in rest, rest
+    for dev in ("lan0", "wan0"):  # tc, run as nobody with the ambient CAP_NET_ADMIN, removed the filters
+        assert b"natbox_offload" not in ns_run(lab, "gw", ["tc", "filter", "show", "dev", dev, "ingress"]).stdout

@@ -21,7 +21,7 @@ from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EventLoop
 from natbox.gateway.offload import Offload, remove_stale_filters, start_offload
 from natbox.gateway.ports import open_ports
-from natbox.gateway.privileges import drop_privileges
+from natbox.gateway.privileges import CAP_NET_ADMIN, drop_privileges
 from natbox.gateway.sdnotify import Notifier
 from natbox.gateway.state import load, reload, restore_state, save_state
 
@@ -81,7 +81,7 @@ def _run(cfg: GatewayConfig) -> int:
             return 1
     offload = None
     if cfg.offload:
-        offload = start_offload(engine, loop, [i.name for i in owned if i.kind != "tap"])
+        offload = start_offload(engine, loop, [i.name for i in owned if i.kind != "tap"], seal=cfg.user is not None)
         if offload is None:
             if control is not None:
                 control.close()
@@ -93,7 +93,8 @@ def _run(cfg: GatewayConfig) -> int:
     if cfg.state is not None:
         restore_state(cfg.state, engine)
     if cfg.user is not None:
-        why = drop_privileges(cfg.user)
+        # --offload: its map updates need no capability (the descriptors are open), its stop's tc needs one
+        why = drop_privileges(cfg.user, keep=(CAP_NET_ADMIN,) if offload is not None else ())
         if why is not None:
             if control is not None:
                 control.close()

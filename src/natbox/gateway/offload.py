@@ -295,10 +295,11 @@ def _remove_stale_workdirs() -> None:
             shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
-def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offload | None:
+def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: bool = False) -> Offload | None:
     """The datapath on `ifnames` (the AF_PACKET interfaces natbox owns), wired into the loop: requests carried
-    out after every wakeup, counters folded every second. None (having said why in one line) when it cannot
-    start."""
+    out after every wakeup, counters folded every second. `seal` (--user): its bpffs and workdir go once it is
+    attached (`Datapath.seal`), while root may still remove them. None (having said why in one line) when it
+    cannot start."""
     if not ifnames:
         say("--offload: no AF_PACKET interface to offload on (TAP devices natbox holds cross no kernel path)", ERR)
         return None
@@ -315,6 +316,8 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str]) -> Offloa
         datapath.close()
         say(f"--offload: {exc}", ERR)
         return None
+    if seal:
+        datapath.seal()
     attached = frozenset(ifnames)
 
     def attached_ifindex(name: str) -> int:

@@ -208,6 +208,7 @@ class Datapath:
         self.workdir = os.path.abspath(workdir)
         self._made = not os.path.exists(self.workdir)
         self._mounted = False
+        self._sealed = False  # seal(): no bpffs any more, no attach
         self._attached: dict[str, bool] = {}  # device → whether natbox added its clsact qdisc
         self._flows: bpf.MapFd | None = None
         self._stats: bpf.MapFd | None = None
@@ -252,8 +253,8 @@ class Datapath:
         """The program on `ifname`'s clsact ingress, direct-action (again: nothing changes)."""
         if ifname in self._attached:
             return
-        if self._flows is None:
-            raise OffloadError("offload data path is closed")
+        if self._flows is None or self._sealed:
+            raise OffloadError(f"offload data path is {'closed' if self._flows is None else 'sealed'}")
         shown = self._tc("qdisc", "show", "dev", ifname)
         if shown.returncode != 0:
             if "cannot find device" in shown.stderr.lower():
@@ -271,6 +272,18 @@ class Datapath:
             self._detach(ifname)
             raise OffloadUnavailable(f"tc could not attach the BPF program to {ifname}: "
                                      f"{_last_line(done.stderr + done.stdout)}")
+
+    def seal(self) -> None:
+        """No more devices: the private bpffs is unmounted and the workdir deleted now, while the process may
+        still do both (before `--user` drops root). The maps live on, held by the attached programs and this
+        object's descriptors, through which `install`, `remove` and `stats` keep working without any
+        capability (since Linux 6.5 bpf() checks unprivileged_bpf_disabled at map and program creation only);
+        `close` then only detaches (CAP_NET_ADMIN)."""
+        if self._mounted:
+            _umount(self.bpffs)
+            self._mounted = False
+        self._remove_workdir()
+        self._sealed = True
 
     def _detach(self, ifname: str) -> None:
         added = self._attached.pop(ifname, False)
@@ -352,6 +365,10 @@ class Datapath:
         if self._mounted:
             _umount(self.bpffs)
             self._mounted = False
+        if not self._sealed:
+            self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
         if self._made:
             shutil.rmtree(self.workdir, ignore_errors=True)
         elif os.path.isdir(self.bpffs):
