@@ -5,6 +5,7 @@ natbox replay --host HOST --in IFACE=FILE [--in ...] [--out DIR [--jsonl]] [--pc
 natbox replay --host HOST --in FILE            # a pcapng whose interface names are the host's
 natbox replay --host HOST --in eth0=FILE --lan-net PREFIX [--wan-iface IFACE]   # a capture of one side
 natbox replay --host HOST --scenario FILE ...  # traffic from a scenario file (natbox.sim.scenario)
+natbox replay --host HOST --in ... --offload    # with the kernel datapath of `gateway --offload`, modelled
 ```
 
 HOST is a TOML host file (`natbox.engine.hostfile`) or a snapshot directory (`natbox snapshot`). Inputs
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from natbox.engine.engine import Engine
     from natbox.engine.host import Host
     from natbox.engine.hostfile import HostFile
+    from natbox.engine.offload_model import ModelDatapath
     from natbox.replay.driver import PacketSink, Replayer
     from natbox.rules.evaluate import Ruleset
     from natbox.sim.scenario import Scenario
@@ -71,6 +73,7 @@ class ReplayOptions:
     jsonl: bool = False  # --out DIR also gets packets.jsonl
     lan_nets: list[tuple[int, int]] = field(default_factory=list)  # (network, mask): --lan-net
     wan_iface: str | None = None
+    offload: bool = False  # --offload: established flows carried by the modelled datapath (engine/offload_model.py)
 
 
 def parse_lan_net(text: str) -> tuple[int, int]:
@@ -137,7 +140,8 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
     except RulesError as exc:
         raise UsageError(f"{hf.rules6_origin}: {exc}") from None
     try:
-        engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=opts.seed, events=events)
+        engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=opts.seed, events=events,
+                        offload=opts.offload)
     except HostError as exc:
         raise UsageError(f"{opts.host}: {exc}") from None
     engine.listeners = set(hf.listen)
@@ -283,6 +287,10 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         replayer = Replayer(engine, sources, sinks, trace=trace_all, trace_packet=opts.packet if opts.explain else None)
         if opts.lan_nets:
             replayer.split = DirectionSplit(engine, opts.lan_nets, _wan_iface(opts, host))
+        if opts.offload:
+            from natbox.engine.offload_model import ModelDatapath
+
+            replayer.datapath = ModelDatapath(engine)
         started = time.monotonic()
         if scenario is not None:
             _run_scenario(scenario, opts, engine, replayer)
@@ -306,6 +314,8 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
             write_stats(engine, replayer, text("stats.txt"))
         if summary is not None:
             write_summary(stdout, summary, engine, ruleset, replayer, color=color)
+            if replayer.datapath is not None:
+                _offload_summary(replayer.datapath, stdout)
     rate = replayer.packets / elapsed if elapsed > 0 else 0.0
     stderr.write(f"{prog}: {replayer.packets} packets ({replayer.fed} replayed) in {elapsed:.2f} s: "
                  f"{rate:,.0f} packets/s\n")
@@ -319,6 +329,14 @@ def run(opts: ReplayOptions, *, stdout: TextIO, stderr: TextIO, prog: str = "nat
         stderr.write(f"{prog}: error: --packet {opts.packet}: the input has only {replayer.packets} packets\n")
         return 1
     return 0
+
+
+def _offload_summary(datapath: ModelDatapath, stdout: TextIO) -> None:
+    """--offload: what the modelled datapath carried, and when flows went to it and came back."""
+    stdout.write(f"\noffload: {datapath.carried[0]} packets ({datapath.carried[1]} bytes) carried by the datapath, "
+                 f"{len(datapath.installed)} flows offloaded at the end\n")
+    for t, text in datapath.events:
+        stdout.write(f"  {t:.6f} {text}\n")
 
 
 def _run_scenario(scenario: Scenario, opts: ReplayOptions, engine: Engine, replayer: Replayer) -> None:
@@ -441,6 +459,10 @@ def build_parser(*, explain_cmd: bool) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true",
                        help="no summary and no progress: only warnings, errors and the closing rate line")
     p.add_argument("--json", action="store_true", help="one JSON object per packet on stdout")
+    p.add_argument("--offload", action="store_true",
+                   help="model `natbox gateway --offload`: once the host offloads a flow, its packets are carried "
+                        "by the kernel datapath (its plan, no hook: rule counters, LOG and NFLOG do not see them) "
+                        "until it comes back (FIN, RST, idle, route); captures with Ethernet headers only")
     add_color_option(p)
     p.add_argument("--seed", type=int, default=1, help="seed of the host's random choices (default 1)")
     return p
@@ -462,11 +484,13 @@ def main_for(argv: Sequence[str], *, prog: str, explain_cmd: bool,
             color="always" if use_color(args.color, out) else "never",
             seed=args.seed, packet=getattr(args, "packet", None), summary=not explain_cmd,
             quiet=bool(getattr(args, "quiet", False)), jsonl=bool(getattr(args, "jsonl", False)),
-            lan_nets=[parse_lan_net(n) for n in args.lan_net], wan_iface=args.wan_iface)
+            lan_nets=[parse_lan_net(n) for n in args.lan_net], wan_iface=args.wan_iface, offload=args.offload)
         if opts.wan_iface is not None and not opts.lan_nets:
             raise UsageError("--wan-iface needs --lan-net (which packets are replies)")
         if opts.lan_nets and opts.scenario is not None:
             raise UsageError("--lan-net splits captures (--in), not a scenario")
+        if opts.offload and opts.scenario is not None:
+            raise UsageError("--offload models the datapath for captures (--in), not a scenario")
         return run(opts, stdout=out, stderr=err, prog=prog)
     except UsageError as exc:
         err.write(f"{prog}: {exc}\n")

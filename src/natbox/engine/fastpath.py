@@ -31,7 +31,8 @@ A flow is compiled only while the tables a forwarded packet meets besides conntr
 PREROUTING, mangle PREROUTING/FORWARD/POSTROUTING, filter and security FORWARD) are absent, so no rule can
 see, count or change the packet; with them present the engine's second tier (`Forwarder.fast_forward`) runs them.
 (Offloading, engine/offload.py, a plan is made with them present too, kept apart in `planned` for the datapath
-only: the kernel's flowtable skips every chain as well; this executor never runs such a plan.)
+only: the kernel's flowtable skips every chain as well; the engine's executor never runs such a plan, the
+offline datapath's, `FlowCache.datapath()`, does.)
 
 Checksums. NAT updates the IP and L4 checksums with `csum_replace4`/`csum_replace2` (RFC 1624) and the
 TTL decrement adds 0x0100 with an end-around carry (`ip_decrease_ttl`). For a change whose one's-complement
@@ -243,6 +244,18 @@ class FlowCache:
         # offloading while other tables see forwarded packets: plans for the datapath only, never run here
         # (the kernel's flowtable skips every chain too); bounded and forgotten like `flows`
         self.planned: dict[FlowKey, CompiledFlow] = {}
+        # False: a kernel datapath's executor (`datapath()`), which runs no conntrack step
+        self.track = True
+
+    def datapath(self) -> FlowCache:
+        """A second executor of the same plans with a kernel datapath's semantics, for the offline model of
+        `--offload` (engine/offload_model.py): its `flows` are what the datapath holds; it runs no conntrack
+        step (the flowtable's packets bypass the tracker: no refresh, no counters, no window check, no ASSURED
+        to set; the caller counts and folds) and verifies no L4 checksum (nor does natbox_offload.bpf.c)."""
+        dp = FlowCache(self._host, self._fib, ConntrackConfig(checksum=False), self._hooks, self._neighs, self._st,
+                       self._neigh_mac, resolve_neighbours=self._resolve)
+        dp.track = False
+        return dp
 
     def compiled_of(self, ct: Conn) -> list[tuple[FlowKey, CompiledFlow]]:
         """The compiled flows of `ct` (one per direction at most), with their keys."""
@@ -387,11 +400,10 @@ class FlowCache:
 
         A GSO super-packet (`gso_size`) is forwarded whole when its segments fit the MTU; a partial checksum
         (`partial`) is not verified and is updated for the address changes only, as `nf_ip_checksum` and
-        `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL.
-
-        A large frame given as a memoryview is not copied: its headers are (HEAD_LEN bytes: every
-        header byte the checks read, as IHL is 5 and TCP options end by byte 94), and the TCP/UDP
-        payload leaves as `Emitted.tail`, a view of the same buffer."""
+        `inet_proto_csum_replace4` treat CHECKSUM_PARTIAL. A large frame given as a memoryview is not copied:
+        its headers are (HEAD_LEN bytes: every header byte the checks read, as IHL is 5 and TCP options end by
+        byte 94), and the TCP/UDP payload leaves as `Emitted.tail`, a view of the same buffer. (`track` False,
+        `datapath()`: no conntrack step.)"""
         view: memoryview | None = None
         if type(frame) is not bytes:
             if type(frame) is memoryview and len(frame) > VIEW_MIN:
@@ -456,10 +468,11 @@ class FlowCache:
             check = (frame[csum_at] << 8) | frame[csum_at + 1]
             if plan.l4_rewrite:
                 check = (check - plan.l4_sub) % 0xFFFF
-            conn.timeout = now + cfg.icmp_timeout
-            if cfg.acct:
-                conn.acct_packets[plan.direction] += 1
-                conn.acct_bytes[plan.direction] += tot_len
+            if self.track:
+                conn.timeout = now + cfg.icmp_timeout
+                if cfg.acct:
+                    conn.acct_packets[plan.direction] += 1
+                    conn.acct_bytes[plan.direction] += tot_len
         elif tcp is not None:
             if tcp.state != _ES or seg_len < TCPH_MIN_LEN or not conn.status & _ASSURED:
                 return None
@@ -473,10 +486,10 @@ class FlowCache:
                     plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             seq = int.from_bytes(frame[_TCP_SEQ:_TCP_SEQ + 4], "big")
-            if not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
-                                          int.from_bytes(frame[_TCP_ACK:_TCP_ACK + 4], "big"),
-                                          (frame[_TCP_WIN] << 8) | frame[_TCP_WIN + 1],
-                                          (seq + seg_len - doff) & _U32, tot_len, now, cfg):
+            if self.track and not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
+                                                         int.from_bytes(frame[_TCP_ACK:_TCP_ACK + 4], "big"),
+                                                         (frame[_TCP_WIN] << 8) | frame[_TCP_WIN + 1],
+                                                         (seq + seg_len - doff) & _U32, tot_len, now, cfg):
                 return None
             if plan.l4_rewrite:
                 if partial:
@@ -501,9 +514,10 @@ class FlowCache:
                     return None
                 if plan.l4_rewrite:
                     check = (check - plan.l4_sub) % 0xFFFF or 0xFFFF
-            if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
-                return None  # this packet makes the ct ASSURED (an event): the slow path's business
-            udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
+            if self.track:
+                if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
+                    return None  # this packet makes the ct ASSURED (an event): the slow path's business
+                udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
         # committed: the packet leaves
         st = self._st
         pkt_id = st.next_pkt_id

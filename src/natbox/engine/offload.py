@@ -204,6 +204,16 @@ class FlowOffload:
         first, second = plans
         return None if first is None or second is None else ((first, second), keys)
 
+    def executor(self) -> FlowCache:
+        """An executor of the offloaded flows' plans with a datapath's semantics (`FlowCache.datapath`), for the
+        offline model (engine/offload_model.py)."""
+        return self._flowcache.datapath()
+
+    @property
+    def stamps(self) -> tuple[int, int]:
+        """What a plan's validity stamps are now: the neighbour table's generation (the FIB's is revalidated)."""
+        return self._fib.generation, self._neighs.generation
+
     # --- coming back -----------------------------------------------------------------------------
 
     def teardown(self, conn: Conn, reason: str, *, request: bool = True) -> None:

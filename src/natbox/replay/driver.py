@@ -16,6 +16,9 @@ module only iterates records and calls the engine and the sinks.
   timestamp earlier than the last one (captures are not always sorted) does not move the clock back; it is
   counted in `Replayer.backwards`.
 - Every input (fed or skipped) is handed to the sinks as an `InputPacket` with the engine's `Output`.
+- With `datapath` (`--offload`: engine/offload_model.py's ModelDatapath, in front of an engine made with
+  offload=True) Ethernet frames go through the modelled kernel datapath, which carries the offloaded flows'
+  packets and hands the rest to the engine; after each timer run its requests are carried out too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO
 
 if TYPE_CHECKING:
     from natbox.adapters.pcap import PcapRecord
+    from natbox.engine.offload_model import ModelDatapath
 
 __all__ = [
     "InputPacket",
@@ -146,6 +150,7 @@ class Replayer:
         self._ifaces = engine.host.interfaces
         self._ct_stats = engine.table.stats
         self.split: DirectionSplit | None = None  # --lan-net: replies of a one-sided capture enter on the WAN
+        self.datapath: ModelDatapath | None = None  # --offload: the modelled kernel datapath in front of the engine
         no_mac = [n for n, i in engine.host.interfaces.items() if i.mac == NO_MAC and i.kind != "loopback"]
         self.macs = MacFixer(engine.host.name, no_mac) if no_mac else None
 
@@ -179,6 +184,8 @@ class Replayer:
 
     def _timer(self) -> None:
         out = self.engine.handle_timers(self.now_ns / 1e9)
+        if self.datapath is not None:
+            self.datapath.sync(None, self.now_ns / 1e9)  # idle flows come back: their entries go
         if self.macs is not None:
             self.macs.fix(out)
         for sink in self.sinks:
@@ -224,7 +231,8 @@ class Replayer:
         elif lt == LINKTYPE_ETHERNET and not (rec.ipv4 is not None and len(data) >= ETH_HDR_LEN
                                               and (data[ETH_PROTO] << 8 | data[ETH_PROTO + 1]) in _VLAN_TPIDS):
             invalid = self._ct_stats.invalid
-            out = self.engine.receive(data, iface, now, trace=trace)
+            receive = self.engine.receive if self.datapath is None else self.datapath.receive
+            out = receive(data, iface, now, trace=trace)
             if self._ct_stats.invalid != invalid:
                 self._count_invalid(out)
         elif rec.ipv4 is not None:
