@@ -7,6 +7,9 @@
   before that moment) may differ from natbox's choice; the pair is then recorded in a bijection and
   every later occurrence must map the same way. Checksums that differ only because of such a mapping
   must both be valid.
+- **SYNPROXY's cookies**: in a flow whose SYN-ACK the router generated, sequence and acknowledgment numbers may
+  differ by exactly that flow's ISN offset and timestamps by its TSval offset (natbox.difftest.seqmap); the
+  checksums must then be valid on both sides.
 - **Kernel-generated ICMP errors and echo replies** (the IP ID is not one an input frame had): IP ID and
   TTL are ignored and the IP header checksum must merely be valid on both sides.
 - **conntrack -L**: lines with mapped ports, `use=` dropped, sorted; the timeout column may satisfy
@@ -30,6 +33,7 @@ from natbox.difftest.packets import (
     l4_checksum_ok,
 )
 from natbox.difftest.portmap import PortMap, first_seen
+from natbox.difftest.seqmap import SynproxyOffsets, field_agrees
 
 __all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames"]
 
@@ -91,7 +95,7 @@ LIVE_IGNORED = frozenset({"ip.id", "tcp.seq", "tcp.ack", "tcp.options", "payload
 
 
 def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: set[int],
-                   live: bool = False) -> str | None:
+                   live: bool = False, cookies: SynproxyOffsets | None = None) -> str | None:
     """None if the frames agree, else the differing fields ("name: kernel | natbox; ...").
 
     `live`: natbox ran as the router in a second, separate run: the end hosts' own choices (LIVE_IGNORED)
@@ -102,6 +106,7 @@ def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: s
     # the kernel generated it (its IP ID is no input's) and natbox's is an ICMP error too; natbox's own ID
     # may coincide with an input's (e.g. 0, which DF senders use), so only the kernel's decides
     generated = _generated_icmp(fk, input_ids) and _generated_icmp(fn, set())
+    offsets = cookies.of(nf) if cookies is not None else None  # a SYNPROXY flow's (ISN, TSval) offsets
     mapped = relaxed = False
     bad: list[str] = []
     deferred: list[tuple[str, object, object, str]] = []
@@ -113,7 +118,8 @@ def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: s
         if live and name in LIVE_IGNORED:
             mapped = True  # the checksums follow these fields: judged by validity below
             continue
-        if kind == "port" and isinstance(vk, int) and isinstance(vn, int) and ports.accept(vk, vn, ts):
+        if ((kind == "port" and isinstance(vk, int) and isinstance(vn, int) and ports.accept(vk, vn, ts))
+                or (offsets is not None and field_agrees(name, vk, vn, offsets))):
             mapped = True
         elif kind in ("ipid", "ttl") and generated and not name.startswith("inner."):
             relaxed = True
@@ -137,6 +143,7 @@ def _compare_frame(kf: bytes, nf: bytes, ts: float, ports: PortMap, input_ids: s
 def compare_frames(kernel: KernelRun, natbox: NatboxRun, ports: PortMap, input_ids: set[int],
                    live: bool = False) -> list[Difference]:
     diffs: list[Difference] = []
+    cookies = SynproxyOffsets(natbox.synproxy_offsets)
     ifaces = sorted({c.iface for c in kernel.frames} | set(natbox.sent))
     ksent = {i: [c for c in kernel.sent(i) if is_compared_frame(c.frame)] for i in ifaces}
     nsent = {i: [f for _, f in natbox.sent.get(i, []) if is_compared_frame(f)] for i in ifaces}
@@ -148,7 +155,7 @@ def compare_frames(kernel: KernelRun, natbox: NatboxRun, ports: PortMap, input_i
             diffs.append(Difference("missing", where, _summary(decode_frame(kf)), "(nothing sent)"))
             continue
         nf = nsent[iface][n]
-        why = _compare_frame(kf, nf, ts, ports, input_ids, live)
+        why = _compare_frame(kf, nf, ts, ports, input_ids, live, cookies)
         if why is not None:
             diffs.append(Difference("frame", where, _summary(decode_frame(kf)), _summary(decode_frame(nf)), why))
     diffs.extend(Difference("extra", f"{iface} frame #{n + 1}", "(nothing sent)",

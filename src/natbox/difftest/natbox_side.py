@@ -8,7 +8,9 @@ Where the kernel picked a port or ICMP id at random (§10), the kernel's later i
 kernel's choice (the server replies to it). So the replay learns the kernel<->natbox bijection online:
 each frame natbox emits is paired with the kernel's frame of the same index on that interface, and a
 port/id that differs and that no input carried before is recorded (`PortMap`); later input frames are
-rewritten through the bijection (checksums updated incrementally) before natbox sees them.
+rewritten through the bijection (checksums updated incrementally) before natbox sees them. SYNPROXY's
+cookies are handled the same way: per-flow ISN and timestamp offsets learned from the paired SYN-ACKs, the
+client's later segments rewritten into natbox's numbering (natbox.difftest.seqmap).
 An `exec` step (a router command the kernel ran at time t, see `KernelRun.execs`) is applied to the
 Engine before the first input frame at or after the command's end; an input frame received while the
 command ran is reported as an error (the order would be ambiguous).
@@ -28,6 +30,7 @@ from natbox.difftest.kernel import Captured, KernelRun
 from natbox.difftest.packets import decode_frame, is_compared_frame, rewrite_ports
 from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.scenario import Scenario
+from natbox.difftest.seqmap import FlowKey, SynproxyOffsets
 from natbox.engine.engine import Engine
 from natbox.engine.hostfile import host_ipsets
 from natbox.engine.hostfile6 import rules6_ruleset
@@ -56,6 +59,8 @@ class NatboxRun:
     errors: list[str] = field(default_factory=list)  # natbox could not run (e.g. an exception)
     port_pairs: dict[int, int] = field(default_factory=dict)  # kernel's random port/id -> natbox's
     draw_script: dict[int, list[bool]] = field(default_factory=dict)  # input frame -> statistic outcomes (draws)
+    # SYNPROXY flows: (client, cport, server, sport) -> kernel - natbox (ISN, TSval) (natbox.difftest.seqmap)
+    synproxy_offsets: dict[FlowKey, tuple[int, int]] = field(default_factory=dict)
 
 
 def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
@@ -129,6 +134,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
         out.sent.setdefault(f.iface, [])
     seen, _ids = first_seen(kernel_run)
     ports = PortMap(seen)
+    cookies = SynproxyOffsets()
     ksent = _kernel_sent(kernel_run)
     execs = list(kernel_run.execs)
     for index, c in enumerate(kernel_run.received()):
@@ -140,7 +146,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
                 out.errors.append(f"{end:.6f} exec {' '.join(argv)}: {why}")
         if execs and execs[0][0] <= c.ts and is_compared_frame(c.frame):  # (IPv6 ND/MLD chatter is no traffic)
             out.errors.append(f"{c.ts:.6f} {c.iface}: frame received while `{' '.join(execs[0][2])}` ran")
-        frame = rewrite_ports(c.frame, ports.k2n)
+        frame = cookies.rewrite_input(rewrite_ports(c.frame, ports.k2n))
         try:
             res = engine.receive(frame, c.iface, c.ts)
         except Exception as exc:
@@ -155,6 +161,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
                 kern = ksent.get(e.iface, [])
                 if n < len(kern):
                     _learn(ports, kern[n], e.frame)
+                    cookies.learn(kern[n].frame, e.frame)
         for d in res.dropped:
             out.dropped.append(f"{c.ts:.6f} {c.iface} {d.reason} {d.where} {d.detail}".rstrip())
     draws.frame = -1
@@ -163,6 +170,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
         if why:
             out.errors.append(f"{end:.6f} exec {' '.join(argv)}: {why}")
     out.port_pairs = dict(ports.k2n)
+    out.synproxy_offsets = dict(cookies.flows)
     now = kernel_run.conntrack_time
     out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
     out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
