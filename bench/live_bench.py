@@ -453,8 +453,8 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
             print(f"live_bench: {args.compiled} is not a compiled build of natbox: {version}", file=sys.stderr)
             return None
         host = str(EXAMPLES / ("basic-gw.toml" if args.no_ipv6 else "basic6-gw.toml"))
-        prog = [sys.executable, "-c", PATCH] if args.patched_csum and not compiled else [python, "-m",
-                                                                                          "natbox.cli.gateway"]
+        prog = [sys.executable, "-c", PATCH] if args.patched_csum and side == "natbox" else [python, "-m",
+                                                                                             "natbox.cli.gateway"]
         runs.append((side, [*prog, host, *(["--offload"] if offload else []), *args.gateway_arg], environ))
     return runs
 
