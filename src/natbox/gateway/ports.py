@@ -72,9 +72,13 @@ class ProtocolPort:
         return self._ep.fileno()
 
     def recv_batch(self, max_frames: int) -> list[RxFrame]:
-        frames = self._main.recv_batch(max_frames)
-        for sock in self._sockets[1:]:
-            if len(frames) < max_frames:
+        """Frames from the sockets that are readable now, IPv4's first. Only those are read: a ring read that
+        finds nothing counts towards the ring's stall recovery (PacketSocket._unstick_ring), and IPv6 or ARP
+        traffic alone must not make the IPv4 ring look stuck (it was torn down every 256 such wake-ups)."""
+        ready = {fd for fd, _events in self._ep.poll(0)}
+        frames: list[RxFrame] = []
+        for sock in self._sockets:
+            if len(frames) < max_frames and sock.fileno() in ready:
                 frames += sock.recv_batch(max_frames - len(frames))
         return frames
 
