@@ -304,6 +304,7 @@ def _load() -> str:
 
 GATEWAYS = (("natbox", False, False), ("offload", True, False), ("natbox-c", False, True), ("offload-c", True, True))
 SIDES = ("kernel", "natbox", "offload", "natbox-c", "offload-c", "bare")
+BUILDS: dict[str, str] = {}  # each gateway column's `natbox --version` (in --json's output)
 
 
 def compiled_python(given: str) -> str:
@@ -343,6 +344,9 @@ def report(results: dict[str, dict[str, float]], loads: dict[str, str]) -> None:
     """The figures of every side measured, their ratios to the kernel (and natbox's to the bare floor),
     and issue #16's aims met or not per natbox column."""
     sides = [side for side in SIDES if side in results]
+    if not sides:
+        print("live_bench: nothing was measured", file=sys.stderr)
+        return
     get = {side: results[side] for side in sides}
     print(f"\n{'metric':<14}" + "".join(f"{side:>14}" for side in sides))
     for key in METRICS:
@@ -399,6 +403,7 @@ def main() -> int:
     lab_down(lab)
     lab_up(lab)
     results: dict[str, dict[str, float]] = {}
+    failed: list[str] = []
     loads: dict[str, str] = {"start": _load()}
     print(f"live_bench: load average {loads['start']} at the start", flush=True)
     try:
@@ -410,8 +415,9 @@ def main() -> int:
         for side, argv, environ in gateways:
             natbox_mode(lab)
             res = run_side(lab, side, argv, args.time, "ready:", args.repeat, environ)
-            if res is None:
-                return 1
+            if res is None:  # did not start (said on stderr): the other sides are still measured
+                failed.append(side)
+                continue
             results[side] = res
             loads[side] = _load()
         if args.only == "bare" or (args.only is None and not args.no_bare):
@@ -429,9 +435,9 @@ def main() -> int:
         lab_down(lab)
     report(results, loads)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "load": loads, "argv": sys.argv[1:]}, indent=1)
-                                   + "\n")
-    return 0
+        Path(args.json).write_text(json.dumps({"results": results, "load": loads, "builds": BUILDS,
+                                               "argv": sys.argv[1:]}, indent=1) + "\n")
+    return 1 if failed else 0
 
 
 def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str]]] | None:
@@ -447,7 +453,7 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
                 return None
             continue
         python, environ = (compiled_python(args.compiled), compiled_env()) if compiled else (sys.executable, env())
-        version = build_of(python, environ)
+        version = BUILDS[side] = build_of(python, environ)
         print(f"live_bench: {side}: {version} ({python})", flush=True)
         if compiled and "compiled" not in version:
             print(f"live_bench: {args.compiled} is not a compiled build of natbox: {version}", file=sys.stderr)
