@@ -65,6 +65,12 @@ class NfBridge:
         self.physoutdev = physoutdev
 
 
+# the defaults Skb.__init__ writes, as module constants: `Enum.MEMBER` costs a lookup through EnumType per use
+_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_CTINFO_INVALID = CtInfo.INVALID
+_PKT_HOST = PacketType.HOST
+
+
 class Skb:
     """One IPv4 packet on its way through the host."""
 
@@ -106,13 +112,13 @@ class Skb:
         self.ihl = (data[IPH_VER_IHL] & 0x0F) * 4 if data else 0
         self.iif = iif  # input device name ("" for locally generated)
         self.oif = ""  # output device name, set by routing ("" before)
-        self.hook = Hook.PRE_ROUTING
+        self.hook = _HOOK_PRE_ROUTING
         self.ct: Conn | None = None
-        self.ctinfo = CtInfo.INVALID
+        self.ctinfo = _CTINFO_INVALID
         self.untracked = False  # raw NOTRACK / CT --notrack
         self.ct_zone = 0  # the conntrack zone of the template -j CT --zone attached (nf_ct_zone_tmpl)
         self.mark = 0
-        self.pkt_type = PacketType.HOST
+        self.pkt_type = _PKT_HOST
         self.priority = 0  # skb->priority (tc class), set by -j CLASSIFY
         self.secmark = 0  # skb->secmark, set by -j SECMARK / CONNSECMARK --restore
         self.sk: tuple[int, int] | None = None  # skb->sk assigned by -j TPROXY: (protocol, port) of the socket

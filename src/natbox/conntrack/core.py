@@ -104,7 +104,7 @@ EVENT_PROTOINFO = "protoinfo"
 MAX_REPEAT = 8
 
 _PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
-_IP_OFFSET = IP_OFFSET
+_IP_OFFSET_HI = IP_OFFSET >> 8  # IP_OFFSET's bits in the first byte of frag_off
 _SADDR_END = IPH_SADDR + 4
 _DADDR_END = IPH_DADDR + 4
 _SEEN_REPLY = CtStatus.SEEN_REPLY
@@ -160,13 +160,14 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
     if l3 is None:
         data = skb.data
         # ipv4_get_l4proto(data, 0), inline
-        if len(data) < IPH_MIN_LEN or ((data[IPH_FRAG_OFF] << 8) | data[IPH_FRAG_OFF + 1]) & _IP_OFFSET \
+        # (the fragment offset: the low 5 bits of the flags byte and the byte after it, IP_OFFSET)
+        if len(data) < IPH_MIN_LEN or data[IPH_FRAG_OFF] & _IP_OFFSET_HI or data[IPH_FRAG_OFF + 1] \
                 or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > len(data) or dataoff <= 0:
             stats.invalid += 1
             skb.note = "conntrack: no transport header (fragment or bad header length)"
             return NF_ACCEPT
         proto = data[IPH_PROTOCOL]
-        l4proto = L4PROTOS.get(proto, GENERIC)
+        l4proto: L4Proto | None = None  # L4PROTOS' record, looked up only for protocols other than TCP and UDP
 
         if proto == IPPROTO_ICMP:
             ret = icmpv4_error(skb, dataoff, hook, now, table, cfg, nf_ct_get_tuplepr)
@@ -187,6 +188,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                    (data[dataoff + L4_DPORT] << 8) | data[dataoff + L4_DPORT + 1], proto)
             t = None
         else:
+            l4proto = L4PROTOS.get(proto, GENERIC)
             key = t = l4proto.pkt_to_tuple(data, int.from_bytes(data[IPH_SADDR:IPH_SADDR + 4], "big"),
                                            int.from_bytes(data[IPH_DADDR:IPH_DADDR + 4], "big"), dataoff, proto)
             if key is None:
@@ -238,9 +240,11 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
                 direction = 0
         skb.ct = conn
         skb.ctinfo = ctinfo
-        tcp = conn.tcp
-        before = (conn.status & _EVENT_BITS,
-                  tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1)
+        events = table.events_enabled
+        if events:  # what an UPDATE event compares with (below)
+            tcp = conn.tcp
+            before = (conn.status & _EVENT_BITS,
+                      tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1)
 
         # nf_conntrack_handle_packet: the protocol's tracker (the ct's protocol is the packet's: its tuple
         # holds it); TCP and UDP called directly, the commonest cases
@@ -249,7 +253,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         elif proto == IPPROTO_UDP:
             ret = udp_packet(conn, skb, dataoff, direction, hook, now, cfg)
         else:
-            ret = l4proto.packet(conn, skb, dataoff, direction, hook, now, table, cfg)
+            ret = (l4proto or L4PROTOS.get(proto, GENERIC)).packet(conn, skb, dataoff, direction, hook, now, table, cfg)
         if ret > 0:
             break
         skb.ct = None
@@ -268,7 +272,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
 
     if ctinfo == _CTINFO_ESTABLISHED_REPLY:
         conn.status |= _SEEN_REPLY
-    if table.events_enabled and conn.status & _CONFIRMED and not conn.status & _DYING:
+    if events and conn.status & _CONFIRMED and not conn.status & _DYING:
         tcp = conn.tcp
         state = tcp.state if tcp is not None else sc.state if (sc := conn.sctp) is not None else -1
         if (conn.status & _EVENT_BITS, state) != before:

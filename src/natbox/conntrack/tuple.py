@@ -157,11 +157,12 @@ def invert(t: ConnTuple) -> ConnTuple | None:
     an `invmap` entry), in which case no ct can be created and the packet is INVALID. Each l4proto record
     (`natbox.conntrack.l4proto`) names the same function as its `invert_tuple`.
     """
-    if t[4] == IPPROTO_ICMP:
+    src, sport, dst, dport, proto = t
+    if proto == IPPROTO_ICMP:
         return icmp_invert_tuple(t)
-    if t[4] == IPPROTO_ICMPV6:
+    if proto == IPPROTO_ICMPV6:
         return icmpv6_invert_tuple(t)
-    return _new_tuple(ConnTuple, (t[2], t[3], t[0], t[1], t[4]))
+    return _new_tuple(ConnTuple, (dst, dport, src, sport, proto))
 
 
 # --- nf_ct_get_tuple: the tuple of a packet's bytes -------------------------------------------------------

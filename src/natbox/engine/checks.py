@@ -3,8 +3,7 @@
 | check            | kernel                                                    | slow path                 | executor |
 |------------------|-----------------------------------------------------------|---------------------------|----------|
 | (inline)         | `ip_rcv_core`: `ip_fast_csum(iph, ihl) == 0`, tot_len      | (wire.ipv4.ip_rcv_core)   | inline   |
-|                  | within the skb and >= ihl; `ip_forward`: TTL > 1          | `ttl_expires`             |          |
-| `ttl_expires`    | `ip_forward`: `ip_hdr(skb)->ttl <= 1`                      | Forwarder.ip_forward      | (above)  |
+|                  | within the skb and >= ihl; `ip_forward`: TTL > 1          | (Forwarder.ip_forward)    |          |
 | `exceeds_mtu`    | `ip_exceeds_mtu`                                           | Forwarder.ip_forward      | -        |
 | `gso_fits`       | `skb_gso_validate_network_len`                             | exceeds_mtu, output's GSO | yes      |
 | `ip6_forward_ok` | `ip6_rcv_core`: 40 + payload_len within the skb (no        | (wire.ipv6.ip6_rcv_core)  | yes      |
@@ -13,7 +12,7 @@
 (`ip_rcv_core` in wire/ipv4.py also names the reason of a failure, which the executor does not need: a
 packet that fails any check here leaves the executor unchanged and the slow path drops it with its reason.
 The IPv4 executor's header test, only its own, is written in `FlowCache.forward` itself, where it costs no
-call per packet.
+call per packet; `ip_forward`'s TTL test (`ip_hdr(skb)->ttl <= 1`) is one comparison, written where it is made.
 The TCP and UDP trackers' common cases are conntrack/proto's `tcp_packet_established` and
 `udp_packet_seen_reply`, which both paths call.)
 """
@@ -25,13 +24,8 @@ from natbox.wire.gso import gso_network_seglen
 from natbox.wire.ipv4 import IP_DF
 from natbox.wire.layout import IP6H_HOP_LIMIT, IP6H_LEN, IP6H_PAYLOAD_LEN
 
-__all__ = ["exceeds_mtu", "gso_fits", "ip6_forward_ok", "ttl_expires"]
+__all__ = ["exceeds_mtu", "gso_fits", "ip6_forward_ok"]
 
-
-
-def ttl_expires(ttl: int) -> bool:
-    """`ip_forward`: a packet with TTL 1 or 0 is not forwarded (ICMP time exceeded in the slow path)."""
-    return ttl <= 1
 
 
 def ip6_forward_ok(header: bytes, available: int) -> int:

@@ -130,6 +130,9 @@ _ASSURED = int(CtStatus.ASSURED)
 _SRC_NAT = int(CtStatus.SRC_NAT)
 _DST_NAT = int(CtStatus.DST_NAT)
 _ES = TcpState.ESTABLISHED
+_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED  # enum members as module constants: `Enum.MEMBER` costs a lookup per use
+_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
+_ESTABLISHED_CTINFO = (_CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY)
 # flag bytes tcp_error accepts and get_conntrack_index classes as TCP_ACK_SET (no SYN, FIN or RST)
 _ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
 _U32 = 0xFFFFFFFF
@@ -298,7 +301,7 @@ class FlowCache:
 
         Does nothing when the flow is not eligible (see the module docstring)."""
         conn = skb.ct
-        if conn is None or skb.ctinfo not in (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY) or skb.frag_max_size:
+        if conn is None or skb.ctinfo not in _ESTABLISHED_CTINFO or skb.frag_max_size:
             return
         if conn.synproxy is not None:
             return  # SYNPROXY's seqadj and timestamp offsets (engine/synproxy.py): no plan applies them
@@ -319,7 +322,7 @@ class FlowCache:
                 self.on_compiled(skb, conn)
                 return
         if (known is None or known.conn is not conn) and (self.on_compiled is None
-                                                          or skb.ctinfo == CtInfo.ESTABLISHED):
+                                                          or skb.ctinfo == _CTINFO_ESTABLISHED):
             # a new flow is compiled at its second ESTABLISHED packet in this direction: a connection
             # that closes right after its handshake (most of a busy server's) never pays for it. (Offloading,
             # a reply direction at its first: a one-way flow may have one reply only, iperf3's UDP connect
@@ -349,7 +352,7 @@ class FlowCache:
     def _plan(self, skb: Skb, key: FlowKey, conn: Conn, dev: Interface, out: Interface) -> FlowPlan | None:
         """The plan of `skb`'s flow direction from the slow path's decisions (None: not compilable)."""
         proto = key[2]
-        direction = 1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0
+        direction = 1 if skb.ctinfo == _CTINFO_ESTABLISHED_REPLY else 0
         cur = conn.tuples[direction]
         if cur.proto != proto or proto not in (1, 6, 17):
             return None

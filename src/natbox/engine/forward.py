@@ -21,7 +21,7 @@ from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.core import nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable
-from natbox.engine.checks import exceeds_mtu, ttl_expires
+from natbox.engine.checks import exceeds_mtu
 from natbox.engine.family import AddressFamily, FlowKey
 from natbox.engine.fastpath import FLOW_CACHE_MAX, FlowCache
 from natbox.engine.hooks import Hooks, XtHost
@@ -33,7 +33,7 @@ from natbox.engine.neigh import NeighTable
 from natbox.engine.path import NO_META, Drop, Held, PathState
 from natbox.engine.routing import Fib
 from natbox.nat.core import NatCore
-from natbox.netfilter import CtInfo, DropReason, Hook
+from natbox.netfilter import CtInfo, CtStatus, DropReason, Hook
 from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT
 from natbox.skb import PacketType, Skb
@@ -46,7 +46,16 @@ from natbox.wire.icmp import (
     ICMP_REDIRECT,
     ICMP_TIME_EXCEEDED,
 )
-from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE, IPH_TTL
+from natbox.wire.layout import (
+    ETH_DEST,
+    ETH_HDR_LEN,
+    ETH_PROTO,
+    ETH_SOURCE,
+    IPH_ADDRS_END,
+    IPH_DADDR,
+    IPH_SADDR,
+    IPH_TTL,
+)
 
 __all__ = ["Forwarder"]
 _CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
@@ -56,6 +65,7 @@ _HOOK_FORWARD = Hook.FORWARD
 _HOOK_POST_ROUTING = Hook.POST_ROUTING
 _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 _PKT_HOST = PacketType.HOST
+_CONFIRMED = CtStatus.CONFIRMED
 
 # a tier-2 entry: (ct, ctinfo, daddr after DNAT, out device, next hop, FIB generation, sender on-link)
 _Tier2 = tuple[Conn, CtInfo, int, str, int, int, bool]
@@ -73,6 +83,7 @@ class Forwarder:
         self._table, self._cfg, self._nat, self._rnd, self._neighs = table, cfg, nat, rnd, neighs
         self.flows: dict[FlowKey, _Tier2] = {}
         self._rcv_core = family.rcv_core  # bound once: called per packet
+        self._neigh_entry = neighs.entry
         self._by_ct: dict[int, list[FlowKey]] = {}  # the keys stored for each ct (forget() finds them here)
         # bound by the engine: the routing decision after PREROUTING (`RouteInput.ip_rcv_finish`), where
         # a packet the flow cache cannot finish continues
@@ -84,14 +95,15 @@ class Forwarder:
         """`ip_forward` (net/ipv4/ip_forward.c): TTL, MTU/DF, TTL decrement, FORWARD, then output."""
         if skb.pkt_type != _PKT_HOST:
             raise Drop(DropReason.OTHERHOST, "ip_forward", "not addressed to this host at L2")
-        if ttl_expires(skb.data[IPH_TTL]):
+        data = skb.data
+        if data[IPH_TTL] <= 1:  # a packet with TTL 1 or 0 is not forwarded
             self._icmp.icmp_send(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL)
             raise Drop(DropReason.TTL_EXCEEDED, "ip_forward", f"ttl {skb.ttl}")
         out_dev = self._host.interfaces[skb.oif]
-        if exceeds_mtu(skb, out_dev.mtu):
+        if len(data) > out_dev.mtu and exceeds_mtu(skb, out_dev.mtu):  # (exceeds_mtu's first test, inline)
             self._icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, info=out_dev.mtu)
             raise Drop(DropReason.FRAG_NEEDED, "ip_forward", f"{len(skb.data)} > mtu {out_dev.mtu} with DF")
-        ipv4.ip_decrease_ttl(skb.data)
+        ipv4.ip_decrease_ttl(data)
         if skb.oif == skb.iif:
             self._maybe_redirect(skb, out_dev)
         if self._hooks.run(_HOOK_FORWARD, skb) != NF_ACCEPT:
@@ -120,7 +132,8 @@ class Forwarder:
         anything else (a retransmitted SYN, still NEW) to the slow path at the same point.
         """
         ct, key = skb.ct, skb.fast_key
-        if ct is None or key is None or not ct.confirmed or skb.frag_max_size or ct.synproxy is not None:
+        if (ct is None or key is None or not ct.status & _CONFIRMED or skb.frag_max_size
+                or ct.synproxy is not None):
             return  # (a SYNPROXY ct needs the synproxy hook and nf_confirm's seqadj, which tier 2 skips)
         if skb.nf_bridge is not None or (self._host.interfaces[skb.oif].kind == "bridge"
                                          and self._host.bridge_ports(skb.oif)):
@@ -202,8 +215,11 @@ class Forwarder:
         skb.fast_key = key
         ctx = self._ctx
         now = ctx.now
-        if learn:
-            self._neighs.learn(dev.name, skb.saddr, src_mac, now)
+        if learn:  # (an entry that holds the MAC already is what `learn` would leave unchanged)
+            saddr = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
+            e = self._neigh_entry((dev.name, saddr))
+            if e is None or e.ha != src_mac:
+                self._neighs.learn(dev.name, saddr, src_mac, now)
         skb.hook = ctx.hook = _HOOK_PRE_ROUTING
         if nf_conntrack_in(skb, _HOOK_PRE_ROUTING, now, self._table, self._cfg) != NF_ACCEPT:
             raise hooks.verdict_drop(_HOOK_PRE_ROUTING, "conntrack", skb)
@@ -217,13 +233,14 @@ class Forwarder:
             raise hooks.verdict_drop(_HOOK_PRE_ROUTING, "nat", skb)
         out = self._host.interfaces.get(oif)
         forwarding = dev.forwarding if dev.forwarding is not None else self._host.ip_forward
-        if skb.daddr != daddr_after or not forwarding or out is None or not out.up or out.kind == "loopback":
+        daddr = int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big")
+        if daddr != daddr_after or not forwarding or out is None or not out.up or out.kind == "loopback":
             self.ip_rcv_finish(skb)
             return True
         skb.oif = oif
         skb.nexthop = nexthop
         if data[IPH_TTL] <= 1 or len(data) > out.mtu:
-            self.ip_forward(skb)  # which decides (ttl_expires, exceeds_mtu): ICMP errors, fragments, GSO
+            self.ip_forward(skb)  # which decides (the TTL, exceeds_mtu): ICMP errors, fragments, GSO
             return True
         ipv4.ip_decrease_ttl(data)
         if not forward_trivial:

@@ -66,6 +66,7 @@ _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 _CTINFO_UNTRACKED = CtInfo.UNTRACKED
 _CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
 _SEQ_ADJUST = CtStatus.SEQ_ADJUST
+_CONFIRMED = CtStatus.CONFIRMED
 
 
 def trace_ct(skb: Skb) -> None:
@@ -212,6 +213,8 @@ class Hooks:
         self._hooks = self._build_hooks()
         # _run_hook's functions per hook for one Ruleset object and version (see _refresh_ops)
         self._active_ops: dict[Hook, list[tuple[int, str, HookFn]]] = {}
+        self._active_fns: dict[Hook, tuple[HookFn, ...]] = {}  # the functions alone, what `run` loops over
+        self._ct_registered = False  # rules.needs_conntrack() for the same Ruleset object and version
         self._ops_rules: Ruleset | None = None
         self._ops_version = -1
         # the fast paths' view of the ruleset (see tier2_plan), valid for one Ruleset object and version
@@ -256,6 +259,8 @@ class Hooks:
             hook: [(i, name, fn) for i, (_prio, name, fn) in enumerate(ops)
                    if not (name in _TABLE_OPS and rules.is_trivial(name, hook)) and (synproxy or name != "synproxy")]
             for hook, ops in self._hooks.items()}
+        self._active_fns = {hook: tuple(fn for _i, _name, fn in ops) for hook, ops in self._active_ops.items()}
+        self._ct_registered = rules.needs_conntrack()
         self._ops_rules, self._ops_version = rules, rules.version
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
         # (ip6tables rules share the namespace's objects: an estimator or list they name is kept too)
@@ -277,7 +282,8 @@ class Hooks:
 
     def _hook_conntrack(self, hook: Hook) -> HookFn:
         def run(skb: Skb) -> int:
-            if not self.rules.needs_conntrack():
+            # only called by run(), which refreshed _ct_registered (rules.needs_conntrack()) for this ruleset
+            if not self._ct_registered:
                 if skb.trace is not None and skb.ct is None:
                     skb.add_trace("nf_conntrack_in: not registered in this netns (no rule needs connection "
                                   "tracking): the packet is not tracked and cannot be NATed")
@@ -326,7 +332,7 @@ class Hooks:
                 self._table.stats.drop += 1
                 skb.note = "nf_ct_seq_adjust failed (a partial TCP option)"
                 return NF_DROP
-        if ct.confirmed:
+        if ct.status & _CONFIRMED:
             return NF_ACCEPT
         verdict = nf_conntrack_confirm(skb, self._ctx.now, self._table)
         if skb.trace is not None and verdict == NF_ACCEPT and skb.ct is not None:
@@ -368,21 +374,20 @@ class Hooks:
     def run(self, hook: Hook, skb: Skb, start: int = 0) -> int:
         """`nf_hook_slow()`: run the hook's functions in priority order until one does not ACCEPT
         (from the `start`-th function on, when the fast path hands a packet back mid-hook)."""
-        skb.hook = hook
-        self._ctx.hook = hook
+        skb.hook = self._ctx.hook = hook
         rules = self.rules
         if rules is not self._ops_rules or rules.version != self._ops_version:
             self._refresh_ops()
-        ops = self._active_ops[hook]
+        fns = self._active_fns[hook]
         if start:
-            ops = [op for op in ops if op[0] >= start]
-        for _i, name, fn in ops:
+            fns = tuple(fn for i, _name, fn in self._active_ops[hook] if i >= start)
+        for fn in fns:
             verdict = fn(skb)
-            if verdict == NF_ACCEPT:
-                continue
-            if verdict == NF_STOLEN:
-                return NF_STOLEN
-            raise self.verdict_drop(hook, name, skb)
+            if verdict != NF_ACCEPT:
+                if verdict == NF_STOLEN:
+                    return NF_STOLEN
+                # the function's name from the registration list (`_active_ops` is rebuilt when the ruleset changes)
+                raise self.verdict_drop(hook, next(name for _p, name, f in self._hooks[hook] if f is fn), skb)
         return NF_ACCEPT
 
     def verdict_drop(self, hook: Hook, name: str, skb: Skb) -> Drop:

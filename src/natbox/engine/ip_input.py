@@ -22,7 +22,7 @@ from natbox.engine.route_input import RouteInput
 from natbox.netfilter import DropReason
 from natbox.skb import PacketType, Skb
 from natbox.wire import arp, ethernet
-from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE
+from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE, IPH_DADDR, IPH_SADDR
 
 __all__ = ["IpInput", "pkt_type"]
 
@@ -66,6 +66,7 @@ class IpInput:
         self.ipv6_rcv: Ipv6Rcv | None = None  # the IPv6 path (one branch on the ethertype, off the IPv4 path)
         self.br_handle_frame: BrHandleFrame | None = None  # a bridge port's frames (rx_handler), when bridges exist
         self._rcv_core, self._on_link = family.rcv_core, family.on_link  # bound once: called per packet
+        self._neigh_entry = neighs.entry
 
     def iface(self, name: str) -> Interface:
         """The device a frame arrived on: unknown or down devices drop it (`netif_receive_skb`)."""
@@ -152,9 +153,11 @@ class IpInput:
                 skb.add_trace(f"ip_rcv on {dev.name}: {self._family.describe(skb)}")
         try:
             if src_mac and not self.resolve_neighbours:
-                saddr = skb.saddr
-                if self._on_link(dev, saddr):
-                    # the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline)
+                saddr = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
+                # the sender's MAC when it is on-link (what ARP would tell; natbox's shortcut offline); an
+                # entry that holds it already is what `learn` would leave unchanged, so it is tested first
+                e = self._neigh_entry((dev.name, saddr))
+                if (e is None or e.ha != src_mac) and self._on_link(dev, saddr):
                     self._neighs.learn(dev.name, saddr, src_mac, self._ctx.now)
             self._route.ip_rcv_skb(skb)
         finally:

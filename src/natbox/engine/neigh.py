@@ -111,6 +111,7 @@ class NeighTable(Generic[T]):
         self.reachable_time = self._rand_reach_time()
         self._last_rand: float | None = None
         self._entries: dict[tuple[str, int], NeighEntry[T]] = {}  # insertion order is the kernel's gc_list order
+        self.entry = self._entries.get  # the entry of (dev, addr), if any: a read that costs no Python frame
         self._gc_entries = 0  # dynamic (non-PERMANENT) entries: tbl->gc_entries, bounded by gc_thresh3
         self._heap: list[tuple[float, int, tuple[str, int]]] = []  # (deadline, seq, key); stale records skipped
         self._seq = 0

@@ -56,6 +56,9 @@ _TYPES = {
 }
 
 
+FIB_CACHE_MAX = 4096  # destinations whose routing decision Fib.lookup keeps (emptied when full)
+
+
 class FibResult(NamedTuple):
     """A routing decision: the route's type, device, next hop (gateway or the destination), and the route.
 
@@ -87,6 +90,8 @@ class Fib:
         self.default: list[_Entry] = []
         self._local_addrs: dict[int, str] = {}
         self.generation = 0  # bumped by every rebuild: cached routing decisions compare it
+        # lookup's answers since the last rebuild, by destination (see `lookup`), at most FIB_CACHE_MAX
+        self._answers: dict[int, FibResult] = {}
         self.rebuild()
 
     # --- construction --------------------------------------------------------------------------
@@ -94,6 +99,7 @@ class Fib:
     def rebuild(self) -> None:
         """Recompute both tables from the host's interfaces, addresses and routes."""
         self.generation += 1
+        self._answers = {}
         local: list[Route] = []
         main: list[Route] = []
         self._local_addrs = {}
@@ -153,12 +159,35 @@ class Fib:
         return None
 
     def lookup(self, daddr: int) -> FibResult | None:
-        """`fib_lookup()` with the default rules: local, main, default. None means no route (ENETUNREACH)."""
-        e = self._lookup(self.local, daddr) or self._lookup(self.main, daddr) or self._lookup(self.default, daddr)
-        if e is None:
-            return None
-        gw = e.route.gateway
-        return FibResult(e.type, e.route.dev, gw if gw is not None else daddr, e.route)
+        """`fib_lookup()` with the default rules: local, main, default. None means no route (ENETUNREACH).
+
+        Every packet the slow path routes asks this, so an answer is kept (until the next rebuild) when no
+        route was passed over for its device being down: it stays the first route that matches as long as
+        its own device is up, which is checked on each use (a device's `up` may change without a rebuild).
+        """
+        ifaces = self.host.interfaces
+        hit = self._answers.get(daddr)
+        if hit is not None:
+            dev = ifaces.get(hit.dev) if hit.dev is not None else None
+            if hit.dev is None or (dev is not None and dev.up):
+                return hit
+        skipped = False
+        for table in (self.local, self.main, self.default):
+            for e in table:
+                if (daddr & e.mask) == e.network:
+                    route = e.route
+                    if route.dev is not None and not ifaces[route.dev].up:
+                        skipped = True
+                        continue
+                    gw = route.gateway
+                    res = FibResult(e.type, route.dev, gw if gw is not None else daddr, route)
+                    if not skipped:
+                        answers = self._answers
+                        if len(answers) >= FIB_CACHE_MAX:
+                            answers.clear()
+                        answers[daddr] = res
+                    return res
+        return None
 
     def addr_type(self, addr: int, dev: str | None = None) -> int:
         """`inet_dev_addr_type()` (§5.3): BROADCAST for 0/8 and 255.255.255.255, MULTICAST for 224/4,

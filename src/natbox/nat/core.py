@@ -51,7 +51,7 @@ from natbox.nat.choose import (
 )
 from natbox.nat.icmp import icmp_reply_translation
 from natbox.nat.icmpv6 import icmpv6_reply_translation
-from natbox.nat.l4proto import NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
+from natbox.nat.l4proto import NAT_L4PROTOS, NAT_SEARCH_ID, NAT_SEARCH_PORTS, PORT_CLASSES, nf_nat_l4proto_find
 from natbox.nat.manip import manip_pkt, manip_pkt_ports
 from natbox.nat.manip6 import nf_nat_ipv6_manip_other
 from natbox.nat.range import NatRange, RangeFlags
@@ -120,6 +120,7 @@ _PROTO_OFFSET = int(RangeFlags.PROTO_OFFSET)
 _DONE_BIT = {_MANIP_SRC: CtStatus.SRC_NAT_DONE, _MANIP_DST: CtStatus.DST_NAT_DONE}
 _DONE_INT = {m: int(bit) for m, bit in _DONE_BIT.items()}
 _DST_NAT_DONE = int(CtStatus.DST_NAT_DONE)
+_CONFIRMED = CtStatus.CONFIRMED
 _NAT_BIT = {_MANIP_SRC: CtStatus.SRC_NAT, _MANIP_DST: CtStatus.DST_NAT}
 _LABEL = LABEL
 # HOOK2MANIP (§1.3)
@@ -133,6 +134,8 @@ _REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
 _FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
 _RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
 _TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
+# the protocols whose NAT record's manip part is a port (`nf_nat_l4proto_find(p).has_ports`), as a set
+_PORT_SEARCH = frozenset(p for p, rec in NAT_L4PROTOS.items() if rec.has_ports)
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
 
@@ -315,7 +318,7 @@ class NatCore:
                          f"{format_addr(rng.min_addr)}-{format_addr(rng.max_addr)}")
 
         # 3) keep the port/id if it is in range and free.
-        name = key_name(t.proto)
+        name = key_name(t.proto) if trace is not None else ""  # (for the trace lines only)
         clash = None
         if not flags & _RANDOM_ALL:
             if flags & _PROTO_SPECIFIED:
@@ -422,7 +425,7 @@ class NatCore:
 
         A confirmed ct is left alone (NF_ACCEPT); binding a manip twice is the kernel's WARN_ON (NF_DROP).
         """
-        if ct.confirmed:
+        if ct.status & _CONFIRMED:
             return NF_ACCEPT
         done = _DONE_BIT[manip]
         if ct.status & done:
@@ -455,8 +458,7 @@ class NatCore:
         tuple already reflects earlier manips, e.g. a DNAT before this SNAT).
         """
         reply = ct.tuples[1]
-        if trace is None and manip == _MANIP_DST and nf_nat_l4proto_find(reply.proto).has_ports \
-                and not ct.confirmed:
+        if trace is None and manip == _MANIP_DST and reply[4] in _PORT_SEARCH and not ct.status & _CONFIRMED:
             # setup_info for a DST null binding of a port protocol, where the tuple cannot change:
             # find_best_ips_proto maps the destination to itself, and get_unique_tuple keeps the port
             # whether or not nf_nat_used_tuple finds a clash (DST manip without a port range never
@@ -484,7 +486,7 @@ class NatCore:
         manip applies to its direction; NF_DROP if the headers it needs are truncated."""
         manip = _HOOK2MANIP[hook]
         direction = 1 if ctinfo in _REPLY_CTINFO else 0
-        if not int(ct.status) & _STATUSBIT[manip][direction]:
+        if not ct.status & _STATUSBIT[manip][direction]:
             return NF_ACCEPT
         trace = skb.trace
         before = "" if trace is None else self._pkt_part(skb, manip)
@@ -561,11 +563,11 @@ class NatCore:
         manip = _HOOK2MANIP[hook]
         done = _DONE_INT[manip]
         if ctinfo in _FIRST_CTINFO:
-            if not int(ct.status) & done:
+            if not ct.status & done:
                 verdict = run_chain(skb)
                 if verdict != NF_ACCEPT:
                     return verdict
-                if not int(ct.status) & done:
+                if not ct.status & done:
                     verdict = self.alloc_null_binding(ct, manip, now=now, table=table, rnd=rnd, trace=skb.trace)
                     if verdict != NF_ACCEPT:
                         return verdict
