@@ -289,7 +289,8 @@ class Engine:
             if fast is not None:
                 return fast
             key = flowcache.miss_key  # the key the compiled flows derived (of the frame as bytes)
-            frame = bytes(frame)
+            if type(frame) is not bytes:
+                frame = bytes(frame)
         else:
             frame = bytes(frame)
             key = self._flow_key(frame, iface)

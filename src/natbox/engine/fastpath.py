@@ -414,16 +414,16 @@ class FlowCache:
                 frame = bytes(view[:HEAD_LEN])
             else:
                 frame = bytes(frame)
-        src = frame if view is None else view  # the whole frame, for what lies past the headers
         key = self.miss_key = flow_key(frame, iface)
         if key is None:
             v6 = self.v6
             if v6 is not None and frame[_ETHERTYPE:_ETHERTYPE_END] == _ETH_P_IPV6_BYTES:
-                return v6.forward(src, iface, now, gso_type, gso_size, partial)
+                return v6.forward(frame if view is None else view, iface, now, gso_type, gso_size, partial)
             return None
         flow = self.flows.get(key)
         if flow is None:
             return None
+        src = frame if view is None else view  # the whole frame, for what lies past the headers
         plan = flow.plan
         conn = flow.conn
         out = flow.out

@@ -99,7 +99,8 @@ class IpInput:
                 self.ipv6_rcv(frame[ETH_HDR_LEN:], dev, pkt_id, pkt_type(dst_mac, dev), src_mac, dst_mac, trace)
                 return
             raise Drop(DropReason.NOT_IPV4, "netif_receive", f"ethertype 0x{ethertype:04x}")
-        ptype = pkt_type(dst_mac, dev)
+        # pkt_type(dst_mac, dev), its commonest answer first: the device's own unicast MAC is HOST
+        ptype = _PKT_HOST if dst_mac == dev.mac and not dst_mac[0] & 1 else pkt_type(dst_mac, dev)
         if ptype == _PKT_OTHERHOST:
             raise Drop(DropReason.OTHERHOST, "ip_rcv", f"frame for {ethernet.format_mac(dst_mac)}")
         if ptype != _PKT_HOST:

@@ -55,6 +55,7 @@ class IpOutput:
         # neigh_mac's answers, valid while the FIB and the neighbour table keep their generations (every
         # address, link or learned MAC change bumps one), at most NEIGH_MAC_CACHE_MAX (emptied when full)
         self._macs: dict[tuple[str, int], tuple[bytes, bool]] = {}
+        self._heads: dict[tuple[str, int], tuple[bytes, bool]] = {}  # (the header neigh_output puts on, synthetic)
         self._macs_fib = self._macs_neigh = -1
         # bound by the engine: loopback_xmit (LocalStack) and the flow caches' recording of a forwarded
         # packet (`Forwarder.remember_flow`)
@@ -135,10 +136,23 @@ class IpOutput:
         mode, next hop unresolved) hold it while ARP resolves (`neigh_resolve_output`)."""
         mac: bytes | None
         if not self.resolve_neighbours:
-            mac, synthetic = self.neigh_mac(dev, nexthop)
-            if synthetic:
+            # neigh_mac's answer as the frame's Ethernet header, kept beside it for the same generations
+            key = (dev.name, nexthop)
+            hit = (self._heads.get(key) if self._macs_fib == self._fib.generation
+                   and self._macs_neigh == self._neighs.generation else None)
+            if hit is None:
+                mac, synthetic = self.neigh_mac(dev, nexthop)  # (clears _heads with _macs when they go stale)
+                heads = self._heads
+                if len(heads) >= NEIGH_MAC_CACHE_MAX:
+                    heads.clear()
+                hit = heads[key] = (mac + dev.mac + _ETH_P_IP_BYTES, synthetic)
+            if hit[1]:
                 self._st.stats["neigh_synthetic"] += 1  # the synthetic MACs are counted
-        elif nexthop == 0xFFFFFFFF or nexthop in self._broadcasts(dev):
+            ct = skb.ct
+            self._st.out.emitted.append(Emitted(dev.name, hit[0] + datagram, skb.pkt_id,
+                                                ct.ct_id if ct is not None else 0, gso_type, gso_size, partial))
+            return
+        if nexthop == 0xFFFFFFFF or nexthop in self._broadcasts(dev):
             mac = _BROADCAST_MAC
         elif nexthop >> 28 == 0xE:
             mac = b"\x01\x00\x5e" + (nexthop & 0x7FFFFF).to_bytes(3, "big")  # ip_eth_mc_map
@@ -201,6 +215,7 @@ class IpOutput:
                 return hit
         else:
             self._macs.clear()
+            self._heads.clear()
             self._macs_fib, self._macs_neigh = self._fib.generation, self._neighs.generation
         if nexthop == 0xFFFFFFFF or nexthop in self._broadcasts(dev):
             answer = (_BROADCAST_MAC, False)
