@@ -15,7 +15,9 @@ from natbox.engine.fastpath import FlowPlan
 from natbox.offload import entry as entry_mod
 from natbox.offload.datapath import SOURCE
 from natbox.offload.entry import (
+    ACTION6_SIZE,
     ACTION_SIZE,
+    KEY6_SIZE,
     KEY_SIZE,
     MAX_FLOWS,
     STATS_SIZE,
@@ -113,9 +115,12 @@ def test_c_source_matches_the_layouts() -> None:
     src = SOURCE.read_text()
     sizes = dict(re.findall(r"_Static_assert\(sizeof\(struct (\w+)\) == (\d+)", src))
     assert {k: int(v) for k, v in sizes.items()} == {"nb_key": KEY_SIZE, "nb_action": ACTION_SIZE,
-                                                     "nb_stats": STATS_SIZE}
+                                                     "nb_stats": STATS_SIZE, "nb_key6": KEY6_SIZE,
+                                                     "nb_action6": ACTION6_SIZE}
     offsets = dict(re.findall(r"offsetof\(struct nb_action, (\w+)\) == (\d+)", src))
     assert {k: int(v) for k, v in offsets.items()} == {"saddr": 20, "l3_diff": 32, "flags": 44}
+    offsets6 = dict(re.findall(r"offsetof\(struct nb_action6, (\w+)\) == (\d+)", src))
+    assert {k: int(v) for k, v in offsets6.items()} == {"saddr": 20, "l4_addr_diff": 56, "flags": 64}
     assert re.search(rf"#define NB_MAX_FLOWS {MAX_FLOWS}\b", src)
     assert re.search(rf"#define NB_F_L4_REWRITE {entry_mod.F_L4_REWRITE}\b", src)
 

@@ -183,6 +183,9 @@ class Engine:
                                                resolve_neighbours=self._resolve)
         self._flowcache.v6 = flows6
         in6.remember_flow = flows6.compile6
+        if self._offload is not None:  # IPv6 flows are offloaded too (nf_flow_offload_ipv6_hook)
+            self._offload.bind6(flows6, self.fib6, self.neighs6)
+            flows6.on_compiled = self._offload.consider
         self._input.ipv6_rcv = in6.ipv6_rcv
         reject4, log4 = ctx.reject, ctx.log_packet
 
@@ -294,8 +297,8 @@ class Engine:
         else:
             frame = bytes(frame)
             key = self._flow_key(frame, iface)
-        if self._offload is not None and key is not None and key in self._offload.keys:
-            self._offload.ingress(frame, key)  # nf_flow_state_check: a FIN or RST brings the flow back
+        if self._offload is not None and (key is None or key in self._offload.keys):
+            self._offload.ingress(frame, key, iface)  # nf_flow_state_check: a FIN or RST brings the flow back
         self._ctx.now = now
         st = self._st
         st.skb = None

@@ -262,7 +262,7 @@ class FlowCache:
 
     def compiled_of(self, ct: Conn) -> list[tuple[FlowKey, CompiledFlow]]:
         """The compiled flows of `ct` (one per direction at most), with their keys."""
-        version = self._hooks.rules.version
+        version = self._ruleset_version()
         found = []
         for key in self._by_ct.get(ct.ct_id, ()):
             mine = [f for f in (self.planned.get(key), self.flows.get(key)) if f is not None and f.conn is ct]
@@ -290,6 +290,10 @@ class FlowCache:
             flow = planned.get(key)
             if flow is not None and flow.conn is ct:
                 del planned[key]
+
+    def _ruleset_version(self) -> int:
+        """The version of the ruleset the plans are made under (FlowCache6: the ip6tables one)."""
+        return self._hooks.rules.version
 
     def _current(self, flow: CompiledFlow) -> bool:
         plan = flow.plan

@@ -152,6 +152,9 @@ class FlowCache6(FlowCache):
         self._view = (rules, rules.version, ok)
         return ok
 
+    def _ruleset_version(self) -> int:
+        return self._hooks.rules6.version
+
     def _current(self, flow: CompiledFlow) -> bool:
         plan = flow.plan
         rules = self._hooks.rules6
@@ -166,8 +169,8 @@ class FlowCache6(FlowCache):
         if (conn is None or not skb.src_mac or skb.pkt_type != _PKT_HOST or skb.ctinfo not in
                 (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)) or conn.synproxy is not None:
             return  # (a SYNPROXY ct: its seqadj and timestamp offsets are the slow path's, engine/synproxy.py)
-        if not self._compilable6():  # (before making the key: the slow path calls this for every packet)
-            return
+        if self.on_compiled is None and not self._compilable6():  # (before making the key: the slow path
+            return  # calls this for every packet; offloading, `compile` makes plans for the datapath only)
         cur = conn.tuples[1 if skb.ctinfo == CtInfo.ESTABLISHED_REPLY else 0]
         proto = cur.proto
         addrs = cur.src.to_bytes(16, "big") + cur.dst.to_bytes(16, "big")
@@ -182,6 +185,7 @@ class FlowCache6(FlowCache):
         rules = self._hooks.rules6
         if rules is not self._rules:  # another ruleset object: its version says nothing about the old one's
             self.flows.clear()
+            self.planned.clear()
             self._rules = rules
         self.compile(skb, (skb.iif, skb.dst_mac + skb.src_mac + _ETH_P_IPV6_BYTES, proto, addrs + l4))
 

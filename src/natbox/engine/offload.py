@@ -53,7 +53,11 @@ udp_timeout), less the flowtable's timeout when the flow came back because it wa
 that long), becomes the ct's timeout if that is sooner than the one it has. So an ESTABLISHED ct keeps the
 rest of its day (432000 s is more), a UDP one gets 120 s (90 s after the idle teardown). ICMP echo flows
 (natbox's addition, no kernel counterpart) keep the slow path's rule instead: icmp_timeout after the last
-echo the datapath counted, refreshed at each fold.
+echo the datapath counted, refreshed at each fold (ICMPv6 echo: icmpv6_timeout).
+
+IPv6 (`bind6`, nf_flow_offload_ipv6_hook): the same decision for the IPv6 compiled flows (engine/fastpath6.py,
+plans of family NFPROTO_IPV6: plain forwarding and NAT66), ICMPv6 echo as ICMP echo; their routes and next
+hops are checked against the FIB6 and the ND table.
 """
 
 from __future__ import annotations
@@ -65,15 +69,17 @@ from typing import NamedTuple
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_MAXACK_SET, Conn
 from natbox.conntrack.table import ConntrackTable
-from natbox.engine.family import FlowKey
+from natbox.conntrack.tuple import tuple_l3num
+from natbox.engine.family import FlowKey, flow_key6
 from natbox.engine.fastpath import FlowCache, FlowPlan
 from natbox.engine.host import Host
 from natbox.engine.neigh import NeighTable
 from natbox.engine.path import Held
+from natbox.engine.route6 import Fib6
 from natbox.engine.routing import Fib
-from natbox.netfilter import CtInfo, CtStatus, TcpState
+from natbox.netfilter import NFPROTO_IPV6, CtInfo, CtStatus, TcpState
 from natbox.skb import Skb
-from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_FLAGS
+from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO, IP6H_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_FLAGS
 
 __all__ = ["NF_CT_DAY", "OFFLOAD_TIMEOUT", "FlowOffload", "OffloadAdd", "OffloadDel", "OffloadRequest",
            "OffloadedFlow"]
@@ -83,6 +89,10 @@ NF_CT_DAY = 86400.0  # the timeout of an offloaded ct (flow_offload_add, nf_flow
 EXTEND_BELOW = 300.0  # nf_flow_table_extend_ct_timeout's min_timeout: extended again when less is left
 _CLOSING_STATES = (TcpState.FIN_WAIT, TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.TIME_WAIT)
 _TCP_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS  # a flow key exists only for IHL 5 (family.flow_key)
+_TCP_FLAGS6 = ETH_HDR_LEN + IP6H_LEN + TCPH_FLAGS  # and for IPv6 without extension headers (flow_key6)
+_MATCH6_LEN = 36  # an IPv6 flow key's addresses and ports
+_ETH_P_IPV6_BYTES = b"\x86\xdd"
+_ICMP = (1, 58)  # ICMP and ICMPv6: echo flows only (natbox's addition)
 _FIN, _RST = 0x01, 0x04
 _REFUSE = int(CtStatus.HELPER | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
               | CtStatus.DYING)
@@ -144,8 +154,21 @@ class FlowOffload:
         self.stats = {"offloaded": 0, "fin": 0, "rst": 0, "destroyed": 0, "route": 0, "neigh": 0, "idle": 0,
                       "refused": 0}
         self.carried = [0, 0]  # packets and bytes the datapath carried, every flow, as folded
-        self._gens = (fib.generation, neighs.generation)
+        self._gens = (fib.generation, neighs.generation, 0, 0)
         self._clock = clock  # the engine's clock at the current call
+        # the IPv6 side (bind6): its compiled flows, FIB6 and ND table; None until bound
+        self._v6: tuple[FlowCache, Fib6, NeighTable[Held]] | None = None
+
+    def bind6(self, flowcache6: FlowCache, fib6: Fib6, neighs6: NeighTable[Held]) -> None:
+        """Offload IPv6 flows too: the engine's IPv6 compiled flows (their `on_compiled` is `consider`)."""
+        self._v6 = (flowcache6, fib6, neighs6)
+        self._gens = (self._fib.generation, self._neighs.generation, fib6.generation, neighs6.generation)
+
+    def _side(self, family: int) -> tuple[FlowCache, Fib | Fib6, NeighTable[Held]]:
+        """The compiled flows, FIB and neighbour table of an address family (NFPROTO_*)."""
+        if family == NFPROTO_IPV6 and self._v6 is not None:
+            return self._v6
+        return self._flowcache, self._fib, self._neighs
 
     # --- the decision ----------------------------------------------------------------------------
 
@@ -158,11 +181,11 @@ class FlowOffload:
         tcp = conn.tcp
         if proto == 6:
             data = skb.data
-            thoff = (data[IPH_VER_IHL] & 0x0F) * 4
+            thoff = skb.ihl if skb.family == NFPROTO_IPV6 else (data[IPH_VER_IHL] & 0x0F) * 4
             if (tcp is None or tcp.state != TcpState.ESTABLISHED or not status & _ASSURED
                     or len(data) <= thoff + TCPH_FLAGS or data[thoff + TCPH_FLAGS] & (_FIN | _RST)):
                 return  # the packet's fin/rst, nf_conntrack_tcp_established
-        elif proto not in (17, 1):  # ICMP: echo flows only have plans (natbox's addition, docs/differences.md)
+        elif proto != 17 and proto not in _ICMP:  # ICMP(v6): only echo flows have plans (natbox's addition)
             return
         if conn.ct_id in self.refused or skb.frag_max_size:
             return
@@ -176,7 +199,7 @@ class FlowOffload:
             tcp.seen[1].flags |= IP_CT_TCP_FLAG_BE_LIBERAL
         now = self._clock()
         flow = OffloadedFlow(conn, plans, keys, now)
-        if proto != 1:  # flow_offload_add: nf_ct_refresh(ct, NF_CT_DAY) (ICMP: natbox's, see fold)
+        if proto not in _ICMP:  # flow_offload_add: nf_ct_refresh(ct, NF_CT_DAY) (ICMP: natbox's, see fold)
             conn.timeout = now + NF_CT_DAY
         self.flows[conn.ct_id] = flow
         for key in keys:
@@ -189,13 +212,14 @@ class FlowOffload:
         """Both directions' current plans (the next hop's MAC filled in) and flow keys; None if one is missing."""
         plans: list[FlowPlan | None] = [None, None]
         keys: list[FlowKey] = [("", b"", 0, b""), ("", b"", 0, b"")]
-        fib_gen = self._fib.generation
-        for key, flow in self._flowcache.compiled_of(conn):
+        flowcache, fib, neighs = self._side(tuple_l3num(conn.tuples[0]))
+        fib_gen = fib.generation
+        for key, flow in flowcache.compiled_of(conn):
             plan = flow.plan
             if plan.fib_gen != fib_gen or plan.mtu != flow.out.mtu or plan.proto != conn.tuples[0].proto:
                 continue
             if not plan.dst_mac:  # resolving neighbours: the MAC the output path would use now
-                mac = self._neighs.known(plan.oif, plan.nexthop)
+                mac = neighs.known(plan.oif, plan.nexthop)
                 if mac is None:
                     continue
                 plan = replace(plan, dst_mac=mac)
@@ -242,7 +266,7 @@ class FlowOffload:
             self.requests.append(OffloadDel(conn.ct_id, reason))
             # the compiled flows go too: the packets that follow take the slow path, which compiles the flow
             # again and so offers it again (the compiled flows' executor never does)
-            self._flowcache.forget(conn)
+            self._side(tuple_l3num(conn.tuples[0]))[0].forget(conn)
 
     def _fixup_timeout(self, conn: Conn, *, expired: bool) -> None:
         """`flow_offload_fixup_ct`'s timeout (Linux 6.18; no NF_FLOW_CLOSING here: a FIN or RST reaches the
@@ -261,14 +285,22 @@ class FlowOffload:
         if conn.timeout - now > timeout:
             conn.timeout = now + timeout
 
-    def ingress(self, frame: bytes, key: FlowKey) -> str | None:
-        """`nf_flow_offload_ip_hook`'s `nf_flow_state_check` for a frame of an offloaded flow that reached the
-        engine: a TCP FIN or RST tears the flow down before the slow path handles the packet. Returns the
-        reason when it did."""
+    def ingress(self, frame: bytes, key: FlowKey | None, iface: str = "") -> str | None:
+        """`nf_flow_offload_ip_hook`'s (`nf_flow_offload_ipv6_hook`'s) `nf_flow_state_check` for a frame of an
+        offloaded flow that reached the engine: a TCP FIN or RST tears the flow down before the slow path
+        handles the packet. Returns the reason when it did. `key`: the frame's IPv4 flow key; None for an
+        IPv6 frame, whose key (`flow_key6`) is derived here when IPv6 flows are offloaded."""
+        if key is None:
+            if self._v6 is None or frame[ETH_PROTO:ETH_PROTO + 2] != _ETH_P_IPV6_BYTES:
+                return None
+            key = flow_key6(frame, iface)
+            if key is None:
+                return None
         flow = self.keys.get(key)
-        if flow is None or key[2] != 6 or len(frame) <= _TCP_FLAGS:
+        at = _TCP_FLAGS6 if len(key[3]) == _MATCH6_LEN else _TCP_FLAGS
+        if flow is None or key[2] != 6 or len(frame) <= at:
             return None
-        flags = frame[_TCP_FLAGS]
+        flags = frame[at]
         if not flags & (_FIN | _RST):
             return None
         reason = "rst" if flags & _RST else "fin"
@@ -300,7 +332,9 @@ class FlowOffload:
 
     def revalidate(self) -> None:
         """After a FIB or neighbour change: bring back the flows whose route, device or next hop changed."""
-        gens = (self._fib.generation, self._neighs.generation)
+        v6 = self._v6
+        gens = (self._fib.generation, self._neighs.generation, 0 if v6 is None else v6[1].generation,
+                0 if v6 is None else v6[2].generation)
         if gens == self._gens:
             return
         self._gens = gens
@@ -308,12 +342,13 @@ class FlowOffload:
         for flow in list(self.flows.values()):
             reason = None
             for plan in flow.plans:
+                _, fib, neighs = self._side(plan.family)
                 out, dev = ifaces.get(plan.oif), ifaces.get(plan.iif)
-                if (plan.fib_gen != gens[0] or out is None or dev is None or not out.up or not dev.up
+                if (plan.fib_gen != fib.generation or out is None or dev is None or not out.up or not dev.up
                         or out.mtu != plan.mtu):
                     reason = "route"
                     break
-                mac = self._neighs.known(plan.oif, plan.nexthop)
+                mac = neighs.known(plan.oif, plan.nexthop)
                 if mac is not None and mac != plan.dst_mac and not plan.neigh_synthetic:
                     reason = "neigh"
                     break
@@ -370,8 +405,10 @@ class FlowOffload:
             conn.acct_packets[direction] += dp
             conn.acct_bytes[direction] += db
         flow.last_seen = max(flow.last_seen, last_seen)  # flow_offload_refresh: the idle timer restarts
-        if flow is self.flows.get(ct_id) and conn.tuples[0].proto == 1:
-            # ICMP echo (natbox's addition): nf_conntrack_icmp_packet's refresh at the last echo counted; TCP and
-            # UDP cts keep the day the flowtable gave them (module docstring)
-            conn.timeout = max(conn.timeout, flow.last_seen + cfg.icmp_timeout)
+        proto = conn.tuples[0].proto
+        if flow is self.flows.get(ct_id) and proto in _ICMP:
+            # ICMP echo (natbox's addition): nf_conntrack_icmp_packet's (icmpv6's) refresh at the last echo
+            # counted; TCP and UDP cts keep the day the flowtable gave them (module docstring)
+            timeout = cfg.icmp_timeout if proto == 1 else cfg.icmpv6_timeout
+            conn.timeout = max(conn.timeout, flow.last_seen + timeout)
         return True

@@ -12,7 +12,8 @@ which remounts /sys (and with it /sys/fs/bpf).
 Counters: `nb_stats` is a per-CPU map beside `nb_flows`; `install` creates a key's counters at zero only
 when it has none, so rewriting an entry (a new MAC, a new MTU) keeps them, and `remove` deletes them. It is
 not preallocated (BPF_F_NO_PREALLOC: a preallocated per-CPU map would take 65536 × 24 bytes per possible
-CPU); only Python adds elements, the program only looks them up.
+CPU); only Python adds elements, the program only looks them up. IPv6 entries (`OffloadKey.family`
+NFPROTO_IPV6) live in maps of their own, nb_flows6 and nb_stats6, made and read the same way.
 
 Errors are one line: `OffloadUnavailable` says what is missing (a program, headers, a kernel feature,
 permission), `OffloadError` what failed later (`OffloadMapFull`: a full map; a device gone).
@@ -34,9 +35,12 @@ import tempfile
 from pathlib import Path
 
 from natbox.errors import NatboxError
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.offload import bpf
 from natbox.offload.entry import (
+    ACTION6_SIZE,
     ACTION_SIZE,
+    KEY6_SIZE,
     KEY_SIZE,
     MAX_FLOWS,
     STATS_SIZE,
@@ -56,6 +60,7 @@ CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall")
 TC_PREF = 0x4E42  # the tc filter's preference ("NB") and handle: natbox's filter among a device's others
 TC_HANDLE = 1
 FLOWS_MAP, STATS_MAP = "nb_flows", "nb_stats"  # the map names in the C source
+FLOWS6_MAP, STATS6_MAP = "nb_flows6", "nb_stats6"  # IPv6's
 COMMAND_TIMEOUT = 60.0  # seconds for clang or tc
 _MNT_DETACH = 2
 _HEADERS = (("bpf/bpf_helpers.h", "libbpf-dev"), ("linux/bpf.h", "linux-libc-dev"))
@@ -212,6 +217,8 @@ class Datapath:
         self._attached: dict[str, bool] = {}  # device → whether natbox added its clsact qdisc
         self._flows: bpf.MapFd | None = None
         self._stats: bpf.MapFd | None = None
+        self._flows6: bpf.MapFd | None = None
+        self._stats6: bpf.MapFd | None = None
         self._installed: dict[bytes, OffloadKey] = {}  # encoded key → key, of every entry installed
         self._per_cpu = struct.Struct("=" + "QQQ" * bpf.nr_possible_cpus())  # nb_stats, every CPU's
         self.bpffs = os.path.join(self.workdir, "bpffs")
@@ -226,6 +233,10 @@ class Datapath:
             self._flows = self._create(bpf.BPF_MAP_TYPE_HASH, ACTION_SIZE, os.path.join(pins, FLOWS_MAP), 1, 0)
             self._stats = self._create(bpf.BPF_MAP_TYPE_PERCPU_HASH, STATS_SIZE, os.path.join(pins, STATS_MAP),
                                        ncpus, bpf.BPF_F_NO_PREALLOC)
+            self._flows6 = self._create(bpf.BPF_MAP_TYPE_HASH, ACTION6_SIZE, os.path.join(pins, FLOWS6_MAP), 1, 0,
+                                        KEY6_SIZE)
+            self._stats6 = self._create(bpf.BPF_MAP_TYPE_PERCPU_HASH, STATS_SIZE, os.path.join(pins, STATS6_MAP),
+                                        ncpus, bpf.BPF_F_NO_PREALLOC, KEY6_SIZE)
         except OSError as e:
             self.close()
             raise OffloadUnavailable(f"offload set-up failed in {self.workdir}: {e.strerror or e}") from None
@@ -234,17 +245,18 @@ class Datapath:
             raise
 
     @staticmethod
-    def _create(map_type: int, value_size: int, path: str, ncpus: int, flags: int) -> bpf.MapFd:
+    def _create(map_type: int, value_size: int, path: str, ncpus: int, flags: int,
+                key_size: int = KEY_SIZE) -> bpf.MapFd:
         """A map as the C source declares it (libbpf reuses a pinned map only when type, sizes, entries and
         flags match), pinned at `path`."""
         try:
-            fd = bpf.map_create(map_type, KEY_SIZE, value_size, MAX_FLOWS, os.path.basename(path), flags)
+            fd = bpf.map_create(map_type, key_size, value_size, MAX_FLOWS, os.path.basename(path), flags)
         except OSError as e:
             if e.errno in (errno.EPERM, errno.EACCES):
                 raise OffloadUnavailable("bpf() not permitted (needs CAP_BPF and CAP_NET_ADMIN: run as root)") from None
             raise
         bpf.obj_pin(fd, path)
-        return bpf.MapFd(fd, KEY_SIZE, value_size, ncpus)
+        return bpf.MapFd(fd, key_size, value_size, ncpus)
 
     def _tc(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run(["tc", *args], env={**os.environ, "TC_BPF_MNT": self.bpffs})
@@ -291,14 +303,16 @@ class Datapath:
         if added:
             self._tc("qdisc", "del", "dev", ifname, "clsact")
 
-    def _maps(self) -> tuple[bpf.MapFd, bpf.MapFd]:
-        if self._flows is None or self._stats is None:
+    def _maps(self, family: int = 0) -> tuple[bpf.MapFd, bpf.MapFd]:
+        """The flows and counters maps of an address family (NFPROTO_IPV6: IPv6's, else IPv4's)."""
+        flows, stats = (self._flows6, self._stats6) if family == NFPROTO_IPV6 else (self._flows, self._stats)
+        if flows is None or stats is None:
             raise OffloadError("offload data path is closed")
-        return self._flows, self._stats
+        return flows, stats
 
     def install(self, key: OffloadKey, action: OffloadAction) -> None:
         """Add or replace the entry of `key` (its counters are kept when it had some)."""
-        flows, stats = self._maps()
+        flows, stats = self._maps(key.family)
         k = encode_key(key)
         try:
             if k not in self._installed:
@@ -321,7 +335,7 @@ class Datapath:
 
     def remove(self, key: OffloadKey) -> None:
         """Delete the entry of `key` and its counters (a missing key is fine)."""
-        flows, stats = self._maps()
+        flows, stats = self._maps(key.family)
         k = encode_key(key)
         self._installed.pop(k, None)
         try:
@@ -331,22 +345,24 @@ class Datapath:
             raise OffloadError(f"offload map delete failed: {e.strerror or e}") from None
 
     def stats(self) -> dict[OffloadKey, FlowStats]:
-        """Every installed entry's counters, summed over CPUs, read in one batch."""
-        _, stats = self._maps()
-        installed, per_cpu, ks = self._installed, self._per_cpu, KEY_SIZE
+        """Every installed entry's counters, summed over CPUs, read in one batch per map (IPv4's, IPv6's)."""
+        installed, per_cpu = self._installed, self._per_cpu
         out: dict[OffloadKey, FlowStats] = {}
         try:
-            for kraw, vraw, _ in stats.batches():
-                for i, v in enumerate(per_cpu.iter_unpack(vraw)):  # each element: every CPU's counters
-                    kb = kraw[i * ks:(i + 1) * ks]
-                    out[installed.get(kb) or decode_key(kb)] = FlowStats(sum(v[0::3]), sum(v[1::3]), max(v[2::3]))
+            for stats in (self._maps()[1], self._maps(NFPROTO_IPV6)[1]):
+                ks = stats.key_size
+                for kraw, vraw, _ in stats.batches():
+                    for i, v in enumerate(per_cpu.iter_unpack(vraw)):  # each element: every CPU's counters
+                        kb = kraw[i * ks:(i + 1) * ks]
+                        out[installed.get(kb) or decode_key(kb)] = FlowStats(sum(v[0::3]), sum(v[1::3]),
+                                                                             max(v[2::3]))
         except OSError as e:
             raise OffloadError(f"offload map read failed: {e.strerror or e}") from None
         return out
 
     def action(self, key: OffloadKey) -> bytes | None:
         """The encoded action installed for `key` (None: none), as the program reads it."""
-        flows, _ = self._maps()
+        flows, _ = self._maps(key.family)
         return flows.lookup(encode_key(key))
 
     def close(self) -> None:
@@ -357,10 +373,10 @@ class Datapath:
                 self._detach(ifname)
             except OffloadError:
                 self._attached.pop(ifname, None)  # tc failed to run: nothing more to do for it here
-        for m in (self._flows, self._stats):
+        for m in (self._flows, self._stats, self._flows6, self._stats6):
             if m is not None:
                 m.close()
-        self._flows = self._stats = None
+        self._flows = self._stats = self._flows6 = self._stats6 = None
         self._installed.clear()
         if self._mounted:
             _umount(self.bpffs)

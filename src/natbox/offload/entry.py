@@ -30,6 +30,16 @@ C structs in natbox_offload.bpf.c are the same, which tests/offload/test_entry.p
   l4_port_diff (each 4 bytes), flags u32 (bit 0: the L4 checksum changes);
 - stats, 24 bytes per CPU: packets, bytes (IP total lengths, as conntrack's accounting counts), last_seen_ns
   (bpf_ktime_get_ns: CLOCK_MONOTONIC), all u64.
+
+IPv6 (plans of family NFPROTO_IPV6, engine/fastpath6.py) has maps of its own (nb_flows6, nb_stats6), so the
+IPv4 key stays 20 bytes: `OffloadKey.family` and `OffloadAction.family` say which. There is no header
+checksum (`l3_diff` is 0 and not encoded); the L4 checksums of TCP, UDP and ICMPv6 all cover the
+pseudo-header of 128-bit addresses, so for ICMPv6 too `l4_addr_diff` is the addresses' part and
+`l4_port_diff` the echo id's (`icmpv6_manip_pkt`). Layouts:
+- key6, 44 bytes: ifindex u32, saddr (16 bytes), daddr (16), sport, dport, proto u8, 3 bytes padding;
+- action6, 68 bytes: oif u32, mtu u32, dst MAC, src MAC, saddr (16), daddr (16), sport, dport, l4_addr_diff,
+  l4_port_diff (each 4 bytes), flags u32;
+- stats: as IPv4's (bytes: 40 + payload_len, the IPv6 packet's length, as conntrack counts).
 """
 
 from __future__ import annotations
@@ -38,11 +48,15 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
+
 if TYPE_CHECKING:  # the engine makes plans; this module only reads them (no import at run time)
     from natbox.engine.fastpath import FlowPlan
 
 __all__ = [
+    "ACTION6_SIZE",
     "ACTION_SIZE",
+    "KEY6_SIZE",
     "KEY_SIZE",
     "MAX_FLOWS",
     "STATS_SIZE",
@@ -70,15 +84,23 @@ KEY_SIZE = _U32.size + _KEY_NET.size  # 20
 ACTION_SIZE = _ACTION_HEAD.size + _ACTION_NET.size + _U32.size  # 48
 STATS_SIZE = _STATS.size  # 24
 _NET_END = _ACTION_HEAD.size + _ACTION_NET.size
+_KEY6_NET = struct.Struct("!16s16sHHB3x")  # IPv6: saddr, daddr, sport, dport, proto, padding
+_ACTION6_NET = struct.Struct("!16s16sHHH2xH2x")  # saddr, daddr, sport, dport, the two L4 __wsum differences
+KEY6_SIZE = _U32.size + _KEY6_NET.size  # 44
+ACTION6_SIZE = _ACTION_HEAD.size + _ACTION6_NET.size + _U32.size  # 68
+_NET6_END = _ACTION_HEAD.size + _ACTION6_NET.size
 
 _PROTOS = (1, 6, 17)  # ICMP (echo), TCP, UDP: what a FlowPlan covers
+_PROTOS6 = (6, 17, 58)  # TCP, UDP, ICMPv6 (echo): what an IPv6 FlowPlan covers
 _MAC_LEN = 6
 _MATCH_LEN = 12  # saddr, daddr and 4 bytes of ports (ICMP: type, code, id)
+_MATCH6_LEN = 36  # IPv6: saddr, daddr and 4 bytes of ports (ICMPv6: type, code, id)
 
 
 class OffloadKey(NamedTuple):
     """What a packet is looked up by: where it arrives and its addresses and ports (host-order ints).
-    ICMP echo: `sport` is the id, `dport` the type << 8 | code."""
+    ICMP echo: `sport` is the id, `dport` the type << 8 | code. `family`: NFPROTO_IPV4 or NFPROTO_IPV6 (which
+    map, which layout)."""
 
     ifindex: int
     proto: int
@@ -86,6 +108,7 @@ class OffloadKey(NamedTuple):
     daddr: int
     sport: int
     dport: int
+    family: int = NFPROTO_IPV4
 
 
 class OffloadAction(NamedTuple):
@@ -104,6 +127,7 @@ class OffloadAction(NamedTuple):
     l4_addr_diff: int
     l4_port_diff: int
     l4_rewrite: bool
+    family: int = NFPROTO_IPV4
 
 
 class FlowStats(NamedTuple):
@@ -120,6 +144,8 @@ def offload_entry(plan: FlowPlan, ifindex: Callable[[str], int]) -> tuple[Offloa
     """The map entry of a compiled flow's plan; None when the data path cannot carry it: a next hop whose
     MAC natbox made up (neigh_synthetic) or resolves per packet (no `dst_mac`), a plan without its match,
     a device without an index (`ifindex` returns 0 or less)."""
+    if plan.family == NFPROTO_IPV6:
+        return _entry6(plan, ifindex)
     match = plan.match
     if (plan.proto not in _PROTOS or plan.neigh_synthetic or len(plan.dst_mac) != _MAC_LEN
             or len(match) != _MATCH_LEN or len(plan.l2) < _MAC_LEN or not 0 < plan.mtu <= 0xFFFF):
@@ -151,27 +177,78 @@ def offload_entry(plan: FlowPlan, ifindex: Callable[[str], int]) -> tuple[Offloa
     return key, action
 
 
+def _entry6(plan: FlowPlan, ifindex: Callable[[str], int]) -> tuple[OffloadKey, OffloadAction] | None:
+    """`offload_entry` for an IPv6 plan (engine/fastpath6.py): the match is flow_key6's (addresses, then ports,
+    or ICMPv6's type, code and id), `new_addrs` the 32 address bytes (TCP/UDP: and the ports), no IP checksum."""
+    match, new = plan.match, plan.new_addrs
+    if (plan.proto not in _PROTOS6 or plan.neigh_synthetic or len(plan.dst_mac) != _MAC_LEN
+            or len(match) != _MATCH6_LEN or len(plan.l2) < _MAC_LEN or not 0 < plan.mtu <= 0xFFFF):
+        return None
+    iif, oif = ifindex(plan.iif), ifindex(plan.oif)
+    if iif <= 0 or oif <= 0:
+        return None
+    saddr, daddr = int.from_bytes(match[0:16], "big"), int.from_bytes(match[16:32], "big")
+    if plan.proto == 58:  # match: addresses, type and code, id (flow_key6)
+        if len(plan.icmp_id) != 2 or len(new) < 32:
+            return None
+        key = OffloadKey(iif, 58, saddr, daddr, int.from_bytes(match[34:36], "big"),
+                         int.from_bytes(match[32:34], "big"), NFPROTO_IPV6)
+        sport, dport = int.from_bytes(plan.icmp_id, "big"), 0
+    else:
+        if len(new) != _MATCH6_LEN:
+            return None
+        key = OffloadKey(iif, plan.proto, saddr, daddr, int.from_bytes(match[32:34], "big"),
+                         int.from_bytes(match[34:36], "big"), NFPROTO_IPV6)
+        sport, dport = int.from_bytes(new[32:34], "big"), int.from_bytes(new[34:36], "big")
+    # the pseudo-header covers the addresses for all three (ICMPv6 too): the addresses' part, then the rest
+    addr_diff, port_diff = plan.l4_partial_add, (plan.l4_sub - plan.l4_partial_add) % 0xFFFF
+    action = OffloadAction(
+        oif, plan.mtu, plan.dst_mac, plan.l2[:_MAC_LEN], int.from_bytes(new[0:16], "big"),
+        int.from_bytes(new[16:32], "big"), sport, dport, 0,
+        addr_diff % 0xFFFF if plan.l4_rewrite else 0, port_diff if plan.l4_rewrite else 0, plan.l4_rewrite,
+        NFPROTO_IPV6)
+    return key, action
+
+
 def encode_key(k: OffloadKey) -> bytes:
-    """struct nb_key."""
+    """struct nb_key (IPv6: struct nb_key6)."""
+    if k.family == NFPROTO_IPV6:
+        return _U32.pack(k.ifindex) + _KEY6_NET.pack(k.saddr.to_bytes(16, "big"), k.daddr.to_bytes(16, "big"),
+                                                     k.sport, k.dport, k.proto)
     return _U32.pack(k.ifindex) + _KEY_NET.pack(k.saddr, k.daddr, k.sport, k.dport, k.proto)
 
 
 def decode_key(b: bytes) -> OffloadKey:
-    """struct nb_key read back (the inverse of encode_key)."""
+    """struct nb_key or nb_key6 (by its size) read back (the inverse of encode_key)."""
+    if len(b) == KEY6_SIZE:
+        s6, d6, sport, dport, proto = _KEY6_NET.unpack_from(b, _U32.size)
+        return OffloadKey(_U32.unpack_from(b)[0], proto, int.from_bytes(s6, "big"), int.from_bytes(d6, "big"),
+                          sport, dport, NFPROTO_IPV6)
     saddr, daddr, sport, dport, proto = _KEY_NET.unpack_from(b, _U32.size)
     return OffloadKey(_U32.unpack_from(b)[0], proto, saddr, daddr, sport, dport)
 
 
 def encode_action(a: OffloadAction) -> bytes:
-    """struct nb_action; each checksum difference is a network-order 16-bit value in a 32-bit __wsum."""
+    """struct nb_action (IPv6: nb_action6); each checksum difference is a network-order 16-bit value in a
+    32-bit __wsum."""
+    flags = _U32.pack(F_L4_REWRITE if a.l4_rewrite else 0)
+    if a.family == NFPROTO_IPV6:
+        return (_ACTION_HEAD.pack(a.oif, a.mtu, a.dst_mac, a.src_mac)
+                + _ACTION6_NET.pack(a.saddr.to_bytes(16, "big"), a.daddr.to_bytes(16, "big"), a.sport, a.dport,
+                                    a.l4_addr_diff, a.l4_port_diff) + flags)
     return (_ACTION_HEAD.pack(a.oif, a.mtu, a.dst_mac, a.src_mac)
             + _ACTION_NET.pack(a.saddr, a.daddr, a.sport, a.dport, a.l3_diff, a.l4_addr_diff, a.l4_port_diff)
             + _U32.pack(F_L4_REWRITE if a.l4_rewrite else 0))
 
 
 def decode_action(b: bytes) -> OffloadAction:
-    """struct nb_action read back (the inverse of encode_action)."""
+    """struct nb_action or nb_action6 (by its size) read back (the inverse of encode_action)."""
     oif, mtu, dmac, smac = _ACTION_HEAD.unpack_from(b)
+    if len(b) == ACTION6_SIZE:
+        s6, d6, sport, dport, l4a, l4p = _ACTION6_NET.unpack_from(b, _ACTION_HEAD.size)
+        flags = _U32.unpack_from(b, _NET6_END)[0]
+        return OffloadAction(oif, mtu, dmac, smac, int.from_bytes(s6, "big"), int.from_bytes(d6, "big"), sport,
+                             dport, 0, l4a, l4p, bool(flags & F_L4_REWRITE), NFPROTO_IPV6)
     saddr, daddr, sport, dport, l3, l4a, l4p = _ACTION_NET.unpack_from(b, _ACTION_HEAD.size)
     flags = _U32.unpack_from(b, _NET_END)[0]
     return OffloadAction(oif, mtu, dmac, smac, saddr, daddr, sport, dport, l3, l4a, l4p, bool(flags & F_L4_REWRITE))

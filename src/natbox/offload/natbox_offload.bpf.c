@@ -22,11 +22,22 @@
  * so that part is applied with BPF_F_PSEUDO_HDR and the ports' part without it
  * (inet_proto_csum_replace_by_diff). UDP keeps a zero checksum and never writes one
  * (BPF_F_MARK_MANGLED_0, as udp_manip_pkt).
+ *
+ * IPv6 (nb_ipv6, as nf_flow_offload_ipv6_hook / nf_flow_tuple_ipv6): maps of their own (nb_flows6,
+ * nb_stats6: 128-bit addresses in the key, the IPv4 key stays small) filled from the engine's IPv6 plans
+ * (engine/fastpath6.py). Carried: a frame for this host, no VLAN tag, version 6, TCP, UDP or ICMPv6 echo
+ * right after the fixed header (any extension header goes up: fragments, hop-by-hop, jumbograms), hop limit
+ * > 1, 40 + payload_len within the frame; TCP with ACK and none of SYN/FIN/RST, UDP with a sane length and
+ * a checksum (a zero one is not allowed on IPv6: RFC 8200 §8.1), ICMPv6 echo of 8 bytes; a map hit; the
+ * out MTU as for IPv4 (too big: up, natbox sends Packet Too Big). Then addresses, ports (ICMPv6: the id),
+ * the L4 checksum (no header checksum; the addresses' part with BPF_F_PSEUDO_HDR, ICMPv6's too, since its
+ * checksum covers the pseudo-header), the hop limit, MACs, counters, bpf_redirect.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -54,6 +65,17 @@
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_ACK 0x10
+#define IP6_OFF ETH_HLEN
+#define L4_OFF6 (ETH_HLEN + sizeof(struct ipv6hdr))
+#define IP6_HOP_OFF (IP6_OFF + offsetof(struct ipv6hdr, hop_limit))
+#define IP6_ADDRS_OFF (IP6_OFF + offsetof(struct ipv6hdr, saddr))
+#define TCP6_CSUM_OFF (L4_OFF6 + offsetof(struct tcphdr, check))
+#define UDP6_CSUM_OFF (L4_OFF6 + offsetof(struct udphdr, check))
+#define ICMP6_CSUM_OFF (L4_OFF6 + offsetof(struct nb_icmp_echo, checksum))
+#define ICMP6_ID_OFF (L4_OFF6 + offsetof(struct nb_icmp_echo, id))
+#define IPPROTO_ICMPV6_ 58 /* linux/in6.h's IPPROTO_ICMPV6 is an enum member of some libc headers */
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 
 /* an ICMP echo header (linux/icmp.h's icmphdr drags in libc headers a BPF build cannot use) */
 struct nb_icmp_echo {
@@ -91,6 +113,32 @@ struct nb_action {
 	__u32 flags;        /* NB_F_* */
 };
 
+/* IPv6: one direction of a flow as it arrives, 44 bytes */
+struct nb_key6 {
+	__u32 ifindex;
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be16 sport;   /* ICMPv6 echo: the id */
+	__be16 dport;   /* ICMPv6 echo: type << 8 | code */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* IPv6: what to do with it, 68 bytes (no header checksum: no l3_diff) */
+struct nb_action6 {
+	__u32 oif;
+	__u32 mtu;
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be16 sport;       /* ICMPv6 echo: the id */
+	__be16 dport;
+	__u32 l4_addr_diff; /* the pseudo-header's part (ICMPv6's checksum covers one too) */
+	__u32 l4_port_diff;
+	__u32 flags;
+};
+
 /* per CPU; natbox sums them (last_seen: the largest) */
 struct nb_stats {
 	__u64 packets;
@@ -105,6 +153,11 @@ _Static_assert(__builtin_offsetof(struct nb_action, saddr) == 20, "nb_action.sad
 _Static_assert(__builtin_offsetof(struct nb_action, l3_diff) == 32, "nb_action.l3_diff");
 _Static_assert(__builtin_offsetof(struct nb_action, flags) == 44, "nb_action.flags");
 _Static_assert(sizeof(struct nb_stats) == 24, "nb_stats");
+_Static_assert(sizeof(struct nb_key6) == 44, "nb_key6");
+_Static_assert(sizeof(struct nb_action6) == 68, "nb_action6");
+_Static_assert(__builtin_offsetof(struct nb_action6, saddr) == 20, "nb_action6.saddr");
+_Static_assert(__builtin_offsetof(struct nb_action6, l4_addr_diff) == 56, "nb_action6.l4_addr_diff");
+_Static_assert(__builtin_offsetof(struct nb_action6, flags) == 64, "nb_action6.flags");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -123,6 +176,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nb_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NB_MAX_FLOWS);
+	__type(key, struct nb_key6);
+	__type(value, struct nb_action6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_flows6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NB_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nb_key6);
+	__type(value, struct nb_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_stats6 SEC(".maps");
+
 static __always_inline int ip_header_ok(struct iphdr *iph)
 {
 	/* ip_rcv_core's checksum test: the 20 bytes sum to 0xFFFF */
@@ -135,6 +205,125 @@ static __always_inline int ip_header_ok(struct iphdr *iph)
 	s = (s & 0xFFFF) + (s >> 16);
 	s = (s & 0xFFFF) + (s >> 16);
 	return s == 0xFFFF;
+}
+
+/* the IPv6 branch (see the top comment): nf_flow_offload_ipv6_hook's checks and rewrite */
+static __always_inline int nb_ipv6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct nb_key6 key = {};
+	struct nb_action6 *act;
+	struct nb_stats *st;
+	struct ethhdr *eth;
+	struct ipv6hdr *ip6;
+	__u32 need = L4_OFF6 + sizeof(struct tcphdr);
+	__u32 tot_len, csum_off, mtu_len = 0;
+	__u8 hop, proto;
+	__u64 mm0 = 0;
+
+	if (skb->pkt_type != PACKET_HOST || skb->vlan_present || skb->len < L4_OFF6 + sizeof(struct udphdr))
+		return TC_ACT_OK;
+	if (data + need > data_end) {
+		if (skb->len < need)
+			need = L4_OFF6 + sizeof(struct udphdr); /* UDP and ICMPv6 echo headers are 8 bytes */
+		if (bpf_skb_pull_data(skb, need))
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + L4_OFF6 + sizeof(struct udphdr) > data_end)
+			return TC_ACT_OK;
+	}
+	eth = data;
+	ip6 = data + IP6_OFF;
+	/* ip6_forward: hop limit 1 gets Time Exceeded from the stack; payload_len 0 is a jumbogram (hop-by-hop) */
+	if (eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6 || ip6->hop_limit <= 1 || !ip6->payload_len)
+		return TC_ACT_OK;
+	tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if (tot_len > skb->len - ETH_HLEN)
+		return TC_ACT_OK;
+	key.ifindex = skb->ingress_ifindex;
+	__builtin_memcpy(&key.saddr, &ip6->saddr, sizeof(key.saddr));
+	__builtin_memcpy(&key.daddr, &ip6->daddr, sizeof(key.daddr));
+	key.proto = proto = ip6->nexthdr;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + L4_OFF6;
+		__u8 flags;
+
+		if ((void *)(th + 1) > data_end || tot_len < sizeof(*ip6) + sizeof(*th) || th->doff < 5)
+			return TC_ACT_OK;
+		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
+		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK))
+			return TC_ACT_OK;
+		key.sport = th->source;
+		key.dport = th->dest;
+		csum_off = TCP6_CSUM_OFF;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + L4_OFF6;
+		__u32 ulen;
+
+		if ((void *)(uh + 1) > data_end || !uh->check)
+			return TC_ACT_OK;
+		ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > tot_len - sizeof(*ip6))
+			return TC_ACT_OK;
+		key.sport = uh->source;
+		key.dport = uh->dest;
+		csum_off = UDP6_CSUM_OFF;
+		mm0 = BPF_F_MARK_MANGLED_0;
+	} else if (proto == IPPROTO_ICMPV6_) {
+		struct nb_icmp_echo *ih = data + L4_OFF6;
+
+		if ((void *)(ih + 1) > data_end || tot_len < sizeof(*ip6) + sizeof(*ih)
+		    || (ih->type != ICMPV6_ECHO_REQUEST && ih->type != ICMPV6_ECHO_REPLY))
+			return TC_ACT_OK;
+		key.sport = ih->id;
+		key.dport = bpf_htons((__u16)ih->type << 8 | ih->code);
+		csum_off = ICMP6_CSUM_OFF;
+	} else {
+		return TC_ACT_OK; /* extension headers and other protocols: the stack's */
+	}
+	act = bpf_map_lookup_elem(&nb_flows6, &key);
+	if (!act)
+		return TC_ACT_OK;
+	hop = ip6->hop_limit - 1;
+	/* ip6_forward's ip6_pkt_too_big: up, for natbox's Packet Too Big (a GSO packet: by its segments) */
+	if (!skb->gso_size && tot_len > act->mtu)
+		return TC_ACT_OK;
+	if (bpf_check_mtu(skb, act->oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
+		return TC_ACT_OK;
+	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
+		return TC_ACT_OK; /* Ethernet padding: ip6_rcv_core trims it */
+
+	/* committed: from here on the packet leaves by act->oif */
+	if (bpf_skb_store_bytes(skb, IP6_ADDRS_OFF, &act->saddr, 2 * sizeof(struct in6_addr), 0)
+	    || bpf_skb_store_bytes(skb, IP6_HOP_OFF, &hop, 1, 0))
+		return TC_ACT_SHOT;
+	if (proto == IPPROTO_ICMPV6_) {
+		if (bpf_skb_store_bytes(skb, ICMP6_ID_OFF, &act->sport, sizeof(__be16), 0))
+			return TC_ACT_SHOT;
+	} else {
+		__be16 ports[2] = {act->sport, act->dport};
+
+		if (bpf_skb_store_bytes(skb, L4_OFF6, ports, sizeof(ports), 0))
+			return TC_ACT_SHOT;
+	}
+	if (act->flags & NB_F_L4_REWRITE) {
+		if (act->l4_addr_diff
+		    && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_addr_diff, BPF_F_PSEUDO_HDR | mm0))
+			return TC_ACT_SHOT;
+		if (act->l4_port_diff && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_port_diff, mm0))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, 0, act->dmac, 2 * ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	st = bpf_map_lookup_elem(&nb_stats6, &key);
+	if (st) {
+		st->packets++;
+		st->bytes += tot_len;
+		st->last_seen_ns = bpf_ktime_get_ns();
+	}
+	return bpf_redirect(act->oif, 0);
 }
 
 SEC("tc")
@@ -153,6 +342,8 @@ int natbox_offload(struct __sk_buff *skb)
 	__u8 ttl, proto;
 	__u64 mm0 = 0;
 
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return nb_ipv6(skb);
 	if (data + need > data_end) {
 		if (skb->len < L4_OFF + sizeof(struct udphdr))
 			return TC_ACT_OK;
