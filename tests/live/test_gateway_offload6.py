@@ -182,3 +182,171 @@ def test_an_ipv6_bulk_flow_through_nat66_is_carried_by_the_kernel(lab: Lab, tmp_
     for frame, partial in tcp:
         check_frame6(frame, partial, parse_addr6(GW_WAN), parse_addr6(SERVER))
     assert any(p for _, p in tcp) == (tx_csum == "on")
+
+
+UDP_PINGER = """
+import socket, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", {sport})); s.settimeout(1)
+s.connect(("{dst}", {port}))
+got = 0
+deadline = time.monotonic() + {seconds}
+while time.monotonic() < deadline:
+    s.send(b"x" * 100)
+    try:
+        s.recv(2048); got += 1
+    except TimeoutError:
+        pass
+    time.sleep(0.01)
+print(got, flush=True)
+"""
+
+UDP_ECHO = """
+import socket, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", {port})); s.settimeout(1)
+print("listening", flush=True)
+deadline = time.monotonic() + {seconds}
+while time.monotonic() < deadline:
+    try:
+        data, peer = s.recvfrom(4096)
+    except TimeoutError:
+        continue
+    s.sendto(data, peer)
+"""
+
+
+@pytest.mark.parametrize("how", ["-D", "-F"])
+def test_deleting_an_offloaded_ipv6_ct_brings_the_flow_back(lab: Lab, tmp_path: Path, how: str) -> None:
+    """A UDP exchange over IPv6 is offloaded; `conntrack -D -f ipv6` (or -F) removes its entries, the exchange
+    goes on through natbox with a new ct, which is offloaded again."""
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    try:
+        echo = _start(lab, "server", UDP_ECHO.format(port=6002, seconds=10))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40503, dst=SERVER,
+                                                                                   port=6002, seconds=5)])
+        status = _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in status and "udp src=fd00:1::2 dst=2001:db8:1::2" in status, status
+        argv = ["-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F", "-f", "ipv6"]
+        res = run_natbox("conntrack", "--control", str(ctl), *argv)
+        assert res.returncode == 0, res.stderr
+        status = _wait_for(ctl, r"back to natbox \(destroyed\)")
+        assert "back to natbox (destroyed)" in status, status
+        out, _ = pinger.communicate(timeout=20)
+        assert int(out.decode().split()[0]) > 150, out  # the exchange went on: a new ct, offloaded again
+        final = _status(ctl)
+        assert re.search(r"installed [2-9]", final) and _carried(final) > 100, final
+        echo.kill()
+        echo.wait()
+    finally:
+        stop(gw)
+
+
+RST_CLIENT = """
+import socket, struct, time
+c = socket.create_connection(("{dst}", 5004), timeout=20)
+for _ in range(50):
+    c.sendall(b"r" * 1000); time.sleep(0.02)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+c.close()  # a reset
+print("reset", flush=True)
+"""
+
+RST_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 5004))
+s.listen(1); s.settimeout(20)
+print("listening", flush=True)
+c, _ = s.accept(); c.settimeout(20)
+n = 0
+try:
+    while b := c.recv(65536):
+        n += len(b)
+except ConnectionResetError:
+    print("reset", n, flush=True)
+"""
+
+
+def test_a_reset_of_an_offloaded_ipv6_connection_goes_through_natbox(lab: Lab, tmp_path: Path) -> None:
+    """The datapath passes the RST up: natbox tears the flow down (nf_flow_state_check) and forwards it, NATed,
+    so the server's socket sees the reset."""
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    try:
+        server = _start(lab, "server", RST_SERVER)
+        client = ns_popen(lab, "client", [sys.executable, "-c", RST_CLIENT.format(dst=SERVER)])
+        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert client.communicate(timeout=30)[0].decode().strip() == "reset"
+        out, _ = server.communicate(timeout=30)
+        status = _wait_for(ctl, r"back to natbox \(rst\)")
+    finally:
+        stop(gw)
+    assert out.decode().split()[0] == "reset" and int(out.decode().split()[1]) == 50_000, out
+    assert "back to natbox (rst)" in status and _carried(status) > 20, status
+
+
+PMTU_CLIENT = """
+import socket, time
+IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_MTU = 23, 2, 24
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", 40600)); s.settimeout(1)
+s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+s.connect(("{dst}", 6004))
+def exchange(n, size):
+    got = 0
+    for _ in range(n):
+        try:
+            s.send(b"s" * size)
+            s.recv(4096); got += 1
+        except OSError:  # (a timeout; once, the EMSGSIZE the Packet Too Big left on the connected socket)
+            pass
+        time.sleep(0.01)
+    return got
+small = exchange(30, 100)
+print("small", small, flush=True)
+input()
+s.send(b"b" * 1450)  # over the gateway's wan0 MTU: the datapath passes it up, natbox answers Packet Too Big
+time.sleep(0.5)
+try:
+    s.send(b"b" * 1450)
+    big = "sent"
+except OSError as e:
+    big = f"errno{{e.errno}}"
+print("big", big, s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU), flush=True)
+print("after", exchange(30, 100), flush=True)
+"""
+
+
+def test_a_packet_over_the_out_mtu_gets_packet_too_big_and_the_flow_stays_offloaded(lab: Lab, tmp_path: Path) -> None:
+    """wan0's MTU is 1400 (the gateway reads it from the device at start). A UDP exchange is offloaded; then
+    the client sends a 1450-byte datagram: the datapath passes it up (bpf_check_mtu), natbox's IPv6 path sends
+    Packet Too Big with MTU 1400 (ip6_pkt_too_big), the client's kernel lowers its path MTU (the next send of
+    that size fails with EMSGSIZE), and the flow's small datagrams go on through the datapath."""
+    for node, dev in (("gw", "wan0"), ("server", "eth0")):
+        assert ns_run(lab, node, ["ip", "link", "set", dev, "mtu", "1400"]).returncode == 0
+    ctl = tmp_path / "ctl.sock"
+    gw = _gateway(lab, ctl)
+    client = None
+    try:
+        echo = _start(lab, "server", UDP_ECHO.format(port=6004, seconds=20))
+        client = subprocess.Popen(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c",
+                                   PMTU_CLIENT.format(dst=SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().decode().split() == ["small", "30"]
+        before = _wait_for(ctl, r"offload carried: [1-9]")
+        assert "1 flows offloaded" in before, before
+        client.stdin.write(b"\n")
+        client.stdin.flush()
+        big = client.stdout.readline().decode().split()
+        after = client.stdout.readline().decode().split()
+        status = _status(ctl)
+        echo.kill()
+        echo.wait()
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        rest = stop(gw)
+    assert big == ["big", "errno90", "1400"], big  # EMSGSIZE: the PTB reached the client's kernel
+    assert after[0] == "after" and int(after[1]) >= 28, after
+    assert "1 flows offloaded" in status and _carried(status) > _carried(before), status
+    assert "Traceback" not in rest, rest
