@@ -8,7 +8,9 @@ runs use (iperf3 --cport 45000.. for TCP 1 and 4 streams and UDP, `ping -e 0x424
 install them; natbox itself is not in the path, so this is what the BPF program costs against the kernel's
 netfilter path (natbox's own share is bench/live_bench.py's --offload column). Both modes alternate in
 each round; each figure is the median of --repeat rounds; `carried` is the packets the program redirected
-during the measurement (0 would mean the kernel carried everything).
+during the measurement (0 would mean the kernel carried everything). `tcp1 v6`: one TCP stream over IPv6
+(client fd00:1::2 -- router fd00:1::1, 2001:db8:1::1, ip6tables MASQUERADE -- server 2001:db8:1::2), NAT66
+by the kernel against the program's IPv6 branch.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from natbox.adapters.netns import enter_netns, run_in_netns, temp_netns
 from natbox.offload.datapath import Datapath, ifindex, probe
 from natbox.offload.entry import OffloadAction, OffloadKey, offload_entry
 from natbox.testing.offload import RouterFlows
+from natbox.testing.offload6 import RouterFlows6
 
 CPORT = 45000  # iperf3 --cport: the client ports of the data streams (4 for -P 4)
 PING_ID = 0x4242
 SERVER = "198.51.100.2"
+SERVER6 = "2001:db8:1::2"
 
 
-def _iperf(client: str, secs: float, args: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    out = subprocess.run(["ip", "netns", "exec", client, "iperf3", "-J", "-c", SERVER, "-t", str(secs),
+def _iperf(client: str, secs: float, args: list[str], server: str = SERVER) -> dict[str, dict[str, dict[str, float]]]:
+    out = subprocess.run(["ip", "netns", "exec", client, "iperf3", "-J", "-c", server, "-t", str(secs),
                           "--cport", str(CPORT), *args], capture_output=True, text=True, timeout=120, check=True)
     doc: dict[str, dict[str, dict[str, float]]] = json.loads(out.stdout)
     return doc
@@ -41,6 +45,10 @@ def _iperf(client: str, secs: float, args: list[str]) -> dict[str, dict[str, dic
 
 def tcp_gbits(client: str, secs: float, streams: int) -> float:
     return _iperf(client, secs, ["-P", str(streams)])["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def tcp6_gbits(client: str, secs: float) -> float:
+    return _iperf(client, secs, [], SERVER6)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 def udp_kpps(client: str, secs: float) -> float:
@@ -59,6 +67,7 @@ METRICS: dict[str, Callable[[str, float], float]] = {
     "tcp4 Gbit/s": lambda c, t: tcp_gbits(c, t, 4),
     "udp64 kpps": udp_kpps,
     "ping us": ping_us,
+    "tcp1 v6 Gbit/s": tcp6_gbits,
 }
 
 
@@ -74,6 +83,12 @@ def _lab(client: str, router: str, server: str) -> tuple[bytes, bytes, bytes, by
     run_in_netns(router, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", "-j", "MASQUERADE"])
     run_in_netns(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
     run_in_netns(router, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1"])
+    for ns, dev, addr in ((client, "c0", "fd00:1::2/64"), (server, "s0", "2001:db8:1::2/64"),
+                          (router, "eth0", "fd00:1::1/64"), (router, "eth1", "2001:db8:1::1/64")):
+        run_in_netns(ns, ["ip", "addr", "add", addr, "dev", dev, "nodad"])
+    run_in_netns(client, ["ip", "-6", "route", "add", "default", "via", "fd00:1::1"])
+    run_in_netns(router, ["ip6tables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", "-j", "MASQUERADE"])
+    run_in_netns(router, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
     def mac(ns: str, dev: str) -> bytes:
         return bytes.fromhex(run_in_netns(ns, ["cat", f"/sys/class/net/{dev}/address"]).stdout.strip().replace(":", ""))
@@ -90,14 +105,16 @@ def _entries(router: str, macs: tuple[bytes, bytes, bytes, bytes]) -> list[tuple
         found += [(6, port), (17, port)]
     flows.ping(PING_ID)
     found.append((1, PING_ID))
+    flows6 = RouterFlows6(*macs)
+    flows6.tcp(CPORT, 5201)
     entries = []
     with enter_netns(router):
-        for proto, port in found:
-            for plan in flows.flow_plans(proto, port):
-                entry = offload_entry(plan, ifindex)
-                if entry is None:
-                    raise SystemExit(f"no entry for the plan {plan}")
-                entries.append(entry)
+        for plan in [p for proto, port in found for p in flows.flow_plans(proto, port)] + [
+                *flows6.flow_plans(6, CPORT)]:
+            entry = offload_entry(plan, ifindex)
+            if entry is None:
+                raise SystemExit(f"no entry for the plan {plan}")
+            entries.append(entry)
     return entries
 
 
