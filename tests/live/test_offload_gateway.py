@@ -209,3 +209,32 @@ def test_the_workdirs_of_killed_gateways_are_removed(tmp_path: Path, monkeypatch
         (d / "bpffs").mkdir(parents=True)
     gw_offload._remove_stale_workdirs()
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_an_ipv6_flow_is_installed_in_the_ipv6_map_counted_and_listed() -> None:
+    """A NAT66 TCP flow (natbox.testing.offload6): its entries are IPv6 keys (nb_flows6), the folded counters
+    reach the ct, `natbox status` lists it with its IPv6 addresses, the FIN removes both entries."""
+    from natbox.netfilter import NFPROTO_IPV6
+    from natbox.testing.offload6 import CLIENT6, SERVER6, RouterFlows6, datagram6
+
+    r = RouterFlows6(bytes.fromhex("020000000001"), bytes.fromhex("020000000101"), bytes.fromhex("020000000a02"),
+                     bytes.fromhex("02000000aa02"), offload=True)
+    r.engine.host.conntrack.acct = True
+    dp = FakeDatapath()
+    gw = GatewayOffload(r.engine, dp, offload_entry, {"eth0": 11, "eth1": 12}.__getitem__, clock=lambda: r.now)
+    c_seq, s_seq = r.tcp(40001, 5001)
+    gw.sync()
+    assert len(dp.entries) == 2 and all(k.family == NFPROTO_IPV6 for k in dp.entries)
+    orig = next(k for k in dp.entries if k.ifindex == 11)
+    assert (orig.saddr, orig.daddr, orig.sport, orig.dport) == (CLIENT6, SERVER6, 40001, 5001)
+    conn = next(c for c in r.engine.table.live(r.now) if c.ct_id in gw.installed)
+    before = conn.acct_packets[0]
+    dp.counters[orig] = FlowStats(50, 75_000, int((r.now + 0.5) * 1e9))
+    gw.handle_timers(r.now + 1.0)
+    assert conn.acct_packets[0] == before + 50
+    report = gw.report()
+    assert "1 flows offloaded, 2 map entries" in report
+    assert "tcp src=fd00:1::2 dst=2001:db8:1::2 sport=40001 dport=5001 original packets=50" in report, report
+    r.feed(datagram6(CLIENT6, SERVER6, 6, 40001, 5001, seq=c_seq + 1_000_000, ack=s_seq, flags=tcp.ACK | tcp.FIN), True)
+    gw.sync()
+    assert not dp.entries and not gw.installed and "back to natbox (fin)" in gw.report()
