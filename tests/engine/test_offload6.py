@@ -11,6 +11,7 @@ import pytest
 from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, Conn
 from natbox.conntrack.format import format_conntrack
 from natbox.engine.offload import OffloadAdd, OffloadDel
+from natbox.engine.offload_model import ModelDatapath
 from natbox.netfilter import NFPROTO_IPV6, CtStatus, TcpState
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
@@ -119,3 +120,28 @@ def test_without_offload_ipv6_flows_are_not_marked() -> None:
     r = RouterFlows6(*MACS)
     r.tcp(40001, 5001)
     assert r.engine.offload_requests() == [] and not _conn(r, 6).status & CtStatus.OFFLOAD
+
+
+class _Modelled(RouterFlows6):
+    """The router with engine/offload_model.py's datapath in front (what replay/explain --offload run)."""
+
+    def __init__(self) -> None:
+        super().__init__(*MACS, offload=True)
+        self.model = ModelDatapath(self.engine)
+
+    def feed(self, datagram: bytes | bytearray, outbound: bool, *, partial: bool = False) -> bytes:
+        out = self.model.receive(self.frame(datagram, outbound), "eth0" if outbound else "eth1", self.now)
+        self.now += 0.01
+        assert len(out.emitted) == 1, out
+        return bytes(out.emitted[0].frame)
+
+
+def test_the_offline_model_leaves_ipv6_flows_to_the_engine() -> None:
+    """engine/offload_model.py (replay/explain --offload) models IPv4's datapath only: it refuses an IPv6 flow,
+    which stays unmarked and is forwarded by the engine, frame for frame as without offload."""
+    r, plain = _Modelled(), RouterFlows6(*MACS)
+    c_seq, s_seq = r.tcp(40001, 5001)
+    plain.tcp(40001, 5001)
+    assert not r.model.installed and not _conn(r, 6).status & CtStatus.OFFLOAD
+    data = datagram6(CLIENT6, SERVER6, 6, 40001, 5001, seq=c_seq, ack=s_seq, payload=b"more")
+    assert r.feed(data, True) == plain.feed(data, True)

@@ -327,7 +327,7 @@ class FlowOffload:
         conn = self.refused.pop(ct_id, None)
         if conn is None:
             return False
-        self._flowcache.forget(conn)
+        self._side(tuple_l3num(conn.tuples[0]))[0].forget(conn)
         return True
 
     def revalidate(self) -> None:

@@ -25,6 +25,8 @@ flows alone; a next hop's new MAC brings a flow back through the engine's revali
 engine stamped under an older ruleset or neighbour generation is re-stamped, not dropped. Only Ethernet
 frames are carried (a raw-IP record goes to the engine: tc ingress sees frames); the match is the engine's
 flow key, which also holds the frame's MAC addresses, where the BPF program's key holds the ifindex only.
+IPv6 flows are not modelled offline yet: the model refuses them (`Engine.offload_refused`, as the gateway
+does for a flow its datapath cannot take) and the engine forwards them itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from natbox.engine.family import FlowKey
 from natbox.engine.fastpath import CompiledFlow
 from natbox.engine.offload import OffloadAdd, OffloadDel
 from natbox.engine.output import Output
+from natbox.netfilter import NFPROTO_IPV6
 from natbox.wire.layout import ETH_HDR_LEN, IPH_TOT_LEN
 
 __all__ = ["ModelDatapath"]
@@ -119,6 +122,9 @@ class ModelDatapath:
         ifaces = self.engine.host.interfaces
         if flow is None:
             return None  # gone again within the same call
+        if any(plan.family == NFPROTO_IPV6 for plan in req.plans):  # not modelled offline (yet): the
+            self.engine.offload_refused(req.ct_id)  # flow stays the engine's, as one the datapath cannot take
+            return None
         self._remove(OffloadDel(req.ct_id, "replaced"))
         stamps = (self.engine.rules.version, self._offload.stamps[1])
         for key, plan in zip(flow.keys, req.plans, strict=True):
