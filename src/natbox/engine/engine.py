@@ -60,6 +60,7 @@ from natbox.engine.route6 import Fib6
 from natbox.engine.route_input import RouteInput
 from natbox.engine.routing import Fib
 from natbox.engine.synproxy import SynproxyNet
+from natbox.engine.template import FlowTemplates, TemplateRequest
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
 from natbox.nat.masquerade import masq_addr_removed, masq_device_down
@@ -84,6 +85,8 @@ class Engine:
     it fails. `listeners`: the (protocol, port) pairs open on the host (its local stack answers the rest
     with resets and port unreachables). `offload`: decide which established flows a datapath outside the
     engine may carry (engine/offload.py; `offload_requests`, `offload_stats`); off, nothing of it runs.
+    `templates`: make connection templates of new TCP connections' SYNs for such a datapath
+    (engine/template.py; `template_requests`).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Engine:
         listeners: Iterable[tuple[int, int]] = (),
         family: AddressFamily = IPV4,
         offload: bool = False,
+        templates: bool = False,
     ) -> None:
         host.ensure_loopback()
         host.validate()
@@ -151,6 +155,18 @@ class Engine:
             self._offload = FlowOffload(host, self.fib, self.neighs, self._flowcache, self.table, self.cfg,
                                         lambda: ctx.now)
             self._flowcache.on_compiled = self._offload.consider
+        self._templates: FlowTemplates | None = None
+        if templates:  # engine/template.py: new connections' SYNs as templates for a datapath
+            tpl = self._templates = FlowTemplates(host, self.fib, self.neighs, hooks)
+            remember = forward.remember_flow
+
+            def remember_and_template(skb: Skb) -> None:
+                remember(skb)
+                key = skb.fast_key
+                if key is not None:
+                    tpl.consider(skb, key)
+
+            output.remember_flow = remember_and_template
         self._setup_ipv6(hooks, ctx, st, local.listeners)
         # engine/bridge.py, when the host has bridge ports (a bridge without ports is an ordinary device
         # on which frames are received and sent directly, as the docker demos' docker0)
@@ -471,6 +487,15 @@ class Engine:
         installed; `nbytes` counts IP bytes, as conntrack does) and the time it last carried a packet (on the
         engine's clock) into the ct: accounting and timeout. False when the ct is not offloaded."""
         return self._offload is not None and self._offload.fold(ct_id, direction, packets, nbytes, last_seen)
+
+    @property
+    def templates(self) -> FlowTemplates | None:
+        """The connection templates (None unless the engine was made with `templates=True`)."""
+        return self._templates
+
+    def template_requests(self) -> list[TemplateRequest]:
+        """The templates made, dropped and flushed since the last call (engine/template.py)."""
+        return [] if self._templates is None else self._templates.drain()
 
     def offload_refused(self, ct_id: int) -> None:
         """The datapath could not install the ct's flows: it stays on the slow path (no OffloadDel follows)."""

@@ -1,0 +1,278 @@
+"""Connection templates (issue #16, new connections): the slow path's decision for a new TCP connection, cached
+for a kernel datapath that handles the next ones' first packets itself. Sans-IO, no clock.
+
+The model is Open vSwitch's megaflows: the slow path decides, the decision is cached with the fields it
+consulted, the datapath applies it to later packets and hands up what misses. When the slow path forwards
+the SYN that created a ct (ctinfo NEW, TCP flags exactly SYN) and the decision is *template-safe*, a
+`ConnTemplate` is made: key (iif, proto, saddr, daddr, dport) → both directions' `FlowPlan`s (engine/fastpath.py)
+with the client's source port a wildcard. natbox's datapath (natbox_offload.bpf.c, `--offload=new`) then
+forwards a later SYN of the same key itself, creating the flow's entries and handing a copy of every packet
+of it to natbox, which feeds the copies to the engine (the ct, its states, the rule counters are natbox's as
+on the slow path; docs/differences.md).
+
+Template-safe (`template_unsafe` says why not):
+- nothing but conntrack and nat sees a forwarded packet (`Hooks.compilable`: raw PREROUTING, mangle, filter
+  and security FORWARD are empty), so no rule sees the connection's later packets either;
+- every rule of the nat table (all its chains: more than the traversal met, so conservative) consults only
+  fields of the key and what every such SYN shares (flags SYN, ctstate NEW): -s/-d/-i/-o/-p and these options
+  (`SAFE_MATCHES`): tcp/udp --dport and --syn/--tcp-flags, multiport --dports, conntrack/state --ctstate,
+  addrtype --src-type/--dst-type, comment; and its target is ACCEPT, RETURN, a jump or goto to a user chain,
+  MASQUERADE or SNAT/DNAT to one address (and port) without --random/--random-fully/--persistent
+  (`SAFE_TARGETS`). Anything else anywhere in the table (statistic, recent, limit, connlimit, LOG, set, mark,
+  --sport, -f, a port range...) refuses every template;
+- the ct kept the client's port (reply tuple's dport = original sport): the wildcard is then the same port
+  on both sides, and no checksum difference depends on it; no helper, no other status than NAT's;
+- both directions have a route and a known next-hop MAC, the reply's back by the SYN's device.
+
+Stamps: a template holds the FIB generation, ruleset version and neighbour generation of its plans. A
+ruleset or FIB change drops every template (`TemplateFlush`, at the next `drain`), a next hop's MAC change
+drops the templates using it.
+
+Bounds: at most TEMPLATE_MAX templates; the oldest goes first (a `TemplateDel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.tuple import ConnTuple
+from natbox.engine.family import FlowKey
+from natbox.engine.fastpath import FlowPlan, _diff2, _diff4, nat_steps
+from natbox.engine.hooks import Hooks
+from natbox.engine.host import Host, Interface
+from natbox.engine.neigh import NeighTable
+from natbox.engine.path import Held
+from natbox.engine.routing import RTN_UNICAST, Fib
+from natbox.netfilter import CtInfo, CtStatus
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.model import Rule
+from natbox.skb import Skb
+from natbox.wire.gso import GSO_TCPV4
+from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_CHECK, TCPH_FLAGS
+
+__all__ = ["SAFE_MATCHES", "SAFE_TARGETS", "TEMPLATE_MAX", "ConnTemplate", "FlowTemplates", "TemplateAdd",
+           "TemplateDel", "TemplateFlush", "TemplateKey", "TemplateRequest", "reply_tuple", "template_unsafe"]
+
+TEMPLATE_MAX = 4096  # templates kept (NB_MAX_TEMPLATES in natbox_offload.bpf.c); the oldest goes first
+_SYN = 0x02  # the flags byte of a template's SYN: exactly SYN (natbox_offload.bpf.c checks the same)
+_ETH_P_IP_BYTES = b"\x08\x00"
+_CSUM_AT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_CHECK
+# what a template ct may carry: confirmed, NAT's bits (and SEEN_REPLY etc. later); never a helper or expectation
+_REFUSE = int(CtStatus.HELPER | CtStatus.EXPECTED | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH
+              | CtStatus.FIXED_TIMEOUT | CtStatus.DYING | CtStatus.OFFLOAD)
+
+# -m NAME → the options (as iptables-save prints them) that read only the key's fields or what every SYN of
+# the key shares; `!` is fine (the same field)
+SAFE_MATCHES: dict[str, frozenset[str]] = {
+    "tcp": frozenset({"--dport", "--tcp-flags", "--syn"}),
+    "udp": frozenset({"--dport"}),
+    "multiport": frozenset({"--dports"}),
+    "conntrack": frozenset({"--ctstate"}),
+    "state": frozenset({"--state"}),
+    "addrtype": frozenset({"--src-type", "--dst-type"}),
+    "comment": frozenset({"--comment"}),
+}
+# -j NAME → its allowed options (a value with a port range or an address range is refused below)
+SAFE_TARGETS: dict[str, frozenset[str]] = {
+    "MASQUERADE": frozenset(),
+    "SNAT": frozenset({"--to-source"}),
+    "DNAT": frozenset({"--to-destination"}),
+}
+_VERDICTS = frozenset({"ACCEPT", "RETURN", ""})
+
+TemplateKey = tuple[str, int, int, int, int]  # iif, proto, saddr, daddr, dport
+
+
+class ConnTemplate(NamedTuple):
+    """Both directions of a new connection as the slow path forwarded its SYN, the client's port a wildcard:
+    `plans[0]` the ORIGINAL direction (its `match` holds the template SYN's own port, which a datapath
+    replaces by each SYN's), `plans[1]` the REPLY one (the port is the match's and the rewrite's dport)."""
+
+    key: TemplateKey
+    plans: tuple[FlowPlan, FlowPlan]
+
+
+class TemplateAdd(NamedTuple):
+    template: ConnTemplate
+
+
+class TemplateDel(NamedTuple):
+    key: TemplateKey
+    reason: str  # evicted, neigh
+
+
+class TemplateFlush(NamedTuple):
+    reason: str  # rules, route
+
+
+TemplateRequest = TemplateAdd | TemplateDel | TemplateFlush
+
+
+def _rule_unsafe(rule: Rule, chains: dict[str, object]) -> str | None:
+    if rule.frag:
+        return "-f"
+    for m in rule.matches:
+        allowed = SAFE_MATCHES.get(m.name)
+        if allowed is None:
+            return f"-m {m.name}"
+        for word in m.save().split():
+            if word.startswith("--") and word not in allowed:
+                return f"-m {m.name} {word}"
+    jump = rule.jump
+    target = rule.target
+    if target is None:
+        return None if jump in _VERDICTS or jump in chains else f"-j {jump}"
+    allowed = SAFE_TARGETS.get(target.name)
+    if allowed is None:
+        return f"-j {target.name}"
+    words = target.save().split()
+    for i, word in enumerate(words):
+        if word.startswith("--") and word not in allowed:
+            return f"-j {target.name} {word}"
+        if word in allowed and i + 1 < len(words) and "-" in words[i + 1]:
+            return f"-j {target.name} {word} {words[i + 1]}"  # a range: the choice depends on more than the key
+    return None
+
+
+def template_unsafe(rules: Ruleset, hooks: Hooks) -> str | None:
+    """Why no template may be made under `rules` (None: templates are safe); see the module docstring."""
+    if not hooks.compilable():
+        return "tables besides nat see forwarded packets"
+    nat = rules.tables["nat"]
+    for chain in nat.chains.values():
+        for rule in chain.rules:
+            why = _rule_unsafe(rule, nat.chains)  # type: ignore[arg-type]
+            if why is not None:
+                return f"nat {chain.name}: {why}"
+    return None
+
+
+def _plan(conn: Conn, direction: int, dev: Interface, out: Interface, nexthop: int, dst_mac: bytes,
+          stamps: tuple[int, int, int]) -> FlowPlan | None:
+    """The plan of one direction of `conn`'s TCP flow, computed as `FlowCache._plan` computes it from a packet
+    (the same NAT steps and checksum differences), from the ct alone."""
+    cur, other = conn.tuples[direction], conn.tuples[1 - direction]
+    steps, after = nat_steps(int(conn.status), direction, cur, other)
+    ip_diff = l4_diff = 0
+    for old_addr, new_addr, old_port, new_port in steps:
+        d4, d2 = _diff4(old_addr, new_addr), _diff2(old_port, new_port)
+        if not d4 or not d2:
+            return None
+        ip_diff += d4
+        l4_diff += d4 + d2
+    b = int.to_bytes
+    match = b(cur.src, 4, "big") + b(cur.dst, 4, "big") + b(cur.sport, 2, "big") + b(cur.dport, 2, "big")
+    new = b(after.src, 4, "big") + b(after.dst, 4, "big") + b(after.sport, 2, "big") + b(after.dport, 2, "big")
+    pseudo = (cur.src >> 16) + (cur.src & 0xFFFF) + (cur.dst >> 16) + (cur.dst & 0xFFFF) + 6
+    return FlowPlan(6, direction, 0, dev.name, out.name, nexthop, dst_mac, False, out.mac + _ETH_P_IP_BYTES, new,
+                    b"", (0x100 - ip_diff) % 0xFFFF, l4_diff % 0xFFFF, ip_diff % 0xFFFF, bool(steps), pseudo,
+                    _CSUM_AT, out.mtu, GSO_TCPV4, stamps[0], stamps[1], stamps[2], match)
+
+
+class FlowTemplates:
+    """The templates of one engine and the requests for the datapath (see the module docstring)."""
+
+    def __init__(self, host: Host, fib: Fib, neighs: NeighTable[Held], hooks: Hooks) -> None:
+        self._host, self._fib, self._neighs, self._hooks = host, fib, neighs, hooks
+        self.templates: dict[TemplateKey, ConnTemplate] = {}
+        self.requests: list[TemplateRequest] = []
+        self.stats = {"made": 0, "unsafe": 0, "flushed": 0, "evicted": 0}
+        self.unsafe = ""  # why the current ruleset allows none ("" when it does)
+        self._checked: tuple[object, int] = (None, -1)  # (ruleset, version) `unsafe` holds the answer for
+        self._gens = (fib.generation, hooks.rules.version, neighs.generation)
+        self.on_made: Callable[[ConnTemplate], None] | None = None
+
+    def _safe(self) -> bool:
+        rules = self._hooks.rules
+        if self._checked != (rules, rules.version):
+            self._checked = (rules, rules.version)
+            self.unsafe = template_unsafe(rules, self._hooks) or ""
+        return not self.unsafe
+
+    def consider(self, skb: Skb, key: FlowKey) -> None:
+        """After the slow path forwarded `skb` (`IpOutput.remember_flow`): make its template when it is the
+        SYN of a new, template-safe TCP connection."""
+        conn = skb.ct
+        data = skb.data
+        if (conn is None or skb.ctinfo != CtInfo.NEW or key[2] != 6 or skb.frag_max_size or not conn.confirmed
+                or conn.status & _REFUSE or conn.tcp is None or len(key[3]) != 12):
+            return
+        thoff = (data[IPH_VER_IHL] & 0x0F) * 4
+        if thoff != IPH_MIN_LEN or len(data) <= thoff + TCPH_FLAGS or data[thoff + TCPH_FLAGS] != _SYN:
+            return
+        self.revalidate()
+        if not self._safe():
+            self.stats["unsafe"] += 1
+            return
+        orig, reply = conn.tuples
+        if reply.dport != orig.sport or orig.proto != 6:
+            return  # NAT changed the client's port: the next SYN's binding is not this one's
+        tkey: TemplateKey = (skb.iif, 6, orig.src, orig.dst, orig.dport)
+        if tkey in self.templates:
+            return
+        template = self._make(conn, tkey, skb)
+        if template is None:
+            return
+        if len(self.templates) >= TEMPLATE_MAX:
+            gone = next(iter(self.templates))
+            del self.templates[gone]
+            self.stats["evicted"] += 1
+            self.requests.append(TemplateDel(gone, "evicted"))
+        self.templates[tkey] = template
+        self.stats["made"] += 1
+        self.requests.append(TemplateAdd(template))
+        skb.add_trace(f"template: ct {conn.ct_id}'s SYN is a template for {tkey}")
+
+    def _make(self, conn: Conn, tkey: TemplateKey, skb: Skb) -> ConnTemplate | None:
+        ifaces = self._host.interfaces
+        dev, out = ifaces.get(skb.iif), ifaces.get(skb.oif)
+        if dev is None or out is None or out.kind in ("loopback", "bridge") or dev.kind == "bridge":
+            return None
+        if dev.master is not None or out.master is not None:
+            return None
+        client = conn.tuples[0].src
+        back = self._fib.lookup(client)
+        if back is None or back.dev != dev.name or back.type != RTN_UNICAST:  # back by the SYN's device
+            return None
+        fwd_mac = self._neighs.known(out.name, skb.nexthop)
+        back_mac = self._neighs.known(dev.name, back.nexthop)
+        if fwd_mac is None or back_mac is None:
+            return None
+        stamps = (self._fib.generation, self._hooks.rules.version, self._neighs.generation)
+        first = _plan(conn, 0, dev, out, skb.nexthop, fwd_mac, stamps)
+        second = _plan(conn, 1, out, dev, back.nexthop, back_mac, stamps)
+        if first is None or second is None:
+            return None
+        return ConnTemplate(tkey, (first, second))
+
+    def revalidate(self) -> None:
+        """After a ruleset, FIB or neighbour change: drop what no longer holds (`TemplateFlush`/`TemplateDel`)."""
+        gens = (self._fib.generation, self._hooks.rules.version, self._neighs.generation)
+        if gens == self._gens:
+            return
+        old, self._gens = self._gens, gens
+        if gens[:2] != old[:2]:
+            if self.templates:
+                self.templates.clear()
+                self.stats["flushed"] += 1
+            self.requests.append(TemplateFlush("rules" if gens[1] != old[1] else "route"))
+            return
+        for tkey, template in list(self.templates.items()):
+            if any(self._neighs.known(p.oif, p.nexthop) != p.dst_mac for p in template.plans):
+                del self.templates[tkey]
+                self.requests.append(TemplateDel(tkey, "neigh"))
+
+    def drain(self) -> list[TemplateRequest]:
+        """The requests since the last call (after revalidating)."""
+        self.revalidate()
+        out, self.requests = self.requests, []
+        return out
+
+
+def reply_tuple(template: ConnTemplate, sport: int) -> ConnTuple:
+    """The REPLY tuple a SYN of `template` from port `sport` gets (the datapath claims it)."""
+    m = template.plans[1].match
+    return ConnTuple(int.from_bytes(m[0:4], "big"), int.from_bytes(m[8:10], "big"), int.from_bytes(m[4:8], "big"),
+                     sport, 6)

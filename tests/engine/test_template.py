@@ -1,0 +1,202 @@
+"""Connection templates (engine/template.py): which SYNs become templates, what a template holds, when the
+ruleset refuses them, and how a ruleset, route or neighbour change drops them. No kernel.
+
+The gateway is test_offload's: MASQUERADE 10.0.1.0/24 out of wan0, the client 10.0.1.2, the server
+198.51.100.2, both MACs static.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from tests.engine.test_offload import (
+    CLIENT,
+    CLIENT_MAC,
+    DPORT,
+    GW_WAN,
+    LAN_MAC,
+    NAT,
+    SERVER,
+    SERVER_MAC,
+    Clock,
+    _engine,
+    _establish,
+    _send,
+)
+
+from natbox.engine.engine import Engine
+from natbox.engine.offload import OffloadAdd
+from natbox.engine.template import (
+    TEMPLATE_MAX,
+    TemplateAdd,
+    TemplateDel,
+    TemplateFlush,
+    reply_tuple,
+    template_unsafe,
+)
+from natbox.netfilter import CtStatus
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_restore
+from natbox.wire import ethernet, ipv4, tcp
+
+
+def _templated(rules: str = NAT, *, offload: bool = False) -> Engine:
+    engine = _engine(rules=rules, offload=offload)
+    engine2 = Engine(engine.host, ruleset=engine.rules, seed=1, offload=offload, events=True, templates=True)
+    return engine2
+
+
+def _syn(sport: int, dport: int = DPORT, flags: int = tcp.SYN, client: int = CLIENT) -> tuple[bytes, str]:
+    seg = tcp.build_tcp(client, SERVER, sport, dport, seq=1000, ack=0, flags=flags, window=65000)
+    return bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
+        client, SERVER, 6, seg))), "lan0"
+
+
+def _nat(*rules: str, filt: str = "") -> str:
+    lines = "\n".join(rules)
+    text = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+            ":SUB - [0:0]\n" + lines + "\nCOMMIT\n")
+    if filt:
+        text += "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" + filt + "\nCOMMIT\n"
+    return text
+
+
+MASQ = "-A POSTROUTING -s 10.0.1.0/24 -o wan0 -j MASQUERADE"
+
+
+def test_a_syn_makes_a_template_whose_plans_are_the_compiled_flows_plans() -> None:
+    engine, clock = _templated(offload=True), Clock()
+    conn = _establish(engine, clock)
+    (req,) = [r for r in engine.template_requests() if isinstance(r, TemplateAdd)]
+    template = req.template
+    assert template.key == ("lan0", 6, CLIENT, SERVER, DPORT)
+    (add,) = [r for r in engine.offload_requests() if isinstance(r, OffloadAdd)]
+    # made from the ct alone, the template's plans are what the slow path compiled from the packets
+    for made, compiled in zip(template.plans, add.plans, strict=True):
+        assert made == replace(compiled, ct_id=0)
+    assert reply_tuple(template, conn.original.sport) == conn.reply
+    assert template.plans[1].dst_mac == CLIENT_MAC and template.plans[0].dst_mac == SERVER_MAC
+
+
+def test_only_a_plain_syn_of_a_new_connection_makes_one() -> None:
+    engine, clock = _templated(), Clock()
+    _send(engine, clock, _syn(40000, flags=tcp.SYN | tcp.ECE | tcp.CWR))
+    assert engine.template_requests() == []
+    _send(engine, clock, _syn(40001))
+    assert [type(r) for r in engine.template_requests()] == [TemplateAdd]
+    _send(engine, clock, _syn(40002))  # the same key: one template
+    assert engine.template_requests() == []
+    assert engine.templates is not None and len(engine.templates.templates) == 1
+
+
+def test_no_template_when_nat_changed_the_clients_port() -> None:
+    engine, clock = _templated(), Clock()
+    _send(engine, clock, _syn(40000, client=CLIENT + 1))  # takes 198.51.100.1:40000 towards the server
+    assert [type(r) for r in engine.template_requests()] == [TemplateAdd]
+    _send(engine, clock, _syn(40000))  # the same port from another client: NAT picks another one
+    assert engine.template_requests() == []
+    assert engine.templates is not None and len(engine.templates.templates) == 1
+
+
+UNSAFE = [
+    ("-A POSTROUTING -m statistic --mode random --probability 0.5 -j RETURN", "-m statistic"),
+    ("-A POSTROUTING -m recent --set --name x", "-m recent"),
+    ("-A POSTROUTING -m limit --limit 1/sec -j RETURN", "-m limit"),
+    ("-A POSTROUTING -p tcp -m hashlimit --hashlimit-upto 1/sec --hashlimit-name h -j RETURN", "-m hashlimit"),
+    ("-A POSTROUTING -p tcp -m connlimit --connlimit-above 2 -j RETURN", "-m connlimit"),
+    ("-A POSTROUTING -j LOG", "-j LOG"),
+    ("-A POSTROUTING -j NFLOG", "-j NFLOG"),
+    ("-A POSTROUTING -m mark --mark 1 -j RETURN", "-m mark"),
+    ("-A POSTROUTING -p tcp --sport 1000 -j RETURN", "--sport"),
+    ("-A POSTROUTING -p tcp -m multiport --sports 1000,2000 -j RETURN", "--sports"),
+    ("-A POSTROUTING -p tcp -m string --string x --algo bm -j RETURN", "-m string"),
+    ("-A POSTROUTING -m conntrack --ctorigsrc 10.0.0.1 -j RETURN", "--ctorigsrc"),
+    ("-A POSTROUTING -f -j RETURN", "-f"),
+    ("-A POSTROUTING -p tcp -m tcp --tcp-option 2 -j RETURN", "--tcp-option"),
+    ("-A POSTROUTING -o wan0 -j MASQUERADE --random", "--random"),
+    ("-A POSTROUTING -o wan0 -j SNAT --to-source 198.51.100.1 --persistent", "--persistent"),
+    ("-A POSTROUTING -o wan0 -j SNAT --to-source 198.51.100.1-198.51.100.3", "198.51.100.1-198.51.100.3"),
+    ("-A PREROUTING -p tcp -j DNAT --to-destination 198.51.100.2:80-90", "80-90"),
+    ("-A SUB -m length --length 60 -j RETURN", "-m length"),
+]
+
+
+@pytest.mark.parametrize(("rule", "why"), UNSAFE, ids=[w for _, w in UNSAFE])
+def test_each_unsafe_match_or_target_refuses_templates(rule: str, why: str) -> None:
+    engine, clock = _templated(_nat(rule, MASQ)), Clock()
+    _send(engine, clock, _syn(40000))
+    assert engine.template_requests() == []
+    assert engine.templates is not None and why in engine.templates.unsafe
+    assert engine.templates.stats["unsafe"] == 1
+
+
+SAFE = [
+    "-A POSTROUTING -p tcp -m tcp --dport 5001 --syn -j SUB",
+    "-A POSTROUTING -p tcp -m multiport --dports 5001,5002 -m comment --comment x -j RETURN",
+    "-A POSTROUTING -m conntrack --ctstate NEW -m addrtype --dst-type UNICAST -j SUB",
+    "-A PREROUTING -m state --state NEW -s 10.0.0.0/8 -d 198.51.100.0/24 -i lan0 -j ACCEPT",
+    "-A PREROUTING -i wan0 -p tcp --dport 80 -j DNAT --to-destination 10.0.1.9:8080",
+]
+
+
+@pytest.mark.parametrize("rule", SAFE)
+def test_whitelisted_matches_and_targets_allow_templates(rule: str) -> None:
+    rules = Ruleset()
+    rules.restore(parse_restore(_nat(rule, MASQ), file="test"))
+    engine = _templated(_nat(rule, MASQ))
+    assert engine.templates is not None
+    assert template_unsafe(rules, engine._hooks) is None
+
+
+def test_a_filter_table_on_forwarded_packets_refuses_templates() -> None:
+    engine, clock = _templated(_nat(MASQ, filt="-A FORWARD -p tcp --dport 9 -j DROP")), Clock()
+    _send(engine, clock, _syn(40000))
+    assert engine.template_requests() == []
+    assert engine.templates is not None and "tables besides nat" in engine.templates.unsafe
+
+
+def test_a_ruleset_change_flushes_the_templates_at_the_next_drain() -> None:
+    engine, clock = _templated(), Clock()
+    _send(engine, clock, _syn(40000))
+    assert [type(r) for r in engine.template_requests()] == [TemplateAdd]
+    rules = Ruleset()
+    rules.restore(parse_restore(_nat(MASQ, "-A POSTROUTING -j LOG"), file="test"))
+    engine.rules = rules
+    assert engine.template_requests() == [TemplateFlush("rules")]
+    assert engine.templates is not None and not engine.templates.templates
+    _send(engine, clock, _syn(40001))  # the new ruleset refuses them
+    assert engine.template_requests() == []
+    engine.rules = _templated().rules  # safe again: the next SYN makes one
+    assert engine.template_requests() == [TemplateFlush("rules")]
+    _send(engine, clock, _syn(40002))
+    assert [type(r) for r in engine.template_requests()] == [TemplateAdd]
+
+
+def test_a_route_change_flushes_and_a_neighbour_change_drops_the_templates_using_it() -> None:
+    engine, clock = _templated(), Clock()
+    _send(engine, clock, _syn(40000))
+    engine.template_requests()
+    engine.neighs.learn("wan0", SERVER, bytes.fromhex("02000000bb02"), clock.now)
+    assert engine.template_requests() == [TemplateDel(("lan0", 6, CLIENT, SERVER, DPORT), "neigh")]
+    _send(engine, clock, _syn(40001))
+    (req,) = engine.template_requests()
+    assert isinstance(req, TemplateAdd) and req.template.plans[0].dst_mac == bytes.fromhex("02000000bb02")
+    engine.add_address("wan0", GW_WAN + 5, 24)
+    assert engine.template_requests() == [TemplateFlush("route")]
+
+
+def test_templates_are_bounded_and_the_oldest_goes_first() -> None:
+    engine, clock = _templated(), Clock()
+    for i in range(TEMPLATE_MAX + 1):
+        _send(engine, clock, _syn(20000, dport=1 + i))
+    reqs = engine.template_requests()
+    assert len(reqs) == TEMPLATE_MAX + 2 and reqs[-2] == TemplateDel(("lan0", 6, CLIENT, SERVER, 1), "evicted")
+    assert engine.templates is not None and len(engine.templates.templates) == TEMPLATE_MAX
+
+
+def test_a_template_ct_is_an_ordinary_ct() -> None:
+    engine, clock = _templated(), Clock()
+    _send(engine, clock, _syn(40000))
+    (conn,) = engine.table.live(clock.now)
+    assert conn.status & CtStatus.SRC_NAT and conn.reply.dst == GW_WAN and conn.reply.dport == 40000
