@@ -30,6 +30,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -51,6 +52,7 @@ from natbox.offload.entry import (
     encode_action,
     encode_key,
 )
+from natbox.offload.newflows import CLAIM_NATBOX, CT_KEY_SIZE, EVENTS_SIZE, MAX_CTS, MAX_TEMPLATES, TMPL_SIZE
 
 __all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadMapFull", "OffloadUnavailable", "detach_stale", "ifindex",
            "probe"]
@@ -61,6 +63,9 @@ TC_PREF = 0x4E42  # the tc filter's preference ("NB") and handle: natbox's filte
 TC_HANDLE = 1
 FLOWS_MAP, STATS_MAP = "nb_flows", "nb_stats"  # the map names in the C source
 FLOWS6_MAP, STATS6_MAP = "nb_flows6", "nb_stats6"  # IPv6's
+TMPL_MAP, CT_MAP, EVENTS_MAP = "nb_tmpl", "nb_ct", "nb_events"  # the new-connections build's (offload/newflows.py)
+NEW_FLOWS_DEFINE = "-DNB_NEW_FLOWS"
+BPF_MAP_TYPE_RINGBUF = 27
 COMMAND_TIMEOUT = 60.0  # seconds for clang or tc
 _MNT_DETACH = 2
 _HEADERS = (("bpf/bpf_helpers.h", "libbpf-dev"), ("linux/bpf.h", "linux-libc-dev"))
@@ -185,17 +190,18 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def build_object(workdir: str) -> str:
+def build_object(workdir: str, defines: tuple[str, ...] = ()) -> str:
     """The BPF object built from SOURCE into `workdir` (reused when one built from the same source and
-    flags is there): its path."""
+    flags is there): its path. `defines`: -D options (NEW_FLOWS_DEFINE: the new-connections build)."""
     source = SOURCE.read_bytes()
     includes = [f"-I{d}" for d in _include_dirs()]
-    digest = hashlib.sha256(source + " ".join([*CFLAGS, *includes]).encode()).hexdigest()[:16]
+    flags = [*CFLAGS, *defines, *includes]
+    digest = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
     obj = os.path.join(workdir, f"natbox_offload-{digest}.o")
     if os.path.exists(obj):
         return obj
     tmp = obj + f".{os.getpid()}.tmp"
-    done = _run(["clang", *CFLAGS, *includes, "-c", str(SOURCE), "-o", tmp])
+    done = _run(["clang", *flags, "-c", str(SOURCE), "-o", tmp])
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "error" in line] or [_last_line(done.stderr)]
         raise OffloadUnavailable(f"clang could not build {SOURCE.name}: {errors[0].strip()}")
@@ -206,7 +212,7 @@ def build_object(workdir: str) -> str:
 class Datapath:
     """The tc BPF program on the devices natbox forwards between, and its maps (see the module docstring)."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, *, new_flows: bool = False) -> None:
         missing = _tools_missing()
         if missing is not None:
             raise OffloadUnavailable(missing)
@@ -219,12 +225,13 @@ class Datapath:
         self._stats: bpf.MapFd | None = None
         self._flows6: bpf.MapFd | None = None
         self._stats6: bpf.MapFd | None = None
+        self.new_flows: NewFlowMaps | None = None  # the new-connections build's maps (`new_flows`)
         self._installed: dict[bytes, OffloadKey] = {}  # encoded key → key, of every entry installed
         self._per_cpu = struct.Struct("=" + "QQQ" * bpf.nr_possible_cpus())  # nb_stats, every CPU's
         self.bpffs = os.path.join(self.workdir, "bpffs")
         try:
             os.makedirs(self.bpffs, exist_ok=True)
-            self.object = build_object(self.workdir)
+            self.object = build_object(self.workdir, (NEW_FLOWS_DEFINE,) if new_flows else ())
             _mount_bpffs(self.bpffs)
             self._mounted = True
             pins = os.path.join(self.bpffs, "tc", "globals")
@@ -237,6 +244,8 @@ class Datapath:
                                         KEY6_SIZE)
             self._stats6 = self._create(bpf.BPF_MAP_TYPE_PERCPU_HASH, STATS_SIZE, os.path.join(pins, STATS6_MAP),
                                         ncpus, bpf.BPF_F_NO_PREALLOC, KEY6_SIZE)
+            if new_flows:
+                self.new_flows = NewFlowMaps(pins, self._flows)
         except OSError as e:
             self.close()
             raise OffloadUnavailable(f"offload set-up failed in {self.workdir}: {e.strerror or e}") from None
@@ -376,6 +385,9 @@ class Datapath:
         for m in (self._flows, self._stats, self._flows6, self._stats6):
             if m is not None:
                 m.close()
+        if self.new_flows is not None:
+            self.new_flows.close()
+            self.new_flows = None
         self._flows = self._stats = self._flows6 = self._stats6 = None
         self._installed.clear()
         if self._mounted:
@@ -389,3 +401,70 @@ class Datapath:
             shutil.rmtree(self.workdir, ignore_errors=True)
         elif os.path.isdir(self.bpffs):
             shutil.rmtree(self.bpffs, ignore_errors=True)
+
+
+def _pinned(map_type: int, key_size: int, value_size: int, max_entries: int, path: str, flags: int = 0) -> int:
+    """A map created as the C source declares it and pinned at `path`: its descriptor."""
+    fd = bpf.map_create(map_type, key_size, value_size, max_entries, os.path.basename(path), flags)
+    try:
+        bpf.obj_pin(fd, path)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+class NewFlowMaps:
+    """The new-connections build's maps (natbox_offload.bpf.c, offload/newflows.py): templates, the tuples of
+    every ct, and the ring buffer of packet copies; entries the program created are removed from nb_flows
+    here too (`remove_tracked`). Map errors are OffloadErrors."""
+
+    def __init__(self, pins: str, flows: bpf.MapFd) -> None:
+        self._flows = flows
+        self.templates = bpf.MapFd(_pinned(bpf.BPF_MAP_TYPE_HASH, KEY_SIZE, TMPL_SIZE, MAX_TEMPLATES,
+                                           os.path.join(pins, TMPL_MAP)), KEY_SIZE, TMPL_SIZE)
+        self.cts = bpf.MapFd(_pinned(bpf.BPF_MAP_TYPE_HASH, CT_KEY_SIZE, 4, MAX_CTS, os.path.join(pins, CT_MAP),
+                                     bpf.BPF_F_NO_PREALLOC), CT_KEY_SIZE, 4)
+        self.events_fd = _pinned(BPF_MAP_TYPE_RINGBUF, 0, 0, EVENTS_SIZE, os.path.join(pins, EVENTS_MAP))
+
+    def install_template(self, key: OffloadKey, value: bytes) -> None:
+        try:
+            self.templates.update(encode_key(key), value)
+        except OSError as e:
+            raise OffloadError(f"offload template update failed: {e.strerror or e}") from None
+
+    def remove_template(self, key: OffloadKey) -> None:
+        try:
+            self.templates.delete(encode_key(key))
+        except OSError as e:
+            raise OffloadError(f"offload template delete failed: {e.strerror or e}") from None
+
+    def claim(self, ct_key: bytes) -> None:
+        """A tuple of natbox's conntrack: the program's new flows must not take it."""
+        try:
+            self.cts.update(ct_key, _NATBOX_CLAIM)
+        except OSError as e:
+            raise OffloadError(f"offload tuple claim failed: {e.strerror or e}") from None
+
+    def release(self, ct_key: bytes) -> None:
+        try:
+            self.cts.delete(ct_key)
+        except OSError as e:
+            raise OffloadError(f"offload tuple release failed: {e.strerror or e}") from None
+
+    def remove_tracked(self, key: OffloadKey) -> None:
+        """Delete an entry the program created (it has no counters)."""
+        try:
+            self._flows.delete(encode_key(key))
+        except OSError as e:
+            raise OffloadError(f"offload map delete failed: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        self.templates.close()
+        self.cts.close()
+        if self.events_fd >= 0:
+            os.close(self.events_fd)
+            self.events_fd = -1
+
+
+_NATBOX_CLAIM = CLAIM_NATBOX.to_bytes(4, sys.byteorder)

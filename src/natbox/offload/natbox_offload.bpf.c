@@ -326,6 +326,179 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
 	return bpf_redirect(act->oif, 0);
 }
 
+
+/*
+ * New connections (issue #16, `natbox gateway --offload-new`; built with -DNB_NEW_FLOWS, without it none of
+ * this is in the object). natbox's engine makes a template of a template-safe SYN's decision
+ * (engine/template.py): nb_tmpl maps (ifindex, saddr, daddr, dport, proto; sport 0) to both directions'
+ * actions with the client's port a wildcard. A SYN (flags exactly SYN) that misses nb_flows and hits a
+ * template: the tuples the ct would hold are claimed in nb_ct (BPF_NOEXIST; natbox keeps every ct's tuples
+ * there, so a clash goes up), both directions' entries are created flagged NB_F_TRACKED, and the SYN is
+ * copied to the nb_events ring buffer (NB_EV_CREATED) and forwarded. Every later packet of a TRACKED entry
+ * (any flags) is copied and forwarded; natbox feeds the copies to its conntrack (gateway/newconn.py) and
+ * removes the entries when the connection closes. No room in the ring buffer: the packet goes up to the
+ * stack instead (natbox's own path), never forwarded untracked.
+ */
+#ifdef NB_NEW_FLOWS
+#define NEW_FLOWS 1
+#else
+#define NEW_FLOWS 0
+#endif
+#define NB_F_TRACKED 2          /* action flag: every packet is copied to nb_events */
+#define NB_MAX_TEMPLATES 4096   /* engine/template.py TEMPLATE_MAX */
+#define NB_MAX_CTS 262144       /* nb_ct: both tuples of 131072 cts */
+#define NB_EVENTS_SIZE (1 << 22) /* bytes of the ring buffer */
+#define NB_EV_COPY 96           /* bytes of a packet copied: Ethernet, IPv4 without options, TCP with options */
+#define NB_EV_CREATED 1         /* event flag: the SYN that created the entries */
+
+struct nb_tmpl {
+	struct nb_action orig;  /* sport: each SYN's own */
+	struct nb_action reply; /* dport: the SYN's sport */
+	struct nb_key reply_key; /* dport: the SYN's sport */
+};
+
+struct nb_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nb_event {
+	__u32 ifindex;  /* the device the packet arrived on */
+	__u16 copied;   /* bytes in data */
+	__u16 flags;    /* NB_EV_* */
+	__u32 len;      /* skb->len: the frame's length */
+	__u32 pad;
+	__u64 ts_ns;    /* bpf_ktime_get_ns */
+	__u8 data[NB_EV_COPY];
+};
+
+/* natbox/offload/newflows.py packs these (tests/offload/test_newflows.py reads the values) */
+#define NB_TMPL_SIZE 116
+#define NB_CT_KEY_SIZE 16
+#define NB_EVENT_SIZE 120
+_Static_assert(sizeof(struct nb_tmpl) == NB_TMPL_SIZE, "nb_tmpl");
+_Static_assert(sizeof(struct nb_ct_key) == NB_CT_KEY_SIZE, "nb_ct_key");
+_Static_assert(sizeof(struct nb_event) == NB_EVENT_SIZE, "nb_event");
+
+#ifdef NB_NEW_FLOWS
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NB_MAX_TEMPLATES);
+	__type(key, struct nb_key);
+	__type(value, struct nb_tmpl);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_tmpl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NB_MAX_CTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nb_ct_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, NB_EVENTS_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nb_events SEC(".maps");
+
+/* the packet as it arrived, to the ring buffer; 0 when it is there */
+static __always_inline int nb_copy(struct __sk_buff *skb, __u32 ifindex, __u16 flags)
+{
+	struct nb_event *ev = bpf_ringbuf_reserve(&nb_events, sizeof(*ev), 0);
+	__u64 n = skb->len; /* 64 bits: the verifier keeps its bounds for bpf_skb_load_bytes */
+
+	if (!ev)
+		return -1;
+	if (n > NB_EV_COPY)
+		n = NB_EV_COPY;
+	if (n < L4_OFF + sizeof(struct tcphdr) || bpf_skb_load_bytes(skb, 0, ev->data, n)) {
+		bpf_ringbuf_discard(ev, 0);
+		return -1;
+	}
+	ev->ifindex = ifindex;
+	ev->copied = n;
+	ev->flags = flags;
+	ev->len = skb->len;
+	ev->pad = 0;
+	ev->ts_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* a SYN that missed nb_flows: its template's entries, created and claimed (the entry of `key`), or NULL: up */
+static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, struct nb_key *key, struct iphdr *iph,
+						     __u32 tot_len)
+{
+	struct nb_key tk = *key, rkey;
+	struct nb_ct_key ok = {}, rk = {};
+	struct nb_action a;
+	struct nb_tmpl *t;
+	__u32 mine = 1, mtu_len = 0;
+
+	tk.sport = 0;
+	t = bpf_map_lookup_elem(&nb_tmpl, &tk);
+	if (!t || !ip_header_ok(iph) || tot_len > t->orig.mtu
+	    || bpf_check_mtu(skb, t->orig.oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
+		return NULL;
+	ok.saddr = key->saddr;
+	ok.daddr = key->daddr;
+	ok.sport = key->sport;
+	ok.dport = key->dport;
+	ok.proto = key->proto;
+	rkey = t->reply_key;
+	rkey.dport = key->sport;
+	rk.saddr = rkey.saddr;
+	rk.daddr = rkey.daddr;
+	rk.sport = rkey.sport;
+	rk.dport = rkey.dport;
+	rk.proto = rkey.proto;
+	if (bpf_map_update_elem(&nb_ct, &ok, &mine, BPF_NOEXIST))
+		return NULL;
+	if (bpf_map_update_elem(&nb_ct, &rk, &mine, BPF_NOEXIST))
+		goto unclaim;
+	a = t->reply;
+	a.dport = key->sport;
+	a.flags |= NB_F_TRACKED;
+	if (bpf_map_update_elem(&nb_flows, &rkey, &a, BPF_NOEXIST))
+		goto unclaim_both;
+	a = t->orig;
+	a.sport = key->sport;
+	a.flags |= NB_F_TRACKED;
+	if (bpf_map_update_elem(&nb_flows, key, &a, BPF_NOEXIST))
+		goto unreply;
+	if (nb_copy(skb, key->ifindex, NB_EV_CREATED))
+		goto unorig;
+	return bpf_map_lookup_elem(&nb_flows, key);
+unorig:
+	bpf_map_delete_elem(&nb_flows, key);
+unreply:
+	bpf_map_delete_elem(&nb_flows, &rkey);
+unclaim_both:
+	bpf_map_delete_elem(&nb_ct, &rk);
+unclaim:
+	bpf_map_delete_elem(&nb_ct, &ok);
+	return NULL;
+}
+#else
+static __always_inline int nb_copy(struct __sk_buff *skb, __u32 ifindex, __u16 flags)
+{
+	return -1;
+}
+
+static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, struct nb_key *key, struct iphdr *iph,
+						     __u32 tot_len)
+{
+	return NULL;
+}
+#endif
+
 SEC("tc")
 int natbox_offload(struct __sk_buff *skb)
 {
@@ -341,6 +514,7 @@ int natbox_offload(struct __sk_buff *skb)
 	__be16 ports[2];
 	__u8 ttl, proto;
 	__u64 mm0 = 0;
+	__u32 unusual = 0, created = 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return nb_ipv6(skb);
@@ -379,8 +553,11 @@ int natbox_offload(struct __sk_buff *skb)
 		if ((void *)(th + 1) > data_end || tot_len < sizeof(*iph) + sizeof(*th) || th->doff < 5)
 			return TC_ACT_OK;
 		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
-		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK))
-			return TC_ACT_OK;
+		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK)) {
+			if (!NEW_FLOWS)
+				return TC_ACT_OK;
+			unusual = flags | 0x100; /* only a TRACKED entry (or a template, a SYN) takes it */
+		}
 		key.sport = th->source;
 		key.dport = th->dest;
 		csum_off = TCP_CSUM_OFF;
@@ -410,8 +587,16 @@ int natbox_offload(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	act = bpf_map_lookup_elem(&nb_flows, &key);
-	if (!act)
+	if (!act) {
+		if (!NEW_FLOWS || unusual != (TH_SYN | 0x100))
+			return TC_ACT_OK;
+		act = nb_new_flow(skb, &key, iph, tot_len); /* copied to the ring buffer already */
+		if (!act)
+			return TC_ACT_OK;
+		created = 1;
+	} else if (unusual && !(act->flags & NB_F_TRACKED)) {
 		return TC_ACT_OK;
+	}
 	if (!ip_header_ok(iph))
 		return TC_ACT_OK; /* the stack drops it and counts why */
 	ttl = iph->ttl - 1;
@@ -423,6 +608,10 @@ int natbox_offload(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
 		return TC_ACT_OK; /* Ethernet padding: ip_rcv_core trims it */
+
+	if (NEW_FLOWS && act->flags & NB_F_TRACKED && !created
+	    && (skb->gso_size || nb_copy(skb, key.ifindex, 0)))
+		return TC_ACT_OK; /* natbox sees every packet of a TRACKED flow: up when it cannot have a copy */
 
 	/* committed: from here on the packet leaves by act->oif */
 	if (bpf_skb_store_bytes(skb, IP_ADDRS_OFF, &act->saddr, 2 * sizeof(__be32), 0)

@@ -1,0 +1,159 @@
+"""New connections in the kernel data path (issue #16, `--offload-new`): the BPF side's records, plain data.
+
+natbox_offload.bpf.c built with -DNB_NEW_FLOWS has three more maps (its comment says what the program does
+with them):
+- nb_tmpl: a template per (ifindex, saddr, daddr, dport, proto) (struct nb_key with sport 0) → struct nb_tmpl,
+  116 bytes: the ORIGINAL direction's action (its sport replaced by each SYN's), the REPLY direction's action
+  (its dport replaced by the SYN's sport) and the REPLY direction's key (the same dport replaced);
+- nb_ct: every tuple natbox's conntrack holds and every tuple the program claimed for a new flow, struct
+  nb_ct_key (16 bytes: saddr, daddr, sport, dport in network order, proto, 3 bytes padding) → u32 (1: the
+  program claimed it, 2: natbox's);
+- nb_events: a ring buffer of struct nb_event, 120 bytes: ifindex u32, copied u16, flags u16 (bit 0: the SYN
+  that created the entries), len u32 (the frame's), 4 bytes padding, ts_ns u64, then the frame's first
+  `copied` bytes (at most EV_COPY).
+
+`encode_template` builds an nb_tmpl value from an engine template's plans with `offload_entry` (the same
+entries `--offload` installs, so nothing of NAT is derived here); `decode_event` reads an event back.
+`EventRing` consumes the ring buffer through libbpf's ring_buffer__consume (ctypes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from natbox.offload.entry import OffloadKey, encode_action, encode_key, offload_entry
+
+if TYPE_CHECKING:
+    from natbox.engine.template import ConnTemplate
+
+__all__ = [
+    "CT_KEY_SIZE",
+    "EVENTS_SIZE",
+    "EVENT_SIZE",
+    "EV_COPY",
+    "EV_CREATED",
+    "MAX_CTS",
+    "MAX_TEMPLATES",
+    "TMPL_SIZE",
+    "EventRing",
+    "NewFlowEvent",
+    "TemplateEntry",
+    "decode_event",
+    "encode_ct_key",
+    "template_entry",
+]
+
+TMPL_SIZE, CT_KEY_SIZE, EVENT_SIZE = 116, 16, 120  # NB_TMPL_SIZE, NB_CT_KEY_SIZE, NB_EVENT_SIZE
+MAX_TEMPLATES = 4096  # NB_MAX_TEMPLATES
+MAX_CTS = 262144  # NB_MAX_CTS: both tuples of 131072 cts
+EVENTS_SIZE = 1 << 22  # NB_EVENTS_SIZE
+EV_COPY = 96  # NB_EV_COPY
+EV_CREATED = 1  # NB_EV_CREATED
+CLAIM_NATBOX = 2  # nb_ct's value for a tuple of natbox's conntrack
+_EV_HEAD = struct.Struct("=IHHI4xQ")
+_CT_KEY = struct.Struct("!IIHHB3x")
+
+
+class TemplateEntry(NamedTuple):
+    """A template as the map holds it: its key (sport 0), the encoded nb_tmpl, and the REPLY key's fixed part."""
+
+    key: OffloadKey
+    value: bytes
+    reply_key: OffloadKey  # dport 0: each SYN's sport
+
+
+def template_entry(template: ConnTemplate, ifindex: Callable[[str], int]) -> TemplateEntry | None:
+    """The nb_tmpl entry of an engine template; None when the data path cannot carry it (`offload_entry`)."""
+    first = offload_entry(template.plans[0], ifindex)
+    second = offload_entry(template.plans[1], ifindex)
+    if first is None or second is None:
+        return None
+    key = first[0]._replace(sport=0)
+    reply_key = second[0]._replace(dport=0)
+    value = encode_action(first[1]) + encode_action(second[1]) + encode_key(reply_key)
+    return TemplateEntry(key, value, reply_key)
+
+
+def encode_ct_key(saddr: int, daddr: int, sport: int, dport: int, proto: int) -> bytes:
+    """struct nb_ct_key."""
+    return _CT_KEY.pack(saddr, daddr, sport, dport, proto)
+
+
+class NewFlowEvent(NamedTuple):
+    """One struct nb_event: the packet's first bytes, its device, its length and time."""
+
+    ifindex: int
+    created: bool
+    length: int
+    ts_ns: int
+    data: bytes
+
+
+def decode_event(raw: bytes) -> NewFlowEvent | None:
+    """struct nb_event read back; None for a record of another size."""
+    if len(raw) < EVENT_SIZE:
+        return None
+    ifindex, copied, flags, length, ts = _EV_HEAD.unpack_from(raw)
+    start = _EV_HEAD.size
+    return NewFlowEvent(ifindex, bool(flags & EV_CREATED), length, ts, raw[start:start + min(copied, EV_COPY)])
+
+
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class EventRing:
+    """A BPF ring buffer read with libbpf (ring_buffer__new / __consume / __epoll_fd / __free): `consume()`
+    returns the records written since the last call, each as bytes, oldest first. `fileno()` is an epoll
+    descriptor that is readable when records wait. Raises OSError when libbpf is missing or refuses the map."""
+
+    def __init__(self, map_fd: int) -> None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            raise OSError(f"libbpf not found ({name}: Debian package libbpf1): {e}") from None
+        lib.ring_buffer__new.restype = ctypes.c_void_p
+        lib.ring_buffer__new.argtypes = [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]
+        lib.ring_buffer__consume.restype = ctypes.c_int
+        lib.ring_buffer__consume.argtypes = [ctypes.c_void_p]
+        lib.ring_buffer__epoll_fd.restype = ctypes.c_int
+        lib.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
+        lib.ring_buffer__free.restype = None
+        lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
+        self._lib = lib
+        self._got: list[bytes] = []
+        got = self._got
+        string_at = ctypes.string_at
+
+        def sample(ctx: int | None, data: int | None, size: int) -> int:
+            got.append(string_at(data, size) if data else b"")
+            return 0
+
+        self._cb = _SAMPLE_FN(sample)  # kept alive as long as the ring buffer
+        rb = lib.ring_buffer__new(map_fd, self._cb, None, None)
+        if not rb:
+            raise OSError(ctypes.get_errno(), "libbpf could not open the ring buffer")
+        self._rb: int | None = rb
+
+    def fileno(self) -> int:
+        if self._rb is None:
+            return -1
+        return int(self._lib.ring_buffer__epoll_fd(self._rb))
+
+    def consume(self) -> list[bytes]:
+        """Every record waiting (ring_buffer__consume), oldest first."""
+        if self._rb is None:
+            return []
+        self._lib.ring_buffer__consume(self._rb)
+        out = self._got[:]
+        self._got.clear()
+        return out
+
+    def close(self) -> None:
+        if self._rb is not None:
+            self._lib.ring_buffer__free(self._rb)
+            self._rb = None

@@ -1,0 +1,69 @@
+"""The new-connections build's records (offload/newflows.py) against natbox_offload.bpf.c, and a template's
+map entry made from an engine template, with no kernel."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from natbox.engine.engine import Engine
+from natbox.engine.template import TemplateAdd
+from natbox.offload import newflows
+from natbox.offload.datapath import SOURCE
+from natbox.offload.entry import KEY_SIZE, OffloadKey, decode_action, decode_key, offload_entry
+from natbox.offload.newflows import decode_event, encode_ct_key, template_entry
+from natbox.testing.offload import CLIENT, PUBLIC, SERVER, RouterFlows
+
+MACS = (bytes.fromhex("020000000001"), bytes.fromhex("020000000101"), bytes.fromhex("02000000c002"),
+        bytes.fromhex("02000000aa02"))
+IFINDEX = {"eth0": 4, "eth1": 5}
+
+
+def test_c_source_has_the_same_sizes_and_bounds() -> None:
+    src = SOURCE.read_text()
+    defines = dict(re.findall(r"#define (NB_\w+) \(?([0-9x<() ]+)\)?", src))
+    assert int(defines["NB_TMPL_SIZE"]) == newflows.TMPL_SIZE
+    assert int(defines["NB_CT_KEY_SIZE"]) == newflows.CT_KEY_SIZE
+    assert int(defines["NB_EVENT_SIZE"]) == newflows.EVENT_SIZE
+    assert int(defines["NB_MAX_TEMPLATES"]) == newflows.MAX_TEMPLATES
+    assert int(defines["NB_MAX_CTS"]) == newflows.MAX_CTS
+    assert int(defines["NB_EV_COPY"]) == newflows.EV_COPY
+    assert int(defines["NB_EV_CREATED"]) == newflows.EV_CREATED
+    assert re.search(r"#define NB_EVENTS_SIZE \(1 << 22\)", src) and newflows.EVENTS_SIZE == 1 << 22
+    assert newflows.TMPL_SIZE == 2 * 48 + KEY_SIZE
+
+
+def _template_entry() -> tuple[newflows.TemplateEntry, RouterFlows]:
+    flows = RouterFlows(*MACS)
+    engine = Engine(flows.engine.host, ruleset=flows.engine.rules, seed=1, templates=True, offload=True)
+    flows.engine = engine
+    flows.tcp(41000, 5001)
+    (req,) = engine.template_requests()
+    assert isinstance(req, TemplateAdd)
+    entry = template_entry(req.template, IFINDEX.__getitem__)
+    assert entry is not None
+    return entry, flows
+
+
+def test_a_template_entry_is_both_directions_entries_with_the_port_a_wildcard() -> None:
+    entry, flows = _template_entry()
+    assert entry.key == OffloadKey(4, 6, CLIENT, SERVER, 0, 5001)
+    assert entry.reply_key == OffloadKey(5, 6, SERVER, PUBLIC, 5001, 0)
+    orig, reply = decode_action(entry.value[:48]), decode_action(entry.value[48:96])
+    assert decode_key(entry.value[96:]) == entry.reply_key
+    # what the program makes of it for the client's port 41000 is what --offload installs for that flow
+    plans = flows.flow_plans(6, 41000)
+    compiled = [offload_entry(p, IFINDEX.__getitem__) for p in plans]
+    assert compiled[0] is not None and compiled[1] is not None
+    assert compiled[0] == (entry.key._replace(sport=41000), orig)
+    assert compiled[1] == (entry.reply_key._replace(dport=41000), reply._replace(dport=41000))
+
+
+def test_events_and_tuple_keys() -> None:
+    frame = bytes(range(96))
+    raw = struct.pack("=IHHI4xQ", 7, 60, 1, 74, 123) + frame
+    ev = decode_event(raw)
+    assert ev is not None and (ev.ifindex, ev.created, ev.length, ev.ts_ns, ev.data) == (7, True, 74, 123, frame[:60])
+    assert decode_event(raw[:50]) is None
+    assert encode_ct_key(CLIENT, SERVER, 1, 2, 6) == (CLIENT.to_bytes(4, "big") + SERVER.to_bytes(4, "big")
+                                                     + b"\x00\x01\x00\x02\x06\x00\x00\x00")
