@@ -1,7 +1,8 @@
 """Live benchmark: the kernel's NAT and natbox's gateway on the same namespace topology, in one run.
 
     sudo python bench/live_bench.py [--time 5] [--repeat 3] [--compiled VENV] [--no-bare] [--no-offload]
-                                    [--only kernel|natbox|offload|natbox-c|offload-c|bare] [--no-ipv6]
+                                    [--only kernel|natbox|offload|offnew|natbox-c|offload-c|offnew-c|bare]
+                                    [--no-offload-new] [--no-ipv6] [--metrics conn,ping,...]
                                     [--json FILE] [--gateway-arg=--no-ring ...] [--patched-csum]
 
 Topology (src/natbox/lab/examples/basic6.toml, lab name "nbench"): client 10.0.1.2 -- gw (lan0 10.0.1.1,
@@ -14,7 +15,9 @@ gw -- 2001:db8:1::2, MASQUERADE fd00:1::/64 out of wan0); --no-ipv6: basic.toml,
   (pure Python, this checkout's src/).
 * offload: the same with `--offload`: established flows are carried by natbox's tc BPF datapath (IPv6
   flows by the gateway's Python path until the BPF program has an IPv6 branch).
-* natbox-c, offload-c (with --compiled VENV): the same two gateways run by VENV's python, whose natbox is
+* offnew: `--offload-new`: the datapath also opens new TCP connections from templates of natbox's decisions
+  and copies their packets to natbox (gateway/newconn.py); --no-offload-new skips it.
+* natbox-c, offload-c, offnew-c (with --compiled VENV): the same gateways run by VENV's python, whose natbox is
   the compiled (mypyc) build, without PYTHONPATH. Each gateway's `natbox --version` is printed first, and
   a VENV that is not a compiled build is refused. The build (about 7 minutes of CPU on 2 cores):
       scripts/build-compiled.sh /tmp/natbox-compiled     # = NATBOX_COMPILE=1 pip install . into that venv
@@ -216,13 +219,24 @@ def _retry(fn: Callable[[], float]) -> float:
     return value if value > 0 else fn()
 
 
+WANTED: set[str] = set()  # --metrics: the figures measured (every one when empty): tcp1 tcp4 udp64 conn ping ipv6
+
+
 def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
-    """Every figure once, or the median of `repeat` runs."""
-    runs = [{"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)),
-             "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)),
-             "udp64_pps": _retry(lambda: udp_pps(lab, seconds)), "conn_per_s": conn_rate(lab, seconds)}
-            | dict(zip(("ping_ms", "ping_est_ms"), ping(lab, "-4", SERVER), strict=True)) | measure6(lab, seconds)
-            for _ in range(max(1, repeat))]
+    """Every figure (or those --metrics names) once, or the median of `repeat` runs."""
+    want = WANTED or {"tcp1", "tcp4", "udp64", "conn", "ping", "ipv6"}
+    nan = float("nan")
+
+    def one() -> dict[str, float]:
+        return ({"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)) if "tcp1" in want else nan,
+                 "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)) if "tcp4" in want else nan,
+                 "udp64_pps": _retry(lambda: udp_pps(lab, seconds)) if "udp64" in want else nan,
+                 "conn_per_s": conn_rate(lab, seconds) if "conn" in want else nan}
+                | dict(zip(("ping_ms", "ping_est_ms"), ping(lab, "-4", SERVER) if "ping" in want else (nan, nan),
+                           strict=True))
+                | (measure6(lab, seconds) if "ipv6" in want else {}))
+
+    runs = [one() for _ in range(max(1, repeat))]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
@@ -302,8 +316,9 @@ def _load() -> str:
 
 # --- the natbox gateways measured: (column, offload, compiled) --------------------------------------------------
 
-GATEWAYS = (("natbox", False, False), ("offload", True, False), ("natbox-c", False, True), ("offload-c", True, True))
-SIDES = ("kernel", "natbox", "offload", "natbox-c", "offload-c", "bare")
+GATEWAYS = (("natbox", "", False), ("offload", "--offload", False), ("offnew", "--offload-new", False),
+            ("natbox-c", "", True), ("offload-c", "--offload", True), ("offnew-c", "--offload-new", True))
+SIDES = ("kernel", "natbox", "offload", "offnew", "natbox-c", "offload-c", "offnew-c", "bare")
 BUILDS: dict[str, str] = {}  # each gateway column's `natbox --version` (in --json's output)
 
 
@@ -383,6 +398,8 @@ def main() -> int:
     ap.add_argument("--only", choices=SIDES, help="measure one side only")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
     ap.add_argument("--no-offload", action="store_true", help="skip natbox --offload (the tc BPF datapath)")
+    ap.add_argument("--no-offload-new", action="store_true", help="skip natbox --offload-new (new connections too)")
+    ap.add_argument("--metrics", default="", help="measure only these: comma-separated tcp1,tcp4,udp64,conn,ping,ipv6")
     ap.add_argument("--compiled", default="", metavar="VENV",
                     help="also the compiled build's gateway (columns natbox-c, offload-c): a venv where "
                          "`NATBOX_COMPILE=1 pip install .` ran, or its python")
@@ -393,6 +410,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("live_bench: needs root (network namespaces)", file=sys.stderr)
         return 1
+    WANTED.update(m for m in args.metrics.split(",") if m)
     gateways = gateway_runs(args)
     if gateways is None:
         return 2
@@ -445,7 +463,8 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
     with its `natbox --version`; None (and a line on stderr) when --compiled is not a compiled build."""
     runs = []
     for side, offload, compiled in GATEWAYS:
-        if args.only not in (None, side) or (offload and args.no_offload and args.only != side):
+        skipped = args.no_offload_new if offload == "--offload-new" else args.no_offload
+        if args.only not in (None, side) or (offload and skipped and args.only != side):
             continue
         if compiled and not args.compiled:
             if args.only == side:
@@ -461,7 +480,7 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
         host = str(EXAMPLES / ("basic-gw.toml" if args.no_ipv6 else "basic6-gw.toml"))
         prog = [sys.executable, "-c", PATCH] if args.patched_csum and side == "natbox" else [python, "-m",
                                                                                              "natbox.cli.gateway"]
-        runs.append((side, [*prog, host, *(["--offload"] if offload else []), *args.gateway_arg], environ))
+        runs.append((side, [*prog, host, *([offload] if offload else []), *args.gateway_arg], environ))
     return runs
 
 

@@ -19,12 +19,14 @@ from tests.engine.test_offload import (
     NAT,
     SERVER,
     SERVER_MAC,
+    WAN_MAC,
     Clock,
     _engine,
     _establish,
     _send,
 )
 
+from natbox.conntrack.format import format_conntrack
 from natbox.engine.engine import Engine
 from natbox.engine.offload import OffloadAdd
 from natbox.engine.template import (
@@ -51,6 +53,20 @@ def _syn(sport: int, dport: int = DPORT, flags: int = tcp.SYN, client: int = CLI
     seg = tcp.build_tcp(client, SERVER, sport, dport, seq=1000, ack=0, flags=flags, window=65000)
     return bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
         client, SERVER, 6, seg))), "lan0"
+
+
+def _client(seq: int, ack: int, flags: int, payload: bytes = b"", *, sport: int) -> tuple[bytes, str]:
+    seg = tcp.build_tcp(CLIENT, SERVER, sport, DPORT, seq=1000 + seq, ack=5000 + ack if ack else 0, flags=flags,
+                        window=65000, payload=payload)
+    return bytes(ethernet.build_ethernet(LAN_MAC, CLIENT_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
+        CLIENT, SERVER, 6, seg))), "lan0"
+
+
+def _server(seq: int, ack: int, flags: int, payload: bytes = b"", *, dport: int) -> tuple[bytes, str]:
+    seg = tcp.build_tcp(SERVER, GW_WAN, DPORT, dport, seq=5000 + seq, ack=1000 + ack if ack else 0, flags=flags,
+                        window=65000, payload=payload)
+    return bytes(ethernet.build_ethernet(WAN_MAC, SERVER_MAC, ethernet.ETH_P_IP, ipv4.build_ipv4(
+        SERVER, GW_WAN, 6, seg))), "wan0"
 
 
 def _nat(*rules: str, filt: str = "") -> str:
@@ -200,3 +216,48 @@ def test_a_template_ct_is_an_ordinary_ct() -> None:
     _send(engine, clock, _syn(40000))
     (conn,) = engine.table.live(clock.now)
     assert conn.status & CtStatus.SRC_NAT and conn.reply.dst == GW_WAN and conn.reply.dport == 40000
+
+
+CLOSE = [  # a connection that opens, carries a line each way and closes: (from the client, seq, ack, flags, payload)
+    (True, 0, 0, tcp.SYN, b""), (False, 0, 1, tcp.SYN | tcp.ACK, b""), (True, 1, 1, tcp.ACK, b""),
+    (True, 1, 1, tcp.ACK | tcp.PSH, b"hello"), (False, 1, 6, tcp.ACK | tcp.PSH, b"world"),
+    (True, 6, 6, tcp.ACK | tcp.FIN, b""), (False, 6, 7, tcp.ACK | tcp.FIN, b""), (True, 7, 7, tcp.ACK, b""),
+]
+
+
+def test_copies_fed_leave_the_cts_and_counters_the_slow_path_leaves() -> None:
+    """The same connections through two engines: one forwards every packet itself, the other gets the
+    template's SYN on its slow path and then only copies (track_copy, else receive with CHECKSUM_PARTIAL),
+    as the gateway feeds them from the ring buffer."""
+    slow, fed, clock = _templated(), _templated(), Clock()
+    now = clock.step()
+    for engine in (slow, fed):  # the connection that made the template, on both
+        assert len(engine.receive(*_syn(39999), now).emitted) == 1
+    tracked = 0
+    for sport in (40000, 40001):
+        for outbound, seq, ack, flags, payload in CLOSE:
+            frame, iface = (_client(seq, ack, flags, payload, sport=sport) if outbound
+                            else _server(seq, ack, flags, payload, dport=sport))
+            now = clock.step()
+            assert len(slow.receive(frame, iface, now).emitted) == 1
+            if fed.track_copy(frame, iface, now):
+                tracked += 1
+            else:
+                fed.receive(frame, iface, now, partial=True)
+    assert tracked == 2 * 4  # SYN-ACK, ACK, the server's FIN, the last ACK; the rest (ESTABLISHED) go whole
+    assert [format_conntrack(c, clock.now) for c in fed.table.live(clock.now)] == [
+        format_conntrack(c, clock.now) for c in slow.table.live(clock.now)]
+    assert [(c.acct_packets, c.acct_bytes, c.timeout) for c in fed.table.live(clock.now)] == [
+        (c.acct_packets, c.acct_bytes, c.timeout) for c in slow.table.live(clock.now)]
+    assert "TIME_WAIT" in format_conntrack(fed.table.live(clock.now)[-1], clock.now)
+    for chain in ("PREROUTING", "POSTROUTING"):
+        fc, sc = fed.rules.tables["nat"].chains[chain], slow.rules.tables["nat"].chains[chain]
+        assert (fc.packets, fc.bytes) == (sc.packets, sc.bytes)
+        assert [(r.packets, r.bytes) for r in fc.rules] == [(r.packets, r.bytes) for r in sc.rules]
+    assert fed.rules.tables["nat"].chains["POSTROUTING"].rules[0].packets == 3
+
+
+def test_no_copy_is_tracked_alone_when_templates_are_unsafe() -> None:
+    engine, clock = _templated(_nat(MASQ, "-A POSTROUTING -j LOG")), Clock()
+    _send(engine, clock, _syn(40000))
+    assert not engine.track_copy(_server(0, 1, tcp.SYN | tcp.ACK, dport=40000)[0], "wan0", clock.step())

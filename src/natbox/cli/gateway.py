@@ -23,7 +23,8 @@ __all__ = ["cli_gateway", "parse_gateway_args"]
 
 USAGE = """natbox gateway (HOST_FILE | --adopt) [--rules FILE] [--no-vnet-hdr] [--no-ring] [--promisc]
                       [--qdisc-bypass] [--complete-csum] [--tap-netns NAME=NETNS[/DEV]] [--seed N]
-                      [--duration S] [--control PATH] [--state FILE] [--user NAME] [--offload] [--force]"""
+                      [--duration S] [--control PATH] [--state FILE] [--user NAME] [--offload] [--offload-new]
+                      [--force]"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +93,10 @@ def _parser() -> _Parser:
       "interfaces (not TAPs natbox holds: nothing crosses the kernel there); natbox still decides and sees "
       "FIN/RST; needs clang, tc and bpf() (root); conntrack shows such flows [OFFLOAD] "
       "(docs/differences.md)")
+    a("--offload-new", action="store_true", help="--offload, and new TCP connections too: the BPF program "
+      "forwards a SYN natbox's decision for an earlier one covers (a template: MASQUERADE/SNAT/DNAT keeping the "
+      "client's port, a nat table of simple rules, no other table) and copies the connection's packets to "
+      "natbox, which tracks them (docs/differences.md)")
     a("--force", action="store_true", help="start even when the kernel would fight natbox")
     return p
 
@@ -111,11 +116,17 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
     if ns.adopt and ns.user is not None:
         raise UsageError("--adopt cannot be combined with --user: giving the router back to the kernel at the "
                          "stop needs root")
+    if ns.offload_new:
+        ns.offload = True
+    if ns.offload_new and ns.user is not None:
+        raise UsageError("--offload-new cannot be combined with --user: the ring buffer and the tuple map are "
+                         "read and written with bpf() all the time")
     return GatewayConfig(
         host_file=host_file or "", rules=ns.rules, vnet_hdr=ns.vnet_hdr, ring=ns.ring, promisc=ns.promisc,
         tap_netns={name: (netns, dev) for name, netns, dev in ns.tap_netns}, seed=ns.seed, duration=ns.duration,
         control=ns.control, force=ns.force, complete_csum=ns.complete_csum, state=ns.state, user=ns.user,
-        qdisc_bypass=ns.qdisc_bypass, adopt=ns.adopt, offload=ns.offload)
+        qdisc_bypass=ns.qdisc_bypass, adopt=ns.adopt, offload=ns.offload,
+        offload_new=ns.offload_new)
 
 
 def cli_gateway(argv: Sequence[str]) -> int:

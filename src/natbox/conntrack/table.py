@@ -146,6 +146,8 @@ class ConntrackTable:
     _next_id: int = 1
     # nf_ct_destroy's hooks: run once for every ct that leaves the table (and for an unconfirmed ct that dies)
     _destroy_cbs: list[Callable[[Conn], None]] = field(default_factory=list)
+    # run for every ct confirmed into the table (natbox's datapath mirrors the tuples: gateway/newconn.py)
+    _insert_cbs: list[Callable[[Conn], None]] = field(default_factory=list)
 
     # --- allocation ----------------------------------------------------------------------------
 
@@ -188,6 +190,11 @@ class ConntrackTable:
         after the ct has been unhashed and marked DYING.
         """
         self._destroy_cbs.append(cb)
+
+    def register_insert(self, cb: Callable[[Conn], None]) -> None:
+        """Run `cb(ct)` for every ct `insert` confirms into the table (after it is hashed), as a datapath outside
+        the engine that must know every tuple in use asks (the new-connections offload, gateway/newconn.py)."""
+        self._insert_cbs.append(cb)
 
     def destroy_unconfirmed(self, conn: Conn) -> None:
         """An unconfirmed ct dies with its packet (a clash at confirm, a NAT manip failure): `nf_ct_put` of
@@ -273,6 +280,8 @@ class ConntrackTable:
         self._hash[reply] = conn
         self._conns[conn.ct_id] = conn
         self.event(CtEventType.NEW, conn, now)
+        for cb in self._insert_cbs:
+            cb(conn)
 
     def insert_reply_only(self, conn: Conn, now: float) -> None:
         """The NAT_CLASH loser of §2.5: only its REPLY tuple is hashed; hidden from listings."""

@@ -157,7 +157,7 @@ class Engine:
             self._flowcache.on_compiled = self._offload.consider
         self._templates: FlowTemplates | None = None
         if templates:  # engine/template.py: new connections' SYNs as templates for a datapath
-            tpl = self._templates = FlowTemplates(host, self.fib, self.neighs, hooks)
+            tpl = self._templates = FlowTemplates(host, self.fib, self.neighs, hooks, self.table, self.cfg)
             remember = forward.remember_flow
 
             def remember_and_template(skb: Skb) -> None:
@@ -492,6 +492,14 @@ class Engine:
     def templates(self) -> FlowTemplates | None:
         """The connection templates (None unless the engine was made with `templates=True`)."""
         return self._templates
+
+    def track_copy(self, frame: bytes, iface: str, now: float) -> bool:
+        """A copy of a packet a datapath forwarded for a connection it opened from a template: conntrack alone
+        when that is what the slow path would do to state (engine/template.py); False: call `receive`."""
+        if self._templates is None:
+            return False
+        self._ctx.now = now
+        return self._templates.track_copy(frame, iface, now)
 
     def template_requests(self) -> list[TemplateRequest]:
         """The templates made, dropped and flushed since the last call (engine/template.py)."""

@@ -29,6 +29,13 @@ ruleset or FIB change drops every template (`TemplateFlush`, at the next `drain`
 drops the templates using it.
 
 Bounds: at most TEMPLATE_MAX templates; the oldest goes first (a `TemplateDel`).
+
+Copies (`track_copy`): a packet of a connection the datapath opened is fed back as the packet it was. While
+templates are safe nothing but conntrack sees a packet of an existing ct on the slow path (no raw, mangle,
+filter or security table; the nat chains only see a ct's first packet), so for a packet of a confirmed TCP ct
+that is not ESTABLISHED and ASSURED (the handshake and the close) `nf_conntrack_in` alone leaves the ct exactly
+as the whole slow path would; the caller hands anything else (a new ct, an established packet, which the slow
+path compiles and offloads) to `Engine.receive`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
+from natbox.conntrack.core import nf_conntrack_in
+from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.family import FlowKey
 from natbox.engine.fastpath import FlowPlan, _diff2, _diff4, nat_steps
@@ -45,12 +55,22 @@ from natbox.engine.host import Host, Interface
 from natbox.engine.neigh import NeighTable
 from natbox.engine.path import Held
 from natbox.engine.routing import RTN_UNICAST, Fib
-from natbox.netfilter import CtInfo, CtStatus
+from natbox.netfilter import NF_ACCEPT, CtInfo, CtStatus, Hook, TcpState
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import Rule
 from natbox.skb import Skb
 from natbox.wire.gso import GSO_TCPV4
-from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, IPH_VER_IHL, TCPH_CHECK, TCPH_FLAGS
+from natbox.wire.layout import (
+    ETH_HDR_LEN,
+    IPH_DADDR,
+    IPH_MIN_LEN,
+    IPH_SADDR,
+    IPH_VER_IHL,
+    TCPH_CHECK,
+    TCPH_DEST,
+    TCPH_FLAGS,
+    TCPH_SOURCE,
+)
 
 __all__ = ["SAFE_MATCHES", "SAFE_TARGETS", "TEMPLATE_MAX", "ConnTemplate", "FlowTemplates", "TemplateAdd",
            "TemplateDel", "TemplateFlush", "TemplateKey", "TemplateRequest", "reply_tuple", "template_unsafe"]
@@ -58,6 +78,13 @@ __all__ = ["SAFE_MATCHES", "SAFE_TARGETS", "TEMPLATE_MAX", "ConnTemplate", "Flow
 TEMPLATE_MAX = 4096  # templates kept (NB_MAX_TEMPLATES in natbox_offload.bpf.c); the oldest goes first
 _SYN = 0x02  # the flags byte of a template's SYN: exactly SYN (natbox_offload.bpf.c checks the same)
 _ETH_P_IP_BYTES = b"\x08\x00"
+_VER_IHL = ETH_HDR_LEN + IPH_VER_IHL
+_SADDR, _DADDR = ETH_HDR_LEN + IPH_SADDR, ETH_HDR_LEN + IPH_DADDR
+_SPORT, _DPORT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_SOURCE, ETH_HDR_LEN + IPH_MIN_LEN + TCPH_DEST
+_TCP_END = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS + 1
+_ES = TcpState.ESTABLISHED
+_ASSURED, _CONFIRMED = int(CtStatus.ASSURED), int(CtStatus.CONFIRMED)
+_PRE_ROUTING = Hook.PRE_ROUTING
 _CSUM_AT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_CHECK
 # what a template ct may carry: confirmed, NAT's bits (and SEEN_REPLY etc. later); never a helper or expectation
 _REFUSE = int(CtStatus.HELPER | CtStatus.EXPECTED | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH
@@ -174,8 +201,11 @@ def _plan(conn: Conn, direction: int, dev: Interface, out: Interface, nexthop: i
 class FlowTemplates:
     """The templates of one engine and the requests for the datapath (see the module docstring)."""
 
-    def __init__(self, host: Host, fib: Fib, neighs: NeighTable[Held], hooks: Hooks) -> None:
+    def __init__(self, host: Host, fib: Fib, neighs: NeighTable[Held], hooks: Hooks, table: ConntrackTable,
+                 cfg: ConntrackConfig) -> None:
         self._host, self._fib, self._neighs, self._hooks = host, fib, neighs, hooks
+        self._table, self._cfg = table, cfg
+        self.copies = {"tracked": 0, "dropped": 0}  # copies conntrack alone took, and those it dropped
         self.templates: dict[TemplateKey, ConnTemplate] = {}
         self.requests: list[TemplateRequest] = []
         self.stats = {"made": 0, "unsafe": 0, "flushed": 0, "evicted": 0}
@@ -263,6 +293,29 @@ class FlowTemplates:
             if any(self._neighs.known(p.oif, p.nexthop) != p.dst_mac for p in template.plans):
                 del self.templates[tkey]
                 self.requests.append(TemplateDel(tkey, "neigh"))
+
+    def track_copy(self, frame: bytes, iface: str, now: float) -> bool:
+        """Feed a copy of a TCP packet (an Ethernet frame, IPv4 with IHL 5, as natbox_offload.bpf.c forwarded it)
+        to conntrack alone when that is all the slow path would do to state (see the module docstring); False:
+        the caller must hand it to `Engine.receive`. Its L4 checksum is not verified (CHECKSUM_PARTIAL)."""
+        if len(frame) < _TCP_END or frame[_VER_IHL] != 0x45 or not self._safe():
+            return False
+        b = int.from_bytes
+        t = ConnTuple(b(frame[_SADDR:_SADDR + 4], "big"), b(frame[_SPORT:_SPORT + 2], "big"),
+                      b(frame[_DADDR:_DADDR + 4], "big"), b(frame[_DPORT:_DPORT + 2], "big"), 6)
+        hit = self._table.lookup(t, now)
+        if hit is None:
+            return False
+        conn = hit[0]
+        tcp = conn.tcp
+        if tcp is None or (tcp.state == _ES and conn.status & _ASSURED) or not conn.status & _CONFIRMED:
+            return False
+        skb = Skb(bytearray(frame[ETH_HDR_LEN:]), iif=iface)
+        skb.csum_partial = True
+        self.copies["tracked"] += 1
+        if nf_conntrack_in(skb, _PRE_ROUTING, now, self._table, self._cfg) != NF_ACCEPT:
+            self.copies["dropped"] += 1  # the slow path would have dropped it; the datapath forwarded it
+        return True
 
     def drain(self) -> list[TemplateRequest]:
         """The requests since the last call (after revalidating)."""

@@ -63,7 +63,7 @@ def _run(cfg: GatewayConfig) -> int:
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
     # ARP as the kernel does it (resolve_neighbours): held packets, ICMP host unreachable on failure
     engine = Engine(host, ruleset=ruleset, ruleset6=hf.ruleset6, seed=seed, resolve_neighbours=True,
-                    listeners=hf.listen, offload=cfg.offload)
+                    listeners=hf.listen, offload=cfg.offload, templates=cfg.offload_new)
     engine.ipsets = hf.sets
     loop = EventLoop(engine, opened.ports, mtus=opened.mtus)  # it runs the engine's timers when they are due
     loop.warn = say
@@ -81,7 +81,8 @@ def _run(cfg: GatewayConfig) -> int:
             return 1
     offload = None
     if cfg.offload:
-        offload = start_offload(engine, loop, [i.name for i in owned if i.kind != "tap"], seal=cfg.user is not None)
+        offload = start_offload(engine, loop, [i.name for i in owned if i.kind != "tap"], seal=cfg.user is not None,
+                                new_flows=cfg.offload_new)
         if offload is None:
             if control is not None:
                 control.close()
@@ -110,7 +111,8 @@ def _run(cfg: GatewayConfig) -> int:
     loop.on_hangup = hangup
     loop.install_signal_handlers()
     say(f"ready: {host.name} on " + ", ".join(opened.described)
-        + ("" if offload is None else f"; offload: tc BPF datapath on {', '.join(offload.ifnames)}"))
+        + ("" if offload is None else f"; offload: tc BPF datapath on {', '.join(offload.ifnames)}")
+        + (" with new connections" if offload is not None and offload.newconn is not None else ""))
     notifier.ready(f"forwarding on {', '.join(opened.ports)}")
     try:
         loop.run(duration=cfg.duration)

@@ -26,3 +26,4 @@ class GatewayConfig:
     adopt: bool = False  # take over the namespace the kernel routes now, give it back on exit
     not_owned: set[str] = field(default_factory=set)  # interfaces left to the kernel (bridge ports)
     offload: bool = False  # hand established flows to a tc BPF datapath (natbox.gateway.offload)
+    offload_new: bool = False  # and new TCP connections from templates (natbox.gateway.newconn); implies offload

@@ -133,6 +133,9 @@ class EventLoop:
         self._hangup = False
         self.on_hangup: Callable[[], None] | None = None  # SIGHUP: called from the loop, between packets
         self.after_wakeup: list[Callable[[], None]] = []  # called after each wakeup (control-socket events)
+        # called when frames were read from a port, before the engine sees them (--offload-new: the copies of
+        # the packets the datapath forwarded before them go first)
+        self.before_frames: list[Callable[[], object]] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -264,6 +267,8 @@ class EventLoop:
             return
         stats = self.stats
         stats["rx"] += len(frames)
+        for fn in self.before_frames:
+            fn()
         receive = self.engine.receive
         clock = self.clock
         limit = self._rx_limit[name]

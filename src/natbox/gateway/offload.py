@@ -46,9 +46,11 @@ from natbox.engine.fastpath import FlowPlan
 from natbox.engine.offload import OffloadAdd
 from natbox.errors import NatboxError
 from natbox.gateway.log import ERR, say
-from natbox.gateway.loop import EventLoop
+from natbox.gateway.loop import EVENT_READ, EventLoop
+from natbox.gateway.newconn import NewConnections
 from natbox.offload.datapath import Datapath, OffloadMapFull, detach_stale, ifindex
 from natbox.offload.entry import OffloadAction, OffloadKey, offload_entry
+from natbox.offload.newflows import EventRing
 
 __all__ = ["FOLD_INTERVAL", "GatewayOffload", "Offload", "remove_stale_filters", "start_offload"]
 
@@ -110,6 +112,7 @@ class GatewayOffload(Generic[K, A]):
         self.last_error = ""
         self.full = False  # the last install found the map full, and no entry went since
         self._waiting: dict[int, int] = {}  # ct id -> times refused for a full map, the oldest first
+        self.newconn: NewConnections | None = None  # --offload-new (gateway/newconn.py)
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -262,6 +265,8 @@ class GatewayOffload(Generic[K, A]):
                              f"original packets={flow.packets[0]} bytes={flow.bytes[0]} "
                              f"reply packets={flow.packets[1]} bytes={flow.bytes[1]} "
                              f"idle {max(now - flow.last_seen, 0.0):.1f}s")
+        if self.newconn is not None:
+            lines.append(self.newconn.report())
         if self.recent:
             lines.append("offload events (newest last):" + "".join(f"\n  {e}" for e in self.recent))
         return "\n".join(lines)
@@ -269,6 +274,8 @@ class GatewayOffload(Generic[K, A]):
     def close(self) -> None:
         """The last fold, then the datapath goes (filters detached, maps unpinned)."""
         try:
+            if self.newconn is not None:
+                self.newconn.close()
             self.fold()
         finally:
             self.installed.clear()
@@ -295,17 +302,20 @@ def _remove_stale_workdirs() -> None:
             shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
-def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: bool = False) -> Offload | None:
+def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: bool = False,
+                  new_flows: bool = False) -> Offload | None:
     """The datapath on `ifnames` (the AF_PACKET interfaces natbox owns), wired into the loop: requests carried
     out after every wakeup, counters folded every second. `seal` (--user): its bpffs and workdir go once it is
-    attached (`Datapath.seal`), while root may still remove them. None (having said why in one line) when it
-    cannot start."""
+    attached (`Datapath.seal`), while root may still remove them. `new_flows` (--offload-new): the program
+    handles new connections from the engine's templates too (gateway/newconn.py). None (having said why in one
+    line) when it cannot start."""
     if not ifnames:
         say("--offload: no AF_PACKET interface to offload on (TAP devices natbox holds cross no kernel path)", ERR)
         return None
     _remove_stale_workdirs()
     try:
-        datapath = Datapath(os.path.join(tempfile.gettempdir(), f"{WORKDIR_PREFIX}{os.getpid()}"))
+        datapath = Datapath(os.path.join(tempfile.gettempdir(), f"{WORKDIR_PREFIX}{os.getpid()}"),
+                            new_flows=new_flows)
     except NatboxError as exc:
         say(f"--offload: {exc}", ERR)
         return None
@@ -327,6 +337,19 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: 
 
     offload: Offload = GatewayOffload(engine, datapath, offload_entry, attached_ifindex, log=say)
     offload.ifnames = list(ifnames)
+    if datapath.new_flows is not None:
+        try:
+            ring = EventRing(datapath.new_flows.events_fd)
+        except OSError as exc:
+            datapath.close()
+            say(f"--offload-new: {exc}", ERR)
+            return None
+        newconn = offload.newconn = NewConnections(
+            engine, datapath.new_flows, ring, attached_ifindex, {ifindex(name): name for name in ifnames},
+            action=datapath.action, clock=time.monotonic, log=say)
+        loop.after_wakeup.append(newconn.sync)  # the copies first: what they do to the cts, offload.sync carries out
+        loop.before_frames.append(newconn.drain)
+        loop.watch(ring.fileno(), EVENT_READ, lambda mask: None)  # wakes the loop; after_wakeup drains
     loop.after_wakeup.append(offload.sync)
     loop.add_timers(offload)
     return offload

@@ -337,7 +337,8 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
  * copied to the nb_events ring buffer (NB_EV_CREATED) and forwarded. Every later packet of a TRACKED entry
  * (any flags) is copied and forwarded; natbox feeds the copies to its conntrack (gateway/newconn.py) and
  * removes the entries when the connection closes. No room in the ring buffer: the packet goes up to the
- * stack instead (natbox's own path), never forwarded untracked.
+ * stack instead (natbox's own path), never forwarded untracked. A FIN or RST meeting an entry natbox installed
+ * for an established connection makes both its directions TRACKED (nb_track_both).
  */
 #ifdef NB_NEW_FLOWS
 #define NEW_FLOWS 1
@@ -486,7 +487,32 @@ unclaim:
 	bpf_map_delete_elem(&nb_ct, &ok);
 	return NULL;
 }
+
+/* a FIN or RST of an ordinary entry (a connection natbox offloaded): both directions become TRACKED, so the
+ * close reaches natbox's conntrack packet by packet (the kernel's flowtable tears the flow down at once,
+ * nf_flow_state_check; natbox removes the entries when it has seen the FIN). The other direction's key is
+ * the inverse of what this entry writes, arriving by its out device. */
+static __always_inline void nb_track_both(struct nb_action *act, struct nb_key *key)
+{
+	struct nb_key back = {};
+	struct nb_action *other;
+
+	back.ifindex = act->oif;
+	back.saddr = act->daddr;
+	back.daddr = act->saddr;
+	back.sport = act->dport;
+	back.dport = act->sport;
+	back.proto = key->proto;
+	act->flags |= NB_F_TRACKED; /* no 32-bit atomics before -mcpu=v3; natbox rewrites whole values */
+	other = bpf_map_lookup_elem(&nb_flows, &back);
+	if (other)
+		other->flags |= NB_F_TRACKED;
+}
 #else
+static __always_inline void nb_track_both(struct nb_action *act, struct nb_key *key)
+{
+}
+
 static __always_inline int nb_copy(struct __sk_buff *skb, __u32 ifindex, __u16 flags)
 {
 	return -1;
@@ -595,7 +621,9 @@ int natbox_offload(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		created = 1;
 	} else if (unusual && !(act->flags & NB_F_TRACKED)) {
-		return TC_ACT_OK;
+		if (!(unusual & (TH_FIN | TH_RST)))
+			return TC_ACT_OK;
+		nb_track_both(act, &key);
 	}
 	if (!ip_header_ok(iph))
 		return TC_ACT_OK; /* the stack drops it and counts why */

@@ -1,0 +1,249 @@
+"""`natbox gateway --offload-new`: new TCP connections opened by the kernel datapath, natbox still the owner of
+the table (issue #16, new connections per second).
+
+The engine makes templates of template-safe SYNs (engine/template.py); natbox_offload.bpf.c built with
+-DNB_NEW_FLOWS forwards a later SYN of the same key itself, creating both directions' entries flagged
+TRACKED, and copies every packet of such a flow to a ring buffer (offload/newflows.py). `NewConnections`:
+
+- after every wakeup (`sync`), and before the frames of a packet socket are handled (`drain`, so that a
+  packet the program passed up is never seen before the copies that came before it): the template requests
+  become nb_tmpl updates, and each copy in the ring buffer is fed to the engine as the packet it was
+  (`Engine.receive`, the frame rebuilt from its headers with the payload's length, CHECKSUM_PARTIAL so
+  conntrack does not verify the sum of bytes it was not given; what the engine emits is dropped, the
+  program forwarded the packet). So the ct, its state, timeouts, window, events, accounting and the rule
+  counters are what natbox's own path makes of the same packets;
+- the SYN that created the entries (NB_EV_CREATED) is checked: the ct natbox made must have the binding the
+  program used (the reply tuple the entry's rewrite implies); if not, the entries go and the disagreement is
+  counted (`disagree`);
+- a flow's entries go when its ct reaches TIME_WAIT or CLOSE or is destroyed; when natbox offloads the ct
+  (ESTABLISHED and ASSURED) its ordinary entries replace them;
+- nb_ct mirrors every TCP ct's two tuples (`ConntrackTable.register_insert`/`register_destroy`), so the
+  program's NOEXIST claim of a new flow's tuples fails, and the SYN goes up, where natbox's own NAT would
+  have chosen another binding.
+
+Known window: a ct natbox's own path confirms in the same moment the program claims the same tuple for a
+SYN (two clients, the same port, the same server) is not detected before the SYN's copy is fed; it then
+counts as a disagreement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.tuple import ConnTuple
+from natbox.engine.engine import Engine
+from natbox.engine.template import TemplateAdd, TemplateDel, TemplateKey
+from natbox.errors import NatboxError
+from natbox.netfilter import CtStatus, TcpState
+from natbox.offload.datapath import NewFlowMaps
+from natbox.offload.entry import OffloadAction, OffloadKey, decode_action
+from natbox.offload.newflows import EventRing, decode_event, encode_ct_key, template_entry
+from natbox.wire.layout import (
+    ETH_HDR_LEN,
+    IPH_DADDR,
+    IPH_MIN_LEN,
+    IPH_SADDR,
+    IPH_TOT_LEN,
+    TCPH_DEST,
+    TCPH_DOFF,
+    TCPH_SOURCE,
+)
+
+__all__ = ["NewConnections"]
+
+_IP = ETH_HDR_LEN
+_L4 = ETH_HDR_LEN + IPH_MIN_LEN  # the program takes IHL 5 only
+_CLOSED = (TcpState.TIME_WAIT, TcpState.CLOSE)
+_OFFLOAD = int(CtStatus.OFFLOAD)
+
+
+def _reply_of(action: OffloadAction) -> ConnTuple:
+    """The REPLY tuple a packet rewritten by `action` implies: the inverse of what it leaves with."""
+    return ConnTuple(action.daddr, action.dport, action.saddr, action.sport, 6)
+
+
+class NewConnections:
+    """The templates installed, the copies fed, the TRACKED flows (see the module docstring)."""
+
+    def __init__(self, engine: Engine, maps: NewFlowMaps, ring: EventRing, ifindex: Callable[[str], int],
+                 ifnames: dict[int, str], *, action: Callable[[OffloadKey], bytes | None],
+                 clock: Callable[[], float], log: Callable[[str], None] = lambda text: None) -> None:
+        self.engine = engine
+        self.maps = maps
+        self.ring = ring
+        self._ifindex = ifindex
+        self._ifnames = ifnames
+        self._action = action  # the installed action of a key (nb_flows), for a SYN of a template already gone
+        self._clock = clock
+        self.log = log
+        self.templates: dict[TemplateKey, OffloadKey] = {}  # engine template key → the map's key
+        self._orig: dict[OffloadKey, OffloadAction] = {}  # the map's template key → its ORIGINAL action
+        self.tracked: dict[int, tuple[OffloadKey, OffloadKey]] = {}  # ct id → its TRACKED entries
+        self._creating = False  # feeding a created SYN: the program claimed its tuples already
+        self.stats = {"templates": 0, "fed": 0, "created": 0, "closed": 0, "disagree": 0, "claims": 0,
+                      "bad_events": 0, "errors": 0}
+        self.last_error = ""
+        engine.table.register_insert(self._inserted)
+        engine.table.register_destroy(self._destroyed)
+
+    # --- templates -------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """The loop's after-wakeup hook: copies fed, then the engine's template requests carried out."""
+        self.drain()
+        for req in self.engine.template_requests():
+            try:
+                if isinstance(req, TemplateAdd):
+                    entry = template_entry(req.template, self._ifindex)
+                    if entry is None:
+                        continue
+                    self.maps.install_template(entry.key, entry.value)
+                    self.templates[req.template.key] = entry.key
+                    self._orig[entry.key] = decode_action(entry.value[:48])
+                    self.stats["templates"] += 1
+                elif isinstance(req, TemplateDel):
+                    key = self.templates.pop(req.key, None)
+                    if key is not None:
+                        self.maps.remove_template(key)
+                else:  # TemplateFlush: every template goes at once
+                    for key in self.templates.values():
+                        self.maps.remove_template(key)
+                    self.templates.clear()
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
+
+    # --- the ring buffer -----------------------------------------------------------------------------
+
+    def drain(self) -> int:
+        """Feed every copy waiting in the ring buffer to the engine, oldest first; returns how many."""
+        records = self.ring.consume()
+        if not records:
+            return 0
+        now = self._clock()
+        receive = self.engine.receive
+        track = self.engine.track_copy
+        for raw in records:
+            ev = decode_event(raw)
+            name = None if ev is None else self._ifnames.get(ev.ifindex)
+            if ev is None or name is None or len(ev.data) < _L4 + TCPH_DOFF + 1:
+                self.stats["bad_events"] += 1
+                continue
+            data = ev.data
+            hdr = min(len(data), _L4 + (data[_L4 + TCPH_DOFF] >> 4) * 4)
+            total = _IP + int.from_bytes(data[_IP + IPH_TOT_LEN:_IP + IPH_TOT_LEN + 2], "big")
+            frame = data[:hdr] + bytes(max(total - hdr, 0))
+            t = ConnTuple(int.from_bytes(data[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
+                          int.from_bytes(data[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
+                          int.from_bytes(data[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
+                          int.from_bytes(data[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
+            if ev.created or not track(frame, name, now):
+                self._creating = ev.created
+                try:
+                    receive(frame, name, now, partial=True)  # the program forwarded it: natbox's output is dropped
+                finally:
+                    self._creating = False
+            self.stats["fed"] += 1
+            if ev.created:
+                self._created(t, ev.ifindex, now)
+            hit = self.engine.table.lookup(t, now)
+            if hit is None:
+                continue
+            conn = hit[0]
+            if conn.ct_id in self.tracked and (conn.status & _OFFLOAD
+                                               or (conn.tcp is not None and conn.tcp.state in _CLOSED)):
+                self._untrack(conn, "offloaded" if conn.status & _OFFLOAD else "closed")
+        return len(records)
+
+    def _created(self, t: ConnTuple, ifindex: int, now: float) -> None:
+        """The SYN that made a flow's entries was fed: its ct must have the binding the program used."""
+        self.stats["created"] += 1
+        key = OffloadKey(ifindex, 6, t.src, t.dst, t.sport, t.dport)
+        action = self._orig.get(key._replace(sport=0))
+        if action is None:
+            raw = self._action(key)
+            if raw is None:
+                return  # the entries are gone already
+            action = decode_action(raw)
+        action = action._replace(sport=t.sport)
+        reply = _reply_of(action)
+        reply_key = OffloadKey(action.oif, 6, reply.src, reply.dst, reply.sport, reply.dport)
+        hit = self.engine.table.lookup(t, now)
+        if hit is not None and hit[0].tuples[1] == reply:
+            self.tracked[hit[0].ct_id] = (key, reply_key)
+            return
+        self.stats["disagree"] += 1
+        self._error(f"offload-new: natbox's binding of {t} differs from the datapath's: entries removed")
+        self._remove(key, reply_key)
+        for claimed in (t, reply):
+            if self.engine.table.lookup(claimed, now) is None:
+                self._release(claimed)
+
+    # --- entries and tuples ----------------------------------------------------------------------
+
+    def _untrack(self, conn: Conn, why: str) -> None:
+        keys = self.tracked.pop(conn.ct_id, None)
+        if keys is None:
+            return
+        if why != "offloaded":  # offloaded: natbox's ordinary entries replaced them
+            self._remove(*keys)
+        self.stats["closed"] += 1
+
+    def _remove(self, *keys: OffloadKey) -> None:
+        for key in keys:
+            try:
+                self.maps.remove_tracked(key)
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
+
+    def _inserted(self, conn: Conn) -> None:
+        """A ct confirmed (ConntrackTable.register_insert): its TCP tuples go to nb_ct."""
+        if self._creating:
+            return  # the program claimed them when it created the flow
+        for t in conn.tuples:
+            if t.proto != 6 or t.src >> 32 or t.dst >> 32:
+                return
+        for t in conn.tuples:
+            try:
+                self.maps.claim(encode_ct_key(t.src, t.dst, t.sport, t.dport, 6))
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
+        self.stats["claims"] += 1
+
+    def _destroyed(self, conn: Conn) -> None:
+        """A ct left the table (or died unconfirmed): its entries and tuples go."""
+        self._untrack(conn, "destroyed")
+        if not conn.status & CtStatus.CONFIRMED:
+            return  # died unconfirmed: never claimed (a created flow's SYN that natbox dropped: _created)
+        for t in conn.tuples:
+            if t.proto != 6 or t.src >> 32 or t.dst >> 32:
+                return
+        for t in conn.tuples:
+            self._release(t)
+
+    def _release(self, t: ConnTuple) -> None:
+        try:
+            self.maps.release(encode_ct_key(t.src, t.dst, t.sport, t.dport, 6))
+        except (NatboxError, OSError) as exc:
+            self._error(f"offload-new: {exc}")
+
+    def _error(self, text: str) -> None:
+        self.stats["errors"] += 1
+        if self.last_error != text:
+            self.log(text)
+        self.last_error = text
+
+    # --- visibility and the end --------------------------------------------------------------------
+
+    def report(self) -> str:
+        templates = self.engine.templates
+        why = "" if templates is None or not templates.unsafe else f" (none made: {templates.unsafe})"
+        return (f"offload-new: {len(self.templates)} templates{why}, {len(self.tracked)} tracked flows, "
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
+    def close(self) -> None:
+        """The last copies fed (the maps go with the datapath)."""
+        try:
+            self.drain()
+        finally:
+            self.ring.close()
