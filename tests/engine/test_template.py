@@ -240,11 +240,11 @@ def test_copies_fed_leave_the_cts_and_counters_the_slow_path_leaves() -> None:
                             else _server(seq, ack, flags, payload, dport=sport))
             now = clock.step()
             assert len(slow.receive(frame, iface, now).emitted) == 1
-            if fed.track_copy(frame, iface, now):
+            if fed.track_copy(frame, iface, now) is not None:
                 tracked += 1
             else:
                 fed.receive(frame, iface, now, partial=True)
-    assert tracked == 2 * 4  # SYN-ACK, ACK, the server's FIN, the last ACK; the rest (ESTABLISHED) go whole
+    assert tracked == 2 * 5  # SYN-ACK, ACK, both FINs, the last ACK; the SYN and the established data go whole
     assert [format_conntrack(c, clock.now) for c in fed.table.live(clock.now)] == [
         format_conntrack(c, clock.now) for c in slow.table.live(clock.now)]
     assert [(c.acct_packets, c.acct_bytes, c.timeout) for c in fed.table.live(clock.now)] == [
@@ -260,4 +260,4 @@ def test_copies_fed_leave_the_cts_and_counters_the_slow_path_leaves() -> None:
 def test_no_copy_is_tracked_alone_when_templates_are_unsafe() -> None:
     engine, clock = _templated(_nat(MASQ, "-A POSTROUTING -j LOG")), Clock()
     _send(engine, clock, _syn(40000))
-    assert not engine.track_copy(_server(0, 1, tcp.SYN | tcp.ACK, dport=40000)[0], "wan0", clock.step())
+    assert engine.track_copy(_server(0, 1, tcp.SYN | tcp.ACK, dport=40000)[0], "wan0", clock.step()) is None

@@ -29,7 +29,7 @@ def test_c_source_has_the_same_sizes_and_bounds() -> None:
     assert int(defines["NB_MAX_CTS"]) == newflows.MAX_CTS
     assert int(defines["NB_EV_COPY"]) == newflows.EV_COPY
     assert int(defines["NB_EV_CREATED"]) == newflows.EV_CREATED
-    assert re.search(r"#define NB_EVENTS_SIZE \(1 << 22\)", src) and newflows.EVENTS_SIZE == 1 << 22
+    assert re.search(r"#define NB_EVENTS_SIZE \(1 << 20\)", src) and newflows.EVENTS_SIZE == 1 << 20
     assert newflows.TMPL_SIZE == 2 * 48 + KEY_SIZE
 
 

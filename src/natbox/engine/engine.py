@@ -493,11 +493,11 @@ class Engine:
         """The connection templates (None unless the engine was made with `templates=True`)."""
         return self._templates
 
-    def track_copy(self, frame: bytes, iface: str, now: float) -> bool:
+    def track_copy(self, frame: bytes, iface: str, now: float) -> Conn | None:
         """A copy of a packet a datapath forwarded for a connection it opened from a template: conntrack alone
-        when that is what the slow path would do to state (engine/template.py); False: call `receive`."""
+        when that is what the slow path would do to state (engine/template.py), the ct; None: call `receive`."""
         if self._templates is None:
-            return False
+            return None
         self._ctx.now = now
         return self._templates.track_copy(frame, iface, now)
 

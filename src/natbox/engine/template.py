@@ -33,9 +33,9 @@ Bounds: at most TEMPLATE_MAX templates; the oldest goes first (a `TemplateDel`).
 Copies (`track_copy`): a packet of a connection the datapath opened is fed back as the packet it was. While
 templates are safe nothing but conntrack sees a packet of an existing ct on the slow path (no raw, mangle,
 filter or security table; the nat chains only see a ct's first packet), so for a packet of a confirmed TCP ct
-that is not ESTABLISHED and ASSURED (the handshake and the close) `nf_conntrack_in` alone leaves the ct exactly
-as the whole slow path would; the caller hands anything else (a new ct, an established packet, which the slow
-path compiles and offloads) to `Engine.receive`.
+that is not offloaded, in the handshake or the close (not ESTABLISHED and ASSURED, or a FIN or RST: the slow
+path compiles and offloads none of those) `nf_conntrack_in` alone leaves the ct exactly as the whole slow path
+would; the caller hands anything else (a new ct, an established packet, an offloaded ct's) to `Engine.receive`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ _ETH_P_IP_BYTES = b"\x08\x00"
 _VER_IHL = ETH_HDR_LEN + IPH_VER_IHL
 _SADDR, _DADDR = ETH_HDR_LEN + IPH_SADDR, ETH_HDR_LEN + IPH_DADDR
 _SPORT, _DPORT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_SOURCE, ETH_HDR_LEN + IPH_MIN_LEN + TCPH_DEST
-_TCP_END = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS + 1
+_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS
+_TCP_END = _FLAGS + 1
+_FIN_RST = 0x05
+_OFFLOAD = int(CtStatus.OFFLOAD)
 _ES = TcpState.ESTABLISHED
 _ASSURED, _CONFIRMED = int(CtStatus.ASSURED), int(CtStatus.CONFIRMED)
 _PRE_ROUTING = Hook.PRE_ROUTING
@@ -294,28 +297,30 @@ class FlowTemplates:
                 del self.templates[tkey]
                 self.requests.append(TemplateDel(tkey, "neigh"))
 
-    def track_copy(self, frame: bytes, iface: str, now: float) -> bool:
+    def track_copy(self, frame: bytes, iface: str, now: float) -> Conn | None:
         """Feed a copy of a TCP packet (an Ethernet frame, IPv4 with IHL 5, as natbox_offload.bpf.c forwarded it)
-        to conntrack alone when that is all the slow path would do to state (see the module docstring); False:
-        the caller must hand it to `Engine.receive`. Its L4 checksum is not verified (CHECKSUM_PARTIAL)."""
+        to conntrack alone when that is all the slow path would do to state (see the module docstring): the ct;
+        None: the caller must hand it to `Engine.receive`. Its L4 checksum is not verified (CHECKSUM_PARTIAL)."""
         if len(frame) < _TCP_END or frame[_VER_IHL] != 0x45 or not self._safe():
-            return False
+            return None
         b = int.from_bytes
         t = ConnTuple(b(frame[_SADDR:_SADDR + 4], "big"), b(frame[_SPORT:_SPORT + 2], "big"),
                       b(frame[_DADDR:_DADDR + 4], "big"), b(frame[_DPORT:_DPORT + 2], "big"), 6)
         hit = self._table.lookup(t, now)
         if hit is None:
-            return False
+            return None
         conn = hit[0]
         tcp = conn.tcp
-        if tcp is None or (tcp.state == _ES and conn.status & _ASSURED) or not conn.status & _CONFIRMED:
-            return False
+        status = conn.status
+        if (tcp is None or status & _OFFLOAD or not status & _CONFIRMED
+                or (tcp.state == _ES and status & _ASSURED and not frame[_FLAGS] & _FIN_RST)):
+            return None
         skb = Skb(bytearray(frame[ETH_HDR_LEN:]), iif=iface)
         skb.csum_partial = True
         self.copies["tracked"] += 1
         if nf_conntrack_in(skb, _PRE_ROUTING, now, self._table, self._cfg) != NF_ACCEPT:
             self.copies["dropped"] += 1  # the slow path would have dropped it; the datapath forwarded it
-        return True
+        return conn
 
     def drain(self) -> list[TemplateRequest]:
         """The requests since the last call (after revalidating)."""

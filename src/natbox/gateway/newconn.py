@@ -133,23 +133,24 @@ class NewConnections:
             hdr = min(len(data), _L4 + (data[_L4 + TCPH_DOFF] >> 4) * 4)
             total = _IP + int.from_bytes(data[_IP + IPH_TOT_LEN:_IP + IPH_TOT_LEN + 2], "big")
             frame = data[:hdr] + bytes(max(total - hdr, 0))
-            t = ConnTuple(int.from_bytes(data[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
-                          int.from_bytes(data[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
-                          int.from_bytes(data[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
-                          int.from_bytes(data[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
-            if ev.created or not track(frame, name, now):
+            self.stats["fed"] += 1
+            conn = None if ev.created else track(frame, name, now)
+            if conn is None:
                 self._creating = ev.created
                 try:
                     receive(frame, name, now, partial=True)  # the program forwarded it: natbox's output is dropped
                 finally:
                     self._creating = False
-            self.stats["fed"] += 1
-            if ev.created:
-                self._created(t, ev.ifindex, now)
-            hit = self.engine.table.lookup(t, now)
-            if hit is None:
-                continue
-            conn = hit[0]
+                t = ConnTuple(int.from_bytes(data[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
+                              int.from_bytes(data[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
+                              int.from_bytes(data[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
+                              int.from_bytes(data[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
+                if ev.created:
+                    self._created(t, ev.ifindex, now)
+                hit = self.engine.table.lookup(t, now)
+                if hit is None:
+                    continue
+                conn = hit[0]
             if conn.ct_id in self.tracked and (conn.status & _OFFLOAD
                                                or (conn.tcp is not None and conn.tcp.state in _CLOSED)):
                 self._untrack(conn, "offloaded" if conn.status & _OFFLOAD else "closed")

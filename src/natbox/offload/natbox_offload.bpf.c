@@ -348,7 +348,7 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
 #define NB_F_TRACKED 2          /* action flag: every packet is copied to nb_events */
 #define NB_MAX_TEMPLATES 4096   /* engine/template.py TEMPLATE_MAX */
 #define NB_MAX_CTS 262144       /* nb_ct: both tuples of 131072 cts */
-#define NB_EVENTS_SIZE (1 << 22) /* bytes of the ring buffer */
+#define NB_EVENTS_SIZE (1 << 20) /* bytes of the ring buffer: 8192 copies, a few hundred ms of natbox's work */
 #define NB_EV_COPY 96           /* bytes of a packet copied: Ethernet, IPv4 without options, TCP with options */
 #define NB_EV_CREATED 1         /* event flag: the SYN that created the entries */
 
