@@ -337,7 +337,8 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
  * copied to the nb_events ring buffer (NB_EV_CREATED) and forwarded. Every later packet of a TRACKED entry
  * (any flags) is copied and forwarded; natbox feeds the copies to its conntrack (gateway/newconn.py) and
  * removes the entries when the connection closes. No room in the ring buffer: the packet goes up to the
- * stack instead (natbox's own path), never forwarded untracked. A FIN or RST meeting an entry natbox installed
+ * stack instead (natbox's own path), never forwarded untracked; a SYN goes up already when natbox is
+ * NB_EVENTS_BACKLOG behind. A FIN or RST meeting an entry natbox installed
  * for an established connection makes both its directions TRACKED (nb_track_both).
  */
 #ifdef NB_NEW_FLOWS
@@ -351,6 +352,10 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
 #define NB_EVENTS_SIZE (1 << 20) /* bytes of the ring buffer: 8192 copies, a few hundred ms of natbox's work */
 #define NB_EV_COPY 96           /* bytes of a packet copied: Ethernet, IPv4 without options, TCP with options */
 #define NB_EV_CREATED 1         /* event flag: the SYN that created the entries */
+/* new flows only while natbox is less than this far behind (bytes of copies waiting): the rest of the ring
+ * buffer is for the packets of the flows already open, which would otherwise go up half-tracked, and a SYN
+ * that goes up waits behind at most this much of natbox's work */
+#define NB_EVENTS_BACKLOG (NB_EVENTS_SIZE / 4)
 
 struct nb_tmpl {
 	struct nb_action orig;  /* sport: each SYN's own */
@@ -445,7 +450,7 @@ static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, stru
 
 	tk.sport = 0;
 	t = bpf_map_lookup_elem(&nb_tmpl, &tk);
-	if (!t || !ip_header_ok(iph) || tot_len > t->orig.mtu
+	if (!t || bpf_ringbuf_query(&nb_events, BPF_RB_AVAIL_DATA) > NB_EVENTS_BACKLOG || !ip_header_ok(iph) || tot_len > t->orig.mtu
 	    || bpf_check_mtu(skb, t->orig.oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
 		return NULL;
 	ok.saddr = key->saddr;
