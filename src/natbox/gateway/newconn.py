@@ -29,6 +29,7 @@ counts as a disagreement.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple
@@ -36,9 +37,8 @@ from natbox.engine.engine import Engine
 from natbox.engine.template import TemplateAdd, TemplateDel, TemplateKey
 from natbox.errors import NatboxError
 from natbox.netfilter import CtStatus, TcpState
-from natbox.offload.datapath import NewFlowMaps
 from natbox.offload.entry import OffloadAction, OffloadKey, decode_action
-from natbox.offload.newflows import EventRing, decode_event, encode_ct_key, template_entry
+from natbox.offload.newflows import decode_event, encode_ct_key, template_entry
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     IPH_DADDR,
@@ -50,7 +50,7 @@ from natbox.wire.layout import (
     TCPH_SOURCE,
 )
 
-__all__ = ["NewConnections"]
+__all__ = ["NewConnections", "NewFlowMapsLike", "RingLike"]
 
 _IP = ETH_HDR_LEN
 _L4 = ETH_HDR_LEN + IPH_MIN_LEN  # the program takes IHL 5 only
@@ -63,10 +63,32 @@ def _reply_of(action: OffloadAction) -> ConnTuple:
     return ConnTuple(action.daddr, action.dport, action.saddr, action.sport, 6)
 
 
+class NewFlowMapsLike(Protocol):
+    """natbox.offload.datapath.NewFlowMaps, as the gateway uses it."""
+
+    def install_template(self, key: OffloadKey, value: bytes) -> None: ...
+
+    def remove_template(self, key: OffloadKey) -> None: ...
+
+    def claim(self, ct_key: bytes) -> None: ...
+
+    def release(self, ct_key: bytes) -> None: ...
+
+    def remove_tracked(self, key: OffloadKey) -> None: ...
+
+
+class RingLike(Protocol):
+    """natbox.offload.newflows.EventRing: the records waiting, oldest first."""
+
+    def consume(self) -> list[bytes]: ...
+
+    def close(self) -> None: ...
+
+
 class NewConnections:
     """The templates installed, the copies fed, the TRACKED flows (see the module docstring)."""
 
-    def __init__(self, engine: Engine, maps: NewFlowMaps, ring: EventRing, ifindex: Callable[[str], int],
+    def __init__(self, engine: Engine, maps: NewFlowMapsLike, ring: RingLike, ifindex: Callable[[str], int],
                  ifnames: dict[int, str], *, action: Callable[[OffloadKey], bytes | None],
                  clock: Callable[[], float], log: Callable[[str], None] = lambda text: None) -> None:
         self.engine = engine

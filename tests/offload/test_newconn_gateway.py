@@ -1,0 +1,123 @@
+"""gateway/newconn.py without a kernel: the maps and the ring buffer played by the test. Templates become map
+updates; the copies a datapath would write are fed to the engine; a flow's entries go when it closes; a binding
+natbox does not share is undone; every TCP ct's tuples are claimed and released."""
+
+from __future__ import annotations
+
+import struct
+
+from tests.engine.test_offload import CLIENT, DPORT, GW_WAN, SERVER, Clock
+from tests.engine.test_template import _client, _server, _syn, _templated
+
+from natbox.engine.engine import Engine
+from natbox.gateway.newconn import NewConnections
+from natbox.offload.entry import OffloadKey
+from natbox.offload.newflows import EV_COPY, encode_ct_key, template_entry
+from natbox.wire import tcp
+
+IFINDEX = {"lan0": 4, "wan0": 5}
+CLOSE = [(True, 0, 0, tcp.SYN), (False, 0, 1, tcp.SYN | tcp.ACK), (True, 1, 1, tcp.ACK),
+         (True, 1, 1, tcp.ACK | tcp.FIN), (False, 1, 2, tcp.ACK | tcp.FIN), (True, 2, 2, tcp.ACK)]
+
+
+class Maps:
+    def __init__(self) -> None:
+        self.templates: dict[OffloadKey, bytes] = {}
+        self.claimed: set[bytes] = set()
+        self.removed: list[OffloadKey] = []
+
+    def install_template(self, key: OffloadKey, value: bytes) -> None:
+        self.templates[key] = value
+
+    def remove_template(self, key: OffloadKey) -> None:
+        del self.templates[key]
+
+    def claim(self, ct_key: bytes) -> None:
+        self.claimed.add(ct_key)
+
+    def release(self, ct_key: bytes) -> None:
+        self.claimed.discard(ct_key)
+
+    def remove_tracked(self, key: OffloadKey) -> None:
+        self.removed.append(key)
+
+
+class Ring:
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def consume(self) -> list[bytes]:
+        out, self.records = self.records, []
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _event(frame: bytes, iface: str, created: bool = False) -> bytes:
+    """struct nb_event as natbox_offload.bpf.c writes it."""
+    data = frame[:EV_COPY]
+    return struct.pack("=IHHI4xQ", IFINDEX[iface], len(data), int(created), len(frame), 0) + data.ljust(EV_COPY, b"\0")
+
+
+def _setup() -> tuple[Engine, NewConnections, Maps, Ring, Clock]:
+    engine, clock, maps, ring = _templated(), Clock(), Maps(), Ring()
+    names = {v: k for k, v in IFINDEX.items()}
+    installed: dict[OffloadKey, bytes] = {}
+    conns = NewConnections(engine, maps, ring, IFINDEX.__getitem__, names, action=installed.get,
+                           clock=lambda: clock.now)
+    engine.receive(*_syn(39999), clock.step())  # natbox's own path: the template
+    conns.sync()
+    return engine, conns, maps, ring, clock
+
+
+def _copies(ring: Ring, sport: int, created: bool = True) -> None:
+    for i, (outbound, seq, ack, flags) in enumerate(CLOSE):
+        frame, iface = _client(seq, ack, flags, sport=sport) if outbound else _server(seq, ack, flags, dport=sport)
+        ring.records.append(_event(frame, iface, created and i == 0))
+
+
+def test_a_template_is_installed_and_a_flow_the_datapath_opened_is_tracked_until_it_closes() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    (key,) = maps.templates
+    assert key == OffloadKey(4, 6, CLIENT, SERVER, 0, DPORT)
+    entry = engine.templates and template_entry(next(iter(engine.templates.templates.values())),
+                                                IFINDEX.__getitem__)
+    assert entry and maps.templates[key] == entry.value
+    # natbox's own ct is claimed (both tuples)
+    assert encode_ct_key(CLIENT, SERVER, 39999, DPORT, 6) in maps.claimed
+    assert encode_ct_key(SERVER, GW_WAN, DPORT, 39999, 6) in maps.claimed
+    _copies(ring, 40000)
+    clock.step()
+    assert conns.drain() == len(CLOSE)
+    (conn,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    assert conn.tcp is not None and conn.tcp.state.name == "TIME_WAIT" and conn.tuples[1].dport == 40000
+    assert conns.stats["created"] == 1 and conns.stats["disagree"] == 0 and conns.stats["closed"] == 1
+    # both TRACKED entries went at TIME_WAIT: the SYN's and the reply's (arriving on wan0, the port the wildcard)
+    assert maps.removed == [OffloadKey(4, 6, CLIENT, SERVER, 40000, DPORT),
+                            OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40000)]
+    assert engine.templates is not None and engine.templates.copies["tracked"] == len(CLOSE) - 1
+    # the ct's tuples were claimed by the datapath, and go when it does
+    engine.table.delete(conn, clock.now)
+    assert encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6) not in maps.claimed
+
+
+def test_a_rule_change_removes_the_templates() -> None:
+    engine, conns, maps, _, _ = _setup()
+    rules = _templated().rules
+    engine.rules = rules
+    conns.sync()
+    assert maps.templates == {} and conns.templates == {}
+
+
+def test_a_binding_natbox_does_not_share_is_undone() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    # another client holds GW_WAN:40001 towards the server: natbox's NAT picks another port for this SYN,
+    # while the datapath (which, in this race, did not see the claim) used 40001
+    engine.receive(*_syn(40001, client=CLIENT + 1), clock.step())
+    ring.records.append(_event(_client(0, 0, tcp.SYN, sport=40001)[0], "lan0", created=True))
+    conns.drain()
+    assert conns.stats["disagree"] == 1 and conns.tracked == {}
+    assert maps.removed == [OffloadKey(4, 6, CLIENT, SERVER, 40001, DPORT),
+                            OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40001)]
+    assert encode_ct_key(SERVER, GW_WAN, DPORT, 40001, 6) in maps.claimed  # the other client's: kept
