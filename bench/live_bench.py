@@ -234,7 +234,8 @@ def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
                  "conn_per_s": conn_rate(lab, seconds) if "conn" in want else nan}
                 | dict(zip(("ping_ms", "ping_est_ms"), ping(lab, "-4", SERVER) if "ping" in want else (nan, nan),
                            strict=True))
-                | (measure6(lab, seconds) if "ipv6" in want else {}))
+                | (measure6(lab, seconds) if "ipv6" in want
+                   else {"tcp6_gbps": nan, "ping6_ms": nan, "ping6_est_ms": nan}))
 
     runs = [one() for _ in range(max(1, repeat))]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
