@@ -5,7 +5,7 @@
                                     [--no-offload-new] [--no-ipv6] [--metrics conn,ping,...]
                                     [--json FILE] [--gateway-arg=--no-ring ...] [--patched-csum]
 
-Topology (src/natbox/lab/examples/basic6.toml, lab name "nbench"): client 10.0.1.2 -- gw (lan0 10.0.1.1,
+Topology (src/natbox/lab/examples/basic6.toml, lab "lbn" + the pid in base 36): client 10.0.1.2 -- gw (lan0 10.0.1.1,
 wan0 198.51.100.1, MASQUERADE 10.0.1.0/24 out of wan0) -- server 198.51.100.2, dual-stack (fd00:1::2 --
 gw -- 2001:db8:1::2, MASQUERADE fd00:1::/64 out of wan0); --no-ipv6: basic.toml, IPv4 only.
 
@@ -287,6 +287,44 @@ def bare_mode(lab: Lab) -> tuple[str, str]:
     return _mac(lab, "client", "eth0"), _mac(lab, "server", "eth0")
 
 
+LAB_PREFIX = "lbn"  # the lab of a run is LAB_PREFIX + its pid in base 36 (lab names: at most 8 of [a-z0-9])
+_LAB_NS = re.compile(r"^nbx-" + LAB_PREFIX + r"([0-9a-z]{1,5})-gw\b")
+
+
+def bench_lab_name(pid: int) -> str:
+    """The lab name of the live_bench run `pid`: its own namespaces, so that two runs at once (two helpers'
+    runs, say) do not tear each other's lab down (each used to start with `lab_down` of one shared name)."""
+    digits = ""
+    while True:
+        pid, d = divmod(pid, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not pid:
+            return LAB_PREFIX + digits
+
+
+def other_runs(lab: Lab) -> list[int]:
+    """The pids of other live_bench runs whose labs exist now. The lab of a run that is gone (killed) is
+    removed; so is this run's own name, should a stale lab hold it."""
+    res = run(["ip", "netns", "list"], check=False)
+    running = []
+    for line in res.stdout.splitlines():
+        m = _LAB_NS.match(line)
+        if m is None:
+            continue
+        pid = int(m.group(1), 36)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if pid != os.getpid() and b"live_bench" in cmdline:
+            running.append(pid)
+        else:  # its namespaces by name (every lab of live_bench has the same nodes)
+            own, lab.name = lab.name, LAB_PREFIX + m.group(1)
+            lab_down(lab)
+            lab.name = own
+    return running
+
+
 def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | None,
              repeat: int, environ: dict[str, str] | None = None) -> dict[str, float] | None:
     """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder), from /, with
@@ -418,8 +456,10 @@ def main() -> int:
     IPV6["on"] = not args.no_ipv6
     lab_file = "basic.toml" if args.no_ipv6 else "basic6.toml"
     lab = parse_lab_toml((EXAMPLES / lab_file).read_text(), str(EXAMPLES / lab_file))
-    lab.name = "nbench"
-    lab_down(lab)
+    lab.name = bench_lab_name(os.getpid())
+    for pid in other_runs(lab):
+        print(f"live_bench: warning: another live_bench (pid {pid}) is running: its traffic and CPU disturb these "
+              "figures", file=sys.stderr, flush=True)
     lab_up(lab)
     results: dict[str, dict[str, float]] = {}
     failed: list[str] = []
