@@ -4,12 +4,19 @@ Builds three throwaway namespaces (client 10.98.0.2, router 10.98.0.1/10.98.1.1,
 traffic described in test_kernel_capture.py, captures what the router's conntrack saw at PRE_ROUTING, replays
 it through natbox and compares `conntrack -L` / `-S` line by line (use= ignored, timeout within 1 s). The
 namespaces are deleted afterwards. Skipped when the tools or privileges are missing.
+
+No step waits a fixed time hoping the other side is done: tcpdump's "listening on" line, the server's
+"ready", the held connection's "held" are waited for (bounded), and the capture is complete once it holds a
+marker datagram sent after the listing (tcpdump hands packets over late under load, and drops what it still
+buffers when stopped).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import struct
@@ -21,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from natbox.conntrack.config import ConntrackConfig
-from natbox.conntrack.format import format_conntrack, format_stats
+from natbox.conntrack.format import format_conntrack, format_stats, parse_conntrack_line
 from natbox.conntrack.table import ConntrackTable
 from natbox.testing import paths
 from natbox.testing.conntrack import replay_capture as replay
-from natbox.testing.conntrack import timeouts_close, without_timeout
+from natbox.testing.conntrack import without_timeout
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -45,13 +52,14 @@ def tcp_loop():
         else:
             held.append(c)
 threading.Thread(target=tcp_loop, daemon=True).start()
+print("ready", flush=True)
 while True:
     data, addr = u.recvfrom(2000)
     u.sendto(data, addr)
 """
 
 CLIENT = """
-import socket, sys, time
+import fcntl, socket, struct, sys, termios, time
 sys.path.insert(0, SRC)
 import natbox.testing.conntrack as L
 A = "10.98.0.2"; B = "10.98.1.2"; X = "10.98.1.77"
@@ -59,8 +67,14 @@ raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 def send(pkt, dst):
     raw.sendto(bytes(pkt), (dst, 0))
 act = sys.argv[1]
+# every action returns once the router has seen all of its packets: nothing is in flight at the listing
 if act == "icmp":
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); r.settimeout(20)
     send(L.icmp(A, B, 8, ident=4242, seq=1, body=b"x" * 16), B)
+    while True:  # the echo reply
+        d = r.recv(2000)
+        if d[20] == 0 and d[24:26] == (4242).to_bytes(2, "big"):
+            break
 elif act == "udp_closed":
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((A, 40002)); u.sendto(b"hello", (B, 5001))
 elif act == "udp_stream":
@@ -72,11 +86,21 @@ elif act == "tcp_refused":
         s.connect((B, 81))
     except OSError:
         pass
-elif act == "tcp_close":
-    s = socket.socket(); s.bind((A, 40001)); s.connect((B, 8080)); s.send(b"close"); time.sleep(0.2); s.close()
-    time.sleep(0.3)
+elif act == "tcp_close":  # the server closes first (its FIN read as EOF), then we do
+    s = socket.socket(); s.bind((A, 40001)); s.connect((B, 8080)); s.send(b"close"); s.settimeout(20)
+    assert s.recv(100) == b""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 20))
+    s.close()  # with SO_LINGER: returns once our FIN is acknowledged
 elif act == "tcp_open":
-    s = socket.socket(); s.bind((A, 40000)); s.connect((B, 8080)); s.send(b"hold"); time.sleep(30)
+    s = socket.socket(); s.bind((A, 40000)); s.connect((B, 8080)); s.send(b"hold")
+    end = time.time() + 20
+    # SIOCOUTQ: bytes not yet sent (autocork may hold them back after send() returned) or not acknowledged
+    while struct.unpack("i", fcntl.ioctl(s, termios.TIOCOUTQ, bytes(4)))[0]:
+        assert time.time() < end, "hold never acknowledged"
+        time.sleep(0.01)
+    print("held", flush=True); time.sleep(60)
+elif act == "marker":  # sent after the listing: once the capture holds it, it holds everything before
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((A, 40009)); u.sendto(MARK, (B, 5000))
 elif act == "raw_unreach":
     send(L.tcp(A, X, 47000, 80, L.SYN, seq=1), X)
     send(L.tcp(A, X, 47002, 80, L.ACK, seq=1, ack=5), X)
@@ -87,6 +111,36 @@ elif act == "raw_unreach":
     send(L.icmp(A, X, 0, ident=998), X)
     send(L.udp(A, X, 1, 2, bad_csum=True), X)
 """
+
+
+MARK = b"natbox-capture-marker"
+WAIT = 20.0  # seconds any one of the conditions above may take on a loaded machine
+
+
+def _wait_line(proc: subprocess.Popen[bytes], stream: str, text: bytes) -> None:
+    """Read `proc`'s stdout or stderr until it said `text` (at most WAIT seconds). Unbuffered reads: a
+    buffered readline could take two lines at once and leave select() nothing more to report."""
+    pipe = proc.stdout if stream == "stdout" else proc.stderr
+    assert pipe is not None
+    deadline = time.monotonic() + WAIT
+    seen = b""
+    while text not in seen and time.monotonic() < deadline:
+        if select.select([pipe], [], [], max(deadline - time.monotonic(), 0))[0]:
+            chunk = os.read(pipe.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    assert text in seen, f"no {text!r} from {proc.args!r} within {WAIT} s: {seen!r}"
+
+
+def _wait_marker(pcap: Path) -> None:
+    marker = MARK.hex()
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if pcap.exists() and pcap.stat().st_size >= 24 and any(str(h).endswith(marker) for _, h in _read_pcap(pcap)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the capture lacks the marker datagram after {WAIT} s")
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -172,40 +226,58 @@ def test_live_kernel_conntrack_list_matches(tmp_path: Path) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         (tmp_path / "server.py").write_text(SERVER)
-        client = f"SRC = {str(paths.SRC)!r}\n" + CLIENT
+        client = f"SRC = {str(paths.SRC)!r}\nMARK = {MARK!r}\n" + CLIENT
         (tmp_path / "client.py").write_text(client)
         pcap = tmp_path / "cap.pcap"
         procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", NS[1], "tcpdump", "-i", "any", "-Q", "in", "-U", "-w", str(pcap), "ip"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["ip", "netns", "exec", NS[2], sys.executable, str(tmp_path / "server.py")]))
-        time.sleep(1.5)
+            # immediate mode hands each packet over at once; its ring has one slot per snaplen bytes of the
+            # buffer (-B KiB), so a small snaplen: 2 MiB of 256 KiB slots dropped packets while tcpdump waited
+            # for a CPU
+            ["ip", "netns", "exec", NS[1], "tcpdump", "-i", "any", "-Q", "in", "-U", "--immediate-mode",
+             "-s", "2048", "-B", "4096", "-w", str(pcap), "ip"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        _wait_line(procs[-1], "stderr", b"listening on")
+        procs.append(subprocess.Popen(["ip", "netns", "exec", NS[2], sys.executable, str(tmp_path / "server.py")],
+                                      stdout=subprocess.PIPE))
+        _wait_line(procs[-1], "stdout", b"ready")
         for act in ("icmp", "udp_closed", "udp_stream", "tcp_refused", "tcp_close", "raw_unreach"):
-            _nx(NS[0], sys.executable, str(tmp_path / "client.py"), act)
+            res = _nx(NS[0], sys.executable, str(tmp_path / "client.py"), act)
+            assert res.returncode == 0, (act, res.stderr)
         procs.append(subprocess.Popen(["ip", "netns", "exec", NS[0], sys.executable, str(tmp_path / "client.py"),
-                                       "tcp_open"]))
-        time.sleep(1.0)
+                                       "tcp_open"], stdout=subprocess.PIPE))
+        _wait_line(procs[-1], "stdout", b"held")
         now = time.time()
         listing = _nx(NS[1], "conntrack", "-L").stdout
         later = time.time()  # the kernel printed its timeouts somewhere between `now` and `later`
         stats = _nx(NS[1], "conntrack", "-S").stdout
-        time.sleep(0.3)
+        _nx(NS[0], sys.executable, str(tmp_path / "client.py"), "marker")
+        _wait_marker(pcap)
         procs[0].send_signal(signal.SIGINT)
         procs[0].wait(5)
+        assert procs[0].stderr is not None
+        said = procs[0].stderr.read().decode()
+        assert re.search(r"^0 packets dropped by kernel$", said, re.M), said
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
         _teardown()
-    (tmp_path / "kernel.json").write_text(json.dumps({"list": listing, "stats": stats}))
+    (tmp_path / "kernel.json").write_text(json.dumps({"list": listing, "stats": stats, "now": now, "later": later}))
     table = ConntrackTable()
-    replay(_read_pcap(pcap), table, ConntrackConfig(), now)
-    mine = sorted(format_conntrack(c, now) for c in table.live(now))
-    theirs = sorted(line for line in listing.splitlines() if line)
+    replay(_read_pcap(pcap), table, ConntrackConfig(), now)  # the marker, sent after `later`, is left out
+    # sorted without the timeout: two entries whose timeouts differ by one second between the sides (allowed
+    # below) would otherwise sort in different orders
+    mine = sorted((format_conntrack(c, now) for c in table.live(now)), key=without_timeout)
+    theirs = sorted((line for line in listing.splitlines() if line), key=without_timeout)
     assert [without_timeout(x) for x in mine] == [without_timeout(x) for x in theirs]
-    mine_later = sorted(format_conntrack(c, later) for c in table.live(now))
+    mine_later = sorted((format_conntrack(c, later) for c in table.live(now)), key=without_timeout)
     for a, a_later, b in zip(mine, mine_later, theirs, strict=True):
-        assert timeouts_close(a, b) or timeouts_close(a_later, b), (a, a_later, b)
+        # the kernel printed at some moment between `now` and `later` (however long `conntrack -L` took), so its
+        # timeout lies between ours at those two moments, give or take the one jiffy of truncation its clock has
+        ta, ta_later, tb = (parse_conntrack_line(x)["timeout"] for x in (a, a_later, b))
+        if ta is None or ta_later is None or tb is None:
+            assert ta is tb is None, (a, b)
+        else:
+            assert ta_later - 1 <= tb <= ta + 1, (a, a_later, b)
     cpu_lines = [line for line in stats.splitlines() if line.startswith("cpu=")]
     totals = {k: sum(int(part.split("=")[1]) for line in cpu_lines for part in line.split()
                      if part.startswith(k + "=")) for k in ("invalid", "drop", "insert_failed", "error")}
