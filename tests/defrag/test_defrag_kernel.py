@@ -3,6 +3,10 @@
 A three-namespace veth lab (sender 10.99.1.2 → router with MASQUERADE → receiver 10.99.2.2) gets
 crafted frames through an AF_PACKET socket; what the router forwards or sends back is compared with
 natbox's model of the same sequence. Needs root and `ip`; the namespaces are deleted afterwards.
+
+An exchange ends when a marker sent after the frames comes through (a datagram to the receiver, or an echo
+reply from the router), not after a fixed time: on a loaded machine the sender may still be starting when a
+fixed window has closed. The sender stays on one CPU so that its frames reach the router in order.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pytest
 from natbox.engine.defrag import IP_DEFRAG_CONNTRACK_IN, IcmpOnExpire, IpDefrag
 from natbox.netfilter import NfVerdict
 from natbox.wire.ethernet import build_ethernet, mac_from_str
-from natbox.wire.icmp import build_icmp_error
+from natbox.wire.icmp import build_icmp_echo, build_icmp_error
 from natbox.wire.ipv4 import build_ipv4, ip_fragment, ip_rcv_options, str_to_addr
 from natbox.wire.udp import build_udp
 
@@ -28,6 +32,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 # namespace names carry the pid: two runs of the suite on one machine must not meet
 NS = tuple(f"nbxd{os.getpid() % 100000}-{x}" for x in "arb")
 FRAG_TIME = 2
+MARKER = b"natbox-defrag-marker"
+MARKER_DEADLINE = 30.0  # seconds an exchange may take on a loaded machine before it fails
 A, B, R = str_to_addr("10.99.1.2"), str_to_addr("10.99.2.2"), str_to_addr("10.99.1.1")
 
 RECV = r"""
@@ -37,6 +43,7 @@ s.bind((sys.argv[1], 0))
 s.settimeout(0.1)
 print("ready", flush=True)
 end = time.time() + float(sys.argv[2])
+marker = bytes.fromhex(sys.argv[3])  # empty: receive until `end`; else until a frame carrying it (left out)
 out = []
 while time.time() < end:
     try:
@@ -44,12 +51,18 @@ while time.time() < end:
     except socket.timeout:
         continue
     if addr[2] != 4 and f[12:14] == b"\x08\x00":
+        if marker and marker in f:
+            break
         out.append(f[14:].hex())
+else:
+    if marker:
+        sys.exit("no marker within the deadline")
 print(json.dumps(out), flush=True)
 """
 
 SEND = r"""
-import socket, sys, time
+import os, socket, sys, time
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one CPU's backlog: the router gets the frames in order
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((sys.argv[1], 0))
 for line in sys.stdin:
@@ -94,17 +107,26 @@ class Lab:
                 return int(line.split()[-1])
         return -1
 
-    def exchange(self, datagrams: list[bytearray], *, back: bool = False, wait: float = 1.0) -> list[bytes]:
-        """Send from the sender; return the IPv4 datagrams seen at the receiver (or back at the sender)."""
+    def exchange(self, datagrams: list[bytearray], *, back: bool = False, wait: float | None = None) -> list[bytes]:
+        """Send from the sender; return the IPv4 datagrams seen at the receiver (or back at the sender) until
+        the marker sent after them arrives; with `wait`, those seen in that many seconds instead (for what
+        a kernel timer sends)."""
         ns, dev = (NS[0], "nbxd-va") if back else (NS[2], "nbxd-vb")
-        rx = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", RECV, dev, str(wait)],
+        if wait is None:  # back: an echo request to the router, whose reply follows any error it sent before
+            marker = (build_ipv4(A, R, 1, build_icmp_echo(0x6E62, 1, MARKER)) if back
+                      else build_ipv4(A, B, 17, build_udp(A, B, 40099, 5999, MARKER)))
+            datagrams = [*datagrams, marker]
+        rx = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", RECV, dev,
+                               str(MARKER_DEADLINE if wait is None else wait), "" if wait else MARKER.hex()],
                               stdout=subprocess.PIPE, text=True)
         assert rx.stdout is not None
         assert rx.stdout.readline().strip() == "ready"
         frames = "".join(build_ethernet(self.router_mac, self.mac_a, 0x0800, d).hex() + "\n" for d in datagrams)
         subprocess.run(["ip", "netns", "exec", NS[0], "python3", "-c", SEND, "nbxd-va"], input=frames, text=True,
                        check=True)
-        out = json.loads(rx.communicate()[0])
+        said = rx.communicate()[0]
+        assert rx.returncode == 0, f"the receiver saw no marker within {MARKER_DEADLINE} s"
+        out = json.loads(said)
         return [bytes.fromhex(h) for h in out]
 
     def close(self) -> None:
