@@ -1,13 +1,14 @@
 """The comparison rules of §10: port bijection, ignored ID/TTL of generated ICMP, conntrack timeout
-tolerance, exact counters. Kernel runs are synthesised from crafted frames (no namespaces needed)."""
+window (from the measured listing times), exact counters. Kernel runs are synthesised from crafted frames (no
+namespaces needed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from natbox.difftest.compare import compare, compare_conntrack, compare_counters
+from natbox.difftest.compare import compare, compare_conntrack, compare_counters, timeout_window
 from natbox.difftest.kernel import Captured, KernelRun
-from natbox.difftest.natbox_side import NatboxRun
+from natbox.difftest.natbox_side import NatboxRun, frame_skew
 from natbox.difftest.packets import build_crafted
 from natbox.difftest.portmap import PortMap
 
@@ -100,12 +101,45 @@ def test_conntrack_timeout_tolerance_and_use() -> None:
     def n(timeout: int, use: int = 2, port: int = 31000) -> list[str]:
         return [k[0].replace(" 29 ", f" {timeout} ").replace("use=1", f"use={use}").replace("6517", str(port))]
 
-    assert compare_conntrack(k, n(27), pm) == []  # kernel - 2
-    assert compare_conntrack(k, n(30), pm) == []  # kernel + 1
-    assert len(compare_conntrack(k, n(26), pm)) == 1
-    assert len(compare_conntrack(k, n(31), pm)) == 1
-    assert [d.where for d in compare_conntrack(k, n(29, port=6517), pm)] == ["entry"]  # unmapped port
-    assert len(compare_conntrack(k, [], pm)) == 1 and len(compare_conntrack([], k, pm)) == 1
+    window = (-2, 1)
+    assert compare_conntrack(k, n(27), pm, window) == []  # kernel - 2
+    assert compare_conntrack(k, n(30), pm, window) == []  # kernel + 1
+    assert len(compare_conntrack(k, n(26), pm, window)) == 1
+    (d,) = compare_conntrack(k, n(31), pm, window)
+    assert d.detail == "timeout 31 outside 27..30"
+    assert [d.where for d in compare_conntrack(k, n(29, port=6517), pm, window)] == ["entry"]  # unmapped port
+    assert len(compare_conntrack(k, [], pm, window)) == 1 and len(compare_conntrack([], k, pm, window)) == 1
+
+
+def test_timeout_window_follows_the_measured_listing_times() -> None:
+    # a replay lists at the moment the kernel's `conntrack -L` started: natbox may be above the kernel by as
+    # much time as passed until the kernel printed, and one below (a jiffy at a second's boundary)
+    assert timeout_window(KernelRun("t", {}, conntrack_time=1.0, conntrack_end=1.05), NatboxRun()) == (-1, 1)
+    slow = KernelRun("t", {}, conntrack_time=1.0, conntrack_end=3.5)
+    assert timeout_window(slow, NatboxRun()) == (-1, 3)
+    # unmeasured end (a run made before conntrack_end existed): the listing took no time
+    assert timeout_window(KernelRun("t", {}, conntrack_time=1.0), NatboxRun()) == (-1, 1)
+    # live (the masq6-ptb-translated case, kernel 27, natbox 29): the kernel's listing took 2.1 s, natbox's
+    # 0.4 s; natbox handled packets up to 5 ms from the kernel's times
+    live = NatboxRun(listed=(0.5, 0.9), skew=0.005)
+    kernel = KernelRun("t", {}, conntrack_time=0.5, conntrack_end=2.6)
+    assert timeout_window(kernel, live) == (-1, 3)
+    # the same runs with a quick kernel listing: natbox 2 above the kernel is a difference
+    assert timeout_window(KernelRun("t", {}, conntrack_time=0.5, conntrack_end=0.55), live) == (-1, 1)
+    # natbox listing later than the kernel's: its timeouts may be that much lower
+    assert timeout_window(KernelRun("t", {}, conntrack_time=0.5, conntrack_end=0.55), NatboxRun(
+        listed=(1.5, 2.8))) == (-3, 0)
+
+
+def test_frame_skew_pairs_frames_by_interface_and_direction() -> None:
+    k_in = _udp("192.168.50.2", "198.51.100.2", 40010, 5000, smac=CLI_MAC, dmac=RTR_LAN)
+    k_out = _udp("198.51.100.1", "198.51.100.2", 6517, 5000, smac=RTR_WAN, dmac=SRV_MAC, ttl=63)
+    a = _run([Captured(0.10, "lan0", False, k_in), Captured(0.101, "wan0", True, k_out),
+              Captured(0.30, "lan0", False, k_in)])
+    b = _run([Captured(0.12, "lan0", False, k_in), Captured(0.16, "wan0", True, k_out),
+              Captured(0.29, "lan0", False, k_in), Captured(0.5, "lan0", False, k_in)])  # unpaired: not counted
+    assert abs(frame_skew(a, b) - 0.059) < 1e-9
+    assert frame_skew(a, _run([])) == 0.0
 
 
 def test_counters_exact_per_table_ignoring_comments_and_order() -> None:

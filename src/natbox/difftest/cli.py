@@ -94,7 +94,7 @@ def run_scenario(sc: Scenario, *, live: bool = False, offload: bool = False) -> 
     if live:
         live_run = run_on_kernel(sc, natbox_router=True, gateway_args=("--offload",) if offload else ())
         diffs += [Difference(d.kind, f"live {d.where}", d.kernel, d.natbox, d.detail)
-                  for d in compare(kernel, natbox_run_from_live(live_run), live=True)
+                  for d in compare(kernel, natbox_run_from_live(live_run, kernel), live=True)
                   if not (offload and offload_documented(d))]
     return kernel, diffs
 

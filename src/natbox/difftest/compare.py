@@ -12,13 +12,16 @@
   checksums must then be valid on both sides.
 - **Kernel-generated ICMP errors and echo replies** (the IP ID is not one an input frame had): IP ID and
   TTL are ignored and the IP header checksum must merely be valid on both sides.
-- **conntrack -L**: lines with mapped ports, `use=` dropped, sorted; the timeout column may satisfy
-  kernel - 2 <= natbox <= kernel + 1.
+- **conntrack -L**: lines with mapped ports, `use=` dropped, sorted; the timeout column (§10: truncated
+  seconds left, which fall as time passes) within the window `timeout_window` derives from what was
+  measured: when each side's listing started and returned, and how far apart the two runs handled the same
+  packets (live runs), plus one jiffy of the kernel's clock.
 - **Counters**: `iptables-save -c` per table, exactly (comment lines dropped).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -35,10 +38,11 @@ from natbox.difftest.packets import (
 from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.seqmap import SynproxyOffsets, field_agrees
 
-__all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames"]
+__all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames", "timeout_window"]
 
-TIMEOUT_BELOW = 2  # natbox's timeout may be this many seconds below the kernel's ...
-TIMEOUT_ABOVE = 1  # ... or this many above (§10: jiffies truncation plus elapsed time)
+# The kernel counts conntrack time in jiffies (nfct_time_stamp): an interval it measures may be off by one
+# jiffy, 10 ms at the smallest CONFIG_HZ (100).
+JIFFY = 0.01
 _PORT_KEYS = re.compile(r"^(sport|dport|id)=(\d+)$")
 
 
@@ -182,21 +186,41 @@ def _ct_key(line: str, ports: PortMap | None) -> tuple[str, int | None]:
     return " ".join(out), timeout
 
 
-def compare_conntrack(kernel_lines: list[str], natbox_lines: list[str], ports: PortMap) -> list[Difference]:
+def timeout_window(kernel_run: KernelRun, natbox_run: NatboxRun) -> tuple[int, int]:
+    """(lo, hi): natbox's timeout column may be the kernel's plus lo..hi.
+
+    Both print seconds left, truncated (`ctnetlink_dump_timeout`: (ct->timeout - nfct_time_stamp) / HZ), of
+    an entry last refreshed at p, printed at t: T - (t - p). The kernel printed at some tk within its
+    listing's span [kb, ka], natbox at some tn within [nb, na] (a replay: at kb exactly), and natbox handled
+    each packet at most `skew` apart from the kernel (a replay: the same times). So natbox - kernel =
+    (tk - tn) - (pk - pn) lies in [kb - na - skew, ka - nb + skew]; the difference of two truncated values
+    lies between the floor and the ceiling of those bounds (widened by the kernel's one jiffy)."""
+    kb = kernel_run.conntrack_time
+    ka = max(kernel_run.conntrack_end, kb)
+    nb, na = natbox_run.listed if natbox_run.listed is not None else (kb, kb)
+    skew = natbox_run.skew
+    return math.floor(kb - na - skew - JIFFY), math.ceil(ka - nb + skew + JIFFY)
+
+
+def compare_conntrack(kernel_lines: list[str], natbox_lines: list[str], ports: PortMap,
+                      window: tuple[int, int]) -> list[Difference]:
+    """Entries by their lines without timeout and use= (kernel ports mapped); natbox's timeout may be the
+    kernel's plus `window` (timeout_window)."""
     diffs: list[Difference] = []
     kern = sorted((_ct_key(ln, ports), ln) for ln in kernel_lines)
     nat = sorted((_ct_key(ln, None), ln) for ln in natbox_lines)
     unmatched_n = list(nat)
     unmatched_k = []
+    lo, hi = window
     for (kkey, kto), kline in kern:
         hit = next((j for j, ((nkey, _), _) in enumerate(unmatched_n) if nkey == kkey), None)
         if hit is None:
             unmatched_k.append(kline)
             continue
         (_, nto), nline = unmatched_n.pop(hit)
-        if kto is not None and nto is not None and not kto - TIMEOUT_BELOW <= nto <= kto + TIMEOUT_ABOVE:
+        if kto is not None and nto is not None and not kto + lo <= nto <= kto + hi:
             diffs.append(Difference("conntrack", "timeout", kline, nline,
-                                    f"timeout {nto} outside {kto - TIMEOUT_BELOW}..{kto + TIMEOUT_ABOVE}"))
+                                    f"timeout {nto} outside {kto + lo}..{kto + hi}"))
     rest_n = [ln for _, ln in unmatched_n]
     for i in range(max(len(unmatched_k), len(rest_n))):
         k = unmatched_k[i] if i < len(unmatched_k) else "(no entry)"
@@ -245,7 +269,8 @@ def compare(kernel_run: KernelRun, natbox_run: NatboxRun, *, live: bool = False)
         ports.k2n[k] = n
         ports.n2k[n] = k
     diffs += compare_frames(kernel_run, natbox_run, ports, ids, live)
-    diffs += compare_conntrack(kernel_run.conntrack, natbox_run.conntrack, ports)
+    diffs += compare_conntrack(kernel_run.conntrack, natbox_run.conntrack, ports,
+                               timeout_window(kernel_run, natbox_run))
     diffs += compare_counters(kernel_run.iptables_save, natbox_run.iptables_save)
     if kernel_run.ip6tables_save.strip():
         # rule counters only: the built-in chains' policy counters also count the ND/MLD chatter of the

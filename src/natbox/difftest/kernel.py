@@ -1,14 +1,13 @@
 """Running a scenario on the real kernel: namespaces, veths, captures, traffic, and what the router reports.
 
-`run_on_kernel(scenario)` builds a router namespace plus one namespace per end host, joined by veth
-pairs (several hosts on one router interface meet on a bridge in a switch namespace). Offloads are off,
-so checksums on the wire are real; IPv6 and multicast are off and neighbour entries are permanent both
-ways, so no ND/ARP/IGMP traffic interleaves. It applies the sysctls and the ruleset in the router,
-snapshots the router, and captures every frame on every router interface with AF_PACKET sockets opened
-inside the router's netns (`setns(2)` through ctypes; direction from `PACKET_OUTGOING`, kernel
-timestamps, frames copied into a TPACKET_V2 ring when seen). It sends the traffic, collects
-`conntrack -L`, `conntrack -S` and `iptables-save -c`, and tears it all down. Every wait is bounded,
-every process is ended by PID, and the namespaces are deleted in `finally`.
+`run_on_kernel(scenario)` builds a router namespace plus one namespace per end host, joined by veth pairs
+(several hosts on one router interface meet on a bridge in a switch namespace). Offloads are off, so checksums
+on the wire are real; IPv6 and multicast are off and neighbour entries are permanent both ways, so no
+ND/ARP/IGMP traffic interleaves. It applies the sysctls and the ruleset in the router, snapshots the router, and
+captures every frame on every router interface with AF_PACKET sockets opened inside the router's netns
+(`setns(2)` through ctypes; direction from `PACKET_OUTGOING`, kernel timestamps, frames copied into a TPACKET_V2
+ring when seen). It sends the traffic, collects `conntrack -L`, `conntrack -S` and `iptables-save -c`, and tears
+it all down. Every wait is bounded, every process is ended by PID, and the namespaces are deleted in `finally`.
 """
 
 from __future__ import annotations
@@ -90,7 +89,8 @@ class KernelRun:
     scenario: str
     snapshot: dict[str, str]  # the router's snapshot files, taken after setup and before traffic
     frames: list[Captured] = field(default_factory=list)
-    conntrack_time: float = 0.0  # when `conntrack -L` ran
+    conntrack_time: float = 0.0  # when `conntrack -L` started (its timeouts are of a moment before conntrack_end)
+    conntrack_end: float = 0.0
     conntrack: list[str] = field(default_factory=list)  # `conntrack -L` lines
     conntrack_stats: str = ""  # `conntrack -S`
     iptables_save: str = ""  # `iptables-save -c` after the traffic
@@ -459,14 +459,14 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tu
                 lab.program(step)
         time.sleep(sc.settle)
         run.conntrack_time = time.time() - t0
+        ct = gateway.natbox("conntrack", "-L") if gateway else lab.sh("conntrack", "-L", netns=lab.router)
+        run.conntrack_end = time.time() - t0
         if gateway is not None:
-            ct = gateway.natbox("conntrack", "-L")
             run.conntrack_stats = gateway.natbox("conntrack", "-S")
             run.iptables_save = gateway.natbox("iptables-save", "-c")
             if sc.uses_ipv6:
                 run.ip6tables_save = gateway.natbox("ip6tables-save", "-c")
         else:
-            ct = lab.sh("conntrack", "-L", netns=lab.router)
             run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
             run.iptables_save = lab.sh("iptables-save", "-c", netns=lab.router)
             if sc.uses_ipv6:

@@ -42,7 +42,7 @@ from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
 
-__all__ = ["NatboxRun", "apply_exec", "build_engine", "run_on_natbox"]
+__all__ = ["NatboxRun", "apply_exec", "build_engine", "frame_skew", "natbox_run_from_live", "run_on_natbox"]
 
 SAVE_DATE = "Thu Jan  1 00:00:00 1970"  # the date natbox's iptables-save header lines carry here
 
@@ -61,6 +61,10 @@ class NatboxRun:
     draw_script: dict[int, list[bool]] = field(default_factory=dict)  # input frame -> statistic outcomes (draws)
     # SYNPROXY flows: (client, cport, server, sport) -> kernel - natbox (ISN, TSval) (natbox.difftest.seqmap)
     synproxy_offsets: dict[FlowKey, tuple[int, int]] = field(default_factory=dict)
+    # the moments between which natbox computed the listing's timeouts: a replay lists at the kernel's start
+    # of `conntrack -L` (None: that moment); a live natbox run somewhere in its own listing's span
+    listed: tuple[float, float] | None = None
+    skew: float = 0.0  # how much later or earlier than the kernel natbox may have handled a packet (live: measured)
 
 
 def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
@@ -224,10 +228,29 @@ def _learn(ports: PortMap, kernel: Captured, natbox_frame: bytes) -> None:
                 ports.accept(vk, vn, kernel.ts)
 
 
-def natbox_run_from_live(live: KernelRun) -> NatboxRun:
-    """A run of live natbox (run_on_kernel(..., natbox_router=True)) in the shape `compare` takes."""
+def frame_skew(a: KernelRun, b: KernelRun) -> float:
+    """The largest difference in time (since each run's t0) between frames of two runs of one scenario that
+    correspond (the n-th compared frame in or out of the same interface): how far apart the two routers
+    handled the same packet."""
+    def by_place(run: KernelRun) -> dict[tuple[str, bool], list[float]]:
+        out: dict[tuple[str, bool], list[float]] = {}
+        for c in run.frames:
+            if is_compared_frame(c.frame):
+                out.setdefault((c.iface, c.outgoing), []).append(c.ts)
+        return out
+
+    ta, tb = by_place(a), by_place(b)
+    return max((abs(x - y) for k in ta.keys() & tb.keys() for x, y in zip(ta[k], tb[k], strict=False)),
+               default=0.0)
+
+
+def natbox_run_from_live(live: KernelRun, kernel: KernelRun) -> NatboxRun:
+    """A run of live natbox (run_on_kernel(..., natbox_router=True)) in the shape `compare` takes; `kernel`
+    is the kernel's run of the same scenario (for the skew between the two runs' timings)."""
     run = NatboxRun(conntrack=list(live.conntrack), iptables_save=live.iptables_save,
-                    ip6tables_save=live.ip6tables_save, errors=list(live.errors))
+                    ip6tables_save=live.ip6tables_save, errors=list(live.errors),
+                    listed=(live.conntrack_time, max(live.conntrack_end, live.conntrack_time)),
+                    skew=frame_skew(kernel, live))
     for c in live.frames:
         if c.outgoing:
             run.sent.setdefault(c.iface, []).append((c.ts, c.frame))
