@@ -3,10 +3,7 @@ option groups stay unchanged (issue #12: a 50,000-rule file read in under a seco
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import shlex
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,52 +14,13 @@ from natbox.ipset.command import IpsetSession
 from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.scope import using_sets
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.fastparse import GroupCache, parse_fast, parse_fast_line
-from natbox.rules.model import Rule, RulesError
-from natbox.rules.parser import Command, parse_argv, parse_restore, parse_restore_argv, parse_restore_line
+from natbox.rules.fastparse import GroupCache, parse_fast
+from natbox.rules.model import RulesError
+from natbox.rules.parser import parse_restore
 from natbox.rules.printer import format_rule_spec, save_tables
 from natbox.rules.words import tokenize_restore_line
-from natbox.testing.rules_conformance import RULESETS, T_DIR, read_t
-
-Outcome = tuple[str, object]
-
-
-def _attrs(obj: object) -> dict[str, object]:
-    """An object's attributes: its __dict__, or a compiled (mypyc) class's `__mypyc_attrs__` (no __dict__)."""
-    names: tuple[str, ...] | None = getattr(type(obj), "__mypyc_attrs__", None)
-    if names is None:
-        return dict(vars(obj))
-    return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
-
-
-def _dump(rule: Rule) -> object:
-    """Everything the parser put in a rule, extensions by class and attributes."""
-    fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.name not in ("matches", "target")}
-    exts = [(type(e).__name__, _attrs(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
-    return fields, exts
-
-
-def _outcome(parse: Callable[[list[str]], Command], argv: list[str]) -> Outcome:
-    try:
-        cmd = parse(list(argv))
-    except RulesError as e:
-        return "error", (e.exit_code, e.message)
-    return "ok", (cmd.op, cmd.chain, cmd.table, cmd.table_given, [_dump(r) for r in cmd.rules])
-
-
-def _compare(argv: list[str], table: str, groups: GroupCache, line: str | None = None) -> bool:
-    """Both fast paths agree with the general loop on `argv` (and on `line`, the text it was read from, if
-    given); returns whether a fast path took it."""
-    slow = _outcome(lambda a: parse_argv(a, table=table), argv)
-    fast = _outcome(lambda a: parse_restore_argv(a, table, groups), argv)
-    assert fast == slow, argv
-    taken = parse_fast(list(argv), GroupCache()) is not None
-    if line is not None:
-        assert tokenize_restore_line(line) == argv
-        by_line = _outcome(lambda _a: parse_restore_line(line, table, groups), argv)
-        assert by_line == slow, line
-        taken = taken or parse_fast_line(line, GroupCache()) is not None
-    return taken
+from natbox.testing.fastparse import compare_paths, compare_t_files
+from natbox.testing.rules_conformance import RULESETS, T_DIR
 
 
 def _sets(text: str = "create KUBE-CLUSTER-IP hash:ip,port family inet\n") -> IpsetRegistry:
@@ -78,20 +36,7 @@ T_FILES = sorted(T_DIR.glob("*.t")) if T_DIR.is_dir() else []
 @pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
 def test_every_t_line_parses_the_same() -> None:
     """Every line of iptables' .t tests (accepted or refused) gives the same rule or the same error."""
-    groups = GroupCache()
-    taken = total = 0
-    for path in T_FILES:
-        for case in read_t(path).cases:
-            try:
-                words = shlex.split(case.rule)
-            except ValueError:
-                continue
-            for chain in case.chains:
-                total += 1
-                line: str | None = f"-A {chain} {case.rule}"
-                if tokenize_restore_line(line or "") != ["-A", chain, *words]:
-                    line = None  # shell quoting iptables-restore does not read the same way
-                taken += _compare(["-A", chain, *words], case.table, groups, line)
+    taken, total = compare_t_files(T_FILES)
     assert total > 1000
     assert taken > total // 2  # most .t lines are in iptables-save's shape
 
@@ -115,7 +60,7 @@ def test_real_rulesets_parse_the_same() -> None:
             if not line.startswith("-A ") or table not in ("raw", "mangle", "nat", "filter"):
                 continue
             total += 1
-            taken += _compare(tokenize_restore_line(line), table, groups, line)
+            taken += compare_paths(tokenize_restore_line(line), table, groups, line)
     assert total > 100
     assert taken > total * 9 // 10
 
@@ -210,7 +155,7 @@ def test_odd_lines_parse_the_same(table: str) -> None:
     with using_sets(_sets()):
         for _round in range(2):  # the second round meets every cached group again
             for line in ODD_LINES:
-                _compare(tokenize_restore_line(line), table, groups, line)
+                compare_paths(tokenize_restore_line(line), table, groups, line)
 
 
 def _restore_save(text: str) -> str:
@@ -325,7 +270,7 @@ def test_generated_lines_parse_the_same(table: str, chain: str, selectors: list[
     words = ["-A", chain, *selectors, *pieces, target, *after]
     line = ("  " if double else " ").join(w for w in words if w)
     with using_sets(_SETS):
-        _compare(tokenize_restore_line(line), table, _SHARED, line)
+        compare_paths(tokenize_restore_line(line), table, _SHARED, line)
 
 
 _SETS = _sets()

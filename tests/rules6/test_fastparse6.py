@@ -4,54 +4,21 @@ it; most ip6tables-save lines take the fast path."""
 
 from __future__ import annotations
 
-import dataclasses
-import shlex
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.rules.test_fastparse import _attrs
 
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.fastparse import GroupCache, parse_fast, parse_fast_line
-from natbox.rules.model import Rule, RulesError
-from natbox.rules.parser import Command, parse_argv, parse_restore, parse_restore_argv, parse_restore_line
+from natbox.rules.fastparse import GroupCache
+from natbox.rules.parser import parse_restore
 from natbox.rules.printer import save_tables
 from natbox.rules.words import tokenize_restore_line
-from natbox.testing.rules_conformance import T6_DIR, T_DIR, read_t
+from natbox.testing.fastparse import compare_paths, compare_t_files
+from natbox.testing.rules_conformance import T6_DIR, T_DIR
 
 V6 = NFPROTO_IPV6
 DATA = Path(__file__).parent / "data"
-Outcome = tuple[str, object]
-
-
-def _dump(rule: Rule) -> object:
-    fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.name not in ("matches", "target")}
-    exts = [(type(e).__name__, _attrs(e)) for e in [*rule.matches, *([rule.target] if rule.target else [])]]
-    return fields, exts
-
-
-def _outcome(parse: Callable[[list[str]], Command], argv: list[str]) -> Outcome:
-    try:
-        cmd = parse(list(argv))
-    except RulesError as e:
-        return "error", (e.exit_code, e.message)
-    return "ok", (cmd.op, cmd.chain, cmd.table, cmd.table_given, [_dump(r) for r in cmd.rules])
-
-
-def _compare(argv: list[str], table: str, groups: GroupCache, line: str | None = None) -> bool:
-    """Both fast paths agree with the general loop; returns whether a fast path took the line."""
-    slow = _outcome(lambda a: parse_argv(a, table=table, family=V6), argv)
-    fast = _outcome(lambda a: parse_restore_argv(a, table, groups, V6), argv)
-    assert fast == slow, argv
-    taken = parse_fast(list(argv), GroupCache(), V6) is not None
-    if line is not None:
-        assert tokenize_restore_line(line) == argv
-        by_line = _outcome(lambda _a: parse_restore_line(line, table, groups, V6), argv)
-        assert by_line == slow, line
-        taken = taken or parse_fast_line(line, GroupCache(), V6) is not None
-    return taken
 
 
 T_FILES = (sorted(T6_DIR.glob("*.t")) + sorted(T_DIR.glob("libxt_*.t"))) if T6_DIR.is_dir() else []
@@ -59,20 +26,7 @@ T_FILES = (sorted(T6_DIR.glob("*.t")) + sorted(T_DIR.glob("libxt_*.t"))) if T6_D
 
 @pytest.mark.skipif(not T_FILES, reason="shared/conformance not present beside the repository")
 def test_every_ip6tables_t_line_parses_the_same() -> None:
-    groups = GroupCache()
-    taken = total = 0
-    for path in T_FILES:
-        for case in read_t(path).cases:
-            try:
-                words = shlex.split(case.rule)
-            except ValueError:
-                continue
-            for chain in case.chains:
-                total += 1
-                line: str | None = f"-A {chain} {case.rule}"
-                if tokenize_restore_line(line or "") != ["-A", chain, *words]:
-                    line = None
-                taken += _compare(["-A", chain, *words], case.table, groups, line)
+    taken, total = compare_t_files(T_FILES, V6)
     assert total > 500
     assert taken > total // 2
 
@@ -92,7 +46,7 @@ def _rule_lines(text: str) -> list[tuple[str, str]]:
 def test_docker6_ruleset_lines_take_the_fast_path() -> None:
     groups = GroupCache()
     lines = _rule_lines((DATA / "docker6_counters.rules").read_text())
-    assert lines and all(_compare(tokenize_restore_line(line), table, groups, line) for table, line in lines)
+    assert lines and all(compare_paths(tokenize_restore_line(line), table, groups, line, V6) for table, line in lines)
 
 
 ODD6 = [
@@ -114,8 +68,8 @@ ODD6 = [
 
 @pytest.mark.parametrize("line", ODD6)
 def test_odd_ip6tables_lines_parse_the_same(line: str) -> None:
-    _compare(tokenize_restore_line(line), "filter" if "HL" not in line and "TTL" not in line else "mangle",
-             GroupCache(), line)
+    compare_paths(tokenize_restore_line(line), "filter" if "HL" not in line and "TTL" not in line else "mangle",
+                  GroupCache(), line, V6)
 
 
 def test_nat_lines_and_a_restore_round_trip() -> None:
@@ -125,7 +79,7 @@ def test_nat_lines_and_a_restore_round_trip() -> None:
             "-A POSTROUTING -s fd00:2::/64 -p udp -j SNAT --to-source [2001:db8::5]:1000-2000\nCOMMIT\n")
     groups = GroupCache()
     for table, line in _rule_lines(text):
-        assert _compare(tokenize_restore_line(line), table, groups, line)
+        assert compare_paths(tokenize_restore_line(line), table, groups, line, V6)
     rs = Ruleset(V6)
     rs.restore(parse_restore(text, family=V6))
     saved = [x for x in save_tables(rs.saved_tables(), "Sun Dec  6 00:00:00 2026").splitlines() if x.startswith("-A ")]
