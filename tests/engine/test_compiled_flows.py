@@ -13,9 +13,6 @@ verification switched on and off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,9 +22,10 @@ from natbox.conntrack.tuple import parse_addr
 from natbox.engine import fastpath
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
-from natbox.engine.output import Emitted, Output
+from natbox.engine.output import Emitted
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv, parse_restore
+from natbox.testing.compiled_flows import Flow, FlowDriver, Recorder
 from natbox.wire import ethernet, ipv4, tcp, udp
 from natbox.wire.checksum import internet_checksum, pseudo_header_sum
 from natbox.wire.gso import GSO_TCPV4
@@ -68,40 +66,27 @@ def _engine(fast: bool, acct: bool, checksum: bool) -> Engine:
     return engine
 
 
-@dataclass
-class _Flow:
-    """One connection as its two ends see it: (address, port) of the initiator and of the responder, as
-    addressed on the wire at each end (the responder's view is after NAT)."""
-
-    proto: int
-    client: tuple[int, int, bytes, str]  # address, port, MAC, interface the gateway receives it on
-    server: tuple[int, int, bytes, str]
-    c_dst: tuple[int, int]  # where the client sends to
-    s_dst: tuple[int, int]  # where the server's replies go (the NATed client)
-    seq: tuple[int, int] = (1000, 900000)
-
-
 FLOWS = [
     # SNAT only: an inside client to the server (MASQUERADE keeps the port: one flow per source port)
-    _Flow(6, (parse_addr("10.0.1.5"), 40000, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
-          (SERVER, 80, SERVER_MAC, "eth1"), (SERVER, 80), (PUBLIC, 40000)),
+    Flow(6, (parse_addr("10.0.1.5"), 40000, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
+         (SERVER, 80, SERVER_MAC, "eth1"), (SERVER, 80), (PUBLIC, 40000)),
     # DNAT only: the server reaches the published port
-    _Flow(6, (SERVER, 5555, SERVER_MAC, "eth1"), (INSIDE, 80, b"\x02\x00\x0a\x00\x01\x32", "eth0"),
-          (PUBLIC, 8080), (SERVER, 5555)),
+    Flow(6, (SERVER, 5555, SERVER_MAC, "eth1"), (INSIDE, 80, b"\x02\x00\x0a\x00\x01\x32", "eth0"),
+         (PUBLIC, 8080), (SERVER, 5555)),
     # DNAT and SNAT: an inside client to the VIP
-    _Flow(6, (parse_addr("10.0.1.6"), 40001, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
-          (SERVER, 443, SERVER_MAC, "eth1"), (VIP, 443), (PUBLIC, 40001)),
-    _Flow(17, (parse_addr("10.0.1.5"), 40002, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
-          (SERVER, 53, SERVER_MAC, "eth1"), (SERVER, 53), (PUBLIC, 40002)),
-    _Flow(17, (SERVER, 5556, SERVER_MAC, "eth1"), (INSIDE, 53, b"\x02\x00\x0a\x00\x01\x32", "eth0"),
-          (PUBLIC, 8053), (SERVER, 5556)),
-    _Flow(17, (parse_addr("10.0.1.6"), 40003, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
-          (SERVER, 53, SERVER_MAC, "eth1"), (VIP, 53), (PUBLIC, 40003)),
+    Flow(6, (parse_addr("10.0.1.6"), 40001, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
+         (SERVER, 443, SERVER_MAC, "eth1"), (VIP, 443), (PUBLIC, 40001)),
+    Flow(17, (parse_addr("10.0.1.5"), 40002, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
+         (SERVER, 53, SERVER_MAC, "eth1"), (SERVER, 53), (PUBLIC, 40002)),
+    Flow(17, (SERVER, 5556, SERVER_MAC, "eth1"), (INSIDE, 53, b"\x02\x00\x0a\x00\x01\x32", "eth0"),
+         (PUBLIC, 8053), (SERVER, 5556)),
+    Flow(17, (parse_addr("10.0.1.6"), 40003, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
+         (SERVER, 53, SERVER_MAC, "eth1"), (VIP, 53), (PUBLIC, 40003)),
     # ICMP echo (the "port" is the id): SNAT only, and DNAT + SNAT
-    _Flow(1, (parse_addr("10.0.1.5"), 777, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
-          (SERVER, 777, SERVER_MAC, "eth1"), (SERVER, 777), (PUBLIC, 777)),
-    _Flow(1, (parse_addr("10.0.1.6"), 778, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
-          (SERVER, 778, SERVER_MAC, "eth1"), (VIP, 778), (PUBLIC, 778)),
+    Flow(1, (parse_addr("10.0.1.5"), 777, b"\x02\x00\x0a\x00\x01\x05", "eth0"),
+         (SERVER, 777, SERVER_MAC, "eth1"), (SERVER, 777), (PUBLIC, 777)),
+    Flow(1, (parse_addr("10.0.1.6"), 778, b"\x02\x00\x0a\x00\x01\x06", "eth0"),
+         (SERVER, 778, SERVER_MAC, "eth1"), (VIP, 778), (PUBLIC, 778)),
 ]
 
 # a packet: (flow, from the server?, kind, payload length, seq offset, ack offset, window, options, damage)
@@ -124,35 +109,24 @@ event = st.one_of(
 )
 
 
-class _Driver:
+class _Driver(FlowDriver):
     """Sends the same traffic to an engine, tracking each flow's sequence numbers as real ends would."""
 
     def __init__(self, engine: Engine, views: bool = False) -> None:
-        self.engine = engine
+        super().__init__(engine, FLOWS)
         self.views = views  # frames go in as memoryviews of a buffer reused for the next frame (the ring)
-        self.now = 1.0
-        self.seq = [list(f.seq) for f in FLOWS]
-        self.out: list[object] = []
 
-    def frame(self, flow: _Flow, back: bool, datagram: bytes | bytearray) -> tuple[bytes, str]:
+    def frame(self, flow: Flow, back: bool, datagram: bytes | bytearray) -> tuple[bytes, str]:
         src = flow.server if back else flow.client
         mac = WAN_MAC if src[3] == "eth1" else LAN_MAC
         return bytes(ethernet.build_ethernet(mac, src[2], ethernet.ETH_P_IP, datagram)), src[3]
-
-    def l3(self, flow: _Flow, back: bool) -> tuple[int, int, int, int]:
-        if back:
-            return flow.server[0], flow.server[1], flow.s_dst[0], flow.s_dst[1]
-        return flow.client[0], flow.client[1], flow.c_dst[0], flow.c_dst[1]
 
     def send(self, frame: bytes, iface: str, gso: int = 0, partial: bool = False) -> None:
         buf = bytearray(frame)
         res = self.engine.receive(memoryview(buf) if self.views else frame, iface, self.now,
                                   gso_type=GSO_TCPV4 if gso else 0, gso_size=gso, partial=partial)
-        self.out.extend((e.iface, e.frame + (b"" if e.tail is None else bytes(e.tail)), e.pkt_id, e.ct_id,
-                         e.gso_type, e.gso_size, e.partial) for e in res.emitted)
+        self.record(res)
         buf[:] = bytes(len(buf))  # the slot is reused: nothing may still read it
-        self.out.extend((d.pkt_id, d.reason, d.where, d.detail, d.ct_id) for d in res.dropped)
-        self.now += 0.0001
 
     def open(self) -> None:
         """Handshakes for the TCP flows, a request and an answer for the UDP ones."""
@@ -226,37 +200,19 @@ class _Driver:
             frame = frame[:-3]
         self.send(frame, iface, 1000 if offload == "gso" and f.proto == 6 else 0, partial)
 
-    def apply(self, ev: tuple[str, object]) -> None:
-        kind, arg = ev
-        if kind == "packet":
-            assert isinstance(arg, tuple)
-            self.segment(*arg)
-        elif kind == "time":
-            assert isinstance(arg, float)
-            self.now += arg
-        elif kind == "delete":
-            assert isinstance(arg, int)
-            f = FLOWS[arg]
-            for conn in list(self.engine.table):
-                if conn.tuples[0].sport == f.client[1] and conn.tuples[0].proto == f.proto:
-                    self.engine.table.delete(conn, self.now, reason="conntrack -D")
-        elif kind == "rule":
+    def apply(self, ev: tuple[str, object]) -> bool:
+        kind, _arg = ev
+        if kind == "rule":
             self.engine.rules.execute(parse_argv(["-t", "nat", "-I", "POSTROUTING", "-p", "icmp", "-j", "ACCEPT"]))
         elif kind == "mtu":
             self.engine.host.interfaces["eth1"].mtu = 1000 if self.engine.host.interfaces["eth1"].mtu == 1500 else 1500
+        else:
+            return super().apply(ev)
+        return True
 
     def state(self) -> list[object]:
-        rows: list[object] = []
-        for c in sorted(self.engine.table, key=lambda c: c.ct_id):
-            row: list[object] = [c.ct_id, c.tuples[0], c.tuples[1], c.status, c.timeout, c.accounted]
-            if c.accounted:
-                row += [c.acct_packets, c.acct_bytes]
-            if c.tcp is not None:
-                t = c.tcp
-                row += [t.state, t.last_dir, t.last_index, t.last_seq, t.last_ack, t.last_end, t.last_win, t.retrans]
-                row += [(s.td_end, s.td_maxend, s.td_maxwin, s.td_maxack, s.td_scale, s.flags) for s in t.seen]
-            rows.append(row)
-        return [rows, dict(self.engine.stats), self.engine.table.stats.as_dict(), sorted(self.engine.neighs.show())]
+        return [self.conntrack_rows(), dict(self.engine.stats), self.engine.table.stats.as_dict(),
+                sorted(self.engine.neighs.show())]
 
 
 def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]],
@@ -264,7 +220,7 @@ def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]
     drv = _Driver(_engine(fast, acct, checksum), views)
     drv.open()
     for ev in events:
-        drv.apply(ev)
+        assert drv.apply(ev), ev
     return drv.out, drv.state()
 
 
@@ -296,22 +252,6 @@ def test_frames_given_as_views_give_the_same_result(
     assert viewed[1] == slow[1]
 
 
-class _Recorder:
-    """An engine seen through its `receive` calls: what they emitted, how many, and how many took the slow
-    path (which leaves its Output in the engine's PathState; a compiled flow returns one of its own).
-    Observed from outside: a compiled build's Engine methods cannot be replaced."""
-
-    def __init__(self, engine: Engine, captured: list[Emitted]) -> None:
-        self.engine, self.captured, self.calls, self.slow = engine, captured, 0, 0
-
-    def receive(self, frame: bytes | bytearray | memoryview, iface: str, now: float, **kw: Any) -> Output:
-        out = self.engine.receive(frame, iface, now, **kw)
-        self.calls += 1
-        self.slow += out is self.engine._st.out
-        self.captured.extend(out.emitted)
-        return out
-
-
 def test_views_leave_the_payload_in_place() -> None:
     """A long frame of a compiled flow given as a view: only the headers are copied, the payload is
     the very view (no copy), and the slow path copies what it keeps."""
@@ -321,7 +261,7 @@ def test_views_leave_the_payload_in_place() -> None:
         drv.segment(0, False, "psh", 3000, 0, 0, 65535, "none", "none", "gso")
         drv.segment(0, True, "ack", 0, 0, 0, 65535, "none", "none")
     captured: list[Emitted] = []
-    drv.engine = _Recorder(drv.engine, captured)  # type: ignore[assignment]
+    drv.engine = Recorder(drv.engine, captured)  # type: ignore[assignment]
     drv.views = True
     drv.segment(0, False, "psh", 3000, 0, 0, 65535, "none", "none", "gso")
     (e,) = captured
@@ -342,7 +282,7 @@ def test_compiled_flows_carry_steady_traffic() -> None:
             drv.segment(i, True, "ack", 0, 0, 0, 65535, "none", "none")
     engine = drv.engine
     assert len(engine._flowcache.flows) == 2 * len(FLOWS)
-    recorder = _Recorder(engine, [])
+    recorder = Recorder(engine, [])
     drv.engine = recorder  # type: ignore[assignment]
     before = len(drv.out)
     for i in range(len(FLOWS)):

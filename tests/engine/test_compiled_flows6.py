@@ -13,11 +13,8 @@ timeouts, deleted entries, a conntrack flush, rule changes, a replaced ruleset, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.engine.test_compiled_flows import _Recorder
 
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour, Route6
@@ -25,6 +22,7 @@ from natbox.engine.output import Emitted
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv, parse_restore
+from natbox.testing.compiled_flows import Flow, FlowDriver, Recorder
 from natbox.wire import ethernet, tcp
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.gso import GSO_TCPV6, GSO_UDP_L4
@@ -91,40 +89,28 @@ def _mac(addr: int) -> bytes:
     return b"\x02\x00" + (addr & 0xFFFFFFFF).to_bytes(4, "big")
 
 
-@dataclass
-class _Flow:
-    """One connection as its two ends see it (the responder's view is after NAT)."""
-
-    proto: int
-    client: tuple[int, int, bytes, str]  # address, port, MAC, interface the gateway receives it on
-    server: tuple[int, int, bytes, str]
-    c_dst: tuple[int, int]  # where the client sends to
-    s_dst: tuple[int, int]  # where the server's replies go (the NATed client)
-    seq: tuple[int, int] = (1000, 900000)
-
-
-def _flows() -> list[_Flow]:
+def _flows() -> list[Flow]:
     flows = []
     for proto, port in ((6, 80), (17, 53)):
         flows += [
-            _Flow(proto, (C5, 40000 + proto, _mac(C5), "lan0"), (SERVER, port, SERVER_MAC, "wan0"), (SERVER, port),
-                  (PUBLIC, 40000 + proto)),  # SNAT (MASQUERADE keeps the port)
-            _Flow(proto, (SERVER, 5555 + proto, SERVER_MAC, "wan0"), (INSIDE, port, _mac(INSIDE), "lan0"),
-                  (PUBLIC, 8080 if proto == 6 else 8053), (SERVER, 5555 + proto)),  # DNAT
-            _Flow(proto, (C6, 41000 + proto, _mac(C6), "lan0"), (SERVER, 443, SERVER_MAC, "wan0"), (VIP, 443),
-                  (PUBLIC, 41000 + proto)),  # DNAT and SNAT
-            _Flow(proto, (ROUTED, 42000 + proto, _mac(ROUTED), "lan0"), (SERVER, port, SERVER_MAC, "wan0"),
-                  (SERVER, port), (ROUTED, 42000 + proto)),  # plain forwarding (tracked, not NATed)
+            Flow(proto, (C5, 40000 + proto, _mac(C5), "lan0"), (SERVER, port, SERVER_MAC, "wan0"), (SERVER, port),
+                 (PUBLIC, 40000 + proto)),  # SNAT (MASQUERADE keeps the port)
+            Flow(proto, (SERVER, 5555 + proto, SERVER_MAC, "wan0"), (INSIDE, port, _mac(INSIDE), "lan0"),
+                 (PUBLIC, 8080 if proto == 6 else 8053), (SERVER, 5555 + proto)),  # DNAT
+            Flow(proto, (C6, 41000 + proto, _mac(C6), "lan0"), (SERVER, 443, SERVER_MAC, "wan0"), (VIP, 443),
+                 (PUBLIC, 41000 + proto)),  # DNAT and SNAT
+            Flow(proto, (ROUTED, 42000 + proto, _mac(ROUTED), "lan0"), (SERVER, port, SERVER_MAC, "wan0"),
+                 (SERVER, port), (ROUTED, 42000 + proto)),  # plain forwarding (tracked, not NATed)
         ]
     # hairpin: in and out by lan0 (ip6_forward sends redirects: never compiled)
-    flows.append(_Flow(6, (C5, 43006, _mac(C5), "lan0"), (INSIDE, 80, _mac(INSIDE), "lan0"), (INSIDE, 80),
-                       (C5, 43006)))
+    flows.append(Flow(6, (C5, 43006, _mac(C5), "lan0"), (INSIDE, 80, _mac(INSIDE), "lan0"), (INSIDE, 80),
+                      (C5, 43006)))
     # ICMPv6 echo (the "port" is the id): SNAT, DNAT + SNAT, plain
     flows += [
-        _Flow(58, (C5, 777, _mac(C5), "lan0"), (SERVER, 777, SERVER_MAC, "wan0"), (SERVER, 777), (PUBLIC, 777)),
-        _Flow(58, (C6, 778, _mac(C6), "lan0"), (SERVER, 778, SERVER_MAC, "wan0"), (VIP, 778), (PUBLIC, 778)),
-        _Flow(58, (ROUTED, 779, _mac(ROUTED), "lan0"), (SERVER, 779, SERVER_MAC, "wan0"), (SERVER, 779),
-              (ROUTED, 779)),
+        Flow(58, (C5, 777, _mac(C5), "lan0"), (SERVER, 777, SERVER_MAC, "wan0"), (SERVER, 777), (PUBLIC, 777)),
+        Flow(58, (C6, 778, _mac(C6), "lan0"), (SERVER, 778, SERVER_MAC, "wan0"), (VIP, 778), (PUBLIC, 778)),
+        Flow(58, (ROUTED, 779, _mac(ROUTED), "lan0"), (SERVER, 779, SERVER_MAC, "wan0"), (SERVER, 779),
+             (ROUTED, 779)),
     ]
     return flows
 
@@ -156,28 +142,16 @@ def _checksum(src: int, dst: int, proto: int, seg: bytearray, at: int) -> None:
     seg[at:at + 2] = (check or (0xFFFF if proto == 17 else 0)).to_bytes(2, "big")
 
 
-class _Driver:
+class _Driver(FlowDriver):
     """Sends the same traffic to an engine, tracking each flow's sequence numbers as real ends would."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.now = 1.0
-        self.seq = [list(f.seq) for f in FLOWS]
-        self.out: list[object] = []
-
-    def l3(self, flow: _Flow, back: bool) -> tuple[int, int, int, int]:
-        if back:
-            return flow.server[0], flow.server[1], flow.s_dst[0], flow.s_dst[1]
-        return flow.client[0], flow.client[1], flow.c_dst[0], flow.c_dst[1]
+        super().__init__(engine, FLOWS)
 
     def send(self, frame: bytes, iface: str, partial: bool = False, gso: tuple[int, int] = (0, 0),
              view: bool = False) -> None:
         given = memoryview(bytearray(frame)) if view else frame  # as the gateway's receive ring hands it over
-        res = self.engine.receive(given, iface, self.now, gso_type=gso[0], gso_size=gso[1], partial=partial)
-        self.out.extend((e.iface, bytes(e.frame) + (b"" if e.tail is None else bytes(e.tail)), e.pkt_id, e.ct_id,
-                         e.gso_type, e.gso_size, e.partial) for e in res.emitted)
-        self.out.extend((d.pkt_id, d.reason, d.where, d.detail, d.ct_id) for d in res.dropped)
-        self.now += 0.0001
+        self.record(self.engine.receive(given, iface, self.now, gso_type=gso[0], gso_size=gso[1], partial=partial))
 
     def open(self, rounds: int = 0) -> None:
         """Handshakes for the TCP flows, a request and an answer for the others; then `rounds` of steady
@@ -252,25 +226,10 @@ class _Driver:
         else:
             self.send(frame, src[3], offload == "partial")
 
-    def apply(self, ev: tuple[str, object]) -> None:
-        kind, arg = ev
+    def apply(self, ev: tuple[str, object]) -> bool:
+        kind, _arg = ev
         engine = self.engine
-        if kind == "packet":
-            assert isinstance(arg, tuple)
-            self.segment(*arg)
-        elif kind == "time":
-            assert isinstance(arg, float)
-            self.now += arg
-        elif kind == "delete":
-            assert isinstance(arg, int)
-            f = FLOWS[arg]
-            for conn in list(engine.table):
-                if conn.tuples[0].sport == f.client[1] and conn.tuples[0].proto == f.proto:
-                    engine.table.delete(conn, self.now, reason="conntrack -D")
-        elif kind == "flush":
-            for conn in list(engine.table):
-                engine.table.delete(conn, self.now, reason="conntrack -F")
-        elif kind == "rule":
+        if kind == "rule":
             engine.rules6.execute(parse_argv(["-t", "nat", "-I", "POSTROUTING", "-p", "ipv6-icmp", "-j", "ACCEPT"],
                                              family=NFPROTO_IPV6))
         elif kind == "replace":
@@ -289,22 +248,15 @@ class _Driver:
         elif kind == "mtu":
             wan = engine.host.interfaces["wan0"]
             wan.mtu = 1280 if wan.mtu == 1500 else 1500
+        else:
+            return super().apply(ev)
+        return True
 
     def state(self) -> list[object]:
-        rows: list[object] = []
-        for c in sorted(self.engine.table, key=lambda c: c.ct_id):
-            row: list[object] = [c.ct_id, c.tuples[0], c.tuples[1], c.status, c.timeout, c.accounted]
-            if c.accounted:
-                row += [c.acct_packets, c.acct_bytes]
-            if c.tcp is not None:
-                t = c.tcp
-                row += [t.state, t.last_dir, t.last_index, t.last_seq, t.last_ack, t.last_end, t.last_win, t.retrans]
-                row += [(s.td_end, s.td_maxend, s.td_maxwin, s.td_maxack, s.td_scale, s.flags) for s in t.seen]
-            rows.append(row)
         counters = [(t.name, c.name, c.packets, c.bytes, [(r.packets, r.bytes) for r in c.rules])
                     for t in self.engine.rules6.tables.values() for c in t.chains.values()]
-        return [rows, dict(self.engine.stats), self.engine.table.stats.as_dict(), sorted(self.engine.neighs6.show()),
-                counters]
+        return [self.conntrack_rows(), dict(self.engine.stats), self.engine.table.stats.as_dict(),
+                sorted(self.engine.neighs6.show()), counters]
 
 
 def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]],
@@ -312,7 +264,7 @@ def _run(fast: bool, acct: bool, checksum: bool, events: list[tuple[str, object]
     drv = _Driver(_engine(fast, acct, checksum))
     drv.open(warm)
     for ev in events:
-        drv.apply(ev)
+        assert drv.apply(ev), ev
     return drv.out, drv.state()
 
 
@@ -340,7 +292,7 @@ def test_compiled_ipv6_flows_carry_steady_traffic() -> None:
     engine = drv.engine
     assert len(engine._flowcache6.flows) == 2 * (len(FLOWS) - 1)  # all but the hairpin flow
     assert {fl.plan.family for fl in engine._flowcache6.flows.values()} == {NFPROTO_IPV6}
-    recorder = _Recorder(engine, [])  # counts the calls that took the slow path
+    recorder = Recorder(engine, [])  # counts the calls that took the slow path
     drv.engine = recorder  # type: ignore[assignment]
     before = len(drv.out)
     for i, f in enumerate(FLOWS):
@@ -361,7 +313,7 @@ def test_ipv6_gso_packets_leave_whole_with_their_payload_in_place() -> None:
     path (Packet Too Big)."""
     drv = _steady_driver(True)
     captured: list[Emitted] = []
-    rec = _Recorder(drv.engine, captured)
+    rec = Recorder(drv.engine, captured)
     drv.engine = rec  # type: ignore[assignment]
     for i, f in enumerate(FLOWS[:8]):  # TCP and UDP: SNAT, DNAT, both, none
         drv.segment(i, False, "psh", 0, 0, 65535, "none", "gso_view")
