@@ -9,17 +9,14 @@ the same exit status.
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from natbox.lab.model import Lab
+from natbox.testing.conntrack_cli import end_traffic, normalise, start_traffic, with_ports
 from natbox.testing.live import (
     build_lab,
     gateway_argv,
@@ -36,41 +33,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns"),
               pytest.mark.skipif(shutil.which("conntrack") is None, reason="needs conntrack (conntrack-tools)")]
 
 SERVER = "198.51.100.2"
-
-UDP_ECHO = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5002)); s.settimeout(20)
-print("listening", flush=True)
-data, peer = s.recvfrom(2048)
-s.sendto(data, peer)
-"""
-
-TCP_HOLD_SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5001)); s.listen(1)
-s.settimeout(30)
-print("listening", flush=True)
-c, _ = s.accept(); c.settimeout(60)
-c.recv(10)
-c.recv(10)
-"""
-
-TRAFFIC = """
-import socket, sys, time
-off = int(sys.argv[1])
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 42001 + off)); u.settimeout(5)
-for _ in range(3):
-    u.sendto(b"hi", ("{dst}", 5002))
-    try:
-        u.recvfrom(100); break
-    except TimeoutError:
-        pass
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind(("0.0.0.0", 42003 + off)); c.sendto(b"x", ("{dst}", 5999))
-t = socket.create_connection(("{dst}", 5001), timeout=10, source_address=("0.0.0.0", 42002 + off))
-t.send(b"x")
-print("held", flush=True)
-sys.stdin.readline()
-""".replace("{dst}", SERVER)
 
 OK_ARGS = [
     ["-L"], ["-L", "conntrack"], ["-L", "-p", "tcp", "--dport", "5001"], ["-L", "-p", "tcp", "--dport", "80"],
@@ -94,47 +56,9 @@ BAD_ARGS = [
 ]
 
 
-def _normalise(text: str, off: int) -> list[str]:
-    """Lines sorted, with what legitimately differs between two runs made equal: the client ports of the
-    second run shifted back, timeouts, ids."""
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"\b(420\d\d)\b", lambda m: str(int(m.group(1)) - off), line)
-        line = re.sub(r"((?:tcp|udp|icmp)\s+\d+ )\d+ ", r"\1T ", line)
-        line = re.sub(r"<timeout>\d+</timeout>", "<timeout>T</timeout>", line)
-        line = re.sub(r"-t \d+ ", "-t T ", line)
-        line = re.sub(r"\bid=\d+$", "id=ID", line)
-        line = re.sub(r"<id>\d+</id>", "<id>ID</id>", line)
-        out.append(line)
-    return sorted(out)
-
-
-def _ports(args: list[str], off: int) -> list[str]:
-    return [str(42001 + off) if a == "CLIENT_PORT" else a for a in args]
-
-
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     yield from build_lab(load_example("basic.toml", unique_lab_name("ct")))
-
-
-def _traffic(lab: Lab, off: int) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
-    servers = []
-    for code in (UDP_ECHO, TCP_HOLD_SERVER):
-        p = ns_popen(lab, "server", [sys.executable, "-c", code])
-        assert p.stdout is not None and p.stdout.readline().strip() == b"listening"
-        servers.append(p)
-    client = subprocess.Popen(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c", TRAFFIC, str(off)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert client.stdout is not None and client.stdout.readline().strip() == b"held", client.stderr
-    time.sleep(0.3)
-    return client, servers
-
-
-def _end(client: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]]) -> None:
-    for p in (client, *servers):
-        p.kill()
-        p.wait()
 
 
 def test_natbox_conntrack_prints_what_conntrack_prints(lab: Lab, tmp_path: Path) -> None:
@@ -142,33 +66,33 @@ def test_natbox_conntrack_prints_what_conntrack_prints(lab: Lab, tmp_path: Path)
                  "dev", "wan0"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
                  ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.1.0/24", "-o", "wan0", "-j", "MASQUERADE"]):
         assert ns_run(lab, "gw", argv).returncode == 0, argv
-    client, servers = _traffic(lab, 0)
+    client, servers = start_traffic(lab, SERVER, 0)
     try:
         kernel: dict[tuple[str, ...], tuple[int, str, str]] = {}
         for args in OK_ARGS + BAD_ARGS:
-            res = ns_run(lab, "gw", ["conntrack", *_ports(args, 0)])
+            res = ns_run(lab, "gw", ["conntrack", *with_ports(args, 0)])
             kernel[tuple(args)] = (res.returncode, res.stdout.decode(), res.stderr.decode())
     finally:
-        _end(client, servers)
+        end_traffic(client, servers)
     assert ns_run(lab, "gw", ["conntrack", "-F"]).returncode == 0
     path = tmp_path / "ctl.sock"
     gw = ns_popen(lab, "gw", [a for a in gateway_argv(Path("HOST"), "--adopt", "--control", str(path)) if a != "HOST"])
     try:
         wait_ready(gw)
-        client, servers = _traffic(lab, 10)
+        client, servers = start_traffic(lab, SERVER, 10)
         try:
             ours: dict[tuple[str, ...], tuple[int, str, str]] = {}
             for args in OK_ARGS + BAD_ARGS:
-                done = run_natbox("conntrack", "--control", str(path), *_ports(args, 10))
+                done = run_natbox("conntrack", "--control", str(path), *with_ports(args, 10))
                 ours[tuple(args)] = (done.returncode, done.stdout, done.stderr)
         finally:
-            _end(client, servers)
+            end_traffic(client, servers)
     finally:
         stop(gw)
-    assert len(_normalise(kernel[("-L",)][1], 0)) == 3  # the traffic made its three entries
+    assert len(normalise(kernel[("-L",)][1], 0)) == 3  # the traffic made its three entries
     for args in OK_ARGS + BAD_ARGS:
         (krc, kout, kerr), (nrc, nout, nerr) = kernel[tuple(args)], ours[tuple(args)]
         what = " ".join(args)
         assert nrc == krc, (what, kerr, nerr)
         assert nerr == kerr, (what, kerr, nerr)
-        assert _normalise(nout, 10) == _normalise(kout, 0), (what, kout, nout)
+        assert normalise(nout, 10) == normalise(kout, 0), (what, kout, nout)

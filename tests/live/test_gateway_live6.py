@@ -13,13 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing.conntrack_cli import end_traffic, normalise, start_traffic, with_ports
 from natbox.testing.live import (
     build_lab,
     gateway_argv,
@@ -68,39 +68,6 @@ KERNEL_ROUTER = [
     ["ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:1::/64", "-o", "wan0", "-j", "MASQUERADE"],
 ]
 
-UDP_ECHO = """
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", 5002)); s.settimeout(20)
-print("listening", flush=True)
-data, peer = s.recvfrom(2048)
-s.sendto(data, peer)
-"""
-TCP_HOLD_SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 5001))
-s.listen(1); s.settimeout(30)
-print("listening", flush=True)
-c, _ = s.accept(); c.settimeout(60)
-c.recv(10)
-c.recv(10)
-"""
-TRAFFIC = """
-import socket, sys
-off = int(sys.argv[1])
-u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::", 42001 + off)); u.settimeout(5)
-for _ in range(3):
-    u.sendto(b"hi", ("{dst}", 5002))
-    try:
-        u.recvfrom(100); break
-    except TimeoutError:
-        pass
-c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); c.bind(("::", 42003 + off)); c.sendto(b"x", ("{dst}", 5999))
-t = socket.create_connection(("{dst}", 5001), timeout=10, source_address=("::", 42002 + off))
-t.send(b"x")
-print("held", flush=True)
-sys.stdin.readline()
-""".replace("{dst}", SERVER)
-
 OK_ARGS = [
     ["-L"], ["-L", "-f", "ipv6"], ["-L", "-f", "ipv6x", "-p", "udp"], ["-L", "-f", "ipv4"],
     ["-L", "-f", "ipv6", "-p", "tcp", "--dport", "5001"], ["-L", "-f", "ipv6", "-p", "udp", "--sport", "CLIENT_PORT"],
@@ -124,27 +91,6 @@ CHANGING_ARGS = [["-D", "-f", "ipv6", "-p", "udp", "--dport", "5999"], ["-L", "-
                  ["-L"]]
 
 
-def _normalise(text: str, off: int) -> list[str]:
-    """Lines sorted, with what legitimately differs between two runs made equal: the client ports of the
-    second run shifted back, timeouts, ids."""
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"\b(420\d\d)\b", lambda m: str(int(m.group(1)) - off), line)
-        line = re.sub(r"((?:tcp|udp|icmpv6)\s+\d+ )\d+ ", r"\1T ", line)
-        line = re.sub(r"<timeout>\d+</timeout>", "<timeout>T</timeout>", line)
-        line = re.sub(r"-t \d+ ", "-t T ", line)
-        line = re.sub(r"\bid=\d+$", "id=ID", line)
-        line = re.sub(r"\bid=\d+ ", "id=PING ", line)  # ping6's echo id, its own in each run
-        line = re.sub(r"--icmpv6-id \d+", "--icmpv6-id PING", line)
-        line = re.sub(r"<id>\d+</id>", "<id>ID</id>", line)
-        out.append(line)
-    return sorted(out)
-
-
-def _ports(args: list[str], off: int) -> list[str]:
-    return [str(42001 + off) if a == "CLIENT_PORT" else a for a in args]
-
-
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     model = parse_lab_toml(LAB, "test_gateway_live6.py")
@@ -152,41 +98,22 @@ def lab() -> Iterator[Lab]:
     yield from build_lab(model)
 
 
-def _traffic(lab: Lab, off: int) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
-    servers = []
-    for code in (UDP_ECHO, TCP_HOLD_SERVER):
-        p = ns_popen(lab, "server", [sys.executable, "-c", code])
-        assert p.stdout is not None and p.stdout.readline().strip() == b"listening"
-        servers.append(p)
-    client = subprocess.Popen(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c", TRAFFIC, str(off)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert client.stdout is not None and client.stdout.readline().strip() == b"held", client.stderr
-    time.sleep(0.3)
-    return client, servers
-
-
-def _end(client: subprocess.Popen[bytes], servers: list[subprocess.Popen[bytes]]) -> None:
-    for p in (client, *servers):
-        p.kill()
-        p.wait()
-
-
 def _ask(lab: Lab, path: Path | None, args: list[str], off: int) -> tuple[int, str, str]:
     if path is None:
-        res = ns_run(lab, "gw", ["conntrack", *_ports(args, off)])
+        res = ns_run(lab, "gw", ["conntrack", *with_ports(args, off)])
         return res.returncode, res.stdout.decode(), res.stderr.decode()
-    done = run_natbox("conntrack", "--control", str(path), *_ports(args, off))
+    done = run_natbox("conntrack", "--control", str(path), *with_ports(args, off))
     return done.returncode, done.stdout, done.stderr
 
 
 def _collect(lab: Lab, path: Path | None, off: int) -> dict[tuple[str, ...], tuple[int, str, str]]:
-    client, servers = _traffic(lab, off)
+    client, servers = start_traffic(lab, SERVER, off)
     try:
         ping = ns_run(lab, "client", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", SERVER])
         assert ping.returncode == 0, ping.stdout.decode() + ping.stderr.decode()
         return {tuple(args): _ask(lab, path, args, off) for args in OK_ARGS + BAD_ARGS + CHANGING_ARGS}
     finally:
-        _end(client, servers)
+        end_traffic(client, servers)
 
 
 def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrack(lab: Lab, tmp_path: Path) -> None:
@@ -212,13 +139,13 @@ def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrac
     assert kernel_after.stdout.decode().strip() == "", "the kernel tracked IPv6 while natbox held the router"
     assert status.stdout.count("2001:db8:1::2 dev wan0 lladdr") == 1, status.stdout  # (from the snapshot)
     assert "fd00:1::1/64" in status.stdout, status.stdout
-    assert len(_normalise(kernel[("-L", "-f", "ipv6")][1], 0)) == 3  # UDP echo, TCP, ping
+    assert len(normalise(kernel[("-L", "-f", "ipv6")][1], 0)) == 3  # UDP echo, TCP, ping
     for args in OK_ARGS + BAD_ARGS + CHANGING_ARGS:
         (krc, kout, kerr), (nrc, nout, nerr) = kernel[tuple(args)], ours[tuple(args)]
         what = " ".join(args)
         assert nrc == krc, (what, kerr, nerr)
         assert nerr == kerr, (what, kerr, nerr)
-        assert _normalise(nout, 10) == _normalise(kout, 0), (what, kout, nout)
+        assert normalise(nout, 10) == normalise(kout, 0), (what, kout, nout)
     # given back: the kernel holds its addresses and forwards IPv6 again
     assert "fd00:1::1/64" in ns_run(lab, "gw", ["ip", "-6", "addr", "show", "dev", "lan0"]).stdout.decode()
     assert ns_run(lab, "gw", ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.decode().strip() == "1"
