@@ -482,6 +482,12 @@ class Engine:
         `OffloadDel`); flows whose route or next hop changed are brought back first. Empty unless offloading."""
         return [] if self._offload is None else self._offload.drain()
 
+    def offload_removal_pending(self) -> bool:
+        """An `OffloadDel` waits in `offload_requests()`: the frames the engine just emitted (a FIN, an RST that
+        brought the flow back) must leave only after the datapath dropped the entries, or the peer's answer
+        is carried past natbox."""
+        return self._offload is not None and self._offload.removal_pending
+
     def offload_stats(self, ct_id: int, direction: int, packets: int, nbytes: int, last_seen: float) -> bool:
         """Fold the datapath's cumulative counters of one direction of an offloaded ct (since its entry was
         installed; `nbytes` counts IP bytes, as conntrack does) and the time it last carried a packet (on the

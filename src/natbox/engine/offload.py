@@ -147,6 +147,9 @@ class FlowOffload:
         self.flows: dict[int, OffloadedFlow] = {}  # by ct id
         self.keys: dict[FlowKey, OffloadedFlow] = {}  # the flow keys of the frames the datapath carries
         self.requests: list[OffloadRequest] = []
+        # an OffloadDel is waiting: the datapath must drop the entries before the packet that brought the flow
+        # back leaves (nf_flow_tcp_state tears the flow down in the datapath itself, before the FIN goes on)
+        self.removal_pending = False
         self.refused: dict[int, Conn] = {}  # cts the datapath declined: not offered again (until destroyed)
         # flows come back, until the datapath's last counts of them are folded: kept through one drain()
         self.leaving: dict[int, OffloadedFlow] = {}
@@ -264,6 +267,7 @@ class FlowOffload:
         self.stats[reason] = self.stats.get(reason, 0) + 1
         if request:
             self.requests.append(OffloadDel(conn.ct_id, reason))
+            self.removal_pending = True
             # the compiled flows go too: the packets that follow take the slow path, which compiles the flow
             # again and so offers it again (the compiled flows' executor never does)
             self._side(tuple_l3num(conn.tuples[0]))[0].forget(conn)
@@ -377,6 +381,7 @@ class FlowOffload:
             self.leaving.pop(ct_id, None)
         self._drained = list(self.leaving)
         out, self.requests = self.requests, []
+        self.removal_pending = False
         return out
 
     # --- accounting ------------------------------------------------------------------------------

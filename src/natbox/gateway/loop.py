@@ -136,6 +136,9 @@ class EventLoop:
         # called when frames were read from a port, before the engine sees them (--offload-new: the copies of
         # the packets the datapath forwarded before them go first)
         self.before_frames: list[Callable[[], object]] = []
+        # called after the engine took each frame and before what it emitted leaves (--offload: entries of flows
+        # that came back go first)
+        self.before_emit: Callable[[], None] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -276,11 +279,18 @@ class EventLoop:
             if len(f[0]) > limit and not f[2]:
                 self._oversize(name, len(f[0]))
         emit = self._emit
+        before_emit = self.before_emit
         try:
             # the engine takes each packet's offload metadata (it skips the L4 checksum check of a
             # CHECKSUM_PARTIAL packet as nf_ip_checksum does) and says how each frame it emits leaves
-            for frame, gso_type, gso_size, partial in frames:
-                emit(receive(frame, name, clock(), gso_type=gso_type, gso_size=gso_size, partial=partial))
+            if before_emit is None:
+                for frame, gso_type, gso_size, partial in frames:
+                    emit(receive(frame, name, clock(), gso_type=gso_type, gso_size=gso_size, partial=partial))
+            else:
+                for frame, gso_type, gso_size, partial in frames:
+                    out = receive(frame, name, clock(), gso_type=gso_type, gso_size=gso_size, partial=partial)
+                    before_emit()
+                    emit(out)
         except Exception as exc:  # an engine bug must not stop the gateway: count it, report the first
             stats["engine_error"] += 1
             if stats["engine_error"] == 1:

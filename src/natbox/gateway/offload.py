@@ -129,6 +129,21 @@ class GatewayOffload(Generic[K, A]):
             else:
                 self._remove(req.ct_id, req.reason)
 
+    def drive(self, loop: EventLoop) -> None:
+        """Wire into `loop`: removals before the frame that caused them leaves, the rest of the requests after
+        every wakeup, counters folded by the timers."""
+        loop.before_emit = self.before_emit
+        loop.after_wakeup.append(self.sync)
+        loop.add_timers(self)
+
+    def before_emit(self) -> None:
+        """Between a frame's engine run and its leaving (the loop's `before_emit`): a flow that frame brought
+        back (FIN, RST) loses its entries first. Else the peer's answer to that FIN could still be carried by
+        the datapath past natbox's conntrack, as the kernel's flowtable never lets it (nf_flow_tcp_state tears
+        the flow down before the FIN goes on)."""
+        if self.engine.offload_removal_pending():
+            self.sync()
+
     def _install(self, req: OffloadAdd) -> None:
         try:
             entries = [self._entry(plan, self._ifindex) for plan in req.plans]
@@ -350,8 +365,7 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: 
         loop.after_wakeup.append(newconn.sync)  # the copies first: what they do to the cts, offload.sync carries out
         loop.before_frames.append(newconn.drain)
         loop.watch(ring.fileno(), EVENT_READ, lambda mask: None)  # wakes the loop; after_wakeup drains
-    loop.after_wakeup.append(offload.sync)
-    loop.add_timers(offload)
+    offload.drive(loop)
     return offload
 
 
