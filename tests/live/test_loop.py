@@ -253,3 +253,37 @@ def test_engine_error_does_not_stop_the_loop() -> None:
     assert loop.stats["engine_error"] == 2
     assert len(said) == 1 and "engine bug" in said[0]
     loop.close()
+
+
+class _Down(FakePort):
+    """A packet socket whose device went down: the next read fails with ENETDOWN (packet_notifier's sk_err)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.errors = 0
+
+    def recv_batch(self, max_frames: int) -> list[RxFrame]:
+        if self.errors:
+            self.errors -= 1
+            super().recv_batch(max_frames)
+            raise OSError(100, "Network is down")
+        return super().recv_batch(max_frames)
+
+
+def test_a_read_error_on_a_port_is_counted_and_the_loop_goes_on() -> None:
+    a, b = _Down("a"), FakePort("b")
+    loop = EventLoop(Swap(), {"a": a, "b": b})
+    said: list[str] = []
+    loop.warn = said.append
+    a.errors = 2
+    for _ in range(2):
+        a.push(tcp_frame(100))
+        loop.poll_once(1.0)
+    a.push(tcp_frame(100))
+    loop.poll_once(1.0)
+    assert loop.stats["rx_error"] == 2
+    assert said == ["warning: a: Network is down"]  # once for the two in a row
+    assert len(b.sent) == 1  # the frame after the errors was forwarded
+    loop.close()
+    a.close()
+    b.close()

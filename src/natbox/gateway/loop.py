@@ -139,6 +139,7 @@ class EventLoop:
         # called after the engine took each frame and before what it emitted leaves (--offload: entries of flows
         # that came back go first)
         self.before_emit: Callable[[], None] | None = None
+        self._said_rx_error: dict[str, str] = {}  # port -> the last read error reported
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -265,7 +266,15 @@ class EventLoop:
             pass
 
     def _service(self, name: str) -> None:
-        frames = self.ports[name].recv_batch(self.batch)
+        try:
+            frames = self.ports[name].recv_batch(self.batch)
+        except OSError as exc:  # ENETDOWN once when the device goes down (packet_notifier): counted, not fatal
+            self.stats["rx_error"] += 1
+            text = f"warning: {name}: {exc.strerror or exc}"
+            if self._said_rx_error.get(name) != text:  # once in a row per port: a repeating error does not flood
+                self._said_rx_error[name] = text
+                self.warn(text)
+            return
         if not frames:
             return
         stats = self.stats
