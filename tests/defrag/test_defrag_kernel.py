@@ -5,8 +5,9 @@ crafted frames through an AF_PACKET socket; what the router forwards or sends ba
 natbox's model of the same sequence. Needs root and `ip`; the namespaces are deleted afterwards.
 
 An exchange ends when a marker sent after the frames comes through (a datagram to the receiver, or an echo
-reply from the router), not after a fixed time: on a loaded machine the sender may still be starting when a
-fixed window has closed. The sender stays on one CPU so that its frames reach the router in order.
+reply from the router; for what the reassembly timer sends, once the queues expired), not after a fixed
+time: on a loaded machine the sender may still be starting when a fixed window has closed. The sender stays
+on one CPU so that its frames reach the router in order.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ s.bind((sys.argv[1], 0))
 s.settimeout(0.1)
 print("ready", flush=True)
 end = time.time() + float(sys.argv[2])
-marker = bytes.fromhex(sys.argv[3])  # empty: receive until `end`; else until a frame carrying it (left out)
+marker = bytes.fromhex(sys.argv[3])  # receive until a frame carrying it (left out)
 out = []
 while time.time() < end:
     try:
@@ -51,12 +52,11 @@ while time.time() < end:
     except socket.timeout:
         continue
     if addr[2] != 4 and f[12:14] == b"\x08\x00":
-        if marker and marker in f:
+        if marker in f:
             break
         out.append(f[14:].hex())
 else:
-    if marker:
-        sys.exit("no marker within the deadline")
+    sys.exit("no marker within the deadline")
 print(json.dumps(out), flush=True)
 """
 
@@ -107,27 +107,40 @@ class Lab:
                 return int(line.split()[-1])
         return -1
 
-    def exchange(self, datagrams: list[bytearray], *, back: bool = False, wait: float | None = None) -> list[bytes]:
+    def wait_frag_mem_zero(self) -> None:
+        """Until the router holds no fragment queue (each expires FRAG_TIME after it was made)."""
+        deadline = time.monotonic() + FRAG_TIME + 15
+        while (mem := self.frag_mem()) != 0:
+            assert time.monotonic() < deadline, f"fragment queues still hold {mem} bytes"
+            time.sleep(0.1)
+
+    def exchange(self, datagrams: list[bytearray], *, back: bool = False, after_expiry: bool = False) -> list[bytes]:
         """Send from the sender; return the IPv4 datagrams seen at the receiver (or back at the sender) until
-        the marker sent after them arrives; with `wait`, those seen in that many seconds instead (for what
-        a kernel timer sends)."""
+        the marker sent after them arrives. `after_expiry`: the marker only once the router's fragment queues
+        expired (for what the reassembly timer sends: ip_expire sends its ICMP before it frees the queue)."""
         ns, dev = (NS[0], "nbxd-va") if back else (NS[2], "nbxd-vb")
-        if wait is None:  # back: an echo request to the router, whose reply follows any error it sent before
-            marker = (build_ipv4(A, R, 1, build_icmp_echo(0x6E62, 1, MARKER)) if back
-                      else build_ipv4(A, B, 17, build_udp(A, B, 40099, 5999, MARKER)))
-            datagrams = [*datagrams, marker]
-        rx = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", RECV, dev,
-                               str(MARKER_DEADLINE if wait is None else wait), "" if wait else MARKER.hex()],
-                              stdout=subprocess.PIPE, text=True)
+        # back: an echo request to the router, whose reply follows any error it sent before
+        marker = (build_ipv4(A, R, 1, build_icmp_echo(0x6E62, 1, MARKER)) if back
+                  else build_ipv4(A, B, 17, build_udp(A, B, 40099, 5999, MARKER)))
+        rx = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", RECV, dev, str(MARKER_DEADLINE),
+                               MARKER.hex()], stdout=subprocess.PIPE, text=True)
         assert rx.stdout is not None
         assert rx.stdout.readline().strip() == "ready"
-        frames = "".join(build_ethernet(self.router_mac, self.mac_a, 0x0800, d).hex() + "\n" for d in datagrams)
-        subprocess.run(["ip", "netns", "exec", NS[0], "python3", "-c", SEND, "nbxd-va"], input=frames, text=True,
-                       check=True)
+        if after_expiry:
+            self._send(datagrams)
+            self.wait_frag_mem_zero()
+            self._send([marker])
+        else:
+            self._send([*datagrams, marker])
         said = rx.communicate()[0]
         assert rx.returncode == 0, f"the receiver saw no marker within {MARKER_DEADLINE} s"
         out = json.loads(said)
         return [bytes.fromhex(h) for h in out]
+
+    def _send(self, datagrams: list[bytearray]) -> None:
+        frames = "".join(build_ethernet(self.router_mac, self.mac_a, 0x0800, d).hex() + "\n" for d in datagrams)
+        subprocess.run(["ip", "netns", "exec", NS[0], "python3", "-c", SEND, "nbxd-va"], input=frames, text=True,
+                       check=True)
 
     def close(self) -> None:
         for ns in NS:
@@ -204,8 +217,7 @@ def test_queue_insert_and_max_dist(lab: Lab, sequence: object) -> None:
 
 
 def test_memory_limit_no_eviction(lab: Lab) -> None:
-    time.sleep(FRAG_TIME + 0.5)  # earlier cases' queues expire
-    assert lab.frag_mem() == 0
+    lab.wait_frag_mem_zero()  # earlier cases' queues expire
     lab.sysctl("net.ipv4.ipfrag_low_thresh=4096", "net.ipv4.ipfrag_high_thresh=8192")
     try:
         seg = udp_segment(5008, 24)
@@ -217,14 +229,14 @@ def test_memory_limit_no_eviction(lab: Lab) -> None:
             d.add(bytearray(p), 0.0)
         assert got == [] and lab.frag_mem() == d.mem == 8256
     finally:
-        time.sleep(FRAG_TIME + 0.5)
+        lab.wait_frag_mem_zero()
         lab.sysctl("net.ipv4.ipfrag_high_thresh=4194304", "net.ipv4.ipfrag_low_thresh=3145728")
 
 
 def test_expiry_icmp_only_for_local_destination(lab: Lab) -> None:
     for dst, ident in ((B, 950), (R, 951)):
         head = frag(ident, 0, udp_segment(5006, 24, dst)[0:16], mf=True, dst=dst)
-        back = [p for p in lab.exchange([head], back=True, wait=FRAG_TIME + 1.5) if p[9] == 1]
+        back = [p for p in lab.exchange([head], back=True, after_expiry=True) if p[9] == 1]
         d = IpDefrag()
         d.add(head, 0.0)
         (expired,) = d.expire(30.0)

@@ -207,8 +207,11 @@ def test_stale_entry_probes_by_unicast_then_fails_like_the_kernel(need_kernel: N
                         + labx.ns(labx.gw, "ip", "neigh", "show", "10.77.0.2", "dev", "vg1").stdout.strip())
         with capture(labx, "vg1", "arp or icmp", tmp_path / "vg1.txt") as txt:
             labx.ns(labx.gw, "ping", "-c1", "-W1", "10.77.0.2", check=False)
-            time.sleep(5.0)
-            state = labx.ns(labx.gw, "ip", "neigh", "show", "10.77.0.2", "dev", "vg1").stdout
+            deadline = time.monotonic() + 15  # the probes end after about 4 s: FAILED one retrans_time later
+            while "FAILED" not in (state := labx.ns(labx.gw, "ip", "neigh", "show", "10.77.0.2", "dev", "vg1").stdout):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
     lines = txt.read_text().splitlines()
     echo = [float(m.group(1)) for line in lines if (m := _ECHO.match(line))]
     arps = [m.groups() for line in lines if (m := _ARP.match(line))]
