@@ -590,7 +590,8 @@ def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) 
     base = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
             "-A POSTROUTING -o wan0 -j MASQUERADE\nCOMMIT\n")
     rules.write_text(base)
-    proc = ns_popen(basic_lab, "gw", gateway_argv(host, "--rules", str(rules)))
+    ctl = str(tmp_path / "ctl.sock")
+    proc = ns_popen(basic_lab, "gw", gateway_argv(host, "--rules", str(rules), "--control", ctl))
     try:
         wait_ready(proc)
         server = _start_server(basic_lab, "server", UDP_SERVER)
@@ -603,10 +604,18 @@ def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) 
         assert proc.stderr is not None
         assert "SIGHUP: reloaded" in proc.stderr.readline().decode()
         server = _start_server(basic_lab, "server", UDP_SERVER)
-        client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40125"))
-        assert client.stdout.decode().strip() == ""
+        sent = ns_python(basic_lab, "client", "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                         f"s.bind(('0.0.0.0', 40125)); s.sendto(b'hello', ('{SERVER}', 5002))")
+        assert sent.returncode == 0, sent.stderr
+        # the datagram is dropped: the new rule counts it (waited for, not a reply timed out on), the server
+        # never sees it
+        deadline = time.monotonic() + 15
+        while not re.search(r"^\s*1\s+\d+\s+DROP\b", (counted := run_natbox(
+                "iptables", "--control", ctl, "-nvxL", "FORWARD")).stdout, re.M):
+            assert time.monotonic() < deadline, counted.stdout + counted.stderr
+            time.sleep(0.1)
         server.kill()
-        server.wait()
+        assert server.communicate()[0] == b""
     finally:
         stop(proc)
 
