@@ -25,7 +25,7 @@ LIVE = ["masquerade-ping", "masquerade-udp-same-sport", "masquerade-tcp-session"
         # `ip addr` steps, mirrored through the gateway's control socket
         "ipv6/masq6-newest-address", "masquerade-address-change",
         # SYNPROXY answering and splicing the handshake (each side with its own cookies)
-        "synproxy-forward"]
+        "synproxy-forward", "ipv6/synproxy6-forward"]
 
 
 @pytest.mark.parametrize("name", LIVE)

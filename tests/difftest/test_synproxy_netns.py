@@ -22,6 +22,7 @@ from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN
 from natbox.wire.tcp import parse_tcp, parse_tcp_options
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "synproxy-forward.toml"
+SCENARIO6 = SCENARIO.parent / "ipv6" / "synproxy6-forward.toml"
 CLI, SRV = "192.168.50.2", "198.51.100.2"
 
 
@@ -31,6 +32,13 @@ def _run() -> KernelRun:
     if why is not None:
         pytest.skip(f"kernel side unavailable: {why}")
     return run_on_kernel(parse_scenario(SCENARIO.read_text(), str(SCENARIO)))
+
+
+@cache
+def _run6() -> KernelRun:
+    if kernel_available() is not None:
+        pytest.skip(f"kernel side unavailable: {kernel_available()}")
+    return run_on_kernel(parse_scenario(SCENARIO6.read_text(), str(SCENARIO6)))
 
 
 def _tcp_out(run: KernelRun, iface: str) -> list[dict[str, Any]]:
@@ -61,12 +69,13 @@ def test_the_kernel_answers_and_splices_as_natbox_does() -> None:
 
 
 @pytest.mark.netns
-def test_natbox_agrees_once_the_cookies_are_mapped() -> None:
-    run = _run()
-    sc = parse_scenario(SCENARIO.read_text(), str(SCENARIO))
+@pytest.mark.parametrize(("path", "flows"), [(SCENARIO, 2), (SCENARIO6, 1)], ids=["ipv4", "ipv6"])
+def test_natbox_agrees_once_the_cookies_are_mapped(path: Path, flows: int) -> None:
+    run = _run() if path == SCENARIO else _run6()
+    sc = parse_scenario(path.read_text(), str(path))
     nb = run_on_natbox(sc, run)
-    # two flows got their own cookies on each side: the comparison below is not vacuous
-    assert len(nb.synproxy_offsets) == 2 and all(d for d, _t in nb.synproxy_offsets.values())
+    # each flow got its own cookies on each side: the comparison below is not vacuous
+    assert len(nb.synproxy_offsets) == flows and all(d for d, _t in nb.synproxy_offsets.values())
     diffs = compare(run, nb)
     assert not diffs, "\n".join(str(d) for d in diffs)
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 import shlex
 
 from natbox.conntrack.conn import Conn
-from natbox.conntrack.syncookies import cookie_v4_init_sequence
+from natbox.conntrack.syncookies import cookie_v4_init_sequence, cookie_v6_init_sequence
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
 from natbox.engine.output import Output
-from natbox.netfilter import CtStatus, TcpState
+from natbox.netfilter import NFPROTO_IPV6, CtStatus, TcpState
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_argv
 from natbox.wire import ethernet, ipv4, tcp
-from natbox.wire.checksum import l4_checksum
-from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN
+from natbox.wire.checksum import csum_fold, csum_partial, l4_checksum
+from natbox.wire.ipv6 import build_ipv6, parse_addr6, pseudo6_sum
+from natbox.wire.layout import ETH_HDR_LEN, IP6H_LEN, IPH_MIN_LEN, TCPH_CHECK
 from natbox.wire.tcp import TcpHeader, parse_tcp, parse_tcp_options
 
 LAN_MAC, WAN_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000101")
@@ -217,3 +218,81 @@ def test_retransmitted_ack_and_keepalive_resend_the_syn() -> None:
     assert (keep[3].seq, keep[3].ack, keep[3].flags) == (1000, cookie, tcp.SYN) and ("mss", (1460,)) in keep[4]
     assert _stats(engine) == {"syn_received": 1, "cookie_invalid": 0, "cookie_valid": 2, "cookie_retrans": 1,
                               "conn_reopened": 0}
+
+
+# --- IPv6 (ip6t_SYNPROXY: synproxy_tg6, ipv6_synproxy_hook, IPv6 cookies) -----------------------------------
+
+C6, S6 = parse_addr6("fd00:1::5"), parse_addr6("2001:db8:100::10")
+
+
+def _engine6() -> Engine:
+    host = Host(name="gw", ipv6_forward=True)
+    host.add_interface(Interface("eth0", mac=LAN_MAC))
+    host.add_interface(Interface("eth1", mac=WAN_MAC))
+    host.add_address6("eth0", parse_addr6("fd00:1::1"), 64)
+    host.add_address6("eth1", parse_addr6("2001:db8:100::1"), 64)
+    host.neighbours.append(Neighbour("eth1", S6, SERVER_MAC))
+    host.neighbours.append(Neighbour("eth0", C6, CLIENT_MAC))
+    host.conntrack.tcp_loose = False
+    rs = Ruleset(NFPROTO_IPV6)
+    for line in ("-t raw -A PREROUTING -i eth0 -p tcp -m tcp --syn -j CT --notrack",
+                 f"-A FORWARD -i eth0 -p tcp -m tcp -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY {RULE}",
+                 "-A FORWARD -m conntrack --ctstate INVALID -j DROP"):
+        rs.execute(parse_argv(shlex.split(line), family=NFPROTO_IPV6))
+    return Engine(host, ruleset6=rs, seed=7)
+
+
+def _send6(engine: Engine, now: float, *, seq: int, ack: int, flags: int, window: int, opts: bytes = b"",
+           payload: bytes = b"", from_server: bool = False, cport: int = CPORT) -> Output:
+    src, dst, sport, dport = (S6, C6, SPORT, cport) if from_server else (C6, S6, cport, SPORT)
+    seg = bytearray(tcp.build_tcp(0, 0, sport, dport, seq=seq, ack=ack, flags=flags, window=window, options=opts,
+                                  payload=payload))
+    seg[TCPH_CHECK:TCPH_CHECK + 2] = b"\0\0"
+    check = csum_fold(csum_partial(seg, pseudo6_sum(src, dst, 6, len(seg))))
+    seg[TCPH_CHECK:TCPH_CHECK + 2] = check.to_bytes(2, "big")
+    frame = ethernet.build_ethernet(WAN_MAC if from_server else LAN_MAC, SERVER_MAC if from_server else CLIENT_MAC,
+                                    ethernet.ETH_P_IPV6, build_ipv6(src, dst, 6, seg))
+    return engine.receive(bytes(frame), "eth1" if from_server else "eth0", now)
+
+
+def _segs6(out: Output) -> list[tuple[str, int, int, TcpHeader, list[tuple[str, tuple[int, ...]]]]]:
+    segs = []
+    for e in out.emitted:
+        ip = e.frame[ETH_HDR_LEN:]
+        saddr, daddr = int.from_bytes(ip[8:24], "big"), int.from_bytes(ip[24:40], "big")
+        body = ip[IP6H_LEN:]
+        assert csum_fold(csum_partial(body, pseudo6_sum(saddr, daddr, 6, len(body)))) == 0
+        th = parse_tcp(body)
+        assert th is not None
+        segs.append((e.iface, saddr, daddr, th, parse_tcp_options(body[20:th.doff])))
+    return segs
+
+
+def test_ipv6_the_whole_exchange() -> None:
+    engine = _engine6()
+    [(iface, saddr, daddr, th, opts)] = _segs6(_send6(engine, 1.0, seq=1000, ack=0, flags=tcp.SYN, window=64240,
+                                                      opts=SYN_OPTS))
+    cookie, mss = cookie_v6_init_sequence(engine.synproxy.secret6, C6, S6, CPORT, SPORT, 1000, 1460, 1.0)
+    assert mss == 1440  # IPv6's msstab: 1220, 1420, 1440, 8940
+    assert (iface, saddr, daddr, th.seq, th.ack, th.flags, th.window) == ("eth0", S6, C6, cookie, 1001,
+                                                                         tcp.SYN | tcp.ACK, 0)
+    its = 960 | 6 | 0x10
+    assert opts == [("mss", (1460,)), ("sackOK", ()), ("TS", (its, 5000)), ("nop", ()), ("wscale", (7,))]
+    [(iface, saddr, _, th, opts)] = _segs6(_send6(engine, 1.1, seq=1001, ack=cookie + 1, flags=tcp.ACK, window=502,
+                                                  opts=_ts_opt(5001, its)))
+    assert (iface, saddr, th.seq, th.ack, th.flags) == ("eth1", C6, 1000, cookie, tcp.SYN)
+    assert ("mss", (1440,)) in opts
+    out = _send6(engine, 1.2, seq=90000, ack=1001, flags=tcp.SYN | tcp.ACK, window=65160, from_server=True,
+                 opts=tcp.tcp_opt_timestamps(777000, 5001) + tcp.tcp_opt_nop() + tcp.tcp_opt_nop())
+    [to_server, to_client] = _segs6(out)
+    assert (to_server[0], to_server[3].ack, to_client[0], to_client[3].seq) == ("eth1", 90001, "eth0", cookie + 1)
+    [(_, _, _, th, opts)] = _segs6(_send6(engine, 1.3, seq=90001, ack=1001, flags=tcp.ACK | tcp.PSH, window=509,
+                                          from_server=True, opts=_ts_opt(777010, 5001), payload=b"v6"))
+    assert (th.seq, _ts(opts)) == (cookie + 1, (its + 10, 5001))
+    [(_, _, _, th, opts)] = _segs6(_send6(engine, 1.4, seq=1001, ack=cookie + 3, flags=tcp.ACK, window=502,
+                                          opts=_ts_opt(5002, its + 10)))
+    assert (th.ack, _ts(opts)) == (90003, (5002, 777010))
+    assert _stats(engine)["syn_received"] == 1 and _stats(engine)["cookie_valid"] == 1
+    # another connection's ACK with a bad cookie: dropped and counted
+    assert not _send6(engine, 1.5, seq=1, ack=5, flags=tcp.ACK, window=5, cport=CPORT + 1).emitted
+    assert _stats(engine)["cookie_invalid"] == 1

@@ -17,7 +17,7 @@ from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED
 from natbox.conntrack.proto.icmpv6 import ICMPV6_UNTRACKED, icmpv6_error
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
-from natbox.netfilter import IPPROTO_ICMPV6, NF_ACCEPT, NF_DROP, CtInfo, Hook
+from natbox.netfilter import IPPROTO_ICMPV6, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Hook
 from natbox.skb import Skb
 from natbox.wire.ipv6 import ipv6_skip_exthdr
 from natbox.wire.layout import IP6H_DADDR, IP6H_LEN, IP6H_NEXTHDR, IP6H_SADDR
@@ -55,8 +55,11 @@ def ipv6_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, c
     returns NF_ACCEPT or NF_DROP. INVALID packets are accepted with no ct and `skb.note` saying why. The
     layer-3 part is here (`ipv6_get_l4proto`, `icmpv6_error`, the tuple); conntrack/core.py's
     `nf_conntrack_in` does the rest for both families."""
-    if skb.ct is not None:
-        return NF_ACCEPT
+    tmpl = skb.ct
+    if tmpl is not None:
+        if not tmpl.status & CtStatus.TEMPLATE:
+            return NF_ACCEPT
+        skb.ct = None  # a template (SYNPROXY's): handed back to nf_conntrack_in with the tuple below
     if skb.untracked:
         skb.ctinfo = CtInfo.UNTRACKED
         return NF_ACCEPT
@@ -95,4 +98,5 @@ def ipv6_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, c
         stats.invalid += 1
         skb.note = "conntrack: transport header too short for a tuple"
         return NF_ACCEPT
+    skb.ct = tmpl
     return nf_conntrack_in(skb, hook, now, table, cfg, (t, l4proto, dataoff))

@@ -14,13 +14,14 @@ Mirrors `cookie_hash`, `secure_tcp_syn_cookie`, `check_tcp_syn_cookie`, `__cooki
 `__cookie_v4_check`. The words are hashed as the kernel reads them on a little-endian machine (a __be32 in
 a u32), so with the kernel's secret the values would be the kernel's; natbox draws its secrets from the
 engine's random source and counts minutes on the injected clock, so its cookies differ from any given
-kernel's (docs/differences.md).
+kernel's (docs/differences.md). IPv6's cookies (net/ipv6/syncookies.c) hash the addresses, count and ports
+as one 40-byte struct with their own secret and MSS table.
 """
 
 from __future__ import annotations
 
-__all__ = ["MSSTAB", "SyncookieSecret", "cookie_v4_check", "cookie_v4_init_sequence", "siphash_4u32",
-           "tcp_cookie_time"]
+__all__ = ["MSSTAB", "MSSTAB6", "SyncookieSecret", "cookie_v4_check", "cookie_v4_init_sequence", "cookie_v6_check",
+           "cookie_v6_init_sequence", "siphash", "siphash_4u32", "tcp_cookie_time"]
 
 _M64 = (1 << 64) - 1
 _U32 = 0xFFFFFFFF
@@ -49,20 +50,21 @@ def _sipround(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
     return v0, v1, v2, v3
 
 
-def siphash_4u32(a: int, b: int, c: int, d: int, key: tuple[int, int]) -> int:
-    """`siphash_4u32()` (lib/siphash.c): SipHash-2-4 of 16 bytes, the words (b << 32 | a) and (d << 32 | c),
-    with the 128-bit `key` (k0, k1); the low 32 bits of the result, as `cookie_hash` keeps them."""
+def siphash(data: bytes, key: tuple[int, int]) -> int:
+    """`siphash()` (lib/siphash.c): SipHash-2-4 of `data` with the 128-bit `key` (k0, k1), 64 bits."""
     k0, k1 = key
     v0 = 0x736F6D6570736575 ^ k0
     v1 = 0x646F72616E646F6D ^ k1
     v2 = 0x6C7967656E657261 ^ k0
     v3 = 0x7465646279746573 ^ k1
-    for m in ((b << 32) | a, (d << 32) | c):
+    full = len(data) - len(data) % 8
+    for i in range(0, full, 8):
+        m = int.from_bytes(data[i:i + 8], "little")
         v3 ^= m
         v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
         v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
         v0 ^= m
-    m = 16 << 56  # the length byte, no tail
+    m = ((len(data) & 0xFF) << 56) | int.from_bytes(data[full:], "little")
     v3 ^= m
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
@@ -70,7 +72,14 @@ def siphash_4u32(a: int, b: int, c: int, d: int, key: tuple[int, int]) -> int:
     v2 ^= 0xFF
     for _ in range(4):
         v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    return (v0 ^ v1 ^ v2 ^ v3) & _U32
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def siphash_4u32(a: int, b: int, c: int, d: int, key: tuple[int, int]) -> int:
+    """`siphash_4u32()`: SipHash-2-4 of the four u32 words as they lie in memory (little-endian); the low 32
+    bits of the result, as `cookie_hash` keeps them."""
+    words = b"".join((w & _U32).to_bytes(4, "little") for w in (a, b, c, d))
+    return siphash(words, key) & _U32
 
 
 class SyncookieSecret:
@@ -131,3 +140,42 @@ def cookie_v4_check(secret: SyncookieSecret, saddr: int, daddr: int, sport: int,
         return 0
     mssind = (cookie - _cookie_hash(secret, saddr, daddr, sport, dport, count - diff, 1)) & COOKIEMASK
     return MSSTAB[mssind] if mssind < len(MSSTAB) else 0
+
+
+# --- IPv6 (net/ipv6/syncookies.c) -----------------------------------------------------------------
+
+MSSTAB6 = (1280 - 60, 1480 - 60, 1500 - 60, 9000 - 60)  # msstab[]: IPV6_MIN_MTU - 60 ... jumbo
+
+
+def _cookie_hash6(secret: SyncookieSecret, saddr: int, daddr: int, sport: int, dport: int, count: int,
+                  c: int) -> int:
+    """Mirrors IPv6's `cookie_hash()`: SipHash of {saddr, daddr, count (u32), sport, dport (__be16)}, 40 bytes."""
+    combined = (saddr.to_bytes(16, "big") + daddr.to_bytes(16, "big") + (count & _U32).to_bytes(4, "little")
+                + (sport & 0xFFFF).to_bytes(2, "big") + (dport & 0xFFFF).to_bytes(2, "big"))
+    return siphash(combined, secret.keys[c]) & _U32
+
+
+def cookie_v6_init_sequence(secret: SyncookieSecret, saddr: int, daddr: int, sport: int, dport: int, seq: int,
+                            mss: int, now: float) -> tuple[int, int]:
+    """Mirrors `__cookie_v6_init_sequence()` (its own secret, `syncookie6_secret`, and msstab)."""
+    mssind = len(MSSTAB6) - 1
+    while mssind and mss < MSSTAB6[mssind]:
+        mssind -= 1
+    count = tcp_cookie_time(now)
+    cookie = (_cookie_hash6(secret, saddr, daddr, sport, dport, 0, 0) + seq + (count << COOKIEBITS)
+              + ((_cookie_hash6(secret, saddr, daddr, sport, dport, count, 1) + mssind) & COOKIEMASK))
+    return cookie & _U32, MSSTAB6[mssind]
+
+
+def cookie_v6_check(secret: SyncookieSecret, saddr: int, daddr: int, sport: int, dport: int, seq: int,
+                    ack_seq: int, now: float) -> int:
+    """Mirrors `__cookie_v6_check()`: the MSS the ACK's cookie encodes, or 0."""
+    cookie = (ack_seq - 1) & _U32
+    sseq = (seq - 1) & _U32
+    count = tcp_cookie_time(now)
+    cookie = (cookie - _cookie_hash6(secret, saddr, daddr, sport, dport, 0, 0) - sseq) & _U32
+    diff = (count - (cookie >> COOKIEBITS)) & (_U32 >> COOKIEBITS)
+    if diff >= MAX_SYNCOOKIE_AGE:
+        return 0
+    mssind = (cookie - _cookie_hash6(secret, saddr, daddr, sport, dport, count - diff, 1)) & COOKIEMASK
+    return MSSTAB6[mssind] if mssind < len(MSSTAB6) else 0

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from natbox.netfilter import IPPROTO_TCP
 from natbox.wire import ipv4
-from natbox.wire.checksum import csum_replace4, l4_checksum
+from natbox.wire.checksum import csum_fold, csum_partial, csum_replace4, l4_checksum
+from natbox.wire.ipv6 import build_ipv6, pseudo6_sum
 from natbox.wire.layout import TCPH_CHECK, TCPH_DOFF, TCPH_MIN_LEN
 from natbox.wire.tcp import (
     TCPOPT_EOL,
@@ -41,6 +42,7 @@ __all__ = [
     "SynproxyOptions",
     "SynproxyStats",
     "build_segment",
+    "build_segment6",
     "synproxy_build_options",
     "synproxy_check_timestamp_cookie",
     "synproxy_init_timestamp_cookie",
@@ -252,3 +254,17 @@ def build_segment(saddr: int, daddr: int, sport: int, dport: int, seq: int, ack:
                     + (window & 0xFFFF).to_bytes(2, "big") + bytes(4) + options)
     seg[TCPH_CHECK:TCPH_CHECK + 2] = l4_checksum(saddr, daddr, IPPROTO_TCP, seg).to_bytes(2, "big")
     return ipv4.build_ipv4(saddr, daddr, IPPROTO_TCP, seg, ttl=ttl, ident=0, df=True)
+
+
+def build_segment6(saddr: int, daddr: int, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                   opts: SynproxyOptions, hop_limit: int) -> bytearray:
+    """`synproxy_build_ip_ipv6()` + the TCP header: an IPv6 datagram with flow label and traffic class 0 and
+    the default hop limit, the same TCP header as `build_segment`, its checksum complete."""
+    options = synproxy_build_options(opts)
+    doff = TCPH_MIN_LEN + len(options)
+    seg = bytearray(sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + (seq & _U32).to_bytes(4, "big")
+                    + (ack & _U32).to_bytes(4, "big") + bytes(((doff >> 2) << 4, flags & 0xFF))
+                    + (window & 0xFFFF).to_bytes(2, "big") + bytes(4) + options)
+    check = csum_fold(csum_partial(seg, pseudo6_sum(saddr, daddr, IPPROTO_TCP, len(seg))))
+    seg[TCPH_CHECK:TCPH_CHECK + 2] = check.to_bytes(2, "big")
+    return build_ipv6(saddr, daddr, IPPROTO_TCP, seg, hop_limit=hop_limit)

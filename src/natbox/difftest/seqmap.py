@@ -21,11 +21,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from natbox.wire.checksum import csum_replace4
-from natbox.wire.ethernet import ETH_P_IP
+from natbox.wire.ethernet import ETH_P_IP, ETH_P_IPV6
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     ETH_PROTO,
+    IP6H_DADDR,
+    IP6H_LEN,
+    IP6H_NEXTHDR,
+    IP6H_SADDR,
     IPH_DADDR,
+    IPH_MIN_LEN,
     IPH_PROTOCOL,
     IPH_SADDR,
     IPH_VER_IHL,
@@ -80,15 +85,22 @@ def _options(frame: bytes | bytearray, thoff: int) -> list[tuple[int, int, int]]
 
 
 def _tcp(frame: bytes | bytearray) -> _Tcp | None:
+    """The TCP segment of an IPv4 frame, or of an IPv6 frame without extension headers."""
     ip = ETH_HDR_LEN
-    if len(frame) < ip + 20 or frame[ETH_PROTO:ETH_PROTO + 2] != ETH_P_IP.to_bytes(2, "big") \
-            or frame[ip + IPH_PROTOCOL] != 6:
+    proto = frame[ETH_PROTO:ETH_PROTO + 2]
+    if proto == ETH_P_IPV6.to_bytes(2, "big") and len(frame) >= ip + IP6H_LEN and frame[ip + IP6H_NEXTHDR] == 6:
+        thoff = ip + IP6H_LEN
+        src = int.from_bytes(frame[ip + IP6H_SADDR:ip + IP6H_DADDR], "big")
+        dst = int.from_bytes(frame[ip + IP6H_DADDR:ip + IP6H_LEN], "big")
+    elif proto == ETH_P_IP.to_bytes(2, "big") and len(frame) >= ip + IPH_MIN_LEN and frame[ip + IPH_PROTOCOL] == 6:
+        thoff = ip + (frame[ip + IPH_VER_IHL] & 0x0F) * 4
+        src, dst = _u32(frame, ip + IPH_SADDR), _u32(frame, ip + IPH_DADDR)
+    else:
         return None
-    thoff = ip + (frame[ip + IPH_VER_IHL] & 0x0F) * 4
     if len(frame) < thoff + TCPH_MIN_LEN:
         return None
     ts = next((body for kind, body, size in _options(frame, thoff) if kind == TCPOPT_TIMESTAMP and size == 8), None)
-    return _Tcp(_u32(frame, ip + IPH_SADDR), _u32(frame, ip + IPH_DADDR),
+    return _Tcp(src, dst,
                 (frame[thoff + TCPH_SOURCE] << 8) | frame[thoff + TCPH_SOURCE + 1],
                 (frame[thoff + TCPH_DEST] << 8) | frame[thoff + TCPH_DEST + 1], thoff, frame[thoff + TCPH_FLAGS],
                 _u32(frame, thoff + TCPH_SEQ), ts)

@@ -193,6 +193,7 @@ class Engine:
         in6 = self._in6 = Ip6Input(self.host, self.fib6, self._hooks6, out6, self.neighs6, st, listeners, ctx,
                                    resolve_neighbours=self._resolve)
         ctx.dup_packet6 = out6.nf_dup_ipv6
+        ctx.synproxy.send6 = out6.send_skb6
         out6.loopback_rcv = in6.rcv_skb
         # IPv6 compiled flows: the IPv4 ones hand them IPv6 frames; the forward path records flows
         flows6 = self._flowcache6 = FlowCache6(self.host, self.fib6, self.cfg, hooks, self.neighs6, st, out6.neigh_mac,

@@ -54,7 +54,7 @@ from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
 
-__all__ = ["HookFn", "Hooks", "XtHost", "trace_ct"]
+__all__ = ["HookFn", "Hooks", "XtHost", "has_target", "seqadj_confirm", "trace_ct"]
 
 HookFn = Callable[[Skb], int]
 _TABLE_OPS = frozenset({"raw", "mangle", "filter", "security"})  # hook functions registered by _table_fn, by table name
@@ -83,10 +83,24 @@ def trace_ct(skb: Skb) -> None:
                   f"original {ct.original}, reply {ct.reply}")
 
 
-def _has_target(rules: Ruleset, name: str) -> bool:
+def has_target(rules: Ruleset, name: str) -> bool:
     """Whether a rule of `rules` jumps to the target `name` (its checkentry ran: the module's hooks exist)."""
     return any(rule.target is not None and rule.target.name == name
                for table in rules.tables.values() for chain in table.chains.values() for rule in chain.rules)
+
+
+def seqadj_confirm(skb: Skb, host: Host, table: ConntrackTable) -> bool:
+    """`nf_confirm()`'s sequence adjustment for a ct with IPS_SEQ_ADJUST (both families): not on loopback, nor
+    for a RELATED_REPLY error; False when the packet must be dropped (counted as conntrack's `drop`)."""
+    ct = skb.ct
+    if (ct is None or skb.ctinfo == _CTINFO_RELATED_REPLY or skb.protocol != IPPROTO_TCP
+            or nf_is_loopback_packet(skb, host)):
+        return True
+    if nf_ct_seq_adjust(skb.data, skb.ihl, ct, skb.ctinfo.direction, skb.csum_partial):
+        return True
+    table.stats.drop += 1
+    skb.note = "nf_ct_seq_adjust failed (a partial TCP option)"
+    return False
 
 
 class XtHost:
@@ -185,11 +199,10 @@ class XtHost:
         return self.synproxy.stats
 
     def synproxy_send_client_synack(self, skb: Skb, opts: SynproxyOptions) -> None:
-        if skb.family == NFPROTO_IPV4:  # (IPv6, synproxy_tg6: not answered yet, docs/differences.md)
-            self.synproxy.send_client_synack(skb, opts)
+        self.synproxy.send_client_synack(skb, opts)
 
     def synproxy_recv_client_ack(self, skb: Skb, opts: SynproxyOptions, recv_seq: int) -> bool:
-        return skb.family == NFPROTO_IPV4 and self.synproxy.recv_client_ack(skb, opts, recv_seq)
+        return self.synproxy.recv_client_ack(skb, opts, recv_seq)
 
     def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
         if self.family == NFPROTO_IPV6 and self.fib6 is not None:  # ip6_route_lookup (ip6t_rpfilter)
@@ -254,7 +267,7 @@ class Hooks:
         would only return NF_ACCEPT. Each keeps its index in the full list (`start`). Worked out again
         whenever the Ruleset object or its version changes."""
         rules = self.rules
-        synproxy = _has_target(rules, "SYNPROXY")
+        synproxy = has_target(rules, "SYNPROXY")
         self._active_ops = {
             hook: [(i, name, fn) for i, (_prio, name, fn) in enumerate(ops)
                    if not (name in _TABLE_OPS and rules.is_trivial(name, hook)) and (synproxy or name != "synproxy")]
@@ -326,12 +339,8 @@ class Hooks:
         ct = skb.ct
         if ct is None:
             return NF_ACCEPT
-        if (ct.status & _SEQ_ADJUST and skb.ctinfo != _CTINFO_RELATED_REPLY and skb.protocol == IPPROTO_TCP
-                and not nf_is_loopback_packet(skb, self._ctx.synproxy.host)):
-            if not nf_ct_seq_adjust(skb.data, skb.ihl, ct, skb.ctinfo.direction, skb.csum_partial):
-                self._table.stats.drop += 1
-                skb.note = "nf_ct_seq_adjust failed (a partial TCP option)"
-                return NF_DROP
+        if ct.status & _SEQ_ADJUST and not seqadj_confirm(skb, self._ctx.synproxy.host, self._table):
+            return NF_DROP
         if ct.status & _CONFIRMED:
             return NF_ACCEPT
         verdict = nf_conntrack_confirm(skb, self._ctx.now, self._table)

@@ -4,10 +4,10 @@ order, and `nf_hook_slow` over them.
 | hook        | functions (priority)                                                                          |
 |-------------|-----------------------------------------------------------------------------------------------|
 | PREROUTING  | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100)                     |
-| INPUT       | mangle (-150), filter (0), nat SRC (100), confirm (LAST - 1)                                   |
+| INPUT       | mangle (-150), filter (0), nat SRC (100), synproxy (LAST - 1), confirm (LAST - 1)              |
 | FORWARD     | mangle (-150), filter (0)                                                                      |
 | OUTPUT      | defrag (-400), raw (-300), conntrack (-200), mangle (-150), nat DST (-100), filter (0)          |
-| POSTROUTING | mangle (-150), nat SRC (100), confirm (LAST)                                                   |
+| POSTROUTING | mangle (-150), nat SRC (100), synproxy (LAST - 1), confirm (LAST)                              |
 
 The tables are the engine's ip6tables `Ruleset` (`Hooks.rules6`), run with the same `XtHost` (its `family`
 set to NFPROTO_IPV6 while they run); conntrack is `ipv6_conntrack_in`, NAT `nf_nat_inet_fn` (its
@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 from natbox.conntrack.core import nf_conntrack_confirm
 from natbox.conntrack.core6 import ipv6_conntrack_in
-from natbox.engine.hooks import Hooks, trace_ct
+from natbox.engine.hooks import Hooks, has_target, seqadj_confirm, trace_ct
 from natbox.engine.path import NF_STOLEN
-from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV4, NFPROTO_IPV6, Hook, Priority
+from natbox.netfilter import NF_ACCEPT, NF_DROP, NFPROTO_IPV4, NFPROTO_IPV6, CtStatus, Hook, Priority
+from natbox.rules.evaluate import Ruleset
 from natbox.skb import Skb
 
 __all__ = ["Hooks6"]
@@ -52,10 +53,14 @@ class Hooks6:
             ops[hook].append((Priority.FILTER, "filter", self._table("filter", hook)))
         for hook in (Hook.LOCAL_IN, Hook.POST_ROUTING):
             ops[hook].append((Priority.NAT_SRC, "nat", self._nat(hook)))
+            # nf_synproxy_ipv6_init (NF_IP_PRI_CONNTRACK_CONFIRM - 1): registered after conntrack, so at INPUT,
+            # where confirm has the same priority, it goes before it (nf_hook_entries_grow)
+            ops[hook].append((_LAST - 1, "synproxy", self._synproxy))
             ops[hook].append((_LAST - (hook == Hook.LOCAL_IN), "confirm", self._confirm))
         for hook in Hook:
             ops[hook].sort(key=lambda op: op[0])
         self._ops = ops
+        self._synproxy_rules: tuple[Ruleset | None, int, bool] = (None, -1, False)  # (rules6, version, has SYNPROXY)
 
     def _table(self, table: str, hook: Hook) -> HookFn:
         hooks = self._hooks
@@ -98,8 +103,23 @@ class Hooks6:
 
         return run
 
+    def _synproxy(self, skb: Skb) -> int:
+        """`ipv6_synproxy_hook`, while an ip6tables SYNPROXY rule exists (engine/synproxy.py)."""
+        rules = self._hooks.rules6
+        known, version, on = self._synproxy_rules
+        if rules is not known or rules.version != version:
+            on = has_target(rules, "SYNPROXY")
+            self._synproxy_rules = (rules, rules.version, on)
+        return self._hooks.ctx.synproxy.ipv6_synproxy_hook(skb) if on else NF_ACCEPT
+
     def _confirm(self, skb: Skb) -> int:
-        if skb.ct is None or skb.ct.confirmed:
+        ct = skb.ct
+        if ct is None:
+            return NF_ACCEPT
+        if ct.status & CtStatus.SEQ_ADJUST and not seqadj_confirm(skb, self._hooks.ctx.synproxy.host,
+                                                                   self._hooks.table):
+            return NF_DROP
+        if ct.confirmed:
             return NF_ACCEPT
         verdict = nf_conntrack_confirm(skb, self._hooks.ctx.now, self._hooks.table)
         if skb.trace is not None and verdict == NF_ACCEPT and skb.ct is not None:

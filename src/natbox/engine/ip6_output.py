@@ -102,6 +102,19 @@ class Ip6Output:
             st.flush_trace(nskb)
             st.skb = saved
 
+    def send_skb6(self, nskb: Skb6) -> None:
+        """Send a segment SYNPROXY built, its ct already set (`synproxy_send_tcp_ipv6` → `ip6_local_out`)."""
+        st = self._st
+        saved = st.skb
+        st.skb = nskb
+        try:
+            self.local_out(nskb)
+        except Drop as d:
+            st.record_drop(nskb.pkt_id, d)
+        finally:
+            st.flush_trace(nskb)
+            st.skb = saved
+
     def send_local6(self, datagram: bytes, pkt_id: int, trace: bool) -> None:
         """A local process sends an IPv6 datagram (`Engine.send_local`): `ip6_rcv_core`'s checks, the source
         chosen by `ipv6_dev_get_saddr` when it is :: (the TCP/UDP/ICMPv6 checksum then computed for it), then

@@ -20,7 +20,13 @@ from collections.abc import Callable
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.seqadj import NfConnSeqadj, nf_ct_seqadj_init
-from natbox.conntrack.syncookies import SyncookieSecret, cookie_v4_check, cookie_v4_init_sequence
+from natbox.conntrack.syncookies import (
+    SyncookieSecret,
+    cookie_v4_check,
+    cookie_v4_init_sequence,
+    cookie_v6_check,
+    cookie_v6_init_sequence,
+)
 from natbox.conntrack.synproxy import (
     NF_SYNPROXY_OPT_ECN,
     NF_SYNPROXY_OPT_MSS,
@@ -31,6 +37,7 @@ from natbox.conntrack.synproxy import (
     SynproxyOptions,
     SynproxyStats,
     build_segment,
+    build_segment6,
     synproxy_check_timestamp_cookie,
     synproxy_parse_options,
     synproxy_tstamp_adjust,
@@ -38,9 +45,19 @@ from natbox.conntrack.synproxy import (
 from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.host import Host
 from natbox.engine.path import NF_STOLEN
-from natbox.netfilter import IPPROTO_TCP, NF_ACCEPT, NF_DROP, CtInfo, CtStatus, Direction, Hook, TcpState
+from natbox.netfilter import (
+    IPPROTO_TCP,
+    NF_ACCEPT,
+    NF_DROP,
+    NFPROTO_IPV6,
+    CtInfo,
+    CtStatus,
+    Direction,
+    Hook,
+    TcpState,
+)
 from natbox.rand import RandomSource
-from natbox.skb import Skb
+from natbox.skb import Skb, Skb6
 from natbox.wire.layout import TCPH_ACK_SEQ, TCPH_DEST, TCPH_FLAGS, TCPH_MIN_LEN, TCPH_SEQ, TCPH_SOURCE, TCPH_WINDOW
 from natbox.wire.tcp import ACK, CWR, ECE, RST, SYN
 
@@ -73,7 +90,7 @@ class SynproxyNet:
     def __init__(self, host: Host, rnd: RandomSource, clock: Callable[[], float]) -> None:
         self.host, self._rnd, self._clock = host, rnd, clock
         self.stats = SynproxyStats()
-        self._secret: SyncookieSecret | None = None
+        self._secrets: list[SyncookieSecret | None] = [None, None]  # syncookie_secret, syncookie6_secret
         # snet->tmpl: a confirmed template carrying both extensions (synproxy_net_init)
         tmpl = self.tmpl = Conn(ConnTuple(0, 0, 0, 0, IPPROTO_TCP), ConnTuple(0, 0, 0, 0, IPPROTO_TCP), now=0.0,
                                 ct_id=0)
@@ -82,36 +99,73 @@ class SynproxyNet:
         # ip_local_out of a segment in the middle of another packet's path (LocalStack.send_skb, bound by
         # the engine)
         self.send: Callable[[Skb], None] = lambda skb: None
+        self.send6: Callable[[Skb6], None] = lambda skb: None  # ip6_local_out (Ip6Output.send_skb6)
 
     @property
     def secret(self) -> SyncookieSecret:
-        """`syncookie_secret`, drawn once (`net_get_random_once`)."""
-        if self._secret is None:
+        """`syncookie_secret` (IPv4), drawn once (`net_get_random_once`)."""
+        return self._secret_of(0)
+
+    @property
+    def secret6(self) -> SyncookieSecret:
+        """`syncookie6_secret` (IPv6), drawn once."""
+        return self._secret_of(1)
+
+    def _secret_of(self, v6: int) -> SyncookieSecret:
+        secret = self._secrets[v6]
+        if secret is None:
             w, m = self._rnd.getrandbits(256), (1 << 64) - 1
-            self._secret = SyncookieSecret((w & m, (w >> 64) & m, (w >> 128) & m, (w >> 192) & m))
-        return self._secret
+            secret = self._secrets[v6] = SyncookieSecret((w & m, (w >> 64) & m, (w >> 128) & m, (w >> 192) & m))
+        return secret
+
+    def _cookie(self, skb: Skb, mss: int) -> int:
+        """`__cookie_v4_init_sequence` / `nf_ipv6_cookie_init_sequence` for the SYN in `skb`."""
+        data, th = skb.data, skb.ihl
+        args = (skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
+                _u32(data, th + TCPH_SEQ), mss, self._clock())
+        if skb.family == NFPROTO_IPV6:
+            return cookie_v6_init_sequence(self.secret6, *args)[0]
+        return cookie_v4_init_sequence(self.secret, *args)[0]
+
+    def _check(self, skb: Skb) -> int:
+        """`__cookie_v4_check` / `nf_cookie_v6_check` for the ACK in `skb`: the MSS, or 0."""
+        data, th = skb.data, skb.ihl
+        args = (skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
+                _u32(data, th + TCPH_SEQ), _u32(data, th + TCPH_ACK_SEQ), self._clock())
+        if skb.family == NFPROTO_IPV6:
+            return cookie_v6_check(self.secret6, *args)
+        return cookie_v4_check(self.secret, *args)
+
+    @staticmethod
+    def _build(skb: Skb, saddr: int, daddr: int, sport: int, dport: int, seq: int, ack: int, flags: int,
+               window: int, opts: SynproxyOptions) -> bytearray:
+        """`synproxy_build_ip` (TTL) or `synproxy_build_ip_ipv6` (hop limit) and the TCP header."""
+        build = build_segment6 if skb.family == NFPROTO_IPV6 else build_segment
+        return build(saddr, daddr, sport, dport, seq, ack, flags, window, opts, DEFAULT_TTL)
 
     # --- sending ---------------------------------------------------------------------------------
 
     def _send_tcp(self, skb: Skb, data: bytearray, ct: Conn | None, ctinfo: CtInfo, what: str) -> None:
         """Mirrors `synproxy_send_tcp()`: the segment leaves through LOCAL_OUT with `ct` attached."""
-        nskb = Skb(data, pkt_id=skb.pkt_id)
+        v6 = skb.family == NFPROTO_IPV6
+        nskb = Skb6(data, pkt_id=skb.pkt_id) if v6 else Skb(data, pkt_id=skb.pkt_id)
         if ct is not None:
             nskb.ct, nskb.ctinfo = ct, ctinfo  # nf_ct_set
         if skb.trace is not None:
             skb.add_trace(f"SYNPROXY: sends {what}")
             nskb.trace = []
-        self.send(nskb)
+        if isinstance(nskb, Skb6):
+            self.send6(nskb)  # synproxy_send_tcp_ipv6
+        else:
+            self.send(nskb)
 
     def send_client_synack(self, skb: Skb, opts: SynproxyOptions) -> None:
         """Mirrors `synproxy_send_client_synack()`: SYN-ACK with the cookie as ISN, window 0, ECE if ECN."""
         data, th = skb.data, skb.ihl
-        saddr, daddr = skb.saddr, skb.daddr
         sport, dport, seq = _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST), _u32(data, th + TCPH_SEQ)
-        cookie, _mss = cookie_v4_init_sequence(self.secret, saddr, daddr, sport, dport, seq, opts.mss_encode,
-                                               self._clock())
+        cookie = self._cookie(skb, opts.mss_encode)
         flags = SYN | ACK | (ECE if opts.options & NF_SYNPROXY_OPT_ECN else 0)
-        seg = build_segment(daddr, saddr, dport, sport, cookie, seq + 1, flags, 0, opts, DEFAULT_TTL)
+        seg = self._build(skb, skb.daddr, skb.saddr, dport, sport, cookie, seq + 1, flags, 0, opts)
         self._send_tcp(skb, seg, skb.ct, CtInfo.ESTABLISHED_REPLY, f"the client a SYN-ACK with cookie {cookie}")
 
     def recv_client_ack(self, skb: Skb, opts: SynproxyOptions, recv_seq: int) -> bool:
@@ -119,9 +173,7 @@ class SynproxyNet:
         valid, the client's options come back from the cookie and its timestamp echo, and
         `synproxy_send_server_syn` opens the server side."""
         data, th = skb.data, skb.ihl
-        mss = cookie_v4_check(self.secret, skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE),
-                              _u16(data, th + TCPH_DEST), _u32(data, th + TCPH_SEQ), _u32(data, th + TCPH_ACK_SEQ),
-                              self._clock())
+        mss = self._check(skb)
         if mss == 0:
             self.stats.cookie_invalid += 1
             skb.note = "SYNPROXY: the ACK's cookie does not check"
@@ -133,9 +185,8 @@ class SynproxyNet:
             synproxy_check_timestamp_cookie(opts)
         # synproxy_send_server_syn: the client's ISN, our ISN relayed in ack_seq (not an ACK) to the hook
         flags = SYN | (ECE | CWR if opts.options & NF_SYNPROXY_OPT_ECN else 0)
-        seg = build_segment(skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
-                            recv_seq - 1, _u32(data, th + TCPH_ACK_SEQ) - 1, flags, _u16(data, th + TCPH_WINDOW),
-                            opts, DEFAULT_TTL)
+        seg = self._build(skb, skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
+                          recv_seq - 1, _u32(data, th + TCPH_ACK_SEQ) - 1, flags, _u16(data, th + TCPH_WINDOW), opts)
         self._send_tcp(skb, seg, self.tmpl, CtInfo.NEW, f"the server a SYN (cookie valid, mss {mss})")
         return True
 
@@ -144,23 +195,25 @@ class SynproxyNet:
         attached: conntrack finds it), the window the client's side announced at most."""
         data, th = skb.data, skb.ihl
         assert ct.tcp is not None
-        seg = build_segment(skb.daddr, skb.saddr, _u16(data, th + TCPH_DEST), _u16(data, th + TCPH_SOURCE),
-                            _u32(data, th + TCPH_ACK_SEQ), _u32(data, th + TCPH_SEQ) + 1, ACK,
-                            ct.tcp.seen[Direction.ORIGINAL].td_maxwin, opts, DEFAULT_TTL)
+        seg = self._build(skb, skb.daddr, skb.saddr, _u16(data, th + TCPH_DEST), _u16(data, th + TCPH_SOURCE),
+                          _u32(data, th + TCPH_ACK_SEQ), _u32(data, th + TCPH_SEQ) + 1, ACK,
+                          ct.tcp.seen[Direction.ORIGINAL].td_maxwin, opts)
         self._send_tcp(skb, seg, None, CtInfo.NEW, "the server the ACK")
 
     def _send_client_ack(self, skb: Skb, opts: SynproxyOptions) -> None:
         """Mirrors `synproxy_send_client_ack()`: the window update to the client, as from the server."""
         data, th = skb.data, skb.ihl
-        seg = build_segment(skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
-                            _u32(data, th + TCPH_SEQ) + 1, _u32(data, th + TCPH_ACK_SEQ), ACK,
-                            _u16(data, th + TCPH_WINDOW) >> opts.wscale, opts, DEFAULT_TTL)
+        seg = self._build(skb, skb.saddr, skb.daddr, _u16(data, th + TCPH_SOURCE), _u16(data, th + TCPH_DEST),
+                          _u32(data, th + TCPH_SEQ) + 1, _u32(data, th + TCPH_ACK_SEQ), ACK,
+                          _u16(data, th + TCPH_WINDOW) >> opts.wscale, opts)
         self._send_tcp(skb, seg, skb.ct, CtInfo.ESTABLISHED_REPLY, "the client the window update")
 
     # --- the hook --------------------------------------------------------------------------------
 
     def ipv4_synproxy_hook(self, skb: Skb) -> int:
-        """Mirrors `ipv4_synproxy_hook()` (LOCAL_IN and POST_ROUTING, just before confirm): for a ct with the
+        """Mirrors `ipv4_synproxy_hook()` and `ipv6_synproxy_hook()` (the same steps; IPv6's transport header is
+        the one after the extension headers, `skb.ihl`) at LOCAL_IN and POST_ROUTING, just before confirm: for
+        a ct with the
         synproxy extension, note our ISN from the SYN to the server, answer the server's SYN-ACK (ACK to
         the server, seqadj, window update to the client; the SYN-ACK is consumed), send a new SYN for a
         client keep-alive in SYN_SENT, handle a reopen from CLOSE, and adjust timestamps otherwise."""
@@ -218,3 +271,5 @@ class SynproxyNet:
             return NF_STOLEN
         synproxy_tstamp_adjust(data, thoff, direction == Direction.REPLY, synproxy, skb.csum_partial)
         return NF_ACCEPT
+
+    ipv6_synproxy_hook = ipv4_synproxy_hook  # the same steps for an Skb6 (see its docstring)

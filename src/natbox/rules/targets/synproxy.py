@@ -8,10 +8,11 @@ with sequence adjustment (engine/synproxy.py, natbox.conntrack.synproxy). Valid 
 untracked SYNs (raw `--syn -j CT --notrack`) and the ACKs conntrack finds INVALID
 (`net.netfilter.nf_conntrack_tcp_loose = 0`).
 
-`synproxy_tg4`: a bad TCP checksum or a truncated header drops the packet; a SYN (no ACK, FIN or RST) is
-counted (syn_received) and answered, the options limited to the rule's (with `--timestamp` the client's
-window scale, SACK-permitted and ECN ride in our timestamp, without it they are not offered); an ACK (no
-SYN, FIN or RST) is consumed when its cookie checks, else dropped; anything else continues.
+`synproxy_tg4` (and `synproxy_tg6`, the same steps for ip6tables rules): a bad TCP checksum or a truncated
+header drops the packet; a SYN (no ACK, FIN or RST) is counted (syn_received) and answered, the options
+limited to the rule's (with `--timestamp` the client's window scale, SACK-permitted and ECN ride in our
+timestamp, without it they are not offered); an ACK (no SYN, FIN or RST) is consumed when its cookie checks,
+else dropped; anything else continues.
 """
 
 from __future__ import annotations
