@@ -5,9 +5,11 @@ router to the server 198.51.100.2 (eth1)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from natbox.conntrack.conn import Conn
+from natbox.conntrack.persist import dump_conns, load_conns
 from natbox.conntrack.syncookies import cookie_v4_init_sequence, cookie_v6_init_sequence
 from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
@@ -296,3 +298,23 @@ def test_ipv6_the_whole_exchange() -> None:
     # another connection's ACK with a bad cookie: dropped and counted
     assert not _send6(engine, 1.5, seq=1, ack=5, flags=tcp.ACK, window=5, cport=CPORT + 1).emitted
     assert _stats(engine)["cookie_invalid"] == 1
+
+
+def test_a_restarted_gateway_keeps_the_offsets() -> None:
+    """conntrack/persist.py carries the synproxy and seqadj extensions: the restored ct splices the same way."""
+    engine = _engine()
+    [(_, _, _, th, _, _)] = _segs(_send(engine, 1.0, seq=1000, ack=0, flags=tcp.SYN, window=64240, opts=SYN_OPTS))
+    cookie, its = th.seq, 960 | 6 | 0x10
+    _send(engine, 1.1, seq=1001, ack=cookie + 1, flags=tcp.ACK, window=502, opts=_ts_opt(5001, its))
+    _send(engine, 1.2, seq=90000, ack=1001, flags=tcp.SYN | tcp.ACK, window=65160, from_server=True,
+          opts=tcp.tcp_opt_timestamps(777000, 5001) + tcp.tcp_opt_nop() + tcp.tcp_opt_nop())
+    doc = json.loads(json.dumps(dump_conns(list(engine.table), 1.3)))
+    again = _engine()
+    [ct] = load_conns(doc, again.table, 1.3)
+    old = _conn(engine)
+    assert ct.synproxy is not None and old.synproxy is not None and ct.seqadj is not None and old.seqadj is not None
+    assert (ct.synproxy.isn, ct.synproxy.its, ct.synproxy.tsoff) == (old.synproxy.isn, its, 777000 - its)
+    assert ct.seqadj.seq[1].offset_after == (cookie - 90000) & 0xFFFFFFFF and ct.status & CtStatus.SEQ_ADJUST
+    [(_, _, _, th, opts, _)] = _segs(_send(again, 1.4, seq=90001, ack=1001, flags=tcp.ACK, window=509,
+                                           from_server=True, opts=_ts_opt(777010, 5001), payload=b"x"))
+    assert (th.seq, _ts(opts)) == (cookie + 1, (its + 10, 5001))

@@ -5,7 +5,8 @@ gateway is a process, so it writes the table out on a clean stop and reads it ba
 (what `conntrackd` state synchronisation does for a Linux fail-over pair). Every entry keeps its two
 tuples (so its NAT bindings), its status bits, mark, zone, MASQUERADE interface, accounting and the
 complete TCP tracking state (window edges included, so the restored entry accepts the next segment
-exactly as the old one would have), and the SCTP tracker's state and verification tags.
+exactly as the old one would have), the SCTP tracker's state and verification tags, and SYNPROXY's
+extensions (the sequence and timestamp offsets of a proxied connection).
 
 Times are stored relative to the moment of saving; `load_conns` takes the time that passed while the
 gateway was down, and drops entries that expired meanwhile. Pure: the caller reads and writes files.
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
+from natbox.conntrack.seqadj import NfConnSeqadj
+from natbox.conntrack.synproxy import NfConnSynproxy
 from natbox.conntrack.table import ConntrackTable, zone_id_dir, zone_key
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import CtStatus, TcpState
@@ -46,6 +49,9 @@ def dump_conns(conns: list[Conn], now: float) -> dict[str, Any]:
             tcp = ct.tcp
             e["tcp"] = {"state": int(tcp.state), **{f: getattr(tcp, f) for f in _TCP_FIELDS},
                         "seen": [{f: getattr(s, f) for f in _SEEN_FIELDS} for s in tcp.seen]}
+        if ct.synproxy is not None and ct.seqadj is not None:  # SYNPROXY's extensions (conntrack/synproxy.py)
+            e["synproxy"] = [ct.synproxy.isn, ct.synproxy.its, ct.synproxy.tsoff]
+            e["seqadj"] = [[w.correction_pos, w.offset_before, w.offset_after] for w in ct.seqadj.seq]
         if ct.sctp is not None:
             sc = ct.sctp
             e["sctp"] = {"state": sc.state, "vtag": list(sc.vtag), "init": [int(i) for i in sc.init],
@@ -106,6 +112,8 @@ def load_conns(doc: Any, table: ConntrackTable, now: float, *, elapsed: float = 
             ct.tcp = _load_tcp(e["tcp"], f"{what}.tcp")
         if "sctp" in e:
             ct.sctp = _load_sctp(e["sctp"], f"{what}.sctp")
+        if "synproxy" in e:
+            _load_synproxy(ct, e, what)
         table.insert(ct, now)
         loaded.append(ct)
     return loaded
@@ -124,6 +132,18 @@ def _load_tcp(t: Any, what: str) -> TcpConntrack:
         for f in _SEEN_FIELDS:
             setattr(seen, f, _int(src.get(f, 0), f"{what}.seen.{f}"))
     return tcp
+
+
+def _load_synproxy(ct: Conn, e: dict[str, Any], what: str) -> None:
+    """SYNPROXY's extensions: our ISN, timestamp and the server's clock offset; both directions' seqadj."""
+    sp, adj = e.get("synproxy"), e.get("seqadj")
+    if not isinstance(sp, list) or len(sp) != 3 or not isinstance(adj, list) or len(adj) != 2 \
+            or not all(isinstance(w, list) and len(w) == 3 for w in adj):
+        raise ValueError(f"{what}.synproxy: expected [isn, its, tsoff] and two seqadj [pos, before, after]")
+    ct.synproxy, ct.seqadj = NfConnSynproxy(), NfConnSeqadj()
+    ct.synproxy.isn, ct.synproxy.its, ct.synproxy.tsoff = (_int(v, f"{what}.synproxy") for v in sp)
+    for way, src in zip(ct.seqadj.seq, adj, strict=True):
+        way.correction_pos, way.offset_before, way.offset_after = (_int(v, f"{what}.seqadj") for v in src)
 
 
 def _load_sctp(t: Any, what: str) -> SctpConntrack:

@@ -92,15 +92,17 @@ class NfConnSynproxy:
 class SynproxyStats:
     """`struct synproxy_stats`, one netns's sum over CPUs (/proc/net/stat/synproxy)."""
 
-    FIELDS = ("syn_received", "cookie_invalid", "cookie_valid", "cookie_retrans", "conn_reopened")
-    __slots__ = FIELDS
+    __slots__ = ("conn_reopened", "cookie_invalid", "cookie_retrans", "cookie_valid", "syn_received")
 
     def __init__(self) -> None:
         self.syn_received = self.cookie_invalid = self.cookie_valid = 0
         self.cookie_retrans = self.conn_reopened = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: int(getattr(self, name)) for name in self.FIELDS}
+        """The counters in /proc/net/stat/synproxy's column order."""
+        return {"syn_received": self.syn_received, "cookie_invalid": self.cookie_invalid,
+                "cookie_valid": self.cookie_valid, "cookie_retrans": self.cookie_retrans,
+                "conn_reopened": self.conn_reopened}
 
     def proc_text(self) -> str:
         """`synproxy_cpu_seq_show()`: the header and one line (natbox has one CPU); `entries` is always 0."""

@@ -272,4 +272,6 @@ class SynproxyNet:
         synproxy_tstamp_adjust(data, thoff, direction == Direction.REPLY, synproxy, skb.csum_partial)
         return NF_ACCEPT
 
-    ipv6_synproxy_hook = ipv4_synproxy_hook  # the same steps for an Skb6 (see its docstring)
+    def ipv6_synproxy_hook(self, skb: Skb) -> int:
+        """Mirrors `ipv6_synproxy_hook()`: the same steps as `ipv4_synproxy_hook`, for an Skb6."""
+        return self.ipv4_synproxy_hook(skb)
