@@ -350,3 +350,61 @@ def test_a_packet_over_the_out_mtu_gets_packet_too_big_and_the_flow_stays_offloa
     assert after[0] == "after" and int(after[1]) >= 28, after
     assert "1 flows offloaded" in status and _carried(status) > _carried(before), status
     assert "Traceback" not in rest, rest
+
+
+RESTART_CLIENT = """
+import os, socket, time
+s = socket.create_connection(("{dst}", 5003), timeout=20, source_address=("::", 41000))
+for i in range(20):
+    s.sendall(b"a" * 1000); time.sleep(0.01)
+print("sent1", flush=True)
+deadline = time.monotonic() + 40
+while not os.path.exists("{flag}") and time.monotonic() < deadline:
+    time.sleep(0.05)
+for i in range(20):
+    s.sendall(b"b" * 1000); time.sleep(0.01)
+s.shutdown(socket.SHUT_WR)
+print(s.recv(16).decode(), flush=True)
+"""
+
+RESTART_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 5003))
+s.listen(1); s.settimeout(40)
+print("listening", flush=True)
+c, peer = s.accept(); c.settimeout(40)
+total = 0
+while data := c.recv(65536):
+    total += len(data)
+c.sendall(b"ok"); c.close()
+print(total, peer[0], flush=True)
+"""
+
+
+def test_an_offloaded_ipv6_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:
+    """The gateway stops while an IPv6 connection is offloaded (its entries go with the datapath) and starts
+    again from its saved state: the connection goes on through the same NAT66 binding and is offloaded again."""
+    ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
+    gw = _gateway(lab, ctl, "--state", str(state))
+    server = client = None
+    try:
+        server = _start(lab, "server", RESTART_SERVER)
+        client = ns_popen(lab, "client", [sys.executable, "-c", RESTART_CLIENT.format(dst=SERVER, flag=flag)])
+        assert client.stdout is not None
+        assert client.stdout.readline().decode().strip() == "sent1"
+        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        rest = stop(gw)
+        assert "saved" in rest and "conntrack entries" in rest, rest
+        gw = _gateway(lab, ctl, "--state", str(state))
+        flag.touch()
+        out, _ = server.communicate(timeout=40)
+        assert out.decode().split()[-2:] == ["40000", GW_WAN]
+        assert client.communicate(timeout=20)[0].decode().strip() == "ok"
+        status = _status(ctl)
+    finally:
+        for p in (server, client):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        stop(gw)
+    assert re.search(r"installed [1-9]", status) and _carried(status) > 0, status  # offloaded again
