@@ -136,12 +136,23 @@ class _Modelled(RouterFlows6):
         return bytes(out.emitted[0].frame)
 
 
-def test_the_offline_model_leaves_ipv6_flows_to_the_engine() -> None:
-    """engine/offload_model.py (replay/explain --offload) models IPv4's datapath only: it refuses an IPv6 flow,
-    which stays unmarked and is forwarded by the engine, frame for frame as without offload."""
+def test_the_offline_model_carries_ipv6_flows_as_the_datapath() -> None:
+    """engine/offload_model.py (replay/explain --offload): an IPv6 flow is installed once offloaded, its next
+    packets are carried by the IPv6 executor without the conntrack step (counted into the ct at once) and leave
+    as the engine alone forwards them; the FIN goes to the engine and removes the entries."""
     r, plain = _Modelled(), RouterFlows6(*MACS)
     c_seq, s_seq = r.tcp(40001, 5001)
-    plain.tcp(40001, 5001)
-    assert not r.model.installed and not _conn(r, 6).status & CtStatus.OFFLOAD
-    data = datagram6(CLIENT6, SERVER6, 6, 40001, 5001, seq=c_seq, ack=s_seq, payload=b"more")
-    assert r.feed(data, True) == plain.feed(data, True)
+    p_seq = plain.tcp(40001, 5001)
+    assert (c_seq, s_seq) == p_seq
+    conn = _conn(r, 6)
+    assert list(r.model.installed) == [conn.ct_id] and conn.status & CtStatus.OFFLOAD
+    carried, counted = r.model.carried[0], list(r.model.counted[(conn.ct_id, 0)])
+    assert carried > 0  # the handshake's last data rounds already
+    for i in range(3):
+        data = datagram6(CLIENT6, SERVER6, 6, 40001, 5001, seq=c_seq + 4 * i, ack=s_seq, payload=b"more")
+        assert r.feed(data, True) == plain.feed(data, True)
+    assert r.model.carried[0] == carried + 3
+    assert r.model.counted[(conn.ct_id, 0)] == [counted[0] + 3, counted[1] + 3 * (40 + 20 + 4)]
+    fin = datagram6(CLIENT6, SERVER6, 6, 40001, 5001, seq=c_seq + 12, ack=s_seq, flags=tcp.ACK | tcp.FIN)
+    assert r.feed(fin, True) == plain.feed(fin, True)
+    assert not r.model.installed and not conn.status & CtStatus.OFFLOAD

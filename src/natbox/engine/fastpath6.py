@@ -155,6 +155,21 @@ class FlowCache6(FlowCache):
     def _ruleset_version(self) -> int:
         return self._hooks.rules6.version
 
+    def datapath(self) -> FlowCache:
+        """`FlowCache.datapath` for IPv6: the same plans executed with a kernel datapath's semantics (no
+        conntrack step, no L4 checksum verified), for the offline model of `--offload`; its plans are taken
+        as made under the current ip6tables ruleset (`current_ruleset`)."""
+        dp = FlowCache6(self._host, self._fib6, ConntrackConfig(checksum=False), self._hooks, self._neighs, self._st,
+                        self._neigh_mac, resolve_neighbours=self._resolve)
+        dp.track = False
+        dp.current_ruleset()
+        return dp
+
+    def current_ruleset(self) -> None:
+        """Take the engine's ip6tables ruleset object as the one the plans were made under (the offline model
+        re-stamps its plans: a datapath's entries do not depend on the rules)."""
+        self._rules = self._hooks.rules6
+
     def _current(self, flow: CompiledFlow) -> bool:
         plan = flow.plan
         rules = self._hooks.rules6
@@ -288,7 +303,8 @@ class FlowCache6(FlowCache):
                 return None
             if plan.l4_rewrite:
                 check = (check - plan.l4_sub) % 0xFFFF
-            nf_ct_refresh_acct(conn, plan.direction, tot_len, cfg.icmpv6_timeout, now, cfg.acct)
+            if self.track:
+                nf_ct_refresh_acct(conn, plan.direction, tot_len, cfg.icmpv6_timeout, now, cfg.acct)
         elif tcp is not None:
             if tcp.state != _ES or seg_len < TCPH_MIN_LEN or not conn.status & _ASSURED:
                 return None
@@ -301,10 +317,10 @@ class FlowCache6(FlowCache):
                     plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
             seq = int.from_bytes(frame[_TCP_SEQ:_TCP_SEQ + 4], "big")
-            if not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
-                                          int.from_bytes(frame[_TCP_ACK:_TCP_ACK + 4], "big"),
-                                          (frame[_TCP_WIN] << 8) | frame[_TCP_WIN + 1],
-                                          (seq + seg_len - doff) & _U32, tot_len, now, cfg):
+            if self.track and not tcp_packet_established(conn, tcp, plan.direction, frame, _L4, doff, seq,
+                                                         int.from_bytes(frame[_TCP_ACK:_TCP_ACK + 4], "big"),
+                                                         (frame[_TCP_WIN] << 8) | frame[_TCP_WIN + 1],
+                                                         (seq + seg_len - doff) & _U32, tot_len, now, cfg):
                 return None
             if plan.l4_rewrite:
                 check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1 if partial else (check - plan.l4_sub) % 0xFFFF
@@ -319,14 +335,16 @@ class FlowCache6(FlowCache):
             if cfg.checksum and not partial and (
                     plan.pseudo + seg_len + (int.from_bytes(src[_L4:end], "big") << (seg_len & 1) * 8)) % 0xFFFF:
                 return None
-            if not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
+            track = self.track
+            if track and not conn.status & _ASSURED and now > conn.start + STREAM_DELAY:
                 return None  # this packet makes the ct ASSURED (an event): the slow path's business
             if plan.l4_rewrite:
                 if partial:
                     check = (check + plan.l4_partial_add - 1) % 0xFFFF + 1
                 else:
                     check = (check - plan.l4_sub) % 0xFFFF or 0xFFFF  # CSUM_MANGLED_0
-            udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
+            if track:
+                udp_packet_seen_reply(conn, plan.direction, tot_len, now, cfg)
         # committed: the packet leaves, its hop limit decremented (ip6_forward), NATed
         st = self._st
         pkt_id = st.next_pkt_id

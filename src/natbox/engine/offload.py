@@ -234,12 +234,21 @@ class FlowOffload:
     def executor(self) -> FlowCache:
         """An executor of the offloaded flows' plans with a datapath's semantics (`FlowCache.datapath`), for the
         offline model (engine/offload_model.py)."""
-        return self._flowcache.datapath()
+        dp = self._flowcache.datapath()
+        if self._v6 is not None:  # IPv6 frames go to its IPv6 sibling, as the engine's executor hands them on
+            dp.v6 = self._v6[0].datapath()
+        return dp
 
     @property
     def stamps(self) -> tuple[int, int]:
-        """What a plan's validity stamps are now: the neighbour table's generation (the FIB's is revalidated)."""
+        """What a plan's validity stamps are now: the neighbour table's generation (the FIB's is revalidated);
+        IPv6 plans: the ND table's (`stamps6`)."""
         return self._fib.generation, self._neighs.generation
+
+    @property
+    def stamps6(self) -> tuple[int, int]:
+        """`stamps` for IPv6 plans: the FIB6's and the ND table's generations."""
+        return (0, 0) if self._v6 is None else (self._v6[1].generation, self._v6[2].generation)
 
     # --- coming back -----------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ flows alone; a next hop's new MAC brings a flow back through the engine's revali
 engine stamped under an older ruleset or neighbour generation is re-stamped, not dropped. Only Ethernet
 frames are carried (a raw-IP record goes to the engine: tc ingress sees frames); the match is the engine's
 flow key, which also holds the frame's MAC addresses, where the BPF program's key holds the ifindex only.
-IPv6 flows are not modelled offline yet: the model refuses them (`Engine.offload_refused`, as the gateway
-does for a flow its datapath cannot take) and the engine forwards them itself.
+IPv6 flows are carried the same way by the IPv6 compiled flows' executor (`FlowCache6.datapath()`, what
+natbox_offload.bpf.c's IPv6 branch does: tests/offload/test_entry6.py), counted by their IPv6 length.
 """
 
 from __future__ import annotations
@@ -35,16 +35,18 @@ from dataclasses import replace
 
 from natbox.engine.engine import Engine
 from natbox.engine.family import FlowKey
-from natbox.engine.fastpath import CompiledFlow
+from natbox.engine.fastpath import CompiledFlow, FlowCache
+from natbox.engine.fastpath6 import FlowCache6
 from natbox.engine.offload import OffloadAdd, OffloadDel
 from natbox.engine.output import Output
 from natbox.netfilter import NFPROTO_IPV6
-from natbox.wire.layout import ETH_HDR_LEN, IPH_TOT_LEN
+from natbox.wire.layout import ETH_HDR_LEN, IP6H_LEN, IP6H_PAYLOAD_LEN, IPH_TOT_LEN
 
 __all__ = ["ModelDatapath"]
 
 _DIRS = ("ORIGINAL", "REPLY")
 _TOT_LEN = ETH_HDR_LEN + IPH_TOT_LEN
+_PAYLOAD_LEN = ETH_HDR_LEN + IP6H_PAYLOAD_LEN
 
 
 class ModelDatapath:
@@ -61,7 +63,7 @@ class ModelDatapath:
         self.counted: dict[tuple[int, int], list[int]] = {}  # (ct id, direction) -> [packets, bytes]
         self.carried = [0, 0]  # packets and bytes the datapath forwarded
         self.events: list[tuple[float, str]] = []  # (time, what): flows offloaded and come back
-        self._stamps = (engine.rules.version, offload.stamps[1])
+        self._stamps = self._now_stamps()
 
     def receive(self, frame: bytes, iface: str, now: float, *, trace: bool = False) -> Output:
         """One Ethernet frame arriving on `iface`: carried by the datapath when its flow is installed and the
@@ -72,16 +74,32 @@ class ModelDatapath:
             self.sync(out, now, trace=trace)
         return out
 
+    def _now_stamps(self) -> tuple[int, int, int, int, int]:
+        """The rulesets' versions and the neighbour tables' generations the installed plans are stamped with
+        (IPv4's, then IPv6's with its ruleset object)."""
+        engine = self.engine
+        return (engine.rules.version, self._offload.stamps[1], engine.rules6.version, self._offload.stamps6[1],
+                id(engine.rules6))
+
+    def _executor(self, family: int) -> FlowCache:
+        """The executor of a family's plans (the IPv6 one is the IPv4 one's sibling, which hands it IPv6 frames)."""
+        v6 = self._exec.v6
+        return v6 if family == NFPROTO_IPV6 and v6 is not None else self._exec
+
     def _carry(self, frame: bytes, iface: str, now: float, trace: bool) -> Output | None:
-        stamps = (self.engine.rules.version, self._offload.stamps[1])
+        stamps = self._now_stamps()
         if stamps != self._stamps:
             self._restamp(stamps)
         out = self._exec.forward(frame, iface, now)
         if out is None:
             return None
-        flow = self._exec.flows[self._exec.miss_key or ("", b"", 0, b"")]
+        ex = self._exec if self._exec.miss_key is not None else self._executor(NFPROTO_IPV6)  # (IPv6: no IPv4 key)
+        flow = ex.flows[ex.miss_key or ("", b"", 0, b"")]
         plan = flow.plan
-        tot_len = frame[_TOT_LEN] << 8 | frame[_TOT_LEN + 1]
+        if plan.family == NFPROTO_IPV6:
+            tot_len = IP6H_LEN + (frame[_PAYLOAD_LEN] << 8 | frame[_PAYLOAD_LEN + 1])
+        else:
+            tot_len = frame[_TOT_LEN] << 8 | frame[_TOT_LEN + 1]
         counted = self.counted.setdefault((plan.ct_id, plan.direction), [0, 0])
         counted[0] += 1
         counted[1] += tot_len
@@ -94,10 +112,15 @@ class ModelDatapath:
                               "NFLOG sees it; its counters go to the ct"))
         return out
 
-    def _restamp(self, stamps: tuple[int, int]) -> None:
+    def _restamp(self, stamps: tuple[int, int, int, int, int]) -> None:
         self._stamps = stamps
         for flow in self._exec.flows.values():
             flow.plan = replace(flow.plan, rules_version=stamps[0], neigh_gen=stamps[1])
+        v6 = self._executor(NFPROTO_IPV6)
+        if isinstance(v6, FlowCache6):
+            v6.current_ruleset()
+            for flow in v6.flows.values():
+                flow.plan = replace(flow.plan, rules_version=stamps[2], neigh_gen=stamps[3])
 
     def sync(self, out: Output | None, now: float, *, trace: bool = False) -> None:
         """Carry out the engine's requests (after an engine call, or a timer run: `out` None); with `trace`,
@@ -122,15 +145,15 @@ class ModelDatapath:
         ifaces = self.engine.host.interfaces
         if flow is None:
             return None  # gone again within the same call
-        if any(plan.family == NFPROTO_IPV6 for plan in req.plans):  # not modelled offline (yet): the
-            self.engine.offload_refused(req.ct_id)  # flow stays the engine's, as one the datapath cannot take
-            return None
         self._remove(OffloadDel(req.ct_id, "replaced"))
-        stamps = (self.engine.rules.version, self._offload.stamps[1])
+        stamps = self._now_stamps()
+        if stamps != self._stamps:
+            self._restamp(stamps)
         for key, plan in zip(flow.keys, req.plans, strict=True):
-            plan = replace(plan, rules_version=stamps[0], neigh_gen=stamps[1])
-            self._exec.flows[key] = CompiledFlow(plan, flow.conn, flow.conn.tcp if plan.proto == 6 else None,
-                                                 ifaces[plan.iif], ifaces[plan.oif])
+            at = 2 if plan.family == NFPROTO_IPV6 else 0
+            plan = replace(plan, rules_version=stamps[at], neigh_gen=stamps[at + 1])
+            self._executor(plan.family).flows[key] = CompiledFlow(
+                plan, flow.conn, flow.conn.tcp if plan.proto == 6 else None, ifaces[plan.iif], ifaces[plan.oif])
         self.installed[req.ct_id] = list(flow.keys)
         return (f"flow offload: ct #{req.ct_id} installed in the datapath, both directions "
                 f"({req.plans[0].iif} <-> {req.plans[0].oif}): its next packets skip the hooks")
@@ -141,6 +164,7 @@ class ModelDatapath:
             return None
         for key in keys:
             self._exec.flows.pop(key, None)
+            self._executor(NFPROTO_IPV6).flows.pop(key, None)
         packets = [self.counted.pop((req.ct_id, d), [0, 0])[0] for d in (0, 1)]
         return (f"flow offload: ct #{req.ct_id} back to the slow path ({req.reason}), its entries removed; the "
                 f"datapath carried {packets[0]} + {packets[1]} packets of it")
