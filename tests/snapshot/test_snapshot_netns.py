@@ -15,6 +15,7 @@ import pytest
 
 from natbox.adapters.snapshot import cli_snapshot, load_host, take_snapshot
 from natbox.engine.host import Host
+from natbox.testing.live import require_programs
 
 pytestmark = pytest.mark.netns
 
@@ -134,3 +135,20 @@ def test_cli_snapshot_bad_netns(tmp_path: Path) -> None:
         pytest.skip("needs root and ip")
     assert cli_snapshot(["--netns", f"nbx-snap-absent-{os.getpid()}", str(tmp_path / "s")]) == 1
     assert cli_snapshot([]) == 2
+
+
+def test_snapshot_records_nfacct_objects_and_br_netfilter(netns: str, tmp_path: Path) -> None:
+    """nfacct.list is `nfacct list` (quotas and counters), br_netfilter.txt the module's sysctl as this kernel
+    has it (empty without br_netfilter: then bridged frames skip the IPv4 hooks)."""
+    require_programs("nfacct", "sysctl")
+    _in("nfacct", "add", "web")
+    _in("nfacct", "add", "cap", "byte", "1000")
+    take_snapshot(tmp_path / "snap", netns=netns)
+    listed = (tmp_path / "snap" / "nfacct.list").read_text()
+    assert listed == _in("nfacct", "list") and "quota = 00000000000000001000, mode = byte" in listed
+    hf = load_host(tmp_path / "snap")
+    assert hf.nfacct_text == listed
+    loaded = Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
+    recorded = (tmp_path / "snap" / "br_netfilter.txt").read_text()
+    assert recorded.startswith("net.bridge.bridge-nf-call-iptables = ") if loaded else recorded == ""
+    assert hf.host.bridge_nf_call_iptables is (loaded and recorded.strip().endswith("1"))

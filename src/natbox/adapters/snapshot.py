@@ -24,10 +24,11 @@ from natbox.files import check_parent_dir, read_text
 __all__ = ["SNAPSHOT_COMMANDS", "SnapshotCommandError", "build_parser", "cli_snapshot", "load_host", "take_snapshot"]
 
 COMMAND_TIMEOUT = 20.0  # seconds; bounds each command a snapshot runs
-# The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet, the conntrack knobs and br_netfilter's
-# bridge-nf-call-iptables.
+# The sysctls natbox models (§3.1, §5.2): forwarding, route_localnet, the conntrack knobs; br_netfilter's
+# bridge-nf-call-iptables has a file of its own (br_netfilter.txt: empty when the module is not loaded).
 SYSCTL_PATTERN = (r"^net\.(ipv4\.ip_forward$|ipv4\.conf\.[^.]+\.(forwarding|route_localnet)$"
-                  r"|netfilter\.nf_conntrack_|bridge\.bridge-nf-call-iptables$)")
+                  r"|netfilter\.nf_conntrack_)")
+BR_NETFILTER_PATTERN = r"^net\.bridge\.bridge-nf-call-iptables$"
 SYSCTL6_PATTERN = r"^net\.ipv6\.conf\.all\.forwarding$"  # what ip6_forward reads (IPv6 §1.3)
 # file name -> argv (same order and names as SNAPSHOT_FILES)
 SNAPSHOT_COMMANDS: dict[str, list[str]] = {
@@ -42,7 +43,12 @@ SNAPSHOT_COMMANDS: dict[str, list[str]] = {
     "neigh6.json": ["ip", "-6", "-j", "neigh"],
     "sysctl6.txt": ["sysctl", "-a", "-r", SYSCTL6_PATTERN],
     "ip6tables.rules": ["ip6tables-save", "-c"],
+    "br_netfilter.txt": ["sysctl", "-a", "-r", BR_NETFILTER_PATTERN],
+    "nfacct.list": ["nfacct", "list"],
 }
+# optional files whose command may fail on a host that has the program: then there is nothing to record
+# (nfacct without the kernel's nfnetlink_acct)
+_MAY_FAIL = ("nfacct.list",)
 assert list(SNAPSHOT_COMMANDS) == list(SNAPSHOT_FILES)
 _REQUIRED_PROGRAMS = sorted({argv[0] for name, argv in SNAPSHOT_COMMANDS.items() if name not in OPTIONAL_FILES})
 
@@ -68,8 +74,15 @@ def _run(argv: list[str], netns: str | None) -> str:
 def take_snapshot(dest_dir: str | os.PathLike[str], *, netns: str | None = None) -> None:
     """Run the snapshot commands (in `netns` if given) and write their output into `dest_dir`."""
     dest = Path(dest_dir)
-    outputs = {name: _run(argv, netns) for name, argv in SNAPSHOT_COMMANDS.items()
-               if name not in OPTIONAL_FILES or shutil.which(argv[0]) is not None}
+    outputs: dict[str, str] = {}
+    for name, argv in SNAPSHOT_COMMANDS.items():
+        if name in OPTIONAL_FILES and shutil.which(argv[0]) is None:
+            continue
+        try:
+            outputs[name] = _run(argv, netns)
+        except SnapshotCommandError:
+            if name not in _MAY_FAIL:
+                raise
     dest.mkdir(exist_ok=True)  # once every command ran; only DIR itself: a missing parent is not created
     for name, text in outputs.items():
         (dest / name).write_text(text)
@@ -121,7 +134,8 @@ output of the commands below, run on this host (or in network namespace NAME), a
 """ + "\n".join(f"  {name:<15} {' '.join(argv)}" for name, argv in SNAPSHOT_COMMANDS.items()) + """
   hostname        the host's name""", """\
 DIR is created if it does not exist, but its parent directory must exist. Needs ip, sysctl and
-iptables-save on PATH (and root for --netns); ipset.save is written when ipset is on PATH.
+iptables-save on PATH (and root for --netns); ipset.save is written when ipset is on PATH, nfacct.list
+when nfacct is (and the kernel answers it).
 
 exit status: 0 written; 1 a command failed (its message is printed); 2 bad usage.
 

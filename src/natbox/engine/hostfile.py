@@ -52,7 +52,8 @@ IPv6 (engine/hostfile6.py): `ipv6_forward`, IPv6 entries in `addresses`, `[[rout
 the `net.ipv6.conf.all.forwarding` sysctl, and `[rules6]` (file or text: ip6tables-save text).
 
 `host_ipsets(hf)` restores the sets into an `IpsetRegistry` (as `ipset restore` would, before the ruleset is
-loaded: a rule may only name a set that exists) and counts the rules' references to them.
+loaded: a rule may only name a set that exists) and counts the rules' references to them. `host_nfacct(hf)`
+gives the accounting objects a snapshot's `nfacct list` recorded (`-m nfacct` rules may only name those).
 
 Errors are `HostFileError`s whose message starts with `file:line:` and names the key.
 """
@@ -72,9 +73,10 @@ from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.scope import rule_set_refs
 from natbox.rand import SplitMix64
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.xtstate.nfacct import NfAcct, load_objects
 from natbox.tomlfile import Locator, load_toml
 
-__all__ = ["HostFile", "HostFileError", "host_ipsets", "parse_host_toml"]
+__all__ = ["HostFile", "HostFileError", "host_ipsets", "host_nfacct", "parse_host_toml"]
 
 _KINDS = ("ether", "tap", "veth", "bridge", "loopback", "tun")
 _ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
@@ -98,6 +100,9 @@ class HostFile:
     ipsets_origin: str = "<ipsets>"  # where ipsets_text came from, for error messages
     sets: IpsetRegistry | None = None  # the restored sets, where a caller keeps `host_ipsets(self)`
     ruleset6: Ruleset | None = None  # the ip6tables ruleset built from host.rules6_text, where a caller keeps it
+    nfacct_text: str = ""  # `nfacct list` text: a snapshot's nfacct.list (nfnetlink_acct's objects, with counters)
+    nfacct_origin: str = "<nfacct>"  # where nfacct_text came from, for error messages
+    nfacct: dict[str, NfAcct] = field(default_factory=dict)  # the objects, where a caller keeps `host_nfacct(self)`
 
 
 def _mac(text: Any) -> bytes:
@@ -444,6 +449,15 @@ def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0) -> IpsetRegistry 
             if s is not None:
                 s.ref += n
     return reg
+
+
+def host_nfacct(hf: HostFile) -> dict[str, NfAcct]:
+    """The host's nfacct objects, from `hf.nfacct_text` (`nfacct list` lines, quotas and counters kept), in
+    their order; a line that is not one raises a HostFileError naming the origin and the line."""
+    try:
+        return load_objects(hf.nfacct_text)
+    except ValueError as exc:
+        raise HostFileError(f"{hf.nfacct_origin}: {exc}") from None
 
 
 def _parse_listen(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:

@@ -16,6 +16,13 @@ A snapshot directory holds what a real Linux host reports about itself (the adap
 | `neigh6.json`      | `ip -6 -j neigh`                          | IPv6 neighbours with a link-layer address      |
 | `sysctl6.txt`      | `sysctl -a -r PATTERN6`                   | net.ipv6.conf.all.forwarding                   |
 | `ip6tables.rules`  | `ip6tables-save -c` (absent without it)   | the IPv6 ruleset (`Host.rules6_text`)          |
+| `br_netfilter.txt` | `sysctl -a -r PATTERN_BR`                 | bridge-nf-call-iptables (empty: no br_netfilter)|
+| `nfacct.list`      | `nfacct list` (absent without it)         | nfacct objects (`HostFile.nfacct_text`)        |
+
+br_netfilter: without the module there is no net.bridge sysctl and bridged frames never reach the IPv4 hooks,
+so a snapshot with an empty `br_netfilter.txt` has bridge-nf-call-iptables 0. Snapshots older than that file
+have no record of it: for them a `net.bridge.bridge-nf-call-iptables` line in `sysctl.txt` counts, and without
+one natbox assumes the module's default, 1 (as before).
 
 Routes with `protocol kernel` in tables local and main are the ones `fib_add_ifaddr()` creates for each
 address; `natbox.engine.routing.Fib` derives exactly those from the addresses, so they are not copied
@@ -52,10 +59,13 @@ SNAPSHOT_FILES: dict[str, str] = {
     "neigh6.json": "ip -6 -j neigh",
     "sysctl6.txt": "sysctl -a -r PATTERN6",
     "ip6tables.rules": "ip6tables-save -c",
+    "br_netfilter.txt": "sysctl -a -r PATTERN_BR",
+    "nfacct.list": "nfacct list",
 }
 # written only when the host has the program (a host without ipset has no sets, one without ip6tables no
-# IPv6 ruleset)
-OPTIONAL_FILES = ("ipset.save", "ip6tables.rules")
+# IPv6 ruleset, one without nfacct (or whose kernel has no nfnetlink_acct) no accounting objects)
+OPTIONAL_FILES = ("ipset.save", "ip6tables.rules", "nfacct.list")
+BRIDGE_NF_CALL_IPTABLES = "net.bridge.bridge-nf-call-iptables"
 REQUIRED_FILES = ("link.json", "addr.json", "route.json")
 
 # `info_kind` of `ip -d link` -> Interface.kind (natbox models every other Ethernet-like device as ether)
@@ -276,6 +286,22 @@ def _apply_sysctls(host: Host, text: str, origin: str) -> None:
             raise SnapshotError(f"{where}: {name}: {msg}") from None
 
 
+def _apply_br_netfilter(host: Host, text: str | None, origin: str) -> None:
+    """`br_netfilter.txt`, when the snapshot recorded it: br_netfilter's bridge-nf-call-iptables, 0 when the
+    module was not loaded (no such sysctl: `br_nf_pre_routing` is not registered, bridged frames skip the IPv4
+    hooks). Absent (an older snapshot): nothing changes (sysctl.txt's line, else the default 1)."""
+    if text is None:
+        return
+    where = f"{origin}/br_netfilter.txt"
+    host.bridge_nf_call_iptables = False
+    for name, value in parse_sysctl_text(text, where):
+        if name == BRIDGE_NF_CALL_IPTABLES:
+            try:
+                apply_sysctl(host, name, value)
+            except ValueError as exc:
+                raise SnapshotError(f"{where}: {name}: {exc}") from None
+
+
 def host_from_snapshot(files: dict[str, str], origin: str) -> HostFile:
     """Build a host from a snapshot's files (name -> text, see SNAPSHOT_FILES). Pure: no I/O.
 
@@ -287,10 +313,12 @@ def host_from_snapshot(files: dict[str, str], origin: str) -> HostFile:
     _parse_routes(host, _json_list(files, "route.json", origin), origin)
     _parse_neighbours(host, _json_list(files, "neigh.json", origin), origin)
     _apply_sysctls(host, files.get("sysctl.txt", ""), origin)
+    _apply_br_netfilter(host, files.get("br_netfilter.txt"), origin)
     host.rules_text = files.get("iptables.rules", "")
     host.rules_origin = f"{origin}/iptables.rules"
     apply_ipv6(host, files, origin)
-    hf = HostFile(host, ipsets_text=files.get("ipset.save", ""), ipsets_origin=f"{origin}/ipset.save")
+    hf = HostFile(host, ipsets_text=files.get("ipset.save", ""), ipsets_origin=f"{origin}/ipset.save",
+                  nfacct_text=files.get("nfacct.list", ""), nfacct_origin=f"{origin}/nfacct.list")
     try:
         host.ensure_loopback()
         host.validate()

@@ -65,6 +65,7 @@ def _run(cfg: GatewayConfig) -> int:
     engine = Engine(host, ruleset=ruleset, ruleset6=hf.ruleset6, seed=seed, resolve_neighbours=True,
                     listeners=hf.listen, offload=cfg.offload, templates=cfg.offload_new)
     engine.ipsets = hf.sets
+    engine.xt_state.nfacct = hf.nfacct  # a snapshot's (--adopt: the kernel's) objects, which its rules count into
     loop = EventLoop(engine, opened.ports, mtus=opened.mtus)  # it runs the engine's timers when they are due
     loop.warn = say
     control = None

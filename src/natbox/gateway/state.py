@@ -12,7 +12,7 @@ import time
 from natbox.adapters.snapshot import load_host
 from natbox.conntrack.persist import dump_conns, load_conns
 from natbox.engine.engine import Engine
-from natbox.engine.hostfile import HostFile, host_ipsets
+from natbox.engine.hostfile import HostFile, host_ipsets, host_nfacct
 from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.errors import NatboxError
 from natbox.gateway.config import GatewayConfig
@@ -22,12 +22,14 @@ from natbox.netfilter import CtStatus
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_restore
+from natbox.rules.xtstate.nfacct import using_nfacct
 
 __all__ = ["load", "reload", "restore_state", "save_state"]
 
 
 def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
-    """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem."""
+    """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem.
+    A snapshot's ipsets and nfacct objects (`hf.sets`, `hf.nfacct`) are made first: the rules may name them."""
     hf = load_host(cfg.host_file)  # a TOML host file (its [rules] read) or a snapshot directory
     host = hf.host
     rules_text, origin = host.rules_text, host.rules_origin
@@ -40,16 +42,17 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
     ruleset = Ruleset()
     try:
         hf.sets = host_ipsets(hf)  # restored before the rules, which may name them
+        hf.nfacct = host_nfacct(hf)
     except NatboxError as exc:
         raise ValueError(str(exc)) from None
     if rules_text.strip():
         try:
-            with using_sets(hf.sets):
+            with using_sets(hf.sets), using_nfacct(hf.nfacct):
                 ruleset.restore(parse_restore(rules_text, file=origin, with_counters=cfg.adopt))
         except RulesError as exc:
             raise ValueError(f"{origin}: {exc}") from None
     try:  # the host file's [rules6] or the snapshot's ip6tables.rules
-        with using_sets(hf.sets):  # ip6tables rules may name inet6 sets
+        with using_sets(hf.sets), using_nfacct(hf.nfacct):  # ip6tables rules may name inet6 sets
             hf.ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin, with_counters=cfg.adopt)
     except RulesError as exc:
         raise ValueError(f"{hf.rules6_origin}: {exc}") from None
