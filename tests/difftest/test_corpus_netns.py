@@ -16,6 +16,7 @@ from natbox.difftest.kernel import KernelRun, kernel_available, run_on_kernel
 from natbox.difftest.natbox_side import run_on_natbox
 from natbox.difftest.packets import decode_frame, ip_checksum_ok, l4_checksum_ok
 from natbox.difftest.scenario import parse_scenario
+from natbox.testing.live import require_programs
 
 pytestmark = pytest.mark.netns
 
@@ -32,7 +33,10 @@ def _kernel(name: str) -> KernelRun:
     if why is not None:
         pytest.skip(f"kernel side unavailable: {why}")
     path = CORPUS / f"{name}.toml"
-    return run_on_kernel(parse_scenario(path.read_text(), str(path)))
+    sc = parse_scenario(path.read_text(), str(path))
+    if sc.nfacct:
+        require_programs("nfacct")
+    return run_on_kernel(sc)
 
 
 def _out(run: KernelRun, iface: str) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@
   measured: when each side's listing started and returned, and how far apart the two runs handled the same
   packets (live runs), plus one jiffy of the kernel's clock.
 - **Counters**: `iptables-save -c` per table, exactly (comment lines dropped).
+- **nfacct**: `nfacct list` (scenarios with nfacct objects), line by line, byte for byte.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from natbox.difftest.packets import (
 from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.seqmap import SynproxyOffsets, field_agrees
 
-__all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames", "timeout_window"]
+__all__ = ["Difference", "compare", "compare_conntrack", "compare_counters", "compare_frames", "compare_nfacct",
+           "timeout_window"]
 
 # The kernel counts conntrack time in jiffies (nfct_time_stamp): an interval it measures may be off by one
 # jiffy, 10 ms at the smallest CONFIG_HZ (100).
@@ -50,7 +52,7 @@ _PORT_KEYS = re.compile(r"^(sport|dport|id)=(\d+)$")
 class Difference:
     """One disagreement, with the kernel's and natbox's versions side by side."""
 
-    kind: str  # frame, missing, extra, conntrack, counters, error
+    kind: str  # frame, missing, extra, conntrack, counters, nfacct, error
     where: str
     kernel: str
     natbox: str
@@ -278,4 +280,13 @@ def compare(kernel_run: KernelRun, natbox_run: NatboxRun, *, live: bool = False)
         def rules_only(text: str) -> str:
             return "\n".join(ln for ln in text.splitlines() if not ln.startswith(":"))
         diffs += compare_counters(rules_only(kernel_run.ip6tables_save), rules_only(natbox_run.ip6tables_save))
+    diffs += compare_nfacct(kernel_run.nfacct, natbox_run.nfacct)
     return diffs
+
+
+def compare_nfacct(kernel_list: str, natbox_list: str) -> list[Difference]:
+    """`nfacct list` of both sides, line by line (an object's counters, quota and overquota flag)."""
+    k, n = kernel_list.splitlines(), natbox_list.splitlines()
+    return [Difference("nfacct", f"nfacct list line {i + 1}", k[i] if i < len(k) else "(no line)",
+                       n[i] if i < len(n) else "(no line)")
+            for i in range(max(len(k), len(n))) if (k[i] if i < len(k) else None) != (n[i] if i < len(n) else None)]

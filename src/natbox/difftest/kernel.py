@@ -6,8 +6,9 @@ on the wire are real; IPv6 and multicast are off and neighbour entries are perma
 ND/ARP/IGMP traffic interleaves. It applies the sysctls and the ruleset in the router, snapshots the router, and
 captures every frame on every router interface with AF_PACKET sockets opened inside the router's netns
 (`setns(2)` through ctypes; direction from `PACKET_OUTGOING`, kernel timestamps, frames copied into a TPACKET_V2
-ring when seen). It sends the traffic, collects `conntrack -L`, `conntrack -S` and `iptables-save -c`, and tears
-it all down. Every wait is bounded, every process is ended by PID, and the namespaces are deleted in `finally`.
+ring when seen). It sends the traffic, collects `conntrack -L`, `conntrack -S`, `iptables-save -c` (and `nfacct
+list` when the scenario declares nfacct objects), and tears it all down. Every wait is bounded, every process is
+ended by PID, and the namespaces are deleted in `finally`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from natbox.adapters.snapshot import read_snapshot_files, take_snapshot
+from natbox.difftest.live import LiveNatbox
 from natbox.difftest.packets import build_crafted
 from natbox.difftest.programs import PROGRAM
 from natbox.difftest.scenario import Scenario, Step
@@ -95,6 +97,7 @@ class KernelRun:
     conntrack_stats: str = ""  # `conntrack -S`
     iptables_save: str = ""  # `iptables-save -c` after the traffic
     ip6tables_save: str = ""  # `ip6tables-save -c` after the traffic (IPv6 scenarios)
+    nfacct: str = ""  # `nfacct list` after the traffic (scenarios with router.nfacct)
     program_output: list[str] = field(default_factory=list)  # "step N host run: output" lines
     execs: list[tuple[float, float, list[str]]] = field(default_factory=list)  # (start, end, argv) of exec steps
     errors: list[str] = field(default_factory=list)  # problems while running (not differences)
@@ -313,6 +316,8 @@ class _Lab:
                     self.sh("iptables-restore", netns=hns, stdin=host.rules)
         for name, value in sc.sysctls.items():
             self.sh("sysctl", "-q", "-w", f"{name}={value}", netns=self.router)
+        for words in sc.nfacct:  # the accounting objects too: a -m nfacct rule may only name one that exists
+            self.sh("nfacct", "add", *words, netns=self.router)
         if sc.ipsets.strip():  # the sets first: a rule may only name a set that exists
             self.sh("ipset", "restore", netns=self.router, stdin=sc.ipsets)
         if sc.rules.strip():
@@ -423,20 +428,22 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tu
     why = kernel_available()
     if why is None and sc.ipsets.strip() and shutil.which("ipset") is None:
         why = "ipset not installed (the scenario restores ipsets)"
+    if why is None and sc.nfacct and shutil.which("nfacct") is None:
+        why = "nfacct not installed (the scenario declares nfacct objects)"
     if why is not None:
         raise KernelUnavailable(why)
     lab = _Lab(sc)
     run = lab.run
     cap: _Capture | None = None
     send_socks: dict[str, socket.socket] = {}
-    gateway: _LiveNatbox | None = None
+    gateway: LiveNatbox | None = None
     try:
         lab.build()
         run.snapshot = lab.snapshot()
         cap = _Capture({f.name: _socket_in(lab.router, f.name, ETH_P_ALL) for f in sc.interfaces})
         send_socks = {h.name: _socket_in(lab.ns[h.name], HOST_IFACE, 0) for h in sc.hosts}
         if natbox_router:
-            gateway = _LiveNatbox(lab.router, gateway_args)
+            gateway = LiveNatbox(lab.router, gateway_args)
         t0 = time.time()
         cap.start()
         for step in sc.steps:
@@ -466,11 +473,15 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tu
             run.iptables_save = gateway.natbox("iptables-save", "-c")
             if sc.uses_ipv6:
                 run.ip6tables_save = gateway.natbox("ip6tables-save", "-c")
+            if sc.nfacct:
+                run.nfacct = gateway.natbox("nfacct", "list")
         else:
             run.conntrack_stats = lab.sh("conntrack", "-S", netns=lab.router)
             run.iptables_save = lab.sh("iptables-save", "-c", netns=lab.router)
             if sc.uses_ipv6:
                 run.ip6tables_save = lab.sh("ip6tables-save", "-c", netns=lab.router)
+            if sc.nfacct:
+                run.nfacct = lab.sh("nfacct", "list", netns=lab.router)
         run.conntrack = [ln for ln in ct.splitlines() if ln.strip()]
         cap.stop()
         run.frames = [Captured(ts - t0, name, out, data) for ts, name, out, data in sorted(cap.frames)]
@@ -492,79 +503,11 @@ def run_on_kernel(sc: Scenario, *, natbox_router: bool = False, gateway_args: tu
     return run
 
 
-LIVE_START_TIMEOUT = 20.0  # seconds natbox gateway may take to say it is ready
-
-
-class _LiveNatbox:
-    """`natbox gateway --adopt --control SOCK --no-vnet-hdr` in the router namespace, ended by PID.
-
-    The lab's links have offloads off, so there is no GSO to carry; without vnet headers the gateway keeps
-    the devices' real MTUs in its model, and fragmentation and frag-needed are natbox's own decisions.
-    (With vnet headers the gateway raises the model MTU for 64 KiB GSO segments: issue 5's engine work.)"""
-
-    def __init__(self, netns: str, extra: tuple[str, ...] = ()) -> None:
-        import natbox
-
-        self.netns = netns
-        self.sock = os.path.join(tempfile.gettempdir(), f"{netns}.ctl")
-        src = str(Path(natbox.__file__).resolve().parents[1])
-        self.env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "natbox", "gateway", "--adopt", "--control",
-             self.sock, "--seed", "0", "--no-vnet-hdr", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + LIVE_START_TIMEOUT
-        said: list[str] = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            said.append(line)
-            if "ready:" in line:
-                return
-        self.stop()
-        raise RuntimeError("natbox gateway --adopt did not start: " + " | ".join(x.strip() for x in said))
-
-    def natbox(self, *argv: str) -> str:
-        cmd = [sys.executable, "-m", "natbox", *argv[:1], "--control", self.sock, *argv[1:]]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT, env=self.env, check=False)
-        if p.returncode not in (0, 1):
-            raise RuntimeError(f"natbox {' '.join(argv)}: exit {p.returncode}: {p.stderr.strip()}")
-        return p.stdout
-
-    def exec(self, argv: list[str]) -> None:
-        if argv[0] in ("iptables", "conntrack", "iptables-restore", "ip6tables", "ip6tables-restore"):
-            self.natbox(*argv)
-            return
-        if argv[:2] == ["ip", "addr"]:  # natbox's own addresses (gateway/commands.py's ip_addr_command)
-            from natbox.adapters.control import ControlError, control_call
-
-            try:
-                answer = control_call(self.sock, {"cmd": "ip", "argv": argv[1:]})
-            except ControlError as exc:
-                raise RuntimeError(f"live natbox: {' '.join(argv)}: {exc}") from None
-            if answer["exit"] != 0:
-                raise RuntimeError(f"live natbox: {' '.join(argv)}: {str(answer.get('stderr', '')).strip()}")
-            return
-        raise RuntimeError(f"live natbox: `{' '.join(argv)}` is not mirrored on the gateway")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 def save_kernel_run(run: KernelRun, dest: str | os.PathLike[str]) -> Path:
     """Write a kernel run to `dest`: `snapshot/` (a host for `natbox replay --host`), `in.pcapng` (what the
     router received; interface names are the router's), `out.pcapng` (what it sent), `conntrack.txt`,
-    `conntrack-stats.txt`, `iptables-save.txt` and `programs.txt`. Times in the captures are seconds
+    `conntrack-stats.txt`, `iptables-save.txt`, `programs.txt` (and `nfacct.txt`: `nfacct list` after the traffic,
+when the scenario has nfacct objects). Times in the captures are seconds
     since the run's t0."""
     from natbox.adapters.pcap import PcapngWriter
 
@@ -580,6 +523,8 @@ def save_kernel_run(run: KernelRun, dest: str | os.PathLike[str]) -> Path:
     (base / "conntrack.txt").write_text("".join(f"{ln}\n" for ln in run.conntrack))
     (base / "conntrack-stats.txt").write_text(run.conntrack_stats)
     (base / "iptables-save.txt").write_text(run.iptables_save)
+    if run.nfacct:
+        (base / "nfacct.txt").write_text(run.nfacct)
     (base / "programs.txt").write_text("".join(f"{ln}\n" for ln in run.program_output + run.errors))
     return base
 

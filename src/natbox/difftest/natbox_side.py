@@ -16,7 +16,8 @@ Engine before the first input frame at or after the command's end; an input fram
 command ran is reported as an error (the order would be ambiguous).
 `-m statistic --mode random` draws follow the kernel's choices by scripted outcomes and repeated replays
 (natbox.difftest.draws, §10). It collects what natbox emits per interface, the
-`conntrack -L` lines at the moment the kernel's listing was taken, and `iptables-save -c` of natbox's rules.
+`conntrack -L` lines at the moment the kernel's listing was taken, `iptables-save -c` of natbox's rules and
+`nfacct list` of the objects the snapshot recorded (which its `-m nfacct` rules counted into).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from natbox.difftest.portmap import PortMap, first_seen
 from natbox.difftest.scenario import Scenario
 from natbox.difftest.seqmap import FlowKey, SynproxyOffsets
 from natbox.engine.engine import Engine
-from natbox.engine.hostfile import host_ipsets
+from natbox.engine.hostfile import host_ipsets, host_nfacct
 from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.engine.snapshot import host_from_snapshot
 from natbox.ipset.scope import using_sets
@@ -41,6 +42,7 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_argv, parse_restore
 from natbox.rules.printer import save_tables
+from natbox.rules.xtstate.nfacct import format_list, using_nfacct
 
 __all__ = ["NatboxRun", "apply_exec", "build_engine", "frame_skew", "natbox_run_from_live", "run_on_natbox"]
 
@@ -55,6 +57,7 @@ class NatboxRun:
     conntrack: list[str] = field(default_factory=list)
     iptables_save: str = ""
     ip6tables_save: str = ""
+    nfacct: str = ""  # `nfacct list` after the replay
     dropped: list[str] = field(default_factory=list)  # "t iface reason where detail"
     errors: list[str] = field(default_factory=list)  # natbox could not run (e.g. an exception)
     port_pairs: dict[int, int] = field(default_factory=dict)  # kernel's random port/id -> natbox's
@@ -69,19 +72,21 @@ class NatboxRun:
 
 def build_engine(kernel_run: KernelRun, *, seed: int = 0) -> Engine:
     """The Engine for the kernel router: host from its snapshot, its ipsets from the snapshot's `ipset save`,
-    rules from the snapshot's iptables-save."""
+    its nfacct objects from the snapshot's `nfacct list`, rules from the snapshot's iptables-save."""
     hf = host_from_snapshot(kernel_run.snapshot, f"<{kernel_run.scenario} router snapshot>")
     host = hf.host
     ruleset = Ruleset()
     sets = host_ipsets(hf)  # the snapshot's `ipset save`, restored before the rules as on the kernel side
-    if host.rules_text.strip():
-        with using_sets(sets):
+    acct = host_nfacct(hf)  # and its nfacct objects, which -m nfacct rules must find
+    with using_sets(sets), using_nfacct(acct):
+        if host.rules_text.strip():
             ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin, with_counters=True))
-    with using_sets(sets):  # ip6tables rules may name the snapshot's inet6 sets
+        # ip6tables rules may name the snapshot's inet6 sets
         ruleset6 = rules6_ruleset(host.rules6_text, f"<{kernel_run.scenario} router snapshot>/ip6tables.rules",
                                   with_counters=True)
     engine = Engine(host, ruleset=ruleset, ruleset6=ruleset6, seed=seed)
     engine.ipsets = sets
+    engine.xt_state.nfacct = acct
     return engine
 
 
@@ -179,6 +184,7 @@ def _replay(kernel_run: KernelRun, seed: int, script: dict[int, list[bool]]
     out.conntrack = [format_conntrack(conn, now) for conn in engine.table.live(now)]
     out.iptables_save = save_tables(engine.rules.saved_tables(), SAVE_DATE, counters=True)
     out.ip6tables_save = save_tables(engine.rules6.saved_tables(), SAVE_DATE, counters=True, prog="ip6tables-save")
+    out.nfacct = format_list(engine.xt_state.nfacct)
     return out, made, draws
 
 
@@ -248,7 +254,8 @@ def natbox_run_from_live(live: KernelRun, kernel: KernelRun) -> NatboxRun:
     """A run of live natbox (run_on_kernel(..., natbox_router=True)) in the shape `compare` takes; `kernel`
     is the kernel's run of the same scenario (for the skew between the two runs' timings)."""
     run = NatboxRun(conntrack=list(live.conntrack), iptables_save=live.iptables_save,
-                    ip6tables_save=live.ip6tables_save, errors=list(live.errors),
+                    ip6tables_save=live.ip6tables_save, nfacct=live.nfacct,
+                    errors=list(live.errors),
                     listed=(live.conntrack_time, max(live.conntrack_end, live.conntrack_time)),
                     skew=frame_skew(kernel, live))
     for c in live.frames:

@@ -8,6 +8,8 @@ settle = 0.3                              # seconds to wait after the last step 
 [router]
 rules = '''*nat ... COMMIT'''             # iptables-save text, applied with iptables-restore
 ipsets = '''create s hash:net ...'''     # optional `ipset save` text, restored (ipset restore) before the rules
+nfacct = ["fwd", "cap packet 3"]          # optional nfacct objects, each the arguments of `nfacct add`
+                                          # (NAME, or NAME byte|packet QUOTA), created before the rules
 [router.sysctl]                           # applied in the router's namespace, before the rules
 "net.ipv4.ip_forward" = 1
 
@@ -67,6 +69,11 @@ src, payload, count). `run = "sleep"` just waits `duration`.
 `ip link set D down|up`, `conntrack -F` (applied to natbox's Engine). Leave ~0.1 s free of traffic around
 an `exec` step: a frame the router receives while the command runs makes the replay order ambiguous and
 is reported as a harness error.
+
+`router.nfacct`: the accounting objects `-m nfacct --nfacct-name NAME` rules count into (a rule may only name
+one that exists). The kernel side runs `nfacct add ARGS` for each before the rules; the router's snapshot
+records `nfacct list`, from which natbox's replay creates the same objects; after the traffic both sides'
+`nfacct list` are compared byte for byte (with the rule counters).
 
 `known_failure = "reason"` (top level) marks a scenario whose difference is a known natbox bug: the
 runner reports it as XFAIL with the reason (and XPASS once it agrees).
@@ -178,6 +185,7 @@ class Scenario:
     known_failure: str | None = None  # why natbox differs here (a known bug): reported as XFAIL
     rules6: str = ""  # ip6tables-save text, applied with ip6tables-restore
     bridges: list[BridgeSpec] = field(default_factory=list)  # bridges in the router, over some of its interfaces
+    nfacct: list[list[str]] = field(default_factory=list)  # the argv of `nfacct add` per object, in order
 
     def bridge_of(self, iface: str) -> BridgeSpec | None:
         """The bridge whose port `iface` is, if any."""
@@ -247,7 +255,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{origin}: unknown keys {sorted(unknown)}")
     stem = origin.rsplit("/", 1)[-1].removesuffix(".toml")
     router = _typed(doc.get("router", {}), dict, f"{origin}: router")
-    _known(router, {"rules", "rules6", "sysctl", "interface", "ipsets", "bridge"}, f"{origin}: router")
+    _known(router, {"rules", "rules6", "sysctl", "interface", "ipsets", "bridge", "nfacct"}, f"{origin}: router")
     ifaces: list[IfaceSpec] = []
     for i, spec in enumerate(_typed(router.get("interface", []), list, f"{origin}: router.interface")):
         where = f"{origin}: router.interface[{i}]"
@@ -301,7 +309,29 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         known = _typed(known, str, f"{origin}: known_failure")
     rules6 = _typed(router.get("rules6", ""), str, f"{origin}: router.rules6")
     return Scenario(str(doc.get("name", stem)), str(doc.get("description", "")), ifaces, hosts, steps,
-                    sysctls, rules, settle, ipsets, origin, known, rules6, bridges)
+                    sysctls, rules, settle, ipsets, origin, known, rules6, bridges, _parse_nfacct(router, origin))
+
+
+NFACCT_NAME_MAX = 31  # characters of an object's name (NFACCT_NAME_MAX - 1: nfacct cuts longer names)
+
+
+def _parse_nfacct(router: dict[str, Any], origin: str) -> list[list[str]]:
+    """`router.nfacct`: each entry the arguments of `nfacct add` (NAME, or NAME byte|packet QUOTA), names
+    distinct, printable and at most 31 characters (nfacct would cut a longer one)."""
+    objects: list[list[str]] = []
+    for i, spec in enumerate(_typed(router.get("nfacct", []), list, f"{origin}: router.nfacct")):
+        where = f"{origin}: router.nfacct[{i}]"
+        words = _typed(spec, str, where).split()
+        quota_ok = len(words) == 3 and words[1] in ("byte", "packet") and words[2].isdigit() \
+            and int(words[2]) < 1 << 64
+        if len(words) not in (1, 3) or (len(words) == 3 and not quota_ok):
+            raise ScenarioError(f"{where}: {spec!r}: write NAME or NAME byte|packet QUOTA (QUOTA a number)")
+        if not 0 < len(words[0]) <= NFACCT_NAME_MAX or not words[0].isprintable():
+            raise ScenarioError(f"{where}: name {words[0]!r} must be 1..{NFACCT_NAME_MAX} printable characters")
+        if any(o[0] == words[0] for o in objects):
+            raise ScenarioError(f"{where}: object {words[0]!r} declared twice")
+        objects.append(words)
+    return objects
 
 
 def _parse_bridges(router: dict[str, Any], ifaces: list[IfaceSpec], origin: str) -> list[BridgeSpec]:
