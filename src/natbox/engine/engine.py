@@ -76,6 +76,18 @@ CT_GC_INTERVAL = 1.0  # seconds between conntrack gc runs (handle_timers): the k
 _PKT_HOST = PacketType.HOST
 
 
+def _neigh_table(host: Host, *, ipv6: bool) -> NeighTable[Held]:
+    """The ARP (or ND) table of the host's neighbours of one family: its PERMANENT ones as static entries; the
+    ones a snapshot's kernel had learned as learned STALE entries (`NeighTable.learn`, at time 0: untouched since
+    long, so the first use sends them through DELAY and a probe, and the gc may reclaim them, as the kernel's)."""
+    table: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours
+                                                 if n.ipv6 == ipv6 and n.permanent])
+    for n in host.neighbours:
+        if n.ipv6 == ipv6 and not n.permanent:
+            table.learn(n.dev, n.addr, n.mac, 0.0)
+    return table
+
+
 class Engine:
     """A Linux host's IPv4 forwarding, NAT and filtering, driven by frames and an injected clock.
 
@@ -115,7 +127,7 @@ class Engine:
         self.defrag = IpDefrag()
         self.icmp_rate = IcmpRateLimiter()  # per-host ICMP error and redirect pacing (inet_peer)
         self._resolve = resolve_neighbours
-        self.neighs: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in host.neighbours])
+        self.neighs: NeighTable[Held] = _neigh_table(host, ipv6=False)
         self.trace_all = False
         self._flow_key = family.flow_key
         self._gc_next = float("-inf")  # when the conntrack gc is next due (handle_timers)
@@ -183,8 +195,7 @@ class Engine:
         and input (with ND), sharing the conntrack table, NAT, the XtHost and the PathState."""
         self.fib6 = Fib6(self.host)
         ctx.fib6 = self.fib6
-        self.neighs6: NeighTable[Held] = NeighTable(static=[(n.dev, n.addr, n.mac) for n in self.host.neighbours
-                                                            if n.addr >> 32])
+        self.neighs6: NeighTable[Held] = _neigh_table(self.host, ipv6=True)
         self._hooks6 = Hooks6(hooks)
         self.defrag6 = Defrag6()
         self._hooks6.defrag = self._defrag6

@@ -157,11 +157,21 @@ class Route6:
 
 @dataclass(slots=True)
 class Neighbour:
-    """A static or learned neighbour entry (`ip neigh`)."""
+    """A static or learned neighbour entry (`ip neigh`), of either family: an IPv6 address does not fit 32 bits
+    (IPv6 neighbours are link-local or global unicast, never in ::/96).
+
+    `permanent`: the kernel's PERMANENT or NOARP entry (host files list only these); False for one the kernel
+    had learned (REACHABLE, STALE, DELAY, PROBE in a snapshot), which the engine starts as a learned STALE entry
+    that ages and re-resolves as the kernel's would."""
 
     dev: str
     addr: int
     mac: bytes
+    permanent: bool = True
+
+    @property
+    def ipv6(self) -> bool:
+        return self.addr > 0xFFFFFFFF
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Any
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.engine.hostfile import HostFile, apply_sysctl
-from natbox.engine.snapshot6 import apply_ipv6
+from natbox.engine.snapshot6 import NEIGH_STATIC, NEIGH_UNUSABLE, apply_ipv6, neigh_states
 from natbox.errors import ConfigError
 
 __all__ = ["OPTIONAL_FILES", "REQUIRED_FILES", "SNAPSHOT_FILES", "SnapshotError", "host_from_snapshot",
@@ -74,8 +74,6 @@ _KIND_OF: dict[str, str] = {"veth": "veth", "bridge": "bridge", "tun": "tap"}
 _TUN_TYPES: dict[str, str] = {"tun": "tun", "tap": "tap"}
 # route `type` values the host model knows (others, e.g. multicast/nat/anycast, are refused)
 _ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
-# neighbour states without a usable link-layer address
-_NEIGH_UNUSABLE = {"FAILED", "INCOMPLETE", "NOARP"}
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _CONF_RE = re.compile(r"net\.ipv4\.conf\.([^.]+)\.(forwarding|route_localnet)")
 
@@ -221,19 +219,21 @@ def _parse_routes(host: Host, routes: list[dict[str, Any]], origin: str) -> None
 
 
 def _parse_neighbours(host: Host, neighs: list[dict[str, Any]], origin: str) -> None:
+    """`ip -4 -j neigh`: entries with a link-layer address, PERMANENT/NOARP ones as permanent, those the kernel
+    learned as learned ones (the engine ages and re-resolves them)."""
     where = f"{origin}/neigh.json"
     for n in neighs:
         dst = n.get("dst")
         if not isinstance(dst, str) or ":" in dst:
             continue  # IPv6 neighbours, if the file has them
-        states = n.get("state", [])
-        if "lladdr" not in n or (isinstance(states, list)
-                                 and _NEIGH_UNUSABLE.intersection(x for x in states if isinstance(x, str))):
+        states = neigh_states(n)
+        if "lladdr" not in n or NEIGH_UNUSABLE & states:
             continue
         dev = n.get("dev")
         if not isinstance(dev, str) or dev not in host.interfaces:
             raise SnapshotError(f"{where}: {dst}: no such interface {dev!r}")
-        host.neighbours.append(Neighbour(dev, _ipv4(dst, f"{where}: {dst}"), _mac(n["lladdr"], f"{where}: {dst}")))
+        host.neighbours.append(Neighbour(dev, _ipv4(dst, f"{where}: {dst}"), _mac(n["lladdr"], f"{where}: {dst}"),
+                                         permanent=bool(NEIGH_STATIC & states)))
 
 
 def parse_sysctl_text(text: str, origin: str = "sysctl.txt") -> list[tuple[str, str]]:

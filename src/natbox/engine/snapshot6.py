@@ -20,9 +20,20 @@ from typing import Any
 from natbox.engine.host import Address6, Host, Neighbour, Route6
 from natbox.errors import ConfigError
 
-__all__ = ["apply_ipv6"]
+__all__ = ["NEIGH_STATIC", "NEIGH_UNUSABLE", "apply_ipv6", "neigh_states"]
 
 _ROUTE6_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
+# neighbour states without a usable link-layer address
+NEIGH_UNUSABLE = frozenset({"FAILED", "INCOMPLETE"})
+# the states of entries the kernel never ages (`ip neigh ... nud permanent|noarp`); every other one with an
+# address (REACHABLE, STALE, DELAY, PROBE) was learned, and natbox learns it too (Neighbour.permanent False)
+NEIGH_STATIC = frozenset({"PERMANENT", "NOARP"})
+
+
+def neigh_states(entry: dict[str, Any]) -> frozenset[str]:
+    """The NUD state names of an `ip -j neigh` entry (its `state` list; none when absent or malformed)."""
+    states = entry.get("state", [])
+    return frozenset(x for x in states if isinstance(x, str)) if isinstance(states, list) else frozenset()
 
 
 def _addr6(text: Any, where: str) -> int:
@@ -77,12 +88,13 @@ def apply_ipv6(host: Host, files: dict[str, str], origin: str) -> None:
         host.routes6.append(Route6(int(net.network_address), net.prefixlen, dev,
                                    _addr6(r["gateway"], where) if "gateway" in r else None,
                                    metric if isinstance(metric, int) else 1024, str(r.get("type", "unicast"))))
-    for n in _json(files, "neigh6.json", origin):
-        mac, dev = n.get("lladdr"), n.get("dev")
-        if isinstance(mac, str) and isinstance(dev, str) and dev in host.interfaces:
+    for n in _json(files, "neigh6.json", origin):  # as neigh.json: learned entries stay learned ones
+        mac, dev, states = n.get("lladdr"), n.get("dev"), neigh_states(n)
+        if isinstance(mac, str) and isinstance(dev, str) and dev in host.interfaces and not NEIGH_UNUSABLE & states:
             try:
                 host.neighbours.append(Neighbour(dev, _addr6(n.get("dst"), f"{origin}/neigh6.json"),
-                                                 bytes.fromhex(mac.replace(":", ""))))
+                                                 bytes.fromhex(mac.replace(":", "")),
+                                                 permanent=bool(NEIGH_STATIC & states)))
             except ValueError:
                 raise ConfigError(f"{origin}/neigh6.json: bad lladdr {mac!r}") from None
     for line in files.get("sysctl6.txt", "").splitlines():
