@@ -230,6 +230,7 @@ class Hooks:
         self._ct_registered = False  # rules.needs_conntrack() for the same Ruleset object and version
         self._ops_rules: Ruleset | None = None
         self._ops_version = -1
+        self._xt_rules6: tuple[Ruleset | None, int] = (None, -1)  # the ip6tables ruleset (and version) last synced
         # the fast paths' view of the ruleset (see tier2_plan), valid for one Ruleset object and version
         self._plan_rules: Ruleset | None = None
         self._plan_version = -1
@@ -278,6 +279,7 @@ class Hooks:
         # the stateful extensions' checkentry/destroy: objects named by the new ruleset kept, others dropped
         # (ip6tables rules share the namespace's objects: an estimator or list they name is kept too)
         six = self.rules6
+        self._xt_rules6 = (six, six.version)
         self._ctx.xt.sync([*(rules.tables[t] for t in rules.present), *(six.tables[t] for t in six.present)],
                           self._ctx.now)
         if self._ctx.xt.acct_forced:
@@ -372,9 +374,11 @@ class Hooks:
         return NF_ACCEPT
 
     def xt_state(self) -> XtState:
-        """The stateful extensions' objects, synced with the current ruleset first (`natbox status`)."""
-        rules = self.rules
-        if rules is not self._ops_rules or rules.version != self._ops_version:
+        """The stateful extensions' objects, synced with the current rulesets of both families first (`natbox
+        status`: an ip6tables rule's hashlimit table exists from its checkentry on, as in /proc)."""
+        rules, six = self.rules, self.rules6
+        if (rules is not self._ops_rules or rules.version != self._ops_version
+                or self._xt_rules6[0] is not six or self._xt_rules6[1] != six.version):
             self._refresh_ops()
         return self._ctx.xt
 

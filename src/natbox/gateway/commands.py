@@ -57,7 +57,8 @@ class StatusData(TypedDict):
     conntrack: ConntrackStatus
     reports: list[str]  # more lines (the control server's counters)
     xt_recent: dict[str, list[str]]  # each -m recent list: /proc/net/xt_recent/NAME's lines
-    ipt_hashlimit: dict[str, list[str]]  # each -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
+    ipt_hashlimit: dict[str, list[str]]  # each iptables -m hashlimit table: /proc/net/ipt_hashlimit/NAME's lines
+    ip6t_hashlimit: dict[str, list[str]]  # each ip6tables one: /proc/net/ip6t_hashlimit/NAME's lines
     rateest: dict[str, list[int]]  # each -j RATEEST estimator: [bytes/s, packets/s] (gen_estimator_read)
     synproxy: dict[str, int]  # /proc/net/stat/synproxy's counters (syn_received, cookie_invalid...)
 
@@ -191,8 +192,7 @@ class Commands:
                             "addresses": [str(a) for a in i.addresses]
                             + [f"{format_addr6(a.addr)}/{a.prefixlen}" for a in i.addresses6]}
                            for i in engine.host.interfaces.values() if i.kind != "loopback"],
-            "neighbours": format_ip_neigh([v for v in engine.neighs.show() if v.addr <= 0xFFFFFFFF])
-            + format_ip_neigh(engine.neighs6.show()),  # (a snapshot's IPv6 neighbours are in both tables)
+            "neighbours": format_ip_neigh(engine.neighs.show()) + format_ip_neigh(engine.neighs6.show()),
             "loop": self.loop.counters(),
             "engine_counters": {str(k): v for k, v in sorted(engine.stats.items())},
             "conntrack": {"entries": len(engine.table.live(time.monotonic())), "max": engine.table.max_entries,
@@ -200,8 +200,11 @@ class Commands:
                           "early_drop": stats.early_drop, "invalid": stats.invalid},
             "reports": [report() for report in self.reports],
             "xt_recent": {name: t.proc_lines() for name, t in engine.xt_state.recent.items()},
-            "ipt_hashlimit": {name: t.proc_lines(jiffies(time.monotonic()))
-                              for name, t in engine.xt_state.hashlimit.items()},
+            # hashlimit_proc_net_init: one /proc directory per family, a table named as its rules name it
+            "ipt_hashlimit": {t.name: t.proc_lines(jiffies(time.monotonic()))
+                              for t in engine.xt_state.hashlimit.values() if not t.v6},
+            "ip6t_hashlimit": {t.name: t.proc_lines(jiffies(time.monotonic()))
+                               for t in engine.xt_state.hashlimit.values() if t.v6},
             "rateest": {name: list(e.read(jiffies(time.monotonic()))) for name, e in engine.xt_state.rateest.items()},
             "synproxy": engine.synproxy.stats.as_dict(),
         }
@@ -223,8 +226,9 @@ class Commands:
                      f"drop {ct['drop']}, early_drop {ct['early_drop']}, invalid {ct['invalid']}")
         for name, entries in data["xt_recent"].items():
             lines.append(f"xt_recent/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
-        for name, entries in data["ipt_hashlimit"].items():
-            lines.append(f"ipt_hashlimit/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
+        for proc in ("ipt_hashlimit", "ip6t_hashlimit"):
+            for name, entries in data[proc].items():
+                lines.append(f"{proc}/{name}: {len(entries)} entries" + "".join(f"\n  {e}" for e in entries))
         for name, (bps, pps) in data["rateest"].items():
             lines.append(f"rate estimator {name}: {bps} bytes/s, {pps} packets/s")
         if any(data["synproxy"].values()):
