@@ -105,3 +105,24 @@ def test_kernel_replay_and_live_natbox_agree_on_nfacct(name: str) -> None:
     else:
         assert listed[3] == "{ pkts = 00000000000000000000, bytes = 00000000000000000000 } = unused;"
         assert "pkts = 00000000000000000000" not in listed[0]
+
+
+def test_natbox_replay_of_a_saved_snapshot_counts_into_its_objects(tmp_path: Path) -> None:
+    """`natbox replay --host DIR` (a `difftest --keep` run's snapshot/): the objects nfacct.list recorded are made
+    before the rules, and the rules count into them."""
+    from natbox.cli.replay import ReplayOptions, _build_engine
+    from natbox.conntrack.tuple import parse_addr
+    from natbox.wire import ethernet, ipv4, udp
+
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    for name, text in (("link.json", LINK), ("addr.json", ADDR), ("route.json", ROUTE), ("iptables.rules", RULES),
+                       ("nfacct.list", LISTED), ("sysctl.txt", "net.ipv4.ip_forward = 1\n")):
+        (snap / name).write_text(text)
+    engine, _, _ = _build_engine(ReplayOptions(host=str(snap), inputs=[]), events=False)
+    s, d = parse_addr("10.8.0.2"), parse_addr("10.9.0.7")  # v0's subnet to a neighbour on br0
+    dgram = ipv4.build_ipv4(s, d, 17, udp.build_udp(s, d, 4000, 53, b"x" * 12))
+    engine.receive(bytes(ethernet.build_ethernet(bytes.fromhex("ae78e59dd433"), bytes.fromhex("020000000009"),
+                                                 ethernet.ETH_P_IP, dgram)), "v0", 1.0)
+    fwd = engine.xt_state.nfacct["fwd"]
+    assert (fwd.pkts, fwd.bytes) == (3, 120 + len(dgram))

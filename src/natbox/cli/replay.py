@@ -114,28 +114,30 @@ def load_host_file(path: str) -> HostFile:
 def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset, HostFile]:
     from natbox.engine.engine import Engine
     from natbox.engine.host import HostError
-    from natbox.engine.hostfile import host_ipsets
+    from natbox.engine.hostfile import host_ipsets, host_nfacct
     from natbox.engine.hostfile6 import rules6_ruleset
     from natbox.ipset.scope import using_sets
     from natbox.rules.evaluate import Ruleset
     from natbox.rules.model import RulesError
     from natbox.rules.parser import parse_restore
+    from natbox.rules.xtstate.nfacct import using_nfacct
 
     hf = load_host_file(opts.host)
     host = hf.host
     ruleset = Ruleset()
     try:
         sets = host_ipsets(hf)  # restored first, as on the host: the rules may name them
+        acct = host_nfacct(hf)  # and a snapshot's nfacct objects (-m nfacct rules name them)
     except NatboxError as exc:
         raise UsageError(str(exc)) from None
     if host.rules_text.strip():
         try:
-            with using_sets(sets):
+            with using_sets(sets), using_nfacct(acct):
                 ruleset.restore(parse_restore(host.rules_text, file=host.rules_origin))
         except RulesError as exc:
             raise UsageError(f"{host.rules_origin}: {exc}") from None
     try:
-        with using_sets(sets):
+        with using_sets(sets), using_nfacct(acct):
             ruleset6 = rules6_ruleset(host.rules6_text, hf.rules6_origin)
     except RulesError as exc:
         raise UsageError(f"{hf.rules6_origin}: {exc}") from None
@@ -146,6 +148,7 @@ def _build_engine(opts: ReplayOptions, *, events: bool) -> tuple[Engine, Ruleset
         raise UsageError(f"{opts.host}: {exc}") from None
     engine.listeners = set(hf.listen)
     engine.ipsets = sets
+    engine.xt_state.nfacct = acct
     return engine, ruleset, hf
 
 
