@@ -234,7 +234,8 @@ class FlowCache:
         self._resolve = resolve_neighbours
         # flows seen once, to be compiled at their next packet (at most FLOW_CACHE_MAX; emptied when full)
         self._seen: dict[FlowKey, Conn] = {}
-        self._by_ct: dict[int, list[FlowKey]] = {}  # the keys of each ct in flows or _seen (forget() finds them)
+        # the keys of each ct in flows or _seen (forget() finds them): a tuple, one or two keys for most cts
+        self._by_ct: dict[int, tuple[FlowKey, ...]] = {}
         # the flow key of the frame the last `forward` call declined: the slow path's tier 2 uses it instead
         # of deriving the same key again (Engine.receive hands it over)
         self.miss_key: FlowKey | None = None
@@ -271,9 +272,10 @@ class FlowCache:
         return found
 
     def _link(self, key: FlowKey, conn: Conn) -> None:
-        keys = self._by_ct.setdefault(conn.ct_id, [])
+        by_ct = self._by_ct
+        keys = by_ct.get(conn.ct_id, ())
         if key not in keys:
-            keys.append(key)
+            by_ct[conn.ct_id] = (*keys, key)
 
     def forget(self, ct: Conn) -> None:
         """Drop the compiled flows (and flows seen once) of a destroyed ct (its `register_destroy` callback)."""

@@ -84,7 +84,8 @@ class Forwarder:
         self.flows: dict[FlowKey, _Tier2] = {}
         self._rcv_core = family.rcv_core  # bound once: called per packet
         self._neigh_entry = neighs.entry
-        self._by_ct: dict[int, list[FlowKey]] = {}  # the keys stored for each ct (forget() finds them here)
+        # the keys stored for each ct (forget() finds them here): a tuple, one or two keys for most cts
+        self._by_ct: dict[int, tuple[FlowKey, ...]] = {}
         # bound by the engine: the routing decision after PREROUTING (`RouteInput.ip_rcv_finish`), where
         # a packet the flow cache cannot finish continues
         self.ip_rcv_finish: Callable[[Skb], None] = lambda skb: None
@@ -162,14 +163,17 @@ class Forwarder:
         if old is None or old[0] is not ct:
             if old is not None:
                 self._unlink(key, old[0])
-            self._by_ct.setdefault(ct.ct_id, []).append(key)
+            by_ct = self._by_ct
+            by_ct[ct.ct_id] = (*by_ct.get(ct.ct_id, ()), key)
         flows[key] = (ct, ctinfo, skb.daddr, skb.oif, skb.nexthop, self._fib.generation, learn)
 
     def _unlink(self, key: FlowKey, ct: Conn) -> None:
         keys = self._by_ct.get(ct.ct_id)
         if keys is not None:
-            keys.remove(key)
-            if not keys:
+            left = tuple(k for k in keys if k != key)  # (a ct's keys are distinct)
+            if left:
+                self._by_ct[ct.ct_id] = left
+            else:
                 del self._by_ct[ct.ct_id]
 
     def forget(self, ct: Conn) -> None:

@@ -146,8 +146,9 @@ class NatCore:
     __slots__ = ("_bysource", "_member", "_tables", "drop_reason")
 
     def __init__(self, table: ConntrackTable | None = None) -> None:
-        # bysource chains, oldest first (the kernel adds at the head and walks newest first).
-        self._bysource: dict[_BySrcKey, list[Conn]] = {}
+        # bysource chains, oldest first (the kernel adds at the head and walks newest first): the ct itself
+        # while a source has one (most have), a list from the second on
+        self._bysource: dict[_BySrcKey, Conn | list[Conn]] = {}
         self._member: dict[Conn, _BySrcKey] = {}
         self._tables: list[ConntrackTable] = []  # the tables whose destroy hook runs forget()
         # Why the last NF_DROP returned by nf_nat_ipv4_fn/masquerade happened (None: a rule's DROP).
@@ -167,7 +168,9 @@ class NatCore:
         if key is None:
             return
         chain = self._bysource.get(key)
-        if chain is not None:
+        if chain is ct:
+            del self._bysource[key]
+        elif isinstance(chain, list):
             with contextlib.suppress(ValueError):
                 chain.remove(ct)
             if not chain:
@@ -189,16 +192,23 @@ class NatCore:
             self.attach(table)
         orig = ct.tuples[0]
         key = (orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0) if ct.zone else 0)  # zone 0: no call
-        self._bysource.setdefault(key, []).append(ct)
+        bysource = self._bysource
+        chain = bysource.get(key)
+        if chain is None:
+            bysource[key] = ct
+        elif isinstance(chain, list):
+            chain.append(ct)
+        else:
+            bysource[key] = [chain, ct]
         self._member[ct] = key
 
     def find_appropriate_src(self, orig: ConnTuple, rng: NatRange, ct: Conn) -> tuple[ConnTuple, Conn] | None:
         """Mirrors `find_appropriate_src()`: the newest live ct with the same source whose mapping,
         with our destination, is in range (endpoint-independent mapping, §4.5 step 1b)."""
         chain = self._bysource.get((orig.src, orig.sport, orig.proto, zone_id_dir(ct.zone, 0) if ct.zone else 0))
-        if not chain:
+        if chain is None:
             return None
-        for other in reversed(chain[:]):
+        for other in reversed(chain[:]) if isinstance(chain, list) else (chain,):
             if other.status & CtStatus.DYING or not other.confirmed:
                 self.forget(other)
                 continue
