@@ -312,14 +312,12 @@ class Engine:
         what it returns (the gateway's receive ring): a compiled flow then copies only the headers
         and hands the payload back as `Emitted.tail`; every other path copies the frame first.
         """
-        inp = self._input
         key: FlowKey | None
-        if inp.fast_path and not trace and not self.trace_all:
-            flowcache = self._flowcache
-            fast = flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
+        if not trace and not self.trace_all and self._input.fast_path:
+            fast = self._flowcache.forward(frame, iface, now, gso_type, gso_size, partial)
             if fast is not None:
                 return fast
-            key = flowcache.miss_key  # the key the compiled flows derived (of the frame as bytes)
+            key = self._flowcache.miss_key  # the key the compiled flows derived (of the frame as bytes)
             if type(frame) is not bytes:
                 frame = bytes(frame)
         else:
@@ -336,7 +334,7 @@ class Engine:
         if gso_type or gso_size or partial:
             st.rx_meta = (gso_type if gso_size else 0, gso_size if gso_type else 0, partial)
         try:
-            inp.receive_frame(frame, iface, pkt_id, trace or self.trace_all, key)
+            self._input.receive_frame(frame, iface, pkt_id, trace or self.trace_all, key)
         except Drop as d:
             st.record_drop(pkt_id, d)
         finally:

@@ -47,10 +47,7 @@ from natbox.wire.icmp import (
     ICMP_TIME_EXCEEDED,
 )
 from natbox.wire.layout import (
-    ETH_DEST,
     ETH_HDR_LEN,
-    ETH_PROTO,
-    ETH_SOURCE,
     IPH_ADDRS_END,
     IPH_DADDR,
     IPH_SADDR,
@@ -165,7 +162,8 @@ class Forwarder:
                 self._unlink(key, old[0])
             by_ct = self._by_ct
             by_ct[ct.ct_id] = (*by_ct.get(ct.ct_id, ()), key)
-        flows[key] = (ct, ctinfo, skb.daddr, skb.oif, skb.nexthop, self._fib.generation, learn)
+        flows[key] = (ct, ctinfo, int.from_bytes(skb.data[IPH_DADDR:IPH_ADDRS_END], "big"), skb.oif, skb.nexthop,
+                      self._fib.generation, learn)
 
     def _unlink(self, key: FlowKey, ct: Conn) -> None:
         keys = self._by_ct.get(ct.ct_id)
@@ -188,7 +186,8 @@ class Forwarder:
 
     # --- tier 2 ----------------------------------------------------------------------------------
 
-    def fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: FlowKey) -> bool:
+    def fast_forward(self, frame: bytes, dev: Interface, pkt_id: int, key: FlowKey, src_mac: bytes,
+                     dst_mac: bytes) -> bool:
         """Forward a packet of an established TCP/UDP flow with the slow path's cached decisions.
 
         Conntrack (checksums, TCP window tracking, timeouts) and NAT run for every packet exactly as in
@@ -197,6 +196,7 @@ class Forwarder:
         ACCEPT policy. Anything unusual (another ct or ctinfo, a changed destination, TTL 1, a packet
         over the MTU) continues in the slow path at the same point, so the result is identical.
         Returns False, having changed nothing, when the slow path must handle the packet from the start.
+        (`src_mac`, `dst_mac`: the frame's Ethernet addresses, which `receive_frame` has sliced already.)
         """
         entry = self.flows.get(key)
         if entry is None:
@@ -214,8 +214,8 @@ class Forwarder:
         st.skb = skb
         if st.rx_meta is not NO_META:
             skb.gso_type, skb.gso_size, skb.csum_partial = st.rx_meta
-        skb.src_mac = src_mac = frame[ETH_SOURCE:ETH_PROTO]
-        skb.dst_mac = frame[ETH_DEST:ETH_SOURCE]
+        skb.src_mac = src_mac  # (the frame's, as eth_type_trans sliced them)
+        skb.dst_mac = dst_mac
         skb.fast_key = key
         ctx = self._ctx
         now = ctx.now

@@ -109,7 +109,8 @@ class IpInput:
             addrs = key[3]
             if addrs[0] == _LOOPBACK_NET or addrs[4] == _LOOPBACK_NET:
                 key = None  # 127/8 is the routing decision's business (martians, route_localnet)
-            elif key[2] != 1 and self.fast_path and not trace and self._forward.fast_forward(frame, dev, pkt_id, key):
+            elif key[2] != 1 and self.fast_path and not trace and self._forward.fast_forward(frame, dev, pkt_id, key,
+                                                                                             src_mac, dst_mac):
                 return
         self.ip_rcv(frame[ETH_HDR_LEN:], dev, pkt_id, ptype, src_mac, dst_mac, trace, key)
 

@@ -25,12 +25,14 @@ from natbox.wire.icmp import (
     ICMP_PARAMETERPROB,
     ICMP_PKT_FILTERED,
 )
+from natbox.wire.layout import IPH_ADDRS_END, IPH_DADDR, IPH_SADDR
 
 __all__ = ["JOINED_GROUPS", "RouteInput"]
 
 JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
 _HOOK_PRE_ROUTING = Hook.PRE_ROUTING
 _RTN_UNREACHABLE, _RTN_PROHIBIT = 7, 8  # route types answered with an ICMP error (ip_error)
+_LOCAL_TYPES = frozenset({RTN_LOCAL, RTN_BROADCAST})  # route types delivered locally
 
 
 class RouteInput:
@@ -50,7 +52,9 @@ class RouteInput:
     def ip_rcv_finish(self, skb: Skb) -> None:
         """`ip_rcv_finish_core` → `ip_route_input_noref` (after PREROUTING, so after DNAT)."""
         dev = self._host.interfaces[skb.iif]
-        saddr, daddr = skb.saddr, skb.daddr
+        data = skb.data  # (skb.saddr and skb.daddr, without the two property calls)
+        saddr = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
+        daddr = int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big")
         lo_in = dev.kind == "loopback"
         # ip_route_input_slow's martian checks
         if saddr >> 28 == 0xE or saddr == 0xFFFFFFFF:
@@ -83,7 +87,7 @@ class RouteInput:
         res = self._fib.lookup(daddr)
         if skb.ihl > 20:
             self._ip_rcv_options(skb)
-        if res is not None and res.type in (RTN_LOCAL, RTN_BROADCAST):
+        if res is not None and res.type in _LOCAL_TYPES:
             if skb.trace is not None:
                 kind = "broadcast" if res.type == RTN_BROADCAST else "local"
                 skb.add_trace(f"routing: {format_addr(daddr)} is {kind}")

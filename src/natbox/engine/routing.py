@@ -168,8 +168,11 @@ class Fib:
         ifaces = self.host.interfaces
         hit = self._answers.get(daddr)
         if hit is not None:
-            dev = ifaces.get(hit.dev) if hit.dev is not None else None
-            if hit.dev is None or (dev is not None and dev.up):
+            name = hit.dev
+            if name is None:
+                return hit
+            dev = ifaces.get(name)
+            if dev is not None and dev.up:
                 return hit
         skipped = False
         for table in (self.local, self.main, self.default):
