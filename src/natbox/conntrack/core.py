@@ -105,6 +105,7 @@ MAX_REPEAT = 8
 
 _PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
 _IP_OFFSET_HI = IP_OFFSET >> 8  # IP_OFFSET's bits in the first byte of frag_off
+_FRAG_OFF_LO = IPH_FRAG_OFF + 1  # its second byte
 _SADDR_END = IPH_SADDR + 4
 _DADDR_END = IPH_DADDR + 4
 _SEEN_REPLY = CtStatus.SEEN_REPLY
@@ -161,8 +162,9 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
         data = skb.data
         # ipv4_get_l4proto(data, 0), inline
         # (the fragment offset: the low 5 bits of the flags byte and the byte after it, IP_OFFSET)
-        if len(data) < IPH_MIN_LEN or data[IPH_FRAG_OFF] & _IP_OFFSET_HI or data[IPH_FRAG_OFF + 1] \
-                or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > len(data) or dataoff <= 0:
+        n = len(data)
+        if n < IPH_MIN_LEN or data[IPH_FRAG_OFF] & _IP_OFFSET_HI or data[_FRAG_OFF_LO] \
+                or (dataoff := (data[IPH_VER_IHL] & 0x0F) * 4) > n or dataoff <= 0:
             stats.invalid += 1
             skb.note = "conntrack: no transport header (fragment or bad header length)"
             return NF_ACCEPT
@@ -179,7 +181,7 @@ def nf_conntrack_in(skb: Skb, hook: Hook, now: float, table: ConntrackTable, cfg
             if ret == ICMP_ERROR_TRACKED:
                 return NF_ACCEPT  # RELATED / RELATED_REPLY error
 
-        if proto in _PORT_PROTOS and len(data) >= dataoff + L4_PORTS_END:
+        if proto in _PORT_PROTOS and n >= dataoff + L4_PORTS_END:
             # ports_pkt_to_tuple as a plain tuple (equal to, and hashed like, the ConnTuple): a ConnTuple is
             # made only for a new ct
             key = (int.from_bytes(data[IPH_SADDR:_SADDR_END], "big"),

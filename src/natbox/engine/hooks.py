@@ -50,6 +50,7 @@ from natbox.netfilter import (
 from natbox.rand import RandomSource
 from natbox.rules.api import NF_ACCEPT, NF_DROP
 from natbox.rules.evaluate import Ruleset
+from natbox.rules.model import TABLE_HOOKS
 from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
@@ -313,11 +314,14 @@ class Hooks:
     def _nat_chain_fn(self, hook: Hook) -> HookFn:
         ctx = self._ctx
 
+        nat_hook = hook in TABLE_HOOKS["nat"]
+
         def run_chain(skb: Skb) -> int:
-            if self.rules.is_trivial("nat", hook):
+            rules = self.rules
+            if not nat_hook or "nat" not in rules.present:  # rules.is_trivial("nat", hook), without the call
                 return NF_ACCEPT
             ctx.hook = hook
-            return self.rules.run("nat", hook, skb, ctx)
+            return rules.run("nat", hook, skb, ctx)
 
         return run_chain
 
