@@ -23,9 +23,7 @@ LIVE = ["masquerade-ping", "masquerade-udp-same-sport", "masquerade-tcp-session"
         "ipv6/masq6-ping", "ipv6/masq6-udp-clash", "ipv6/masq6-tcp", "ipv6/masq6-ptb-translated",
         "ipv6/frag6-reverse-natted", "ipv6/npt6-snpt-dnpt", "ipv6/dnat6-port-forward", "ipv6/masq6-rule-flushed",
         # `ip addr` steps, mirrored through the gateway's control socket
-        "ipv6/masq6-newest-address", "masquerade-address-change",
-        # SYNPROXY answering and splicing the handshake (each side with its own cookies)
-        "synproxy-forward", "ipv6/synproxy6-forward"]
+        "ipv6/masq6-newest-address", "masquerade-address-change"]
 
 
 @pytest.mark.parametrize("name", LIVE)
