@@ -46,16 +46,17 @@
 
 #define NB_MAX_FLOWS 65536 /* entries of nb_flows and nb_stats: natbox's FLOW_CACHE_MAX */
 #define NB_F_L4_REWRITE 1  /* NAT changes the L4 checksum */
+#ifdef NB_NEW_FLOWS
+#define NEW_FLOWS 1
+#else
+#define NEW_FLOWS 0
+#endif /* the new-connections build: see its section below */
 
 #define IP_OFF ETH_HLEN
 #define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
 #define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
 #define IP_TTL_OFF (IP_OFF + offsetof(struct iphdr, ttl))
 #define IP_ADDRS_OFF (IP_OFF + offsetof(struct iphdr, saddr))
-#define TCP_CSUM_OFF (L4_OFF + offsetof(struct tcphdr, check))
-#define UDP_CSUM_OFF (L4_OFF + offsetof(struct udphdr, check))
-#define ICMP_CSUM_OFF (L4_OFF + offsetof(struct nb_icmp_echo, checksum))
-#define ICMP_ID_OFF (L4_OFF + offsetof(struct nb_icmp_echo, id))
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO 8
 #define PACKET_HOST 0 /* linux/if_packet.h */
@@ -69,10 +70,6 @@
 #define L4_OFF6 (ETH_HLEN + sizeof(struct ipv6hdr))
 #define IP6_HOP_OFF (IP6_OFF + offsetof(struct ipv6hdr, hop_limit))
 #define IP6_ADDRS_OFF (IP6_OFF + offsetof(struct ipv6hdr, saddr))
-#define TCP6_CSUM_OFF (L4_OFF6 + offsetof(struct tcphdr, check))
-#define UDP6_CSUM_OFF (L4_OFF6 + offsetof(struct udphdr, check))
-#define ICMP6_CSUM_OFF (L4_OFF6 + offsetof(struct nb_icmp_echo, checksum))
-#define ICMP6_ID_OFF (L4_OFF6 + offsetof(struct nb_icmp_echo, id))
 #define IPPROTO_ICMPV6_ 58 /* linux/in6.h's IPPROTO_ICMPV6 is an enum member of some libc headers */
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
@@ -207,6 +204,122 @@ static __always_inline int ip_header_ok(struct iphdr *iph)
 	return s == 0xFFFF;
 }
 
+/*
+ * The steps both branches share (nf_flow_offload_ip_hook and nf_flow_offload_ipv6_hook run the same ones:
+ * nf_flow_tuple_ip's ports, nf_flow_exceeds_mtu, nf_flow_nat_port, the neighbour's MACs, flow_offload_refresh's
+ * accounting), for the IPv4 branch's or the IPv6 branch's offsets, maps and action fields.
+ */
+
+/* the L4 header's part of the key (nf_flow_tuple_ip / nf_flow_tuple_ipv6) at l4_off, behind an l3_len-byte
+ * network header in a tot_len-byte datagram: the L4 checksum's offset, or 0: up. TCP: ACK and none of
+ * SYN/FIN/RST; otherwise the IPv4 branch of the new-connections build takes it as *unusual (flags | 0x100),
+ * every other build goes up. UDP: a sane length (IPv6: and a checksum, a zero one is not allowed: RFC 8200
+ * §8.1), *mm0 = BPF_F_MARK_MANGLED_0. ICMP or ICMPv6 echo: the id and type << 8 | code as the ports. */
+static __always_inline __u32 nb_l4_key(void *data, void *data_end, __u32 l4_off, __u32 l3_len, __u32 tot_len,
+				       __u8 proto, int ipv6, __be16 ports[2], __u64 *mm0, __u32 *unusual)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4_off;
+		__u8 flags;
+
+		if ((void *)(th + 1) > data_end || tot_len < l3_len + sizeof(*th) || th->doff < 5)
+			return 0;
+		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
+		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK)) {
+			if (ipv6 || !NEW_FLOWS)
+				return 0;
+			*unusual = flags | 0x100; /* only a TRACKED entry (or a template, a SYN) takes it */
+		}
+		ports[0] = th->source;
+		ports[1] = th->dest;
+		return l4_off + offsetof(struct tcphdr, check);
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4_off;
+		__u32 ulen;
+
+		if ((void *)(uh + 1) > data_end || (ipv6 && !uh->check))
+			return 0;
+		ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > tot_len - l3_len)
+			return 0;
+		ports[0] = uh->source;
+		ports[1] = uh->dest;
+		*mm0 = BPF_F_MARK_MANGLED_0;
+		return l4_off + offsetof(struct udphdr, check);
+	}
+	if (proto == (ipv6 ? IPPROTO_ICMPV6_ : IPPROTO_ICMP)) {
+		struct nb_icmp_echo *ih = data + l4_off;
+		__u8 echo = ipv6 ? ICMPV6_ECHO_REQUEST : ICMP_ECHO;
+		__u8 echo_reply = ipv6 ? ICMPV6_ECHO_REPLY : ICMP_ECHOREPLY;
+
+		if ((void *)(ih + 1) > data_end || tot_len < l3_len + sizeof(*ih)
+		    || (ih->type != echo && ih->type != echo_reply))
+			return 0;
+		ports[0] = ih->id;
+		ports[1] = bpf_htons((__u16)ih->type << 8 | ih->code);
+		return l4_off + offsetof(struct nb_icmp_echo, checksum);
+	}
+	return 0; /* IPv6's extension headers and other protocols: the stack's */
+}
+
+/* ip_forward's / ip6_forward's MTU test (nf_flow_exceeds_mtu): 1 when the packet may leave by oif. Over the
+ * MTU (a GSO packet: a segment, bpf_check_mtu with BPF_MTU_CHK_SEGS; tc redirect checks no MTU itself) it
+ * goes up for the stack's fragmentation, frag-needed or Packet Too Big. Ethernet padding is trimmed as
+ * ip_rcv_core / ip6_rcv_core trim it (that invalidates the packet pointers: call it after the last read). */
+static __always_inline int nb_fits(struct __sk_buff *skb, __u32 oif, __u32 mtu, __u32 tot_len)
+{
+	__u32 mtu_len = 0;
+
+	if (!skb->gso_size && tot_len > mtu)
+		return 0;
+	if (bpf_check_mtu(skb, oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
+		return 0;
+	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
+		return 0;
+	return 1;
+}
+
+/* nf_flow_nat_port: the ports (ICMP, ICMPv6 echo: the id) of the header at l4_off from `ports` (the
+ * action's sport and dport, adjacent), then its checksum at
+ * csum_off by the plan's differences (the top comment: the addresses' part with BPF_F_PSEUDO_HDR); 0, or
+ * -1: the packet is half rewritten, shot */
+static __always_inline int nb_rewrite_l4(struct __sk_buff *skb, __u32 l4_off, __u32 csum_off, int echo,
+					 const __be16 *ports, __u32 flags, __u32 addr_diff, __u32 port_diff, __u64 mm0)
+{
+	if (echo) {
+		if (bpf_skb_store_bytes(skb, l4_off + offsetof(struct nb_icmp_echo, id), ports, sizeof(__be16), 0))
+			return -1;
+	} else if (bpf_skb_store_bytes(skb, l4_off, ports, 2 * sizeof(__be16), 0)) {
+		return -1;
+	}
+	if (flags & NB_F_L4_REWRITE) {
+		if (addr_diff && bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mm0))
+			return -1;
+		if (port_diff && bpf_l4_csum_replace(skb, csum_off, 0, port_diff, mm0))
+			return -1;
+	}
+	return 0;
+}
+
+/* the last step: the neighbour's MACs (dmac, then smac), the flow's counters in `stats` (nb_stats or
+ * nb_stats6) under `key`, and out by oif's egress */
+static __always_inline int nb_xmit(struct __sk_buff *skb, const __u8 *dmac, void *stats, const void *key,
+				   __u32 tot_len, __u32 oif)
+{
+	struct nb_stats *st;
+
+	if (bpf_skb_store_bytes(skb, 0, dmac, 2 * ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	st = bpf_map_lookup_elem(stats, key);
+	if (st) {
+		st->packets++;
+		st->bytes += tot_len;
+		st->last_seen_ns = bpf_ktime_get_ns();
+	}
+	return bpf_redirect(oif, 0);
+}
+
 /* the IPv6 branch (see the top comment): nf_flow_offload_ipv6_hook's checks and rewrite */
 static __always_inline int nb_ipv6(struct __sk_buff *skb)
 {
@@ -214,11 +327,10 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct nb_key6 key = {};
 	struct nb_action6 *act;
-	struct nb_stats *st;
 	struct ethhdr *eth;
 	struct ipv6hdr *ip6;
 	__u32 need = L4_OFF6 + sizeof(struct tcphdr);
-	__u32 tot_len, csum_off, mtu_len = 0;
+	__u32 tot_len, csum_off, unusual = 0;
 	__u8 hop, proto;
 	__u64 mm0 = 0;
 
@@ -246,84 +358,24 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
 	__builtin_memcpy(&key.saddr, &ip6->saddr, sizeof(key.saddr));
 	__builtin_memcpy(&key.daddr, &ip6->daddr, sizeof(key.daddr));
 	key.proto = proto = ip6->nexthdr;
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *th = data + L4_OFF6;
-		__u8 flags;
-
-		if ((void *)(th + 1) > data_end || tot_len < sizeof(*ip6) + sizeof(*th) || th->doff < 5)
-			return TC_ACT_OK;
-		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
-		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK))
-			return TC_ACT_OK;
-		key.sport = th->source;
-		key.dport = th->dest;
-		csum_off = TCP6_CSUM_OFF;
-	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh = data + L4_OFF6;
-		__u32 ulen;
-
-		if ((void *)(uh + 1) > data_end || !uh->check)
-			return TC_ACT_OK;
-		ulen = bpf_ntohs(uh->len);
-		if (ulen < sizeof(*uh) || ulen > tot_len - sizeof(*ip6))
-			return TC_ACT_OK;
-		key.sport = uh->source;
-		key.dport = uh->dest;
-		csum_off = UDP6_CSUM_OFF;
-		mm0 = BPF_F_MARK_MANGLED_0;
-	} else if (proto == IPPROTO_ICMPV6_) {
-		struct nb_icmp_echo *ih = data + L4_OFF6;
-
-		if ((void *)(ih + 1) > data_end || tot_len < sizeof(*ip6) + sizeof(*ih)
-		    || (ih->type != ICMPV6_ECHO_REQUEST && ih->type != ICMPV6_ECHO_REPLY))
-			return TC_ACT_OK;
-		key.sport = ih->id;
-		key.dport = bpf_htons((__u16)ih->type << 8 | ih->code);
-		csum_off = ICMP6_CSUM_OFF;
-	} else {
-		return TC_ACT_OK; /* extension headers and other protocols: the stack's */
-	}
+	csum_off = nb_l4_key(data, data_end, L4_OFF6, sizeof(*ip6), tot_len, proto, 1, &key.sport, &mm0, &unusual);
+	if (!csum_off)
+		return TC_ACT_OK;
 	act = bpf_map_lookup_elem(&nb_flows6, &key);
 	if (!act)
 		return TC_ACT_OK;
 	hop = ip6->hop_limit - 1;
-	/* ip6_forward's ip6_pkt_too_big: up, for natbox's Packet Too Big (a GSO packet: by its segments) */
-	if (!skb->gso_size && tot_len > act->mtu)
+	/* ip6_forward's ip6_pkt_too_big: up, for natbox's Packet Too Big */
+	if (!nb_fits(skb, act->oif, act->mtu, tot_len))
 		return TC_ACT_OK;
-	if (bpf_check_mtu(skb, act->oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
-		return TC_ACT_OK;
-	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
-		return TC_ACT_OK; /* Ethernet padding: ip6_rcv_core trims it */
 
 	/* committed: from here on the packet leaves by act->oif */
 	if (bpf_skb_store_bytes(skb, IP6_ADDRS_OFF, &act->saddr, 2 * sizeof(struct in6_addr), 0)
-	    || bpf_skb_store_bytes(skb, IP6_HOP_OFF, &hop, 1, 0))
+	    || bpf_skb_store_bytes(skb, IP6_HOP_OFF, &hop, 1, 0)
+	    || nb_rewrite_l4(skb, L4_OFF6, csum_off, proto == IPPROTO_ICMPV6_, &act->sport, act->flags, act->l4_addr_diff,
+			     act->l4_port_diff, mm0))
 		return TC_ACT_SHOT;
-	if (proto == IPPROTO_ICMPV6_) {
-		if (bpf_skb_store_bytes(skb, ICMP6_ID_OFF, &act->sport, sizeof(__be16), 0))
-			return TC_ACT_SHOT;
-	} else {
-		__be16 ports[2] = {act->sport, act->dport};
-
-		if (bpf_skb_store_bytes(skb, L4_OFF6, ports, sizeof(ports), 0))
-			return TC_ACT_SHOT;
-	}
-	if (act->flags & NB_F_L4_REWRITE) {
-		if (act->l4_addr_diff
-		    && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_addr_diff, BPF_F_PSEUDO_HDR | mm0))
-			return TC_ACT_SHOT;
-		if (act->l4_port_diff && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_port_diff, mm0))
-			return TC_ACT_SHOT;
-	}
-	if (bpf_skb_store_bytes(skb, 0, act->dmac, 2 * ETH_ALEN, 0))
-		return TC_ACT_SHOT;
-	st = bpf_map_lookup_elem(&nb_stats6, &key);
-	if (st) {
-		st->packets++;
-		st->bytes += tot_len;
-		st->last_seen_ns = bpf_ktime_get_ns();
-	}
-	return bpf_redirect(act->oif, 0);
+	return nb_xmit(skb, act->dmac, &nb_stats6, &key, tot_len, act->oif);
 }
 
 
@@ -341,11 +393,6 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
  * NB_EVENTS_BACKLOG behind. A FIN or RST meeting an entry natbox installed
  * for an established connection makes both its directions TRACKED (nb_track_both).
  */
-#ifdef NB_NEW_FLOWS
-#define NEW_FLOWS 1
-#else
-#define NEW_FLOWS 0
-#endif
 #define NB_F_TRACKED 2          /* action flag: every packet is copied to nb_events */
 #define NB_MAX_TEMPLATES 4096   /* engine/template.py TEMPLATE_MAX */
 #define NB_MAX_CTS 262144       /* nb_ct: both tuples of 131072 cts */
@@ -537,12 +584,10 @@ int natbox_offload(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct nb_key key = {};
 	struct nb_action *act;
-	struct nb_stats *st;
 	struct ethhdr *eth;
 	struct iphdr *iph;
 	__u32 need = L4_OFF + sizeof(struct tcphdr);
-	__u32 tot_len, csum_off, mtu_len = 0;
-	__be16 ports[2];
+	__u32 tot_len, csum_off;
 	__u8 ttl, proto;
 	__u64 mm0 = 0;
 	__u32 unusual = 0, created = 0;
@@ -577,46 +622,9 @@ int natbox_offload(struct __sk_buff *skb)
 	tot_len = bpf_ntohs(iph->tot_len);
 	if (tot_len > skb->len - ETH_HLEN)
 		return TC_ACT_OK;
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *th = data + L4_OFF;
-		__u8 flags;
-
-		if ((void *)(th + 1) > data_end || tot_len < sizeof(*iph) + sizeof(*th) || th->doff < 5)
-			return TC_ACT_OK;
-		flags = ((__u8 *)th)[TCP_FLAG_BYTE];
-		if (flags & (TH_SYN | TH_FIN | TH_RST) || !(flags & TH_ACK)) {
-			if (!NEW_FLOWS)
-				return TC_ACT_OK;
-			unusual = flags | 0x100; /* only a TRACKED entry (or a template, a SYN) takes it */
-		}
-		key.sport = th->source;
-		key.dport = th->dest;
-		csum_off = TCP_CSUM_OFF;
-	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh = data + L4_OFF;
-		__u32 ulen;
-
-		if ((void *)(uh + 1) > data_end)
-			return TC_ACT_OK;
-		ulen = bpf_ntohs(uh->len);
-		if (ulen < sizeof(*uh) || ulen > tot_len - sizeof(*iph))
-			return TC_ACT_OK;
-		key.sport = uh->source;
-		key.dport = uh->dest;
-		csum_off = UDP_CSUM_OFF;
-		mm0 = BPF_F_MARK_MANGLED_0;
-	} else if (proto == IPPROTO_ICMP) {
-		struct nb_icmp_echo *ih = data + L4_OFF;
-
-		if ((void *)(ih + 1) > data_end || tot_len < sizeof(*iph) + sizeof(*ih)
-		    || (ih->type != ICMP_ECHO && ih->type != ICMP_ECHOREPLY))
-			return TC_ACT_OK;
-		key.sport = ih->id;
-		key.dport = bpf_htons((__u16)ih->type << 8 | ih->code);
-		csum_off = ICMP_CSUM_OFF;
-	} else {
+	csum_off = nb_l4_key(data, data_end, L4_OFF, sizeof(*iph), tot_len, proto, 0, &key.sport, &mm0, &unusual);
+	if (!csum_off)
 		return TC_ACT_OK;
-	}
 	act = bpf_map_lookup_elem(&nb_flows, &key);
 	if (!act) {
 		if (!NEW_FLOWS || unusual != (TH_SYN | 0x100))
@@ -633,14 +641,9 @@ int natbox_offload(struct __sk_buff *skb)
 	if (!ip_header_ok(iph))
 		return TC_ACT_OK; /* the stack drops it and counts why */
 	ttl = iph->ttl - 1;
-	/* ip_forward's MTU test: a packet over the MTU (a GSO packet: a segment) goes up for the stack's
-	 * fragmentation or frag-needed */
-	if (!skb->gso_size && tot_len > act->mtu)
+	/* ip_forward's MTU test: up for the stack's fragmentation or frag-needed */
+	if (!nb_fits(skb, act->oif, act->mtu, tot_len))
 		return TC_ACT_OK;
-	if (bpf_check_mtu(skb, act->oif, &mtu_len, 0, BPF_MTU_CHK_SEGS))
-		return TC_ACT_OK;
-	if (skb->len > ETH_HLEN + tot_len && !skb->gso_size && bpf_skb_change_tail(skb, ETH_HLEN + tot_len, 0))
-		return TC_ACT_OK; /* Ethernet padding: ip_rcv_core trims it */
 
 	if (NEW_FLOWS && act->flags & NB_F_TRACKED && !created
 	    && (skb->gso_size || nb_copy(skb, key.ifindex, 0)))
@@ -649,33 +652,11 @@ int natbox_offload(struct __sk_buff *skb)
 	/* committed: from here on the packet leaves by act->oif */
 	if (bpf_skb_store_bytes(skb, IP_ADDRS_OFF, &act->saddr, 2 * sizeof(__be32), 0)
 	    || bpf_skb_store_bytes(skb, IP_TTL_OFF, &ttl, 1, 0)
-	    || bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, act->l3_diff, 0))
+	    || bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, act->l3_diff, 0)
+	    || nb_rewrite_l4(skb, L4_OFF, csum_off, proto == IPPROTO_ICMP, &act->sport, act->flags, act->l4_addr_diff,
+			     act->l4_port_diff, mm0))
 		return TC_ACT_SHOT;
-	if (proto == IPPROTO_ICMP) {
-		if (bpf_skb_store_bytes(skb, ICMP_ID_OFF, &act->sport, sizeof(__be16), 0))
-			return TC_ACT_SHOT;
-	} else {
-		ports[0] = act->sport;
-		ports[1] = act->dport;
-		if (bpf_skb_store_bytes(skb, L4_OFF, ports, sizeof(ports), 0))
-			return TC_ACT_SHOT;
-	}
-	if (act->flags & NB_F_L4_REWRITE) {
-		if (act->l4_addr_diff
-		    && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_addr_diff, BPF_F_PSEUDO_HDR | mm0))
-			return TC_ACT_SHOT;
-		if (act->l4_port_diff && bpf_l4_csum_replace(skb, csum_off, 0, act->l4_port_diff, mm0))
-			return TC_ACT_SHOT;
-	}
-	if (bpf_skb_store_bytes(skb, 0, act->dmac, 2 * ETH_ALEN, 0))
-		return TC_ACT_SHOT;
-	st = bpf_map_lookup_elem(&nb_stats, &key);
-	if (st) {
-		st->packets++;
-		st->bytes += tot_len;
-		st->last_seen_ns = bpf_ktime_get_ns();
-	}
-	return bpf_redirect(act->oif, 0);
+	return nb_xmit(skb, act->dmac, &nb_stats, &key, tot_len, act->oif);
 }
 
 char _license[] SEC("license") = "GPL";
