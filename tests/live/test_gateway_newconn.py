@@ -13,7 +13,6 @@ the next connections take natbox's path. Skips, naming what is missing, without 
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,9 +142,3 @@ def test_new_connections_are_opened_by_the_datapath_and_tracked_by_natbox(lab: L
             server.wait()
         err = stop(gw)
     assert "Traceback" not in err, err
-
-
-def test_offload_new_is_refused_with_user() -> None:
-    res = subprocess.run([sys.executable, "-m", "natbox.cli.gateway", "x.toml", "--offload-new", "--user", "nobody"],
-                         capture_output=True, text=True, check=False)
-    assert res.returncode == 2 and "--offload-new cannot be combined with --user" in res.stderr

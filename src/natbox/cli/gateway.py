@@ -84,8 +84,8 @@ def _parser() -> _Parser:
       "as it is (natbox snapshot of it), withdraw its addresses and forwarding from the kernel, and give them "
       "back when natbox stops")
     a("--user", metavar="NAME", help="once the devices and the control socket are open, drop root: run as NAME "
-      "(its group, no supplementary groups, no capabilities (with --offload: CAP_NET_ADMIN, to remove its tc "
-      "filters at the stop), no_new_privs); open sockets keep working, "
+      "(its group, no supplementary groups, no capabilities (with --offload or --offload-new: CAP_NET_ADMIN, to "
+      "remove its tc filters at the stop), no_new_privs); open sockets keep working, "
       "a --state FILE must be writable by NAME")
     a("--state", metavar="FILE", help="save the conntrack table there on a clean stop (SIGTERM) and restore it at "
       "the next start, so established connections survive a restart")
@@ -118,9 +118,6 @@ def parse_gateway_args(argv: Sequence[str]) -> GatewayConfig:
                          "stop needs root")
     if ns.offload_new:
         ns.offload = True
-    if ns.offload_new and ns.user is not None:
-        raise UsageError("--offload-new cannot be combined with --user: the ring buffer and the tuple map are "
-                         "read and written with bpf() all the time")
     return GatewayConfig(
         host_file=host_file or "", rules=ns.rules, vnet_hdr=ns.vnet_hdr, ring=ns.ring, promisc=ns.promisc,
         tap_netns={name: (netns, dev) for name, netns, dev in ns.tap_netns}, seed=ns.seed, duration=ns.duration,

@@ -95,7 +95,7 @@ def _run(cfg: GatewayConfig) -> int:
     if cfg.state is not None:
         restore_state(cfg.state, engine)
     if cfg.user is not None:
-        # --offload: its map updates need no capability (the descriptors are open), its stop's tc needs one
+        # --offload(-new): maps and ring need no capability (their descriptors are open); the stop's tc needs one
         why = drop_privileges(cfg.user, keep=(CAP_NET_ADMIN,) if offload is not None else ())
         if why is not None:
             if control is not None:

@@ -6,10 +6,11 @@ capability is removed from the bounding set (prctl PR_CAPBSET_DROP, capabilities
 process executes later can regain one through file capabilities, and PR_SET_NO_NEW_PRIVS is set, so
 neither can a set-user-ID program.
 
-`keep` names capabilities that survive (--offload keeps CAP_NET_ADMIN: the stop removes its tc filters,
-with `tc` run as a child): they stay in the bounding set, PR_SET_KEEPCAPS holds the permitted set through
-setuid, capset(2) makes them permitted, effective and inheritable again, and PR_CAP_AMBIENT_RAISE makes
-them ambient, so a program the gateway runs (tc) has them too; every other capability is gone.
+`keep` names capabilities that survive (--offload and --offload-new keep CAP_NET_ADMIN: the stop removes
+their tc filters, with `tc` run as a child; their maps and ring buffer go on through the descriptors opened
+as root, which need no capability): they stay in the bounding set, PR_SET_KEEPCAPS holds the permitted set
+through setuid, capset(2) makes them permitted, effective and inheritable again, and PR_CAP_AMBIENT_RAISE
+makes them ambient, so a program the gateway runs (tc) has them too; every other capability is gone.
 """
 
 from __future__ import annotations
