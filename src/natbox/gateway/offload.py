@@ -16,9 +16,11 @@ per-direction rewrites. `GatewayOffload` connects the two:
 - at the stop (`close`, also on SIGTERM/SIGINT, which end the loop): a last fold, the filters and maps go.
 
 A full map (MAX_FLOWS entries; the kernel says E2BIG) refuses the flow, which stays on natbox's own path,
-correct and counted (`full` in `natbox status`); no install is tried again until an entry goes (no system
-call per new flow while full). Each entry pair that goes lets one flow refused that way be offered again
-(`FlowOffload.retry`: its next packet through natbox offloads it), at most FULL_RETRIES times per ct. The
+correct and counted (`full` in `natbox status`); no install into that map is tried again until an entry of
+it goes (no system call per new flow while full). Each entry pair that goes lets one flow of its family
+refused that way be offered again (`FlowOffload.retry`: its next packet through natbox offloads it), at
+most FULL_RETRIES times per ct. IPv4 and IPv6 flows have maps of their own (nb_flows, nb_flows6), so each
+family is full or not on its own: a full IPv4 map pauses no IPv6 install, nor the other way round. The
 kernel's flowtable has no fixed size; its `flow_offload_add` failing leaves the ct to the slow path and
 `nft_flow_offload_eval` tries again at the next packet.
 
@@ -48,6 +50,7 @@ from natbox.errors import NatboxError
 from natbox.gateway.log import ERR, say
 from natbox.gateway.loop import EVENT_READ, EventLoop
 from natbox.gateway.newconn import NewConnections
+from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.offload.datapath import Datapath, OffloadMapFull, detach_stale, ifindex
 from natbox.offload.entry import OffloadAction, OffloadKey, offload_entry
 from natbox.offload.newflows import EventRing
@@ -106,13 +109,19 @@ class GatewayOffload(Generic[K, A]):
         self.recent: deque[str] = deque(maxlen=RECENT_MAX)  # flows offloaded and come back, newest last
         self.ifnames: list[str] = []  # the interfaces the datapath is attached to
         self.installed: dict[int, tuple[K, K]] = {}  # ct id -> the entry keys of its ORIGINAL and REPLY direction
+        self._family: dict[int, int] = {}  # ct id -> the family of its plans (its entries' map), while installed
         self._owner: dict[K, tuple[int, int]] = {}  # entry key -> (ct id, direction)
         self._next_fold = 0.0
         self.stats = {"installed": 0, "removed": 0, "refused": 0, "full": 0, "folds": 0, "errors": 0}
         self.last_error = ""
-        self.full = False  # the last install found the map full, and no entry went since
-        self._waiting: dict[int, int] = {}  # ct id -> times refused for a full map, the oldest first
+        self.full_maps: set[int] = set()  # the families whose map the last install found full (no entry went since)
+        self._waiting: dict[int, dict[int, int]] = {}  # family -> ct id -> times refused for a full map, oldest first
         self.newconn: NewConnections | None = None  # --offload-new (gateway/newconn.py)
+
+    @property
+    def full(self) -> bool:
+        """Whether a map (IPv4's or IPv6's) is full."""
+        return bool(self.full_maps)
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -156,8 +165,9 @@ class GatewayOffload(Generic[K, A]):
             return
         if req.ct_id in self.installed:
             self._remove(req.ct_id, "replaced")
-        if self.full:  # no room since the last try: not even a system call
-            self._map_full(req.ct_id)
+        family = req.plans[0].family
+        if family in self.full_maps:  # no room in its map since the last try: not even a system call
+            self._map_full(req.ct_id, family)
             return
         keys: list[K] = []
         try:
@@ -169,26 +179,28 @@ class GatewayOffload(Generic[K, A]):
             for key in keys:
                 self._remove_key(key)
             if _is_full(exc):
-                self.full = True
-                self.log(f"offload: {exc}: new flows stay on natbox's path until entries go")
-                self._map_full(req.ct_id)
+                self.full_maps.add(family)
+                self.log(f"offload: {exc}: new {_FAMILY_NAMES.get(family, family)} flows stay on natbox's path "
+                         "until entries go")
+                self._map_full(req.ct_id, family)
             else:
                 self._error(f"offload: ct {req.ct_id}: installing failed: {exc}")
                 self.engine.offload_refused(req.ct_id)
             return
-        self._waiting.pop(req.ct_id, None)
+        self._waiting.get(family, {}).pop(req.ct_id, None)
         first, second = keys
         self.installed[req.ct_id] = (first, second)
+        self._family[req.ct_id] = family
         self._owner[first] = (req.ct_id, 0)
         self._owner[second] = (req.ct_id, 1)
         self.stats["installed"] += 1
         plan = req.plans[0]
         self.recent.append(f"{self._clock():.3f} ct {req.ct_id} {plan.iif}->{plan.oif} offloaded")
 
-    def _map_full(self, ct_id: int) -> None:
-        """The ct stays on natbox's path: counted, and remembered for an offer once entries go."""
+    def _map_full(self, ct_id: int, family: int) -> None:
+        """The ct stays on natbox's path: counted, and remembered for an offer once entries of its map go."""
         self.stats["full"] += 1
-        waiting = self._waiting
+        waiting = self._waiting.setdefault(family, {})
         times = waiting.pop(ct_id, 0) + 1
         if times <= FULL_RETRIES:
             if len(waiting) >= WAITING_MAX:
@@ -196,10 +208,11 @@ class GatewayOffload(Generic[K, A]):
             waiting[ct_id] = times
         self.engine.offload_refused(ct_id)
 
-    def _offer_waiting(self) -> None:
-        """An entry pair went: the oldest ct refused for a full map (and still there) is offered again."""
+    def _offer_waiting(self, family: int) -> None:
+        """An entry pair of `family` went: the oldest ct refused for that family's full map (and still there) is
+        offered again."""
         offload = self.engine.offload
-        waiting = self._waiting
+        waiting = self._waiting.get(family, {})
         while waiting and offload is not None:
             ct_id = next(iter(waiting))
             times = waiting.pop(ct_id)
@@ -216,8 +229,9 @@ class GatewayOffload(Generic[K, A]):
             self._remove_key(key)
         self.stats["removed"] += 1
         self.recent.append(f"{self._clock():.3f} ct {ct_id} back to natbox ({reason})")
-        self.full = False
-        self._offer_waiting()
+        family = self._family.pop(ct_id, 0)
+        self.full_maps.discard(family)
+        self._offer_waiting(family)
 
     def _remove_key(self, key: K) -> None:
         try:
@@ -266,8 +280,9 @@ class GatewayOffload(Generic[K, A]):
         """The lines `natbox status` shows: the map's size, counters, and each offloaded flow's."""
         self.fold()  # the figures as of now
         offload = self.engine.offload
+        full = "".join(f", {_FAMILY_NAMES.get(f, f)} map full" for f in sorted(self.full_maps))
         lines = [f"offload: {len(self.installed)} flows offloaded, {len(self._owner)} map entries, "
-                 + ", ".join(f"{k} {v}" for k, v in self.stats.items())]
+                 + ", ".join(f"{k} {v}" for k, v in self.stats.items()) + full]
         if offload is not None:
             came_back = ", ".join(f"{k} {v}" for k, v in offload.stats.items() if v)
             lines.append(f"offload decisions: {came_back or 'none'}")
@@ -294,8 +309,12 @@ class GatewayOffload(Generic[K, A]):
             self.fold()
         finally:
             self.installed.clear()
+            self._family.clear()
             self._owner.clear()
             self.datapath.close()
+
+
+_FAMILY_NAMES = {NFPROTO_IPV4: "IPv4", NFPROTO_IPV6: "IPv6"}  # FlowPlan.family
 
 
 def _is_full(exc: BaseException) -> bool:
