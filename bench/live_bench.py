@@ -192,22 +192,44 @@ print(ok, failed, time.monotonic() - start)
 """
 
 
-def conn_rate(lab: Lab, seconds: float) -> float:
-    """New TCP connections per second: connect + close, one at a time, from the client namespace."""
+GATEWAY = {"pid": 0}  # the gateway process measured now (run_side), 0 for the kernel's side: conn_cpu_us
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid` (/proc/PID/stat fields 14 and 15, clock ticks), NaN when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def conn_rate(lab: Lab, seconds: float) -> dict[str, float]:
+    """New TCP connections per second: connect + close, one at a time, from the client namespace; and
+    `conn_cpu_us`, the gateway process's CPU time (user + system) across the run per connection made
+    (NaN for the kernel): natbox is one process on one core, so this is what limits --offload-new."""
+    nan = float("nan")
     srv = subprocess.Popen(["ip", "netns", "exec", lab.netns("server"), sys.executable, "-c", CONN_SERVER,
                             str(CONN_PORTS)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert srv.stdout is not None
         if srv.stdout.readline().strip() != "listening":
-            return 0.0
+            return {"conn_per_s": 0.0, "conn_cpu_us": nan}
+        pid = GATEWAY["pid"]
+        cpu = _cpu_seconds(pid) if pid else nan
         res = ns(lab, "client", sys.executable, "-c", CONN_CLIENT, str(seconds), str(CONN_PORTS), SERVER,
                  timeout=seconds + 30)
+        cpu = (_cpu_seconds(pid) if pid else nan) - cpu
         ok, failed, elapsed = res.stdout.split()
         if int(failed):
             print(f"live_bench: {failed} connections failed", file=sys.stderr)
-        return int(ok) / float(elapsed)
+        per_conn = cpu * 1e6 / int(ok) if int(ok) else nan
+        if pid:
+            print(f"live_bench: conn: {int(ok) / float(elapsed):.0f}/s, natbox_cpu_us_per_conn {per_conn:.1f}",
+                  flush=True)
+        return {"conn_per_s": int(ok) / float(elapsed), "conn_cpu_us": per_conn}
     except (ValueError, subprocess.TimeoutExpired):
-        return 0.0
+        return {"conn_per_s": 0.0, "conn_cpu_us": nan}
     finally:
         srv.terminate()
         srv.wait(5)
@@ -230,8 +252,8 @@ def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
     def one() -> dict[str, float]:
         return ({"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)) if "tcp1" in want else nan,
                  "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)) if "tcp4" in want else nan,
-                 "udp64_pps": _retry(lambda: udp_pps(lab, seconds)) if "udp64" in want else nan,
-                 "conn_per_s": conn_rate(lab, seconds) if "conn" in want else nan}
+                 "udp64_pps": _retry(lambda: udp_pps(lab, seconds)) if "udp64" in want else nan}
+                | (conn_rate(lab, seconds) if "conn" in want else {"conn_per_s": nan, "conn_cpu_us": nan})
                 | dict(zip(("ping_ms", "ping_est_ms"), ping(lab, "-4", SERVER) if "ping" in want else (nan, nan),
                            strict=True))
                 | (measure6(lab, seconds) if "ipv6" in want
@@ -331,6 +353,7 @@ def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | 
     `environ` (default: env(), this checkout's src/ first)."""
     proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *argv], stderr=subprocess.PIPE, text=True,
                             env=environ if environ is not None else env(), cwd="/")
+    GATEWAY["pid"] = proc.pid  # `ip netns exec` execs the command: this is the gateway (conn_cpu_us)
     assert proc.stderr is not None
     if ready is not None:
         line = proc.stderr.readline()
@@ -343,6 +366,7 @@ def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | 
     try:
         result = measure(lab, seconds, repeat)
     finally:
+        GATEWAY["pid"] = 0
         proc.terminate()
         print(proc.communicate(timeout=10)[1].strip(), flush=True)
     print(f"{name}:", result, f"(load average {_load()})", flush=True)
@@ -384,7 +408,7 @@ def build_of(python: str, environ: dict[str, str]) -> str:
 # --- the figures printed ---------------------------------------------------------------------------------------
 
 METRICS = ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conn_per_s", "ping_ms", "ping_est_ms", "tcp6_gbps", "ping6_ms",
-           "ping6_est_ms")
+           "ping6_est_ms", "conn_cpu_us")  # conn_cpu_us: the gateway's CPU µs per connection (conn_rate)
 # issue #16's aims for the natbox columns, as ratios to the kernel's NAT: (metric, at least?, bound)
 AIMS = (("tcp1_gbps", True, 0.95), ("tcp4_gbps", True, 0.95), ("udp64_pps", True, 1.0), ("ping_est_ms", False, 1.1),
         ("conn_per_s", True, 0.3))
