@@ -27,6 +27,7 @@ from tests.engine.test_offload import (
 )
 
 from natbox.conntrack.format import format_conntrack
+from natbox.conntrack.tuple import format_addr
 from natbox.engine.engine import Engine
 from natbox.engine.offload import OffloadAdd
 from natbox.engine.template import (
@@ -134,6 +135,8 @@ UNSAFE = [
     ("-A POSTROUTING -o wan0 -j SNAT --to-source 198.51.100.1 --persistent", "--persistent"),
     ("-A POSTROUTING -o wan0 -j SNAT --to-source 198.51.100.1-198.51.100.3", "198.51.100.1-198.51.100.3"),
     ("-A PREROUTING -p tcp -j DNAT --to-destination 198.51.100.2:80-90", "80-90"),
+    # one port for every client port: the template SYN's own port may be it, later SYNs' are not
+    ("-A POSTROUTING -p tcp -o wan0 -j SNAT --to-source 198.51.100.1:5000", "198.51.100.1:5000"),
     ("-A SUB -m length --length 60 -j RETURN", "-m length"),
 ]
 
@@ -261,3 +264,77 @@ def test_no_copy_is_tracked_alone_when_templates_are_unsafe() -> None:
     engine, clock = _templated(_nat(MASQ, "-A POSTROUTING -j LOG")), Clock()
     _send(engine, clock, _syn(40000))
     assert engine.track_copy(_server(0, 1, tcp.SYN | tcp.ACK, dport=40000)[0], "wan0", clock.step()) is None
+
+
+def _state(engine: Engine, now: float) -> list[object]:
+    """What a SYN leaves behind: the cts (as conntrack -L prints them, their accounting, timeouts, status and
+    MASQUERADE device), the nat table's counters, the events, NAT's bysource."""
+    cts = [(format_conntrack(c, now), c.acct_packets, c.acct_bytes, c.timeout, int(c.status), c.masq_index)
+           for c in engine.table.live(now)]
+    nat = engine.rules.tables["nat"]
+    counters = [(name, chain.packets, chain.bytes, [(r.packets, r.bytes) for r in chain.rules])
+                for name, chain in nat.chains.items()]
+    events = [(e.kind, e.reason, e.conn.ct_id) for e in engine.table.drain_events()]
+    return [cts, counters, events, len(engine.nat), engine.table.stats.insert_failed]
+
+
+DNAT_SNAT = _nat(f"-A PREROUTING -d {format_addr(SERVER)}/32 -p tcp --dport {DPORT} -j SUB",
+                 f"-A SUB -p tcp -j DNAT --to-destination {format_addr(SERVER)}:8080",
+                 "-A POSTROUTING -p udp -j ACCEPT",
+                 f"-A POSTROUTING -o wan0 -j SNAT --to-source {format_addr(GW_WAN)}")
+
+
+@pytest.mark.parametrize("rules", [NAT, _nat(MASQ), DNAT_SNAT, _nat("-A POSTROUTING -o lan0 -j MASQUERADE")])
+def test_a_syn_opened_from_its_template_leaves_what_the_slow_path_leaves(rules: str) -> None:
+    """The same SYNs through two engines: one forwards each on its slow path, the other (after the template
+    SYN) creates each SYN's ct from the template's decision (open_copy): the same cts, bindings, counters,
+    events. Rulesets: MASQUERADE; a jump to a user chain that DNATs to another port, then SNAT; no binding
+    (the null bindings)."""
+    slow, fed, clock = _templated(rules), _templated(rules), Clock()
+    now = clock.step()
+    for engine in (slow, fed):
+        assert len(engine.receive(*_syn(39999), now).emitted) == 1
+    assert fed.templates is not None and len(fed.templates.templates) == 1
+    for sport in (40000, 40001, 40002):
+        now = clock.step()
+        frame, iface = _syn(sport)
+        assert len(slow.receive(frame, iface, now).emitted) == 1
+        assert fed.open_copy(frame, iface, now)
+        assert _state(fed, now) == _state(slow, now)
+    assert fed.templates.copies == {"tracked": 0, "opened": 3, "dropped": 0}
+    (dnat,) = [c for c in fed.table.live(now) if c.tuples[0].sport == 40000]
+    if rules == DNAT_SNAT:
+        assert dnat.reply.sport == 8080 and dnat.status & CtStatus.DST_NAT
+        assert fed.rules.tables["nat"].chains["SUB"].rules[0].packets == 4
+        assert fed.rules.tables["nat"].chains["POSTROUTING"].rules[0].packets == 0
+
+
+def test_a_taken_tuple_gives_the_slow_paths_binding_and_a_clash_its_drop() -> None:
+    """Another client holds GW_WAN:40000 towards the server: NAT's own search picks another port for the
+    opened SYN, as on the slow path (the gateway then sees the datapath's binding differ: a disagreement)."""
+    slow, fed, clock = _templated(), _templated(), Clock()
+    now = clock.step()
+    for engine in (slow, fed):
+        engine.receive(*_syn(39999), now)
+        engine.receive(*_syn(40000, client=CLIENT + 1), now)
+    now = clock.step()
+    assert len(slow.receive(*_syn(40000), now).emitted) == 1
+    assert fed.open_copy(*_syn(40000), now)
+    assert _state(fed, now) == _state(slow, now)
+    (conn,) = [c for c in fed.table.live(now) if c.original.src == CLIENT and c.original.sport == 40000]
+    assert conn.reply.dport != 40000
+
+
+def test_no_template_no_ct_or_a_stale_template_leaves_the_syn_to_the_slow_path() -> None:
+    engine, clock = _templated(), Clock()
+    assert not engine.open_copy(_syn(40000)[0], "lan0", clock.step())  # no template yet
+    _send(engine, clock, _syn(39999))
+    assert not engine.open_copy(_syn(39999)[0], "lan0", clock.step())  # its ct exists
+    assert not engine.open_copy(_syn(40000, flags=tcp.SYN | tcp.ACK)[0], "lan0", clock.step())
+    assert not engine.open_copy(_syn(40000, dport=DPORT + 1)[0], "lan0", clock.step())  # another key
+    rules = Ruleset()
+    rules.restore(parse_restore(_nat(MASQ), file="test"))
+    engine.rules = rules
+    assert not engine.open_copy(_syn(40000)[0], "lan0", clock.step())  # a new ruleset: the template is gone
+    assert engine.templates is not None and engine.templates.copies["opened"] == 0
+    assert len(engine.table.live(clock.now)) == 1

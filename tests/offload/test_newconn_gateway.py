@@ -97,6 +97,7 @@ def test_a_template_is_installed_and_a_flow_the_datapath_opened_is_tracked_until
     assert maps.removed == [OffloadKey(4, 6, CLIENT, SERVER, 40000, DPORT),
                             OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40000)]
     assert engine.templates is not None and engine.templates.copies["tracked"] == len(CLOSE) - 1
+    assert engine.templates.copies["opened"] == 1  # the SYN: from the template's decision (open_copy)
     # the ct's tuples were claimed by the datapath, and go when it does
     engine.table.delete(conn, clock.now)
     assert encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6) not in maps.claimed
@@ -118,6 +119,7 @@ def test_a_binding_natbox_does_not_share_is_undone() -> None:
     ring.records.append(_event(_client(0, 0, tcp.SYN, sport=40001)[0], "lan0", created=True))
     conns.drain()
     assert conns.stats["disagree"] == 1 and conns.tracked == {}
+    assert engine.templates is not None and engine.templates.copies["opened"] == 1  # NAT's own answer found it
     assert maps.removed == [OffloadKey(4, 6, CLIENT, SERVER, 40001, DPORT),
                             OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40001)]
     assert encode_ct_key(SERVER, GW_WAN, DPORT, 40001, 6) in maps.claimed  # the other client's: kept

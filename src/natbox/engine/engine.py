@@ -517,6 +517,14 @@ class Engine:
         self._ctx.now = now
         return self._templates.track_copy(frame, iface, now)
 
+    def open_copy(self, frame: bytes, iface: str, now: float) -> bool:
+        """A copy of the SYN with which a datapath opened a connection from a template: its ct made from the
+        template's decision (engine/template.py `open_copy`); False: nothing done, call `receive`."""
+        if self._templates is None:
+            return False
+        self._ctx.now = now
+        return self._templates.open_copy(frame, iface, now)
+
     def template_requests(self) -> list[TemplateRequest]:
         """The templates made, dropped and flushed since the last call (engine/template.py)."""
         return [] if self._templates is None else self._templates.drain()

@@ -236,6 +236,8 @@ class Hooks:
         self._plan_rules: Ruleset | None = None
         self._plan_version = -1
         self._plan = (False, False, False, False)
+        # runs the nat table's chain instead of `rules.run` when set (engine/template.py: a SYN's rule path)
+        self.nat_chain_watch: Callable[[Ruleset, Hook, Skb, XtHost], int] | None = None
         self.pre_after_ct = [n for _p, n, _f in self._hooks[_HOOK_PRE_ROUTING]].index("conntrack") + 1
         self.nat_chain = {h: self._nat_chain_fn(h) for h in (_HOOK_PRE_ROUTING, _HOOK_POST_ROUTING)}
 
@@ -321,6 +323,9 @@ class Hooks:
             if not nat_hook or "nat" not in rules.present:  # rules.is_trivial("nat", hook), without the call
                 return NF_ACCEPT
             ctx.hook = hook
+            watch = self.nat_chain_watch
+            if watch is not None:  # engine/template.py records a new TCP connection's rule path
+                return watch(rules, hook, skb, ctx)
             return rules.run("nat", hook, skb, ctx)
 
         return run_chain

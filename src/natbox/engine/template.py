@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
-from natbox.conntrack.core import nf_conntrack_in
+from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.family import FlowKey
@@ -55,13 +55,16 @@ from natbox.engine.host import Host, Interface
 from natbox.engine.neigh import NeighTable
 from natbox.engine.path import Held
 from natbox.engine.routing import RTN_UNICAST, Fib
-from natbox.netfilter import NF_ACCEPT, CtInfo, CtStatus, Hook, TcpState
+from natbox.nat.range import NatRange, RangeFlags
+from natbox.netfilter import NF_ACCEPT, CtInfo, CtStatus, Hook, ManipType, TcpState
+from natbox.rules.api import XtContext
 from natbox.rules.evaluate import Ruleset
-from natbox.rules.model import Rule
+from natbox.rules.model import Chain, Rule
 from natbox.skb import Skb
 from natbox.wire.gso import GSO_TCPV4
 from natbox.wire.layout import (
     ETH_HDR_LEN,
+    ETH_PROTO,
     IPH_DADDR,
     IPH_MIN_LEN,
     IPH_SADDR,
@@ -87,7 +90,11 @@ _FIN_RST = 0x05
 _OFFLOAD = int(CtStatus.OFFLOAD)
 _ES = TcpState.ESTABLISHED
 _ASSURED, _CONFIRMED = int(CtStatus.ASSURED), int(CtStatus.CONFIRMED)
-_PRE_ROUTING = Hook.PRE_ROUTING
+_PRE_ROUTING, _POST_ROUTING = Hook.PRE_ROUTING, Hook.POST_ROUTING
+_NEW = CtInfo.NEW
+_SRC, _DST = ManipType.SRC, ManipType.DST
+_SRC_NAT, _DST_NAT = int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)
+_MAP_IPS, _PROTO_SPECIFIED = RangeFlags.MAP_IPS, RangeFlags.MAP_IPS | RangeFlags.PROTO_SPECIFIED
 _CSUM_AT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_CHECK
 # what a template ct may carry: confirmed, NAT's bits (and SEEN_REPLY etc. later); never a helper or expectation
 _REFUSE = int(CtStatus.HELPER | CtStatus.EXPECTED | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH
@@ -113,15 +120,23 @@ SAFE_TARGETS: dict[str, frozenset[str]] = {
 _VERDICTS = frozenset({"ACCEPT", "RETURN", ""})
 
 TemplateKey = tuple[str, int, int, int, int]  # iif, proto, saddr, daddr, dport
+Counted = Rule | Chain  # what a nat chain's traversal counted a packet in: a rule that matched, a policy
+RulePath = tuple[tuple[Counted, ...], tuple[Counted, ...]]  # nat PREROUTING's, nat POSTROUTING's
 
 
 class ConnTemplate(NamedTuple):
     """Both directions of a new connection as the slow path forwarded its SYN, the client's port a wildcard:
     `plans[0]` the ORIGINAL direction (its `match` holds the template SYN's own port, which a datapath
-    replaces by each SYN's), `plans[1]` the REPLY one (the port is the match's and the rewrite's dport)."""
+    replaces by each SYN's), `plans[1]` the REPLY one (the port is the match's and the rewrite's dport).
+    The decision itself, for `FlowTemplates.open_copy`: `nat` the ranges the nat targets bound the DST and
+    the SRC manip with (None: no target bound it, the null binding), `masq` MASQUERADE's out device, `path`
+    the rules and policies the nat chains counted the SYN in."""
 
     key: TemplateKey
     plans: tuple[FlowPlan, FlowPlan]
+    nat: tuple[NatRange | None, NatRange | None] = (None, None)
+    masq: str | None = None
+    path: RulePath = ((), ())
 
 
 class TemplateAdd(NamedTuple):
@@ -163,6 +178,8 @@ def _rule_unsafe(rule: Rule, chains: dict[str, object]) -> str | None:
             return f"-j {target.name} {word}"
         if word in allowed and i + 1 < len(words) and "-" in words[i + 1]:
             return f"-j {target.name} {word} {words[i + 1]}"  # a range: the choice depends on more than the key
+        if word == "--to-source" and i + 1 < len(words) and ":" in words[i + 1]:
+            return f"-j {target.name} {word} {words[i + 1]}"  # a port for every client port: not the client's
     return None
 
 
@@ -208,7 +225,8 @@ class FlowTemplates:
                  cfg: ConntrackConfig) -> None:
         self._host, self._fib, self._neighs, self._hooks = host, fib, neighs, hooks
         self._table, self._cfg = table, cfg
-        self.copies = {"tracked": 0, "dropped": 0}  # copies conntrack alone took, and those it dropped
+        # copies conntrack alone took, SYNs opened from a template (`open_copy`), and those either dropped
+        self.copies = {"tracked": 0, "opened": 0, "dropped": 0}
         self.templates: dict[TemplateKey, ConnTemplate] = {}
         self.requests: list[TemplateRequest] = []
         self.stats = {"made": 0, "unsafe": 0, "flushed": 0, "evicted": 0}
@@ -216,6 +234,38 @@ class FlowTemplates:
         self._checked: tuple[object, int] = (None, -1)  # (ruleset, version) `unsafe` holds the answer for
         self._gens = (fib.generation, hooks.rules.version, neighs.generation)
         self.on_made: Callable[[ConnTemplate], None] | None = None
+        # the rule path of the last new TCP ct the nat chains saw (`_watch_nat_chain`), per hook
+        self._rec_ct: Conn | None = None
+        self._rec: dict[Hook, tuple[Counted, ...]] = {}
+        self._counters: tuple[object, int, list[Counted]] = (None, -1, [])  # (ruleset, version, nat counters)
+        hooks.nat_chain_watch = self._watch_nat_chain
+
+    def _nat_counters(self, rules: Ruleset) -> list[Counted]:
+        """Every counter of the nat table: its built-in chains' policies and its rules."""
+        if self._counters[0] is not rules or self._counters[1] != rules.version:
+            chains = rules.tables["nat"].chains.values()
+            counted: list[Counted] = [chain for chain in chains if chain.builtin]
+            counted.extend(rule for chain in chains for rule in chain.rules)
+            self._counters = (rules, rules.version, counted)
+        return self._counters[2]
+
+    def _watch_nat_chain(self, rules: Ruleset, hook: Hook, skb: Skb, ctx: XtContext) -> int:
+        """`Hooks.nat_chain_watch`: the nat chain run for the first packet of a new TCP ct, recording the
+        rules and policies that counted it (the counters that moved) while templates are safe."""
+        conn = skb.ct
+        if conn is None or skb.ctinfo != _NEW or conn.tuples[0][4] != 6 or not self._safe():
+            return rules.run("nat", hook, skb, ctx)
+        counted = self._nat_counters(rules)
+        before = [c.packets for c in counted]
+        verdict = rules.run("nat", hook, skb, ctx)
+        path: list[Counted] = []
+        for c, n in zip(counted, before, strict=True):
+            if c.packets != n:
+                path.extend([c] * (c.packets - n))
+        if self._rec_ct is not conn:
+            self._rec_ct, self._rec = conn, {}
+        self._rec[hook] = tuple(path)
+        return verdict
 
     def _safe(self) -> bool:
         rules = self._hooks.rules
@@ -245,7 +295,11 @@ class FlowTemplates:
         tkey: TemplateKey = (skb.iif, 6, orig.src, orig.dst, orig.dport)
         if tkey in self.templates:
             return
-        template = self._make(conn, tkey, skb)
+        rec = self._rec if self._rec_ct is conn else {}
+        pre, post = rec.get(_PRE_ROUTING), rec.get(_POST_ROUTING)
+        if pre is None or post is None:
+            return  # the nat chains' traversal was not recorded
+        template = self._make(conn, tkey, skb, (pre, post))
         if template is None:
             return
         if len(self.templates) >= TEMPLATE_MAX:
@@ -258,7 +312,7 @@ class FlowTemplates:
         self.requests.append(TemplateAdd(template))
         skb.add_trace(f"template: ct {conn.ct_id}'s SYN is a template for {tkey}")
 
-    def _make(self, conn: Conn, tkey: TemplateKey, skb: Skb) -> ConnTemplate | None:
+    def _make(self, conn: Conn, tkey: TemplateKey, skb: Skb, path: RulePath) -> ConnTemplate | None:
         ifaces = self._host.interfaces
         dev, out = ifaces.get(skb.iif), ifaces.get(skb.oif)
         if dev is None or out is None or out.kind in ("loopback", "bridge") or dev.kind == "bridge":
@@ -278,7 +332,16 @@ class FlowTemplates:
         second = _plan(conn, 1, out, dev, back.nexthop, back_mac, stamps)
         if first is None or second is None:
             return None
-        return ConnTemplate(tkey, (first, second))
+        orig, reply = conn.tuples
+        status = int(conn.status)
+        # the targets' ranges, one address each (`template_unsafe`), as the ct's tuples show them: DNAT's
+        # port only when it changed the key's; the SRC port is the client's (checked in `consider`)
+        dst = None
+        if status & _DST_NAT:
+            dst = (NatRange(_MAP_IPS, reply.src, reply.src) if reply.sport == orig.dport
+                   else NatRange(_PROTO_SPECIFIED, reply.src, reply.src, reply.sport, reply.sport))
+        src = NatRange(_MAP_IPS, reply.dst, reply.dst) if status & _SRC_NAT else None
+        return ConnTemplate(tkey, (first, second), (dst, src), conn.masq_index, path)
 
     def revalidate(self) -> None:
         """After a ruleset, FIB or neighbour change: drop what no longer holds (`TemplateFlush`/`TemplateDel`)."""
@@ -321,6 +384,59 @@ class FlowTemplates:
         if nf_conntrack_in(skb, _PRE_ROUTING, now, self._table, self._cfg) != NF_ACCEPT:
             self.copies["dropped"] += 1  # the slow path would have dropped it; the datapath forwarded it
         return conn
+
+    def open_copy(self, frame: bytes, iface: str, now: float) -> bool:
+        """Feed the copy of a SYN a datapath forwarded from a template, creating its ct from the template's
+        decision instead of the whole slow path: `nf_conntrack_in` (init_conntrack and the tracker), the
+        counters of the rules and policies the template SYN's nat chains counted it in, the DST and SRC
+        bindings through `NatCore.setup_info` with the ranges the nat targets gave the template SYN (or
+        `alloc_null_binding` where none did), `nf_conntrack_confirm`. What the slow path would do to the
+        state of that SYN, in the same order: while templates are safe (the module docstring) its nat
+        chains decide alike for every SYN of the key, nothing else sees the packet, and a binding differs
+        only where the tuple is taken (get_unique_tuple's answer, the same function's) or the ct clashes at
+        confirm (the same function's drop). False (nothing done): hand it to `Engine.receive` (no
+        template of the key, a stale one, a ct with the tuple, anything but a plain SYN)."""
+        if (len(frame) < _TCP_END or frame[_VER_IHL] != 0x45 or frame[_FLAGS] != _SYN or not self._safe()
+                or frame[ETH_PROTO:ETH_HDR_LEN] != _ETH_P_IP_BYTES):
+            return False
+        self.revalidate()
+        b = int.from_bytes
+        saddr, daddr = b(frame[_SADDR:_SADDR + 4], "big"), b(frame[_DADDR:_DADDR + 4], "big")
+        dport = b(frame[_DPORT:_DPORT + 2], "big")
+        template = self.templates.get((iface, 6, saddr, daddr, dport))
+        table = self._table
+        if template is None or table.lookup((saddr, b(frame[_SPORT:_SPORT + 2], "big"), daddr, dport, 6),
+                                            now) is not None:
+            return False
+        skb = Skb(bytearray(frame[ETH_HDR_LEN:]), iif=iface)
+        skb.csum_partial = True
+        self.copies["opened"] += 1
+        verdict = nf_conntrack_in(skb, _PRE_ROUTING, now, table, self._cfg)
+        conn = skb.ct
+        if verdict != NF_ACCEPT or conn is None or conn.status & _CONFIRMED:
+            self.copies["dropped"] += verdict != NF_ACCEPT
+            return True  # conntrack's verdict alone (no ct: the NAT hooks leave the packet alone)
+        nat, rnd, size = self._hooks.nat, self._hooks.rnd, len(skb.data)
+        pre, post = template.path
+        dst, src = template.nat
+        for c in pre:  # nat PREROUTING (nf_nat_inet_fn: the chain, then the null binding if none bound)
+            c.packets += 1
+            c.bytes += size
+        verdict = (nat.setup_info(conn, dst, _DST, now=now, table=table, rnd=rnd) if dst is not None
+                   else nat.alloc_null_binding(conn, _DST, now=now, table=table, rnd=rnd))
+        if verdict == NF_ACCEPT:
+            for c in post:  # nat POSTROUTING
+                c.packets += 1
+                c.bytes += size
+            if template.masq is not None:
+                conn.masq_index = template.masq  # nf_nat_masquerade_ipv4
+            verdict = (nat.setup_info(conn, src, _SRC, now=now, table=table, rnd=rnd) if src is not None
+                       else nat.alloc_null_binding(conn, _SRC, now=now, table=table, rnd=rnd))
+        if verdict == NF_ACCEPT:
+            verdict = nf_conntrack_confirm(skb, now, table)  # a clash: the ct dies here, the drop counted
+        if verdict != NF_ACCEPT:
+            self.copies["dropped"] += 1  # the slow path would have dropped it; the datapath forwarded it
+        return True
 
     def drain(self) -> list[TemplateRequest]:
         """The requests since the last call (after revalidating)."""

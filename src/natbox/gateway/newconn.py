@@ -145,6 +145,7 @@ class NewConnections:
         now = self._clock()
         receive = self.engine.receive
         track = self.engine.track_copy
+        open_copy = self.engine.open_copy
         for raw in records:
             ev = decode_event(raw)
             name = None if ev is None else self._ifnames.get(ev.ifindex)
@@ -160,7 +161,8 @@ class NewConnections:
             if conn is None:
                 self._creating = ev.created
                 try:
-                    receive(frame, name, now, partial=True)  # the program forwarded it: natbox's output is dropped
+                    if not (ev.created and open_copy(frame, name, now)):  # the template's decision, else:
+                        receive(frame, name, now, partial=True)  # the program forwarded it: the output is dropped
                 finally:
                     self._creating = False
                 t = ConnTuple(int.from_bytes(data[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
