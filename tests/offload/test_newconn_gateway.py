@@ -25,6 +25,8 @@ class Maps:
         self.templates: dict[OffloadKey, bytes] = {}
         self.claimed: set[bytes] = set()
         self.removed: list[OffloadKey] = []
+        self.batches = 0  # deletion calls (each a BPF_MAP_DELETE_BATCH)
+        self.released: list[bytes] = []
 
     def install_template(self, key: OffloadKey, value: bytes) -> None:
         self.templates[key] = value
@@ -35,11 +37,14 @@ class Maps:
     def claim(self, ct_key: bytes) -> None:
         self.claimed.add(ct_key)
 
-    def release(self, ct_key: bytes) -> None:
-        self.claimed.discard(ct_key)
+    def release(self, ct_keys: list[bytes]) -> None:
+        self.batches += 1
+        self.released.extend(ct_keys)
+        self.claimed.difference_update(ct_keys)
 
-    def remove_tracked(self, key: OffloadKey) -> None:
-        self.removed.append(key)
+    def remove_tracked(self, keys: list[OffloadKey]) -> None:
+        self.batches += 1
+        self.removed.extend(keys)
 
 
 class Ring:
@@ -123,3 +128,23 @@ def test_a_binding_natbox_does_not_share_is_undone() -> None:
     assert maps.removed == [OffloadKey(4, 6, CLIENT, SERVER, 40001, DPORT),
                             OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40001)]
     assert encode_ct_key(SERVER, GW_WAN, DPORT, 40001, 6) in maps.claimed  # the other client's: kept
+
+
+def test_deletions_are_batched_per_drain_and_a_claim_cancels_a_release_waiting() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    for sport in (40000, 40001, 40002):
+        _copies(ring, sport)
+    clock.step()
+    assert conns.drain() == 3 * len(CLOSE)
+    assert conns.stats["closed"] == 3 and len(maps.removed) == 6 and maps.batches == 1  # one call for the 6
+    # the cts leave the table (expiry, conntrack -D): their tuples are released at the next drain, at once
+    for conn in [c for c in engine.table.live(clock.now) if c.tuples[0].sport in (40000, 40001)]:
+        engine.table.delete(conn, clock.now)
+    assert maps.released == []  # waiting
+    # meanwhile natbox's own path confirms a ct with the tuples of one of them: its claim stands
+    engine.receive(*_syn(40000), clock.step())
+    assert encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6) in maps.claimed
+    conns.drain()
+    assert maps.batches == 2 and maps.released == [encode_ct_key(CLIENT, SERVER, 40001, DPORT, 6),
+                                                   encode_ct_key(SERVER, GW_WAN, DPORT, 40001, 6)]
+    assert encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6) in maps.claimed

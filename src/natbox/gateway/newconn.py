@@ -38,7 +38,7 @@ from natbox.engine.template import TemplateAdd, TemplateDel, TemplateKey
 from natbox.errors import NatboxError
 from natbox.netfilter import CtStatus, TcpState
 from natbox.offload.entry import OffloadAction, OffloadKey, decode_action
-from natbox.offload.newflows import decode_event, encode_ct_key, template_entry
+from natbox.offload.newflows import EV_COPY, EV_CREATED, EVENT_HEAD, EVENT_SIZE, encode_ct_key, template_entry
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     IPH_DADDR,
@@ -56,6 +56,8 @@ _IP = ETH_HDR_LEN
 _L4 = ETH_HDR_LEN + IPH_MIN_LEN  # the program takes IHL 5 only
 _CLOSED = (TcpState.TIME_WAIT, TcpState.CLOSE)
 _OFFLOAD = int(CtStatus.OFFLOAD)
+_EV_DATA = EVENT_HEAD.size  # struct nb_event's data
+_NO_EVENT = (0, 0, 0, 0, 0)  # a record of another size: no device
 
 
 def _reply_of(action: OffloadAction) -> ConnTuple:
@@ -72,9 +74,9 @@ class NewFlowMapsLike(Protocol):
 
     def claim(self, ct_key: bytes) -> None: ...
 
-    def release(self, ct_key: bytes) -> None: ...
+    def release(self, ct_keys: list[bytes]) -> None: ...
 
-    def remove_tracked(self, key: OffloadKey) -> None: ...
+    def remove_tracked(self, keys: list[OffloadKey]) -> None: ...
 
 
 class RingLike(Protocol):
@@ -103,6 +105,8 @@ class NewConnections:
         self._orig: dict[OffloadKey, OffloadAction] = {}  # the map's template key → its ORIGINAL action
         self.tracked: dict[int, tuple[OffloadKey, OffloadKey]] = {}  # ct id → its TRACKED entries
         self._creating = False  # feeding a created SYN: the program claimed its tuples already
+        self._unflow: list[OffloadKey] = []  # TRACKED entries to delete at the next `flush`
+        self._unclaim: dict[bytes, None] = {}  # nb_ct tuples to release at the next `flush` (an ordered set)
         self.stats = {"templates": 0, "fed": 0, "created": 0, "closed": 0, "disagree": 0, "claims": 0,
                       "bad_events": 0, "errors": 0}
         self.last_error = ""
@@ -138,47 +142,62 @@ class NewConnections:
     # --- the ring buffer -----------------------------------------------------------------------------
 
     def drain(self) -> int:
-        """Feed every copy waiting in the ring buffer to the engine, oldest first; returns how many."""
+        """Feed every copy waiting in the ring buffer to the engine, oldest first; returns how many. The map
+        deletions it leads to (and any waiting) are made at the end, batched (`flush`)."""
         records = self.ring.consume()
         if not records:
+            self.flush()
             return 0
         now = self._clock()
-        receive = self.engine.receive
-        track = self.engine.track_copy
-        open_copy = self.engine.open_copy
-        for raw in records:
-            ev = decode_event(raw)
-            name = None if ev is None else self._ifnames.get(ev.ifindex)
-            if ev is None or name is None or len(ev.data) < _L4 + TCPH_DOFF + 1:
-                self.stats["bad_events"] += 1
-                continue
-            data = ev.data
-            hdr = min(len(data), _L4 + (data[_L4 + TCPH_DOFF] >> 4) * 4)
-            total = _IP + int.from_bytes(data[_IP + IPH_TOT_LEN:_IP + IPH_TOT_LEN + 2], "big")
-            frame = data[:hdr] + bytes(max(total - hdr, 0))
-            self.stats["fed"] += 1
-            conn = None if ev.created else track(frame, name, now)
-            if conn is None:
-                self._creating = ev.created
-                try:
-                    if not (ev.created and open_copy(frame, name, now)):  # the template's decision, else:
-                        receive(frame, name, now, partial=True)  # the program forwarded it: the output is dropped
-                finally:
-                    self._creating = False
-                t = ConnTuple(int.from_bytes(data[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
-                              int.from_bytes(data[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
-                              int.from_bytes(data[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
-                              int.from_bytes(data[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
-                if ev.created:
-                    self._created(t, ev.ifindex, now)
-                hit = self.engine.table.lookup(t, now)
-                if hit is None:
+        engine = self.engine
+        receive, track, open_copy = engine.receive, engine.track_copy, engine.open_copy
+        ifnames, stats, tracked = self._ifnames, self.stats, self.tracked
+        unpack = EVENT_HEAD.unpack_from
+        try:
+            for raw in records:
+                # struct nb_event (decode_event, without the record made)
+                ifindex, copied, flags, _length, _ts = unpack(raw) if len(raw) >= EVENT_SIZE else _NO_EVENT
+                name = ifnames.get(ifindex)
+                if name is None or copied < _L4 + TCPH_DOFF + 1:
+                    stats["bad_events"] += 1
                     continue
-                conn = hit[0]
-            if conn.ct_id in self.tracked and (conn.status & _OFFLOAD
-                                               or (conn.tcp is not None and conn.tcp.state in _CLOSED)):
-                self._untrack(conn, "offloaded" if conn.status & _OFFLOAD else "closed")
+                data = raw[_EV_DATA:_EV_DATA + min(copied, EV_COPY)]
+                hdr = min(len(data), _L4 + (data[_L4 + TCPH_DOFF] >> 4) * 4)
+                total = _IP + ((data[_IP + IPH_TOT_LEN] << 8) | data[_IP + IPH_TOT_LEN + 1])
+                frame = data[:hdr] + bytes(total - hdr) if total > hdr else data[:hdr]
+                stats["fed"] += 1
+                created = flags & EV_CREATED
+                conn = None if created else track(frame, name, now)
+                if conn is None:
+                    conn = self._feed(frame, name, ifindex, bool(created), now, receive, open_copy)
+                    if conn is None:
+                        continue
+                if conn.ct_id in tracked and (conn.status & _OFFLOAD
+                                              or (conn.tcp is not None and conn.tcp.state in _CLOSED)):
+                    self._untrack(conn, "offloaded" if conn.status & _OFFLOAD else "closed")
+        finally:
+            self.flush()
         return len(records)
+
+    def _feed(self, frame: bytes, name: str, ifindex: int, created: bool, now: float,
+              receive: Callable[..., object], open_copy: Callable[[bytes, str, float], bool]) -> Conn | None:
+        """A copy conntrack alone could not take: the SYN that created a flow (from its template's decision, else
+        the slow path), or anything else through the slow path; its ct afterwards."""
+        self._creating = created
+        try:
+            if not (created and open_copy(frame, name, now)):
+                receive(frame, name, now, partial=True)  # the program forwarded it: natbox's output is dropped
+        finally:
+            self._creating = False
+        b = int.from_bytes
+        t = ConnTuple(b(frame[_IP + IPH_SADDR:_IP + IPH_SADDR + 4], "big"),
+                      b(frame[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
+                      b(frame[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
+                      b(frame[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
+        if created:
+            self._created(t, ifindex, now)
+        hit = self.engine.table.lookup(t, now)
+        return None if hit is None else hit[0]
 
     def _created(self, t: ConnTuple, ifindex: int, now: float) -> None:
         """The SYN that made a flow's entries was fed: its ct must have the binding the program used."""
@@ -199,27 +218,38 @@ class NewConnections:
             return
         self.stats["disagree"] += 1
         self._error(f"offload-new: natbox's binding of {t} differs from the datapath's: entries removed")
-        self._remove(key, reply_key)
+        self._unflow.extend((key, reply_key))
         for claimed in (t, reply):
             if self.engine.table.lookup(claimed, now) is None:
                 self._release(claimed)
 
     # --- entries and tuples ----------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """The deletions waiting, one batch per map (BPF_MAP_DELETE_BATCH): the TRACKED entries of flows that
+        closed or disagreed, the nb_ct tuples of cts that left the table. Made at the end of every `drain`
+        (before the loop hands frames to the engine and before the offload's requests are carried out, so a
+        deletion never follows an update of the same key made after it)."""
+        if self._unflow:
+            keys, self._unflow = self._unflow, []
+            try:
+                self.maps.remove_tracked(keys)
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
+        if self._unclaim:
+            ct_keys, self._unclaim = list(self._unclaim), {}
+            try:
+                self.maps.release(ct_keys)
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
+
     def _untrack(self, conn: Conn, why: str) -> None:
         keys = self.tracked.pop(conn.ct_id, None)
         if keys is None:
             return
         if why != "offloaded":  # offloaded: natbox's ordinary entries replaced them
-            self._remove(*keys)
+            self._unflow.extend(keys)
         self.stats["closed"] += 1
-
-    def _remove(self, *keys: OffloadKey) -> None:
-        for key in keys:
-            try:
-                self.maps.remove_tracked(key)
-            except (NatboxError, OSError) as exc:
-                self._error(f"offload-new: {exc}")
 
     def _inserted(self, conn: Conn) -> None:
         """A ct confirmed (ConntrackTable.register_insert): its TCP tuples go to nb_ct."""
@@ -229,14 +259,16 @@ class NewConnections:
             if t.proto != 6 or t.src >> 32 or t.dst >> 32:
                 return
         for t in conn.tuples:
+            ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
+            self._unclaim.pop(ct_key, None)  # a release waiting must not follow this claim
             try:
-                self.maps.claim(encode_ct_key(t.src, t.dst, t.sport, t.dport, 6))
+                self.maps.claim(ct_key)
             except (NatboxError, OSError) as exc:
                 self._error(f"offload-new: {exc}")
         self.stats["claims"] += 1
 
     def _destroyed(self, conn: Conn) -> None:
-        """A ct left the table (or died unconfirmed): its entries and tuples go."""
+        """A ct left the table (or died unconfirmed): its entries and tuples go (at the next `flush`)."""
         self._untrack(conn, "destroyed")
         if not conn.status & CtStatus.CONFIRMED:
             return  # died unconfirmed: never claimed (a created flow's SYN that natbox dropped: _created)
@@ -247,10 +279,7 @@ class NewConnections:
             self._release(t)
 
     def _release(self, t: ConnTuple) -> None:
-        try:
-            self.maps.release(encode_ct_key(t.src, t.dst, t.sport, t.dport, 6))
-        except (NatboxError, OSError) as exc:
-            self._error(f"offload-new: {exc}")
+        self._unclaim[encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)] = None
 
     def _error(self, text: str) -> None:
         self.stats["errors"] += 1

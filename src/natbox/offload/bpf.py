@@ -1,9 +1,9 @@
 """The bpf() system call for BPF maps, through ctypes (include/uapi/linux/bpf.h, kernel/bpf/syscall.c).
 
 Only what natbox's data path needs: create a hash map and pin it in a bpffs (BPF_MAP_CREATE, BPF_OBJ_PIN),
-open a pinned one (BPF_OBJ_GET), update, delete and look up elements, and read a whole map in batches
-(BPF_MAP_LOOKUP_BATCH). Each `union bpf_attr` is packed with `struct` in the layout of the kernel's
-header; errors are `OSError`s with the errno the kernel returned.
+open a pinned one (BPF_OBJ_GET), update, delete and look up elements, read a whole map in batches
+(BPF_MAP_LOOKUP_BATCH) and delete many keys in one call (BPF_MAP_DELETE_BATCH). Each `union bpf_attr` is
+packed with `struct` in the layout of the kernel's header; errors are `OSError`s with the errno the kernel returned.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_DELETE_BATCH = 27
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
@@ -141,6 +142,34 @@ class MapFd:
                 return False
             raise
         return True
+
+    def delete_many(self, keys: list[bytes]) -> int:
+        """Delete `keys` with BPF_MAP_DELETE_BATCH (`generic_map_delete_batch`, hash maps since Linux 5.6),
+        BATCH_COUNT keys per system call: one call for all of them, one more per key that was not there
+        (the kernel stops at it and says how many it deleted before). Returns how many were deleted. A kernel
+        without the command (EINVAL) gets one BPF_MAP_DELETE_ELEM each."""
+        done = i = 0
+        size = self.key_size
+        while i < len(keys):
+            chunk = keys[i:i + BATCH_COUNT]
+            if any(len(k) != size for k in chunk):
+                raise ValueError(f"a key of the wrong size for a map of {size}-byte keys")
+            buf = ctypes.create_string_buffer(b"".join(chunk), size * len(chunk))
+            attr = bytearray(_BATCH.pack(0, 0, _addr(buf), 0, len(chunk), self.fd, 0, 0))
+            try:
+                _sys_bpf(BPF_MAP_DELETE_BATCH, attr)
+            except OSError as e:
+                if e.errno == errno.EINVAL and i == 0 and done == 0:
+                    return sum(self.delete(k) for k in keys)
+                if e.errno != errno.ENOENT:
+                    raise
+                n = _BATCH.unpack(bytes(attr))[4]  # deleted before the missing key
+                done += n
+                i += n + 1
+                continue
+            done += len(chunk)
+            i += len(chunk)
+        return done
 
     def lookup(self, key: bytes) -> bytes | None:
         """BPF_MAP_LOOKUP_ELEM: the value (every CPU's, one after the other), None when missing."""

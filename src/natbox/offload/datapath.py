@@ -446,18 +446,19 @@ class NewFlowMaps:
         except OSError as e:
             raise OffloadError(f"offload tuple claim failed: {e.strerror or e}") from None
 
-    def release(self, ct_key: bytes) -> None:
+    def release(self, ct_keys: list[bytes]) -> None:
+        """Tuples natbox's conntrack no longer holds (one BPF_MAP_DELETE_BATCH)."""
         try:
-            self.cts.delete(ct_key)
-        except OSError as e:
-            raise OffloadError(f"offload tuple release failed: {e.strerror or e}") from None
+            self.cts.delete_many(ct_keys)
+        except (OSError, ValueError) as e:
+            raise OffloadError(f"offload tuple release failed: {getattr(e, 'strerror', None) or e}") from None
 
-    def remove_tracked(self, key: OffloadKey) -> None:
-        """Delete an entry the program created (it has no counters)."""
+    def remove_tracked(self, keys: list[OffloadKey]) -> None:
+        """Delete entries the program created (they have no counters; one BPF_MAP_DELETE_BATCH)."""
         try:
-            self._flows.delete(encode_key(key))
-        except OSError as e:
-            raise OffloadError(f"offload map delete failed: {e.strerror or e}") from None
+            self._flows.delete_many([encode_key(key) for key in keys])
+        except (OSError, ValueError) as e:
+            raise OffloadError(f"offload map delete failed: {getattr(e, 'strerror', None) or e}") from None
 
     def close(self) -> None:
         self.templates.close()

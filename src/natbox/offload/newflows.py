@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CT_KEY_SIZE",
     "EVENTS_SIZE",
+    "EVENT_HEAD",
     "EVENT_SIZE",
     "EV_COPY",
     "EV_CREATED",
@@ -54,7 +55,7 @@ EVENTS_SIZE = 1 << 20  # NB_EVENTS_SIZE: 8192 copies (120 bytes + an 8-byte head
 EV_COPY = 96  # NB_EV_COPY
 EV_CREATED = 1  # NB_EV_CREATED
 CLAIM_NATBOX = 2  # nb_ct's value for a tuple of natbox's conntrack
-_EV_HEAD = struct.Struct("=IHHI4xQ")
+EVENT_HEAD = struct.Struct("=IHHI4xQ")  # struct nb_event before data: ifindex, copied, flags, len, ts_ns
 _CT_KEY = struct.Struct("!IIHHB3x")
 
 
@@ -97,8 +98,8 @@ def decode_event(raw: bytes) -> NewFlowEvent | None:
     """struct nb_event read back; None for a record of another size."""
     if len(raw) < EVENT_SIZE:
         return None
-    ifindex, copied, flags, length, ts = _EV_HEAD.unpack_from(raw)
-    start = _EV_HEAD.size
+    ifindex, copied, flags, length, ts = EVENT_HEAD.unpack_from(raw)
+    start = EVENT_HEAD.size
     return NewFlowEvent(ifindex, bool(flags & EV_CREATED), length, ts, raw[start:start + min(copied, EV_COPY)])
 
 
