@@ -3,6 +3,7 @@ map entry made from an engine template, with no kernel."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
@@ -93,3 +94,39 @@ def test_this_kernel_deletes_hash_map_keys_in_batches() -> None:
         assert m.delete_many(keys[:1]) == 1 and m.lookup(keys[0]) is None
     finally:
         m.close()
+
+
+def test_the_mapped_ring_reads_records_as_libbpf_does() -> None:
+    """EventRing's direct reading (`_consume_mapped`) on a ring laid out as the kernel lays it out, in
+    anonymous memory: a record wrapping past the end (the data mapped twice), a discarded one skipped, a busy
+    one (still being written) and what follows it left for the next call, the consumer position written."""
+    size, page = 4096, mmap.PAGESIZE
+    cons, prod = mmap.mmap(-1, page), mmap.mmap(-1, page + 2 * size)
+    ring = object.__new__(newflows.EventRing)
+    ring._maps, ring._data, ring._mask, ring._rb = (cons, prod), memoryview(prod)[page:], size - 1, None
+    pos = size - 48  # the first record starts 48 bytes before the end: the second wraps
+
+    def put(sample: bytes, flags: int = 0) -> None:
+        nonlocal pos
+        rec = struct.pack("=II", len(sample) | flags, 0) + sample.ljust((len(sample) + 7) // 8 * 8, b"\0")
+        for i, byte in enumerate(rec):  # both mappings of the data
+            for base in (page, page + size):
+                prod[base + (pos + i) % size] = byte
+        pos += len(rec)
+
+    struct.pack_into("=Q", cons, 0, size - 48)
+    put(b"a" * 20)
+    put(b"b" * 40)  # wraps
+    put(b"c" * 8, 1 << 30)  # discarded
+    put(b"d" * 8)
+    busy_at = pos
+    put(b"e" * 8, 1 << 31)  # busy
+    put(b"f" * 8)
+    struct.pack_into("=Q", prod, 0, pos)
+    assert ring.consume() == [b"a" * 20, b"b" * 40, b"d" * 8]
+    assert struct.unpack_from("=Q", cons, 0)[0] == busy_at
+    struct.pack_into("=I", prod, page + busy_at % size, 8)  # committed
+    struct.pack_into("=I", prod, page + size + busy_at % size, 8)
+    assert ring.consume() == [b"e" * 8, b"f" * 8] and ring.consume() == []
+    assert struct.unpack_from("=Q", cons, 0)[0] == pos
+    ring.close()

@@ -113,11 +113,14 @@ def _events(ring: EventRing) -> list[NewFlowEvent]:
     return [e for e in out if e is not None]
 
 
-def test_a_syn_matching_a_template_opens_the_connection_in_the_datapath(lab: Lab) -> None:
+@pytest.mark.parametrize("libbpf", [False, True], ids=["mapped", "libbpf"])
+def test_a_syn_matching_a_template_opens_the_connection_in_the_datapath(lab: Lab, libbpf: bool) -> None:
+    """(The ring buffer read directly, mapped as libbpf maps it, and through libbpf: the same records.)"""
     reply_key = _template(lab)
     maps = lab.dp.new_flows
     assert maps is not None
-    ring = EventRing(maps.events_fd)
+    ring = EventRing(maps.events_fd, libbpf=libbpf)
+    assert (ring.fileno() == maps.events_fd) != libbpf  # mapped: the map is the poll descriptor
     try:
         ok, peer = _connect(lab, 40001)
         assert ok and peer == ("198.51.100.1", 40001)  # MASQUERADE kept the port, as the template said

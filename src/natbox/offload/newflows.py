@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
+import platform
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -103,15 +105,50 @@ def decode_event(raw: bytes) -> NewFlowEvent | None:
     return NewFlowEvent(ifindex, bool(flags & EV_CREATED), length, ts, raw[start:start + min(copied, EV_COPY)])
 
 
+_U32, _U64 = struct.Struct("=I"), struct.Struct("=Q")
+_RB_BUSY, _RB_DISCARD = 1 << 31, 1 << 30  # BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT
+_RB_LEN = _RB_DISCARD - 1
+_RB_HDR = 8  # BPF_RINGBUF_HDR_SZ
+_RB_PASSES = 4  # producer positions read per consume(): the program may keep writing while natbox reads
 _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 class EventRing:
-    """A BPF ring buffer read with libbpf (ring_buffer__new / __consume / __epoll_fd / __free): `consume()`
-    returns the records written since the last call, each as bytes, oldest first. `fileno()` is an epoll
-    descriptor that is readable when records wait. Raises OSError when libbpf is missing or refuses the map."""
+    """A BPF ring buffer's records: `consume()` returns those written since the last call, each as bytes, oldest
+    first; `fileno()` is readable when records wait. On x86-64 the ring is read directly, as libbpf's
+    ringbuf.c does (`ring_buffer__add`, `ringbuf_process_ring`): the consumer position's page mapped
+    read-write at offset 0, the producer position's page and the data read-only after it, the data mapped
+    twice so that a record wrapping past the end reads in one piece; each record an 8-byte header (u32 length
+    with BPF_RINGBUF_BUSY_BIT while the program writes it and BPF_RINGBUF_DISCARD_BIT when it gave it up,
+    u32 page offset) and the sample, rounded up to 8 bytes; every record up to the producer position taken at
+    once (one slice each, no call per record), then the consumer position written. x86-64 keeps loads and
+    stores in order, so plain loads and stores are the acquire and release libbpf uses; the map descriptor
+    is the poll descriptor (ringbuf_map_poll_kern). Elsewhere, or with `libbpf=True`, libbpf does it
+    (ring_buffer__new / __consume / __epoll_fd / __free). Raises OSError when neither can open the map."""
 
-    def __init__(self, map_fd: int) -> None:
+    def __init__(self, map_fd: int, size: int = EVENTS_SIZE, *, libbpf: bool = False) -> None:
+        self._got: list[bytes] = []
+        self._rb: int | None = None
+        self._fd = map_fd
+        self._maps: tuple[mmap.mmap, mmap.mmap] | None = None
+        if not libbpf and platform.machine() in ("x86_64", "AMD64"):
+            try:
+                page = mmap.PAGESIZE
+                cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+                try:
+                    prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+                except OSError:
+                    cons.close()
+                    raise
+                self._maps = (cons, prod)
+                self._data = memoryview(prod)[page:]
+                self._mask = size - 1
+                return
+            except (OSError, ValueError):
+                self._maps = None  # libbpf then
+        self._open_libbpf(map_fd)
+
+    def _open_libbpf(self, map_fd: int) -> None:
         name = ctypes.util.find_library("bpf") or "libbpf.so.1"
         try:
             lib = ctypes.CDLL(name, use_errno=True)
@@ -126,7 +163,6 @@ class EventRing:
         lib.ring_buffer__free.restype = None
         lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
         self._lib = lib
-        self._got: list[bytes] = []
         got = self._got
         string_at = ctypes.string_at
 
@@ -138,15 +174,19 @@ class EventRing:
         rb = lib.ring_buffer__new(map_fd, self._cb, None, None)
         if not rb:
             raise OSError(ctypes.get_errno(), "libbpf could not open the ring buffer")
-        self._rb: int | None = rb
+        self._rb = rb
 
     def fileno(self) -> int:
+        if self._maps is not None:
+            return self._fd
         if self._rb is None:
             return -1
         return int(self._lib.ring_buffer__epoll_fd(self._rb))
 
     def consume(self) -> list[bytes]:
-        """Every record waiting (ring_buffer__consume), oldest first."""
+        """Every record waiting, oldest first."""
+        if self._maps is not None:
+            return self._consume_mapped(self._maps[0], self._maps[1])
         if self._rb is None:
             return []
         self._lib.ring_buffer__consume(self._rb)
@@ -154,7 +194,38 @@ class EventRing:
         self._got.clear()
         return out
 
+    def _consume_mapped(self, cons_map: mmap.mmap, prod_map: mmap.mmap) -> list[bytes]:
+        """`ringbuf_process_ring`: the records up to the producer position (read again after them, a few
+        times at most, as it may have moved), then the consumer position written once."""
+        out: list[bytes] = []
+        data, mask, unpack = self._data, self._mask, _U32.unpack_from
+        cons = start = _U64.unpack_from(cons_map, 0)[0]
+        for _ in range(_RB_PASSES):
+            prod = _U64.unpack_from(prod_map, 0)[0]
+            if cons >= prod:
+                break
+            while cons < prod:
+                off = cons & mask
+                length = unpack(data, off)[0]
+                if length & _RB_BUSY:
+                    break  # still being written: the next wakeup takes it and what follows
+                size = length & _RB_LEN
+                cons += (size + _RB_HDR + 7) & ~7
+                if not length & _RB_DISCARD:
+                    out.append(bytes(data[off + _RB_HDR:off + _RB_HDR + size]))
+            else:
+                continue
+            break
+        if cons != start:
+            _U64.pack_into(cons_map, 0, cons)
+        return out
+
     def close(self) -> None:
+        if self._maps is not None:
+            self._data.release()
+            for m in self._maps:
+                m.close()
+            self._maps = None
         if self._rb is not None:
             self._lib.ring_buffer__free(self._rb)
             self._rb = None
