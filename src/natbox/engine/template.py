@@ -367,9 +367,10 @@ class FlowTemplates:
         if len(frame) < _TCP_END or frame[_VER_IHL] != 0x45 or not self._safe():
             return None
         b = int.from_bytes
-        t = ConnTuple(b(frame[_SADDR:_SADDR + 4], "big"), b(frame[_SPORT:_SPORT + 2], "big"),
-                      b(frame[_DADDR:_DADDR + 4], "big"), b(frame[_DPORT:_DPORT + 2], "big"), 6)
-        hit = self._table.lookup(t, now)
+        # the tuple as a plain tuple (equal to, and hashed like, the ConnTuple), as nf_conntrack_in looks it up
+        hit = self._table.lookup((b(frame[_SADDR:_SADDR + 4], "big"), (frame[_SPORT] << 8) | frame[_SPORT + 1],
+                                  b(frame[_DADDR:_DADDR + 4], "big"), (frame[_DPORT] << 8) | frame[_DPORT + 1], 6),
+                                 now)
         if hit is None:
             return None
         conn = hit[0]
