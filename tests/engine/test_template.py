@@ -325,11 +325,10 @@ def test_a_taken_tuple_gives_the_slow_paths_binding_and_a_clash_its_drop() -> No
     assert conn.reply.dport != 40000
 
 
-def test_no_template_no_ct_or_a_stale_template_leaves_the_syn_to_the_slow_path() -> None:
+def test_no_template_or_a_stale_one_leaves_the_syn_to_the_slow_path() -> None:
     engine, clock = _templated(), Clock()
     assert not engine.open_copy(_syn(40000)[0], "lan0", clock.step())  # no template yet
     _send(engine, clock, _syn(39999))
-    assert not engine.open_copy(_syn(39999)[0], "lan0", clock.step())  # its ct exists
     assert not engine.open_copy(_syn(40000, flags=tcp.SYN | tcp.ACK)[0], "lan0", clock.step())
     assert not engine.open_copy(_syn(40000, dport=DPORT + 1)[0], "lan0", clock.step())  # another key
     rules = Ruleset()
@@ -338,3 +337,25 @@ def test_no_template_no_ct_or_a_stale_template_leaves_the_syn_to_the_slow_path()
     assert not engine.open_copy(_syn(40000)[0], "lan0", clock.step())  # a new ruleset: the template is gone
     assert engine.templates is not None and engine.templates.copies["opened"] == 0
     assert len(engine.table.live(clock.now)) == 1
+
+
+def test_a_syn_of_a_ct_in_the_table_is_that_cts_as_on_the_slow_path() -> None:
+    """The SYN of a tuple natbox holds: a retransmitted SYN (conntrack alone: the ct's NAT is done), and one
+    reopening a closed connection (conntrack makes a new ct, the template's decision binds it)."""
+    slow, fed, clock = _templated(), _templated(), Clock()
+    for engine in (slow, fed):
+        engine.receive(*_syn(39999), clock.now)
+    for sport, packets in ((40000, []), (40001, CLOSE[1:])):
+        for engine in (slow, fed):  # the connection on both engines' slow paths
+            engine.receive(*_syn(sport), clock.now)
+            for outbound, seq, ack, flags, payload in packets:
+                engine.receive(*(_client(seq, ack, flags, payload, sport=sport) if outbound
+                                 else _server(seq, ack, flags, payload, dport=sport)), clock.now)
+        now = clock.step()
+        frame, iface = _syn(sport) if not packets else _client(100000, 0, tcp.SYN, sport=sport)
+        slow.receive(frame, iface, now)
+        assert fed.open_copy(frame, iface, now)
+        assert _state(fed, now) == _state(slow, now)
+    assert fed.templates is not None and fed.templates.copies["opened"] == 2
+    states = [format_conntrack(c, clock.now).split()[3] for c in fed.table.live(clock.now)]
+    assert states.count("SYN_SENT") == 3  # the template's, the retransmitted, the reopened

@@ -395,8 +395,9 @@ class FlowTemplates:
         state of that SYN, in the same order: while templates are safe (the module docstring) its nat
         chains decide alike for every SYN of the key, nothing else sees the packet, and a binding differs
         only where the tuple is taken (get_unique_tuple's answer, the same function's) or the ct clashes at
-        confirm (the same function's drop). False (nothing done): hand it to `Engine.receive` (no
-        template of the key, a stale one, a ct with the tuple, anything but a plain SYN)."""
+        confirm (the same function's drop). A SYN whose tuple conntrack finds in the table is that ct's (a TCP
+        reopen makes a new one, as on the slow path). False (nothing done): hand it to `Engine.receive` (no
+        template of the key, a stale one, anything but a plain SYN)."""
         if (len(frame) < _TCP_END or frame[_VER_IHL] != 0x45 or frame[_FLAGS] != _SYN or not self._safe()
                 or frame[ETH_PROTO:ETH_HDR_LEN] != _ETH_P_IP_BYTES):
             return False
@@ -405,18 +406,19 @@ class FlowTemplates:
         saddr, daddr = b(frame[_SADDR:_SADDR + 4], "big"), b(frame[_DADDR:_DADDR + 4], "big")
         dport = b(frame[_DPORT:_DPORT + 2], "big")
         template = self.templates.get((iface, 6, saddr, daddr, dport))
-        table = self._table
-        if template is None or table.lookup((saddr, b(frame[_SPORT:_SPORT + 2], "big"), daddr, dport, 6),
-                                            now) is not None:
+        if template is None:
             return False
+        table = self._table
         skb = Skb(bytearray(frame[ETH_HDR_LEN:]), iif=iface)
         skb.csum_partial = True
         self.copies["opened"] += 1
         verdict = nf_conntrack_in(skb, _PRE_ROUTING, now, table, self._cfg)
         conn = skb.ct
         if verdict != NF_ACCEPT or conn is None or conn.status & _CONFIRMED:
+            # conntrack's verdict is all: no ct (the NAT hooks leave the packet alone), or a ct in the table
+            # (its NAT manips done: the NAT hooks only rewrite the packet, confirm has nothing to do)
             self.copies["dropped"] += verdict != NF_ACCEPT
-            return True  # conntrack's verdict alone (no ct: the NAT hooks leave the packet alone)
+            return True
         nat, rnd, size = self._hooks.nat, self._hooks.rnd, len(skb.data)
         pre, post = template.path
         dst, src = template.nat
