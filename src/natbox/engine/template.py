@@ -417,7 +417,8 @@ class FlowTemplates:
         if verdict != NF_ACCEPT or conn is None or conn.status & _CONFIRMED:
             # conntrack's verdict is all: no ct (the NAT hooks leave the packet alone), or a ct in the table
             # (its NAT manips done: the NAT hooks only rewrite the packet, confirm has nothing to do)
-            self.copies["dropped"] += verdict != NF_ACCEPT
+            if verdict != NF_ACCEPT:
+                self.copies["dropped"] += 1
             return True
         nat, rnd, size = self._hooks.nat, self._hooks.rnd, len(skb.data)
         pre, post = template.path
