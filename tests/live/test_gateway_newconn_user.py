@@ -1,10 +1,11 @@
 """`natbox gateway --offload-new --user nobody`: the new-connections datapath run by an unprivileged gateway.
 
 Everything --offload-new does after the start goes through descriptors opened as root: the maps' (nb_flows,
-nb_tmpl, nb_ct: BPF_MAP_UPDATE/DELETE/LOOKUP on an fd check no capability since Linux 6.5, whatever
-kernel.unprivileged_bpf_disabled says; only BPF_MAP_CREATE, BPF_PROG_LOAD and BPF_OBJ_GET do, and the gateway
-needs none of them once it is attached) and the ring buffer's (libbpf mapped it at ring_buffer__new; consuming
-reads that memory and writes the consumer position, no system call). So the gateway keeps CAP_NET_ADMIN only,
+nb_tmpl, nb_ct: BPF_MAP_UPDATE/DELETE/LOOKUP and their batches on an fd check no capability since Linux 6.5,
+whatever kernel.unprivileged_bpf_disabled says; BPF_MAP_CREATE and BPF_PROG_LOAD do, BPF_OBJ_GET needs the
+pinned path, gone with the sealed bpffs, and the gateway needs none of them once it is attached) and the ring
+buffer's (mapped when EventRing starts, by natbox on x86-64 or by libbpf's ring_buffer__new; consuming reads
+that memory and writes the consumer position, no system call). So the gateway keeps CAP_NET_ADMIN only,
 as with --offload (its stop runs tc).
 
 The lab of test_gateway_newconn: a client connects, sends a line and closes, again and again. Checked: the
