@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -860,25 +861,54 @@ def test_a_reload_between_request_and_reply_keeps_the_exchange(basic_lab: Lab) -
         stop(proc)
 
 
+def _wait_status(path: Path, pattern: str, timeout: float = 30.0) -> str:
+    """`natbox status` polled until it matches `pattern` (a condition, not a fixed sleep); the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run_natbox("status", "--control", str(path)).stdout
+        if re.search(pattern, status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def _wait_lines(lines: list[str], done: Callable[[list[str]], bool], timeout: float = 30.0) -> None:
+    """Wait until `done(lines)` holds for the lines a reader thread appends, or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while not done(list(lines)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_conntrack_events_from_the_live_gateway(basic_lab: Lab, tmp_path: Path) -> None:
-    """`natbox conntrack --control PATH -E` prints [NEW] and [UPDATE] lines as conntrack -E would."""
+    """`natbox conntrack --control PATH -E` prints [NEW] and [UPDATE] lines as conntrack -E would. The
+    listener is known to be subscribed when the gateway's status counts it (`listeners 1`), and the traffic's
+    events are waited for as they arrive: no fixed sleeps, so a loaded machine only makes it slower."""
     path = tmp_path / "ctl.sock"
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
     events = None
+    got: list[str] = []
+    reader = None
     try:
         wait_ready(proc)
         events = subprocess.Popen([sys.executable, "-m", "natbox", "conntrack", "--control", str(path), "-E"],
                                   env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)  # let it subscribe
+        stdout = events.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: got.extend(stdout), daemon=True)
+        reader.start()
+        status = _wait_status(path, r"listeners 1\b")
+        assert re.search(r"listeners 1\b", status), status
         server = _start_server(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40400"))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
-        time.sleep(0.5)
+        _wait_lines(got, lambda ls: any(ln.startswith(" [UPDATE]") and "sport=40400" in ln for ln in ls))
     finally:
         stop(proc)  # the gateway closes the subscription: the listener ends
-    assert events is not None
-    out, err = events.communicate(timeout=20)
+    assert events is not None and reader is not None
+    events.wait(timeout=20)
+    reader.join(timeout=20)
+    assert events.stderr is not None
+    out, err = "".join(got), events.stderr.read()
     lines = [ln for ln in out.splitlines() if "sport=40400" in ln]
     assert lines and lines[0].startswith("    [NEW] udp      17 30 src=10.0.1.2 dst=198.51.100.2 sport=40400 "
                                          "dport=5002 [UNREPLIED] src=198.51.100.2 dst=198.51.100.1 sport=5002 "
