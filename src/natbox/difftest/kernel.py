@@ -41,7 +41,9 @@ __all__ = ["Captured", "KernelRun", "KernelUnavailable", "kernel_available", "ru
 
 CMD_TIMEOUT = 15.0  # seconds, any one setup/collection command
 PROGRAM_TIMEOUT = 10.0  # seconds, a foreground program step (ping, clients)
-SERVER_READY_TIMEOUT = 3.0  # seconds for a server to print "ready"
+# seconds for a server to print "ready": only a bound, the wait ends at that line (or at the server's exit);
+# generous so a loaded machine is slow, not wrong (a server starts in about 0.3 s under two busy loops)
+SERVER_READY_TIMEOUT = 30.0
 MAX_FRAMES = 100_000  # frames kept per run (captures stop growing beyond)
 CLONE_NEWNET = 0x40000000
 SOL_PACKET = 263
@@ -406,7 +408,8 @@ class _Lab:
             ready, _, _ = select.select([p.stdout], [], [], SERVER_READY_TIMEOUT)
             line = p.stdout.readline() if ready else ""
             if line.strip() != "ready":
-                self.run.errors.append(f"{where}: server did not start")
+                why = f"exit {p.returncode}" if p.poll() is not None else f"no ready line in {SERVER_READY_TIMEOUT:g}s"
+                self.run.errors.append(f"{where}: server did not start ({why})")
             return
         try:
             out = subprocess.run(full, capture_output=True, text=True, timeout=PROGRAM_TIMEOUT, check=False)
