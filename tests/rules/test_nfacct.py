@@ -152,3 +152,57 @@ def test_a_running_gateway_answers_nfacct_and_its_rules_count_into_the_objects()
     assert run("iptables", "-F", "OUTPUT")[0] == 0
     assert run("nfacct", "flush") == (0, "", "")
     assert run("nfacct", "list") == (0, "", "")
+
+
+def test_sighup_accepts_rules_naming_objects_added_through_the_control_socket(tmp_path: Path) -> None:
+    """A reload checks `-m nfacct` rules against the running gateway's objects, those `natbox nfacct add` made
+    through the control socket included (nfnetlink_acct's objects outlive an iptables-restore), keeps their
+    counters, and still refuses a rule naming an object that exists nowhere."""
+    from typing import cast
+
+    from natbox.conntrack.tuple import parse_addr
+    from natbox.engine.engine import Engine
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.config import GatewayConfig
+    from natbox.gateway.loop import EventLoop
+    from natbox.gateway.state import load, reload
+    from natbox.testing.paths import EXAMPLES
+    from natbox.wire import ipv4, tcp
+
+    host_file, rules = tmp_path / "host.toml", tmp_path / "r.rules"
+    host_file.write_text((EXAMPLES / "masquerade-host.toml").read_text().replace("masquerade.rules", "r.rules"))
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    cfg = GatewayConfig(host_file=str(host_file))
+    hf, ruleset = load(cfg)
+    engine = Engine(hf.host, ruleset=ruleset, seed=3)
+    engine.xt_state.nfacct = hf.nfacct
+    cmds = Commands(engine, cast(EventLoop, None))
+
+    def run(cmd: str, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = cmds.run_command(cmd, list(argv), io.StringIO(""), out, err)
+        return rc, out.getvalue(), err.getvalue()
+
+    s, d = parse_addr("198.51.100.1"), parse_addr("198.51.100.7")
+
+    def syn(sport: int) -> None:
+        engine.send_local(bytes(ipv4.build_ipv4(s, d, 6, tcp.build_tcp(s, d, sport, 443, seq=1, flags=tcp.SYN),
+                                                ttl=64)), 10.0)
+
+    assert run("nfacct", "add", "web") == (0, "", "")
+    syn(40000)  # no rule names it yet: nothing counted
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A OUTPUT -p tcp -m nfacct --nfacct-name web\nCOMMIT\n")
+    assert reload(cfg, engine)
+    syn(40001)
+    assert run("nfacct", "get", "web") == (
+        0, "{ pkts = 00000000000000000001, bytes = 00000000000000000040 } = web;\n", "")
+    assert run("nfacct", "delete", "web")[0] == 1  # the reloaded rule holds a reference on it
+    assert reload(cfg, engine)  # a second reload keeps the object and its counters
+    syn(40002)
+    assert run("nfacct", "list") == (
+        0, "{ pkts = 00000000000000000002, bytes = 00000000000000000080 } = web;\n", "")
+    rules.write_text(rules.read_text().replace("--nfacct-name web", "--nfacct-name nope"))
+    assert not reload(cfg, engine)  # an object that exists nowhere: refused, the running rules kept
+    syn(40003)
+    assert run("nfacct", "get", "web")[1].startswith("{ pkts = 00000000000000000003,")

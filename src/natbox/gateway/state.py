@@ -22,14 +22,18 @@ from natbox.netfilter import CtStatus
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.model import RulesError
 from natbox.rules.parser import parse_restore
-from natbox.rules.xtstate.nfacct import using_nfacct
+from natbox.rules.xtstate.nfacct import NfAcct, using_nfacct
 
 __all__ = ["load", "reload", "restore_state", "save_state"]
 
 
-def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
+def load(cfg: GatewayConfig, nfacct: dict[str, NfAcct] | None = None) -> tuple[HostFile, Ruleset]:
     """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem.
-    A snapshot's ipsets and nfacct objects (`hf.sets`, `hf.nfacct`) are made first: the rules may name them."""
+    A snapshot's ipsets and nfacct objects (`hf.sets`, `hf.nfacct`) are made first: the rules may name them.
+    `nfacct` is a running gateway's objects (SIGHUP): those made through the control socket (`natbox nfacct
+    add`) exist as much as the file's, as nfnetlink_acct's objects outlive an iptables-restore, so the rules
+    are checked against them all (`nfacct_mt_checkentry`); `hf.nfacct` is then those objects, in their order
+    and with their counters, followed by the file's objects of new names."""
     hf = load_host(cfg.host_file)  # a TOML host file (its [rules] read) or a snapshot directory
     host = hf.host
     rules_text, origin = host.rules_text, host.rules_origin
@@ -43,6 +47,8 @@ def load(cfg: GatewayConfig) -> tuple[HostFile, Ruleset]:
     try:
         hf.sets = host_ipsets(hf)  # restored before the rules, which may name them
         hf.nfacct = host_nfacct(hf)
+        if nfacct is not None:
+            hf.nfacct = {**nfacct, **{n: a for n, a in hf.nfacct.items() if n not in nfacct}}
     except NatboxError as exc:
         raise ValueError(str(exc)) from None
     if rules_text.strip():
@@ -66,7 +72,7 @@ def reload(cfg: GatewayConfig, engine: Engine) -> bool:
     Returns whether it reloaded.
     """
     try:
-        hf, ruleset = load(cfg)
+        hf, ruleset = load(cfg, engine.xt_state.nfacct)
     except (ValueError, OSError) as exc:
         say(f"SIGHUP: not reloaded: {exc}", WARNING)
         return False
@@ -94,6 +100,7 @@ def reload(cfg: GatewayConfig, engine: Engine) -> bool:
         engine.rules6.tables, engine.rules6.present = hf.ruleset6.tables, hf.ruleset6.present
         engine.rules6.invalidate()
     engine.listeners = set(hf.listen)
+    engine.xt_state.nfacct = hf.nfacct  # the running objects, and the file's new ones the rules may name
     say(f"SIGHUP: reloaded {cfg.host_file}")
     return True
 
