@@ -385,11 +385,18 @@ class Hooks:
     def xt_state(self) -> XtState:
         """The stateful extensions' objects, synced with the current rulesets of both families first (`natbox
         status`: an ip6tables rule's hashlimit table exists from its checkentry on, as in /proc)."""
+        self.sync_rules()
+        return self._ctx.xt
+
+    def sync_rules(self) -> None:
+        """`_refresh_ops` if either family's ruleset changed since it last ran: the stateful extensions'
+        checkentry/destroy pass that the kernel runs at each rule change, here before the next packet of
+        either family (the IPv6 hooks call this; the IPv4 `run` tests its own ruleset alone, as an ip6tables
+        change adds or drops only objects the IPv4 rules do not name) or `natbox status`."""
         rules, six = self.rules, self.rules6
         if (rules is not self._ops_rules or rules.version != self._ops_version
                 or self._xt_rules6[0] is not six or self._xt_rules6[1] != six.version):
             self._refresh_ops()
-        return self._ctx.xt
 
     # --- running ---------------------------------------------------------------------------------
 

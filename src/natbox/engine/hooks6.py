@@ -137,6 +137,7 @@ class Hooks6:
     def run(self, hook: Hook, skb: Skb) -> int:
         """`nf_hook_slow()` for NFPROTO_IPV6: NF_ACCEPT, NF_STOLEN, or raises the Drop of a DROP verdict."""
         skb.hook = hook
+        self._hooks.sync_rules()  # an ip6tables change's checkentry/destroy pass, as an iptables one's
         ctx = self._hooks.ctx
         ctx.hook = hook
         ctx.family = NFPROTO_IPV6
