@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import io
 
-from tests.ipv6.test_engine6 import C1, C1_MAC, LAN_MAC, SV, _engine, _frame, _sent, _udp
+from tests.ipv6.test_engine6 import C1, C1_MAC, LAN_MAC, RT_LAN, SV, _engine, _frame, _sent, _udp
 
 from natbox.cli.ip6tables import ip6tables_main
 from natbox.engine.engine import Engine
+from natbox.wire.layout import IP6H_DADDR, IP6H_NEXTHDR
 
 
 def _ip6tables(eng: Engine, *argv: str) -> None:
@@ -51,3 +52,20 @@ def test_an_ip6tables_hashlimit_rule_has_its_table_from_its_insertion_and_loses_
     assert _forwarded(eng, 40001, 1, 2.0) == [1]  # this packet's path drops the unnamed table
     _ip6tables(eng, "-A", *rule)
     assert _forwarded(eng, 40002, 3, 3.0) == [1, 2]  # a new table: the burst again (the old one's bucket is empty)
+
+
+def test_rules_after_an_ip6tables_tee_still_see_ipv6() -> None:
+    """TEE sends its copy through LOCAL_OUT from inside the PREROUTING hook (`nf_dup_ipv6`): the rules after it
+    in the chain, and the next packets, are still evaluated as IPv6 (`-m addrtype` asks the IPv6 routes), so
+    datagrams to the router's own address are dropped by the addrtype rule after the copy left."""
+    eng = _engine()
+    _ip6tables(eng, "-t", "mangle", "-A", "PREROUTING", "-p", "udp", "-j", "TEE", "--gateway", "fd00:77::3")
+    _ip6tables(eng, "-t", "mangle", "-A", "PREROUTING", "-p", "udp", "-m", "addrtype", "--dst-type", "LOCAL",
+               "-j", "DROP")
+    for i in range(3):
+        out = eng.receive(_frame(C1_MAC, LAN_MAC, _udp(C1, RT_LAN, 40000 + i, 5000)), "lan0", 1.0 + i)
+        sent = _sent(out.emitted, "lan0")
+        got = [(p[IP6H_NEXTHDR], int.from_bytes(p[IP6H_DADDR:IP6H_DADDR + 16], "big")) for p in sent]
+        assert got == [(17, RT_LAN)], sent  # the copy alone: no port unreachable for the original
+        assert [d.where for d in out.dropped] == ["PREROUTING/mangle"], out.dropped
+        assert not out.delivered

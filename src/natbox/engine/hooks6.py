@@ -23,7 +23,7 @@ from natbox.conntrack.core import nf_conntrack_confirm
 from natbox.conntrack.core6 import ipv6_conntrack_in
 from natbox.engine.hooks import Hooks, has_target, seqadj_confirm, trace_ct
 from natbox.engine.path import NF_STOLEN
-from natbox.netfilter import NF_ACCEPT, NF_DROP, NFPROTO_IPV4, NFPROTO_IPV6, CtStatus, Hook, Priority
+from natbox.netfilter import NF_ACCEPT, NF_DROP, NFPROTO_IPV6, CtStatus, Hook, Priority
 from natbox.rules.evaluate import Ruleset
 from natbox.skb import Skb
 
@@ -140,7 +140,9 @@ class Hooks6:
         self._hooks.sync_rules()  # an ip6tables change's checkentry/destroy pass, as an iptables one's
         ctx = self._hooks.ctx
         ctx.hook = hook
-        ctx.family = NFPROTO_IPV6
+        # restored, not reset to IPv4: a packet sent from inside an IPv6 hook (TEE's copy, SYNPROXY's answers)
+        # runs these hooks nested, and the rest of the outer hook's rules are still ip6tables rules
+        family, ctx.family = ctx.family, NFPROTO_IPV6
         try:
             for _prio, name, fn in self._ops[hook]:
                 if name in _TABLES and self._hooks.rules6.is_trivial(name, hook):
@@ -152,6 +154,6 @@ class Hooks6:
                     return NF_STOLEN
                 raise self._hooks.verdict_drop(hook, name, skb)
         finally:
-            ctx.family = NFPROTO_IPV4
+            ctx.family = family
         return NF_ACCEPT
 
