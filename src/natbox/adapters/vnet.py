@@ -126,11 +126,12 @@ def complete_partial_csum(frame: bytearray, csum_start: int, csum_offset: int) -
     return csum_start >= ETH_HDR_LEN and _skb_checksum_help(frame, csum_start, csum_offset)
 
 
-def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, int] | None:
+def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, int, int] | None:
     """The start of a TCP/UDP frame up to and including its checksum field, with the field holding the
-    (uncomplemented) pseudo-header sum of the frame's own header, as `tcp_v4_send_check()` leaves it;
-    and (csum_start, csum_offset). None when it is not IPv4 TCP/UDP, UDP without a checksum, or the
-    lengths are inconsistent. Reads only the headers: the payload is never touched."""
+    (uncomplemented) pseudo-header sum of the frame's own header, as `tcp_v4_send_check()` (IPv6:
+    `tcp_v6_send_check()`) leaves it; and (csum_start, csum_offset, protocol). None when it is not TCP/UDP
+    (`l4_csum_location`), UDP without a checksum, or the lengths are inconsistent. Reads only the headers:
+    the payload is never touched."""
     loc = l4_csum_location(frame)
     if loc is None:
         return None
@@ -150,7 +151,7 @@ def _partial_head(frame: bytes | bytearray | memoryview) -> tuple[bytes, int, in
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     pos = start + off
-    return bytes(frame[:pos]) + bytes((s >> 8, s & 0xFF)), start, off
+    return bytes(frame[:pos]) + bytes((s >> 8, s & 0xFF)), start, off, proto
 
 
 def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
@@ -160,7 +161,7 @@ def to_partial_csum(frame: bytearray) -> tuple[int, int] | None:
     part = _partial_head(frame)
     if part is None:
         return None
-    head, start, off = part
+    head, start, off, _proto = part
     frame[start + off:start + off + 2] = head[-2:]
     return start, off
 
@@ -176,13 +177,10 @@ def tx_parts(frame: bytes | bytearray, gso_type: int, gso_size: int, partial: bo
     part = _partial_head(frame)
     if part is None:
         return NO_VNET_HDR, b"", 0
-    head, start, off = part
+    head, start, off, proto = part  # the protocol of either family (IPv6: the fixed header's next header)
     hdr_len = 0
     if gso_type:
-        if frame[IP + IPH_PROTOCOL] == IPPROTO_TCP:
-            hdr_len = start + ((frame[start + TCPH_DOFF] >> 4) * 4)
-        else:
-            hdr_len = start + UDPH_LEN_BYTES
+        hdr_len = start + ((frame[start + TCPH_DOFF] >> 4) * 4) if proto == IPPROTO_TCP else start + UDPH_LEN_BYTES
     return (VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type if gso_size else 0, hdr_len,
                           gso_size if gso_type else 0, start, off), head, len(head))
 
