@@ -7,11 +7,13 @@ TRACKED, and copies every packet of such a flow to a ring buffer (offload/newflo
 
 - after every wakeup (`sync`), and before the frames of a packet socket are handled (`drain`, so that a
   packet the program passed up is never seen before the copies that came before it): the template requests
-  become nb_tmpl updates, and each copy in the ring buffer is fed to the engine as the packet it was
-  (`Engine.receive`, the frame rebuilt from its headers with the payload's length, CHECKSUM_PARTIAL so
-  conntrack does not verify the sum of bytes it was not given; what the engine emits is dropped, the
-  program forwarded the packet). So the ct, its state, timeouts, window, events, accounting and the rule
-  counters are what natbox's own path makes of the same packets;
+  become nb_tmpl updates, and each copy in the ring buffer is fed to the engine as the packet it was (the
+  frame rebuilt from its headers with the payload's length, CHECKSUM_PARTIAL so conntrack does not verify
+  the sum of bytes it was not given): the SYN that created a flow's entries through `Engine.open_copy` (its ct
+  made from the template's decision, engine/template.py), a handshake or close packet through
+  `Engine.track_copy` (conntrack alone), anything else through `Engine.receive` (what the engine emits is
+  dropped, the program forwarded the packet). So the ct, its state, timeouts, window, events, accounting and
+  the rule counters are what natbox's own path makes of the same packets;
 - the SYN that created the entries (NB_EV_CREATED) is checked: the ct natbox made must have the binding the
   program used (the reply tuple the entry's rewrite implies); if not, the entries go and the disagreement is
   counted (`disagree`);
@@ -19,7 +21,9 @@ TRACKED, and copies every packet of such a flow to a ring buffer (offload/newflo
   (ESTABLISHED and ASSURED) its ordinary entries replace them;
 - nb_ct mirrors every TCP ct's two tuples (`ConntrackTable.register_insert`/`register_destroy`), so the
   program's NOEXIST claim of a new flow's tuples fails, and the SYN goes up, where natbox's own NAT would
-  have chosen another binding.
+  have chosen another binding (the tuples of a flow the program created it claimed itself: not again);
+- the map deletions (entries of closed flows, tuples of cts gone) wait for the end of the `drain` and go
+  in one BPF_MAP_DELETE_BATCH per map (`flush`); a claim cancels a release of the same tuple waiting.
 
 Known window: a ct natbox's own path confirms in the same moment the program claims the same tuple for a
 SYN (two clients, the same port, the same server) is not detected before the SYN's copy is fed; it then
