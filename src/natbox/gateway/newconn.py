@@ -64,9 +64,10 @@ _EV_DATA = EVENT_HEAD.size  # struct nb_event's data
 _NO_EVENT = (0, 0, 0, 0, 0)  # a record of another size: no device
 
 
-def _reply_of(action: OffloadAction) -> ConnTuple:
-    """The REPLY tuple a packet rewritten by `action` implies: the inverse of what it leaves with."""
-    return ConnTuple(action.daddr, action.dport, action.saddr, action.sport, 6)
+def _reply_of(action: OffloadAction, sport: int) -> ConnTuple:
+    """The REPLY tuple a packet from client port `sport` rewritten by `action` (its sport replaced by `sport`,
+    as the program does) implies: the inverse of what it leaves with."""
+    return ConnTuple(action.daddr, action.dport, action.saddr, sport, 6)
 
 
 class NewFlowMapsLike(Protocol):
@@ -198,27 +199,27 @@ class NewConnections:
                       b(frame[_L4 + TCPH_SOURCE:_L4 + TCPH_SOURCE + 2], "big"),
                       b(frame[_IP + IPH_DADDR:_IP + IPH_DADDR + 4], "big"),
                       b(frame[_L4 + TCPH_DEST:_L4 + TCPH_DEST + 2], "big"), 6)
-        if created:
-            self._created(t, ifindex, now)
         hit = self.engine.table.lookup(t, now)
-        return None if hit is None else hit[0]
+        conn = None if hit is None else hit[0]
+        if created:
+            self._created(t, conn, ifindex, now)
+        return conn
 
-    def _created(self, t: ConnTuple, ifindex: int, now: float) -> None:
-        """The SYN that made a flow's entries was fed: its ct must have the binding the program used."""
+    def _created(self, t: ConnTuple, conn: Conn | None, ifindex: int, now: float) -> None:
+        """The SYN that made a flow's entries was fed (`conn`: the ct holding its tuple now): its ct must have
+        the binding the program used."""
         self.stats["created"] += 1
         key = OffloadKey(ifindex, 6, t.src, t.dst, t.sport, t.dport)
-        action = self._orig.get(key._replace(sport=0))
+        action = self._orig.get(OffloadKey(ifindex, 6, t.src, t.dst, 0, t.dport))
         if action is None:
             raw = self._action(key)
             if raw is None:
                 return  # the entries are gone already
             action = decode_action(raw)
-        action = action._replace(sport=t.sport)
-        reply = _reply_of(action)
+        reply = _reply_of(action, t.sport)
         reply_key = OffloadKey(action.oif, 6, reply.src, reply.dst, reply.sport, reply.dport)
-        hit = self.engine.table.lookup(t, now)
-        if hit is not None and hit[0].tuples[1] == reply:
-            self.tracked[hit[0].ct_id] = (key, reply_key)
+        if conn is not None and conn.tuples[1] == reply:
+            self.tracked[conn.ct_id] = (key, reply_key)
             return
         self.stats["disagree"] += 1
         self._error(f"offload-new: natbox's binding of {t} differs from the datapath's: entries removed")
