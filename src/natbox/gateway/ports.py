@@ -49,24 +49,36 @@ class OpenPorts:
 
 
 class ProtocolPort:
-    """An AF_PACKET interface under --offload: one socket per ethertype natbox handles (IPv4 with the ring and
-    vnet headers, ARP, IPv6), polled as one descriptor (an epoll set).
+    """An AF_PACKET interface under --offload: one socket per ethertype natbox handles (IPv4 and IPv6 each with a
+    ring of its own and vnet headers, ARP plain), polled as one descriptor (an epoll set).
 
     A packet socket bound to one protocol is served after tc ingress (`__netif_receive_skb_core` delivers
     `ptype_all` first, then runs `sch_handle_ingress`, then the protocol's `ptype_base` handlers), so it never
     sees a frame the offload datapath redirected; an ETH_P_ALL socket would receive a copy of every one and
     natbox would forward it a second time. Each frame leaves by the socket of its own ethertype, so the
-    kernel's skb->protocol is right for it."""
+    kernel's skb->protocol is right for it.
+
+    What a ring socket keeps is its own: its slots, the slots of the frames it handed out in place (zero-copy,
+    given back at its next read) and its stall recovery (consecutive empty reads), so IPv4's and IPv6's rings
+    never disturb each other; `stats` are the sockets' counters summed."""
 
     def __init__(self, ifname: str, sockets: dict[int, PacketSocket]) -> None:
         self.ifname = ifname
         self._sockets = list(sockets.values())
         self._by_type = {t.to_bytes(2, "big"): s for t, s in sockets.items()}
         self._main = sockets[ETH_P_IP]
-        self.stats = self._main.stats  # the IPv4 socket's counters (what the loop reports)
         self._ep = select.epoll()
         for sock in self._sockets:
             self._ep.register(sock.fileno(), select.EPOLLIN)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Every socket's counters summed (what the loop reports for the interface)."""
+        total: dict[str, int] = {}
+        for sock in self._sockets:
+            for key, value in sock.stats.items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def fileno(self) -> int:
         return self._ep.fileno()
@@ -131,11 +143,10 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
         sockets: dict[int, PacketSocket] = {}
         try:
             for proto in (ETH_P_IP, ETH_P_ARP, ETH_P_IPV6):
-                main = proto == ETH_P_IP  # IPv6 carries GSO packets too: vnet headers, but no ring of its own
-                sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and proto != ETH_P_ARP,
-                                              ring=cfg.ring and main,
+                ip = proto != ETH_P_ARP  # IPv4 and IPv6 carry GSO packets: vnet headers, a ring each, zero-copy
+                sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and ip, ring=cfg.ring and ip,
                                               promisc=promisc, complete_csum=cfg.complete_csum,
-                                              qdisc_bypass=cfg.qdisc_bypass, zero_copy=main, protocol=proto,
+                                              qdisc_bypass=cfg.qdisc_bypass, zero_copy=ip, protocol=proto,
                                               allmulti=allmulti and proto == ETH_P_IPV6)
         except PacketSocketError:
             for sock in sockets.values():
