@@ -536,7 +536,7 @@ def test_ip_neigh_listing() -> None:
 
 
 def test_timer_records_stay_bounded_under_churn() -> None:
-    """Re-armed timers leave stale heap records; the heap is rebuilt before it grows past _HEAP_SLACK
+    """Re-armed timers leave stale heap records; the heap is rebuilt before it grows past HEAP_SLACK
     records per entry (+64), and the live timer survives the rebuild."""
     tbl: NeighTable[int] = NeighTable()
     tbl.queue(DEV, NH, 0, 100, 0.0)
@@ -548,7 +548,7 @@ def test_timer_records_stay_bounded_under_churn() -> None:
         tbl.arp_process(DEV, request(NH, mac, OUR_IP), t, pkt_host=False, target_local=True)  # STALE
         assert tbl.lookup(DEV, NH, t) == mac  # DELAY: armed
         tbl.confirm(DEV, NH, mac, t)  # REACHABLE: re-armed
-        assert len(tbl._heap) <= 4 * len(tbl) + 64
+        assert len(tbl._timers.heap) <= 4 * len(tbl) + 64
     assert tbl.next_deadline() == pytest.approx(t + 30.0)
     tbl.timers(t + 30.02)
     assert tbl.state(DEV, NH) == Nud.STALE

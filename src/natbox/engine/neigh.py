@@ -30,18 +30,18 @@ What is not modelled: proxy ARP, `app_solicit` daemons (such probes are counted,
 Bounds (every one documented where it is defined): `NeighParms.gc_thresh3` dynamic entries (1024), each
 holding at most `unres_qlen_bytes` (212992) of queued items counted at `max(size, SKB_TRUESIZE_MIN)` (or
 a single item larger than that), so at most 212992 // 576 = 369 items per entry. PERMANENT entries come from
-the host model and are as many as it lists. The timer heap is compacted when stale records exceed
-`_HEAP_SLACK` times the live entries.
+the host model and are as many as it lists. The timer heap (engine/neigh_timers.py) is compacted when stale
+records exceed `HEAP_SLACK` times the live entries.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from natbox.conntrack.tuple import format_addr
+from natbox.engine.neigh_timers import NeighTimers
 from natbox.engine.nud import (
     _DELAY,
     _FAILED,
@@ -92,7 +92,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-_HEAP_SLACK = 4  # the timer heap is rebuilt when it holds more than 4 records per live entry (+64)
 
 
 class NeighTable(Generic[T]):
@@ -113,9 +112,7 @@ class NeighTable(Generic[T]):
         self._entries: dict[tuple[str, int], NeighEntry[T]] = {}  # insertion order is the kernel's gc_list order
         self.entry = self._entries.get  # the entry of (dev, addr), if any: a read that costs no Python frame
         self._gc_entries = 0  # dynamic (non-PERMANENT) entries: tbl->gc_entries, bounded by gc_thresh3
-        self._heap: list[tuple[float, int, tuple[str, int]]] = []  # (deadline, seq, key); stale records skipped
-        self._seq = 0
-        self._gc_next: float | None = None  # next neigh_periodic_work run
+        self._timers: NeighTimers[T] = NeighTimers(self._entries)  # the entries' timers, the periodic gc's
         self._last_flush = float("-inf")  # tbl->last_flush (neigh_forced_gc)
         # the kernel's ndtstats names (`ip -s ntable show name arp_cache`): allocs, destroys, res_failed,
         # unres_discards, table_fulls, forced_gc_runs, periodic_gc_runs; and natbox's own: solicit_mcast,
@@ -285,8 +282,8 @@ class NeighTable(Generic[T]):
         self._entries[key] = e
         self._gc_entries += 1
         self.stats["allocs"] += 1
-        if self._gc_next is None:
-            self._gc_next = now + p.gc_interval
+        if self._timers.gc_next is None:
+            self._timers.gc_next = now + p.gc_interval
         return e
 
     def _forced_gc(self, now: float, dropped: list[T]) -> int:
@@ -445,12 +442,7 @@ class NeighTable(Generic[T]):
         self._arm(e, when)
 
     def _arm(self, e: NeighEntry[T], when: float) -> None:
-        e.timer = when
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, (e.dev, e.addr)))
-        if len(self._heap) > _HEAP_SLACK * len(self._entries) + 64:
-            self._heap = [(x.timer, i, k) for i, (k, x) in enumerate(self._entries.items()) if x.timer is not None]
-            heapq.heapify(self._heap)
+        self._timers.arm(e, when)
 
     @staticmethod
     def _del_timer(e: NeighEntry[T]) -> None:
@@ -466,14 +458,9 @@ class NeighTable(Generic[T]):
         """
         reqs: list[ArpRequest] = []
         failed: list[T] = []
-        while self._heap and self._heap[0][0] <= now:  # self._heap: _arm may rebuild it
-            when, _seq, key = heapq.heappop(self._heap)
-            e = self._entries.get(key)
-            if e is None or e.timer != when:
-                continue  # a stale record: the timer was deleted or re-armed
-            e.timer = None
+        for e, when in self._timers.due(now):
             self._timer_handler(e, when, reqs, failed)
-        if self._gc_next is not None and now >= self._gc_next:
+        if self._timers.gc_next is not None and now >= self._timers.gc_next:
             self._periodic_gc(now)
         return reqs, failed
 
@@ -531,7 +518,7 @@ class NeighTable(Generic[T]):
         if self._rng is not None and (self._last_rand is None or now > self._last_rand + REACH_RERANDOM_INTERVAL):
             self._last_rand = now
             self.reachable_time = self._rand_reach_time()
-        self._gc_next = now + p.gc_interval
+        self._timers.gc_next = now + p.gc_interval
         if len(self._entries) < p.gc_thresh1:
             return
         for key, e in list(self._entries.items()):
@@ -545,16 +532,10 @@ class NeighTable(Generic[T]):
     def next_deadline(self) -> float | None:
         """When `timers` next has work: the earliest neighbour timer, or the periodic gc once the table
         holds gc_thresh1 entries (below that it would remove nothing). None: nothing pending."""
-        heap = self._heap
-        while heap:
-            when, _seq, key = heap[0]
-            e = self._entries.get(key)
-            if e is not None and e.timer == when:
-                break
-            heapq.heappop(heap)
-        best = heap[0][0] if heap else None
-        if self._gc_next is not None and len(self._entries) >= self.parms.gc_thresh1:
-            best = self._gc_next if best is None else min(best, self._gc_next)
+        best = self._timers.next_timer()
+        gc_next = self._timers.gc_next
+        if gc_next is not None and len(self._entries) >= self.parms.gc_thresh1:
+            best = gc_next if best is None else min(best, gc_next)
         return best
 
     # --- administration ----------------------------------------------------------------------------
