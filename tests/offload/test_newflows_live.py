@@ -11,16 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.offload.test_datapath_live import Lab, _mac
 
-from natbox.adapters.netns import enter_netns, run_in_netns, temp_netns
+from natbox.adapters.netns import enter_netns
 from natbox.engine.engine import Engine
 from natbox.engine.template import TemplateAdd
-from natbox.offload.datapath import Datapath, ifindex, probe
+from natbox.offload.datapath import ifindex
 from natbox.offload.entry import OffloadKey, decode_action
 from natbox.offload.newflows import EventRing, NewFlowEvent, decode_event, encode_ct_key, template_entry
-from natbox.testing.live import netns_reason, require_programs
 from natbox.testing.offload import CLIENT, PUBLIC, SERVER, RouterFlows
+from natbox.testing.offload_live import IPV4, Lab, offload_lab
 from natbox.wire import ipv4, tcp
 from natbox.wire.layout import ETH_HDR_LEN, IPH_MIN_LEN, TCPH_FLAGS
 
@@ -32,32 +31,9 @@ _FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    reason = netns_reason()
-    if reason is not None:
-        pytest.skip(f"live test: {reason}")
-    require_programs("clang", "tc")
-    missing = probe()
-    if missing is not None:
-        pytest.skip(f"offload unavailable: {missing}")
-    with temp_netns("nbn", 3) as (client, router, server):
-        for ns, dev, peer, addr in ((client, "c0", "eth0", "10.0.1.2/24"), (server, "s0", "eth1", "198.51.100.2/24")):
-            run_in_netns(ns, ["ip", "link", "add", dev, "type", "veth", "peer", "name", peer, "netns", router])
-            run_in_netns(ns, ["ip", "addr", "add", addr, "dev", dev])
-            run_in_netns(ns, ["ip", "link", "set", dev, "up"])
-            run_in_netns(router, ["ip", "link", "set", peer, "up"])
-        run_in_netns(router, ["ip", "addr", "add", "10.0.1.1/24", "dev", "eth0"])
-        run_in_netns(router, ["ip", "addr", "add", "198.51.100.1/24", "dev", "eth1"])
-        run_in_netns(client, ["ip", "route", "add", "default", "via", "10.0.1.1"])
-        run_in_netns(router, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
-        macs = (_mac(router, "eth0"), _mac(router, "eth1"), _mac(client, "c0"), _mac(server, "s0"))
-        with enter_netns(router):
-            dp = Datapath(str(tmp_path / "dp"), new_flows=True)
-            try:
-                dp.attach("eth0")
-                dp.attach("eth1")
-                yield Lab(client, router, server, macs, dp)
-            finally:
-                dp.close()
+    """The router of test_datapath_live, not forwarding, no kernel NAT, the new-connections build."""
+    with offload_lab(IPV4, tmp_path, "nbn", masquerade=False, new_flows=True, programs=()) as lab:
+        yield lab
 
 
 def _template(lab: Lab) -> OffloadKey:

@@ -3,10 +3,12 @@
 The router has eth0 on the LAN (fd00:1::1/64, the client fd00:1::2 behind it) and eth1 on the WAN
 (2001:db8:1::1/64, the server 2001:db8:1::2), ip6tables MASQUERADE out of eth1, and static neighbours.
 Feeding it a flow's packets (a UDP exchange, a TCP handshake and data, ICMPv6 echoes) makes it compile both
-directions (engine/fastpath6.py); `flow_plans` returns those plans, original direction first.
+directions (engine/fastpath6.py); `flow_plans` returns those plans, original direction first (offload.RouterFlowsBase,
+which the IPv4 router shares).
 
-For the live tests: `capture6` (a packet socket in a namespace that says which frames are CHECKSUM_PARTIAL)
-and `check_frame6` (addresses, hop limit and the L4 checksum of a frame on the wire, full or partial).
+For the live tests: `capture6` (offload.capture for IPv6 frames: a packet socket in a namespace that says which
+frames are CHECKSUM_PARTIAL) and `check_frame6` (addresses, hop limit and the L4 checksum of a frame on the wire,
+full or partial).
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Iterator
 
-from natbox.adapters.netns import enter_netns
 from natbox.engine.engine import Engine
-from natbox.engine.fastpath import FlowPlan
 from natbox.engine.host import Host, Interface, Neighbour
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
+from natbox.testing.offload import RouterFlowsBase, capture, received
 from natbox.wire import ethernet, tcp, udp
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.icmpv6 import build_icmpv6_echo
@@ -57,7 +57,7 @@ PORTMAP_RULES6 = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT 
                   "-A POSTROUTING -o eth1 -p udp -j SNAT --to-source [2001:db8:1::1]:30000-30099\n"
                   "-A POSTROUTING -o eth1 -p tcp -j SNAT --to-source [2001:db8:1::1]:30000-30099\n"
                   "-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n")
-_SYN, _ACK, _PSH = 0x02, 0x10, 0x08
+_ACK = 0x10
 _L4 = ETH_HDR_LEN + IP6H_LEN
 _CSUM_AT = {6: TCPH_CHECK, 17: UDPH_CHECK, 58: ICMP6H_CKSUM}
 _PORTS = struct.Struct("!HH")
@@ -90,9 +90,16 @@ def datagram6(src: int, dst: int, proto: int, sport: int, dport: int, *, seq: in
     return bytes(build_ipv6(src, dst, proto, l4_checksum6(src, dst, proto, seg, partial=partial)))
 
 
-class RouterFlows6:
-    """An engine for the router above with the given MACs, and frames of flows to feed it: each reply is
-    built from what the engine emitted for the request (whatever NAT chose)."""
+class RouterFlows6(RouterFlowsBase):
+    """An engine for the NAT66 router above with the given MACs (offload.RouterFlowsBase: the flows fed)."""
+
+    ETHERTYPE = ethernet.ETH_P_IPV6
+    ICMP = 58
+    CLIENT = CLIENT6
+    SERVER = SERVER6
+    SPORT_AT = slice(32, 34)
+    ID_AT = slice(34, 36)
+    datagram = staticmethod(datagram6)
 
     def __init__(self, lan_mac: bytes, wan_mac: bytes, client_mac: bytes, server_mac: bytes, *,
                  wan_mtu: int = 1500, rules: str = RULES6, offload: bool = False) -> None:
@@ -105,24 +112,7 @@ class RouterFlows6:
         host.neighbours.append(Neighbour("eth1", SERVER6, server_mac))
         rs = Ruleset(NFPROTO_IPV6)
         rs.restore(parse_restore(rules, file="offload6-test", family=NFPROTO_IPV6))
-        self.engine = Engine(host, ruleset6=rs, seed=1, offload=offload)
-        self.macs = (lan_mac, wan_mac, client_mac, server_mac)
-        self.now = 1.0
-
-    def frame(self, datagram: bytes | bytearray, outbound: bool) -> bytes:
-        """The frame carrying a datagram from the client (`outbound`) or the server to the router."""
-        lan_mac, wan_mac, client_mac, server_mac = self.macs
-        dst, src = (lan_mac, client_mac) if outbound else (wan_mac, server_mac)
-        return bytes(ethernet.build_ethernet(dst, src, ethernet.ETH_P_IPV6, bytes(datagram)))
-
-    def feed(self, datagram: bytes | bytearray, outbound: bool, *, partial: bool = False) -> bytes:
-        """One datagram in, from the client (`outbound`) or the server; the one frame the engine emits."""
-        out = self.engine.receive(self.frame(datagram, outbound), "eth0" if outbound else "eth1", self.now,
-                                  partial=partial)
-        self.now += 0.01
-        if len(out.emitted) != 1:
-            raise AssertionError(f"expected one frame out, got {out}")
-        return bytes(out.emitted[0].frame)
+        super().__init__(Engine(host, ruleset6=rs, seed=1, offload=offload), (lan_mac, wan_mac, client_mac, server_mac))
 
     @staticmethod
     def translated(frame: bytes) -> tuple[int, int, int, int]:
@@ -136,97 +126,15 @@ class RouterFlows6:
         sport, dport = _PORTS.unpack_from(ip, IP6H_LEN)
         return saddr, daddr, sport, dport
 
-    def udp(self, cport: int, dport: int, rounds: int = 3, dst: int = SERVER6) -> None:
-        for _ in range(rounds):
-            sent = self.feed(datagram6(CLIENT6, dst, 17, cport, dport, payload=b"q"), True)
-            s, d, sp, dp = self.translated(sent)
-            self.feed(datagram6(d, s, 17, dp, sp, payload=b"a"), False)
-
-    def tcp(self, cport: int, dport: int, rounds: int = 3, dst: int = SERVER6) -> tuple[int, int]:
-        """A handshake (client ISN 1000, server ISN 5000) and `rounds` of data each way; the next sequence
-        numbers of the client and the server."""
-        c_seq, s_seq = 1000, 5000
-        wan = (0, 0, 0, 0)
-
-        def seg(outbound: bool, flags: int, payload: bytes = b"") -> None:
-            nonlocal wan
-            if outbound:
-                data = datagram6(CLIENT6, dst, 6, cport, dport, seq=c_seq, ack=s_seq, flags=flags, payload=payload)
-                wan = self.translated(self.feed(data, True))
-            else:
-                s, d, sp, dp = wan
-                self.feed(datagram6(d, s, 6, dp, sp, seq=s_seq, ack=c_seq, flags=flags, payload=payload), False)
-
-        seg(True, _SYN)
-        c_seq += 1
-        seg(False, _SYN | _ACK)
-        s_seq += 1
-        seg(True, _ACK)
-        for _ in range(rounds):
-            seg(True, _ACK | _PSH, b"data")
-            c_seq += 4
-            seg(False, _ACK | _PSH, b"back")
-            s_seq += 4
-        return c_seq, s_seq
-
-    def ping(self, ident: int, rounds: int = 3) -> None:
-        for seq in range(rounds):
-            sent = self.feed(datagram6(CLIENT6, SERVER6, 58, ident, seq, payload=b"ping"), True)
-            s, d, wan_id, _ = self.translated(sent)
-            self.feed(datagram6(d, s, 58, wan_id, seq, payload=b"ping", reply=True), False)
-
-    def flow_plans(self, proto: int, cport: int) -> tuple[FlowPlan, FlowPlan]:
-        """The compiled plans of the flow of protocol `proto` whose client port (ICMPv6: echo id) is
-        `cport`: (original direction, reply direction)."""
-        at = slice(34, 36) if proto == 58 else slice(32, 34)  # the match's id (ICMPv6) or source port
-        cache = self.engine._flowcache6
-        plans = [f.plan for f in (*cache.flows.values(), *cache.planned.values()) if f.plan.proto == proto]
-        orig = [p for p in plans if p.direction == 0 and p.match[at] == cport.to_bytes(2, "big")]
-        if len(orig) != 1:
-            raise AssertionError(f"expected one original-direction plan, got {plans}")
-        reply = [p for p in plans if p.direction == 1 and p.ct_id == orig[0].ct_id]
-        if len(reply) != 1:
-            raise AssertionError(f"expected one reply-direction plan, got {plans}")
-        return orig[0], reply[0]
-
 
 # --- on the wire (live tests) -------------------------------------------------------------------------------
 
-SOL_PACKET, PACKET_AUXDATA, TP_STATUS_CSUMNOTREADY, PACKET_OUTGOING = 263, 8, 8, 4
-_AUX = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata: tp_status first
+def capture6(ns: str, dev: str, rcvbuf: int = 8 << 20) -> contextlib.AbstractContextManager[socket.socket]:
+    """A packet socket for the IPv6 frames `dev` receives in namespace `ns` (offload.capture)."""
+    return capture(ns, dev, ethernet.ETH_P_IPV6, rcvbuf)
 
 
-@contextlib.contextmanager
-def capture6(ns: str, dev: str, rcvbuf: int = 8 << 20) -> Iterator[socket.socket]:
-    """A packet socket for the IPv6 frames `dev` receives in namespace `ns`, with PACKET_AUXDATA (`received6`)."""
-    with enter_netns(ns):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethernet.ETH_P_IPV6))
-    try:
-        s.bind((dev, 0))
-        s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(0.2)
-        yield s
-    finally:
-        s.close()
-
-
-def received6(s: socket.socket, limit: int = 100000) -> list[tuple[bytes, bool]]:
-    """Frames the device received since the socket opened (at most `limit`): (frame, CHECKSUM_PARTIAL)."""
-    out: list[tuple[bytes, bool]] = []
-    while len(out) < limit:
-        try:
-            data, anc, _flags, addr = s.recvmsg(70000, socket.CMSG_SPACE(_AUX.size))
-        except TimeoutError:
-            break
-        if addr[2] == PACKET_OUTGOING:
-            continue
-        status = 0
-        for level, kind, value in anc:
-            if level == SOL_PACKET and kind == PACKET_AUXDATA:
-                status = _AUX.unpack(value[:_AUX.size])[0]
-        out.append((data, bool(status & TP_STATUS_CSUMNOTREADY)))
-    return out
+received6 = received
 
 
 def check_frame6(frame: bytes, partial: bool, saddr: int, daddr: int, hop: int = 63) -> int:
