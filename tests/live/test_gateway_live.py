@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from natbox.lab.model import Lab
+from natbox.testing import gateway_live as gl
 from natbox.testing.live import (
     build_lab,
     env,
@@ -45,31 +46,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns")]
 SERVER = "198.51.100.2"
 GW_WAN = "198.51.100.1"
 TRANSFER = 1 << 20  # 1 MiB
-
-TCP_SERVER = """
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {port})); s.listen(1); s.settimeout(25)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(25)
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    h.update(b); n += len(b)
-c.sendall(b"ok")
-c.close()
-print(peer[0], n, h.hexdigest(), flush=True)
-"""
-
-TCP_CLIENT = """
-import random, socket, sys
-data = random.Random(7).randbytes({n})
-c = socket.create_connection(("{dst}", {port}), timeout=25)
-c.sendall(data); c.shutdown(socket.SHUT_WR)
-print(c.recv(16).decode(), flush=True)
-"""
 
 UDP_SERVER = """
 import socket
@@ -93,6 +69,15 @@ for _ in range(3):
 """
 
 
+def _tcp_server(port: int) -> str:
+    """gl.TCP_SERVER for one client: it prints the peer's address, the byte count and the sha256."""
+    return gl.script(gl.TCP_SERVER, False, port=port, clients=1)
+
+
+def _tcp_client(n: int, dst: str, port: int) -> str:
+    return gl.script(gl.TCP_CLIENT, False, n=n, dst=dst, port=port)
+
+
 @pytest.fixture
 def basic_lab() -> Iterator[Lab]:
     yield from build_lab(load_example("basic.toml", unique_lab_name("gw")))
@@ -104,15 +89,6 @@ def gateway(basic_lab: Lab) -> Iterator[subprocess.Popen[bytes]]:
     wait_ready(proc)
     yield proc
     stop(proc)
-
-
-def _start_server(lab: Lab, node: str, code: str) -> subprocess.Popen[bytes]:
-    import sys
-
-    proc = ns_popen(lab, node, [sys.executable, "-c", code])
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"listening"
-    return proc
 
 
 @pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (iputils-ping)")
@@ -136,8 +112,8 @@ def test_tcp_1mib_byte_exact(basic_lab: Lab, mode: tuple[str, ...]) -> None:
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", *mode))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", TCP_SERVER.format(port=5001))
-        client = ns_python(basic_lab, "client", TCP_CLIENT.format(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
+        server = gl.start(basic_lab, "server", _tcp_server(5001))
+        client = ns_python(basic_lab, "client", _tcp_client(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
         out, _err = server.communicate(timeout=30)
     finally:
         rest = stop(proc)
@@ -157,7 +133,7 @@ def test_tcp_1mib_byte_exact(basic_lab: Lab, mode: tuple[str, ...]) -> None:
 
 
 def test_udp_request_reply(basic_lab: Lab, gateway: subprocess.Popen[bytes]) -> None:
-    server = _start_server(basic_lab, "server", UDP_SERVER)
+    server = gl.start(basic_lab, "server", UDP_SERVER)
     client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
     out, _err = server.communicate(timeout=30)
     assert client.stdout.decode().strip() == "reply:hello"
@@ -207,8 +183,8 @@ def test_qemu_like_tap(qemu_lab: Lab) -> None:
                                                  *qemu_lab.gateway_args()))
     try:
         wait_ready(proc)
-        server = _start_server(qemu_lab, "server", TCP_SERVER.format(port=5001))
-        client = ns_python(qemu_lab, "vm", TCP_CLIENT.format(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
+        server = gl.start(qemu_lab, "server", _tcp_server(5001))
+        client = ns_python(qemu_lab, "vm", _tcp_client(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
         out, _ = server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "ok", client.stderr.decode()
         peer, n, digest = out.decode().split()
@@ -234,14 +210,14 @@ def test_docker_like_bridge(docker_lab: Lab) -> None:
         wait_ready(proc)
         expected = hashlib.sha256(random.Random(7).randbytes(TRANSFER)).hexdigest()
         # outbound from c2: masqueraded to the gateway's wan0 address
-        server = _start_server(docker_lab, "server", TCP_SERVER.format(port=5001))
-        client = ns_python(docker_lab, "c2", TCP_CLIENT.format(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
+        server = gl.start(docker_lab, "server", _tcp_server(5001))
+        client = ns_python(docker_lab, "c2", _tcp_client(n=TRANSFER, dst=SERVER, port=5001), timeout=60)
         out, _ = server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "ok", client.stderr.decode()
         assert out.decode().split() == [GW_WAN, str(TRANSFER), expected]
         # inbound to the published port: DNAT to c1:80; c1 sees the server's own address
-        server = _start_server(docker_lab, "c1", TCP_SERVER.format(port=80))
-        client = ns_python(docker_lab, "server", TCP_CLIENT.format(n=TRANSFER, dst=GW_WAN, port=8080), timeout=60)
+        server = gl.start(docker_lab, "c1", _tcp_server(80))
+        client = ns_python(docker_lab, "server", _tcp_client(n=TRANSFER, dst=GW_WAN, port=8080), timeout=60)
         out, _ = server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "ok", client.stderr.decode()
         assert out.decode().split() == [SERVER, str(TRANSFER), expected]
@@ -262,7 +238,7 @@ def test_control_socket_lists_conntrack(basic_lab: Lab, tmp_path: Path) -> None:
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
@@ -293,7 +269,7 @@ def test_plain_mode_warns_about_peer_tso(basic_lab: Lab) -> None:
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--no-vnet-hdr"))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", TCP_SERVER.format(port=5001))
+        server = gl.start(basic_lab, "server", _tcp_server(5001))
         ns_python(basic_lab, "client", "import socket,sys\ntry:\n c = socket.create_connection(('198.51.100.2', "
                   "5001), timeout=3); c.sendall(bytes(1 << 20))\nexcept OSError: pass\n", timeout=30)
         server.kill()
@@ -322,7 +298,7 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
@@ -342,7 +318,7 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
         assert added.returncode == 0, added.stderr
         saved = run_natbox("iptables-save", "--control", str(path), "-t", "filter")
         assert "-A FORWARD -p udp -m udp --dport 5002 -j DROP" in saved.stdout
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40124"))
         assert client.stdout.decode().strip() == ""
         server.kill()
@@ -366,33 +342,6 @@ def test_iptables_and_conntrack_against_the_live_gateway(basic_lab: Lab, tmp_pat
         stop(proc)
 
 
-RESTART_SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5003)); s.listen(1)
-s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-total = 0
-while data := c.recv(65536):
-    total += len(data)
-c.sendall(b"ok"); c.close()
-print(total, peer[0], flush=True)
-"""
-
-RESTART_CLIENT = """
-import os, socket, time
-s = socket.create_connection(("{dst}", 5003), timeout=20, source_address=("0.0.0.0", 41000))
-s.sendall(b"a" * 1000)
-print("sent1", flush=True)
-deadline = time.monotonic() + 40
-while not os.path.exists("{flag}") and time.monotonic() < deadline:
-    time.sleep(0.05)
-s.sendall(b"b" * 1000)
-s.shutdown(socket.SHUT_WR)
-print(s.recv(16).decode(), flush=True)
-"""
-
-
 def test_established_tcp_survives_a_gateway_restart(basic_lab: Lab, tmp_path: Path) -> None:
     """SIGTERM saves the conntrack table (--state), the next start restores it: the connection opened
     before the restart goes on afterwards with the same mapping (issue: restart keeps TCP alive)."""
@@ -402,9 +351,9 @@ def test_established_tcp_survives_a_gateway_restart(basic_lab: Lab, tmp_path: Pa
     server = client = None
     try:
         wait_ready(gw)
-        server = _start_server(basic_lab, "server", RESTART_SERVER)
+        server = gl.start(basic_lab, "server", gl.script(gl.RESTART_SERVER, False))
         client = ns_popen(basic_lab, "client", [sys.executable, "-c",
-                                                RESTART_CLIENT.format(dst=SERVER, flag=flag)])
+                                                gl.script(gl.RESTART_CLIENT, False, sends=1, dst=SERVER, flag=flag)])
         assert client.stdout is not None
         assert client.stdout.readline().decode().strip() == "sent1"
         time.sleep(0.3)  # let the ACK of the first half come back
@@ -458,7 +407,7 @@ def test_two_inside_hosts_with_the_same_source_port(docker_lab: Lab) -> None:
     proc = ns_popen(docker_lab, "gw", gateway_argv(Path(docker_lab.filename).parent / gw.host))
     try:
         wait_ready(proc)
-        server = _start_server(docker_lab, "server", TWO_DATAGRAMS_SERVER)
+        server = gl.start(docker_lab, "server", TWO_DATAGRAMS_SERVER)
         first = ns_python(docker_lab, "c1", SAME_PORT_CLIENT.format(name="c1", dst=SERVER))
         second = ns_python(docker_lab, "c2", SAME_PORT_CLIENT.format(name="c2", dst=SERVER))
         out, _ = server.communicate(timeout=30)
@@ -517,8 +466,8 @@ def test_hairpin_through_the_public_address(docker_lab: Lab, tmp_path: Path) -> 
     try:
         wait_ready(proc)
         expected = hashlib.sha256(random.Random(7).randbytes(4096)).hexdigest()
-        server = _start_server(docker_lab, "c1", TCP_SERVER.format(port=80))
-        client = ns_python(docker_lab, "c2", TCP_CLIENT.format(n=4096, dst=GW_WAN, port=8080), timeout=60)
+        server = gl.start(docker_lab, "c1", _tcp_server(80))
+        client = ns_python(docker_lab, "c2", _tcp_client(n=4096, dst=GW_WAN, port=8080), timeout=60)
         out, _ = server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "ok", client.stderr.decode()
         assert out.decode().split() == ["172.17.0.1", "4096", expected]
@@ -562,7 +511,7 @@ def test_a_connection_deleted_while_traffic_flows_is_tracked_anew(basic_lab: Lab
     proc = ns_popen(basic_lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--control", str(path)))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", STREAM_SERVER)
+        server = gl.start(basic_lab, "server", STREAM_SERVER)
         client = ns_popen(basic_lab, "client", [sys.executable, "-c", STREAM_CLIENT.format(dst=SERVER)])
         time.sleep(1.5)
         before = run_natbox("conntrack", "--control", str(path), "-L")
@@ -595,7 +544,7 @@ def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) 
     proc = ns_popen(basic_lab, "gw", gateway_argv(host, "--rules", str(rules), "--control", ctl))
     try:
         wait_ready(proc)
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
@@ -604,7 +553,7 @@ def test_sighup_reloads_the_host_file_and_rules(basic_lab: Lab, tmp_path: Path) 
         proc.send_signal(signal.SIGHUP)
         assert proc.stderr is not None
         assert "SIGHUP: reloaded" in proc.stderr.readline().decode()
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         sent = ns_python(basic_lab, "client", "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                          f"s.bind(('0.0.0.0', 40125)); s.sendto(b'hello', ('{SERVER}', 5002))")
         assert sent.returncode == 0, sent.stderr
@@ -637,7 +586,7 @@ def test_privileges_are_dropped_after_the_devices_are_open(basic_lab: Lab, tmp_p
         assert status["NoNewPrivs"].strip() == "1"  # PR_SET_NO_NEW_PRIVS
         kept = 1 << 12 if "--offload" in argv else 0  # --offload keeps CAP_NET_ADMIN (its stop runs tc)
         assert int(status["CapBnd"], 16) == kept and int(status["CapEff"], 16) == kept  # bounding set dropped
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
@@ -661,7 +610,7 @@ def test_adopt_takes_over_a_kernel_router_and_gives_it_back(basic_lab: Lab, tmp_
         assert ns_run(basic_lab, "gw", argv).returncode == 0, argv
 
     def exchange(sport: int) -> str:
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", str(sport)))
         server.communicate(timeout=30)
         return client.stdout.decode().strip()
@@ -715,12 +664,12 @@ def test_kernel_and_natbox_give_the_same_conntrack_entries_for_the_same_traffic(
         assert ns_run(basic_lab, node, ["sysctl", "-qw", "net.ipv4.tcp_early_retrans=0"]).returncode == 0
 
     def traffic(off: int) -> None:
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", str(42001 + off)))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"
-        server = _start_server(basic_lab, "server", TCP_SERVER.format(port=5001))
-        client = ns_python(basic_lab, "client", TCP_CLIENT.format(n=20000, dst=SERVER, port=5001).replace(
+        server = gl.start(basic_lab, "server", _tcp_server(5001))
+        client = ns_python(basic_lab, "client", _tcp_client(n=20000, dst=SERVER, port=5001).replace(
             "timeout=25)", f"timeout=25, source_address=('0.0.0.0', {42002 + off}))"))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "ok", client.stderr.decode()
@@ -897,7 +846,7 @@ def test_conntrack_events_from_the_live_gateway(basic_lab: Lab, tmp_path: Path) 
         reader.start()
         status = _wait_status(path, r"listeners 1\b")
         assert re.search(r"listeners 1\b", status), status
-        server = _start_server(basic_lab, "server", UDP_SERVER)
+        server = gl.start(basic_lab, "server", UDP_SERVER)
         client = ns_python(basic_lab, "client", UDP_CLIENT.format(dst=SERVER).replace("40123", "40400"))
         server.communicate(timeout=30)
         assert client.stdout.decode().strip() == "reply:hello"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from natbox.lab.model import Lab, parse_lab_toml
+from natbox.testing import gateway_live as gl
 from natbox.testing.conntrack_cli import end_traffic, normalise, start_traffic, with_ports
 from natbox.testing.live import (
     build_lab,
@@ -60,6 +61,7 @@ a = { node = "gw", name = "wan0", mac = "02:00:00:00:02:01" }
 b = { node = "server", name = "eth0", addresses = ["2001:db8:1::2/64"] }
 """
 SERVER = "2001:db8:1::2"
+TRANSFER = 1 << 20  # bytes
 KERNEL_ROUTER = [
     ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"],
     ["ip", "addr", "add", "fd00:1::1/64", "dev", "lan0", "nodad"],
@@ -154,32 +156,6 @@ def test_adopted_ipv6_router_forwards_answers_nd_and_lists_conntrack_as_conntrac
     assert "src=fd00:1::2" in ns_run(lab, "gw", ["conntrack", "-L", "-f", "ipv6"]).stdout.decode()
 
 
-TRANSFER = 1 << 20
-TCP6_SERVER = """
-import hashlib, socket
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 5001)); s.listen(2); s.settimeout(25)
-print("listening", flush=True)
-for _ in range({clients}):
-    c, peer = s.accept(); c.settimeout(25)
-    h = hashlib.sha256(); n = 0
-    while True:
-        b = c.recv(1 << 16)
-        if not b:
-            break
-        h.update(b); n += len(b)
-    c.sendall(b"ok"); c.close()
-    print(peer[0], n, h.hexdigest(), flush=True)
-"""
-TCP6_CLIENT = """
-import random, socket
-data = random.Random(7).randbytes({n})
-c = socket.create_connection(("{dst}", 5001), timeout=25)
-c.sendall(data); c.shutdown(socket.SHUT_WR)
-print(c.recv(16).decode(), flush=True)
-"""
-
-
 def _example(name: str, prefix: str) -> Iterator[Lab]:
     from natbox.testing.live import load_example
 
@@ -209,10 +185,10 @@ def _transfer(lab: Lab, clients: list[str]) -> list[str]:
     import hashlib
     import random
 
-    server = ns_popen(lab, "server", [sys.executable, "-c", TCP6_SERVER.format(clients=len(clients))])
-    assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+    server = gl.start(lab, "server", gl.script(gl.TCP_SERVER, True, port=5001, clients=len(clients)))
     for node in clients:
-        done = ns_run(lab, node, [sys.executable, "-c", TCP6_CLIENT.format(n=TRANSFER, dst=SERVER)], timeout=60)
+        client = gl.script(gl.TCP_CLIENT, True, n=TRANSFER, dst=SERVER, port=5001)
+        done = ns_run(lab, node, [sys.executable, "-c", client], timeout=60)
         assert done.stdout.decode().strip() == "ok", done.stderr.decode()
     out, _ = server.communicate(timeout=30)
     expected = hashlib.sha256(random.Random(7).randbytes(TRANSFER)).hexdigest()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from natbox.lab.model import Lab
+from natbox.testing import gateway_live as gl
 from natbox.testing.live import (
     build_lab,
     gateway_argv,
@@ -46,130 +47,26 @@ SERVER = "198.51.100.2"
 GW_WAN = "198.51.100.1"
 BULK = 24 << 20  # bytes: enough packets that natbox's share of them is plain
 
-BULK_SERVER = """
-import hashlib, socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {port})); s.listen(1); s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-h = hashlib.sha256(); n = 0
-while b := c.recv(1 << 16):
-    h.update(b); n += len(b)
-c.sendall(b"ok"); c.close()
-print(peer[0], n, h.hexdigest(), flush=True)
-"""
-
-# sends BULK bytes in two halves; between them it waits for a flag file (the test looks at the gateway then)
-BULK_CLIENT = """
-import os, random, socket, time
-data = random.Random(7).randbytes({n})
-c = socket.create_connection(("{dst}", {port}), timeout=40)
-c.sendall(data[:{n} // 2])
-print("half", flush=True)
-deadline = time.monotonic() + 40
-while not os.path.exists("{flag}") and time.monotonic() < deadline:
-    time.sleep(0.05)
-c.sendall(data[{n} // 2:]); c.shutdown(socket.SHUT_WR)
-print(c.recv(16).decode(), flush=True)
-"""
-
-UDP_PINGER = """
-import os, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {sport})); s.settimeout(1)
-s.connect(("{dst}", {port}))
-got = refused = 0
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    s.send(b"x" * 100)
-    try:
-        s.recv(2048); got += 1
-    except ConnectionRefusedError:
-        refused += 1
-    except TimeoutError:
-        pass
-    time.sleep(0.01)
-print(got, refused, flush=True)
-"""
-
-UDP_ECHO = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {port})); s.settimeout(1)
-print("listening", flush=True)
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    try:
-        data, peer = s.recvfrom(2048)
-    except TimeoutError:
-        continue
-    s.sendto(data, peer)
-"""
-
-
-def _require_offload() -> None:
-    require_programs("clang", "tc")
-    from natbox.offload.datapath import probe
-
-    missing = probe()
-    if missing is not None:
-        pytest.skip(f"--offload: {missing}")
+def _script(template: str, **fields: object) -> str:
+    return gl.script(template, False, **fields)
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    _require_offload()
+    gl.require_offload()
     yield from build_lab(load_example("basic.toml", unique_lab_name("off")))
-
-
-def _gateway(lab: Lab, ctl: Path, *extra: str) -> subprocess.Popen[bytes]:
-    proc = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--offload", "--control", str(ctl), *extra))
-    said = wait_ready(proc)
-    assert "; offload: tc BPF datapath on lan0, wan0" in said, said
-    return proc
-
-
-def _start(lab: Lab, node: str, code: str) -> subprocess.Popen[bytes]:
-    proc = ns_popen(lab, node, [sys.executable, "-c", code])
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"listening"
-    return proc
-
-
-def _status(ctl: Path) -> str:
-    res = run_natbox("status", "--control", str(ctl))
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
-def _carried(status: str, what: str = "packets") -> int:
-    m = re.search(r"offload carried: (\d+) packets, (\d+) bytes", status)
-    assert m, status
-    return int(m.group(1 if what == "packets" else 2))
-
-
-def _rx(status: str) -> int:
-    m = re.search(r"\brx=(\d+)", status)
-    return int(m.group(1)) if m else 0
-
-
-def _wait_for(ctl: Path, pattern: str, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _status(ctl)
-        if re.search(pattern, status) or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
 
 
 def _bulk(lab: Lab, ctl: Path, tmp_path: Path, port: int) -> tuple[str, str, str]:
     """A BULK transfer; returns the status and `conntrack -L` halfway, and the status after it."""
     flag = tmp_path / f"go{port}"
-    server = _start(lab, "server", BULK_SERVER.format(port=port))
-    client = ns_popen(lab, "client", [sys.executable, "-c", BULK_CLIENT.format(n=BULK, dst=SERVER, port=port,
-                                                                               flag=flag)])
+    server = gl.start(lab, "server", _script(gl.BULK_SERVER, port=port))
+    client = ns_popen(lab, "client", [sys.executable, "-c",
+                                      _script(gl.BULK_CLIENT, n=BULK, dst=SERVER, port=port, flag=flag)])
     try:
         assert client.stdout is not None
         assert client.stdout.readline().decode().strip() == "half"
-        halfway = _wait_for(ctl, r"offload carried: [1-9]")
+        halfway = gl.wait_for(ctl, r"offload carried: [1-9]")
         listed = run_natbox("conntrack", "--control", str(ctl), "-L").stdout
         flag.touch()
         out, _ = server.communicate(timeout=60)
@@ -182,7 +79,7 @@ def _bulk(lab: Lab, ctl: Path, tmp_path: Path, port: int) -> tuple[str, str, str
     peer, n, digest = out.decode().split()
     assert (peer, int(n)) == (GW_WAN, BULK)
     assert digest == hashlib.sha256(random.Random(7).randbytes(BULK)).hexdigest()
-    return halfway, listed, _wait_for(ctl, r"back to natbox \(fin\)")
+    return halfway, listed, gl.wait_for(ctl, r"back to natbox \(fin\)")
 
 
 @pytest.mark.parametrize("tx_csum", ["on", "off"])
@@ -195,7 +92,7 @@ def test_a_bulk_flow_is_carried_by_the_kernel(lab: Lab, tmp_path: Path, tx_csum:
         for node in ("client", "server"):
             ns_run(lab, node, ["ethtool", "-K", "eth0", "tx", "off"])
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
         halfway, listed, after = _bulk(lab, ctl, tmp_path, 5001)
     finally:
@@ -203,9 +100,9 @@ def test_a_bulk_flow_is_carried_by_the_kernel(lab: Lab, tmp_path: Path, tx_csum:
     assert re.search(r"^tcp +6 src=10\.0\.1\.2 dst=198\.51\.100\.2 sport=\d+ dport=5001 src=198\.51\.100\.2 "
                      r"dst=198\.51\.100\.1 sport=\d+ dport=\d+ \[OFFLOAD\] mark=0 use=2$", listed, re.M), listed
     assert "1 flows offloaded, 2 map entries" in halfway, halfway
-    carried, seen = _carried(after, "bytes"), _rx(after)
+    carried, seen = gl.carried(after, "bytes"), gl.rx(after)
     assert carried > BULK * 0.9, after  # (in GSO super-packets: veth hands tc ingress 64 KiB skbs)
-    assert seen < _carried(after) / 4, after  # natbox's sockets saw the handshake, the first packets, the close
+    assert seen < gl.carried(after) / 4, after  # natbox's sockets saw the handshake, the first packets, the close
     assert "tx_error" not in rest and "engine_error" not in rest
 
 
@@ -213,7 +110,7 @@ def test_under_filter_rules_the_flow_is_offloaded_after_its_first_packets(lab: L
     """A stateful FORWARD ruleset (policy DROP): the first packets pass its rules, then the datapath carries the
     flow (as a flowtable's `flow add` would), so the rules' counters stay small."""
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
         for argv in (["-P", "FORWARD", "DROP"],
                      ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
@@ -224,44 +121,44 @@ def test_under_filter_rules_the_flow_is_offloaded_after_its_first_packets(lab: L
         counted = run_natbox("iptables", "--control", str(ctl), "-nvxL", "FORWARD").stdout
     finally:
         stop(gw)
-    assert _carried(after, "bytes") > BULK * 0.9, after
+    assert gl.carried(after, "bytes") > BULK * 0.9, after
     established = re.search(r"^\s+(\d+)\s+\d+ ACCEPT .*ctstate RELATED,ESTABLISHED", counted, re.M)
-    assert established and int(established.group(1)) < _carried(after) / 4, counted
+    assert established and int(established.group(1)) < gl.carried(after) / 4, counted
 
 
 def test_an_icmp_error_about_an_offloaded_flow_is_translated(lab: Lab, tmp_path: Path) -> None:
     """A UDP flow is offloaded; its server goes away and answers port unreachable, which the datapath passes
     up: natbox translates it back (RELATED to the ct), so the client's socket sees ECONNREFUSED."""
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6000, seconds=4))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40500, dst=SERVER,
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6000, seconds=4))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40500, dst=SERVER,
                                                                                    port=6000, seconds=8)])
-        status = _wait_for(ctl, r"1 flows offloaded")
+        status = gl.wait_for(ctl, r"1 flows offloaded")
         assert "1 flows offloaded" in status, status
         echo.wait(timeout=10)  # the echo server stops after 4 s: port unreachable from then on
         out, _ = pinger.communicate(timeout=20)
         got, refused = (int(x) for x in out.decode().split())
         assert got > 20 and refused >= 3, out  # (the server's kernel rate-limits its port unreachables)
-        assert _carried(_status(ctl)) > 10
+        assert gl.carried(gl.status(ctl)) > 10
     finally:
         stop(gw)
 
 
 def test_a_rule_change_meets_new_connections_only(lab: Lab, tmp_path: Path) -> None:
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6001, seconds=10))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40501, dst=SERVER,
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6001, seconds=10))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40501, dst=SERVER,
                                                                                    port=6001, seconds=6)])
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
         added = run_natbox("iptables", "--control", str(ctl), "-I", "FORWARD", "-p", "udp", "--dport", "6001",
                            "-j", "DROP")
         assert added.returncode == 0, added.stderr
         # a new flow to the same port is dropped; the offloaded one keeps going (the flowtable's behaviour)
-        new = ns_python(lab, "client", UDP_PINGER.format(sport=40502, dst=SERVER, port=6001, seconds=1.5))
+        new = ns_python(lab, "client", _script(gl.UDP_PINGER, sport=40502, dst=SERVER, port=6001, seconds=1.5))
         assert new.stdout.decode().split()[0] == "0", new.stdout
         out, _ = pinger.communicate(timeout=20)
         assert int(out.decode().split()[0]) > 200, out  # ~6 s at 100/s with no gap
@@ -274,68 +171,40 @@ def test_a_rule_change_meets_new_connections_only(lab: Lab, tmp_path: Path) -> N
 @pytest.mark.parametrize("how", ["-D", "-F"])
 def test_deleting_the_ct_brings_the_flow_back_to_natbox(lab: Lab, tmp_path: Path, how: str) -> None:
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6002, seconds=10))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40503, dst=SERVER,
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6002, seconds=10))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40503, dst=SERVER,
                                                                                    port=6002, seconds=5)])
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
         argv = ["-D", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F"]
         res = run_natbox("conntrack", "--control", str(ctl), *argv)
         assert res.returncode == 0, res.stderr
-        status = _wait_for(ctl, r"back to natbox \(destroyed\)")
+        status = gl.wait_for(ctl, r"back to natbox \(destroyed\)")
         assert "back to natbox (destroyed)" in status, status
         out, _ = pinger.communicate(timeout=20)
         assert int(out.decode().split()[0]) > 150, out  # the exchange went on: a new ct, offloaded again
-        assert re.search(r"offload: [12] flows offloaded|installed [2-9]", _status(ctl))
+        assert re.search(r"offload: [12] flows offloaded|installed [2-9]", gl.status(ctl))
         echo.kill()
         echo.wait()
     finally:
         stop(gw)
 
 
-RESTART_CLIENT = """
-import os, socket, time
-s = socket.create_connection(("{dst}", 5003), timeout=20, source_address=("0.0.0.0", 41000))
-for i in range(20):
-    s.sendall(b"a" * 1000); time.sleep(0.01)
-print("sent1", flush=True)
-deadline = time.monotonic() + 40
-while not os.path.exists("{flag}") and time.monotonic() < deadline:
-    time.sleep(0.05)
-for i in range(20):
-    s.sendall(b"b" * 1000); time.sleep(0.01)
-s.shutdown(socket.SHUT_WR)
-print(s.recv(16).decode(), flush=True)
-"""
-
-RESTART_SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5003)); s.listen(1)
-s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-total = 0
-while data := c.recv(65536):
-    total += len(data)
-c.sendall(b"ok"); c.close()
-print(total, peer[0], flush=True)
-"""
-
-
 def test_an_offloaded_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:
     ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
-    gw = _gateway(lab, ctl, "--state", str(state))
+    gw = gl.offload_gateway(lab, ctl, "--state", str(state))
     server = client = None
     try:
-        server = _start(lab, "server", RESTART_SERVER)
-        client = ns_popen(lab, "client", [sys.executable, "-c", RESTART_CLIENT.format(dst=SERVER, flag=flag)])
+        server = gl.start(lab, "server", _script(gl.RESTART_SERVER))
+        client = ns_popen(lab, "client", [sys.executable, "-c",
+                                          _script(gl.RESTART_CLIENT, sends=20, dst=SERVER, flag=flag)])
         assert client.stdout is not None
         assert client.stdout.readline().decode().strip() == "sent1"
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
         rest = stop(gw)
         assert "saved 1 conntrack entries" in rest, rest
-        gw = _gateway(lab, ctl, "--state", str(state))
+        gw = gl.offload_gateway(lab, ctl, "--state", str(state))
         flag.touch()
         out, _ = server.communicate(timeout=40)
         assert out.decode().split()[-2:] == ["40000", GW_WAN]
@@ -351,17 +220,17 @@ def test_an_offloaded_connection_survives_a_restart_with_state(lab: Lab, tmp_pat
 def test_tcpdump_still_sees_offloaded_packets(lab: Lab, tmp_path: Path) -> None:
     require_programs("tcpdump")
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     dump = None
     lines = b""
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6003, seconds=6))
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6003, seconds=6))
         dump = ns_popen(lab, "gw", ["tcpdump", "-n", "-l", "-i", "lan0", "udp", "port", "6003"])
         time.sleep(1.0)
-        pinger = ns_python(lab, "client", UDP_PINGER.format(sport=40504, dst=SERVER, port=6003, seconds=3))
+        pinger = ns_python(lab, "client", _script(gl.UDP_PINGER, sport=40504, dst=SERVER, port=6003, seconds=3))
         assert int(pinger.stdout.decode().split()[0]) > 100
-        status = _status(ctl)
-        carried = _carried(status)
+        status = gl.status(ctl)
+        carried = gl.carried(status)
         assert carried > 100, status
         echo.kill()
         echo.wait()
@@ -379,21 +248,21 @@ def test_a_ping_session_is_carried_by_the_kernel(lab: Lab, tmp_path: Path) -> No
     the session's requests and replies go through the datapath."""
     require_programs("ping")
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
         res = ns_run(lab, "client", ["ping", "-c", "30", "-i", "0.05", "-W", "2", SERVER])
         assert b"30 received" in res.stdout, res.stdout
-        status = _wait_for(ctl, r"offload carried: [1-9]\d+ packets")
+        status = gl.wait_for(ctl, r"offload carried: [1-9]\d+ packets")
     finally:
         stop(gw)
-    assert _carried(status) >= 40, status  # of the 60 echo messages, all but the first few
+    assert gl.carried(status) >= 40, status  # of the 60 echo messages, all but the first few
     assert "icmp src=10.0.1.2 dst=198.51.100.2" in status, status
 
 
 def test_a_filter_left_by_a_killed_gateway_is_removed_at_the_next_start(lab: Lab, tmp_path: Path) -> None:
     """SIGKILL leaves the program on the devices, forwarding the flows it held; the next gateway, with
     --offload or without, removes it and says so."""
-    gw = _gateway(lab, tmp_path / "ctl.sock")
+    gw = gl.offload_gateway(lab, tmp_path / "ctl.sock")
     gw.kill()  # by its own pid: no close()
     gw.wait()
     shown = ns_run(lab, "gw", ["tc", "filter", "show", "dev", "lan0", "ingress"])
@@ -436,13 +305,13 @@ def test_a_full_map_leaves_new_flows_on_natbox_s_path_and_counts_them(lab: Lab, 
     """With the real map full (E2BIG) a new flow is not offloaded: natbox forwards it itself, every datagram
     answered, `natbox status` counts it under `full`, and no traceback or error line comes of it."""
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
         assert _fill_map(gw) == 65536
-        echo = _start(lab, "server", UDP_ECHO.format(port=6004, seconds=6))
-        pinger = ns_python(lab, "client", UDP_PINGER.format(sport=40505, dst=SERVER, port=6004, seconds=3))
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6004, seconds=6))
+        pinger = ns_python(lab, "client", _script(gl.UDP_PINGER, sport=40505, dst=SERVER, port=6004, seconds=3))
         got, refused = (int(x) for x in pinger.stdout.decode().split())
-        status = _status(ctl)
+        status = gl.status(ctl)
         echo.kill()
         echo.wait()
     finally:
@@ -450,7 +319,7 @@ def test_a_full_map_leaves_new_flows_on_natbox_s_path_and_counts_them(lab: Lab, 
     assert got > 100 and refused == 0, pinger.stdout  # ~3 s at 100/s, through natbox
     full = re.search(r"offload: 0 flows offloaded, 0 map entries, .*\bfull (\d+), .*errors 0", status)
     assert full and int(full.group(1)) >= 1, status
-    assert _carried(status) == 0 and _rx(status) >= got, status  # every datagram through natbox
+    assert gl.carried(status) == 0 and gl.rx(status) >= got, status  # every datagram through natbox
     assert "Traceback" not in rest and "map full" in rest, rest
 
 
@@ -463,7 +332,7 @@ def test_as_an_unprivileged_user_the_gateway_installs_removes_and_reads_entries(
 
     nobody = pwd.getpwnam("nobody")
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl, "--user", "nobody")
+    gw = gl.offload_gateway(lab, ctl, "--user", "nobody")
     echo = None
     try:
         status = dict(line.split(":", 1) for line in Path(f"/proc/{gw.pid}/status").read_text().splitlines())
@@ -471,18 +340,18 @@ def test_as_an_unprivileged_user_the_gateway_installs_removes_and_reads_entries(
         net_admin = 1 << 12
         assert [int(status[k], 16) for k in ("CapBnd", "CapPrm", "CapEff", "CapAmb")] == [net_admin] * 4, status
         assert not Path(f"/proc/{gw.pid}/root/tmp/natbox-offload-{gw.pid}").exists()  # sealed before the drop
-        echo = _start(lab, "server", UDP_ECHO.format(port=6005, seconds=12))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40506, dst=SERVER,
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6005, seconds=12))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40506, dst=SERVER,
                                                                                    port=6005, seconds=6)])
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")  # installed as nobody
-        assert _carried(_wait_for(ctl, r"offload carried: [1-9]")) > 0  # the counters read as nobody
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")  # installed as nobody
+        assert gl.carried(gl.wait_for(ctl, r"offload carried: [1-9]")) > 0  # the counters read as nobody
         res = run_natbox("conntrack", "--control", str(ctl), "-D", "-p", "udp", "--orig-port-dst", "6005")
         assert res.returncode == 0, res.stderr
-        status_text = _wait_for(ctl, r"back to natbox \(destroyed\)")
+        status_text = gl.wait_for(ctl, r"back to natbox \(destroyed\)")
         assert "back to natbox (destroyed)" in status_text, status_text  # removed as nobody
         out, _ = pinger.communicate(timeout=20)
         assert int(out.decode().split()[0]) > 150, out
-        assert re.search(r"installed [2-9]", _status(ctl))  # the new ct offloaded again
+        assert re.search(r"installed [2-9]", gl.status(ctl))  # the new ct offloaded again
     finally:
         if echo is not None:
             echo.kill()

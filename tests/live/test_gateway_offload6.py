@@ -16,16 +16,15 @@ import random
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from natbox.lab.model import Lab
+from natbox.testing import gateway_live as gl
 from natbox.testing.live import (
     build_lab,
-    gateway_argv,
     load_example,
     ns_popen,
     ns_run,
@@ -33,10 +32,8 @@ from natbox.testing.live import (
     run_natbox,
     stop,
     unique_lab_name,
-    wait_ready,
 )
 from natbox.testing.offload6 import capture6, check_frame6, received6
-from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
 from natbox.wire.ipv6 import parse_addr6
 from natbox.wire.layout import ETH_HDR_LEN, IP6H_NEXTHDR
 
@@ -46,90 +43,14 @@ SERVER = "2001:db8:1::2"
 GW_WAN = "2001:db8:1::1"
 BULK = 24 << 20  # bytes: enough packets that natbox's share of them is plain
 
-BULK_SERVER = """
-import hashlib, socket
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", {port})); s.listen(1); s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-h = hashlib.sha256(); n = 0
-while b := c.recv(1 << 16):
-    h.update(b); n += len(b)
-c.sendall(b"ok"); c.close()
-print(peer[0], n, h.hexdigest(), flush=True)
-"""
-
-# sends BULK bytes in two halves; between them it waits for a flag file (the test looks at the gateway then)
-BULK_CLIENT = """
-import os, random, socket, time
-data = random.Random(7).randbytes({n})
-c = socket.create_connection(("{dst}", {port}), timeout=40)
-c.sendall(data[:{n} // 2])
-print("half", flush=True)
-deadline = time.monotonic() + 40
-while not os.path.exists("{flag}") and time.monotonic() < deadline:
-    time.sleep(0.05)
-c.sendall(data[{n} // 2:]); c.shutdown(socket.SHUT_WR)
-print(c.recv(16).decode(), flush=True)
-"""
-
-
-def _require_offload() -> None:
-    require_programs("clang", "tc")
-    from natbox.offload.datapath import probe
-
-    missing = probe()
-    if missing is not None:
-        pytest.skip(f"--offload: {missing}")
+def _script(template: str, **fields: object) -> str:
+    return gl.script(template, True, **fields)
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    _require_offload()
+    gl.require_offload()
     yield from build_lab(load_example("basic6.toml", unique_lab_name("off6")))
-
-
-def _gateway(lab: Lab, ctl: Path, *extra: str) -> subprocess.Popen[bytes]:
-    gw = lab.gateway
-    assert gw is not None and gw.host is not None
-    proc = ns_popen(lab, "gw", gateway_argv(EXAMPLES / gw.host, *lab.gateway_args(), "--offload", "--control",
-                                            str(ctl), *extra))
-    said = wait_ready(proc)
-    assert "; offload: tc BPF datapath on lan0, wan0" in said, said
-    return proc
-
-
-def _start(lab: Lab, node: str, code: str) -> subprocess.Popen[bytes]:
-    proc = ns_popen(lab, node, [sys.executable, "-c", code])
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"listening"
-    return proc
-
-
-def _status(ctl: Path) -> str:
-    res = run_natbox("status", "--control", str(ctl))
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
-def _carried(status: str, what: str = "packets") -> int:
-    m = re.search(r"offload carried: (\d+) packets, (\d+) bytes", status)
-    assert m, status
-    return int(m.group(1 if what == "packets" else 2))
-
-
-def _rx(status: str) -> int:
-    m = re.search(r"\brx=(\d+)", status)
-    return int(m.group(1)) if m else 0
-
-
-def _wait_for(ctl: Path, pattern: str, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _status(ctl)
-        if re.search(pattern, status) or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("tx_csum", ["on", "off"])
@@ -144,22 +65,22 @@ def test_an_ipv6_bulk_flow_through_nat66_is_carried_by_the_kernel(lab: Lab, tmp_
         for node in ("client", "server"):
             ns_run(lab, node, ["ethtool", "-K", "eth0", "tx", "off"])
     ctl, flag = tmp_path / "ctl.sock", tmp_path / "go"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     server = client = None
     try:
         with capture6(lab.netns("server"), "eth0") as cap:
-            server = _start(lab, "server", BULK_SERVER.format(port=5001))
-            client = ns_popen(lab, "client", [sys.executable, "-c", BULK_CLIENT.format(n=BULK, dst=SERVER, port=5001,
-                                                                                       flag=flag)])
+            server = gl.start(lab, "server", _script(gl.BULK_SERVER, port=5001))
+            client = ns_popen(lab, "client", [sys.executable, "-c",
+                                              _script(gl.BULK_CLIENT, n=BULK, dst=SERVER, port=5001, flag=flag)])
             assert client.stdout is not None
             assert client.stdout.readline().decode().strip() == "half"
-            halfway = _wait_for(ctl, r"offload carried: [1-9]")
+            halfway = gl.wait_for(ctl, r"offload carried: [1-9]")
             listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-f", "ipv6").stdout
             frames = received6(cap, limit=4000)
         flag.touch()
         out, _ = server.communicate(timeout=60)
         assert client.communicate(timeout=30)[0].decode().strip() == "ok"
-        after = _wait_for(ctl, r"back to natbox \(fin\)")
+        after = gl.wait_for(ctl, r"back to natbox \(fin\)")
     finally:
         for p in (server, client):
             if p is not None and p.poll() is None:
@@ -173,9 +94,9 @@ def test_an_ipv6_bulk_flow_through_nat66_is_carried_by_the_kernel(lab: Lab, tmp_
                      r"dst=2001:db8:1::1 sport=5001 dport=\d+ \[OFFLOAD\] mark=0 use=2$", listed, re.M), listed
     assert "1 flows offloaded, 2 map entries" in halfway, halfway
     assert "back to natbox (fin)" in after, after
-    carried, seen = _carried(after, "bytes"), _rx(after)
+    carried, seen = gl.carried(after, "bytes"), gl.rx(after)
     assert carried > BULK * 0.9, after  # (in GSO super-packets: veth hands tc ingress 64 KiB skbs)
-    assert seen < _carried(after) / 4, after  # natbox's sockets saw the handshake, the first packets, the close
+    assert seen < gl.carried(after) / 4, after  # natbox's sockets saw the handshake, the first packets, the close
     assert "tx_error" not in rest and "engine_error" not in rest and "Traceback" not in rest, rest
     tcp = [(f, p) for f, p in frames if f[ETH_HDR_LEN + IP6H_NEXTHDR] == 6]
     assert sum(len(f) for f, _ in tcp) > BULK // 8, len(tcp)  # a good part of the first half
@@ -184,57 +105,27 @@ def test_an_ipv6_bulk_flow_through_nat66_is_carried_by_the_kernel(lab: Lab, tmp_
     assert any(p for _, p in tcp) == (tx_csum == "on")
 
 
-UDP_PINGER = """
-import socket, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", {sport})); s.settimeout(1)
-s.connect(("{dst}", {port}))
-got = 0
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    s.send(b"x" * 100)
-    try:
-        s.recv(2048); got += 1
-    except TimeoutError:
-        pass
-    time.sleep(0.01)
-print(got, flush=True)
-"""
-
-UDP_ECHO = """
-import socket, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::", {port})); s.settimeout(1)
-print("listening", flush=True)
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    try:
-        data, peer = s.recvfrom(4096)
-    except TimeoutError:
-        continue
-    s.sendto(data, peer)
-"""
-
-
 @pytest.mark.parametrize("how", ["-D", "-F"])
 def test_deleting_an_offloaded_ipv6_ct_brings_the_flow_back(lab: Lab, tmp_path: Path, how: str) -> None:
     """A UDP exchange over IPv6 is offloaded; `conntrack -D -f ipv6` (or -F) removes its entries, the exchange
     goes on through natbox with a new ct, which is offloaded again."""
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6002, seconds=10))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", UDP_PINGER.format(sport=40503, dst=SERVER,
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6002, seconds=10))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40503, dst=SERVER,
                                                                                    port=6002, seconds=5)])
-        status = _wait_for(ctl, r"1 flows offloaded")
+        status = gl.wait_for(ctl, r"1 flows offloaded")
         assert "1 flows offloaded" in status and "udp src=fd00:1::2 dst=2001:db8:1::2" in status, status
         argv = ["-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F", "-f", "ipv6"]
         res = run_natbox("conntrack", "--control", str(ctl), *argv)
         assert res.returncode == 0, res.stderr
-        status = _wait_for(ctl, r"back to natbox \(destroyed\)")
+        status = gl.wait_for(ctl, r"back to natbox \(destroyed\)")
         assert "back to natbox (destroyed)" in status, status
         out, _ = pinger.communicate(timeout=20)
         assert int(out.decode().split()[0]) > 150, out  # the exchange went on: a new ct, offloaded again
-        final = _status(ctl)
-        assert re.search(r"installed [2-9]", final) and _carried(final) > 100, final
+        final = gl.status(ctl)
+        assert re.search(r"installed [2-9]", final) and gl.carried(final) > 100, final
         echo.kill()
         echo.wait()
     finally:
@@ -270,18 +161,18 @@ def test_a_reset_of_an_offloaded_ipv6_connection_goes_through_natbox(lab: Lab, t
     """The datapath passes the RST up: natbox tears the flow down (nf_flow_state_check) and forwards it, NATed,
     so the server's socket sees the reset."""
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     try:
-        server = _start(lab, "server", RST_SERVER)
+        server = gl.start(lab, "server", RST_SERVER)
         client = ns_popen(lab, "client", [sys.executable, "-c", RST_CLIENT.format(dst=SERVER)])
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
         assert client.communicate(timeout=30)[0].decode().strip() == "reset"
         out, _ = server.communicate(timeout=30)
-        status = _wait_for(ctl, r"back to natbox \(rst\)")
+        status = gl.wait_for(ctl, r"back to natbox \(rst\)")
     finally:
         stop(gw)
     assert out.decode().split()[0] == "reset" and int(out.decode().split()[1]) == 50_000, out
-    assert "back to natbox (rst)" in status and _carried(status) > 20, status
+    assert "back to natbox (rst)" in status and gl.carried(status) > 20, status
 
 
 PMTU_CLIENT = """
@@ -323,22 +214,22 @@ def test_a_packet_over_the_out_mtu_gets_packet_too_big_and_the_flow_stays_offloa
     for node, dev in (("gw", "wan0"), ("server", "eth0")):
         assert ns_run(lab, node, ["ip", "link", "set", dev, "mtu", "1400"]).returncode == 0
     ctl = tmp_path / "ctl.sock"
-    gw = _gateway(lab, ctl)
+    gw = gl.offload_gateway(lab, ctl)
     client = None
     try:
-        echo = _start(lab, "server", UDP_ECHO.format(port=6004, seconds=20))
+        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6004, seconds=20))
         client = subprocess.Popen(["ip", "netns", "exec", lab.netns("client"), sys.executable, "-c",
                                    PMTU_CLIENT.format(dst=SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         assert client.stdout is not None and client.stdin is not None
         assert client.stdout.readline().decode().split() == ["small", "30"]
-        before = _wait_for(ctl, r"offload carried: [1-9]")
+        before = gl.wait_for(ctl, r"offload carried: [1-9]")
         assert "1 flows offloaded" in before, before
         client.stdin.write(b"\n")
         client.stdin.flush()
         big = client.stdout.readline().decode().split()
         after = client.stdout.readline().decode().split()
-        status = _status(ctl)
+        status = gl.status(ctl)
         echo.kill()
         echo.wait()
     finally:
@@ -348,63 +239,35 @@ def test_a_packet_over_the_out_mtu_gets_packet_too_big_and_the_flow_stays_offloa
         rest = stop(gw)
     assert big == ["big", "errno90", "1400"], big  # EMSGSIZE: the PTB reached the client's kernel
     assert after[0] == "after" and int(after[1]) >= 28, after
-    assert "1 flows offloaded" in status and _carried(status) > _carried(before), status
+    assert "1 flows offloaded" in status and gl.carried(status) > gl.carried(before), status
     assert "Traceback" not in rest, rest
-
-
-RESTART_CLIENT = """
-import os, socket, time
-s = socket.create_connection(("{dst}", 5003), timeout=20, source_address=("::", 41000))
-for i in range(20):
-    s.sendall(b"a" * 1000); time.sleep(0.01)
-print("sent1", flush=True)
-deadline = time.monotonic() + 40
-while not os.path.exists("{flag}") and time.monotonic() < deadline:
-    time.sleep(0.05)
-for i in range(20):
-    s.sendall(b"b" * 1000); time.sleep(0.01)
-s.shutdown(socket.SHUT_WR)
-print(s.recv(16).decode(), flush=True)
-"""
-
-RESTART_SERVER = """
-import socket
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("::", 5003))
-s.listen(1); s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-total = 0
-while data := c.recv(65536):
-    total += len(data)
-c.sendall(b"ok"); c.close()
-print(total, peer[0], flush=True)
-"""
 
 
 def test_an_offloaded_ipv6_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:
     """The gateway stops while an IPv6 connection is offloaded (its entries go with the datapath) and starts
     again from its saved state: the connection goes on through the same NAT66 binding and is offloaded again."""
     ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
-    gw = _gateway(lab, ctl, "--state", str(state))
+    gw = gl.offload_gateway(lab, ctl, "--state", str(state))
     server = client = None
     try:
-        server = _start(lab, "server", RESTART_SERVER)
-        client = ns_popen(lab, "client", [sys.executable, "-c", RESTART_CLIENT.format(dst=SERVER, flag=flag)])
+        server = gl.start(lab, "server", _script(gl.RESTART_SERVER))
+        client = ns_popen(lab, "client", [sys.executable, "-c",
+                                          _script(gl.RESTART_CLIENT, sends=20, dst=SERVER, flag=flag)])
         assert client.stdout is not None
         assert client.stdout.readline().decode().strip() == "sent1"
-        assert "1 flows offloaded" in _wait_for(ctl, r"1 flows offloaded")
+        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
         rest = stop(gw)
         assert "saved" in rest and "conntrack entries" in rest, rest
-        gw = _gateway(lab, ctl, "--state", str(state))
+        gw = gl.offload_gateway(lab, ctl, "--state", str(state))
         flag.touch()
         out, _ = server.communicate(timeout=40)
         assert out.decode().split()[-2:] == ["40000", GW_WAN]
         assert client.communicate(timeout=20)[0].decode().strip() == "ok"
-        status = _status(ctl)
+        status = gl.status(ctl)
     finally:
         for p in (server, client):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
         stop(gw)
-    assert re.search(r"installed [1-9]", status) and _carried(status) > 0, status  # offloaded again
+    assert re.search(r"installed [1-9]", status) and gl.carried(status) > 0, status  # offloaded again
