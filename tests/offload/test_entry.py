@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import pytest
 
-from natbox.engine.fastpath import FlowPlan
 from natbox.offload import entry as entry_mod
 from natbox.offload.datapath import SOURCE
 from natbox.offload.entry import (
@@ -32,6 +31,7 @@ from natbox.offload.entry import (
     offload_entry,
 )
 from natbox.testing.offload import CLIENT, LAN_ADDR, PORTMAP_RULES, PUBLIC, RULES, SERVER, RouterFlows
+from natbox.testing.offload_model import INDEX, MACS, by_diff, entry_of, fed, rewrite_l4, same
 from natbox.wire import ethernet, icmp, ipv4, tcp, udp
 from natbox.wire.checksum import csum_partial, pseudo_header_sum
 from natbox.wire.layout import (
@@ -46,46 +46,29 @@ from natbox.wire.layout import (
     UDPH_CHECK,
 )
 
-MACS = (bytes.fromhex("020000000001"), bytes.fromhex("020000000101"), bytes.fromhex("020000000a02"),
-        bytes.fromhex("02000000aa02"))
-INDEX = {"eth0": 2, "eth1": 3}
 IP, L4 = ETH_HDR_LEN, ETH_HDR_LEN + IPH_MIN_LEN
 
 
-def _flows() -> RouterFlows:
-    r = RouterFlows(*MACS)
-    r.udp(40000, 5000)
-    r.tcp(40001, 5001)
-    r.ping(0x4242)
-    return r
-
-
-def _entry(plan: FlowPlan) -> tuple[OffloadKey, OffloadAction]:
-    e = offload_entry(plan, INDEX.__getitem__)
-    assert e is not None
-    return e
-
-
 def test_entries_from_a_masqueraded_flow() -> None:
-    r = _flows()
+    r = fed(RouterFlows(*MACS))
     orig, reply = r.flow_plans(17, 40000)
-    k, a = _entry(orig)
+    k, a = entry_of(orig)
     assert k == OffloadKey(2, 17, CLIENT, SERVER, 40000, 5000)
     assert (a.oif, a.mtu, a.dst_mac, a.src_mac) == (3, 1500, MACS[3], MACS[1])
     assert (a.saddr, a.daddr, a.sport, a.dport, a.l4_rewrite) == (PUBLIC, SERVER, 40000, 5000, True)
-    k, a = _entry(reply)
+    k, a = entry_of(reply)
     assert k == OffloadKey(3, 17, SERVER, PUBLIC, 5000, 40000)
     assert (a.oif, a.dst_mac, a.src_mac, a.saddr, a.daddr) == (2, MACS[2], MACS[0], SERVER, CLIENT)
     # ICMP echo: the id in sport, type << 8 | code in dport
-    k, a = _entry(r.flow_plans(1, 0x4242)[0])
+    k, a = entry_of(r.flow_plans(1, 0x4242)[0])
     assert k == OffloadKey(2, 1, CLIENT, SERVER, 0x4242, 8 << 8)
     assert (a.sport, a.dport, a.l4_addr_diff) == (0x4242, 0, 0)
-    k, _ = _entry(r.flow_plans(1, 0x4242)[1])
+    k, _ = entry_of(r.flow_plans(1, 0x4242)[1])
     assert k == OffloadKey(3, 1, SERVER, PUBLIC, 0x4242, 0)
 
 
 def test_plans_the_data_path_cannot_carry() -> None:
-    plan = _flows().flow_plans(6, 40001)[0]
+    plan = fed(RouterFlows(*MACS)).flow_plans(6, 40001)[0]
     assert offload_entry(replace(plan, neigh_synthetic=True), INDEX.__getitem__) is None
     assert offload_entry(replace(plan, dst_mac=b""), INDEX.__getitem__) is None  # resolved per packet
     assert offload_entry(replace(plan, match=b""), INDEX.__getitem__) is None
@@ -94,10 +77,10 @@ def test_plans_the_data_path_cannot_carry() -> None:
 
 
 def test_encodings_round_trip_and_sizes() -> None:
-    r = _flows()
+    r = fed(RouterFlows(*MACS))
     for proto, port in ((17, 40000), (6, 40001), (1, 0x4242)):
         for plan in r.flow_plans(proto, port):
-            k, a = _entry(plan)
+            k, a = entry_of(plan)
             assert len(encode_key(k)) == KEY_SIZE and decode_key(encode_key(k)) == k
             assert len(encode_action(a)) == ACTION_SIZE and decode_action(encode_action(a)) == a
     # the key's addresses and ports are in network order, the ifindex in the machine's
@@ -127,56 +110,16 @@ def test_c_source_matches_the_layouts() -> None:
 
 # --- a model of the BPF program's rewrite ---------------------------------------------------------------
 
-def _by_diff(check: int, diff: int) -> int:
-    """csum_replace_by_diff: the checksum less `diff` (one's complement), folded as the kernel does."""
-    s = (~check & 0xFFFF) + diff
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _partial_by_diff(check: int, diff: int) -> int:
-    """inet_proto_csum_replace_by_diff on a CHECKSUM_PARTIAL skb with pseudohdr: the sum plus `diff`."""
-    s = check + diff
-    s = (s & 0xFFFF) + (s >> 16)
-    return (s & 0xFFFF) + (s >> 16)
-
-
 def _bpf(frame: bytes, a: OffloadAction, proto: int, partial: bool) -> bytearray:
     f = bytearray(frame)
     f[0:12] = a.dst_mac + a.src_mac
     f[IP + IPH_SADDR:IP + IPH_SADDR + 8] = a.saddr.to_bytes(4, "big") + a.daddr.to_bytes(4, "big")
     f[IP + IPH_TTL] -= 1
     at = IP + IPH_CHECK
-    f[at:at + 2] = _by_diff(int.from_bytes(f[at:at + 2], "big"), a.l3_diff).to_bytes(2, "big")
-    if proto == 1:
-        f[L4 + ICMPH_ID:L4 + ICMPH_ID + 2] = a.sport.to_bytes(2, "big")
-        at = L4 + ICMPH_CHECKSUM
-    else:
-        f[L4:L4 + 4] = a.sport.to_bytes(2, "big") + a.dport.to_bytes(2, "big")
-        at = L4 + (TCPH_CHECK if proto == 6 else UDPH_CHECK)
-    check = int.from_bytes(f[at:at + 2], "big")
-    if a.l4_rewrite and not (proto == 17 and check == 0):
-        for diff, pseudo in ((a.l4_addr_diff, True), (a.l4_port_diff, False)):
-            if diff and partial and pseudo:
-                check = _partial_by_diff(check, diff)
-            elif diff and not partial:
-                check = _by_diff(check, diff)
-            if proto == 17 and check == 0:
-                check = 0xFFFF
-        f[at:at + 2] = check.to_bytes(2, "big")
+    f[at:at + 2] = by_diff(int.from_bytes(f[at:at + 2], "big"), a.l3_diff).to_bytes(2, "big")
+    csum_at = L4 + {1: ICMPH_CHECKSUM, 6: TCPH_CHECK, 17: UDPH_CHECK}[proto]
+    rewrite_l4(f, a, L4, csum_at, L4 + ICMPH_ID if proto == 1 else None, proto == 17, partial)
     return f
-
-
-def _same(ours: bytes | bytearray, engine: bytes, checks: list[int]) -> None:
-    """Equal frames, the checksum fields as one's-complement values (0 and 0xFFFF alike)."""
-    assert len(ours) == len(engine)
-    for at in checks:
-        a, b = int.from_bytes(ours[at:at + 2], "big"), int.from_bytes(engine[at:at + 2], "big")
-        assert a % 0xFFFF == b % 0xFFFF, f"checksum at {at}: {a:#06x} vs {b:#06x}"
-    masked = [i for at in checks for i in (at, at + 1)]
-    assert bytes(0 if i in masked else x for i, x in enumerate(ours)) == bytes(
-        0 if i in masked else x for i, x in enumerate(engine))
 
 
 def _datagram(src: int, dst: int, proto: int, sport: int, dport: int, seq: int, ack: int, partial: bool) -> bytes:
@@ -213,24 +156,24 @@ def test_bpf_rewrite_gives_the_engines_frame(proto: int, portmap: bool, partial:
     else:
         r.ping(cport)
     orig, reply = r.flow_plans(proto, cport)
-    _, to_server = _entry(orig)
-    _, to_client = _entry(reply)
+    _, to_server = entry_of(orig)
+    _, to_client = entry_of(reply)
     if portmap:
         assert to_server.sport != cport and to_server.l4_port_diff and to_client.l4_port_diff
     l4_check = L4 + {17: UDPH_CHECK, 6: TCPH_CHECK, 1: ICMPH_CHECKSUM}[proto]
     out = _datagram(CLIENT, dst, proto, cport, dport, 1013, 5013, partial)
     sent = r.feed(out, True, partial=partial)
-    _same(_bpf(r.frame(out, True), to_server, proto, partial), sent, [IP + IPH_CHECK, l4_check])
+    same(_bpf(r.frame(out, True), to_server, proto, partial), sent, [IP + IPH_CHECK, l4_check])
     s, d, sp, dp = r.translated(sent)
     back = _datagram(d, s, proto, dp, sp, 5013, 1017, partial)
-    _same(_bpf(r.frame(back, False), to_client, proto, partial), r.feed(back, False, partial=partial),
+    same(_bpf(r.frame(back, False), to_client, proto, partial), r.feed(back, False, partial=partial),
           [IP + IPH_CHECK, l4_check])
 
 
 def test_udp_without_a_checksum_keeps_none() -> None:
-    r = _flows()
+    r = fed(RouterFlows(*MACS))
     for plan in r.flow_plans(17, 40000):
-        _, a = _entry(plan)
+        _, a = entry_of(plan)
         out = plan.direction == 0
         src, dst, sp, dp = (CLIENT, SERVER, 40000, 5000) if out else (SERVER, PUBLIC, 5000, 40000)
         seg = udp.build_udp(src, dst, sp, dp, b"none", zero_checksum=True)
@@ -240,4 +183,4 @@ def test_udp_without_a_checksum_keeps_none() -> None:
         r.now += 0.01
         ours = _bpf(frame, a, 17, False)
         assert ours[L4 + UDPH_CHECK:L4 + UDPH_CHECK + 2] == b"\0\0"
-        _same(ours, bytes(result.emitted[0].frame), [IP + IPH_CHECK])
+        same(ours, bytes(result.emitted[0].frame), [IP + IPH_CHECK])

@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import pytest
 
-from natbox.engine.fastpath import FlowPlan
 from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.offload.entry import (
     ACTION6_SIZE,
@@ -36,6 +35,7 @@ from natbox.testing.offload6 import (
     RouterFlows6,
     datagram6,
 )
+from natbox.testing.offload_model import INDEX, MACS, entry_of, fed, rewrite_l4, same
 from natbox.wire.checksum import csum_fold
 from natbox.wire.ipv6 import pseudo6_sum
 from natbox.wire.layout import (
@@ -49,49 +49,32 @@ from natbox.wire.layout import (
     UDPH_CHECK,
 )
 
-MACS = (bytes.fromhex("020000000001"), bytes.fromhex("020000000101"), bytes.fromhex("020000000a02"),
-        bytes.fromhex("02000000aa02"))
-INDEX = {"eth0": 2, "eth1": 3}
 IP, L4 = ETH_HDR_LEN, ETH_HDR_LEN + IP6H_LEN
 CHECK_AT = {17: L4 + UDPH_CHECK, 6: L4 + TCPH_CHECK, 58: L4 + ICMP6H_CKSUM}
 
 
-def _flows(rules: str = RULES6) -> RouterFlows6:
-    r = RouterFlows6(*MACS, rules=rules)
-    r.udp(40000, 5000)
-    r.tcp(40001, 5001)
-    r.ping(0x4242)
-    return r
-
-
-def _entry(plan: FlowPlan) -> tuple[OffloadKey, OffloadAction]:
-    e = offload_entry(plan, INDEX.__getitem__)
-    assert e is not None
-    return e
-
-
 def test_entries_from_a_masqueraded_ipv6_flow() -> None:
-    r = _flows()
+    r = fed(RouterFlows6(*MACS))
     orig, reply = r.flow_plans(17, 40000)
     assert orig.family == NFPROTO_IPV6
-    k, a = _entry(orig)
+    k, a = entry_of(orig)
     assert k == OffloadKey(2, 17, CLIENT6, SERVER6, 40000, 5000, NFPROTO_IPV6)
     assert (a.oif, a.mtu, a.dst_mac, a.src_mac, a.family) == (3, 1500, MACS[3], MACS[1], NFPROTO_IPV6)
     assert (a.saddr, a.daddr, a.sport, a.dport, a.l3_diff, a.l4_rewrite) == (PUBLIC6, SERVER6, 40000, 5000, 0, True)
     assert a.l4_addr_diff and not a.l4_port_diff  # MASQUERADE kept the port
-    k, a = _entry(reply)
+    k, a = entry_of(reply)
     assert k == OffloadKey(3, 17, SERVER6, PUBLIC6, 5000, 40000, NFPROTO_IPV6)
     assert (a.oif, a.dst_mac, a.src_mac, a.saddr, a.daddr) == (2, MACS[2], MACS[0], SERVER6, CLIENT6)
     # ICMPv6 echo: the id in sport, type << 8 | code in dport; its checksum covers the pseudo-header
-    k, a = _entry(r.flow_plans(58, 0x4242)[0])
+    k, a = entry_of(r.flow_plans(58, 0x4242)[0])
     assert k == OffloadKey(2, 58, CLIENT6, SERVER6, 0x4242, 128 << 8, NFPROTO_IPV6)
     assert (a.sport, a.dport, a.saddr) == (0x4242, 0, PUBLIC6) and a.l4_addr_diff
-    k, _ = _entry(r.flow_plans(58, 0x4242)[1])
+    k, _ = entry_of(r.flow_plans(58, 0x4242)[1])
     assert k == OffloadKey(3, 58, SERVER6, PUBLIC6, 0x4242, 129 << 8, NFPROTO_IPV6)
 
 
 def test_ipv6_plans_the_data_path_cannot_carry() -> None:
-    plan = _flows().flow_plans(6, 40001)[0]
+    plan = fed(RouterFlows6(*MACS)).flow_plans(6, 40001)[0]
     assert offload_entry(replace(plan, neigh_synthetic=True), INDEX.__getitem__) is None
     assert offload_entry(replace(plan, dst_mac=b""), INDEX.__getitem__) is None  # resolved per packet
     assert offload_entry(replace(plan, match=b""), INDEX.__getitem__) is None
@@ -101,10 +84,10 @@ def test_ipv6_plans_the_data_path_cannot_carry() -> None:
 
 
 def test_ipv6_encodings_round_trip_and_sizes() -> None:
-    r = _flows()
+    r = fed(RouterFlows6(*MACS))
     for proto, port in ((17, 40000), (6, 40001), (58, 0x4242)):
         for plan in r.flow_plans(proto, port):
-            k, a = _entry(plan)
+            k, a = entry_of(plan)
             assert len(encode_key(k)) == KEY6_SIZE and decode_key(encode_key(k)) == k
             assert len(encode_action(a)) == ACTION6_SIZE and decode_action(encode_action(a)) == a
     raw = encode_key(OffloadKey(7, 6, LAN6, SERVER6, 0x1234, 80, NFPROTO_IPV6))
@@ -116,50 +99,13 @@ def test_ipv6_encodings_round_trip_and_sizes() -> None:
 
 # --- a model of the BPF program's IPv6 rewrite -------------------------------------------------------------
 
-def _by_diff(check: int, diff: int) -> int:
-    """csum_replace_by_diff: the checksum less `diff` (one's complement), folded as the kernel does."""
-    s = (~check & 0xFFFF) + diff
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _partial_by_diff(check: int, diff: int) -> int:
-    """inet_proto_csum_replace_by_diff on a CHECKSUM_PARTIAL skb with pseudohdr: the sum plus `diff`."""
-    s = check + diff
-    s = (s & 0xFFFF) + (s >> 16)
-    return (s & 0xFFFF) + (s >> 16)
-
-
 def _bpf6(frame: bytes, a: OffloadAction, proto: int, partial: bool) -> bytearray:
     f = bytearray(frame)
     f[0:12] = a.dst_mac + a.src_mac
     f[IP + IP6H_SADDR:IP + IP6H_LEN] = a.saddr.to_bytes(16, "big") + a.daddr.to_bytes(16, "big")
     f[IP + IP6H_HOP_LIMIT] -= 1
-    if proto == 58:
-        f[L4 + ICMP6H_IDENTIFIER:L4 + ICMP6H_IDENTIFIER + 2] = a.sport.to_bytes(2, "big")
-    else:
-        f[L4:L4 + 4] = a.sport.to_bytes(2, "big") + a.dport.to_bytes(2, "big")
-    at = CHECK_AT[proto]
-    check = int.from_bytes(f[at:at + 2], "big")
-    if a.l4_rewrite:
-        for diff, pseudo in ((a.l4_addr_diff, True), (a.l4_port_diff, False)):
-            if diff and partial and pseudo:
-                check = _partial_by_diff(check, diff)
-            elif diff and not partial:
-                check = _by_diff(check, diff)
-            if proto == 17 and check == 0:  # BPF_F_MARK_MANGLED_0
-                check = 0xFFFF
-        f[at:at + 2] = check.to_bytes(2, "big")
+    rewrite_l4(f, a, L4, CHECK_AT[proto], L4 + ICMP6H_IDENTIFIER if proto == 58 else None, proto == 17, partial)
     return f
-
-
-def _same(ours: bytes | bytearray, engine: bytes, at: int) -> None:
-    """Equal frames, the checksum field as one's-complement values (0 and 0xFFFF alike)."""
-    assert len(ours) == len(engine)
-    a, b = int.from_bytes(ours[at:at + 2], "big"), int.from_bytes(engine[at:at + 2], "big")
-    assert a % 0xFFFF == b % 0xFFFF, f"checksum at {at}: {a:#06x} vs {b:#06x}"
-    assert ours[:at] + ours[at + 2:] == engine[:at] + engine[at + 2:]
 
 
 def _partial_ok(ours: bytes | bytearray, proto: int, at: int) -> None:
@@ -192,8 +138,8 @@ def test_bpf_ipv6_rewrite_gives_the_engines_frame(proto: int, portmap: bool, par
     else:
         r.ping(cport)
     orig, reply = r.flow_plans(proto, cport)
-    _, to_server = _entry(orig)
-    _, to_client = _entry(reply)
+    _, to_server = entry_of(orig)
+    _, to_client = entry_of(reply)
     if portmap:
         assert to_server.sport != cport and to_server.l4_port_diff and to_client.l4_port_diff
     at = CHECK_AT[proto]
@@ -201,7 +147,7 @@ def test_bpf_ipv6_rewrite_gives_the_engines_frame(proto: int, portmap: bool, par
     out = datagram6(CLIENT6, dst, proto, cport, dport if proto != 58 else seq, seq=seq, ack=ack, payload=b"more")
     sent = r.feed(out, True)
     ours = _bpf6(r.frame(out, True), to_server, proto, False)
-    _same(ours, sent, at)
+    same(ours, sent, [at])
     if partial:
         part = datagram6(CLIENT6, dst, proto, cport, dport, seq=seq, ack=ack, payload=b"more", partial=True)
         moved = _bpf6(r.frame(part, True), to_server, proto, True)
@@ -211,7 +157,7 @@ def test_bpf_ipv6_rewrite_gives_the_engines_frame(proto: int, portmap: bool, par
     back = datagram6(d, s, proto, dp, sp if proto != 58 else seq, seq=5013, ack=1017, payload=b"back",
                      reply=proto == 58)
     received = r.feed(back, False)
-    _same(_bpf6(r.frame(back, False), to_client, proto, False), received, at)
+    same(_bpf6(r.frame(back, False), to_client, proto, False), received, [at])
     if partial:
         part = datagram6(d, s, proto, dp, sp, seq=5013, ack=1017, payload=b"back", partial=True)
         moved = _bpf6(r.frame(part, False), to_client, proto, True)
