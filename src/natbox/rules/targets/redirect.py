@@ -1,4 +1,7 @@
-"""`-j REDIRECT [--to-ports p[-q]] [--random]` (nf_nat_redirect.c `nf_nat_redirect_ipv4`), §5.1."""
+"""`-j REDIRECT [--to-ports p[-q]] [--random]` (nf_nat_redirect.c `nf_nat_redirect_ipv4`), §5.1.
+
+The IPv6 target (targets6.Redirect6, `nf_nat_redirect_ipv6`) is this one with ::1 for 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ class Redirect(PortsTarget):
     print_opt = "redir ports "
     options = (Opt("to-ports", 1), Opt("random", 0))
     shifted_in_fcheck = True
+    loopback = LOOPBACK  # the address from OUTPUT (Redirect6: ::1)
 
     def final_check(self, rule: Rule) -> None:
         """`DNAT_fcheck` (libipt_DNAT.c, which parses REDIRECT rev 0): no shifted port range."""
@@ -30,10 +34,11 @@ class Redirect(PortsTarget):
         r = self.range
         flags = r.flags | RangeFlags.MAP_IPS
         pmin, pmax = r.min_proto, r.max_proto
+        loopback = self.loopback
 
         def redirect_tg(skb: Skb, ctx: XtContext) -> int:
             if ctx.hook == Hook.LOCAL_OUT:
-                newdst = LOOPBACK
+                newdst = loopback
             else:
                 addr = ctx.iface_primary_addr(skb.iif)
                 if addr is None:

@@ -8,8 +8,7 @@ natbox.rules.targets.nat and .masquerade (their ranges hold 128-bit addresses fo
 from __future__ import annotations
 
 from natbox.nat.npt import npt_adjustment, npt_map, npt_map_bounced
-from natbox.nat.range import NatRange, RangeFlags
-from natbox.netfilter import Hook, ManipType
+from natbox.netfilter import Hook
 from natbox.rules.addr6 import (
     ALL_ONES6,
     format_addr6,
@@ -21,7 +20,6 @@ from natbox.rules.addr6 import (
 from natbox.rules.api import NF_DROP, XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import (
-    HOOK_ALL,
     RESOURCE_PROBLEM,
     Opt,
     Rule,
@@ -30,7 +28,7 @@ from natbox.rules.model import (
     TargetFn,
     hook_mask_of,
 )
-from natbox.rules.targets.nat import check_nat_hooks
+from natbox.rules.targets.netmap import Netmap
 from natbox.rules.targets.redirect import Redirect
 from natbox.rules.targets.reject import Reject
 from natbox.skb import Skb
@@ -125,66 +123,23 @@ LOOPBACK6 = 1  # ::1
 
 class Redirect6(Redirect):
     """`nf_nat_redirect_ipv6`: to ::1 from OUTPUT, else to the incoming interface's address (the engine's
-    choice, `iface_primary_addr`); no address: drop."""
+    choice, `iface_primary_addr`); no address: drop. Redirect's evaluator with ::1 for 127.0.0.1."""
 
-    def compile(self) -> TargetFn:
-        r = self.range
-        flags = r.flags | RangeFlags.MAP_IPS
-        pmin, pmax = r.min_proto, r.max_proto
-
-        def redirect_tg6(skb: Skb, ctx: XtContext) -> int:
-            if ctx.hook == Hook.LOCAL_OUT:
-                newdst = LOOPBACK6
-            else:
-                addr = ctx.iface_primary_addr(skb.iif)
-                if addr is None:
-                    return NF_DROP
-                newdst = addr
-            return ctx.nat_setup_info(skb, NatRange(flags, newdst, newdst, pmin, pmax), ManipType.DST)
-
-        return redirect_tg6
+    loopback = LOOPBACK6
 
 
-class Netmap6(Target):
-    """`-j NETMAP --to ADDR[/LEN|/MASK]` for IPv6 (`netmap_tg6`): the masked bits replaced, the rest kept."""
+class Netmap6(Netmap):
+    """`-j NETMAP --to ADDR[/LEN|/MASK]` for IPv6 (`netmap_tg6`): Netmap's with 128-bit addresses."""
 
-    name = "NETMAP"
-    options = (Opt("to", 1),)
+    all_ones = ALL_ONES6
 
-    def __init__(self) -> None:
-        self.net: int | None = None
-        self.mask = ALL_ONES6
+    @staticmethod
+    def parse_mask(text: str) -> tuple[int, int]:
+        return parse_ipv6_mask(text)
 
-    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
-        if opt != "to":
-            super().parse(opt, arg, inverted, rule)
-        self.net, self.mask = parse_ipv6_mask(arg or "")
-
-    def final_check(self, rule: Rule) -> None:
-        if self.net is None:
-            raise RulesError('NETMAP: option "--to" must be specified\n')
-
-    def check(self, table: str, hook_mask: int, rule: Rule) -> None:
-        check_nat_hooks(table, hook_mask, HOOK_ALL)
-
-    def save(self) -> str:
-        return " --to " + format_addr6_mask(self.net or 0, self.mask)
-
-    def print_list(self, numeric: bool) -> str:
-        return " to:" + format_addr6_mask(self.net or 0, self.mask)
-
-    def compile(self) -> TargetFn:
-        net, mask = self.net or 0, self.mask
-        keep = ~mask & ALL_ONES6
-
-        def netmap_tg6(skb: Skb, ctx: XtContext) -> int:
-            if ctx.hook in (Hook.PRE_ROUTING, Hook.LOCAL_OUT):
-                new, manip = (skb.daddr & keep) | (net & mask), ManipType.DST
-            else:
-                new, manip = (skb.saddr & keep) | (net & mask), ManipType.SRC
-            return ctx.nat_setup_info(skb, NatRange(RangeFlags.MAP_IPS, new, new), manip)
-
-        return netmap_tg6
+    @staticmethod
+    def format_mask(addr: int, mask: int) -> str:
+        return format_addr6_mask(addr, mask)
 
 
 class Snpt(Target):
