@@ -21,6 +21,7 @@ from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
 from natbox.engine.host import Host, Interface
 from natbox.engine.icmp_rate import IcmpRateLimiter
+from natbox.engine.local import send_dup_copy
 from natbox.engine.neigh import NeighTable
 from natbox.engine.nud import ArpRequest
 from natbox.engine.output import Emitted
@@ -91,24 +92,20 @@ class Ip6Output:
                            else CtInfo.RELATED)
         if attach is not None and attach.trace is not None:
             nskb.trace = []
+        self._send_now(nskb, oif)
+
+    def send_skb6(self, nskb: Skb6) -> None:
+        """Send a segment SYNPROXY built, its ct already set (`synproxy_send_tcp_ipv6` → `ip6_local_out`)."""
+        self._send_now(nskb)
+
+    def _send_now(self, nskb: Skb6, oif: str = "") -> None:
+        """`ip6_local_out` of a packet the host generates while handling another one, at once; the other's
+        skb given back after."""
         st = self._st
         saved = st.skb
         st.skb = nskb
         try:
             self.local_out(nskb, oif)
-        except Drop as d:
-            st.record_drop(nskb.pkt_id, d)
-        finally:
-            st.flush_trace(nskb)
-            st.skb = saved
-
-    def send_skb6(self, nskb: Skb6) -> None:
-        """Send a segment SYNPROXY built, its ct already set (`synproxy_send_tcp_ipv6` → `ip6_local_out`)."""
-        st = self._st
-        saved = st.skb
-        st.skb = nskb
-        try:
-            self.local_out(nskb)
         except Drop as d:
             st.record_drop(nskb.pkt_id, d)
         finally:
@@ -191,19 +188,11 @@ class Ip6Output:
         if skb.trace is not None:
             skb.add_trace(f"nf_dup_ipv6: a copy goes to {format_addr6(gw)} via {res.dev}")
             nskb.trace = skb.trace
-        st = self._st
-        saved_hook, saved_skb = self._ctx.hook, st.skb
         self._duplicating = True
-        st.skb = nskb
         try:
-            if self._hooks6.run(Hook.LOCAL_OUT, nskb) == NF_ACCEPT:
-                self.output(nskb)
-        except Drop as d:
-            st.record_drop(nskb.pkt_id, d)
+            send_dup_copy(self._st, self._ctx, nskb, self._hooks6.run, self.output)
         finally:
-            st.flush_trace(nskb)
             self._duplicating = False
-            self._ctx.hook, st.skb = saved_hook, saved_skb
 
     # --- output ----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.family import AddressFamily
@@ -36,7 +37,7 @@ from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNR
 from natbox.wire.ipv4 import IP_DF, ip_send_check
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_TTL, L4_DPORT
 
-__all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalStack"]
+__all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalStack", "send_dup_copy"]
 
 LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
@@ -53,6 +54,26 @@ _HOOK_LOCAL_OUT = Hook.LOCAL_OUT
 _PKT_BROADCAST = PacketType.BROADCAST
 _PKT_LOOPBACK = PacketType.LOOPBACK
 _PKT_MULTICAST = PacketType.MULTICAST
+
+
+S = TypeVar("S", bound=Skb)
+
+
+def send_dup_copy(st: PathState, ctx: XtHost, nskb: S, run: Callable[[Hook, Skb], int],
+                  output: Callable[[S], None]) -> None:
+    """The last step of `nf_dup_ipv4()` and `nf_dup_ipv6()` (the copy made and routed): the copy goes through
+    LOCAL_OUT and the family's output (`ip_output`, `ip6_output`) at once, inside the original's path; a drop
+    of it is recorded, its trace flushed, and the original's hook and skb given back after."""
+    saved_hook, saved_skb = ctx.hook, st.skb
+    st.skb = nskb
+    try:
+        if run(_HOOK_LOCAL_OUT, nskb) == NF_ACCEPT:
+            output(nskb)
+    except Drop as d:
+        st.record_drop(nskb.pkt_id, d)
+    finally:
+        st.flush_trace(nskb)
+        ctx.hook, st.skb = saved_hook, saved_skb
 
 
 class LocalStack:
@@ -213,19 +234,11 @@ class LocalStack:
         if skb.trace is not None:  # the copy's steps follow in the original's trace, where they happen
             skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
             nskb.trace = skb.trace
-        st = self._st
-        saved_hook, saved_skb = self._ctx.hook, st.skb
         self._duplicating = True
-        st.skb = nskb
         try:
-            if self._hooks.run(_HOOK_LOCAL_OUT, nskb) == NF_ACCEPT:
-                self.ip_output(nskb)
-        except Drop as d:
-            st.record_drop(nskb.pkt_id, d)
+            send_dup_copy(self._st, self._ctx, nskb, self._hooks.run, self.ip_output)
         finally:
-            st.flush_trace(nskb)
             self._duplicating = False
-            self._ctx.hook, st.skb = saved_hook, saved_skb
 
     def ip_local_out(self, skb: Skb) -> None:
         """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""
