@@ -47,6 +47,7 @@ SERVER = "198.51.100.2"
 GW_WAN = "198.51.100.1"
 BULK = 24 << 20  # bytes: enough packets that natbox's share of them is plain
 
+
 def _script(template: str, **fields: object) -> str:
     return gl.script(template, False, **fields)
 
@@ -192,29 +193,9 @@ def test_deleting_the_ct_brings_the_flow_back_to_natbox(lab: Lab, tmp_path: Path
 
 
 def test_an_offloaded_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:
-    ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
-    gw = gl.offload_gateway(lab, ctl, "--state", str(state))
-    server = client = None
-    try:
-        server = gl.start(lab, "server", _script(gl.RESTART_SERVER))
-        client = ns_popen(lab, "client", [sys.executable, "-c",
-                                          _script(gl.RESTART_CLIENT, sends=20, dst=SERVER, flag=flag)])
-        assert client.stdout is not None
-        assert client.stdout.readline().decode().strip() == "sent1"
-        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
-        rest = stop(gw)
-        assert "saved 1 conntrack entries" in rest, rest
-        gw = gl.offload_gateway(lab, ctl, "--state", str(state))
-        flag.touch()
-        out, _ = server.communicate(timeout=40)
-        assert out.decode().split()[-2:] == ["40000", GW_WAN]
-        assert client.communicate(timeout=20)[0].decode().strip() == "ok"
-    finally:
-        for p in (server, client):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        stop(gw)
+    said, out, _status = gl.offloaded_across_a_restart(lab, tmp_path, False, SERVER)
+    assert "saved 1 conntrack entries" in said, said
+    assert out.split()[-2:] == ["40000", GW_WAN]
 
 
 def test_tcpdump_still_sees_offloaded_packets(lab: Lab, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ SERVER = "2001:db8:1::2"
 GW_WAN = "2001:db8:1::1"
 BULK = 24 << 20  # bytes: enough packets that natbox's share of them is plain
 
+
 def _script(template: str, **fields: object) -> str:
     return gl.script(template, True, **fields)
 
@@ -246,28 +247,7 @@ def test_a_packet_over_the_out_mtu_gets_packet_too_big_and_the_flow_stays_offloa
 def test_an_offloaded_ipv6_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:
     """The gateway stops while an IPv6 connection is offloaded (its entries go with the datapath) and starts
     again from its saved state: the connection goes on through the same NAT66 binding and is offloaded again."""
-    ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
-    gw = gl.offload_gateway(lab, ctl, "--state", str(state))
-    server = client = None
-    try:
-        server = gl.start(lab, "server", _script(gl.RESTART_SERVER))
-        client = ns_popen(lab, "client", [sys.executable, "-c",
-                                          _script(gl.RESTART_CLIENT, sends=20, dst=SERVER, flag=flag)])
-        assert client.stdout is not None
-        assert client.stdout.readline().decode().strip() == "sent1"
-        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
-        rest = stop(gw)
-        assert "saved" in rest and "conntrack entries" in rest, rest
-        gw = gl.offload_gateway(lab, ctl, "--state", str(state))
-        flag.touch()
-        out, _ = server.communicate(timeout=40)
-        assert out.decode().split()[-2:] == ["40000", GW_WAN]
-        assert client.communicate(timeout=20)[0].decode().strip() == "ok"
-        status = gl.status(ctl)
-    finally:
-        for p in (server, client):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        stop(gw)
+    said, out, status = gl.offloaded_across_a_restart(lab, tmp_path, True, SERVER)
+    assert "saved" in said and "conntrack entries" in said, said
+    assert out.split()[-2:] == ["40000", GW_WAN]
     assert re.search(r"installed [1-9]", status) and gl.carried(status) > 0, status  # offloaded again

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from natbox.lab.model import Lab
-from natbox.testing.live import gateway_argv, ns_popen, require_programs, run_natbox, wait_ready
+from natbox.testing.live import gateway_argv, ns_popen, require_programs, run_natbox, stop, wait_ready
 
 # a 1 MiB (or {n} bytes) TCP transfer: the server takes {clients} connections one after the other and prints,
 # for each, the peer's address, the byte count and the data's sha256; the client sends random.Random(7)'s bytes
@@ -194,3 +194,32 @@ def wait_for(ctl: Path, pattern: str, timeout: float = 5.0) -> str:
         if re.search(pattern, text) or time.monotonic() > deadline:
             return text
         time.sleep(0.2)
+
+
+def offloaded_across_a_restart(lab: Lab, tmp_path: Path, v6: bool, dst: str) -> tuple[str, str, str]:
+    """A connection to `dst` (RESTART_CLIENT: 20 KB before the restart, 20 KB after) offloaded by `natbox gateway
+    --offload --state`, the gateway stopped once the flow is offloaded and started again from its saved state:
+    what the first gateway said at its stop, what the server printed, and the second gateway's status once the
+    connection ended (the client got the server's "ok")."""
+    ctl, state, flag = tmp_path / "ctl.sock", tmp_path / "ct.json", tmp_path / "go"
+    gw = offload_gateway(lab, ctl, "--state", str(state))
+    server = client = None
+    try:
+        server = start(lab, "server", script(RESTART_SERVER, v6))
+        client = ns_popen(lab, "client", [sys.executable, "-c", script(RESTART_CLIENT, v6, sends=20, dst=dst,
+                                                                          flag=flag)])
+        assert client.stdout is not None
+        assert client.stdout.readline().decode().strip() == "sent1"
+        assert "1 flows offloaded" in wait_for(ctl, r"1 flows offloaded")
+        said = stop(gw)
+        gw = offload_gateway(lab, ctl, "--state", str(state))
+        flag.touch()
+        out, _ = server.communicate(timeout=40)
+        assert client.communicate(timeout=20)[0].decode().strip() == "ok"
+        return said, out.decode(), status(ctl)
+    finally:
+        for p in (server, client):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        stop(gw)
