@@ -171,25 +171,12 @@ def test_a_rule_change_meets_new_connections_only(lab: Lab, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("how", ["-D", "-F"])
 def test_deleting_the_ct_brings_the_flow_back_to_natbox(lab: Lab, tmp_path: Path, how: str) -> None:
-    ctl = tmp_path / "ctl.sock"
-    gw = gl.offload_gateway(lab, ctl)
-    try:
-        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6002, seconds=10))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40503, dst=SERVER,
-                                                                                   port=6002, seconds=5)])
-        assert "1 flows offloaded" in gl.wait_for(ctl, r"1 flows offloaded")
-        argv = ["-D", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F"]
-        res = run_natbox("conntrack", "--control", str(ctl), *argv)
-        assert res.returncode == 0, res.stderr
-        status = gl.wait_for(ctl, r"back to natbox \(destroyed\)")
-        assert "back to natbox (destroyed)" in status, status
-        out, _ = pinger.communicate(timeout=20)
-        assert int(out.decode().split()[0]) > 150, out  # the exchange went on: a new ct, offloaded again
-        assert re.search(r"offload: [12] flows offloaded|installed [2-9]", gl.status(ctl))
-        echo.kill()
-        echo.wait()
-    finally:
-        stop(gw)
+    argv = ["-D", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F"]
+    offloaded, destroyed, got, final = gl.deleted_while_offloaded(lab, tmp_path, False, SERVER, argv)
+    assert "1 flows offloaded" in offloaded, offloaded
+    assert "back to natbox (destroyed)" in destroyed, destroyed
+    assert got > 150, got  # the exchange went on: a new ct, offloaded again
+    assert re.search(r"offload: [12] flows offloaded|installed [2-9]", final), final
 
 
 def test_an_offloaded_connection_survives_a_restart_with_state(lab: Lab, tmp_path: Path) -> None:

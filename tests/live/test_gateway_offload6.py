@@ -110,27 +110,12 @@ def test_an_ipv6_bulk_flow_through_nat66_is_carried_by_the_kernel(lab: Lab, tmp_
 def test_deleting_an_offloaded_ipv6_ct_brings_the_flow_back(lab: Lab, tmp_path: Path, how: str) -> None:
     """A UDP exchange over IPv6 is offloaded; `conntrack -D -f ipv6` (or -F) removes its entries, the exchange
     goes on through natbox with a new ct, which is offloaded again."""
-    ctl = tmp_path / "ctl.sock"
-    gw = gl.offload_gateway(lab, ctl)
-    try:
-        echo = gl.start(lab, "server", _script(gl.UDP_ECHO, port=6002, seconds=10))
-        pinger = ns_popen(lab, "client", [sys.executable, "-c", _script(gl.UDP_PINGER, sport=40503, dst=SERVER,
-                                                                                   port=6002, seconds=5)])
-        status = gl.wait_for(ctl, r"1 flows offloaded")
-        assert "1 flows offloaded" in status and "udp src=fd00:1::2 dst=2001:db8:1::2" in status, status
-        argv = ["-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F", "-f", "ipv6"]
-        res = run_natbox("conntrack", "--control", str(ctl), *argv)
-        assert res.returncode == 0, res.stderr
-        status = gl.wait_for(ctl, r"back to natbox \(destroyed\)")
-        assert "back to natbox (destroyed)" in status, status
-        out, _ = pinger.communicate(timeout=20)
-        assert int(out.decode().split()[0]) > 150, out  # the exchange went on: a new ct, offloaded again
-        final = gl.status(ctl)
-        assert re.search(r"installed [2-9]", final) and gl.carried(final) > 100, final
-        echo.kill()
-        echo.wait()
-    finally:
-        stop(gw)
+    argv = ["-D", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "6002"] if how == "-D" else ["-F", "-f", "ipv6"]
+    offloaded, destroyed, got, final = gl.deleted_while_offloaded(lab, tmp_path, True, SERVER, argv)
+    assert "1 flows offloaded" in offloaded and "udp src=fd00:1::2 dst=2001:db8:1::2" in offloaded, offloaded
+    assert "back to natbox (destroyed)" in destroyed, destroyed
+    assert got > 150, got  # the exchange went on: a new ct, offloaded again
+    assert re.search(r"installed [2-9]", final) and gl.carried(final) > 100, final
 
 
 RST_CLIENT = """

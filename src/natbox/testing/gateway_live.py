@@ -223,3 +223,27 @@ def offloaded_across_a_restart(lab: Lab, tmp_path: Path, v6: bool, dst: str) -> 
                 p.kill()
                 p.wait()
         stop(gw)
+
+
+def deleted_while_offloaded(lab: Lab, tmp_path: Path, v6: bool, dst: str,
+                            delete: list[str]) -> tuple[str, str, int, str]:
+    """A UDP exchange with `dst` (UDP_PINGER from port 40503 to an echo on 6002, 5 s) offloaded by `natbox gateway
+    --offload`, then `natbox conntrack DELETE...` (-D or -F) while it goes on: the gateway's status once the flow
+    was offloaded, once it came back to natbox (destroyed), the echoes the pinger got, and the status at its end."""
+    ctl = tmp_path / "ctl.sock"
+    gw = offload_gateway(lab, ctl)
+    try:
+        echo = start(lab, "server", script(UDP_ECHO, v6, port=6002, seconds=10))
+        pinger = ns_popen(lab, "client", [sys.executable, "-c", script(UDP_PINGER, v6, sport=40503, dst=dst, port=6002,
+                                                                          seconds=5)])
+        offloaded = wait_for(ctl, r"1 flows offloaded")
+        res = run_natbox("conntrack", "--control", str(ctl), *delete)
+        assert res.returncode == 0, res.stderr
+        destroyed = wait_for(ctl, r"back to natbox \(destroyed\)")
+        out, _ = pinger.communicate(timeout=20)
+        final = status(ctl)
+        echo.kill()
+        echo.wait()
+        return offloaded, destroyed, int(out.decode().split()[0]), final
+    finally:
+        stop(gw)
