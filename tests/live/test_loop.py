@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from natbox.adapters.vnet import GSO_TCPV4, RxFrame
@@ -204,6 +205,29 @@ def test_oversize_frame_without_gso_is_reported_once() -> None:
     loop.poll_once(1.0)
     assert loop.stats["rx_oversize"] == 2
     assert len(said) == 1 and "a: a 3000-byte frame without GSO information" in said[0]
+    loop.close()
+
+
+class TruncatingPort(FakePort):
+    """A port whose receive ring cuts frames short (PacketSocket without vnet headers: 4 KiB slots)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.on_truncated: Callable[[int], None] | None = None
+
+
+def test_a_super_packet_the_port_truncated_is_reported_as_oversize() -> None:
+    a, b = TruncatingPort("a"), FakePort("b")
+    loop = EventLoop(Swap(), {"a": a, "b": b}, mtus={"a": 1500, "b": 1500})
+    said: list[str] = []
+    loop.warn = said.append
+    assert a.on_truncated is not None  # the loop listens
+    a.on_truncated(1400)  # within the MTU (a slot smaller than a jumbo MTU): the port's own counter says it
+    assert loop.stats["rx_oversize"] == 0 and said == []
+    a.on_truncated(7254)
+    a.on_truncated(7254)
+    assert loop.stats["rx_oversize"] == 2
+    assert len(said) == 1 and "a: a 7254-byte frame without GSO information (mtu 1500)" in said[0]
     loop.close()
 
 

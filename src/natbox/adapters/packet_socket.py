@@ -34,6 +34,7 @@ import select
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Final
 
 from natbox.adapters.vnet import (
@@ -162,6 +163,9 @@ class PacketSocket:
         self.stats = {"rx": 0, "tx": 0, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "tx_error": 0,
                       "rx_losing": 0, "rx_csum_completed": 0, "rx_ring_resync": 0, "rx_ring_reset": 0,
                       "rx_in_place": 0}  # rx_in_place: frames handed out as views of the ring (zero_copy)
+        # called with the length of each received frame its slot (or the read buffer) cut short, which is then
+        # dropped: without vnet headers, a peer's TSO/GRO super-packet larger than a ring slot (the loop warns)
+        self.on_truncated: Callable[[int], None] | None = None
         self._ignore_outgoing = False
         self._mm: mmap.mmap | None = None
         self._slot = 0
@@ -311,6 +315,8 @@ class PacketSocket:
                 continue
             if flags & socket.MSG_TRUNC:
                 self.stats["rx_truncated"] += 1
+                if self.on_truncated is not None:
+                    self.on_truncated(len(data))
                 continue
             for level, kind, cdata in anc:
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= AUXDATA.size:
@@ -351,6 +357,8 @@ class PacketSocket:
                 stats["rx_losing"] += 1
             if snaplen < tp_len:
                 stats["rx_truncated"] += 1
+                if self.on_truncated is not None and mm[base + SLL_PKTTYPE] != PACKET_OUTGOING:
+                    self.on_truncated(tp_len)
             elif not check_outgoing or mm[base + SLL_PKTTYPE] != PACKET_OUTGOING:
                 start = base + mac
                 if view is not None and snaplen > ZERO_COPY_MIN:

@@ -30,6 +30,7 @@ selector through a socketpair, so the loop exits within one batch).
 from __future__ import annotations
 
 import contextlib
+import functools
 import selectors
 import signal
 import socket
@@ -37,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from natbox.adapters.vnet import GSO_TCPV4, GSO_TCPV6, RxFrame
 from natbox.wire.layout import ETH_HDR_LEN, IP6H_LEN, IPH_VER_IHL, TCPH_DOFF
@@ -64,6 +65,14 @@ class Port(Protocol):
              csum_ready: bool = False, tail: memoryview | None = None) -> bool: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsTruncation(Protocol):
+    """A port that can say when a frame was cut short and dropped (PacketSocket, ProtocolPort): without vnet
+    headers, a peer's super-packet larger than a receive ring slot never reaches the loop as a frame."""
+
+    on_truncated: Callable[[int], None] | None
 
 
 class EmittedLike(Protocol):
@@ -147,6 +156,8 @@ class EventLoop:
         self._timers: list[Timers] = []
         for name, port in ports.items():
             self._sel.register(port.fileno(), selectors.EVENT_READ, name)
+            if isinstance(port, ReportsTruncation):
+                port.on_truncated = functools.partial(self._truncated, name)
         self._old_handlers: dict[int, object] = {}
         self._old_wakeup_fd: int | None = None
 
@@ -315,6 +326,13 @@ class EventLoop:
         if self.stats["rx_oversize"] == 1:
             self.warn(f"warning: {name}: a {size}-byte frame without GSO information (mtu {self.mtus[name]}): "
                       "the peer uses TSO/GSO/GRO; use vnet headers or turn those offloads off on the peer")
+
+    def _truncated(self, name: str, size: int) -> None:
+        """A frame the port cut short and dropped (a ring slot holds an MTU-sized frame without vnet headers):
+        over the MTU it is a super-packet natbox could not handle, as `_oversize` (under --offload, the first
+        packets of a flow before its entries are installed)."""
+        if size > self._rx_limit[name]:
+            self._oversize(name, size)
 
     def _emit(self, out: OutputLike) -> None:
         """Send what the engine emitted, each frame with its own offload metadata, its partial checksum

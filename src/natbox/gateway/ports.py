@@ -6,6 +6,7 @@ from __future__ import annotations
 import select
 import subprocess
 import zlib
+from collections.abc import Callable
 
 from natbox.adapters.packet_socket import (
     PacketSocket,
@@ -79,6 +80,16 @@ class ProtocolPort:
             for key, value in sock.stats.items():
                 total[key] = total.get(key, 0) + value
         return total
+
+    @property
+    def on_truncated(self) -> Callable[[int], None] | None:
+        """Each socket's `on_truncated` (PacketSocket): called with the length of a frame cut short."""
+        return self._main.on_truncated
+
+    @on_truncated.setter
+    def on_truncated(self, fn: Callable[[int], None] | None) -> None:
+        for sock in self._sockets:
+            sock.on_truncated = fn
 
     def fileno(self) -> int:
         return self._ep.fileno()
