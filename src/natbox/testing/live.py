@@ -89,6 +89,12 @@ def gateway_argv(host_file: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "natbox.cli.gateway", str(host_file), *extra]
 
 
+def gateway_offloads() -> bool:
+    """Whether $NATBOX_TEST_GATEWAY_ARGS runs every gateway with --offload or --offload-new: tests then expect
+    what docs/differences.md says that mode shows (offloaded entries listed `[OFFLOAD]`)."""
+    return any(a in ("--offload", "--offload-new") for a in os.environ.get("NATBOX_TEST_GATEWAY_ARGS", "").split())
+
+
 def wait_ready(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
     """Read the gateway's stderr until its 'ready' line and return all it said until then; fail with what
     it said otherwise."""
