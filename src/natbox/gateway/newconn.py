@@ -248,6 +248,15 @@ class NewConnections:
             except (NatboxError, OSError) as exc:
                 self._error(f"offload-new: {exc}")
 
+    def next_deadline(self) -> float | None:
+        """The loop's timer (`EventLoop.add_timers`): due at once while deletions wait (a ct that expired in
+        the engine's timers, after this turn's `drain`), so that they are made in the next turn, not after
+        the loop's idle wait."""
+        return 0.0 if self._unflow or self._unclaim else None
+
+    def handle_timers(self, now: float) -> None:
+        self.flush()
+
     def _untrack(self, conn: Conn, why: str) -> None:
         keys = self.tracked.pop(conn.ct_id, None)
         if keys is None:

@@ -383,6 +383,7 @@ def start_offload(engine: Engine, loop: EventLoop, ifnames: list[str], *, seal: 
             action=datapath.action, clock=time.monotonic, log=say)
         loop.after_wakeup.append(newconn.sync)  # the copies first: what they do to the cts, offload.sync carries out
         loop.before_frames.append(newconn.drain)
+        loop.add_timers(newconn)  # deletions an expiry left are made in the next turn
         loop.watch(ring.fileno(), EVENT_READ, lambda mask: None)  # wakes the loop; after_wakeup drains
     offload.drive(loop)
     return offload
