@@ -140,3 +140,69 @@ def test_a_host_file_carries_inet6_sets_for_its_ip6tables_rules(tmp_path: Path) 
     assert ping("fd00:77::2") == 1 and ping("fd00:77::3") == 0
     saved = IpsetSession(reg, 1.0, lambda: 1).run(["save", "seen6"])[1]
     assert saved.endswith("add seen6 fd00:77::2\n")
+
+
+def test_sighup_accepts_rules_naming_sets_created_through_the_control_socket(tmp_path: Path) -> None:
+    """A reload checks `-m set` rules against the running gateway's sets, those `natbox ipset create` made
+    through the control socket included (ip_set's sets outlive an iptables-restore), keeps them with their
+    members, adds the host file's sets of new names with theirs (timeouts on the gateway's clock), links a
+    new list:set to the running member set, and refuses a rule naming a set that exists nowhere, leaving the
+    running sets as they were. References are the rules' only: none is left on a set no rule names."""
+    import io
+    from typing import cast
+
+    from natbox.gateway.commands import Commands
+    from natbox.gateway.config import GatewayConfig
+    from natbox.gateway.loop import EventLoop
+    from natbox.gateway.state import load, reload
+    from natbox.testing.paths import EXAMPLES
+
+    host_file, rules = tmp_path / "host.toml", tmp_path / "r.rules"
+    base = (EXAMPLES / "masquerade-host.toml").read_text().replace("masquerade.rules", "r.rules")
+    host_file.write_text(base)
+    head = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    rules.write_text(head + "COMMIT\n")
+    cfg = GatewayConfig(host_file=str(host_file))
+    hf, ruleset = load(cfg)
+    engine = Engine(hf.host, ruleset=ruleset, seed=3)
+    engine.ipsets = hf.sets
+    cmds = Commands(engine, cast(EventLoop, None))
+
+    def run(cmd: str, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = cmds.run_command(cmd, list(argv), io.StringIO(""), out, err)
+        return rc, out.getvalue(), err.getvalue()
+
+    def sent(dst: str, sport: int) -> bool:
+        return bool(engine.send_local(_syn("198.51.100.1", dst, sport, 443), 10.0).emitted)
+
+    def sets_file(text: str) -> None:
+        host_file.write_text(base + '\n[ipsets]\ntext = """\n' + text + '"""\n')
+
+    assert run("ipset", "create", "c", "hash:ip")[0] == 0
+    assert run("ipset", "add", "c", "198.51.100.7")[0] == 0
+    rules.write_text(head + "-A OUTPUT -m set --match-set c dst -j DROP\nCOMMIT\n")
+    assert reload(cfg, engine)
+    assert not sent("198.51.100.7", 40000) and sent("198.51.100.8", 40001)
+    assert "References: 1\n" in run("ipset", "list", "-t", "c")[1]
+    # the file's c (empty) leaves the running one as it is; g and the list:set l are new, l's member is the
+    # running c
+    sets_file("create c hash:ip\ncreate g hash:ip timeout 600\nadd g 198.51.100.8\n"
+              "create l list:set size 8\nadd l c\n")
+    rules.write_text(head + "-A OUTPUT -m set --match-set l dst -j DROP\n"
+                     "-A OUTPUT -m set --match-set g dst -j DROP\nCOMMIT\n")
+    assert reload(cfg, engine)
+    assert not sent("198.51.100.7", 40002) and not sent("198.51.100.8", 40003) and sent("198.51.100.9", 40004)
+    assert run("ipset", "list", "-n") == (0, "c\ng\nl\n", "")
+    assert run("ipset", "test", "g", "198.51.100.8")[0] == 0  # its timeout runs from the reload, not from 0
+    assert "References: 1\n" in run("ipset", "list", "-t", "c")[1]  # l's member, no rule's
+    sets_file("create h hash:ip\n")
+    rules.write_text(head + "-A OUTPUT -m set --match-set nope dst -j DROP\nCOMMIT\n")
+    assert not reload(cfg, engine)  # refused: the running rules and sets kept, h not added
+    assert run("ipset", "list", "-n") == (0, "c\ng\nl\n", "")
+    assert not sent("198.51.100.7", 40005)
+    rules.write_text(head + "COMMIT\n")
+    assert reload(cfg, engine)
+    assert run("ipset", "destroy", "l") == (0, "", "")
+    assert run("ipset", "destroy", "c") == (0, "", "")  # no rule and no list holds it now
+    assert run("ipset", "list", "-n") == (0, "g\nh\n", "")

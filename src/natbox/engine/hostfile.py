@@ -429,13 +429,14 @@ def _parse_ipsets(doc: dict[str, Any], hf: HostFile, loc: Locator) -> None:
         hf.ipsets_origin = f"{loc.filename}[ipsets.text]"
 
 
-def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0) -> IpsetRegistry | None:
+def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0, rule_refs: bool = True) -> IpsetRegistry | None:
     """The host's ipsets (None when it has none): `ipset restore` of `hf.ipsets_text` at `now`, then one
     reference per rule of `hf.host.rules_text` that names a set (as the kernel's `ip_set_nfnl_get_byindex`
-    holds one per rule), so that `ipset destroy` refuses a set in use. A text ipset refuses raises a
-    HostFileError naming its origin and ipset's message. Hash sets restored without `initval` get one from
-    SplitMix64(seed) (the kernel draws it at random; `ipset save` always prints it, so a snapshot restores
-    exactly)."""
+    holds one per rule), so that `ipset destroy` refuses a set in use (not with `rule_refs` False: a running
+    gateway counts its rules' references from the rules it runs, natbox.cli.ipset.ipset_live). A text ipset
+    refuses raises a HostFileError naming its origin and ipset's message. Hash sets restored without
+    `initval` get one from SplitMix64(seed) (the kernel draws it at random; `ipset save` always prints it, so
+    a snapshot restores exactly)."""
     if not hf.ipsets_text.strip():
         return None
     reg = IpsetRegistry()
@@ -443,7 +444,7 @@ def host_ipsets(hf: HostFile, now: float = 0.0, seed: int = 0) -> IpsetRegistry 
     rc, _, err = IpsetSession(reg, now, lambda: rnd.getrandbits(32)).run(["restore"], hf.ipsets_text)
     if rc:
         raise HostFileError(f"{hf.ipsets_origin}: {err.strip()}")
-    for text in (hf.host.rules_text, hf.host.rules6_text):  # iptables and ip6tables rules both hold references
+    for text in (hf.host.rules_text, hf.host.rules6_text) if rule_refs else ():  # ip6tables rules hold some too
         for name, n in rule_set_refs(text).items():
             s = reg.get(name)
             if s is not None:

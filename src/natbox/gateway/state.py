@@ -17,6 +17,8 @@ from natbox.engine.hostfile6 import rules6_ruleset
 from natbox.errors import NatboxError
 from natbox.gateway.config import GatewayConfig
 from natbox.gateway.log import WARNING, say
+from natbox.ipset.bitmap import ListSet
+from natbox.ipset.core import IpsetRegistry
 from natbox.ipset.scope import using_sets
 from natbox.netfilter import CtStatus
 from natbox.rules.evaluate import Ruleset
@@ -27,13 +29,18 @@ from natbox.rules.xtstate.nfacct import NfAcct, using_nfacct
 __all__ = ["load", "reload", "restore_state", "save_state"]
 
 
-def load(cfg: GatewayConfig, nfacct: dict[str, NfAcct] | None = None) -> tuple[HostFile, Ruleset]:
+def load(cfg: GatewayConfig, nfacct: dict[str, NfAcct] | None = None,
+         sets: IpsetRegistry | None = None) -> tuple[HostFile, Ruleset]:
     """The host file and its ruleset (--rules, or the file's [rules]); ValueError with one line on any problem.
     A snapshot's ipsets and nfacct objects (`hf.sets`, `hf.nfacct`) are made first: the rules may name them.
-    `nfacct` is a running gateway's objects (SIGHUP): those made through the control socket (`natbox nfacct
-    add`) exist as much as the file's, as nfnetlink_acct's objects outlive an iptables-restore, so the rules
-    are checked against them all (`nfacct_mt_checkentry`); `hf.nfacct` is then those objects, in their order
-    and with their counters, followed by the file's objects of new names."""
+    `nfacct` and `sets` are a running gateway's objects (SIGHUP): those made through the control socket
+    (`natbox nfacct add`, `natbox ipset create`) exist as much as the file's, as nfnetlink_acct's objects and
+    ip_set's sets outlive an iptables-restore, so the rules are checked against them all
+    (`nfacct_mt_checkentry`, `set_match_v4_checkentry`'s `ip_set_nfnl_get_byindex`); `hf.nfacct` is then
+    those objects, in their order and with their counters, followed by the file's objects of new names, and
+    `hf.sets` those sets (the same objects at the same indexes, their members, timeouts and counters kept),
+    followed by the file's sets of new names with their members (a running name's set in the file is not
+    read again: the gateway's is kept, as `ipset restore` of an existing name would refuse)."""
     hf = load_host(cfg.host_file)  # a TOML host file (its [rules] read) or a snapshot directory
     host = hf.host
     rules_text, origin = host.rules_text, host.rules_origin
@@ -45,7 +52,10 @@ def load(cfg: GatewayConfig, nfacct: dict[str, NfAcct] | None = None) -> tuple[H
             raise ValueError(f"{cfg.rules}: {exc.strerror}") from None
     ruleset = Ruleset()
     try:
-        hf.sets = host_ipsets(hf)  # restored before the rules, which may name them
+        # restored before the rules, which may name them; the rules' references are counted per command
+        hf.sets = host_ipsets(hf, time.monotonic(), rule_refs=False)  # timeouts run on the loop's clock
+        if sets is not None:
+            hf.sets = _with_new_sets(sets, hf.sets)
         hf.nfacct = host_nfacct(hf)
         if nfacct is not None:
             hf.nfacct = {**nfacct, **{n: a for n, a in hf.nfacct.items() if n not in nfacct}}
@@ -72,7 +82,7 @@ def reload(cfg: GatewayConfig, engine: Engine) -> bool:
     Returns whether it reloaded.
     """
     try:
-        hf, ruleset = load(cfg, engine.xt_state.nfacct)
+        hf, ruleset = load(cfg, engine.xt_state.nfacct, engine.ipsets)
     except (ValueError, OSError) as exc:
         say(f"SIGHUP: not reloaded: {exc}", WARNING)
         return False
@@ -101,8 +111,33 @@ def reload(cfg: GatewayConfig, engine: Engine) -> bool:
         engine.rules6.invalidate()
     engine.listeners = set(hf.listen)
     engine.xt_state.nfacct = hf.nfacct  # the running objects, and the file's new ones the rules may name
+    if hf.sets is not None:  # likewise the running sets and the file's new ones
+        _link_members(hf.sets)
+    engine.ipsets = hf.sets
     say(f"SIGHUP: reloaded {cfg.host_file}")
     return True
+
+
+def _with_new_sets(running: IpsetRegistry, new: IpsetRegistry | None) -> IpsetRegistry:
+    """The running gateway's sets and, after them, the sets of `new` whose names it does not run (`running`
+    itself is left as it is: a refused reload keeps it)."""
+    reg = running.copy()
+    for s in new.ordered() if new is not None else ():
+        if running.get(s.name) is None:
+            reg.create(s, False)
+    return reg
+
+
+def _link_members(reg: IpsetRegistry) -> None:
+    """A list:set of the file naming a set the gateway runs has the running set as its member, which holds
+    one more reference on it (`list_set_uadd`'s `ip_set_get_byindex`), instead of the file's copy."""
+    for s in reg.ordered():
+        if isinstance(s, ListSet):
+            for i, (m, e) in enumerate(s.members):
+                cur = reg.get(m.name)
+                if cur is not None and cur is not m:
+                    s.members[i] = (cur, e)
+                    cur.ref += 1
 
 
 def restore_state(path: str, engine: Engine) -> None:

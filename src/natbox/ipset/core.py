@@ -272,6 +272,12 @@ class IpsetRegistry:
         self.sets: list[IpSet | None] = []
         self._by_name: dict[str, IpSet] = {}
 
+    def copy(self) -> IpsetRegistry:
+        """Another registry of the same sets: the same objects, at the same indexes."""
+        reg = IpsetRegistry()
+        reg.sets, reg._by_name = list(self.sets), dict(self._by_name)
+        return reg
+
     # --- lookups ---------------------------------------------------------------------------------
 
     def get(self, name: str) -> IpSet | None:
