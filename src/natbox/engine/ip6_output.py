@@ -21,7 +21,7 @@ from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
 from natbox.engine.host import Host, Interface
 from natbox.engine.icmp_rate import IcmpRateLimiter
-from natbox.engine.local import send_dup_copy
+from natbox.engine.local import LocalSend
 from natbox.engine.neigh import NeighTable
 from natbox.engine.nud import ArpRequest
 from natbox.engine.output import Emitted
@@ -78,7 +78,7 @@ class Ip6Output:
         self._ctx = ctx
         # bound by the engine: a packet sent to this host comes back in on lo (`Ip6Input.rcv_skb`)
         self.loopback_rcv: Callable[[Skb6], None] = lambda skb: None
-        self._duplicating = False  # nf_skb_duplicated: a TEE copy is on its way out
+        self._send = LocalSend(state, ctx)  # IPv4's nesting bound and nf_skb_duplicated, shared
 
     # --- locally generated packets ---------------------------------------------------------------
 
@@ -99,18 +99,9 @@ class Ip6Output:
         self._send_now(nskb)
 
     def _send_now(self, nskb: Skb6, oif: str = "") -> None:
-        """`ip6_local_out` of a packet the host generates while handling another one, at once; the other's
-        skb given back after."""
-        st = self._st
-        saved = st.skb
-        st.skb = nskb
-        try:
-            self.local_out(nskb, oif)
-        except Drop as d:
-            st.record_drop(nskb.pkt_id, d)
-        finally:
-            st.flush_trace(nskb)
-            st.skb = saved
+        """`ip6_local_out` of a packet the host generates while handling another one, at once, as IPv4's
+        (`LocalSend.local_out`: nesting bounded by LOCAL_NESTING_MAX, the other's hook and skb given back)."""
+        self._send.local_out(nskb, (lambda s: self.local_out(s, oif)) if oif else self.local_out)
 
     def send_local6(self, datagram: bytes, pkt_id: int, trace: bool) -> None:
         """A local process sends an IPv6 datagram (`Engine.send_local`): `ip6_rcv_core`'s checks, the source
@@ -172,7 +163,7 @@ class Ip6Output:
         at PREROUTING and INPUT, routed to `gw` as its next hop (`nf_dup_ipv6_route`: FLOWI_FLAG_KNOWN_NH; with
         `--oif` only routes through that device) and sent through LOCAL_OUT and `ip6_output` at once. No
         route: the copy is freed. A copy never makes another (`nf_skb_duplicated`)."""
-        if self._duplicating:
+        if self._send.duplicating:
             return
         data = bytearray(skb.data)
         if skb.hook in (Hook.PRE_ROUTING, Hook.LOCAL_IN):
@@ -188,11 +179,7 @@ class Ip6Output:
         if skb.trace is not None:
             skb.add_trace(f"nf_dup_ipv6: a copy goes to {format_addr6(gw)} via {res.dev}")
             nskb.trace = skb.trace
-        self._duplicating = True
-        try:
-            send_dup_copy(self._st, self._ctx, nskb, self._hooks6.run, self.output)
-        finally:
-            self._duplicating = False
+        self._send.dup_copy(nskb, self._hooks6.run, self.output)
 
     # --- output ----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROT_UNR
 from natbox.wire.ipv4 import IP_DF, ip_send_check
 from natbox.wire.layout import IPH_FRAG_OFF, IPH_TTL, L4_DPORT
 
-__all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalStack", "send_dup_copy"]
+__all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalSend", "LocalStack", "send_within"]
 
 LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
 LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
@@ -59,21 +59,61 @@ _PKT_MULTICAST = PacketType.MULTICAST
 S = TypeVar("S", bound=Skb)
 
 
-def send_dup_copy(st: PathState, ctx: XtHost, nskb: S, run: Callable[[Hook, Skb], int],
-                  output: Callable[[S], None]) -> None:
-    """The last step of `nf_dup_ipv4()` and `nf_dup_ipv6()` (the copy made and routed): the copy goes through
-    LOCAL_OUT and the family's output (`ip_output`, `ip6_output`) at once, inside the original's path; a drop
-    of it is recorded, its trace flushed, and the original's hook and skb given back after."""
+def send_within(st: PathState, ctx: XtHost, nskb: S, send: Callable[[S], None]) -> None:
+    """Send `nskb`, a packet the host makes while another packet is in its path, at once, as the kernel does
+    (`icmp_send`, `nf_send_reset`, `icmp_reply`, SYNPROXY and `nf_dup_ipv4`/`nf_dup_ipv6` call
+    `ip_local_out`/`ip6_local_out` in the middle of that path): a drop of it is recorded, its trace flushed,
+    and the other packet's hook and skb given back after, so the rest of its hook runs as it would have."""
     saved_hook, saved_skb = ctx.hook, st.skb
     st.skb = nskb
     try:
-        if run(_HOOK_LOCAL_OUT, nskb) == NF_ACCEPT:
-            output(nskb)
+        send(nskb)
     except Drop as d:
         st.record_drop(nskb.pkt_id, d)
     finally:
         st.flush_trace(nskb)
         ctx.hook, st.skb = saved_hook, saved_skb
+
+
+class LocalSend:
+    """What IPv4's `LocalStack` and IPv6's `Ip6Output` share to send packets from inside another's path
+    (`send_within`): the nesting bound of generated packets (LOCAL_NESTING_MAX; an error about an error is
+    refused anyway) and the TEE copy's `nf_skb_duplicated` guard."""
+
+    __slots__ = ("_ctx", "_st", "duplicating", "nested")
+
+    def __init__(self, st: PathState, ctx: XtHost) -> None:
+        self._st, self._ctx = st, ctx
+        self.nested = 0  # locally generated packets being sent from inside another packet's path
+        self.duplicating = False  # nf_skb_duplicated: a TEE copy is on its way out
+
+    def local_out(self, nskb: S, local_out: Callable[[S], None]) -> None:
+        """`ip_local_out`/`ip6_local_out` of a packet generated while handling another one (an ICMP error, a
+        reset, an echo reply, SYNPROXY's segments), at once; refused and counted past LOCAL_NESTING_MAX."""
+        st = self._st
+        if self.nested >= LOCAL_NESTING_MAX:
+            st.stats["local_nesting_exceeded"] += 1
+            return
+        self.nested += 1
+        try:
+            send_within(st, self._ctx, nskb, local_out)
+        finally:
+            self.nested -= 1
+
+    def dup_copy(self, nskb: S, run: Callable[[Hook, Skb], int], output: Callable[[S], None]) -> None:
+        """The last step of `nf_dup_ipv4()` and `nf_dup_ipv6()` (the copy made and routed): the copy goes
+        through LOCAL_OUT and the family's output (`ip_output`, `ip6_output`) at once, inside the original's
+        path, while `nf_skb_duplicated` keeps it from making another copy (`duplicating`)."""
+
+        def send(skb: S) -> None:
+            if run(_HOOK_LOCAL_OUT, skb) == NF_ACCEPT:
+                output(skb)
+
+        self.duplicating = True
+        try:
+            send_within(self._st, self._ctx, nskb, send)
+        finally:
+            self.duplicating = False
 
 
 class LocalStack:
@@ -86,8 +126,7 @@ class LocalStack:
         self.listeners: set[tuple[int, int]] = set()  # (protocol, port) open on the host
         self.queue: list[Skb] = []  # datagrams `Engine.send_local` handed in, sent by flush()
         self._depth = 0  # nested loopback deliveries
-        self._nested = 0  # locally generated packets being sent from inside another packet's path
-        self._duplicating = False  # nf_skb_duplicated: a TEE copy is on its way out
+        self._send = LocalSend(state, ctx)
         # bound by the engine: the output stage (`IpOutput.ip_output`) and the input path after ip_rcv
         # (`RouteInput.ip_rcv_skb`), which loopback_xmit re-enters
         self.ip_output: Callable[[Skb], None] = lambda skb: None
@@ -171,22 +210,8 @@ class LocalStack:
         """Send a packet the host generates while handling another one, at once, as the kernel does
         (icmp_send, nf_send_reset and icmp_reply call ip_local_out in the middle of the packet's path: a
         redirect or an error leaves before the packet that caused it goes on, with its ct as it is then).
-        Nesting is bounded by LOCAL_NESTING_MAX."""
-        st = self._st
-        if self._nested >= LOCAL_NESTING_MAX:
-            st.stats["local_nesting_exceeded"] += 1
-            return
-        saved_hook, saved_skb = self._ctx.hook, st.skb
-        self._nested += 1
-        st.skb = nskb
-        try:
-            self.ip_local_out(nskb)
-        except Drop as d:
-            st.record_drop(nskb.pkt_id, d)
-        finally:
-            st.flush_trace(nskb)
-            self._nested -= 1
-            self._ctx.hook, st.skb = saved_hook, saved_skb
+        Nesting is bounded by LOCAL_NESTING_MAX (`LocalSend`, which IPv6's output shares)."""
+        self._send.local_out(nskb, self.ip_local_out)
 
     def flush(self, now: float) -> None:
         """Send what `Engine.send_local` queued (bounded by LOCAL_QUEUE_MAX)."""
@@ -210,7 +235,7 @@ class LocalStack:
         at PREROUTING and INPUT), routed to the gateway `gw` as its next hop (`nf_dup_ipv4_route`:
         FLOWI_FLAG_KNOWN_NH; through `oif` when that device exists) and sent through LOCAL_OUT at once. No
         route: the copy is freed. A copy never makes another (`nf_skb_duplicated`)."""
-        if self._duplicating:
+        if self._send.duplicating:
             return
         data = bytearray(skb.data)
         data[IPH_FRAG_OFF] |= IP_DF >> 8
@@ -234,11 +259,7 @@ class LocalStack:
         if skb.trace is not None:  # the copy's steps follow in the original's trace, where they happen
             skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
             nskb.trace = skb.trace
-        self._duplicating = True
-        try:
-            send_dup_copy(self._st, self._ctx, nskb, self._hooks.run, self.ip_output)
-        finally:
-            self._duplicating = False
+        self._send.dup_copy(nskb, self._hooks.run, self.ip_output)
 
     def ip_local_out(self, skb: Skb) -> None:
         """`ip_route_output` → `__ip_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip_output`."""
