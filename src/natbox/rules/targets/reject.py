@@ -29,22 +29,32 @@ _VALID_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
 
 
 class Reject(Target):
+    """`-j REJECT [--reject-with TYPE]`: the type is a name or alias of the family's reject_table (`types`,
+    found by `find_type`), printed by its name; Reject6 (targets6.py) is this class with IPv6's table."""
+
     name = "REJECT"
     shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("reject-with", 1),)
+    types = REJECT_TYPES
+    default = "icmp-port-unreachable"
 
     def __init__(self) -> None:
-        self.with_ = "icmp-port-unreachable"
+        self.with_ = self.default
+
+    @classmethod
+    def find_type(cls, text: str) -> str | None:
+        """libipt_REJECT.c: a name or alias exactly (icmp-echo-reply is not accepted)."""
+        return next((name for name, alias in cls.types if text in (name, alias) and name != "icmp-echo-reply"),
+                    None)
 
     def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
         if opt != "reject-with":
             super().parse(opt, arg, inverted, rule)
-        a = arg or ""
-        for name, alias in REJECT_TYPES:
-            if a in (name, alias) and name != "icmp-echo-reply":
-                self.with_ = name
-                return
-        raise RulesError(f"unknown reject type \"{a}\"")
+        text = arg or ""
+        with_ = self.find_type(text)
+        if with_ is None:
+            raise RulesError(f"unknown reject type \"{text}\"")
+        self.with_ = with_
 
     def check(self, table: str, hook_mask: int, rule: Rule) -> None:
         # reject_tg_check: tcp-reset needs -p tcp (not inverted); .hooks INPUT/FORWARD/OUTPUT

@@ -101,21 +101,18 @@ REJECT6_TYPES: tuple[tuple[str, str], ...] = (
 
 
 class Reject6(Reject):
-    """`-j REJECT [--reject-with TYPE]` for IPv6: the first type whose name or alias starts with the text
-    (case-insensitive, recorded); the kernel checks as for IPv4 (tcp-reset needs `-p tcp`)."""
+    """`-j REJECT [--reject-with TYPE]` for IPv6: Reject with IPv6's table, where the first type whose name or
+    alias starts with the text (case-insensitive) is taken; the kernel checks as for IPv4 (tcp-reset needs
+    `-p tcp`)."""
 
-    def __init__(self) -> None:
-        self.with_ = "icmp6-port-unreachable"
+    types = REJECT6_TYPES
+    default = "icmp6-port-unreachable"
 
-    def parse(self, opt: str, arg: str | None, inverted: bool, rule: Rule) -> None:
-        if opt != "reject-with":
-            super().parse(opt, arg, inverted, rule)
-        a = (arg or "").lower()
-        for name, alias in REJECT6_TYPES:
-            if name.startswith(a) or alias.startswith(a):
-                self.with_ = name
-                return
-        raise RulesError(f"unknown reject type \"{arg}\"")
+    @classmethod
+    def find_type(cls, text: str) -> str | None:
+        """libip6t_REJECT.c: `strncasecmp` of the text against each name and alias, in table order."""
+        a = text.lower()
+        return next((name for name, alias in cls.types if name.startswith(a) or alias.startswith(a)), None)
 
 
 LOOPBACK6 = 1  # ::1
