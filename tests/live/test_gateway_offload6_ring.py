@@ -17,99 +17,35 @@ import errno
 import hashlib
 import random
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from natbox.lab.model import Lab
-from natbox.testing.live import (
-    build_lab,
-    gateway_argv,
-    load_example,
-    ns_popen,
-    ns_python,
-    ns_run,
-    require_programs,
-    run_natbox,
-    stop,
-    unique_lab_name,
-    wait_ready,
+from natbox.testing.gateway_live import (
+    BULK_CLIENT,
+    BULK_SERVER,
+    UDP_ECHO,
+    UDP_PINGER,
+    offload_gateway,
+    require_offload,
+    script,
+    start,
+    wait_for,
 )
-from natbox.testing.paths import LAB_EXAMPLES as EXAMPLES
+from natbox.testing.live import build_lab, load_example, ns_python, ns_run, stop, unique_lab_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("need_netns")]
 
 SERVER6, SERVER = "2001:db8:1::2", "198.51.100.2"
 BULK = 8 << 20  # bytes through natbox's own IPv6 path
 
-BULK_SERVER = """
-import hashlib, socket
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", {port})); s.listen(1); s.settimeout(40)
-print("listening", flush=True)
-c, peer = s.accept(); c.settimeout(40)
-h = hashlib.sha256(); n = 0
-while b := c.recv(1 << 16):
-    h.update(b); n += len(b)
-c.sendall(b"ok"); c.close()
-print(n, h.hexdigest(), flush=True)
-"""
-
-BULK_CLIENT = """
-import random, socket
-data = random.Random(11).randbytes({n})
-c = socket.create_connection(("{dst}", {port}), timeout=40)
-c.sendall(data); c.shutdown(socket.SHUT_WR)
-print(c.recv(16).decode(), flush=True)
-"""
-
-UDP_ECHO = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {port})); s.settimeout(1)
-print("listening", flush=True)
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    try:
-        data, peer = s.recvfrom(2048)
-    except TimeoutError:
-        continue
-    s.sendto(data, peer)
-"""
-
-UDP_PINGER = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect(("{dst}", {port}))
-got = 0
-for _ in range(100):
-    s.send(b"x" * 64)
-    try:
-        s.recv(2048); got += 1
-    except TimeoutError:
-        pass
-    time.sleep(0.01)
-print(got, flush=True)
-"""
-
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    require_programs("clang", "tc")
-    from natbox.offload.datapath import probe
-
-    missing = probe()
-    if missing is not None:
-        pytest.skip(f"--offload: {missing}")
+    require_offload()
     yield from build_lab(load_example("basic6.toml", unique_lab_name("or6")))
-
-
-def _status(ctl: Path) -> str:
-    res = run_natbox("status", "--control", str(ctl))
-    assert res.returncode == 0, res.stderr
-    return res.stdout
 
 
 def _port_counter(status: str, dev: str, name: str) -> int:
@@ -160,35 +96,29 @@ def _fill_map6(pid: int) -> int:
         flows.close()
 
 
-def _start(lab: Lab, node: str, code: str) -> subprocess.Popen[bytes]:
-    proc = ns_popen(lab, node, [sys.executable, "-c", code])
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"listening"
-    return proc
-
-
 def test_ipv6_frames_natbox_forwards_under_offload_are_read_from_a_ring(lab: Lab, tmp_path: Path) -> None:
-    ctl = tmp_path / "ctl.sock"
-    gw = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic6-gw.toml", "--offload", "--control", str(ctl)))
-    said = wait_ready(gw)
-    assert "; offload: tc BPF datapath on lan0, wan0" in said, said
+    ctl, flag = tmp_path / "ctl.sock", tmp_path / "go"
+    flag.touch()  # BULK_CLIENT sends both halves at once
+    gw = offload_gateway(lab, ctl)
     server = echo = None
     try:
         rings = _ring_protocols(lab, gw.pid)
         assert rings == {"lan0": {"0800", "86dd"}, "wan0": {"0800", "86dd"}}, rings  # ARP's reads plainly
         assert _fill_map6(gw.pid) == 65536
-        server = _start(lab, "server", BULK_SERVER.format(port=5601))
-        client = ns_python(lab, "client", BULK_CLIENT.format(n=BULK, dst=SERVER6, port=5601), timeout=90)
-        assert client.returncode == 0 and client.stdout.decode().strip() == "ok", client.stderr.decode()
+        server = start(lab, "server", script(BULK_SERVER, True, port=5601))
+        client = ns_python(lab, "client", script(BULK_CLIENT, True, n=BULK, dst=SERVER6, port=5601, flag=flag),
+                           timeout=90)
+        assert client.returncode == 0, client.stderr.decode()
+        assert client.stdout.decode().split() == ["half", "ok"], client.stdout
         out, _ = server.communicate(timeout=30)
-        want = hashlib.sha256(random.Random(11).randbytes(BULK)).hexdigest()
-        assert out.decode().split() == [str(BULK), want]  # byte-exact through natbox's own IPv6 path
+        want = hashlib.sha256(random.Random(7).randbytes(BULK)).hexdigest()
+        assert out.decode().split()[1:] == [str(BULK), want]  # byte-exact through natbox's own IPv6 path
 
-        echo = _start(lab, "server", UDP_ECHO.format(port=6011, seconds=8))
-        pinger = ns_python(lab, "client", UDP_PINGER.format(dst=SERVER, port=6011))
-        assert int(pinger.stdout.decode().split()[0]) > 90, pinger.stdout
-        deadline = time.monotonic() + 5
-        while "1 flows offloaded" not in (status := _status(ctl)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        echo = start(lab, "server", script(UDP_ECHO, False, port=6011, seconds=8))
+        pinger = ns_python(lab, "client", script(UDP_PINGER, False, sport=40601, dst=SERVER, port=6011, seconds=2))
+        got, refused = map(int, pinger.stdout.decode().split())
+        assert got > 100 and refused == 0, pinger.stdout
+        text = wait_for(ctl, r"1 flows offloaded")
     finally:
         for proc in (server, echo):
             if proc is not None and proc.poll() is None:
@@ -196,10 +126,10 @@ def test_ipv6_frames_natbox_forwards_under_offload_are_read_from_a_ring(lab: Lab
                 proc.wait()
         rest = stop(gw)
     assert "Traceback" not in rest, rest
-    assert "IPv6 map full" in status and "IPv4 map full" not in status, status
-    assert "1 flows offloaded" in status, status  # the IPv4 flow, though IPv6's map is full
+    assert "IPv6 map full" in text and "IPv4 map full" not in text, text
+    assert "1 flows offloaded" in text, text  # the IPv4 flow, though IPv6's map is full
     for dev in ("lan0", "wan0"):
-        assert _port_counter(status, dev, "rx_ring_reset") == 0, status
+        assert _port_counter(text, dev, "rx_ring_reset") == 0, text
     # the client's data segments arrive on lan0 as GSO frames: handed to natbox in place, from the IPv6 ring
-    assert _port_counter(status, "lan0", "rx_in_place") > 100, status
-    assert _port_counter(status, "lan0", "rx_gso") > 100, status
+    assert _port_counter(text, "lan0", "rx_in_place") > 100, text
+    assert _port_counter(text, "lan0", "rx_gso") > 100, text
