@@ -79,8 +79,14 @@ def ns_popen(lab: Lab, node: str, argv: list[str]) -> subprocess.Popen[bytes]:
 
 def gateway_argv(host_file: Path, *extra: str) -> list[str]:
     """`python -m natbox gateway ...` once the lead wired it into natbox.cli.main, else the module. Options in
-    $NATBOX_TEST_GATEWAY_ARGS are added (the live suite run again with `--offload`)."""
+    $NATBOX_TEST_GATEWAY_ARGS are added (the live suite run again with `--offload`: .ci/run); when they ask for
+    --offload or --offload-new where it cannot run (no clang or tc, no BPF), the calling test skips, naming it."""
     from natbox.cli import main as cli_main
+
+    if gateway_offloads():
+        from natbox.testing.gateway_live import require_offload
+
+        require_offload()
 
     extra = (*extra, *os.environ.get("NATBOX_TEST_GATEWAY_ARGS", "").split())
 
