@@ -78,7 +78,9 @@ def load(cfg: GatewayConfig, nfacct: dict[str, NfAcct] | None = None,
 def reload(cfg: GatewayConfig, engine: Engine) -> bool:
     """SIGHUP: read the host file (and rules) again and apply what can change while running: the ruleset
     (new connections only, as in Linux), conntrack sysctls, ip_forward and per-interface knobs, routes
-    and addresses. Interfaces cannot come or go (their sockets are open): that is refused with a warning.
+    and addresses, and the file's ipsets and nfacct objects of new names (the running ones, those made
+    through the control socket too, are kept with their members and counters: `load`). Interfaces cannot
+    come or go (their sockets are open): that is refused with a warning.
     Returns whether it reloaded.
     """
     try:
