@@ -15,6 +15,7 @@ from natbox.conntrack.tuple import parse_addr
 from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Neighbour
 from natbox.engine.offload import NF_CT_DAY, OFFLOAD_TIMEOUT, OffloadAdd, OffloadDel
+from natbox.gateway.ctoutput import format_save, format_xml
 from natbox.netfilter import CtStatus, TcpState
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
@@ -133,6 +134,13 @@ def test_conntrack_lists_an_offloaded_entry_as_ctnetlink_dumps_it() -> None:
         "src=198.51.100.2 dst=198.51.100.1 sport=5001 dport=42012 [OFFLOAD] mark=0 use=2")
     assert format_proc(conn, clock.now).startswith(
         "ipv4     2 tcp      6 src=10.0.1.2 dst=198.51.100.2 sport=42012 dport=5001 ")
+    # -o xml and -o save print only the attributes the dump carried: no <state>/<timeout>, no -t/--state
+    xml = format_xml(conn, clock.now)
+    assert "<state>" not in xml and "<timeout>" not in xml
+    assert '<meta direction="independent"><mark>0</mark><use>2</use>' in xml and "<assured/>" in xml
+    assert format_save(conn, clock.now) == (
+        "-A -u SEEN_REPLY,ASSURED -s 10.0.1.2 -d 198.51.100.2 -r 198.51.100.2 -n 198.51.100.1 -p tcp "
+        "--sport 42012 --dport 5001 --reply-port-src 5001 --reply-port-dst 42012")
     assert format_proc(conn, clock.now).endswith("[OFFLOAD] mark=0 zone=0 use=3")
     assert engine.offload is not None
     engine.offload.teardown(conn, "rst")

@@ -62,13 +62,18 @@ def format_xml(ct: Conn, now: float) -> str:
     l3num = ct.l3num
     parts = ['<flow>', _xml_tuple(orig, "original", l3num), _xml_tuple(reply, "reply", l3num),
              '<meta direction="independent">']
-    state = _tcp_state(ct)
+    # an offloaded entry's dump has no timeout and no protoinfo (ctnetlink_dump_info), so libnetfilter_conntrack
+    # prints neither; the flow entry holds a reference (use 2), as the default line shows (format_conntrack)
+    offloaded = bool(ct.status & CtStatus.OFFLOAD)
+    state = None if offloaded else _tcp_state(ct)
     if state is not None:
         parts.append(f"<state>{state}</state>")
-    parts.append(f"<timeout>{int(max(ct.timeout - now, 0.0))}</timeout><mark>{ct.mark}</mark>")
+    if not offloaded:
+        parts.append(f"<timeout>{int(max(ct.timeout - now, 0.0))}</timeout>")
+    parts.append(f"<mark>{ct.mark}</mark>")
     if ct.zone:
         parts.append(f"<zone>{ct.zone}</zone>")
-    parts.append(f"<use>1</use><id>{ct.ct_id}</id>")
+    parts.append(f"<use>{2 if offloaded else 1}</use><id>{ct.ct_id}</id>")
     if ct.status & CtStatus.ASSURED:
         parts.append("<assured/>")
     if not ct.status & CtStatus.SEEN_REPLY:
@@ -82,7 +87,9 @@ def format_save(ct: Conn, now: float) -> str:
     orig, reply = ct.tuples
     flags = [name for bit, name in ((CtStatus.SEEN_REPLY, "SEEN_REPLY"), (CtStatus.ASSURED, "ASSURED"))
              if ct.status & bit]
-    parts = [f"-A -t {int(max(ct.timeout - now, 0.0))} -u {','.join(flags) or 'UNSET'}"]
+    offloaded = bool(ct.status & CtStatus.OFFLOAD)  # no timeout, no TCP state in its dump (ctnetlink_dump_info)
+    timeout = "" if offloaded else f"-t {int(max(ct.timeout - now, 0.0))} "
+    parts = [f"-A {timeout}-u {','.join(flags) or 'UNSET'}"]
     if ct.mark:
         parts.append(f"-m {ct.mark}")
     if ct.zone:
@@ -100,7 +107,7 @@ def format_save(ct: Conn, now: float) -> str:
         parts.append(f"--icmp-type {orig.dport >> 8} --icmp-code {orig.dport & 0xFF} --icmp-id {orig.sport}")
     elif orig.proto == IPPROTO_ICMPV6:
         parts.append(f"--icmpv6-type {orig.dport >> 8} --icmpv6-code {orig.dport & 0xFF} --icmpv6-id {orig.sport}")
-    state = _tcp_state(ct)
+    state = None if offloaded else _tcp_state(ct)
     if state is not None:
         parts.append(f"--state {state}")
     return " ".join(parts)
