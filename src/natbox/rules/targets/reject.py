@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_DROP, XtContext
 from natbox.rules.model import (
@@ -35,7 +37,7 @@ class Reject(Target):
     name = "REJECT"
     shareable = True  # natbox.rules.model: nothing changes an instance after parse
     options = (Opt("reject-with", 1),)
-    types = REJECT_TYPES
+    types: ClassVar[tuple[tuple[str, str], ...]] = REJECT_TYPES  # ClassVar: find_type reads it off the class (mypyc)
     default = "icmp-port-unreachable"
 
     def __init__(self) -> None:

@@ -7,6 +7,8 @@ natbox.rules.targets.nat and .masquerade (their ranges hold 128-bit addresses fo
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from natbox.nat.npt import npt_adjustment, npt_map, npt_map_bounced
 from natbox.netfilter import Hook
 from natbox.rules.addr6 import (
@@ -105,7 +107,7 @@ class Reject6(Reject):
     alias starts with the text (case-insensitive) is taken; the kernel checks as for IPv4 (tcp-reset needs
     `-p tcp`)."""
 
-    types = REJECT6_TYPES
+    types: ClassVar[tuple[tuple[str, str], ...]] = REJECT6_TYPES
     default = "icmp6-port-unreachable"
 
     @classmethod
