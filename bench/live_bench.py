@@ -213,13 +213,15 @@ print(ok, failed, time.monotonic() - start)
 GATEWAY = {"pid": 0}  # the gateway process measured now (run_side), 0 for the kernel's side: conn_cpu_us
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of process `pid` (/proc/PID/stat fields 14 and 15, clock ticks), NaN when it is gone."""
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of process `pid` (/proc/PID/stat fields 14 and 15, clock ticks) in seconds, NaN when it
+    is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
     except (OSError, IndexError, ValueError):
-        return float("nan")
+        return float("nan"), float("nan")
 
 
 def conn_rate(lab: Lab, seconds: float) -> dict[str, float]:
@@ -234,16 +236,18 @@ def conn_rate(lab: Lab, seconds: float) -> dict[str, float]:
         if srv.stdout.readline().strip() != "listening":
             return {"conn_per_s": 0.0, "conn_cpu_us": nan}
         pid = GATEWAY["pid"]
-        cpu = _cpu_seconds(pid) if pid else nan
+        user0, sys0 = _cpu_times(pid) if pid else (nan, nan)
         res = ns(lab, "client", sys.executable, "-c", CONN_CLIENT, str(seconds), str(CONN_PORTS), SERVER,
                  timeout=seconds + 30)
-        cpu = (_cpu_seconds(pid) if pid else nan) - cpu
+        user1, sys1 = _cpu_times(pid) if pid else (nan, nan)
         ok, failed, elapsed = res.stdout.split()
         if int(failed):
             print(f"live_bench: {failed} connections failed", file=sys.stderr)
-        per_conn = cpu * 1e6 / int(ok) if int(ok) else nan
+        made = int(ok)
+        per_conn = (user1 - user0 + sys1 - sys0) * 1e6 / made if made else nan
         if pid:
-            print(f"live_bench: conn: {int(ok) / float(elapsed):.0f}/s, natbox_cpu_us_per_conn {per_conn:.1f}",
+            print(f"live_bench: conn: {made / float(elapsed):.0f}/s, natbox_cpu_us_per_conn {per_conn:.1f} "
+                  f"(user {(user1 - user0) * 1e6 / max(made, 1):.1f}, system {(sys1 - sys0) * 1e6 / max(made, 1):.1f})",
                   flush=True)
         return {"conn_per_s": int(ok) / float(elapsed), "conn_cpu_us": per_conn}
     except (ValueError, subprocess.TimeoutExpired):
