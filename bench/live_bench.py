@@ -224,6 +224,16 @@ def _cpu_times(pid: int) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def _host_busy() -> float:
+    """Seconds of CPU time the whole machine spent busy (every CPU: /proc/stat's first line less idle and
+    iowait), NaN when unreadable."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def conn_rate(lab: Lab, seconds: float) -> dict[str, float]:
     """New TCP connections per second: connect + close, one at a time, from the client namespace; and
     `conn_cpu_us`, the gateway process's CPU time (user + system) across the run per connection made
@@ -237,18 +247,24 @@ def conn_rate(lab: Lab, seconds: float) -> dict[str, float]:
             return {"conn_per_s": 0.0, "conn_cpu_us": nan}
         pid = GATEWAY["pid"]
         user0, sys0 = _cpu_times(pid) if pid else (nan, nan)
+        busy0 = _host_busy()
         res = ns(lab, "client", sys.executable, "-c", CONN_CLIENT, str(seconds), str(CONN_PORTS), SERVER,
                  timeout=seconds + 30)
         user1, sys1 = _cpu_times(pid) if pid else (nan, nan)
+        busy = _host_busy() - busy0
         ok, failed, elapsed = res.stdout.split()
         if int(failed):
             print(f"live_bench: {failed} connections failed", file=sys.stderr)
         made = int(ok)
         per_conn = (user1 - user0 + sys1 - sys0) * 1e6 / made if made else nan
+        # the whole machine's CPU per connection (every process and softirq): what the client and server pay too
+        host = busy * 1e6 / max(made, 1)
         if pid:
+            user, system = (user1 - user0) * 1e6 / max(made, 1), (sys1 - sys0) * 1e6 / max(made, 1)
             print(f"live_bench: conn: {made / float(elapsed):.0f}/s, natbox_cpu_us_per_conn {per_conn:.1f} "
-                  f"(user {(user1 - user0) * 1e6 / max(made, 1):.1f}, system {(sys1 - sys0) * 1e6 / max(made, 1):.1f})",
-                  flush=True)
+                  f"(user {user:.1f}, system {system:.1f}), host_cpu_us_per_conn {host:.1f}", flush=True)
+        else:
+            print(f"live_bench: conn: {made / float(elapsed):.0f}/s, host_cpu_us_per_conn {host:.1f}", flush=True)
         return {"conn_per_s": int(ok) / float(elapsed), "conn_cpu_us": per_conn}
     except (ValueError, subprocess.TimeoutExpired):
         return {"conn_per_s": 0.0, "conn_cpu_us": nan}
