@@ -51,7 +51,7 @@ def _script(template: str, **fields: object) -> str:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     gl.require_offload()
-    yield from build_lab(load_example("basic6.toml", unique_lab_name("off6")))
+    yield from build_lab(load_example("basic6.toml", unique_lab_name("of6")))
 
 
 @pytest.mark.parametrize("tx_csum", ["on", "off"])

@@ -35,9 +35,26 @@ def require_programs(*names: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (not on PATH)")
 
 
-def unique_lab_name(prefix: str) -> str:
-    """A lab name (at most 8 chars) unique to this process: tests never collide with other runs."""
-    return f"{prefix}{os.getpid() % 100000}"[:8]
+LAB_PREFIX_MAX = 3  # a lab name is at most 8 of [a-z0-9] (natbox.lab.model): the prefix, then 5 for the pid
+_PID_DIGITS = 5  # PID_MAX_LIMIT (include/linux/threads.h) is 4 * 1024 * 1024 < 36 ** 5
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def unique_lab_name(prefix: str, pid: int | None = None) -> str:
+    """A lab name (at most 8 of [a-z0-9]) unique to process `pid` (default: this one): `prefix` (1-3 of
+    [a-z0-9]) then the pid in base 36 on exactly 5 digits. The fixed width keeps names of distinct
+    (prefix, pid) pairs distinct, so two runs at once never share (and tear down) each other's namespaces;
+    the pid in decimal truncated to 8 characters did share them ("off6" + 12345 and 12346: "off61234")."""
+    if not 1 <= len(prefix) <= LAB_PREFIX_MAX or prefix.strip(_BASE36):
+        raise ValueError(f"lab name prefix {prefix!r}: must be 1-{LAB_PREFIX_MAX} of [a-z0-9]")
+    n = os.getpid() if pid is None else pid
+    if not 0 <= n < 36 ** _PID_DIGITS:
+        raise ValueError(f"pid {n}: out of range for a lab name")
+    digits = ""
+    for _ in range(_PID_DIGITS):
+        n, d = divmod(n, 36)
+        digits = _BASE36[d] + digits
+    return prefix + digits
 
 
 def load_example(name: str, lab_name: str) -> Lab:
