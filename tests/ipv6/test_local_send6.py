@@ -5,11 +5,15 @@ after it, and nesting bounded by LOCAL_NESTING_MAX."""
 
 from __future__ import annotations
 
-from tests.ipv6.test_engine6 import RT_LAN, RT_WAN, SV, _engine, _udp
+import pytest
+from tests.ipv6.test_engine6 import LAN_MAC, RT_LAN, RT_WAN, SV, WAN_MAC, A, _engine, _udp
 
 from natbox.engine.engine import Engine
+from natbox.engine.host import Host, Interface, Route6
 from natbox.engine.local import LOCAL_NESTING_MAX
-from natbox.netfilter import Hook
+from natbox.netfilter import NFPROTO_IPV6, DropReason, Hook
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.parser import parse_restore
 from natbox.skb import Skb6
 from natbox.wire.layout import IP6H_DADDR
 
@@ -53,3 +57,72 @@ def test_ipv6_generated_packets_that_cause_more_are_bounded_as_ipv4s() -> None:
     assert back == [RT_LAN] * LOCAL_NESTING_MAX
     assert eng.stats["local_nesting_exceeded"] == 1
     assert eng._ctx.hook == Hook.FORWARD
+
+
+# --- loops through lo: bounded without IPv4's LOOPBACK_DEPTH_MAX ------------------------------------------
+# IPv4's loopback_xmit refuses past LOOPBACK_DEPTH_MAX nested deliveries on lo; IPv6's output has no such count,
+# and needs none: a packet that comes back in on lo is either delivered to the local stack (whose answers are
+# generated packets, bounded by LOCAL_NESTING_MAX above) or routed to be forwarded, and ip6_forward forwards only
+# what was addressed to this host at the link layer (PACKET_HOST), never a looped-back packet. So a route, or a
+# DNAT in OUTPUT, that sends a packet out lo for an address that is not local, and a TEE whose gateway lies
+# behind lo, end after one pass (the TEE copy makes no copy of itself: nf_skb_duplicated), even with hop limit
+# 255 where forwarding through lo again and again would have taken 255 passes.
+
+LOOPED = A("fd00:99::5")  # behind lo in _lo_engine, and not a local address
+NAT6 = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+        "%sCOMMIT\n")
+MANGLE6 = ("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+           ":POSTROUTING ACCEPT [0:0]\n%sCOMMIT\n")
+
+
+def _lo_engine(rules: str) -> tuple[Engine, list[int]]:
+    """_engine's host with fd00:99::/64 routed to lo; the list holds, for each packet that came back in on lo,
+    how many such deliveries were under way (itself included)."""
+    host = Host(ipv6_forward=True)
+    host.add_interface(Interface("lan0", mac=LAN_MAC))
+    host.add_interface(Interface("wan0", mac=WAN_MAC))
+    host.add_address6("lan0", RT_LAN, 64)
+    host.add_address6("wan0", RT_WAN, 64)
+    host.routes6.append(Route6(A("fd00:99::"), 64, "lo"))
+    host.routes6.append(Route6(0, 0, "wan0", gateway=SV))
+    rs = Ruleset(NFPROTO_IPV6)
+    if rules:
+        rs.restore(parse_restore(rules, file="<test>", family=NFPROTO_IPV6))
+    eng = Engine(host, ruleset6=rs)
+    depths: list[int] = []
+    under_way = [0]
+    out6 = eng._out6
+    rcv = out6.loopback_rcv
+
+    def counted(skb: Skb6) -> None:
+        under_way[0] += 1
+        depths.append(under_way[0])
+        try:
+            rcv(skb)
+        finally:
+            under_way[0] -= 1
+
+    out6.loopback_rcv = counted
+    return eng, depths
+
+
+@pytest.mark.parametrize("rules", ["", NAT6 % "-A OUTPUT -p udp -j DNAT --to-destination fd00:99::5\n"])
+def test_a_packet_sent_out_lo_for_an_address_not_local_comes_back_once_and_is_not_forwarded(rules: str) -> None:
+    eng, depths = _lo_engine(rules)
+    dst = LOOPED if not rules else RT_WAN + 0x1000  # on wan0's prefix, DNATed behind lo
+    out = eng.send_local(_udp(RT_LAN, dst, 5000, 7, hlim=255), 1.0)
+    assert depths == [1]
+    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.OTHERHOST, "ip6_forward")]
+    assert out.emitted == [] and out.delivered == []
+
+
+def test_a_tee_copy_to_a_gateway_behind_lo_ends() -> None:
+    """-j TEE in PREROUTING with its gateway behind lo: the packet (to this host) and its copy each come back in
+    on lo and are delivered, each earning a port unreachable that comes back too; the copy, sent at once while
+    nf_skb_duplicated is set, makes no copy when it passes PREROUTING. (The kernel's copy comes back later, by
+    netif_rx's backlog, so its kernel bound is another matter: this proves only that natbox's nested sends end.)"""
+    eng, depths = _lo_engine(MANGLE6 % "-A PREROUTING -j TEE --gateway fd00:99::1\n")
+    out = eng.send_local(_udp(RT_LAN, RT_WAN, 5000, 7, hlim=255), 1.0)
+    assert max(depths) == 3 and len(depths) == 5, depths
+    assert out.dropped == [] and out.emitted == []
+    assert [d.action for d in out.delivered].count("udp port 7 closed: port unreachable sent") == 2
