@@ -383,28 +383,77 @@ def other_runs(lab: Lab) -> list[int]:
     return running
 
 
+LOG_TAIL = 20  # lines of a side's log printed when it fails or measures a 0
+READY_TIMEOUT = 120.0  # seconds a gateway may take to say `ready:` (clang builds the BPF program for --offload)
+
+
+def side_log(name: str) -> Path:
+    """Where the stderr of side `name`'s process goes while it runs (kept after the run)."""
+    return Path(f"/tmp/live_bench-{name}-{os.getpid()}.log")
+
+
+def _tail(log: Path, n: int = LOG_TAIL) -> list[str]:
+    try:
+        return log.read_text(errors="replace").splitlines()[-n:]
+    except OSError as e:
+        return [f"({log}: {e.strerror})"]
+
+
+def _wait_ready(proc: subprocess.Popen[str], log: Path, ready: str, timeout: float) -> str | None:
+    """The first line of `log` that holds `ready`, once `proc` wrote it; None when `proc` exited or `timeout`
+    seconds passed first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = proc.poll() is not None  # before reading: what it wrote before exiting is read
+        line = next((ln for ln in _tail(log, 10_000) if ready in ln), None)
+        if line is not None or exited or time.monotonic() > deadline:
+            return line
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | None,
              repeat: int, environ: dict[str, str] | None = None) -> dict[str, float] | None:
     """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder), from /, with
-    `environ` (default: env(), this checkout's src/ first)."""
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *argv], stderr=subprocess.PIPE, text=True,
-                            env=environ if environ is not None else env(), cwd="/")
+    `environ` (default: env(), this checkout's src/ first). Its stderr goes to side_log(name) as it runs (a
+    pipe read only at the end held what a gateway said mid-run, and a full pipe would block it); when the side
+    does not start, fails or measures a 0, the log's last LOG_TAIL lines are printed."""
+    log = side_log(name)
+    print(f"live_bench: {name}: stderr to {log}", flush=True)
+    with log.open("w") as out:  # the child has its own descriptor for it
+        proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("gw"), *argv], stderr=out, text=True,
+                                env=environ if environ is not None else env(), cwd="/")
     GATEWAY["pid"] = proc.pid  # `ip netns exec` execs the command: this is the gateway (conn_cpu_us)
-    assert proc.stderr is not None
-    if ready is not None:
-        line = proc.stderr.readline()
-        if ready not in line:
-            print(f"live_bench: {name} did not start: {line}{proc.stderr.read()}", file=sys.stderr)
-            return None
-        print(line.strip(), flush=True)
-    else:
-        time.sleep(1.0)
+    result: dict[str, float] | None = None
+    started = False
     try:
+        if ready is not None:
+            line = _wait_ready(proc, log, ready, READY_TIMEOUT)
+            if line is None:
+                print(f"live_bench: {name} did not start (exit status {proc.poll()})", file=sys.stderr)
+                return None
+            print(line.strip(), flush=True)
+        else:
+            time.sleep(1.0)
+        started = True
         result = measure(lab, seconds, repeat)
     finally:
         GATEWAY["pid"] = 0
-        proc.terminate()
-        print(proc.communicate(timeout=10)[1].strip(), flush=True)
+        _stop(proc)
+        if result is None or 0 in result.values():
+            what = "did not start" if not started else "failed" if result is None else "measured a 0"
+            print(f"live_bench: {name} {what}: the last {LOG_TAIL} lines of {log}:", *_tail(log), sep="\n",
+                  file=sys.stderr, flush=True)
+        else:  # the gateway's last words (`stopped: ...`, its counters)
+            print(*_tail(log, 1), sep="\n", flush=True)
     print(f"{name}:", result, f"(load average {_load()})", flush=True)
     return result
 
