@@ -33,18 +33,18 @@ __all__ = [
     "TcpState",
 ]
 
-IPPROTO_ICMP = 1
-IPPROTO_ICMPV6 = 58
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_GRE = 47
-IPPROTO_UDPLITE = 136
-IPPROTO_SCTP = 132
-IPPROTO_DCCP = 33
+IPPROTO_ICMP: Final = 1
+IPPROTO_ICMPV6: Final = 58
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_GRE: Final = 47
+IPPROTO_UDPLITE: Final = 136
+IPPROTO_SCTP: Final = 132
+IPPROTO_DCCP: Final = 33
 
 # uapi netfilter.h: the address families netfilter hooks are registered for (`nf_conntrack_tuple.src.l3num`)
-NFPROTO_IPV4 = 2
-NFPROTO_IPV6 = 10
+NFPROTO_IPV4: Final = 2
+NFPROTO_IPV6: Final = 10
 
 
 class Hook(enum.IntEnum):
@@ -62,7 +62,7 @@ class Hook(enum.IntEnum):
         return _CHAIN_NAMES[self]
 
 
-_CHAIN_NAMES = {
+_CHAIN_NAMES: Final = {
     Hook.PRE_ROUTING: "PREROUTING",
     Hook.LOCAL_IN: "INPUT",
     Hook.FORWARD: "FORWARD",
@@ -165,7 +165,8 @@ class CtStatus:
         return [name for name, bit in _STATUS_BITS if status & bit]
 
 
-_STATUS_BITS = [(k, v) for k, v in vars(CtStatus).items() if k.isupper() and k[0] != '_' and not k.endswith('MASK')]
+_STATUS_BITS: Final = [(k, v) for k,
+    v in vars(CtStatus).items() if k.isupper() and k[0] != '_' and not k.endswith('MASK')]
 
 
 class ManipType(enum.IntEnum):

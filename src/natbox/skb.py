@@ -13,7 +13,7 @@ readers must check `len(data) >= ihl + n` before reading n bytes of it.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, CtInfo, Hook
 from natbox.wire.ipv6 import ipv6_skip_exthdr
@@ -66,9 +66,9 @@ class NfBridge:
 
 
 # the defaults Skb.__init__ writes, as module constants: `Enum.MEMBER` costs a lookup through EnumType per use
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
-_CTINFO_INVALID = CtInfo.INVALID
-_PKT_HOST = PacketType.HOST
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
+_CTINFO_INVALID: Final = CtInfo.INVALID
+_PKT_HOST: Final = PacketType.HOST
 
 
 class Skb:

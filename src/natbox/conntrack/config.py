@@ -15,20 +15,20 @@ timeout policies (`nfct timeout`), and the flowtable offload timeouts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 from natbox.netfilter import TcpState
 
 __all__ = ["SYSCTL_PREFIX", "TCP_CONNTRACK_RETRANS", "TCP_CONNTRACK_UNACK", "ConntrackConfig"]
 
-SYSCTL_PREFIX = "net.netfilter."
-INT_MAX = 2**31 - 1
-HZ = 250  # jiffies per second on the reference box (§0); bounds the timeout sysctls
+SYSCTL_PREFIX: Final = "net.netfilter."
+INT_MAX: Final = 2**31 - 1
+HZ: Final = 250  # jiffies per second on the reference box (§0); bounds the timeout sysctls
 
 # Extra indices of the kernel's `tcp_timeouts[]` after the states (`enum tcp_conntrack`).
-TCP_CONNTRACK_RETRANS = 12
-TCP_CONNTRACK_UNACK = 13
-_TCP_TIMEOUT_SLOTS = 14  # TCP_CONNTRACK_TIMEOUT_MAX
+TCP_CONNTRACK_RETRANS: Final = 12
+TCP_CONNTRACK_UNACK: Final = 13
+_TCP_TIMEOUT_SLOTS: Final = 14  # TCP_CONNTRACK_TIMEOUT_MAX
 
 # Field holding `tcp_timeouts[i]`; index 0 (NONE) is "the new timeout" = SYN_SENT (nf_conntrack_tcp_init_net).
 _TCP_TIMEOUT_FIELDS: dict[int, str] = {
@@ -50,7 +50,7 @@ _TCP_TIMEOUT_FIELDS: dict[int, str] = {
 # Bounds: timeouts are proc_dointvec_jiffies (0..INT_MAX/HZ here: negative timeouts are refused);
 # booleans are proc_dou8vec_minmax with SYSCTL_ZERO..SYSCTL_ONE; tcp_max_retrans and log_invalid are u8;
 # nf_conntrack_events is 0..2; nf_conntrack_max is proc_dointvec_minmax with SYSCTL_ZERO..INT_MAX.
-_TIMEOUT_MAX = INT_MAX // HZ
+_TIMEOUT_MAX: Final = INT_MAX // HZ
 _SYSCTLS: dict[str, tuple[str, int, int]] = {
     "tcp_timeout_syn_sent": ("tcp_timeout_syn_sent", 0, _TIMEOUT_MAX),
     "tcp_timeout_syn_recv": ("tcp_timeout_syn_recv", 0, _TIMEOUT_MAX),
@@ -229,6 +229,6 @@ class ConntrackConfig:
 
 
 # Sanity: every field named in the tables exists (checked once at import; a typo fails loudly in tests).
-_FIELD_NAMES = {f.name for f in fields(ConntrackConfig)}
+_FIELD_NAMES: Final = {f.name for f in fields(ConntrackConfig)}
 assert all(spec[0] in _FIELD_NAMES for spec in _SYSCTLS.values())
 assert all(name in _FIELD_NAMES for name in _TCP_TIMEOUT_FIELDS.values())

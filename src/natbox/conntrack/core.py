@@ -39,6 +39,8 @@ Zones are not part of the table key here (the table is keyed by the 5-tuple only
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.l4proto import ALLOW_CLASH, GENERIC, L4PROTOS, PORT_PROTOS, L4Proto, nf_ct_get_tuplepr
@@ -76,14 +78,14 @@ from natbox.wire.layout import (
 )
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
-_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
-_CTINFO_INVALID = CtInfo.INVALID
-_CTINFO_NEW = CtInfo.NEW
-_CTINFO_RELATED = CtInfo.RELATED
-_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
-_CTINFO_UNTRACKED = CtInfo.UNTRACKED
-_DIRN_REPLY = Direction.REPLY
+_CTINFO_ESTABLISHED: Final = CtInfo.ESTABLISHED
+_CTINFO_ESTABLISHED_REPLY: Final = CtInfo.ESTABLISHED_REPLY
+_CTINFO_INVALID: Final = CtInfo.INVALID
+_CTINFO_NEW: Final = CtInfo.NEW
+_CTINFO_RELATED: Final = CtInfo.RELATED
+_CTINFO_RELATED_REPLY: Final = CtInfo.RELATED_REPLY
+_CTINFO_UNTRACKED: Final = CtInfo.UNTRACKED
+_DIRN_REPLY: Final = Direction.REPLY
 
 __all__ = [
     "ALLOW_CLASH",
@@ -97,24 +99,24 @@ __all__ = [
 
 # `reason` of an UPDATE event whose ctnetlink message carries CTA_PROTOINFO (the TCP state changed), so
 # `conntrack -E` prints the state (see format.format_event).
-EVENT_PROTOINFO = "protoinfo"
+EVENT_PROTOINFO: Final = "protoinfo"
 
 # Re-lookups after -NF_REPEAT for one packet. The kernel loops until the tracker stops asking; one repeat is
 # the normal case (the old ct is gone), so this bound is never reached by a consistent table.
-MAX_REPEAT = 8
+MAX_REPEAT: Final = 8
 
-_PORT_PROTOS = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
-_IP_OFFSET_HI = IP_OFFSET >> 8  # IP_OFFSET's bits in the first byte of frag_off
-_FRAG_OFF_LO = IPH_FRAG_OFF + 1  # its second byte
-_SADDR_END = IPH_SADDR + 4
-_DADDR_END = IPH_DADDR + 4
-_SEEN_REPLY = CtStatus.SEEN_REPLY
-_CONFIRMED = CtStatus.CONFIRMED
-_DYING = CtStatus.DYING
-_REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
-_EXPECTED = CtStatus.EXPECTED
-_TEMPLATE = CtStatus.TEMPLATE
-_EVENT_BITS = CtStatus.SEEN_REPLY | CtStatus.ASSURED
+_PORT_PROTOS: Final = PORT_PROTOS  # tuples with ports (nf_ct_get_tuple_ports), from the l4proto records
+_IP_OFFSET_HI: Final = IP_OFFSET >> 8  # IP_OFFSET's bits in the first byte of frag_off
+_FRAG_OFF_LO: Final = IPH_FRAG_OFF + 1  # its second byte
+_SADDR_END: Final = IPH_SADDR + 4
+_DADDR_END: Final = IPH_DADDR + 4
+_SEEN_REPLY: Final = CtStatus.SEEN_REPLY
+_CONFIRMED: Final = CtStatus.CONFIRMED
+_DYING: Final = CtStatus.DYING
+_REPLY_CTINFO: Final = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})  # CtInfo.direction == REPLY
+_EXPECTED: Final = CtStatus.EXPECTED
+_TEMPLATE: Final = CtStatus.TEMPLATE
+_EVENT_BITS: Final = CtStatus.SEEN_REPLY | CtStatus.ASSURED
 
 
 def get_tuplepr(data: bytes | bytearray, nhoff: int) -> ConnTuple | None:

@@ -10,6 +10,8 @@ ICMPv6's error check with its untracked ND/MLD types); from the tuple on, both f
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.core import nf_conntrack_in
 from natbox.conntrack.l4proto import GENERIC, L4PROTOS
@@ -24,7 +26,7 @@ from natbox.wire.layout import IP6H_DADDR, IP6H_LEN, IP6H_NEXTHDR, IP6H_SADDR
 
 __all__ = ["ipv6_conntrack_in", "ipv6_get_l4proto", "nf_ct_get_tuplepr6"]
 
-_V4_SPACE = 32  # addresses below 2**32 in both tuple fields would read as IPv4 (conntrack/tuple.py)
+_V4_SPACE: Final = 32  # addresses below 2**32 in both tuple fields would read as IPv4 (conntrack/tuple.py)
 
 
 def ipv6_get_l4proto(data: bytes | bytearray, nhoff: int) -> tuple[int, int] | None:

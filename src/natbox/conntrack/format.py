@@ -24,7 +24,7 @@ Field order of one line (single spaces, trailing space removed):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from natbox.conntrack.proto.sctp import SCTP_CONNTRACK_NAMES
 from natbox.conntrack.proto.tcp import TCP_CONNTRACK_NAMES
@@ -47,15 +47,15 @@ __all__ = [
     "summary_line",
 ]
 
-CONNTRACK_VERSION = "1.4.7"
+CONNTRACK_VERSION: Final = "1.4.7"
 # libnetfilter_conntrack `proto2str[]` (and the kernel's l4proto_name() for /proc); others are "unknown".
 PROTO_NAMES: dict[int, str] = {
     1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv6", 132: "sctp", 136: "udplite",
 }
-_PORT_PROTOS = frozenset({6, 17, 33, 132, 136})
+_PORT_PROTOS: Final = frozenset({6, 17, 33, 132, 136})
 _ZONE_DIR_ORIG, _ZONE_DIR_REPL = 1, 2  # NF_CT_ZONE_DIR_ORIG / _REPL: a zone for one direction only
-_EVENT_TAGS = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}  # "%9s "
-_STATS_ORDER = (
+_EVENT_TAGS: Final = {"NEW": "    [NEW] ", "UPDATE": " [UPDATE] ", "DESTROY": "[DESTROY] "}  # "%9s "
+_STATS_ORDER: Final = (
     "found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error", "search_restart",
     "clash_resolve", "chaintoolong",
 )
@@ -236,14 +236,14 @@ def summary_line(n: int) -> str:
 
 # --- parsing ----------------------------------------------------------------------------------
 
-_ADDR_KEYS = frozenset({"src", "dst"})
+_ADDR_KEYS: Final = frozenset({"src", "dst"})
 _TUPLE_KEYS_BY_PROTO: dict[str, frozenset[str]] = {
     "icmp": _ADDR_KEYS | {"type", "code", "id"},
     "icmpv6": _ADDR_KEYS | {"type", "code", "id"},
     "gre": _ADDR_KEYS | {"srckey", "dstkey"},
     "unknown": _ADDR_KEYS,
 }
-_PORT_TUPLE_KEYS = _ADDR_KEYS | {"sport", "dport"}
+_PORT_TUPLE_KEYS: Final = _ADDR_KEYS | {"sport", "dport"}
 
 
 def _value(text: str) -> int | str:

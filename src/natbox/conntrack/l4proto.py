@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.proto.generic import NF_INVALID, generic_packet, gre_packet
 from natbox.conntrack.proto.icmp import icmp_packet
@@ -143,44 +143,45 @@ def _udplite_error(skb: Skb, dataoff: int, hook: Hook, cfg: ConntrackConfig) -> 
 
 # --- the records ------------------------------------------------------------------------------------------
 
-TCP = L4Proto(
+TCP: Final = L4Proto(
     IPPROTO_TCP, "tcp", ports_pkt_to_tuple, ports_invert_tuple, tcp_packet, lambda cfg: cfg.tcp_timeouts(),
     error=tcp_error, can_early_drop=tcp_can_early_drop, ports=True,
 )
-UDP = L4Proto(
+UDP: Final = L4Proto(
     IPPROTO_UDP, "udp", ports_pkt_to_tuple, ports_invert_tuple, _udp,
     lambda cfg: (cfg.udp_timeout, cfg.udp_timeout_stream),  # UDP_CT_UNREPLIED, UDP_CT_REPLIED
     error=_udp_error, allow_clash=True, ports=True,
 )
-UDPLITE = L4Proto(
+UDPLITE: Final = L4Proto(
     IPPROTO_UDPLITE, "udplite", ports_pkt_to_tuple, ports_invert_tuple, _udplite,
     lambda cfg: (cfg.udp_timeout, cfg.udp_timeout_stream),
     error=_udplite_error, allow_clash=True, ports=True,
 )
-ICMP = L4Proto(
+ICMP: Final = L4Proto(
     IPPROTO_ICMP, "icmp", icmp_pkt_to_tuple, icmp_invert_tuple, _icmp, lambda cfg: (cfg.icmp_timeout,),
 )  # its error check (nf_conntrack_icmpv4_error) runs before the lookup: natbox.conntrack.proto.icmp
-ICMPV6 = L4Proto(
+ICMPV6: Final = L4Proto(
     IPPROTO_ICMPV6, "icmpv6", icmp_pkt_to_tuple, icmpv6_invert_tuple, _icmpv6, lambda cfg: (cfg.icmpv6_timeout,),
 )  # its error check (nf_conntrack_icmpv6_error) runs before the lookup: natbox.conntrack.proto.icmpv6
-GRE = L4Proto(
+GRE: Final = L4Proto(
     IPPROTO_GRE, "gre", gre_pkt_to_tuple, ports_invert_tuple, _gre,
     lambda cfg: (cfg.gre_timeout, cfg.gre_timeout_stream),  # GRE_CT_UNREPLIED, GRE_CT_REPLIED
     allow_clash=True,
 )
 # nf_conntrack_l4proto_sctp (its error check, sctp_error, runs inside the tracker as in the kernel)
-SCTP = L4Proto(
+SCTP: Final = L4Proto(
     IPPROTO_SCTP, "sctp", ports_pkt_to_tuple, ports_invert_tuple, _sctp, lambda cfg: cfg.sctp_timeouts(),
     can_early_drop=sctp_can_early_drop, ports=True,
 )
 # nf_conntrack_l4proto_generic: every protocol without a record (DCCP too since Linux 6.16).
-GENERIC = L4Proto(0, "unknown", generic_pkt_to_tuple, ports_invert_tuple, _generic, lambda cfg: (cfg.generic_timeout,))
+GENERIC: Final = L4Proto(0, "unknown", generic_pkt_to_tuple, ports_invert_tuple, _generic,
+    lambda cfg: (cfg.generic_timeout,))
 
 L4PROTOS: dict[int, L4Proto] = {p.l4proto: p for p in (TCP, UDP, UDPLITE, ICMP, ICMPV6, GRE, SCTP)}
 
 # Derived views for hot paths.
-PORT_PROTOS = frozenset(p.l4proto for p in L4PROTOS.values() if p.ports)
-ALLOW_CLASH = frozenset(p.l4proto for p in L4PROTOS.values() if p.allow_clash)
+PORT_PROTOS: Final = frozenset(p.l4proto for p in L4PROTOS.values() if p.ports)
+ALLOW_CLASH: Final = frozenset(p.l4proto for p in L4PROTOS.values() if p.allow_clash)
 
 
 def nf_ct_l4proto_find(l4proto: int) -> L4Proto:

@@ -14,7 +14,7 @@ gateway was down, and drops entries that expired meanwhile. Pure: the caller rea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
 from natbox.conntrack.seqadj import NfConnSeqadj
@@ -25,11 +25,11 @@ from natbox.netfilter import CtStatus, TcpState
 
 __all__ = ["FORMAT", "dump_conns", "load_conns"]
 
-FORMAT = "natbox-conntrack-1"
-_SEEN_FIELDS = ("td_end", "td_maxend", "td_maxwin", "td_maxack", "td_scale", "flags")
-_TCP_FIELDS = ("last_dir", "retrans", "last_index", "last_seq", "last_ack", "last_end", "last_win",
+FORMAT: Final = "natbox-conntrack-1"
+_SEEN_FIELDS: Final = ("td_end", "td_maxend", "td_maxwin", "td_maxack", "td_scale", "flags")
+_TCP_FIELDS: Final = ("last_dir", "retrans", "last_index", "last_seq", "last_ack", "last_end", "last_win",
                "last_wscale", "last_flags")
-_KEEP = ~(CtStatus.CONFIRMED | CtStatus.DYING)
+_KEEP: Final = ~(CtStatus.CONFIRMED | CtStatus.DYING)
 
 
 def dump_conns(conns: list[Conn], now: float) -> dict[str, Any]:

@@ -17,7 +17,7 @@ checks (`tcp_in_window`). The compiled flows and the flow offload never carry su
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from natbox.netfilter import CtStatus
 from natbox.wire.checksum import csum_replace4
@@ -26,10 +26,10 @@ from natbox.wire.tcp import ACK, TCPOPT_EOL, TCPOPT_NOP, TCPOPT_SACK
 
 __all__ = ["NfConnSeqadj", "NfCtSeqadj", "nf_ct_seq_adjust", "nf_ct_seq_offset", "nf_ct_seqadj_init"]
 
-_U32 = 0xFFFFFFFF
-_HALF = 0x80000000
-TCPOLEN_SACK_PERBLOCK = 8
-_SEQ_ADJUST = CtStatus.SEQ_ADJUST
+_U32: Final = 0xFFFFFFFF
+_HALF: Final = 0x80000000
+TCPOLEN_SACK_PERBLOCK: Final = 8
+_SEQ_ADJUST: Final = CtStatus.SEQ_ADJUST
 
 
 def _after(a: int, b: int) -> bool:

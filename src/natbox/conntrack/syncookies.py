@@ -20,16 +20,18 @@ as one 40-byte struct with their own secret and MSS table.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["MSSTAB", "MSSTAB6", "SyncookieSecret", "cookie_v4_check", "cookie_v4_init_sequence", "cookie_v6_check",
            "cookie_v6_init_sequence", "siphash", "siphash_4u32", "tcp_cookie_time"]
 
-_M64 = (1 << 64) - 1
-_U32 = 0xFFFFFFFF
-COOKIEBITS = 24
-COOKIEMASK = (1 << COOKIEBITS) - 1
-MAX_SYNCOOKIE_AGE = 2
-TCP_SYNCOOKIE_PERIOD = 60.0  # seconds (60 * HZ jiffies)
-MSSTAB = (536, 1300, 1440, 1460)  # msstab[]: 1440, 1452 are PPPoE's
+_M64: Final = (1 << 64) - 1
+_U32: Final = 0xFFFFFFFF
+COOKIEBITS: Final = 24
+COOKIEMASK: Final = (1 << COOKIEBITS) - 1
+MAX_SYNCOOKIE_AGE: Final = 2
+TCP_SYNCOOKIE_PERIOD: Final = 60.0  # seconds (60 * HZ jiffies)
+MSSTAB: Final = (536, 1300, 1440, 1460)  # msstab[]: 1440, 1452 are PPPoE's
 
 
 def _rotl(x: int, b: int) -> int:
@@ -144,7 +146,7 @@ def cookie_v4_check(secret: SyncookieSecret, saddr: int, daddr: int, sport: int,
 
 # --- IPv6 (net/ipv6/syncookies.c) -----------------------------------------------------------------
 
-MSSTAB6 = (1280 - 60, 1480 - 60, 1500 - 60, 9000 - 60)  # msstab[]: IPV6_MIN_MTU - 60 ... jumbo
+MSSTAB6: Final = (1280 - 60, 1480 - 60, 1500 - 60, 9000 - 60)  # msstab[]: IPV6_MIN_MTU - 60 ... jumbo
 
 
 def _cookie_hash6(secret: SyncookieSecret, saddr: int, daddr: int, sport: int, dport: int, count: int,

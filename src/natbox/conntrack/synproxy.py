@@ -18,6 +18,8 @@ What SYNPROXY does with them (the target, `synproxy_tg4`: rules/targets/synproxy
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import IPPROTO_TCP
 from natbox.wire import ipv4
 from natbox.wire.checksum import csum_fold, csum_partial, csum_replace4, l4_checksum
@@ -50,15 +52,15 @@ __all__ = [
     "synproxy_tstamp_adjust",
 ]
 
-NF_SYNPROXY_OPT_MSS = 0x01
-NF_SYNPROXY_OPT_WSCALE = 0x02
-NF_SYNPROXY_OPT_SACK_PERM = 0x04
-NF_SYNPROXY_OPT_TIMESTAMP = 0x08
-NF_SYNPROXY_OPT_ECN = 0x10
-TCP_MAX_WSCALE = 14
+NF_SYNPROXY_OPT_MSS: Final = 0x01
+NF_SYNPROXY_OPT_WSCALE: Final = 0x02
+NF_SYNPROXY_OPT_SACK_PERM: Final = 0x04
+NF_SYNPROXY_OPT_TIMESTAMP: Final = 0x08
+NF_SYNPROXY_OPT_ECN: Final = 0x10
+TCP_MAX_WSCALE: Final = 14
 TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOLEN_SACK_PERM, TCPOLEN_TIMESTAMP = 4, 3, 2, 10
-TS_TSECR = 4  # the timestamp option's body: TSval (4 bytes), TSecr (4 bytes)
-_U32 = 0xFFFFFFFF
+TS_TSECR: Final = 4  # the timestamp option's body: TSval (4 bytes), TSecr (4 bytes)
+_U32: Final = 0xFFFFFFFF
 
 
 class SynproxyOptions:

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Final
 
 from natbox.conntrack.conn import Conn, SctpConntrack, TcpConntrack
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
@@ -33,14 +34,14 @@ from natbox.netfilter import CtStatus, Direction
 
 __all__ = ["ConntrackStats", "ConntrackTable", "CtEvent", "CtEventType", "zone_id_dir", "zone_key"]
 
-DEFAULT_MAX_ENTRIES = 262144  # nf_conntrack_max on the reference box (§2.6)
-EARLY_DROP_SCAN = 64  # entries one early_drop looks at (kernel: the chains of 8 buckets, NF_CT_EVICTION_RANGE)
-GC_BUDGET = 4096  # entries one gc() call examines at most (kernel: 10 ms per gc_worker run)
-EVENT_BACKLOG = 100_000  # events kept before the oldest are discarded (counted in events_lost)
+DEFAULT_MAX_ENTRIES: Final = 262144  # nf_conntrack_max on the reference box (§2.6)
+EARLY_DROP_SCAN: Final = 64  # entries one early_drop looks at (kernel: the chains of 8 buckets, NF_CT_EVICTION_RANGE)
+GC_BUDGET: Final = 4096  # entries one gc() call examines at most (kernel: 10 ms per gc_worker run)
+EVENT_BACKLOG: Final = 100_000  # events kept before the oldest are discarded (counted in events_lost)
 
-_ASSURED = CtStatus.ASSURED
-_ORIGINAL = Direction.ORIGINAL
-_REPLY = Direction.REPLY
+_ASSURED: Final = CtStatus.ASSURED
+_ORIGINAL: Final = Direction.ORIGINAL
+_REPLY: Final = Direction.REPLY
 
 
 def zone_key(t: tuple[int, int, int, int, int], zone_id: int) -> tuple[int, ...]:

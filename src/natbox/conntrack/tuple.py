@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.netfilter import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.wire.ipv4 import IP_OFFSET
@@ -66,9 +66,9 @@ __all__ = [
 ]
 
 # Port-carrying protocols: src.u and dst.u are ports and swap on inversion.
-PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})
+PORT_PROTOCOLS: Final = frozenset({6, 17, 33, 132, 136})
 
-_PROTO_NAMES = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
+_PROTO_NAMES: Final = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
 
 # `invmap` in nf_conntrack_proto_icmp.c: request type → reply type and back (§2.2).
 ICMP_INVMAP: dict[int, int] = {
@@ -167,10 +167,10 @@ def invert(t: ConnTuple) -> ConnTuple | None:
 
 # --- nf_ct_get_tuple: the tuple of a packet's bytes -------------------------------------------------------
 
-_GRE_PROTO_PPP = b"\x88\x0b"
-_GRE_VERSION_MASK = 0x07
-_GRE_VERSION_PPTP = 1
-_IP_OFFSET = IP_OFFSET
+_GRE_PROTO_PPP: Final = b"\x88\x0b"
+_GRE_VERSION_MASK: Final = 0x07
+_GRE_VERSION_PPTP: Final = 1
+_IP_OFFSET: Final = IP_OFFSET
 
 
 def ipv4_get_l4proto(data: bytes | bytearray, nhoff: int) -> tuple[int, int] | None:

@@ -32,6 +32,7 @@ without ip6tables/arptables), refragmenting a bridged reassembled datagram, hair
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.family import AddressFamily
@@ -48,10 +49,10 @@ from natbox.wire.layout import ETH_DEST, ETH_HDR_LEN, ETH_PROTO, ETH_SOURCE
 
 __all__ = ["BR_DEFAULT_AGEING_TIME", "BR_FDB_MAX", "Bridges", "Fdb"]
 
-BR_DEFAULT_AGEING_TIME = 300.0  # seconds (BR_DEFAULT_AGEING_TIME, 300 * HZ): an unrefreshed entry expires
-BR_FDB_MAX = 4096  # learned entries per bridge natbox keeps (the oldest is dropped first)
-_ETH_P_IP = ethernet.ETH_P_IP
-_ETH_P_IP_BYTES = b"\x08\x00"
+BR_DEFAULT_AGEING_TIME: Final = 300.0  # seconds (BR_DEFAULT_AGEING_TIME, 300 * HZ): an unrefreshed entry expires
+BR_FDB_MAX: Final = 4096  # learned entries per bridge natbox keeps (the oldest is dropped first)
+_ETH_P_IP: Final = ethernet.ETH_P_IP
+_ETH_P_IP_BYTES: Final = b"\x08\x00"
 _PKT_HOST, _PKT_OTHERHOST = PacketType.HOST, PacketType.OTHERHOST
 _HOOK_PRE_ROUTING, _HOOK_FORWARD, _HOOK_POST_ROUTING = Hook.PRE_ROUTING, Hook.FORWARD, Hook.POST_ROUTING
 

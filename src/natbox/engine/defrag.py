@@ -75,7 +75,7 @@ import bisect
 import enum
 from collections import Counter
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.netfilter import DropReason, Hook, NfVerdict
 from natbox.wire.ipv4 import IP_DF, IP_MF, IP_OFFSET, ip_send_check
@@ -109,36 +109,36 @@ __all__ = [
 ]
 
 # enum ip_defrag_users (include/net/ip.h)
-IP_DEFRAG_LOCAL_DELIVER = 0
-IP_DEFRAG_CALL_RA_CHAIN = 1
-IP_DEFRAG_CONNTRACK_IN = 2
-IP_DEFRAG_CONNTRACK_IN_END = IP_DEFRAG_CONNTRACK_IN + 0xFFFF
-IP_DEFRAG_CONNTRACK_OUT = IP_DEFRAG_CONNTRACK_IN_END + 1
-IP_DEFRAG_CONNTRACK_OUT_END = IP_DEFRAG_CONNTRACK_OUT + 0xFFFF
-IP_DEFRAG_CONNTRACK_BRIDGE_IN = IP_DEFRAG_CONNTRACK_OUT_END + 1
-IP_DEFRAG_CONNTRACK_BRIDGE_IN_END = IP_DEFRAG_CONNTRACK_BRIDGE_IN + 0xFFFF
-IP_DEFRAG_VS_IN = IP_DEFRAG_CONNTRACK_BRIDGE_IN_END + 1
-IP_DEFRAG_VS_OUT = IP_DEFRAG_VS_IN + 1
-IP_DEFRAG_VS_FWD = IP_DEFRAG_VS_OUT + 1
-IP_DEFRAG_AF_PACKET = IP_DEFRAG_VS_FWD + 1
-IP_DEFRAG_MACVLAN = IP_DEFRAG_AF_PACKET + 1
+IP_DEFRAG_LOCAL_DELIVER: Final = 0
+IP_DEFRAG_CALL_RA_CHAIN: Final = 1
+IP_DEFRAG_CONNTRACK_IN: Final = 2
+IP_DEFRAG_CONNTRACK_IN_END: Final = IP_DEFRAG_CONNTRACK_IN + 0xFFFF
+IP_DEFRAG_CONNTRACK_OUT: Final = IP_DEFRAG_CONNTRACK_IN_END + 1
+IP_DEFRAG_CONNTRACK_OUT_END: Final = IP_DEFRAG_CONNTRACK_OUT + 0xFFFF
+IP_DEFRAG_CONNTRACK_BRIDGE_IN: Final = IP_DEFRAG_CONNTRACK_OUT_END + 1
+IP_DEFRAG_CONNTRACK_BRIDGE_IN_END: Final = IP_DEFRAG_CONNTRACK_BRIDGE_IN + 0xFFFF
+IP_DEFRAG_VS_IN: Final = IP_DEFRAG_CONNTRACK_BRIDGE_IN_END + 1
+IP_DEFRAG_VS_OUT: Final = IP_DEFRAG_VS_IN + 1
+IP_DEFRAG_VS_FWD: Final = IP_DEFRAG_VS_OUT + 1
+IP_DEFRAG_AF_PACKET: Final = IP_DEFRAG_VS_FWD + 1
+IP_DEFRAG_MACVLAN: Final = IP_DEFRAG_AF_PACKET + 1
 
 # net.ipv4.ipfrag_* defaults (ipv4_frags_init_net; [V] on the 6.18 box)
-IPFRAG_HIGH_THRESH = 4 * 1024 * 1024
-IPFRAG_LOW_THRESH = 3 * 1024 * 1024
-IPFRAG_TIME = 30.0
-IPFRAG_MAX_DIST = 64
+IPFRAG_HIGH_THRESH: Final = 4 * 1024 * 1024
+IPFRAG_LOW_THRESH: Final = 3 * 1024 * 1024
+IPFRAG_TIME: Final = 30.0
+IPFRAG_MAX_DIST: Final = 64
 
-IPQ_SIZE = 200  # sizeof(struct ipq) as quoted in ipv4_frags_init_net's comment; charged per queue
+IPQ_SIZE: Final = 200  # sizeof(struct ipq) as quoted in ipv4_frags_init_net's comment; charged per queue
 
 # inet_frag_queue flags
-_FIRST_IN = 1
-_LAST_IN = 2
+_FIRST_IN: Final = 1
+_LAST_IN: Final = 2
 
 # ip_frag_ecn_table (inet_fragment.c): index = OR of 1 << (tos & 3) over all fragments
 _ECN_NOT_ECT, _ECN_ECT_1, _ECN_ECT_0, _ECN_CE = 0x01, 0x02, 0x04, 0x08
-INET_ECN_MASK = 3  # include/net/inet_ecn.h
-_ECN_TABLE = [0] * 16
+INET_ECN_MASK: Final = 3  # include/net/inet_ecn.h
+_ECN_TABLE: Final = [0] * 16
 for _i in range(16):
     if _i & _ECN_NOT_ECT and _i & (_ECN_CE | _ECN_ECT_0 | _ECN_ECT_1):
         _ECN_TABLE[_i] = 0xFF
@@ -262,8 +262,8 @@ class _Queue:
         self.truesize = 0
 
 
-_DROP = NfVerdict.DROP
-_HELD = DefragResult(NfVerdict.STOLEN)
+_DROP: Final = NfVerdict.DROP
+_HELD: Final = DefragResult(NfVerdict.STOLEN)
 
 
 class IpDefrag:

@@ -24,6 +24,7 @@ nf_defrag_ipv6's hook at -400 (ipv6-semantics.md §1.5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from natbox.netfilter import DropReason
 from natbox.wire.ipv6 import NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING, is_link_local, is_multicast
@@ -43,10 +44,10 @@ from natbox.wire.layout import (
 
 __all__ = ["FRAG6_HIGH_THRESH", "FRAG6_TIMEOUT", "Defrag6", "Defrag6Result", "Expired6"]
 
-FRAG6_TIMEOUT = 60.0  # net.netfilter.nf_conntrack_frag6_timeout
-FRAG6_HIGH_THRESH = 4194304  # nf_conntrack_frag6_high_thresh (bytes held)
-MAX_QUEUES = 4096  # bound on queues (each also bounded by 65535 bytes)
-_UNFRAGMENTABLE = (NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_DEST)
+FRAG6_TIMEOUT: Final = 60.0  # net.netfilter.nf_conntrack_frag6_timeout
+FRAG6_HIGH_THRESH: Final = 4194304  # nf_conntrack_frag6_high_thresh (bytes held)
+MAX_QUEUES: Final = 4096  # bound on queues (each also bounded by 65535 bytes)
+_UNFRAGMENTABLE: Final = (NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_DEST)
 
 
 @dataclass

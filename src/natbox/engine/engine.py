@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
@@ -72,8 +73,8 @@ from natbox.skb import PacketType, Skb, Skb6
 
 __all__ = ["CT_GC_INTERVAL", "Delivered", "Dropped", "Emitted", "Engine", "LogLine", "Output"]
 
-CT_GC_INTERVAL = 1.0  # seconds between conntrack gc runs (handle_timers): the kernel's gc_worker runs ~1/s
-_PKT_HOST = PacketType.HOST
+CT_GC_INTERVAL: Final = 1.0  # seconds between conntrack gc runs (handle_timers): the kernel's gc_worker runs ~1/s
+_PKT_HOST: Final = PacketType.HOST
 
 
 def _neigh_table(host: Host, *, ipv6: bool) -> NeighTable[Held]:

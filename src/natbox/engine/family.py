@@ -11,7 +11,7 @@ here is its flow key, `flow_key6`.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.host import Interface
@@ -54,33 +54,33 @@ __all__ = ["IPV4", "AddressFamily", "FlowKey", "Ipv4", "flow_key", "flow_key6"]
 FlowKey = tuple[str, bytes, int, bytes]  # (input device, Ethernet header, protocol, addresses + ports or echo id)
 
 # where the flow key's fields sit in an Ethernet frame carrying IPv4 without options
-_IP = ETH_HDR_LEN
-_L4 = ETH_HDR_LEN + IPH_MIN_LEN
-_VER_IHL = _IP + IPH_VER_IHL
+_IP: Final = ETH_HDR_LEN
+_L4: Final = ETH_HDR_LEN + IPH_MIN_LEN
+_VER_IHL: Final = _IP + IPH_VER_IHL
 _FRAG_HI, _FRAG_LO = _IP + IPH_FRAG_OFF, _IP + IPH_FRAG_OFF + 1
-_PROTO = _IP + IPH_PROTOCOL
+_PROTO: Final = _IP + IPH_PROTOCOL
 _ADDRS, _ADDRS_END = _IP + IPH_SADDR, _IP + IPH_ADDRS_END
-_PORTS_END = _L4 + L4_PORTS_END
-_ICMP_TYPE = _L4 + ICMPH_TYPE
-_ICMP_CSUM = _L4 + ICMPH_CHECKSUM  # the end of type and code
+_PORTS_END: Final = _L4 + L4_PORTS_END
+_ICMP_TYPE: Final = _L4 + ICMPH_TYPE
+_ICMP_CSUM: Final = _L4 + ICMPH_CHECKSUM  # the end of type and code
 _ICMP_ID, _ICMP_ID_END = _L4 + ICMPH_ID, _L4 + ICMPH_SEQUENCE
-_KEY_MIN = _L4 + 8  # the shortest frame with a key: TCP/UDP ports, or an ICMP header
+_KEY_MIN: Final = _L4 + 8  # the shortest frame with a key: TCP/UDP ports, or an ICMP header
 
 # `Address.mask` by prefix length, so the per-packet subnet tests below need no property calls
-_MASKS = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF if p else 0 for p in range(33))
-_HOSTMASKS = tuple(~m & 0xFFFFFFFF for m in _MASKS)
-_CSUM_AT = {6: TCPH_CHECK, 17: UDPH_CHECK}  # where the L4 checksum is, for a source filled in later
+_MASKS: Final = tuple((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF if p else 0 for p in range(33))
+_HOSTMASKS: Final = tuple(~m & 0xFFFFFFFF for m in _MASKS)
+_CSUM_AT: Final = {6: TCPH_CHECK, 17: UDPH_CHECK}  # where the L4 checksum is, for a source filled in later
 
 # the same for an Ethernet frame carrying IPv6 with no extension header (the only kind a tier takes)
-_ETH_P_IPV6_BYTES = b"\x86\xdd"
-_IP6_VER = ETH_HDR_LEN + IP6H_VER_TC_FL
-_NEXTHDR6 = ETH_HDR_LEN + IP6H_NEXTHDR
+_ETH_P_IPV6_BYTES: Final = b"\x86\xdd"
+_IP6_VER: Final = ETH_HDR_LEN + IP6H_VER_TC_FL
+_NEXTHDR6: Final = ETH_HDR_LEN + IP6H_NEXTHDR
 _ADDRS6, _ADDRS6_END = ETH_HDR_LEN + IP6H_SADDR, ETH_HDR_LEN + IP6H_ADDRS_END
-_L4_6 = ETH_HDR_LEN + IP6H_LEN
-_PORTS6_END = _L4_6 + L4_PORTS_END
+_L4_6: Final = ETH_HDR_LEN + IP6H_LEN
+_PORTS6_END: Final = _L4_6 + L4_PORTS_END
 _ICMP6_TYPE, _ICMP6_CSUM = _L4_6 + ICMP6H_TYPE, _L4_6 + ICMP6H_CKSUM
 _ICMP6_ID, _ICMP6_ID_END = _L4_6 + ICMP6H_IDENTIFIER, _L4_6 + ICMP6H_SEQUENCE
-_KEY6_MIN = _L4_6 + 8
+_KEY6_MIN: Final = _L4_6 + 8
 
 
 def flow_key(frame: bytes, iface: str) -> FlowKey | None:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn, TcpConntrack
@@ -100,42 +101,44 @@ from natbox.wire.layout import (
 
 __all__ = ["FLOW_CACHE_MAX", "CompiledFlow", "FlowCache", "FlowPlan", "nat_steps"]
 
-_CHECK_LEN = 2  # the 16-bit TCP/UDP/ICMP checksum field: what follows it is copied unchanged
+_CHECK_LEN: Final = 2  # the 16-bit TCP/UDP/ICMP checksum field: what follows it is copied unchanged
 
-FLOW_CACHE_MAX = 65536  # compiled flows (and tier-2 entries, engine/forward.py) kept; the oldest is evicted first
+# compiled flows (and tier-2 entries, engine/forward.py) kept; the oldest is evicted first
+FLOW_CACHE_MAX: Final = 65536
 VIEW_MIN = 2048  # a memoryview frame longer than this keeps its payload in place (shorter ones are copied)
-HEAD_LEN = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
+HEAD_LEN: Final = 128  # bytes of a view frame copied for the checks: Ethernet 14 + IP 20 + TCP with options 60
 
 # where things are in an Ethernet frame carrying IPv4 without options (the only kind a plan covers)
-_IP = ETH_HDR_LEN
-_L4 = ETH_HDR_LEN + IPH_MIN_LEN
-_TOT_LEN = _IP + IPH_TOT_LEN
-_TTL = _IP + IPH_TTL
-_IP_CHECK = _IP + IPH_CHECK
-_ADDRS = _IP + IPH_SADDR
-_PORTS_END = _L4 + L4_PORTS_END
+_IP: Final = ETH_HDR_LEN
+_L4: Final = ETH_HDR_LEN + IPH_MIN_LEN
+_TOT_LEN: Final = _IP + IPH_TOT_LEN
+_TTL: Final = _IP + IPH_TTL
+_IP_CHECK: Final = _IP + IPH_CHECK
+_ADDRS: Final = _IP + IPH_SADDR
+_PORTS_END: Final = _L4 + L4_PORTS_END
 _TCP_SEQ, _TCP_ACK, _TCP_WIN = _L4 + TCPH_SEQ, _L4 + TCPH_ACK_SEQ, _L4 + TCPH_WINDOW
 _TCP_DOFF, _TCP_FLAGS = _L4 + TCPH_DOFF, _L4 + TCPH_FLAGS
-_UDP_LEN = _L4 + UDPH_LEN
-_ICMP_ID_END = _L4 + ICMPH_SEQUENCE
-_CSUM_AT = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 1: _L4 + ICMPH_CHECKSUM}
-_ETH_P_IP_BYTES = b"\x08\x00"
-_ETH_P_IPV6_BYTES = b"\x86\xdd"
+_UDP_LEN: Final = _L4 + UDPH_LEN
+_ICMP_ID_END: Final = _L4 + ICMPH_SEQUENCE
+_CSUM_AT: Final = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 1: _L4 + ICMPH_CHECKSUM}
+_ETH_P_IP_BYTES: Final = b"\x08\x00"
+_ETH_P_IPV6_BYTES: Final = b"\x86\xdd"
 _ETHERTYPE, _ETHERTYPE_END = ETH_PROTO, ETH_PROTO + 2
 
 # the ct status a compiled flow needs on every packet: (status & _MASK) == SEEN_REPLY, and for TCP ASSURED too
-_MASK = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
-_WANT = int(CtStatus.SEEN_REPLY)
-_ASSURED = int(CtStatus.ASSURED)
-_SRC_NAT = int(CtStatus.SRC_NAT)
-_DST_NAT = int(CtStatus.DST_NAT)
-_ES = TcpState.ESTABLISHED
-_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED  # enum members as module constants: `Enum.MEMBER` costs a lookup per use
-_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
-_ESTABLISHED_CTINFO = (_CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY)
+_MASK: Final = int(CtStatus.DYING | CtStatus.SEEN_REPLY | CtStatus.FIXED_TIMEOUT | CtStatus.NAT_CLASH)
+_WANT: Final = int(CtStatus.SEEN_REPLY)
+_ASSURED: Final = int(CtStatus.ASSURED)
+_SRC_NAT: Final = int(CtStatus.SRC_NAT)
+_DST_NAT: Final = int(CtStatus.DST_NAT)
+_ES: Final = TcpState.ESTABLISHED
+# enum members as module constants: `Enum.MEMBER` costs a lookup per use
+_CTINFO_ESTABLISHED: Final = CtInfo.ESTABLISHED
+_CTINFO_ESTABLISHED_REPLY: Final = CtInfo.ESTABLISHED_REPLY
+_ESTABLISHED_CTINFO: Final = (_CTINFO_ESTABLISHED, _CTINFO_ESTABLISHED_REPLY)
 # flag bytes tcp_error accepts and get_conntrack_index classes as TCP_ACK_SET (no SYN, FIN or RST)
-_ACK_ONLY = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
-_U32 = 0xFFFFFFFF
+_ACK_ONLY: Final = tuple(_INDEX_BY_BYTE[b] == TCP_ACK_SET and _VALID_BY_BYTE[b] for b in range(256))
+_U32: Final = 0xFFFFFFFF
 
 
 def _diff4(old: int, new: int) -> int:

@@ -44,6 +44,8 @@ rewrites nothing (plain forwarding of a tracked flow).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.proto.generic import nf_ct_refresh_acct
@@ -104,21 +106,21 @@ __all__ = ["FlowCache6"]
 
 
 # where things are in an Ethernet frame carrying IPv6 with no extension header (the only kind a plan covers)
-_IP = ETH_HDR_LEN
-_L4 = ETH_HDR_LEN + IP6H_LEN
-_HOP = _IP + IP6H_HOP_LIMIT
-_ADDRS = _IP + IP6H_SADDR
-_PORTS_END = _L4 + L4_PORTS_END
+_IP: Final = ETH_HDR_LEN
+_L4: Final = ETH_HDR_LEN + IP6H_LEN
+_HOP: Final = _IP + IP6H_HOP_LIMIT
+_ADDRS: Final = _IP + IP6H_SADDR
+_PORTS_END: Final = _L4 + L4_PORTS_END
 _TCP_SEQ, _TCP_ACK, _TCP_WIN = _L4 + TCPH_SEQ, _L4 + TCPH_ACK_SEQ, _L4 + TCPH_WINDOW
 _TCP_DOFF, _TCP_FLAGS = _L4 + TCPH_DOFF, _L4 + TCPH_FLAGS
-_UDP_LEN = _L4 + UDPH_LEN
-_ICMP_ID_END = _L4 + ICMP6H_SEQUENCE
-_CSUM_AT = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 58: _L4 + ICMP6H_CKSUM}
-_ETH_P_IPV6_BYTES = b"\x86\xdd"
+_UDP_LEN: Final = _L4 + UDPH_LEN
+_ICMP_ID_END: Final = _L4 + ICMP6H_SEQUENCE
+_CSUM_AT: Final = {6: _L4 + TCPH_CHECK, 17: _L4 + UDPH_CHECK, 58: _L4 + ICMP6H_CKSUM}
+_ETH_P_IPV6_BYTES: Final = b"\x86\xdd"
 
-_NAT_BITS = int(CtStatus.SRC_NAT | CtStatus.DST_NAT)
-_M128 = (1 << 128) - 1
-_PKT_HOST = PacketType.HOST
+_NAT_BITS: Final = int(CtStatus.SRC_NAT | CtStatus.DST_NAT)
+_M128: Final = (1 << 128) - 1
+_PKT_HOST: Final = PacketType.HOST
 _PRE, _FWD, _POST = Hook.PRE_ROUTING, Hook.FORWARD, Hook.POST_ROUTING
 
 

@@ -16,6 +16,7 @@ destroyed goes with it (`forget`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
@@ -55,14 +56,14 @@ from natbox.wire.layout import (
 )
 
 __all__ = ["Forwarder"]
-_CTINFO_ESTABLISHED = CtInfo.ESTABLISHED
-_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
-_CTINFO_NEW = CtInfo.NEW
-_HOOK_FORWARD = Hook.FORWARD
-_HOOK_POST_ROUTING = Hook.POST_ROUTING
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
-_PKT_HOST = PacketType.HOST
-_CONFIRMED = CtStatus.CONFIRMED
+_CTINFO_ESTABLISHED: Final = CtInfo.ESTABLISHED
+_CTINFO_ESTABLISHED_REPLY: Final = CtInfo.ESTABLISHED_REPLY
+_CTINFO_NEW: Final = CtInfo.NEW
+_HOOK_FORWARD: Final = Hook.FORWARD
+_HOOK_POST_ROUTING: Final = Hook.POST_ROUTING
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
+_PKT_HOST: Final = PacketType.HOST
+_CONFIRMED: Final = CtStatus.CONFIRMED
 
 # a tier-2 entry: (ct, ctinfo, daddr after DNAT, out device, next hop, FIB generation, sender on-link)
 _Tier2 = tuple[Conn, CtInfo, int, str, int, int, bool]

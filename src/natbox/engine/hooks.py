@@ -20,6 +20,7 @@ question about the ruleset (which tables a forwarded packet would meet).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.core import nf_conntrack_confirm, nf_conntrack_in
@@ -58,16 +59,17 @@ from natbox.wire.layout import IPH_FRAG_OFF, IPH_VER_IHL
 __all__ = ["HookFn", "Hooks", "XtHost", "has_target", "seqadj_confirm", "trace_ct"]
 
 HookFn = Callable[[Skb], int]
-_TABLE_OPS = frozenset({"raw", "mangle", "filter", "security"})  # hook functions registered by _table_fn, by table name
-_HOOK_FORWARD = Hook.FORWARD
-_HOOK_LOCAL_IN = Hook.LOCAL_IN
-_HOOK_LOCAL_OUT = Hook.LOCAL_OUT
-_HOOK_POST_ROUTING = Hook.POST_ROUTING
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
-_CTINFO_UNTRACKED = CtInfo.UNTRACKED
-_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
-_SEQ_ADJUST = CtStatus.SEQ_ADJUST
-_CONFIRMED = CtStatus.CONFIRMED
+# hook functions registered by _table_fn, by table name
+_TABLE_OPS: Final = frozenset({"raw", "mangle", "filter", "security"})
+_HOOK_FORWARD: Final = Hook.FORWARD
+_HOOK_LOCAL_IN: Final = Hook.LOCAL_IN
+_HOOK_LOCAL_OUT: Final = Hook.LOCAL_OUT
+_HOOK_POST_ROUTING: Final = Hook.POST_ROUTING
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
+_CTINFO_UNTRACKED: Final = CtInfo.UNTRACKED
+_CTINFO_RELATED_REPLY: Final = CtInfo.RELATED_REPLY
+_SEQ_ADJUST: Final = CtStatus.SEQ_ADJUST
+_CONFIRMED: Final = CtStatus.CONFIRMED
 
 
 def trace_ct(skb: Skb) -> None:

@@ -18,6 +18,7 @@ are registered only while a rule needs them (`rules6.needs_conntrack()`, §1.1),
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.core import nf_conntrack_confirm
 from natbox.conntrack.core6 import ipv6_conntrack_in
@@ -30,8 +31,8 @@ from natbox.skb import Skb
 __all__ = ["Hooks6"]
 
 HookFn = Callable[[Skb], int]
-_LAST = 2**31 - 1
-_TABLES = frozenset({"raw", "mangle", "filter"})
+_LAST: Final = 2**31 - 1
+_TABLES: Final = frozenset({"raw", "mangle", "filter"})
 
 
 class Hooks6:

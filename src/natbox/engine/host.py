@@ -11,6 +11,7 @@ Loading from TOML files or snapshot directories lives in `natbox.hostfile` (I/O 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.tuple import format_addr
@@ -18,7 +19,7 @@ from natbox.errors import ConfigError
 
 __all__ = ["Address", "Address6", "Host", "HostError", "Interface", "Neighbour", "Route", "Route6"]
 
-LOOPBACK_NET = 0x7F000000  # 127.0.0.0/8
+LOOPBACK_NET: Final = 0x7F000000  # 127.0.0.0/8
 
 
 def _scope6(addr: int) -> int:
@@ -26,7 +27,7 @@ def _scope6(addr: int) -> int:
     if addr == 1:
         return 2
     return 1 if addr >> 118 == 0x3FA else 0
-DEFAULT_MTU = 1500
+DEFAULT_MTU: Final = 1500
 
 
 class HostError(ConfigError):

@@ -63,7 +63,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.engine.hostfile6 import is_ipv6_text, parse_addr6_text, parse_prefix6, route6_from_spec
@@ -78,8 +78,8 @@ from natbox.tomlfile import Locator, load_toml
 
 __all__ = ["HostFile", "HostFileError", "host_ipsets", "host_nfacct", "parse_host_toml"]
 
-_KINDS = ("ether", "tap", "veth", "bridge", "loopback", "tun")
-_ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
+_KINDS: Final = ("ether", "tap", "veth", "bridge", "loopback", "tun")
+_ROUTE_TYPES: Final = ("unicast", "blackhole", "unreachable", "prohibit", "local", "broadcast", "throw")
 
 
 class HostFileError(ConfigError):
@@ -140,11 +140,12 @@ def _expect(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-_TOP_KEYS = {"name", "ip_forward", "ipv6_forward", "interface", "route", "neighbour", "sysctl", "rules", "rules6",
+_TOP_KEYS: Final = {"name", "ip_forward", "ipv6_forward", "interface", "route", "neighbour", "sysctl", "rules",
+    "rules6",
              "listen", "ipsets"}
-_IFACE_KEYS = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up", "master"}
-_ROUTE_KEYS = {"dst", "via", "dev", "metric", "src", "type", "table"}
-_NEIGH_KEYS = {"dev", "addr", "mac"}
+_IFACE_KEYS: Final = {"name", "mac", "mtu", "kind", "addresses", "route_localnet", "forwarding", "up", "master"}
+_ROUTE_KEYS: Final = {"dst", "via", "dev", "metric", "src", "type", "table"}
+_NEIGH_KEYS: Final = {"dev", "addr", "mac"}
 
 
 def parse_host_toml(text: str, filename: str = "<host>") -> HostFile:

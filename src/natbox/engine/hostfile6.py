@@ -31,7 +31,7 @@ engine/route6.py). `host_rules6(hf)` builds the ip6tables `Ruleset` the engine r
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Final
 
 from natbox.engine.host import Host, Route6
 from natbox.netfilter import NFPROTO_IPV6
@@ -40,9 +40,9 @@ from natbox.rules.parser import parse_restore
 
 __all__ = ["is_ipv6_text", "parse_addr6_text", "parse_prefix6", "route6_from_spec", "rules6_ruleset"]
 
-_ROUTE6_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
-_LINK_LOCAL = 0xFE80 << 112
-_LINK_LOCAL_MASK = ((1 << 10) - 1) << 118
+_ROUTE6_TYPES: Final = ("unicast", "blackhole", "unreachable", "prohibit")
+_LINK_LOCAL: Final = 0xFE80 << 112
+_LINK_LOCAL_MASK: Final = ((1 << 10) - 1) << 118
 
 
 def is_ipv6_text(text: Any) -> bool:

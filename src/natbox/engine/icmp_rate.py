@@ -17,17 +17,18 @@ longest ago is forgotten first (the kernel's inet_peer GC is age-based too).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["IcmpRateLimiter"]
 
-XRLIM_BURST_FACTOR = 6
-ICMP_RATELIMIT = 1.0  # net.ipv4.icmp_ratelimit, 1000 ms
-ICMP_RATEMASK = 6168  # net.ipv4.icmp_ratemask: 1<<3 | 1<<4 | 1<<11 | 1<<12
-NEW_PEER_AGE = 60.0  # inet_getpeer: rate_last = jiffies - 60 * HZ
-REDIRECT_NUMBER = 9  # ip_rt_redirect_number
-REDIRECT_LOAD = 0.02  # ip_rt_redirect_load: HZ / 50
-REDIRECT_SILENCE = REDIRECT_LOAD * (1 << (REDIRECT_NUMBER + 1))  # ip_rt_redirect_silence, 20.48 s
-MAX_PEERS = 65536  # hosts remembered
+XRLIM_BURST_FACTOR: Final = 6
+ICMP_RATELIMIT: Final = 1.0  # net.ipv4.icmp_ratelimit, 1000 ms
+ICMP_RATEMASK: Final = 6168  # net.ipv4.icmp_ratemask: 1<<3 | 1<<4 | 1<<11 | 1<<12
+NEW_PEER_AGE: Final = 60.0  # inet_getpeer: rate_last = jiffies - 60 * HZ
+REDIRECT_NUMBER: Final = 9  # ip_rt_redirect_number
+REDIRECT_LOAD: Final = 0.02  # ip_rt_redirect_load: HZ / 50
+REDIRECT_SILENCE: Final = REDIRECT_LOAD * (1 << (REDIRECT_NUMBER + 1))  # ip_rt_redirect_silence, 20.48 s
+MAX_PEERS: Final = 65536  # hosts remembered
 
 
 @dataclass(slots=True)

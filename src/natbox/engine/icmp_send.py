@@ -9,6 +9,7 @@ family's builder and hands it to the local output path attached to the packet's 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.proto.tcp import nf_conntrack_tcp_set_closing
@@ -49,8 +50,8 @@ REJECT_CODES: dict[str, tuple[int, int]] = {
     "icmp-host-prohibited": (ICMP_DEST_UNREACH, ICMP_HOST_ANO),
     "icmp-admin-prohibited": (ICMP_DEST_UNREACH, ICMP_PKT_FILTERED),
 }
-_PKT_HOST = PacketType.HOST
-_PKT_LOOPBACK = PacketType.LOOPBACK
+_PKT_HOST: Final = PacketType.HOST
+_PKT_LOOPBACK: Final = PacketType.LOOPBACK
 
 # sends a datagram the host generated (attached to a packet's ct, or none): LocalStack.queue_local
 QueueLocal = Callable[[bytes, "Skb | None"], None]

@@ -16,6 +16,7 @@ and FORWARD runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
@@ -55,8 +56,8 @@ from natbox.wire.layout import (
 
 __all__ = ["Ip6Input"]
 
-_LOOPBACK = 1
-REDIRECT6_RATE = 1.0  # ip6_forward and ndisc_send_redirect: inet_peer_xrlim_allow(peer, 1*HZ)
+_LOOPBACK: Final = 1
+REDIRECT6_RATE: Final = 1.0  # ip6_forward and ndisc_send_redirect: inet_peer_xrlim_allow(peer, 1*HZ)
 
 class Ip6Input:
     """The IPv6 receive side of one engine (see the module docstring)."""

@@ -16,6 +16,7 @@ neighbour output, and the ICMPv6 errors the host sends (net/ipv6/ip6_output.c, i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
@@ -56,10 +57,10 @@ from natbox.wire.layout import (
 
 __all__ = ["ICMPV6_RATEMASK", "Ip6Output", "multicast_mac"]
 
-_ETH_P_IPV6 = b"\x86\xdd"
-ICMPV6_RATELIMIT = 0.1  # net.ipv6.icmp.ratelimit: 100 ms on 6.18 (§4.3)
-ICMPV6_RATEMASK = ((1 << 128) - 1) & ~(1 << icmpv6.ICMPV6_PKT_TOOBIG)  # net.ipv6.icmp.ratemask "0-1,3-127"
-_HOST_LIKE = (PacketType.HOST, PacketType.LOOPBACK)
+_ETH_P_IPV6: Final = b"\x86\xdd"
+ICMPV6_RATELIMIT: Final = 0.1  # net.ipv6.icmp.ratelimit: 100 ms on 6.18 (§4.3)
+ICMPV6_RATEMASK: Final = ((1 << 128) - 1) & ~(1 << icmpv6.ICMPV6_PKT_TOOBIG)  # net.ipv6.icmp.ratemask "0-1,3-127"
+_HOST_LIKE: Final = (PacketType.HOST, PacketType.LOOPBACK)
 
 
 def multicast_mac(addr: int) -> bytes:

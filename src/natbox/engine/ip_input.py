@@ -9,6 +9,7 @@ flow cache (tier 2, engine/forward.py) forwards it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.engine.family import AddressFamily, FlowKey
 from natbox.engine.forward import Forwarder
@@ -32,13 +33,13 @@ _ETH_P_IP, _ETH_P_ARP, _ETH_P_IPV6 = ethernet.ETH_P_IP, ethernet.ETH_P_ARP, ethe
 Ipv6Rcv = Callable[[bytes, Interface, int, PacketType, bytes, bytes, bool], None]
 # `br_handle_frame` (engine/bridge.py), bound by the engine: (frame, port, packet id, trace)
 BrHandleFrame = Callable[[bytes, Interface, int, bool], None]
-_NO_MAC = b"\x00" * 6
-_BROADCAST_MAC = b"\xff" * 6
-_PKT_BROADCAST = PacketType.BROADCAST
-_PKT_HOST = PacketType.HOST
-_PKT_MULTICAST = PacketType.MULTICAST
-_PKT_OTHERHOST = PacketType.OTHERHOST
-_LOOPBACK_NET = 127
+_NO_MAC: Final = b"\x00" * 6
+_BROADCAST_MAC: Final = b"\xff" * 6
+_PKT_BROADCAST: Final = PacketType.BROADCAST
+_PKT_HOST: Final = PacketType.HOST
+_PKT_MULTICAST: Final = PacketType.MULTICAST
+_PKT_OTHERHOST: Final = PacketType.OTHERHOST
+_LOOPBACK_NET: Final = 127
 
 
 def pkt_type(dst_mac: bytes, dev: Interface) -> PacketType:

@@ -11,6 +11,7 @@ unreachable (`neigh_timer_handler` → `neigh_invalidate` → `arp_error_report`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.checks import gso_fits
@@ -32,10 +33,10 @@ from natbox.wire.icmp import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HOST_UNRE
 
 __all__ = ["IpOutput"]
 
-_HOOK_POST_ROUTING = Hook.POST_ROUTING
-_BROADCAST_MAC = b"\xff" * 6
-_ETH_P_IP_BYTES = b"\x08\x00"
-NEIGH_MAC_CACHE_MAX = 4096  # next hops whose offline MAC IpOutput.neigh_mac keeps (emptied when full)
+_HOOK_POST_ROUTING: Final = Hook.POST_ROUTING
+_BROADCAST_MAC: Final = b"\xff" * 6
+_ETH_P_IP_BYTES: Final = b"\x08\x00"
+NEIGH_MAC_CACHE_MAX: Final = 4096  # next hops whose offline MAC IpOutput.neigh_mac keeps (emptied when full)
 
 
 class IpOutput:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.family import AddressFamily
@@ -39,21 +39,21 @@ from natbox.wire.layout import IPH_FRAG_OFF, IPH_TTL, L4_DPORT
 
 __all__ = ["LOCAL_NESTING_MAX", "LOCAL_QUEUE_MAX", "LOOPBACK_DEPTH_MAX", "LocalSend", "LocalStack", "send_within"]
 
-LOCAL_QUEUE_MAX = 64  # datagrams one send_local() call may queue
-LOCAL_NESTING_MAX = 4  # a generated packet causing another (an error about an error is refused anyway)
-LOOPBACK_DEPTH_MAX = 4  # nested loopback deliveries, bounding a packet that loops through lo
+LOCAL_QUEUE_MAX: Final = 64  # datagrams one send_local() call may queue
+LOCAL_NESTING_MAX: Final = 4  # a generated packet causing another (an error about an error is refused anyway)
+LOOPBACK_DEPTH_MAX: Final = 4  # nested loopback deliveries, bounding a packet that loops through lo
 
-IPPROTO_IGMP = 2
+IPPROTO_IGMP: Final = 2
 # the protocols the IPv4 stack always has a handler for (inet_protos[]); others need a module
-_STACK_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_IGMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE})
-_CTINFO_RELATED = CtInfo.RELATED
-_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
-_DIRN_ORIGINAL = Direction.ORIGINAL
-_HOOK_LOCAL_IN = Hook.LOCAL_IN
-_HOOK_LOCAL_OUT = Hook.LOCAL_OUT
-_PKT_BROADCAST = PacketType.BROADCAST
-_PKT_LOOPBACK = PacketType.LOOPBACK
-_PKT_MULTICAST = PacketType.MULTICAST
+_STACK_PROTOS: Final = frozenset({IPPROTO_ICMP, IPPROTO_IGMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE})
+_CTINFO_RELATED: Final = CtInfo.RELATED
+_CTINFO_RELATED_REPLY: Final = CtInfo.RELATED_REPLY
+_DIRN_ORIGINAL: Final = Direction.ORIGINAL
+_HOOK_LOCAL_IN: Final = Hook.LOCAL_IN
+_HOOK_LOCAL_OUT: Final = Hook.LOCAL_OUT
+_PKT_BROADCAST: Final = PacketType.BROADCAST
+_PKT_LOOPBACK: Final = PacketType.LOOPBACK
+_PKT_MULTICAST: Final = PacketType.MULTICAST
 
 
 S = TypeVar("S", bound=Skb)

@@ -9,6 +9,8 @@ the kernel's `TRUNCATED` / `INCOMPLETE [N bytes]` text.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.tuple import format_addr
 from natbox.netfilter import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE
 from natbox.wire.icmp import (
@@ -28,13 +30,13 @@ from natbox.wire.views import EthernetView, IcmpView, Ipv4View, TcpView, UdpView
 __all__ = ["XT_LOG_IPOPT", "XT_LOG_MACDECODE", "XT_LOG_TCPOPT", "XT_LOG_TCPSEQ", "XT_LOG_UID", "format_log_line"]
 
 # XT_LOG_* flags (uapi xt_LOG.h)
-XT_LOG_TCPSEQ = 0x01
-XT_LOG_TCPOPT = 0x02
-XT_LOG_IPOPT = 0x04
-XT_LOG_UID = 0x08
-XT_LOG_MACDECODE = 0x20
+XT_LOG_TCPSEQ: Final = 0x01
+XT_LOG_TCPOPT: Final = 0x02
+XT_LOG_IPOPT: Final = 0x04
+XT_LOG_UID: Final = 0x08
+XT_LOG_MACDECODE: Final = 0x20
 
-_IPTOS_PREC_MASK = 0xE0  # IPTOS_PREC() (uapi linux/ip.h)
+_IPTOS_PREC_MASK: Final = 0xE0  # IPTOS_PREC() (uapi linux/ip.h)
 _IPPROTO_ESP, _IPPROTO_AH = 50, 51  # uapi linux/in.h
 # struct ip_auth_hdr (spi after nexthdr, hdrlen, reserved) and struct ip_esp_hdr (spi first): the kernel
 # reads 12 and 8 bytes of them
@@ -42,8 +44,8 @@ _AH_SPI, _AH_MIN_LEN = 4, 12
 _ESP_SPI, _ESP_MIN_LEN = 0, 8
 
 # dump_ipv4_packet's required_len[]: bytes of ICMP needed before the type-specific fields
-_ICMP_REQUIRED = {0: 4, 3: 28, 4: 28, 5: 28, 8: 4, 11: 28, 12: 28, 13: 20, 14: 20, 17: 12, 18: 12}
-_TCP_FLAGS = ((0x100, "AE"), (0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"), (0x08, "PSH"),
+_ICMP_REQUIRED: Final = {0: 4, 3: 28, 4: 28, 5: 28, 8: 4, 11: 28, 12: 28, 13: 20, 14: 20, 17: 12, 18: 12}
+_TCP_FLAGS: Final = ((0x100, "AE"), (0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"), (0x08, "PSH"),
               (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"))
 
 

@@ -11,6 +11,8 @@ gives the kernel's `TRUNCATED` / `INCOMPLETE [N bytes]` text.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.engine.log import XT_LOG_IPOPT, XT_LOG_MACDECODE, _dump_tcp
 from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE
 from natbox.wire.ipv6 import (
@@ -57,7 +59,7 @@ from natbox.wire.views import EthernetView
 __all__ = ["format_log_line6"]
 
 # nf_ip6_ext_hdr(): the headers dump_ipv6_packet walks (ESP ends the walk)
-_EXT = frozenset({NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_ESP, NEXTHDR_AUTH, NEXTHDR_NONE,
+_EXT: Final = frozenset({NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_ESP, NEXTHDR_AUTH, NEXTHDR_NONE,
                   NEXTHDR_DEST})
 _ESP_SPI, _ESP_MIN_LEN = 0, 8  # struct ip_esp_hdr: the SPI first, 8 bytes read
 # ICMPv6 types (uapi linux/icmpv6.h)

@@ -13,6 +13,8 @@ machine (engine/neigh.py, shared with ARP) and `Ip6Output.emit_ns`.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.engine.host import Host
 from natbox.engine.ip6_output import Ip6Output
 from natbox.engine.neigh import NeighTable
@@ -23,7 +25,7 @@ from natbox.wire.layout import ICMP6H_CODE, ICMP6H_TYPE, ND_FLAGS, ND_TARGET, ND
 
 __all__ = ["Ndisc"]
 
-_ALL_NODES = 0xFF02_0000_0000_0000_0000_0000_0000_0001
+_ALL_NODES: Final = 0xFF02_0000_0000_0000_0000_0000_0000_0001
 
 
 class Ndisc:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from natbox.engine.nud import NeighEntry
 
 __all__ = ["HEAP_SLACK", "NeighTimers"]
 
 T = TypeVar("T")
-HEAP_SLACK = 4  # the timer heap is rebuilt when it holds more than 4 records per live entry (+64)
+HEAP_SLACK: Final = 4  # the timer heap is rebuilt when it holds more than 4 records per live entry (+64)
 
 
 class NeighTimers(Generic[T]):

@@ -30,7 +30,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, NamedTuple, TypeVar
 
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.routing import RTN_LOCAL
@@ -78,26 +78,26 @@ class Nud(enum.IntFlag):
 
 
 # plain ints for the per-packet paths (include/net/neighbour.h)
-_INCOMPLETE = int(Nud.INCOMPLETE)
-_REACHABLE = int(Nud.REACHABLE)
-_STALE = int(Nud.STALE)
-_DELAY = int(Nud.DELAY)
-_PROBE = int(Nud.PROBE)
-_FAILED = int(Nud.FAILED)
-_NOARP = int(Nud.NOARP)
-_PERMANENT = int(Nud.PERMANENT)
-NUD_IN_TIMER = _INCOMPLETE | _REACHABLE | _DELAY | _PROBE
-NUD_VALID = _PERMANENT | _NOARP | _REACHABLE | _PROBE | _STALE | _DELAY
-NUD_CONNECTED = _PERMANENT | _NOARP | _REACHABLE
+_INCOMPLETE: Final = int(Nud.INCOMPLETE)
+_REACHABLE: Final = int(Nud.REACHABLE)
+_STALE: Final = int(Nud.STALE)
+_DELAY: Final = int(Nud.DELAY)
+_PROBE: Final = int(Nud.PROBE)
+_FAILED: Final = int(Nud.FAILED)
+_NOARP: Final = int(Nud.NOARP)
+_PERMANENT: Final = int(Nud.PERMANENT)
+NUD_IN_TIMER: Final = _INCOMPLETE | _REACHABLE | _DELAY | _PROBE
+NUD_VALID: Final = _PERMANENT | _NOARP | _REACHABLE | _PROBE | _STALE | _DELAY
+NUD_CONNECTED: Final = _PERMANENT | _NOARP | _REACHABLE
 
-STATE_NAMES = {int(s): s.name or "NONE" for s in Nud}
+STATE_NAMES: Final = {int(s): s.name or "NONE" for s in Nud}
 
-TIMER_MIN = 0.01  # HZ/100: the shortest re-arm of a neighbour timer (neigh_timer_handler, __neigh_event_send)
-GC_FORCED_MIN_AGE = 5.0  # neigh_forced_gc keeps entries updated within the last 5 s; and runs at most every 5 s
-REACH_RERANDOM_INTERVAL = 300.0  # neigh_periodic_work re-draws reachable_time every 300 s
+TIMER_MIN: Final = 0.01  # HZ/100: the shortest re-arm of a neighbour timer (neigh_timer_handler, __neigh_event_send)
+GC_FORCED_MIN_AGE: Final = 5.0  # neigh_forced_gc keeps entries updated within the last 5 s; and runs at most every 5 s
+REACH_RERANDOM_INTERVAL: Final = 300.0  # neigh_periodic_work re-draws reachable_time every 300 s
 # SKB_TRUESIZE(0) on x86_64 6.x: SKB_DATA_ALIGN(sizeof(struct sk_buff)) 256 + SKB_DATA_ALIGN(sizeof(struct
 # skb_shared_info)) 320. SK_WMEM_MAX = SKB_TRUESIZE(256) * 256 = 212992 is where unres_qlen_bytes comes from.
-SKB_TRUESIZE_MIN = 576
+SKB_TRUESIZE_MIN: Final = 576
 
 
 def skb_truesize(length: int) -> int:

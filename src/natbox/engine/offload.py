@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_MAXACK_SET, Conn
@@ -84,21 +84,21 @@ from natbox.wire.layout import ETH_HDR_LEN, ETH_PROTO, IP6H_LEN, IPH_MIN_LEN, IP
 __all__ = ["NF_CT_DAY", "OFFLOAD_TIMEOUT", "FlowOffload", "OffloadAdd", "OffloadDel", "OffloadRequest",
            "OffloadedFlow"]
 
-OFFLOAD_TIMEOUT = 30.0  # nf_flowtable_tcp_timeout / nf_flowtable_udp_timeout: an idle flow comes back
-NF_CT_DAY = 86400.0  # the timeout of an offloaded ct (flow_offload_add, nf_flow_table_extend_ct_timeout)
-EXTEND_BELOW = 300.0  # nf_flow_table_extend_ct_timeout's min_timeout: extended again when less is left
-_CLOSING_STATES = (TcpState.FIN_WAIT, TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.TIME_WAIT)
-_TCP_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS  # a flow key exists only for IHL 5 (family.flow_key)
-_TCP_FLAGS6 = ETH_HDR_LEN + IP6H_LEN + TCPH_FLAGS  # and for IPv6 without extension headers (flow_key6)
-_MATCH6_LEN = 36  # an IPv6 flow key's addresses and ports
-_ETH_P_IPV6_BYTES = b"\x86\xdd"
-_ICMP = (1, 58)  # ICMP and ICMPv6: echo flows only (natbox's addition)
+OFFLOAD_TIMEOUT: Final = 30.0  # nf_flowtable_tcp_timeout / nf_flowtable_udp_timeout: an idle flow comes back
+NF_CT_DAY: Final = 86400.0  # the timeout of an offloaded ct (flow_offload_add, nf_flow_table_extend_ct_timeout)
+EXTEND_BELOW: Final = 300.0  # nf_flow_table_extend_ct_timeout's min_timeout: extended again when less is left
+_CLOSING_STATES: Final = (TcpState.FIN_WAIT, TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.TIME_WAIT)
+_TCP_FLAGS: Final = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS  # a flow key exists only for IHL 5 (family.flow_key)
+_TCP_FLAGS6: Final = ETH_HDR_LEN + IP6H_LEN + TCPH_FLAGS  # and for IPv6 without extension headers (flow_key6)
+_MATCH6_LEN: Final = 36  # an IPv6 flow key's addresses and ports
+_ETH_P_IPV6_BYTES: Final = b"\x86\xdd"
+_ICMP: Final = (1, 58)  # ICMP and ICMPv6: echo flows only (natbox's addition)
 _FIN, _RST = 0x01, 0x04
-_REFUSE = int(CtStatus.HELPER | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
+_REFUSE: Final = int(CtStatus.HELPER | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT
               | CtStatus.DYING)
 _CONFIRMED, _OFFLOAD, _ASSURED = int(CtStatus.CONFIRMED), int(CtStatus.OFFLOAD), int(CtStatus.ASSURED)
-_SEEN_REPLY = int(CtStatus.SEEN_REPLY)
-_ESTABLISHED = (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)
+_SEEN_REPLY: Final = int(CtStatus.SEEN_REPLY)
+_ESTABLISHED: Final = (CtInfo.ESTABLISHED, CtInfo.ESTABLISHED_REPLY)
 
 
 class OffloadAdd(NamedTuple):

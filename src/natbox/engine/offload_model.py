@@ -32,6 +32,7 @@ natbox_offload.bpf.c's IPv6 branch does: tests/offload/test_entry6.py), counted 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Final
 
 from natbox.engine.engine import Engine
 from natbox.engine.family import FlowKey
@@ -44,9 +45,9 @@ from natbox.wire.layout import ETH_HDR_LEN, IP6H_LEN, IP6H_PAYLOAD_LEN, IPH_TOT_
 
 __all__ = ["ModelDatapath"]
 
-_DIRS = ("ORIGINAL", "REPLY")
-_TOT_LEN = ETH_HDR_LEN + IPH_TOT_LEN
-_PAYLOAD_LEN = ETH_HDR_LEN + IP6H_PAYLOAD_LEN
+_DIRS: Final = ("ORIGINAL", "REPLY")
+_TOT_LEN: Final = ETH_HDR_LEN + IPH_TOT_LEN
+_PAYLOAD_LEN: Final = ETH_HDR_LEN + IP6H_PAYLOAD_LEN
 
 
 class ModelDatapath:

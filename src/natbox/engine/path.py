@@ -12,6 +12,7 @@ entry point, which records it in `Output.dropped` with its `DropReason`; it neve
 from __future__ import annotations
 
 from collections import Counter
+from typing import Final
 
 from natbox.engine.output import Dropped, Output
 from natbox.netfilter import DropReason
@@ -19,8 +20,8 @@ from natbox.skb import Skb
 
 __all__ = ["NF_STOLEN", "NO_META", "Drop", "Held", "PathState", "piece_of"]
 
-NF_STOLEN = 2  # a hook function kept the packet (defrag holds a fragment)
-NO_META = (0, 0, False)  # (gso_type, gso_size, partial) of an ordinary frame
+NF_STOLEN: Final = 2  # a hook function kept the packet (defrag holds a fragment)
+NO_META: Final = (0, 0, False)  # (gso_type, gso_size, partial) of an ordinary frame
 
 # a packet waiting for its next hop's MAC: (skb, datagram to send, gso_type, gso_size, partial)
 Held = tuple[Skb, bytes, int, int, bool]

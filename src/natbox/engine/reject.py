@@ -9,6 +9,8 @@ payload). The IP header has ID 0, DF set, TOS 0 and TTL 64 (the default hop limi
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import IPPROTO_TCP
 from natbox.wire import ipv4, tcp
 from natbox.wire.checksum import csum_fold, csum_partial
@@ -18,7 +20,7 @@ from natbox.wire.views import Ipv4View, TcpView
 
 __all__ = ["build_reset6_for", "build_reset_for"]
 
-RESET_TTL = 64
+RESET_TTL: Final = 64
 
 
 def build_reset_for(datagram: bytes) -> bytes | None:

@@ -8,6 +8,8 @@ default) sent by `icmp6_send` (rate-limited, attached to the packet's ct); `tcp-
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.proto.tcp import nf_conntrack_tcp_set_closing
 from natbox.engine.ip6_output import Ip6Output
@@ -28,7 +30,7 @@ REJECT6_CODES: dict[str, tuple[int, int]] = {
     "npt-paramprob-saddr": (icmpv6.ICMPV6_PARAMPROB, icmpv6.ICMPV6_HDR_FIELD),
     "npt-paramprob-daddr": (icmpv6.ICMPV6_PARAMPROB, icmpv6.ICMPV6_HDR_FIELD),
 }
-_POINTERS = {"npt-paramprob-saddr": IP6H_SADDR, "npt-paramprob-daddr": IP6H_DADDR}
+_POINTERS: Final = {"npt-paramprob-saddr": IP6H_SADDR, "npt-paramprob-daddr": IP6H_DADDR}
 
 
 def reject6(out: Ip6Output, skb: Skb6, how: str, now: float, cfg: ConntrackConfig) -> None:

@@ -9,7 +9,7 @@ Rebuilt with `rebuild()` whenever the model changes (generation bumped, as the I
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.engine.host import Address6, Host, Interface, Route6
 from natbox.wire.ipv6 import (
@@ -23,16 +23,16 @@ from natbox.wire.ipv6 import (
 
 __all__ = ["ALL_NODES", "ALL_ROUTERS", "Fib6", "Fib6Result", "ipv6_addr_label"]
 
-ALL_NODES = 0xFF02_0000_0000_0000_0000_0000_0000_0001  # ff02::1
-ALL_ROUTERS = 0xFF02_0000_0000_0000_0000_0000_0000_0002  # ff02::2
-_M128 = (1 << 128) - 1
-LINK_LOCAL_PREFIX = 0xFE80 << 112
+ALL_NODES: Final = 0xFF02_0000_0000_0000_0000_0000_0000_0001  # ff02::1
+ALL_ROUTERS: Final = 0xFF02_0000_0000_0000_0000_0000_0000_0002  # ff02::2
+_M128: Final = (1 << 128) - 1
+LINK_LOCAL_PREFIX: Final = 0xFE80 << 112
 RTN_UNICAST, RTN_LOCAL, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = 1, 2, 6, 7, 8
-_TYPES = {"unicast": RTN_UNICAST, "local": RTN_LOCAL, "blackhole": RTN_BLACKHOLE, "unreachable": RTN_UNREACHABLE,
+_TYPES: Final = {"unicast": RTN_UNICAST, "local": RTN_LOCAL, "blackhole": RTN_BLACKHOLE, "unreachable": RTN_UNREACHABLE,
           "prohibit": RTN_PROHIBIT}
 
 # the default `ip addrlabel` table (IPv6 §3.5 rule 6): (prefix, length, label), longest prefix first
-_LABELS = sorted([
+_LABELS: Final = sorted([
     (1, 128, 0), (0, 0, 1), (0x2002 << 112, 16, 2), (0, 96, 3), (0xFFFF << 32, 96, 4), (0xFC << 120, 7, 5),
     (0x2001 << 112, 32, 6), (0x2001_0010 << 96, 28, 7), (0xFEC0 << 112, 10, 11), (0x3FFE << 112, 16, 12),
 ], key=lambda e: -e[1])

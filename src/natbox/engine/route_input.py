@@ -7,6 +7,8 @@ refusing martians and answering what cannot be routed with the ICMP errors `ip_e
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.tuple import format_addr
 from natbox.engine.forward import Forwarder
 from natbox.engine.hooks import Hooks
@@ -29,10 +31,10 @@ from natbox.wire.layout import IPH_ADDRS_END, IPH_DADDR, IPH_SADDR
 
 __all__ = ["JOINED_GROUPS", "RouteInput"]
 
-JOINED_GROUPS = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+JOINED_GROUPS: Final = frozenset({0xE0000001})  # 224.0.0.1: all-hosts, joined on every interface
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
 _RTN_UNREACHABLE, _RTN_PROHIBIT = 7, 8  # route types answered with an ICMP error (ip_error)
-_LOCAL_TYPES = frozenset({RTN_LOCAL, RTN_BROADCAST})  # route types delivered locally
+_LOCAL_TYPES: Final = frozenset({RTN_LOCAL, RTN_BROADCAST})  # route types delivered locally
 
 
 class RouteInput:

@@ -16,7 +16,7 @@ the device and the next hop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.engine.host import Host, Route
 
@@ -33,18 +33,18 @@ __all__ = [
 ]
 
 # `enum rtn_type` (uapi rtnetlink.h), the values -m addrtype uses as bit numbers (§5.3).
-RTN_UNSPEC = 0
-RTN_UNICAST = 1
-RTN_LOCAL = 2
-RTN_BROADCAST = 3
-RTN_ANYCAST = 4
-RTN_MULTICAST = 5
-RTN_BLACKHOLE = 6
-RTN_UNREACHABLE = 7
-RTN_PROHIBIT = 8
-RTN_THROW = 9
+RTN_UNSPEC: Final = 0
+RTN_UNICAST: Final = 1
+RTN_LOCAL: Final = 2
+RTN_BROADCAST: Final = 3
+RTN_ANYCAST: Final = 4
+RTN_MULTICAST: Final = 5
+RTN_BLACKHOLE: Final = 6
+RTN_UNREACHABLE: Final = 7
+RTN_PROHIBIT: Final = 8
+RTN_THROW: Final = 9
 
-_TYPES = {
+_TYPES: Final = {
     "unicast": RTN_UNICAST,
     "local": RTN_LOCAL,
     "broadcast": RTN_BROADCAST,
@@ -56,7 +56,7 @@ _TYPES = {
 }
 
 
-FIB_CACHE_MAX = 4096  # destinations whose routing decision Fib.lookup keeps (emptied when full)
+FIB_CACHE_MAX: Final = 4096  # destinations whose routing decision Fib.lookup keeps (emptied when full)
 
 
 class FibResult(NamedTuple):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any
+from typing import Any, Final
 
 from natbox.engine.host import Address, Host, HostError, Interface, Neighbour, Route
 from natbox.engine.hostfile import HostFile, apply_sysctl
@@ -64,18 +64,18 @@ SNAPSHOT_FILES: dict[str, str] = {
 }
 # written only when the host has the program (a host without ipset has no sets, one without ip6tables no
 # IPv6 ruleset, one without nfacct (or whose kernel has no nfnetlink_acct) no accounting objects)
-OPTIONAL_FILES = ("ipset.save", "ip6tables.rules", "nfacct.list")
-BRIDGE_NF_CALL_IPTABLES = "net.bridge.bridge-nf-call-iptables"
-REQUIRED_FILES = ("link.json", "addr.json", "route.json")
+OPTIONAL_FILES: Final = ("ipset.save", "ip6tables.rules", "nfacct.list")
+BRIDGE_NF_CALL_IPTABLES: Final = "net.bridge.bridge-nf-call-iptables"
+REQUIRED_FILES: Final = ("link.json", "addr.json", "route.json")
 
 # `info_kind` of `ip -d link` -> Interface.kind (natbox models every other Ethernet-like device as ether)
 _KIND_OF: dict[str, str] = {"veth": "veth", "bridge": "bridge", "tun": "tap"}
 # tun devices: `info_data.type` tells tun from tap
 _TUN_TYPES: dict[str, str] = {"tun": "tun", "tap": "tap"}
 # route `type` values the host model knows (others, e.g. multicast/nat/anycast, are refused)
-_ROUTE_TYPES = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
-_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
-_CONF_RE = re.compile(r"net\.ipv4\.conf\.([^.]+)\.(forwarding|route_localnet)")
+_ROUTE_TYPES: Final = ("unicast", "local", "broadcast", "blackhole", "unreachable", "prohibit", "throw")
+_MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_CONF_RE: Final = re.compile(r"net\.ipv4\.conf\.([^.]+)\.(forwarding|route_localnet)")
 
 
 class SnapshotError(ConfigError):

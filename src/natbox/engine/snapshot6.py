@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+from typing import Any, Final
 
 from natbox.engine.host import Address6, Host, Neighbour, Route6
 from natbox.errors import ConfigError
 
 __all__ = ["NEIGH_STATIC", "NEIGH_UNUSABLE", "apply_ipv6", "neigh_states"]
 
-_ROUTE6_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
+_ROUTE6_TYPES: Final = ("unicast", "blackhole", "unreachable", "prohibit")
 # neighbour states without a usable link-layer address
-NEIGH_UNUSABLE = frozenset({"FAILED", "INCOMPLETE"})
+NEIGH_UNUSABLE: Final = frozenset({"FAILED", "INCOMPLETE"})
 # the states of entries the kernel never ages (`ip neigh ... nud permanent|noarp`); every other one with an
 # address (REACHABLE, STALE, DELAY, PROBE) was learned, and natbox learns it too (Neighbour.permanent False)
-NEIGH_STATIC = frozenset({"PERMANENT", "NOARP"})
+NEIGH_STATIC: Final = frozenset({"PERMANENT", "NOARP"})
 
 
 def neigh_states(entry: dict[str, Any]) -> frozenset[str]:

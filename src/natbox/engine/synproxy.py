@@ -17,6 +17,7 @@ the engine's random source on first use (`net_get_random_once`); time is the inj
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.seqadj import NfConnSeqadj, nf_ct_seqadj_init
@@ -63,8 +64,8 @@ from natbox.wire.tcp import ACK, CWR, ECE, RST, SYN
 
 __all__ = ["SynproxyNet", "nf_is_loopback_packet"]
 
-_U32 = 0xFFFFFFFF
-DEFAULT_TTL = 64  # net.ipv4.ip_default_ttl
+_U32: Final = 0xFFFFFFFF
+DEFAULT_TTL: Final = 64  # net.ipv4.ip_default_ttl
 
 
 def nf_is_loopback_packet(skb: Skb, host: Host) -> bool:

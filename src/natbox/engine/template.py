@@ -41,7 +41,7 @@ would; the caller hands anything else (a new ct, an established packet, an offlo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.conntrack.config import ConntrackConfig
 from natbox.conntrack.conn import Conn
@@ -78,26 +78,26 @@ from natbox.wire.layout import (
 __all__ = ["SAFE_MATCHES", "SAFE_TARGETS", "TEMPLATE_MAX", "ConnTemplate", "FlowTemplates", "TemplateAdd",
            "TemplateDel", "TemplateFlush", "TemplateKey", "TemplateRequest", "reply_tuple", "template_unsafe"]
 
-TEMPLATE_MAX = 4096  # templates kept (NB_MAX_TEMPLATES in natbox_offload.bpf.c); the oldest goes first
-_SYN = 0x02  # the flags byte of a template's SYN: exactly SYN (natbox_offload.bpf.c checks the same)
-_ETH_P_IP_BYTES = b"\x08\x00"
-_VER_IHL = ETH_HDR_LEN + IPH_VER_IHL
+TEMPLATE_MAX: Final = 4096  # templates kept (NB_MAX_TEMPLATES in natbox_offload.bpf.c); the oldest goes first
+_SYN: Final = 0x02  # the flags byte of a template's SYN: exactly SYN (natbox_offload.bpf.c checks the same)
+_ETH_P_IP_BYTES: Final = b"\x08\x00"
+_VER_IHL: Final = ETH_HDR_LEN + IPH_VER_IHL
 _SADDR, _DADDR = ETH_HDR_LEN + IPH_SADDR, ETH_HDR_LEN + IPH_DADDR
 _SPORT, _DPORT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_SOURCE, ETH_HDR_LEN + IPH_MIN_LEN + TCPH_DEST
-_FLAGS = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS
-_TCP_END = _FLAGS + 1
-_FIN_RST = 0x05
-_OFFLOAD = int(CtStatus.OFFLOAD)
-_ES = TcpState.ESTABLISHED
+_FLAGS: Final = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_FLAGS
+_TCP_END: Final = _FLAGS + 1
+_FIN_RST: Final = 0x05
+_OFFLOAD: Final = int(CtStatus.OFFLOAD)
+_ES: Final = TcpState.ESTABLISHED
 _ASSURED, _CONFIRMED = int(CtStatus.ASSURED), int(CtStatus.CONFIRMED)
 _PRE_ROUTING, _POST_ROUTING = Hook.PRE_ROUTING, Hook.POST_ROUTING
-_NEW = CtInfo.NEW
+_NEW: Final = CtInfo.NEW
 _SRC, _DST = ManipType.SRC, ManipType.DST
 _SRC_NAT, _DST_NAT = int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)
 _MAP_IPS, _PROTO_SPECIFIED = RangeFlags.MAP_IPS, RangeFlags.MAP_IPS | RangeFlags.PROTO_SPECIFIED
-_CSUM_AT = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_CHECK
+_CSUM_AT: Final = ETH_HDR_LEN + IPH_MIN_LEN + TCPH_CHECK
 # what a template ct may carry: confirmed, NAT's bits (and SEEN_REPLY etc. later); never a helper or expectation
-_REFUSE = int(CtStatus.HELPER | CtStatus.EXPECTED | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH
+_REFUSE: Final = int(CtStatus.HELPER | CtStatus.EXPECTED | CtStatus.SEQ_ADJUST | CtStatus.NAT_CLASH
               | CtStatus.FIXED_TIMEOUT | CtStatus.DYING | CtStatus.OFFLOAD)
 
 # -m NAME → the options (as iptables-save prints them) that read only the key's fields or what every SYN of
@@ -117,7 +117,7 @@ SAFE_TARGETS: dict[str, frozenset[str]] = {
     "SNAT": frozenset({"--to-source"}),
     "DNAT": frozenset({"--to-destination"}),
 }
-_VERDICTS = frozenset({"ACCEPT", "RETURN", ""})
+_VERDICTS: Final = frozenset({"ACCEPT", "RETURN", ""})
 
 TemplateKey = tuple[str, int, int, int, int]  # iif, proto, saddr, daddr, dport
 Counted = Rule | Chain  # what a nat chain's traversal counted a packet in: a rule that matched, a policy

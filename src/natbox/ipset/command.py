@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from typing import Final
 
 from natbox.ipset.bitmap import BitmapSet, ListSet
 from natbox.ipset.core import E_NOSET, E_RANGE_LIMIT, IpsetRegistry, check_name, find_type, parse_elems, shown_elem6
@@ -22,16 +23,16 @@ from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 
 __all__ = ["IpsetSession"]
 
-_COMMANDS = {
+_COMMANDS: Final = {
     "create": "create", "n": "create", "-N": "create", "add": "add", "-A": "add", "del": "del", "-D": "del",
     "test": "test", "-T": "test", "list": "list", "-L": "list", "save": "save", "-S": "save",
     "restore": "restore", "-R": "restore", "flush": "flush", "-F": "flush", "destroy": "destroy",
     "x": "destroy", "-X": "destroy", "swap": "swap", "-W": "swap", "rename": "rename", "-E": "rename",
     "e": "rename", "w": "swap", "version": "version", "-v": "version", "-V": "version", "--version": "version",
 }
-HELP = "Try `ipset help' for more information."
-E_REF = "The set to which you referred with 'before' or 'after' does not exist."
-U32 = 0xFFFFFFFF
+HELP: Final = "Try `ipset help' for more information."
+E_REF: Final = "The set to which you referred with 'before' or 'after' does not exist."
+U32: Final = 0xFFFFFFFF
 
 
 class _Opts:

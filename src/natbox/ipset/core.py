@@ -9,6 +9,8 @@ a referenced set cannot be destroyed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.ipset.bitmap import BitmapSet, ListSet
 from natbox.ipset.elem import (
     PORT_PROTOS,
@@ -39,10 +41,10 @@ from natbox.wire.ipv6 import format_addr6
 
 __all__ = ["E_NOSET", "E_RANGE_LIMIT", "IpsetRegistry", "format_elem", "parse_elems"]
 
-E_NOSET = "The set with the given name does not exist"
-E_RANGE_LIMIT = "The range you specified exceeds the size limit of the set type"
-IPSET_MAXNAMELEN = 32
-MAX_RANGE_ELEMS = 1 << 20  # bound on one command's range expansion (the kernel loops without bound)
+E_NOSET: Final = "The set with the given name does not exist"
+E_RANGE_LIMIT: Final = "The range you specified exceeds the size limit of the set type"
+IPSET_MAXNAMELEN: Final = 32
+MAX_RANGE_ELEMS: Final = 1 << 20  # bound on one command's range expansion (the kernel loops without bound)
 
 
 def _nets(text: str, net0: bool, for_test: bool) -> list[tuple[int, int]]:

@@ -11,6 +11,8 @@ an IP protocol number, `iface` a name, `physdev` 0/1, `mac` 6 bytes, `set` a set
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.ipset.errors import IpsetError, ProtoFamilyError
 
 __all__ = [
@@ -54,11 +56,11 @@ ICMPV6_NAMES: tuple[tuple[str, int, int], ...] = (
     ("neighbour-solicitation", 135, 0), ("neigbour-solicitation", 135, 0), ("neighbour-advertisement", 136, 0),
     ("neigbour-advertisement", 136, 0), ("redirect", 137, 0),
 )
-_ICMPV6_BY_NAME = {n.lower(): (t, c) for n, t, c in ICMPV6_NAMES}
+_ICMPV6_BY_NAME: Final = {n.lower(): (t, c) for n, t, c in ICMPV6_NAMES}
 _ICMPV6_BY_CODE: dict[tuple[int, int], str] = {}
 for _n, _t, _c in ICMPV6_NAMES:
     _ICMPV6_BY_CODE.setdefault((_t, _c), _n)
-_ICMP_BY_NAME = {n.lower(): (t, c) for n, t, c in ICMP_NAMES}
+_ICMP_BY_NAME: Final = {n.lower(): (t, c) for n, t, c in ICMP_NAMES}
 _ICMP_BY_CODE: dict[tuple[int, int], str] = {}
 for _n, _t, _c in ICMP_NAMES:
     _ICMP_BY_CODE.setdefault((_t, _c), _n)
@@ -70,8 +72,8 @@ PROTO_BY_NUM: dict[int, str] = {
     46: "rsvp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 59: "ipv6-nonxt", 60: "ipv6-opts", 89: "ospf",
     94: "ipip", 103: "pim", 108: "ipcomp", 112: "vrrp", 115: "l2tp", 132: "sctp", 136: "udplite",
 }
-_PROTO_BY_NAME = {v: k for k, v in PROTO_BY_NUM.items()}
-PORT_PROTOS = (6, 17, 132, 136)  # protocols with ports (ipset's `ipset_proto_with_ports`)
+_PROTO_BY_NAME: Final = {v: k for k, v in PROTO_BY_NUM.items()}
+PORT_PROTOS: Final = (6, 17, 132, 136)  # protocols with ports (ipset's `ipset_proto_with_ports`)
 
 
 def parse_uint(text: str, lo: int, hi: int, what: str = "") -> int:

@@ -11,6 +11,8 @@ IPv6 elements are the IPv4 tuples with 128-bit host-order ints for addresses. Wh
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.ipset.elem import parse_uint
 from natbox.ipset.errors import IpsetError
 from natbox.wire.ipv6 import format_addr6, parse_addr6
@@ -18,9 +20,9 @@ from natbox.wire.ipv6 import format_addr6, parse_addr6
 __all__ = ["E_NULL_ELEM", "HOST_MASK6", "format_addr6", "format_net6", "hostmask6", "null_elem", "parse_ip2_plain6",
            "parse_ip6", "parse_net6", "parse_plain_ip6"]
 
-HOST_MASK6 = (1 << 128) - 1
+HOST_MASK6: Final = (1 << 128) - 1
 E_BUG_OPTIONS = "There are not allowed options (28) but can't resolve them. It's a bug, please report the problem."
-E_NULL_ELEM = "Null-valued element, cannot be stored in a hash type of set"
+E_NULL_ELEM: Final = "Null-valued element, cannot be stored in a hash type of set"
 
 
 def hostmask6(cidr: int) -> int:

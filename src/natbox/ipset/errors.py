@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.errors import NatboxError
 
 __all__ = ["E_BUG_MANDATORY", "IPSET_VERSION", "IpsetError", "ProtoFamilyError"]
 
-IPSET_VERSION = "v7.17"
-OTHER_PROBLEM = 1
-PARAMETER_PROBLEM = 2
+IPSET_VERSION: Final = "v7.17"
+OTHER_PROBLEM: Final = 1
+PARAMETER_PROBLEM: Final = 2
 E_BUG_MANDATORY = "There are missing mandatory flags but can't check them. It's a bug, please report the problem."
 
 

@@ -9,6 +9,7 @@ counter matches, the wanted packets/bytes. A test returns the kernel's value: > 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from natbox.ipset.bitmap import BitmapSet, ListSet
 from natbox.ipset.elem6 import hostmask6
@@ -23,9 +24,9 @@ __all__ = ["COUNTER_EQ", "COUNTER_GT", "COUNTER_LT", "COUNTER_NE", "COUNTER_NONE
            "ip_set_del", "ip_set_test"]
 
 COUNTER_NONE, COUNTER_EQ, COUNTER_NE, COUNTER_LT, COUNTER_GT = 0, 1, 2, 3, 4  # enum ip_set_counter_op
-PORT_PROTOS = (6, 17, 132, 136)
+PORT_PROTOS: Final = (6, 17, 132, 136)
 # set type dimensions (struct ip_set_type .dimension)
-_DIMENSION = {"hash:ip": 1, "hash:net": 1, "hash:ip,port": 2, "hash:net,port": 2, "hash:ip,port,ip": 3,
+_DIMENSION: Final = {"hash:ip": 1, "hash:net": 1, "hash:ip,port": 2, "hash:net,port": 2, "hash:ip,port,ip": 3,
               "hash:ip,port,net": 3, "hash:net,iface": 2, "hash:mac": 1, "bitmap:ip": 1, "bitmap:port": 1,
               "list:set": 1}
 

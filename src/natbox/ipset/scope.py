@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Final
 
 from natbox.ipset.core import IpsetRegistry
 
@@ -37,7 +38,7 @@ def using_sets(registry: IpsetRegistry | None) -> Iterator[None]:
         _SETS.reset(token)
 
 
-_SET_OPTION = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
+_SET_OPTION: Final = re.compile(r"--(?:match-set|add-set|del-set|map-set)\s+(\S+)")
 
 
 def rule_set_refs(rules_text: str) -> dict[str, int]:

@@ -7,6 +7,8 @@ manip part (a port, an ICMP id or a GRE key, as its protocol's NAT record says) 
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple, _new_tuple, format_addr
 from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
@@ -17,17 +19,17 @@ from natbox.netfilter import ManipType
 __all__ = ["find_best_ips_proto", "in_range", "l4proto_in_range"]
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_MANIP_DST = ManipType.DST
-_MANIP_SRC = ManipType.SRC
-_M32 = 0xFFFFFFFF
+_MANIP_DST: Final = ManipType.DST
+_MANIP_SRC: Final = ManipType.SRC
+_M32: Final = 0xFFFFFFFF
 # the range flags as plain ints: `flags & RangeFlags.X` on an IntFlag builds a new member every time
-_RANDOM_ALL = int(RangeFlags.PROTO_RANDOM_ALL)
-_MAP_IPS = int(RangeFlags.MAP_IPS)
-_PROTO_SPECIFIED = int(RangeFlags.PROTO_SPECIFIED)
-_PERSISTENT = int(RangeFlags.PERSISTENT)
-_PROTO_RANDOM_FULLY = int(RangeFlags.PROTO_RANDOM_FULLY)
-_PROTO_OFFSET = int(RangeFlags.PROTO_OFFSET)
-LABEL = {_MANIP_SRC: "SNAT", _MANIP_DST: "DNAT"}
+_RANDOM_ALL: Final = int(RangeFlags.PROTO_RANDOM_ALL)
+_MAP_IPS: Final = int(RangeFlags.MAP_IPS)
+_PROTO_SPECIFIED: Final = int(RangeFlags.PROTO_SPECIFIED)
+_PERSISTENT: Final = int(RangeFlags.PERSISTENT)
+_PROTO_RANDOM_FULLY: Final = int(RangeFlags.PROTO_RANDOM_FULLY)
+_PROTO_OFFSET: Final = int(RangeFlags.PROTO_OFFSET)
+LABEL: Final = {_MANIP_SRC: "SNAT", _MANIP_DST: "DNAT"}
 
 
 def l4proto_in_range(t: ConnTuple, manip: ManipType, lo: int, hi: int) -> bool:

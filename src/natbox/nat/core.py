@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Final
 
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.l4proto import nf_ct_l4proto_find
@@ -78,17 +79,17 @@ from natbox.wire.icmpv6 import NDISC_REDIRECT
 from natbox.wire.layout import ICMPH_TYPE, L4_DPORT, L4_SPORT
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_CTINFO_ESTABLISHED_REPLY = CtInfo.ESTABLISHED_REPLY
-_CTINFO_NEW = CtInfo.NEW
-_CTINFO_RELATED = CtInfo.RELATED
-_CTINFO_RELATED_REPLY = CtInfo.RELATED_REPLY
-_DIRN_ORIGINAL = Direction.ORIGINAL
-_HOOK_POST_ROUTING = Hook.POST_ROUTING
-_MANIP_DST = ManipType.DST
-_MANIP_SRC = ManipType.SRC
-_NFPROTO_IPV6 = NFPROTO_IPV6
-_TCPS_SYN_SENT = TcpState.SYN_SENT
-_TCPS_TIME_WAIT = TcpState.TIME_WAIT
+_CTINFO_ESTABLISHED_REPLY: Final = CtInfo.ESTABLISHED_REPLY
+_CTINFO_NEW: Final = CtInfo.NEW
+_CTINFO_RELATED: Final = CtInfo.RELATED
+_CTINFO_RELATED_REPLY: Final = CtInfo.RELATED_REPLY
+_DIRN_ORIGINAL: Final = Direction.ORIGINAL
+_HOOK_POST_ROUTING: Final = Hook.POST_ROUTING
+_MANIP_DST: Final = ManipType.DST
+_MANIP_SRC: Final = ManipType.SRC
+_NFPROTO_IPV6: Final = NFPROTO_IPV6
+_TCPS_SYN_SENT: Final = TcpState.SYN_SENT
+_TCPS_TIME_WAIT: Final = TcpState.TIME_WAIT
 
 __all__ = [
     "NF_NAT_HARDER_THRESH",
@@ -99,43 +100,43 @@ __all__ = [
     "l4proto_in_range",
 ]
 
-NF_NAT_MAX_ATTEMPTS = 128  # probes in the first round of nf_nat_l4proto_unique_tuple
-NF_NAT_HARDER_THRESH = NF_NAT_MAX_ATTEMPTS // 4  # last probes that may evict a closing TCP entry
-_MIN_ROUND = 16  # another round is tried only while attempts >= 16: rounds 128, 64, 32, 16, 8
+NF_NAT_MAX_ATTEMPTS: Final = 128  # probes in the first round of nf_nat_l4proto_unique_tuple
+NF_NAT_HARDER_THRESH: Final = NF_NAT_MAX_ATTEMPTS // 4  # last probes that may evict a closing TCP entry
+_MIN_ROUND: Final = 16  # another round is tried only while attempts >= 16: rounds 128, 64, 32, 16, 8
 
 # Each protocol's manip part and search are its NAT record (natbox.nat.l4proto); `.allow_clash`, which
 # nf_nat_used_tuple_new asks through nf_ct_l4proto_find like the kernel, is conntrack's record.
 
-_USES_NAT = CtStatus.NAT_MASK | CtStatus.SEQ_ADJUST
-_MAY_KILL_REFUSE = CtStatus.FIXED_TIMEOUT | CtStatus.DYING
-_OFFLOAD = CtStatus.OFFLOAD | CtStatus.HW_OFFLOAD
-_M32 = 0xFFFFFFFF
-_RANDOM_ALL = int(RangeFlags.PROTO_RANDOM_ALL)
+_USES_NAT: Final = CtStatus.NAT_MASK | CtStatus.SEQ_ADJUST
+_MAY_KILL_REFUSE: Final = CtStatus.FIXED_TIMEOUT | CtStatus.DYING
+_OFFLOAD: Final = CtStatus.OFFLOAD | CtStatus.HW_OFFLOAD
+_M32: Final = 0xFFFFFFFF
+_RANDOM_ALL: Final = int(RangeFlags.PROTO_RANDOM_ALL)
 # the range flags as plain ints: `flags & RangeFlags.X` on an IntFlag runs enum.Flag.__and__ and builds a
 # new RangeFlags member every time; the tests below read `int(rng.flags)` instead
-_MAP_IPS = int(RangeFlags.MAP_IPS)
-_PROTO_SPECIFIED = int(RangeFlags.PROTO_SPECIFIED)
-_PERSISTENT = int(RangeFlags.PERSISTENT)
-_PROTO_OFFSET = int(RangeFlags.PROTO_OFFSET)
-_DONE_BIT = {_MANIP_SRC: CtStatus.SRC_NAT_DONE, _MANIP_DST: CtStatus.DST_NAT_DONE}
-_DONE_INT = {m: int(bit) for m, bit in _DONE_BIT.items()}
-_DST_NAT_DONE = int(CtStatus.DST_NAT_DONE)
-_CONFIRMED = CtStatus.CONFIRMED
-_NAT_BIT = {_MANIP_SRC: CtStatus.SRC_NAT, _MANIP_DST: CtStatus.DST_NAT}
-_LABEL = LABEL
+_MAP_IPS: Final = int(RangeFlags.MAP_IPS)
+_PROTO_SPECIFIED: Final = int(RangeFlags.PROTO_SPECIFIED)
+_PERSISTENT: Final = int(RangeFlags.PERSISTENT)
+_PROTO_OFFSET: Final = int(RangeFlags.PROTO_OFFSET)
+_DONE_BIT: Final = {_MANIP_SRC: CtStatus.SRC_NAT_DONE, _MANIP_DST: CtStatus.DST_NAT_DONE}
+_DONE_INT: Final = {m: int(bit) for m, bit in _DONE_BIT.items()}
+_DST_NAT_DONE: Final = int(CtStatus.DST_NAT_DONE)
+_CONFIRMED: Final = CtStatus.CONFIRMED
+_NAT_BIT: Final = {_MANIP_SRC: CtStatus.SRC_NAT, _MANIP_DST: CtStatus.DST_NAT}
+_LABEL: Final = LABEL
 # HOOK2MANIP (§1.3)
-_HOOK2MANIP = {hook: ManipType.for_hook(hook) for hook in Hook}
+_HOOK2MANIP: Final = {hook: ManipType.for_hook(hook) for hook in Hook}
 # nf_nat_packet's statusbit, by manip type and packet direction (swapped for REPLY packets, §4.7).
-_STATUSBIT = {
+_STATUSBIT: Final = {
     _MANIP_SRC: (int(CtStatus.SRC_NAT), int(CtStatus.DST_NAT)),
     _MANIP_DST: (int(CtStatus.DST_NAT), int(CtStatus.SRC_NAT)),
 }
-_REPLY_CTINFO = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
-_FIRST_CTINFO = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
-_RELATED_CTINFO = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
-_TCP_UDP = frozenset({IPPROTO_TCP, IPPROTO_UDP})
+_REPLY_CTINFO: Final = frozenset({_CTINFO_ESTABLISHED_REPLY, _CTINFO_RELATED_REPLY})
+_FIRST_CTINFO: Final = frozenset({_CTINFO_NEW, _CTINFO_RELATED, _CTINFO_RELATED_REPLY})  # may still need a binding
+_RELATED_CTINFO: Final = frozenset({_CTINFO_RELATED, _CTINFO_RELATED_REPLY})
+_TCP_UDP: Final = frozenset({IPPROTO_TCP, IPPROTO_UDP})
 # the protocols whose NAT record's manip part is a port (`nf_nat_l4proto_find(p).has_ports`), as a set
-_PORT_SEARCH = frozenset(p for p, rec in NAT_L4PROTOS.items() if rec.has_ports)
+_PORT_SEARCH: Final = frozenset(p for p, rec in NAT_L4PROTOS.items() if rec.has_ports)
 
 _BySrcKey = tuple[int, int, int, int]  # (orig src addr, orig src port/id, protocol, zone)
 

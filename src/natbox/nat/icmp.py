@@ -21,6 +21,8 @@ packets at every hook; natbox models every packet as CHECKSUM_NONE, so it verifi
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.tuple import ConnTuple, format_addr, invert
 from natbox.nat.manip import manip_pkt
@@ -31,8 +33,8 @@ from natbox.wire.icmp import ICMP_REDIRECT
 from natbox.wire.layout import ICMPH_CHECKSUM, ICMPH_LEN, ICMPH_TYPE, IPH_MIN_LEN, IPH_VER_IHL
 
 __all__ = ["icmp_reply_translation"]
-_ICMP_HDR = ICMPH_LEN  # struct icmphdr
-_INNER_IP = IPH_MIN_LEN  # struct iphdr
+_ICMP_HDR: Final = ICMPH_LEN  # struct icmphdr
+_INNER_IP: Final = IPH_MIN_LEN  # struct iphdr
 
 
 def icmp_reply_translation(skb: Skb, ct: Conn, ctinfo: CtInfo, hook: Hook) -> int:

@@ -11,11 +11,12 @@ All arithmetic is modulo 2**32 (the kernel's u32).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 __all__ = ["JHASH_INITVAL", "addr_word", "jhash2", "reciprocal_scale"]
 
-JHASH_INITVAL = 0xDEADBEEF  # "an arbitrary initial parameter" (jhash.h)
-_M32 = 0xFFFFFFFF
+JHASH_INITVAL: Final = 0xDEADBEEF  # "an arbitrary initial parameter" (jhash.h)
+_M32: Final = 0xFFFFFFFF
 
 
 def _rol32(x: int, r: int) -> int:

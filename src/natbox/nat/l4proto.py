@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from natbox.conntrack.tuple import ConnTuple
 from natbox.netfilter import (
@@ -64,8 +65,8 @@ from natbox.wire.layout import (
 )
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_MANIP_DST = ManipType.DST
-_MANIP_SRC = ManipType.SRC
+_MANIP_DST: Final = ManipType.DST
+_MANIP_SRC: Final = ManipType.SRC
 
 __all__ = [
     "ICMP_ID_TYPES",
@@ -86,7 +87,7 @@ NAT_DCCP = False
 
 # icmp_manip_pkt(): only these ICMP types carry an identifier (echo, timestamp, info, address mask and
 # their replies); errors keep their "unused" word untouched.
-ICMP_ID_TYPES = frozenset({0, 8, 13, 14, 15, 16, 17, 18})
+ICMP_ID_TYPES: Final = frozenset({0, 8, 13, 14, 15, 16, 17, 18})
 
 # SRC manip without a port range: the original port's class decides the search range (§4.5 step 4).
 # (first port of the next class, min, range_size)
@@ -96,13 +97,13 @@ PORT_CLASSES: tuple[tuple[int, int, int], ...] = (
     (65536, 1024, 64512),  # >= 1024 → 1024..65535
 )
 
-_SCTP_HDR = 12  # sizeof(struct sctphdr)
-_SCTP_CHECKSUM = 8  # struct sctphdr.checksum
-_DCCP_HDR = 12  # sizeof(struct dccp_hdr)
-_DCCP_CHECKSUM = 6  # struct dccp_hdr.dccph_checksum
-_L4_MIN = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
-_GRE_HDR = 8  # sizeof(struct pptp_gre_header) - 8
-_GRE_VERSION_MASK = 0x0007
+_SCTP_HDR: Final = 12  # sizeof(struct sctphdr)
+_SCTP_CHECKSUM: Final = 8  # struct sctphdr.checksum
+_DCCP_HDR: Final = 12  # sizeof(struct dccp_hdr)
+_DCCP_CHECKSUM: Final = 6  # struct dccp_hdr.dccph_checksum
+_L4_MIN: Final = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
+_GRE_HDR: Final = 8  # sizeof(struct pptp_gre_header) - 8
+_GRE_VERSION_MASK: Final = 0x0007
 
 
 def _get16(data: bytearray, pos: int) -> int:
@@ -268,9 +269,9 @@ def unknown_manip_pkt(data: bytearray, iphdroff: int, hdroff: int, target: ConnT
 # --- the records ----------------------------------------------------------------------------------------
 
 # how nf_nat_l4proto_unique_tuple searches a protocol's manip part (§4.5 step 4)
-NAT_SEARCH_NONE = 0  # nothing to change (GRE keys change only for PPTP with a master ct; other protocols)
-NAT_SEARCH_PORTS = 1  # a port: the given range, or for SRC manip the original port's class (PORT_CLASSES)
-NAT_SEARCH_ID = 2  # the ICMP id: the given range (u32 arithmetic, no swap), else 0..65535
+NAT_SEARCH_NONE: Final = 0  # nothing to change (GRE keys change only for PPTP with a master ct; other protocols)
+NAT_SEARCH_PORTS: Final = 1  # a port: the given range, or for SRC manip the original port's class (PORT_CLASSES)
+NAT_SEARCH_ID: Final = 2  # the ICMP id: the given range (u32 arithmetic, no swap), else 0..65535
 
 ManipPktFn = Callable[[bytearray, int, int, ConnTuple, ManipType, bool], bool]
 
@@ -297,17 +298,17 @@ class NatL4Proto:
         return self.search == NAT_SEARCH_PORTS
 
 
-NAT_TCP = NatL4Proto(IPPROTO_TCP, tcp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
-NAT_UDP = NatL4Proto(IPPROTO_UDP, udp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
-NAT_UDPLITE = NatL4Proto(IPPROTO_UDPLITE, udplite_manip_pkt, "port", search=NAT_SEARCH_PORTS)
-NAT_SCTP = NatL4Proto(IPPROTO_SCTP, sctp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
-NAT_ICMP = NatL4Proto(IPPROTO_ICMP, icmp_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
+NAT_TCP: Final = NatL4Proto(IPPROTO_TCP, tcp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
+NAT_UDP: Final = NatL4Proto(IPPROTO_UDP, udp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
+NAT_UDPLITE: Final = NatL4Proto(IPPROTO_UDPLITE, udplite_manip_pkt, "port", search=NAT_SEARCH_PORTS)
+NAT_SCTP: Final = NatL4Proto(IPPROTO_SCTP, sctp_manip_pkt, "port", search=NAT_SEARCH_PORTS)
+NAT_ICMP: Final = NatL4Proto(IPPROTO_ICMP, icmp_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
 # ICMPv6: the echo id, found like ICMP's (IPv6 §3.2); the IPv6 rewrite is natbox.nat.manip6
-NAT_ICMPV6 = NatL4Proto(IPPROTO_ICMPV6, unknown_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
-NAT_GRE = NatL4Proto(IPPROTO_GRE, gre_manip_pkt, "key")
+NAT_ICMPV6: Final = NatL4Proto(IPPROTO_ICMPV6, unknown_manip_pkt, "id", key_in_sport=True, search=NAT_SEARCH_ID)
+NAT_GRE: Final = NatL4Proto(IPPROTO_GRE, gre_manip_pkt, "key")
 # DCCP's manip part is no port on 6.18 (its record only rewrites with NAT_DCCP, for ≤ 6.16)
-NAT_DCCP_PROTO = NatL4Proto(IPPROTO_DCCP, dccp_manip_pkt)
-NAT_UNKNOWN = NatL4Proto(0, unknown_manip_pkt)
+NAT_DCCP_PROTO: Final = NatL4Proto(IPPROTO_DCCP, dccp_manip_pkt)
+NAT_UNKNOWN: Final = NatL4Proto(0, unknown_manip_pkt)
 
 NAT_L4PROTOS: dict[int, NatL4Proto] = {
     p.l4proto: p for p in (NAT_TCP, NAT_UDP, NAT_UDPLITE, NAT_SCTP, NAT_ICMP, NAT_ICMPV6, NAT_GRE, NAT_DCCP_PROTO)

@@ -14,6 +14,8 @@ inverts the tuple and runs `manip_pkt`.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.tuple import ConnTuple
 from natbox.nat.l4proto import ICMP_ID_TYPES, crc32c, l4proto_manip_pkt
 from natbox.netfilter import IPPROTO_TCP, ManipType
@@ -31,13 +33,13 @@ from natbox.wire.layout import (
     UDPH_LEN_BYTES,
 )
 
-_IPH_CHECK_HI = IPH_CHECK  # the IP checksum's two bytes, as constants (no addition per packet)
-_IPH_CHECK_LO = IPH_CHECK + 1
-_L4_MIN = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
+_IPH_CHECK_HI: Final = IPH_CHECK  # the IP checksum's two bytes, as constants (no addition per packet)
+_IPH_CHECK_LO: Final = IPH_CHECK + 1
+_L4_MIN: Final = 8  # what conntrack guarantees of every port header ("hdrsize = 8")
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_MANIP_DST = ManipType.DST
-_MANIP_SRC = ManipType.SRC
+_MANIP_DST: Final = ManipType.DST
+_MANIP_SRC: Final = ManipType.SRC
 
 __all__ = ["ICMP_ID_TYPES", "crc32c", "manip_pkt", "manip_pkt_ports"]
 

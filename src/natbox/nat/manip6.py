@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.tuple import ConnTuple, invert
 from natbox.nat.l4proto import crc32c, gre_manip_pkt
 from natbox.netfilter import (
@@ -46,9 +48,9 @@ from natbox.wire.layout import (
 
 __all__ = ["csum_replace16", "nf_nat_ipv6_manip_other", "nf_nat_ipv6_manip_pkt"]
 
-_MASK128 = (1 << 128) - 1
-_ECHO_TYPES = frozenset({128, 129})  # icmpv6_manip_pkt rewrites the id of echo request/reply only
-_MANIP_SRC = ManipType.SRC
+_MASK128: Final = (1 << 128) - 1
+_ECHO_TYPES: Final = frozenset({128, 129})  # icmpv6_manip_pkt rewrites the id of echo request/reply only
+_MANIP_SRC: Final = ManipType.SRC
 
 
 def csum_replace16(check: int, old: int, new: int) -> int:

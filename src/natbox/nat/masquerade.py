@@ -12,6 +12,8 @@ The kernel runs the flushes from a workqueue and skips one when more than 16 are
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.conn import Conn
 from natbox.conntrack.table import ConntrackTable
 from natbox.conntrack.tuple import format_addr
@@ -31,9 +33,9 @@ __all__ = [
     "redirect_range",
 ]
 
-INADDR_LOOPBACK = 0x7F000001  # REDIRECT in OUTPUT sends to 127.0.0.1
-_M32 = 0xFFFFFFFF
-MASQ_RANGE_CACHE_MAX = 1024  # MASQUERADE ranges kept for reuse, by (rule range, address); emptied when full
+INADDR_LOOPBACK: Final = 0x7F000001  # REDIRECT in OUTPUT sends to 127.0.0.1
+_M32: Final = 0xFFFFFFFF
+MASQ_RANGE_CACHE_MAX: Final = 1024  # MASQUERADE ranges kept for reuse, by (rule range, address); emptied when full
 _MASQ_RANGES: dict[tuple[NatRange, int], NatRange] = {}
 
 

@@ -10,13 +10,15 @@ the source prefix, and conntrack never hears of it.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.wire.layout import ICMP6H_LEN, IP6H_DADDR, IP6H_LEN, IP6H_NEXTHDR, IP6H_SADDR
 
 __all__ = ["npt_adjustment", "npt_check", "npt_map", "npt_map_bounced"]
 
-_MASK128 = (1 << 128) - 1
-CSUM_MANGLED_0 = 0xFFFF
-_NEXTHDR_ICMPV6 = 58
+_MASK128: Final = (1 << 128) - 1
+CSUM_MANGLED_0: Final = 0xFFFF
+_NEXTHDR_ICMPV6: Final = 58
 
 
 def _csum_add(a: int, b: int) -> int:

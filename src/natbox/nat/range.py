@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["NatRange", "RangeFlags"]
 
@@ -27,7 +28,7 @@ class RangeFlags(enum.IntFlag):
     PROTO_RANDOM_ALL = 0x14  # PROTO_RANDOM | PROTO_RANDOM_FULLY (written out: mypyc miscompiles the expression)
 
 
-_NO_FLAGS = RangeFlags(0)
+_NO_FLAGS: Final = RangeFlags(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,5 +63,5 @@ class NatRange:
         return rng
 
 
-NULL_BINDING_CACHE_MAX = 4096  # null-binding ranges kept for reuse; the cache is emptied when full
+NULL_BINDING_CACHE_MAX: Final = 4096  # null-binding ranges kept for reuse; the cache is emptied when full
 _NULL_BINDINGS: dict[int, NatRange] = {}

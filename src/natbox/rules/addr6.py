@@ -9,6 +9,8 @@ ip6tables refuses a name it cannot resolve ("host/network `NAME' not found"): th
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.model import NFPROTO_IPV4, RulesError, mask_to_prefix
 from natbox.wire.ipv6 import format_addr6
 
@@ -16,8 +18,8 @@ __all__ = ["ALL_ONES6", "format_addr6", "format_addr6_mask", "mask6_to_prefix", 
            "parse_ipv6",
            "parse_ipv6_mask", "prefix6_to_mask"]
 
-ALL_ONES6 = (1 << 128) - 1
-_HEX = frozenset("0123456789abcdefABCDEF")
+ALL_ONES6: Final = (1 << 128) - 1
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def _parse_ipv4_dotted(text: str) -> int | None:

@@ -10,7 +10,7 @@ return the verdict of `XtContext.nat_setup_info` (NF_ACCEPT once the binding is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from natbox.nat.range import NatRange
 from natbox.netfilter import NF_ACCEPT, NF_DROP, Hook, ManipType
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["NF_ACCEPT", "NF_DROP", "NF_STOLEN", "XT_CONTINUE", "XT_RETURN", "XtContext"]
 
-XT_CONTINUE = -1  # IPT_CONTINUE / XT_CONTINUE: go on with the next rule
-XT_RETURN = -(4 + 1)  # XT_RETURN = -NF_REPEAT - 1
-NF_STOLEN = 2  # the target consumed the packet (SYNPROXY answered it)
+XT_CONTINUE: Final = -1  # IPT_CONTINUE / XT_CONTINUE: go on with the next rule
+XT_RETURN: Final = -(4 + 1)  # XT_RETURN = -NF_REPEAT - 1
+NF_STOLEN: Final = 2  # the target consumed the packet (SYNPROXY answered it)
 
 
 class XtContext(Protocol):

@@ -15,6 +15,7 @@ validated before them (and after -R, which also adds a rule).
 from __future__ import annotations
 
 import copy
+from typing import Final
 
 from natbox.rules.model import (
     BUILTIN_TARGETS,
@@ -32,9 +33,9 @@ from natbox.rules.validate import validate_table
 
 __all__ = ["OP_NAMES", "apply_command", "cheap_clone", "restore_block"]
 
-OP_NAMES = {"A": "RULE_APPEND", "I": "RULE_INSERT", "R": "RULE_REPLACE", "D": "RULE_DELETE", "C": "RULE_CHECK"}
+OP_NAMES: Final = {"A": "RULE_APPEND", "I": "RULE_INSERT", "R": "RULE_REPLACE", "D": "RULE_DELETE", "C": "RULE_CHECK"}
 # commands after which a table that was invalid stays invalid (they add, or change nothing validated)
-_MONOTONE = frozenset("AINPZC")
+_MONOTONE: Final = frozenset("AINPZC")
 
 
 def cheap_clone(table: Table) -> Table:

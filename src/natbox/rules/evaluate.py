@@ -13,6 +13,7 @@ ruleset needing deeper jumps, or with a loop a base chain reaches, is refused wh
 from __future__ import annotations
 
 import itertools
+from typing import Final
 
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, NF_STOLEN, XT_CONTINUE, XT_RETURN, XtContext
@@ -46,7 +47,7 @@ __all__ = ["MAX_JUMP_DEPTH", "Ruleset"]
 # A compiled rule: (matchers, why-functions, action kind, action value, rule, description)
 #  kind: 0 verdict (value = NF_*), 1 jump (value = chain name), 2 goto, 3 return, 4 target fn, 5 no target
 _K_VERDICT, _K_JUMP, _K_GOTO, _K_RETURN, _K_TARGET, _K_NONE = range(6)
-_VERDICTS = {"ACCEPT": NF_ACCEPT, "DROP": NF_DROP}
+_VERDICTS: Final = {"ACCEPT": NF_ACCEPT, "DROP": NF_DROP}
 
 
 class _CRule:
@@ -161,18 +162,18 @@ def _standard_why(rule: Rule, skb: Skb) -> str | None:
     return None
 
 
-_ALL = "(all packets)"
-_VERDICT_NAMES = {NF_ACCEPT: "ACCEPT", NF_STOLEN: "STOLEN"}  # a target's verdict in the trace (others: DROP)
-SAVE_ORDER = ("mangle", "security", "raw", "filter", "nat")
-_CHAIN_NAME = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
+_ALL: Final = "(all packets)"
+_VERDICT_NAMES: Final = {NF_ACCEPT: "ACCEPT", NF_STOLEN: "STOLEN"}  # a target's verdict in the trace (others: DROP)
+SAVE_ORDER: Final = ("mangle", "security", "raw", "filter", "nat")
+_CHAIN_NAME: Final = {h: h.chain_name for h in Hook}  # Hook.chain_name without the property call per packet
 # extensions whose checkentry calls nf_ct_netns_get(): while one is in the ruleset, conntrack runs
-CONNTRACK_MATCHES = frozenset({"conntrack", "state", "connmark", "helper", "connlimit", "connbytes", "connlabel",
+CONNTRACK_MATCHES: Final = frozenset({"conntrack", "state", "connmark", "helper", "connlimit", "connbytes", "connlabel",
                                "cluster"})
-CONNTRACK_TARGETS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT",
+CONNTRACK_TARGETS: Final = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "CONNMARK", "CT",
                                "CONNSECMARK", "SYNPROXY"})
 
 
-_VERSIONS = itertools.count(1)  # Ruleset.version's source (see Ruleset.__init__)
+_VERSIONS: Final = itertools.count(1)  # Ruleset.version's source (see Ruleset.__init__)
 
 
 class Ruleset:

@@ -5,6 +5,8 @@ builds ip6tables' name tables from these."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.matches.exthdr6 import Dst, Frag, Hbh, Ipv6header, Rt
 from natbox.rules.matches.icmp6 import Icmp6
 from natbox.rules.matches.misc6 import Ah6, Eui64, Hl, Mh
@@ -21,7 +23,7 @@ IPV4_ONLY_TARGETS: frozenset[str] = frozenset({"CLUSTERIP", "ECN", "TTL", "ULOG"
 
 # Every match ip6tables 1.8.9 can load (lower-case libxt_*.so and libip6t_*.so), implemented or not. Not osf:
 # libxt_osf is NFPROTO_IPV4 only ("Couldn't load match `osf':No such file or directory", recorded).
-IP6TABLES_MATCH_NAMES = frozenset({
+IP6TABLES_MATCH_NAMES: Final = frozenset({
     "addrtype", "ah", "bpf", "cgroup", "cluster", "comment", "connbytes", "connlabel", "connlimit", "connmark",
     "conntrack", "cpu", "dccp", "devgroup", "dscp", "dst", "ecn", "esp", "eui64", "frag", "hashlimit", "hbh",
     "helper", "hl", "icmp6", "ipcomp", "iprange", "ipv6header", "ipvs", "length", "limit", "mac", "mark", "mh",
@@ -30,7 +32,7 @@ IP6TABLES_MATCH_NAMES = frozenset({
     "tos", "u32", "udp",
 })
 # Every target ip6tables 1.8.9 can load, and the verdicts (`-N` refuses these names, recorded).
-IP6TABLES_TARGET_NAMES = frozenset({
+IP6TABLES_TARGET_NAMES: Final = frozenset({
     "", "standard", "ACCEPT", "DROP", "RETURN", "QUEUE", "AUDIT", "CHECKSUM", "CLASSIFY", "CONNMARK",
     "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP", "HL", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE",
     "NETMAP", "NFLOG", "NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SNPT",

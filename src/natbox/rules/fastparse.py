@@ -27,6 +27,7 @@ tests/rules6/test_fastparse6.py holds them to the general loop.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6
 from natbox.rules.addr6 import parse_ipv6_mask
@@ -242,9 +243,9 @@ def _selectors(words: list[str], fr: FastRule, groups: GroupCache) -> bool:
     return not invert
 
 
-_PIECES = re.compile(" -([mjg]) ")
+_PIECES: Final = re.compile(" -([mjg]) ")
 # the `-p` values ip6tables warns about ("never matched protocol": extension headers); the parser's too
-IP6_EXTHDR_PROTOS = frozenset({43, 44, 51, 60})
+IP6_EXTHDR_PROTOS: Final = frozenset({43, 44, 51, 60})
 
 
 def parse_fast_line(line: str, groups: GroupCache, family: int = NFPROTO_IPV4) -> FastRule | None:

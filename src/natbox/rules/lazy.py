@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Final
 
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.extensions import find_target
@@ -30,7 +31,7 @@ from natbox.rules.words import parse_counters
 
 __all__ = ["STAMP_PREFIX", "load_stamped", "stamp"]
 
-STAMP_PREFIX = "# natbox-ruleset 1 sha256 "  # bump the number when the saved form of a rule changes
+STAMP_PREFIX: Final = "# natbox-ruleset 1 sha256 "  # bump the number when the saved form of a rule changes
 
 
 def _digest(body: str) -> str:

@@ -27,7 +27,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 from natbox.errors import NatboxError
 from natbox.netfilter import NFPROTO_IPV4, NFPROTO_IPV6, Hook  # a rule's family: iptables or ip6tables
@@ -64,9 +64,9 @@ __all__ = [
 ]
 
 # iptables exit codes (xtables.h `enum xtables_exittype`)
-OTHER_PROBLEM = 1
-PARAMETER_PROBLEM = 2
-RESOURCE_PROBLEM = 4  # iptables-nft reports kernel refusals (checkentry -EINVAL) with exit status 4
+OTHER_PROBLEM: Final = 1
+PARAMETER_PROBLEM: Final = 2
+RESOURCE_PROBLEM: Final = 4  # iptables-nft reports kernel refusals (checkentry -EINVAL) with exit status 4
 
 # `iptables_*` tables and the hooks their built-in chains run at (§1.1), in hook order.
 TABLE_HOOKS: dict[str, tuple[Hook, ...]] = {
@@ -76,23 +76,23 @@ TABLE_HOOKS: dict[str, tuple[Hook, ...]] = {
     "filter": (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT),
     "security": (Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT),  # iptable_security.c, after filter (§1.1)
 }
-TABLE_NAMES = tuple(TABLE_HOOKS)
-HOOK_ALL = (1 << 5) - 1
+TABLE_NAMES: Final = tuple(TABLE_HOOKS)
+HOOK_ALL: Final = (1 << 5) - 1
 
 # Verdict names that are not chains (`-j ACCEPT` etc. are the standard target).
-BUILTIN_TARGETS = ("ACCEPT", "DROP", "RETURN", "QUEUE")
+BUILTIN_TARGETS: Final = ("ACCEPT", "DROP", "RETURN", "QUEUE")
 
 # Every target iptables 1.8.9 can load for IPv4 (libxt_*.so / libipt_*.so), whether natbox implements it or
 # not, and "standard" (the verdict target; `xtables_find_target` also maps "" and the verdicts to it): `-N`
 # refuses these names ("chain name may not clash with target name"), recorded with the real iptables.
-IPTABLES_TARGET_NAMES = frozenset({
+IPTABLES_TARGET_NAMES: Final = frozenset({
     "", "standard", *BUILTIN_TARGETS, "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK",
     "CT", "DNAT", "DSCP", "ECN", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NETMAP", "NFLOG",
     "NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SYNPROXY", "TCPMSS",
     "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
 })
 # Every match iptables 1.8.9 can load for IPv4 (the lower-case libxt_*.so / libipt_*.so).
-IPTABLES_MATCH_NAMES = frozenset({
+IPTABLES_MATCH_NAMES: Final = frozenset({
     "addrtype", "ah", "bpf", "cgroup", "cluster", "comment", "connbytes", "connlabel", "connlimit", "connmark",
     "conntrack", "cpu", "dccp", "devgroup", "dscp", "ecn", "esp", "hashlimit", "helper", "icmp", "ipcomp",
     "iprange", "ipvs", "length", "limit", "mac", "mark", "multiport", "nfacct", "osf", "owner", "physdev",
@@ -101,9 +101,9 @@ IPTABLES_MATCH_NAMES = frozenset({
 })
 
 # IFNAMSIZ (linux/if.h): names are at most 15 characters.
-IFNAMSIZ = 16
+IFNAMSIZ: Final = 16
 # XT_EXTENSION_MAXNAMELEN - 1 (x_tables.h): chain names are at most 28 characters.
-XT_CHAIN_MAXNAMELEN = 29
+XT_CHAIN_MAXNAMELEN: Final = 29
 
 
 def hook_mask_of(*hooks: Hook) -> int:

@@ -9,6 +9,7 @@ Errors are `RulesError` with iptables' message and exit code (2 for parameter pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from natbox.rules.addr6 import parse_ipv6_mask
 from natbox.rules.ext6 import IP6TABLES_MATCH_NAMES, IP6TABLES_TARGET_NAMES
@@ -51,9 +52,9 @@ __all__ = ["Command", "RestoreChain", "RestoreTable", "parse_argv", "parse_resto
            "parse_restore_line", "tokenize_restore_line"]
 
 # letters whose option value may be inverted
-_INVERTIBLE = set("psdiof")
+_INVERTIBLE: Final = set("psdiof")
 # is_exthdr() of ip6tables: routing, fragment, AH, destination options (`-p` of these warns)
-_IP6_EXTHDR_PROTOS = IP6_EXTHDR_PROTOS
+_IP6_EXTHDR_PROTOS: Final = IP6_EXTHDR_PROTOS
 
 
 @dataclass(slots=True)

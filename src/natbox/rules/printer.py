@@ -3,13 +3,15 @@ nft-shared.c `save_matches_and_target`; §7.2)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.addr6 import format_addr6_mask
 from natbox.rules.matches._common import proto_name
 from natbox.rules.model import NFPROTO_IPV4, Chain, Rule, Table, format_addr_mask
 
 __all__ = ["SAVE_VERSION", "format_rule_spec", "list_rules", "save_rule", "save_table", "save_tables"]
 
-SAVE_VERSION = "v1.8.9 (nf_tables)"
+SAVE_VERSION: Final = "v1.8.9 (nf_tables)"
 
 
 def _save_addr(letter: str, addr: int, mask: int, inv: bool, family: int = NFPROTO_IPV4) -> str:

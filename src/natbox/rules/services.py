@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 TCP_BY_NAME: dict[str, int] = {
     'acr-nema': 104, 'afpovertcp': 548, 'amanda': 10080, 'amandaidx': 10082, 'amidxtape': 10083, 'amqp': 5672,
     'amqps': 5671, 'asp': 27374, 'auth': 113, 'authentication': 113, 'bacula-dir': 9101, 'bacula-fd': 9102,
@@ -136,8 +138,8 @@ DCCP_BY_PORT: dict[int, str] = {
 
 }
 
-_BY_NAME = {"tcp": TCP_BY_NAME, "udp": UDP_BY_NAME, "sctp": SCTP_BY_NAME, "dccp": DCCP_BY_NAME}
-_BY_PORT = {"tcp": TCP_BY_PORT, "udp": UDP_BY_PORT, "sctp": SCTP_BY_PORT, "dccp": DCCP_BY_PORT}
+_BY_NAME: Final = {"tcp": TCP_BY_NAME, "udp": UDP_BY_NAME, "sctp": SCTP_BY_NAME, "dccp": DCCP_BY_NAME}
+_BY_PORT: Final = {"tcp": TCP_BY_PORT, "udp": UDP_BY_PORT, "sctp": SCTP_BY_PORT, "dccp": DCCP_BY_PORT}
 
 
 def service_port(name: str, proto: str | None) -> int | None:

@@ -22,12 +22,13 @@ to look at the table as it was after an earlier command without copying it.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Final
 
 from natbox.rules.model import BUILTIN_TARGETS, RESOURCE_PROBLEM, Chain, Rule, RulesError, Table
 
 __all__ = ["MAX_JUMP_DEPTH", "check_rule", "hook_masks", "validate_table"]
 
-MAX_JUMP_DEPTH = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
+MAX_JUMP_DEPTH: Final = 16  # NFT_JUMP_STACK_SIZE (nf_tables.h)
 
 _NO_SKIP: frozenset[int] = frozenset()
 

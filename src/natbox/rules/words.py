@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Final
 
 from natbox.rules.extensions import find_target
 from natbox.rules.model import (
@@ -29,7 +30,7 @@ COMMANDS: dict[str, tuple[str, int, int]] = {
     "Z": ("zero", 0, 1), "N": ("new-chain", 1, 0), "X": ("delete-chain", 0, 1), "E": ("rename-chain", 2, 0),
     "P": ("policy", 2, 0),
 }
-LONG_COMMANDS = {v[0]: k for k, v in COMMANDS.items()}
+LONG_COMMANDS: Final = {v[0]: k for k, v in COMMANDS.items()}
 # Options of the base parser: letter -> (long names, takes an argument)
 BASE_OPTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "t": (("table",), True), "p": (("protocol",), True), "s": (("source", "src"), True),
@@ -89,7 +90,7 @@ def check_restore_chain_name(name: str) -> None:
 
 
 
-_BLANK = re.compile("[ \t\n\r]")
+_BLANK: Final = re.compile("[ \t\n\r]")
 
 
 def tokenize_restore_line(line: str) -> list[str]:
@@ -174,7 +175,7 @@ def parse_counters(text: str, lineno: int) -> tuple[int, int]:
     return int(p), int(b)
 
 
-_QUOTED = re.compile(r"\"([^\"]+)\"|`([^']+)'")
+_QUOTED: Final = re.compile(r"\"([^\"]+)\"|`([^']+)'")
 
 
 def error_column(line: str, message: str) -> int | None:

@@ -7,7 +7,7 @@ counted and dropped by the caller. Addresses are host-order ints, MACs 6-byte `b
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.wire.ethernet import ETH_P_IP
 
@@ -23,12 +23,12 @@ __all__ = [
     "parse_arp",
 ]
 
-ARPHRD_ETHER = 1
-ARPOP_REQUEST = 1
-ARPOP_REPLY = 2
-ARP_LEN = 28  # 8-byte fixed header + 2 * (6 + 4) addresses
+ARPHRD_ETHER: Final = 1
+ARPOP_REQUEST: Final = 1
+ARPOP_REPLY: Final = 2
+ARP_LEN: Final = 28  # 8-byte fixed header + 2 * (6 + 4) addresses
 
-_ZERO_MAC = bytes(6)
+_ZERO_MAC: Final = bytes(6)
 
 
 class ArpPacket(NamedTuple):

@@ -9,6 +9,8 @@ recompute) for any input, which `tests/wire/test_checksum.py` checks against `in
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP
 from natbox.wire.layout import IPH_MIN_LEN, IPH_PROTOCOL, IPH_VER_IHL, TCPH_CHECK, UDPH_CHECK
 
@@ -28,7 +30,7 @@ __all__ = [
 
 # include/net/checksum.h: what a checksum field holds instead of a computed 0 where 0 would mean
 # "no checksum" (UDP, RFC 768) -- and, since skb_checksum_help() applies it to every protocol, TCP too
-CSUM_MANGLED_0 = 0xFFFF
+CSUM_MANGLED_0: Final = 0xFFFF
 
 
 
@@ -141,7 +143,7 @@ def _crc32c_table() -> list[int]:
     return table
 
 
-_CRC32C = _crc32c_table()
+_CRC32C: Final = _crc32c_table()
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:

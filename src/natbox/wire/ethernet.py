@@ -11,6 +11,8 @@ Untrusted bytes never raise: `parse_ethernet` returns None for a frame shorter t
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "BROADCAST",
     "ETH_HLEN",
@@ -31,19 +33,19 @@ __all__ = [
 ]
 
 # uapi linux/if_ether.h
-ETH_ALEN = 6
-ETH_HLEN = 14  # dst(6) + src(6) + type(2)
-ETH_ZLEN = 60  # minimum frame length without FCS; shorter frames are padded by the sender
-ETH_P_ALL = 0x0003  # every protocol (packet sockets)
-ETH_P_IP = 0x0800
-ETH_P_ARP = 0x0806
-ETH_P_8021Q = 0x8100
-ETH_P_8021AD = 0x88A8
-ETH_P_IPV6 = 0x86DD
+ETH_ALEN: Final = 6
+ETH_HLEN: Final = 14  # dst(6) + src(6) + type(2)
+ETH_ZLEN: Final = 60  # minimum frame length without FCS; shorter frames are padded by the sender
+ETH_P_ALL: Final = 0x0003  # every protocol (packet sockets)
+ETH_P_IP: Final = 0x0800
+ETH_P_ARP: Final = 0x0806
+ETH_P_8021Q: Final = 0x8100
+ETH_P_8021AD: Final = 0x88A8
+ETH_P_IPV6: Final = 0x86DD
 
-BROADCAST = b"\xff" * ETH_ALEN
+BROADCAST: Final = b"\xff" * ETH_ALEN
 
-_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def parse_ethernet(frame: bytes | bytearray | memoryview) -> tuple[bytes, bytes, int, int] | None:

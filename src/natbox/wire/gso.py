@@ -15,16 +15,18 @@ checksum computed in full (natbox completes checksums rather than leave them to 
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.wire.checksum import CSUM_MANGLED_0, internet_checksum, l4_checksum
 
 __all__ = ["GSO_TCPV4", "GSO_TCPV6", "GSO_UDP_L4", "gso_network_seglen", "gso_segment"]
 
-GSO_TCPV4 = 1  # VIRTIO_NET_HDR_GSO_TCPV4 (SKB_GSO_TCPV4)
-GSO_TCPV6 = 4  # VIRTIO_NET_HDR_GSO_TCPV6 (SKB_GSO_TCPV6): forwarded whole only (no IPv6 software segmentation)
-GSO_UDP_L4 = 5  # VIRTIO_NET_HDR_GSO_UDP_L4 (SKB_GSO_UDP_L4)
-GSO_SEGS_MAX = 65535  # segments per super-packet (gso_max_segs); a smaller gso_size is refused
-_TCP_FIN_PSH = 0x01 | 0x08
-_TCP_CWR = 0x80
+GSO_TCPV4: Final = 1  # VIRTIO_NET_HDR_GSO_TCPV4 (SKB_GSO_TCPV4)
+GSO_TCPV6: Final = 4  # VIRTIO_NET_HDR_GSO_TCPV6 (SKB_GSO_TCPV6): forwarded whole only (no IPv6 software segmentation)
+GSO_UDP_L4: Final = 5  # VIRTIO_NET_HDR_GSO_UDP_L4 (SKB_GSO_UDP_L4)
+GSO_SEGS_MAX: Final = 65535  # segments per super-packet (gso_max_segs); a smaller gso_size is refused
+_TCP_FIN_PSH: Final = 0x01 | 0x08
+_TCP_CWR: Final = 0x80
 
 
 def _l4_hdr_len(data: bytes | bytearray, ihl: int) -> int | None:

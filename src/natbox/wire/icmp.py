@@ -25,7 +25,7 @@ caller that asks earlier. Rate limits (`icmp_ratelimit`, `icmp_msgs_per_sec`) ar
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.wire.checksum import internet_checksum
 
@@ -68,46 +68,46 @@ __all__ = [
 ]
 
 # uapi linux/icmp.h
-ICMP_ECHOREPLY = 0
-ICMP_DEST_UNREACH = 3
-ICMP_SOURCE_QUENCH = 4
-ICMP_REDIRECT = 5
-ICMP_ECHO = 8
-ICMP_TIME_EXCEEDED = 11
-ICMP_PARAMETERPROB = 12
-ICMP_TIMESTAMP = 13
-ICMP_TIMESTAMPREPLY = 14
-ICMP_INFO_REQUEST = 15
-ICMP_INFO_REPLY = 16
-ICMP_ADDRESS = 17
-ICMP_ADDRESSREPLY = 18
-NR_ICMP_TYPES = 18
+ICMP_ECHOREPLY: Final = 0
+ICMP_DEST_UNREACH: Final = 3
+ICMP_SOURCE_QUENCH: Final = 4
+ICMP_REDIRECT: Final = 5
+ICMP_ECHO: Final = 8
+ICMP_TIME_EXCEEDED: Final = 11
+ICMP_PARAMETERPROB: Final = 12
+ICMP_TIMESTAMP: Final = 13
+ICMP_TIMESTAMPREPLY: Final = 14
+ICMP_INFO_REQUEST: Final = 15
+ICMP_INFO_REPLY: Final = 16
+ICMP_ADDRESS: Final = 17
+ICMP_ADDRESSREPLY: Final = 18
+NR_ICMP_TYPES: Final = 18
 
 # codes for ICMP_DEST_UNREACH
-ICMP_NET_UNREACH = 0
-ICMP_HOST_UNREACH = 1
-ICMP_PROT_UNREACH = 2
-ICMP_PORT_UNREACH = 3
-ICMP_FRAG_NEEDED = 4
-ICMP_SR_FAILED = 5
-ICMP_NET_UNKNOWN = 6
-ICMP_HOST_UNKNOWN = 7
-ICMP_HOST_ISOLATED = 8
-ICMP_NET_ANO = 9
-ICMP_HOST_ANO = 10
-ICMP_NET_UNR_TOS = 11
-ICMP_HOST_UNR_TOS = 12
-ICMP_PKT_FILTERED = 13
-ICMP_PREC_VIOLATION = 14
-ICMP_PREC_CUTOFF = 15
+ICMP_NET_UNREACH: Final = 0
+ICMP_HOST_UNREACH: Final = 1
+ICMP_PROT_UNREACH: Final = 2
+ICMP_PORT_UNREACH: Final = 3
+ICMP_FRAG_NEEDED: Final = 4
+ICMP_SR_FAILED: Final = 5
+ICMP_NET_UNKNOWN: Final = 6
+ICMP_HOST_UNKNOWN: Final = 7
+ICMP_HOST_ISOLATED: Final = 8
+ICMP_NET_ANO: Final = 9
+ICMP_HOST_ANO: Final = 10
+ICMP_NET_UNR_TOS: Final = 11
+ICMP_HOST_UNR_TOS: Final = 12
+ICMP_PKT_FILTERED: Final = 13
+ICMP_PREC_VIOLATION: Final = 14
+ICMP_PREC_CUTOFF: Final = 15
 # codes for ICMP_REDIRECT
-ICMP_REDIR_NET = 0
-ICMP_REDIR_HOST = 1
-ICMP_REDIR_NETTOS = 2
-ICMP_REDIR_HOSTTOS = 3
+ICMP_REDIR_NET: Final = 0
+ICMP_REDIR_HOST: Final = 1
+ICMP_REDIR_NETTOS: Final = 2
+ICMP_REDIR_HOSTTOS: Final = 3
 # codes for ICMP_TIME_EXCEEDED
-ICMP_EXC_TTL = 0
-ICMP_EXC_FRAGTIME = 1
+ICMP_EXC_TTL: Final = 0
+ICMP_EXC_FRAGTIME: Final = 1
 
 ICMP_TYPE_NAMES: dict[int, str] = {
     0: "echo-reply",
@@ -156,13 +156,13 @@ ICMP_CODE_NAMES: dict[tuple[int, int], str] = {
 
 # `icmp_pointers[].error` in icmp.c: types 1, 2, 6, 7, 9 and 10 are listed as errors there too
 # (handled by icmp_discard); anything above NR_ICMP_TYPES is "assumed to be an error".
-_ICMP_ERROR_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12})
+_ICMP_ERROR_TYPES: Final = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12})
 
-ICMP_HLEN = 8
-IPTOS_PREC_INTERNETCONTROL = 0xC0
-_IPTOS_TOS_MASK = 0x1E
-_ICMP_ERROR_MAX = 576  # "RFC says return as much as we can without exceeding 576 bytes"
-_IPPROTO_ICMP = 1
+ICMP_HLEN: Final = 8
+IPTOS_PREC_INTERNETCONTROL: Final = 0xC0
+_IPTOS_TOS_MASK: Final = 0x1E
+_ICMP_ERROR_MAX: Final = 576  # "RFC says return as much as we can without exceeding 576 bytes"
+_IPPROTO_ICMP: Final = 1
 
 
 class IcmpHeader(NamedTuple):

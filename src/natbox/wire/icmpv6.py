@@ -9,6 +9,8 @@ ICMPv6 error or about a packet whose extension-header chain is truncated.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.wire.checksum import csum_fold, csum_partial
 from natbox.wire.ipv6 import IPV6_MIN_MTU, NEXTHDR_ICMP, build_ipv6, ipv6_skip_exthdr, pseudo6_sum
 from natbox.wire.layout import (
@@ -43,51 +45,51 @@ __all__ = [
 ]
 
 # uapi linux/icmpv6.h
-ICMPV6_DEST_UNREACH = 1
-ICMPV6_PKT_TOOBIG = 2
-ICMPV6_TIME_EXCEED = 3
-ICMPV6_PARAMPROB = 4
-ICMPV6_ECHO_REQUEST = 128
-ICMPV6_ECHO_REPLY = 129
-ICMPV6_MGM_QUERY = 130
-ICMPV6_MGM_REPORT = 131
-ICMPV6_MGM_REDUCTION = 132
-ICMPV6_NI_QUERY = 139
-ICMPV6_NI_REPLY = 140
-ICMPV6_MLD2_REPORT = 143
-ICMPV6_MRDISC_ADV = 151
-ICMPV6_MRDISC_SOL = 152
+ICMPV6_DEST_UNREACH: Final = 1
+ICMPV6_PKT_TOOBIG: Final = 2
+ICMPV6_TIME_EXCEED: Final = 3
+ICMPV6_PARAMPROB: Final = 4
+ICMPV6_ECHO_REQUEST: Final = 128
+ICMPV6_ECHO_REPLY: Final = 129
+ICMPV6_MGM_QUERY: Final = 130
+ICMPV6_MGM_REPORT: Final = 131
+ICMPV6_MGM_REDUCTION: Final = 132
+ICMPV6_NI_QUERY: Final = 139
+ICMPV6_NI_REPLY: Final = 140
+ICMPV6_MLD2_REPORT: Final = 143
+ICMPV6_MRDISC_ADV: Final = 151
+ICMPV6_MRDISC_SOL: Final = 152
 # include/net/ndisc.h
-NDISC_ROUTER_SOLICITATION = 133
-NDISC_ROUTER_ADVERTISEMENT = 134
-NDISC_NEIGHBOUR_SOLICITATION = 135
-NDISC_NEIGHBOUR_ADVERTISEMENT = 136
-NDISC_REDIRECT = 137
-ND_OPT_SOURCE_LL_ADDR = 1
-ND_OPT_TARGET_LL_ADDR = 2
+NDISC_ROUTER_SOLICITATION: Final = 133
+NDISC_ROUTER_ADVERTISEMENT: Final = 134
+NDISC_NEIGHBOUR_SOLICITATION: Final = 135
+NDISC_NEIGHBOUR_ADVERTISEMENT: Final = 136
+NDISC_REDIRECT: Final = 137
+ND_OPT_SOURCE_LL_ADDR: Final = 1
+ND_OPT_TARGET_LL_ADDR: Final = 2
 ND_OPT_REDIRECT_HDR = 4
-NDISC_HOP_LIMIT = 255  # every ND message (RFC 4861 §7.1.1)
+NDISC_HOP_LIMIT: Final = 255  # every ND message (RFC 4861 §7.1.1)
 
 # codes: destination unreachable
-ICMPV6_NOROUTE = 0
-ICMPV6_ADM_PROHIBITED = 1
-ICMPV6_NOT_NEIGHBOUR = 2  # beyond scope of source address
-ICMPV6_ADDR_UNREACH = 3
-ICMPV6_PORT_UNREACH = 4
-ICMPV6_POLICY_FAIL = 5
-ICMPV6_REJECT_ROUTE = 6
+ICMPV6_NOROUTE: Final = 0
+ICMPV6_ADM_PROHIBITED: Final = 1
+ICMPV6_NOT_NEIGHBOUR: Final = 2  # beyond scope of source address
+ICMPV6_ADDR_UNREACH: Final = 3
+ICMPV6_PORT_UNREACH: Final = 4
+ICMPV6_POLICY_FAIL: Final = 5
+ICMPV6_REJECT_ROUTE: Final = 6
 # time exceeded
-ICMPV6_EXC_HOPLIMIT = 0
-ICMPV6_EXC_FRAGTIME = 1
+ICMPV6_EXC_HOPLIMIT: Final = 0
+ICMPV6_EXC_FRAGTIME: Final = 1
 # parameter problem
-ICMPV6_HDR_FIELD = 0
-ICMPV6_UNK_NEXTHDR = 1
-ICMPV6_UNK_OPTION = 2
+ICMPV6_HDR_FIELD: Final = 0
+ICMPV6_UNK_NEXTHDR: Final = 1
+ICMPV6_UNK_OPTION: Final = 2
 
 # NA flags (first byte of the 32-bit field after the checksum)
-NA_ROUTER = 0x80
-NA_SOLICITED = 0x40
-NA_OVERRIDE = 0x20
+NA_ROUTER: Final = 0x80
+NA_SOLICITED: Final = 0x40
+NA_OVERRIDE: Final = 0x20
 
 
 def icmpv6_is_error(icmp_type: int) -> bool:
@@ -177,7 +179,7 @@ def build_na(saddr: int, daddr: int, target: int, flags: int, tgt_mac: bytes | N
 
 
 ND_OPT_REDIRECT_HDR = 4
-RD_MSG_LEN = 40  # sizeof(struct rd_msg): the ICMPv6 header, target, destination
+RD_MSG_LEN: Final = 40  # sizeof(struct rd_msg): the ICMPv6 header, target, destination
 
 
 def build_redirect(saddr: int, daddr: int, target: int, dest: int, tgt_mac: bytes | None,

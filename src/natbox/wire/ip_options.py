@@ -16,7 +16,7 @@ Total on any bytes: a malformed option gives a pointer, never an exception.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.wire.layout import IPH_MIN_LEN, IPH_VER_IHL
 
@@ -41,22 +41,22 @@ __all__ = [
 ]
 
 # uapi linux/ip.h option types; IPOPT_COPIED(o) = o & 0x80
-IPOPT_END = 0
-IPOPT_NOOP = 1
-IPOPT_SEC = 130
-IPOPT_LSRR = 131
-IPOPT_TIMESTAMP = 68
-IPOPT_CIPSO = 134
-IPOPT_RR = 7
-IPOPT_SID = 136
-IPOPT_SSRR = 137
-IPOPT_RA = 148
-IPOPT_TS_TSONLY = 0
-IPOPT_TS_TSANDADDR = 1
-IPOPT_TS_PRESPEC = 3
-IPOPT_COPY = 0x80
+IPOPT_END: Final = 0
+IPOPT_NOOP: Final = 1
+IPOPT_SEC: Final = 130
+IPOPT_LSRR: Final = 131
+IPOPT_TIMESTAMP: Final = 68
+IPOPT_CIPSO: Final = 134
+IPOPT_RR: Final = 7
+IPOPT_SID: Final = 136
+IPOPT_SSRR: Final = 137
+IPOPT_RA: Final = 148
+IPOPT_TS_TSONLY: Final = 0
+IPOPT_TS_TSANDADDR: Final = 1
+IPOPT_TS_PRESPEC: Final = 3
+IPOPT_COPY: Final = 0x80
 
-_IPHDR_LEN = IPH_MIN_LEN
+_IPHDR_LEN: Final = IPH_MIN_LEN
 
 
 class IpOptions(NamedTuple):

@@ -38,6 +38,7 @@ never an exception. Addresses are host-order ints.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from natbox.netfilter import DropReason
 from natbox.wire.checksum import csum_replace4, internet_checksum
@@ -75,15 +76,15 @@ __all__ = [
 ]
 
 # include/net/ip.h
-IP_CE = 0x8000
-IP_DF = 0x4000
-IP_MF = 0x2000
-IP_OFFSET = 0x1FFF
-IP_MAX_MTU = 0xFFFF
-IPTOS_PREC_INTERNETCONTROL = 0xC0
-IPTOS_TOS_MASK = 0x1E  # RT_TOS()
+IP_CE: Final = 0x8000
+IP_DF: Final = 0x4000
+IP_MF: Final = 0x2000
+IP_OFFSET: Final = 0x1FFF
+IP_MAX_MTU: Final = 0xFFFF
+IPTOS_PREC_INTERNETCONTROL: Final = 0xC0
+IPTOS_TOS_MASK: Final = 0x1E  # RT_TOS()
 
-_IPHDR_LEN = 20
+_IPHDR_LEN: Final = 20
 
 
 def addr_to_str(addr: int) -> str:

@@ -9,6 +9,7 @@ protocol its Fragment header names). Neither raises: a truncated chain is a fail
 from __future__ import annotations
 
 import ipaddress
+from typing import Final
 
 from natbox.netfilter import DropReason
 from natbox.wire.layout import (
@@ -58,33 +59,33 @@ __all__ = [
 ]
 
 # include/net/ipv6.h
-NEXTHDR_HOP = 0
-NEXTHDR_TCP = 6
-NEXTHDR_UDP = 17
-NEXTHDR_IPV6 = 41
-NEXTHDR_ROUTING = 43
-NEXTHDR_FRAGMENT = 44
-NEXTHDR_GRE = 47
-NEXTHDR_ESP = 50
-NEXTHDR_AUTH = 51
-NEXTHDR_ICMP = 58
-NEXTHDR_NONE = 59
-NEXTHDR_DEST = 60
-NEXTHDR_MOBILITY = 135
+NEXTHDR_HOP: Final = 0
+NEXTHDR_TCP: Final = 6
+NEXTHDR_UDP: Final = 17
+NEXTHDR_IPV6: Final = 41
+NEXTHDR_ROUTING: Final = 43
+NEXTHDR_FRAGMENT: Final = 44
+NEXTHDR_GRE: Final = 47
+NEXTHDR_ESP: Final = 50
+NEXTHDR_AUTH: Final = 51
+NEXTHDR_ICMP: Final = 58
+NEXTHDR_NONE: Final = 59
+NEXTHDR_DEST: Final = 60
+NEXTHDR_MOBILITY: Final = 135
 
-IPV6_MIN_MTU = 1280  # RFC 8200 §5: every link carries 1280-byte packets; errors are truncated to it
-IP6_MF = 0x0001  # the M flag in frag_off
-IP6_OFFSET = 0xFFF8  # the offset bits of frag_off (the byte offset, already multiplied by 8)
+IPV6_MIN_MTU: Final = 1280  # RFC 8200 §5: every link carries 1280-byte packets; errors are truncated to it
+IP6_MF: Final = 0x0001  # the M flag in frag_off
+IP6_OFFSET: Final = 0xFFF8  # the offset bits of frag_off (the byte offset, already multiplied by 8)
 
 # ipv6_find_hdr's flags (include/net/ipv6.h)
-IP6_FH_F_FRAG = 1 << 0
-IP6_FH_F_AUTH = 1 << 1
-IP6_FH_F_SKIP_RH = 1 << 2
+IP6_FH_F_FRAG: Final = 1 << 0
+IP6_FH_F_AUTH: Final = 1 << 1
+IP6_FH_F_SKIP_RH: Final = 1 << 2
 
-_EXT_HDRS = frozenset({NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_AUTH, NEXTHDR_NONE, NEXTHDR_DEST})
+_EXT_HDRS: Final = frozenset({NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_AUTH, NEXTHDR_NONE, NEXTHDR_DEST})
 
-ALL128 = (1 << 128) - 1
-LOOPBACK = 1  # ::1
+ALL128: Final = (1 << 128) - 1
+LOOPBACK: Final = 1  # ::1
 
 
 def ipv6_ext_hdr(nexthdr: int) -> bool:
@@ -201,10 +202,10 @@ def is_v4mapped(a: int) -> bool:
 
 
 # `ipv6_addr_scope` values (IPV6_ADDR_SCOPE_*): the RFC 4291 scope nibble, unicast mapped onto it
-SCOPE_NODELOCAL = 0x01
-SCOPE_LINKLOCAL = 0x02
-SCOPE_SITELOCAL = 0x05
-SCOPE_GLOBAL = 0x0E
+SCOPE_NODELOCAL: Final = 0x01
+SCOPE_LINKLOCAL: Final = 0x02
+SCOPE_SITELOCAL: Final = 0x05
+SCOPE_GLOBAL: Final = 0x0E
 
 
 def addr_scope(a: int) -> int:
@@ -319,10 +320,10 @@ def ip6_rcv_core(payload: bytes | bytearray, *, loopback: bool = False) -> tuple
     return data, None
 
 
-HOPOPTS_OK = -1  # parse_hopopts: the header may pass
-HOPOPTS_DROP = -2  # parse_hopopts: dropped without an error
+HOPOPTS_OK: Final = -1  # parse_hopopts: the header may pass
+HOPOPTS_DROP: Final = -2  # parse_hopopts: dropped without an error
 IPV6_TLV_PAD1, IPV6_TLV_PADN, IPV6_TLV_ROUTERALERT = 0, 1, 5
-MAX_HBH_OPTS_CNT = 8  # net.ipv6.max_hbh_opts_number (IP6_DEFAULT_MAX_HBH_OPTS_CNT)
+MAX_HBH_OPTS_CNT: Final = 8  # net.ipv6.max_hbh_opts_number (IP6_DEFAULT_MAX_HBH_OPTS_CNT)
 
 
 def parse_hopopts(data: bytes | bytearray) -> int:

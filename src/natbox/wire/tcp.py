@@ -8,7 +8,7 @@ None and a malformed option list stops where the kernel's `tcp_parse_options` wo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.wire.checksum import l4_checksum
 
@@ -44,27 +44,27 @@ __all__ = [
     "tcp_options_pad",
 ]
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 # tcpdump's letters, in its print order ("[S.]" = SYN+ACK)
-_FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"), (CWR, "W"))
+_FLAG_LETTERS: Final = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"), (CWR, "W"))
 
-TCPOPT_EOL = 0
-TCPOPT_NOP = 1
-TCPOPT_MSS = 2
-TCPOPT_WINDOW = 3
-TCPOPT_SACK_PERM = 4
-TCPOPT_SACK = 5
-TCPOPT_TIMESTAMP = 8
+TCPOPT_EOL: Final = 0
+TCPOPT_NOP: Final = 1
+TCPOPT_MSS: Final = 2
+TCPOPT_WINDOW: Final = 3
+TCPOPT_SACK_PERM: Final = 4
+TCPOPT_SACK: Final = 5
+TCPOPT_TIMESTAMP: Final = 8
 
-_TCPOPT_NAMES = {
+_TCPOPT_NAMES: Final = {
     TCPOPT_MSS: "mss",
     TCPOPT_WINDOW: "wscale",
     TCPOPT_SACK_PERM: "sackOK",
@@ -72,7 +72,7 @@ _TCPOPT_NAMES = {
     TCPOPT_TIMESTAMP: "TS",
 }
 
-_IPPROTO_TCP = 6
+_IPPROTO_TCP: Final = 6
 
 
 class TcpHeader(NamedTuple):

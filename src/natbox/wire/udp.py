@@ -6,14 +6,14 @@ a checksum field of 0 means "no checksum" and NAT leaves it 0 (§4.8).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from natbox.wire.checksum import l4_checksum
 
 __all__ = ["UDP_HLEN", "UdpHeader", "build_udp", "parse_udp"]
 
-UDP_HLEN = 8
-_IPPROTO_UDP = 17
+UDP_HLEN: Final = 8
+_IPPROTO_UDP: Final = 17
 
 
 class UdpHeader(NamedTuple):

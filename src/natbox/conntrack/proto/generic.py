@@ -14,7 +14,7 @@ confirm at one `now`, so both give the same deadline.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.netfilter import NF_ACCEPT, CtStatus
 
@@ -32,13 +32,13 @@ __all__ = [
     "nf_ct_refresh_acct",
 ]
 
-NF_INVALID = -1  # -NF_ACCEPT
-NF_REPEAT_LOOKUP = -4  # -NF_REPEAT
+NF_INVALID: Final = -1  # -NF_ACCEPT
+NF_REPEAT_LOOKUP: Final = -4  # -NF_REPEAT
 
-_FIXED_TIMEOUT = CtStatus.FIXED_TIMEOUT
-_SEEN_REPLY = CtStatus.SEEN_REPLY
-_ASSURED = CtStatus.ASSURED
-_NAT_CLASH = CtStatus.NAT_CLASH
+_FIXED_TIMEOUT: Final = CtStatus.FIXED_TIMEOUT
+_SEEN_REPLY: Final = CtStatus.SEEN_REPLY
+_ASSURED: Final = CtStatus.ASSURED
+_NAT_CLASH: Final = CtStatus.NAT_CLASH
 
 
 def nf_ct_refresh_acct(

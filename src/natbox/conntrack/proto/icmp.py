@@ -23,7 +23,7 @@ never create a ct and never set SEEN_REPLY. Failures count `error` (not `invalid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.conntrack.tuple import invert
@@ -44,12 +44,12 @@ if TYPE_CHECKING:
 __all__ = ["ICMP_ERROR_TRACKED", "ICMP_ERROR_TYPES", "NR_ICMP_TYPES", "VALID_NEW", "icmp_packet", "icmpv4_error"]
 
 # icmp_is_err(): dest unreachable, source quench, redirect, time exceeded, parameter problem
-ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
+ICMP_ERROR_TYPES: Final = frozenset({3, 4, 5, 11, 12})
 # valid_new[] in nf_conntrack_icmp_packet(): the types that may create a ct
-VALID_NEW = frozenset({8, 13, 15, 17})
+VALID_NEW: Final = frozenset({8, 13, 15, 17})
 # icmpv4_error() result: the packet is an ICMP error about a tracked flow and `skb.ct` is set (the kernel
 # returns NF_ACCEPT and its caller tests skb->_nfct).
-ICMP_ERROR_TRACKED = 2
+ICMP_ERROR_TRACKED: Final = 2
 
 
 def icmp_packet(conn: Conn, skb: Skb, direction: int, now: float, cfg: ConntrackConfig) -> int:

@@ -16,7 +16,7 @@ request; every packet refreshes the ct to `nf_conntrack_icmpv6_timeout` (30 s); 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.conntrack.proto.icmp import ICMP_ERROR_TRACKED
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
 __all__ = ["ICMPV6_UNTRACKED", "NOCT_VALID_NEW", "VALID_NEW6", "icmpv6_checksum_ok", "icmpv6_error", "icmpv6_packet"]
 
 # noct_valid_new[]: MLD, router/neighbour discovery, multicast router discovery — never tracked
-NOCT_VALID_NEW = frozenset({130, 131, 132, 133, 134, 135, 136, 143, 151, 152})
+NOCT_VALID_NEW: Final = frozenset({130, 131, 132, 133, 134, 135, 136, 143, 151, 152})
 # valid_new[] of nf_conntrack_icmpv6_packet: echo request, node information query
-VALID_NEW6 = frozenset({128, 139})
-ICMPV6_UNTRACKED = 3  # icmpv6_error's result for an ND/MLD message: `nf_ct_set(skb, NULL, IP_CT_UNTRACKED)`
-_NDISC_REDIRECT = 137
-_ND_OPT_REDIRECT_HDR = 4
-_ND_OPT_RH_LEN = 8  # struct nd_opt_hdr + 6 reserved bytes before the redirected packet
+VALID_NEW6: Final = frozenset({128, 139})
+ICMPV6_UNTRACKED: Final = 3  # icmpv6_error's result for an ND/MLD message: `nf_ct_set(skb, NULL, IP_CT_UNTRACKED)`
+_NDISC_REDIRECT: Final = 137
+_ND_OPT_REDIRECT_HDR: Final = 4
+_ND_OPT_RH_LEN: Final = 8  # struct nd_opt_hdr + 6 reserved bytes before the redirected packet
 
 
 def icmpv6_checksum_ok(data: bytes | bytearray, dataoff: int) -> bool:

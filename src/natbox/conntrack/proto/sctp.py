@@ -21,7 +21,7 @@ marks invalid.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.conn import SctpConntrack
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
@@ -52,19 +52,19 @@ __all__ = [
 # enum sctp_conntrack
 (S_NONE, S_CLOSED, S_COOKIE_WAIT, S_COOKIE_ECHOED, S_ESTABLISHED, S_SHUTDOWN_SENT, S_SHUTDOWN_RECD,
  S_SHUTDOWN_ACK_SENT, S_HEARTBEAT_SENT, S_MAX) = range(10)
-SCTP_CONNTRACK_NAMES = ("NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+SCTP_CONNTRACK_NAMES: Final = ("NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
                         "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT")
 
 # chunk types (enum sctp_cid)
 CID_DATA, CID_INIT, CID_INIT_ACK, CID_HEARTBEAT, CID_HEARTBEAT_ACK, CID_ABORT = 0, 1, 2, 4, 5, 6
 CID_SHUTDOWN, CID_SHUTDOWN_ACK, CID_ERROR, CID_COOKIE_ECHO, CID_COOKIE_ACK, CID_SHUTDOWN_COMPLETE = (
     7, 8, 9, 10, 11, 14)
-SCTP_CHUNK_FLAG_T = 0x01
-SCTP_FLAG_HEARTBEAT_VTAG_FAILED = 1
-_INITHDR_LEN = 4  # struct sctp_inithdr.init_tag, all the tracker reads of it (after the chunk header)
+SCTP_CHUNK_FLAG_T: Final = 0x01
+SCTP_FLAG_HEARTBEAT_VTAG_FAILED: Final = 1
+_INITHDR_LEN: Final = 4  # struct sctp_inithdr.init_tag, all the tracker reads of it (after the chunk header)
 
 # sctp_new_state's chunk → row
-_ROW = {CID_INIT: 0, CID_INIT_ACK: 1, CID_ABORT: 2, CID_SHUTDOWN: 3, CID_SHUTDOWN_ACK: 4, CID_ERROR: 5,
+_ROW: Final = {CID_INIT: 0, CID_INIT_ACK: 1, CID_ABORT: 2, CID_SHUTDOWN: 3, CID_SHUTDOWN_ACK: 4, CID_ERROR: 5,
         CID_COOKIE_ECHO: 6, CID_COOKIE_ACK: 7, CID_SHUTDOWN_COMPLETE: 8, CID_HEARTBEAT: 9, CID_HEARTBEAT_ACK: 10}
 
 NO_, CL_, CW_, CE_, ES_, SS_, SR_, SA_, HS_, IV_ = range(10)
@@ -98,10 +98,11 @@ SCTP_CONNTRACKS: tuple[tuple[tuple[int, ...], ...], ...] = (
     ),
 )
 # bits of the chunk map that exempt a packet from the plain verification-tag check
-_VTAG_EXEMPT = sum(1 << c for c in (CID_INIT, CID_SHUTDOWN_COMPLETE, CID_COOKIE_ECHO, CID_ABORT, CID_SHUTDOWN_ACK,
+_VTAG_EXEMPT: Final = sum(1 << c for c in (CID_INIT, CID_SHUTDOWN_COMPLETE, CID_COOKIE_ECHO, CID_ABORT,
+    CID_SHUTDOWN_ACK,
                                     CID_HEARTBEAT, CID_HEARTBEAT_ACK))
-_OOTB_DISCARD = (1 << CID_ABORT) | (1 << CID_SHUTDOWN_COMPLETE) | (1 << CID_COOKIE_ACK)
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_OOTB_DISCARD: Final = (1 << CID_ABORT) | (1 << CID_SHUTDOWN_COMPLETE) | (1 << CID_COOKIE_ACK)
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
 
 
 def _u32(data: bytes | bytearray, pos: int) -> int:

@@ -10,7 +10,7 @@ NAT sequence adjustment (seqadj, only with helpers) is not modelled: its offset 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.config import TCP_CONNTRACK_RETRANS, TCP_CONNTRACK_UNACK
 from natbox.conntrack.conn import (
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from natbox.skb import Skb
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
 
 __all__ = [
     "TCP_ACK_SET",
@@ -95,18 +95,18 @@ __all__ = [
     "tcp_packet_established",
 ]
 
-_U32 = 0xFFFFFFFF
-_SEEN_REPLY = CtStatus.SEEN_REPLY
-_ASSURED = CtStatus.ASSURED
-_CONFIRMED = CtStatus.CONFIRMED
-_DYING = CtStatus.DYING
-_FIXED_TIMEOUT = CtStatus.FIXED_TIMEOUT
-_STATES = tuple(TcpState)
+_U32: Final = 0xFFFFFFFF
+_SEEN_REPLY: Final = CtStatus.SEEN_REPLY
+_ASSURED: Final = CtStatus.ASSURED
+_CONFIRMED: Final = CtStatus.CONFIRMED
+_DYING: Final = CtStatus.DYING
+_FIXED_TIMEOUT: Final = CtStatus.FIXED_TIMEOUT
+_STATES: Final = tuple(TcpState)
 # the status of a ct whose in-window ACKs tcp_packet_established decides
 # (SEQ_ADJUST in the mask: a ct with sequence adjustment takes the general path, whose tcp_in_window takes
 # the offset out of acknowledgment numbers; tcp_packet_established, shared with the fast paths, does not)
-_COMMON_MASK = int(_CONFIRMED | _SEEN_REPLY | _ASSURED | _FIXED_TIMEOUT | CtStatus.SEQ_ADJUST)
-_COMMON_BITS = int(_CONFIRMED | _SEEN_REPLY | _ASSURED)
+_COMMON_MASK: Final = int(_CONFIRMED | _SEEN_REPLY | _ASSURED | _FIXED_TIMEOUT | CtStatus.SEQ_ADJUST)
+_COMMON_BITS: Final = int(_CONFIRMED | _SEEN_REPLY | _ASSURED)
 _SEQ_END, _ACK_SEQ_END = TCPH_SEQ + 4, TCPH_ACK_SEQ + 4  # the 32-bit fields' ends
 
 

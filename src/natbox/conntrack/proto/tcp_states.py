@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import TcpState
 
 __all__ = [
@@ -27,18 +29,19 @@ TCP_CONNTRACK_NAMES: tuple[str, ...] = (
 )
 
 # --- TCP header flag bits (tcp_flag_byte) ------------------------------------------------------
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_PSH = 0x08
-TH_ACK = 0x10
-TH_URG = 0x20
-TH_ECE = 0x40
-TH_CWR = 0x80
-_FLAG_NAMES = ((TH_SYN, "SYN"), (TH_RST, "RST"), (TH_FIN, "FIN"), (TH_PSH, "PSH"), (TH_ACK, "ACK"), (TH_URG, "URG"))
+TH_FIN: Final = 0x01
+TH_SYN: Final = 0x02
+TH_RST: Final = 0x04
+TH_PSH: Final = 0x08
+TH_ACK: Final = 0x10
+TH_URG: Final = 0x20
+TH_ECE: Final = 0x40
+TH_CWR: Final = 0x80
+_FLAG_NAMES: Final = ((TH_SYN, "SYN"), (TH_RST, "RST"), (TH_FIN, "FIN"), (TH_PSH, "PSH"), (TH_ACK, "ACK"),
+    (TH_URG, "URG"))
 
 # `tcp_valid_flags[]`: after masking ECE, CWR and PSH only these combinations are valid (§3.2 tcp_error).
-TCP_VALID_FLAGS = frozenset({
+TCP_VALID_FLAGS: Final = frozenset({
     TH_SYN,
     TH_SYN | TH_URG,
     TH_SYN | TH_ACK,
@@ -49,16 +52,16 @@ TCP_VALID_FLAGS = frozenset({
     TH_ACK,
     TH_ACK | TH_URG,
 })
-_VALID_BY_BYTE = tuple((b & ~(TH_ECE | TH_CWR | TH_PSH)) in TCP_VALID_FLAGS for b in range(256))
+_VALID_BY_BYTE: Final = tuple((b & ~(TH_ECE | TH_CWR | TH_PSH)) in TCP_VALID_FLAGS for b in range(256))
 
 # --- flag classes (`enum tcp_bit_set`) ---------------------------------------------------------
-TCP_SYN_SET = 0
-TCP_SYNACK_SET = 1
-TCP_FIN_SET = 2
-TCP_ACK_SET = 3
-TCP_RST_SET = 4
-TCP_NONE_SET = 5
-_INDEX_NAMES = ("syn", "synack", "fin", "ack", "rst", "none")
+TCP_SYN_SET: Final = 0
+TCP_SYNACK_SET: Final = 1
+TCP_FIN_SET: Final = 2
+TCP_ACK_SET: Final = 3
+TCP_RST_SET: Final = 4
+TCP_NONE_SET: Final = 5
+_INDEX_NAMES: Final = ("syn", "synack", "fin", "ack", "rst", "none")
 
 
 def get_conntrack_index(flags: int) -> int:
@@ -74,21 +77,21 @@ def get_conntrack_index(flags: int) -> int:
     return TCP_NONE_SET
 
 
-_INDEX_BY_BYTE = tuple(get_conntrack_index(b) for b in range(256))
+_INDEX_BY_BYTE: Final = tuple(get_conntrack_index(b) for b in range(256))
 
 # --- the state table (`tcp_conntracks[dir][index][state]`, Linux 6.x) --------------------------
-NO = TcpState.NONE
-SS = TcpState.SYN_SENT
-SR = TcpState.SYN_RECV
-ES = TcpState.ESTABLISHED
-FW = TcpState.FIN_WAIT
-CW = TcpState.CLOSE_WAIT
-LA = TcpState.LAST_ACK
-TW = TcpState.TIME_WAIT
-CL = TcpState.CLOSE
-S2 = TcpState.SYN_SENT2
-IV = 10  # TCP_CONNTRACK_MAX: invalid, the packet is INVALID and the state is unchanged
-IG = 11  # TCP_CONNTRACK_IGNORE: accepted, no state change and no refresh
+NO: Final = TcpState.NONE
+SS: Final = TcpState.SYN_SENT
+SR: Final = TcpState.SYN_RECV
+ES: Final = TcpState.ESTABLISHED
+FW: Final = TcpState.FIN_WAIT
+CW: Final = TcpState.CLOSE_WAIT
+LA: Final = TcpState.LAST_ACK
+TW: Final = TcpState.TIME_WAIT
+CL: Final = TcpState.CLOSE
+S2: Final = TcpState.SYN_SENT2
+IV: Final = 10  # TCP_CONNTRACK_MAX: invalid, the packet is INVALID and the state is unchanged
+IG: Final = 11  # TCP_CONNTRACK_IGNORE: accepted, no state change and no refresh
 
 TCP_CONNTRACKS: tuple[tuple[tuple[int, ...], ...], ...] = (
     (  # ORIGINAL

@@ -11,7 +11,7 @@ paths run this same function for that case, so a kernel fix to it is made once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.config import TCP_CONNTRACK_RETRANS, TCP_CONNTRACK_UNACK
 from natbox.conntrack.conn import (
@@ -45,24 +45,24 @@ __all__ = [
     "tcp_sack",
 ]
 
-MAXACKWINCONST = 66000
-TCP_MAX_WSCALE = 14
-_U32 = 0xFFFFFFFF
-_HALF = 0x80000000
+MAXACKWINCONST: Final = 66000
+TCP_MAX_WSCALE: Final = 14
+_U32: Final = 0xFFFFFFFF
+_HALF: Final = 0x80000000
 
 # TCP option kinds / lengths
-TCPOLEN_WINDOW = 3
-TCPOLEN_SACK_PERM = 2
-TCPOLEN_SACK_BASE = 2
-TCPOLEN_SACK_PERBLOCK = 8
-_SACK_RIGHT = 4  # a SACK block is (left edge, right edge), 4 bytes each
-TCPOLEN_TSTAMP_ALIGNED = 12
-_TSTAMP_FASTPATH = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10))
+TCPOLEN_WINDOW: Final = 3
+TCPOLEN_SACK_PERM: Final = 2
+TCPOLEN_SACK_BASE: Final = 2
+TCPOLEN_SACK_PERBLOCK: Final = 8
+_SACK_RIGHT: Final = 4  # a SACK block is (left edge, right edge), 4 bytes each
+TCPOLEN_TSTAMP_ALIGNED: Final = 12
+_TSTAMP_FASTPATH: Final = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10))
 
 # tcp_in_window results (`enum nf_ct_tcp_action`)
-NFCT_TCP_IGNORE = 0
-NFCT_TCP_INVALID = 1
-NFCT_TCP_ACCEPT = 2
+NFCT_TCP_IGNORE: Final = 0
+NFCT_TCP_INVALID: Final = 1
+NFCT_TCP_ACCEPT: Final = 2
 
 
 def _before(a: int, b: int) -> bool:
@@ -319,7 +319,7 @@ def _check_retrans(tcp: TcpConntrack, direction: int, seq: int, ack: int, end: i
         tcp.retrans = 0
 
 
-_ES = int(TcpState.ESTABLISHED)  # an int: indexes the timeouts tuple at the tuple-index fast path
+_ES: Final = int(TcpState.ESTABLISHED)  # an int: indexes the timeouts tuple at the tuple-index fast path
 
 
 def tcp_packet_established(

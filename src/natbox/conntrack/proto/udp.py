@@ -14,7 +14,7 @@ as `nf_ip_checksum` does). A zero checksum is accepted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from natbox.conntrack.proto.generic import NF_INVALID, nf_ct_refresh_acct
 from natbox.netfilter import NF_ACCEPT, NFPROTO_IPV4, NFPROTO_IPV6, CtStatus, Hook
@@ -37,20 +37,20 @@ if TYPE_CHECKING:
     from natbox.skb import Skb
 
 # enum members as module constants: `Enum.MEMBER` costs an attribute lookup through EnumType per use
-_HOOK_PRE_ROUTING = Hook.PRE_ROUTING
+_HOOK_PRE_ROUTING: Final = Hook.PRE_ROUTING
 
 __all__ = [
     "STREAM_DELAY", "l4_checksum_ok", "nf_checksum_ok", "udp_error", "udp_packet", "udp_packet_seen_reply",
     "udplite_packet",
 ]
 
-STREAM_DELAY = 2.0  # stream_ts = creation + 2 * HZ
+STREAM_DELAY: Final = 2.0  # stream_ts = creation + 2 * HZ
 
 _ADDRS, _ADDRS_END = IPH_SADDR, IPH_ADDRS_END  # saddr and daddr, adjacent: the pseudo-header's addresses
-_SEEN_REPLY = CtStatus.SEEN_REPLY
-_ASSURED = CtStatus.ASSURED
-_NAT_CLASH = CtStatus.NAT_CLASH
-_CLASH_OR_FIXED = int(CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT)
+_SEEN_REPLY: Final = CtStatus.SEEN_REPLY
+_ASSURED: Final = CtStatus.ASSURED
+_NAT_CLASH: Final = CtStatus.NAT_CLASH
+_CLASH_OR_FIXED: Final = int(CtStatus.NAT_CLASH | CtStatus.FIXED_TIMEOUT)
 
 
 def nf_checksum_ok(data: bytearray, dataoff: int, proto: int, end: int | None = None,

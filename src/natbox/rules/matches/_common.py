@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from natbox.rules.model import PARAMETER_PROBLEM, RulesError
 from natbox.rules.services import service_name, service_port
@@ -107,8 +108,8 @@ def print_port(port: int, numeric: bool, proto: str) -> str:
     return str(port)
 
 
-_NO_QUOTE = re.compile("[_0-9a-zA-Z-]+")  # the characters xtables_save_string prints as they are
-_ESCAPED = str.maketrans({'"': '\\"', "\\": "\\\\", "'": "\\'"})
+_NO_QUOTE: Final = re.compile("[_0-9a-zA-Z-]+")  # the characters xtables_save_string prints as they are
+_ESCAPED: Final = str.maketrans({'"': '\\"', "\\": "\\\\", "'": "\\'"})
 
 
 def quote_string(s: str) -> str:

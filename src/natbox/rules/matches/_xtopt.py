@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RulesError
 
 __all__ = ["U8_MAX", "U16_MAX", "U32_MAX", "parse_range", "parse_value", "print_range"]
 
-U8_MAX = 0xFF
-U16_MAX = 0xFFFF
-U32_MAX = 0xFFFFFFFF
+U8_MAX: Final = 0xFF
+U16_MAX: Final = 0xFFFF
+U32_MAX: Final = 0xFFFFFFFF
 
 
 def parse_value(ext: str, opt: str, text: str, hi: int, lo: int = 0) -> int:

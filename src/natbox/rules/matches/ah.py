@@ -7,6 +7,8 @@ cut short is a hotdrop in the kernel; natbox, as for its other header matches, t
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import U32_MAX, parse_range
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -15,8 +17,8 @@ from natbox.skb import Skb
 __all__ = ["Ah", "SpiMatch", "spi_list", "spi_save"]
 
 # struct ip_auth_hdr (uapi linux/ip.h)
-AH_SPI = 4
-AH_HDR_LEN = 12
+AH_SPI: Final = 4
+AH_HDR_LEN: Final = 12
 
 
 def spi_save(opt: str, spis: tuple[int, int], inv: bool, full: int = U32_MAX) -> str:

@@ -11,14 +11,16 @@ division by a zero register, end the program with 0. Ancillary loads (`SKF_AD_OF
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["Bpf", "bpf_check_classic", "bpf_run"]
 
-XT_BPF_MAX_NUM_INSTR = 64
-BPF_MEMWORDS = 16
+XT_BPF_MAX_NUM_INSTR: Final = 64
+BPF_MEMWORDS: Final = 16
 Insn = tuple[int, int, int, int]
 
 # instruction classes and fields (uapi linux/bpf_common.h)
@@ -29,9 +31,9 @@ K, X, A = 0x00, 0x08, 0x10
 ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR = 0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0
 JA, JEQ, JGT, JGE, JSET = 0x00, 0x10, 0x20, 0x30, 0x40
 TAX, TXA = 0x00, 0x80
-_SIZES = {W: 4, H: 2, B: 1}
+_SIZES: Final = {W: 4, H: 2, B: 1}
 
-_VALID = {
+_VALID: Final = {
     LD | W | ABS, LD | H | ABS, LD | B | ABS, LD | W | IND, LD | H | IND, LD | B | IND, LD | IMM, LD | MEM,
     LD | W | LEN, LDX | W | LEN, LDX | IMM, LDX | MEM, LDX | B | MSH, ST, STX, RET | K, RET | A,
     MISC | TAX, MISC | TXA, JMP | JA,

@@ -7,6 +7,8 @@ Any `--path` is accepted: the model does not know which cgroups exist (docs/diff
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
@@ -17,9 +19,9 @@ from natbox.skb import Skb
 
 __all__ = ["Cgroup"]
 
-XT_CGROUP_PATH_MAX = 512
-_VALID_HOOKS = hook_mask_of(Hook.LOCAL_OUT, Hook.POST_ROUTING, Hook.LOCAL_IN)
-_SPECS = (XtOptSpec("path", 0), XtOptSpec("cgroup", 1))
+XT_CGROUP_PATH_MAX: Final = 512
+_VALID_HOOKS: Final = hook_mask_of(Hook.LOCAL_OUT, Hook.POST_ROUTING, Hook.LOCAL_IN)
+_SPECS: Final = (XtOptSpec("path", 0), XtOptSpec("cgroup", 1))
 
 
 class Cgroup(Match):

@@ -10,6 +10,8 @@ of the source are hashed (measured on 6.18: every source in fd00::/32 lands on t
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.nat.jhash import addr_word, jhash2, reciprocal_scale
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
@@ -20,10 +22,10 @@ from natbox.skb import PacketType, Skb
 
 __all__ = ["Cluster"]
 
-XT_CLUSTER_NODES_MAX = 32
-XT_CLUSTER_F_INV = 1
+XT_CLUSTER_NODES_MAX: Final = 32
+XT_CLUSTER_F_INV: Final = 1
 O_TOTAL, O_NODE, O_MASK, O_SEED = range(4)
-_SPECS = (XtOptSpec("cluster-total-nodes", O_TOTAL, mand=True),
+_SPECS: Final = (XtOptSpec("cluster-total-nodes", O_TOTAL, mand=True),
           XtOptSpec("cluster-local-node", O_NODE, excl=1 << O_MASK),
           XtOptSpec("cluster-local-nodemask", O_MASK, excl=1 << O_NODE),
           XtOptSpec("cluster-hash-seed", O_SEED, mand=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
@@ -9,7 +11,7 @@ from natbox.skb import Skb
 
 __all__ = ["Comment"]
 
-XT_MAX_COMMENT_LEN = 256  # including the NUL
+XT_MAX_COMMENT_LEN: Final = 256  # including the NUL
 
 
 class Comment(Match):

@@ -8,6 +8,8 @@ Loading the rule turns `net.netfilter.nf_conntrack_acct` on for good, as `connby
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -17,13 +19,13 @@ from natbox.skb import Skb
 
 __all__ = ["Connbytes"]
 
-U64 = (1 << 64) - 1
+U64: Final = (1 << 64) - 1
 XT_CONNBYTES_PKTS, XT_CONNBYTES_BYTES, XT_CONNBYTES_AVGPKT = 0, 1, 2
 XT_CONNBYTES_DIR_ORIGINAL, XT_CONNBYTES_DIR_REPLY, XT_CONNBYTES_DIR_BOTH = 0, 1, 2
-_SPECS = (XtOptSpec("connbytes", 0, mand=True), XtOptSpec("connbytes-dir", 1, mand=True),
+_SPECS: Final = (XtOptSpec("connbytes", 0, mand=True), XtOptSpec("connbytes-dir", 1, mand=True),
           XtOptSpec("connbytes-mode", 2, mand=True))
-_DIRS = {"original": XT_CONNBYTES_DIR_ORIGINAL, "reply": XT_CONNBYTES_DIR_REPLY, "both": XT_CONNBYTES_DIR_BOTH}
-_MODES = {"packets": XT_CONNBYTES_PKTS, "bytes": XT_CONNBYTES_BYTES, "avgpkt": XT_CONNBYTES_AVGPKT}
+_DIRS: Final = {"original": XT_CONNBYTES_DIR_ORIGINAL, "reply": XT_CONNBYTES_DIR_REPLY, "both": XT_CONNBYTES_DIR_BOTH}
+_MODES: Final = {"packets": XT_CONNBYTES_PKTS, "bytes": XT_CONNBYTES_BYTES, "avgpkt": XT_CONNBYTES_AVGPKT}
 
 
 def _u64_range(opt: str, text: str) -> tuple[int, int, int]:

@@ -9,6 +9,8 @@ matches. Every ct carries the label bits (docs/differences.md).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -18,9 +20,9 @@ from natbox.skb import Skb
 __all__ = ["Connlabel"]
 
 XT_CONNLABEL_OP_INVERT, XT_CONNLABEL_OP_SET = 1, 2
-NF_CT_LABELS_MAX_BITS = 128
-_SPECS = (XtOptSpec("label", 0, mand=True), XtOptSpec("set", 1))
-_ULONG = (1 << 64) - 1
+NF_CT_LABELS_MAX_BITS: Final = 128
+_SPECS: Final = (XtOptSpec("label", 0, mand=True), XtOptSpec("set", 1))
+_ULONG: Final = (1 << 64) - 1
 
 
 def _value_parse(text: str) -> int:

@@ -14,7 +14,7 @@ docs/differences.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from natbox.conntrack.conn import Conn
 from natbox.netfilter import NFPROTO_IPV6, CtStatus, TcpState
@@ -28,15 +28,15 @@ from natbox.skb import Skb
 __all__ = ["CONNCOUNT_GC_MAX_COLLECT", "ConnCount", "Connlimit"]
 
 XT_CONNLIMIT_INVERT, XT_CONNLIMIT_DADDR = 1, 2
-CONNCOUNT_GC_MAX_NODES = 8
-CONNCOUNT_GC_MAX_COLLECT = 64
+CONNCOUNT_GC_MAX_NODES: Final = 8
+CONNCOUNT_GC_MAX_COLLECT: Final = 64
 O_UPTO, O_ABOVE, O_MASK, O_SADDR, O_DADDR = range(5)
-_SPECS = (
+_SPECS: Final = (
     XtOptSpec("connlimit-upto", O_UPTO, excl=1 << O_ABOVE), XtOptSpec("connlimit-above", O_ABOVE, excl=1 << O_UPTO),
     XtOptSpec("connlimit-mask", O_MASK), XtOptSpec("connlimit-saddr", O_SADDR, excl=1 << O_DADDR),
     XtOptSpec("connlimit-daddr", O_DADDR, excl=1 << O_SADDR),
 )
-_GONE = CtStatus.DYING
+_GONE: Final = CtStatus.DYING
 
 
 class _List:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from natbox.netfilter import CtInfo, CtStatus, Direction
 from natbox.rules.addr6 import format_addr6_mask, parse_hostmask
@@ -23,13 +23,13 @@ from natbox.skb import Skb
 __all__ = ["Conntrack", "State"]
 
 # XT_CONNTRACK_STATE_* bits (xt_conntrack.h): 1 << (ctinfo % IP_CT_IS_REPLY + 1), INVALID bit 0 ...
-ST_INVALID = 1 << 0
-ST_ESTABLISHED = 1 << 1
-ST_RELATED = 1 << 2
-ST_NEW = 1 << 3
-ST_SNAT = 1 << 6
-ST_DNAT = 1 << 7
-ST_UNTRACKED = 1 << 8
+ST_INVALID: Final = 1 << 0
+ST_ESTABLISHED: Final = 1 << 1
+ST_RELATED: Final = 1 << 2
+ST_NEW: Final = 1 << 3
+ST_SNAT: Final = 1 << 6
+ST_DNAT: Final = 1 << 7
+ST_UNTRACKED: Final = 1 << 8
 # name -> bit, in print order (print_state)
 CTSTATES: tuple[tuple[str, int], ...] = (
     ("INVALID", ST_INVALID), ("NEW", ST_NEW), ("RELATED", ST_RELATED), ("ESTABLISHED", ST_ESTABLISHED),
@@ -39,14 +39,14 @@ CTSTATUS: tuple[tuple[str, int], ...] = (
     ("EXPECTED", int(CtStatus.EXPECTED)), ("SEEN_REPLY", int(CtStatus.SEEN_REPLY)),
     ("ASSURED", int(CtStatus.ASSURED)), ("CONFIRMED", int(CtStatus.CONFIRMED)),
 )
-_CTINFO_BIT = {
+_CTINFO_BIT: Final = {
     CtInfo.ESTABLISHED: ST_ESTABLISHED, CtInfo.ESTABLISHED_REPLY: ST_ESTABLISHED,
     CtInfo.RELATED: ST_RELATED, CtInfo.RELATED_REPLY: ST_RELATED, CtInfo.NEW: ST_NEW,
     CtInfo.UNTRACKED: ST_UNTRACKED, CtInfo.INVALID: ST_INVALID,
 }
 
-_ADDR_OPTS = ("ctorigsrc", "ctorigdst", "ctreplsrc", "ctrepldst")
-_PORT_OPTS = ("ctorigsrcport", "ctorigdstport", "ctreplsrcport", "ctrepldstport")
+_ADDR_OPTS: Final = ("ctorigsrc", "ctorigdst", "ctreplsrc", "ctrepldst")
+_PORT_OPTS: Final = ("ctorigsrcport", "ctorigdstport", "ctreplsrcport", "ctrepldstport")
 
 
 def _state_names(mask: int, names: tuple[tuple[str, int], ...] = CTSTATES) -> str:

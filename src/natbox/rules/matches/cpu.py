@@ -6,6 +6,8 @@ any other number only when inverted (docs/differences.md).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
@@ -13,7 +15,7 @@ from natbox.skb import Skb
 
 __all__ = ["RECEIVING_CPU", "Cpu"]
 
-RECEIVING_CPU = 0  # smp_processor_id() in natbox's model
+RECEIVING_CPU: Final = 0  # smp_processor_id() in natbox's model
 
 
 class Cpu(Match):

@@ -9,6 +9,8 @@ is inverted on its own (`DCCHECK`). A cut header or options are the kernel's hot
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port_range, print_port
 from natbox.rules.matches._xtopt import U8_MAX, parse_value
@@ -19,15 +21,15 @@ from natbox.wire.layout import L4_DPORT, L4_SPORT
 __all__ = ["DCCP_PKT_TYPES", "Dccp"]
 
 # struct dccp_hdr (uapi linux/dccp.h)
-DCCPH_DOFF = 4
-DCCPH_TYPE_X = 8  # reserved:3, type:4, x:1 (x is the lowest bit)
-DCCP_HDR_LEN = 12
-DCCP_HDR_EXT_LEN = 4
+DCCPH_DOFF: Final = 4
+DCCPH_TYPE_X: Final = 8  # reserved:3, type:4, x:1 (x is the lowest bit)
+DCCP_HDR_LEN: Final = 12
+DCCP_HDR_EXT_LEN: Final = 4
 
-DCCP_PKT_TYPES = ("REQUEST", "RESPONSE", "DATA", "ACK", "DATAACK", "CLOSEREQ", "CLOSE", "RESET", "SYNC",
+DCCP_PKT_TYPES: Final = ("REQUEST", "RESPONSE", "DATA", "ACK", "DATAACK", "CLOSEREQ", "CLOSE", "RESET", "SYNC",
                   "SYNCACK", "INVALID")
-DCCP_PKT_INVALID = 10
-DCCP_INVALID_MASK = 0xFFFF & ~((1 << DCCP_PKT_INVALID) - 1)
+DCCP_PKT_INVALID: Final = 10
+DCCP_INVALID_MASK: Final = 0xFFFF & ~((1 << DCCP_PKT_INVALID) - 1)
 XT_DCCP_SRC_PORTS, XT_DCCP_DEST_PORTS, XT_DCCP_TYPE, XT_DCCP_OPTION = 0x01, 0x02, 0x04, 0x08
 
 

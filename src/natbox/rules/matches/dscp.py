@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches.dsfield6 import tos_mt6
@@ -11,7 +13,7 @@ from natbox.wire.layout import IPH_TOS
 
 __all__ = ["DSCP_CLASSES", "Dscp", "parse_dscp_class"]
 
-XT_DSCP_MAX = 0x3F
+XT_DSCP_MAX: Final = 0x3F
 # ds_classes of dscp_helper.c
 DSCP_CLASSES: dict[str, int] = {
     "CS0": 0x00, "CS1": 0x08, "CS2": 0x10, "CS3": 0x18, "CS4": 0x20, "CS5": 0x28, "CS6": 0x30, "CS7": 0x38,

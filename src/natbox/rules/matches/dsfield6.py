@@ -5,6 +5,8 @@ rule is an ip6tables rule."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.model import MatchFn, TargetFn
 from natbox.skb import Skb
@@ -12,7 +14,7 @@ from natbox.wire.layout import IP6H_VER_TC_FL, TCPH_FLAGS, TCPH_MIN_LEN
 
 __all__ = ["dsfield_tg6", "ecn_mt6", "set_dsfield6", "tos_mt6"]
 
-INET_ECN_MASK = 0x03
+INET_ECN_MASK: Final = 0x03
 
 
 def set_dsfield6(skb: Skb, dsfield: int) -> None:

@@ -7,6 +7,8 @@ refuses the TCP tests unless the rule says `-p tcp` (not inverted).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import parse_value
 from natbox.rules.matches.dsfield6 import ecn_mt6
@@ -16,12 +18,12 @@ from natbox.wire.layout import IPH_TOS, TCPH_FLAGS, TCPH_MIN_LEN
 
 __all__ = ["Ecn"]
 
-XT_ECN_OP_MATCH_IP = 0x01
-XT_ECN_OP_MATCH_ECE = 0x10
-XT_ECN_OP_MATCH_CWR = 0x20
-INET_ECN_MASK = 0x03
-TCP_FLAG_ECE = 0x40
-TCP_FLAG_CWR = 0x80
+XT_ECN_OP_MATCH_IP: Final = 0x01
+XT_ECN_OP_MATCH_ECE: Final = 0x10
+XT_ECN_OP_MATCH_CWR: Final = 0x20
+INET_ECN_MASK: Final = 0x03
+TCP_FLAG_ECE: Final = 0x40
+TCP_FLAG_CWR: Final = 0x80
 
 
 class Ecn(Match):

@@ -6,14 +6,16 @@ range, inverted by `!`. A truncated header is the kernel's hotdrop, no match in 
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.matches.ah import SpiMatch, spi_list
 from natbox.rules.model import Opt
 
 __all__ = ["Esp"]
 
 # struct ip_esp_hdr (uapi linux/ip.h)
-ESP_SPI = 0
-ESP_HDR_LEN = 8
+ESP_SPI: Final = 0
+ESP_HDR_LEN: Final = 8
 
 
 class Esp(SpiMatch):

@@ -8,7 +8,7 @@ match here, as for natbox's other header matches.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from natbox.rules.addr6 import format_addr6, parse_ipv6
 from natbox.rules.api import XtContext
@@ -44,8 +44,8 @@ from natbox.wire.layout import (
 
 __all__ = ["Dst", "Frag", "Hbh", "Ipv6header", "Rt", "print_ids"]
 
-IP6T_OPTS_OPTSNR = 16  # options of -m hbh/dst (ip6t_opts.h)
-IP6T_RT_HOPS = 16  # addresses of --rt-0-addrs (ip6t_rt.h)
+IP6T_OPTS_OPTSNR: Final = 16  # options of -m hbh/dst (ip6t_opts.h)
+IP6T_RT_HOPS: Final = 16  # addresses of --rt-0-addrs (ip6t_rt.h)
 
 
 def print_ids(name: str, lo: int, hi: int, invert: bool) -> str:
@@ -166,7 +166,7 @@ def _why_header(skb: Skb, nexthdr: int, what: str) -> str:
     return f"no match ({what})"
 
 
-_HDR_NAMES = {NEXTHDR_HOP: "hop-by-hop", NEXTHDR_DEST: "destination options", NEXTHDR_ROUTING: "routing",
+_HDR_NAMES: Final = {NEXTHDR_HOP: "hop-by-hop", NEXTHDR_DEST: "destination options", NEXTHDR_ROUTING: "routing",
               NEXTHDR_FRAGMENT: "fragment", NEXTHDR_AUTH: "AH"}
 
 
@@ -406,14 +406,14 @@ class Frag(Match):
 
 
 # `chain_flags` of libip6t_ipv6header.c: (protocol, flag, name), in print order
-IPV6HEADER_FLAGS = ((0, 0x80, "hop-by-hop"), (60, 0x40, "ipv6-opts"), (43, 0x20, "ipv6-route"),
+IPV6HEADER_FLAGS: Final = ((0, 0x80, "hop-by-hop"), (60, 0x40, "ipv6-opts"), (43, 0x20, "ipv6-route"),
                     (44, 0x10, "ipv6-frag"), (51, 0x08, "ah"), (50, 0x04, "esp"), (59, 0x02, "ipv6-nonxt"),
                     (255, 0x01, "protocol"))
 # `chain_protos`: the names tried when /etc/protocols (getprotobyname) has none
-_CHAIN_PROTOS = {"hop-by-hop": 0, "protocol": 255, "hop": 0, "dst": 60, "route": 43, "frag": 44, "auth": 51,
+_CHAIN_PROTOS: Final = {"hop-by-hop": 0, "protocol": 255, "hop": 0, "dst": 60, "route": 43, "frag": 44, "auth": 51,
                  "esp": 50, "none": 59, "prot": 255, "0": 0, "60": 60, "43": 43, "44": 44, "51": 51, "50": 50,
                  "59": 59, "255": 255}
-_GETPROTOBYNAME = {**{n: p for p, n in ETC_PROTOCOLS.items()}, **{n: p for p, n in PROTO_NAMES.items() if p},
+_GETPROTOBYNAME: Final = {**{n: p for p, n in ETC_PROTOCOLS.items()}, **{n: p for p, n in PROTO_NAMES.items() if p},
                    "ip": 0, "hopopt": 0, "mobility-header": 135}
 
 
@@ -483,8 +483,9 @@ class Ipv6header(Match):
         return "no match (headers cut short)" if seen is None else f"no match (headers 0x{seen:02X})"
 
 
-_HDR_BIT = {NEXTHDR_HOP: 0x80, NEXTHDR_ROUTING: 0x20, NEXTHDR_FRAGMENT: 0x10, NEXTHDR_AUTH: 0x08, NEXTHDR_DEST: 0x40}
-_NF_IP6_EXT = frozenset({*_HDR_BIT, NEXTHDR_ESP, NEXTHDR_NONE})  # nf_ip6_ext_hdr(): ESP counts here
+_HDR_BIT: Final = {NEXTHDR_HOP: 0x80, NEXTHDR_ROUTING: 0x20, NEXTHDR_FRAGMENT: 0x10, NEXTHDR_AUTH: 0x08,
+    NEXTHDR_DEST: 0x40}
+_NF_IP6_EXT: Final = frozenset({*_HDR_BIT, NEXTHDR_ESP, NEXTHDR_NONE})  # nf_ip6_ext_hdr(): ESP counts here
 
 
 def _ipv6header_bits(data: bytearray) -> int | None:

@@ -9,6 +9,7 @@ config of the first rule that named it, as the kernel's `htable_find_get` does.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
@@ -40,19 +41,19 @@ from natbox.wire.layout import IPH_FRAG_OFF, L4_DPORT, L4_PORTS_END, L4_SPORT
 
 __all__ = ["Hashlimit"]
 
-XT_HASHLIMIT_BURST = 5
-XT_HASHLIMIT_BURST_MAX = 1000000
-XT_HASHLIMIT_BYTE_EXPIRE = 15
-XT_HASHLIMIT_BYTE_EXPIRE_BURST = 60
-XT_HASHLIMIT_GCINTERVAL = 1000
-XT_HASHLIMIT_NAME_LEN = 255  # NAME_MAX: the name field of xt_hashlimit_mtinfo1..3
-U32 = 0xFFFFFFFF
-_PORT_PROTOS = frozenset({6, 17, 33, 132, 136, 51, 50})  # proto_ports_offset() >= 0 (AH/ESP: the SPI)
+XT_HASHLIMIT_BURST: Final = 5
+XT_HASHLIMIT_BURST_MAX: Final = 1000000
+XT_HASHLIMIT_BYTE_EXPIRE: Final = 15
+XT_HASHLIMIT_BYTE_EXPIRE_BURST: Final = 60
+XT_HASHLIMIT_GCINTERVAL: Final = 1000
+XT_HASHLIMIT_NAME_LEN: Final = 255  # NAME_MAX: the name field of xt_hashlimit_mtinfo1..3
+U32: Final = 0xFFFFFFFF
+_PORT_PROTOS: Final = frozenset({6, 17, 33, 132, 136, 51, 50})  # proto_ports_offset() >= 0 (AH/ESP: the SPI)
 
 (O_UPTO, O_ABOVE, O_LIMIT, O_MODE, O_SRCMASK, O_DSTMASK, O_NAME, O_BURST, O_HTABLE_SIZE, O_HTABLE_MAX,
  O_HTABLE_GCINT, O_HTABLE_EXPIRE, O_RATEMATCH, O_INTERVAL) = range(14)
 F_UPTO, F_ABOVE = 1 << O_UPTO, 1 << O_ABOVE
-_SPECS = (
+_SPECS: Final = (
     XtOptSpec("hashlimit-upto", O_UPTO, excl=F_ABOVE), XtOptSpec("hashlimit-above", O_ABOVE, excl=F_UPTO),
     XtOptSpec("hashlimit", O_UPTO, excl=F_ABOVE), XtOptSpec("hashlimit-srcmask", O_SRCMASK),
     XtOptSpec("hashlimit-dstmask", O_DSTMASK), XtOptSpec("hashlimit-burst", O_BURST),
@@ -62,11 +63,11 @@ _SPECS = (
     XtOptSpec("hashlimit-name", O_NAME, mand=True), XtOptSpec("hashlimit-rate-match", O_RATEMATCH),
     XtOptSpec("hashlimit-rate-interval", O_INTERVAL),
 )
-_MODES = {"dstip": XT_HASHLIMIT_HASH_DIP, "srcip": XT_HASHLIMIT_HASH_SIP, "srcport": XT_HASHLIMIT_HASH_SPT,
+_MODES: Final = {"dstip": XT_HASHLIMIT_HASH_DIP, "srcip": XT_HASHLIMIT_HASH_SIP, "srcport": XT_HASHLIMIT_HASH_SPT,
           "dstport": XT_HASHLIMIT_HASH_DPT}
-_RATES = (("day", XT_HASHLIMIT_SCALE_V2 * 86400), ("hour", XT_HASHLIMIT_SCALE_V2 * 3600),
+_RATES: Final = (("day", XT_HASHLIMIT_SCALE_V2 * 86400), ("hour", XT_HASHLIMIT_SCALE_V2 * 3600),
           ("min", XT_HASHLIMIT_SCALE_V2 * 60), ("sec", XT_HASHLIMIT_SCALE_V2))
-_UNITS = (("m", 1024 * 1024), ("k", 1024), ("", 1))
+_UNITS: Final = (("m", 1024 * 1024), ("k", 1024), ("", 1))
 
 
 def _atoll(text: str) -> int:

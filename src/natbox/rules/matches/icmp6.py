@@ -9,6 +9,8 @@ rule says `-p ipv6-icmp` (icmp6_checkentry, exit 4).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
@@ -16,7 +18,7 @@ from natbox.wire.layout import ICMP6H_CODE, ICMP6H_LEN, ICMP6H_TYPE
 
 __all__ = ["ICMPV6_CODES", "Icmp6", "parse_icmpv6", "parse_type_code", "print_type_code_list", "strtoul_prefix"]
 
-IPPROTO_ICMPV6 = 58
+IPPROTO_ICMPV6: Final = 58
 
 # `icmpv6_codes` of libxt_icmp.h (1.8.9): (name, type, code_min, code_max)
 ICMPV6_CODES: tuple[tuple[str, int, int, int], ...] = (

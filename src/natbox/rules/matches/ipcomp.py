@@ -7,14 +7,16 @@ looks at; a truncated header is a hotdrop in the kernel, no match in natbox.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.matches.ah import SpiMatch, spi_list
 from natbox.rules.model import Opt, Rule
 
 __all__ = ["Ipcomp"]
 
 # struct ip_comp_hdr (uapi linux/ip.h)
-IPCOMP_CPI = 2
-IPCOMP_HDR_LEN = 4
+IPCOMP_CPI: Final = 2
+IPCOMP_HDR_LEN: Final = 4
 
 
 class Ipcomp(SpiMatch):

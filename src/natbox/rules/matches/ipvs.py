@@ -9,6 +9,8 @@ non-IPVS packet before comparing them). The rule is parsed, checked and printed 
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.addr6 import format_addr6_mask, parse_ipv6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_protocol, parse_uint
@@ -21,11 +23,11 @@ __all__ = ["Ipvs"]
 
 (XT_IPVS_IPVS_PROPERTY, XT_IPVS_PROTO, XT_IPVS_VADDR, XT_IPVS_VPORT, XT_IPVS_DIR, XT_IPVS_METHOD,
  XT_IPVS_VPORTCTL) = (1 << i for i in range(7))
-XT_IPVS_ONCE_MASK = 0x7F & ~XT_IPVS_IPVS_PROPERTY
+XT_IPVS_ONCE_MASK: Final = 0x7F & ~XT_IPVS_IPVS_PROPERTY
 IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_DROUTE = 0, 2, 3
-_METHODS = {"GATE": IP_VS_CONN_F_DROUTE, "IPIP": IP_VS_CONN_F_TUNNEL, "MASQ": IP_VS_CONN_F_MASQ}
-_NAMES = ("ipvs", "vproto", "vaddr", "vport", "vdir", "vmethod", "vportctl")
-_SPECS = tuple(XtOptSpec(n, i) for i, n in enumerate(_NAMES))
+_METHODS: Final = {"GATE": IP_VS_CONN_F_DROUTE, "IPIP": IP_VS_CONN_F_TUNNEL, "MASQ": IP_VS_CONN_F_MASQ}
+_NAMES: Final = ("ipvs", "vproto", "vaddr", "vport", "vdir", "vmethod", "vportctl")
+_SPECS: Final = tuple(XtOptSpec(n, i) for i, n in enumerate(_NAMES))
 
 
 def _port(text: str) -> int:

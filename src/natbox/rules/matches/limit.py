@@ -6,6 +6,8 @@ from `ctx.now`. The bucket starts full at the first packet the rule sees (the ke
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
@@ -13,14 +15,15 @@ from natbox.skb import Skb
 
 __all__ = ["CREDITS_PER_JIFFY", "HZ", "Limit", "user2credits"]
 
-HZ = 250
-XT_LIMIT_SCALE = 10000
-XT_LIMIT_AVG = "3/hour"
-XT_LIMIT_BURST = 5
-_MAX_CPJ = 0xFFFFFFFF // (HZ * 60 * 60 * 24)
-CREDITS_PER_JIFFY = 1 << (_MAX_CPJ.bit_length() - 1)  # POW2_BELOW32(MAX_CPJ)
+HZ: Final = 250
+XT_LIMIT_SCALE: Final = 10000
+XT_LIMIT_AVG: Final = "3/hour"
+XT_LIMIT_BURST: Final = 5
+_MAX_CPJ: Final = 0xFFFFFFFF // (HZ * 60 * 60 * 24)
+CREDITS_PER_JIFFY: Final = 1 << (_MAX_CPJ.bit_length() - 1)  # POW2_BELOW32(MAX_CPJ)
 # `rates` of libxt_limit.c, largest first
-_RATES = (("day", XT_LIMIT_SCALE * 24 * 60 * 60), ("hour", XT_LIMIT_SCALE * 60 * 60), ("min", XT_LIMIT_SCALE * 60),
+_RATES: Final = (("day", XT_LIMIT_SCALE * 24 * 60 * 60), ("hour", XT_LIMIT_SCALE * 60 * 60), ("min",
+    XT_LIMIT_SCALE * 60),
           ("sec", XT_LIMIT_SCALE))
 
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
@@ -28,7 +30,7 @@ from natbox.wire.layout import (
 __all__ = ["Ah6", "Eui64", "Hl", "Mh"]
 
 HL_EQ, HL_NE, HL_LT, HL_GT = 0, 1, 2, 3  # enum ip6t_hl mode
-IPPROTO_MH = 135
+IPPROTO_MH: Final = 135
 
 
 class Hl(Match):
@@ -152,7 +154,7 @@ class Ah6(Match):
 
 
 # `mh_names` of libip6t_mh.c: full names first, then their aliases
-MH_NAMES = (("binding-refresh-request", 0), ("brr", 0), ("home-test-init", 1), ("hoti", 1),
+MH_NAMES: Final = (("binding-refresh-request", 0), ("brr", 0), ("home-test-init", 1), ("hoti", 1),
             ("careof-test-init", 2), ("coti", 2), ("home-test", 3), ("hot", 3), ("careof-test", 4), ("cot", 4),
             ("binding-update", 5), ("bu", 5), ("binding-acknowledgement", 6), ("ba", 6), ("binding-error", 7),
             ("be", 7))
@@ -244,7 +246,7 @@ class Mh(Match):
         return f"no match (type {data[off + IP6MH_TYPE]})"
 
 
-_EUI64_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
+_EUI64_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
 
 
 class Eui64(Match):

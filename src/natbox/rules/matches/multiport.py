@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, print_port
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -10,8 +12,8 @@ from natbox.wire.layout import L4_DPORT, L4_SPORT
 
 __all__ = ["Multiport"]
 
-XT_MULTI_PORTS = 15  # at most 15 port slots (a range takes two)
-_PROTOS = {6: "tcp", 17: "udp", 136: "udplite", 132: "sctp", 33: "dccp"}
+XT_MULTI_PORTS: Final = 15  # at most 15 port slots (a range takes two)
+_PROTOS: Final = {6: "tcp", 17: "udp", 136: "udplite", 132: "sctp", 33: "dccp"}
 
 
 class Multiport(Match):

@@ -8,6 +8,8 @@ object has a quota not yet passed (`nfacct_mt`). Printing keeps iptables' double
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import quote_string
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -17,7 +19,7 @@ from natbox.skb import Skb
 
 __all__ = ["Nfacct"]
 
-NFACCT_NAME_MAX = 32
+NFACCT_NAME_MAX: Final = 32
 
 
 class Nfacct(Match):

@@ -9,6 +9,8 @@ FORWARD (`.hooks`).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -19,9 +21,9 @@ from natbox.skb import Skb
 __all__ = ["Osf"]
 
 XT_OSF_GENRE, XT_OSF_TTL, XT_OSF_LOG, XT_OSF_INVERT = 1, 2, 4, 8
-MAXGENRELEN = 32
-_VALID_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
-_SPECS = (XtOptSpec("genre", 0, mand=True), XtOptSpec("ttl", 1), XtOptSpec("log", 2))
+MAXGENRELEN: Final = 32
+_VALID_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN, Hook.FORWARD)
+_SPECS: Final = (XtOptSpec("genre", 0, mand=True), XtOptSpec("ttl", 1), XtOptSpec("log", 2))
 
 
 class Osf(Match):

@@ -10,6 +10,7 @@ group names are those of Debian's base-passwd (the reference box), not the host'
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
@@ -21,21 +22,21 @@ from natbox.skb import Skb
 __all__ = ["GROUPS", "USERS", "Owner"]
 
 XT_OWNER_UID, XT_OWNER_GID, XT_OWNER_SOCKET, XT_OWNER_SUPPL_GROUPS = 1, 2, 4, 8
-_VALID_HOOKS = hook_mask_of(Hook.LOCAL_OUT, Hook.POST_ROUTING)
+_VALID_HOOKS: Final = hook_mask_of(Hook.LOCAL_OUT, Hook.POST_ROUTING)
 # Debian base-passwd's fixed accounts (getpwnam/getgrnam on the reference box)
-USERS = {"root": 0, "daemon": 1, "bin": 2, "sys": 3, "sync": 4, "games": 5, "man": 6, "lp": 7, "mail": 8,
+USERS: Final = {"root": 0, "daemon": 1, "bin": 2, "sys": 3, "sync": 4, "games": 5, "man": 6, "lp": 7, "mail": 8,
          "news": 9, "uucp": 10, "proxy": 13, "www-data": 33, "backup": 34, "list": 38, "irc": 39, "_apt": 42,
          "nobody": 65534}
-GROUPS = {"root": 0, "daemon": 1, "bin": 2, "sys": 3, "adm": 4, "tty": 5, "disk": 6, "lp": 7, "mail": 8,
+GROUPS: Final = {"root": 0, "daemon": 1, "bin": 2, "sys": 3, "adm": 4, "tty": 5, "disk": 6, "lp": 7, "mail": 8,
           "news": 9, "uucp": 10, "man": 12, "proxy": 13, "kmem": 15, "dialout": 20, "fax": 21, "voice": 22,
           "cdrom": 24, "floppy": 25, "tape": 26, "sudo": 27, "audio": 29, "dip": 30, "www-data": 33, "backup": 34,
           "operator": 37, "list": 38, "irc": 39, "src": 40, "shadow": 42, "utmp": 43, "video": 44, "sasl": 45,
           "plugdev": 46, "staff": 50, "games": 60, "users": 100, "nogroup": 65534}
-_USER_NAMES = {v: k for k, v in USERS.items()}
-_GROUP_NAMES = {v: k for k, v in GROUPS.items()}
-_SPECS = (XtOptSpec("uid-owner", 0), XtOptSpec("gid-owner", 1), XtOptSpec("socket-exists", 2),
+_USER_NAMES: Final = {v: k for k, v in USERS.items()}
+_GROUP_NAMES: Final = {v: k for k, v in GROUPS.items()}
+_SPECS: Final = (XtOptSpec("uid-owner", 0), XtOptSpec("gid-owner", 1), XtOptSpec("socket-exists", 2),
           XtOptSpec("suppl-groups", 3))
-_ID_MAX = 0xFFFFFFFE  # (uid_t)-1 is reserved
+_ID_MAX: Final = 0xFFFFFFFE  # (uid_t)-1 is reserved
 
 
 def _bad(opt: str, arg: str) -> RulesError:

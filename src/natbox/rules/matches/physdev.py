@@ -11,6 +11,7 @@ iptables computes: exact, or a prefix before a trailing '+'. The checkentry refu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -20,11 +21,11 @@ from natbox.skb import Skb
 __all__ = ["Physdev"]
 
 XT_PHYSDEV_OP_IN, XT_PHYSDEV_OP_OUT, XT_PHYSDEV_OP_BRIDGED, XT_PHYSDEV_OP_ISIN, XT_PHYSDEV_OP_ISOUT = 1, 2, 4, 8, 16
-_LOCAL_OUT_MASK = 1 << 3  # NF_INET_LOCAL_OUT
-IFNAMSIZ = 16
-_SPECS = (XtOptSpec("physdev-in", 0), XtOptSpec("physdev-out", 1), XtOptSpec("physdev-is-in", 2),
+_LOCAL_OUT_MASK: Final = 1 << 3  # NF_INET_LOCAL_OUT
+IFNAMSIZ: Final = 16
+_SPECS: Final = (XtOptSpec("physdev-in", 0), XtOptSpec("physdev-out", 1), XtOptSpec("physdev-is-in", 2),
           XtOptSpec("physdev-is-out", 3), XtOptSpec("physdev-is-bridged", 4))
-_BITS = {"physdev-in": XT_PHYSDEV_OP_IN, "physdev-out": XT_PHYSDEV_OP_OUT, "physdev-is-in": XT_PHYSDEV_OP_ISIN,
+_BITS: Final = {"physdev-in": XT_PHYSDEV_OP_IN, "physdev-out": XT_PHYSDEV_OP_OUT, "physdev-is-in": XT_PHYSDEV_OP_ISIN,
          "physdev-is-out": XT_PHYSDEV_OP_ISOUT, "physdev-is-bridged": XT_PHYSDEV_OP_BRIDGED}
 
 

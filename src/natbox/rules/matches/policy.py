@@ -10,6 +10,7 @@ natbox models no IPsec: no packet has a sec path (`skb_sec_path`) or an xfrm bun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from natbox.netfilter import Hook
 from natbox.rules.addr6 import format_addr6_mask, parse_hostmask
@@ -31,16 +32,16 @@ from natbox.skb import Skb
 
 __all__ = ["Policy"]
 
-XT_POLICY_MATCH_IN = 0x1
-XT_POLICY_MATCH_OUT = 0x2
-XT_POLICY_MATCH_NONE = 0x4
-XT_POLICY_MATCH_STRICT = 0x8
-XT_POLICY_MAX_ELEM = 4
-XT_POLICY_MODE_TRANSPORT = 0
-XT_POLICY_MODE_TUNNEL = 1
+XT_POLICY_MATCH_IN: Final = 0x1
+XT_POLICY_MATCH_OUT: Final = 0x2
+XT_POLICY_MATCH_NONE: Final = 0x4
+XT_POLICY_MATCH_STRICT: Final = 0x8
+XT_POLICY_MAX_ELEM: Final = 4
+XT_POLICY_MODE_TRANSPORT: Final = 0
+XT_POLICY_MODE_TUNNEL: Final = 1
 IPPROTO_AH, IPPROTO_ESP, IPPROTO_COMP = 51, 50, 108
-_IN_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN)
-_OUT_HOOKS = hook_mask_of(Hook.POST_ROUTING, Hook.LOCAL_OUT)
+_IN_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN)
+_OUT_HOOKS: Final = hook_mask_of(Hook.POST_ROUTING, Hook.LOCAL_OUT)
 
 
 @dataclass

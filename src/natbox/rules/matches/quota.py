@@ -6,6 +6,8 @@ recompilation; `-L`/save show the configured quota, as iptables-nft does.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import Match, MatchFn, Opt, Rule, RulesError
@@ -13,7 +15,7 @@ from natbox.skb import Skb
 
 __all__ = ["Quota"]
 
-U64_MAX = (1 << 64) - 1
+U64_MAX: Final = (1 << 64) - 1
 
 
 class Quota(Match):

@@ -11,6 +11,7 @@ the rates after `--rateest-bps1` etc. are optional words.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
@@ -23,17 +24,18 @@ __all__ = ["RateestMatch"]
 (XT_RATEEST_MATCH_INVERT, XT_RATEEST_MATCH_ABS, XT_RATEEST_MATCH_REL, XT_RATEEST_MATCH_DELTA,
  XT_RATEEST_MATCH_BPS, XT_RATEEST_MATCH_PPS) = (1, 2, 4, 8, 16, 32)
 XT_RATEEST_MATCH_NONE, XT_RATEEST_MATCH_EQ, XT_RATEEST_MATCH_LT, XT_RATEEST_MATCH_GT = 0, 1, 2, 3
-IFNAMSIZ = 16
-U32 = 0xFFFFFFFF
+IFNAMSIZ: Final = 16
+U32: Final = 0xFFFFFFFF
 # enum rateest_options, and the option names that share them
-_OPT_IDS = {"rateest1": 0, "rateest": 0, "rateest2": 1, "rateest-bps1": 2, "rateest-pps1": 3, "rateest-bps2": 4,
+_OPT_IDS: Final = {"rateest1": 0, "rateest": 0, "rateest2": 1, "rateest-bps1": 2, "rateest-pps1": 3, "rateest-bps2": 4,
             "rateest-pps2": 5, "rateest-bps": 4, "rateest-pps": 5, "rateest-delta": 6, "rateest-lt": 7,
             "rateest-gt": 8, "rateest-eq": 9}
-_SUFFIXES = {"bit": 1.0, "kibit": 1024.0, "kbit": 1000.0, "mibit": 1024.0 ** 2, "mbit": 1e6, "gibit": 1024.0 ** 3,
+_SUFFIXES: Final = {"bit": 1.0, "kibit": 1024.0, "kbit": 1000.0, "mibit": 1024.0 ** 2, "mbit": 1e6,
+    "gibit": 1024.0 ** 3,
              "gbit": 1e9, "tibit": 1024.0 ** 4, "tbit": 1e12, "bps": 8.0, "kibps": 8.0 * 1024, "kbps": 8000.0,
              "mibps": 8.0 * 1024 ** 2, "mbps": 8e6, "gibps": 8.0 * 1024 ** 3, "gbps": 8e9, "tibps": 8.0 * 1024 ** 4,
              "tbps": 8e12}
-_FLOAT = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
+_FLOAT: Final = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
 
 
 def get_rate(text: str) -> int | None:

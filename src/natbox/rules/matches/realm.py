@@ -8,6 +8,8 @@ Realm names (/etc/iproute2/rt_realms) are not read: only numbers are accepted.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_uint
@@ -16,7 +18,7 @@ from natbox.skb import Skb
 
 __all__ = ["Realm"]
 
-REALM_HOOKS = hook_mask_of(Hook.POST_ROUTING, Hook.FORWARD, Hook.LOCAL_OUT, Hook.LOCAL_IN)
+REALM_HOOKS: Final = hook_mask_of(Hook.POST_ROUTING, Hook.FORWARD, Hook.LOCAL_OUT, Hook.LOCAL_IN)
 
 
 class Realm(Match):

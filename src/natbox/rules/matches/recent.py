@@ -7,6 +7,8 @@ injected clock. ufw's `limit` rules are `--set` then `--update --seconds 30 --hi
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -22,14 +24,14 @@ __all__ = ["XT_RECENT_CHECK", "XT_RECENT_REAP", "XT_RECENT_REMOVE", "XT_RECENT_S
 
 # xt_recent.h
 XT_RECENT_CHECK, XT_RECENT_SET, XT_RECENT_UPDATE, XT_RECENT_REMOVE, XT_RECENT_TTL, XT_RECENT_REAP = 1, 2, 4, 8, 16, 32
-XT_RECENT_MODIFIERS = XT_RECENT_TTL | XT_RECENT_REAP
-XT_RECENT_NAME_LEN = 200
+XT_RECENT_MODIFIERS: Final = XT_RECENT_TTL | XT_RECENT_REAP
+XT_RECENT_NAME_LEN: Final = 200
 
 (O_SET, O_RCHECK, O_UPDATE, O_REMOVE, O_SECONDS, O_REAP, O_HITCOUNT, O_RTTL, O_NAME, O_RSOURCE, O_RDEST,
  O_MASK) = range(12)
 F_SET, F_REMOVE, F_SECONDS = 1 << O_SET, 1 << O_REMOVE, 1 << O_SECONDS
-F_ANY_OP = 0b1111
-_SPECS = (
+F_ANY_OP: Final = 0b1111
+_SPECS: Final = (
     XtOptSpec("set", O_SET, excl=F_ANY_OP), XtOptSpec("rcheck", O_RCHECK, excl=F_ANY_OP),
     XtOptSpec("update", O_UPDATE, excl=F_ANY_OP), XtOptSpec("remove", O_REMOVE, excl=F_ANY_OP),
     XtOptSpec("seconds", O_SECONDS), XtOptSpec("reap", O_REAP, also=F_SECONDS),
@@ -37,7 +39,7 @@ _SPECS = (
     XtOptSpec("name", O_NAME), XtOptSpec("rsource", O_RSOURCE), XtOptSpec("rdest", O_RDEST),
     XtOptSpec("mask", O_MASK),
 )
-_OPS = {"set": XT_RECENT_SET, "rcheck": XT_RECENT_CHECK, "update": XT_RECENT_UPDATE, "remove": XT_RECENT_REMOVE}
+_OPS: Final = {"set": XT_RECENT_SET, "rcheck": XT_RECENT_CHECK, "update": XT_RECENT_UPDATE, "remove": XT_RECENT_REMOVE}
 
 
 def _dotted(a: int) -> str:

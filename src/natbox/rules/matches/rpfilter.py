@@ -15,6 +15,8 @@ passes only with `--accept-local`; else the route's device must be the in-device
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import NFPROTO_IPV6, Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -25,10 +27,10 @@ __all__ = ["Rpfilter"]
 
 XT_RPFILTER_LOOSE, XT_RPFILTER_VALID_MARK, XT_RPFILTER_ACCEPT_LOCAL, XT_RPFILTER_INVERT = 1, 2, 4, 8
 RTN_UNICAST, RTN_LOCAL = 1, 2
-_WORDS = (("loose", XT_RPFILTER_LOOSE), ("validmark", XT_RPFILTER_VALID_MARK),
+_WORDS: Final = (("loose", XT_RPFILTER_LOOSE), ("validmark", XT_RPFILTER_VALID_MARK),
           ("accept-local", XT_RPFILTER_ACCEPT_LOCAL), ("invert", XT_RPFILTER_INVERT))
-_SPECS = tuple(XtOptSpec(w, i) for i, (w, _b) in enumerate(_WORDS))
-_VALID_HOOKS = hook_mask_of(Hook.PRE_ROUTING)
+_SPECS: Final = tuple(XtOptSpec(w, i) for i, (w, _b) in enumerate(_WORDS))
+_VALID_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING)
 
 
 class Rpfilter(Match):

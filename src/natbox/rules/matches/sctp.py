@@ -16,6 +16,8 @@ I_DATA chunks. natbox keeps that behaviour.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._common import parse_port, print_port
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -24,12 +26,12 @@ from natbox.wire.layout import SCTP_CHUNK_FLAGS, SCTP_CHUNK_LENGTH, SCTP_CHUNK_T
 
 __all__ = ["SCTP_CHUNK_NAMES", "Sctp", "sctp_match_chunks"]
 
-IPPROTO_SCTP = 132
+IPPROTO_SCTP: Final = 132
 XT_SCTP_SRC_PORTS, XT_SCTP_DEST_PORTS, XT_SCTP_CHUNK_TYPES = 0x01, 0x02, 0x04
 SCTP_CHUNK_MATCH_ANY, SCTP_CHUNK_MATCH_ALL, SCTP_CHUNK_MATCH_ONLY = 0x01, 0x02, 0x04
-XT_NUM_SCTP_FLAGS = 4
-_ALL_CHUNKS = (1 << 256) - 1
-_MATCH_TYPES = {"any": SCTP_CHUNK_MATCH_ANY, "all": SCTP_CHUNK_MATCH_ALL, "only": SCTP_CHUNK_MATCH_ONLY}
+XT_NUM_SCTP_FLAGS: Final = 4
+_ALL_CHUNKS: Final = (1 << 256) - 1
+_MATCH_TYPES: Final = {"any": SCTP_CHUNK_MATCH_ANY, "all": SCTP_CHUNK_MATCH_ALL, "only": SCTP_CHUNK_MATCH_ONLY}
 
 # sctp_chunk_names[] of libxt_sctp.c: name, chunk type, valid flags (bit 7 first)
 SCTP_CHUNK_NAMES: tuple[tuple[str, int, str], ...] = (
@@ -41,7 +43,7 @@ SCTP_CHUNK_NAMES: tuple[tuple[str, int, str], ...] = (
     ("RE_CONFIG", 130, "--------"), ("PAD", 132, "--------"), ("ASCONF", 193, "--------"),
     ("ASCONF_ACK", 128, "--------"), ("FORWARD_TSN", 192, "--------"), ("I_FORWARD_TSN", 194, "--------"),
 )
-_NAME_OF_TYPE = {t: n for n, t, _f in SCTP_CHUNK_NAMES}
+_NAME_OF_TYPE: Final = {t: n for n, t, _f in SCTP_CHUNK_NAMES}
 
 FlagInfo = list[int]  # struct xt_sctp_flag_info: [chunktype, flag, flag_mask]
 

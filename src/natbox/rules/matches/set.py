@@ -8,6 +8,8 @@ and finds its set by name; a missing set never matches (ip_set_test of a gone in
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.ipset.kadt import COUNTER_EQ, COUNTER_GT, COUNTER_LT, COUNTER_NE, COUNTER_NONE, AdtOpt, ip_set_test
 from natbox.ipset.scope import sets_in_scope
 from natbox.netfilter import NFPROTO_IPV4
@@ -18,9 +20,9 @@ from natbox.skb import Skb
 
 __all__ = ["IPSET_DIM_MAX", "SetMatch", "format_dirs", "parse_set_arg"]
 
-IPSET_DIM_MAX = 6
-IPSET_MAXNAMELEN = 32
-U64_MAX = (1 << 64) - 1
+IPSET_DIM_MAX: Final = 6
+IPSET_MAXNAMELEN: Final = 32
+U64_MAX: Final = (1 << 64) - 1
 
 
 def parse_set_arg(what: str, arg: str, family: int = NFPROTO_IPV4) -> tuple[str, tuple[bool, ...]]:

@@ -12,6 +12,8 @@ for a non-first fragment that is the fragment's payload, read as ports as the ke
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV6, Hook
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -23,11 +25,11 @@ from natbox.wire.layout import L4_DPORT, L4_PORTS_END
 __all__ = ["Socket"]
 
 XT_SOCKET_TRANSPARENT, XT_SOCKET_NOWILDCARD, XT_SOCKET_RESTORESKMARK = 1, 2, 4
-_VALID_HOOKS = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN)
-_SPECS = (XtOptSpec("transparent", 0), XtOptSpec("nowildcard", 1), XtOptSpec("restore-skmark", 2))
-_BITS = {"transparent": XT_SOCKET_TRANSPARENT, "nowildcard": XT_SOCKET_NOWILDCARD,
+_VALID_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING, Hook.LOCAL_IN)
+_SPECS: Final = (XtOptSpec("transparent", 0), XtOptSpec("nowildcard", 1), XtOptSpec("restore-skmark", 2))
+_BITS: Final = {"transparent": XT_SOCKET_TRANSPARENT, "nowildcard": XT_SOCKET_NOWILDCARD,
          "restore-skmark": XT_SOCKET_RESTORESKMARK}
-SOCKET_MARK = 0  # sk_mark of the model's sockets (nothing sets SO_MARK)
+SOCKET_MARK: Final = 0  # sk_mark of the model's sockets (nothing sets SO_MARK)
 
 
 class Socket(Match):

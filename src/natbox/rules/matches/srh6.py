@@ -3,6 +3,8 @@ fields and segment ids, as ip6tables 1.8.9 parses and prints them."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.addr6 import format_addr6, mask6_to_prefix, parse_hostmask6
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import U8_MAX, U16_MAX, parse_value
@@ -22,13 +24,13 @@ from natbox.wire.layout import (
 __all__ = ["Srh"]
 
 # -m srh revision 1: (option, -L word, largest value), in the order both outputs use
-_SRH_NUMS = (("srh-next-hdr", "next-hdr", U8_MAX), ("srh-hdr-len-eq", "hdr-len-eq", U8_MAX),
+_SRH_NUMS: Final = (("srh-next-hdr", "next-hdr", U8_MAX), ("srh-hdr-len-eq", "hdr-len-eq", U8_MAX),
              ("srh-hdr-len-gt", "hdr-len-gt", U8_MAX), ("srh-hdr-len-lt", "hdr-len-lt", U8_MAX),
              ("srh-segs-left-eq", "segs-left-eq", U8_MAX), ("srh-segs-left-gt", "segs-left-gt", U8_MAX),
              ("srh-segs-left-lt", "segs-left-lt", U8_MAX), ("srh-last-entry-eq", "last-entry-eq", U8_MAX),
              ("srh-last-entry-gt", "last-entry-gt", U8_MAX), ("srh-last-entry-lt", "last-entry-lt", U8_MAX),
              ("srh-tag", "tag", U16_MAX))
-_SRH_SIDS = (("srh-psid", "psid"), ("srh-nsid", "nsid"), ("srh-lsid", "lsid"))
+_SRH_SIDS: Final = (("srh-psid", "psid"), ("srh-nsid", "nsid"), ("srh-lsid", "lsid"))
 
 
 class Srh(Match):

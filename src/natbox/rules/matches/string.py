@@ -10,6 +10,8 @@ never are). `--icase` compares through the kernel's `toupper` (lib/ctype.c: Lati
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import U16_MAX, parse_value
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -17,9 +19,9 @@ from natbox.skb import Skb
 
 __all__ = ["String", "kernel_toupper_table"]
 
-XT_STRING_MAX_PATTERN_SIZE = 128
-XT_STRING_MAX_ALGO_NAME_SIZE = 16
-TEXTSEARCH_ALGOS = ("bm", "kmp")  # lib/ts_*.c that take a byte pattern
+XT_STRING_MAX_PATTERN_SIZE: Final = 128
+XT_STRING_MAX_ALGO_NAME_SIZE: Final = 16
+TEXTSEARCH_ALGOS: Final = ("bm", "kmp")  # lib/ts_*.c that take a byte pattern
 
 
 def kernel_toupper_table() -> bytes:
@@ -31,7 +33,7 @@ def kernel_toupper_table() -> bytes:
     return bytes(out)
 
 
-_TOUPPER = kernel_toupper_table()
+_TOUPPER: Final = kernel_toupper_table()
 
 
 def parse_hex_string(s: str) -> bytes:

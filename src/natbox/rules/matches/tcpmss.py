@@ -8,6 +8,8 @@ in natbox, as for its other header matches).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.matches._xtopt import U16_MAX, parse_range, print_range
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -17,7 +19,7 @@ from natbox.wire.tcp import TCPOPT_MSS
 
 __all__ = ["TcpmssMatch", "tcp_option_mss"]
 
-TCPOLEN_MSS = 4
+TCPOLEN_MSS: Final = 4
 
 
 def tcp_option_mss(data: bytearray, th: int) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+from typing import Final
 
 from natbox.rules.api import XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
@@ -20,14 +21,14 @@ from natbox.skb import Skb
 
 __all__ = ["TimeMatch"]
 
-XT_TIME_LOCAL_TZ = 1
-XT_TIME_CONTIGUOUS = 2
-XT_TIME_ALL_MONTHDAYS = 0xFFFFFFFE
-XT_TIME_ALL_WEEKDAYS = 0xFE
-XT_TIME_MAX_DAYTIME = 24 * 60 * 60 - 1
-INT_MAX = 0x7FFFFFFF
-SECONDS_PER_DAY = 86400
-WEEK_DAYS = ("", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+XT_TIME_LOCAL_TZ: Final = 1
+XT_TIME_CONTIGUOUS: Final = 2
+XT_TIME_ALL_MONTHDAYS: Final = 0xFFFFFFFE
+XT_TIME_ALL_WEEKDAYS: Final = 0xFE
+XT_TIME_MAX_DAYTIME: Final = 24 * 60 * 60 - 1
+INT_MAX: Final = 0x7FFFFFFF
+SECONDS_PER_DAY: Final = 86400
+WEEK_DAYS: Final = ("", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _strtoul(s: str) -> tuple[int, str]:

@@ -9,15 +9,17 @@ more behave as on x86, where the kernel's `val <<= number` takes the count modul
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Match, MatchFn, Opt, Rule, RulesError
 from natbox.skb import Skb
 
 __all__ = ["U32"]
 
-XT_U32_MAXSIZE = 10
+XT_U32_MAXSIZE: Final = 10
 XT_U32_AND, XT_U32_LEFTSH, XT_U32_RIGHTSH, XT_U32_AT = 0, 1, 2, 3
-_OP_TEXT = {XT_U32_AND: "&", XT_U32_LEFTSH: "<<", XT_U32_RIGHTSH: ">>", XT_U32_AT: "@"}
+_OP_TEXT: Final = {XT_U32_AND: "&", XT_U32_LEFTSH: "<<", XT_U32_RIGHTSH: ">>", XT_U32_AT: "@"}
 
 Test = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]  # ((op, number)...), ((min, max)...)
 

@@ -6,13 +6,15 @@ rule. natbox has no audit subsystem: the target only continues (docs/differences
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Audit"]
 
-AUDIT_TYPES = ("accept", "drop", "reject")
+AUDIT_TYPES: Final = ("accept", "drop", "reject")
 
 
 class Audit(Target):

@@ -6,6 +6,8 @@ FORWARD and POST_ROUTING. natbox keeps the value on the skb (`Skb.priority`); it
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import Hook
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn, hook_mask_of
@@ -13,8 +15,8 @@ from natbox.skb import Skb
 
 __all__ = ["Classify"]
 
-CLASSIFY_HOOKS = hook_mask_of(Hook.LOCAL_OUT, Hook.FORWARD, Hook.POST_ROUTING)
-_HEX = "0123456789abcdefABCDEF"
+CLASSIFY_HOOKS: Final = hook_mask_of(Hook.LOCAL_OUT, Hook.FORWARD, Hook.POST_ROUTING)
+_HEX: Final = "0123456789abcdefABCDEF"
 
 
 def _sscanf_hex(text: str) -> tuple[int | None, str]:

@@ -8,6 +8,8 @@ stderr, which natbox does not print). natbox refuses it the same way (docs/diffe
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
 from natbox.rules.matches._xtopt import U16_MAX, U32_MAX, parse_value
@@ -16,12 +18,12 @@ from natbox.skb import Skb
 
 __all__ = ["Clusterip"]
 
-CLUSTERIP_MAX_NODES = 16
-CLUSTERIP_FLAG_NEW = 1
-_HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")  # CLUSTERIP_HASHMODE_* - 1
+CLUSTERIP_MAX_NODES: Final = 16
+CLUSTERIP_FLAG_NEW: Final = 1
+_HASHMODES: Final = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")  # CLUSTERIP_HASHMODE_* - 1
 O_NEW, O_HASHMODE, O_CLUSTERMAC, O_TOTAL_NODES, O_LOCAL_NODE, O_HASH_INIT = range(6)
-F_FULL = 0b11111
-_SPECS = (XtOptSpec("new", O_NEW), XtOptSpec("hashmode", O_HASHMODE, also=O_NEW),
+F_FULL: Final = 0b11111
+_SPECS: Final = (XtOptSpec("new", O_NEW), XtOptSpec("hashmode", O_HASHMODE, also=O_NEW),
           XtOptSpec("clustermac", O_CLUSTERMAC, also=O_NEW), XtOptSpec("total-nodes", O_TOTAL_NODES, also=O_NEW),
           XtOptSpec("local-node", O_LOCAL_NODE, also=O_NEW), XtOptSpec("hash-init", O_HASH_INIT, also=O_NEW))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.matches.mark import parse_mark_mask
@@ -11,7 +13,7 @@ from natbox.skb import Skb
 __all__ = ["ConnmarkTarget"]
 
 SET, SAVE, RESTORE = 0, 1, 2
-FULL = 0xFFFFFFFF
+FULL: Final = 0xFFFFFFFF
 
 
 class ConnmarkTarget(Target):

@@ -8,6 +8,8 @@ header that cannot be read drops the packet. `ecn_tg_check` wants `-p tcp` for t
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import NF_DROP
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._xtopt import parse_value
@@ -19,11 +21,11 @@ from natbox.wire.layout import IPH_PROTOCOL, IPH_TOS, TCPH_CHECK, TCPH_DOFF, TCP
 
 __all__ = ["EcnTarget"]
 
-IPT_ECN_OP_SET_IP = 0x01
-IPT_ECN_OP_SET_ECE = 0x10
-IPT_ECN_OP_SET_CWR = 0x20
-TCP_FLAG_ECE = 0x40
-TCP_FLAG_CWR = 0x80
+IPT_ECN_OP_SET_IP: Final = 0x01
+IPT_ECN_OP_SET_ECE: Final = 0x10
+IPT_ECN_OP_SET_CWR: Final = 0x20
+TCP_FLAG_ECE: Final = 0x40
+TCP_FLAG_CWR: Final = 0x80
 
 
 class EcnTarget(Target):

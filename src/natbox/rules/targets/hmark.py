@@ -16,6 +16,8 @@ cannot be walked hashes the zero tuple (`hmark_pkt_set_htuple_ipv6` returns 0 wi
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.nat.jhash import jhash2, reciprocal_scale
 from natbox.netfilter import NFPROTO_IPV6
 from natbox.rules.api import XT_CONTINUE, XtContext
@@ -64,16 +66,16 @@ __all__ = ["Hmark"]
 # enum of xt_HMARK.h (also the option ids of libxt_HMARK)
 (SADDR_MASK, DADDR_MASK, SPI, SPI_MASK, SPORT, DPORT, SPORT_MASK, DPORT_MASK, PROTO_MASK, RND, MODULUS, OFFSET,
  CT, METHOD_L3) = range(14)
-_PKT_OPTS = {SADDR_MASK, DADDR_MASK, SPI_MASK, SPORT_MASK, DPORT_MASK, PROTO_MASK, SPORT, DPORT, SPI}
-_OPTS = {"hmark-src-prefix": SADDR_MASK, "hmark-dst-prefix": DADDR_MASK, "hmark-sport-mask": SPORT_MASK,
+_PKT_OPTS: Final = {SADDR_MASK, DADDR_MASK, SPI_MASK, SPORT_MASK, DPORT_MASK, PROTO_MASK, SPORT, DPORT, SPI}
+_OPTS: Final = {"hmark-src-prefix": SADDR_MASK, "hmark-dst-prefix": DADDR_MASK, "hmark-sport-mask": SPORT_MASK,
          "hmark-dport-mask": DPORT_MASK, "hmark-spi-mask": SPI_MASK, "hmark-sport": SPORT, "hmark-dport": DPORT,
          "hmark-spi": SPI, "hmark-proto-mask": PROTO_MASK, "hmark-rnd": RND, "hmark-mod": MODULUS,
          "hmark-offset": OFFSET}
-_TUPLE_WORDS = ("ct", "src", "dst", "sport", "dport", "proto", "spi")  # hmark_parse's order
-_ICMP_ERRORS = (ICMP_DEST_UNREACH, ICMP_SOURCE_QUENCH, ICMP_REDIRECT, ICMP_TIME_EXCEEDED, ICMP_PARAMETERPROB)
-NR_ICMP_TYPES = ICMP_ADDRESSREPLY
-_PORT_PROTOS = {6: 0, 17: 0, 33: 0, 50: 0, 132: 0, 136: 0, 51: 4}  # proto_ports_offset
-_M32 = 0xFFFFFFFF
+_TUPLE_WORDS: Final = ("ct", "src", "dst", "sport", "dport", "proto", "spi")  # hmark_parse's order
+_ICMP_ERRORS: Final = (ICMP_DEST_UNREACH, ICMP_SOURCE_QUENCH, ICMP_REDIRECT, ICMP_TIME_EXCEEDED, ICMP_PARAMETERPROB)
+NR_ICMP_TYPES: Final = ICMP_ADDRESSREPLY
+_PORT_PROTOS: Final = {6: 0, 17: 0, 33: 0, 50: 0, 132: 0, 136: 0, 51: 4}  # proto_ports_offset
+_M32: Final = 0xFFFFFFFF
 
 
 def _plen_mask(plen: int) -> int:

@@ -7,6 +7,8 @@ timer as this rule's metadata only: the target continues and nothing is notified
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._xtopt import U32_MAX, parse_value
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -14,8 +16,8 @@ from natbox.skb import Skb
 
 __all__ = ["Idletimer"]
 
-MAX_IDLETIMER_LABEL_SIZE = 28
-XT_IDLETIMER_ALARM = 0x01
+MAX_IDLETIMER_LABEL_SIZE: Final = 28
+XT_IDLETIMER_ALARM: Final = 0x01
 
 
 class Idletimer(Target):

@@ -6,14 +6,16 @@ continues (docs/differences.md).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
 from natbox.skb import Skb
 
 __all__ = ["Led"]
 
-LED_ID_SIZE = 27  # struct xt_led_info.id, "netfilter-" + the name + NUL
-LED_PREFIX = "netfilter-"
+LED_ID_SIZE: Final = 27  # struct xt_led_info.id, "netfilter-" + the name + NUL
+LED_PREFIX: Final = "netfilter-"
 
 
 def _escaped(text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import quote_string
 from natbox.rules.model import Opt, Rule, RulesError, Target, TargetFn
@@ -9,12 +11,12 @@ from natbox.skb import Skb
 
 __all__ = ["Log"]
 
-LOG_DEFAULT_LEVEL = 4  # LOG_WARNING
-LOG_PREFIX_MAX = 29  # sizeof(xt_log_info.prefix) - 1
+LOG_DEFAULT_LEVEL: Final = 4  # LOG_WARNING
+LOG_PREFIX_MAX: Final = 29  # sizeof(xt_log_info.prefix) - 1
 # syslog priority names (priority2name / log_names in libxt_LOG.c)
-LEVEL_NAMES = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
-_LEVEL_ALIASES = {"panic": 0, "err": 3, "warn": 4}
-_PRINT_NAMES = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+LEVEL_NAMES: Final = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
+_LEVEL_ALIASES: Final = {"panic": 0, "err": 3, "warn": 4}
+_PRINT_NAMES: Final = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 # XT_LOG_* flags, in save order
 LOG_FLAGS: tuple[tuple[str, str, int], ...] = (
     ("log-tcp-sequence", "tcp-sequence", 0x01), ("log-tcp-options", "tcp-options", 0x02),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.addr6 import format_addr6, parse_ipv6
@@ -24,14 +26,14 @@ from natbox.skb import Skb
 
 __all__ = ["Dnat", "NatTarget", "Snat", "check_nat_hooks", "parse_nat_ports", "range_text"]
 
-_PORT_OK_PROTOS = frozenset({6, 17, 132, 33, 1})  # portok in __NAT_parse (ICMP: the echo id)
+_PORT_OK_PROTOS: Final = frozenset({6, 17, 132, 33, 1})  # portok in __NAT_parse (ICMP: the echo id)
 # the flags as plain ints: ranges are parsed and printed by the thousand in big rulesets, and IntFlag's `&`
 # and `|` are slow
 _MAP_IPS, _PROTO_SPECIFIED, _PROTO_OFFSET = int(RangeFlags.MAP_IPS), int(RangeFlags.PROTO_SPECIFIED), \
     int(RangeFlags.PROTO_OFFSET)
 _RANDOM, _RANDOM_FULLY, _PERSISTENT = int(RangeFlags.PROTO_RANDOM), int(RangeFlags.PROTO_RANDOM_FULLY), \
     int(RangeFlags.PERSISTENT)
-_NO_RANGE = NatRange()  # ranges are immutable: one empty range for every new target
+_NO_RANGE: Final = NatRange()  # ranges are immutable: one empty range for every new target
 
 
 def _port_ok(rule: Rule) -> bool:

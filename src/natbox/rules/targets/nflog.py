@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import quote_string
 from natbox.rules.matches._xtopt import parse_value
@@ -10,11 +12,11 @@ from natbox.skb import Skb
 
 __all__ = ["Nflog"]
 
-XT_NFLOG_DEFAULT_THRESHOLD = 0
+XT_NFLOG_DEFAULT_THRESHOLD: Final = 0
 # iptables-nft turns NFLOG into nft's log expression, whose prefix keeps NF_LOG_PREFIXLEN - 1 = 127
 # characters (recorded with iptables 1.8.9 (nf_tables): 70 kept whole, 130 and 200 cut to 127), not
 # the 63 of xt_NFLOG's `prefix[64]` that iptables-legacy sends
-NFLOG_PREFIX_MAX = 127
+NFLOG_PREFIX_MAX: Final = 127
 
 
 class Nflog(Target):

@@ -9,6 +9,8 @@ go on with the next hook function: the packet leaves this table accepted (docs/d
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XtContext
 from natbox.rules.matches._xtopt import U16_MAX, parse_range, parse_value
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -16,8 +18,8 @@ from natbox.skb import Skb
 
 __all__ = ["Nfqueue"]
 
-NFQ_FLAG_BYPASS = 0x01
-NFQ_FLAG_CPU_FANOUT = 0x02
+NFQ_FLAG_BYPASS: Final = 0x01
+NFQ_FLAG_CPU_FANOUT: Final = 0x02
 
 
 class Nfqueue(Target):

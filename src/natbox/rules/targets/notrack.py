@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -10,9 +12,9 @@ from natbox.skb import Skb
 __all__ = ["Ct", "Notrack"]
 
 # ct_event_tbl / exp_event_tbl of libxt_CT.c (print order)
-CT_EVENTS = ("new", "related", "destroy", "reply", "assured", "protoinfo", "helper", "mark", "natseqinfo",
+CT_EVENTS: Final = ("new", "related", "destroy", "reply", "assured", "protoinfo", "helper", "mark", "natseqinfo",
              "secmark")
-EXP_EVENTS = ("new",)
+EXP_EVENTS: Final = ("new",)
 XT_CT_ZONE_DIR_ORIG, XT_CT_ZONE_DIR_REPL, XT_CT_ZONE_MARK = 0x04, 0x08, 0x10
 
 

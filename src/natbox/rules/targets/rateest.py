@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Final
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._xtflags import XtFlags, XtOptSpec
@@ -20,14 +21,14 @@ from natbox.skb import Skb
 
 __all__ = ["Rateest"]
 
-TIME_UNITS_PER_SEC = 1000000
-IFNAMSIZ = 16
-_SPECS = (XtOptSpec("rateest-name", 0, mand=True), XtOptSpec("rateest-interval", 1, mand=True),
+TIME_UNITS_PER_SEC: Final = 1000000
+IFNAMSIZ: Final = 16
+_SPECS: Final = (XtOptSpec("rateest-name", 0, mand=True), XtOptSpec("rateest-interval", 1, mand=True),
           XtOptSpec("rateest-ewmalog", 2, mand=True))
-_UNITS = {"s": TIME_UNITS_PER_SEC, "sec": TIME_UNITS_PER_SEC, "secs": TIME_UNITS_PER_SEC,
+_UNITS: Final = {"s": TIME_UNITS_PER_SEC, "sec": TIME_UNITS_PER_SEC, "secs": TIME_UNITS_PER_SEC,
           "ms": TIME_UNITS_PER_SEC // 1000, "msec": TIME_UNITS_PER_SEC // 1000, "msecs": TIME_UNITS_PER_SEC // 1000,
           "us": 1, "usec": 1, "usecs": 1}
-_FLOAT = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)", re.I)
+_FLOAT: Final = re.compile(r"\s*[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)", re.I)
 
 
 def get_time(text: str) -> int | None:

@@ -5,6 +5,8 @@ The IPv6 target (targets6.Redirect6, `nf_nat_redirect_ipv6`) is this one with ::
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.nat.range import NatRange, RangeFlags
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_DROP, XtContext
@@ -14,7 +16,7 @@ from natbox.skb import Skb
 
 __all__ = ["Redirect"]
 
-LOOPBACK = 0x7F000001
+LOOPBACK: Final = 0x7F000001
 
 
 class Redirect(PortsTarget):

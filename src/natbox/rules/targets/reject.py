@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from natbox.netfilter import Hook
 from natbox.rules.api import NF_DROP, XtContext
@@ -27,7 +27,7 @@ REJECT_TYPES: tuple[tuple[str, str], ...] = (
     ("icmp-host-prohibited", "host-prohib"), ("tcp-reset", "tcp-rst"),
     ("icmp-admin-prohibited", "admin-prohib"),
 )
-_VALID_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
+_VALID_HOOKS: Final = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD, Hook.LOCAL_OUT)
 
 
 class Reject(Target):

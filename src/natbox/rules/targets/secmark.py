@@ -14,6 +14,7 @@ CONNSECMARK (docs/differences.md).
 from __future__ import annotations
 
 import zlib
+from typing import Final
 
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -21,8 +22,8 @@ from natbox.skb import Skb
 
 __all__ = ["Connsecmark", "Secmark", "secid_of"]
 
-SECMARK_SECCTX_MAX = 256  # struct xt_secmark_target_info.secctx, with its NUL
-_TABLES = ("mangle", "security")
+SECMARK_SECCTX_MAX: Final = 256  # struct xt_secmark_target_info.secctx, with its NUL
+_TABLES: Final = ("mangle", "security")
 
 
 def secid_of(secctx: str) -> int:

@@ -9,6 +9,8 @@ and checked as the kernel does, and change nothing (docs/differences.md).
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.ipset.kadt import AdtOpt, ip_set_add, ip_set_del, ip_set_test
 from natbox.ipset.store import ExtArgs
 from natbox.netfilter import Hook
@@ -20,7 +22,7 @@ from natbox.skb import Skb
 
 __all__ = ["SetTarget"]
 
-_PRIO_QUEUE_HOOKS = hook_mask_of(Hook.FORWARD, Hook.LOCAL_OUT, Hook.POST_ROUTING)
+_PRIO_QUEUE_HOOKS: Final = hook_mask_of(Hook.FORWARD, Hook.LOCAL_OUT, Hook.POST_ROUTING)
 
 
 class SetTarget(Target):

@@ -17,6 +17,8 @@ else dropped; anything else continues.
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.proto.udp import nf_checksum_ok
 from natbox.conntrack.synproxy import (
     NF_SYNPROXY_OPT_ECN,
@@ -38,8 +40,8 @@ __all__ = ["Synproxy"]
 
 XT_SYNPROXY_OPT_MSS, XT_SYNPROXY_OPT_WSCALE, XT_SYNPROXY_OPT_SACK_PERM = 0x01, 0x02, 0x04
 XT_SYNPROXY_OPT_TIMESTAMP, XT_SYNPROXY_OPT_ECN = 0x08, 0x10
-SYNPROXY_HOOKS = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD)
-_FLAG_OPTS = {"sack-perm": XT_SYNPROXY_OPT_SACK_PERM, "timestamp": XT_SYNPROXY_OPT_TIMESTAMP,
+SYNPROXY_HOOKS: Final = hook_mask_of(Hook.LOCAL_IN, Hook.FORWARD)
+_FLAG_OPTS: Final = {"sack-perm": XT_SYNPROXY_OPT_SACK_PERM, "timestamp": XT_SYNPROXY_OPT_TIMESTAMP,
               "ecn": XT_SYNPROXY_OPT_ECN}
 
 

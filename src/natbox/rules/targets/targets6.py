@@ -7,7 +7,7 @@ natbox.rules.targets.nat and .masquerade (their ranges hold 128-bit addresses fo
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from natbox.nat.npt import npt_adjustment, npt_map, npt_map_bounced
 from natbox.netfilter import Hook
@@ -39,8 +39,9 @@ from natbox.wire.layout import IP6H_DADDR, IP6H_HOP_LIMIT, IP6H_SADDR
 __all__ = ["REJECT6_TYPES", "Dnpt", "HlTarget", "Netmap6", "Redirect6", "Reject6", "Snpt"]
 
 HL_SET, HL_INC, HL_DEC = 0, 1, 2  # enum ip6t_HL mode
-_HL_NAMES = {HL_SET: ("hl-set", "set to"), HL_DEC: ("hl-dec", "decrement by"), HL_INC: ("hl-inc", "increment by")}
-_HL_ORDER = ("hl-set", "hl-dec", "hl-inc")  # HL_opts order, for the "cannot be used together" message
+_HL_NAMES: Final = {HL_SET: ("hl-set", "set to"), HL_DEC: ("hl-dec", "decrement by"), HL_INC: ("hl-inc",
+    "increment by")}
+_HL_ORDER: Final = ("hl-set", "hl-dec", "hl-inc")  # HL_opts order, for the "cannot be used together" message
 
 
 class HlTarget(Target):
@@ -117,7 +118,7 @@ class Reject6(Reject):
         return next((name for name, alias in cls.types if name.startswith(a) or alias.startswith(a)), None)
 
 
-LOOPBACK6 = 1  # ::1
+LOOPBACK6: Final = 1  # ::1
 
 
 class Redirect6(Redirect):

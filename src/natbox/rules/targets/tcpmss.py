@@ -5,6 +5,8 @@ natbox parses, validates and prints it; at run time it does not rewrite the MSS 
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -12,7 +14,7 @@ from natbox.skb import Skb
 
 __all__ = ["Tcpmss"]
 
-XT_TCPMSS_CLAMP_PMTU = 0xFFFF
+XT_TCPMSS_CLAMP_PMTU: Final = 0xFFFF
 
 
 class Tcpmss(Target):

@@ -8,6 +8,8 @@ that cannot be read, or a data offset below 5 or past the packet, drops the pack
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.netfilter import NF_DROP
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
@@ -20,7 +22,7 @@ from natbox.wire.tcp import TCPOPT_NOP
 __all__ = ["Tcpoptstrip", "tcpoptstrip_mangle_packet"]
 
 # tcp_optionmap of libxt_TCPOPTSTRIP.c
-TCP_OPTIONMAP = (("wscale", 3), ("mss", 2), ("sack-permitted", 4), ("sack", 5), ("timestamp", 8), ("md5", 19))
+TCP_OPTIONMAP: Final = (("wscale", 3), ("mss", 2), ("sack-permitted", 4), ("sack", 5), ("timestamp", 8), ("md5", 19))
 
 
 def tcpoptstrip_mangle_packet(skb: Skb, strip: frozenset[int]) -> int:

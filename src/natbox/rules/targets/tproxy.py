@@ -15,6 +15,8 @@ first usable address, else the destination (`nf_tproxy_laddr6`, taken as REDIREC
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.conntrack.tuple import format_addr
 from natbox.netfilter import NFPROTO_IPV6, Hook
 from natbox.rules.api import NF_ACCEPT, NF_DROP, XtContext
@@ -28,7 +30,7 @@ from natbox.wire.layout import L4_DPORT, UDPH_LEN_BYTES
 
 __all__ = ["Tproxy"]
 
-TPROXY_HOOKS = hook_mask_of(Hook.PRE_ROUTING)
+TPROXY_HOOKS: Final = hook_mask_of(Hook.PRE_ROUTING)
 
 
 def _parse_port(text: str) -> int:

@@ -5,6 +5,8 @@ The TTL is rewritten with an incremental header checksum update, saturating at 0
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.api import XT_CONTINUE, XtContext
 from natbox.rules.matches._common import parse_uint
 from natbox.rules.model import RESOURCE_PROBLEM, Opt, Rule, RulesError, Target, TargetFn
@@ -15,9 +17,9 @@ from natbox.wire.layout import IPH_CHECK, IPH_PROTOCOL, IPH_TTL
 __all__ = ["TtlTarget"]
 
 SET, INC, DEC = 0, 1, 2
-_NAMES = {SET: ("ttl-set", "set to"), DEC: ("ttl-dec", "decrement by"), INC: ("ttl-inc", "increment by")}
-_TABLE = ("ttl-set", "ttl-dec", "ttl-inc")  # TTL_opts order
-_ORDER = {SET: 0, DEC: 1, INC: 2}
+_NAMES: Final = {SET: ("ttl-set", "set to"), DEC: ("ttl-dec", "decrement by"), INC: ("ttl-inc", "increment by")}
+_TABLE: Final = ("ttl-set", "ttl-dec", "ttl-inc")  # TTL_opts order
+_ORDER: Final = {SET: 0, DEC: 1, INC: 2}
 
 
 class TtlTarget(Target):

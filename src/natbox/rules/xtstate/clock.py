@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["HZ", "jiffies", "msecs_to_jiffies"]
 
-HZ = 250  # the reference box's CONFIG_HZ; the same tick `-m limit` uses (natbox.rules.matches.limit.HZ)
+HZ: Final = 250  # the reference box's CONFIG_HZ; the same tick `-m limit` uses (natbox.rules.matches.limit.HZ)
 
 
 def jiffies(now: float) -> int:

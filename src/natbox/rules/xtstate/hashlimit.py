@@ -16,6 +16,7 @@ listing, every entry that a run of the kernel's collector would have removed by 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Final
 
 from natbox.rules.xtstate.clock import HZ, msecs_to_jiffies
 
@@ -42,23 +43,23 @@ __all__ = [
     "user2credits_byte",
 ]
 
-U64 = (1 << 64) - 1
-U32 = (1 << 32) - 1
+U64: Final = (1 << 64) - 1
+U32: Final = (1 << 32) - 1
 # xt_hashlimit.h
 XT_HASHLIMIT_HASH_DIP, XT_HASHLIMIT_HASH_DPT, XT_HASHLIMIT_HASH_SIP, XT_HASHLIMIT_HASH_SPT = 1, 2, 4, 8
 XT_HASHLIMIT_INVERT, XT_HASHLIMIT_BYTES, XT_HASHLIMIT_RATE_MATCH = 16, 32, 64
-XT_HASHLIMIT_SCALE_V2 = 1000000
-XT_HASHLIMIT_BYTE_SHIFT = 4
-HASHLIMIT_MAX_SIZE = 1048576
-DEFAULT_SIZE = 8192  # htable_create without --hashlimit-htable-size on a host with more than 1 GiB of RAM
+XT_HASHLIMIT_SCALE_V2: Final = 1000000
+XT_HASHLIMIT_BYTE_SHIFT: Final = 4
+HASHLIMIT_MAX_SIZE: Final = 1048576
+DEFAULT_SIZE: Final = 8192  # htable_create without --hashlimit-htable-size on a host with more than 1 GiB of RAM
 
 
 def _pow2_below(x: int) -> int:
     return 1 << (x.bit_length() - 1)
 
 
-CREDITS_PER_JIFFY = _pow2_below(U64 // (HZ * 60 * 60 * 24))  # POW2_BELOW64(MAX_CPJ)
-CREDITS_PER_JIFFY_BYTES = _pow2_below(U32 // HZ)  # POW2_BELOW32(MAX_CPJ_BYTES)
+CREDITS_PER_JIFFY: Final = _pow2_below(U64 // (HZ * 60 * 60 * 24))  # POW2_BELOW64(MAX_CPJ)
+CREDITS_PER_JIFFY_BYTES: Final = _pow2_below(U32 // HZ)  # POW2_BELOW32(MAX_CPJ_BYTES)
 
 
 def user2credits(user: int) -> int:
@@ -200,7 +201,7 @@ def _dotted(a: int) -> str:
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
 
 
-IP6T_SUFFIX = "/ip6t"  # ends the key of an ip6tables table in XtState.hashlimit (a name never holds a "/")
+IP6T_SUFFIX: Final = "/ip6t"  # ends the key of an ip6tables table in XtState.hashlimit (a name never holds a "/")
 
 
 def hashlimit_attach(tables: dict[str, HashlimitTable], name: str, cfg: HashlimitCfg,

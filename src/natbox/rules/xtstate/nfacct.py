@@ -22,18 +22,19 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Final
 
 __all__ = ["MAX_OBJECTS", "NFACCT_NAME_MAX", "NFACCT_NO_QUOTA", "NFACCT_OVERQUOTA", "NFACCT_UNDERQUOTA",
            "NFACCT_VERSION", "NfAcct", "NfacctError", "NfacctSession", "enter_nfacct", "format_list",
            "load_objects", "nfacct_in_scope", "rule_acct_refs", "using_nfacct"]
 
-NFACCT_NAME_MAX = 32
-NFACCT_VERSION = "1.0.2"
-MAX_OBJECTS = 65536
+NFACCT_NAME_MAX: Final = 32
+NFACCT_VERSION: Final = "1.0.2"
+MAX_OBJECTS: Final = 65536
 NFACCT_NO_QUOTA, NFACCT_UNDERQUOTA, NFACCT_OVERQUOTA = -1, 0, 1
-_U64 = (1 << 64) - 1
-_PFX = f"nfacct v{NFACCT_VERSION}: "
-_USAGE = "Usage: nfacct command [parameters]...\n"
+_U64: Final = (1 << 64) - 1
+_PFX: Final = f"nfacct v{NFACCT_VERSION}: "
+_USAGE: Final = "Usage: nfacct command [parameters]...\n"
 HELP = (f"nfacct v{NFACCT_VERSION}: utility for the Netfilter extended accounting infrastructure\n" + _USAGE + "\n"
         "Commands:\n  list [reset]\t\tList the accounting object table (and reset)\n"
         "  add object-name\tAdd new accounting object to table\n"
@@ -44,7 +45,7 @@ HELP = (f"nfacct v{NFACCT_VERSION}: utility for the Netfilter extended accountin
         "  monitor\t\tListens for quota attainment notifications\n"
         "  version\t\tDisplay version and disclaimer\n"
         "  help\t\t\tDisplay this help message\n")
-VERSION_TEXT = (f"nfacct v{NFACCT_VERSION}: utility for the Netfilter extended accounting infrastructure\n"
+VERSION_TEXT: Final = (f"nfacct v{NFACCT_VERSION}: utility for the Netfilter extended accounting infrastructure\n"
                 "Copyright (C) 2011 Pablo Neira Ayuso <pablo@netfilter.org>\n"
                 "Copyright (C) 2011 Intra2net AG <http://www.intra2net.com>\n"
                 "This program comes with ABSOLUTELY NO WARRANTY.\n"
@@ -112,7 +113,7 @@ def enter_nfacct(objects: dict[str, NfAcct] | None) -> None:
     _ACCT.set(objects)
 
 
-_NAME_OPT = re.compile(r"--nfacct-name\s+(\"(?:[^\"\\]|\\.)*\"|\S+)")
+_NAME_OPT: Final = re.compile(r"--nfacct-name\s+(\"(?:[^\"\\]|\\.)*\"|\S+)")
 
 
 def rule_acct_refs(rules_text: str) -> dict[str, int]:
@@ -130,7 +131,7 @@ def format_list(objects: dict[str, NfAcct]) -> str:
     return "".join(a.line() for a in objects.values())
 
 
-_LINE = re.compile(r"\{ pkts = (\d+), bytes = (\d+)(?:, quota = (\d+), mode = (byte|packet), "
+_LINE: Final = re.compile(r"\{ pkts = (\d+), bytes = (\d+)(?:, quota = (\d+), mode = (byte|packet), "
                    r"overquota = (yes|no))? \} = (\S+);")
 
 

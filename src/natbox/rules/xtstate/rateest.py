@@ -9,11 +9,13 @@ averages is skipped in one step. `read()` is `gen_estimator_read`: bytes and pac
 
 from __future__ import annotations
 
+from typing import Final
+
 from natbox.rules.xtstate.clock import HZ
 
 __all__ = ["RateEstimator"]
 
-U64 = (1 << 64) - 1
+U64: Final = (1 << 64) - 1
 
 
 class RateEstimator:

@@ -14,11 +14,13 @@ family too).
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["IP_LIST_TOT", "XT_RECENT_MAX_NSTAMPS", "RecentEntry", "RecentTable", "nstamp_mask", "recent_attach"]
 
-IP_LIST_TOT = 100  # module parameter ip_list_tot: addresses remembered per list
-IP_PKT_LIST_TOT = 0  # module parameter ip_pkt_list_tot (kept for compatibility; 0 by default)
-XT_RECENT_MAX_NSTAMPS = 65536
+IP_LIST_TOT: Final = 100  # module parameter ip_list_tot: addresses remembered per list
+IP_PKT_LIST_TOT: Final = 0  # module parameter ip_pkt_list_tot (kept for compatibility; 0 by default)
+XT_RECENT_MAX_NSTAMPS: Final = 65536
 
 
 def nstamp_mask(hit_count: int) -> int:
