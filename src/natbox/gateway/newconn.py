@@ -154,14 +154,13 @@ class NewConnections:
             self.flush()
             return 0
         now = self._clock()
-        engine = self.engine
-        receive, track, open_copy = engine.receive, engine.track_copy, engine.open_copy
+        engine = self.engine  # calls on it stay direct: native calls in the compiled build
         ifnames, stats, tracked = self._ifnames, self.stats, self.tracked
-        unpack = EVENT_HEAD.unpack_from
         try:
             for raw in records:
                 # struct nb_event (decode_event, without the record made)
-                ifindex, copied, flags, _length, _ts = unpack(raw) if len(raw) >= EVENT_SIZE else _NO_EVENT
+                ifindex, copied, flags, _length, _ts = EVENT_HEAD.unpack_from(raw) if len(raw) >= EVENT_SIZE \
+                    else _NO_EVENT
                 name = ifnames.get(ifindex)
                 if name is None or copied < _L4 + TCPH_DOFF + 1:
                     stats["bad_events"] += 1
@@ -171,10 +170,10 @@ class NewConnections:
                 total = _IP + ((data[_IP + IPH_TOT_LEN] << 8) | data[_IP + IPH_TOT_LEN + 1])
                 frame = data[:hdr] + bytes(total - hdr) if total > hdr else data[:hdr]
                 stats["fed"] += 1
-                created = flags & EV_CREATED
-                conn = None if created else track(frame, name, now)
+                created = bool(flags & EV_CREATED)
+                conn = None if created else engine.track_copy(frame, name, now)
                 if conn is None:
-                    conn = self._feed(frame, name, ifindex, bool(created), now, receive, open_copy)
+                    conn = self._feed(frame, name, ifindex, created, now)
                     if conn is None:
                         continue
                 if conn.ct_id in tracked and (conn.status & _OFFLOAD
@@ -184,14 +183,14 @@ class NewConnections:
             self.flush()
         return len(records)
 
-    def _feed(self, frame: bytes, name: str, ifindex: int, created: bool, now: float,
-              receive: Callable[..., object], open_copy: Callable[[bytes, str, float], bool]) -> Conn | None:
+    def _feed(self, frame: bytes, name: str, ifindex: int, created: bool, now: float) -> Conn | None:
         """A copy conntrack alone could not take: the SYN that created a flow (from its template's decision, else
         the slow path), or anything else through the slow path; its ct afterwards."""
         self._creating = created
         try:
-            if not (created and open_copy(frame, name, now)):
-                receive(frame, name, now, partial=True)  # the program forwarded it: natbox's output is dropped
+            if not (created and self.engine.open_copy(frame, name, now)):
+                # the program forwarded it: natbox's output is dropped
+                self.engine.receive(frame, name, now, partial=True)
         finally:
             self._creating = False
         b = int.from_bytes
