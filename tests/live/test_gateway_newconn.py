@@ -51,10 +51,12 @@ while True:
 """
 
 LINE_CLIENT = """
-import socket
+import socket, struct
 ok = 0
 for i in range({n}):
     c = socket.socket(); c.settimeout(3)
+    if {reset}:  # close with a RST: no TIME_WAIT on the client, so the same port can connect again at once
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.bind(("10.0.1.2", {first} + i))
     c.connect(("{dst}", {port}))
     c.sendall(b"hello %d" % i)
@@ -95,8 +97,9 @@ def _figure(status: str, name: str) -> int:
     return int(m.group(1))
 
 
-def _connections(lab: Lab, n: int, first: int) -> None:
-    res = ns_python(lab, "client", LINE_CLIENT.format(n=n, first=first, dst=SERVER, port=PORT), timeout=120)
+def _connections(lab: Lab, n: int, first: int, *, reset: bool = False) -> None:
+    res = ns_python(lab, "client", LINE_CLIENT.format(n=n, first=first, dst=SERVER, port=PORT, reset=reset),
+                    timeout=120)
     assert res.returncode == 0 and res.stdout.decode().split() == [str(n)], res.stderr.decode()
 
 
@@ -136,6 +139,41 @@ def test_new_connections_are_opened_by_the_datapath_and_tracked_by_natbox(lab: L
         assert _figure(status, "created") == created, status
         listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
         assert sum(f"dport={PORT}" in line for line in listed.splitlines()) == 50, listed
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        err = stop(gw)
+    assert "Traceback" not in err, err
+
+
+def test_a_connection_natbox_reopens_is_handed_to_the_datapath(lab: Lab, tmp_path: Path) -> None:
+    """The client connects again from the same ports at once (its sockets closed by a RST, so it holds no
+    TIME_WAIT): natbox's cts still hold the tuples, the program's claim fails and each SYN goes up; natbox's
+    own path reopens the ct (tcp reopen, as the kernel's conntrack does) and hands the rest of the connection
+    to the program (`handed`), whose copies then bring the ct to its end."""
+    ctl = tmp_path / "ctl.sock"
+    gw = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--offload-new", "--control", str(ctl)))
+    wait_ready(gw)
+    server = ns_popen(lab, "server", [sys.executable, "-c", LINE_SERVER.format(port=PORT)])
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+        _connections(lab, 12, 43000, reset=True)
+        before = _status(ctl)
+        assert _figure(before, "created") >= 10 and _figure(before, "handed") == 0, before
+        _connections(lab, 12, 43000, reset=True)
+        after = _status(ctl)
+        assert _figure(after, "created") == _figure(before, "created"), after  # none opened by the program
+        assert _figure(after, "handed") == 12, after
+        assert _figure(after, "disagree") == 0 and _figure(after, "errors") == 0, after
+        # every packet after each reopened SYN came as a copy (SYN/ACK, ACK, the line, its answer, FIN, RST...)
+        assert _figure(after, "fed") - _figure(before, "fed") >= 12 * 5, (before, after)
+        listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
+        lines = [line for line in listed.splitlines() if f"dport={PORT}" in line]
+        assert len(lines) == 12 and all(" CLOSE " in line for line in lines), listed
+        counted = run_natbox("iptables", "--control", str(ctl), "-t", "nat", "-nvxL", "POSTROUTING").stdout
+        masq = [line.split() for line in counted.splitlines() if "MASQUERADE" in line]
+        assert masq and masq[0][0] == "24", counted  # each SYN once: the reopened ones on natbox's own path
     finally:
         if server.poll() is None:
             server.kill()

@@ -5,14 +5,18 @@ natbox does not share is undone; every TCP ct's tuples are claimed and released.
 from __future__ import annotations
 
 import struct
+import sys
 
 from tests.engine.test_offload import CLIENT, DPORT, GW_WAN, SERVER, Clock
 from tests.engine.test_template import _client, _server, _syn, _templated
 
+from natbox.conntrack.conn import Conn
+from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.engine import Engine
 from natbox.gateway.newconn import NewConnections
-from natbox.offload.entry import OffloadKey
-from natbox.offload.newflows import EV_COPY, encode_ct_key, template_entry
+from natbox.netfilter import CtStatus
+from natbox.offload.entry import OffloadKey, decode_action
+from natbox.offload.newflows import EV_COPY, F_TRACKED, encode_ct_key, template_entry, tracked_entries
 from natbox.wire import tcp
 
 IFINDEX = {"lan0": 4, "wan0": 5}
@@ -27,6 +31,7 @@ class Maps:
         self.removed: list[OffloadKey] = []
         self.batches = 0  # deletion calls (each a BPF_MAP_DELETE_BATCH)
         self.released: list[bytes] = []
+        self.flows: dict[OffloadKey, bytes] = {}  # TRACKED entries natbox installed (install_tracked)
 
     def install_template(self, key: OffloadKey, value: bytes) -> None:
         self.templates[key] = value
@@ -45,6 +50,11 @@ class Maps:
     def remove_tracked(self, keys: list[OffloadKey]) -> None:
         self.batches += 1
         self.removed.extend(keys)
+        for key in keys:
+            self.flows.pop(key, None)
+
+    def install_tracked(self, entries: list[tuple[OffloadKey, bytes]]) -> None:
+        self.flows.update(entries)
 
 
 class Ring:
@@ -149,3 +159,60 @@ def test_deletions_are_batched_per_drain_and_a_claim_cancels_a_release_waiting()
     assert maps.batches == 2 and maps.released == [encode_ct_key(CLIENT, SERVER, 40001, DPORT, 6),
                                                    encode_ct_key(SERVER, GW_WAN, DPORT, 40001, 6)]
     assert encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6) in maps.claimed
+
+
+def test_a_syn_natbox_forwarded_for_a_templates_key_hands_the_rest_of_the_connection_to_the_datapath() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    (key,) = maps.templates
+    _copies(ring, 40000)  # a connection the program opened, closed: its ct in TIME_WAIT holds the tuples
+    conns.drain()
+    assert conns.stats["closed"] == 1 and maps.flows == {}
+    # the client reuses the port: the program's claim fails, the SYN goes up and reopens the ct on natbox's
+    # own path, which installs the flow's TRACKED entries before the SYN leaves
+    (old,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    out = engine.receive(*_client(0, 0, tcp.SYN, sport=40000), clock.step())
+    assert [e.iface for e in out.emitted] == ["wan0"]
+    (new,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    assert new is not old and new.tuples[1] == ConnTuple(SERVER, DPORT, GW_WAN, 40000, 6)
+    reply_key = OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40000)
+    assert conns.stats["handed"] == 1 and conns.tracked == {new.ct_id: (key._replace(sport=40000), reply_key)}
+    # the entries are what the program creates for a SYN of that port (nb_new_flow), TRACKED
+    first, second = tracked_entries(maps.templates[key], key, 40000)
+    assert maps.flows == dict([first, second])
+    orig, reply = decode_action(first[1]), decode_action(second[1])
+    assert (orig.saddr, orig.sport, orig.daddr, orig.dport) == (GW_WAN, 40000, SERVER, DPORT)
+    assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (SERVER, DPORT, CLIENT, 40000)
+    assert all(int.from_bytes(v[-4:], sys.byteorder) & F_TRACKED for v in maps.flows.values())
+    # the rest of the connection arrives as copies: conntrack follows it to TIME_WAIT, the entries go
+    for outbound, seq, ack, flags in CLOSE[1:]:
+        frame, iface = _client(seq, ack, flags, sport=40000) if outbound else _server(seq, ack, flags, dport=40000)
+        ring.records.append(_event(frame, iface))
+    clock.step()
+    conns.drain()
+    assert new.tcp is not None and new.tcp.state.name == "TIME_WAIT" and new.status & CtStatus.ASSURED
+    assert conns.stats["closed"] == 2 and conns.tracked == {} and maps.flows == {}
+    assert conns.stats["disagree"] == 0
+
+
+def test_a_syn_natbox_forwarded_with_another_binding_stays_on_natboxs_path() -> None:
+    engine, conns, maps, _, clock = _setup()
+    templates = engine.templates
+    assert templates is not None and templates.on_opened is not None
+    (tkey,) = templates.templates
+    # a ct of the template's key whose reply does not keep the client's port (another binding)
+    conn = Conn(ConnTuple(CLIENT, 40005, SERVER, DPORT, 6), ConnTuple(SERVER, DPORT, GW_WAN, 1024, 6), now=clock.now,
+                ct_id=99)
+    templates.on_opened(conn, tkey)
+    assert conns.stats["handed"] == 0 and conns.tracked == {} and maps.flows == {}
+    # with the template's binding, it is handed over
+    conn = Conn(ConnTuple(CLIENT, 40005, SERVER, DPORT, 6), ConnTuple(SERVER, DPORT, GW_WAN, 40005, 6), now=clock.now,
+                ct_id=100)
+    templates.on_opened(conn, tkey)
+    assert conns.stats["handed"] == 1 and list(conns.tracked) == [100] and len(maps.flows) == 2
+    # a template gone: nothing
+    engine.rules = _templated().rules
+    conns.sync()
+    conn = Conn(ConnTuple(CLIENT, 40006, SERVER, DPORT, 6), ConnTuple(SERVER, DPORT, GW_WAN, 40006, 6), now=clock.now,
+                ct_id=101)
+    templates.on_opened(conn, tkey)
+    assert conns.stats["handed"] == 1

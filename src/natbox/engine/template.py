@@ -24,6 +24,9 @@ Template-safe (`template_unsafe` says why not):
   on both sides, and no checksum difference depends on it; no helper, no other status than NAT's;
 - both directions have a route and a known next-hop MAC, the reply's back by the SYN's device.
 
+A SYN of a key that has a template, forwarded by the slow path (the datapath sent it up), is reported to
+`on_opened` with its ct: the datapath may carry the rest of that connection as if it had opened it.
+
 Stamps: a template holds the FIB generation, ruleset version and neighbour generation of its plans. A
 ruleset or FIB change drops every template (`TemplateFlush`, at the next `drain`), a next hop's MAC change
 drops the templates using it.
@@ -234,6 +237,9 @@ class FlowTemplates:
         self._checked: tuple[object, int] = (None, -1)  # (ruleset, version) `unsafe` holds the answer for
         self._gens = (fib.generation, hooks.rules.version, neighs.generation)
         self.on_made: Callable[[ConnTemplate], None] | None = None
+        # the slow path forwarded the SYN of a connection a template covers, with the template's binding
+        # (`consider`): the datapath may carry the rest of the connection (gateway/newconn.py)
+        self.on_opened: Callable[[Conn, TemplateKey], None] | None = None
         # the rule path of the last new TCP ct the nat chains saw (`_watch_nat_chain`), per hook
         self._rec_ct: Conn | None = None
         self._rec: dict[Hook, tuple[Counted, ...]] = {}
@@ -294,6 +300,10 @@ class FlowTemplates:
             return  # NAT changed the client's port: the next SYN's binding is not this one's
         tkey: TemplateKey = (skb.iif, 6, orig.src, orig.dst, orig.dport)
         if tkey in self.templates:
+            # a SYN of a key the datapath opens itself came up (its tuples held by a ct in TIME_WAIT, that this
+            # SYN reopened; natbox behind on the copies; no room for them): natbox's own path decided it
+            if self.on_opened is not None:
+                self.on_opened(conn, tkey)
             return
         rec = self._rec if self._rec_ct is conn else {}
         pre, post = rec.get(_PRE_ROUTING), rec.get(_POST_ROUTING)

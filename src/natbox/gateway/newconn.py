@@ -17,6 +17,11 @@ TRACKED, and copies every packet of such a flow to a ring buffer (offload/newflo
 - the SYN that created the entries (NB_EV_CREATED) is checked: the ct natbox made must have the binding the
   program used (the reply tuple the entry's rewrite implies); if not, the entries go and the disagreement is
   counted (`disagree`);
+- a SYN of a template's key that natbox's own path forwarded (the program sent it up: its tuples held by a ct
+  in TIME_WAIT or CLOSE that the SYN reopened, natbox NB_EVENTS_BACKLOG behind, the ring buffer full) gets the
+  two TRACKED entries the program would have created, installed before the SYN leaves, when its ct has the
+  template's binding (`_opened`, counted `handed`): the rest of the connection is the program's, copied, as
+  if it had opened it, instead of every packet on natbox's own path (which under load kept natbox behind);
 - a flow's entries go when its ct reaches TIME_WAIT or CLOSE or is destroyed; when natbox offloads the ct
   (ESTABLISHED and ASSURED) its ordinary entries replace them;
 - nb_ct mirrors every TCP ct's two tuples (`ConntrackTable.register_insert`/`register_destroy`), so the
@@ -42,7 +47,15 @@ from natbox.engine.template import TemplateAdd, TemplateDel, TemplateKey
 from natbox.errors import NatboxError
 from natbox.netfilter import CtStatus, TcpState
 from natbox.offload.entry import OffloadAction, OffloadKey, decode_action
-from natbox.offload.newflows import EV_COPY, EV_CREATED, EVENT_HEAD, EVENT_SIZE, encode_ct_key, template_entry
+from natbox.offload.newflows import (
+    EV_COPY,
+    EV_CREATED,
+    EVENT_HEAD,
+    EVENT_SIZE,
+    encode_ct_key,
+    template_entry,
+    tracked_entries,
+)
 from natbox.wire.layout import (
     ETH_HDR_LEN,
     IPH_DADDR,
@@ -83,6 +96,8 @@ class NewFlowMapsLike(Protocol):
 
     def remove_tracked(self, keys: list[OffloadKey]) -> None: ...
 
+    def install_tracked(self, entries: list[tuple[OffloadKey, bytes]]) -> None: ...
+
 
 class RingLike(Protocol):
     """natbox.offload.newflows.EventRing: the records waiting, oldest first."""
@@ -108,15 +123,18 @@ class NewConnections:
         self.log = log
         self.templates: dict[TemplateKey, OffloadKey] = {}  # engine template key → the map's key
         self._orig: dict[OffloadKey, OffloadAction] = {}  # the map's template key → its ORIGINAL action
+        self._values: dict[OffloadKey, bytes] = {}  # the map's template key → its nb_tmpl
         self.tracked: dict[int, tuple[OffloadKey, OffloadKey]] = {}  # ct id → its TRACKED entries
         self._creating = False  # feeding a created SYN: the program claimed its tuples already
         self._unflow: list[OffloadKey] = []  # TRACKED entries to delete at the next `flush`
         self._unclaim: dict[bytes, None] = {}  # nb_ct tuples to release at the next `flush` (an ordered set)
-        self.stats = {"templates": 0, "fed": 0, "created": 0, "closed": 0, "disagree": 0, "claims": 0,
-                      "bad_events": 0, "errors": 0}
+        self.stats = {"templates": 0, "fed": 0, "created": 0, "handed": 0, "closed": 0, "disagree": 0,
+                      "claims": 0, "bad_events": 0, "errors": 0}
         self.last_error = ""
         engine.table.register_insert(self._inserted)
         engine.table.register_destroy(self._destroyed)
+        if engine.templates is not None:
+            engine.templates.on_opened = self._opened
 
     # --- templates -------------------------------------------------------------------------------
 
@@ -132,17 +150,52 @@ class NewConnections:
                     self.maps.install_template(entry.key, entry.value)
                     self.templates[req.template.key] = entry.key
                     self._orig[entry.key] = decode_action(entry.value[:48])
+                    self._values[entry.key] = entry.value
                     self.stats["templates"] += 1
                 elif isinstance(req, TemplateDel):
                     key = self.templates.pop(req.key, None)
                     if key is not None:
+                        self._forget(key)
                         self.maps.remove_template(key)
                 else:  # TemplateFlush: every template goes at once
                     for key in self.templates.values():
+                        self._forget(key)
                         self.maps.remove_template(key)
                     self.templates.clear()
             except (NatboxError, OSError) as exc:
                 self._error(f"offload-new: {exc}")
+
+    def _forget(self, key: OffloadKey) -> None:
+        """A template leaves the map: what natbox kept of it goes (a created SYN's copy still waiting finds its
+        entry's action in nb_flows, `_created`)."""
+        self._orig.pop(key, None)
+        self._values.pop(key, None)
+
+    def _opened(self, conn: Conn, tkey: TemplateKey) -> None:
+        """`FlowTemplates.on_opened`: natbox's own path forwarded the SYN of a connection template `tkey` covers
+        (the program sent it up: its tuples were held by a ct in TIME_WAIT that this SYN reopened, natbox was
+        NB_EVENTS_BACKLOG behind on the copies, or the ring buffer was full). When the ct has the template's
+        binding, its two TRACKED entries are installed as the program would have created them
+        (`tracked_entries`), before the SYN leaves: the rest of the connection is forwarded by the program and
+        copied to natbox like a connection it opened, instead of every packet taking natbox's own path."""
+        key = self.templates.get(tkey)
+        value = None if key is None else self._values.get(key)
+        if key is None or value is None or conn.ct_id in self.tracked:
+            return
+        orig = conn.tuples[0]
+        if conn.tuples[1] != _reply_of(self._orig[key], orig.sport):
+            return  # another binding (the template's port was taken): natbox's own path keeps the connection
+        first, second = tracked_entries(value, key, orig.sport)
+        keys = (first[0], second[0])
+        if self._unflow:  # a deletion of the same keys waiting (a ct this SYN replaced) must not follow
+            self._unflow = [k for k in self._unflow if k not in keys]
+        try:
+            self.maps.install_tracked([first, second])
+        except (NatboxError, OSError) as exc:
+            self._error(f"offload-new: {exc}")
+            return
+        self.tracked[conn.ct_id] = keys
+        self.stats["handed"] += 1
 
     # --- the ring buffer -----------------------------------------------------------------------------
 

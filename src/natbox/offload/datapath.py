@@ -453,6 +453,14 @@ class NewFlowMaps:
         except (OSError, ValueError) as e:
             raise OffloadError(f"offload tuple release failed: {getattr(e, 'strerror', None) or e}") from None
 
+    def install_tracked(self, entries: list[tuple[OffloadKey, bytes]]) -> None:
+        """TRACKED entries natbox made for a connection its own path opened (newflows.tracked_entries)."""
+        try:
+            for key, value in entries:
+                self._flows.update(encode_key(key), value)
+        except OSError as e:
+            raise OffloadError(f"offload map update failed: {e.strerror or e}") from None
+
     def remove_tracked(self, keys: list[OffloadKey]) -> None:
         """Delete entries the program created (they have no counters; one BPF_MAP_DELETE_BATCH)."""
         try:

@@ -24,10 +24,20 @@ import ctypes.util
 import mmap
 import platform
 import struct
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from natbox.offload.entry import OffloadKey, encode_action, encode_key, offload_entry
+from natbox.offload.entry import (
+    ACTION_SIZE,
+    KEY_SIZE,
+    OffloadKey,
+    decode_action,
+    decode_key,
+    encode_action,
+    encode_key,
+    offload_entry,
+)
 
 if TYPE_CHECKING:
     from natbox.engine.template import ConnTemplate
@@ -39,6 +49,7 @@ __all__ = [
     "EVENT_SIZE",
     "EV_COPY",
     "EV_CREATED",
+    "F_TRACKED",
     "MAX_CTS",
     "MAX_TEMPLATES",
     "TMPL_SIZE",
@@ -48,6 +59,7 @@ __all__ = [
     "decode_event",
     "encode_ct_key",
     "template_entry",
+    "tracked_entries",
 ]
 
 TMPL_SIZE, CT_KEY_SIZE, EVENT_SIZE = 116, 16, 120  # NB_TMPL_SIZE, NB_CT_KEY_SIZE, NB_EVENT_SIZE
@@ -56,9 +68,13 @@ MAX_CTS = 262144  # NB_MAX_CTS: both tuples of 131072 cts
 EVENTS_SIZE = 1 << 20  # NB_EVENTS_SIZE: 8192 copies (120 bytes + an 8-byte header each)
 EV_COPY = 96  # NB_EV_COPY
 EV_CREATED = 1  # NB_EV_CREATED
+F_TRACKED = 2  # NB_F_TRACKED: an nb_flows action flag, every packet of the entry copied to nb_events
 CLAIM_NATBOX = 2  # nb_ct's value for a tuple of natbox's conntrack
 EVENT_HEAD = struct.Struct("=IHHI4xQ")  # struct nb_event before data: ifindex, copied, flags, len, ts_ns
 _CT_KEY = struct.Struct("!IIHHB3x")
+
+
+Entry = tuple[OffloadKey, bytes]  # an nb_flows key and its encoded action
 
 
 class TemplateEntry(NamedTuple):
@@ -79,6 +95,24 @@ def template_entry(template: ConnTemplate, ifindex: Callable[[str], int]) -> Tem
     reply_key = second[0]._replace(dport=0)
     value = encode_action(first[1]) + encode_action(second[1]) + encode_key(reply_key)
     return TemplateEntry(key, value, reply_key)
+
+
+def tracked_entries(value: bytes, key: OffloadKey, sport: int) -> tuple[Entry, Entry]:
+    """The two nb_flows entries `nb_new_flow` creates from template `value` (an nb_tmpl, the template's map key
+    `key`) for a SYN from client port `sport`: the ORIGINAL direction's (the key and the action with the SYN's
+    sport), the REPLY direction's (the reply key and action with the sport as dport), both flagged
+    NB_F_TRACKED. natbox installs them itself for a connection its own path opened with the template's
+    binding (gateway/newconn.py); the program's copy of the same statement is in natbox_offload.bpf.c."""
+    orig = decode_action(value[:ACTION_SIZE])._replace(sport=sport)
+    reply = decode_action(value[ACTION_SIZE:2 * ACTION_SIZE])._replace(dport=sport)
+    reply_key = decode_key(value[2 * ACTION_SIZE:2 * ACTION_SIZE + KEY_SIZE])._replace(dport=sport)
+    return (key._replace(sport=sport), _tracked(encode_action(orig))), (reply_key, _tracked(encode_action(reply)))
+
+
+def _tracked(action: bytes) -> bytes:
+    """struct nb_action with NB_F_TRACKED added to its flags (its last 32 bits)."""
+    flags = int.from_bytes(action[-4:], sys.byteorder) | F_TRACKED  # a host-order __u32
+    return action[:-4] + flags.to_bytes(4, sys.byteorder)
 
 
 def encode_ct_key(saddr: int, daddr: int, sport: int, dport: int, proto: int) -> bytes:
