@@ -4,7 +4,9 @@ requirements). The project's metadata is pyproject.toml's; this file adds only w
 the compiled extensions and scenarios/ shipped inside the package (natbox/scenarios, for the demos).
 
 The compiled modules are C extensions beside the .py files of the wheel; everything outside COMPILED (cli,
-gateway, adapters, render, sim, ...) stays plain Python and imports the compiled modules as usual. An editable
+the gateway but gateway/newconn.py, adapters, render, sim, ...) stays plain Python and imports the compiled
+modules as usual. Module-level constants of compiled modules are `Final` (mypyc then reads them from C
+statics, not from the module's dict on every use). An editable
 install is always pure Python (build_backend refuses NATBOX_COMPILE there: .so files beside the sources would
 shadow them).
 """
