@@ -32,6 +32,7 @@ class Maps:
         self.batches = 0  # deletion calls (each a BPF_MAP_DELETE_BATCH)
         self.released: list[bytes] = []
         self.flows: dict[OffloadKey, bytes] = {}  # TRACKED entries natbox installed (install_tracked)
+        self.reopen: set[bytes] = set()  # tuples marked NB_CT_REOPEN
 
     def install_template(self, key: OffloadKey, value: bytes) -> None:
         self.templates[key] = value
@@ -55,6 +56,9 @@ class Maps:
 
     def install_tracked(self, entries: list[tuple[OffloadKey, bytes]]) -> None:
         self.flows.update(entries)
+
+    def mark_reopen(self, ct_keys: list[bytes]) -> None:
+        self.reopen.update(ct_keys)  # (the kernel's BPF_EXIST: natbox marks only tuples it holds)
 
 
 class Ring:
@@ -216,3 +220,40 @@ def test_a_syn_natbox_forwarded_with_another_binding_stays_on_natboxs_path() -> 
                 ct_id=101)
     templates.on_opened(conn, tkey)
     assert conns.stats["handed"] == 1
+
+
+def test_a_closed_flows_tuples_are_marked_and_a_syn_the_program_reopens_them_with_is_tracked() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    _copies(ring, 40000)
+    conns.drain()
+    ok, rk = encode_ct_key(CLIENT, SERVER, 40000, DPORT, 6), encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6)
+    # closed by FINs (IP_CT_TCP_FLAG_CLOSE_INIT): both tuples marked after the entries went, none released
+    assert maps.reopen == {ok, rk} and len(maps.removed) == 2 and maps.released == []
+    (old,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    # the client connects from the same port: the program claims over the marks and opens the flow
+    _copies(ring, 40000)
+    clock.step()
+    conns.drain()
+    (new,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    assert new is not old and new.tcp is not None and new.tcp.state.name == "TIME_WAIT"  # a TCP reopen
+    assert conns.stats["created"] == 2 and conns.stats["disagree"] == 0 and conns.stats["closed"] == 2
+    assert maps.released == []  # the old ct's release, made when it went, did not follow the program's claim
+    assert engine.templates is not None and engine.templates.copies["opened"] == 2
+
+
+def test_a_closed_ct_that_leaves_the_table_before_the_flush_is_released_not_marked() -> None:
+    engine, conns, maps, ring, clock = _setup()
+    _copies(ring, 40000)
+    conns.drain()
+    (conn,) = [c for c in engine.table.live(clock.now) if c.tuples[0].sport == 40000]
+    assert conn.tcp is not None and conn.tcp.state.name == "TIME_WAIT"
+    maps.reopen.clear()
+    # within one turn: the flow is untracked as closed (its marks wait for the flush), then its ct goes
+    conns.tracked[conn.ct_id] = (OffloadKey(4, 6, CLIENT, SERVER, 40000, DPORT),
+                                 OffloadKey(5, 6, SERVER, GW_WAN, DPORT, 40000))
+    conns._untrack(conn, "closed")
+    assert conns.next_deadline() == 0.0
+    engine.table.delete(conn, clock.now)
+    conns.flush()
+    ok, rk = encode_ct_key(CLIENT, SERVER, 40000, DPORT, 6), encode_ct_key(SERVER, GW_WAN, DPORT, 40000, 6)
+    assert {ok, rk} <= set(maps.released) and maps.reopen == set()

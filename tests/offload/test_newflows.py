@@ -7,6 +7,7 @@ import mmap
 import os
 import re
 import struct
+import sys
 
 import pytest
 
@@ -33,6 +34,8 @@ def test_c_source_has_the_same_sizes_and_bounds() -> None:
     assert int(defines["NB_MAX_CTS"]) == newflows.MAX_CTS
     assert int(defines["NB_EV_COPY"]) == newflows.EV_COPY
     assert int(defines["NB_EV_CREATED"]) == newflows.EV_CREATED
+    assert int(defines["NB_CT_REOPEN"]) == newflows.CLAIM_REOPEN
+    assert int(defines["NB_F_TRACKED"]) == newflows.F_TRACKED
     assert re.search(r"#define NB_EVENTS_SIZE \(1 << 20\)", src) and newflows.EVENTS_SIZE == 1 << 20
     assert newflows.TMPL_SIZE == 2 * 48 + KEY_SIZE
 
@@ -92,6 +95,29 @@ def test_this_kernel_deletes_hash_map_keys_in_batches() -> None:
         assert m.delete_many([]) == 0
         m.update(keys[0], b"\x01\0\0\0")
         assert m.delete_many(keys[:1]) == 1 and m.lookup(keys[0]) is None
+    finally:
+        m.close()
+
+
+def test_this_kernel_updates_existing_hash_map_keys_in_batches() -> None:
+    """BPF_MAP_UPDATE_BATCH with BPF_EXIST on a hash map (what NewConnections.flush marks closed cts' tuples
+    with): every key present gets the value, a missing key is skipped and stays missing (root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the bpf() system call)")
+    try:
+        fd = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, newflows.CT_KEY_SIZE, 4, 64, "nb_test", bpf.BPF_F_NO_PREALLOC)
+    except OSError as e:
+        pytest.skip(f"bpf(BPF_MAP_CREATE): {e}")
+    m = bpf.MapFd(fd, newflows.CT_KEY_SIZE, 4)
+    try:
+        keys = [encode_ct_key(CLIENT, SERVER, 40000 + i, 80, 6) for i in range(7)]
+        for key in keys[:2] + keys[3:6]:
+            m.update(key, b"\x02\0\0\0")
+        reopen = newflows.CLAIM_REOPEN.to_bytes(4, sys.byteorder)
+        assert m.update_many(keys, reopen, bpf.BPF_EXIST) == 5  # keys[2] and keys[6] were not there
+        assert sorted(m.items()) == sorted((k, reopen) for k in keys[:2] + keys[3:6])
+        assert m.lookup(keys[2]) is None and m.lookup(keys[6]) is None
+        assert m.update_many([], reopen, bpf.BPF_EXIST) == 0
     finally:
         m.close()
 

@@ -27,6 +27,11 @@ TRACKED, and copies every packet of such a flow to a ring buffer (offload/newflo
 - nb_ct mirrors every TCP ct's two tuples (`ConntrackTable.register_insert`/`register_destroy`), so the
   program's NOEXIST claim of a new flow's tuples fails, and the SYN goes up, where natbox's own NAT would
   have chosen another binding (the tuples of a flow the program created it claimed itself: not again);
+- when a flow the program carries (opened or handed, never offloaded as established) closes in TIME_WAIT or
+  CLOSE with a FIN seen (`tcp_close_init`: a SYN then reopens the ct, `tcp_packet`), its tuples are marked
+  NB_CT_REOPEN after its entries went: a client reconnecting from the same port has its SYN forwarded by
+  the program, which claims over the marks, and natbox's copy of it reopens the ct (`open_copy`), instead of
+  the SYN going up (live_bench's loop reuses ports within seconds);
 - the map deletions (entries of closed flows, tuples of cts gone) wait for the end of the `drain` and go
   in one BPF_MAP_DELETE_BATCH per map (`flush`); a claim cancels a release of the same tuple waiting.
 
@@ -41,6 +46,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from natbox.conntrack.conn import Conn
+from natbox.conntrack.proto.tcp import tcp_close_init
 from natbox.conntrack.tuple import ConnTuple
 from natbox.engine.engine import Engine
 from natbox.engine.template import TemplateAdd, TemplateDel, TemplateKey
@@ -98,6 +104,8 @@ class NewFlowMapsLike(Protocol):
 
     def install_tracked(self, entries: list[tuple[OffloadKey, bytes]]) -> None: ...
 
+    def mark_reopen(self, ct_keys: list[bytes]) -> None: ...
+
 
 class RingLike(Protocol):
     """natbox.offload.newflows.EventRing: the records waiting, oldest first."""
@@ -128,6 +136,7 @@ class NewConnections:
         self._creating = False  # feeding a created SYN: the program claimed its tuples already
         self._unflow: list[OffloadKey] = []  # TRACKED entries to delete at the next `flush`
         self._unclaim: dict[bytes, None] = {}  # nb_ct tuples to release at the next `flush` (an ordered set)
+        self._reopen: dict[bytes, None] = {}  # nb_ct tuples to mark NB_CT_REOPEN at the next `flush`
         self.stats = {"templates": 0, "fed": 0, "created": 0, "handed": 0, "closed": 0, "disagree": 0,
                       "claims": 0, "bad_events": 0, "errors": 0}
         self.last_error = ""
@@ -284,7 +293,8 @@ class NewConnections:
 
     def flush(self) -> None:
         """The deletions waiting, one batch per map (BPF_MAP_DELETE_BATCH): the TRACKED entries of flows that
-        closed or disagreed, the nb_ct tuples of cts that left the table. Made at the end of every `drain`
+        closed or disagreed, the nb_ct tuples of cts that left the table; then the tuples of closed cts a SYN
+        would reopen marked (one BPF_MAP_UPDATE_BATCH). Made at the end of every `drain`
         (before the loop hands frames to the engine and before the offload's requests are carried out, so a
         deletion never follows an update of the same key made after it)."""
         if self._unflow:
@@ -299,12 +309,18 @@ class NewConnections:
                 self.maps.release(ct_keys)
             except (NatboxError, OSError) as exc:
                 self._error(f"offload-new: {exc}")
+        if self._reopen:  # after the entries went: the program's NOEXIST on nb_flows must find them gone
+            ct_keys, self._reopen = list(self._reopen), {}
+            try:
+                self.maps.mark_reopen(ct_keys)
+            except (NatboxError, OSError) as exc:
+                self._error(f"offload-new: {exc}")
 
     def next_deadline(self) -> float | None:
         """The loop's timer (`EventLoop.add_timers`): due at once while deletions wait (a ct that expired in
         the engine's timers, after this turn's `drain`), so that they are made in the next turn, not after
         the loop's idle wait."""
-        return 0.0 if self._unflow or self._unclaim else None
+        return 0.0 if self._unflow or self._unclaim or self._reopen else None
 
     def handle_timers(self, now: float) -> None:
         self.flush()
@@ -316,17 +332,27 @@ class NewConnections:
         if why != "offloaded":  # offloaded: natbox's ordinary entries replaced them
             self._unflow.extend(keys)
         self.stats["closed"] += 1
+        if why == "closed" and conn.tcp is not None and tcp_close_init(conn.tcp):
+            # a SYN of its tuple reopens it (tcp_packet): the program may open that flow itself once the
+            # entries are gone, claiming over the marks (its reply tuple is the template's, as this flow's)
+            for t in conn.tuples:
+                self._reopen[encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)] = None
 
     def _inserted(self, conn: Conn) -> None:
         """A ct confirmed (ConntrackTable.register_insert): its TCP tuples go to nb_ct."""
-        if self._creating:
-            return  # the program claimed them when it created the flow
         for t in conn.tuples:
             if t.proto != 6 or t.src >> 32 or t.dst >> 32:
                 return
+        if self._creating:  # the program claimed them when it created the flow (over a reopened ct's marks,
+            for t in conn.tuples:  # whose release, made when that ct went, must not follow)
+                ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
+                self._unclaim.pop(ct_key, None)
+                self._reopen.pop(ct_key, None)
+            return
         for t in conn.tuples:
             ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
             self._unclaim.pop(ct_key, None)  # a release waiting must not follow this claim
+            self._reopen.pop(ct_key, None)
             try:
                 self.maps.claim(ct_key)
             except (NatboxError, OSError) as exc:
@@ -345,7 +371,9 @@ class NewConnections:
             self._release(t)
 
     def _release(self, t: ConnTuple) -> None:
-        self._unclaim[encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)] = None
+        ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
+        self._reopen.pop(ct_key, None)
+        self._unclaim[ct_key] = None
 
     def _error(self, text: str) -> None:
         self.stats["errors"] += 1

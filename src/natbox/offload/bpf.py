@@ -36,6 +36,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH = 1
@@ -44,6 +45,7 @@ BPF_MAP_TYPE_PERCPU_HASH = 5
 # update flags
 BPF_ANY = 0
 BPF_NOEXIST = 1
+BPF_EXIST = 2
 BPF_F_NO_PREALLOC = 1  # map_flags: elements allocated when added
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "i686": 357, "i386": 357, "armv7l": 386,
@@ -169,6 +171,49 @@ class MapFd:
                 continue
             done += len(chunk)
             i += len(chunk)
+        return done
+
+    def update_many(self, keys: list[bytes], value: bytes, flags: int = BPF_ANY) -> int:
+        """Set `keys` to `value` with BPF_MAP_UPDATE_BATCH (`generic_map_update_batch`, Linux 5.6+), `flags`
+        (BPF_EXIST: only keys that are there) for each, BATCH_COUNT keys per system call; a key the flags refuse
+        (ENOENT, EEXIST) is passed over as delete_many passes over a missing one. Returns how many were set. A
+        kernel without the command (EINVAL) gets one BPF_MAP_UPDATE_ELEM each. Not for per-CPU maps."""
+        size = self.key_size
+        if len(value) != self.total_value:
+            raise ValueError(f"a value of {len(value)} bytes for a map of {self.total_value}-byte values")
+        done = i = 0
+        while i < len(keys):
+            chunk = keys[i:i + BATCH_COUNT]
+            if any(len(k) != size for k in chunk):
+                raise ValueError(f"a key of the wrong size for a map of {size}-byte keys")
+            kbuf = ctypes.create_string_buffer(b"".join(chunk), size * len(chunk))
+            vbuf = ctypes.create_string_buffer(value * len(chunk), len(value) * len(chunk))
+            attr = bytearray(_BATCH.pack(0, 0, _addr(kbuf), _addr(vbuf), len(chunk), self.fd, flags, 0))
+            try:
+                _sys_bpf(BPF_MAP_UPDATE_BATCH, attr)
+            except OSError as e:
+                if e.errno == errno.EINVAL and i == 0 and done == 0:
+                    return self._update_each(keys, value, flags)
+                if e.errno not in (errno.ENOENT, errno.EEXIST):
+                    raise
+                n = _BATCH.unpack(bytes(attr))[4]  # set before the refused key
+                done += n
+                i += n + 1
+                continue
+            done += len(chunk)
+            i += len(chunk)
+        return done
+
+    def _update_each(self, keys: list[bytes], value: bytes, flags: int) -> int:
+        done = 0
+        for key in keys:
+            try:
+                self.update(key, value, flags)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.EEXIST):
+                    raise
+                continue
+            done += 1
         return done
 
     def lookup(self, key: bytes) -> bytes | None:

@@ -52,7 +52,15 @@ from natbox.offload.entry import (
     encode_action,
     encode_key,
 )
-from natbox.offload.newflows import CLAIM_NATBOX, CT_KEY_SIZE, EVENTS_SIZE, MAX_CTS, MAX_TEMPLATES, TMPL_SIZE
+from natbox.offload.newflows import (
+    CLAIM_NATBOX,
+    CLAIM_REOPEN,
+    CT_KEY_SIZE,
+    EVENTS_SIZE,
+    MAX_CTS,
+    MAX_TEMPLATES,
+    TMPL_SIZE,
+)
 
 __all__ = ["SOURCE", "Datapath", "OffloadError", "OffloadMapFull", "OffloadUnavailable", "detach_stale", "ifindex",
            "probe"]
@@ -461,6 +469,14 @@ class NewFlowMaps:
         except OSError as e:
             raise OffloadError(f"offload map update failed: {e.strerror or e}") from None
 
+    def mark_reopen(self, ct_keys: list[bytes]) -> None:
+        """Tuples of closed cts a SYN would reopen (NB_CT_REOPEN; one BPF_MAP_UPDATE_BATCH, BPF_EXIST: a tuple
+        released meanwhile stays free)."""
+        try:
+            self.cts.update_many(ct_keys, _REOPEN_CLAIM, bpf.BPF_EXIST)
+        except (OSError, ValueError) as e:
+            raise OffloadError(f"offload tuple mark failed: {getattr(e, 'strerror', None) or e}") from None
+
     def remove_tracked(self, keys: list[OffloadKey]) -> None:
         """Delete entries the program created (they have no counters; one BPF_MAP_DELETE_BATCH)."""
         try:
@@ -477,3 +493,4 @@ class NewFlowMaps:
 
 
 _NATBOX_CLAIM = CLAIM_NATBOX.to_bytes(4, sys.byteorder)
+_REOPEN_CLAIM = CLAIM_REOPEN.to_bytes(4, sys.byteorder)

@@ -385,7 +385,9 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
  * (engine/template.py): nb_tmpl maps (ifindex, saddr, daddr, dport, proto; sport 0) to both directions'
  * actions with the client's port a wildcard. A SYN (flags exactly SYN) that misses nb_flows and hits a
  * template: the tuples the ct would hold are claimed in nb_ct (BPF_NOEXIST; natbox keeps every ct's tuples
- * there, so a clash goes up), both directions' entries are created flagged NB_F_TRACKED, and the SYN is
+ * there, so a clash goes up; when the SYN's own tuple is marked NB_CT_REOPEN, a closed ct's of a flow the
+ * program carried that conntrack's TCP reopen would replace, both tuples are claimed over the marks, which
+ * come back when the flow cannot be made: the reply tuple of such a ct is the one the template gives), both directions' entries are created flagged NB_F_TRACKED, and the SYN is
  * copied to the nb_events ring buffer (NB_EV_CREATED) and forwarded. Every later packet of a TRACKED entry
  * (any flags) is copied and forwarded; natbox feeds the copies to its conntrack (gateway/newconn.py) and
  * removes the entries when the connection closes. No room in the ring buffer: the packet goes up to the
@@ -395,7 +397,9 @@ static __always_inline int nb_ipv6(struct __sk_buff *skb)
  */
 #define NB_F_TRACKED 2          /* action flag: every packet is copied to nb_events */
 #define NB_MAX_TEMPLATES 4096   /* engine/template.py TEMPLATE_MAX */
-#define NB_MAX_CTS 262144       /* nb_ct: both tuples of 131072 cts */
+#define NB_MAX_CTS 524288       /* nb_ct: both tuples of 262144 cts (nf_conntrack_max's default) */
+#define NB_CT_CLAIMED 1         /* nb_ct value: the program claimed the tuple for a new flow */
+#define NB_CT_REOPEN 3          /* nb_ct value: natbox's ct in TIME_WAIT or CLOSE that a SYN would reopen */
 #define NB_EVENTS_SIZE (1 << 20) /* bytes of the ring buffer: 8192 copies, a few hundred ms of natbox's work */
 #define NB_EV_COPY 96           /* bytes of a packet copied: Ethernet, IPv4 without options, TCP with options */
 #define NB_EV_CREATED 1         /* event flag: the SYN that created the entries */
@@ -485,6 +489,34 @@ static __always_inline int nb_copy(struct __sk_buff *skb, __u32 ifindex, __u16 f
 	return 0;
 }
 
+/* claim tuple `k` for a new flow: free, or (`reopen`) held by a closed ct of natbox's that the SYN reopens
+ * (its mark NB_CT_REOPEN, set by natbox once the ct's own entries were gone); 0 when claimed, *was the mark
+ * found */
+static __always_inline int nb_claim(struct nb_ct_key *k, __u32 *was, int reopen)
+{
+	__u32 mine = NB_CT_CLAIMED, *cur;
+
+	*was = 0;
+	if (!bpf_map_update_elem(&nb_ct, k, &mine, BPF_NOEXIST))
+		return 0;
+	if (!reopen)
+		return -1;
+	cur = bpf_map_lookup_elem(&nb_ct, k);
+	if (!cur || *cur != NB_CT_REOPEN || bpf_map_update_elem(&nb_ct, k, &mine, BPF_EXIST))
+		return -1;
+	*was = NB_CT_REOPEN;
+	return 0;
+}
+
+/* undo nb_claim: the mark back, or the tuple free again */
+static __always_inline void nb_unclaim(struct nb_ct_key *k, __u32 was)
+{
+	if (was)
+		bpf_map_update_elem(&nb_ct, k, &was, BPF_EXIST);
+	else
+		bpf_map_delete_elem(&nb_ct, k);
+}
+
 /* a SYN that missed nb_flows: its template's entries, created and claimed (the entry of `key`), or NULL: up */
 static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, struct nb_key *key, struct iphdr *iph,
 						     __u32 tot_len)
@@ -493,7 +525,7 @@ static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, stru
 	struct nb_ct_key ok = {}, rk = {};
 	struct nb_action a;
 	struct nb_tmpl *t;
-	__u32 mine = 1, mtu_len = 0;
+	__u32 ok_was, rk_was, mtu_len = 0;
 
 	tk.sport = 0;
 	t = bpf_map_lookup_elem(&nb_tmpl, &tk);
@@ -512,9 +544,9 @@ static __always_inline struct nb_action *nb_new_flow(struct __sk_buff *skb, stru
 	rk.sport = rkey.sport;
 	rk.dport = rkey.dport;
 	rk.proto = rkey.proto;
-	if (bpf_map_update_elem(&nb_ct, &ok, &mine, BPF_NOEXIST))
+	if (nb_claim(&ok, &ok_was, 1))
 		return NULL;
-	if (bpf_map_update_elem(&nb_ct, &rk, &mine, BPF_NOEXIST))
+	if (nb_claim(&rk, &rk_was, ok_was == NB_CT_REOPEN)) /* a reply tuple marked: only the same ct's */
 		goto unclaim;
 	a = t->reply;
 	a.dport = key->sport;
@@ -534,9 +566,9 @@ unorig:
 unreply:
 	bpf_map_delete_elem(&nb_flows, &rkey);
 unclaim_both:
-	bpf_map_delete_elem(&nb_ct, &rk);
+	nb_unclaim(&rk, rk_was);
 unclaim:
-	bpf_map_delete_elem(&nb_ct, &ok);
+	nb_unclaim(&ok, ok_was);
 	return NULL;
 }
 

@@ -7,7 +7,7 @@ with them):
   (its dport replaced by the SYN's sport) and the REPLY direction's key (the same dport replaced);
 - nb_ct: every tuple natbox's conntrack holds and every tuple the program claimed for a new flow, struct
   nb_ct_key (16 bytes: saddr, daddr, sport, dport in network order, proto, 3 bytes padding) → u32 (1: the
-  program claimed it, 2: natbox's);
+  program claimed it, 2: natbox's, 3: natbox's ct is closed and a SYN of its tuple would reopen it);
 - nb_events: a ring buffer of struct nb_event, 120 bytes: ifindex u32, copied u16, flags u16 (bit 0: the SYN
   that created the entries), len u32 (the frame's), 4 bytes padding, ts_ns u64, then the frame's first
   `copied` bytes (at most EV_COPY).
@@ -64,12 +64,13 @@ __all__ = [
 
 TMPL_SIZE, CT_KEY_SIZE, EVENT_SIZE = 116, 16, 120  # NB_TMPL_SIZE, NB_CT_KEY_SIZE, NB_EVENT_SIZE
 MAX_TEMPLATES = 4096  # NB_MAX_TEMPLATES
-MAX_CTS = 262144  # NB_MAX_CTS: both tuples of 131072 cts
+MAX_CTS = 524288  # NB_MAX_CTS: both tuples of 262144 cts (nf_conntrack_max's default)
 EVENTS_SIZE = 1 << 20  # NB_EVENTS_SIZE: 8192 copies (120 bytes + an 8-byte header each)
 EV_COPY = 96  # NB_EV_COPY
 EV_CREATED = 1  # NB_EV_CREATED
 F_TRACKED = 2  # NB_F_TRACKED: an nb_flows action flag, every packet of the entry copied to nb_events
 CLAIM_NATBOX = 2  # nb_ct's value for a tuple of natbox's conntrack
+CLAIM_REOPEN = 3  # NB_CT_REOPEN: a tuple of a closed ct of natbox's that a SYN reopens (the program claims it)
 EVENT_HEAD = struct.Struct("=IHHI4xQ")  # struct nb_event before data: ifindex, copied, flags, len, ts_ns
 _CT_KEY = struct.Struct("!IIHHB3x")
 

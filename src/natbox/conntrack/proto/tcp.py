@@ -90,6 +90,7 @@ __all__ = [
     "get_conntrack_index",
     "nf_conntrack_tcp_set_closing",
     "tcp_can_early_drop",
+    "tcp_close_init",
     "tcp_error",
     "tcp_packet",
     "tcp_packet_established",
@@ -215,6 +216,14 @@ def _established(conn: Conn, tcp: TcpConntrack) -> bool:
     return tcp.state == ES and bool(conn.status & _ASSURED)
 
 
+def tcp_close_init(tcp: TcpConntrack) -> bool:
+    """Either side began the close with a FIN (IP_CT_TCP_FLAG_CLOSE_INIT in either direction's flags): a ct in
+    TIME_WAIT or CLOSE so marked is one a SYN reopens (`tcp_packet`'s RFC 1122 reopen, whichever direction the
+    SYN comes from; the other condition, the last packet an RST in the SYN's direction, can change with the
+    next packet). gateway/newconn.py marks such cts' tuples for the datapath."""
+    return bool((tcp.seen[0].flags | tcp.seen[1].flags) & IP_CT_TCP_FLAG_CLOSE_INIT)
+
+
 def tcp_packet(
     conn: Conn, skb: Skb, dataoff: int, direction: int, hook: Hook, now: float, table: CtTableOps,
     cfg: ConntrackConfig, *, shortcut: bool = True,
@@ -266,7 +275,7 @@ def tcp_packet(
 
     if new_state == SS and old_state >= TW:
         # RFC 1122 reopen from TIME_WAIT/CLOSE, or an aborted connection the client restarts.
-        if (tcp.seen[direction].flags | tcp.seen[other].flags) & IP_CT_TCP_FLAG_CLOSE_INIT or (
+        if tcp_close_init(tcp) or (
             tcp.last_dir == direction and tcp.last_index == TCP_RST_SET
         ):
             conn.status |= _DYING
