@@ -40,7 +40,7 @@ def test_offload_new_runs_as_an_unprivileged_user(lab: Lab, tmp_path: Path) -> N
                                           "--user", "nobody"))
     said = wait_ready(gw)
     assert "with new connections" in said and "running as nobody" in said, said
-    server = ns_popen(lab, "server", [sys.executable, "-c", LINE_SERVER.format(port=PORT)])
+    server = ns_popen(lab, "server", [sys.executable, "-c", LINE_SERVER.format(port=PORT, wait_close=False, line=True)])
     try:
         status = dict(line.split(":", 1) for line in Path(f"/proc/{gw.pid}/status").read_text().splitlines())
         assert set(status["Uid"].split()) == {str(nobody.pw_uid)} and status["NoNewPrivs"].strip() == "1"
