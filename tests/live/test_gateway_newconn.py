@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -114,30 +115,56 @@ def _connections(lab: Lab, n: int, first: int, *, reset: bool = False, eof: bool
     assert res.returncode == 0 and res.stdout.decode().split() == [str(n)], res.stderr.decode()
 
 
-def test_new_connections_are_opened_by_the_datapath_and_tracked_by_natbox(lab: Lab, tmp_path: Path) -> None:
+@contextmanager
+def _gateway(lab: Lab, tmp_path: Path, *, wait_close: bool = False, line: bool = True) -> Iterator[Path]:
+    """`natbox gateway --offload-new` on the lab's gw and LINE_SERVER on its server: the control socket. At the
+    end both stop, and the gateway must have said no traceback."""
     ctl = tmp_path / "ctl.sock"
     gw = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--offload-new", "--control", str(ctl)))
     said = wait_ready(gw)
     assert "with new connections" in said, said
-    server = ns_popen(lab, "server", [sys.executable, "-c", LINE_SERVER.format(port=PORT, wait_close=False, line=True)])
+    server = ns_popen(lab, "server", [sys.executable, "-c", LINE_SERVER.format(port=PORT, wait_close=wait_close,
+                                                                               line=line)])
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+        yield ctl
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        err = stop(gw)
+    assert "Traceback" not in err, err
+
+
+def _listed(ctl: Path) -> list[str]:
+    """`conntrack -L`'s lines of connections to PORT."""
+    listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
+    return [line for line in listed.splitlines() if f"dport={PORT}" in line]
+
+
+def _masq_packets(ctl: Path) -> str:
+    """MASQUERADE's packet count in `iptables -t nat -nvxL POSTROUTING`."""
+    counted = run_natbox("iptables", "--control", str(ctl), "-t", "nat", "-nvxL", "POSTROUTING").stdout
+    masq = [line.split()[0] for line in counted.splitlines() if "MASQUERADE" in line]
+    assert masq, counted
+    return masq[0]
+
+
+def test_new_connections_are_opened_by_the_datapath_and_tracked_by_natbox(lab: Lab, tmp_path: Path) -> None:
+    with _gateway(lab, tmp_path) as ctl:
         _connections(lab, 40, 41000)
         status = _status(ctl)
         assert _figure(status, "templates") == 1
         assert _figure(status, "created") >= 35, status  # the first made the template; ARP may delay one more
         assert _figure(status, "disagree") == 0 and _figure(status, "bad_events") == 0, status
         assert _figure(status, "fed") >= 35 * 6, status
-        listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
-        lines = [line for line in listed.splitlines() if f"dport={PORT}" in line]
-        assert len(lines) == 40, listed
+        lines = _listed(ctl)
+        assert len(lines) == 40, lines
         for line in lines:
             sport = re.search(r"sport=(\d+)", line)
             assert sport and f"dport={sport.group(1)} " in line + " ", line  # MASQUERADE kept the port
             assert " TIME_WAIT " in line and "[ASSURED]" in line, line
-        counted = run_natbox("iptables", "--control", str(ctl), "-t", "nat", "-nvxL", "POSTROUTING").stdout
-        masq = [line.split() for line in counted.splitlines() if "MASQUERADE" in line]
-        assert masq and masq[0][0] == "40", counted  # one packet (the SYN) per connection, as natbox's own path
+        assert _masq_packets(ctl) == "40"  # one packet (the SYN) per connection, as natbox's own path
 
         # a rule change: the templates go at once, the next connections take natbox's own path
         created = _figure(status, "created")
@@ -148,44 +175,19 @@ def test_new_connections_are_opened_by_the_datapath_and_tracked_by_natbox(lab: L
         status = _status(ctl)
         assert "offload-new: 0 templates (none made: nat POSTROUTING: -m mark)" in status, status
         assert _figure(status, "created") == created, status
-        listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
-        assert sum(f"dport={PORT}" in line for line in listed.splitlines()) == 50, listed
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        err = stop(gw)
-    assert "Traceback" not in err, err
+        assert len(_listed(ctl)) == 50
 
 
 def _reconnect(lab: Lab, tmp_path: Path, *, fin: bool) -> tuple[str, str, list[str], str]:
     """12 connections from ports 43000.., then 12 more from the same ports at once (the client keeps no
     TIME_WAIT: it closes second after the server's FIN, no data exchanged, or with a RST after a line and
-    its answer). natbox's cts of the first still hold
-    the tuples; the second's SYNs reopen them (conntrack's TCP reopen). natbox's status before and after, the
-    `conntrack -L` lines, MASQUERADE's packet count."""
-    ctl = tmp_path / "ctl.sock"
-    gw = ns_popen(lab, "gw", gateway_argv(EXAMPLES / "basic-gw.toml", "--offload-new", "--control", str(ctl)))
-    wait_ready(gw)
-    script = LINE_SERVER.format(port=PORT, wait_close=not fin, line=not fin)
-    server = ns_popen(lab, "server", [sys.executable, "-c", script])
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+    its answer). natbox's cts of the first still hold the tuples; the second's SYNs reopen them (conntrack's
+    TCP reopen). natbox's status before and after, the `conntrack -L` lines, MASQUERADE's packet count."""
+    with _gateway(lab, tmp_path, wait_close=not fin, line=not fin) as ctl:
         _connections(lab, 12, 43000, reset=not fin, eof=fin, line=not fin)
         before = _status(ctl)
         _connections(lab, 12, 43000, reset=not fin, eof=fin, line=not fin)
-        after = _status(ctl)
-        listed = run_natbox("conntrack", "--control", str(ctl), "-L", "-p", "tcp", "--dport", str(PORT)).stdout
-        lines = [line for line in listed.splitlines() if f"dport={PORT}" in line]
-        counted = run_natbox("iptables", "--control", str(ctl), "-t", "nat", "-nvxL", "POSTROUTING").stdout
-        masq = [line.split()[0] for line in counted.splitlines() if "MASQUERADE" in line]
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        err = stop(gw)
-    assert "Traceback" not in err, err
-    return before, after, lines, masq[0] if masq else counted
+        return before, _status(ctl), _listed(ctl), _masq_packets(ctl)
 
 
 def test_a_connection_reopened_after_a_fin_close_is_opened_by_the_datapath(lab: Lab, tmp_path: Path) -> None:

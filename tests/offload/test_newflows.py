@@ -8,6 +8,8 @@ import os
 import re
 import struct
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -76,9 +78,9 @@ def test_events_and_tuple_keys() -> None:
                                                      + b"\x00\x01\x00\x02\x06\x00\x00\x00")
 
 
-def test_this_kernel_deletes_hash_map_keys_in_batches() -> None:
-    """BPF_MAP_DELETE_BATCH on a hash map (Linux 5.6+, what NewConnections.flush uses): every key present goes,
-    a missing key costs one more call and is skipped, not an error (root: the bpf() system call)."""
+@contextmanager
+def _ct_map() -> Iterator[tuple[bpf.MapFd, list[bytes]]]:
+    """A hash map of nb_ct's shape (root: the bpf() system call) holding 5 of 7 keys: all but keys[2], keys[6]."""
     if os.geteuid() != 0:
         pytest.skip("needs root (the bpf() system call)")
     try:
@@ -90,36 +92,31 @@ def test_this_kernel_deletes_hash_map_keys_in_batches() -> None:
         keys = [encode_ct_key(CLIENT, SERVER, 40000 + i, 80, 6) for i in range(7)]
         for key in keys[:2] + keys[3:6]:
             m.update(key, b"\x02\0\0\0")
+        yield m, keys
+    finally:
+        m.close()
+
+
+def test_this_kernel_deletes_hash_map_keys_in_batches() -> None:
+    """BPF_MAP_DELETE_BATCH on a hash map (Linux 5.6+, what NewConnections.flush uses): every key present goes,
+    a missing key costs one more call and is skipped, not an error (root: the bpf() system call)."""
+    with _ct_map() as (m, keys):
         assert m.delete_many(keys) == 5  # keys[2] and keys[6] were not there
         assert m.items() == []
         assert m.delete_many([]) == 0
         m.update(keys[0], b"\x01\0\0\0")
         assert m.delete_many(keys[:1]) == 1 and m.lookup(keys[0]) is None
-    finally:
-        m.close()
 
 
 def test_this_kernel_updates_existing_hash_map_keys_in_batches() -> None:
     """BPF_MAP_UPDATE_BATCH with BPF_EXIST on a hash map (what NewConnections.flush marks closed cts' tuples
     with): every key present gets the value, a missing key is skipped and stays missing (root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the bpf() system call)")
-    try:
-        fd = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, newflows.CT_KEY_SIZE, 4, 64, "nb_test", bpf.BPF_F_NO_PREALLOC)
-    except OSError as e:
-        pytest.skip(f"bpf(BPF_MAP_CREATE): {e}")
-    m = bpf.MapFd(fd, newflows.CT_KEY_SIZE, 4)
-    try:
-        keys = [encode_ct_key(CLIENT, SERVER, 40000 + i, 80, 6) for i in range(7)]
-        for key in keys[:2] + keys[3:6]:
-            m.update(key, b"\x02\0\0\0")
+    with _ct_map() as (m, keys):
         reopen = newflows.CLAIM_REOPEN.to_bytes(4, sys.byteorder)
         assert m.update_many(keys, reopen, bpf.BPF_EXIST) == 5  # keys[2] and keys[6] were not there
         assert sorted(m.items()) == sorted((k, reopen) for k in keys[:2] + keys[3:6])
         assert m.lookup(keys[2]) is None and m.lookup(keys[6]) is None
         assert m.update_many([], reopen, bpf.BPF_EXIST) == 0
-    finally:
-        m.close()
 
 
 def test_the_mapped_ring_reads_records_as_libbpf_does() -> None:

@@ -83,6 +83,18 @@ _EV_DATA = EVENT_HEAD.size  # struct nb_event's data
 _NO_EVENT = (0, 0, 0, 0, 0)  # a record of another size: no device
 
 
+def _ct_key(t: ConnTuple) -> bytes:
+    return encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
+
+
+def _ct_keys(conn: Conn) -> tuple[bytes, ...]:
+    """The ct's two tuples as nb_ct keys; none for a ct nb_ct does not hold (not TCP, or IPv6)."""
+    for t in conn.tuples:
+        if t.proto != 6 or t.src >> 32 or t.dst >> 32:
+            return ()
+    return tuple(_ct_key(t) for t in conn.tuples)
+
+
 def _reply_of(action: OffloadAction, sport: int) -> ConnTuple:
     """The REPLY tuple a packet from client port `sport` rewritten by `action` (its sport replaced by `sport`,
     as the program does) implies: the inverse of what it leaves with."""
@@ -130,8 +142,8 @@ class NewConnections:
         self._clock = clock
         self.log = log
         self.templates: dict[TemplateKey, OffloadKey] = {}  # engine template key → the map's key
-        self._orig: dict[OffloadKey, OffloadAction] = {}  # the map's template key → its ORIGINAL action
-        self._values: dict[OffloadKey, bytes] = {}  # the map's template key → its nb_tmpl
+        # the map's template key → its ORIGINAL action (decoded once) and its nb_tmpl
+        self._tmpl: dict[OffloadKey, tuple[OffloadAction, bytes]] = {}
         self.tracked: dict[int, tuple[OffloadKey, OffloadKey]] = {}  # ct id → its TRACKED entries
         self._creating = False  # feeding a created SYN: the program claimed its tuples already
         self._unflow: list[OffloadKey] = []  # TRACKED entries to delete at the next `flush`
@@ -158,8 +170,7 @@ class NewConnections:
                         continue
                     self.maps.install_template(entry.key, entry.value)
                     self.templates[req.template.key] = entry.key
-                    self._orig[entry.key] = decode_action(entry.value[:48])
-                    self._values[entry.key] = entry.value
+                    self._tmpl[entry.key] = (decode_action(entry.value[:48]), entry.value)
                     self.stats["templates"] += 1
                 elif isinstance(req, TemplateDel):
                     key = self.templates.pop(req.key, None)
@@ -177,8 +188,7 @@ class NewConnections:
     def _forget(self, key: OffloadKey) -> None:
         """A template leaves the map: what natbox kept of it goes (a created SYN's copy still waiting finds its
         entry's action in nb_flows, `_created`)."""
-        self._orig.pop(key, None)
-        self._values.pop(key, None)
+        self._tmpl.pop(key, None)
 
     def _opened(self, conn: Conn, tkey: TemplateKey) -> None:
         """`FlowTemplates.on_opened`: natbox's own path forwarded the SYN of a connection template `tkey` covers
@@ -188,11 +198,12 @@ class NewConnections:
         (`tracked_entries`), before the SYN leaves: the rest of the connection is forwarded by the program and
         copied to natbox like a connection it opened, instead of every packet taking natbox's own path."""
         key = self.templates.get(tkey)
-        value = None if key is None else self._values.get(key)
-        if key is None or value is None or conn.ct_id in self.tracked:
+        tmpl = None if key is None else self._tmpl.get(key)
+        if key is None or tmpl is None or conn.ct_id in self.tracked:
             return
+        action, value = tmpl
         orig = conn.tuples[0]
-        if conn.tuples[1] != _reply_of(self._orig[key], orig.sport):
+        if conn.tuples[1] != _reply_of(action, orig.sport):
             return  # another binding (the template's port was taken): natbox's own path keeps the connection
         first, second = tracked_entries(value, key, orig.sport)
         keys = (first[0], second[0])
@@ -271,7 +282,8 @@ class NewConnections:
         the binding the program used."""
         self.stats["created"] += 1
         key = OffloadKey(ifindex, 6, t.src, t.dst, t.sport, t.dport)
-        action = self._orig.get(OffloadKey(ifindex, 6, t.src, t.dst, 0, t.dport))
+        tmpl = self._tmpl.get(OffloadKey(ifindex, 6, t.src, t.dst, 0, t.dport))
+        action = None if tmpl is None else tmpl[0]
         if action is None:
             raw = self._action(key)
             if raw is None:
@@ -287,7 +299,7 @@ class NewConnections:
         self._unflow.extend((key, reply_key))
         for claimed in (t, reply):
             if self.engine.table.lookup(claimed, now) is None:
-                self._release(claimed)
+                self._release(_ct_key(claimed))
 
     # --- entries and tuples ----------------------------------------------------------------------
 
@@ -335,24 +347,18 @@ class NewConnections:
         if why == "closed" and conn.tcp is not None and tcp_close_init(conn.tcp):
             # a SYN of its tuple reopens it (tcp_packet): the program may open that flow itself once the
             # entries are gone, claiming over the marks (its reply tuple is the template's, as this flow's)
-            for t in conn.tuples:
-                self._reopen[encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)] = None
+            self._reopen.update(dict.fromkeys(_ct_keys(conn)))
 
     def _inserted(self, conn: Conn) -> None:
-        """A ct confirmed (ConntrackTable.register_insert): its TCP tuples go to nb_ct."""
-        for t in conn.tuples:
-            if t.proto != 6 or t.src >> 32 or t.dst >> 32:
-                return
-        if self._creating:  # the program claimed them when it created the flow (over a reopened ct's marks,
-            for t in conn.tuples:  # whose release, made when that ct went, must not follow)
-                ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
-                self._unclaim.pop(ct_key, None)
-                self._reopen.pop(ct_key, None)
-            return
-        for t in conn.tuples:
-            ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
-            self._unclaim.pop(ct_key, None)  # a release waiting must not follow this claim
+        """A ct confirmed (ConntrackTable.register_insert): its TCP tuples go to nb_ct. A release or mark of
+        the same tuples waiting (a ct this one replaced) must not follow the claim."""
+        ct_keys = _ct_keys(conn)
+        for ct_key in ct_keys:
+            self._unclaim.pop(ct_key, None)
             self._reopen.pop(ct_key, None)
+        if not ct_keys or self._creating:
+            return  # the program claimed them when it created the flow (over a reopened ct's marks, maybe)
+        for ct_key in ct_keys:
             try:
                 self.maps.claim(ct_key)
             except (NatboxError, OSError) as exc:
@@ -364,14 +370,10 @@ class NewConnections:
         self._untrack(conn, "destroyed")
         if not conn.status & CtStatus.CONFIRMED:
             return  # died unconfirmed: never claimed (a created flow's SYN that natbox dropped: _created)
-        for t in conn.tuples:
-            if t.proto != 6 or t.src >> 32 or t.dst >> 32:
-                return
-        for t in conn.tuples:
-            self._release(t)
+        for ct_key in _ct_keys(conn):
+            self._release(ct_key)
 
-    def _release(self, t: ConnTuple) -> None:
-        ct_key = encode_ct_key(t.src, t.dst, t.sport, t.dport, 6)
+    def _release(self, ct_key: bytes) -> None:
         self._reopen.pop(ct_key, None)
         self._unclaim[ct_key] = None
 

@@ -150,53 +150,39 @@ class MapFd:
         BATCH_COUNT keys per system call: one call for all of them, one more per key that was not there
         (the kernel stops at it and says how many it deleted before). Returns how many were deleted. A kernel
         without the command (EINVAL) gets one BPF_MAP_DELETE_ELEM each."""
-        done = i = 0
-        size = self.key_size
-        while i < len(keys):
-            chunk = keys[i:i + BATCH_COUNT]
-            if any(len(k) != size for k in chunk):
-                raise ValueError(f"a key of the wrong size for a map of {size}-byte keys")
-            buf = ctypes.create_string_buffer(b"".join(chunk), size * len(chunk))
-            attr = bytearray(_BATCH.pack(0, 0, _addr(buf), 0, len(chunk), self.fd, 0, 0))
-            try:
-                _sys_bpf(BPF_MAP_DELETE_BATCH, attr)
-            except OSError as e:
-                if e.errno == errno.EINVAL and i == 0 and done == 0:
-                    return sum(self.delete(k) for k in keys)
-                if e.errno != errno.ENOENT:
-                    raise
-                n = _BATCH.unpack(bytes(attr))[4]  # deleted before the missing key
-                done += n
-                i += n + 1
-                continue
-            done += len(chunk)
-            i += len(chunk)
-        return done
+        return self._batch(BPF_MAP_DELETE_BATCH, keys, None, 0, (errno.ENOENT,))
 
     def update_many(self, keys: list[bytes], value: bytes, flags: int = BPF_ANY) -> int:
         """Set `keys` to `value` with BPF_MAP_UPDATE_BATCH (`generic_map_update_batch`, Linux 5.6+), `flags`
-        (BPF_EXIST: only keys that are there) for each, BATCH_COUNT keys per system call; a key the flags refuse
-        (ENOENT, EEXIST) is passed over as delete_many passes over a missing one. Returns how many were set. A
-        kernel without the command (EINVAL) gets one BPF_MAP_UPDATE_ELEM each. Not for per-CPU maps."""
-        size = self.key_size
+        (BPF_EXIST: only keys that are there) for each, as `delete_many` walks them: a key the flags refuse
+        (ENOENT, EEXIST) is passed over. Returns how many were set. A kernel without the command (EINVAL) gets
+        one BPF_MAP_UPDATE_ELEM each. Not for per-CPU maps."""
         if len(value) != self.total_value:
             raise ValueError(f"a value of {len(value)} bytes for a map of {self.total_value}-byte values")
+        return self._batch(BPF_MAP_UPDATE_BATCH, keys, value, flags, (errno.ENOENT, errno.EEXIST))
+
+    def _batch(self, cmd: int, keys: list[bytes], value: bytes | None, flags: int, passed: tuple[int, ...]) -> int:
+        """`keys` through batch command `cmd` (with `value` for each, for an update), BATCH_COUNT per system
+        call; a key refused with an errno in `passed` is passed over (the kernel says how many it did before
+        it). EINVAL on the first call (a kernel without batches): one element command per key."""
         done = i = 0
+        size = self.key_size
         while i < len(keys):
             chunk = keys[i:i + BATCH_COUNT]
             if any(len(k) != size for k in chunk):
                 raise ValueError(f"a key of the wrong size for a map of {size}-byte keys")
             kbuf = ctypes.create_string_buffer(b"".join(chunk), size * len(chunk))
-            vbuf = ctypes.create_string_buffer(value * len(chunk), len(value) * len(chunk))
-            attr = bytearray(_BATCH.pack(0, 0, _addr(kbuf), _addr(vbuf), len(chunk), self.fd, flags, 0))
+            vbuf = None if value is None else ctypes.create_string_buffer(value * len(chunk), len(value) * len(chunk))
+            attr = bytearray(_BATCH.pack(0, 0, _addr(kbuf), 0 if vbuf is None else _addr(vbuf), len(chunk), self.fd,
+                                         flags, 0))
             try:
-                _sys_bpf(BPF_MAP_UPDATE_BATCH, attr)
+                _sys_bpf(cmd, attr)
             except OSError as e:
                 if e.errno == errno.EINVAL and i == 0 and done == 0:
-                    return self._update_each(keys, value, flags)
-                if e.errno not in (errno.ENOENT, errno.EEXIST):
+                    return self._each(keys, value, flags, passed)
+                if e.errno not in passed:
                     raise
-                n = _BATCH.unpack(bytes(attr))[4]  # set before the refused key
+                n = _BATCH.unpack(bytes(attr))[4]  # done before the refused key
                 done += n
                 i += n + 1
                 continue
@@ -204,13 +190,16 @@ class MapFd:
             i += len(chunk)
         return done
 
-    def _update_each(self, keys: list[bytes], value: bytes, flags: int) -> int:
+    def _each(self, keys: list[bytes], value: bytes | None, flags: int, passed: tuple[int, ...]) -> int:
+        """`_batch` one element command per key."""
+        if value is None:
+            return sum(self.delete(k) for k in keys)
         done = 0
         for key in keys:
             try:
                 self.update(key, value, flags)
             except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.EEXIST):
+                if e.errno not in passed:
                     raise
                 continue
             done += 1
