@@ -1,7 +1,7 @@
 """Live benchmark: the kernel's NAT and natbox's gateway on the same namespace topology, in one run.
 
-    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--compiled VENV] [--no-bare] [--no-offload]
-                                    [--only kernel|natbox|offload|offnew|natbox-c|offload-c|offnew-c|bare]
+    sudo python bench/live_bench.py [--time 5] [--repeat 3] [--cc cubic] [--compiled VENV] [--no-bare] [--no-offload]
+                                    [--only SIDE,...: kernel,natbox,offload,offnew,natbox-c,offload-c,offnew-c,bare]
                                     [--no-offload-new] [--no-ipv6] [--metrics conn,ping,...]
                                     [--json FILE] [--gateway-arg=--no-ring ...] [--patched-csum]
 
@@ -37,11 +37,13 @@ percentile of the replies after the first PING_WARM (`ping_est_n` of them: an es
 #16's aim "ping on an established flow <= 1.1x" is about; 25 replies 50 ms apart gave 1.13x and 1.72x in
 two quiet runs, too few to settle it); in IPv6 beside them: iperf3 TCP with 1 stream from fd00:1::2 to
 2001:db8:1::2 (`tcp6_gbps`) and ping6 (`ping6_ms`, `ping6_est_ms`, `ping6_est_p90_ms`, `ping6_n`,
-`ping6_est_n`) through the kernel's NAT66 and natbox's (basic6-gw.toml's [rules6]). With --repeat N each
-figure is the median of N runs (on a small, shared machine single runs vary by a third; the load averages
-are printed with each side). Prints every side's figures, their ratios to the kernel, and issue #16's aims
-(TCP 1 and 4 streams >= 0.95, UDP 64-byte packets/s >= 1.0, ping on an established flow <= 1.1x, new
-connections/s >= 0.3) met or not for each natbox column. A 0 comes with iperf3's reason on stderr.
+`ping6_est_n`) through the kernel's NAT66 and natbox's (basic6-gw.toml's [rules6]). With --repeat N the run is N
+rounds, each measuring every side once in turn, and each figure is the median of its N rounds (on a small,
+shared machine single runs vary by a third; interleaved, a drift of the host's speed weighs on every side
+alike; the spread over the rounds and the load averages are printed). Prints every side's figures, their
+ratios to the kernel, and issue #16's aims (TCP 1 and 4 streams >= 0.95, UDP 64-byte packets/s >= 1.0,
+ping on an established flow <= 1.1x, new connections/s >= 0.3) met or not for each natbox column. A 0
+comes with iperf3's reason on stderr.
 `--patched-csum` runs the pure gateway with an O(n) `natbox.wire.checksum.csum_partial` (int % 0xFFFF),
 to show what the engine-side fix proposed in the report buys; it changes nothing in the source tree.
 """
@@ -73,6 +75,11 @@ EXAMPLES = SRC / "natbox" / "lab" / "examples"
 SERVER = "198.51.100.2"
 SERVER6 = "2001:db8:1::2"
 IPV6 = {"on": True}  # measure the IPv6 figures (off for --no-ipv6 and for the bare forwarder)
+# the TCP senders' congestion control (iperf3 -C; --cc, "" for the host's default): pinned, because the host's
+# default decides what a TCP figure measures. Linux's default is cubic; a host set to bbr paces one stream
+# below what the path carries (9-12 Gbit/s with 30 % of both CPUs idle, where cubic ran 15-23 on the same
+# machine and hour), and the ratio then follows bbr's estimate of the path more than the path's cost
+TCP_CC = {"name": "cubic"}
 PATCH = """
 import sys
 import natbox.wire.checksum as c
@@ -115,8 +122,20 @@ def iperf(lab: Lab, seconds: float, *args: str, server: str = SERVER) -> dict[st
     return data
 
 
+def _host_cc() -> str:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def cc_args() -> list[str]:
+    """iperf3's option for TCP_CC (none: the host's default)."""
+    return ["-C", TCP_CC["name"]] if TCP_CC["name"] else []
+
+
 def tcp_gbps(lab: Lab, seconds: float, streams: int) -> float:
-    data = iperf(lab, seconds, "-P", str(streams))
+    data = iperf(lab, seconds, "-P", str(streams), *cc_args())
     try:
         return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
     except (KeyError, TypeError):
@@ -136,7 +155,7 @@ def measure6(lab: Lab, seconds: float) -> dict[str, float]:
     """The IPv6 figures: iperf3 TCP, 1 stream, to SERVER6 (Gbit/s) and ping6 RTT (ms); NaN when IPv6 is off."""
     if not IPV6["on"]:
         return {"tcp6_gbps": float("nan")} | no_ping("ping6")
-    data = iperf(lab, seconds, "-6", server=SERVER6)
+    data = iperf(lab, seconds, "-6", *cc_args(), server=SERVER6)
     try:
         gbps = float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
     except (KeyError, TypeError):
@@ -282,21 +301,16 @@ def _retry(fn: Callable[[], float]) -> float:
 WANTED: set[str] = set()  # --metrics: the figures measured (every one when empty): tcp1 tcp4 udp64 conn ping ipv6
 
 
-def measure(lab: Lab, seconds: float, repeat: int = 1) -> dict[str, float]:
-    """Every figure (or those --metrics names) once, or the median of `repeat` runs."""
+def measure(lab: Lab, seconds: float) -> dict[str, float]:
+    """Every figure (or those --metrics names) once (--repeat: once per round, one_round)."""
     want = WANTED or {"tcp1", "tcp4", "udp64", "conn", "ping", "ipv6"}
     nan = float("nan")
-
-    def one() -> dict[str, float]:
-        return ({"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)) if "tcp1" in want else nan,
-                 "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)) if "tcp4" in want else nan,
-                 "udp64_pps": _retry(lambda: udp_pps(lab, seconds)) if "udp64" in want else nan}
-                | (conn_rate(lab, seconds) if "conn" in want else {"conn_per_s": nan, "conn_cpu_us": nan})
-                | (ping(lab, "-4", SERVER) if "ping" in want else no_ping("ping"))
-                | (measure6(lab, seconds) if "ipv6" in want else {"tcp6_gbps": nan} | no_ping("ping6")))
-
-    runs = [one() for _ in range(max(1, repeat))]
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return ({"tcp1_gbps": _retry(lambda: tcp_gbps(lab, seconds, 1)) if "tcp1" in want else nan,
+             "tcp4_gbps": _retry(lambda: tcp_gbps(lab, seconds, 4)) if "tcp4" in want else nan,
+             "udp64_pps": _retry(lambda: udp_pps(lab, seconds)) if "udp64" in want else nan}
+            | (conn_rate(lab, seconds) if "conn" in want else {"conn_per_s": nan, "conn_cpu_us": nan})
+            | (ping(lab, "-4", SERVER) if "ping" in want else no_ping("ping"))
+            | (measure6(lab, seconds) if "ipv6" in want else {"tcp6_gbps": nan} | no_ping("ping6")))
 
 
 def kernel_mode(lab: Lab) -> None:
@@ -421,7 +435,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | None,
-             repeat: int, environ: dict[str, str] | None = None) -> dict[str, float] | None:
+             environ: dict[str, str] | None = None) -> dict[str, float] | None:
     """Measure with `argv` running in the gw namespace (a gateway or the bare forwarder), from /, with
     `environ` (default: env(), this checkout's src/ first). Its stderr goes to side_log(name) as it runs (a
     pipe read only at the end held what a gateway said mid-run, and a full pipe would block it); when the side
@@ -444,7 +458,7 @@ def run_side(lab: Lab, name: str, argv: list[str], seconds: float, ready: str | 
         else:
             time.sleep(1.0)
         started = True
-        result = measure(lab, seconds, repeat)
+        result = measure(lab, seconds)
     finally:
         GATEWAY["pid"] = 0
         _stop(proc)
@@ -504,9 +518,10 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def report(results: dict[str, dict[str, float]], loads: dict[str, str]) -> None:
+def report(results: dict[str, dict[str, float]], loads: dict[str, str],
+           runs: dict[str, list[dict[str, float]]] | None = None) -> None:
     """The figures of every side measured, their ratios to the kernel (and natbox's to the bare floor),
-    and issue #16's aims met or not per natbox column."""
+    issue #16's aims met or not per natbox column, and (with rounds) the aims' figures' spread."""
     sides = [side for side in SIDES if side in results]
     if not sides:
         print("live_bench: nothing was measured", file=sys.stderr)
@@ -535,6 +550,20 @@ def report(results: dict[str, dict[str, float]], loads: dict[str, str]) -> None:
             cells.append(f"{'-':>16}" if math.isnan(r) else f"{r:>7.2f} {'met' if met else 'not met':>8}")
         label = f"{key} {'>=' if at_least else '<='} {bound}"
         print(f"{label:<43}" + "".join(cells))
+    if runs and max(len(r) for r in runs.values()) > 1:
+        head = "".join(f"{side:>16}" for side in ["kernel", *columns])
+        print("\nspread over the rounds (min..max; each round's below)" + head)
+        measured = [key for key, _at_least, _bound in AIMS
+                    if any(not math.isnan(r[key]) for side_runs in runs.values() for r in side_runs)]
+        for key in measured:
+            cells = []
+            for side in ["kernel", *columns]:
+                values = [r[key] for r in runs.get(side, [])]
+                cells.append(f"{min(values):>7.4g}..{max(values):<7.4g}" if values else f"{'-':>16}")
+            print(f"{key:<56}" + "".join(cells))
+        for key in measured:
+            for side in ["kernel", *columns]:
+                print(f"  {key} {side}: " + " ".join(f"{r[key]:.4g}" for r in runs.get(side, [])))
     print(f"(ping_est_ms, ping_est_p90_ms: median and 90th percentile RTT of an established echo flow's replies, "
           f"ping_est_n of them (the replies of a {PING_COUNT}-request run {PING_INTERVAL} s apart after the first "
           f"{PING_WARM}); ping_ms: the average of all ping_n replies, the first through natbox's slow path; "
@@ -546,7 +575,8 @@ def main() -> int:
     ap.add_argument("--time", type=float, default=5.0, help="seconds per iperf3 run")
     ap.add_argument("--gateway-arg", action="append", default=[], help="extra natbox gateway argument")
     ap.add_argument("--patched-csum", action="store_true", help="gateway with an O(n) csum_partial")
-    ap.add_argument("--only", choices=SIDES, help="measure one side only")
+    ap.add_argument("--only", type=_sides, metavar="SIDE[,SIDE...]",
+                    help=f"measure only these sides (of {', '.join(SIDES)})")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forwarder (the floor)")
     ap.add_argument("--no-offload", action="store_true", help="skip natbox --offload (the tc BPF datapath)")
     ap.add_argument("--no-offload-new", action="store_true", help="skip natbox --offload-new (new connections too)")
@@ -554,7 +584,9 @@ def main() -> int:
     ap.add_argument("--compiled", default="", metavar="VENV",
                     help="also the compiled build's gateway (columns natbox-c, offload-c): a venv where "
                          "`NATBOX_COMPILE=1 pip install .` ran, or its python")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per figure; the median is printed")
+    ap.add_argument("--cc", default=TCP_CC["name"], metavar="NAME",
+                    help="the TCP senders' congestion control (iperf3 -C); '' for the host's default")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds (each measures every side once); figures are medians")
     ap.add_argument("--no-ipv6", action="store_true", help="IPv4 only (no tcp6_gbps/ping6_ms)")
     ap.add_argument("--json", default="", metavar="FILE", help="also write the figures to FILE as JSON")
     args = ap.parse_args()
@@ -562,6 +594,7 @@ def main() -> int:
         print("live_bench: needs root (network namespaces)", file=sys.stderr)
         return 1
     WANTED.update(m for m in args.metrics.split(",") if m)
+    TCP_CC["name"] = args.cc
     gateways = gateway_runs(args)
     if gateways is None:
         return 2
@@ -573,42 +606,82 @@ def main() -> int:
         print(f"live_bench: warning: another live_bench (pid {pid}) is running: its traffic and CPU disturb these "
               "figures", file=sys.stderr, flush=True)
     lab_up(lab)
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     failed: list[str] = []
     loads: dict[str, str] = {"start": _load()}
-    print(f"live_bench: load average {loads['start']} at the start", flush=True)
+    ipv6 = IPV6["on"]
+    print(f"live_bench: load average {loads['start']} at the start; TCP congestion control "
+          f"{args.cc or 'the host default'} (host default {_host_cc()})", flush=True)
     try:
-        if args.only in (None, "kernel"):
-            kernel_mode(lab)
-            results["kernel"] = measure(lab, args.time, args.repeat)
-            loads["kernel"] = _load()
-            print("kernel:", results["kernel"], f"(load average {loads['kernel']})", flush=True)
-        for side, argv, environ in gateways:
-            natbox_mode(lab)
-            res = run_side(lab, side, argv, args.time, "ready:", args.repeat, environ)
-            if res is None:  # did not start (said on stderr): the other sides are still measured
-                failed.append(side)
-                continue
-            results[side] = res
-            loads[side] = _load()
-        if args.only == "bare" or (args.only is None and not args.no_bare):
-            natbox_mode(lab)
-            client_mac, server_mac = bare_mode(lab)
-            IPV6["on"] = False  # the bare forwarder answers no ND
-            res = run_side(lab, "bare", [sys.executable, str(ROOT / "bench" / "bare_forwarder.py"), "lan0", client_mac,
-                                         "wan0", server_mac, str(args.repeat * (10 * args.time + 60))], args.time,
-                           None, args.repeat)
-            if res is not None:
-                results["bare"] = res
-                loads["bare"] = _load()
+        for round_no in range(1, max(1, args.repeat) + 1):
+            if args.repeat > 1:
+                print(f"live_bench: round {round_no} of {args.repeat}", flush=True)
+            one_round(lab, args, gateways, runs, failed, loads)
+            IPV6["on"] = ipv6
     finally:
         run(["ip", "netns", "list"], check=False)
         lab_down(lab)
-    report(results, loads)
+    results = {side: median_of(side_runs) for side, side_runs in runs.items()}
+    report(results, loads, runs)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "load": loads, "builds": BUILDS,
+        Path(args.json).write_text(json.dumps({"results": results, "rounds": runs, "load": loads, "builds": BUILDS,
+                                               "tcp_cc": args.cc or _host_cc(),
                                                "argv": sys.argv[1:]}, indent=1) + "\n")
     return 1 if failed else 0
+
+
+def _sides(text: str) -> list[str]:
+    """--only's value: sides of SIDES, comma-separated."""
+    sides = [side for side in text.split(",") if side]
+    bad = [side for side in sides if side not in SIDES]
+    if bad or not sides:
+        raise argparse.ArgumentTypeError(f"not a side: {','.join(bad) or text!r} (sides: {', '.join(SIDES)})")
+    return sides
+
+
+def _named(args: argparse.Namespace, side: str) -> bool:
+    """Did --only name `side`?"""
+    return args.only is not None and side in args.only
+
+
+def median_of(side_runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over a side's rounds."""
+    return {key: statistics.median(r[key] for r in side_runs) for key in side_runs[0]}
+
+
+def one_round(lab: Lab, args: argparse.Namespace, gateways: list[tuple[str, list[str], dict[str, str]]],
+              runs: dict[str, list[dict[str, float]]], failed: list[str], loads: dict[str, str]) -> None:
+    """Every side once, in SIDES order, each figure measured once; appended to `runs`. The rounds interleave
+    the sides, so that a machine that drifts (a shared host: steal time, turbo) drifts under all of them
+    alike: run side by side, each side's repeats together, the kernel's were all measured first, and the
+    ratios moved with the drift. A side that fails is not measured again (`failed`)."""
+    if args.only is None or "kernel" in args.only:
+        natbox_mode(lab)  # from an earlier round's last side
+        kernel_mode(lab)
+        runs.setdefault("kernel", []).append(measure(lab, args.time))
+        loads["kernel"] = _load()
+        print("kernel:", runs["kernel"][-1], f"(load average {loads['kernel']})", flush=True)
+    for side, argv, environ in gateways:
+        if side in failed:
+            continue
+        natbox_mode(lab)
+        res = run_side(lab, side, argv, args.time, "ready:", environ)
+        if res is None:  # did not start (said on stderr): the other sides are still measured
+            failed.append(side)
+            continue
+        runs.setdefault(side, []).append(res)
+        loads[side] = _load()
+    if "bare" not in failed and (_named(args, "bare") or (args.only is None and not args.no_bare)):
+        natbox_mode(lab)
+        client_mac, server_mac = bare_mode(lab)
+        IPV6["on"] = False  # the bare forwarder answers no ND
+        res = run_side(lab, "bare", [sys.executable, str(ROOT / "bench" / "bare_forwarder.py"), "lan0", client_mac,
+                                     "wan0", server_mac, str(10 * args.time + 60)], args.time, None)
+        if res is None:
+            failed.append("bare")
+        else:
+            runs.setdefault("bare", []).append(res)
+            loads["bare"] = _load()
 
 
 def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str]]] | None:
@@ -617,10 +690,11 @@ def gateway_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[st
     runs = []
     for side, offload, compiled in GATEWAYS:
         skipped = args.no_offload_new if offload == "--offload-new" else args.no_offload
-        if args.only not in (None, side) or (offload and skipped and args.only != side):
+        named = _named(args, side)
+        if (args.only is not None and not named) or (offload and skipped and not named):
             continue
         if compiled and not args.compiled:
-            if args.only == side:
+            if named:
                 print(f"live_bench: {side} needs --compiled VENV", file=sys.stderr)
                 return None
             continue

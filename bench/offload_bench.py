@@ -1,6 +1,6 @@
 """The kernel data path alone (natbox.offload) against the kernel's own NAT, on the same namespaces.
 
-    sudo python bench/offload_bench.py [--time 4] [--repeat 3]
+    sudo python bench/offload_bench.py [--time 4] [--repeat 3] [--cc cubic]
 
 client 10.0.1.2 -- router (eth0 10.0.1.1, eth1 198.51.100.1, MASQUERADE out of eth1, ip_forward on) --
 server 198.51.100.2 running `iperf3 -s`. The entries come from a natbox engine's plans for the flows the
@@ -10,7 +10,8 @@ netfilter path (natbox's own share is bench/live_bench.py's --offload column). B
 each round; each figure is the median of --repeat rounds; `carried` is the packets the program redirected
 during the measurement (0 would mean the kernel carried everything). `tcp1 v6`: one TCP stream over IPv6
 (client fd00:1::2 -- router fd00:1::1, 2001:db8:1::1, ip6tables MASQUERADE -- server 2001:db8:1::2), NAT66
-by the kernel against the program's IPv6 branch.
+by the kernel against the program's IPv6 branch. TCP runs use --cc (default cubic) whatever the host's
+default is.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CPORT = 45000  # iperf3 --cport: the client ports of the data streams (4 for -P 
 PING_ID = 0x4242
 SERVER = "198.51.100.2"
 SERVER6 = "2001:db8:1::2"
+TCP_CC = {"name": "cubic"}  # iperf3 -C for the TCP runs (--cc; live_bench.py's TCP_CC says why it is pinned)
 
 
 def _iperf(client: str, secs: float, args: list[str], server: str = SERVER) -> dict[str, dict[str, dict[str, float]]]:
@@ -43,12 +45,16 @@ def _iperf(client: str, secs: float, args: list[str], server: str = SERVER) -> d
     return doc
 
 
+def _cc() -> list[str]:
+    return ["-C", TCP_CC["name"]] if TCP_CC["name"] else []
+
+
 def tcp_gbits(client: str, secs: float, streams: int) -> float:
-    return _iperf(client, secs, ["-P", str(streams)])["end"]["sum_received"]["bits_per_second"] / 1e9
+    return _iperf(client, secs, ["-P", str(streams), *_cc()])["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 def tcp6_gbits(client: str, secs: float) -> float:
-    return _iperf(client, secs, [], SERVER6)["end"]["sum_received"]["bits_per_second"] / 1e9
+    return _iperf(client, secs, _cc(), SERVER6)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 def udp_kpps(client: str, secs: float) -> float:
@@ -122,7 +128,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time", type=float, default=4.0, help="seconds per iperf3 run")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (each figure is their median)")
+    ap.add_argument("--cc", default=TCP_CC["name"], metavar="NAME",
+                    help="the TCP senders' congestion control (iperf3 -C); '' for the host's default")
     args = ap.parse_args()
+    TCP_CC["name"] = args.cc
     missing = probe()
     if missing is not None:
         print(f"offload_bench: {missing}", file=sys.stderr)
