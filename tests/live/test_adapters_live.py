@@ -114,6 +114,46 @@ def test_packet_socket_roundtrip(veth_ns: str, ring: bool, vnet: bool) -> None:
         rx.close()
 
 
+@pytest.mark.parametrize(("vnet", "zero_copy"), [(False, False), (True, False), (True, True)])
+def test_ring_frames_longer_than_a_slot(veth_ns: str, vnet: bool, zero_copy: bool) -> None:
+    """A ring's slots hold the device's MTU (a page for 1500: 1 MB for 256 slots) without vnet headers, and with
+    them in a compact ring (--offload's sockets; the default's slots hold a 64 KiB GSO frame, 17.8 MB). A
+    longer frame (here: the MTU raised to 9000 after the socket was made) is read whole from the socket queue
+    (PACKET_COPY_THRESH, TP_STATUS_COPY), in order with the frames around it; none is cut short. With
+    zero_copy it is a view of a reused read buffer, valid until the next read."""
+    from natbox.adapters.packet_socket import COPY_POOL, RING_SLOT_MAX
+
+    with netns.enter_netns(veth_ns):
+        tx = PacketSocket("v0", vnet_hdr=vnet)
+        rx = PacketSocket("v1", ring=True, vnet_hdr=vnet, zero_copy=zero_copy, complete_csum=not zero_copy,
+                          compact_ring=True)
+        gso_ring = PacketSocket("v1", ring=True, vnet_hdr=True)
+        mac1 = interface_mac("v1")
+        for dev in ("v0", "v1"):
+            netns.run_in_netns(veth_ns, ["ip", "link", "set", dev, "mtu", "9000"])
+    try:
+        assert gso_ring._slot_size == RING_SLOT_MAX
+        assert rx._slot_size == 4096 and rx._slots * rx._slot_size == 1 << 20
+        sizes = [100, 8000, 200, 4100, 9000, 60] + [5000] * (COPY_POOL + 2)  # more long ones than read buffers
+        frames = [mac1 + bytes.fromhex("020000000001") + b"\x88\xb5" + bytes([i]) * n for i, n in enumerate(sizes)]
+        for f in frames:
+            assert tx.send(f)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 3
+        while len(got) < len(frames) and time.monotonic() < deadline:
+            rx.wait(0.2)
+            got += [bytes(f) for f, _gt, _gs, _p in rx.recv_batch(64) if f[12:14] == b"\x88\xb5"]
+        assert got == frames
+        long_ones = sum(len(f) + 76 > 4096 for f in frames)
+        assert rx.stats["rx_copied"] == long_ones and rx.stats["rx_truncated"] == rx.stats["rx_copy_lost"] == 0
+        # at most COPY_POOL of them in place per read (the rest: bytes of their own)
+        assert (0 < rx.stats["rx_in_place"] <= long_ones) if zero_copy else rx.stats["rx_in_place"] == 0
+    finally:
+        tx.close()
+        rx.close()
+        gso_ring.close()
+
+
 def test_ring_hole_is_skipped(veth_ns: str) -> None:
     """A slot the kernel moved past without handing it over (its status still TP_STATUS_KERNEL) must not
     stall the reader for good: after RING_STALL_READS empty reads it goes on at the next ready slot."""

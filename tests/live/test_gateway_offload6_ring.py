@@ -6,7 +6,8 @@ frame). The lab is basic6.toml (client fd00:1::2 / 10.0.1.2 -- natbox lan0/wan0 
 198.51.100.2). Checked: the IPv4 and the IPv6 socket of each device have a ring mapped into the gateway
 (/proc/net/packet of its namespace: protocol and inode; /proc/PID/maps: socket:[inode]); with the IPv6 flow map
 full (filled to MAX_FLOWS through bpf(), as another writer would) a bulk IPv6 TCP transfer is forwarded by
-natbox itself, byte-exact, its GSO frames read in place from the IPv6 rings (`rx_in_place`) without a ring
+natbox itself, byte-exact, its GSO frames (longer than a slot of these compact rings: 1 MB each) read whole
+from the socket queue (`rx_copied`) and handed out in place from reused buffers (`rx_in_place`) without a ring
 reset, while an IPv4 flow beside it is still offloaded (its map is not full). Skips, naming what is
 missing, without clang/tc/bpf().
 """
@@ -67,6 +68,16 @@ def _ring_protocols(lab: Lab, pid: int) -> dict[str, set[str]]:
     return rings
 
 
+def _ring_sizes(pid: int) -> list[int]:
+    """The sizes of the packet sockets' mappings (rings) in the gateway's address space."""
+    sizes = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "socket:[" in line:
+            start, end = line.split()[0].split("-")
+            sizes.append(int(end, 16) - int(start, 16))
+    return sizes
+
+
 def _ifindex(lab: Lab, dev: str) -> int:
     out = ns_run(lab, "gw", ["cat", f"/sys/class/net/{dev}/ifindex"]).stdout.decode().strip()
     return int(out)
@@ -104,6 +115,7 @@ def test_ipv6_frames_natbox_forwards_under_offload_are_read_from_a_ring(lab: Lab
     try:
         rings = _ring_protocols(lab, gw.pid)
         assert rings == {"lan0": {"0800", "86dd"}, "wan0": {"0800", "86dd"}}, rings  # ARP's reads plainly
+        assert _ring_sizes(gw.pid) == [1 << 20] * 4  # compact rings: slots of the MTU (not 17.8 MB each)
         assert _fill_map6(gw.pid) == 65536
         server = start(lab, "server", script(BULK_SERVER, True, port=5601))
         client = ns_python(lab, "client", script(BULK_CLIENT, True, n=BULK, dst=SERVER6, port=5601, flag=flag),
@@ -130,6 +142,8 @@ def test_ipv6_frames_natbox_forwards_under_offload_are_read_from_a_ring(lab: Lab
     assert "1 flows offloaded" in text, text  # the IPv4 flow, though IPv6's map is full
     for dev in ("lan0", "wan0"):
         assert _port_counter(text, dev, "rx_ring_reset") == 0, text
-    # the client's data segments arrive on lan0 as GSO frames: handed to natbox in place, from the IPv6 ring
+    # the client's data segments arrive on lan0 as GSO frames: each read whole from the IPv6 socket's queue (its
+    # ring's slots hold MTU frames) and handed to natbox in place, from a reused buffer
+    assert _port_counter(text, "lan0", "rx_copied") > 100, text
     assert _port_counter(text, "lan0", "rx_in_place") > 100, text
     assert _port_counter(text, "lan0", "rx_gso") > 100, text

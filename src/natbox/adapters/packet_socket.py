@@ -23,6 +23,12 @@ reader never stalls for good on a slot the kernel skipped (see `PacketSocket._un
 Our own transmissions are never read back (`PACKET_IGNORE_OUTGOING`, Linux 4.20+; older kernels: the
 `PACKET_OUTGOING` packet type is skipped). Every queue is bounded: the ring has `ring_frames` slots, a
 read returns at most `max_frames`.
+
+A ring's slots hold a whole 64 KiB GSO frame with vnet headers (17.8 MB for 256 slots), else a frame of the
+device's MTU (`ring_slot_size`: a page for 1500; `compact_ring` with vnet headers too: 1 MB). A longer frame (a
+GSO frame in a compact ring, any frame once the MTU is raised) is queued whole on the socket as well
+(PACKET_COPY_THRESH; at most COPY_RCVBUF bytes of them) and its slot, marked TP_STATUS_COPY, holds its head:
+the reader takes the whole frame from the socket queue, in slot order, where it used to be cut short.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_RX_RING: Final = 5
 PACKET_AUXDATA: Final = 8
 PACKET_VERSION: Final = 10
+PACKET_COPY_THRESH: Final = 7
 PACKET_VNET_HDR: Final = 15
 PACKET_QDISC_BYPASS: Final = 20
 PACKET_IGNORE_OUTGOING: Final = 23
@@ -79,6 +86,7 @@ PACKET_OUTGOING: Final = 4
 TPACKET_V2: Final = 1
 TP_STATUS_KERNEL: Final = 0
 TP_STATUS_USER: Final = 1
+TP_STATUS_COPY: Final = 2
 TP_STATUS_LOSING: Final = 4
 TP_STATUS_CSUMNOTREADY: Final = 8
 TPACKET2_HDR = struct.Struct("=IIIHHIIHH4x")  # tp_status tp_len tp_snaplen tp_mac tp_net sec nsec vlan
@@ -91,11 +99,15 @@ SIOCGIFFLAGS: Final = 0x8913
 IFF_UP: Final = 0x1
 SIOCGIFMTU: Final = 0x8921
 SIOCGIFHWADDR: Final = 0x8927
+SO_RCVBUFFORCE: Final = 33
 
 PLAIN_BUF = 65536 + 256  # largest frame a plain read returns (a 64 KiB GSO frame plus headers)
 RING_FRAMES_DEFAULT = 256  # ring slots (each a frame); bounds kernel->natbox buffering per interface
-RING_SLOT_SMALL = 4096  # slot size without vnet headers (MTU-sized frames)
-RING_SLOT_GSO = 69632  # slot size with vnet headers: 17 pages, a whole 64 KiB GSO frame
+RING_SLOT_HEAD = 128  # a slot's bytes before the frame's end beyond the MTU: tpacket2_hdr, sockaddr_ll, the vnet
+# header, Ethernet and a VLAN tag (tpacket_rcv's macoff is 76 with a vnet header)
+RING_SLOT_MAX = 69632  # 17 pages: a whole 64 KiB frame (lo's MTU)
+COPY_RCVBUF = 8 << 20  # bytes of whole frames longer than a slot waiting in the socket queue (PACKET_COPY_THRESH)
+COPY_POOL = 16  # read buffers for such frames reused from one read to the next (more in a read: a fresh bytes each)
 ZERO_COPY_MIN = 2048  # zero_copy: ring frames longer than this are handed out as views (shorter: copied)
 CSUM_HEAD = 128  # bytes l4_csum_location reads at most: Ethernet, IPv4 with options or IPv6's fixed header, TCP
 RING_STALL_READS = 256  # consecutive reads that found nothing although poll said readable: the ring is stuck
@@ -135,11 +147,27 @@ def interface_mtu(ifname: str) -> int:
     return int(struct.unpack_from("=i", _ifreq_ioctl(ifname, SIOCGIFMTU), 16)[0])
 
 
+def ring_slot_size(ifname: str) -> int:
+    """A ring slot's size for `ifname`: its MTU's frames and their headers in whole pages (4096 bytes for an
+    MTU of 1500), at most RING_SLOT_MAX. Longer frames (GSO, an MTU raised later) arrive whole through the
+    socket queue (PACKET_COPY_THRESH). Slots sized for a 64 KiB GSO frame made each ring 17.8 MB."""
+    try:
+        mtu = interface_mtu(ifname)
+    except PacketSocketError:
+        mtu = 1500
+    need = max(0, mtu) + RING_SLOT_HEAD
+    return min(RING_SLOT_MAX, -(-need // mmap.PAGESIZE) * mmap.PAGESIZE)
+
+
 class PacketSocket:
     """One AF_PACKET socket on `ifname` (in the caller's namespace), non-blocking.
 
     `ring=True` maps a TPACKET_V2 receive ring of `ring_frames` slots; otherwise frames are read with
-    recv/recvmsg. `vnet_hdr=True` sets PACKET_VNET_HDR (GSO frames and partial checksums pass through).
+    recv/recvmsg. A slot holds a 64 KiB GSO frame with vnet headers (17.8 MB for 256 slots), else a frame of
+    the device's MTU; `compact_ring=True` sizes it for the MTU with vnet headers too (1 MB), for a socket
+    that sees few GSO frames (--offload's: the BPF program carries the bulk flows): each longer frame then
+    costs a syscall and holds its skb until read, which took 25-45 % of the pure gateway's TCP rate when
+    it carried bulk TCP itself. `vnet_hdr=True` sets PACKET_VNET_HDR (GSO frames and partial checksums pass through).
     `complete_csum=False` leaves partial checksums partial (the frame's field then holds only the
     pseudo-header sum): for consumers that do not verify L4 checksums; transmission recomputes the
     pseudo-header sum anyway, so NAT's changes to addresses stay correct.
@@ -149,7 +177,7 @@ class PacketSocket:
     def __init__(self, ifname: str, *, vnet_hdr: bool = False, ring: bool = False, promisc: bool = False,
                  ring_frames: int = RING_FRAMES_DEFAULT, qdisc_bypass: bool = True,
                  complete_csum: bool = True, zero_copy: bool = False, protocol: int = ETH_P_ALL,
-                 allmulti: bool = False) -> None:
+                 allmulti: bool = False, compact_ring: bool = False) -> None:
         self.ifname = ifname
         # the ethertype bound to: ETH_P_ALL sees every frame before tc ingress runs (tcpdump's place); one
         # protocol sees only what tc ingress passed up (--offload: not the frames a BPF program redirected)
@@ -160,9 +188,15 @@ class PacketSocket:
         self._held: list[int] = []  # ring slots whose frames were handed out as views
         self.vnet_hdr = vnet_hdr
         self.ring = ring
+        self.compact_ring = compact_ring
         self.stats = {"rx": 0, "tx": 0, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "tx_error": 0,
                       "rx_losing": 0, "rx_csum_completed": 0, "rx_ring_resync": 0, "rx_ring_reset": 0,
-                      "rx_in_place": 0}  # rx_in_place: frames handed out as views of the ring (zero_copy)
+                      "rx_in_place": 0, "rx_copied": 0, "rx_copy_lost": 0}
+        # rx_in_place: frames handed out as views (of the ring, or of a read buffer: zero_copy); rx_copied: frames
+        # longer than a ring slot read whole from the socket queue; rx_copy_lost: such a frame missing or not
+        # the slot's (dropped)
+        self._pool: list[bytearray] = []  # read buffers of the frames longer than a slot (COPY_POOL)
+        self._pool_used = 0
         # called with the length of each received frame its slot (or the read buffer) cut short, which is then
         # dropped: without vnet headers, a peer's TSO/GRO super-packet larger than a ring slot (the loop warns)
         self.on_truncated: Callable[[int], None] | None = None
@@ -205,7 +239,14 @@ class PacketSocket:
         if self.ring:
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
             self._slots = ring_frames
-            self._slot_size = RING_SLOT_GSO if self.vnet_hdr else RING_SLOT_SMALL
+            self._slot_size = RING_SLOT_MAX if self.vnet_hdr and not self.compact_ring else ring_slot_size(self.ifname)
+            # a frame longer than a slot (a GSO frame, a device's MTU raised later) is also queued whole on the
+            # socket (tpacket_rcv: TP_STATUS_COPY), where _recv_copied reads it, instead of only cut short
+            sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+            try:  # beyond net.core.rmem_max, as root
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, COPY_RCVBUF)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, COPY_RCVBUF)
             self._map_ring()
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
@@ -268,6 +309,11 @@ class PacketSocket:
         self.stats["rx_ring_reset"] += 1
         self._unmap()
         self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(16))  # tear the ring down
+        for _ in range(self._slots):  # the whole frames of slots gone with it: no later slot's
+            try:
+                self.sock.recv(1)
+            except (BlockingIOError, InterruptedError):
+                break
         self._map_ring()
 
     def fileno(self) -> int:
@@ -332,6 +378,7 @@ class PacketSocket:
         """Up to `max_frames` slots of the ring, in order; each slot goes back to the kernel at once."""
         if self._held:
             self._release_held()
+        self._pool_used = 0
         mm = self._mm
         assert mm is not None
         out: list[RxFrame] = []
@@ -355,7 +402,13 @@ class PacketSocket:
             status, tp_len, snaplen, mac = unpack(mm, base)
             if status & TP_STATUS_LOSING:
                 stats["rx_losing"] += 1
-            if snaplen < tp_len:
+            if status & TP_STATUS_COPY:
+                rx = self._recv_copied(tp_len, status)
+                if rx is not None and (not check_outgoing or mm[base + SLL_PKTTYPE] != PACKET_OUTGOING):
+                    append(rx)
+                    n_partial += rx[3]
+                    n_gso += rx[1] != 0
+            elif snaplen < tp_len:
                 stats["rx_truncated"] += 1
                 if self.on_truncated is not None and mm[base + SLL_PKTTYPE] != PACKET_OUTGOING:
                     self.on_truncated(tp_len)
@@ -409,6 +462,50 @@ class PacketSocket:
         if held:
             stats["rx_in_place"] += len(held)
         return out
+
+    def _recv_copied(self, tp_len: int, status: int) -> RxFrame | None:
+        """The whole frame of a ring slot marked TP_STATUS_COPY (longer than a slot: tpacket_rcv queued it on the
+        socket, in slot order, before handing the slot over), read from the socket queue. With zero_copy into a
+        read buffer of the pool and handed out as a view, valid until the next read as a ring view is; else
+        bytes. None when it is not there (the socket buffer was full: the kernel then sets no TP_STATUS_COPY, so
+        this is a slot skipped after a hole) or is not `tp_len` long: dropped, counted."""
+        stats = self.stats
+        head = VNET_HDR_LEN if self.vnet_hdr else 0
+        data: bytes | memoryview
+        try:
+            if self.zero_copy and self._pool_used < COPY_POOL:
+                if self._pool_used == len(self._pool):
+                    self._pool.append(bytearray(PLAIN_BUF))
+                buf = self._pool[self._pool_used]
+                n = self.sock.recv_into(buf)
+                self._pool_used += 1
+                data = memoryview(buf)[:n]
+            else:
+                data = self.sock.recv(PLAIN_BUF)
+        except (BlockingIOError, InterruptedError):
+            stats["rx_copy_lost"] += 1
+            return None
+        if len(data) - head != tp_len:
+            stats["rx_copy_lost"] += 1
+            return None
+        stats["rx_copied"] += 1
+        if not self.vnet_hdr:
+            if status & TP_STATUS_CSUMNOTREADY:
+                frame = bytearray(data)
+                stats["rx_csum_completed"] += complete_notready(frame)
+                return bytes(frame), 0, 0, False
+            return bytes(data), 0, 0, False
+        flags, gso_type, _hl, gso_size, cstart, coff = VNET_HDR.unpack_from(data)
+        if isinstance(data, memoryview):  # zero_copy: complete_csum is off
+            needs = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
+            loc = l4_csum_location(data[head:head + CSUM_HEAD]) if needs else None
+            if not needs or (loc is not None and loc[0] == cstart and loc[1] == coff):
+                stats["rx_in_place"] += 1
+                return data[head:], gso_type & ~GSO_ECN, gso_size if gso_type else 0, bool(needs)
+            data = bytes(data)
+        if flags or gso_type:
+            return vnet_rx(data[head:], flags, gso_type, gso_size, cstart, coff, self.complete_csum)
+        return data[head:], 0, 0, False
 
     def _count(self, out: list[RxFrame]) -> None:
         st = self.stats

@@ -158,7 +158,8 @@ def _open_packet_socket(cfg: GatewayConfig, iface: Interface, opened: OpenPorts)
                 sockets[proto] = PacketSocket(iface.name, vnet_hdr=cfg.vnet_hdr and ip, ring=cfg.ring and ip,
                                               promisc=promisc, complete_csum=cfg.complete_csum,
                                               qdisc_bypass=cfg.qdisc_bypass, zero_copy=ip, protocol=proto,
-                                              allmulti=allmulti and proto == ETH_P_IPV6)
+                                              allmulti=allmulti and proto == ETH_P_IPV6,
+                                              compact_ring=True)  # the program carries the bulk: 1 MB rings
         except PacketSocketError:
             for sock in sockets.values():
                 sock.close()
