@@ -52,7 +52,7 @@ _DIRN_ORIGINAL: Final = Direction.ORIGINAL
 _HOOK_LOCAL_IN: Final = Hook.LOCAL_IN
 _HOOK_LOCAL_OUT: Final = Hook.LOCAL_OUT
 _PKT_BROADCAST: Final = PacketType.BROADCAST
-_PKT_LOOPBACK: Final = PacketType.LOOPBACK
+_PKT_HOST: Final = PacketType.HOST
 _PKT_MULTICAST: Final = PacketType.MULTICAST
 
 
@@ -305,14 +305,18 @@ class LocalStack:
             self._family.set_local_source(skb, src)
 
     def loopback_xmit(self, skb: Skb) -> None:
-        """`loopback_xmit` → `netif_rx`: the skb comes back in on lo, its ct still attached (§4.1)."""
+        """`loopback_xmit` → `netif_rx`: the skb comes back in on lo, its ct still attached (§4.1). It comes back
+        as PACKET_HOST: `eth_type_trans` finds lo's all-zero address as the destination and leaves the type of
+        a locally made skb (0, PACKET_HOST) as it was; PACKET_LOOPBACK is `dev_loopback_xmit`'s, for the copies
+        of multicast and broadcast a host sends to itself (measured on 6.18: `-i lo -m pkttype --pkt-type
+        unicast` counts a ping of 127.0.0.1 and of ::1, broadcast and multicast count nothing)."""
         if self._depth >= LOOPBACK_DEPTH_MAX:
             raise Drop(DropReason.NO_ROUTE, "loopback_xmit", "loop depth exceeded")
         self._depth += 1
         try:
             skb.iif = "lo"
             skb.oif = ""
-            skb.pkt_type = _PKT_LOOPBACK
+            skb.pkt_type = _PKT_HOST
             skb.add_trace("loopback_xmit: back in on lo")
             self.rcv_skb(skb)
         finally:
