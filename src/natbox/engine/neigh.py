@@ -293,17 +293,21 @@ class NeighTable(Generic[T]):
         # neigh_alloc has already counted the entry being allocated in tbl->gc_entries
         max_clean = self._gc_entries + 1 - self.parms.gc_thresh2
         tref = now - GC_FORCED_MIN_AGE
-        shrunk = 0
-        for key, e in list(self._entries.items()):
-            if e.state & _PERMANENT:
-                continue
-            if e.state in (_FAILED, _NOARP) or not tref <= e.updated <= now:
-                self._remove(key, dropped)
-                shrunk += 1
-            if shrunk >= max_clean:
-                break
+        victims = []  # chosen first, removed after the walk: no copy of the table per call (a full table of
+        # fresh entries is walked at every allocation, as the kernel's gc_list is)
+        if max_clean > 0:
+            for key, e in self._entries.items():
+                state = e.state
+                if state & _PERMANENT:
+                    continue
+                if state in (_FAILED, _NOARP) or not tref <= e.updated <= now:
+                    victims.append(key)
+                    if len(victims) >= max_clean:
+                        break
+        for key in victims:
+            self._remove(key, dropped)
         self._last_flush = now
-        return shrunk
+        return len(victims)
 
     def _remove(self, key: tuple[str, int], dropped: list[T]) -> None:
         """`neigh_del()` → `neigh_destroy()`: queued items are purged (dropped, no ICMP)."""
