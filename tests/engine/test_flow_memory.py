@@ -121,7 +121,7 @@ def test_neighbour_flood_stays_within_gc_thresh3() -> None:
     host.neighbours.append(Neighbour("eth0", parse_addr("10.0.0.2"), SERVER_MAC))
     engine = Engine(host, seed=1)
     base = parse_addr("10.1.0.0")
-    martian = parse_addr("0.0.0.1")  # dropped at the routing decision, after the sender is learned
+    martian = parse_addr("0.0.0.0")  # dropped at the routing decision, after the sender is learned
     now = 0.0
     for i in range(20_000):
         sender = base + i

@@ -11,7 +11,8 @@ from functools import partial
 from natbox.conntrack.format import format_conntrack
 from natbox.conntrack.tuple import format_addr, parse_addr
 from natbox.engine.engine import Engine
-from natbox.engine.host import Host, Interface
+from natbox.engine.host import Host, Interface, Route
+from natbox.engine.output import Output
 from natbox.netfilter import TcpState
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
@@ -384,3 +385,59 @@ def test_engine_never_raises_on_garbage() -> None:
         engine.receive(frame, iface, 1.0)
         engine.receive(junk, iface, 1.0)
     assert icmp is not None
+
+
+# --- ICMP errors about 127/8, 240/4 and 0/8 sources: `__icmp_send` tests no source, routing does -------------
+
+
+def _udp_to(src: str, dst: str, dport: int = 9) -> bytes:
+    s, d = parse_addr(src), parse_addr(dst)
+    return bytes(ipv4.build_ipv4(s, d, 17, udp.build_udp(s, d, 40000, dport, b"x"), ident=7))
+
+
+def _icmp_delivered(outs: list[Output]) -> list[tuple[str, str, int, int, bytes]]:
+    """(src, dst, type, code, quoted datagram) of each ICMP message the host's own stack received."""
+    return [(*fields(d.datagram)[:2], d.datagram[20], d.datagram[21], d.datagram[28:])
+            for o in outs for d in o.delivered if d.datagram[9] == 1]
+
+
+def _sent_from_srv(datagram: bytes, *, default_route: bool = True, route_localnet: bool = False) -> Lab:
+    """The reference router (with a default route via 198.51.100.2) after srv (198.51.100.2, on eth1) sent
+    `datagram`, whatever its addresses."""
+    lab, engine = router()
+    if default_route:
+        engine.host.routes.append(Route(0, 0, "eth1", parse_addr("198.51.100.2")))
+        engine.fib.rebuild()
+    engine.host.interfaces["eth1"].route_localnet = route_localnet
+    srv = lab.add_host("srv", "eth1", "198.51.100.2/24")
+    lab.at(0.0, partial(srv.send_ip, datagram))
+    lab.run(until=0.5)
+    return lab
+
+
+def test_0_0_0_0_is_a_martian_except_to_0_0_0_0() -> None:
+    """[V] Linux 6.18 (`ip_route_input_slow`): 0.0.0.0 -> a local address is a martian source, a host ->
+    0.0.0.0 a martian destination, neither answered; 0.0.0.0 -> 0.0.0.0 is delivered as a broadcast
+    (brd_input: INPUT counts it), which no port unreachable answers."""
+    cases: list[tuple[str, str, list[str]]] = [
+        ("0.0.0.0", "198.51.100.1", ["martian_source"]), ("198.51.100.2", "0.0.0.0", ["martian_destination"]),
+        ("0.0.0.0", "0.0.0.0", [])]
+    for src, dst, drops in cases:
+        lab = _sent_from_srv(_udp_to(src, dst))
+        assert [d.reason for o in lab.outputs for d in o.dropped] == drops, (src, dst)
+        assert [d for d in sent(lab, "eth1") if d[9] == 1] == [] and _icmp_delivered(lab.outputs) == []
+        delivered = [d.action for o in lab.outputs for d in o.delivered]
+        assert delivered == ([] if drops else ["no socket (broadcast: no reply)"]), (src, dst)
+
+
+def test_0_8_other_than_0_0_0_0_is_an_ordinary_address() -> None:
+    """[V] Linux 6.18, a router with a default route (`ipv4_is_zeronet` is 0.0.0.0 alone since 5.3): from
+    0.1.2.3 to its closed port 9, a port unreachable goes back by the default route; a datagram to 0.1.2.3
+    with TTL 1 is forwarded, so it earns Time Exceeded."""
+    datagram = _udp_to("0.1.2.3", "198.51.100.1")
+    (err,) = [d for d in sent(_sent_from_srv(datagram), "eth1") if d[9] == 1]
+    assert fields(err)[:2] == ("198.51.100.1", "0.1.2.3") and (err[20], err[21]) == (3, 3) and err[28:] == datagram
+    s, d = parse_addr("198.51.100.2"), parse_addr("0.1.2.3")
+    lab = _sent_from_srv(bytes(ipv4.build_ipv4(s, d, 17, udp.build_udp(s, d, 1, 9, b""), ttl=1)))
+    (err,) = [d for d in sent(lab, "eth1") if d[9] == 1]
+    assert fields(err)[:2] == ("198.51.100.1", "198.51.100.2") and (err[20], err[21]) == (11, 0)

@@ -58,13 +58,15 @@ class RouteInput:
         saddr = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
         daddr = int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big")
         lo_in = dev.kind == "loopback"
-        # ip_route_input_slow's martian checks
+        # ip_route_input_slow's martian checks. `ipv4_is_zeronet` is 0.0.0.0 alone (since Linux 5.3): the
+        # rest of 0/8 routes like any unicast address. [V] 6.18: 0.0.0.0 -> a local address and a host ->
+        # 0.0.0.0 are martians, 0.0.0.0 -> 0.0.0.0 is delivered (brd_input), 0.1.2.3 -> a closed local
+        # port is answered and a host -> 0.1.2.3 forwarded (Time Exceeded at TTL 1)
         if saddr >> 28 == 0xE or saddr == 0xFFFFFFFF:
             raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
-        if daddr == 0xFFFFFFFF or (saddr == 0 and daddr >> 28 != 0xE):
-            if daddr == 0xFFFFFFFF:
-                self._local.local_deliver(skb)
-                return
+        if daddr == 0xFFFFFFFF or (saddr == 0 and daddr == 0):
+            self._local.local_deliver(skb)  # brd_input
+            return
         if daddr >> 28 == 0xE:
             # ip_route_input_mc: only groups the host has joined are delivered (every interface joins
             # 224.0.0.1, all-hosts); there is no multicast routing, so others are dropped here, after
@@ -73,13 +75,15 @@ class RouteInput:
                 self._local.local_deliver(skb)
                 return
             raise Drop(DropReason.NO_ROUTE, "ip_route_input_mc", f"not a member of {format_addr(daddr)}")
+        if saddr == 0:
+            raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
+        if daddr == 0:
+            raise Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
         if not lo_in and not dev.route_localnet:
-            if saddr >> 24 == 127:
-                raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
             if daddr >> 24 == 127:
                 raise Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
-        if daddr >> 24 == 0 or (saddr >> 24 == 0 and saddr != 0):
-            raise Drop(DropReason.MARTIAN_DESTINATION, "ip_route_input", format_addr(daddr))
+            if saddr >> 24 == 127:
+                raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_input", format_addr(saddr))
         if skb.sk is not None:
             # TPROXY assigned a local socket: delivered here, as the policy route every TPROXY setup adds
             # (`ip rule add fwmark M lookup T`, `local 0.0.0.0/0 dev lo table T`) would (docs/differences.md)

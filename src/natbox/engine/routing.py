@@ -193,10 +193,11 @@ class Fib:
         return None
 
     def addr_type(self, addr: int, dev: str | None = None) -> int:
-        """`inet_dev_addr_type()` (§5.3): BROADCAST for 0/8 and 255.255.255.255, MULTICAST for 224/4,
+        """`inet_dev_addr_type()` (§5.3): BROADCAST for 0.0.0.0 and 255.255.255.255, MULTICAST for 224/4,
         otherwise the local table's type (LOCAL, BROADCAST), else UNICAST. With `dev`, a local-table
-        answer counts only if its route is on that device."""
-        if addr >> 24 == 0 or addr == 0xFFFFFFFF:
+        answer counts only if its route is on that device. `ipv4_is_zeronet` is 0.0.0.0 alone since Linux
+        5.3 (§5.3 says 0/8): [V] 6.18, `-m addrtype` calls 0.1.2.3 UNICAST, 0.0.0.0 BROADCAST."""
+        if addr in (0, 0xFFFFFFFF):
             return RTN_BROADCAST
         if addr >> 28 == 0xE:
             return RTN_MULTICAST

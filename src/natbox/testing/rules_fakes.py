@@ -63,7 +63,7 @@ class FakeCtx:
             return RTN_LOCAL
         if addr >> 28 == 0xE:
             return RTN_MULTICAST
-        if addr == 0xFFFFFFFF or addr >> 24 == 0:
+        if addr in (0, 0xFFFFFFFF):
             return RTN_BROADCAST
         return RTN_UNICAST
 

@@ -89,8 +89,8 @@ class Rpfilter(Match):
             if skb.pkt_type == PacketType.LOOPBACK or skb.iif == "lo":
                 return not invert
             saddr, daddr = skb.saddr, skb.daddr
-            if saddr >> 24 == 0 and (daddr == 0xFFFFFFFF or daddr >> 8 == 0xE00000):
-                return not invert  # 0.0.0.0/8 to the limited broadcast or 224.0.0.0/24 (DHCP, IGMP)
+            if saddr == 0 and (daddr == 0xFFFFFFFF or daddr >> 8 == 0xE00000):
+                return not invert  # ipv4_is_zeronet (0.0.0.0) to the limited broadcast or 224.0.0.0/24 (DHCP)
             res = ctx.fib_lookup(saddr)
             if res is None:
                 return invert
