@@ -441,3 +441,77 @@ def test_0_8_other_than_0_0_0_0_is_an_ordinary_address() -> None:
     lab = _sent_from_srv(bytes(ipv4.build_ipv4(s, d, 17, udp.build_udp(s, d, 1, 9, b""), ttl=1)))
     (err,) = [d for d in sent(lab, "eth1") if d[9] == 1]
     assert fields(err)[:2] == ("198.51.100.1", "198.51.100.2") and (err[20], err[21]) == (11, 0)
+
+
+FILTER_HEAD = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+LO_UDP = bytes(ipv4.build_ipv4(parse_addr("127.0.0.1"), parse_addr("127.0.0.2"), 17,
+                               udp.build_udp(parse_addr("127.0.0.1"), parse_addr("127.0.0.2"), 40000, 9, b"x")))
+
+
+def test_a_host_udp_datagram_to_a_closed_port_on_127_0_0_2_gets_a_port_unreachable_on_lo() -> None:
+    """[V] Linux 6.18: a UDP socket 127.0.0.1 -> 127.0.0.2:9 (closed) gets ECONNREFUSED: `__icmp_send` answers
+    a 127/8 source (only routing refuses one, from a device other than lo). Nothing leaves a real device."""
+    _lab, engine = router()
+    out = engine.send_local(LO_UDP, 1.0)
+    assert out.emitted == [] and out.dropped == []
+    ((src, dst, itype, code, quote),) = _icmp_delivered([out])
+    assert (src, dst, itype, code) == ("127.0.0.2", "127.0.0.1", 3, 3)
+    assert quote == LO_UDP
+
+
+def _lo_engine(rules: str, listeners: set[tuple[int, int]]) -> Engine:
+    host = Host(name="h")
+    host.add_interface(Interface("eth0", mac=bytes.fromhex("020000000001")))
+    host.add_address("eth0", parse_addr("10.0.0.1"), 24)
+    ruleset = Ruleset()
+    ruleset.restore(parse_restore(FILTER_HEAD + rules + "COMMIT\n", file="test"))
+    return Engine(host, ruleset=ruleset, listeners=listeners)
+
+
+def test_reject_of_lo_traffic_from_127_0_0_1_answers_with_port_unreachable() -> None:
+    """[V] Linux 6.18, 127.0.0.1 -> 127.0.0.2 with a socket listening: `-A OUTPUT -o lo ... -j REJECT` (send
+    gets EPERM, then ECONNREFUSED) and `-A INPUT -i lo ... -j REJECT` (ECONNREFUSED) both send the port
+    unreachable, which arrives on lo; the datagram reaches no socket."""
+    for chain, iface in (("OUTPUT", "-o lo"), ("INPUT", "-i lo")):
+        engine = _lo_engine(f"-A {chain} {iface} -p udp --dport 9 -j REJECT\n", {(17, 9)})
+        out = engine.send_local(LO_UDP, 1.0)
+        ((src, dst, itype, code, quote),) = _icmp_delivered([out])
+        assert (src, dst, itype, code, quote) == ("127.0.0.2", "127.0.0.1", 3, 3, LO_UDP), chain
+        assert not [d for d in out.delivered if d.datagram[9] == 17], chain
+        assert [d.reason for d in out.dropped] == ["rule_drop"], chain  # the verdict after the answer: NF_DROP
+
+
+def test_reject_with_tcp_reset_of_lo_traffic_from_127_0_0_1() -> None:
+    """[V] Linux 6.18: `-A INPUT -i lo -p tcp --dport 9 -j REJECT --reject-with tcp-reset` with 127.0.0.2:9
+    listening: connect() from 127.0.0.1 gets ECONNREFUSED (`nf_send_reset` has no source test either)."""
+    engine = _lo_engine("-A INPUT -i lo -p tcp --dport 9 -j REJECT --reject-with tcp-reset\n", {(6, 9)})
+    lo1, lo2 = parse_addr("127.0.0.1"), parse_addr("127.0.0.2")
+    syn = ipv4.build_ipv4(lo1, lo2, 6, tcp.build_tcp(lo1, lo2, 40000, 9, seq=100, flags=tcp.SYN))
+    out = engine.send_local(bytes(syn), 1.0)
+    (rst,) = [d.datagram for d in out.delivered if d.datagram[9] == 6 and d.datagram[20 + 13] & tcp.RST]
+    assert fields(rst) == ("127.0.0.2", "127.0.0.1", 9, 40000)
+    assert int.from_bytes(rst[28:32], "big") == 101  # ACK of the SYN
+
+
+def test_a_127_8_source_in_on_a_device_with_route_localnet_gets_its_port_unreachable_on_lo() -> None:
+    """[V] Linux 6.18: 127.0.0.5 -> the router's 198.51.100.1:9 (closed) in on a device with route_localnet=1:
+    the port unreachable goes to 127.0.0.5 over lo (OUTPUT -o lo and INPUT -i lo count it), nothing out of
+    the device. Without route_localnet the datagram is a martian and nothing answers."""
+    datagram = _udp_to("127.0.0.5", "198.51.100.1")
+    for localnet in (True, False):
+        lab = _sent_from_srv(datagram, default_route=False, route_localnet=localnet)
+        assert sent(lab, "eth1") == []
+        errors = _icmp_delivered(lab.outputs)
+        if localnet:
+            assert errors == [("198.51.100.1", "127.0.0.5", 3, 3, datagram)]
+        else:
+            assert errors == []
+            assert [d.reason for o in lab.outputs for d in o.dropped] == ["martian_source"]
+
+
+def test_a_240_4_source_is_answered() -> None:
+    """[V] Linux 6.18, a router with a default route: from 240.0.0.1 (class E is no martian) to its closed
+    port 9, a port unreachable goes back by the default route."""
+    datagram = _udp_to("240.0.0.1", "198.51.100.1")
+    (err,) = [d for d in sent(_sent_from_srv(datagram), "eth1") if d[9] == 1]
+    assert fields(err)[:2] == ("198.51.100.1", "240.0.0.1") and (err[20], err[21]) == (3, 3) and err[28:] == datagram

@@ -126,3 +126,16 @@ def test_a_tee_copy_to_a_gateway_behind_lo_ends() -> None:
     assert max(depths) == 3 and len(depths) == 5, depths
     assert out.dropped == [] and out.emitted == []
     assert [d.action for d in out.delivered].count("udp port 7 closed: port unreachable sent") == 2
+
+
+def test_a_host_udp_datagram_from_and_to_the_loopback_address_gets_a_port_unreachable_on_lo() -> None:
+    """[V] Linux 6.18: a UDP socket ::1 -> ::1:9 (closed) gets ECONNREFUSED: `icmp6_send` refuses only an
+    unspecified or multicast source (RFC 4443 2.4), not ::1, as IPv4's `__icmp_send` does not refuse 127/8."""
+    eng = _engine("")
+    datagram = _udp(1, 1, 40000, 9)
+    out = eng.send_local(datagram, 1.0)
+    assert out.emitted == [] and out.dropped == []
+    (err,) = [d.datagram for d in out.delivered if d.datagram[6] == 58]
+    assert int.from_bytes(err[8:24], "big") == 1 and int.from_bytes(err[24:40], "big") == 1
+    assert (err[40], err[41]) == (1, 4)  # destination unreachable, port unreachable
+    assert err[48:] == datagram

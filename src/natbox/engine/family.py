@@ -173,7 +173,8 @@ class Ipv4:
     def icmp_error_allowed(data: bytes, icmp_type: int, *, pkt_type_host: bool, dst_broadcast: bool,
                            dst_multicast: bool) -> bool:
         """`icmp_send`'s early returns: no error about an error, a non-first fragment, a broadcast or
-        multicast, a packet not for this host at the link layer, a bad source (RFC 1122 §3.2.2)."""
+        multicast, a packet not for this host at the link layer. No source test: routing's martian checks
+        made it (wire/icmp.py)."""
         return icmp.icmp_error_allowed(data, icmp_type=icmp_type, pkt_type_host=pkt_type_host,
                                        dst_broadcast=dst_broadcast, dst_multicast=dst_multicast)
 

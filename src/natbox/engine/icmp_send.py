@@ -1,9 +1,9 @@
 """ICMP errors the host sends, REJECT's answers and LOG's lines (net/ipv4/icmp.c, ipt_REJECT.c, nf_log).
 
 `IcmpSender.icmp_send` mirrors `icmp_send`: it decides whether an error may be sent about a packet
-(RFC 1122's rules, then the per-host rate limit of engine/icmp_rate.py), builds it with the address
-family's builder and hands it to the local output path attached to the packet's ct (`nf_ct_attach` in
-`icmp_glue_bits`), so NAT translates it (§4.9).
+(`__icmp_send`'s tests, wire/icmp.py, then the per-host rate limit of engine/icmp_rate.py), builds it
+with the address family's builder and hands it to the local output path attached to the packet's ct
+(`nf_ct_attach` in `icmp_glue_bits`), so NAT translates it (§4.9).
 """
 
 from __future__ import annotations

@@ -16,11 +16,14 @@
   MTU for FRAG_NEEDED sits in the low 16 bits, the PARAMETERPROB pointer in the top 8;
 - the reply's TOS is `RT_TOS(tos) | IPTOS_PREC_INTERNETCONTROL` for errors (`icmp_error_tos`).
 
-RFC 1122 3.2.2 also forbids errors about a datagram whose *source* is not a single host (0.0.0.0,
-127/8, a multicast or the limited broadcast address, class E). `__icmp_send` has no such test
-because `ip_route_input_slow` already drops those packets as martians before anything could send
-an error about them; `icmp_error_allowed` applies the RFC rule so that its answer is right for a
-caller that asks earlier. Rate limits (`icmp_ratelimit`, `icmp_msgs_per_sec`) are the caller's.
+There is no test of the offending datagram's *source*. RFC 1122 3.2.2 forbids errors about a source that
+is not one host, but `__icmp_send` leaves that to routing: `ip_route_input_slow` drops a 224/4,
+255.255.255.255 or 0.0.0.0 source, and a 127/8 one on any device but lo without route_localnet, as
+martians before anything could answer them (engine/route_input.py). A 127/8 source that is let in (host
+traffic over lo, route_localnet) and a 240/4 one get their errors. [V] Linux 6.18: a UDP datagram
+127.0.0.1 -> 127.0.0.2:closed port gets a port unreachable back on lo (the socket sees ECONNREFUSED), as
+does one from 127.0.0.5 in on a device with route_localnet; one from 240.0.0.1 gets it by the default
+route. Rate limits (`icmp_ratelimit`, `icmp_msgs_per_sec`) are the caller's.
 """
 
 from __future__ import annotations
@@ -223,11 +226,6 @@ def icmp_error_tos(tos: int) -> int:
     return (tos & _IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL
 
 
-def _bad_source(saddr: int) -> bool:
-    first = saddr >> 24
-    return saddr in (0, 0xFFFFFFFF) or first == 127 or first >= 224
-
-
 def icmp_error_allowed(
     datagram: bytes | bytearray | memoryview,
     *,
@@ -241,7 +239,8 @@ def icmp_error_allowed(
     `pkt_type_host` is False when the packet came in as link-layer broadcast/multicast;
     `dst_broadcast`/`dst_multicast` are the route's RTCF_BROADCAST/RTCF_MULTICAST flags (a
     directed broadcast is only known to the routing table; 224/4 and 255.255.255.255 destinations
-    are also recognised here). Never raises: a datagram too short to judge gives False.
+    are also recognised here). No test of the source (see the module docstring). Never raises: a
+    datagram too short to judge gives False.
     """
     if len(datagram) < 20:
         return False
@@ -251,8 +250,6 @@ def icmp_error_allowed(
     if daddr >> 28 == 0xE or daddr == 0xFFFFFFFF:
         return False
     if ((datagram[6] << 8) | datagram[7]) & 0x1FFF:
-        return False
-    if _bad_source(int.from_bytes(datagram[12:16], "big")):
         return False
     if icmp_is_error(icmp_type) and datagram[9] == _IPPROTO_ICMP:
         ihl = (datagram[0] & 0x0F) * 4
