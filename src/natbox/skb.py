@@ -100,6 +100,7 @@ class Skb:
         "pkt_id",
         "pkt_type",
         "priority",
+        "rt_flags",
         "secmark",
         "sk",
         "src_mac",
@@ -129,6 +130,10 @@ class Skb:
         self.frag_pmtu = False  # IPSKB_FRAG_PMTU: every fragment had DF
         self.frag_list: list[int] | None = None  # the received fragments' sizes, for ip_do_fragment
         self.nexthop = 0  # routing's next hop (gateway, or daddr when on-link)
+        # the flags of the route the skb carries (skb_dst), where they decide its way: IPv4's rtable rt_flags
+        # (RTCF_LOCAL: an output route out lo, whose dst.input is ip_local_deliver) and IPv6's rt6i_flags
+        # (RTF_REJECT: a reject route, whose dst.output is ip6_pkt_discard_out); set by output routing
+        self.rt_flags = 0
         self.pkt_id = pkt_id  # the input packet this skb came from (for explanations)
         self.trace: list[str] | None = None  # explanation steps, when tracing is on
         self.note = ""

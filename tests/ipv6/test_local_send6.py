@@ -14,8 +14,9 @@ from natbox.engine.local import LOCAL_NESTING_MAX
 from natbox.netfilter import NFPROTO_IPV6, DropReason, Hook
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
+from natbox.rules.printer import save_tables
 from natbox.skb import Skb6
-from natbox.wire.layout import IP6H_DADDR
+from natbox.wire.layout import IP6H_DADDR, IP6H_LEN
 
 
 def _hook_after_a_nested_send(eng: Engine, datagram: bytes) -> Hook:
@@ -59,31 +60,41 @@ def test_ipv6_generated_packets_that_cause_more_are_bounded_as_ipv4s() -> None:
     assert eng._ctx.hook == Hook.FORWARD
 
 
-# --- loops through lo: bounded without IPv4's LOOPBACK_DEPTH_MAX ------------------------------------------
-# IPv4's loopback_xmit refuses past LOOPBACK_DEPTH_MAX nested deliveries on lo; IPv6's output has no such count,
-# and needs none: a packet that comes back in on lo is either delivered to the local stack (whose answers are
-# generated packets, bounded by LOCAL_NESTING_MAX above) or routed to be forwarded, and ip6_forward forwards only
-# what was addressed to this host at the link layer (PACKET_HOST), never a looped-back packet. So a route, or a
-# DNAT in OUTPUT, that sends a packet out lo for an address that is not local, and a TEE whose gateway lies
-# behind lo, end after one pass (the TEE copy makes no copy of itself: nf_skb_duplicated), even with hop limit
-# 255 where forwarding through lo again and again would have taken 255 passes.
+# --- a route out lo for an address that is not local: a reject route (fib6_is_reject) -----------------------
+# Measured on Linux 6.18 in a throwaway namespace (lo up, forwarding on, `ip -6 route add fd00:99::/64 dev lo`):
+# a UDP datagram a process sends to fd00:99::5 passes OUTPUT but not POSTROUTING, and an ICMPv6 destination
+# unreachable, code 0 (no route), comes back in through INPUT (97 bytes for a 1-byte payload; Ip6OutNoRoutes 1);
+# an OUTPUT DNAT to fd00:99::5 does the same; a datagram from another device for fd00:99::5 passes PREROUTING,
+# never FORWARD, and its sender gets the ICMPv6 no-route (Ip6InNoRoutes 1). The kernel makes such a route a
+# reject route through lo (net/ipv6/route.c fib6_is_reject), whose dst.output is ip6_pkt_discard_out and dst.input
+# ip6_pkt_discard. (natbox once let the packet come back in on lo and dropped it in ip6_forward as not
+# PACKET_HOST; with lo's packets PACKET_HOST, as Linux has them, it would have been forwarded out lo again.)
 
 LOOPED = A("fd00:99::5")  # behind lo in _lo_engine, and not a local address
 NAT6 = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
         "%sCOMMIT\n")
 MANGLE6 = ("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
            ":POSTROUTING ACCEPT [0:0]\n%sCOMMIT\n")
+# the measurement's counters: the rule lines whose packet counts _counts reads
+COUNTED = {"out": "-A OUTPUT -p udp", "post": "-A POSTROUTING -p udp", "pre": "-A PREROUTING -p udp",
+           "fwd": "-A FORWARD", "in_udp": "-A INPUT -p udp",
+           "in_noroute": "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/0"}
+COUNTERS6 = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             + "".join(COUNTED[k] + "\n" for k in ("in_noroute", "in_udp", "fwd", "out")) + "COMMIT\n"
+             + MANGLE6 % (COUNTED["pre"] + "\n" + COUNTED["post"] + "\n"))
 
 
-def _lo_engine(rules: str) -> tuple[Engine, list[int]]:
-    """_engine's host with fd00:99::/64 routed to lo; the list holds, for each packet that came back in on lo,
-    how many such deliveries were under way (itself included)."""
+def _lo_engine(rules: str) -> tuple[Engine, list[int], Ruleset]:
+    """_engine's host with fd00:99::/64 routed to lo (and fd00:98::/64 unreachable); the
+    list holds, for each packet that came back in on lo, how many such deliveries were under way (itself
+    included)."""
     host = Host(ipv6_forward=True)
     host.add_interface(Interface("lan0", mac=LAN_MAC))
     host.add_interface(Interface("wan0", mac=WAN_MAC))
     host.add_address6("lan0", RT_LAN, 64)
     host.add_address6("wan0", RT_WAN, 64)
     host.routes6.append(Route6(A("fd00:99::"), 64, "lo"))
+    host.routes6.append(Route6(A("fd00:98::"), 64, type="unreachable"))
     host.routes6.append(Route6(0, 0, "wan0", gateway=SV))
     rs = Ruleset(NFPROTO_IPV6)
     if rules:
@@ -103,29 +114,86 @@ def _lo_engine(rules: str) -> tuple[Engine, list[int]]:
             under_way[0] -= 1
 
     out6.loopback_rcv = counted
-    return eng, depths
+    return eng, depths, rs
 
 
-@pytest.mark.parametrize("rules", ["", NAT6 % "-A OUTPUT -p udp -j DNAT --to-destination fd00:99::5\n"])
-def test_a_packet_sent_out_lo_for_an_address_not_local_comes_back_once_and_is_not_forwarded(rules: str) -> None:
-    eng, depths = _lo_engine(rules)
-    dst = LOOPED if not rules else RT_WAN + 0x1000  # on wan0's prefix, DNATed behind lo
+def _counts(rs: Ruleset) -> dict[str, int]:
+    """The packet counts of COUNTED's rules."""
+    saved = save_tables(rs.saved_tables(), "D", counters=True).splitlines()
+    counts = {}
+    for key, rule in COUNTED.items():
+        (line,) = [line for line in saved if line.endswith("] " + rule)]
+        counts[key] = int(line[1:line.index(":")])
+    return counts
+
+
+@pytest.mark.parametrize("dnat", [False, True])
+def test_a_datagram_sent_to_an_address_behind_lo_passes_output_and_earns_icmpv6_no_route(dnat: bool) -> None:
+    """Sent to fd00:99::5, or to an address on wan0's prefix that OUTPUT DNATs to it: OUTPUT counts the datagram,
+    POSTROUTING does not (ip6_pkt_discard_out replaces ip6_output), and the ICMPv6 no-route comes back through
+    INPUT once, as measured."""
+    eng, depths, rs = _lo_engine(COUNTERS6 + (NAT6 % "-A OUTPUT -p udp -j DNAT --to-destination fd00:99::5\n"
+                                              if dnat else ""))
+    dst = RT_WAN + 0x1000 if dnat else LOOPED
     out = eng.send_local(_udp(RT_LAN, dst, 5000, 7, hlim=255), 1.0)
+    assert _counts(rs) == {"out": 1, "post": 0, "pre": 0, "fwd": 0, "in_udp": 0, "in_noroute": 1}
     assert depths == [1]
-    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.OTHERHOST, "ip6_forward")]
-    assert out.emitted == [] and out.delivered == []
+    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.NO_ROUTE, "ip6_pkt_discard_out")]
+    assert out.emitted == []
+    (err,) = out.delivered
+    assert err.datagram[IP6H_DADDR:IP6H_DADDR + 16] == RT_LAN.to_bytes(16, "big")
+    assert err.datagram[IP6H_LEN:IP6H_LEN + 2] == b"\x01\x00"  # destination unreachable, no route
+
+
+def test_an_unreachable_route_sends_nothing() -> None:
+    """For comparison (measured: `ip -6 route add unreachable fd00:98::/64`): sendto fails with EHOSTUNREACH, no
+    packet passes OUTPUT, no ICMPv6 is sent."""
+    eng, depths, rs = _lo_engine(COUNTERS6)
+    out = eng.send_local(_udp(RT_LAN, A("fd00:98::5"), 5000, 7), 1.0)
+    assert _counts(rs)["out"] == 0 and depths == [] and out.delivered == [] and out.emitted == []
+    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.NO_ROUTE, "ip6_route_output")]
+
+
+def test_a_datagram_from_another_device_for_an_address_behind_lo_is_not_forwarded() -> None:
+    """From wan0 to fd00:99::5: PREROUTING counts it, FORWARD does not, and the sender gets the ICMPv6 no-route
+    (ip6_pkt_discard), as measured."""
+    eng, depths, rs = _lo_engine(COUNTERS6)
+    out = eng.receive_ip(_udp(SV, LOOPED, 5000, 7), "wan0", 1.0)
+    assert _counts(rs) == {"out": 0, "post": 0, "pre": 1, "fwd": 0, "in_udp": 0, "in_noroute": 0}
+    assert depths == []
+    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.NO_ROUTE, "ip6_route_input")]
+    (err,) = out.emitted
+    assert err.iface == "wan0"
+    ip6 = err.frame[14:]
+    assert ip6[IP6H_DADDR:IP6H_DADDR + 16] == SV.to_bytes(16, "big") and ip6[IP6H_LEN:IP6H_LEN + 2] == b"\x01\x00"
+
+
+def test_addrtype_calls_an_address_behind_lo_unreachable() -> None:
+    """`match_lookup_rt6`: a route with RTF_REJECT is XT_ADDRTYPE_UNREACHABLE (measured: `-m addrtype --dst-type
+    UNREACHABLE` in OUTPUT counts the datagram sent to fd00:99::5, `--dst-type LOCAL` does not)."""
+    rules = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             "-A OUTPUT -p udp -m addrtype --dst-type UNREACHABLE\n-A OUTPUT -p udp -m addrtype --dst-type LOCAL\n"
+             "COMMIT\n")
+    eng, _depths, rs = _lo_engine(rules)
+    eng.send_local(_udp(RT_LAN, LOOPED, 5000, 7), 1.0)
+    saved = save_tables(rs.saved_tables(), "D", counters=True)
+    assert "[1:53] -A OUTPUT -p udp -m addrtype --dst-type UNREACHABLE" in saved, saved
+    assert "[0:0] -A OUTPUT -p udp -m addrtype --dst-type LOCAL" in saved, saved
 
 
 def test_a_tee_copy_to_a_gateway_behind_lo_ends() -> None:
-    """-j TEE in PREROUTING with its gateway behind lo: the packet (to this host) and its copy each come back in
-    on lo and are delivered, each earning a port unreachable that comes back too; the copy, sent at once while
-    nf_skb_duplicated is set, makes no copy when it passes PREROUTING. (The kernel's copy comes back later, by
-    netif_rx's backlog, so its kernel bound is another matter: this proves only that natbox's nested sends end.)"""
-    eng, depths = _lo_engine(MANGLE6 % "-A PREROUTING -j TEE --gateway fd00:99::1\n")
+    """-j TEE in PREROUTING with its gateway behind lo: the packet to this host comes back in on lo; its copy,
+    routed by the reject route, passes LOCAL_OUT and is discarded by ip6_pkt_discard_out with an ICMPv6 no-route
+    to the sender; the port unreachable the packet earns comes back in on lo too, and its copy is discarded with
+    no error about an error. (The kernel's lo packets come back later, by netif_rx's backlog, so the order
+    differs: this proves only that natbox's nested sends end.)"""
+    eng, depths, _rs = _lo_engine(MANGLE6 % "-A PREROUTING -j TEE --gateway fd00:99::1\n")
     out = eng.send_local(_udp(RT_LAN, RT_WAN, 5000, 7, hlim=255), 1.0)
-    assert max(depths) == 3 and len(depths) == 5, depths
-    assert out.dropped == [] and out.emitted == []
-    assert [d.action for d in out.delivered].count("udp port 7 closed: port unreachable sent") == 2
+    assert depths == [1, 2, 2], depths
+    assert [(d.reason, d.where) for d in out.dropped] == [(DropReason.NO_ROUTE, "ip6_pkt_discard_out")] * 2
+    assert out.emitted == []
+    assert [d.action for d in out.delivered] == ["icmpv6 to the local stack", "icmpv6 to the local stack",
+                                                 "udp port 7 closed: port unreachable sent"]
 
 
 def test_a_host_udp_datagram_from_and_to_the_loopback_address_gets_a_port_unreachable_on_lo() -> None:

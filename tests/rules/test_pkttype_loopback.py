@@ -3,8 +3,9 @@
 Measured on Linux 6.18 in a throwaway namespace: with `-i lo -m pkttype --pkt-type unicast|broadcast|multicast`
 in INPUT (iptables and ip6tables) and `-o lo ...` in OUTPUT, `ping -c 2 127.0.0.1` and `ping -c 2 ::1` count
 4 packets on the unicast rules and none on the others. `loopback_xmit` leaves a locally made skb's type
-(PACKET_HOST) as it is; natbox marked it PACKET_LOOPBACK, which `-m pkttype` reads as broadcast. IPv4 is fixed;
-IPv6 is not yet (the xfail says why).
+(PACKET_HOST) as it is; natbox marked it PACKET_LOOPBACK, which `-m pkttype` reads as broadcast. (IPv6 could
+follow only once a route out lo for an address that is not local was the reject route Linux makes of it,
+fib6_is_reject: tests/ipv6/test_local_send6.py.)
 """
 
 from __future__ import annotations
@@ -43,13 +44,7 @@ def _echo6(seq: int) -> bytes:
     return bytes(ipv6.build_ipv6(1, 1, 58, icmp))
 
 
-IPV6_LOOPBACK = pytest.mark.xfail(strict=True, reason=(
-    "IPv6 still marks lo's packets PACKET_LOOPBACK: with PACKET_HOST a packet routed out lo for an address that is "
-    "not local is forwarded again and again, where Linux makes such a route a reject route (fib6_is_reject: "
-    "measured, the datagram passes OUTPUT and an ICMPv6 no-route comes back); that comes first"))
-
-
-@pytest.mark.parametrize("family", [NFPROTO_IPV4, pytest.param(NFPROTO_IPV6, marks=IPV6_LOOPBACK)])
+@pytest.mark.parametrize("family", [NFPROTO_IPV4, NFPROTO_IPV6])
 def test_what_the_host_sends_itself_over_lo_is_unicast(family: int) -> None:
     v6 = family == NFPROTO_IPV6
     rs = _ruleset(family)

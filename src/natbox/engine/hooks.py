@@ -31,7 +31,7 @@ from natbox.engine.defrag import IpDefrag
 from natbox.engine.host import Host
 from natbox.engine.path import NF_STOLEN, Drop
 from natbox.engine.route6 import Fib6
-from natbox.engine.routing import Fib
+from natbox.engine.routing import RTN_UNREACHABLE, Fib
 from natbox.engine.synproxy import SynproxyNet, nf_is_loopback_packet
 from natbox.ipset.core import IpsetRegistry
 from natbox.nat.core import NatCore
@@ -210,6 +210,8 @@ class XtHost:
     def fib_lookup(self, daddr: int) -> tuple[int, str | None] | None:
         if self.family == NFPROTO_IPV6 and self.fib6 is not None:  # ip6_route_lookup (ip6t_rpfilter)
             res6 = self.fib6.lookup(daddr)
+            if res6 is not None and res6.reject:  # RTF_REJECT: ip6t_rpfilter's lookup fails as for unreachable
+                return (RTN_UNREACHABLE, res6.dev)
             return None if res6 is None else (res6.type, res6.dev)
         res = self._fib.lookup(daddr)
         return None if res is None else (res.type, res.dev)

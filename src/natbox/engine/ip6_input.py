@@ -142,7 +142,10 @@ class Ip6Input:
             skb.add_trace(f"routing: {format_addr6(daddr)} is local")
             self.local_deliver(skb)
             return
-        if res is None or res.type != RTN_UNICAST:
+        if res is None or res.type != RTN_UNICAST or res.reject:
+            # ip6_pkt_discard / ip6_pkt_prohibit: the dst.input of unreachable, prohibit and reject routes
+            # (a route out lo to an address not local, fib6_is_reject: measured on 6.18, a datagram from another
+            # device earns ICMPv6 no-route and Ip6InNoRoutes, and FORWARD sees nothing)
             if res is not None and res.type == RTN_BLACKHOLE:
                 raise Drop(DropReason.NO_ROUTE, "ip6_route_input", "blackhole route")
             code = icmpv6.ICMPV6_ADM_PROHIBITED if res is not None and res.type == RTN_PROHIBIT else \

@@ -16,7 +16,7 @@ neighbour output, and the ICMPv6 errors the host sends (net/ipv6/ip6_output.c, i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from natbox.engine.hooks import XtHost
 from natbox.engine.hooks6 import Hooks6
@@ -27,7 +27,7 @@ from natbox.engine.neigh import NeighTable
 from natbox.engine.nud import ArpRequest
 from natbox.engine.output import Emitted
 from natbox.engine.path import NF_STOLEN, Drop, Held, PathState
-from natbox.engine.route6 import RTN_LOCAL, RTN_UNICAST, Fib6
+from natbox.engine.route6 import RTF_REJECT, RTN_LOCAL, RTN_UNICAST, Fib6
 from natbox.netfilter import NF_ACCEPT, CtInfo, Direction, DropReason, Hook
 from natbox.rand import RandomSource
 from natbox.skb import PacketType, Skb, Skb6
@@ -138,8 +138,11 @@ class Ip6Output:
             st.flush_trace(skb)
 
     def route_output(self, skb: Skb6, oif: str = "") -> None:
-        """`ip6_route_output`: the out device and next hop (a local destination goes out `lo`)."""
+        """`ip6_route_output`: the out device and next hop (a local destination goes out `lo`). An unreachable,
+        prohibit or blackhole route is an error (`ip6_dst_lookup_tail`: dst.error, no packet); a reject route
+        `fib6_is_reject` made of a route out lo has none, and the skb carries it (RTF_REJECT) to `output`."""
         daddr = skb.daddr
+        skb.rt_flags = 0
         if oif:
             skb.oif, skb.nexthop = oif, daddr
             return
@@ -148,6 +151,8 @@ class Ip6Output:
             raise Drop(DropReason.NO_ROUTE, "ip6_route_output", f"no route to {format_addr6(daddr)}")
         skb.oif = "lo" if res.type == RTN_LOCAL else res.dev
         skb.nexthop = res.nexthop
+        if res.reject:
+            skb.rt_flags = RTF_REJECT
 
     def local_out(self, skb: Skb6, oif: str = "") -> None:
         """`ip6_local_out` → LOCAL_OUT → (reroute after DNAT) → `ip6_output`."""
@@ -177,6 +182,8 @@ class Ip6Output:
             self._st.stats["tee_no_route"] += 1
             return
         nskb.oif, nskb.nexthop = res.dev, res.nexthop
+        if res.reject:  # no dst.error: the copy passes LOCAL_OUT and meets ip6_pkt_discard_out
+            nskb.rt_flags = RTF_REJECT
         if skb.trace is not None:
             skb.add_trace(f"nf_dup_ipv6: a copy goes to {format_addr6(gw)} via {res.dev}")
             nskb.trace = skb.trace
@@ -185,13 +192,17 @@ class Ip6Output:
     # --- output ----------------------------------------------------------------------------------
 
     def output(self, skb: Skb6) -> None:
-        """`ip6_output` → POSTROUTING → `ip6_finish_output`: refragment (defrag's datagrams, local ones over the
-        MTU), then the neighbour output."""
+        """`dst_output` → `ip6_output` → POSTROUTING → `ip6_finish_output`: refragment (defrag's datagrams,
+        local ones over the MTU), then the neighbour output. A reject route's dst.output is
+        `ip6_pkt_discard_out` instead. Out lo, the packet comes back in as `loopback_xmit` leaves it:
+        PACKET_HOST (measured on 6.18: `-i lo -m pkttype --pkt-type unicast` counts a ping of ::1)."""
+        if skb.rt_flags & RTF_REJECT:
+            self.ip6_pkt_discard_out(skb)
         if self._hooks6.run(Hook.POST_ROUTING, skb) == NF_STOLEN:
             return
         dev = self._host.interfaces[skb.oif]
         if dev.kind == "loopback":
-            skb.iif, skb.oif, skb.pkt_type = "lo", "", PacketType.LOOPBACK
+            skb.iif, skb.oif, skb.pkt_type = "lo", "", PacketType.HOST
             self.loopback_rcv(skb)
             return
         mtu = max(dev.mtu, IPV6_MIN_MTU)
@@ -206,6 +217,14 @@ class Ip6Output:
         if skb.trace is not None:
             skb.add_trace(f"ip6_finish_output: sent on {dev.name}"
                           + (f" as {len(pieces)} fragments" if len(pieces) > 1 else ""))
+
+    def ip6_pkt_discard_out(self, skb: Skb6) -> NoReturn:
+        """Mirrors `ip6_pkt_discard_out()` → `ip6_pkt_drop(skb, ICMPV6_NOROUTE, IPSTATS_MIB_OUTNOROUTES)`
+        (net/ipv6/route.c; ipv6-semantics.md §4.1): the dst.output of a reject route. An ICMPv6 destination
+        unreachable, code 0 (no route), goes to the sender (`icmp6_send`) and the packet is dropped
+        (Ip6OutNoRoutes) before POSTROUTING."""
+        self.icmp6_send(skb, icmpv6.ICMPV6_DEST_UNREACH, icmpv6.ICMPV6_NOROUTE)
+        raise Drop(DropReason.NO_ROUTE, "ip6_pkt_discard_out", f"reject route to {format_addr6(skb.daddr)}")
 
     def ip6_fragment(self, skb: Skb6, mtu: int) -> list[bytearray]:
         """`ip6_fragment()` (§1.4): pieces of payload `mtu - hlen - 8` (a multiple of 8), or the received

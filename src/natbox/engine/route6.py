@@ -4,6 +4,7 @@
 Routes come from the host model: a local route per own address, a connected route (metric 256) per
 address prefix of an up interface, fe80::/64 on every up interface with an IPv6 address, and the
 `Host.routes6` (default metric 1024). Longest prefix wins, then the lowest metric, then the earliest.
+A unicast route out a loopback device for a prefix other than ::1 is a reject route (`fib6_is_reject`).
 Rebuilt with `rebuild()` whenever the model changes (generation bumped, as the IPv4 Fib does).
 """
 
@@ -21,13 +22,15 @@ from natbox.wire.ipv6 import (
     solicited_node,
 )
 
-__all__ = ["ALL_NODES", "ALL_ROUTERS", "Fib6", "Fib6Result", "ipv6_addr_label"]
+__all__ = ["ALL_NODES", "ALL_ROUTERS", "RTF_REJECT", "Fib6", "Fib6Result", "ipv6_addr_label"]
 
 ALL_NODES: Final = 0xFF02_0000_0000_0000_0000_0000_0000_0001  # ff02::1
 ALL_ROUTERS: Final = 0xFF02_0000_0000_0000_0000_0000_0000_0002  # ff02::2
 _M128: Final = (1 << 128) - 1
 LINK_LOCAL_PREFIX: Final = 0xFE80 << 112
 RTN_UNICAST, RTN_LOCAL, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = 1, 2, 6, 7, 8
+RTF_REJECT: Final = 0x0200  # include/uapi/linux/ipv6_route.h
+LOOPBACK6: Final = 1  # ::1
 _TYPES: Final = {"unicast": RTN_UNICAST, "local": RTN_LOCAL, "blackhole": RTN_BLACKHOLE, "unreachable": RTN_UNREACHABLE,
           "prohibit": RTN_PROHIBIT}
 
@@ -56,12 +59,16 @@ def _common_prefix(a: int, b: int) -> int:
 
 
 class Fib6Result(NamedTuple):
-    """A routing decision: type (RTN_*), device, next hop (the gateway, or the destination), the route."""
+    """A routing decision: type (RTN_*), device, next hop (the gateway, or the destination), the route, and
+    whether it is a unicast route Linux made a reject route (`fib6_is_reject`: RTF_REJECT on a route of type
+    RTN_UNICAST, whose dst has no error and whose dst.input / dst.output are `ip6_pkt_discard` /
+    `ip6_pkt_discard_out`: ICMPv6 no-route for what meets it, after LOCAL_OUT for a packet the host sends)."""
 
     type: int
     dev: str | None
     nexthop: int
     route: Route6 | None
+    reject: bool
 
 
 class Fib6:
@@ -70,7 +77,8 @@ class Fib6:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.generation = 0
-        self._routes: list[tuple[int, int, int, int, Route6]] = []  # (plen, network, mask, metric, route)
+        # (plen, network, mask, metric, route, reject: fib6_is_reject's answer)
+        self._routes: list[tuple[int, int, int, int, Route6, bool]] = []
         self._local: dict[int, str] = {}
         self.rebuild()
 
@@ -93,16 +101,26 @@ class Fib6:
             if r.dev is not None and (dev is None or not dev.up):
                 continue
             routes.append(r)
-        self._routes = sorted(((r.prefixlen, r.dst & _mask(r.prefixlen), _mask(r.prefixlen), r.metric, r)
-                               for r in routes), key=lambda e: (-e[0], e[3]))
+        self._routes = sorted(((r.prefixlen, r.dst & _mask(r.prefixlen), _mask(r.prefixlen), r.metric, r,
+                                self._is_reject(r)) for r in routes), key=lambda e: (-e[0], e[3]))
+
+    def _is_reject(self, r: Route6) -> bool:
+        """Mirrors `fib6_is_reject()` (net/ipv6/route.c, as `ip6_route_info_create` and `fib6_nh_init` apply
+        it): a route out a loopback device to anything but ::1 (its prefix's `ipv6_addr_type` is not
+        IPV6_ADDR_LOOPBACK), not local, becomes a reject route through lo (measured on 6.18: `ip -6 route add
+        fd00:99::/64 dev lo`; a datagram sent to fd00:99::5 passes OUTPUT, not POSTROUTING, and an ICMPv6
+        destination unreachable, code 0 (no route), comes back; Ip6OutNoRoutes 1)."""
+        dev = self.host.interfaces.get(r.dev) if r.dev else None
+        return (r.type == "unicast" and dev is not None and dev.kind == "loopback"
+                and not (r.dst == LOOPBACK6 and r.prefixlen == 128))
 
     def lookup_via(self, daddr: int, dev: str) -> Fib6Result | None:
         """`ip6_route_output` with `flowi6_oif` and no source (RT6_LOOKUP_F_IFACE): the longest route through
         `dev` only (nf_dup_ipv6's `--oif`)."""
-        for _plen, net, mask, _metric, r in self._routes:
+        for _plen, net, mask, _metric, r, reject in self._routes:
             if (daddr & mask) == net and r.dev == dev:
                 rtype = _TYPES.get(r.type, RTN_UNICAST)
-                return Fib6Result(rtype, r.dev, r.gateway if r.gateway is not None else daddr, r)
+                return Fib6Result(rtype, r.dev, r.gateway if r.gateway is not None else daddr, r, reject)
         return None
 
     def is_local(self, addr: int) -> bool:
@@ -126,26 +144,26 @@ class Fib6:
         destination only on `dev` when one is given). None: no route."""
         local = self._local.get(daddr)
         if local is not None:
-            return Fib6Result(RTN_LOCAL, local, daddr, None)
-        for _plen, net, mask, _metric, r in self._routes:
+            return Fib6Result(RTN_LOCAL, local, daddr, None, False)
+        for _plen, net, mask, _metric, r, reject in self._routes:
             if (daddr & mask) != net:
                 continue
             if dev is not None and is_link_local(daddr) and r.dev != dev:
                 continue
             rtype = _TYPES.get(r.type, RTN_UNICAST)
             nexthop = r.gateway if r.gateway is not None else daddr
-            return Fib6Result(rtype, r.dev, nexthop, r)
+            return Fib6Result(rtype, r.dev, nexthop, r, reject)
         return None
 
     def addr_type(self, addr: int, dev: str | None = None) -> int:
-        """`match_lookup_rt6`'s RTN_* answer for -m addrtype (IPv6 §6): LOCAL, MULTICAST, UNREACHABLE,
-        else UNICAST."""
+        """`match_lookup_rt6`'s RTN_* answer for -m addrtype (IPv6 §6): LOCAL, MULTICAST, UNREACHABLE (no
+        route, an unreachable or prohibit route, or a reject route out lo: RTF_REJECT), else UNICAST."""
         if is_multicast(addr):
             return 5
         if addr in self._local and (dev is None or self._local[addr] == dev):
             return RTN_LOCAL
         res = self.lookup(addr)
-        if res is None or res.type in (RTN_UNREACHABLE, RTN_PROHIBIT):
+        if res is None or res.type in (RTN_UNREACHABLE, RTN_PROHIBIT) or res.reject:
             return RTN_UNREACHABLE
         return RTN_UNICAST
 
