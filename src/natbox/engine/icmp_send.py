@@ -78,6 +78,13 @@ class IcmpSender:
             if skb.trace is not None:
                 skb.add_trace(f"icmp_send: no ICMP error (type {icmp_type}) for this packet (RFC 1122)")
             return
+        if local and not fib.is_local(skb.daddr):
+            # delivered by a route out lo (RTCF_LOCAL) to an address that is not local: the error's source would
+            # be that address (iph->daddr), and icmp_route_lookup's ip_route_output_key_hash refuses a source
+            # that is not local (__ip_dev_find: ENETUNREACH), so no error leaves (measured on 6.18)
+            if skb.trace is not None:
+                skb.add_trace(f"icmp_send: no route for an error from {format_addr(skb.daddr)} (not local)")
+            return
         to_self = fib.is_local(skb.saddr) or skb.saddr >> 24 == 127
         if not self._rate.allow_error(skb.saddr, icmp_type, code, self._ctx.now, loopback=to_self):
             if skb.trace is not None:

@@ -20,7 +20,7 @@ from natbox.engine.icmp_send import IcmpSender
 from natbox.engine.output import Delivered
 from natbox.engine.path import Drop, PathState
 from natbox.engine.reject import build_reset_for
-from natbox.engine.routing import RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib, FibResult
+from natbox.engine.routing import RTCF_LOCAL, RTN_BROADCAST, RTN_MULTICAST, RTN_UNICAST, Fib, FibResult
 from natbox.netfilter import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -256,6 +256,8 @@ class LocalStack:
             self._st.stats["tee_no_route"] += 1
             return
         nskb.oif, nskb.nexthop = res.dev, res.nexthop
+        if self._host.interfaces[res.dev].kind == "loopback":  # __mkroute_output: a route out lo is RTCF_LOCAL
+            nskb.rt_flags = RTCF_LOCAL
         if skb.trace is not None:  # the copy's steps follow in the original's trace, where they happen
             skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
             nskb.trace = skb.trace
@@ -277,7 +279,10 @@ class LocalStack:
         """`ip_route_output_key`: the out device and next hop; a source address if the sender left it 0.
 
         A local destination goes out `lo` with itself as source (the local route's prefsrc); 127/8 from
-        127.0.0.1. A 127/8 source may leave a non-loopback device only with route_localnet there (§8).
+        127.0.0.1. A 127/8 source may leave a non-loopback device only with route_localnet there (§8). A route
+        out lo, local or not, is RTCF_LOCAL (`__mkroute_output`): the packet comes back in on lo and is
+        delivered to the host (measured on 6.18 with `ip route add 10.99.0.0/24 dev lo`: a datagram sent to
+        10.99.0.5 passes OUTPUT, POSTROUTING, PREROUTING and INPUT, never FORWARD).
         """
         daddr = skb.daddr
         fib = self._fib
@@ -297,6 +302,7 @@ class LocalStack:
             if skb.saddr >> 24 == 127 and out.kind != "loopback" and not out.route_localnet:
                 raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_output",
                            f"{format_addr(skb.saddr)} may not leave {out.name} (route_localnet = 0)")
+        skb.rt_flags = RTCF_LOCAL if self._host.interfaces[skb.oif].kind == "loopback" else 0
         if skb.saddr == 0:
             if src is None:
                 src = fib.select_addr(skb.oif, daddr)

@@ -16,7 +16,7 @@ from natbox.engine.host import Host
 from natbox.engine.icmp_send import IcmpSender
 from natbox.engine.local import LocalStack
 from natbox.engine.path import NF_STOLEN, Drop
-from natbox.engine.routing import RTN_BROADCAST, RTN_LOCAL, RTN_UNICAST, Fib
+from natbox.engine.routing import RTCF_LOCAL, RTN_BROADCAST, RTN_LOCAL, RTN_UNICAST, Fib
 from natbox.netfilter import DropReason, Hook
 from natbox.skb import Skb
 from natbox.wire import ipv4
@@ -47,8 +47,12 @@ class RouteInput:
 
     def ip_rcv_skb(self, skb: Skb) -> None:
         """NF_INET_PRE_ROUTING, then `ip_rcv_finish` (unless a hook kept the packet)."""
+        rt_flags = skb.rt_flags
+        daddr = skb.daddr if rt_flags else 0
         if self._hooks.run(_HOOK_PRE_ROUTING, skb) == NF_STOLEN:
             return
+        if rt_flags and skb.daddr != daddr:  # nf_nat_ipv4_in: DNAT drops the route the skb carried
+            skb.rt_flags = 0
         self.ip_rcv_finish(skb)
 
     def ip_rcv_finish(self, skb: Skb) -> None:
@@ -58,6 +62,13 @@ class RouteInput:
         saddr = int.from_bytes(data[IPH_SADDR:IPH_DADDR], "big")
         daddr = int.from_bytes(data[IPH_DADDR:IPH_ADDRS_END], "big")
         lo_in = dev.kind == "loopback"
+        if lo_in and skb.rt_flags & RTCF_LOCAL:
+            # skb_valid_dst: loopback_xmit kept the output route (skb_dst_force), an RTCF_LOCAL one, whose
+            # dst.input is ip_local_deliver, whatever the destination (a route out lo to an address not local)
+            if skb.trace is not None:
+                skb.add_trace(f"routing: the route out lo is local (RTCF_LOCAL): {format_addr(daddr)} delivered")
+            self._local.local_deliver(skb)
+            return
         # ip_route_input_slow's martian checks. `ipv4_is_zeronet` is 0.0.0.0 alone (since Linux 5.3): the
         # rest of 0/8 routes like any unicast address. [V] 6.18: 0.0.0.0 -> a local address and a host ->
         # 0.0.0.0 are martians, 0.0.0.0 -> 0.0.0.0 is delivered (brd_input), 0.1.2.3 -> a closed local

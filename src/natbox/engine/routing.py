@@ -21,6 +21,7 @@ from typing import Final, NamedTuple
 from natbox.engine.host import Host, Route
 
 __all__ = [
+    "RTCF_LOCAL",
     "RTN_BLACKHOLE",
     "RTN_BROADCAST",
     "RTN_LOCAL",
@@ -55,6 +56,10 @@ _TYPES: Final = {
     "throw": RTN_THROW,
 }
 
+
+# include/uapi/linux/in_route.h: an output route out lo (`__mkroute_output` sets it when the device is a
+# loopback one), whose dst.input is then `ip_local_deliver`
+RTCF_LOCAL: Final = 0x80000000
 
 FIB_CACHE_MAX: Final = 4096  # destinations whose routing decision Fib.lookup keeps (emptied when full)
 
