@@ -551,16 +551,16 @@ def report(results: dict[str, dict[str, float]], loads: dict[str, str],
         label = f"{key} {'>=' if at_least else '<='} {bound}"
         print(f"{label:<43}" + "".join(cells))
     if runs and max(len(r) for r in runs.values()) > 1:
-        head = "".join(f"{side:>16}" for side in ["kernel", *columns])
-        print("\nspread over the rounds (min..max; each round's below)" + head)
+        head = "".join(f"{side:>21}" for side in ["kernel", *columns])
+        print("\nspread over the rounds (min..max; each round's below)\n" + " " * 17 + head)
         measured = [key for key, _at_least, _bound in AIMS
                     if any(not math.isnan(r[key]) for side_runs in runs.values() for r in side_runs)]
         for key in measured:
             cells = []
             for side in ["kernel", *columns]:
                 values = [r[key] for r in runs.get(side, [])]
-                cells.append(f"{min(values):>7.4g}..{max(values):<7.4g}" if values else f"{'-':>16}")
-            print(f"{key:<56}" + "".join(cells))
+                cells.append(f"{f'{min(values):.4g}..{max(values):.4g}':>21}" if values else f"{'-':>21}")
+            print(f"{key:<17}" + "".join(cells))
         for key in measured:
             for side in ["kernel", *columns]:
                 print(f"  {key} {side}: " + " ".join(f"{r[key]:.4g}" for r in runs.get(side, [])))
