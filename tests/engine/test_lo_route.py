@@ -20,7 +20,7 @@ from natbox.engine.engine import Engine
 from natbox.engine.host import Host, Interface, Route
 from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
-from natbox.rules.printer import save_tables
+from natbox.testing.rules_fakes import rule_packets
 from natbox.wire import ipv4
 from natbox.wire.udp import build_udp
 
@@ -47,12 +47,8 @@ def _engine(listeners: tuple[tuple[int, int], ...] = (), mangle: str = "") -> tu
 
 
 def _counts(rs: Ruleset) -> dict[str, int]:
-    saved = save_tables(rs.saved_tables(), "D", counters=True).splitlines()
-    counts = {}
-    for key, rule in COUNTED.items():
-        (line,) = [line for line in saved if line.endswith("] " + rule)]
-        counts[key] = int(line[1:line.index(":")])
-    return counts
+    """The packet counts of COUNTED's rules."""
+    return rule_packets(rs, COUNTED)
 
 
 @pytest.mark.parametrize("dst", ["10.99.0.5", "10.1.0.7"])

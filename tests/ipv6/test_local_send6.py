@@ -16,6 +16,7 @@ from natbox.rules.evaluate import Ruleset
 from natbox.rules.parser import parse_restore
 from natbox.rules.printer import save_tables
 from natbox.skb import Skb6
+from natbox.testing.rules_fakes import rule_packets
 from natbox.wire.layout import IP6H_DADDR, IP6H_LEN
 
 
@@ -119,12 +120,7 @@ def _lo_engine(rules: str) -> tuple[Engine, list[int], Ruleset]:
 
 def _counts(rs: Ruleset) -> dict[str, int]:
     """The packet counts of COUNTED's rules."""
-    saved = save_tables(rs.saved_tables(), "D", counters=True).splitlines()
-    counts = {}
-    for key, rule in COUNTED.items():
-        (line,) = [line for line in saved if line.endswith("] " + rule)]
-        counts[key] = int(line[1:line.index(":")])
-    return counts
+    return rule_packets(rs, COUNTED)
 
 
 @pytest.mark.parametrize("dnat", [False, True])

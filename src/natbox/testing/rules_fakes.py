@@ -10,6 +10,8 @@ from natbox.ipset.core import IpsetRegistry
 from natbox.nat.range import NatRange
 from natbox.netfilter import Hook, ManipType
 from natbox.rules.api import NF_ACCEPT
+from natbox.rules.evaluate import Ruleset
+from natbox.rules.printer import save_tables
 from natbox.rules.xtstate import XtState
 from natbox.skb import Skb
 
@@ -147,3 +149,14 @@ def icmp(src: str, dst: str, itype: int, code: int = 0, *, iif: str = "", oif: s
     skb = Skb(ipv4(src, dst, 1, bytes([itype, code, 0, 0, 0, 1, 0, 1])), iif=iif)
     skb.oif = oif
     return skb
+
+
+def rule_packets(rs: Ruleset, rules: dict[str, str]) -> dict[str, int]:
+    """The packet counters of `rs`'s rules, each named by a key of `rules` whose value is the rule as
+    iptables-save prints it (`-A CHAIN ...`); each must appear once."""
+    saved = save_tables(rs.saved_tables(), "D", counters=True).splitlines()
+    counts = {}
+    for key, rule in rules.items():
+        (line,) = [line for line in saved if line.endswith("] " + rule)]
+        counts[key] = int(line[1:line.index(":")])
+    return counts
