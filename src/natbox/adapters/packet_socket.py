@@ -496,16 +496,10 @@ class PacketSocket:
                 return bytes(frame), 0, 0, False
             return bytes(data), 0, 0, False
         flags, gso_type, _hl, gso_size, cstart, coff = VNET_HDR.unpack_from(data)
-        if isinstance(data, memoryview):  # zero_copy: complete_csum is off
-            needs = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
-            loc = l4_csum_location(data[head:head + CSUM_HEAD]) if needs else None
-            if not needs or (loc is not None and loc[0] == cstart and loc[1] == coff):
-                stats["rx_in_place"] += 1
-                return data[head:], gso_type & ~GSO_ECN, gso_size if gso_type else 0, bool(needs)
-            data = bytes(data)
-        if flags or gso_type:
-            return vnet_rx(data[head:], flags, gso_type, gso_size, cstart, coff, self.complete_csum)
-        return data[head:], 0, 0, False
+        rx = vnet_rx(data[head:], flags, gso_type, gso_size, cstart, coff, self.complete_csum)
+        if isinstance(rx[0], memoryview):  # zero_copy (complete_csum off): vnet_rx left it as it came, in place
+            stats["rx_in_place"] += 1
+        return rx
 
     def _count(self, out: list[RxFrame]) -> None:
         st = self.stats

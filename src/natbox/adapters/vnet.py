@@ -217,9 +217,10 @@ def parse_vnet_rx(hdr: bytes | memoryview, frame: bytes, complete: bool = True) 
     return vnet_rx(frame, flags, gso_type, gso_size, csum_start, csum_offset, complete)
 
 
-def vnet_rx(frame: bytes, flags: int, gso_type: int, gso_size: int, csum_start: int, csum_offset: int,
+def vnet_rx(frame: bytes | memoryview, flags: int, gso_type: int, gso_size: int, csum_start: int, csum_offset: int,
             complete: bool) -> RxFrame:
-    """`parse_vnet_rx` on the header's fields, already unpacked."""
+    """`parse_vnet_rx` on the header's fields, already unpacked. A view comes back as it came unless a checksum
+    had to be finished (then bytes)."""
     if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
         return frame, gso_type & ~GSO_ECN, gso_size if gso_type else 0, False
     if not complete:

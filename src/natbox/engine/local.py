@@ -256,8 +256,7 @@ class LocalStack:
             self._st.stats["tee_no_route"] += 1
             return
         nskb.oif, nskb.nexthop = res.dev, res.nexthop
-        if self._host.interfaces[res.dev].kind == "loopback":  # __mkroute_output: a route out lo is RTCF_LOCAL
-            nskb.rt_flags = RTCF_LOCAL
+        nskb.rt_flags = self._rt_flags(res.dev)
         if skb.trace is not None:  # the copy's steps follow in the original's trace, where they happen
             skb.add_trace(f"nf_dup_ipv4: a copy goes to {format_addr(gw)} via {res.dev}")
             nskb.trace = skb.trace
@@ -302,13 +301,17 @@ class LocalStack:
             if skb.saddr >> 24 == 127 and out.kind != "loopback" and not out.route_localnet:
                 raise Drop(DropReason.MARTIAN_SOURCE, "ip_route_output",
                            f"{format_addr(skb.saddr)} may not leave {out.name} (route_localnet = 0)")
-        skb.rt_flags = RTCF_LOCAL if self._host.interfaces[skb.oif].kind == "loopback" else 0
+        skb.rt_flags = self._rt_flags(skb.oif)
         if skb.saddr == 0:
             if src is None:
                 src = fib.select_addr(skb.oif, daddr)
             if src is None:
                 raise Drop(DropReason.NO_ROUTE, "ip_route_output", "no source address")
             self._family.set_local_source(skb, src)
+
+    def _rt_flags(self, oif: str) -> int:
+        """The output route's flags: RTCF_LOCAL for a route out a loopback device (`__mkroute_output`)."""
+        return RTCF_LOCAL if self._host.interfaces[oif].kind == "loopback" else 0
 
     def loopback_xmit(self, skb: Skb) -> None:
         """`loopback_xmit` → `netif_rx`: the skb comes back in on lo, its ct still attached (§4.1). It comes back
